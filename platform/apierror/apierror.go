@@ -1,0 +1,179 @@
+// Package apierror is how Lethe's handlers say what went wrong. A domain
+// error is an *Error that carries its own gRPC code and machine-readable
+// details (google.rpc.BadRequest field violations, ErrorInfo, RetryInfo), so
+// a caller can tell which field to fix or when to retry without parsing
+// messages. Anything else that reaches the gRPC boundary is turned into
+// Internal by ToStatus, and its text never leaves the process.
+package apierror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Domain is the ErrorInfo domain of every error Lethe returns.
+const Domain = "lethe.dev"
+
+// Reasons that more than one service returns. Service-specific reasons are
+// declared beside the code that returns them.
+const (
+	// ReasonNotFound: the named object does not exist for the tenant.
+	ReasonNotFound = "NOT_FOUND"
+	// ReasonRequestIDReused: a request id was used before with a different
+	// request body.
+	ReasonRequestIDReused = "REQUEST_ID_REUSED"
+	// ReasonBacklogFull: the event backlog passed its bound; retry later.
+	ReasonBacklogFull = "BACKLOG_FULL"
+	// ReasonPermissionDenied: the caller may not call this method for this
+	// tenant.
+	ReasonPermissionDenied = "PERMISSION_DENIED"
+)
+
+// FieldViolation names one invalid field of a request, by its proto field
+// path (for example "scope.categories[0].id").
+type FieldViolation struct {
+	Field       string
+	Description string
+}
+
+// Error is a domain error with its gRPC status. Build one with the
+// constructors below; handlers return it as is.
+type Error struct {
+	code    codes.Code
+	message string
+	details []protoadapt.MessageV1
+}
+
+// Error returns the message the caller sees.
+func (e *Error) Error() string { return e.message }
+
+// Code returns the gRPC code.
+func (e *Error) Code() codes.Code { return e.code }
+
+// GRPCStatus lets grpc-go send the error with its code and details.
+func (e *Error) GRPCStatus() *status.Status {
+	st := status.New(e.code, e.message)
+	if len(e.details) == 0 {
+		return st
+	}
+	withDetails, err := st.WithDetails(e.details...)
+	if err != nil {
+		// Details are our own well-formed messages; failing to attach them
+		// must still not lose the code.
+		return st
+	}
+	return withDetails
+}
+
+// InvalidArgument reports invalid request fields as InvalidArgument with a
+// BadRequest detail listing every violation.
+func InvalidArgument(violations ...FieldViolation) *Error {
+	br := &errdetails.BadRequest{}
+	parts := make([]string, 0, len(violations))
+	for _, v := range violations {
+		br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{
+			Field:       v.Field,
+			Description: v.Description,
+		})
+		parts = append(parts, v.Field+": "+v.Description)
+	}
+	return &Error{
+		code:    codes.InvalidArgument,
+		message: "invalid argument: " + strings.Join(parts, "; "),
+		details: []protoadapt.MessageV1{br},
+	}
+}
+
+// Invalid is InvalidArgument for a single field.
+func Invalid(field, description string) *Error {
+	return InvalidArgument(FieldViolation{Field: field, Description: description})
+}
+
+// NotFound reports that an object of the given kind ("tenant", "purpose")
+// and id does not exist.
+func NotFound(kind, id string) *Error {
+	return &Error{
+		code:    codes.NotFound,
+		message: fmt.Sprintf("%s %q not found", kind, id),
+		details: []protoadapt.MessageV1{&errdetails.ErrorInfo{
+			Reason:   ReasonNotFound,
+			Domain:   Domain,
+			Metadata: map[string]string{"kind": kind, "id": id},
+		}},
+	}
+}
+
+// FailedPrecondition reports that the request conflicts with the current
+// state (an illegal transition, a reused request id); reason is a stable
+// UPPER_SNAKE identifier a caller can branch on.
+func FailedPrecondition(reason, message string) *Error {
+	return withInfo(codes.FailedPrecondition, reason, message)
+}
+
+// AlreadyExists reports that the object to create exists already.
+func AlreadyExists(kind, id string) *Error {
+	return withInfo(codes.AlreadyExists, "ALREADY_EXISTS", fmt.Sprintf("%s %q already exists", kind, id))
+}
+
+// PermissionDenied reports that the caller may not do this.
+func PermissionDenied(message string) *Error {
+	return withInfo(codes.PermissionDenied, ReasonPermissionDenied, message)
+}
+
+// Unauthenticated reports that the caller could not be identified.
+func Unauthenticated(message string) *Error {
+	return &Error{code: codes.Unauthenticated, message: message}
+}
+
+// Unavailable reports a temporary condition; retryAfter, when positive, is
+// sent as a RetryInfo detail so well-behaved clients back off for that long.
+func Unavailable(reason, message string, retryAfter time.Duration) *Error {
+	e := withInfo(codes.Unavailable, reason, message)
+	if retryAfter > 0 {
+		e.details = append(e.details, &errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
+	}
+	return e
+}
+
+func withInfo(code codes.Code, reason, message string) *Error {
+	return &Error{
+		code:    code,
+		message: message,
+		details: []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reason, Domain: Domain}},
+	}
+}
+
+// ToStatus is the one boundary between handlers and callers: it returns the
+// status a caller sees for err. Domain errors and statuses made by grpc-go
+// pass through; context ends become Canceled or DeadlineExceeded; anything
+// else becomes a bare Internal whose message reveals nothing, because an
+// unexpected error's text may carry file paths, keys or personal data. The
+// caller (the logging interceptor) logs the original error.
+func ToStatus(err error) *status.Status {
+	if err == nil {
+		return nil
+	}
+	var domain *Error
+	if errors.As(err, &domain) {
+		return domain.GRPCStatus()
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.New(codes.Canceled, "request canceled")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.New(codes.DeadlineExceeded, "deadline exceeded")
+	}
+	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+		return st
+	}
+	return status.New(codes.Internal, "internal error")
+}

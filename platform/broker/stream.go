@@ -1,0 +1,140 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrInvalidStreamConfig is wrapped by every error that [StreamConfig.Validate]
+// returns, so that callers can tell a configuration mistake from a broker
+// that is unavailable.
+var ErrInvalidStreamConfig = errors.New("broker: invalid stream config")
+
+// StreamConfig describes the JetStream stream that carries Lethe's events.
+// Storage is always file-based with limits retention: every registered
+// system reads the stream through its own durable consumer, so an event must
+// stay until it ages out rather than until some consumer acknowledges it.
+type StreamConfig struct {
+	// Name is the stream's name.
+	Name string
+	// Subjects are the subjects the stream captures.
+	Subjects []string
+	// MaxAge is how long the stream keeps an event. Required: the stream's
+	// age is bounded, so that personal data in events (pseudonymous
+	// subject ids) does not outlive its purpose. Subscribers' durable
+	// de-duplication by event id must remember ids at least this long,
+	// since a redelivery can arrive for as long as the event exists.
+	MaxAge time.Duration
+	// Duplicates is the window in which the server drops a second publish
+	// with the same Nats-Msg-Id. Required, and at most MaxAge.
+	Duplicates time.Duration
+	// Replicas is the number of copies in a cluster; 0 means 1.
+	Replicas int
+	// MaxBytes caps the stream's size; zero or less means no cap. When the
+	// cap is reached the oldest events are discarded, possibly before a
+	// slow system has consumed them (task tracking then re-sends
+	// unanswered directives), so size it for MaxAge to be the limit that
+	// binds.
+	MaxBytes int64
+}
+
+// DefaultStreamConfig returns the platform stream: "LETHE", capturing every
+// subject under [SubjectPrefix], keeping events 30 days, single replica.
+func DefaultStreamConfig() StreamConfig {
+	return StreamConfig{
+		Name:     "LETHE",
+		Subjects: []string{SubjectPrefix + ".>"},
+		// Thirty days lets a system that was down for weeks catch up.
+		// Subscribers must de-duplicate event ids for at least this
+		// long.
+		MaxAge: 30 * 24 * time.Hour,
+		// The outbox relay re-publishes an entry whose acknowledgement it
+		// did not see with the same Nats-Msg-Id (the event id), so the
+		// window must exceed the longest gap between a relay's attempts,
+		// crash and restart included; ten minutes is far beyond that.
+		// Past the window the server stores the duplicate and consumers
+		// drop it by event id.
+		Duplicates: 10 * time.Minute,
+		Replicas:   1,
+	}
+}
+
+// Validate reports the first problem in c, wrapping [ErrInvalidStreamConfig].
+// The server checks the rest (name characters, subject syntax, replica
+// limits).
+func (c StreamConfig) Validate() error {
+	switch {
+	case c.Name == "":
+		return fmt.Errorf("%w: name is empty", ErrInvalidStreamConfig)
+	case len(c.Subjects) == 0:
+		return fmt.Errorf("%w: stream %q captures no subjects", ErrInvalidStreamConfig, c.Name)
+	case c.MaxAge <= 0:
+		// Zero would mean "keep forever" to the server.
+		return fmt.Errorf("%w: stream %q: MaxAge must be positive, got %s", ErrInvalidStreamConfig, c.Name, c.MaxAge)
+	case c.Duplicates <= 0:
+		// Zero would silently become the server's two-minute default,
+		// shorter than the window the relay relies on.
+		return fmt.Errorf("%w: stream %q: Duplicates must be positive, got %s", ErrInvalidStreamConfig, c.Name, c.Duplicates)
+	case c.Duplicates > c.MaxAge:
+		return fmt.Errorf("%w: stream %q: Duplicates (%s) exceeds MaxAge (%s)", ErrInvalidStreamConfig, c.Name, c.Duplicates, c.MaxAge)
+	case c.Replicas < 0:
+		return fmt.Errorf("%w: stream %q: Replicas must not be negative, got %d", ErrInvalidStreamConfig, c.Name, c.Replicas)
+	}
+	for i, s := range c.Subjects {
+		if s == "" {
+			return fmt.Errorf("%w: stream %q: subject %d is empty", ErrInvalidStreamConfig, c.Name, i)
+		}
+	}
+	return nil
+}
+
+// jetstream translates c into the server's configuration.
+func (c StreamConfig) jetstream() jetstream.StreamConfig {
+	replicas := c.Replicas
+	if replicas == 0 {
+		replicas = 1
+	}
+	maxBytes := c.MaxBytes
+	if maxBytes <= 0 {
+		maxBytes = -1 // the server's "unlimited"
+	}
+	return jetstream.StreamConfig{
+		Name:        c.Name,
+		Description: "Lethe events",
+		Subjects:    c.Subjects,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      c.MaxAge,
+		Duplicates:  c.Duplicates,
+		Replicas:    replicas,
+		MaxBytes:    maxBytes,
+		// MaxMsgs and MaxMsgsPerSubject stay unlimited: age is the bound.
+		MaxMsgs:           -1,
+		MaxMsgsPerSubject: -1,
+	}
+}
+
+// EnsureStream creates the stream described by cfg, or brings an existing
+// one in line with it, and returns it. Every service calls it at start:
+// with an unchanged configuration it changes nothing and returns no error.
+//
+// The stream's configuration is owned here: settings changed by hand (for
+// example with the nats CLI) are reset to cfg. Changes the server cannot
+// apply in place, such as another storage type or persist mode, come back
+// as errors instead of a recreated stream, since recreating it would drop
+// its events.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, cfg.jetstream())
+	if err != nil {
+		return nil, fmt.Errorf("broker: ensure stream %q: %w", cfg.Name, err)
+	}
+	return stream, nil
+}

@@ -1,0 +1,160 @@
+// Package mutation runs a state change the way every Lethe mutation must
+// run: idempotent under the caller's request id, with a validate-only (dry
+// run) mode that exercises the same code without committing, and with its
+// audit entry committed in the same bbolt transaction as the change.
+//
+// A handler looks like
+//
+//	func (s *Service) CreatePurpose(ctx context.Context, req *pb.CreatePurposeRequest) (*pb.CreatePurposeResponse, error) {
+//		return mutation.Apply(ctx, s.mutator, req, func(tx *bolt.Tx) (*pb.CreatePurposeResponse, error) {
+//			// validate against current state, write, build the response
+//		})
+//	}
+//
+// The request id scopes to (tenant, request message type), so one id may be
+// used once per kind of mutation and tenant.
+package mutation
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/audit"
+	"github.com/lethe-privacy/lethe/platform/idempotency"
+	"github.com/lethe-privacy/lethe/platform/store"
+)
+
+// Request is a mutation request: every one carries a request id and, when
+// it is tenant-scoped, a tenant id (protoc-gen-go generates the getters).
+type Request interface {
+	proto.Message
+	GetRequestId() string
+}
+
+// validateOnly is implemented by configuration requests that offer a dry
+// run (a validate_only field).
+type validateOnly interface{ GetValidateOnly() bool }
+
+type tenantScoped interface{ GetTenantId() string }
+
+// MaxRequestIDLength bounds request ids so they cannot bloat the store.
+const MaxRequestIDLength = 128
+
+// Mutator applies mutations to one service's database.
+type Mutator struct {
+	db   *store.DB
+	idem *idempotency.Store
+}
+
+// New returns a Mutator over db, remembering results in idem.
+func New(db *store.DB, idem *idempotency.Store) *Mutator {
+	return &Mutator{db: db, idem: idem}
+}
+
+// errDryRun rolls back a validate-only transaction after it succeeded.
+var errDryRun = errors.New("validate only: roll back")
+
+// Apply runs fn in a write transaction and returns its response:
+//   - a request id seen before with the same request returns the first
+//     response without running fn; with a different request it is rejected
+//     with InvalidArgument naming request_id;
+//   - a request with validate_only set runs fn and rolls back, so a dry run
+//     fails exactly where the real call would and changes nothing;
+//   - otherwise the response is stored under the request id and the audit
+//     entry of the call in flight (if the server's audit slot started one)
+//     commits with the change.
+//
+// fn may run more than once (bbolt batches concurrent writers and re-runs a
+// batch member alone when another fails), each time in a fresh transaction:
+// it must not have effects outside tx.
+func Apply[Resp proto.Message](ctx context.Context, m *Mutator, req Request, fn func(tx *bolt.Tx) (Resp, error)) (Resp, error) {
+	var zero Resp
+	requestID := req.GetRequestId()
+	switch {
+	case requestID == "":
+		return zero, apierror.Invalid("request_id", "required: every mutation is idempotent under a request id the caller chooses")
+	case len(requestID) > MaxRequestIDLength:
+		return zero, apierror.Invalid("request_id", fmt.Sprintf("at most %d bytes", MaxRequestIDLength))
+	}
+	log, call, audited := audit.FromContext(ctx)
+	if audited && log.DB() != m.db {
+		// The audit entry would land in another file than the change.
+		return zero, fmt.Errorf("mutation: the audit log of %s is not in %s", call.Method, m.db.Path())
+	}
+
+	if v, ok := req.(validateOnly); ok && v.GetValidateOnly() {
+		var resp Resp
+		err := m.db.Update(func(tx *bolt.Tx) error {
+			var err error
+			if resp, err = fn(tx); err != nil {
+				return err
+			}
+			return errDryRun
+		})
+		if !errors.Is(err, errDryRun) {
+			return zero, err
+		}
+		if audited {
+			call.MarkRecorded()
+		}
+		return resp, nil
+	}
+
+	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+	if err != nil {
+		return zero, fmt.Errorf("encode request: %w", err)
+	}
+	hash := sha256.Sum256(body)
+	tenantID := ""
+	if t, ok := req.(tenantScoped); ok {
+		tenantID = t.GetTenantId()
+	}
+	key := idempotency.Key(tenantID, string(req.ProtoReflect().Descriptor().FullName()), requestID)
+
+	var resp Resp
+	err = m.db.Batch(func(tx *bolt.Tx) error {
+		rec, found, err := m.idem.LookupTx(tx, key)
+		if err != nil {
+			return err
+		}
+		if found {
+			if rec.RequestHash != hash {
+				return apierror.Invalid("request_id", "already used with a different request; choose a new request id for a new mutation")
+			}
+			replay := zero.ProtoReflect().Type().New().Interface().(Resp)
+			if err := proto.Unmarshal(rec.Response, replay); err != nil {
+				return fmt.Errorf("decode stored response: %w", err)
+			}
+			resp = replay
+			return nil
+		}
+		if resp, err = fn(tx); err != nil {
+			return err
+		}
+		out, err := proto.MarshalOptions{Deterministic: true}.Marshal(resp)
+		if err != nil {
+			return fmt.Errorf("encode response: %w", err)
+		}
+		if _, err := m.idem.PutTx(tx, key, hash, out); err != nil {
+			return err
+		}
+		if audited {
+			return log.AppendTx(tx, call.Entry)
+		}
+		return nil
+	})
+	if err != nil {
+		return zero, err
+	}
+	if audited {
+		// Recorded now, or a replay that changed nothing.
+		call.MarkRecorded()
+	}
+	return resp, nil
+}

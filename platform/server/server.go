@@ -1,0 +1,225 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"time"
+
+	"buf.build/go/protovalidate"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/lethe-privacy/lethe/platform/audit"
+	"github.com/lethe-privacy/lethe/platform/auth"
+)
+
+// Server is a gRPC server with Lethe's interceptor chain. Register services
+// on it, then Run it.
+type Server struct {
+	cfg       CompletedConfig
+	grpc      *grpc.Server
+	health    *health.Server
+	validator protovalidate.Validator
+
+	// methods and healthNames are written by Register before Run and only
+	// read afterwards, so the interceptors read them without locks.
+	methods     map[string]methodInfo
+	healthNames []string
+}
+
+// methodInfo is what the chain knows about a registered method.
+type methodInfo struct {
+	// mutation is true unless the proto marks the method
+	// idempotency_level = NO_SIDE_EFFECTS.
+	mutation bool
+	// audit is the log of the service that owns the method; nil for
+	// services that keep no audit log.
+	audit *audit.Log
+}
+
+// ServiceOption configures a registered service.
+type ServiceOption func(*methodInfo)
+
+// WithAudit names the audit log that records the service's mutations and
+// its denied calls.
+func WithAudit(log *audit.Log) ServiceOption {
+	return func(m *methodInfo) { m.audit = log }
+}
+
+// New builds a server from a completed configuration.
+func (cc CompletedConfig) New() (*Server, error) {
+	validator, err := protovalidate.New()
+	if err != nil {
+		return nil, fmt.Errorf("request validator: %w", err)
+	}
+	s := &Server{
+		cfg:       cc,
+		health:    health.NewServer(),
+		validator: validator,
+		methods:   map[string]methodInfo{},
+	}
+	if _, ok := cc.Policy.(auth.AllowAll); ok {
+		cc.Logger.Warn("authorization: development policy, every authenticated caller may call every method for every tenant")
+	}
+	if _, ok := cc.Authenticator.(auth.DevAuthenticator); ok {
+		cc.Logger.Warn("authentication: development profile, local callers are accepted as " + auth.DevIdentityName)
+	}
+
+	s.grpc = grpc.NewServer(
+		// Tracing and RPC metrics come from the stats handler, which wraps
+		// every interceptor below, so a span covers the whole call including
+		// a recovered panic. Health checks are probed every few seconds and
+		// would drown real traces, so they are left out.
+		grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(cc.Telemetry.Tracer),
+			otelgrpc.WithMeterProvider(cc.Telemetry.Meter),
+			otelgrpc.WithPropagators(cc.Telemetry.Propagator),
+			otelgrpc.WithFilter(filters.Not(filters.ServiceName(healthpb.Health_ServiceDesc.ServiceName))),
+		)),
+		grpc.ChainUnaryInterceptor(s.unaryChain()...),
+		grpc.ChainStreamInterceptor(s.streamChain()...),
+	)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	return s, nil
+}
+
+// Register serves impl as the service desc describes, and reports it in
+// health under its full name. The proto's idempotency_level option decides
+// which of its methods are mutations that the audit slot records.
+func (s *Server) Register(desc *grpc.ServiceDesc, impl any, opts ...ServiceOption) {
+	var base methodInfo
+	for _, opt := range opts {
+		opt(&base)
+	}
+	s.grpc.RegisterService(desc, impl)
+	for _, m := range desc.Methods {
+		info := base
+		info.mutation = isMutation(desc.ServiceName, m.MethodName)
+		s.methods["/"+desc.ServiceName+"/"+m.MethodName] = info
+	}
+	for _, st := range desc.Streams {
+		info := base
+		info.mutation = isMutation(desc.ServiceName, st.StreamName)
+		s.methods["/"+desc.ServiceName+"/"+st.StreamName] = info
+	}
+	s.RegisterHealth(desc.ServiceName)
+}
+
+// RegisterHealth reports name in health without serving any method under
+// it: a service whose API is not built yet is visible as deployed.
+func (s *Server) RegisterHealth(name string) {
+	s.healthNames = append(s.healthNames, name)
+	s.health.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
+}
+
+// isMutation reports whether a method changes state: every method that the
+// proto does not declare free of side effects.
+func isMutation(service, method string) bool {
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service + "." + method))
+	if err != nil {
+		return true // unknown methods are treated as mutations: audit more, never less
+	}
+	md, ok := d.(protoreflect.MethodDescriptor)
+	if !ok {
+		return true
+	}
+	opts, _ := md.Options().(*descriptorpb.MethodOptions)
+	return opts.GetIdempotencyLevel() != descriptorpb.MethodOptions_NO_SIDE_EFFECTS
+}
+
+// Run serves until ctx ends, then shuts down in Kubernetes order: health
+// turns NOT_SERVING, the server keeps serving for DrainDelay while load
+// balancers notice, GracefulStop lets in-flight calls finish for up to
+// ShutdownTimeout, and Stop cancels whatever still runs.
+func (s *Server) Run(ctx context.Context) error {
+	cfg := s.cfg
+	lis := cfg.Listener
+	if lis == nil {
+		var err error
+		if lis, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+		}
+	}
+
+	var metrics *http.Server
+	if cfg.MetricsAddr != "" {
+		mlis, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			_ = lis.Close()
+			return fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", cfg.Telemetry.MetricsHandler())
+		metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = metrics.Serve(mlis) }()
+		cfg.Logger.Info("metrics endpoint", "addr", mlis.Addr().String())
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.grpc.Serve(lis) }()
+	s.setServing(healthpb.HealthCheckResponse_SERVING)
+	names := append([]string(nil), s.healthNames...)
+	sort.Strings(names)
+	cfg.Logger.Info("serving", "addr", lis.Addr().String(), "services", names)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("grpc serve: %w", err)
+	}
+	s.shutdown()
+	if metrics != nil {
+		_ = metrics.Close()
+	}
+	if cfg.ownsTelemetry {
+		flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err = errors.Join(err, cfg.Telemetry.Shutdown(flushCtx))
+	}
+	cfg.Logger.Info("stopped")
+	return err
+}
+
+func (s *Server) setServing(st healthpb.HealthCheckResponse_ServingStatus) {
+	s.health.SetServingStatus("", st)
+	for _, name := range s.healthNames {
+		s.health.SetServingStatus(name, st)
+	}
+}
+
+func (s *Server) shutdown() {
+	cfg := s.cfg
+	// Shutdown turns every status NOT_SERVING and ignores later updates.
+	s.health.Shutdown()
+	if cfg.DrainDelay > 0 {
+		cfg.Logger.Info("draining", "delay", cfg.DrainDelay)
+		time.Sleep(cfg.DrainDelay)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	timer := time.NewTimer(cfg.ShutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-stopped:
+	case <-timer.C:
+		cfg.Logger.Warn("shutdown timeout passed, cancelling in-flight calls", "timeout", cfg.ShutdownTimeout)
+		s.grpc.Stop()
+		<-stopped
+	}
+}

@@ -1,0 +1,125 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lethe-privacy/lethe/platform/broker"
+	"github.com/lethe-privacy/lethe/platform/flagenv"
+	"github.com/lethe-privacy/lethe/platform/server"
+)
+
+// EnvPrefix is the prefix of the environment variables that stand in for
+// flags: --nats-url is LETHE_NATS_URL.
+const EnvPrefix = "LETHE"
+
+// Run registers services on srv, then runs srv and every service's
+// background work until ctx ends or one of them fails, and finally closes
+// the services. The server stops first, in Kubernetes order, so that no
+// call arrives at a service that is shutting down.
+func Run(ctx context.Context, srv *server.Server, services []Service) error {
+	for _, s := range services {
+		s.Register(srv)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	errs := make(chan error, len(services))
+	for _, s := range services {
+		go func() {
+			err := s.Run(ctx)
+			if err != nil {
+				cancel() // one failed service stops the process; its supervisor restarts it
+			}
+			errs <- err
+		}()
+	}
+	err := srv.Run(ctx)
+	cancel()
+	for range services {
+		err = errors.Join(err, <-errs)
+	}
+	for _, s := range services {
+		err = errors.Join(err, s.Close())
+	}
+	return err
+}
+
+// StreamFlags binds the platform stream's settings to fs.
+func StreamFlags(fs *flag.FlagSet) *broker.StreamConfig {
+	cfg := broker.DefaultStreamConfig()
+	fs.DurationVar(&cfg.MaxAge, "stream-max-age", cfg.MaxAge, "how long the platform stream keeps events; subscribers de-duplicate for at least this long")
+	fs.IntVar(&cfg.Replicas, "stream-replicas", cfg.Replicas, "replicas of the platform stream (3 on a NATS cluster)")
+	return &cfg
+}
+
+// SignalContext returns a context that ends on SIGINT or SIGTERM.
+func SignalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// Main runs one service as its own deployable, serving only that service
+// and connecting to an external NATS server. Flags may be given as
+// LETHE_<FLAG> environment variables. It returns the process exit code.
+func Main(f Factory, defaultAddr string, args []string) int {
+	fs := flag.NewFlagSet("lethe-"+f.Name, flag.ContinueOnError)
+	var cfg server.Config
+	cfg.RegisterFlags(fs, defaultAddr)
+	dataDir := fs.String("data", "./data", "folder of the service's bbolt file")
+	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+	stream := StreamFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := flagenv.Apply(fs, EnvPrefix); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := runOne(f, cfg, *dataDir, *natsURL, *stream); err != nil {
+		fmt.Fprintf(os.Stderr, "lethe-%s: %v\n", f.Name, err)
+		return 1
+	}
+	return 0
+}
+
+func runOne(f Factory, cfg server.Config, dataDir, natsURL string, stream broker.StreamConfig) error {
+	ctx, stop := SignalContext()
+	defer stop()
+	cfg.Name = "lethe-" + f.Name
+	completed, err := cfg.Complete(ctx)
+	if err != nil {
+		return err
+	}
+	logger := completed.Logger
+	nc, err := broker.Connect(natsURL, cfg.Name, logger)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	provisionCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := broker.EnsureStream(provisionCtx, js, stream); err != nil {
+		return err
+	}
+	svc, err := f.New(Deps{DataDir: dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js})
+	if err != nil {
+		return err
+	}
+	srv, err := completed.New()
+	if err != nil {
+		return errors.Join(err, svc.Close())
+	}
+	return Run(ctx, srv, []Service{svc})
+}

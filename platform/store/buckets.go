@@ -1,0 +1,41 @@
+package store
+
+// Bucket names a top-level bbolt bucket. Bucket names are package-level
+// variables created once; callers never modify their bytes.
+type Bucket []byte
+
+// The kit's buckets. Their names start with an underscore, a prefix reserved
+// for the kit so that a service's own bucket can never collide with one of
+// them; Open creates all of them in every database.
+var (
+	// BucketMeta holds the schema version and the name of the service that
+	// owns the file.
+	BucketMeta = Bucket("_meta")
+
+	// BucketIdempotency maps an idempotency key to the first result of the
+	// request that carried it.
+	BucketIdempotency = Bucket("_idempotency")
+
+	// BucketIdempotencyExpiry indexes idempotency records by expiry time so
+	// that sweeping costs in proportion to the expired records only.
+	BucketIdempotencyExpiry = Bucket("_idempotency_expiry")
+
+	// BucketAudit holds the service's tamper-evident audit chain.
+	BucketAudit = Bucket("_audit")
+
+	// BucketOutbox holds events committed with a state change and not yet
+	// published.
+	BucketOutbox = Bucket("_outbox")
+)
+
+// kitBuckets lists the buckets that Open creates in every database.
+var kitBuckets = []Bucket{
+	BucketMeta,
+	BucketIdempotency,
+	BucketIdempotencyExpiry,
+	BucketAudit,
+	BucketOutbox,
+}
+
+// reservedPrefix starts every kit bucket name and no service bucket name.
+const reservedPrefix = '_'

@@ -1,0 +1,206 @@
+// Package contract is Lethe's event contract in code: the stream, the
+// subject layout, the CloudEvents headers and the payload encoding that
+// every publisher and subscriber shares. The contract itself is documented
+// in proto/lethe/events/v1/events.proto; this package derives everything it
+// can from that proto, so the two cannot drift apart.
+//
+// Subjects:
+//
+//	lethe.<tenant>.<domain>.<event>   an Event, e.g. lethe.clio.erasure.requested
+//	lethe.<tenant>.outcome.<system>   an Outcome reported by one system
+//
+// where "<domain>.<event>" is the name of the Event.body field that is set,
+// with its one underscore turned into a dot.
+package contract
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+)
+
+const (
+	// StreamName is the JetStream stream that carries every Lethe event.
+	StreamName = "LETHE"
+	// SubjectRoot is the first token of every Lethe subject.
+	SubjectRoot = "lethe"
+	// AllSubjects is the stream's subject filter.
+	AllSubjects = SubjectRoot + ".>"
+	// OutcomeDomain is the subject token that marks an outcome.
+	OutcomeDomain = "outcome"
+)
+
+// CloudEvents attributes carried as NATS headers (binary content mode).
+const (
+	HeaderSpecVersion = "ce-specversion"
+	HeaderID          = "ce-id"
+	HeaderType        = "ce-type"
+	HeaderSource      = "ce-source"
+	HeaderTime        = "ce-time"
+	// HeaderSubject names the object the event is about (the cause's id: a
+	// request, rule or record id), never the data subject.
+	HeaderSubject     = "ce-subject"
+	HeaderContentType = "content-type"
+
+	// SpecVersion is the CloudEvents version Lethe speaks.
+	SpecVersion = "1.0"
+	// ContentType is the payload encoding: binary protobuf.
+	ContentType = "application/protobuf"
+)
+
+// tokenPattern is what tenant and system ids look like: one NATS subject
+// token, lower-case, no wildcards or dots.
+var tokenPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// ValidToken reports whether id can be a tenant or system id.
+func ValidToken(id string) bool { return tokenPattern.MatchString(id) }
+
+// Kind names an event body: "erasure.requested", "restriction.lifted".
+type Kind string
+
+// Kinds of Event body, as subject tokens.
+const (
+	KindErasureRequested       Kind = "erasure.requested"
+	KindRectificationRequested Kind = "rectification.requested"
+	KindAccessRequested        Kind = "access.requested"
+	KindConsentWithdrawn       Kind = "consent.withdrawn"
+	KindObjectionRecorded      Kind = "objection.recorded"
+	KindRestrictionApplied     Kind = "restriction.applied"
+	KindRestrictionLifted      Kind = "restriction.lifted"
+	KindTenantRegistered       Kind = "tenant.registered"
+	KindTenantChanged          Kind = "tenant.changed"
+	KindTenantRemoved          Kind = "tenant.removed"
+	KindSystemRegistered       Kind = "system.registered"
+	KindSystemChanged          Kind = "system.changed"
+	KindSystemRemoved          Kind = "system.removed"
+)
+
+// Directives are the kinds that ask a system to act on data.
+var Directives = []Kind{KindErasureRequested, KindRectificationRequested, KindAccessRequested}
+
+// Limits are the kinds that tell a system to stop or narrow processing.
+var Limits = []Kind{KindConsentWithdrawn, KindObjectionRecorded, KindRestrictionApplied, KindRestrictionLifted}
+
+var bodyOneof = (&eventsv1.Event{}).ProtoReflect().Descriptor().Oneofs().ByName("body")
+
+// kindOfField turns the body field "erasure_requested" into the kind
+// "erasure.requested".
+func kindOfField(fd protoreflect.FieldDescriptor) Kind {
+	return Kind(strings.Replace(string(fd.Name()), "_", ".", 1))
+}
+
+// KindOf returns the kind of ev's body, or an error when no body is set.
+func KindOf(ev *eventsv1.Event) (Kind, error) {
+	fd := ev.ProtoReflect().WhichOneof(bodyOneof)
+	if fd == nil {
+		return "", errors.New("event has no body")
+	}
+	return kindOfField(fd), nil
+}
+
+// TypeOf returns the CloudEvents type of ev: the full name of its body
+// message, "lethe.events.v1.ErasureRequested".
+func TypeOf(ev *eventsv1.Event) (string, error) {
+	fd := ev.ProtoReflect().WhichOneof(bodyOneof)
+	if fd == nil {
+		return "", errors.New("event has no body")
+	}
+	return string(fd.Message().FullName()), nil
+}
+
+// EventSubject returns the subject ev is published on.
+func EventSubject(ev *eventsv1.Event) (string, error) {
+	kind, err := KindOf(ev)
+	if err != nil {
+		return "", err
+	}
+	return KindSubject(ev.GetTenantId(), kind)
+}
+
+// KindSubject returns the subject of events of kind for tenant; tenant "*"
+// matches every tenant.
+func KindSubject(tenant string, kind Kind) (string, error) {
+	if tenant != "*" && !ValidToken(tenant) {
+		return "", fmt.Errorf("tenant id %q is not a lower-case token", tenant)
+	}
+	return SubjectRoot + "." + tenant + "." + string(kind), nil
+}
+
+// OutcomeSubject returns the subject system publishes its outcomes for
+// tenant on. Because it names the system, NATS permissions can let a
+// system publish only its own outcomes.
+func OutcomeSubject(tenant, system string) (string, error) {
+	if !ValidToken(tenant) {
+		return "", fmt.Errorf("tenant id %q is not a lower-case token", tenant)
+	}
+	if !ValidToken(system) {
+		return "", fmt.Errorf("system id %q is not a lower-case token", system)
+	}
+	return SubjectRoot + "." + tenant + "." + OutcomeDomain + "." + system, nil
+}
+
+// AllOutcomes is the subject filter of every outcome of every tenant.
+const AllOutcomes = SubjectRoot + ".*." + OutcomeDomain + ".*"
+
+// ParseOutcomeSubject returns the tenant and system an outcome subject
+// names.
+func ParseOutcomeSubject(subject string) (tenant, system string, ok bool) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 4 || parts[0] != SubjectRoot || parts[2] != OutcomeDomain ||
+		!ValidToken(parts[1]) || !ValidToken(parts[3]) {
+		return "", "", false
+	}
+	return parts[1], parts[3], true
+}
+
+// EventHeaders returns the CloudEvents headers of ev. The caller adds trace
+// context.
+func EventHeaders(ev *eventsv1.Event) (nats.Header, error) {
+	ceType, err := TypeOf(ev)
+	if err != nil {
+		return nil, err
+	}
+	h := nats.Header{}
+	h.Set(nats.MsgIdHdr, ev.GetId())
+	h.Set(HeaderSpecVersion, SpecVersion)
+	h.Set(HeaderID, ev.GetId())
+	h.Set(HeaderType, ceType)
+	h.Set(HeaderSource, ev.GetSource())
+	h.Set(HeaderTime, ev.GetOccurredAt().AsTime().UTC().Format(time.RFC3339Nano))
+	h.Set(HeaderSubject, ev.GetCause().GetId())
+	h.Set(HeaderContentType, ContentType)
+	return h, nil
+}
+
+// OutcomeHeaders returns the CloudEvents headers of an outcome. Its id is
+// derived from the event and the system, so a re-sent outcome de-duplicates
+// in the stream like the first.
+func OutcomeHeaders(o *eventsv1.Outcome) nats.Header {
+	id := OutcomeID(o.GetEventId(), o.GetSystemId())
+	h := nats.Header{}
+	h.Set(nats.MsgIdHdr, id)
+	h.Set(HeaderSpecVersion, SpecVersion)
+	h.Set(HeaderID, id)
+	h.Set(HeaderType, string(o.ProtoReflect().Descriptor().FullName()))
+	h.Set(HeaderSource, "system/"+o.GetSystemId())
+	h.Set(HeaderTime, o.GetReportedAt().AsTime().UTC().Format(time.RFC3339Nano))
+	h.Set(HeaderSubject, o.GetCause().GetId())
+	h.Set(HeaderContentType, ContentType)
+	return h
+}
+
+// OutcomeID is the id of system's outcome for event eventID.
+func OutcomeID(eventID, system string) string { return eventID + "/" + system }
+
+// Marshal encodes a payload deterministically.
+func Marshal(m proto.Message) ([]byte, error) {
+	return proto.MarshalOptions{Deterministic: true}.Marshal(m)
+}

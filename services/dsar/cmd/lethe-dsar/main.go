@@ -1,0 +1,15 @@
+// Command lethe-dsar runs Lethe's dsar service as its own deployable, against
+// an external NATS server. Run it with --help for its flags; every flag can
+// also be set as a LETHE_<FLAG> environment variable.
+package main
+
+import (
+	"os"
+
+	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/services/dsar"
+)
+
+func main() {
+	os.Exit(service.Main(dsar.Factory, dsar.DefaultAddr, os.Args[1:]))
+}

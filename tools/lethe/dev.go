@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lethe-privacy/lethe/platform/broker"
+	"github.com/lethe-privacy/lethe/platform/flagenv"
+	"github.com/lethe-privacy/lethe/platform/server"
+	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/services/consent"
+	"github.com/lethe-privacy/lethe/services/dsar"
+	"github.com/lethe-privacy/lethe/services/registry"
+	"github.com/lethe-privacy/lethe/services/retention"
+)
+
+// factories are the services lethe dev hosts, in the order they start.
+// The registry comes first because the others learn of tenants from it.
+var factories = []service.Factory{registry.Factory, consent.Factory, retention.Factory, dsar.Factory}
+
+// healthNames are the gRPC service names lethe dev reports in health.
+var healthNames = []string{registry.ServiceName, consent.ServiceName, retention.ServiceName, dsar.ServiceName}
+
+// devConfig is what lethe dev is started with.
+type devConfig struct {
+	server     server.Config
+	dataDir    string
+	natsAddr   string
+	syncAlways bool
+	stream     *broker.StreamConfig
+}
+
+func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
+	fs := flag.NewFlagSet("lethe dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c devConfig
+	c.server.RegisterFlags(fs, "127.0.0.1:7400")
+	// A developer's Ctrl-C should stop at once, and read as text.
+	flagenv.SetDefault(fs, "drain-delay", "0s")
+	flagenv.SetDefault(fs, "shutdown-timeout", "5s")
+	flagenv.SetDefault(fs, "log-format", "text")
+	fs.StringVar(&c.dataDir, "data", "./data", "folder for the bbolt files and the NATS store; kept across restarts")
+	fs.StringVar(&c.natsAddr, "nats-addr", "127.0.0.1:4222", "address of the embedded NATS server")
+	fs.BoolVar(&c.syncAlways, "nats-sync-always", true,
+		"fsync every JetStream write before acknowledging it. Off, publishing is much faster, but an "+
+			"acknowledged event can be lost if the machine loses power before the next periodic sync (2 minutes)")
+	c.stream = service.StreamFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: lethe dev [flags]\n\nStarts the whole Lethe platform in one process.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if err := flagenv.Apply(fs, service.EnvPrefix); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func runDev(args []string, stdout, stderr io.Writer) int {
+	c, err := parseDevFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "lethe dev:", err)
+		return 2
+	}
+	ctx, stop := service.SignalContext()
+	defer stop()
+	if err := dev(ctx, c, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "lethe dev:", err)
+		return 1
+	}
+	return 0
+}
+
+func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
+	c.server.Name = "lethe-dev"
+	c.server.LogOutput = stderr
+	completed, err := c.server.Complete(ctx)
+	if err != nil {
+		return err
+	}
+	logger := completed.Logger
+
+	host, portText, err := net.SplitHostPort(c.natsAddr)
+	if err != nil {
+		return fmt.Errorf("--nats-addr %q: %w", c.natsAddr, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return fmt.Errorf("--nats-addr %q: port: %w", c.natsAddr, err)
+	}
+	natsCfg := broker.DefaultEmbeddedConfig(c.dataDir)
+	natsCfg.Host, natsCfg.Port, natsCfg.SyncAlways = host, port, c.syncAlways
+	natsCfg.ServerName = "lethe-dev"
+	embedded, err := broker.StartEmbedded(natsCfg, logger.With("component", "nats"))
+	if err != nil {
+		return err
+	}
+	defer embedded.Shutdown()
+
+	nc, err := broker.Connect(embedded.ClientURL(), "lethe-dev", logger)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	provisionCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := broker.EnsureStream(provisionCtx, js, *c.stream); err != nil {
+		return err
+	}
+
+	deps := service.Deps{DataDir: c.dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js}
+	var services []service.Service
+	for _, f := range factories {
+		svc, err := f.New(deps)
+		if err != nil {
+			for _, opened := range services {
+				err = errors.Join(err, opened.Close())
+			}
+			return fmt.Errorf("start %s: %w", f.Name, err)
+		}
+		services = append(services, svc)
+	}
+
+	// Listen before serving so the printed address is the bound one.
+	lis, err := net.Listen("tcp", c.server.Addr)
+	if err != nil {
+		return errors.Join(fmt.Errorf("listen on %s: %w", c.server.Addr, err), closeAll(services))
+	}
+	completed.Listener = lis
+	srv, err := completed.New()
+	if err != nil {
+		return errors.Join(err, closeAll(services))
+	}
+	printEndpoints(stdout, lis.Addr().String(), embedded.ClientURL(), c)
+	return service.Run(ctx, srv, services)
+}
+
+func closeAll(services []service.Service) error {
+	var err error
+	for _, s := range services {
+		err = errors.Join(err, s.Close())
+	}
+	return err
+}
+
+func printEndpoints(w io.Writer, grpcAddr, natsURL string, c devConfig) {
+	data, err := filepath.Abs(c.dataDir)
+	if err != nil {
+		data = c.dataDir
+	}
+	fmt.Fprintf(w, "Lethe is running (development profile: plaintext, local callers only).\n")
+	fmt.Fprintf(w, "  gRPC     %s\n", grpcAddr)
+	for _, name := range healthNames {
+		fmt.Fprintf(w, "           %s\n", name)
+	}
+	fmt.Fprintf(w, "  NATS     %s (JetStream, stream %s, sync always: %t)\n", natsURL, c.stream.Name, c.syncAlways)
+	if c.server.MetricsAddr != "" {
+		fmt.Fprintf(w, "  metrics  http://%s/metrics\n", c.server.MetricsAddr)
+	}
+	fmt.Fprintf(w, "  data     %s\n", data)
+	fmt.Fprintf(w, "Try: grpcurl -plaintext %s list\nStop with Ctrl-C.\n", grpcAddr)
+}
