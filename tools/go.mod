@@ -14,11 +14,13 @@ replace (
 
 require (
 	github.com/lethe-privacy/lethe/platform v0.0.0-00010101000000-000000000000
+	github.com/lethe-privacy/lethe/sdk v0.0.0-00010101000000-000000000000
 	github.com/lethe-privacy/lethe/services/consent v0.0.0-00010101000000-000000000000
 	github.com/lethe-privacy/lethe/services/dsar v0.0.0-00010101000000-000000000000
 	github.com/lethe-privacy/lethe/services/registry v0.0.0-00010101000000-000000000000
 	github.com/lethe-privacy/lethe/services/retention v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
+	google.golang.org/grpc v1.85.0
 )
 
 require (
@@ -37,6 +39,7 @@ require (
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/lethe-privacy/lethe/gen/go v0.0.0-00010101000000-000000000000 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
@@ -70,6 +73,5 @@ require (
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
-	google.golang.org/grpc v1.85.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )

@@ -109,7 +109,7 @@ func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
 	natsCfg := broker.DefaultEmbeddedConfig(c.dataDir)
 	natsCfg.Host, natsCfg.Port, natsCfg.SyncAlways = host, port, c.syncAlways
 	natsCfg.ServerName = "lethe-dev"
-	embedded, err := broker.StartEmbedded(natsCfg, logger.With("component", "nats"))
+	embedded, err := broker.StartEmbedded(natsCfg, logger)
 	if err != nil {
 		return err
 	}

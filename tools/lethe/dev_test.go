@@ -1,0 +1,278 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+	"github.com/lethe-privacy/lethe/sdk/contract"
+)
+
+// buildBinaries builds commands of this workspace into a temporary folder
+// and returns their paths by package, with the race detector when the
+// tests run with it (so the build reuses the test build's cache).
+func buildBinaries(t testing.TB, pkgs ...string) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, pkgs...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %v: %v\n%s", pkgs, err, out)
+	}
+	bins := map[string]string{}
+	for _, pkg := range pkgs {
+		name := filepath.Base(pkg)
+		if pkg == "." {
+			name = "lethe"
+		}
+		bins[pkg] = filepath.Join(dir, name)
+	}
+	return bins
+}
+
+// freeAddr returns a loopback address with a port nothing listens on.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// process is a running Lethe binary.
+type process struct {
+	cmd    *exec.Cmd
+	output *syncBuffer
+	done   chan error
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func startProcess(t testing.TB, bin string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(bin, args...), output: &syncBuffer{}, done: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and expects a clean exit.
+func (p *process) stop(t testing.TB) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.output)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("no exit 15s after SIGTERM\n%s", p.output)
+	}
+}
+
+// waitServing polls health until every name is SERVING.
+func waitServing(t testing.TB, addr string, names []string, p *process) *grpc.ClientConn {
+	t.Helper()
+	// The process may not listen yet: retry the connection every few
+	// milliseconds instead of grpc's default backoff of a second, so the
+	// start-up benchmark measures Lethe rather than the probe.
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 5 * time.Millisecond, Multiplier: 1, MaxDelay: 5 * time.Millisecond},
+			MinConnectTimeout: time.Second,
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	health := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(60 * time.Second)
+	for _, name := range names {
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: name})
+			cancel()
+			if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
+				break
+			}
+			select {
+			case exitErr := <-p.done:
+				t.Fatalf("process exited (%v) before %s was SERVING\n%s", exitErr, name, p.output)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not SERVING: %v, %v\n%s", name, resp, err, p.output)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return conn
+}
+
+// TestDevServesAllFourAndKeepsItsData runs the README's command as a
+// process: every service answers health, reflection lists them, NATS takes
+// events into the platform stream, and a restart on the same data folder
+// finds the stream's events and the services' files again.
+func TestDevServesAllFourAndKeepsItsData(t *testing.T) {
+	bin := buildBinaries(t, ".")["."]
+	data := t.TempDir()
+	grpcAddr, natsAddr := freeAddr(t), freeAddr(t)
+	args := []string{"dev", "--data", data, "--addr", grpcAddr, "--nats-addr", natsAddr, "--metrics-addr", ""}
+
+	p := startProcess(t, bin, args...)
+	conn := waitServing(t, grpcAddr, healthNames, p)
+	if out := p.output.String(); !strings.Contains(out, "Lethe is running") || !strings.Contains(out, grpcAddr) {
+		t.Errorf("startup output does not print the endpoints:\n%s", out)
+	}
+	assertReflectionLists(t, conn, "grpc.health.v1.Health")
+
+	// An event published into the platform stream must survive a restart.
+	nc, err := nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.Publish(ctx, "lethe.clio.erasure.requested", []byte("probe"), jetstream.WithMsgID("probe-1")); err != nil {
+		t.Fatalf("publish into the platform stream: %v", err)
+	}
+	nc.Close()
+	p.stop(t)
+
+	for _, name := range []string{"consent.db", "dsar.db", "retention.db", "registry.db"} {
+		if _, err := os.Stat(filepath.Join(data, name)); err != nil {
+			t.Errorf("bbolt file %s: %v", name, err)
+		}
+	}
+
+	p = startProcess(t, bin, args...)
+	waitServing(t, grpcAddr, healthNames, p)
+	nc, err = nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err = jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, contract.StreamName)
+	if err != nil {
+		t.Fatalf("stream after restart: %v", err)
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, "lethe.clio.erasure.requested")
+	if err != nil || string(msg.Data) != "probe" {
+		t.Fatalf("event after restart = %v, %v; want the probe published before", msg, err)
+	}
+	p.stop(t)
+}
+
+func assertReflectionLists(t *testing.T, conn *grpc.ClientConn, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{
+		MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.Name)
+	}
+	if !strings.Contains(strings.Join(names, " "), want) {
+		t.Fatalf("reflection lists %v, want %s among them", names, want)
+	}
+}
+
+// TestServiceDeployablesUseExternalNATS runs each service's own binary
+// against a NATS server that lethe dev provides, as a production
+// deployment runs them against a cluster.
+func TestServiceDeployablesUseExternalNATS(t *testing.T) {
+	names := []string{"consent", "dsar", "retention", "registry"}
+	pkgs := []string{"."}
+	for _, name := range names {
+		pkgs = append(pkgs, fmt.Sprintf("github.com/lethe-privacy/lethe/services/%[1]s/cmd/lethe-%[1]s", name))
+	}
+	bins := buildBinaries(t, pkgs...)
+
+	natsAddr, devAddr := freeAddr(t), freeAddr(t)
+	dev := startProcess(t, bins["."], "dev", "--data", t.TempDir(), "--addr", devAddr, "--nats-addr", natsAddr, "--metrics-addr", "")
+	waitServing(t, devAddr, healthNames, dev)
+
+	for i, name := range names {
+		t.Run(name, func(t *testing.T) {
+			addr := freeAddr(t)
+			p := startProcess(t, bins[pkgs[i+1]], "--addr", addr, "--data", t.TempDir(), "--nats-url", "nats://"+natsAddr,
+				"--metrics-addr", "", "--drain-delay", "0s")
+			waitServing(t, addr, []string{"lethe." + name + ".v1." + serviceNames[name]}, p)
+			p.stop(t)
+		})
+	}
+	dev.stop(t)
+}
+
+var serviceNames = map[string]string{
+	"consent": "ConsentService", "dsar": "DsarService", "retention": "RetentionService", "registry": "RegistryService",
+}
