@@ -26,6 +26,11 @@ var (
 	// BucketOutbox holds events committed with a state change and not yet
 	// published.
 	BucketOutbox = Bucket("_outbox")
+
+	// BucketSubjectSequence holds the last event sequence number the
+	// service assigned per (tenant, data subject), so that subscribers can
+	// order one subject's events.
+	BucketSubjectSequence = Bucket("_subject_sequence")
 )
 
 // kitBuckets lists the buckets that Open creates in every database.
@@ -35,6 +40,7 @@ var kitBuckets = []Bucket{
 	BucketIdempotencyExpiry,
 	BucketAudit,
 	BucketOutbox,
+	BucketSubjectSequence,
 }
 
 // reservedPrefix starts every kit bucket name and no service bucket name.

@@ -27,19 +27,10 @@ const (
 	// on the same file would hang instead of failing with a clear error.
 	DefaultLockTimeout = 5 * time.Second
 
-	// DefaultMaxBatchSize replaces bbolt's 1000, which a service instance
-	// never reaches: its concurrent writers number in the tens, so with
-	// bbolt's default every batch waits out the full delay. 64 covers the
-	// mutations a typical instance has in flight, and a batch that fills
-	// commits at once.
-	DefaultMaxBatchSize = 64
-
-	// DefaultMaxBatchDelay replaces bbolt's 10ms, which is added to the
-	// latency of every batched write whose batch does not fill. 2ms is in the
-	// order of one fsync on an SSD: writers arriving during a commit gather
-	// for the next one anyway, so waiting longer adds latency and little
-	// batching.
-	DefaultMaxBatchDelay = 2 * time.Millisecond
+	// DefaultMaxBatchSize bounds how many Batch calls share one transaction,
+	// so that a burst cannot build one huge transaction and a failing call
+	// re-runs a bounded amount of work.
+	DefaultMaxBatchSize = 1000
 )
 
 // Options configures Open. Sync is never disabled: a write acknowledged to a
@@ -57,15 +48,9 @@ type Options struct {
 	// process from opening the file. Zero means DefaultLockTimeout.
 	LockTimeout time.Duration
 
-	// MaxBatchSize is the number of Batch calls that commit in one
-	// transaction without waiting for MaxBatchDelay. Set it to the number of
-	// goroutines expected to write concurrently; a larger value makes every
-	// batch wait the full delay. Zero means DefaultMaxBatchSize.
+	// MaxBatchSize bounds how many Batch calls share one transaction. Zero
+	// means DefaultMaxBatchSize.
 	MaxBatchSize int
-
-	// MaxBatchDelay is the longest a Batch call waits for others to join its
-	// transaction. Zero means DefaultMaxBatchDelay.
-	MaxBatchDelay time.Duration
 }
 
 // Open opens or creates the file at opts.Path. In one transaction it creates
@@ -93,19 +78,22 @@ func Open(opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", opts.Path, err)
 	}
-	bdb.MaxBatchSize = cmp.Or(opts.MaxBatchSize, DefaultMaxBatchSize)
-	bdb.MaxBatchDelay = cmp.Or(opts.MaxBatchDelay, DefaultMaxBatchDelay)
 	if err := bdb.Update(func(tx *bbolt.Tx) error { return opts.Schema.apply(tx, opts.Path) }); err != nil {
 		return nil, errors.Join(err, bdb.Close())
 	}
-	return &DB{bolt: bdb, path: opts.Path}, nil
+	return &DB{
+		bolt:      bdb,
+		path:      opts.Path,
+		committer: &committer{db: bdb, max: cmp.Or(opts.MaxBatchSize, DefaultMaxBatchSize)},
+	}, nil
 }
 
 // DB is an open database file. It is safe for concurrent use; as in bbolt,
 // read transactions run in parallel and write transactions one at a time.
 type DB struct {
-	bolt *bbolt.DB
-	path string
+	bolt      *bbolt.DB
+	path      string
+	committer *committer
 }
 
 // Update runs fn in a write transaction, committed if fn returns nil and
@@ -115,12 +103,14 @@ func (db *DB) Update(fn func(*bbolt.Tx) error) error { return db.bolt.Update(fn)
 // View runs fn in a read-only transaction that sees a consistent snapshot.
 func (db *DB) View(fn func(*bbolt.Tx) error) error { return db.bolt.View(fn) }
 
-// Batch runs fn in a write transaction shared with concurrent Batch calls,
-// which amortises one fsync over many writers. bbolt may run fn more than
-// once: if another call in the batch fails, the batch is retried without it.
+// Batch runs fn in a write transaction shared with concurrent Batch calls
+// (group commit), which amortises one fsync over many writers without
+// delaying a lone one. fn may run more than once: if another call in the
+// batch fails, the batch is retried without it, and a failing fn is re-run
+// alone.
 // fn must therefore be idempotent and have no effect outside tx; act on the
 // result only after Batch returns nil.
-func (db *DB) Batch(fn func(*bbolt.Tx) error) error { return db.bolt.Batch(fn) }
+func (db *DB) Batch(fn func(*bbolt.Tx) error) error { return db.committer.batch(fn) }
 
 // Close waits for open transactions to finish and closes the file. Closing
 // twice is harmless.
