@@ -120,7 +120,8 @@ func (c StreamConfig) jetstream() jetstream.StreamConfig {
 }
 
 // EnsureStream creates the stream described by cfg, or brings an existing
-// one in line with it, and returns it. Every service calls it at start:
+// one in line with it, and returns it; it provisions the stream's
+// dead-letter stream too (EnsureDeadLetterStream). Every service calls it at start:
 // with an unchanged configuration it changes nothing and returns no error.
 //
 // The stream's configuration is owned here: settings changed by hand (for
@@ -135,6 +136,46 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	stream, err := js.CreateOrUpdateStream(ctx, cfg.jetstream())
 	if err != nil {
 		return nil, fmt.Errorf("broker: ensure stream %q: %w", cfg.Name, err)
+	}
+	if _, err := EnsureDeadLetterStream(ctx, js, cfg); err != nil {
+		return nil, err
+	}
+	return stream, nil
+}
+
+// DeadLetterStreamName names the stream that keeps the MAX_DELIVERIES
+// advisories of the platform stream's consumers.
+func DeadLetterStreamName(platform string) string { return platform + "_DEAD_LETTERS" }
+
+// DeadLetterSubject is the advisory JetStream publishes when a consumer of
+// the named stream gives up on a message after MaxDeliver deliveries; the
+// last token is the consumer.
+func DeadLetterSubject(platform string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + platform + ".*"
+}
+
+// EnsureDeadLetterStream provisions the stream that captures the platform
+// stream's MAX_DELIVERIES advisories. JetStream publishes an advisory once,
+// on core NATS: without a stream, a task tracker that is down at that
+// moment would never learn that a system gave up on an event, and the task
+// would wait forever instead of failing where operators see it.
+func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	name := DeadLetterStreamName(cfg.Name)
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        name,
+		Description: "MAX_DELIVERIES advisories of the " + cfg.Name + " stream's consumers",
+		Subjects:    []string{DeadLetterSubject(cfg.Name)},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      cfg.MaxAge,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("broker: ensure stream %q: %w", name, err)
 	}
 	return stream, nil
 }

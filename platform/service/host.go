@@ -113,7 +113,7 @@ func runOne(f Factory, cfg server.Config, dataDir, natsURL string, stream broker
 	if _, err := broker.EnsureStream(provisionCtx, js, stream); err != nil {
 		return err
 	}
-	svc, err := f.New(Deps{DataDir: dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js})
+	svc, err := f.New(Deps{DataDir: dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry})
 	if err != nil {
 		return err
 	}

@@ -15,13 +15,17 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/lethe-privacy/lethe/platform/audit"
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/idempotency"
 	"github.com/lethe-privacy/lethe/platform/mutation"
+	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/telemetry"
 )
 
 // Service is one Lethe service as a host runs it.
@@ -44,6 +48,8 @@ type Deps struct {
 	// NATS and JetStream reach the platform stream.
 	NATS      *nats.Conn
 	JetStream jetstream.JetStream
+	// Telemetry gives the service its meter; none when nil.
+	Telemetry *telemetry.Providers
 }
 
 // Factory builds a service.
@@ -56,15 +62,20 @@ type Factory struct {
 }
 
 // Base is what every service holds: its own bbolt file, the audit log and
-// idempotency records kept in it, and the mutator over them.
+// idempotency records kept in it, the mutator over them, and the outbox
+// whose relay publishes the service's events.
 type Base struct {
 	Name        string
 	DB          *store.DB
 	Audit       *audit.Log
 	Idempotency *idempotency.Store
 	Mutator     *mutation.Mutator
+	Outbox      *outbox.Outbox
 	Clock       clock.Clock
 	Logger      *slog.Logger
+	Meter       metric.Meter
+
+	nats *nats.Conn
 }
 
 // idempotencySweepEvery is how often expired idempotency records are
@@ -88,25 +99,48 @@ func OpenBase(deps Deps, schema store.Schema) (*Base, error) {
 		return nil, fmt.Errorf("open %s store: %w", schema.Service, err)
 	}
 	idem := idempotency.New(clk, idempotency.DefaultTTL)
+	logger := deps.Logger.With("service", schema.Service)
+	var meter metric.Meter = noop.NewMeterProvider().Meter("")
+	if deps.Telemetry != nil {
+		meter = deps.Telemetry.Meter.Meter("github.com/lethe-privacy/lethe/services/" + schema.Service)
+	}
+	ob, err := outbox.New(db, outbox.Config{Source: "lethe/" + schema.Service, Clock: clk, Meter: meter, Logger: logger})
+	if err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
 	return &Base{
 		Name:        schema.Service,
 		DB:          db,
 		Audit:       audit.New(db, clk),
 		Idempotency: idem,
 		Mutator:     mutation.New(db, idem),
+		Outbox:      ob,
 		Clock:       clk,
-		Logger:      deps.Logger.With("service", schema.Service),
+		Logger:      logger,
+		Meter:       meter,
+		nats:        deps.NATS,
 	}, nil
 }
 
-// Run does the background work every service shares until ctx ends.
+// Run does the background work every service shares until ctx ends: the
+// outbox relay (when the host connected NATS) and the idempotency sweep.
 func (b *Base) Run(ctx context.Context) error {
+	done := make(chan error, 1)
+	if b.nats != nil {
+		relay, err := outbox.NewRelay(b.Outbox, b.nats, outbox.RelayConfig{})
+		if err != nil {
+			return err
+		}
+		go func() { done <- relay.Run(ctx) }()
+	} else {
+		done <- nil
+	}
 	b.Idempotency.Run(ctx, b.DB, idempotencySweepEvery)
-	return nil
+	return <-done
 }
 
-// Close closes the bbolt file.
-func (b *Base) Close() error { return b.DB.Close() }
+// Close closes the outbox and the bbolt file.
+func (b *Base) Close() error { return errors.Join(b.Outbox.Close(), b.DB.Close()) }
 
 // ServeOptions returns the server options every service registers with:
 // its mutations and denials are audited in its own log.

@@ -31,6 +31,26 @@ var (
 	// service assigned per (tenant, data subject), so that subscribers can
 	// order one subject's events.
 	BucketSubjectSequence = Bucket("_subject_sequence")
+
+	// BucketTasks holds one task per (event, system): a system's share of
+	// an event it must answer, and its outcome once final.
+	BucketTasks = Bucket("_tasks")
+
+	// BucketTaskEvents holds the events that tasks answer, so that an
+	// unanswered one can be re-sent unchanged.
+	BucketTaskEvents = Bucket("_task_events")
+
+	// BucketTasksByCause indexes tasks by (tenant, cause), to tell when
+	// every task of a cause is final.
+	BucketTasksByCause = Bucket("_tasks_by_cause")
+
+	// BucketTasksBySystem indexes open tasks by (tenant, system), to close
+	// them when the system is removed.
+	BucketTasksBySystem = Bucket("_tasks_by_system")
+
+	// BucketTasksDue indexes open tasks by the time they are re-sent if
+	// still unanswered, so a sweep costs in proportion to the due tasks.
+	BucketTasksDue = Bucket("_tasks_due")
 )
 
 // kitBuckets lists the buckets that Open creates in every database.
@@ -41,6 +61,11 @@ var kitBuckets = []Bucket{
 	BucketAudit,
 	BucketOutbox,
 	BucketSubjectSequence,
+	BucketTasks,
+	BucketTaskEvents,
+	BucketTasksByCause,
+	BucketTasksBySystem,
+	BucketTasksDue,
 }
 
 // reservedPrefix starts every kit bucket name and no service bucket name.

@@ -130,7 +130,7 @@ func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	deps := service.Deps{DataDir: c.dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js}
+	deps := service.Deps{DataDir: c.dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry}
 	var services []service.Service
 	for _, f := range factories {
 		svc, err := f.New(deps)

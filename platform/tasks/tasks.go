@@ -1,0 +1,684 @@
+// Package tasks tracks what every system must answer. When a service
+// publishes an event that systems must act on — an erasure, a withdrawal —
+// it records one task per expected system in the same transaction
+// (PublishTx), and the tracker follows each task to a final state:
+//
+//   - reported: the system published its outcome (or an operator recorded
+//     it, for a system answered by hand);
+//   - dead-lettered: the system's consumer gave up after its maximum
+//     deliveries, which JetStream announces with a MAX_DELIVERIES advisory;
+//   - system removed: the registry removed the system while its task was
+//     open.
+//
+// An SDK task unanswered after ResendAfter is re-sent with the same event id
+// and flagged stalled; a late answer still closes it. When the last task of
+// a cause becomes final, the owner's OnCauseComplete runs in the very
+// transaction that closed it, so the owner's own state (a request
+// completed) commits with it or not at all.
+//
+// State lives in the owner's bbolt file; the owner's outcomes consumer is
+// durable, and a task is changed before its outcome message is
+// acknowledged, so a crash at any point loses no answer.
+package tasks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/broker"
+	"github.com/lethe-privacy/lethe/platform/clock"
+	"github.com/lethe-privacy/lethe/platform/outbox"
+	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/sdk/contract"
+)
+
+// State is where a task stands.
+type State string
+
+// Task states.
+const (
+	// StateOpen: sent, no answer yet.
+	StateOpen State = "open"
+	// StateStalled: no answer within ResendAfter; the event was re-sent.
+	StateStalled State = "stalled"
+	// StateFinal: answered, dead-lettered or closed by the system's removal.
+	StateFinal State = "final"
+)
+
+// Resolution is how a final task became final.
+type Resolution string
+
+// Task resolutions.
+const (
+	// ResolutionReported: the system (or an operator for it) reported the
+	// outcome.
+	ResolutionReported Resolution = "reported"
+	// ResolutionDeadLettered: the system's consumer exhausted its
+	// deliveries; the outcome is FAILED.
+	ResolutionDeadLettered Resolution = "dead_lettered"
+	// ResolutionSystemRemoved: the system was removed from the registry
+	// while the task was open.
+	ResolutionSystemRemoved Resolution = "system_removed"
+)
+
+// Expect names a system that must answer an event.
+type Expect struct {
+	SystemID string
+	// Mode says whether the system answers through the SDK or an operator
+	// answers for it; only SDK tasks are re-sent.
+	Mode commonv1.AnswerMode
+}
+
+// Task is one system's share of an event.
+type Task struct {
+	EventID    string              `json:"event_id"`
+	TenantID   string              `json:"tenant_id"`
+	SystemID   string              `json:"system_id"`
+	Kind       contract.Kind       `json:"kind"`
+	CauseKind  commonv1.CauseKind  `json:"cause_kind"`
+	CauseID    string              `json:"cause_id"`
+	Mode       commonv1.AnswerMode `json:"mode"`
+	State      State               `json:"state"`
+	Resolution Resolution          `json:"resolution,omitempty"`
+	// Outcome is the final outcome, binary protobuf (see OutcomeProto).
+	Outcome   []byte    `json:"outcome,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	SentAt    time.Time `json:"sent_at"`
+	Resends   int       `json:"resends,omitempty"`
+	ClosedAt  time.Time `json:"closed_at,omitzero"`
+}
+
+// OutcomeProto decodes the task's final outcome; nil while it is open.
+func (t Task) OutcomeProto() (*eventsv1.Outcome, error) {
+	if t.Outcome == nil {
+		return nil, nil
+	}
+	o := &eventsv1.Outcome{}
+	return o, proto.Unmarshal(t.Outcome, o)
+}
+
+// Config configures a Tracker.
+type Config struct {
+	// Owner is the short name of the owning service ("dsar"); it names the
+	// durable consumers.
+	Owner string
+	// Outbox publishes the owner's events and re-sends.
+	Outbox *outbox.Outbox
+	// ResendAfter is how long an SDK task may stay unanswered before its
+	// event is re-sent and the task flagged stalled. Default one hour.
+	ResendAfter time.Duration
+	// SweepEvery is how often due re-sends are looked for. Default one
+	// minute.
+	SweepEvery time.Duration
+	// OnCauseComplete, when set, runs in the transaction that made the last
+	// task of a cause final, with every task of the cause. Like any function
+	// run in a shared transaction it may run more than once (a batch whose
+	// other member failed is retried): it must write only through tx.
+	OnCauseComplete func(tx *bolt.Tx, tenantID string, cause *commonv1.Cause, tasks []Task) error
+	// StreamName is the platform stream; contract.StreamName by default.
+	StreamName string
+	Clock      clock.Clock
+	Meter      metric.Meter
+	Logger     *slog.Logger
+}
+
+// Tracker tracks tasks in its owner's bbolt file.
+type Tracker struct {
+	db      *store.DB
+	cfg     Config
+	closed  metric.Int64Counter
+	resent  metric.Int64Counter
+	ignored metric.Int64Counter
+}
+
+// New returns a tracker over db.
+func New(db *store.DB, cfg Config) (*Tracker, error) {
+	if cfg.Owner == "" || !contract.ValidToken(cfg.Owner) {
+		return nil, fmt.Errorf("tasks: owner %q must be a lower-case token", cfg.Owner)
+	}
+	if cfg.Outbox == nil {
+		return nil, errors.New("tasks: an outbox is required")
+	}
+	if cfg.ResendAfter <= 0 {
+		cfg.ResendAfter = time.Hour
+	}
+	if cfg.SweepEvery <= 0 {
+		cfg.SweepEvery = time.Minute
+	}
+	if cfg.StreamName == "" {
+		cfg.StreamName = contract.StreamName
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Meter == nil {
+		cfg.Meter = noop.NewMeterProvider().Meter("")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	t := &Tracker{db: db, cfg: cfg}
+	var err error
+	if t.closed, err = cfg.Meter.Int64Counter("lethe.tasks.closed",
+		metric.WithDescription("Tasks that became final, by resolution and outcome.")); err != nil {
+		return nil, err
+	}
+	if t.resent, err = cfg.Meter.Int64Counter("lethe.tasks.resent",
+		metric.WithDescription("Events re-sent to systems that had not answered in time.")); err != nil {
+		return nil, err
+	}
+	if t.ignored, err = cfg.Meter.Int64Counter("lethe.tasks.outcomes_ignored",
+		metric.WithDescription("Outcomes that answered no open task of this owner (duplicates, other owners' events).")); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Keys. Every key part is a token or an id without NUL bytes, joined by
+// NUL, so that prefixes of different tuples never collide.
+func key(parts ...string) []byte {
+	var b bytes.Buffer
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteByte(0)
+		}
+		b.WriteString(p)
+	}
+	return b.Bytes()
+}
+
+func taskKey(eventID, systemID string) []byte { return key(eventID, systemID) }
+
+func causePrefix(tenant string, cause *commonv1.Cause) []byte {
+	return append(key(tenant, cause.GetKind().String(), cause.GetId()), 0)
+}
+
+// PublishTx publishes ev through the outbox and records a task for each
+// expected system, in the caller's transaction. With no system to expect,
+// the cause is complete at once.
+func (t *Tracker) PublishTx(ctx context.Context, tx *bolt.Tx, ev *eventsv1.Event, expect []Expect) error {
+	if err := t.cfg.Outbox.AddTx(ctx, tx, ev); err != nil {
+		return err
+	}
+	kind, err := contract.KindOf(ev)
+	if err != nil {
+		return err
+	}
+	payload, err := contract.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	if err := store.BucketTx(tx, store.BucketTaskEvents).Put([]byte(ev.Id), payload); err != nil {
+		return err
+	}
+	now := t.cfg.Clock.Now()
+	for _, e := range expect {
+		if !contract.ValidToken(e.SystemID) {
+			return fmt.Errorf("tasks: system id %q is not a lower-case token", e.SystemID)
+		}
+		task := Task{
+			EventID: ev.Id, TenantID: ev.TenantId, SystemID: e.SystemID, Kind: kind,
+			CauseKind: ev.Cause.GetKind(), CauseID: ev.Cause.GetId(), Mode: e.Mode,
+			State: StateOpen, CreatedAt: now, SentAt: now,
+		}
+		if err := t.putTx(tx, task); err != nil {
+			return err
+		}
+		if err := store.BucketTx(tx, store.BucketTasksByCause).Put(append(causePrefix(ev.TenantId, ev.Cause), taskKey(ev.Id, e.SystemID)...), nil); err != nil {
+			return err
+		}
+		if err := store.BucketTx(tx, store.BucketTasksBySystem).Put(key(ev.TenantId, e.SystemID, ev.Id), nil); err != nil {
+			return err
+		}
+		if e.Mode != commonv1.AnswerMode_ANSWER_MODE_MANUAL {
+			if err := t.scheduleTx(tx, task, now.Add(t.cfg.ResendAfter)); err != nil {
+				return err
+			}
+		}
+	}
+	if len(expect) == 0 {
+		return t.completeTx(tx, ev.TenantId, ev.Cause)
+	}
+	return nil
+}
+
+func (t *Tracker) putTx(tx *bolt.Tx, task Task) error {
+	b, err := json.Marshal(task)
+	if err != nil {
+		return err
+	}
+	return store.BucketTx(tx, store.BucketTasks).Put(taskKey(task.EventID, task.SystemID), b)
+}
+
+func getTx(tx *bolt.Tx, eventID, systemID string) (Task, bool, error) {
+	v := store.BucketTx(tx, store.BucketTasks).Get(taskKey(eventID, systemID))
+	if v == nil {
+		return Task{}, false, nil
+	}
+	var task Task
+	if err := json.Unmarshal(v, &task); err != nil {
+		return Task{}, false, fmt.Errorf("tasks: decode task %s/%s: %w", eventID, systemID, err)
+	}
+	return task, true, nil
+}
+
+func dueKey(at time.Time, task Task) []byte {
+	return append(store.TimeKey(at), taskKey(task.EventID, task.SystemID)...)
+}
+
+func (t *Tracker) scheduleTx(tx *bolt.Tx, task Task, at time.Time) error {
+	return store.BucketTx(tx, store.BucketTasksDue).Put(dueKey(at, task), nil)
+}
+
+func (t *Tracker) unscheduleTx(tx *bolt.Tx, task Task) error {
+	if task.Mode == commonv1.AnswerMode_ANSWER_MODE_MANUAL {
+		return nil
+	}
+	return store.BucketTx(tx, store.BucketTasksDue).Delete(dueKey(task.SentAt.Add(t.cfg.ResendAfter), task))
+}
+
+// closeTx makes a task final. It reports false, changing nothing, when the
+// task is not this owner's or is final already (a duplicate answer).
+func (t *Tracker) closeTx(tx *bolt.Tx, eventID, systemID string, resolution Resolution, outcome *eventsv1.Outcome) (bool, error) {
+	task, ok, err := getTx(tx, eventID, systemID)
+	if err != nil || !ok || task.State == StateFinal {
+		return false, err
+	}
+	if err := t.unscheduleTx(tx, task); err != nil {
+		return false, err
+	}
+	if err := store.BucketTx(tx, store.BucketTasksBySystem).Delete(key(task.TenantID, task.SystemID, task.EventID)); err != nil {
+		return false, err
+	}
+	if task.Outcome, err = proto.Marshal(outcome); err != nil {
+		return false, err
+	}
+	task.State, task.Resolution, task.ClosedAt = StateFinal, resolution, t.cfg.Clock.Now()
+	if err := t.putTx(tx, task); err != nil {
+		return false, err
+	}
+	tx.OnCommit(func() {
+		t.closed.Add(context.Background(), 1, metric.WithAttributes(
+			attribute.String("owner", t.cfg.Owner),
+			attribute.String("resolution", string(resolution)),
+			attribute.String("outcome", outcome.GetKind().String())))
+	})
+	cause := &commonv1.Cause{Kind: task.CauseKind, Id: task.CauseID}
+	all, err := causeTasksTx(tx, task.TenantID, cause)
+	if err != nil {
+		return false, err
+	}
+	for _, other := range all {
+		if other.State != StateFinal {
+			return true, nil
+		}
+	}
+	return true, t.completeTx(tx, task.TenantID, cause)
+}
+
+func (t *Tracker) completeTx(tx *bolt.Tx, tenant string, cause *commonv1.Cause) error {
+	if t.cfg.OnCauseComplete == nil {
+		return nil
+	}
+	all, err := causeTasksTx(tx, tenant, cause)
+	if err != nil {
+		return err
+	}
+	return t.cfg.OnCauseComplete(tx, tenant, cause, all)
+}
+
+func causeTasksTx(tx *bolt.Tx, tenant string, cause *commonv1.Cause) ([]Task, error) {
+	prefix := causePrefix(tenant, cause)
+	var all []Task
+	c := store.BucketTx(tx, store.BucketTasksByCause).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		eventID, systemID, ok := bytes.Cut(k[len(prefix):], []byte{0})
+		if !ok {
+			return nil, fmt.Errorf("tasks: corrupt cause index key %q", k)
+		}
+		task, found, err := getTx(tx, string(eventID), string(systemID))
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			all = append(all, task)
+		}
+	}
+	return all, nil
+}
+
+// ErrNoSuchTask is returned by RecordOutcome for an outcome that answers no
+// task of this owner.
+var ErrNoSuchTask = errors.New("tasks: no such task")
+
+// RecordOutcome makes the task the outcome answers final, for a system an
+// operator answers for. Recording the same answer twice is harmless; it
+// returns ErrNoSuchTask for an unknown task.
+func (t *Tracker) RecordOutcome(o *eventsv1.Outcome) error {
+	return t.db.Update(func(tx *bolt.Tx) error {
+		_, ok, err := getTx(tx, o.GetEventId(), o.GetSystemId())
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return ErrNoSuchTask
+		}
+		_, err = t.closeTx(tx, o.GetEventId(), o.GetSystemId(), ResolutionReported, o)
+		return err
+	})
+}
+
+// CloseSystemTx makes every open task of a removed system final, with a
+// NOT_APPLICABLE outcome that says why, in the caller's transaction.
+func (t *Tracker) CloseSystemTx(tx *bolt.Tx, tenant, systemID string) error {
+	prefix := append(key(tenant, systemID), 0)
+	var eventIDs []string
+	c := store.BucketTx(tx, store.BucketTasksBySystem).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		eventIDs = append(eventIDs, string(k[len(prefix):]))
+	}
+	for _, eventID := range eventIDs {
+		task, ok, err := getTx(tx, eventID, systemID)
+		if err != nil || !ok {
+			return err
+		}
+		outcome := t.trackerOutcome(task, eventsv1.OutcomeKind_OUTCOME_KIND_NOT_APPLICABLE, "")
+		if _, err := t.closeTx(tx, eventID, systemID, ResolutionSystemRemoved, outcome); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// trackerOutcome is an outcome the tracker records on a system's behalf.
+func (t *Tracker) trackerOutcome(task Task, kind eventsv1.OutcomeKind, reason string) *eventsv1.Outcome {
+	return &eventsv1.Outcome{
+		EventId: task.EventID, TenantId: task.TenantID, SystemId: task.SystemID,
+		Cause: &commonv1.Cause{Kind: task.CauseKind, Id: task.CauseID},
+		Kind:  kind, FailureReason: reason,
+		ReportedAt: timestamppb.New(t.cfg.Clock.Now()),
+	}
+}
+
+// Filter selects tasks for List; empty fields match everything.
+type Filter struct {
+	TenantID string
+	SystemID string
+	CauseID  string
+	State    State
+}
+
+func (f Filter) match(task Task) bool {
+	return (f.TenantID == "" || f.TenantID == task.TenantID) &&
+		(f.SystemID == "" || f.SystemID == task.SystemID) &&
+		(f.CauseID == "" || f.CauseID == task.CauseID) &&
+		(f.State == "" || f.State == task.State)
+}
+
+// List returns the tasks that match f, for operators: what is stalled,
+// what failed, what a request still waits for.
+func (t *Tracker) List(f Filter) ([]Task, error) {
+	var out []Task
+	err := t.db.View(func(tx *bolt.Tx) error {
+		return store.BucketTx(tx, store.BucketTasks).ForEach(func(k, v []byte) error {
+			var task Task
+			if err := json.Unmarshal(v, &task); err != nil {
+				return fmt.Errorf("tasks: decode task %q: %w", k, err)
+			}
+			if f.match(task) {
+				out = append(out, task)
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// CauseTasks returns every task of a cause.
+func (t *Tracker) CauseTasks(tenant string, cause *commonv1.Cause) ([]Task, error) {
+	var out []Task
+	err := t.db.View(func(tx *bolt.Tx) error {
+		var err error
+		out, err = causeTasksTx(tx, tenant, cause)
+		return err
+	})
+	return out, err
+}
+
+// consumerName is the owner's durable consumer of the named source.
+func (t *Tracker) consumerName(of string) string { return "lethe-" + t.cfg.Owner + "-" + of }
+
+// Run consumes outcomes and dead-letter advisories and re-sends due tasks
+// until ctx ends.
+func (t *Tracker) Run(ctx context.Context, js jetstream.JetStream) error {
+	outcomes, err := js.CreateOrUpdateConsumer(ctx, t.cfg.StreamName, jetstream.ConsumerConfig{
+		Durable:       t.consumerName("outcomes"),
+		Description:   "outcomes answering the " + t.cfg.Owner + " service's tasks",
+		FilterSubject: contract.AllOutcomes,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		MaxAckPending: 1024,
+	})
+	if err != nil {
+		return fmt.Errorf("tasks: outcomes consumer: %w", err)
+	}
+	deadLetters, err := js.CreateOrUpdateConsumer(ctx, broker.DeadLetterStreamName(t.cfg.StreamName), jetstream.ConsumerConfig{
+		Durable:       t.consumerName("dead-letters"),
+		Description:   "systems that gave up on the " + t.cfg.Owner + " service's events",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("tasks: dead-letter consumer: %w", err)
+	}
+	outcomeCtx, err := outcomes.Consume(func(msg jetstream.Msg) { t.handleOutcome(msg) })
+	if err != nil {
+		return err
+	}
+	defer outcomeCtx.Stop()
+	deadCtx, err := deadLetters.Consume(func(msg jetstream.Msg) { t.handleDeadLetter(ctx, js, msg) })
+	if err != nil {
+		return err
+	}
+	defer deadCtx.Stop()
+
+	ticker := time.NewTicker(t.cfg.SweepEvery)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+			if _, err := t.Resend(ctx); err != nil {
+				t.cfg.Logger.Error("tasks: re-send sweep failed", "owner", t.cfg.Owner, "error", err)
+			}
+		}
+	}
+}
+
+func (t *Tracker) handleOutcome(msg jetstream.Msg) {
+	tenant, system, ok := contract.ParseOutcomeSubject(msg.Subject())
+	o := &eventsv1.Outcome{}
+	if !ok || proto.Unmarshal(msg.Data(), o) != nil || o.TenantId != tenant || o.SystemId != system {
+		// A system may answer only for itself, on its own subject.
+		t.cfg.Logger.Warn("tasks: rejected an outcome that does not match its subject", "subject", msg.Subject())
+		_ = msg.Term()
+		return
+	}
+	var closed bool
+	err := t.db.Batch(func(tx *bolt.Tx) error {
+		var err error
+		closed, err = t.closeTx(tx, o.EventId, o.SystemId, ResolutionReported, o)
+		return err
+	})
+	if err != nil {
+		t.cfg.Logger.Error("tasks: recording an outcome failed; it will be redelivered", "event_id", o.EventId, "system", system, "error", err)
+		_ = msg.Nak()
+		return
+	}
+	if !closed {
+		t.ignored.Add(context.Background(), 1)
+	}
+	_ = msg.Ack()
+}
+
+// maxDeliveriesAdvisory is the part of JetStream's MAX_DELIVERIES advisory
+// the tracker reads.
+type maxDeliveriesAdvisory struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries uint64 `json:"deliveries"`
+}
+
+// handleDeadLetter fails the task of a message a system's consumer gave up
+// on: the consumer's metadata names the system, the stream sequence names
+// the event.
+func (t *Tracker) handleDeadLetter(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg) {
+	var adv maxDeliveriesAdvisory
+	if err := json.Unmarshal(msg.Data(), &adv); err != nil {
+		_ = msg.Term()
+		return
+	}
+	system, err := t.systemOfConsumer(ctx, js, adv.Stream, adv.Consumer)
+	if err != nil {
+		t.cfg.Logger.Warn("tasks: cannot tell which system gave up; retrying", "consumer", adv.Consumer, "error", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	stream, err := js.Stream(ctx, adv.Stream)
+	if err != nil {
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	raw, err := stream.GetMsg(ctx, adv.StreamSeq)
+	if err != nil {
+		// The event aged out of the stream: nothing left to fail by it.
+		_ = msg.Ack()
+		return
+	}
+	ev := &eventsv1.Event{}
+	if proto.Unmarshal(raw.Data, ev) != nil {
+		_ = msg.Ack()
+		return
+	}
+	err = t.db.Update(func(tx *bolt.Tx) error {
+		task, ok, err := getTx(tx, ev.Id, system)
+		if err != nil || !ok {
+			return err
+		}
+		reason := fmt.Sprintf("the system's consumer %s gave up after %d deliveries", adv.Consumer, adv.Deliveries)
+		_, err = t.closeTx(tx, ev.Id, system, ResolutionDeadLettered, t.trackerOutcome(task, eventsv1.OutcomeKind_OUTCOME_KIND_FAILED, reason))
+		return err
+	})
+	if err != nil {
+		_ = msg.Nak()
+		return
+	}
+	_ = msg.Ack()
+}
+
+// ConsumerSystemKey is the consumer metadata key under which the SDK
+// records the system a durable consumer belongs to.
+const ConsumerSystemKey = "lethe.system"
+
+func (t *Tracker) systemOfConsumer(ctx context.Context, js jetstream.JetStream, stream, consumer string) (string, error) {
+	c, err := js.Consumer(ctx, stream, consumer)
+	if err != nil {
+		return "", err
+	}
+	system := c.CachedInfo().Config.Metadata[ConsumerSystemKey]
+	if system == "" {
+		return "", fmt.Errorf("consumer %s has no %s metadata", consumer, ConsumerSystemKey)
+	}
+	return system, nil
+}
+
+// resendBatch bounds the tasks one sweep transaction re-sends.
+const resendBatch = 256
+
+// Resend re-sends the events of SDK tasks that are due — open or stalled
+// and unanswered for ResendAfter — and flags them stalled. It returns how
+// many it re-sent. Run calls it every SweepEvery; a sweep reads only the due
+// part of the index.
+func (t *Tracker) Resend(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		read, n := 0, 0
+		err := t.db.Update(func(tx *bolt.Tx) error {
+			read, n = 0, 0
+			now := t.cfg.Clock.Now()
+			due := store.BucketTx(tx, store.BucketTasksDue)
+			var keys [][]byte
+			c := due.Cursor()
+			for k, _ := c.First(); k != nil && len(keys) < resendBatch; k, _ = c.Next() {
+				if bytes.Compare(k[:8], store.TimeKey(now)) > 0 {
+					break
+				}
+				keys = append(keys, append([]byte(nil), k...))
+			}
+			read = len(keys)
+			for _, k := range keys {
+				if err := due.Delete(k); err != nil {
+					return err
+				}
+				eventID, systemID, _ := bytes.Cut(k[8:], []byte{0})
+				task, ok, err := getTx(tx, string(eventID), string(systemID))
+				if err != nil {
+					return err
+				}
+				if !ok || task.State == StateFinal {
+					continue
+				}
+				if err := t.resendTx(ctx, tx, task, now); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n > 0 {
+			t.resent.Add(ctx, int64(n))
+			t.cfg.Logger.Warn("tasks: re-sent events to systems that had not answered", "owner", t.cfg.Owner, "count", n)
+		}
+		if read < resendBatch {
+			return total, nil
+		}
+	}
+}
+
+// resendTx re-sends a task's event unchanged and flags the task stalled.
+func (t *Tracker) resendTx(ctx context.Context, tx *bolt.Tx, task Task, now time.Time) error {
+	ev := &eventsv1.Event{}
+	if err := proto.Unmarshal(store.BucketTx(tx, store.BucketTaskEvents).Get([]byte(task.EventID)), ev); err != nil {
+		return fmt.Errorf("tasks: decode event %s: %w", task.EventID, err)
+	}
+	task.Resends++
+	if err := t.cfg.Outbox.ResendTx(ctx, tx, ev, task.Resends); err != nil {
+		return err
+	}
+	task.State, task.SentAt = StateStalled, now
+	if err := t.putTx(tx, task); err != nil {
+		return err
+	}
+	return t.scheduleTx(tx, task, now.Add(t.cfg.ResendAfter))
+}

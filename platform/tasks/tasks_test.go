@@ -1,0 +1,360 @@
+package tasks_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/broker"
+	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
+	"github.com/lethe-privacy/lethe/platform/clock"
+	"github.com/lethe-privacy/lethe/platform/outbox"
+	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/store/storetest"
+	"github.com/lethe-privacy/lethe/platform/tasks"
+	"github.com/lethe-privacy/lethe/sdk/contract"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// bucketCompleted records each completed cause, written by OnCauseComplete
+// in the transaction that completed it, as an owner's state would be.
+var bucketCompleted = store.Bucket("completed")
+
+var schema = store.Schema{Service: "taskstest", Version: 1, Buckets: []store.Bucket{bucketCompleted}}
+
+type fixture struct {
+	db      *store.DB
+	tracker *tasks.Tracker
+	clock   *clock.Fake
+	js      jetstream.JetStream
+	nc      *nats.Conn
+}
+
+func start(t *testing.T) *fixture {
+	t.Helper()
+	ns := brokertest.Start(t)
+	nc, js := brokertest.Connect(t, ns)
+	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{db: storetest.Open(t, schema), clock: clock.NewFake(time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)), js: js, nc: nc}
+	ob, err := outbox.New(f.db, outbox.Config{Source: "lethe/test", Clock: f.clock, Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ob.Close() })
+	relay, err := outbox.NewRelay(ob, nc, outbox.RelayConfig{PollInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.tracker, err = tasks.New(f.db, tasks.Config{
+		Owner: "test", Outbox: ob, Clock: f.clock, ResendAfter: time.Hour, SweepEvery: time.Hour, Logger: brokertest.Logger(t),
+		OnCauseComplete: func(tx *bolt.Tx, tenant string, cause *commonv1.Cause, all []tasks.Task) error {
+			var summary []string
+			for _, task := range all {
+				o, err := task.OutcomeProto()
+				if err != nil {
+					return err
+				}
+				summary = append(summary, task.SystemID+"="+strings.TrimPrefix(o.GetKind().String(), "OUTCOME_KIND_"))
+			}
+			b := store.BucketTx(tx, bucketCompleted)
+			k := []byte(tenant + "/" + cause.Id)
+			if b.Get(k) != nil {
+				return fmt.Errorf("cause %s completed twice", cause.Id)
+			}
+			return b.Put(k, []byte(strings.Join(summary, ",")))
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- relay.Run(ctx) }()
+	go func() { done <- f.tracker.Run(ctx, js) }()
+	t.Cleanup(func() {
+		cancel()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		}
+	})
+	return f
+}
+
+func erasure(causeID string) *eventsv1.Event {
+	return &eventsv1.Event{
+		TenantId:  "clio",
+		SubjectId: "subject-1",
+		Cause:     &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST, Id: causeID},
+		Body: &eventsv1.Event_ErasureRequested{ErasureRequested: &eventsv1.ErasureRequested{
+			Scope: &eventsv1.Scope{All: true}, Action: eventsv1.ErasureAction_ERASURE_ACTION_ERASE,
+		}},
+	}
+}
+
+func sdk(ids ...string) []tasks.Expect {
+	var out []tasks.Expect
+	for _, id := range ids {
+		out = append(out, tasks.Expect{SystemID: id, Mode: commonv1.AnswerMode_ANSWER_MODE_SDK})
+	}
+	return out
+}
+
+func (f *fixture) publish(t *testing.T, ev *eventsv1.Event, expect []tasks.Expect) {
+	t.Helper()
+	if err := f.db.Update(func(tx *bolt.Tx) error { return f.tracker.PublishTx(context.Background(), tx, ev, expect) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// answer publishes an outcome as a system does, on a subject naming
+// subjectSystem (normally the reporting system itself).
+func (f *fixture) answer(t *testing.T, ev *eventsv1.Event, subjectSystem, system string, kind eventsv1.OutcomeKind) {
+	t.Helper()
+	o := &eventsv1.Outcome{
+		EventId: ev.Id, TenantId: ev.TenantId, SystemId: system, SubjectId: ev.SubjectId, Cause: ev.Cause,
+		Kind: kind, ReportedAt: timestamppb.New(f.clock.Now()),
+	}
+	if kind == eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED {
+		o.Retained = []*eventsv1.Retention{{
+			Categories:  []*commonv1.DataCategory{{Id: "user.financial.invoice"}},
+			LegalBasis:  commonv1.LegalBasis_LEGAL_BASIS_LEGAL_OBLIGATION,
+			BasisDetail: "Swedish Accounting Act (1999:1078), ch. 7 § 2",
+			Until:       timestamppb.New(time.Date(2031, 12, 31, 0, 0, 0, 0, time.UTC)),
+		}}
+	}
+	subject, err := contract.OutcomeSubject(ev.TenantId, subjectSystem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := contract.Marshal(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &nats.Msg{Subject: subject, Data: payload, Header: contract.OutcomeHeaders(o)}
+	if _, err := f.js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) completed(t *testing.T, causeID string) string {
+	t.Helper()
+	var v string
+	if err := f.db.View(func(tx *bolt.Tx) error {
+		v = string(store.BucketTx(tx, bucketCompleted).Get([]byte("clio/" + causeID)))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func (f *fixture) waitTask(t *testing.T, eventID, system string, want tasks.State) tasks.Task {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		all, err := f.tracker.List(tasks.Filter{SystemID: system})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range all {
+			if task.EventID == eventID && task.State == want {
+				return task
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s/%s never became %s: %+v", eventID, system, want, all)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestCauseCompletesWhenEverySystemAnswered(t *testing.T) {
+	f := start(t)
+	ev := erasure("req-1")
+	f.publish(t, ev, append(sdk("crm", "billing"), tasks.Expect{SystemID: "carrier", Mode: commonv1.AnswerMode_ANSWER_MODE_MANUAL}))
+
+	f.answer(t, ev, "crm", "crm", eventsv1.OutcomeKind_OUTCOME_KIND_ERASED)
+	f.waitTask(t, ev.Id, "crm", tasks.StateFinal)
+	f.answer(t, ev, "billing", "billing", eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED)
+	f.waitTask(t, ev.Id, "billing", tasks.StateFinal)
+	if got := f.completed(t, "req-1"); got != "" {
+		t.Fatalf("cause completed (%s) while the manual task is open", got)
+	}
+
+	// An operator answers for the manual system.
+	manual := &eventsv1.Outcome{EventId: ev.Id, TenantId: "clio", SystemId: "carrier", Cause: ev.Cause,
+		Kind: eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND, ReportedAt: timestamppb.New(f.clock.Now())}
+	if err := f.tracker.RecordOutcome(manual); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.completed(t, "req-1"), "billing=RETAINED,carrier=NOT_FOUND,crm=ERASED"; got != want {
+		t.Fatalf("completion = %q, want %q", got, want)
+	}
+
+	// A duplicate answer changes nothing and completes nothing twice (the
+	// OnCauseComplete above fails on a second completion).
+	f.answer(t, ev, "crm", "crm", eventsv1.OutcomeKind_OUTCOME_KIND_ERASED)
+	if err := f.tracker.RecordOutcome(manual); err != nil {
+		t.Fatal(err)
+	}
+	unknown := &eventsv1.Outcome{EventId: "no-such-event", SystemId: "crm"}
+	if err := f.tracker.RecordOutcome(unknown); err != tasks.ErrNoSuchTask {
+		t.Fatalf("RecordOutcome for an unknown task = %v, want ErrNoSuchTask", err)
+	}
+}
+
+func TestNoExpectedSystemCompletesAtOnce(t *testing.T) {
+	f := start(t)
+	f.publish(t, erasure("req-empty"), nil)
+	var found bool
+	if err := f.db.View(func(tx *bolt.Tx) error {
+		found = store.BucketTx(tx, bucketCompleted).Get([]byte("clio/req-empty")) != nil
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !found {
+		t.Fatal("a cause with no system to answer did not complete")
+	}
+}
+
+func TestSystemCannotAnswerForAnother(t *testing.T) {
+	f := start(t)
+	ev := erasure("req-2")
+	f.publish(t, ev, sdk("crm", "newsletter"))
+	// newsletter publishes, on its own subject, an outcome claiming to be crm's.
+	f.answer(t, ev, "newsletter", "crm", eventsv1.OutcomeKind_OUTCOME_KIND_ERASED)
+	// Then answers for itself; its task closes, crm's stays open.
+	f.answer(t, ev, "newsletter", "newsletter", eventsv1.OutcomeKind_OUTCOME_KIND_ERASED)
+	f.waitTask(t, ev.Id, "newsletter", tasks.StateFinal)
+	f.waitTask(t, ev.Id, "crm", tasks.StateOpen)
+}
+
+func TestStalledTaskIsResentAndALateAnswerClosesIt(t *testing.T) {
+	f := start(t)
+	ev := erasure("req-3")
+	f.publish(t, ev, sdk("crm", "silent"))
+	f.answer(t, ev, "crm", "crm", eventsv1.OutcomeKind_OUTCOME_KIND_ERASED)
+	f.waitTask(t, ev.Id, "crm", tasks.StateFinal)
+
+	if n, err := f.tracker.Resend(context.Background()); err != nil || n != 0 {
+		t.Fatalf("Resend before anything is due = %d, %v", n, err)
+	}
+	f.clock.Advance(61 * time.Minute)
+	if n, err := f.tracker.Resend(context.Background()); err != nil || n != 1 {
+		t.Fatalf("Resend = %d, %v; want the silent system's task only", n, err)
+	}
+	stalled := f.waitTask(t, ev.Id, "silent", tasks.StateStalled)
+	if stalled.Resends != 1 {
+		t.Fatalf("resends = %d, want 1", stalled.Resends)
+	}
+
+	// The re-send reaches the stream with the same event id.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := f.js.OrderedConsumer(ctx, contract.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"lethe.clio.erasure.requested"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copies := 0
+	for copies < 2 {
+		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatalf("after %d copies: %v", copies, err)
+		}
+		if msg.Headers().Get(contract.HeaderID) == ev.Id {
+			copies++
+		}
+	}
+
+	f.answer(t, ev, "silent", "silent", eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND)
+	f.waitTask(t, ev.Id, "silent", tasks.StateFinal)
+	if got := f.completed(t, "req-3"); got != "crm=ERASED,silent=NOT_FOUND" {
+		t.Fatalf("completion = %q", got)
+	}
+	f.clock.Advance(2 * time.Hour)
+	if n, err := f.tracker.Resend(context.Background()); err != nil || n != 0 {
+		t.Fatalf("Resend after the answer = %d, %v; want nothing", n, err)
+	}
+}
+
+func TestRemovedSystemClosesItsOpenTasks(t *testing.T) {
+	f := start(t)
+	ev := erasure("req-4")
+	f.publish(t, ev, sdk("crm", "retired"))
+	f.answer(t, ev, "crm", "crm", eventsv1.OutcomeKind_OUTCOME_KIND_ERASED)
+	f.waitTask(t, ev.Id, "crm", tasks.StateFinal)
+	if err := f.db.Update(func(tx *bolt.Tx) error { return f.tracker.CloseSystemTx(tx, "clio", "retired") }); err != nil {
+		t.Fatal(err)
+	}
+	task := f.waitTask(t, ev.Id, "retired", tasks.StateFinal)
+	if task.Resolution != tasks.ResolutionSystemRemoved {
+		t.Fatalf("resolution = %s", task.Resolution)
+	}
+	if got := f.completed(t, "req-4"); got != "crm=ERASED,retired=NOT_APPLICABLE" {
+		t.Fatalf("completion = %q", got)
+	}
+}
+
+// TestDeadLetteredTaskFails gives up on an event the way a system's
+// consumer does after its maximum deliveries; JetStream's MAX_DELIVERIES
+// advisory reaches the tracker through the dead-letter stream and the task
+// fails where an operator listing shows it.
+func TestDeadLetteredTaskFails(t *testing.T) {
+	f := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cons, err := f.js.CreateOrUpdateConsumer(ctx, contract.StreamName, jetstream.ConsumerConfig{
+		Durable:       "poisoned",
+		FilterSubject: "lethe.clio.erasure.requested",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		MaxDeliver:    2,
+		Metadata:      map[string]string{tasks.ConsumerSystemKey: "poisoned"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := erasure("req-5")
+	f.publish(t, ev, sdk("poisoned"))
+	for range 2 {
+		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := msg.Nak(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The server notices the exhausted message, and publishes the advisory,
+	// when the consumer pulls again, as a subscriber keeps doing.
+	if msg, err := cons.Next(jetstream.FetchMaxWait(200 * time.Millisecond)); err == nil {
+		t.Fatalf("a third delivery despite MaxDeliver 2: %v", msg.Subject())
+	}
+	task := f.waitTask(t, ev.Id, "poisoned", tasks.StateFinal)
+	o, err := task.OutcomeProto()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Resolution != tasks.ResolutionDeadLettered || o.Kind != eventsv1.OutcomeKind_OUTCOME_KIND_FAILED || !strings.Contains(o.FailureReason, "2 deliveries") {
+		t.Fatalf("task = %+v, outcome %v; want dead-lettered and FAILED", task, o)
+	}
+	failed, err := f.tracker.List(tasks.Filter{TenantID: "clio", State: tasks.StateFinal, SystemID: "poisoned"})
+	if err != nil || len(failed) != 1 {
+		t.Fatalf("operator listing = %v, %v", failed, err)
+	}
+}
