@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -130,6 +131,10 @@ type Config struct {
 	// run in a shared transaction it may run more than once (a batch whose
 	// other member failed is retried): it must write only through tx.
 	OnCauseComplete func(tx *bolt.Tx, tenantID string, cause *commonv1.Cause, tasks []Task) error
+	// Workers is how many outcomes are recorded at once; 64 by default.
+	// Outcomes recorded together share one commit (the store's group
+	// commit), so workers multiply throughput rather than contention.
+	Workers int
 	// StreamName is the platform stream; contract.StreamName by default.
 	StreamName string
 	Clock      clock.Clock
@@ -159,6 +164,9 @@ func New(db *store.DB, cfg Config) (*Tracker, error) {
 	}
 	if cfg.SweepEvery <= 0 {
 		cfg.SweepEvery = time.Minute
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 64
 	}
 	if cfg.StreamName == "" {
 		cfg.StreamName = contract.StreamName
@@ -410,7 +418,7 @@ func (t *Tracker) trackerOutcome(task Task, kind eventsv1.OutcomeKind, reason st
 	return &eventsv1.Outcome{
 		EventId: task.EventID, TenantId: task.TenantID, SystemId: task.SystemID,
 		Cause: &commonv1.Cause{Kind: task.CauseKind, Id: task.CauseID},
-		Kind:  kind, FailureReason: reason,
+		Kind:  kind, Reason: reason,
 		ReportedAt: timestamppb.New(t.cfg.Clock.Now()),
 	}
 }
@@ -472,7 +480,7 @@ func (t *Tracker) Run(ctx context.Context, js jetstream.JetStream) error {
 		FilterSubject: contract.AllOutcomes,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		MaxAckPending: 1024,
+		MaxAckPending: 4 * t.cfg.Workers,
 	})
 	if err != nil {
 		return fmt.Errorf("tasks: outcomes consumer: %w", err)
@@ -486,7 +494,30 @@ func (t *Tracker) Run(ctx context.Context, js jetstream.JetStream) error {
 	if err != nil {
 		return fmt.Errorf("tasks: dead-letter consumer: %w", err)
 	}
-	outcomeCtx, err := outcomes.Consume(func(msg jetstream.Msg) { t.handleOutcome(msg) })
+	// Consume calls back one message at a time; workers record outcomes
+	// concurrently so that their transactions are committed together. A
+	// message not handed over before the end is redelivered later.
+	queue := make(chan jetstream.Msg)
+	var workers sync.WaitGroup
+	defer workers.Wait()
+	for range t.cfg.Workers {
+		workers.Go(func() {
+			for {
+				select {
+				case msg := <-queue:
+					t.handleOutcome(msg)
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	outcomeCtx, err := outcomes.Consume(func(msg jetstream.Msg) {
+		select {
+		case queue <- msg:
+		case <-ctx.Done():
+		}
+	})
 	if err != nil {
 		return err
 	}
@@ -593,18 +624,16 @@ func (t *Tracker) handleDeadLetter(ctx context.Context, js jetstream.JetStream, 
 	_ = msg.Ack()
 }
 
-// ConsumerSystemKey is the consumer metadata key under which the SDK
-// records the system a durable consumer belongs to.
-const ConsumerSystemKey = "lethe.system"
-
 func (t *Tracker) systemOfConsumer(ctx context.Context, js jetstream.JetStream, stream, consumer string) (string, error) {
 	c, err := js.Consumer(ctx, stream, consumer)
 	if err != nil {
 		return "", err
 	}
-	system := c.CachedInfo().Config.Metadata[ConsumerSystemKey]
+	// The SDK records the system a durable consumer belongs to in its
+	// metadata.
+	system := c.CachedInfo().Config.Metadata[contract.MetadataSystem]
 	if system == "" {
-		return "", fmt.Errorf("consumer %s has no %s metadata", consumer, ConsumerSystemKey)
+		return "", fmt.Errorf("consumer %s has no %s metadata", consumer, contract.MetadataSystem)
 	}
 	return system, nil
 }

@@ -41,9 +41,20 @@ type fixture struct {
 	nc      *nats.Conn
 }
 
-func start(t *testing.T) *fixture {
+// options vary the fixture for benchmarks.
+type options struct {
+	// syncAlways runs NATS as shipped (an fsync per message); tests run
+	// without it for speed.
+	syncAlways bool
+	// onComplete is told of each completed cause after its commit.
+	onComplete func(causeID string)
+}
+
+func start(t testing.TB) *fixture { return startWith(t, options{}) }
+
+func startWith(t testing.TB, opts options) *fixture {
 	t.Helper()
-	ns := brokertest.Start(t)
+	ns := brokertest.StartAt(t, t.TempDir(), opts.syncAlways)
 	nc, js := brokertest.Connect(t, ns)
 	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
 		t.Fatal(err)
@@ -73,6 +84,9 @@ func start(t *testing.T) *fixture {
 			k := []byte(tenant + "/" + cause.Id)
 			if b.Get(k) != nil {
 				return fmt.Errorf("cause %s completed twice", cause.Id)
+			}
+			if opts.onComplete != nil {
+				tx.OnCommit(func() { opts.onComplete(cause.Id) })
 			}
 			return b.Put(k, []byte(strings.Join(summary, ",")))
 		},
@@ -114,7 +128,7 @@ func sdk(ids ...string) []tasks.Expect {
 	return out
 }
 
-func (f *fixture) publish(t *testing.T, ev *eventsv1.Event, expect []tasks.Expect) {
+func (f *fixture) publish(t testing.TB, ev *eventsv1.Event, expect []tasks.Expect) {
 	t.Helper()
 	if err := f.db.Update(func(tx *bolt.Tx) error { return f.tracker.PublishTx(context.Background(), tx, ev, expect) }); err != nil {
 		t.Fatal(err)
@@ -324,7 +338,7 @@ func TestDeadLetteredTaskFails(t *testing.T) {
 		FilterSubject: "lethe.clio.erasure.requested",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		MaxDeliver:    2,
-		Metadata:      map[string]string{tasks.ConsumerSystemKey: "poisoned"},
+		Metadata:      map[string]string{contract.MetadataSystem: "poisoned"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -350,7 +364,7 @@ func TestDeadLetteredTaskFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if task.Resolution != tasks.ResolutionDeadLettered || o.Kind != eventsv1.OutcomeKind_OUTCOME_KIND_FAILED || !strings.Contains(o.FailureReason, "2 deliveries") {
+	if task.Resolution != tasks.ResolutionDeadLettered || o.Kind != eventsv1.OutcomeKind_OUTCOME_KIND_FAILED || !strings.Contains(o.Reason, "2 deliveries") {
 		t.Fatalf("task = %+v, outcome %v; want dead-lettered and FAILED", task, o)
 	}
 	failed, err := f.tracker.List(tasks.Filter{TenantID: "clio", State: tasks.StateFinal, SystemID: "poisoned"})

@@ -204,3 +204,39 @@ func OutcomeID(eventID, system string) string { return eventID + "/" + system }
 func Marshal(m proto.Message) ([]byte, error) {
 	return proto.MarshalOptions{Deterministic: true}.Marshal(m)
 }
+
+// AllTenants is the tenant scope of a subscription to every tenant's
+// events; [KindSubject] accepts it in place of a tenant id.
+const AllTenants = "*"
+
+// Keys of the metadata every system's durable consumer carries. A
+// MAX_DELIVERIES advisory names only the stream and the consumer; with these
+// an operator, or Lethe's task tracker, maps the consumer back to the
+// system and tenant scope it serves.
+const (
+	MetadataSystem = "lethe.system"
+	MetadataTenant = "lethe.tenant"
+)
+
+// allTenantsConsumer stands for [AllTenants] in a consumer name, where "*"
+// is not allowed. It cannot be a tenant id: ids begin with a letter or
+// digit.
+const allTenantsConsumer = "_all"
+
+// ConsumerName returns the name of the durable consumer through which
+// system reads tenant's events: "<system>@<tenant>", or "<system>@_all" for
+// [AllTenants]. One system has one consumer per tenant scope, so NATS
+// permissions can grant a system its own consumers and no other; "@" occurs
+// in no id, so no two pairs share a name.
+func ConsumerName(system, tenant string) (string, error) {
+	if !ValidToken(system) {
+		return "", fmt.Errorf("system id %q is not a lower-case token", system)
+	}
+	switch {
+	case tenant == AllTenants:
+		tenant = allTenantsConsumer
+	case !ValidToken(tenant):
+		return "", fmt.Errorf("tenant id %q is not a lower-case token", tenant)
+	}
+	return system + "@" + tenant, nil
+}

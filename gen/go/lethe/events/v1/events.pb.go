@@ -274,9 +274,9 @@ const (
 	// Limit: the system now honours the limit.
 	OutcomeKind_OUTCOME_KIND_APPLIED OutcomeKind = 7
 	// Limit: the limit does not concern the system (no such processing, or a
-	// newer event for the subject superseded it).
+	// newer event for the subject superseded it); Outcome.reason may say why.
 	OutcomeKind_OUTCOME_KIND_NOT_APPLICABLE OutcomeKind = 8
-	// The system could not carry the task out; see Outcome.failure_reason.
+	// The system could not carry the task out; see Outcome.reason.
 	OutcomeKind_OUTCOME_KIND_FAILED OutcomeKind = 9
 )
 
@@ -1630,8 +1630,10 @@ type Outcome struct {
 	Kind OutcomeKind `protobuf:"varint,6,opt,name=kind,proto3,enum=lethe.events.v1.OutcomeKind" json:"kind,omitempty"`
 	// For RETAINED: what the system keeps, on which basis and until when.
 	Retained []*Retention `protobuf:"bytes,7,rep,name=retained,proto3" json:"retained,omitempty"`
-	// For FAILED: why, in words an operator can act on.
-	FailureReason string `protobuf:"bytes,8,opt,name=failure_reason,json=failureReason,proto3" json:"failure_reason,omitempty"`
+	// Why, in words an operator can act on: required for FAILED, optional for
+	// NOT_APPLICABLE (for example "superseded by a newer event"), empty
+	// otherwise.
+	Reason string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
 	// When the system reported.
 	ReportedAt    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=reported_at,json=reportedAt,proto3" json:"reported_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1717,9 +1719,9 @@ func (x *Outcome) GetRetained() []*Retention {
 	return nil
 }
 
-func (x *Outcome) GetFailureReason() string {
+func (x *Outcome) GetReason() string {
 	if x != nil {
-		return x.FailureReason
+		return x.Reason
 	}
 	return ""
 }
@@ -1833,7 +1835,7 @@ const file_lethe_events_v1_events_proto_rawDesc = "" +
 	"legalBasis\x12-\n" +
 	"\fbasis_detail\x18\x03 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xe8\aR\vbasisDetail\x128\n" +
-	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x05until\"\xe8\x05\n" +
+	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x05until\"\xd1\x05\n" +
 	"\aOutcome\x12\"\n" +
 	"\bevent_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\aeventId\x12>\n" +
 	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12>\n" +
@@ -1843,12 +1845,12 @@ const file_lethe_events_v1_events_proto_rawDesc = "" +
 	"\x05cause\x18\x05 \x01(\v2\x16.lethe.common.v1.CauseB\x06\xbaH\x03\xc8\x01\x01R\x05cause\x12<\n" +
 	"\x04kind\x18\x06 \x01(\x0e2\x1c.lethe.events.v1.OutcomeKindB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04kind\x126\n" +
-	"\bretained\x18\a \x03(\v2\x1a.lethe.events.v1.RetentionR\bretained\x12/\n" +
-	"\x0efailure_reason\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\rfailureReason\x12C\n" +
+	"\bretained\x18\a \x03(\v2\x1a.lethe.events.v1.RetentionR\bretained\x12 \n" +
+	"\x06reason\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\x06reason\x12C\n" +
 	"\vreported_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\n" +
-	"reportedAt:\xed\x01\xbaH\xe9\x01\x1av\n" +
-	"\x1eoutcome.retained_has_retention\x12)a retained outcome lists what is retained\x1a)this.kind != 6 || size(this.retained) > 0\x1ao\n" +
-	"\x19outcome.failed_has_reason\x12!a failed outcome gives its reason\x1a/this.kind != 9 || size(this.failure_reason) > 0*g\n" +
+	"reportedAt:\xe5\x01\xbaH\xe1\x01\x1av\n" +
+	"\x1eoutcome.retained_has_retention\x12)a retained outcome lists what is retained\x1a)this.kind != 6 || size(this.retained) > 0\x1ag\n" +
+	"\x19outcome.failed_has_reason\x12!a failed outcome gives its reason\x1a'this.kind != 9 || size(this.reason) > 0*g\n" +
 	"\rErasureAction\x12\x1e\n" +
 	"\x1aERASURE_ACTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ERASURE_ACTION_ERASE\x10\x01\x12\x1c\n" +

@@ -1,0 +1,89 @@
+// Package subscriber connects a system that holds personal data (a
+// newsletter database, a CRM) to Lethe: it receives the system's events
+// from NATS JetStream, hands each to the system's handler once, and
+// reports the handler's outcome back to Lethe.
+//
+// A system registers one [Handler] per kind of event it answers — the
+// directives (erasure, rectification, access) and limits (consent
+// withdrawn, objection, restriction applied and lifted) of
+// [contract.Directives] and [contract.Limits] — and runs a [Subscriber]:
+//
+//	l, err := ledger.Open("newsletter.db", ledger.Options{})
+//	if err != nil { ... }
+//	defer l.Close()
+//
+//	sub, err := subscriber.New(subscriber.Config{
+//		SystemID:  "newsletter",
+//		Tenant:    "clio",
+//		JetStream: js,
+//		Ledger:    l,
+//		Handlers: map[contract.Kind]subscriber.Handler{
+//			contract.KindErasureRequested: func(ctx context.Context, ev *subscriber.Event) (subscriber.Outcome, error) {
+//				found, err := store.Delete(ctx, ev.SubjectID())
+//				if err != nil {
+//					return subscriber.Outcome{}, err // transient: delivered again later
+//				}
+//				if !found {
+//					return subscriber.NotFound(), nil
+//				}
+//				return subscriber.Erased(), nil
+//			},
+//		},
+//	})
+//	if err != nil { ... }
+//	err = sub.Run(ctx) // until ctx ends
+//
+// # What the subscriber guarantees
+//
+// The system reads through its own durable consumer on the LETHE stream,
+// named after the system and tenant ([contract.ConsumerName]) and filtered
+// to the kinds it has handlers for. For each event it:
+//
+//  1. decodes it; an event that cannot be decoded, lacks an id or cause,
+//     or arrived on another subject than its own is terminated and logged:
+//     no delivery can fix it;
+//  2. looks its id up in the [ledger.Ledger]; a duplicate (JetStream
+//     delivers at least once, and Lethe re-sends unanswered events) is
+//     answered by re-sending the outcome recorded for it;
+//  3. answers a restriction event older than one already answered for the
+//     same restriction NOT_APPLICABLE without calling the handler, so
+//     that a "restriction lifted" overtaken by the older "restriction
+//     applied" leaves the subject unrestricted;
+//  4. calls the handler, records its outcome in the ledger, publishes it
+//     on the system's outcome subject ([contract.OutcomeSubject]) and
+//     waits for the stream to store it, and only then acknowledges the
+//     event.
+//
+// A handler's error means "try again": the event is delivered again after
+// [Config.BackOff]. On its last allowed delivery ([Config.MaxDeliver]) the
+// subscriber reports it FAILED with the error's text instead, so the task
+// fails where operators see it and is never silently dropped.
+//
+// # Exactly once
+//
+// A crash between a handler's change and the ledger's record would make
+// the redelivered event run the handler again. A system whose data lives
+// in bbolt closes that window by keeping its data in the ledger's database
+// and recording the outcome in the transaction that makes the change,
+// with [Event.Record]:
+//
+//	var out subscriber.Outcome
+//	err := l.DB().Update(func(tx *bbolt.Tx) error {
+//		out = subscriber.NotFound()
+//		if b := tx.Bucket(subscribers); b.Get(key) != nil {
+//			if err := b.Delete(key); err != nil {
+//				return err
+//			}
+//			out = subscriber.Erased()
+//		}
+//		return ev.Record(tx, out)
+//	})
+//	return out, err
+//
+// Other stores get the same effect by making their changes idempotent.
+//
+// # Tracing
+//
+// Events carry the W3C trace context of the change that caused them; the
+// handler's context continues that trace, and outcomes carry it back.
+package subscriber

@@ -1,0 +1,302 @@
+package subscriber
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/sdk/ledger"
+)
+
+// reasonSuperseded is logged for a restriction event older than one
+// already answered.
+const reasonSuperseded = "superseded by a newer event"
+
+// publishTimeout bounds the wait for the stream to acknowledge an outcome.
+const publishTimeout = 10 * time.Second
+
+// process answers one delivery: decode, answer a duplicate from the
+// ledger, otherwise skip a superseded event or call the handler, record
+// the outcome, publish it, and only then acknowledge the delivery. Every
+// step before the acknowledgement can be repeated: a crash anywhere leads
+// to a redelivery that the ledger answers.
+func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
+	ctx = s.cfg.Propagator.Extract(ctx, headerCarrier(msg.Headers()))
+	ctx, span := s.tracer.Start(ctx, "process "+msg.Subject(),
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.destination.name", msg.Subject()),
+			attribute.String("messaging.consumer.group.name", s.consumer),
+		))
+	defer span.End()
+
+	ev, err := s.decode(msg)
+	if err != nil {
+		// No delivery will make it decodable, and without an id and a
+		// cause there is no task to answer: terminate it, which the
+		// server reports in a MSG_TERMINATED advisory.
+		s.log.Error("terminating an invalid event", "subject", msg.Subject(), "error", err)
+		span.SetStatus(codes.Error, err.Error())
+		if err := msg.TermWithReason("invalid event: " + err.Error()); err != nil {
+			s.log.Warn("terminate failed", "subject", msg.Subject(), "error", err)
+		}
+		return
+	}
+	log := s.log.With("event_id", ev.ID(), "kind", ev.Kind(), "delivery", ev.Delivered())
+	span.SetAttributes(attribute.String("messaging.message.id", ev.ID()), attribute.Int("messaging.delivery_count", ev.Delivered()))
+
+	// Keep the event from being redelivered while it waits for its
+	// subject and while it is handled.
+	stop := keepInProgress(msg, max(s.cfg.AckWait/2, time.Millisecond))
+	defer stop()
+	unlock, err := s.locks.lock(ctx, subjectKey(ev))
+	if err != nil {
+		_ = msg.Nak() // Run is stopping: another instance may take it now
+		return
+	}
+	defer unlock()
+
+	if o, found, err := s.cfg.Ledger.Lookup(ev.ID()); err != nil {
+		s.retry(msg, ev, log, span, err)
+		return
+	} else if found {
+		log.Debug("answering a duplicate with the recorded outcome")
+		s.report(ctx, msg, ev, o, log, span)
+		return
+	}
+	if _, ok := s.cfg.Handlers[ev.Kind()]; !ok {
+		// Another instance of the system, running a newer version, set a
+		// filter that includes this kind; leave the event to it.
+		s.retry(msg, ev, log, span, fmt.Errorf("no handler for %s", ev.Kind()))
+		return
+	}
+
+	o, err := s.answer(ctx, ev, log)
+	if err != nil {
+		if ev.Delivered() < s.cfg.MaxDeliver {
+			s.retry(msg, ev, log, span, err)
+			return
+		}
+		// The last delivery: report the failure, so that the task fails
+		// where operators see it rather than vanish with the message.
+		log.Error("giving up on the event", "error", err)
+		o = s.outcomeOf(ev, Failed(fmt.Sprintf("gave up after %d deliveries: %v", ev.Delivered(), err)))
+	}
+	// The first outcome recorded wins: if the handler recorded one in its
+	// own transaction, that one is returned and reported.
+	o, err = s.cfg.Ledger.Record(ev.pb, o)
+	if err != nil {
+		s.retry(msg, ev, log, span, err)
+		return
+	}
+	s.report(ctx, msg, ev, o, log, span)
+}
+
+// answer returns the outcome of an event the ledger has no outcome for: a
+// superseded restriction event is not applicable, any other goes to its
+// handler.
+func (s *Subscriber) answer(ctx context.Context, ev *Event, log *slog.Logger) (*eventsv1.Outcome, error) {
+	superseded, err := s.cfg.Ledger.Superseded(ev.pb)
+	if err != nil {
+		return nil, err
+	}
+	if superseded {
+		log.Info("not applying the event", "reason", reasonSuperseded)
+		return s.outcomeOf(ev, NotApplicable(reasonSuperseded)), nil
+	}
+
+	out, err := s.call(ctx, ev, log)
+	switch {
+	case errors.Is(err, ledger.ErrRecorded):
+		// Another process answered the event while the handler ran, and
+		// the handler rolled its change back. The recorded outcome
+		// stands.
+		o, found, lerr := s.cfg.Ledger.Lookup(ev.ID())
+		if lerr != nil || !found {
+			return nil, errors.Join(err, lerr)
+		}
+		return o, nil
+	case errors.Is(err, ledger.ErrSuperseded):
+		log.Info("not applying the event", "reason", reasonSuperseded)
+		return s.outcomeOf(ev, NotApplicable(reasonSuperseded)), nil
+	case err != nil:
+		return nil, err
+	}
+	if out.kind == eventsv1.OutcomeKind_OUTCOME_KIND_NOT_APPLICABLE && out.reason != "" {
+		log.Info("the event does not apply", "reason", out.reason)
+	}
+	o := s.outcomeOf(ev, out)
+	if err := validateOutcome(o, ev.kind); err != nil {
+		// A bug in the handler; a new version may fix it before the
+		// deliveries run out.
+		return nil, fmt.Errorf("the handler returned an invalid outcome: %w", err)
+	}
+	return o, nil
+}
+
+// call runs the event's handler. A panic becomes an error, retried like
+// one, so that a poison event ends as a FAILED outcome rather than crash
+// the system at every delivery.
+func (s *Subscriber) call(ctx context.Context, ev *Event, log *slog.Logger) (out Outcome, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("the handler panicked", "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("the handler panicked: %v", r)
+		}
+	}()
+	return s.cfg.Handlers[ev.kind](ctx, ev)
+}
+
+// report publishes o on the system's outcome subject, waits for the
+// stream's acknowledgement, and only then acknowledges the event. Acked
+// earlier, the event would be gone before its outcome was safe; this way
+// a lost publish is retried from the ledger.
+func (s *Subscriber) report(ctx context.Context, msg jetstream.Msg, ev *Event, o *eventsv1.Outcome, log *slog.Logger, span trace.Span) {
+	log = log.With("outcome", o.GetKind())
+	span.SetAttributes(attribute.String("lethe.outcome", o.GetKind().String()))
+	subject, err := contract.OutcomeSubject(o.GetTenantId(), o.GetSystemId())
+	if err != nil {
+		s.retry(msg, ev, log, span, err)
+		return
+	}
+	payload, err := contract.Marshal(o)
+	if err != nil {
+		s.retry(msg, ev, log, span, fmt.Errorf("encode outcome: %w", err))
+		return
+	}
+	header := contract.OutcomeHeaders(o)
+	s.cfg.Propagator.Inject(ctx, headerCarrier(header))
+
+	// The handler's work is done: finish reporting it even if Run is
+	// stopping, rather than leave it to a redelivery.
+	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
+	defer cancel()
+	if _, err := s.cfg.JetStream.PublishMsg(pubCtx, &nats.Msg{Subject: subject, Header: header, Data: payload}); err != nil {
+		s.retry(msg, ev, log, span, fmt.Errorf("publish outcome: %w", err))
+		return
+	}
+	// A plain Ack, not DoubleAck: if the ack is lost the event is
+	// redelivered and answered from the ledger without calling the
+	// handler, so waiting for the server to confirm the ack would cost a
+	// round trip per event and change nothing.
+	if err := msg.Ack(); err != nil {
+		log.Warn("ack failed; the event will be redelivered and answered from the ledger", "error", err)
+		return
+	}
+	log.Info("reported outcome")
+}
+
+// retry negatively acknowledges the delivery so that the event comes back
+// after the back-off for its delivery count.
+func (s *Subscriber) retry(msg jetstream.Msg, ev *Event, log *slog.Logger, span trace.Span, err error) {
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
+	delay := s.backOff(ev.Delivered())
+	if ev.Delivered() >= s.cfg.MaxDeliver {
+		// The server will not deliver it again. It publishes a
+		// MAX_DELIVERIES advisory naming the consumer, from which Lethe's
+		// task tracker marks the task failed.
+		log.Error("the event exhausted its deliveries without an outcome", "error", err)
+	} else {
+		log.Warn("will retry the event", "error", err, "retry_in", delay)
+	}
+	if err := msg.NakWithDelay(delay); err != nil {
+		log.Warn("nak failed; the event will be redelivered after AckWait", "error", err)
+	}
+}
+
+// backOff returns the delay before the delivery after the n-th.
+func (s *Subscriber) backOff(n int) time.Duration {
+	return s.cfg.BackOff[min(max(n, 1), len(s.cfg.BackOff))-1]
+}
+
+// decode reads the event in msg and checks what answering it needs.
+func (s *Subscriber) decode(msg jetstream.Msg) (*Event, error) {
+	md, err := msg.Metadata()
+	if err != nil {
+		return nil, err
+	}
+	pb := &eventsv1.Event{}
+	if err := proto.Unmarshal(msg.Data(), pb); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	kind, err := contract.KindOf(pb)
+	if err != nil {
+		return nil, err
+	}
+	// The subject is what NATS permissions and the consumer's filter
+	// checked; an event whose payload names another tenant or kind must
+	// not be answered as if it were the one routed here.
+	subject, err := contract.EventSubject(pb)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case subject != msg.Subject():
+		return nil, fmt.Errorf("the event belongs on %s", subject)
+	case pb.GetId() == "":
+		return nil, errors.New("the event has no id")
+	case pb.GetCause() == nil:
+		return nil, errors.New("the event has no cause")
+	}
+	return &Event{pb: pb, kind: kind, delivered: int(md.NumDelivered), sub: s}, nil
+}
+
+// keepInProgress tells the server every period that msg is still being
+// worked on, until stop is called, so that a slow handler's event is not
+// redelivered to another worker meanwhile.
+func keepInProgress(msg jetstream.Msg, period time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress() // a lost one costs at most a redelivery
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+// headerCarrier lets OpenTelemetry propagators read and write NATS headers.
+// Unlike HTTP's, NATS header names are case-sensitive, so the names the
+// propagator uses ("traceparent") are kept exactly.
+type headerCarrier nats.Header
+
+// Get returns the first value of key.
+func (c headerCarrier) Get(key string) string { return nats.Header(c).Get(key) }
+
+// Set sets key to value.
+func (c headerCarrier) Set(key, value string) { nats.Header(c).Set(key, value) }
+
+// Keys lists the header names.
+func (c headerCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}
