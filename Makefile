@@ -24,7 +24,7 @@ MODULES := $(shell go list -m -f '{{.Dir}}')
 # Keep the race-enabled suite within a 2-core machine's means.
 GOTEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: test tools generate lint fmt vet staticcheck check-generate check-versions go-test bench run
+.PHONY: test tools generate lint vet staticcheck check-generate check-versions go-test bench run
 
 ## test: everything CI checks — lint, generated code, versions, vet, staticcheck, race tests of every module
 test: tools lint check-generate check-versions vet staticcheck go-test
@@ -80,9 +80,12 @@ go-test:
 
 ## bench: the benchmarks behind docs/benchmarks.md
 bench:
-	cd platform && go test -run '^$$' -bench 'Chain' -benchtime 20000x ./server/
-	cd platform && go test -run '^$$' -bench . -benchtime 200x ./store/
 	cd tools && go test -run '^$$' -bench DevStartup -benchtime 5x ./lethe/
+	cd platform && go test -run '^$$' -bench Chain -benchtime 20000x ./server/
+	cd platform && go test -run '^$$' -bench BatchPut -benchtime 5000x ./store/
+	cd platform && go test -run '^$$' -bench OutboxCommit -benchtime 20000x ./outbox/
+	cd platform && go test -run '^$$' -bench Relay -benchtime 10000x ./outbox/
+	cd platform && go test -run '^$$' -bench Pipeline -benchtime 2000x ./tasks/
 
 ## run: start the whole platform in one process (as the README says)
 run:

@@ -166,7 +166,7 @@ func TestStreamConfigValidate(t *testing.T) {
 }
 
 func TestConnectRetriesUntilServerStarts(t *testing.T) {
-	port := freePort(t)
+	port := brokertest.FreePort(t)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 
 	nc, err := broker.Connect(url, t.Name(), brokertest.Logger(t), nats.ReconnectWait(20*time.Millisecond))
@@ -278,16 +278,6 @@ func BenchmarkPublish(b *testing.B) {
 			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
 		})
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // syncBuffer is a bytes.Buffer that the server's goroutines may log to

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -185,7 +184,7 @@ func TestCommittedEventsArePublished(t *testing.T) {
 func TestOutageBackpressureAndRecovery(t *testing.T) {
 	storeDir := t.TempDir()
 	cfg := broker.DefaultEmbeddedConfig(storeDir)
-	cfg.Port = freePort(t)
+	cfg.Port = brokertest.FreePort(t)
 	cfg.StoreDir = storeDir
 	cfg.SyncAlways = false
 	ns, err := broker.StartEmbedded(cfg, brokertest.Logger(t))
@@ -264,16 +263,6 @@ func TestOutageBackpressureAndRecovery(t *testing.T) {
 	if len(got) != accepted {
 		t.Fatalf("stream holds %d distinct events, want all %d accepted", len(got), accepted)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func waitFor(t *testing.T, cond func() bool, what string) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -48,17 +48,6 @@ func buildBinaries(t testing.TB, pkgs ...string) map[string]string {
 		bins[pkg] = filepath.Join(dir, name)
 	}
 	return bins
-}
-
-// freeAddr returns a loopback address with a port nothing listens on.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // process is a running Lethe binary.
@@ -275,4 +264,9 @@ func TestServiceDeployablesUseExternalNATS(t *testing.T) {
 
 var serviceNames = map[string]string{
 	"consent": "ConsentService", "dsar": "DsarService", "retention": "RetentionService", "registry": "RegistryService",
+}
+
+// freeAddr returns a loopback address with a port nothing listens on.
+func freeAddr(t testing.TB) string {
+	return fmt.Sprintf("127.0.0.1:%d", brokertest.FreePort(t))
 }

@@ -6,6 +6,7 @@ package brokertest
 
 import (
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -107,4 +108,16 @@ func (w *testWriter) stop() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.done = true
+}
+
+// FreePort returns a loopback TCP port that nothing listens on, for a test
+// that must restart a server on the same address.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
