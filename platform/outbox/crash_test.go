@@ -15,7 +15,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
 
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/outbox"
@@ -164,7 +166,8 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 	events := collect(t, js, len(stored))
 	effects := map[string]int{}
 	for _, msgs := range events {
-		ev, err := outbox.DecodeEvent(msgs[0].Data())
+		ev := &eventsv1.Event{}
+		err := proto.Unmarshal(msgs[0].Data(), ev)
 		if err != nil {
 			t.Fatal(err)
 		}

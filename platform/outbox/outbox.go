@@ -30,7 +30,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
@@ -304,13 +303,4 @@ func NewEventID() string {
 	s[23] = '-'
 	hex.Encode(s[24:], b[10:])
 	return string(s[:])
-}
-
-// DecodeEvent decodes an event payload as the relay publishes it.
-func DecodeEvent(payload []byte) (*eventsv1.Event, error) {
-	ev := &eventsv1.Event{}
-	if err := proto.Unmarshal(payload, ev); err != nil {
-		return nil, err
-	}
-	return ev, nil
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
@@ -151,7 +152,8 @@ func TestCommittedEventsArePublished(t *testing.T) {
 	var sequences []uint64
 	for _, msgs := range got {
 		msg := msgs[0]
-		ev, err := outbox.DecodeEvent(msg.Data())
+		ev := &eventsv1.Event{}
+		err := proto.Unmarshal(msg.Data(), ev)
 		if err != nil {
 			t.Fatal(err)
 		}

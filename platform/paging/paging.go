@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"sort"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -76,6 +77,33 @@ func Scan(b *bolt.Bucket, prefix []byte, req Request, query ...string) (Page, er
 		p.Values = append(p.Values, append([]byte(nil), v...))
 	}
 	return p, nil
+}
+
+// Slice pages a listing computed in memory: keys must be sorted and unique.
+// It returns the bounds of the page within keys and the token of the next.
+// Tokens are interchangeable with Scan's for the same query.
+func Slice(keys []string, req Request, query ...string) (start, end int, next string, err error) {
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return 0, 0, "", err
+	}
+	fp := fingerprint(nil, query)
+	if tok := req.GetPageToken(); tok != "" {
+		after, err := decodeToken(tok, fp)
+		if err != nil {
+			return 0, 0, "", err
+		}
+		// The first key after the token's, wherever the listing has moved.
+		start = sort.SearchStrings(keys, string(after))
+		if start < len(keys) && keys[start] == string(after) {
+			start++
+		}
+	}
+	end = min(start+size, len(keys))
+	if end < len(keys) {
+		next = encodeToken([]byte(keys[end-1]), fp)
+	}
+	return start, end, next, nil
 }
 
 func pageSize(n int32) (int, error) {

@@ -93,3 +93,29 @@ func TestScanWalksEveryKeyOnceAndRejectsForeignTokens(t *testing.T) {
 		}
 	}
 }
+
+func TestSliceWalksEveryKeyOnce(t *testing.T) {
+	keys := make([]string, 25)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("user.k%02d", i)
+	}
+	var seen []string
+	r := req{size: 10}
+	for {
+		start, end, next, err := paging.Slice(keys, r, "clio")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen = append(seen, keys[start:end]...)
+		if next == "" {
+			break
+		}
+		r.token = next
+	}
+	if len(seen) != 25 || seen[24] != "user.k24" {
+		t.Fatalf("walked %v", seen)
+	}
+	if _, _, _, err := paging.Slice(keys, req{token: r.token}, "cleura"); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("token of another query: %v", err)
+	}
+}
