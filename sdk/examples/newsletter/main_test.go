@@ -102,7 +102,7 @@ func TestNewsletter(t *testing.T) {
 	}{
 		{"erase ada", erase("ada", all), eventsv1.OutcomeKind_OUTCOME_KIND_ERASED},
 		{"erase ada again", erase("ada", all), eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND},
-		{"erase bob's address book", erase("bob", &eventsv1.Scope{Categories: []*commonv1.DataCategory{{Id: "user.contact.phone"}}}), eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND},
+		{"erase only bob's phone number", erase("bob", &eventsv1.Scope{Categories: []*commonv1.DataCategory{{Id: "user.contact.phone_number"}}}), eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND},
 		{"bob withdraws analytics", withdraw("bob", "analytics"), eventsv1.OutcomeKind_OUTCOME_KIND_NOT_APPLICABLE},
 		{"bob withdraws the newsletter", withdraw("bob", "analytics", "newsletter"), eventsv1.OutcomeKind_OUTCOME_KIND_APPLIED},
 		{"ada withdraws the newsletter", withdraw("ada", "newsletter"), eventsv1.OutcomeKind_OUTCOME_KIND_NOT_APPLICABLE},
