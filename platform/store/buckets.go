@@ -51,6 +51,10 @@ var (
 	// BucketTasksDue indexes open tasks by the time they are re-sent if
 	// still unanswered, so a sweep costs in proportion to the due tasks.
 	BucketTasksDue = Bucket("_tasks_due")
+
+	// BucketTenantDirectory holds the tenants a service serves, as the
+	// registry's events announced them.
+	BucketTenantDirectory = Bucket("_tenant_directory")
 )
 
 // kitBuckets lists the buckets that Open creates in every database.
@@ -66,6 +70,7 @@ var kitBuckets = []Bucket{
 	BucketTasksByCause,
 	BucketTasksBySystem,
 	BucketTasksDue,
+	BucketTenantDirectory,
 }
 
 // reservedPrefix starts every kit bucket name and no service bucket name.

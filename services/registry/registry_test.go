@@ -27,6 +27,9 @@ import (
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/store/storetest"
+	"github.com/lethe-privacy/lethe/platform/tenants"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/services/registry"
 )
@@ -550,4 +553,34 @@ func FuzzRegisterSystem(f *testing.F) {
 			t.Fatalf("RegisterSystem = %v", err)
 		}
 	})
+}
+
+// TestOtherServicesLearnOfTenants: a tenant created through the registry's
+// API becomes known to another service's directory through the event
+// stream; a tenant never created stays unknown.
+func TestOtherServicesLearnOfTenants(t *testing.T) {
+	f := start(t)
+	consentDB := storetest.Open(t, store.Schema{Service: "consent", Version: 1})
+	dir := tenants.New(consentDB, "consent", "", brokertest.Logger(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- dir.Run(ctx, f.js) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	f.tenant(t, "clio", "Clio ApS")
+	deadline := time.Now().Add(10 * time.Second)
+	for dir.Require("clio") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the consent service never learned of tenant clio")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := dir.Require("clevio"); status.Code(err) != codes.NotFound {
+		t.Fatalf("a tenant never created = %v, want NotFound", err)
+	}
 }

@@ -1,0 +1,128 @@
+// Package tenants tells a service which tenants exist. The registry owns
+// tenants; every other service learns of them from the registry's
+// tenant.registered, tenant.changed and tenant.removed events and keeps its
+// own copy in its bbolt file. A call for an unknown tenant is then refused
+// without a round trip to the registry, and a service keeps serving known
+// tenants while the registry is down.
+//
+// A service runs Directory.Run beside its server and starts each
+// tenant-scoped handler with RequireTx (or Require).
+package tenants
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/sdk/contract"
+)
+
+// Directory is a service's copy of the registry's tenants.
+type Directory struct {
+	db     *store.DB
+	owner  string
+	stream string
+	logger *slog.Logger
+}
+
+// New returns the directory kept in db by the service owner ("consent"),
+// fed from the named stream (contract.StreamName when empty).
+func New(db *store.DB, owner, stream string, logger *slog.Logger) *Directory {
+	if stream == "" {
+		stream = contract.StreamName
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Directory{db: db, owner: owner, stream: stream, logger: logger}
+}
+
+// RequireTx returns NotFound unless the tenant is known, in the caller's
+// transaction.
+func (d *Directory) RequireTx(tx *bolt.Tx, tenantID string) error {
+	v := store.BucketTx(tx, store.BucketTenantDirectory).Get([]byte(tenantID))
+	if len(v) == 0 || v[0] != present {
+		return apierror.NotFound("tenant", tenantID)
+	}
+	return nil
+}
+
+// Require returns NotFound unless the tenant is known.
+func (d *Directory) Require(tenantID string) error {
+	return d.db.View(func(tx *bolt.Tx) error { return d.RequireTx(tx, tenantID) })
+}
+
+// An entry is a state byte and the commit time (UnixNano) of the registry
+// event that set it. The time orders redelivered events: an older event
+// never overrides a newer one, so a tenant removed stays removed.
+const (
+	present byte = 1
+	removed byte = 2
+)
+
+// Run follows the registry's tenant events until ctx ends, from the first
+// one the stream holds, with a durable consumer of its own.
+func (d *Directory) Run(ctx context.Context, js jetstream.JetStream) error {
+	var filters []string
+	for _, k := range []contract.Kind{contract.KindTenantRegistered, contract.KindTenantChanged, contract.KindTenantRemoved} {
+		s, err := contract.KindSubject("*", k)
+		if err != nil {
+			return err
+		}
+		filters = append(filters, s)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, d.stream, jetstream.ConsumerConfig{
+		Durable:        "lethe-" + d.owner + "-tenants",
+		Description:    "the registry's tenants, as the " + d.owner + " service knows them",
+		FilterSubjects: filters,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("tenants: consumer: %w", err)
+	}
+	cc, err := cons.Consume(d.handle)
+	if err != nil {
+		return err
+	}
+	defer cc.Stop()
+	<-ctx.Done()
+	return nil
+}
+
+func (d *Directory) handle(msg jetstream.Msg) {
+	ev := &eventsv1.Event{}
+	if err := proto.Unmarshal(msg.Data(), ev); err != nil || !contract.ValidToken(ev.TenantId) {
+		d.logger.Warn("tenants: ignoring an undecodable tenant event", "subject", msg.Subject())
+		_ = msg.Term()
+		return
+	}
+	state := present
+	if ev.GetTenantRemoved() != nil {
+		state = removed
+	}
+	at := ev.GetOccurredAt().AsTime()
+	err := d.db.Batch(func(tx *bolt.Tx) error {
+		b := store.BucketTx(tx, store.BucketTenantDirectory)
+		if old := b.Get([]byte(ev.TenantId)); len(old) == 9 && int64(binary.BigEndian.Uint64(old[1:])) > at.UnixNano() {
+			return nil // a newer event already decided
+		}
+		v := binary.BigEndian.AppendUint64([]byte{state}, uint64(at.UnixNano()))
+		return b.Put([]byte(ev.TenantId), v)
+	})
+	if err != nil {
+		d.logger.Error("tenants: recording a tenant event failed; it will be redelivered", "tenant", ev.TenantId, "error", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	_ = msg.Ack()
+}

@@ -1,0 +1,101 @@
+package tenants_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/broker"
+	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
+	"github.com/lethe-privacy/lethe/platform/clock"
+	"github.com/lethe-privacy/lethe/platform/outbox"
+	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/store/storetest"
+	"github.com/lethe-privacy/lethe/platform/tenants"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestDirectoryFollowsTheRegistry publishes tenant events the way the
+// registry does — through its outbox — and watches another service's
+// directory follow them, including an older event arriving after a newer
+// one.
+func TestDirectoryFollowsTheRegistry(t *testing.T) {
+	ns := brokertest.Start(t)
+	nc, js := brokertest.Connect(t, ns)
+	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	registryDB := storetest.Open(t, store.Schema{Service: "registry", Version: 1})
+	clk := clock.NewFake(time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC))
+	ob, err := outbox.New(registryDB, outbox.Config{Source: "lethe/registry", Clock: clk, Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	relay, err := outbox.NewRelay(ob, nc, outbox.RelayConfig{PollInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(tenant string, body any) {
+		t.Helper()
+		ev := &eventsv1.Event{TenantId: tenant, Cause: &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONFIGURATION, Id: tenant}}
+		switch b := body.(type) {
+		case *eventsv1.TenantRegistered:
+			ev.Body = &eventsv1.Event_TenantRegistered{TenantRegistered: b}
+		case *eventsv1.TenantRemoved:
+			ev.Body = &eventsv1.Event_TenantRemoved{TenantRemoved: b}
+		}
+		if err := registryDB.Update(func(tx *bolt.Tx) error { return ob.AddTx(context.Background(), tx, ev) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	serviceDB := storetest.Open(t, store.Schema{Service: "consent", Version: 1})
+	dir := tenants.New(serviceDB, "consent", "", brokertest.Logger(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- relay.Run(ctx) }()
+	go func() { done <- dir.Run(ctx, js) }()
+	defer func() {
+		cancel()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+
+	publish("clio", &eventsv1.TenantRegistered{DisplayName: "Clio ApS"})
+	// Cleura was removed at 11:00, but the stream delivers the removal
+	// before its registration at 10:00: it must end removed.
+	clk.Set(time.Date(2026, 11, 23, 11, 0, 0, 0, time.UTC))
+	publish("cleura", &eventsv1.TenantRemoved{})
+	clk.Set(time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC))
+	publish("cleura", &eventsv1.TenantRegistered{DisplayName: "Cleura AB"})
+	clk.Set(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
+	publish("marker", &eventsv1.TenantRegistered{DisplayName: "the last event"})
+
+	deadline := time.Now().Add(10 * time.Second)
+	for dir.Require("marker") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the directory never learned of the last tenant")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := dir.Require("clio"); err != nil {
+		t.Fatalf("registered tenant: %v", err)
+	}
+	for _, tenant := range []string{"cleura", "nobody"} {
+		if err := dir.Require(tenant); status.Code(err) != codes.NotFound {
+			t.Errorf("tenant %s = %v, want NotFound", tenant, err)
+		}
+	}
+}
