@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/flagenv"
@@ -53,6 +55,16 @@ func Run(ctx context.Context, srv *server.Server, services []Service) error {
 	return err
 }
 
+// DialRegistry returns a connection to the registry at addr. The
+// development profile speaks plaintext on loopback.
+func DialRegistry(addr string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("registry at %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
 // StreamFlags binds the platform stream's settings to fs.
 func StreamFlags(fs *flag.FlagSet) *broker.StreamConfig {
 	cfg := broker.DefaultStreamConfig()
@@ -75,6 +87,7 @@ func Main(f Factory, defaultAddr string, args []string) int {
 	cfg.RegisterFlags(fs, defaultAddr)
 	dataDir := fs.String("data", "./data", "folder of the service's bbolt file")
 	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+	registryAddr := fs.String("registry-addr", "127.0.0.1:7404", "gRPC address of the registry service")
 	stream := StreamFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -83,14 +96,14 @@ func Main(f Factory, defaultAddr string, args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	if err := runOne(f, cfg, *dataDir, *natsURL, *stream); err != nil {
+	if err := runOne(f, cfg, *dataDir, *natsURL, *registryAddr, *stream); err != nil {
 		fmt.Fprintf(os.Stderr, "lethe-%s: %v\n", f.Name, err)
 		return 1
 	}
 	return 0
 }
 
-func runOne(f Factory, cfg server.Config, dataDir, natsURL string, stream broker.StreamConfig) error {
+func runOne(f Factory, cfg server.Config, dataDir, natsURL, registryAddr string, stream broker.StreamConfig) error {
 	ctx, stop := SignalContext()
 	defer stop()
 	cfg.Name = "lethe-" + f.Name
@@ -113,7 +126,13 @@ func runOne(f Factory, cfg server.Config, dataDir, natsURL string, stream broker
 	if _, err := broker.EnsureStream(provisionCtx, js, stream); err != nil {
 		return err
 	}
-	svc, err := f.New(Deps{DataDir: dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry})
+	// The connection is made on first use, so the registry may start later.
+	registry, err := DialRegistry(registryAddr)
+	if err != nil {
+		return err
+	}
+	defer registry.Close()
+	svc, err := f.New(Deps{DataDir: dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry, Registry: registry})
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	"google.golang.org/grpc"
 
 	"github.com/lethe-privacy/lethe/platform/audit"
 	"github.com/lethe-privacy/lethe/platform/clock"
@@ -50,6 +51,9 @@ type Deps struct {
 	JetStream jetstream.JetStream
 	// Telemetry gives the service its meter; none when nil.
 	Telemetry *telemetry.Providers
+	// Registry reaches the registry service, which tells the others which
+	// systems must answer their events (see package registryclient).
+	Registry grpc.ClientConnInterface
 }
 
 // Factory builds a service.

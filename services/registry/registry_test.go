@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -24,11 +26,14 @@ import (
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/clock"
+	"github.com/lethe-privacy/lethe/platform/outbox"
+	"github.com/lethe-privacy/lethe/platform/registryclient"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
+	"github.com/lethe-privacy/lethe/platform/tasks"
 	"github.com/lethe-privacy/lethe/platform/tenants"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/services/registry"
@@ -44,6 +49,7 @@ func date(y int, m time.Month, d int) *timestamppb.Timestamp {
 }
 
 type fixture struct {
+	conn   *grpc.ClientConn
 	client registryv1.RegistryServiceClient
 	js     jetstream.JetStream
 	clock  *clock.Fake
@@ -77,7 +83,7 @@ func start(t testing.TB) *fixture {
 		}
 	})
 	conn := servertest.Start(t, server.Config{Clock: clk, Logger: quiet}, svc.Register)
-	return &fixture{client: registryv1.NewRegistryServiceClient(conn), js: js, clock: clk, ctx: context.Background()}
+	return &fixture{conn: conn, client: registryv1.NewRegistryServiceClient(conn), js: js, clock: clk, ctx: context.Background()}
 }
 
 // id returns a fresh request id.
@@ -582,5 +588,50 @@ func TestOtherServicesLearnOfTenants(t *testing.T) {
 	}
 	if err := dir.Require("clevio"); status.Code(err) != codes.NotFound {
 		t.Fatalf("a tenant never created = %v, want NotFound", err)
+	}
+}
+
+// TestRoutingFeedsTaskTracking: a service that publishes an erasure asks
+// the registry which systems must answer, and its tracker expects exactly
+// those — the SDK systems to answer themselves, the manual one by an
+// operator.
+func TestRoutingFeedsTaskTracking(t *testing.T) {
+	f := start(t)
+	clickLearn(t, f)
+	expect, err := registryclient.New(f.conn).Expect(f.ctx, "clicklearn", registryclient.Scope{Categories: []string{"user.contact.email"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dsarDB := storetest.Open(t, store.Schema{Service: "dsar", Version: 1})
+	ob, err := outbox.New(dsarDB, outbox.Config{Source: "lethe/dsar", Clock: f.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	tracker, err := tasks.New(dsarDB, tasks.Config{Owner: "dsar", Outbox: ob, Clock: f.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &eventsv1.Event{
+		TenantId: "clicklearn", SubjectId: "subject-7",
+		Cause: &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST, Id: "dsar-1"},
+		Body: &eventsv1.Event_ErasureRequested{ErasureRequested: &eventsv1.ErasureRequested{
+			Scope: &eventsv1.Scope{Categories: categories("user.contact.email")}, Action: eventsv1.ErasureAction_ERASURE_ACTION_ERASE,
+		}},
+	}
+	if err := dsarDB.Update(func(tx *bolt.Tx) error { return tracker.PublishTx(f.ctx, tx, ev, expect) }); err != nil {
+		t.Fatal(err)
+	}
+	open, err := tracker.CauseTasks("clicklearn", ev.Cause)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, task := range open {
+		got = append(got, task.SystemID+":"+strings.TrimPrefix(task.Mode.String(), "ANSWER_MODE_"))
+	}
+	if want := "azure:SDK,campaign-monitor:SDK,carrier:MANUAL"; strings.Join(got, ",") != want {
+		t.Fatalf("tasks = %v, want %s", got, want)
 	}
 }

@@ -130,28 +130,32 @@ func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	deps := service.Deps{DataDir: c.dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry}
+	// Listen before anything else so the printed address is the bound one
+	// and the services can reach the registry on it.
+	lis, err := net.Listen("tcp", c.server.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.server.Addr, err)
+	}
+	completed.Listener = lis
+	registry, err := service.DialRegistry(lis.Addr().String())
+	if err != nil {
+		return errors.Join(err, lis.Close())
+	}
+	defer registry.Close()
+
+	deps := service.Deps{DataDir: c.dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry, Registry: registry}
 	var services []service.Service
 	for _, f := range factories {
 		svc, err := f.New(deps)
 		if err != nil {
-			for _, opened := range services {
-				err = errors.Join(err, opened.Close())
-			}
-			return fmt.Errorf("start %s: %w", f.Name, err)
+			return errors.Join(fmt.Errorf("start %s: %w", f.Name, err), closeAll(services), lis.Close())
 		}
 		services = append(services, svc)
 	}
 
-	// Listen before serving so the printed address is the bound one.
-	lis, err := net.Listen("tcp", c.server.Addr)
-	if err != nil {
-		return errors.Join(fmt.Errorf("listen on %s: %w", c.server.Addr, err), closeAll(services))
-	}
-	completed.Listener = lis
 	srv, err := completed.New()
 	if err != nil {
-		return errors.Join(err, closeAll(services))
+		return errors.Join(err, closeAll(services), lis.Close())
 	}
 	printEndpoints(stdout, lis.Addr().String(), embedded.ClientURL(), c)
 	return service.Run(ctx, srv, services)
