@@ -1,0 +1,156 @@
+package consent
+
+import (
+	"context"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/tasks"
+	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
+	"github.com/lethe-privacy/lethe/services/consent/internal/storage"
+)
+
+func attributes(a *consentv1.SubjectAttributes) decision.Attributes {
+	return decision.Attributes{Role: a.GetRole(), Age: a.GetAge(), Country: a.GetCountry(), GPC: a.GetGpc()}
+}
+
+// decide answers one question from memory. Only when the purpose is
+// unknown does it look at the store, to tell an unknown tenant (NotFound)
+// from an unknown purpose of a known one (a denial that says so).
+func (s *Service) decide(tenant, subject, purpose string, a *consentv1.SubjectAttributes) (*consentv1.Decision, error) {
+	d := s.index.Check(tenant, subject, purpose, attributes(a), s.Clock.Now())
+	if d.Reason == consentv1.Reason_REASON_UNKNOWN_PURPOSE {
+		if err := s.tenants.Require(tenant); err != nil {
+			return nil, err
+		}
+	}
+	return &consentv1.Decision{PurposeId: purpose, SubjectId: subject, Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID}, nil
+}
+
+// Check implements ConsentService.
+func (s *Service) Check(_ context.Context, req *consentv1.CheckRequest) (*consentv1.CheckResponse, error) {
+	d, err := s.decide(req.TenantId, req.SubjectId, req.PurposeId, req.Attributes)
+	if err != nil {
+		return nil, err
+	}
+	return &consentv1.CheckResponse{Decision: d}, nil
+}
+
+// CheckBatch implements ConsentService.
+func (s *Service) CheckBatch(_ context.Context, req *consentv1.CheckBatchRequest) (*consentv1.CheckBatchResponse, error) {
+	resp := &consentv1.CheckBatchResponse{Decisions: make([]*consentv1.Decision, 0, len(req.Items))}
+	for _, item := range req.Items {
+		d, err := s.decide(req.TenantId, item.SubjectId, item.PurposeId, item.Attributes)
+		if err != nil {
+			return nil, err
+		}
+		resp.Decisions = append(resp.Decisions, d)
+	}
+	return resp, nil
+}
+
+// GetPropagation implements ConsentService.
+func (s *Service) GetPropagation(_ context.Context, req *consentv1.GetPropagationRequest) (*consentv1.GetPropagationResponse, error) {
+	if err := s.tenants.Require(req.TenantId); err != nil {
+		return nil, err
+	}
+	all, err := s.tracker.CauseTasks(req.TenantId, req.Cause)
+	if err != nil {
+		return nil, err
+	}
+	resp := &consentv1.GetPropagationResponse{Complete: true}
+	for _, t := range all {
+		pt := &consentv1.PropagationTask{SystemId: t.SystemID, State: taskState(t.State)}
+		if o, err := t.OutcomeProto(); err != nil {
+			return nil, err
+		} else if o != nil {
+			pt.Outcome, pt.Reason = o.Kind, o.Reason
+		}
+		resp.Complete = resp.Complete && t.State == tasks.StateFinal
+		resp.Tasks = append(resp.Tasks, pt)
+	}
+	sortBy(resp.Tasks, func(t *consentv1.PropagationTask) string { return t.SystemId })
+	return resp, nil
+}
+
+func taskState(s tasks.State) consentv1.TaskState {
+	switch s {
+	case tasks.StateOpen:
+		return consentv1.TaskState_TASK_STATE_OPEN
+	case tasks.StateStalled:
+		return consentv1.TaskState_TASK_STATE_STALLED
+	case tasks.StateFinal:
+		return consentv1.TaskState_TASK_STATE_FINAL
+	}
+	return consentv1.TaskState_TASK_STATE_UNSPECIFIED
+}
+
+// expiryBatch bounds the expiries one transaction handles.
+const expiryBatch = 256
+
+// ExpireDue ends the grants whose lifetime has run out: each becomes a
+// CONSENT_EXPIRED change for watchers and a consent.withdrawn event for the
+// systems processing for the purpose, unless a later record superseded it.
+// Run calls it every ExpirySweepEvery; it returns how many it expired.
+func (s *Service) ExpireDue(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		var due []storage.Expiry
+		now := s.Clock.Now()
+		if err := s.DB.View(func(tx *bolt.Tx) (err error) {
+			due, err = storage.DueExpiriesTx(tx, now, expiryBatch)
+			return err
+		}); err != nil || len(due) == 0 {
+			return total, err
+		}
+		// Route before the write transaction: it calls the registry.
+		expect := map[[2]string][]tasks.Expect{}
+		for _, e := range due {
+			k := [2]string{e.Tenant, e.Purpose}
+			if _, ok := expect[k]; !ok {
+				systems, err := s.expect(ctx, e.Tenant, []string{e.Purpose})
+				if err != nil {
+					return total, err
+				}
+				expect[k] = systems
+			}
+		}
+		n := 0
+		err := s.DB.Update(func(tx *bolt.Tx) error {
+			n = 0
+			for _, e := range due {
+				if err := store.BucketTx(tx, storage.BucketExpiries).Delete(e.Key); err != nil {
+					return err
+				}
+				c, ok := s.index.Consent(e.Tenant, e.Subject, e.Purpose)
+				if !ok || c.RecordID != e.RecordID {
+					continue // renewed, withdrawn or denied since
+				}
+				if err := s.changeTx(tx, e.Tenant, &consentv1.Change{Kind: consentv1.ChangeKind_CHANGE_KIND_CONSENT_EXPIRED,
+					SubjectId: e.Subject, PurposeIds: []string{e.Purpose}, BasisId: e.RecordID, At: timestamppb.New(e.At)}, nil); err != nil {
+					return err
+				}
+				cause := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: e.RecordID}
+				if err := s.publishLimitTx(ctx, tx, e.Tenant, e.Subject, cause, expect[[2]string{e.Tenant, e.Purpose}], &eventsv1.Event{
+					Body: &eventsv1.Event_ConsentWithdrawn{ConsentWithdrawn: &eventsv1.ConsentWithdrawn{PurposeIds: []string{e.Purpose}}},
+				}); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if len(due) < expiryBatch {
+			return total, nil
+		}
+	}
+}

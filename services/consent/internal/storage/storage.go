@@ -1,0 +1,244 @@
+// Package storage keeps the consent service's state in its bbolt file:
+// purposes, the append-only history of consent records, objections,
+// restrictions, the per-tenant log of changes that Watch replays, the
+// index of expiring consents, and each tenant's evidence key. Values are
+// binary protobuf of the API's messages where the API has one, JSON for
+// the service's own records. Functions that need the caller's transaction
+// say so with a Tx suffix.
+package storage
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/store"
+)
+
+// The consent service's buckets. Keys join ids (tokens without NUL bytes)
+// with NUL.
+var (
+	// BucketPurposes maps tenant, purpose id → Purpose.
+	BucketPurposes = store.Bucket("consent.purposes")
+	// BucketRecords maps tenant, subject, sequence → ConsentRecord: the
+	// append-only proof of consent (Art. 7(1)), in the order recorded.
+	BucketRecords = store.Bucket("consent.records")
+	// BucketObjections maps tenant, subject, objection id → Objection.
+	BucketObjections = store.Bucket("consent.objections")
+	// BucketRestrictions maps tenant, restriction id → Restriction.
+	BucketRestrictions = store.Bucket("consent.restrictions")
+	// BucketChanges maps tenant, revision → Change: what Watch replays.
+	BucketChanges = store.Bucket("consent.changes")
+	// BucketRevisions maps tenant → its last revision.
+	BucketRevisions = store.Bucket("consent.revisions")
+	// BucketExpiries maps expiry time, tenant, subject, purpose, record id →
+	// nothing: the grants to expire, in time order.
+	BucketExpiries = store.Bucket("consent.expiries")
+	// BucketEvidenceKeys maps tenant → EvidenceKey.
+	BucketEvidenceKeys = store.Bucket("consent.evidence_keys")
+)
+
+// Schema is the layout of consent.db.
+var Schema = store.Schema{
+	Service: "consent",
+	Version: 1,
+	Buckets: []store.Bucket{BucketPurposes, BucketRecords, BucketObjections, BucketRestrictions,
+		BucketChanges, BucketRevisions, BucketExpiries, BucketEvidenceKeys},
+}
+
+// Key joins ids into a key, each followed by a NUL, so that "clio" never
+// prefixes "clio2".
+func Key(ids ...string) []byte {
+	var b bytes.Buffer
+	for _, id := range ids {
+		b.WriteString(id)
+		b.WriteByte(0)
+	}
+	return b.Bytes()
+}
+
+// PurposeTx returns a tenant's purpose.
+func PurposeTx(tx *bolt.Tx, tenant, id string) (*consentv1.Purpose, bool, error) {
+	v := store.BucketTx(tx, BucketPurposes).Get(Key(tenant, id))
+	if v == nil {
+		return nil, false, nil
+	}
+	p := &consentv1.Purpose{}
+	return p, true, proto.Unmarshal(v, p)
+}
+
+// PutPurposeTx stores a purpose.
+func PutPurposeTx(tx *bolt.Tx, tenant string, p *consentv1.Purpose) error {
+	return putProto(store.BucketTx(tx, BucketPurposes), Key(tenant, p.PurposeId), p)
+}
+
+// AddRecordTx appends a consent record to its subject's history.
+func AddRecordTx(tx *bolt.Tx, r *consentv1.ConsentRecord) error {
+	b := store.BucketTx(tx, BucketRecords)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	return putProto(b, append(Key(r.TenantId, r.SubjectId), store.Uint64Key(seq)...), r)
+}
+
+// Objection is a recorded objection (Art. 21).
+type Objection struct {
+	ID         string                  `json:"id"`
+	Subject    string                  `json:"subject"`
+	Scope      eventsv1.ObjectionScope `json:"scope"`
+	Purposes   []string                `json:"purposes,omitempty"`
+	CauseKind  commonv1.CauseKind      `json:"cause_kind"`
+	CauseID    string                  `json:"cause_id"`
+	RecordedAt time.Time               `json:"recorded_at"`
+}
+
+// PutObjectionTx stores an objection.
+func PutObjectionTx(tx *bolt.Tx, tenant string, o Objection) error {
+	return putJSON(store.BucketTx(tx, BucketObjections), Key(tenant, o.Subject, o.ID), o)
+}
+
+// Restriction is a restriction of processing (Art. 18).
+type Restriction struct {
+	ID        string                     `json:"id"`
+	Subject   string                     `json:"subject"`
+	Ground    eventsv1.RestrictionGround `json:"ground"`
+	Purposes  []string                   `json:"purposes,omitempty"`
+	CauseKind commonv1.CauseKind         `json:"cause_kind"`
+	CauseID   string                     `json:"cause_id"`
+	AppliedAt time.Time                  `json:"applied_at"`
+	LiftedAt  time.Time                  `json:"lifted_at,omitzero"`
+}
+
+// RestrictionTx returns a restriction.
+func RestrictionTx(tx *bolt.Tx, tenant, id string) (Restriction, bool, error) {
+	var r Restriction
+	v := store.BucketTx(tx, BucketRestrictions).Get(Key(tenant, id))
+	if v == nil {
+		return r, false, nil
+	}
+	return r, true, json.Unmarshal(v, &r)
+}
+
+// PutRestrictionTx stores a restriction.
+func PutRestrictionTx(tx *bolt.Tx, tenant string, r Restriction) error {
+	return putJSON(store.BucketTx(tx, BucketRestrictions), Key(tenant, r.ID), r)
+}
+
+// AddChangeTx appends a change to the tenant's log with the next revision,
+// which it sets on c and returns.
+func AddChangeTx(tx *bolt.Tx, tenant string, c *consentv1.Change) (uint64, error) {
+	revs := store.BucketTx(tx, BucketRevisions)
+	var rev uint64
+	if v := revs.Get([]byte(tenant)); len(v) == 8 {
+		rev = store.KeyUint64(v)
+	}
+	rev++
+	if err := revs.Put([]byte(tenant), store.Uint64Key(rev)); err != nil {
+		return 0, err
+	}
+	c.Revision = rev
+	return rev, putProto(store.BucketTx(tx, BucketChanges), append(Key(tenant), store.Uint64Key(rev)...), c)
+}
+
+// ChangesTx returns up to limit changes of a tenant after revision after.
+func ChangesTx(tx *bolt.Tx, tenant string, after uint64, limit int) ([]*consentv1.Change, error) {
+	prefix := Key(tenant)
+	c := store.BucketTx(tx, BucketChanges).Cursor()
+	var out []*consentv1.Change
+	for k, v := c.Seek(append(prefix, store.Uint64Key(after+1)...)); k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, v = c.Next() {
+		ch := &consentv1.Change{}
+		if err := proto.Unmarshal(v, ch); err != nil {
+			return nil, fmt.Errorf("storage: decode change %q: %w", k, err)
+		}
+		out = append(out, ch)
+	}
+	return out, nil
+}
+
+// ScheduleExpiryTx indexes a grant's expiry.
+func ScheduleExpiryTx(tx *bolt.Tx, r *consentv1.ConsentRecord) error {
+	key := append(store.TimeKey(r.ExpiresAt.AsTime()), Key(r.TenantId, r.SubjectId, r.PurposeId, r.RecordId)...)
+	return store.BucketTx(tx, BucketExpiries).Put(key, nil)
+}
+
+// Expiry is a grant due to expire.
+type Expiry struct {
+	Key                                []byte
+	At                                 time.Time
+	Tenant, Subject, Purpose, RecordID string
+}
+
+// DueExpiriesTx returns up to limit grants that expire at or before now.
+func DueExpiriesTx(tx *bolt.Tx, now time.Time, limit int) ([]Expiry, error) {
+	var out []Expiry
+	c := store.BucketTx(tx, BucketExpiries).Cursor()
+	for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+		if bytes.Compare(k[:8], store.TimeKey(now)) > 0 {
+			break
+		}
+		parts := bytes.Split(k[8:], []byte{0})
+		if len(parts) != 5 {
+			return nil, fmt.Errorf("storage: corrupt expiry key %q", k)
+		}
+		out = append(out, Expiry{Key: append([]byte(nil), k...), At: time.Unix(0, int64(store.KeyUint64(k[:8]))).UTC(),
+			Tenant: string(parts[0]), Subject: string(parts[1]), Purpose: string(parts[2]), RecordID: string(parts[3])})
+	}
+	return out, nil
+}
+
+// EvidenceKey is a tenant's key for hashing consent evidence. Destroying
+// it makes every fingerprint made with it unlinkable to an address.
+type EvidenceKey struct {
+	ID  string `json:"id"`
+	Key []byte `json:"key"`
+}
+
+// EvidenceKeyTx returns the tenant's evidence key.
+func EvidenceKeyTx(tx *bolt.Tx, tenant string) (EvidenceKey, bool, error) {
+	var k EvidenceKey
+	v := store.BucketTx(tx, BucketEvidenceKeys).Get([]byte(tenant))
+	if v == nil {
+		return k, false, nil
+	}
+	return k, true, json.Unmarshal(v, &k)
+}
+
+// PutEvidenceKeyTx stores the tenant's evidence key.
+func PutEvidenceKeyTx(tx *bolt.Tx, tenant string, k EvidenceKey) error {
+	return putJSON(store.BucketTx(tx, BucketEvidenceKeys), []byte(tenant), k)
+}
+
+// Each calls fn for every value under prefix in bucket b.
+func Each(tx *bolt.Tx, b store.Bucket, prefix []byte, fn func(k, v []byte) error) error {
+	c := store.BucketTx(tx, b).Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if err := fn(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func putProto(b *bolt.Bucket, key []byte, m proto.Message) error {
+	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, v)
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, data)
+}

@@ -1,0 +1,213 @@
+package consent
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/auth"
+	"github.com/lethe-privacy/lethe/platform/mutation"
+	"github.com/lethe-privacy/lethe/platform/outbox"
+	"github.com/lethe-privacy/lethe/platform/paging"
+	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/tasks"
+	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
+	"github.com/lethe-privacy/lethe/services/consent/internal/storage"
+)
+
+// consentAction is one record to make.
+type consentAction struct {
+	purpose string
+	action  consentv1.ConsentAction
+	notice  string
+}
+
+// liveGrant reports whether the subject's latest consent to a purpose is a
+// grant still in force, so that a refusal ends it.
+func (s *Service) liveGrant(tenant, subject, purpose string, now time.Time) bool {
+	c, ok := s.index.Consent(tenant, subject, purpose)
+	live := c.Action == consentv1.ConsentAction_CONSENT_ACTION_GRANT || c.Action == consentv1.ConsentAction_CONSENT_ACTION_RENEW
+	return ok && live && (c.ExpiresAt.IsZero() || now.Before(c.ExpiresAt))
+}
+
+// recordTx makes consent records for one subject in the caller's
+// transaction and, for every purpose whose live grant they end, publishes
+// one consent.withdrawn event with the first such record as its cause.
+// expect lists the systems that must honour the withdrawal.
+func (s *Service) recordTx(ctx context.Context, tx *bolt.Tx, tenant, subject string, method consentv1.CollectionMethod,
+	evidence *consentv1.EvidenceInput, actions []consentAction, withdrawn []string, expect []tasks.Expect) ([]*consentv1.ConsentRecord, error) {
+	if err := s.requireTenantTx(tx, tenant); err != nil {
+		return nil, err
+	}
+	ev, err := fingerprintTx(tx, tenant, evidence)
+	if err != nil {
+		return nil, err
+	}
+	now := s.Clock.Now()
+	actor, _ := auth.FromContext(ctx)
+	var records []*consentv1.ConsentRecord
+	for _, a := range actions {
+		p, ok, err := storage.PurposeTx(tx, tenant, a.purpose)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, apierror.NotFound("purpose", a.purpose)
+		}
+		r := &consentv1.ConsentRecord{
+			RecordId: outbox.NewEventID(), TenantId: tenant, SubjectId: subject, PurposeId: a.purpose,
+			Action: a.action, NoticeVersion: a.notice, Method: method, RecordedAt: timestamppb.New(now),
+			Actor: actor.Name, Evidence: ev,
+		}
+		if r.NoticeVersion == "" {
+			r.NoticeVersion = compile(p, now).CurrentNotice
+		} else if !slices.ContainsFunc(p.NoticeVersions, func(v *consentv1.NoticeVersion) bool { return v.Version == a.notice }) {
+			return nil, apierror.Invalid("notice_version", fmt.Sprintf("purpose %q has no notice version %q", a.purpose, a.notice))
+		}
+		grant := a.action == consentv1.ConsentAction_CONSENT_ACTION_GRANT || a.action == consentv1.ConsentAction_CONSENT_ACTION_RENEW
+		if grant && p.DefaultLifetime != nil {
+			r.ExpiresAt = timestamppb.New(now.Add(p.DefaultLifetime.AsDuration()))
+			if err := storage.ScheduleExpiryTx(tx, r); err != nil {
+				return nil, err
+			}
+		}
+		if err := storage.AddRecordTx(tx, r); err != nil {
+			return nil, err
+		}
+		if err := s.changeTx(tx, tenant, &consentv1.Change{
+			Kind: consentv1.ChangeKind_CHANGE_KIND_CONSENT_RECORDED, SubjectId: subject, PurposeIds: []string{a.purpose},
+			BasisId: r.RecordId, At: r.RecordedAt,
+		}, func() {
+			s.index.Update(tenant, subject, func(sub *decision.Subject) { sub.SetConsent(r.PurposeId, consentOf(r)) })
+		}); err != nil {
+			return nil, err
+		}
+		records = append(records, r)
+	}
+	if len(withdrawn) > 0 {
+		cause := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: records[0].RecordId}
+		for _, r := range records {
+			if slices.Contains(withdrawn, r.PurposeId) {
+				cause.Id = r.RecordId
+				break
+			}
+		}
+		err := s.publishLimitTx(ctx, tx, tenant, subject, cause, expect, &eventsv1.Event{
+			Body: &eventsv1.Event_ConsentWithdrawn{ConsentWithdrawn: &eventsv1.ConsentWithdrawn{PurposeIds: withdrawn}},
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return records, nil
+}
+
+// RecordConsent implements ConsentService.
+func (s *Service) RecordConsent(ctx context.Context, req *consentv1.RecordConsentRequest) (*consentv1.RecordConsentResponse, error) {
+	p, ok := s.index.Purpose(req.TenantId, req.PurposeId)
+	if ok && p.Necessary && (req.Action == consentv1.ConsentAction_CONSENT_ACTION_DENY || req.Action == consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW) {
+		return nil, apierror.Invalid("action", fmt.Sprintf("purpose %q is strictly necessary: it cannot be refused or withdrawn", req.PurposeId))
+	}
+	var withdrawn []string
+	var expect []tasks.Expect
+	if req.Action == consentv1.ConsentAction_CONSENT_ACTION_DENY || req.Action == consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW {
+		if req.Action == consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW || s.liveGrant(req.TenantId, req.SubjectId, req.PurposeId, s.Clock.Now()) {
+			withdrawn = []string{req.PurposeId}
+			var err error
+			if expect, err = s.expect(ctx, req.TenantId, withdrawn); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return mutation.Apply(ctx, s.Mutator, req, func(tx *bolt.Tx) (*consentv1.RecordConsentResponse, error) {
+		records, err := s.recordTx(ctx, tx, req.TenantId, req.SubjectId, req.Method, req.Evidence,
+			[]consentAction{{purpose: req.PurposeId, action: req.Action, notice: req.NoticeVersion}}, withdrawn, expect)
+		if err != nil {
+			return nil, err
+		}
+		return &consentv1.RecordConsentResponse{Record: records[0]}, nil
+	})
+}
+
+// RecordBannerDecision implements ConsentService: one record per optional
+// purpose shown, all in one transaction. Strictly necessary purposes are
+// not recorded: they were never the subject's to refuse.
+func (s *Service) RecordBannerDecision(ctx context.Context, req *consentv1.RecordBannerDecisionRequest) (*consentv1.RecordBannerDecisionResponse, error) {
+	for i, id := range req.SelectedPurposeIds {
+		if !slices.Contains(req.ShownPurposeIds, id) {
+			return nil, apierror.Invalid(fmt.Sprintf("selected_purpose_ids[%d]", i), fmt.Sprintf("purpose %q was not shown", id))
+		}
+	}
+	if req.Choice != consentv1.BannerChoice_BANNER_CHOICE_ACCEPT_SELECTED && len(req.SelectedPurposeIds) > 0 {
+		return nil, apierror.Invalid("selected_purpose_ids", "only an ACCEPT_SELECTED decision selects purposes")
+	}
+	now := s.Clock.Now()
+	var actions []consentAction
+	var withdrawn []string
+	for i, id := range req.ShownPurposeIds {
+		p, ok := s.index.Purpose(req.TenantId, id)
+		if !ok {
+			if err := s.tenants.Require(req.TenantId); err != nil {
+				return nil, err
+			}
+			return nil, unknownPurpose(fmt.Sprintf("shown_purpose_ids[%d]", i), id)
+		}
+		if p.Necessary {
+			continue
+		}
+		grant := req.Choice == consentv1.BannerChoice_BANNER_CHOICE_ACCEPT_ALL ||
+			(req.Choice == consentv1.BannerChoice_BANNER_CHOICE_ACCEPT_SELECTED && slices.Contains(req.SelectedPurposeIds, id))
+		action := consentv1.ConsentAction_CONSENT_ACTION_DENY
+		if grant {
+			action = consentv1.ConsentAction_CONSENT_ACTION_GRANT
+		} else if s.liveGrant(req.TenantId, req.SubjectId, id, now) {
+			withdrawn = append(withdrawn, id)
+		}
+		actions = append(actions, consentAction{purpose: id, action: action})
+	}
+	var expect []tasks.Expect
+	if len(withdrawn) > 0 {
+		var err error
+		if expect, err = s.expect(ctx, req.TenantId, withdrawn); err != nil {
+			return nil, err
+		}
+	}
+	return mutation.Apply(ctx, s.Mutator, req, func(tx *bolt.Tx) (*consentv1.RecordBannerDecisionResponse, error) {
+		records, err := s.recordTx(ctx, tx, req.TenantId, req.SubjectId, consentv1.CollectionMethod_COLLECTION_METHOD_BANNER,
+			req.Evidence, actions, withdrawn, expect)
+		return &consentv1.RecordBannerDecisionResponse{Records: records}, err
+	})
+}
+
+// ListConsentHistory implements ConsentService.
+func (s *Service) ListConsentHistory(_ context.Context, req *consentv1.ListConsentHistoryRequest) (*consentv1.ListConsentHistoryResponse, error) {
+	resp := &consentv1.ListConsentHistoryResponse{}
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		if err := s.requireTenantTx(tx, req.TenantId); err != nil {
+			return err
+		}
+		page, err := paging.Scan(store.BucketTx(tx, storage.BucketRecords), storage.Key(req.TenantId, req.SubjectId), req, req.TenantId, req.SubjectId)
+		if err != nil {
+			return err
+		}
+		for _, v := range page.Values {
+			r := &consentv1.ConsentRecord{}
+			if err := proto.Unmarshal(v, r); err != nil {
+				return err
+			}
+			resp.Records = append(resp.Records, r)
+		}
+		resp.NextPageToken = page.NextToken
+		return nil
+	})
+	return resp, err
+}

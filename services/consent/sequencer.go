@@ -1,0 +1,52 @@
+package consent
+
+import "sync"
+
+// sequencer applies committed changes to memory in revision order. bbolt
+// runs a transaction's OnCommit handlers after it has released the writer
+// lock, so the handlers of two transactions can run in either order; were
+// the in-memory index updated in that order, a grant committed before a
+// withdrawal could be applied after it and Check would answer from the
+// grant. Every change has a per-tenant revision assigned in its
+// transaction, so applying strictly by revision applies in commit order.
+type sequencer struct {
+	mu      sync.Mutex
+	next    map[string]uint64
+	pending map[string]map[uint64]func()
+}
+
+func newSequencer() *sequencer {
+	return &sequencer{next: map[string]uint64{}, pending: map[string]map[uint64]func(){}}
+}
+
+// start sets where a tenant's revisions continue after a restart.
+func (q *sequencer) start(tenant string, last uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.next[tenant] = last + 1
+}
+
+// committed runs fn for the change of revision rev once every earlier
+// revision of the tenant has run.
+func (q *sequencer) committed(tenant string, rev uint64, fn func()) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	next, ok := q.next[tenant]
+	if !ok {
+		next = 1
+	}
+	if rev != next {
+		if q.pending[tenant] == nil {
+			q.pending[tenant] = map[uint64]func(){}
+		}
+		q.pending[tenant][rev] = fn
+		return
+	}
+	for fn != nil {
+		fn()
+		next++
+		fn = q.pending[tenant][next]
+		delete(q.pending[tenant], next)
+	}
+	q.next[tenant] = next
+}

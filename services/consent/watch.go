@@ -1,0 +1,131 @@
+package consent
+
+import (
+	"slices"
+	"strings"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+
+	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/services/consent/internal/storage"
+)
+
+// watchBuffer is how many changes a watcher may fall behind before it is
+// disconnected; it then resumes from its last revision, so a slow watcher
+// costs itself a reconnect and never holds up writers.
+const watchBuffer = 1024
+
+// watchPage bounds the changes read from the log per round of a catch-up.
+const watchPage = 500
+
+// hub fans committed changes out to the tenant's watchers.
+type hub struct {
+	mu       sync.Mutex
+	watchers map[string]map[*watcher]struct{}
+}
+
+type watcher struct {
+	changes chan *consentv1.Change
+	// lagged is closed when the watcher fell behind and was dropped.
+	lagged chan struct{}
+}
+
+func newHub() *hub { return &hub{watchers: map[string]map[*watcher]struct{}{}} }
+
+func (h *hub) subscribe(tenant string) *watcher {
+	w := &watcher{changes: make(chan *consentv1.Change, watchBuffer), lagged: make(chan struct{})}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.watchers[tenant] == nil {
+		h.watchers[tenant] = map[*watcher]struct{}{}
+	}
+	h.watchers[tenant][w] = struct{}{}
+	return w
+}
+
+func (h *hub) unsubscribe(tenant string, w *watcher) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.watchers[tenant], w)
+}
+
+// publish hands a committed change to every watcher of its tenant. The
+// sequencer calls it in revision order.
+func (h *hub) publish(tenant string, c *consentv1.Change) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for w := range h.watchers[tenant] {
+		select {
+		case w.changes <- c:
+		default:
+			delete(h.watchers[tenant], w)
+			close(w.lagged)
+		}
+	}
+}
+
+// closeAll drops every watcher when the service stops.
+func (h *hub) closeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for tenant, ws := range h.watchers {
+		for w := range ws {
+			close(w.lagged)
+		}
+		delete(h.watchers, tenant)
+	}
+}
+
+// Watch implements ConsentService. It subscribes to live changes first and
+// only then reads the log, skipping live changes it already sent from the
+// log, so that no change falls between the two.
+func (s *Service) Watch(req *consentv1.WatchRequest, stream consentv1.ConsentService_WatchServer) error {
+	if err := s.tenants.Require(req.TenantId); err != nil {
+		return err
+	}
+	w := s.watchers.subscribe(req.TenantId)
+	defer s.watchers.unsubscribe(req.TenantId, w)
+
+	last := req.AfterRevision
+	for {
+		var page []*consentv1.Change
+		if err := s.DB.View(func(tx *bolt.Tx) (err error) {
+			page, err = storage.ChangesTx(tx, req.TenantId, last, watchPage)
+			return err
+		}); err != nil {
+			return err
+		}
+		if len(page) > 0 {
+			if err := stream.Send(&consentv1.WatchResponse{Changes: page}); err != nil {
+				return err
+			}
+			last = page[len(page)-1].Revision
+		}
+		if len(page) < watchPage {
+			break
+		}
+	}
+	for {
+		select {
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		case <-w.lagged:
+			return apierror.Unavailable("WATCH_LAGGED", "the watcher fell behind; reconnect with the last revision received", 0)
+		case c := <-w.changes:
+			if c.Revision <= last {
+				continue
+			}
+			if err := stream.Send(&consentv1.WatchResponse{Changes: []*consentv1.Change{c}}); err != nil {
+				return err
+			}
+			last = c.Revision
+		}
+	}
+}
+
+// sortBy sorts items by the string key returns.
+func sortBy[T any](items []T, key func(T) string) {
+	slices.SortFunc(items, func(a, b T) int { return strings.Compare(key(a), key(b)) })
+}
