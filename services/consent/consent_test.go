@@ -521,6 +521,17 @@ func TestTenantsAreIsolatedAndBadInputIsRefused(t *testing.T) {
 		t.Fatalf("evidence = %v; want a keyed hash and no address", r.Evidence)
 	}
 
+	// Destroying the evidence key leaves the records; later evidence is
+	// hashed under a new key, so old and new fingerprints cannot be linked.
+	destroyed, err := f.consent.DestroyEvidenceKey(f.ctx, &consentv1.DestroyEvidenceKeyRequest{RequestId: f.id(), TenantId: "clio"})
+	if err != nil || destroyed.KeyId != r.Evidence.KeyId {
+		t.Fatalf("destroy = %v, %v; want key %s", destroyed, err, r.Evidence.KeyId)
+	}
+	after := f.record(t, "clio", "ada", "cookies.statistics", consentv1.ConsentAction_CONSENT_ACTION_GRANT)
+	if after.Evidence.KeyId == r.Evidence.KeyId || string(after.Evidence.Fingerprint) == string(r.Evidence.Fingerprint) {
+		t.Fatalf("evidence after destruction = %v; want a new key and an unlinkable fingerprint", after.Evidence)
+	}
+
 	// Idempotent: the same request id and body returns the first record.
 	req := &consentv1.RecordConsentRequest{RequestId: "once", TenantId: "clio", SubjectId: "dan", PurposeId: "marketing",
 		Action: consentv1.ConsentAction_CONSENT_ACTION_GRANT, Method: consentv1.CollectionMethod_COLLECTION_METHOD_FORM}

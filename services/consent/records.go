@@ -211,3 +211,19 @@ func (s *Service) ListConsentHistory(_ context.Context, req *consentv1.ListConse
 	})
 	return resp, err
 }
+
+// DestroyEvidenceKey implements ConsentService. bbolt keeps the freed page
+// that held the key until it is reused; compacting the file (or an
+// encrypted volume) removes that last copy.
+func (s *Service) DestroyEvidenceKey(ctx context.Context, req *consentv1.DestroyEvidenceKeyRequest) (*consentv1.DestroyEvidenceKeyResponse, error) {
+	return mutation.Apply(ctx, s.Mutator, req, func(tx *bolt.Tx) (*consentv1.DestroyEvidenceKeyResponse, error) {
+		if err := s.requireTenantTx(tx, req.TenantId); err != nil {
+			return nil, err
+		}
+		key, ok, err := storage.EvidenceKeyTx(tx, req.TenantId)
+		if err != nil || !ok {
+			return &consentv1.DestroyEvidenceKeyResponse{}, err
+		}
+		return &consentv1.DestroyEvidenceKeyResponse{KeyId: key.ID}, storage.DeleteEvidenceKeyTx(tx, req.TenantId)
+	})
+}

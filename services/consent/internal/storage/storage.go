@@ -242,3 +242,8 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 	}
 	return b.Put(key, data)
 }
+
+// DeleteEvidenceKeyTx destroys the tenant's evidence key.
+func DeleteEvidenceKeyTx(tx *bolt.Tx, tenant string) error {
+	return store.BucketTx(tx, BucketEvidenceKeys).Delete([]byte(tenant))
+}

@@ -1523,6 +1523,107 @@ func (x *RecordBannerDecisionResponse) GetRecords() []*ConsentRecord {
 	return nil
 }
 
+// DestroyEvidenceKeyRequest names the tenant whose key to destroy.
+type DestroyEvidenceKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Idempotency key of this mutation.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The tenant.
+	TenantId      string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroyEvidenceKeyRequest) Reset() {
+	*x = DestroyEvidenceKeyRequest{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroyEvidenceKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroyEvidenceKeyRequest) ProtoMessage() {}
+
+func (x *DestroyEvidenceKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroyEvidenceKeyRequest.ProtoReflect.Descriptor instead.
+func (*DestroyEvidenceKeyRequest) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DestroyEvidenceKeyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *DestroyEvidenceKeyRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+// DestroyEvidenceKeyResponse names the destroyed key.
+type DestroyEvidenceKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id of the destroyed key; empty when the tenant had none.
+	KeyId         string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroyEvidenceKeyResponse) Reset() {
+	*x = DestroyEvidenceKeyResponse{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroyEvidenceKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroyEvidenceKeyResponse) ProtoMessage() {}
+
+func (x *DestroyEvidenceKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroyEvidenceKeyResponse.ProtoReflect.Descriptor instead.
+func (*DestroyEvidenceKeyResponse) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DestroyEvidenceKeyResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
 // ListConsentHistoryRequest names a subject.
 type ListConsentHistoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1540,7 +1641,7 @@ type ListConsentHistoryRequest struct {
 
 func (x *ListConsentHistoryRequest) Reset() {
 	*x = ListConsentHistoryRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[14]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +1653,7 @@ func (x *ListConsentHistoryRequest) String() string {
 func (*ListConsentHistoryRequest) ProtoMessage() {}
 
 func (x *ListConsentHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[14]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +1666,7 @@ func (x *ListConsentHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsentHistoryRequest.ProtoReflect.Descriptor instead.
 func (*ListConsentHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{14}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListConsentHistoryRequest) GetTenantId() string {
@@ -1609,7 +1710,7 @@ type ListConsentHistoryResponse struct {
 
 func (x *ListConsentHistoryResponse) Reset() {
 	*x = ListConsentHistoryResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[15]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1722,7 @@ func (x *ListConsentHistoryResponse) String() string {
 func (*ListConsentHistoryResponse) ProtoMessage() {}
 
 func (x *ListConsentHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[15]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1735,7 @@ func (x *ListConsentHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsentHistoryResponse.ProtoReflect.Descriptor instead.
 func (*ListConsentHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{15}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListConsentHistoryResponse) GetRecords() []*ConsentRecord {
@@ -1672,7 +1773,7 @@ type RecordObjectionRequest struct {
 
 func (x *RecordObjectionRequest) Reset() {
 	*x = RecordObjectionRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[16]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +1785,7 @@ func (x *RecordObjectionRequest) String() string {
 func (*RecordObjectionRequest) ProtoMessage() {}
 
 func (x *RecordObjectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[16]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +1798,7 @@ func (x *RecordObjectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordObjectionRequest.ProtoReflect.Descriptor instead.
 func (*RecordObjectionRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{16}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RecordObjectionRequest) GetRequestId() string {
@@ -1755,7 +1856,7 @@ type RecordObjectionResponse struct {
 
 func (x *RecordObjectionResponse) Reset() {
 	*x = RecordObjectionResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[17]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +1868,7 @@ func (x *RecordObjectionResponse) String() string {
 func (*RecordObjectionResponse) ProtoMessage() {}
 
 func (x *RecordObjectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[17]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +1881,7 @@ func (x *RecordObjectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordObjectionResponse.ProtoReflect.Descriptor instead.
 func (*RecordObjectionResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{17}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RecordObjectionResponse) GetObjectionId() string {
@@ -1818,7 +1919,7 @@ type ApplyRestrictionRequest struct {
 
 func (x *ApplyRestrictionRequest) Reset() {
 	*x = ApplyRestrictionRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[18]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +1931,7 @@ func (x *ApplyRestrictionRequest) String() string {
 func (*ApplyRestrictionRequest) ProtoMessage() {}
 
 func (x *ApplyRestrictionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[18]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +1944,7 @@ func (x *ApplyRestrictionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRestrictionRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRestrictionRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{18}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ApplyRestrictionRequest) GetRequestId() string {
@@ -1899,7 +2000,7 @@ type ApplyRestrictionResponse struct {
 
 func (x *ApplyRestrictionResponse) Reset() {
 	*x = ApplyRestrictionResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[19]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1911,7 +2012,7 @@ func (x *ApplyRestrictionResponse) String() string {
 func (*ApplyRestrictionResponse) ProtoMessage() {}
 
 func (x *ApplyRestrictionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[19]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1924,7 +2025,7 @@ func (x *ApplyRestrictionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRestrictionResponse.ProtoReflect.Descriptor instead.
 func (*ApplyRestrictionResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{19}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyRestrictionResponse) GetRestrictionId() string {
@@ -1951,7 +2052,7 @@ type LiftRestrictionRequest struct {
 
 func (x *LiftRestrictionRequest) Reset() {
 	*x = LiftRestrictionRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[20]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2064,7 @@ func (x *LiftRestrictionRequest) String() string {
 func (*LiftRestrictionRequest) ProtoMessage() {}
 
 func (x *LiftRestrictionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[20]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2077,7 @@ func (x *LiftRestrictionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LiftRestrictionRequest.ProtoReflect.Descriptor instead.
 func (*LiftRestrictionRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{20}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LiftRestrictionRequest) GetRequestId() string {
@@ -2016,7 +2117,7 @@ type LiftRestrictionResponse struct {
 
 func (x *LiftRestrictionResponse) Reset() {
 	*x = LiftRestrictionResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[21]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2028,7 +2129,7 @@ func (x *LiftRestrictionResponse) String() string {
 func (*LiftRestrictionResponse) ProtoMessage() {}
 
 func (x *LiftRestrictionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[21]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2041,7 +2142,7 @@ func (x *LiftRestrictionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LiftRestrictionResponse.ProtoReflect.Descriptor instead.
 func (*LiftRestrictionResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{21}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{23}
 }
 
 // SubjectAttributes are facts about the subject the caller knows, which
@@ -2063,7 +2164,7 @@ type SubjectAttributes struct {
 
 func (x *SubjectAttributes) Reset() {
 	*x = SubjectAttributes{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[22]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2176,7 @@ func (x *SubjectAttributes) String() string {
 func (*SubjectAttributes) ProtoMessage() {}
 
 func (x *SubjectAttributes) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[22]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2189,7 @@ func (x *SubjectAttributes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubjectAttributes.ProtoReflect.Descriptor instead.
 func (*SubjectAttributes) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{22}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SubjectAttributes) GetRole() string {
@@ -2139,7 +2240,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[23]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2151,7 +2252,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[23]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2164,7 +2265,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{23}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Decision) GetPurposeId() string {
@@ -2219,7 +2320,7 @@ type CheckRequest struct {
 
 func (x *CheckRequest) Reset() {
 	*x = CheckRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2231,7 +2332,7 @@ func (x *CheckRequest) String() string {
 func (*CheckRequest) ProtoMessage() {}
 
 func (x *CheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2244,7 +2345,7 @@ func (x *CheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckRequest.ProtoReflect.Descriptor instead.
 func (*CheckRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{24}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CheckRequest) GetTenantId() string {
@@ -2286,7 +2387,7 @@ type CheckResponse struct {
 
 func (x *CheckResponse) Reset() {
 	*x = CheckResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +2399,7 @@ func (x *CheckResponse) String() string {
 func (*CheckResponse) ProtoMessage() {}
 
 func (x *CheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +2412,7 @@ func (x *CheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
 func (*CheckResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{25}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CheckResponse) GetDecision() *Decision {
@@ -2334,7 +2435,7 @@ type CheckBatchRequest struct {
 
 func (x *CheckBatchRequest) Reset() {
 	*x = CheckBatchRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2346,7 +2447,7 @@ func (x *CheckBatchRequest) String() string {
 func (*CheckBatchRequest) ProtoMessage() {}
 
 func (x *CheckBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2359,7 +2460,7 @@ func (x *CheckBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBatchRequest.ProtoReflect.Descriptor instead.
 func (*CheckBatchRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{26}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CheckBatchRequest) GetTenantId() string {
@@ -2391,7 +2492,7 @@ type CheckBatchItem struct {
 
 func (x *CheckBatchItem) Reset() {
 	*x = CheckBatchItem{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2403,7 +2504,7 @@ func (x *CheckBatchItem) String() string {
 func (*CheckBatchItem) ProtoMessage() {}
 
 func (x *CheckBatchItem) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2416,7 +2517,7 @@ func (x *CheckBatchItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBatchItem.ProtoReflect.Descriptor instead.
 func (*CheckBatchItem) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{27}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CheckBatchItem) GetSubjectId() string {
@@ -2451,7 +2552,7 @@ type CheckBatchResponse struct {
 
 func (x *CheckBatchResponse) Reset() {
 	*x = CheckBatchResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2463,7 +2564,7 @@ func (x *CheckBatchResponse) String() string {
 func (*CheckBatchResponse) ProtoMessage() {}
 
 func (x *CheckBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2476,7 +2577,7 @@ func (x *CheckBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBatchResponse.ProtoReflect.Descriptor instead.
 func (*CheckBatchResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{28}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CheckBatchResponse) GetDecisions() []*Decision {
@@ -2507,7 +2608,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2620,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2633,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{29}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Change) GetRevision() uint64 {
@@ -2591,7 +2692,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2704,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2717,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{30}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchRequest) GetTenantId() string {
@@ -2644,7 +2745,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2656,7 +2757,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2669,7 +2770,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{31}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchResponse) GetChanges() []*Change {
@@ -2692,7 +2793,7 @@ type GetPropagationRequest struct {
 
 func (x *GetPropagationRequest) Reset() {
 	*x = GetPropagationRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +2805,7 @@ func (x *GetPropagationRequest) String() string {
 func (*GetPropagationRequest) ProtoMessage() {}
 
 func (x *GetPropagationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +2818,7 @@ func (x *GetPropagationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPropagationRequest.ProtoReflect.Descriptor instead.
 func (*GetPropagationRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{32}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetPropagationRequest) GetTenantId() string {
@@ -2751,7 +2852,7 @@ type PropagationTask struct {
 
 func (x *PropagationTask) Reset() {
 	*x = PropagationTask{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +2864,7 @@ func (x *PropagationTask) String() string {
 func (*PropagationTask) ProtoMessage() {}
 
 func (x *PropagationTask) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,7 +2877,7 @@ func (x *PropagationTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PropagationTask.ProtoReflect.Descriptor instead.
 func (*PropagationTask) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{33}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PropagationTask) GetSystemId() string {
@@ -2820,7 +2921,7 @@ type GetPropagationResponse struct {
 
 func (x *GetPropagationResponse) Reset() {
 	*x = GetPropagationResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2832,7 +2933,7 @@ func (x *GetPropagationResponse) String() string {
 func (*GetPropagationResponse) ProtoMessage() {}
 
 func (x *GetPropagationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2845,7 +2946,7 @@ func (x *GetPropagationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPropagationResponse.ProtoReflect.Descriptor instead.
 func (*GetPropagationResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{34}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetPropagationResponse) GetTasks() []*PropagationTask {
@@ -2966,7 +3067,13 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x14selected_purpose_ids\x18\x06 \x03(\tB\b\xbaH\x05\x92\x01\x02\x102R\x12selectedPurposeIds\x12;\n" +
 	"\bevidence\x18\a \x01(\v2\x1f.lethe.consent.v1.EvidenceInputR\bevidence\"Y\n" +
 	"\x1cRecordBannerDecisionResponse\x129\n" +
-	"\arecords\x18\x01 \x03(\v2\x1f.lethe.consent.v1.ConsentRecordR\arecords\"\xcb\x01\n" +
+	"\arecords\x18\x01 \x03(\v2\x1f.lethe.consent.v1.ConsentRecordR\arecords\"z\n" +
+	"\x19DestroyEvidenceKeyRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
+	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\"3\n" +
+	"\x1aDestroyEvidenceKeyResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\xcb\x01\n" +
 	"\x19ListConsentHistoryRequest\x12>\n" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12)\n" +
 	"\n" +
@@ -3130,13 +3237,15 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fTASK_STATE_OPEN\x10\x01\x12\x16\n" +
 	"\x12TASK_STATE_STALLED\x10\x02\x12\x14\n" +
-	"\x10TASK_STATE_FINAL\x10\x032\xbf\t\n" +
+	"\x10TASK_STATE_FINAL\x10\x032\xb0\n" +
+	"\n" +
 	"\x0eConsentService\x12W\n" +
 	"\n" +
 	"PutPurpose\x12#.lethe.consent.v1.PutPurposeRequest\x1a$.lethe.consent.v1.PutPurposeResponse\x12b\n" +
 	"\fListPurposes\x12%.lethe.consent.v1.ListPurposesRequest\x1a&.lethe.consent.v1.ListPurposesResponse\"\x03\x90\x02\x01\x12`\n" +
 	"\rRecordConsent\x12&.lethe.consent.v1.RecordConsentRequest\x1a'.lethe.consent.v1.RecordConsentResponse\x12u\n" +
-	"\x14RecordBannerDecision\x12-.lethe.consent.v1.RecordBannerDecisionRequest\x1a..lethe.consent.v1.RecordBannerDecisionResponse\x12t\n" +
+	"\x14RecordBannerDecision\x12-.lethe.consent.v1.RecordBannerDecisionRequest\x1a..lethe.consent.v1.RecordBannerDecisionResponse\x12o\n" +
+	"\x12DestroyEvidenceKey\x12+.lethe.consent.v1.DestroyEvidenceKeyRequest\x1a,.lethe.consent.v1.DestroyEvidenceKeyResponse\x12t\n" +
 	"\x12ListConsentHistory\x12+.lethe.consent.v1.ListConsentHistoryRequest\x1a,.lethe.consent.v1.ListConsentHistoryResponse\"\x03\x90\x02\x01\x12f\n" +
 	"\x0fRecordObjection\x12(.lethe.consent.v1.RecordObjectionRequest\x1a).lethe.consent.v1.RecordObjectionResponse\x12i\n" +
 	"\x10ApplyRestriction\x12).lethe.consent.v1.ApplyRestrictionRequest\x1a*.lethe.consent.v1.ApplyRestrictionResponse\x12f\n" +
@@ -3161,7 +3270,7 @@ func file_lethe_consent_v1_consent_proto_rawDescGZIP() []byte {
 }
 
 var file_lethe_consent_v1_consent_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_lethe_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_lethe_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_lethe_consent_v1_consent_proto_goTypes = []any{
 	(ConsentAction)(0),                   // 0: lethe.consent.v1.ConsentAction
 	(CollectionMethod)(0),                // 1: lethe.consent.v1.CollectionMethod
@@ -3183,39 +3292,41 @@ var file_lethe_consent_v1_consent_proto_goTypes = []any{
 	(*RecordConsentResponse)(nil),        // 17: lethe.consent.v1.RecordConsentResponse
 	(*RecordBannerDecisionRequest)(nil),  // 18: lethe.consent.v1.RecordBannerDecisionRequest
 	(*RecordBannerDecisionResponse)(nil), // 19: lethe.consent.v1.RecordBannerDecisionResponse
-	(*ListConsentHistoryRequest)(nil),    // 20: lethe.consent.v1.ListConsentHistoryRequest
-	(*ListConsentHistoryResponse)(nil),   // 21: lethe.consent.v1.ListConsentHistoryResponse
-	(*RecordObjectionRequest)(nil),       // 22: lethe.consent.v1.RecordObjectionRequest
-	(*RecordObjectionResponse)(nil),      // 23: lethe.consent.v1.RecordObjectionResponse
-	(*ApplyRestrictionRequest)(nil),      // 24: lethe.consent.v1.ApplyRestrictionRequest
-	(*ApplyRestrictionResponse)(nil),     // 25: lethe.consent.v1.ApplyRestrictionResponse
-	(*LiftRestrictionRequest)(nil),       // 26: lethe.consent.v1.LiftRestrictionRequest
-	(*LiftRestrictionResponse)(nil),      // 27: lethe.consent.v1.LiftRestrictionResponse
-	(*SubjectAttributes)(nil),            // 28: lethe.consent.v1.SubjectAttributes
-	(*Decision)(nil),                     // 29: lethe.consent.v1.Decision
-	(*CheckRequest)(nil),                 // 30: lethe.consent.v1.CheckRequest
-	(*CheckResponse)(nil),                // 31: lethe.consent.v1.CheckResponse
-	(*CheckBatchRequest)(nil),            // 32: lethe.consent.v1.CheckBatchRequest
-	(*CheckBatchItem)(nil),               // 33: lethe.consent.v1.CheckBatchItem
-	(*CheckBatchResponse)(nil),           // 34: lethe.consent.v1.CheckBatchResponse
-	(*Change)(nil),                       // 35: lethe.consent.v1.Change
-	(*WatchRequest)(nil),                 // 36: lethe.consent.v1.WatchRequest
-	(*WatchResponse)(nil),                // 37: lethe.consent.v1.WatchResponse
-	(*GetPropagationRequest)(nil),        // 38: lethe.consent.v1.GetPropagationRequest
-	(*PropagationTask)(nil),              // 39: lethe.consent.v1.PropagationTask
-	(*GetPropagationResponse)(nil),       // 40: lethe.consent.v1.GetPropagationResponse
-	(*timestamppb.Timestamp)(nil),        // 41: google.protobuf.Timestamp
-	(v1.LegalBasis)(0),                   // 42: lethe.common.v1.LegalBasis
-	(*durationpb.Duration)(nil),          // 43: google.protobuf.Duration
-	(v11.ObjectionScope)(0),              // 44: lethe.events.v1.ObjectionScope
-	(*v1.Cause)(nil),                     // 45: lethe.common.v1.Cause
-	(v11.RestrictionGround)(0),           // 46: lethe.events.v1.RestrictionGround
-	(v11.OutcomeKind)(0),                 // 47: lethe.events.v1.OutcomeKind
+	(*DestroyEvidenceKeyRequest)(nil),    // 20: lethe.consent.v1.DestroyEvidenceKeyRequest
+	(*DestroyEvidenceKeyResponse)(nil),   // 21: lethe.consent.v1.DestroyEvidenceKeyResponse
+	(*ListConsentHistoryRequest)(nil),    // 22: lethe.consent.v1.ListConsentHistoryRequest
+	(*ListConsentHistoryResponse)(nil),   // 23: lethe.consent.v1.ListConsentHistoryResponse
+	(*RecordObjectionRequest)(nil),       // 24: lethe.consent.v1.RecordObjectionRequest
+	(*RecordObjectionResponse)(nil),      // 25: lethe.consent.v1.RecordObjectionResponse
+	(*ApplyRestrictionRequest)(nil),      // 26: lethe.consent.v1.ApplyRestrictionRequest
+	(*ApplyRestrictionResponse)(nil),     // 27: lethe.consent.v1.ApplyRestrictionResponse
+	(*LiftRestrictionRequest)(nil),       // 28: lethe.consent.v1.LiftRestrictionRequest
+	(*LiftRestrictionResponse)(nil),      // 29: lethe.consent.v1.LiftRestrictionResponse
+	(*SubjectAttributes)(nil),            // 30: lethe.consent.v1.SubjectAttributes
+	(*Decision)(nil),                     // 31: lethe.consent.v1.Decision
+	(*CheckRequest)(nil),                 // 32: lethe.consent.v1.CheckRequest
+	(*CheckResponse)(nil),                // 33: lethe.consent.v1.CheckResponse
+	(*CheckBatchRequest)(nil),            // 34: lethe.consent.v1.CheckBatchRequest
+	(*CheckBatchItem)(nil),               // 35: lethe.consent.v1.CheckBatchItem
+	(*CheckBatchResponse)(nil),           // 36: lethe.consent.v1.CheckBatchResponse
+	(*Change)(nil),                       // 37: lethe.consent.v1.Change
+	(*WatchRequest)(nil),                 // 38: lethe.consent.v1.WatchRequest
+	(*WatchResponse)(nil),                // 39: lethe.consent.v1.WatchResponse
+	(*GetPropagationRequest)(nil),        // 40: lethe.consent.v1.GetPropagationRequest
+	(*PropagationTask)(nil),              // 41: lethe.consent.v1.PropagationTask
+	(*GetPropagationResponse)(nil),       // 42: lethe.consent.v1.GetPropagationResponse
+	(*timestamppb.Timestamp)(nil),        // 43: google.protobuf.Timestamp
+	(v1.LegalBasis)(0),                   // 44: lethe.common.v1.LegalBasis
+	(*durationpb.Duration)(nil),          // 45: google.protobuf.Duration
+	(v11.ObjectionScope)(0),              // 46: lethe.events.v1.ObjectionScope
+	(*v1.Cause)(nil),                     // 47: lethe.common.v1.Cause
+	(v11.RestrictionGround)(0),           // 48: lethe.events.v1.RestrictionGround
+	(v11.OutcomeKind)(0),                 // 49: lethe.events.v1.OutcomeKind
 }
 var file_lethe_consent_v1_consent_proto_depIdxs = []int32{
-	41, // 0: lethe.consent.v1.NoticeVersion.effective_at:type_name -> google.protobuf.Timestamp
-	42, // 1: lethe.consent.v1.Purpose.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	43, // 2: lethe.consent.v1.Purpose.default_lifetime:type_name -> google.protobuf.Duration
+	43, // 0: lethe.consent.v1.NoticeVersion.effective_at:type_name -> google.protobuf.Timestamp
+	44, // 1: lethe.consent.v1.Purpose.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	45, // 2: lethe.consent.v1.Purpose.default_lifetime:type_name -> google.protobuf.Duration
 	6,  // 3: lethe.consent.v1.Purpose.eligibility:type_name -> lethe.consent.v1.Eligibility
 	7,  // 4: lethe.consent.v1.Purpose.notice_versions:type_name -> lethe.consent.v1.NoticeVersion
 	8,  // 5: lethe.consent.v1.PutPurposeRequest.purpose:type_name -> lethe.consent.v1.Purpose
@@ -3223,8 +3334,8 @@ var file_lethe_consent_v1_consent_proto_depIdxs = []int32{
 	8,  // 7: lethe.consent.v1.ListPurposesResponse.purposes:type_name -> lethe.consent.v1.Purpose
 	0,  // 8: lethe.consent.v1.ConsentRecord.action:type_name -> lethe.consent.v1.ConsentAction
 	1,  // 9: lethe.consent.v1.ConsentRecord.method:type_name -> lethe.consent.v1.CollectionMethod
-	41, // 10: lethe.consent.v1.ConsentRecord.recorded_at:type_name -> google.protobuf.Timestamp
-	41, // 11: lethe.consent.v1.ConsentRecord.expires_at:type_name -> google.protobuf.Timestamp
+	43, // 10: lethe.consent.v1.ConsentRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	43, // 11: lethe.consent.v1.ConsentRecord.expires_at:type_name -> google.protobuf.Timestamp
 	14, // 12: lethe.consent.v1.ConsentRecord.evidence:type_name -> lethe.consent.v1.Evidence
 	0,  // 13: lethe.consent.v1.RecordConsentRequest.action:type_name -> lethe.consent.v1.ConsentAction
 	1,  // 14: lethe.consent.v1.RecordConsentRequest.method:type_name -> lethe.consent.v1.CollectionMethod
@@ -3234,50 +3345,52 @@ var file_lethe_consent_v1_consent_proto_depIdxs = []int32{
 	13, // 18: lethe.consent.v1.RecordBannerDecisionRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
 	15, // 19: lethe.consent.v1.RecordBannerDecisionResponse.records:type_name -> lethe.consent.v1.ConsentRecord
 	15, // 20: lethe.consent.v1.ListConsentHistoryResponse.records:type_name -> lethe.consent.v1.ConsentRecord
-	44, // 21: lethe.consent.v1.RecordObjectionRequest.scope:type_name -> lethe.events.v1.ObjectionScope
-	45, // 22: lethe.consent.v1.RecordObjectionRequest.cause:type_name -> lethe.common.v1.Cause
-	46, // 23: lethe.consent.v1.ApplyRestrictionRequest.ground:type_name -> lethe.events.v1.RestrictionGround
-	45, // 24: lethe.consent.v1.ApplyRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
-	45, // 25: lethe.consent.v1.LiftRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
+	46, // 21: lethe.consent.v1.RecordObjectionRequest.scope:type_name -> lethe.events.v1.ObjectionScope
+	47, // 22: lethe.consent.v1.RecordObjectionRequest.cause:type_name -> lethe.common.v1.Cause
+	48, // 23: lethe.consent.v1.ApplyRestrictionRequest.ground:type_name -> lethe.events.v1.RestrictionGround
+	47, // 24: lethe.consent.v1.ApplyRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
+	47, // 25: lethe.consent.v1.LiftRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
 	3,  // 26: lethe.consent.v1.Decision.reason:type_name -> lethe.consent.v1.Reason
-	28, // 27: lethe.consent.v1.CheckRequest.attributes:type_name -> lethe.consent.v1.SubjectAttributes
-	29, // 28: lethe.consent.v1.CheckResponse.decision:type_name -> lethe.consent.v1.Decision
-	33, // 29: lethe.consent.v1.CheckBatchRequest.items:type_name -> lethe.consent.v1.CheckBatchItem
-	28, // 30: lethe.consent.v1.CheckBatchItem.attributes:type_name -> lethe.consent.v1.SubjectAttributes
-	29, // 31: lethe.consent.v1.CheckBatchResponse.decisions:type_name -> lethe.consent.v1.Decision
+	30, // 27: lethe.consent.v1.CheckRequest.attributes:type_name -> lethe.consent.v1.SubjectAttributes
+	31, // 28: lethe.consent.v1.CheckResponse.decision:type_name -> lethe.consent.v1.Decision
+	35, // 29: lethe.consent.v1.CheckBatchRequest.items:type_name -> lethe.consent.v1.CheckBatchItem
+	30, // 30: lethe.consent.v1.CheckBatchItem.attributes:type_name -> lethe.consent.v1.SubjectAttributes
+	31, // 31: lethe.consent.v1.CheckBatchResponse.decisions:type_name -> lethe.consent.v1.Decision
 	4,  // 32: lethe.consent.v1.Change.kind:type_name -> lethe.consent.v1.ChangeKind
-	41, // 33: lethe.consent.v1.Change.at:type_name -> google.protobuf.Timestamp
-	35, // 34: lethe.consent.v1.WatchResponse.changes:type_name -> lethe.consent.v1.Change
-	45, // 35: lethe.consent.v1.GetPropagationRequest.cause:type_name -> lethe.common.v1.Cause
+	43, // 33: lethe.consent.v1.Change.at:type_name -> google.protobuf.Timestamp
+	37, // 34: lethe.consent.v1.WatchResponse.changes:type_name -> lethe.consent.v1.Change
+	47, // 35: lethe.consent.v1.GetPropagationRequest.cause:type_name -> lethe.common.v1.Cause
 	5,  // 36: lethe.consent.v1.PropagationTask.state:type_name -> lethe.consent.v1.TaskState
-	47, // 37: lethe.consent.v1.PropagationTask.outcome:type_name -> lethe.events.v1.OutcomeKind
-	39, // 38: lethe.consent.v1.GetPropagationResponse.tasks:type_name -> lethe.consent.v1.PropagationTask
+	49, // 37: lethe.consent.v1.PropagationTask.outcome:type_name -> lethe.events.v1.OutcomeKind
+	41, // 38: lethe.consent.v1.GetPropagationResponse.tasks:type_name -> lethe.consent.v1.PropagationTask
 	9,  // 39: lethe.consent.v1.ConsentService.PutPurpose:input_type -> lethe.consent.v1.PutPurposeRequest
 	11, // 40: lethe.consent.v1.ConsentService.ListPurposes:input_type -> lethe.consent.v1.ListPurposesRequest
 	16, // 41: lethe.consent.v1.ConsentService.RecordConsent:input_type -> lethe.consent.v1.RecordConsentRequest
 	18, // 42: lethe.consent.v1.ConsentService.RecordBannerDecision:input_type -> lethe.consent.v1.RecordBannerDecisionRequest
-	20, // 43: lethe.consent.v1.ConsentService.ListConsentHistory:input_type -> lethe.consent.v1.ListConsentHistoryRequest
-	22, // 44: lethe.consent.v1.ConsentService.RecordObjection:input_type -> lethe.consent.v1.RecordObjectionRequest
-	24, // 45: lethe.consent.v1.ConsentService.ApplyRestriction:input_type -> lethe.consent.v1.ApplyRestrictionRequest
-	26, // 46: lethe.consent.v1.ConsentService.LiftRestriction:input_type -> lethe.consent.v1.LiftRestrictionRequest
-	30, // 47: lethe.consent.v1.ConsentService.Check:input_type -> lethe.consent.v1.CheckRequest
-	32, // 48: lethe.consent.v1.ConsentService.CheckBatch:input_type -> lethe.consent.v1.CheckBatchRequest
-	36, // 49: lethe.consent.v1.ConsentService.Watch:input_type -> lethe.consent.v1.WatchRequest
-	38, // 50: lethe.consent.v1.ConsentService.GetPropagation:input_type -> lethe.consent.v1.GetPropagationRequest
-	10, // 51: lethe.consent.v1.ConsentService.PutPurpose:output_type -> lethe.consent.v1.PutPurposeResponse
-	12, // 52: lethe.consent.v1.ConsentService.ListPurposes:output_type -> lethe.consent.v1.ListPurposesResponse
-	17, // 53: lethe.consent.v1.ConsentService.RecordConsent:output_type -> lethe.consent.v1.RecordConsentResponse
-	19, // 54: lethe.consent.v1.ConsentService.RecordBannerDecision:output_type -> lethe.consent.v1.RecordBannerDecisionResponse
-	21, // 55: lethe.consent.v1.ConsentService.ListConsentHistory:output_type -> lethe.consent.v1.ListConsentHistoryResponse
-	23, // 56: lethe.consent.v1.ConsentService.RecordObjection:output_type -> lethe.consent.v1.RecordObjectionResponse
-	25, // 57: lethe.consent.v1.ConsentService.ApplyRestriction:output_type -> lethe.consent.v1.ApplyRestrictionResponse
-	27, // 58: lethe.consent.v1.ConsentService.LiftRestriction:output_type -> lethe.consent.v1.LiftRestrictionResponse
-	31, // 59: lethe.consent.v1.ConsentService.Check:output_type -> lethe.consent.v1.CheckResponse
-	34, // 60: lethe.consent.v1.ConsentService.CheckBatch:output_type -> lethe.consent.v1.CheckBatchResponse
-	37, // 61: lethe.consent.v1.ConsentService.Watch:output_type -> lethe.consent.v1.WatchResponse
-	40, // 62: lethe.consent.v1.ConsentService.GetPropagation:output_type -> lethe.consent.v1.GetPropagationResponse
-	51, // [51:63] is the sub-list for method output_type
-	39, // [39:51] is the sub-list for method input_type
+	20, // 43: lethe.consent.v1.ConsentService.DestroyEvidenceKey:input_type -> lethe.consent.v1.DestroyEvidenceKeyRequest
+	22, // 44: lethe.consent.v1.ConsentService.ListConsentHistory:input_type -> lethe.consent.v1.ListConsentHistoryRequest
+	24, // 45: lethe.consent.v1.ConsentService.RecordObjection:input_type -> lethe.consent.v1.RecordObjectionRequest
+	26, // 46: lethe.consent.v1.ConsentService.ApplyRestriction:input_type -> lethe.consent.v1.ApplyRestrictionRequest
+	28, // 47: lethe.consent.v1.ConsentService.LiftRestriction:input_type -> lethe.consent.v1.LiftRestrictionRequest
+	32, // 48: lethe.consent.v1.ConsentService.Check:input_type -> lethe.consent.v1.CheckRequest
+	34, // 49: lethe.consent.v1.ConsentService.CheckBatch:input_type -> lethe.consent.v1.CheckBatchRequest
+	38, // 50: lethe.consent.v1.ConsentService.Watch:input_type -> lethe.consent.v1.WatchRequest
+	40, // 51: lethe.consent.v1.ConsentService.GetPropagation:input_type -> lethe.consent.v1.GetPropagationRequest
+	10, // 52: lethe.consent.v1.ConsentService.PutPurpose:output_type -> lethe.consent.v1.PutPurposeResponse
+	12, // 53: lethe.consent.v1.ConsentService.ListPurposes:output_type -> lethe.consent.v1.ListPurposesResponse
+	17, // 54: lethe.consent.v1.ConsentService.RecordConsent:output_type -> lethe.consent.v1.RecordConsentResponse
+	19, // 55: lethe.consent.v1.ConsentService.RecordBannerDecision:output_type -> lethe.consent.v1.RecordBannerDecisionResponse
+	21, // 56: lethe.consent.v1.ConsentService.DestroyEvidenceKey:output_type -> lethe.consent.v1.DestroyEvidenceKeyResponse
+	23, // 57: lethe.consent.v1.ConsentService.ListConsentHistory:output_type -> lethe.consent.v1.ListConsentHistoryResponse
+	25, // 58: lethe.consent.v1.ConsentService.RecordObjection:output_type -> lethe.consent.v1.RecordObjectionResponse
+	27, // 59: lethe.consent.v1.ConsentService.ApplyRestriction:output_type -> lethe.consent.v1.ApplyRestrictionResponse
+	29, // 60: lethe.consent.v1.ConsentService.LiftRestriction:output_type -> lethe.consent.v1.LiftRestrictionResponse
+	33, // 61: lethe.consent.v1.ConsentService.Check:output_type -> lethe.consent.v1.CheckResponse
+	36, // 62: lethe.consent.v1.ConsentService.CheckBatch:output_type -> lethe.consent.v1.CheckBatchResponse
+	39, // 63: lethe.consent.v1.ConsentService.Watch:output_type -> lethe.consent.v1.WatchResponse
+	42, // 64: lethe.consent.v1.ConsentService.GetPropagation:output_type -> lethe.consent.v1.GetPropagationResponse
+	52, // [52:65] is the sub-list for method output_type
+	39, // [39:52] is the sub-list for method input_type
 	39, // [39:39] is the sub-list for extension type_name
 	39, // [39:39] is the sub-list for extension extendee
 	0,  // [0:39] is the sub-list for field type_name
@@ -3294,7 +3407,7 @@ func file_lethe_consent_v1_consent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_consent_v1_consent_proto_rawDesc), len(file_lethe_consent_v1_consent_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	ConsentService_ListPurposes_FullMethodName         = "/lethe.consent.v1.ConsentService/ListPurposes"
 	ConsentService_RecordConsent_FullMethodName        = "/lethe.consent.v1.ConsentService/RecordConsent"
 	ConsentService_RecordBannerDecision_FullMethodName = "/lethe.consent.v1.ConsentService/RecordBannerDecision"
+	ConsentService_DestroyEvidenceKey_FullMethodName   = "/lethe.consent.v1.ConsentService/DestroyEvidenceKey"
 	ConsentService_ListConsentHistory_FullMethodName   = "/lethe.consent.v1.ConsentService/ListConsentHistory"
 	ConsentService_RecordObjection_FullMethodName      = "/lethe.consent.v1.ConsentService/RecordObjection"
 	ConsentService_ApplyRestriction_FullMethodName     = "/lethe.consent.v1.ConsentService/ApplyRestriction"
@@ -58,6 +59,11 @@ type ConsentServiceClient interface {
 	// RecordBannerDecision records a consent banner's answer ("accept all",
 	// "accept selected", "reject all") as one record per purpose, atomically.
 	RecordBannerDecision(ctx context.Context, in *RecordBannerDecisionRequest, opts ...grpc.CallOption) (*RecordBannerDecisionResponse, error)
+	// DestroyEvidenceKey destroys the tenant's evidence key: the fingerprints
+	// made with it can no longer be linked to any address, while the records
+	// stay as proof that consent was given. Evidence recorded afterwards uses
+	// a new key.
+	DestroyEvidenceKey(ctx context.Context, in *DestroyEvidenceKeyRequest, opts ...grpc.CallOption) (*DestroyEvidenceKeyResponse, error)
 	// ListConsentHistory returns a subject's consent records, oldest first:
 	// the append-only proof of consent (Art. 7(1)).
 	ListConsentHistory(ctx context.Context, in *ListConsentHistoryRequest, opts ...grpc.CallOption) (*ListConsentHistoryResponse, error)
@@ -126,6 +132,16 @@ func (c *consentServiceClient) RecordBannerDecision(ctx context.Context, in *Rec
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RecordBannerDecisionResponse)
 	err := c.cc.Invoke(ctx, ConsentService_RecordBannerDecision_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *consentServiceClient) DestroyEvidenceKey(ctx context.Context, in *DestroyEvidenceKeyRequest, opts ...grpc.CallOption) (*DestroyEvidenceKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DestroyEvidenceKeyResponse)
+	err := c.cc.Invoke(ctx, ConsentService_DestroyEvidenceKey_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -239,6 +255,11 @@ type ConsentServiceServer interface {
 	// RecordBannerDecision records a consent banner's answer ("accept all",
 	// "accept selected", "reject all") as one record per purpose, atomically.
 	RecordBannerDecision(context.Context, *RecordBannerDecisionRequest) (*RecordBannerDecisionResponse, error)
+	// DestroyEvidenceKey destroys the tenant's evidence key: the fingerprints
+	// made with it can no longer be linked to any address, while the records
+	// stay as proof that consent was given. Evidence recorded afterwards uses
+	// a new key.
+	DestroyEvidenceKey(context.Context, *DestroyEvidenceKeyRequest) (*DestroyEvidenceKeyResponse, error)
 	// ListConsentHistory returns a subject's consent records, oldest first:
 	// the append-only proof of consent (Art. 7(1)).
 	ListConsentHistory(context.Context, *ListConsentHistoryRequest) (*ListConsentHistoryResponse, error)
@@ -284,6 +305,9 @@ func (UnimplementedConsentServiceServer) RecordConsent(context.Context, *RecordC
 }
 func (UnimplementedConsentServiceServer) RecordBannerDecision(context.Context, *RecordBannerDecisionRequest) (*RecordBannerDecisionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RecordBannerDecision not implemented")
+}
+func (UnimplementedConsentServiceServer) DestroyEvidenceKey(context.Context, *DestroyEvidenceKeyRequest) (*DestroyEvidenceKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DestroyEvidenceKey not implemented")
 }
 func (UnimplementedConsentServiceServer) ListConsentHistory(context.Context, *ListConsentHistoryRequest) (*ListConsentHistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListConsentHistory not implemented")
@@ -398,6 +422,24 @@ func _ConsentService_RecordBannerDecision_Handler(srv interface{}, ctx context.C
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ConsentServiceServer).RecordBannerDecision(ctx, req.(*RecordBannerDecisionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConsentService_DestroyEvidenceKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DestroyEvidenceKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConsentServiceServer).DestroyEvidenceKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConsentService_DestroyEvidenceKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConsentServiceServer).DestroyEvidenceKey(ctx, req.(*DestroyEvidenceKeyRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -561,6 +603,10 @@ var ConsentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RecordBannerDecision",
 			Handler:    _ConsentService_RecordBannerDecision_Handler,
+		},
+		{
+			MethodName: "DestroyEvidenceKey",
+			Handler:    _ConsentService_DestroyEvidenceKey_Handler,
 		},
 		{
 			MethodName: "ListConsentHistory",
