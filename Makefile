@@ -86,6 +86,10 @@ bench:
 	cd platform && go test -run '^$$' -bench OutboxCommit -benchtime 20000x ./outbox/
 	cd platform && go test -run '^$$' -bench Relay -benchtime 10000x ./outbox/
 	cd platform && go test -run '^$$' -bench Pipeline -benchtime 2000x ./tasks/
+	cd services/registry && go test -run '^$$' -bench . -benchmem ./internal/routing/
+	cd services/consent && go test -run '^$$' -bench . -benchmem ./internal/decision/
+	cd services/consent && go test -run '^$$' -bench CheckOverGRPC -benchtime 20000x .
+	cd services/consent && go test -run '^$$' -bench BannerDecisions -benchtime 5000x .
 
 ## run: start the whole platform in one process (as the README says)
 run:
