@@ -177,3 +177,22 @@ func ToStatus(err error) *status.Status {
 	}
 	return status.New(codes.Internal, "internal error")
 }
+
+// Violations returns the field violations err carries, for clients that
+// point a person at the field to fix; nil when err is not InvalidArgument
+// with a BadRequest detail.
+func Violations(err error) []FieldViolation {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.InvalidArgument {
+		return nil
+	}
+	var out []FieldViolation
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.FieldViolations {
+				out = append(out, FieldViolation{Field: v.Field, Description: v.Description})
+			}
+		}
+	}
+	return out
+}

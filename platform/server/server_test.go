@@ -229,12 +229,8 @@ func TestErrorMapping(t *testing.T) {
 func violatedFields(t *testing.T, err error) []string {
 	t.Helper()
 	var fields []string
-	for _, d := range status.Convert(err).Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.FieldViolations {
-				fields = append(fields, v.Field)
-			}
-		}
+	for _, v := range apierror.Violations(err) {
+		fields = append(fields, v.Field)
 	}
 	return fields
 }

@@ -47,3 +47,18 @@ func TimeKey(t time.Time) []byte {
 		return Uint64Key(uint64(t.UnixNano()))
 	}
 }
+
+// Key joins ids into a key, each followed by a NUL byte, so that the keys
+// under one id ("clio") never share a prefix with another ("clio2"). Ids
+// must not contain NUL (tenant, subject and object ids never do).
+func Key(ids ...string) []byte {
+	n := 0
+	for _, id := range ids {
+		n += len(id) + 1
+	}
+	b := make([]byte, 0, n)
+	for _, id := range ids {
+		b = append(append(b, id...), 0)
+	}
+	return b
+}

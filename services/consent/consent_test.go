@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -23,6 +22,7 @@ import (
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/clock"
@@ -302,12 +302,8 @@ func violations(t testing.TB, err error) []string {
 		t.Fatalf("error = %v, want InvalidArgument", err)
 	}
 	var fields []string
-	for _, d := range status.Convert(err).Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.FieldViolations {
-				fields = append(fields, v.Field)
-			}
-		}
+	for _, v := range apierror.Violations(err) {
+		fields = append(fields, v.Field)
 	}
 	return fields
 }

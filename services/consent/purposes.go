@@ -70,7 +70,7 @@ func (s *Service) ListPurposes(_ context.Context, req *consentv1.ListPurposesReq
 		if err := s.requireTenantTx(tx, req.TenantId); err != nil {
 			return err
 		}
-		page, err := paging.Scan(store.BucketTx(tx, storage.BucketPurposes), storage.Key(req.TenantId), req, req.TenantId)
+		page, err := paging.Scan(store.BucketTx(tx, storage.BucketPurposes), store.Key(req.TenantId), req, req.TenantId)
 		if err != nil {
 			return err
 		}

@@ -195,7 +195,7 @@ func (s *Service) ListConsentHistory(_ context.Context, req *consentv1.ListConse
 		if err := s.requireTenantTx(tx, req.TenantId); err != nil {
 			return err
 		}
-		page, err := paging.Scan(store.BucketTx(tx, storage.BucketRecords), storage.Key(req.TenantId, req.SubjectId), req, req.TenantId, req.SubjectId)
+		page, err := paging.Scan(store.BucketTx(tx, storage.BucketRecords), store.Key(req.TenantId, req.SubjectId), req, req.TenantId, req.SubjectId)
 		if err != nil {
 			return err
 		}

@@ -75,7 +75,7 @@ func (s *Service) ListActivities(_ context.Context, req *registryv1.ListActiviti
 		if _, err := tenantTx(tx, req.TenantId); err != nil {
 			return err
 		}
-		page, err := paging.Scan(store.BucketTx(tx, storage.BucketActivities), storage.Prefix(req.TenantId), req, req.TenantId)
+		page, err := paging.Scan(store.BucketTx(tx, storage.BucketActivities), store.Key(req.TenantId), req, req.TenantId)
 		if err != nil {
 			return err
 		}

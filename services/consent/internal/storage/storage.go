@@ -53,20 +53,9 @@ var Schema = store.Schema{
 		BucketChanges, BucketRevisions, BucketExpiries, BucketEvidenceKeys},
 }
 
-// Key joins ids into a key, each followed by a NUL, so that "clio" never
-// prefixes "clio2".
-func Key(ids ...string) []byte {
-	var b bytes.Buffer
-	for _, id := range ids {
-		b.WriteString(id)
-		b.WriteByte(0)
-	}
-	return b.Bytes()
-}
-
 // PurposeTx returns a tenant's purpose.
 func PurposeTx(tx *bolt.Tx, tenant, id string) (*consentv1.Purpose, bool, error) {
-	v := store.BucketTx(tx, BucketPurposes).Get(Key(tenant, id))
+	v := store.BucketTx(tx, BucketPurposes).Get(store.Key(tenant, id))
 	if v == nil {
 		return nil, false, nil
 	}
@@ -76,7 +65,7 @@ func PurposeTx(tx *bolt.Tx, tenant, id string) (*consentv1.Purpose, bool, error)
 
 // PutPurposeTx stores a purpose.
 func PutPurposeTx(tx *bolt.Tx, tenant string, p *consentv1.Purpose) error {
-	return putProto(store.BucketTx(tx, BucketPurposes), Key(tenant, p.PurposeId), p)
+	return putProto(store.BucketTx(tx, BucketPurposes), store.Key(tenant, p.PurposeId), p)
 }
 
 // AddRecordTx appends a consent record to its subject's history.
@@ -86,7 +75,7 @@ func AddRecordTx(tx *bolt.Tx, r *consentv1.ConsentRecord) error {
 	if err != nil {
 		return err
 	}
-	return putProto(b, append(Key(r.TenantId, r.SubjectId), store.Uint64Key(seq)...), r)
+	return putProto(b, append(store.Key(r.TenantId, r.SubjectId), store.Uint64Key(seq)...), r)
 }
 
 // Objection is a recorded objection (Art. 21).
@@ -102,7 +91,7 @@ type Objection struct {
 
 // PutObjectionTx stores an objection.
 func PutObjectionTx(tx *bolt.Tx, tenant string, o Objection) error {
-	return putJSON(store.BucketTx(tx, BucketObjections), Key(tenant, o.Subject, o.ID), o)
+	return putJSON(store.BucketTx(tx, BucketObjections), store.Key(tenant, o.Subject, o.ID), o)
 }
 
 // Restriction is a restriction of processing (Art. 18).
@@ -120,7 +109,7 @@ type Restriction struct {
 // RestrictionTx returns a restriction.
 func RestrictionTx(tx *bolt.Tx, tenant, id string) (Restriction, bool, error) {
 	var r Restriction
-	v := store.BucketTx(tx, BucketRestrictions).Get(Key(tenant, id))
+	v := store.BucketTx(tx, BucketRestrictions).Get(store.Key(tenant, id))
 	if v == nil {
 		return r, false, nil
 	}
@@ -129,7 +118,7 @@ func RestrictionTx(tx *bolt.Tx, tenant, id string) (Restriction, bool, error) {
 
 // PutRestrictionTx stores a restriction.
 func PutRestrictionTx(tx *bolt.Tx, tenant string, r Restriction) error {
-	return putJSON(store.BucketTx(tx, BucketRestrictions), Key(tenant, r.ID), r)
+	return putJSON(store.BucketTx(tx, BucketRestrictions), store.Key(tenant, r.ID), r)
 }
 
 // AddChangeTx appends a change to the tenant's log with the next revision,
@@ -145,12 +134,12 @@ func AddChangeTx(tx *bolt.Tx, tenant string, c *consentv1.Change) (uint64, error
 		return 0, err
 	}
 	c.Revision = rev
-	return rev, putProto(store.BucketTx(tx, BucketChanges), append(Key(tenant), store.Uint64Key(rev)...), c)
+	return rev, putProto(store.BucketTx(tx, BucketChanges), append(store.Key(tenant), store.Uint64Key(rev)...), c)
 }
 
 // ChangesTx returns up to limit changes of a tenant after revision after.
 func ChangesTx(tx *bolt.Tx, tenant string, after uint64, limit int) ([]*consentv1.Change, error) {
-	prefix := Key(tenant)
+	prefix := store.Key(tenant)
 	c := store.BucketTx(tx, BucketChanges).Cursor()
 	var out []*consentv1.Change
 	for k, v := c.Seek(append(prefix, store.Uint64Key(after+1)...)); k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, v = c.Next() {
@@ -165,7 +154,7 @@ func ChangesTx(tx *bolt.Tx, tenant string, after uint64, limit int) ([]*consentv
 
 // ScheduleExpiryTx indexes a grant's expiry.
 func ScheduleExpiryTx(tx *bolt.Tx, r *consentv1.ConsentRecord) error {
-	key := append(store.TimeKey(r.ExpiresAt.AsTime()), Key(r.TenantId, r.SubjectId, r.PurposeId, r.RecordId)...)
+	key := append(store.TimeKey(r.ExpiresAt.AsTime()), store.Key(r.TenantId, r.SubjectId, r.PurposeId, r.RecordId)...)
 	return store.BucketTx(tx, BucketExpiries).Put(key, nil)
 }
 

@@ -38,17 +38,6 @@ var Schema = store.Schema{
 	Buckets: []store.Bucket{BucketTenants, BucketCategories, BucketSystemVersions, BucketActivities},
 }
 
-// Prefix returns the key prefix of everything stored under the ids, with
-// the separator that ends it, so that "clio" never matches "clio2".
-func Prefix(ids ...string) []byte {
-	var b bytes.Buffer
-	for _, id := range ids {
-		b.WriteString(id)
-		b.WriteByte(0)
-	}
-	return b.Bytes()
-}
-
 func get[M proto.Message](b *bolt.Bucket, key []byte, m M) (M, bool, error) {
 	v := b.Get(key)
 	if v == nil {
@@ -81,7 +70,7 @@ func PutTenantTx(tx *bolt.Tx, t *registryv1.Tenant) error {
 // CategoriesTx returns a tenant's own categories, by id.
 func CategoriesTx(tx *bolt.Tx, tenant string) ([]*registryv1.Category, error) {
 	var out []*registryv1.Category
-	prefix := Prefix(tenant)
+	prefix := store.Key(tenant)
 	c := store.BucketTx(tx, BucketCategories).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		cat := &registryv1.Category{}
@@ -95,7 +84,7 @@ func CategoriesTx(tx *bolt.Tx, tenant string) ([]*registryv1.Category, error) {
 
 // PutCategoryTx stores a tenant's category.
 func PutCategoryTx(tx *bolt.Tx, tenant string, c *registryv1.Category) error {
-	return put(store.BucketTx(tx, BucketCategories), append(Prefix(tenant), c.Id...), c)
+	return put(store.BucketTx(tx, BucketCategories), append(store.Key(tenant), c.Id...), c)
 }
 
 // AddSystemVersionTx appends a version to a system's history. Versions are
@@ -106,19 +95,19 @@ func AddSystemVersionTx(tx *bolt.Tx, tenant string, v *registryv1.SystemVersion)
 	if err != nil {
 		return err
 	}
-	key := append(Prefix(tenant, v.System.SystemId), store.TimeKey(v.System.EffectiveAt.AsTime())...)
+	key := append(store.Key(tenant, v.System.SystemId), store.TimeKey(v.System.EffectiveAt.AsTime())...)
 	return put(b, append(key, store.Uint64Key(seq)...), v)
 }
 
 // SystemHistoryTx returns a system's versions in effective order.
 func SystemHistoryTx(tx *bolt.Tx, tenant, systemID string) ([]*registryv1.SystemVersion, error) {
-	all, err := scanVersions(tx, Prefix(tenant, systemID))
+	all, err := scanVersions(tx, store.Key(tenant, systemID))
 	return all[systemID], err
 }
 
 // HistoriesTx returns the history of every system of a tenant, by system id.
 func HistoriesTx(tx *bolt.Tx, tenant string) (map[string][]*registryv1.SystemVersion, error) {
-	return scanVersions(tx, Prefix(tenant))
+	return scanVersions(tx, store.Key(tenant))
 }
 
 func scanVersions(tx *bolt.Tx, prefix []byte) (map[string][]*registryv1.SystemVersion, error) {
@@ -161,23 +150,23 @@ func Latest(history []*registryv1.SystemVersion) *registryv1.SystemVersion {
 
 // ActivityTx returns a processing activity.
 func ActivityTx(tx *bolt.Tx, tenant, id string) (*registryv1.ProcessingActivity, bool, error) {
-	return get(store.BucketTx(tx, BucketActivities), append(Prefix(tenant), id...), &registryv1.ProcessingActivity{})
+	return get(store.BucketTx(tx, BucketActivities), append(store.Key(tenant), id...), &registryv1.ProcessingActivity{})
 }
 
 // PutActivityTx stores a processing activity.
 func PutActivityTx(tx *bolt.Tx, tenant string, a *registryv1.ProcessingActivity) error {
-	return put(store.BucketTx(tx, BucketActivities), append(Prefix(tenant), a.ActivityId...), a)
+	return put(store.BucketTx(tx, BucketActivities), append(store.Key(tenant), a.ActivityId...), a)
 }
 
 // DeleteActivityTx removes a processing activity.
 func DeleteActivityTx(tx *bolt.Tx, tenant, id string) error {
-	return store.BucketTx(tx, BucketActivities).Delete(append(Prefix(tenant), id...))
+	return store.BucketTx(tx, BucketActivities).Delete(append(store.Key(tenant), id...))
 }
 
 // ActivitiesTx returns every activity of a tenant, by id.
 func ActivitiesTx(tx *bolt.Tx, tenant string) ([]*registryv1.ProcessingActivity, error) {
 	var out []*registryv1.ProcessingActivity
-	prefix := Prefix(tenant)
+	prefix := store.Key(tenant)
 	c := store.BucketTx(tx, BucketActivities).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		a := &registryv1.ProcessingActivity{}
