@@ -75,6 +75,7 @@ type Service struct {
 	registry *registryclient.Client
 	watchers *hub
 	applied  *sequencer
+	notices  notices
 }
 
 // New opens the consent service's store and loads its state into memory.
@@ -143,6 +144,9 @@ loop:
 			if _, e := s.ExpireDue(ctx); e != nil {
 				s.Logger.Error("consent: expiry sweep failed", "error", e)
 			}
+			if _, e := s.ApplyDueNotices(ctx); e != nil {
+				s.Logger.Error("consent: bringing notice versions into effect failed", "error", e)
+			}
 		}
 	}
 	for ; running > 0; running-- {
@@ -152,7 +156,9 @@ loop:
 	return err
 }
 
-// compile turns a stored purpose into the decision engine's form, as of now.
+// compile turns a stored purpose into the decision engine's form, as of
+// now: notice versions that take effect later are brought in by
+// ApplyDueNotices when they do.
 func compile(p *consentv1.Purpose, now time.Time) decision.Purpose {
 	d := decision.Purpose{
 		ID: p.PurposeId, Basis: p.LegalBasis, Necessary: p.Necessary, DirectMarketing: p.DirectMarketing,
@@ -191,6 +197,7 @@ func (s *Service) load() error {
 				return err
 			}
 			s.index.PutPurpose(tenantOfKey(k), compile(p, now))
+			s.notices.schedule(tenantOfKey(k), p, now)
 			return nil
 		})
 		if err != nil {

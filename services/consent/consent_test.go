@@ -610,3 +610,37 @@ func TestExpiryIsEmittedWhenItOccurs(t *testing.T) {
 		}
 	}
 }
+
+// TestANoticeScheduledAheadTakesEffectOnItsDate: a material notice version
+// published in advance asks for consent again from its effective date, not
+// from the next restart.
+func TestANoticeScheduledAheadTakesEffectOnItsDate(t *testing.T) {
+	f := start(t)
+	f.tenant(t, "clio")
+	now := f.clock.Now()
+	f.purpose(t, "clio", &consentv1.Purpose{PurposeId: "marketing", Name: "Marketing", LegalBasis: commonv1.LegalBasis_LEGAL_BASIS_CONSENT,
+		NoticeVersions: []*consentv1.NoticeVersion{
+			notice("v1", now.Add(-24*time.Hour), true),
+			notice("v2", now.Add(10*24*time.Hour), true),
+		}})
+	r := f.record(t, "clio", "ada", "marketing", consentv1.ConsentAction_CONSENT_ACTION_GRANT)
+	if r.NoticeVersion != "v1" {
+		t.Fatalf("recorded under notice %q, want the one in effect, v1", r.NoticeVersion)
+	}
+	expect(t, f.check(t, "clio", "ada", "marketing", nil), true, consentv1.Reason_REASON_GRANTED)
+
+	f.clock.Advance(9 * 24 * time.Hour)
+	if n, err := f.svc.ApplyDueNotices(f.ctx); err != nil || n != 0 {
+		t.Fatalf("ApplyDueNotices before v2 = %d, %v", n, err)
+	}
+	expect(t, f.check(t, "clio", "ada", "marketing", nil), true, consentv1.Reason_REASON_GRANTED)
+
+	f.clock.Advance(2 * 24 * time.Hour)
+	if n, err := f.svc.ApplyDueNotices(f.ctx); err != nil || n != 1 {
+		t.Fatalf("ApplyDueNotices after v2 = %d, %v; want the purpose recompiled", n, err)
+	}
+	expect(t, f.check(t, "clio", "ada", "marketing", nil), false, consentv1.Reason_REASON_RECONSENT_REQUIRED)
+	if n, err := f.svc.ApplyDueNotices(f.ctx); err != nil || n != 0 {
+		t.Fatalf("a second ApplyDueNotices = %d, %v; want nothing left", n, err)
+	}
+}
