@@ -284,6 +284,7 @@ type checkedStream struct {
 	method string
 }
 
+// RecvMsg receives a message, then authorizes and validates it.
 func (c *checkedStream) RecvMsg(m any) error {
 	if err := c.ServerStream.RecvMsg(m); err != nil {
 		return err
@@ -330,4 +331,5 @@ type contextStream struct {
 	ctx context.Context
 }
 
+// Context returns the replaced context.
 func (c *contextStream) Context() context.Context { return c.ctx }

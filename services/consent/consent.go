@@ -319,7 +319,7 @@ func (s *Service) changeTx(tx *bolt.Tx, tenant string, c *consentv1.Change, appl
 	return nil
 }
 
-// fingerprint hashes what the caller saw under the tenant's evidence key,
+// fingerprintTx hashes what the caller saw under the tenant's evidence key,
 // creating the key on first use.
 func fingerprintTx(tx *bolt.Tx, tenant string, in *consentv1.EvidenceInput) (*consentv1.Evidence, error) {
 	ev := &consentv1.Evidence{Gpc: in.GetGpc()}

@@ -24,6 +24,8 @@ const watchPage = 500
 type hub struct {
 	mu       sync.Mutex
 	watchers map[string]map[*watcher]struct{}
+	// stopping is closed when the service stops, ending every Watch.
+	stopping chan struct{}
 }
 
 type watcher struct {
@@ -32,7 +34,9 @@ type watcher struct {
 	lagged chan struct{}
 }
 
-func newHub() *hub { return &hub{watchers: map[string]map[*watcher]struct{}{}} }
+func newHub() *hub {
+	return &hub{watchers: map[string]map[*watcher]struct{}{}, stopping: make(chan struct{})}
+}
 
 func (h *hub) subscribe(tenant string) *watcher {
 	w := &watcher{changes: make(chan *consentv1.Change, watchBuffer), lagged: make(chan struct{})}
@@ -66,15 +70,15 @@ func (h *hub) publish(tenant string, c *consentv1.Change) {
 	}
 }
 
-// closeAll drops every watcher when the service stops.
+// closeAll ends every Watch when the service stops, so that graceful
+// shutdown does not wait for streams that never end by themselves.
 func (h *hub) closeAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for tenant, ws := range h.watchers {
-		for w := range ws {
-			close(w.lagged)
-		}
-		delete(h.watchers, tenant)
+	select {
+	case <-h.stopping:
+	default:
+		close(h.stopping)
 	}
 }
 
@@ -113,6 +117,8 @@ func (s *Service) Watch(req *consentv1.WatchRequest, stream consentv1.ConsentSer
 			return stream.Context().Err()
 		case <-w.lagged:
 			return apierror.Unavailable("WATCH_LAGGED", "the watcher fell behind; reconnect with the last revision received", 0)
+		case <-s.watchers.stopping:
+			return apierror.Unavailable("SHUTTING_DOWN", "the service is stopping; reconnect with the last revision received", 0)
 		case c := <-w.changes:
 			if c.Revision <= last {
 				continue

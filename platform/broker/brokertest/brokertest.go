@@ -93,6 +93,7 @@ type testWriter struct {
 	done bool
 }
 
+// Write implements io.Writer for the slog handler.
 func (w *testWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
