@@ -8,7 +8,11 @@ replace (
 	github.com/lethe-privacy/lethe/sdk => ../../sdk
 )
 
-require github.com/lethe-privacy/lethe/platform v0.0.0-00010101000000-000000000000
+require (
+	github.com/lethe-privacy/lethe/gen/go v0.0.0-00010101000000-000000000000
+	github.com/lethe-privacy/lethe/platform v0.0.0-00010101000000-000000000000
+	go.etcd.io/bbolt v1.5.0
+)
 
 require (
 	buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go v1.36.12-20260825204119-511051f7f437.1 // indirect
@@ -26,7 +30,6 @@ require (
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
-	github.com/lethe-privacy/lethe/gen/go v0.0.0-00010101000000-000000000000 // indirect
 	github.com/lethe-privacy/lethe/sdk v0.0.0-00010101000000-000000000000 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
@@ -40,7 +43,6 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/otlptranslator v1.0.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
-	go.etcd.io/bbolt v1.5.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc v0.72.0 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect
