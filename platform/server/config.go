@@ -54,6 +54,10 @@ type Config struct {
 	OTLPEndpoint string
 	// OTLPInsecure sends traces to OTLPEndpoint without TLS.
 	OTLPInsecure bool
+	// PolicyFile, when set and Policy is nil, is an authorization policy
+	// file (see auth.FilePolicy): the server loads it at start and reloads
+	// it when it changes.
+	PolicyFile string
 
 	// Listener, when set, is served instead of listening on Addr: tests
 	// pass a bufconn listener, and a caller that must know the bound port
@@ -87,6 +91,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, defaultAddr string) {
 	fs.StringVar(&c.LogFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC collector for traces, host:port (empty keeps traces in-process)")
 	fs.BoolVar(&c.OTLPInsecure, "otlp-insecure", false, "send traces to the OTLP collector without TLS")
+	fs.StringVar(&c.PolicyFile, "authz-policy", "", "authorization policy file (JSON); reloaded when it changes. Empty: the development policy, which allows everything")
 }
 
 // CompletedConfig is a validated Config with its dependencies built. Only
@@ -152,6 +157,13 @@ func (c Config) Complete(ctx context.Context) (CompletedConfig, error) {
 	}
 	if c.Authenticator == nil {
 		c.Authenticator = auth.DevAuthenticator{}
+	}
+	if c.Policy == nil && c.PolicyFile != "" {
+		policy, err := auth.LoadPolicy(c.PolicyFile, c.Logger)
+		if err != nil {
+			return CompletedConfig{}, err
+		}
+		c.Policy = policy
 	}
 	if c.Policy == nil {
 		c.Policy = auth.AllowAll{}

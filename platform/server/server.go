@@ -139,6 +139,9 @@ func isMutation(service, method string) bool {
 	return opts.GetIdempotencyLevel() != descriptorpb.MethodOptions_NO_SIDE_EFFECTS
 }
 
+// policyReloadEvery is how often a policy file is checked for changes.
+const policyReloadEvery = 5 * time.Second
+
 // Run serves until ctx ends, then shuts down in Kubernetes order: health
 // turns NOT_SERVING, the server keeps serving for DrainDelay while load
 // balancers notice, GracefulStop lets in-flight calls finish for up to
@@ -165,6 +168,12 @@ func (s *Server) Run(ctx context.Context) error {
 		metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = metrics.Serve(mlis) }()
 		cfg.Logger.Info("metrics endpoint", "addr", mlis.Addr().String())
+	}
+
+	if policy, ok := cfg.Policy.(*auth.FilePolicy); ok {
+		watchCtx, stopWatching := context.WithCancel(ctx)
+		defer stopWatching()
+		go policy.Watch(watchCtx, policyReloadEvery)
 	}
 
 	serveErr := make(chan error, 1)

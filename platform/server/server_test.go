@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -463,5 +464,27 @@ func waitHealth(t *testing.T, h healthpb.HealthClient, name string, want healthp
 			t.Fatalf("health of %s = %v, %v; want %v", name, resp, err, want)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestPolicyFileInTheChain: the authorization slot takes a policy file; a
+// call it does not allow is PermissionDenied and audited, one it allows
+// goes through.
+func TestPolicyFileInTheChain(t *testing.T) {
+	path := t.TempDir() + "/policy.json"
+	if err := os.WriteFile(path, []byte(`{"rules": [{"identities": ["dev:local"],
+	  "methods": ["/lethe.kittest.v1.KitTestService/Noop"], "tenants": ["*"]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := start(t, server.Config{PolicyFile: path})
+	if _, err := f.client.Noop(context.Background(), &kittestv1.NoopRequest{}); err != nil {
+		t.Fatalf("an allowed call: %v", err)
+	}
+	if _, err := f.client.Put(context.Background(), put("r1", "k", "v")); code(err) != codes.PermissionDenied {
+		t.Fatalf("a call the policy does not allow = %v, want PermissionDenied", err)
+	}
+	entries := auditEntries(t, f.audit)
+	if len(entries) != 1 || entries[0].Code != codes.PermissionDenied.String() || entries[0].TenantID != "clio" {
+		t.Fatalf("audit = %+v, want the denial", entries)
 	}
 }
