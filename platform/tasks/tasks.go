@@ -472,8 +472,16 @@ func (t *Tracker) CauseTasks(tenant string, cause *commonv1.Cause) ([]Task, erro
 func (t *Tracker) consumerName(of string) string { return "lethe-" + t.cfg.Owner + "-" + of }
 
 // Run consumes outcomes and dead-letter advisories and re-sends due tasks
-// until ctx ends.
+// until ctx ends. A stop during start-up is a stop, not a failure.
 func (t *Tracker) Run(ctx context.Context, js jetstream.JetStream) error {
+	err := t.run(ctx, js)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (t *Tracker) run(ctx context.Context, js jetstream.JetStream) error {
 	outcomes, err := js.CreateOrUpdateConsumer(ctx, t.cfg.StreamName, jetstream.ConsumerConfig{
 		Durable:       t.consumerName("outcomes"),
 		Description:   "outcomes answering the " + t.cfg.Owner + " service's tasks",

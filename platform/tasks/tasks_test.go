@@ -372,3 +372,28 @@ func TestDeadLetteredTaskFails(t *testing.T) {
 		t.Fatalf("operator listing = %v, %v", failed, err)
 	}
 }
+
+// TestStopDuringStartUpIsNotAFailure: a service told to stop while its
+// tracker still creates its consumers stops cleanly.
+func TestStopDuringStartUpIsNotAFailure(t *testing.T) {
+	ns := brokertest.Start(t)
+	_, js := brokertest.Connect(t, ns)
+	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	db := storetest.Open(t, schema)
+	ob, err := outbox.New(db, outbox.Config{Source: "lethe/test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	tracker, err := tasks.New(db, tasks.Config{Owner: "test", Outbox: ob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := tracker.Run(ctx, js); err != nil {
+		t.Fatalf("Run with a stopped context = %v, want nil", err)
+	}
+}

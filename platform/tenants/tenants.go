@@ -70,8 +70,17 @@ const (
 )
 
 // Run follows the registry's tenant events until ctx ends, from the first
-// one the stream holds, with a durable consumer of its own.
+// one the stream holds, with a durable consumer of its own. A stop during
+// start-up is a stop, not a failure.
 func (d *Directory) Run(ctx context.Context, js jetstream.JetStream) error {
+	err := d.run(ctx, js)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (d *Directory) run(ctx context.Context, js jetstream.JetStream) error {
 	var filters []string
 	for _, k := range []contract.Kind{contract.KindTenantRegistered, contract.KindTenantChanged, contract.KindTenantRemoved} {
 		s, err := contract.KindSubject("*", k)

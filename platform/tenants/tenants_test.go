@@ -99,3 +99,19 @@ func TestDirectoryFollowsTheRegistry(t *testing.T) {
 		}
 	}
 }
+
+// TestStopDuringStartUpIsNotAFailure: a directory told to stop while it
+// still creates its consumer stops cleanly.
+func TestStopDuringStartUpIsNotAFailure(t *testing.T) {
+	ns := brokertest.Start(t)
+	_, js := brokertest.Connect(t, ns)
+	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	dir := tenants.New(storetest.Open(t, store.Schema{Service: "consent", Version: 1}), "consent", "", brokertest.Logger(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := dir.Run(ctx, js); err != nil {
+		t.Fatalf("Run with a stopped context = %v, want nil", err)
+	}
+}

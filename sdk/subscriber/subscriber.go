@@ -196,6 +196,14 @@ func New(cfg Config) (*Subscriber, error) {
 // ConsumerName returns the name of the system's durable consumer.
 func (s *Subscriber) ConsumerName() string { return s.consumer }
 
+// stopped returns nil when ctx ended, err otherwise.
+func stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
 // Run creates or updates the system's consumer and handles events until
 // ctx ends. It then stops taking events, waits for the handlers running to
 // return (their context is cancelled), hands back events fetched but not
@@ -203,18 +211,19 @@ func (s *Subscriber) ConsumerName() string { return s.consumer }
 // set up or stops delivering, for example because it was deleted; running
 // it again resumes where the consumer stands.
 func (s *Subscriber) Run(ctx context.Context) error {
+	// A stop during set-up is a stop, not a failure.
 	if err := s.checkRetention(ctx); err != nil {
-		return err
+		return stopped(ctx, err)
 	}
 	cons, err := s.cfg.JetStream.CreateOrUpdateConsumer(ctx, contract.StreamName, s.consumerConfig())
 	if err != nil {
-		return fmt.Errorf("subscriber: create consumer %s: %w", s.consumer, err)
+		return stopped(ctx, fmt.Errorf("subscriber: create consumer %s: %w", s.consumer, err))
 	}
 	// Fetch no more than the workers can start: a fetched event's AckWait
 	// runs while it waits in the buffer.
 	msgs, err := cons.Messages(jetstream.PullMaxMessages(s.cfg.Workers))
 	if err != nil {
-		return fmt.Errorf("subscriber: consume %s: %w", s.consumer, err)
+		return stopped(ctx, fmt.Errorf("subscriber: consume %s: %w", s.consumer, err))
 	}
 	s.log.Info("subscribed", "consumer", s.consumer, "subjects", s.filters)
 
