@@ -106,6 +106,21 @@ func Main(f Factory, defaultAddr string, args []string) int {
 func runOne(f Factory, cfg server.Config, dataDir, natsURL, registryAddr string, stream broker.StreamConfig) error {
 	ctx, stop := SignalContext()
 	defer stop()
+	return StoppedCleanly(ctx, startOne(ctx, f, cfg, dataDir, natsURL, registryAddr, stream))
+}
+
+// StoppedCleanly returns nil when the process was asked to stop (ctx is the
+// signal context), whatever the stop interrupted: a SIGTERM during
+// start-up, as a rollout may send, is not a crash. A failure that nobody
+// asked for keeps its error.
+func StoppedCleanly(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func startOne(ctx context.Context, f Factory, cfg server.Config, dataDir, natsURL, registryAddr string, stream broker.StreamConfig) error {
 	cfg.Name = "lethe-" + f.Name
 	completed, err := cfg.Complete(ctx)
 	if err != nil {

@@ -82,7 +82,7 @@ func runDev(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := service.SignalContext()
 	defer stop()
-	if err := dev(ctx, c, stdout, stderr); err != nil {
+	if err := service.StoppedCleanly(ctx, dev(ctx, c, stdout, stderr)); err != nil {
 		fmt.Fprintln(stderr, "lethe dev:", err)
 		return 1
 	}
