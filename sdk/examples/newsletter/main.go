@@ -200,7 +200,7 @@ func (n *newsletter) withdraw(ctx context.Context, ev *subscriber.Event) (subscr
 // taxonomy ("user.contact" covers "user.contact.email").
 func inScope(scope *eventsv1.Scope) bool {
 	return scope.GetAll() || slices.ContainsFunc(scope.GetCategories(), func(c *commonv1.DataCategory) bool {
-		return c.GetId() == category || strings.HasPrefix(category, c.GetId()+".")
+		return contract.CategoryCovers(c.GetId(), category)
 	})
 }
 

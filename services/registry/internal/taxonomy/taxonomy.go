@@ -22,10 +22,12 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
 // MaxIDLen is the longest category id, in bytes, as the proto allows.
-const MaxIDLen = 200
+const MaxIDLen = contract.MaxCategoryLen
 
 // Limits on a category's text, in characters, matching the proto.
 const (
@@ -52,48 +54,16 @@ type Category struct {
 // lower-case letters, digits and underscores, joined by single dots, at
 // most MaxIDLen bytes in all. It says nothing about whether the category
 // exists.
-func ValidID(id string) bool {
-	if id == "" || len(id) > MaxIDLen {
-		return false
-	}
-	segmentStart := true
-	for i := 0; i < len(id); i++ {
-		switch c := id[i]; {
-		case c == '.':
-			if segmentStart {
-				return false // leading dot or an empty segment
-			}
-			segmentStart = true
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '_':
-			segmentStart = false
-		default:
-			return false
-		}
-	}
-	return !segmentStart // no trailing dot
-}
+func ValidID(id string) bool { return contract.ValidCategory(id) }
 
 // Parent returns the id of the category directly above id, or "" when id
 // is a root. It does not validate id.
-func Parent(id string) string {
-	i := strings.LastIndexByte(id, '.')
-	if i < 0 {
-		return ""
-	}
-	return id[:i]
-}
+func Parent(id string) string { return contract.CategoryParent(id) }
 
 // Covers reports whether a equals b or is an ancestor of b by whole
 // segments: "user.contact" covers "user.contact.email" but not
 // "user.contacts". It does not validate either id.
-func Covers(a, b string) bool {
-	if len(b) == len(a) {
-		return a == b
-	}
-	// Checking the byte after the prefix is what keeps "user.contact" from
-	// covering "user.contacts".
-	return len(b) > len(a) && b[len(a)] == '.' && strings.HasPrefix(b, a)
-}
+func Covers(a, b string) bool { return contract.CategoryCovers(a, b) }
 
 // Related reports whether either of a and b covers the other: data about
 // one is data about the other, so a system holding either must answer an

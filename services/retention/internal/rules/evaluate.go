@@ -8,6 +8,7 @@ import (
 	"time"
 
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
 // Evaluate decides when subject's data of category may be purged under
@@ -51,7 +52,7 @@ func Evaluate(rules []Rule, category, subject string, f Facts, holds []Hold, now
 		covering, minimums int
 	)
 	for _, r := range rules {
-		if !Covers(r.Category, category) {
+		if !contract.CategoryCovers(r.Category, category) {
 			continue
 		}
 		covering++
@@ -360,7 +361,7 @@ func (h Hold) covers(subject, category string) bool {
 	if h.Subject != "" && h.Subject != subject {
 		return false
 	}
-	return h.Category == "" || Covers(h.Category, category) || Covers(category, h.Category)
+	return h.Category == "" || contract.CategoryCovers(h.Category, category) || contract.CategoryCovers(category, h.Category)
 }
 
 // activeAt reports whether h is in force at t: from Start (inclusive) to

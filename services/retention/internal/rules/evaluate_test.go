@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lethe-privacy/lethe/platform/period"
-
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/period"
+	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
 const (
@@ -460,8 +460,8 @@ func TestCategoryHierarchy(t *testing.T) {
 		{"user.financial", "user.financia", false},
 		{"user.financial.invoice", "user.financial", false},
 	} {
-		if got := Covers(c.scope, c.category); got != c.want {
-			t.Errorf("Covers(%q, %q) = %v, want %v", c.scope, c.category, got, c.want)
+		if got := contract.CategoryCovers(c.scope, c.category); got != c.want {
+			t.Errorf("contract.CategoryCovers(%q, %q) = %v, want %v", c.scope, c.category, got, c.want)
 		}
 	}
 }

@@ -4,9 +4,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lethe-privacy/lethe/platform/period"
-
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/period"
+	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
 // FuzzEvaluate builds rules, facts and holds from fuzzed bytes and period
@@ -40,7 +40,7 @@ func FuzzEvaluate(f *testing.F) {
 			return
 		}
 		for _, r := range rules {
-			if !r.Minimum || !Covers(r.Category, category) || len(r.Triggers) == 0 {
+			if !r.Minimum || !contract.CategoryCovers(r.Category, category) || len(r.Triggers) == 0 {
 				continue
 			}
 			for _, tr := range r.Triggers {

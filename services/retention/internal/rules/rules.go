@@ -195,15 +195,3 @@ type Verdict struct {
 	// naming rules, triggers, dates and holds. It is never empty.
 	Explanation []string
 }
-
-// Covers reports whether the category scope equals category or is an
-// ancestor of it by whole dotted segments: "user.financial" covers
-// "user.financial.invoice" but not "user.financials".
-func Covers(scope, category string) bool {
-	if len(category) == len(scope) {
-		return scope == category
-	}
-	// The byte after the prefix must be a dot, or "user.financial" would
-	// cover "user.financials".
-	return len(category) > len(scope) && category[len(scope)] == '.' && category[:len(scope)] == scope
-}

@@ -4,17 +4,17 @@ import (
 	"fmt"
 	"unicode/utf8"
 
-	"github.com/lethe-privacy/lethe/platform/period"
-
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/period"
+	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
 // Length limits, in bytes, as the proto will allow them.
 const (
 	// MaxIDLen bounds rule and hold ids, which appear in every verdict.
 	MaxIDLen = 128
-	// MaxCategoryLen bounds a category, as the registry's taxonomy does.
-	MaxCategoryLen = 200
+	// MaxCategoryLen bounds a category, as the event contract does.
+	MaxCategoryLen = contract.MaxCategoryLen
 	// MaxNameLen bounds a trigger's relationship, purpose or event name.
 	MaxNameLen = 200
 	// MaxTextLen bounds a rule's basis and a hold's reason.
@@ -47,7 +47,7 @@ func ValidateRule(r Rule) []FieldError {
 	if msg := checkID(r.ID); msg != "" {
 		add("rule.id", "%s", msg)
 	}
-	if !validDotted(r.Category, MaxCategoryLen) {
+	if !contract.ValidCategory(r.Category) {
 		add("rule.category", "must be a dotted category such as user.financial: lower-case letters, digits and underscores in segments joined by single dots, at most %d bytes", MaxCategoryLen)
 	}
 	// The basis is what the subject is told when data outlives an erasure
@@ -75,11 +75,11 @@ func ValidateRule(r Rule) []FieldError {
 		case SinceRelationshipEnded, SinceEvent:
 			if t.Name == "" {
 				add(field+".name", "is required for %s: the %s it runs from", t.Kind, map[TriggerKind]string{SinceRelationshipEnded: "relationship", SinceEvent: "event"}[t.Kind])
-			} else if !validDotted(t.Name, MaxNameLen) {
+			} else if !contract.ValidDotted(t.Name, MaxNameLen) {
 				add(field+".name", "must be lower-case letters, digits and underscores, optionally in dotted segments, at most %d bytes", MaxNameLen)
 			}
 		case SinceConsentWithdrawal:
-			if t.Name != "" && !validDotted(t.Name, MaxNameLen) {
+			if t.Name != "" && !contract.ValidDotted(t.Name, MaxNameLen) {
 				add(field+".name", "must be a purpose id (lower-case letters, digits and underscores, optionally in dotted segments, at most %d bytes), or empty for any purpose", MaxNameLen)
 			}
 		default:
@@ -127,7 +127,7 @@ func ValidateHold(h Hold) []FieldError {
 	if len(h.Subject) > MaxSubjectLen || !utf8.ValidString(h.Subject) {
 		add("hold.subject", "must be valid UTF-8 of at most %d bytes, or empty for every subject", MaxSubjectLen)
 	}
-	if h.Category != "" && !validDotted(h.Category, MaxCategoryLen) {
+	if h.Category != "" && !contract.ValidCategory(h.Category) {
 		add("hold.category", "must be a dotted category such as user.financial, or empty for every category")
 	}
 	if !h.End.IsZero() && !h.Start.IsZero() && !h.End.After(h.Start) {
@@ -167,29 +167,4 @@ func checkText(s string) string {
 		return "must be valid UTF-8"
 	}
 	return ""
-}
-
-// validDotted reports whether s is one or more segments of lower-case
-// letters, digits and underscores joined by single dots, at most max
-// bytes: the registry's category syntax, used for names too so that a
-// purpose or event reads the same here as where it is defined.
-func validDotted(s string, max int) bool {
-	if s == "" || len(s) > max {
-		return false
-	}
-	segmentStart := true
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '.':
-			if segmentStart {
-				return false // a leading dot or an empty segment
-			}
-			segmentStart = true
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '_':
-			segmentStart = false
-		default:
-			return false
-		}
-	}
-	return !segmentStart // no trailing dot
 }
