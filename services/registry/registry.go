@@ -61,7 +61,7 @@ func New(deps service.Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{Base: base, facts: transfer.DefaultFacts(), routes: routeCache{byTenant: map[string]cachedRoutes{}}}, nil
+	return &Service{Base: base, facts: transfer.DefaultFacts(), routes: routeCache{byTenant: map[string]cachedRoutes{}, generation: map[string]uint64{}}}, nil
 }
 
 // Register serves the registry's API on srv.
@@ -147,6 +147,10 @@ func currentSystemsTx(tx *bolt.Tx, tenant string, t time.Time) ([]*registryv1.Sy
 type routeCache struct {
 	mu       sync.Mutex
 	byTenant map[string]cachedRoutes
+	// generation counts each tenant's invalidations. An index built from a
+	// snapshot taken before a change must not be stored after the change
+	// invalidated the cache, or it would be served until the next change.
+	generation map[string]uint64
 }
 
 type cachedRoutes struct {
@@ -160,6 +164,7 @@ func (c *routeCache) invalidate(tenant string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.byTenant, tenant)
+	c.generation[tenant]++
 }
 
 // routeIndex returns the tenant's routing index as of now.
@@ -167,6 +172,7 @@ func (s *Service) routeIndex(tenant string) (*routing.Index, error) {
 	now := s.now()
 	s.routes.mu.Lock()
 	cached, ok := s.routes.byTenant[tenant]
+	generation := s.routes.generation[tenant]
 	s.routes.mu.Unlock()
 	if ok && (cached.validUntil.IsZero() || now.Before(cached.validUntil)) {
 		return cached.index, nil
@@ -204,7 +210,9 @@ func (s *Service) routeIndex(tenant string) (*routing.Index, error) {
 		return nil, err
 	}
 	s.routes.mu.Lock()
-	s.routes.byTenant[tenant] = built
+	if s.routes.generation[tenant] == generation {
+		s.routes.byTenant[tenant] = built
+	}
 	s.routes.mu.Unlock()
 	return built.index, nil
 }
