@@ -28,9 +28,6 @@ const Domain = "lethe.dev"
 const (
 	// ReasonNotFound: the named object does not exist for the tenant.
 	ReasonNotFound = "NOT_FOUND"
-	// ReasonRequestIDReused: a request id was used before with a different
-	// request body.
-	ReasonRequestIDReused = "REQUEST_ID_REUSED"
 	// ReasonBacklogFull: the event backlog passed its bound; retry later.
 	ReasonBacklogFull = "BACKLOG_FULL"
 	// ReasonPermissionDenied: the caller may not call this method for this

@@ -210,12 +210,9 @@ func (o *Outbox) ResendTx(ctx context.Context, tx *bolt.Tx, ev *eventsv1.Event, 
 	return o.stageTx(ctx, tx, ev, fmt.Sprintf("%s~%d", ev.Id, attempt))
 }
 
-// ReasonBacklogFull is the ErrorInfo reason of a refusal for a full backlog.
-const ReasonBacklogFull = apierror.ReasonBacklogFull
-
 func (o *Outbox) admit() error {
 	if o.depth.Load() >= int64(o.cfg.MaxBacklog) {
-		return apierror.Unavailable(ReasonBacklogFull,
+		return apierror.Unavailable(apierror.ReasonBacklogFull,
 			fmt.Sprintf("%d events wait for the event stream; retry later", o.cfg.MaxBacklog), o.cfg.RetryAfter)
 	}
 	return nil
