@@ -131,6 +131,15 @@ type Config struct {
 	// run in a shared transaction it may run more than once (a batch whose
 	// other member failed is retried): it must write only through tx.
 	OnCauseComplete func(tx *bolt.Tx, tenantID string, cause *commonv1.Cause, tasks []Task) error
+	// OnTaskFinal, when set, runs in the transaction that made a task
+	// final, once per task, with its outcome: an owner that counts answers
+	// or acts on one (a "retained until" answer) does it here, exactly once
+	// per task. The same rules as for OnCauseComplete apply.
+	//
+	// An owner whose causes have very many tasks (a retention rule) should
+	// set only this hook: without OnCauseComplete, closing a task does not
+	// read the other tasks of its cause.
+	OnTaskFinal func(tx *bolt.Tx, task Task, outcome *eventsv1.Outcome) error
 	// Workers is how many outcomes are recorded at once; 64 by default.
 	// Outcomes recorded together share one commit (the store's group
 	// commit), so workers multiply throughput rather than contention.
@@ -326,6 +335,14 @@ func (t *Tracker) closeTx(tx *bolt.Tx, eventID, systemID string, resolution Reso
 			attribute.String("resolution", string(resolution)),
 			attribute.String("outcome", outcome.GetKind().String())))
 	})
+	if t.cfg.OnTaskFinal != nil {
+		if err := t.cfg.OnTaskFinal(tx, task, outcome); err != nil {
+			return false, err
+		}
+	}
+	if t.cfg.OnCauseComplete == nil {
+		return true, nil
+	}
 	cause := &commonv1.Cause{Kind: task.CauseKind, Id: task.CauseID}
 	all, err := causeTasksTx(tx, task.TenantID, cause)
 	if err != nil {

@@ -31,7 +31,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // in the transaction that completed it, as an owner's state would be.
 var bucketCompleted = store.Bucket("completed")
 
-var schema = store.Schema{Service: "taskstest", Version: 1, Buckets: []store.Bucket{bucketCompleted}}
+// bucketFinal records each task made final, written by OnTaskFinal.
+var bucketFinal = store.Bucket("final")
+
+var schema = store.Schema{Service: "taskstest", Version: 1, Buckets: []store.Bucket{bucketCompleted, bucketFinal}}
 
 type fixture struct {
 	db      *store.DB
@@ -89,6 +92,14 @@ func startWith(t testing.TB, opts options) *fixture {
 				tx.OnCommit(func() { opts.onComplete(cause.Id) })
 			}
 			return b.Put(k, []byte(strings.Join(summary, ",")))
+		},
+		OnTaskFinal: func(tx *bolt.Tx, task tasks.Task, o *eventsv1.Outcome) error {
+			b := store.BucketTx(tx, bucketFinal)
+			k := []byte(task.EventID + "/" + task.SystemID)
+			if b.Get(k) != nil {
+				return fmt.Errorf("task %s made final twice", k)
+			}
+			return b.Put(k, []byte(strings.TrimPrefix(o.GetKind().String(), "OUTCOME_KIND_")))
 		},
 	})
 	if err != nil {
@@ -225,6 +236,19 @@ func TestCauseCompletesWhenEverySystemAnswered(t *testing.T) {
 	f.answer(t, ev, "crm", "crm", eventsv1.OutcomeKind_OUTCOME_KIND_ERASED)
 	if err := f.tracker.RecordOutcome(manual); err != nil {
 		t.Fatal(err)
+	}
+	f.waitTask(t, ev.Id, "crm", tasks.StateFinal)
+	var finals []string
+	if err := f.db.View(func(tx *bolt.Tx) error {
+		return store.BucketTx(tx, bucketFinal).ForEach(func(k, v []byte) error {
+			finals = append(finals, strings.TrimPrefix(string(k), ev.Id+"/")+"="+string(v))
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(finals, ","), "billing=RETAINED,carrier=NOT_FOUND,crm=ERASED"; got != want {
+		t.Fatalf("OnTaskFinal saw %q, want each task once: %q", got, want)
 	}
 	unknown := &eventsv1.Outcome{EventId: "no-such-event", SystemId: "crm"}
 	if err := f.tracker.RecordOutcome(unknown); err != tasks.ErrNoSuchTask {
