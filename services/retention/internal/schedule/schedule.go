@@ -7,27 +7,41 @@
 // carrying an opaque payload; the scheduler knows only its due time. Two
 // buckets hold the state:
 //
-//   - BucketItems maps key → format, due time, payload: every tracked item.
-//   - BucketDue maps store.TimeKey(due) + key → nothing: the scheduled items
-//     in due order, so that finding the due ones reads the head of the
-//     index and nothing else.
+//   - BucketItems maps key → format, due time, indexed time, payload: every
+//     tracked item.
+//   - BucketDue maps store.TimeKey(indexed) + key → nothing: the scheduled
+//     items in the order a sweep reaches them, so that finding the due ones
+//     reads the head of the index and nothing else.
 //
-// An item is scheduled exactly when BucketDue holds its entry. Firing an
-// item deletes that entry and leaves the item's record as it was, so a
-// sweep writes only to the contiguous head of the index: its cost follows
-// the number of due items, not of tracked ones, and not even the scattered
-// pages of the items bucket are rewritten. An item that has fired, or was
-// set with a zero due time, stays tracked and reports a zero due time until
-// SetTx schedules it again: the retention service keeps a subject's clock
-// after a purge so that a later signal can re-arm it.
+// An item is scheduled exactly when BucketDue holds its entry at the time its
+// record says it is indexed at. Its due time is the record's, and it is never
+// indexed later than it is due: the index may lag behind the record, but
+// only ever early. That lag is what makes activity signals cheap. A signal
+// moves an item's due time later; SetTx then rewrites only the item's record
+// and leaves its entry where it is, so a signal rewrites the item's leaf of
+// the items bucket (and the branches above it) and no page of the index.
+// When a sweep reaches an entry whose item is not yet due, it moves the entry
+// to the item's due time, once, however many signals moved the item in
+// between. Moving an item earlier, or scheduling it anew, indexes it at its
+// due time at once, so no sweep can reach an item after it is due.
+//
+// Firing an item deletes its entry and leaves its record as it was, so a
+// sweep of due items writes only to the contiguous head of the index: its
+// cost follows the number of due items, not of tracked ones, and not even the
+// scattered pages of the items bucket are rewritten. An item that has fired,
+// or was set with a zero due time, stays tracked and reports a zero due time
+// until SetTx schedules it again: the retention service keeps a subject's
+// clock after a purge so that a later signal can re-arm it.
 //
 // Methods whose names end in Tx run in the caller's transaction, so that a
 // signal and the due time it moves, or a purge directive and the firing that
 // issued it, commit together or not at all. That is what lets a sweep
-// survive a crash: every item fires in the transaction that removes it from
-// the index, so after a restart an item has either fired and left the index,
-// or neither, and is fired by the next sweep. Nothing fires twice and
-// nothing is missed.
+// survive a crash: every item fires in the transaction that removes its
+// entry from the index, and every entry moves in the transaction that
+// rewrites the record saying where it is, so after a restart an item has
+// either fired and left the index, or neither, and is fired by the next
+// sweep; a move half done is rolled back whole and done again. Nothing fires
+// twice and nothing is missed.
 //
 // The scheduler never reads the clock: Sweep is given the time, so that the
 // service drives it from its injected clock.Clock and tests move time
@@ -49,12 +63,12 @@ import (
 
 // The scheduler's buckets, which the service lists in its store.Schema.
 var (
-	// BucketItems maps an item's key → format(1) due(8) payload: every
-	// tracked item, scheduled or not.
+	// BucketItems maps an item's key → format(1) due(8) indexed(8)
+	// payload: every tracked item, scheduled or not.
 	BucketItems = store.Bucket("retention.schedule_items")
 
-	// BucketDue maps store.TimeKey(due) + key → nothing: the scheduled
-	// items in due order, then key order.
+	// BucketDue maps store.TimeKey(indexed) + key → nothing: the scheduled
+	// items in the order a sweep reaches them, by indexed time, then key.
 	BucketDue = store.Bucket("retention.schedule_due")
 )
 
@@ -84,13 +98,20 @@ type Scheduler struct {
 // Sweep uses db; the Tx methods use the caller's transaction.
 func New(db *store.DB) *Scheduler { return &Scheduler{db: db} }
 
-// SetTx creates the item key or replaces its due time and payload, removing
-// its old index entry so that an item is never scheduled twice. A zero due
-// tracks the item without scheduling it. A due before 1970 is stored as the
-// first instant of 1970 and one after 2262 as the last instant
-// store.TimeKey represents: both are still in the right order, and GetTx
-// reports what was stored. SetTx keeps neither key nor payload: the caller
-// may reuse them once tx ends.
+// SetTx creates the item key or replaces its due time and payload. An item
+// is never scheduled twice: if it is scheduled and the new due time is not
+// before where it is indexed, as when activity pushes it later, its index
+// entry stays where it is and only its record is rewritten (see the package
+// comment); otherwise its old entry, if any, is removed and it is indexed at
+// the new due time.
+//
+// A zero due tracks the item without scheduling it, and removes its entry at
+// once rather than leaving it for a sweep, so that GetTx and Between need
+// not tell a held item from a scheduled one by anything but its record. A
+// due before 1970 is stored as the first instant of 1970 and one after 2262
+// as the last instant store.TimeKey represents: both are still in the right
+// order, and GetTx reports what was stored. SetTx keeps neither key nor
+// payload: the caller may reuse them once tx ends.
 //
 // Under store.DB.Batch, SetTx is idempotent: running it twice leaves what
 // running it once does.
@@ -99,19 +120,29 @@ func (s *Scheduler) SetTx(tx *bbolt.Tx, key []byte, due time.Time, payload []byt
 		return err
 	}
 	items, index := store.BucketTx(tx, BucketItems), store.BucketTx(tx, BucketDue)
-	if err := unindexTx(items, index, key); err != nil {
+	at := encodeDue(due)
+	indexed, err := indexedTx(items, index, key)
+	if err != nil {
 		return err
 	}
-	at := encodeDue(due)
+	// Lazily, when the entry may stay: it is never after the due time.
+	keep := indexed != unscheduled && at != unscheduled && at >= indexed
+	if !keep {
+		if indexed != unscheduled {
+			if err := index.Delete(indexKey(indexed, key)); err != nil {
+				return fmt.Errorf("schedule: %w", err)
+			}
+		}
+		indexed = at
+		if at != unscheduled {
+			if err := index.Put(indexKey(at, key), entryValue); err != nil {
+				return fmt.Errorf("schedule: %w", err)
+			}
+		}
+	}
 	// bbolt keeps the slices passed to Put until the transaction ends, so
 	// both are fresh copies, never the caller's.
-	if err := items.Put(bytes.Clone(key), encodeItem(at, payload)); err != nil {
-		return fmt.Errorf("schedule: %w", err)
-	}
-	if at == unscheduled {
-		return nil
-	}
-	if err := index.Put(indexKey(at, key), nil); err != nil {
+	if err := items.Put(bytes.Clone(key), encodeItem(at, indexed, payload)); err != nil {
 		return fmt.Errorf("schedule: %w", err)
 	}
 	return nil
@@ -124,8 +155,20 @@ func (s *Scheduler) CancelTx(tx *bbolt.Tx, key []byte) error {
 		return err
 	}
 	items, index := store.BucketTx(tx, BucketItems), store.BucketTx(tx, BucketDue)
-	if err := unindexTx(items, index, key); err != nil {
-		return err
+	v := items.Get(key)
+	if v == nil {
+		return nil
+	}
+	_, indexed, _, err := decodeItem(v)
+	if err != nil {
+		return fmt.Errorf("schedule: item %q: %w", key, err)
+	}
+	if indexed != unscheduled {
+		// A fired item has no entry left; deleting a missing key is a
+		// no-op.
+		if err := index.Delete(indexKey(indexed, key)); err != nil {
+			return fmt.Errorf("schedule: %w", err)
+		}
 	}
 	if err := items.Delete(key); err != nil {
 		return fmt.Errorf("schedule: %w", err)
@@ -135,7 +178,8 @@ func (s *Scheduler) CancelTx(tx *bbolt.Tx, key []byte) error {
 
 // GetTx returns the item key. ok is false if it is not tracked. due is zero
 // if the item is tracked but not scheduled: set with a zero due, or fired.
-// The payload is a copy, the caller's to keep.
+// Otherwise it is the item's due time, even if its index entry lags behind
+// it. The payload is a copy, the caller's to keep.
 func (s *Scheduler) GetTx(tx *bbolt.Tx, key []byte) (due time.Time, payload []byte, ok bool, err error) {
 	if err := checkKey(key); err != nil {
 		return time.Time{}, nil, false, err
@@ -144,13 +188,13 @@ func (s *Scheduler) GetTx(tx *bbolt.Tx, key []byte) (due time.Time, payload []by
 	if v == nil {
 		return time.Time{}, nil, false, nil
 	}
-	at, payload, err := decodeItem(v)
+	at, indexed, payload, err := decodeItem(v)
 	if err != nil {
 		return time.Time{}, nil, false, fmt.Errorf("schedule: item %q: %w", key, err)
 	}
-	// A fired item keeps its last due time in its record (see the package
-	// comment); the index says whether it is still scheduled.
-	if at != unscheduled && store.BucketTx(tx, BucketDue).Get(indexKey(at, key)) == nil {
+	// A fired item keeps its last due and indexed times in its record (see
+	// the package comment); the index says whether it is still scheduled.
+	if at != unscheduled && !hasEntry(store.BucketTx(tx, BucketDue), indexKey(indexed, key)) {
 		at = unscheduled
 	}
 	return decodeDue(at), bytes.Clone(payload), true, nil
@@ -163,9 +207,14 @@ func (s *Scheduler) Len(tx *bbolt.Tx) int {
 	return store.BucketTx(tx, BucketItems).Stats().KeyN
 }
 
-// NextDueTx returns the earliest due time of a scheduled item, and false if
-// none is scheduled, so that the service can sleep until then instead of
-// polling. It reads one index entry.
+// NextDueTx returns a time no later than the earliest due time of a
+// scheduled item, and false if none is scheduled, so that the service can
+// sleep until then instead of polling. It reads one index entry, the first,
+// and returns the time the item is indexed at: usually its due time, but
+// earlier if a signal has since moved the item later (see the package
+// comment). A caller woken that early sweeps and finds nothing due, which
+// is harmless: that sweep moves the entry to the item's due time, and
+// NextDueTx then reports a later time.
 func (s *Scheduler) NextDueTx(tx *bbolt.Tx) (time.Time, bool, error) {
 	k, _ := store.BucketTx(tx, BucketDue).Cursor().First()
 	if k == nil {
@@ -178,30 +227,44 @@ func (s *Scheduler) NextDueTx(tx *bbolt.Tx) (time.Time, bool, error) {
 	return decodeDue(at), true, nil
 }
 
-// Between calls fn for each item scheduled from from to until, both
-// included, in due order and then key order, so that Between(tx, time.Time{},
-// now, fn) previews exactly what Sweep(now, …) would fire. An error from fn
-// stops the walk and is returned as it is. key and payload are valid only
-// until fn returns, and fn must not write to the scheduler's buckets.
+// Between calls fn for each item scheduled with a due time from from to
+// until, both included, so that Between(tx, time.Time{}, now, fn) previews
+// exactly what Sweep(now, …) would fire, and in the same order. That order
+// is the index's: by the time each item is indexed at, then by key. It is
+// due order, except that an item whose due time was moved later comes where
+// it was indexed, ahead of items due between then and its due time; a
+// caller that needs strict due order sorts what it gets.
+//
+// Because an item may be indexed before its due time, Between reads every
+// index entry up to until, not only those from from: that costs little, for
+// a sweep keeps the entries before now few, but a from far in the future
+// does not make Between cheaper.
+//
+// An error from fn stops the walk and is returned as it is. key and payload
+// are valid only until fn returns, and fn must not write to the scheduler's
+// buckets.
 func (s *Scheduler) Between(tx *bbolt.Tx, from, until time.Time, fn func(key []byte, due time.Time, payload []byte) error) error {
 	items, index := store.BucketTx(tx, BucketItems), store.BucketTx(tx, BucketDue)
 	// TimeKey, not encodeDue: a zero from means the beginning of time, not
 	// "unscheduled".
-	last := store.KeyUint64(store.TimeKey(until))
+	first, last := store.KeyUint64(store.TimeKey(from)), store.KeyUint64(store.TimeKey(until))
+	if first > last {
+		return nil
+	}
 	c := index.Cursor()
-	for k, _ := c.Seek(store.TimeKey(from)); k != nil; k, _ = c.Next() {
-		at, key, err := splitIndexKey(k)
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		indexed, key, err := splitIndexKey(k)
 		if err != nil {
 			return err
 		}
-		if at > last {
+		if indexed > last {
 			return nil
 		}
-		payload, ok, err := scheduledTx(items, at, key)
+		at, payload, ok, err := scheduledTx(items, indexed, key)
 		if err != nil {
 			return err
 		}
-		if !ok {
+		if !ok || at < first || at > last {
 			continue
 		}
 		if err := fn(key, decodeDue(at), payload); err != nil {
@@ -211,9 +274,9 @@ func (s *Scheduler) Between(tx *bbolt.Tx, from, until time.Time, fn func(key []b
 	return nil
 }
 
-// Sweep fires every item due at now (due ≤ now), in due order, in write
-// transactions of at most limit items each, until none is due. Each item
-// fires in the transaction that removes it from the index: fire gets that
+// Sweep fires every item due at now (due ≤ now), in write transactions of
+// at most limit index entries each, until none is due. Each item fires in
+// the transaction that removes it from the index: fire gets that
 // transaction, and whatever it writes there (the purge directive, its
 // outbox event) commits with the removal or not at all. An item that fires
 // stays tracked and unscheduled unless fire moves or cancels it with SetTx
@@ -221,12 +284,19 @@ func (s *Scheduler) Between(tx *bbolt.Tx, from, until time.Time, fn func(key []b
 // this Sweep. key and payload are valid only until fire returns and must not
 // be modified.
 //
+// Items fire in the order Between reports them: by the time they are
+// indexed at, then by key, which is due order except for items whose due
+// time was moved later after they were indexed. On the way, Sweep moves the
+// entry of each item indexed by now but not yet due to its due time; such a
+// move counts toward limit but not toward fired.
+//
 // An error from fire rolls back its transaction, so none of that
 // transaction's items leaves the index, and Sweep returns the error,
 // wrapped. fired counts the items of the transactions that committed.
 //
-// A sweep reads the due index entries, one more, and the due items: its cost
-// does not grow with the items tracked beyond the depth of the B+trees.
+// A sweep reads the index entries up to now, one more, and their items: its
+// cost does not grow with the items tracked beyond the depth of the
+// B+trees.
 func (s *Scheduler) Sweep(now time.Time, limit int, fire func(tx *bbolt.Tx, key []byte, due time.Time, payload []byte) error) (fired int, err error) {
 	if limit <= 0 {
 		return 0, fmt.Errorf("schedule: sweep limit %d is not positive", limit)
@@ -251,9 +321,10 @@ func (s *Scheduler) Sweep(now time.Time, limit int, fire func(tx *bbolt.Tx, key 
 
 // SweepTx is one transaction of Sweep, for a caller that runs its own loop,
 // such as one that stops between transactions when its context ends. It
-// fires up to limit items due at now and reports more if there may be
-// others. On error, tx must be rolled back: some items may have left the
-// index already.
+// handles up to limit index entries up to now, firing the items that are
+// due and moving the others to their due times, and reports more if there
+// may be others. On error, tx must be rolled back: some items may have left
+// the index already.
 func (s *Scheduler) SweepTx(tx *bbolt.Tx, now time.Time, limit int, fire func(tx *bbolt.Tx, key []byte, due time.Time, payload []byte) error) (fired int, more bool, err error) {
 	if limit <= 0 {
 		return 0, false, fmt.Errorf("schedule: sweep limit %d is not positive", limit)
@@ -266,30 +337,30 @@ func (s *Scheduler) SweepTx(tx *bbolt.Tx, now time.Time, limit int, fire func(tx
 	// Collected first: deleting under a bbolt cursor can skip entries, and
 	// fire may write to the index.
 	last := store.KeyUint64(store.TimeKey(now))
-	due := make([][]byte, 0, min(limit, 256))
+	entries := make([][]byte, 0, min(limit, 256))
 	c := index.Cursor()
-	for k, _ := c.First(); k != nil && len(due) < limit; k, _ = c.Next() {
-		at, _, err := splitIndexKey(k)
+	for k, _ := c.First(); k != nil && len(entries) < limit; k, _ = c.Next() {
+		indexed, _, err := splitIndexKey(k)
 		if err != nil {
 			return 0, false, err
 		}
-		if at > last {
+		if indexed > last {
 			break
 		}
-		due = append(due, bytes.Clone(k))
+		entries = append(entries, bytes.Clone(k))
 	}
 
-	for _, k := range due {
+	for _, k := range entries {
 		// An earlier fire in this transaction may have moved or cancelled
 		// this item, taking its entry with it; then it is not due now.
-		if index.Get(k) == nil {
+		if !hasEntry(index, k) {
 			continue
 		}
 		if err := index.Delete(k); err != nil {
 			return 0, false, fmt.Errorf("schedule: %w", err)
 		}
-		at, key, _ := splitIndexKey(k)
-		payload, ok, err := scheduledTx(items, at, key)
+		indexed, key, _ := splitIndexKey(k)
+		at, payload, ok, err := scheduledTx(items, indexed, key)
 		if err != nil {
 			return 0, false, err
 		}
@@ -297,51 +368,75 @@ func (s *Scheduler) SweepTx(tx *bbolt.Tx, now time.Time, limit int, fire func(tx
 			// A stray entry, deleted above without firing anything.
 			continue
 		}
+		if at > last {
+			// Moved later since it was indexed: index it where it is
+			// due now, in the transaction that rewrites its record to
+			// say so.
+			if err := index.Put(indexKey(at, key), entryValue); err != nil {
+				return 0, false, fmt.Errorf("schedule: %w", err)
+			}
+			if err := items.Put(bytes.Clone(key), encodeItem(at, at, payload)); err != nil {
+				return 0, false, fmt.Errorf("schedule: %w", err)
+			}
+			continue
+		}
 		// The entry is deleted before fire runs, so that fire can
-		// re-schedule the item, even at the same time, with SetTx.
+		// re-schedule the item, even at the same time, with SetTx. The
+		// record stays as it is: without its entry it is unscheduled.
 		if err := fire(tx, key, decodeDue(at), payload); err != nil {
 			return 0, false, fmt.Errorf("schedule: fire %q: %w", key, err)
 		}
 		fired++
 	}
-	return fired, len(due) == limit, nil
+	return fired, len(entries) == limit, nil
 }
 
-// unindexTx removes the index entry of the item key, if any.
-func unindexTx(items, index *bbolt.Bucket, key []byte) error {
+// indexedTx returns the time the item key is indexed at, or unscheduled if
+// it is not tracked or not scheduled.
+func indexedTx(items, index *bbolt.Bucket, key []byte) (uint64, error) {
 	v := items.Get(key)
 	if v == nil {
-		return nil
+		return unscheduled, nil
 	}
-	at, _, err := decodeItem(v)
+	_, indexed, _, err := decodeItem(v)
 	if err != nil {
-		return fmt.Errorf("schedule: item %q: %w", key, err)
+		return 0, fmt.Errorf("schedule: item %q: %w", key, err)
 	}
-	if at == unscheduled {
-		return nil
+	if indexed == unscheduled || !hasEntry(index, indexKey(indexed, key)) {
+		// Set with a zero due, or fired.
+		return unscheduled, nil
 	}
-	// A fired item has no entry left; deleting a missing key is a no-op.
-	if err := index.Delete(indexKey(at, key)); err != nil {
-		return fmt.Errorf("schedule: %w", err)
-	}
-	return nil
+	return indexed, nil
 }
 
-// scheduledTx returns the payload of the item that the index entry (at, key)
-// schedules, and false if the entry is stray: its item is gone or due at
-// another time. SetTx and CancelTx never leave such entries; checking anyway
-// means that one could never fire an item early.
-func scheduledTx(items *bbolt.Bucket, at uint64, key []byte) (payload []byte, ok bool, err error) {
+// scheduledTx returns the due time and payload of the item that the index
+// entry (indexed, key) schedules, and false if the entry is stray: its item
+// is gone, or indexed elsewhere. SetTx and CancelTx never leave such
+// entries; checking anyway means that one could never fire an item early.
+// The payload aliases the record.
+func scheduledTx(items *bbolt.Bucket, indexed uint64, key []byte) (at uint64, payload []byte, ok bool, err error) {
 	v := items.Get(key)
 	if v == nil {
-		return nil, false, nil
+		return 0, nil, false, nil
 	}
-	stored, payload, err := decodeItem(v)
+	at, stored, payload, err := decodeItem(v)
 	if err != nil {
-		return nil, false, fmt.Errorf("schedule: item %q: %w", key, err)
+		return 0, nil, false, fmt.Errorf("schedule: item %q: %w", key, err)
 	}
-	return payload, stored == at, nil
+	return at, payload, stored == indexed && at != unscheduled && at >= indexed, nil
 }
+
+// hasEntry reports whether the index holds the entry k. It compares keys
+// rather than asking Get for a non-nil value: bbolt's Get returns nil, in
+// the transaction that wrote it, for a key put with a nil value.
+func hasEntry(index *bbolt.Bucket, k []byte) bool {
+	found, _ := index.Cursor().Seek(k)
+	return bytes.Equal(found, k)
+}
+
+// entryValue is the value of every index entry: empty, and not nil, so that
+// bbolt's Get tells an entry from its absence in any transaction.
+var entryValue = []byte{}
 
 func checkKey(key []byte) error {
 	if len(key) == 0 || len(key) > MaxKeyLen {
@@ -373,14 +468,14 @@ func decodeDue(at uint64) time.Time {
 	return time.Unix(0, int64(at)).UTC()
 }
 
-// indexKey orders index entries by due time, then by item key.
-func indexKey(at uint64, key []byte) []byte {
-	return append(binary.BigEndian.AppendUint64(make([]byte, 0, timeLen+len(key)), at), key...)
+// indexKey orders index entries by indexed time, then by item key.
+func indexKey(indexed uint64, key []byte) []byte {
+	return append(binary.BigEndian.AppendUint64(make([]byte, 0, timeLen+len(key)), indexed), key...)
 }
 
-// splitIndexKey returns the due time and item key of an index entry; key
+// splitIndexKey returns the indexed time and item key of an index entry; key
 // aliases k.
-func splitIndexKey(k []byte) (at uint64, key []byte, err error) {
+func splitIndexKey(k []byte) (indexed uint64, key []byte, err error) {
 	if len(k) <= timeLen {
 		return 0, nil, fmt.Errorf("schedule: corrupt due index key %x", k)
 	}
@@ -389,32 +484,36 @@ func splitIndexKey(k []byte) (at uint64, key []byte, err error) {
 
 // An item is encoded as
 //
-//	format(1) due(8) payload(rest)
+//	format(1) due(8) indexed(8) payload(rest)
 //
-// with the due time big-endian, unscheduled for none. The format byte lets a
-// later version change the layout and still read what this one wrote.
+// with both times big-endian, unscheduled for none. indexed is where the
+// item's index entry is, or was before it fired; unscheduled if it was set
+// with a zero due. The format byte lets a later version change the layout
+// and still read what this one wrote. Format 1, without indexed, never
+// shipped and is not read.
 const (
-	formatV1      = 1
-	itemHeaderLen = 1 + timeLen
+	formatV2      = 2
+	itemHeaderLen = 1 + 2*timeLen
 )
 
-func encodeItem(at uint64, payload []byte) []byte {
+func encodeItem(at, indexed uint64, payload []byte) []byte {
 	buf := make([]byte, itemHeaderLen, itemHeaderLen+len(payload))
-	buf[0] = formatV1
+	buf[0] = formatV2
 	binary.BigEndian.PutUint64(buf[1:], at)
+	binary.BigEndian.PutUint64(buf[1+timeLen:], indexed)
 	return append(buf, payload...)
 }
 
 // decodeItem parses an encoded item. The payload aliases v.
-func decodeItem(v []byte) (at uint64, payload []byte, err error) {
+func decodeItem(v []byte) (at, indexed uint64, payload []byte, err error) {
 	if len(v) == 0 {
-		return 0, nil, errors.New("empty record")
+		return 0, 0, nil, errors.New("empty record")
 	}
-	if v[0] != formatV1 {
-		return 0, nil, fmt.Errorf("unknown record format %d", v[0])
+	if v[0] != formatV2 {
+		return 0, 0, nil, fmt.Errorf("unknown record format %d", v[0])
 	}
 	if len(v) < itemHeaderLen {
-		return 0, nil, fmt.Errorf("record truncated to %d bytes", len(v))
+		return 0, 0, nil, fmt.Errorf("record truncated to %d bytes", len(v))
 	}
-	return binary.BigEndian.Uint64(v[1:]), v[itemHeaderLen:], nil
+	return binary.BigEndian.Uint64(v[1:]), binary.BigEndian.Uint64(v[1+timeLen:]), v[itemHeaderLen:], nil
 }
