@@ -408,6 +408,21 @@ func (t *Tracker) RecordOutcome(o *eventsv1.Outcome) error {
 	})
 }
 
+// RecordOutcomeTx is RecordOutcome in the caller's transaction, so that an
+// owner records an operator's answer (or a system's gRPC submission) with
+// its own state change, idempotency record and audit entry. It reports
+// whether the task became final now: false for a task final already.
+func (t *Tracker) RecordOutcomeTx(tx *bolt.Tx, o *eventsv1.Outcome) (bool, error) {
+	_, ok, err := getTx(tx, o.GetEventId(), o.GetSystemId())
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		return false, ErrNoSuchTask
+	}
+	return t.closeTx(tx, o.GetEventId(), o.GetSystemId(), ResolutionReported, o)
+}
+
 // CloseSystemTx makes every open task of a removed system final, with a
 // NOT_APPLICABLE outcome that says why, in the caller's transaction.
 func (t *Tracker) CloseSystemTx(tx *bolt.Tx, tenant, systemID string) error {

@@ -1,12 +1,42 @@
-// Package dsar is Lethe's dsar service. It handles data-subject requests under GDPR Articles 15 to 22: every right as a request with a lifecycle, identity verification and deadlines, whose directives complete only when every system has answered.
+// Package dsar is Lethe's DSAR service. It handles data-subject requests
+// under GDPR Articles 15 to 22: every right as a request with a lifecycle,
+// identity verification and deadlines (statutory and the tenant's SLA kept
+// apart). Erasure, rectification and access are directives it publishes
+// through its outbox and tracks per system until each has answered, after
+// asking the retention service which legal holds apply; objection,
+// restriction and consent withdrawal it applies through the consent
+// service with the request as their cause, and follows that propagation to
+// completion. Access and portability answers are assembled into one JSON
+// package; every closed request yields a receipt on a hash-chained log.
 //
-// The service owns one bbolt file, dsar.db, in the data folder. Until its API
-// is built it reports DsarService in health and serves no method.
+// Identifiers (e-mail, phone, name, address) and corrected values reach
+// systems only by claim check (GetIdentifiers), never on the stream. They
+// are stored sealed under a per-request key kept in a separate slot file
+// (see keyring), which is overwritten when the request is closed and
+// answered, so nothing in Lethe's files can recover them afterwards.
+//
+// The service owns dsar.db and dsar.keys in the data folder.
 package dsar
 
 import (
+	"context"
+	"errors"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc"
+
+	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
+	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
+	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
+	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+	"github.com/lethe-privacy/lethe/platform/registryclient"
+	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/tasks"
+	"github.com/lethe-privacy/lethe/platform/tenants"
 )
 
 // ServiceName is the gRPC service's full name, under which it reports
@@ -16,13 +46,242 @@ const ServiceName = "lethe.dsar.v1.DsarService"
 // DefaultAddr is the gRPC address the dsar deployable listens on by default.
 const DefaultAddr = "127.0.0.1:7402"
 
-// schema is the layout of dsar.db.
-var schema = store.Schema{Service: "dsar", Version: 1}
-
-// Factory builds the dsar service for a host.
+// Factory builds the dsar service for a host. In lethe dev one address
+// serves all four services, so the registry connection reaches the
+// consent and retention services too.
 var Factory = service.Factory{
 	Name: "dsar",
-	New: func(deps service.Deps) (service.Service, error) {
-		return service.NewHealthOnly(deps, schema, ServiceName)
-	},
+	New:  func(deps service.Deps) (service.Service, error) { return New(deps, Options{}) },
+}
+
+// Options tune the service; zero values are production defaults.
+type Options struct {
+	// Consent and Retention reach those services; deps.Registry when nil
+	// (lethe dev serves every service on one address).
+	Consent   grpc.ClientConnInterface
+	Retention grpc.ClientConnInterface
+	// Channel sends one-time codes. Without one, identity can only be
+	// attested (AttestIdentity); StartVerification is refused.
+	Channel Channel
+	// CodeTTL is how long a one-time code is valid; 15 minutes by default.
+	CodeTTL time.Duration
+	// CodeAttempts is how many tries one code allows; 5 by default.
+	CodeAttempts int
+	// MaxCodes is how many codes one request may be sent; 3 by default.
+	// When the last one's attempts are spent the request is rejected.
+	MaxCodes int
+	// ResendAfter is how long a system may leave a directive unanswered
+	// before it is re-sent and its task flagged stalled; one hour by
+	// default.
+	ResendAfter time.Duration
+	// SweepEvery is how often undispatched requests are retried, consent
+	// propagation followed and expired packages destroyed; five seconds by
+	// default.
+	SweepEvery time.Duration
+	// PackageTTL is how long an access package stays downloadable when its
+	// delivery is never confirmed; 30 days by default.
+	PackageTTL time.Duration
+}
+
+func (o *Options) complete(deps service.Deps) {
+	if o.Consent == nil {
+		o.Consent = deps.Registry
+	}
+	if o.Retention == nil {
+		o.Retention = deps.Registry
+	}
+	if o.CodeTTL <= 0 {
+		o.CodeTTL = 15 * time.Minute
+	}
+	if o.CodeAttempts <= 0 {
+		o.CodeAttempts = 5
+	}
+	if o.MaxCodes <= 0 {
+		o.MaxCodes = 3
+	}
+	if o.SweepEvery <= 0 {
+		o.SweepEvery = 5 * time.Second
+	}
+	if o.PackageTTL <= 0 {
+		o.PackageTTL = 30 * 24 * time.Hour
+	}
+}
+
+// Service implements lethe.dsar.v1.DsarService.
+type Service struct {
+	dsarv1.UnimplementedDsarServiceServer
+	*service.Base
+	opts      Options
+	deps      service.Deps
+	tracker   *tasks.Tracker
+	tenants   *tenants.Directory
+	routes    *registryclient.Client
+	registry  registryv1.RegistryServiceClient
+	consent   consentv1.ConsentServiceClient
+	retention retentionv1.RetentionServiceClient
+	keys      *keyring
+	metrics   *metrics
+}
+
+// Buckets of dsar.db.
+var (
+	// bucketRequests: tenant, dsar id → Request (binary protobuf); what
+	// any caller may see, never identifiers.
+	bucketRequests = store.Bucket("requests")
+	// bucketSecrets: dsar id → secrets (JSON): the key's slot, the code
+	// hash, whether the request was fanned out.
+	bucketSecrets = store.Bucket("secrets")
+	// bucketSealed: dsar id → identifiers and corrections sealed under the
+	// request's key.
+	bucketSealed = store.Bucket("sealed")
+	// bucketSubmissions: dsar id, system id, sequence → a submitted record
+	// sealed under the request's key.
+	bucketSubmissions = store.Bucket("submissions")
+	// bucketPackages: dsar id, chunk number → the package sealed under the
+	// request's key.
+	bucketPackages = store.Bucket("packages")
+	// bucketPending: dsar id → tenant, for requests in progress whose
+	// fan-out has not committed yet (a failed call to a neighbour is
+	// retried by the sweep).
+	bucketPending = store.Bucket("pending")
+	// bucketFollowing: dsar id → tenant, for requests that wait for the
+	// consent service's propagation.
+	bucketFollowing = store.Bucket("following")
+	// bucketPackageExpiry: time, dsar id → nil: packages to destroy when
+	// their delivery was never confirmed.
+	bucketPackageExpiry = store.Bucket("package_expiry")
+	// bucketReceipts holds the hash chain of receipts.
+	bucketReceipts = store.Bucket("receipts")
+	// bucketReceiptIndex: dsar id → the receipt's sequence on the chain.
+	bucketReceiptIndex = store.Bucket("receipt_index")
+)
+
+// schema is the layout of dsar.db.
+var schema = store.Schema{Service: "dsar", Version: 1, Buckets: []store.Bucket{
+	bucketRequests, bucketSecrets, bucketSealed, bucketSubmissions, bucketPackages,
+	bucketPending, bucketFollowing, bucketPackageExpiry, bucketReceipts, bucketReceiptIndex,
+}}
+
+// New opens the DSAR service's store and key file.
+func New(deps service.Deps, opts Options) (*Service, error) {
+	opts.complete(deps)
+	base, err := service.OpenBase(deps, schema)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{Base: base, opts: opts, deps: deps,
+		tenants: tenants.New(base.DB, "dsar", "", base.Logger)}
+	if deps.Registry != nil {
+		s.routes = registryclient.New(deps.Registry)
+		s.registry = registryv1.NewRegistryServiceClient(deps.Registry)
+	}
+	if opts.Consent != nil {
+		s.consent = consentv1.NewConsentServiceClient(opts.Consent)
+	}
+	if opts.Retention != nil {
+		s.retention = retentionv1.NewRetentionServiceClient(opts.Retention)
+	}
+	s.tracker, err = tasks.New(base.DB, tasks.Config{
+		Owner: "dsar", Outbox: base.Outbox, Clock: base.Clock, ResendAfter: opts.ResendAfter,
+		Meter: base.Meter, Logger: base.Logger, OnCauseComplete: s.onCauseComplete,
+	})
+	if err == nil {
+		s.keys, err = openKeyring(filepath.Join(deps.DataDir, "dsar.keys"))
+	}
+	if err == nil {
+		err = s.reconcileKeys()
+	}
+	if err == nil {
+		s.metrics, err = newMetrics(s)
+	}
+	if err != nil {
+		if s.keys != nil {
+			err = errors.Join(err, s.keys.Close())
+		}
+		return nil, errors.Join(err, base.Close())
+	}
+	return s, nil
+}
+
+// reconcileKeys destroys keys that no open request names: a crash between
+// making a key and committing its request, or between closing a request
+// and destroying its key, leaves one behind.
+func (s *Service) reconcileKeys() error {
+	keep := map[int64]string{}
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		return store.BucketTx(tx, bucketSecrets).ForEach(func(_, v []byte) error {
+			sec, err := decodeSecrets(v)
+			if err == nil && sec.Key != nil {
+				keep[sec.Key.Slot] = string(sec.Key.Tag)
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return err
+	}
+	n, err := s.keys.Retain(func(r slotRef) bool { return keep[r.Slot] == string(r.Tag) })
+	if n > 0 {
+		s.Logger.Info("dsar: destroyed keys no open request names", "count", n)
+	}
+	return err
+}
+
+// Register serves the DSAR API on srv.
+func (s *Service) Register(srv *server.Server) {
+	srv.Register(&dsarv1.DsarService_ServiceDesc, s, s.ServeOptions()...)
+}
+
+// Close releases the store and the key file.
+func (s *Service) Close() error { return errors.Join(s.Base.Close(), s.keys.Close()) }
+
+// Run does the service's background work until ctx ends: the outbox relay,
+// following tenants and outcomes, and the sweep that retries fan-outs,
+// follows the consent service and destroys expired packages.
+func (s *Service) Run(ctx context.Context) error {
+	errs := make(chan error, 3)
+	go func() { errs <- s.Base.Run(ctx) }()
+	running := 1
+	if s.deps.JetStream != nil {
+		go func() { errs <- s.tenants.Run(ctx, s.deps.JetStream) }()
+		go func() { errs <- s.tracker.Run(ctx, s.deps.JetStream) }()
+		running += 2
+	}
+	ticker := time.NewTicker(s.opts.SweepEvery)
+	defer ticker.Stop()
+	var err error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case e := <-errs:
+			running--
+			if e != nil {
+				err = e
+				break loop
+			}
+		case <-ticker.C:
+			s.Sweep(ctx)
+		}
+	}
+	for ; running > 0; running-- {
+		err = errors.Join(err, <-errs)
+	}
+	return err
+}
+
+// Sweep retries fan-outs that failed, completes requests whose consent
+// propagation completed, and destroys packages whose delivery was never
+// confirmed in time. Run calls it every SweepEvery.
+func (s *Service) Sweep(ctx context.Context) {
+	if err := s.dispatchPending(ctx); err != nil && ctx.Err() == nil {
+		s.Logger.Warn("dsar: fan-out sweep", "error", err)
+	}
+	if err := s.followConsent(ctx); err != nil && ctx.Err() == nil {
+		s.Logger.Warn("dsar: following consent propagation", "error", err)
+	}
+	if err := s.expirePackages(); err != nil {
+		s.Logger.Warn("dsar: destroying expired packages", "error", err)
+	}
 }

@@ -6,9 +6,23 @@ replace (
 	github.com/lethe-privacy/lethe/gen/go => ../../gen/go
 	github.com/lethe-privacy/lethe/platform => ../../platform
 	github.com/lethe-privacy/lethe/sdk => ../../sdk
+	github.com/lethe-privacy/lethe/services/consent => ../consent
+	github.com/lethe-privacy/lethe/services/registry => ../registry
 )
 
-require github.com/lethe-privacy/lethe/platform v0.0.0-00010101000000-000000000000
+require (
+	github.com/lethe-privacy/lethe/gen/go v0.0.0-00010101000000-000000000000
+	github.com/lethe-privacy/lethe/platform v0.0.0-00010101000000-000000000000
+	github.com/lethe-privacy/lethe/sdk v0.0.0-00010101000000-000000000000
+	github.com/lethe-privacy/lethe/services/consent v0.0.0-00010101000000-000000000000
+	github.com/lethe-privacy/lethe/services/registry v0.0.0-00010101000000-000000000000
+	go.etcd.io/bbolt v1.5.0
+	go.opentelemetry.io/otel v1.47.0
+	go.opentelemetry.io/otel/metric v1.47.0
+	go.uber.org/goleak v1.3.0
+	google.golang.org/grpc v1.85.0
+	google.golang.org/protobuf v1.36.12
+)
 
 require (
 	buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go v1.36.12-20260825204119-511051f7f437.1 // indirect
@@ -26,8 +40,6 @@ require (
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
-	github.com/lethe-privacy/lethe/gen/go v0.0.0-00010101000000-000000000000 // indirect
-	github.com/lethe-privacy/lethe/sdk v0.0.0-00010101000000-000000000000 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
@@ -40,15 +52,12 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/otlptranslator v1.0.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
-	go.etcd.io/bbolt v1.5.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc v0.72.0 // indirect
-	go.opentelemetry.io/otel v1.47.0 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace v1.47.0 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc v1.47.0 // indirect
 	go.opentelemetry.io/otel/exporters/prometheus v0.69.0 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
-	go.opentelemetry.io/otel/metric v1.47.0 // indirect
 	go.opentelemetry.io/otel/sdk v1.47.0 // indirect
 	go.opentelemetry.io/otel/sdk/metric v1.47.0 // indirect
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
@@ -62,6 +71,4 @@ require (
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
-	google.golang.org/grpc v1.85.0 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
 )

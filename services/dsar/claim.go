@@ -1,0 +1,401 @@
+package dsar
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/auth"
+	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/tasks"
+	"github.com/lethe-privacy/lethe/sdk/contract"
+)
+
+// callerIsSystem checks that the authenticated caller is the system it
+// claims to be. A system's identity is a name whose last two path
+// segments are "system/<system id>", as a SPIFFE id
+// spiffe://lethe.example/system/newsletter is. In the development profile
+// every local caller is auth.DevIdentityName and may act as any system, as
+// the development policy lets it call anything; production authenticators
+// never give that name.
+func callerIsSystem(ctx context.Context, system string) error {
+	id, ok := auth.FromContext(ctx)
+	if !ok || id.Name == "" {
+		return apierror.Unauthenticated("the caller is not authenticated")
+	}
+	if id.Name == auth.DevIdentityName {
+		return nil
+	}
+	segs := strings.Split(id.Name, "/")
+	if n := len(segs); n >= 2 && segs[n-2] == "system" && segs[n-1] == system {
+		return nil
+	}
+	return apierror.PermissionDenied(fmt.Sprintf("the caller %q is not system %q", id.Name, system))
+}
+
+// findTask returns a request and the system's task for it, whatever the
+// task's state, and checks that the caller may act for the system: the
+// system itself, or, for a system answered by hand, whoever the policy
+// lets call (an operator).
+func (s *Service) findTask(ctx context.Context, tenant, id, system string) (*dsarv1.Request, tasks.Task, error) {
+	var r *dsarv1.Request
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		var err error
+		r, err = s.loadTx(tx, tenant, id)
+		return err
+	})
+	if err != nil {
+		return nil, tasks.Task{}, err
+	}
+	ts, err := s.tracker.CauseTasks(tenant, causeOf(id))
+	if err != nil {
+		return nil, tasks.Task{}, err
+	}
+	for _, t := range ts {
+		if t.SystemID != system {
+			continue
+		}
+		if t.Mode != commonv1.AnswerMode_ANSWER_MODE_MANUAL {
+			if err := callerIsSystem(ctx, system); err != nil {
+				return nil, tasks.Task{}, err
+			}
+		}
+		return r, t, nil
+	}
+	if err := callerIsSystem(ctx, system); err != nil {
+		return nil, tasks.Task{}, err
+	}
+	return nil, tasks.Task{}, apierror.FailedPrecondition(ReasonTaskClosed, fmt.Sprintf("system %q has no task for request %s", system, id))
+}
+
+// openTask is findTask for a task still open, of one of kinds when given.
+func (s *Service) openTask(ctx context.Context, tenant, id, system string, kinds ...contract.Kind) (*dsarv1.Request, tasks.Task, error) {
+	r, t, err := s.findTask(ctx, tenant, id, system)
+	switch {
+	case err != nil:
+		return nil, t, err
+	case t.State == tasks.StateFinal || r.State != dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS:
+		return nil, t, apierror.FailedPrecondition(ReasonTaskClosed, fmt.Sprintf("system %q has no open task for request %s", system, id))
+	case len(kinds) > 0 && !slices.Contains(kinds, t.Kind):
+		return nil, t, apierror.FailedPrecondition(ReasonWrongType, fmt.Sprintf("the task of system %q is a %s", system, t.Kind))
+	}
+	return r, t, nil
+}
+
+// GetIdentifiers implements DsarService: the claim check.
+func (s *Service) GetIdentifiers(ctx context.Context, req *dsarv1.GetIdentifiersRequest) (*dsarv1.GetIdentifiersResponse, error) {
+	if _, _, err := s.openTask(ctx, req.TenantId, req.DsarId, req.SystemId); err != nil {
+		return nil, err
+	}
+	var out *dsarv1.GetIdentifiersResponse
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		sec, err := secretsTx(tx, req.DsarId)
+		if err != nil {
+			return err
+		}
+		out, err = s.identifiersTx(tx, req.DsarId, sec)
+		return err
+	})
+	return out, err
+}
+
+// submitBatch bounds the bytes of records written per transaction.
+const submitBatch = 1 << 20
+
+// SubmitData implements DsarService. A new submission replaces an earlier
+// one that did not finish. The system's task closes with DATA_SUBMITTED
+// in the transaction that writes the last records.
+func (s *Service) SubmitData(stream grpc.ClientStreamingServer[dsarv1.SubmitDataRequest, dsarv1.SubmitDataResponse]) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return apierror.Invalid("header", "the first message of a submission is its header")
+	}
+	r, task, err := s.openTask(ctx, h.TenantId, h.DsarId, h.SystemId, contract.KindAccessRequested)
+	if err != nil {
+		return err
+	}
+	portable := r.Type == dsarv1.RequestType_REQUEST_TYPE_PORTABILITY
+	var key []byte
+	err = s.DB.Update(func(tx *bolt.Tx) error {
+		sec, err := secretsTx(tx, r.DsarId)
+		if err != nil {
+			return err
+		}
+		if sec.Key == nil {
+			return apierror.FailedPrecondition(ReasonKeyDestroyed, "the request's key is destroyed")
+		}
+		var ok bool
+		if key, ok = s.keys.Key(*sec.Key); !ok {
+			return apierror.FailedPrecondition(ReasonKeyDestroyed, "the request's key is destroyed")
+		}
+		return deletePrefixTx(tx, bucketSubmissions, store.Key(r.DsarId, h.SystemId))
+	})
+	if err != nil {
+		return err
+	}
+	var seq uint64
+	var records, size int64
+	dropped := 0
+	var batch [][2][]byte
+	batchBytes := 0
+	write := func(last bool) error {
+		return s.DB.Batch(func(tx *bolt.Tx) error {
+			b := store.BucketTx(tx, bucketSubmissions)
+			for _, kv := range batch {
+				if err := b.Put(kv[0], kv[1]); err != nil {
+					return err
+				}
+			}
+			if !last {
+				return nil
+			}
+			sec, err := secretsTx(tx, r.DsarId)
+			if err != nil {
+				return err
+			}
+			if sec.Submitted == nil {
+				sec.Submitted = map[string]int{}
+			}
+			sec.Submitted[h.SystemId] = int(records)
+			sec.Dropped += dropped
+			if err := putSecretsTx(tx, r.DsarId, sec); err != nil {
+				return err
+			}
+			_, err = s.tracker.RecordOutcomeTx(tx, &eventsv1.Outcome{EventId: task.EventID, TenantId: r.TenantId, SystemId: h.SystemId,
+				SubjectId: r.SubjectId, Cause: causeOf(r.DsarId), Kind: eventsv1.OutcomeKind_OUTCOME_KIND_DATA_SUBMITTED,
+				ReportedAt: timestamppb.New(s.Clock.Now())})
+			return err
+		})
+	}
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		rec := msg.GetRecord()
+		if rec == nil {
+			return apierror.Invalid("record", "only the first message of a submission is a header")
+		}
+		if !json.Valid(rec.JsonValue) {
+			return apierror.Invalid("record.json_value", "not a JSON value")
+		}
+		if portable && !slices.Contains(portableBases, rec.LegalBasis) {
+			// Art. 20(1)(a): only data processed on consent or contract.
+			dropped++
+			continue
+		}
+		plain, err := proto.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		sealed, err := seal(key, plain, aad(r.DsarId, "submission"))
+		if err != nil {
+			return err
+		}
+		seq++
+		batch = append(batch, [2][]byte{append(store.Key(r.DsarId, h.SystemId), binary.BigEndian.AppendUint64(nil, seq)...), sealed})
+		batchBytes += len(sealed)
+		records++
+		size += int64(len(rec.JsonValue))
+		if batchBytes >= submitBatch {
+			if err := write(false); err != nil {
+				return err
+			}
+			batch, batchBytes = nil, 0
+		}
+	}
+	if err := write(true); err != nil {
+		return err
+	}
+	return stream.SendAndClose(&dsarv1.SubmitDataResponse{Records: records, Bytes: size})
+}
+
+// DownloadPackage implements DsarService.
+func (s *Service) DownloadPackage(req *dsarv1.DownloadPackageRequest, stream grpc.ServerStreamingServer[dsarv1.DownloadPackageResponse]) error {
+	var r *dsarv1.Request
+	var sealed [][]byte
+	var key []byte
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		var err error
+		if r, err = s.loadTx(tx, req.TenantId, req.DsarId); err != nil {
+			return err
+		}
+		switch {
+		case r.Type != dsarv1.RequestType_REQUEST_TYPE_ACCESS && r.Type != dsarv1.RequestType_REQUEST_TYPE_PORTABILITY:
+			return apierror.FailedPrecondition(ReasonWrongType, fmt.Sprintf("a %s request has no package", r.Type))
+		case r.Package == nil:
+			return apierror.FailedPrecondition(ReasonIllegalTransition, "the package is not assembled yet: systems are still answering")
+		case r.Package.Destroyed:
+			return apierror.FailedPrecondition(ReasonKeyDestroyed, "the package was delivered or expired and is destroyed")
+		}
+		sec, err := secretsTx(tx, r.DsarId)
+		if err != nil {
+			return err
+		}
+		var ok bool
+		if sec.Key == nil {
+			return apierror.FailedPrecondition(ReasonKeyDestroyed, "the package is destroyed")
+		}
+		if key, ok = s.keys.Key(*sec.Key); !ok {
+			return apierror.FailedPrecondition(ReasonKeyDestroyed, "the package is destroyed")
+		}
+		prefix := store.Key(r.DsarId)
+		c := store.BucketTx(tx, bucketPackages).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			sealed = append(sealed, append([]byte(nil), v...))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	for i, sc := range sealed {
+		chunk, err := open(key, sc, aad(r.DsarId, fmt.Sprint("package/", i)))
+		if err != nil {
+			return fmt.Errorf("dsar: open package chunk %d: %w", i, err)
+		}
+		h.Write(chunk)
+		msg := &dsarv1.DownloadPackageResponse{Chunk: chunk}
+		if i == 0 {
+			msg.Info = r.Package
+		}
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+	}
+	if !bytes.Equal(h.Sum(nil), r.Package.Sha256) {
+		return fmt.Errorf("dsar: package of %s does not match its hash", r.DsarId)
+	}
+	return nil
+}
+
+// ConfirmDelivery implements DsarService.
+func (s *Service) ConfirmDelivery(ctx context.Context, req *dsarv1.ConfirmDeliveryRequest) (*dsarv1.ConfirmDeliveryResponse, error) {
+	return mutate(ctx, s, req, func(tx *bolt.Tx) (*dsarv1.ConfirmDeliveryResponse, error) {
+		r, err := s.loadTx(tx, req.TenantId, req.DsarId)
+		if err != nil {
+			return nil, err
+		}
+		if r.Package == nil || !isFinal(r.State) {
+			return nil, apierror.FailedPrecondition(ReasonIllegalTransition, "the request has no package to deliver")
+		}
+		if r.Package.Destroyed {
+			return nil, apierror.FailedPrecondition(ReasonKeyDestroyed, "the package is destroyed already")
+		}
+		if until := r.Package.AvailableUntil; until != nil {
+			if err := store.BucketTx(tx, bucketPackageExpiry).Delete(append(store.TimeKey(until.AsTime()), r.DsarId...)); err != nil {
+				return nil, err
+			}
+		}
+		r.Package.Delivered = true
+		if err := s.destroyKeyTx(tx, r); err != nil {
+			return nil, err
+		}
+		r.History = append(r.History, &dsarv1.Transition{From: r.State, To: r.State, At: timestamppb.New(s.Clock.Now()), Actor: actorOf(ctx),
+			Note: "package delivered; the request's key is destroyed"})
+		if err := s.putRequestTx(tx, r); err != nil {
+			return nil, err
+		}
+		return &dsarv1.ConfirmDeliveryResponse{Request: s.viewAt(r, s.Clock.Now())}, nil
+	})
+}
+
+// answers lists the outcomes an operator may record for each directive.
+var answers = map[contract.Kind][]eventsv1.OutcomeKind{
+	contract.KindErasureRequested: {eventsv1.OutcomeKind_OUTCOME_KIND_ERASED, eventsv1.OutcomeKind_OUTCOME_KIND_ANONYMISED,
+		eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND, eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED, eventsv1.OutcomeKind_OUTCOME_KIND_FAILED},
+	contract.KindRectificationRequested: {eventsv1.OutcomeKind_OUTCOME_KIND_RECTIFIED, eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND,
+		eventsv1.OutcomeKind_OUTCOME_KIND_FAILED},
+	contract.KindAccessRequested: {eventsv1.OutcomeKind_OUTCOME_KIND_DATA_SUBMITTED, eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND,
+		eventsv1.OutcomeKind_OUTCOME_KIND_FAILED},
+}
+
+// CompleteTask implements DsarService: an operator's answer for a system
+// answered by hand.
+func (s *Service) CompleteTask(ctx context.Context, req *dsarv1.CompleteTaskRequest) (*dsarv1.CompleteTaskResponse, error) {
+	switch {
+	case req.Outcome == eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED && len(req.Retained) == 0:
+		return nil, apierror.Invalid("retained", "a RETAINED outcome lists what is kept, on which basis, until when")
+	case req.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED && len(req.Retained) > 0:
+		return nil, apierror.Invalid("retained", "only a RETAINED outcome lists what is kept")
+	case req.Outcome == eventsv1.OutcomeKind_OUTCOME_KIND_FAILED && req.Reason == "":
+		return nil, apierror.Invalid("reason", "a FAILED outcome gives its reason")
+	}
+	r, task, err := s.findTask(ctx, req.TenantId, req.DsarId, req.SystemId)
+	if err != nil {
+		return nil, err
+	}
+	if task.Mode != commonv1.AnswerMode_ANSWER_MODE_MANUAL {
+		return nil, apierror.FailedPrecondition(ReasonTaskClosed, fmt.Sprintf("system %q answers through the SDK, not by hand", req.SystemId))
+	}
+	if !slices.Contains(answers[task.Kind], req.Outcome) {
+		return nil, apierror.Invalid("outcome", fmt.Sprintf("%s does not answer a %s", req.Outcome, task.Kind))
+	}
+	resp, err := mutate(ctx, s, req, func(tx *bolt.Tx) (*dsarv1.CompleteTaskResponse, error) {
+		closed, err := s.tracker.RecordOutcomeTx(tx, &eventsv1.Outcome{EventId: task.EventID, TenantId: r.TenantId, SystemId: req.SystemId,
+			SubjectId: r.SubjectId, Cause: causeOf(r.DsarId), Kind: req.Outcome, Retained: req.Retained, Reason: req.Reason,
+			ReportedAt: timestamppb.New(s.Clock.Now())})
+		if err != nil {
+			return nil, err
+		}
+		if !closed {
+			return nil, apierror.FailedPrecondition(ReasonTaskClosed, fmt.Sprintf("system %q has no open task for request %s", req.SystemId, req.DsarId))
+		}
+		return &dsarv1.CompleteTaskResponse{}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp.Request = s.reload(r)
+	return resp, nil
+}
+
+// RecordReview implements DsarService.
+func (s *Service) RecordReview(ctx context.Context, req *dsarv1.RecordReviewRequest) (*dsarv1.RecordReviewResponse, error) {
+	return mutate(ctx, s, req, func(tx *bolt.Tx) (*dsarv1.RecordReviewResponse, error) {
+		r, err := s.loadTx(tx, req.TenantId, req.DsarId)
+		if err != nil {
+			return nil, err
+		}
+		if r.Type != dsarv1.RequestType_REQUEST_TYPE_AUTOMATED_DECISION_REVIEW {
+			return nil, apierror.FailedPrecondition(ReasonWrongType, fmt.Sprintf("a %s request has no human review", r.Type))
+		}
+		if r.State != dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS {
+			if isFinal(r.State) {
+				return nil, illegal(r.State, dsarv1.RequestState_REQUEST_STATE_COMPLETED)
+			}
+			return nil, apierror.FailedPrecondition(ReasonNotVerified, "the subject's identity is not verified yet")
+		}
+		r.Review = &dsarv1.Review{Reviewer: actorOf(ctx), DecisionUpheld: req.DecisionUpheld, Explanation: req.Explanation,
+			ReviewedAt: timestamppb.New(s.Clock.Now())}
+		if err := s.closeTx(tx, r, dsarv1.RequestState_REQUEST_STATE_COMPLETED, actorOf(ctx), "human review recorded (Art. 22(3))"); err != nil {
+			return nil, err
+		}
+		return &dsarv1.RecordReviewResponse{Request: s.viewAt(r, s.Clock.Now())}, nil
+	})
+}

@@ -1,0 +1,424 @@
+package dsar
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
+	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/hashchain"
+	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/tasks"
+)
+
+// receipts is the hash chain of completion receipts.
+var receipts = hashchain.New(bucketReceipts)
+
+// onCauseComplete runs in the transaction that made the last task of a
+// request final: the request completes with it, or not at all.
+func (s *Service) onCauseComplete(tx *bolt.Tx, tenant string, cause *commonv1.Cause, ts []tasks.Task) error {
+	if cause.GetKind() != commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST {
+		return nil
+	}
+	r, err := requestTx(tx, tenant, cause.Id)
+	if status.Code(err) == codes.NotFound {
+		return nil
+	}
+	if err != nil || r.State != dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS {
+		return err
+	}
+	return s.finishTx(tx, r, ts)
+}
+
+// resultOf is a request's result from its tasks, keeping the systems
+// held back at fan-out.
+func resultOf(ts []tasks.Task, prev *dsarv1.Result) *dsarv1.Result {
+	res := &dsarv1.Result{Held: prev.GetHeld(), Complete: true}
+	for _, sys := range prev.GetSystems() {
+		if sys.State == dsarv1.TaskState_TASK_STATE_HELD {
+			res.Systems = append(res.Systems, sys)
+		}
+	}
+	for _, t := range ts {
+		sr := &dsarv1.SystemResult{SystemId: t.SystemID, AnswerMode: t.Mode, EventId: t.EventID}
+		switch t.State {
+		case tasks.StateOpen:
+			sr.State, res.Complete = dsarv1.TaskState_TASK_STATE_OPEN, false
+		case tasks.StateStalled:
+			sr.State, res.Complete = dsarv1.TaskState_TASK_STATE_STALLED, false
+		default:
+			sr.State = dsarv1.TaskState_TASK_STATE_FINAL
+			sr.AnsweredAt = timestamppb.New(t.ClosedAt)
+			if o, err := t.OutcomeProto(); err == nil && o != nil {
+				sr.Outcome, sr.Retained, sr.Reason = o.Kind, o.Retained, o.Reason
+				res.Retained = append(res.Retained, o.Retained...)
+			}
+		}
+		res.Systems = append(res.Systems, sr)
+	}
+	sort.Slice(res.Systems, func(i, j int) bool { return res.Systems[i].SystemId < res.Systems[j].SystemId })
+	return res
+}
+
+// finishTx completes a request whose systems all answered: partially when
+// anything is kept (a retained outcome or a hold) or a system failed.
+func (s *Service) finishTx(tx *bolt.Tx, r *dsarv1.Request, ts []tasks.Task) error {
+	r.Result = resultOf(ts, r.Result)
+	partial := len(r.Result.Held) > 0 || len(r.Result.Retained) > 0
+	for _, sys := range r.Result.Systems {
+		if sys.Outcome == eventsv1.OutcomeKind_OUTCOME_KIND_FAILED {
+			partial = true
+		}
+	}
+	to, note := dsarv1.RequestState_REQUEST_STATE_COMPLETED, "every system answered"
+	if partial {
+		to, note = dsarv1.RequestState_REQUEST_STATE_PARTIALLY_COMPLETED, "every system answered; some data is kept or a system failed"
+	}
+	if r.Type == dsarv1.RequestType_REQUEST_TYPE_ACCESS || r.Type == dsarv1.RequestType_REQUEST_TYPE_PORTABILITY {
+		if err := s.assembleTx(tx, r); err != nil {
+			return err
+		}
+	}
+	return s.closeTx(tx, r, to, serviceActor, note)
+}
+
+// closeTx moves a request to a final state, appends its receipt and, once
+// nothing is left to answer with them, destroys its key: at once for
+// every request but an access or portability request with a package,
+// whose key lives until the package is delivered or expires.
+func (s *Service) closeTx(tx *bolt.Tx, r *dsarv1.Request, to dsarv1.RequestState, actor, note string) error {
+	if err := s.transitionTx(tx, r, to, actor, note); err != nil {
+		return err
+	}
+	if err := s.receiptTx(tx, r); err != nil {
+		return err
+	}
+	if r.Package != nil && !r.Package.Destroyed {
+		until := s.Clock.Now().Add(s.opts.PackageTTL)
+		r.Package.AvailableUntil = timestamppb.New(until)
+		if err := store.BucketTx(tx, bucketPackageExpiry).Put(append(store.TimeKey(until), r.DsarId...), []byte(r.TenantId)); err != nil {
+			return err
+		}
+	} else if err := s.destroyKeyTx(tx, r); err != nil {
+		return err
+	}
+	return s.putRequestTx(tx, r)
+}
+
+// destroyKeyTx deletes everything sealed under the request's key and
+// overwrites the key once the transaction commits. Should the process
+// stop in between, the key is destroyed at the next start (its request no
+// longer names it).
+func (s *Service) destroyKeyTx(tx *bolt.Tx, r *dsarv1.Request) error {
+	sec, err := secretsTx(tx, r.DsarId)
+	if err != nil {
+		return err
+	}
+	ref := sec.Key
+	sec.Key, sec.CodeHash, sec.CodeSalt = nil, nil, nil
+	if err := putSecretsTx(tx, r.DsarId, sec); err != nil {
+		return err
+	}
+	if err := store.BucketTx(tx, bucketSealed).Delete([]byte(r.DsarId)); err != nil {
+		return err
+	}
+	for _, b := range []store.Bucket{bucketSubmissions, bucketPackages} {
+		if err := deletePrefixTx(tx, b, store.Key(r.DsarId)); err != nil {
+			return err
+		}
+	}
+	r.KeyDestroyed = true
+	if r.Package != nil {
+		r.Package.Destroyed = true
+	}
+	if ref != nil {
+		tx.OnCommit(func() {
+			if err := s.keys.Destroy(*ref); err != nil {
+				s.Logger.Error("dsar: destroying a request's key failed; it is retried at the next start", "request", r.DsarId, "error", err)
+			}
+		})
+	}
+	return nil
+}
+
+func deletePrefixTx(tx *bolt.Tx, b store.Bucket, prefix []byte) error {
+	c := store.BucketTx(tx, b).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// receiptTx appends the request's receipt to the receipt chain.
+func (s *Service) receiptTx(tx *bolt.Tx, r *dsarv1.Request) error {
+	rc := &dsarv1.Receipt{DsarId: r.DsarId, TenantId: r.TenantId, SubjectId: r.SubjectId, Type: r.Type, State: r.State,
+		ReceivedAt: r.Deadline.ReceivedAt, ClosedAt: r.ClosedAt}
+	for _, sys := range r.GetResult().GetSystems() {
+		rc.Entries = append(rc.Entries, &dsarv1.ReceiptEntry{SystemId: sys.SystemId, Outcome: sys.Outcome, AnsweredAt: sys.AnsweredAt,
+			Retained: sys.Retained, Held: sys.State == dsarv1.TaskState_TASK_STATE_HELD})
+	}
+	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(rc)
+	if err != nil {
+		return err
+	}
+	e, err := receipts.AppendTx(tx, s.Clock.Now(), payload)
+	if err != nil {
+		return err
+	}
+	return store.BucketTx(tx, bucketReceiptIndex).Put([]byte(r.DsarId), store.Uint64Key(e.Seq))
+}
+
+// GetReceipt implements DsarService.
+func (s *Service) GetReceipt(_ context.Context, req *dsarv1.GetReceiptRequest) (*dsarv1.GetReceiptResponse, error) {
+	resp := &dsarv1.GetReceiptResponse{}
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		if _, err := s.loadTx(tx, req.TenantId, req.DsarId); err != nil {
+			return err
+		}
+		v := store.BucketTx(tx, bucketReceiptIndex).Get([]byte(req.DsarId))
+		if v == nil {
+			return apierror.FailedPrecondition(ReasonIllegalTransition, "the request is not closed: it has no receipt yet")
+		}
+		seq := store.KeyUint64(v)
+		errFound := errors.New("found")
+		err := receipts.RangeTx(tx, seq, func(e hashchain.Entry) error {
+			rc := &dsarv1.Receipt{}
+			if err := proto.Unmarshal(e.Payload, rc); err != nil {
+				return err
+			}
+			rc.Sequence, rc.Hash, rc.PreviousHash = e.Seq, e.Hash[:], e.Prev[:]
+			resp.Receipt = rc
+			return errFound
+		})
+		if errors.Is(err, errFound) {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("dsar: receipt %d of %s missing from the chain", seq, req.DsarId)
+		}
+		return err
+	})
+	return resp, err
+}
+
+// VerifyReceipts checks the whole receipt chain and returns how many
+// receipts it holds.
+func (s *Service) VerifyReceipts() (uint64, error) {
+	var n uint64
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = receipts.VerifyTx(tx)
+		return err
+	})
+	return n, err
+}
+
+// followConsent completes the requests whose objection, restriction or
+// withdrawal every system has honoured, as the consent service reports.
+func (s *Service) followConsent(ctx context.Context) error {
+	following := map[string]string{}
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		return store.BucketTx(tx, bucketFollowing).ForEach(func(k, v []byte) error {
+			following[string(k)] = string(v)
+			return nil
+		})
+	})
+	if err != nil || s.consent == nil {
+		return err
+	}
+	for id, tenant := range following {
+		err = errors.Join(err, s.follow(ctx, tenant, id))
+	}
+	return err
+}
+
+func (s *Service) follow(ctx context.Context, tenant, id string) error {
+	var r *dsarv1.Request
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		var err error
+		r, err = requestTx(tx, tenant, id)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	var ts []tasks.Task
+	for _, c := range r.ConsentCauses {
+		p, err := s.consent.GetPropagation(ctx, &consentv1.GetPropagationRequest{TenantId: tenant, Cause: c})
+		if err != nil {
+			return err
+		}
+		if !p.Complete {
+			return nil
+		}
+		for _, t := range p.Tasks {
+			ts = append(ts, propagated(c, t))
+		}
+	}
+	return s.DB.Update(func(tx *bolt.Tx) error {
+		if store.BucketTx(tx, bucketFollowing).Get([]byte(id)) == nil {
+			return nil
+		}
+		r, err := requestTx(tx, tenant, id)
+		if err != nil || r.State != dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS {
+			return err
+		}
+		return s.finishTx(tx, r, ts)
+	})
+}
+
+// propagated turns a consent task into the tracker's form, so that limits
+// and directives share one result shape.
+func propagated(c *commonv1.Cause, t *consentv1.PropagationTask) tasks.Task {
+	task := tasks.Task{SystemID: t.SystemId, CauseKind: c.Kind, CauseID: c.Id, State: tasks.StateFinal}
+	o := &eventsv1.Outcome{SystemId: t.SystemId, Kind: t.Outcome, Reason: t.Reason}
+	task.Outcome, _ = proto.Marshal(o)
+	return task
+}
+
+// packageChunk is the size of a sealed package chunk.
+const packageChunk = 256 << 10
+
+// assembleTx builds the access or portability package from the systems'
+// submissions and the Art. 15(1) information, and seals it under the
+// request's key.
+func (s *Service) assembleTx(tx *bolt.Tx, r *dsarv1.Request) error {
+	sec, err := secretsTx(tx, r.DsarId)
+	if err != nil {
+		return err
+	}
+	if sec.Key == nil {
+		return nil
+	}
+	key, ok := s.keys.Key(*sec.Key)
+	if !ok {
+		return fmt.Errorf("dsar: the key of %s is missing", r.DsarId)
+	}
+	type item struct {
+		Category   string          `json:"category"`
+		LegalBasis string          `json:"legal_basis"`
+		PurposeID  string          `json:"purpose_id,omitempty"`
+		Source     string          `json:"source,omitempty"`
+		Value      json.RawMessage `json:"value"`
+	}
+	type systemEntry struct {
+		SystemID string `json:"system_id"`
+		Outcome  string `json:"outcome"`
+		Records  int    `json:"records"`
+	}
+	data := map[string][]item{}
+	prefix := store.Key(r.DsarId)
+	c := store.BucketTx(tx, bucketSubmissions).Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		rest := k[len(prefix):]
+		system := string(rest[:bytes.IndexByte(rest, 0)])
+		plain, err := open(key, v, aad(r.DsarId, "submission"))
+		if err != nil {
+			return fmt.Errorf("dsar: open submission: %w", err)
+		}
+		rec := &dsarv1.SubmittedRecord{}
+		if err := proto.Unmarshal(plain, rec); err != nil {
+			return err
+		}
+		data[system] = append(data[system], item{Category: rec.Category.GetId(), LegalBasis: rec.LegalBasis.String(),
+			PurposeID: rec.PurposeId, Source: rec.Source, Value: json.RawMessage(rec.JsonValue)})
+	}
+	manifest := struct {
+		Format      string        `json:"format"`
+		RequestID   string        `json:"request_id"`
+		Tenant      string        `json:"tenant"`
+		SubjectID   string        `json:"subject_id"`
+		Type        string        `json:"type"`
+		Portability bool          `json:"portability"`
+		LeftOut     int           `json:"left_out,omitempty"`
+		GeneratedAt string        `json:"generated_at"`
+		Systems     []systemEntry `json:"systems"`
+	}{Format: "lethe.dsar.package/v1", RequestID: r.DsarId, Tenant: r.TenantId, SubjectID: r.SubjectId, Type: r.Type.String(),
+		Portability: r.Type == dsarv1.RequestType_REQUEST_TYPE_PORTABILITY, LeftOut: sec.Dropped,
+		GeneratedAt: s.Clock.Now().Format(time.RFC3339)}
+	for _, sys := range r.Result.Systems {
+		manifest.Systems = append(manifest.Systems, systemEntry{SystemID: sys.SystemId, Outcome: sys.Outcome.String(), Records: len(data[sys.SystemId])})
+	}
+	info := sec.Info
+	if len(info) == 0 {
+		info = json.RawMessage("null")
+	}
+	pkg, err := json.MarshalIndent(struct {
+		Manifest    any             `json:"manifest"`
+		Information json.RawMessage `json:"information"`
+		Data        map[string][]item
+	}{manifest, info, data}, "", "  ")
+	if err != nil {
+		return err
+	}
+	for i := 0; i*packageChunk < len(pkg); i++ {
+		chunk := pkg[i*packageChunk : min((i+1)*packageChunk, len(pkg))]
+		sealed, err := seal(key, chunk, aad(r.DsarId, fmt.Sprint("package/", i)))
+		if err != nil {
+			return err
+		}
+		if err := store.BucketTx(tx, bucketPackages).Put(append(store.Key(r.DsarId), binary.BigEndian.AppendUint32(nil, uint32(i))...), sealed); err != nil {
+			return err
+		}
+	}
+	sum := sha256.Sum256(pkg)
+	r.Package = &dsarv1.PackageInfo{SizeBytes: int64(len(pkg)), Sha256: sum[:], ContentType: "application/json",
+		AssembledAt: timestamppb.New(s.Clock.Now())}
+	return nil
+}
+
+// expirePackages destroys the keys of packages whose delivery was never
+// confirmed within PackageTTL.
+func (s *Service) expirePackages() error {
+	return s.DB.Update(func(tx *bolt.Tx) error {
+		now := store.TimeKey(s.Clock.Now())
+		c := store.BucketTx(tx, bucketPackageExpiry).Cursor()
+		var due [][]byte
+		for k, _ := c.First(); k != nil && bytes.Compare(k[:8], now) <= 0; k, _ = c.Next() {
+			due = append(due, append([]byte(nil), k...))
+		}
+		for _, k := range due {
+			tenant := string(store.BucketTx(tx, bucketPackageExpiry).Get(k))
+			if err := store.BucketTx(tx, bucketPackageExpiry).Delete(k); err != nil {
+				return err
+			}
+			r, err := requestTx(tx, tenant, string(k[8:]))
+			if err != nil {
+				return err
+			}
+			if r.KeyDestroyed {
+				continue
+			}
+			if err := s.destroyKeyTx(tx, r); err != nil {
+				return err
+			}
+			if err := s.putRequestTx(tx, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ResendDue re-sends directives whose systems have not answered within
+// ResendAfter and flags their tasks stalled; the tracker does it on its
+// own every minute. It returns how many it re-sent.
+func (s *Service) ResendDue(ctx context.Context) (int, error) { return s.tracker.Resend(ctx) }

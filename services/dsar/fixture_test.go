@@ -1,0 +1,395 @@
+package dsar_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
+	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
+	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/auth"
+	"github.com/lethe-privacy/lethe/platform/broker"
+	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
+	"github.com/lethe-privacy/lethe/platform/clock"
+	"github.com/lethe-privacy/lethe/platform/server"
+	"github.com/lethe-privacy/lethe/platform/server/servertest"
+	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/sdk/ledger"
+	"github.com/lethe-privacy/lethe/sdk/subscriber"
+	"github.com/lethe-privacy/lethe/services/consent"
+	"github.com/lethe-privacy/lethe/services/dsar"
+	"github.com/lethe-privacy/lethe/services/registry"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// identityKey is the metadata key through which a test names the caller's
+// identity, as a certificate or token would in production.
+const identityKey = "x-test-identity"
+
+// testAuthenticator gives a call the identity its metadata names, and the
+// development identity otherwise.
+type testAuthenticator struct{}
+
+func (testAuthenticator) Authenticate(ctx context.Context) (auth.Identity, error) {
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(identityKey)) > 0 {
+		return auth.Identity{Name: md.Get(identityKey)[0]}, nil
+	}
+	return auth.Identity{Name: auth.DevIdentityName}, nil
+}
+
+// asSystem is a context authenticated as a registered system.
+func asSystem(system string) context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), identityKey, "spiffe://lethe.test/system/"+system)
+}
+
+// holds is the retention service's ListHolds as the test sets it: the
+// retention service is built in its own work item; the DSAR service only
+// calls this RPC of it.
+type holds struct {
+	retentionv1.UnimplementedRetentionServiceServer
+	mu    sync.Mutex
+	holds []*retentionv1.Hold
+	calls atomic.Int64
+}
+
+func (h *holds) ListHolds(_ context.Context, req *retentionv1.ListHoldsRequest) (*retentionv1.ListHoldsResponse, error) {
+	h.calls.Add(1)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*retentionv1.Hold
+	for _, x := range h.holds {
+		if x.SubjectId == "" || x.SubjectId == req.SubjectId {
+			out = append(out, x)
+		}
+	}
+	return &retentionv1.ListHoldsResponse{Holds: out}, nil
+}
+
+func (h *holds) set(hs ...*retentionv1.Hold) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.holds = hs
+}
+
+// fixture runs the registry, the consent service and the DSAR service as
+// lethe dev does, over gRPC, with an embedded NATS server, all keeping
+// their files under one data folder.
+type fixture struct {
+	dsar     dsarv1.DsarServiceClient
+	registry registryv1.RegistryServiceClient
+	consent  consentv1.ConsentServiceClient
+	svc      *dsar.Service
+	codes    *dsar.DevChannel
+	holds    *holds
+	clock    *clock.Fake
+	deps     service.Deps
+	data     string
+	n        atomic.Int64
+	ctx      context.Context
+}
+
+func run(t testing.TB, svc interface{ Run(context.Context) error }, closer func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		if err := closer(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+}
+
+type options struct {
+	syncAlways bool
+}
+
+func start(t testing.TB) *fixture { return startWith(t, options{}) }
+
+func startWith(t testing.TB, o options) *fixture {
+	t.Helper()
+	f := &fixture{clock: clock.NewFake(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)), ctx: context.Background(),
+		data: t.TempDir(), holds: &holds{}, codes: &dsar.DevChannel{Logger: quiet}}
+	ns := brokertest.StartAt(t, filepath.Join(f.data, "nats"), o.syncAlways)
+	nc, js := brokertest.Connect(t, ns)
+	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	f.deps = service.Deps{Clock: f.clock, Logger: quiet, NATS: nc, JetStream: js}
+	cfg := server.Config{Clock: f.clock, Logger: quiet, Authenticator: testAuthenticator{}}
+
+	dir := func(name string) string { return filepath.Join(f.data, name) }
+	regDeps := f.deps
+	regDeps.DataDir = dir("registry")
+	reg, err := registry.New(regDeps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, reg, reg.Close)
+	regConn := servertest.Start(t, cfg, reg.Register)
+	f.registry = registryv1.NewRegistryServiceClient(regConn)
+
+	conDeps := f.deps
+	conDeps.DataDir, conDeps.Registry = dir("consent"), regConn
+	con, err := consent.New(conDeps, consent.Options{ExpirySweepEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, con, con.Close)
+	conConn := servertest.Start(t, cfg, con.Register)
+	f.consent = consentv1.NewConsentServiceClient(conConn)
+
+	retConn := servertest.Start(t, cfg, func(s *server.Server) {
+		s.Register(&retentionv1.RetentionService_ServiceDesc, f.holds)
+	})
+
+	dsarDeps := f.deps
+	dsarDeps.DataDir, dsarDeps.Registry = dir("dsar"), regConn
+	f.svc, err = dsar.New(dsarDeps, dsar.Options{Consent: conConn, Retention: retConn, Channel: f.codes,
+		SweepEvery: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, f.svc, f.svc.Close)
+	f.dsar = dsarv1.NewDsarServiceClient(servertest.Start(t, cfg, f.svc.Register))
+	return f
+}
+
+func (f *fixture) id() string { return fmt.Sprint("req-", f.n.Add(1)) }
+
+// tenant creates a tenant and waits until the DSAR and consent services
+// learned of it.
+func (f *fixture) tenant(t testing.TB, id string, settings *registryv1.TenantSettings) {
+	t.Helper()
+	if _, err := f.registry.CreateTenant(f.ctx, &registryv1.CreateTenantRequest{RequestId: f.id(),
+		Tenant: &registryv1.Tenant{TenantId: id, DisplayName: id, Settings: settings}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the services learn of tenant "+id, func() bool {
+		_, err1 := f.dsar.ListRequests(f.ctx, &dsarv1.ListRequestsRequest{TenantId: id})
+		_, err2 := f.consent.ListPurposes(f.ctx, &consentv1.ListPurposesRequest{TenantId: id})
+		return err1 == nil && err2 == nil
+	})
+}
+
+func (f *fixture) system(t testing.TB, tenant, id string, mode commonv1.AnswerMode, purposes []string, cats ...string) {
+	t.Helper()
+	sys := &registryv1.System{SystemId: id, Name: id, Kind: commonv1.SystemKind_SYSTEM_KIND_INTERNAL, Country: "SE",
+		AnswerMode: mode, PurposeIds: purposes}
+	for _, c := range cats {
+		sys.Categories = append(sys.Categories, &commonv1.DataCategory{Id: c})
+	}
+	if _, err := f.registry.RegisterSystem(f.ctx, &registryv1.RegisterSystemRequest{RequestId: f.id(), TenantId: tenant, System: sys}); err != nil {
+		t.Fatalf("register %s: %v", id, err)
+	}
+}
+
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// file creates a request for subject ada with her e-mail and phone.
+func (f *fixture) file(t testing.TB, req *dsarv1.CreateRequestRequest) *dsarv1.Request {
+	t.Helper()
+	req.RequestId = f.id()
+	if req.SubjectId == "" {
+		req.SubjectId = "subject-ada"
+	}
+	if req.Requester == nil {
+		req.Requester = &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_SUBJECT}
+	}
+	if req.Identifiers == nil {
+		req.Identifiers = adaIdentifiers()
+	}
+	resp, err := f.dsar.CreateRequest(f.ctx, req)
+	if err != nil {
+		t.Fatalf("create request: %v", err)
+	}
+	return resp.Request
+}
+
+const (
+	adaEmail = "ada.lovelace@example.com"
+	adaPhone = "+46701234567"
+	adaName  = "Augusta Ada King"
+)
+
+func adaIdentifiers() []*commonv1.Identifier {
+	return []*commonv1.Identifier{
+		{Type: commonv1.IdentifierType_IDENTIFIER_TYPE_EMAIL, Value: adaEmail},
+		{Type: commonv1.IdentifierType_IDENTIFIER_TYPE_PHONE, Value: adaPhone},
+		{Type: commonv1.IdentifierType_IDENTIFIER_TYPE_NAME, Value: adaName},
+	}
+}
+
+func (f *fixture) attest(t testing.TB, tenant, id string) *dsarv1.Request {
+	t.Helper()
+	resp, err := f.dsar.AttestIdentity(f.ctx, &dsarv1.AttestIdentityRequest{RequestId: f.id(), TenantId: tenant, DsarId: id,
+		Method: dsarv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, EvidenceReference: "session-1"})
+	if err != nil {
+		t.Fatalf("attest: %v", err)
+	}
+	return resp.Request
+}
+
+func (f *fixture) get(t testing.TB, tenant, id string) *dsarv1.Request {
+	t.Helper()
+	resp, err := f.dsar.GetRequest(f.ctx, &dsarv1.GetRequestRequest{TenantId: tenant, DsarId: id})
+	if err != nil {
+		t.Fatalf("get request: %v", err)
+	}
+	return resp.Request
+}
+
+func (f *fixture) waitState(t testing.TB, tenant, id string, want dsarv1.RequestState) *dsarv1.Request {
+	t.Helper()
+	var r *dsarv1.Request
+	eventually(t, fmt.Sprintf("request %s is %s", id, want), func() bool {
+		r = f.get(t, tenant, id)
+		return r.State == want
+	})
+	return r
+}
+
+// handler answers one event for a test system.
+type handler func(ctx context.Context, ev *subscriber.Event) (subscriber.Outcome, error)
+
+// system is a subscribing test system: an SDK subscriber with its own
+// ledger, which records every event it was handed.
+type testSystem struct {
+	mu     sync.Mutex
+	events []*eventsv1.Event
+	ledger *ledger.Ledger
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (s *testSystem) seen() []*eventsv1.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*eventsv1.Event(nil), s.events...)
+}
+
+// subscribe runs a subscriber for system that answers every directive and
+// limit with h. ledgerPath reopens an existing ledger (a restart).
+func (f *fixture) subscribe(t testing.TB, tenant, system, ledgerPath string, h handler) *testSystem {
+	t.Helper()
+	if ledgerPath == "" {
+		ledgerPath = filepath.Join(t.TempDir(), "ledger.db")
+	}
+	l, err := ledger.Open(ledgerPath, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testSystem{ledger: l, done: make(chan error, 1)}
+	wrap := func(ctx context.Context, ev *subscriber.Event) (subscriber.Outcome, error) {
+		ts.mu.Lock()
+		ts.events = append(ts.events, ev.Proto())
+		ts.mu.Unlock()
+		return h(ctx, ev)
+	}
+	handlers := map[contract.Kind]subscriber.Handler{}
+	for _, k := range append(append([]contract.Kind{}, contract.Directives...), contract.Limits...) {
+		handlers[k] = wrap
+	}
+	sub, err := subscriber.New(subscriber.Config{SystemID: system, Tenant: tenant, JetStream: f.deps.JetStream, Ledger: l, Logger: quiet,
+		BackOff: []time.Duration{10 * time.Millisecond}, AckWait: time.Second, Handlers: handlers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ts.cancel = cancel
+	go func() { ts.done <- sub.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-ts.done; err != nil {
+				t.Errorf("subscriber %s: %v", system, err)
+			}
+			if err := l.Close(); err != nil {
+				t.Errorf("ledger %s: %v", system, err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	ts.cancel = stop
+	return ts
+}
+
+// answer returns a handler that answers directives with out and limits
+// with APPLIED.
+func answer(out subscriber.Outcome) handler {
+	return func(_ context.Context, ev *subscriber.Event) (subscriber.Outcome, error) {
+		if slices_contains(contract.Limits, ev.Kind()) {
+			return subscriber.Applied(), nil
+		}
+		return out, nil
+	}
+}
+
+func slices_contains(ks []contract.Kind, k contract.Kind) bool {
+	for _, x := range ks {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+func code(err error) codes.Code { return status.Code(err) }
+
+// reason returns the ErrorInfo reason of err.
+func reasonOf(err error) string {
+	st, _ := status.FromError(err)
+	for _, d := range st.Details() {
+		if info, ok := d.(interface{ GetReason() string }); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
+func fields(err error) string {
+	var out []string
+	for _, v := range apierror.Violations(err) {
+		out = append(out, v.Field)
+	}
+	return strings.Join(out, ",")
+}
+
+// bboltUpdate runs fn in a write transaction of a test system's ledger.
+func bboltUpdate(l *ledger.Ledger, fn func(tx *bbolt.Tx) error) error { return l.DB().Update(fn) }

@@ -1,0 +1,232 @@
+package dsar
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+)
+
+// keyring keeps one AES-256 key per open request in a small file of
+// fixed-size slots, apart from dsar.db. It exists because bbolt never
+// overwrites in place: a key deleted from a bbolt file stays readable in a
+// freed page until that page happens to be reused, and the file never
+// shrinks. A slot in this file is overwritten in place with zeros and
+// synced, so a destroyed key is gone from Lethe's files at once, and with
+// it every identifier, correction and package sealed under it in dsar.db
+// (which holds only ciphertext of them).
+//
+// A slot is 64 bytes: a used flag, a 16-byte tag naming the request (so a
+// slot reused after a crash is never read as another request's key), the
+// 32-byte key, and padding. Writes are synced before they are relied on:
+// a key is durable before the request that uses it commits, and a
+// destroyed key is durable zeros before Destroy returns. Syncs of
+// concurrent writers are shared (group commit).
+type keyring struct {
+	f *os.File
+
+	mu    sync.Mutex
+	free  []int64
+	next  int64
+	keys  map[int64][]byte
+	wrote uint64
+
+	syncMu sync.Mutex
+	synced uint64
+}
+
+const (
+	slotSize = 64
+	tagSize  = 16
+	keySize  = 32
+)
+
+// slotRef names a key: its slot and its tag.
+type slotRef struct {
+	Slot int64  `json:"slot"`
+	Tag  []byte `json:"tag"`
+}
+
+func openKeyring(path string) (*keyring, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, errors.Join(err, f.Close())
+	}
+	k := &keyring{f: f, keys: map[int64][]byte{}}
+	k.next = int64(len(data) / slotSize)
+	for i := int64(0); i < k.next; i++ {
+		s := data[i*slotSize : (i+1)*slotSize]
+		if s[0] == 1 {
+			k.keys[i] = append([]byte(nil), s[1:1+tagSize+keySize]...)
+		} else {
+			k.free = append(k.free, i)
+		}
+	}
+	return k, nil
+}
+
+// New makes and stores a fresh key, durable when it returns.
+func (k *keyring) New() (slotRef, []byte, error) {
+	tagKey := make([]byte, tagSize+keySize)
+	if _, err := rand.Read(tagKey); err != nil {
+		return slotRef{}, nil, err
+	}
+	k.mu.Lock()
+	var slot int64
+	if n := len(k.free); n > 0 {
+		slot, k.free = k.free[n-1], k.free[:n-1]
+	} else {
+		slot = k.next
+		k.next++
+	}
+	buf := make([]byte, slotSize)
+	buf[0] = 1
+	copy(buf[1:], tagKey)
+	if _, err := k.f.WriteAt(buf, slot*slotSize); err != nil {
+		k.free = append(k.free, slot)
+		k.mu.Unlock()
+		return slotRef{}, nil, err
+	}
+	k.keys[slot] = tagKey
+	k.wrote++
+	gen := k.wrote
+	k.mu.Unlock()
+	if err := k.sync(gen); err != nil {
+		return slotRef{}, nil, err
+	}
+	return slotRef{Slot: slot, Tag: tagKey[:tagSize]}, tagKey[tagSize:], nil
+}
+
+// Key returns the key of ref; false when it was destroyed.
+func (k *keyring) Key(ref slotRef) ([]byte, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	tk, ok := k.keys[ref.Slot]
+	if !ok || !bytes.Equal(tk[:tagSize], ref.Tag) {
+		return nil, false
+	}
+	return tk[tagSize:], true
+}
+
+// Destroy overwrites ref's slot with zeros and syncs. Destroying a key
+// twice, or one whose slot was reused, changes nothing.
+func (k *keyring) Destroy(ref slotRef) error {
+	k.mu.Lock()
+	tk, ok := k.keys[ref.Slot]
+	if !ok || !bytes.Equal(tk[:tagSize], ref.Tag) {
+		k.mu.Unlock()
+		return nil
+	}
+	gen, err := k.zeroLocked(ref.Slot)
+	k.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return k.sync(gen)
+}
+
+func (k *keyring) zeroLocked(slot int64) (uint64, error) {
+	if _, err := k.f.WriteAt(make([]byte, slotSize), slot*slotSize); err != nil {
+		return 0, err
+	}
+	clear(k.keys[slot])
+	delete(k.keys, slot)
+	k.free = append(k.free, slot)
+	k.wrote++
+	return k.wrote, nil
+}
+
+// Retain destroys every key whose slot keep does not name: keys of
+// requests that never committed, or whose destruction a crash interrupted.
+func (k *keyring) Retain(keep func(slotRef) bool) (int, error) {
+	k.mu.Lock()
+	n := 0
+	var gen uint64
+	for slot, tk := range k.keys {
+		if keep(slotRef{Slot: slot, Tag: tk[:tagSize]}) {
+			continue
+		}
+		g, err := k.zeroLocked(slot)
+		if err != nil {
+			k.mu.Unlock()
+			return n, err
+		}
+		gen = g
+		n++
+	}
+	k.mu.Unlock()
+	if n == 0 {
+		return 0, nil
+	}
+	return n, k.sync(gen)
+}
+
+// sync makes every write up to generation gen durable; one fsync serves
+// every writer that wrote before it started.
+func (k *keyring) sync(gen uint64) error {
+	k.syncMu.Lock()
+	defer k.syncMu.Unlock()
+	if k.synced >= gen {
+		return nil
+	}
+	k.mu.Lock()
+	upTo := k.wrote
+	k.mu.Unlock()
+	if err := k.f.Sync(); err != nil {
+		return err
+	}
+	k.synced = upTo
+	return nil
+}
+
+// Open keys.
+func (k *keyring) Len() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.keys)
+}
+
+func (k *keyring) Close() error { return k.f.Close() }
+
+// seal encrypts plain under key with AES-256-GCM, bound to aad (the request
+// id and what the value is), as nonce || ciphertext.
+func seal(key, plain, aad []byte) ([]byte, error) {
+	gcm, err := newGCM(key)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, gcm.NonceSize(), gcm.NonceSize()+len(plain)+gcm.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return gcm.Seal(nonce, nonce, plain, aad), nil
+}
+
+// open decrypts what seal produced.
+func open(key, sealed, aad []byte) ([]byte, error) {
+	gcm, err := newGCM(key)
+	if err != nil {
+		return nil, err
+	}
+	if len(sealed) < gcm.NonceSize() {
+		return nil, fmt.Errorf("dsar: sealed value too short")
+	}
+	return gcm.Open(nil, sealed[:gcm.NonceSize()], sealed[gcm.NonceSize():], aad)
+}
+
+func newGCM(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}

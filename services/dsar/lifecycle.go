@@ -1,0 +1,297 @@
+package dsar
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/audit"
+	"github.com/lethe-privacy/lethe/platform/auth"
+	"github.com/lethe-privacy/lethe/platform/period"
+	"github.com/lethe-privacy/lethe/platform/store"
+)
+
+// Error reasons of the DSAR service.
+const (
+	// ReasonIllegalTransition: the request's state does not allow the
+	// change asked for.
+	ReasonIllegalTransition = "ILLEGAL_TRANSITION"
+	// ReasonNotVerified: the subject's identity is not verified yet.
+	ReasonNotVerified = "IDENTITY_NOT_VERIFIED"
+	// ReasonExtension: the deadline was extended already, or the first
+	// month is over.
+	ReasonExtension = "EXTENSION_REFUSED"
+	// ReasonNoChannel: no channel to send one-time codes is configured.
+	ReasonNoChannel = "NO_VERIFICATION_CHANNEL"
+	// ReasonCodeSpent: the code expired or its attempts are spent.
+	ReasonCodeSpent = "CODE_SPENT"
+	// ReasonTaskClosed: the system has no open task for the request.
+	ReasonTaskClosed = "TASK_NOT_OPEN"
+	// ReasonKeyDestroyed: the request's key was destroyed; its identifiers
+	// and package are gone.
+	ReasonKeyDestroyed = "KEY_DESTROYED"
+	// ReasonWrongType: the method does not apply to the request's type.
+	ReasonWrongType = "WRONG_REQUEST_TYPE"
+)
+
+// serviceActor is the actor of transitions the service makes itself.
+const serviceActor = "lethe/dsar"
+
+// statutoryPeriod is Art. 12(3)'s "one month of receipt".
+var statutoryPeriod = period.Period{Months: 1}
+
+// transitions lists what each state may become. Final states are absent:
+// nothing follows them.
+var transitions = map[dsarv1.RequestState][]dsarv1.RequestState{
+	dsarv1.RequestState_REQUEST_STATE_RECEIVED: {
+		dsarv1.RequestState_REQUEST_STATE_VERIFYING_IDENTITY, dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS,
+		dsarv1.RequestState_REQUEST_STATE_REJECTED, dsarv1.RequestState_REQUEST_STATE_CANCELLED,
+	},
+	dsarv1.RequestState_REQUEST_STATE_VERIFYING_IDENTITY: {
+		dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS,
+		dsarv1.RequestState_REQUEST_STATE_REJECTED, dsarv1.RequestState_REQUEST_STATE_CANCELLED,
+	},
+	dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS: {
+		dsarv1.RequestState_REQUEST_STATE_COMPLETED, dsarv1.RequestState_REQUEST_STATE_PARTIALLY_COMPLETED,
+		dsarv1.RequestState_REQUEST_STATE_REJECTED, dsarv1.RequestState_REQUEST_STATE_CANCELLED,
+	},
+}
+
+func isFinal(st dsarv1.RequestState) bool {
+	_, open := transitions[st]
+	return !open
+}
+
+func isOpen(st dsarv1.RequestState) bool { return !isFinal(st) }
+
+// illegal is the error of a transition the state machine does not allow.
+func illegal(from, to dsarv1.RequestState) error {
+	return apierror.FailedPrecondition(ReasonIllegalTransition, fmt.Sprintf("a request in state %s cannot become %s", from, to))
+}
+
+// actorOf names the caller for the request's history.
+func actorOf(ctx context.Context) string {
+	if id, ok := auth.FromContext(ctx); ok && id.Name != "" {
+		return id.Name
+	}
+	return serviceActor
+}
+
+// transitionTx moves r to state to, recording the step on the request and
+// as its own entry in the audit log, in the caller's transaction.
+func (s *Service) transitionTx(tx *bolt.Tx, r *dsarv1.Request, to dsarv1.RequestState, actor, note string) error {
+	from := r.State
+	if !slices.Contains(transitions[from], to) {
+		return illegal(from, to)
+	}
+	now := s.Clock.Now()
+	r.State = to
+	r.History = append(r.History, &dsarv1.Transition{From: from, To: to, At: timestamppb.New(now), Actor: actor, Note: note})
+	if isFinal(to) {
+		r.ClosedAt = timestamppb.New(now)
+		if err := store.BucketTx(tx, bucketPending).Delete([]byte(r.DsarId)); err != nil {
+			return err
+		}
+		if err := store.BucketTx(tx, bucketFollowing).Delete([]byte(r.DsarId)); err != nil {
+			return err
+		}
+	}
+	if from == dsarv1.RequestState_REQUEST_STATE_RECEIVED || from == dsarv1.RequestState_REQUEST_STATE_VERIFYING_IDENTITY {
+		resumeClock(r.Deadline, now)
+	}
+	return s.Audit.AppendTx(tx, audit.Entry{Actor: actor, Method: "transition " + from.String() + " -> " + to.String(),
+		TenantID: r.TenantId, Target: r.DsarId, Code: "OK"})
+}
+
+// resumeClock ends a verification pause.
+func resumeClock(d *dsarv1.Deadline, now time.Time) {
+	if d.PausedSince == nil {
+		return
+	}
+	paused := d.Paused.AsDuration() + now.Sub(d.PausedSince.AsTime())
+	d.Paused, d.PausedSince = durationpb.New(paused), nil
+}
+
+// computeDeadlines fills the due dates from receipt, the paused time (as
+// if a pause running now ended now), the extension and the SLA. Calendar
+// months follow Regulation 1182/71: 31 January + 1 month is the last day
+// of February.
+func computeDeadlines(d *dsarv1.Deadline, now time.Time) {
+	start := d.ReceivedAt.AsTime().Add(d.Paused.AsDuration())
+	if d.PausedSince != nil && now.After(d.PausedSince.AsTime()) {
+		start = start.Add(now.Sub(d.PausedSince.AsTime()))
+	}
+	p := statutoryPeriod
+	if d.Extension != nil {
+		p.Months += int(d.Extension.Months)
+	}
+	d.StatutoryDueAt = timestamppb.New(p.AddTo(start))
+	if d.Sla != nil {
+		d.SlaDueAt = timestamppb.New(start.Add(d.Sla.AsDuration()))
+	}
+}
+
+// earliestDue is the earlier of the statutory and SLA due dates.
+func earliestDue(d *dsarv1.Deadline) time.Time {
+	due := d.StatutoryDueAt.AsTime()
+	if d.SlaDueAt != nil && d.SlaDueAt.AsTime().Before(due) {
+		due = d.SlaDueAt.AsTime()
+	}
+	return due
+}
+
+// secrets is what a request keeps that no response shows.
+type secrets struct {
+	// Key names the request's key; nil once destroyed.
+	Key *slotRef `json:"key,omitempty"`
+	// CodeHash is HMAC-SHA256(salt, code) of the current one-time code.
+	CodeHash    []byte    `json:"code_hash,omitempty"`
+	CodeSalt    []byte    `json:"code_salt,omitempty"`
+	CodeExpires time.Time `json:"code_expires,omitzero"`
+	Attempts    int       `json:"attempts,omitempty"`
+	// Events are the directives published for the request.
+	Events []string `json:"events,omitempty"`
+	// Info is the Art. 15(1) information fetched at fan-out (JSON).
+	Info json.RawMessage `json:"info,omitempty"`
+	// Submitted counts the records each system submitted.
+	Submitted map[string]int `json:"submitted,omitempty"`
+	// Dropped counts records left out of a portability package.
+	Dropped int `json:"dropped,omitempty"`
+}
+
+func decodeSecrets(v []byte) (*secrets, error) {
+	sec := &secrets{}
+	if v == nil {
+		return sec, nil
+	}
+	return sec, json.Unmarshal(v, sec)
+}
+
+func secretsTx(tx *bolt.Tx, id string) (*secrets, error) {
+	return decodeSecrets(store.BucketTx(tx, bucketSecrets).Get([]byte(id)))
+}
+
+func putSecretsTx(tx *bolt.Tx, id string, sec *secrets) error {
+	b, err := json.Marshal(sec)
+	if err != nil {
+		return err
+	}
+	return store.BucketTx(tx, bucketSecrets).Put([]byte(id), b)
+}
+
+// requestTx reads a request; NotFound when the tenant has none of that id.
+func requestTx(tx *bolt.Tx, tenant, id string) (*dsarv1.Request, error) {
+	v := store.BucketTx(tx, bucketRequests).Get(store.Key(tenant, id))
+	if v == nil {
+		return nil, apierror.NotFound("request", id)
+	}
+	r := &dsarv1.Request{}
+	return r, proto.Unmarshal(v, r)
+}
+
+// putRequestTx stores a request and, once committed, updates the metrics.
+func (s *Service) putRequestTx(tx *bolt.Tx, r *dsarv1.Request) error {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if err := store.BucketTx(tx, bucketRequests).Put(store.Key(r.TenantId, r.DsarId), b); err != nil {
+		return err
+	}
+	snap := summaryOf(r)
+	tx.OnCommit(func() { s.metrics.update(snap) })
+	return nil
+}
+
+// mutateTx loads an open request for a mutation; it refuses unknown
+// tenants, unknown requests and, unless allowFinal, final ones.
+func (s *Service) loadTx(tx *bolt.Tx, tenant, id string) (*dsarv1.Request, error) {
+	if err := s.tenants.RequireTx(tx, tenant); err != nil {
+		return nil, err
+	}
+	return requestTx(tx, tenant, id)
+}
+
+// view is a request as a caller sees it now: deadlines of a paused
+// request move with the clock, and an open request shows each system's
+// task as it stands.
+func (s *Service) view(r *dsarv1.Request) *dsarv1.Request {
+	out := proto.Clone(r).(*dsarv1.Request)
+	if isOpen(out.State) {
+		computeDeadlines(out.Deadline, s.Clock.Now())
+	}
+	if out.State == dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS {
+		if ts, err := s.tracker.CauseTasks(r.TenantId, causeOf(r.DsarId)); err == nil && len(ts) > 0 {
+			out.Result = resultOf(ts, out.Result)
+		}
+	}
+	return out
+}
+
+// ExtendDeadline implements DsarService: once, by one or two months,
+// with a reason, and only within the first month after receipt.
+func (s *Service) ExtendDeadline(ctx context.Context, req *dsarv1.ExtendDeadlineRequest) (*dsarv1.ExtendDeadlineResponse, error) {
+	return mutate(ctx, s, req, func(tx *bolt.Tx) (*dsarv1.ExtendDeadlineResponse, error) {
+		r, err := s.loadTx(tx, req.TenantId, req.DsarId)
+		if err != nil {
+			return nil, err
+		}
+		now := s.Clock.Now()
+		d := r.Deadline
+		start := d.ReceivedAt.AsTime().Add(d.Paused.AsDuration())
+		switch {
+		case isFinal(r.State):
+			return nil, apierror.FailedPrecondition(ReasonIllegalTransition, fmt.Sprintf("a %s request has no deadline to extend", r.State))
+		case d.Extension != nil:
+			return nil, apierror.FailedPrecondition(ReasonExtension, "the deadline was extended already; Art. 12(3) allows one extension")
+		case !now.Before(statutoryPeriod.AddTo(start)):
+			return nil, apierror.FailedPrecondition(ReasonExtension, "an extension must be given within one month of receipt (Art. 12(3))")
+		}
+		d.Extension = &dsarv1.Extension{Months: req.Months, Reason: req.Reason, GrantedAt: timestamppb.New(now)}
+		computeDeadlines(d, now)
+		r.History = append(r.History, &dsarv1.Transition{From: r.State, To: r.State, At: timestamppb.New(now), Actor: actorOf(ctx),
+			Note: fmt.Sprintf("deadline extended by %d month(s)", req.Months)})
+		if err := s.putRequestTx(tx, r); err != nil {
+			return nil, err
+		}
+		return &dsarv1.ExtendDeadlineResponse{Request: s.viewAt(r, s.Clock.Now())}, nil
+	})
+}
+
+// RejectRequest implements DsarService.
+func (s *Service) RejectRequest(ctx context.Context, req *dsarv1.RejectRequestRequest) (*dsarv1.RejectRequestResponse, error) {
+	return mutate(ctx, s, req, func(tx *bolt.Tx) (*dsarv1.RejectRequestResponse, error) {
+		r, err := s.loadTx(tx, req.TenantId, req.DsarId)
+		if err != nil {
+			return nil, err
+		}
+		r.Rejection = &dsarv1.Rejection{Reason: req.Reason, Detail: req.Detail}
+		if err := s.closeTx(tx, r, dsarv1.RequestState_REQUEST_STATE_REJECTED, actorOf(ctx), "rejected: "+req.Reason.String()); err != nil {
+			return nil, err
+		}
+		return &dsarv1.RejectRequestResponse{Request: s.viewAt(r, s.Clock.Now())}, nil
+	})
+}
+
+// CancelRequest implements DsarService.
+func (s *Service) CancelRequest(ctx context.Context, req *dsarv1.CancelRequestRequest) (*dsarv1.CancelRequestResponse, error) {
+	return mutate(ctx, s, req, func(tx *bolt.Tx) (*dsarv1.CancelRequestResponse, error) {
+		r, err := s.loadTx(tx, req.TenantId, req.DsarId)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.closeTx(tx, r, dsarv1.RequestState_REQUEST_STATE_CANCELLED, actorOf(ctx), "cancelled at the subject's wish"); err != nil {
+			return nil, err
+		}
+		return &dsarv1.CancelRequestResponse{Request: s.viewAt(r, s.Clock.Now())}, nil
+	})
+}

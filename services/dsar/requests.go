@@ -1,0 +1,282 @@
+package dsar
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/audit"
+	"github.com/lethe-privacy/lethe/platform/mutation"
+	"github.com/lethe-privacy/lethe/platform/outbox"
+	"github.com/lethe-privacy/lethe/platform/paging"
+	"github.com/lethe-privacy/lethe/platform/store"
+)
+
+// mutate runs a mutation through the kit (idempotency, validate-only,
+// audit in the same transaction) and names the request it acts on in the
+// audit entry.
+func mutate[Resp proto.Message](ctx context.Context, s *Service, req mutation.Request, fn func(tx *bolt.Tx) (Resp, error)) (Resp, error) {
+	if named, ok := req.(interface{ GetDsarId() string }); ok {
+		if _, call, ok := audit.FromContext(ctx); ok {
+			call.Target = named.GetDsarId()
+		}
+	}
+	return mutation.Apply(ctx, s.Mutator, req, fn)
+}
+
+func causeOf(id string) *commonv1.Cause {
+	return &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST, Id: id}
+}
+
+// typeOf returns a create request's type and its details as stored. The
+// corrected values of a rectification are identifiers: the stored details
+// keep only their categories.
+func typeOf(req *dsarv1.CreateRequestRequest, r *dsarv1.Request) error {
+	switch {
+	case req.Access != nil:
+		r.Type, r.Details = dsarv1.RequestType_REQUEST_TYPE_ACCESS, &dsarv1.Request_Access{Access: req.Access}
+	case req.Rectification != nil:
+		kept := &dsarv1.RectificationDetails{}
+		for _, c := range req.Rectification.Corrections {
+			kept.Corrections = append(kept.Corrections, &dsarv1.Correction{Category: c.Category})
+		}
+		r.Type, r.Details = dsarv1.RequestType_REQUEST_TYPE_RECTIFICATION, &dsarv1.Request_Rectification{Rectification: kept}
+	case req.Erasure != nil:
+		e := proto.Clone(req.Erasure).(*dsarv1.ErasureDetails)
+		if e.Action == eventsv1.ErasureAction_ERASURE_ACTION_UNSPECIFIED {
+			e.Action = eventsv1.ErasureAction_ERASURE_ACTION_ERASE
+		}
+		r.Type, r.Details = dsarv1.RequestType_REQUEST_TYPE_ERASURE, &dsarv1.Request_Erasure{Erasure: e}
+	case req.Restriction != nil:
+		r.Type, r.Details = dsarv1.RequestType_REQUEST_TYPE_RESTRICTION, &dsarv1.Request_Restriction{Restriction: req.Restriction}
+	case req.Portability != nil:
+		r.Type, r.Details = dsarv1.RequestType_REQUEST_TYPE_PORTABILITY, &dsarv1.Request_Portability{Portability: req.Portability}
+	case req.Objection != nil:
+		o := req.Objection
+		switch {
+		case o.Scope == eventsv1.ObjectionScope_OBJECTION_SCOPE_PURPOSES && len(o.PurposeIds) == 0:
+			return apierror.Invalid("objection.purpose_ids", "name the purposes objected to")
+		case o.Scope != eventsv1.ObjectionScope_OBJECTION_SCOPE_PURPOSES && len(o.PurposeIds) > 0:
+			return apierror.Invalid("objection.purpose_ids", "only an objection to named purposes lists purposes")
+		}
+		r.Type, r.Details = dsarv1.RequestType_REQUEST_TYPE_OBJECTION, &dsarv1.Request_Objection{Objection: o}
+	case req.Withdrawal != nil:
+		r.Type, r.Details = dsarv1.RequestType_REQUEST_TYPE_CONSENT_WITHDRAWAL, &dsarv1.Request_Withdrawal{Withdrawal: req.Withdrawal}
+	case req.AutomatedDecision != nil:
+		r.Type, r.Details = dsarv1.RequestType_REQUEST_TYPE_AUTOMATED_DECISION_REVIEW, &dsarv1.Request_AutomatedDecision{AutomatedDecision: req.AutomatedDecision}
+	default:
+		return apierror.Invalid("details", "set exactly one request type: access, rectification, erasure, restriction, portability, objection, withdrawal or automated_decision")
+	}
+	return nil
+}
+
+// CreateRequest implements DsarService. The tenant's settings (SLA,
+// whether verification pauses the clock) are read from the registry before
+// the write and recorded on the request, so a later change of settings
+// does not move a running deadline. Identifiers and corrected values are
+// sealed under a fresh key of the request; the response never holds them.
+func (s *Service) CreateRequest(ctx context.Context, req *dsarv1.CreateRequestRequest) (*dsarv1.CreateRequestResponse, error) {
+	r := &dsarv1.Request{TenantId: req.TenantId, SubjectId: req.SubjectId, Requester: req.Requester}
+	if err := typeOf(req, r); err != nil {
+		return nil, err
+	}
+	if req.Requester.Kind == dsarv1.RequesterKind_REQUESTER_KIND_AGENT && req.Requester.AuthorityReference == "" {
+		return nil, apierror.Invalid("requester.authority_reference", "an agent names the authority it acts under")
+	}
+	if err := s.tenants.Require(req.TenantId); err != nil {
+		return nil, err
+	}
+	settings, err := s.tenantSettings(ctx, req.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range req.Identifiers {
+		r.IdentifierTypes = append(r.IdentifierTypes, id.Type)
+	}
+	plain, err := proto.Marshal(&dsarv1.GetIdentifiersResponse{Identifiers: req.Identifiers, Corrections: req.GetRectification().GetCorrections()})
+	if err != nil {
+		return nil, err
+	}
+	// The key is made and synced before the request that needs it
+	// commits; a request that does not commit (refused, a dry run, a
+	// replay) has its key destroyed again below.
+	ref, key, err := s.keys.New()
+	if err != nil {
+		return nil, err
+	}
+	id := outbox.NewEventID()
+	sealed, err := seal(key, plain, aad(id, "identifiers"))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := mutate(ctx, s, req, func(tx *bolt.Tx) (*dsarv1.CreateRequestResponse, error) {
+		if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
+			return nil, err
+		}
+		now := s.Clock.Now()
+		r := proto.Clone(r).(*dsarv1.Request)
+		r.DsarId, r.State = id, dsarv1.RequestState_REQUEST_STATE_RECEIVED
+		r.Deadline = &dsarv1.Deadline{ReceivedAt: timestamppb.New(now), VerificationPausesDeadline: settings.GetVerificationPausesDeadline()}
+		if settings.GetDsarSla() != nil {
+			r.Deadline.Sla = durationpb.New(settings.DsarSla.AsDuration())
+		}
+		if r.Deadline.VerificationPausesDeadline {
+			r.Deadline.PausedSince = timestamppb.New(now)
+		}
+		computeDeadlines(r.Deadline, now)
+		r.Verification = &dsarv1.Verification{Method: methodOf(settings.GetVerificationChannel())}
+		r.History = []*dsarv1.Transition{{To: r.State, At: timestamppb.New(now), Actor: actorOf(ctx), Note: "received"}}
+		r.Result = &dsarv1.Result{}
+		if err := s.putRequestTx(tx, r); err != nil {
+			return nil, err
+		}
+		if err := putSecretsTx(tx, id, &secrets{Key: &ref}); err != nil {
+			return nil, err
+		}
+		if err := store.BucketTx(tx, bucketSealed).Put([]byte(id), sealed); err != nil {
+			return nil, err
+		}
+		if err := s.Audit.AppendTx(tx, audit.Entry{Actor: actorOf(ctx), Method: "transition -> " + r.State.String(),
+			TenantID: r.TenantId, Target: id, Code: "OK"}); err != nil {
+			return nil, err
+		}
+		return &dsarv1.CreateRequestResponse{Request: s.viewAt(r, now)}, nil
+	})
+	if err != nil || req.ValidateOnly || resp.GetRequest().GetDsarId() != id {
+		if derr := s.keys.Destroy(ref); derr != nil {
+			s.Logger.Error("dsar: destroying the key of a request that was not filed", "error", derr)
+		}
+	}
+	return resp, err
+}
+
+// viewAt is view for a request not committed yet: it has no tasks.
+func (s *Service) viewAt(r *dsarv1.Request, now time.Time) *dsarv1.Request {
+	out := proto.Clone(r).(*dsarv1.Request)
+	computeDeadlines(out.Deadline, now)
+	return out
+}
+
+// aad binds a sealed value to its request and its role, so that a value
+// copied to another request or role does not decrypt.
+func aad(id, role string) []byte { return []byte(id + "\x00" + role) }
+
+// tenantSettings reads the tenant's settings from the registry.
+func (s *Service) tenantSettings(ctx context.Context, tenant string) (*registryv1.TenantSettings, error) {
+	if s.registry == nil {
+		return nil, fmt.Errorf("dsar: no registry connection")
+	}
+	resp, err := s.registry.GetTenant(ctx, &registryv1.GetTenantRequest{TenantId: tenant})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Tenant.GetSettings(), nil
+}
+
+func methodOf(c registryv1.VerificationChannel) dsarv1.VerificationMethod {
+	switch c {
+	case registryv1.VerificationChannel_VERIFICATION_CHANNEL_SMS_CODE:
+		return dsarv1.VerificationMethod_VERIFICATION_METHOD_SMS_CODE
+	case registryv1.VerificationChannel_VERIFICATION_CHANNEL_LOGIN_ATTESTATION:
+		return dsarv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION
+	case registryv1.VerificationChannel_VERIFICATION_CHANNEL_MANUAL:
+		return dsarv1.VerificationMethod_VERIFICATION_METHOD_MANUAL
+	}
+	return dsarv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE
+}
+
+// GetRequest implements DsarService.
+func (s *Service) GetRequest(_ context.Context, req *dsarv1.GetRequestRequest) (*dsarv1.GetRequestResponse, error) {
+	var r *dsarv1.Request
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		var err error
+		r, err = s.loadTx(tx, req.TenantId, req.DsarId)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &dsarv1.GetRequestResponse{Request: s.view(r)}, nil
+}
+
+// ListRequests implements DsarService. Deadline filters are evaluated at
+// the service's clock; a request whose clock is paused for verification is
+// never overdue.
+func (s *Service) ListRequests(_ context.Context, req *dsarv1.ListRequestsRequest) (*dsarv1.ListRequestsResponse, error) {
+	now := s.Clock.Now()
+	within := 7 * 24 * time.Hour
+	if req.DueWithin != nil {
+		within = req.DueWithin.AsDuration()
+	}
+	match := func(r *dsarv1.Request) bool {
+		if len(req.States) > 0 && !containsState(req.States, r.State) {
+			return false
+		}
+		if req.Deadline == dsarv1.DeadlineFilter_DEADLINE_FILTER_UNSPECIFIED {
+			return true
+		}
+		if !isOpen(r.State) || r.Deadline.PausedSince != nil {
+			return false
+		}
+		due := earliestDue(r.Deadline)
+		overdue := now.After(due)
+		if req.Deadline == dsarv1.DeadlineFilter_DEADLINE_FILTER_OVERDUE {
+			return overdue
+		}
+		return !overdue && !due.After(now.Add(within))
+	}
+	resp := &dsarv1.ListRequestsResponse{}
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
+			return err
+		}
+		// Filters are applied before paging, so a page is full of matches.
+		prefix := store.Key(req.TenantId)
+		var keys []string
+		c := store.BucketTx(tx, bucketRequests).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			r := &dsarv1.Request{}
+			if err := proto.Unmarshal(v, r); err != nil {
+				return err
+			}
+			computeDeadlines(r.Deadline, now)
+			if match(r) {
+				keys = append(keys, string(k))
+				resp.Requests = append(resp.Requests, r)
+			}
+		}
+		start, end, next, err := paging.Slice(keys, req, req.TenantId, fmt.Sprint(req.States, req.Deadline, within))
+		if err != nil {
+			return err
+		}
+		resp.Requests, resp.NextPageToken = resp.Requests[start:end], next
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range resp.Requests {
+		resp.Requests[i] = s.view(r)
+	}
+	return resp, nil
+}
+
+func containsState(states []dsarv1.RequestState, st dsarv1.RequestState) bool {
+	for _, s := range states {
+		if s == st {
+			return true
+		}
+	}
+	return false
+}
