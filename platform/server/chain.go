@@ -226,6 +226,9 @@ func (s *Server) authorize(ctx context.Context, method string, req any) error {
 			TenantID: r.TenantID,
 			Code:     codes.PermissionDenied.String(),
 		}
+		if rs, ok := req.(requestScoped); ok {
+			entry.RequestID = rs.GetRequestId()
+		}
 		if auditErr := log.Append(entry); auditErr != nil {
 			return errors.Join(err, fmt.Errorf("audit a denial: %w", auditErr))
 		}

@@ -13,6 +13,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/auth"
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
+	"github.com/lethe-privacy/lethe/platform/tlsconfig"
 )
 
 // Config is what a server is built from. Flags fill the first group; code
@@ -58,6 +60,34 @@ type Config struct {
 	// file (see auth.FilePolicy): the server loads it at start and reloads
 	// it when it changes.
 	PolicyFile string
+	// Profile is ProfileDev (the default) or ProfileProduction, which
+	// refuses to start without TLS, real authentication and a policy file.
+	Profile string
+	// TLSCertFile and TLSKeyFile, when set, make the listener speak TLS
+	// with this PEM certificate chain and key, reloaded when they change.
+	// The pair is also what the process presents when it dials the
+	// registry and NATS.
+	TLSCertFile string
+	TLSKeyFile  string
+	// TLSClientCAFile, when set, makes TLS mutual: every caller must
+	// present a certificate that one of these PEM CAs signed.
+	TLSClientCAFile string
+	// TrustDomain, when set, identifies callers by the SPIFFE id
+	// (spiffe://<TrustDomain>/...) of their verified client certificate;
+	// it needs TLSClientCAFile.
+	TrustDomain string
+	// JWTKeysFile, JWTIssuer and JWTAudience, when set, identify callers
+	// by a signed JWT bearer token (see auth.JWTAuthenticator).
+	JWTKeysFile string
+	JWTIssuer   string
+	JWTAudience string
+	// TokensFile, development profile only, is a file of static bearer
+	// tokens (see auth.TokenAuthenticator).
+	TokensFile string
+	// HealthAddr, when set, serves grpc.health.v1 alone, in plaintext and
+	// without authentication, for probes that cannot speak TLS (the
+	// kubelet's gRPC probe). Nothing else is served on it.
+	HealthAddr string
 
 	// Listener, when set, is served instead of listening on Addr: tests
 	// pass a bufconn listener, and a caller that must know the bound port
@@ -66,6 +96,8 @@ type Config struct {
 	// Logger, when set, is used instead of one built from LogLevel and
 	// LogFormat.
 	Logger *slog.Logger
+	// HealthListener, when set, is served as HealthAddr would be.
+	HealthListener net.Listener
 	// LogOutput is where a built logger writes; standard error by default.
 	LogOutput io.Writer
 	// Telemetry, when set, is used instead of providers built from the
@@ -77,7 +109,21 @@ type Config struct {
 	Policy auth.Policy
 	// Clock stamps audit entries; the wall clock when nil.
 	Clock clock.Clock
+	// FileWatch tunes how certificate files are watched for rotation.
+	FileWatch tlsconfig.Options
 }
+
+// The profiles a server runs in.
+const (
+	// ProfileDev is for a developer's machine and tests: plaintext on
+	// loopback unless TLS is configured, local callers accepted as
+	// auth.DevIdentityName, every call allowed unless a policy is given.
+	ProfileDev = "dev"
+	// ProfileProduction refuses to start unless the listener speaks TLS,
+	// callers are authenticated by certificate or JWT, and a policy file
+	// decides what they may do.
+	ProfileProduction = "production"
+)
 
 // RegisterFlags binds the flag-settable fields to fs, with defaultAddr as
 // the default gRPC address. A host that wants other defaults changes them
@@ -91,7 +137,17 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, defaultAddr string) {
 	fs.StringVar(&c.LogFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC collector for traces, host:port (empty keeps traces in-process)")
 	fs.BoolVar(&c.OTLPInsecure, "otlp-insecure", false, "send traces to the OTLP collector without TLS")
-	fs.StringVar(&c.PolicyFile, "authz-policy", "", "authorization policy file (JSON); reloaded when it changes. Empty: the development policy, which allows everything")
+	fs.StringVar(&c.PolicyFile, "authz-policy", "", "authorization policy file (JSON); reloaded when it changes. Empty: the development policy, which allows everything (refused in production)")
+	fs.StringVar(&c.Profile, "profile", ProfileDev, "dev or production; production refuses to start without TLS, certificate or JWT authentication and a policy file")
+	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "PEM certificate chain of this process: served on the gRPC listener, presented to the registry and NATS; reloaded when it changes")
+	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.TLSClientCAFile, "tls-client-ca", "", "PEM CA bundle that signs callers' certificates; when set every caller must present one (mutual TLS)")
+	fs.StringVar(&c.TrustDomain, "trust-domain", "", "SPIFFE trust domain of callers: a verified client certificate's spiffe://<domain>/... URI is the caller's identity")
+	fs.StringVar(&c.JWTKeysFile, "jwt-keys", "", "JWKS or PEM file of the public keys bearer JWTs are signed with (ES256, EdDSA, RS256); reloaded when it changes")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "required iss claim of bearer JWTs")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "required aud claim of bearer JWTs")
+	fs.StringVar(&c.TokensFile, "dev-tokens", "", "file of static bearer tokens (JSON), development profile only")
+	fs.StringVar(&c.HealthAddr, "health-addr", "", "plaintext listen address serving only grpc.health.v1, for probes that cannot speak TLS (empty disables)")
 }
 
 // CompletedConfig is a validated Config with its dependencies built. Only
@@ -103,6 +159,11 @@ type CompletedConfig struct {
 type completed struct {
 	Config
 	ownsTelemetry bool
+	// KeyPair is the process's certificate, nil in plaintext; a host
+	// presents it when it dials other services and NATS.
+	KeyPair *tlsconfig.KeyPair
+	// serverTLS is the listener's TLS configuration, nil in plaintext.
+	serverTLS *tls.Config
 }
 
 // Complete validates c, fills defaults and builds the logger and telemetry
@@ -121,6 +182,10 @@ func (c Config) Complete(ctx context.Context) (CompletedConfig, error) {
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %s is negative", c.ShutdownTimeout))
 	}
+	if c.Profile == "" {
+		c.Profile = ProfileDev
+	}
+	errs = append(errs, c.checkProfile()...)
 	if err := errors.Join(errs...); err != nil {
 		return CompletedConfig{}, err
 	}
@@ -143,20 +208,30 @@ func (c Config) Complete(ctx context.Context) (CompletedConfig, error) {
 	}
 	c.Logger = c.Logger.With("server", c.Name)
 
-	owns := false
-	if c.Telemetry == nil {
-		providers, err := telemetry.Setup(ctx, telemetry.Config{
-			ServiceName:  c.Name,
-			OTLPEndpoint: c.OTLPEndpoint,
-			OTLPInsecure: c.OTLPInsecure,
-		})
+	if c.FileWatch.Logger == nil {
+		c.FileWatch.Logger = c.Logger
+	}
+	var keyPair *tlsconfig.KeyPair
+	var serverTLS *tls.Config
+	if c.TLSCertFile != "" {
+		pair, err := tlsconfig.LoadKeyPair(c.TLSCertFile, c.TLSKeyFile, c.FileWatch)
+		if err != nil {
+			return CompletedConfig{}, fmt.Errorf("--tls-cert: %w", err)
+		}
+		var clientCAs *tlsconfig.Pool
+		if c.TLSClientCAFile != "" {
+			if clientCAs, err = tlsconfig.LoadPool(c.TLSClientCAFile, c.FileWatch); err != nil {
+				return CompletedConfig{}, fmt.Errorf("--tls-client-ca: %w", err)
+			}
+		}
+		keyPair, serverTLS = pair, tlsconfig.Server(pair, clientCAs)
+	}
+	if c.Authenticator == nil {
+		a, err := c.buildAuthenticator()
 		if err != nil {
 			return CompletedConfig{}, err
 		}
-		c.Telemetry, owns = providers, true
-	}
-	if c.Authenticator == nil {
-		c.Authenticator = auth.DevAuthenticator{}
+		c.Authenticator = a
 	}
 	if c.Policy == nil && c.PolicyFile != "" {
 		policy, err := auth.LoadPolicy(c.PolicyFile, c.Logger)
@@ -171,5 +246,143 @@ func (c Config) Complete(ctx context.Context) (CompletedConfig, error) {
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
 	}
-	return CompletedConfig{&completed{Config: c, ownsTelemetry: owns}}, nil
+	// Telemetry last: its providers run goroutines that a failed Complete
+	// would leave behind.
+	owns := false
+	if c.Telemetry == nil {
+		providers, err := telemetry.Setup(ctx, telemetry.Config{
+			ServiceName:  c.Name,
+			OTLPEndpoint: c.OTLPEndpoint,
+			OTLPInsecure: c.OTLPInsecure,
+		})
+		if err != nil {
+			return CompletedConfig{}, err
+		}
+		c.Telemetry, owns = providers, true
+	}
+	return CompletedConfig{&completed{Config: c, ownsTelemetry: owns, KeyPair: keyPair, serverTLS: serverTLS}}, nil
+}
+
+// checkProfile returns what the profile refuses in c. Production names
+// every missing piece at once, so that one failed start tells an operator
+// all that is left to configure.
+func (c *Config) checkProfile() []error {
+	var errs []error
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
+		errs = append(errs, errors.New("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS first"))
+	}
+	if c.TrustDomain != "" {
+		if err := auth.ValidTrustDomain(c.TrustDomain); err != nil {
+			errs = append(errs, fmt.Errorf("--trust-domain: %w", err))
+		}
+		if c.TLSClientCAFile == "" {
+			errs = append(errs, errors.New("--trust-domain needs --tls-client-ca: identities come from client certificates that CA verified"))
+		}
+	}
+	jwt := c.JWTKeysFile != "" || c.JWTIssuer != "" || c.JWTAudience != ""
+	if jwt && (c.JWTKeysFile == "" || c.JWTIssuer == "" || c.JWTAudience == "") {
+		errs = append(errs, errors.New("--jwt-keys, --jwt-issuer and --jwt-audience go together"))
+	}
+
+	switch c.Profile {
+	case ProfileDev:
+		if c.TLSCertFile == "" && c.Listener == nil && c.Addr != "" {
+			if err := requireLoopback(c.Addr); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	case ProfileProduction:
+		if c.TLSCertFile == "" {
+			errs = append(errs, errors.New("production refuses a plaintext listener: set --tls-cert and --tls-key"))
+		}
+		if c.TokensFile != "" {
+			errs = append(errs, errors.New("production refuses static tokens (--dev-tokens): use client certificates or JWTs"))
+		}
+		if c.Authenticator == nil && c.TrustDomain == "" && !jwt {
+			errs = append(errs, errors.New("production needs an authenticator: client certificates (--tls-client-ca and --trust-domain) or JWTs (--jwt-keys, --jwt-issuer, --jwt-audience)"))
+		}
+		if reason := devAuthenticator(c.Authenticator); reason != "" {
+			errs = append(errs, errors.New("production refuses "+reason))
+		}
+		if _, ok := c.Policy.(auth.AllowAll); ok {
+			errs = append(errs, errors.New("production refuses the allow-all policy: set --authz-policy"))
+		}
+		if c.Policy == nil && c.PolicyFile == "" {
+			errs = append(errs, errors.New("production needs an authorization policy: set --authz-policy (everything else is denied)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--profile %q is not %s or %s", c.Profile, ProfileDev, ProfileProduction))
+	}
+	return errs
+}
+
+// devAuthenticator names the development-only authenticator in a, if any.
+func devAuthenticator(a auth.Authenticator) string {
+	switch a := a.(type) {
+	case auth.DevAuthenticator, *auth.DevAuthenticator:
+		return "the development authenticator (local callers as " + auth.DevIdentityName + ")"
+	case *auth.TokenAuthenticator:
+		return "static tokens"
+	case auth.Chain:
+		for _, inner := range a {
+			if reason := devAuthenticator(inner); reason != "" {
+				return reason
+			}
+		}
+	}
+	return ""
+}
+
+// requireLoopback refuses a plaintext listen address that other machines
+// can reach: the development profile has no transport security, and its
+// authenticator would refuse remote callers anyway.
+func requireLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--addr %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("the development profile serves plaintext on loopback only, and --addr %q is not a loopback address: "+
+		"listen on 127.0.0.1, or configure TLS (--tls-cert, --tls-key) or --profile production", addr)
+}
+
+// buildAuthenticator fills the authentication slot from the flags:
+// bearer tokens (static in development, JWTs), then client certificates,
+// and in development local callers last.
+func (c *Config) buildAuthenticator() (auth.Authenticator, error) {
+	var chain auth.Chain
+	if c.TokensFile != "" {
+		tokens, err := auth.LoadTokens(c.TokensFile, c.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("--dev-tokens: %w", err)
+		}
+		chain = append(chain, tokens)
+	}
+	if c.JWTKeysFile != "" {
+		jwt, err := auth.NewJWTAuthenticator(auth.JWTConfig{
+			KeysFile: c.JWTKeysFile, Issuer: c.JWTIssuer, Audience: c.JWTAudience, Logger: c.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("--jwt-keys: %w", err)
+		}
+		chain = append(chain, jwt)
+	}
+	if c.TrustDomain != "" {
+		chain = append(chain, auth.CertAuthenticator{TrustDomain: c.TrustDomain})
+	}
+	if c.Profile == ProfileProduction {
+		return chain, nil
+	}
+	if len(chain) == 0 {
+		return auth.DevAuthenticator{}, nil
+	}
+	return append(chain, auth.DevAuthenticator{}), nil
 }

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -72,11 +73,14 @@ func (cc CompletedConfig) New() (*Server, error) {
 	if _, ok := cc.Policy.(auth.AllowAll); ok {
 		cc.Logger.Warn("authorization: development policy, every authenticated caller may call every method for every tenant")
 	}
-	if _, ok := cc.Authenticator.(auth.DevAuthenticator); ok {
-		cc.Logger.Warn("authentication: development profile, local callers are accepted as " + auth.DevIdentityName)
+	if reason := devAuthenticator(cc.Authenticator); reason != "" {
+		cc.Logger.Warn("authentication: development profile, accepting " + reason)
+	}
+	if cc.serverTLS == nil {
+		cc.Logger.Warn("transport: plaintext (development profile)")
 	}
 
-	s.grpc = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		// Tracing and RPC metrics come from the stats handler, which wraps
 		// every interceptor below, so a span covers the whole call including
 		// a recovered panic. Health checks are probed every few seconds and
@@ -89,7 +93,11 @@ func (cc CompletedConfig) New() (*Server, error) {
 		)),
 		grpc.ChainUnaryInterceptor(s.unaryChain()...),
 		grpc.ChainStreamInterceptor(s.streamChain()...),
-	)
+	}
+	if cc.serverTLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cc.serverTLS)))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	return s, nil
@@ -170,6 +178,26 @@ func (s *Server) Run(ctx context.Context) error {
 		cfg.Logger.Info("metrics endpoint", "addr", mlis.Addr().String())
 	}
 
+	var healthOnly *grpc.Server
+	if hlis := cfg.HealthListener; hlis != nil || cfg.HealthAddr != "" {
+		if hlis == nil {
+			var err error
+			if hlis, err = net.Listen("tcp", cfg.HealthAddr); err != nil {
+				_ = lis.Close()
+				if metrics != nil {
+					_ = metrics.Close()
+				}
+				return fmt.Errorf("listen for health on %s: %w", cfg.HealthAddr, err)
+			}
+		}
+		// The same health.Server as the main listener's, so that both
+		// report NOT_SERVING together during the drain.
+		healthOnly = grpc.NewServer()
+		healthpb.RegisterHealthServer(healthOnly, s.health)
+		go func() { _ = healthOnly.Serve(hlis) }()
+		cfg.Logger.Info("health endpoint (plaintext, grpc.health.v1 only)", "addr", hlis.Addr().String())
+	}
+
 	if policy, ok := cfg.Policy.(*auth.FilePolicy); ok {
 		watchCtx, stopWatching := context.WithCancel(ctx)
 		defer stopWatching()
@@ -181,7 +209,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.setServing(healthpb.HealthCheckResponse_SERVING)
 	names := append([]string(nil), s.healthNames...)
 	sort.Strings(names)
-	cfg.Logger.Info("serving", "addr", lis.Addr().String(), "services", names)
+	cfg.Logger.Info("serving", "addr", lis.Addr().String(), "services", names, "profile", cfg.Profile, "tls", cfg.serverTLS != nil)
 
 	var err error
 	select {
@@ -190,6 +218,9 @@ func (s *Server) Run(ctx context.Context) error {
 		err = fmt.Errorf("grpc serve: %w", err)
 	}
 	s.shutdown()
+	if healthOnly != nil {
+		healthOnly.Stop()
+	}
 	if metrics != nil {
 		_ = metrics.Close()
 	}
