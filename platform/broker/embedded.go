@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,6 +53,10 @@ type EmbeddedConfig struct {
 	// MaxStore caps JetStream file storage in bytes. Zero or less lets
 	// nats-server size it from the free disk space at start.
 	MaxStore int64
+	// TLS, when set, makes the client listener speak TLS only. With
+	// ClientAuth tls.RequireAndVerifyClientCert and ClientCAs, every client
+	// must present a certificate those CAs signed (nats-server's "verify").
+	TLS *tls.Config
 }
 
 // DefaultEmbeddedConfig returns the configuration of the all-in-one binary:
@@ -104,6 +109,12 @@ func StartEmbedded(cfg EmbeddedConfig, logger *slog.Logger) (*Embedded, error) {
 	}
 	if cfg.MaxStore > 0 {
 		opts.JetStreamMaxStore = cfg.MaxStore
+	}
+	if cfg.TLS != nil {
+		opts.TLSConfig = cfg.TLS
+		opts.TLS = true
+		opts.TLSVerify = cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+		opts.TLSTimeout = 2 // seconds, nats-server's default
 	}
 
 	srv, err := server.NewServer(opts)

@@ -55,10 +55,14 @@ func Run(ctx context.Context, srv *server.Server, services []Service) error {
 	return err
 }
 
-// DialRegistry returns a connection to the registry at addr. The
-// development profile speaks plaintext on loopback.
-func DialRegistry(addr string) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// DialRegistry returns a connection to the registry at addr. Without
+// options it speaks plaintext, as the development profile does on
+// loopback; opts follow that default and override it, so
+// grpc.WithTransportCredentials(tlsconfig.Credentials(...)) dials with
+// mutual TLS.
+func DialRegistry(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("registry at %s: %w", addr, err)
 	}
@@ -88,6 +92,8 @@ func Main(f Factory, defaultAddr string, args []string) int {
 	dataDir := fs.String("data", "./data", "folder of the service's bbolt file")
 	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
 	registryAddr := fs.String("registry-addr", "127.0.0.1:7404", "gRPC address of the registry service")
+	var out Outgoing
+	out.RegisterFlags(fs)
 	stream := StreamFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -96,17 +102,17 @@ func Main(f Factory, defaultAddr string, args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	if err := runOne(f, cfg, *dataDir, *natsURL, *registryAddr, *stream); err != nil {
+	if err := runOne(f, cfg, out, *dataDir, *natsURL, *registryAddr, *stream); err != nil {
 		fmt.Fprintf(os.Stderr, "lethe-%s: %v\n", f.Name, err)
 		return 1
 	}
 	return 0
 }
 
-func runOne(f Factory, cfg server.Config, dataDir, natsURL, registryAddr string, stream broker.StreamConfig) error {
+func runOne(f Factory, cfg server.Config, out Outgoing, dataDir, natsURL, registryAddr string, stream broker.StreamConfig) error {
 	ctx, stop := SignalContext()
 	defer stop()
-	return StoppedCleanly(ctx, startOne(ctx, f, cfg, dataDir, natsURL, registryAddr, stream))
+	return StoppedCleanly(ctx, startOne(ctx, f, cfg, out, dataDir, natsURL, registryAddr, stream))
 }
 
 // StoppedCleanly returns nil when the process was asked to stop (ctx is the
@@ -120,14 +126,18 @@ func StoppedCleanly(ctx context.Context, err error) error {
 	return err
 }
 
-func startOne(ctx context.Context, f Factory, cfg server.Config, dataDir, natsURL, registryAddr string, stream broker.StreamConfig) error {
+func startOne(ctx context.Context, f Factory, cfg server.Config, out Outgoing, dataDir, natsURL, registryAddr string, stream broker.StreamConfig) error {
 	cfg.Name = "lethe-" + f.Name
 	completed, err := cfg.Complete(ctx)
 	if err != nil {
 		return err
 	}
 	logger := completed.Logger
-	nc, err := broker.Connect(natsURL, cfg.Name, logger)
+	natsOpts, registryOpts, err := out.options(completed, natsURL)
+	if err != nil {
+		return err
+	}
+	nc, err := broker.Connect(natsURL, cfg.Name, logger, natsOpts...)
 	if err != nil {
 		return err
 	}
@@ -142,7 +152,7 @@ func startOne(ctx context.Context, f Factory, cfg server.Config, dataDir, natsUR
 		return err
 	}
 	// The connection is made on first use, so the registry may start later.
-	registry, err := DialRegistry(registryAddr)
+	registry, err := DialRegistry(registryAddr, registryOpts...)
 	if err != nil {
 		return err
 	}
