@@ -1,28 +1,181 @@
-// Package retention is Lethe's retention service. It enforces retention rules per tenant and data category: triggers, periods, legal holds, and a durable scheduler that issues erasure directives when data is due.
+// Package retention is Lethe's retention service: it makes "we delete your
+// data after N years" happen by itself, on time.
 //
-// The service owns one bbolt file, retention.db, in the data folder. Until its API
-// is built it reports RetentionService in health and serves no method.
+// A tenant declares rules per data category (purge rules with triggers and
+// ISO 8601 periods, minimum-retention rules for legal obligations) and legal
+// holds. Systems report lifecycle signals about subjects; consent
+// withdrawals arrive from the consent service's events. Each subject is one
+// tracked item of the durable scheduler (internal/schedule), carrying the
+// facts its signals established; the rules engine (internal/rules) turns the
+// facts into a purge date per category, with an explanation. When a
+// subject's date comes, the sweep issues one erasure.requested directive per
+// purge rule and action (cause: the rule), tracked with the kit's task
+// tracking to every system the registry routes for the categories. A
+// system's "retained until D" answer schedules that data again for D.
+//
+// The service owns one bbolt file, retention.db, in the data folder.
 package retention
 
 import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/lethe-privacy/lethe/platform/registryclient"
+	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/tasks"
+	"github.com/lethe-privacy/lethe/platform/tenants"
+	"github.com/lethe-privacy/lethe/services/retention/internal/schedule"
+
+	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
+	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
 )
 
 // ServiceName is the gRPC service's full name, under which it reports
 // health.
 const ServiceName = "lethe.retention.v1.RetentionService"
 
-// DefaultAddr is the gRPC address the retention deployable listens on by default.
+// DefaultAddr is the gRPC address the retention deployable listens on by
+// default.
 const DefaultAddr = "127.0.0.1:7403"
-
-// schema is the layout of retention.db.
-var schema = store.Schema{Service: "retention", Version: 1}
 
 // Factory builds the retention service for a host.
 var Factory = service.Factory{
 	Name: "retention",
-	New: func(deps service.Deps) (service.Service, error) {
-		return service.NewHealthOnly(deps, schema, ServiceName)
-	},
+	New:  func(deps service.Deps) (service.Service, error) { return New(deps, Options{}) },
+}
+
+// Options tune the service; zero values are production defaults.
+type Options struct {
+	// SweepEvery is how often due items are looked for (and sooner, when a
+	// signal makes something due at once). Default one minute.
+	SweepEvery time.Duration
+	// ManualSweep leaves sweeping to explicit Sweep calls: benchmarks time
+	// a sweep they start themselves.
+	ManualSweep bool
+	// ResendAfter is how long a system may leave a directive unanswered
+	// before it is re-sent. Default one hour.
+	ResendAfter time.Duration
+}
+
+// Service implements lethe.retention.v1.RetentionService.
+type Service struct {
+	retentionv1.UnimplementedRetentionServiceServer
+	*service.Base
+	opts      Options
+	deps      service.Deps
+	scheduler *schedule.Scheduler
+	tracker   *tasks.Tracker
+	tenants   *tenants.Directory
+	registry  *registryclient.Client
+	taxonomy  registryv1.RegistryServiceClient
+	policies  policyCache
+	// wake asks the sweeper to sweep now rather than at its next tick.
+	wake chan struct{}
+	// sweepMu makes sweeps and rescans one at a time: a sweep routes its
+	// items before it fires them, and must not race another sweep.
+	sweepMu sync.Mutex
+	// afterSweepTx, set by tests, runs after each committed sweep
+	// transaction.
+	afterSweepTx func()
+}
+
+// New opens the retention service's store.
+func New(deps service.Deps, opts Options) (*Service, error) {
+	if opts.SweepEvery <= 0 {
+		opts.SweepEvery = time.Minute
+	}
+	base, err := service.OpenBase(deps, schema)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		Base: base, opts: opts, deps: deps,
+		scheduler: schedule.New(base.DB),
+		tenants:   tenants.New(base.DB, "retention", "", base.Logger),
+		wake:      make(chan struct{}, 1),
+	}
+	if deps.Registry != nil {
+		s.registry = registryclient.New(deps.Registry)
+		s.taxonomy = registryv1.NewRegistryServiceClient(deps.Registry)
+	}
+	s.tracker, err = tasks.New(base.DB, tasks.Config{
+		Owner: "retention", Outbox: base.Outbox, Clock: base.Clock, ResendAfter: opts.ResendAfter,
+		Meter: base.Meter, Logger: base.Logger, OnTaskFinal: s.onTaskFinal,
+	})
+	if err != nil {
+		return nil, errors.Join(err, base.Close())
+	}
+	return s, nil
+}
+
+// schema is the layout of retention.db.
+var schema = store.Schema{
+	Service: "retention",
+	Version: 1,
+	Buckets: append([]store.Bucket{bucketRules, bucketHolds, bucketPolicyGen, bucketRescan, bucketReport}, schedule.Buckets...),
+}
+
+// Register serves the retention API on srv.
+func (s *Service) Register(srv *server.Server) {
+	srv.Register(&retentionv1.RetentionService_ServiceDesc, s, s.ServeOptions()...)
+}
+
+// Run does the service's background work until ctx ends: the outbox relay,
+// following tenants, outcomes and consent withdrawals, and sweeping.
+func (s *Service) Run(ctx context.Context) error {
+	errs := make(chan error, 4)
+	go func() { errs <- s.Base.Run(ctx) }()
+	running := 1
+	if js := s.deps.JetStream; js != nil {
+		go func() { errs <- s.tenants.Run(ctx, js) }()
+		go func() { errs <- s.tracker.Run(ctx, js) }()
+		go func() { errs <- s.followWithdrawals(ctx, js) }()
+		running += 3
+	}
+	ticker := time.NewTicker(s.opts.SweepEvery)
+	defer ticker.Stop()
+	var err error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case e := <-errs:
+			running--
+			if e != nil {
+				err = e
+				break loop
+			}
+		case <-ticker.C:
+			if !s.opts.ManualSweep {
+				s.sweepLogged(ctx)
+			}
+		case <-s.wake:
+			if !s.opts.ManualSweep {
+				s.sweepLogged(ctx)
+			}
+		}
+	}
+	for ; running > 0; running-- {
+		err = errors.Join(err, <-errs)
+	}
+	return service.StoppedCleanly(ctx, err)
+}
+
+// wakeSweeper asks for a sweep soon, without waiting for it.
+func (s *Service) wakeSweeper() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) sweepLogged(ctx context.Context) {
+	if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+		s.Logger.Error("retention: sweep failed; it is retried at the next tick", "error", err)
+	}
 }

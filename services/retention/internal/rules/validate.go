@@ -45,10 +45,10 @@ func ValidateRule(r Rule) []FieldError {
 	}
 
 	if msg := checkID(r.ID); msg != "" {
-		add("rule.id", "%s", msg)
+		add("rule.rule_id", "%s", msg)
 	}
 	if !contract.ValidCategory(r.Category) {
-		add("rule.category", "must be a dotted category such as user.financial: lower-case letters, digits and underscores in segments joined by single dots, at most %d bytes", MaxCategoryLen)
+		add("rule.category.id", "must be a dotted category such as user.financial: lower-case letters, digits and underscores in segments joined by single dots, at most %d bytes", MaxCategoryLen)
 	}
 	// The basis is what the subject is told when data outlives an erasure
 	// request, and what accountability (GDPR Art. 5(2)) asks the tenant to
@@ -117,7 +117,7 @@ func ValidateHold(h Hold) []FieldError {
 		errs = append(errs, FieldError{Field: field, Description: fmt.Sprintf(format, args...)})
 	}
 	if msg := checkID(h.ID); msg != "" {
-		add("hold.id", "%s", msg)
+		add("hold.hold_id", "%s", msg)
 	}
 	// A hold suspends the subject's right to erasure (GDPR Art. 17(3)(e)):
 	// the reason must be on record.
@@ -125,13 +125,13 @@ func ValidateHold(h Hold) []FieldError {
 		add("hold.reason", "%s", msg)
 	}
 	if len(h.Subject) > MaxSubjectLen || !utf8.ValidString(h.Subject) {
-		add("hold.subject", "must be valid UTF-8 of at most %d bytes, or empty for every subject", MaxSubjectLen)
+		add("hold.subject_id", "must be valid UTF-8 of at most %d bytes, or empty for every subject", MaxSubjectLen)
 	}
 	if h.Category != "" && !contract.ValidCategory(h.Category) {
-		add("hold.category", "must be a dotted category such as user.financial, or empty for every category")
+		add("hold.category.id", "must be a dotted category such as user.financial, or empty for every category")
 	}
 	if !h.End.IsZero() && !h.Start.IsZero() && !h.End.After(h.Start) {
-		add("hold.end", "must be after hold.start (%s), or unset for a hold until released", date(h.Start))
+		add("hold.end_time", "must be after hold.start_time (%s), or unset for a hold until released", date(h.Start))
 	}
 	return errs
 }

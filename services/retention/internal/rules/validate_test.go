@@ -36,11 +36,11 @@ func TestValidateRule(t *testing.T) {
 		{"valid minimum", valid, nil},
 		{"valid purge with several triggers", purge, nil},
 		{"anonymise", with(purge, func(r *Rule) { r.Action = anonymise }), nil},
-		{"no id", with(valid, func(r *Rule) { r.ID = "" }), []string{"rule.id"}},
-		{"id with spaces", with(valid, func(r *Rule) { r.ID = "billing 7y" }), []string{"rule.id"}},
-		{"no category", with(valid, func(r *Rule) { r.Category = "" }), []string{"rule.category"}},
-		{"malformed category", with(valid, func(r *Rule) { r.Category = "user..financial" }), []string{"rule.category"}},
-		{"upper-case category", with(valid, func(r *Rule) { r.Category = "User.Financial" }), []string{"rule.category"}},
+		{"no id", with(valid, func(r *Rule) { r.ID = "" }), []string{"rule.rule_id"}},
+		{"id with spaces", with(valid, func(r *Rule) { r.ID = "billing 7y" }), []string{"rule.rule_id"}},
+		{"no category", with(valid, func(r *Rule) { r.Category = "" }), []string{"rule.category.id"}},
+		{"malformed category", with(valid, func(r *Rule) { r.Category = "user..financial" }), []string{"rule.category.id"}},
+		{"upper-case category", with(valid, func(r *Rule) { r.Category = "User.Financial" }), []string{"rule.category.id"}},
 		{"no basis", with(valid, func(r *Rule) { r.Basis = "" }), []string{"rule.basis"}},
 		{"no triggers", with(valid, func(r *Rule) { r.Triggers = nil }), []string{"rule.triggers"}},
 		{"minimum with two triggers", with(valid, func(r *Rule) {
@@ -59,7 +59,7 @@ func TestValidateRule(t *testing.T) {
 		{"unknown action", with(purge, func(r *Rule) { r.Action = 7 }), []string{"rule.action"}},
 		{"minimum rule with an action", with(valid, func(r *Rule) { r.Action = erase }), []string{"rule.action"}},
 		{"several problems, all reported", Rule{Triggers: []Trigger{{}}}, []string{
-			"rule.id", "rule.category", "rule.basis", "rule.triggers[0].kind", "rule.action",
+			"rule.rule_id", "rule.category.id", "rule.basis", "rule.triggers[0].kind", "rule.action",
 		}},
 	}
 	for _, c := range cases {
@@ -89,12 +89,12 @@ func TestValidateHold(t *testing.T) {
 	}{
 		{"valid", valid, nil},
 		{"tenant-wide until released", Hold{ID: "litigation", Reason: "pending litigation"}, nil},
-		{"end before start", with(func(h *Hold) { h.End = day(2025, 12, 31) }), []string{"hold.end"}},
-		{"end equal to start holds nothing", with(func(h *Hold) { h.End = h.Start }), []string{"hold.end"}},
-		{"no id", with(func(h *Hold) { h.ID = "" }), []string{"hold.id"}},
+		{"end before start", with(func(h *Hold) { h.End = day(2025, 12, 31) }), []string{"hold.end_time"}},
+		{"end equal to start holds nothing", with(func(h *Hold) { h.End = h.Start }), []string{"hold.end_time"}},
+		{"no id", with(func(h *Hold) { h.ID = "" }), []string{"hold.hold_id"}},
 		{"no reason", with(func(h *Hold) { h.Reason = "" }), []string{"hold.reason"}},
-		{"malformed category", with(func(h *Hold) { h.Category = "user." }), []string{"hold.category"}},
-		{"invalid subject", with(func(h *Hold) { h.Subject = "\xff" }), []string{"hold.subject"}},
+		{"malformed category", with(func(h *Hold) { h.Category = "user." }), []string{"hold.category.id"}},
+		{"invalid subject", with(func(h *Hold) { h.Subject = "\xff" }), []string{"hold.subject_id"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

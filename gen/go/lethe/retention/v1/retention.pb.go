@@ -1030,7 +1030,8 @@ type Hold struct {
 	Category *v1.DataCategory `protobuf:"bytes,4,opt,name=category,proto3" json:"category,omitempty"`
 	// When the hold takes effect; unset for at once.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	// When the hold lapses; unset for until released.
+	// When the hold lapses; unset for until released. It must be after
+	// start_time.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// When the hold was released, if it was; output only.
 	ReleasedAt    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=released_at,json=releasedAt,proto3" json:"released_at,omitempty"`
@@ -1801,7 +1802,7 @@ type RulePreview struct {
 	Subjects int64 `protobuf:"varint,3,opt,name=subjects,proto3" json:"subjects,omitempty"`
 	// How many (subject, category) items the rule would purge.
 	Items int64 `protobuf:"varint,4,opt,name=items,proto3" json:"items,omitempty"`
-	// How many items the rule's date has reached but a hold keeps.
+	// How many items a hold keeps from being purged under the rule.
 	Held int64 `protobuf:"varint,5,opt,name=held,proto3" json:"held,omitempty"`
 	// The first purge date in the window.
 	FirstPurgeAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=first_purge_at,json=firstPurgeAt,proto3" json:"first_purge_at,omitempty"`
@@ -2019,7 +2020,7 @@ type RuleReport struct {
 	Failed int64 `protobuf:"varint,7,opt,name=failed,proto3" json:"failed,omitempty"`
 	// System answers still awaited.
 	Pending int64 `protobuf:"varint,8,opt,name=pending,proto3" json:"pending,omitempty"`
-	// Items whose date under the rule has come but a hold keeps.
+	// Items a hold keeps from being purged under the rule, now.
 	Held          int64 `protobuf:"varint,9,opt,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2234,7 +2235,7 @@ const file_lethe_retention_v1_retention_proto_rawDesc = "" +
 	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12A\n" +
 	"\asignals\x18\x03 \x03(\v2\x1a.lethe.retention.v1.SignalB\v\xbaH\b\x92\x01\x05\b\x01\x10\xe8\aR\asignals\"3\n" +
 	"\x15RecordSignalsResponse\x12\x1a\n" +
-	"\brecorded\x18\x01 \x01(\x05R\brecorded\"\x99\x04\n" +
+	"\brecorded\x18\x01 \x01(\x05R\brecorded\"\x85\x03\n" +
 	"\x04Hold\x12<\n" +
 	"\ahold_id\x18\x01 \x01(\tB#\xbaH r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$R\x06holdId\x12\"\n" +
 	"\x06reason\x18\x02 \x01(\tB\n" +
@@ -2246,8 +2247,7 @@ const file_lethe_retention_v1_retention_proto_rawDesc = "" +
 	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12;\n" +
 	"\vreleased_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"releasedAt:\x91\x01\xbaH\x8d\x01\x1a\x8a\x01\n" +
-	"\x14hold.end_after_start\x12!end_time must be after start_time\x1aO!has(this.end_time) || !has(this.start_time) || this.end_time > this.start_time\"\xcc\x01\n" +
+	"releasedAt\"\xcc\x01\n" +
 	"\x10PlaceHoldRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +

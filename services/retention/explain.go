@@ -1,0 +1,159 @@
+package retention
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/services/retention/internal/rules"
+)
+
+// ExplainSubject says, per tracked category, when the subject's data will
+// be purged and why.
+func (s *Service) ExplainSubject(ctx context.Context, req *retentionv1.ExplainSubjectRequest) (*retentionv1.ExplainSubjectResponse, error) {
+	resp := &retentionv1.ExplainSubjectResponse{}
+	now := s.Clock.Now()
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
+			return err
+		}
+		st, tracked, err := s.loadTx(tx, req.TenantId, req.SubjectId)
+		if err != nil {
+			return err
+		}
+		if !tracked {
+			return apierror.NotFound("subject", req.SubjectId)
+		}
+		p, err := s.policyTx(tx, req.TenantId)
+		if err != nil {
+			return err
+		}
+		verdicts := st.verdicts(p, req.SubjectId, now)
+		for _, c := range sortedKeys(verdicts) {
+			v := verdicts[c]
+			out := &retentionv1.Verdict{
+				Category: category(c), Action: v.Action, RuleId: v.RuleID, MinimumRuleId: v.MinimumRuleID,
+				KeptUntil: ts(v.KeptUntil), HeldBy: v.HeldBy, Explanation: v.Explanation,
+			}
+			if v.Due {
+				out.PurgeAt = ts(v.PurgeAt)
+			}
+			if done, ok := st.Purged[c]; ok {
+				out.PurgedAt = ts(done.At)
+				if !st.pending(c, v) {
+					out.Explanation = append(slices.Clip(out.Explanation),
+						fmt.Sprintf("Purged: a directive under %s was issued on %s.", done.Rule, done.At.Format(time.DateOnly)))
+				}
+			}
+			resp.Verdicts = append(resp.Verdicts, out)
+		}
+		return nil
+	})
+	return resp, err
+}
+
+// PreviewPurges evaluates every tracked subject of the tenant under the
+// current or candidate rules and counts, per rule, what would be purged
+// before the window's end. It reads a snapshot and writes nothing; its cost
+// follows the tenant's subjects, which is why it is a preview and not what
+// the scheduler does.
+func (s *Service) PreviewPurges(ctx context.Context, req *retentionv1.PreviewPurgesRequest) (*retentionv1.PreviewPurgesResponse, error) {
+	var candidate []rules.Rule
+	for i, r := range req.CandidateRules {
+		rule, err := validateRule(r)
+		if err != nil {
+			return nil, prefixViolations(err, fmt.Sprintf("candidate_rules[%d].", i))
+		}
+		candidate = append(candidate, rule)
+	}
+	now, until := s.Clock.Now(), req.Until.AsTime()
+	if !until.After(now) {
+		return nil, apierror.Invalid("until", "must be after now: the window runs from now to until")
+	}
+	previews := map[string]*retentionv1.RulePreview{}
+	subjects := map[string]map[string]bool{}
+	resp := &retentionv1.PreviewPurgesResponse{}
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
+			return err
+		}
+		p, err := s.policyTx(tx, req.TenantId)
+		if err != nil {
+			return err
+		}
+		if req.CandidateRules != nil {
+			p = &policy{rules: candidate, holds: p.holds}
+		}
+		return s.scheduler.RangeTx(tx, store.Key(req.TenantId), nil, func(key []byte, _ time.Time, payload []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			_, subject, err := splitSubjectKey(key)
+			if err != nil {
+				return err
+			}
+			st, err := decodeState(payload)
+			if err != nil {
+				return err
+			}
+			resp.SubjectsEvaluated++
+			for c, v := range st.verdicts(p, subject, now) {
+				if v.RuleID == "" {
+					continue
+				}
+				rp, ok := previews[v.RuleID]
+				if !ok {
+					rp = &retentionv1.RulePreview{RuleId: v.RuleID, Action: v.Action}
+					previews[v.RuleID] = rp
+					subjects[v.RuleID] = map[string]bool{}
+				}
+				switch {
+				case !v.Due && v.HeldBy != "":
+					rp.Held++
+				case st.pending(c, v) && v.PurgeAt.Before(until):
+					rp.Items++
+					if !subjects[v.RuleID][subject] {
+						subjects[v.RuleID][subject] = true
+						rp.Subjects++
+						if len(rp.SampleSubjectIds) < int(req.SampleSize) {
+							rp.SampleSubjectIds = append(rp.SampleSubjectIds, subject)
+						}
+					}
+					if rp.FirstPurgeAt == nil || v.PurgeAt.Before(rp.FirstPurgeAt.AsTime()) {
+						rp.FirstPurgeAt = ts(v.PurgeAt)
+					}
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range sortedKeys(previews) {
+		if rp := previews[id]; rp.Items > 0 || rp.Held > 0 {
+			slices.Sort(rp.SampleSubjectIds)
+			resp.Rules = append(resp.Rules, rp)
+		}
+	}
+	return resp, nil
+}
+
+// prefixViolations re-reports an InvalidArgument's fields under a prefix.
+func prefixViolations(err error, prefix string) error {
+	vs := apierror.Violations(err)
+	if len(vs) == 0 {
+		return err
+	}
+	for i := range vs {
+		vs[i].Field = prefix + strings.TrimPrefix(vs[i].Field, "rule.")
+	}
+	return apierror.InvalidArgument(vs...)
+}

@@ -1,0 +1,59 @@
+package retention
+
+import (
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+)
+
+// AfterSweepTx makes s call fn after each committed sweep transaction, so
+// that a test can stop a sweep part-way, as a crash would.
+func AfterSweepTx(s *Service, fn func()) { s.afterSweepTx = fn }
+
+// Track records in bulk, as COLLECTED signals would, that each subject's
+// data of category was collected at the matching time, in transactions of
+// 20,000: how benchmarks build a million tracked subjects quickly.
+func Track(s *Service, tenant, category string, subjects []string, at []time.Time) error {
+	const perTx = 20_000
+	for lo := 0; lo < len(subjects); lo += perTx {
+		err := s.DB.Update(func(tx *bolt.Tx) error {
+			p, err := s.policyTx(tx, tenant)
+			if err != nil {
+				return err
+			}
+			for i := lo; i < min(lo+perTx, len(subjects)); i++ {
+				sig := &retentionv1.Signal{SubjectId: subjects[i], Kind: retentionv1.SignalKind_SIGNAL_KIND_COLLECTED,
+					Categories: []*commonv1.DataCategory{{Id: category}}, OccurredAt: timestamppb.New(at[i])}
+				if _, err := s.updateSubjectTx(tx, tenant, subjects[i], p, func(st *subjectState) { st.apply(sig) }); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Rearm forgets that the subjects were purged, so that a benchmark can
+// sweep the same due subjects again.
+func Rearm(s *Service, tenant string, subjects []string) error {
+	return s.DB.Update(func(tx *bolt.Tx) error {
+		p, err := s.policyTx(tx, tenant)
+		if err != nil {
+			return err
+		}
+		for _, subject := range subjects {
+			if _, err := s.updateSubjectTx(tx, tenant, subject, p, func(st *subjectState) { st.Purged = nil }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
