@@ -1,0 +1,141 @@
+// Package natsauth states in Go the NATS permissions that Lethe's shipped
+// server configuration (deploy/nats/auth.conf) grants, so that tests can
+// check every user of that file against them and operators can see the
+// rules in one place.
+//
+// Users are named after what they are: "consent", "dsar", "registry" and
+// "retention" for the services; "<system>@<tenant>" — the name of the
+// system's durable consumer (contract.ConsumerName) — for a subscribing
+// system. Each user's password is the environment variable
+// PasswordVariable(user) of the nats-server process.
+package natsauth
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/lethe-privacy/lethe/sdk/contract"
+)
+
+// AdminUser is the operators' user; it has every permission.
+const AdminUser = "admin"
+
+// Services are the Lethe services that have a NATS user each.
+var Services = []string{"consent", "dsar", "registry", "retention"}
+
+// deadLetters is the stream of MAX_DELIVERIES advisories
+// (platform/broker.DeadLetterStreamName).
+const deadLetters = contract.StreamName + "_DEAD_LETTERS"
+
+// PasswordVariable is the environment variable that holds user's
+// password: NATS_PASSWORD_NEWSLETTER_CLIO for "newsletter@clio".
+func PasswordVariable(user string) string {
+	return "NATS_PASSWORD_" + strings.ToUpper(strings.NewReplacer("@", "_", "-", "_").Replace(user))
+}
+
+// Service returns the permissions of a Lethe service's user. A service
+// publishes events, provisions the LETHE stream and its dead-letter
+// stream, reads any consumer's metadata (to map a dead letter to its
+// system) and reads stream messages, and pulls from and acknowledges its
+// own consumers. It may not publish an outcome: only the system an
+// outcome names reports it.
+//
+// Consumers are not limited by name: NATS wildcards match whole tokens
+// only, so "lethe-consent-*" cannot be expressed, and the services read
+// the whole stream anyway.
+func Service(name string) *server.Permissions {
+	var pub []string
+	pub = append(pub, contract.SubjectRoot+".*.*.*")
+	for _, stream := range []string{contract.StreamName, deadLetters} {
+		pub = append(pub,
+			"$JS.API.STREAM.INFO."+stream,
+			"$JS.API.STREAM.CREATE."+stream,
+			"$JS.API.STREAM.UPDATE."+stream,
+		)
+		if stream == contract.StreamName {
+			pub = append(pub,
+				"$JS.API.STREAM.MSG.GET."+stream,
+				"$JS.API.DIRECT.GET."+stream,
+				"$JS.API.DIRECT.GET."+stream+".>",
+			)
+		}
+	}
+	for _, stream := range []string{contract.StreamName, deadLetters} {
+		pub = append(pub,
+			"$JS.API.CONSUMER.CREATE."+stream+".*",
+			"$JS.API.CONSUMER.CREATE."+stream+".*.>",
+			"$JS.API.CONSUMER.INFO."+stream+".*",
+			"$JS.API.CONSUMER.MSG.NEXT."+stream+".*",
+		)
+	}
+	for _, stream := range []string{contract.StreamName, deadLetters} {
+		pub = append(pub, ackSubjects(stream, "*")...)
+	}
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{
+			Allow: pub,
+			Deny:  []string{contract.SubjectRoot + ".*." + contract.OutcomeDomain + ".*"},
+		},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+	}
+}
+
+// ackSubjects are the subjects on which a message of consumer (a name, or
+// "*") of stream is acknowledged, in the server's v1 and v2 formats
+// ($JS.ACK.<stream>.<consumer>… and $JS.ACK.<domain>.<account>.<stream>.<consumer>…).
+func ackSubjects(stream, consumer string) []string {
+	if consumer == "*" {
+		return []string{"$JS.ACK." + stream + ".>", "$JS.ACK.*.*." + stream + ".>"}
+	}
+	return []string{"$JS.ACK." + stream + "." + consumer + ".>", "$JS.ACK.*.*." + stream + "." + consumer + ".>"}
+}
+
+// Subscriber returns the permissions of system's user for tenant: read the
+// LETHE stream's configuration; create, read, pull from and acknowledge its
+// own durable consumer; publish its own outcomes; receive replies on its
+// own inbox prefix (InboxPrefix) only. Everything else is denied: event
+// subjects, other consumers, direct reads of the stream, other outcome
+// subjects, other inboxes.
+//
+// The consumer's filter subjects travel in the request body when there
+// are several, as the SDK sends them, so the server cannot hold them to
+// the tenant (nats-server issue #6180); the single-filter form, whose
+// filter is part of the subject, is allowed only under lethe.<tenant>.
+func Subscriber(system, tenant string) (*server.Permissions, error) {
+	consumer, err := contract.ConsumerName(system, tenant)
+	if err != nil {
+		return nil, err
+	}
+	if tenant == contract.AllTenants {
+		return nil, fmt.Errorf("natsauth: a subscribing system's user is for one tenant, not %q", tenant)
+	}
+	outcome, err := contract.OutcomeSubject(tenant, system)
+	if err != nil {
+		return nil, err
+	}
+	stream := contract.StreamName
+	pub := []string{
+		outcome,
+		"$JS.API.STREAM.INFO." + stream,
+		"$JS.API.CONSUMER.CREATE." + stream + "." + consumer,
+		"$JS.API.CONSUMER.CREATE." + stream + "." + consumer + "." + contract.SubjectRoot + "." + tenant + ".>",
+		"$JS.API.CONSUMER.INFO." + stream + "." + consumer,
+		"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer,
+	}
+	pub = append(pub, ackSubjects(stream, consumer)...)
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pub},
+		Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(system, tenant) + ".>"}},
+	}, nil
+}
+
+// InboxPrefix is the reply-subject prefix system's connection for tenant
+// must use (nats.CustomInboxPrefix): the only subjects its user may
+// subscribe to. With the default "_INBOX" it could not receive replies,
+// and a user allowed "_INBOX.>" could read what the server delivers to
+// every other system.
+func InboxPrefix(system, tenant string) string {
+	return "_INBOX." + system + "@" + tenant
+}
