@@ -128,6 +128,10 @@ func run(t testing.TB, svc interface{ Run(context.Context) error }, closer func(
 
 type options struct {
 	syncAlways bool
+	// realClock runs the services on the wall clock (benchmarks).
+	realClock bool
+	// sweepEvery overrides the tests' 20ms sweep.
+	sweepEvery time.Duration
 }
 
 func start(t testing.TB) *fixture { return startWith(t, options{}) }
@@ -141,8 +145,12 @@ func startWith(t testing.TB, o options) *fixture {
 	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
 		t.Fatal(err)
 	}
-	f.deps = service.Deps{Clock: f.clock, Logger: quiet, NATS: nc, JetStream: js}
-	cfg := server.Config{Clock: f.clock, Logger: quiet, Authenticator: testAuthenticator{}}
+	var clk clock.Clock = f.clock
+	if o.realClock {
+		clk = clock.Real{}
+	}
+	f.deps = service.Deps{Clock: clk, Logger: quiet, NATS: nc, JetStream: js}
+	cfg := server.Config{Clock: clk, Logger: quiet, Authenticator: testAuthenticator{}}
 
 	dir := func(name string) string { return filepath.Join(f.data, name) }
 	regDeps := f.deps
@@ -171,8 +179,11 @@ func startWith(t testing.TB, o options) *fixture {
 
 	dsarDeps := f.deps
 	dsarDeps.DataDir, dsarDeps.Registry = dir("dsar"), regConn
-	f.svc, err = dsar.New(dsarDeps, dsar.Options{Consent: conConn, Retention: retConn, Channel: f.codes,
-		SweepEvery: 20 * time.Millisecond})
+	sweep := 20 * time.Millisecond
+	if o.sweepEvery > 0 {
+		sweep = o.sweepEvery
+	}
+	f.svc, err = dsar.New(dsarDeps, dsar.Options{Consent: conConn, Retention: retConn, Channel: f.codes, SweepEvery: sweep})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +337,7 @@ func (f *fixture) subscribe(t testing.TB, tenant, system, ledgerPath string, h h
 		handlers[k] = wrap
 	}
 	sub, err := subscriber.New(subscriber.Config{SystemID: system, Tenant: tenant, JetStream: f.deps.JetStream, Ledger: l, Logger: quiet,
-		BackOff: []time.Duration{10 * time.Millisecond}, AckWait: time.Second, Handlers: handlers})
+		BackOff: []time.Duration{10 * time.Millisecond}, AckWait: time.Second, Workers: 32, Handlers: handlers})
 	if err != nil {
 		t.Fatal(err)
 	}

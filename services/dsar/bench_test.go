@@ -1,0 +1,83 @@
+package dsar_test
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
+	"github.com/lethe-privacy/lethe/sdk/subscriber"
+)
+
+// BenchmarkErasures files b.N erasure requests for a tenant with five
+// subscribing systems, verifies each by attestation and waits until every
+// one completed, in one process with embedded NATS syncing every write
+// (the shipped setting). It reports throughput and the p50/p99 time from
+// receipt to completion, read from the receipts. Run it with
+//
+//	go test -run XXX -bench Erasures -benchtime 10000x ./services/dsar
+func BenchmarkErasures(b *testing.B) {
+	f := startWith(b, options{syncAlways: true, realClock: true, sweepEvery: 5 * time.Second})
+	f.tenant(b, "cleura", nil)
+	systems := []string{"crm", "billing", "newsletter", "support", "analytics"}
+	for _, s := range systems {
+		f.system(b, "cleura", s, commonv1.AnswerMode_ANSWER_MODE_SDK, nil, "user.contact")
+		f.subscribe(b, "cleura", s, "", answer(subscriber.Erased()))
+	}
+	ids := make([]string, b.N)
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range 32 {
+		wg.Go(func() {
+			for i := range work {
+				r := f.file(b, &dsarv1.CreateRequestRequest{TenantId: "cleura", SubjectId: fmt.Sprint("subject-", i), Erasure: &dsarv1.ErasureDetails{}})
+				f.attest(b, "cleura", r.DsarId)
+				ids[i] = r.DsarId
+			}
+		})
+	}
+	for i := range b.N {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	filed := time.Since(start)
+	for {
+		n, err := f.svc.VerifyReceipts()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if int(n) == b.N {
+			break
+		}
+		if time.Since(start) > 10*time.Minute {
+			b.Fatalf("%d of %d requests completed after 10 minutes", n, b.N)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	lat := make([]time.Duration, 0, b.N)
+	for _, id := range ids {
+		rc, err := f.dsar.GetReceipt(f.ctx, &dsarv1.GetReceiptRequest{TenantId: "cleura", DsarId: id})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if rc.Receipt.State != dsarv1.RequestState_REQUEST_STATE_COMPLETED || len(rc.Receipt.Entries) != len(systems) {
+			b.Fatalf("receipt of %s = %v", id, rc.Receipt)
+		}
+		lat = append(lat, rc.Receipt.ClosedAt.AsTime().Sub(rc.Receipt.ReceivedAt.AsTime()))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "requests/s")
+	b.ReportMetric(float64(pct(0.50).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(pct(0.99).Microseconds())/1000, "p99-ms")
+	b.ReportMetric(elapsed.Seconds(), "total-s")
+	b.ReportMetric(filed.Seconds(), "filing-s")
+}
