@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 
 	"github.com/lethe-privacy/lethe/platform/audit"
@@ -105,10 +106,16 @@ func OpenBase(deps Deps, schema store.Schema) (*Base, error) {
 	idem := idempotency.New(clk, idempotency.DefaultTTL)
 	logger := deps.Logger.With("service", schema.Service)
 	var meter metric.Meter = noop.NewMeterProvider().Meter("")
+	// The outbox captures the trace context with the propagator the
+	// server extracts it with, so what arrived with the call (baggage
+	// too) travels on with the event.
+	var propagator propagation.TextMapPropagator
 	if deps.Telemetry != nil {
 		meter = deps.Telemetry.Meter.Meter("github.com/lethe-privacy/lethe/services/" + schema.Service)
+		propagator = deps.Telemetry.Propagator
 	}
-	ob, err := outbox.New(db, outbox.Config{Source: "lethe/" + schema.Service, Clock: clk, Meter: meter, Logger: logger})
+	ob, err := outbox.New(db, outbox.Config{Source: "lethe/" + schema.Service, Clock: clk, Meter: meter, Logger: logger,
+		Propagator: propagator})
 	if err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
