@@ -58,7 +58,10 @@ func TestErasureCompletesWhenEverySystemAnswered(t *testing.T) {
 	f.system(t, "cleura", "support", sdk, nil, "user.contact")
 	f.system(t, "cleura", "processor", manual, nil, "user.contact")
 	f.system(t, "cleura", "analytics", sdk, nil, "user.behavior")
-	f.holds.set(&retentionv1.Hold{HoldId: "audit-2026", Reason: "tax audit 2026", Category: &commonv1.DataCategory{Id: "user.behavior"}})
+	if _, err := f.retention.PlaceHold(f.ctx, &retentionv1.PlaceHoldRequest{RequestId: f.id(), TenantId: "cleura",
+		Hold: &retentionv1.Hold{HoldId: "audit-2026", Reason: "tax audit 2026", Category: &commonv1.DataCategory{Id: "user.behavior"}}}); err != nil {
+		t.Fatal(err)
+	}
 
 	var claimed atomic.Value
 	var claimErrs atomic.Int64
@@ -82,10 +85,10 @@ func TestErasureCompletesWhenEverySystemAnswered(t *testing.T) {
 	if r.State != dsarv1.RequestState_REQUEST_STATE_RECEIVED || r.DsarId == "" {
 		t.Fatalf("filed request = %v", r)
 	}
-	// Nothing fans out before verification: no holds asked, no task.
+	// Nothing fans out before verification: no event, no task.
 	time.Sleep(50 * time.Millisecond)
-	if n := f.holds.calls.Load(); n != 0 || len(crm.seen()) != 0 {
-		t.Fatalf("before verification: %d holds calls, %d events at crm", n, len(crm.seen()))
+	if got := f.get(t, "cleura", r.DsarId); len(crm.seen()) != 0 || len(got.GetResult().GetSystems()) != 0 {
+		t.Fatalf("before verification: %d events at crm, systems %v", len(crm.seen()), got.GetResult().GetSystems())
 	}
 	f.attest(t, "cleura", r.DsarId)
 

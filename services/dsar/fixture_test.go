@@ -38,6 +38,7 @@ import (
 	"github.com/lethe-privacy/lethe/services/consent"
 	"github.com/lethe-privacy/lethe/services/dsar"
 	"github.com/lethe-privacy/lethe/services/registry"
+	"github.com/lethe-privacy/lethe/services/retention"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -64,34 +65,6 @@ func asSystem(system string) context.Context {
 	return metadata.AppendToOutgoingContext(context.Background(), identityKey, "spiffe://lethe.test/system/"+system)
 }
 
-// holds is the retention service's ListHolds as the test sets it: the
-// retention service is built in its own work item; the DSAR service only
-// calls this RPC of it.
-type holds struct {
-	retentionv1.UnimplementedRetentionServiceServer
-	mu    sync.Mutex
-	holds []*retentionv1.Hold
-	calls atomic.Int64
-}
-
-func (h *holds) ListHolds(_ context.Context, req *retentionv1.ListHoldsRequest) (*retentionv1.ListHoldsResponse, error) {
-	h.calls.Add(1)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var out []*retentionv1.Hold
-	for _, x := range h.holds {
-		if x.SubjectId == "" || x.SubjectId == req.SubjectId {
-			out = append(out, x)
-		}
-	}
-	return &retentionv1.ListHoldsResponse{Holds: out}, nil
-}
-
-func (h *holds) set(hs ...*retentionv1.Hold) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.holds = hs
-}
 
 // fixture runs the registry, the consent service and the DSAR service as
 // lethe dev does, over gRPC, with an embedded NATS server, all keeping
@@ -102,7 +75,7 @@ type fixture struct {
 	consent  consentv1.ConsentServiceClient
 	svc      *dsar.Service
 	codes    *dsar.DevChannel
-	holds    *holds
+	retention retentionv1.RetentionServiceClient
 	clock    *clock.Fake
 	deps     service.Deps
 	data     string
@@ -139,7 +112,7 @@ func start(t testing.TB) *fixture { return startWith(t, options{}) }
 func startWith(t testing.TB, o options) *fixture {
 	t.Helper()
 	f := &fixture{clock: clock.NewFake(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)), ctx: context.Background(),
-		data: t.TempDir(), holds: &holds{}, codes: &dsar.DevChannel{Logger: quiet}}
+		data: t.TempDir(), codes: &dsar.DevChannel{Logger: quiet}}
 	ns := brokertest.StartAt(t, filepath.Join(f.data, "nats"), o.syncAlways)
 	nc, js := brokertest.Connect(t, ns)
 	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
@@ -173,9 +146,15 @@ func startWith(t testing.TB, o options) *fixture {
 	conConn := servertest.Start(t, cfg, con.Register)
 	f.consent = consentv1.NewConsentServiceClient(conConn)
 
-	retConn := servertest.Start(t, cfg, func(s *server.Server) {
-		s.Register(&retentionv1.RetentionService_ServiceDesc, f.holds)
-	})
+	retDeps := f.deps
+	retDeps.DataDir, retDeps.Registry = dir("retention"), regConn
+	ret, err := retention.New(retDeps, retention.Options{SweepEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, ret, ret.Close)
+	retConn := servertest.Start(t, cfg, ret.Register)
+	f.retention = retentionv1.NewRetentionServiceClient(retConn)
 
 	dsarDeps := f.deps
 	dsarDeps.DataDir, dsarDeps.Registry = dir("dsar"), regConn
@@ -205,7 +184,8 @@ func (f *fixture) tenant(t testing.TB, id string, settings *registryv1.TenantSet
 	eventually(t, "the services learn of tenant "+id, func() bool {
 		_, err1 := f.dsar.ListRequests(f.ctx, &dsarv1.ListRequestsRequest{TenantId: id})
 		_, err2 := f.consent.ListPurposes(f.ctx, &consentv1.ListPurposesRequest{TenantId: id})
-		return err1 == nil && err2 == nil
+		_, err3 := f.retention.ListHolds(f.ctx, &retentionv1.ListHoldsRequest{TenantId: id})
+		return err1 == nil && err2 == nil && err3 == nil
 	})
 }
 

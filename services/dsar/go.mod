@@ -8,6 +8,7 @@ replace (
 	github.com/lethe-privacy/lethe/sdk => ../../sdk
 	github.com/lethe-privacy/lethe/services/consent => ../consent
 	github.com/lethe-privacy/lethe/services/registry => ../registry
+	github.com/lethe-privacy/lethe/services/retention => ../retention
 )
 
 require (
@@ -16,6 +17,7 @@ require (
 	github.com/lethe-privacy/lethe/sdk v0.0.0-00010101000000-000000000000
 	github.com/lethe-privacy/lethe/services/consent v0.0.0-00010101000000-000000000000
 	github.com/lethe-privacy/lethe/services/registry v0.0.0-00010101000000-000000000000
+	github.com/lethe-privacy/lethe/services/retention v0.0.0-00010101000000-000000000000
 	go.etcd.io/bbolt v1.5.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/metric v1.47.0
