@@ -35,6 +35,7 @@ COPY sdk sdk
 COPY services/registry services/registry
 COPY services/consent services/consent
 COPY services/dsar services/dsar
+COPY services/retention services/retention
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     go build -trimpath -ldflags="-s -w" -o /out/lethe-dsar ./services/dsar/cmd/lethe-dsar
 # The data folder, handed to the runtime user below.
