@@ -4,14 +4,15 @@
 // rules in one place.
 //
 // Users are named after what they are: "consent", "dsar", "registry" and
-// "retention" for the services; "<system>@<tenant>" — the name of the
-// system's durable consumer (contract.ConsumerName) — for a subscribing
-// system. Each user's password is the environment variable
+// "retention" for the services; "<system>@<tenant>" (contract.ConsumerName),
+// which prefixes the names of the system's durable consumers, for a
+// subscribing system. Each user's password is the environment variable
 // PasswordVariable(user) of the nats-server process.
 package natsauth
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -94,18 +95,22 @@ func ackSubjects(stream, consumer string) []string {
 
 // Subscriber returns the permissions of system's user for tenant: read the
 // LETHE stream's configuration; create, read, pull from and acknowledge its
-// own durable consumer; publish its own outcomes; receive replies on its
-// own inbox prefix (InboxPrefix) only. Everything else is denied: event
+// own durable consumers, one per kind of event a system answers
+// (contract.KindConsumerName); publish its own outcomes; receive replies on
+// its own inbox prefix (InboxPrefix) only. Everything else is denied: event
 // subjects, other consumers, direct reads of the stream, other outcome
 // subjects, other inboxes.
 //
-// The consumer's filter subjects travel in the request body when there
-// are several, as the SDK sends them, so the server cannot hold them to
-// the tenant (nats-server issue #6180); the single-filter form, whose
-// filter is part of the subject, is allowed only under lethe.<tenant>.
+// A consumer may be created only on the subject that names both it and its
+// single filter, $JS.API.CONSUMER.CREATE.LETHE.<consumer>.lethe.<tenant>.<domain>.<event>,
+// and the server refuses a request whose body's filter differs from the
+// subject's. The form without the filter in the subject, which is also the
+// only form for several filters, is not allowed at all: the server does not
+// check filters carried in the body against permissions (nats-server issue
+// #6180), so a system could otherwise point its consumer at another
+// tenant's events.
 func Subscriber(system, tenant string) (*server.Permissions, error) {
-	consumer, err := contract.ConsumerName(system, tenant)
-	if err != nil {
+	if _, err := contract.ConsumerName(system, tenant); err != nil {
 		return nil, err
 	}
 	if tenant == contract.AllTenants {
@@ -116,15 +121,23 @@ func Subscriber(system, tenant string) (*server.Permissions, error) {
 		return nil, err
 	}
 	stream := contract.StreamName
-	pub := []string{
-		outcome,
-		"$JS.API.STREAM.INFO." + stream,
-		"$JS.API.CONSUMER.CREATE." + stream + "." + consumer,
-		"$JS.API.CONSUMER.CREATE." + stream + "." + consumer + "." + contract.SubjectRoot + "." + tenant + ".>",
-		"$JS.API.CONSUMER.INFO." + stream + "." + consumer,
-		"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer,
+	pub := []string{outcome, "$JS.API.STREAM.INFO." + stream}
+	for _, kind := range slices.Concat(contract.Directives, contract.Limits) {
+		consumer, err := contract.KindConsumerName(system, tenant, kind)
+		if err != nil {
+			return nil, err
+		}
+		filter, err := contract.KindSubject(tenant, kind)
+		if err != nil {
+			return nil, err
+		}
+		pub = append(pub,
+			"$JS.API.CONSUMER.CREATE."+stream+"."+consumer+"."+filter,
+			"$JS.API.CONSUMER.INFO."+stream+"."+consumer,
+			"$JS.API.CONSUMER.MSG.NEXT."+stream+"."+consumer,
+		)
+		pub = append(pub, ackSubjects(stream, consumer)...)
 	}
-	pub = append(pub, ackSubjects(stream, consumer)...)
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub},
 		Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(system, tenant) + ".>"}},

@@ -429,20 +429,54 @@ func TestSubscriberPermissions(t *testing.T) {
 		if err := other.Run(runCtx); err == nil && runCtx.Err() == nil {
 			t.Error("the subscriber for ecorp ran")
 		}
-		newsletter.expectDenied(t, "create consumer", "$JS.API.CONSUMER.CREATE.LETHE.newsletter@ecorp")
-		if _, err := admin.js.Consumer(ctx, contract.StreamName, "newsletter@ecorp"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			t.Errorf("consumer newsletter@ecorp: %v, want not found", err)
+		newsletter.expectDenied(t, "create consumer",
+			"$JS.API.CONSUMER.CREATE.LETHE.newsletter@ecorp~erasure_requested.lethe.ecorp.erasure.requested")
+		if _, err := admin.js.Consumer(ctx, contract.StreamName, "newsletter@ecorp~erasure_requested"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			t.Errorf("consumer newsletter@ecorp~erasure_requested: %v, want not found", err)
 		}
 
-		// The single-filter form carries the filter in the subject, so
-		// the server holds it to the tenant.
-		_, err = newsletter.js.CreateOrUpdateConsumer(short(t), contract.StreamName, jetstream.ConsumerConfig{
-			Durable: "newsletter@clio", FilterSubject: "lethe.ecorp.erasure.requested",
-		})
-		if err == nil {
-			t.Error("newsletter@clio filtered its consumer on ecorp's events")
+		// Its own consumers, pointed elsewhere. The filter travels in the
+		// subject, so the server holds it to clio's event of the
+		// consumer's kind.
+		for _, filter := range []string{
+			"lethe.ecorp.erasure.requested", // another tenant's events
+			"lethe.clio.outcome.crm",        // another system's outcomes
+			"lethe.clio.consent.withdrawn",  // another kind than the consumer's
+			"lethe.clio.>",                  // everything of clio
+		} {
+			_, err = newsletter.js.CreateOrUpdateConsumer(short(t), contract.StreamName, jetstream.ConsumerConfig{
+				Durable: "newsletter@clio~erasure_requested", FilterSubject: filter,
+			})
+			if err == nil {
+				t.Errorf("newsletter@clio filtered its consumer on %s", filter)
+			}
+			newsletter.expectDenied(t, "create filtered consumer", "$JS.API.CONSUMER.CREATE.LETHE.newsletter@clio~erasure_requested."+filter)
 		}
-		newsletter.expectDenied(t, "create filtered consumer", "$JS.API.CONSUMER.CREATE.LETHE.newsletter@clio.lethe.ecorp.erasure.requested")
+
+		// The path nats-server does not check (issue #6180): several
+		// filters travel in the request's body, on a subject without
+		// them. It was open to the SDK's earlier multi-filter consumer
+		// "newsletter@clio"; now no consumer name of the system may be
+		// created that way, so another tenant's filters never reach the
+		// server.
+		for _, name := range []string{"newsletter@clio", "newsletter@clio~erasure_requested"} {
+			_, err = newsletter.js.CreateOrUpdateConsumer(short(t), contract.StreamName, jetstream.ConsumerConfig{
+				Durable: name, AckPolicy: jetstream.AckExplicitPolicy,
+				FilterSubjects: []string{"lethe.ecorp.erasure.requested", "lethe.ecorp.consent.withdrawn"},
+			})
+			if err == nil {
+				t.Errorf("newsletter@clio created consumer %s on ecorp's events with several filters", name)
+			}
+			newsletter.expectDenied(t, "create multi-filter consumer", "$JS.API.CONSUMER.CREATE.LETHE."+name)
+			if _, err := admin.js.Consumer(ctx, contract.StreamName, name); name == "newsletter@clio" && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				t.Errorf("consumer %s: %v, want not found", name, err)
+			}
+		}
+		if info, err := admin.js.Consumer(ctx, contract.StreamName, "newsletter@clio~erasure_requested"); err != nil {
+			t.Error(err)
+		} else if f := info.CachedInfo().Config; f.FilterSubject != "lethe.clio.erasure.requested" || len(f.FilterSubjects) != 0 {
+			t.Errorf("newsletter@clio's consumer filters %q %v, want clio's erasures alone", f.FilterSubject, f.FilterSubjects)
+		}
 
 		// Another system's consumer, and the stream's messages directly.
 		if _, err := admin.js.CreateOrUpdateConsumer(ctx, contract.StreamName, jetstream.ConsumerConfig{
@@ -456,7 +490,8 @@ func TestSubscriberPermissions(t *testing.T) {
 			"$JS.API.STREAM.MSG.GET.LETHE",
 			"$JS.API.DIRECT.GET.LETHE",
 			"$JS.API.DIRECT.GET.LETHE.lethe.ecorp.erasure.requested",
-			"$JS.API.CONSUMER.DELETE.LETHE.newsletter@clio",
+			"$JS.API.CONSUMER.DELETE.LETHE.newsletter@clio~erasure_requested",
+			"$JS.API.CONSUMER.DURABLE.CREATE.LETHE.newsletter@clio~erasure_requested",
 			"$JS.API.STREAM.DELETE.LETHE",
 			"$JS.API.STREAM.PURGE.LETHE",
 		} {

@@ -1,6 +1,9 @@
 package contract
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestConsumerName(t *testing.T) {
 	for _, tc := range []struct {
@@ -27,6 +30,49 @@ func TestConsumerName(t *testing.T) {
 	} {
 		if got, err := ConsumerName(tc.system, tc.tenant); err == nil {
 			t.Errorf("ConsumerName(%q, %q) = %q, want an error", tc.system, tc.tenant, got)
+		}
+	}
+}
+
+func TestKindConsumerName(t *testing.T) {
+	for _, tc := range []struct {
+		system, tenant string
+		kind           Kind
+		want           string
+	}{
+		{"newsletter", "clio", KindErasureRequested, "newsletter@clio~erasure_requested"},
+		{"newsletter", AllTenants, KindRestrictionLifted, "newsletter@_all~restriction_lifted"},
+		{"crm-eu", "click_learn", KindConsentWithdrawn, "crm-eu@click_learn~consent_withdrawn"},
+	} {
+		got, err := KindConsumerName(tc.system, tc.tenant, tc.kind)
+		if err != nil || got != tc.want {
+			t.Errorf("KindConsumerName(%q, %q, %q) = %q, %v; want %q", tc.system, tc.tenant, tc.kind, got, err, tc.want)
+		}
+	}
+	// Every answered kind gets its own name, and none is a NATS subject
+	// wildcard or contains a token separator.
+	seen := map[string]bool{}
+	for _, kind := range append(append([]Kind{}, Directives...), Limits...) {
+		name, err := KindConsumerName("newsletter", "clio", kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[name] || strings.ContainsAny(name, " .*>/\\") {
+			t.Errorf("consumer name %q is a duplicate or not a valid NATS consumer name", name)
+		}
+		seen[name] = true
+	}
+	for _, tc := range []struct {
+		system, tenant string
+		kind           Kind
+	}{
+		{"newsletter", "clio", KindSystemRegistered}, // not answered by systems
+		{"newsletter", "clio", "erasure"},
+		{"News", "clio", KindErasureRequested},
+		{"newsletter", "clio.eu", KindErasureRequested},
+	} {
+		if got, err := KindConsumerName(tc.system, tc.tenant, tc.kind); err == nil {
+			t.Errorf("KindConsumerName(%q, %q, %q) = %q, want an error", tc.system, tc.tenant, tc.kind, got)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -216,6 +217,8 @@ const AllTenants = "*"
 const (
 	MetadataSystem = "lethe.system"
 	MetadataTenant = "lethe.tenant"
+	// MetadataKind is the event kind a system's consumer delivers.
+	MetadataKind = "lethe.kind"
 )
 
 // allTenantsConsumer stands for [AllTenants] in a consumer name, where "*"
@@ -239,4 +242,29 @@ func ConsumerName(system, tenant string) (string, error) {
 		return "", fmt.Errorf("tenant id %q is not a lower-case token", tenant)
 	}
 	return system + "@" + tenant, nil
+}
+
+// kindSeparator joins a system's consumer name and a kind in
+// [KindConsumerName]. It occurs in no id and no kind, and NATS allows it in
+// consumer names, which may not contain ".".
+const kindSeparator = "~"
+
+// KindConsumerName returns the name of the durable consumer through which
+// system reads tenant's events of one kind: "<system>@<tenant>~<domain>_<event>",
+// e.g. "newsletter@clio~erasure_requested". Each consumer has a single
+// filter subject, [KindSubject] of the same kind, so that the server's
+// permission check of the consumer's creation
+// ($JS.API.CONSUMER.CREATE.<stream>.<consumer>.<filter>) sees both the name
+// and the filter: NATS permissions can then hold a system to its own
+// tenant's events, which a consumer with several filters would escape
+// (nats-server issue #6180). Only directives and limits have one.
+func KindConsumerName(system, tenant string, kind Kind) (string, error) {
+	base, err := ConsumerName(system, tenant)
+	if err != nil {
+		return "", err
+	}
+	if !slices.Contains(Directives, kind) && !slices.Contains(Limits, kind) {
+		return "", fmt.Errorf("%q is not a directive or limit a system answers", kind)
+	}
+	return base + kindSeparator + strings.Replace(string(kind), ".", "_", 1), nil
 }

@@ -111,7 +111,7 @@ func TestCrashBetweenSideEffectAndAck(t *testing.T) {
 	cfg.AckWait = 200 * time.Millisecond
 	sub := run(t, cfg)
 	got := waitOutcomes(t, js, outcomeSubject, 1)[0].outcome
-	info := waitSettled(t, js, sub.ConsumerName())
+	info := waitSettled(t, js, sub.ConsumerName(contract.KindErasureRequested))
 
 	if n := countEffects(t, l); n != 1 {
 		t.Errorf("the side effect happened %d times, want once", n)

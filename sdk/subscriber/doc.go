@@ -35,9 +35,10 @@
 //
 // # What the subscriber guarantees
 //
-// The system reads through its own durable consumer on the LETHE stream,
-// named after the system and tenant ([contract.ConsumerName]) and filtered
-// to the kinds it has handlers for. For each event it:
+// The system reads through its own durable consumers on the LETHE stream,
+// one per kind it has a handler for, named after the system, the tenant and
+// the kind ([contract.KindConsumerName]) and filtered to that kind's subject
+// alone. For each event it:
 //
 //  1. decodes it; an event that cannot be decoded, lacks an id or cause,
 //     or arrived on another subject than its own is terminated and logged:
@@ -81,6 +82,28 @@
 //	return out, err
 //
 // Other stores get the same effect by making their changes idempotent.
+//
+// # Connecting to NATS
+//
+// In production each system and tenant has its own NATS user, named
+// "<system>@<tenant>" (deploy/nats/auth.conf), which may publish only the
+// system's outcomes, create and read only the system's consumers, each
+// only with its own tenant's filter, and receive replies only under the
+// inbox prefix "_INBOX.<system>@<tenant>". Connect with that user and
+// prefix; with the default "_INBOX" prefix no reply would reach the system:
+//
+//	nc, err := nats.Connect(url,
+//		nats.UserInfo("newsletter@clio", password), // the password from a file, never a flag
+//		nats.CustomInboxPrefix("_INBOX.newsletter@clio"),
+//		nats.RootCAs("ca.crt"), nats.ClientCert("tls.crt", "tls.key"))
+//	js, err := jetstream.New(nc)
+//
+// One consumer per kind is what lets the server hold the system to its
+// tenant: it checks a consumer's filter against the user's permissions only
+// when the filter is part of the creation request's subject, which a
+// consumer with several filters cannot be (nats-server issue #6180).
+// Events of different kinds therefore arrive in no particular order; the
+// ordering check of step 3 does not depend on it.
 //
 // # Tracing
 //

@@ -271,6 +271,16 @@ func waitSettled(t *testing.T, js jetstream.JetStream, consumer string) *jetstre
 	return info
 }
 
+// waitAllSettled waits until every consumer of sub has settled.
+func waitAllSettled(t *testing.T, js jetstream.JetStream, sub *subscriber.Subscriber) []*jetstream.ConsumerInfo {
+	t.Helper()
+	var infos []*jetstream.ConsumerInfo
+	for _, name := range sub.ConsumerNames() {
+		infos = append(infos, waitSettled(t, js, name))
+	}
+	return infos
+}
+
 // consumerInfo returns the consumer's state, or nil if Run has not created
 // it yet.
 func consumerInfo(js jetstream.JetStream, consumer string) *jetstream.ConsumerInfo {

@@ -35,13 +35,17 @@ const publishTimeout = 10 * time.Second
 // to a redelivery that the ledger answers.
 func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 	ctx = s.cfg.Propagator.Extract(ctx, headerCarrier(msg.Headers()))
+	var consumer string
+	if md, err := msg.Metadata(); err == nil {
+		consumer = md.Consumer
+	}
 	ctx, span := s.tracer.Start(ctx, "process "+msg.Subject(),
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
 			attribute.String("messaging.operation.type", "process"),
 			attribute.String("messaging.destination.name", msg.Subject()),
-			attribute.String("messaging.consumer.group.name", s.consumer),
+			attribute.String("messaging.consumer.group.name", consumer),
 		))
 	defer span.End()
 
@@ -80,8 +84,9 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	if _, ok := s.cfg.Handlers[ev.Kind()]; !ok {
-		// Another instance of the system, running a newer version, set a
-		// filter that includes this kind; leave the event to it.
+		// Each consumer delivers one kind, which has a handler; only a
+		// consumer changed behind the subscriber's back gets here. Leave
+		// the event to an instance that answers it.
 		s.retry(msg, ev, log, span, fmt.Errorf("no handler for %s", ev.Kind()))
 		return
 	}

@@ -53,18 +53,29 @@ type Config struct {
 	// contract.AllTenants ("*") for every tenant.
 	Tenant string
 	// JetStream is the connection to Lethe's NATS. The system needs
-	// permission to read the LETHE stream's info, create and read its
-	// consumer (contract.ConsumerName) and publish on its outcome
-	// subjects.
+	// permission to read the LETHE stream's info, create, read and pull
+	// from its consumers (contract.KindConsumerName, one per kind it
+	// answers, each created with its filter in the request subject) and
+	// publish on its outcome subjects. The shipped NATS configuration
+	// gives each system and tenant such a user, "<system>@<tenant>",
+	// which may receive replies only under the inbox prefix
+	// "_INBOX.<system>@<tenant>": connect with
+	//
+	//	nats.Connect(url, nats.UserInfo("newsletter@clio", password),
+	//		nats.CustomInboxPrefix("_INBOX.newsletter@clio"))
 	JetStream jetstream.JetStream
 	// Ledger remembers the outcomes given, so that duplicates are answered
 	// without calling a handler twice. Its retention must be at least the
 	// stream's max age; Run checks.
 	Ledger *ledger.Ledger
 	// Handlers maps each event kind the system answers to its handler:
-	// the kinds of contract.Directives and contract.Limits. The system's
-	// consumer receives only these kinds. Every instance of a system must
-	// register the same kinds: each one sets the consumer's filter.
+	// the kinds of contract.Directives and contract.Limits. Each kind has
+	// its own durable consumer, filtered to that kind's subject, which
+	// every instance answering the kind reads; an instance reads only the
+	// consumers of the kinds it has handlers for, so instances of two
+	// versions may answer different kinds while a rollout is under way.
+	// A kind that no instance answers any more keeps its consumer (and its
+	// growing backlog) until an operator deletes it.
 	Handlers map[contract.Kind]Handler
 	// Identifiers fetches a subject's identifiers for Event.Identifiers;
 	// optional.
@@ -104,19 +115,24 @@ type Config struct {
 // Subscriber receives a system's Lethe events from its durable JetStream
 // consumer, hands each to its handler once, and reports the outcome.
 type Subscriber struct {
-	cfg      Config
-	consumer string
-	filters  []string
-	log      *slog.Logger
-	tracer   trace.Tracer
-	locks    subjectLocks
+	cfg       Config
+	consumers []kindConsumer
+	log       *slog.Logger
+	tracer    trace.Tracer
+	locks     subjectLocks
+}
+
+// kindConsumer is the durable consumer of one kind of event.
+type kindConsumer struct {
+	kind   contract.Kind
+	name   string
+	filter string
 }
 
 // New checks cfg, fills in its defaults and returns a Subscriber. It does
 // not touch the network; Run does.
 func New(cfg Config) (*Subscriber, error) {
-	consumer, err := contract.ConsumerName(cfg.SystemID, cfg.Tenant)
-	if err != nil {
+	if _, err := contract.ConsumerName(cfg.SystemID, cfg.Tenant); err != nil {
 		return nil, fmt.Errorf("subscriber: %w", err)
 	}
 	switch {
@@ -132,9 +148,9 @@ func New(cfg Config) (*Subscriber, error) {
 		return nil, fmt.Errorf("subscriber: Workers (%d), MaxDeliver (%d) and AckWait (%s) must not be negative",
 			cfg.Workers, cfg.MaxDeliver, cfg.AckWait)
 	}
-	var filters []string
-	// Walk the contract's kinds rather than the map so that the filter
-	// does not change order between runs.
+	var consumers []kindConsumer
+	// Walk the contract's kinds rather than the map so that consumers are
+	// set up in the same order in every run.
 	for _, kind := range slices.Concat(contract.Directives, contract.Limits) {
 		h, ok := cfg.Handlers[kind]
 		if !ok {
@@ -147,9 +163,13 @@ func New(cfg Config) (*Subscriber, error) {
 		if err != nil {
 			return nil, fmt.Errorf("subscriber: %w", err)
 		}
-		filters = append(filters, subject)
+		name, err := contract.KindConsumerName(cfg.SystemID, cfg.Tenant, kind)
+		if err != nil {
+			return nil, fmt.Errorf("subscriber: %w", err)
+		}
+		consumers = append(consumers, kindConsumer{kind: kind, name: name, filter: subject})
 	}
-	if len(filters) != len(cfg.Handlers) {
+	if len(consumers) != len(cfg.Handlers) {
 		for kind := range cfg.Handlers {
 			if !slices.Contains(contract.Directives, kind) && !slices.Contains(contract.Limits, kind) {
 				return nil, fmt.Errorf("subscriber: %q is not a directive or limit a system answers", kind)
@@ -185,16 +205,33 @@ func New(cfg Config) (*Subscriber, error) {
 		cfg.TracerProvider = otel.GetTracerProvider()
 	}
 	return &Subscriber{
-		cfg:      cfg,
-		consumer: consumer,
-		filters:  filters,
-		log:      cfg.Logger.With("system", cfg.SystemID, "tenant", cfg.Tenant),
-		tracer:   cfg.TracerProvider.Tracer("github.com/lethe-privacy/lethe/sdk/subscriber"),
+		cfg:       cfg,
+		consumers: consumers,
+		log:       cfg.Logger.With("system", cfg.SystemID, "tenant", cfg.Tenant),
+		tracer:    cfg.TracerProvider.Tracer("github.com/lethe-privacy/lethe/sdk/subscriber"),
 	}, nil
 }
 
-// ConsumerName returns the name of the system's durable consumer.
-func (s *Subscriber) ConsumerName() string { return s.consumer }
+// ConsumerName returns the name of the durable consumer that delivers
+// events of kind, or "" when the subscriber has no handler for kind.
+func (s *Subscriber) ConsumerName(kind contract.Kind) string {
+	for _, c := range s.consumers {
+		if c.kind == kind {
+			return c.name
+		}
+	}
+	return ""
+}
+
+// ConsumerNames returns the names of the subscriber's durable consumers,
+// one per kind it answers.
+func (s *Subscriber) ConsumerNames() []string {
+	names := make([]string, len(s.consumers))
+	for i, c := range s.consumers {
+		names[i] = c.name
+	}
+	return names
+}
 
 // stopped returns nil when ctx ended, err otherwise.
 func stopped(ctx context.Context, err error) error {
@@ -204,67 +241,100 @@ func stopped(ctx context.Context, err error) error {
 	return err
 }
 
-// Run creates or updates the system's consumer and handles events until
+// Run creates or updates the system's consumers and handles events until
 // ctx ends. It then stops taking events, waits for the handlers running to
 // return (their context is cancelled), hands back events fetched but not
-// started, and returns nil. It returns an error if the consumer cannot be
+// started, and returns nil. It returns an error if a consumer cannot be
 // set up or stops delivering, for example because it was deleted; running
-// it again resumes where the consumer stands.
+// it again resumes where the consumers stand.
 func (s *Subscriber) Run(ctx context.Context) error {
 	// A stop during set-up is a stop, not a failure.
 	if err := s.checkRetention(ctx); err != nil {
 		return stopped(ctx, err)
 	}
-	cons, err := s.cfg.JetStream.CreateOrUpdateConsumer(ctx, contract.StreamName, s.consumerConfig())
-	if err != nil {
-		return stopped(ctx, fmt.Errorf("subscriber: create consumer %s: %w", s.consumer, err))
-	}
 	// Fetch no more than the workers can start: a fetched event's AckWait
-	// runs while it waits in the buffer.
-	msgs, err := cons.Messages(jetstream.PullMaxMessages(s.cfg.Workers))
-	if err != nil {
-		return stopped(ctx, fmt.Errorf("subscriber: consume %s: %w", s.consumer, err))
+	// runs while it waits in the buffer. The consumers share the workers,
+	// so each buffers its share.
+	perConsumer := max(1, (s.cfg.Workers+len(s.consumers)-1)/len(s.consumers))
+	iters := make([]jetstream.MessagesContext, 0, len(s.consumers))
+	for _, c := range s.consumers {
+		cons, err := s.cfg.JetStream.CreateOrUpdateConsumer(ctx, contract.StreamName, s.consumerConfig(c))
+		if err == nil {
+			var msgs jetstream.MessagesContext
+			if msgs, err = cons.Messages(jetstream.PullMaxMessages(perConsumer)); err == nil {
+				iters = append(iters, msgs)
+				continue
+			}
+			err = fmt.Errorf("subscriber: consume %s: %w", c.name, err)
+		} else {
+			err = fmt.Errorf("subscriber: create consumer %s: %w", c.name, err)
+		}
+		handBackAll(iters)
+		return stopped(ctx, err)
 	}
-	s.log.Info("subscribed", "consumer", s.consumer, "subjects", s.filters)
+	s.log.Info("subscribed", "consumers", s.ConsumerNames())
 
 	work, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	var wg sync.WaitGroup
-	wg.Go(func() { s.sweep(work) })
-	for range s.cfg.Workers {
-		wg.Go(func() {
+	// One fetcher per consumer hands events to whichever worker is free;
+	// the channel is unbuffered, so an event waits in its consumer's
+	// buffer, where handBack can return it, rather than in the channel.
+	deliveries := make(chan jetstream.Msg)
+	var fetchers, workers sync.WaitGroup
+	for i, msgs := range iters {
+		name := s.consumers[i].name
+		fetchers.Go(func() {
 			for {
-				// Next serialises concurrent callers; each worker
-				// takes the next event when it is free.
 				msg, err := msgs.Next(jetstream.NextContext(work))
 				if err != nil {
 					if work.Err() == nil {
-						stop(fmt.Errorf("subscriber: consumer %s: %w", s.consumer, err))
+						stop(fmt.Errorf("subscriber: consumer %s: %w", name, err))
 					}
 					return
 				}
-				s.process(work, msg)
+				select {
+				case deliveries <- msg:
+				case <-work.Done():
+					_ = msg.Nak() // another instance may take it now
+					return
+				}
 			}
 		})
 	}
-	wg.Wait()
-	handBack(msgs)
+	workers.Go(func() { s.sweep(work) })
+	for range s.cfg.Workers {
+		workers.Go(func() {
+			for {
+				select {
+				case <-work.Done():
+					return
+				case msg := <-deliveries:
+					s.process(work, msg)
+				}
+			}
+		})
+	}
+	fetchers.Wait()
+	workers.Wait()
+	handBackAll(iters)
 	if ctx.Err() != nil {
 		return nil
 	}
 	return context.Cause(work)
 }
 
-// consumerConfig is the system's durable consumer.
-func (s *Subscriber) consumerConfig() jetstream.ConsumerConfig {
+// consumerConfig is the system's durable consumer of one kind. Its single
+// filter subject travels in the creation request's subject, where NATS
+// permissions check it.
+func (s *Subscriber) consumerConfig(c kindConsumer) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:        s.consumer,
-		Description:    fmt.Sprintf("Lethe events for system %s, tenant %s", s.cfg.SystemID, s.cfg.Tenant),
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        s.cfg.AckWait,
-		MaxDeliver:     s.cfg.MaxDeliver,
-		FilterSubjects: s.filters,
+		Durable:       c.name,
+		Description:   fmt.Sprintf("Lethe %s events for system %s, tenant %s", c.kind, s.cfg.SystemID, s.cfg.Tenant),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       s.cfg.AckWait,
+		MaxDeliver:    s.cfg.MaxDeliver,
+		FilterSubject: c.filter,
 		// The server's BackOff is not used: it delays only redeliveries
 		// after an AckWait expired, not NAKs, and it replaces AckWait, so
 		// a handler still at work would see its event redelivered after
@@ -272,6 +342,7 @@ func (s *Subscriber) consumerConfig() jetstream.ConsumerConfig {
 		Metadata: map[string]string{
 			contract.MetadataSystem: s.cfg.SystemID,
 			contract.MetadataTenant: s.cfg.Tenant,
+			contract.MetadataKind:   string(c.kind),
 		},
 	}
 }
@@ -312,6 +383,15 @@ func (s *Subscriber) sweep(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// handBackAll hands back the events of every consumer, at once.
+func handBackAll(iters []jetstream.MessagesContext) {
+	var wg sync.WaitGroup
+	for _, msgs := range iters {
+		wg.Go(func() { handBack(msgs) })
+	}
+	wg.Wait()
 }
 
 // handBack returns the events fetched but not started to the server, so

@@ -50,14 +50,14 @@ func TestHandlesAnEventOnceAndReportsItsOutcome(t *testing.T) {
 		},
 	})
 	sub := run(t, cfg)
-	if sub.ConsumerName() != "newsletter@clio" {
-		t.Errorf("ConsumerName() = %q, want newsletter@clio", sub.ConsumerName())
+	if got := sub.ConsumerNames(); !slices.Equal(got, []string{"newsletter@clio~erasure_requested"}) {
+		t.Errorf("ConsumerNames() = %q, want newsletter@clio~erasure_requested", got)
 	}
 
 	ev := newEvent("ev-1", contract.KindErasureRequested, 3)
 	publish(t, js, ev, "")
 	got := waitOutcomes(t, js, outcomeSubject, 1)[0]
-	info := waitSettled(t, js, sub.ConsumerName())
+	info := waitSettled(t, js, sub.ConsumerName(contract.KindErasureRequested))
 
 	if n := calls.get("ev-1"); n != 1 {
 		t.Errorf("handler called %d times, want once", n)
@@ -98,8 +98,10 @@ func TestHandlesAnEventOnceAndReportsItsOutcome(t *testing.T) {
 	if info.Config.Metadata[contract.MetadataSystem] != system || info.Config.Metadata[contract.MetadataTenant] != tenant {
 		t.Errorf("consumer metadata = %v", info.Config.Metadata)
 	}
-	if want := []string{"lethe.clio.erasure.requested"}; !slices.Equal(info.Config.FilterSubjects, want) {
-		t.Errorf("consumer filter = %v, want %v", info.Config.FilterSubjects, want)
+	if info.Config.FilterSubject != "lethe.clio.erasure.requested" || len(info.Config.FilterSubjects) != 0 ||
+		info.Config.Metadata[contract.MetadataKind] != string(contract.KindErasureRequested) {
+		t.Errorf("consumer filter = %q %v, kind %q; want the erasure subject alone", info.Config.FilterSubject,
+			info.Config.FilterSubjects, info.Config.Metadata[contract.MetadataKind])
 	}
 	if info.Config.AckPolicy != jetstream.AckExplicitPolicy || info.Config.DeliverPolicy != jetstream.DeliverAllPolicy ||
 		info.Config.MaxDeliver != subscriber.DefaultMaxDeliver {
@@ -142,7 +144,7 @@ func TestDuplicateIsAnsweredWithTheRecordedOutcome(t *testing.T) {
 		}
 		sent = append(sent, msg.Data)
 	}
-	waitSettled(t, js, sub.ConsumerName())
+	waitSettled(t, js, sub.ConsumerName(contract.KindErasureRequested))
 	if n := calls.get("ev-1"); n != 1 {
 		t.Errorf("handler called %d times, want once", n)
 	}
@@ -174,15 +176,16 @@ func TestOlderRestrictionEventIsNotApplied(t *testing.T) {
 		contract.KindRestrictionApplied: restrict(true),
 		contract.KindRestrictionLifted:  restrict(false),
 	})
-	// One worker, so that the events are handled in the order they were
-	// stored: the lifting first.
-	cfg.Workers = 1
 	sub := run(t, cfg)
 
+	// Each kind has its own consumer, so the stream's order does not
+	// decide which is handled first: the lifting (sequence 2) is answered
+	// before the older applying (sequence 1) arrives.
 	publish(t, js, newEvent("lifted", contract.KindRestrictionLifted, 2), "")
+	waitOutcomes(t, js, outcomeSubject, 1)
 	publish(t, js, newEvent("applied", contract.KindRestrictionApplied, 1), "")
 	got := waitOutcomes(t, js, outcomeSubject, 2)
-	waitSettled(t, js, sub.ConsumerName())
+	waitAllSettled(t, js, sub)
 
 	kinds := map[string]eventsv1.OutcomeKind{}
 	for _, o := range got {
@@ -240,7 +243,7 @@ func TestPoisonEventIsReportedFailedAfterMaxDeliver(t *testing.T) {
 
 			publish(t, js, newEvent("ev-1", contract.KindErasureRequested, 1), "")
 			o := waitOutcomes(t, js, outcomeSubject, 1)[0].outcome
-			waitSettled(t, js, sub.ConsumerName())
+			waitSettled(t, js, sub.ConsumerName(contract.KindErasureRequested))
 
 			if o.GetKind() != eventsv1.OutcomeKind_OUTCOME_KIND_FAILED || o.GetReason() != tc.reason {
 				t.Errorf("outcome = %s %q, want FAILED %q", o.GetKind(), o.GetReason(), tc.reason)
@@ -274,7 +277,7 @@ func TestFailedOutcomePublishIsRetriedFromTheLedger(t *testing.T) {
 
 	publish(t, js, newEvent("ev-1", contract.KindErasureRequested, 1), "")
 	waitFor(t, func() bool {
-		info := consumerInfo(js, sub.ConsumerName())
+		info := consumerInfo(js, sub.ConsumerName(contract.KindErasureRequested))
 		return info != nil && info.Delivered.Consumer >= 2
 	}, "the event to be redelivered")
 	if n := calls.get("ev-1"); n != 1 {
@@ -285,7 +288,7 @@ func TestFailedOutcomePublishIsRetriedFromTheLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := waitOutcomes(t, js, outcomeSubject, 1)[0].outcome
-	waitSettled(t, js, sub.ConsumerName())
+	waitSettled(t, js, sub.ConsumerName(contract.KindErasureRequested))
 	if o.GetKind() != eventsv1.OutcomeKind_OUTCOME_KIND_ERASED {
 		t.Errorf("outcome = %s, want ERASED", o.GetKind())
 	}
@@ -318,7 +321,7 @@ func TestInvalidEventsAreTerminated(t *testing.T) {
 	publish(t, js, newEvent("ev-1", contract.KindErasureRequested, 1), "")
 
 	got := waitOutcomes(t, js, outcomeSubject, 1)
-	waitSettled(t, js, sub.ConsumerName())
+	waitSettled(t, js, sub.ConsumerName(contract.KindErasureRequested))
 	if got[0].outcome.GetEventId() != "ev-1" {
 		t.Errorf("outcome for %q, want ev-1", got[0].outcome.GetEventId())
 	}
@@ -348,12 +351,16 @@ func TestAllTenants(t *testing.T) {
 	waitOutcomes(t, js, "lethe.clio.outcome.newsletter", 1)
 	waitOutcomes(t, js, "lethe.acme.outcome.newsletter", 1)
 
-	info := waitSettled(t, js, sub.ConsumerName())
-	if info.Name != "newsletter@_all" || info.Config.Metadata[contract.MetadataTenant] != "*" {
-		t.Errorf("consumer %s with metadata %v", info.Name, info.Config.Metadata)
+	var got []string
+	for _, info := range waitAllSettled(t, js, sub) {
+		if info.Config.Metadata[contract.MetadataTenant] != "*" {
+			t.Errorf("consumer %s with metadata %v", info.Name, info.Config.Metadata)
+		}
+		got = append(got, info.Name+"="+info.Config.FilterSubject)
 	}
-	if want := []string{"lethe.*.erasure.requested", "lethe.*.consent.withdrawn"}; !slices.Equal(info.Config.FilterSubjects, want) {
-		t.Errorf("consumer filter = %v, want %v", info.Config.FilterSubjects, want)
+	if want := []string{"newsletter@_all~erasure_requested=lethe.*.erasure.requested",
+		"newsletter@_all~consent_withdrawn=lethe.*.consent.withdrawn"}; !slices.Equal(got, want) {
+		t.Errorf("consumers = %v, want %v", got, want)
 	}
 }
 
