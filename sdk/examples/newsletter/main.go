@@ -9,6 +9,16 @@
 //	go run ./sdk/examples/newsletter --data ./newsletter --seed subject-42=ada@example.com
 //	go run ./sdk/examples/newsletter --data ./newsletter --nats-url nats://127.0.0.1:4222
 //
+// Against a production NATS (deploy/nats/auth.conf) it connects as its own
+// user, newsletter@<tenant>, with the password read from a file and the
+// reply-subject prefix that user is confined to, over mutual TLS:
+//
+//	go run ./sdk/examples/newsletter --data ./newsletter --nats-url tls://nats.lethe.svc:4222 \
+//	  --nats-user newsletter@clio --nats-password-file /run/secrets/nats-password \
+//	  --nats-ca ca.crt --nats-cert tls.crt --nats-key tls.key
+//
+// --nats-inbox-prefix defaults to _INBOX.<user> when --nats-user is set.
+//
 // Its subscribers and its ledger share one file, so that erasing a
 // subscriber and recording the answer commit together: however often
 // Lethe delivers an erasure, the subscriber is erased once and Lethe hears
@@ -69,6 +79,13 @@ func run(log *slog.Logger) error {
 	tenant := flag.String("tenant", "clio", "the tenant whose events to answer")
 	purposes := flag.String("purposes", "newsletter", "comma-separated purposes the newsletter mails for; withdrawing consent to any stops mailing")
 	seed := flag.String("seed", "", "add the subscriber `subject-id=e-mail` and exit")
+	var conn natsConfig
+	flag.StringVar(&conn.user, "nats-user", "", "NATS user, `system@tenant` in Lethe's shipped configuration")
+	flag.StringVar(&conn.passwordFile, "nats-password-file", "", "file holding the NATS user's password (never a flag value)")
+	flag.StringVar(&conn.inboxPrefix, "nats-inbox-prefix", "", "reply-subject prefix the user may receive on; _INBOX.<user> when empty and --nats-user is set")
+	flag.StringVar(&conn.caFile, "nats-ca", "", "CA certificate that signed the NATS server's certificate")
+	flag.StringVar(&conn.certFile, "nats-cert", "", "client certificate for mutual TLS with NATS")
+	flag.StringVar(&conn.keyFile, "nats-key", "", "client key for mutual TLS with NATS")
 	flag.Parse()
 
 	if err := os.MkdirAll(*data, 0o700); err != nil {
@@ -96,7 +113,11 @@ func run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*natsURL, nats.Name(systemID))
+	opts, err := conn.options()
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(*natsURL, opts...)
 	if err != nil {
 		return err
 	}
@@ -124,6 +145,52 @@ func run(log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return sub.Run(ctx)
+}
+
+// natsConfig is how the newsletter connects to Lethe's NATS.
+type natsConfig struct {
+	user, passwordFile, inboxPrefix string
+	caFile, certFile, keyFile       string
+}
+
+// options returns the connection's options. A system's user in Lethe's
+// NATS may receive replies only under its own prefix, "_INBOX.<user>":
+// with the default "_INBOX" every JetStream request would time out.
+func (c natsConfig) options() ([]nats.Option, error) {
+	opts := []nats.Option{nats.Name(systemID)}
+	switch {
+	case c.user != "":
+		if c.passwordFile == "" {
+			return nil, errors.New("--nats-user needs --nats-password-file")
+		}
+		pw, err := os.ReadFile(c.passwordFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats password: %w", err)
+		}
+		password := strings.TrimSpace(string(pw))
+		if password == "" {
+			return nil, fmt.Errorf("nats password: %s is empty", c.passwordFile)
+		}
+		opts = append(opts, nats.UserInfo(c.user, password))
+		if c.inboxPrefix == "" {
+			c.inboxPrefix = "_INBOX." + c.user
+		}
+	case c.passwordFile != "":
+		return nil, errors.New("--nats-password-file needs --nats-user")
+	}
+	if c.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(c.inboxPrefix))
+	}
+	if c.caFile != "" {
+		opts = append(opts, nats.RootCAs(c.caFile))
+	}
+	switch {
+	case c.certFile != "" && c.keyFile != "":
+		opts = append(opts, nats.ClientCert(c.certFile, c.keyFile))
+	case c.certFile != "" || c.keyFile != "":
+		return nil, errors.New("--nats-cert and --nats-key go together")
+	}
+	return opts, nil
 }
 
 // newsletter answers Lethe's events from its subscribers' database.

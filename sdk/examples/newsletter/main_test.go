@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -173,4 +174,54 @@ func answer(t *testing.T, js jetstream.JetStream, ev *eventsv1.Event) eventsv1.O
 	}
 	t.Fatalf("no outcome for %s", ev.GetId())
 	return 0
+}
+
+// TestNATSOptions: the newsletter connects as its own user with the
+// password from a file and the inbox prefix its permissions confine it
+// to, and refuses half a configuration.
+func TestNATSOptions(t *testing.T) {
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "password")
+	if err := os.WriteFile(pwFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	apply := func(t *testing.T, c natsConfig) nats.Options {
+		t.Helper()
+		opts, err := c.options()
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := nats.GetDefaultOptions()
+		for _, opt := range opts {
+			if err := opt(&o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return o
+	}
+	o := apply(t, natsConfig{user: "newsletter@clio", passwordFile: pwFile})
+	if o.User != "newsletter@clio" || o.Password != "s3cret" || o.InboxPrefix != "_INBOX.newsletter@clio" {
+		t.Errorf("user %q, password %q, inbox prefix %q", o.User, o.Password, o.InboxPrefix)
+	}
+	if o := apply(t, natsConfig{user: "newsletter@clio", passwordFile: pwFile, inboxPrefix: "_INBOX.custom"}); o.InboxPrefix != "_INBOX.custom" {
+		t.Errorf("inbox prefix %q, want the flag's", o.InboxPrefix)
+	}
+	if o := apply(t, natsConfig{}); o.User != "" || o.InboxPrefix != "" {
+		t.Errorf("without a user: user %q, inbox prefix %q", o.User, o.InboxPrefix)
+	}
+	for _, c := range []natsConfig{
+		{user: "newsletter@clio"},
+		{passwordFile: pwFile},
+		{user: "newsletter@clio", passwordFile: empty},
+		{user: "newsletter@clio", passwordFile: filepath.Join(dir, "missing")},
+		{certFile: "tls.crt"},
+	} {
+		if _, err := c.options(); err == nil {
+			t.Errorf("%+v accepted", c)
+		}
+	}
 }
