@@ -1,6 +1,7 @@
 package retention
 
 import (
+	"context"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -57,3 +58,7 @@ func Rearm(s *Service, tenant string, subjects []string) error {
 		return nil
 	})
 }
+
+// Rescan re-evaluates the tenants whose policy changed, as the first sweep
+// after a rule change does: benchmarks do it before they time sweeps.
+func Rescan(s *Service) error { return s.rescan(context.Background()) }

@@ -43,7 +43,7 @@ type policy struct {
 // policyCache holds the latest policy read per tenant.
 type policyCache struct {
 	mu     sync.Mutex
-	byTent map[string]*policy
+	byTenant map[string]*policy
 }
 
 // policyTx returns the tenant's policy as tx sees it.
@@ -54,7 +54,7 @@ func (s *Service) policyTx(tx *bolt.Tx, tenant string) (*policy, error) {
 	}
 	c := &s.policies
 	c.mu.Lock()
-	p, ok := c.byTent[tenant]
+	p, ok := c.byTenant[tenant]
 	c.mu.Unlock()
 	if ok && p.gen == gen {
 		return p, nil
@@ -89,11 +89,11 @@ func (s *Service) policyTx(tx *bolt.Tx, tenant string) (*policy, error) {
 		return nil, err
 	}
 	c.mu.Lock()
-	if c.byTent == nil {
-		c.byTent = map[string]*policy{}
+	if c.byTenant == nil {
+		c.byTenant = map[string]*policy{}
 	}
-	if cur, ok := c.byTent[tenant]; !ok || cur.gen < gen {
-		c.byTent[tenant] = p
+	if cur, ok := c.byTenant[tenant]; !ok || cur.gen < gen {
+		c.byTenant[tenant] = p
 	}
 	c.mu.Unlock()
 	return p, nil

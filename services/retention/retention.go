@@ -73,6 +73,7 @@ type Service struct {
 	registry  *registryclient.Client
 	taxonomy  registryv1.RegistryServiceClient
 	policies  policyCache
+	metrics   metrics
 	// wake asks the sweeper to sweep now rather than at its next tick.
 	wake chan struct{}
 	// sweepMu makes sweeps and rescans one at a time: a sweep routes its
@@ -106,6 +107,9 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		Owner: "retention", Outbox: base.Outbox, Clock: base.Clock, ResendAfter: opts.ResendAfter,
 		Meter: base.Meter, Logger: base.Logger, OnTaskFinal: s.onTaskFinal,
 	})
+	if err == nil {
+		err = s.registerMetrics()
+	}
 	if err != nil {
 		return nil, errors.Join(err, base.Close())
 	}
@@ -176,6 +180,7 @@ func (s *Service) wakeSweeper() {
 
 func (s *Service) sweepLogged(ctx context.Context) {
 	if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+		s.metrics.failures.Add(ctx, 1)
 		s.Logger.Error("retention: sweep failed; it is retried at the next tick", "error", err)
 	}
 }

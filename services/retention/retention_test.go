@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -31,6 +33,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
@@ -59,6 +62,8 @@ type fixture struct {
 	n         atomic.Int64
 	// manualSweep leaves sweeping to the test (benchmarks).
 	manualSweep bool
+	// metrics reads the retention service's metrics.
+	metrics *sdkmetric.ManualReader
 
 	mu       sync.Mutex
 	received []received // erasure directives, as systems got them
@@ -129,6 +134,8 @@ func (f *fixture) open(t testing.TB) {
 	t.Helper()
 	deps := f.deps
 	deps.DataDir, deps.Registry = f.dataDir, f.regConn
+	f.metrics = sdkmetric.NewManualReader()
+	deps.Telemetry = &telemetry.Providers{Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.metrics))}
 	svc, err := retention.New(deps, retention.Options{SweepEvery: time.Hour, ManualSweep: f.manualSweep})
 	if err != nil {
 		t.Fatal(err)
@@ -750,5 +757,43 @@ func TestPreviewPurges(t *testing.T) {
 	// Previewing purged nothing.
 	if n := f.sweepAt(t, day(2026, 12, 1)); n != 0 {
 		t.Fatalf("sweep after preview fired %d", n)
+	}
+}
+
+// gauge reads an integer gauge of the retention service.
+func (f *fixture) gauge(t testing.TB, name string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := f.metrics.Collect(f.ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if g, ok := m.Data.(metricdata.Gauge[int64]); ok && m.Name == name && len(g.DataPoints) == 1 {
+				return g.DataPoints[0].Value
+			}
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
+}
+
+func TestDueGaugeCountsWhatTheNextSweepFires(t *testing.T) {
+	f := startWith(t, true)
+	f.tenant(t, "clicklearn")
+	f.system(t, "clicklearn", "lms", erased, "user.behavior.usage")
+	f.rule(t, "clicklearn", &retentionv1.Rule{RuleId: "usage", Category: &commonv1.DataCategory{Id: "user.behavior.usage"},
+		Triggers: []*retentionv1.Trigger{trigger(sinceCollected, "", "P1Y")}, Action: erase, Basis: "A year"})
+	for i, at := range []time.Time{day(2025, 1, 1), day(2025, 2, 1), day(2026, 6, 1)} {
+		f.signal(t, "clicklearn", fmt.Sprint("s", i), collected, "", at, "user.behavior.usage")
+	}
+	if got := f.gauge(t, "lethe.retention.due"); got != 2 {
+		t.Fatalf("due = %d, want the 2 subjects collected over a year ago", got)
+	}
+	if n := f.sweepAt(t, f.clock.Now()); n != 2 {
+		t.Fatalf("sweep fired %d, want 2", n)
+	}
+	if got := f.gauge(t, "lethe.retention.due"); got != 0 {
+		t.Fatalf("due after the sweep = %d, want 0", got)
 	}
 }

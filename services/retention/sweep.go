@@ -245,6 +245,7 @@ func (s *Service) fireTx(ctx context.Context, tx *bolt.Tx, key, payload []byte, 
 		if err := s.tracker.PublishTx(ctx, tx, ev, expect); err != nil {
 			return err
 		}
+		s.directiveIssued(tx, d.action.String())
 		for c, at := range d.purgeAt {
 			if st.Purged == nil {
 				st.Purged = map[string]purge{}
