@@ -39,7 +39,8 @@ func PasswordVariable(user string) string {
 // Service returns the permissions of a Lethe service's user. A service
 // publishes events, provisions the LETHE stream and its dead-letter
 // stream, reads any consumer's metadata (to map a dead letter to its
-// system) and reads stream messages, and pulls from and acknowledges its
+// system) and lists the platform stream's consumers (to report the
+// systems' lag), reads stream messages, and pulls from and acknowledges its
 // own consumers. It may not publish an outcome: only the system an
 // outcome names reports it.
 //
@@ -70,6 +71,11 @@ func Service(name string) *server.Permissions {
 			"$JS.API.CONSUMER.INFO."+stream+".*",
 			"$JS.API.CONSUMER.MSG.NEXT."+stream+".*",
 		)
+		if stream == contract.StreamName {
+			// The registry lists the systems' consumers to report
+			// their lag (platform/broker.LagMonitor).
+			pub = append(pub, "$JS.API.CONSUMER.LIST."+stream)
+		}
 	}
 	for _, stream := range []string{contract.StreamName, deadLetters} {
 		pub = append(pub, ackSubjects(stream, "*")...)

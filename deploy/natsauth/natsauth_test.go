@@ -556,6 +556,19 @@ func TestServicePermissions(t *testing.T) {
 		if _, err := c.js.Consumer(ctx, contract.StreamName, "lethe-"+name+"-outcomes"); err != nil {
 			t.Errorf("%s reads its consumer: %v", name, err)
 		}
+		// The registry lists the systems' consumers to report their lag.
+		stream, err := c.js.Stream(ctx, contract.StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		list := stream.ListConsumers(ctx)
+		var listed int
+		for range list.Info() {
+			listed++
+		}
+		if err := list.Err(); err != nil || listed == 0 {
+			t.Errorf("%s lists the stream's consumers: %d, %v", name, listed, err)
+		}
 	}
 }
 

@@ -534,6 +534,24 @@ func (t *Tracker) run(ctx context.Context, js jetstream.JetStream) error {
 	if err != nil {
 		return fmt.Errorf("tasks: dead-letter consumer: %w", err)
 	}
+	// How far behind the tracker's consumers are: an outcome not yet
+	// recorded is a task that looks open to operators.
+	var monitors sync.WaitGroup
+	defer monitors.Wait()
+	lagCtx, stopLag := context.WithCancel(ctx)
+	defer stopLag() // before the Wait: run may return with ctx still live
+	for stream, name := range map[string]string{
+		t.cfg.StreamName: t.consumerName("outcomes"),
+		broker.DeadLetterStreamName(t.cfg.StreamName): t.consumerName("dead-letters"),
+	} {
+		lag, err := broker.NewLagMonitor(broker.LagConfig{JetStream: js, Meter: t.cfg.Meter, Stream: stream,
+			Names: []string{name}, Logger: t.cfg.Logger})
+		if err != nil {
+			return err
+		}
+		defer func() { _ = lag.Close() }()
+		monitors.Go(func() { lag.Run(lagCtx) })
+	}
 	// Consume calls back one message at a time; workers record outcomes
 	// concurrently so that their transactions are committed together. A
 	// message not handed over before the end is redelivered later.

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
 	"github.com/lethe-privacy/lethe/platform/tasks"
+	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -51,6 +53,8 @@ type options struct {
 	syncAlways bool
 	// onComplete is told of each completed cause after its commit.
 	onComplete func(causeID string)
+	// meter receives the tracker's metrics.
+	meter metric.Meter
 }
 
 func start(t testing.TB) *fixture { return startWith(t, options{}) }
@@ -73,7 +77,7 @@ func startWith(t testing.TB, opts options) *fixture {
 		t.Fatal(err)
 	}
 	f.tracker, err = tasks.New(f.db, tasks.Config{
-		Owner: "test", Outbox: ob, Clock: f.clock, ResendAfter: time.Hour, SweepEvery: time.Hour, Logger: brokertest.Logger(t),
+		Owner: "test", Outbox: ob, Clock: f.clock, ResendAfter: time.Hour, SweepEvery: time.Hour, Logger: brokertest.Logger(t), Meter: opts.meter,
 		OnCauseComplete: func(tx *bolt.Tx, tenant string, cause *commonv1.Cause, all []tasks.Task) error {
 			var summary []string
 			for _, task := range all {
@@ -354,7 +358,12 @@ func TestRemovedSystemClosesItsOpenTasks(t *testing.T) {
 // advisory reaches the tracker through the dead-letter stream and the task
 // fails where an operator listing shows it.
 func TestDeadLetteredTaskFails(t *testing.T) {
-	f := start(t)
+	providers, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "tasks"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer providers.Shutdown(context.Background())
+	f := startWith(t, options{meter: providers.Meter.Meter("test")})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cons, err := f.js.CreateOrUpdateConsumer(ctx, contract.StreamName, jetstream.ConsumerConfig{
@@ -394,6 +403,40 @@ func TestDeadLetteredTaskFails(t *testing.T) {
 	failed, err := f.tracker.List(tasks.Filter{TenantID: "clio", State: tasks.StateFinal, SystemID: "poisoned"})
 	if err != nil || len(failed) != 1 {
 		t.Fatalf("operator listing = %v, %v", failed, err)
+	}
+
+	// Operators see the failure, by owner, and the lag of the tracker's
+	// own consumers, under the names docs/operations.md alerts on.
+	families, err := providers.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			switch mf.GetName() {
+			case "lethe_tasks_closed_total":
+				got[fmt.Sprintf("closed{%s,%s,%s}", labels["owner"], labels["resolution"], labels["outcome"])] = m.GetCounter().GetValue()
+			case "lethe_consumer_pending":
+				got[fmt.Sprintf("pending{%s,%s}", labels["stream"], labels["consumer"])] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	for _, key := range []string{
+		"closed{test,dead_lettered,OUTCOME_KIND_FAILED}",
+		"pending{LETHE,lethe-test-outcomes}",
+		"pending{LETHE_DEAD_LETTERS,lethe-test-dead-letters}",
+	} {
+		if _, ok := got[key]; !ok {
+			t.Errorf("no %s among %v", key, got)
+		}
+	}
+	if n := got["closed{test,dead_lettered,OUTCOME_KIND_FAILED}"]; n != 1 {
+		t.Errorf("%v failed tasks counted, want 1", n)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -25,8 +26,10 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/services/registry/internal/routing"
 	"github.com/lethe-privacy/lethe/services/registry/internal/storage"
 	"github.com/lethe-privacy/lethe/services/registry/internal/taxonomy"
@@ -53,6 +56,7 @@ type Service struct {
 	*service.Base
 	facts  *transfer.Facts
 	routes routeCache
+	js     jetstream.JetStream
 }
 
 // New opens the registry's store.
@@ -61,7 +65,32 @@ func New(deps service.Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{Base: base, facts: transfer.DefaultFacts(), routes: routeCache{byTenant: map[string]cachedRoutes{}, generation: map[string]uint64{}}}, nil
+	return &Service{Base: base, facts: transfer.DefaultFacts(), routes: routeCache{byTenant: map[string]cachedRoutes{}, generation: map[string]uint64{}},
+		js: deps.JetStream}, nil
+}
+
+// Run does the registry's background work until ctx ends: the service's
+// own (see service.Base.Run), and reporting how far behind every
+// registered system's consumers are. The registry reports them because it
+// is the service that knows the systems; in lethe dev one process hosts
+// every service, and one reporter keeps each consumer's series single.
+func (s *Service) Run(ctx context.Context) error {
+	if s.js == nil {
+		return s.Base.Run(ctx)
+	}
+	lag, err := broker.NewLagMonitor(broker.LagConfig{JetStream: s.js, Meter: s.Meter, Stream: contract.StreamName,
+		Select: broker.SystemConsumers, Logger: s.Logger})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = lag.Close() }()
+	lagCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { lag.Run(lagCtx) })
+	err = s.Base.Run(ctx)
+	stop()
+	wg.Wait()
+	return err
 }
 
 // Register serves the registry's API on srv.
