@@ -92,6 +92,9 @@ func Main(f Factory, defaultAddr string, args []string) int {
 	dataDir := fs.String("data", "./data", "folder of the service's bbolt file")
 	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
 	registryAddr := fs.String("registry-addr", "127.0.0.1:7404", "gRPC address of the registry service")
+	var backup BackupConfig
+	fs.StringVar(&backup.Dir, "backup-dir", "", "folder that receives a consistent copy of the bbolt file every --backup-every (empty: no backups)")
+	fs.DurationVar(&backup.Every, "backup-every", time.Hour, "period of the backups to --backup-dir")
 	var out Outgoing
 	out.RegisterFlags(fs)
 	stream := StreamFlags(fs)
@@ -102,17 +105,17 @@ func Main(f Factory, defaultAddr string, args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	if err := runOne(f, cfg, out, *dataDir, *natsURL, *registryAddr, *stream); err != nil {
+	if err := runOne(f, cfg, out, *dataDir, *natsURL, *registryAddr, *stream, backup); err != nil {
 		fmt.Fprintf(os.Stderr, "lethe-%s: %v\n", f.Name, err)
 		return 1
 	}
 	return 0
 }
 
-func runOne(f Factory, cfg server.Config, out Outgoing, dataDir, natsURL, registryAddr string, stream broker.StreamConfig) error {
+func runOne(f Factory, cfg server.Config, out Outgoing, dataDir, natsURL, registryAddr string, stream broker.StreamConfig, backup BackupConfig) error {
 	ctx, stop := SignalContext()
 	defer stop()
-	return StoppedCleanly(ctx, startOne(ctx, f, cfg, out, dataDir, natsURL, registryAddr, stream))
+	return StoppedCleanly(ctx, startOne(ctx, f, cfg, out, dataDir, natsURL, registryAddr, stream, backup))
 }
 
 // StoppedCleanly returns nil when the process was asked to stop (ctx is the
@@ -126,7 +129,7 @@ func StoppedCleanly(ctx context.Context, err error) error {
 	return err
 }
 
-func startOne(ctx context.Context, f Factory, cfg server.Config, out Outgoing, dataDir, natsURL, registryAddr string, stream broker.StreamConfig) error {
+func startOne(ctx context.Context, f Factory, cfg server.Config, out Outgoing, dataDir, natsURL, registryAddr string, stream broker.StreamConfig, backup BackupConfig) error {
 	cfg.Name = "lethe-" + f.Name
 	completed, err := cfg.Complete(ctx)
 	if err != nil {
@@ -157,7 +160,8 @@ func startOne(ctx context.Context, f Factory, cfg server.Config, out Outgoing, d
 		return err
 	}
 	defer registry.Close()
-	svc, err := f.New(Deps{DataDir: dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry, Registry: registry})
+	svc, err := f.New(Deps{DataDir: dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry, Registry: registry,
+		Backup: backup})
 	if err != nil {
 		return err
 	}

@@ -10,11 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
@@ -55,6 +59,18 @@ type Deps struct {
 	// Registry reaches the registry service, which tells the others which
 	// systems must answer their events (see package registryclient).
 	Registry grpc.ClientConnInterface
+	// Backup, when its Dir is set, copies the service's bbolt file there
+	// periodically while it runs.
+	Backup BackupConfig
+}
+
+// BackupConfig schedules hot backups of a service's bbolt file.
+type BackupConfig struct {
+	// Dir receives "<service>.db", replaced atomically by each backup.
+	// Empty turns backups off.
+	Dir string
+	// Every is the period; one hour when zero.
+	Every time.Duration
 }
 
 // Factory builds a service.
@@ -80,7 +96,10 @@ type Base struct {
 	Logger      *slog.Logger
 	Meter       metric.Meter
 
-	nats *nats.Conn
+	nats       *nats.Conn
+	backup     BackupConfig
+	lastBackup atomic.Int64 // unix seconds of the last successful backup
+	registered metric.Registration
 }
 
 // idempotencySweepEvery is how often expired idempotency records are
@@ -119,7 +138,7 @@ func OpenBase(deps Deps, schema store.Schema) (*Base, error) {
 	if err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
-	return &Base{
+	b := &Base{
 		Name:        schema.Service,
 		DB:          db,
 		Audit:       audit.New(db, clk),
@@ -130,12 +149,92 @@ func OpenBase(deps Deps, schema store.Schema) (*Base, error) {
 		Logger:      logger,
 		Meter:       meter,
 		nats:        deps.NATS,
-	}, nil
+		backup:      deps.Backup,
+	}
+	if b.backup.Every <= 0 {
+		b.backup.Every = time.Hour
+	}
+	if err := b.registerMetrics(); err != nil {
+		return nil, errors.Join(err, ob.Close(), db.Close())
+	}
+	return b, nil
+}
+
+// registerMetrics reports the bbolt file's size, which only grows (bbolt
+// reuses freed pages but never shrinks the file), and when backups are
+// on, the time of the last one that succeeded.
+func (b *Base) registerMetrics() error {
+	size, err := b.Meter.Int64ObservableGauge("lethe.store.file_size", metric.WithUnit("By"),
+		metric.WithDescription("Size of the service's bbolt file."))
+	if err != nil {
+		return err
+	}
+	instruments := []metric.Observable{size}
+	var last metric.Float64ObservableGauge
+	if b.backup.Dir != "" {
+		if last, err = b.Meter.Float64ObservableGauge("lethe.store.backup.last_success", metric.WithUnit("s"),
+			metric.WithDescription("Unix time of the last successful backup of the service's bbolt file; 0 before the first.")); err != nil {
+			return err
+		}
+		instruments = append(instruments, last)
+	}
+	attrs := metric.WithAttributes(attribute.String("service", b.Name))
+	b.registered, err = b.Meter.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
+		if fi, err := os.Stat(b.DB.Path()); err == nil {
+			obs.ObserveInt64(size, fi.Size(), attrs)
+		}
+		if last != nil {
+			obs.ObserveFloat64(last, float64(b.lastBackup.Load()), attrs)
+		}
+		return nil
+	}, instruments...)
+	return err
+}
+
+// BackupNow copies the service's bbolt file into the backup folder.
+func (b *Base) BackupNow() error {
+	path := filepath.Join(b.backup.Dir, b.Name+".db")
+	n, err := b.DB.Backup(path)
+	if err != nil {
+		return err
+	}
+	b.lastBackup.Store(b.Clock.Now().Unix())
+	b.Logger.Info("backed up the store", "path", path, "bytes", n)
+	return nil
+}
+
+// runBackups backs the store up every period until ctx ends.
+func (b *Base) runBackups(ctx context.Context) {
+	t := time.NewTicker(b.backup.Every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := b.BackupNow(); err != nil {
+				b.Logger.Error("backup failed", "error", err)
+			}
+		}
+	}
 }
 
 // Run does the background work every service shares until ctx ends: the
-// outbox relay (when the host connected NATS) and the idempotency sweep.
+// outbox relay (when the host connected NATS), the idempotency sweep and,
+// when configured, periodic backups.
 func (b *Base) Run(ctx context.Context) error {
+	if b.backup.Dir != "" {
+		if err := os.MkdirAll(b.backup.Dir, 0o700); err != nil {
+			return fmt.Errorf("backup folder: %w", err)
+		}
+		backupCtx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { b.runBackups(backupCtx) })
+		defer func() {
+			stop()
+			wg.Wait()
+		}()
+	}
 	done := make(chan error, 1)
 	if b.nats != nil {
 		relay, err := outbox.NewRelay(b.Outbox, b.nats, outbox.RelayConfig{})
@@ -151,7 +250,9 @@ func (b *Base) Run(ctx context.Context) error {
 }
 
 // Close closes the outbox and the bbolt file.
-func (b *Base) Close() error { return errors.Join(b.Outbox.Close(), b.DB.Close()) }
+func (b *Base) Close() error {
+	return errors.Join(b.registered.Unregister(), b.Outbox.Close(), b.DB.Close())
+}
 
 // ServeOptions returns the server options every service registers with:
 // its mutations and denials are audited in its own log.
