@@ -137,7 +137,9 @@ func putProtoTx(tx *bolt.Tx, bucket store.Bucket, k []byte, m proto.Message) err
 
 // --- signals ---
 
-// RecordSignal records one lifecycle signal.
+// RecordSignal records one lifecycle signal. It is durable when the call
+// returns; its subject's dates move when the applier folds it in, which
+// every reader of dates waits for (see journal.go).
 func (s *Service) RecordSignal(ctx context.Context, req *retentionv1.RecordSignalRequest) (*retentionv1.RecordSignalResponse, error) {
 	if err := s.checkSignal("signal", req.Signal); err != nil {
 		return nil, err
@@ -146,11 +148,7 @@ func (s *Service) RecordSignal(ctx context.Context, req *retentionv1.RecordSigna
 		if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
 			return nil, err
 		}
-		next, err := s.signalTx(tx, req.TenantId, req.Signal)
-		if err != nil {
-			return nil, err
-		}
-		return &retentionv1.RecordSignalResponse{NextPurgeAt: ts(next)}, nil
+		return &retentionv1.RecordSignalResponse{}, s.journalTx(tx, req.TenantId, req.Signal)
 	})
 }
 
@@ -166,7 +164,7 @@ func (s *Service) RecordSignals(ctx context.Context, req *retentionv1.RecordSign
 			return nil, err
 		}
 		for _, sig := range req.Signals {
-			if _, err := s.signalTx(tx, req.TenantId, sig); err != nil {
+			if err := s.journalTx(tx, req.TenantId, sig); err != nil {
 				return nil, err
 			}
 		}
@@ -180,16 +178,6 @@ func (s *Service) checkSignal(field string, sig *retentionv1.Signal) error {
 		return apierror.Invalid(field+".occurred_at", fmt.Sprintf("%s is in the future: a signal reports what happened", at.Format(time.RFC3339)))
 	}
 	return nil
-}
-
-// signalTx merges a signal into its subject's state and reschedules the
-// subject. A signal that makes data due at once wakes the sweeper.
-func (s *Service) signalTx(tx *bolt.Tx, tenant string, sig *retentionv1.Signal) (time.Time, error) {
-	p, err := s.policyTx(tx, tenant)
-	if err != nil {
-		return time.Time{}, err
-	}
-	return s.updateSubjectTx(tx, tenant, sig.SubjectId, p, func(st *subjectState) { st.apply(sig) })
 }
 
 // updateSubjectTx changes a subject's state and reschedules it.

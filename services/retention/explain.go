@@ -19,6 +19,9 @@ import (
 // be purged and why.
 func (s *Service) ExplainSubject(ctx context.Context, req *retentionv1.ExplainSubjectRequest) (*retentionv1.ExplainSubjectResponse, error) {
 	resp := &retentionv1.ExplainSubjectResponse{}
+	if _, err := s.applyJournal(); err != nil {
+		return nil, err
+	}
 	now := s.Clock.Now()
 	err := s.DB.View(func(tx *bolt.Tx) error {
 		if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
@@ -76,6 +79,9 @@ func (s *Service) PreviewPurges(ctx context.Context, req *retentionv1.PreviewPur
 	now, until := s.Clock.Now(), req.Until.AsTime()
 	if !until.After(now) {
 		return nil, apierror.Invalid("until", "must be after now: the window runs from now to until")
+	}
+	if _, err := s.applyJournal(); err != nil {
+		return nil, err
 	}
 	previews := map[string]*retentionv1.RulePreview{}
 	subjects := map[string]map[string]bool{}

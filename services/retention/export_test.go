@@ -62,3 +62,6 @@ func Rearm(s *Service, tenant string, subjects []string) error {
 // Rescan re-evaluates the tenants whose policy changed, as the first sweep
 // after a rule change does: benchmarks do it before they time sweeps.
 func Rescan(s *Service) error { return s.rescan(context.Background()) }
+
+// ApplyJournal applies the journaled signals now.
+func ApplyJournal(s *Service) (int, error) { return s.applyJournal() }

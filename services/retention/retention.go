@@ -76,6 +76,10 @@ type Service struct {
 	metrics   metrics
 	// wake asks the sweeper to sweep now rather than at its next tick.
 	wake chan struct{}
+	// journaled tells the applier that signals were journaled; applyMu
+	// makes one caller at a time apply them.
+	journaled chan struct{}
+	applyMu   sync.Mutex
 	// sweepMu makes sweeps and rescans one at a time: a sweep routes its
 	// items before it fires them, and must not race another sweep.
 	sweepMu sync.Mutex
@@ -98,6 +102,7 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		scheduler: schedule.New(base.DB),
 		tenants:   tenants.New(base.DB, "retention", "", base.Logger),
 		wake:      make(chan struct{}, 1),
+		journaled: make(chan struct{}, 1),
 	}
 	if deps.Registry != nil {
 		s.registry = registryclient.New(deps.Registry)
@@ -120,7 +125,7 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 var schema = store.Schema{
 	Service: "retention",
 	Version: 1,
-	Buckets: append([]store.Bucket{bucketRules, bucketHolds, bucketPolicyGen, bucketRescan, bucketReport}, schedule.Buckets...),
+	Buckets: append([]store.Bucket{bucketRules, bucketHolds, bucketPolicyGen, bucketRescan, bucketReport, bucketJournal}, schedule.Buckets...),
 }
 
 // Register serves the retention API on srv.
@@ -131,9 +136,10 @@ func (s *Service) Register(srv *server.Server) {
 // Run does the service's background work until ctx ends: the outbox relay,
 // following tenants, outcomes and consent withdrawals, and sweeping.
 func (s *Service) Run(ctx context.Context) error {
-	errs := make(chan error, 4)
+	errs := make(chan error, 5)
 	go func() { errs <- s.Base.Run(ctx) }()
-	running := 1
+	go func() { errs <- s.runApplier(ctx) }()
+	running := 2
 	if js := s.deps.JetStream; js != nil {
 		go func() { errs <- s.tenants.Run(ctx, js) }()
 		go func() { errs <- s.tracker.Run(ctx, js) }()

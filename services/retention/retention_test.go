@@ -787,6 +787,8 @@ func TestDueGaugeCountsWhatTheNextSweepFires(t *testing.T) {
 	for i, at := range []time.Time{day(2025, 1, 1), day(2025, 2, 1), day(2026, 6, 1)} {
 		f.signal(t, "clicklearn", fmt.Sprint("s", i), collected, "", at, "user.behavior.usage")
 	}
+	// Signals count once applied; an explanation waits for that.
+	f.purgeAt(t, "clicklearn", "s0", "user.behavior.usage")
 	if got := f.gauge(t, "lethe.retention.due"); got != 2 {
 		t.Fatalf("due = %d, want the 2 subjects collected over a year ago", got)
 	}

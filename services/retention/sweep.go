@@ -110,6 +110,9 @@ type plan struct {
 func (s *Service) Sweep(ctx context.Context) (int, error) {
 	s.sweepMu.Lock()
 	defer s.sweepMu.Unlock()
+	if _, err := s.applyJournal(); err != nil {
+		return 0, err
+	}
 	if err := s.rescan(ctx); err != nil {
 		return 0, err
 	}

@@ -859,12 +859,10 @@ func (x *RecordSignalRequest) GetSignal() *Signal {
 	return nil
 }
 
-// RecordSignalResponse says when the subject's data is next due.
+// RecordSignalResponse confirms that the signal is recorded. ExplainSubject
+// tells the dates it sets.
 type RecordSignalResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The subject's earliest purge date after the signal; unset when nothing
-	// is due.
-	NextPurgeAt   *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=next_purge_at,json=nextPurgeAt,proto3" json:"next_purge_at,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -897,13 +895,6 @@ func (x *RecordSignalResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use RecordSignalResponse.ProtoReflect.Descriptor instead.
 func (*RecordSignalResponse) Descriptor() ([]byte, []int) {
 	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{10}
-}
-
-func (x *RecordSignalResponse) GetNextPurgeAt() *timestamppb.Timestamp {
-	if x != nil {
-		return x.NextPurgeAt
-	}
-	return nil
 }
 
 // RecordSignalsRequest records a batch of signals of one tenant.
@@ -2226,9 +2217,8 @@ const file_lethe_retention_v1_retention_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
 	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12:\n" +
-	"\x06signal\x18\x03 \x01(\v2\x1a.lethe.retention.v1.SignalB\x06\xbaH\x03\xc8\x01\x01R\x06signal\"V\n" +
-	"\x14RecordSignalResponse\x12>\n" +
-	"\rnext_purge_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\vnextPurgeAt\"\xb8\x01\n" +
+	"\x06signal\x18\x03 \x01(\v2\x1a.lethe.retention.v1.SignalB\x06\xbaH\x03\xc8\x01\x01R\x06signal\"+\n" +
+	"\x14RecordSignalResponseJ\x04\b\x01\x10\x02R\rnext_purge_at\"\xb8\x01\n" +
 	"\x14RecordSignalsRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -2424,55 +2414,54 @@ var file_lethe_retention_v1_retention_proto_depIdxs = []int32{
 	31, // 8: lethe.retention.v1.Signal.categories:type_name -> lethe.common.v1.DataCategory
 	33, // 9: lethe.retention.v1.Signal.occurred_at:type_name -> google.protobuf.Timestamp
 	10, // 10: lethe.retention.v1.RecordSignalRequest.signal:type_name -> lethe.retention.v1.Signal
-	33, // 11: lethe.retention.v1.RecordSignalResponse.next_purge_at:type_name -> google.protobuf.Timestamp
-	10, // 12: lethe.retention.v1.RecordSignalsRequest.signals:type_name -> lethe.retention.v1.Signal
-	31, // 13: lethe.retention.v1.Hold.category:type_name -> lethe.common.v1.DataCategory
-	33, // 14: lethe.retention.v1.Hold.start_time:type_name -> google.protobuf.Timestamp
-	33, // 15: lethe.retention.v1.Hold.end_time:type_name -> google.protobuf.Timestamp
-	33, // 16: lethe.retention.v1.Hold.released_at:type_name -> google.protobuf.Timestamp
-	15, // 17: lethe.retention.v1.PlaceHoldRequest.hold:type_name -> lethe.retention.v1.Hold
-	15, // 18: lethe.retention.v1.PlaceHoldResponse.hold:type_name -> lethe.retention.v1.Hold
-	15, // 19: lethe.retention.v1.ReleaseHoldResponse.hold:type_name -> lethe.retention.v1.Hold
-	15, // 20: lethe.retention.v1.ListHoldsResponse.holds:type_name -> lethe.retention.v1.Hold
-	31, // 21: lethe.retention.v1.Verdict.category:type_name -> lethe.common.v1.DataCategory
-	33, // 22: lethe.retention.v1.Verdict.purge_at:type_name -> google.protobuf.Timestamp
-	32, // 23: lethe.retention.v1.Verdict.action:type_name -> lethe.events.v1.ErasureAction
-	33, // 24: lethe.retention.v1.Verdict.kept_until:type_name -> google.protobuf.Timestamp
-	33, // 25: lethe.retention.v1.Verdict.purged_at:type_name -> google.protobuf.Timestamp
-	22, // 26: lethe.retention.v1.ExplainSubjectResponse.verdicts:type_name -> lethe.retention.v1.Verdict
-	33, // 27: lethe.retention.v1.PreviewPurgesRequest.until:type_name -> google.protobuf.Timestamp
-	3,  // 28: lethe.retention.v1.PreviewPurgesRequest.candidate_rules:type_name -> lethe.retention.v1.Rule
-	32, // 29: lethe.retention.v1.RulePreview.action:type_name -> lethe.events.v1.ErasureAction
-	33, // 30: lethe.retention.v1.RulePreview.first_purge_at:type_name -> google.protobuf.Timestamp
-	26, // 31: lethe.retention.v1.PreviewPurgesResponse.rules:type_name -> lethe.retention.v1.RulePreview
-	29, // 32: lethe.retention.v1.GetRuleReportResponse.rules:type_name -> lethe.retention.v1.RuleReport
-	4,  // 33: lethe.retention.v1.RetentionService.PutRule:input_type -> lethe.retention.v1.PutRuleRequest
-	6,  // 34: lethe.retention.v1.RetentionService.DeleteRule:input_type -> lethe.retention.v1.DeleteRuleRequest
-	8,  // 35: lethe.retention.v1.RetentionService.ListRules:input_type -> lethe.retention.v1.ListRulesRequest
-	11, // 36: lethe.retention.v1.RetentionService.RecordSignal:input_type -> lethe.retention.v1.RecordSignalRequest
-	13, // 37: lethe.retention.v1.RetentionService.RecordSignals:input_type -> lethe.retention.v1.RecordSignalsRequest
-	16, // 38: lethe.retention.v1.RetentionService.PlaceHold:input_type -> lethe.retention.v1.PlaceHoldRequest
-	18, // 39: lethe.retention.v1.RetentionService.ReleaseHold:input_type -> lethe.retention.v1.ReleaseHoldRequest
-	20, // 40: lethe.retention.v1.RetentionService.ListHolds:input_type -> lethe.retention.v1.ListHoldsRequest
-	23, // 41: lethe.retention.v1.RetentionService.ExplainSubject:input_type -> lethe.retention.v1.ExplainSubjectRequest
-	25, // 42: lethe.retention.v1.RetentionService.PreviewPurges:input_type -> lethe.retention.v1.PreviewPurgesRequest
-	28, // 43: lethe.retention.v1.RetentionService.GetRuleReport:input_type -> lethe.retention.v1.GetRuleReportRequest
-	5,  // 44: lethe.retention.v1.RetentionService.PutRule:output_type -> lethe.retention.v1.PutRuleResponse
-	7,  // 45: lethe.retention.v1.RetentionService.DeleteRule:output_type -> lethe.retention.v1.DeleteRuleResponse
-	9,  // 46: lethe.retention.v1.RetentionService.ListRules:output_type -> lethe.retention.v1.ListRulesResponse
-	12, // 47: lethe.retention.v1.RetentionService.RecordSignal:output_type -> lethe.retention.v1.RecordSignalResponse
-	14, // 48: lethe.retention.v1.RetentionService.RecordSignals:output_type -> lethe.retention.v1.RecordSignalsResponse
-	17, // 49: lethe.retention.v1.RetentionService.PlaceHold:output_type -> lethe.retention.v1.PlaceHoldResponse
-	19, // 50: lethe.retention.v1.RetentionService.ReleaseHold:output_type -> lethe.retention.v1.ReleaseHoldResponse
-	21, // 51: lethe.retention.v1.RetentionService.ListHolds:output_type -> lethe.retention.v1.ListHoldsResponse
-	24, // 52: lethe.retention.v1.RetentionService.ExplainSubject:output_type -> lethe.retention.v1.ExplainSubjectResponse
-	27, // 53: lethe.retention.v1.RetentionService.PreviewPurges:output_type -> lethe.retention.v1.PreviewPurgesResponse
-	30, // 54: lethe.retention.v1.RetentionService.GetRuleReport:output_type -> lethe.retention.v1.GetRuleReportResponse
-	44, // [44:55] is the sub-list for method output_type
-	33, // [33:44] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	10, // 11: lethe.retention.v1.RecordSignalsRequest.signals:type_name -> lethe.retention.v1.Signal
+	31, // 12: lethe.retention.v1.Hold.category:type_name -> lethe.common.v1.DataCategory
+	33, // 13: lethe.retention.v1.Hold.start_time:type_name -> google.protobuf.Timestamp
+	33, // 14: lethe.retention.v1.Hold.end_time:type_name -> google.protobuf.Timestamp
+	33, // 15: lethe.retention.v1.Hold.released_at:type_name -> google.protobuf.Timestamp
+	15, // 16: lethe.retention.v1.PlaceHoldRequest.hold:type_name -> lethe.retention.v1.Hold
+	15, // 17: lethe.retention.v1.PlaceHoldResponse.hold:type_name -> lethe.retention.v1.Hold
+	15, // 18: lethe.retention.v1.ReleaseHoldResponse.hold:type_name -> lethe.retention.v1.Hold
+	15, // 19: lethe.retention.v1.ListHoldsResponse.holds:type_name -> lethe.retention.v1.Hold
+	31, // 20: lethe.retention.v1.Verdict.category:type_name -> lethe.common.v1.DataCategory
+	33, // 21: lethe.retention.v1.Verdict.purge_at:type_name -> google.protobuf.Timestamp
+	32, // 22: lethe.retention.v1.Verdict.action:type_name -> lethe.events.v1.ErasureAction
+	33, // 23: lethe.retention.v1.Verdict.kept_until:type_name -> google.protobuf.Timestamp
+	33, // 24: lethe.retention.v1.Verdict.purged_at:type_name -> google.protobuf.Timestamp
+	22, // 25: lethe.retention.v1.ExplainSubjectResponse.verdicts:type_name -> lethe.retention.v1.Verdict
+	33, // 26: lethe.retention.v1.PreviewPurgesRequest.until:type_name -> google.protobuf.Timestamp
+	3,  // 27: lethe.retention.v1.PreviewPurgesRequest.candidate_rules:type_name -> lethe.retention.v1.Rule
+	32, // 28: lethe.retention.v1.RulePreview.action:type_name -> lethe.events.v1.ErasureAction
+	33, // 29: lethe.retention.v1.RulePreview.first_purge_at:type_name -> google.protobuf.Timestamp
+	26, // 30: lethe.retention.v1.PreviewPurgesResponse.rules:type_name -> lethe.retention.v1.RulePreview
+	29, // 31: lethe.retention.v1.GetRuleReportResponse.rules:type_name -> lethe.retention.v1.RuleReport
+	4,  // 32: lethe.retention.v1.RetentionService.PutRule:input_type -> lethe.retention.v1.PutRuleRequest
+	6,  // 33: lethe.retention.v1.RetentionService.DeleteRule:input_type -> lethe.retention.v1.DeleteRuleRequest
+	8,  // 34: lethe.retention.v1.RetentionService.ListRules:input_type -> lethe.retention.v1.ListRulesRequest
+	11, // 35: lethe.retention.v1.RetentionService.RecordSignal:input_type -> lethe.retention.v1.RecordSignalRequest
+	13, // 36: lethe.retention.v1.RetentionService.RecordSignals:input_type -> lethe.retention.v1.RecordSignalsRequest
+	16, // 37: lethe.retention.v1.RetentionService.PlaceHold:input_type -> lethe.retention.v1.PlaceHoldRequest
+	18, // 38: lethe.retention.v1.RetentionService.ReleaseHold:input_type -> lethe.retention.v1.ReleaseHoldRequest
+	20, // 39: lethe.retention.v1.RetentionService.ListHolds:input_type -> lethe.retention.v1.ListHoldsRequest
+	23, // 40: lethe.retention.v1.RetentionService.ExplainSubject:input_type -> lethe.retention.v1.ExplainSubjectRequest
+	25, // 41: lethe.retention.v1.RetentionService.PreviewPurges:input_type -> lethe.retention.v1.PreviewPurgesRequest
+	28, // 42: lethe.retention.v1.RetentionService.GetRuleReport:input_type -> lethe.retention.v1.GetRuleReportRequest
+	5,  // 43: lethe.retention.v1.RetentionService.PutRule:output_type -> lethe.retention.v1.PutRuleResponse
+	7,  // 44: lethe.retention.v1.RetentionService.DeleteRule:output_type -> lethe.retention.v1.DeleteRuleResponse
+	9,  // 45: lethe.retention.v1.RetentionService.ListRules:output_type -> lethe.retention.v1.ListRulesResponse
+	12, // 46: lethe.retention.v1.RetentionService.RecordSignal:output_type -> lethe.retention.v1.RecordSignalResponse
+	14, // 47: lethe.retention.v1.RetentionService.RecordSignals:output_type -> lethe.retention.v1.RecordSignalsResponse
+	17, // 48: lethe.retention.v1.RetentionService.PlaceHold:output_type -> lethe.retention.v1.PlaceHoldResponse
+	19, // 49: lethe.retention.v1.RetentionService.ReleaseHold:output_type -> lethe.retention.v1.ReleaseHoldResponse
+	21, // 50: lethe.retention.v1.RetentionService.ListHolds:output_type -> lethe.retention.v1.ListHoldsResponse
+	24, // 51: lethe.retention.v1.RetentionService.ExplainSubject:output_type -> lethe.retention.v1.ExplainSubjectResponse
+	27, // 52: lethe.retention.v1.RetentionService.PreviewPurges:output_type -> lethe.retention.v1.PreviewPurgesResponse
+	30, // 53: lethe.retention.v1.RetentionService.GetRuleReport:output_type -> lethe.retention.v1.GetRuleReportResponse
+	43, // [43:54] is the sub-list for method output_type
+	32, // [32:43] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_lethe_retention_v1_retention_proto_init() }

@@ -60,8 +60,9 @@ type RetentionServiceClient interface {
 	DeleteRule(ctx context.Context, in *DeleteRuleRequest, opts ...grpc.CallOption) (*DeleteRuleResponse, error)
 	// ListRules lists a tenant's rules, by id.
 	ListRules(ctx context.Context, in *ListRulesRequest, opts ...grpc.CallOption) (*ListRulesResponse, error)
-	// RecordSignal records one lifecycle signal about a subject and moves its
-	// due dates.
+	// RecordSignal records one lifecycle signal about a subject. It is durable
+	// when the call returns; the subject's dates move as soon as it is
+	// applied, before any sweep or explanation reads them.
 	RecordSignal(ctx context.Context, in *RecordSignalRequest, opts ...grpc.CallOption) (*RecordSignalResponse, error)
 	// RecordSignals records up to 1,000 signals of one tenant atomically: all
 	// or none.
@@ -223,8 +224,9 @@ type RetentionServiceServer interface {
 	DeleteRule(context.Context, *DeleteRuleRequest) (*DeleteRuleResponse, error)
 	// ListRules lists a tenant's rules, by id.
 	ListRules(context.Context, *ListRulesRequest) (*ListRulesResponse, error)
-	// RecordSignal records one lifecycle signal about a subject and moves its
-	// due dates.
+	// RecordSignal records one lifecycle signal about a subject. It is durable
+	// when the call returns; the subject's dates move as soon as it is
+	// applied, before any sweep or explanation reads them.
 	RecordSignal(context.Context, *RecordSignalRequest) (*RecordSignalResponse, error)
 	// RecordSignals records up to 1,000 signals of one tenant atomically: all
 	// or none.

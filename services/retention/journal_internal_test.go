@@ -1,0 +1,78 @@
+package retention
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+	"github.com/lethe-privacy/lethe/platform/clock"
+	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/store"
+)
+
+// A signal acknowledged but not yet applied when the service stopped (a
+// crash between the journal's commit and the applier's) is applied when it
+// starts again, and the journal is left empty.
+func TestJournaledSignalsSurviveARestart(t *testing.T) {
+	deps := service.Deps{DataDir: t.TempDir(), Clock: clock.NewFake(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s, err := New(deps, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	collectedAt := time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)
+	sig := &retentionv1.Signal{SubjectId: "ada", Kind: retentionv1.SignalKind_SIGNAL_KIND_COLLECTED,
+		Categories: []*commonv1.DataCategory{{Id: "user.behavior.usage"}}, OccurredAt: timestamppb.New(collectedAt)}
+	if err := s.DB.Update(func(tx *bolt.Tx) error { return s.journalTx(tx, "clicklearn", sig) }); err != nil {
+		t.Fatal(err)
+	}
+	// Never run: nothing applied the signal before the stop.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = New(deps, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var st *subjectState
+		var pending int
+		err := s.DB.View(func(tx *bolt.Tx) error {
+			var err error
+			st, _, err = s.loadTx(tx, "clicklearn", "ada")
+			pending = store.BucketTx(tx, bucketJournal).Stats().KeyN
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Collected["user.behavior.usage"].Equal(collectedAt) && pending == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the restart: state %+v, %d journaled", st, pending)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
