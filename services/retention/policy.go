@@ -42,7 +42,7 @@ type policy struct {
 
 // policyCache holds the latest policy read per tenant.
 type policyCache struct {
-	mu     sync.Mutex
+	mu       sync.Mutex
 	byTenant map[string]*policy
 }
 
