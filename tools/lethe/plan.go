@@ -1,0 +1,701 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
+	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
+	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/tools/lethe/internal/tenantfile"
+)
+
+// A plan is what applying a tenant file would change: the file against the
+// live configuration the services list. It is computed from the same list
+// RPCs `lethe export` reads, so export then diff finds nothing.
+
+// live is a tenant's configuration as the services hold it now.
+type live struct {
+	exists     bool
+	tenant     *registryv1.Tenant
+	categories map[string]*registryv1.Category // the tenant's own
+	taxonomy   map[string]bool                 // built-in ids; nil when unknown
+	purposes   map[string]*consentv1.Purpose
+	systems    map[string]*registryv1.System
+	activities map[string]*registryv1.ProcessingActivity
+	rules      map[string]*retentionv1.Rule
+	holds      map[string]*retentionv1.Hold // in force and ended
+}
+
+// notFoundKind returns the kind of a NotFound answer ("tenant"), or "".
+func notFoundKind(err error) string {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.NotFound {
+		return ""
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.Metadata["kind"]
+		}
+	}
+	return ""
+}
+
+// waitTenant retries fn while a service answers that it does not know the
+// tenant yet: the consent and retention services learn of a new tenant
+// from the registry's event, a moment after CreateTenant.
+func waitTenant(ctx context.Context, fn func() error) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := fn()
+		if err == nil || notFoundKind(err) != "tenant" || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// fetchLive reads a tenant's configuration from every service.
+func fetchLive(ctx context.Context, cl *clients, tenantID string) (*live, error) {
+	l := &live{
+		categories: map[string]*registryv1.Category{}, purposes: map[string]*consentv1.Purpose{},
+		systems: map[string]*registryv1.System{}, activities: map[string]*registryv1.ProcessingActivity{},
+		rules: map[string]*retentionv1.Rule{}, holds: map[string]*retentionv1.Hold{},
+	}
+	cctx, cancel := cl.call(ctx)
+	t, err := cl.registry.GetTenant(cctx, &registryv1.GetTenantRequest{TenantId: tenantID})
+	cancel()
+	switch {
+	case notFoundKind(err) == "tenant":
+		// A new tenant: the built-in taxonomy is the same for every tenant,
+		// so any other tenant's listing tells which categories exist.
+		l.taxonomy, err = anyTaxonomy(ctx, cl)
+		return l, err
+	case err != nil:
+		return nil, fmt.Errorf("registry: get tenant %s: %w", tenantID, err)
+	}
+	l.exists, l.tenant = true, t.Tenant
+
+	cats, err := listCategories(ctx, cl, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	l.taxonomy = map[string]bool{}
+	for _, c := range cats {
+		if c.BuiltIn {
+			l.taxonomy[c.Id] = true
+		} else {
+			l.categories[c.Id] = c
+		}
+	}
+	err = pages(func(token string) (string, error) {
+		cctx, cancel := cl.call(ctx)
+		defer cancel()
+		resp, err := cl.registry.ListSystems(cctx, &registryv1.ListSystemsRequest{TenantId: tenantID, PageSize: 1000, PageToken: token})
+		for _, s := range resp.GetSystems() {
+			l.systems[s.SystemId] = s
+		}
+		return resp.GetNextPageToken(), wrapErr("registry: list systems", err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = pages(func(token string) (string, error) {
+		cctx, cancel := cl.call(ctx)
+		defer cancel()
+		resp, err := cl.registry.ListActivities(cctx, &registryv1.ListActivitiesRequest{TenantId: tenantID, PageSize: 1000, PageToken: token})
+		for _, a := range resp.GetActivities() {
+			l.activities[a.ActivityId] = a
+		}
+		return resp.GetNextPageToken(), wrapErr("registry: list activities", err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = pages(func(token string) (string, error) {
+		var resp *consentv1.ListPurposesResponse
+		err := waitTenant(ctx, func() error {
+			cctx, cancel := cl.call(ctx)
+			defer cancel()
+			var err error
+			resp, err = cl.consent.ListPurposes(cctx, &consentv1.ListPurposesRequest{TenantId: tenantID, PageSize: 1000, PageToken: token})
+			return err
+		})
+		for _, p := range resp.GetPurposes() {
+			l.purposes[p.PurposeId] = p
+		}
+		return resp.GetNextPageToken(), wrapErr("consent: list purposes", err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = pages(func(token string) (string, error) {
+		var resp *retentionv1.ListRulesResponse
+		err := waitTenant(ctx, func() error {
+			cctx, cancel := cl.call(ctx)
+			defer cancel()
+			var err error
+			resp, err = cl.retention.ListRules(cctx, &retentionv1.ListRulesRequest{TenantId: tenantID, PageSize: 1000, PageToken: token})
+			return err
+		})
+		for _, r := range resp.GetRules() {
+			l.rules[r.RuleId] = r
+		}
+		return resp.GetNextPageToken(), wrapErr("retention: list rules", err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = pages(func(token string) (string, error) {
+		cctx, cancel := cl.call(ctx)
+		defer cancel()
+		resp, err := cl.retention.ListHolds(cctx, &retentionv1.ListHoldsRequest{TenantId: tenantID, IncludeEnded: true, PageSize: 1000, PageToken: token})
+		for _, h := range resp.GetHolds() {
+			l.holds[h.HoldId] = h
+		}
+		return resp.GetNextPageToken(), wrapErr("retention: list holds", err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func listCategories(ctx context.Context, cl *clients, tenantID string) ([]*registryv1.Category, error) {
+	var out []*registryv1.Category
+	err := pages(func(token string) (string, error) {
+		cctx, cancel := cl.call(ctx)
+		defer cancel()
+		resp, err := cl.registry.ListCategories(cctx, &registryv1.ListCategoriesRequest{TenantId: tenantID, PageSize: 1000, PageToken: token})
+		out = append(out, resp.GetCategories()...)
+		return resp.GetNextPageToken(), wrapErr("registry: list categories", err)
+	})
+	return out, err
+}
+
+// anyTaxonomy returns the built-in category ids as another tenant's listing
+// shows them, or nil on a platform without tenants.
+func anyTaxonomy(ctx context.Context, cl *clients) (map[string]bool, error) {
+	cctx, cancel := cl.call(ctx)
+	resp, err := cl.registry.ListTenants(cctx, &registryv1.ListTenantsRequest{PageSize: 1})
+	cancel()
+	if err != nil {
+		return nil, wrapErr("registry: list tenants", err)
+	}
+	if len(resp.Tenants) == 0 {
+		return nil, nil
+	}
+	cats, err := listCategories(ctx, cl, resp.Tenants[0].TenantId)
+	if err != nil {
+		return nil, err
+	}
+	ids := map[string]bool{}
+	for _, c := range cats {
+		if c.BuiltIn {
+			ids[c.Id] = true
+		}
+	}
+	return ids, nil
+}
+
+func pages(fn func(token string) (string, error)) error {
+	token := ""
+	for {
+		next, err := fn(token)
+		if err != nil || next == "" {
+			return err
+		}
+		token = next
+	}
+}
+
+// platformError is an answer of a service that is not about the file: the
+// platform is unreachable, refused the caller, or failed.
+type platformError struct{ err error }
+
+func (e *platformError) Error() string { return e.err.Error() }
+func (e *platformError) Unwrap() error { return e.err }
+
+func wrapErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &platformError{fmt.Errorf("%s: %w", what, err)}
+}
+
+// op is what a change does.
+type op string
+
+const (
+	opCreate op = "create"
+	opUpdate op = "update"
+	opDelete op = "delete"
+)
+
+// change is one call the plan makes.
+type change struct {
+	obj    tenantfile.Object
+	op     op
+	before proto.Message // live, normalised; nil for create
+	after  proto.Message // desired; nil for delete
+	// deps are the objects the call needs to exist ("tenant",
+	// "category/x", "system/y"); when the plan itself creates one, the
+	// call can be checked with validate_only only once its turn comes.
+	deps []string
+	call func(ctx context.Context, requestID string, validateOnly bool) error
+}
+
+func (c *change) key() string {
+	if c.obj.Kind == "tenant" {
+		return "tenant"
+	}
+	return c.obj.Kind + "/" + c.obj.ID
+}
+
+// name is how output names the changed object: "system clio/newsletter".
+func (c *change) name(tenant string) string {
+	if c.obj.Kind == "tenant" {
+		return "tenant " + tenant
+	}
+	return c.obj.Kind + " " + tenant + "/" + c.obj.ID
+}
+
+// requestID derives the change's idempotency key from its content and the
+// state it changes: applying the same file twice sends the same ids (so a
+// retried apply never acts twice), and a later change back to an earlier
+// state gets a new id instead of the first answer replayed.
+func (c *change) requestID(tenant string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", tenant, c.key(), c.op)
+	for _, m := range []proto.Message{c.before, c.after} {
+		if m != nil {
+			b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+			fmt.Fprintf(h, "%d\x00", len(b))
+			h.Write(b)
+		}
+	}
+	return "lethe-apply-" + hex.EncodeToString(h.Sum(nil))[:40]
+}
+
+// plan is a file's changes against the live state.
+type plan struct {
+	file    *tenantfile.File
+	live    *live
+	changes []*change
+	// unmanaged are live objects the file does not declare, left alone
+	// without --prune (or that no RPC can remove).
+	unmanaged []string
+}
+
+// normalise clears what the services set on their own, so that a live
+// object compares equal to the declaration it came from.
+func normalise(m proto.Message, desired proto.Message) proto.Message {
+	if m == nil {
+		return nil
+	}
+	m = proto.Clone(m)
+	switch v := m.(type) {
+	case *registryv1.Tenant:
+		v.CreatedAt, v.UpdatedAt = nil, nil
+	case *registryv1.System:
+		v.EffectiveAt = nil
+	case *registryv1.Category:
+		v.BuiltIn = false
+	case *retentionv1.Hold:
+		v.ReleasedAt = nil
+		if d, ok := desired.(*retentionv1.Hold); ok && d.StartTime == nil {
+			v.StartTime = nil
+		}
+	}
+	return m
+}
+
+// makePlan compares the file with the live state. Problems are conflicts
+// no call can resolve (a hold cannot be changed, a category not
+// redefined), placed in the file.
+func makePlan(f *tenantfile.File, l *live, cl *clients, prune bool) (*plan, tenantfile.Problems) {
+	p := &plan{file: f, live: l}
+	var problems tenantfile.Problems
+	tenant := f.TenantID()
+	declared := map[string]bool{}
+
+	for _, o := range f.Objects() {
+		declared[o.Kind+"/"+o.ID] = true
+		c := &change{obj: o, after: o.Message}
+		var current proto.Message
+		switch m := o.Message.(type) {
+		case *registryv1.Tenant:
+			if l.exists {
+				current = l.tenant
+			}
+			c.call = func(ctx context.Context, id string, vo bool) error {
+				if c.op == opCreate {
+					_, err := cl.registry.CreateTenant(ctx, &registryv1.CreateTenantRequest{RequestId: id, Tenant: m, ValidateOnly: vo})
+					return err
+				}
+				_, err := cl.registry.UpdateTenant(ctx, &registryv1.UpdateTenantRequest{RequestId: id, Tenant: m, ValidateOnly: vo})
+				return err
+			}
+		case *registryv1.Category:
+			if cur, ok := l.categories[m.Id]; ok {
+				current = cur
+			}
+			c.deps = append(c.deps, categoryDep(contract.CategoryParent(m.Id)))
+			c.call = func(ctx context.Context, id string, vo bool) error {
+				_, err := cl.registry.DefineCategory(ctx, &registryv1.DefineCategoryRequest{RequestId: id, TenantId: tenant, Category: m, ValidateOnly: vo})
+				return err
+			}
+		case *registryv1.System:
+			if cur, ok := l.systems[m.SystemId]; ok {
+				current = cur
+			}
+			for _, cat := range m.Categories {
+				c.deps = append(c.deps, categoryDep(cat.Id))
+			}
+			if m.ParentSystemId != "" {
+				c.deps = append(c.deps, "system/"+m.ParentSystemId)
+			}
+			c.call = func(ctx context.Context, id string, vo bool) error {
+				if c.op == opCreate {
+					_, err := cl.registry.RegisterSystem(ctx, &registryv1.RegisterSystemRequest{RequestId: id, TenantId: tenant, System: m, ValidateOnly: vo})
+					return err
+				}
+				_, err := cl.registry.UpdateSystem(ctx, &registryv1.UpdateSystemRequest{RequestId: id, TenantId: tenant, System: m, ValidateOnly: vo})
+				return err
+			}
+		case *consentv1.Purpose:
+			if cur, ok := l.purposes[m.PurposeId]; ok {
+				current = cur
+			}
+			c.call = func(ctx context.Context, id string, vo bool) error {
+				_, err := cl.consent.PutPurpose(ctx, &consentv1.PutPurposeRequest{RequestId: id, TenantId: tenant, Purpose: m, ValidateOnly: vo})
+				return err
+			}
+		case *registryv1.ProcessingActivity:
+			if cur, ok := l.activities[m.ActivityId]; ok {
+				current = cur
+			}
+			for _, cat := range m.Categories {
+				c.deps = append(c.deps, categoryDep(cat.Id))
+			}
+			for _, s := range m.RecipientSystemIds {
+				c.deps = append(c.deps, "system/"+s)
+			}
+			c.call = func(ctx context.Context, id string, vo bool) error {
+				_, err := cl.registry.PutActivity(ctx, &registryv1.PutActivityRequest{RequestId: id, TenantId: tenant, Activity: m, ValidateOnly: vo})
+				return err
+			}
+		case *retentionv1.Rule:
+			if cur, ok := l.rules[m.RuleId]; ok {
+				current = cur
+			}
+			c.deps = append(c.deps, categoryDep(m.GetCategory().GetId()))
+			c.call = func(ctx context.Context, id string, vo bool) error {
+				_, err := cl.retention.PutRule(ctx, &retentionv1.PutRuleRequest{RequestId: id, TenantId: tenant, Rule: m, ValidateOnly: vo})
+				return err
+			}
+		case *retentionv1.Hold:
+			if cur, ok := l.holds[m.HoldId]; ok {
+				current = cur
+			}
+			if m.Category != nil {
+				c.deps = append(c.deps, categoryDep(m.Category.Id))
+			}
+			c.call = func(ctx context.Context, id string, vo bool) error {
+				_, err := cl.retention.PlaceHold(ctx, &retentionv1.PlaceHoldRequest{RequestId: id, TenantId: tenant, Hold: m, ValidateOnly: vo})
+				return err
+			}
+		}
+		if o.Kind != "tenant" {
+			c.deps = append(c.deps, "tenant")
+		}
+		if current == nil {
+			c.op = opCreate
+			p.changes = append(p.changes, c)
+			continue
+		}
+		c.before = normalise(current, o.Message)
+		if proto.Equal(c.before, o.Message) {
+			continue
+		}
+		c.op = opUpdate
+		// What no RPC can change is a conflict for a person to resolve.
+		switch o.Kind {
+		case "category":
+			problems = append(problems, f.At(o.Path, fmt.Sprintf("category %q is defined differently on the platform, and a category cannot be redefined; declare it as exported (lethe export) or use a new id", o.ID)))
+			continue
+		case "hold":
+			h := current.(*retentionv1.Hold)
+			why := "differs from the hold in force, and a hold cannot be changed"
+			if h.ReleasedAt != nil {
+				why = "was released on " + h.ReleasedAt.AsTime().Format(time.DateOnly) + ", and a released hold cannot be placed again"
+			}
+			problems = append(problems, f.At(o.Path, fmt.Sprintf("hold %q %s; use a new hold id (and release the old one)", o.ID, why)))
+			continue
+		}
+		p.changes = append(p.changes, c)
+	}
+
+	// Live objects the file does not declare.
+	var deletes []*change
+	undeclared := func(kind, id string) bool { return !declared[kind+"/"+id] }
+	for _, id := range sortedKeys(l.activities) {
+		if undeclared("activity", id) {
+			deletes = append(deletes, p.deletion("activity", id, l.activities[id], prune, func(ctx context.Context, rid string, vo bool) error {
+				_, err := cl.registry.DeleteActivity(ctx, &registryv1.DeleteActivityRequest{RequestId: rid, TenantId: tenant, ActivityId: id, ValidateOnly: vo})
+				return err
+			}))
+		}
+	}
+	// Sub-processors go before the processors that engaged them.
+	systems := sortedKeys(l.systems)
+	sort.SliceStable(systems, func(i, j int) bool {
+		return l.systems[systems[i]].ParentSystemId != "" && l.systems[systems[j]].ParentSystemId == ""
+	})
+	for _, id := range systems {
+		if undeclared("system", id) {
+			deletes = append(deletes, p.deletion("system", id, l.systems[id], prune, func(ctx context.Context, rid string, vo bool) error {
+				_, err := cl.registry.RemoveSystem(ctx, &registryv1.RemoveSystemRequest{RequestId: rid, TenantId: tenant, SystemId: id, ValidateOnly: vo})
+				return err
+			}))
+		}
+	}
+	for _, id := range sortedKeys(l.rules) {
+		if undeclared("rule", id) {
+			deletes = append(deletes, p.deletion("rule", id, l.rules[id], prune, func(ctx context.Context, rid string, vo bool) error {
+				_, err := cl.retention.DeleteRule(ctx, &retentionv1.DeleteRuleRequest{RequestId: rid, TenantId: tenant, RuleId: id, ValidateOnly: vo})
+				return err
+			}))
+		}
+	}
+	for _, id := range sortedKeys(l.holds) {
+		if h := l.holds[id]; undeclared("hold", id) && h.ReleasedAt == nil && (h.EndTime == nil || h.EndTime.AsTime().After(time.Now())) {
+			deletes = append(deletes, p.deletion("hold", id, h, prune, func(ctx context.Context, rid string, vo bool) error {
+				_, err := cl.retention.ReleaseHold(ctx, &retentionv1.ReleaseHoldRequest{RequestId: rid, TenantId: tenant, HoldId: id, ValidateOnly: vo})
+				return err
+			}))
+		}
+	}
+	for _, id := range sortedKeys(l.purposes) {
+		if undeclared("purpose", id) {
+			p.unmanaged = append(p.unmanaged, "purpose/"+id+" (no RPC deletes a purpose: consent records refer to it)")
+		}
+	}
+	for _, id := range sortedKeys(l.categories) {
+		if undeclared("category", id) {
+			p.unmanaged = append(p.unmanaged, "category/"+id+" (no RPC deletes a category)")
+		}
+	}
+	for _, d := range deletes {
+		if d != nil {
+			p.changes = append(p.changes, d)
+		}
+	}
+	return p, problems
+}
+
+// deletion is the change that removes an undeclared live object, or nil
+// (and a note) without --prune.
+func (p *plan) deletion(kind, id string, current proto.Message, prune bool, call func(context.Context, string, bool) error) *change {
+	if !prune {
+		p.unmanaged = append(p.unmanaged, kind+"/"+id+" (not in the file; --prune removes it)")
+		return nil
+	}
+	return &change{obj: tenantfile.Object{Kind: kind, ID: id}, op: opDelete, before: normalise(current, nil), call: call}
+}
+
+func categoryDep(id string) string {
+	if id == "" {
+		return ""
+	}
+	return "category/" + id
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// deferred reports whether c depends on something the plan itself
+// creates: the services cannot check it before that exists.
+func (p *plan) deferred(c *change) bool {
+	creates := map[string]bool{}
+	for _, o := range p.changes {
+		if o.op == opCreate {
+			creates[o.key()] = true
+		}
+	}
+	for _, d := range c.deps {
+		if d != "" && creates[d] {
+			return true
+		}
+	}
+	return false
+}
+
+// preflight asks each service to check every change with validate_only,
+// where it can be checked before anything is applied. It returns the
+// problems placed in the file; a platform failure is an error.
+func (p *plan) preflight(ctx context.Context, cl *clients) (tenantfile.Problems, error) {
+	var problems tenantfile.Problems
+	tenant := p.file.TenantID()
+	for _, c := range p.changes {
+		if p.deferred(c) {
+			continue
+		}
+		cctx, cancel := cl.call(ctx)
+		err := waitTenant(cctx, func() error { return c.call(cctx, c.requestID(tenant), true) })
+		cancel()
+		ps, perr := p.placeError(c, err)
+		if perr != nil {
+			return nil, perr
+		}
+		problems = append(problems, ps...)
+	}
+	return problems, nil
+}
+
+// placeError turns a service's refusal of a change into problems placed
+// in the file; any other failure is returned as an error.
+func (p *plan) placeError(c *change, err error) (tenantfile.Problems, error) {
+	if err == nil {
+		return nil, nil
+	}
+	st, _ := status.FromError(err)
+	switch st.Code() {
+	case codes.InvalidArgument:
+		var ps tenantfile.Problems
+		for _, v := range apierror.Violations(err) {
+			ps = append(ps, p.file.FieldProblem(c.obj, v.Field, v.Description))
+		}
+		if len(ps) == 0 {
+			ps = append(ps, p.file.At(c.obj.Path, st.Message()))
+		}
+		return ps, nil
+	case codes.FailedPrecondition, codes.AlreadyExists, codes.NotFound:
+		return tenantfile.Problems{p.file.At(c.obj.Path, fmt.Sprintf("%s %s refused: %s", c.obj.Kind, c.obj.ID, st.Message()))}, nil
+	}
+	return nil, wrapErr(fmt.Sprintf("%s %s %s", c.op, c.obj.Kind, c.obj.ID), err)
+}
+
+// apply makes every change in order, reporting each to w. A change the
+// preflight could not check is checked with validate_only right before it
+// is made.
+func (p *plan) apply(ctx context.Context, cl *clients, w io.Writer) error {
+	tenant := p.file.TenantID()
+	for _, c := range p.changes {
+		id := c.requestID(tenant)
+		if p.deferred(c) {
+			cctx, cancel := cl.call(ctx)
+			err := waitTenant(cctx, func() error { return c.call(cctx, id, true) })
+			cancel()
+			if ps, perr := p.placeError(c, err); perr != nil || len(ps) > 0 {
+				return errors.Join(perr, ps.Err())
+			}
+		}
+		cctx, cancel := cl.call(ctx)
+		err := waitTenant(cctx, func() error { return c.call(cctx, id, false) })
+		cancel()
+		if err != nil {
+			ps, perr := p.placeError(c, err)
+			return errors.Join(perr, ps.Err())
+		}
+		fmt.Fprintf(w, "%s %s\n", c.name(tenant), pastTense[c.op])
+	}
+	return nil
+}
+
+var pastTense = map[op]string{opCreate: "created", opUpdate: "updated", opDelete: "deleted"}
+
+// describe writes the plan as a diff: each changed object's live and
+// declared YAML, line by line.
+func (p *plan) describe(w io.Writer) {
+	tenant := p.file.TenantID()
+	for _, c := range p.changes {
+		where := ""
+		if pos := p.file.At(c.obj.Path, ""); pos.Line > 0 {
+			where = fmt.Sprintf(" (%s:%d)", p.file.Path, pos.Line)
+		}
+		sign := map[op]string{opCreate: "+", opUpdate: "~", opDelete: "-"}[c.op]
+		fmt.Fprintf(w, "%s %s %s%s\n", sign, c.name(tenant), c.op, where)
+		var before, after string
+		if c.before != nil {
+			before = tenantfile.MarshalObject(c.before)
+		}
+		if c.after != nil {
+			after = tenantfile.MarshalObject(c.after)
+		}
+		for _, line := range lineDiff(before, after) {
+			fmt.Fprintf(w, "    %s\n", line)
+		}
+	}
+	for _, u := range p.unmanaged {
+		fmt.Fprintf(w, "  %s: %s left as it is\n", tenant, u)
+	}
+}
+
+// lineDiff is a longest-common-subsequence diff of two texts, "-", "+" and
+// " " prefixed, for the small objects a plan shows.
+func lineDiff(a, b string) []string {
+	x, y := splitLines(a), splitLines(b)
+	lcs := make([][]int, len(x)+1)
+	for i := range lcs {
+		lcs[i] = make([]int, len(y)+1)
+	}
+	for i := len(x) - 1; i >= 0; i-- {
+		for j := len(y) - 1; j >= 0; j-- {
+			if x[i] == y[j] {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	var out []string
+	i, j := 0, 0
+	for i < len(x) || j < len(y) {
+		switch {
+		case i < len(x) && j < len(y) && x[i] == y[j]:
+			out = append(out, "  "+x[i])
+			i++
+			j++
+		case i < len(x) && (j == len(y) || lcs[i+1][j] >= lcs[i][j+1]):
+			out = append(out, "- "+x[i])
+			i++
+		default:
+			out = append(out, "+ "+y[j])
+			j++
+		}
+	}
+	return out
+}
+
+func splitLines(s string) []string {
+	s = strings.TrimSuffix(s, "\n")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
