@@ -65,22 +65,21 @@ func asSystem(system string) context.Context {
 	return metadata.AppendToOutgoingContext(context.Background(), identityKey, "spiffe://lethe.test/system/"+system)
 }
 
-
 // fixture runs the registry, the consent service and the DSAR service as
 // lethe dev does, over gRPC, with an embedded NATS server, all keeping
 // their files under one data folder.
 type fixture struct {
-	dsar     dsarv1.DsarServiceClient
-	registry registryv1.RegistryServiceClient
-	consent  consentv1.ConsentServiceClient
-	svc      *dsar.Service
-	codes    *dsar.DevChannel
+	dsar      dsarv1.DsarServiceClient
+	registry  registryv1.RegistryServiceClient
+	consent   consentv1.ConsentServiceClient
+	svc       *dsar.Service
+	codes     *dsar.DevChannel
 	retention retentionv1.RetentionServiceClient
-	clock    *clock.Fake
-	deps     service.Deps
-	data     string
-	n        atomic.Int64
-	ctx      context.Context
+	clock     *clock.Fake
+	deps      service.Deps
+	data      string
+	n         atomic.Int64
+	ctx       context.Context
 }
 
 func run(t testing.TB, svc interface{ Run(context.Context) error }, closer func() error) {
