@@ -1,0 +1,603 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
+	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
+	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+)
+
+// The conformance suite: one test per company of SEEDS.md, each driving a
+// running `lethe dev` only through public surfaces — the lethe CLI, gRPC
+// and NATS — and checking what SEEDS.md lists for the company. The five
+// share one platform (one binary build, one process), each on its own
+// tenant, so the suite stays within seconds once built.
+
+// examplesDir holds the five example tenants.
+const examplesDir = "../../examples/tenants"
+
+type platform struct {
+	dir        string // temporary folder: binaries, data, config
+	lethe      string // the lethe binary
+	newsletter string // sdk/examples/newsletter
+	addr, nats string
+	config     string // a context file naming addr and nats
+	cmd        *exec.Cmd
+	output     *syncBuffer
+	conn       *grpc.ClientConn
+}
+
+var shared struct {
+	once sync.Once
+	p    *platform
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if p := shared.p; p != nil {
+		if p.conn != nil {
+			_ = p.conn.Close()
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = p.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = p.cmd.Process.Kill()
+		}
+		_ = os.RemoveAll(p.dir)
+	}
+	os.Exit(code)
+}
+
+// sharedPlatform builds the binaries once and starts one lethe dev for the
+// whole test run.
+func sharedPlatform(t *testing.T) *platform {
+	t.Helper()
+	shared.once.Do(func() {
+		p := &platform{output: &syncBuffer{}}
+		shared.p = p
+		var err error
+		if p.dir, err = os.MkdirTemp("", "lethe-conformance-"); err != nil {
+			shared.err = err
+			return
+		}
+		args := []string{"build", "-o", p.dir + string(filepath.Separator)}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		args = append(args, ".", "github.com/lethe-privacy/lethe/sdk/examples/newsletter")
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			shared.err = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		p.lethe, p.newsletter = filepath.Join(p.dir, "lethe"), filepath.Join(p.dir, "newsletter")
+		p.addr, p.nats = freeAddr(t), freeAddr(t)
+		p.config = filepath.Join(p.dir, "config")
+		config := fmt.Sprintf("currentContext: conformance\ncontexts:\n  - name: conformance\n    address: %s\n    nats: nats://%s\n", p.addr, p.nats)
+		if shared.err = os.WriteFile(p.config, []byte(config), 0o600); shared.err != nil {
+			return
+		}
+		p.cmd = exec.Command(p.lethe, "dev", "--data", filepath.Join(p.dir, "data"), "--addr", p.addr, "--nats-addr", p.nats, "--metrics-addr", "")
+		p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
+		shared.err = p.cmd.Start()
+	})
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	p := shared.p
+	if p.conn == nil {
+		proc := &process{cmd: p.cmd, output: p.output, done: make(chan error, 1)}
+		p.conn = waitServingShared(t, p.addr, proc)
+	}
+	return p
+}
+
+// waitServingShared waits for health like waitServing, without tying the
+// connection to one test's cleanup.
+func waitServingShared(t *testing.T, addr string, proc *process) *grpc.ClientConn {
+	t.Helper()
+	var conn *grpc.ClientConn
+	t.Run("platform up", func(t *testing.T) {
+		conn = waitServing(t, addr, healthNames, proc)
+	})
+	if conn == nil {
+		t.Fatalf("platform not serving\n%s", proc.output)
+	}
+	// waitServing closes its connection with the subtest; dial anew.
+	c, err := dialTest(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// result is one run of the CLI.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+// cli runs the lethe binary against the shared platform, through the
+// context file (LETHE_CONFIG), as an operator would.
+func (p *platform) cli(t *testing.T, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(p.lethe, args...)
+	cmd.Env = append(os.Environ(), "LETHE_CONFIG="+p.config)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("lethe %v: %v", args, err)
+	}
+	return r
+}
+
+// must runs the CLI and wants the exit code.
+func (p *platform) must(t *testing.T, code int, args ...string) result {
+	t.Helper()
+	r := p.cli(t, args...)
+	if r.code != code {
+		t.Fatalf("lethe %s: want exit %d\n%s", strings.Join(args, " "), code, r)
+	}
+	return r
+}
+
+// applyExample applies one example on its fresh tenant and checks what
+// issue #8 asks of every example: apply succeeds, diff right after shows
+// nothing, and export then diff shows nothing.
+func (p *platform) applyExample(t *testing.T, name string) string {
+	t.Helper()
+	file := filepath.Join(examplesDir, name+".yaml")
+	r := p.must(t, exitOK, "apply", "-f", file)
+	if !strings.Contains(r.stdout, "tenant "+name+" created") {
+		t.Fatalf("apply on a fresh platform should create the tenant:\n%s", r)
+	}
+	p.must(t, exitOK, "diff", "-f", file)
+	if r := p.must(t, exitOK, "apply", "-f", file); !strings.Contains(r.stdout, "tenant "+name+" unchanged") {
+		t.Fatalf("a second apply should change nothing:\n%s", r)
+	}
+	exported := filepath.Join(t.TempDir(), name+".yaml")
+	p.must(t, exitOK, "export", "--tenant", name, "-out", exported)
+	if r := p.must(t, exitOK, "diff", "-f", exported); strings.Contains(r.stdout, "~") || strings.Contains(r.stdout, "+ ") {
+		t.Fatalf("diff of the export shows changes:\n%s", r)
+	}
+	return file
+}
+
+func (p *platform) registry() registryv1.RegistryServiceClient {
+	return registryv1.NewRegistryServiceClient(p.conn)
+}
+func (p *platform) consent() consentv1.ConsentServiceClient {
+	return consentv1.NewConsentServiceClient(p.conn)
+}
+func (p *platform) retention() retentionv1.RetentionServiceClient {
+	return retentionv1.NewRetentionServiceClient(p.conn)
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// check asks `lethe consent check` and returns its table row and exit code.
+func (p *platform) check(t *testing.T, tenant, subject, purpose string, attrs ...string) (string, int) {
+	t.Helper()
+	r := p.cli(t, append([]string{"consent", "check", "--tenant", tenant, "--subject", subject, "--purpose", purpose}, attrs...)...)
+	if r.code != exitOK && r.code != exitNo {
+		t.Fatalf("consent check: %s", r)
+	}
+	return r.stdout, r.code
+}
+
+// wantDecision checks a decision's exit code and reason.
+func (p *platform) wantDecision(t *testing.T, tenant, subject, purpose string, allowed bool, reason string, attrs ...string) {
+	t.Helper()
+	out, code := p.check(t, tenant, subject, purpose, attrs...)
+	if (code == exitOK) != allowed || !regexp.MustCompile(`\b`+reason+`\b`).MatchString(out) {
+		t.Fatalf("check %s %s %v: want allowed=%v reason %s, got exit %d\n%s", subject, purpose, attrs, allowed, reason, code, out)
+	}
+}
+
+// dsarJSON runs a dsar command with -o json and decodes the request.
+func (p *platform) dsarJSON(t *testing.T, args ...string) map[string]any {
+	t.Helper()
+	r := p.must(t, exitOK, append(args, "-o", "json")...)
+	var resp map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &resp); err != nil {
+		t.Fatalf("%v\n%s", err, r)
+	}
+	req, _ := resp["request"].(map[string]any)
+	return req
+}
+
+// eventually polls fn for up to 20 seconds.
+func eventually(t *testing.T, what string, fn func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ok, detail := fn()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached in 20s\n%s", what, detail)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestConformanceClio: cookie banner categories with role eligibility
+// (marketing never for students), consent lifetimes of 730 days, notice
+// versions where a material change requires consent again, the newsletter
+// withdrawal reaching the SDK newsletter and its processor, and the US
+// processors' transfers flagged.
+func TestConformanceClio(t *testing.T) {
+	p := sharedPlatform(t)
+	file := p.applyExample(t, "clio")
+
+	// Marketing is never allowed for a student, even after "Accept all".
+	p.must(t, exitOK, "consent", "grant", "--tenant", "clio", "--subject", "stud-1", "--purpose", "cookies.marketing", "--method", "banner")
+	p.wantDecision(t, "clio", "stud-1", "cookies.marketing", false, "ineligible_role", "--role", "student")
+	p.must(t, exitOK, "consent", "grant", "--tenant", "clio", "--subject", "teach-1", "--purpose", "cookies.marketing", "--method", "banner")
+	p.wantDecision(t, "clio", "teach-1", "cookies.marketing", true, "granted", "--role", "teacher")
+	p.wantDecision(t, "clio", "teach-1", "cookies.necessary", true, "necessary")
+
+	// Consent to a cookie category lasts 730 days.
+	r := p.must(t, exitOK, "consent", "history", "--tenant", "clio", "--subject", "teach-1", "-o", "json")
+	var hist struct {
+		Records []struct{ RecordedAt, ExpiresAt time.Time }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &hist); err != nil || len(hist.Records) != 1 {
+		t.Fatalf("history: %v\n%s", err, r)
+	}
+	if got := hist.Records[0].ExpiresAt.Sub(hist.Records[0].RecordedAt); got != 730*24*time.Hour {
+		t.Fatalf("marketing cookie consent lasts %v, want 730 days", got)
+	}
+
+	// Both US processors' transfers are unlawful today: exit 1, named.
+	r = p.must(t, exitNo, "registry", "findings", "--tenant", "clio")
+	for _, want := range []string{"newsletter-sender", "TRANSFER_MECHANISM_INVALIDATED", "survey-tool", "SCC_VERSION_SUPERSEDED"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("findings lack %s:\n%s", want, r.stdout)
+		}
+	}
+
+	// The newsletter (the SDK example) and its processor hear of an
+	// unsubscribe made from another channel; the newsletter answers.
+	data := t.TempDir()
+	if out, err := exec.Command(p.newsletter, "--data", data, "--seed", "sub-42=ada@example.com").CombinedOutput(); err != nil {
+		t.Fatalf("seed the newsletter: %v\n%s", err, out)
+	}
+	nl := startProcess(t, p.newsletter, "--data", data, "--nats-url", "nats://"+p.nats, "--tenant", "clio")
+	defer nl.stop(t)
+	p.must(t, exitOK, "consent", "grant", "--tenant", "clio", "--subject", "sub-42", "--purpose", "newsletter", "--method", "form")
+	r = p.must(t, exitOK, "consent", "withdraw", "--tenant", "clio", "--subject", "sub-42", "--purpose", "newsletter", "--method", "email_link", "-o", "json")
+	var rec struct{ Record struct{ RecordID string } }
+	if err := json.Unmarshal([]byte(r.stdout), &rec); err != nil || rec.Record.RecordID == "" {
+		t.Fatalf("withdraw: %v\n%s", err, r)
+	}
+	p.wantDecision(t, "clio", "sub-42", "newsletter", false, "withdrawn")
+	eventually(t, "the newsletter applies the withdrawal", func() (bool, string) {
+		r := p.must(t, exitOK, "consent", "propagation", "--tenant", "clio", "--record", rec.Record.RecordID)
+		ok := regexp.MustCompile(`newsletter\s+final\s+applied`).MatchString(r.stdout) &&
+			strings.Contains(r.stdout, "newsletter-sender")
+		return ok, r.stdout + nl.output.String()
+	})
+
+	// A substantial change of the notice requires consent again: declare
+	// a material version in the file; diff shows it, apply makes it so.
+	changed := filepath.Join(t.TempDir(), "clio.yaml")
+	src, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The change takes effect now: after the consents given above.
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	material := strings.Replace(string(src), "    directMarketing: true\n    eligibility:\n      excludedRoles: [student]\n    noticeVersions:\n      - {version: \"2020-04-14\", effectiveAt: 2020-04-14}\n",
+		"    directMarketing: true\n    eligibility:\n      excludedRoles: [student]\n    noticeVersions:\n      - {version: \"2020-04-14\", effectiveAt: 2020-04-14}\n      - {version: \"2\", effectiveAt: \""+now+"\", material: true}\n", 1)
+	if material == string(src) {
+		t.Fatal("the test's edit of clio.yaml no longer applies")
+	}
+	if err := os.WriteFile(changed, []byte(material), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = p.must(t, exitNo, "diff", "-f", changed)
+	if !strings.Contains(r.stdout, "~ purpose clio/cookies.marketing update") || !strings.Contains(r.stdout, `+   - version: "2"`) {
+		t.Fatalf("diff should show the new notice version:\n%s", r)
+	}
+	p.must(t, exitOK, "apply", "-f", changed)
+	p.wantDecision(t, "clio", "teach-1", "cookies.marketing", false, "reconsent_required", "--role", "teacher")
+}
+
+// TestConformanceClickLearn: legal bases per processing in the records of
+// processing, marketing only after opt-in, carriers as recipients, Google
+// Analytics under the invalidated Privacy Shield, and four retention rules
+// with different triggers that decide purge dates.
+func TestConformanceClickLearn(t *testing.T) {
+	p := sharedPlatform(t)
+	p.applyExample(t, "clicklearn")
+
+	r := p.must(t, exitOK, "registry", "ropa", "--tenant", "clicklearn")
+	for _, want := range []string{"Art. 6(1)(b)", "Art. 6(1)(c)", "Art. 6(1)(f)", "Art. 6(1)(a)"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("records of processing lack %s", want)
+		}
+	}
+	// Electronic marketing only after explicit opt-in.
+	p.wantDecision(t, "clicklearn", "author-1", "newsletter", false, "not_granted")
+	p.wantDecision(t, "clicklearn", "author-1", "application-usage", true, "legitimate_interest")
+
+	r = p.must(t, exitNo, "registry", "findings", "--tenant", "clicklearn")
+	if !regexp.MustCompile(`google-analytics\s+critical\s+TRANSFER_MECHANISM_INVALIDATED`).MatchString(r.stdout) {
+		t.Fatalf("Google Analytics under the Privacy Shield should be critical:\n%s", r)
+	}
+	r = p.must(t, exitOK, "registry", "disclosures", "--tenant", "clicklearn", "--since", "P1D")
+	for _, carrier := range []string{"postnord", "dhl", "ups", "gls"} {
+		if !regexp.MustCompile(carrier + `\s.*recipient.*user.commercial.order`).MatchString(r.stdout) {
+			t.Errorf("carrier %s is not a recipient of order data:\n%s", carrier, r.stdout)
+		}
+	}
+
+	// Usage collected two years ago and never used since: due a year after.
+	ctx := ctxT(t)
+	collected := time.Now().AddDate(-2, 0, 0).UTC().Truncate(time.Second)
+	_, err := p.retention().RecordSignal(ctx, &retentionv1.RecordSignalRequest{RequestId: "cl-usage-1", TenantId: "clicklearn",
+		Signal: &retentionv1.Signal{SubjectId: "user-1", Kind: retentionv1.SignalKind_SIGNAL_KIND_COLLECTED,
+			Categories: []*commonv1.DataCategory{{Id: "user.behavior.usage"}, {Id: "user.community.membership"}}, OccurredAt: timestamppb.New(collected)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.retention().RecordSignal(ctx, &retentionv1.RecordSignalRequest{RequestId: "cl-revoke-1", TenantId: "clicklearn",
+		Signal: &retentionv1.Signal{SubjectId: "member-2", Kind: retentionv1.SignalKind_SIGNAL_KIND_COLLECTED,
+			Categories: []*commonv1.DataCategory{{Id: "user.community.membership"}}, OccurredAt: timestamppb.New(time.Now().Add(-time.Hour))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = p.must(t, exitOK, "retention", "explain", "--tenant", "clicklearn", "--subject", "user-1", "-o", "json")
+	var explain struct {
+		Verdicts []struct {
+			Category struct{ ID string }
+			PurgeAt  time.Time
+			RuleID   string
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &explain); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, v := range explain.Verdicts {
+		if v.Category.ID == "user.behavior.usage" {
+			found = true
+			if v.RuleID != "usage.after-a-year-unused" || !v.PurgeAt.Equal(collected.AddDate(1, 0, 0)) {
+				t.Errorf("usage verdict: rule %s at %s, want usage.after-a-year-unused at %s", v.RuleID, v.PurgeAt, collected.AddDate(1, 0, 0))
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no verdict for user.behavior.usage:\n%s", r.stdout)
+	}
+	// Revoking a membership purges community data at once (§5.4 c).
+	_, err = p.retention().RecordSignal(ctx, &retentionv1.RecordSignalRequest{RequestId: "cl-revoke-2", TenantId: "clicklearn",
+		Signal: &retentionv1.Signal{SubjectId: "member-2", Kind: retentionv1.SignalKind_SIGNAL_KIND_EVENT, Name: "membership_revoked", OccurredAt: timestamppb.Now()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = p.must(t, exitOK, "retention", "preview", "--tenant", "clicklearn", "--within", "P1D", "--sample", "5")
+	if !regexp.MustCompile(`community.membership\s+erase\s+1\b`).MatchString(r.stdout) && !strings.Contains(r.stdout, "member-2") {
+		// The sweep may already have purged it; the report then counts it.
+		rep := p.must(t, exitOK, "retention", "report", "--tenant", "clicklearn", "--rule", "community.membership")
+		if !regexp.MustCompile(`community.membership\s+[1-9]`).MatchString(rep.stdout) {
+			t.Fatalf("a revoked membership is neither due nor purged:\n%s\n%s", r.stdout, rep.stdout)
+		}
+	}
+}
+
+// TestConformanceClevenio: requests answered within 2 weeks with identity
+// verified first, an erasure reaching the US advertising platforms, roles
+// as controller and processor, categories with sensitivity and provenance.
+func TestConformanceClevenio(t *testing.T) {
+	p := sharedPlatform(t)
+	p.applyExample(t, "clevenio")
+
+	req := p.dsarJSON(t, "dsar", "create", "--tenant", "clevenio", "--subject", "prospect-9", "--type", "erasure", "--email", "ville@example.fi")
+	id, _ := req["dsarId"].(string)
+	if req["state"] != "REQUEST_STATE_RECEIVED" || id == "" {
+		t.Fatalf("a new request waits for verification: %v", req)
+	}
+	dl, _ := req["deadline"].(map[string]any)
+	received, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(dl["receivedAt"]))
+	slaDue, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(dl["slaDueAt"]))
+	if got := slaDue.Sub(received); got != 14*24*time.Hour {
+		t.Fatalf("SLA deadline %v after receipt, want 14 days: %v", got, dl)
+	}
+	// Nothing fans out before identity is verified.
+	show := p.must(t, exitOK, "dsar", "show", "--tenant", "clevenio", "--id", id)
+	if strings.Contains(show.stdout, "ad-platform-us") {
+		t.Fatalf("systems were told before identity was verified:\n%s", show.stdout)
+	}
+	p.must(t, exitOK, "dsar", "verify", "--tenant", "clevenio", "--id", id, "--attest", "manual", "--evidence", "email-reply-1")
+	show = p.must(t, exitOK, "dsar", "show", "--tenant", "clevenio", "--id", id)
+	for _, sys := range []string{"ad-platform-us", "ad-tracking-us", "clevenio-db", "support-vendor"} {
+		if !strings.Contains(show.stdout, sys) {
+			t.Errorf("the erasure does not reach %s:\n%s", sys, show.stdout)
+		}
+	}
+
+	// Controller and processor roles, and sensitivity, as declared.
+	ctx := ctxT(t)
+	sys, err := p.registry().GetSystem(ctx, &registryv1.GetSystemRequest{TenantId: "clevenio", SystemId: "customer-workspaces"})
+	if err != nil || sys.System.TenantRole != registryv1.TenantRole_TENANT_ROLE_PROCESSOR {
+		t.Fatalf("customer-workspaces: %v %v, want the tenant as processor", sys, err)
+	}
+	cats, err := p.registry().ListCategories(ctx, &registryv1.ListCategoriesRequest{TenantId: "clevenio", PageSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sensitive := map[string]bool{}
+	for _, c := range cats.Categories {
+		sensitive[c.Id] = c.Sensitive
+	}
+	if !sensitive["user.health_and_medical.employment"] || sensitive["user.professional.public_role"] {
+		t.Fatalf("sensitivity: employment health %v, public role %v", sensitive["user.health_and_medical.employment"], sensitive["user.professional.public_role"])
+	}
+	p.must(t, exitOK, "registry", "findings", "--tenant", "clevenio") // SCC 2021/914: lawful
+}
+
+// TestConformanceClevio: the age of digital consent of the subject's
+// country, marketing only with consent, an objection to marketing that
+// leaves transactional messages, a 30-day SLA and the disclosures of the
+// past 12 months.
+func TestConformanceClevio(t *testing.T) {
+	p := sharedPlatform(t)
+	p.applyExample(t, "clevio")
+
+	p.must(t, exitOK, "consent", "grant", "--tenant", "clevio", "--subject", "teen-1", "--purpose", "marketing.email")
+	p.wantDecision(t, "clevio", "teen-1", "marketing.email", true, "granted", "--age", "14", "--country", "FI")    // FI: 13
+	p.wantDecision(t, "clevio", "teen-1", "marketing.email", false, "under_age", "--age", "14", "--country", "DE") // DE: 16
+	p.wantDecision(t, "clevio", "teen-1", "service", false, "under_age", "--age", "12", "--country", "DK")         // under 13: never
+	p.wantDecision(t, "clevio", "adult-1", "marketing.sms", false, "not_granted", "--age", "30")
+
+	// An objection to direct marketing stops marketing, not the messages
+	// about courses and purchases.
+	p.must(t, exitOK, "consent", "grant", "--tenant", "clevio", "--subject", "adult-2", "--purpose", "marketing.email")
+	req := p.dsarJSON(t, "dsar", "create", "--tenant", "clevio", "--subject", "adult-2", "--type", "objection", "--scope", "direct_marketing")
+	id, _ := req["dsarId"].(string)
+	dl, _ := req["deadline"].(map[string]any)
+	if dl["sla"] != "2592000s" {
+		t.Fatalf("Clevio answers within 30 days: deadline %v", dl)
+	}
+	p.must(t, exitOK, "dsar", "verify", "--tenant", "clevio", "--id", id, "--attest", "login", "--evidence", "session-77")
+	eventually(t, "the objection stops marketing", func() (bool, string) {
+		out, code := p.check(t, "clevio", "adult-2", "marketing.email", "--age", "30")
+		return code == exitNo && strings.Contains(out, "objected"), out
+	})
+	p.wantDecision(t, "clevio", "adult-2", "transactional", true, "contract", "--age", "30")
+
+	r := p.must(t, exitOK, "registry", "disclosures", "--tenant", "clevio", "--since", "P12M")
+	for _, rcpt := range []string{"facebook-ads", "google-marketing-platform", "google-tags", "hotjar"} {
+		if !strings.Contains(r.stdout, rcpt) {
+			t.Errorf("disclosures of the past 12 months lack %s:\n%s", rcpt, r.stdout)
+		}
+	}
+	if regexp.MustCompile(`(?m)^platform\s`).MatchString(r.stdout) {
+		t.Errorf("the internal platform is not a recipient:\n%s", r.stdout)
+	}
+}
+
+// TestConformanceCleura: separate newsletter and event consents, an
+// erasure that ends partially completed because billing data is kept for
+// Swedish accounting law (with the basis stated), DPO and IMY in the
+// tenant, the minimum-retention rules, and the event stream.
+func TestConformanceCleura(t *testing.T) {
+	p := sharedPlatform(t)
+	p.applyExample(t, "cleura")
+
+	p.must(t, exitOK, "consent", "grant", "--tenant", "cleura", "--subject", "cust-1", "--purpose", "newsletter")
+	p.wantDecision(t, "cleura", "cust-1", "newsletter", true, "granted")
+	p.wantDecision(t, "cleura", "cust-1", "event-notifications", false, "not_granted")
+
+	req := p.dsarJSON(t, "dsar", "create", "--tenant", "cleura", "--subject", "cust-1", "--type", "erasure", "--email", "ops@example.se")
+	id, _ := req["dsarId"].(string)
+	p.must(t, exitOK, "dsar", "verify", "--tenant", "cleura", "--id", id, "--attest", "manual", "--evidence", "ticket-311")
+	for _, s := range []string{"portal", "newsletter-provider", "linkedin"} {
+		p.must(t, exitOK, "dsar", "complete-task", "--tenant", "cleura", "--id", id, "--system", s, "--outcome", "erased")
+	}
+	p.must(t, exitOK, "dsar", "complete-task", "--tenant", "cleura", "--id", id, "--system", "billing", "--outcome", "retained",
+		"--retain-categories", "user.financial", "--basis", "legal_obligation",
+		"--basis-detail", "Swedish Accounting Act (1999:1078) ch. 7 § 2", "--until", "2033-12-31")
+	r := p.must(t, exitOK, "dsar", "show", "--tenant", "cleura", "--id", id)
+	if !strings.Contains(r.stdout, "partially_completed") ||
+		!strings.Contains(r.stdout, "kept: user.financial on legal_obligation (Swedish Accounting Act (1999:1078) ch. 7 § 2) until 2033-12-31") {
+		t.Fatalf("the erasure should end partially completed with the accounting basis:\n%s", r.stdout)
+	}
+	p.must(t, exitOK, "dsar", "receipt", "--tenant", "cleura", "--id", id)
+
+	exported := p.must(t, exitOK, "export", "--tenant", "cleura").stdout
+	for _, want := range []string{"email: dpo@cleura.com", "Integritetsskyddsmyndigheten (IMY)", "minimum: true", "ruleId: billing.accounting-minimum"} {
+		if !strings.Contains(exported, want) {
+			t.Errorf("export lacks %q", want)
+		}
+	}
+
+	// The stream carries Cleura's configuration and erasure, decoded.
+	r = p.must(t, exitOK, "events", "tail", "--tenant", "cleura", "--all", "--count", "3", "-o", "json")
+	if !strings.Contains(r.stdout, `"subject":"lethe.cleura.tenant.registered"`) || !strings.Contains(r.stdout, `"tenantRegistered"`) {
+		t.Fatalf("events tail:\n%s", r)
+	}
+}
+
+// TestApplyRefusesAndAppliesNothing: a file with mistakes is reported with
+// file, line and field, and nothing of it is applied — whether the
+// mistake is caught by the CLI or by a service's validate_only.
+func TestApplyRefusesAndAppliesNothing(t *testing.T) {
+	p := sharedPlatform(t)
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	base := "apiVersion: lethe.dev/v1\nkind: Tenant\ntenant:\n  tenantId: acme\n  displayName: Acme\n  settings: {country: DK}\n"
+	sys := "systems:\n  - systemId: crm\n    name: CRM\n    kind: internal\n    country: DK\n    answerMode: manual\n    categories: [user.contact]\n"
+
+	// Caught before anything is sent: the tenant is not created.
+	bad := write("bad.yaml", base+sys+"purposes:\n  - purposeId: news\n    name: News\n    legalBasis: consnt\n")
+	r := p.must(t, exitRefused, "apply", "-f", bad)
+	if !strings.Contains(r.stderr, bad+":17:17: purposes[0].legalBasis:") || !strings.Contains(r.stderr, "nothing was changed") {
+		t.Fatalf("want file, line and field:\n%s", r)
+	}
+	if _, err := p.registry().GetTenant(ctxT(t), &registryv1.GetTenantRequest{TenantId: "acme"}); notFoundKind(err) != "tenant" {
+		t.Fatalf("the tenant of a refused file exists: %v", err)
+	}
+
+	// Caught by the consent service with validate_only (a necessary
+	// purpose cannot rest on consent): the new system is not registered.
+	good := write("good.yaml", base)
+	p.must(t, exitOK, "apply", "-f", good)
+	refused := write("refused.yaml", base+sys+"purposes:\n  - purposeId: news\n    name: News\n    legalBasis: consent\n    necessary: true\n")
+	r = p.must(t, exitRefused, "apply", "-f", refused)
+	if !strings.Contains(r.stderr, refused+":18:5: purposes[0].necessary:") {
+		t.Fatalf("the service's refusal should name the field in the file:\n%s", r)
+	}
+	if _, err := p.registry().GetSystem(ctxT(t), &registryv1.GetSystemRequest{TenantId: "acme", SystemId: "crm"}); notFoundKind(err) != "system" {
+		t.Fatalf("a system of a refused file was registered: %v", err)
+	}
+	if r := p.must(t, exitNo, "diff", "-f", write("fixed.yaml", base+sys)); !strings.Contains(r.stdout, "+ system acme/crm create") {
+		t.Fatalf("diff of the fixed file:\n%s", r)
+	}
+}
+
+func dialTest(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
