@@ -13,7 +13,11 @@ import (
 
 // AfterSweepTx makes s call fn after each committed sweep transaction, so
 // that a test can stop a sweep part-way, as a crash would.
-func AfterSweepTx(s *Service, fn func()) { s.afterSweepTx = fn }
+func AfterSweepTx(s *Service, fn func()) {
+	s.sweepMu.Lock()
+	defer s.sweepMu.Unlock()
+	s.afterSweepTx = fn
+}
 
 // Track records in bulk, as COLLECTED signals would, that each subject's
 // data of category was collected at the matching time, in transactions of

@@ -593,7 +593,7 @@ func TestRetainedUntilSchedulesTheRest(t *testing.T) {
 }
 
 func TestRestartMidSweepFiresEachSubjectOnce(t *testing.T) {
-	f := start(t)
+	f := startWith(t, true) // no background sweep: the test interrupts its own
 	f.tenant(t, "clicklearn")
 	f.system(t, "clicklearn", "lms", erased, "user.behavior.usage")
 	f.rule(t, "clicklearn", &retentionv1.Rule{RuleId: "usage", Category: &commonv1.DataCategory{Id: "user.behavior.usage"},
