@@ -118,42 +118,25 @@ func (s *Service) Register(srv *server.Server) {
 // Run does the service's background work until ctx ends: the outbox relay,
 // following tenants and outcomes, and expiring consents.
 func (s *Service) Run(ctx context.Context) error {
-	errs := make(chan error, 3)
-	go func() { errs <- s.Base.Run(ctx) }()
-	running := 1
-	if s.deps.JetStream != nil {
-		go func() { errs <- s.tenants.Run(ctx, s.deps.JetStream) }()
-		go func() { errs <- s.tracker.Run(ctx, s.deps.JetStream) }()
-		running += 2
+	bg := service.Background{Workers: []func(context.Context) error{s.Base.Run}, Every: s.opts.ExpirySweepEvery, Tick: s.tick}
+	if js := s.deps.JetStream; js != nil {
+		bg.Workers = append(bg.Workers,
+			func(ctx context.Context) error { return s.tenants.Run(ctx, js) },
+			func(ctx context.Context) error { return s.tracker.Run(ctx, js) })
 	}
-	ticker := time.NewTicker(s.opts.ExpirySweepEvery)
-	defer ticker.Stop()
-	var err error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case e := <-errs:
-			running--
-			if e != nil {
-				err = e
-				break loop
-			}
-		case <-ticker.C:
-			if _, e := s.ExpireDue(ctx); e != nil {
-				s.Logger.Error("consent: expiry sweep failed", "error", e)
-			}
-			if _, e := s.ApplyDueNotices(ctx); e != nil {
-				s.Logger.Error("consent: bringing notice versions into effect failed", "error", e)
-			}
-		}
-	}
-	for ; running > 0; running-- {
-		err = errors.Join(err, <-errs)
-	}
+	err := bg.Run(ctx)
 	s.watchers.closeAll()
 	return err
+}
+
+// tick expires consents and brings notice versions into effect.
+func (s *Service) tick(ctx context.Context) {
+	if _, err := s.ExpireDue(ctx); err != nil {
+		s.Logger.Error("consent: expiry sweep failed", "error", err)
+	}
+	if _, err := s.ApplyDueNotices(ctx); err != nil {
+		s.Logger.Error("consent: bringing notice versions into effect failed", "error", err)
+	}
 }
 
 // compile turns a stored purpose into the decision engine's form, as of

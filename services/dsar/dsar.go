@@ -239,36 +239,13 @@ func (s *Service) Close() error { return errors.Join(s.Base.Close(), s.keys.Clos
 // following tenants and outcomes, and the sweep that retries fan-outs,
 // follows the consent service and destroys expired packages.
 func (s *Service) Run(ctx context.Context) error {
-	errs := make(chan error, 3)
-	go func() { errs <- s.Base.Run(ctx) }()
-	running := 1
-	if s.deps.JetStream != nil {
-		go func() { errs <- s.tenants.Run(ctx, s.deps.JetStream) }()
-		go func() { errs <- s.tracker.Run(ctx, s.deps.JetStream) }()
-		running += 2
+	bg := service.Background{Workers: []func(context.Context) error{s.Base.Run}, Every: s.opts.SweepEvery, Tick: s.Sweep}
+	if js := s.deps.JetStream; js != nil {
+		bg.Workers = append(bg.Workers,
+			func(ctx context.Context) error { return s.tenants.Run(ctx, js) },
+			func(ctx context.Context) error { return s.tracker.Run(ctx, js) })
 	}
-	ticker := time.NewTicker(s.opts.SweepEvery)
-	defer ticker.Stop()
-	var err error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case e := <-errs:
-			running--
-			if e != nil {
-				err = e
-				break loop
-			}
-		case <-ticker.C:
-			s.Sweep(ctx)
-		}
-	}
-	for ; running > 0; running-- {
-		err = errors.Join(err, <-errs)
-	}
-	return err
+	return bg.Run(ctx)
 }
 
 // Sweep retries fan-outs that failed, completes requests whose consent

@@ -134,46 +134,24 @@ func (s *Service) Register(srv *server.Server) {
 }
 
 // Run does the service's background work until ctx ends: the outbox relay,
-// following tenants, outcomes and consent withdrawals, and sweeping.
+// applying journaled signals, following tenants, outcomes and consent
+// withdrawals, and sweeping.
 func (s *Service) Run(ctx context.Context) error {
-	errs := make(chan error, 5)
-	go func() { errs <- s.Base.Run(ctx) }()
-	go func() { errs <- s.runApplier(ctx) }()
-	running := 2
+	bg := service.Background{
+		Workers: []func(context.Context) error{s.Base.Run, s.runApplier},
+		Every:   s.opts.SweepEvery,
+		Wake:    s.wake,
+	}
 	if js := s.deps.JetStream; js != nil {
-		go func() { errs <- s.tenants.Run(ctx, js) }()
-		go func() { errs <- s.tracker.Run(ctx, js) }()
-		go func() { errs <- s.followWithdrawals(ctx, js) }()
-		running += 3
+		bg.Workers = append(bg.Workers,
+			func(ctx context.Context) error { return s.tenants.Run(ctx, js) },
+			func(ctx context.Context) error { return s.tracker.Run(ctx, js) },
+			func(ctx context.Context) error { return s.followWithdrawals(ctx, js) })
 	}
-	ticker := time.NewTicker(s.opts.SweepEvery)
-	defer ticker.Stop()
-	var err error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case e := <-errs:
-			running--
-			if e != nil {
-				err = e
-				break loop
-			}
-		case <-ticker.C:
-			if !s.opts.ManualSweep {
-				s.sweepLogged(ctx)
-			}
-		case <-s.wake:
-			if !s.opts.ManualSweep {
-				s.sweepLogged(ctx)
-			}
-		}
+	if !s.opts.ManualSweep {
+		bg.Tick = s.sweepLogged
 	}
-	for ; running > 0; running-- {
-		err = errors.Join(err, <-errs)
-	}
-	return service.StoppedCleanly(ctx, err)
+	return service.StoppedCleanly(ctx, bg.Run(ctx))
 }
 
 // wakeSweeper asks for a sweep soon, without waiting for it.
