@@ -167,6 +167,10 @@ func (c *connFlags) resolve() (contextConfig, error) {
 		override(&ctx.TLS.Key, c.tlsKey)
 		override(&ctx.TLS.ServerName, c.tlsServer)
 	}
+	ctx.TokenFile, ctx.NATSCreds = expandHome(ctx.TokenFile), expandHome(ctx.NATSCreds)
+	if ctx.TLS != nil {
+		ctx.TLS.CA, ctx.TLS.Cert, ctx.TLS.Key = expandHome(ctx.TLS.CA), expandHome(ctx.TLS.Cert), expandHome(ctx.TLS.Key)
+	}
 	if ctx.Address == "" {
 		ctx.Address = defaultAddr
 	}
@@ -174,6 +178,17 @@ func (c *connFlags) resolve() (contextConfig, error) {
 		ctx.NATS = defaultNATS
 	}
 	return ctx, nil
+}
+
+// expandHome reads "~/" at the start of a path in the config file as the
+// user's home folder, as a shell would.
+func expandHome(path string) string {
+	if rest, ok := strings.CutPrefix(path, "~/"); ok {
+		if home, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(home, rest)
+		}
+	}
+	return path
 }
 
 // clients are the four services' clients.

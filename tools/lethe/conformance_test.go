@@ -20,7 +20,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
-	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
 )
@@ -194,9 +193,6 @@ func (p *platform) applyExample(t *testing.T, name string) string {
 
 func (p *platform) registry() registryv1.RegistryServiceClient {
 	return registryv1.NewRegistryServiceClient(p.conn)
-}
-func (p *platform) consent() consentv1.ConsentServiceClient {
-	return consentv1.NewConsentServiceClient(p.conn)
 }
 func (p *platform) retention() retentionv1.RetentionServiceClient {
 	return retentionv1.NewRetentionServiceClient(p.conn)
