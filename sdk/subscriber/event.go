@@ -60,7 +60,7 @@ var ErrNoIdentifierFetcher = errors.New("subscriber: no IdentifierFetcher config
 // contact data; a system that finds its rows by e-mail asks for it while
 // its task is open (the claim check).
 //
-// Lethe's gRPC client implements it (it comes with the DSAR API). A
+// [DSARIdentifiers] implements it for data-subject requests. A
 // system whose rows are keyed by the tenant's subject id needs none.
 type IdentifierFetcher interface {
 	FetchIdentifiers(ctx context.Context, ev *Event) ([]*commonv1.Identifier, error)

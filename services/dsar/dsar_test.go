@@ -66,11 +66,12 @@ func TestErasureCompletesWhenEverySystemAnswered(t *testing.T) {
 	var claimed atomic.Value
 	var claimErrs atomic.Int64
 	crm := f.subscribe(t, "cleura", "crm", "", func(ctx context.Context, ev *subscriber.Event) (subscriber.Outcome, error) {
-		ids, err := f.dsar.GetIdentifiers(asSystem("crm"), &dsarv1.GetIdentifiersRequest{TenantId: "cleura", DsarId: ev.Cause().Id, SystemId: "crm"})
+		// The SDK's claim check, as crm.
+		ids, err := ev.Identifiers(asSystem("crm"))
 		if err != nil {
 			return subscriber.Outcome{}, err
 		}
-		claimed.Store(ids.Identifiers[0].Value)
+		claimed.Store(ids[0].Value)
 		// Another system may not claim as crm.
 		if _, err := f.dsar.GetIdentifiers(asSystem("billing"), &dsarv1.GetIdentifiersRequest{TenantId: "cleura", DsarId: ev.Cause().Id, SystemId: "crm"}); code(err) == codes.PermissionDenied {
 			claimErrs.Add(1)

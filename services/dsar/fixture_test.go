@@ -14,6 +14,7 @@ import (
 
 	"go.etcd.io/bbolt"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -70,6 +71,7 @@ func asSystem(system string) context.Context {
 // their files under one data folder.
 type fixture struct {
 	dsar      dsarv1.DsarServiceClient
+	dsarConn  *grpc.ClientConn
 	registry  registryv1.RegistryServiceClient
 	consent   consentv1.ConsentServiceClient
 	svc       *dsar.Service
@@ -166,7 +168,8 @@ func startWith(t testing.TB, o options) *fixture {
 		t.Fatal(err)
 	}
 	run(t, f.svc, f.svc.Close)
-	f.dsar = dsarv1.NewDsarServiceClient(servertest.Start(t, cfg, f.svc.Register))
+	f.dsarConn = servertest.Start(t, cfg, f.svc.Register)
+	f.dsar = dsarv1.NewDsarServiceClient(f.dsarConn)
 	return f
 }
 
@@ -316,7 +319,8 @@ func (f *fixture) subscribe(t testing.TB, tenant, system, ledgerPath string, h h
 		handlers[k] = wrap
 	}
 	sub, err := subscriber.New(subscriber.Config{SystemID: system, Tenant: tenant, JetStream: f.deps.JetStream, Ledger: l, Logger: quiet,
-		BackOff: []time.Duration{10 * time.Millisecond}, AckWait: time.Second, Workers: 32, Handlers: handlers})
+		BackOff: []time.Duration{10 * time.Millisecond}, AckWait: time.Second, Workers: 32, Handlers: handlers,
+		Identifiers: subscriber.DSARIdentifiers(f.dsarConn)})
 	if err != nil {
 		t.Fatal(err)
 	}

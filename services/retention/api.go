@@ -6,6 +6,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
@@ -103,6 +105,9 @@ func (s *Service) requireCategory(ctx context.Context, tenant, field, id string)
 	req := &registryv1.ListCategoriesRequest{TenantId: tenant, PageSize: 1000}
 	for {
 		resp, err := s.taxonomy.ListCategories(ctx, req)
+		if status.Code(err) == codes.NotFound {
+			return apierror.NotFound("tenant", tenant)
+		}
 		if err != nil {
 			return fmt.Errorf("retention: list the registry's categories: %w", err)
 		}
