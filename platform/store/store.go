@@ -84,7 +84,7 @@ func Open(opts Options) (*DB, error) {
 	return &DB{
 		bolt:      bdb,
 		path:      opts.Path,
-		committer: &committer{db: bdb, max: cmp.Or(opts.MaxBatchSize, DefaultMaxBatchSize)},
+		committer: &committer{db: bdb, max: cmp.Or(opts.MaxBatchSize, DefaultMaxBatchSize), arrived: make(chan struct{}, 1)},
 	}, nil
 }
 
