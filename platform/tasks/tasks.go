@@ -489,6 +489,11 @@ func (t *Tracker) List(f Filter) ([]Task, error) {
 	return out, err
 }
 
+// CauseTasksTx returns every task of a cause, in the caller's transaction.
+func (t *Tracker) CauseTasksTx(tx *bolt.Tx, tenant string, cause *commonv1.Cause) ([]Task, error) {
+	return causeTasksTx(tx, tenant, cause)
+}
+
 // CauseTasks returns every task of a cause.
 func (t *Tracker) CauseTasks(tenant string, cause *commonv1.Cause) ([]Task, error) {
 	var out []Task

@@ -2,6 +2,8 @@ package consent
 
 import (
 	"context"
+	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -9,6 +11,8 @@ import (
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/mutation"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/tasks"
 	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
@@ -153,4 +157,43 @@ func (s *Service) ExpireDue(ctx context.Context) (int, error) {
 			return total, nil
 		}
 	}
+}
+
+// CompleteTask records an operator's answer for a manual system's task: the
+// system honours the limit now (APPLIED), it does not concern the system
+// (NOT_APPLICABLE) or the system could not (FAILED).
+func (s *Service) CompleteTask(ctx context.Context, req *consentv1.CompleteTaskRequest) (*consentv1.CompleteTaskResponse, error) {
+	if req.Outcome == eventsv1.OutcomeKind_OUTCOME_KIND_FAILED && req.Reason == "" {
+		return nil, apierror.Invalid("reason", "required for FAILED: say why, in words an operator can act on")
+	}
+	return mutation.Apply(ctx, s.Mutator, req, func(tx *bolt.Tx) (*consentv1.CompleteTaskResponse, error) {
+		if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
+			return nil, err
+		}
+		all, err := s.tracker.CauseTasksTx(tx, req.TenantId, req.Cause)
+		if err != nil {
+			return nil, err
+		}
+		i := slices.IndexFunc(all, func(t tasks.Task) bool { return t.SystemID == req.SystemId })
+		if i < 0 {
+			return nil, apierror.NotFound("task", req.SystemId)
+		}
+		task := all[i]
+		switch {
+		case task.Mode != commonv1.AnswerMode_ANSWER_MODE_MANUAL:
+			return nil, apierror.FailedPrecondition("answers_itself", fmt.Sprintf("system %s answers through the SDK; it reports its own outcome", req.SystemId))
+		case task.State == tasks.StateFinal:
+			return nil, apierror.FailedPrecondition("task_final", fmt.Sprintf("the task of system %s is final already", req.SystemId))
+		}
+		o := &eventsv1.Outcome{
+			EventId: task.EventID, TenantId: req.TenantId, SystemId: req.SystemId, Cause: req.Cause,
+			Kind: req.Outcome, Reason: req.Reason, ReportedAt: timestamppb.New(s.Clock.Now()),
+		}
+		if _, err := s.tracker.RecordOutcomeTx(tx, o); err != nil {
+			return nil, err
+		}
+		return &consentv1.CompleteTaskResponse{Task: &consentv1.PropagationTask{
+			SystemId: req.SystemId, State: consentv1.TaskState_TASK_STATE_FINAL, Outcome: req.Outcome, Reason: req.Reason,
+		}}, nil
+	})
 }

@@ -644,3 +644,75 @@ func TestANoticeScheduledAheadTakesEffectOnItsDate(t *testing.T) {
 		t.Fatalf("a second ApplyDueNotices = %d, %v; want nothing left", n, err)
 	}
 }
+
+// A system that answers by hand has its answer to a limit recorded by an
+// operator; the propagation completes only then.
+func TestOperatorAnswersForAManualSystem(t *testing.T) {
+	f := start(t)
+	clio(t, f)
+	f.purpose(t, "clio", &consentv1.Purpose{PurposeId: "newsletter", Name: "Newsletter", DirectMarketing: true,
+		LegalBasis: commonv1.LegalBasis_LEGAL_BASIS_CONSENT})
+	for _, sys := range []struct {
+		id   string
+		mode commonv1.AnswerMode
+	}{{"newsletter", commonv1.AnswerMode_ANSWER_MODE_SDK}, {"newsletter-sender", commonv1.AnswerMode_ANSWER_MODE_MANUAL}} {
+		_, err := f.registry.RegisterSystem(f.ctx, &registryv1.RegisterSystemRequest{RequestId: f.id(), TenantId: "clio", System: &registryv1.System{
+			SystemId: sys.id, Name: sys.id, Kind: commonv1.SystemKind_SYSTEM_KIND_PROCESSOR, Country: "DK",
+			Categories: []*commonv1.DataCategory{{Id: "user.contact.email"}}, PurposeIds: []string{"newsletter"},
+			AnswerMode: sys.mode, DpaSignedAt: timestamppb.Now()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var applied atomic.Int64
+	f.subscribe(t, "newsletter", &applied)
+	f.record(t, "clio", "ada", "newsletter", consentv1.ConsentAction_CONSENT_ACTION_GRANT)
+	withdrawal := f.record(t, "clio", "ada", "newsletter", consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW)
+	cause := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: withdrawal.RecordId}
+
+	// The SDK system answers itself; the manual one waits for its operator.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		p, err := f.consent.GetPropagation(f.ctx, &consentv1.GetPropagationRequest{TenantId: "clio", Cause: cause})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Tasks) == 2 && p.Tasks[0].State == consentv1.TaskState_TASK_STATE_FINAL {
+			if p.Complete || p.Tasks[1].State == consentv1.TaskState_TASK_STATE_FINAL {
+				t.Fatalf("the manual system's task closed by itself: %v", p)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the SDK system never answered: %v", p)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	complete := func(system string, outcome eventsv1.OutcomeKind, reason string) error {
+		_, err := f.consent.CompleteTask(f.ctx, &consentv1.CompleteTaskRequest{RequestId: f.id(), TenantId: "clio", Cause: cause,
+			SystemId: system, Outcome: outcome, Reason: reason})
+		return err
+	}
+	for _, tc := range []struct {
+		name string
+		err  error
+		code codes.Code
+	}{
+		{"an SDK system answers itself", complete("newsletter", eventsv1.OutcomeKind_OUTCOME_KIND_APPLIED, ""), codes.FailedPrecondition},
+		{"no task for the system", complete("crm", eventsv1.OutcomeKind_OUTCOME_KIND_APPLIED, ""), codes.NotFound},
+		{"a failure needs its reason", complete("newsletter-sender", eventsv1.OutcomeKind_OUTCOME_KIND_FAILED, ""), codes.InvalidArgument},
+		{"a limit is not erased", complete("newsletter-sender", eventsv1.OutcomeKind_OUTCOME_KIND_ERASED, ""), codes.InvalidArgument},
+	} {
+		if status.Code(tc.err) != tc.code {
+			t.Errorf("%s: %v, want %v", tc.name, tc.err, tc.code)
+		}
+	}
+	if err := complete("newsletter-sender", eventsv1.OutcomeKind_OUTCOME_KIND_APPLIED, ""); err != nil {
+		t.Fatal(err)
+	}
+	f.waitPropagated(t, cause, "newsletter=APPLIED,newsletter-sender=APPLIED")
+	if err := complete("newsletter-sender", eventsv1.OutcomeKind_OUTCOME_KIND_APPLIED, ""); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("answering a final task again: %v, want FailedPrecondition", err)
+	}
+}

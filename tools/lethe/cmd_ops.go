@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -100,21 +101,24 @@ Commands:
               are told (consent.withdrawn) and answer
   history     a subject's consent records, oldest first (Art. 7(1) proof)
   propagation how a withdrawal, objection or restriction reached each system
+  complete-task record an operator's answer for a system that answers by hand
 
 Examples:
   lethe consent check --tenant clio --subject s-42 --purpose cookies.marketing --role student
   lethe consent grant --tenant clio --subject s-42 --purpose newsletter
   lethe consent withdraw --tenant clio --subject s-42 --purpose newsletter --method email_link
   lethe consent propagation --tenant clio --record <record id>
+  lethe consent complete-task --tenant clio --record <record id> --system newsletter-sender --outcome applied
 `
 
 func runConsent(args []string, stdout, stderr io.Writer) int {
 	return subcommand("consent", consentHelp, map[string]func([]string, io.Writer, io.Writer) int{
-		"check":       consentCheck,
-		"grant":       func(a []string, o, e io.Writer) int { return consentRecord("grant", a, o, e) },
-		"withdraw":    func(a []string, o, e io.Writer) int { return consentRecord("withdraw", a, o, e) },
-		"history":     consentHistory,
-		"propagation": consentPropagation,
+		"check":         consentCheck,
+		"grant":         func(a []string, o, e io.Writer) int { return consentRecord("grant", a, o, e) },
+		"withdraw":      func(a []string, o, e io.Writer) int { return consentRecord("withdraw", a, o, e) },
+		"history":       consentHistory,
+		"propagation":   consentPropagation,
+		"complete-task": consentCompleteTask,
 	}, args, stdout, stderr)
 }
 
@@ -264,24 +268,14 @@ task and answer. Complete when every task is final.
 Example:
   lethe consent propagation --tenant clio --record 01J…
 `, stdout, stderr)
-	var record, objection, restriction string
-	o.fs.StringVar(&record, "record", "", "a consent record (a withdrawal)")
-	o.fs.StringVar(&objection, "objection", "", "an objection")
-	o.fs.StringVar(&restriction, "restriction", "", "a restriction")
+	limit := limitFlags(o)
 	if code := o.start(args); code >= 0 {
 		return code
 	}
 	defer o.done()
-	cause := &commonv1.Cause{}
-	switch {
-	case record != "":
-		cause.Kind, cause.Id = commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, record
-	case objection != "":
-		cause.Kind, cause.Id = commonv1.CauseKind_CAUSE_KIND_OBJECTION, objection
-	case restriction != "":
-		cause.Kind, cause.Id = commonv1.CauseKind_CAUSE_KIND_RESTRICTION, restriction
-	default:
-		return o.usage("name the limit with --record, --objection or --restriction")
+	cause, err := limit.cause()
+	if err != nil {
+		return o.usage(err.Error())
 	}
 	resp, err := o.cl.consent.GetPropagation(o.ctx, &consentv1.GetPropagationRequest{TenantId: o.tenant, Cause: cause})
 	if err != nil {
@@ -298,6 +292,79 @@ Example:
 	t.flush()
 	fmt.Fprintf(stdout, "complete: %s\n", cell(resp.Complete))
 	return exitOK
+}
+
+func consentCompleteTask(args []string, stdout, stderr io.Writer) int {
+	o := newOp("consent complete-task", `
+Usage: lethe consent complete-task --tenant T (--record ID | --objection ID | --restriction ID) --system S --outcome OUTCOME [--reason TEXT]
+
+Records what a system answered by hand did about a limit (a processor an
+operator wrote to). Outcomes: applied (it honours the limit now),
+not_applicable, failed (with --reason). Systems on the SDK answer
+themselves and are refused.
+
+Examples:
+  lethe consent complete-task --tenant clio --record 01J… --system newsletter-sender --outcome applied
+  lethe consent complete-task --tenant clio --objection 01J… --system survey-tool --outcome failed --reason "processor did not answer"
+`, stdout, stderr)
+	limit := limitFlags(o)
+	var system, outcome, reason, requestID string
+	o.fs.StringVar(&system, "system", "", "the system answered for (required)")
+	o.fs.StringVar(&outcome, "outcome", "", "applied, not_applicable or failed (required)")
+	o.fs.StringVar(&reason, "reason", "", "why (required for failed)")
+	o.fs.StringVar(&requestID, "request-id", "", "idempotency key (default a new one)")
+	if code := o.start(args, "system", "outcome"); code >= 0 {
+		return code
+	}
+	defer o.done()
+	cause, err := limit.cause()
+	if err != nil {
+		return o.usage(err.Error())
+	}
+	oc, err := enumFlag[eventsv1.OutcomeKind]("outcome", outcome)
+	if err != nil {
+		return o.usage(err.Error())
+	}
+	if requestID == "" {
+		requestID = newRequestID()
+	}
+	resp, err := o.cl.consent.CompleteTask(o.ctx, &consentv1.CompleteTaskRequest{RequestId: requestID, TenantId: o.tenant,
+		Cause: cause, SystemId: system, Outcome: oc, Reason: reason})
+	if err != nil {
+		return o.fail(err)
+	}
+	if o.json() {
+		printJSON(stdout, resp)
+		return exitOK
+	}
+	t := newTable(stdout, "SYSTEM", "STATE", "OUTCOME", "REASON")
+	t.row(resp.Task.SystemId, resp.Task.State, resp.Task.Outcome, resp.Task.Reason)
+	t.flush()
+	return exitOK
+}
+
+// limit names a withdrawal, objection or restriction by its flags.
+type limit struct{ record, objection, restriction string }
+
+func limitFlags(o *opCmd) *limit {
+	l := &limit{}
+	o.fs.StringVar(&l.record, "record", "", "a consent record (a withdrawal)")
+	o.fs.StringVar(&l.objection, "objection", "", "an objection")
+	o.fs.StringVar(&l.restriction, "restriction", "", "a restriction")
+	return l
+}
+
+// cause is the limit as the consent service names causes.
+func (l *limit) cause() (*commonv1.Cause, error) {
+	switch {
+	case l.record != "":
+		return &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: l.record}, nil
+	case l.objection != "":
+		return &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_OBJECTION, Id: l.objection}, nil
+	case l.restriction != "":
+		return &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_RESTRICTION, Id: l.restriction}, nil
+	}
+	return nil, errors.New("name the limit with --record, --objection or --restriction")
 }
 
 // ---- dsar ----

@@ -308,6 +308,14 @@ func TestConformanceClio(t *testing.T) {
 			strings.Contains(r.stdout, "newsletter-sender")
 		return ok, r.stdout + nl.output.String()
 	})
+	// newsletter-sender answers by hand: its operator records it, and the
+	// withdrawal has then reached every system.
+	p.must(t, exitOK, "consent", "complete-task", "--tenant", "clio", "--record", rec.Record.RecordID,
+		"--system", "newsletter-sender", "--outcome", "applied")
+	r = p.must(t, exitOK, "consent", "propagation", "--tenant", "clio", "--record", rec.Record.RecordID)
+	if !regexp.MustCompile(`newsletter-sender\s+final\s+applied`).MatchString(r.stdout) || !strings.Contains(r.stdout, "complete: yes") {
+		t.Fatalf("after the operator's answer:\n%s", r.stdout)
+	}
 
 	// A substantial change of the notice requires consent again: declare
 	// a material version in the file; diff shows it, apply makes it so.

@@ -2908,6 +2908,143 @@ func (x *PropagationTask) GetReason() string {
 	return ""
 }
 
+// CompleteTaskRequest is an operator's answer for a manual system.
+type CompleteTaskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Idempotency key of this mutation.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The tenant.
+	TenantId string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The limit's cause, as GetPropagation takes it.
+	Cause *v1.Cause `protobuf:"bytes,3,opt,name=cause,proto3" json:"cause,omitempty"`
+	// The system answered for.
+	SystemId string `protobuf:"bytes,4,opt,name=system_id,json=systemId,proto3" json:"system_id,omitempty"`
+	// APPLIED, NOT_APPLICABLE or FAILED.
+	Outcome v11.OutcomeKind `protobuf:"varint,5,opt,name=outcome,proto3,enum=lethe.events.v1.OutcomeKind" json:"outcome,omitempty"`
+	// Why: required for FAILED, optional for NOT_APPLICABLE.
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteTaskRequest) Reset() {
+	*x = CompleteTaskRequest{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteTaskRequest) ProtoMessage() {}
+
+func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
+func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *CompleteTaskRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *CompleteTaskRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *CompleteTaskRequest) GetCause() *v1.Cause {
+	if x != nil {
+		return x.Cause
+	}
+	return nil
+}
+
+func (x *CompleteTaskRequest) GetSystemId() string {
+	if x != nil {
+		return x.SystemId
+	}
+	return ""
+}
+
+func (x *CompleteTaskRequest) GetOutcome() v11.OutcomeKind {
+	if x != nil {
+		return x.Outcome
+	}
+	return v11.OutcomeKind(0)
+}
+
+func (x *CompleteTaskRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// CompleteTaskResponse is the system's task after the answer.
+type CompleteTaskResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task.
+	Task          *PropagationTask `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteTaskResponse) Reset() {
+	*x = CompleteTaskResponse{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteTaskResponse) ProtoMessage() {}
+
+func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
+func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *CompleteTaskResponse) GetTask() *PropagationTask {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
 // GetPropagationResponse lists every system's task.
 type GetPropagationResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2921,7 +3058,7 @@ type GetPropagationResponse struct {
 
 func (x *GetPropagationResponse) Reset() {
 	*x = GetPropagationResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2933,7 +3070,7 @@ func (x *GetPropagationResponse) String() string {
 func (*GetPropagationResponse) ProtoMessage() {}
 
 func (x *GetPropagationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2946,7 +3083,7 @@ func (x *GetPropagationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPropagationResponse.ProtoReflect.Descriptor instead.
 func (*GetPropagationResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{36}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetPropagationResponse) GetTasks() []*PropagationTask {
@@ -3183,7 +3320,17 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\tsystem_id\x18\x01 \x01(\tR\bsystemId\x121\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1b.lethe.consent.v1.TaskStateR\x05state\x126\n" +
 	"\aoutcome\x18\x03 \x01(\x0e2\x1c.lethe.events.v1.OutcomeKindR\aoutcome\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"m\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xd2\x02\n" +
+	"\x13CompleteTaskRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
+	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x124\n" +
+	"\x05cause\x18\x03 \x01(\v2\x16.lethe.common.v1.CauseB\x06\xbaH\x03\xc8\x01\x01R\x05cause\x12>\n" +
+	"\tsystem_id\x18\x04 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\bsystemId\x12D\n" +
+	"\aoutcome\x18\x05 \x01(\x0e2\x1c.lethe.events.v1.OutcomeKindB\f\xbaH\t\x82\x01\x06\x18\a\x18\b\x18\tR\aoutcome\x12 \n" +
+	"\x06reason\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\x06reason\"M\n" +
+	"\x14CompleteTaskResponse\x125\n" +
+	"\x04task\x18\x01 \x01(\v2!.lethe.consent.v1.PropagationTaskR\x04task\"m\n" +
 	"\x16GetPropagationResponse\x127\n" +
 	"\x05tasks\x18\x01 \x03(\v2!.lethe.consent.v1.PropagationTaskR\x05tasks\x12\x1a\n" +
 	"\bcomplete\x18\x02 \x01(\bR\bcomplete*\x99\x01\n" +
@@ -3237,8 +3384,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fTASK_STATE_OPEN\x10\x01\x12\x16\n" +
 	"\x12TASK_STATE_STALLED\x10\x02\x12\x14\n" +
-	"\x10TASK_STATE_FINAL\x10\x032\xb0\n" +
-	"\n" +
+	"\x10TASK_STATE_FINAL\x10\x032\x8f\v\n" +
 	"\x0eConsentService\x12W\n" +
 	"\n" +
 	"PutPurpose\x12#.lethe.consent.v1.PutPurposeRequest\x1a$.lethe.consent.v1.PutPurposeResponse\x12b\n" +
@@ -3254,7 +3400,8 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\n" +
 	"CheckBatch\x12#.lethe.consent.v1.CheckBatchRequest\x1a$.lethe.consent.v1.CheckBatchResponse\"\x03\x90\x02\x01\x12O\n" +
 	"\x05Watch\x12\x1e.lethe.consent.v1.WatchRequest\x1a\x1f.lethe.consent.v1.WatchResponse\"\x03\x90\x02\x010\x01\x12h\n" +
-	"\x0eGetPropagation\x12'.lethe.consent.v1.GetPropagationRequest\x1a(.lethe.consent.v1.GetPropagationResponse\"\x03\x90\x02\x01B\xc8\x01\n" +
+	"\x0eGetPropagation\x12'.lethe.consent.v1.GetPropagationRequest\x1a(.lethe.consent.v1.GetPropagationResponse\"\x03\x90\x02\x01\x12]\n" +
+	"\fCompleteTask\x12%.lethe.consent.v1.CompleteTaskRequest\x1a&.lethe.consent.v1.CompleteTaskResponseB\xc8\x01\n" +
 	"\x14com.lethe.consent.v1B\fConsentProtoP\x01Z@github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1;consentv1\xa2\x02\x03LCX\xaa\x02\x10Lethe.Consent.V1\xca\x02\x10Lethe\\Consent\\V1\xe2\x02\x1cLethe\\Consent\\V1\\GPBMetadata\xea\x02\x12Lethe::Consent::V1b\x06proto3"
 
 var (
@@ -3270,7 +3417,7 @@ func file_lethe_consent_v1_consent_proto_rawDescGZIP() []byte {
 }
 
 var file_lethe_consent_v1_consent_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_lethe_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_lethe_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_lethe_consent_v1_consent_proto_goTypes = []any{
 	(ConsentAction)(0),                   // 0: lethe.consent.v1.ConsentAction
 	(CollectionMethod)(0),                // 1: lethe.consent.v1.CollectionMethod
@@ -3314,19 +3461,21 @@ var file_lethe_consent_v1_consent_proto_goTypes = []any{
 	(*WatchResponse)(nil),                // 39: lethe.consent.v1.WatchResponse
 	(*GetPropagationRequest)(nil),        // 40: lethe.consent.v1.GetPropagationRequest
 	(*PropagationTask)(nil),              // 41: lethe.consent.v1.PropagationTask
-	(*GetPropagationResponse)(nil),       // 42: lethe.consent.v1.GetPropagationResponse
-	(*timestamppb.Timestamp)(nil),        // 43: google.protobuf.Timestamp
-	(v1.LegalBasis)(0),                   // 44: lethe.common.v1.LegalBasis
-	(*durationpb.Duration)(nil),          // 45: google.protobuf.Duration
-	(v11.ObjectionScope)(0),              // 46: lethe.events.v1.ObjectionScope
-	(*v1.Cause)(nil),                     // 47: lethe.common.v1.Cause
-	(v11.RestrictionGround)(0),           // 48: lethe.events.v1.RestrictionGround
-	(v11.OutcomeKind)(0),                 // 49: lethe.events.v1.OutcomeKind
+	(*CompleteTaskRequest)(nil),          // 42: lethe.consent.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),         // 43: lethe.consent.v1.CompleteTaskResponse
+	(*GetPropagationResponse)(nil),       // 44: lethe.consent.v1.GetPropagationResponse
+	(*timestamppb.Timestamp)(nil),        // 45: google.protobuf.Timestamp
+	(v1.LegalBasis)(0),                   // 46: lethe.common.v1.LegalBasis
+	(*durationpb.Duration)(nil),          // 47: google.protobuf.Duration
+	(v11.ObjectionScope)(0),              // 48: lethe.events.v1.ObjectionScope
+	(*v1.Cause)(nil),                     // 49: lethe.common.v1.Cause
+	(v11.RestrictionGround)(0),           // 50: lethe.events.v1.RestrictionGround
+	(v11.OutcomeKind)(0),                 // 51: lethe.events.v1.OutcomeKind
 }
 var file_lethe_consent_v1_consent_proto_depIdxs = []int32{
-	43, // 0: lethe.consent.v1.NoticeVersion.effective_at:type_name -> google.protobuf.Timestamp
-	44, // 1: lethe.consent.v1.Purpose.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	45, // 2: lethe.consent.v1.Purpose.default_lifetime:type_name -> google.protobuf.Duration
+	45, // 0: lethe.consent.v1.NoticeVersion.effective_at:type_name -> google.protobuf.Timestamp
+	46, // 1: lethe.consent.v1.Purpose.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	47, // 2: lethe.consent.v1.Purpose.default_lifetime:type_name -> google.protobuf.Duration
 	6,  // 3: lethe.consent.v1.Purpose.eligibility:type_name -> lethe.consent.v1.Eligibility
 	7,  // 4: lethe.consent.v1.Purpose.notice_versions:type_name -> lethe.consent.v1.NoticeVersion
 	8,  // 5: lethe.consent.v1.PutPurposeRequest.purpose:type_name -> lethe.consent.v1.Purpose
@@ -3334,8 +3483,8 @@ var file_lethe_consent_v1_consent_proto_depIdxs = []int32{
 	8,  // 7: lethe.consent.v1.ListPurposesResponse.purposes:type_name -> lethe.consent.v1.Purpose
 	0,  // 8: lethe.consent.v1.ConsentRecord.action:type_name -> lethe.consent.v1.ConsentAction
 	1,  // 9: lethe.consent.v1.ConsentRecord.method:type_name -> lethe.consent.v1.CollectionMethod
-	43, // 10: lethe.consent.v1.ConsentRecord.recorded_at:type_name -> google.protobuf.Timestamp
-	43, // 11: lethe.consent.v1.ConsentRecord.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 10: lethe.consent.v1.ConsentRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	45, // 11: lethe.consent.v1.ConsentRecord.expires_at:type_name -> google.protobuf.Timestamp
 	14, // 12: lethe.consent.v1.ConsentRecord.evidence:type_name -> lethe.consent.v1.Evidence
 	0,  // 13: lethe.consent.v1.RecordConsentRequest.action:type_name -> lethe.consent.v1.ConsentAction
 	1,  // 14: lethe.consent.v1.RecordConsentRequest.method:type_name -> lethe.consent.v1.CollectionMethod
@@ -3345,11 +3494,11 @@ var file_lethe_consent_v1_consent_proto_depIdxs = []int32{
 	13, // 18: lethe.consent.v1.RecordBannerDecisionRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
 	15, // 19: lethe.consent.v1.RecordBannerDecisionResponse.records:type_name -> lethe.consent.v1.ConsentRecord
 	15, // 20: lethe.consent.v1.ListConsentHistoryResponse.records:type_name -> lethe.consent.v1.ConsentRecord
-	46, // 21: lethe.consent.v1.RecordObjectionRequest.scope:type_name -> lethe.events.v1.ObjectionScope
-	47, // 22: lethe.consent.v1.RecordObjectionRequest.cause:type_name -> lethe.common.v1.Cause
-	48, // 23: lethe.consent.v1.ApplyRestrictionRequest.ground:type_name -> lethe.events.v1.RestrictionGround
-	47, // 24: lethe.consent.v1.ApplyRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
-	47, // 25: lethe.consent.v1.LiftRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
+	48, // 21: lethe.consent.v1.RecordObjectionRequest.scope:type_name -> lethe.events.v1.ObjectionScope
+	49, // 22: lethe.consent.v1.RecordObjectionRequest.cause:type_name -> lethe.common.v1.Cause
+	50, // 23: lethe.consent.v1.ApplyRestrictionRequest.ground:type_name -> lethe.events.v1.RestrictionGround
+	49, // 24: lethe.consent.v1.ApplyRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
+	49, // 25: lethe.consent.v1.LiftRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
 	3,  // 26: lethe.consent.v1.Decision.reason:type_name -> lethe.consent.v1.Reason
 	30, // 27: lethe.consent.v1.CheckRequest.attributes:type_name -> lethe.consent.v1.SubjectAttributes
 	31, // 28: lethe.consent.v1.CheckResponse.decision:type_name -> lethe.consent.v1.Decision
@@ -3357,43 +3506,48 @@ var file_lethe_consent_v1_consent_proto_depIdxs = []int32{
 	30, // 30: lethe.consent.v1.CheckBatchItem.attributes:type_name -> lethe.consent.v1.SubjectAttributes
 	31, // 31: lethe.consent.v1.CheckBatchResponse.decisions:type_name -> lethe.consent.v1.Decision
 	4,  // 32: lethe.consent.v1.Change.kind:type_name -> lethe.consent.v1.ChangeKind
-	43, // 33: lethe.consent.v1.Change.at:type_name -> google.protobuf.Timestamp
+	45, // 33: lethe.consent.v1.Change.at:type_name -> google.protobuf.Timestamp
 	37, // 34: lethe.consent.v1.WatchResponse.changes:type_name -> lethe.consent.v1.Change
-	47, // 35: lethe.consent.v1.GetPropagationRequest.cause:type_name -> lethe.common.v1.Cause
+	49, // 35: lethe.consent.v1.GetPropagationRequest.cause:type_name -> lethe.common.v1.Cause
 	5,  // 36: lethe.consent.v1.PropagationTask.state:type_name -> lethe.consent.v1.TaskState
-	49, // 37: lethe.consent.v1.PropagationTask.outcome:type_name -> lethe.events.v1.OutcomeKind
-	41, // 38: lethe.consent.v1.GetPropagationResponse.tasks:type_name -> lethe.consent.v1.PropagationTask
-	9,  // 39: lethe.consent.v1.ConsentService.PutPurpose:input_type -> lethe.consent.v1.PutPurposeRequest
-	11, // 40: lethe.consent.v1.ConsentService.ListPurposes:input_type -> lethe.consent.v1.ListPurposesRequest
-	16, // 41: lethe.consent.v1.ConsentService.RecordConsent:input_type -> lethe.consent.v1.RecordConsentRequest
-	18, // 42: lethe.consent.v1.ConsentService.RecordBannerDecision:input_type -> lethe.consent.v1.RecordBannerDecisionRequest
-	20, // 43: lethe.consent.v1.ConsentService.DestroyEvidenceKey:input_type -> lethe.consent.v1.DestroyEvidenceKeyRequest
-	22, // 44: lethe.consent.v1.ConsentService.ListConsentHistory:input_type -> lethe.consent.v1.ListConsentHistoryRequest
-	24, // 45: lethe.consent.v1.ConsentService.RecordObjection:input_type -> lethe.consent.v1.RecordObjectionRequest
-	26, // 46: lethe.consent.v1.ConsentService.ApplyRestriction:input_type -> lethe.consent.v1.ApplyRestrictionRequest
-	28, // 47: lethe.consent.v1.ConsentService.LiftRestriction:input_type -> lethe.consent.v1.LiftRestrictionRequest
-	32, // 48: lethe.consent.v1.ConsentService.Check:input_type -> lethe.consent.v1.CheckRequest
-	34, // 49: lethe.consent.v1.ConsentService.CheckBatch:input_type -> lethe.consent.v1.CheckBatchRequest
-	38, // 50: lethe.consent.v1.ConsentService.Watch:input_type -> lethe.consent.v1.WatchRequest
-	40, // 51: lethe.consent.v1.ConsentService.GetPropagation:input_type -> lethe.consent.v1.GetPropagationRequest
-	10, // 52: lethe.consent.v1.ConsentService.PutPurpose:output_type -> lethe.consent.v1.PutPurposeResponse
-	12, // 53: lethe.consent.v1.ConsentService.ListPurposes:output_type -> lethe.consent.v1.ListPurposesResponse
-	17, // 54: lethe.consent.v1.ConsentService.RecordConsent:output_type -> lethe.consent.v1.RecordConsentResponse
-	19, // 55: lethe.consent.v1.ConsentService.RecordBannerDecision:output_type -> lethe.consent.v1.RecordBannerDecisionResponse
-	21, // 56: lethe.consent.v1.ConsentService.DestroyEvidenceKey:output_type -> lethe.consent.v1.DestroyEvidenceKeyResponse
-	23, // 57: lethe.consent.v1.ConsentService.ListConsentHistory:output_type -> lethe.consent.v1.ListConsentHistoryResponse
-	25, // 58: lethe.consent.v1.ConsentService.RecordObjection:output_type -> lethe.consent.v1.RecordObjectionResponse
-	27, // 59: lethe.consent.v1.ConsentService.ApplyRestriction:output_type -> lethe.consent.v1.ApplyRestrictionResponse
-	29, // 60: lethe.consent.v1.ConsentService.LiftRestriction:output_type -> lethe.consent.v1.LiftRestrictionResponse
-	33, // 61: lethe.consent.v1.ConsentService.Check:output_type -> lethe.consent.v1.CheckResponse
-	36, // 62: lethe.consent.v1.ConsentService.CheckBatch:output_type -> lethe.consent.v1.CheckBatchResponse
-	39, // 63: lethe.consent.v1.ConsentService.Watch:output_type -> lethe.consent.v1.WatchResponse
-	42, // 64: lethe.consent.v1.ConsentService.GetPropagation:output_type -> lethe.consent.v1.GetPropagationResponse
-	52, // [52:65] is the sub-list for method output_type
-	39, // [39:52] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	51, // 37: lethe.consent.v1.PropagationTask.outcome:type_name -> lethe.events.v1.OutcomeKind
+	49, // 38: lethe.consent.v1.CompleteTaskRequest.cause:type_name -> lethe.common.v1.Cause
+	51, // 39: lethe.consent.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
+	41, // 40: lethe.consent.v1.CompleteTaskResponse.task:type_name -> lethe.consent.v1.PropagationTask
+	41, // 41: lethe.consent.v1.GetPropagationResponse.tasks:type_name -> lethe.consent.v1.PropagationTask
+	9,  // 42: lethe.consent.v1.ConsentService.PutPurpose:input_type -> lethe.consent.v1.PutPurposeRequest
+	11, // 43: lethe.consent.v1.ConsentService.ListPurposes:input_type -> lethe.consent.v1.ListPurposesRequest
+	16, // 44: lethe.consent.v1.ConsentService.RecordConsent:input_type -> lethe.consent.v1.RecordConsentRequest
+	18, // 45: lethe.consent.v1.ConsentService.RecordBannerDecision:input_type -> lethe.consent.v1.RecordBannerDecisionRequest
+	20, // 46: lethe.consent.v1.ConsentService.DestroyEvidenceKey:input_type -> lethe.consent.v1.DestroyEvidenceKeyRequest
+	22, // 47: lethe.consent.v1.ConsentService.ListConsentHistory:input_type -> lethe.consent.v1.ListConsentHistoryRequest
+	24, // 48: lethe.consent.v1.ConsentService.RecordObjection:input_type -> lethe.consent.v1.RecordObjectionRequest
+	26, // 49: lethe.consent.v1.ConsentService.ApplyRestriction:input_type -> lethe.consent.v1.ApplyRestrictionRequest
+	28, // 50: lethe.consent.v1.ConsentService.LiftRestriction:input_type -> lethe.consent.v1.LiftRestrictionRequest
+	32, // 51: lethe.consent.v1.ConsentService.Check:input_type -> lethe.consent.v1.CheckRequest
+	34, // 52: lethe.consent.v1.ConsentService.CheckBatch:input_type -> lethe.consent.v1.CheckBatchRequest
+	38, // 53: lethe.consent.v1.ConsentService.Watch:input_type -> lethe.consent.v1.WatchRequest
+	40, // 54: lethe.consent.v1.ConsentService.GetPropagation:input_type -> lethe.consent.v1.GetPropagationRequest
+	42, // 55: lethe.consent.v1.ConsentService.CompleteTask:input_type -> lethe.consent.v1.CompleteTaskRequest
+	10, // 56: lethe.consent.v1.ConsentService.PutPurpose:output_type -> lethe.consent.v1.PutPurposeResponse
+	12, // 57: lethe.consent.v1.ConsentService.ListPurposes:output_type -> lethe.consent.v1.ListPurposesResponse
+	17, // 58: lethe.consent.v1.ConsentService.RecordConsent:output_type -> lethe.consent.v1.RecordConsentResponse
+	19, // 59: lethe.consent.v1.ConsentService.RecordBannerDecision:output_type -> lethe.consent.v1.RecordBannerDecisionResponse
+	21, // 60: lethe.consent.v1.ConsentService.DestroyEvidenceKey:output_type -> lethe.consent.v1.DestroyEvidenceKeyResponse
+	23, // 61: lethe.consent.v1.ConsentService.ListConsentHistory:output_type -> lethe.consent.v1.ListConsentHistoryResponse
+	25, // 62: lethe.consent.v1.ConsentService.RecordObjection:output_type -> lethe.consent.v1.RecordObjectionResponse
+	27, // 63: lethe.consent.v1.ConsentService.ApplyRestriction:output_type -> lethe.consent.v1.ApplyRestrictionResponse
+	29, // 64: lethe.consent.v1.ConsentService.LiftRestriction:output_type -> lethe.consent.v1.LiftRestrictionResponse
+	33, // 65: lethe.consent.v1.ConsentService.Check:output_type -> lethe.consent.v1.CheckResponse
+	36, // 66: lethe.consent.v1.ConsentService.CheckBatch:output_type -> lethe.consent.v1.CheckBatchResponse
+	39, // 67: lethe.consent.v1.ConsentService.Watch:output_type -> lethe.consent.v1.WatchResponse
+	44, // 68: lethe.consent.v1.ConsentService.GetPropagation:output_type -> lethe.consent.v1.GetPropagationResponse
+	43, // 69: lethe.consent.v1.ConsentService.CompleteTask:output_type -> lethe.consent.v1.CompleteTaskResponse
+	56, // [56:70] is the sub-list for method output_type
+	42, // [42:56] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_lethe_consent_v1_consent_proto_init() }
@@ -3407,7 +3561,7 @@ func file_lethe_consent_v1_consent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_consent_v1_consent_proto_rawDesc), len(file_lethe_consent_v1_consent_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,6 +39,7 @@ const (
 	ConsentService_CheckBatch_FullMethodName           = "/lethe.consent.v1.ConsentService/CheckBatch"
 	ConsentService_Watch_FullMethodName                = "/lethe.consent.v1.ConsentService/Watch"
 	ConsentService_GetPropagation_FullMethodName       = "/lethe.consent.v1.ConsentService/GetPropagation"
+	ConsentService_CompleteTask_FullMethodName         = "/lethe.consent.v1.ConsentService/CompleteTask"
 )
 
 // ConsentServiceClient is the client API for ConsentService service.
@@ -88,6 +89,12 @@ type ConsentServiceClient interface {
 	// restriction) reached the systems that must honour it: each system's
 	// task and answer.
 	GetPropagation(ctx context.Context, in *GetPropagationRequest, opts ...grpc.CallOption) (*GetPropagationResponse, error)
+	// CompleteTask records an operator's answer for a system that answers by
+	// hand (ANSWER_MODE_MANUAL): that it now honours a limit, that the limit
+	// does not apply to it, or that it could not. NotFound if the system has
+	// no task for the cause; FailedPrecondition if it answers through the SDK
+	// or its task is final already.
+	CompleteTask(ctx context.Context, in *CompleteTaskRequest, opts ...grpc.CallOption) (*CompleteTaskResponse, error)
 }
 
 type consentServiceClient struct {
@@ -237,6 +244,16 @@ func (c *consentServiceClient) GetPropagation(ctx context.Context, in *GetPropag
 	return out, nil
 }
 
+func (c *consentServiceClient) CompleteTask(ctx context.Context, in *CompleteTaskRequest, opts ...grpc.CallOption) (*CompleteTaskResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CompleteTaskResponse)
+	err := c.cc.Invoke(ctx, ConsentService_CompleteTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ConsentServiceServer is the server API for ConsentService service.
 // All implementations must embed UnimplementedConsentServiceServer
 // for forward compatibility.
@@ -284,6 +301,12 @@ type ConsentServiceServer interface {
 	// restriction) reached the systems that must honour it: each system's
 	// task and answer.
 	GetPropagation(context.Context, *GetPropagationRequest) (*GetPropagationResponse, error)
+	// CompleteTask records an operator's answer for a system that answers by
+	// hand (ANSWER_MODE_MANUAL): that it now honours a limit, that the limit
+	// does not apply to it, or that it could not. NotFound if the system has
+	// no task for the cause; FailedPrecondition if it answers through the SDK
+	// or its task is final already.
+	CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error)
 	mustEmbedUnimplementedConsentServiceServer()
 }
 
@@ -332,6 +355,9 @@ func (UnimplementedConsentServiceServer) Watch(*WatchRequest, grpc.ServerStreami
 }
 func (UnimplementedConsentServiceServer) GetPropagation(context.Context, *GetPropagationRequest) (*GetPropagationResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPropagation not implemented")
+}
+func (UnimplementedConsentServiceServer) CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CompleteTask not implemented")
 }
 func (UnimplementedConsentServiceServer) mustEmbedUnimplementedConsentServiceServer() {}
 func (UnimplementedConsentServiceServer) testEmbeddedByValue()                        {}
@@ -581,6 +607,24 @@ func _ConsentService_GetPropagation_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ConsentService_CompleteTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CompleteTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConsentServiceServer).CompleteTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConsentService_CompleteTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConsentServiceServer).CompleteTask(ctx, req.(*CompleteTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ConsentService_ServiceDesc is the grpc.ServiceDesc for ConsentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -635,6 +679,10 @@ var ConsentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPropagation",
 			Handler:    _ConsentService_GetPropagation_Handler,
+		},
+		{
+			MethodName: "CompleteTask",
+			Handler:    _ConsentService_CompleteTask_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
