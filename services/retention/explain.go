@@ -101,11 +101,7 @@ func (s *Service) PreviewPurges(ctx context.Context, req *retentionv1.PreviewPur
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			_, subject, err := splitSubjectKey(key)
-			if err != nil {
-				return err
-			}
-			st, err := decodeState(payload)
+			_, subject, st, err := decodeItem(key, payload)
 			if err != nil {
 				return err
 			}

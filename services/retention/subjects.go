@@ -82,6 +82,16 @@ func decodeState(payload []byte) (*subjectState, error) {
 
 func subjectKey(tenant, subject string) []byte { return store.Key(tenant, subject) }
 
+// decodeItem reads a scheduler item: its tenant and subject, from the key,
+// and the subject's state, from the payload.
+func decodeItem(key, payload []byte) (tenant, subject string, st *subjectState, err error) {
+	if tenant, subject, err = splitSubjectKey(key); err != nil {
+		return "", "", nil, err
+	}
+	st, err = decodeState(payload)
+	return tenant, subject, st, err
+}
+
 // splitSubjectKey returns the tenant and subject of a scheduler item key.
 func splitSubjectKey(k []byte) (tenant, subject string, err error) {
 	for i, b := range k {

@@ -162,11 +162,7 @@ func (s *Service) planSweep(ctx context.Context, now time.Time) (plan, error) {
 			if n++; n > sweepLimit {
 				return errEnough
 			}
-			tenant, subject, err := splitSubjectKey(key)
-			if err != nil {
-				return err
-			}
-			st, err := decodeState(payload)
+			tenant, subject, st, err := decodeItem(key, payload)
 			if err != nil {
 				return err
 			}
@@ -206,11 +202,7 @@ func (s *Service) planSweep(ctx context.Context, now time.Time) (plan, error) {
 // fireTx issues a due subject's directives and reschedules it, in the
 // sweep's transaction.
 func (s *Service) fireTx(ctx context.Context, tx *bolt.Tx, key, payload []byte, p plan, now time.Time) error {
-	tenant, subject, err := splitSubjectKey(key)
-	if err != nil {
-		return err
-	}
-	st, err := decodeState(payload)
+	tenant, subject, st, err := decodeItem(key, payload)
 	if err != nil {
 		return err
 	}
@@ -324,11 +316,7 @@ func (s *Service) rescan(ctx context.Context) error {
 				if len(batch) == rescanBatch {
 					return errEnough
 				}
-				_, subject, err := splitSubjectKey(key)
-				if err != nil {
-					return err
-				}
-				st, err := decodeState(payload)
+				_, subject, st, err := decodeItem(key, payload)
 				if err != nil {
 					return err
 				}
