@@ -68,6 +68,12 @@ func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
 	if err := flagenv.Apply(fs, service.EnvPrefix); err != nil {
 		return c, err
 	}
+	// lethe dev is the development profile: plaintext on loopback, and its
+	// services dial each other in plaintext. A deployment runs the
+	// per-service binaries (deploy/).
+	if c.server.Profile == server.ProfileProduction || c.server.TLSCertFile != "" || c.server.TLSClientCAFile != "" {
+		return c, errors.New("lethe dev runs the development profile only (plaintext, loopback); run the per-service binaries for TLS and the production profile (see deploy/README.md)")
+	}
 	return c, nil
 }
 

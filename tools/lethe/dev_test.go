@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -269,4 +270,18 @@ var serviceNames = map[string]string{
 // freeAddr returns a loopback address with a port nothing listens on.
 func freeAddr(t testing.TB) string {
 	return fmt.Sprintf("127.0.0.1:%d", brokertest.FreePort(t))
+}
+
+func TestDevRefusesTheProductionProfile(t *testing.T) {
+	for _, args := range [][]string{
+		{"--profile", "production"},
+		{"--tls-cert", "server.crt", "--tls-key", "server.key"},
+	} {
+		if _, err := parseDevFlags(args, io.Discard); err == nil || !strings.Contains(err.Error(), "development profile only") {
+			t.Errorf("lethe dev %v: %v, want a refusal naming the development profile", args, err)
+		}
+	}
+	if _, err := parseDevFlags(nil, io.Discard); err != nil {
+		t.Fatalf("lethe dev with its defaults: %v", err)
+	}
 }
