@@ -79,35 +79,7 @@ func (s *Service) onTaskFinal(tx *bolt.Tx, task tasks.Task, o *eventsv1.Outcome)
 	if err != nil || ev == nil {
 		return err
 	}
-	p, err := s.policyTx(tx, task.TenantID)
-	if err != nil {
-		return err
-	}
-	st, _, err := s.loadTx(tx, task.TenantID, ev.SubjectId)
-	if err != nil {
-		return err
-	}
-	now := s.Clock.Now()
-	for _, r := range o.Retained {
-		if !r.Until.AsTime().After(now) {
-			// Kept until a date already past: asking again at once would
-			// only get the same answer, in a loop. The answer is counted;
-			// an operator sees it in the rule's report and the task.
-			s.Logger.Warn("retention: a system kept data until a date already past; not scheduling it again",
-				"tenant", task.TenantID, "system", task.SystemID, "event_id", task.EventID, "until", r.Until.AsTime())
-			continue
-		}
-		d := deferred{
-			Until: r.Until.AsTime(), System: task.SystemID, CauseKind: task.CauseKind, CauseID: task.CauseID,
-			Action: int32(ev.GetErasureRequested().GetAction()),
-		}
-		for _, c := range r.Categories {
-			d.Categories = append(d.Categories, c.Id)
-		}
-		st.Deferred = append(st.Deferred, d)
-	}
-	_, err = s.saveTx(tx, task.TenantID, ev.SubjectId, st, p, now)
-	return err
+	return s.deferTx(tx, task.TenantID, ev.SubjectId, task.SystemID, ev.Cause, ev.GetErasureRequested().GetAction(), o.Retained)
 }
 
 // sentEventTx returns an event the tracker sent, or nil if it no longer

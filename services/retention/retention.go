@@ -146,7 +146,8 @@ func (s *Service) Run(ctx context.Context) error {
 		bg.Workers = append(bg.Workers,
 			func(ctx context.Context) error { return s.tenants.Run(ctx, js) },
 			func(ctx context.Context) error { return s.tracker.Run(ctx, js) },
-			func(ctx context.Context) error { return s.followWithdrawals(ctx, js) })
+			func(ctx context.Context) error { return s.followWithdrawals(ctx, js) },
+			func(ctx context.Context) error { return s.followRetained(ctx, js) })
 	}
 	if !s.opts.ManualSweep {
 		bg.Tick = s.sweepLogged

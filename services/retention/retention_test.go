@@ -799,3 +799,51 @@ func TestDueGaugeCountsWhatTheNextSweepFires(t *testing.T) {
 		t.Fatalf("due after the sweep = %d, want 0", got)
 	}
 }
+
+// A system that keeps data when it answers another service's erasure (a
+// data-subject request) has that data erased at the until-date, with the
+// request as the cause: the DSAR service tells the subject what was kept,
+// the retention service keeps the promise.
+func TestRetainedAnswersToOtherServicesAreErasedOnTheirDate(t *testing.T) {
+	f := startWith(t, true)
+	f.tenant(t, "cleura")
+	f.system(t, "cleura", "billing", erased, "user.financial.invoice")
+	request := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST, Id: "dsar-7"}
+	o := &eventsv1.Outcome{EventId: "ev-7", TenantId: "cleura", SystemId: "billing", SubjectId: "sven", Cause: request,
+		Kind: eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED, ReportedAt: timestamppb.New(f.clock.Now()),
+		Retained: []*eventsv1.Retention{{Categories: []*commonv1.DataCategory{{Id: "user.financial.invoice"}},
+			LegalBasis: commonv1.LegalBasis_LEGAL_BASIS_LEGAL_OBLIGATION, BasisDetail: "Swedish Accounting Act (1999:1078) ch. 7 § 2",
+			Until: timestamppb.New(day(2031, 12, 31))}}}
+	subject, err := contract.OutcomeSubject("cleura", "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := contract.Marshal(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // a redelivered answer schedules nothing twice
+		if _, err := f.deps.JetStream.PublishMsg(f.ctx, &nats.Msg{Subject: subject, Header: contract.OutcomeHeaders(o), Data: payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f.clock.Set(day(2031, 12, 31))
+		if f.gauge(t, "lethe.retention.due") == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the retained answer was never scheduled")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.clock.Set(day(2031, 12, 30))
+	if n := f.sweepAt(t, day(2031, 12, 30)); n != 0 {
+		t.Fatalf("a sweep before the until-date fired %d", n)
+	}
+	if n := f.sweepAt(t, day(2031, 12, 31)); n != 1 {
+		t.Fatalf("the sweep at the until-date fired %d, want 1", n)
+	}
+	wantDirectives(t, f.directives(t, 1), "billing sven dsar-7 ERASE [user.financial.invoice]")
+}

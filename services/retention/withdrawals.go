@@ -13,42 +13,48 @@ import (
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
-// followWithdrawals turns the consent service's consent.withdrawn events
-// into signals: "delete the newsletter data when consent is withdrawn" is a
-// rule with a SINCE_CONSENT_WITHDRAWAL trigger. A durable consumer of its
-// own reads every tenant's withdrawals from the first the stream holds, so
-// none is missed while the service is down. A stop during start-up is a
-// stop, not a failure.
-func (s *Service) followWithdrawals(ctx context.Context, js jetstream.JetStream) error {
-	err := s.consumeWithdrawals(ctx, js)
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
-}
-
-func (s *Service) consumeWithdrawals(ctx context.Context, js jetstream.JetStream) error {
-	subject, err := contract.KindSubject(contract.AllTenants, contract.KindConsentWithdrawn)
-	if err != nil {
-		return err
-	}
+// follow consumes subject with a durable consumer of the service's own,
+// from the first message the stream holds, so that nothing is missed while
+// the service is down, until ctx ends. A stop during start-up is a stop,
+// not a failure.
+func (s *Service) follow(ctx context.Context, js jetstream.JetStream, durable, description, subject string, handle func(jetstream.Msg)) error {
 	cons, err := js.CreateOrUpdateConsumer(ctx, contract.StreamName, jetstream.ConsumerConfig{
-		Durable:       "lethe-retention-withdrawals",
-		Description:   "consent withdrawals, which start the retention service's SINCE_CONSENT_WITHDRAWAL clocks",
+		Durable:       durable,
+		Description:   description,
 		FilterSubject: subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
-	if err != nil {
-		return fmt.Errorf("retention: withdrawals consumer: %w", err)
+	if err == nil {
+		var cc jetstream.ConsumeContext
+		if cc, err = cons.Consume(handle); err == nil {
+			defer cc.Stop()
+			<-ctx.Done()
+		}
 	}
-	cc, err := cons.Consume(s.handleWithdrawal)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("retention: %s: %w", durable, err)
+}
+
+// followWithdrawals turns the consent service's consent.withdrawn events
+// into signals: "delete the newsletter data when consent is withdrawn" is a
+// rule with a SINCE_CONSENT_WITHDRAWAL trigger.
+func (s *Service) followWithdrawals(ctx context.Context, js jetstream.JetStream) error {
+	subject, err := contract.KindSubject(contract.AllTenants, contract.KindConsentWithdrawn)
 	if err != nil {
 		return err
 	}
-	defer cc.Stop()
-	<-ctx.Done()
-	return nil
+	return s.follow(ctx, js, "lethe-retention-withdrawals",
+		"consent withdrawals, which start the retention service's SINCE_CONSENT_WITHDRAWAL clocks", subject, s.handleWithdrawal)
+}
+
+// followRetained schedules what systems kept when they answered other
+// services' erasures (see handleRetained).
+func (s *Service) followRetained(ctx context.Context, js jetstream.JetStream) error {
+	return s.follow(ctx, js, "lethe-retention-retained",
+		"retained-until answers, whose data the retention service erases at the until-date", contract.AllOutcomes, s.handleRetained)
 }
 
 // handleWithdrawal records a withdrawal in the subject's facts. Facts merge
