@@ -3,15 +3,17 @@
 //
 // A tenant declares rules per data category (purge rules with triggers and
 // ISO 8601 periods, minimum-retention rules for legal obligations) and legal
-// holds. Systems report lifecycle signals about subjects; consent
-// withdrawals arrive from the consent service's events. Each subject is one
+// holds. Systems report lifecycle signals about subjects, journaled and
+// applied in bulk (journal.go); consent withdrawals arrive from the consent
+// service's events. Each subject is one
 // tracked item of the durable scheduler (internal/schedule), carrying the
 // facts its signals established; the rules engine (internal/rules) turns the
 // facts into a purge date per category, with an explanation. When a
 // subject's date comes, the sweep issues one erasure.requested directive per
 // purge rule and action (cause: the rule), tracked with the kit's task
 // tracking to every system the registry routes for the categories. A
-// system's "retained until D" answer schedules that data again for D.
+// system's "retained until D" answer, to any service's erasure, schedules
+// that data again for D.
 //
 // The service owns one bbolt file, retention.db, in the data folder.
 package retention
