@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"io"
 	"os"
 	"strings"
@@ -379,6 +380,10 @@ Commands:
                  system's answer, what was kept and why
   verify         start verification, enter a code, or attest identity
   complete-task  record the answer of a system answered by hand
+  extend         extend the statutory deadline (Art. 12(3): once, in the
+                 first month, up to two more months, with a reason)
+  reject         refuse a request, with the reason the subject is told
+  cancel         cancel a request the subject withdrew
   export         download the access or portability package
   receipt        the completion receipt of a closed request
 
@@ -399,6 +404,9 @@ func runDSAR(args []string, stdout, stderr io.Writer) int {
 		"show":          dsarShow,
 		"verify":        dsarVerify,
 		"complete-task": dsarCompleteTask,
+		"extend":        dsarExtend,
+		"reject":        dsarReject,
+		"cancel":        dsarCancel,
 		"export":        dsarExport,
 		"receipt":       dsarReceipt,
 	}, args, stdout, stderr)
@@ -639,6 +647,118 @@ Example:
 		printJSON(stdout, resp)
 	} else {
 		printRequest(stdout, resp.Request)
+	}
+	return exitOK
+}
+
+func dsarExtend(args []string, stdout, stderr io.Writer) int {
+	o := newOp("dsar extend", `
+Usage: lethe dsar extend --tenant T --id DSAR_ID --months 1|2 --reason TEXT
+
+Extends the statutory deadline (Art. 12(3)): once per request, within its
+first month, by at most two months, with the reason the subject is told.
+The tenant's SLA date does not move.
+
+Example:
+  lethe dsar extend --tenant clevio --id 01J… --months 2 --reason "complex request: 14 systems"
+`, stdout, stderr)
+	var id, reason, requestID string
+	var months int
+	dsarID(o, &id)
+	o.fs.IntVar(&months, "months", 0, "how many months more: 1 or 2 (required)")
+	o.fs.StringVar(&reason, "reason", "", "why, as the subject is told (required)")
+	o.fs.StringVar(&requestID, "request-id", "", "idempotency key (default a new one)")
+	if c := o.start(args, "months", "reason"); c >= 0 {
+		return c
+	}
+	if c := o.needID(&id); c >= 0 {
+		return c
+	}
+	defer o.done()
+	resp, err := o.cl.dsar.ExtendDeadline(o.ctx, &dsarv1.ExtendDeadlineRequest{RequestId: orNewRequestID(requestID),
+		TenantId: o.tenant, DsarId: id, Months: int32(months), Reason: reason})
+	if err != nil {
+		return o.fail(err)
+	}
+	return o.printRequest(resp.Request, resp)
+}
+
+func dsarReject(args []string, stdout, stderr io.Writer) int {
+	o := newOp("dsar reject", `
+Usage: lethe dsar reject --tenant T --id DSAR_ID --reason REASON --detail TEXT
+
+Refuses a request. Reasons: identity_not_verified (Art. 12(6)),
+manifestly_unfounded, excessive (Art. 12(5)), exemption (name it in
+--detail), no_data. The detail is what the subject is told.
+
+Example:
+  lethe dsar reject --tenant clio --id 01J… --reason excessive --detail "third identical request this month"
+`, stdout, stderr)
+	var id, reason, detail, requestID string
+	dsarID(o, &id)
+	o.fs.StringVar(&reason, "reason", "", "why (required)")
+	o.fs.StringVar(&detail, "detail", "", "the reason in words, naming the provision relied on (required)")
+	o.fs.StringVar(&requestID, "request-id", "", "idempotency key (default a new one)")
+	if c := o.start(args, "reason", "detail"); c >= 0 {
+		return c
+	}
+	if c := o.needID(&id); c >= 0 {
+		return c
+	}
+	defer o.done()
+	r, err := enumFlag[dsarv1.RejectionReason]("reason", reason)
+	if err != nil {
+		return o.usage(err.Error())
+	}
+	resp, err := o.cl.dsar.RejectRequest(o.ctx, &dsarv1.RejectRequestRequest{RequestId: orNewRequestID(requestID),
+		TenantId: o.tenant, DsarId: id, Reason: r, Detail: detail})
+	if err != nil {
+		return o.fail(err)
+	}
+	return o.printRequest(resp.Request, resp)
+}
+
+func dsarCancel(args []string, stdout, stderr io.Writer) int {
+	o := newOp("dsar cancel", `
+Usage: lethe dsar cancel --tenant T --id DSAR_ID
+
+Cancels a request the subject withdrew. Its identifiers become
+unrecoverable at once, as for every closed request.
+
+Example:
+  lethe dsar cancel --tenant cleura --id 01J…
+`, stdout, stderr)
+	var id, requestID string
+	dsarID(o, &id)
+	o.fs.StringVar(&requestID, "request-id", "", "idempotency key (default a new one)")
+	if c := o.start(args); c >= 0 {
+		return c
+	}
+	if c := o.needID(&id); c >= 0 {
+		return c
+	}
+	defer o.done()
+	resp, err := o.cl.dsar.CancelRequest(o.ctx, &dsarv1.CancelRequestRequest{RequestId: orNewRequestID(requestID), TenantId: o.tenant, DsarId: id})
+	if err != nil {
+		return o.fail(err)
+	}
+	return o.printRequest(resp.Request, resp)
+}
+
+// orNewRequestID is the request id given, or a new one.
+func orNewRequestID(id string) string {
+	if id == "" {
+		return newRequestID()
+	}
+	return id
+}
+
+// printRequest prints a request as a table, or resp as JSON with -o json.
+func (o *opCmd) printRequest(r *dsarv1.Request, resp proto.Message) int {
+	if o.json() {
+		printJSON(o.stdout, resp)
+	} else {
+		printRequest(o.stdout, r)
 	}
 	return exitOK
 }

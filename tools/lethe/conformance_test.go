@@ -506,6 +506,28 @@ func TestConformanceClevio(t *testing.T) {
 	})
 	p.wantDecision(t, "clevio", "adult-2", "transactional", true, "contract", "--age", "30")
 
+	// An access request too complex for a month is extended once, by two
+	// months, with the reason the subject is told; a second extension is
+	// refused. A request the subject withdrew is cancelled, and an
+	// excessive one refused with its reason.
+	access := p.dsarJSON(t, "dsar", "create", "--tenant", "clevio", "--subject", "adult-3", "--type", "access")
+	accessID, _ := access["dsarId"].(string)
+	extended := p.dsarJSON(t, "dsar", "extend", "--tenant", "clevio", "--id", accessID, "--months", "2", "--reason", "fourteen systems to search")
+	before, _ := access["deadline"].(map[string]any)
+	after, _ := extended["deadline"].(map[string]any)
+	if after["extension"] == nil || after["statutoryDueAt"] == before["statutoryDueAt"] || after["slaDueAt"] != before["slaDueAt"] {
+		t.Fatalf("extension: deadline before %v, after %v; want the statutory date moved and the SLA kept", before, after)
+	}
+	p.must(t, exitRefused, "dsar", "extend", "--tenant", "clevio", "--id", accessID, "--months", "1", "--reason", "again")
+	if got := p.dsarJSON(t, "dsar", "cancel", "--tenant", "clevio", "--id", accessID); got["state"] != "REQUEST_STATE_CANCELLED" {
+		t.Fatalf("cancelled request = %v", got["state"])
+	}
+	again := p.dsarJSON(t, "dsar", "create", "--tenant", "clevio", "--subject", "adult-3", "--type", "access")
+	againID, _ := again["dsarId"].(string)
+	if got := p.dsarJSON(t, "dsar", "reject", "--tenant", "clevio", "--id", againID, "--reason", "excessive", "--detail", "third identical request this month (Art. 12(5))"); got["state"] != "REQUEST_STATE_REJECTED" {
+		t.Fatalf("rejected request = %v", got["state"])
+	}
+
 	r := p.must(t, exitOK, "registry", "disclosures", "--tenant", "clevio", "--since", "P12M")
 	for _, rcpt := range []string{"facebook-ads", "google-marketing-platform", "google-tags", "hotjar"} {
 		if !strings.Contains(r.stdout, rcpt) {
