@@ -607,26 +607,42 @@ func (t *Tracker) run(ctx context.Context, js jetstream.JetStream) error {
 
 func (t *Tracker) handleOutcome(msg jetstream.Msg) {
 	tenant, system, ok := contract.ParseOutcomeSubject(msg.Subject())
-	o := &eventsv1.Outcome{}
-	if !ok || proto.Unmarshal(msg.Data(), o) != nil || o.TenantId != tenant || o.SystemId != system {
+	var outcomes []*eventsv1.Outcome
+	if ok {
+		var err error
+		outcomes, err = contract.UnmarshalOutcomes(msg.Headers(), msg.Data())
+		ok = err == nil && len(outcomes) > 0
+	}
+	for _, o := range outcomes {
+		ok = ok && o.TenantId == tenant && o.SystemId == system
+	}
+	if !ok {
 		// A system may answer only for itself, on its own subject.
 		t.cfg.Logger.Warn("tasks: rejected an outcome that does not match its subject", "subject", msg.Subject())
 		_ = msg.Term()
 		return
 	}
-	var closed bool
+	ignored := 0
 	err := t.db.Batch(func(tx *bolt.Tx) error {
-		var err error
-		closed, err = t.closeTx(tx, o.EventId, o.SystemId, ResolutionReported, o)
-		return err
+		ignored = 0
+		for _, o := range outcomes {
+			closed, err := t.closeTx(tx, o.EventId, o.SystemId, ResolutionReported, o)
+			if err != nil {
+				return err
+			}
+			if !closed {
+				ignored++
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		t.cfg.Logger.Error("tasks: recording an outcome failed; it will be redelivered", "event_id", o.EventId, "system", system, "error", err)
+		t.cfg.Logger.Error("tasks: recording outcomes failed; they will be redelivered", "outcomes", len(outcomes), "system", system, "error", err)
 		_ = msg.Nak()
 		return
 	}
-	if !closed {
-		t.ignored.Add(context.Background(), 1)
+	if ignored > 0 {
+		t.ignored.Add(context.Background(), int64(ignored))
 	}
 	_ = msg.Ack()
 }

@@ -464,3 +464,33 @@ func TestStopDuringStartUpIsNotAFailure(t *testing.T) {
 		t.Fatalf("Run with a stopped context = %v, want nil", err)
 	}
 }
+
+// A system's outcomes stored together, as one OutcomeBatch, close each of
+// their tasks.
+func TestOutcomeBatchClosesEachTask(t *testing.T) {
+	f := start(t)
+	first, second := erasure("req-b1"), erasure("req-b2")
+	f.publish(t, first, sdk("crm"))
+	f.publish(t, second, sdk("crm"))
+	var outcomes []*eventsv1.Outcome
+	for _, ev := range []*eventsv1.Event{first, second} {
+		outcomes = append(outcomes, &eventsv1.Outcome{EventId: ev.Id, TenantId: "clio", SystemId: "crm", SubjectId: ev.SubjectId,
+			Cause: ev.Cause, Kind: eventsv1.OutcomeKind_OUTCOME_KIND_ERASED, ReportedAt: timestamppb.New(f.clock.Now())})
+	}
+	payload, err := contract.Marshal(&eventsv1.OutcomeBatch{Outcomes: outcomes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject, err := contract.OutcomeSubject("clio", "crm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.js.PublishMsg(context.Background(), &nats.Msg{Subject: subject, Header: contract.OutcomeBatchHeaders("crm", outcomes), Data: payload}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitTask(t, first.Id, "crm", tasks.StateFinal)
+	f.waitTask(t, second.Id, "crm", tasks.StateFinal)
+	if got := f.completed(t, "req-b1") + " " + f.completed(t, "req-b2"); got != "crm=ERASED crm=ERASED" {
+		t.Fatalf("completions = %q", got)
+	}
+}

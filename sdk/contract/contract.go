@@ -7,13 +7,16 @@
 // Subjects:
 //
 //	lethe.<tenant>.<domain>.<event>   an Event, e.g. lethe.clio.erasure.requested
-//	lethe.<tenant>.outcome.<system>   an Outcome reported by one system
+//	lethe.<tenant>.outcome.<system>   an Outcome reported by one system, or
+//	                                  an OutcomeBatch of several of its outcomes
 //
 // where "<domain>.<event>" is the name of the Event.body field that is set,
 // with its one underscore turned into a dot.
 package contract
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -196,6 +199,52 @@ func OutcomeHeaders(o *eventsv1.Outcome) nats.Header {
 	h.Set(HeaderSubject, o.GetCause().GetId())
 	h.Set(HeaderContentType, ContentType)
 	return h
+}
+
+// OutcomeBatchType is the ce-type of an OutcomeBatch.
+var OutcomeBatchType = string((&eventsv1.OutcomeBatch{}).ProtoReflect().Descriptor().FullName())
+
+// OutcomeBatchHeaders returns the headers of a batch of system's outcomes:
+// CloudEvents attributes of the batch, and a Nats-Msg-Id made from the
+// outcomes' ids, so that a batch published again is stored once.
+func OutcomeBatchHeaders(system string, outcomes []*eventsv1.Outcome) nats.Header {
+	ids := make([]string, 0, len(outcomes))
+	var latest time.Time
+	for _, o := range outcomes {
+		ids = append(ids, OutcomeID(o.GetEventId(), o.GetSystemId()))
+		if at := o.GetReportedAt().AsTime(); at.After(latest) {
+			latest = at
+		}
+	}
+	slices.Sort(ids)
+	sum := sha256.Sum256([]byte(strings.Join(ids, "\n")))
+	id := "batch/" + system + "/" + hex.EncodeToString(sum[:16])
+	h := nats.Header{}
+	h.Set(nats.MsgIdHdr, id)
+	h.Set(HeaderSpecVersion, SpecVersion)
+	h.Set(HeaderID, id)
+	h.Set(HeaderType, OutcomeBatchType)
+	h.Set(HeaderSource, "system/"+system)
+	h.Set(HeaderTime, latest.UTC().Format(time.RFC3339Nano))
+	h.Set(HeaderContentType, ContentType)
+	return h
+}
+
+// UnmarshalOutcomes decodes a message of an outcome subject: one Outcome,
+// or an OutcomeBatch when its ce-type says so.
+func UnmarshalOutcomes(header nats.Header, data []byte) ([]*eventsv1.Outcome, error) {
+	if header.Get(HeaderType) == OutcomeBatchType {
+		b := &eventsv1.OutcomeBatch{}
+		if err := proto.Unmarshal(data, b); err != nil {
+			return nil, err
+		}
+		return b.Outcomes, nil
+	}
+	o := &eventsv1.Outcome{}
+	if err := proto.Unmarshal(data, o); err != nil {
+		return nil, err
+	}
+	return []*eventsv1.Outcome{o}, nil
 }
 
 // OutcomeID is the id of system's outcome for event eventID.

@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
@@ -232,11 +231,13 @@ func storedOutcomes(t *testing.T, js jetstream.JetStream, subject string) []stor
 	}
 	var out []storedOutcome
 	for msg := range batch.Messages() {
-		o := &eventsv1.Outcome{}
-		if err := proto.Unmarshal(msg.Data(), o); err != nil {
+		outcomes, err := contract.UnmarshalOutcomes(msg.Headers(), msg.Data())
+		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, storedOutcome{header: msg.Headers(), subject: msg.Subject(), outcome: o})
+		for _, o := range outcomes {
+			out = append(out, storedOutcome{header: msg.Headers(), subject: msg.Subject(), outcome: o})
+		}
 	}
 	if err := batch.Error(); err != nil {
 		t.Fatal(err)

@@ -191,7 +191,7 @@ func (s *Subscriber) report(ctx context.Context, msg jetstream.Msg, ev *Event, o
 	// stopping, rather than leave it to a redelivery.
 	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
-	if _, err := s.cfg.JetStream.PublishMsg(pubCtx, &nats.Msg{Subject: subject, Header: header, Data: payload}); err != nil {
+	if err := s.outcomes.publish(pubCtx, o, &nats.Msg{Subject: subject, Header: header, Data: payload}); err != nil {
 		s.retry(msg, ev, log, span, fmt.Errorf("publish outcome: %w", err))
 		return
 	}

@@ -120,6 +120,7 @@ type Subscriber struct {
 	log       *slog.Logger
 	tracer    trace.Tracer
 	locks     subjectLocks
+	outcomes  *outcomePublisher
 }
 
 // kindConsumer is the durable consumer of one kind of event.
@@ -209,6 +210,7 @@ func New(cfg Config) (*Subscriber, error) {
 		consumers: consumers,
 		log:       cfg.Logger.With("system", cfg.SystemID, "tenant", cfg.Tenant),
 		tracer:    cfg.TracerProvider.Tracer("github.com/lethe-privacy/lethe/sdk/subscriber"),
+		outcomes:  &outcomePublisher{js: cfg.JetStream, system: cfg.SystemID},
 	}, nil
 }
 

@@ -6,7 +6,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
@@ -57,21 +56,38 @@ func (d deferred) equal(e deferred) bool {
 // task tracker (onTaskFinal) and are skipped here.
 func (s *Service) handleRetained(msg jetstream.Msg) {
 	tenant, system, ok := contract.ParseOutcomeSubject(msg.Subject())
-	o := &eventsv1.Outcome{}
-	if !ok || proto.Unmarshal(msg.Data(), o) != nil || o.TenantId != tenant || o.SystemId != system || !validSubject(o.SubjectId) {
+	var outcomes []*eventsv1.Outcome
+	if ok {
+		var err error
+		outcomes, err = contract.UnmarshalOutcomes(msg.Headers(), msg.Data())
+		ok = err == nil
+	}
+	var retained []*eventsv1.Outcome
+	for _, o := range outcomes {
 		// A system answers only for itself, on its own subject.
+		ok = ok && o.TenantId == tenant && o.SystemId == system && validSubject(o.SubjectId)
+		if o.Kind == eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED && o.GetCause().GetKind() != commonv1.CauseKind_CAUSE_KIND_RETENTION_RULE {
+			retained = append(retained, o)
+		}
+	}
+	if !ok {
 		_ = msg.Term()
 		return
 	}
-	if o.Kind != eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED || o.GetCause().GetKind() == commonv1.CauseKind_CAUSE_KIND_RETENTION_RULE {
+	if len(retained) == 0 {
 		_ = msg.Ack()
 		return
 	}
 	err := s.DB.Batch(func(tx *bolt.Tx) error {
-		return s.deferTx(tx, tenant, o.SubjectId, system, o.Cause, eventsv1.ErasureAction_ERASURE_ACTION_ERASE, o.Retained)
+		for _, o := range retained {
+			if err := s.deferTx(tx, tenant, o.SubjectId, system, o.Cause, eventsv1.ErasureAction_ERASURE_ACTION_ERASE, o.Retained); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		s.Logger.Error("retention: scheduling retained data failed; it will be redelivered", "event_id", o.EventId, "system", system, "error", err)
+		s.Logger.Error("retention: scheduling retained data failed; it will be redelivered", "system", system, "error", err)
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}

@@ -134,6 +134,9 @@ func printEvent(w io.Writer, msg jetstream.Msg, asJSON bool) {
 	var body proto.Message = &eventsv1.Event{}
 	if _, _, ok := contract.ParseOutcomeSubject(msg.Subject()); ok {
 		body = &eventsv1.Outcome{}
+		if msg.Headers().Get(contract.HeaderType) == contract.OutcomeBatchType {
+			body = &eventsv1.OutcomeBatch{}
+		}
 	}
 	decodeErr := proto.Unmarshal(msg.Data(), body)
 	h := msg.Headers()

@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
@@ -164,12 +163,14 @@ func answer(t *testing.T, js jetstream.JetStream, ev *eventsv1.Event) eventsv1.O
 		if err != nil {
 			continue
 		}
-		o := &eventsv1.Outcome{}
-		if err := proto.Unmarshal(msg.Data(), o); err != nil {
+		outcomes, err := contract.UnmarshalOutcomes(msg.Headers(), msg.Data())
+		if err != nil {
 			t.Fatal(err)
 		}
-		if o.GetEventId() == ev.GetId() {
-			return o.GetKind()
+		for _, o := range outcomes {
+			if o.GetEventId() == ev.GetId() {
+				return o.GetKind()
+			}
 		}
 	}
 	t.Fatalf("no outcome for %s", ev.GetId())

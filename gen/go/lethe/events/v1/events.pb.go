@@ -1733,6 +1733,58 @@ func (x *Outcome) GetReportedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// OutcomeBatch is several outcomes of one system in one message on its
+// outcome subject, each exactly as it would be published alone. A system
+// that answers faster than the stream stores messages sends the answers
+// that gathered while its previous publish was stored as one batch: with
+// every stored message synced to disk, the stream then syncs once for
+// them all. Its ce-type header is "lethe.events.v1.OutcomeBatch"; readers
+// tell the two apart by it.
+type OutcomeBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The outcomes, all of the system and tenant the subject names.
+	Outcomes      []*Outcome `protobuf:"bytes,1,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutcomeBatch) Reset() {
+	*x = OutcomeBatch{}
+	mi := &file_lethe_events_v1_events_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutcomeBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutcomeBatch) ProtoMessage() {}
+
+func (x *OutcomeBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_events_v1_events_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutcomeBatch.ProtoReflect.Descriptor instead.
+func (*OutcomeBatch) Descriptor() ([]byte, []int) {
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *OutcomeBatch) GetOutcomes() []*Outcome {
+	if x != nil {
+		return x.Outcomes
+	}
+	return nil
+}
+
 var File_lethe_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_lethe_events_v1_events_proto_rawDesc = "" +
@@ -1850,7 +1902,9 @@ const file_lethe_events_v1_events_proto_rawDesc = "" +
 	"\vreported_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\n" +
 	"reportedAt:\xe5\x01\xbaH\xe1\x01\x1av\n" +
 	"\x1eoutcome.retained_has_retention\x12)a retained outcome lists what is retained\x1a)this.kind != 6 || size(this.retained) > 0\x1ag\n" +
-	"\x19outcome.failed_has_reason\x12!a failed outcome gives its reason\x1a'this.kind != 9 || size(this.reason) > 0*g\n" +
+	"\x19outcome.failed_has_reason\x12!a failed outcome gives its reason\x1a'this.kind != 9 || size(this.reason) > 0\"Q\n" +
+	"\fOutcomeBatch\x12A\n" +
+	"\boutcomes\x18\x01 \x03(\v2\x18.lethe.events.v1.OutcomeB\v\xbaH\b\x92\x01\x05\b\x01\x10\xe8\aR\boutcomes*g\n" +
 	"\rErasureAction\x12\x1e\n" +
 	"\x1aERASURE_ACTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ERASURE_ACTION_ERASE\x10\x01\x12\x1c\n" +
@@ -1892,7 +1946,7 @@ func file_lethe_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_lethe_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_lethe_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_lethe_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_lethe_events_v1_events_proto_goTypes = []any{
 	(ErasureAction)(0),             // 0: lethe.events.v1.ErasureAction
 	(ObjectionScope)(0),            // 1: lethe.events.v1.ObjectionScope
@@ -1916,17 +1970,18 @@ var file_lethe_events_v1_events_proto_goTypes = []any{
 	(*SystemRemoved)(nil),          // 19: lethe.events.v1.SystemRemoved
 	(*Retention)(nil),              // 20: lethe.events.v1.Retention
 	(*Outcome)(nil),                // 21: lethe.events.v1.Outcome
-	(*v1.Cause)(nil),               // 22: lethe.common.v1.Cause
-	(*timestamppb.Timestamp)(nil),  // 23: google.protobuf.Timestamp
-	(*v1.DataCategory)(nil),        // 24: lethe.common.v1.DataCategory
-	(v1.LegalBasis)(0),             // 25: lethe.common.v1.LegalBasis
-	(v1.SystemKind)(0),             // 26: lethe.common.v1.SystemKind
-	(v1.AnswerMode)(0),             // 27: lethe.common.v1.AnswerMode
+	(*OutcomeBatch)(nil),           // 22: lethe.events.v1.OutcomeBatch
+	(*v1.Cause)(nil),               // 23: lethe.common.v1.Cause
+	(*timestamppb.Timestamp)(nil),  // 24: google.protobuf.Timestamp
+	(*v1.DataCategory)(nil),        // 25: lethe.common.v1.DataCategory
+	(v1.LegalBasis)(0),             // 26: lethe.common.v1.LegalBasis
+	(v1.SystemKind)(0),             // 27: lethe.common.v1.SystemKind
+	(v1.AnswerMode)(0),             // 28: lethe.common.v1.AnswerMode
 }
 var file_lethe_events_v1_events_proto_depIdxs = []int32{
-	22, // 0: lethe.events.v1.Event.cause:type_name -> lethe.common.v1.Cause
-	23, // 1: lethe.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
-	23, // 2: lethe.events.v1.Event.answer_by:type_name -> google.protobuf.Timestamp
+	23, // 0: lethe.events.v1.Event.cause:type_name -> lethe.common.v1.Cause
+	24, // 1: lethe.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	24, // 2: lethe.events.v1.Event.answer_by:type_name -> google.protobuf.Timestamp
 	6,  // 3: lethe.events.v1.Event.erasure_requested:type_name -> lethe.events.v1.ErasureRequested
 	7,  // 4: lethe.events.v1.Event.rectification_requested:type_name -> lethe.events.v1.RectificationRequested
 	8,  // 5: lethe.events.v1.Event.access_requested:type_name -> lethe.events.v1.AccessRequested
@@ -1940,33 +1995,34 @@ var file_lethe_events_v1_events_proto_depIdxs = []int32{
 	17, // 13: lethe.events.v1.Event.system_registered:type_name -> lethe.events.v1.SystemRegistered
 	18, // 14: lethe.events.v1.Event.system_changed:type_name -> lethe.events.v1.SystemChanged
 	19, // 15: lethe.events.v1.Event.system_removed:type_name -> lethe.events.v1.SystemRemoved
-	24, // 16: lethe.events.v1.Scope.categories:type_name -> lethe.common.v1.DataCategory
+	25, // 16: lethe.events.v1.Scope.categories:type_name -> lethe.common.v1.DataCategory
 	5,  // 17: lethe.events.v1.ErasureRequested.scope:type_name -> lethe.events.v1.Scope
 	0,  // 18: lethe.events.v1.ErasureRequested.action:type_name -> lethe.events.v1.ErasureAction
-	24, // 19: lethe.events.v1.RectificationRequested.categories:type_name -> lethe.common.v1.DataCategory
+	25, // 19: lethe.events.v1.RectificationRequested.categories:type_name -> lethe.common.v1.DataCategory
 	5,  // 20: lethe.events.v1.AccessRequested.scope:type_name -> lethe.events.v1.Scope
-	25, // 21: lethe.events.v1.AccessRequested.legal_bases:type_name -> lethe.common.v1.LegalBasis
+	26, // 21: lethe.events.v1.AccessRequested.legal_bases:type_name -> lethe.common.v1.LegalBasis
 	1,  // 22: lethe.events.v1.ObjectionRecorded.scope:type_name -> lethe.events.v1.ObjectionScope
 	2,  // 23: lethe.events.v1.RestrictionApplied.ground:type_name -> lethe.events.v1.RestrictionGround
-	26, // 24: lethe.events.v1.SystemInfo.kind:type_name -> lethe.common.v1.SystemKind
-	27, // 25: lethe.events.v1.SystemInfo.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	24, // 26: lethe.events.v1.SystemInfo.categories:type_name -> lethe.common.v1.DataCategory
-	23, // 27: lethe.events.v1.SystemInfo.effective_at:type_name -> google.protobuf.Timestamp
+	27, // 24: lethe.events.v1.SystemInfo.kind:type_name -> lethe.common.v1.SystemKind
+	28, // 25: lethe.events.v1.SystemInfo.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	25, // 26: lethe.events.v1.SystemInfo.categories:type_name -> lethe.common.v1.DataCategory
+	24, // 27: lethe.events.v1.SystemInfo.effective_at:type_name -> google.protobuf.Timestamp
 	16, // 28: lethe.events.v1.SystemRegistered.system:type_name -> lethe.events.v1.SystemInfo
 	16, // 29: lethe.events.v1.SystemChanged.system:type_name -> lethe.events.v1.SystemInfo
-	23, // 30: lethe.events.v1.SystemRemoved.effective_at:type_name -> google.protobuf.Timestamp
-	24, // 31: lethe.events.v1.Retention.categories:type_name -> lethe.common.v1.DataCategory
-	25, // 32: lethe.events.v1.Retention.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	23, // 33: lethe.events.v1.Retention.until:type_name -> google.protobuf.Timestamp
-	22, // 34: lethe.events.v1.Outcome.cause:type_name -> lethe.common.v1.Cause
+	24, // 30: lethe.events.v1.SystemRemoved.effective_at:type_name -> google.protobuf.Timestamp
+	25, // 31: lethe.events.v1.Retention.categories:type_name -> lethe.common.v1.DataCategory
+	26, // 32: lethe.events.v1.Retention.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	24, // 33: lethe.events.v1.Retention.until:type_name -> google.protobuf.Timestamp
+	23, // 34: lethe.events.v1.Outcome.cause:type_name -> lethe.common.v1.Cause
 	3,  // 35: lethe.events.v1.Outcome.kind:type_name -> lethe.events.v1.OutcomeKind
 	20, // 36: lethe.events.v1.Outcome.retained:type_name -> lethe.events.v1.Retention
-	23, // 37: lethe.events.v1.Outcome.reported_at:type_name -> google.protobuf.Timestamp
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	24, // 37: lethe.events.v1.Outcome.reported_at:type_name -> google.protobuf.Timestamp
+	21, // 38: lethe.events.v1.OutcomeBatch.outcomes:type_name -> lethe.events.v1.Outcome
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_lethe_events_v1_events_proto_init() }
@@ -1995,7 +2051,7 @@ func file_lethe_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_events_v1_events_proto_rawDesc), len(file_lethe_events_v1_events_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
