@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/metric"
 	"net"
 	"net/http"
 	"sort"
@@ -100,7 +101,35 @@ func (cc CompletedConfig) New() (*Server, error) {
 	s.grpc = grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
+	if err := s.registerCertificateExpiry(); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// registerCertificateExpiry reports when the certificate the server
+// presents expires, as a gauge of Unix seconds
+// (lethe_tls_certificate_expiry_seconds): an operator alerts on it well
+// before a rotation is missed. It follows rotations: the value is read from
+// the certificate in force at each collection.
+func (s *Server) registerCertificateExpiry() error {
+	pair := s.cfg.KeyPair
+	if pair == nil || s.cfg.Telemetry.Meter == nil {
+		return nil
+	}
+	meter := s.cfg.Telemetry.Meter.Meter("github.com/lethe-privacy/lethe/platform/server")
+	expiry, err := meter.Float64ObservableGauge("lethe.tls.certificate_expiry", metric.WithUnit("s"),
+		metric.WithDescription("When the certificate the server presents expires, in seconds since 1970."))
+	if err != nil {
+		return err
+	}
+	_, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		if c := pair.Certificate(); c != nil && c.Leaf != nil {
+			o.ObserveFloat64(expiry, float64(c.Leaf.NotAfter.Unix()))
+		}
+		return nil
+	}, expiry)
+	return err
 }
 
 // Register serves impl as the service desc describes, and reports it in

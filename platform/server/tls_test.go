@@ -37,6 +37,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/mutation"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
+	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/platform/tlsconfig/tlstest"
 )
 
@@ -529,4 +530,48 @@ func sorted(s []string) []string {
 	out := slices.Clone(s)
 	slices.Sort(out)
 	return out
+}
+
+// The certificate the server presents is a metric of when it expires, and
+// a rotation moves it.
+func TestCertificateExpiryIsAMetric(t *testing.T) {
+	p := newPKI(t)
+	providers, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "expiry"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer providers.Shutdown(context.Background())
+	cfg := p.production()
+	cfg.Telemetry = providers
+	startTCP(t, cfg)
+	expiry := func() float64 {
+		t.Helper()
+		families, err := providers.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == "lethe_tls_certificate_expiry_seconds" && len(f.GetMetric()) == 1 {
+				return f.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no lethe_tls_certificate_expiry_seconds")
+		return 0
+	}
+	first, err := tls.LoadX509KeyPair(p.serverCert, p.serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(first.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := expiry(), float64(leaf.NotAfter.Unix()); got != want {
+		t.Fatalf("expiry = %v, want the certificate's NotAfter %v", got, want)
+	}
+	later := time.Now().Add(72 * time.Hour).Truncate(time.Second)
+	p.ca.Issue(t, tlstest.Leaf{Name: "lethe-consent", URIs: []string{"spiffe://lethe.example/service/consent"}, NotAfter: later}).Write(t, p.dir, "server")
+	if got := expiry(); got != float64(later.Unix()) {
+		t.Fatalf("after rotation the expiry = %v, want %v", got, float64(later.Unix()))
+	}
 }
