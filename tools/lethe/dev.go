@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,7 +25,8 @@ import (
 	"github.com/lethe-privacy/lethe/services/retention"
 )
 
-// factories are the services lethe dev hosts, in the order they start.
+// factories are the services lethe dev hosts, in the order they start;
+// devConfig.factories varies them by flags.
 // The registry comes first because the others learn of tenants from it.
 var factories = []service.Factory{registry.Factory, consent.Factory, retention.Factory, dsar.Factory}
 
@@ -37,6 +39,7 @@ type devConfig struct {
 	dataDir    string
 	natsAddr   string
 	syncAlways bool
+	devCodes   bool
 	stream     *broker.StreamConfig
 }
 
@@ -51,6 +54,9 @@ func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
 	flagenv.SetDefault(fs, "log-format", "text")
 	fs.StringVar(&c.dataDir, "data", "./data", "folder for the bbolt files and the NATS store; kept across restarts")
 	fs.StringVar(&c.natsAddr, "nats-addr", "127.0.0.1:4222", "address of the embedded NATS server")
+	fs.BoolVar(&c.devCodes, "dsar-dev-codes", false,
+		"verify data-subject requests by one-time code through a development channel that writes each code to this log "+
+			"(lethe dsar verify --start, then --code); never where subjects are real")
 	fs.BoolVar(&c.syncAlways, "nats-sync-always", true,
 		"fsync every JetStream write before acknowledging it. Off, publishing is much faster, but an "+
 			"acknowledged event can be lost if the machine loses power before the next periodic sync (2 minutes)")
@@ -151,7 +157,7 @@ func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
 
 	deps := service.Deps{DataDir: c.dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry, Registry: registry}
 	var services []service.Service
-	for _, f := range factories {
+	for _, f := range c.factories() {
 		svc, err := f.New(deps)
 		if err != nil {
 			return errors.Join(fmt.Errorf("start %s: %w", f.Name, err), closeAll(services), lis.Close())
@@ -165,6 +171,22 @@ func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
 	}
 	printEndpoints(stdout, lis.Addr().String(), embedded.ClientURL(), c)
 	return service.Run(ctx, srv, services)
+}
+
+// factories are the services to host: with --dsar-dev-codes, the DSAR
+// service sends its one-time codes through a development channel that logs
+// them, so a developer can play the subject.
+func (c devConfig) factories() []service.Factory {
+	all := slices.Clone(factories)
+	if c.devCodes {
+		all[slices.IndexFunc(all, func(f service.Factory) bool { return f.Name == dsar.Factory.Name })] = service.Factory{
+			Name: dsar.Factory.Name,
+			New: func(deps service.Deps) (service.Service, error) {
+				return dsar.New(deps, dsar.Options{Channel: &dsar.DevChannel{Logger: deps.Logger}})
+			},
+		}
+	}
+	return all
 }
 
 func closeAll(services []service.Service) error {

@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
@@ -283,5 +286,58 @@ func TestDevRefusesTheProductionProfile(t *testing.T) {
 	}
 	if _, err := parseDevFlags(nil, io.Discard); err != nil {
 		t.Fatalf("lethe dev with its defaults: %v", err)
+	}
+}
+
+// With --dsar-dev-codes, lethe dev sends DSAR verification codes to its
+// own log, so a developer can play the subject end to end.
+func TestDevIssuesVerificationCodesToItsLog(t *testing.T) {
+	bin := buildBinaries(t, ".")["."]
+	grpcAddr, natsAddr := freeAddr(t), freeAddr(t)
+	p := startProcess(t, bin, "dev", "--data", t.TempDir(), "--addr", grpcAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--dsar-dev-codes")
+	defer p.stop(t)
+	conn := waitServing(t, grpcAddr, healthNames, p)
+	if _, err := registryv1.NewRegistryServiceClient(conn).CreateTenant(context.Background(), &registryv1.CreateTenantRequest{
+		RequestId: "t1", Tenant: &registryv1.Tenant{TenantId: "cleura", DisplayName: "Cleura"}}); err != nil {
+		t.Fatal(err)
+	}
+	lethe := func(args ...string) (map[string]any, error) {
+		out, err := exec.Command(bin, append(args, "--addr", grpcAddr, "-o", "json")...).CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("%v: %w\n%s", args, err, out)
+		}
+		var resp map[string]any
+		if err := json.Unmarshal(out, &resp); err != nil {
+			return nil, fmt.Errorf("%v: %w\n%s", args, err, out)
+		}
+		req, _ := resp["request"].(map[string]any)
+		return req, nil
+	}
+	var req map[string]any
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var err error
+		if req, err = lethe("dsar", "create", "--tenant", "cleura", "--subject", "cust-7", "--type", "erasure", "--email", "ada@example.com"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) { // the DSAR service learns tenants from the registry's events
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	id, _ := req["dsarId"].(string)
+	if _, err := lethe("dsar", "verify", "--tenant", "cleura", "--id", id, "--start"); err != nil {
+		t.Fatal(err)
+	}
+	code := regexp.MustCompile(`request=` + regexp.QuoteMeta(id) + `.*code=(\d{6})`).FindStringSubmatch(p.output.String())
+	if code == nil {
+		t.Fatalf("no code for %s in the log:\n%s", id, p.output.String())
+	}
+	verified, err := lethe("dsar", "verify", "--tenant", "cleura", "--id", id, "--code", code[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if verified["state"] != "REQUEST_STATE_IN_PROGRESS" && verified["state"] != "REQUEST_STATE_COMPLETED" {
+		t.Fatalf("after the logged code the request is %v", verified["state"])
 	}
 }
