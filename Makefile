@@ -90,6 +90,11 @@ bench:
 	cd services/consent && go test -run '^$$' -bench . -benchmem ./internal/decision/
 	cd services/consent && go test -run '^$$' -bench CheckOverGRPC -benchtime 20000x .
 	cd services/consent && go test -run '^$$' -bench BannerDecisions -benchtime 5000x .
+	cd services/consent && go test -run '^$$' -bench ChecksByChain -benchtime 20000x .
+	cd services/registry && go test -run '^$$' -bench RouteByChain -benchtime 20000x .
+	cd services/retention && go test -run '^$$' -bench . -benchtime 20x ./internal/schedule/
+	cd services/retention && go test -run '^$$' -bench . -benchtime 3x -timeout 30m .
+	cd services/dsar && go test -run '^$$' -bench Erasures -benchtime 10000x -timeout 20m .
 
 ## run: start the whole platform in one process (as the README says)
 run:
