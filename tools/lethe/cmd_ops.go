@@ -197,9 +197,7 @@ Examples:
 	if err != nil {
 		return o.usage(err.Error())
 	}
-	if requestID == "" {
-		requestID = newRequestID()
-	}
+	requestID = orNewRequestID(requestID)
 	act := consentv1.ConsentAction_CONSENT_ACTION_GRANT
 	if action == "withdraw" {
 		act = consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW
@@ -326,10 +324,7 @@ Examples:
 	if err != nil {
 		return o.usage(err.Error())
 	}
-	if requestID == "" {
-		requestID = newRequestID()
-	}
-	resp, err := o.cl.consent.CompleteTask(o.ctx, &consentv1.CompleteTaskRequest{RequestId: requestID, TenantId: o.tenant,
+	resp, err := o.cl.consent.CompleteTask(o.ctx, &consentv1.CompleteTaskRequest{RequestId: orNewRequestID(requestID), TenantId: o.tenant,
 		Cause: cause, SystemId: system, Outcome: oc, Reason: reason})
 	if err != nil {
 		return o.fail(err)
@@ -494,20 +489,12 @@ Examples:
 	default:
 		return o.usage("rectification carries corrected values, which this command does not take; use the API (CreateRequest)")
 	}
-	if requestID == "" {
-		requestID = newRequestID()
-	}
-	req.RequestId = requestID
+	req.RequestId = orNewRequestID(requestID)
 	resp, err := o.cl.dsar.CreateRequest(o.ctx, req)
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	printRequest(stdout, resp.Request)
-	return exitOK
+	return o.printRequest(resp.Request, resp)
 }
 
 func printRequests(w io.Writer, reqs []*dsarv1.Request) {
@@ -643,12 +630,7 @@ Example:
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, resp)
-	} else {
-		printRequest(stdout, resp.Request)
-	}
-	return exitOK
+	return o.printRequest(resp.Request, resp)
 }
 
 func dsarExtend(args []string, stdout, stderr io.Writer) int {
@@ -794,9 +776,7 @@ Examples:
 		return c
 	}
 	defer o.done()
-	if requestID == "" {
-		requestID = newRequestID()
-	}
+	requestID = orNewRequestID(requestID)
 	switch {
 	case startV:
 		resp, err := o.cl.dsar.StartVerification(o.ctx, &dsarv1.StartVerificationRequest{RequestId: requestID, TenantId: o.tenant, DsarId: id})
@@ -832,11 +812,7 @@ Examples:
 		if err != nil {
 			return o.fail(err)
 		}
-		if o.json() {
-			printJSON(stdout, resp)
-		} else {
-			printRequest(stdout, resp.Request)
-		}
+		o.printRequest(resp.Request, resp)
 	default:
 		return o.usage("give --start, --code or --attest")
 	}
@@ -892,20 +868,12 @@ Examples:
 		}
 		req.Retained = []*eventsv1.Retention{{Categories: categories(retain), LegalBasis: lb, BasisDetail: detail, Until: timestamppb.New(u)}}
 	}
-	if requestID == "" {
-		requestID = newRequestID()
-	}
-	req.RequestId = requestID
+	req.RequestId = orNewRequestID(requestID)
 	resp, err := o.cl.dsar.CompleteTask(o.ctx, req)
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, resp)
-	} else {
-		printRequest(stdout, resp.Request)
-	}
-	return exitOK
+	return o.printRequest(resp.Request, resp)
 }
 
 func dsarExport(args []string, stdout, stderr io.Writer) int {
