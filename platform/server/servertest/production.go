@@ -1,10 +1,8 @@
 package servertest
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -91,32 +89,7 @@ func StartTCP(t testing.TB, cfg server.Config, register func(*server.Server)) st
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Name == "" {
-		cfg.Name = "servertest"
-	}
-	cfg.Listener = lis
-	cfg.MetricsAddr = ""
-	completed, err := cfg.Complete(context.Background())
-	if err != nil {
-		_ = lis.Close()
-		t.Fatalf("complete server config: %v", err)
-	}
-	srv, err := completed.New()
-	if err != nil {
-		t.Fatalf("new server: %v", err)
-	}
-	if register != nil {
-		register(srv)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			t.Errorf("server run: %v", err)
-		}
-	})
+	runUntilCleanup(t, build(t, cfg, lis, register).Run)
 	return lis.Addr().String()
 }
 

@@ -22,22 +22,7 @@ import (
 func Build(t testing.TB, cfg server.Config, register func(*server.Server)) (*grpc.ClientConn, func(context.Context) error) {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
-	if cfg.Name == "" {
-		cfg.Name = "servertest"
-	}
-	cfg.Listener = lis
-	cfg.MetricsAddr = ""
-	completed, err := cfg.Complete(context.Background())
-	if err != nil {
-		t.Fatalf("complete server config: %v", err)
-	}
-	srv, err := completed.New()
-	if err != nil {
-		t.Fatalf("new server: %v", err)
-	}
-	if register != nil {
-		register(srv)
-	}
+	srv := build(t, cfg, lis, register)
 	conn, err := grpc.NewClient("passthrough:///bufconn",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -49,10 +34,40 @@ func Build(t testing.TB, cfg server.Config, register func(*server.Server)) (*grp
 	return conn, srv.Run
 }
 
+// build builds a server from cfg on lis (Name is set when empty; the
+// metrics endpoint is off) and lets register add services.
+func build(t testing.TB, cfg server.Config, lis net.Listener, register func(*server.Server)) *server.Server {
+	t.Helper()
+	if cfg.Name == "" {
+		cfg.Name = "servertest"
+	}
+	cfg.Listener = lis
+	cfg.MetricsAddr = ""
+	completed, err := cfg.Complete(context.Background())
+	if err != nil {
+		_ = lis.Close()
+		t.Fatalf("complete server config: %v", err)
+	}
+	srv, err := completed.New()
+	if err != nil {
+		t.Fatalf("new server: %v", err)
+	}
+	if register != nil {
+		register(srv)
+	}
+	return srv
+}
+
 // Start builds a server as Build does and runs it until the test ends.
 func Start(t testing.TB, cfg server.Config, register func(*server.Server)) *grpc.ClientConn {
 	t.Helper()
 	conn, run := Build(t, cfg, register)
+	runUntilCleanup(t, run)
+	return conn
+}
+
+// runUntilCleanup runs a server until the test ends.
+func runUntilCleanup(t testing.TB, run func(context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx) }()
@@ -62,5 +77,4 @@ func Start(t testing.TB, cfg server.Config, register func(*server.Server)) *grpc
 			t.Errorf("server run: %v", err)
 		}
 	})
-	return conn
 }
