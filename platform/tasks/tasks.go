@@ -774,11 +774,28 @@ func (t *Tracker) Resend(ctx context.Context) (int, error) {
 	}
 }
 
+// EventTx returns the event a task answers, as the tracker published it,
+// and false if the tracker holds no such event.
+func (t *Tracker) EventTx(tx *bolt.Tx, eventID string) (*eventsv1.Event, bool, error) {
+	v := store.BucketTx(tx, store.BucketTaskEvents).Get([]byte(eventID))
+	if v == nil {
+		return nil, false, nil
+	}
+	ev := &eventsv1.Event{}
+	if err := proto.Unmarshal(v, ev); err != nil {
+		return nil, false, fmt.Errorf("tasks: decode event %s: %w", eventID, err)
+	}
+	return ev, true, nil
+}
+
 // resendTx re-sends a task's event unchanged and flags the task stalled.
 func (t *Tracker) resendTx(ctx context.Context, tx *bolt.Tx, task Task, now time.Time) error {
-	ev := &eventsv1.Event{}
-	if err := proto.Unmarshal(store.BucketTx(tx, store.BucketTaskEvents).Get([]byte(task.EventID)), ev); err != nil {
-		return fmt.Errorf("tasks: decode event %s: %w", task.EventID, err)
+	ev, ok, err := t.EventTx(tx, task.EventID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("tasks: the event %s of an open task is missing", task.EventID)
 	}
 	task.Resends++
 	if err := t.cfg.Outbox.ResendTx(ctx, tx, ev, task.Resends); err != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
@@ -75,22 +74,11 @@ func (s *Service) onTaskFinal(tx *bolt.Tx, task tasks.Task, o *eventsv1.Outcome)
 	}
 	// The subject is the event's, as the service sent it, not what the
 	// answer claims.
-	ev, err := sentEventTx(tx, task.EventID)
-	if err != nil || ev == nil {
+	ev, ok, err := s.tracker.EventTx(tx, task.EventID)
+	if err != nil || !ok {
 		return err
 	}
 	return s.deferTx(tx, task.TenantID, ev.SubjectId, task.SystemID, ev.Cause, ev.GetErasureRequested().GetAction(), o.Retained)
-}
-
-// sentEventTx returns an event the tracker sent, or nil if it no longer
-// holds it.
-func sentEventTx(tx *bolt.Tx, eventID string) (*eventsv1.Event, error) {
-	v := store.BucketTx(tx, store.BucketTaskEvents).Get([]byte(eventID))
-	if v == nil {
-		return nil, nil
-	}
-	ev := &eventsv1.Event{}
-	return ev, proto.Unmarshal(v, ev)
 }
 
 // GetRuleReport counts, per rule, what was purged, anonymised, held,
