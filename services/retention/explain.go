@@ -3,6 +3,7 @@ package retention
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -39,7 +40,7 @@ func (s *Service) ExplainSubject(ctx context.Context, req *retentionv1.ExplainSu
 			return err
 		}
 		verdicts := st.verdicts(p, req.SubjectId, now)
-		for _, c := range sortedKeys(verdicts) {
+		for _, c := range slices.Sorted(maps.Keys(verdicts)) {
 			v := verdicts[c]
 			out := &retentionv1.Verdict{
 				Category: category(c), Action: v.Action, RuleId: v.RuleID, MinimumRuleId: v.MinimumRuleID,
@@ -139,7 +140,7 @@ func (s *Service) PreviewPurges(ctx context.Context, req *retentionv1.PreviewPur
 	if err != nil {
 		return nil, err
 	}
-	for _, id := range sortedKeys(previews) {
+	for _, id := range slices.Sorted(maps.Keys(previews)) {
 		if rp := previews[id]; rp.Items > 0 || rp.Held > 0 {
 			slices.Sort(rp.SampleSubjectIds)
 			resp.Rules = append(resp.Rules, rp)

@@ -1,8 +1,8 @@
 package retention
 
 import (
+	"bytes"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -113,16 +113,12 @@ func bumpPolicyTx(tx *bolt.Tx, tenant string) error {
 func eachTx(tx *bolt.Tx, bucket store.Bucket, tenant string, fn func(v []byte) error) error {
 	prefix := store.Key(tenant)
 	c := store.BucketTx(tx, bucket).Cursor()
-	for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		if err := fn(v); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func hasPrefix(k, prefix []byte) bool {
-	return len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix)
 }
 
 // triggerKinds maps the API's trigger kinds to the engine's.
@@ -205,13 +201,3 @@ func ts(t time.Time) *timestamppb.Timestamp {
 }
 
 func category(id string) *commonv1.DataCategory { return &commonv1.DataCategory{Id: id} }
-
-// sortedKeys returns a map's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}

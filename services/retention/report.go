@@ -1,6 +1,7 @@
 package retention
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 
@@ -94,7 +95,7 @@ func (s *Service) GetRuleReport(ctx context.Context, req *retentionv1.GetRuleRep
 			prefix = store.Key(req.TenantId, req.RuleId)
 		}
 		c := store.BucketTx(tx, bucketReport).Cursor()
-		for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			_, rule, err := splitSubjectKey(k)
 			if err != nil {
 				return err

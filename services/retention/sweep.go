@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -54,7 +55,7 @@ func routeKey(tenant string, categories []string) string {
 func (st *subjectState) dueDirectives(verdicts map[string]rules.Verdict, now time.Time) []directive {
 	groups := map[string]*directive{}
 	var order []string
-	for _, c := range sortedKeys(verdicts) {
+	for _, c := range slices.Sorted(maps.Keys(verdicts)) {
 		v := verdicts[c]
 		if !st.pending(c, v) || v.PurgeAt.After(now) {
 			continue
