@@ -71,7 +71,18 @@ func Open(opts Options) (*DB, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	lockTimeout := cmp.Or(opts.LockTimeout, DefaultLockTimeout)
-	bdb, err := bbolt.Open(opts.Path, 0o600, &bbolt.Options{Timeout: lockTimeout})
+	bdb, err := bbolt.Open(opts.Path, 0o600, &bbolt.Options{
+		Timeout: lockTimeout,
+		// As etcd does: the list of free pages is kept in memory only, and
+		// rebuilt from the page tree when the file opens. Writing it on
+		// every commit costs as many pages as a large file has free, in
+		// every transaction: measured on a retention file of a million
+		// subjects, a group commit took 2.2 ms with it and 1.35 ms
+		// without. Durability is unchanged; opening a large file takes
+		// one walk of its pages longer.
+		NoFreelistSync: true,
+		FreelistType:   bbolt.FreelistMapType,
+	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("store: %s is locked by another process (waited %s): %w", opts.Path, lockTimeout, err)
 	}
