@@ -177,10 +177,24 @@ func (s *Service) RecordSignals(ctx context.Context, req *retentionv1.RecordSign
 	})
 }
 
-// checkSignal refuses a signal dated in the future.
+// checkSignal refuses what the proto's field rules cannot say: a signal
+// dated in the future, a COLLECTED signal without categories, and a signal
+// of a named kind without its name. (As CEL in the proto, the last two cost
+// about 8% of a signal's CPU.)
 func (s *Service) checkSignal(field string, sig *retentionv1.Signal) error {
 	if at := sig.OccurredAt.AsTime(); at.After(s.Clock.Now().Add(maxClockSkew)) {
 		return apierror.Invalid(field+".occurred_at", fmt.Sprintf("%s is in the future: a signal reports what happened", at.Format(time.RFC3339)))
+	}
+	switch sig.Kind {
+	case retentionv1.SignalKind_SIGNAL_KIND_COLLECTED:
+		if len(sig.Categories) == 0 {
+			return apierror.Invalid(field+".categories", "a COLLECTED signal lists the categories collected")
+		}
+	case retentionv1.SignalKind_SIGNAL_KIND_RELATIONSHIP_ENDED, retentionv1.SignalKind_SIGNAL_KIND_RELATIONSHIP_RESUMED,
+		retentionv1.SignalKind_SIGNAL_KIND_EVENT:
+		if sig.Name == "" {
+			return apierror.Invalid(field+".name", fmt.Sprintf("a %s signal names the relationship or event", sig.Kind))
+		}
 	}
 	return nil
 }

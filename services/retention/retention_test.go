@@ -642,7 +642,7 @@ func TestInvalidInputIsRefusedWithTheFieldNamed(t *testing.T) {
 			Triggers: []*retentionv1.Trigger{trigger(sinceCollected, "", "P1Y")}, Action: erase, Basis: "b"}
 	}
 	with := func(change func(*retentionv1.Rule)) *retentionv1.Rule { r := valid(); change(r); return r }
-	start := day(2026, 12, 1)
+	start, past := day(2026, 12, 1), day(2026, 11, 1)
 	for _, tc := range []struct {
 		name  string
 		call  func() error
@@ -681,9 +681,17 @@ func TestInvalidInputIsRefusedWithTheFieldNamed(t *testing.T) {
 		}, codes.InvalidArgument, "signal.occurred_at"},
 		{"collected without categories", func() error {
 			_, err := f.retention.RecordSignal(f.ctx, &retentionv1.RecordSignalRequest{RequestId: f.id(), TenantId: "cleura",
-				Signal: &retentionv1.Signal{SubjectId: "x", Kind: collected, OccurredAt: timestamppb.New(start)}})
+				Signal: &retentionv1.Signal{SubjectId: "x", Kind: collected, OccurredAt: timestamppb.New(past)}})
 			return err
-		}, codes.InvalidArgument, "signal"},
+		}, codes.InvalidArgument, "signal.categories"},
+		{"relationship end without a name", func() error {
+			_, err := f.retention.RecordSignals(f.ctx, &retentionv1.RecordSignalsRequest{RequestId: f.id(), TenantId: "cleura",
+				Signals: []*retentionv1.Signal{
+					{SubjectId: "x", Kind: active, OccurredAt: timestamppb.New(past)},
+					{SubjectId: "x", Kind: retentionv1.SignalKind_SIGNAL_KIND_RELATIONSHIP_ENDED, OccurredAt: timestamppb.New(past)},
+				}})
+			return err
+		}, codes.InvalidArgument, "signals[1].name"},
 		{"unknown tenant", func() error {
 			_, err := f.retention.PutRule(f.ctx, &retentionv1.PutRuleRequest{RequestId: f.id(), TenantId: "nobody", Rule: valid()})
 			return err
