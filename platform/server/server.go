@@ -4,15 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"go.opentelemetry.io/otel/metric"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"time"
 
 	"buf.build/go/protovalidate"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -48,15 +49,37 @@ type methodInfo struct {
 	// audit is the log of the service that owns the method; nil for
 	// services that keep no audit log.
 	audit *audit.Log
+	// methodAudit is set when WithMethodAudit chose audit, so that
+	// WithAudit leaves it.
+	methodAudit bool
 }
 
-// ServiceOption configures a registered service.
-type ServiceOption func(*methodInfo)
+// ServiceOption configures a registered service's methods; method is the
+// short name, as in "RecordSignal".
+type ServiceOption func(method string, m *methodInfo)
 
 // WithAudit names the audit log that records the service's mutations and
 // its denied calls.
 func WithAudit(log *audit.Log) ServiceOption {
-	return func(m *methodInfo) { m.audit = log }
+	return func(_ string, m *methodInfo) {
+		if !m.methodAudit {
+			m.audit = log
+		}
+	}
+}
+
+// WithMethodAudit records the named methods in log instead, for methods
+// whose mutations commit to another of the service's files than the rest:
+// an audit entry commits in the transaction of the change it records, so
+// it must live in the same file. It applies after WithAudit in any order
+// given to Register.
+func WithMethodAudit(log *audit.Log, methods ...string) ServiceOption {
+	return func(method string, m *methodInfo) {
+		if slices.Contains(methods, method) {
+			m.audit = log
+			m.methodAudit = true
+		}
+	}
 }
 
 // New builds a server from a completed configuration.
@@ -98,6 +121,12 @@ func (cc CompletedConfig) New() (*Server, error) {
 	if cc.serverTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cc.serverTLS)))
 	}
+	// Calls run on a pool of goroutines whose stacks have already grown
+	// to the interceptor chain's depth, rather than each on a fresh
+	// goroutine that grows its stack twice: measured on the retention
+	// service's signals, that growth was 7% of the server's CPU. Beyond
+	// the pool, gRPC starts goroutines as usual.
+	opts = append(opts, grpc.NumStreamWorkers(streamWorkers))
 	s.grpc = grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -106,6 +135,11 @@ func (cc CompletedConfig) New() (*Server, error) {
 	}
 	return s, nil
 }
+
+// streamWorkers is the size of the server's goroutine pool: enough for the
+// concurrent calls a busy service sees, at the cost of a parked goroutine
+// (a few kilobytes of stack) each.
+const streamWorkers = 128
 
 // registerCertificateExpiry reports when the certificate the server
 // presents expires, as a gauge of Unix seconds
@@ -136,20 +170,20 @@ func (s *Server) registerCertificateExpiry() error {
 // health under its full name. The proto's idempotency_level option decides
 // which of its methods are mutations that the audit slot records.
 func (s *Server) Register(desc *grpc.ServiceDesc, impl any, opts ...ServiceOption) {
-	var base methodInfo
-	for _, opt := range opts {
-		opt(&base)
-	}
 	s.grpc.RegisterService(desc, impl)
+	names := make([]string, 0, len(desc.Methods)+len(desc.Streams))
 	for _, m := range desc.Methods {
-		info := base
-		info.mutation = isMutation(desc.ServiceName, m.MethodName)
-		s.methods["/"+desc.ServiceName+"/"+m.MethodName] = info
+		names = append(names, m.MethodName)
 	}
 	for _, st := range desc.Streams {
-		info := base
-		info.mutation = isMutation(desc.ServiceName, st.StreamName)
-		s.methods["/"+desc.ServiceName+"/"+st.StreamName] = info
+		names = append(names, st.StreamName)
+	}
+	for _, name := range names {
+		info := methodInfo{mutation: isMutation(desc.ServiceName, name)}
+		for _, opt := range opts {
+			opt(name, &info)
+		}
+		s.methods["/"+desc.ServiceName+"/"+name] = info
 	}
 	s.RegisterHealth(desc.ServiceName)
 }

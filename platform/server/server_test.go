@@ -333,6 +333,37 @@ func TestAuditRecordsEveryMutation(t *testing.T) {
 	}
 }
 
+// TestMethodAudit records one method in a second log, kept in another file,
+// whatever the order of the options, and the rest in the service's log.
+func TestMethodAudit(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	db := storetest.Open(t, kittest.Schema)
+	main, other := audit.New(db, clk), audit.New(storetest.Open(t, kittest.Schema), clk)
+	svc := kittest.New(db, mutation.New(db, idempotency.New(clk, idempotency.DefaultTTL)))
+	conn := servertest.Start(t, server.Config{Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, func(s *server.Server) {
+		s.Register(&kittestv1.KitTestService_ServiceDesc, svc, server.WithMethodAudit(other, "Touch"), server.WithAudit(main))
+	})
+	client, ctx := kittestv1.NewKitTestServiceClient(conn), context.Background()
+	if _, err := client.Put(ctx, put("r1", "k", "v")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Touch(ctx, &kittestv1.TouchRequest{RequestId: "t1", TenantId: "clio"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		log  *audit.Log
+		want string
+	}{{main, "Put r1"}, {other, "Touch t1"}} {
+		var got []string
+		for _, e := range auditEntries(t, tc.log) {
+			got = append(got, e.Method[strings.LastIndex(e.Method, "/")+1:]+" "+e.RequestID)
+		}
+		if strings.Join(got, "|") != tc.want {
+			t.Errorf("%s: entries = %q, want %q", tc.log.DB().Path(), got, tc.want)
+		}
+	}
+}
+
 // TestAuditDetectsTampering alters the audit bucket behind the log's back,
 // as someone with access to the file could, and expects Verify to notice.
 func TestAuditDetectsTampering(t *testing.T) {
