@@ -1,11 +1,13 @@
 package service_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,9 +21,9 @@ import (
 var bucketThings = store.Bucket("things")
 
 // TestPeriodicBackups: a service configured with a backup folder copies
-// its bbolt file there while it runs, the copy holds what was committed,
-// and the time of the last backup and the file's size are exported for
-// alerts.
+// its bbolt files there while it runs, a second file opened with OpenFile
+// included, the copies hold what was committed, and the time of the last
+// backup and the files' sizes are exported for alerts.
 func TestPeriodicBackups(t *testing.T) {
 	providers, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "backups"})
 	if err != nil {
@@ -30,18 +32,27 @@ func TestPeriodicBackups(t *testing.T) {
 	defer providers.Shutdown(context.Background())
 	backups := filepath.Join(t.TempDir(), "backups")
 	schema := store.Schema{Service: "things", Version: 1, Buckets: []store.Bucket{bucketThings}}
-	base, err := service.OpenBase(service.Deps{DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	dataDir := t.TempDir()
+	base, err := service.OpenBase(service.Deps{DataDir: dataDir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Telemetry: providers, Backup: service.BackupConfig{Dir: backups, Every: 10 * time.Millisecond}}, schema)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := base.DB.Update(func(tx *bbolt.Tx) error { return store.BucketTx(tx, bucketThings).Put([]byte("k"), []byte("v")) }); err != nil {
+	journalSchema := store.Schema{Service: "things-journal", Version: 1, Buckets: []store.Bucket{bucketThings}}
+	journal, err := base.OpenFile(journalSchema)
+	if err != nil {
 		t.Fatal(err)
+	}
+	for _, db := range []*store.DB{base.DB, journal} {
+		if err := db.Update(func(tx *bbolt.Tx) error { return store.BucketTx(tx, bucketThings).Put([]byte("k"), []byte(db.Path())) }); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- base.Run(ctx) }()
 
+	// metrics returns the service's gauges by name and file.
 	metrics := func() map[string]float64 {
 		families, err := providers.Registry.Gather()
 		if err != nil {
@@ -50,10 +61,12 @@ func TestPeriodicBackups(t *testing.T) {
 		got := map[string]float64{}
 		for _, mf := range families {
 			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
 				for _, l := range m.GetLabel() {
-					if l.GetName() == "service" && l.GetValue() == "things" {
-						got[mf.GetName()] = m.GetGauge().GetValue()
-					}
+					labels[l.GetName()] = l.GetValue()
+				}
+				if labels["service"] == "things" {
+					got[strings.TrimSuffix(mf.GetName()+" "+labels["file"], " ")] = m.GetGauge().GetValue()
 				}
 			}
 		}
@@ -71,12 +84,14 @@ func TestPeriodicBackups(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := metrics()
-	fi, err := os.Stat(base.DB.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got["lethe_store_file_size_bytes"] != float64(fi.Size()) {
-		t.Errorf("file size %v, want %d", got["lethe_store_file_size_bytes"], fi.Size())
+	for _, db := range []*store.DB{base.DB, journal} {
+		fi, err := os.Stat(db.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name := "lethe_store_file_size_bytes " + filepath.Base(db.Path()); got[name] != float64(fi.Size()) {
+			t.Errorf("%s = %v, want %d", name, got[name], fi.Size())
+		}
 	}
 	if last := time.Unix(int64(got["lethe_store_backup_last_success_seconds"]), 0); time.Since(last) > time.Minute {
 		t.Errorf("last backup at %s", last)
@@ -85,16 +100,23 @@ func TestPeriodicBackups(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	restored, err := store.Open(store.Options{Path: filepath.Join(backups, "things.db"), Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer restored.Close()
-	var v []byte
-	if err := restored.View(func(tx *bbolt.Tx) error { v = store.BucketTx(tx, bucketThings).Get([]byte("k")); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if string(v) != "v" {
-		t.Errorf("the backup holds %q, want the committed value", v)
+	for _, schema := range []store.Schema{schema, journalSchema} {
+		restored, err := store.Open(store.Options{Path: filepath.Join(backups, schema.Service+".db"), Schema: schema})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v []byte
+		if err := restored.View(func(tx *bbolt.Tx) error {
+			v = bytes.Clone(store.BucketTx(tx, bucketThings).Get([]byte("k")))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if want := filepath.Join(dataDir, schema.Service+".db"); string(v) != want {
+			t.Errorf("the backup of %s holds %q, want the committed value %q", schema.Service, v, want)
+		}
+		if err := restored.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

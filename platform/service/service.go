@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,14 +60,15 @@ type Deps struct {
 	// Registry reaches the registry service, which tells the others which
 	// systems must answer their events (see package registryclient).
 	Registry grpc.ClientConnInterface
-	// Backup, when its Dir is set, copies the service's bbolt file there
+	// Backup, when its Dir is set, copies the service's bbolt files there
 	// periodically while it runs.
 	Backup BackupConfig
 }
 
-// BackupConfig schedules hot backups of a service's bbolt file.
+// BackupConfig schedules hot backups of a service's bbolt files.
 type BackupConfig struct {
-	// Dir receives "<service>.db", replaced atomically by each backup.
+	// Dir receives "<service>.db" (and any other file the service opened
+	// with OpenFile, under its name), replaced atomically by each backup.
 	// Empty turns backups off.
 	Dir string
 	// Every is the period; one hour when zero.
@@ -96,8 +98,13 @@ type Base struct {
 	Logger      *slog.Logger
 	Meter       metric.Meter
 
-	nats       *nats.Conn
-	backup     BackupConfig
+	nats    *nats.Conn
+	dataDir string
+	backup  BackupConfig
+	// files are the service's bbolt files, DB first, then those OpenFile
+	// opened; mu guards the slice against the metrics callback.
+	mu         sync.Mutex
+	files      []*store.DB
 	lastBackup atomic.Int64 // unix seconds of the last successful backup
 	registered metric.Registration
 }
@@ -149,7 +156,9 @@ func OpenBase(deps Deps, schema store.Schema) (*Base, error) {
 		Logger:      logger,
 		Meter:       meter,
 		nats:        deps.NATS,
+		dataDir:     deps.DataDir,
 		backup:      deps.Backup,
+		files:       []*store.DB{db},
 	}
 	if b.backup.Every <= 0 {
 		b.backup.Every = time.Hour
@@ -160,12 +169,35 @@ func OpenBase(deps Deps, schema store.Schema) (*Base, error) {
 	return b, nil
 }
 
-// registerMetrics reports the bbolt file's size, which only grows (bbolt
+// OpenFile opens another bbolt file of the service,
+// "<DataDir>/<schema.Service>.db", for state whose writes must not wait
+// behind the main file's single writer. It is the service's file as much as
+// the main one: backed up with it, its size reported, its expired
+// idempotency records swept, and closed by Close. Call it before Run.
+func (b *Base) OpenFile(schema store.Schema) (*store.DB, error) {
+	db, err := store.Open(store.Options{Path: filepath.Join(b.dataDir, schema.Service+".db"), Schema: schema})
+	if err != nil {
+		return nil, fmt.Errorf("open %s store: %w", schema.Service, err)
+	}
+	b.mu.Lock()
+	b.files = append(b.files, db)
+	b.mu.Unlock()
+	return db, nil
+}
+
+// storeFiles returns the service's bbolt files, DB first.
+func (b *Base) storeFiles() []*store.DB {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.files)
+}
+
+// registerMetrics reports the bbolt files' sizes, which only grows (bbolt
 // reuses freed pages but never shrinks the file), and when backups are
 // on, the time of the last one that succeeded.
 func (b *Base) registerMetrics() error {
 	size, err := b.Meter.Int64ObservableGauge("lethe.store.file_size", metric.WithUnit("By"),
-		metric.WithDescription("Size of the service's bbolt file."))
+		metric.WithDescription("Size of each of the service's bbolt files."))
 	if err != nil {
 		return err
 	}
@@ -173,15 +205,18 @@ func (b *Base) registerMetrics() error {
 	var last metric.Float64ObservableGauge
 	if b.backup.Dir != "" {
 		if last, err = b.Meter.Float64ObservableGauge("lethe.store.backup.last_success", metric.WithUnit("s"),
-			metric.WithDescription("Unix time of the last successful backup of the service's bbolt file; 0 before the first.")); err != nil {
+			metric.WithDescription("Unix time of the last successful backup of the service's bbolt files; 0 before the first.")); err != nil {
 			return err
 		}
 		instruments = append(instruments, last)
 	}
 	attrs := metric.WithAttributes(attribute.String("service", b.Name))
 	b.registered, err = b.Meter.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
-		if fi, err := os.Stat(b.DB.Path()); err == nil {
-			obs.ObserveInt64(size, fi.Size(), attrs)
+		for _, db := range b.storeFiles() {
+			if fi, err := os.Stat(db.Path()); err == nil {
+				obs.ObserveInt64(size, fi.Size(), metric.WithAttributes(attribute.String("service", b.Name),
+					attribute.String("file", filepath.Base(db.Path()))))
+			}
 		}
 		if last != nil {
 			obs.ObserveFloat64(last, float64(b.lastBackup.Load()), attrs)
@@ -191,15 +226,20 @@ func (b *Base) registerMetrics() error {
 	return err
 }
 
-// BackupNow copies the service's bbolt file into the backup folder.
+// BackupNow copies the service's bbolt files into the backup folder, each
+// under its own name. Each copy is consistent in itself; across files, a
+// service that keeps more than one says in its own documentation what a
+// restore of copies taken moments apart means.
 func (b *Base) BackupNow() error {
-	path := filepath.Join(b.backup.Dir, b.Name+".db")
-	n, err := b.DB.Backup(path)
-	if err != nil {
-		return err
+	for _, db := range b.storeFiles() {
+		path := filepath.Join(b.backup.Dir, filepath.Base(db.Path()))
+		n, err := db.Backup(path)
+		if err != nil {
+			return err
+		}
+		b.Logger.Info("backed up the store", "path", path, "bytes", n)
 	}
 	b.lastBackup.Store(b.Clock.Now().Unix())
-	b.Logger.Info("backed up the store", "path", path, "bytes", n)
 	return nil
 }
 
@@ -245,13 +285,21 @@ func (b *Base) Run(ctx context.Context) error {
 	} else {
 		done <- nil
 	}
-	b.Idempotency.Run(ctx, b.DB, idempotencySweepEvery)
+	var sweeps sync.WaitGroup
+	for _, db := range b.storeFiles() {
+		sweeps.Go(func() { b.Idempotency.Run(ctx, db, idempotencySweepEvery) })
+	}
+	sweeps.Wait()
 	return <-done
 }
 
-// Close closes the outbox and the bbolt file.
+// Close closes the outbox and the bbolt files.
 func (b *Base) Close() error {
-	return errors.Join(b.registered.Unregister(), b.Outbox.Close(), b.DB.Close())
+	errs := []error{b.registered.Unregister(), b.Outbox.Close()}
+	for _, db := range b.storeFiles() {
+		errs = append(errs, db.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // ServeOptions returns the server options every service registers with:
