@@ -149,10 +149,12 @@ func (s *Service) RecordSignal(ctx context.Context, req *retentionv1.RecordSigna
 	if err := s.checkSignal("signal", req.Signal); err != nil {
 		return nil, err
 	}
-	return mutation.Apply(ctx, s.Mutator, req, func(tx *bolt.Tx) (*retentionv1.RecordSignalResponse, error) {
-		if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
-			return nil, err
-		}
+	// The tenant is checked in retention.db, before the journal file's
+	// transaction; the journal holds no tenant state of its own.
+	if err := s.tenants.Require(req.TenantId); err != nil {
+		return nil, err
+	}
+	return mutation.Apply(ctx, s.journalMutator, req, func(tx *bolt.Tx) (*retentionv1.RecordSignalResponse, error) {
 		return &retentionv1.RecordSignalResponse{}, s.journalTx(tx, req.TenantId, req.Signal)
 	})
 }
@@ -164,10 +166,10 @@ func (s *Service) RecordSignals(ctx context.Context, req *retentionv1.RecordSign
 			return nil, err
 		}
 	}
-	return mutation.Apply(ctx, s.Mutator, req, func(tx *bolt.Tx) (*retentionv1.RecordSignalsResponse, error) {
-		if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
-			return nil, err
-		}
+	if err := s.tenants.Require(req.TenantId); err != nil {
+		return nil, err
+	}
+	return mutation.Apply(ctx, s.journalMutator, req, func(tx *bolt.Tx) (*retentionv1.RecordSignalsResponse, error) {
 		for _, sig := range req.Signals {
 			if err := s.journalTx(tx, req.TenantId, sig); err != nil {
 				return nil, err

@@ -113,7 +113,7 @@ func BenchmarkActivitySignals(b *testing.B) {
 	const reporters = 50
 	for _, batch := range []int{1, 100} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			const perOp = 2000 // signals per benchmark op, over all reporters
+			const perOp = 10_000 // signals per benchmark op, over all reporters
 			cpu0 := cpuTime()
 			b.ResetTimer()
 			for range b.N {

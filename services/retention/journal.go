@@ -1,14 +1,20 @@
 package retention
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+	"github.com/lethe-privacy/lethe/platform/audit"
+	"github.com/lethe-privacy/lethe/platform/mutation"
 	"github.com/lethe-privacy/lethe/platform/store"
 )
 
@@ -20,48 +26,121 @@ import (
 // pages and their parents before its fsync. So the RPC appends the signal
 // to a journal, in arrival order, where a whole group commit fills one or
 // two pages; the applier folds journaled signals into their subjects in
-// transactions of thousands, each entry deleted in the transaction that
-// applied it. Signals are facts that merge (see subjectState), so applying
-// them later, or in another order, gives the same state as applying them at
-// once.
+// transactions of thousands. Signals are facts that merge (see
+// subjectState), so applying them later, in another order, or twice, gives
+// the same state as applying them once at once.
+//
+// The journal is a file of its own, retention-journal.db, holding with
+// each signal its call's idempotency record and audit entry. bbolt has one
+// writer per file: in retention.db, each signal's commit would wait behind
+// the applier's transactions, which rewrite thousands of subjects' pages,
+// and behind sweeps. In a file of its own it waits only for other signals.
+// The applier applies entries to retention.db first and deletes them from
+// the journal after, so a crash in between applies them again, which
+// merging makes harmless.
 //
 // Everything that reads subjects' state (a sweep, a rescan, ExplainSubject,
 // PreviewPurges, the metrics) first applies the journal, so no reader ever
 // sees a state older than an acknowledged signal.
+
+// journalSchema is the layout of retention-journal.db.
+var journalSchema = store.Schema{
+	Service: "retention-journal",
+	Version: 1,
+	Buckets: []store.Bucket{bucketJournal},
+}
+
+// journalMethods are the RPCs that write the journal file, and whose
+// calls are audited there.
+var journalMethods = []string{"RecordSignal", "RecordSignals"}
 
 // bucketJournal maps a sequence number → tenant NUL signal: signals
 // recorded and not yet applied.
 var bucketJournal = store.Bucket("retention.signal_journal")
 
 // applyBatch bounds the signals applied in one transaction.
-const applyBatch = 5000
+const applyBatch = 20_000
 
 // applyDelay is how long the applier lets signals gather after the first
-// one arrives. Applying each group commit's few signals at once would take
-// the store's single writer from the RPCs as often as they commit, and write
+// one arrives. Applying each group commit's few signals at once would write
 // as many scattered pages per signal as applying them one by one; gathered,
 // one transaction applies thousands. Readers of dates do not wait for it:
 // they apply the journal themselves.
-const applyDelay = 100 * time.Millisecond
+const applyDelay = 500 * time.Millisecond
 
-// journalTx appends a signal to the journal and tells the applier once the
-// transaction commits.
+// openJournal opens the journal file, with the mutator and audit log of
+// the calls that write it, and moves into it what an earlier version
+// journaled in retention.db.
+func (s *Service) openJournal() error {
+	db, err := s.OpenFile(journalSchema)
+	if err != nil {
+		return err
+	}
+	s.journal = db
+	s.journalMutator = mutation.New(db, s.Idempotency)
+	s.journalAudit = audit.New(db, s.Clock)
+	return s.drainLegacyJournal()
+}
+
+// drainLegacyJournal moves signals that a version before the journal had a
+// file of its own left unapplied in retention.db into the journal file,
+// then drops the old bucket. A crash in between leaves them in both, and
+// applying a signal twice is harmless.
+func (s *Service) drainLegacyJournal() error {
+	var entries [][]byte
+	if err := s.DB.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketJournal); b != nil {
+			return b.ForEach(func(_, v []byte) error {
+				entries = append(entries, bytes.Clone(v))
+				return nil
+			})
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if len(entries) > 0 {
+		if err := s.journal.Update(func(tx *bolt.Tx) error {
+			for _, v := range entries {
+				if err := appendJournalTx(tx, v); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		s.Logger.Info("retention: moved journaled signals to the journal file", "signals", len(entries))
+	}
+	return s.DB.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketJournal) == nil {
+			return nil
+		}
+		return tx.DeleteBucket(bucketJournal)
+	})
+}
+
+// journalTx appends a signal to the journal, in a transaction of the
+// journal file, and tells the applier once the transaction commits.
 func (s *Service) journalTx(tx *bolt.Tx, tenant string, sig *retentionv1.Signal) error {
+	body, err := proto.Marshal(sig)
+	if err != nil {
+		return err
+	}
+	if err := appendJournalTx(tx, append(append([]byte(tenant), 0), body...)); err != nil {
+		return err
+	}
+	tx.OnCommit(s.wakeApplier)
+	return nil
+}
+
+func appendJournalTx(tx *bolt.Tx, entry []byte) error {
 	b := store.BucketTx(tx, bucketJournal)
 	seq, err := b.NextSequence()
 	if err != nil {
 		return err
 	}
-	body, err := proto.Marshal(sig)
-	if err != nil {
-		return err
-	}
-	v := append(append([]byte(tenant), 0), body...)
-	if err := b.Put(store.Uint64Key(seq), v); err != nil {
-		return err
-	}
-	tx.OnCommit(s.wakeApplier)
-	return nil
+	return b.Put(store.Uint64Key(seq), entry)
 }
 
 func (s *Service) wakeApplier() {
@@ -96,6 +175,13 @@ func (s *Service) runApplier(ctx context.Context) error {
 	}
 }
 
+// journaled is a signal read from the journal, with its key.
+type journaled struct {
+	key    []byte
+	tenant string
+	signal *retentionv1.Signal
+}
+
 // applyJournal folds every journaled signal into its subject and returns
 // how many it applied.
 func (s *Service) applyJournal() (int, error) {
@@ -103,49 +189,80 @@ func (s *Service) applyJournal() (int, error) {
 	defer s.applyMu.Unlock()
 	applied := 0
 	for {
-		var n int
-		err := s.DB.Update(func(tx *bolt.Tx) error {
-			var err error
-			n, err = s.applyJournalTx(tx)
-			return err
-		})
-		applied += n
-		if err != nil || n < applyBatch {
+		// Read in a transaction of its own, kept short: a long read would
+		// keep the journal file from growing its memory map, and so hold
+		// up the signals' commits.
+		entries, err := s.readJournal(applyBatch)
+		if err != nil || len(entries) == 0 {
 			return applied, err
+		}
+		if err := s.DB.Update(func(tx *bolt.Tx) error { return s.applyTx(tx, entries) }); err != nil {
+			return applied, err
+		}
+		// Deleting is idempotent, so it may share the signals' group
+		// commit rather than take a commit of its own.
+		if err := s.journal.Batch(func(tx *bolt.Tx) error {
+			b := store.BucketTx(tx, bucketJournal)
+			for _, e := range entries {
+				if err := b.Delete(e.key); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return applied, err
+		}
+		applied += len(entries)
+		if len(entries) < applyBatch {
+			return applied, nil
 		}
 	}
 }
 
-// applyJournalTx applies up to applyBatch journaled signals, oldest first,
-// one load and one save per subject.
-func (s *Service) applyJournalTx(tx *bolt.Tx) (int, error) {
+// readJournal returns up to limit journaled signals, oldest first.
+func (s *Service) readJournal(limit int) ([]journaled, error) {
+	var entries []journaled
+	err := s.journal.View(func(tx *bolt.Tx) error {
+		c := store.BucketTx(tx, bucketJournal).Cursor()
+		for k, v := c.First(); k != nil && len(entries) < limit; k, v = c.Next() {
+			tenant, body, ok := cutTenant(v)
+			if !ok {
+				return fmt.Errorf("retention: corrupt journal entry %x", k)
+			}
+			sig := &retentionv1.Signal{}
+			if err := proto.Unmarshal(body, sig); err != nil {
+				return fmt.Errorf("retention: journal entry %x: %w", k, err)
+			}
+			entries = append(entries, journaled{key: bytes.Clone(k), tenant: tenant, signal: sig})
+		}
+		return nil
+	})
+	return entries, err
+}
+
+// applyTx applies journaled signals, one load and one save per subject.
+func (s *Service) applyTx(tx *bolt.Tx, entries []journaled) error {
 	type subject struct{ tenant, id string }
 	var (
 		order   []subject
 		signals = map[subject][]*retentionv1.Signal{}
-		keys    [][]byte
 	)
-	c := store.BucketTx(tx, bucketJournal).Cursor()
-	for k, v := c.First(); k != nil && len(keys) < applyBatch; k, v = c.Next() {
-		tenant, body, ok := cutTenant(v)
-		if !ok {
-			return 0, fmt.Errorf("retention: corrupt journal entry %x", k)
-		}
-		sig := &retentionv1.Signal{}
-		if err := proto.Unmarshal(body, sig); err != nil {
-			return 0, fmt.Errorf("retention: journal entry %x: %w", k, err)
-		}
-		sub := subject{tenant, sig.SubjectId}
+	for _, e := range entries {
+		sub := subject{e.tenant, e.signal.SubjectId}
 		if _, seen := signals[sub]; !seen {
 			order = append(order, sub)
 		}
-		signals[sub] = append(signals[sub], sig)
-		keys = append(keys, append([]byte(nil), k...))
+		signals[sub] = append(signals[sub], e.signal)
 	}
+	// In key order, as the subjects lie in the file: each lookup then
+	// walks pages the last one brought into memory.
+	slices.SortFunc(order, func(a, b subject) int {
+		return cmp.Or(strings.Compare(a.tenant, b.tenant), strings.Compare(a.id, b.id))
+	})
 	for _, sub := range order {
 		p, err := s.policyTx(tx, sub.tenant)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		_, err = s.updateSubjectTx(tx, sub.tenant, sub.id, p, func(st *subjectState) {
 			for _, sig := range signals[sub] {
@@ -153,16 +270,10 @@ func (s *Service) applyJournalTx(tx *bolt.Tx) (int, error) {
 			}
 		})
 		if err != nil {
-			return 0, err
+			return err
 		}
 	}
-	b := store.BucketTx(tx, bucketJournal)
-	for _, k := range keys {
-		if err := b.Delete(k); err != nil {
-			return 0, err
-		}
-	}
-	return len(keys), nil
+	return nil
 }
 
 func cutTenant(v []byte) (tenant string, rest []byte, ok bool) {

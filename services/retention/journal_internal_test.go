@@ -8,6 +8,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
@@ -30,7 +31,7 @@ func TestJournaledSignalsSurviveARestart(t *testing.T) {
 	collectedAt := time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)
 	sig := &retentionv1.Signal{SubjectId: "ada", Kind: retentionv1.SignalKind_SIGNAL_KIND_COLLECTED,
 		Categories: []*commonv1.DataCategory{{Id: "user.behavior.usage"}}, OccurredAt: timestamppb.New(collectedAt)}
-	if err := s.DB.Update(func(tx *bolt.Tx) error { return s.journalTx(tx, "clicklearn", sig) }); err != nil {
+	if err := s.journal.Update(func(tx *bolt.Tx) error { return s.journalTx(tx, "clicklearn", sig) }); err != nil {
 		t.Fatal(err)
 	}
 	// Never run: nothing applied the signal before the stop.
@@ -38,7 +39,47 @@ func TestJournaledSignalsSurviveARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = New(deps, Options{})
+	runUntilApplied(t, deps, collectedAt)
+}
+
+// A signal that a version before the journal had a file of its own left
+// unapplied in retention.db is moved to the journal file and applied, and
+// the old bucket is gone.
+func TestLegacyJournalIsDrained(t *testing.T) {
+	deps := service.Deps{DataDir: t.TempDir(), Clock: clock.NewFake(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s, err := New(deps, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	collectedAt := time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)
+	body, err := proto.Marshal(&retentionv1.Signal{SubjectId: "ada", Kind: retentionv1.SignalKind_SIGNAL_KIND_COLLECTED,
+		Categories: []*commonv1.DataCategory{{Id: "user.behavior.usage"}}, OccurredAt: timestamppb.New(collectedAt)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The old layout: the journal bucket in retention.db.
+	if err := s.DB.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket(bucketJournal)
+		if err != nil {
+			return err
+		}
+		return b.Put(store.Uint64Key(1), append([]byte("clicklearn\x00"), body...))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	runUntilApplied(t, deps, collectedAt)
+}
+
+// runUntilApplied starts the service on deps' files and waits until ada's
+// collection at collectedAt is applied and no signal is left journaled, in
+// either file.
+func runUntilApplied(t *testing.T, deps service.Deps, collectedAt time.Time) {
+	t.Helper()
+	s, err := New(deps, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,9 +102,17 @@ func TestJournaledSignalsSurviveARestart(t *testing.T) {
 		err := s.DB.View(func(tx *bolt.Tx) error {
 			var err error
 			st, _, err = s.loadTx(tx, "clicklearn", "ada")
-			pending = store.BucketTx(tx, bucketJournal).Stats().KeyN
+			if tx.Bucket(bucketJournal) != nil {
+				pending = -1 // the old bucket is still there
+			}
 			return err
 		})
+		if err == nil && pending == 0 {
+			err = s.journal.View(func(tx *bolt.Tx) error {
+				pending = store.BucketTx(tx, bucketJournal).Stats().KeyN
+				return nil
+			})
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,7 +15,8 @@
 // system's "retained until D" answer, to any service's erasure, schedules
 // that data again for D.
 //
-// The service owns one bbolt file, retention.db, in the data folder.
+// The service owns two bbolt files in the data folder: retention.db, and
+// retention-journal.db for the signals not yet applied (see journal.go).
 package retention
 
 import (
@@ -24,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lethe-privacy/lethe/platform/audit"
+	"github.com/lethe-privacy/lethe/platform/mutation"
 	"github.com/lethe-privacy/lethe/platform/registryclient"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
@@ -78,6 +81,11 @@ type Service struct {
 	metrics   metrics
 	// wake asks the sweeper to sweep now rather than at its next tick.
 	wake chan struct{}
+	// journal is the signal journal's file, written by the RPCs in
+	// journalMethods with journalMutator and audited in journalAudit.
+	journal        *store.DB
+	journalMutator *mutation.Mutator
+	journalAudit   *audit.Log
 	// journaled tells the applier that signals were journaled; applyMu
 	// makes one caller at a time apply them.
 	journaled chan struct{}
@@ -106,6 +114,9 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		wake:      make(chan struct{}, 1),
 		journaled: make(chan struct{}, 1),
 	}
+	if err := s.openJournal(); err != nil {
+		return nil, errors.Join(err, base.Close())
+	}
 	if deps.Registry != nil {
 		s.registry = registryclient.New(deps.Registry)
 		s.taxonomy = registryv1.NewRegistryServiceClient(deps.Registry)
@@ -127,12 +138,13 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 var schema = store.Schema{
 	Service: "retention",
 	Version: 1,
-	Buckets: append([]store.Bucket{bucketRules, bucketHolds, bucketPolicyGen, bucketRescan, bucketReport, bucketJournal}, schedule.Buckets...),
+	Buckets: append([]store.Bucket{bucketRules, bucketHolds, bucketPolicyGen, bucketRescan, bucketReport}, schedule.Buckets...),
 }
 
 // Register serves the retention API on srv.
 func (s *Service) Register(srv *server.Server) {
-	srv.Register(&retentionv1.RetentionService_ServiceDesc, s, s.ServeOptions()...)
+	srv.Register(&retentionv1.RetentionService_ServiceDesc, s,
+		append(s.ServeOptions(), server.WithMethodAudit(s.journalAudit, journalMethods...))...)
 }
 
 // Run does the service's background work until ctx ends: the outbox relay,

@@ -47,6 +47,16 @@ type subjectState struct {
 	// Deferred is data systems keep until a date ("retained until"), to be
 	// erased then.
 	Deferred []deferred `json:"def,omitempty"`
+
+	// stored is what loadTx read, so that saveTx, in the same transaction,
+	// can tell an unchanged subject without reading it again.
+	stored *storedItem
+}
+
+// storedItem is a subject's record as it is in the file.
+type storedItem struct {
+	due     time.Time
+	payload []byte
 }
 
 // purge records a directive issued for a category.
@@ -232,11 +242,14 @@ func heldBy(verdicts map[string]rules.Verdict) map[string]string {
 
 // loadTx returns the subject's state and whether Lethe tracks the subject.
 func (s *Service) loadTx(tx *bolt.Tx, tenant, subject string) (*subjectState, bool, error) {
-	_, payload, ok, err := s.scheduler.GetTx(tx, subjectKey(tenant, subject))
+	due, payload, ok, err := s.scheduler.GetTx(tx, subjectKey(tenant, subject))
 	if err != nil || !ok {
 		return &subjectState{}, false, err
 	}
 	st, err := decodeState(payload)
+	if err == nil {
+		st.stored = &storedItem{due: due, payload: payload}
+	}
 	return st, true, err
 }
 
@@ -267,14 +280,26 @@ func (s *Service) saveTx(tx *bolt.Tx, tenant, subject string, st *subjectState, 
 	}
 	next := st.nextDue(verdicts)
 	key := subjectKey(tenant, subject)
-	if due, old, ok, err := s.scheduler.GetTx(tx, key); err != nil {
-		return time.Time{}, err
-	} else if ok && due.Equal(next) && bytes.Equal(old, payload) {
+	stored := st.stored
+	if stored == nil {
+		due, old, ok, err := s.scheduler.GetTx(tx, key)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if ok {
+			stored = &storedItem{due: due, payload: old}
+		}
+	}
+	if stored != nil && stored.due.Equal(next) && bytes.Equal(stored.payload, payload) {
 		// Nothing changed (a repeated signal, a rescan that moves nothing):
 		// write nothing.
 		return next, nil
 	}
-	return next, s.scheduler.SetTx(tx, key, next, payload)
+	if err := s.scheduler.SetTx(tx, key, next, payload); err != nil {
+		return time.Time{}, err
+	}
+	st.stored = &storedItem{due: next, payload: payload}
+	return next, nil
 }
 
 // actionOf converts a stored action.
