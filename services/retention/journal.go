@@ -87,16 +87,22 @@ func (s *Service) openJournal() error {
 // then drops the old bucket. A crash in between leaves them in both, and
 // applying a signal twice is harmless.
 func (s *Service) drainLegacyJournal() error {
-	var entries [][]byte
+	var (
+		legacy  bool
+		entries [][]byte
+	)
 	if err := s.DB.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketJournal); b != nil {
-			return b.ForEach(func(_, v []byte) error {
-				entries = append(entries, bytes.Clone(v))
-				return nil
-			})
+		b := tx.Bucket(bucketJournal)
+		legacy = b != nil
+		if !legacy {
+			return nil
 		}
-		return nil
-	}); err != nil {
+		return b.ForEach(func(_, v []byte) error {
+			entries = append(entries, bytes.Clone(v))
+			return nil
+		})
+	}); err != nil || !legacy {
+		// A file from this version: no commit at start-up.
 		return err
 	}
 	if len(entries) > 0 {
@@ -112,12 +118,7 @@ func (s *Service) drainLegacyJournal() error {
 		}
 		s.Logger.Info("retention: moved journaled signals to the journal file", "signals", len(entries))
 	}
-	return s.DB.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketJournal) == nil {
-			return nil
-		}
-		return tx.DeleteBucket(bucketJournal)
-	})
+	return s.DB.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketJournal) })
 }
 
 // journalTx appends a signal to the journal, in a transaction of the
