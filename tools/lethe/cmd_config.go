@@ -100,10 +100,9 @@ type loadedPlan struct {
 	plan *plan
 }
 
-// prepare reads every file, checks it without and with the platform and
-// computes the plans. Nothing is changed. The returned code is -1 when
-// everything is fine.
-func prepare(ctx context.Context, cl *clients, paths []string, prune, preflight bool, stderr io.Writer) ([]loadedPlan, int) {
+// readFiles reads every file, and refuses a tenant declared in two. The
+// returned code is -1 when everything is fine.
+func readFiles(paths []string, stderr io.Writer) ([]*tenantfile.File, int) {
 	files, err := expandFiles(paths)
 	if err != nil {
 		fmt.Fprintln(stderr, "lethe:", err)
@@ -133,7 +132,18 @@ func prepare(ctx context.Context, cl *clients, paths []string, prune, preflight 
 	if len(problems) > 0 {
 		return nil, reportProblems(stderr, problems)
 	}
+	return parsed, -1
+}
 
+// prepare reads every file, checks it without and with the platform (every
+// change with validate_only) and computes the plans. Nothing is changed.
+// The returned code is -1 when everything is fine.
+func prepare(ctx context.Context, cl *clients, paths []string, prune bool, stderr io.Writer) ([]loadedPlan, int) {
+	parsed, code := readFiles(paths, stderr)
+	if code >= 0 {
+		return nil, code
+	}
+	var problems tenantfile.Problems
 	var plans []loadedPlan
 	for _, f := range parsed {
 		l, err := fetchLive(ctx, cl, f.TenantID())
@@ -148,7 +158,7 @@ func prepare(ctx context.Context, cl *clients, paths []string, prune, preflight 
 		problems = append(problems, ps...)
 		plans = append(plans, loadedPlan{file: f, plan: p})
 	}
-	if len(problems) == 0 && preflight {
+	if len(problems) == 0 {
 		for _, lp := range plans {
 			ps, err := lp.plan.preflight(ctx, cl)
 			if err != nil {
@@ -174,6 +184,52 @@ func reportProblems(w io.Writer, ps tenantfile.Problems) int {
 func reportPlatform(w io.Writer, err error) int {
 	fmt.Fprintln(w, "lethe:", err)
 	return exitPlatform
+}
+
+// fileCmd is a command over tenant files (apply, diff, validate): the
+// connection flags and -f, given at least once.
+type fileCmd struct {
+	name   string
+	conn   connFlags
+	files  fileFlags
+	fs     *flag.FlagSet
+	stderr io.Writer
+	// ctx and cl are set by plan; close releases them.
+	ctx   context.Context
+	cl    *clients
+	close func()
+}
+
+func newFileCmd(name, help string, stderr io.Writer) *fileCmd {
+	c := &fileCmd{name: name, fs: newFlagSet(name, help, stderr), stderr: stderr, close: func() {}}
+	c.conn.register(c.fs)
+	c.fs.Var(&c.files, "f", "tenant file, or a folder of them (repeatable)")
+	return c
+}
+
+// parse parses args; a code >= 0 means stop with it.
+func (c *fileCmd) parse(args []string) int {
+	if code := parse(c.fs, args); code >= 0 {
+		return code
+	}
+	if len(c.files) == 0 {
+		fmt.Fprintf(c.stderr, "lethe %s: -f FILE is required\n", c.name)
+		return exitUsage
+	}
+	return -1
+}
+
+// plan connects to the platform and plans every file (see prepare); a code
+// >= 0 means stop with it. The caller defers close.
+func (c *fileCmd) plan(prune bool) ([]loadedPlan, int) {
+	cl, _, err := c.conn.dial()
+	if err != nil {
+		fmt.Fprintf(c.stderr, "lethe %s: %v\n", c.name, err)
+		return nil, exitUsage
+	}
+	ctx, stop := signalContext()
+	c.ctx, c.cl, c.close = ctx, cl, func() { stop(); cl.Close() }
+	return prepare(ctx, cl, c.files, prune, c.stderr)
 }
 
 const applyHelp = `
@@ -206,30 +262,14 @@ conflicts with the platform (nothing changed), 4 the platform failed.
 `
 
 func runApply(args []string, stdout, stderr io.Writer) int {
-	var conn connFlags
-	var files fileFlags
+	c := newFileCmd("apply", applyHelp, stderr)
 	var prune bool
-	fs := newFlagSet("apply", applyHelp, stderr)
-	conn.register(fs)
-	fs.Var(&files, "f", "tenant file, or a folder of them (repeatable)")
-	fs.BoolVar(&prune, "prune", false, "remove systems, activities, rules and holds the file does not declare")
-	if code := parse(fs, args); code >= 0 {
+	c.fs.BoolVar(&prune, "prune", false, "remove systems, activities, rules and holds the file does not declare")
+	if code := c.parse(args); code >= 0 {
 		return code
 	}
-	if len(files) == 0 {
-		fmt.Fprintln(stderr, "lethe apply: -f FILE is required")
-		return exitUsage
-	}
-	cl, _, err := conn.dial()
-	if err != nil {
-		fmt.Fprintln(stderr, "lethe apply:", err)
-		return exitUsage
-	}
-	defer cl.Close()
-	ctx, stop := signalContext()
-	defer stop()
-
-	plans, code := prepare(ctx, cl, files, prune, true, stderr)
+	defer c.close()
+	plans, code := c.plan(prune)
 	if code >= 0 {
 		return code
 	}
@@ -238,7 +278,7 @@ func runApply(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "tenant %s unchanged\n", lp.file.TenantID())
 			continue
 		}
-		err := lp.plan.apply(ctx, cl, stdout)
+		err := lp.plan.apply(c.ctx, c.cl, stdout)
 		var ps tenantfile.Problems
 		switch {
 		case errors.As(err, &ps):
@@ -282,30 +322,14 @@ failed.
 `
 
 func runDiff(args []string, stdout, stderr io.Writer) int {
-	var conn connFlags
-	var files fileFlags
+	c := newFileCmd("diff", diffHelp, stderr)
 	var prune bool
-	fs := newFlagSet("diff", diffHelp, stderr)
-	conn.register(fs)
-	fs.Var(&files, "f", "tenant file, or a folder of them (repeatable)")
-	fs.BoolVar(&prune, "prune", false, "show the removals apply --prune would make")
-	if code := parse(fs, args); code >= 0 {
+	c.fs.BoolVar(&prune, "prune", false, "show the removals apply --prune would make")
+	if code := c.parse(args); code >= 0 {
 		return code
 	}
-	if len(files) == 0 {
-		fmt.Fprintln(stderr, "lethe diff: -f FILE is required")
-		return exitUsage
-	}
-	cl, _, err := conn.dial()
-	if err != nil {
-		fmt.Fprintln(stderr, "lethe diff:", err)
-		return exitUsage
-	}
-	defer cl.Close()
-	ctx, stop := signalContext()
-	defer stop()
-
-	plans, code := prepare(ctx, cl, files, prune, true, stderr)
+	defer c.close()
+	plans, code := c.plan(prune)
 	if code >= 0 {
 		return code
 	}
@@ -335,55 +359,29 @@ Exit codes: 0 valid, 2 usage, 3 invalid, 4 the platform failed.
 `
 
 func runValidate(args []string, stdout, stderr io.Writer) int {
-	var conn connFlags
-	var files fileFlags
+	c := newFileCmd("validate", validateHelp, stderr)
 	var offline bool
-	fs := newFlagSet("validate", validateHelp, stderr)
-	conn.register(fs)
-	fs.Var(&files, "f", "tenant file, or a folder of them (repeatable)")
-	fs.BoolVar(&offline, "offline", false, "check without the platform (the built-in taxonomy is not checked)")
-	if code := parse(fs, args); code >= 0 {
+	c.fs.BoolVar(&offline, "offline", false, "check without the platform (the built-in taxonomy is not checked)")
+	if code := c.parse(args); code >= 0 {
 		return code
 	}
-	if len(files) == 0 {
-		fmt.Fprintln(stderr, "lethe validate: -f FILE is required")
-		return exitUsage
-	}
 	if offline {
-		paths, err := expandFiles(files)
-		if err != nil {
-			fmt.Fprintln(stderr, "lethe validate:", err)
-			return exitUsage
+		files, code := readFiles(c.files, stderr)
+		if code >= 0 {
+			return code
 		}
 		var problems tenantfile.Problems
-		for _, path := range paths {
-			f, err := tenantfile.Read(path)
-			var ps tenantfile.Problems
-			switch {
-			case errors.As(err, &ps):
-				problems = append(problems, ps...)
-			case err != nil:
-				fmt.Fprintln(stderr, "lethe validate:", err)
-				return exitUsage
-			default:
-				problems = append(problems, f.Validate(nil)...)
-			}
+		for _, f := range files {
+			problems = append(problems, f.Validate(nil)...)
 		}
 		if len(problems) > 0 {
 			return reportProblems(stderr, problems)
 		}
-		fmt.Fprintf(stdout, "%d file(s) valid\n", len(paths))
+		fmt.Fprintf(stdout, "%d file(s) valid\n", len(files))
 		return exitOK
 	}
-	cl, _, err := conn.dial()
-	if err != nil {
-		fmt.Fprintln(stderr, "lethe validate:", err)
-		return exitUsage
-	}
-	defer cl.Close()
-	ctx, stop := signalContext()
-	defer stop()
-	plans, code := prepare(ctx, cl, files, false, true, stderr)
+	defer c.close()
+	plans, code := c.plan(false)
 	if code >= 0 {
 		return code
 	}

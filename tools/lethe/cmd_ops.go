@@ -35,6 +35,10 @@ type opCmd struct {
 	cl     *clients
 	ctx    context.Context
 	done   func()
+	// id and requestID are set when the command takes --id or
+	// --request-id (idFlag, requestIDFlag); start checks and fills them.
+	id        *string
+	requestID *string
 }
 
 func newOp(name, help string, stdout, stderr io.Writer) *opCmd {
@@ -53,6 +57,17 @@ func (o *opCmd) start(args []string, required ...string) int {
 	}
 	if o.tenant == "" {
 		return o.usage("--tenant is required")
+	}
+	if o.id != nil {
+		if *o.id == "" && o.fs.NArg() > 0 {
+			*o.id = o.fs.Arg(0)
+		}
+		if *o.id == "" {
+			return o.usage("--id is required")
+		}
+	}
+	if o.requestID != nil && *o.requestID == "" {
+		*o.requestID = newRequestID()
 	}
 	set := map[string]bool{}
 	o.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -74,6 +89,22 @@ func (o *opCmd) start(args []string, required ...string) int {
 	cctx, cancel := context.WithTimeout(ctx, o.conn.timeout)
 	o.ctx, o.done = cctx, func() { cancel(); stop(); cl.Close() }
 	return -1
+}
+
+// idFlag adds --id, the request's dsar id, also accepted as the first
+// argument after the flags; start requires it.
+func (o *opCmd) idFlag() *string {
+	o.id = new(string)
+	o.fs.StringVar(o.id, "id", "", "the request's dsar id (required)")
+	return o.id
+}
+
+// requestIDFlag adds --request-id, the mutation's idempotency key; start
+// chooses a new one when it is not given.
+func (o *opCmd) requestIDFlag() *string {
+	o.requestID = new(string)
+	o.fs.StringVar(o.requestID, "request-id", "", "idempotency key (default a new one); reuse it to retry safely")
+	return o.requestID
 }
 
 func (o *opCmd) usage(msg string) int {
@@ -183,12 +214,12 @@ Examples:
   lethe consent %[1]s --tenant clio --subject s-42 --purpose newsletter
   lethe consent %[1]s --tenant clio --subject s-42 --purpose newsletter --method email_link --request-id unsub-981
 `, action), stdout, stderr)
-	var subject, purpose, method, notice, requestID string
+	var subject, purpose, method, notice string
 	o.fs.StringVar(&subject, "subject", "", "the subject's pseudonymous id (required)")
 	o.fs.StringVar(&purpose, "purpose", "", "the purpose (required)")
 	o.fs.StringVar(&method, "method", "api", "how it was collected: "+strings.Join(tenantfile.EnumNames(consentv1.CollectionMethod(0).Descriptor()), ", "))
 	o.fs.StringVar(&notice, "notice-version", "", "the notice version shown (default the purpose's current one)")
-	o.fs.StringVar(&requestID, "request-id", "", "idempotency key (default a new one, printed); reuse it to retry safely")
+	requestID := o.requestIDFlag()
 	if code := o.start(args, "subject", "purpose"); code >= 0 {
 		return code
 	}
@@ -197,12 +228,11 @@ Examples:
 	if err != nil {
 		return o.usage(err.Error())
 	}
-	requestID = orNewRequestID(requestID)
 	act := consentv1.ConsentAction_CONSENT_ACTION_GRANT
 	if action == "withdraw" {
 		act = consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW
 	}
-	resp, err := o.cl.consent.RecordConsent(o.ctx, &consentv1.RecordConsentRequest{RequestId: requestID, TenantId: o.tenant, SubjectId: subject,
+	resp, err := o.cl.consent.RecordConsent(o.ctx, &consentv1.RecordConsentRequest{RequestId: *requestID, TenantId: o.tenant, SubjectId: subject,
 		PurposeId: purpose, Action: act, Method: m, NoticeVersion: notice})
 	if err != nil {
 		return o.fail(err)
@@ -212,7 +242,7 @@ Examples:
 		return exitOK
 	}
 	printRecords(stdout, []*consentv1.ConsentRecord{resp.Record})
-	fmt.Fprintf(stdout, "request id %s\n", requestID)
+	fmt.Fprintf(stdout, "request id %s\n", *requestID)
 	return exitOK
 }
 
@@ -307,11 +337,11 @@ Examples:
   lethe consent complete-task --tenant clio --objection 01J… --system survey-tool --outcome failed --reason "processor did not answer"
 `, stdout, stderr)
 	limit := limitFlags(o)
-	var system, outcome, reason, requestID string
+	var system, outcome, reason string
 	o.fs.StringVar(&system, "system", "", "the system answered for (required)")
 	o.fs.StringVar(&outcome, "outcome", "", "applied, not_applicable or failed (required)")
 	o.fs.StringVar(&reason, "reason", "", "why (required for failed)")
-	o.fs.StringVar(&requestID, "request-id", "", "idempotency key (default a new one)")
+	requestID := o.requestIDFlag()
 	if code := o.start(args, "system", "outcome"); code >= 0 {
 		return code
 	}
@@ -324,7 +354,7 @@ Examples:
 	if err != nil {
 		return o.usage(err.Error())
 	}
-	resp, err := o.cl.consent.CompleteTask(o.ctx, &consentv1.CompleteTaskRequest{RequestId: orNewRequestID(requestID), TenantId: o.tenant,
+	resp, err := o.cl.consent.CompleteTask(o.ctx, &consentv1.CompleteTaskRequest{RequestId: *requestID, TenantId: o.tenant,
 		Cause: cause, SystemId: system, Outcome: oc, Reason: reason})
 	if err != nil {
 		return o.fail(err)
@@ -424,7 +454,7 @@ Examples:
   lethe dsar create --tenant clevio --subject u-9 --type objection --scope direct_marketing
   lethe dsar create --tenant clio --subject s-42 --type consent_withdrawal --purposes newsletter
 `, stdout, stderr)
-	var subject, typ, cats, purposes, email, phone, account, ground, scope, action, agent, requestID, decision, statement string
+	var subject, typ, cats, purposes, email, phone, account, ground, scope, action, agent, decision, statement string
 	o.fs.StringVar(&subject, "subject", "", "the subject's pseudonymous id (required)")
 	o.fs.StringVar(&typ, "type", "", "the right exercised (required)")
 	o.fs.StringVar(&cats, "categories", "", "comma-separated categories, for access, erasure, portability (default all)")
@@ -438,7 +468,7 @@ Examples:
 	o.fs.StringVar(&agent, "agent", "", "filed by an agent: the reference of its authority (a power of attorney on file)")
 	o.fs.StringVar(&decision, "decision", "", "for automated_decision_review: the tenant's reference of the decision")
 	o.fs.StringVar(&statement, "statement", "", "for automated_decision_review: the subject's point of view")
-	o.fs.StringVar(&requestID, "request-id", "", "idempotency key (default a new one, printed)")
+	requestID := o.requestIDFlag()
 	if code := o.start(args, "subject", "type"); code >= 0 {
 		return code
 	}
@@ -489,7 +519,7 @@ Examples:
 	default:
 		return o.usage("rectification carries corrected values, which this command does not take; use the API (CreateRequest)")
 	}
-	req.RequestId = orNewRequestID(requestID)
+	req.RequestId = *requestID
 	resp, err := o.cl.dsar.CreateRequest(o.ctx, req)
 	if err != nil {
 		return o.fail(err)
@@ -592,20 +622,6 @@ Examples:
 	return exitOK
 }
 
-// dsarIDFlag adds --id, also accepted as the first argument after flags.
-func dsarID(o *opCmd, id *string) { o.fs.StringVar(id, "id", "", "the request's dsar id (required)") }
-
-func (o *opCmd) needID(id *string) int {
-	if *id == "" && o.fs.NArg() > 0 {
-		*id = o.fs.Arg(0)
-	}
-	if *id == "" {
-		o.done()
-		return o.usage("--id is required")
-	}
-	return -1
-}
-
 func dsarShow(args []string, stdout, stderr io.Writer) int {
 	o := newOp("dsar show", `
 Usage: lethe dsar show --tenant T --id DSAR_ID
@@ -617,16 +633,12 @@ until-date, and the history of transitions. Identifiers are never shown.
 Example:
   lethe dsar show --tenant cleura --id 01J… -o json
 `, stdout, stderr)
-	var id string
-	dsarID(o, &id)
+	id := o.idFlag()
 	if code := o.start(args); code >= 0 {
 		return code
 	}
-	if code := o.needID(&id); code >= 0 {
-		return code
-	}
 	defer o.done()
-	resp, err := o.cl.dsar.GetRequest(o.ctx, &dsarv1.GetRequestRequest{TenantId: o.tenant, DsarId: id})
+	resp, err := o.cl.dsar.GetRequest(o.ctx, &dsarv1.GetRequestRequest{TenantId: o.tenant, DsarId: *id})
 	if err != nil {
 		return o.fail(err)
 	}
@@ -644,21 +656,18 @@ The tenant's SLA date does not move.
 Example:
   lethe dsar extend --tenant clevio --id 01J… --months 2 --reason "complex request: 14 systems"
 `, stdout, stderr)
-	var id, reason, requestID string
+	var reason string
 	var months int
-	dsarID(o, &id)
+	id := o.idFlag()
 	o.fs.IntVar(&months, "months", 0, "how many months more: 1 or 2 (required)")
 	o.fs.StringVar(&reason, "reason", "", "why, as the subject is told (required)")
-	o.fs.StringVar(&requestID, "request-id", "", "idempotency key (default a new one)")
+	requestID := o.requestIDFlag()
 	if c := o.start(args, "months", "reason"); c >= 0 {
 		return c
 	}
-	if c := o.needID(&id); c >= 0 {
-		return c
-	}
 	defer o.done()
-	resp, err := o.cl.dsar.ExtendDeadline(o.ctx, &dsarv1.ExtendDeadlineRequest{RequestId: orNewRequestID(requestID),
-		TenantId: o.tenant, DsarId: id, Months: int32(months), Reason: reason})
+	resp, err := o.cl.dsar.ExtendDeadline(o.ctx, &dsarv1.ExtendDeadlineRequest{RequestId: *requestID,
+		TenantId: o.tenant, DsarId: *id, Months: int32(months), Reason: reason})
 	if err != nil {
 		return o.fail(err)
 	}
@@ -676,15 +685,12 @@ manifestly_unfounded, excessive (Art. 12(5)), exemption (name it in
 Example:
   lethe dsar reject --tenant clio --id 01J… --reason excessive --detail "third identical request this month"
 `, stdout, stderr)
-	var id, reason, detail, requestID string
-	dsarID(o, &id)
+	var reason, detail string
+	id := o.idFlag()
 	o.fs.StringVar(&reason, "reason", "", "why (required)")
 	o.fs.StringVar(&detail, "detail", "", "the reason in words, naming the provision relied on (required)")
-	o.fs.StringVar(&requestID, "request-id", "", "idempotency key (default a new one)")
+	requestID := o.requestIDFlag()
 	if c := o.start(args, "reason", "detail"); c >= 0 {
-		return c
-	}
-	if c := o.needID(&id); c >= 0 {
 		return c
 	}
 	defer o.done()
@@ -692,8 +698,8 @@ Example:
 	if err != nil {
 		return o.usage(err.Error())
 	}
-	resp, err := o.cl.dsar.RejectRequest(o.ctx, &dsarv1.RejectRequestRequest{RequestId: orNewRequestID(requestID),
-		TenantId: o.tenant, DsarId: id, Reason: r, Detail: detail})
+	resp, err := o.cl.dsar.RejectRequest(o.ctx, &dsarv1.RejectRequestRequest{RequestId: *requestID,
+		TenantId: o.tenant, DsarId: *id, Reason: r, Detail: detail})
 	if err != nil {
 		return o.fail(err)
 	}
@@ -710,29 +716,17 @@ unrecoverable at once, as for every closed request.
 Example:
   lethe dsar cancel --tenant cleura --id 01J…
 `, stdout, stderr)
-	var id, requestID string
-	dsarID(o, &id)
-	o.fs.StringVar(&requestID, "request-id", "", "idempotency key (default a new one)")
+	id := o.idFlag()
+	requestID := o.requestIDFlag()
 	if c := o.start(args); c >= 0 {
 		return c
 	}
-	if c := o.needID(&id); c >= 0 {
-		return c
-	}
 	defer o.done()
-	resp, err := o.cl.dsar.CancelRequest(o.ctx, &dsarv1.CancelRequestRequest{RequestId: orNewRequestID(requestID), TenantId: o.tenant, DsarId: id})
+	resp, err := o.cl.dsar.CancelRequest(o.ctx, &dsarv1.CancelRequestRequest{RequestId: *requestID, TenantId: o.tenant, DsarId: *id})
 	if err != nil {
 		return o.fail(err)
 	}
 	return o.printRequest(resp.Request, resp)
-}
-
-// orNewRequestID is the request id given, or a new one.
-func orNewRequestID(id string) string {
-	if id == "" {
-		return newRequestID()
-	}
-	return id
 }
 
 // printRequest prints a request as a table, or resp as JSON with -o json.
@@ -761,25 +755,21 @@ Examples:
   lethe dsar verify --tenant clevenio --id 01J… --code 493021
   lethe dsar verify --tenant cleura --id 01J… --attest manual --evidence ticket-311
 `, stdout, stderr)
-	var id, code, attest, evidence, requestID string
+	var code, attest, evidence string
 	var startV bool
-	dsarID(o, &id)
+	id := o.idFlag()
 	o.fs.BoolVar(&startV, "start", false, "send a one-time code")
 	o.fs.StringVar(&code, "code", "", "the code the subject entered")
 	o.fs.StringVar(&attest, "attest", "", "login or manual")
 	o.fs.StringVar(&evidence, "evidence", "", "what the attestation rests on")
-	o.fs.StringVar(&requestID, "request-id", "", "idempotency key (default a new one)")
+	requestID := o.requestIDFlag()
 	if c := o.start(args); c >= 0 {
 		return c
 	}
-	if c := o.needID(&id); c >= 0 {
-		return c
-	}
 	defer o.done()
-	requestID = orNewRequestID(requestID)
 	switch {
 	case startV:
-		resp, err := o.cl.dsar.StartVerification(o.ctx, &dsarv1.StartVerificationRequest{RequestId: requestID, TenantId: o.tenant, DsarId: id})
+		resp, err := o.cl.dsar.StartVerification(o.ctx, &dsarv1.StartVerificationRequest{RequestId: *requestID, TenantId: o.tenant, DsarId: *id})
 		if err != nil {
 			return o.fail(err)
 		}
@@ -789,7 +779,7 @@ Examples:
 			fmt.Fprintf(stdout, "code sent by %s; expires %s; %d attempts\n", cell(resp.Method), cell(resp.ExpiresAt), resp.Attempts)
 		}
 	case code != "":
-		resp, err := o.cl.dsar.VerifyIdentity(o.ctx, &dsarv1.VerifyIdentityRequest{RequestId: requestID, TenantId: o.tenant, DsarId: id, Code: code})
+		resp, err := o.cl.dsar.VerifyIdentity(o.ctx, &dsarv1.VerifyIdentityRequest{RequestId: *requestID, TenantId: o.tenant, DsarId: *id, Code: code})
 		if err != nil {
 			return o.fail(err)
 		}
@@ -808,7 +798,7 @@ Examples:
 		if method == 0 {
 			return o.usage("--attest is login or manual")
 		}
-		resp, err := o.cl.dsar.AttestIdentity(o.ctx, &dsarv1.AttestIdentityRequest{RequestId: requestID, TenantId: o.tenant, DsarId: id, Method: method, EvidenceReference: evidence})
+		resp, err := o.cl.dsar.AttestIdentity(o.ctx, &dsarv1.AttestIdentityRequest{RequestId: *requestID, TenantId: o.tenant, DsarId: *id, Method: method, EvidenceReference: evidence})
 		if err != nil {
 			return o.fail(err)
 		}
@@ -835,8 +825,8 @@ Examples:
       --basis-detail "Swedish Accounting Act (1999:1078) ch. 7 § 2" --until 2033-12-31
   lethe dsar complete-task --tenant clio --id 01J… --system survey-tool --outcome failed --reason "processor did not answer"
 `, stdout, stderr)
-	var id, system, outcome, retain, basis, detail, until, reason, requestID string
-	dsarID(o, &id)
+	var system, outcome, retain, basis, detail, until, reason string
+	id := o.idFlag()
 	o.fs.StringVar(&system, "system", "", "the system answered for (required)")
 	o.fs.StringVar(&outcome, "outcome", "", "what it did (required)")
 	o.fs.StringVar(&retain, "retain-categories", "", "for retained: comma-separated categories kept")
@@ -844,11 +834,8 @@ Examples:
 	o.fs.StringVar(&detail, "basis-detail", "", "for retained: the obligation in words, as the subject is told")
 	o.fs.StringVar(&until, "until", "", "for retained: until when (a date)")
 	o.fs.StringVar(&reason, "reason", "", "for failed: why")
-	o.fs.StringVar(&requestID, "request-id", "", "idempotency key (default a new one)")
+	requestID := o.requestIDFlag()
 	if c := o.start(args, "system", "outcome"); c >= 0 {
-		return c
-	}
-	if c := o.needID(&id); c >= 0 {
 		return c
 	}
 	defer o.done()
@@ -856,7 +843,7 @@ Examples:
 	if err != nil {
 		return o.usage(err.Error())
 	}
-	req := &dsarv1.CompleteTaskRequest{TenantId: o.tenant, DsarId: id, SystemId: system, Outcome: oc, Reason: reason}
+	req := &dsarv1.CompleteTaskRequest{TenantId: o.tenant, DsarId: *id, SystemId: system, Outcome: oc, Reason: reason}
 	if retain != "" || oc == eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED {
 		lb, err := enumFlag[commonv1.LegalBasis]("basis", basis)
 		if err != nil {
@@ -868,7 +855,7 @@ Examples:
 		}
 		req.Retained = []*eventsv1.Retention{{Categories: categories(retain), LegalBasis: lb, BasisDetail: detail, Until: timestamppb.New(u)}}
 	}
-	req.RequestId = orNewRequestID(requestID)
+	req.RequestId = *requestID
 	resp, err := o.cl.dsar.CompleteTask(o.ctx, req)
 	if err != nil {
 		return o.fail(err)
@@ -888,17 +875,14 @@ subject has it: the package is destroyed then.
 Example:
   lethe dsar export --tenant clevenio --id 01J… -out package.json
 `, stdout, stderr)
-	var id, out string
-	dsarID(o, &id)
+	var out string
+	id := o.idFlag()
 	o.fs.StringVar(&out, "out", "", "file to write (default standard output)")
 	if c := o.start(args); c >= 0 {
 		return c
 	}
-	if c := o.needID(&id); c >= 0 {
-		return c
-	}
 	defer o.done()
-	stream, err := o.cl.dsar.DownloadPackage(o.ctx, &dsarv1.DownloadPackageRequest{TenantId: o.tenant, DsarId: id})
+	stream, err := o.cl.dsar.DownloadPackage(o.ctx, &dsarv1.DownloadPackageRequest{TenantId: o.tenant, DsarId: *id})
 	if err != nil {
 		return o.fail(err)
 	}
@@ -941,16 +925,12 @@ Usage: lethe dsar receipt --tenant T --id DSAR_ID
 The completion receipt of a closed request: every system's outcome and
 time, and the receipt's place on the hash-chained receipt log.
 `, stdout, stderr)
-	var id string
-	dsarID(o, &id)
+	id := o.idFlag()
 	if c := o.start(args); c >= 0 {
 		return c
 	}
-	if c := o.needID(&id); c >= 0 {
-		return c
-	}
 	defer o.done()
-	resp, err := o.cl.dsar.GetReceipt(o.ctx, &dsarv1.GetReceiptRequest{TenantId: o.tenant, DsarId: id})
+	resp, err := o.cl.dsar.GetReceipt(o.ctx, &dsarv1.GetReceiptRequest{TenantId: o.tenant, DsarId: *id})
 	if err != nil {
 		return o.fail(err)
 	}
