@@ -4,12 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -44,36 +40,6 @@ var noopDesc = grpc.ServiceDesc{
 	}},
 }
 
-// load calls call from 50 goroutines on one connection, n calls in all,
-// and returns the rate and the 99th percentile latency.
-func load(b *testing.B, n int, call func(i int) error) (perSecond float64, p99 time.Duration) {
-	const clients = 50
-	latencies := make([]time.Duration, n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range clients {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				t := time.Now()
-				if err := call(i); err != nil {
-					b.Error(err)
-					return
-				}
-				latencies[i] = time.Since(t)
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	slices.Sort(latencies)
-	return float64(n) / elapsed.Seconds(), latencies[n*99/100]
-}
-
 // BenchmarkCheckOverGRPC compares Check with a no-op method behind the
 // same interceptor chain on the same server, in one run: 50 concurrent
 // callers on one connection, loopback in-memory transport. Run with
@@ -87,10 +53,10 @@ func BenchmarkCheckOverGRPC(b *testing.B) {
 	ctx := context.Background()
 	attrs := &consentv1.SubjectAttributes{Role: "teacher"}
 	b.ResetTimer()
-	noopRate, noopP99 := load(b, b.N, func(int) error {
+	noopRate, noopP99 := servertest.Load(b, b.N, func(int) error {
 		return f.conn.Invoke(ctx, "/lethe.bench.v1.NoopService/Noop", &emptypb.Empty{}, &emptypb.Empty{})
 	})
-	checkRate, checkP99 := load(b, b.N, func(i int) error {
+	checkRate, checkP99 := servertest.Load(b, b.N, func(i int) error {
 		_, err := f.consent.Check(ctx, &consentv1.CheckRequest{TenantId: "clio", SubjectId: fmt.Sprint("subject-", i%1000), PurposeId: "marketing", Attributes: attrs})
 		return err
 	})
@@ -112,7 +78,7 @@ func BenchmarkBannerDecisions(b *testing.B) {
 	f.purpose(b, "clio", &consentv1.Purpose{PurposeId: "newsletter", Name: "Newsletter", LegalBasis: commonv1.LegalBasis_LEGAL_BASIS_CONSENT})
 	ctx := context.Background()
 	b.ResetTimer()
-	rate, p99 := load(b, b.N, func(i int) error {
+	rate, p99 := servertest.Load(b, b.N, func(i int) error {
 		_, err := f.consent.RecordBannerDecision(ctx, &consentv1.RecordBannerDecisionRequest{RequestId: fmt.Sprint("banner-", i),
 			TenantId: "clio", SubjectId: fmt.Sprint("visitor-", i), Choice: consentv1.BannerChoice_BANNER_CHOICE_ACCEPT_ALL,
 			ShownPurposeIds: shown, Evidence: &consentv1.EvidenceInput{IpAddress: "198.51.100.7", UserAgent: "Mozilla/5.0"}})
@@ -183,12 +149,12 @@ func BenchmarkChecksByChain(b *testing.B) {
 	b.ResetTimer()
 	for _, p := range paths {
 		client := consentv1.NewConsentServiceClient(p.conn)
-		rate, p99 := load(b, b.N, func(i int) error {
+		rate, p99 := servertest.Load(b, b.N, func(i int) error {
 			_, err := client.Check(ctx, &consentv1.CheckRequest{TenantId: "clio", SubjectId: fmt.Sprint("subject-", i%subjects), PurposeId: "marketing", Attributes: attrs})
 			return err
 		})
 		batches := max(b.N/20, 100)
-		batchRate, batchP99 := load(b, batches, func(int) error {
+		batchRate, batchP99 := servertest.Load(b, batches, func(int) error {
 			resp, err := client.CheckBatch(ctx, batch)
 			if err == nil && len(resp.GetDecisions()) != len(batch.Items) {
 				err = fmt.Errorf("%d decisions for %d questions", len(resp.GetDecisions()), len(batch.Items))

@@ -117,21 +117,11 @@ func (f *fixture) id() string { return fmt.Sprint("req-", f.n.Add(1)) }
 // service has learned of it from the registry's event.
 func (f *fixture) tenant(t testing.TB, id string) {
 	t.Helper()
-	if _, err := f.registry.CreateTenant(f.ctx, &registryv1.CreateTenantRequest{RequestId: f.id(),
-		Tenant: &registryv1.Tenant{TenantId: id, DisplayName: id}}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	servertest.CreateTenant(t, f.registry, &registryv1.CreateTenantRequest{RequestId: f.id(),
+		Tenant: &registryv1.Tenant{TenantId: id, DisplayName: id}}, func() error {
 		_, err := f.consent.ListPurposes(f.ctx, &consentv1.ListPurposesRequest{TenantId: id})
-		if err == nil {
-			return
-		}
-		if status.Code(err) != codes.NotFound || time.Now().After(deadline) {
-			t.Fatalf("the consent service never learned of tenant %s: %v", id, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 func (f *fixture) purpose(t testing.TB, tenant string, p *consentv1.Purpose) {

@@ -179,15 +179,16 @@ func (f *fixture) id() string { return fmt.Sprint("req-", f.n.Add(1)) }
 // learned of it.
 func (f *fixture) tenant(t testing.TB, id string, settings *registryv1.TenantSettings) {
 	t.Helper()
-	if _, err := f.registry.CreateTenant(f.ctx, &registryv1.CreateTenantRequest{RequestId: f.id(),
-		Tenant: &registryv1.Tenant{TenantId: id, DisplayName: id, Settings: settings}}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the services learn of tenant "+id, func() bool {
-		_, err1 := f.dsar.ListRequests(f.ctx, &dsarv1.ListRequestsRequest{TenantId: id})
-		_, err2 := f.consent.ListPurposes(f.ctx, &consentv1.ListPurposesRequest{TenantId: id})
-		_, err3 := f.retention.ListHolds(f.ctx, &retentionv1.ListHoldsRequest{TenantId: id})
-		return err1 == nil && err2 == nil && err3 == nil
+	servertest.CreateTenant(t, f.registry, &registryv1.CreateTenantRequest{RequestId: f.id(),
+		Tenant: &registryv1.Tenant{TenantId: id, DisplayName: id, Settings: settings}}, func() error {
+		if _, err := f.dsar.ListRequests(f.ctx, &dsarv1.ListRequestsRequest{TenantId: id}); err != nil {
+			return err
+		}
+		if _, err := f.consent.ListPurposes(f.ctx, &consentv1.ListPurposesRequest{TenantId: id}); err != nil {
+			return err
+		}
+		_, err := f.retention.ListHolds(f.ctx, &retentionv1.ListHoldsRequest{TenantId: id})
+		return err
 	})
 }
 

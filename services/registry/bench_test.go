@@ -10,10 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -28,36 +25,6 @@ import (
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/services/registry"
 )
-
-// load calls call from 50 goroutines, n calls in all, and returns the rate
-// and the 99th percentile latency.
-func load(b *testing.B, n int, call func(i int) error) (perSecond float64, p99 time.Duration) {
-	const clients = 50
-	latencies := make([]time.Duration, n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range clients {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				t := time.Now()
-				if err := call(i); err != nil {
-					b.Error(err)
-					return
-				}
-				latencies[i] = time.Since(t)
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	slices.Sort(latencies)
-	return float64(n) / elapsed.Seconds(), latencies[n*99/100]
-}
 
 // builtinLeaves returns the built-in taxonomy's categories that have no
 // children.
@@ -138,7 +105,7 @@ func BenchmarkRouteByChain(b *testing.B) {
 			Kind: commonv1.SystemKind_SYSTEM_KIND_INTERNAL, Country: "DK", Categories: cats,
 			TenantRole: registryv1.TenantRole_TENANT_ROLE_CONTROLLER, AnswerMode: commonv1.AnswerMode_ANSWER_MODE_SDK}
 	}
-	load(b, len(systems), func(i int) error {
+	servertest.Load(b, len(systems), func(i int) error {
 		_, err := admin.RegisterSystem(ctx, &registryv1.RegisterSystemRequest{RequestId: fmt.Sprint("s", i), TenantId: "clio", System: systems[i]})
 		return err
 	})
@@ -173,7 +140,7 @@ func BenchmarkRouteByChain(b *testing.B) {
 	for _, q := range queries {
 		for _, p := range paths {
 			client := registryv1.NewRegistryServiceClient(p.conn)
-			rate, p99 := load(b, b.N, func(int) error {
+			rate, p99 := servertest.Load(b, b.N, func(int) error {
 				_, err := client.Route(ctx, q.req)
 				return err
 			})

@@ -158,21 +158,11 @@ func (f *fixture) id() string { return fmt.Sprint("req-", f.n.Add(1)) }
 // tenant creates a tenant and waits until the retention service knows it.
 func (f *fixture) tenant(t testing.TB, id string) {
 	t.Helper()
-	if _, err := f.registry.CreateTenant(f.ctx, &registryv1.CreateTenantRequest{RequestId: f.id(),
-		Tenant: &registryv1.Tenant{TenantId: id, DisplayName: id}}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	servertest.CreateTenant(t, f.registry, &registryv1.CreateTenantRequest{RequestId: f.id(),
+		Tenant: &registryv1.Tenant{TenantId: id, DisplayName: id}}, func() error {
 		_, err := f.retention.ListRules(f.ctx, &retentionv1.ListRulesRequest{TenantId: id})
-		if err == nil {
-			return
-		}
-		if status.Code(err) != codes.NotFound || time.Now().After(deadline) {
-			t.Fatalf("the retention service never learned of tenant %s: %v", id, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // answer says how a system answers an erasure directive.
