@@ -57,8 +57,9 @@ func New(db *store.DB, clk clock.Clock) *Log {
 // DB returns the database the log is kept in.
 func (l *Log) DB() *store.DB { return l.db }
 
-// AppendTx records e within the caller's transaction, which must belong to
-// the log's database.
+// AppendTx records e within the caller's transaction, in the chain of the
+// transaction's file: a service with several files keeps a chain in each
+// that takes changes, because an entry commits with the change it records.
 func (l *Log) AppendTx(tx *bolt.Tx, e Entry) error {
 	payload, err := json.Marshal(e)
 	if err != nil {

@@ -68,7 +68,7 @@ var errDryRun = errors.New("validate only: roll back")
 //     fails exactly where the real call would and changes nothing;
 //   - otherwise the response is stored under the request id and the audit
 //     entry of the call in flight (if the server's audit slot started one)
-//     commits with the change.
+//     commits with the change, in the audit chain of m's file.
 //
 // fn may run more than once (bbolt batches concurrent writers and re-runs a
 // batch member alone when another fails), each time in a fresh transaction:
@@ -83,10 +83,6 @@ func Apply[Resp proto.Message](ctx context.Context, m *Mutator, req Request, fn 
 		return zero, apierror.Invalid("request_id", fmt.Sprintf("at most %d bytes", MaxRequestIDLength))
 	}
 	log, call, audited := audit.FromContext(ctx)
-	if audited && log.DB() != m.db {
-		// The audit entry would land in another file than the change.
-		return zero, fmt.Errorf("mutation: the audit log of %s is not in %s", call.Method, m.db.Path())
-	}
 
 	if v, ok := req.(validateOnly); ok && v.GetValidateOnly() {
 		var resp Resp

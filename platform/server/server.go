@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"slices"
 	"sort"
 	"time"
 
@@ -49,37 +48,17 @@ type methodInfo struct {
 	// audit is the log of the service that owns the method; nil for
 	// services that keep no audit log.
 	audit *audit.Log
-	// methodAudit is set when WithMethodAudit chose audit, so that
-	// WithAudit leaves it.
-	methodAudit bool
 }
 
-// ServiceOption configures a registered service's methods; method is the
-// short name, as in "RecordSignal".
-type ServiceOption func(method string, m *methodInfo)
+// ServiceOption configures a registered service's methods.
+type ServiceOption func(*methodInfo)
 
 // WithAudit names the audit log that records the service's mutations and
-// its denied calls.
+// its denied calls. A mutation made with package mutation records its
+// entry in the file it changes, which may be another of the service's
+// files than log's.
 func WithAudit(log *audit.Log) ServiceOption {
-	return func(_ string, m *methodInfo) {
-		if !m.methodAudit {
-			m.audit = log
-		}
-	}
-}
-
-// WithMethodAudit records the named methods in log instead, for methods
-// whose mutations commit to another of the service's files than the rest:
-// an audit entry commits in the transaction of the change it records, so
-// it must live in the same file. It applies after WithAudit in any order
-// given to Register.
-func WithMethodAudit(log *audit.Log, methods ...string) ServiceOption {
-	return func(method string, m *methodInfo) {
-		if slices.Contains(methods, method) {
-			m.audit = log
-			m.methodAudit = true
-		}
-	}
+	return func(m *methodInfo) { m.audit = log }
 }
 
 // New builds a server from a completed configuration.
@@ -181,7 +160,7 @@ func (s *Server) Register(desc *grpc.ServiceDesc, impl any, opts ...ServiceOptio
 	for _, name := range names {
 		info := methodInfo{mutation: isMutation(desc.ServiceName, name)}
 		for _, opt := range opts {
-			opt(name, &info)
+			opt(&info)
 		}
 		s.methods["/"+desc.ServiceName+"/"+name] = info
 	}

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
-	"github.com/lethe-privacy/lethe/platform/audit"
 	"github.com/lethe-privacy/lethe/platform/mutation"
 	"github.com/lethe-privacy/lethe/platform/store"
 )
@@ -31,7 +30,8 @@ import (
 // the same state as applying them once at once.
 //
 // The journal is a file of its own, retention-journal.db, holding with
-// each signal its call's idempotency record and audit entry. bbolt has one
+// each signal its call's idempotency record and audit entry (an entry
+// commits in its change's transaction, so in its file). bbolt has one
 // writer per file: in retention.db, each signal's commit would wait behind
 // the applier's transactions, which rewrite thousands of subjects' pages,
 // and behind sweeps. In a file of its own it waits only for other signals.
@@ -49,10 +49,6 @@ var journalSchema = store.Schema{
 	Version: 1,
 	Buckets: []store.Bucket{bucketJournal},
 }
-
-// journalMethods are the RPCs that write the journal file, and whose
-// calls are audited there.
-var journalMethods = []string{"RecordSignal", "RecordSignals"}
 
 // bucketJournal maps a sequence number → tenant NUL signal: signals
 // recorded and not yet applied.
@@ -78,7 +74,6 @@ func (s *Service) openJournal() error {
 	}
 	s.journal = db
 	s.journalMutator = mutation.New(db, s.Idempotency)
-	s.journalAudit = audit.New(db, s.Clock)
 	return s.drainLegacyJournal()
 }
 

@@ -25,7 +25,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lethe-privacy/lethe/platform/audit"
 	"github.com/lethe-privacy/lethe/platform/mutation"
 	"github.com/lethe-privacy/lethe/platform/registryclient"
 	"github.com/lethe-privacy/lethe/platform/server"
@@ -81,11 +80,10 @@ type Service struct {
 	metrics   metrics
 	// wake asks the sweeper to sweep now rather than at its next tick.
 	wake chan struct{}
-	// journal is the signal journal's file, written by the RPCs in
-	// journalMethods with journalMutator and audited in journalAudit.
+	// journal is the signal journal's file, which RecordSignal and
+	// RecordSignals write with journalMutator.
 	journal        *store.DB
 	journalMutator *mutation.Mutator
-	journalAudit   *audit.Log
 	// journaled tells the applier that signals were journaled; applyMu
 	// makes one caller at a time apply them.
 	journaled chan struct{}
@@ -143,8 +141,7 @@ var schema = store.Schema{
 
 // Register serves the retention API on srv.
 func (s *Service) Register(srv *server.Server) {
-	srv.Register(&retentionv1.RetentionService_ServiceDesc, s,
-		append(s.ServeOptions(), server.WithMethodAudit(s.journalAudit, journalMethods...))...)
+	srv.Register(&retentionv1.RetentionService_ServiceDesc, s, s.ServeOptions()...)
 }
 
 // Run does the service's background work until ctx ends: the outbox relay,
