@@ -3,6 +3,7 @@ package retention_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/services/retention"
 )
 
@@ -77,6 +79,7 @@ func BenchmarkSweep(b *testing.B) {
 		{"due=10k/tracked=1M", 1_000_000, 10_000},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
+			runAsService(b)
 			f, due := benchFixture(b, bc.tracked, bc.dueItems)
 			b.ResetTimer()
 			for range b.N {
@@ -113,6 +116,7 @@ func BenchmarkActivitySignals(b *testing.B) {
 	const reporters = 50
 	for _, batch := range []int{1, 100} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			runAsService(b)
 			const perOp = 10_000 // signals per benchmark op, over all reporters
 			cpu0 := cpuTime()
 			b.ResetTimer()
@@ -153,6 +157,13 @@ func BenchmarkActivitySignals(b *testing.B) {
 			b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(perOp*b.N), "cpu-µs/signal")
 		})
 	}
+}
+
+// runAsService runs the benchmark with as many Ps as a service process
+// runs (service.SetProcs).
+func runAsService(b *testing.B) {
+	prev := runtime.GOMAXPROCS(service.Procs())
+	b.Cleanup(func() { runtime.GOMAXPROCS(prev) })
 }
 
 // cpuTime is the CPU time the process has used, user and system.

@@ -92,6 +92,7 @@ func runDev(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "lethe dev:", err)
 		return 2
 	}
+	service.SetProcs()
 	ctx, stop := service.SignalContext()
 	defer stop()
 	if err := service.StoppedCleanly(ctx, dev(ctx, c, stdout, stderr)); err != nil {
