@@ -54,9 +54,6 @@ func New(db *store.DB, clk clock.Clock) *Log {
 	return &Log{db: db, chain: hashchain.New(store.BucketAudit), clock: clk}
 }
 
-// DB returns the database the log is kept in.
-func (l *Log) DB() *store.DB { return l.db }
-
 // AppendTx records e within the caller's transaction, in the chain of the
 // transaction's file: a service with several files keeps a chain in each
 // that takes changes, because an entry commits with the change it records.

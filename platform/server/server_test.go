@@ -355,15 +355,16 @@ func TestAuditFollowsTheMutation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
+		file string
 		log  *audit.Log
 		want string
-	}{{main, "Put r1"}, {audit.New(second, clk), "Put r2"}} {
+	}{{"the service's file", main, "Put r1"}, {"the second file", audit.New(second, clk), "Put r2"}} {
 		var got []string
 		for _, e := range auditEntries(t, tc.log) {
 			got = append(got, e.Method[strings.LastIndex(e.Method, "/")+1:]+" "+e.RequestID)
 		}
 		if strings.Join(got, "|") != tc.want {
-			t.Errorf("%s: entries = %q, want %q", tc.log.DB().Path(), got, tc.want)
+			t.Errorf("%s: entries = %q, want %q", tc.file, got, tc.want)
 		}
 	}
 }
