@@ -78,7 +78,7 @@ func (c *Chain) AppendTx(tx *bbolt.Tx, at time.Time, payload []byte) (Entry, err
 	if t := time.Unix(0, nanos); !t.Equal(at) {
 		return Entry{}, fmt.Errorf("hashchain: time %v is outside the years 1678 to 2262", at)
 	}
-	b := store.BucketTx(tx, c.bucket)
+	b := store.AppendBucketTx(tx, c.bucket)
 	seq, prev, err := readHead(b)
 	if err != nil {
 		return Entry{}, fmt.Errorf("hashchain: %w", err)

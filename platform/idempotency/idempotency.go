@@ -109,7 +109,7 @@ func (s *Store) LookupTx(tx *bbolt.Tx, key []byte) (Record, bool, error) {
 // itself.
 func (s *Store) PutTx(tx *bbolt.Tx, key []byte, requestHash [32]byte, response []byte) (Record, error) {
 	records := store.BucketTx(tx, store.BucketIdempotency)
-	expiry := store.BucketTx(tx, store.BucketIdempotencyExpiry)
+	expiry := store.AppendBucketTx(tx, store.BucketIdempotencyExpiry)
 	// Truncated to what the encoding keeps, so the returned Record equals
 	// what LookupTx will read.
 	now := time.Unix(0, s.clk.Now().UnixNano()).UTC()

@@ -241,7 +241,7 @@ func (o *Outbox) stageTx(ctx context.Context, tx *bolt.Tx, ev *eventsv1.Event, m
 	headers[nats.MsgIdHdr] = msgID
 	o.cfg.Propagator.Inject(ctx, headers)
 
-	b := store.BucketTx(tx, store.BucketOutbox)
+	b := store.AppendBucketTx(tx, store.BucketOutbox)
 	seq, err := b.NextSequence()
 	if err != nil {
 		return err

@@ -292,6 +292,44 @@ func TestBucketTxPanicsOnMissingBucket(t *testing.T) {
 	})
 }
 
+// TestAppendBucketTxFillsPages appends the same entries, one small commit
+// at a time, through BucketTx and AppendBucketTx: the appending bucket's
+// pages must be nearly full, and it must take about half the pages.
+func TestAppendBucketTxFillsPages(t *testing.T) {
+	halvesB, wholeB := store.Bucket("halves"), store.Bucket("whole")
+	db := storetest.Open(t, store.Schema{Service: "registry", Version: 1, Buckets: []store.Bucket{halvesB, wholeB}})
+	value := make([]byte, 200)
+	for commit := range 200 {
+		err := db.Update(func(tx *bbolt.Tx) error {
+			for i := range 20 {
+				k := store.Uint64Key(uint64(commit*20 + i))
+				if err := store.BucketTx(tx, halvesB).Put(k, value); err != nil {
+					return err
+				}
+				if err := store.AppendBucketTx(tx, wholeB).Put(k, value); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var halves, whole bbolt.BucketStats
+	db.View(func(tx *bbolt.Tx) error {
+		halves, whole = store.BucketTx(tx, halvesB).Stats(), store.BucketTx(tx, wholeB).Stats()
+		return nil
+	})
+	fill := func(s bbolt.BucketStats) float64 { return float64(s.LeafInuse) / float64(s.LeafAlloc) }
+	if f := fill(whole); f < 0.9 {
+		t.Errorf("AppendBucketTx: leaf pages %.0f%% full, want at least 90%%", 100*f)
+	}
+	if whole.LeafPageN*3 > halves.LeafPageN*2 {
+		t.Errorf("AppendBucketTx took %d leaf pages, BucketTx %d: want about half", whole.LeafPageN, halves.LeafPageN)
+	}
+}
+
 func TestUint64Key(t *testing.T) {
 	ns := []uint64{0, 1, 255, 256, 1 << 32, 1<<64 - 1}
 	for i, n := range ns {

@@ -131,7 +131,7 @@ func (s *Service) journalTx(tx *bolt.Tx, tenant string, sig *retentionv1.Signal)
 }
 
 func appendJournalTx(tx *bolt.Tx, entry []byte) error {
-	b := store.BucketTx(tx, bucketJournal)
+	b := store.AppendBucketTx(tx, bucketJournal)
 	seq, err := b.NextSequence()
 	if err != nil {
 		return err
