@@ -20,12 +20,20 @@ import (
 // size of 64 every batch waits out the timer (measured here: about 9,000
 // commits/s, against about 20,000 with group commit).
 //
-// One refinement: the callers a transaction answers come back together,
+// Two refinements. The callers a transaction answers come back together,
 // and a transaction started as soon as the first of them is back would
-// hold it alone and leave the rest for the one after. So before each
-// transaction but the first, the committer waits, at most gatherWait, for
-// as many calls as the last transaction had. A lone writer never waits,
-// and a burst that ends costs the committer one short wait, not a caller.
+// hold it alone and leave the rest for the one after. So each transaction
+// but the first gathers, for at most gatherWait, as many calls as the last
+// one had. A lone writer never waits, and a burst that ends costs the calls
+// already queued one wait of at most gatherWait. And the transaction is
+// open while it gathers: each call runs in it as it arrives, so that once
+// the group is complete only the commit itself (writing the pages, two
+// fsyncs) remains, and the calls' own work is done in the time the
+// committer would otherwise spend waiting. Measured with fifty callers of
+// the retention service's RecordSignal, alternating in one process: 7%
+// more calls per second than running them all once the group was complete.
+// Meanwhile a writer outside Batch (Update) waits, at most gatherWait
+// longer than it would.
 type committer struct {
 	db  *bbolt.DB
 	max int
@@ -40,8 +48,13 @@ type committer struct {
 }
 
 // gatherWait bounds how long the committer waits for the callers of its
-// last transaction to come back: about one fsync.
-const gatherWait = time.Millisecond
+// last transaction to come back: about one commit of a group (two fsyncs,
+// 1.5 to 2.5 ms on this project's virtual disks). Measured with fifty
+// callers of the retention service's RecordSignal, alternating in one
+// process: with 1 ms the wait often ran out before they were back and
+// groups settled at 28 calls; with 2 ms they held at 40, for 8% more calls
+// per second and 8% less CPU per call. Longer waits gained nothing.
+const gatherWait = 2 * time.Millisecond
 
 type batchCall struct {
 	fn  func(*bbolt.Tx) error
@@ -72,52 +85,86 @@ func (c *committer) batch(fn func(*bbolt.Tx) error) error {
 	return c.db.Update(fn)
 }
 
-// run commits queued calls, at most max per transaction, until the queue is
-// empty.
+// run commits queued calls in groups until the queue is empty.
 func (c *committer) run() {
 	for {
-		c.gather()
 		c.mu.Lock()
-		n := min(len(c.queue), c.max)
-		if n == 0 {
+		if len(c.queue) == 0 {
 			c.running = false
 			c.last = 0
 			c.mu.Unlock()
 			return
 		}
-		calls := append([]*batchCall(nil), c.queue[:n]...)
-		c.queue = append(c.queue[:0], c.queue[n:]...)
 		c.mu.Unlock()
-		c.commit(calls)
-		c.last = n
+		c.last = c.group()
 	}
 }
 
-// gather waits, at most gatherWait, until as many calls are queued as the
-// last transaction had.
-func (c *committer) gather() {
-	if c.last <= 1 {
-		return
+// group commits one group and returns how many calls it answered. It opens
+// a transaction and runs each queued call in it as it arrives, until as
+// many calls have run as the last group had (or max), or gatherWait has
+// passed; then it commits. The first group, and any after a group of one,
+// commits what is queued at once.
+func (c *committer) group() int {
+	tx, err := c.db.Begin(true)
+	if err != nil {
+		calls := c.take(c.max)
+		for _, call := range calls {
+			call.err <- err
+		}
+		return len(calls)
 	}
-	timeout := time.NewTimer(gatherWait)
-	defer timeout.Stop()
+	var timeout <-chan time.Time
+	if c.last > 1 {
+		t := time.NewTimer(gatherWait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var ran []*batchCall
 	for {
-		c.mu.Lock()
-		enough := len(c.queue) >= min(c.last, c.max)
-		c.mu.Unlock()
-		if enough {
-			return
+		calls := c.take(c.max - len(ran))
+		for i, call := range calls {
+			if err := callSafely(call.fn, tx); err != nil {
+				// bbolt cannot undo one call's writes: roll back, and commit
+				// the others, those run and those taken, without it.
+				_ = tx.Rollback()
+				call.err <- errRunAlone
+				others := append(ran, calls[i+1:]...)
+				c.commit(others)
+				return len(others) + 1
+			}
+			ran = append(ran, call)
+		}
+		if timeout == nil || len(ran) >= min(c.last, c.max) {
+			break
 		}
 		select {
 		case <-c.arrived:
-		case <-timeout.C:
-			return
+		case <-timeout:
+			// One last look at the queue, then commit.
+			timeout = nil
 		}
 	}
+	err = tx.Commit()
+	for _, call := range ran {
+		call.err <- err
+	}
+	return len(ran)
 }
 
-// commit runs calls in one transaction. A call whose function fails is taken
-// out and told to run alone, and the rest are tried again.
+// take removes up to n calls from the head of the queue.
+func (c *committer) take(n int) []*batchCall {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n = min(n, len(c.queue))
+	calls := append([]*batchCall(nil), c.queue[:n]...)
+	c.queue = append(c.queue[:0], c.queue[n:]...)
+	return calls
+}
+
+// commit runs calls in one transaction, as group does after a call failed.
+// A call whose function fails is taken out and told to run alone, and the
+// rest are tried again.
 func (c *committer) commit(calls []*batchCall) {
 	for len(calls) > 0 {
 		failed := -1
