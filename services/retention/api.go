@@ -144,7 +144,9 @@ func putProtoTx(tx *bolt.Tx, bucket store.Bucket, k []byte, m proto.Message) err
 
 // RecordSignal records one lifecycle signal. It is durable when the call
 // returns; its subject's dates move when the applier folds it in, which
-// every reader of dates waits for (see journal.go).
+// every reader of dates waits for (see journal.go). A signal is a fact that
+// merges, so the call keeps no idempotency record (mutation.ApplyFact): a
+// retry records the fact again, which changes nothing.
 func (s *Service) RecordSignal(ctx context.Context, req *retentionv1.RecordSignalRequest) (*retentionv1.RecordSignalResponse, error) {
 	if err := s.checkSignal("signal", req.Signal); err != nil {
 		return nil, err
@@ -154,12 +156,13 @@ func (s *Service) RecordSignal(ctx context.Context, req *retentionv1.RecordSigna
 	if err := s.tenants.Require(req.TenantId); err != nil {
 		return nil, err
 	}
-	return mutation.Apply(ctx, s.journalMutator, req, func(tx *bolt.Tx) (*retentionv1.RecordSignalResponse, error) {
+	return mutation.ApplyFact(ctx, s.journalMutator, req, func(tx *bolt.Tx) (*retentionv1.RecordSignalResponse, error) {
 		return &retentionv1.RecordSignalResponse{}, s.journalTx(tx, req.TenantId, req.Signal)
 	})
 }
 
-// RecordSignals records a batch of signals of one tenant, all or none.
+// RecordSignals records a batch of signals of one tenant, all or none, and,
+// as RecordSignal, keeps no idempotency record.
 func (s *Service) RecordSignals(ctx context.Context, req *retentionv1.RecordSignalsRequest) (*retentionv1.RecordSignalsResponse, error) {
 	for i, sig := range req.Signals {
 		if err := s.checkSignal(fmt.Sprintf("signals[%d]", i), sig); err != nil {
@@ -169,7 +172,7 @@ func (s *Service) RecordSignals(ctx context.Context, req *retentionv1.RecordSign
 	if err := s.tenants.Require(req.TenantId); err != nil {
 		return nil, err
 	}
-	return mutation.Apply(ctx, s.journalMutator, req, func(tx *bolt.Tx) (*retentionv1.RecordSignalsResponse, error) {
+	return mutation.ApplyFact(ctx, s.journalMutator, req, func(tx *bolt.Tx) (*retentionv1.RecordSignalsResponse, error) {
 		for _, sig := range req.Signals {
 			if err := s.journalTx(tx, req.TenantId, sig); err != nil {
 				return nil, err

@@ -30,8 +30,11 @@ import (
 // the same state as applying them once at once.
 //
 // The journal is a file of its own, retention-journal.db, holding with
-// each signal its call's idempotency record and audit entry (an entry
-// commits in its change's transaction, so in its file). bbolt has one
+// each signal its call's audit entry (an entry commits in its change's
+// transaction, so in its file). It holds no idempotency records: a signal
+// recorded twice merges into the same state, so a retry needs no record of
+// the first call, and a record under a random key would cost each call a
+// page of its own (mutation.ApplyFact). bbolt has one
 // writer per file: in retention.db, each signal's commit would wait behind
 // the applier's transactions, which rewrite thousands of subjects' pages,
 // and behind sweeps. In a file of its own it waits only for other signals.

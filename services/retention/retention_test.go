@@ -422,6 +422,49 @@ func TestClickLearnRules(t *testing.T) {
 	}
 }
 
+// TestSignalsMergeUnderAnyRequestID retries a signal call and reuses its
+// request id for another fact: the calls keep no idempotency record, and
+// need none, since a fact recorded twice changes nothing.
+func TestSignalsMergeUnderAnyRequestID(t *testing.T) {
+	f := start(t)
+	clickLearn(t, f)
+	f.signal(t, "clicklearn", "ada", collected, "", day(2025, 12, 1), "user.behavior.usage")
+	activeAt := func(at time.Time) *retentionv1.RecordSignalRequest {
+		return &retentionv1.RecordSignalRequest{RequestId: "report-7", TenantId: "clicklearn",
+			Signal: &retentionv1.Signal{SubjectId: "ada", Kind: active, OccurredAt: timestamppb.New(at)}}
+	}
+	// A retry after a timeout: answered again, the fact counted once.
+	for range 2 {
+		if _, err := f.retention.RecordSignal(f.ctx, activeAt(day(2026, 3, 1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.wantPurgeAt(t, "clicklearn", "ada", "user.behavior.usage", day(2027, 3, 1))
+	// The id used again for other facts: each is recorded, and merges.
+	for _, at := range []time.Time{day(2026, 6, 1), day(2026, 4, 1)} {
+		if _, err := f.retention.RecordSignal(f.ctx, activeAt(at)); err != nil {
+			t.Fatalf("request id reused for activity at %v: %v", at, err)
+		}
+	}
+	f.wantPurgeAt(t, "clicklearn", "ada", "user.behavior.usage", day(2027, 6, 1))
+	// The id is still required.
+	noID := activeAt(day(2026, 7, 1))
+	noID.RequestId = ""
+	_, err := f.retention.RecordSignal(f.ctx, noID)
+	if fields := violatedFields(err); status.Code(err) != codes.InvalidArgument || !slices.Equal(fields, []string{"request_id"}) {
+		t.Fatalf("signal without a request id = %v, want InvalidArgument naming request_id", err)
+	}
+	f.wantPurgeAt(t, "clicklearn", "ada", "user.behavior.usage", day(2027, 6, 1))
+}
+
+func violatedFields(err error) []string {
+	var fields []string
+	for _, v := range apierror.Violations(err) {
+		fields = append(fields, v.Field)
+	}
+	return fields
+}
+
 // withdraw publishes consent.withdrawn as the consent service does.
 func (f *fixture) withdraw(t testing.TB, tenant, subject, purpose string, at time.Time) {
 	t.Helper()
@@ -699,10 +742,7 @@ func TestInvalidInputIsRefusedWithTheFieldNamed(t *testing.T) {
 			if tc.field == "" {
 				return
 			}
-			var fields []string
-			for _, v := range apierror.Violations(err) {
-				fields = append(fields, v.Field)
-			}
+			fields := violatedFields(err)
 			if !slices.Contains(fields, tc.field) {
 				t.Fatalf("violations %v do not name %s (%v)", fields, tc.field, err)
 			}

@@ -807,7 +807,10 @@ func (x *Signal) GetOccurredAt() *timestamppb.Timestamp {
 // RecordSignalRequest records one signal.
 type RecordSignalRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Idempotency key of this mutation.
+	// Idempotency key of this call, kept in its audit entry. A signal is a
+	// fact that merges, so recording it again changes nothing: the service
+	// keeps no record under this id, a retry records the fact again and gets
+	// the same answer, and an id used again is not refused.
 	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// The tenant.
 	TenantId string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
@@ -909,7 +912,10 @@ func (*RecordSignalResponse) Descriptor() ([]byte, []int) {
 // RecordSignalsRequest records a batch of signals of one tenant.
 type RecordSignalsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Idempotency key of this mutation.
+	// Idempotency key of this call, kept in its audit entry. A signal is a
+	// fact that merges, so recording it again changes nothing: the service
+	// keeps no record under this id, a retry records the fact again and gets
+	// the same answer, and an id used again is not refused.
 	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// The tenant.
 	TenantId string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
