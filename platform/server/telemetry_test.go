@@ -61,17 +61,20 @@ func TestMetricsAreExposed(t *testing.T) {
 	if _, err := f.client.Noop(context.Background(), &kittestv1.NoopRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	families, err := providers.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var found bool
-	for _, mf := range families {
-		if strings.HasPrefix(mf.GetName(), "rpc_server_") {
-			found = true
+	// The server records the call when it ends, which may be just after
+	// the client has its answer.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		families, err := providers.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if !found {
-		t.Fatal("no rpc_server_* metric after a call")
+		for _, mf := range families {
+			if strings.HasPrefix(mf.GetName(), "rpc_server_") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no rpc_server_* metric after a call")
+		}
 	}
 }
