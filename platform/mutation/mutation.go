@@ -165,10 +165,10 @@ func Apply[Resp proto.Message](ctx context.Context, m *Mutator, req Request, fn 
 // or another, is not refused, since every fact it carries is recorded
 // either way.
 //
-// A record costs each call a write to a random page of the file; for the
-// retention service's signals, that was a third of the pages each group
-// commit wrote (see docs/benchmarks.md § Retention). fn may run more than
-// once, as under Apply.
+// A record and its expiry entry cost each call a leaf and a path of
+// branches in two B-trees; for the retention service's signals, that was
+// 12 of the 21 pages each group commit wrote (docs/benchmarks.md §
+// Retention). fn may run more than once, as under Apply.
 func ApplyFact[Resp proto.Message](ctx context.Context, m *Mutator, req Request, fn func(tx *bolt.Tx) (Resp, error)) (Resp, error) {
 	var zero Resp
 	if err := checkRequestID(req); err != nil {
