@@ -83,7 +83,6 @@ func Apply[Resp proto.Message](ctx context.Context, m *Mutator, req Request, fn 
 		return zero, err
 	}
 	requestID := req.GetRequestId()
-	log, call, audited := audit.FromContext(ctx)
 
 	if v, ok := req.(validateOnly); ok && v.GetValidateOnly() {
 		var resp Resp
@@ -97,7 +96,7 @@ func Apply[Resp proto.Message](ctx context.Context, m *Mutator, req Request, fn 
 		if !errors.Is(err, errDryRun) {
 			return zero, err
 		}
-		if audited {
+		if _, call, audited := audit.FromContext(ctx); audited {
 			call.MarkRecorded()
 		}
 		return resp, nil
@@ -115,43 +114,34 @@ func Apply[Resp proto.Message](ctx context.Context, m *Mutator, req Request, fn 
 	key := idempotency.Key(tenantID, string(req.ProtoReflect().Descriptor().FullName()), requestID)
 
 	var resp Resp
-	err = m.db.Batch(func(tx *bolt.Tx) error {
+	err = m.batchAudited(ctx, func(tx *bolt.Tx) (bool, error) {
 		rec, found, err := m.idem.LookupTx(tx, key)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if found {
 			if rec.RequestHash != hash {
-				return apierror.Invalid("request_id", "already used with a different request; choose a new request id for a new mutation")
+				return false, apierror.Invalid("request_id", "already used with a different request; choose a new request id for a new mutation")
 			}
 			replay := zero.ProtoReflect().Type().New().Interface().(Resp)
 			if err := proto.Unmarshal(rec.Response, replay); err != nil {
-				return fmt.Errorf("decode stored response: %w", err)
+				return false, fmt.Errorf("decode stored response: %w", err)
 			}
 			resp = replay
-			return nil
+			return false, nil
 		}
 		if resp, err = fn(tx); err != nil {
-			return err
+			return false, err
 		}
 		out, err := proto.MarshalOptions{Deterministic: true}.Marshal(resp)
 		if err != nil {
-			return fmt.Errorf("encode response: %w", err)
+			return false, fmt.Errorf("encode response: %w", err)
 		}
-		if _, err := m.idem.PutTx(tx, key, hash, out); err != nil {
-			return err
-		}
-		if audited {
-			return log.AppendTx(tx, call.Entry)
-		}
-		return nil
+		_, err = m.idem.PutTx(tx, key, hash, out)
+		return true, err
 	})
 	if err != nil {
 		return zero, err
-	}
-	if audited {
-		// Recorded now, or a replay that changed nothing.
-		call.MarkRecorded()
 	}
 	return resp, nil
 }
@@ -174,25 +164,37 @@ func ApplyFact[Resp proto.Message](ctx context.Context, m *Mutator, req Request,
 	if err := checkRequestID(req); err != nil {
 		return zero, err
 	}
-	log, call, audited := audit.FromContext(ctx)
 	var resp Resp
-	err := m.db.Batch(func(tx *bolt.Tx) error {
+	err := m.batchAudited(ctx, func(tx *bolt.Tx) (bool, error) {
 		var err error
-		if resp, err = fn(tx); err != nil {
-			return err
-		}
-		if audited {
-			return log.AppendTx(tx, call.Entry)
-		}
-		return nil
+		resp, err = fn(tx)
+		return true, err
 	})
 	if err != nil {
 		return zero, err
 	}
-	if audited {
+	return resp, nil
+}
+
+// batchAudited runs change in a write transaction shared with concurrent
+// mutations. When change reports that it changed something and the
+// server's audit slot started an entry for the call, the entry is appended
+// in the same transaction, in the chain of m's file. Once the transaction
+// commits the call counts as recorded: now, or as a replay that changed
+// nothing.
+func (m *Mutator) batchAudited(ctx context.Context, change func(tx *bolt.Tx) (changed bool, err error)) error {
+	log, call, audited := audit.FromContext(ctx)
+	err := m.db.Batch(func(tx *bolt.Tx) error {
+		changed, err := change(tx)
+		if err != nil || !changed || !audited {
+			return err
+		}
+		return log.AppendTx(tx, call.Entry)
+	})
+	if err == nil && audited {
 		call.MarkRecorded()
 	}
-	return resp, nil
+	return err
 }
 
 // checkRequestID refuses a request without a request id or with one too
