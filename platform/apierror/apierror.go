@@ -8,6 +8,8 @@ package apierror
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -192,4 +194,28 @@ func Violations(err error) []FieldViolation {
 		}
 	}
 	return out
+}
+
+// MaxEcho is the most bytes of a caller-supplied value that Lethe echoes in
+// an error, writes to a log line or records in an audit entry before the
+// caller's input has been validated.
+const MaxEcho = 128
+
+// Echo returns a caller-supplied value fit to echo before it has been
+// validated: a denied call's tenant or request id is recorded in the audit
+// chain, which is never pruned, and repeated in the error and the log. A
+// value of at most MaxEcho printable ASCII bytes is returned as it is;
+// anything else as its first printable bytes and a digest of the whole
+// ("abc…sha256:9f86d081884c7d65"), so that repeated attempts with one
+// value stay recognisable without storing it.
+func Echo(s string) string {
+	printable := 0
+	for printable < len(s) && printable < MaxEcho && s[printable] >= '!' && s[printable] <= '~' {
+		printable++
+	}
+	if printable == len(s) {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return s[:min(printable, MaxEcho/2)] + "…sha256:" + hex.EncodeToString(sum[:8])
 }

@@ -132,7 +132,7 @@ func (p *FilePolicy) Authorize(_ context.Context, r Request) error {
 			return nil
 		}
 	}
-	tenant := r.TenantID
+	tenant := apierror.Echo(r.TenantID)
 	if tenant == "" {
 		tenant = "(not tenant-scoped)"
 	}

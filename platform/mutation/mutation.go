@@ -48,6 +48,10 @@ type validateOnly interface{ GetValidateOnly() bool }
 type tenantScoped interface{ GetTenantId() string }
 
 // MaxRequestIDLength bounds request ids so they cannot bloat the store.
+// A request id is 1 to MaxRequestIDLength printable ASCII characters
+// without spaces ('!' to '~'): it is written to the audit chain and to log
+// lines, where a NUL, an escape sequence or a newline could forge or hide
+// a line.
 const MaxRequestIDLength = 128
 
 // Mutator applies mutations to one service's database.
@@ -200,11 +204,17 @@ func (m *Mutator) batchAudited(ctx context.Context, change func(tx *bolt.Tx) (ch
 // checkRequestID refuses a request without a request id or with one too
 // long to keep.
 func checkRequestID(req Request) error {
-	switch id := req.GetRequestId(); {
+	id := req.GetRequestId()
+	switch {
 	case id == "":
 		return apierror.Invalid("request_id", "required: every mutation is idempotent under a request id the caller chooses")
 	case len(id) > MaxRequestIDLength:
 		return apierror.Invalid("request_id", fmt.Sprintf("at most %d bytes", MaxRequestIDLength))
+	}
+	for i := range len(id) {
+		if c := id[i]; c < '!' || c > '~' {
+			return apierror.Invalid("request_id", fmt.Sprintf("byte %d is not printable ASCII: a request id is made of the characters '!' to '~', without spaces", i))
+		}
 	}
 	return nil
 }

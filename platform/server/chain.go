@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	"buf.build/go/protovalidate"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -20,6 +21,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/audit"
 	"github.com/lethe-privacy/lethe/platform/auth"
+	"github.com/lethe-privacy/lethe/platform/timerange"
 )
 
 // unaryChain is the interceptor chain of every unary call. The order is a
@@ -31,22 +33,29 @@ import (
 //     error becomes Internal and its text stays in the process
 //  3. logging        one line per call, with the raw error and the identity
 //  4. authentication who is calling (identity on the context)
-//  5. authorization  may this identity call this method for this tenant;
-//     denials are audited
-//  6. validation     the request's protovalidate rules; violations are
-//     InvalidArgument naming each field
-//  7. audit          every successful mutation is recorded in the service's
+//  5. decoding       a request the codec could not decode is InvalidArgument
+//     naming the field at fault (see requestCodec)
+//  6. authorization  may this identity call this method for this tenant;
+//     denials are audited, with bounded ids
+//  7. validation     the request's protovalidate rules, and the time window
+//     of every Timestamp and Duration (package timerange);
+//     violations are InvalidArgument naming each field
+//  8. audit          every successful mutation is recorded in the service's
 //     hash-chained audit log, in the mutation's own
 //     transaction when the handler uses package mutation
 //
-// Authentication precedes validation so that an unauthenticated caller
-// learns nothing about what a valid request looks like.
+// Authentication precedes decoding and validation so that an
+// unauthenticated caller learns nothing about what a valid request looks
+// like. Decoding precedes authorization because a message that did not
+// decode is empty: authorizing it would judge a tenant the caller never
+// named.
 func (s *Server) unaryChain() []grpc.UnaryServerInterceptor {
 	return []grpc.UnaryServerInterceptor{
 		s.recoverUnary,
 		s.boundaryUnary,
 		s.logUnary,
 		s.authenticateUnary,
+		s.decodedUnary,
 		s.authorizeUnary,
 		s.validateUnary,
 		s.auditUnary,
@@ -200,7 +209,16 @@ func (s *Server) authenticateStream(srv any, ss grpc.ServerStream, info *grpc.St
 	return handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
 }
 
-// --- 5. authorization ---
+// --- 5. decoding ---
+
+func (s *Server) decodedUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := s.codec.take(req); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+// --- 6. authorization ---
 
 // tenantScoped is implemented by every request message with a tenant_id
 // field (protoc-gen-go generates the getter).
@@ -223,11 +241,11 @@ func (s *Server) authorize(ctx context.Context, method string, req any) error {
 		entry := audit.Entry{
 			Actor:    id.Name,
 			Method:   method,
-			TenantID: r.TenantID,
+			TenantID: apierror.Echo(r.TenantID),
 			Code:     codes.PermissionDenied.String(),
 		}
 		if rs, ok := req.(requestScoped); ok {
-			entry.RequestID = rs.GetRequestId()
+			entry.RequestID = apierror.Echo(rs.GetRequestId())
 		}
 		if auditErr := log.Append(entry); auditErr != nil {
 			return errors.Join(err, fmt.Errorf("audit a denial: %w", auditErr))
@@ -243,29 +261,52 @@ func (s *Server) authorizeUnary(ctx context.Context, req any, info *grpc.UnarySe
 	return handler(ctx, req)
 }
 
-// --- 6. validation ---
+// --- 7. validation ---
 
 func (s *Server) validate(req any) error {
 	msg, ok := req.(proto.Message)
 	if !ok {
 		return nil
 	}
+	var violations []apierror.FieldViolation
 	err := s.validator.Validate(msg)
-	if err == nil {
-		return nil
-	}
 	var verr *protovalidate.ValidationError
-	if !errors.As(err, &verr) {
+	switch {
+	case err == nil:
+	case errors.As(err, &verr):
+		for _, v := range verr.Violations {
+			violations = append(violations, apierror.FieldViolation{
+				Field:       violatedField(msg, v),
+				Description: v.Proto.GetMessage(),
+			})
+		}
+	default:
 		return fmt.Errorf("validate %s: %w", msg.ProtoReflect().Descriptor().FullName(), err)
 	}
-	violations := make([]apierror.FieldViolation, 0, len(verr.Violations))
-	for _, v := range verr.Violations {
-		violations = append(violations, apierror.FieldViolation{
-			Field:       protovalidate.FieldPathString(v.Proto.GetField()),
-			Description: v.Proto.GetMessage(),
-		})
+	for _, v := range timerange.Check(msg) {
+		violations = append(violations, apierror.FieldViolation{Field: v.Field, Description: v.Description})
+	}
+	if len(violations) == 0 {
+		return nil
 	}
 	return apierror.InvalidArgument(violations...)
+}
+
+// violatedField names the field of a violation. A message-level oneof rule
+// ("one of access, erasure, … must be set") has no field path of its own;
+// it is named by the fields it constrains, comma-separated as in its
+// message, so that a caller always learns where to look.
+func violatedField(msg proto.Message, v *protovalidate.Violation) string {
+	if path := protovalidate.FieldPathString(v.Proto.GetField()); path != "" || v.Proto.GetRuleId() != "message.oneof" {
+		return path
+	}
+	rules, _ := proto.GetExtension(msg.ProtoReflect().Descriptor().Options(), validate.E_Message).(*validate.MessageRules)
+	for _, oneof := range rules.GetOneof() {
+		if names := strings.Join(oneof.GetFields(), ", "); strings.Contains(v.Proto.GetMessage(), names) {
+			return names
+		}
+	}
+	return ""
 }
 
 func (s *Server) validateUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -292,13 +333,16 @@ func (c *checkedStream) RecvMsg(m any) error {
 	if err := c.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
+	if err := c.server.codec.take(m); err != nil {
+		return err
+	}
 	if err := c.server.authorize(c.Context(), c.method, m); err != nil {
 		return err
 	}
 	return c.server.validate(m)
 }
 
-// --- 7. audit ---
+// --- 8. audit ---
 
 // requestScoped is implemented by every mutation request (request_id field).
 type requestScoped interface{ GetRequestId() string }
@@ -310,11 +354,14 @@ func (s *Server) auditUnary(ctx context.Context, req any, info *grpc.UnaryServer
 	}
 	id, _ := auth.FromContext(ctx)
 	call := &audit.Call{Entry: audit.Entry{Actor: id.Name, Method: info.FullMethod, Code: codes.OK.String()}}
+	// Validation has checked the tenant and request ids of the service's
+	// own requests; Echo keeps the chain bounded for any request whose
+	// handler does not check its request id itself.
 	if t, ok := req.(tenantScoped); ok {
-		call.Entry.TenantID = t.GetTenantId()
+		call.Entry.TenantID = apierror.Echo(t.GetTenantId())
 	}
 	if r, ok := req.(requestScoped); ok {
-		call.Entry.RequestID = r.GetRequestId()
+		call.Entry.RequestID = apierror.Echo(r.GetRequestId())
 	}
 	resp, err := handler(audit.NewContext(ctx, m.audit, call), req)
 	if err != nil || call.Recorded() {

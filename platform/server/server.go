@@ -33,6 +33,7 @@ type Server struct {
 	grpc      *grpc.Server
 	health    *health.Server
 	validator protovalidate.Validator
+	codec     requestCodec
 
 	// methods and healthNames are written by Register before Run and only
 	// read afterwards, so the interceptors read them without locks.
@@ -94,6 +95,7 @@ func (cc CompletedConfig) New() (*Server, error) {
 			otelgrpc.WithPropagators(cc.Telemetry.Propagator),
 			otelgrpc.WithFilter(filters.Not(filters.ServiceName(healthpb.Health_ServiceDesc.ServiceName))),
 		)),
+		grpc.ForceServerCodecV2(&s.codec),
 		grpc.ChainUnaryInterceptor(s.unaryChain()...),
 		grpc.ChainStreamInterceptor(s.streamChain()...),
 	}

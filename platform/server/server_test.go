@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -41,6 +42,7 @@ var epoch = time.Date(2026, 1, 31, 12, 0, 0, 0, time.UTC)
 
 // fixture is the kit test service served through the production chain.
 type fixture struct {
+	conn   *grpc.ClientConn
 	client kittestv1.KitTestServiceClient
 	health healthpb.HealthClient
 	db     *store.DB
@@ -61,6 +63,7 @@ func start(t *testing.T, cfg server.Config) *fixture {
 	conn := servertest.Start(t, cfg, func(s *server.Server) {
 		s.Register(&kittestv1.KitTestService_ServiceDesc, svc, server.WithAudit(f.audit))
 	})
+	f.conn = conn
 	f.client = kittestv1.NewKitTestServiceClient(conn)
 	f.health = healthpb.NewHealthClient(conn)
 	return f

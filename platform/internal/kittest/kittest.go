@@ -98,6 +98,11 @@ func (*Service) Panic(context.Context, *kittestv1.PanicRequest) (*kittestv1.Pani
 	panic("kittest: deliberate panic")
 }
 
+// Echo implements KitTestService.
+func (*Service) Echo(_ context.Context, req *kittestv1.EchoRequest) (*kittestv1.EchoResponse, error) {
+	return &kittestv1.EchoResponse{Received: req}, nil
+}
+
 // List implements KitTestService.
 func (s *Service) List(req *kittestv1.ListRequest, stream kittestv1.KitTestService_ListServer) error {
 	prefix := []byte(req.TenantId + "/")

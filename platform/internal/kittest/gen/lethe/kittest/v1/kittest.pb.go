@@ -15,6 +15,8 @@ import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -764,11 +766,186 @@ func (*PanicResponse) Descriptor() ([]byte, []int) {
 	return file_lethe_kittest_v1_kittest_proto_rawDescGZIP(), []int{15}
 }
 
+// EchoRequest carries the kinds of field the server checks by type: text,
+// times and durations, nested and repeated.
+type EchoRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Any text.
+	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// One schedule.
+	Schedule *Schedule `protobuf:"bytes,2,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	// More schedules.
+	Schedules     []*Schedule `protobuf:"bytes,3,rep,name=schedules,proto3" json:"schedules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EchoRequest) Reset() {
+	*x = EchoRequest{}
+	mi := &file_lethe_kittest_v1_kittest_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EchoRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EchoRequest) ProtoMessage() {}
+
+func (x *EchoRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_kittest_v1_kittest_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EchoRequest.ProtoReflect.Descriptor instead.
+func (*EchoRequest) Descriptor() ([]byte, []int) {
+	return file_lethe_kittest_v1_kittest_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *EchoRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *EchoRequest) GetSchedule() *Schedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+func (x *EchoRequest) GetSchedules() []*Schedule {
+	if x != nil {
+		return x.Schedules
+	}
+	return nil
+}
+
+// Schedule is a nested message with a time and a duration.
+type Schedule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A label.
+	Label string `protobuf:"bytes,1,opt,name=label,proto3" json:"label,omitempty"`
+	// When.
+	At *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	// How often.
+	Every         *durationpb.Duration `protobuf:"bytes,3,opt,name=every,proto3" json:"every,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Schedule) Reset() {
+	*x = Schedule{}
+	mi := &file_lethe_kittest_v1_kittest_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Schedule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Schedule) ProtoMessage() {}
+
+func (x *Schedule) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_kittest_v1_kittest_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
+func (*Schedule) Descriptor() ([]byte, []int) {
+	return file_lethe_kittest_v1_kittest_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Schedule) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *Schedule) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Schedule) GetEvery() *durationpb.Duration {
+	if x != nil {
+		return x.Every
+	}
+	return nil
+}
+
+// EchoResponse is the request as received.
+type EchoResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request as the handler saw it.
+	Received      *EchoRequest `protobuf:"bytes,1,opt,name=received,proto3" json:"received,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EchoResponse) Reset() {
+	*x = EchoResponse{}
+	mi := &file_lethe_kittest_v1_kittest_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EchoResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EchoResponse) ProtoMessage() {}
+
+func (x *EchoResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_kittest_v1_kittest_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EchoResponse.ProtoReflect.Descriptor instead.
+func (*EchoResponse) Descriptor() ([]byte, []int) {
+	return file_lethe_kittest_v1_kittest_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *EchoResponse) GetReceived() *EchoRequest {
+	if x != nil {
+		return x.Received
+	}
+	return nil
+}
+
 var File_lethe_kittest_v1_kittest_proto protoreflect.FileDescriptor
 
 const file_lethe_kittest_v1_kittest_proto_rawDesc = "" +
 	"\n" +
-	"\x1elethe/kittest/v1/kittest.proto\x12\x10lethe.kittest.v1\x1a\x1bbuf/validate/validate.proto\"\r\n" +
+	"\x1elethe/kittest/v1/kittest.proto\x12\x10lethe.kittest.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\r\n" +
 	"\vNoopRequest\"\x0e\n" +
 	"\fNoopResponse\"\x0f\n" +
 	"\rWhoamiRequest\",\n" +
@@ -804,7 +981,17 @@ const file_lethe_kittest_v1_kittest_proto_rawDesc = "" +
 	"\rsecret_detail\x18\x01 \x01(\tR\fsecretDetail\"\x0e\n" +
 	"\fFailResponse\"\x0e\n" +
 	"\fPanicRequest\"\x0f\n" +
-	"\rPanicResponse2\xee\x04\n" +
+	"\rPanicResponse\"\x93\x01\n" +
+	"\vEchoRequest\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x126\n" +
+	"\bschedule\x18\x02 \x01(\v2\x1a.lethe.kittest.v1.ScheduleR\bschedule\x128\n" +
+	"\tschedules\x18\x03 \x03(\v2\x1a.lethe.kittest.v1.ScheduleR\tschedules\"}\n" +
+	"\bSchedule\x12\x14\n" +
+	"\x05label\x18\x01 \x01(\tR\x05label\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12/\n" +
+	"\x05every\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05every\"I\n" +
+	"\fEchoResponse\x129\n" +
+	"\breceived\x18\x01 \x01(\v2\x1d.lethe.kittest.v1.EchoRequestR\breceived2\xba\x05\n" +
 	"\x0eKitTestService\x12J\n" +
 	"\x04Noop\x12\x1d.lethe.kittest.v1.NoopRequest\x1a\x1e.lethe.kittest.v1.NoopResponse\"\x03\x90\x02\x01\x12P\n" +
 	"\x06Whoami\x12\x1f.lethe.kittest.v1.WhoamiRequest\x1a .lethe.kittest.v1.WhoamiResponse\"\x03\x90\x02\x01\x12B\n" +
@@ -813,7 +1000,8 @@ const file_lethe_kittest_v1_kittest_proto_rawDesc = "" +
 	"\x04List\x12\x1d.lethe.kittest.v1.ListRequest\x1a\x1e.lethe.kittest.v1.ListResponse\"\x03\x90\x02\x010\x01\x12H\n" +
 	"\x05Touch\x12\x1e.lethe.kittest.v1.TouchRequest\x1a\x1f.lethe.kittest.v1.TouchResponse\x12J\n" +
 	"\x04Fail\x12\x1d.lethe.kittest.v1.FailRequest\x1a\x1e.lethe.kittest.v1.FailResponse\"\x03\x90\x02\x01\x12M\n" +
-	"\x05Panic\x12\x1e.lethe.kittest.v1.PanicRequest\x1a\x1f.lethe.kittest.v1.PanicResponse\"\x03\x90\x02\x01B\xdf\x01\n" +
+	"\x05Panic\x12\x1e.lethe.kittest.v1.PanicRequest\x1a\x1f.lethe.kittest.v1.PanicResponse\"\x03\x90\x02\x01\x12J\n" +
+	"\x04Echo\x12\x1d.lethe.kittest.v1.EchoRequest\x1a\x1e.lethe.kittest.v1.EchoResponse\"\x03\x90\x02\x01B\xdf\x01\n" +
 	"\x14com.lethe.kittest.v1B\fKittestProtoP\x01ZWgithub.com/lethe-privacy/lethe/platform/internal/kittest/gen/lethe/kittest/v1;kittestv1\xa2\x02\x03LKX\xaa\x02\x10Lethe.Kittest.V1\xca\x02\x10Lethe\\Kittest\\V1\xe2\x02\x1cLethe\\Kittest\\V1\\GPBMetadata\xea\x02\x12Lethe::Kittest::V1b\x06proto3"
 
 var (
@@ -828,47 +1016,59 @@ func file_lethe_kittest_v1_kittest_proto_rawDescGZIP() []byte {
 	return file_lethe_kittest_v1_kittest_proto_rawDescData
 }
 
-var file_lethe_kittest_v1_kittest_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_lethe_kittest_v1_kittest_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_lethe_kittest_v1_kittest_proto_goTypes = []any{
-	(*NoopRequest)(nil),    // 0: lethe.kittest.v1.NoopRequest
-	(*NoopResponse)(nil),   // 1: lethe.kittest.v1.NoopResponse
-	(*WhoamiRequest)(nil),  // 2: lethe.kittest.v1.WhoamiRequest
-	(*WhoamiResponse)(nil), // 3: lethe.kittest.v1.WhoamiResponse
-	(*PutRequest)(nil),     // 4: lethe.kittest.v1.PutRequest
-	(*PutResponse)(nil),    // 5: lethe.kittest.v1.PutResponse
-	(*GetRequest)(nil),     // 6: lethe.kittest.v1.GetRequest
-	(*GetResponse)(nil),    // 7: lethe.kittest.v1.GetResponse
-	(*ListRequest)(nil),    // 8: lethe.kittest.v1.ListRequest
-	(*ListResponse)(nil),   // 9: lethe.kittest.v1.ListResponse
-	(*TouchRequest)(nil),   // 10: lethe.kittest.v1.TouchRequest
-	(*TouchResponse)(nil),  // 11: lethe.kittest.v1.TouchResponse
-	(*FailRequest)(nil),    // 12: lethe.kittest.v1.FailRequest
-	(*FailResponse)(nil),   // 13: lethe.kittest.v1.FailResponse
-	(*PanicRequest)(nil),   // 14: lethe.kittest.v1.PanicRequest
-	(*PanicResponse)(nil),  // 15: lethe.kittest.v1.PanicResponse
+	(*NoopRequest)(nil),           // 0: lethe.kittest.v1.NoopRequest
+	(*NoopResponse)(nil),          // 1: lethe.kittest.v1.NoopResponse
+	(*WhoamiRequest)(nil),         // 2: lethe.kittest.v1.WhoamiRequest
+	(*WhoamiResponse)(nil),        // 3: lethe.kittest.v1.WhoamiResponse
+	(*PutRequest)(nil),            // 4: lethe.kittest.v1.PutRequest
+	(*PutResponse)(nil),           // 5: lethe.kittest.v1.PutResponse
+	(*GetRequest)(nil),            // 6: lethe.kittest.v1.GetRequest
+	(*GetResponse)(nil),           // 7: lethe.kittest.v1.GetResponse
+	(*ListRequest)(nil),           // 8: lethe.kittest.v1.ListRequest
+	(*ListResponse)(nil),          // 9: lethe.kittest.v1.ListResponse
+	(*TouchRequest)(nil),          // 10: lethe.kittest.v1.TouchRequest
+	(*TouchResponse)(nil),         // 11: lethe.kittest.v1.TouchResponse
+	(*FailRequest)(nil),           // 12: lethe.kittest.v1.FailRequest
+	(*FailResponse)(nil),          // 13: lethe.kittest.v1.FailResponse
+	(*PanicRequest)(nil),          // 14: lethe.kittest.v1.PanicRequest
+	(*PanicResponse)(nil),         // 15: lethe.kittest.v1.PanicResponse
+	(*EchoRequest)(nil),           // 16: lethe.kittest.v1.EchoRequest
+	(*Schedule)(nil),              // 17: lethe.kittest.v1.Schedule
+	(*EchoResponse)(nil),          // 18: lethe.kittest.v1.EchoResponse
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
 }
 var file_lethe_kittest_v1_kittest_proto_depIdxs = []int32{
-	0,  // 0: lethe.kittest.v1.KitTestService.Noop:input_type -> lethe.kittest.v1.NoopRequest
-	2,  // 1: lethe.kittest.v1.KitTestService.Whoami:input_type -> lethe.kittest.v1.WhoamiRequest
-	4,  // 2: lethe.kittest.v1.KitTestService.Put:input_type -> lethe.kittest.v1.PutRequest
-	6,  // 3: lethe.kittest.v1.KitTestService.Get:input_type -> lethe.kittest.v1.GetRequest
-	8,  // 4: lethe.kittest.v1.KitTestService.List:input_type -> lethe.kittest.v1.ListRequest
-	10, // 5: lethe.kittest.v1.KitTestService.Touch:input_type -> lethe.kittest.v1.TouchRequest
-	12, // 6: lethe.kittest.v1.KitTestService.Fail:input_type -> lethe.kittest.v1.FailRequest
-	14, // 7: lethe.kittest.v1.KitTestService.Panic:input_type -> lethe.kittest.v1.PanicRequest
-	1,  // 8: lethe.kittest.v1.KitTestService.Noop:output_type -> lethe.kittest.v1.NoopResponse
-	3,  // 9: lethe.kittest.v1.KitTestService.Whoami:output_type -> lethe.kittest.v1.WhoamiResponse
-	5,  // 10: lethe.kittest.v1.KitTestService.Put:output_type -> lethe.kittest.v1.PutResponse
-	7,  // 11: lethe.kittest.v1.KitTestService.Get:output_type -> lethe.kittest.v1.GetResponse
-	9,  // 12: lethe.kittest.v1.KitTestService.List:output_type -> lethe.kittest.v1.ListResponse
-	11, // 13: lethe.kittest.v1.KitTestService.Touch:output_type -> lethe.kittest.v1.TouchResponse
-	13, // 14: lethe.kittest.v1.KitTestService.Fail:output_type -> lethe.kittest.v1.FailResponse
-	15, // 15: lethe.kittest.v1.KitTestService.Panic:output_type -> lethe.kittest.v1.PanicResponse
-	8,  // [8:16] is the sub-list for method output_type
-	0,  // [0:8] is the sub-list for method input_type
-	0,  // [0:0] is the sub-list for extension type_name
-	0,  // [0:0] is the sub-list for extension extendee
-	0,  // [0:0] is the sub-list for field type_name
+	17, // 0: lethe.kittest.v1.EchoRequest.schedule:type_name -> lethe.kittest.v1.Schedule
+	17, // 1: lethe.kittest.v1.EchoRequest.schedules:type_name -> lethe.kittest.v1.Schedule
+	19, // 2: lethe.kittest.v1.Schedule.at:type_name -> google.protobuf.Timestamp
+	20, // 3: lethe.kittest.v1.Schedule.every:type_name -> google.protobuf.Duration
+	16, // 4: lethe.kittest.v1.EchoResponse.received:type_name -> lethe.kittest.v1.EchoRequest
+	0,  // 5: lethe.kittest.v1.KitTestService.Noop:input_type -> lethe.kittest.v1.NoopRequest
+	2,  // 6: lethe.kittest.v1.KitTestService.Whoami:input_type -> lethe.kittest.v1.WhoamiRequest
+	4,  // 7: lethe.kittest.v1.KitTestService.Put:input_type -> lethe.kittest.v1.PutRequest
+	6,  // 8: lethe.kittest.v1.KitTestService.Get:input_type -> lethe.kittest.v1.GetRequest
+	8,  // 9: lethe.kittest.v1.KitTestService.List:input_type -> lethe.kittest.v1.ListRequest
+	10, // 10: lethe.kittest.v1.KitTestService.Touch:input_type -> lethe.kittest.v1.TouchRequest
+	12, // 11: lethe.kittest.v1.KitTestService.Fail:input_type -> lethe.kittest.v1.FailRequest
+	14, // 12: lethe.kittest.v1.KitTestService.Panic:input_type -> lethe.kittest.v1.PanicRequest
+	16, // 13: lethe.kittest.v1.KitTestService.Echo:input_type -> lethe.kittest.v1.EchoRequest
+	1,  // 14: lethe.kittest.v1.KitTestService.Noop:output_type -> lethe.kittest.v1.NoopResponse
+	3,  // 15: lethe.kittest.v1.KitTestService.Whoami:output_type -> lethe.kittest.v1.WhoamiResponse
+	5,  // 16: lethe.kittest.v1.KitTestService.Put:output_type -> lethe.kittest.v1.PutResponse
+	7,  // 17: lethe.kittest.v1.KitTestService.Get:output_type -> lethe.kittest.v1.GetResponse
+	9,  // 18: lethe.kittest.v1.KitTestService.List:output_type -> lethe.kittest.v1.ListResponse
+	11, // 19: lethe.kittest.v1.KitTestService.Touch:output_type -> lethe.kittest.v1.TouchResponse
+	13, // 20: lethe.kittest.v1.KitTestService.Fail:output_type -> lethe.kittest.v1.FailResponse
+	15, // 21: lethe.kittest.v1.KitTestService.Panic:output_type -> lethe.kittest.v1.PanicResponse
+	18, // 22: lethe.kittest.v1.KitTestService.Echo:output_type -> lethe.kittest.v1.EchoResponse
+	14, // [14:23] is the sub-list for method output_type
+	5,  // [5:14] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_lethe_kittest_v1_kittest_proto_init() }
@@ -882,7 +1082,7 @@ func file_lethe_kittest_v1_kittest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_kittest_v1_kittest_proto_rawDesc), len(file_lethe_kittest_v1_kittest_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

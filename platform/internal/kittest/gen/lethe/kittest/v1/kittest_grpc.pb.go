@@ -32,6 +32,7 @@ const (
 	KitTestService_Touch_FullMethodName  = "/lethe.kittest.v1.KitTestService/Touch"
 	KitTestService_Fail_FullMethodName   = "/lethe.kittest.v1.KitTestService/Fail"
 	KitTestService_Panic_FullMethodName  = "/lethe.kittest.v1.KitTestService/Panic"
+	KitTestService_Echo_FullMethodName   = "/lethe.kittest.v1.KitTestService/Echo"
 )
 
 // KitTestServiceClient is the client API for KitTestService service.
@@ -58,6 +59,9 @@ type KitTestServiceClient interface {
 	Fail(ctx context.Context, in *FailRequest, opts ...grpc.CallOption) (*FailResponse, error)
 	// Panic panics, which the recovery slot must turn into Internal.
 	Panic(ctx context.Context, in *PanicRequest, opts ...grpc.CallOption) (*PanicResponse, error)
+	// Echo returns the request as the handler received it, to show what the
+	// server's codec and validation let through.
+	Echo(ctx context.Context, in *EchoRequest, opts ...grpc.CallOption) (*EchoResponse, error)
 }
 
 type kitTestServiceClient struct {
@@ -157,6 +161,16 @@ func (c *kitTestServiceClient) Panic(ctx context.Context, in *PanicRequest, opts
 	return out, nil
 }
 
+func (c *kitTestServiceClient) Echo(ctx context.Context, in *EchoRequest, opts ...grpc.CallOption) (*EchoResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EchoResponse)
+	err := c.cc.Invoke(ctx, KitTestService_Echo_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KitTestServiceServer is the server API for KitTestService service.
 // All implementations must embed UnimplementedKitTestServiceServer
 // for forward compatibility.
@@ -181,6 +195,9 @@ type KitTestServiceServer interface {
 	Fail(context.Context, *FailRequest) (*FailResponse, error)
 	// Panic panics, which the recovery slot must turn into Internal.
 	Panic(context.Context, *PanicRequest) (*PanicResponse, error)
+	// Echo returns the request as the handler received it, to show what the
+	// server's codec and validation let through.
+	Echo(context.Context, *EchoRequest) (*EchoResponse, error)
 	mustEmbedUnimplementedKitTestServiceServer()
 }
 
@@ -214,6 +231,9 @@ func (UnimplementedKitTestServiceServer) Fail(context.Context, *FailRequest) (*F
 }
 func (UnimplementedKitTestServiceServer) Panic(context.Context, *PanicRequest) (*PanicResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Panic not implemented")
+}
+func (UnimplementedKitTestServiceServer) Echo(context.Context, *EchoRequest) (*EchoResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Echo not implemented")
 }
 func (UnimplementedKitTestServiceServer) mustEmbedUnimplementedKitTestServiceServer() {}
 func (UnimplementedKitTestServiceServer) testEmbeddedByValue()                        {}
@@ -373,6 +393,24 @@ func _KitTestService_Panic_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KitTestService_Echo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EchoRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KitTestServiceServer).Echo(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KitTestService_Echo_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KitTestServiceServer).Echo(ctx, req.(*EchoRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KitTestService_ServiceDesc is the grpc.ServiceDesc for KitTestService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -407,6 +445,10 @@ var KitTestService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Panic",
 			Handler:    _KitTestService_Panic_Handler,
+		},
+		{
+			MethodName: "Echo",
+			Handler:    _KitTestService_Echo_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
