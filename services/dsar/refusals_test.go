@@ -65,6 +65,17 @@ func TestRefusals(t *testing.T) {
 				Identifiers: []*commonv1.Identifier{{Value: "x"}}})
 			return err
 		}, codes.InvalidArgument, "identifiers[0].type"},
+		"an EMAIL identifier that is not an e-mail address": {func() error {
+			_, err := f.dsar.CreateRequest(f.ctx, &dsarv1.CreateRequestRequest{RequestId: f.id(), TenantId: "clio", SubjectId: "s",
+				Requester: &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_SUBJECT}, Access: &dsarv1.AccessDetails{},
+				Identifiers: []*commonv1.Identifier{{Type: commonv1.IdentifierType_IDENTIFIER_TYPE_EMAIL, Value: "a\x00b"}}})
+			return err
+		}, codes.InvalidArgument, "identifiers[0],identifiers[0].value"},
+		"no kind of request": {func() error {
+			_, err := f.dsar.CreateRequest(f.ctx, &dsarv1.CreateRequestRequest{RequestId: f.id(), TenantId: "clio", SubjectId: "s",
+				Requester: &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_SUBJECT}})
+			return err
+		}, codes.InvalidArgument, "access, rectification, erasure, restriction, portability, objection, withdrawal, automated_decision"},
 		"objection to purposes without purposes": {func() error {
 			_, err := f.dsar.CreateRequest(f.ctx, &dsarv1.CreateRequestRequest{RequestId: f.id(), TenantId: "clio", SubjectId: "s",
 				Requester: &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_SUBJECT},

@@ -550,7 +550,8 @@ func (x *Cause) GetId() string {
 
 // Identifier is one way to find a subject's data in a system. Identifiers are
 // contact data: Lethe hands them out only over gRPC, to a system with an open
-// task for the subject, and never puts them on the event stream.
+// task for the subject, and never puts them on the event stream. A value
+// holds no control characters, and an EMAIL value is an e-mail address.
 type Identifier struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// What the value is.
@@ -620,13 +621,13 @@ const file_lethe_common_v1_common_proto_rawDesc = "" +
 	"\x05Cause\x12:\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1a.lethe.common.v1.CauseKindB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04kind\x12$\n" +
-	"\x02id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x10\x01\x18\x80\x012\b^[!-~]+$R\x02id\"o\n" +
+	"\x02id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x10\x01\x18\x80\x012\b^[!-~]+$R\x02id\"\xf4\x01\n" +
 	"\n" +
 	"Identifier\x12?\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1f.lethe.common.v1.IdentifierTypeB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04type\x12 \n" +
-	"\x05value\x18\x02 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x04R\x05value*\xe2\x01\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04type\x125\n" +
+	"\x05value\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a\x10\x01\x18\x80\x042\x13^[^\\x00-\\x1f\\x7f]+$R\x05value:n\xbaHk\x1ai\n" +
+	"\x10identifier.email\x12-an EMAIL identifier must be an e-mail address\x1a&this.type != 1 || this.value.isEmail()*\xe2\x01\n" +
 	"\n" +
 	"LegalBasis\x12\x1b\n" +
 	"\x17LEGAL_BASIS_UNSPECIFIED\x10\x00\x12\x17\n" +

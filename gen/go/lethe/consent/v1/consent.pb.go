@@ -3190,7 +3190,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06method\x12;\n" +
 	"\bevidence\x18\b \x01(\v2\x1f.lethe.consent.v1.EvidenceInputR\bevidence\"P\n" +
 	"\x15RecordConsentResponse\x127\n" +
-	"\x06record\x18\x01 \x01(\v2\x1f.lethe.consent.v1.ConsentRecordR\x06record\"\xa6\x03\n" +
+	"\x06record\x18\x01 \x01(\v2\x1f.lethe.consent.v1.ConsentRecordR\x06record\"\xea\x03\n" +
 	"\x1bRecordBannerDecisionRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -3198,10 +3198,9 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\n" +
 	"subject_id\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x10\x01\x18\x80\x022\b^[!-~]+$R\tsubjectId\x12B\n" +
 	"\x06choice\x18\x04 \x01(\x0e2\x1e.lethe.consent.v1.BannerChoiceB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06choice\x126\n" +
-	"\x11shown_purpose_ids\x18\x05 \x03(\tB\n" +
-	"\xbaH\a\x92\x01\x04\b\x01\x102R\x0fshownPurposeIds\x12:\n" +
-	"\x14selected_purpose_ids\x18\x06 \x03(\tB\b\xbaH\x05\x92\x01\x02\x102R\x12selectedPurposeIds\x12;\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06choice\x12X\n" +
+	"\x11shown_purpose_ids\x18\x05 \x03(\tB,\xbaH)\x92\x01&\b\x01\x102\" r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$R\x0fshownPurposeIds\x12\\\n" +
+	"\x14selected_purpose_ids\x18\x06 \x03(\tB*\xbaH'\x92\x01$\x102\" r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$R\x12selectedPurposeIds\x12;\n" +
 	"\bevidence\x18\a \x01(\v2\x1f.lethe.consent.v1.EvidenceInputR\bevidence\"Y\n" +
 	"\x1cRecordBannerDecisionResponse\x129\n" +
 	"\arecords\x18\x01 \x03(\v2\x1f.lethe.consent.v1.ConsentRecordR\arecords\"z\n" +
@@ -3221,7 +3220,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\"\x7f\n" +
 	"\x1aListConsentHistoryResponse\x129\n" +
 	"\arecords\x18\x01 \x03(\v2\x1f.lethe.consent.v1.ConsentRecordR\arecords\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc8\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xea\x02\n" +
 	"\x16RecordObjectionRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -3229,14 +3228,14 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\n" +
 	"subject_id\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x10\x01\x18\x80\x022\b^[!-~]+$R\tsubjectId\x12A\n" +
 	"\x05scope\x18\x04 \x01(\x0e2\x1f.lethe.events.v1.ObjectionScopeB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x05scope\x12)\n" +
-	"\vpurpose_ids\x18\x05 \x03(\tB\b\xbaH\x05\x92\x01\x02\x102R\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x05scope\x12K\n" +
+	"\vpurpose_ids\x18\x05 \x03(\tB*\xbaH'\x92\x01$\x102\" r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$R\n" +
 	"purposeIds\x12,\n" +
 	"\x05cause\x18\x06 \x01(\v2\x16.lethe.common.v1.CauseR\x05cause\"]\n" +
 	"\x17RecordObjectionResponse\x12!\n" +
 	"\fobjection_id\x18\x01 \x01(\tR\vobjectionId\x12\x1f\n" +
 	"\vpurpose_ids\x18\x02 \x03(\tR\n" +
-	"purposeIds\"\xce\x02\n" +
+	"purposeIds\"\xf0\x02\n" +
 	"\x17ApplyRestrictionRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -3244,8 +3243,8 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\n" +
 	"subject_id\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x10\x01\x18\x80\x022\b^[!-~]+$R\tsubjectId\x12F\n" +
 	"\x06ground\x18\x04 \x01(\x0e2\".lethe.events.v1.RestrictionGroundB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06ground\x12)\n" +
-	"\vpurpose_ids\x18\x05 \x03(\tB\b\xbaH\x05\x92\x01\x02\x102R\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06ground\x12K\n" +
+	"\vpurpose_ids\x18\x05 \x03(\tB*\xbaH'\x92\x01$\x102\" r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$R\n" +
 	"purposeIds\x12,\n" +
 	"\x05cause\x18\x06 \x01(\v2\x16.lethe.common.v1.CauseR\x05cause\"A\n" +
 	"\x18ApplyRestrictionResponse\x12%\n" +

@@ -3811,7 +3811,7 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\x1bListTransferFindingsRequest\x12>\n" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\"V\n" +
 	"\x1cListTransferFindingsResponse\x126\n" +
-	"\bfindings\x18\x01 \x03(\v2\x1a.lethe.registry.v1.FindingR\bfindings\"\xff\x04\n" +
+	"\bfindings\x18\x01 \x03(\v2\x1a.lethe.registry.v1.FindingR\bfindings\"\xa8\x05\n" +
 	"\x12ProcessingActivity\x12C\n" +
 	"\vactivity_id\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^[a-z0-9][a-z0-9_.-]{0,62}$R\n" +
 	"activityId\x12\x1e\n" +
@@ -3827,13 +3827,13 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\x17data_subject_categories\x18\x06 \x03(\tB\x13\xbaH\x10\x92\x01\r\b\x01\x102\"\ar\x05\x10\x01\x18\xc8\x01R\x15dataSubjectCategories\x12J\n" +
 	"\n" +
 	"categories\x18\a \x03(\v2\x1d.lethe.common.v1.DataCategoryB\v\xbaH\b\x92\x01\x05\b\x01\x10\xc8\x01R\n" +
-	"categories\x12;\n" +
-	"\x14recipient_system_ids\x18\b \x03(\tB\t\xbaH\x06\x92\x01\x03\x10\xc8\x01R\x12recipientSystemIds\x12(\n" +
+	"categories\x12[\n" +
+	"\x14recipient_system_ids\x18\b \x03(\tB)\xbaH&\x92\x01#\x10\xc8\x01\"\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\x12recipientSystemIds\x12(\n" +
 	"\tretention\x18\t \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xe8\aR\tretention\x124\n" +
 	"\x11retention_rule_id\x18\n" +
-	" \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x0fretentionRuleId\x125\n" +
-	"\x11security_measures\x18\v \x03(\tB\b\xbaH\x05\x92\x01\x02\x102R\x10securityMeasures\"\xe3\x01\n" +
+	" \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x0fretentionRuleId\x12>\n" +
+	"\x11security_measures\x18\v \x03(\tB\x11\xbaH\x0e\x92\x01\v\x102\"\ar\x05\x10\x01\x18\xf4\x03R\x10securityMeasures\"\xe3\x01\n" +
 	"\x12PutActivityRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
