@@ -9,6 +9,14 @@
 // Go's time.AddDate normalises instead (31 January plus one month is 3
 // March), which would move a legal deadline past its end. Days are
 // calendar days in the instant's location; the time part is exact.
+//
+// Statutory deadlines end as the Regulation ends them (DueIn): on a day,
+// not at an instant — the day of the event is not counted (Art. 3(1)), the
+// period ends with the expiry of the last hour of its last day (Art.
+// 3(2)), in the zone the controller counts time in, and a last day that
+// is a Saturday, a Sunday or a public holiday gives way to the next
+// working day (Art. 3(4)). Public holidays are data with their sources
+// (Calendar), for Denmark, Finland and Sweden.
 package period
 
 import (

@@ -308,33 +308,51 @@ func TestObjectionMakesCheckDeny(t *testing.T) {
 }
 
 // TestDeadlines: one month by calendar-month arithmetic (31 January + 1
-// month = the last day of February, in leap years too), Clevenio's
-// 14-day SLA beside it, one extension within the first month and its
-// refusal after, the overdue and due-soon listings, and the verification
-// pause.
+// month = the last day of February, in leap years too; Art. 12(3) GDPR,
+// Regulation 1182/71 Art. 3(2)(c)), ending at the end of the day in
+// Helsinki for Clevenio (FI), and on the Monday when that day is a Sunday
+// or a Saturday (Art. 3(4)); Clevenio's 14-day SLA beside it, one
+// extension within the first month and its refusal after, the overdue and
+// due-soon listings, and the verification pause.
 func TestDeadlines(t *testing.T) {
 	f := start(t)
-	f.tenant(t, "clevenio", &registryv1.TenantSettings{DsarSla: durationpb.New(14 * 24 * time.Hour)})
+	f.tenant(t, "clevenio", &registryv1.TenantSettings{Country: "FI", DsarSla: durationpb.New(14 * 24 * time.Hour)})
 	f.tenant(t, "clevio", &registryv1.TenantSettings{VerificationPausesDeadline: true})
 	day := func(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 9, 30, 0, 0, time.UTC) }
+	helsinki, err := time.LoadLocation("Europe/Helsinki")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// end is the last instant of a day in loc: 23:59:59.999999999.
+	end := func(y int, m time.Month, d int, loc *time.Location) time.Time {
+		return time.Date(y, m, d, 23, 59, 59, 999_999_999, loc)
+	}
+	fi := func(y int, m time.Month, d int) time.Time { return end(y, m, d, helsinki) }
 	access := func(tenant string) *dsarv1.Request {
 		return f.file(t, &dsarv1.CreateRequestRequest{TenantId: tenant, Access: &dsarv1.AccessDetails{}})
 	}
 	for _, tc := range []struct {
 		received, statutory time.Time
 	}{
-		{day(2027, 1, 31), day(2027, 2, 28)},
-		{day(2028, 1, 31), day(2028, 2, 29)},
-		{day(2027, 3, 31), day(2027, 4, 30)},
-		{day(2027, 12, 15), day(2028, 1, 15)},
+		{day(2027, 1, 31), fi(2027, 3, 1)},   // 28 February 2027 is a Sunday
+		{day(2028, 1, 31), fi(2028, 2, 29)},  // a Tuesday of a leap year
+		{day(2027, 3, 31), fi(2027, 4, 30)},  // a Friday
+		{day(2027, 12, 15), fi(2028, 1, 17)}, // 15 January 2028 is a Saturday
 	} {
 		f.clock.Set(tc.received)
 		r := access("clevenio")
 		if got := r.Deadline.StatutoryDueAt.AsTime(); !got.Equal(tc.statutory) {
 			t.Errorf("received %s: statutory due %s, want %s", tc.received, got, tc.statutory)
 		}
-		if got := r.Deadline.SlaDueAt.AsTime(); !got.Equal(tc.received.Add(14 * 24 * time.Hour)) {
-			t.Errorf("received %s: SLA due %s, want 14 days later", tc.received, got)
+		if got, want := r.Deadline.StatutoryDueDate, tc.statutory.Format(time.DateOnly); got != want {
+			t.Errorf("received %s: statutory due date %s, want %s", tc.received, got, want)
+		}
+		if r.Deadline.TimeZone != "Europe/Helsinki" || r.Deadline.HolidayCalendar != "FI" {
+			t.Errorf("a Finnish tenant's deadline counts in %q with holidays of %q", r.Deadline.TimeZone, r.Deadline.HolidayCalendar)
+		}
+		y, m, d := tc.received.Date()
+		if got := r.Deadline.SlaDueAt.AsTime(); !got.Equal(fi(y, m, d+14)) {
+			t.Errorf("received %s: SLA due %s, want the end of the 14th day after", tc.received, got)
 		}
 	}
 
@@ -349,10 +367,10 @@ func TestDeadlines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ext.Request.Deadline.StatutoryDueAt.AsTime(); !got.Equal(day(2029, 4, 30)) {
+	if got := ext.Request.Deadline.StatutoryDueAt.AsTime(); !got.Equal(fi(2029, 4, 30)) {
 		t.Fatalf("extended by two months: due %s, want 2029-04-30", got)
 	}
-	if got := ext.Request.Deadline.SlaDueAt.AsTime(); !got.Equal(day(2029, 1, 31).Add(14 * 24 * time.Hour)) {
+	if got := ext.Request.Deadline.SlaDueAt.AsTime(); !got.Equal(fi(2029, 2, 14)) {
 		t.Fatalf("the extension moved the SLA to %s", got)
 	}
 	if _, err := extend(r.DsarId, 1); code(err) != codes.FailedPrecondition || reasonOf(err) != "EXTENSION_REFUSED" {
@@ -367,7 +385,7 @@ func TestDeadlines(t *testing.T) {
 		t.Fatalf("a three-month extension = %v", err)
 	}
 
-	// Now (2029-04-05): late is overdue on both deadlines, r only on its
+	// Now (2029-03-24): late is overdue on both deadlines, r only on its
 	// SLA; the 2027/2028 requests are long overdue.
 	list := func(filter dsarv1.DeadlineFilter, within time.Duration) []string {
 		req := &dsarv1.ListRequestsRequest{TenantId: "clevenio", Deadline: filter}
@@ -407,7 +425,7 @@ func TestDeadlines(t *testing.T) {
 	}
 	f.clock.Advance(3 * 24 * time.Hour)
 	verified := f.attest(t, "clevio", p.DsarId)
-	if got := verified.Deadline.StatutoryDueAt.AsTime(); !got.Equal(day(2027, 3, 3)) {
+	if got := verified.Deadline.StatutoryDueAt.AsTime(); !got.Equal(end(2027, 3, 3, time.UTC)) {
 		t.Fatalf("after a three-day pause the deadline is %s, want 2027-03-03 (3 February + 1 month)", got)
 	}
 	if verified.Deadline.Paused.AsDuration() != 72*time.Hour || verified.Deadline.PausedSince != nil {

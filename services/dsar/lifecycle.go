@@ -49,6 +49,10 @@ const serviceActor = "lethe/dsar"
 // statutoryPeriod is Art. 12(3)'s "one month of receipt".
 var statutoryPeriod = period.Period{Months: 1}
 
+// defaultMaxReceiptAge is how far back a time of receipt may be given
+// when the tenant's max_receipt_age is unset.
+const defaultMaxReceiptAge = 30 * 24 * time.Hour
+
 // transitions lists what each state may become. Final states are absent:
 // nothing follows them.
 var transitions = map[dsarv1.RequestState][]dsarv1.RequestState{
@@ -105,7 +109,10 @@ func (s *Service) transitionTx(tx *bolt.Tx, r *dsarv1.Request, to dsarv1.Request
 			return err
 		}
 	}
-	if from == dsarv1.RequestState_REQUEST_STATE_RECEIVED || from == dsarv1.RequestState_REQUEST_STATE_VERIFYING_IDENTITY {
+	// The clock runs again when verification is over (verified, or the
+	// request closed), not when a code is sent: the subject's time to
+	// answer it is verification time too.
+	if to != dsarv1.RequestState_REQUEST_STATE_VERIFYING_IDENTITY {
 		resumeClock(r.Deadline, now)
 	}
 	return s.Audit.AppendTx(tx, audit.Entry{Actor: actor, Method: "transition " + from.String() + " -> " + to.String(),
@@ -122,22 +129,92 @@ func resumeClock(d *dsarv1.Deadline, now time.Time) {
 }
 
 // computeDeadlines fills the due dates from receipt, the paused time (as
-// if a pause running now ended now), the extension and the SLA. Calendar
-// months follow Regulation 1182/71: 31 January + 1 month is the last day
-// of February.
+// if a pause running now ended now), the extension and the SLA, counted as
+// Regulation 1182/71 counts in the request's time zone: from the day of
+// receipt, to the end of the last day (31 January + 1 month ends at the
+// end of the last day of February), and for the statutory deadline past a
+// last day on a Saturday, Sunday or public holiday of the request's
+// holiday calendar (Art. 3(4)). The SLA is the tenant's promise in
+// calendar days; no holiday moves it.
 func computeDeadlines(d *dsarv1.Deadline, now time.Time) {
 	start := d.ReceivedAt.AsTime().Add(d.Paused.AsDuration())
 	if d.PausedSince != nil && now.After(d.PausedSince.AsTime()) {
 		start = start.Add(now.Sub(d.PausedSince.AsTime()))
 	}
+	loc := zoneOf(d)
 	p := statutoryPeriod
 	if d.Extension != nil {
 		p.Months += int(d.Extension.Months)
 	}
-	d.StatutoryDueAt = timestamppb.New(p.AddTo(start))
-	if d.Sla != nil {
-		d.SlaDueAt = timestamppb.New(start.Add(d.Sla.AsDuration()))
+	due := period.DueIn(start, p, loc, period.CalendarOf(d.HolidayCalendar))
+	d.StatutoryDueAt, d.StatutoryDueDate, d.HolidaysPassed = timestamppb.New(due.At), due.LastDay.String(), nil
+	for _, h := range due.Skipped {
+		d.HolidaysPassed = append(d.HolidaysPassed, fmt.Sprintf("%s %s, %s", h.Date, h.Name, h.Source))
 	}
+	if d.Sla != nil {
+		last := period.Period{Days: int(d.Sla.AsDuration() / (24 * time.Hour))}.LastDay(period.DateOf(start.In(loc)))
+		d.SlaDueAt, d.SlaDueDate = timestamppb.New(last.EndIn(loc)), last.String()
+	}
+}
+
+// zoneOf returns the zone a request's deadlines are counted in. A request
+// filed before zones were recorded has none and counts in UTC, as it did.
+func zoneOf(d *dsarv1.Deadline) *time.Location {
+	if d.TimeZone == "" {
+		return time.UTC
+	}
+	loc, err := period.LoadZone(d.TimeZone)
+	if err != nil {
+		// The zone loaded when the request was filed, and zones are
+		// compiled in: this cannot happen short of a corrupt record.
+		return time.UTC
+	}
+	return loc
+}
+
+// enteredAt is when a request was entered into Lethe.
+func enteredAt(r *dsarv1.Request) time.Time {
+	switch {
+	case r.Deadline.EnteredAt != nil:
+		return r.Deadline.EnteredAt.AsTime()
+	case len(r.History) > 0:
+		return r.History[0].At.AsTime()
+	}
+	return r.Deadline.ReceivedAt.AsTime()
+}
+
+// asOf returns r's state and deadlines as they stood at t, and false when
+// r had not been received yet. A request counts from its time of receipt,
+// even when it was entered later (the law counts from receipt); its state
+// is the last one its history reached by t; an extension counts once
+// granted. The verification pause is one interval, from the request's
+// entry until verification was over; at a t inside it the clock is paused.
+func asOf(r *dsarv1.Request, t time.Time) (dsarv1.RequestState, *dsarv1.Deadline, bool) {
+	if r.Deadline.ReceivedAt.AsTime().After(t) {
+		return dsarv1.RequestState_REQUEST_STATE_UNSPECIFIED, nil, false
+	}
+	st := dsarv1.RequestState_REQUEST_STATE_RECEIVED
+	for _, h := range r.History {
+		if h.At.AsTime().After(t) {
+			break
+		}
+		st = h.To
+	}
+	d := proto.Clone(r.Deadline).(*dsarv1.Deadline)
+	if d.Extension != nil && d.Extension.GrantedAt.AsTime().After(t) {
+		d.Extension = nil
+	}
+	if d.VerificationPausesDeadline {
+		from := enteredAt(r)
+		switch {
+		case t.Before(from):
+			d.Paused, d.PausedSince = nil, nil
+		case d.PausedSince != nil || t.Before(from.Add(d.Paused.AsDuration())):
+			d.Paused, d.PausedSince = nil, timestamppb.New(from)
+		}
+	}
+	computeDeadlines(d, t)
+	return st, d, true
 }
 
 // earliestDue is the earlier of the statutory and SLA due dates.
@@ -247,14 +324,20 @@ func (s *Service) ExtendDeadline(ctx context.Context, req *dsarv1.ExtendDeadline
 		}
 		now := s.Clock.Now()
 		d := r.Deadline
-		start := d.ReceivedAt.AsTime().Add(d.Paused.AsDuration())
+		// The first month is the statutory period without an extension,
+		// counted from receipt as the deadline is.
+		first := proto.Clone(d).(*dsarv1.Deadline)
+		first.Extension = nil
+		computeDeadlines(first, now)
 		switch {
 		case isFinal(r.State):
 			return nil, apierror.FailedPrecondition(ReasonIllegalTransition, fmt.Sprintf("a %s request has no deadline to extend", r.State))
 		case d.Extension != nil:
 			return nil, apierror.FailedPrecondition(ReasonExtension, "the deadline was extended already; Art. 12(3) allows one extension")
-		case !now.Before(statutoryPeriod.AddTo(start)):
-			return nil, apierror.FailedPrecondition(ReasonExtension, "an extension must be given within one month of receipt (Art. 12(3))")
+		case now.After(first.StatutoryDueAt.AsTime()):
+			return nil, apierror.FailedPrecondition(ReasonExtension, fmt.Sprintf(
+				"an extension must be given within one month of receipt (Art. 12(3)); received %s, that month ended with %s (%s)",
+				d.ReceivedAt.AsTime().In(zoneOf(d)).Format(time.RFC3339), first.StatutoryDueDate, zoneOf(d)))
 		}
 		d.Extension = &dsarv1.Extension{Months: req.Months, Reason: req.Reason, GrantedAt: timestamppb.New(now)}
 		computeDeadlines(d, now)

@@ -20,6 +20,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/mutation"
 	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/paging"
+	"github.com/lethe-privacy/lethe/platform/period"
 	"github.com/lethe-privacy/lethe/platform/store"
 )
 
@@ -82,10 +83,14 @@ func typeOf(req *dsarv1.CreateRequestRequest, r *dsarv1.Request) error {
 }
 
 // CreateRequest implements DsarService. The tenant's settings (SLA,
-// whether verification pauses the clock) are read from the registry before
-// the write and recorded on the request, so a later change of settings
-// does not move a running deadline. Identifiers and corrected values are
-// sealed under a fresh key of the request; the response never holds them.
+// whether verification pauses the clock, time zone and country) are read
+// from the registry before the write and recorded on the request, so a
+// later change of settings does not move a running deadline. A time of
+// receipt earlier than now is checked against the clock inside the write,
+// so that a replay of the same request id returns the request filed, not a
+// refusal once the receipt has grown too old. Identifiers and corrected
+// values are sealed under a fresh key of the request; the response never
+// holds them.
 func (s *Service) CreateRequest(ctx context.Context, req *dsarv1.CreateRequestRequest) (*dsarv1.CreateRequestResponse, error) {
 	r := &dsarv1.Request{TenantId: req.TenantId, SubjectId: req.SubjectId, Requester: req.Requester}
 	if err := typeOf(req, r); err != nil {
@@ -100,6 +105,18 @@ func (s *Service) CreateRequest(ctx context.Context, req *dsarv1.CreateRequestRe
 	settings, err := s.tenantSettings(ctx, req.TenantId)
 	if err != nil {
 		return nil, err
+	}
+	zone := settings.GetTimeZone()
+	if zone == "" {
+		zone = period.DefaultZone(settings.GetCountry())
+	}
+	if _, err := period.LoadZone(zone); err != nil {
+		return nil, fmt.Errorf("dsar: the time zone of tenant %s: %w", req.TenantId, err)
+	}
+	if req.ReceivedAt != nil {
+		if err := req.ReceivedAt.CheckValid(); err != nil {
+			return nil, apierror.Invalid("received_at", err.Error())
+		}
 	}
 	for _, id := range req.Identifiers {
 		r.IdentifierTypes = append(r.IdentifierTypes, id.Type)
@@ -125,9 +142,15 @@ func (s *Service) CreateRequest(ctx context.Context, req *dsarv1.CreateRequestRe
 			return nil, err
 		}
 		now := s.Clock.Now()
+		received, err := receivedAt(req, settings, now)
+		if err != nil {
+			return nil, err
+		}
 		r := proto.Clone(r).(*dsarv1.Request)
 		r.DsarId, r.State = id, dsarv1.RequestState_REQUEST_STATE_RECEIVED
-		r.Deadline = &dsarv1.Deadline{ReceivedAt: timestamppb.New(now), VerificationPausesDeadline: settings.GetVerificationPausesDeadline()}
+		r.Deadline = &dsarv1.Deadline{ReceivedAt: timestamppb.New(received), EnteredAt: timestamppb.New(now),
+			VerificationPausesDeadline: settings.GetVerificationPausesDeadline(),
+			TimeZone:                   zone, HolidayCalendar: period.CalendarOf(settings.GetCountry()).Country()}
 		if settings.GetDsarSla() != nil {
 			r.Deadline.Sla = durationpb.New(settings.DsarSla.AsDuration())
 		}
@@ -136,7 +159,14 @@ func (s *Service) CreateRequest(ctx context.Context, req *dsarv1.CreateRequestRe
 		}
 		computeDeadlines(r.Deadline, now)
 		r.Verification = &dsarv1.Verification{Method: methodOf(settings.GetVerificationChannel())}
-		r.History = []*dsarv1.Transition{{To: r.State, At: timestamppb.New(now), Actor: actorOf(ctx), Note: "received"}}
+		// Who entered the request and when is its first transition and
+		// its audit entry; a time of receipt given names both times.
+		note, method := "received", "transition -> "+r.State.String()
+		if !received.Equal(now) {
+			note = fmt.Sprintf("received %s, entered %s", received.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano))
+			method += " received_at=" + received.UTC().Format(time.RFC3339Nano)
+		}
+		r.History = []*dsarv1.Transition{{To: r.State, At: timestamppb.New(now), Actor: actorOf(ctx), Note: note}}
 		r.Result = &dsarv1.Result{}
 		if err := s.putRequestTx(tx, r); err != nil {
 			return nil, err
@@ -147,7 +177,7 @@ func (s *Service) CreateRequest(ctx context.Context, req *dsarv1.CreateRequestRe
 		if err := store.BucketTx(tx, bucketSealed).Put([]byte(id), sealed); err != nil {
 			return nil, err
 		}
-		if err := s.Audit.AppendTx(tx, audit.Entry{Actor: actorOf(ctx), Method: "transition -> " + r.State.String(),
+		if err := s.Audit.AppendTx(tx, audit.Entry{Actor: actorOf(ctx), Method: method,
 			TenantID: r.TenantId, Target: id, Code: "OK"}); err != nil {
 			return nil, err
 		}
@@ -159,6 +189,28 @@ func (s *Service) CreateRequest(ctx context.Context, req *dsarv1.CreateRequestRe
 		}
 	}
 	return resp, err
+}
+
+// receivedAt is a new request's time of receipt: now, or the time given,
+// which must not be in the future nor older than the tenant allows.
+func receivedAt(req *dsarv1.CreateRequestRequest, settings *registryv1.TenantSettings, now time.Time) (time.Time, error) {
+	if req.ReceivedAt == nil {
+		return now, nil
+	}
+	received := req.ReceivedAt.AsTime()
+	maxAge := defaultMaxReceiptAge
+	if settings.GetMaxReceiptAge() != nil {
+		maxAge = settings.MaxReceiptAge.AsDuration()
+	}
+	switch {
+	case received.After(now):
+		return time.Time{}, apierror.Invalid("received_at", fmt.Sprintf("%s is in the future (now is %s)",
+			received.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)))
+	case now.Sub(received) > maxAge:
+		return time.Time{}, apierror.Invalid("received_at", fmt.Sprintf("%s is more than the tenant's max_receipt_age (%s) ago",
+			received.UTC().Format(time.RFC3339), maxAge))
+	}
+	return received, nil
 }
 
 // viewAt is view for a request not committed yet: it has no tasks.
@@ -210,26 +262,50 @@ func (s *Service) GetRequest(_ context.Context, req *dsarv1.GetRequestRequest) (
 	return &dsarv1.GetRequestResponse{Request: s.view(r)}, nil
 }
 
-// ListRequests implements DsarService. Deadline filters are evaluated at
-// the service's clock; a request whose clock is paused for verification is
-// never overdue.
+// ListRequests implements DsarService. States and deadline filters are
+// evaluated at the service's clock, or as of a past time; a request whose
+// clock is paused for verification is never overdue.
 func (s *Service) ListRequests(_ context.Context, req *dsarv1.ListRequestsRequest) (*dsarv1.ListRequestsResponse, error) {
 	now := s.Clock.Now()
 	within := 7 * 24 * time.Hour
 	if req.DueWithin != nil {
 		within = req.DueWithin.AsDuration()
 	}
+	fingerprint := fmt.Sprint(req.States, req.Deadline, within)
+	if req.AsOf != nil {
+		if err := req.AsOf.CheckValid(); err != nil {
+			return nil, apierror.Invalid("as_of", err.Error())
+		}
+		if req.AsOf.AsTime().After(now) {
+			return nil, apierror.Invalid("as_of", "must not be in the future; DEADLINE_FILTER_DUE_SOON with due_within looks ahead")
+		}
+		now = req.AsOf.AsTime()
+		fingerprint += " as of " + now.UTC().Format(time.RFC3339Nano)
+	}
+	// at returns r's state and deadlines at now (as of as_of), or false
+	// when it had not been received then.
+	at := func(r *dsarv1.Request) (dsarv1.RequestState, *dsarv1.Deadline, bool) {
+		if req.AsOf != nil {
+			return asOf(r, now)
+		}
+		computeDeadlines(r.Deadline, now)
+		return r.State, r.Deadline, true
+	}
 	match := func(r *dsarv1.Request) bool {
-		if len(req.States) > 0 && !containsState(req.States, r.State) {
+		state, d, received := at(r)
+		if !received {
+			return false
+		}
+		if len(req.States) > 0 && !containsState(req.States, state) {
 			return false
 		}
 		if req.Deadline == dsarv1.DeadlineFilter_DEADLINE_FILTER_UNSPECIFIED {
 			return true
 		}
-		if !isOpen(r.State) || r.Deadline.PausedSince != nil {
+		if !isOpen(state) || d.PausedSince != nil {
 			return false
 		}
-		due := earliestDue(r.Deadline)
+		due := earliestDue(d)
 		overdue := now.After(due)
 		if req.Deadline == dsarv1.DeadlineFilter_DEADLINE_FILTER_OVERDUE {
 			return overdue
@@ -250,13 +326,12 @@ func (s *Service) ListRequests(_ context.Context, req *dsarv1.ListRequestsReques
 			if err := proto.Unmarshal(v, r); err != nil {
 				return err
 			}
-			computeDeadlines(r.Deadline, now)
 			if match(r) {
 				keys = append(keys, string(k))
 				resp.Requests = append(resp.Requests, r)
 			}
 		}
-		start, end, next, err := paging.Slice(keys, req, req.TenantId, fmt.Sprint(req.States, req.Deadline, within))
+		start, end, next, err := paging.Slice(keys, req, req.TenantId, fingerprint)
 		if err != nil {
 			return err
 		}

@@ -97,7 +97,7 @@ func (f *fixture) tenant(t testing.TB, id, name string) {
 	_, err := f.client.CreateTenant(f.ctx, &registryv1.CreateTenantRequest{RequestId: f.id(), Tenant: &registryv1.Tenant{
 		TenantId: id, DisplayName: name,
 		Settings: &registryv1.TenantSettings{
-			Country: "DK", DsarSla: durationpb.New(14 * 24 * time.Hour),
+			Country: "DK", TimeZone: "Europe/Copenhagen", DsarSla: durationpb.New(14 * 24 * time.Hour),
 			Dpo:                  &registryv1.Contact{Name: "Data Protection Officer", Email: "dpo@" + id + ".example"},
 			SupervisoryAuthority: &registryv1.SupervisoryAuthority{Name: "Datatilsynet", Country: "DK", Url: "https://www.datatilsynet.dk"},
 		},
@@ -431,6 +431,21 @@ func TestInvalidInputNamesTheFieldAndWritesNothing(t *testing.T) {
 			_, err := f.client.ListDisclosures(f.ctx, &registryv1.ListDisclosuresRequest{TenantId: "clicklearn", From: date(2026, 6, 1), Until: date(2026, 1, 1)})
 			return err
 		}(), "until"},
+		{"tenant in a time zone that does not exist", func() error {
+			_, err := f.client.CreateTenant(f.ctx, &registryv1.CreateTenantRequest{RequestId: f.id(), Tenant: &registryv1.Tenant{TenantId: "atlantis", DisplayName: "x",
+				Settings: &registryv1.TenantSettings{TimeZone: "Europe/Atlantis"}}})
+			return err
+		}(), "tenant.settings.time_zone"},
+		{"tenant in the host's zone", func() error {
+			_, err := f.client.CreateTenant(f.ctx, &registryv1.CreateTenantRequest{RequestId: f.id(), Tenant: &registryv1.Tenant{TenantId: "local", DisplayName: "x",
+				Settings: &registryv1.TenantSettings{TimeZone: "Local"}}})
+			return err
+		}(), "tenant.settings.time_zone"},
+		{"tenant allowing receipts a year old", func() error {
+			_, err := f.client.CreateTenant(f.ctx, &registryv1.CreateTenantRequest{RequestId: f.id(), Tenant: &registryv1.Tenant{TenantId: "lax", DisplayName: "x",
+				Settings: &registryv1.TenantSettings{MaxReceiptAge: durationpb.New(365 * 24 * time.Hour)}}})
+			return err
+		}(), "tenant.settings.max_receipt_age"},
 		{"tenant with a bad id", func() error {
 			_, err := f.client.CreateTenant(f.ctx, &registryv1.CreateTenantRequest{RequestId: f.id(), Tenant: &registryv1.Tenant{TenantId: "Bad.Tenant", DisplayName: "x"}})
 			return err

@@ -15,14 +15,15 @@ import (
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/mutation"
 	"github.com/lethe-privacy/lethe/platform/paging"
+	"github.com/lethe-privacy/lethe/platform/period"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/services/registry/internal/storage"
 	"github.com/lethe-privacy/lethe/services/registry/internal/taxonomy"
 	"github.com/lethe-privacy/lethe/services/registry/internal/transfer"
 )
 
-// checkTenant validates what the proto's rules cannot: country codes that
-// exist.
+// checkTenant validates what the proto's rules cannot: country codes and
+// time zones that exist.
 func checkTenant(t *registryv1.Tenant) error {
 	var v []apierror.FieldViolation
 	if c := t.GetSettings().GetCountry(); c != "" && !transfer.ValidCountry(c) {
@@ -30,6 +31,11 @@ func checkTenant(t *registryv1.Tenant) error {
 	}
 	if c := t.GetSettings().GetSupervisoryAuthority().GetCountry(); c != "" && !transfer.ValidCountry(c) {
 		v = append(v, apierror.FieldViolation{Field: "tenant.settings.supervisory_authority.country", Description: "not an ISO 3166-1 alpha-2 country code: " + c})
+	}
+	if z := t.GetSettings().GetTimeZone(); z != "" {
+		if _, err := period.LoadZone(z); err != nil {
+			v = append(v, apierror.FieldViolation{Field: "tenant.settings.time_zone", Description: err.Error()})
+		}
 	}
 	if len(v) > 0 {
 		return apierror.InvalidArgument(v...)

@@ -442,8 +442,9 @@ func dsarCreate(args []string, stdout, stderr io.Writer) int {
 Usage: lethe dsar create --tenant T --subject S --type TYPE [flags]
 
 Files a request. It starts "received": nothing reaches any system until
-identity is verified (lethe dsar verify). Deadlines run from now: the
-GDPR's month and the tenant's SLA, kept apart.
+identity is verified (lethe dsar verify). Deadlines run from its receipt:
+now, or --received for a request that arrived before it is entered (a
+letter); the GDPR's month and the tenant's SLA, kept apart.
 
 Types: access, rectification, erasure, restriction, portability, objection,
 consent_withdrawal, automated_decision_review.
@@ -453,8 +454,9 @@ Examples:
   lethe dsar create --tenant clevenio --subject p-3 --type restriction --ground accuracy_contested
   lethe dsar create --tenant clevio --subject u-9 --type objection --scope direct_marketing
   lethe dsar create --tenant clio --subject s-42 --type consent_withdrawal --purposes newsletter
+  lethe dsar create --tenant clio --subject s-43 --type access --received 2026-01-30T14:00:00+01:00
 `, stdout, stderr)
-	var subject, typ, cats, purposes, email, phone, account, ground, scope, action, agent, decision, statement string
+	var subject, typ, cats, purposes, email, phone, account, ground, scope, action, agent, decision, statement, received string
 	o.fs.StringVar(&subject, "subject", "", "the subject's pseudonymous id (required)")
 	o.fs.StringVar(&typ, "type", "", "the right exercised (required)")
 	o.fs.StringVar(&cats, "categories", "", "comma-separated categories, for access, erasure, portability (default all)")
@@ -468,6 +470,7 @@ Examples:
 	o.fs.StringVar(&agent, "agent", "", "filed by an agent: the reference of its authority (a power of attorney on file)")
 	o.fs.StringVar(&decision, "decision", "", "for automated_decision_review: the tenant's reference of the decision")
 	o.fs.StringVar(&statement, "statement", "", "for automated_decision_review: the subject's point of view")
+	o.fs.StringVar(&received, "received", "", "when the request was received, RFC 3339, if before now (default now)")
 	requestID := o.requestIDFlag()
 	if code := o.start(args, "subject", "type"); code >= 0 {
 		return code
@@ -518,6 +521,13 @@ Examples:
 		req.AutomatedDecision = &dsarv1.AutomatedDecisionDetails{DecisionReference: decision, Statement: statement}
 	default:
 		return o.usage("rectification carries corrected values, which this command does not take; use the API (CreateRequest)")
+	}
+	if received != "" {
+		at, err := time.Parse(time.RFC3339, received)
+		if err != nil {
+			return o.usage("--received: " + err.Error())
+		}
+		req.ReceivedAt = timestamppb.New(at)
 	}
 	req.RequestId = *requestID
 	resp, err := o.cl.dsar.CreateRequest(o.ctx, req)
@@ -573,10 +583,11 @@ func printRequest(w io.Writer, r *dsarv1.Request) {
 
 func dsarList(args []string, stdout, stderr io.Writer) int {
 	o := newOp("dsar list", `
-Usage: lethe dsar list --tenant T [--state S,…] [--overdue | --due-soon DURATION]
+Usage: lethe dsar list --tenant T [--state S,…] [--overdue | --due-soon DURATION] [--as-of TIME]
 
 Examples:
   lethe dsar list --tenant clevenio --overdue
+  lethe dsar list --tenant clevenio --overdue --as-of 2026-03-31T23:59:59+03:00
   lethe dsar list --tenant cleura --state in_progress,received -o json
 `, stdout, stderr)
 	var states string
@@ -585,11 +596,20 @@ Examples:
 	o.fs.StringVar(&states, "state", "", "comma-separated states: "+strings.Join(tenantfile.EnumNames(dsarv1.RequestState(0).Descriptor()), ", "))
 	o.fs.BoolVar(&overdue, "overdue", false, "only open requests past a deadline")
 	o.fs.DurationVar(&dueSoon, "due-soon", 0, "only open requests due within this time (e.g. 168h)")
+	var asOf string
+	o.fs.StringVar(&asOf, "as-of", "", "states and deadlines as of this past time, RFC 3339 (default now)")
 	if code := o.start(args); code >= 0 {
 		return code
 	}
 	defer o.done()
 	req := &dsarv1.ListRequestsRequest{TenantId: o.tenant, PageSize: 1000}
+	if asOf != "" {
+		at, err := time.Parse(time.RFC3339, asOf)
+		if err != nil {
+			return o.usage("--as-of: " + err.Error())
+		}
+		req.AsOf = timestamppb.New(at)
+	}
 	for _, s := range splitList(states) {
 		st, err := enumFlag[dsarv1.RequestState]("state", s)
 		if err != nil {

@@ -440,9 +440,36 @@ func TestConformanceClevenio(t *testing.T) {
 	dl, _ := req["deadline"].(map[string]any)
 	received, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(dl["receivedAt"]))
 	slaDue, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(dl["slaDueAt"]))
-	if got := slaDue.Sub(received); got != 14*24*time.Hour {
-		t.Fatalf("SLA deadline %v after receipt, want 14 days: %v", got, dl)
+	// Clevenio is Finnish: the SLA's 14 days end with the 14th day after
+	// the day of receipt, at midnight in Helsinki (Reg. 1182/71 Art. 3).
+	helsinki, err := time.LoadLocation("Europe/Helsinki")
+	if err != nil {
+		t.Fatal(err)
 	}
+	y, m, d := received.In(helsinki).Date()
+	if want := time.Date(y, m, d+14, 23, 59, 59, 999_999_999, helsinki); !slaDue.Equal(want) || dl["slaDueDate"] != want.Format(time.DateOnly) {
+		t.Fatalf("SLA deadline %v, want the end of the 14th day after receipt in Helsinki (%v): %v", slaDue, want, dl)
+	}
+	// A letter received two days before it is entered counts from its
+	// receipt (Art. 12(3)); as of a time before it arrived it was not
+	// there; a receipt in the future is refused.
+	letterAt := time.Now().Add(-48 * time.Hour).UTC().Truncate(time.Second)
+	letter := p.dsarJSON(t, "dsar", "create", "--tenant", "clevenio", "--subject", "prospect-10", "--type", "access",
+		"--received", letterAt.Format(time.RFC3339))
+	if dl, _ := letter["deadline"].(map[string]any); dl["receivedAt"] != letterAt.Format(time.RFC3339) {
+		t.Fatalf("a letter's receipt: %v, want %s", dl, letterAt.Format(time.RFC3339))
+	}
+	before := p.must(t, exitOK, "dsar", "list", "--tenant", "clevenio", "--as-of", letterAt.Add(-time.Minute).Format(time.RFC3339))
+	if strings.Contains(before.stdout, fmt.Sprint(letter["dsarId"])) {
+		t.Fatalf("listed as of before its receipt:\n%s", before.stdout)
+	}
+	after := p.must(t, exitOK, "dsar", "list", "--tenant", "clevenio", "--as-of", letterAt.Add(time.Minute).Format(time.RFC3339))
+	if !strings.Contains(after.stdout, fmt.Sprint(letter["dsarId"])) {
+		t.Fatalf("not listed as of a minute after its receipt, though entered later:\n%s", after.stdout)
+	}
+	p.must(t, exitRefused, "dsar", "create", "--tenant", "clevenio", "--subject", "prospect-11", "--type", "access",
+		"--received", time.Now().Add(time.Hour).Format(time.RFC3339))
+
 	// Nothing fans out before identity is verified.
 	show := p.must(t, exitOK, "dsar", "show", "--tenant", "clevenio", "--id", id)
 	if strings.Contains(show.stdout, "ad-platform-us") {

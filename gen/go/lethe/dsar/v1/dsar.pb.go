@@ -457,7 +457,9 @@ type DeadlineFilter int32
 const (
 	// Every request.
 	DeadlineFilter_DEADLINE_FILTER_UNSPECIFIED DeadlineFilter = 0
-	// Open requests past their statutory or SLA deadline.
+	// Open requests past their statutory or SLA deadline (after the end of
+	// its last day in the tenant's time zone). A request whose clock is
+	// paused for verification is never overdue.
 	DeadlineFilter_DEADLINE_FILTER_OVERDUE DeadlineFilter = 1
 	// Open requests not overdue whose earlier deadline falls within
 	// due_within from now.
@@ -1145,17 +1147,32 @@ func (x *Extension) GetGrantedAt() *timestamppb.Timestamp {
 	return nil
 }
 
-// Deadline keeps the statutory deadline and the tenant's SLA apart.
+// Deadline keeps the statutory deadline and the tenant's SLA apart. Both
+// are counted as Regulation (EEC, Euratom) No 1182/71 counts periods, in
+// days of the tenant's time zone: the day of receipt is not counted (Art.
+// 3(1)), and a deadline ends with the expiry of the last hour of its last
+// day there, 23:59:59.999999999 local time (Art. 3(2)).
 type Deadline struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// When the request was received.
+	// When the controller received the request (Art. 12(3)): the time of
+	// receipt given when it was entered, or the time it was entered.
 	ReceivedAt *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
-	// The GDPR's deadline: one month from receipt by calendar-month
-	// arithmetic (31 January + 1 month = 28 or 29 February), plus the
-	// extension, plus any time verification paused the clock.
+	// The GDPR's deadline (Art. 12(3)): the end of the day one month after
+	// the day of receipt, the same date in the next month or the last day of
+	// a shorter one (31 January + 1 month = 28 or 29 February; Art.
+	// 3(2)(c)), plus the extension's months, plus any time verification
+	// paused the clock. A last day on a Saturday, a Sunday or a public
+	// holiday of holiday_calendar's country moves to the next working day
+	// (Art. 3(4)). For a country whose holidays Lethe does not know, only
+	// Saturdays and Sundays move it: a deadline falling on one of that
+	// country's holidays ends on the holiday, earlier than the law would
+	// end it, never later.
 	StatutoryDueAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=statutory_due_at,json=statutoryDueAt,proto3" json:"statutory_due_at,omitempty"`
-	// The tenant's own deadline (receipt + its SLA, plus paused time); unset
-	// when the tenant has no SLA.
+	// The tenant's internal target: the end of the day its SLA's whole days
+	// after the day of receipt (Clevenio: 14 days), plus paused time; unset
+	// when the tenant has no SLA. A promise of days is kept in calendar
+	// days: Saturdays, Sundays and holidays do not move it, and a part of a
+	// day in the SLA is dropped.
 	SlaDueAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=sla_due_at,json=slaDueAt,proto3" json:"sla_due_at,omitempty"`
 	// The tenant's SLA, as recorded when the request was received.
 	Sla *durationpb.Duration `protobuf:"bytes,4,opt,name=sla,proto3" json:"sla,omitempty"`
@@ -1168,7 +1185,27 @@ type Deadline struct {
 	// How long verification paused the clock in total.
 	Paused *durationpb.Duration `protobuf:"bytes,7,opt,name=paused,proto3" json:"paused,omitempty"`
 	// The extension, when one was granted.
-	Extension     *Extension `protobuf:"bytes,8,opt,name=extension,proto3" json:"extension,omitempty"`
+	Extension *Extension `protobuf:"bytes,8,opt,name=extension,proto3" json:"extension,omitempty"`
+	// The IANA time zone the deadlines are counted in: the tenant's
+	// time_zone (or its country's default) when the request was received.
+	TimeZone string `protobuf:"bytes,9,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	// The country whose public holidays move a last day (DK, FI or SE), as
+	// the tenant's country was when the request was received; empty when
+	// Lethe does not know that country's holidays, and only Saturdays and
+	// Sundays move it.
+	HolidayCalendar string `protobuf:"bytes,10,opt,name=holiday_calendar,json=holidayCalendar,proto3" json:"holiday_calendar,omitempty"`
+	// statutory_due_at's day in time_zone (YYYY-MM-DD): the legal last day.
+	StatutoryDueDate string `protobuf:"bytes,11,opt,name=statutory_due_date,json=statutoryDueDate,proto3" json:"statutory_due_date,omitempty"`
+	// sla_due_at's day in time_zone (YYYY-MM-DD); empty without an SLA.
+	SlaDueDate string `protobuf:"bytes,12,opt,name=sla_due_date,json=slaDueDate,proto3" json:"sla_due_date,omitempty"`
+	// The public holidays the statutory last day was moved past, with the
+	// acts that make them holidays ("2026-04-06 2. påskedag (Easter Monday),
+	// DK: ...").
+	HolidaysPassed []string `protobuf:"bytes,13,rep,name=holidays_passed,json=holidaysPassed,proto3" json:"holidays_passed,omitempty"`
+	// When the request was entered into Lethe: later than received_at when
+	// a time of receipt was given. The first entry of history names who
+	// entered it.
+	EnteredAt     *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=entered_at,json=enteredAt,proto3" json:"entered_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1255,6 +1292,48 @@ func (x *Deadline) GetPaused() *durationpb.Duration {
 func (x *Deadline) GetExtension() *Extension {
 	if x != nil {
 		return x.Extension
+	}
+	return nil
+}
+
+func (x *Deadline) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *Deadline) GetHolidayCalendar() string {
+	if x != nil {
+		return x.HolidayCalendar
+	}
+	return ""
+}
+
+func (x *Deadline) GetStatutoryDueDate() string {
+	if x != nil {
+		return x.StatutoryDueDate
+	}
+	return ""
+}
+
+func (x *Deadline) GetSlaDueDate() string {
+	if x != nil {
+		return x.SlaDueDate
+	}
+	return ""
+}
+
+func (x *Deadline) GetHolidaysPassed() []string {
+	if x != nil {
+		return x.HolidaysPassed
+	}
+	return nil
+}
+
+func (x *Deadline) GetEnteredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EnteredAt
 	}
 	return nil
 }
@@ -2259,6 +2338,15 @@ type CreateRequestRequest struct {
 	Withdrawal *WithdrawalDetails `protobuf:"bytes,16,opt,name=withdrawal,proto3" json:"withdrawal,omitempty"`
 	// For AUTOMATED_DECISION_REVIEW.
 	AutomatedDecision *AutomatedDecisionDetails `protobuf:"bytes,17,opt,name=automated_decision,json=automatedDecision,proto3" json:"automated_decision,omitempty"`
+	// When the controller received the request, when it is entered later
+	// (a letter that arrived on Friday, entered on Monday): Art. 12(3)
+	// counts from receipt, and so do the deadlines, the overdue listing and
+	// the extension's first month. Not in the future, and not longer ago
+	// than the tenant's max_receipt_age (30 days when unset);
+	// INVALID_ARGUMENT naming received_at otherwise. Unset: now. The request
+	// keeps both times (deadline.received_at, deadline.entered_at) and who
+	// entered it (history), and so does its audit entry.
+	ReceivedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
 	// Check the request and change nothing.
 	ValidateOnly  bool `protobuf:"varint,30,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2382,6 +2470,13 @@ func (x *CreateRequestRequest) GetWithdrawal() *WithdrawalDetails {
 func (x *CreateRequestRequest) GetAutomatedDecision() *AutomatedDecisionDetails {
 	if x != nil {
 		return x.AutomatedDecision
+	}
+	return nil
+}
+
+func (x *CreateRequestRequest) GetReceivedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReceivedAt
 	}
 	return nil
 }
@@ -2554,7 +2649,15 @@ type ListRequestsRequest struct {
 	// At most this many requests (default 100, at most 1000).
 	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page.
-	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Evaluate states and deadline filters as of this past time instead of
+	// now: which requests were open, overdue or due soon then. A request
+	// counts from its time of receipt (even when it was entered later), in
+	// the state its history shows at as_of, with an extension only once
+	// granted and its verification pause as it stood. The requests are
+	// returned as they are now. Not in the future: INVALID_ARGUMENT naming
+	// as_of.
+	AsOf          *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2629,6 +2732,13 @@ func (x *ListRequestsRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListRequestsRequest) GetAsOf() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AsOf
+	}
+	return nil
 }
 
 // ListRequestsResponse is a page of requests, by id.
@@ -4727,7 +4837,7 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\x06months\x18\x01 \x01(\x05R\x06months\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x129\n" +
 	"\n" +
-	"granted_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tgrantedAt\"\xe0\x03\n" +
+	"granted_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tgrantedAt\"\xdc\x05\n" +
 	"\bDeadline\x12;\n" +
 	"\vreceived_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"receivedAt\x12D\n" +
@@ -4738,7 +4848,16 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\x1cverification_pauses_deadline\x18\x05 \x01(\bR\x1averificationPausesDeadline\x12=\n" +
 	"\fpaused_since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vpausedSince\x121\n" +
 	"\x06paused\x18\a \x01(\v2\x19.google.protobuf.DurationR\x06paused\x126\n" +
-	"\textension\x18\b \x01(\v2\x18.lethe.dsar.v1.ExtensionR\textension\"\xcb\x02\n" +
+	"\textension\x18\b \x01(\v2\x18.lethe.dsar.v1.ExtensionR\textension\x12\x1b\n" +
+	"\ttime_zone\x18\t \x01(\tR\btimeZone\x12)\n" +
+	"\x10holiday_calendar\x18\n" +
+	" \x01(\tR\x0fholidayCalendar\x12,\n" +
+	"\x12statutory_due_date\x18\v \x01(\tR\x10statutoryDueDate\x12 \n" +
+	"\fsla_due_date\x18\f \x01(\tR\n" +
+	"slaDueDate\x12'\n" +
+	"\x0fholidays_passed\x18\r \x03(\tR\x0eholidaysPassed\x129\n" +
+	"\n" +
+	"entered_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tenteredAt\"\xcb\x02\n" +
 	"\fVerification\x129\n" +
 	"\x06method\x18\x01 \x01(\x0e2!.lethe.dsar.v1.VerificationMethodR\x06method\x12\x1a\n" +
 	"\bverified\x18\x02 \x01(\bR\bverified\x12;\n" +
@@ -4824,7 +4943,7 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\x0econsent_causes\x18\x1b \x03(\v2\x16.lethe.common.v1.CauseR\rconsentCauses\x127\n" +
 	"\tclosed_at\x18\x1c \x01(\v2\x1a.google.protobuf.TimestampR\bclosedAt\x12#\n" +
 	"\rkey_destroyed\x18\x1d \x01(\bR\fkeyDestroyedB\t\n" +
-	"\adetails\"\xe3\a\n" +
+	"\adetails\"\xa0\b\n" +
 	"\x14CreateRequestRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -4843,7 +4962,9 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\n" +
 	"withdrawal\x18\x10 \x01(\v2 .lethe.dsar.v1.WithdrawalDetailsR\n" +
 	"withdrawal\x12V\n" +
-	"\x12automated_decision\x18\x11 \x01(\v2'.lethe.dsar.v1.AutomatedDecisionDetailsR\x11automatedDecision\x12#\n" +
+	"\x12automated_decision\x18\x11 \x01(\v2'.lethe.dsar.v1.AutomatedDecisionDetailsR\x11automatedDecision\x12;\n" +
+	"\vreceived_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"receivedAt\x12#\n" +
 	"\rvalidate_only\x18\x1e \x01(\bR\fvalidateOnly:l\xbaHi\"g\n" +
 	"\x06access\n" +
 	"\rrectification\n" +
@@ -4860,7 +4981,7 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12\"\n" +
 	"\adsar_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x06dsarId\"F\n" +
 	"\x12GetRequestResponse\x120\n" +
-	"\arequest\x18\x01 \x01(\v2\x16.lethe.dsar.v1.RequestR\arequest\"\xeb\x02\n" +
+	"\arequest\x18\x01 \x01(\v2\x16.lethe.dsar.v1.RequestR\arequest\"\x9c\x03\n" +
 	"\x13ListRequestsRequest\x12>\n" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12F\n" +
 	"\x06states\x18\x02 \x03(\x0e2\x1b.lethe.dsar.v1.RequestStateB\x11\xbaH\x0e\x92\x01\v\x10\b\"\a\x82\x01\x04\x10\x01 \x00R\x06states\x12C\n" +
@@ -4869,7 +4990,8 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"due_within\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x022\x00R\tdueWithin\x12$\n" +
 	"\tpage_size\x18\x05 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x06 \x01(\tR\tpageToken\"r\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\x12/\n" +
+	"\x05as_of\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\"r\n" +
 	"\x14ListRequestsResponse\x122\n" +
 	"\brequests\x18\x01 \x03(\v2\x16.lethe.dsar.v1.RequestR\brequests\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9d\x01\n" +
@@ -5202,130 +5324,133 @@ var file_lethe_dsar_v1_dsar_proto_depIdxs = []int32{
 	68,  // 15: lethe.dsar.v1.Deadline.paused_since:type_name -> google.protobuf.Timestamp
 	69,  // 16: lethe.dsar.v1.Deadline.paused:type_name -> google.protobuf.Duration
 	18,  // 17: lethe.dsar.v1.Deadline.extension:type_name -> lethe.dsar.v1.Extension
-	4,   // 18: lethe.dsar.v1.Verification.method:type_name -> lethe.dsar.v1.VerificationMethod
-	68,  // 19: lethe.dsar.v1.Verification.verified_at:type_name -> google.protobuf.Timestamp
-	68,  // 20: lethe.dsar.v1.Verification.code_expires_at:type_name -> google.protobuf.Timestamp
-	1,   // 21: lethe.dsar.v1.Transition.from:type_name -> lethe.dsar.v1.RequestState
-	1,   // 22: lethe.dsar.v1.Transition.to:type_name -> lethe.dsar.v1.RequestState
-	68,  // 23: lethe.dsar.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	64,  // 24: lethe.dsar.v1.HeldCategory.category:type_name -> lethe.common.v1.DataCategory
-	68,  // 25: lethe.dsar.v1.HeldCategory.until:type_name -> google.protobuf.Timestamp
-	70,  // 26: lethe.dsar.v1.SystemResult.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	5,   // 27: lethe.dsar.v1.SystemResult.state:type_name -> lethe.dsar.v1.TaskState
-	71,  // 28: lethe.dsar.v1.SystemResult.outcome:type_name -> lethe.events.v1.OutcomeKind
-	72,  // 29: lethe.dsar.v1.SystemResult.retained:type_name -> lethe.events.v1.Retention
-	68,  // 30: lethe.dsar.v1.SystemResult.answered_at:type_name -> google.protobuf.Timestamp
-	22,  // 31: lethe.dsar.v1.SystemResult.held:type_name -> lethe.dsar.v1.HeldCategory
-	23,  // 32: lethe.dsar.v1.Result.systems:type_name -> lethe.dsar.v1.SystemResult
-	72,  // 33: lethe.dsar.v1.Result.retained:type_name -> lethe.events.v1.Retention
-	22,  // 34: lethe.dsar.v1.Result.held:type_name -> lethe.dsar.v1.HeldCategory
-	68,  // 35: lethe.dsar.v1.Review.reviewed_at:type_name -> google.protobuf.Timestamp
-	68,  // 36: lethe.dsar.v1.PackageInfo.assembled_at:type_name -> google.protobuf.Timestamp
-	68,  // 37: lethe.dsar.v1.PackageInfo.available_until:type_name -> google.protobuf.Timestamp
-	0,   // 38: lethe.dsar.v1.Request.type:type_name -> lethe.dsar.v1.RequestType
-	1,   // 39: lethe.dsar.v1.Request.state:type_name -> lethe.dsar.v1.RequestState
-	7,   // 40: lethe.dsar.v1.Request.requester:type_name -> lethe.dsar.v1.Requester
-	73,  // 41: lethe.dsar.v1.Request.identifier_types:type_name -> lethe.common.v1.IdentifierType
-	9,   // 42: lethe.dsar.v1.Request.access:type_name -> lethe.dsar.v1.AccessDetails
-	10,  // 43: lethe.dsar.v1.Request.rectification:type_name -> lethe.dsar.v1.RectificationDetails
-	11,  // 44: lethe.dsar.v1.Request.erasure:type_name -> lethe.dsar.v1.ErasureDetails
-	12,  // 45: lethe.dsar.v1.Request.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
-	13,  // 46: lethe.dsar.v1.Request.portability:type_name -> lethe.dsar.v1.PortabilityDetails
-	14,  // 47: lethe.dsar.v1.Request.objection:type_name -> lethe.dsar.v1.ObjectionDetails
-	15,  // 48: lethe.dsar.v1.Request.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
-	16,  // 49: lethe.dsar.v1.Request.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
-	19,  // 50: lethe.dsar.v1.Request.deadline:type_name -> lethe.dsar.v1.Deadline
-	20,  // 51: lethe.dsar.v1.Request.verification:type_name -> lethe.dsar.v1.Verification
-	21,  // 52: lethe.dsar.v1.Request.history:type_name -> lethe.dsar.v1.Transition
-	17,  // 53: lethe.dsar.v1.Request.rejection:type_name -> lethe.dsar.v1.Rejection
-	24,  // 54: lethe.dsar.v1.Request.result:type_name -> lethe.dsar.v1.Result
-	25,  // 55: lethe.dsar.v1.Request.review:type_name -> lethe.dsar.v1.Review
-	26,  // 56: lethe.dsar.v1.Request.package:type_name -> lethe.dsar.v1.PackageInfo
-	74,  // 57: lethe.dsar.v1.Request.consent_causes:type_name -> lethe.common.v1.Cause
-	68,  // 58: lethe.dsar.v1.Request.closed_at:type_name -> google.protobuf.Timestamp
-	7,   // 59: lethe.dsar.v1.CreateRequestRequest.requester:type_name -> lethe.dsar.v1.Requester
-	75,  // 60: lethe.dsar.v1.CreateRequestRequest.identifiers:type_name -> lethe.common.v1.Identifier
-	9,   // 61: lethe.dsar.v1.CreateRequestRequest.access:type_name -> lethe.dsar.v1.AccessDetails
-	10,  // 62: lethe.dsar.v1.CreateRequestRequest.rectification:type_name -> lethe.dsar.v1.RectificationDetails
-	11,  // 63: lethe.dsar.v1.CreateRequestRequest.erasure:type_name -> lethe.dsar.v1.ErasureDetails
-	12,  // 64: lethe.dsar.v1.CreateRequestRequest.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
-	13,  // 65: lethe.dsar.v1.CreateRequestRequest.portability:type_name -> lethe.dsar.v1.PortabilityDetails
-	14,  // 66: lethe.dsar.v1.CreateRequestRequest.objection:type_name -> lethe.dsar.v1.ObjectionDetails
-	15,  // 67: lethe.dsar.v1.CreateRequestRequest.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
-	16,  // 68: lethe.dsar.v1.CreateRequestRequest.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
-	27,  // 69: lethe.dsar.v1.CreateRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	27,  // 70: lethe.dsar.v1.GetRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	1,   // 71: lethe.dsar.v1.ListRequestsRequest.states:type_name -> lethe.dsar.v1.RequestState
-	6,   // 72: lethe.dsar.v1.ListRequestsRequest.deadline:type_name -> lethe.dsar.v1.DeadlineFilter
-	69,  // 73: lethe.dsar.v1.ListRequestsRequest.due_within:type_name -> google.protobuf.Duration
-	27,  // 74: lethe.dsar.v1.ListRequestsResponse.requests:type_name -> lethe.dsar.v1.Request
-	4,   // 75: lethe.dsar.v1.StartVerificationResponse.method:type_name -> lethe.dsar.v1.VerificationMethod
-	68,  // 76: lethe.dsar.v1.StartVerificationResponse.expires_at:type_name -> google.protobuf.Timestamp
-	27,  // 77: lethe.dsar.v1.VerifyIdentityResponse.request:type_name -> lethe.dsar.v1.Request
-	4,   // 78: lethe.dsar.v1.AttestIdentityRequest.method:type_name -> lethe.dsar.v1.VerificationMethod
-	27,  // 79: lethe.dsar.v1.AttestIdentityResponse.request:type_name -> lethe.dsar.v1.Request
-	27,  // 80: lethe.dsar.v1.ExtendDeadlineResponse.request:type_name -> lethe.dsar.v1.Request
-	3,   // 81: lethe.dsar.v1.RejectRequestRequest.reason:type_name -> lethe.dsar.v1.RejectionReason
-	27,  // 82: lethe.dsar.v1.RejectRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	27,  // 83: lethe.dsar.v1.CancelRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	71,  // 84: lethe.dsar.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
-	72,  // 85: lethe.dsar.v1.CompleteTaskRequest.retained:type_name -> lethe.events.v1.Retention
-	27,  // 86: lethe.dsar.v1.CompleteTaskResponse.request:type_name -> lethe.dsar.v1.Request
-	27,  // 87: lethe.dsar.v1.RecordReviewResponse.request:type_name -> lethe.dsar.v1.Request
-	75,  // 88: lethe.dsar.v1.GetIdentifiersResponse.identifiers:type_name -> lethe.common.v1.Identifier
-	8,   // 89: lethe.dsar.v1.GetIdentifiersResponse.corrections:type_name -> lethe.dsar.v1.Correction
-	64,  // 90: lethe.dsar.v1.SubmittedRecord.category:type_name -> lethe.common.v1.DataCategory
-	76,  // 91: lethe.dsar.v1.SubmittedRecord.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	53,  // 92: lethe.dsar.v1.SubmitDataRequest.header:type_name -> lethe.dsar.v1.SubmissionHeader
-	52,  // 93: lethe.dsar.v1.SubmitDataRequest.record:type_name -> lethe.dsar.v1.SubmittedRecord
-	26,  // 94: lethe.dsar.v1.DownloadPackageResponse.info:type_name -> lethe.dsar.v1.PackageInfo
-	27,  // 95: lethe.dsar.v1.ConfirmDeliveryResponse.request:type_name -> lethe.dsar.v1.Request
-	71,  // 96: lethe.dsar.v1.ReceiptEntry.outcome:type_name -> lethe.events.v1.OutcomeKind
-	68,  // 97: lethe.dsar.v1.ReceiptEntry.answered_at:type_name -> google.protobuf.Timestamp
-	72,  // 98: lethe.dsar.v1.ReceiptEntry.retained:type_name -> lethe.events.v1.Retention
-	0,   // 99: lethe.dsar.v1.Receipt.type:type_name -> lethe.dsar.v1.RequestType
-	1,   // 100: lethe.dsar.v1.Receipt.state:type_name -> lethe.dsar.v1.RequestState
-	68,  // 101: lethe.dsar.v1.Receipt.received_at:type_name -> google.protobuf.Timestamp
-	68,  // 102: lethe.dsar.v1.Receipt.closed_at:type_name -> google.protobuf.Timestamp
-	61,  // 103: lethe.dsar.v1.Receipt.entries:type_name -> lethe.dsar.v1.ReceiptEntry
-	62,  // 104: lethe.dsar.v1.GetReceiptResponse.receipt:type_name -> lethe.dsar.v1.Receipt
-	28,  // 105: lethe.dsar.v1.DsarService.CreateRequest:input_type -> lethe.dsar.v1.CreateRequestRequest
-	30,  // 106: lethe.dsar.v1.DsarService.GetRequest:input_type -> lethe.dsar.v1.GetRequestRequest
-	32,  // 107: lethe.dsar.v1.DsarService.ListRequests:input_type -> lethe.dsar.v1.ListRequestsRequest
-	34,  // 108: lethe.dsar.v1.DsarService.StartVerification:input_type -> lethe.dsar.v1.StartVerificationRequest
-	36,  // 109: lethe.dsar.v1.DsarService.VerifyIdentity:input_type -> lethe.dsar.v1.VerifyIdentityRequest
-	38,  // 110: lethe.dsar.v1.DsarService.AttestIdentity:input_type -> lethe.dsar.v1.AttestIdentityRequest
-	40,  // 111: lethe.dsar.v1.DsarService.ExtendDeadline:input_type -> lethe.dsar.v1.ExtendDeadlineRequest
-	42,  // 112: lethe.dsar.v1.DsarService.RejectRequest:input_type -> lethe.dsar.v1.RejectRequestRequest
-	44,  // 113: lethe.dsar.v1.DsarService.CancelRequest:input_type -> lethe.dsar.v1.CancelRequestRequest
-	46,  // 114: lethe.dsar.v1.DsarService.CompleteTask:input_type -> lethe.dsar.v1.CompleteTaskRequest
-	48,  // 115: lethe.dsar.v1.DsarService.RecordReview:input_type -> lethe.dsar.v1.RecordReviewRequest
-	50,  // 116: lethe.dsar.v1.DsarService.GetIdentifiers:input_type -> lethe.dsar.v1.GetIdentifiersRequest
-	54,  // 117: lethe.dsar.v1.DsarService.SubmitData:input_type -> lethe.dsar.v1.SubmitDataRequest
-	56,  // 118: lethe.dsar.v1.DsarService.DownloadPackage:input_type -> lethe.dsar.v1.DownloadPackageRequest
-	58,  // 119: lethe.dsar.v1.DsarService.ConfirmDelivery:input_type -> lethe.dsar.v1.ConfirmDeliveryRequest
-	60,  // 120: lethe.dsar.v1.DsarService.GetReceipt:input_type -> lethe.dsar.v1.GetReceiptRequest
-	29,  // 121: lethe.dsar.v1.DsarService.CreateRequest:output_type -> lethe.dsar.v1.CreateRequestResponse
-	31,  // 122: lethe.dsar.v1.DsarService.GetRequest:output_type -> lethe.dsar.v1.GetRequestResponse
-	33,  // 123: lethe.dsar.v1.DsarService.ListRequests:output_type -> lethe.dsar.v1.ListRequestsResponse
-	35,  // 124: lethe.dsar.v1.DsarService.StartVerification:output_type -> lethe.dsar.v1.StartVerificationResponse
-	37,  // 125: lethe.dsar.v1.DsarService.VerifyIdentity:output_type -> lethe.dsar.v1.VerifyIdentityResponse
-	39,  // 126: lethe.dsar.v1.DsarService.AttestIdentity:output_type -> lethe.dsar.v1.AttestIdentityResponse
-	41,  // 127: lethe.dsar.v1.DsarService.ExtendDeadline:output_type -> lethe.dsar.v1.ExtendDeadlineResponse
-	43,  // 128: lethe.dsar.v1.DsarService.RejectRequest:output_type -> lethe.dsar.v1.RejectRequestResponse
-	45,  // 129: lethe.dsar.v1.DsarService.CancelRequest:output_type -> lethe.dsar.v1.CancelRequestResponse
-	47,  // 130: lethe.dsar.v1.DsarService.CompleteTask:output_type -> lethe.dsar.v1.CompleteTaskResponse
-	49,  // 131: lethe.dsar.v1.DsarService.RecordReview:output_type -> lethe.dsar.v1.RecordReviewResponse
-	51,  // 132: lethe.dsar.v1.DsarService.GetIdentifiers:output_type -> lethe.dsar.v1.GetIdentifiersResponse
-	55,  // 133: lethe.dsar.v1.DsarService.SubmitData:output_type -> lethe.dsar.v1.SubmitDataResponse
-	57,  // 134: lethe.dsar.v1.DsarService.DownloadPackage:output_type -> lethe.dsar.v1.DownloadPackageResponse
-	59,  // 135: lethe.dsar.v1.DsarService.ConfirmDelivery:output_type -> lethe.dsar.v1.ConfirmDeliveryResponse
-	63,  // 136: lethe.dsar.v1.DsarService.GetReceipt:output_type -> lethe.dsar.v1.GetReceiptResponse
-	121, // [121:137] is the sub-list for method output_type
-	105, // [105:121] is the sub-list for method input_type
-	105, // [105:105] is the sub-list for extension type_name
-	105, // [105:105] is the sub-list for extension extendee
-	0,   // [0:105] is the sub-list for field type_name
+	68,  // 18: lethe.dsar.v1.Deadline.entered_at:type_name -> google.protobuf.Timestamp
+	4,   // 19: lethe.dsar.v1.Verification.method:type_name -> lethe.dsar.v1.VerificationMethod
+	68,  // 20: lethe.dsar.v1.Verification.verified_at:type_name -> google.protobuf.Timestamp
+	68,  // 21: lethe.dsar.v1.Verification.code_expires_at:type_name -> google.protobuf.Timestamp
+	1,   // 22: lethe.dsar.v1.Transition.from:type_name -> lethe.dsar.v1.RequestState
+	1,   // 23: lethe.dsar.v1.Transition.to:type_name -> lethe.dsar.v1.RequestState
+	68,  // 24: lethe.dsar.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	64,  // 25: lethe.dsar.v1.HeldCategory.category:type_name -> lethe.common.v1.DataCategory
+	68,  // 26: lethe.dsar.v1.HeldCategory.until:type_name -> google.protobuf.Timestamp
+	70,  // 27: lethe.dsar.v1.SystemResult.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	5,   // 28: lethe.dsar.v1.SystemResult.state:type_name -> lethe.dsar.v1.TaskState
+	71,  // 29: lethe.dsar.v1.SystemResult.outcome:type_name -> lethe.events.v1.OutcomeKind
+	72,  // 30: lethe.dsar.v1.SystemResult.retained:type_name -> lethe.events.v1.Retention
+	68,  // 31: lethe.dsar.v1.SystemResult.answered_at:type_name -> google.protobuf.Timestamp
+	22,  // 32: lethe.dsar.v1.SystemResult.held:type_name -> lethe.dsar.v1.HeldCategory
+	23,  // 33: lethe.dsar.v1.Result.systems:type_name -> lethe.dsar.v1.SystemResult
+	72,  // 34: lethe.dsar.v1.Result.retained:type_name -> lethe.events.v1.Retention
+	22,  // 35: lethe.dsar.v1.Result.held:type_name -> lethe.dsar.v1.HeldCategory
+	68,  // 36: lethe.dsar.v1.Review.reviewed_at:type_name -> google.protobuf.Timestamp
+	68,  // 37: lethe.dsar.v1.PackageInfo.assembled_at:type_name -> google.protobuf.Timestamp
+	68,  // 38: lethe.dsar.v1.PackageInfo.available_until:type_name -> google.protobuf.Timestamp
+	0,   // 39: lethe.dsar.v1.Request.type:type_name -> lethe.dsar.v1.RequestType
+	1,   // 40: lethe.dsar.v1.Request.state:type_name -> lethe.dsar.v1.RequestState
+	7,   // 41: lethe.dsar.v1.Request.requester:type_name -> lethe.dsar.v1.Requester
+	73,  // 42: lethe.dsar.v1.Request.identifier_types:type_name -> lethe.common.v1.IdentifierType
+	9,   // 43: lethe.dsar.v1.Request.access:type_name -> lethe.dsar.v1.AccessDetails
+	10,  // 44: lethe.dsar.v1.Request.rectification:type_name -> lethe.dsar.v1.RectificationDetails
+	11,  // 45: lethe.dsar.v1.Request.erasure:type_name -> lethe.dsar.v1.ErasureDetails
+	12,  // 46: lethe.dsar.v1.Request.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
+	13,  // 47: lethe.dsar.v1.Request.portability:type_name -> lethe.dsar.v1.PortabilityDetails
+	14,  // 48: lethe.dsar.v1.Request.objection:type_name -> lethe.dsar.v1.ObjectionDetails
+	15,  // 49: lethe.dsar.v1.Request.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
+	16,  // 50: lethe.dsar.v1.Request.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
+	19,  // 51: lethe.dsar.v1.Request.deadline:type_name -> lethe.dsar.v1.Deadline
+	20,  // 52: lethe.dsar.v1.Request.verification:type_name -> lethe.dsar.v1.Verification
+	21,  // 53: lethe.dsar.v1.Request.history:type_name -> lethe.dsar.v1.Transition
+	17,  // 54: lethe.dsar.v1.Request.rejection:type_name -> lethe.dsar.v1.Rejection
+	24,  // 55: lethe.dsar.v1.Request.result:type_name -> lethe.dsar.v1.Result
+	25,  // 56: lethe.dsar.v1.Request.review:type_name -> lethe.dsar.v1.Review
+	26,  // 57: lethe.dsar.v1.Request.package:type_name -> lethe.dsar.v1.PackageInfo
+	74,  // 58: lethe.dsar.v1.Request.consent_causes:type_name -> lethe.common.v1.Cause
+	68,  // 59: lethe.dsar.v1.Request.closed_at:type_name -> google.protobuf.Timestamp
+	7,   // 60: lethe.dsar.v1.CreateRequestRequest.requester:type_name -> lethe.dsar.v1.Requester
+	75,  // 61: lethe.dsar.v1.CreateRequestRequest.identifiers:type_name -> lethe.common.v1.Identifier
+	9,   // 62: lethe.dsar.v1.CreateRequestRequest.access:type_name -> lethe.dsar.v1.AccessDetails
+	10,  // 63: lethe.dsar.v1.CreateRequestRequest.rectification:type_name -> lethe.dsar.v1.RectificationDetails
+	11,  // 64: lethe.dsar.v1.CreateRequestRequest.erasure:type_name -> lethe.dsar.v1.ErasureDetails
+	12,  // 65: lethe.dsar.v1.CreateRequestRequest.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
+	13,  // 66: lethe.dsar.v1.CreateRequestRequest.portability:type_name -> lethe.dsar.v1.PortabilityDetails
+	14,  // 67: lethe.dsar.v1.CreateRequestRequest.objection:type_name -> lethe.dsar.v1.ObjectionDetails
+	15,  // 68: lethe.dsar.v1.CreateRequestRequest.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
+	16,  // 69: lethe.dsar.v1.CreateRequestRequest.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
+	68,  // 70: lethe.dsar.v1.CreateRequestRequest.received_at:type_name -> google.protobuf.Timestamp
+	27,  // 71: lethe.dsar.v1.CreateRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	27,  // 72: lethe.dsar.v1.GetRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	1,   // 73: lethe.dsar.v1.ListRequestsRequest.states:type_name -> lethe.dsar.v1.RequestState
+	6,   // 74: lethe.dsar.v1.ListRequestsRequest.deadline:type_name -> lethe.dsar.v1.DeadlineFilter
+	69,  // 75: lethe.dsar.v1.ListRequestsRequest.due_within:type_name -> google.protobuf.Duration
+	68,  // 76: lethe.dsar.v1.ListRequestsRequest.as_of:type_name -> google.protobuf.Timestamp
+	27,  // 77: lethe.dsar.v1.ListRequestsResponse.requests:type_name -> lethe.dsar.v1.Request
+	4,   // 78: lethe.dsar.v1.StartVerificationResponse.method:type_name -> lethe.dsar.v1.VerificationMethod
+	68,  // 79: lethe.dsar.v1.StartVerificationResponse.expires_at:type_name -> google.protobuf.Timestamp
+	27,  // 80: lethe.dsar.v1.VerifyIdentityResponse.request:type_name -> lethe.dsar.v1.Request
+	4,   // 81: lethe.dsar.v1.AttestIdentityRequest.method:type_name -> lethe.dsar.v1.VerificationMethod
+	27,  // 82: lethe.dsar.v1.AttestIdentityResponse.request:type_name -> lethe.dsar.v1.Request
+	27,  // 83: lethe.dsar.v1.ExtendDeadlineResponse.request:type_name -> lethe.dsar.v1.Request
+	3,   // 84: lethe.dsar.v1.RejectRequestRequest.reason:type_name -> lethe.dsar.v1.RejectionReason
+	27,  // 85: lethe.dsar.v1.RejectRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	27,  // 86: lethe.dsar.v1.CancelRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	71,  // 87: lethe.dsar.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
+	72,  // 88: lethe.dsar.v1.CompleteTaskRequest.retained:type_name -> lethe.events.v1.Retention
+	27,  // 89: lethe.dsar.v1.CompleteTaskResponse.request:type_name -> lethe.dsar.v1.Request
+	27,  // 90: lethe.dsar.v1.RecordReviewResponse.request:type_name -> lethe.dsar.v1.Request
+	75,  // 91: lethe.dsar.v1.GetIdentifiersResponse.identifiers:type_name -> lethe.common.v1.Identifier
+	8,   // 92: lethe.dsar.v1.GetIdentifiersResponse.corrections:type_name -> lethe.dsar.v1.Correction
+	64,  // 93: lethe.dsar.v1.SubmittedRecord.category:type_name -> lethe.common.v1.DataCategory
+	76,  // 94: lethe.dsar.v1.SubmittedRecord.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	53,  // 95: lethe.dsar.v1.SubmitDataRequest.header:type_name -> lethe.dsar.v1.SubmissionHeader
+	52,  // 96: lethe.dsar.v1.SubmitDataRequest.record:type_name -> lethe.dsar.v1.SubmittedRecord
+	26,  // 97: lethe.dsar.v1.DownloadPackageResponse.info:type_name -> lethe.dsar.v1.PackageInfo
+	27,  // 98: lethe.dsar.v1.ConfirmDeliveryResponse.request:type_name -> lethe.dsar.v1.Request
+	71,  // 99: lethe.dsar.v1.ReceiptEntry.outcome:type_name -> lethe.events.v1.OutcomeKind
+	68,  // 100: lethe.dsar.v1.ReceiptEntry.answered_at:type_name -> google.protobuf.Timestamp
+	72,  // 101: lethe.dsar.v1.ReceiptEntry.retained:type_name -> lethe.events.v1.Retention
+	0,   // 102: lethe.dsar.v1.Receipt.type:type_name -> lethe.dsar.v1.RequestType
+	1,   // 103: lethe.dsar.v1.Receipt.state:type_name -> lethe.dsar.v1.RequestState
+	68,  // 104: lethe.dsar.v1.Receipt.received_at:type_name -> google.protobuf.Timestamp
+	68,  // 105: lethe.dsar.v1.Receipt.closed_at:type_name -> google.protobuf.Timestamp
+	61,  // 106: lethe.dsar.v1.Receipt.entries:type_name -> lethe.dsar.v1.ReceiptEntry
+	62,  // 107: lethe.dsar.v1.GetReceiptResponse.receipt:type_name -> lethe.dsar.v1.Receipt
+	28,  // 108: lethe.dsar.v1.DsarService.CreateRequest:input_type -> lethe.dsar.v1.CreateRequestRequest
+	30,  // 109: lethe.dsar.v1.DsarService.GetRequest:input_type -> lethe.dsar.v1.GetRequestRequest
+	32,  // 110: lethe.dsar.v1.DsarService.ListRequests:input_type -> lethe.dsar.v1.ListRequestsRequest
+	34,  // 111: lethe.dsar.v1.DsarService.StartVerification:input_type -> lethe.dsar.v1.StartVerificationRequest
+	36,  // 112: lethe.dsar.v1.DsarService.VerifyIdentity:input_type -> lethe.dsar.v1.VerifyIdentityRequest
+	38,  // 113: lethe.dsar.v1.DsarService.AttestIdentity:input_type -> lethe.dsar.v1.AttestIdentityRequest
+	40,  // 114: lethe.dsar.v1.DsarService.ExtendDeadline:input_type -> lethe.dsar.v1.ExtendDeadlineRequest
+	42,  // 115: lethe.dsar.v1.DsarService.RejectRequest:input_type -> lethe.dsar.v1.RejectRequestRequest
+	44,  // 116: lethe.dsar.v1.DsarService.CancelRequest:input_type -> lethe.dsar.v1.CancelRequestRequest
+	46,  // 117: lethe.dsar.v1.DsarService.CompleteTask:input_type -> lethe.dsar.v1.CompleteTaskRequest
+	48,  // 118: lethe.dsar.v1.DsarService.RecordReview:input_type -> lethe.dsar.v1.RecordReviewRequest
+	50,  // 119: lethe.dsar.v1.DsarService.GetIdentifiers:input_type -> lethe.dsar.v1.GetIdentifiersRequest
+	54,  // 120: lethe.dsar.v1.DsarService.SubmitData:input_type -> lethe.dsar.v1.SubmitDataRequest
+	56,  // 121: lethe.dsar.v1.DsarService.DownloadPackage:input_type -> lethe.dsar.v1.DownloadPackageRequest
+	58,  // 122: lethe.dsar.v1.DsarService.ConfirmDelivery:input_type -> lethe.dsar.v1.ConfirmDeliveryRequest
+	60,  // 123: lethe.dsar.v1.DsarService.GetReceipt:input_type -> lethe.dsar.v1.GetReceiptRequest
+	29,  // 124: lethe.dsar.v1.DsarService.CreateRequest:output_type -> lethe.dsar.v1.CreateRequestResponse
+	31,  // 125: lethe.dsar.v1.DsarService.GetRequest:output_type -> lethe.dsar.v1.GetRequestResponse
+	33,  // 126: lethe.dsar.v1.DsarService.ListRequests:output_type -> lethe.dsar.v1.ListRequestsResponse
+	35,  // 127: lethe.dsar.v1.DsarService.StartVerification:output_type -> lethe.dsar.v1.StartVerificationResponse
+	37,  // 128: lethe.dsar.v1.DsarService.VerifyIdentity:output_type -> lethe.dsar.v1.VerifyIdentityResponse
+	39,  // 129: lethe.dsar.v1.DsarService.AttestIdentity:output_type -> lethe.dsar.v1.AttestIdentityResponse
+	41,  // 130: lethe.dsar.v1.DsarService.ExtendDeadline:output_type -> lethe.dsar.v1.ExtendDeadlineResponse
+	43,  // 131: lethe.dsar.v1.DsarService.RejectRequest:output_type -> lethe.dsar.v1.RejectRequestResponse
+	45,  // 132: lethe.dsar.v1.DsarService.CancelRequest:output_type -> lethe.dsar.v1.CancelRequestResponse
+	47,  // 133: lethe.dsar.v1.DsarService.CompleteTask:output_type -> lethe.dsar.v1.CompleteTaskResponse
+	49,  // 134: lethe.dsar.v1.DsarService.RecordReview:output_type -> lethe.dsar.v1.RecordReviewResponse
+	51,  // 135: lethe.dsar.v1.DsarService.GetIdentifiers:output_type -> lethe.dsar.v1.GetIdentifiersResponse
+	55,  // 136: lethe.dsar.v1.DsarService.SubmitData:output_type -> lethe.dsar.v1.SubmitDataResponse
+	57,  // 137: lethe.dsar.v1.DsarService.DownloadPackage:output_type -> lethe.dsar.v1.DownloadPackageResponse
+	59,  // 138: lethe.dsar.v1.DsarService.ConfirmDelivery:output_type -> lethe.dsar.v1.ConfirmDeliveryResponse
+	63,  // 139: lethe.dsar.v1.DsarService.GetReceipt:output_type -> lethe.dsar.v1.GetReceiptResponse
+	124, // [124:140] is the sub-list for method output_type
+	108, // [108:124] is the sub-list for method input_type
+	108, // [108:108] is the sub-list for extension type_name
+	108, // [108:108] is the sub-list for extension extendee
+	0,   // [0:108] is the sub-list for field type_name
 }
 
 func init() { file_lethe_dsar_v1_dsar_proto_init() }

@@ -75,13 +75,14 @@ const (
 // idempotency key, not the id of the data-subject request).
 type DsarServiceClient interface {
 	// CreateRequest files a data-subject request. The request starts
-	// RECEIVED; its statutory and SLA deadlines run from now.
+	// RECEIVED; its statutory and SLA deadlines run from its time of receipt:
+	// now, or the received_at given for a request entered after it arrived.
 	CreateRequest(ctx context.Context, in *CreateRequestRequest, opts ...grpc.CallOption) (*CreateRequestResponse, error)
 	// GetRequest returns a request with its deadlines, verification, history
 	// and the per-system result. It never returns identifiers.
 	GetRequest(ctx context.Context, in *GetRequestRequest, opts ...grpc.CallOption) (*GetRequestResponse, error)
 	// ListRequests lists a tenant's requests, optionally only those in given
-	// states, overdue, or due soon.
+	// states, overdue, or due soon, now or as of a past time.
 	ListRequests(ctx context.Context, in *ListRequestsRequest, opts ...grpc.CallOption) (*ListRequestsResponse, error)
 	// StartVerification sends a one-time code to the subject through the
 	// tenant's verification channel and moves the request to
@@ -98,7 +99,8 @@ type DsarServiceClient interface {
 	AttestIdentity(ctx context.Context, in *AttestIdentityRequest, opts ...grpc.CallOption) (*AttestIdentityResponse, error)
 	// ExtendDeadline extends the statutory deadline once, by one or two
 	// months, with the reason the subject is told (Art. 12(3)). Only within
-	// the first month after receipt.
+	// the first month after receipt: until its statutory deadline without
+	// the extension has passed, counted from the time of receipt.
 	ExtendDeadline(ctx context.Context, in *ExtendDeadlineRequest, opts ...grpc.CallOption) (*ExtendDeadlineResponse, error)
 	// RejectRequest refuses a request, with the reason the subject is told
 	// (Art. 12(4), 12(5)).
@@ -323,13 +325,14 @@ func (c *dsarServiceClient) GetReceipt(ctx context.Context, in *GetReceiptReques
 // idempotency key, not the id of the data-subject request).
 type DsarServiceServer interface {
 	// CreateRequest files a data-subject request. The request starts
-	// RECEIVED; its statutory and SLA deadlines run from now.
+	// RECEIVED; its statutory and SLA deadlines run from its time of receipt:
+	// now, or the received_at given for a request entered after it arrived.
 	CreateRequest(context.Context, *CreateRequestRequest) (*CreateRequestResponse, error)
 	// GetRequest returns a request with its deadlines, verification, history
 	// and the per-system result. It never returns identifiers.
 	GetRequest(context.Context, *GetRequestRequest) (*GetRequestResponse, error)
 	// ListRequests lists a tenant's requests, optionally only those in given
-	// states, overdue, or due soon.
+	// states, overdue, or due soon, now or as of a past time.
 	ListRequests(context.Context, *ListRequestsRequest) (*ListRequestsResponse, error)
 	// StartVerification sends a one-time code to the subject through the
 	// tenant's verification channel and moves the request to
@@ -346,7 +349,8 @@ type DsarServiceServer interface {
 	AttestIdentity(context.Context, *AttestIdentityRequest) (*AttestIdentityResponse, error)
 	// ExtendDeadline extends the statutory deadline once, by one or two
 	// months, with the reason the subject is told (Art. 12(3)). Only within
-	// the first month after receipt.
+	// the first month after receipt: until its statutory deadline without
+	// the extension has passed, counted from the time of receipt.
 	ExtendDeadline(context.Context, *ExtendDeadlineRequest) (*ExtendDeadlineResponse, error)
 	// RejectRequest refuses a request, with the reason the subject is told
 	// (Art. 12(4), 12(5)).

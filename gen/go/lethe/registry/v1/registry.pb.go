@@ -442,8 +442,20 @@ type TenantSettings struct {
 	Dpo *Contact `protobuf:"bytes,5,opt,name=dpo,proto3" json:"dpo,omitempty"`
 	// The supervisory authority subjects may complain to (Art. 77).
 	SupervisoryAuthority *SupervisoryAuthority `protobuf:"bytes,6,opt,name=supervisory_authority,json=supervisoryAuthority,proto3" json:"supervisory_authority,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The IANA time zone the controller counts time in ("Europe/Copenhagen"):
+	// a data-subject request's deadline ends at the end of its last day
+	// there (Regulation 1182/71 Art. 3(2)). Refused unless it loads as a
+	// zone ("Local" is refused). Empty: the zone of the capital of the
+	// country for an EEA state (DK Europe/Copenhagen, FI Europe/Helsinki,
+	// SE Europe/Stockholm), UTC otherwise. UTC ends a day later than any
+	// zone east of it, so a controller east of UTC outside the EEA sets it.
+	TimeZone string `protobuf:"bytes,7,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	// How far back a data-subject request's time of receipt may be given
+	// when it is entered later than it arrived (a letter received on Friday,
+	// entered on Monday): at most 90 days, zero for never. Unset: 30 days.
+	MaxReceiptAge *durationpb.Duration `protobuf:"bytes,8,opt,name=max_receipt_age,json=maxReceiptAge,proto3" json:"max_receipt_age,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TenantSettings) Reset() {
@@ -514,6 +526,20 @@ func (x *TenantSettings) GetDpo() *Contact {
 func (x *TenantSettings) GetSupervisoryAuthority() *SupervisoryAuthority {
 	if x != nil {
 		return x.SupervisoryAuthority
+	}
+	return nil
+}
+
+func (x *TenantSettings) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *TenantSettings) GetMaxReceiptAge() *durationpb.Duration {
+	if x != nil {
+		return x.MaxReceiptAge
 	}
 	return nil
 }
@@ -3655,14 +3681,16 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xbe\x03\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xe9\x04\n" +
 	"\x0eTenantSettings\x12.\n" +
 	"\acountry\x18\x01 \x01(\tB\x14\xbaH\x11r\x0f2\r^([A-Z]{2})?$R\acountry\x12I\n" +
 	"\bdsar_sla\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x13\xbaH\x10\xaa\x01\r\"\x05\b\x80\xce\xda\x032\x04\b\x80\xa3\x05R\adsarSla\x12@\n" +
 	"\x1cverification_pauses_deadline\x18\x03 \x01(\bR\x1averificationPausesDeadline\x12c\n" +
 	"\x14verification_channel\x18\x04 \x01(\x0e2&.lethe.registry.v1.VerificationChannelB\b\xbaH\x05\x82\x01\x02\x10\x01R\x13verificationChannel\x12,\n" +
 	"\x03dpo\x18\x05 \x01(\v2\x1a.lethe.registry.v1.ContactR\x03dpo\x12\\\n" +
-	"\x15supervisory_authority\x18\x06 \x01(\v2'.lethe.registry.v1.SupervisoryAuthorityR\x14supervisoryAuthority\"\x98\x01\n" +
+	"\x15supervisory_authority\x18\x06 \x01(\v2'.lethe.registry.v1.SupervisoryAuthorityR\x14supervisoryAuthority\x12U\n" +
+	"\ttime_zone\x18\a \x01(\tB8\xbaH5r3\x18@2/^([A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)?$R\btimeZone\x12R\n" +
+	"\x0fmax_receipt_age\x18\b \x01(\v2\x19.google.protobuf.DurationB\x0f\xbaH\f\xaa\x01\t\"\x05\b\x80\xce\xda\x032\x00R\rmaxReceiptAge\"\x98\x01\n" +
 	"\aContact\x12\x1c\n" +
 	"\x04name\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\x04name\x124\n" +
 	"\x05email\x18\x02 \x01(\tB\x1e\xbaH\x1br\x19\x18\xfe\x012\x14^([^@\\s]+@[^@\\s]+)?$R\x05email\x12\x1d\n" +
@@ -4039,100 +4067,101 @@ var file_lethe_registry_v1_registry_proto_depIdxs = []int32{
 	0,  // 4: lethe.registry.v1.TenantSettings.verification_channel:type_name -> lethe.registry.v1.VerificationChannel
 	7,  // 5: lethe.registry.v1.TenantSettings.dpo:type_name -> lethe.registry.v1.Contact
 	8,  // 6: lethe.registry.v1.TenantSettings.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
-	5,  // 7: lethe.registry.v1.CreateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 8: lethe.registry.v1.CreateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 9: lethe.registry.v1.UpdateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 10: lethe.registry.v1.UpdateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 11: lethe.registry.v1.GetTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 12: lethe.registry.v1.ListTenantsResponse.tenants:type_name -> lethe.registry.v1.Tenant
-	17, // 13: lethe.registry.v1.DefineCategoryRequest.category:type_name -> lethe.registry.v1.Category
-	17, // 14: lethe.registry.v1.DefineCategoryResponse.category:type_name -> lethe.registry.v1.Category
-	17, // 15: lethe.registry.v1.ListCategoriesResponse.categories:type_name -> lethe.registry.v1.Category
-	2,  // 16: lethe.registry.v1.Transfer.mechanism:type_name -> lethe.registry.v1.TransferMechanism
-	57, // 17: lethe.registry.v1.Transfer.since:type_name -> google.protobuf.Timestamp
-	59, // 18: lethe.registry.v1.System.kind:type_name -> lethe.common.v1.SystemKind
-	1,  // 19: lethe.registry.v1.System.tenant_role:type_name -> lethe.registry.v1.TenantRole
-	60, // 20: lethe.registry.v1.System.categories:type_name -> lethe.common.v1.DataCategory
-	57, // 21: lethe.registry.v1.System.dpa_signed_at:type_name -> google.protobuf.Timestamp
-	7,  // 22: lethe.registry.v1.System.contact:type_name -> lethe.registry.v1.Contact
-	61, // 23: lethe.registry.v1.System.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	22, // 24: lethe.registry.v1.System.transfer:type_name -> lethe.registry.v1.Transfer
-	57, // 25: lethe.registry.v1.System.effective_at:type_name -> google.protobuf.Timestamp
-	23, // 26: lethe.registry.v1.SystemVersion.system:type_name -> lethe.registry.v1.System
-	57, // 27: lethe.registry.v1.SystemVersion.recorded_at:type_name -> google.protobuf.Timestamp
-	23, // 28: lethe.registry.v1.RegisterSystemRequest.system:type_name -> lethe.registry.v1.System
-	23, // 29: lethe.registry.v1.RegisterSystemResponse.system:type_name -> lethe.registry.v1.System
-	23, // 30: lethe.registry.v1.UpdateSystemRequest.system:type_name -> lethe.registry.v1.System
-	23, // 31: lethe.registry.v1.UpdateSystemResponse.system:type_name -> lethe.registry.v1.System
-	57, // 32: lethe.registry.v1.RemoveSystemRequest.effective_at:type_name -> google.protobuf.Timestamp
-	23, // 33: lethe.registry.v1.RemoveSystemResponse.system:type_name -> lethe.registry.v1.System
-	57, // 34: lethe.registry.v1.GetSystemRequest.as_of:type_name -> google.protobuf.Timestamp
-	23, // 35: lethe.registry.v1.GetSystemResponse.system:type_name -> lethe.registry.v1.System
-	57, // 36: lethe.registry.v1.ListSystemsRequest.as_of:type_name -> google.protobuf.Timestamp
-	23, // 37: lethe.registry.v1.ListSystemsResponse.systems:type_name -> lethe.registry.v1.System
-	24, // 38: lethe.registry.v1.GetSystemHistoryResponse.versions:type_name -> lethe.registry.v1.SystemVersion
-	3,  // 39: lethe.registry.v1.Finding.severity:type_name -> lethe.registry.v1.Severity
-	37, // 40: lethe.registry.v1.ListTransferFindingsResponse.findings:type_name -> lethe.registry.v1.Finding
-	62, // 41: lethe.registry.v1.ProcessingActivity.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	60, // 42: lethe.registry.v1.ProcessingActivity.categories:type_name -> lethe.common.v1.DataCategory
-	40, // 43: lethe.registry.v1.PutActivityRequest.activity:type_name -> lethe.registry.v1.ProcessingActivity
-	40, // 44: lethe.registry.v1.PutActivityResponse.activity:type_name -> lethe.registry.v1.ProcessingActivity
-	40, // 45: lethe.registry.v1.ListActivitiesResponse.activities:type_name -> lethe.registry.v1.ProcessingActivity
-	4,  // 46: lethe.registry.v1.ExportRecordsOfProcessingRequest.format:type_name -> lethe.registry.v1.ExportFormat
-	23, // 47: lethe.registry.v1.ListSubProcessorsResponse.systems:type_name -> lethe.registry.v1.System
-	60, // 48: lethe.registry.v1.RouteRequest.categories:type_name -> lethe.common.v1.DataCategory
-	61, // 49: lethe.registry.v1.RoutedSystem.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	52, // 50: lethe.registry.v1.RouteResponse.systems:type_name -> lethe.registry.v1.RoutedSystem
-	57, // 51: lethe.registry.v1.ListDisclosuresRequest.from:type_name -> google.protobuf.Timestamp
-	57, // 52: lethe.registry.v1.ListDisclosuresRequest.until:type_name -> google.protobuf.Timestamp
-	59, // 53: lethe.registry.v1.Disclosure.kind:type_name -> lethe.common.v1.SystemKind
-	60, // 54: lethe.registry.v1.Disclosure.categories:type_name -> lethe.common.v1.DataCategory
-	55, // 55: lethe.registry.v1.ListDisclosuresResponse.disclosures:type_name -> lethe.registry.v1.Disclosure
-	9,  // 56: lethe.registry.v1.RegistryService.CreateTenant:input_type -> lethe.registry.v1.CreateTenantRequest
-	11, // 57: lethe.registry.v1.RegistryService.UpdateTenant:input_type -> lethe.registry.v1.UpdateTenantRequest
-	13, // 58: lethe.registry.v1.RegistryService.GetTenant:input_type -> lethe.registry.v1.GetTenantRequest
-	15, // 59: lethe.registry.v1.RegistryService.ListTenants:input_type -> lethe.registry.v1.ListTenantsRequest
-	18, // 60: lethe.registry.v1.RegistryService.DefineCategory:input_type -> lethe.registry.v1.DefineCategoryRequest
-	20, // 61: lethe.registry.v1.RegistryService.ListCategories:input_type -> lethe.registry.v1.ListCategoriesRequest
-	25, // 62: lethe.registry.v1.RegistryService.RegisterSystem:input_type -> lethe.registry.v1.RegisterSystemRequest
-	27, // 63: lethe.registry.v1.RegistryService.UpdateSystem:input_type -> lethe.registry.v1.UpdateSystemRequest
-	29, // 64: lethe.registry.v1.RegistryService.RemoveSystem:input_type -> lethe.registry.v1.RemoveSystemRequest
-	31, // 65: lethe.registry.v1.RegistryService.GetSystem:input_type -> lethe.registry.v1.GetSystemRequest
-	33, // 66: lethe.registry.v1.RegistryService.ListSystems:input_type -> lethe.registry.v1.ListSystemsRequest
-	35, // 67: lethe.registry.v1.RegistryService.GetSystemHistory:input_type -> lethe.registry.v1.GetSystemHistoryRequest
-	38, // 68: lethe.registry.v1.RegistryService.ListTransferFindings:input_type -> lethe.registry.v1.ListTransferFindingsRequest
-	41, // 69: lethe.registry.v1.RegistryService.PutActivity:input_type -> lethe.registry.v1.PutActivityRequest
-	43, // 70: lethe.registry.v1.RegistryService.DeleteActivity:input_type -> lethe.registry.v1.DeleteActivityRequest
-	45, // 71: lethe.registry.v1.RegistryService.ListActivities:input_type -> lethe.registry.v1.ListActivitiesRequest
-	47, // 72: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:input_type -> lethe.registry.v1.ExportRecordsOfProcessingRequest
-	49, // 73: lethe.registry.v1.RegistryService.ListSubProcessors:input_type -> lethe.registry.v1.ListSubProcessorsRequest
-	51, // 74: lethe.registry.v1.RegistryService.Route:input_type -> lethe.registry.v1.RouteRequest
-	54, // 75: lethe.registry.v1.RegistryService.ListDisclosures:input_type -> lethe.registry.v1.ListDisclosuresRequest
-	10, // 76: lethe.registry.v1.RegistryService.CreateTenant:output_type -> lethe.registry.v1.CreateTenantResponse
-	12, // 77: lethe.registry.v1.RegistryService.UpdateTenant:output_type -> lethe.registry.v1.UpdateTenantResponse
-	14, // 78: lethe.registry.v1.RegistryService.GetTenant:output_type -> lethe.registry.v1.GetTenantResponse
-	16, // 79: lethe.registry.v1.RegistryService.ListTenants:output_type -> lethe.registry.v1.ListTenantsResponse
-	19, // 80: lethe.registry.v1.RegistryService.DefineCategory:output_type -> lethe.registry.v1.DefineCategoryResponse
-	21, // 81: lethe.registry.v1.RegistryService.ListCategories:output_type -> lethe.registry.v1.ListCategoriesResponse
-	26, // 82: lethe.registry.v1.RegistryService.RegisterSystem:output_type -> lethe.registry.v1.RegisterSystemResponse
-	28, // 83: lethe.registry.v1.RegistryService.UpdateSystem:output_type -> lethe.registry.v1.UpdateSystemResponse
-	30, // 84: lethe.registry.v1.RegistryService.RemoveSystem:output_type -> lethe.registry.v1.RemoveSystemResponse
-	32, // 85: lethe.registry.v1.RegistryService.GetSystem:output_type -> lethe.registry.v1.GetSystemResponse
-	34, // 86: lethe.registry.v1.RegistryService.ListSystems:output_type -> lethe.registry.v1.ListSystemsResponse
-	36, // 87: lethe.registry.v1.RegistryService.GetSystemHistory:output_type -> lethe.registry.v1.GetSystemHistoryResponse
-	39, // 88: lethe.registry.v1.RegistryService.ListTransferFindings:output_type -> lethe.registry.v1.ListTransferFindingsResponse
-	42, // 89: lethe.registry.v1.RegistryService.PutActivity:output_type -> lethe.registry.v1.PutActivityResponse
-	44, // 90: lethe.registry.v1.RegistryService.DeleteActivity:output_type -> lethe.registry.v1.DeleteActivityResponse
-	46, // 91: lethe.registry.v1.RegistryService.ListActivities:output_type -> lethe.registry.v1.ListActivitiesResponse
-	48, // 92: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:output_type -> lethe.registry.v1.ExportRecordsOfProcessingResponse
-	50, // 93: lethe.registry.v1.RegistryService.ListSubProcessors:output_type -> lethe.registry.v1.ListSubProcessorsResponse
-	53, // 94: lethe.registry.v1.RegistryService.Route:output_type -> lethe.registry.v1.RouteResponse
-	56, // 95: lethe.registry.v1.RegistryService.ListDisclosures:output_type -> lethe.registry.v1.ListDisclosuresResponse
-	76, // [76:96] is the sub-list for method output_type
-	56, // [56:76] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	58, // 7: lethe.registry.v1.TenantSettings.max_receipt_age:type_name -> google.protobuf.Duration
+	5,  // 8: lethe.registry.v1.CreateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
+	5,  // 9: lethe.registry.v1.CreateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	5,  // 10: lethe.registry.v1.UpdateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
+	5,  // 11: lethe.registry.v1.UpdateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	5,  // 12: lethe.registry.v1.GetTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	5,  // 13: lethe.registry.v1.ListTenantsResponse.tenants:type_name -> lethe.registry.v1.Tenant
+	17, // 14: lethe.registry.v1.DefineCategoryRequest.category:type_name -> lethe.registry.v1.Category
+	17, // 15: lethe.registry.v1.DefineCategoryResponse.category:type_name -> lethe.registry.v1.Category
+	17, // 16: lethe.registry.v1.ListCategoriesResponse.categories:type_name -> lethe.registry.v1.Category
+	2,  // 17: lethe.registry.v1.Transfer.mechanism:type_name -> lethe.registry.v1.TransferMechanism
+	57, // 18: lethe.registry.v1.Transfer.since:type_name -> google.protobuf.Timestamp
+	59, // 19: lethe.registry.v1.System.kind:type_name -> lethe.common.v1.SystemKind
+	1,  // 20: lethe.registry.v1.System.tenant_role:type_name -> lethe.registry.v1.TenantRole
+	60, // 21: lethe.registry.v1.System.categories:type_name -> lethe.common.v1.DataCategory
+	57, // 22: lethe.registry.v1.System.dpa_signed_at:type_name -> google.protobuf.Timestamp
+	7,  // 23: lethe.registry.v1.System.contact:type_name -> lethe.registry.v1.Contact
+	61, // 24: lethe.registry.v1.System.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	22, // 25: lethe.registry.v1.System.transfer:type_name -> lethe.registry.v1.Transfer
+	57, // 26: lethe.registry.v1.System.effective_at:type_name -> google.protobuf.Timestamp
+	23, // 27: lethe.registry.v1.SystemVersion.system:type_name -> lethe.registry.v1.System
+	57, // 28: lethe.registry.v1.SystemVersion.recorded_at:type_name -> google.protobuf.Timestamp
+	23, // 29: lethe.registry.v1.RegisterSystemRequest.system:type_name -> lethe.registry.v1.System
+	23, // 30: lethe.registry.v1.RegisterSystemResponse.system:type_name -> lethe.registry.v1.System
+	23, // 31: lethe.registry.v1.UpdateSystemRequest.system:type_name -> lethe.registry.v1.System
+	23, // 32: lethe.registry.v1.UpdateSystemResponse.system:type_name -> lethe.registry.v1.System
+	57, // 33: lethe.registry.v1.RemoveSystemRequest.effective_at:type_name -> google.protobuf.Timestamp
+	23, // 34: lethe.registry.v1.RemoveSystemResponse.system:type_name -> lethe.registry.v1.System
+	57, // 35: lethe.registry.v1.GetSystemRequest.as_of:type_name -> google.protobuf.Timestamp
+	23, // 36: lethe.registry.v1.GetSystemResponse.system:type_name -> lethe.registry.v1.System
+	57, // 37: lethe.registry.v1.ListSystemsRequest.as_of:type_name -> google.protobuf.Timestamp
+	23, // 38: lethe.registry.v1.ListSystemsResponse.systems:type_name -> lethe.registry.v1.System
+	24, // 39: lethe.registry.v1.GetSystemHistoryResponse.versions:type_name -> lethe.registry.v1.SystemVersion
+	3,  // 40: lethe.registry.v1.Finding.severity:type_name -> lethe.registry.v1.Severity
+	37, // 41: lethe.registry.v1.ListTransferFindingsResponse.findings:type_name -> lethe.registry.v1.Finding
+	62, // 42: lethe.registry.v1.ProcessingActivity.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	60, // 43: lethe.registry.v1.ProcessingActivity.categories:type_name -> lethe.common.v1.DataCategory
+	40, // 44: lethe.registry.v1.PutActivityRequest.activity:type_name -> lethe.registry.v1.ProcessingActivity
+	40, // 45: lethe.registry.v1.PutActivityResponse.activity:type_name -> lethe.registry.v1.ProcessingActivity
+	40, // 46: lethe.registry.v1.ListActivitiesResponse.activities:type_name -> lethe.registry.v1.ProcessingActivity
+	4,  // 47: lethe.registry.v1.ExportRecordsOfProcessingRequest.format:type_name -> lethe.registry.v1.ExportFormat
+	23, // 48: lethe.registry.v1.ListSubProcessorsResponse.systems:type_name -> lethe.registry.v1.System
+	60, // 49: lethe.registry.v1.RouteRequest.categories:type_name -> lethe.common.v1.DataCategory
+	61, // 50: lethe.registry.v1.RoutedSystem.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	52, // 51: lethe.registry.v1.RouteResponse.systems:type_name -> lethe.registry.v1.RoutedSystem
+	57, // 52: lethe.registry.v1.ListDisclosuresRequest.from:type_name -> google.protobuf.Timestamp
+	57, // 53: lethe.registry.v1.ListDisclosuresRequest.until:type_name -> google.protobuf.Timestamp
+	59, // 54: lethe.registry.v1.Disclosure.kind:type_name -> lethe.common.v1.SystemKind
+	60, // 55: lethe.registry.v1.Disclosure.categories:type_name -> lethe.common.v1.DataCategory
+	55, // 56: lethe.registry.v1.ListDisclosuresResponse.disclosures:type_name -> lethe.registry.v1.Disclosure
+	9,  // 57: lethe.registry.v1.RegistryService.CreateTenant:input_type -> lethe.registry.v1.CreateTenantRequest
+	11, // 58: lethe.registry.v1.RegistryService.UpdateTenant:input_type -> lethe.registry.v1.UpdateTenantRequest
+	13, // 59: lethe.registry.v1.RegistryService.GetTenant:input_type -> lethe.registry.v1.GetTenantRequest
+	15, // 60: lethe.registry.v1.RegistryService.ListTenants:input_type -> lethe.registry.v1.ListTenantsRequest
+	18, // 61: lethe.registry.v1.RegistryService.DefineCategory:input_type -> lethe.registry.v1.DefineCategoryRequest
+	20, // 62: lethe.registry.v1.RegistryService.ListCategories:input_type -> lethe.registry.v1.ListCategoriesRequest
+	25, // 63: lethe.registry.v1.RegistryService.RegisterSystem:input_type -> lethe.registry.v1.RegisterSystemRequest
+	27, // 64: lethe.registry.v1.RegistryService.UpdateSystem:input_type -> lethe.registry.v1.UpdateSystemRequest
+	29, // 65: lethe.registry.v1.RegistryService.RemoveSystem:input_type -> lethe.registry.v1.RemoveSystemRequest
+	31, // 66: lethe.registry.v1.RegistryService.GetSystem:input_type -> lethe.registry.v1.GetSystemRequest
+	33, // 67: lethe.registry.v1.RegistryService.ListSystems:input_type -> lethe.registry.v1.ListSystemsRequest
+	35, // 68: lethe.registry.v1.RegistryService.GetSystemHistory:input_type -> lethe.registry.v1.GetSystemHistoryRequest
+	38, // 69: lethe.registry.v1.RegistryService.ListTransferFindings:input_type -> lethe.registry.v1.ListTransferFindingsRequest
+	41, // 70: lethe.registry.v1.RegistryService.PutActivity:input_type -> lethe.registry.v1.PutActivityRequest
+	43, // 71: lethe.registry.v1.RegistryService.DeleteActivity:input_type -> lethe.registry.v1.DeleteActivityRequest
+	45, // 72: lethe.registry.v1.RegistryService.ListActivities:input_type -> lethe.registry.v1.ListActivitiesRequest
+	47, // 73: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:input_type -> lethe.registry.v1.ExportRecordsOfProcessingRequest
+	49, // 74: lethe.registry.v1.RegistryService.ListSubProcessors:input_type -> lethe.registry.v1.ListSubProcessorsRequest
+	51, // 75: lethe.registry.v1.RegistryService.Route:input_type -> lethe.registry.v1.RouteRequest
+	54, // 76: lethe.registry.v1.RegistryService.ListDisclosures:input_type -> lethe.registry.v1.ListDisclosuresRequest
+	10, // 77: lethe.registry.v1.RegistryService.CreateTenant:output_type -> lethe.registry.v1.CreateTenantResponse
+	12, // 78: lethe.registry.v1.RegistryService.UpdateTenant:output_type -> lethe.registry.v1.UpdateTenantResponse
+	14, // 79: lethe.registry.v1.RegistryService.GetTenant:output_type -> lethe.registry.v1.GetTenantResponse
+	16, // 80: lethe.registry.v1.RegistryService.ListTenants:output_type -> lethe.registry.v1.ListTenantsResponse
+	19, // 81: lethe.registry.v1.RegistryService.DefineCategory:output_type -> lethe.registry.v1.DefineCategoryResponse
+	21, // 82: lethe.registry.v1.RegistryService.ListCategories:output_type -> lethe.registry.v1.ListCategoriesResponse
+	26, // 83: lethe.registry.v1.RegistryService.RegisterSystem:output_type -> lethe.registry.v1.RegisterSystemResponse
+	28, // 84: lethe.registry.v1.RegistryService.UpdateSystem:output_type -> lethe.registry.v1.UpdateSystemResponse
+	30, // 85: lethe.registry.v1.RegistryService.RemoveSystem:output_type -> lethe.registry.v1.RemoveSystemResponse
+	32, // 86: lethe.registry.v1.RegistryService.GetSystem:output_type -> lethe.registry.v1.GetSystemResponse
+	34, // 87: lethe.registry.v1.RegistryService.ListSystems:output_type -> lethe.registry.v1.ListSystemsResponse
+	36, // 88: lethe.registry.v1.RegistryService.GetSystemHistory:output_type -> lethe.registry.v1.GetSystemHistoryResponse
+	39, // 89: lethe.registry.v1.RegistryService.ListTransferFindings:output_type -> lethe.registry.v1.ListTransferFindingsResponse
+	42, // 90: lethe.registry.v1.RegistryService.PutActivity:output_type -> lethe.registry.v1.PutActivityResponse
+	44, // 91: lethe.registry.v1.RegistryService.DeleteActivity:output_type -> lethe.registry.v1.DeleteActivityResponse
+	46, // 92: lethe.registry.v1.RegistryService.ListActivities:output_type -> lethe.registry.v1.ListActivitiesResponse
+	48, // 93: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:output_type -> lethe.registry.v1.ExportRecordsOfProcessingResponse
+	50, // 94: lethe.registry.v1.RegistryService.ListSubProcessors:output_type -> lethe.registry.v1.ListSubProcessorsResponse
+	53, // 95: lethe.registry.v1.RegistryService.Route:output_type -> lethe.registry.v1.RouteResponse
+	56, // 96: lethe.registry.v1.RegistryService.ListDisclosures:output_type -> lethe.registry.v1.ListDisclosuresResponse
+	77, // [77:97] is the sub-list for method output_type
+	57, // [57:77] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_lethe_registry_v1_registry_proto_init() }
