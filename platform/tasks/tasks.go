@@ -31,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"buf.build/go/protovalidate"
 	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
 	"go.opentelemetry.io/otel/attribute"
@@ -41,10 +42,12 @@ import (
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/timerange"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -153,11 +156,13 @@ type Config struct {
 
 // Tracker tracks tasks in its owner's bbolt file.
 type Tracker struct {
-	db      *store.DB
-	cfg     Config
-	closed  metric.Int64Counter
-	resent  metric.Int64Counter
-	ignored metric.Int64Counter
+	db        *store.DB
+	cfg       Config
+	validator protovalidate.Validator
+	closed    metric.Int64Counter
+	resent    metric.Int64Counter
+	ignored   metric.Int64Counter
+	refused   metric.Int64Counter
 }
 
 // New returns a tracker over db.
@@ -191,6 +196,9 @@ func New(db *store.DB, cfg Config) (*Tracker, error) {
 	}
 	t := &Tracker{db: db, cfg: cfg}
 	var err error
+	if t.validator, err = protovalidate.New(); err != nil {
+		return nil, fmt.Errorf("tasks: outcome validator: %w", err)
+	}
 	if t.closed, err = cfg.Meter.Int64Counter("lethe.tasks.closed",
 		metric.WithDescription("Tasks that became final, by resolution and outcome.")); err != nil {
 		return nil, err
@@ -201,6 +209,10 @@ func New(db *store.DB, cfg Config) (*Tracker, error) {
 	}
 	if t.ignored, err = cfg.Meter.Int64Counter("lethe.tasks.outcomes_ignored",
 		metric.WithDescription("Outcomes that answered no open task of this owner (duplicates, other owners' events).")); err != nil {
+		return nil, err
+	}
+	if t.refused, err = cfg.Meter.Int64Counter("lethe.tasks.outcomes_refused",
+		metric.WithDescription("Outcomes that broke the contract's rules or time window and were dropped.")); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -622,6 +634,7 @@ func (t *Tracker) handleOutcome(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
+	outcomes = t.valid(system, outcomes)
 	ignored := 0
 	err := t.db.Batch(func(tx *bolt.Tx) error {
 		ignored = 0
@@ -645,6 +658,28 @@ func (t *Tracker) handleOutcome(msg jetstream.Msg) {
 		t.ignored.Add(context.Background(), int64(ignored))
 	}
 	_ = msg.Ack()
+}
+
+// valid returns the outcomes that keep the contract's rules and the time
+// window. An outcome arrives from a system, not through the gRPC edge, so
+// this is its edge: a RETAINED answer "until" the year 34089 would stop
+// every loop that later formats it. A refused outcome is dropped, counted
+// and logged; its task stays open, to be re-sent and answered again.
+func (t *Tracker) valid(system string, outcomes []*eventsv1.Outcome) []*eventsv1.Outcome {
+	kept := outcomes[:0]
+	for _, o := range outcomes {
+		err := t.validator.Validate(o)
+		if v := timerange.Check(o); err == nil && len(v) > 0 {
+			err = fmt.Errorf("%s: %s", v[0].Field, v[0].Description)
+		}
+		if err != nil {
+			t.refused.Add(context.Background(), 1)
+			t.cfg.Logger.Warn("tasks: refused an outcome that breaks the contract", "system", system, "event", apierror.Echo(o.EventId), "error", err)
+			continue
+		}
+		kept = append(kept, o)
+	}
+	return kept
 }
 
 // maxDeliveriesAdvisory is the part of JetStream's MAX_DELIVERIES advisory

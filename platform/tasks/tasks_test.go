@@ -166,7 +166,13 @@ func (f *fixture) answer(t *testing.T, ev *eventsv1.Event, subjectSystem, system
 			Until:       timestamppb.New(time.Date(2031, 12, 31, 0, 0, 0, 0, time.UTC)),
 		}}
 	}
-	subject, err := contract.OutcomeSubject(ev.TenantId, subjectSystem)
+	f.send(t, subjectSystem, o)
+}
+
+// send publishes o on the outcome subject of subjectSystem.
+func (f *fixture) send(t *testing.T, subjectSystem string, o *eventsv1.Outcome) {
+	t.Helper()
+	subject, err := contract.OutcomeSubject(o.TenantId, subjectSystem)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,6 +291,65 @@ func TestSystemCannotAnswerForAnother(t *testing.T) {
 	f.answer(t, ev, "newsletter", "newsletter", eventsv1.OutcomeKind_OUTCOME_KIND_ERASED)
 	f.waitTask(t, ev.Id, "newsletter", tasks.StateFinal)
 	f.waitTask(t, ev.Id, "crm", tasks.StateOpen)
+}
+
+// An outcome comes from a system, not through the gRPC edge: the tracker
+// is its edge. One kept "until" the year 34089, or a RETAINED answer that
+// says nothing of what it keeps, must not close a task.
+func TestOutcomeOutsideTheContractIsRefused(t *testing.T) {
+	providers, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "tasks"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer providers.Shutdown(context.Background())
+	f := startWith(t, options{meter: providers.Meter.Meter("test")})
+	retained := func(ev *eventsv1.Event, until time.Time) *eventsv1.Outcome {
+		return &eventsv1.Outcome{
+			EventId: ev.Id, TenantId: ev.TenantId, SystemId: "billing", SubjectId: ev.SubjectId, Cause: ev.Cause,
+			Kind: eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED, ReportedAt: timestamppb.New(f.clock.Now()),
+			Retained: []*eventsv1.Retention{{
+				Categories:  []*commonv1.DataCategory{{Id: "user.financial.invoice"}},
+				LegalBasis:  commonv1.LegalBasis_LEGAL_BASIS_LEGAL_OBLIGATION,
+				BasisDetail: "Swedish Accounting Act (1999:1078), ch. 7 § 2",
+				Until:       timestamppb.New(until),
+			}},
+		}
+	}
+	far, unlisted, valid := erasure("req-far"), erasure("req-unlisted"), erasure("req-valid")
+	for _, ev := range []*eventsv1.Event{far, unlisted, valid} {
+		f.publish(t, ev, sdk("billing"))
+	}
+	f.send(t, "billing", retained(far, time.Date(34089, 1, 1, 0, 0, 0, 0, time.UTC)))
+	bare := retained(unlisted, time.Time{})
+	bare.Retained = nil
+	f.send(t, "billing", bare)
+
+	deadline := time.Now().Add(10 * time.Second)
+	for refusedOutcomes(t, providers) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the two outcomes outside the contract were never refused")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, ev := range []*eventsv1.Event{far, unlisted} {
+		f.waitTask(t, ev.Id, "billing", tasks.StateOpen)
+	}
+	f.send(t, "billing", retained(valid, time.Date(2031, 12, 31, 0, 0, 0, 0, time.UTC)))
+	f.waitTask(t, valid.Id, "billing", tasks.StateFinal)
+}
+
+func refusedOutcomes(t *testing.T, providers *telemetry.Providers) float64 {
+	t.Helper()
+	families, err := providers.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() == "lethe_tasks_outcomes_refused_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 func TestStalledTaskIsResentAndALateAnswerClosesIt(t *testing.T) {

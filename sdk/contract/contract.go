@@ -232,20 +232,25 @@ func OutcomeBatchHeaders(system string, outcomes []*eventsv1.Outcome) nats.Heade
 
 // UnmarshalOutcomes decodes a message of an outcome subject: one Outcome,
 // or an OutcomeBatch when its ce-type says so.
+//
+// Unknown fields are discarded: an owner stores the outcomes it records,
+// and a field no rule has checked must not ride along unbounded.
 func UnmarshalOutcomes(header nats.Header, data []byte) ([]*eventsv1.Outcome, error) {
 	if header.Get(HeaderType) == OutcomeBatchType {
 		b := &eventsv1.OutcomeBatch{}
-		if err := proto.Unmarshal(data, b); err != nil {
+		if err := discardUnknown.Unmarshal(data, b); err != nil {
 			return nil, err
 		}
 		return b.Outcomes, nil
 	}
 	o := &eventsv1.Outcome{}
-	if err := proto.Unmarshal(data, o); err != nil {
+	if err := discardUnknown.Unmarshal(data, o); err != nil {
 		return nil, err
 	}
 	return []*eventsv1.Outcome{o}, nil
 }
+
+var discardUnknown = proto.UnmarshalOptions{DiscardUnknown: true}
 
 // OutcomeID is the id of system's outcome for event eventID.
 func OutcomeID(eventID, system string) string { return eventID + "/" + system }
