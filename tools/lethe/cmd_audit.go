@@ -21,7 +21,7 @@ import (
 )
 
 const auditHelp = `
-Usage: lethe audit verify --data FOLDER [--anchors stream|FILE] [flags]
+Usage: lethe audit verify --data FOLDER [--anchors stream|FILE [--since T] [--until T]] [flags]
 
 Verifies the audit log of each service's bbolt file in a data folder
 (lethe dev's --data, or a service's):
@@ -47,6 +47,12 @@ the services' "audit chain head" log lines (JSON log format) are anchors
 as they stand, e.g.
   grep '"msg":"audit chain head"' consent.log > anchors.jsonl
 
+--since and --until (RFC 3339) keep only the anchors published in that
+window. A file restored from a backup is behind every anchor published
+after the backup was taken, and its chain continues differently from
+them: verify it with --until the backup's time, and its later states
+with --since the restore.
+
 No API serves the audit log, so this reads the files: stop the platform
 first, or verify a copy (bbolt allows one writer, and a running service
 holds its file). When services run apart, gather their files (or copies)
@@ -66,14 +72,27 @@ func runAudit(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "verify" {
 		return subcommand("audit", auditHelp, nil, args, stdout, stderr)
 	}
-	var data, anchorsFrom string
+	var data, anchorsFrom, sinceArg, untilArg string
 	var conn connFlags
 	fs := newFlagSet("audit verify", auditHelp, stderr)
 	conn.register(fs)
 	fs.StringVar(&data, "data", "./data", "the data folder")
 	fs.StringVar(&anchorsFrom, "anchors", "", `check the chains against published heads: "stream", or a file of JSON lines`)
+	fs.StringVar(&sinceArg, "since", "", "with --anchors: only anchors published at or after this time (RFC 3339)")
+	fs.StringVar(&untilArg, "until", "", "with --anchors: only anchors published at or before this time (RFC 3339)")
 	if code := parse(fs, args[1:]); code >= 0 {
 		return code
+	}
+	var window [2]time.Time
+	for i, arg := range []string{sinceArg, untilArg} {
+		if arg == "" {
+			continue
+		}
+		var err error
+		if window[i], err = time.Parse(time.RFC3339Nano, arg); err != nil || anchorsFrom == "" {
+			fmt.Fprintf(stderr, "lethe audit verify: --since and --until take an RFC 3339 time and need --anchors (%q)\n", arg)
+			return exitUsage
+		}
 	}
 	files, _ := filepath.Glob(filepath.Join(data, "*.db"))
 	if len(files) == 0 {
@@ -83,7 +102,7 @@ func runAudit(args []string, stdout, stderr io.Writer) int {
 	var anchors map[string][]audit.Anchor
 	if anchorsFrom != "" {
 		var code int
-		if anchors, code = loadAnchors(anchorsFrom, &conn, stderr); code != exitOK {
+		if anchors, code = loadAnchors(anchorsFrom, window, &conn, stderr); code != exitOK {
 			return code
 		}
 	}
@@ -157,9 +176,10 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 	}
 }
 
-// loadAnchors reads the anchors from the stream or a file, by file and in
-// order of seq.
-func loadAnchors(from string, conn *connFlags, stderr io.Writer) (map[string][]audit.Anchor, int) {
+// loadAnchors reads the anchors from the stream or a file, keeps those in
+// the window (a zero bound is open), and returns them by file in order of
+// seq.
+func loadAnchors(from string, window [2]time.Time, conn *connFlags, stderr io.Writer) (map[string][]audit.Anchor, int) {
 	var list []audit.Anchor
 	if from == "stream" {
 		var err error
@@ -176,6 +196,9 @@ func loadAnchors(from string, conn *connFlags, stderr io.Writer) (map[string][]a
 	}
 	byFile := map[string][]audit.Anchor{}
 	for _, a := range list {
+		if (!window[0].IsZero() && a.Time.Before(window[0])) || (!window[1].IsZero() && a.Time.After(window[1])) {
+			continue
+		}
 		byFile[a.File] = append(byFile[a.File], a)
 	}
 	for _, l := range byFile {
