@@ -121,10 +121,12 @@ func runAudit(args []string, stdout, stderr io.Writer) int {
 		anchored := "-"
 		err = db.View(func(tx *bolt.Tx) error {
 			var err error
-			if rep, err = audit.VerifyFileTx(tx); err != nil || anchors == nil {
+			rep, err = audit.VerifyFileTx(tx)
+			// A broken file is reported as such, not also as missing.
+			seen[rep.Service] = true
+			if err != nil || anchors == nil {
 				return err
 			}
-			seen[rep.Service] = true
 			list := anchors[rep.Service]
 			if len(list) > 0 {
 				anchored = fmt.Sprint(list[len(list)-1].Seq)
