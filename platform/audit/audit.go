@@ -62,8 +62,11 @@ func (l *Log) AppendTx(tx *bolt.Tx, e Entry) error {
 	if err != nil {
 		return fmt.Errorf("encode audit entry: %w", err)
 	}
-	_, err = l.chain.AppendTx(tx, l.clock.Now(), payload)
-	return err
+	ce, err := l.chain.AppendTx(tx, l.clock.Now(), payload)
+	if err != nil {
+		return err
+	}
+	return putHeadCopyTx(tx, ce.Seq, ce.Hash)
 }
 
 // Append records e in a transaction of its own.

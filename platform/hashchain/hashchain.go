@@ -105,6 +105,37 @@ func (c *Chain) HeadTx(tx *bbolt.Tx) (seq uint64, hash [32]byte, err error) {
 	return seq, hash, nil
 }
 
+// EntryTx returns entry seq, and false when the chain has no such entry. It
+// does not verify the chain: an anchor outside the file (a published head)
+// is checked against the entry at its seq after VerifyTx has shown every
+// link intact. Entry.Payload is valid until tx ends, as in RangeTx.
+func (c *Chain) EntryTx(tx *bbolt.Tx, seq uint64) (Entry, bool, error) {
+	if seq == 0 {
+		return Entry{}, false, nil
+	}
+	v := store.BucketTx(tx, c.bucket).Get(store.Uint64Key(seq))
+	if v == nil {
+		return Entry{}, false, nil
+	}
+	e, err := decodeEntry(v)
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("hashchain: entry %d: %w", seq, err)
+	}
+	return e, true, nil
+}
+
+// EncodeHead returns a head record of seq and hash, in the format of the
+// chain's own, for a copy kept elsewhere (see DecodeHead).
+func EncodeHead(seq uint64, hash [32]byte) []byte { return encodeHead(seq, hash) }
+
+// DecodeHead parses a record EncodeHead returned.
+func DecodeHead(v []byte) (seq uint64, hash [32]byte, err error) {
+	if seq, hash, err = decodeHead(v); err != nil {
+		return 0, hash, fmt.Errorf("hashchain: %w", err)
+	}
+	return seq, hash, nil
+}
+
 // RangeTx calls fn for each entry from fromSeq on, in order, until fn returns
 // an error, which RangeTx returns. It does not verify the chain: see
 // VerifyTx. Entry.Payload points into bbolt's memory map, valid until tx
@@ -255,10 +286,14 @@ func encodeHead(seq uint64, hash [32]byte) []byte {
 // readHead returns the head record of b, or zeros if there is none yet.
 func readHead(b *bbolt.Bucket) (seq uint64, hash [32]byte, err error) {
 	v := b.Get(headKey)
-	switch {
-	case v == nil:
+	if v == nil {
 		return 0, hash, nil
-	case len(v) != headLen || v[0] != formatV1:
+	}
+	return decodeHead(v)
+}
+
+func decodeHead(v []byte) (seq uint64, hash [32]byte, err error) {
+	if len(v) != headLen || v[0] != formatV1 {
 		return 0, hash, fmt.Errorf("head record is corrupt (%d bytes)", len(v))
 	}
 	copy(hash[:], v[9:])

@@ -6,6 +6,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,6 +64,10 @@ type Deps struct {
 	// Backup, when its Dir is set, copies the service's bbolt files there
 	// periodically while it runs.
 	Backup BackupConfig
+	// AnchorEvery is how often the service reads the head of each of its
+	// files' audit chains and, when it moved, publishes it on the
+	// platform stream and logs it (audit.Anchor); one minute when zero.
+	AnchorEvery time.Duration
 }
 
 // BackupConfig schedules hot backups of a service's bbolt files.
@@ -98,9 +103,10 @@ type Base struct {
 	Logger      *slog.Logger
 	Meter       metric.Meter
 
-	nats    *nats.Conn
-	dataDir string
-	backup  BackupConfig
+	nats        *nats.Conn
+	dataDir     string
+	backup      BackupConfig
+	anchorEvery time.Duration
 	// files are the service's bbolt files, DB first, then those OpenFile
 	// opened; mu guards the slice against the metrics callback.
 	mu         sync.Mutex
@@ -128,6 +134,9 @@ func OpenBase(deps Deps, schema store.Schema) (*Base, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open %s store: %w", schema.Service, err)
+	}
+	if err := audit.PrepareFile(db); err != nil {
+		return nil, errors.Join(err, db.Close())
 	}
 	idem := idempotency.New(clk, idempotency.DefaultTTL)
 	logger := deps.Logger.With("service", schema.Service)
@@ -158,6 +167,7 @@ func OpenBase(deps Deps, schema store.Schema) (*Base, error) {
 		nats:        deps.NATS,
 		dataDir:     deps.DataDir,
 		backup:      deps.Backup,
+		anchorEvery: cmp.Or(deps.AnchorEvery, defaultAnchorEvery),
 		files:       []*store.DB{db},
 	}
 	if b.backup.Every <= 0 {
@@ -178,6 +188,9 @@ func (b *Base) OpenFile(schema store.Schema) (*store.DB, error) {
 	db, err := store.Open(store.Options{Path: filepath.Join(b.dataDir, schema.Service+".db"), Schema: schema})
 	if err != nil {
 		return nil, fmt.Errorf("open %s store: %w", schema.Service, err)
+	}
+	if err := audit.PrepareFile(db); err != nil {
+		return nil, errors.Join(err, db.Close())
 	}
 	b.mu.Lock()
 	b.files = append(b.files, db)
@@ -260,8 +273,8 @@ func (b *Base) runBackups(ctx context.Context) {
 }
 
 // Run does the background work every service shares until ctx ends: the
-// outbox relay (when the host connected NATS), the idempotency sweep and,
-// when configured, periodic backups.
+// outbox relay (when the host connected NATS), the idempotency sweep, the
+// audit anchors and, when configured, periodic backups.
 func (b *Base) Run(ctx context.Context) error {
 	if b.backup.Dir != "" {
 		if err := os.MkdirAll(b.backup.Dir, 0o700); err != nil {
@@ -289,6 +302,7 @@ func (b *Base) Run(ctx context.Context) error {
 	for _, db := range b.storeFiles() {
 		sweeps.Go(func() { b.Idempotency.Run(ctx, db, idempotencySweepEvery) })
 	}
+	sweeps.Go(func() { b.runAnchors(ctx) })
 	sweeps.Wait()
 	return <-done
 }

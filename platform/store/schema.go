@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -23,6 +24,7 @@ var (
 var (
 	metaService = []byte("service")
 	metaVersion = []byte("schema_version")
+	metaAudited = []byte("audited_buckets")
 )
 
 // Schema is what the code expects of its database file.
@@ -36,6 +38,16 @@ type Schema struct {
 	// Buckets are the service's top-level buckets, created by Open. Their
 	// names must not start with an underscore, which the kit reserves.
 	Buckets []Bucket
+
+	// Audited lists those of Buckets that only audited mutations write,
+	// each in the transaction that appends its audit entry: an entry in
+	// one of them proves that the file's audit chain is not empty, so
+	// `lethe audit verify` fails a file whose chain is missing or empty
+	// while one of them holds entries. A bucket that anything else writes
+	// (an event consumer, a sweep, a migration) must not be listed, or an
+	// untouched chain would be reported as wiped. Open records the list in
+	// the file, for tools that verify it without the service's code.
+	Audited []Bucket
 
 	// Migrations bring an older file up to Version. They are listed by
 	// ascending To without gaps, and the last one reaches Version. A file
@@ -67,6 +79,11 @@ func (s Schema) validate() error {
 	for _, b := range s.Buckets {
 		if len(b) == 0 || b[0] == reservedPrefix {
 			return fmt.Errorf("bucket %q: names must be non-empty and not start with %q", b, reservedPrefix)
+		}
+	}
+	for _, a := range s.Audited {
+		if !slices.ContainsFunc(s.Buckets, func(b Bucket) bool { return string(b) == string(a) }) {
+			return fmt.Errorf("audited bucket %q is not one of the schema's buckets", a)
 		}
 	}
 	for i, m := range s.Migrations {
@@ -125,7 +142,58 @@ func (s Schema) apply(tx *bbolt.Tx, path string) error {
 			return fmt.Errorf("store: create bucket %q: %w", b, err)
 		}
 	}
-	return nil
+	// Rewritten at every open, so the record follows the code's schema.
+	return meta.Put(metaAudited, encodeBucketList(s.Audited))
+}
+
+// encodeBucketList joins bucket names with NUL, which no name holds.
+func encodeBucketList(list []Bucket) []byte {
+	var out []byte
+	for i, b := range list {
+		if i > 0 {
+			out = append(out, 0)
+		}
+		out = append(out, b...)
+	}
+	return out
+}
+
+// FileInfo is what a file records about itself in the kit's meta bucket.
+type FileInfo struct {
+	// Service is the name of the schema that owns the file: "consent",
+	// "retention-journal".
+	Service string
+	// Version is the file's schema version.
+	Version uint64
+	// Audited are the buckets the schema declared audited (Schema.Audited)
+	// when the file was last opened.
+	Audited []Bucket
+}
+
+// ReadFileInfoTx returns the file's own record of its service, schema
+// version and audited buckets, for tools that read a file without its
+// service's code. It fails for a file without a service record, which Open
+// writes first of all: such a file is not a Lethe store, or its record was
+// removed.
+func ReadFileInfoTx(tx *bbolt.Tx) (FileInfo, error) {
+	meta := tx.Bucket(BucketMeta)
+	if meta == nil {
+		return FileInfo{}, fmt.Errorf("store: no %s bucket: not a Lethe store, or the bucket was removed", BucketMeta)
+	}
+	service := meta.Get(metaService)
+	if len(service) == 0 {
+		return FileInfo{}, errors.New("store: no service record: not a Lethe store, or the record was removed")
+	}
+	info := FileInfo{Service: string(service)}
+	if v := meta.Get(metaVersion); len(v) == 8 {
+		info.Version = KeyUint64(v)
+	}
+	if v := meta.Get(metaAudited); len(v) > 0 {
+		for _, name := range bytes.Split(v, []byte{0}) {
+			info.Audited = append(info.Audited, Bucket(bytes.Clone(name)))
+		}
+	}
+	return info, nil
 }
 
 // migrate runs the migrations after version have, which validate has shown

@@ -71,6 +71,37 @@ func TestReopenKeepsData(t *testing.T) {
 	}
 }
 
+// TestFileInfoRecordsTheSchema: a file says which service owns it and
+// which buckets its schema declares audited, as of the last open, so that
+// `lethe audit verify` needs no service's code; a file without its service
+// record is refused.
+func TestFileInfoRecordsTheSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "registry.db")
+	read := func(db *store.DB) (info store.FileInfo, err error) {
+		_ = db.View(func(tx *bbolt.Tx) error { info, err = store.ReadFileInfoTx(tx); return nil })
+		return info, err
+	}
+	db := storetest.OpenAt(t, path, schemaV1())
+	if info, err := read(db); err != nil || info.Service != "registry" || info.Version != 1 || len(info.Audited) != 0 {
+		t.Fatalf("info = %+v, %v", info, err)
+	}
+	db.Close()
+	audited := schemaV1()
+	audited.Buckets = append(audited.Buckets, store.Bucket("more"))
+	audited.Audited = []store.Bucket{bucketThings, store.Bucket("more")}
+	db = storetest.OpenAt(t, path, audited)
+	info, err := read(db)
+	if err != nil || len(info.Audited) != 2 || string(info.Audited[0]) != "things" || string(info.Audited[1]) != "more" {
+		t.Fatalf("info = %+v, %v", info, err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error { return store.BucketTx(tx, store.BucketMeta).Delete([]byte("service")) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := read(db); err == nil || !strings.Contains(err.Error(), "no service record") {
+		t.Fatalf("a file without its service record: %v", err)
+	}
+}
+
 func TestFilePermissions(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	storetest.OpenAt(t, filepath.Join(dir, "s.db"), schemaV1())
@@ -216,6 +247,8 @@ func TestInvalidSchema(t *testing.T) {
 		{"short of version", store.Schema{Service: "s", Version: 4, Migrations: []store.Migration{{2, up}, {3, up}}}, "reaches version 3, schema is at 4"},
 		{"to version 1", store.Schema{Service: "s", Version: 1, Migrations: []store.Migration{{1, up}}}, "versions start at 1"},
 		{"nil Up", store.Schema{Service: "s", Version: 2, Migrations: []store.Migration{{2, nil}}}, "has no Up"},
+		{"audited bucket not in the schema", store.Schema{Service: "s", Version: 1, Buckets: []store.Bucket{bucketThings},
+			Audited: []store.Bucket{store.Bucket("others")}}, `audited bucket "others" is not one of the schema's buckets`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

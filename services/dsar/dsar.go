@@ -157,10 +157,17 @@ var (
 )
 
 // schema is the layout of dsar.db.
-var schema = store.Schema{Service: "dsar", Version: 1, Buckets: []store.Bucket{
-	bucketRequests, bucketSecrets, bucketSealed, bucketSubmissions, bucketPackages,
-	bucketPending, bucketFollowing, bucketPackageExpiry, bucketReceipts, bucketReceiptIndex,
-}}
+var schema = store.Schema{
+	Service: "dsar",
+	Version: 1,
+	Buckets: []store.Bucket{
+		bucketRequests, bucketSecrets, bucketSealed, bucketSubmissions, bucketPackages,
+		bucketPending, bucketFollowing, bucketPackageExpiry, bucketReceipts, bucketReceiptIndex,
+	},
+	// Only CreateRequest, an audited mutation, adds a request; later
+	// transitions rewrite it. A file holding one has audit entries.
+	Audited: []store.Bucket{bucketRequests},
+}
 
 // New opens the DSAR service's store and key file.
 func New(deps service.Deps, opts Options) (*Service, error) {

@@ -47,6 +47,11 @@ import (
 // sees a state older than an acknowledged signal.
 
 // journalSchema is the layout of retention-journal.db.
+//
+// It declares no audited bucket (store.Schema.Audited): journaled signals
+// are deleted once applied, within a second, and those drained from an
+// older retention.db carry their audit entries in that file's chain. Its
+// own chain is held to its head copy and its anchors like every other.
 var journalSchema = store.Schema{
 	Service: "retention-journal",
 	Version: 1,

@@ -1,22 +1,20 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
-	"github.com/lethe-privacy/lethe/platform/hashchain"
-	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/audit"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -64,19 +62,7 @@ func runEvents(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "lethe events tail:", err)
 		return exitUsage
 	}
-	opts := []nats.Option{nats.Name("lethe events tail")}
-	if cfg.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
-	}
-	if cfg.TLS != nil {
-		if cfg.TLS.CA != "" {
-			opts = append(opts, nats.RootCAs(cfg.TLS.CA))
-		}
-		if cfg.TLS.Cert != "" {
-			opts = append(opts, nats.ClientCert(cfg.TLS.Cert, cfg.TLS.Key))
-		}
-	}
-	nc, err := nats.Connect(cfg.NATS, opts...)
+	nc, err := dialNATS(cfg, "lethe events tail")
 	if err != nil {
 		fmt.Fprintf(stderr, "lethe events tail: connect to %s: %v\n", cfg.NATS, err)
 		return exitPlatform
@@ -129,8 +115,39 @@ func runEvents(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// dialNATS connects to the context's NATS server with its credentials and
+// TLS settings.
+func dialNATS(cfg contextConfig, name string) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name(name)}
+	if cfg.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+	}
+	if cfg.TLS != nil {
+		if cfg.TLS.CA != "" {
+			opts = append(opts, nats.RootCAs(cfg.TLS.CA))
+		}
+		if cfg.TLS.Cert != "" {
+			opts = append(opts, nats.ClientCert(cfg.TLS.Cert, cfg.TLS.Key))
+		}
+	}
+	return nats.Connect(cfg.NATS, opts...)
+}
+
 // printEvent decodes an event or an outcome by its subject.
 func printEvent(w io.Writer, msg jetstream.Msg, asJSON bool) {
+	if strings.HasPrefix(msg.Subject(), audit.AnchorSubjectPrefix+".") {
+		// An audit anchor is JSON already (audit.Anchor).
+		if asJSON {
+			payload := msg.Data()
+			if !json.Valid(payload) {
+				payload = []byte("null")
+			}
+			fmt.Fprintf(w, "{\"subject\":%q,\"payload\":%s}\n", msg.Subject(), payload)
+			return
+		}
+		fmt.Fprintf(w, "%s  %s\n", msg.Subject(), msg.Data())
+		return
+	}
 	var body proto.Message = &eventsv1.Event{}
 	if _, _, ok := contract.ParseOutcomeSubject(msg.Subject()); ok {
 		body = &eventsv1.Outcome{}
@@ -163,77 +180,3 @@ func orDash(s string) string {
 	}
 	return s
 }
-
-const auditHelp = `
-Usage: lethe audit verify --data FOLDER
-
-Verifies the hash-chained audit log of each service's bbolt file in a data
-folder (lethe dev's --data, or a service's): every entry's hash, its link
-to the one before, and the head record. A change, removal or reordering
-of any entry is reported with the first entry concerned.
-
-No API serves the audit log, so this reads the files: stop the platform
-first, or verify a copy (bbolt allows one writer, and a running service
-holds its file).
-
-Example:
-  lethe audit verify --data ./data
-
-Exit codes: 0 every chain intact, 1 a chain is broken, 2 usage, 4 a file
-could not be read.
-`
-
-func runAudit(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "verify" {
-		return subcommand("audit", auditHelp, nil, args, stdout, stderr)
-	}
-	var data string
-	fs := newFlagSet("audit verify", auditHelp, stderr)
-	fs.StringVar(&data, "data", "./data", "the data folder")
-	if code := parse(fs, args[1:]); code >= 0 {
-		return code
-	}
-	files, _ := filepath.Glob(filepath.Join(data, "*.db"))
-	if len(files) == 0 {
-		fmt.Fprintf(stderr, "lethe audit verify: no *.db files in %s\n", data)
-		return exitUsage
-	}
-	code := exitOK
-	chain := hashchain.New(store.BucketAudit)
-	t := newTable(stdout, "FILE", "ENTRIES", "RESULT")
-	for _, path := range files {
-		db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
-		if err != nil {
-			t.flush()
-			fmt.Fprintf(stderr, "lethe audit verify: %s: %v (is the platform still running?)\n", path, err)
-			return exitPlatform
-		}
-		var n uint64
-		err = db.View(func(tx *bolt.Tx) error {
-			if tx.Bucket(store.BucketAudit) == nil {
-				return errNoAudit
-			}
-			var err error
-			n, err = chain.VerifyTx(tx)
-			return err
-		})
-		_ = db.Close()
-		var ve *hashchain.VerifyError
-		switch {
-		case errors.Is(err, errNoAudit):
-			t.row(filepath.Base(path), "-", "no audit log")
-		case errors.As(err, &ve):
-			t.row(filepath.Base(path), n, "BROKEN: "+ve.Error())
-			code = exitNo
-		case err != nil:
-			t.row(filepath.Base(path), "-", "error: "+err.Error())
-			code = exitPlatform
-		default:
-			t.row(filepath.Base(path), n, "intact")
-		}
-	}
-	t.flush()
-	return code
-}
-
-var errNoAudit = errors.New("no audit bucket")

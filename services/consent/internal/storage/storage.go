@@ -51,6 +51,9 @@ var Schema = store.Schema{
 	Version: 1,
 	Buckets: []store.Bucket{BucketPurposes, BucketRecords, BucketObjections, BucketRestrictions,
 		BucketChanges, BucketRevisions, BucketExpiries, BucketEvidenceKeys},
+	// Only the API's audited mutations create purposes and consent
+	// records: a file holding either has audit entries.
+	Audited: []store.Bucket{BucketPurposes, BucketRecords},
 }
 
 // PurposeTx returns a tenant's purpose.

@@ -36,6 +36,9 @@ var Schema = store.Schema{
 	Service: "registry",
 	Version: 1,
 	Buckets: []store.Bucket{BucketTenants, BucketCategories, BucketSystemVersions, BucketActivities},
+	// Only CreateTenant and UpdateTenant, audited mutations, write tenants:
+	// a file holding one has audit entries.
+	Audited: []store.Bucket{BucketTenants},
 }
 
 func get[M proto.Message](b *bolt.Bucket, key []byte, m M) (M, bool, error) {
