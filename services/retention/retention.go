@@ -136,7 +136,7 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 var schema = store.Schema{
 	Service: "retention",
 	Version: 1,
-	Buckets: append([]store.Bucket{bucketRules, bucketHolds, bucketPolicyGen, bucketRescan, bucketReport}, schedule.Buckets...),
+	Buckets: append([]store.Bucket{bucketRules, bucketHolds, bucketPolicyGen, bucketRescan, bucketReport, bucketParked}, schedule.Buckets...),
 }
 
 // Register serves the retention API on srv.
