@@ -159,6 +159,12 @@ func TestPoisonedItemsAreParkedAndEveryoneElseIsPurged(t *testing.T) {
 	if err != nil || len(preview.Rules) != 1 || !slices.Equal(preview.Rules[0].SampleSubjectIds, []string{"s0", "s1"}) {
 		t.Fatalf("preview = %v, %v; want s0 and s1 purged", preview, err)
 	}
+	// The unreadable record does not hide its tenant's other subjects.
+	preview, err = f.retention.PreviewPurges(f.ctx, &retentionv1.PreviewPurgesRequest{TenantId: "clicklearn",
+		Until: timestamppb.New(day(2027, 1, 1)), SampleSize: 10})
+	if err != nil || len(preview.Rules) != 1 || !slices.Equal(preview.Rules[0].SampleSubjectIds, []string{"ada"}) || preview.SubjectsEvaluated != 1 {
+		t.Fatalf("preview beside an unreadable record = %v, %v; want ada purged", preview, err)
+	}
 	if n := f.counter(t, "lethe.retention.parked", "kind", "signal"); n != 3 {
 		t.Fatalf("parked signals counted %d, want 3", n)
 	}
