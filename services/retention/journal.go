@@ -180,8 +180,8 @@ type journaled struct {
 	key    []byte
 	tenant string
 	signal *retentionv1.Signal
-	// raw is the entry as stored, and bad why it cannot be applied: such
-	// an entry is parked (parked.go), not applied.
+	// bad is why the entry cannot be applied, and raw the entry as stored
+	// (set only then): such an entry is parked (parked.go), not applied.
 	raw []byte
 	bad error
 }
@@ -268,7 +268,11 @@ func (s *Service) applyOrPark(entries []journaled) error {
 		}
 		for i, e := range entries {
 			if e.bad == nil && e.tenant == failed.tenant && (failed.subject == "" || e.signal.SubjectId == failed.subject) {
-				entries[i].bad = failed.err
+				body, err := proto.Marshal(e.signal)
+				if err != nil {
+					return err
+				}
+				entries[i].raw, entries[i].bad = append([]byte(e.tenant+"\x00"), body...), failed.err
 			}
 		}
 	}
@@ -281,7 +285,7 @@ func (s *Service) readJournal(limit int) ([]journaled, error) {
 	err := s.journal.View(func(tx *bolt.Tx) error {
 		c := store.BucketTx(tx, bucketJournal).Cursor()
 		for k, v := c.First(); k != nil && len(entries) < limit; k, v = c.Next() {
-			e := journaled{key: bytes.Clone(k), raw: bytes.Clone(v), signal: &retentionv1.Signal{}}
+			e := journaled{key: bytes.Clone(k), signal: &retentionv1.Signal{}}
 			tenant, body, ok := cutTenant(v)
 			switch {
 			case !ok:
@@ -295,6 +299,9 @@ func (s *Service) readJournal(limit int) ([]journaled, error) {
 					// written around it: never folded into a subject.
 					e.bad = fmt.Errorf("occurred_at: %w", err)
 				}
+			}
+			if e.bad != nil {
+				e.raw = bytes.Clone(v)
 			}
 			entries = append(entries, e)
 		}

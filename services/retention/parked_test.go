@@ -132,14 +132,15 @@ func TestPoisonedItemsAreParkedAndEveryoneElseIsPurged(t *testing.T) {
 
 	// Written around the edge, as a version before it did: poisoned
 	// journal entries between good ones, and a subject record that does
-	// not decode, due before the sweep.
+	// not decode, due before the sweep, with a good signal for it.
 	f.offline(t, func(db, journal *bolt.DB) {
 		journalRaw(t, journal,
 			journalEntry(t, "clevio", collectedSignal("s0", timestamppb.New(day(2025, 2, 1)))),
 			journalEntry(t, "clicklearn", collectedSignal("mallory", &timestamppb.Timestamp{Seconds: math.MinInt64})),
 			journalEntry(t, "clicklearn", collectedSignal("mallory", timestamppb.New(time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)))),
 			[]byte("clevio\x00\xff\xff not a signal"),
-			journalEntry(t, "clevio", collectedSignal("s1", timestamppb.New(day(2025, 3, 1)))))
+			journalEntry(t, "clevio", collectedSignal("s1", timestamppb.New(day(2025, 3, 1)))),
+			journalEntry(t, "clicklearn", collectedSignal("zed", timestamppb.New(day(2025, 4, 1)))))
 		if err := db.Update(func(tx *bolt.Tx) error {
 			return schedule.New(nil).SetTx(tx, store.Key("clicklearn", "zed"), day(2025, 6, 1), []byte("{not json"))
 		}); err != nil {
@@ -165,8 +166,8 @@ func TestPoisonedItemsAreParkedAndEveryoneElseIsPurged(t *testing.T) {
 	if err != nil || len(preview.Rules) != 1 || !slices.Equal(preview.Rules[0].SampleSubjectIds, []string{"ada"}) || preview.SubjectsEvaluated != 1 {
 		t.Fatalf("preview beside an unreadable record = %v, %v; want ada purged", preview, err)
 	}
-	if n := f.counter(t, "lethe.retention.parked", "kind", "signal"); n != 3 {
-		t.Fatalf("parked signals counted %d, want 3", n)
+	if n := f.counter(t, "lethe.retention.parked", "kind", "signal"); n != 4 {
+		t.Fatalf("parked signals counted %d, want 4", n)
 	}
 
 	// The sweep purges everyone due, and parks the subject it cannot read.
@@ -215,6 +216,7 @@ func TestPoisonedItemsAreParkedAndEveryoneElseIsPurged(t *testing.T) {
 		"clevio\x00\x00signal\x0000000000000000000005\x00",
 		"clicklearn\x00mallory\x00signal\x0000000000000000000003\x00",
 		"clicklearn\x00mallory\x00signal\x0000000000000000000004\x00",
+		"clicklearn\x00zed\x00signal\x0000000000000000000007\x00",
 		"clicklearn\x00zed\x00subject\x00\x00",
 	}
 	if !slices.Equal(keys, want) {
