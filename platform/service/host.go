@@ -133,9 +133,17 @@ func StoppedCleanly(ctx context.Context, err error) error {
 
 func startOne(ctx context.Context, f Factory, cfg server.Config, out Outgoing, dataDir, natsURL, registryAddr string, stream broker.StreamConfig, backup BackupConfig) error {
 	cfg.Name = "lethe-" + f.Name
+	// The outgoing connections' refusals are checked before the server
+	// configuration is completed and reported with its refusals: one
+	// failed start names every missing piece.
+	refused := errors.Join(out.check(cfg.Profile, natsURL)...)
 	completed, err := cfg.Complete(ctx)
 	if err != nil {
-		return err
+		return errors.Join(err, refused)
+	}
+	if refused != nil {
+		// Complete started the telemetry providers (the flags give none).
+		return errors.Join(refused, completed.Telemetry.Shutdown(ctx))
 	}
 	logger := completed.Logger
 	natsOpts, registryOpts, err := out.options(completed, natsURL)

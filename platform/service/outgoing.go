@@ -39,22 +39,32 @@ func (o *Outgoing) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.NATSPasswordFile, "nats-password-file", "", "file holding the password of --nats-user; re-read when it changes")
 }
 
-// options returns the NATS and registry dial options for the completed
-// server configuration. Production refuses plaintext connections and
-// credentials written into the NATS URL, which a flag or environment
-// value would expose in process listings.
-func (o Outgoing) options(cfg server.CompletedConfig, natsURL string) ([]nats.Option, []grpc.DialOption, error) {
-	if cfg.Profile == server.ProfileProduction {
-		var errs []error
+// check returns what the profile refuses in o. Production refuses
+// plaintext connections and credentials written into the NATS URL, which a
+// flag or environment value would expose in process listings. The caller
+// reports these with the server configuration's refusals, so that one
+// failed start names every missing piece.
+func (o Outgoing) check(profile, natsURL string) []error {
+	var errs []error
+	if (o.NATSUser == "") != (o.NATSPasswordFile == "") {
+		errs = append(errs, errors.New("--nats-user and --nats-password-file go together"))
+	}
+	if profile == server.ProfileProduction {
 		if o.CAFile == "" {
 			errs = append(errs, errors.New("production dials the registry and NATS over TLS only: set --tls-ca"))
 		}
 		if urlHasCredentials(natsURL) {
 			errs = append(errs, errors.New("production refuses credentials in --nats-url (a secret in a flag value): use --nats-user with --nats-password-file, --nats-creds, or a client certificate"))
 		}
-		if err := errors.Join(errs...); err != nil {
-			return nil, nil, err
-		}
+	}
+	return errs
+}
+
+// options returns the NATS and registry dial options for the completed
+// server configuration, refusing what check refuses.
+func (o Outgoing) options(cfg server.CompletedConfig, natsURL string) ([]nats.Option, []grpc.DialOption, error) {
+	if err := errors.Join(o.check(cfg.Profile, natsURL)...); err != nil {
+		return nil, nil, err
 	}
 	var natsOpts []nats.Option
 	var dialOpts []grpc.DialOption
@@ -68,9 +78,6 @@ func (o Outgoing) options(cfg server.CompletedConfig, natsURL string) ([]nats.Op
 	}
 	if o.NATSCredsFile != "" {
 		natsOpts = append(natsOpts, nats.UserCredentials(o.NATSCredsFile))
-	}
-	if (o.NATSUser == "") != (o.NATSPasswordFile == "") {
-		return nil, nil, errors.New("--nats-user and --nats-password-file go together")
 	}
 	if o.NATSUser != "" {
 		password, err := livefile.Load([]string{o.NATSPasswordFile}, func(c [][]byte) (string, error) {

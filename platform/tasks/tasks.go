@@ -215,7 +215,47 @@ func New(db *store.DB, cfg Config) (*Tracker, error) {
 		metric.WithDescription("Outcomes that broke the contract's rules or time window and were dropped.")); err != nil {
 		return nil, err
 	}
+	if err := markPublishedCauses(db); err != nil {
+		return nil, err
+	}
 	return t, nil
+}
+
+// metaCauseMarkers, in the kit's meta bucket, records that every event
+// published to no system has its causeMarker.
+var metaCauseMarkers = []byte("tasks.cause_markers")
+
+// markPublishedCauses gives the events published to no system before
+// causeMarker existed their markers, once: every published event is in
+// store.BucketTaskEvents, so a cause with an event there and no entry in
+// the cause index is one of them. Without it Propagation would report
+// such a cause as never published.
+func markPublishedCauses(db *store.DB) error {
+	var done bool
+	if err := db.View(func(tx *bolt.Tx) error {
+		done = store.BucketTx(tx, store.BucketMeta).Get(metaCauseMarkers) != nil
+		return nil
+	}); err != nil || done {
+		return err
+	}
+	return db.Update(func(tx *bolt.Tx) error {
+		index := store.BucketTx(tx, store.BucketTasksByCause)
+		err := store.BucketTx(tx, store.BucketTaskEvents).ForEach(func(k, v []byte) error {
+			ev := &eventsv1.Event{}
+			if err := proto.Unmarshal(v, ev); err != nil {
+				return fmt.Errorf("tasks: decode event %s: %w", k, err)
+			}
+			prefix := causePrefix(ev.TenantId, ev.Cause)
+			if first, _ := index.Cursor().Seek(prefix); bytes.HasPrefix(first, prefix) {
+				return nil
+			}
+			return index.Put(causeMarker(ev.TenantId, ev.Cause, ev.Id), nil)
+		})
+		if err != nil {
+			return err
+		}
+		return store.BucketTx(tx, store.BucketMeta).Put(metaCauseMarkers, []byte{1})
+	})
 }
 
 // Keys. Every key part is a token or an id without NUL bytes, joined by
@@ -281,9 +321,20 @@ func (t *Tracker) PublishTx(ctx context.Context, tx *bolt.Tx, ev *eventsv1.Event
 		}
 	}
 	if len(expect) == 0 {
+		// No task says the cause was published: a marker does, so that
+		// Propagation tells it from a cause never published.
+		if err := store.BucketTx(tx, store.BucketTasksByCause).Put(causeMarker(ev.TenantId, ev.Cause, ev.Id), nil); err != nil {
+			return err
+		}
 		return t.completeTx(tx, ev.TenantId, ev.Cause)
 	}
 	return nil
+}
+
+// causeMarker is the cause index entry of an event published to no
+// system: a task key with an empty system id, which no task has.
+func causeMarker(tenant string, cause *commonv1.Cause, eventID string) []byte {
+	return append(causePrefix(tenant, cause), taskKey(eventID, "")...)
 }
 
 func (t *Tracker) putTx(tx *bolt.Tx, task Task) error {
@@ -356,7 +407,7 @@ func (t *Tracker) closeTx(tx *bolt.Tx, eventID, systemID string, resolution Reso
 		return true, nil
 	}
 	cause := &commonv1.Cause{Kind: task.CauseKind, Id: task.CauseID}
-	all, err := causeTasksTx(tx, task.TenantID, cause)
+	all, _, err := causeTasksTx(tx, task.TenantID, cause)
 	if err != nil {
 		return false, err
 	}
@@ -372,31 +423,36 @@ func (t *Tracker) completeTx(tx *bolt.Tx, tenant string, cause *commonv1.Cause) 
 	if t.cfg.OnCauseComplete == nil {
 		return nil
 	}
-	all, err := causeTasksTx(tx, tenant, cause)
+	all, _, err := causeTasksTx(tx, tenant, cause)
 	if err != nil {
 		return err
 	}
 	return t.cfg.OnCauseComplete(tx, tenant, cause, all)
 }
 
-func causeTasksTx(tx *bolt.Tx, tenant string, cause *commonv1.Cause) ([]Task, error) {
+// causeTasksTx returns every task of a cause, and whether anything was
+// published under it for the tenant.
+func causeTasksTx(tx *bolt.Tx, tenant string, cause *commonv1.Cause) (all []Task, published bool, err error) {
 	prefix := causePrefix(tenant, cause)
-	var all []Task
 	c := store.BucketTx(tx, store.BucketTasksByCause).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		published = true
 		eventID, systemID, ok := bytes.Cut(k[len(prefix):], []byte{0})
 		if !ok {
-			return nil, fmt.Errorf("tasks: corrupt cause index key %q", k)
+			return nil, false, fmt.Errorf("tasks: corrupt cause index key %q", k)
+		}
+		if len(systemID) == 0 {
+			continue // an event published to no system (causeMarker)
 		}
 		task, found, err := getTx(tx, string(eventID), string(systemID))
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if found {
 			all = append(all, task)
 		}
 	}
-	return all, nil
+	return all, published, nil
 }
 
 // ErrNoSuchTask is returned by RecordOutcome for an outcome that answers no
@@ -503,18 +559,27 @@ func (t *Tracker) List(f Filter) ([]Task, error) {
 
 // CauseTasksTx returns every task of a cause, in the caller's transaction.
 func (t *Tracker) CauseTasksTx(tx *bolt.Tx, tenant string, cause *commonv1.Cause) ([]Task, error) {
-	return causeTasksTx(tx, tenant, cause)
+	all, _, err := causeTasksTx(tx, tenant, cause)
+	return all, err
 }
 
 // CauseTasks returns every task of a cause.
 func (t *Tracker) CauseTasks(tenant string, cause *commonv1.Cause) ([]Task, error) {
-	var out []Task
-	err := t.db.View(func(tx *bolt.Tx) error {
-		var err error
-		out, err = causeTasksTx(tx, tenant, cause)
+	all, _, err := t.Propagation(tenant, cause)
+	return all, err
+}
+
+// Propagation returns every task of a cause, and whether the owner
+// published anything under it for the tenant. A cause published to no
+// system has no task and is published: it is complete. One never
+// published, or published for another tenant, is not: an owner reports it
+// as not found rather than complete.
+func (t *Tracker) Propagation(tenant string, cause *commonv1.Cause) (tasks []Task, published bool, err error) {
+	err = t.db.View(func(tx *bolt.Tx) error {
+		tasks, published, err = causeTasksTx(tx, tenant, cause)
 		return err
 	})
-	return out, err
+	return tasks, published, err
 }
 
 // consumerName is the owner's durable consumer of the named source.

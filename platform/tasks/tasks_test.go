@@ -281,6 +281,58 @@ func TestNoExpectedSystemCompletesAtOnce(t *testing.T) {
 	}
 }
 
+// A cause published to no system is published, and complete; one never
+// published, or published for another tenant, is not, including in a file
+// written before the tracker marked causes without tasks.
+func TestPropagationTellsACauseWithoutTasksFromAnUnknownOne(t *testing.T) {
+	f := start(t)
+	f.publish(t, erasure("req-empty"), nil)
+	f.publish(t, erasure("req-tasks"), sdk("crm"))
+	cause := func(id string) *commonv1.Cause {
+		return &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST, Id: id}
+	}
+	want := func(tr *tasks.Tracker, tenant, id string, published bool, n int) {
+		t.Helper()
+		got, ok, err := tr.Propagation(tenant, cause(id))
+		if err != nil || ok != published || len(got) != n {
+			t.Fatalf("propagation of %s/%s = %d tasks, published %v (%v); want %d, %v", tenant, id, len(got), ok, err, n, published)
+		}
+	}
+	want(f.tracker, "clio", "req-empty", true, 0)
+	want(f.tracker, "clio", "req-tasks", true, 1)
+	want(f.tracker, "clio", "req-none", false, 0)
+	want(f.tracker, "cleura", "req-empty", false, 0)
+
+	// As a file of an earlier version: no marker, and no record that
+	// markers were made. A tracker opened on it makes them.
+	if err := f.db.Update(func(tx *bolt.Tx) error {
+		c := store.BucketTx(tx, store.BucketTasksByCause).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if strings.HasSuffix(string(k), "\x00") {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+			}
+		}
+		return store.BucketTx(tx, store.BucketMeta).Delete([]byte("tasks.cause_markers"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want(f.tracker, "clio", "req-empty", false, 0)
+	ob, err := outbox.New(f.db, outbox.Config{Source: "lethe/test", Clock: f.clock, Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ob.Close() })
+	reopened, err := tasks.New(f.db, tasks.Config{Owner: "test", Outbox: ob, Clock: f.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want(reopened, "clio", "req-empty", true, 0)
+	want(reopened, "clio", "req-tasks", true, 1)
+	want(reopened, "clio", "req-none", false, 0)
+}
+
 func TestSystemCannotAnswerForAnother(t *testing.T) {
 	f := start(t)
 	ev := erasure("req-2")

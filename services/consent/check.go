@@ -58,14 +58,21 @@ func (s *Service) CheckBatch(_ context.Context, req *consentv1.CheckBatchRequest
 	return resp, nil
 }
 
-// GetPropagation implements ConsentService.
+// GetPropagation implements ConsentService. A cause under which nothing
+// was published for the tenant (an unknown id, another tenant's) is
+// NotFound.
 func (s *Service) GetPropagation(_ context.Context, req *consentv1.GetPropagationRequest) (*consentv1.GetPropagationResponse, error) {
 	if err := s.tenants.Require(req.TenantId); err != nil {
 		return nil, err
 	}
-	all, err := s.tracker.CauseTasks(req.TenantId, req.Cause)
+	all, published, err := s.tracker.Propagation(req.TenantId, req.Cause)
 	if err != nil {
 		return nil, err
+	}
+	if !published {
+		// Not "complete": nothing was ever sent under this cause, for this
+		// tenant.
+		return nil, apierror.NotFound("cause", req.Cause.GetId())
 	}
 	resp := &consentv1.GetPropagationResponse{Complete: true}
 	for _, t := range all {

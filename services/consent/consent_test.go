@@ -389,6 +389,33 @@ func TestLimitsReachEverySystem(t *testing.T) {
 	}
 }
 
+// A cause nothing was published under, for the tenant asking, has no
+// propagation to be complete: an unknown id, and another tenant's
+// withdrawal, are NotFound. A withdrawal that no system had to hear of is
+// complete, with no task.
+func TestPropagationOfAnUnknownOrForeignCauseIsNotFound(t *testing.T) {
+	f := start(t)
+	clio(t, f)
+	f.tenant(t, "cleura")
+	f.record(t, "clio", "ada", "marketing", consentv1.ConsentAction_CONSENT_ACTION_GRANT)
+	withdrawal := f.record(t, "clio", "ada", "marketing", consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW)
+	cause := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: withdrawal.RecordId}
+
+	p, err := f.consent.GetPropagation(f.ctx, &consentv1.GetPropagationRequest{TenantId: "clio", Cause: cause})
+	if err != nil || !p.Complete || len(p.Tasks) != 0 {
+		t.Fatalf("propagation of a withdrawal no system processes = %v, %v; want complete, no task", p, err)
+	}
+	for name, req := range map[string]*consentv1.GetPropagationRequest{
+		"unknown cause": {TenantId: "clio", Cause: &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: "no-such-record"}},
+		"another kind":  {TenantId: "clio", Cause: &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_OBJECTION, Id: withdrawal.RecordId}},
+		"other tenant":  {TenantId: "cleura", Cause: cause},
+	} {
+		if p, err := f.consent.GetPropagation(f.ctx, req); status.Code(err) != codes.NotFound {
+			t.Errorf("%s: propagation = %v, %v; want NotFound", name, p, err)
+		}
+	}
+}
+
 // TestWatchResumesWithoutGaps: a watcher that disconnects and reconnects
 // from the last revision it saw receives every change it missed, once, in
 // order.

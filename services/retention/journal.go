@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -184,7 +185,30 @@ type journaled struct {
 	key    []byte
 	tenant string
 	signal *retentionv1.Signal
+	// bad is why the entry cannot be applied, and raw the entry as stored
+	// (set only then): such an entry is parked (parked.go), not applied.
+	raw []byte
+	bad error
 }
+
+// parkedKey is where the entry is parked.
+func (e journaled) parkedKey() []byte {
+	return parkedKey(e.tenant, e.signal.GetSubjectId(), parkedSignal, fmt.Sprintf("%020d", store.KeyUint64(e.key)))
+}
+
+// subjectError is the failure of applying signals to one subject (or,
+// with no subject, to every subject of a tenant): its signals are parked,
+// and the others applied.
+type subjectError struct {
+	tenant, subject string
+	err             error
+}
+
+func (e *subjectError) Error() string {
+	return fmt.Sprintf("retention: subject %q of tenant %q: %v", e.subject, e.tenant, e.err)
+}
+
+func (e *subjectError) Unwrap() error { return e.err }
 
 // applyJournal folds every journaled signal into its subject and returns
 // how many it applied.
@@ -200,7 +224,7 @@ func (s *Service) applyJournal() (int, error) {
 		if err != nil || len(entries) == 0 {
 			return applied, err
 		}
-		if err := s.DB.Update(func(tx *bolt.Tx) error { return s.applyTx(tx, entries) }); err != nil {
+		if err := s.applyOrPark(entries); err != nil {
 			return applied, err
 		}
 		// Deleting is idempotent, so it may share the signals' group
@@ -223,28 +247,77 @@ func (s *Service) applyJournal() (int, error) {
 	}
 }
 
-// readJournal returns up to limit journaled signals, oldest first.
+// applyOrPark applies journaled entries to retention.db in one
+// transaction, and parks, in the same transaction, those that cannot be
+// applied: an entry that does not decode or reports a time outside the
+// sane window (readJournal marks them), and the signals of a subject whose
+// update fails. Such a failure rolls the transaction back; its subject's
+// signals are marked and the rest applied again, so one poisoned subject
+// costs a retry, not the applier. Other errors (a failed commit) are
+// returned, and the entries stay journaled for the next attempt.
+func (s *Service) applyOrPark(entries []journaled) error {
+	for {
+		err := s.DB.Update(func(tx *bolt.Tx) error {
+			for _, e := range entries {
+				if e.bad != nil {
+					if err := s.parkTx(tx, e.parkedKey(), parkedSignal, e.raw, e.bad); err != nil {
+						return err
+					}
+				}
+			}
+			return s.applyTx(tx, entries)
+		})
+		var failed *subjectError
+		if !errors.As(err, &failed) {
+			return err
+		}
+		for i, e := range entries {
+			if e.bad == nil && e.tenant == failed.tenant && (failed.subject == "" || e.signal.SubjectId == failed.subject) {
+				body, err := proto.Marshal(e.signal)
+				if err != nil {
+					return err
+				}
+				entries[i].raw, entries[i].bad = append([]byte(e.tenant+"\x00"), body...), failed.err
+			}
+		}
+	}
+}
+
+// readJournal returns up to limit journaled signals, oldest first. An
+// entry that cannot be applied is returned with the reason, to be parked.
 func (s *Service) readJournal(limit int) ([]journaled, error) {
 	var entries []journaled
 	err := s.journal.View(func(tx *bolt.Tx) error {
 		c := store.BucketTx(tx, bucketJournal).Cursor()
 		for k, v := c.First(); k != nil && len(entries) < limit; k, v = c.Next() {
+			e := journaled{key: bytes.Clone(k), signal: &retentionv1.Signal{}}
 			tenant, body, ok := cutTenant(v)
-			if !ok {
-				return fmt.Errorf("retention: corrupt journal entry %x", k)
+			switch {
+			case !ok:
+				e.bad = errors.New("corrupt journal entry: no tenant")
+			default:
+				e.tenant = tenant
+				if err := proto.Unmarshal(body, e.signal); err != nil {
+					e.bad = fmt.Errorf("journal entry does not decode: %w", err)
+				} else if _, err := factTime(e.signal.OccurredAt); err != nil {
+					// Recorded before the edge refused such times, or
+					// written around it: never folded into a subject.
+					e.bad = fmt.Errorf("occurred_at: %w", err)
+				}
 			}
-			sig := &retentionv1.Signal{}
-			if err := proto.Unmarshal(body, sig); err != nil {
-				return fmt.Errorf("retention: journal entry %x: %w", k, err)
+			if e.bad != nil {
+				e.raw = bytes.Clone(v)
 			}
-			entries = append(entries, journaled{key: bytes.Clone(k), tenant: tenant, signal: sig})
+			entries = append(entries, e)
 		}
 		return nil
 	})
 	return entries, err
 }
 
-// applyTx applies journaled signals, one load and one save per subject.
+// applyTx applies journaled signals, one load and one save per subject,
+// and skips those marked bad. The failure of a subject's update is a
+// *subjectError.
 func (s *Service) applyTx(tx *bolt.Tx, entries []journaled) error {
 	type subject struct{ tenant, id string }
 	var (
@@ -252,6 +325,9 @@ func (s *Service) applyTx(tx *bolt.Tx, entries []journaled) error {
 		signals = map[subject][]*retentionv1.Signal{}
 	)
 	for _, e := range entries {
+		if e.bad != nil {
+			continue
+		}
 		sub := subject{e.tenant, e.signal.SubjectId}
 		if _, seen := signals[sub]; !seen {
 			order = append(order, sub)
@@ -266,7 +342,9 @@ func (s *Service) applyTx(tx *bolt.Tx, entries []journaled) error {
 	for _, sub := range order {
 		p, err := s.policyTx(tx, sub.tenant)
 		if err != nil {
-			return err
+			// Every subject of the tenant would fail alike: park its
+			// signals at once rather than one subject per retry.
+			return &subjectError{tenant: sub.tenant, err: fmt.Errorf("the tenant's rules: %w", err)}
 		}
 		_, err = s.updateSubjectTx(tx, sub.tenant, sub.id, p, func(st *subjectState) {
 			for _, sig := range signals[sub] {
@@ -274,7 +352,7 @@ func (s *Service) applyTx(tx *bolt.Tx, entries []journaled) error {
 			}
 		})
 		if err != nil {
-			return err
+			return &subjectError{tenant: sub.tenant, subject: sub.id, err: err}
 		}
 	}
 	return nil

@@ -20,6 +20,7 @@ const maxDueCounted = 100_000
 type metrics struct {
 	directives metric.Int64Counter
 	failures   metric.Int64Counter
+	parked     metric.Int64Counter
 	registered metric.Registration
 }
 
@@ -31,6 +32,10 @@ func (s *Service) registerMetrics() error {
 	}
 	if s.metrics.failures, err = s.Meter.Int64Counter("lethe.retention.sweep_failures",
 		metric.WithDescription("Sweeps that failed and are retried at the next tick.")); err != nil {
+		return err
+	}
+	if s.metrics.parked, err = s.Meter.Int64Counter("lethe.retention.parked",
+		metric.WithDescription("Signals and subjects set aside because they cannot be handled (see the retention.parked bucket), by kind.")); err != nil {
 		return err
 	}
 	due, err := s.Meter.Int64ObservableGauge("lethe.retention.due",

@@ -26,6 +26,11 @@ func (s *Service) deferTx(tx *bolt.Tx, tenant, subject, system string, cause *co
 	now := s.Clock.Now()
 	_, err = s.updateSubjectTx(tx, tenant, subject, p, func(st *subjectState) {
 		for _, r := range kept {
+			if _, err := factTime(r.Until); err != nil {
+				s.Logger.Warn("retention: a system kept data until a date no schedule can hold; not scheduling it",
+					"tenant", tenant, "system", system, "cause", cause.GetId(), "error", err)
+				continue
+			}
 			if !r.Until.AsTime().After(now) {
 				s.Logger.Warn("retention: a system kept data until a date already past; not scheduling it again",
 					"tenant", tenant, "system", system, "cause", cause.GetId(), "until", r.Until.AsTime())

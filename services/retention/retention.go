@@ -136,7 +136,7 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 var schema = store.Schema{
 	Service: "retention",
 	Version: 1,
-	Buckets: append([]store.Bucket{bucketRules, bucketHolds, bucketPolicyGen, bucketRescan, bucketReport}, schedule.Buckets...),
+	Buckets: append([]store.Bucket{bucketRules, bucketHolds, bucketPolicyGen, bucketRescan, bucketReport, bucketParked}, schedule.Buckets...),
 	// Only the API's audited mutations write rules and holds. Subjects'
 	// schedules are not listed: they are applied from the journal, whose
 	// calls are audited in retention-journal.db's chain, not this one's.

@@ -1,6 +1,7 @@
 package retention
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
@@ -134,7 +137,17 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 			return err
 		})
 		if err != nil {
-			return fired, err
+			// A subject whose firing fails is parked and the round swept
+			// again without it; a full outbox or a stop is not the
+			// subject's fault, and ends the sweep until the next tick.
+			var failed *schedule.FireError
+			if !errors.As(err, &failed) || ctx.Err() != nil || status.Code(failed.Err) == codes.Unavailable {
+				return fired, err
+			}
+			if err := s.DB.Update(func(tx *bolt.Tx) error { return s.parkSubjectTx(tx, failed.Key, failed.Err) }); err != nil {
+				return fired, err
+			}
+			continue
 		}
 		fired += n
 		if s.afterSweepTx != nil {
@@ -165,11 +178,13 @@ func (s *Service) planSweep(ctx context.Context, now time.Time) (plan, error) {
 			}
 			tenant, subject, st, err := decodeItem(key, payload)
 			if err != nil {
-				return err
+				// Left to fireTx, which fails on it, so that the sweep
+				// parks it.
+				return nil
 			}
 			pol, err := s.policyTx(tx, tenant)
 			if err != nil {
-				return err
+				return nil
 			}
 			for _, d := range st.dueDirectives(st.verdicts(pol, subject, now), now) {
 				questions[routeKey(tenant, d.categories)] = question{tenant, d.categories}
@@ -312,28 +327,36 @@ func (s *Service) rescan(ctx context.Context) error {
 				st      *subjectState
 			}
 			var batch []item
+			var undecodable []parkedErr
 			last := []byte(nil)
 			err = s.scheduler.RangeTx(tx, store.Key(tenant), after, func(key []byte, _ time.Time, payload []byte) error {
-				if len(batch) == rescanBatch {
+				if len(batch)+len(undecodable) == rescanBatch {
 					return errEnough
 				}
+				last = append(last[:0], key...)
 				_, subject, st, err := decodeItem(key, payload)
 				if err != nil {
-					return err
+					undecodable = append(undecodable, parkedErr{bytes.Clone(key), err})
+					return nil
 				}
 				batch = append(batch, item{subject, st})
-				last = append(last[:0], key...)
 				return nil
 			})
 			if err != nil && !errors.Is(err, errEnough) {
 				return err
+			}
+			// After the walk: parking deletes from the bucket it walks.
+			for _, u := range undecodable {
+				if err := s.parkSubjectTx(tx, u.key, u.err); err != nil {
+					return err
+				}
 			}
 			for _, it := range batch {
 				if _, err := s.saveTx(tx, tenant, it.subject, it.st, pol, now); err != nil {
 					return err
 				}
 			}
-			if len(batch) < rescanBatch {
+			if len(batch)+len(undecodable) < rescanBatch {
 				return store.BucketTx(tx, bucketRescan).Delete(k)
 			}
 			return store.BucketTx(tx, bucketRescan).Put(k, last)
@@ -343,6 +366,12 @@ func (s *Service) rescan(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// parkedErr is an item to park, and why.
+type parkedErr struct {
+	key []byte
+	err error
 }
 
 // splitTenantKey returns the tenant of a store.Key(tenant).

@@ -66,8 +66,13 @@ func (s *Service) handleWithdrawal(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	at := ev.GetOccurredAt().AsTime()
-	err := s.DB.Batch(func(tx *bolt.Tx) error {
+	at, err := factTime(ev.GetOccurredAt())
+	if err != nil {
+		s.Logger.Warn("retention: ignoring a consent.withdrawn event dated outside any sane time", "event_id", ev.Id, "error", err)
+		_ = msg.Term()
+		return
+	}
+	err = s.DB.Batch(func(tx *bolt.Tx) error {
 		p, err := s.policyTx(tx, ev.TenantId)
 		if err != nil {
 			return err

@@ -292,7 +292,8 @@ func (s *Scheduler) Between(tx *bbolt.Tx, from, until time.Time, fn func(key []b
 //
 // An error from fire rolls back its transaction, so none of that
 // transaction's items leaves the index, and Sweep returns the error,
-// wrapped. fired counts the items of the transactions that committed.
+// wrapped in a *FireError that names the item. fired counts the items of
+// the transactions that committed.
 //
 // A sweep reads the index entries up to now, one more, and their items: its
 // cost does not grow with the items tracked beyond the depth of the
@@ -384,12 +385,26 @@ func (s *Scheduler) SweepTx(tx *bbolt.Tx, now time.Time, limit int, fire func(tx
 		// re-schedule the item, even at the same time, with SetTx. The
 		// record stays as it is: without its entry it is unscheduled.
 		if err := fire(tx, key, decodeDue(at), payload); err != nil {
-			return 0, false, fmt.Errorf("schedule: fire %q: %w", key, err)
+			return 0, false, &FireError{Key: bytes.Clone(key), Err: err}
 		}
 		fired++
 	}
 	return fired, len(entries) == limit, nil
 }
+
+// FireError is the error of a fire function, with the item it failed on,
+// so that a caller can set that one item aside and sweep the others.
+type FireError struct {
+	// Key is the item's key, a copy the caller may keep.
+	Key []byte
+	// Err is what fire returned.
+	Err error
+}
+
+func (e *FireError) Error() string { return fmt.Sprintf("schedule: fire %q: %v", e.Key, e.Err) }
+
+// Unwrap returns what fire returned.
+func (e *FireError) Unwrap() error { return e.Err }
 
 // indexedTx returns the time the item key is indexed at, or unscheduled if
 // it is not tracked or not scheduled.

@@ -87,7 +87,8 @@ type ConsentServiceClient interface {
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 	// GetPropagation reports how a limit (a withdrawal, objection or
 	// restriction) reached the systems that must honour it: each system's
-	// task and answer.
+	// task and answer. NotFound if nothing was published under the cause for
+	// the tenant (an unknown id, or another tenant's cause).
 	GetPropagation(ctx context.Context, in *GetPropagationRequest, opts ...grpc.CallOption) (*GetPropagationResponse, error)
 	// CompleteTask records an operator's answer for a system that answers by
 	// hand (ANSWER_MODE_MANUAL): that it now honours a limit, that the limit
@@ -299,7 +300,8 @@ type ConsentServiceServer interface {
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	// GetPropagation reports how a limit (a withdrawal, objection or
 	// restriction) reached the systems that must honour it: each system's
-	// task and answer.
+	// task and answer. NotFound if nothing was published under the cause for
+	// the tenant (an unknown id, or another tenant's cause).
 	GetPropagation(context.Context, *GetPropagationRequest) (*GetPropagationResponse, error)
 	// CompleteTask records an operator's answer for a system that answers by
 	// hand (ANSWER_MODE_MANUAL): that it now honours a limit, that the limit
