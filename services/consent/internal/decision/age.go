@@ -91,6 +91,11 @@ type ageStep struct {
 // allocation, since every Check with digital consent age reads it.
 var consentAges [26 * 26][]ageStep
 
+// consentAgeMax holds each state's highest age over time: an age that
+// meets it meets the state's age whenever the consent was given, which
+// spares Decide the look-up of when that was.
+var consentAgeMax [26 * 26]int32
+
 func init() {
 	states, err := parseConsentAges(digitalConsentAgeJSON)
 	if err != nil {
@@ -104,6 +109,7 @@ func init() {
 		for j, r := range s.Ages {
 			from, _ := time.Parse(time.RFC3339, r.EffectiveFrom)
 			steps[j] = ageStep{from: unixNano(from, beforeAll), age: r.Age, keepsEarlier: r.EarlierConsent == earlierConsentPreviousAge}
+			consentAgeMax[i] = max(consentAgeMax[i], r.Age)
 		}
 		consentAges[i] = steps
 	}

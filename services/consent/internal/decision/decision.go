@@ -262,6 +262,11 @@ func decideAge(p *Purpose, s *Subject, a Attributes, now time.Time) (Decision, b
 		}
 		return Decision{}, true
 	}
+	if a.Age >= consentAgeMax[i] {
+		// Meets the state's age whenever consent was given; a state
+		// outside the EU/EEA has none (0).
+		return Decision{}, true
+	}
 	n := unixNano(now, beforeAll)
 	given := n
 	if p.Basis == basisConsent && s != nil {
@@ -269,7 +274,6 @@ func decideAge(p *Purpose, s *Subject, a Attributes, now time.Time) (Decision, b
 			given = r.grantedAt
 		}
 	}
-	// A state outside the EU/EEA has no steps and no Art. 8 age.
 	if limit, ok := consentAgeAt(consentAges[i], given, n); ok && a.Age < limit {
 		return deny(consentv1.Reason_REASON_UNDER_AGE, ""), false
 	}
