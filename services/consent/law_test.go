@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -99,9 +100,26 @@ func TestImportedConsentCountsFromWhenItWasGiven(t *testing.T) {
 		t.Fatalf("expires %v, want 365 days after it was given, %v", r.ExpiresAt.AsTime(), want)
 	}
 	// An earlier consent after a later one would overtake it.
-	imp.GivenAt = timestamppb.New(given.Add(-time.Hour))
-	if _, err := f.recordReq(imp); status.Code(err) != codes.FailedPrecondition {
+	earlier := proto.Clone(imp).(*consentv1.RecordConsentRequest)
+	earlier.GivenAt = timestamppb.New(given.Add(-time.Hour))
+	if _, err := f.recordReq(earlier); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("importing a consent given before the latest record: %v, want FailedPrecondition", err)
+	}
+	// The same import again is the same record, even once a later one
+	// exists.
+	eve := proto.Clone(imp).(*consentv1.RecordConsentRequest)
+	eve.RequestId, eve.SubjectId = "import-eve", "eve"
+	first, err := f.consent.RecordConsent(f.ctx, eve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := proto.Clone(eve).(*consentv1.RecordConsentRequest)
+	later.Action, later.GivenAt = consentv1.ConsentAction_CONSENT_ACTION_DENY, timestamppb.New(given.Add(time.Hour))
+	if _, err := f.recordReq(later); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := f.consent.RecordConsent(f.ctx, eve); err != nil || again.Record.RecordId != first.Record.RecordId {
+		t.Fatalf("the import again = %v, %v; want record %s", again, err, first.Record.RecordId)
 	}
 	// A paper form may say when it was signed, or not.
 	form := &consentv1.RecordConsentRequest{TenantId: "clio", SubjectId: "bob", PurposeId: "cookies.statistics",

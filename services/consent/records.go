@@ -144,15 +144,21 @@ func (s *Service) givenAt(req *consentv1.RecordConsentRequest, now time.Time) (t
 	if given.After(now) {
 		return time.Time{}, apierror.Invalid("given_at", fmt.Sprintf("%s is in the future (now %s): a consent is recorded after it is given", given.Format(time.RFC3339), now.Format(time.RFC3339)))
 	}
-	// History is kept in the order it happened: the engine folds records
-	// in the order they are committed, so a record given before the latest
-	// one would overtake it (an old grant undoing a later withdrawal).
-	if c, ok := s.index.Consent(req.TenantId, req.SubjectId, req.PurposeId); ok && given.Before(c.GivenAt) {
-		return time.Time{}, apierror.FailedPrecondition("HISTORY_ORDER", fmt.Sprintf(
+	return given, nil
+}
+
+// inOrder keeps history in the order it happened: the engine folds records
+// in the order they are committed, so a record given before the subject's
+// latest one for the purpose would overtake it (an old grant undoing a
+// later withdrawal). It runs inside the mutation, so that a repeated
+// request gets its first answer.
+func (s *Service) inOrder(req *consentv1.RecordConsentRequest, given time.Time) error {
+	if c, ok := s.index.Consent(req.TenantId, req.SubjectId, req.PurposeId); ok && !given.IsZero() && given.Before(c.GivenAt) {
+		return apierror.FailedPrecondition("HISTORY_ORDER", fmt.Sprintf(
 			"given_at %s precedes the subject's latest record for purpose %q, given %s: record earlier consents first",
 			given.Format(time.RFC3339), req.PurposeId, c.GivenAt.Format(time.RFC3339)))
 	}
-	return given, nil
+	return nil
 }
 
 // RecordConsent implements ConsentService.
@@ -177,6 +183,9 @@ func (s *Service) RecordConsent(ctx context.Context, req *consentv1.RecordConsen
 		}
 	}
 	return mutation.Apply(ctx, s.Mutator, req, func(tx *bolt.Tx) (*consentv1.RecordConsentResponse, error) {
+		if err := s.inOrder(req, given); err != nil {
+			return nil, err
+		}
 		records, err := s.recordTx(ctx, tx, req.TenantId, req.SubjectId, req.Method, req.Evidence,
 			[]consentAction{{purpose: req.PurposeId, action: req.Action, notice: req.NoticeVersion, given: given}}, withdrawn, expect)
 		if err != nil {
