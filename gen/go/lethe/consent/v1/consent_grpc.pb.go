@@ -56,7 +56,8 @@ type ConsentServiceClient interface {
 	// ListPurposes lists a tenant's purposes.
 	ListPurposes(ctx context.Context, in *ListPurposesRequest, opts ...grpc.CallOption) (*ListPurposesResponse, error)
 	// RecordConsent records one grant, denial, withdrawal or renewal of
-	// consent to one purpose. A withdrawal publishes consent.withdrawn.
+	// consent to one purpose; an imported or paper consent says when the
+	// subject gave it (given_at). A withdrawal publishes consent.withdrawn.
 	RecordConsent(ctx context.Context, in *RecordConsentRequest, opts ...grpc.CallOption) (*RecordConsentResponse, error)
 	// RecordBannerDecision records a consent banner's answer ("accept all",
 	// "accept selected", "reject all") as one record per purpose, atomically.
@@ -290,7 +291,8 @@ type ConsentServiceServer interface {
 	// ListPurposes lists a tenant's purposes.
 	ListPurposes(context.Context, *ListPurposesRequest) (*ListPurposesResponse, error)
 	// RecordConsent records one grant, denial, withdrawal or renewal of
-	// consent to one purpose. A withdrawal publishes consent.withdrawn.
+	// consent to one purpose; an imported or paper consent says when the
+	// subject gave it (given_at). A withdrawal publishes consent.withdrawn.
 	RecordConsent(context.Context, *RecordConsentRequest) (*RecordConsentResponse, error)
 	// RecordBannerDecision records a consent banner's answer ("accept all",
 	// "accept selected", "reject all") as one record per purpose, atomically.
