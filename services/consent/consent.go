@@ -27,6 +27,7 @@ import (
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/registryclient"
@@ -73,9 +74,13 @@ type Service struct {
 	tracker  *tasks.Tracker
 	tenants  *tenants.Directory
 	registry *registryclient.Client
-	watchers *hub
-	applied  *sequencer
-	notices  notices
+	// registryRPC reads tenants' settings (their country) from the
+	// registry; nil without a registry connection.
+	registryRPC registryv1.RegistryServiceClient
+	countries   *countryQueue
+	watchers    *hub
+	applied     *sequencer
+	notices     notices
 }
 
 // New opens the consent service's store and loads its state into memory.
@@ -89,13 +94,15 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 	}
 	s := &Service{
 		Base: base, opts: opts, deps: deps,
-		index:    decision.NewIndex(),
-		tenants:  tenants.New(base.DB, "consent", "", base.Logger),
-		watchers: newHub(),
-		applied:  newSequencer(),
+		index:     decision.NewIndex(),
+		tenants:   tenants.New(base.DB, "consent", "", base.Logger),
+		watchers:  newHub(),
+		applied:   newSequencer(),
+		countries: newCountryQueue(),
 	}
 	if deps.Registry != nil {
 		s.registry = registryclient.New(deps.Registry)
+		s.registryRPC = registryv1.NewRegistryServiceClient(deps.Registry)
 	}
 	s.tracker, err = tasks.New(base.DB, tasks.Config{
 		Owner: "consent", Outbox: base.Outbox, Clock: base.Clock, ResendAfter: opts.ResendAfter,
@@ -118,7 +125,7 @@ func (s *Service) Register(srv *server.Server) {
 // Run does the service's background work until ctx ends: the outbox relay,
 // following tenants and outcomes, and expiring consents.
 func (s *Service) Run(ctx context.Context) error {
-	bg := service.Background{Workers: []func(context.Context) error{s.Base.Run}, Every: s.opts.ExpirySweepEvery, Tick: s.tick}
+	bg := service.Background{Workers: []func(context.Context) error{s.Base.Run, s.followCountries}, Every: s.opts.ExpirySweepEvery, Tick: s.tick}
 	if js := s.deps.JetStream; js != nil {
 		bg.Workers = append(bg.Workers,
 			func(ctx context.Context) error { return s.tenants.Run(ctx, js) },
@@ -129,8 +136,12 @@ func (s *Service) Run(ctx context.Context) error {
 	return err
 }
 
-// tick expires consents and brings notice versions into effect.
+// tick expires consents, brings notice versions into effect and asks the
+// registry again for the countries of tenants still without one.
 func (s *Service) tick(ctx context.Context) {
+	if err := s.wantCountries(true); err != nil {
+		s.Logger.Error("consent: listing tenants without a country failed", "error", err)
+	}
 	if _, err := s.ExpireDue(ctx); err != nil {
 		s.Logger.Error("consent: expiry sweep failed", "error", err)
 	}
@@ -147,7 +158,7 @@ func compile(p *consentv1.Purpose, now time.Time) decision.Purpose {
 		ID: p.PurposeId, Basis: p.LegalBasis, Necessary: p.Necessary, DirectMarketing: p.DirectMarketing,
 		GPCOptOut: p.GpcOptOut, Lifetime: p.DefaultLifetime.AsDuration(),
 		ExcludedRoles: p.GetEligibility().GetExcludedRoles(), MinimumAge: p.GetEligibility().GetMinimumAge(),
-		DigitalConsentAge: p.GetEligibility().GetDigitalConsentAge(),
+		DigitalConsentAge: p.GetEligibility().GetDigitalConsentAge(), StorageOnly: p.StorageOnly,
 	}
 	for _, v := range p.NoticeVersions {
 		at := v.EffectiveAt.AsTime()
@@ -164,6 +175,9 @@ func compile(p *consentv1.Purpose, now time.Time) decision.Purpose {
 
 func consentOf(r *consentv1.ConsentRecord) decision.Consent {
 	c := decision.Consent{Action: r.Action, RecordID: r.RecordId, RecordedAt: r.RecordedAt.AsTime()}
+	if r.GivenAt != nil {
+		c.GivenAt = r.GivenAt.AsTime()
+	}
 	if r.ExpiresAt != nil {
 		c.ExpiresAt = r.ExpiresAt.AsTime()
 	}
@@ -205,6 +219,13 @@ func (s *Service) load() error {
 			s.index.Update(tenantOfKey(k), o.Subject, func(sub *decision.Subject) {
 				sub.AddObjection(decision.Objection{ID: o.ID, Scope: o.Scope, Purposes: o.Purposes})
 			})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		err = storage.Each(tx, storage.BucketTenantCountries, nil, func(k, v []byte) error {
+			s.index.SetCountry(string(k), string(v))
 			return nil
 		})
 		if err != nil {

@@ -256,7 +256,8 @@ func TestEveryCheckReason(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(t, f.check(t, "clio", "ada", "cookies.necessary", teacher), false, consentv1.Reason_REASON_RESTRICTED)
-	if _, err := f.consent.LiftRestriction(f.ctx, &consentv1.LiftRestrictionRequest{RequestId: f.id(), TenantId: "clio", RestrictionId: restr.RestrictionId}); err != nil {
+	if _, err := f.consent.LiftRestriction(f.ctx, &consentv1.LiftRestrictionRequest{RequestId: f.id(), TenantId: "clio", RestrictionId: restr.RestrictionId,
+		SubjectInformedAt: timestamppb.New(f.clock.Now())}); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, f.check(t, "clio", "ada", "cookies.necessary", teacher), true, consentv1.Reason_REASON_NECESSARY)

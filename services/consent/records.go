@@ -29,6 +29,8 @@ type consentAction struct {
 	purpose string
 	action  consentv1.ConsentAction
 	notice  string
+	// given is when the subject gave it; zero for now.
+	given time.Time
 }
 
 // liveGrant reports whether the subject's latest consent to a purpose is a
@@ -63,21 +65,35 @@ func (s *Service) recordTx(ctx context.Context, tx *bolt.Tx, tenant, subject str
 		if !ok {
 			return nil, apierror.NotFound("purpose", a.purpose)
 		}
+		given := a.given
+		if given.IsZero() {
+			given = now
+		}
+		// The evidence keeps both times: when the subject gave it and when
+		// Lethe recorded it.
 		r := &consentv1.ConsentRecord{
 			RecordId: outbox.NewEventID(), TenantId: tenant, SubjectId: subject, PurposeId: a.purpose,
 			Action: a.action, NoticeVersion: a.notice, Method: method, RecordedAt: timestamppb.New(now),
-			Actor: actor.Name, Evidence: ev,
+			Actor: actor.Name, Evidence: ev, GivenAt: timestamppb.New(given),
 		}
 		if r.NoticeVersion == "" {
-			r.NoticeVersion = compile(p, now).CurrentNotice
+			// The notice in effect when the subject gave it.
+			r.NoticeVersion = compile(p, given).CurrentNotice
 		} else if !slices.ContainsFunc(p.NoticeVersions, func(v *consentv1.NoticeVersion) bool { return v.Version == a.notice }) {
 			return nil, apierror.Invalid("notice_version", fmt.Sprintf("purpose %q has no notice version %q", a.purpose, a.notice))
 		}
 		grant := a.action == consentv1.ConsentAction_CONSENT_ACTION_GRANT || a.action == consentv1.ConsentAction_CONSENT_ACTION_RENEW
 		if grant && p.DefaultLifetime != nil {
-			r.ExpiresAt = timestamppb.New(now.Add(p.DefaultLifetime.AsDuration()))
-			if err := storage.ScheduleExpiryTx(tx, r); err != nil {
-				return nil, err
+			// The lifetime counts from when the subject gave it, not from
+			// when an import or a paper form reached Lethe.
+			expires := given.Add(p.DefaultLifetime.AsDuration())
+			r.ExpiresAt = timestamppb.New(expires)
+			// A consent imported after its lifetime ran out is history,
+			// never live here: there is nothing to expire.
+			if expires.After(now) {
+				if err := storage.ScheduleExpiryTx(tx, r); err != nil {
+					return nil, err
+				}
 			}
 		}
 		if err := storage.AddRecordTx(tx, r); err != nil {
@@ -111,8 +127,46 @@ func (s *Service) recordTx(ctx context.Context, tx *bolt.Tx, tenant, subject str
 	return records, nil
 }
 
+// givenAt checks when a consent was given, as the request names it: an
+// import must say (its consent was collected elsewhere, earlier), a form
+// may (a paper form entered later), and the methods that record as the
+// subject acts may not. It returns the zero time for "now".
+func (s *Service) givenAt(req *consentv1.RecordConsentRequest, now time.Time) (time.Time, error) {
+	switch m := req.Method; {
+	case req.GivenAt == nil && m == consentv1.CollectionMethod_COLLECTION_METHOD_IMPORT:
+		return time.Time{}, apierror.Invalid("given_at", "required for an imported consent: when the subject gave it")
+	case req.GivenAt == nil:
+		return time.Time{}, nil
+	case m != consentv1.CollectionMethod_COLLECTION_METHOD_IMPORT && m != consentv1.CollectionMethod_COLLECTION_METHOD_FORM:
+		return time.Time{}, apierror.Invalid("given_at", fmt.Sprintf("only an imported consent or a form names when it was given; %s records as the subject acts", m))
+	}
+	given := req.GivenAt.AsTime()
+	if given.After(now) {
+		return time.Time{}, apierror.Invalid("given_at", fmt.Sprintf("%s is in the future (now %s): a consent is recorded after it is given", given.Format(time.RFC3339), now.Format(time.RFC3339)))
+	}
+	return given, nil
+}
+
+// inOrder keeps history in the order it happened: the engine folds records
+// in the order they are committed, so a record given before the subject's
+// latest one for the purpose would overtake it (an old grant undoing a
+// later withdrawal). It runs inside the mutation, so that a repeated
+// request gets its first answer.
+func (s *Service) inOrder(req *consentv1.RecordConsentRequest, given time.Time) error {
+	if c, ok := s.index.Consent(req.TenantId, req.SubjectId, req.PurposeId); ok && !given.IsZero() && given.Before(c.GivenAt) {
+		return apierror.FailedPrecondition("HISTORY_ORDER", fmt.Sprintf(
+			"given_at %s precedes the subject's latest record for purpose %q, given %s: record earlier consents first",
+			given.Format(time.RFC3339), req.PurposeId, c.GivenAt.Format(time.RFC3339)))
+	}
+	return nil
+}
+
 // RecordConsent implements ConsentService.
 func (s *Service) RecordConsent(ctx context.Context, req *consentv1.RecordConsentRequest) (*consentv1.RecordConsentResponse, error) {
+	given, err := s.givenAt(req, s.Clock.Now())
+	if err != nil {
+		return nil, err
+	}
 	p, ok := s.index.Purpose(req.TenantId, req.PurposeId)
 	if ok && p.Necessary && (req.Action == consentv1.ConsentAction_CONSENT_ACTION_DENY || req.Action == consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW) {
 		return nil, apierror.Invalid("action", fmt.Sprintf("purpose %q is strictly necessary: it cannot be refused or withdrawn", req.PurposeId))
@@ -129,8 +183,11 @@ func (s *Service) RecordConsent(ctx context.Context, req *consentv1.RecordConsen
 		}
 	}
 	return mutation.Apply(ctx, s.Mutator, req, func(tx *bolt.Tx) (*consentv1.RecordConsentResponse, error) {
+		if err := s.inOrder(req, given); err != nil {
+			return nil, err
+		}
 		records, err := s.recordTx(ctx, tx, req.TenantId, req.SubjectId, req.Method, req.Evidence,
-			[]consentAction{{purpose: req.PurposeId, action: req.Action, notice: req.NoticeVersion}}, withdrawn, expect)
+			[]consentAction{{purpose: req.PurposeId, action: req.Action, notice: req.NoticeVersion, given: given}}, withdrawn, expect)
 		if err != nil {
 			return nil, err
 		}

@@ -40,6 +40,9 @@ type Purpose struct {
 	// CurrentNotice is the current notice version, which the service
 	// records on consents given without one.
 	CurrentNotice string
+	// StorageOnly marks a purpose that only stores the data, which a
+	// restriction leaves (Art. 18(2): "with the exception of storage").
+	StorageOnly bool
 }
 
 // Consent is the latest consent record of a subject for one purpose.
@@ -50,8 +53,22 @@ type Consent struct {
 	RecordID string
 	// RecordedAt is when the record was made.
 	RecordedAt time.Time
+	// GivenAt is when the subject gave it, for a consent collected before
+	// it was recorded (an import, a paper form); zero when given as
+	// recorded. The engine keeps only this time: when consent was given
+	// decides which notice and which age of digital consent it was given
+	// under, so Subject.Consent returns RecordedAt as zero.
+	GivenAt time.Time
 	// ExpiresAt is when a grant or renewal expires; zero for no expiry.
 	ExpiresAt time.Time
+}
+
+// given returns when the subject gave c.
+func (c Consent) given() time.Time {
+	if c.GivenAt.IsZero() {
+		return c.RecordedAt
+	}
+	return c.GivenAt
 }
 
 // Objection is a subject's objection (Art. 21).
@@ -73,13 +90,15 @@ type Restriction struct {
 }
 
 // Attributes are what the caller knows of the subject. Lethe does not
-// store them; a rule that needs one the caller did not pass does not deny.
+// store them. A role rule the caller gave no role for does not deny; an age
+// rule the caller gave no age (or country) for does, with AGE_UNKNOWN.
 type Attributes struct {
 	// Role is the subject's role ("student", "teacher"), compared exactly.
 	Role string
 	// Age is the subject's age in years; 0 when unknown.
 	Age int32
-	// Country is the subject's country, ISO 3166-1 alpha-2.
+	// Country is the subject's country, ISO 3166-1 alpha-2; Index.Check
+	// puts the tenant's country in when it is empty.
 	Country string
 	// GPC says a Global Privacy Control signal accompanies the request.
 	GPC bool
@@ -147,11 +166,13 @@ func Decide(p *Purpose, s *Subject, a Attributes, now time.Time) Decision {
 		return deny(consentv1.Reason_REASON_UNKNOWN_PURPOSE, "")
 	}
 
-	// 1. Art. 18(1): once restricted, data may only be stored. The Art. 18(2)
-	// exceptions (the subject's consent, legal claims) are decided by people
-	// and recorded by narrowing or lifting the restriction, so even a
-	// necessary purpose stops here.
-	if s != nil {
+	// 1. Art. 18(2): once restricted, data may, "with the exception of
+	// storage", only be processed with the subject's consent or for the
+	// grounds listed there. Those exceptions are decided by people and
+	// recorded by narrowing or lifting the restriction, so even a necessary
+	// purpose stops here; a purpose that is storage only goes on to the
+	// rules below.
+	if s != nil && !p.StorageOnly {
 		if id, ok := s.restriction(p.ID); ok {
 			return deny(consentv1.Reason_REASON_RESTRICTED, id)
 		}
@@ -167,20 +188,8 @@ func Decide(p *Purpose, s *Subject, a Attributes, now time.Time) Decision {
 			}
 		}
 	}
-	// Age rules need the age; Lethe never guesses it, so an unknown age does
-	// not deny. Below the Art. 8(1) age of digital consent of the subject's
-	// own country, consent is valid only if given or authorised by a holder
-	// of parental responsibility, which the engine does not model: the
-	// subject is ineligible.
-	if a.Age > 0 {
-		if a.Age < p.MinimumAge {
-			return deny(consentv1.Reason_REASON_UNDER_AGE, "")
-		}
-		if p.DigitalConsentAge {
-			if limit, ok := DigitalConsentAge(a.Country); ok && a.Age < limit {
-				return deny(consentv1.Reason_REASON_UNDER_AGE, "")
-			}
-		}
+	if d, ok := decideAge(p, s, a, now); !ok {
+		return d
 	}
 
 	// 3. A strictly necessary purpose needs no consent and cannot be
@@ -218,6 +227,57 @@ func Decide(p *Purpose, s *Subject, a Attributes, now time.Time) Decision {
 	// A purpose without a valid basis is never lawful (Art. 6(1)); the
 	// service's validation keeps such purposes out.
 	return deny(consentv1.Reason_REASON_UNSPECIFIED, "")
+}
+
+// decideAge applies a purpose's age rules and reports false with the
+// denial when they refuse. Lethe never guesses an age: a purpose with an
+// age rule refuses an unknown one (AGE_UNKNOWN), since letting it pass
+// would let every caller that omits the age past the gate. Below the
+// Art. 8(1) age of digital consent of the subject's country, consent is
+// valid only if given or authorised by a holder of parental
+// responsibility, which the engine does not model: the subject is
+// ineligible. Without a country (the caller's, or the tenant's put in by
+// Index.Check) only an age that meets every state's age passes. Which age
+// a state sets depends on when: a consent is judged by the age in force
+// when it was given where the change says so (Denmark, 2024); anything
+// else by the age in force at now.
+func decideAge(p *Purpose, s *Subject, a Attributes, now time.Time) (Decision, bool) {
+	if p.MinimumAge <= 0 && !p.DigitalConsentAge {
+		return Decision{}, true
+	}
+	if a.Age <= 0 {
+		return deny(consentv1.Reason_REASON_AGE_UNKNOWN, ""), false
+	}
+	if a.Age < p.MinimumAge {
+		return deny(consentv1.Reason_REASON_UNDER_AGE, ""), false
+	}
+	if !p.DigitalConsentAge {
+		return Decision{}, true
+	}
+	i, ok := countryIndex(a.Country)
+	if !ok {
+		// No country, or not a code: it may be any state's.
+		if a.Age < defaultConsentAge {
+			return deny(consentv1.Reason_REASON_AGE_UNKNOWN, ""), false
+		}
+		return Decision{}, true
+	}
+	if a.Age >= consentAgeMax[i] {
+		// Meets the state's age whenever consent was given; a state
+		// outside the EU/EEA has none (0).
+		return Decision{}, true
+	}
+	n := unixNano(now, beforeAll)
+	given := n
+	if p.Basis == basisConsent && s != nil {
+		if r := s.record(p.ID); r != nil && (r.action == actionGrant || r.action == actionRenew) {
+			given = r.grantedAt
+		}
+	}
+	if limit, ok := consentAgeAt(consentAges[i], given, n); ok && a.Age < limit {
+		return deny(consentv1.Reason_REASON_UNDER_AGE, ""), false
+	}
+	return Decision{}, true
 }
 
 // decideConsent decides a purpose based on consent (Art. 6(1)(a)) from the

@@ -34,7 +34,15 @@ var (
 	bookkeeping   = Purpose{ID: "bookkeeping", Basis: basisLegalObligation}
 	emergency     = Purpose{ID: "emergency.contact", Basis: basisVitalInterests}
 	statistics2   = Purpose{ID: "public.statistics", Basis: basisPublicTask}
+	// Storage only: the nightly backup, which a restriction leaves.
+	backup = Purpose{ID: "backup", Basis: basisLegitimateInterest, StorageOnly: true}
 )
+
+// copenhagen is Denmark's winter time, in which its acts take effect.
+var copenhagen = time.FixedZone("CET", 3600)
+
+// dk is midnight of a day in Copenhagen.
+func dk(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 0, 0, 0, 0, copenhagen) }
 
 // Steps that build a subject's state, as the service applies them.
 func grant(p Purpose, id string, when time.Time) func(*Subject) {
@@ -95,6 +103,7 @@ const (
 	reasonRestricted   = consentv1.Reason_REASON_RESTRICTED
 	reasonIneligible   = consentv1.Reason_REASON_INELIGIBLE_ROLE
 	reasonUnderAge     = consentv1.Reason_REASON_UNDER_AGE
+	reasonAgeUnknown   = consentv1.Reason_REASON_AGE_UNKNOWN
 	reasonReconsent    = consentv1.Reason_REASON_RECONSENT_REQUIRED
 	reasonGPC          = consentv1.Reason_REASON_GPC_OPT_OUT
 	reasonNecessary    = consentv1.Reason_REASON_NECESSARY
@@ -125,6 +134,17 @@ var decideCases = []decideCase{
 	{name: "lifting the restriction restores the grant", purpose: functional, now: at(1),
 		steps:   []func(*Subject){grant(functional, "g1", at(0)), restrict(Restriction{ID: "res-all"}), lift("res-all")},
 		allowed: true, reason: reasonGranted, basis: "g1"},
+	// Art. 18(2): "with the exception of storage".
+	{name: "a storage-only purpose goes on under a restriction of all processing", purpose: backup, now: at(1),
+		steps:   []func(*Subject){restrict(Restriction{ID: "res-all"})},
+		allowed: true, reason: reasonLegitimate},
+	{name: "a storage-only purpose goes on under a restriction naming it", purpose: backup, now: at(1),
+		steps:   []func(*Subject){restrict(Restriction{ID: "res-b", Purposes: []string{backup.ID}})},
+		allowed: true, reason: reasonLegitimate},
+	{name: "a storage-only purpose still needs its basis", now: at(1),
+		purpose: Purpose{ID: "archive", Basis: basisConsent, StorageOnly: true},
+		steps:   []func(*Subject){restrict(Restriction{ID: "res-all"})},
+		reason:  reasonNotGranted},
 	{name: "lifting one of two restrictions keeps the other", purpose: functional, now: at(1),
 		steps: []func(*Subject){grant(functional, "g1", at(0)), restrict(Restriction{ID: "res-1"}),
 			restrict(Restriction{ID: "res-2", Purposes: []string{functional.ID}}), lift("res-1")},
@@ -167,6 +187,7 @@ var decideCases = []decideCase{
 		steps:   []func(*Subject){grant(functional, "g1", at(0)), withdraw(functional, "w1", at(5)), renew(functional, "n1", at(10))},
 		allowed: true, reason: reasonGranted, basis: "n1"},
 	{name: "a grant without expiry does not expire", purpose: newsletter, now: at(100000),
+		attrs:   Attributes{Age: 30},
 		steps:   []func(*Subject){grant(newsletter, "g1", at(0))},
 		allowed: true, reason: reasonGranted, basis: "g1"},
 
@@ -241,19 +262,66 @@ var decideCases = []decideCase{
 		attrs:   Attributes{Age: 14, Country: "US"},
 		steps:   []func(*Subject){grant(newsletter, "g1", at(0))},
 		allowed: true, reason: reasonGranted, basis: "g1"},
-	{name: "an unknown age is not denied on age", purpose: newsletter, now: at(1),
-		attrs:   Attributes{Country: "DE"},
+	// Fail closed (Art. 8(1)): an age gate that cannot be checked refuses.
+	{name: "an unknown age does not pass an age gate", purpose: newsletter, now: at(1),
+		attrs:  Attributes{Country: "DE"},
+		steps:  []func(*Subject){grant(newsletter, "g1", at(0))},
+		reason: reasonAgeUnknown},
+	{name: "an unknown age does not pass a minimum age alone", now: at(1),
+		purpose: Purpose{ID: "adults", Basis: basisContract, MinimumAge: 18},
+		reason:  reasonAgeUnknown},
+	{name: "an unknown country with an age some state refuses does not pass", purpose: newsletter, now: at(1),
+		attrs:  Attributes{Age: 15},
+		steps:  []func(*Subject){grant(newsletter, "g1", at(0))},
+		reason: reasonAgeUnknown},
+	{name: "an unknown country with an age every state accepts passes", purpose: newsletter, now: at(1),
+		attrs:   Attributes{Age: 16},
 		steps:   []func(*Subject){grant(newsletter, "g1", at(0))},
 		allowed: true, reason: reasonGranted, basis: "g1"},
-	{name: "an unknown country is held only to the minimum age", purpose: newsletter, now: at(1),
-		attrs:   Attributes{Age: 13},
-		steps:   []func(*Subject){grant(newsletter, "g1", at(0))},
+	{name: "an age below the minimum is under age whatever the country", purpose: newsletter, now: at(1),
+		attrs:  Attributes{Age: 12},
+		steps:  []func(*Subject){grant(newsletter, "g1", at(0))},
+		reason: reasonUnderAge},
+	{name: "a purpose without an age rule needs no age", purpose: functional, now: at(1),
+		steps:   []func(*Subject){grant(functional, "g1", at(0))},
 		allowed: true, reason: reasonGranted, basis: "g1"},
+
+	// Art. 8(1) GDPR; Databeskyttelsesloven § 6, stk. 2 (LOV nr 1783 af
+	// 28/12/2023, LBK nr 289 af 08/03/2024): 13 until 31 December 2023,
+	// 15 from 1 January 2024, and a consent given before keeps 13.
+	{name: "DK: a 14-year-old's consent given 2023-12-15 keeps the age of 13", purpose: newsletter, now: at(1),
+		attrs:   Attributes{Age: 14, Country: "DK"},
+		steps:   []func(*Subject){grant(newsletter, "g1", dk(2023, 12, 15))},
+		allowed: true, reason: reasonGranted, basis: "g1"},
+	{name: "DK: a 14-year-old's consent given 2024-01-02 is under 15", purpose: newsletter, now: at(1),
+		attrs:  Attributes{Age: 14, Country: "DK"},
+		steps:  []func(*Subject){grant(newsletter, "g1", dk(2024, 1, 2))},
+		reason: reasonUnderAge},
+	{name: "DK: the change takes effect at midnight in Copenhagen", purpose: newsletter, now: at(1),
+		attrs:  Attributes{Age: 14, Country: "DK"},
+		steps:  []func(*Subject){grant(newsletter, "g1", dk(2024, 1, 1))},
+		reason: reasonUnderAge},
+	{name: "DK: a renewal of a live 2023 consent keeps its age", purpose: newsletter, now: at(1),
+		attrs:   Attributes{Age: 14, Country: "DK"},
+		steps:   []func(*Subject){grant(newsletter, "g1", dk(2023, 12, 15)), renew(newsletter, "n1", at(0))},
+		allowed: true, reason: reasonGranted, basis: "n1"},
+	{name: "DK: consent given again after a withdrawal is judged by 15", purpose: newsletter, now: at(1),
+		attrs: Attributes{Age: 14, Country: "DK"},
+		steps: []func(*Subject){grant(newsletter, "g1", dk(2023, 12, 15)), withdraw(newsletter, "w1", dk(2024, 2, 1)),
+			grant(newsletter, "g2", at(0))},
+		reason: reasonUnderAge},
+	{name: "DK: a purpose not based on consent is judged by the age in force now", now: at(1),
+		purpose: Purpose{ID: "service", Basis: basisContract, MinimumAge: 13, DigitalConsentAge: true},
+		attrs:   Attributes{Age: 14, Country: "DK"}, reason: reasonUnderAge},
+	{name: "DK: before 2024 a 14-year-old met the age", now: dk(2023, 12, 31),
+		purpose: Purpose{ID: "service", Basis: basisContract, MinimumAge: 13, DigitalConsentAge: true},
+		attrs:   Attributes{Age: 14, Country: "DK"}, allowed: true, reason: reasonContract},
 	{name: "eligibility comes before the consent record", purpose: newsletter, now: at(1),
 		attrs: Attributes{Age: 14, Country: "DE"}, reason: reasonUnderAge},
 
 	// Objections (Art. 21).
 	{name: "Clevio: an objection to direct marketing stops the newsletter", purpose: newsletter, now: at(2),
+		attrs:  Attributes{Age: 30},
 		steps:  []func(*Subject){grant(newsletter, "g1", at(0)), object(dmObjection)},
 		reason: reasonObjected, basis: "obj-dm"},
 	{name: "Clevio: an objection to direct marketing leaves transactional messages", purpose: transactional, now: at(2),
@@ -266,6 +334,7 @@ var decideCases = []decideCase{
 		steps:  []func(*Subject){object(liObjection)},
 		reason: reasonObjected, basis: "obj-li"},
 	{name: "an objection to legitimate interests leaves consent", purpose: newsletter, now: at(2),
+		attrs:   Attributes{Age: 30},
 		steps:   []func(*Subject){grant(newsletter, "g1", at(0)), object(liObjection)},
 		allowed: true, reason: reasonGranted, basis: "g1"},
 	{name: "an objection to listed purposes stops them", purpose: statistics, now: at(2),

@@ -10,15 +10,21 @@
 //
 //  1. Restriction (Art. 18): an active restriction covering the purpose, or
 //     all processing, stops it — even a strictly necessary purpose, because
-//     Art. 18(1) leaves storage only. RESTRICTED, with the restriction's id.
+//     Art. 18(2) leaves storage only. RESTRICTED, with the restriction's id.
+//     A purpose declared storage only (Purpose.StorageOnly: a backup, an
+//     archive) is that exception and goes on to the rules below.
 //  2. Eligibility: a role the purpose excludes (Clio: never marketing to
 //     students, whatever they clicked) is INELIGIBLE_ROLE; an age below the
 //     purpose's minimum, or below the Art. 8 age of digital consent of the
 //     subject's own country when the purpose asks for it (Clevio), is
 //     UNDER_AGE. Eligibility says who may be asked at all, so it comes
 //     before the purpose's basis and applies to necessary purposes too. An
-//     unknown age (0) or country does not deny: Lethe does not store
-//     attributes, so a caller that needs age checked must pass the age.
+//     age gate fails closed: an unknown age (0) is AGE_UNKNOWN, and so is a
+//     missing country — after Index.Check has put in the tenant's — unless
+//     the age meets every state's (16). The age of digital consent is the
+//     one in force at the decision's time, except that a consent-based
+//     purpose's consent keeps the age in force when it was given where the
+//     change says so (digital_consent_age.json: Denmark's 2024 change).
 //  3. Necessary: a strictly necessary purpose is allowed without consent
 //     and cannot be refused or withdrawn. NECESSARY.
 //  4. Objection (Art. 21): an objection to direct marketing stops every
@@ -35,8 +41,10 @@
 //
 // # Consent records
 //
-// A subject keeps, per purpose, the latest record the service committed.
-// A GRANT starts a consent; DENY and WITHDRAW end it (Art. 7(3)); a grant
+// A subject keeps, per purpose, the latest record the service committed,
+// with the time the subject gave it (Consent.GivenAt: an imported or paper
+// consent is given before it is recorded; otherwise when recorded). A
+// GRANT starts a consent; DENY and WITHDRAW end it (Art. 7(3)); a grant
 // is EXPIRED once now reaches its ExpiresAt. A RENEW of a live grant extends
 // it — the renewal's ExpiresAt replaces the grant's — but keeps the time of
 // the grant it extends, because extending a consent does not show the
@@ -48,9 +56,12 @@
 // again.
 //
 // Records are folded in the order Subject.SetConsent is called, not by
-// their RecordedAt: the service commits them in order, and trusting
-// timestamps would let a clock step backwards drop a withdrawal. A subject
-// is therefore loaded by replaying its history oldest first.
+// their times: the service commits them in order, and trusting timestamps
+// would let a clock step backwards drop a withdrawal. A subject is
+// therefore loaded by replaying its history oldest first; the service
+// refuses a record given before the latest one, so that the order of the
+// history is the order things happened. A decision at a past time replays
+// the records recorded by then into a Subject of its own (Index.Decide).
 //
 // # Concurrency and cost
 //

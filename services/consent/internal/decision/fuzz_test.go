@@ -24,9 +24,12 @@ const (
 // FuzzDecide decides on arbitrary purposes, records, objections,
 // restrictions, attributes and times, and checks what must hold whatever
 // the input: Decide does not panic, Allowed goes with an allowing reason
-// and only with one, no allowing decision overrides a restriction,
-// eligibility, an objection or GPC, a grant is live when it allows, and the
-// Index decides as Decide does. Seeds are in testdata/fuzz/FuzzDecide.
+// and only with one, no allowing decision overrides a restriction (but for
+// a storage-only purpose), eligibility, an objection or GPC, an age gate
+// never passes an unknown age or, below every state's age, an unknown
+// country, a grant is live when it allows, and the Index decides as Decide
+// does. Bit 2 of restriction makes the purpose storage only. Seeds are in
+// testdata/fuzz/FuzzDecide.
 func FuzzDecide(f *testing.F) {
 	f.Add(uint8(1), uint8(fuzzHasRecord), int8(0), "", int8(0), "", false, uint8(1), int16(0), int16(730), int16(0), int16(1), uint8(0), uint8(0))
 	f.Fuzz(func(t *testing.T, basis, flags uint8, minAge int8, role string, age int8, country string, gpc bool,
@@ -39,6 +42,7 @@ func FuzzDecide(f *testing.F) {
 			GPCOptOut:         flags&fuzzGPCOptOut != 0,
 			DigitalConsentAge: flags&fuzzDigitalConsentAge != 0,
 			MinimumAge:        int32(minAge),
+			StorageOnly:       restriction&4 != 0,
 		}
 		if flags&fuzzExcludeStudent != 0 {
 			p.ExcludedRoles = []string{"student"}
@@ -87,10 +91,13 @@ func FuzzDecide(f *testing.F) {
 		if d.Allowed != allows(d.Reason) {
 			t.Fatalf("Allowed %v with reason %v", d.Allowed, d.Reason)
 		}
-		if restriction%4 == 1 || restriction%4 == 2 {
+		if (restriction%4 == 1 || restriction%4 == 2) && !p.StorageOnly {
 			if d != (Decision{Reason: consentv1.Reason_REASON_RESTRICTED, BasisID: "res"}) {
 				t.Fatalf("restricted purpose decided %+v", d)
 			}
+		}
+		if d.Reason == consentv1.Reason_REASON_RESTRICTED && p.StorageOnly {
+			t.Fatalf("storage-only purpose refused under a restriction: %+v", d)
 		}
 		if d.Reason == consentv1.Reason_REASON_UNSPECIFIED && (p.Necessary || p.Basis != 0 && p.Basis <= basisLegitimateInterest) {
 			t.Fatalf("no reason for a purpose with basis %v", p.Basis)
@@ -99,11 +106,24 @@ func FuzzDecide(f *testing.F) {
 			if a.Role != "" && slices.Contains(p.ExcludedRoles, a.Role) {
 				t.Fatalf("allowed an excluded role: %+v", d)
 			}
-			if a.Age > 0 && a.Age < p.MinimumAge {
+			if (p.MinimumAge > 0 || p.DigitalConsentAge) && a.Age <= 0 {
+				t.Fatalf("allowed an unknown age through an age gate: %+v", d)
+			}
+			if p.MinimumAge > 0 && a.Age < p.MinimumAge {
 				t.Fatalf("allowed under the minimum age: %+v", d)
 			}
-			if limit, ok := DigitalConsentAge(a.Country); ok && p.DigitalConsentAge && a.Age > 0 && a.Age < limit {
-				t.Fatalf("allowed under the age of digital consent: %+v", d)
+			if i, ok := countryIndex(a.Country); p.DigitalConsentAge && !ok && a.Age < defaultConsentAge {
+				t.Fatalf("allowed age %d with an unknown country: %+v", a.Age, d)
+			} else if p.DigitalConsentAge && ok {
+				// Whichever of the state's ages applied, the subject met
+				// the lowest of them.
+				lowest := int32(defaultConsentAge)
+				for _, step := range consentAges[i] {
+					lowest = min(lowest, step.age)
+				}
+				if len(consentAges[i]) > 0 && a.Age < lowest {
+					t.Fatalf("allowed under the age of digital consent: %+v", d)
+				}
 			}
 		}
 		if d.Allowed && d.Reason != consentv1.Reason_REASON_NECESSARY {

@@ -39,7 +39,11 @@ type tenant struct {
 	// purposes maps purpose id to purpose; immutable once stored, replaced
 	// whole on change, like Index.tenants.
 	purposes atomic.Pointer[map[string]*Purpose]
-	shards   [shardCount]shard
+	// country is the tenant's country (the registry's
+	// TenantSettings.country), for subjects whose caller names none; nil
+	// or empty when unknown.
+	country atomic.Pointer[string]
+	shards  [shardCount]shard
 }
 
 // shardState is one shard's subjects and their lock.
@@ -116,6 +120,30 @@ func (ix *Index) PutPurpose(tenant string, p Purpose) {
 	t.purposes.Store(&next)
 }
 
+// SetCountry records a tenant's country, ISO 3166-1 alpha-2, empty when
+// it has none: Check judges the age of digital consent of a subject whose
+// caller names no country by it.
+func (ix *Index) SetCountry(tenant, country string) {
+	ix.mu.Lock()
+	t := ix.tenantLocked(tenant)
+	ix.mu.Unlock()
+	country = strings.Clone(country)
+	t.country.Store(&country)
+}
+
+// Country returns a tenant's country as SetCountry recorded it, and
+// whether it was recorded at all.
+func (ix *Index) Country(tenant string) (string, bool) {
+	t := ix.tenant(tenant)
+	if t == nil {
+		return "", false
+	}
+	if c := t.country.Load(); c != nil {
+		return *c, true
+	}
+	return "", false
+}
+
 // Purpose returns a tenant's purpose.
 func (ix *Index) Purpose(tenant, id string) (Purpose, bool) {
 	t := ix.tenant(tenant)
@@ -172,7 +200,9 @@ func (ix *Index) Update(tenant, subject string, fn func(*Subject)) {
 
 // Check decides whether a subject's data may be processed for a tenant's
 // purpose at now. A purpose the tenant has not declared is
-// REASON_UNKNOWN_PURPOSE, never allowed. Check does not allocate.
+// REASON_UNKNOWN_PURPOSE, never allowed. A subject whose caller names no
+// country is taken to be in the tenant's (the only fallback: the age of
+// digital consent fails closed without one). Check does not allocate.
 func (ix *Index) Check(tenant, subject, purpose string, a Attributes, now time.Time) Decision {
 	t := ix.tenant(tenant)
 	if t == nil {
@@ -182,11 +212,32 @@ func (ix *Index) Check(tenant, subject, purpose string, a Attributes, now time.T
 	if p == nil {
 		return deny(consentv1.Reason_REASON_UNKNOWN_PURPOSE, "")
 	}
+	a = t.withCountry(a)
 	sh := ix.shard(t, subject)
 	sh.mu.RLock()
 	d := Decide(p, sh.subjects[subject], a, now)
 	sh.mu.RUnlock()
 	return d
+}
+
+// withCountry puts the tenant's country into attributes that name none.
+func (t *tenant) withCountry(a Attributes) Attributes {
+	if a.Country == "" {
+		if c := t.country.Load(); c != nil {
+			a.Country = *c
+		}
+	}
+	return a
+}
+
+// Decide decides as Check does, on a subject and a purpose the caller
+// built (from history, for a decision at a past time) rather than the
+// index's: the tenant's country fills in a missing one as for Check.
+func (ix *Index) Decide(tenant string, p *Purpose, s *Subject, a Attributes, at time.Time) Decision {
+	if t := ix.tenant(tenant); t != nil {
+		a = t.withCountry(a)
+	}
+	return Decide(p, s, a, at)
 }
 
 // Consent returns a subject's latest consent record for a purpose, as

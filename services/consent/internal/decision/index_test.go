@@ -267,7 +267,7 @@ func TestIndexCovered(t *testing.T) {
 		}
 		ix.Update("t", "s-"+tc.scope.ID, object(tc.scope))
 		for _, p := range all {
-			d := ix.Check("t", "s-"+tc.scope.ID, p.ID, Attributes{}, at(1))
+			d := ix.Check("t", "s-"+tc.scope.ID, p.ID, Attributes{Age: 30}, at(1))
 			if (d.Reason == reasonObjected) != slices.Contains(tc.want, p.ID) {
 				t.Errorf("%v: Check(%s) = %+v, disagrees with Covered", tc.scope.Scope, p.ID, d)
 			}

@@ -34,16 +34,18 @@ type Subject struct {
 
 // record is a Consent as the engine keeps it: times as Unix nanoseconds
 // rather than time.Time (8 bytes instead of 24, and comparisons without
-// method calls), which halves a subject's memory. A zero RecordedAt is kept
+// method calls), which halves a subject's memory. A zero given time is kept
 // as beforeAll and a zero ExpiresAt as never.
 type record struct {
 	purpose string
 	id      string
 	action  consentv1.ConsentAction
-	// recordedAt is when this record was made.
-	recordedAt int64
+	// givenAt is when the subject gave this record (Consent.GivenAt, or
+	// RecordedAt when that is zero).
+	givenAt int64
 	// grantedAt is when the consent this record continues was granted: its
-	// own time for a GRANT, the extended grant's for a RENEW of a live one.
+	// own givenAt for a GRANT, the extended grant's for a RENEW of a live
+	// one.
 	grantedAt int64
 	// expiresAt is when a grant stops counting.
 	expiresAt int64
@@ -123,17 +125,17 @@ func (s *Subject) record(purposeID string) *record {
 
 // SetConsent makes c the subject's latest consent record for purposeID.
 // Records must come in the order the service committed them; a RENEW of a
-// live grant keeps that grant's time, and any other RENEW counts as a new
-// grant (see the package documentation).
+// grant live when the renewal was given keeps that grant's time, and any
+// other RENEW counts as a new grant (see the package documentation).
 func (s *Subject) SetConsent(purposeID string, c Consent) {
 	r := record{
-		purpose:    s.intern(purposeID),
-		id:         c.RecordID,
-		action:     c.Action,
-		recordedAt: unixNano(c.RecordedAt, beforeAll),
-		expiresAt:  unixNano(c.ExpiresAt, never),
+		purpose:   s.intern(purposeID),
+		id:        c.RecordID,
+		action:    c.Action,
+		givenAt:   unixNano(c.given(), beforeAll),
+		expiresAt: unixNano(c.ExpiresAt, never),
 	}
-	r.grantedAt = r.recordedAt
+	r.grantedAt = r.givenAt
 	i := s.find(purposeID)
 	if i < 0 {
 		s.tags = grow(s.tags)
@@ -142,7 +144,7 @@ func (s *Subject) SetConsent(purposeID string, c Consent) {
 		s.records = append(s.records, r)
 		return
 	}
-	if prev := &s.records[i]; r.action == actionRenew && prev.live(r.recordedAt) {
+	if prev := &s.records[i]; r.action == actionRenew && prev.live(r.givenAt) {
 		r.grantedAt = prev.grantedAt
 	}
 	s.records[i] = r
@@ -161,18 +163,27 @@ func grow[E any](s []E) []E {
 }
 
 // Consent returns the subject's latest consent record for purposeID. Its
-// times come back in UTC.
+// times come back in UTC; RecordedAt is not kept and comes back zero.
 func (s *Subject) Consent(purposeID string) (Consent, bool) {
 	r := s.record(purposeID)
 	if r == nil {
 		return Consent{}, false
 	}
 	return Consent{
-		Action:     r.action,
-		RecordID:   r.id,
-		RecordedAt: timeOf(r.recordedAt),
-		ExpiresAt:  timeOf(r.expiresAt),
+		Action:    r.action,
+		RecordID:  r.id,
+		GivenAt:   timeOf(r.givenAt),
+		ExpiresAt: timeOf(r.expiresAt),
 	}, true
+}
+
+// Continues reports whether the subject's latest record for purposeID is
+// a renewal that extends an earlier grant, rather than one that stands on
+// its own: the records a decision rests on are then that grant and its
+// renewals.
+func (s *Subject) Continues(purposeID string) bool {
+	r := s.record(purposeID)
+	return r != nil && r.action == actionRenew && r.grantedAt < r.givenAt
 }
 
 // AddObjection records an objection. Adding one with the id of an

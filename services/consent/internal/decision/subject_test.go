@@ -17,6 +17,7 @@ func TestSubjectConsentRoundTrip(t *testing.T) {
 		{"grant without expiry", Consent{Action: actionGrant, RecordID: "g2", RecordedAt: t0.Add(123456789)}},
 		{"withdrawal", Consent{Action: actionWithdraw, RecordID: "w1", RecordedAt: at(3)}},
 		{"no recorded time", Consent{Action: actionDeny, RecordID: "d1"}},
+		{"imported", Consent{Action: actionGrant, RecordID: "i1", RecordedAt: at(400), GivenAt: at(3), ExpiresAt: at(733)}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -26,12 +27,13 @@ func TestSubjectConsentRoundTrip(t *testing.T) {
 			if !ok {
 				t.Fatal("Consent: not found")
 			}
-			if got.Action != tc.in.Action || got.RecordID != tc.in.RecordID ||
-				!got.RecordedAt.Equal(tc.in.RecordedAt) || !got.ExpiresAt.Equal(tc.in.ExpiresAt) {
+			// The engine keeps when consent was given, not when recorded.
+			if got.Action != tc.in.Action || got.RecordID != tc.in.RecordID || !got.RecordedAt.IsZero() ||
+				!got.GivenAt.Equal(tc.in.given()) || !got.ExpiresAt.Equal(tc.in.ExpiresAt) {
 				t.Errorf("Consent = %+v, want %+v", got, tc.in)
 			}
-			if loc := got.RecordedAt.Location(); !got.RecordedAt.IsZero() && loc != time.UTC {
-				t.Errorf("RecordedAt in %v, want UTC", loc)
+			if loc := got.GivenAt.Location(); !got.GivenAt.IsZero() && loc != time.UTC {
+				t.Errorf("GivenAt in %v, want UTC", loc)
 			}
 			if _, ok := s.Consent("other"); ok {
 				t.Error("Consent(other) found")

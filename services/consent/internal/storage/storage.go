@@ -43,6 +43,10 @@ var (
 	BucketExpiries = store.Bucket("consent.expiries")
 	// BucketEvidenceKeys maps tenant → EvidenceKey.
 	BucketEvidenceKeys = store.Bucket("consent.evidence_keys")
+	// BucketTenantCountries maps tenant → its country as the registry's
+	// TenantSettings.country says (empty when it has none), so that Check
+	// knows it while the registry is down.
+	BucketTenantCountries = store.Bucket("consent.tenant_countries")
 )
 
 // Schema is the layout of consent.db.
@@ -50,7 +54,7 @@ var Schema = store.Schema{
 	Service: "consent",
 	Version: 1,
 	Buckets: []store.Bucket{BucketPurposes, BucketRecords, BucketObjections, BucketRestrictions,
-		BucketChanges, BucketRevisions, BucketExpiries, BucketEvidenceKeys},
+		BucketChanges, BucketRevisions, BucketExpiries, BucketEvidenceKeys, BucketTenantCountries},
 	// Only the API's audited mutations create purposes and consent
 	// records: a file holding either has audit entries.
 	Audited: []store.Bucket{BucketPurposes, BucketRecords},
@@ -97,7 +101,8 @@ func PutObjectionTx(tx *bolt.Tx, tenant string, o Objection) error {
 	return putJSON(store.BucketTx(tx, BucketObjections), store.Key(tenant, o.Subject, o.ID), o)
 }
 
-// Restriction is a restriction of processing (Art. 18).
+// Restriction is a restriction of processing (Art. 18): its Art. 18(1)
+// ground and, once lifted, the evidence of the lift.
 type Restriction struct {
 	ID        string                     `json:"id"`
 	Subject   string                     `json:"subject"`
@@ -107,6 +112,23 @@ type Restriction struct {
 	CauseID   string                     `json:"cause_id"`
 	AppliedAt time.Time                  `json:"applied_at"`
 	LiftedAt  time.Time                  `json:"lifted_at,omitzero"`
+	// SubjectInformedAt is when the subject was informed before the lift
+	// (Art. 18(3)).
+	SubjectInformedAt time.Time `json:"subject_informed_at,omitzero"`
+	// GroundOutcome is how the ground ended, for a lift by
+	// ResolveRestrictionGround; unspecified for a lift by hand.
+	GroundOutcome consentv1.RestrictionGroundOutcome `json:"ground_outcome,omitempty"`
+	// ObjectionID is the objection recorded when the subject's objection
+	// was upheld.
+	ObjectionID string `json:"objection_id,omitempty"`
+	// LiftCauseKind and LiftCauseID are what caused the lift.
+	LiftCauseKind commonv1.CauseKind `json:"lift_cause_kind,omitempty"`
+	LiftCauseID   string             `json:"lift_cause_id,omitempty"`
+}
+
+// Active reports whether the restriction was in force at t.
+func (r Restriction) Active(t time.Time) bool {
+	return !r.AppliedAt.After(t) && (r.LiftedAt.IsZero() || t.Before(r.LiftedAt))
 }
 
 // RestrictionTx returns a restriction.
@@ -233,6 +255,11 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 		return err
 	}
 	return b.Put(key, data)
+}
+
+// PutTenantCountryTx stores a tenant's country; empty when it has none.
+func PutTenantCountryTx(tx *bolt.Tx, tenant, country string) error {
+	return store.BucketTx(tx, BucketTenantCountries).Put([]byte(tenant), []byte(country))
 }
 
 // DeleteEvidenceKeyTx destroys the tenant's evidence key.

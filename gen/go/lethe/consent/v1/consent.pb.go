@@ -216,6 +216,77 @@ func (BannerChoice) EnumDescriptor() ([]byte, []int) {
 	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{2}
 }
 
+// RestrictionGroundOutcome says how the Art. 18(1) ground of a restriction
+// ended.
+type RestrictionGroundOutcome int32
+
+const (
+	// Not stated; never valid.
+	RestrictionGroundOutcome_RESTRICTION_GROUND_OUTCOME_UNSPECIFIED RestrictionGroundOutcome = 0
+	// Art. 18(1)(a): the controller verified that the contested data is
+	// accurate.
+	RestrictionGroundOutcome_RESTRICTION_GROUND_OUTCOME_ACCURACY_VERIFIED RestrictionGroundOutcome = 1
+	// Art. 18(1)(a): the contested data was inaccurate and has been rectified
+	// (Art. 16).
+	RestrictionGroundOutcome_RESTRICTION_GROUND_OUTCOME_DATA_RECTIFIED RestrictionGroundOutcome = 2
+	// Art. 18(1)(d): the controller's compelling legitimate grounds override
+	// the subject's (Art. 21(1)); processing resumes.
+	RestrictionGroundOutcome_RESTRICTION_GROUND_OUTCOME_GROUNDS_OVERRIDE RestrictionGroundOutcome = 3
+	// Art. 18(1)(d): the controller's grounds do not override; the subject's
+	// objection is upheld and recorded as an objection (Art. 21(1)).
+	RestrictionGroundOutcome_RESTRICTION_GROUND_OUTCOME_OBJECTION_UPHELD RestrictionGroundOutcome = 4
+	// Art. 18(1)(c): the subject no longer needs the data for the
+	// establishment, exercise or defence of legal claims.
+	RestrictionGroundOutcome_RESTRICTION_GROUND_OUTCOME_LEGAL_CLAIMS_ENDED RestrictionGroundOutcome = 5
+)
+
+// Enum value maps for RestrictionGroundOutcome.
+var (
+	RestrictionGroundOutcome_name = map[int32]string{
+		0: "RESTRICTION_GROUND_OUTCOME_UNSPECIFIED",
+		1: "RESTRICTION_GROUND_OUTCOME_ACCURACY_VERIFIED",
+		2: "RESTRICTION_GROUND_OUTCOME_DATA_RECTIFIED",
+		3: "RESTRICTION_GROUND_OUTCOME_GROUNDS_OVERRIDE",
+		4: "RESTRICTION_GROUND_OUTCOME_OBJECTION_UPHELD",
+		5: "RESTRICTION_GROUND_OUTCOME_LEGAL_CLAIMS_ENDED",
+	}
+	RestrictionGroundOutcome_value = map[string]int32{
+		"RESTRICTION_GROUND_OUTCOME_UNSPECIFIED":        0,
+		"RESTRICTION_GROUND_OUTCOME_ACCURACY_VERIFIED":  1,
+		"RESTRICTION_GROUND_OUTCOME_DATA_RECTIFIED":     2,
+		"RESTRICTION_GROUND_OUTCOME_GROUNDS_OVERRIDE":   3,
+		"RESTRICTION_GROUND_OUTCOME_OBJECTION_UPHELD":   4,
+		"RESTRICTION_GROUND_OUTCOME_LEGAL_CLAIMS_ENDED": 5,
+	}
+)
+
+func (x RestrictionGroundOutcome) Enum() *RestrictionGroundOutcome {
+	p := new(RestrictionGroundOutcome)
+	*p = x
+	return p
+}
+
+func (x RestrictionGroundOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RestrictionGroundOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_lethe_consent_v1_consent_proto_enumTypes[3].Descriptor()
+}
+
+func (RestrictionGroundOutcome) Type() protoreflect.EnumType {
+	return &file_lethe_consent_v1_consent_proto_enumTypes[3]
+}
+
+func (x RestrictionGroundOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RestrictionGroundOutcome.Descriptor instead.
+func (RestrictionGroundOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{3}
+}
+
 // Reason says why a decision is what it is.
 type Reason int32
 
@@ -256,6 +327,10 @@ const (
 	Reason_REASON_OTHER_LEGAL_BASIS Reason = 15
 	// Denied: the purpose does not exist for the tenant.
 	Reason_REASON_UNKNOWN_PURPOSE Reason = 16
+	// Denied: the purpose has an age rule and the subject's age, or the
+	// country whose age of digital consent applies, is unknown. An age gate
+	// fails closed.
+	Reason_REASON_AGE_UNKNOWN Reason = 17
 )
 
 // Enum value maps for Reason.
@@ -278,6 +353,7 @@ var (
 		14: "REASON_CONTRACT",
 		15: "REASON_OTHER_LEGAL_BASIS",
 		16: "REASON_UNKNOWN_PURPOSE",
+		17: "REASON_AGE_UNKNOWN",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":         0,
@@ -297,6 +373,7 @@ var (
 		"REASON_CONTRACT":            14,
 		"REASON_OTHER_LEGAL_BASIS":   15,
 		"REASON_UNKNOWN_PURPOSE":     16,
+		"REASON_AGE_UNKNOWN":         17,
 	}
 )
 
@@ -311,11 +388,11 @@ func (x Reason) String() string {
 }
 
 func (Reason) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_consent_v1_consent_proto_enumTypes[3].Descriptor()
+	return file_lethe_consent_v1_consent_proto_enumTypes[4].Descriptor()
 }
 
 func (Reason) Type() protoreflect.EnumType {
-	return &file_lethe_consent_v1_consent_proto_enumTypes[3]
+	return &file_lethe_consent_v1_consent_proto_enumTypes[4]
 }
 
 func (x Reason) Number() protoreflect.EnumNumber {
@@ -324,7 +401,7 @@ func (x Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Reason.Descriptor instead.
 func (Reason) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{3}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{4}
 }
 
 // ChangeKind says what changed.
@@ -380,11 +457,11 @@ func (x ChangeKind) String() string {
 }
 
 func (ChangeKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_consent_v1_consent_proto_enumTypes[4].Descriptor()
+	return file_lethe_consent_v1_consent_proto_enumTypes[5].Descriptor()
 }
 
 func (ChangeKind) Type() protoreflect.EnumType {
-	return &file_lethe_consent_v1_consent_proto_enumTypes[4]
+	return &file_lethe_consent_v1_consent_proto_enumTypes[5]
 }
 
 func (x ChangeKind) Number() protoreflect.EnumNumber {
@@ -393,7 +470,7 @@ func (x ChangeKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ChangeKind.Descriptor instead.
 func (ChangeKind) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{4}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{5}
 }
 
 // TaskState is where a system's share of a propagation stands.
@@ -437,11 +514,11 @@ func (x TaskState) String() string {
 }
 
 func (TaskState) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_consent_v1_consent_proto_enumTypes[5].Descriptor()
+	return file_lethe_consent_v1_consent_proto_enumTypes[6].Descriptor()
 }
 
 func (TaskState) Type() protoreflect.EnumType {
-	return &file_lethe_consent_v1_consent_proto_enumTypes[5]
+	return &file_lethe_consent_v1_consent_proto_enumTypes[6]
 }
 
 func (x TaskState) Number() protoreflect.EnumNumber {
@@ -450,7 +527,7 @@ func (x TaskState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TaskState.Descriptor instead.
 func (TaskState) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{5}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{6}
 }
 
 // Eligibility says who may be asked for a purpose at all, whatever they
@@ -611,8 +688,14 @@ type Purpose struct {
 	Eligibility *Eligibility `protobuf:"bytes,9,opt,name=eligibility,proto3" json:"eligibility,omitempty"`
 	// The notice versions, oldest first.
 	NoticeVersions []*NoticeVersion `protobuf:"bytes,10,rep,name=notice_versions,json=noticeVersions,proto3" json:"notice_versions,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The purpose is only storage of the data (keeping it, a backup, an
+	// archive), which a restriction leaves: restricted data "shall, with the
+	// exception of storage, only be processed" with the subject's consent or
+	// for the grounds of Art. 18(2). Such a purpose stays allowed under a
+	// restriction; every other purpose is refused (REASON_RESTRICTED).
+	StorageOnly   bool `protobuf:"varint,11,opt,name=storage_only,json=storageOnly,proto3" json:"storage_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Purpose) Reset() {
@@ -713,6 +796,13 @@ func (x *Purpose) GetNoticeVersions() []*NoticeVersion {
 		return x.NoticeVersions
 	}
 	return nil
+}
+
+func (x *Purpose) GetStorageOnly() bool {
+	if x != nil {
+		return x.StorageOnly
+	}
+	return false
 }
 
 // PutPurposeRequest creates or replaces a purpose.
@@ -1104,12 +1194,18 @@ type ConsentRecord struct {
 	Method CollectionMethod `protobuf:"varint,7,opt,name=method,proto3,enum=lethe.consent.v1.CollectionMethod" json:"method,omitempty"`
 	// When it was recorded.
 	RecordedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
-	// When a grant or renewal expires; unset for none.
+	// When a grant or renewal expires, counted from given_at; unset for
+	// none.
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// Who recorded it (the authenticated caller).
 	Actor string `protobuf:"bytes,10,opt,name=actor,proto3" json:"actor,omitempty"`
 	// The evidence.
-	Evidence      *Evidence `protobuf:"bytes,11,opt,name=evidence,proto3" json:"evidence,omitempty"`
+	Evidence *Evidence `protobuf:"bytes,11,opt,name=evidence,proto3" json:"evidence,omitempty"`
+	// When the subject gave (or refused, withdrew, renewed) it: the time the
+	// request named for an imported or paper consent, otherwise recorded_at.
+	// Lifetimes and the age of digital consent count from it. Unset on
+	// records made before Lethe kept it; they were given when recorded.
+	GivenAt       *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=given_at,json=givenAt,proto3" json:"given_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1221,6 +1317,13 @@ func (x *ConsentRecord) GetEvidence() *Evidence {
 	return nil
 }
 
+func (x *ConsentRecord) GetGivenAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GivenAt
+	}
+	return nil
+}
+
 // RecordConsentRequest records one consent action.
 type RecordConsentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1239,7 +1342,14 @@ type RecordConsentRequest struct {
 	// How it was collected.
 	Method CollectionMethod `protobuf:"varint,7,opt,name=method,proto3,enum=lethe.consent.v1.CollectionMethod" json:"method,omitempty"`
 	// What the caller saw, hashed before it is stored.
-	Evidence      *EvidenceInput `protobuf:"bytes,8,opt,name=evidence,proto3" json:"evidence,omitempty"`
+	Evidence *EvidenceInput `protobuf:"bytes,8,opt,name=evidence,proto3" json:"evidence,omitempty"`
+	// When the subject gave it, for a consent collected before it is
+	// recorded: required for COLLECTION_METHOD_IMPORT, optional for
+	// COLLECTION_METHOD_FORM (a paper form entered later), refused for the
+	// other methods, which record as the subject acts. Not in the future,
+	// not before 1970, and not before the time of the subject's latest
+	// record for the purpose (history is kept in the order it happened).
+	GivenAt       *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=given_at,json=givenAt,proto3" json:"given_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1326,6 +1436,13 @@ func (x *RecordConsentRequest) GetMethod() CollectionMethod {
 func (x *RecordConsentRequest) GetEvidence() *EvidenceInput {
 	if x != nil {
 		return x.Evidence
+	}
+	return nil
+}
+
+func (x *RecordConsentRequest) GetGivenAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GivenAt
 	}
 	return nil
 }
@@ -2045,9 +2162,13 @@ type LiftRestrictionRequest struct {
 	// The restriction.
 	RestrictionId string `protobuf:"bytes,3,opt,name=restriction_id,json=restrictionId,proto3" json:"restriction_id,omitempty"`
 	// What caused it.
-	Cause         *v1.Cause `protobuf:"bytes,4,opt,name=cause,proto3" json:"cause,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Cause *v1.Cause `protobuf:"bytes,4,opt,name=cause,proto3" json:"cause,omitempty"`
+	// When the subject was informed that the restriction will be lifted
+	// (Art. 18(3)): required, not in the future, not before the restriction
+	// was applied. Kept on the restriction as evidence.
+	SubjectInformedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=subject_informed_at,json=subjectInformedAt,proto3" json:"subject_informed_at,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *LiftRestrictionRequest) Reset() {
@@ -2108,9 +2229,18 @@ func (x *LiftRestrictionRequest) GetCause() *v1.Cause {
 	return nil
 }
 
-// LiftRestrictionResponse confirms the lift.
+func (x *LiftRestrictionRequest) GetSubjectInformedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SubjectInformedAt
+	}
+	return nil
+}
+
+// LiftRestrictionResponse is the lifted restriction.
 type LiftRestrictionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The restriction as stored after the lift.
+	Restriction   *Restriction `protobuf:"bytes,1,opt,name=restriction,proto3" json:"restriction,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2145,16 +2275,292 @@ func (*LiftRestrictionResponse) Descriptor() ([]byte, []int) {
 	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{23}
 }
 
+func (x *LiftRestrictionResponse) GetRestriction() *Restriction {
+	if x != nil {
+		return x.Restriction
+	}
+	return nil
+}
+
+// Restriction is a restriction of processing (Art. 18) as the consent
+// service keeps it: its ground, and how and when it ended.
+type Restriction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The restriction's id.
+	RestrictionId string `protobuf:"bytes,1,opt,name=restriction_id,json=restrictionId,proto3" json:"restriction_id,omitempty"`
+	// The subject.
+	SubjectId string `protobuf:"bytes,2,opt,name=subject_id,json=subjectId,proto3" json:"subject_id,omitempty"`
+	// The Art. 18(1) ground.
+	Ground v11.RestrictionGround `protobuf:"varint,3,opt,name=ground,proto3,enum=lethe.events.v1.RestrictionGround" json:"ground,omitempty"`
+	// The purposes restricted; empty for all processing.
+	PurposeIds []string `protobuf:"bytes,4,rep,name=purpose_ids,json=purposeIds,proto3" json:"purpose_ids,omitempty"`
+	// When it was applied.
+	AppliedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=applied_at,json=appliedAt,proto3" json:"applied_at,omitempty"`
+	// When it was lifted; unset while in force.
+	LiftedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=lifted_at,json=liftedAt,proto3" json:"lifted_at,omitempty"`
+	// When the subject was informed before the lift (Art. 18(3)).
+	SubjectInformedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=subject_informed_at,json=subjectInformedAt,proto3" json:"subject_informed_at,omitempty"`
+	// How its ground ended, when ResolveRestrictionGround lifted it;
+	// unspecified for a lift by hand.
+	GroundOutcome RestrictionGroundOutcome `protobuf:"varint,8,opt,name=ground_outcome,json=groundOutcome,proto3,enum=lethe.consent.v1.RestrictionGroundOutcome" json:"ground_outcome,omitempty"`
+	// The objection recorded because the subject's objection was upheld.
+	ObjectionId   string `protobuf:"bytes,9,opt,name=objection_id,json=objectionId,proto3" json:"objection_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Restriction) Reset() {
+	*x = Restriction{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Restriction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Restriction) ProtoMessage() {}
+
+func (x *Restriction) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Restriction.ProtoReflect.Descriptor instead.
+func (*Restriction) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Restriction) GetRestrictionId() string {
+	if x != nil {
+		return x.RestrictionId
+	}
+	return ""
+}
+
+func (x *Restriction) GetSubjectId() string {
+	if x != nil {
+		return x.SubjectId
+	}
+	return ""
+}
+
+func (x *Restriction) GetGround() v11.RestrictionGround {
+	if x != nil {
+		return x.Ground
+	}
+	return v11.RestrictionGround(0)
+}
+
+func (x *Restriction) GetPurposeIds() []string {
+	if x != nil {
+		return x.PurposeIds
+	}
+	return nil
+}
+
+func (x *Restriction) GetAppliedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AppliedAt
+	}
+	return nil
+}
+
+func (x *Restriction) GetLiftedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LiftedAt
+	}
+	return nil
+}
+
+func (x *Restriction) GetSubjectInformedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SubjectInformedAt
+	}
+	return nil
+}
+
+func (x *Restriction) GetGroundOutcome() RestrictionGroundOutcome {
+	if x != nil {
+		return x.GroundOutcome
+	}
+	return RestrictionGroundOutcome_RESTRICTION_GROUND_OUTCOME_UNSPECIFIED
+}
+
+func (x *Restriction) GetObjectionId() string {
+	if x != nil {
+		return x.ObjectionId
+	}
+	return ""
+}
+
+// ResolveRestrictionGroundRequest records that a restriction's ground ended.
+type ResolveRestrictionGroundRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Idempotency key of this mutation.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The tenant.
+	TenantId string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The restriction.
+	RestrictionId string `protobuf:"bytes,3,opt,name=restriction_id,json=restrictionId,proto3" json:"restriction_id,omitempty"`
+	// How the ground ended; it must be an outcome of the restriction's own
+	// ground: ACCURACY_VERIFIED or DATA_RECTIFIED for ACCURACY_CONTESTED,
+	// GROUNDS_OVERRIDE or OBJECTION_UPHELD for OBJECTION_PENDING,
+	// LEGAL_CLAIMS_ENDED for LEGAL_CLAIMS. A restriction for unlawful
+	// processing (Art. 18(1)(b)) lasts until the subject asks otherwise and is
+	// lifted by hand.
+	Outcome RestrictionGroundOutcome `protobuf:"varint,4,opt,name=outcome,proto3,enum=lethe.consent.v1.RestrictionGroundOutcome" json:"outcome,omitempty"`
+	// When the subject was informed that the restriction will be lifted
+	// (Art. 18(3)): required, not in the future, not before the restriction
+	// was applied.
+	SubjectInformedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=subject_informed_at,json=subjectInformedAt,proto3" json:"subject_informed_at,omitempty"`
+	// What caused it.
+	Cause         *v1.Cause `protobuf:"bytes,6,opt,name=cause,proto3" json:"cause,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveRestrictionGroundRequest) Reset() {
+	*x = ResolveRestrictionGroundRequest{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveRestrictionGroundRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveRestrictionGroundRequest) ProtoMessage() {}
+
+func (x *ResolveRestrictionGroundRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveRestrictionGroundRequest.ProtoReflect.Descriptor instead.
+func (*ResolveRestrictionGroundRequest) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ResolveRestrictionGroundRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ResolveRestrictionGroundRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ResolveRestrictionGroundRequest) GetRestrictionId() string {
+	if x != nil {
+		return x.RestrictionId
+	}
+	return ""
+}
+
+func (x *ResolveRestrictionGroundRequest) GetOutcome() RestrictionGroundOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return RestrictionGroundOutcome_RESTRICTION_GROUND_OUTCOME_UNSPECIFIED
+}
+
+func (x *ResolveRestrictionGroundRequest) GetSubjectInformedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SubjectInformedAt
+	}
+	return nil
+}
+
+func (x *ResolveRestrictionGroundRequest) GetCause() *v1.Cause {
+	if x != nil {
+		return x.Cause
+	}
+	return nil
+}
+
+// ResolveRestrictionGroundResponse is the lifted restriction.
+type ResolveRestrictionGroundResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The restriction as stored after the lift; objection_id names the
+	// objection recorded for OBJECTION_UPHELD.
+	Restriction   *Restriction `protobuf:"bytes,1,opt,name=restriction,proto3" json:"restriction,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveRestrictionGroundResponse) Reset() {
+	*x = ResolveRestrictionGroundResponse{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveRestrictionGroundResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveRestrictionGroundResponse) ProtoMessage() {}
+
+func (x *ResolveRestrictionGroundResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveRestrictionGroundResponse.ProtoReflect.Descriptor instead.
+func (*ResolveRestrictionGroundResponse) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ResolveRestrictionGroundResponse) GetRestriction() *Restriction {
+	if x != nil {
+		return x.Restriction
+	}
+	return nil
+}
+
 // SubjectAttributes are facts about the subject the caller knows, which
 // eligibility rules read. Lethe does not store them.
 type SubjectAttributes struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The subject's role ("student", "teacher").
 	Role string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
-	// The subject's age in years; 0 when unknown.
+	// The subject's age in years; 0 when unknown. A purpose with a minimum
+	// age or the age of digital consent refuses an unknown age
+	// (REASON_AGE_UNKNOWN).
 	Age int32 `protobuf:"varint,2,opt,name=age,proto3" json:"age,omitempty"`
 	// The subject's country, ISO 3166-1 alpha-2, for the age of digital
-	// consent.
+	// consent. Empty: the tenant's country (the registry's
+	// TenantSettings.country); with neither, only an age that meets every
+	// EU/EEA state's age passes (REASON_AGE_UNKNOWN otherwise).
 	Country string `protobuf:"bytes,3,opt,name=country,proto3" json:"country,omitempty"`
 	// A Global Privacy Control signal accompanies the request.
 	Gpc           bool `protobuf:"varint,4,opt,name=gpc,proto3" json:"gpc,omitempty"`
@@ -2164,7 +2570,7 @@ type SubjectAttributes struct {
 
 func (x *SubjectAttributes) Reset() {
 	*x = SubjectAttributes{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2582,7 @@ func (x *SubjectAttributes) String() string {
 func (*SubjectAttributes) ProtoMessage() {}
 
 func (x *SubjectAttributes) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2595,7 @@ func (x *SubjectAttributes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubjectAttributes.ProtoReflect.Descriptor instead.
 func (*SubjectAttributes) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{24}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SubjectAttributes) GetRole() string {
@@ -2233,14 +2639,18 @@ type Decision struct {
 	Reason Reason `protobuf:"varint,4,opt,name=reason,proto3,enum=lethe.consent.v1.Reason" json:"reason,omitempty"`
 	// The consent record, objection or restriction the decision rests on,
 	// when there is one.
-	BasisId       string `protobuf:"bytes,5,opt,name=basis_id,json=basisId,proto3" json:"basis_id,omitempty"`
+	BasisId string `protobuf:"bytes,5,opt,name=basis_id,json=basisId,proto3" json:"basis_id,omitempty"`
+	// For a check at a past time: the consent records the decision rests on,
+	// oldest first (a grant and the renewals that extended it), when it rests
+	// on a consent record.
+	Records       []*ConsentRecord `protobuf:"bytes,6,rep,name=records,proto3" json:"records,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2662,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2675,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{25}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Decision) GetPurposeId() string {
@@ -2303,6 +2713,13 @@ func (x *Decision) GetBasisId() string {
 	return ""
 }
 
+func (x *Decision) GetRecords() []*ConsentRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
 // CheckRequest asks for one decision.
 type CheckRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2313,14 +2730,19 @@ type CheckRequest struct {
 	// The purpose.
 	PurposeId string `protobuf:"bytes,3,opt,name=purpose_id,json=purposeId,proto3" json:"purpose_id,omitempty"`
 	// What the caller knows of the subject.
-	Attributes    *SubjectAttributes `protobuf:"bytes,4,opt,name=attributes,proto3" json:"attributes,omitempty"`
+	Attributes *SubjectAttributes `protobuf:"bytes,4,opt,name=attributes,proto3" json:"attributes,omitempty"`
+	// Decide as of this past time, from the history: records recorded after
+	// it are ignored, expiry and notice versions are judged at it, and
+	// objections and restrictions count as they stood then. Purposes are
+	// judged as declared now. Unset: now. In the future: InvalidArgument.
+	At            *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckRequest) Reset() {
 	*x = CheckRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2332,7 +2754,7 @@ func (x *CheckRequest) String() string {
 func (*CheckRequest) ProtoMessage() {}
 
 func (x *CheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2345,7 +2767,7 @@ func (x *CheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckRequest.ProtoReflect.Descriptor instead.
 func (*CheckRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{26}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CheckRequest) GetTenantId() string {
@@ -2376,6 +2798,13 @@ func (x *CheckRequest) GetAttributes() *SubjectAttributes {
 	return nil
 }
 
+func (x *CheckRequest) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 // CheckResponse is the decision.
 type CheckResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2387,7 +2816,7 @@ type CheckResponse struct {
 
 func (x *CheckResponse) Reset() {
 	*x = CheckResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2828,7 @@ func (x *CheckResponse) String() string {
 func (*CheckResponse) ProtoMessage() {}
 
 func (x *CheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,7 +2841,7 @@ func (x *CheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
 func (*CheckResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{27}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CheckResponse) GetDecision() *Decision {
@@ -2428,14 +2857,16 @@ type CheckBatchRequest struct {
 	// The tenant.
 	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	// The questions, at most 1000.
-	Items         []*CheckBatchItem `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
+	Items []*CheckBatchItem `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
+	// Decide every question as of this past time, as CheckRequest.at does.
+	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckBatchRequest) Reset() {
 	*x = CheckBatchRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2447,7 +2878,7 @@ func (x *CheckBatchRequest) String() string {
 func (*CheckBatchRequest) ProtoMessage() {}
 
 func (x *CheckBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2460,7 +2891,7 @@ func (x *CheckBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBatchRequest.ProtoReflect.Descriptor instead.
 func (*CheckBatchRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{28}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CheckBatchRequest) GetTenantId() string {
@@ -2473,6 +2904,13 @@ func (x *CheckBatchRequest) GetTenantId() string {
 func (x *CheckBatchRequest) GetItems() []*CheckBatchItem {
 	if x != nil {
 		return x.Items
+	}
+	return nil
+}
+
+func (x *CheckBatchRequest) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
 	}
 	return nil
 }
@@ -2492,7 +2930,7 @@ type CheckBatchItem struct {
 
 func (x *CheckBatchItem) Reset() {
 	*x = CheckBatchItem{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2942,7 @@ func (x *CheckBatchItem) String() string {
 func (*CheckBatchItem) ProtoMessage() {}
 
 func (x *CheckBatchItem) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2955,7 @@ func (x *CheckBatchItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBatchItem.ProtoReflect.Descriptor instead.
 func (*CheckBatchItem) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{29}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CheckBatchItem) GetSubjectId() string {
@@ -2552,7 +2990,7 @@ type CheckBatchResponse struct {
 
 func (x *CheckBatchResponse) Reset() {
 	*x = CheckBatchResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2564,7 +3002,7 @@ func (x *CheckBatchResponse) String() string {
 func (*CheckBatchResponse) ProtoMessage() {}
 
 func (x *CheckBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2577,7 +3015,7 @@ func (x *CheckBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBatchResponse.ProtoReflect.Descriptor instead.
 func (*CheckBatchResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{30}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CheckBatchResponse) GetDecisions() []*Decision {
@@ -2608,7 +3046,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2620,7 +3058,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2633,7 +3071,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{31}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Change) GetRevision() uint64 {
@@ -2692,7 +3130,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +3142,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +3155,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{32}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchRequest) GetTenantId() string {
@@ -2745,7 +3183,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2757,7 +3195,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2770,7 +3208,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{33}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WatchResponse) GetChanges() []*Change {
@@ -2793,7 +3231,7 @@ type GetPropagationRequest struct {
 
 func (x *GetPropagationRequest) Reset() {
 	*x = GetPropagationRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2805,7 +3243,7 @@ func (x *GetPropagationRequest) String() string {
 func (*GetPropagationRequest) ProtoMessage() {}
 
 func (x *GetPropagationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2818,7 +3256,7 @@ func (x *GetPropagationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPropagationRequest.ProtoReflect.Descriptor instead.
 func (*GetPropagationRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{34}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetPropagationRequest) GetTenantId() string {
@@ -2852,7 +3290,7 @@ type PropagationTask struct {
 
 func (x *PropagationTask) Reset() {
 	*x = PropagationTask{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[35]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2864,7 +3302,7 @@ func (x *PropagationTask) String() string {
 func (*PropagationTask) ProtoMessage() {}
 
 func (x *PropagationTask) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[35]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2877,7 +3315,7 @@ func (x *PropagationTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PropagationTask.ProtoReflect.Descriptor instead.
 func (*PropagationTask) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{35}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PropagationTask) GetSystemId() string {
@@ -2929,7 +3367,7 @@ type CompleteTaskRequest struct {
 
 func (x *CompleteTaskRequest) Reset() {
 	*x = CompleteTaskRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2941,7 +3379,7 @@ func (x *CompleteTaskRequest) String() string {
 func (*CompleteTaskRequest) ProtoMessage() {}
 
 func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2954,7 +3392,7 @@ func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
 func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{36}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CompleteTaskRequest) GetRequestId() string {
@@ -3010,7 +3448,7 @@ type CompleteTaskResponse struct {
 
 func (x *CompleteTaskResponse) Reset() {
 	*x = CompleteTaskResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[37]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3022,7 +3460,7 @@ func (x *CompleteTaskResponse) String() string {
 func (*CompleteTaskResponse) ProtoMessage() {}
 
 func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[37]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3035,7 +3473,7 @@ func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
 func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{37}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CompleteTaskResponse) GetTask() *PropagationTask {
@@ -3058,7 +3496,7 @@ type GetPropagationResponse struct {
 
 func (x *GetPropagationResponse) Reset() {
 	*x = GetPropagationResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[38]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3070,7 +3508,7 @@ func (x *GetPropagationResponse) String() string {
 func (*GetPropagationResponse) ProtoMessage() {}
 
 func (x *GetPropagationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[38]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3083,7 +3521,7 @@ func (x *GetPropagationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPropagationResponse.ProtoReflect.Descriptor instead.
 func (*GetPropagationResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{38}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetPropagationResponse) GetTasks() []*PropagationTask {
@@ -3114,7 +3552,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\rNoticeVersion\x12#\n" +
 	"\aversion\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\aversion\x12E\n" +
 	"\feffective_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\veffectiveAt\x12\x1a\n" +
-	"\bmaterial\x18\x03 \x01(\bR\bmaterial\"\xa7\x04\n" +
+	"\bmaterial\x18\x03 \x01(\bR\bmaterial\"\xca\x04\n" +
 	"\aPurpose\x12B\n" +
 	"\n" +
 	"purpose_id\x18\x01 \x01(\tB#\xbaH r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$R\tpurposeId\x12\x1e\n" +
@@ -3130,7 +3568,8 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\vgpc_opt_out\x18\b \x01(\bR\tgpcOptOut\x12?\n" +
 	"\veligibility\x18\t \x01(\v2\x1d.lethe.consent.v1.EligibilityR\veligibility\x12R\n" +
 	"\x0fnotice_versions\x18\n" +
-	" \x03(\v2\x1f.lethe.consent.v1.NoticeVersionB\b\xbaH\x05\x92\x01\x02\x10dR\x0enoticeVersions\"\xd4\x01\n" +
+	" \x03(\v2\x1f.lethe.consent.v1.NoticeVersionB\b\xbaH\x05\x92\x01\x02\x10dR\x0enoticeVersions\x12!\n" +
+	"\fstorage_only\x18\v \x01(\bR\vstorageOnly\"\xd4\x01\n" +
 	"\x11PutPurposeRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -3156,7 +3595,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\bEvidence\x12 \n" +
 	"\vfingerprint\x18\x01 \x01(\fR\vfingerprint\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x10\n" +
-	"\x03gpc\x18\x03 \x01(\bR\x03gpc\"\xe9\x03\n" +
+	"\x03gpc\x18\x03 \x01(\bR\x03gpc\"\xa0\x04\n" +
 	"\rConsentRecord\x12\x1b\n" +
 	"\trecord_id\x18\x01 \x01(\tR\brecordId\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1d\n" +
@@ -3173,7 +3612,8 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x14\n" +
 	"\x05actor\x18\n" +
 	" \x01(\tR\x05actor\x126\n" +
-	"\bevidence\x18\v \x01(\v2\x1a.lethe.consent.v1.EvidenceR\bevidence\"\xcf\x03\n" +
+	"\bevidence\x18\v \x01(\v2\x1a.lethe.consent.v1.EvidenceR\bevidence\x125\n" +
+	"\bgiven_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\agivenAt\"\x90\x04\n" +
 	"\x14RecordConsentRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -3188,7 +3628,8 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x0enotice_version\x18\x06 \x01(\tB\a\xbaH\x04r\x02\x18@R\rnoticeVersion\x12F\n" +
 	"\x06method\x18\a \x01(\x0e2\".lethe.consent.v1.CollectionMethodB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06method\x12;\n" +
-	"\bevidence\x18\b \x01(\v2\x1f.lethe.consent.v1.EvidenceInputR\bevidence\"P\n" +
+	"\bevidence\x18\b \x01(\v2\x1f.lethe.consent.v1.EvidenceInputR\bevidence\x12?\n" +
+	"\bgiven_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\b\xbaH\x05\xb2\x01\x022\x00R\agivenAt\"P\n" +
 	"\x15RecordConsentResponse\x127\n" +
 	"\x06record\x18\x01 \x01(\v2\x1f.lethe.consent.v1.ConsentRecordR\x06record\"\xea\x03\n" +
 	"\x1bRecordBannerDecisionRequest\x12\x1d\n" +
@@ -3248,20 +3689,46 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"purposeIds\x12,\n" +
 	"\x05cause\x18\x06 \x01(\v2\x16.lethe.common.v1.CauseR\x05cause\"A\n" +
 	"\x18ApplyRestrictionResponse\x12%\n" +
-	"\x0erestriction_id\x18\x01 \x01(\tR\rrestrictionId\"\xd5\x01\n" +
+	"\x0erestriction_id\x18\x01 \x01(\tR\rrestrictionId\"\xa9\x02\n" +
 	"\x16LiftRestrictionRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
 	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12.\n" +
 	"\x0erestriction_id\x18\x03 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\rrestrictionId\x12,\n" +
-	"\x05cause\x18\x04 \x01(\v2\x16.lethe.common.v1.CauseR\x05cause\"\x19\n" +
-	"\x17LiftRestrictionResponse\"\x90\x01\n" +
+	"\x05cause\x18\x04 \x01(\v2\x16.lethe.common.v1.CauseR\x05cause\x12R\n" +
+	"\x13subject_informed_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x11subjectInformedAt\"Z\n" +
+	"\x17LiftRestrictionResponse\x12?\n" +
+	"\vrestriction\x18\x01 \x01(\v2\x1d.lethe.consent.v1.RestrictionR\vrestriction\"\xe6\x03\n" +
+	"\vRestriction\x12%\n" +
+	"\x0erestriction_id\x18\x01 \x01(\tR\rrestrictionId\x12\x1d\n" +
+	"\n" +
+	"subject_id\x18\x02 \x01(\tR\tsubjectId\x12:\n" +
+	"\x06ground\x18\x03 \x01(\x0e2\".lethe.events.v1.RestrictionGroundR\x06ground\x12\x1f\n" +
+	"\vpurpose_ids\x18\x04 \x03(\tR\n" +
+	"purposeIds\x129\n" +
+	"\n" +
+	"applied_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tappliedAt\x127\n" +
+	"\tlifted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bliftedAt\x12J\n" +
+	"\x13subject_informed_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x11subjectInformedAt\x12Q\n" +
+	"\x0eground_outcome\x18\b \x01(\x0e2*.lethe.consent.v1.RestrictionGroundOutcomeR\rgroundOutcome\x12!\n" +
+	"\fobjection_id\x18\t \x01(\tR\vobjectionId\"\x84\x03\n" +
+	"\x1fResolveRestrictionGroundRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
+	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12.\n" +
+	"\x0erestriction_id\x18\x03 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\rrestrictionId\x12P\n" +
+	"\aoutcome\x18\x04 \x01(\x0e2*.lethe.consent.v1.RestrictionGroundOutcomeB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\aoutcome\x12R\n" +
+	"\x13subject_informed_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x11subjectInformedAt\x12,\n" +
+	"\x05cause\x18\x06 \x01(\v2\x16.lethe.common.v1.CauseR\x05cause\"c\n" +
+	" ResolveRestrictionGroundResponse\x12?\n" +
+	"\vrestriction\x18\x01 \x01(\v2\x1d.lethe.consent.v1.RestrictionR\vrestriction\"\x90\x01\n" +
 	"\x11SubjectAttributes\x12\x1b\n" +
 	"\x04role\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x18@R\x04role\x12\x1c\n" +
 	"\x03age\x18\x02 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\x96\x01(\x00R\x03age\x12.\n" +
 	"\acountry\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f2\r^([A-Z]{2})?$R\acountry\x12\x10\n" +
-	"\x03gpc\x18\x04 \x01(\bR\x03gpc\"\xaf\x01\n" +
+	"\x03gpc\x18\x04 \x01(\bR\x03gpc\"\xea\x01\n" +
 	"\bDecision\x12\x1d\n" +
 	"\n" +
 	"purpose_id\x18\x01 \x01(\tR\tpurposeId\x12\x1d\n" +
@@ -3269,7 +3736,8 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"subject_id\x18\x02 \x01(\tR\tsubjectId\x12\x18\n" +
 	"\aallowed\x18\x03 \x01(\bR\aallowed\x120\n" +
 	"\x06reason\x18\x04 \x01(\x0e2\x18.lethe.consent.v1.ReasonR\x06reason\x12\x19\n" +
-	"\bbasis_id\x18\x05 \x01(\tR\abasisId\"\xe9\x01\n" +
+	"\bbasis_id\x18\x05 \x01(\tR\abasisId\x129\n" +
+	"\arecords\x18\x06 \x03(\v2\x1f.lethe.consent.v1.ConsentRecordR\arecords\"\x95\x02\n" +
 	"\fCheckRequest\x12>\n" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12)\n" +
 	"\n" +
@@ -3280,12 +3748,14 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\tpurposeId\x12C\n" +
 	"\n" +
 	"attributes\x18\x04 \x01(\v2#.lethe.consent.v1.SubjectAttributesR\n" +
-	"attributes\"G\n" +
+	"attributes\x12*\n" +
+	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"G\n" +
 	"\rCheckResponse\x126\n" +
-	"\bdecision\x18\x01 \x01(\v2\x1a.lethe.consent.v1.DecisionR\bdecision\"\x98\x01\n" +
+	"\bdecision\x18\x01 \x01(\v2\x1a.lethe.consent.v1.DecisionR\bdecision\"\xc4\x01\n" +
 	"\x11CheckBatchRequest\x12>\n" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12C\n" +
-	"\x05items\x18\x02 \x03(\v2 .lethe.consent.v1.CheckBatchItemB\v\xbaH\b\x92\x01\x05\b\x01\x10\xe8\aR\x05items\"\xab\x01\n" +
+	"\x05items\x18\x02 \x03(\v2 .lethe.consent.v1.CheckBatchItemB\v\xbaH\b\x92\x01\x05\b\x01\x10\xe8\aR\x05items\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xab\x01\n" +
 	"\x0eCheckBatchItem\x12)\n" +
 	"\n" +
 	"subject_id\x18\x01 \x01(\tB\n" +
@@ -3350,7 +3820,14 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x19BANNER_CHOICE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18BANNER_CHOICE_ACCEPT_ALL\x10\x01\x12!\n" +
 	"\x1dBANNER_CHOICE_ACCEPT_SELECTED\x10\x02\x12\x1c\n" +
-	"\x18BANNER_CHOICE_REJECT_ALL\x10\x03*\xa3\x03\n" +
+	"\x18BANNER_CHOICE_REJECT_ALL\x10\x03*\xbc\x02\n" +
+	"\x18RestrictionGroundOutcome\x12*\n" +
+	"&RESTRICTION_GROUND_OUTCOME_UNSPECIFIED\x10\x00\x120\n" +
+	",RESTRICTION_GROUND_OUTCOME_ACCURACY_VERIFIED\x10\x01\x12-\n" +
+	")RESTRICTION_GROUND_OUTCOME_DATA_RECTIFIED\x10\x02\x12/\n" +
+	"+RESTRICTION_GROUND_OUTCOME_GROUNDS_OVERRIDE\x10\x03\x12/\n" +
+	"+RESTRICTION_GROUND_OUTCOME_OBJECTION_UPHELD\x10\x04\x121\n" +
+	"-RESTRICTION_GROUND_OUTCOME_LEGAL_CLAIMS_ENDED\x10\x05*\xbb\x03\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eREASON_GRANTED\x10\x01\x12\x16\n" +
@@ -3369,7 +3846,8 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x1aREASON_LEGITIMATE_INTEREST\x10\r\x12\x13\n" +
 	"\x0fREASON_CONTRACT\x10\x0e\x12\x1c\n" +
 	"\x18REASON_OTHER_LEGAL_BASIS\x10\x0f\x12\x1a\n" +
-	"\x16REASON_UNKNOWN_PURPOSE\x10\x10*\xfa\x01\n" +
+	"\x16REASON_UNKNOWN_PURPOSE\x10\x10\x12\x16\n" +
+	"\x12REASON_AGE_UNKNOWN\x10\x11*\xfa\x01\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12 \n" +
@@ -3383,7 +3861,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fTASK_STATE_OPEN\x10\x01\x12\x16\n" +
 	"\x12TASK_STATE_STALLED\x10\x02\x12\x14\n" +
-	"\x10TASK_STATE_FINAL\x10\x032\x8f\v\n" +
+	"\x10TASK_STATE_FINAL\x10\x032\x93\f\n" +
 	"\x0eConsentService\x12W\n" +
 	"\n" +
 	"PutPurpose\x12#.lethe.consent.v1.PutPurposeRequest\x1a$.lethe.consent.v1.PutPurposeResponse\x12b\n" +
@@ -3394,7 +3872,8 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x12ListConsentHistory\x12+.lethe.consent.v1.ListConsentHistoryRequest\x1a,.lethe.consent.v1.ListConsentHistoryResponse\"\x03\x90\x02\x01\x12f\n" +
 	"\x0fRecordObjection\x12(.lethe.consent.v1.RecordObjectionRequest\x1a).lethe.consent.v1.RecordObjectionResponse\x12i\n" +
 	"\x10ApplyRestriction\x12).lethe.consent.v1.ApplyRestrictionRequest\x1a*.lethe.consent.v1.ApplyRestrictionResponse\x12f\n" +
-	"\x0fLiftRestriction\x12(.lethe.consent.v1.LiftRestrictionRequest\x1a).lethe.consent.v1.LiftRestrictionResponse\x12M\n" +
+	"\x0fLiftRestriction\x12(.lethe.consent.v1.LiftRestrictionRequest\x1a).lethe.consent.v1.LiftRestrictionResponse\x12\x81\x01\n" +
+	"\x18ResolveRestrictionGround\x121.lethe.consent.v1.ResolveRestrictionGroundRequest\x1a2.lethe.consent.v1.ResolveRestrictionGroundResponse\x12M\n" +
 	"\x05Check\x12\x1e.lethe.consent.v1.CheckRequest\x1a\x1f.lethe.consent.v1.CheckResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\n" +
 	"CheckBatch\x12#.lethe.consent.v1.CheckBatchRequest\x1a$.lethe.consent.v1.CheckBatchResponse\"\x03\x90\x02\x01\x12O\n" +
@@ -3415,138 +3894,160 @@ func file_lethe_consent_v1_consent_proto_rawDescGZIP() []byte {
 	return file_lethe_consent_v1_consent_proto_rawDescData
 }
 
-var file_lethe_consent_v1_consent_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_lethe_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_lethe_consent_v1_consent_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_lethe_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_lethe_consent_v1_consent_proto_goTypes = []any{
-	(ConsentAction)(0),                   // 0: lethe.consent.v1.ConsentAction
-	(CollectionMethod)(0),                // 1: lethe.consent.v1.CollectionMethod
-	(BannerChoice)(0),                    // 2: lethe.consent.v1.BannerChoice
-	(Reason)(0),                          // 3: lethe.consent.v1.Reason
-	(ChangeKind)(0),                      // 4: lethe.consent.v1.ChangeKind
-	(TaskState)(0),                       // 5: lethe.consent.v1.TaskState
-	(*Eligibility)(nil),                  // 6: lethe.consent.v1.Eligibility
-	(*NoticeVersion)(nil),                // 7: lethe.consent.v1.NoticeVersion
-	(*Purpose)(nil),                      // 8: lethe.consent.v1.Purpose
-	(*PutPurposeRequest)(nil),            // 9: lethe.consent.v1.PutPurposeRequest
-	(*PutPurposeResponse)(nil),           // 10: lethe.consent.v1.PutPurposeResponse
-	(*ListPurposesRequest)(nil),          // 11: lethe.consent.v1.ListPurposesRequest
-	(*ListPurposesResponse)(nil),         // 12: lethe.consent.v1.ListPurposesResponse
-	(*EvidenceInput)(nil),                // 13: lethe.consent.v1.EvidenceInput
-	(*Evidence)(nil),                     // 14: lethe.consent.v1.Evidence
-	(*ConsentRecord)(nil),                // 15: lethe.consent.v1.ConsentRecord
-	(*RecordConsentRequest)(nil),         // 16: lethe.consent.v1.RecordConsentRequest
-	(*RecordConsentResponse)(nil),        // 17: lethe.consent.v1.RecordConsentResponse
-	(*RecordBannerDecisionRequest)(nil),  // 18: lethe.consent.v1.RecordBannerDecisionRequest
-	(*RecordBannerDecisionResponse)(nil), // 19: lethe.consent.v1.RecordBannerDecisionResponse
-	(*DestroyEvidenceKeyRequest)(nil),    // 20: lethe.consent.v1.DestroyEvidenceKeyRequest
-	(*DestroyEvidenceKeyResponse)(nil),   // 21: lethe.consent.v1.DestroyEvidenceKeyResponse
-	(*ListConsentHistoryRequest)(nil),    // 22: lethe.consent.v1.ListConsentHistoryRequest
-	(*ListConsentHistoryResponse)(nil),   // 23: lethe.consent.v1.ListConsentHistoryResponse
-	(*RecordObjectionRequest)(nil),       // 24: lethe.consent.v1.RecordObjectionRequest
-	(*RecordObjectionResponse)(nil),      // 25: lethe.consent.v1.RecordObjectionResponse
-	(*ApplyRestrictionRequest)(nil),      // 26: lethe.consent.v1.ApplyRestrictionRequest
-	(*ApplyRestrictionResponse)(nil),     // 27: lethe.consent.v1.ApplyRestrictionResponse
-	(*LiftRestrictionRequest)(nil),       // 28: lethe.consent.v1.LiftRestrictionRequest
-	(*LiftRestrictionResponse)(nil),      // 29: lethe.consent.v1.LiftRestrictionResponse
-	(*SubjectAttributes)(nil),            // 30: lethe.consent.v1.SubjectAttributes
-	(*Decision)(nil),                     // 31: lethe.consent.v1.Decision
-	(*CheckRequest)(nil),                 // 32: lethe.consent.v1.CheckRequest
-	(*CheckResponse)(nil),                // 33: lethe.consent.v1.CheckResponse
-	(*CheckBatchRequest)(nil),            // 34: lethe.consent.v1.CheckBatchRequest
-	(*CheckBatchItem)(nil),               // 35: lethe.consent.v1.CheckBatchItem
-	(*CheckBatchResponse)(nil),           // 36: lethe.consent.v1.CheckBatchResponse
-	(*Change)(nil),                       // 37: lethe.consent.v1.Change
-	(*WatchRequest)(nil),                 // 38: lethe.consent.v1.WatchRequest
-	(*WatchResponse)(nil),                // 39: lethe.consent.v1.WatchResponse
-	(*GetPropagationRequest)(nil),        // 40: lethe.consent.v1.GetPropagationRequest
-	(*PropagationTask)(nil),              // 41: lethe.consent.v1.PropagationTask
-	(*CompleteTaskRequest)(nil),          // 42: lethe.consent.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),         // 43: lethe.consent.v1.CompleteTaskResponse
-	(*GetPropagationResponse)(nil),       // 44: lethe.consent.v1.GetPropagationResponse
-	(*timestamppb.Timestamp)(nil),        // 45: google.protobuf.Timestamp
-	(v1.LegalBasis)(0),                   // 46: lethe.common.v1.LegalBasis
-	(*durationpb.Duration)(nil),          // 47: google.protobuf.Duration
-	(v11.ObjectionScope)(0),              // 48: lethe.events.v1.ObjectionScope
-	(*v1.Cause)(nil),                     // 49: lethe.common.v1.Cause
-	(v11.RestrictionGround)(0),           // 50: lethe.events.v1.RestrictionGround
-	(v11.OutcomeKind)(0),                 // 51: lethe.events.v1.OutcomeKind
+	(ConsentAction)(0),                       // 0: lethe.consent.v1.ConsentAction
+	(CollectionMethod)(0),                    // 1: lethe.consent.v1.CollectionMethod
+	(BannerChoice)(0),                        // 2: lethe.consent.v1.BannerChoice
+	(RestrictionGroundOutcome)(0),            // 3: lethe.consent.v1.RestrictionGroundOutcome
+	(Reason)(0),                              // 4: lethe.consent.v1.Reason
+	(ChangeKind)(0),                          // 5: lethe.consent.v1.ChangeKind
+	(TaskState)(0),                           // 6: lethe.consent.v1.TaskState
+	(*Eligibility)(nil),                      // 7: lethe.consent.v1.Eligibility
+	(*NoticeVersion)(nil),                    // 8: lethe.consent.v1.NoticeVersion
+	(*Purpose)(nil),                          // 9: lethe.consent.v1.Purpose
+	(*PutPurposeRequest)(nil),                // 10: lethe.consent.v1.PutPurposeRequest
+	(*PutPurposeResponse)(nil),               // 11: lethe.consent.v1.PutPurposeResponse
+	(*ListPurposesRequest)(nil),              // 12: lethe.consent.v1.ListPurposesRequest
+	(*ListPurposesResponse)(nil),             // 13: lethe.consent.v1.ListPurposesResponse
+	(*EvidenceInput)(nil),                    // 14: lethe.consent.v1.EvidenceInput
+	(*Evidence)(nil),                         // 15: lethe.consent.v1.Evidence
+	(*ConsentRecord)(nil),                    // 16: lethe.consent.v1.ConsentRecord
+	(*RecordConsentRequest)(nil),             // 17: lethe.consent.v1.RecordConsentRequest
+	(*RecordConsentResponse)(nil),            // 18: lethe.consent.v1.RecordConsentResponse
+	(*RecordBannerDecisionRequest)(nil),      // 19: lethe.consent.v1.RecordBannerDecisionRequest
+	(*RecordBannerDecisionResponse)(nil),     // 20: lethe.consent.v1.RecordBannerDecisionResponse
+	(*DestroyEvidenceKeyRequest)(nil),        // 21: lethe.consent.v1.DestroyEvidenceKeyRequest
+	(*DestroyEvidenceKeyResponse)(nil),       // 22: lethe.consent.v1.DestroyEvidenceKeyResponse
+	(*ListConsentHistoryRequest)(nil),        // 23: lethe.consent.v1.ListConsentHistoryRequest
+	(*ListConsentHistoryResponse)(nil),       // 24: lethe.consent.v1.ListConsentHistoryResponse
+	(*RecordObjectionRequest)(nil),           // 25: lethe.consent.v1.RecordObjectionRequest
+	(*RecordObjectionResponse)(nil),          // 26: lethe.consent.v1.RecordObjectionResponse
+	(*ApplyRestrictionRequest)(nil),          // 27: lethe.consent.v1.ApplyRestrictionRequest
+	(*ApplyRestrictionResponse)(nil),         // 28: lethe.consent.v1.ApplyRestrictionResponse
+	(*LiftRestrictionRequest)(nil),           // 29: lethe.consent.v1.LiftRestrictionRequest
+	(*LiftRestrictionResponse)(nil),          // 30: lethe.consent.v1.LiftRestrictionResponse
+	(*Restriction)(nil),                      // 31: lethe.consent.v1.Restriction
+	(*ResolveRestrictionGroundRequest)(nil),  // 32: lethe.consent.v1.ResolveRestrictionGroundRequest
+	(*ResolveRestrictionGroundResponse)(nil), // 33: lethe.consent.v1.ResolveRestrictionGroundResponse
+	(*SubjectAttributes)(nil),                // 34: lethe.consent.v1.SubjectAttributes
+	(*Decision)(nil),                         // 35: lethe.consent.v1.Decision
+	(*CheckRequest)(nil),                     // 36: lethe.consent.v1.CheckRequest
+	(*CheckResponse)(nil),                    // 37: lethe.consent.v1.CheckResponse
+	(*CheckBatchRequest)(nil),                // 38: lethe.consent.v1.CheckBatchRequest
+	(*CheckBatchItem)(nil),                   // 39: lethe.consent.v1.CheckBatchItem
+	(*CheckBatchResponse)(nil),               // 40: lethe.consent.v1.CheckBatchResponse
+	(*Change)(nil),                           // 41: lethe.consent.v1.Change
+	(*WatchRequest)(nil),                     // 42: lethe.consent.v1.WatchRequest
+	(*WatchResponse)(nil),                    // 43: lethe.consent.v1.WatchResponse
+	(*GetPropagationRequest)(nil),            // 44: lethe.consent.v1.GetPropagationRequest
+	(*PropagationTask)(nil),                  // 45: lethe.consent.v1.PropagationTask
+	(*CompleteTaskRequest)(nil),              // 46: lethe.consent.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),             // 47: lethe.consent.v1.CompleteTaskResponse
+	(*GetPropagationResponse)(nil),           // 48: lethe.consent.v1.GetPropagationResponse
+	(*timestamppb.Timestamp)(nil),            // 49: google.protobuf.Timestamp
+	(v1.LegalBasis)(0),                       // 50: lethe.common.v1.LegalBasis
+	(*durationpb.Duration)(nil),              // 51: google.protobuf.Duration
+	(v11.ObjectionScope)(0),                  // 52: lethe.events.v1.ObjectionScope
+	(*v1.Cause)(nil),                         // 53: lethe.common.v1.Cause
+	(v11.RestrictionGround)(0),               // 54: lethe.events.v1.RestrictionGround
+	(v11.OutcomeKind)(0),                     // 55: lethe.events.v1.OutcomeKind
 }
 var file_lethe_consent_v1_consent_proto_depIdxs = []int32{
-	45, // 0: lethe.consent.v1.NoticeVersion.effective_at:type_name -> google.protobuf.Timestamp
-	46, // 1: lethe.consent.v1.Purpose.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	47, // 2: lethe.consent.v1.Purpose.default_lifetime:type_name -> google.protobuf.Duration
-	6,  // 3: lethe.consent.v1.Purpose.eligibility:type_name -> lethe.consent.v1.Eligibility
-	7,  // 4: lethe.consent.v1.Purpose.notice_versions:type_name -> lethe.consent.v1.NoticeVersion
-	8,  // 5: lethe.consent.v1.PutPurposeRequest.purpose:type_name -> lethe.consent.v1.Purpose
-	8,  // 6: lethe.consent.v1.PutPurposeResponse.purpose:type_name -> lethe.consent.v1.Purpose
-	8,  // 7: lethe.consent.v1.ListPurposesResponse.purposes:type_name -> lethe.consent.v1.Purpose
+	49, // 0: lethe.consent.v1.NoticeVersion.effective_at:type_name -> google.protobuf.Timestamp
+	50, // 1: lethe.consent.v1.Purpose.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	51, // 2: lethe.consent.v1.Purpose.default_lifetime:type_name -> google.protobuf.Duration
+	7,  // 3: lethe.consent.v1.Purpose.eligibility:type_name -> lethe.consent.v1.Eligibility
+	8,  // 4: lethe.consent.v1.Purpose.notice_versions:type_name -> lethe.consent.v1.NoticeVersion
+	9,  // 5: lethe.consent.v1.PutPurposeRequest.purpose:type_name -> lethe.consent.v1.Purpose
+	9,  // 6: lethe.consent.v1.PutPurposeResponse.purpose:type_name -> lethe.consent.v1.Purpose
+	9,  // 7: lethe.consent.v1.ListPurposesResponse.purposes:type_name -> lethe.consent.v1.Purpose
 	0,  // 8: lethe.consent.v1.ConsentRecord.action:type_name -> lethe.consent.v1.ConsentAction
 	1,  // 9: lethe.consent.v1.ConsentRecord.method:type_name -> lethe.consent.v1.CollectionMethod
-	45, // 10: lethe.consent.v1.ConsentRecord.recorded_at:type_name -> google.protobuf.Timestamp
-	45, // 11: lethe.consent.v1.ConsentRecord.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 12: lethe.consent.v1.ConsentRecord.evidence:type_name -> lethe.consent.v1.Evidence
-	0,  // 13: lethe.consent.v1.RecordConsentRequest.action:type_name -> lethe.consent.v1.ConsentAction
-	1,  // 14: lethe.consent.v1.RecordConsentRequest.method:type_name -> lethe.consent.v1.CollectionMethod
-	13, // 15: lethe.consent.v1.RecordConsentRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
-	15, // 16: lethe.consent.v1.RecordConsentResponse.record:type_name -> lethe.consent.v1.ConsentRecord
-	2,  // 17: lethe.consent.v1.RecordBannerDecisionRequest.choice:type_name -> lethe.consent.v1.BannerChoice
-	13, // 18: lethe.consent.v1.RecordBannerDecisionRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
-	15, // 19: lethe.consent.v1.RecordBannerDecisionResponse.records:type_name -> lethe.consent.v1.ConsentRecord
-	15, // 20: lethe.consent.v1.ListConsentHistoryResponse.records:type_name -> lethe.consent.v1.ConsentRecord
-	48, // 21: lethe.consent.v1.RecordObjectionRequest.scope:type_name -> lethe.events.v1.ObjectionScope
-	49, // 22: lethe.consent.v1.RecordObjectionRequest.cause:type_name -> lethe.common.v1.Cause
-	50, // 23: lethe.consent.v1.ApplyRestrictionRequest.ground:type_name -> lethe.events.v1.RestrictionGround
-	49, // 24: lethe.consent.v1.ApplyRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
-	49, // 25: lethe.consent.v1.LiftRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
-	3,  // 26: lethe.consent.v1.Decision.reason:type_name -> lethe.consent.v1.Reason
-	30, // 27: lethe.consent.v1.CheckRequest.attributes:type_name -> lethe.consent.v1.SubjectAttributes
-	31, // 28: lethe.consent.v1.CheckResponse.decision:type_name -> lethe.consent.v1.Decision
-	35, // 29: lethe.consent.v1.CheckBatchRequest.items:type_name -> lethe.consent.v1.CheckBatchItem
-	30, // 30: lethe.consent.v1.CheckBatchItem.attributes:type_name -> lethe.consent.v1.SubjectAttributes
-	31, // 31: lethe.consent.v1.CheckBatchResponse.decisions:type_name -> lethe.consent.v1.Decision
-	4,  // 32: lethe.consent.v1.Change.kind:type_name -> lethe.consent.v1.ChangeKind
-	45, // 33: lethe.consent.v1.Change.at:type_name -> google.protobuf.Timestamp
-	37, // 34: lethe.consent.v1.WatchResponse.changes:type_name -> lethe.consent.v1.Change
-	49, // 35: lethe.consent.v1.GetPropagationRequest.cause:type_name -> lethe.common.v1.Cause
-	5,  // 36: lethe.consent.v1.PropagationTask.state:type_name -> lethe.consent.v1.TaskState
-	51, // 37: lethe.consent.v1.PropagationTask.outcome:type_name -> lethe.events.v1.OutcomeKind
-	49, // 38: lethe.consent.v1.CompleteTaskRequest.cause:type_name -> lethe.common.v1.Cause
-	51, // 39: lethe.consent.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
-	41, // 40: lethe.consent.v1.CompleteTaskResponse.task:type_name -> lethe.consent.v1.PropagationTask
-	41, // 41: lethe.consent.v1.GetPropagationResponse.tasks:type_name -> lethe.consent.v1.PropagationTask
-	9,  // 42: lethe.consent.v1.ConsentService.PutPurpose:input_type -> lethe.consent.v1.PutPurposeRequest
-	11, // 43: lethe.consent.v1.ConsentService.ListPurposes:input_type -> lethe.consent.v1.ListPurposesRequest
-	16, // 44: lethe.consent.v1.ConsentService.RecordConsent:input_type -> lethe.consent.v1.RecordConsentRequest
-	18, // 45: lethe.consent.v1.ConsentService.RecordBannerDecision:input_type -> lethe.consent.v1.RecordBannerDecisionRequest
-	20, // 46: lethe.consent.v1.ConsentService.DestroyEvidenceKey:input_type -> lethe.consent.v1.DestroyEvidenceKeyRequest
-	22, // 47: lethe.consent.v1.ConsentService.ListConsentHistory:input_type -> lethe.consent.v1.ListConsentHistoryRequest
-	24, // 48: lethe.consent.v1.ConsentService.RecordObjection:input_type -> lethe.consent.v1.RecordObjectionRequest
-	26, // 49: lethe.consent.v1.ConsentService.ApplyRestriction:input_type -> lethe.consent.v1.ApplyRestrictionRequest
-	28, // 50: lethe.consent.v1.ConsentService.LiftRestriction:input_type -> lethe.consent.v1.LiftRestrictionRequest
-	32, // 51: lethe.consent.v1.ConsentService.Check:input_type -> lethe.consent.v1.CheckRequest
-	34, // 52: lethe.consent.v1.ConsentService.CheckBatch:input_type -> lethe.consent.v1.CheckBatchRequest
-	38, // 53: lethe.consent.v1.ConsentService.Watch:input_type -> lethe.consent.v1.WatchRequest
-	40, // 54: lethe.consent.v1.ConsentService.GetPropagation:input_type -> lethe.consent.v1.GetPropagationRequest
-	42, // 55: lethe.consent.v1.ConsentService.CompleteTask:input_type -> lethe.consent.v1.CompleteTaskRequest
-	10, // 56: lethe.consent.v1.ConsentService.PutPurpose:output_type -> lethe.consent.v1.PutPurposeResponse
-	12, // 57: lethe.consent.v1.ConsentService.ListPurposes:output_type -> lethe.consent.v1.ListPurposesResponse
-	17, // 58: lethe.consent.v1.ConsentService.RecordConsent:output_type -> lethe.consent.v1.RecordConsentResponse
-	19, // 59: lethe.consent.v1.ConsentService.RecordBannerDecision:output_type -> lethe.consent.v1.RecordBannerDecisionResponse
-	21, // 60: lethe.consent.v1.ConsentService.DestroyEvidenceKey:output_type -> lethe.consent.v1.DestroyEvidenceKeyResponse
-	23, // 61: lethe.consent.v1.ConsentService.ListConsentHistory:output_type -> lethe.consent.v1.ListConsentHistoryResponse
-	25, // 62: lethe.consent.v1.ConsentService.RecordObjection:output_type -> lethe.consent.v1.RecordObjectionResponse
-	27, // 63: lethe.consent.v1.ConsentService.ApplyRestriction:output_type -> lethe.consent.v1.ApplyRestrictionResponse
-	29, // 64: lethe.consent.v1.ConsentService.LiftRestriction:output_type -> lethe.consent.v1.LiftRestrictionResponse
-	33, // 65: lethe.consent.v1.ConsentService.Check:output_type -> lethe.consent.v1.CheckResponse
-	36, // 66: lethe.consent.v1.ConsentService.CheckBatch:output_type -> lethe.consent.v1.CheckBatchResponse
-	39, // 67: lethe.consent.v1.ConsentService.Watch:output_type -> lethe.consent.v1.WatchResponse
-	44, // 68: lethe.consent.v1.ConsentService.GetPropagation:output_type -> lethe.consent.v1.GetPropagationResponse
-	43, // 69: lethe.consent.v1.ConsentService.CompleteTask:output_type -> lethe.consent.v1.CompleteTaskResponse
-	56, // [56:70] is the sub-list for method output_type
-	42, // [42:56] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	49, // 10: lethe.consent.v1.ConsentRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	49, // 11: lethe.consent.v1.ConsentRecord.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 12: lethe.consent.v1.ConsentRecord.evidence:type_name -> lethe.consent.v1.Evidence
+	49, // 13: lethe.consent.v1.ConsentRecord.given_at:type_name -> google.protobuf.Timestamp
+	0,  // 14: lethe.consent.v1.RecordConsentRequest.action:type_name -> lethe.consent.v1.ConsentAction
+	1,  // 15: lethe.consent.v1.RecordConsentRequest.method:type_name -> lethe.consent.v1.CollectionMethod
+	14, // 16: lethe.consent.v1.RecordConsentRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
+	49, // 17: lethe.consent.v1.RecordConsentRequest.given_at:type_name -> google.protobuf.Timestamp
+	16, // 18: lethe.consent.v1.RecordConsentResponse.record:type_name -> lethe.consent.v1.ConsentRecord
+	2,  // 19: lethe.consent.v1.RecordBannerDecisionRequest.choice:type_name -> lethe.consent.v1.BannerChoice
+	14, // 20: lethe.consent.v1.RecordBannerDecisionRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
+	16, // 21: lethe.consent.v1.RecordBannerDecisionResponse.records:type_name -> lethe.consent.v1.ConsentRecord
+	16, // 22: lethe.consent.v1.ListConsentHistoryResponse.records:type_name -> lethe.consent.v1.ConsentRecord
+	52, // 23: lethe.consent.v1.RecordObjectionRequest.scope:type_name -> lethe.events.v1.ObjectionScope
+	53, // 24: lethe.consent.v1.RecordObjectionRequest.cause:type_name -> lethe.common.v1.Cause
+	54, // 25: lethe.consent.v1.ApplyRestrictionRequest.ground:type_name -> lethe.events.v1.RestrictionGround
+	53, // 26: lethe.consent.v1.ApplyRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
+	53, // 27: lethe.consent.v1.LiftRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
+	49, // 28: lethe.consent.v1.LiftRestrictionRequest.subject_informed_at:type_name -> google.protobuf.Timestamp
+	31, // 29: lethe.consent.v1.LiftRestrictionResponse.restriction:type_name -> lethe.consent.v1.Restriction
+	54, // 30: lethe.consent.v1.Restriction.ground:type_name -> lethe.events.v1.RestrictionGround
+	49, // 31: lethe.consent.v1.Restriction.applied_at:type_name -> google.protobuf.Timestamp
+	49, // 32: lethe.consent.v1.Restriction.lifted_at:type_name -> google.protobuf.Timestamp
+	49, // 33: lethe.consent.v1.Restriction.subject_informed_at:type_name -> google.protobuf.Timestamp
+	3,  // 34: lethe.consent.v1.Restriction.ground_outcome:type_name -> lethe.consent.v1.RestrictionGroundOutcome
+	3,  // 35: lethe.consent.v1.ResolveRestrictionGroundRequest.outcome:type_name -> lethe.consent.v1.RestrictionGroundOutcome
+	49, // 36: lethe.consent.v1.ResolveRestrictionGroundRequest.subject_informed_at:type_name -> google.protobuf.Timestamp
+	53, // 37: lethe.consent.v1.ResolveRestrictionGroundRequest.cause:type_name -> lethe.common.v1.Cause
+	31, // 38: lethe.consent.v1.ResolveRestrictionGroundResponse.restriction:type_name -> lethe.consent.v1.Restriction
+	4,  // 39: lethe.consent.v1.Decision.reason:type_name -> lethe.consent.v1.Reason
+	16, // 40: lethe.consent.v1.Decision.records:type_name -> lethe.consent.v1.ConsentRecord
+	34, // 41: lethe.consent.v1.CheckRequest.attributes:type_name -> lethe.consent.v1.SubjectAttributes
+	49, // 42: lethe.consent.v1.CheckRequest.at:type_name -> google.protobuf.Timestamp
+	35, // 43: lethe.consent.v1.CheckResponse.decision:type_name -> lethe.consent.v1.Decision
+	39, // 44: lethe.consent.v1.CheckBatchRequest.items:type_name -> lethe.consent.v1.CheckBatchItem
+	49, // 45: lethe.consent.v1.CheckBatchRequest.at:type_name -> google.protobuf.Timestamp
+	34, // 46: lethe.consent.v1.CheckBatchItem.attributes:type_name -> lethe.consent.v1.SubjectAttributes
+	35, // 47: lethe.consent.v1.CheckBatchResponse.decisions:type_name -> lethe.consent.v1.Decision
+	5,  // 48: lethe.consent.v1.Change.kind:type_name -> lethe.consent.v1.ChangeKind
+	49, // 49: lethe.consent.v1.Change.at:type_name -> google.protobuf.Timestamp
+	41, // 50: lethe.consent.v1.WatchResponse.changes:type_name -> lethe.consent.v1.Change
+	53, // 51: lethe.consent.v1.GetPropagationRequest.cause:type_name -> lethe.common.v1.Cause
+	6,  // 52: lethe.consent.v1.PropagationTask.state:type_name -> lethe.consent.v1.TaskState
+	55, // 53: lethe.consent.v1.PropagationTask.outcome:type_name -> lethe.events.v1.OutcomeKind
+	53, // 54: lethe.consent.v1.CompleteTaskRequest.cause:type_name -> lethe.common.v1.Cause
+	55, // 55: lethe.consent.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
+	45, // 56: lethe.consent.v1.CompleteTaskResponse.task:type_name -> lethe.consent.v1.PropagationTask
+	45, // 57: lethe.consent.v1.GetPropagationResponse.tasks:type_name -> lethe.consent.v1.PropagationTask
+	10, // 58: lethe.consent.v1.ConsentService.PutPurpose:input_type -> lethe.consent.v1.PutPurposeRequest
+	12, // 59: lethe.consent.v1.ConsentService.ListPurposes:input_type -> lethe.consent.v1.ListPurposesRequest
+	17, // 60: lethe.consent.v1.ConsentService.RecordConsent:input_type -> lethe.consent.v1.RecordConsentRequest
+	19, // 61: lethe.consent.v1.ConsentService.RecordBannerDecision:input_type -> lethe.consent.v1.RecordBannerDecisionRequest
+	21, // 62: lethe.consent.v1.ConsentService.DestroyEvidenceKey:input_type -> lethe.consent.v1.DestroyEvidenceKeyRequest
+	23, // 63: lethe.consent.v1.ConsentService.ListConsentHistory:input_type -> lethe.consent.v1.ListConsentHistoryRequest
+	25, // 64: lethe.consent.v1.ConsentService.RecordObjection:input_type -> lethe.consent.v1.RecordObjectionRequest
+	27, // 65: lethe.consent.v1.ConsentService.ApplyRestriction:input_type -> lethe.consent.v1.ApplyRestrictionRequest
+	29, // 66: lethe.consent.v1.ConsentService.LiftRestriction:input_type -> lethe.consent.v1.LiftRestrictionRequest
+	32, // 67: lethe.consent.v1.ConsentService.ResolveRestrictionGround:input_type -> lethe.consent.v1.ResolveRestrictionGroundRequest
+	36, // 68: lethe.consent.v1.ConsentService.Check:input_type -> lethe.consent.v1.CheckRequest
+	38, // 69: lethe.consent.v1.ConsentService.CheckBatch:input_type -> lethe.consent.v1.CheckBatchRequest
+	42, // 70: lethe.consent.v1.ConsentService.Watch:input_type -> lethe.consent.v1.WatchRequest
+	44, // 71: lethe.consent.v1.ConsentService.GetPropagation:input_type -> lethe.consent.v1.GetPropagationRequest
+	46, // 72: lethe.consent.v1.ConsentService.CompleteTask:input_type -> lethe.consent.v1.CompleteTaskRequest
+	11, // 73: lethe.consent.v1.ConsentService.PutPurpose:output_type -> lethe.consent.v1.PutPurposeResponse
+	13, // 74: lethe.consent.v1.ConsentService.ListPurposes:output_type -> lethe.consent.v1.ListPurposesResponse
+	18, // 75: lethe.consent.v1.ConsentService.RecordConsent:output_type -> lethe.consent.v1.RecordConsentResponse
+	20, // 76: lethe.consent.v1.ConsentService.RecordBannerDecision:output_type -> lethe.consent.v1.RecordBannerDecisionResponse
+	22, // 77: lethe.consent.v1.ConsentService.DestroyEvidenceKey:output_type -> lethe.consent.v1.DestroyEvidenceKeyResponse
+	24, // 78: lethe.consent.v1.ConsentService.ListConsentHistory:output_type -> lethe.consent.v1.ListConsentHistoryResponse
+	26, // 79: lethe.consent.v1.ConsentService.RecordObjection:output_type -> lethe.consent.v1.RecordObjectionResponse
+	28, // 80: lethe.consent.v1.ConsentService.ApplyRestriction:output_type -> lethe.consent.v1.ApplyRestrictionResponse
+	30, // 81: lethe.consent.v1.ConsentService.LiftRestriction:output_type -> lethe.consent.v1.LiftRestrictionResponse
+	33, // 82: lethe.consent.v1.ConsentService.ResolveRestrictionGround:output_type -> lethe.consent.v1.ResolveRestrictionGroundResponse
+	37, // 83: lethe.consent.v1.ConsentService.Check:output_type -> lethe.consent.v1.CheckResponse
+	40, // 84: lethe.consent.v1.ConsentService.CheckBatch:output_type -> lethe.consent.v1.CheckBatchResponse
+	43, // 85: lethe.consent.v1.ConsentService.Watch:output_type -> lethe.consent.v1.WatchResponse
+	48, // 86: lethe.consent.v1.ConsentService.GetPropagation:output_type -> lethe.consent.v1.GetPropagationResponse
+	47, // 87: lethe.consent.v1.ConsentService.CompleteTask:output_type -> lethe.consent.v1.CompleteTaskResponse
+	73, // [73:88] is the sub-list for method output_type
+	58, // [58:73] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_lethe_consent_v1_consent_proto_init() }
@@ -3559,8 +4060,8 @@ func file_lethe_consent_v1_consent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_consent_v1_consent_proto_rawDesc), len(file_lethe_consent_v1_consent_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   39,
+			NumEnums:      7,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

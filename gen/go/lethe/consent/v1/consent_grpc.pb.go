@@ -26,20 +26,21 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ConsentService_PutPurpose_FullMethodName           = "/lethe.consent.v1.ConsentService/PutPurpose"
-	ConsentService_ListPurposes_FullMethodName         = "/lethe.consent.v1.ConsentService/ListPurposes"
-	ConsentService_RecordConsent_FullMethodName        = "/lethe.consent.v1.ConsentService/RecordConsent"
-	ConsentService_RecordBannerDecision_FullMethodName = "/lethe.consent.v1.ConsentService/RecordBannerDecision"
-	ConsentService_DestroyEvidenceKey_FullMethodName   = "/lethe.consent.v1.ConsentService/DestroyEvidenceKey"
-	ConsentService_ListConsentHistory_FullMethodName   = "/lethe.consent.v1.ConsentService/ListConsentHistory"
-	ConsentService_RecordObjection_FullMethodName      = "/lethe.consent.v1.ConsentService/RecordObjection"
-	ConsentService_ApplyRestriction_FullMethodName     = "/lethe.consent.v1.ConsentService/ApplyRestriction"
-	ConsentService_LiftRestriction_FullMethodName      = "/lethe.consent.v1.ConsentService/LiftRestriction"
-	ConsentService_Check_FullMethodName                = "/lethe.consent.v1.ConsentService/Check"
-	ConsentService_CheckBatch_FullMethodName           = "/lethe.consent.v1.ConsentService/CheckBatch"
-	ConsentService_Watch_FullMethodName                = "/lethe.consent.v1.ConsentService/Watch"
-	ConsentService_GetPropagation_FullMethodName       = "/lethe.consent.v1.ConsentService/GetPropagation"
-	ConsentService_CompleteTask_FullMethodName         = "/lethe.consent.v1.ConsentService/CompleteTask"
+	ConsentService_PutPurpose_FullMethodName               = "/lethe.consent.v1.ConsentService/PutPurpose"
+	ConsentService_ListPurposes_FullMethodName             = "/lethe.consent.v1.ConsentService/ListPurposes"
+	ConsentService_RecordConsent_FullMethodName            = "/lethe.consent.v1.ConsentService/RecordConsent"
+	ConsentService_RecordBannerDecision_FullMethodName     = "/lethe.consent.v1.ConsentService/RecordBannerDecision"
+	ConsentService_DestroyEvidenceKey_FullMethodName       = "/lethe.consent.v1.ConsentService/DestroyEvidenceKey"
+	ConsentService_ListConsentHistory_FullMethodName       = "/lethe.consent.v1.ConsentService/ListConsentHistory"
+	ConsentService_RecordObjection_FullMethodName          = "/lethe.consent.v1.ConsentService/RecordObjection"
+	ConsentService_ApplyRestriction_FullMethodName         = "/lethe.consent.v1.ConsentService/ApplyRestriction"
+	ConsentService_LiftRestriction_FullMethodName          = "/lethe.consent.v1.ConsentService/LiftRestriction"
+	ConsentService_ResolveRestrictionGround_FullMethodName = "/lethe.consent.v1.ConsentService/ResolveRestrictionGround"
+	ConsentService_Check_FullMethodName                    = "/lethe.consent.v1.ConsentService/Check"
+	ConsentService_CheckBatch_FullMethodName               = "/lethe.consent.v1.ConsentService/CheckBatch"
+	ConsentService_Watch_FullMethodName                    = "/lethe.consent.v1.ConsentService/Watch"
+	ConsentService_GetPropagation_FullMethodName           = "/lethe.consent.v1.ConsentService/GetPropagation"
+	ConsentService_CompleteTask_FullMethodName             = "/lethe.consent.v1.ConsentService/CompleteTask"
 )
 
 // ConsentServiceClient is the client API for ConsentService service.
@@ -55,7 +56,8 @@ type ConsentServiceClient interface {
 	// ListPurposes lists a tenant's purposes.
 	ListPurposes(ctx context.Context, in *ListPurposesRequest, opts ...grpc.CallOption) (*ListPurposesResponse, error)
 	// RecordConsent records one grant, denial, withdrawal or renewal of
-	// consent to one purpose. A withdrawal publishes consent.withdrawn.
+	// consent to one purpose; an imported or paper consent says when the
+	// subject gave it (given_at). A withdrawal publishes consent.withdrawn.
 	RecordConsent(ctx context.Context, in *RecordConsentRequest, opts ...grpc.CallOption) (*RecordConsentResponse, error)
 	// RecordBannerDecision records a consent banner's answer ("accept all",
 	// "accept selected", "reject all") as one record per purpose, atomically.
@@ -74,10 +76,22 @@ type ConsentServiceClient interface {
 	// ApplyRestriction restricts processing of a subject's data to storage
 	// (Art. 18). Publishes restriction.applied.
 	ApplyRestriction(ctx context.Context, in *ApplyRestrictionRequest, opts ...grpc.CallOption) (*ApplyRestrictionResponse, error)
-	// LiftRestriction ends a restriction. Publishes restriction.lifted.
+	// LiftRestriction ends a restriction by hand. The subject must have been
+	// informed before the lift (Art. 18(3)): the request says when, and the
+	// restriction keeps it as evidence. Publishes restriction.lifted.
 	LiftRestriction(ctx context.Context, in *LiftRestrictionRequest, opts ...grpc.CallOption) (*LiftRestrictionResponse, error)
+	// ResolveRestrictionGround records that the Art. 18(1) ground of a
+	// restriction has ended — the accuracy was verified, the objection was
+	// weighed, the legal claims ended — which lifts the restriction. The
+	// subject must have been informed first (Art. 18(3)). An upheld objection
+	// is recorded as an objection in the same step, so that lifting the
+	// restriction does not open the processing the subject objected to.
+	// Publishes restriction.lifted (and objection.recorded).
+	ResolveRestrictionGround(ctx context.Context, in *ResolveRestrictionGroundRequest, opts ...grpc.CallOption) (*ResolveRestrictionGroundResponse, error)
 	// Check decides whether a subject's data may be processed for a purpose,
-	// and says why.
+	// and says why: now, from memory, or at a past time, from the history of
+	// records, objections and restrictions ("did we have consent to e-mail
+	// subject X on 3 March?").
 	Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error)
 	// CheckBatch decides many (subject, purpose) pairs of one tenant at once.
 	CheckBatch(ctx context.Context, in *CheckBatchRequest, opts ...grpc.CallOption) (*CheckBatchResponse, error)
@@ -196,6 +210,16 @@ func (c *consentServiceClient) LiftRestriction(ctx context.Context, in *LiftRest
 	return out, nil
 }
 
+func (c *consentServiceClient) ResolveRestrictionGround(ctx context.Context, in *ResolveRestrictionGroundRequest, opts ...grpc.CallOption) (*ResolveRestrictionGroundResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveRestrictionGroundResponse)
+	err := c.cc.Invoke(ctx, ConsentService_ResolveRestrictionGround_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *consentServiceClient) Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CheckResponse)
@@ -268,7 +292,8 @@ type ConsentServiceServer interface {
 	// ListPurposes lists a tenant's purposes.
 	ListPurposes(context.Context, *ListPurposesRequest) (*ListPurposesResponse, error)
 	// RecordConsent records one grant, denial, withdrawal or renewal of
-	// consent to one purpose. A withdrawal publishes consent.withdrawn.
+	// consent to one purpose; an imported or paper consent says when the
+	// subject gave it (given_at). A withdrawal publishes consent.withdrawn.
 	RecordConsent(context.Context, *RecordConsentRequest) (*RecordConsentResponse, error)
 	// RecordBannerDecision records a consent banner's answer ("accept all",
 	// "accept selected", "reject all") as one record per purpose, atomically.
@@ -287,10 +312,22 @@ type ConsentServiceServer interface {
 	// ApplyRestriction restricts processing of a subject's data to storage
 	// (Art. 18). Publishes restriction.applied.
 	ApplyRestriction(context.Context, *ApplyRestrictionRequest) (*ApplyRestrictionResponse, error)
-	// LiftRestriction ends a restriction. Publishes restriction.lifted.
+	// LiftRestriction ends a restriction by hand. The subject must have been
+	// informed before the lift (Art. 18(3)): the request says when, and the
+	// restriction keeps it as evidence. Publishes restriction.lifted.
 	LiftRestriction(context.Context, *LiftRestrictionRequest) (*LiftRestrictionResponse, error)
+	// ResolveRestrictionGround records that the Art. 18(1) ground of a
+	// restriction has ended — the accuracy was verified, the objection was
+	// weighed, the legal claims ended — which lifts the restriction. The
+	// subject must have been informed first (Art. 18(3)). An upheld objection
+	// is recorded as an objection in the same step, so that lifting the
+	// restriction does not open the processing the subject objected to.
+	// Publishes restriction.lifted (and objection.recorded).
+	ResolveRestrictionGround(context.Context, *ResolveRestrictionGroundRequest) (*ResolveRestrictionGroundResponse, error)
 	// Check decides whether a subject's data may be processed for a purpose,
-	// and says why.
+	// and says why: now, from memory, or at a past time, from the history of
+	// records, objections and restrictions ("did we have consent to e-mail
+	// subject X on 3 March?").
 	Check(context.Context, *CheckRequest) (*CheckResponse, error)
 	// CheckBatch decides many (subject, purpose) pairs of one tenant at once.
 	CheckBatch(context.Context, *CheckBatchRequest) (*CheckBatchResponse, error)
@@ -345,6 +382,9 @@ func (UnimplementedConsentServiceServer) ApplyRestriction(context.Context, *Appl
 }
 func (UnimplementedConsentServiceServer) LiftRestriction(context.Context, *LiftRestrictionRequest) (*LiftRestrictionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LiftRestriction not implemented")
+}
+func (UnimplementedConsentServiceServer) ResolveRestrictionGround(context.Context, *ResolveRestrictionGroundRequest) (*ResolveRestrictionGroundResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResolveRestrictionGround not implemented")
 }
 func (UnimplementedConsentServiceServer) Check(context.Context, *CheckRequest) (*CheckResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Check not implemented")
@@ -544,6 +584,24 @@ func _ConsentService_LiftRestriction_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ConsentService_ResolveRestrictionGround_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveRestrictionGroundRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConsentServiceServer).ResolveRestrictionGround(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConsentService_ResolveRestrictionGround_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConsentServiceServer).ResolveRestrictionGround(ctx, req.(*ResolveRestrictionGroundRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ConsentService_Check_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CheckRequest)
 	if err := dec(in); err != nil {
@@ -669,6 +727,10 @@ var ConsentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LiftRestriction",
 			Handler:    _ConsentService_LiftRestriction_Handler,
+		},
+		{
+			MethodName: "ResolveRestrictionGround",
+			Handler:    _ConsentService_ResolveRestrictionGround_Handler,
 		},
 		{
 			MethodName: "Check",
