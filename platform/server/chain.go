@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -283,8 +284,11 @@ func (s *Server) validate(req any) error {
 	default:
 		return fmt.Errorf("validate %s: %w", msg.ProtoReflect().Descriptor().FullName(), err)
 	}
+	// A field whose own rule already failed is not named twice.
 	for _, v := range timerange.Check(msg) {
-		violations = append(violations, apierror.FieldViolation{Field: v.Field, Description: v.Description})
+		if !slices.ContainsFunc(violations, func(f apierror.FieldViolation) bool { return f.Field == v.Field }) {
+			violations = append(violations, apierror.FieldViolation{Field: v.Field, Description: v.Description})
+		}
 	}
 	if len(violations) == 0 {
 		return nil
