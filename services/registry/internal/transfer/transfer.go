@@ -74,10 +74,11 @@ const (
 	// certification, approved binding corporate rules, the Art. 49 ground)
 	// has no reference. Warning.
 	CodeReferenceMissing = "REFERENCE_MISSING"
-	// CodeDerogationOccasionalOnly: a reminder that Art. 49 derogations
-	// cover occasional transfers only. Information; its text is the
-	// caveat in facts.json.
-	CodeDerogationOccasionalOnly = "DEROGATION_OCCASIONAL_ONLY"
+	// CodeDerogationSystematic: a registered system, which receives data
+	// routinely, whose transfer rests on an Art. 49 derogation, which
+	// covers occasional transfers only (EDPB Guidelines 2/2018). Warning;
+	// its text and severity are the caveat in facts.json.
+	CodeDerogationSystematic = "DEROGATION_SYSTEMATIC"
 	// CodeDPAMissing: a processor or sub-processor without a
 	// data-processing agreement signed by the check date (Art. 28(3)).
 	// Warning.
@@ -213,7 +214,7 @@ func (c *checker) checkTransfer() {
 			c.who(), rule.Name, rule.Article, rule.Reference)
 	}
 	if rule.Caveat != nil {
-		c.add(info, rule.Caveat.Code, "%s: %s", c.who(), rule.Caveat.Message)
+		c.add(rule.Caveat.SeverityOf(), rule.Caveat.Code, "%s: %s", c.who(), rule.Caveat.Message)
 	}
 }
 

@@ -39,6 +39,7 @@ import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	v11 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	v12 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -277,7 +278,11 @@ const (
 	// An exemption of Art. 17(3), Art. 21(1) compelling grounds or Member
 	// State law applies; detail names it.
 	RejectionReason_REJECTION_REASON_EXEMPTION RejectionReason = 4
-	// The controller holds no data of the subject.
+	// Deprecated and refused by RejectRequest: that the controller holds no
+	// data of the subject is the confirmation Art. 15(1) gives, not a refusal
+	// (see Result.no_data_held). Kept so that stored requests still decode.
+	//
+	// Deprecated: Marked as deprecated in lethe/dsar/v1/dsar.proto.
 	RejectionReason_REJECTION_REASON_NO_DATA RejectionReason = 5
 )
 
@@ -822,10 +827,14 @@ func (x *RestrictionDetails) GetPurposeIds() []string {
 }
 
 // PortabilityDetails are the content of a portability request (Art. 20).
+// The portable copy holds only data processed on consent or contract
+// (Art. 20(1)(a)) whose category the subject provided or that was observed
+// from their use of the service (Art. 20(1), WP242 rev.01): inferred,
+// derived and third-party data is left out, as is data of a category
+// whose provenance the registry does not state.
 type PortabilityDetails struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Only these categories; empty for all data processed on consent or
-	// contract.
+	// Only these categories; empty for all portable data.
 	Categories    []*v1.DataCategory `protobuf:"bytes,1,rep,name=categories,proto3" json:"categories,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1032,7 +1041,9 @@ type Rejection struct {
 	// The reason.
 	Reason RejectionReason `protobuf:"varint,1,opt,name=reason,proto3,enum=lethe.dsar.v1.RejectionReason" json:"reason,omitempty"`
 	// The reason in words, naming the provision relied on.
-	Detail        string `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	Detail string `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The remedies the subject must be told of with the refusal (Art. 12(4)).
+	Remedies      *Remedies `protobuf:"bytes,3,opt,name=remedies,proto3" json:"remedies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1081,6 +1092,81 @@ func (x *Rejection) GetDetail() string {
 	return ""
 }
 
+func (x *Rejection) GetRemedies() *Remedies {
+	if x != nil {
+		return x.Remedies
+	}
+	return nil
+}
+
+// Remedies are what a subject whose request was refused can do about it
+// (Art. 12(4)): lodge a complaint with a supervisory authority (Art. 77)
+// and seek a judicial remedy (Art. 79).
+type Remedies struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant's supervisory authority, as its settings name it when the
+	// request was refused; unset when the tenant names none, and then
+	// complaint says where the subject may complain.
+	SupervisoryAuthority *v12.SupervisoryAuthority `protobuf:"bytes,1,opt,name=supervisory_authority,json=supervisoryAuthority,proto3" json:"supervisory_authority,omitempty"`
+	// The right to complain, in words.
+	Complaint string `protobuf:"bytes,2,opt,name=complaint,proto3" json:"complaint,omitempty"`
+	// The right to an effective judicial remedy, in words.
+	JudicialRemedy string `protobuf:"bytes,3,opt,name=judicial_remedy,json=judicialRemedy,proto3" json:"judicial_remedy,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Remedies) Reset() {
+	*x = Remedies{}
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Remedies) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Remedies) ProtoMessage() {}
+
+func (x *Remedies) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Remedies.ProtoReflect.Descriptor instead.
+func (*Remedies) Descriptor() ([]byte, []int) {
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Remedies) GetSupervisoryAuthority() *v12.SupervisoryAuthority {
+	if x != nil {
+		return x.SupervisoryAuthority
+	}
+	return nil
+}
+
+func (x *Remedies) GetComplaint() string {
+	if x != nil {
+		return x.Complaint
+	}
+	return ""
+}
+
+func (x *Remedies) GetJudicialRemedy() string {
+	if x != nil {
+		return x.JudicialRemedy
+	}
+	return ""
+}
+
 // Extension is the one extension of the statutory deadline (Art. 12(3)).
 type Extension struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1096,7 +1182,7 @@ type Extension struct {
 
 func (x *Extension) Reset() {
 	*x = Extension{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[11]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1194,7 @@ func (x *Extension) String() string {
 func (*Extension) ProtoMessage() {}
 
 func (x *Extension) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[11]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1207,7 @@ func (x *Extension) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Extension.ProtoReflect.Descriptor instead.
 func (*Extension) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{11}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Extension) GetMonths() int32 {
@@ -1175,7 +1261,7 @@ type Deadline struct {
 
 func (x *Deadline) Reset() {
 	*x = Deadline{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[12]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1273,7 @@ func (x *Deadline) String() string {
 func (*Deadline) ProtoMessage() {}
 
 func (x *Deadline) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[12]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1286,7 @@ func (x *Deadline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deadline.ProtoReflect.Descriptor instead.
 func (*Deadline) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{12}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Deadline) GetReceivedAt() *timestamppb.Timestamp {
@@ -1283,7 +1369,7 @@ type Verification struct {
 
 func (x *Verification) Reset() {
 	*x = Verification{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[13]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1381,7 @@ func (x *Verification) String() string {
 func (*Verification) ProtoMessage() {}
 
 func (x *Verification) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[13]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1394,7 @@ func (x *Verification) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Verification.ProtoReflect.Descriptor instead.
 func (*Verification) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{13}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Verification) GetMethod() VerificationMethod {
@@ -1380,7 +1466,7 @@ type Transition struct {
 
 func (x *Transition) Reset() {
 	*x = Transition{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[14]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1478,7 @@ func (x *Transition) String() string {
 func (*Transition) ProtoMessage() {}
 
 func (x *Transition) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[14]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1491,7 @@ func (x *Transition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transition.ProtoReflect.Descriptor instead.
 func (*Transition) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{14}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Transition) GetFrom() RequestState {
@@ -1461,7 +1547,7 @@ type HeldCategory struct {
 
 func (x *HeldCategory) Reset() {
 	*x = HeldCategory{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[15]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1559,7 @@ func (x *HeldCategory) String() string {
 func (*HeldCategory) ProtoMessage() {}
 
 func (x *HeldCategory) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[15]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1572,7 @@ func (x *HeldCategory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeldCategory.ProtoReflect.Descriptor instead.
 func (*HeldCategory) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{15}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HeldCategory) GetCategory() *v1.DataCategory {
@@ -1544,7 +1630,7 @@ type SystemResult struct {
 
 func (x *SystemResult) Reset() {
 	*x = SystemResult{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[16]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1556,7 +1642,7 @@ func (x *SystemResult) String() string {
 func (*SystemResult) ProtoMessage() {}
 
 func (x *SystemResult) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[16]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1569,7 +1655,7 @@ func (x *SystemResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SystemResult.ProtoReflect.Descriptor instead.
 func (*SystemResult) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{16}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SystemResult) GetSystemId() string {
@@ -1647,14 +1733,19 @@ type Result struct {
 	// Everything kept under a legal hold.
 	Held []*HeldCategory `protobuf:"bytes,3,rep,name=held,proto3" json:"held,omitempty"`
 	// Whether every system has answered.
-	Complete      bool `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	Complete bool `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	// The request completed with the confirmation that no personal data of
+	// the subject is processed in its scope (Art. 15(1), first part): every
+	// system answered NOT_FOUND, or no system holds data in scope, and
+	// nothing is held. Not a rejection.
+	NoDataHeld    bool `protobuf:"varint,5,opt,name=no_data_held,json=noDataHeld,proto3" json:"no_data_held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[17]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1666,7 +1757,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[17]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1679,7 +1770,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{17}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Result) GetSystems() []*SystemResult {
@@ -1710,6 +1801,13 @@ func (x *Result) GetComplete() bool {
 	return false
 }
 
+func (x *Result) GetNoDataHeld() bool {
+	if x != nil {
+		return x.NoDataHeld
+	}
+	return false
+}
+
 // Review is the human review of an automated decision (Art. 22(3)).
 type Review struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1727,7 +1825,7 @@ type Review struct {
 
 func (x *Review) Reset() {
 	*x = Review{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[18]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +1837,7 @@ func (x *Review) String() string {
 func (*Review) ProtoMessage() {}
 
 func (x *Review) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[18]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +1850,7 @@ func (x *Review) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Review.ProtoReflect.Descriptor instead.
 func (*Review) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{18}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Review) GetReviewer() string {
@@ -1806,7 +1904,7 @@ type PackageInfo struct {
 
 func (x *PackageInfo) Reset() {
 	*x = PackageInfo{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[19]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +1916,7 @@ func (x *PackageInfo) String() string {
 func (*PackageInfo) ProtoMessage() {}
 
 func (x *PackageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[19]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +1929,7 @@ func (x *PackageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageInfo.ProtoReflect.Descriptor instead.
 func (*PackageInfo) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{19}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PackageInfo) GetSizeBytes() int64 {
@@ -1943,7 +2041,7 @@ type Request struct {
 
 func (x *Request) Reset() {
 	*x = Request{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[20]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1955,7 +2053,7 @@ func (x *Request) String() string {
 func (*Request) ProtoMessage() {}
 
 func (x *Request) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[20]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1968,7 +2066,7 @@ func (x *Request) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Request.ProtoReflect.Descriptor instead.
 func (*Request) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{20}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Request) GetDsarId() string {
@@ -2267,7 +2365,7 @@ type CreateRequestRequest struct {
 
 func (x *CreateRequestRequest) Reset() {
 	*x = CreateRequestRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[21]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2279,7 +2377,7 @@ func (x *CreateRequestRequest) String() string {
 func (*CreateRequestRequest) ProtoMessage() {}
 
 func (x *CreateRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[21]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2292,7 +2390,7 @@ func (x *CreateRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequestRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequestRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{21}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateRequestRequest) GetRequestId() string {
@@ -2404,7 +2502,7 @@ type CreateRequestResponse struct {
 
 func (x *CreateRequestResponse) Reset() {
 	*x = CreateRequestResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[22]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2416,7 +2514,7 @@ func (x *CreateRequestResponse) String() string {
 func (*CreateRequestResponse) ProtoMessage() {}
 
 func (x *CreateRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[22]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2429,7 +2527,7 @@ func (x *CreateRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequestResponse.ProtoReflect.Descriptor instead.
 func (*CreateRequestResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{22}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateRequestResponse) GetRequest() *Request {
@@ -2452,7 +2550,7 @@ type GetRequestRequest struct {
 
 func (x *GetRequestRequest) Reset() {
 	*x = GetRequestRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[23]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +2562,7 @@ func (x *GetRequestRequest) String() string {
 func (*GetRequestRequest) ProtoMessage() {}
 
 func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[23]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +2575,7 @@ func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetRequestRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{23}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetRequestRequest) GetTenantId() string {
@@ -2505,7 +2603,7 @@ type GetRequestResponse struct {
 
 func (x *GetRequestResponse) Reset() {
 	*x = GetRequestResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[24]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2517,7 +2615,7 @@ func (x *GetRequestResponse) String() string {
 func (*GetRequestResponse) ProtoMessage() {}
 
 func (x *GetRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[24]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2530,7 +2628,7 @@ func (x *GetRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestResponse.ProtoReflect.Descriptor instead.
 func (*GetRequestResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{24}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetRequestResponse) GetRequest() *Request {
@@ -2561,7 +2659,7 @@ type ListRequestsRequest struct {
 
 func (x *ListRequestsRequest) Reset() {
 	*x = ListRequestsRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[25]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2573,7 +2671,7 @@ func (x *ListRequestsRequest) String() string {
 func (*ListRequestsRequest) ProtoMessage() {}
 
 func (x *ListRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[25]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2586,7 +2684,7 @@ func (x *ListRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequestsRequest.ProtoReflect.Descriptor instead.
 func (*ListRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{25}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListRequestsRequest) GetTenantId() string {
@@ -2644,7 +2742,7 @@ type ListRequestsResponse struct {
 
 func (x *ListRequestsResponse) Reset() {
 	*x = ListRequestsResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[26]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2656,7 +2754,7 @@ func (x *ListRequestsResponse) String() string {
 func (*ListRequestsResponse) ProtoMessage() {}
 
 func (x *ListRequestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[26]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2669,7 +2767,7 @@ func (x *ListRequestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequestsResponse.ProtoReflect.Descriptor instead.
 func (*ListRequestsResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{26}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListRequestsResponse) GetRequests() []*Request {
@@ -2701,7 +2799,7 @@ type StartVerificationRequest struct {
 
 func (x *StartVerificationRequest) Reset() {
 	*x = StartVerificationRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[27]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2713,7 +2811,7 @@ func (x *StartVerificationRequest) String() string {
 func (*StartVerificationRequest) ProtoMessage() {}
 
 func (x *StartVerificationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[27]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2726,7 +2824,7 @@ func (x *StartVerificationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartVerificationRequest.ProtoReflect.Descriptor instead.
 func (*StartVerificationRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{27}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StartVerificationRequest) GetRequestId() string {
@@ -2765,7 +2863,7 @@ type StartVerificationResponse struct {
 
 func (x *StartVerificationResponse) Reset() {
 	*x = StartVerificationResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[28]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2777,7 +2875,7 @@ func (x *StartVerificationResponse) String() string {
 func (*StartVerificationResponse) ProtoMessage() {}
 
 func (x *StartVerificationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[28]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2790,7 +2888,7 @@ func (x *StartVerificationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartVerificationResponse.ProtoReflect.Descriptor instead.
 func (*StartVerificationResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{28}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StartVerificationResponse) GetMethod() VerificationMethod {
@@ -2831,7 +2929,7 @@ type VerifyIdentityRequest struct {
 
 func (x *VerifyIdentityRequest) Reset() {
 	*x = VerifyIdentityRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[29]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2843,7 +2941,7 @@ func (x *VerifyIdentityRequest) String() string {
 func (*VerifyIdentityRequest) ProtoMessage() {}
 
 func (x *VerifyIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[29]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2856,7 +2954,7 @@ func (x *VerifyIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyIdentityRequest.ProtoReflect.Descriptor instead.
 func (*VerifyIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{29}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *VerifyIdentityRequest) GetRequestId() string {
@@ -2902,7 +3000,7 @@ type VerifyIdentityResponse struct {
 
 func (x *VerifyIdentityResponse) Reset() {
 	*x = VerifyIdentityResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[30]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2914,7 +3012,7 @@ func (x *VerifyIdentityResponse) String() string {
 func (*VerifyIdentityResponse) ProtoMessage() {}
 
 func (x *VerifyIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[30]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2927,7 +3025,7 @@ func (x *VerifyIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyIdentityResponse.ProtoReflect.Descriptor instead.
 func (*VerifyIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{30}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *VerifyIdentityResponse) GetVerified() bool {
@@ -2971,7 +3069,7 @@ type AttestIdentityRequest struct {
 
 func (x *AttestIdentityRequest) Reset() {
 	*x = AttestIdentityRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[31]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3081,7 @@ func (x *AttestIdentityRequest) String() string {
 func (*AttestIdentityRequest) ProtoMessage() {}
 
 func (x *AttestIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[31]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3094,7 @@ func (x *AttestIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestIdentityRequest.ProtoReflect.Descriptor instead.
 func (*AttestIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{31}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AttestIdentityRequest) GetRequestId() string {
@@ -3045,7 +3143,7 @@ type AttestIdentityResponse struct {
 
 func (x *AttestIdentityResponse) Reset() {
 	*x = AttestIdentityResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[32]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3057,7 +3155,7 @@ func (x *AttestIdentityResponse) String() string {
 func (*AttestIdentityResponse) ProtoMessage() {}
 
 func (x *AttestIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[32]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3070,7 +3168,7 @@ func (x *AttestIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestIdentityResponse.ProtoReflect.Descriptor instead.
 func (*AttestIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{32}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AttestIdentityResponse) GetRequest() *Request {
@@ -3099,7 +3197,7 @@ type ExtendDeadlineRequest struct {
 
 func (x *ExtendDeadlineRequest) Reset() {
 	*x = ExtendDeadlineRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[33]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3111,7 +3209,7 @@ func (x *ExtendDeadlineRequest) String() string {
 func (*ExtendDeadlineRequest) ProtoMessage() {}
 
 func (x *ExtendDeadlineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[33]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3124,7 +3222,7 @@ func (x *ExtendDeadlineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendDeadlineRequest.ProtoReflect.Descriptor instead.
 func (*ExtendDeadlineRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{33}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ExtendDeadlineRequest) GetRequestId() string {
@@ -3173,7 +3271,7 @@ type ExtendDeadlineResponse struct {
 
 func (x *ExtendDeadlineResponse) Reset() {
 	*x = ExtendDeadlineResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[34]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3185,7 +3283,7 @@ func (x *ExtendDeadlineResponse) String() string {
 func (*ExtendDeadlineResponse) ProtoMessage() {}
 
 func (x *ExtendDeadlineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[34]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3198,7 +3296,7 @@ func (x *ExtendDeadlineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendDeadlineResponse.ProtoReflect.Descriptor instead.
 func (*ExtendDeadlineResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{34}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ExtendDeadlineResponse) GetRequest() *Request {
@@ -3227,7 +3325,7 @@ type RejectRequestRequest struct {
 
 func (x *RejectRequestRequest) Reset() {
 	*x = RejectRequestRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[35]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3239,7 +3337,7 @@ func (x *RejectRequestRequest) String() string {
 func (*RejectRequestRequest) ProtoMessage() {}
 
 func (x *RejectRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[35]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3252,7 +3350,7 @@ func (x *RejectRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRequestRequest.ProtoReflect.Descriptor instead.
 func (*RejectRequestRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{35}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RejectRequestRequest) GetRequestId() string {
@@ -3301,7 +3399,7 @@ type RejectRequestResponse struct {
 
 func (x *RejectRequestResponse) Reset() {
 	*x = RejectRequestResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[36]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3313,7 +3411,7 @@ func (x *RejectRequestResponse) String() string {
 func (*RejectRequestResponse) ProtoMessage() {}
 
 func (x *RejectRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[36]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3326,7 +3424,7 @@ func (x *RejectRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRequestResponse.ProtoReflect.Descriptor instead.
 func (*RejectRequestResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{36}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RejectRequestResponse) GetRequest() *Request {
@@ -3351,7 +3449,7 @@ type CancelRequestRequest struct {
 
 func (x *CancelRequestRequest) Reset() {
 	*x = CancelRequestRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[37]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3363,7 +3461,7 @@ func (x *CancelRequestRequest) String() string {
 func (*CancelRequestRequest) ProtoMessage() {}
 
 func (x *CancelRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[37]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3376,7 +3474,7 @@ func (x *CancelRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequestRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequestRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{37}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CancelRequestRequest) GetRequestId() string {
@@ -3411,7 +3509,7 @@ type CancelRequestResponse struct {
 
 func (x *CancelRequestResponse) Reset() {
 	*x = CancelRequestResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[38]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3423,7 +3521,7 @@ func (x *CancelRequestResponse) String() string {
 func (*CancelRequestResponse) ProtoMessage() {}
 
 func (x *CancelRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[38]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3436,7 +3534,7 @@ func (x *CancelRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequestResponse.ProtoReflect.Descriptor instead.
 func (*CancelRequestResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{38}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CancelRequestResponse) GetRequest() *Request {
@@ -3469,7 +3567,7 @@ type CompleteTaskRequest struct {
 
 func (x *CompleteTaskRequest) Reset() {
 	*x = CompleteTaskRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[39]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3481,7 +3579,7 @@ func (x *CompleteTaskRequest) String() string {
 func (*CompleteTaskRequest) ProtoMessage() {}
 
 func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[39]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3494,7 +3592,7 @@ func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
 func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{39}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CompleteTaskRequest) GetRequestId() string {
@@ -3557,7 +3655,7 @@ type CompleteTaskResponse struct {
 
 func (x *CompleteTaskResponse) Reset() {
 	*x = CompleteTaskResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[40]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3569,7 +3667,7 @@ func (x *CompleteTaskResponse) String() string {
 func (*CompleteTaskResponse) ProtoMessage() {}
 
 func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[40]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3582,7 +3680,7 @@ func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
 func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{40}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CompleteTaskResponse) GetRequest() *Request {
@@ -3611,7 +3709,7 @@ type RecordReviewRequest struct {
 
 func (x *RecordReviewRequest) Reset() {
 	*x = RecordReviewRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[41]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3623,7 +3721,7 @@ func (x *RecordReviewRequest) String() string {
 func (*RecordReviewRequest) ProtoMessage() {}
 
 func (x *RecordReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[41]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3636,7 +3734,7 @@ func (x *RecordReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordReviewRequest.ProtoReflect.Descriptor instead.
 func (*RecordReviewRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{41}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RecordReviewRequest) GetRequestId() string {
@@ -3685,7 +3783,7 @@ type RecordReviewResponse struct {
 
 func (x *RecordReviewResponse) Reset() {
 	*x = RecordReviewResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[42]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3697,7 +3795,7 @@ func (x *RecordReviewResponse) String() string {
 func (*RecordReviewResponse) ProtoMessage() {}
 
 func (x *RecordReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[42]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3710,7 +3808,7 @@ func (x *RecordReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordReviewResponse.ProtoReflect.Descriptor instead.
 func (*RecordReviewResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{42}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RecordReviewResponse) GetRequest() *Request {
@@ -3735,7 +3833,7 @@ type GetIdentifiersRequest struct {
 
 func (x *GetIdentifiersRequest) Reset() {
 	*x = GetIdentifiersRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[43]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3747,7 +3845,7 @@ func (x *GetIdentifiersRequest) String() string {
 func (*GetIdentifiersRequest) ProtoMessage() {}
 
 func (x *GetIdentifiersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[43]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3760,7 +3858,7 @@ func (x *GetIdentifiersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentifiersRequest.ProtoReflect.Descriptor instead.
 func (*GetIdentifiersRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{43}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetIdentifiersRequest) GetTenantId() string {
@@ -3797,7 +3895,7 @@ type GetIdentifiersResponse struct {
 
 func (x *GetIdentifiersResponse) Reset() {
 	*x = GetIdentifiersResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[44]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3809,7 +3907,7 @@ func (x *GetIdentifiersResponse) String() string {
 func (*GetIdentifiersResponse) ProtoMessage() {}
 
 func (x *GetIdentifiersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[44]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3822,7 +3920,7 @@ func (x *GetIdentifiersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentifiersResponse.ProtoReflect.Descriptor instead.
 func (*GetIdentifiersResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{44}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetIdentifiersResponse) GetIdentifiers() []*v1.Identifier {
@@ -3860,7 +3958,7 @@ type SubmittedRecord struct {
 
 func (x *SubmittedRecord) Reset() {
 	*x = SubmittedRecord{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[45]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3872,7 +3970,7 @@ func (x *SubmittedRecord) String() string {
 func (*SubmittedRecord) ProtoMessage() {}
 
 func (x *SubmittedRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[45]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3885,7 +3983,7 @@ func (x *SubmittedRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmittedRecord.ProtoReflect.Descriptor instead.
 func (*SubmittedRecord) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{45}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SubmittedRecord) GetCategory() *v1.DataCategory {
@@ -3938,7 +4036,7 @@ type SubmissionHeader struct {
 
 func (x *SubmissionHeader) Reset() {
 	*x = SubmissionHeader{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[46]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3950,7 +4048,7 @@ func (x *SubmissionHeader) String() string {
 func (*SubmissionHeader) ProtoMessage() {}
 
 func (x *SubmissionHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[46]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3963,7 +4061,7 @@ func (x *SubmissionHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmissionHeader.ProtoReflect.Descriptor instead.
 func (*SubmissionHeader) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{46}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SubmissionHeader) GetTenantId() string {
@@ -4004,7 +4102,7 @@ type SubmitDataRequest struct {
 
 func (x *SubmitDataRequest) Reset() {
 	*x = SubmitDataRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[47]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4016,7 +4114,7 @@ func (x *SubmitDataRequest) String() string {
 func (*SubmitDataRequest) ProtoMessage() {}
 
 func (x *SubmitDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[47]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4029,7 +4127,7 @@ func (x *SubmitDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDataRequest.ProtoReflect.Descriptor instead.
 func (*SubmitDataRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{47}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SubmitDataRequest) GetPart() isSubmitDataRequest_Part {
@@ -4088,7 +4186,7 @@ type SubmitDataResponse struct {
 
 func (x *SubmitDataResponse) Reset() {
 	*x = SubmitDataResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[48]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4100,7 +4198,7 @@ func (x *SubmitDataResponse) String() string {
 func (*SubmitDataResponse) ProtoMessage() {}
 
 func (x *SubmitDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[48]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4113,7 +4211,7 @@ func (x *SubmitDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDataResponse.ProtoReflect.Descriptor instead.
 func (*SubmitDataResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{48}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SubmitDataResponse) GetRecords() int64 {
@@ -4143,7 +4241,7 @@ type DownloadPackageRequest struct {
 
 func (x *DownloadPackageRequest) Reset() {
 	*x = DownloadPackageRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[49]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4155,7 +4253,7 @@ func (x *DownloadPackageRequest) String() string {
 func (*DownloadPackageRequest) ProtoMessage() {}
 
 func (x *DownloadPackageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[49]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4168,7 +4266,7 @@ func (x *DownloadPackageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadPackageRequest.ProtoReflect.Descriptor instead.
 func (*DownloadPackageRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{49}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DownloadPackageRequest) GetTenantId() string {
@@ -4199,7 +4297,7 @@ type DownloadPackageResponse struct {
 
 func (x *DownloadPackageResponse) Reset() {
 	*x = DownloadPackageResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[50]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4211,7 +4309,7 @@ func (x *DownloadPackageResponse) String() string {
 func (*DownloadPackageResponse) ProtoMessage() {}
 
 func (x *DownloadPackageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[50]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4224,7 +4322,7 @@ func (x *DownloadPackageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadPackageResponse.ProtoReflect.Descriptor instead.
 func (*DownloadPackageResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{50}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DownloadPackageResponse) GetInfo() *PackageInfo {
@@ -4256,7 +4354,7 @@ type ConfirmDeliveryRequest struct {
 
 func (x *ConfirmDeliveryRequest) Reset() {
 	*x = ConfirmDeliveryRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[51]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4268,7 +4366,7 @@ func (x *ConfirmDeliveryRequest) String() string {
 func (*ConfirmDeliveryRequest) ProtoMessage() {}
 
 func (x *ConfirmDeliveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[51]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4281,7 +4379,7 @@ func (x *ConfirmDeliveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmDeliveryRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmDeliveryRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{51}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ConfirmDeliveryRequest) GetRequestId() string {
@@ -4316,7 +4414,7 @@ type ConfirmDeliveryResponse struct {
 
 func (x *ConfirmDeliveryResponse) Reset() {
 	*x = ConfirmDeliveryResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[52]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4328,7 +4426,7 @@ func (x *ConfirmDeliveryResponse) String() string {
 func (*ConfirmDeliveryResponse) ProtoMessage() {}
 
 func (x *ConfirmDeliveryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[52]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4341,7 +4439,7 @@ func (x *ConfirmDeliveryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmDeliveryResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmDeliveryResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{52}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ConfirmDeliveryResponse) GetRequest() *Request {
@@ -4364,7 +4462,7 @@ type GetReceiptRequest struct {
 
 func (x *GetReceiptRequest) Reset() {
 	*x = GetReceiptRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[53]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4376,7 +4474,7 @@ func (x *GetReceiptRequest) String() string {
 func (*GetReceiptRequest) ProtoMessage() {}
 
 func (x *GetReceiptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[53]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4389,7 +4487,7 @@ func (x *GetReceiptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceiptRequest.ProtoReflect.Descriptor instead.
 func (*GetReceiptRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{53}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetReceiptRequest) GetTenantId() string {
@@ -4425,7 +4523,7 @@ type ReceiptEntry struct {
 
 func (x *ReceiptEntry) Reset() {
 	*x = ReceiptEntry{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[54]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4437,7 +4535,7 @@ func (x *ReceiptEntry) String() string {
 func (*ReceiptEntry) ProtoMessage() {}
 
 func (x *ReceiptEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[54]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4450,7 +4548,7 @@ func (x *ReceiptEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptEntry.ProtoReflect.Descriptor instead.
 func (*ReceiptEntry) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{54}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ReceiptEntry) GetSystemId() string {
@@ -4522,7 +4620,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[55]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4534,7 +4632,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[55]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4547,7 +4645,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{55}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Receipt) GetDsarId() string {
@@ -4638,7 +4736,7 @@ type GetReceiptResponse struct {
 
 func (x *GetReceiptResponse) Reset() {
 	*x = GetReceiptResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[56]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4650,7 +4748,7 @@ func (x *GetReceiptResponse) String() string {
 func (*GetReceiptResponse) ProtoMessage() {}
 
 func (x *GetReceiptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[56]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4663,7 +4761,7 @@ func (x *GetReceiptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceiptResponse.ProtoReflect.Descriptor instead.
 func (*GetReceiptResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{56}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetReceiptResponse) GetReceipt() *Receipt {
@@ -4677,7 +4775,7 @@ var File_lethe_dsar_v1_dsar_proto protoreflect.FileDescriptor
 
 const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\n" +
-	"\x18lethe/dsar/v1/dsar.proto\x12\rlethe.dsar.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clethe/common/v1/common.proto\x1a\x1clethe/events/v1/events.proto\"\x84\x01\n" +
+	"\x18lethe/dsar/v1/dsar.proto\x12\rlethe.dsar.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clethe/common/v1/common.proto\x1a\x1clethe/events/v1/events.proto\x1a lethe/registry/v1/registry.proto\"\x84\x01\n" +
 	"\tRequester\x12<\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.lethe.dsar.v1.RequesterKindB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04kind\x129\n" +
@@ -4719,10 +4817,15 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\x18AutomatedDecisionDetails\x129\n" +
 	"\x12decision_reference\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x11decisionReference\x12&\n" +
-	"\tstatement\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xa0\x1fR\tstatement\"[\n" +
+	"\tstatement\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xa0\x1fR\tstatement\"\x90\x01\n" +
 	"\tRejection\x126\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1e.lethe.dsar.v1.RejectionReasonR\x06reason\x12\x16\n" +
-	"\x06detail\x18\x02 \x01(\tR\x06detail\"v\n" +
+	"\x06detail\x18\x02 \x01(\tR\x06detail\x123\n" +
+	"\bremedies\x18\x03 \x01(\v2\x17.lethe.dsar.v1.RemediesR\bremedies\"\xaf\x01\n" +
+	"\bRemedies\x12\\\n" +
+	"\x15supervisory_authority\x18\x01 \x01(\v2'.lethe.registry.v1.SupervisoryAuthorityR\x14supervisoryAuthority\x12\x1c\n" +
+	"\tcomplaint\x18\x02 \x01(\tR\tcomplaint\x12'\n" +
+	"\x0fjudicial_remedy\x18\x03 \x01(\tR\x0ejudicialRemedy\"v\n" +
 	"\tExtension\x12\x16\n" +
 	"\x06months\x18\x01 \x01(\x05R\x06months\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x129\n" +
@@ -4773,12 +4876,14 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\vanswered_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"answeredAt\x12/\n" +
 	"\x04held\x18\b \x03(\v2\x1b.lethe.dsar.v1.HeldCategoryR\x04held\x12\x19\n" +
-	"\bevent_id\x18\t \x01(\tR\aeventId\"\xc4\x01\n" +
+	"\bevent_id\x18\t \x01(\tR\aeventId\"\xe6\x01\n" +
 	"\x06Result\x125\n" +
 	"\asystems\x18\x01 \x03(\v2\x1b.lethe.dsar.v1.SystemResultR\asystems\x126\n" +
 	"\bretained\x18\x02 \x03(\v2\x1a.lethe.events.v1.RetentionR\bretained\x12/\n" +
 	"\x04held\x18\x03 \x03(\v2\x1b.lethe.dsar.v1.HeldCategoryR\x04held\x12\x1a\n" +
-	"\bcomplete\x18\x04 \x01(\bR\bcomplete\"\xac\x01\n" +
+	"\bcomplete\x18\x04 \x01(\bR\bcomplete\x12 \n" +
+	"\fno_data_held\x18\x05 \x01(\bR\n" +
+	"noDataHeld\"\xac\x01\n" +
 	"\x06Review\x12\x1a\n" +
 	"\breviewer\x18\x01 \x01(\tR\breviewer\x12'\n" +
 	"\x0fdecision_upheld\x18\x02 \x01(\bR\x0edecisionUpheld\x12 \n" +
@@ -5044,14 +5149,14 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\rRequesterKind\x12\x1e\n" +
 	"\x1aREQUESTER_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16REQUESTER_KIND_SUBJECT\x10\x01\x12\x18\n" +
-	"\x14REQUESTER_KIND_AGENT\x10\x02*\xe8\x01\n" +
+	"\x14REQUESTER_KIND_AGENT\x10\x02*\xec\x01\n" +
 	"\x0fRejectionReason\x12 \n" +
 	"\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12*\n" +
 	"&REJECTION_REASON_IDENTITY_NOT_VERIFIED\x10\x01\x12)\n" +
 	"%REJECTION_REASON_MANIFESTLY_UNFOUNDED\x10\x02\x12\x1e\n" +
 	"\x1aREJECTION_REASON_EXCESSIVE\x10\x03\x12\x1e\n" +
-	"\x1aREJECTION_REASON_EXEMPTION\x10\x04\x12\x1c\n" +
-	"\x18REJECTION_REASON_NO_DATA\x10\x05*\xca\x01\n" +
+	"\x1aREJECTION_REASON_EXEMPTION\x10\x04\x12 \n" +
+	"\x18REJECTION_REASON_NO_DATA\x10\x05\x1a\x02\b\x01*\xca\x01\n" +
 	"\x12VerificationMethod\x12#\n" +
 	"\x1fVERIFICATION_METHOD_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eVERIFICATION_METHOD_EMAIL_CODE\x10\x01\x12 \n" +
@@ -5103,7 +5208,7 @@ func file_lethe_dsar_v1_dsar_proto_rawDescGZIP() []byte {
 }
 
 var file_lethe_dsar_v1_dsar_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_lethe_dsar_v1_dsar_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_lethe_dsar_v1_dsar_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_lethe_dsar_v1_dsar_proto_goTypes = []any{
 	(RequestType)(0),                  // 0: lethe.dsar.v1.RequestType
 	(RequestState)(0),                 // 1: lethe.dsar.v1.RequestState
@@ -5123,209 +5228,213 @@ var file_lethe_dsar_v1_dsar_proto_goTypes = []any{
 	(*WithdrawalDetails)(nil),         // 15: lethe.dsar.v1.WithdrawalDetails
 	(*AutomatedDecisionDetails)(nil),  // 16: lethe.dsar.v1.AutomatedDecisionDetails
 	(*Rejection)(nil),                 // 17: lethe.dsar.v1.Rejection
-	(*Extension)(nil),                 // 18: lethe.dsar.v1.Extension
-	(*Deadline)(nil),                  // 19: lethe.dsar.v1.Deadline
-	(*Verification)(nil),              // 20: lethe.dsar.v1.Verification
-	(*Transition)(nil),                // 21: lethe.dsar.v1.Transition
-	(*HeldCategory)(nil),              // 22: lethe.dsar.v1.HeldCategory
-	(*SystemResult)(nil),              // 23: lethe.dsar.v1.SystemResult
-	(*Result)(nil),                    // 24: lethe.dsar.v1.Result
-	(*Review)(nil),                    // 25: lethe.dsar.v1.Review
-	(*PackageInfo)(nil),               // 26: lethe.dsar.v1.PackageInfo
-	(*Request)(nil),                   // 27: lethe.dsar.v1.Request
-	(*CreateRequestRequest)(nil),      // 28: lethe.dsar.v1.CreateRequestRequest
-	(*CreateRequestResponse)(nil),     // 29: lethe.dsar.v1.CreateRequestResponse
-	(*GetRequestRequest)(nil),         // 30: lethe.dsar.v1.GetRequestRequest
-	(*GetRequestResponse)(nil),        // 31: lethe.dsar.v1.GetRequestResponse
-	(*ListRequestsRequest)(nil),       // 32: lethe.dsar.v1.ListRequestsRequest
-	(*ListRequestsResponse)(nil),      // 33: lethe.dsar.v1.ListRequestsResponse
-	(*StartVerificationRequest)(nil),  // 34: lethe.dsar.v1.StartVerificationRequest
-	(*StartVerificationResponse)(nil), // 35: lethe.dsar.v1.StartVerificationResponse
-	(*VerifyIdentityRequest)(nil),     // 36: lethe.dsar.v1.VerifyIdentityRequest
-	(*VerifyIdentityResponse)(nil),    // 37: lethe.dsar.v1.VerifyIdentityResponse
-	(*AttestIdentityRequest)(nil),     // 38: lethe.dsar.v1.AttestIdentityRequest
-	(*AttestIdentityResponse)(nil),    // 39: lethe.dsar.v1.AttestIdentityResponse
-	(*ExtendDeadlineRequest)(nil),     // 40: lethe.dsar.v1.ExtendDeadlineRequest
-	(*ExtendDeadlineResponse)(nil),    // 41: lethe.dsar.v1.ExtendDeadlineResponse
-	(*RejectRequestRequest)(nil),      // 42: lethe.dsar.v1.RejectRequestRequest
-	(*RejectRequestResponse)(nil),     // 43: lethe.dsar.v1.RejectRequestResponse
-	(*CancelRequestRequest)(nil),      // 44: lethe.dsar.v1.CancelRequestRequest
-	(*CancelRequestResponse)(nil),     // 45: lethe.dsar.v1.CancelRequestResponse
-	(*CompleteTaskRequest)(nil),       // 46: lethe.dsar.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),      // 47: lethe.dsar.v1.CompleteTaskResponse
-	(*RecordReviewRequest)(nil),       // 48: lethe.dsar.v1.RecordReviewRequest
-	(*RecordReviewResponse)(nil),      // 49: lethe.dsar.v1.RecordReviewResponse
-	(*GetIdentifiersRequest)(nil),     // 50: lethe.dsar.v1.GetIdentifiersRequest
-	(*GetIdentifiersResponse)(nil),    // 51: lethe.dsar.v1.GetIdentifiersResponse
-	(*SubmittedRecord)(nil),           // 52: lethe.dsar.v1.SubmittedRecord
-	(*SubmissionHeader)(nil),          // 53: lethe.dsar.v1.SubmissionHeader
-	(*SubmitDataRequest)(nil),         // 54: lethe.dsar.v1.SubmitDataRequest
-	(*SubmitDataResponse)(nil),        // 55: lethe.dsar.v1.SubmitDataResponse
-	(*DownloadPackageRequest)(nil),    // 56: lethe.dsar.v1.DownloadPackageRequest
-	(*DownloadPackageResponse)(nil),   // 57: lethe.dsar.v1.DownloadPackageResponse
-	(*ConfirmDeliveryRequest)(nil),    // 58: lethe.dsar.v1.ConfirmDeliveryRequest
-	(*ConfirmDeliveryResponse)(nil),   // 59: lethe.dsar.v1.ConfirmDeliveryResponse
-	(*GetReceiptRequest)(nil),         // 60: lethe.dsar.v1.GetReceiptRequest
-	(*ReceiptEntry)(nil),              // 61: lethe.dsar.v1.ReceiptEntry
-	(*Receipt)(nil),                   // 62: lethe.dsar.v1.Receipt
-	(*GetReceiptResponse)(nil),        // 63: lethe.dsar.v1.GetReceiptResponse
-	(*v1.DataCategory)(nil),           // 64: lethe.common.v1.DataCategory
-	(v11.ErasureAction)(0),            // 65: lethe.events.v1.ErasureAction
-	(v11.RestrictionGround)(0),        // 66: lethe.events.v1.RestrictionGround
-	(v11.ObjectionScope)(0),           // 67: lethe.events.v1.ObjectionScope
-	(*timestamppb.Timestamp)(nil),     // 68: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 69: google.protobuf.Duration
-	(v1.AnswerMode)(0),                // 70: lethe.common.v1.AnswerMode
-	(v11.OutcomeKind)(0),              // 71: lethe.events.v1.OutcomeKind
-	(*v11.Retention)(nil),             // 72: lethe.events.v1.Retention
-	(v1.IdentifierType)(0),            // 73: lethe.common.v1.IdentifierType
-	(*v1.Cause)(nil),                  // 74: lethe.common.v1.Cause
-	(*v1.Identifier)(nil),             // 75: lethe.common.v1.Identifier
-	(v1.LegalBasis)(0),                // 76: lethe.common.v1.LegalBasis
+	(*Remedies)(nil),                  // 18: lethe.dsar.v1.Remedies
+	(*Extension)(nil),                 // 19: lethe.dsar.v1.Extension
+	(*Deadline)(nil),                  // 20: lethe.dsar.v1.Deadline
+	(*Verification)(nil),              // 21: lethe.dsar.v1.Verification
+	(*Transition)(nil),                // 22: lethe.dsar.v1.Transition
+	(*HeldCategory)(nil),              // 23: lethe.dsar.v1.HeldCategory
+	(*SystemResult)(nil),              // 24: lethe.dsar.v1.SystemResult
+	(*Result)(nil),                    // 25: lethe.dsar.v1.Result
+	(*Review)(nil),                    // 26: lethe.dsar.v1.Review
+	(*PackageInfo)(nil),               // 27: lethe.dsar.v1.PackageInfo
+	(*Request)(nil),                   // 28: lethe.dsar.v1.Request
+	(*CreateRequestRequest)(nil),      // 29: lethe.dsar.v1.CreateRequestRequest
+	(*CreateRequestResponse)(nil),     // 30: lethe.dsar.v1.CreateRequestResponse
+	(*GetRequestRequest)(nil),         // 31: lethe.dsar.v1.GetRequestRequest
+	(*GetRequestResponse)(nil),        // 32: lethe.dsar.v1.GetRequestResponse
+	(*ListRequestsRequest)(nil),       // 33: lethe.dsar.v1.ListRequestsRequest
+	(*ListRequestsResponse)(nil),      // 34: lethe.dsar.v1.ListRequestsResponse
+	(*StartVerificationRequest)(nil),  // 35: lethe.dsar.v1.StartVerificationRequest
+	(*StartVerificationResponse)(nil), // 36: lethe.dsar.v1.StartVerificationResponse
+	(*VerifyIdentityRequest)(nil),     // 37: lethe.dsar.v1.VerifyIdentityRequest
+	(*VerifyIdentityResponse)(nil),    // 38: lethe.dsar.v1.VerifyIdentityResponse
+	(*AttestIdentityRequest)(nil),     // 39: lethe.dsar.v1.AttestIdentityRequest
+	(*AttestIdentityResponse)(nil),    // 40: lethe.dsar.v1.AttestIdentityResponse
+	(*ExtendDeadlineRequest)(nil),     // 41: lethe.dsar.v1.ExtendDeadlineRequest
+	(*ExtendDeadlineResponse)(nil),    // 42: lethe.dsar.v1.ExtendDeadlineResponse
+	(*RejectRequestRequest)(nil),      // 43: lethe.dsar.v1.RejectRequestRequest
+	(*RejectRequestResponse)(nil),     // 44: lethe.dsar.v1.RejectRequestResponse
+	(*CancelRequestRequest)(nil),      // 45: lethe.dsar.v1.CancelRequestRequest
+	(*CancelRequestResponse)(nil),     // 46: lethe.dsar.v1.CancelRequestResponse
+	(*CompleteTaskRequest)(nil),       // 47: lethe.dsar.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),      // 48: lethe.dsar.v1.CompleteTaskResponse
+	(*RecordReviewRequest)(nil),       // 49: lethe.dsar.v1.RecordReviewRequest
+	(*RecordReviewResponse)(nil),      // 50: lethe.dsar.v1.RecordReviewResponse
+	(*GetIdentifiersRequest)(nil),     // 51: lethe.dsar.v1.GetIdentifiersRequest
+	(*GetIdentifiersResponse)(nil),    // 52: lethe.dsar.v1.GetIdentifiersResponse
+	(*SubmittedRecord)(nil),           // 53: lethe.dsar.v1.SubmittedRecord
+	(*SubmissionHeader)(nil),          // 54: lethe.dsar.v1.SubmissionHeader
+	(*SubmitDataRequest)(nil),         // 55: lethe.dsar.v1.SubmitDataRequest
+	(*SubmitDataResponse)(nil),        // 56: lethe.dsar.v1.SubmitDataResponse
+	(*DownloadPackageRequest)(nil),    // 57: lethe.dsar.v1.DownloadPackageRequest
+	(*DownloadPackageResponse)(nil),   // 58: lethe.dsar.v1.DownloadPackageResponse
+	(*ConfirmDeliveryRequest)(nil),    // 59: lethe.dsar.v1.ConfirmDeliveryRequest
+	(*ConfirmDeliveryResponse)(nil),   // 60: lethe.dsar.v1.ConfirmDeliveryResponse
+	(*GetReceiptRequest)(nil),         // 61: lethe.dsar.v1.GetReceiptRequest
+	(*ReceiptEntry)(nil),              // 62: lethe.dsar.v1.ReceiptEntry
+	(*Receipt)(nil),                   // 63: lethe.dsar.v1.Receipt
+	(*GetReceiptResponse)(nil),        // 64: lethe.dsar.v1.GetReceiptResponse
+	(*v1.DataCategory)(nil),           // 65: lethe.common.v1.DataCategory
+	(v11.ErasureAction)(0),            // 66: lethe.events.v1.ErasureAction
+	(v11.RestrictionGround)(0),        // 67: lethe.events.v1.RestrictionGround
+	(v11.ObjectionScope)(0),           // 68: lethe.events.v1.ObjectionScope
+	(*v12.SupervisoryAuthority)(nil),  // 69: lethe.registry.v1.SupervisoryAuthority
+	(*timestamppb.Timestamp)(nil),     // 70: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 71: google.protobuf.Duration
+	(v1.AnswerMode)(0),                // 72: lethe.common.v1.AnswerMode
+	(v11.OutcomeKind)(0),              // 73: lethe.events.v1.OutcomeKind
+	(*v11.Retention)(nil),             // 74: lethe.events.v1.Retention
+	(v1.IdentifierType)(0),            // 75: lethe.common.v1.IdentifierType
+	(*v1.Cause)(nil),                  // 76: lethe.common.v1.Cause
+	(*v1.Identifier)(nil),             // 77: lethe.common.v1.Identifier
+	(v1.LegalBasis)(0),                // 78: lethe.common.v1.LegalBasis
 }
 var file_lethe_dsar_v1_dsar_proto_depIdxs = []int32{
 	2,   // 0: lethe.dsar.v1.Requester.kind:type_name -> lethe.dsar.v1.RequesterKind
-	64,  // 1: lethe.dsar.v1.Correction.category:type_name -> lethe.common.v1.DataCategory
-	64,  // 2: lethe.dsar.v1.AccessDetails.categories:type_name -> lethe.common.v1.DataCategory
+	65,  // 1: lethe.dsar.v1.Correction.category:type_name -> lethe.common.v1.DataCategory
+	65,  // 2: lethe.dsar.v1.AccessDetails.categories:type_name -> lethe.common.v1.DataCategory
 	8,   // 3: lethe.dsar.v1.RectificationDetails.corrections:type_name -> lethe.dsar.v1.Correction
-	64,  // 4: lethe.dsar.v1.ErasureDetails.categories:type_name -> lethe.common.v1.DataCategory
-	65,  // 5: lethe.dsar.v1.ErasureDetails.action:type_name -> lethe.events.v1.ErasureAction
-	66,  // 6: lethe.dsar.v1.RestrictionDetails.ground:type_name -> lethe.events.v1.RestrictionGround
-	64,  // 7: lethe.dsar.v1.PortabilityDetails.categories:type_name -> lethe.common.v1.DataCategory
-	67,  // 8: lethe.dsar.v1.ObjectionDetails.scope:type_name -> lethe.events.v1.ObjectionScope
+	65,  // 4: lethe.dsar.v1.ErasureDetails.categories:type_name -> lethe.common.v1.DataCategory
+	66,  // 5: lethe.dsar.v1.ErasureDetails.action:type_name -> lethe.events.v1.ErasureAction
+	67,  // 6: lethe.dsar.v1.RestrictionDetails.ground:type_name -> lethe.events.v1.RestrictionGround
+	65,  // 7: lethe.dsar.v1.PortabilityDetails.categories:type_name -> lethe.common.v1.DataCategory
+	68,  // 8: lethe.dsar.v1.ObjectionDetails.scope:type_name -> lethe.events.v1.ObjectionScope
 	3,   // 9: lethe.dsar.v1.Rejection.reason:type_name -> lethe.dsar.v1.RejectionReason
-	68,  // 10: lethe.dsar.v1.Extension.granted_at:type_name -> google.protobuf.Timestamp
-	68,  // 11: lethe.dsar.v1.Deadline.received_at:type_name -> google.protobuf.Timestamp
-	68,  // 12: lethe.dsar.v1.Deadline.statutory_due_at:type_name -> google.protobuf.Timestamp
-	68,  // 13: lethe.dsar.v1.Deadline.sla_due_at:type_name -> google.protobuf.Timestamp
-	69,  // 14: lethe.dsar.v1.Deadline.sla:type_name -> google.protobuf.Duration
-	68,  // 15: lethe.dsar.v1.Deadline.paused_since:type_name -> google.protobuf.Timestamp
-	69,  // 16: lethe.dsar.v1.Deadline.paused:type_name -> google.protobuf.Duration
-	18,  // 17: lethe.dsar.v1.Deadline.extension:type_name -> lethe.dsar.v1.Extension
-	4,   // 18: lethe.dsar.v1.Verification.method:type_name -> lethe.dsar.v1.VerificationMethod
-	68,  // 19: lethe.dsar.v1.Verification.verified_at:type_name -> google.protobuf.Timestamp
-	68,  // 20: lethe.dsar.v1.Verification.code_expires_at:type_name -> google.protobuf.Timestamp
-	1,   // 21: lethe.dsar.v1.Transition.from:type_name -> lethe.dsar.v1.RequestState
-	1,   // 22: lethe.dsar.v1.Transition.to:type_name -> lethe.dsar.v1.RequestState
-	68,  // 23: lethe.dsar.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	64,  // 24: lethe.dsar.v1.HeldCategory.category:type_name -> lethe.common.v1.DataCategory
-	68,  // 25: lethe.dsar.v1.HeldCategory.until:type_name -> google.protobuf.Timestamp
-	70,  // 26: lethe.dsar.v1.SystemResult.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	5,   // 27: lethe.dsar.v1.SystemResult.state:type_name -> lethe.dsar.v1.TaskState
-	71,  // 28: lethe.dsar.v1.SystemResult.outcome:type_name -> lethe.events.v1.OutcomeKind
-	72,  // 29: lethe.dsar.v1.SystemResult.retained:type_name -> lethe.events.v1.Retention
-	68,  // 30: lethe.dsar.v1.SystemResult.answered_at:type_name -> google.protobuf.Timestamp
-	22,  // 31: lethe.dsar.v1.SystemResult.held:type_name -> lethe.dsar.v1.HeldCategory
-	23,  // 32: lethe.dsar.v1.Result.systems:type_name -> lethe.dsar.v1.SystemResult
-	72,  // 33: lethe.dsar.v1.Result.retained:type_name -> lethe.events.v1.Retention
-	22,  // 34: lethe.dsar.v1.Result.held:type_name -> lethe.dsar.v1.HeldCategory
-	68,  // 35: lethe.dsar.v1.Review.reviewed_at:type_name -> google.protobuf.Timestamp
-	68,  // 36: lethe.dsar.v1.PackageInfo.assembled_at:type_name -> google.protobuf.Timestamp
-	68,  // 37: lethe.dsar.v1.PackageInfo.available_until:type_name -> google.protobuf.Timestamp
-	0,   // 38: lethe.dsar.v1.Request.type:type_name -> lethe.dsar.v1.RequestType
-	1,   // 39: lethe.dsar.v1.Request.state:type_name -> lethe.dsar.v1.RequestState
-	7,   // 40: lethe.dsar.v1.Request.requester:type_name -> lethe.dsar.v1.Requester
-	73,  // 41: lethe.dsar.v1.Request.identifier_types:type_name -> lethe.common.v1.IdentifierType
-	9,   // 42: lethe.dsar.v1.Request.access:type_name -> lethe.dsar.v1.AccessDetails
-	10,  // 43: lethe.dsar.v1.Request.rectification:type_name -> lethe.dsar.v1.RectificationDetails
-	11,  // 44: lethe.dsar.v1.Request.erasure:type_name -> lethe.dsar.v1.ErasureDetails
-	12,  // 45: lethe.dsar.v1.Request.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
-	13,  // 46: lethe.dsar.v1.Request.portability:type_name -> lethe.dsar.v1.PortabilityDetails
-	14,  // 47: lethe.dsar.v1.Request.objection:type_name -> lethe.dsar.v1.ObjectionDetails
-	15,  // 48: lethe.dsar.v1.Request.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
-	16,  // 49: lethe.dsar.v1.Request.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
-	19,  // 50: lethe.dsar.v1.Request.deadline:type_name -> lethe.dsar.v1.Deadline
-	20,  // 51: lethe.dsar.v1.Request.verification:type_name -> lethe.dsar.v1.Verification
-	21,  // 52: lethe.dsar.v1.Request.history:type_name -> lethe.dsar.v1.Transition
-	17,  // 53: lethe.dsar.v1.Request.rejection:type_name -> lethe.dsar.v1.Rejection
-	24,  // 54: lethe.dsar.v1.Request.result:type_name -> lethe.dsar.v1.Result
-	25,  // 55: lethe.dsar.v1.Request.review:type_name -> lethe.dsar.v1.Review
-	26,  // 56: lethe.dsar.v1.Request.package:type_name -> lethe.dsar.v1.PackageInfo
-	74,  // 57: lethe.dsar.v1.Request.consent_causes:type_name -> lethe.common.v1.Cause
-	68,  // 58: lethe.dsar.v1.Request.closed_at:type_name -> google.protobuf.Timestamp
-	7,   // 59: lethe.dsar.v1.CreateRequestRequest.requester:type_name -> lethe.dsar.v1.Requester
-	75,  // 60: lethe.dsar.v1.CreateRequestRequest.identifiers:type_name -> lethe.common.v1.Identifier
-	9,   // 61: lethe.dsar.v1.CreateRequestRequest.access:type_name -> lethe.dsar.v1.AccessDetails
-	10,  // 62: lethe.dsar.v1.CreateRequestRequest.rectification:type_name -> lethe.dsar.v1.RectificationDetails
-	11,  // 63: lethe.dsar.v1.CreateRequestRequest.erasure:type_name -> lethe.dsar.v1.ErasureDetails
-	12,  // 64: lethe.dsar.v1.CreateRequestRequest.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
-	13,  // 65: lethe.dsar.v1.CreateRequestRequest.portability:type_name -> lethe.dsar.v1.PortabilityDetails
-	14,  // 66: lethe.dsar.v1.CreateRequestRequest.objection:type_name -> lethe.dsar.v1.ObjectionDetails
-	15,  // 67: lethe.dsar.v1.CreateRequestRequest.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
-	16,  // 68: lethe.dsar.v1.CreateRequestRequest.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
-	27,  // 69: lethe.dsar.v1.CreateRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	27,  // 70: lethe.dsar.v1.GetRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	1,   // 71: lethe.dsar.v1.ListRequestsRequest.states:type_name -> lethe.dsar.v1.RequestState
-	6,   // 72: lethe.dsar.v1.ListRequestsRequest.deadline:type_name -> lethe.dsar.v1.DeadlineFilter
-	69,  // 73: lethe.dsar.v1.ListRequestsRequest.due_within:type_name -> google.protobuf.Duration
-	27,  // 74: lethe.dsar.v1.ListRequestsResponse.requests:type_name -> lethe.dsar.v1.Request
-	4,   // 75: lethe.dsar.v1.StartVerificationResponse.method:type_name -> lethe.dsar.v1.VerificationMethod
-	68,  // 76: lethe.dsar.v1.StartVerificationResponse.expires_at:type_name -> google.protobuf.Timestamp
-	27,  // 77: lethe.dsar.v1.VerifyIdentityResponse.request:type_name -> lethe.dsar.v1.Request
-	4,   // 78: lethe.dsar.v1.AttestIdentityRequest.method:type_name -> lethe.dsar.v1.VerificationMethod
-	27,  // 79: lethe.dsar.v1.AttestIdentityResponse.request:type_name -> lethe.dsar.v1.Request
-	27,  // 80: lethe.dsar.v1.ExtendDeadlineResponse.request:type_name -> lethe.dsar.v1.Request
-	3,   // 81: lethe.dsar.v1.RejectRequestRequest.reason:type_name -> lethe.dsar.v1.RejectionReason
-	27,  // 82: lethe.dsar.v1.RejectRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	27,  // 83: lethe.dsar.v1.CancelRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	71,  // 84: lethe.dsar.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
-	72,  // 85: lethe.dsar.v1.CompleteTaskRequest.retained:type_name -> lethe.events.v1.Retention
-	27,  // 86: lethe.dsar.v1.CompleteTaskResponse.request:type_name -> lethe.dsar.v1.Request
-	27,  // 87: lethe.dsar.v1.RecordReviewResponse.request:type_name -> lethe.dsar.v1.Request
-	75,  // 88: lethe.dsar.v1.GetIdentifiersResponse.identifiers:type_name -> lethe.common.v1.Identifier
-	8,   // 89: lethe.dsar.v1.GetIdentifiersResponse.corrections:type_name -> lethe.dsar.v1.Correction
-	64,  // 90: lethe.dsar.v1.SubmittedRecord.category:type_name -> lethe.common.v1.DataCategory
-	76,  // 91: lethe.dsar.v1.SubmittedRecord.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	53,  // 92: lethe.dsar.v1.SubmitDataRequest.header:type_name -> lethe.dsar.v1.SubmissionHeader
-	52,  // 93: lethe.dsar.v1.SubmitDataRequest.record:type_name -> lethe.dsar.v1.SubmittedRecord
-	26,  // 94: lethe.dsar.v1.DownloadPackageResponse.info:type_name -> lethe.dsar.v1.PackageInfo
-	27,  // 95: lethe.dsar.v1.ConfirmDeliveryResponse.request:type_name -> lethe.dsar.v1.Request
-	71,  // 96: lethe.dsar.v1.ReceiptEntry.outcome:type_name -> lethe.events.v1.OutcomeKind
-	68,  // 97: lethe.dsar.v1.ReceiptEntry.answered_at:type_name -> google.protobuf.Timestamp
-	72,  // 98: lethe.dsar.v1.ReceiptEntry.retained:type_name -> lethe.events.v1.Retention
-	0,   // 99: lethe.dsar.v1.Receipt.type:type_name -> lethe.dsar.v1.RequestType
-	1,   // 100: lethe.dsar.v1.Receipt.state:type_name -> lethe.dsar.v1.RequestState
-	68,  // 101: lethe.dsar.v1.Receipt.received_at:type_name -> google.protobuf.Timestamp
-	68,  // 102: lethe.dsar.v1.Receipt.closed_at:type_name -> google.protobuf.Timestamp
-	61,  // 103: lethe.dsar.v1.Receipt.entries:type_name -> lethe.dsar.v1.ReceiptEntry
-	62,  // 104: lethe.dsar.v1.GetReceiptResponse.receipt:type_name -> lethe.dsar.v1.Receipt
-	28,  // 105: lethe.dsar.v1.DsarService.CreateRequest:input_type -> lethe.dsar.v1.CreateRequestRequest
-	30,  // 106: lethe.dsar.v1.DsarService.GetRequest:input_type -> lethe.dsar.v1.GetRequestRequest
-	32,  // 107: lethe.dsar.v1.DsarService.ListRequests:input_type -> lethe.dsar.v1.ListRequestsRequest
-	34,  // 108: lethe.dsar.v1.DsarService.StartVerification:input_type -> lethe.dsar.v1.StartVerificationRequest
-	36,  // 109: lethe.dsar.v1.DsarService.VerifyIdentity:input_type -> lethe.dsar.v1.VerifyIdentityRequest
-	38,  // 110: lethe.dsar.v1.DsarService.AttestIdentity:input_type -> lethe.dsar.v1.AttestIdentityRequest
-	40,  // 111: lethe.dsar.v1.DsarService.ExtendDeadline:input_type -> lethe.dsar.v1.ExtendDeadlineRequest
-	42,  // 112: lethe.dsar.v1.DsarService.RejectRequest:input_type -> lethe.dsar.v1.RejectRequestRequest
-	44,  // 113: lethe.dsar.v1.DsarService.CancelRequest:input_type -> lethe.dsar.v1.CancelRequestRequest
-	46,  // 114: lethe.dsar.v1.DsarService.CompleteTask:input_type -> lethe.dsar.v1.CompleteTaskRequest
-	48,  // 115: lethe.dsar.v1.DsarService.RecordReview:input_type -> lethe.dsar.v1.RecordReviewRequest
-	50,  // 116: lethe.dsar.v1.DsarService.GetIdentifiers:input_type -> lethe.dsar.v1.GetIdentifiersRequest
-	54,  // 117: lethe.dsar.v1.DsarService.SubmitData:input_type -> lethe.dsar.v1.SubmitDataRequest
-	56,  // 118: lethe.dsar.v1.DsarService.DownloadPackage:input_type -> lethe.dsar.v1.DownloadPackageRequest
-	58,  // 119: lethe.dsar.v1.DsarService.ConfirmDelivery:input_type -> lethe.dsar.v1.ConfirmDeliveryRequest
-	60,  // 120: lethe.dsar.v1.DsarService.GetReceipt:input_type -> lethe.dsar.v1.GetReceiptRequest
-	29,  // 121: lethe.dsar.v1.DsarService.CreateRequest:output_type -> lethe.dsar.v1.CreateRequestResponse
-	31,  // 122: lethe.dsar.v1.DsarService.GetRequest:output_type -> lethe.dsar.v1.GetRequestResponse
-	33,  // 123: lethe.dsar.v1.DsarService.ListRequests:output_type -> lethe.dsar.v1.ListRequestsResponse
-	35,  // 124: lethe.dsar.v1.DsarService.StartVerification:output_type -> lethe.dsar.v1.StartVerificationResponse
-	37,  // 125: lethe.dsar.v1.DsarService.VerifyIdentity:output_type -> lethe.dsar.v1.VerifyIdentityResponse
-	39,  // 126: lethe.dsar.v1.DsarService.AttestIdentity:output_type -> lethe.dsar.v1.AttestIdentityResponse
-	41,  // 127: lethe.dsar.v1.DsarService.ExtendDeadline:output_type -> lethe.dsar.v1.ExtendDeadlineResponse
-	43,  // 128: lethe.dsar.v1.DsarService.RejectRequest:output_type -> lethe.dsar.v1.RejectRequestResponse
-	45,  // 129: lethe.dsar.v1.DsarService.CancelRequest:output_type -> lethe.dsar.v1.CancelRequestResponse
-	47,  // 130: lethe.dsar.v1.DsarService.CompleteTask:output_type -> lethe.dsar.v1.CompleteTaskResponse
-	49,  // 131: lethe.dsar.v1.DsarService.RecordReview:output_type -> lethe.dsar.v1.RecordReviewResponse
-	51,  // 132: lethe.dsar.v1.DsarService.GetIdentifiers:output_type -> lethe.dsar.v1.GetIdentifiersResponse
-	55,  // 133: lethe.dsar.v1.DsarService.SubmitData:output_type -> lethe.dsar.v1.SubmitDataResponse
-	57,  // 134: lethe.dsar.v1.DsarService.DownloadPackage:output_type -> lethe.dsar.v1.DownloadPackageResponse
-	59,  // 135: lethe.dsar.v1.DsarService.ConfirmDelivery:output_type -> lethe.dsar.v1.ConfirmDeliveryResponse
-	63,  // 136: lethe.dsar.v1.DsarService.GetReceipt:output_type -> lethe.dsar.v1.GetReceiptResponse
-	121, // [121:137] is the sub-list for method output_type
-	105, // [105:121] is the sub-list for method input_type
-	105, // [105:105] is the sub-list for extension type_name
-	105, // [105:105] is the sub-list for extension extendee
-	0,   // [0:105] is the sub-list for field type_name
+	18,  // 10: lethe.dsar.v1.Rejection.remedies:type_name -> lethe.dsar.v1.Remedies
+	69,  // 11: lethe.dsar.v1.Remedies.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
+	70,  // 12: lethe.dsar.v1.Extension.granted_at:type_name -> google.protobuf.Timestamp
+	70,  // 13: lethe.dsar.v1.Deadline.received_at:type_name -> google.protobuf.Timestamp
+	70,  // 14: lethe.dsar.v1.Deadline.statutory_due_at:type_name -> google.protobuf.Timestamp
+	70,  // 15: lethe.dsar.v1.Deadline.sla_due_at:type_name -> google.protobuf.Timestamp
+	71,  // 16: lethe.dsar.v1.Deadline.sla:type_name -> google.protobuf.Duration
+	70,  // 17: lethe.dsar.v1.Deadline.paused_since:type_name -> google.protobuf.Timestamp
+	71,  // 18: lethe.dsar.v1.Deadline.paused:type_name -> google.protobuf.Duration
+	19,  // 19: lethe.dsar.v1.Deadline.extension:type_name -> lethe.dsar.v1.Extension
+	4,   // 20: lethe.dsar.v1.Verification.method:type_name -> lethe.dsar.v1.VerificationMethod
+	70,  // 21: lethe.dsar.v1.Verification.verified_at:type_name -> google.protobuf.Timestamp
+	70,  // 22: lethe.dsar.v1.Verification.code_expires_at:type_name -> google.protobuf.Timestamp
+	1,   // 23: lethe.dsar.v1.Transition.from:type_name -> lethe.dsar.v1.RequestState
+	1,   // 24: lethe.dsar.v1.Transition.to:type_name -> lethe.dsar.v1.RequestState
+	70,  // 25: lethe.dsar.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	65,  // 26: lethe.dsar.v1.HeldCategory.category:type_name -> lethe.common.v1.DataCategory
+	70,  // 27: lethe.dsar.v1.HeldCategory.until:type_name -> google.protobuf.Timestamp
+	72,  // 28: lethe.dsar.v1.SystemResult.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	5,   // 29: lethe.dsar.v1.SystemResult.state:type_name -> lethe.dsar.v1.TaskState
+	73,  // 30: lethe.dsar.v1.SystemResult.outcome:type_name -> lethe.events.v1.OutcomeKind
+	74,  // 31: lethe.dsar.v1.SystemResult.retained:type_name -> lethe.events.v1.Retention
+	70,  // 32: lethe.dsar.v1.SystemResult.answered_at:type_name -> google.protobuf.Timestamp
+	23,  // 33: lethe.dsar.v1.SystemResult.held:type_name -> lethe.dsar.v1.HeldCategory
+	24,  // 34: lethe.dsar.v1.Result.systems:type_name -> lethe.dsar.v1.SystemResult
+	74,  // 35: lethe.dsar.v1.Result.retained:type_name -> lethe.events.v1.Retention
+	23,  // 36: lethe.dsar.v1.Result.held:type_name -> lethe.dsar.v1.HeldCategory
+	70,  // 37: lethe.dsar.v1.Review.reviewed_at:type_name -> google.protobuf.Timestamp
+	70,  // 38: lethe.dsar.v1.PackageInfo.assembled_at:type_name -> google.protobuf.Timestamp
+	70,  // 39: lethe.dsar.v1.PackageInfo.available_until:type_name -> google.protobuf.Timestamp
+	0,   // 40: lethe.dsar.v1.Request.type:type_name -> lethe.dsar.v1.RequestType
+	1,   // 41: lethe.dsar.v1.Request.state:type_name -> lethe.dsar.v1.RequestState
+	7,   // 42: lethe.dsar.v1.Request.requester:type_name -> lethe.dsar.v1.Requester
+	75,  // 43: lethe.dsar.v1.Request.identifier_types:type_name -> lethe.common.v1.IdentifierType
+	9,   // 44: lethe.dsar.v1.Request.access:type_name -> lethe.dsar.v1.AccessDetails
+	10,  // 45: lethe.dsar.v1.Request.rectification:type_name -> lethe.dsar.v1.RectificationDetails
+	11,  // 46: lethe.dsar.v1.Request.erasure:type_name -> lethe.dsar.v1.ErasureDetails
+	12,  // 47: lethe.dsar.v1.Request.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
+	13,  // 48: lethe.dsar.v1.Request.portability:type_name -> lethe.dsar.v1.PortabilityDetails
+	14,  // 49: lethe.dsar.v1.Request.objection:type_name -> lethe.dsar.v1.ObjectionDetails
+	15,  // 50: lethe.dsar.v1.Request.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
+	16,  // 51: lethe.dsar.v1.Request.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
+	20,  // 52: lethe.dsar.v1.Request.deadline:type_name -> lethe.dsar.v1.Deadline
+	21,  // 53: lethe.dsar.v1.Request.verification:type_name -> lethe.dsar.v1.Verification
+	22,  // 54: lethe.dsar.v1.Request.history:type_name -> lethe.dsar.v1.Transition
+	17,  // 55: lethe.dsar.v1.Request.rejection:type_name -> lethe.dsar.v1.Rejection
+	25,  // 56: lethe.dsar.v1.Request.result:type_name -> lethe.dsar.v1.Result
+	26,  // 57: lethe.dsar.v1.Request.review:type_name -> lethe.dsar.v1.Review
+	27,  // 58: lethe.dsar.v1.Request.package:type_name -> lethe.dsar.v1.PackageInfo
+	76,  // 59: lethe.dsar.v1.Request.consent_causes:type_name -> lethe.common.v1.Cause
+	70,  // 60: lethe.dsar.v1.Request.closed_at:type_name -> google.protobuf.Timestamp
+	7,   // 61: lethe.dsar.v1.CreateRequestRequest.requester:type_name -> lethe.dsar.v1.Requester
+	77,  // 62: lethe.dsar.v1.CreateRequestRequest.identifiers:type_name -> lethe.common.v1.Identifier
+	9,   // 63: lethe.dsar.v1.CreateRequestRequest.access:type_name -> lethe.dsar.v1.AccessDetails
+	10,  // 64: lethe.dsar.v1.CreateRequestRequest.rectification:type_name -> lethe.dsar.v1.RectificationDetails
+	11,  // 65: lethe.dsar.v1.CreateRequestRequest.erasure:type_name -> lethe.dsar.v1.ErasureDetails
+	12,  // 66: lethe.dsar.v1.CreateRequestRequest.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
+	13,  // 67: lethe.dsar.v1.CreateRequestRequest.portability:type_name -> lethe.dsar.v1.PortabilityDetails
+	14,  // 68: lethe.dsar.v1.CreateRequestRequest.objection:type_name -> lethe.dsar.v1.ObjectionDetails
+	15,  // 69: lethe.dsar.v1.CreateRequestRequest.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
+	16,  // 70: lethe.dsar.v1.CreateRequestRequest.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
+	28,  // 71: lethe.dsar.v1.CreateRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 72: lethe.dsar.v1.GetRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	1,   // 73: lethe.dsar.v1.ListRequestsRequest.states:type_name -> lethe.dsar.v1.RequestState
+	6,   // 74: lethe.dsar.v1.ListRequestsRequest.deadline:type_name -> lethe.dsar.v1.DeadlineFilter
+	71,  // 75: lethe.dsar.v1.ListRequestsRequest.due_within:type_name -> google.protobuf.Duration
+	28,  // 76: lethe.dsar.v1.ListRequestsResponse.requests:type_name -> lethe.dsar.v1.Request
+	4,   // 77: lethe.dsar.v1.StartVerificationResponse.method:type_name -> lethe.dsar.v1.VerificationMethod
+	70,  // 78: lethe.dsar.v1.StartVerificationResponse.expires_at:type_name -> google.protobuf.Timestamp
+	28,  // 79: lethe.dsar.v1.VerifyIdentityResponse.request:type_name -> lethe.dsar.v1.Request
+	4,   // 80: lethe.dsar.v1.AttestIdentityRequest.method:type_name -> lethe.dsar.v1.VerificationMethod
+	28,  // 81: lethe.dsar.v1.AttestIdentityResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 82: lethe.dsar.v1.ExtendDeadlineResponse.request:type_name -> lethe.dsar.v1.Request
+	3,   // 83: lethe.dsar.v1.RejectRequestRequest.reason:type_name -> lethe.dsar.v1.RejectionReason
+	28,  // 84: lethe.dsar.v1.RejectRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 85: lethe.dsar.v1.CancelRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	73,  // 86: lethe.dsar.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
+	74,  // 87: lethe.dsar.v1.CompleteTaskRequest.retained:type_name -> lethe.events.v1.Retention
+	28,  // 88: lethe.dsar.v1.CompleteTaskResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 89: lethe.dsar.v1.RecordReviewResponse.request:type_name -> lethe.dsar.v1.Request
+	77,  // 90: lethe.dsar.v1.GetIdentifiersResponse.identifiers:type_name -> lethe.common.v1.Identifier
+	8,   // 91: lethe.dsar.v1.GetIdentifiersResponse.corrections:type_name -> lethe.dsar.v1.Correction
+	65,  // 92: lethe.dsar.v1.SubmittedRecord.category:type_name -> lethe.common.v1.DataCategory
+	78,  // 93: lethe.dsar.v1.SubmittedRecord.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	54,  // 94: lethe.dsar.v1.SubmitDataRequest.header:type_name -> lethe.dsar.v1.SubmissionHeader
+	53,  // 95: lethe.dsar.v1.SubmitDataRequest.record:type_name -> lethe.dsar.v1.SubmittedRecord
+	27,  // 96: lethe.dsar.v1.DownloadPackageResponse.info:type_name -> lethe.dsar.v1.PackageInfo
+	28,  // 97: lethe.dsar.v1.ConfirmDeliveryResponse.request:type_name -> lethe.dsar.v1.Request
+	73,  // 98: lethe.dsar.v1.ReceiptEntry.outcome:type_name -> lethe.events.v1.OutcomeKind
+	70,  // 99: lethe.dsar.v1.ReceiptEntry.answered_at:type_name -> google.protobuf.Timestamp
+	74,  // 100: lethe.dsar.v1.ReceiptEntry.retained:type_name -> lethe.events.v1.Retention
+	0,   // 101: lethe.dsar.v1.Receipt.type:type_name -> lethe.dsar.v1.RequestType
+	1,   // 102: lethe.dsar.v1.Receipt.state:type_name -> lethe.dsar.v1.RequestState
+	70,  // 103: lethe.dsar.v1.Receipt.received_at:type_name -> google.protobuf.Timestamp
+	70,  // 104: lethe.dsar.v1.Receipt.closed_at:type_name -> google.protobuf.Timestamp
+	62,  // 105: lethe.dsar.v1.Receipt.entries:type_name -> lethe.dsar.v1.ReceiptEntry
+	63,  // 106: lethe.dsar.v1.GetReceiptResponse.receipt:type_name -> lethe.dsar.v1.Receipt
+	29,  // 107: lethe.dsar.v1.DsarService.CreateRequest:input_type -> lethe.dsar.v1.CreateRequestRequest
+	31,  // 108: lethe.dsar.v1.DsarService.GetRequest:input_type -> lethe.dsar.v1.GetRequestRequest
+	33,  // 109: lethe.dsar.v1.DsarService.ListRequests:input_type -> lethe.dsar.v1.ListRequestsRequest
+	35,  // 110: lethe.dsar.v1.DsarService.StartVerification:input_type -> lethe.dsar.v1.StartVerificationRequest
+	37,  // 111: lethe.dsar.v1.DsarService.VerifyIdentity:input_type -> lethe.dsar.v1.VerifyIdentityRequest
+	39,  // 112: lethe.dsar.v1.DsarService.AttestIdentity:input_type -> lethe.dsar.v1.AttestIdentityRequest
+	41,  // 113: lethe.dsar.v1.DsarService.ExtendDeadline:input_type -> lethe.dsar.v1.ExtendDeadlineRequest
+	43,  // 114: lethe.dsar.v1.DsarService.RejectRequest:input_type -> lethe.dsar.v1.RejectRequestRequest
+	45,  // 115: lethe.dsar.v1.DsarService.CancelRequest:input_type -> lethe.dsar.v1.CancelRequestRequest
+	47,  // 116: lethe.dsar.v1.DsarService.CompleteTask:input_type -> lethe.dsar.v1.CompleteTaskRequest
+	49,  // 117: lethe.dsar.v1.DsarService.RecordReview:input_type -> lethe.dsar.v1.RecordReviewRequest
+	51,  // 118: lethe.dsar.v1.DsarService.GetIdentifiers:input_type -> lethe.dsar.v1.GetIdentifiersRequest
+	55,  // 119: lethe.dsar.v1.DsarService.SubmitData:input_type -> lethe.dsar.v1.SubmitDataRequest
+	57,  // 120: lethe.dsar.v1.DsarService.DownloadPackage:input_type -> lethe.dsar.v1.DownloadPackageRequest
+	59,  // 121: lethe.dsar.v1.DsarService.ConfirmDelivery:input_type -> lethe.dsar.v1.ConfirmDeliveryRequest
+	61,  // 122: lethe.dsar.v1.DsarService.GetReceipt:input_type -> lethe.dsar.v1.GetReceiptRequest
+	30,  // 123: lethe.dsar.v1.DsarService.CreateRequest:output_type -> lethe.dsar.v1.CreateRequestResponse
+	32,  // 124: lethe.dsar.v1.DsarService.GetRequest:output_type -> lethe.dsar.v1.GetRequestResponse
+	34,  // 125: lethe.dsar.v1.DsarService.ListRequests:output_type -> lethe.dsar.v1.ListRequestsResponse
+	36,  // 126: lethe.dsar.v1.DsarService.StartVerification:output_type -> lethe.dsar.v1.StartVerificationResponse
+	38,  // 127: lethe.dsar.v1.DsarService.VerifyIdentity:output_type -> lethe.dsar.v1.VerifyIdentityResponse
+	40,  // 128: lethe.dsar.v1.DsarService.AttestIdentity:output_type -> lethe.dsar.v1.AttestIdentityResponse
+	42,  // 129: lethe.dsar.v1.DsarService.ExtendDeadline:output_type -> lethe.dsar.v1.ExtendDeadlineResponse
+	44,  // 130: lethe.dsar.v1.DsarService.RejectRequest:output_type -> lethe.dsar.v1.RejectRequestResponse
+	46,  // 131: lethe.dsar.v1.DsarService.CancelRequest:output_type -> lethe.dsar.v1.CancelRequestResponse
+	48,  // 132: lethe.dsar.v1.DsarService.CompleteTask:output_type -> lethe.dsar.v1.CompleteTaskResponse
+	50,  // 133: lethe.dsar.v1.DsarService.RecordReview:output_type -> lethe.dsar.v1.RecordReviewResponse
+	52,  // 134: lethe.dsar.v1.DsarService.GetIdentifiers:output_type -> lethe.dsar.v1.GetIdentifiersResponse
+	56,  // 135: lethe.dsar.v1.DsarService.SubmitData:output_type -> lethe.dsar.v1.SubmitDataResponse
+	58,  // 136: lethe.dsar.v1.DsarService.DownloadPackage:output_type -> lethe.dsar.v1.DownloadPackageResponse
+	60,  // 137: lethe.dsar.v1.DsarService.ConfirmDelivery:output_type -> lethe.dsar.v1.ConfirmDeliveryResponse
+	64,  // 138: lethe.dsar.v1.DsarService.GetReceipt:output_type -> lethe.dsar.v1.GetReceiptResponse
+	123, // [123:139] is the sub-list for method output_type
+	107, // [107:123] is the sub-list for method input_type
+	107, // [107:107] is the sub-list for extension type_name
+	107, // [107:107] is the sub-list for extension extendee
+	0,   // [0:107] is the sub-list for field type_name
 }
 
 func init() { file_lethe_dsar_v1_dsar_proto_init() }
@@ -5333,7 +5442,7 @@ func file_lethe_dsar_v1_dsar_proto_init() {
 	if File_lethe_dsar_v1_dsar_proto != nil {
 		return
 	}
-	file_lethe_dsar_v1_dsar_proto_msgTypes[20].OneofWrappers = []any{
+	file_lethe_dsar_v1_dsar_proto_msgTypes[21].OneofWrappers = []any{
 		(*Request_Access)(nil),
 		(*Request_Rectification)(nil),
 		(*Request_Erasure)(nil),
@@ -5343,7 +5452,7 @@ func file_lethe_dsar_v1_dsar_proto_init() {
 		(*Request_Withdrawal)(nil),
 		(*Request_AutomatedDecision)(nil),
 	}
-	file_lethe_dsar_v1_dsar_proto_msgTypes[47].OneofWrappers = []any{
+	file_lethe_dsar_v1_dsar_proto_msgTypes[48].OneofWrappers = []any{
 		(*SubmitDataRequest_Header)(nil),
 		(*SubmitDataRequest_Record)(nil),
 	}
@@ -5353,7 +5462,7 @@ func file_lethe_dsar_v1_dsar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_dsar_v1_dsar_proto_rawDesc), len(file_lethe_dsar_v1_dsar_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   57,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

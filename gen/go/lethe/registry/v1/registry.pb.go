@@ -94,6 +94,78 @@ func (VerificationChannel) EnumDescriptor() ([]byte, []int) {
 	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{0}
 }
 
+// DataProvenance says where personal data of a category comes from.
+type DataProvenance int32
+
+const (
+	// Not stated: inherited from the parent category.
+	DataProvenance_DATA_PROVENANCE_UNSPECIFIED DataProvenance = 0
+	// Actively and knowingly provided by the subject (a sign-up form, an
+	// address given for delivery). Portable (Art. 20(1)).
+	DataProvenance_DATA_PROVENANCE_PROVIDED DataProvenance = 1
+	// Observed from the subject's use of the service or a device (activity
+	// logs, search history, location traces). Portable: "provided by" the
+	// subject in WP242 rev.01's reading of Art. 20(1).
+	DataProvenance_DATA_PROVENANCE_OBSERVED DataProvenance = 2
+	// Inferred by the controller from other data (an interest profile, a
+	// segment). Not portable.
+	DataProvenance_DATA_PROVENANCE_INFERRED DataProvenance = 3
+	// Derived by the controller from other data (a computed score,
+	// aggregates). Not portable.
+	DataProvenance_DATA_PROVENANCE_DERIVED DataProvenance = 4
+	// Obtained from a third party or a public source (a credit bureau's
+	// rating, a company register). Not portable; Art. 14 and Art. 15(1)(g)
+	// name the source.
+	DataProvenance_DATA_PROVENANCE_THIRD_PARTY DataProvenance = 5
+)
+
+// Enum value maps for DataProvenance.
+var (
+	DataProvenance_name = map[int32]string{
+		0: "DATA_PROVENANCE_UNSPECIFIED",
+		1: "DATA_PROVENANCE_PROVIDED",
+		2: "DATA_PROVENANCE_OBSERVED",
+		3: "DATA_PROVENANCE_INFERRED",
+		4: "DATA_PROVENANCE_DERIVED",
+		5: "DATA_PROVENANCE_THIRD_PARTY",
+	}
+	DataProvenance_value = map[string]int32{
+		"DATA_PROVENANCE_UNSPECIFIED": 0,
+		"DATA_PROVENANCE_PROVIDED":    1,
+		"DATA_PROVENANCE_OBSERVED":    2,
+		"DATA_PROVENANCE_INFERRED":    3,
+		"DATA_PROVENANCE_DERIVED":     4,
+		"DATA_PROVENANCE_THIRD_PARTY": 5,
+	}
+)
+
+func (x DataProvenance) Enum() *DataProvenance {
+	p := new(DataProvenance)
+	*p = x
+	return p
+}
+
+func (x DataProvenance) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DataProvenance) Descriptor() protoreflect.EnumDescriptor {
+	return file_lethe_registry_v1_registry_proto_enumTypes[1].Descriptor()
+}
+
+func (DataProvenance) Type() protoreflect.EnumType {
+	return &file_lethe_registry_v1_registry_proto_enumTypes[1]
+}
+
+func (x DataProvenance) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DataProvenance.Descriptor instead.
+func (DataProvenance) EnumDescriptor() ([]byte, []int) {
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+}
+
 // TenantRole is the tenant's role toward the processing a system does.
 type TenantRole int32
 
@@ -136,11 +208,11 @@ func (x TenantRole) String() string {
 }
 
 func (TenantRole) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[1].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[2].Descriptor()
 }
 
 func (TenantRole) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[1]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[2]
 }
 
 func (x TenantRole) Number() protoreflect.EnumNumber {
@@ -149,7 +221,7 @@ func (x TenantRole) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TenantRole.Descriptor instead.
 func (TenantRole) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{2}
 }
 
 // TransferMechanism is the legal ground for a transfer of personal data
@@ -210,11 +282,11 @@ func (x TransferMechanism) String() string {
 }
 
 func (TransferMechanism) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[2].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[3].Descriptor()
 }
 
 func (TransferMechanism) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[2]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[3]
 }
 
 func (x TransferMechanism) Number() protoreflect.EnumNumber {
@@ -223,7 +295,7 @@ func (x TransferMechanism) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TransferMechanism.Descriptor instead.
 func (TransferMechanism) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{2}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{3}
 }
 
 // Severity ranks a finding.
@@ -268,11 +340,11 @@ func (x Severity) String() string {
 }
 
 func (Severity) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[3].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[4].Descriptor()
 }
 
 func (Severity) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[3]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[4]
 }
 
 func (x Severity) Number() protoreflect.EnumNumber {
@@ -281,7 +353,66 @@ func (x Severity) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Severity.Descriptor instead.
 func (Severity) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+}
+
+// Art22Exception is the Art. 22(2) exception under which a decision based
+// solely on automated processing is allowed.
+type Art22Exception int32
+
+const (
+	// Not stated.
+	Art22Exception_ART22_EXCEPTION_UNSPECIFIED Art22Exception = 0
+	// Art. 22(2)(a): necessary for entering into or performing a contract
+	// with the subject.
+	Art22Exception_ART22_EXCEPTION_CONTRACT Art22Exception = 1
+	// Art. 22(2)(b): authorised by Union or Member State law.
+	Art22Exception_ART22_EXCEPTION_AUTHORISED_BY_LAW Art22Exception = 2
+	// Art. 22(2)(c): the subject's explicit consent.
+	Art22Exception_ART22_EXCEPTION_EXPLICIT_CONSENT Art22Exception = 3
+)
+
+// Enum value maps for Art22Exception.
+var (
+	Art22Exception_name = map[int32]string{
+		0: "ART22_EXCEPTION_UNSPECIFIED",
+		1: "ART22_EXCEPTION_CONTRACT",
+		2: "ART22_EXCEPTION_AUTHORISED_BY_LAW",
+		3: "ART22_EXCEPTION_EXPLICIT_CONSENT",
+	}
+	Art22Exception_value = map[string]int32{
+		"ART22_EXCEPTION_UNSPECIFIED":       0,
+		"ART22_EXCEPTION_CONTRACT":          1,
+		"ART22_EXCEPTION_AUTHORISED_BY_LAW": 2,
+		"ART22_EXCEPTION_EXPLICIT_CONSENT":  3,
+	}
+)
+
+func (x Art22Exception) Enum() *Art22Exception {
+	p := new(Art22Exception)
+	*p = x
+	return p
+}
+
+func (x Art22Exception) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Art22Exception) Descriptor() protoreflect.EnumDescriptor {
+	return file_lethe_registry_v1_registry_proto_enumTypes[5].Descriptor()
+}
+
+func (Art22Exception) Type() protoreflect.EnumType {
+	return &file_lethe_registry_v1_registry_proto_enumTypes[5]
+}
+
+func (x Art22Exception) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Art22Exception.Descriptor instead.
+func (Art22Exception) EnumDescriptor() ([]byte, []int) {
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{5}
 }
 
 // ExportFormat is the form of an export.
@@ -325,11 +456,11 @@ func (x ExportFormat) String() string {
 }
 
 func (ExportFormat) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[4].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[6].Descriptor()
 }
 
 func (ExportFormat) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[4]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[6]
 }
 
 func (x ExportFormat) Number() protoreflect.EnumNumber {
@@ -338,7 +469,7 @@ func (x ExportFormat) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ExportFormat.Descriptor instead.
 func (ExportFormat) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{6}
 }
 
 // Tenant is a data controller that uses Lethe.
@@ -1094,7 +1225,15 @@ type Category struct {
 	Sensitive bool `protobuf:"varint,4,opt,name=sensitive,proto3" json:"sensitive,omitempty"`
 	// Whether the category is built into Lethe rather than defined by the
 	// tenant. Output only.
-	BuiltIn       bool `protobuf:"varint,5,opt,name=built_in,json=builtIn,proto3" json:"built_in,omitempty"`
+	BuiltIn bool `protobuf:"varint,5,opt,name=built_in,json=builtIn,proto3" json:"built_in,omitempty"`
+	// Where data of the category comes from. It decides what a portability
+	// request covers: only data the subject provided, including data
+	// observed from their use of the service (Art. 20(1); Article 29 Working
+	// Party, Guidelines on the right to data portability, WP242 rev.01,
+	// section III). Unset: inherited from the nearest ancestor that states
+	// one; when none does, the category is left out of portable copies
+	// (fail closed) and counted in the package's manifest.
+	Provenance    DataProvenance `protobuf:"varint,6,opt,name=provenance,proto3,enum=lethe.registry.v1.DataProvenance" json:"provenance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1162,6 +1301,13 @@ func (x *Category) GetBuiltIn() bool {
 		return x.BuiltIn
 	}
 	return false
+}
+
+func (x *Category) GetProvenance() DataProvenance {
+	if x != nil {
+		return x.Provenance
+	}
+	return DataProvenance_DATA_PROVENANCE_UNSPECIFIED
 }
 
 // DefineCategoryRequest adds a category to a tenant's taxonomy.
@@ -1479,6 +1625,64 @@ func (x *Transfer) GetReference() string {
 	return ""
 }
 
+// HeldIdentifier says in which forms a system holds one kind of identifier,
+// so that the claim check hands it those forms and no other (data
+// minimisation, GDPR Art. 5(1)(c); a plain e-mail address given to a
+// platform that holds only its hash is a new disclosure).
+type HeldIdentifier struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The kind of identifier.
+	Type v1.IdentifierType `protobuf:"varint,1,opt,name=type,proto3,enum=lethe.common.v1.IdentifierType" json:"type,omitempty"`
+	// The forms the system holds it in.
+	Forms         []v1.IdentifierForm `protobuf:"varint,2,rep,packed,name=forms,proto3,enum=lethe.common.v1.IdentifierForm" json:"forms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldIdentifier) Reset() {
+	*x = HeldIdentifier{}
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldIdentifier) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldIdentifier) ProtoMessage() {}
+
+func (x *HeldIdentifier) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldIdentifier.ProtoReflect.Descriptor instead.
+func (*HeldIdentifier) Descriptor() ([]byte, []int) {
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *HeldIdentifier) GetType() v1.IdentifierType {
+	if x != nil {
+		return x.Type
+	}
+	return v1.IdentifierType(0)
+}
+
+func (x *HeldIdentifier) GetForms() []v1.IdentifierForm {
+	if x != nil {
+		return x.Forms
+	}
+	return nil
+}
+
 // System is one version of anything that holds personal data for a tenant.
 type System struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1512,14 +1716,20 @@ type System struct {
 	// What the system does with the data.
 	Description string `protobuf:"bytes,13,opt,name=description,proto3" json:"description,omitempty"`
 	// When this version takes effect; now when unset on a mutation.
-	EffectiveAt   *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=effective_at,json=effectiveAt,proto3" json:"effective_at,omitempty"`
+	EffectiveAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=effective_at,json=effectiveAt,proto3" json:"effective_at,omitempty"`
+	// The kinds of identifier the system holds and in which forms. When
+	// set, the claim check (DsarService.GetIdentifiers) gives the system only
+	// identifiers of these kinds, each in the forms listed, never the plain
+	// value of a kind held only hashed. When empty, the system is given every
+	// identifier of the request in plain form.
+	Identifiers   []*HeldIdentifier `protobuf:"bytes,15,rep,name=identifiers,proto3" json:"identifiers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *System) Reset() {
 	*x = System{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1741,7 @@ func (x *System) String() string {
 func (*System) ProtoMessage() {}
 
 func (x *System) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1754,7 @@ func (x *System) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use System.ProtoReflect.Descriptor instead.
 func (*System) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *System) GetSystemId() string {
@@ -1645,6 +1855,13 @@ func (x *System) GetEffectiveAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *System) GetIdentifiers() []*HeldIdentifier {
+	if x != nil {
+		return x.Identifiers
+	}
+	return nil
+}
+
 // SystemVersion is one entry of a system's history.
 type SystemVersion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1660,7 +1877,7 @@ type SystemVersion struct {
 
 func (x *SystemVersion) Reset() {
 	*x = SystemVersion{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1889,7 @@ func (x *SystemVersion) String() string {
 func (*SystemVersion) ProtoMessage() {}
 
 func (x *SystemVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1902,7 @@ func (x *SystemVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SystemVersion.ProtoReflect.Descriptor instead.
 func (*SystemVersion) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SystemVersion) GetSystem() *System {
@@ -1726,7 +1943,7 @@ type RegisterSystemRequest struct {
 
 func (x *RegisterSystemRequest) Reset() {
 	*x = RegisterSystemRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1955,7 @@ func (x *RegisterSystemRequest) String() string {
 func (*RegisterSystemRequest) ProtoMessage() {}
 
 func (x *RegisterSystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +1968,7 @@ func (x *RegisterSystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterSystemRequest.ProtoReflect.Descriptor instead.
 func (*RegisterSystemRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RegisterSystemRequest) GetRequestId() string {
@@ -1793,7 +2010,7 @@ type RegisterSystemResponse struct {
 
 func (x *RegisterSystemResponse) Reset() {
 	*x = RegisterSystemResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +2022,7 @@ func (x *RegisterSystemResponse) String() string {
 func (*RegisterSystemResponse) ProtoMessage() {}
 
 func (x *RegisterSystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +2035,7 @@ func (x *RegisterSystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterSystemResponse.ProtoReflect.Descriptor instead.
 func (*RegisterSystemResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RegisterSystemResponse) GetSystem() *System {
@@ -1846,7 +2063,7 @@ type UpdateSystemRequest struct {
 
 func (x *UpdateSystemRequest) Reset() {
 	*x = UpdateSystemRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +2075,7 @@ func (x *UpdateSystemRequest) String() string {
 func (*UpdateSystemRequest) ProtoMessage() {}
 
 func (x *UpdateSystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +2088,7 @@ func (x *UpdateSystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSystemRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSystemRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateSystemRequest) GetRequestId() string {
@@ -1913,7 +2130,7 @@ type UpdateSystemResponse struct {
 
 func (x *UpdateSystemResponse) Reset() {
 	*x = UpdateSystemResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +2142,7 @@ func (x *UpdateSystemResponse) String() string {
 func (*UpdateSystemResponse) ProtoMessage() {}
 
 func (x *UpdateSystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +2155,7 @@ func (x *UpdateSystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSystemResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSystemResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateSystemResponse) GetSystem() *System {
@@ -1968,7 +2185,7 @@ type RemoveSystemRequest struct {
 
 func (x *RemoveSystemRequest) Reset() {
 	*x = RemoveSystemRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2197,7 @@ func (x *RemoveSystemRequest) String() string {
 func (*RemoveSystemRequest) ProtoMessage() {}
 
 func (x *RemoveSystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2210,7 @@ func (x *RemoveSystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSystemRequest.ProtoReflect.Descriptor instead.
 func (*RemoveSystemRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{24}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveSystemRequest) GetRequestId() string {
@@ -2042,7 +2259,7 @@ type RemoveSystemResponse struct {
 
 func (x *RemoveSystemResponse) Reset() {
 	*x = RemoveSystemResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2054,7 +2271,7 @@ func (x *RemoveSystemResponse) String() string {
 func (*RemoveSystemResponse) ProtoMessage() {}
 
 func (x *RemoveSystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2067,7 +2284,7 @@ func (x *RemoveSystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSystemResponse.ProtoReflect.Descriptor instead.
 func (*RemoveSystemResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{25}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RemoveSystemResponse) GetSystem() *System {
@@ -2092,7 +2309,7 @@ type GetSystemRequest struct {
 
 func (x *GetSystemRequest) Reset() {
 	*x = GetSystemRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2104,7 +2321,7 @@ func (x *GetSystemRequest) String() string {
 func (*GetSystemRequest) ProtoMessage() {}
 
 func (x *GetSystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2117,7 +2334,7 @@ func (x *GetSystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemRequest.ProtoReflect.Descriptor instead.
 func (*GetSystemRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{26}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetSystemRequest) GetTenantId() string {
@@ -2152,7 +2369,7 @@ type GetSystemResponse struct {
 
 func (x *GetSystemResponse) Reset() {
 	*x = GetSystemResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2164,7 +2381,7 @@ func (x *GetSystemResponse) String() string {
 func (*GetSystemResponse) ProtoMessage() {}
 
 func (x *GetSystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2177,7 +2394,7 @@ func (x *GetSystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemResponse.ProtoReflect.Descriptor instead.
 func (*GetSystemResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{27}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetSystemResponse) GetSystem() *System {
@@ -2204,7 +2421,7 @@ type ListSystemsRequest struct {
 
 func (x *ListSystemsRequest) Reset() {
 	*x = ListSystemsRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2433,7 @@ func (x *ListSystemsRequest) String() string {
 func (*ListSystemsRequest) ProtoMessage() {}
 
 func (x *ListSystemsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2446,7 @@ func (x *ListSystemsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSystemsRequest.ProtoReflect.Descriptor instead.
 func (*ListSystemsRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{28}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListSystemsRequest) GetTenantId() string {
@@ -2273,7 +2490,7 @@ type ListSystemsResponse struct {
 
 func (x *ListSystemsResponse) Reset() {
 	*x = ListSystemsResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2502,7 @@ func (x *ListSystemsResponse) String() string {
 func (*ListSystemsResponse) ProtoMessage() {}
 
 func (x *ListSystemsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2515,7 @@ func (x *ListSystemsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSystemsResponse.ProtoReflect.Descriptor instead.
 func (*ListSystemsResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{29}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListSystemsResponse) GetSystems() []*System {
@@ -2328,7 +2545,7 @@ type GetSystemHistoryRequest struct {
 
 func (x *GetSystemHistoryRequest) Reset() {
 	*x = GetSystemHistoryRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2557,7 @@ func (x *GetSystemHistoryRequest) String() string {
 func (*GetSystemHistoryRequest) ProtoMessage() {}
 
 func (x *GetSystemHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2570,7 @@ func (x *GetSystemHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetSystemHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{30}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetSystemHistoryRequest) GetTenantId() string {
@@ -2381,7 +2598,7 @@ type GetSystemHistoryResponse struct {
 
 func (x *GetSystemHistoryResponse) Reset() {
 	*x = GetSystemHistoryResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2393,7 +2610,7 @@ func (x *GetSystemHistoryResponse) String() string {
 func (*GetSystemHistoryResponse) ProtoMessage() {}
 
 func (x *GetSystemHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2406,7 +2623,7 @@ func (x *GetSystemHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetSystemHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{31}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetSystemHistoryResponse) GetVersions() []*SystemVersion {
@@ -2434,7 +2651,7 @@ type Finding struct {
 
 func (x *Finding) Reset() {
 	*x = Finding{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2446,7 +2663,7 @@ func (x *Finding) String() string {
 func (*Finding) ProtoMessage() {}
 
 func (x *Finding) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2459,7 +2676,7 @@ func (x *Finding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Finding.ProtoReflect.Descriptor instead.
 func (*Finding) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{32}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Finding) GetSystemId() string {
@@ -2501,7 +2718,7 @@ type ListTransferFindingsRequest struct {
 
 func (x *ListTransferFindingsRequest) Reset() {
 	*x = ListTransferFindingsRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +2730,7 @@ func (x *ListTransferFindingsRequest) String() string {
 func (*ListTransferFindingsRequest) ProtoMessage() {}
 
 func (x *ListTransferFindingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +2743,7 @@ func (x *ListTransferFindingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransferFindingsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransferFindingsRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{33}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListTransferFindingsRequest) GetTenantId() string {
@@ -2547,7 +2764,7 @@ type ListTransferFindingsResponse struct {
 
 func (x *ListTransferFindingsResponse) Reset() {
 	*x = ListTransferFindingsResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2776,7 @@ func (x *ListTransferFindingsResponse) String() string {
 func (*ListTransferFindingsResponse) ProtoMessage() {}
 
 func (x *ListTransferFindingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2789,7 @@ func (x *ListTransferFindingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransferFindingsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransferFindingsResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{34}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListTransferFindingsResponse) GetFindings() []*Finding {
@@ -2611,13 +2828,17 @@ type ProcessingActivity struct {
 	// The technical and organisational security measures, in general terms
 	// (Art. 30(1)(g), Art. 32(1)).
 	SecurityMeasures []string `protobuf:"bytes,11,rep,name=security_measures,json=securityMeasures,proto3" json:"security_measures,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Automated decision-making, including profiling, in the activity, as
+	// an access request tells the subject (Art. 15(1)(h), Art. 13(2)(f),
+	// Art. 14(2)(g)). Unset when the activity involves none.
+	AutomatedDecisionMaking *AutomatedDecisionMaking `protobuf:"bytes,12,opt,name=automated_decision_making,json=automatedDecisionMaking,proto3" json:"automated_decision_making,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *ProcessingActivity) Reset() {
 	*x = ProcessingActivity{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2629,7 +2850,7 @@ func (x *ProcessingActivity) String() string {
 func (*ProcessingActivity) ProtoMessage() {}
 
 func (x *ProcessingActivity) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2642,7 +2863,7 @@ func (x *ProcessingActivity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessingActivity.ProtoReflect.Descriptor instead.
 func (*ProcessingActivity) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{35}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ProcessingActivity) GetActivityId() string {
@@ -2722,6 +2943,113 @@ func (x *ProcessingActivity) GetSecurityMeasures() []string {
 	return nil
 }
 
+func (x *ProcessingActivity) GetAutomatedDecisionMaking() *AutomatedDecisionMaking {
+	if x != nil {
+		return x.AutomatedDecisionMaking
+	}
+	return nil
+}
+
+// AutomatedDecisionMaking is what Art. 15(1)(h) entitles the subject to
+// know of an activity's automated decisions: their existence, meaningful
+// information about the logic involved, and their significance and
+// envisaged consequences for the subject.
+type AutomatedDecisionMaking struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Decisions are based solely on automated processing, including
+	// profiling, and produce legal or similarly significant effects
+	// (Art. 22(1)); such a decision needs an Art. 22(2) exception.
+	SolelyAutomated bool `protobuf:"varint,1,opt,name=solely_automated,json=solelyAutomated,proto3" json:"solely_automated,omitempty"`
+	// The activity profiles subjects (Art. 4(4)).
+	Profiling bool `protobuf:"varint,2,opt,name=profiling,proto3" json:"profiling,omitempty"`
+	// For a solely automated decision: the Art. 22(2) exception relied on.
+	Exception Art22Exception `protobuf:"varint,3,opt,name=exception,proto3,enum=lethe.registry.v1.Art22Exception" json:"exception,omitempty"`
+	// Meaningful information about the logic involved, in words the subject
+	// understands.
+	Logic string `protobuf:"bytes,4,opt,name=logic,proto3" json:"logic,omitempty"`
+	// The significance and the envisaged consequences of the processing for
+	// the subject.
+	Significance string `protobuf:"bytes,5,opt,name=significance,proto3" json:"significance,omitempty"`
+	// Decisions use special categories of data (Art. 9(1)); Art. 22(4)
+	// allows that only on explicit consent or substantial public interest
+	// (Art. 9(2)(a) or (g)) with suitable safeguards.
+	SpecialCategories bool `protobuf:"varint,6,opt,name=special_categories,json=specialCategories,proto3" json:"special_categories,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *AutomatedDecisionMaking) Reset() {
+	*x = AutomatedDecisionMaking{}
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AutomatedDecisionMaking) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AutomatedDecisionMaking) ProtoMessage() {}
+
+func (x *AutomatedDecisionMaking) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AutomatedDecisionMaking.ProtoReflect.Descriptor instead.
+func (*AutomatedDecisionMaking) Descriptor() ([]byte, []int) {
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *AutomatedDecisionMaking) GetSolelyAutomated() bool {
+	if x != nil {
+		return x.SolelyAutomated
+	}
+	return false
+}
+
+func (x *AutomatedDecisionMaking) GetProfiling() bool {
+	if x != nil {
+		return x.Profiling
+	}
+	return false
+}
+
+func (x *AutomatedDecisionMaking) GetException() Art22Exception {
+	if x != nil {
+		return x.Exception
+	}
+	return Art22Exception_ART22_EXCEPTION_UNSPECIFIED
+}
+
+func (x *AutomatedDecisionMaking) GetLogic() string {
+	if x != nil {
+		return x.Logic
+	}
+	return ""
+}
+
+func (x *AutomatedDecisionMaking) GetSignificance() string {
+	if x != nil {
+		return x.Significance
+	}
+	return ""
+}
+
+func (x *AutomatedDecisionMaking) GetSpecialCategories() bool {
+	if x != nil {
+		return x.SpecialCategories
+	}
+	return false
+}
+
 // PutActivityRequest creates or replaces an activity.
 type PutActivityRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2739,7 +3067,7 @@ type PutActivityRequest struct {
 
 func (x *PutActivityRequest) Reset() {
 	*x = PutActivityRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2751,7 +3079,7 @@ func (x *PutActivityRequest) String() string {
 func (*PutActivityRequest) ProtoMessage() {}
 
 func (x *PutActivityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2764,7 +3092,7 @@ func (x *PutActivityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutActivityRequest.ProtoReflect.Descriptor instead.
 func (*PutActivityRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{36}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PutActivityRequest) GetRequestId() string {
@@ -2806,7 +3134,7 @@ type PutActivityResponse struct {
 
 func (x *PutActivityResponse) Reset() {
 	*x = PutActivityResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2818,7 +3146,7 @@ func (x *PutActivityResponse) String() string {
 func (*PutActivityResponse) ProtoMessage() {}
 
 func (x *PutActivityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2831,7 +3159,7 @@ func (x *PutActivityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutActivityResponse.ProtoReflect.Descriptor instead.
 func (*PutActivityResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{37}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PutActivityResponse) GetActivity() *ProcessingActivity {
@@ -2858,7 +3186,7 @@ type DeleteActivityRequest struct {
 
 func (x *DeleteActivityRequest) Reset() {
 	*x = DeleteActivityRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2870,7 +3198,7 @@ func (x *DeleteActivityRequest) String() string {
 func (*DeleteActivityRequest) ProtoMessage() {}
 
 func (x *DeleteActivityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2883,7 +3211,7 @@ func (x *DeleteActivityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteActivityRequest.ProtoReflect.Descriptor instead.
 func (*DeleteActivityRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{38}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DeleteActivityRequest) GetRequestId() string {
@@ -2923,7 +3251,7 @@ type DeleteActivityResponse struct {
 
 func (x *DeleteActivityResponse) Reset() {
 	*x = DeleteActivityResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2935,7 +3263,7 @@ func (x *DeleteActivityResponse) String() string {
 func (*DeleteActivityResponse) ProtoMessage() {}
 
 func (x *DeleteActivityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2948,7 +3276,7 @@ func (x *DeleteActivityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteActivityResponse.ProtoReflect.Descriptor instead.
 func (*DeleteActivityResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{39}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{41}
 }
 
 // ListActivitiesRequest pages through a tenant's activities.
@@ -2966,7 +3294,7 @@ type ListActivitiesRequest struct {
 
 func (x *ListActivitiesRequest) Reset() {
 	*x = ListActivitiesRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2978,7 +3306,7 @@ func (x *ListActivitiesRequest) String() string {
 func (*ListActivitiesRequest) ProtoMessage() {}
 
 func (x *ListActivitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2991,7 +3319,7 @@ func (x *ListActivitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListActivitiesRequest.ProtoReflect.Descriptor instead.
 func (*ListActivitiesRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{40}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListActivitiesRequest) GetTenantId() string {
@@ -3028,7 +3356,7 @@ type ListActivitiesResponse struct {
 
 func (x *ListActivitiesResponse) Reset() {
 	*x = ListActivitiesResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3040,7 +3368,7 @@ func (x *ListActivitiesResponse) String() string {
 func (*ListActivitiesResponse) ProtoMessage() {}
 
 func (x *ListActivitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3053,7 +3381,7 @@ func (x *ListActivitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListActivitiesResponse.ProtoReflect.Descriptor instead.
 func (*ListActivitiesResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{41}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListActivitiesResponse) GetActivities() []*ProcessingActivity {
@@ -3083,7 +3411,7 @@ type ExportRecordsOfProcessingRequest struct {
 
 func (x *ExportRecordsOfProcessingRequest) Reset() {
 	*x = ExportRecordsOfProcessingRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3095,7 +3423,7 @@ func (x *ExportRecordsOfProcessingRequest) String() string {
 func (*ExportRecordsOfProcessingRequest) ProtoMessage() {}
 
 func (x *ExportRecordsOfProcessingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3108,7 +3436,7 @@ func (x *ExportRecordsOfProcessingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRecordsOfProcessingRequest.ProtoReflect.Descriptor instead.
 func (*ExportRecordsOfProcessingRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{42}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ExportRecordsOfProcessingRequest) GetTenantId() string {
@@ -3139,7 +3467,7 @@ type ExportRecordsOfProcessingResponse struct {
 
 func (x *ExportRecordsOfProcessingResponse) Reset() {
 	*x = ExportRecordsOfProcessingResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3151,7 +3479,7 @@ func (x *ExportRecordsOfProcessingResponse) String() string {
 func (*ExportRecordsOfProcessingResponse) ProtoMessage() {}
 
 func (x *ExportRecordsOfProcessingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3164,7 +3492,7 @@ func (x *ExportRecordsOfProcessingResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use ExportRecordsOfProcessingResponse.ProtoReflect.Descriptor instead.
 func (*ExportRecordsOfProcessingResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{43}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ExportRecordsOfProcessingResponse) GetContentType() string {
@@ -3192,7 +3520,7 @@ type ListSubProcessorsRequest struct {
 
 func (x *ListSubProcessorsRequest) Reset() {
 	*x = ListSubProcessorsRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3204,7 +3532,7 @@ func (x *ListSubProcessorsRequest) String() string {
 func (*ListSubProcessorsRequest) ProtoMessage() {}
 
 func (x *ListSubProcessorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3217,7 +3545,7 @@ func (x *ListSubProcessorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubProcessorsRequest.ProtoReflect.Descriptor instead.
 func (*ListSubProcessorsRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{44}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListSubProcessorsRequest) GetTenantId() string {
@@ -3238,7 +3566,7 @@ type ListSubProcessorsResponse struct {
 
 func (x *ListSubProcessorsResponse) Reset() {
 	*x = ListSubProcessorsResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3250,7 +3578,7 @@ func (x *ListSubProcessorsResponse) String() string {
 func (*ListSubProcessorsResponse) ProtoMessage() {}
 
 func (x *ListSubProcessorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3263,7 +3591,7 @@ func (x *ListSubProcessorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubProcessorsResponse.ProtoReflect.Descriptor instead.
 func (*ListSubProcessorsResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{45}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListSubProcessorsResponse) GetSystems() []*System {
@@ -3293,7 +3621,7 @@ type RouteRequest struct {
 
 func (x *RouteRequest) Reset() {
 	*x = RouteRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3305,7 +3633,7 @@ func (x *RouteRequest) String() string {
 func (*RouteRequest) ProtoMessage() {}
 
 func (x *RouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3318,7 +3646,7 @@ func (x *RouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRequest.ProtoReflect.Descriptor instead.
 func (*RouteRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{46}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RouteRequest) GetTenantId() string {
@@ -3362,7 +3690,7 @@ type RoutedSystem struct {
 
 func (x *RoutedSystem) Reset() {
 	*x = RoutedSystem{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3374,7 +3702,7 @@ func (x *RoutedSystem) String() string {
 func (*RoutedSystem) ProtoMessage() {}
 
 func (x *RoutedSystem) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3387,7 +3715,7 @@ func (x *RoutedSystem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutedSystem.ProtoReflect.Descriptor instead.
 func (*RoutedSystem) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{47}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RoutedSystem) GetSystemId() string {
@@ -3415,7 +3743,7 @@ type RouteResponse struct {
 
 func (x *RouteResponse) Reset() {
 	*x = RouteResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3427,7 +3755,7 @@ func (x *RouteResponse) String() string {
 func (*RouteResponse) ProtoMessage() {}
 
 func (x *RouteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3440,7 +3768,7 @@ func (x *RouteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteResponse.ProtoReflect.Descriptor instead.
 func (*RouteResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{48}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RouteResponse) GetSystems() []*RoutedSystem {
@@ -3465,7 +3793,7 @@ type ListDisclosuresRequest struct {
 
 func (x *ListDisclosuresRequest) Reset() {
 	*x = ListDisclosuresRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[49]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3477,7 +3805,7 @@ func (x *ListDisclosuresRequest) String() string {
 func (*ListDisclosuresRequest) ProtoMessage() {}
 
 func (x *ListDisclosuresRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[49]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3490,7 +3818,7 @@ func (x *ListDisclosuresRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDisclosuresRequest.ProtoReflect.Descriptor instead.
 func (*ListDisclosuresRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{49}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListDisclosuresRequest) GetTenantId() string {
@@ -3533,7 +3861,7 @@ type Disclosure struct {
 
 func (x *Disclosure) Reset() {
 	*x = Disclosure{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[50]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3545,7 +3873,7 @@ func (x *Disclosure) String() string {
 func (*Disclosure) ProtoMessage() {}
 
 func (x *Disclosure) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[50]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3558,7 +3886,7 @@ func (x *Disclosure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disclosure.ProtoReflect.Descriptor instead.
 func (*Disclosure) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{50}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Disclosure) GetSystemId() string {
@@ -3607,7 +3935,7 @@ type ListDisclosuresResponse struct {
 
 func (x *ListDisclosuresResponse) Reset() {
 	*x = ListDisclosuresResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[51]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3619,7 +3947,7 @@ func (x *ListDisclosuresResponse) String() string {
 func (*ListDisclosuresResponse) ProtoMessage() {}
 
 func (x *ListDisclosuresResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[51]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3632,7 +3960,7 @@ func (x *ListDisclosuresResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDisclosuresResponse.ProtoReflect.Descriptor instead.
 func (*ListDisclosuresResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{51}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListDisclosuresResponse) GetDisclosures() []*Disclosure {
@@ -3696,14 +4024,17 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"r\n" +
 	"\x13ListTenantsResponse\x123\n" +
 	"\atenants\x18\x01 \x03(\v2\x19.lethe.registry.v1.TenantR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc6\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x93\x02\n" +
 	"\bCategory\x125\n" +
 	"\x02id\x18\x01 \x01(\tB%\xbaH\"r \x18\xc8\x012\x1b^[a-z0-9_]+(\\.[a-z0-9_]+)+$R\x02id\x12\x1e\n" +
 	"\x04name\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x04name\x12*\n" +
 	"\vdescription\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12\x1c\n" +
 	"\tsensitive\x18\x04 \x01(\bR\tsensitive\x12\x19\n" +
-	"\bbuilt_in\x18\x05 \x01(\bR\abuiltIn\"\xdc\x01\n" +
+	"\bbuilt_in\x18\x05 \x01(\bR\abuiltIn\x12K\n" +
+	"\n" +
+	"provenance\x18\x06 \x01(\x0e2!.lethe.registry.v1.DataProvenanceB\b\xbaH\x05\x82\x01\x02\x10\x01R\n" +
+	"provenance\"\xdc\x01\n" +
 	"\x15DefineCategoryRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -3727,7 +4058,11 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\vscc_version\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x182R\n" +
 	"sccVersion\x120\n" +
 	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12&\n" +
-	"\treference\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\treference\"\xce\x06\n" +
+	"\treference\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\treference\"\x9f\x01\n" +
+	"\x0eHeldIdentifier\x12?\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x1f.lethe.common.v1.IdentifierTypeB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04type\x12L\n" +
+	"\x05forms\x18\x02 \x03(\x0e2\x1f.lethe.common.v1.IdentifierFormB\x15\xbaH\x12\x92\x01\x0f\b\x01\x10\x04\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\x05forms\"\x9d\a\n" +
 	"\x06System\x12>\n" +
 	"\tsystem_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\bsystemId\x12\x1e\n" +
 	"\x04name\x18\x02 \x01(\tB\n" +
@@ -3752,7 +4087,8 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"answerMode\x127\n" +
 	"\btransfer\x18\f \x01(\v2\x1b.lethe.registry.v1.TransferR\btransfer\x12*\n" +
 	"\vdescription\x18\r \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12=\n" +
-	"\feffective_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\veffectiveAt\"\x99\x01\n" +
+	"\feffective_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\veffectiveAt\x12M\n" +
+	"\videntifiers\x18\x0f \x03(\v2!.lethe.registry.v1.HeldIdentifierB\b\xbaH\x05\x92\x01\x02\x10\x14R\videntifiers\"\x99\x01\n" +
 	"\rSystemVersion\x121\n" +
 	"\x06system\x18\x01 \x01(\v2\x19.lethe.registry.v1.SystemR\x06system\x12\x18\n" +
 	"\aremoved\x18\x02 \x01(\bR\aremoved\x12;\n" +
@@ -3811,7 +4147,7 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\x1bListTransferFindingsRequest\x12>\n" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\"V\n" +
 	"\x1cListTransferFindingsResponse\x126\n" +
-	"\bfindings\x18\x01 \x03(\v2\x1a.lethe.registry.v1.FindingR\bfindings\"\xff\x04\n" +
+	"\bfindings\x18\x01 \x03(\v2\x1a.lethe.registry.v1.FindingR\bfindings\"\xe7\x05\n" +
 	"\x12ProcessingActivity\x12C\n" +
 	"\vactivity_id\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^[a-z0-9][a-z0-9_.-]{0,62}$R\n" +
 	"activityId\x12\x1e\n" +
@@ -3833,7 +4169,17 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\xbaH\ar\x05\x10\x01\x18\xe8\aR\tretention\x124\n" +
 	"\x11retention_rule_id\x18\n" +
 	" \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x0fretentionRuleId\x125\n" +
-	"\x11security_measures\x18\v \x03(\tB\b\xbaH\x05\x92\x01\x02\x102R\x10securityMeasures\"\xe3\x01\n" +
+	"\x11security_measures\x18\v \x03(\tB\b\xbaH\x05\x92\x01\x02\x102R\x10securityMeasures\x12f\n" +
+	"\x19automated_decision_making\x18\f \x01(\v2*.lethe.registry.v1.AutomatedDecisionMakingR\x17automatedDecisionMaking\"\xae\x02\n" +
+	"\x17AutomatedDecisionMaking\x12)\n" +
+	"\x10solely_automated\x18\x01 \x01(\bR\x0fsolelyAutomated\x12\x1c\n" +
+	"\tprofiling\x18\x02 \x01(\bR\tprofiling\x12I\n" +
+	"\texception\x18\x03 \x01(\x0e2!.lethe.registry.v1.Art22ExceptionB\b\xbaH\x05\x82\x01\x02\x10\x01R\texception\x12 \n" +
+	"\x05logic\x18\x04 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xd0\x0fR\x05logic\x12.\n" +
+	"\fsignificance\x18\x05 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xd0\x0fR\fsignificance\x12-\n" +
+	"\x12special_categories\x18\x06 \x01(\bR\x11specialCategories\"\xe3\x01\n" +
 	"\x12PutActivityRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -3904,7 +4250,14 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\x1fVERIFICATION_CHANNEL_EMAIL_CODE\x10\x01\x12!\n" +
 	"\x1dVERIFICATION_CHANNEL_SMS_CODE\x10\x02\x12*\n" +
 	"&VERIFICATION_CHANNEL_LOGIN_ATTESTATION\x10\x03\x12\x1f\n" +
-	"\x1bVERIFICATION_CHANNEL_MANUAL\x10\x04*\x82\x01\n" +
+	"\x1bVERIFICATION_CHANNEL_MANUAL\x10\x04*\xc9\x01\n" +
+	"\x0eDataProvenance\x12\x1f\n" +
+	"\x1bDATA_PROVENANCE_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18DATA_PROVENANCE_PROVIDED\x10\x01\x12\x1c\n" +
+	"\x18DATA_PROVENANCE_OBSERVED\x10\x02\x12\x1c\n" +
+	"\x18DATA_PROVENANCE_INFERRED\x10\x03\x12\x1b\n" +
+	"\x17DATA_PROVENANCE_DERIVED\x10\x04\x12\x1f\n" +
+	"\x1bDATA_PROVENANCE_THIRD_PARTY\x10\x05*\x82\x01\n" +
 	"\n" +
 	"TenantRole\x12\x1b\n" +
 	"\x17TENANT_ROLE_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -3923,7 +4276,12 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x14\n" +
 	"\x10SEVERITY_WARNING\x10\x02\x12\x15\n" +
-	"\x11SEVERITY_CRITICAL\x10\x03*x\n" +
+	"\x11SEVERITY_CRITICAL\x10\x03*\x9c\x01\n" +
+	"\x0eArt22Exception\x12\x1f\n" +
+	"\x1bART22_EXCEPTION_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18ART22_EXCEPTION_CONTRACT\x10\x01\x12%\n" +
+	"!ART22_EXCEPTION_AUTHORISED_BY_LAW\x10\x02\x12$\n" +
+	" ART22_EXCEPTION_EXPLICIT_CONSENT\x10\x03*x\n" +
 	"\fExportFormat\x12\x1d\n" +
 	"\x19EXPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12EXPORT_FORMAT_JSON\x10\x01\x12\x15\n" +
@@ -3964,175 +4322,187 @@ func file_lethe_registry_v1_registry_proto_rawDescGZIP() []byte {
 	return file_lethe_registry_v1_registry_proto_rawDescData
 }
 
-var file_lethe_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_lethe_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_lethe_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_lethe_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_lethe_registry_v1_registry_proto_goTypes = []any{
 	(VerificationChannel)(0),                  // 0: lethe.registry.v1.VerificationChannel
-	(TenantRole)(0),                           // 1: lethe.registry.v1.TenantRole
-	(TransferMechanism)(0),                    // 2: lethe.registry.v1.TransferMechanism
-	(Severity)(0),                             // 3: lethe.registry.v1.Severity
-	(ExportFormat)(0),                         // 4: lethe.registry.v1.ExportFormat
-	(*Tenant)(nil),                            // 5: lethe.registry.v1.Tenant
-	(*TenantSettings)(nil),                    // 6: lethe.registry.v1.TenantSettings
-	(*Contact)(nil),                           // 7: lethe.registry.v1.Contact
-	(*SupervisoryAuthority)(nil),              // 8: lethe.registry.v1.SupervisoryAuthority
-	(*CreateTenantRequest)(nil),               // 9: lethe.registry.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),              // 10: lethe.registry.v1.CreateTenantResponse
-	(*UpdateTenantRequest)(nil),               // 11: lethe.registry.v1.UpdateTenantRequest
-	(*UpdateTenantResponse)(nil),              // 12: lethe.registry.v1.UpdateTenantResponse
-	(*GetTenantRequest)(nil),                  // 13: lethe.registry.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),                 // 14: lethe.registry.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),                // 15: lethe.registry.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),               // 16: lethe.registry.v1.ListTenantsResponse
-	(*Category)(nil),                          // 17: lethe.registry.v1.Category
-	(*DefineCategoryRequest)(nil),             // 18: lethe.registry.v1.DefineCategoryRequest
-	(*DefineCategoryResponse)(nil),            // 19: lethe.registry.v1.DefineCategoryResponse
-	(*ListCategoriesRequest)(nil),             // 20: lethe.registry.v1.ListCategoriesRequest
-	(*ListCategoriesResponse)(nil),            // 21: lethe.registry.v1.ListCategoriesResponse
-	(*Transfer)(nil),                          // 22: lethe.registry.v1.Transfer
-	(*System)(nil),                            // 23: lethe.registry.v1.System
-	(*SystemVersion)(nil),                     // 24: lethe.registry.v1.SystemVersion
-	(*RegisterSystemRequest)(nil),             // 25: lethe.registry.v1.RegisterSystemRequest
-	(*RegisterSystemResponse)(nil),            // 26: lethe.registry.v1.RegisterSystemResponse
-	(*UpdateSystemRequest)(nil),               // 27: lethe.registry.v1.UpdateSystemRequest
-	(*UpdateSystemResponse)(nil),              // 28: lethe.registry.v1.UpdateSystemResponse
-	(*RemoveSystemRequest)(nil),               // 29: lethe.registry.v1.RemoveSystemRequest
-	(*RemoveSystemResponse)(nil),              // 30: lethe.registry.v1.RemoveSystemResponse
-	(*GetSystemRequest)(nil),                  // 31: lethe.registry.v1.GetSystemRequest
-	(*GetSystemResponse)(nil),                 // 32: lethe.registry.v1.GetSystemResponse
-	(*ListSystemsRequest)(nil),                // 33: lethe.registry.v1.ListSystemsRequest
-	(*ListSystemsResponse)(nil),               // 34: lethe.registry.v1.ListSystemsResponse
-	(*GetSystemHistoryRequest)(nil),           // 35: lethe.registry.v1.GetSystemHistoryRequest
-	(*GetSystemHistoryResponse)(nil),          // 36: lethe.registry.v1.GetSystemHistoryResponse
-	(*Finding)(nil),                           // 37: lethe.registry.v1.Finding
-	(*ListTransferFindingsRequest)(nil),       // 38: lethe.registry.v1.ListTransferFindingsRequest
-	(*ListTransferFindingsResponse)(nil),      // 39: lethe.registry.v1.ListTransferFindingsResponse
-	(*ProcessingActivity)(nil),                // 40: lethe.registry.v1.ProcessingActivity
-	(*PutActivityRequest)(nil),                // 41: lethe.registry.v1.PutActivityRequest
-	(*PutActivityResponse)(nil),               // 42: lethe.registry.v1.PutActivityResponse
-	(*DeleteActivityRequest)(nil),             // 43: lethe.registry.v1.DeleteActivityRequest
-	(*DeleteActivityResponse)(nil),            // 44: lethe.registry.v1.DeleteActivityResponse
-	(*ListActivitiesRequest)(nil),             // 45: lethe.registry.v1.ListActivitiesRequest
-	(*ListActivitiesResponse)(nil),            // 46: lethe.registry.v1.ListActivitiesResponse
-	(*ExportRecordsOfProcessingRequest)(nil),  // 47: lethe.registry.v1.ExportRecordsOfProcessingRequest
-	(*ExportRecordsOfProcessingResponse)(nil), // 48: lethe.registry.v1.ExportRecordsOfProcessingResponse
-	(*ListSubProcessorsRequest)(nil),          // 49: lethe.registry.v1.ListSubProcessorsRequest
-	(*ListSubProcessorsResponse)(nil),         // 50: lethe.registry.v1.ListSubProcessorsResponse
-	(*RouteRequest)(nil),                      // 51: lethe.registry.v1.RouteRequest
-	(*RoutedSystem)(nil),                      // 52: lethe.registry.v1.RoutedSystem
-	(*RouteResponse)(nil),                     // 53: lethe.registry.v1.RouteResponse
-	(*ListDisclosuresRequest)(nil),            // 54: lethe.registry.v1.ListDisclosuresRequest
-	(*Disclosure)(nil),                        // 55: lethe.registry.v1.Disclosure
-	(*ListDisclosuresResponse)(nil),           // 56: lethe.registry.v1.ListDisclosuresResponse
-	(*timestamppb.Timestamp)(nil),             // 57: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),               // 58: google.protobuf.Duration
-	(v1.SystemKind)(0),                        // 59: lethe.common.v1.SystemKind
-	(*v1.DataCategory)(nil),                   // 60: lethe.common.v1.DataCategory
-	(v1.AnswerMode)(0),                        // 61: lethe.common.v1.AnswerMode
-	(v1.LegalBasis)(0),                        // 62: lethe.common.v1.LegalBasis
+	(DataProvenance)(0),                       // 1: lethe.registry.v1.DataProvenance
+	(TenantRole)(0),                           // 2: lethe.registry.v1.TenantRole
+	(TransferMechanism)(0),                    // 3: lethe.registry.v1.TransferMechanism
+	(Severity)(0),                             // 4: lethe.registry.v1.Severity
+	(Art22Exception)(0),                       // 5: lethe.registry.v1.Art22Exception
+	(ExportFormat)(0),                         // 6: lethe.registry.v1.ExportFormat
+	(*Tenant)(nil),                            // 7: lethe.registry.v1.Tenant
+	(*TenantSettings)(nil),                    // 8: lethe.registry.v1.TenantSettings
+	(*Contact)(nil),                           // 9: lethe.registry.v1.Contact
+	(*SupervisoryAuthority)(nil),              // 10: lethe.registry.v1.SupervisoryAuthority
+	(*CreateTenantRequest)(nil),               // 11: lethe.registry.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),              // 12: lethe.registry.v1.CreateTenantResponse
+	(*UpdateTenantRequest)(nil),               // 13: lethe.registry.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),              // 14: lethe.registry.v1.UpdateTenantResponse
+	(*GetTenantRequest)(nil),                  // 15: lethe.registry.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),                 // 16: lethe.registry.v1.GetTenantResponse
+	(*ListTenantsRequest)(nil),                // 17: lethe.registry.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),               // 18: lethe.registry.v1.ListTenantsResponse
+	(*Category)(nil),                          // 19: lethe.registry.v1.Category
+	(*DefineCategoryRequest)(nil),             // 20: lethe.registry.v1.DefineCategoryRequest
+	(*DefineCategoryResponse)(nil),            // 21: lethe.registry.v1.DefineCategoryResponse
+	(*ListCategoriesRequest)(nil),             // 22: lethe.registry.v1.ListCategoriesRequest
+	(*ListCategoriesResponse)(nil),            // 23: lethe.registry.v1.ListCategoriesResponse
+	(*Transfer)(nil),                          // 24: lethe.registry.v1.Transfer
+	(*HeldIdentifier)(nil),                    // 25: lethe.registry.v1.HeldIdentifier
+	(*System)(nil),                            // 26: lethe.registry.v1.System
+	(*SystemVersion)(nil),                     // 27: lethe.registry.v1.SystemVersion
+	(*RegisterSystemRequest)(nil),             // 28: lethe.registry.v1.RegisterSystemRequest
+	(*RegisterSystemResponse)(nil),            // 29: lethe.registry.v1.RegisterSystemResponse
+	(*UpdateSystemRequest)(nil),               // 30: lethe.registry.v1.UpdateSystemRequest
+	(*UpdateSystemResponse)(nil),              // 31: lethe.registry.v1.UpdateSystemResponse
+	(*RemoveSystemRequest)(nil),               // 32: lethe.registry.v1.RemoveSystemRequest
+	(*RemoveSystemResponse)(nil),              // 33: lethe.registry.v1.RemoveSystemResponse
+	(*GetSystemRequest)(nil),                  // 34: lethe.registry.v1.GetSystemRequest
+	(*GetSystemResponse)(nil),                 // 35: lethe.registry.v1.GetSystemResponse
+	(*ListSystemsRequest)(nil),                // 36: lethe.registry.v1.ListSystemsRequest
+	(*ListSystemsResponse)(nil),               // 37: lethe.registry.v1.ListSystemsResponse
+	(*GetSystemHistoryRequest)(nil),           // 38: lethe.registry.v1.GetSystemHistoryRequest
+	(*GetSystemHistoryResponse)(nil),          // 39: lethe.registry.v1.GetSystemHistoryResponse
+	(*Finding)(nil),                           // 40: lethe.registry.v1.Finding
+	(*ListTransferFindingsRequest)(nil),       // 41: lethe.registry.v1.ListTransferFindingsRequest
+	(*ListTransferFindingsResponse)(nil),      // 42: lethe.registry.v1.ListTransferFindingsResponse
+	(*ProcessingActivity)(nil),                // 43: lethe.registry.v1.ProcessingActivity
+	(*AutomatedDecisionMaking)(nil),           // 44: lethe.registry.v1.AutomatedDecisionMaking
+	(*PutActivityRequest)(nil),                // 45: lethe.registry.v1.PutActivityRequest
+	(*PutActivityResponse)(nil),               // 46: lethe.registry.v1.PutActivityResponse
+	(*DeleteActivityRequest)(nil),             // 47: lethe.registry.v1.DeleteActivityRequest
+	(*DeleteActivityResponse)(nil),            // 48: lethe.registry.v1.DeleteActivityResponse
+	(*ListActivitiesRequest)(nil),             // 49: lethe.registry.v1.ListActivitiesRequest
+	(*ListActivitiesResponse)(nil),            // 50: lethe.registry.v1.ListActivitiesResponse
+	(*ExportRecordsOfProcessingRequest)(nil),  // 51: lethe.registry.v1.ExportRecordsOfProcessingRequest
+	(*ExportRecordsOfProcessingResponse)(nil), // 52: lethe.registry.v1.ExportRecordsOfProcessingResponse
+	(*ListSubProcessorsRequest)(nil),          // 53: lethe.registry.v1.ListSubProcessorsRequest
+	(*ListSubProcessorsResponse)(nil),         // 54: lethe.registry.v1.ListSubProcessorsResponse
+	(*RouteRequest)(nil),                      // 55: lethe.registry.v1.RouteRequest
+	(*RoutedSystem)(nil),                      // 56: lethe.registry.v1.RoutedSystem
+	(*RouteResponse)(nil),                     // 57: lethe.registry.v1.RouteResponse
+	(*ListDisclosuresRequest)(nil),            // 58: lethe.registry.v1.ListDisclosuresRequest
+	(*Disclosure)(nil),                        // 59: lethe.registry.v1.Disclosure
+	(*ListDisclosuresResponse)(nil),           // 60: lethe.registry.v1.ListDisclosuresResponse
+	(*timestamppb.Timestamp)(nil),             // 61: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),               // 62: google.protobuf.Duration
+	(v1.IdentifierType)(0),                    // 63: lethe.common.v1.IdentifierType
+	(v1.IdentifierForm)(0),                    // 64: lethe.common.v1.IdentifierForm
+	(v1.SystemKind)(0),                        // 65: lethe.common.v1.SystemKind
+	(*v1.DataCategory)(nil),                   // 66: lethe.common.v1.DataCategory
+	(v1.AnswerMode)(0),                        // 67: lethe.common.v1.AnswerMode
+	(v1.LegalBasis)(0),                        // 68: lethe.common.v1.LegalBasis
 }
 var file_lethe_registry_v1_registry_proto_depIdxs = []int32{
-	6,  // 0: lethe.registry.v1.Tenant.settings:type_name -> lethe.registry.v1.TenantSettings
-	57, // 1: lethe.registry.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
-	57, // 2: lethe.registry.v1.Tenant.updated_at:type_name -> google.protobuf.Timestamp
-	58, // 3: lethe.registry.v1.TenantSettings.dsar_sla:type_name -> google.protobuf.Duration
+	8,  // 0: lethe.registry.v1.Tenant.settings:type_name -> lethe.registry.v1.TenantSettings
+	61, // 1: lethe.registry.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
+	61, // 2: lethe.registry.v1.Tenant.updated_at:type_name -> google.protobuf.Timestamp
+	62, // 3: lethe.registry.v1.TenantSettings.dsar_sla:type_name -> google.protobuf.Duration
 	0,  // 4: lethe.registry.v1.TenantSettings.verification_channel:type_name -> lethe.registry.v1.VerificationChannel
-	7,  // 5: lethe.registry.v1.TenantSettings.dpo:type_name -> lethe.registry.v1.Contact
-	8,  // 6: lethe.registry.v1.TenantSettings.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
-	5,  // 7: lethe.registry.v1.CreateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 8: lethe.registry.v1.CreateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 9: lethe.registry.v1.UpdateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 10: lethe.registry.v1.UpdateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 11: lethe.registry.v1.GetTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 12: lethe.registry.v1.ListTenantsResponse.tenants:type_name -> lethe.registry.v1.Tenant
-	17, // 13: lethe.registry.v1.DefineCategoryRequest.category:type_name -> lethe.registry.v1.Category
-	17, // 14: lethe.registry.v1.DefineCategoryResponse.category:type_name -> lethe.registry.v1.Category
-	17, // 15: lethe.registry.v1.ListCategoriesResponse.categories:type_name -> lethe.registry.v1.Category
-	2,  // 16: lethe.registry.v1.Transfer.mechanism:type_name -> lethe.registry.v1.TransferMechanism
-	57, // 17: lethe.registry.v1.Transfer.since:type_name -> google.protobuf.Timestamp
-	59, // 18: lethe.registry.v1.System.kind:type_name -> lethe.common.v1.SystemKind
-	1,  // 19: lethe.registry.v1.System.tenant_role:type_name -> lethe.registry.v1.TenantRole
-	60, // 20: lethe.registry.v1.System.categories:type_name -> lethe.common.v1.DataCategory
-	57, // 21: lethe.registry.v1.System.dpa_signed_at:type_name -> google.protobuf.Timestamp
-	7,  // 22: lethe.registry.v1.System.contact:type_name -> lethe.registry.v1.Contact
-	61, // 23: lethe.registry.v1.System.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	22, // 24: lethe.registry.v1.System.transfer:type_name -> lethe.registry.v1.Transfer
-	57, // 25: lethe.registry.v1.System.effective_at:type_name -> google.protobuf.Timestamp
-	23, // 26: lethe.registry.v1.SystemVersion.system:type_name -> lethe.registry.v1.System
-	57, // 27: lethe.registry.v1.SystemVersion.recorded_at:type_name -> google.protobuf.Timestamp
-	23, // 28: lethe.registry.v1.RegisterSystemRequest.system:type_name -> lethe.registry.v1.System
-	23, // 29: lethe.registry.v1.RegisterSystemResponse.system:type_name -> lethe.registry.v1.System
-	23, // 30: lethe.registry.v1.UpdateSystemRequest.system:type_name -> lethe.registry.v1.System
-	23, // 31: lethe.registry.v1.UpdateSystemResponse.system:type_name -> lethe.registry.v1.System
-	57, // 32: lethe.registry.v1.RemoveSystemRequest.effective_at:type_name -> google.protobuf.Timestamp
-	23, // 33: lethe.registry.v1.RemoveSystemResponse.system:type_name -> lethe.registry.v1.System
-	57, // 34: lethe.registry.v1.GetSystemRequest.as_of:type_name -> google.protobuf.Timestamp
-	23, // 35: lethe.registry.v1.GetSystemResponse.system:type_name -> lethe.registry.v1.System
-	57, // 36: lethe.registry.v1.ListSystemsRequest.as_of:type_name -> google.protobuf.Timestamp
-	23, // 37: lethe.registry.v1.ListSystemsResponse.systems:type_name -> lethe.registry.v1.System
-	24, // 38: lethe.registry.v1.GetSystemHistoryResponse.versions:type_name -> lethe.registry.v1.SystemVersion
-	3,  // 39: lethe.registry.v1.Finding.severity:type_name -> lethe.registry.v1.Severity
-	37, // 40: lethe.registry.v1.ListTransferFindingsResponse.findings:type_name -> lethe.registry.v1.Finding
-	62, // 41: lethe.registry.v1.ProcessingActivity.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	60, // 42: lethe.registry.v1.ProcessingActivity.categories:type_name -> lethe.common.v1.DataCategory
-	40, // 43: lethe.registry.v1.PutActivityRequest.activity:type_name -> lethe.registry.v1.ProcessingActivity
-	40, // 44: lethe.registry.v1.PutActivityResponse.activity:type_name -> lethe.registry.v1.ProcessingActivity
-	40, // 45: lethe.registry.v1.ListActivitiesResponse.activities:type_name -> lethe.registry.v1.ProcessingActivity
-	4,  // 46: lethe.registry.v1.ExportRecordsOfProcessingRequest.format:type_name -> lethe.registry.v1.ExportFormat
-	23, // 47: lethe.registry.v1.ListSubProcessorsResponse.systems:type_name -> lethe.registry.v1.System
-	60, // 48: lethe.registry.v1.RouteRequest.categories:type_name -> lethe.common.v1.DataCategory
-	61, // 49: lethe.registry.v1.RoutedSystem.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	52, // 50: lethe.registry.v1.RouteResponse.systems:type_name -> lethe.registry.v1.RoutedSystem
-	57, // 51: lethe.registry.v1.ListDisclosuresRequest.from:type_name -> google.protobuf.Timestamp
-	57, // 52: lethe.registry.v1.ListDisclosuresRequest.until:type_name -> google.protobuf.Timestamp
-	59, // 53: lethe.registry.v1.Disclosure.kind:type_name -> lethe.common.v1.SystemKind
-	60, // 54: lethe.registry.v1.Disclosure.categories:type_name -> lethe.common.v1.DataCategory
-	55, // 55: lethe.registry.v1.ListDisclosuresResponse.disclosures:type_name -> lethe.registry.v1.Disclosure
-	9,  // 56: lethe.registry.v1.RegistryService.CreateTenant:input_type -> lethe.registry.v1.CreateTenantRequest
-	11, // 57: lethe.registry.v1.RegistryService.UpdateTenant:input_type -> lethe.registry.v1.UpdateTenantRequest
-	13, // 58: lethe.registry.v1.RegistryService.GetTenant:input_type -> lethe.registry.v1.GetTenantRequest
-	15, // 59: lethe.registry.v1.RegistryService.ListTenants:input_type -> lethe.registry.v1.ListTenantsRequest
-	18, // 60: lethe.registry.v1.RegistryService.DefineCategory:input_type -> lethe.registry.v1.DefineCategoryRequest
-	20, // 61: lethe.registry.v1.RegistryService.ListCategories:input_type -> lethe.registry.v1.ListCategoriesRequest
-	25, // 62: lethe.registry.v1.RegistryService.RegisterSystem:input_type -> lethe.registry.v1.RegisterSystemRequest
-	27, // 63: lethe.registry.v1.RegistryService.UpdateSystem:input_type -> lethe.registry.v1.UpdateSystemRequest
-	29, // 64: lethe.registry.v1.RegistryService.RemoveSystem:input_type -> lethe.registry.v1.RemoveSystemRequest
-	31, // 65: lethe.registry.v1.RegistryService.GetSystem:input_type -> lethe.registry.v1.GetSystemRequest
-	33, // 66: lethe.registry.v1.RegistryService.ListSystems:input_type -> lethe.registry.v1.ListSystemsRequest
-	35, // 67: lethe.registry.v1.RegistryService.GetSystemHistory:input_type -> lethe.registry.v1.GetSystemHistoryRequest
-	38, // 68: lethe.registry.v1.RegistryService.ListTransferFindings:input_type -> lethe.registry.v1.ListTransferFindingsRequest
-	41, // 69: lethe.registry.v1.RegistryService.PutActivity:input_type -> lethe.registry.v1.PutActivityRequest
-	43, // 70: lethe.registry.v1.RegistryService.DeleteActivity:input_type -> lethe.registry.v1.DeleteActivityRequest
-	45, // 71: lethe.registry.v1.RegistryService.ListActivities:input_type -> lethe.registry.v1.ListActivitiesRequest
-	47, // 72: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:input_type -> lethe.registry.v1.ExportRecordsOfProcessingRequest
-	49, // 73: lethe.registry.v1.RegistryService.ListSubProcessors:input_type -> lethe.registry.v1.ListSubProcessorsRequest
-	51, // 74: lethe.registry.v1.RegistryService.Route:input_type -> lethe.registry.v1.RouteRequest
-	54, // 75: lethe.registry.v1.RegistryService.ListDisclosures:input_type -> lethe.registry.v1.ListDisclosuresRequest
-	10, // 76: lethe.registry.v1.RegistryService.CreateTenant:output_type -> lethe.registry.v1.CreateTenantResponse
-	12, // 77: lethe.registry.v1.RegistryService.UpdateTenant:output_type -> lethe.registry.v1.UpdateTenantResponse
-	14, // 78: lethe.registry.v1.RegistryService.GetTenant:output_type -> lethe.registry.v1.GetTenantResponse
-	16, // 79: lethe.registry.v1.RegistryService.ListTenants:output_type -> lethe.registry.v1.ListTenantsResponse
-	19, // 80: lethe.registry.v1.RegistryService.DefineCategory:output_type -> lethe.registry.v1.DefineCategoryResponse
-	21, // 81: lethe.registry.v1.RegistryService.ListCategories:output_type -> lethe.registry.v1.ListCategoriesResponse
-	26, // 82: lethe.registry.v1.RegistryService.RegisterSystem:output_type -> lethe.registry.v1.RegisterSystemResponse
-	28, // 83: lethe.registry.v1.RegistryService.UpdateSystem:output_type -> lethe.registry.v1.UpdateSystemResponse
-	30, // 84: lethe.registry.v1.RegistryService.RemoveSystem:output_type -> lethe.registry.v1.RemoveSystemResponse
-	32, // 85: lethe.registry.v1.RegistryService.GetSystem:output_type -> lethe.registry.v1.GetSystemResponse
-	34, // 86: lethe.registry.v1.RegistryService.ListSystems:output_type -> lethe.registry.v1.ListSystemsResponse
-	36, // 87: lethe.registry.v1.RegistryService.GetSystemHistory:output_type -> lethe.registry.v1.GetSystemHistoryResponse
-	39, // 88: lethe.registry.v1.RegistryService.ListTransferFindings:output_type -> lethe.registry.v1.ListTransferFindingsResponse
-	42, // 89: lethe.registry.v1.RegistryService.PutActivity:output_type -> lethe.registry.v1.PutActivityResponse
-	44, // 90: lethe.registry.v1.RegistryService.DeleteActivity:output_type -> lethe.registry.v1.DeleteActivityResponse
-	46, // 91: lethe.registry.v1.RegistryService.ListActivities:output_type -> lethe.registry.v1.ListActivitiesResponse
-	48, // 92: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:output_type -> lethe.registry.v1.ExportRecordsOfProcessingResponse
-	50, // 93: lethe.registry.v1.RegistryService.ListSubProcessors:output_type -> lethe.registry.v1.ListSubProcessorsResponse
-	53, // 94: lethe.registry.v1.RegistryService.Route:output_type -> lethe.registry.v1.RouteResponse
-	56, // 95: lethe.registry.v1.RegistryService.ListDisclosures:output_type -> lethe.registry.v1.ListDisclosuresResponse
-	76, // [76:96] is the sub-list for method output_type
-	56, // [56:76] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	9,  // 5: lethe.registry.v1.TenantSettings.dpo:type_name -> lethe.registry.v1.Contact
+	10, // 6: lethe.registry.v1.TenantSettings.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
+	7,  // 7: lethe.registry.v1.CreateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
+	7,  // 8: lethe.registry.v1.CreateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	7,  // 9: lethe.registry.v1.UpdateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
+	7,  // 10: lethe.registry.v1.UpdateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	7,  // 11: lethe.registry.v1.GetTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	7,  // 12: lethe.registry.v1.ListTenantsResponse.tenants:type_name -> lethe.registry.v1.Tenant
+	1,  // 13: lethe.registry.v1.Category.provenance:type_name -> lethe.registry.v1.DataProvenance
+	19, // 14: lethe.registry.v1.DefineCategoryRequest.category:type_name -> lethe.registry.v1.Category
+	19, // 15: lethe.registry.v1.DefineCategoryResponse.category:type_name -> lethe.registry.v1.Category
+	19, // 16: lethe.registry.v1.ListCategoriesResponse.categories:type_name -> lethe.registry.v1.Category
+	3,  // 17: lethe.registry.v1.Transfer.mechanism:type_name -> lethe.registry.v1.TransferMechanism
+	61, // 18: lethe.registry.v1.Transfer.since:type_name -> google.protobuf.Timestamp
+	63, // 19: lethe.registry.v1.HeldIdentifier.type:type_name -> lethe.common.v1.IdentifierType
+	64, // 20: lethe.registry.v1.HeldIdentifier.forms:type_name -> lethe.common.v1.IdentifierForm
+	65, // 21: lethe.registry.v1.System.kind:type_name -> lethe.common.v1.SystemKind
+	2,  // 22: lethe.registry.v1.System.tenant_role:type_name -> lethe.registry.v1.TenantRole
+	66, // 23: lethe.registry.v1.System.categories:type_name -> lethe.common.v1.DataCategory
+	61, // 24: lethe.registry.v1.System.dpa_signed_at:type_name -> google.protobuf.Timestamp
+	9,  // 25: lethe.registry.v1.System.contact:type_name -> lethe.registry.v1.Contact
+	67, // 26: lethe.registry.v1.System.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	24, // 27: lethe.registry.v1.System.transfer:type_name -> lethe.registry.v1.Transfer
+	61, // 28: lethe.registry.v1.System.effective_at:type_name -> google.protobuf.Timestamp
+	25, // 29: lethe.registry.v1.System.identifiers:type_name -> lethe.registry.v1.HeldIdentifier
+	26, // 30: lethe.registry.v1.SystemVersion.system:type_name -> lethe.registry.v1.System
+	61, // 31: lethe.registry.v1.SystemVersion.recorded_at:type_name -> google.protobuf.Timestamp
+	26, // 32: lethe.registry.v1.RegisterSystemRequest.system:type_name -> lethe.registry.v1.System
+	26, // 33: lethe.registry.v1.RegisterSystemResponse.system:type_name -> lethe.registry.v1.System
+	26, // 34: lethe.registry.v1.UpdateSystemRequest.system:type_name -> lethe.registry.v1.System
+	26, // 35: lethe.registry.v1.UpdateSystemResponse.system:type_name -> lethe.registry.v1.System
+	61, // 36: lethe.registry.v1.RemoveSystemRequest.effective_at:type_name -> google.protobuf.Timestamp
+	26, // 37: lethe.registry.v1.RemoveSystemResponse.system:type_name -> lethe.registry.v1.System
+	61, // 38: lethe.registry.v1.GetSystemRequest.as_of:type_name -> google.protobuf.Timestamp
+	26, // 39: lethe.registry.v1.GetSystemResponse.system:type_name -> lethe.registry.v1.System
+	61, // 40: lethe.registry.v1.ListSystemsRequest.as_of:type_name -> google.protobuf.Timestamp
+	26, // 41: lethe.registry.v1.ListSystemsResponse.systems:type_name -> lethe.registry.v1.System
+	27, // 42: lethe.registry.v1.GetSystemHistoryResponse.versions:type_name -> lethe.registry.v1.SystemVersion
+	4,  // 43: lethe.registry.v1.Finding.severity:type_name -> lethe.registry.v1.Severity
+	40, // 44: lethe.registry.v1.ListTransferFindingsResponse.findings:type_name -> lethe.registry.v1.Finding
+	68, // 45: lethe.registry.v1.ProcessingActivity.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	66, // 46: lethe.registry.v1.ProcessingActivity.categories:type_name -> lethe.common.v1.DataCategory
+	44, // 47: lethe.registry.v1.ProcessingActivity.automated_decision_making:type_name -> lethe.registry.v1.AutomatedDecisionMaking
+	5,  // 48: lethe.registry.v1.AutomatedDecisionMaking.exception:type_name -> lethe.registry.v1.Art22Exception
+	43, // 49: lethe.registry.v1.PutActivityRequest.activity:type_name -> lethe.registry.v1.ProcessingActivity
+	43, // 50: lethe.registry.v1.PutActivityResponse.activity:type_name -> lethe.registry.v1.ProcessingActivity
+	43, // 51: lethe.registry.v1.ListActivitiesResponse.activities:type_name -> lethe.registry.v1.ProcessingActivity
+	6,  // 52: lethe.registry.v1.ExportRecordsOfProcessingRequest.format:type_name -> lethe.registry.v1.ExportFormat
+	26, // 53: lethe.registry.v1.ListSubProcessorsResponse.systems:type_name -> lethe.registry.v1.System
+	66, // 54: lethe.registry.v1.RouteRequest.categories:type_name -> lethe.common.v1.DataCategory
+	67, // 55: lethe.registry.v1.RoutedSystem.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	56, // 56: lethe.registry.v1.RouteResponse.systems:type_name -> lethe.registry.v1.RoutedSystem
+	61, // 57: lethe.registry.v1.ListDisclosuresRequest.from:type_name -> google.protobuf.Timestamp
+	61, // 58: lethe.registry.v1.ListDisclosuresRequest.until:type_name -> google.protobuf.Timestamp
+	65, // 59: lethe.registry.v1.Disclosure.kind:type_name -> lethe.common.v1.SystemKind
+	66, // 60: lethe.registry.v1.Disclosure.categories:type_name -> lethe.common.v1.DataCategory
+	59, // 61: lethe.registry.v1.ListDisclosuresResponse.disclosures:type_name -> lethe.registry.v1.Disclosure
+	11, // 62: lethe.registry.v1.RegistryService.CreateTenant:input_type -> lethe.registry.v1.CreateTenantRequest
+	13, // 63: lethe.registry.v1.RegistryService.UpdateTenant:input_type -> lethe.registry.v1.UpdateTenantRequest
+	15, // 64: lethe.registry.v1.RegistryService.GetTenant:input_type -> lethe.registry.v1.GetTenantRequest
+	17, // 65: lethe.registry.v1.RegistryService.ListTenants:input_type -> lethe.registry.v1.ListTenantsRequest
+	20, // 66: lethe.registry.v1.RegistryService.DefineCategory:input_type -> lethe.registry.v1.DefineCategoryRequest
+	22, // 67: lethe.registry.v1.RegistryService.ListCategories:input_type -> lethe.registry.v1.ListCategoriesRequest
+	28, // 68: lethe.registry.v1.RegistryService.RegisterSystem:input_type -> lethe.registry.v1.RegisterSystemRequest
+	30, // 69: lethe.registry.v1.RegistryService.UpdateSystem:input_type -> lethe.registry.v1.UpdateSystemRequest
+	32, // 70: lethe.registry.v1.RegistryService.RemoveSystem:input_type -> lethe.registry.v1.RemoveSystemRequest
+	34, // 71: lethe.registry.v1.RegistryService.GetSystem:input_type -> lethe.registry.v1.GetSystemRequest
+	36, // 72: lethe.registry.v1.RegistryService.ListSystems:input_type -> lethe.registry.v1.ListSystemsRequest
+	38, // 73: lethe.registry.v1.RegistryService.GetSystemHistory:input_type -> lethe.registry.v1.GetSystemHistoryRequest
+	41, // 74: lethe.registry.v1.RegistryService.ListTransferFindings:input_type -> lethe.registry.v1.ListTransferFindingsRequest
+	45, // 75: lethe.registry.v1.RegistryService.PutActivity:input_type -> lethe.registry.v1.PutActivityRequest
+	47, // 76: lethe.registry.v1.RegistryService.DeleteActivity:input_type -> lethe.registry.v1.DeleteActivityRequest
+	49, // 77: lethe.registry.v1.RegistryService.ListActivities:input_type -> lethe.registry.v1.ListActivitiesRequest
+	51, // 78: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:input_type -> lethe.registry.v1.ExportRecordsOfProcessingRequest
+	53, // 79: lethe.registry.v1.RegistryService.ListSubProcessors:input_type -> lethe.registry.v1.ListSubProcessorsRequest
+	55, // 80: lethe.registry.v1.RegistryService.Route:input_type -> lethe.registry.v1.RouteRequest
+	58, // 81: lethe.registry.v1.RegistryService.ListDisclosures:input_type -> lethe.registry.v1.ListDisclosuresRequest
+	12, // 82: lethe.registry.v1.RegistryService.CreateTenant:output_type -> lethe.registry.v1.CreateTenantResponse
+	14, // 83: lethe.registry.v1.RegistryService.UpdateTenant:output_type -> lethe.registry.v1.UpdateTenantResponse
+	16, // 84: lethe.registry.v1.RegistryService.GetTenant:output_type -> lethe.registry.v1.GetTenantResponse
+	18, // 85: lethe.registry.v1.RegistryService.ListTenants:output_type -> lethe.registry.v1.ListTenantsResponse
+	21, // 86: lethe.registry.v1.RegistryService.DefineCategory:output_type -> lethe.registry.v1.DefineCategoryResponse
+	23, // 87: lethe.registry.v1.RegistryService.ListCategories:output_type -> lethe.registry.v1.ListCategoriesResponse
+	29, // 88: lethe.registry.v1.RegistryService.RegisterSystem:output_type -> lethe.registry.v1.RegisterSystemResponse
+	31, // 89: lethe.registry.v1.RegistryService.UpdateSystem:output_type -> lethe.registry.v1.UpdateSystemResponse
+	33, // 90: lethe.registry.v1.RegistryService.RemoveSystem:output_type -> lethe.registry.v1.RemoveSystemResponse
+	35, // 91: lethe.registry.v1.RegistryService.GetSystem:output_type -> lethe.registry.v1.GetSystemResponse
+	37, // 92: lethe.registry.v1.RegistryService.ListSystems:output_type -> lethe.registry.v1.ListSystemsResponse
+	39, // 93: lethe.registry.v1.RegistryService.GetSystemHistory:output_type -> lethe.registry.v1.GetSystemHistoryResponse
+	42, // 94: lethe.registry.v1.RegistryService.ListTransferFindings:output_type -> lethe.registry.v1.ListTransferFindingsResponse
+	46, // 95: lethe.registry.v1.RegistryService.PutActivity:output_type -> lethe.registry.v1.PutActivityResponse
+	48, // 96: lethe.registry.v1.RegistryService.DeleteActivity:output_type -> lethe.registry.v1.DeleteActivityResponse
+	50, // 97: lethe.registry.v1.RegistryService.ListActivities:output_type -> lethe.registry.v1.ListActivitiesResponse
+	52, // 98: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:output_type -> lethe.registry.v1.ExportRecordsOfProcessingResponse
+	54, // 99: lethe.registry.v1.RegistryService.ListSubProcessors:output_type -> lethe.registry.v1.ListSubProcessorsResponse
+	57, // 100: lethe.registry.v1.RegistryService.Route:output_type -> lethe.registry.v1.RouteResponse
+	60, // 101: lethe.registry.v1.RegistryService.ListDisclosures:output_type -> lethe.registry.v1.ListDisclosuresResponse
+	82, // [82:102] is the sub-list for method output_type
+	62, // [62:82] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_lethe_registry_v1_registry_proto_init() }
@@ -4145,8 +4515,8 @@ func file_lethe_registry_v1_registry_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_registry_v1_registry_proto_rawDesc), len(file_lethe_registry_v1_registry_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   52,
+			NumEnums:      7,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
