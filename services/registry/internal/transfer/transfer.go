@@ -144,6 +144,9 @@ func countryWords(code string) string {
 	if n := CountryName(code); n != "" {
 		return fmt.Sprintf("%s (%s)", n, code)
 	}
+	if code == "" {
+		return "a country not recorded"
+	}
 	return fmt.Sprintf("%q", code)
 }
 
@@ -175,7 +178,12 @@ func (c *checker) checkTransfer() {
 	if c.f.InEEA(country) {
 		return
 	}
-	if !ValidCountry(country) {
+	switch {
+	case country == "":
+		c.add(warning, CodeCountryUnknown,
+			"%s has no country recorded: where it processes the data is not known, so Lethe treats it as outside the EU/EEA (GDPR Art. 44).",
+			c.who())
+	case !ValidCountry(country):
 		c.add(warning, CodeCountryUnknown,
 			"%s is recorded in %q, which is not an assigned ISO 3166-1 alpha-2 code; Lethe treats it as outside the EU/EEA.",
 			c.who(), country)

@@ -1698,7 +1698,11 @@ type System struct {
 	ParentSystemId string `protobuf:"bytes,4,opt,name=parent_system_id,json=parentSystemId,proto3" json:"parent_system_id,omitempty"`
 	// The tenant's role toward the system's processing.
 	TenantRole TenantRole `protobuf:"varint,5,opt,name=tenant_role,json=tenantRole,proto3,enum=lethe.registry.v1.TenantRole" json:"tenant_role,omitempty"`
-	// Where the data is processed, ISO 3166-1 alpha-2 ("IE", "US").
+	// Where the data is processed, ISO 3166-1 alpha-2 ("IE", "US"). Empty
+	// when not known (a privacy policy that names a processor but not where
+	// it processes): the system is then treated as outside the EU/EEA and
+	// its transfer findings say the country is unknown, rather than a
+	// country being guessed.
 	Country string `protobuf:"bytes,6,opt,name=country,proto3" json:"country,omitempty"`
 	// The data categories the system holds.
 	Categories []*v1.DataCategory `protobuf:"bytes,7,rep,name=categories,proto3" json:"categories,omitempty"`
@@ -4062,7 +4066,7 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\x0eHeldIdentifier\x12?\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1f.lethe.common.v1.IdentifierTypeB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04type\x12L\n" +
-	"\x05forms\x18\x02 \x03(\x0e2\x1f.lethe.common.v1.IdentifierFormB\x15\xbaH\x12\x92\x01\x0f\b\x01\x10\x04\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\x05forms\"\x9d\a\n" +
+	"\x05forms\x18\x02 \x03(\x0e2\x1f.lethe.common.v1.IdentifierFormB\x15\xbaH\x12\x92\x01\x0f\b\x01\x10\x04\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\x05forms\"\xa0\a\n" +
 	"\x06System\x12>\n" +
 	"\tsystem_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\bsystemId\x12\x1e\n" +
 	"\x04name\x18\x02 \x01(\tB\n" +
@@ -4071,9 +4075,8 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04kind\x12N\n" +
 	"\x10parent_system_id\x18\x04 \x01(\tB$\xbaH!r\x1f2\x1d^([a-z0-9][a-z0-9_-]{0,62})?$R\x0eparentSystemId\x12H\n" +
 	"\vtenant_role\x18\x05 \x01(\x0e2\x1d.lethe.registry.v1.TenantRoleB\b\xbaH\x05\x82\x01\x02\x10\x01R\n" +
-	"tenantRole\x12+\n" +
-	"\acountry\x18\x06 \x01(\tB\x11\xbaH\x0er\f2\n" +
-	"^[A-Z]{2}$R\acountry\x12H\n" +
+	"tenantRole\x12.\n" +
+	"\acountry\x18\x06 \x01(\tB\x14\xbaH\x11r\x0f2\r^([A-Z]{2})?$R\acountry\x12H\n" +
 	"\n" +
 	"categories\x18\a \x03(\v2\x1d.lethe.common.v1.DataCategoryB\t\xbaH\x06\x92\x01\x03\x10\xc8\x01R\n" +
 	"categories\x122\n" +
