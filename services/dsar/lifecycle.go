@@ -280,7 +280,8 @@ func (s *Service) ExtendDeadline(ctx context.Context, req *dsarv1.ExtendDeadline
 // reason: it is a confirmation (Art. 15(1)), which a request whose every
 // system answered NOT_FOUND completes with.
 func (s *Service) RejectRequest(ctx context.Context, req *dsarv1.RejectRequestRequest) (*dsarv1.RejectRequestResponse, error) {
-	if req.Reason == dsarv1.RejectionReason_REJECTION_REASON_NO_DATA { //nolint:staticcheck // refusing the deprecated value is the point
+	//lint:ignore SA1019 refusing the deprecated value is the point
+	if req.Reason == dsarv1.RejectionReason_REJECTION_REASON_NO_DATA {
 		return nil, apierror.Invalid("reason", "holding no data of the subject is not a refusal but the confirmation Art. 15(1) gives: answer the systems' tasks NOT_FOUND and the request completes with result.no_data_held")
 	}
 	settings, err := s.tenantSettings(ctx, req.TenantId)

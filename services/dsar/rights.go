@@ -2,7 +2,7 @@ package dsar
 
 import (
 	"context"
-	"crypto/md5" //nolint:gosec // a form some recipients hold (Mailchimp's subscriber hash), not a security measure
+	"crypto/md5" // a form some recipients hold (Mailchimp's subscriber hash), not a security measure
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -118,7 +118,7 @@ func encode(id *commonv1.Identifier, f commonv1.IdentifierForm) string {
 		sum := sha256.Sum256([]byte(normalise(id)))
 		return hex.EncodeToString(sum[:])
 	case commonv1.IdentifierForm_IDENTIFIER_FORM_MD5_LOWERCASE:
-		sum := md5.Sum([]byte(strings.ToLower(strings.TrimSpace(id.Value)))) //nolint:gosec // see the import
+		sum := md5.Sum([]byte(strings.ToLower(strings.TrimSpace(id.Value))))
 		return hex.EncodeToString(sum[:])
 	}
 	return id.Value

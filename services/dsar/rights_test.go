@@ -265,8 +265,10 @@ func TestRefusalNamesTheRemedies(t *testing.T) {
 	f.tenant(t, "clevio", nil)
 
 	r := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "cleura", Access: &dsarv1.AccessDetails{}})
+	//lint:ignore SA1019 the deprecated value is what is refused
+	noData := dsarv1.RejectionReason_REJECTION_REASON_NO_DATA
 	if _, err := f.dsar.RejectRequest(f.ctx, &dsarv1.RejectRequestRequest{RequestId: f.id(), TenantId: "cleura", DsarId: r.DsarId,
-		Reason: dsarv1.RejectionReason_REJECTION_REASON_NO_DATA, Detail: "we hold nothing"}); code(err) != codes.InvalidArgument || fields(err) != "reason" { //nolint:staticcheck // the deprecated value is what is refused
+		Reason: noData, Detail: "we hold nothing"}); code(err) != codes.InvalidArgument || fields(err) != "reason" {
 		t.Fatalf("refusing for holding no data = %v (%s), want InvalidArgument on reason", err, fields(err))
 	}
 	resp, err := f.dsar.RejectRequest(f.ctx, &dsarv1.RejectRequestRequest{RequestId: f.id(), TenantId: "cleura", DsarId: r.DsarId,
