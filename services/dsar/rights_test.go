@@ -177,6 +177,21 @@ func TestClaimCheckGivesEachSystemOnlyTheFormsItHolds(t *testing.T) {
 	if err != nil || len(crm.Identifiers) != 3 || crm.Identifiers[1].Value != adaPhone || crm.Identifiers[0].Form != commonv1.IdentifierForm_IDENTIFIER_FORM_UNSPECIFIED {
 		t.Fatalf("a system without a declaration gets every identifier as given: %v, %v", crm.GetIdentifiers(), err)
 	}
+
+	// A corrected address is plain too: the hashed-only platform is told
+	// of the rectification (Art. 19) but given no corrected value.
+	const corrected = "ada@analytical-engine.example"
+	rect := f.inProgress(t, &dsarv1.CreateRequestRequest{TenantId: "clevenio", Identifiers: ids, Rectification: &dsarv1.RectificationDetails{
+		Corrections: []*dsarv1.Correction{{Category: &commonv1.DataCategory{Id: "user.contact.email"}, Value: corrected}}}})
+	f.waitTask(t, "clevenio", rect.DsarId, "ad-platform-us")
+	got, err = f.dsar.GetIdentifiers(asSystem("ad-platform-us"), &dsarv1.GetIdentifiersRequest{TenantId: "clevenio", DsarId: rect.DsarId, SystemId: "ad-platform-us"})
+	if err != nil || len(got.Corrections) != 0 || len(got.Identifiers) != 1 || got.Identifiers[0].Form != commonv1.IdentifierForm_IDENTIFIER_FORM_SHA256_NORMALISED {
+		t.Fatalf("rectification claim of the hashed-only platform = %v, %v", got, err)
+	}
+	crm, err = f.dsar.GetIdentifiers(asSystem("crm"), &dsarv1.GetIdentifiersRequest{TenantId: "clevenio", DsarId: rect.DsarId, SystemId: "crm"})
+	if err != nil || len(crm.Corrections) != 1 || crm.Corrections[0].Value != corrected {
+		t.Fatalf("rectification claim of the crm = %v, %v", crm, err)
+	}
 }
 
 // TestAccessTellsOfAutomatedDecisionsAndConfirmsNoData: the access
