@@ -3557,7 +3557,9 @@ type CompleteTaskRequest struct {
 	SystemId string `protobuf:"bytes,4,opt,name=system_id,json=systemId,proto3" json:"system_id,omitempty"`
 	// What it did.
 	Outcome v11.OutcomeKind `protobuf:"varint,5,opt,name=outcome,proto3,enum=lethe.events.v1.OutcomeKind" json:"outcome,omitempty"`
-	// For RETAINED: what it keeps, on which basis, until when.
+	// For RETAINED: what it keeps, on which basis and Art. 17(3) ground
+	// (with the law cited for a legal obligation), until when; without a
+	// ground, INVALID_ARGUMENT names the field ("retained[0].exemption").
 	Retained []*v11.Retention `protobuf:"bytes,6,rep,name=retained,proto3" json:"retained,omitempty"`
 	// For FAILED: why.
 	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
