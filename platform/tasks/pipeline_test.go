@@ -77,6 +77,8 @@ func retainedUnderAccountingLaw() subscriber.Outcome {
 		LegalBasis:  commonv1.LegalBasis_LEGAL_BASIS_LEGAL_OBLIGATION,
 		BasisDetail: "Swedish Accounting Act (1999:1078), ch. 7 § 2",
 		Until:       timestamppb.New(time.Date(2031, 12, 31, 0, 0, 0, 0, time.UTC)),
+		Exemption:   eventsv1.ExemptionGround_EXEMPTION_GROUND_LEGAL_OBLIGATION,
+		Law:         "Bokföringslagen (1999:1078) 7 kap. 2 §",
 	})
 }
 

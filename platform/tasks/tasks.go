@@ -143,6 +143,13 @@ type Config struct {
 	// set only this hook: without OnCauseComplete, closing a task does not
 	// read the other tasks of its cause.
 	OnTaskFinal func(tx *bolt.Tx, task Task, outcome *eventsv1.Outcome) error
+	// CheckOutcome, when set, checks a reported outcome against the
+	// owner's rules before it closes its task, and returns why it is not
+	// acceptable, or "". An unacceptable outcome closes the task FAILED
+	// with that reason, so that an operator sees it and the cause does
+	// not wait for an answer that the system, which re-sends the outcome
+	// it gave, will never change.
+	CheckOutcome func(task Task, outcome *eventsv1.Outcome) string
 	// Workers is how many outcomes are recorded at once; 64 by default.
 	// Outcomes recorded together share one commit (the store's group
 	// commit), so workers multiply throughput rather than contention.
@@ -378,6 +385,13 @@ func (t *Tracker) closeTx(tx *bolt.Tx, eventID, systemID string, resolution Reso
 	task, ok, err := getTx(tx, eventID, systemID)
 	if err != nil || !ok || task.State == StateFinal {
 		return false, err
+	}
+	if resolution == ResolutionReported && t.cfg.CheckOutcome != nil {
+		if why := t.cfg.CheckOutcome(task, outcome); why != "" {
+			failed := t.trackerOutcome(task, eventsv1.OutcomeKind_OUTCOME_KIND_FAILED, why)
+			failed.SubjectId, failed.ReportedAt = outcome.GetSubjectId(), outcome.GetReportedAt()
+			outcome = failed
+		}
 	}
 	if err := t.unscheduleTx(tx, task); err != nil {
 		return false, err

@@ -46,7 +46,8 @@ func DataSubmitted() Outcome { return Outcome{kind: eventsv1.OutcomeKind_OUTCOME
 func NotFound() Outcome { return Outcome{kind: eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND} }
 
 // Retained answers an erasure that removed what it could and keeps the
-// rest: what is kept, on which legal basis, and until when. At least one
+// rest: what is kept, on which legal basis and Art. 17(3) ground (with the
+// law cited for a legal obligation), and until when. At least one
 // retention is required; the retention service schedules each kept item's
 // erasure for its until-date.
 func Retained(kept ...*eventsv1.Retention) Outcome {
@@ -160,6 +161,11 @@ func validateOutcome(o *eventsv1.Outcome, kind contract.Kind) error {
 		}
 		if r.GetUntil() == nil {
 			bad("retained[%d]: until is not set", i)
+		}
+	}
+	if o.GetKind() == eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED {
+		for _, p := range contract.CheckRetained("retained", o.GetRetained()) {
+			errs = append(errs, p)
 		}
 	}
 	return errors.Join(errs...)

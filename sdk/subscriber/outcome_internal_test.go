@@ -29,6 +29,8 @@ func TestValidateOutcome(t *testing.T) {
 			LegalBasis:  commonv1.LegalBasis_LEGAL_BASIS_LEGAL_OBLIGATION,
 			BasisDetail: "Swedish Accounting Act (1999:1078), ch. 7 § 2",
 			Until:       timestamppb.New(time.Now().AddDate(7, 0, 0)),
+			Exemption:   eventsv1.ExemptionGround_EXEMPTION_GROUND_LEGAL_OBLIGATION,
+			Law:         "Bokföringslagen (1999:1078) 7 kap. 2 §",
 		}
 	}
 	for _, tc := range []struct {
@@ -75,6 +77,23 @@ func TestValidateOutcome(t *testing.T) {
 			r.Until = nil
 			o.Kind, o.Retained = eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED, []*eventsv1.Retention{r}
 		}, "until"},
+		// GDPR Art. 17(3): an Art. 6(1) basis alone does not allow keeping
+		// data after an erasure; one of the grounds (a) to (e) does.
+		{"retained on consent alone (Art. 17(3))", contract.KindErasureRequested, func(o *eventsv1.Outcome) {
+			r := retention()
+			r.LegalBasis, r.Exemption, r.Law = commonv1.LegalBasis_LEGAL_BASIS_CONSENT, 0, ""
+			o.Kind, o.Retained = eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED, []*eventsv1.Retention{r}
+		}, "retained[0].exemption"},
+		{"retained for a legal obligation without the law (Art. 17(3)(b))", contract.KindErasureRequested, func(o *eventsv1.Outcome) {
+			r := retention()
+			r.Law = " "
+			o.Kind, o.Retained = eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED, []*eventsv1.Retention{r}
+		}, "retained[0].law"},
+		{"retained for legal claims (Art. 17(3)(e))", contract.KindErasureRequested, func(o *eventsv1.Outcome) {
+			r := retention()
+			r.LegalBasis, r.Exemption, r.Law = commonv1.LegalBasis_LEGAL_BASIS_LEGITIMATE_INTERESTS, eventsv1.ExemptionGround_EXEMPTION_GROUND_LEGAL_CLAIMS, ""
+			o.Kind, o.Retained = eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED, []*eventsv1.Retention{r}
+		}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := proto.Clone(valid).(*eventsv1.Outcome)

@@ -20,6 +20,7 @@ import (
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/auth"
 	"github.com/lethe-privacy/lethe/platform/store"
@@ -98,13 +99,20 @@ func (s *Service) openTask(ctx context.Context, tenant, id, system string, kinds
 	return r, t, nil
 }
 
-// GetIdentifiers implements DsarService: the claim check.
+// GetIdentifiers implements DsarService: the claim check. A system is
+// given only the identifiers its registration says it holds, in the forms
+// it holds them (see minimise); a system that holds no identifier in
+// plain form is given no corrected values either, which are plain.
 func (s *Service) GetIdentifiers(ctx context.Context, req *dsarv1.GetIdentifiersRequest) (*dsarv1.GetIdentifiersResponse, error) {
 	if _, _, err := s.openTask(ctx, req.TenantId, req.DsarId, req.SystemId); err != nil {
 		return nil, err
 	}
+	held, err := s.systemIdentifiers(ctx, req.TenantId, req.SystemId)
+	if err != nil {
+		return nil, err
+	}
 	var out *dsarv1.GetIdentifiersResponse
-	err := s.DB.View(func(tx *bolt.Tx) error {
+	err = s.DB.View(func(tx *bolt.Tx) error {
 		sec, err := secretsTx(tx, req.DsarId)
 		if err != nil {
 			return err
@@ -112,8 +120,18 @@ func (s *Service) GetIdentifiers(ctx context.Context, req *dsarv1.GetIdentifiers
 		out, err = s.identifiersTx(tx, req.DsarId, sec)
 		return err
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	out.Identifiers = minimise(out.Identifiers, held)
+	if !holdsPlain(held) {
+		out.Corrections = nil
+	}
+	return out, nil
 }
+
+// leftOut counts the records a portable copy leaves out, by reason.
+type leftOut struct{ basis, notProvided, unknown int }
 
 // submitBatch bounds the bytes of records written per transaction.
 const submitBatch = 1 << 20
@@ -136,6 +154,12 @@ func (s *Service) SubmitData(stream grpc.ClientStreamingServer[dsarv1.SubmitData
 		return err
 	}
 	portable := r.Type == dsarv1.RequestType_REQUEST_TYPE_PORTABILITY
+	var provenance map[string]registryv1.DataProvenance
+	if portable {
+		if provenance, err = s.provenances(ctx, h.TenantId); err != nil {
+			return err
+		}
+	}
 	var key []byte
 	err = s.DB.Update(func(tx *bolt.Tx) error {
 		sec, err := secretsTx(tx, r.DsarId)
@@ -156,7 +180,7 @@ func (s *Service) SubmitData(stream grpc.ClientStreamingServer[dsarv1.SubmitData
 	}
 	var seq uint64
 	var records, size int64
-	dropped := 0
+	var dropped leftOut
 	var batch [][2][]byte
 	batchBytes := 0
 	write := func(last bool) error {
@@ -178,7 +202,9 @@ func (s *Service) SubmitData(stream grpc.ClientStreamingServer[dsarv1.SubmitData
 				sec.Submitted = map[string]int{}
 			}
 			sec.Submitted[h.SystemId] = int(records)
-			sec.Dropped += dropped
+			sec.Dropped += dropped.basis
+			sec.DroppedNotProvided += dropped.notProvided
+			sec.DroppedUnknown += dropped.unknown
 			if err := putSecretsTx(tx, r.DsarId, sec); err != nil {
 				return err
 			}
@@ -205,8 +231,20 @@ func (s *Service) SubmitData(stream grpc.ClientStreamingServer[dsarv1.SubmitData
 		}
 		if portable && !slices.Contains(portableBases, rec.LegalBasis) {
 			// Art. 20(1)(a): only data processed on consent or contract.
-			dropped++
+			dropped.basis++
 			continue
+		}
+		if portable {
+			// Art. 20(1): only data the subject provided, observed data
+			// included; a category of unknown provenance is left out.
+			switch p := provenanceOf(provenance, rec.Category.GetId()); {
+			case p == registryv1.DataProvenance_DATA_PROVENANCE_UNSPECIFIED:
+				dropped.unknown++
+				continue
+			case !portableProvenance(p):
+				dropped.notProvided++
+				continue
+			}
 		}
 		plain, err := proto.Marshal(rec)
 		if err != nil {
@@ -345,6 +383,9 @@ func (s *Service) CompleteTask(ctx context.Context, req *dsarv1.CompleteTaskRequ
 		return nil, apierror.Invalid("retained", "only a RETAINED outcome lists what is kept")
 	case req.Outcome == eventsv1.OutcomeKind_OUTCOME_KIND_FAILED && req.Reason == "":
 		return nil, apierror.Invalid("reason", "a FAILED outcome gives its reason")
+	}
+	if v := retainedViolations("retained", req.Retained); len(v) > 0 {
+		return nil, apierror.InvalidArgument(v...)
 	}
 	r, task, err := s.findTask(ctx, req.TenantId, req.DsarId, req.SystemId)
 	if err != nil {

@@ -87,6 +87,10 @@ func (s *Service) finishTx(tx *bolt.Tx, r *dsarv1.Request, ts []tasks.Task) erro
 		}
 	}
 	to, note := dsarv1.RequestState_REQUEST_STATE_COMPLETED, "every system answered"
+	if noDataHeld(r) {
+		r.Result.NoDataHeld = true
+		note = "every system answered: no personal data of the subject is processed in scope (Art. 15(1))"
+	}
 	if partial {
 		to, note = dsarv1.RequestState_REQUEST_STATE_PARTIALLY_COMPLETED, "every system answered; some data is kept or a system failed"
 	}
@@ -96,6 +100,29 @@ func (s *Service) finishTx(tx *bolt.Tx, r *dsarv1.Request, ts []tasks.Task) erro
 		}
 	}
 	return s.closeTx(tx, r, to, serviceActor, note)
+}
+
+// noDataHeld reports whether a request's every system answered that it
+// holds no data of the subject in scope (or none holds data in scope) and
+// nothing is held: the confirmation of Art. 15(1), first part. Only
+// directives whose systems search for the subject say so; a limit applied
+// through the consent service does not.
+func noDataHeld(r *dsarv1.Request) bool {
+	switch r.Type {
+	case dsarv1.RequestType_REQUEST_TYPE_ACCESS, dsarv1.RequestType_REQUEST_TYPE_PORTABILITY,
+		dsarv1.RequestType_REQUEST_TYPE_ERASURE, dsarv1.RequestType_REQUEST_TYPE_RECTIFICATION:
+	default:
+		return false
+	}
+	if len(r.Result.Held) > 0 {
+		return false
+	}
+	for _, sys := range r.Result.Systems {
+		if sys.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND {
+			return false
+		}
+	}
+	return true
 }
 
 // closeTx moves a request to a final state, appends its receipt and, once
@@ -341,6 +368,11 @@ func (s *Service) assembleTx(tx *bolt.Tx, r *dsarv1.Request) error {
 		data[system] = append(data[system], item{Category: rec.Category.GetId(), LegalBasis: rec.LegalBasis.String(),
 			PurposeID: rec.PurposeId, Source: rec.Source, Value: json.RawMessage(rec.JsonValue)})
 	}
+	type leftOutEntry struct {
+		LegalBasis  int `json:"legal_basis,omitempty"`
+		NotProvided int `json:"not_provided,omitempty"`
+		Unknown     int `json:"provenance_unknown,omitempty"`
+	}
 	manifest := struct {
 		Format      string        `json:"format"`
 		RequestID   string        `json:"request_id"`
@@ -348,12 +380,18 @@ func (s *Service) assembleTx(tx *bolt.Tx, r *dsarv1.Request) error {
 		SubjectID   string        `json:"subject_id"`
 		Type        string        `json:"type"`
 		Portability bool          `json:"portability"`
+		NoDataHeld  bool          `json:"no_data_held,omitempty"`
 		LeftOut     int           `json:"left_out,omitempty"`
+		LeftOutBy   *leftOutEntry `json:"left_out_by,omitempty"`
 		GeneratedAt string        `json:"generated_at"`
 		Systems     []systemEntry `json:"systems"`
 	}{Format: "lethe.dsar.package/v1", RequestID: r.DsarId, Tenant: r.TenantId, SubjectID: r.SubjectId, Type: r.Type.String(),
-		Portability: r.Type == dsarv1.RequestType_REQUEST_TYPE_PORTABILITY, LeftOut: sec.Dropped,
+		Portability: r.Type == dsarv1.RequestType_REQUEST_TYPE_PORTABILITY, NoDataHeld: r.Result.NoDataHeld,
+		LeftOut:     sec.Dropped + sec.DroppedNotProvided + sec.DroppedUnknown,
 		GeneratedAt: s.Clock.Now().Format(time.RFC3339)}
+	if manifest.LeftOut > 0 {
+		manifest.LeftOutBy = &leftOutEntry{LegalBasis: sec.Dropped, NotProvided: sec.DroppedNotProvided, Unknown: sec.DroppedUnknown}
+	}
 	for _, sys := range r.Result.Systems {
 		manifest.Systems = append(manifest.Systems, systemEntry{SystemID: sys.SystemId, Outcome: sys.Outcome.String(), Records: len(data[sys.SystemId])})
 	}

@@ -410,7 +410,9 @@ func (s *Service) listSystems(ctx context.Context, tenant string) ([]*registryv1
 // article15 gathers the information Art. 15(1) gives the subject beside
 // the data: purposes and legal bases, categories, recipients (and their
 // countries and transfer grounds), retention, the right to complain and
-// to whom. It comes from the registry at fan-out, so the package states
+// to whom, and the existence of automated decision-making with the logic
+// involved and its significance and consequences (Art. 15(1)(h)); an
+// empty list says there is none. It comes from the registry at fan-out, so the package states
 // what held when the request was handled.
 func (s *Service) article15(ctx context.Context, tenant string) ([]byte, error) {
 	t, err := s.registry.GetTenant(ctx, &registryv1.GetTenantRequest{TenantId: tenant})
@@ -440,6 +442,7 @@ func (s *Service) article15(ctx context.Context, tenant string) ([]byte, error) 
 	if sa := t.Tenant.GetSettings().GetSupervisoryAuthority(); sa != nil {
 		info.RightToComplain = &authorityInfo{Name: sa.Name, Country: sa.Country, URL: sa.Url}
 	}
+	info.AutomatedDecisionMaking = []automatedInfo{}
 	for _, a := range activities {
 		pi := purposeInfo{Activity: a.Name, Purpose: a.Purpose, PurposeID: a.PurposeId, LegalBasis: a.LegalBasis.String(),
 			Retention: a.Retention, Recipients: a.RecipientSystemIds}
@@ -447,6 +450,14 @@ func (s *Service) article15(ctx context.Context, tenant string) ([]byte, error) 
 			pi.Categories = append(pi.Categories, c.Id)
 		}
 		info.Purposes = append(info.Purposes, pi)
+		if adm := a.AutomatedDecisionMaking; adm != nil {
+			ai := automatedInfo{Activity: a.Name, SolelyAutomated: adm.SolelyAutomated, Profiling: adm.Profiling,
+				Logic: adm.Logic, Significance: adm.Significance, SpecialCategories: adm.SpecialCategories}
+			if adm.Exception != registryv1.Art22Exception_ART22_EXCEPTION_UNSPECIFIED {
+				ai.Exception = adm.Exception.String()
+			}
+			info.AutomatedDecisionMaking = append(info.AutomatedDecisionMaking, ai)
+		}
 	}
 	for _, sys := range systems {
 		ri := recipientInfo{SystemID: sys.SystemId, Name: sys.Name, Kind: sys.Kind.String(), Country: sys.Country}
@@ -459,6 +470,9 @@ func (s *Service) article15(ctx context.Context, tenant string) ([]byte, error) 
 		info.Recipients = append(info.Recipients, ri)
 	}
 	info.Rights = []string{"rectification (Art. 16)", "erasure (Art. 17)", "restriction (Art. 18)", "objection (Art. 21)", "complaint to a supervisory authority (Art. 77)"}
+	if len(info.AutomatedDecisionMaking) > 0 {
+		info.Rights = append(info.Rights, "human intervention, expressing one's point of view and contesting an automated decision (Art. 22(3))")
+	}
 	info.GeneratedAt = s.Clock.Now().Format(time.RFC3339)
 	return json.Marshal(info)
 }
@@ -470,7 +484,22 @@ type article15Info struct {
 	Recipients      []recipientInfo `json:"recipients"`
 	Rights          []string        `json:"rights"`
 	RightToComplain *authorityInfo  `json:"right_to_complain,omitempty"`
-	GeneratedAt     string          `json:"generated_at"`
+	// AutomatedDecisionMaking is Art. 15(1)(h): empty when the tenant
+	// records none, and then says so.
+	AutomatedDecisionMaking []automatedInfo `json:"automated_decision_making"`
+	GeneratedAt             string          `json:"generated_at"`
+}
+
+// automatedInfo is one activity's automated decision-making (Art. 15(1)(h),
+// Art. 22).
+type automatedInfo struct {
+	Activity          string `json:"activity"`
+	SolelyAutomated   bool   `json:"solely_automated"`
+	Profiling         bool   `json:"profiling"`
+	Exception         string `json:"art22_exception,omitempty"`
+	Logic             string `json:"logic"`
+	Significance      string `json:"significance_and_consequences"`
+	SpecialCategories bool   `json:"special_categories,omitempty"`
 }
 
 type controllerInfo struct {

@@ -191,6 +191,7 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 	s.tracker, err = tasks.New(base.DB, tasks.Config{
 		Owner: "dsar", Outbox: base.Outbox, Clock: base.Clock, ResendAfter: opts.ResendAfter,
 		Meter: base.Meter, Logger: base.Logger, OnCauseComplete: s.onCauseComplete,
+		CheckOutcome: checkOutcome,
 	})
 	if err == nil {
 		s.keys, err = openKeyring(filepath.Join(deps.DataDir, "dsar.keys"))

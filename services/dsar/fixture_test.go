@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -388,3 +389,8 @@ func fields(err error) string {
 
 // bboltUpdate runs fn in a write transaction of a test system's ledger.
 func bboltUpdate(l *ledger.Ledger, fn func(tx *bbolt.Tx) error) error { return l.DB().Update(fn) }
+
+// natsMsg is a message to publish as a system that does not use the SDK.
+func natsMsg(subject string, h nats.Header, data []byte) *nats.Msg {
+	return &nats.Msg{Subject: subject, Header: h, Data: data}
+}

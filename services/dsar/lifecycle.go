@@ -241,8 +241,15 @@ type secrets struct {
 	Info json.RawMessage `json:"info,omitempty"`
 	// Submitted counts the records each system submitted.
 	Submitted map[string]int `json:"submitted,omitempty"`
-	// Dropped counts records left out of a portability package.
+	// Dropped counts records left out of a portability package for their
+	// legal basis (Art. 20(1)(a)).
 	Dropped int `json:"dropped,omitempty"`
+	// DroppedNotProvided counts records left out because the subject did
+	// not provide them (inferred, derived or third-party data, Art. 20(1)).
+	DroppedNotProvided int `json:"dropped_not_provided,omitempty"`
+	// DroppedUnknown counts records left out because the registry states
+	// no provenance for their category.
+	DroppedUnknown int `json:"dropped_unknown,omitempty"`
 }
 
 func decodeSecrets(v []byte) (*secrets, error) {
@@ -350,14 +357,26 @@ func (s *Service) ExtendDeadline(ctx context.Context, req *dsarv1.ExtendDeadline
 	})
 }
 
-// RejectRequest implements DsarService.
+// RejectRequest implements DsarService. The refusal names the remedies
+// open to the subject (Art. 12(4)), with the tenant's supervisory
+// authority as its settings are now. "No data held" is refused as a
+// reason: it is a confirmation (Art. 15(1)), which a request whose every
+// system answered NOT_FOUND completes with.
 func (s *Service) RejectRequest(ctx context.Context, req *dsarv1.RejectRequestRequest) (*dsarv1.RejectRequestResponse, error) {
+	//lint:ignore SA1019 refusing the deprecated value is the point
+	if req.Reason == dsarv1.RejectionReason_REJECTION_REASON_NO_DATA {
+		return nil, apierror.Invalid("reason", "holding no data of the subject is not a refusal but the confirmation Art. 15(1) gives: answer the systems' tasks NOT_FOUND and the request completes with result.no_data_held")
+	}
+	settings, err := s.tenantSettings(ctx, req.TenantId)
+	if err != nil {
+		return nil, err
+	}
 	return mutate(ctx, s, req, func(tx *bolt.Tx) (*dsarv1.RejectRequestResponse, error) {
 		r, err := s.loadTx(tx, req.TenantId, req.DsarId)
 		if err != nil {
 			return nil, err
 		}
-		r.Rejection = &dsarv1.Rejection{Reason: req.Reason, Detail: req.Detail}
+		r.Rejection = &dsarv1.Rejection{Reason: req.Reason, Detail: req.Detail, Remedies: remediesOf(settings)}
 		if err := s.closeTx(tx, r, dsarv1.RequestState_REQUEST_STATE_REJECTED, actorOf(ctx), "rejected: "+req.Reason.String()); err != nil {
 			return nil, err
 		}

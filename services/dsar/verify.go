@@ -175,6 +175,12 @@ func (s *Service) StartVerification(ctx context.Context, req *dsarv1.StartVerifi
 // error: the attempt is counted and committed. The last wrong attempt of
 // the last code rejects the request.
 func (s *Service) VerifyIdentity(ctx context.Context, req *dsarv1.VerifyIdentityRequest) (*dsarv1.VerifyIdentityResponse, error) {
+	// A wrong attempt may reject the request, and a refusal names the
+	// tenant's supervisory authority (Art. 12(4)): read before the write.
+	settings, err := s.tenantSettings(ctx, req.TenantId)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := mutate(ctx, s, req, func(tx *bolt.Tx) (*dsarv1.VerifyIdentityResponse, error) {
 		r, err := s.loadTx(tx, req.TenantId, req.DsarId)
 		if err != nil {
@@ -199,7 +205,7 @@ func (s *Service) VerifyIdentity(ctx context.Context, req *dsarv1.VerifyIdentity
 				sec.CodeHash, sec.CodeSalt = nil, nil
 				if int(v.CodesSent) >= s.opts.MaxCodes {
 					r.Rejection = &dsarv1.Rejection{Reason: dsarv1.RejectionReason_REJECTION_REASON_IDENTITY_NOT_VERIFIED,
-						Detail: "every one-time code sent was entered wrongly too often (Art. 12(6))"}
+						Detail: "every one-time code sent was entered wrongly too often (Art. 12(6))", Remedies: remediesOf(settings)}
 					if err := putSecretsTx(tx, r.DsarId, sec); err != nil {
 						return nil, err
 					}

@@ -41,6 +41,7 @@ func (s *Service) PutActivity(ctx context.Context, req *registryv1.PutActivityRe
 				})
 			}
 		}
+		v = append(v, checkAutomated(req.Activity.AutomatedDecisionMaking)...)
 		if len(v) > 0 {
 			return nil, apierror.InvalidArgument(v...)
 		}
@@ -145,4 +146,25 @@ func (s *Service) ListSubProcessors(_ context.Context, req *registryv1.ListSubPr
 		return nil, err
 	}
 	return &registryv1.ListSubProcessorsResponse{Systems: ropa.SubProcessors(systems)}, nil
+}
+
+// checkAutomated checks an activity's automated decision-making: a
+// decision based solely on automated processing with legal or similarly
+// significant effects is allowed only under an Art. 22(2) exception, and
+// on special categories of data (Art. 22(4)) only on explicit consent
+// (Art. 9(2)(a)) or a substantial public interest under law (Art. 9(2)(g)).
+func checkAutomated(adm *registryv1.AutomatedDecisionMaking) []apierror.FieldViolation {
+	if adm == nil {
+		return nil
+	}
+	const field = "activity.automated_decision_making.exception"
+	switch {
+	case adm.SolelyAutomated && adm.Exception == registryv1.Art22Exception_ART22_EXCEPTION_UNSPECIFIED:
+		return []apierror.FieldViolation{{Field: field, Description: "a decision based solely on automated processing needs an Art. 22(2) exception: a contract (a), authorisation by law (b) or explicit consent (c)"}}
+	case !adm.SolelyAutomated && adm.Exception != registryv1.Art22Exception_ART22_EXCEPTION_UNSPECIFIED:
+		return []apierror.FieldViolation{{Field: field, Description: "only a decision based solely on automated processing (Art. 22(1)) relies on an Art. 22(2) exception"}}
+	case adm.SolelyAutomated && adm.SpecialCategories && adm.Exception == registryv1.Art22Exception_ART22_EXCEPTION_CONTRACT:
+		return []apierror.FieldViolation{{Field: field, Description: "Art. 22(4): a decision on special categories of data needs explicit consent or authorisation by law for a substantial public interest (Art. 9(2)(a) or (g)), not a contract"}}
+	}
+	return nil
 }

@@ -125,7 +125,7 @@ func taxonomyTx(tx *bolt.Tx, tenant string) (*taxonomy.Taxonomy, error) {
 	}
 	ext := make([]taxonomy.Category, 0, len(own))
 	for _, c := range own {
-		ext = append(ext, taxonomy.Category{ID: c.Id, Name: c.Name, Description: c.Description, Sensitive: c.Sensitive})
+		ext = append(ext, taxonomy.Category{ID: c.Id, Name: c.Name, Description: c.Description, Sensitive: c.Sensitive, Provenance: c.Provenance})
 	}
 	return taxonomy.New(ext)
 }

@@ -646,3 +646,92 @@ func TestRoutingFeedsTaskTracking(t *testing.T) {
 		t.Fatalf("tasks = %v, want %s", got, want)
 	}
 }
+
+// TestSystematicTransfersAndUnknownCountries: Clevio hosts everything in
+// the US on the user's authorisation, an Art. 49(1)(a) derogation. A
+// registered system receives data routinely, so its transfer is
+// systematic, which derogations — exceptions to be interpreted
+// restrictively, for occasional transfers (Art. 49(1), recital 113; EDPB
+// Guidelines 2/2018) — cannot carry: a warning, not information. A
+// processor whose country the policy does not name is registered without
+// one rather than with a guess; it is treated as outside the EU/EEA and
+// the findings say the country is unknown.
+func TestSystematicTransfersAndUnknownCountries(t *testing.T) {
+	f := start(t)
+	f.tenant(t, "clevio", "Clevio")
+	platform := system("platform", "Clevio platform", "US", commonv1.SystemKind_SYSTEM_KIND_INTERNAL, "user")
+	platform.Transfer = &registryv1.Transfer{Mechanism: registryv1.TransferMechanism_TRANSFER_MECHANISM_DEROGATION,
+		Reference: "Art. 49(1)(a): the user's authorisation"}
+	f.register(t, "clevio", platform)
+	f.register(t, "clevio", system("campaign-monitor", "Campaign Monitor", "", commonv1.SystemKind_SYSTEM_KIND_PROCESSOR, "user.contact.email"))
+
+	resp, err := f.client.ListTransferFindings(f.ctx, &registryv1.ListTransferFindingsRequest{TenantId: "clevio"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, fd := range resp.Findings {
+		got = append(got, fd.SystemId+" "+fd.Severity.String()+" "+fd.Code)
+		if fd.Code == "DEROGATION_SYSTEMATIC" && !strings.Contains(fd.Message, "2/2018") {
+			t.Errorf("the derogation finding does not cite the EDPB guidelines: %s", fd.Message)
+		}
+	}
+	want := []string{
+		"campaign-monitor SEVERITY_CRITICAL TRANSFER_MECHANISM_MISSING",
+		"campaign-monitor SEVERITY_WARNING COUNTRY_UNKNOWN",
+		"platform SEVERITY_WARNING DEROGATION_SYSTEMATIC",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("findings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// An unknown country is empty, not a code that is not one.
+	if _, err := f.client.RegisterSystem(f.ctx, &registryv1.RegisterSystemRequest{RequestId: f.id(), TenantId: "clevio",
+		System: system("x", "X", "QQ", commonv1.SystemKind_SYSTEM_KIND_INTERNAL)}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("an unassigned country code = %v", err)
+	}
+}
+
+// TestCategoriesStateTheirProvenance: where data comes from decides what
+// a portable copy holds (Art. 20(1); WP242 rev.01). Built-in categories
+// state it (an interest profile is inferred, a credit rating comes from a
+// third party, usage is observed); a tenant's category inherits its
+// parent's unless it states its own.
+func TestCategoriesStateTheirProvenance(t *testing.T) {
+	f := start(t)
+	f.tenant(t, "clevenio", "Clevenio")
+	for _, c := range []*registryv1.Category{
+		{Id: "user.contact.email.work", Name: "Work e-mail"},
+		{Id: "user.professional.public_role", Name: "Public business role", Provenance: registryv1.DataProvenance_DATA_PROVENANCE_THIRD_PARTY},
+	} {
+		if _, err := f.client.DefineCategory(f.ctx, &registryv1.DefineCategoryRequest{RequestId: f.id(), TenantId: "clevenio", Category: c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := f.client.ListCategories(f.ctx, &registryv1.ListCategoriesRequest{TenantId: "clevenio", PageSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]registryv1.DataProvenance{}
+	for _, c := range resp.Categories {
+		got[c.Id] = c.Provenance
+	}
+	for id, want := range map[string]registryv1.DataProvenance{
+		"user.contact.email":            registryv1.DataProvenance_DATA_PROVENANCE_PROVIDED,
+		"user.contact.email.work":       registryv1.DataProvenance_DATA_PROVENANCE_PROVIDED,
+		"user.behavior.usage":           registryv1.DataProvenance_DATA_PROVENANCE_OBSERVED,
+		"user.inference.interests":      registryv1.DataProvenance_DATA_PROVENANCE_INFERRED,
+		"user.financial.credit":         registryv1.DataProvenance_DATA_PROVENANCE_THIRD_PARTY,
+		"user.professional":             registryv1.DataProvenance_DATA_PROVENANCE_PROVIDED,
+		"user.professional.public_role": registryv1.DataProvenance_DATA_PROVENANCE_THIRD_PARTY,
+		"user.genetic":                  registryv1.DataProvenance_DATA_PROVENANCE_UNSPECIFIED,
+	} {
+		if got[id] != want {
+			t.Errorf("%s: provenance %s, want %s", id, got[id], want)
+		}
+	}
+	_, err = f.client.DefineCategory(f.ctx, &registryv1.DefineCategoryRequest{RequestId: f.id(), TenantId: "clevenio",
+		Category: &registryv1.Category{Id: "user.contact.fax", Name: "Fax", Provenance: 42}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("an undefined provenance = %v", err)
+	}
+}

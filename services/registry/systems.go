@@ -26,7 +26,8 @@ import (
 // recorded in order; an earlier date would rewrite it).
 func (s *Service) checkSystemTx(tx *bolt.Tx, tenant string, sys *registryv1.System, latest *registryv1.SystemVersion) error {
 	var v []apierror.FieldViolation
-	if !transfer.ValidCountry(sys.Country) {
+	// An empty country is "not known"; ListTransferFindings reports it.
+	if sys.Country != "" && !transfer.ValidCountry(sys.Country) {
 		v = append(v, apierror.FieldViolation{Field: "system.country", Description: "not an ISO 3166-1 alpha-2 country code: " + sys.Country})
 	}
 	tax, err := taxonomyTx(tx, tenant)

@@ -140,7 +140,9 @@ func (s *Service) DefineCategory(ctx context.Context, req *registryv1.DefineCate
 		}
 		// A category under a sensitive parent is sensitive, whatever the
 		// request says.
-		c, err := tax.Extension(taxonomy.Category{ID: req.Category.Id, Name: req.Category.Name, Description: req.Category.Description, Sensitive: req.Category.Sensitive})
+		// Provenance is inherited likewise when the request states none.
+		c, err := tax.Extension(taxonomy.Category{ID: req.Category.Id, Name: req.Category.Name, Description: req.Category.Description,
+			Sensitive: req.Category.Sensitive, Provenance: req.Category.Provenance})
 		var fe *taxonomy.FieldError
 		switch {
 		case errors.Is(err, taxonomy.ErrAlreadyDefined):
@@ -150,7 +152,7 @@ func (s *Service) DefineCategory(ctx context.Context, req *registryv1.DefineCate
 		case err != nil:
 			return nil, err
 		}
-		stored := &registryv1.Category{Id: c.ID, Name: c.Name, Description: c.Description, Sensitive: c.Sensitive}
+		stored := &registryv1.Category{Id: c.ID, Name: c.Name, Description: c.Description, Sensitive: c.Sensitive, Provenance: c.Provenance}
 		if err := storage.PutCategoryTx(tx, req.TenantId, stored); err != nil {
 			return nil, err
 		}
@@ -186,7 +188,7 @@ func (s *Service) ListCategories(_ context.Context, req *registryv1.ListCategori
 	resp := &registryv1.ListCategoriesResponse{NextPageToken: next}
 	for _, c := range all[start:end] {
 		resp.Categories = append(resp.Categories, &registryv1.Category{
-			Id: c.ID, Name: c.Name, Description: c.Description, Sensitive: c.Sensitive, BuiltIn: c.BuiltIn,
+			Id: c.ID, Name: c.Name, Description: c.Description, Sensitive: c.Sensitive, BuiltIn: c.BuiltIn, Provenance: c.Provenance,
 		})
 	}
 	return resp, nil

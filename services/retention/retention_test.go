@@ -529,6 +529,7 @@ func retainedUntil(clk clock.Clock, until time.Time) answer {
 				return subscriber.Retained(&eventsv1.Retention{
 					Categories: []*commonv1.DataCategory{{Id: "user.financial.invoice"}}, Until: timestamppb.New(until),
 					LegalBasis: commonv1.LegalBasis_LEGAL_BASIS_LEGAL_OBLIGATION, BasisDetail: "Swedish Accounting Act (1999:1078) ch. 7 § 2",
+					Exemption: eventsv1.ExemptionGround_EXEMPTION_GROUND_LEGAL_OBLIGATION, Law: "Bokföringslagen (1999:1078) 7 kap. 2 §",
 				})
 			}
 		}

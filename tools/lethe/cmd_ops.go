@@ -418,7 +418,8 @@ Example — an erasure, verified by an operator, answered by hand:
   lethe dsar complete-task --tenant cleura --id <dsar id> --system portal --outcome erased
   lethe dsar complete-task --tenant cleura --id <dsar id> --system billing --outcome retained \
       --retain-categories user.financial --basis legal_obligation \
-      --basis-detail "Swedish Accounting Act (1999:1078) ch. 7 § 2" --until 2033-12-31
+      --basis-detail "Swedish Accounting Act (1999:1078) ch. 7 § 2" --until 2033-12-31 \
+      --exemption legal_obligation --law "Bokföringslagen (1999:1078) 7 kap. 2 §"
   lethe dsar show --tenant cleura --id <dsar id>
 `
 
@@ -561,7 +562,11 @@ func printRequest(w io.Writer, r *dsarv1.Request) {
 		}
 		t.flush()
 		for _, k := range res.Retained {
-			fmt.Fprintf(w, "kept: %s on %s (%s) until %s\n", cell(k.Categories), cell(k.LegalBasis), k.BasisDetail, cell(k.Until))
+			fmt.Fprintf(w, "kept: %s on %s (%s) until %s; Art. 17(3) ground %s", cell(k.Categories), cell(k.LegalBasis), k.BasisDetail, cell(k.Until), cell(k.Exemption))
+			if k.Law != "" {
+				fmt.Fprintf(w, " under %s", k.Law)
+			}
+			fmt.Fprintln(w)
 		}
 		for _, h := range res.Held {
 			fmt.Fprintf(w, "held: %s by hold %s (%s) until %s\n", cell(h.GetCategory().GetId()), h.HoldId, h.Reason, cell(h.Until))
@@ -842,10 +847,11 @@ Examples:
   lethe dsar complete-task --tenant cleura --id 01J… --system portal --outcome erased
   lethe dsar complete-task --tenant cleura --id 01J… --system billing --outcome retained \
       --retain-categories user.financial --basis legal_obligation \
-      --basis-detail "Swedish Accounting Act (1999:1078) ch. 7 § 2" --until 2033-12-31
+      --basis-detail "Swedish Accounting Act (1999:1078) ch. 7 § 2" --until 2033-12-31 \
+      --exemption legal_obligation --law "Bokföringslagen (1999:1078) 7 kap. 2 §"
   lethe dsar complete-task --tenant clio --id 01J… --system survey-tool --outcome failed --reason "processor did not answer"
 `, stdout, stderr)
-	var system, outcome, retain, basis, detail, until, reason string
+	var system, outcome, retain, basis, detail, until, reason, exemption, law string
 	id := o.idFlag()
 	o.fs.StringVar(&system, "system", "", "the system answered for (required)")
 	o.fs.StringVar(&outcome, "outcome", "", "what it did (required)")
@@ -853,6 +859,8 @@ Examples:
 	o.fs.StringVar(&basis, "basis", "legal_obligation", "for retained: the legal basis of keeping them")
 	o.fs.StringVar(&detail, "basis-detail", "", "for retained: the obligation in words, as the subject is told")
 	o.fs.StringVar(&until, "until", "", "for retained: until when (a date)")
+	o.fs.StringVar(&exemption, "exemption", "", "for retained: the GDPR Art. 17(3) ground that allows keeping them: freedom_of_expression, legal_obligation, public_health, archiving_research_statistics or legal_claims")
+	o.fs.StringVar(&law, "law", "", "for retained on legal_obligation: the law that requires keeping them, by act and section")
 	o.fs.StringVar(&reason, "reason", "", "for failed: why")
 	requestID := o.requestIDFlag()
 	if c := o.start(args, "system", "outcome"); c >= 0 {
@@ -873,7 +881,14 @@ Examples:
 		if err != nil {
 			return o.usage("--until: " + err.Error())
 		}
-		req.Retained = []*eventsv1.Retention{{Categories: categories(retain), LegalBasis: lb, BasisDetail: detail, Until: timestamppb.New(u)}}
+		var ground eventsv1.ExemptionGround
+		if exemption != "" {
+			if ground, err = enumFlag[eventsv1.ExemptionGround]("exemption", exemption); err != nil {
+				return o.usage(err.Error())
+			}
+		}
+		req.Retained = []*eventsv1.Retention{{Categories: categories(retain), LegalBasis: lb, BasisDetail: detail, Until: timestamppb.New(u),
+			Exemption: ground, Law: law}}
 	}
 	req.RequestId = *requestID
 	resp, err := o.cl.dsar.CompleteTask(o.ctx, req)

@@ -319,6 +319,12 @@ func normalise(m proto.Message, desired proto.Message) proto.Message {
 		v.EffectiveAt = nil
 	case *registryv1.Category:
 		v.BuiltIn = false
+		// A category that states no provenance takes its parent's; the
+		// registry answers the inherited value, which the file's silence
+		// agrees with.
+		if d, ok := desired.(*registryv1.Category); ok && d.Provenance == registryv1.DataProvenance_DATA_PROVENANCE_UNSPECIFIED {
+			v.Provenance = registryv1.DataProvenance_DATA_PROVENANCE_UNSPECIFIED
+		}
 	case *retentionv1.Hold:
 		v.ReleasedAt = nil
 		if d, ok := desired.(*retentionv1.Hold); ok && d.StartTime == nil {

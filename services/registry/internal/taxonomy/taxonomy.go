@@ -23,6 +23,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -48,6 +49,10 @@ type Category struct {
 	Sensitive bool
 	// BuiltIn is true for Lethe's own categories, false for a tenant's.
 	BuiltIn bool
+	// Provenance is where data of the category comes from, as stated or
+	// inherited from the nearest ancestor that states one; unspecified
+	// when none does. It decides what a portable copy holds (Art. 20(1)).
+	Provenance registryv1.DataProvenance
 }
 
 // ValidID reports whether id is well formed: one or more segments of
@@ -99,11 +104,33 @@ func mustParseBuiltin(data []byte) []Category {
 
 // builtinEntry is one category as written in builtin.json. Only the roots
 // of sensitive subtrees say so; their descendants inherit it on load.
+// Provenance, one of provenanceNames, is inherited likewise unless a
+// descendant states its own.
 type builtinEntry struct {
 	ID          string `json:"id"`
 	Name        string `json:"name"`
 	Description string `json:"description"`
 	Sensitive   bool   `json:"sensitive"`
+	Provenance  string `json:"provenance"`
+}
+
+// provenanceNames are the provenances builtin.json may state.
+var provenanceNames = map[string]registryv1.DataProvenance{
+	"":            registryv1.DataProvenance_DATA_PROVENANCE_UNSPECIFIED,
+	"provided":    registryv1.DataProvenance_DATA_PROVENANCE_PROVIDED,
+	"observed":    registryv1.DataProvenance_DATA_PROVENANCE_OBSERVED,
+	"inferred":    registryv1.DataProvenance_DATA_PROVENANCE_INFERRED,
+	"derived":     registryv1.DataProvenance_DATA_PROVENANCE_DERIVED,
+	"third_party": registryv1.DataProvenance_DATA_PROVENANCE_THIRD_PARTY,
+}
+
+// inherit is a category's provenance: its own when it states one, its
+// parent's otherwise.
+func inherit(own, parent registryv1.DataProvenance) registryv1.DataProvenance {
+	if own != registryv1.DataProvenance_DATA_PROVENANCE_UNSPECIFIED {
+		return own
+	}
+	return parent
 }
 
 // parseBuiltin parses and checks the built-in taxonomy: every id valid and
@@ -120,7 +147,11 @@ func parseBuiltin(data []byte) ([]Category, error) {
 	}
 	cats := make([]Category, len(entries))
 	for i, e := range entries {
-		cats[i] = Category{ID: e.ID, Name: e.Name, Description: e.Description, Sensitive: e.Sensitive, BuiltIn: true}
+		p, ok := provenanceNames[e.Provenance]
+		if !ok {
+			return nil, fmt.Errorf("category %q: unknown provenance %q", e.ID, e.Provenance)
+		}
+		cats[i] = Category{ID: e.ID, Name: e.Name, Description: e.Description, Sensitive: e.Sensitive, BuiltIn: true, Provenance: p}
 	}
 	// A parent's id is a proper prefix of its children's, so in id order
 	// every parent comes before its children and one pass can check
@@ -147,6 +178,7 @@ func parseBuiltin(data []byte) ([]Category, error) {
 				return nil, fmt.Errorf("category %q: parent %q does not exist", c.ID, p)
 			}
 			c.Sensitive = c.Sensitive || cats[pi].Sensitive
+			c.Provenance = inherit(c.Provenance, cats[pi].Provenance)
 		}
 		byID[c.ID] = i
 	}
@@ -282,7 +314,11 @@ func (t *Taxonomy) Extension(c Category) (Category, error) {
 	if utf8.RuneCountInString(c.Description) > maxDescriptionLen {
 		return Category{}, &FieldError{Field: "category.description", Description: fmt.Sprintf("must be at most %d characters", maxDescriptionLen)}
 	}
+	if c.Provenance.Descriptor().Values().ByNumber(c.Provenance.Number()) == nil {
+		return Category{}, &FieldError{Field: "category.provenance", Description: fmt.Sprintf("%d is not a provenance", c.Provenance)}
+	}
 	c.Sensitive = c.Sensitive || parent.Sensitive
+	c.Provenance = inherit(c.Provenance, parent.Provenance)
 	c.BuiltIn = false
 	return c, nil
 }

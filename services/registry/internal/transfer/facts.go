@@ -152,7 +152,7 @@ type MechanismRule struct {
 	// Reference, when set, says what the Transfer's reference must name;
 	// a transfer without one is reported as a warning.
 	Reference string `json:"reference,omitempty"`
-	// Caveat is reported, as information, for every transfer on the
+	// Caveat is reported, with its severity, for every transfer on the
 	// mechanism.
 	Caveat *Caveat `json:"caveat,omitempty"`
 }
@@ -163,6 +163,17 @@ type Caveat struct {
 	Code string `json:"code"`
 	// Message is the finding's message.
 	Message string `json:"message"`
+	// Severity is the finding's severity by its enum name
+	// ("SEVERITY_WARNING"); information when empty.
+	Severity string `json:"severity,omitempty"`
+}
+
+// SeverityOf returns the caveat's severity.
+func (c *Caveat) SeverityOf() registryv1.Severity {
+	if c.Severity == "" {
+		return registryv1.Severity_SEVERITY_INFO
+	}
+	return registryv1.Severity(registryv1.Severity_value[c.Severity])
 }
 
 // defaultFacts parses and validates the embedded file once. A malformed
@@ -319,6 +330,9 @@ func (f *Facts) Validate() error {
 		}
 		if m.Basis == BasisReference && m.Reference == "" {
 			bad("mechanisms: %s rests on its reference alone but does not say what it names", m.Mechanism)
+		}
+		if m.Caveat != nil && m.Caveat.Severity != "" && registryv1.Severity_value[m.Caveat.Severity] == 0 {
+			errs = append(errs, fmt.Errorf("mechanism %s: caveat severity %q is not a severity", m.Mechanism, m.Caveat.Severity))
 		}
 		if m.Caveat != nil && (m.Caveat.Code == "" || m.Caveat.Message == "") {
 			bad("mechanisms: %s: a caveat needs a code and a message", m.Mechanism)

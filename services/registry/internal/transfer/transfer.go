@@ -74,10 +74,11 @@ const (
 	// certification, approved binding corporate rules, the Art. 49 ground)
 	// has no reference. Warning.
 	CodeReferenceMissing = "REFERENCE_MISSING"
-	// CodeDerogationOccasionalOnly: a reminder that Art. 49 derogations
-	// cover occasional transfers only. Information; its text is the
-	// caveat in facts.json.
-	CodeDerogationOccasionalOnly = "DEROGATION_OCCASIONAL_ONLY"
+	// CodeDerogationSystematic: a registered system, which receives data
+	// routinely, whose transfer rests on an Art. 49 derogation, which
+	// covers occasional transfers only (EDPB Guidelines 2/2018). Warning;
+	// its text and severity are the caveat in facts.json.
+	CodeDerogationSystematic = "DEROGATION_SYSTEMATIC"
 	// CodeDPAMissing: a processor or sub-processor without a
 	// data-processing agreement signed by the check date (Art. 28(3)).
 	// Warning.
@@ -143,6 +144,9 @@ func countryWords(code string) string {
 	if n := CountryName(code); n != "" {
 		return fmt.Sprintf("%s (%s)", n, code)
 	}
+	if code == "" {
+		return "a country not recorded"
+	}
 	return fmt.Sprintf("%q", code)
 }
 
@@ -174,7 +178,12 @@ func (c *checker) checkTransfer() {
 	if c.f.InEEA(country) {
 		return
 	}
-	if !ValidCountry(country) {
+	switch {
+	case country == "":
+		c.add(warning, CodeCountryUnknown,
+			"%s has no country recorded: where it processes the data is not known, so Lethe treats it as outside the EU/EEA (GDPR Art. 44).",
+			c.who())
+	case !ValidCountry(country):
 		c.add(warning, CodeCountryUnknown,
 			"%s is recorded in %q, which is not an assigned ISO 3166-1 alpha-2 code; Lethe treats it as outside the EU/EEA.",
 			c.who(), country)
@@ -213,7 +222,7 @@ func (c *checker) checkTransfer() {
 			c.who(), rule.Name, rule.Article, rule.Reference)
 	}
 	if rule.Caveat != nil {
-		c.add(info, rule.Caveat.Code, "%s: %s", c.who(), rule.Caveat.Message)
+		c.add(rule.Caveat.SeverityOf(), rule.Caveat.Code, "%s: %s", c.who(), rule.Caveat.Message)
 	}
 }
 

@@ -274,17 +274,19 @@ func TestCheck(t *testing.T) {
 			want: []string{"WARNING REFERENCE_MISSING"},
 		},
 		{
-			name:     "a derogation always carries its caveat",
+			// Art. 49 and EDPB Guidelines 2/2018: a registered system's
+			// transfer is systematic, which a derogation cannot carry.
+			name:     "a derogation for a registered system is a warning",
 			sys:      processor("event-host", "IN", transferOf(derogation, "", "", "Art. 49(1)(a) explicit consent")),
 			at:       now,
-			want:     []string{"INFO DEROGATION_OCCASIONAL_ONLY"},
-			wantText: []string{"occasional"},
+			want:     []string{"WARNING DEROGATION_SYSTEMATIC"},
+			wantText: []string{"systematic", "2/2018"},
 		},
 		{
 			name: "a derogation without its ground",
 			sys:  processor("event-host", "IN", transferOf(derogation, "", "", " ")),
 			at:   now,
-			want: []string{"WARNING REFERENCE_MISSING", "INFO DEROGATION_OCCASIONAL_ONLY"},
+			want: []string{"WARNING DEROGATION_SYSTEMATIC", "WARNING REFERENCE_MISSING"},
 		},
 		{
 			name: "a processor without a data-processing agreement",

@@ -259,6 +259,72 @@ func (IdentifierType) EnumDescriptor() ([]byte, []int) {
 	return file_lethe_common_v1_common_proto_rawDescGZIP(), []int{2}
 }
 
+// IdentifierForm is how an identifier's value is written: the identifier
+// itself, or a hash of it. A system that holds only hashed e-mail
+// addresses (an advertising platform's customer list) is given only the
+// hash by the claim check: handing it the plain address would be a new
+// disclosure, which data minimisation (GDPR Art. 5(1)(c)) forbids.
+type IdentifierForm int32
+
+const (
+	// Not stated: the plain value on an identifier; never valid in a
+	// system's declaration.
+	IdentifierForm_IDENTIFIER_FORM_UNSPECIFIED IdentifierForm = 0
+	// The identifier itself ("ada@example.com").
+	IdentifierForm_IDENTIFIER_FORM_PLAIN IdentifierForm = 1
+	// SHA-256, lower-case hex, of the normalised value: an e-mail address
+	// trimmed and lower-cased; a phone number as E.164, "+" and digits only;
+	// anything else trimmed and lower-cased. What advertising platforms'
+	// customer-list matching expects.
+	IdentifierForm_IDENTIFIER_FORM_SHA256_NORMALISED IdentifierForm = 2
+	// MD5, lower-case hex, of the value trimmed and lower-cased (for example
+	// Mailchimp's subscriber hash of an e-mail address).
+	IdentifierForm_IDENTIFIER_FORM_MD5_LOWERCASE IdentifierForm = 3
+)
+
+// Enum value maps for IdentifierForm.
+var (
+	IdentifierForm_name = map[int32]string{
+		0: "IDENTIFIER_FORM_UNSPECIFIED",
+		1: "IDENTIFIER_FORM_PLAIN",
+		2: "IDENTIFIER_FORM_SHA256_NORMALISED",
+		3: "IDENTIFIER_FORM_MD5_LOWERCASE",
+	}
+	IdentifierForm_value = map[string]int32{
+		"IDENTIFIER_FORM_UNSPECIFIED":       0,
+		"IDENTIFIER_FORM_PLAIN":             1,
+		"IDENTIFIER_FORM_SHA256_NORMALISED": 2,
+		"IDENTIFIER_FORM_MD5_LOWERCASE":     3,
+	}
+)
+
+func (x IdentifierForm) Enum() *IdentifierForm {
+	p := new(IdentifierForm)
+	*p = x
+	return p
+}
+
+func (x IdentifierForm) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (IdentifierForm) Descriptor() protoreflect.EnumDescriptor {
+	return file_lethe_common_v1_common_proto_enumTypes[3].Descriptor()
+}
+
+func (IdentifierForm) Type() protoreflect.EnumType {
+	return &file_lethe_common_v1_common_proto_enumTypes[3]
+}
+
+func (x IdentifierForm) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use IdentifierForm.Descriptor instead.
+func (IdentifierForm) EnumDescriptor() ([]byte, []int) {
+	return file_lethe_common_v1_common_proto_rawDescGZIP(), []int{3}
+}
+
 // SystemKind says what a system is to the tenant: anything that holds
 // personal data for it.
 type SystemKind int32
@@ -307,11 +373,11 @@ func (x SystemKind) String() string {
 }
 
 func (SystemKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_common_v1_common_proto_enumTypes[3].Descriptor()
+	return file_lethe_common_v1_common_proto_enumTypes[4].Descriptor()
 }
 
 func (SystemKind) Type() protoreflect.EnumType {
-	return &file_lethe_common_v1_common_proto_enumTypes[3]
+	return &file_lethe_common_v1_common_proto_enumTypes[4]
 }
 
 func (x SystemKind) Number() protoreflect.EnumNumber {
@@ -320,7 +386,7 @@ func (x SystemKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SystemKind.Descriptor instead.
 func (SystemKind) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_common_v1_common_proto_rawDescGZIP(), []int{3}
+	return file_lethe_common_v1_common_proto_rawDescGZIP(), []int{4}
 }
 
 // AnswerMode says how a system answers the tasks Lethe gives it.
@@ -362,11 +428,11 @@ func (x AnswerMode) String() string {
 }
 
 func (AnswerMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_common_v1_common_proto_enumTypes[4].Descriptor()
+	return file_lethe_common_v1_common_proto_enumTypes[5].Descriptor()
 }
 
 func (AnswerMode) Type() protoreflect.EnumType {
-	return &file_lethe_common_v1_common_proto_enumTypes[4]
+	return &file_lethe_common_v1_common_proto_enumTypes[5]
 }
 
 func (x AnswerMode) Number() protoreflect.EnumNumber {
@@ -375,7 +441,7 @@ func (x AnswerMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AnswerMode.Descriptor instead.
 func (AnswerMode) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_common_v1_common_proto_rawDescGZIP(), []int{4}
+	return file_lethe_common_v1_common_proto_rawDescGZIP(), []int{5}
 }
 
 // SubjectRef names one data subject of one tenant.
@@ -556,8 +622,12 @@ type Identifier struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// What the value is.
 	Type IdentifierType `protobuf:"varint,1,opt,name=type,proto3,enum=lethe.common.v1.IdentifierType" json:"type,omitempty"`
-	// The identifier itself.
-	Value         string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// The identifier itself, or its hash when form says so.
+	Value string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// How value is written; unset for the plain value. A data-subject
+	// request gives plain values; the claim check hands a system the forms
+	// its registration declares.
+	Form          IdentifierForm `protobuf:"varint,3,opt,name=form,proto3,enum=lethe.common.v1.IdentifierForm" json:"form,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -606,6 +676,13 @@ func (x *Identifier) GetValue() string {
 	return ""
 }
 
+func (x *Identifier) GetForm() IdentifierForm {
+	if x != nil {
+		return x.Form
+	}
+	return IdentifierForm_IDENTIFIER_FORM_UNSPECIFIED
+}
+
 var File_lethe_common_v1_common_proto protoreflect.FileDescriptor
 
 const file_lethe_common_v1_common_proto_rawDesc = "" +
@@ -621,12 +698,13 @@ const file_lethe_common_v1_common_proto_rawDesc = "" +
 	"\x05Cause\x12:\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1a.lethe.common.v1.CauseKindB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04kind\x12$\n" +
-	"\x02id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x10\x01\x18\x80\x012\b^[!-~]+$R\x02id\"\xf4\x01\n" +
+	"\x02id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x10\x01\x18\x80\x012\b^[!-~]+$R\x02id\"\xb3\x02\n" +
 	"\n" +
 	"Identifier\x12?\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1f.lethe.common.v1.IdentifierTypeB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04type\x125\n" +
-	"\x05value\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a\x10\x01\x18\x80\x042\x13^[^\\x00-\\x1f\\x7f]+$R\x05value:n\xbaHk\x1ai\n" +
+	"\x05value\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a\x10\x01\x18\x80\x042\x13^[^\\x00-\\x1f\\x7f]+$R\x05value\x12=\n" +
+	"\x04form\x18\x03 \x01(\x0e2\x1f.lethe.common.v1.IdentifierFormB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04form:n\xbaHk\x1ai\n" +
 	"\x10identifier.email\x12-an EMAIL identifier must be an e-mail address\x1a&this.type != 1 || this.value.isEmail()*\xe2\x01\n" +
 	"\n" +
 	"LegalBasis\x12\x1b\n" +
@@ -655,7 +733,12 @@ const file_lethe_common_v1_common_proto_rawDesc = "" +
 	"\x14IDENTIFIER_TYPE_NAME\x10\x05\x12\"\n" +
 	"\x1eIDENTIFIER_TYPE_POSTAL_ADDRESS\x10\x06\x12\x1d\n" +
 	"\x19IDENTIFIER_TYPE_DEVICE_ID\x10\a\x12\x1a\n" +
-	"\x16IDENTIFIER_TYPE_HASHED\x10\b*\x98\x01\n" +
+	"\x16IDENTIFIER_TYPE_HASHED\x10\b*\x96\x01\n" +
+	"\x0eIdentifierForm\x12\x1f\n" +
+	"\x1bIDENTIFIER_FORM_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15IDENTIFIER_FORM_PLAIN\x10\x01\x12%\n" +
+	"!IDENTIFIER_FORM_SHA256_NORMALISED\x10\x02\x12!\n" +
+	"\x1dIDENTIFIER_FORM_MD5_LOWERCASE\x10\x03*\x98\x01\n" +
 	"\n" +
 	"SystemKind\x12\x1b\n" +
 	"\x17SYSTEM_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -682,27 +765,29 @@ func file_lethe_common_v1_common_proto_rawDescGZIP() []byte {
 	return file_lethe_common_v1_common_proto_rawDescData
 }
 
-var file_lethe_common_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_lethe_common_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_lethe_common_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_lethe_common_v1_common_proto_goTypes = []any{
 	(LegalBasis)(0),      // 0: lethe.common.v1.LegalBasis
 	(CauseKind)(0),       // 1: lethe.common.v1.CauseKind
 	(IdentifierType)(0),  // 2: lethe.common.v1.IdentifierType
-	(SystemKind)(0),      // 3: lethe.common.v1.SystemKind
-	(AnswerMode)(0),      // 4: lethe.common.v1.AnswerMode
-	(*SubjectRef)(nil),   // 5: lethe.common.v1.SubjectRef
-	(*DataCategory)(nil), // 6: lethe.common.v1.DataCategory
-	(*Cause)(nil),        // 7: lethe.common.v1.Cause
-	(*Identifier)(nil),   // 8: lethe.common.v1.Identifier
+	(IdentifierForm)(0),  // 3: lethe.common.v1.IdentifierForm
+	(SystemKind)(0),      // 4: lethe.common.v1.SystemKind
+	(AnswerMode)(0),      // 5: lethe.common.v1.AnswerMode
+	(*SubjectRef)(nil),   // 6: lethe.common.v1.SubjectRef
+	(*DataCategory)(nil), // 7: lethe.common.v1.DataCategory
+	(*Cause)(nil),        // 8: lethe.common.v1.Cause
+	(*Identifier)(nil),   // 9: lethe.common.v1.Identifier
 }
 var file_lethe_common_v1_common_proto_depIdxs = []int32{
 	1, // 0: lethe.common.v1.Cause.kind:type_name -> lethe.common.v1.CauseKind
 	2, // 1: lethe.common.v1.Identifier.type:type_name -> lethe.common.v1.IdentifierType
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	3, // 2: lethe.common.v1.Identifier.form:type_name -> lethe.common.v1.IdentifierForm
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_lethe_common_v1_common_proto_init() }
@@ -715,7 +800,7 @@ func file_lethe_common_v1_common_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_common_v1_common_proto_rawDesc), len(file_lethe_common_v1_common_proto_rawDesc)),
-			NumEnums:      5,
+			NumEnums:      6,
 			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,

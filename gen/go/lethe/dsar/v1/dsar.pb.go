@@ -39,6 +39,7 @@ import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	v11 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	v12 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -277,7 +278,11 @@ const (
 	// An exemption of Art. 17(3), Art. 21(1) compelling grounds or Member
 	// State law applies; detail names it.
 	RejectionReason_REJECTION_REASON_EXEMPTION RejectionReason = 4
-	// The controller holds no data of the subject.
+	// Deprecated and refused by RejectRequest: that the controller holds no
+	// data of the subject is the confirmation Art. 15(1) gives, not a refusal
+	// (see Result.no_data_held). Kept so that stored requests still decode.
+	//
+	// Deprecated: Marked as deprecated in lethe/dsar/v1/dsar.proto.
 	RejectionReason_REJECTION_REASON_NO_DATA RejectionReason = 5
 )
 
@@ -824,10 +829,14 @@ func (x *RestrictionDetails) GetPurposeIds() []string {
 }
 
 // PortabilityDetails are the content of a portability request (Art. 20).
+// The portable copy holds only data processed on consent or contract
+// (Art. 20(1)(a)) whose category the subject provided or that was observed
+// from their use of the service (Art. 20(1), WP242 rev.01): inferred,
+// derived and third-party data is left out, as is data of a category
+// whose provenance the registry does not state.
 type PortabilityDetails struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Only these categories; empty for all data processed on consent or
-	// contract.
+	// Only these categories; empty for all portable data.
 	Categories    []*v1.DataCategory `protobuf:"bytes,1,rep,name=categories,proto3" json:"categories,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1034,7 +1043,9 @@ type Rejection struct {
 	// The reason.
 	Reason RejectionReason `protobuf:"varint,1,opt,name=reason,proto3,enum=lethe.dsar.v1.RejectionReason" json:"reason,omitempty"`
 	// The reason in words, naming the provision relied on.
-	Detail        string `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	Detail string `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The remedies the subject must be told of with the refusal (Art. 12(4)).
+	Remedies      *Remedies `protobuf:"bytes,3,opt,name=remedies,proto3" json:"remedies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1083,6 +1094,81 @@ func (x *Rejection) GetDetail() string {
 	return ""
 }
 
+func (x *Rejection) GetRemedies() *Remedies {
+	if x != nil {
+		return x.Remedies
+	}
+	return nil
+}
+
+// Remedies are what a subject whose request was refused can do about it
+// (Art. 12(4)): lodge a complaint with a supervisory authority (Art. 77)
+// and seek a judicial remedy (Art. 79).
+type Remedies struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant's supervisory authority, as its settings name it when the
+	// request was refused; unset when the tenant names none, and then
+	// complaint says where the subject may complain.
+	SupervisoryAuthority *v12.SupervisoryAuthority `protobuf:"bytes,1,opt,name=supervisory_authority,json=supervisoryAuthority,proto3" json:"supervisory_authority,omitempty"`
+	// The right to complain, in words.
+	Complaint string `protobuf:"bytes,2,opt,name=complaint,proto3" json:"complaint,omitempty"`
+	// The right to an effective judicial remedy, in words.
+	JudicialRemedy string `protobuf:"bytes,3,opt,name=judicial_remedy,json=judicialRemedy,proto3" json:"judicial_remedy,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Remedies) Reset() {
+	*x = Remedies{}
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Remedies) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Remedies) ProtoMessage() {}
+
+func (x *Remedies) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Remedies.ProtoReflect.Descriptor instead.
+func (*Remedies) Descriptor() ([]byte, []int) {
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Remedies) GetSupervisoryAuthority() *v12.SupervisoryAuthority {
+	if x != nil {
+		return x.SupervisoryAuthority
+	}
+	return nil
+}
+
+func (x *Remedies) GetComplaint() string {
+	if x != nil {
+		return x.Complaint
+	}
+	return ""
+}
+
+func (x *Remedies) GetJudicialRemedy() string {
+	if x != nil {
+		return x.JudicialRemedy
+	}
+	return ""
+}
+
 // Extension is the one extension of the statutory deadline (Art. 12(3)).
 type Extension struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1098,7 +1184,7 @@ type Extension struct {
 
 func (x *Extension) Reset() {
 	*x = Extension{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[11]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1196,7 @@ func (x *Extension) String() string {
 func (*Extension) ProtoMessage() {}
 
 func (x *Extension) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[11]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1209,7 @@ func (x *Extension) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Extension.ProtoReflect.Descriptor instead.
 func (*Extension) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{11}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Extension) GetMonths() int32 {
@@ -1212,7 +1298,7 @@ type Deadline struct {
 
 func (x *Deadline) Reset() {
 	*x = Deadline{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[12]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1310,7 @@ func (x *Deadline) String() string {
 func (*Deadline) ProtoMessage() {}
 
 func (x *Deadline) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[12]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1323,7 @@ func (x *Deadline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deadline.ProtoReflect.Descriptor instead.
 func (*Deadline) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{12}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Deadline) GetReceivedAt() *timestamppb.Timestamp {
@@ -1362,7 +1448,7 @@ type Verification struct {
 
 func (x *Verification) Reset() {
 	*x = Verification{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[13]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1460,7 @@ func (x *Verification) String() string {
 func (*Verification) ProtoMessage() {}
 
 func (x *Verification) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[13]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1473,7 @@ func (x *Verification) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Verification.ProtoReflect.Descriptor instead.
 func (*Verification) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{13}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Verification) GetMethod() VerificationMethod {
@@ -1459,7 +1545,7 @@ type Transition struct {
 
 func (x *Transition) Reset() {
 	*x = Transition{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[14]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1557,7 @@ func (x *Transition) String() string {
 func (*Transition) ProtoMessage() {}
 
 func (x *Transition) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[14]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1570,7 @@ func (x *Transition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transition.ProtoReflect.Descriptor instead.
 func (*Transition) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{14}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Transition) GetFrom() RequestState {
@@ -1540,7 +1626,7 @@ type HeldCategory struct {
 
 func (x *HeldCategory) Reset() {
 	*x = HeldCategory{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[15]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +1638,7 @@ func (x *HeldCategory) String() string {
 func (*HeldCategory) ProtoMessage() {}
 
 func (x *HeldCategory) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[15]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +1651,7 @@ func (x *HeldCategory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeldCategory.ProtoReflect.Descriptor instead.
 func (*HeldCategory) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{15}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HeldCategory) GetCategory() *v1.DataCategory {
@@ -1623,7 +1709,7 @@ type SystemResult struct {
 
 func (x *SystemResult) Reset() {
 	*x = SystemResult{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[16]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1721,7 @@ func (x *SystemResult) String() string {
 func (*SystemResult) ProtoMessage() {}
 
 func (x *SystemResult) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[16]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1734,7 @@ func (x *SystemResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SystemResult.ProtoReflect.Descriptor instead.
 func (*SystemResult) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{16}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SystemResult) GetSystemId() string {
@@ -1726,14 +1812,19 @@ type Result struct {
 	// Everything kept under a legal hold.
 	Held []*HeldCategory `protobuf:"bytes,3,rep,name=held,proto3" json:"held,omitempty"`
 	// Whether every system has answered.
-	Complete      bool `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	Complete bool `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	// The request completed with the confirmation that no personal data of
+	// the subject is processed in its scope (Art. 15(1), first part): every
+	// system answered NOT_FOUND, or no system holds data in scope, and
+	// nothing is held. Not a rejection.
+	NoDataHeld    bool `protobuf:"varint,5,opt,name=no_data_held,json=noDataHeld,proto3" json:"no_data_held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[17]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +1836,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[17]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +1849,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{17}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Result) GetSystems() []*SystemResult {
@@ -1789,6 +1880,13 @@ func (x *Result) GetComplete() bool {
 	return false
 }
 
+func (x *Result) GetNoDataHeld() bool {
+	if x != nil {
+		return x.NoDataHeld
+	}
+	return false
+}
+
 // Review is the human review of an automated decision (Art. 22(3)).
 type Review struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1806,7 +1904,7 @@ type Review struct {
 
 func (x *Review) Reset() {
 	*x = Review{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[18]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +1916,7 @@ func (x *Review) String() string {
 func (*Review) ProtoMessage() {}
 
 func (x *Review) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[18]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +1929,7 @@ func (x *Review) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Review.ProtoReflect.Descriptor instead.
 func (*Review) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{18}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Review) GetReviewer() string {
@@ -1885,7 +1983,7 @@ type PackageInfo struct {
 
 func (x *PackageInfo) Reset() {
 	*x = PackageInfo{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[19]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1897,7 +1995,7 @@ func (x *PackageInfo) String() string {
 func (*PackageInfo) ProtoMessage() {}
 
 func (x *PackageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[19]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1910,7 +2008,7 @@ func (x *PackageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackageInfo.ProtoReflect.Descriptor instead.
 func (*PackageInfo) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{19}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PackageInfo) GetSizeBytes() int64 {
@@ -2022,7 +2120,7 @@ type Request struct {
 
 func (x *Request) Reset() {
 	*x = Request{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[20]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2034,7 +2132,7 @@ func (x *Request) String() string {
 func (*Request) ProtoMessage() {}
 
 func (x *Request) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[20]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2047,7 +2145,7 @@ func (x *Request) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Request.ProtoReflect.Descriptor instead.
 func (*Request) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{20}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Request) GetDsarId() string {
@@ -2355,7 +2453,7 @@ type CreateRequestRequest struct {
 
 func (x *CreateRequestRequest) Reset() {
 	*x = CreateRequestRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[21]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2465,7 @@ func (x *CreateRequestRequest) String() string {
 func (*CreateRequestRequest) ProtoMessage() {}
 
 func (x *CreateRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[21]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2478,7 @@ func (x *CreateRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequestRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequestRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{21}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateRequestRequest) GetRequestId() string {
@@ -2499,7 +2597,7 @@ type CreateRequestResponse struct {
 
 func (x *CreateRequestResponse) Reset() {
 	*x = CreateRequestResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[22]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2511,7 +2609,7 @@ func (x *CreateRequestResponse) String() string {
 func (*CreateRequestResponse) ProtoMessage() {}
 
 func (x *CreateRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[22]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2524,7 +2622,7 @@ func (x *CreateRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequestResponse.ProtoReflect.Descriptor instead.
 func (*CreateRequestResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{22}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateRequestResponse) GetRequest() *Request {
@@ -2547,7 +2645,7 @@ type GetRequestRequest struct {
 
 func (x *GetRequestRequest) Reset() {
 	*x = GetRequestRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[23]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2657,7 @@ func (x *GetRequestRequest) String() string {
 func (*GetRequestRequest) ProtoMessage() {}
 
 func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[23]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2670,7 @@ func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetRequestRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{23}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetRequestRequest) GetTenantId() string {
@@ -2600,7 +2698,7 @@ type GetRequestResponse struct {
 
 func (x *GetRequestResponse) Reset() {
 	*x = GetRequestResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[24]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2612,7 +2710,7 @@ func (x *GetRequestResponse) String() string {
 func (*GetRequestResponse) ProtoMessage() {}
 
 func (x *GetRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[24]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2625,7 +2723,7 @@ func (x *GetRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestResponse.ProtoReflect.Descriptor instead.
 func (*GetRequestResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{24}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetRequestResponse) GetRequest() *Request {
@@ -2664,7 +2762,7 @@ type ListRequestsRequest struct {
 
 func (x *ListRequestsRequest) Reset() {
 	*x = ListRequestsRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[25]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2676,7 +2774,7 @@ func (x *ListRequestsRequest) String() string {
 func (*ListRequestsRequest) ProtoMessage() {}
 
 func (x *ListRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[25]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2689,7 +2787,7 @@ func (x *ListRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequestsRequest.ProtoReflect.Descriptor instead.
 func (*ListRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{25}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListRequestsRequest) GetTenantId() string {
@@ -2754,7 +2852,7 @@ type ListRequestsResponse struct {
 
 func (x *ListRequestsResponse) Reset() {
 	*x = ListRequestsResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[26]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2766,7 +2864,7 @@ func (x *ListRequestsResponse) String() string {
 func (*ListRequestsResponse) ProtoMessage() {}
 
 func (x *ListRequestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[26]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2779,7 +2877,7 @@ func (x *ListRequestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequestsResponse.ProtoReflect.Descriptor instead.
 func (*ListRequestsResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{26}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListRequestsResponse) GetRequests() []*Request {
@@ -2811,7 +2909,7 @@ type StartVerificationRequest struct {
 
 func (x *StartVerificationRequest) Reset() {
 	*x = StartVerificationRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[27]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2823,7 +2921,7 @@ func (x *StartVerificationRequest) String() string {
 func (*StartVerificationRequest) ProtoMessage() {}
 
 func (x *StartVerificationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[27]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2836,7 +2934,7 @@ func (x *StartVerificationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartVerificationRequest.ProtoReflect.Descriptor instead.
 func (*StartVerificationRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{27}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StartVerificationRequest) GetRequestId() string {
@@ -2875,7 +2973,7 @@ type StartVerificationResponse struct {
 
 func (x *StartVerificationResponse) Reset() {
 	*x = StartVerificationResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[28]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2887,7 +2985,7 @@ func (x *StartVerificationResponse) String() string {
 func (*StartVerificationResponse) ProtoMessage() {}
 
 func (x *StartVerificationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[28]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2900,7 +2998,7 @@ func (x *StartVerificationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartVerificationResponse.ProtoReflect.Descriptor instead.
 func (*StartVerificationResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{28}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StartVerificationResponse) GetMethod() VerificationMethod {
@@ -2941,7 +3039,7 @@ type VerifyIdentityRequest struct {
 
 func (x *VerifyIdentityRequest) Reset() {
 	*x = VerifyIdentityRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[29]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2953,7 +3051,7 @@ func (x *VerifyIdentityRequest) String() string {
 func (*VerifyIdentityRequest) ProtoMessage() {}
 
 func (x *VerifyIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[29]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2966,7 +3064,7 @@ func (x *VerifyIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyIdentityRequest.ProtoReflect.Descriptor instead.
 func (*VerifyIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{29}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *VerifyIdentityRequest) GetRequestId() string {
@@ -3012,7 +3110,7 @@ type VerifyIdentityResponse struct {
 
 func (x *VerifyIdentityResponse) Reset() {
 	*x = VerifyIdentityResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[30]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3024,7 +3122,7 @@ func (x *VerifyIdentityResponse) String() string {
 func (*VerifyIdentityResponse) ProtoMessage() {}
 
 func (x *VerifyIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[30]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3037,7 +3135,7 @@ func (x *VerifyIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyIdentityResponse.ProtoReflect.Descriptor instead.
 func (*VerifyIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{30}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *VerifyIdentityResponse) GetVerified() bool {
@@ -3081,7 +3179,7 @@ type AttestIdentityRequest struct {
 
 func (x *AttestIdentityRequest) Reset() {
 	*x = AttestIdentityRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[31]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3093,7 +3191,7 @@ func (x *AttestIdentityRequest) String() string {
 func (*AttestIdentityRequest) ProtoMessage() {}
 
 func (x *AttestIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[31]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3106,7 +3204,7 @@ func (x *AttestIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestIdentityRequest.ProtoReflect.Descriptor instead.
 func (*AttestIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{31}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AttestIdentityRequest) GetRequestId() string {
@@ -3155,7 +3253,7 @@ type AttestIdentityResponse struct {
 
 func (x *AttestIdentityResponse) Reset() {
 	*x = AttestIdentityResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[32]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3167,7 +3265,7 @@ func (x *AttestIdentityResponse) String() string {
 func (*AttestIdentityResponse) ProtoMessage() {}
 
 func (x *AttestIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[32]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3180,7 +3278,7 @@ func (x *AttestIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestIdentityResponse.ProtoReflect.Descriptor instead.
 func (*AttestIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{32}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AttestIdentityResponse) GetRequest() *Request {
@@ -3209,7 +3307,7 @@ type ExtendDeadlineRequest struct {
 
 func (x *ExtendDeadlineRequest) Reset() {
 	*x = ExtendDeadlineRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[33]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3221,7 +3319,7 @@ func (x *ExtendDeadlineRequest) String() string {
 func (*ExtendDeadlineRequest) ProtoMessage() {}
 
 func (x *ExtendDeadlineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[33]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3234,7 +3332,7 @@ func (x *ExtendDeadlineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendDeadlineRequest.ProtoReflect.Descriptor instead.
 func (*ExtendDeadlineRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{33}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ExtendDeadlineRequest) GetRequestId() string {
@@ -3283,7 +3381,7 @@ type ExtendDeadlineResponse struct {
 
 func (x *ExtendDeadlineResponse) Reset() {
 	*x = ExtendDeadlineResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[34]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3295,7 +3393,7 @@ func (x *ExtendDeadlineResponse) String() string {
 func (*ExtendDeadlineResponse) ProtoMessage() {}
 
 func (x *ExtendDeadlineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[34]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3308,7 +3406,7 @@ func (x *ExtendDeadlineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendDeadlineResponse.ProtoReflect.Descriptor instead.
 func (*ExtendDeadlineResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{34}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ExtendDeadlineResponse) GetRequest() *Request {
@@ -3337,7 +3435,7 @@ type RejectRequestRequest struct {
 
 func (x *RejectRequestRequest) Reset() {
 	*x = RejectRequestRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[35]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3349,7 +3447,7 @@ func (x *RejectRequestRequest) String() string {
 func (*RejectRequestRequest) ProtoMessage() {}
 
 func (x *RejectRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[35]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3362,7 +3460,7 @@ func (x *RejectRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRequestRequest.ProtoReflect.Descriptor instead.
 func (*RejectRequestRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{35}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RejectRequestRequest) GetRequestId() string {
@@ -3411,7 +3509,7 @@ type RejectRequestResponse struct {
 
 func (x *RejectRequestResponse) Reset() {
 	*x = RejectRequestResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[36]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3423,7 +3521,7 @@ func (x *RejectRequestResponse) String() string {
 func (*RejectRequestResponse) ProtoMessage() {}
 
 func (x *RejectRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[36]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3436,7 +3534,7 @@ func (x *RejectRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRequestResponse.ProtoReflect.Descriptor instead.
 func (*RejectRequestResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{36}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RejectRequestResponse) GetRequest() *Request {
@@ -3461,7 +3559,7 @@ type CancelRequestRequest struct {
 
 func (x *CancelRequestRequest) Reset() {
 	*x = CancelRequestRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[37]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3473,7 +3571,7 @@ func (x *CancelRequestRequest) String() string {
 func (*CancelRequestRequest) ProtoMessage() {}
 
 func (x *CancelRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[37]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3486,7 +3584,7 @@ func (x *CancelRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequestRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequestRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{37}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CancelRequestRequest) GetRequestId() string {
@@ -3521,7 +3619,7 @@ type CancelRequestResponse struct {
 
 func (x *CancelRequestResponse) Reset() {
 	*x = CancelRequestResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[38]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3533,7 +3631,7 @@ func (x *CancelRequestResponse) String() string {
 func (*CancelRequestResponse) ProtoMessage() {}
 
 func (x *CancelRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[38]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3546,7 +3644,7 @@ func (x *CancelRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequestResponse.ProtoReflect.Descriptor instead.
 func (*CancelRequestResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{38}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CancelRequestResponse) GetRequest() *Request {
@@ -3569,7 +3667,9 @@ type CompleteTaskRequest struct {
 	SystemId string `protobuf:"bytes,4,opt,name=system_id,json=systemId,proto3" json:"system_id,omitempty"`
 	// What it did.
 	Outcome v11.OutcomeKind `protobuf:"varint,5,opt,name=outcome,proto3,enum=lethe.events.v1.OutcomeKind" json:"outcome,omitempty"`
-	// For RETAINED: what it keeps, on which basis, until when.
+	// For RETAINED: what it keeps, on which basis and Art. 17(3) ground
+	// (with the law cited for a legal obligation), until when; without a
+	// ground, INVALID_ARGUMENT names the field ("retained[0].exemption").
 	Retained []*v11.Retention `protobuf:"bytes,6,rep,name=retained,proto3" json:"retained,omitempty"`
 	// For FAILED: why.
 	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -3579,7 +3679,7 @@ type CompleteTaskRequest struct {
 
 func (x *CompleteTaskRequest) Reset() {
 	*x = CompleteTaskRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[39]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3591,7 +3691,7 @@ func (x *CompleteTaskRequest) String() string {
 func (*CompleteTaskRequest) ProtoMessage() {}
 
 func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[39]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3604,7 +3704,7 @@ func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
 func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{39}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CompleteTaskRequest) GetRequestId() string {
@@ -3667,7 +3767,7 @@ type CompleteTaskResponse struct {
 
 func (x *CompleteTaskResponse) Reset() {
 	*x = CompleteTaskResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[40]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3679,7 +3779,7 @@ func (x *CompleteTaskResponse) String() string {
 func (*CompleteTaskResponse) ProtoMessage() {}
 
 func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[40]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3692,7 +3792,7 @@ func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
 func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{40}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CompleteTaskResponse) GetRequest() *Request {
@@ -3721,7 +3821,7 @@ type RecordReviewRequest struct {
 
 func (x *RecordReviewRequest) Reset() {
 	*x = RecordReviewRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[41]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3733,7 +3833,7 @@ func (x *RecordReviewRequest) String() string {
 func (*RecordReviewRequest) ProtoMessage() {}
 
 func (x *RecordReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[41]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3746,7 +3846,7 @@ func (x *RecordReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordReviewRequest.ProtoReflect.Descriptor instead.
 func (*RecordReviewRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{41}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RecordReviewRequest) GetRequestId() string {
@@ -3795,7 +3895,7 @@ type RecordReviewResponse struct {
 
 func (x *RecordReviewResponse) Reset() {
 	*x = RecordReviewResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[42]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3807,7 +3907,7 @@ func (x *RecordReviewResponse) String() string {
 func (*RecordReviewResponse) ProtoMessage() {}
 
 func (x *RecordReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[42]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3820,7 +3920,7 @@ func (x *RecordReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordReviewResponse.ProtoReflect.Descriptor instead.
 func (*RecordReviewResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{42}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RecordReviewResponse) GetRequest() *Request {
@@ -3845,7 +3945,7 @@ type GetIdentifiersRequest struct {
 
 func (x *GetIdentifiersRequest) Reset() {
 	*x = GetIdentifiersRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[43]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3857,7 +3957,7 @@ func (x *GetIdentifiersRequest) String() string {
 func (*GetIdentifiersRequest) ProtoMessage() {}
 
 func (x *GetIdentifiersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[43]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3870,7 +3970,7 @@ func (x *GetIdentifiersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentifiersRequest.ProtoReflect.Descriptor instead.
 func (*GetIdentifiersRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{43}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetIdentifiersRequest) GetTenantId() string {
@@ -3907,7 +4007,7 @@ type GetIdentifiersResponse struct {
 
 func (x *GetIdentifiersResponse) Reset() {
 	*x = GetIdentifiersResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[44]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3919,7 +4019,7 @@ func (x *GetIdentifiersResponse) String() string {
 func (*GetIdentifiersResponse) ProtoMessage() {}
 
 func (x *GetIdentifiersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[44]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3932,7 +4032,7 @@ func (x *GetIdentifiersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentifiersResponse.ProtoReflect.Descriptor instead.
 func (*GetIdentifiersResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{44}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetIdentifiersResponse) GetIdentifiers() []*v1.Identifier {
@@ -3970,7 +4070,7 @@ type SubmittedRecord struct {
 
 func (x *SubmittedRecord) Reset() {
 	*x = SubmittedRecord{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[45]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3982,7 +4082,7 @@ func (x *SubmittedRecord) String() string {
 func (*SubmittedRecord) ProtoMessage() {}
 
 func (x *SubmittedRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[45]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3995,7 +4095,7 @@ func (x *SubmittedRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmittedRecord.ProtoReflect.Descriptor instead.
 func (*SubmittedRecord) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{45}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SubmittedRecord) GetCategory() *v1.DataCategory {
@@ -4048,7 +4148,7 @@ type SubmissionHeader struct {
 
 func (x *SubmissionHeader) Reset() {
 	*x = SubmissionHeader{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[46]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4060,7 +4160,7 @@ func (x *SubmissionHeader) String() string {
 func (*SubmissionHeader) ProtoMessage() {}
 
 func (x *SubmissionHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[46]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4073,7 +4173,7 @@ func (x *SubmissionHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmissionHeader.ProtoReflect.Descriptor instead.
 func (*SubmissionHeader) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{46}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SubmissionHeader) GetTenantId() string {
@@ -4114,7 +4214,7 @@ type SubmitDataRequest struct {
 
 func (x *SubmitDataRequest) Reset() {
 	*x = SubmitDataRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[47]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4126,7 +4226,7 @@ func (x *SubmitDataRequest) String() string {
 func (*SubmitDataRequest) ProtoMessage() {}
 
 func (x *SubmitDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[47]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4139,7 +4239,7 @@ func (x *SubmitDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDataRequest.ProtoReflect.Descriptor instead.
 func (*SubmitDataRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{47}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SubmitDataRequest) GetPart() isSubmitDataRequest_Part {
@@ -4198,7 +4298,7 @@ type SubmitDataResponse struct {
 
 func (x *SubmitDataResponse) Reset() {
 	*x = SubmitDataResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[48]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4210,7 +4310,7 @@ func (x *SubmitDataResponse) String() string {
 func (*SubmitDataResponse) ProtoMessage() {}
 
 func (x *SubmitDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[48]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4223,7 +4323,7 @@ func (x *SubmitDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDataResponse.ProtoReflect.Descriptor instead.
 func (*SubmitDataResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{48}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SubmitDataResponse) GetRecords() int64 {
@@ -4253,7 +4353,7 @@ type DownloadPackageRequest struct {
 
 func (x *DownloadPackageRequest) Reset() {
 	*x = DownloadPackageRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[49]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4265,7 +4365,7 @@ func (x *DownloadPackageRequest) String() string {
 func (*DownloadPackageRequest) ProtoMessage() {}
 
 func (x *DownloadPackageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[49]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4278,7 +4378,7 @@ func (x *DownloadPackageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadPackageRequest.ProtoReflect.Descriptor instead.
 func (*DownloadPackageRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{49}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DownloadPackageRequest) GetTenantId() string {
@@ -4309,7 +4409,7 @@ type DownloadPackageResponse struct {
 
 func (x *DownloadPackageResponse) Reset() {
 	*x = DownloadPackageResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[50]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4321,7 +4421,7 @@ func (x *DownloadPackageResponse) String() string {
 func (*DownloadPackageResponse) ProtoMessage() {}
 
 func (x *DownloadPackageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[50]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4334,7 +4434,7 @@ func (x *DownloadPackageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadPackageResponse.ProtoReflect.Descriptor instead.
 func (*DownloadPackageResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{50}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DownloadPackageResponse) GetInfo() *PackageInfo {
@@ -4366,7 +4466,7 @@ type ConfirmDeliveryRequest struct {
 
 func (x *ConfirmDeliveryRequest) Reset() {
 	*x = ConfirmDeliveryRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[51]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4378,7 +4478,7 @@ func (x *ConfirmDeliveryRequest) String() string {
 func (*ConfirmDeliveryRequest) ProtoMessage() {}
 
 func (x *ConfirmDeliveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[51]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4391,7 +4491,7 @@ func (x *ConfirmDeliveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmDeliveryRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmDeliveryRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{51}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ConfirmDeliveryRequest) GetRequestId() string {
@@ -4426,7 +4526,7 @@ type ConfirmDeliveryResponse struct {
 
 func (x *ConfirmDeliveryResponse) Reset() {
 	*x = ConfirmDeliveryResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[52]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4438,7 +4538,7 @@ func (x *ConfirmDeliveryResponse) String() string {
 func (*ConfirmDeliveryResponse) ProtoMessage() {}
 
 func (x *ConfirmDeliveryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[52]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4451,7 +4551,7 @@ func (x *ConfirmDeliveryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmDeliveryResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmDeliveryResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{52}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ConfirmDeliveryResponse) GetRequest() *Request {
@@ -4474,7 +4574,7 @@ type GetReceiptRequest struct {
 
 func (x *GetReceiptRequest) Reset() {
 	*x = GetReceiptRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[53]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4486,7 +4586,7 @@ func (x *GetReceiptRequest) String() string {
 func (*GetReceiptRequest) ProtoMessage() {}
 
 func (x *GetReceiptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[53]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4499,7 +4599,7 @@ func (x *GetReceiptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceiptRequest.ProtoReflect.Descriptor instead.
 func (*GetReceiptRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{53}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetReceiptRequest) GetTenantId() string {
@@ -4535,7 +4635,7 @@ type ReceiptEntry struct {
 
 func (x *ReceiptEntry) Reset() {
 	*x = ReceiptEntry{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[54]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4547,7 +4647,7 @@ func (x *ReceiptEntry) String() string {
 func (*ReceiptEntry) ProtoMessage() {}
 
 func (x *ReceiptEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[54]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4560,7 +4660,7 @@ func (x *ReceiptEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptEntry.ProtoReflect.Descriptor instead.
 func (*ReceiptEntry) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{54}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ReceiptEntry) GetSystemId() string {
@@ -4632,7 +4732,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[55]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4644,7 +4744,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[55]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4657,7 +4757,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{55}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Receipt) GetDsarId() string {
@@ -4748,7 +4848,7 @@ type GetReceiptResponse struct {
 
 func (x *GetReceiptResponse) Reset() {
 	*x = GetReceiptResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[56]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4760,7 +4860,7 @@ func (x *GetReceiptResponse) String() string {
 func (*GetReceiptResponse) ProtoMessage() {}
 
 func (x *GetReceiptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[56]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4773,7 +4873,7 @@ func (x *GetReceiptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceiptResponse.ProtoReflect.Descriptor instead.
 func (*GetReceiptResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{56}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetReceiptResponse) GetReceipt() *Receipt {
@@ -4787,7 +4887,7 @@ var File_lethe_dsar_v1_dsar_proto protoreflect.FileDescriptor
 
 const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\n" +
-	"\x18lethe/dsar/v1/dsar.proto\x12\rlethe.dsar.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clethe/common/v1/common.proto\x1a\x1clethe/events/v1/events.proto\"\x84\x01\n" +
+	"\x18lethe/dsar/v1/dsar.proto\x12\rlethe.dsar.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clethe/common/v1/common.proto\x1a\x1clethe/events/v1/events.proto\x1a lethe/registry/v1/registry.proto\"\x84\x01\n" +
 	"\tRequester\x12<\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.lethe.dsar.v1.RequesterKindB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04kind\x129\n" +
@@ -4829,10 +4929,15 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\x18AutomatedDecisionDetails\x129\n" +
 	"\x12decision_reference\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x11decisionReference\x12&\n" +
-	"\tstatement\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xa0\x1fR\tstatement\"[\n" +
+	"\tstatement\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xa0\x1fR\tstatement\"\x90\x01\n" +
 	"\tRejection\x126\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1e.lethe.dsar.v1.RejectionReasonR\x06reason\x12\x16\n" +
-	"\x06detail\x18\x02 \x01(\tR\x06detail\"v\n" +
+	"\x06detail\x18\x02 \x01(\tR\x06detail\x123\n" +
+	"\bremedies\x18\x03 \x01(\v2\x17.lethe.dsar.v1.RemediesR\bremedies\"\xaf\x01\n" +
+	"\bRemedies\x12\\\n" +
+	"\x15supervisory_authority\x18\x01 \x01(\v2'.lethe.registry.v1.SupervisoryAuthorityR\x14supervisoryAuthority\x12\x1c\n" +
+	"\tcomplaint\x18\x02 \x01(\tR\tcomplaint\x12'\n" +
+	"\x0fjudicial_remedy\x18\x03 \x01(\tR\x0ejudicialRemedy\"v\n" +
 	"\tExtension\x12\x16\n" +
 	"\x06months\x18\x01 \x01(\x05R\x06months\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x129\n" +
@@ -4892,12 +4997,14 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\vanswered_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"answeredAt\x12/\n" +
 	"\x04held\x18\b \x03(\v2\x1b.lethe.dsar.v1.HeldCategoryR\x04held\x12\x19\n" +
-	"\bevent_id\x18\t \x01(\tR\aeventId\"\xc4\x01\n" +
+	"\bevent_id\x18\t \x01(\tR\aeventId\"\xe6\x01\n" +
 	"\x06Result\x125\n" +
 	"\asystems\x18\x01 \x03(\v2\x1b.lethe.dsar.v1.SystemResultR\asystems\x126\n" +
 	"\bretained\x18\x02 \x03(\v2\x1a.lethe.events.v1.RetentionR\bretained\x12/\n" +
 	"\x04held\x18\x03 \x03(\v2\x1b.lethe.dsar.v1.HeldCategoryR\x04held\x12\x1a\n" +
-	"\bcomplete\x18\x04 \x01(\bR\bcomplete\"\xac\x01\n" +
+	"\bcomplete\x18\x04 \x01(\bR\bcomplete\x12 \n" +
+	"\fno_data_held\x18\x05 \x01(\bR\n" +
+	"noDataHeld\"\xac\x01\n" +
 	"\x06Review\x12\x1a\n" +
 	"\breviewer\x18\x01 \x01(\tR\breviewer\x12'\n" +
 	"\x0fdecision_upheld\x18\x02 \x01(\bR\x0edecisionUpheld\x12 \n" +
@@ -5166,14 +5273,14 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\rRequesterKind\x12\x1e\n" +
 	"\x1aREQUESTER_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16REQUESTER_KIND_SUBJECT\x10\x01\x12\x18\n" +
-	"\x14REQUESTER_KIND_AGENT\x10\x02*\xe8\x01\n" +
+	"\x14REQUESTER_KIND_AGENT\x10\x02*\xec\x01\n" +
 	"\x0fRejectionReason\x12 \n" +
 	"\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12*\n" +
 	"&REJECTION_REASON_IDENTITY_NOT_VERIFIED\x10\x01\x12)\n" +
 	"%REJECTION_REASON_MANIFESTLY_UNFOUNDED\x10\x02\x12\x1e\n" +
 	"\x1aREJECTION_REASON_EXCESSIVE\x10\x03\x12\x1e\n" +
-	"\x1aREJECTION_REASON_EXEMPTION\x10\x04\x12\x1c\n" +
-	"\x18REJECTION_REASON_NO_DATA\x10\x05*\xca\x01\n" +
+	"\x1aREJECTION_REASON_EXEMPTION\x10\x04\x12 \n" +
+	"\x18REJECTION_REASON_NO_DATA\x10\x05\x1a\x02\b\x01*\xca\x01\n" +
 	"\x12VerificationMethod\x12#\n" +
 	"\x1fVERIFICATION_METHOD_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eVERIFICATION_METHOD_EMAIL_CODE\x10\x01\x12 \n" +
@@ -5225,7 +5332,7 @@ func file_lethe_dsar_v1_dsar_proto_rawDescGZIP() []byte {
 }
 
 var file_lethe_dsar_v1_dsar_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_lethe_dsar_v1_dsar_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_lethe_dsar_v1_dsar_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_lethe_dsar_v1_dsar_proto_goTypes = []any{
 	(RequestType)(0),                  // 0: lethe.dsar.v1.RequestType
 	(RequestState)(0),                 // 1: lethe.dsar.v1.RequestState
@@ -5245,212 +5352,216 @@ var file_lethe_dsar_v1_dsar_proto_goTypes = []any{
 	(*WithdrawalDetails)(nil),         // 15: lethe.dsar.v1.WithdrawalDetails
 	(*AutomatedDecisionDetails)(nil),  // 16: lethe.dsar.v1.AutomatedDecisionDetails
 	(*Rejection)(nil),                 // 17: lethe.dsar.v1.Rejection
-	(*Extension)(nil),                 // 18: lethe.dsar.v1.Extension
-	(*Deadline)(nil),                  // 19: lethe.dsar.v1.Deadline
-	(*Verification)(nil),              // 20: lethe.dsar.v1.Verification
-	(*Transition)(nil),                // 21: lethe.dsar.v1.Transition
-	(*HeldCategory)(nil),              // 22: lethe.dsar.v1.HeldCategory
-	(*SystemResult)(nil),              // 23: lethe.dsar.v1.SystemResult
-	(*Result)(nil),                    // 24: lethe.dsar.v1.Result
-	(*Review)(nil),                    // 25: lethe.dsar.v1.Review
-	(*PackageInfo)(nil),               // 26: lethe.dsar.v1.PackageInfo
-	(*Request)(nil),                   // 27: lethe.dsar.v1.Request
-	(*CreateRequestRequest)(nil),      // 28: lethe.dsar.v1.CreateRequestRequest
-	(*CreateRequestResponse)(nil),     // 29: lethe.dsar.v1.CreateRequestResponse
-	(*GetRequestRequest)(nil),         // 30: lethe.dsar.v1.GetRequestRequest
-	(*GetRequestResponse)(nil),        // 31: lethe.dsar.v1.GetRequestResponse
-	(*ListRequestsRequest)(nil),       // 32: lethe.dsar.v1.ListRequestsRequest
-	(*ListRequestsResponse)(nil),      // 33: lethe.dsar.v1.ListRequestsResponse
-	(*StartVerificationRequest)(nil),  // 34: lethe.dsar.v1.StartVerificationRequest
-	(*StartVerificationResponse)(nil), // 35: lethe.dsar.v1.StartVerificationResponse
-	(*VerifyIdentityRequest)(nil),     // 36: lethe.dsar.v1.VerifyIdentityRequest
-	(*VerifyIdentityResponse)(nil),    // 37: lethe.dsar.v1.VerifyIdentityResponse
-	(*AttestIdentityRequest)(nil),     // 38: lethe.dsar.v1.AttestIdentityRequest
-	(*AttestIdentityResponse)(nil),    // 39: lethe.dsar.v1.AttestIdentityResponse
-	(*ExtendDeadlineRequest)(nil),     // 40: lethe.dsar.v1.ExtendDeadlineRequest
-	(*ExtendDeadlineResponse)(nil),    // 41: lethe.dsar.v1.ExtendDeadlineResponse
-	(*RejectRequestRequest)(nil),      // 42: lethe.dsar.v1.RejectRequestRequest
-	(*RejectRequestResponse)(nil),     // 43: lethe.dsar.v1.RejectRequestResponse
-	(*CancelRequestRequest)(nil),      // 44: lethe.dsar.v1.CancelRequestRequest
-	(*CancelRequestResponse)(nil),     // 45: lethe.dsar.v1.CancelRequestResponse
-	(*CompleteTaskRequest)(nil),       // 46: lethe.dsar.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),      // 47: lethe.dsar.v1.CompleteTaskResponse
-	(*RecordReviewRequest)(nil),       // 48: lethe.dsar.v1.RecordReviewRequest
-	(*RecordReviewResponse)(nil),      // 49: lethe.dsar.v1.RecordReviewResponse
-	(*GetIdentifiersRequest)(nil),     // 50: lethe.dsar.v1.GetIdentifiersRequest
-	(*GetIdentifiersResponse)(nil),    // 51: lethe.dsar.v1.GetIdentifiersResponse
-	(*SubmittedRecord)(nil),           // 52: lethe.dsar.v1.SubmittedRecord
-	(*SubmissionHeader)(nil),          // 53: lethe.dsar.v1.SubmissionHeader
-	(*SubmitDataRequest)(nil),         // 54: lethe.dsar.v1.SubmitDataRequest
-	(*SubmitDataResponse)(nil),        // 55: lethe.dsar.v1.SubmitDataResponse
-	(*DownloadPackageRequest)(nil),    // 56: lethe.dsar.v1.DownloadPackageRequest
-	(*DownloadPackageResponse)(nil),   // 57: lethe.dsar.v1.DownloadPackageResponse
-	(*ConfirmDeliveryRequest)(nil),    // 58: lethe.dsar.v1.ConfirmDeliveryRequest
-	(*ConfirmDeliveryResponse)(nil),   // 59: lethe.dsar.v1.ConfirmDeliveryResponse
-	(*GetReceiptRequest)(nil),         // 60: lethe.dsar.v1.GetReceiptRequest
-	(*ReceiptEntry)(nil),              // 61: lethe.dsar.v1.ReceiptEntry
-	(*Receipt)(nil),                   // 62: lethe.dsar.v1.Receipt
-	(*GetReceiptResponse)(nil),        // 63: lethe.dsar.v1.GetReceiptResponse
-	(*v1.DataCategory)(nil),           // 64: lethe.common.v1.DataCategory
-	(v11.ErasureAction)(0),            // 65: lethe.events.v1.ErasureAction
-	(v11.RestrictionGround)(0),        // 66: lethe.events.v1.RestrictionGround
-	(v11.ObjectionScope)(0),           // 67: lethe.events.v1.ObjectionScope
-	(*timestamppb.Timestamp)(nil),     // 68: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 69: google.protobuf.Duration
-	(v1.AnswerMode)(0),                // 70: lethe.common.v1.AnswerMode
-	(v11.OutcomeKind)(0),              // 71: lethe.events.v1.OutcomeKind
-	(*v11.Retention)(nil),             // 72: lethe.events.v1.Retention
-	(v1.IdentifierType)(0),            // 73: lethe.common.v1.IdentifierType
-	(*v1.Cause)(nil),                  // 74: lethe.common.v1.Cause
-	(*v1.Identifier)(nil),             // 75: lethe.common.v1.Identifier
-	(v1.LegalBasis)(0),                // 76: lethe.common.v1.LegalBasis
+	(*Remedies)(nil),                  // 18: lethe.dsar.v1.Remedies
+	(*Extension)(nil),                 // 19: lethe.dsar.v1.Extension
+	(*Deadline)(nil),                  // 20: lethe.dsar.v1.Deadline
+	(*Verification)(nil),              // 21: lethe.dsar.v1.Verification
+	(*Transition)(nil),                // 22: lethe.dsar.v1.Transition
+	(*HeldCategory)(nil),              // 23: lethe.dsar.v1.HeldCategory
+	(*SystemResult)(nil),              // 24: lethe.dsar.v1.SystemResult
+	(*Result)(nil),                    // 25: lethe.dsar.v1.Result
+	(*Review)(nil),                    // 26: lethe.dsar.v1.Review
+	(*PackageInfo)(nil),               // 27: lethe.dsar.v1.PackageInfo
+	(*Request)(nil),                   // 28: lethe.dsar.v1.Request
+	(*CreateRequestRequest)(nil),      // 29: lethe.dsar.v1.CreateRequestRequest
+	(*CreateRequestResponse)(nil),     // 30: lethe.dsar.v1.CreateRequestResponse
+	(*GetRequestRequest)(nil),         // 31: lethe.dsar.v1.GetRequestRequest
+	(*GetRequestResponse)(nil),        // 32: lethe.dsar.v1.GetRequestResponse
+	(*ListRequestsRequest)(nil),       // 33: lethe.dsar.v1.ListRequestsRequest
+	(*ListRequestsResponse)(nil),      // 34: lethe.dsar.v1.ListRequestsResponse
+	(*StartVerificationRequest)(nil),  // 35: lethe.dsar.v1.StartVerificationRequest
+	(*StartVerificationResponse)(nil), // 36: lethe.dsar.v1.StartVerificationResponse
+	(*VerifyIdentityRequest)(nil),     // 37: lethe.dsar.v1.VerifyIdentityRequest
+	(*VerifyIdentityResponse)(nil),    // 38: lethe.dsar.v1.VerifyIdentityResponse
+	(*AttestIdentityRequest)(nil),     // 39: lethe.dsar.v1.AttestIdentityRequest
+	(*AttestIdentityResponse)(nil),    // 40: lethe.dsar.v1.AttestIdentityResponse
+	(*ExtendDeadlineRequest)(nil),     // 41: lethe.dsar.v1.ExtendDeadlineRequest
+	(*ExtendDeadlineResponse)(nil),    // 42: lethe.dsar.v1.ExtendDeadlineResponse
+	(*RejectRequestRequest)(nil),      // 43: lethe.dsar.v1.RejectRequestRequest
+	(*RejectRequestResponse)(nil),     // 44: lethe.dsar.v1.RejectRequestResponse
+	(*CancelRequestRequest)(nil),      // 45: lethe.dsar.v1.CancelRequestRequest
+	(*CancelRequestResponse)(nil),     // 46: lethe.dsar.v1.CancelRequestResponse
+	(*CompleteTaskRequest)(nil),       // 47: lethe.dsar.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),      // 48: lethe.dsar.v1.CompleteTaskResponse
+	(*RecordReviewRequest)(nil),       // 49: lethe.dsar.v1.RecordReviewRequest
+	(*RecordReviewResponse)(nil),      // 50: lethe.dsar.v1.RecordReviewResponse
+	(*GetIdentifiersRequest)(nil),     // 51: lethe.dsar.v1.GetIdentifiersRequest
+	(*GetIdentifiersResponse)(nil),    // 52: lethe.dsar.v1.GetIdentifiersResponse
+	(*SubmittedRecord)(nil),           // 53: lethe.dsar.v1.SubmittedRecord
+	(*SubmissionHeader)(nil),          // 54: lethe.dsar.v1.SubmissionHeader
+	(*SubmitDataRequest)(nil),         // 55: lethe.dsar.v1.SubmitDataRequest
+	(*SubmitDataResponse)(nil),        // 56: lethe.dsar.v1.SubmitDataResponse
+	(*DownloadPackageRequest)(nil),    // 57: lethe.dsar.v1.DownloadPackageRequest
+	(*DownloadPackageResponse)(nil),   // 58: lethe.dsar.v1.DownloadPackageResponse
+	(*ConfirmDeliveryRequest)(nil),    // 59: lethe.dsar.v1.ConfirmDeliveryRequest
+	(*ConfirmDeliveryResponse)(nil),   // 60: lethe.dsar.v1.ConfirmDeliveryResponse
+	(*GetReceiptRequest)(nil),         // 61: lethe.dsar.v1.GetReceiptRequest
+	(*ReceiptEntry)(nil),              // 62: lethe.dsar.v1.ReceiptEntry
+	(*Receipt)(nil),                   // 63: lethe.dsar.v1.Receipt
+	(*GetReceiptResponse)(nil),        // 64: lethe.dsar.v1.GetReceiptResponse
+	(*v1.DataCategory)(nil),           // 65: lethe.common.v1.DataCategory
+	(v11.ErasureAction)(0),            // 66: lethe.events.v1.ErasureAction
+	(v11.RestrictionGround)(0),        // 67: lethe.events.v1.RestrictionGround
+	(v11.ObjectionScope)(0),           // 68: lethe.events.v1.ObjectionScope
+	(*v12.SupervisoryAuthority)(nil),  // 69: lethe.registry.v1.SupervisoryAuthority
+	(*timestamppb.Timestamp)(nil),     // 70: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 71: google.protobuf.Duration
+	(v1.AnswerMode)(0),                // 72: lethe.common.v1.AnswerMode
+	(v11.OutcomeKind)(0),              // 73: lethe.events.v1.OutcomeKind
+	(*v11.Retention)(nil),             // 74: lethe.events.v1.Retention
+	(v1.IdentifierType)(0),            // 75: lethe.common.v1.IdentifierType
+	(*v1.Cause)(nil),                  // 76: lethe.common.v1.Cause
+	(*v1.Identifier)(nil),             // 77: lethe.common.v1.Identifier
+	(v1.LegalBasis)(0),                // 78: lethe.common.v1.LegalBasis
 }
 var file_lethe_dsar_v1_dsar_proto_depIdxs = []int32{
 	2,   // 0: lethe.dsar.v1.Requester.kind:type_name -> lethe.dsar.v1.RequesterKind
-	64,  // 1: lethe.dsar.v1.Correction.category:type_name -> lethe.common.v1.DataCategory
-	64,  // 2: lethe.dsar.v1.AccessDetails.categories:type_name -> lethe.common.v1.DataCategory
+	65,  // 1: lethe.dsar.v1.Correction.category:type_name -> lethe.common.v1.DataCategory
+	65,  // 2: lethe.dsar.v1.AccessDetails.categories:type_name -> lethe.common.v1.DataCategory
 	8,   // 3: lethe.dsar.v1.RectificationDetails.corrections:type_name -> lethe.dsar.v1.Correction
-	64,  // 4: lethe.dsar.v1.ErasureDetails.categories:type_name -> lethe.common.v1.DataCategory
-	65,  // 5: lethe.dsar.v1.ErasureDetails.action:type_name -> lethe.events.v1.ErasureAction
-	66,  // 6: lethe.dsar.v1.RestrictionDetails.ground:type_name -> lethe.events.v1.RestrictionGround
-	64,  // 7: lethe.dsar.v1.PortabilityDetails.categories:type_name -> lethe.common.v1.DataCategory
-	67,  // 8: lethe.dsar.v1.ObjectionDetails.scope:type_name -> lethe.events.v1.ObjectionScope
+	65,  // 4: lethe.dsar.v1.ErasureDetails.categories:type_name -> lethe.common.v1.DataCategory
+	66,  // 5: lethe.dsar.v1.ErasureDetails.action:type_name -> lethe.events.v1.ErasureAction
+	67,  // 6: lethe.dsar.v1.RestrictionDetails.ground:type_name -> lethe.events.v1.RestrictionGround
+	65,  // 7: lethe.dsar.v1.PortabilityDetails.categories:type_name -> lethe.common.v1.DataCategory
+	68,  // 8: lethe.dsar.v1.ObjectionDetails.scope:type_name -> lethe.events.v1.ObjectionScope
 	3,   // 9: lethe.dsar.v1.Rejection.reason:type_name -> lethe.dsar.v1.RejectionReason
-	68,  // 10: lethe.dsar.v1.Extension.granted_at:type_name -> google.protobuf.Timestamp
-	68,  // 11: lethe.dsar.v1.Deadline.received_at:type_name -> google.protobuf.Timestamp
-	68,  // 12: lethe.dsar.v1.Deadline.statutory_due_at:type_name -> google.protobuf.Timestamp
-	68,  // 13: lethe.dsar.v1.Deadline.sla_due_at:type_name -> google.protobuf.Timestamp
-	69,  // 14: lethe.dsar.v1.Deadline.sla:type_name -> google.protobuf.Duration
-	68,  // 15: lethe.dsar.v1.Deadline.paused_since:type_name -> google.protobuf.Timestamp
-	69,  // 16: lethe.dsar.v1.Deadline.paused:type_name -> google.protobuf.Duration
-	18,  // 17: lethe.dsar.v1.Deadline.extension:type_name -> lethe.dsar.v1.Extension
-	68,  // 18: lethe.dsar.v1.Deadline.entered_at:type_name -> google.protobuf.Timestamp
-	4,   // 19: lethe.dsar.v1.Verification.method:type_name -> lethe.dsar.v1.VerificationMethod
-	68,  // 20: lethe.dsar.v1.Verification.verified_at:type_name -> google.protobuf.Timestamp
-	68,  // 21: lethe.dsar.v1.Verification.code_expires_at:type_name -> google.protobuf.Timestamp
-	1,   // 22: lethe.dsar.v1.Transition.from:type_name -> lethe.dsar.v1.RequestState
-	1,   // 23: lethe.dsar.v1.Transition.to:type_name -> lethe.dsar.v1.RequestState
-	68,  // 24: lethe.dsar.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	64,  // 25: lethe.dsar.v1.HeldCategory.category:type_name -> lethe.common.v1.DataCategory
-	68,  // 26: lethe.dsar.v1.HeldCategory.until:type_name -> google.protobuf.Timestamp
-	70,  // 27: lethe.dsar.v1.SystemResult.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	5,   // 28: lethe.dsar.v1.SystemResult.state:type_name -> lethe.dsar.v1.TaskState
-	71,  // 29: lethe.dsar.v1.SystemResult.outcome:type_name -> lethe.events.v1.OutcomeKind
-	72,  // 30: lethe.dsar.v1.SystemResult.retained:type_name -> lethe.events.v1.Retention
-	68,  // 31: lethe.dsar.v1.SystemResult.answered_at:type_name -> google.protobuf.Timestamp
-	22,  // 32: lethe.dsar.v1.SystemResult.held:type_name -> lethe.dsar.v1.HeldCategory
-	23,  // 33: lethe.dsar.v1.Result.systems:type_name -> lethe.dsar.v1.SystemResult
-	72,  // 34: lethe.dsar.v1.Result.retained:type_name -> lethe.events.v1.Retention
-	22,  // 35: lethe.dsar.v1.Result.held:type_name -> lethe.dsar.v1.HeldCategory
-	68,  // 36: lethe.dsar.v1.Review.reviewed_at:type_name -> google.protobuf.Timestamp
-	68,  // 37: lethe.dsar.v1.PackageInfo.assembled_at:type_name -> google.protobuf.Timestamp
-	68,  // 38: lethe.dsar.v1.PackageInfo.available_until:type_name -> google.protobuf.Timestamp
-	0,   // 39: lethe.dsar.v1.Request.type:type_name -> lethe.dsar.v1.RequestType
-	1,   // 40: lethe.dsar.v1.Request.state:type_name -> lethe.dsar.v1.RequestState
-	7,   // 41: lethe.dsar.v1.Request.requester:type_name -> lethe.dsar.v1.Requester
-	73,  // 42: lethe.dsar.v1.Request.identifier_types:type_name -> lethe.common.v1.IdentifierType
-	9,   // 43: lethe.dsar.v1.Request.access:type_name -> lethe.dsar.v1.AccessDetails
-	10,  // 44: lethe.dsar.v1.Request.rectification:type_name -> lethe.dsar.v1.RectificationDetails
-	11,  // 45: lethe.dsar.v1.Request.erasure:type_name -> lethe.dsar.v1.ErasureDetails
-	12,  // 46: lethe.dsar.v1.Request.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
-	13,  // 47: lethe.dsar.v1.Request.portability:type_name -> lethe.dsar.v1.PortabilityDetails
-	14,  // 48: lethe.dsar.v1.Request.objection:type_name -> lethe.dsar.v1.ObjectionDetails
-	15,  // 49: lethe.dsar.v1.Request.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
-	16,  // 50: lethe.dsar.v1.Request.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
-	19,  // 51: lethe.dsar.v1.Request.deadline:type_name -> lethe.dsar.v1.Deadline
-	20,  // 52: lethe.dsar.v1.Request.verification:type_name -> lethe.dsar.v1.Verification
-	21,  // 53: lethe.dsar.v1.Request.history:type_name -> lethe.dsar.v1.Transition
-	17,  // 54: lethe.dsar.v1.Request.rejection:type_name -> lethe.dsar.v1.Rejection
-	24,  // 55: lethe.dsar.v1.Request.result:type_name -> lethe.dsar.v1.Result
-	25,  // 56: lethe.dsar.v1.Request.review:type_name -> lethe.dsar.v1.Review
-	26,  // 57: lethe.dsar.v1.Request.package:type_name -> lethe.dsar.v1.PackageInfo
-	74,  // 58: lethe.dsar.v1.Request.consent_causes:type_name -> lethe.common.v1.Cause
-	68,  // 59: lethe.dsar.v1.Request.closed_at:type_name -> google.protobuf.Timestamp
-	7,   // 60: lethe.dsar.v1.CreateRequestRequest.requester:type_name -> lethe.dsar.v1.Requester
-	75,  // 61: lethe.dsar.v1.CreateRequestRequest.identifiers:type_name -> lethe.common.v1.Identifier
-	9,   // 62: lethe.dsar.v1.CreateRequestRequest.access:type_name -> lethe.dsar.v1.AccessDetails
-	10,  // 63: lethe.dsar.v1.CreateRequestRequest.rectification:type_name -> lethe.dsar.v1.RectificationDetails
-	11,  // 64: lethe.dsar.v1.CreateRequestRequest.erasure:type_name -> lethe.dsar.v1.ErasureDetails
-	12,  // 65: lethe.dsar.v1.CreateRequestRequest.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
-	13,  // 66: lethe.dsar.v1.CreateRequestRequest.portability:type_name -> lethe.dsar.v1.PortabilityDetails
-	14,  // 67: lethe.dsar.v1.CreateRequestRequest.objection:type_name -> lethe.dsar.v1.ObjectionDetails
-	15,  // 68: lethe.dsar.v1.CreateRequestRequest.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
-	16,  // 69: lethe.dsar.v1.CreateRequestRequest.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
-	68,  // 70: lethe.dsar.v1.CreateRequestRequest.received_at:type_name -> google.protobuf.Timestamp
-	27,  // 71: lethe.dsar.v1.CreateRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	27,  // 72: lethe.dsar.v1.GetRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	1,   // 73: lethe.dsar.v1.ListRequestsRequest.states:type_name -> lethe.dsar.v1.RequestState
-	6,   // 74: lethe.dsar.v1.ListRequestsRequest.deadline:type_name -> lethe.dsar.v1.DeadlineFilter
-	69,  // 75: lethe.dsar.v1.ListRequestsRequest.due_within:type_name -> google.protobuf.Duration
-	68,  // 76: lethe.dsar.v1.ListRequestsRequest.as_of:type_name -> google.protobuf.Timestamp
-	27,  // 77: lethe.dsar.v1.ListRequestsResponse.requests:type_name -> lethe.dsar.v1.Request
-	4,   // 78: lethe.dsar.v1.StartVerificationResponse.method:type_name -> lethe.dsar.v1.VerificationMethod
-	68,  // 79: lethe.dsar.v1.StartVerificationResponse.expires_at:type_name -> google.protobuf.Timestamp
-	27,  // 80: lethe.dsar.v1.VerifyIdentityResponse.request:type_name -> lethe.dsar.v1.Request
-	4,   // 81: lethe.dsar.v1.AttestIdentityRequest.method:type_name -> lethe.dsar.v1.VerificationMethod
-	27,  // 82: lethe.dsar.v1.AttestIdentityResponse.request:type_name -> lethe.dsar.v1.Request
-	27,  // 83: lethe.dsar.v1.ExtendDeadlineResponse.request:type_name -> lethe.dsar.v1.Request
-	3,   // 84: lethe.dsar.v1.RejectRequestRequest.reason:type_name -> lethe.dsar.v1.RejectionReason
-	27,  // 85: lethe.dsar.v1.RejectRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	27,  // 86: lethe.dsar.v1.CancelRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	71,  // 87: lethe.dsar.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
-	72,  // 88: lethe.dsar.v1.CompleteTaskRequest.retained:type_name -> lethe.events.v1.Retention
-	27,  // 89: lethe.dsar.v1.CompleteTaskResponse.request:type_name -> lethe.dsar.v1.Request
-	27,  // 90: lethe.dsar.v1.RecordReviewResponse.request:type_name -> lethe.dsar.v1.Request
-	75,  // 91: lethe.dsar.v1.GetIdentifiersResponse.identifiers:type_name -> lethe.common.v1.Identifier
-	8,   // 92: lethe.dsar.v1.GetIdentifiersResponse.corrections:type_name -> lethe.dsar.v1.Correction
-	64,  // 93: lethe.dsar.v1.SubmittedRecord.category:type_name -> lethe.common.v1.DataCategory
-	76,  // 94: lethe.dsar.v1.SubmittedRecord.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	53,  // 95: lethe.dsar.v1.SubmitDataRequest.header:type_name -> lethe.dsar.v1.SubmissionHeader
-	52,  // 96: lethe.dsar.v1.SubmitDataRequest.record:type_name -> lethe.dsar.v1.SubmittedRecord
-	26,  // 97: lethe.dsar.v1.DownloadPackageResponse.info:type_name -> lethe.dsar.v1.PackageInfo
-	27,  // 98: lethe.dsar.v1.ConfirmDeliveryResponse.request:type_name -> lethe.dsar.v1.Request
-	71,  // 99: lethe.dsar.v1.ReceiptEntry.outcome:type_name -> lethe.events.v1.OutcomeKind
-	68,  // 100: lethe.dsar.v1.ReceiptEntry.answered_at:type_name -> google.protobuf.Timestamp
-	72,  // 101: lethe.dsar.v1.ReceiptEntry.retained:type_name -> lethe.events.v1.Retention
-	0,   // 102: lethe.dsar.v1.Receipt.type:type_name -> lethe.dsar.v1.RequestType
-	1,   // 103: lethe.dsar.v1.Receipt.state:type_name -> lethe.dsar.v1.RequestState
-	68,  // 104: lethe.dsar.v1.Receipt.received_at:type_name -> google.protobuf.Timestamp
-	68,  // 105: lethe.dsar.v1.Receipt.closed_at:type_name -> google.protobuf.Timestamp
-	61,  // 106: lethe.dsar.v1.Receipt.entries:type_name -> lethe.dsar.v1.ReceiptEntry
-	62,  // 107: lethe.dsar.v1.GetReceiptResponse.receipt:type_name -> lethe.dsar.v1.Receipt
-	28,  // 108: lethe.dsar.v1.DsarService.CreateRequest:input_type -> lethe.dsar.v1.CreateRequestRequest
-	30,  // 109: lethe.dsar.v1.DsarService.GetRequest:input_type -> lethe.dsar.v1.GetRequestRequest
-	32,  // 110: lethe.dsar.v1.DsarService.ListRequests:input_type -> lethe.dsar.v1.ListRequestsRequest
-	34,  // 111: lethe.dsar.v1.DsarService.StartVerification:input_type -> lethe.dsar.v1.StartVerificationRequest
-	36,  // 112: lethe.dsar.v1.DsarService.VerifyIdentity:input_type -> lethe.dsar.v1.VerifyIdentityRequest
-	38,  // 113: lethe.dsar.v1.DsarService.AttestIdentity:input_type -> lethe.dsar.v1.AttestIdentityRequest
-	40,  // 114: lethe.dsar.v1.DsarService.ExtendDeadline:input_type -> lethe.dsar.v1.ExtendDeadlineRequest
-	42,  // 115: lethe.dsar.v1.DsarService.RejectRequest:input_type -> lethe.dsar.v1.RejectRequestRequest
-	44,  // 116: lethe.dsar.v1.DsarService.CancelRequest:input_type -> lethe.dsar.v1.CancelRequestRequest
-	46,  // 117: lethe.dsar.v1.DsarService.CompleteTask:input_type -> lethe.dsar.v1.CompleteTaskRequest
-	48,  // 118: lethe.dsar.v1.DsarService.RecordReview:input_type -> lethe.dsar.v1.RecordReviewRequest
-	50,  // 119: lethe.dsar.v1.DsarService.GetIdentifiers:input_type -> lethe.dsar.v1.GetIdentifiersRequest
-	54,  // 120: lethe.dsar.v1.DsarService.SubmitData:input_type -> lethe.dsar.v1.SubmitDataRequest
-	56,  // 121: lethe.dsar.v1.DsarService.DownloadPackage:input_type -> lethe.dsar.v1.DownloadPackageRequest
-	58,  // 122: lethe.dsar.v1.DsarService.ConfirmDelivery:input_type -> lethe.dsar.v1.ConfirmDeliveryRequest
-	60,  // 123: lethe.dsar.v1.DsarService.GetReceipt:input_type -> lethe.dsar.v1.GetReceiptRequest
-	29,  // 124: lethe.dsar.v1.DsarService.CreateRequest:output_type -> lethe.dsar.v1.CreateRequestResponse
-	31,  // 125: lethe.dsar.v1.DsarService.GetRequest:output_type -> lethe.dsar.v1.GetRequestResponse
-	33,  // 126: lethe.dsar.v1.DsarService.ListRequests:output_type -> lethe.dsar.v1.ListRequestsResponse
-	35,  // 127: lethe.dsar.v1.DsarService.StartVerification:output_type -> lethe.dsar.v1.StartVerificationResponse
-	37,  // 128: lethe.dsar.v1.DsarService.VerifyIdentity:output_type -> lethe.dsar.v1.VerifyIdentityResponse
-	39,  // 129: lethe.dsar.v1.DsarService.AttestIdentity:output_type -> lethe.dsar.v1.AttestIdentityResponse
-	41,  // 130: lethe.dsar.v1.DsarService.ExtendDeadline:output_type -> lethe.dsar.v1.ExtendDeadlineResponse
-	43,  // 131: lethe.dsar.v1.DsarService.RejectRequest:output_type -> lethe.dsar.v1.RejectRequestResponse
-	45,  // 132: lethe.dsar.v1.DsarService.CancelRequest:output_type -> lethe.dsar.v1.CancelRequestResponse
-	47,  // 133: lethe.dsar.v1.DsarService.CompleteTask:output_type -> lethe.dsar.v1.CompleteTaskResponse
-	49,  // 134: lethe.dsar.v1.DsarService.RecordReview:output_type -> lethe.dsar.v1.RecordReviewResponse
-	51,  // 135: lethe.dsar.v1.DsarService.GetIdentifiers:output_type -> lethe.dsar.v1.GetIdentifiersResponse
-	55,  // 136: lethe.dsar.v1.DsarService.SubmitData:output_type -> lethe.dsar.v1.SubmitDataResponse
-	57,  // 137: lethe.dsar.v1.DsarService.DownloadPackage:output_type -> lethe.dsar.v1.DownloadPackageResponse
-	59,  // 138: lethe.dsar.v1.DsarService.ConfirmDelivery:output_type -> lethe.dsar.v1.ConfirmDeliveryResponse
-	63,  // 139: lethe.dsar.v1.DsarService.GetReceipt:output_type -> lethe.dsar.v1.GetReceiptResponse
-	124, // [124:140] is the sub-list for method output_type
-	108, // [108:124] is the sub-list for method input_type
-	108, // [108:108] is the sub-list for extension type_name
-	108, // [108:108] is the sub-list for extension extendee
-	0,   // [0:108] is the sub-list for field type_name
+	18,  // 10: lethe.dsar.v1.Rejection.remedies:type_name -> lethe.dsar.v1.Remedies
+	69,  // 11: lethe.dsar.v1.Remedies.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
+	70,  // 12: lethe.dsar.v1.Extension.granted_at:type_name -> google.protobuf.Timestamp
+	70,  // 13: lethe.dsar.v1.Deadline.received_at:type_name -> google.protobuf.Timestamp
+	70,  // 14: lethe.dsar.v1.Deadline.statutory_due_at:type_name -> google.protobuf.Timestamp
+	70,  // 15: lethe.dsar.v1.Deadline.sla_due_at:type_name -> google.protobuf.Timestamp
+	71,  // 16: lethe.dsar.v1.Deadline.sla:type_name -> google.protobuf.Duration
+	70,  // 17: lethe.dsar.v1.Deadline.paused_since:type_name -> google.protobuf.Timestamp
+	71,  // 18: lethe.dsar.v1.Deadline.paused:type_name -> google.protobuf.Duration
+	19,  // 19: lethe.dsar.v1.Deadline.extension:type_name -> lethe.dsar.v1.Extension
+	70,  // 20: lethe.dsar.v1.Deadline.entered_at:type_name -> google.protobuf.Timestamp
+	4,   // 21: lethe.dsar.v1.Verification.method:type_name -> lethe.dsar.v1.VerificationMethod
+	70,  // 22: lethe.dsar.v1.Verification.verified_at:type_name -> google.protobuf.Timestamp
+	70,  // 23: lethe.dsar.v1.Verification.code_expires_at:type_name -> google.protobuf.Timestamp
+	1,   // 24: lethe.dsar.v1.Transition.from:type_name -> lethe.dsar.v1.RequestState
+	1,   // 25: lethe.dsar.v1.Transition.to:type_name -> lethe.dsar.v1.RequestState
+	70,  // 26: lethe.dsar.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	65,  // 27: lethe.dsar.v1.HeldCategory.category:type_name -> lethe.common.v1.DataCategory
+	70,  // 28: lethe.dsar.v1.HeldCategory.until:type_name -> google.protobuf.Timestamp
+	72,  // 29: lethe.dsar.v1.SystemResult.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	5,   // 30: lethe.dsar.v1.SystemResult.state:type_name -> lethe.dsar.v1.TaskState
+	73,  // 31: lethe.dsar.v1.SystemResult.outcome:type_name -> lethe.events.v1.OutcomeKind
+	74,  // 32: lethe.dsar.v1.SystemResult.retained:type_name -> lethe.events.v1.Retention
+	70,  // 33: lethe.dsar.v1.SystemResult.answered_at:type_name -> google.protobuf.Timestamp
+	23,  // 34: lethe.dsar.v1.SystemResult.held:type_name -> lethe.dsar.v1.HeldCategory
+	24,  // 35: lethe.dsar.v1.Result.systems:type_name -> lethe.dsar.v1.SystemResult
+	74,  // 36: lethe.dsar.v1.Result.retained:type_name -> lethe.events.v1.Retention
+	23,  // 37: lethe.dsar.v1.Result.held:type_name -> lethe.dsar.v1.HeldCategory
+	70,  // 38: lethe.dsar.v1.Review.reviewed_at:type_name -> google.protobuf.Timestamp
+	70,  // 39: lethe.dsar.v1.PackageInfo.assembled_at:type_name -> google.protobuf.Timestamp
+	70,  // 40: lethe.dsar.v1.PackageInfo.available_until:type_name -> google.protobuf.Timestamp
+	0,   // 41: lethe.dsar.v1.Request.type:type_name -> lethe.dsar.v1.RequestType
+	1,   // 42: lethe.dsar.v1.Request.state:type_name -> lethe.dsar.v1.RequestState
+	7,   // 43: lethe.dsar.v1.Request.requester:type_name -> lethe.dsar.v1.Requester
+	75,  // 44: lethe.dsar.v1.Request.identifier_types:type_name -> lethe.common.v1.IdentifierType
+	9,   // 45: lethe.dsar.v1.Request.access:type_name -> lethe.dsar.v1.AccessDetails
+	10,  // 46: lethe.dsar.v1.Request.rectification:type_name -> lethe.dsar.v1.RectificationDetails
+	11,  // 47: lethe.dsar.v1.Request.erasure:type_name -> lethe.dsar.v1.ErasureDetails
+	12,  // 48: lethe.dsar.v1.Request.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
+	13,  // 49: lethe.dsar.v1.Request.portability:type_name -> lethe.dsar.v1.PortabilityDetails
+	14,  // 50: lethe.dsar.v1.Request.objection:type_name -> lethe.dsar.v1.ObjectionDetails
+	15,  // 51: lethe.dsar.v1.Request.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
+	16,  // 52: lethe.dsar.v1.Request.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
+	20,  // 53: lethe.dsar.v1.Request.deadline:type_name -> lethe.dsar.v1.Deadline
+	21,  // 54: lethe.dsar.v1.Request.verification:type_name -> lethe.dsar.v1.Verification
+	22,  // 55: lethe.dsar.v1.Request.history:type_name -> lethe.dsar.v1.Transition
+	17,  // 56: lethe.dsar.v1.Request.rejection:type_name -> lethe.dsar.v1.Rejection
+	25,  // 57: lethe.dsar.v1.Request.result:type_name -> lethe.dsar.v1.Result
+	26,  // 58: lethe.dsar.v1.Request.review:type_name -> lethe.dsar.v1.Review
+	27,  // 59: lethe.dsar.v1.Request.package:type_name -> lethe.dsar.v1.PackageInfo
+	76,  // 60: lethe.dsar.v1.Request.consent_causes:type_name -> lethe.common.v1.Cause
+	70,  // 61: lethe.dsar.v1.Request.closed_at:type_name -> google.protobuf.Timestamp
+	7,   // 62: lethe.dsar.v1.CreateRequestRequest.requester:type_name -> lethe.dsar.v1.Requester
+	77,  // 63: lethe.dsar.v1.CreateRequestRequest.identifiers:type_name -> lethe.common.v1.Identifier
+	9,   // 64: lethe.dsar.v1.CreateRequestRequest.access:type_name -> lethe.dsar.v1.AccessDetails
+	10,  // 65: lethe.dsar.v1.CreateRequestRequest.rectification:type_name -> lethe.dsar.v1.RectificationDetails
+	11,  // 66: lethe.dsar.v1.CreateRequestRequest.erasure:type_name -> lethe.dsar.v1.ErasureDetails
+	12,  // 67: lethe.dsar.v1.CreateRequestRequest.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
+	13,  // 68: lethe.dsar.v1.CreateRequestRequest.portability:type_name -> lethe.dsar.v1.PortabilityDetails
+	14,  // 69: lethe.dsar.v1.CreateRequestRequest.objection:type_name -> lethe.dsar.v1.ObjectionDetails
+	15,  // 70: lethe.dsar.v1.CreateRequestRequest.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
+	16,  // 71: lethe.dsar.v1.CreateRequestRequest.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
+	70,  // 72: lethe.dsar.v1.CreateRequestRequest.received_at:type_name -> google.protobuf.Timestamp
+	28,  // 73: lethe.dsar.v1.CreateRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 74: lethe.dsar.v1.GetRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	1,   // 75: lethe.dsar.v1.ListRequestsRequest.states:type_name -> lethe.dsar.v1.RequestState
+	6,   // 76: lethe.dsar.v1.ListRequestsRequest.deadline:type_name -> lethe.dsar.v1.DeadlineFilter
+	71,  // 77: lethe.dsar.v1.ListRequestsRequest.due_within:type_name -> google.protobuf.Duration
+	70,  // 78: lethe.dsar.v1.ListRequestsRequest.as_of:type_name -> google.protobuf.Timestamp
+	28,  // 79: lethe.dsar.v1.ListRequestsResponse.requests:type_name -> lethe.dsar.v1.Request
+	4,   // 80: lethe.dsar.v1.StartVerificationResponse.method:type_name -> lethe.dsar.v1.VerificationMethod
+	70,  // 81: lethe.dsar.v1.StartVerificationResponse.expires_at:type_name -> google.protobuf.Timestamp
+	28,  // 82: lethe.dsar.v1.VerifyIdentityResponse.request:type_name -> lethe.dsar.v1.Request
+	4,   // 83: lethe.dsar.v1.AttestIdentityRequest.method:type_name -> lethe.dsar.v1.VerificationMethod
+	28,  // 84: lethe.dsar.v1.AttestIdentityResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 85: lethe.dsar.v1.ExtendDeadlineResponse.request:type_name -> lethe.dsar.v1.Request
+	3,   // 86: lethe.dsar.v1.RejectRequestRequest.reason:type_name -> lethe.dsar.v1.RejectionReason
+	28,  // 87: lethe.dsar.v1.RejectRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 88: lethe.dsar.v1.CancelRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	73,  // 89: lethe.dsar.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
+	74,  // 90: lethe.dsar.v1.CompleteTaskRequest.retained:type_name -> lethe.events.v1.Retention
+	28,  // 91: lethe.dsar.v1.CompleteTaskResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 92: lethe.dsar.v1.RecordReviewResponse.request:type_name -> lethe.dsar.v1.Request
+	77,  // 93: lethe.dsar.v1.GetIdentifiersResponse.identifiers:type_name -> lethe.common.v1.Identifier
+	8,   // 94: lethe.dsar.v1.GetIdentifiersResponse.corrections:type_name -> lethe.dsar.v1.Correction
+	65,  // 95: lethe.dsar.v1.SubmittedRecord.category:type_name -> lethe.common.v1.DataCategory
+	78,  // 96: lethe.dsar.v1.SubmittedRecord.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	54,  // 97: lethe.dsar.v1.SubmitDataRequest.header:type_name -> lethe.dsar.v1.SubmissionHeader
+	53,  // 98: lethe.dsar.v1.SubmitDataRequest.record:type_name -> lethe.dsar.v1.SubmittedRecord
+	27,  // 99: lethe.dsar.v1.DownloadPackageResponse.info:type_name -> lethe.dsar.v1.PackageInfo
+	28,  // 100: lethe.dsar.v1.ConfirmDeliveryResponse.request:type_name -> lethe.dsar.v1.Request
+	73,  // 101: lethe.dsar.v1.ReceiptEntry.outcome:type_name -> lethe.events.v1.OutcomeKind
+	70,  // 102: lethe.dsar.v1.ReceiptEntry.answered_at:type_name -> google.protobuf.Timestamp
+	74,  // 103: lethe.dsar.v1.ReceiptEntry.retained:type_name -> lethe.events.v1.Retention
+	0,   // 104: lethe.dsar.v1.Receipt.type:type_name -> lethe.dsar.v1.RequestType
+	1,   // 105: lethe.dsar.v1.Receipt.state:type_name -> lethe.dsar.v1.RequestState
+	70,  // 106: lethe.dsar.v1.Receipt.received_at:type_name -> google.protobuf.Timestamp
+	70,  // 107: lethe.dsar.v1.Receipt.closed_at:type_name -> google.protobuf.Timestamp
+	62,  // 108: lethe.dsar.v1.Receipt.entries:type_name -> lethe.dsar.v1.ReceiptEntry
+	63,  // 109: lethe.dsar.v1.GetReceiptResponse.receipt:type_name -> lethe.dsar.v1.Receipt
+	29,  // 110: lethe.dsar.v1.DsarService.CreateRequest:input_type -> lethe.dsar.v1.CreateRequestRequest
+	31,  // 111: lethe.dsar.v1.DsarService.GetRequest:input_type -> lethe.dsar.v1.GetRequestRequest
+	33,  // 112: lethe.dsar.v1.DsarService.ListRequests:input_type -> lethe.dsar.v1.ListRequestsRequest
+	35,  // 113: lethe.dsar.v1.DsarService.StartVerification:input_type -> lethe.dsar.v1.StartVerificationRequest
+	37,  // 114: lethe.dsar.v1.DsarService.VerifyIdentity:input_type -> lethe.dsar.v1.VerifyIdentityRequest
+	39,  // 115: lethe.dsar.v1.DsarService.AttestIdentity:input_type -> lethe.dsar.v1.AttestIdentityRequest
+	41,  // 116: lethe.dsar.v1.DsarService.ExtendDeadline:input_type -> lethe.dsar.v1.ExtendDeadlineRequest
+	43,  // 117: lethe.dsar.v1.DsarService.RejectRequest:input_type -> lethe.dsar.v1.RejectRequestRequest
+	45,  // 118: lethe.dsar.v1.DsarService.CancelRequest:input_type -> lethe.dsar.v1.CancelRequestRequest
+	47,  // 119: lethe.dsar.v1.DsarService.CompleteTask:input_type -> lethe.dsar.v1.CompleteTaskRequest
+	49,  // 120: lethe.dsar.v1.DsarService.RecordReview:input_type -> lethe.dsar.v1.RecordReviewRequest
+	51,  // 121: lethe.dsar.v1.DsarService.GetIdentifiers:input_type -> lethe.dsar.v1.GetIdentifiersRequest
+	55,  // 122: lethe.dsar.v1.DsarService.SubmitData:input_type -> lethe.dsar.v1.SubmitDataRequest
+	57,  // 123: lethe.dsar.v1.DsarService.DownloadPackage:input_type -> lethe.dsar.v1.DownloadPackageRequest
+	59,  // 124: lethe.dsar.v1.DsarService.ConfirmDelivery:input_type -> lethe.dsar.v1.ConfirmDeliveryRequest
+	61,  // 125: lethe.dsar.v1.DsarService.GetReceipt:input_type -> lethe.dsar.v1.GetReceiptRequest
+	30,  // 126: lethe.dsar.v1.DsarService.CreateRequest:output_type -> lethe.dsar.v1.CreateRequestResponse
+	32,  // 127: lethe.dsar.v1.DsarService.GetRequest:output_type -> lethe.dsar.v1.GetRequestResponse
+	34,  // 128: lethe.dsar.v1.DsarService.ListRequests:output_type -> lethe.dsar.v1.ListRequestsResponse
+	36,  // 129: lethe.dsar.v1.DsarService.StartVerification:output_type -> lethe.dsar.v1.StartVerificationResponse
+	38,  // 130: lethe.dsar.v1.DsarService.VerifyIdentity:output_type -> lethe.dsar.v1.VerifyIdentityResponse
+	40,  // 131: lethe.dsar.v1.DsarService.AttestIdentity:output_type -> lethe.dsar.v1.AttestIdentityResponse
+	42,  // 132: lethe.dsar.v1.DsarService.ExtendDeadline:output_type -> lethe.dsar.v1.ExtendDeadlineResponse
+	44,  // 133: lethe.dsar.v1.DsarService.RejectRequest:output_type -> lethe.dsar.v1.RejectRequestResponse
+	46,  // 134: lethe.dsar.v1.DsarService.CancelRequest:output_type -> lethe.dsar.v1.CancelRequestResponse
+	48,  // 135: lethe.dsar.v1.DsarService.CompleteTask:output_type -> lethe.dsar.v1.CompleteTaskResponse
+	50,  // 136: lethe.dsar.v1.DsarService.RecordReview:output_type -> lethe.dsar.v1.RecordReviewResponse
+	52,  // 137: lethe.dsar.v1.DsarService.GetIdentifiers:output_type -> lethe.dsar.v1.GetIdentifiersResponse
+	56,  // 138: lethe.dsar.v1.DsarService.SubmitData:output_type -> lethe.dsar.v1.SubmitDataResponse
+	58,  // 139: lethe.dsar.v1.DsarService.DownloadPackage:output_type -> lethe.dsar.v1.DownloadPackageResponse
+	60,  // 140: lethe.dsar.v1.DsarService.ConfirmDelivery:output_type -> lethe.dsar.v1.ConfirmDeliveryResponse
+	64,  // 141: lethe.dsar.v1.DsarService.GetReceipt:output_type -> lethe.dsar.v1.GetReceiptResponse
+	126, // [126:142] is the sub-list for method output_type
+	110, // [110:126] is the sub-list for method input_type
+	110, // [110:110] is the sub-list for extension type_name
+	110, // [110:110] is the sub-list for extension extendee
+	0,   // [0:110] is the sub-list for field type_name
 }
 
 func init() { file_lethe_dsar_v1_dsar_proto_init() }
@@ -5458,7 +5569,7 @@ func file_lethe_dsar_v1_dsar_proto_init() {
 	if File_lethe_dsar_v1_dsar_proto != nil {
 		return
 	}
-	file_lethe_dsar_v1_dsar_proto_msgTypes[20].OneofWrappers = []any{
+	file_lethe_dsar_v1_dsar_proto_msgTypes[21].OneofWrappers = []any{
 		(*Request_Access)(nil),
 		(*Request_Rectification)(nil),
 		(*Request_Erasure)(nil),
@@ -5468,7 +5579,7 @@ func file_lethe_dsar_v1_dsar_proto_init() {
 		(*Request_Withdrawal)(nil),
 		(*Request_AutomatedDecision)(nil),
 	}
-	file_lethe_dsar_v1_dsar_proto_msgTypes[47].OneofWrappers = []any{
+	file_lethe_dsar_v1_dsar_proto_msgTypes[48].OneofWrappers = []any{
 		(*SubmitDataRequest_Header)(nil),
 		(*SubmitDataRequest_Record)(nil),
 	}
@@ -5478,7 +5589,7 @@ func file_lethe_dsar_v1_dsar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_dsar_v1_dsar_proto_rawDesc), len(file_lethe_dsar_v1_dsar_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   57,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -103,7 +103,11 @@ type DsarServiceClient interface {
 	// the extension has passed, counted from the time of receipt.
 	ExtendDeadline(ctx context.Context, in *ExtendDeadlineRequest, opts ...grpc.CallOption) (*ExtendDeadlineResponse, error)
 	// RejectRequest refuses a request, with the reason the subject is told
-	// (Art. 12(4), 12(5)).
+	// (Art. 12(4), 12(5)) and the remedies open to them: a complaint to a
+	// supervisory authority and a judicial remedy. "We hold no data about
+	// you" is not a refusal but a confirmation (Art. 15(1)): a request whose
+	// every system answers NOT_FOUND completes with Result.no_data_held, and
+	// REJECTION_REASON_NO_DATA is refused.
 	RejectRequest(ctx context.Context, in *RejectRequestRequest, opts ...grpc.CallOption) (*RejectRequestResponse, error)
 	// CancelRequest withdraws a request at the subject's wish. Directives
 	// already sent are not recalled.
@@ -353,7 +357,11 @@ type DsarServiceServer interface {
 	// the extension has passed, counted from the time of receipt.
 	ExtendDeadline(context.Context, *ExtendDeadlineRequest) (*ExtendDeadlineResponse, error)
 	// RejectRequest refuses a request, with the reason the subject is told
-	// (Art. 12(4), 12(5)).
+	// (Art. 12(4), 12(5)) and the remedies open to them: a complaint to a
+	// supervisory authority and a judicial remedy. "We hold no data about
+	// you" is not a refusal but a confirmation (Art. 15(1)): a request whose
+	// every system answers NOT_FOUND completes with Result.no_data_held, and
+	// REJECTION_REASON_NO_DATA is refused.
 	RejectRequest(context.Context, *RejectRequestRequest) (*RejectRequestResponse, error)
 	// CancelRequest withdraws a request at the subject's wish. Directives
 	// already sent are not recalled.

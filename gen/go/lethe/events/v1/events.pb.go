@@ -335,6 +335,81 @@ func (OutcomeKind) EnumDescriptor() ([]byte, []int) {
 	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{3}
 }
 
+// ExemptionGround is the ground of GDPR Art. 17(3) on which data may be
+// kept despite an erasure request. An Art. 6(1) basis alone (consent, a
+// contract, legitimate interests) is no such ground: Art. 17(1) obliges
+// erasure "without undue delay" and Art. 17(3) lists the only exceptions.
+type ExemptionGround int32
+
+const (
+	// Not stated; never valid on a retention.
+	ExemptionGround_EXEMPTION_GROUND_UNSPECIFIED ExemptionGround = 0
+	// Art. 17(3)(a): exercising the right of freedom of expression and
+	// information.
+	ExemptionGround_EXEMPTION_GROUND_FREEDOM_OF_EXPRESSION ExemptionGround = 1
+	// Art. 17(3)(b): compliance with a legal obligation which requires
+	// processing by Union or Member State law, or a task carried out in the
+	// public interest or in the exercise of official authority; the law is
+	// named in Retention.law.
+	ExemptionGround_EXEMPTION_GROUND_LEGAL_OBLIGATION ExemptionGround = 2
+	// Art. 17(3)(c): reasons of public interest in the area of public health
+	// (Art. 9(2)(h) and (i), Art. 9(3)).
+	ExemptionGround_EXEMPTION_GROUND_PUBLIC_HEALTH ExemptionGround = 3
+	// Art. 17(3)(d): archiving in the public interest, scientific or
+	// historical research or statistics under Art. 89(1), where erasure would
+	// render impossible or seriously impair the objectives.
+	ExemptionGround_EXEMPTION_GROUND_ARCHIVING_RESEARCH_STATISTICS ExemptionGround = 4
+	// Art. 17(3)(e): the establishment, exercise or defence of legal claims.
+	ExemptionGround_EXEMPTION_GROUND_LEGAL_CLAIMS ExemptionGround = 5
+)
+
+// Enum value maps for ExemptionGround.
+var (
+	ExemptionGround_name = map[int32]string{
+		0: "EXEMPTION_GROUND_UNSPECIFIED",
+		1: "EXEMPTION_GROUND_FREEDOM_OF_EXPRESSION",
+		2: "EXEMPTION_GROUND_LEGAL_OBLIGATION",
+		3: "EXEMPTION_GROUND_PUBLIC_HEALTH",
+		4: "EXEMPTION_GROUND_ARCHIVING_RESEARCH_STATISTICS",
+		5: "EXEMPTION_GROUND_LEGAL_CLAIMS",
+	}
+	ExemptionGround_value = map[string]int32{
+		"EXEMPTION_GROUND_UNSPECIFIED":                   0,
+		"EXEMPTION_GROUND_FREEDOM_OF_EXPRESSION":         1,
+		"EXEMPTION_GROUND_LEGAL_OBLIGATION":              2,
+		"EXEMPTION_GROUND_PUBLIC_HEALTH":                 3,
+		"EXEMPTION_GROUND_ARCHIVING_RESEARCH_STATISTICS": 4,
+		"EXEMPTION_GROUND_LEGAL_CLAIMS":                  5,
+	}
+)
+
+func (x ExemptionGround) Enum() *ExemptionGround {
+	p := new(ExemptionGround)
+	*p = x
+	return p
+}
+
+func (x ExemptionGround) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ExemptionGround) Descriptor() protoreflect.EnumDescriptor {
+	return file_lethe_events_v1_events_proto_enumTypes[4].Descriptor()
+}
+
+func (ExemptionGround) Type() protoreflect.EnumType {
+	return &file_lethe_events_v1_events_proto_enumTypes[4]
+}
+
+func (x ExemptionGround) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ExemptionGround.Descriptor instead.
+func (ExemptionGround) EnumDescriptor() ([]byte, []int) {
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{4}
+}
+
 // Event is the envelope of everything a Lethe service publishes. Exactly one
 // body is set; its field name gives the event's subject (see the package
 // documentation).
@@ -1549,7 +1624,17 @@ type Retention struct {
 	BasisDetail string `protobuf:"bytes,3,opt,name=basis_detail,json=basisDetail,proto3" json:"basis_detail,omitempty"`
 	// Until when the data is kept; the retention service schedules its
 	// erasure for then.
-	Until         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=until,proto3" json:"until,omitempty"`
+	Until *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=until,proto3" json:"until,omitempty"`
+	// The Art. 17(3) ground that allows keeping the data despite the
+	// erasure. Required: a RETAINED answer without one is refused
+	// (InvalidArgument from CompleteTask, an error from the SDK, a FAILED
+	// task when it arrives on the stream).
+	Exemption ExemptionGround `protobuf:"varint,5,opt,name=exemption,proto3,enum=lethe.events.v1.ExemptionGround" json:"exemption,omitempty"`
+	// For EXEMPTION_GROUND_LEGAL_OBLIGATION: the Union or Member State law
+	// that requires keeping the data, cited by act and section ("Swedish
+	// Accounting Act (1999:1078), ch. 7 § 2"). Required for that ground,
+	// optional for the others.
+	Law           string `protobuf:"bytes,6,opt,name=law,proto3" json:"law,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1610,6 +1695,20 @@ func (x *Retention) GetUntil() *timestamppb.Timestamp {
 		return x.Until
 	}
 	return nil
+}
+
+func (x *Retention) GetExemption() ExemptionGround {
+	if x != nil {
+		return x.Exemption
+	}
+	return ExemptionGround_EXEMPTION_GROUND_UNSPECIFIED
+}
+
+func (x *Retention) GetLaw() string {
+	if x != nil {
+		return x.Law
+	}
+	return ""
 }
 
 // Outcome is a system's answer to one event: its task's final state. It is
@@ -1877,7 +1976,7 @@ const file_lethe_events_v1_events_proto_rawDesc = "" +
 	"\x06system\x18\x01 \x01(\v2\x1b.lethe.events.v1.SystemInfoB\x06\xbaH\x03\xc8\x01\x01R\x06system\"\x8e\x01\n" +
 	"\rSystemRemoved\x12>\n" +
 	"\tsystem_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\bsystemId\x12=\n" +
-	"\feffective_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\veffectiveAt\"\xfd\x01\n" +
+	"\feffective_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\veffectiveAt\"\xe3\x02\n" +
 	"\tRetention\x12=\n" +
 	"\n" +
 	"categories\x18\x01 \x03(\v2\x1d.lethe.common.v1.DataCategoryR\n" +
@@ -1887,7 +1986,9 @@ const file_lethe_events_v1_events_proto_rawDesc = "" +
 	"legalBasis\x12-\n" +
 	"\fbasis_detail\x18\x03 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xe8\aR\vbasisDetail\x128\n" +
-	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x05until\"\xd1\x05\n" +
+	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x05until\x12H\n" +
+	"\texemption\x18\x05 \x01(\x0e2 .lethe.events.v1.ExemptionGroundB\b\xbaH\x05\x82\x01\x02\x10\x01R\texemption\x12\x1a\n" +
+	"\x03law\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\x03law\"\xd1\x05\n" +
 	"\aOutcome\x12\"\n" +
 	"\bevent_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\aeventId\x12>\n" +
 	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12>\n" +
@@ -1930,7 +2031,14 @@ const file_lethe_events_v1_events_proto_rawDesc = "" +
 	"\x15OUTCOME_KIND_RETAINED\x10\x06\x12\x18\n" +
 	"\x14OUTCOME_KIND_APPLIED\x10\a\x12\x1f\n" +
 	"\x1bOUTCOME_KIND_NOT_APPLICABLE\x10\b\x12\x17\n" +
-	"\x13OUTCOME_KIND_FAILED\x10\tB\xc0\x01\n" +
+	"\x13OUTCOME_KIND_FAILED\x10\t*\x81\x02\n" +
+	"\x0fExemptionGround\x12 \n" +
+	"\x1cEXEMPTION_GROUND_UNSPECIFIED\x10\x00\x12*\n" +
+	"&EXEMPTION_GROUND_FREEDOM_OF_EXPRESSION\x10\x01\x12%\n" +
+	"!EXEMPTION_GROUND_LEGAL_OBLIGATION\x10\x02\x12\"\n" +
+	"\x1eEXEMPTION_GROUND_PUBLIC_HEALTH\x10\x03\x122\n" +
+	".EXEMPTION_GROUND_ARCHIVING_RESEARCH_STATISTICS\x10\x04\x12!\n" +
+	"\x1dEXEMPTION_GROUND_LEGAL_CLAIMS\x10\x05B\xc0\x01\n" +
 	"\x13com.lethe.events.v1B\vEventsProtoP\x01Z>github.com/lethe-privacy/lethe/gen/go/lethe/events/v1;eventsv1\xa2\x02\x03LEX\xaa\x02\x0fLethe.Events.V1\xca\x02\x0fLethe\\Events\\V1\xe2\x02\x1bLethe\\Events\\V1\\GPBMetadata\xea\x02\x11Lethe::Events::V1b\x06proto3"
 
 var (
@@ -1945,84 +2053,86 @@ func file_lethe_events_v1_events_proto_rawDescGZIP() []byte {
 	return file_lethe_events_v1_events_proto_rawDescData
 }
 
-var file_lethe_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_lethe_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_lethe_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_lethe_events_v1_events_proto_goTypes = []any{
 	(ErasureAction)(0),             // 0: lethe.events.v1.ErasureAction
 	(ObjectionScope)(0),            // 1: lethe.events.v1.ObjectionScope
 	(RestrictionGround)(0),         // 2: lethe.events.v1.RestrictionGround
 	(OutcomeKind)(0),               // 3: lethe.events.v1.OutcomeKind
-	(*Event)(nil),                  // 4: lethe.events.v1.Event
-	(*Scope)(nil),                  // 5: lethe.events.v1.Scope
-	(*ErasureRequested)(nil),       // 6: lethe.events.v1.ErasureRequested
-	(*RectificationRequested)(nil), // 7: lethe.events.v1.RectificationRequested
-	(*AccessRequested)(nil),        // 8: lethe.events.v1.AccessRequested
-	(*ConsentWithdrawn)(nil),       // 9: lethe.events.v1.ConsentWithdrawn
-	(*ObjectionRecorded)(nil),      // 10: lethe.events.v1.ObjectionRecorded
-	(*RestrictionApplied)(nil),     // 11: lethe.events.v1.RestrictionApplied
-	(*RestrictionLifted)(nil),      // 12: lethe.events.v1.RestrictionLifted
-	(*TenantRegistered)(nil),       // 13: lethe.events.v1.TenantRegistered
-	(*TenantChanged)(nil),          // 14: lethe.events.v1.TenantChanged
-	(*TenantRemoved)(nil),          // 15: lethe.events.v1.TenantRemoved
-	(*SystemInfo)(nil),             // 16: lethe.events.v1.SystemInfo
-	(*SystemRegistered)(nil),       // 17: lethe.events.v1.SystemRegistered
-	(*SystemChanged)(nil),          // 18: lethe.events.v1.SystemChanged
-	(*SystemRemoved)(nil),          // 19: lethe.events.v1.SystemRemoved
-	(*Retention)(nil),              // 20: lethe.events.v1.Retention
-	(*Outcome)(nil),                // 21: lethe.events.v1.Outcome
-	(*OutcomeBatch)(nil),           // 22: lethe.events.v1.OutcomeBatch
-	(*v1.Cause)(nil),               // 23: lethe.common.v1.Cause
-	(*timestamppb.Timestamp)(nil),  // 24: google.protobuf.Timestamp
-	(*v1.DataCategory)(nil),        // 25: lethe.common.v1.DataCategory
-	(v1.LegalBasis)(0),             // 26: lethe.common.v1.LegalBasis
-	(v1.SystemKind)(0),             // 27: lethe.common.v1.SystemKind
-	(v1.AnswerMode)(0),             // 28: lethe.common.v1.AnswerMode
+	(ExemptionGround)(0),           // 4: lethe.events.v1.ExemptionGround
+	(*Event)(nil),                  // 5: lethe.events.v1.Event
+	(*Scope)(nil),                  // 6: lethe.events.v1.Scope
+	(*ErasureRequested)(nil),       // 7: lethe.events.v1.ErasureRequested
+	(*RectificationRequested)(nil), // 8: lethe.events.v1.RectificationRequested
+	(*AccessRequested)(nil),        // 9: lethe.events.v1.AccessRequested
+	(*ConsentWithdrawn)(nil),       // 10: lethe.events.v1.ConsentWithdrawn
+	(*ObjectionRecorded)(nil),      // 11: lethe.events.v1.ObjectionRecorded
+	(*RestrictionApplied)(nil),     // 12: lethe.events.v1.RestrictionApplied
+	(*RestrictionLifted)(nil),      // 13: lethe.events.v1.RestrictionLifted
+	(*TenantRegistered)(nil),       // 14: lethe.events.v1.TenantRegistered
+	(*TenantChanged)(nil),          // 15: lethe.events.v1.TenantChanged
+	(*TenantRemoved)(nil),          // 16: lethe.events.v1.TenantRemoved
+	(*SystemInfo)(nil),             // 17: lethe.events.v1.SystemInfo
+	(*SystemRegistered)(nil),       // 18: lethe.events.v1.SystemRegistered
+	(*SystemChanged)(nil),          // 19: lethe.events.v1.SystemChanged
+	(*SystemRemoved)(nil),          // 20: lethe.events.v1.SystemRemoved
+	(*Retention)(nil),              // 21: lethe.events.v1.Retention
+	(*Outcome)(nil),                // 22: lethe.events.v1.Outcome
+	(*OutcomeBatch)(nil),           // 23: lethe.events.v1.OutcomeBatch
+	(*v1.Cause)(nil),               // 24: lethe.common.v1.Cause
+	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
+	(*v1.DataCategory)(nil),        // 26: lethe.common.v1.DataCategory
+	(v1.LegalBasis)(0),             // 27: lethe.common.v1.LegalBasis
+	(v1.SystemKind)(0),             // 28: lethe.common.v1.SystemKind
+	(v1.AnswerMode)(0),             // 29: lethe.common.v1.AnswerMode
 }
 var file_lethe_events_v1_events_proto_depIdxs = []int32{
-	23, // 0: lethe.events.v1.Event.cause:type_name -> lethe.common.v1.Cause
-	24, // 1: lethe.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
-	24, // 2: lethe.events.v1.Event.answer_by:type_name -> google.protobuf.Timestamp
-	6,  // 3: lethe.events.v1.Event.erasure_requested:type_name -> lethe.events.v1.ErasureRequested
-	7,  // 4: lethe.events.v1.Event.rectification_requested:type_name -> lethe.events.v1.RectificationRequested
-	8,  // 5: lethe.events.v1.Event.access_requested:type_name -> lethe.events.v1.AccessRequested
-	9,  // 6: lethe.events.v1.Event.consent_withdrawn:type_name -> lethe.events.v1.ConsentWithdrawn
-	10, // 7: lethe.events.v1.Event.objection_recorded:type_name -> lethe.events.v1.ObjectionRecorded
-	11, // 8: lethe.events.v1.Event.restriction_applied:type_name -> lethe.events.v1.RestrictionApplied
-	12, // 9: lethe.events.v1.Event.restriction_lifted:type_name -> lethe.events.v1.RestrictionLifted
-	13, // 10: lethe.events.v1.Event.tenant_registered:type_name -> lethe.events.v1.TenantRegistered
-	14, // 11: lethe.events.v1.Event.tenant_changed:type_name -> lethe.events.v1.TenantChanged
-	15, // 12: lethe.events.v1.Event.tenant_removed:type_name -> lethe.events.v1.TenantRemoved
-	17, // 13: lethe.events.v1.Event.system_registered:type_name -> lethe.events.v1.SystemRegistered
-	18, // 14: lethe.events.v1.Event.system_changed:type_name -> lethe.events.v1.SystemChanged
-	19, // 15: lethe.events.v1.Event.system_removed:type_name -> lethe.events.v1.SystemRemoved
-	25, // 16: lethe.events.v1.Scope.categories:type_name -> lethe.common.v1.DataCategory
-	5,  // 17: lethe.events.v1.ErasureRequested.scope:type_name -> lethe.events.v1.Scope
+	24, // 0: lethe.events.v1.Event.cause:type_name -> lethe.common.v1.Cause
+	25, // 1: lethe.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	25, // 2: lethe.events.v1.Event.answer_by:type_name -> google.protobuf.Timestamp
+	7,  // 3: lethe.events.v1.Event.erasure_requested:type_name -> lethe.events.v1.ErasureRequested
+	8,  // 4: lethe.events.v1.Event.rectification_requested:type_name -> lethe.events.v1.RectificationRequested
+	9,  // 5: lethe.events.v1.Event.access_requested:type_name -> lethe.events.v1.AccessRequested
+	10, // 6: lethe.events.v1.Event.consent_withdrawn:type_name -> lethe.events.v1.ConsentWithdrawn
+	11, // 7: lethe.events.v1.Event.objection_recorded:type_name -> lethe.events.v1.ObjectionRecorded
+	12, // 8: lethe.events.v1.Event.restriction_applied:type_name -> lethe.events.v1.RestrictionApplied
+	13, // 9: lethe.events.v1.Event.restriction_lifted:type_name -> lethe.events.v1.RestrictionLifted
+	14, // 10: lethe.events.v1.Event.tenant_registered:type_name -> lethe.events.v1.TenantRegistered
+	15, // 11: lethe.events.v1.Event.tenant_changed:type_name -> lethe.events.v1.TenantChanged
+	16, // 12: lethe.events.v1.Event.tenant_removed:type_name -> lethe.events.v1.TenantRemoved
+	18, // 13: lethe.events.v1.Event.system_registered:type_name -> lethe.events.v1.SystemRegistered
+	19, // 14: lethe.events.v1.Event.system_changed:type_name -> lethe.events.v1.SystemChanged
+	20, // 15: lethe.events.v1.Event.system_removed:type_name -> lethe.events.v1.SystemRemoved
+	26, // 16: lethe.events.v1.Scope.categories:type_name -> lethe.common.v1.DataCategory
+	6,  // 17: lethe.events.v1.ErasureRequested.scope:type_name -> lethe.events.v1.Scope
 	0,  // 18: lethe.events.v1.ErasureRequested.action:type_name -> lethe.events.v1.ErasureAction
-	25, // 19: lethe.events.v1.RectificationRequested.categories:type_name -> lethe.common.v1.DataCategory
-	5,  // 20: lethe.events.v1.AccessRequested.scope:type_name -> lethe.events.v1.Scope
-	26, // 21: lethe.events.v1.AccessRequested.legal_bases:type_name -> lethe.common.v1.LegalBasis
+	26, // 19: lethe.events.v1.RectificationRequested.categories:type_name -> lethe.common.v1.DataCategory
+	6,  // 20: lethe.events.v1.AccessRequested.scope:type_name -> lethe.events.v1.Scope
+	27, // 21: lethe.events.v1.AccessRequested.legal_bases:type_name -> lethe.common.v1.LegalBasis
 	1,  // 22: lethe.events.v1.ObjectionRecorded.scope:type_name -> lethe.events.v1.ObjectionScope
 	2,  // 23: lethe.events.v1.RestrictionApplied.ground:type_name -> lethe.events.v1.RestrictionGround
-	27, // 24: lethe.events.v1.SystemInfo.kind:type_name -> lethe.common.v1.SystemKind
-	28, // 25: lethe.events.v1.SystemInfo.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	25, // 26: lethe.events.v1.SystemInfo.categories:type_name -> lethe.common.v1.DataCategory
-	24, // 27: lethe.events.v1.SystemInfo.effective_at:type_name -> google.protobuf.Timestamp
-	16, // 28: lethe.events.v1.SystemRegistered.system:type_name -> lethe.events.v1.SystemInfo
-	16, // 29: lethe.events.v1.SystemChanged.system:type_name -> lethe.events.v1.SystemInfo
-	24, // 30: lethe.events.v1.SystemRemoved.effective_at:type_name -> google.protobuf.Timestamp
-	25, // 31: lethe.events.v1.Retention.categories:type_name -> lethe.common.v1.DataCategory
-	26, // 32: lethe.events.v1.Retention.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	24, // 33: lethe.events.v1.Retention.until:type_name -> google.protobuf.Timestamp
-	23, // 34: lethe.events.v1.Outcome.cause:type_name -> lethe.common.v1.Cause
-	3,  // 35: lethe.events.v1.Outcome.kind:type_name -> lethe.events.v1.OutcomeKind
-	20, // 36: lethe.events.v1.Outcome.retained:type_name -> lethe.events.v1.Retention
-	24, // 37: lethe.events.v1.Outcome.reported_at:type_name -> google.protobuf.Timestamp
-	21, // 38: lethe.events.v1.OutcomeBatch.outcomes:type_name -> lethe.events.v1.Outcome
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	28, // 24: lethe.events.v1.SystemInfo.kind:type_name -> lethe.common.v1.SystemKind
+	29, // 25: lethe.events.v1.SystemInfo.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	26, // 26: lethe.events.v1.SystemInfo.categories:type_name -> lethe.common.v1.DataCategory
+	25, // 27: lethe.events.v1.SystemInfo.effective_at:type_name -> google.protobuf.Timestamp
+	17, // 28: lethe.events.v1.SystemRegistered.system:type_name -> lethe.events.v1.SystemInfo
+	17, // 29: lethe.events.v1.SystemChanged.system:type_name -> lethe.events.v1.SystemInfo
+	25, // 30: lethe.events.v1.SystemRemoved.effective_at:type_name -> google.protobuf.Timestamp
+	26, // 31: lethe.events.v1.Retention.categories:type_name -> lethe.common.v1.DataCategory
+	27, // 32: lethe.events.v1.Retention.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	25, // 33: lethe.events.v1.Retention.until:type_name -> google.protobuf.Timestamp
+	4,  // 34: lethe.events.v1.Retention.exemption:type_name -> lethe.events.v1.ExemptionGround
+	24, // 35: lethe.events.v1.Outcome.cause:type_name -> lethe.common.v1.Cause
+	3,  // 36: lethe.events.v1.Outcome.kind:type_name -> lethe.events.v1.OutcomeKind
+	21, // 37: lethe.events.v1.Outcome.retained:type_name -> lethe.events.v1.Retention
+	25, // 38: lethe.events.v1.Outcome.reported_at:type_name -> google.protobuf.Timestamp
+	22, // 39: lethe.events.v1.OutcomeBatch.outcomes:type_name -> lethe.events.v1.Outcome
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_lethe_events_v1_events_proto_init() }
@@ -2050,7 +2160,7 @@ func file_lethe_events_v1_events_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_events_v1_events_proto_rawDesc), len(file_lethe_events_v1_events_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,

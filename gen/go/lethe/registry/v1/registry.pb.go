@@ -94,6 +94,78 @@ func (VerificationChannel) EnumDescriptor() ([]byte, []int) {
 	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{0}
 }
 
+// DataProvenance says where personal data of a category comes from.
+type DataProvenance int32
+
+const (
+	// Not stated: inherited from the parent category.
+	DataProvenance_DATA_PROVENANCE_UNSPECIFIED DataProvenance = 0
+	// Actively and knowingly provided by the subject (a sign-up form, an
+	// address given for delivery). Portable (Art. 20(1)).
+	DataProvenance_DATA_PROVENANCE_PROVIDED DataProvenance = 1
+	// Observed from the subject's use of the service or a device (activity
+	// logs, search history, location traces). Portable: "provided by" the
+	// subject in WP242 rev.01's reading of Art. 20(1).
+	DataProvenance_DATA_PROVENANCE_OBSERVED DataProvenance = 2
+	// Inferred by the controller from other data (an interest profile, a
+	// segment). Not portable.
+	DataProvenance_DATA_PROVENANCE_INFERRED DataProvenance = 3
+	// Derived by the controller from other data (a computed score,
+	// aggregates). Not portable.
+	DataProvenance_DATA_PROVENANCE_DERIVED DataProvenance = 4
+	// Obtained from a third party or a public source (a credit bureau's
+	// rating, a company register). Not portable; Art. 14 and Art. 15(1)(g)
+	// name the source.
+	DataProvenance_DATA_PROVENANCE_THIRD_PARTY DataProvenance = 5
+)
+
+// Enum value maps for DataProvenance.
+var (
+	DataProvenance_name = map[int32]string{
+		0: "DATA_PROVENANCE_UNSPECIFIED",
+		1: "DATA_PROVENANCE_PROVIDED",
+		2: "DATA_PROVENANCE_OBSERVED",
+		3: "DATA_PROVENANCE_INFERRED",
+		4: "DATA_PROVENANCE_DERIVED",
+		5: "DATA_PROVENANCE_THIRD_PARTY",
+	}
+	DataProvenance_value = map[string]int32{
+		"DATA_PROVENANCE_UNSPECIFIED": 0,
+		"DATA_PROVENANCE_PROVIDED":    1,
+		"DATA_PROVENANCE_OBSERVED":    2,
+		"DATA_PROVENANCE_INFERRED":    3,
+		"DATA_PROVENANCE_DERIVED":     4,
+		"DATA_PROVENANCE_THIRD_PARTY": 5,
+	}
+)
+
+func (x DataProvenance) Enum() *DataProvenance {
+	p := new(DataProvenance)
+	*p = x
+	return p
+}
+
+func (x DataProvenance) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DataProvenance) Descriptor() protoreflect.EnumDescriptor {
+	return file_lethe_registry_v1_registry_proto_enumTypes[1].Descriptor()
+}
+
+func (DataProvenance) Type() protoreflect.EnumType {
+	return &file_lethe_registry_v1_registry_proto_enumTypes[1]
+}
+
+func (x DataProvenance) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DataProvenance.Descriptor instead.
+func (DataProvenance) EnumDescriptor() ([]byte, []int) {
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+}
+
 // TenantRole is the tenant's role toward the processing a system does.
 type TenantRole int32
 
@@ -136,11 +208,11 @@ func (x TenantRole) String() string {
 }
 
 func (TenantRole) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[1].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[2].Descriptor()
 }
 
 func (TenantRole) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[1]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[2]
 }
 
 func (x TenantRole) Number() protoreflect.EnumNumber {
@@ -149,7 +221,7 @@ func (x TenantRole) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TenantRole.Descriptor instead.
 func (TenantRole) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{2}
 }
 
 // TransferMechanism is the legal ground for a transfer of personal data
@@ -210,11 +282,11 @@ func (x TransferMechanism) String() string {
 }
 
 func (TransferMechanism) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[2].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[3].Descriptor()
 }
 
 func (TransferMechanism) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[2]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[3]
 }
 
 func (x TransferMechanism) Number() protoreflect.EnumNumber {
@@ -223,7 +295,7 @@ func (x TransferMechanism) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TransferMechanism.Descriptor instead.
 func (TransferMechanism) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{2}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{3}
 }
 
 // Severity ranks a finding.
@@ -268,11 +340,11 @@ func (x Severity) String() string {
 }
 
 func (Severity) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[3].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[4].Descriptor()
 }
 
 func (Severity) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[3]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[4]
 }
 
 func (x Severity) Number() protoreflect.EnumNumber {
@@ -281,7 +353,66 @@ func (x Severity) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Severity.Descriptor instead.
 func (Severity) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+}
+
+// Art22Exception is the Art. 22(2) exception under which a decision based
+// solely on automated processing is allowed.
+type Art22Exception int32
+
+const (
+	// Not stated.
+	Art22Exception_ART22_EXCEPTION_UNSPECIFIED Art22Exception = 0
+	// Art. 22(2)(a): necessary for entering into or performing a contract
+	// with the subject.
+	Art22Exception_ART22_EXCEPTION_CONTRACT Art22Exception = 1
+	// Art. 22(2)(b): authorised by Union or Member State law.
+	Art22Exception_ART22_EXCEPTION_AUTHORISED_BY_LAW Art22Exception = 2
+	// Art. 22(2)(c): the subject's explicit consent.
+	Art22Exception_ART22_EXCEPTION_EXPLICIT_CONSENT Art22Exception = 3
+)
+
+// Enum value maps for Art22Exception.
+var (
+	Art22Exception_name = map[int32]string{
+		0: "ART22_EXCEPTION_UNSPECIFIED",
+		1: "ART22_EXCEPTION_CONTRACT",
+		2: "ART22_EXCEPTION_AUTHORISED_BY_LAW",
+		3: "ART22_EXCEPTION_EXPLICIT_CONSENT",
+	}
+	Art22Exception_value = map[string]int32{
+		"ART22_EXCEPTION_UNSPECIFIED":       0,
+		"ART22_EXCEPTION_CONTRACT":          1,
+		"ART22_EXCEPTION_AUTHORISED_BY_LAW": 2,
+		"ART22_EXCEPTION_EXPLICIT_CONSENT":  3,
+	}
+)
+
+func (x Art22Exception) Enum() *Art22Exception {
+	p := new(Art22Exception)
+	*p = x
+	return p
+}
+
+func (x Art22Exception) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Art22Exception) Descriptor() protoreflect.EnumDescriptor {
+	return file_lethe_registry_v1_registry_proto_enumTypes[5].Descriptor()
+}
+
+func (Art22Exception) Type() protoreflect.EnumType {
+	return &file_lethe_registry_v1_registry_proto_enumTypes[5]
+}
+
+func (x Art22Exception) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Art22Exception.Descriptor instead.
+func (Art22Exception) EnumDescriptor() ([]byte, []int) {
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{5}
 }
 
 // ExportFormat is the form of an export.
@@ -325,11 +456,11 @@ func (x ExportFormat) String() string {
 }
 
 func (ExportFormat) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[4].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[6].Descriptor()
 }
 
 func (ExportFormat) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[4]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[6]
 }
 
 func (x ExportFormat) Number() protoreflect.EnumNumber {
@@ -338,7 +469,7 @@ func (x ExportFormat) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ExportFormat.Descriptor instead.
 func (ExportFormat) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{6}
 }
 
 // Tenant is a data controller that uses Lethe.
@@ -1120,7 +1251,15 @@ type Category struct {
 	Sensitive bool `protobuf:"varint,4,opt,name=sensitive,proto3" json:"sensitive,omitempty"`
 	// Whether the category is built into Lethe rather than defined by the
 	// tenant. Output only.
-	BuiltIn       bool `protobuf:"varint,5,opt,name=built_in,json=builtIn,proto3" json:"built_in,omitempty"`
+	BuiltIn bool `protobuf:"varint,5,opt,name=built_in,json=builtIn,proto3" json:"built_in,omitempty"`
+	// Where data of the category comes from. It decides what a portability
+	// request covers: only data the subject provided, including data
+	// observed from their use of the service (Art. 20(1); Article 29 Working
+	// Party, Guidelines on the right to data portability, WP242 rev.01,
+	// section III). Unset: inherited from the nearest ancestor that states
+	// one; when none does, the category is left out of portable copies
+	// (fail closed) and counted in the package's manifest.
+	Provenance    DataProvenance `protobuf:"varint,6,opt,name=provenance,proto3,enum=lethe.registry.v1.DataProvenance" json:"provenance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1188,6 +1327,13 @@ func (x *Category) GetBuiltIn() bool {
 		return x.BuiltIn
 	}
 	return false
+}
+
+func (x *Category) GetProvenance() DataProvenance {
+	if x != nil {
+		return x.Provenance
+	}
+	return DataProvenance_DATA_PROVENANCE_UNSPECIFIED
 }
 
 // DefineCategoryRequest adds a category to a tenant's taxonomy.
@@ -1505,6 +1651,64 @@ func (x *Transfer) GetReference() string {
 	return ""
 }
 
+// HeldIdentifier says in which forms a system holds one kind of identifier,
+// so that the claim check hands it those forms and no other (data
+// minimisation, GDPR Art. 5(1)(c); a plain e-mail address given to a
+// platform that holds only its hash is a new disclosure).
+type HeldIdentifier struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The kind of identifier.
+	Type v1.IdentifierType `protobuf:"varint,1,opt,name=type,proto3,enum=lethe.common.v1.IdentifierType" json:"type,omitempty"`
+	// The forms the system holds it in.
+	Forms         []v1.IdentifierForm `protobuf:"varint,2,rep,packed,name=forms,proto3,enum=lethe.common.v1.IdentifierForm" json:"forms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldIdentifier) Reset() {
+	*x = HeldIdentifier{}
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldIdentifier) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldIdentifier) ProtoMessage() {}
+
+func (x *HeldIdentifier) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldIdentifier.ProtoReflect.Descriptor instead.
+func (*HeldIdentifier) Descriptor() ([]byte, []int) {
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *HeldIdentifier) GetType() v1.IdentifierType {
+	if x != nil {
+		return x.Type
+	}
+	return v1.IdentifierType(0)
+}
+
+func (x *HeldIdentifier) GetForms() []v1.IdentifierForm {
+	if x != nil {
+		return x.Forms
+	}
+	return nil
+}
+
 // System is one version of anything that holds personal data for a tenant.
 type System struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1520,7 +1724,11 @@ type System struct {
 	ParentSystemId string `protobuf:"bytes,4,opt,name=parent_system_id,json=parentSystemId,proto3" json:"parent_system_id,omitempty"`
 	// The tenant's role toward the system's processing.
 	TenantRole TenantRole `protobuf:"varint,5,opt,name=tenant_role,json=tenantRole,proto3,enum=lethe.registry.v1.TenantRole" json:"tenant_role,omitempty"`
-	// Where the data is processed, ISO 3166-1 alpha-2 ("IE", "US").
+	// Where the data is processed, ISO 3166-1 alpha-2 ("IE", "US"). Empty
+	// when not known (a privacy policy that names a processor but not where
+	// it processes): the system is then treated as outside the EU/EEA and
+	// its transfer findings say the country is unknown, rather than a
+	// country being guessed.
 	Country string `protobuf:"bytes,6,opt,name=country,proto3" json:"country,omitempty"`
 	// The data categories the system holds.
 	Categories []*v1.DataCategory `protobuf:"bytes,7,rep,name=categories,proto3" json:"categories,omitempty"`
@@ -1538,14 +1746,20 @@ type System struct {
 	// What the system does with the data.
 	Description string `protobuf:"bytes,13,opt,name=description,proto3" json:"description,omitempty"`
 	// When this version takes effect; now when unset on a mutation.
-	EffectiveAt   *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=effective_at,json=effectiveAt,proto3" json:"effective_at,omitempty"`
+	EffectiveAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=effective_at,json=effectiveAt,proto3" json:"effective_at,omitempty"`
+	// The kinds of identifier the system holds and in which forms. When
+	// set, the claim check (DsarService.GetIdentifiers) gives the system only
+	// identifiers of these kinds, each in the forms listed, never the plain
+	// value of a kind held only hashed. When empty, the system is given every
+	// identifier of the request in plain form.
+	Identifiers   []*HeldIdentifier `protobuf:"bytes,15,rep,name=identifiers,proto3" json:"identifiers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *System) Reset() {
 	*x = System{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1771,7 @@ func (x *System) String() string {
 func (*System) ProtoMessage() {}
 
 func (x *System) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1784,7 @@ func (x *System) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use System.ProtoReflect.Descriptor instead.
 func (*System) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *System) GetSystemId() string {
@@ -1671,6 +1885,13 @@ func (x *System) GetEffectiveAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *System) GetIdentifiers() []*HeldIdentifier {
+	if x != nil {
+		return x.Identifiers
+	}
+	return nil
+}
+
 // SystemVersion is one entry of a system's history.
 type SystemVersion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1686,7 +1907,7 @@ type SystemVersion struct {
 
 func (x *SystemVersion) Reset() {
 	*x = SystemVersion{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +1919,7 @@ func (x *SystemVersion) String() string {
 func (*SystemVersion) ProtoMessage() {}
 
 func (x *SystemVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +1932,7 @@ func (x *SystemVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SystemVersion.ProtoReflect.Descriptor instead.
 func (*SystemVersion) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SystemVersion) GetSystem() *System {
@@ -1752,7 +1973,7 @@ type RegisterSystemRequest struct {
 
 func (x *RegisterSystemRequest) Reset() {
 	*x = RegisterSystemRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1985,7 @@ func (x *RegisterSystemRequest) String() string {
 func (*RegisterSystemRequest) ProtoMessage() {}
 
 func (x *RegisterSystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1998,7 @@ func (x *RegisterSystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterSystemRequest.ProtoReflect.Descriptor instead.
 func (*RegisterSystemRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RegisterSystemRequest) GetRequestId() string {
@@ -1819,7 +2040,7 @@ type RegisterSystemResponse struct {
 
 func (x *RegisterSystemResponse) Reset() {
 	*x = RegisterSystemResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +2052,7 @@ func (x *RegisterSystemResponse) String() string {
 func (*RegisterSystemResponse) ProtoMessage() {}
 
 func (x *RegisterSystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +2065,7 @@ func (x *RegisterSystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterSystemResponse.ProtoReflect.Descriptor instead.
 func (*RegisterSystemResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RegisterSystemResponse) GetSystem() *System {
@@ -1872,7 +2093,7 @@ type UpdateSystemRequest struct {
 
 func (x *UpdateSystemRequest) Reset() {
 	*x = UpdateSystemRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2105,7 @@ func (x *UpdateSystemRequest) String() string {
 func (*UpdateSystemRequest) ProtoMessage() {}
 
 func (x *UpdateSystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2118,7 @@ func (x *UpdateSystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSystemRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSystemRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateSystemRequest) GetRequestId() string {
@@ -1939,7 +2160,7 @@ type UpdateSystemResponse struct {
 
 func (x *UpdateSystemResponse) Reset() {
 	*x = UpdateSystemResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1951,7 +2172,7 @@ func (x *UpdateSystemResponse) String() string {
 func (*UpdateSystemResponse) ProtoMessage() {}
 
 func (x *UpdateSystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1964,7 +2185,7 @@ func (x *UpdateSystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSystemResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSystemResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateSystemResponse) GetSystem() *System {
@@ -1994,7 +2215,7 @@ type RemoveSystemRequest struct {
 
 func (x *RemoveSystemRequest) Reset() {
 	*x = RemoveSystemRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2227,7 @@ func (x *RemoveSystemRequest) String() string {
 func (*RemoveSystemRequest) ProtoMessage() {}
 
 func (x *RemoveSystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2240,7 @@ func (x *RemoveSystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSystemRequest.ProtoReflect.Descriptor instead.
 func (*RemoveSystemRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{24}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveSystemRequest) GetRequestId() string {
@@ -2068,7 +2289,7 @@ type RemoveSystemResponse struct {
 
 func (x *RemoveSystemResponse) Reset() {
 	*x = RemoveSystemResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2080,7 +2301,7 @@ func (x *RemoveSystemResponse) String() string {
 func (*RemoveSystemResponse) ProtoMessage() {}
 
 func (x *RemoveSystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2093,7 +2314,7 @@ func (x *RemoveSystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSystemResponse.ProtoReflect.Descriptor instead.
 func (*RemoveSystemResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{25}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RemoveSystemResponse) GetSystem() *System {
@@ -2118,7 +2339,7 @@ type GetSystemRequest struct {
 
 func (x *GetSystemRequest) Reset() {
 	*x = GetSystemRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2130,7 +2351,7 @@ func (x *GetSystemRequest) String() string {
 func (*GetSystemRequest) ProtoMessage() {}
 
 func (x *GetSystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2143,7 +2364,7 @@ func (x *GetSystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemRequest.ProtoReflect.Descriptor instead.
 func (*GetSystemRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{26}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetSystemRequest) GetTenantId() string {
@@ -2178,7 +2399,7 @@ type GetSystemResponse struct {
 
 func (x *GetSystemResponse) Reset() {
 	*x = GetSystemResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2190,7 +2411,7 @@ func (x *GetSystemResponse) String() string {
 func (*GetSystemResponse) ProtoMessage() {}
 
 func (x *GetSystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2203,7 +2424,7 @@ func (x *GetSystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemResponse.ProtoReflect.Descriptor instead.
 func (*GetSystemResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{27}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetSystemResponse) GetSystem() *System {
@@ -2230,7 +2451,7 @@ type ListSystemsRequest struct {
 
 func (x *ListSystemsRequest) Reset() {
 	*x = ListSystemsRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2242,7 +2463,7 @@ func (x *ListSystemsRequest) String() string {
 func (*ListSystemsRequest) ProtoMessage() {}
 
 func (x *ListSystemsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2255,7 +2476,7 @@ func (x *ListSystemsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSystemsRequest.ProtoReflect.Descriptor instead.
 func (*ListSystemsRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{28}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListSystemsRequest) GetTenantId() string {
@@ -2299,7 +2520,7 @@ type ListSystemsResponse struct {
 
 func (x *ListSystemsResponse) Reset() {
 	*x = ListSystemsResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2532,7 @@ func (x *ListSystemsResponse) String() string {
 func (*ListSystemsResponse) ProtoMessage() {}
 
 func (x *ListSystemsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2545,7 @@ func (x *ListSystemsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSystemsResponse.ProtoReflect.Descriptor instead.
 func (*ListSystemsResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{29}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListSystemsResponse) GetSystems() []*System {
@@ -2354,7 +2575,7 @@ type GetSystemHistoryRequest struct {
 
 func (x *GetSystemHistoryRequest) Reset() {
 	*x = GetSystemHistoryRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2366,7 +2587,7 @@ func (x *GetSystemHistoryRequest) String() string {
 func (*GetSystemHistoryRequest) ProtoMessage() {}
 
 func (x *GetSystemHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2379,7 +2600,7 @@ func (x *GetSystemHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetSystemHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{30}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetSystemHistoryRequest) GetTenantId() string {
@@ -2407,7 +2628,7 @@ type GetSystemHistoryResponse struct {
 
 func (x *GetSystemHistoryResponse) Reset() {
 	*x = GetSystemHistoryResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2419,7 +2640,7 @@ func (x *GetSystemHistoryResponse) String() string {
 func (*GetSystemHistoryResponse) ProtoMessage() {}
 
 func (x *GetSystemHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2432,7 +2653,7 @@ func (x *GetSystemHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetSystemHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{31}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetSystemHistoryResponse) GetVersions() []*SystemVersion {
@@ -2460,7 +2681,7 @@ type Finding struct {
 
 func (x *Finding) Reset() {
 	*x = Finding{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2472,7 +2693,7 @@ func (x *Finding) String() string {
 func (*Finding) ProtoMessage() {}
 
 func (x *Finding) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2485,7 +2706,7 @@ func (x *Finding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Finding.ProtoReflect.Descriptor instead.
 func (*Finding) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{32}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Finding) GetSystemId() string {
@@ -2527,7 +2748,7 @@ type ListTransferFindingsRequest struct {
 
 func (x *ListTransferFindingsRequest) Reset() {
 	*x = ListTransferFindingsRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2539,7 +2760,7 @@ func (x *ListTransferFindingsRequest) String() string {
 func (*ListTransferFindingsRequest) ProtoMessage() {}
 
 func (x *ListTransferFindingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2552,7 +2773,7 @@ func (x *ListTransferFindingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransferFindingsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransferFindingsRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{33}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListTransferFindingsRequest) GetTenantId() string {
@@ -2573,7 +2794,7 @@ type ListTransferFindingsResponse struct {
 
 func (x *ListTransferFindingsResponse) Reset() {
 	*x = ListTransferFindingsResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2585,7 +2806,7 @@ func (x *ListTransferFindingsResponse) String() string {
 func (*ListTransferFindingsResponse) ProtoMessage() {}
 
 func (x *ListTransferFindingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2598,7 +2819,7 @@ func (x *ListTransferFindingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransferFindingsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransferFindingsResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{34}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListTransferFindingsResponse) GetFindings() []*Finding {
@@ -2637,13 +2858,17 @@ type ProcessingActivity struct {
 	// The technical and organisational security measures, in general terms
 	// (Art. 30(1)(g), Art. 32(1)).
 	SecurityMeasures []string `protobuf:"bytes,11,rep,name=security_measures,json=securityMeasures,proto3" json:"security_measures,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Automated decision-making, including profiling, in the activity, as
+	// an access request tells the subject (Art. 15(1)(h), Art. 13(2)(f),
+	// Art. 14(2)(g)). Unset when the activity involves none.
+	AutomatedDecisionMaking *AutomatedDecisionMaking `protobuf:"bytes,12,opt,name=automated_decision_making,json=automatedDecisionMaking,proto3" json:"automated_decision_making,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *ProcessingActivity) Reset() {
 	*x = ProcessingActivity{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +2880,7 @@ func (x *ProcessingActivity) String() string {
 func (*ProcessingActivity) ProtoMessage() {}
 
 func (x *ProcessingActivity) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +2893,7 @@ func (x *ProcessingActivity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessingActivity.ProtoReflect.Descriptor instead.
 func (*ProcessingActivity) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{35}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ProcessingActivity) GetActivityId() string {
@@ -2748,6 +2973,113 @@ func (x *ProcessingActivity) GetSecurityMeasures() []string {
 	return nil
 }
 
+func (x *ProcessingActivity) GetAutomatedDecisionMaking() *AutomatedDecisionMaking {
+	if x != nil {
+		return x.AutomatedDecisionMaking
+	}
+	return nil
+}
+
+// AutomatedDecisionMaking is what Art. 15(1)(h) entitles the subject to
+// know of an activity's automated decisions: their existence, meaningful
+// information about the logic involved, and their significance and
+// envisaged consequences for the subject.
+type AutomatedDecisionMaking struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Decisions are based solely on automated processing, including
+	// profiling, and produce legal or similarly significant effects
+	// (Art. 22(1)); such a decision needs an Art. 22(2) exception.
+	SolelyAutomated bool `protobuf:"varint,1,opt,name=solely_automated,json=solelyAutomated,proto3" json:"solely_automated,omitempty"`
+	// The activity profiles subjects (Art. 4(4)).
+	Profiling bool `protobuf:"varint,2,opt,name=profiling,proto3" json:"profiling,omitempty"`
+	// For a solely automated decision: the Art. 22(2) exception relied on.
+	Exception Art22Exception `protobuf:"varint,3,opt,name=exception,proto3,enum=lethe.registry.v1.Art22Exception" json:"exception,omitempty"`
+	// Meaningful information about the logic involved, in words the subject
+	// understands.
+	Logic string `protobuf:"bytes,4,opt,name=logic,proto3" json:"logic,omitempty"`
+	// The significance and the envisaged consequences of the processing for
+	// the subject.
+	Significance string `protobuf:"bytes,5,opt,name=significance,proto3" json:"significance,omitempty"`
+	// Decisions use special categories of data (Art. 9(1)); Art. 22(4)
+	// allows that only on explicit consent or substantial public interest
+	// (Art. 9(2)(a) or (g)) with suitable safeguards.
+	SpecialCategories bool `protobuf:"varint,6,opt,name=special_categories,json=specialCategories,proto3" json:"special_categories,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *AutomatedDecisionMaking) Reset() {
+	*x = AutomatedDecisionMaking{}
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AutomatedDecisionMaking) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AutomatedDecisionMaking) ProtoMessage() {}
+
+func (x *AutomatedDecisionMaking) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AutomatedDecisionMaking.ProtoReflect.Descriptor instead.
+func (*AutomatedDecisionMaking) Descriptor() ([]byte, []int) {
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *AutomatedDecisionMaking) GetSolelyAutomated() bool {
+	if x != nil {
+		return x.SolelyAutomated
+	}
+	return false
+}
+
+func (x *AutomatedDecisionMaking) GetProfiling() bool {
+	if x != nil {
+		return x.Profiling
+	}
+	return false
+}
+
+func (x *AutomatedDecisionMaking) GetException() Art22Exception {
+	if x != nil {
+		return x.Exception
+	}
+	return Art22Exception_ART22_EXCEPTION_UNSPECIFIED
+}
+
+func (x *AutomatedDecisionMaking) GetLogic() string {
+	if x != nil {
+		return x.Logic
+	}
+	return ""
+}
+
+func (x *AutomatedDecisionMaking) GetSignificance() string {
+	if x != nil {
+		return x.Significance
+	}
+	return ""
+}
+
+func (x *AutomatedDecisionMaking) GetSpecialCategories() bool {
+	if x != nil {
+		return x.SpecialCategories
+	}
+	return false
+}
+
 // PutActivityRequest creates or replaces an activity.
 type PutActivityRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2765,7 +3097,7 @@ type PutActivityRequest struct {
 
 func (x *PutActivityRequest) Reset() {
 	*x = PutActivityRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2777,7 +3109,7 @@ func (x *PutActivityRequest) String() string {
 func (*PutActivityRequest) ProtoMessage() {}
 
 func (x *PutActivityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2790,7 +3122,7 @@ func (x *PutActivityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutActivityRequest.ProtoReflect.Descriptor instead.
 func (*PutActivityRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{36}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PutActivityRequest) GetRequestId() string {
@@ -2832,7 +3164,7 @@ type PutActivityResponse struct {
 
 func (x *PutActivityResponse) Reset() {
 	*x = PutActivityResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2844,7 +3176,7 @@ func (x *PutActivityResponse) String() string {
 func (*PutActivityResponse) ProtoMessage() {}
 
 func (x *PutActivityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2857,7 +3189,7 @@ func (x *PutActivityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutActivityResponse.ProtoReflect.Descriptor instead.
 func (*PutActivityResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{37}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PutActivityResponse) GetActivity() *ProcessingActivity {
@@ -2884,7 +3216,7 @@ type DeleteActivityRequest struct {
 
 func (x *DeleteActivityRequest) Reset() {
 	*x = DeleteActivityRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2896,7 +3228,7 @@ func (x *DeleteActivityRequest) String() string {
 func (*DeleteActivityRequest) ProtoMessage() {}
 
 func (x *DeleteActivityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2909,7 +3241,7 @@ func (x *DeleteActivityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteActivityRequest.ProtoReflect.Descriptor instead.
 func (*DeleteActivityRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{38}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DeleteActivityRequest) GetRequestId() string {
@@ -2949,7 +3281,7 @@ type DeleteActivityResponse struct {
 
 func (x *DeleteActivityResponse) Reset() {
 	*x = DeleteActivityResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2961,7 +3293,7 @@ func (x *DeleteActivityResponse) String() string {
 func (*DeleteActivityResponse) ProtoMessage() {}
 
 func (x *DeleteActivityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2974,7 +3306,7 @@ func (x *DeleteActivityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteActivityResponse.ProtoReflect.Descriptor instead.
 func (*DeleteActivityResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{39}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{41}
 }
 
 // ListActivitiesRequest pages through a tenant's activities.
@@ -2992,7 +3324,7 @@ type ListActivitiesRequest struct {
 
 func (x *ListActivitiesRequest) Reset() {
 	*x = ListActivitiesRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3004,7 +3336,7 @@ func (x *ListActivitiesRequest) String() string {
 func (*ListActivitiesRequest) ProtoMessage() {}
 
 func (x *ListActivitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3017,7 +3349,7 @@ func (x *ListActivitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListActivitiesRequest.ProtoReflect.Descriptor instead.
 func (*ListActivitiesRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{40}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListActivitiesRequest) GetTenantId() string {
@@ -3054,7 +3386,7 @@ type ListActivitiesResponse struct {
 
 func (x *ListActivitiesResponse) Reset() {
 	*x = ListActivitiesResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3066,7 +3398,7 @@ func (x *ListActivitiesResponse) String() string {
 func (*ListActivitiesResponse) ProtoMessage() {}
 
 func (x *ListActivitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3079,7 +3411,7 @@ func (x *ListActivitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListActivitiesResponse.ProtoReflect.Descriptor instead.
 func (*ListActivitiesResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{41}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListActivitiesResponse) GetActivities() []*ProcessingActivity {
@@ -3109,7 +3441,7 @@ type ExportRecordsOfProcessingRequest struct {
 
 func (x *ExportRecordsOfProcessingRequest) Reset() {
 	*x = ExportRecordsOfProcessingRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3121,7 +3453,7 @@ func (x *ExportRecordsOfProcessingRequest) String() string {
 func (*ExportRecordsOfProcessingRequest) ProtoMessage() {}
 
 func (x *ExportRecordsOfProcessingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3134,7 +3466,7 @@ func (x *ExportRecordsOfProcessingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRecordsOfProcessingRequest.ProtoReflect.Descriptor instead.
 func (*ExportRecordsOfProcessingRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{42}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ExportRecordsOfProcessingRequest) GetTenantId() string {
@@ -3165,7 +3497,7 @@ type ExportRecordsOfProcessingResponse struct {
 
 func (x *ExportRecordsOfProcessingResponse) Reset() {
 	*x = ExportRecordsOfProcessingResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3177,7 +3509,7 @@ func (x *ExportRecordsOfProcessingResponse) String() string {
 func (*ExportRecordsOfProcessingResponse) ProtoMessage() {}
 
 func (x *ExportRecordsOfProcessingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3190,7 +3522,7 @@ func (x *ExportRecordsOfProcessingResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use ExportRecordsOfProcessingResponse.ProtoReflect.Descriptor instead.
 func (*ExportRecordsOfProcessingResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{43}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ExportRecordsOfProcessingResponse) GetContentType() string {
@@ -3218,7 +3550,7 @@ type ListSubProcessorsRequest struct {
 
 func (x *ListSubProcessorsRequest) Reset() {
 	*x = ListSubProcessorsRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3230,7 +3562,7 @@ func (x *ListSubProcessorsRequest) String() string {
 func (*ListSubProcessorsRequest) ProtoMessage() {}
 
 func (x *ListSubProcessorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3243,7 +3575,7 @@ func (x *ListSubProcessorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubProcessorsRequest.ProtoReflect.Descriptor instead.
 func (*ListSubProcessorsRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{44}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListSubProcessorsRequest) GetTenantId() string {
@@ -3264,7 +3596,7 @@ type ListSubProcessorsResponse struct {
 
 func (x *ListSubProcessorsResponse) Reset() {
 	*x = ListSubProcessorsResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3276,7 +3608,7 @@ func (x *ListSubProcessorsResponse) String() string {
 func (*ListSubProcessorsResponse) ProtoMessage() {}
 
 func (x *ListSubProcessorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3289,7 +3621,7 @@ func (x *ListSubProcessorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubProcessorsResponse.ProtoReflect.Descriptor instead.
 func (*ListSubProcessorsResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{45}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListSubProcessorsResponse) GetSystems() []*System {
@@ -3319,7 +3651,7 @@ type RouteRequest struct {
 
 func (x *RouteRequest) Reset() {
 	*x = RouteRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3331,7 +3663,7 @@ func (x *RouteRequest) String() string {
 func (*RouteRequest) ProtoMessage() {}
 
 func (x *RouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3344,7 +3676,7 @@ func (x *RouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRequest.ProtoReflect.Descriptor instead.
 func (*RouteRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{46}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RouteRequest) GetTenantId() string {
@@ -3388,7 +3720,7 @@ type RoutedSystem struct {
 
 func (x *RoutedSystem) Reset() {
 	*x = RoutedSystem{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3400,7 +3732,7 @@ func (x *RoutedSystem) String() string {
 func (*RoutedSystem) ProtoMessage() {}
 
 func (x *RoutedSystem) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3413,7 +3745,7 @@ func (x *RoutedSystem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutedSystem.ProtoReflect.Descriptor instead.
 func (*RoutedSystem) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{47}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RoutedSystem) GetSystemId() string {
@@ -3441,7 +3773,7 @@ type RouteResponse struct {
 
 func (x *RouteResponse) Reset() {
 	*x = RouteResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3453,7 +3785,7 @@ func (x *RouteResponse) String() string {
 func (*RouteResponse) ProtoMessage() {}
 
 func (x *RouteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3466,7 +3798,7 @@ func (x *RouteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteResponse.ProtoReflect.Descriptor instead.
 func (*RouteResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{48}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RouteResponse) GetSystems() []*RoutedSystem {
@@ -3491,7 +3823,7 @@ type ListDisclosuresRequest struct {
 
 func (x *ListDisclosuresRequest) Reset() {
 	*x = ListDisclosuresRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[49]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3503,7 +3835,7 @@ func (x *ListDisclosuresRequest) String() string {
 func (*ListDisclosuresRequest) ProtoMessage() {}
 
 func (x *ListDisclosuresRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[49]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3516,7 +3848,7 @@ func (x *ListDisclosuresRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDisclosuresRequest.ProtoReflect.Descriptor instead.
 func (*ListDisclosuresRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{49}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListDisclosuresRequest) GetTenantId() string {
@@ -3559,7 +3891,7 @@ type Disclosure struct {
 
 func (x *Disclosure) Reset() {
 	*x = Disclosure{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[50]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3571,7 +3903,7 @@ func (x *Disclosure) String() string {
 func (*Disclosure) ProtoMessage() {}
 
 func (x *Disclosure) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[50]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3584,7 +3916,7 @@ func (x *Disclosure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disclosure.ProtoReflect.Descriptor instead.
 func (*Disclosure) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{50}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Disclosure) GetSystemId() string {
@@ -3633,7 +3965,7 @@ type ListDisclosuresResponse struct {
 
 func (x *ListDisclosuresResponse) Reset() {
 	*x = ListDisclosuresResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[51]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3645,7 +3977,7 @@ func (x *ListDisclosuresResponse) String() string {
 func (*ListDisclosuresResponse) ProtoMessage() {}
 
 func (x *ListDisclosuresResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[51]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3658,7 +3990,7 @@ func (x *ListDisclosuresResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDisclosuresResponse.ProtoReflect.Descriptor instead.
 func (*ListDisclosuresResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{51}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListDisclosuresResponse) GetDisclosures() []*Disclosure {
@@ -3724,14 +4056,17 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"r\n" +
 	"\x13ListTenantsResponse\x123\n" +
 	"\atenants\x18\x01 \x03(\v2\x19.lethe.registry.v1.TenantR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc6\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x93\x02\n" +
 	"\bCategory\x125\n" +
 	"\x02id\x18\x01 \x01(\tB%\xbaH\"r \x18\xc8\x012\x1b^[a-z0-9_]+(\\.[a-z0-9_]+)+$R\x02id\x12\x1e\n" +
 	"\x04name\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x04name\x12*\n" +
 	"\vdescription\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12\x1c\n" +
 	"\tsensitive\x18\x04 \x01(\bR\tsensitive\x12\x19\n" +
-	"\bbuilt_in\x18\x05 \x01(\bR\abuiltIn\"\xdc\x01\n" +
+	"\bbuilt_in\x18\x05 \x01(\bR\abuiltIn\x12K\n" +
+	"\n" +
+	"provenance\x18\x06 \x01(\x0e2!.lethe.registry.v1.DataProvenanceB\b\xbaH\x05\x82\x01\x02\x10\x01R\n" +
+	"provenance\"\xdc\x01\n" +
 	"\x15DefineCategoryRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -3755,7 +4090,11 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\vscc_version\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x182R\n" +
 	"sccVersion\x120\n" +
 	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12&\n" +
-	"\treference\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\treference\"\xce\x06\n" +
+	"\treference\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\treference\"\x9f\x01\n" +
+	"\x0eHeldIdentifier\x12?\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x1f.lethe.common.v1.IdentifierTypeB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04type\x12L\n" +
+	"\x05forms\x18\x02 \x03(\x0e2\x1f.lethe.common.v1.IdentifierFormB\x15\xbaH\x12\x92\x01\x0f\b\x01\x10\x04\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\x05forms\"\xa0\a\n" +
 	"\x06System\x12>\n" +
 	"\tsystem_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\bsystemId\x12\x1e\n" +
 	"\x04name\x18\x02 \x01(\tB\n" +
@@ -3764,9 +4103,8 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04kind\x12N\n" +
 	"\x10parent_system_id\x18\x04 \x01(\tB$\xbaH!r\x1f2\x1d^([a-z0-9][a-z0-9_-]{0,62})?$R\x0eparentSystemId\x12H\n" +
 	"\vtenant_role\x18\x05 \x01(\x0e2\x1d.lethe.registry.v1.TenantRoleB\b\xbaH\x05\x82\x01\x02\x10\x01R\n" +
-	"tenantRole\x12+\n" +
-	"\acountry\x18\x06 \x01(\tB\x11\xbaH\x0er\f2\n" +
-	"^[A-Z]{2}$R\acountry\x12H\n" +
+	"tenantRole\x12.\n" +
+	"\acountry\x18\x06 \x01(\tB\x14\xbaH\x11r\x0f2\r^([A-Z]{2})?$R\acountry\x12H\n" +
 	"\n" +
 	"categories\x18\a \x03(\v2\x1d.lethe.common.v1.DataCategoryB\t\xbaH\x06\x92\x01\x03\x10\xc8\x01R\n" +
 	"categories\x122\n" +
@@ -3780,7 +4118,8 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"answerMode\x127\n" +
 	"\btransfer\x18\f \x01(\v2\x1b.lethe.registry.v1.TransferR\btransfer\x12*\n" +
 	"\vdescription\x18\r \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12=\n" +
-	"\feffective_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\veffectiveAt\"\x99\x01\n" +
+	"\feffective_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\veffectiveAt\x12M\n" +
+	"\videntifiers\x18\x0f \x03(\v2!.lethe.registry.v1.HeldIdentifierB\b\xbaH\x05\x92\x01\x02\x10\x14R\videntifiers\"\x99\x01\n" +
 	"\rSystemVersion\x121\n" +
 	"\x06system\x18\x01 \x01(\v2\x19.lethe.registry.v1.SystemR\x06system\x12\x18\n" +
 	"\aremoved\x18\x02 \x01(\bR\aremoved\x12;\n" +
@@ -3839,7 +4178,7 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\x1bListTransferFindingsRequest\x12>\n" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\"V\n" +
 	"\x1cListTransferFindingsResponse\x126\n" +
-	"\bfindings\x18\x01 \x03(\v2\x1a.lethe.registry.v1.FindingR\bfindings\"\xa8\x05\n" +
+	"\bfindings\x18\x01 \x03(\v2\x1a.lethe.registry.v1.FindingR\bfindings\"\x90\x06\n" +
 	"\x12ProcessingActivity\x12C\n" +
 	"\vactivity_id\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^[a-z0-9][a-z0-9_.-]{0,62}$R\n" +
 	"activityId\x12\x1e\n" +
@@ -3861,7 +4200,17 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\xbaH\ar\x05\x10\x01\x18\xe8\aR\tretention\x124\n" +
 	"\x11retention_rule_id\x18\n" +
 	" \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x0fretentionRuleId\x12>\n" +
-	"\x11security_measures\x18\v \x03(\tB\x11\xbaH\x0e\x92\x01\v\x102\"\ar\x05\x10\x01\x18\xf4\x03R\x10securityMeasures\"\xe3\x01\n" +
+	"\x11security_measures\x18\v \x03(\tB\x11\xbaH\x0e\x92\x01\v\x102\"\ar\x05\x10\x01\x18\xf4\x03R\x10securityMeasures\x12f\n" +
+	"\x19automated_decision_making\x18\f \x01(\v2*.lethe.registry.v1.AutomatedDecisionMakingR\x17automatedDecisionMaking\"\xae\x02\n" +
+	"\x17AutomatedDecisionMaking\x12)\n" +
+	"\x10solely_automated\x18\x01 \x01(\bR\x0fsolelyAutomated\x12\x1c\n" +
+	"\tprofiling\x18\x02 \x01(\bR\tprofiling\x12I\n" +
+	"\texception\x18\x03 \x01(\x0e2!.lethe.registry.v1.Art22ExceptionB\b\xbaH\x05\x82\x01\x02\x10\x01R\texception\x12 \n" +
+	"\x05logic\x18\x04 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xd0\x0fR\x05logic\x12.\n" +
+	"\fsignificance\x18\x05 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xd0\x0fR\fsignificance\x12-\n" +
+	"\x12special_categories\x18\x06 \x01(\bR\x11specialCategories\"\xe3\x01\n" +
 	"\x12PutActivityRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -3932,7 +4281,14 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\x1fVERIFICATION_CHANNEL_EMAIL_CODE\x10\x01\x12!\n" +
 	"\x1dVERIFICATION_CHANNEL_SMS_CODE\x10\x02\x12*\n" +
 	"&VERIFICATION_CHANNEL_LOGIN_ATTESTATION\x10\x03\x12\x1f\n" +
-	"\x1bVERIFICATION_CHANNEL_MANUAL\x10\x04*\x82\x01\n" +
+	"\x1bVERIFICATION_CHANNEL_MANUAL\x10\x04*\xc9\x01\n" +
+	"\x0eDataProvenance\x12\x1f\n" +
+	"\x1bDATA_PROVENANCE_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18DATA_PROVENANCE_PROVIDED\x10\x01\x12\x1c\n" +
+	"\x18DATA_PROVENANCE_OBSERVED\x10\x02\x12\x1c\n" +
+	"\x18DATA_PROVENANCE_INFERRED\x10\x03\x12\x1b\n" +
+	"\x17DATA_PROVENANCE_DERIVED\x10\x04\x12\x1f\n" +
+	"\x1bDATA_PROVENANCE_THIRD_PARTY\x10\x05*\x82\x01\n" +
 	"\n" +
 	"TenantRole\x12\x1b\n" +
 	"\x17TENANT_ROLE_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -3951,7 +4307,12 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x14\n" +
 	"\x10SEVERITY_WARNING\x10\x02\x12\x15\n" +
-	"\x11SEVERITY_CRITICAL\x10\x03*x\n" +
+	"\x11SEVERITY_CRITICAL\x10\x03*\x9c\x01\n" +
+	"\x0eArt22Exception\x12\x1f\n" +
+	"\x1bART22_EXCEPTION_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18ART22_EXCEPTION_CONTRACT\x10\x01\x12%\n" +
+	"!ART22_EXCEPTION_AUTHORISED_BY_LAW\x10\x02\x12$\n" +
+	" ART22_EXCEPTION_EXPLICIT_CONSENT\x10\x03*x\n" +
 	"\fExportFormat\x12\x1d\n" +
 	"\x19EXPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12EXPORT_FORMAT_JSON\x10\x01\x12\x15\n" +
@@ -3992,176 +4353,188 @@ func file_lethe_registry_v1_registry_proto_rawDescGZIP() []byte {
 	return file_lethe_registry_v1_registry_proto_rawDescData
 }
 
-var file_lethe_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_lethe_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_lethe_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_lethe_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_lethe_registry_v1_registry_proto_goTypes = []any{
 	(VerificationChannel)(0),                  // 0: lethe.registry.v1.VerificationChannel
-	(TenantRole)(0),                           // 1: lethe.registry.v1.TenantRole
-	(TransferMechanism)(0),                    // 2: lethe.registry.v1.TransferMechanism
-	(Severity)(0),                             // 3: lethe.registry.v1.Severity
-	(ExportFormat)(0),                         // 4: lethe.registry.v1.ExportFormat
-	(*Tenant)(nil),                            // 5: lethe.registry.v1.Tenant
-	(*TenantSettings)(nil),                    // 6: lethe.registry.v1.TenantSettings
-	(*Contact)(nil),                           // 7: lethe.registry.v1.Contact
-	(*SupervisoryAuthority)(nil),              // 8: lethe.registry.v1.SupervisoryAuthority
-	(*CreateTenantRequest)(nil),               // 9: lethe.registry.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),              // 10: lethe.registry.v1.CreateTenantResponse
-	(*UpdateTenantRequest)(nil),               // 11: lethe.registry.v1.UpdateTenantRequest
-	(*UpdateTenantResponse)(nil),              // 12: lethe.registry.v1.UpdateTenantResponse
-	(*GetTenantRequest)(nil),                  // 13: lethe.registry.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),                 // 14: lethe.registry.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),                // 15: lethe.registry.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),               // 16: lethe.registry.v1.ListTenantsResponse
-	(*Category)(nil),                          // 17: lethe.registry.v1.Category
-	(*DefineCategoryRequest)(nil),             // 18: lethe.registry.v1.DefineCategoryRequest
-	(*DefineCategoryResponse)(nil),            // 19: lethe.registry.v1.DefineCategoryResponse
-	(*ListCategoriesRequest)(nil),             // 20: lethe.registry.v1.ListCategoriesRequest
-	(*ListCategoriesResponse)(nil),            // 21: lethe.registry.v1.ListCategoriesResponse
-	(*Transfer)(nil),                          // 22: lethe.registry.v1.Transfer
-	(*System)(nil),                            // 23: lethe.registry.v1.System
-	(*SystemVersion)(nil),                     // 24: lethe.registry.v1.SystemVersion
-	(*RegisterSystemRequest)(nil),             // 25: lethe.registry.v1.RegisterSystemRequest
-	(*RegisterSystemResponse)(nil),            // 26: lethe.registry.v1.RegisterSystemResponse
-	(*UpdateSystemRequest)(nil),               // 27: lethe.registry.v1.UpdateSystemRequest
-	(*UpdateSystemResponse)(nil),              // 28: lethe.registry.v1.UpdateSystemResponse
-	(*RemoveSystemRequest)(nil),               // 29: lethe.registry.v1.RemoveSystemRequest
-	(*RemoveSystemResponse)(nil),              // 30: lethe.registry.v1.RemoveSystemResponse
-	(*GetSystemRequest)(nil),                  // 31: lethe.registry.v1.GetSystemRequest
-	(*GetSystemResponse)(nil),                 // 32: lethe.registry.v1.GetSystemResponse
-	(*ListSystemsRequest)(nil),                // 33: lethe.registry.v1.ListSystemsRequest
-	(*ListSystemsResponse)(nil),               // 34: lethe.registry.v1.ListSystemsResponse
-	(*GetSystemHistoryRequest)(nil),           // 35: lethe.registry.v1.GetSystemHistoryRequest
-	(*GetSystemHistoryResponse)(nil),          // 36: lethe.registry.v1.GetSystemHistoryResponse
-	(*Finding)(nil),                           // 37: lethe.registry.v1.Finding
-	(*ListTransferFindingsRequest)(nil),       // 38: lethe.registry.v1.ListTransferFindingsRequest
-	(*ListTransferFindingsResponse)(nil),      // 39: lethe.registry.v1.ListTransferFindingsResponse
-	(*ProcessingActivity)(nil),                // 40: lethe.registry.v1.ProcessingActivity
-	(*PutActivityRequest)(nil),                // 41: lethe.registry.v1.PutActivityRequest
-	(*PutActivityResponse)(nil),               // 42: lethe.registry.v1.PutActivityResponse
-	(*DeleteActivityRequest)(nil),             // 43: lethe.registry.v1.DeleteActivityRequest
-	(*DeleteActivityResponse)(nil),            // 44: lethe.registry.v1.DeleteActivityResponse
-	(*ListActivitiesRequest)(nil),             // 45: lethe.registry.v1.ListActivitiesRequest
-	(*ListActivitiesResponse)(nil),            // 46: lethe.registry.v1.ListActivitiesResponse
-	(*ExportRecordsOfProcessingRequest)(nil),  // 47: lethe.registry.v1.ExportRecordsOfProcessingRequest
-	(*ExportRecordsOfProcessingResponse)(nil), // 48: lethe.registry.v1.ExportRecordsOfProcessingResponse
-	(*ListSubProcessorsRequest)(nil),          // 49: lethe.registry.v1.ListSubProcessorsRequest
-	(*ListSubProcessorsResponse)(nil),         // 50: lethe.registry.v1.ListSubProcessorsResponse
-	(*RouteRequest)(nil),                      // 51: lethe.registry.v1.RouteRequest
-	(*RoutedSystem)(nil),                      // 52: lethe.registry.v1.RoutedSystem
-	(*RouteResponse)(nil),                     // 53: lethe.registry.v1.RouteResponse
-	(*ListDisclosuresRequest)(nil),            // 54: lethe.registry.v1.ListDisclosuresRequest
-	(*Disclosure)(nil),                        // 55: lethe.registry.v1.Disclosure
-	(*ListDisclosuresResponse)(nil),           // 56: lethe.registry.v1.ListDisclosuresResponse
-	(*timestamppb.Timestamp)(nil),             // 57: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),               // 58: google.protobuf.Duration
-	(v1.SystemKind)(0),                        // 59: lethe.common.v1.SystemKind
-	(*v1.DataCategory)(nil),                   // 60: lethe.common.v1.DataCategory
-	(v1.AnswerMode)(0),                        // 61: lethe.common.v1.AnswerMode
-	(v1.LegalBasis)(0),                        // 62: lethe.common.v1.LegalBasis
+	(DataProvenance)(0),                       // 1: lethe.registry.v1.DataProvenance
+	(TenantRole)(0),                           // 2: lethe.registry.v1.TenantRole
+	(TransferMechanism)(0),                    // 3: lethe.registry.v1.TransferMechanism
+	(Severity)(0),                             // 4: lethe.registry.v1.Severity
+	(Art22Exception)(0),                       // 5: lethe.registry.v1.Art22Exception
+	(ExportFormat)(0),                         // 6: lethe.registry.v1.ExportFormat
+	(*Tenant)(nil),                            // 7: lethe.registry.v1.Tenant
+	(*TenantSettings)(nil),                    // 8: lethe.registry.v1.TenantSettings
+	(*Contact)(nil),                           // 9: lethe.registry.v1.Contact
+	(*SupervisoryAuthority)(nil),              // 10: lethe.registry.v1.SupervisoryAuthority
+	(*CreateTenantRequest)(nil),               // 11: lethe.registry.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),              // 12: lethe.registry.v1.CreateTenantResponse
+	(*UpdateTenantRequest)(nil),               // 13: lethe.registry.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),              // 14: lethe.registry.v1.UpdateTenantResponse
+	(*GetTenantRequest)(nil),                  // 15: lethe.registry.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),                 // 16: lethe.registry.v1.GetTenantResponse
+	(*ListTenantsRequest)(nil),                // 17: lethe.registry.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),               // 18: lethe.registry.v1.ListTenantsResponse
+	(*Category)(nil),                          // 19: lethe.registry.v1.Category
+	(*DefineCategoryRequest)(nil),             // 20: lethe.registry.v1.DefineCategoryRequest
+	(*DefineCategoryResponse)(nil),            // 21: lethe.registry.v1.DefineCategoryResponse
+	(*ListCategoriesRequest)(nil),             // 22: lethe.registry.v1.ListCategoriesRequest
+	(*ListCategoriesResponse)(nil),            // 23: lethe.registry.v1.ListCategoriesResponse
+	(*Transfer)(nil),                          // 24: lethe.registry.v1.Transfer
+	(*HeldIdentifier)(nil),                    // 25: lethe.registry.v1.HeldIdentifier
+	(*System)(nil),                            // 26: lethe.registry.v1.System
+	(*SystemVersion)(nil),                     // 27: lethe.registry.v1.SystemVersion
+	(*RegisterSystemRequest)(nil),             // 28: lethe.registry.v1.RegisterSystemRequest
+	(*RegisterSystemResponse)(nil),            // 29: lethe.registry.v1.RegisterSystemResponse
+	(*UpdateSystemRequest)(nil),               // 30: lethe.registry.v1.UpdateSystemRequest
+	(*UpdateSystemResponse)(nil),              // 31: lethe.registry.v1.UpdateSystemResponse
+	(*RemoveSystemRequest)(nil),               // 32: lethe.registry.v1.RemoveSystemRequest
+	(*RemoveSystemResponse)(nil),              // 33: lethe.registry.v1.RemoveSystemResponse
+	(*GetSystemRequest)(nil),                  // 34: lethe.registry.v1.GetSystemRequest
+	(*GetSystemResponse)(nil),                 // 35: lethe.registry.v1.GetSystemResponse
+	(*ListSystemsRequest)(nil),                // 36: lethe.registry.v1.ListSystemsRequest
+	(*ListSystemsResponse)(nil),               // 37: lethe.registry.v1.ListSystemsResponse
+	(*GetSystemHistoryRequest)(nil),           // 38: lethe.registry.v1.GetSystemHistoryRequest
+	(*GetSystemHistoryResponse)(nil),          // 39: lethe.registry.v1.GetSystemHistoryResponse
+	(*Finding)(nil),                           // 40: lethe.registry.v1.Finding
+	(*ListTransferFindingsRequest)(nil),       // 41: lethe.registry.v1.ListTransferFindingsRequest
+	(*ListTransferFindingsResponse)(nil),      // 42: lethe.registry.v1.ListTransferFindingsResponse
+	(*ProcessingActivity)(nil),                // 43: lethe.registry.v1.ProcessingActivity
+	(*AutomatedDecisionMaking)(nil),           // 44: lethe.registry.v1.AutomatedDecisionMaking
+	(*PutActivityRequest)(nil),                // 45: lethe.registry.v1.PutActivityRequest
+	(*PutActivityResponse)(nil),               // 46: lethe.registry.v1.PutActivityResponse
+	(*DeleteActivityRequest)(nil),             // 47: lethe.registry.v1.DeleteActivityRequest
+	(*DeleteActivityResponse)(nil),            // 48: lethe.registry.v1.DeleteActivityResponse
+	(*ListActivitiesRequest)(nil),             // 49: lethe.registry.v1.ListActivitiesRequest
+	(*ListActivitiesResponse)(nil),            // 50: lethe.registry.v1.ListActivitiesResponse
+	(*ExportRecordsOfProcessingRequest)(nil),  // 51: lethe.registry.v1.ExportRecordsOfProcessingRequest
+	(*ExportRecordsOfProcessingResponse)(nil), // 52: lethe.registry.v1.ExportRecordsOfProcessingResponse
+	(*ListSubProcessorsRequest)(nil),          // 53: lethe.registry.v1.ListSubProcessorsRequest
+	(*ListSubProcessorsResponse)(nil),         // 54: lethe.registry.v1.ListSubProcessorsResponse
+	(*RouteRequest)(nil),                      // 55: lethe.registry.v1.RouteRequest
+	(*RoutedSystem)(nil),                      // 56: lethe.registry.v1.RoutedSystem
+	(*RouteResponse)(nil),                     // 57: lethe.registry.v1.RouteResponse
+	(*ListDisclosuresRequest)(nil),            // 58: lethe.registry.v1.ListDisclosuresRequest
+	(*Disclosure)(nil),                        // 59: lethe.registry.v1.Disclosure
+	(*ListDisclosuresResponse)(nil),           // 60: lethe.registry.v1.ListDisclosuresResponse
+	(*timestamppb.Timestamp)(nil),             // 61: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),               // 62: google.protobuf.Duration
+	(v1.IdentifierType)(0),                    // 63: lethe.common.v1.IdentifierType
+	(v1.IdentifierForm)(0),                    // 64: lethe.common.v1.IdentifierForm
+	(v1.SystemKind)(0),                        // 65: lethe.common.v1.SystemKind
+	(*v1.DataCategory)(nil),                   // 66: lethe.common.v1.DataCategory
+	(v1.AnswerMode)(0),                        // 67: lethe.common.v1.AnswerMode
+	(v1.LegalBasis)(0),                        // 68: lethe.common.v1.LegalBasis
 }
 var file_lethe_registry_v1_registry_proto_depIdxs = []int32{
-	6,  // 0: lethe.registry.v1.Tenant.settings:type_name -> lethe.registry.v1.TenantSettings
-	57, // 1: lethe.registry.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
-	57, // 2: lethe.registry.v1.Tenant.updated_at:type_name -> google.protobuf.Timestamp
-	58, // 3: lethe.registry.v1.TenantSettings.dsar_sla:type_name -> google.protobuf.Duration
+	8,  // 0: lethe.registry.v1.Tenant.settings:type_name -> lethe.registry.v1.TenantSettings
+	61, // 1: lethe.registry.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
+	61, // 2: lethe.registry.v1.Tenant.updated_at:type_name -> google.protobuf.Timestamp
+	62, // 3: lethe.registry.v1.TenantSettings.dsar_sla:type_name -> google.protobuf.Duration
 	0,  // 4: lethe.registry.v1.TenantSettings.verification_channel:type_name -> lethe.registry.v1.VerificationChannel
-	7,  // 5: lethe.registry.v1.TenantSettings.dpo:type_name -> lethe.registry.v1.Contact
-	8,  // 6: lethe.registry.v1.TenantSettings.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
-	58, // 7: lethe.registry.v1.TenantSettings.max_receipt_age:type_name -> google.protobuf.Duration
-	5,  // 8: lethe.registry.v1.CreateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 9: lethe.registry.v1.CreateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 10: lethe.registry.v1.UpdateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 11: lethe.registry.v1.UpdateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 12: lethe.registry.v1.GetTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	5,  // 13: lethe.registry.v1.ListTenantsResponse.tenants:type_name -> lethe.registry.v1.Tenant
-	17, // 14: lethe.registry.v1.DefineCategoryRequest.category:type_name -> lethe.registry.v1.Category
-	17, // 15: lethe.registry.v1.DefineCategoryResponse.category:type_name -> lethe.registry.v1.Category
-	17, // 16: lethe.registry.v1.ListCategoriesResponse.categories:type_name -> lethe.registry.v1.Category
-	2,  // 17: lethe.registry.v1.Transfer.mechanism:type_name -> lethe.registry.v1.TransferMechanism
-	57, // 18: lethe.registry.v1.Transfer.since:type_name -> google.protobuf.Timestamp
-	59, // 19: lethe.registry.v1.System.kind:type_name -> lethe.common.v1.SystemKind
-	1,  // 20: lethe.registry.v1.System.tenant_role:type_name -> lethe.registry.v1.TenantRole
-	60, // 21: lethe.registry.v1.System.categories:type_name -> lethe.common.v1.DataCategory
-	57, // 22: lethe.registry.v1.System.dpa_signed_at:type_name -> google.protobuf.Timestamp
-	7,  // 23: lethe.registry.v1.System.contact:type_name -> lethe.registry.v1.Contact
-	61, // 24: lethe.registry.v1.System.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	22, // 25: lethe.registry.v1.System.transfer:type_name -> lethe.registry.v1.Transfer
-	57, // 26: lethe.registry.v1.System.effective_at:type_name -> google.protobuf.Timestamp
-	23, // 27: lethe.registry.v1.SystemVersion.system:type_name -> lethe.registry.v1.System
-	57, // 28: lethe.registry.v1.SystemVersion.recorded_at:type_name -> google.protobuf.Timestamp
-	23, // 29: lethe.registry.v1.RegisterSystemRequest.system:type_name -> lethe.registry.v1.System
-	23, // 30: lethe.registry.v1.RegisterSystemResponse.system:type_name -> lethe.registry.v1.System
-	23, // 31: lethe.registry.v1.UpdateSystemRequest.system:type_name -> lethe.registry.v1.System
-	23, // 32: lethe.registry.v1.UpdateSystemResponse.system:type_name -> lethe.registry.v1.System
-	57, // 33: lethe.registry.v1.RemoveSystemRequest.effective_at:type_name -> google.protobuf.Timestamp
-	23, // 34: lethe.registry.v1.RemoveSystemResponse.system:type_name -> lethe.registry.v1.System
-	57, // 35: lethe.registry.v1.GetSystemRequest.as_of:type_name -> google.protobuf.Timestamp
-	23, // 36: lethe.registry.v1.GetSystemResponse.system:type_name -> lethe.registry.v1.System
-	57, // 37: lethe.registry.v1.ListSystemsRequest.as_of:type_name -> google.protobuf.Timestamp
-	23, // 38: lethe.registry.v1.ListSystemsResponse.systems:type_name -> lethe.registry.v1.System
-	24, // 39: lethe.registry.v1.GetSystemHistoryResponse.versions:type_name -> lethe.registry.v1.SystemVersion
-	3,  // 40: lethe.registry.v1.Finding.severity:type_name -> lethe.registry.v1.Severity
-	37, // 41: lethe.registry.v1.ListTransferFindingsResponse.findings:type_name -> lethe.registry.v1.Finding
-	62, // 42: lethe.registry.v1.ProcessingActivity.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	60, // 43: lethe.registry.v1.ProcessingActivity.categories:type_name -> lethe.common.v1.DataCategory
-	40, // 44: lethe.registry.v1.PutActivityRequest.activity:type_name -> lethe.registry.v1.ProcessingActivity
-	40, // 45: lethe.registry.v1.PutActivityResponse.activity:type_name -> lethe.registry.v1.ProcessingActivity
-	40, // 46: lethe.registry.v1.ListActivitiesResponse.activities:type_name -> lethe.registry.v1.ProcessingActivity
-	4,  // 47: lethe.registry.v1.ExportRecordsOfProcessingRequest.format:type_name -> lethe.registry.v1.ExportFormat
-	23, // 48: lethe.registry.v1.ListSubProcessorsResponse.systems:type_name -> lethe.registry.v1.System
-	60, // 49: lethe.registry.v1.RouteRequest.categories:type_name -> lethe.common.v1.DataCategory
-	61, // 50: lethe.registry.v1.RoutedSystem.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	52, // 51: lethe.registry.v1.RouteResponse.systems:type_name -> lethe.registry.v1.RoutedSystem
-	57, // 52: lethe.registry.v1.ListDisclosuresRequest.from:type_name -> google.protobuf.Timestamp
-	57, // 53: lethe.registry.v1.ListDisclosuresRequest.until:type_name -> google.protobuf.Timestamp
-	59, // 54: lethe.registry.v1.Disclosure.kind:type_name -> lethe.common.v1.SystemKind
-	60, // 55: lethe.registry.v1.Disclosure.categories:type_name -> lethe.common.v1.DataCategory
-	55, // 56: lethe.registry.v1.ListDisclosuresResponse.disclosures:type_name -> lethe.registry.v1.Disclosure
-	9,  // 57: lethe.registry.v1.RegistryService.CreateTenant:input_type -> lethe.registry.v1.CreateTenantRequest
-	11, // 58: lethe.registry.v1.RegistryService.UpdateTenant:input_type -> lethe.registry.v1.UpdateTenantRequest
-	13, // 59: lethe.registry.v1.RegistryService.GetTenant:input_type -> lethe.registry.v1.GetTenantRequest
-	15, // 60: lethe.registry.v1.RegistryService.ListTenants:input_type -> lethe.registry.v1.ListTenantsRequest
-	18, // 61: lethe.registry.v1.RegistryService.DefineCategory:input_type -> lethe.registry.v1.DefineCategoryRequest
-	20, // 62: lethe.registry.v1.RegistryService.ListCategories:input_type -> lethe.registry.v1.ListCategoriesRequest
-	25, // 63: lethe.registry.v1.RegistryService.RegisterSystem:input_type -> lethe.registry.v1.RegisterSystemRequest
-	27, // 64: lethe.registry.v1.RegistryService.UpdateSystem:input_type -> lethe.registry.v1.UpdateSystemRequest
-	29, // 65: lethe.registry.v1.RegistryService.RemoveSystem:input_type -> lethe.registry.v1.RemoveSystemRequest
-	31, // 66: lethe.registry.v1.RegistryService.GetSystem:input_type -> lethe.registry.v1.GetSystemRequest
-	33, // 67: lethe.registry.v1.RegistryService.ListSystems:input_type -> lethe.registry.v1.ListSystemsRequest
-	35, // 68: lethe.registry.v1.RegistryService.GetSystemHistory:input_type -> lethe.registry.v1.GetSystemHistoryRequest
-	38, // 69: lethe.registry.v1.RegistryService.ListTransferFindings:input_type -> lethe.registry.v1.ListTransferFindingsRequest
-	41, // 70: lethe.registry.v1.RegistryService.PutActivity:input_type -> lethe.registry.v1.PutActivityRequest
-	43, // 71: lethe.registry.v1.RegistryService.DeleteActivity:input_type -> lethe.registry.v1.DeleteActivityRequest
-	45, // 72: lethe.registry.v1.RegistryService.ListActivities:input_type -> lethe.registry.v1.ListActivitiesRequest
-	47, // 73: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:input_type -> lethe.registry.v1.ExportRecordsOfProcessingRequest
-	49, // 74: lethe.registry.v1.RegistryService.ListSubProcessors:input_type -> lethe.registry.v1.ListSubProcessorsRequest
-	51, // 75: lethe.registry.v1.RegistryService.Route:input_type -> lethe.registry.v1.RouteRequest
-	54, // 76: lethe.registry.v1.RegistryService.ListDisclosures:input_type -> lethe.registry.v1.ListDisclosuresRequest
-	10, // 77: lethe.registry.v1.RegistryService.CreateTenant:output_type -> lethe.registry.v1.CreateTenantResponse
-	12, // 78: lethe.registry.v1.RegistryService.UpdateTenant:output_type -> lethe.registry.v1.UpdateTenantResponse
-	14, // 79: lethe.registry.v1.RegistryService.GetTenant:output_type -> lethe.registry.v1.GetTenantResponse
-	16, // 80: lethe.registry.v1.RegistryService.ListTenants:output_type -> lethe.registry.v1.ListTenantsResponse
-	19, // 81: lethe.registry.v1.RegistryService.DefineCategory:output_type -> lethe.registry.v1.DefineCategoryResponse
-	21, // 82: lethe.registry.v1.RegistryService.ListCategories:output_type -> lethe.registry.v1.ListCategoriesResponse
-	26, // 83: lethe.registry.v1.RegistryService.RegisterSystem:output_type -> lethe.registry.v1.RegisterSystemResponse
-	28, // 84: lethe.registry.v1.RegistryService.UpdateSystem:output_type -> lethe.registry.v1.UpdateSystemResponse
-	30, // 85: lethe.registry.v1.RegistryService.RemoveSystem:output_type -> lethe.registry.v1.RemoveSystemResponse
-	32, // 86: lethe.registry.v1.RegistryService.GetSystem:output_type -> lethe.registry.v1.GetSystemResponse
-	34, // 87: lethe.registry.v1.RegistryService.ListSystems:output_type -> lethe.registry.v1.ListSystemsResponse
-	36, // 88: lethe.registry.v1.RegistryService.GetSystemHistory:output_type -> lethe.registry.v1.GetSystemHistoryResponse
-	39, // 89: lethe.registry.v1.RegistryService.ListTransferFindings:output_type -> lethe.registry.v1.ListTransferFindingsResponse
-	42, // 90: lethe.registry.v1.RegistryService.PutActivity:output_type -> lethe.registry.v1.PutActivityResponse
-	44, // 91: lethe.registry.v1.RegistryService.DeleteActivity:output_type -> lethe.registry.v1.DeleteActivityResponse
-	46, // 92: lethe.registry.v1.RegistryService.ListActivities:output_type -> lethe.registry.v1.ListActivitiesResponse
-	48, // 93: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:output_type -> lethe.registry.v1.ExportRecordsOfProcessingResponse
-	50, // 94: lethe.registry.v1.RegistryService.ListSubProcessors:output_type -> lethe.registry.v1.ListSubProcessorsResponse
-	53, // 95: lethe.registry.v1.RegistryService.Route:output_type -> lethe.registry.v1.RouteResponse
-	56, // 96: lethe.registry.v1.RegistryService.ListDisclosures:output_type -> lethe.registry.v1.ListDisclosuresResponse
-	77, // [77:97] is the sub-list for method output_type
-	57, // [57:77] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	9,  // 5: lethe.registry.v1.TenantSettings.dpo:type_name -> lethe.registry.v1.Contact
+	10, // 6: lethe.registry.v1.TenantSettings.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
+	62, // 7: lethe.registry.v1.TenantSettings.max_receipt_age:type_name -> google.protobuf.Duration
+	7,  // 8: lethe.registry.v1.CreateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
+	7,  // 9: lethe.registry.v1.CreateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	7,  // 10: lethe.registry.v1.UpdateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
+	7,  // 11: lethe.registry.v1.UpdateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	7,  // 12: lethe.registry.v1.GetTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	7,  // 13: lethe.registry.v1.ListTenantsResponse.tenants:type_name -> lethe.registry.v1.Tenant
+	1,  // 14: lethe.registry.v1.Category.provenance:type_name -> lethe.registry.v1.DataProvenance
+	19, // 15: lethe.registry.v1.DefineCategoryRequest.category:type_name -> lethe.registry.v1.Category
+	19, // 16: lethe.registry.v1.DefineCategoryResponse.category:type_name -> lethe.registry.v1.Category
+	19, // 17: lethe.registry.v1.ListCategoriesResponse.categories:type_name -> lethe.registry.v1.Category
+	3,  // 18: lethe.registry.v1.Transfer.mechanism:type_name -> lethe.registry.v1.TransferMechanism
+	61, // 19: lethe.registry.v1.Transfer.since:type_name -> google.protobuf.Timestamp
+	63, // 20: lethe.registry.v1.HeldIdentifier.type:type_name -> lethe.common.v1.IdentifierType
+	64, // 21: lethe.registry.v1.HeldIdentifier.forms:type_name -> lethe.common.v1.IdentifierForm
+	65, // 22: lethe.registry.v1.System.kind:type_name -> lethe.common.v1.SystemKind
+	2,  // 23: lethe.registry.v1.System.tenant_role:type_name -> lethe.registry.v1.TenantRole
+	66, // 24: lethe.registry.v1.System.categories:type_name -> lethe.common.v1.DataCategory
+	61, // 25: lethe.registry.v1.System.dpa_signed_at:type_name -> google.protobuf.Timestamp
+	9,  // 26: lethe.registry.v1.System.contact:type_name -> lethe.registry.v1.Contact
+	67, // 27: lethe.registry.v1.System.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	24, // 28: lethe.registry.v1.System.transfer:type_name -> lethe.registry.v1.Transfer
+	61, // 29: lethe.registry.v1.System.effective_at:type_name -> google.protobuf.Timestamp
+	25, // 30: lethe.registry.v1.System.identifiers:type_name -> lethe.registry.v1.HeldIdentifier
+	26, // 31: lethe.registry.v1.SystemVersion.system:type_name -> lethe.registry.v1.System
+	61, // 32: lethe.registry.v1.SystemVersion.recorded_at:type_name -> google.protobuf.Timestamp
+	26, // 33: lethe.registry.v1.RegisterSystemRequest.system:type_name -> lethe.registry.v1.System
+	26, // 34: lethe.registry.v1.RegisterSystemResponse.system:type_name -> lethe.registry.v1.System
+	26, // 35: lethe.registry.v1.UpdateSystemRequest.system:type_name -> lethe.registry.v1.System
+	26, // 36: lethe.registry.v1.UpdateSystemResponse.system:type_name -> lethe.registry.v1.System
+	61, // 37: lethe.registry.v1.RemoveSystemRequest.effective_at:type_name -> google.protobuf.Timestamp
+	26, // 38: lethe.registry.v1.RemoveSystemResponse.system:type_name -> lethe.registry.v1.System
+	61, // 39: lethe.registry.v1.GetSystemRequest.as_of:type_name -> google.protobuf.Timestamp
+	26, // 40: lethe.registry.v1.GetSystemResponse.system:type_name -> lethe.registry.v1.System
+	61, // 41: lethe.registry.v1.ListSystemsRequest.as_of:type_name -> google.protobuf.Timestamp
+	26, // 42: lethe.registry.v1.ListSystemsResponse.systems:type_name -> lethe.registry.v1.System
+	27, // 43: lethe.registry.v1.GetSystemHistoryResponse.versions:type_name -> lethe.registry.v1.SystemVersion
+	4,  // 44: lethe.registry.v1.Finding.severity:type_name -> lethe.registry.v1.Severity
+	40, // 45: lethe.registry.v1.ListTransferFindingsResponse.findings:type_name -> lethe.registry.v1.Finding
+	68, // 46: lethe.registry.v1.ProcessingActivity.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	66, // 47: lethe.registry.v1.ProcessingActivity.categories:type_name -> lethe.common.v1.DataCategory
+	44, // 48: lethe.registry.v1.ProcessingActivity.automated_decision_making:type_name -> lethe.registry.v1.AutomatedDecisionMaking
+	5,  // 49: lethe.registry.v1.AutomatedDecisionMaking.exception:type_name -> lethe.registry.v1.Art22Exception
+	43, // 50: lethe.registry.v1.PutActivityRequest.activity:type_name -> lethe.registry.v1.ProcessingActivity
+	43, // 51: lethe.registry.v1.PutActivityResponse.activity:type_name -> lethe.registry.v1.ProcessingActivity
+	43, // 52: lethe.registry.v1.ListActivitiesResponse.activities:type_name -> lethe.registry.v1.ProcessingActivity
+	6,  // 53: lethe.registry.v1.ExportRecordsOfProcessingRequest.format:type_name -> lethe.registry.v1.ExportFormat
+	26, // 54: lethe.registry.v1.ListSubProcessorsResponse.systems:type_name -> lethe.registry.v1.System
+	66, // 55: lethe.registry.v1.RouteRequest.categories:type_name -> lethe.common.v1.DataCategory
+	67, // 56: lethe.registry.v1.RoutedSystem.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	56, // 57: lethe.registry.v1.RouteResponse.systems:type_name -> lethe.registry.v1.RoutedSystem
+	61, // 58: lethe.registry.v1.ListDisclosuresRequest.from:type_name -> google.protobuf.Timestamp
+	61, // 59: lethe.registry.v1.ListDisclosuresRequest.until:type_name -> google.protobuf.Timestamp
+	65, // 60: lethe.registry.v1.Disclosure.kind:type_name -> lethe.common.v1.SystemKind
+	66, // 61: lethe.registry.v1.Disclosure.categories:type_name -> lethe.common.v1.DataCategory
+	59, // 62: lethe.registry.v1.ListDisclosuresResponse.disclosures:type_name -> lethe.registry.v1.Disclosure
+	11, // 63: lethe.registry.v1.RegistryService.CreateTenant:input_type -> lethe.registry.v1.CreateTenantRequest
+	13, // 64: lethe.registry.v1.RegistryService.UpdateTenant:input_type -> lethe.registry.v1.UpdateTenantRequest
+	15, // 65: lethe.registry.v1.RegistryService.GetTenant:input_type -> lethe.registry.v1.GetTenantRequest
+	17, // 66: lethe.registry.v1.RegistryService.ListTenants:input_type -> lethe.registry.v1.ListTenantsRequest
+	20, // 67: lethe.registry.v1.RegistryService.DefineCategory:input_type -> lethe.registry.v1.DefineCategoryRequest
+	22, // 68: lethe.registry.v1.RegistryService.ListCategories:input_type -> lethe.registry.v1.ListCategoriesRequest
+	28, // 69: lethe.registry.v1.RegistryService.RegisterSystem:input_type -> lethe.registry.v1.RegisterSystemRequest
+	30, // 70: lethe.registry.v1.RegistryService.UpdateSystem:input_type -> lethe.registry.v1.UpdateSystemRequest
+	32, // 71: lethe.registry.v1.RegistryService.RemoveSystem:input_type -> lethe.registry.v1.RemoveSystemRequest
+	34, // 72: lethe.registry.v1.RegistryService.GetSystem:input_type -> lethe.registry.v1.GetSystemRequest
+	36, // 73: lethe.registry.v1.RegistryService.ListSystems:input_type -> lethe.registry.v1.ListSystemsRequest
+	38, // 74: lethe.registry.v1.RegistryService.GetSystemHistory:input_type -> lethe.registry.v1.GetSystemHistoryRequest
+	41, // 75: lethe.registry.v1.RegistryService.ListTransferFindings:input_type -> lethe.registry.v1.ListTransferFindingsRequest
+	45, // 76: lethe.registry.v1.RegistryService.PutActivity:input_type -> lethe.registry.v1.PutActivityRequest
+	47, // 77: lethe.registry.v1.RegistryService.DeleteActivity:input_type -> lethe.registry.v1.DeleteActivityRequest
+	49, // 78: lethe.registry.v1.RegistryService.ListActivities:input_type -> lethe.registry.v1.ListActivitiesRequest
+	51, // 79: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:input_type -> lethe.registry.v1.ExportRecordsOfProcessingRequest
+	53, // 80: lethe.registry.v1.RegistryService.ListSubProcessors:input_type -> lethe.registry.v1.ListSubProcessorsRequest
+	55, // 81: lethe.registry.v1.RegistryService.Route:input_type -> lethe.registry.v1.RouteRequest
+	58, // 82: lethe.registry.v1.RegistryService.ListDisclosures:input_type -> lethe.registry.v1.ListDisclosuresRequest
+	12, // 83: lethe.registry.v1.RegistryService.CreateTenant:output_type -> lethe.registry.v1.CreateTenantResponse
+	14, // 84: lethe.registry.v1.RegistryService.UpdateTenant:output_type -> lethe.registry.v1.UpdateTenantResponse
+	16, // 85: lethe.registry.v1.RegistryService.GetTenant:output_type -> lethe.registry.v1.GetTenantResponse
+	18, // 86: lethe.registry.v1.RegistryService.ListTenants:output_type -> lethe.registry.v1.ListTenantsResponse
+	21, // 87: lethe.registry.v1.RegistryService.DefineCategory:output_type -> lethe.registry.v1.DefineCategoryResponse
+	23, // 88: lethe.registry.v1.RegistryService.ListCategories:output_type -> lethe.registry.v1.ListCategoriesResponse
+	29, // 89: lethe.registry.v1.RegistryService.RegisterSystem:output_type -> lethe.registry.v1.RegisterSystemResponse
+	31, // 90: lethe.registry.v1.RegistryService.UpdateSystem:output_type -> lethe.registry.v1.UpdateSystemResponse
+	33, // 91: lethe.registry.v1.RegistryService.RemoveSystem:output_type -> lethe.registry.v1.RemoveSystemResponse
+	35, // 92: lethe.registry.v1.RegistryService.GetSystem:output_type -> lethe.registry.v1.GetSystemResponse
+	37, // 93: lethe.registry.v1.RegistryService.ListSystems:output_type -> lethe.registry.v1.ListSystemsResponse
+	39, // 94: lethe.registry.v1.RegistryService.GetSystemHistory:output_type -> lethe.registry.v1.GetSystemHistoryResponse
+	42, // 95: lethe.registry.v1.RegistryService.ListTransferFindings:output_type -> lethe.registry.v1.ListTransferFindingsResponse
+	46, // 96: lethe.registry.v1.RegistryService.PutActivity:output_type -> lethe.registry.v1.PutActivityResponse
+	48, // 97: lethe.registry.v1.RegistryService.DeleteActivity:output_type -> lethe.registry.v1.DeleteActivityResponse
+	50, // 98: lethe.registry.v1.RegistryService.ListActivities:output_type -> lethe.registry.v1.ListActivitiesResponse
+	52, // 99: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:output_type -> lethe.registry.v1.ExportRecordsOfProcessingResponse
+	54, // 100: lethe.registry.v1.RegistryService.ListSubProcessors:output_type -> lethe.registry.v1.ListSubProcessorsResponse
+	57, // 101: lethe.registry.v1.RegistryService.Route:output_type -> lethe.registry.v1.RouteResponse
+	60, // 102: lethe.registry.v1.RegistryService.ListDisclosures:output_type -> lethe.registry.v1.ListDisclosuresResponse
+	83, // [83:103] is the sub-list for method output_type
+	63, // [63:83] is the sub-list for method input_type
+	63, // [63:63] is the sub-list for extension type_name
+	63, // [63:63] is the sub-list for extension extendee
+	0,  // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_lethe_registry_v1_registry_proto_init() }
@@ -4174,8 +4547,8 @@ func file_lethe_registry_v1_registry_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_registry_v1_registry_proto_rawDesc), len(file_lethe_registry_v1_registry_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   52,
+			NumEnums:      7,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
