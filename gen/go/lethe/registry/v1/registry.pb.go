@@ -442,8 +442,14 @@ type TenantSettings struct {
 	Dpo *Contact `protobuf:"bytes,5,opt,name=dpo,proto3" json:"dpo,omitempty"`
 	// The supervisory authority subjects may complain to (Art. 77).
 	SupervisoryAuthority *SupervisoryAuthority `protobuf:"bytes,6,opt,name=supervisory_authority,json=supervisoryAuthority,proto3" json:"supervisory_authority,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The last day of the tenant's financial year, as "MM-DD" ("06-30");
+	// empty for the calendar year ("12-31"). Retention rules anchored at the
+	// end of the financial year count from it (Swedish Bokföringslag
+	// (1999:1078) 7 kap. 2 §, Finnish Kirjanpitolaki (1336/1997) 2 luku
+	// 10 §). A day past the month's end ("02-29") means its last day.
+	FinancialYearEnd string `protobuf:"bytes,9,opt,name=financial_year_end,json=financialYearEnd,proto3" json:"financial_year_end,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *TenantSettings) Reset() {
@@ -516,6 +522,13 @@ func (x *TenantSettings) GetSupervisoryAuthority() *SupervisoryAuthority {
 		return x.SupervisoryAuthority
 	}
 	return nil
+}
+
+func (x *TenantSettings) GetFinancialYearEnd() string {
+	if x != nil {
+		return x.FinancialYearEnd
+	}
+	return ""
 }
 
 // Contact is how to reach a person or an office: business contact data, not
@@ -3655,14 +3668,15 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xbe\x03\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xa2\x04\n" +
 	"\x0eTenantSettings\x12.\n" +
 	"\acountry\x18\x01 \x01(\tB\x14\xbaH\x11r\x0f2\r^([A-Z]{2})?$R\acountry\x12I\n" +
 	"\bdsar_sla\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x13\xbaH\x10\xaa\x01\r\"\x05\b\x80\xce\xda\x032\x04\b\x80\xa3\x05R\adsarSla\x12@\n" +
 	"\x1cverification_pauses_deadline\x18\x03 \x01(\bR\x1averificationPausesDeadline\x12c\n" +
 	"\x14verification_channel\x18\x04 \x01(\x0e2&.lethe.registry.v1.VerificationChannelB\b\xbaH\x05\x82\x01\x02\x10\x01R\x13verificationChannel\x12,\n" +
 	"\x03dpo\x18\x05 \x01(\v2\x1a.lethe.registry.v1.ContactR\x03dpo\x12\\\n" +
-	"\x15supervisory_authority\x18\x06 \x01(\v2'.lethe.registry.v1.SupervisoryAuthorityR\x14supervisoryAuthority\"\x98\x01\n" +
+	"\x15supervisory_authority\x18\x06 \x01(\v2'.lethe.registry.v1.SupervisoryAuthorityR\x14supervisoryAuthority\x12b\n" +
+	"\x12financial_year_end\x18\t \x01(\tB4\xbaH1r/2-^((0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01]))?$R\x10financialYearEnd\"\x98\x01\n" +
 	"\aContact\x12\x1c\n" +
 	"\x04name\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\x04name\x124\n" +
 	"\x05email\x18\x02 \x01(\tB\x1e\xbaH\x1br\x19\x18\xfe\x012\x14^([^@\\s]+@[^@\\s]+)?$R\x05email\x12\x1d\n" +
