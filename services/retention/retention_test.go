@@ -156,10 +156,14 @@ func (f *fixture) restart(t testing.TB) {
 func (f *fixture) id() string { return fmt.Sprint("req-", f.n.Add(1)) }
 
 // tenant creates a tenant and waits until the retention service knows it.
-func (f *fixture) tenant(t testing.TB, id string) {
+func (f *fixture) tenant(t testing.TB, id string) { f.tenantWith(t, id, nil) }
+
+// tenantWith creates a tenant with settings and waits until the retention
+// service knows it.
+func (f *fixture) tenantWith(t testing.TB, id string, settings *registryv1.TenantSettings) {
 	t.Helper()
 	servertest.CreateTenant(t, f.registry, &registryv1.CreateTenantRequest{RequestId: f.id(),
-		Tenant: &registryv1.Tenant{TenantId: id, DisplayName: id}}, func() error {
+		Tenant: &registryv1.Tenant{TenantId: id, DisplayName: id, Settings: settings}}, func() error {
 		_, err := f.retention.ListRules(f.ctx, &retentionv1.ListRulesRequest{TenantId: id})
 		return err
 	})
