@@ -212,7 +212,8 @@ func (o *Outbox) ResendTx(ctx context.Context, tx *bolt.Tx, ev *eventsv1.Event, 
 
 // AddOutcomeTx stages a system's outcome for publication on the system's
 // outcome subject, in the caller's transaction, exactly as the SDK would
-// publish it (same headers, same Nats-Msg-Id): an answer an operator
+// publish it (same Nats-Msg-Id and headers, but ce-source naming this
+// service, which published it): an answer an operator
 // records for a system answered by hand then reaches every service that
 // follows outcomes, as an SDK system's answer does (a RETAINED answer is
 // scheduled for erasure by the retention service either way).
@@ -233,6 +234,9 @@ func (o *Outbox) AddOutcomeTx(ctx context.Context, tx *bolt.Tx, out *eventsv1.Ou
 	}
 	headers := propagation.MapCarrier{}
 	ce := contract.OutcomeHeaders(out)
+	// The answer is the system's, but this service published it: the
+	// CloudEvents source says who put it on the stream.
+	ce.Set(contract.HeaderSource, o.cfg.Source)
 	for k := range ce {
 		headers[k] = ce.Get(k)
 	}

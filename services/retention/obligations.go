@@ -107,11 +107,10 @@ func groupObligations(obs []rules.Obligation) []*eventsv1.Obligation {
 	cats := map[key]map[string]bool{}
 	for _, o := range obs {
 		k := key{o.Rule.ID, o.Until.UTC()}
-		g, ok := groups[k]
-		if !ok {
-			g = &eventsv1.Obligation{LegalBasis: commonv1.LegalBasis_LEGAL_BASIS_LEGAL_OBLIGATION,
+		if _, ok := groups[k]; !ok {
+			groups[k] = &eventsv1.Obligation{LegalBasis: commonv1.LegalBasis_LEGAL_BASIS_LEGAL_OBLIGATION,
 				BasisDetail: o.Rule.Basis, Until: ts(o.Until), RuleId: o.Rule.ID}
-			groups[k], cats[k] = g, map[string]bool{}
+			cats[k] = map[string]bool{}
 		}
 		cats[k][o.Category] = true
 	}
