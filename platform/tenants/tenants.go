@@ -179,7 +179,7 @@ func (d *Directory) handle(msg jetstream.Msg) {
 		}
 		v := binary.BigEndian.AppendUint64([]byte{state}, uint64(at.UnixNano()))
 		v = append(v, fye...)
-		changed := len(old) >= 9 && old[0] == present && state == present && string(old[9:]) != fye
+		changed := len(old) >= 9 && state == present && string(old[9:]) != fye
 		if err := b.Put([]byte(ev.TenantId), v); err != nil {
 			return err
 		}
