@@ -210,6 +210,40 @@ func (o *Outbox) ResendTx(ctx context.Context, tx *bolt.Tx, ev *eventsv1.Event, 
 	return o.stageTx(ctx, tx, ev, fmt.Sprintf("%s~%d", ev.Id, attempt))
 }
 
+// AddOutcomeTx stages a system's outcome for publication on the system's
+// outcome subject, in the caller's transaction, exactly as the SDK would
+// publish it (same Nats-Msg-Id and headers, but ce-source naming this
+// service, which published it): an answer an operator
+// records for a system answered by hand then reaches every service that
+// follows outcomes, as an SDK system's answer does (a RETAINED answer is
+// scheduled for erasure by the retention service either way).
+func (o *Outbox) AddOutcomeTx(ctx context.Context, tx *bolt.Tx, out *eventsv1.Outcome) error {
+	if err := o.admit(); err != nil {
+		return err
+	}
+	if err := o.validator.Validate(out); err != nil {
+		return fmt.Errorf("outbox: invalid outcome: %w", err)
+	}
+	subject, err := contract.OutcomeSubject(out.TenantId, out.SystemId)
+	if err != nil {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	payload, err := contract.Marshal(out)
+	if err != nil {
+		return fmt.Errorf("outbox: encode outcome: %w", err)
+	}
+	headers := propagation.MapCarrier{}
+	ce := contract.OutcomeHeaders(out)
+	// The answer is the system's, but this service published it: the
+	// CloudEvents source says who put it on the stream.
+	ce.Set(contract.HeaderSource, o.cfg.Source)
+	for k := range ce {
+		headers[k] = ce.Get(k)
+	}
+	o.cfg.Propagator.Inject(ctx, headers)
+	return o.putTx(tx, entry{subject: subject, committed: o.cfg.Clock.Now(), headers: headers, payload: payload})
+}
+
 func (o *Outbox) admit() error {
 	if o.depth.Load() >= int64(o.cfg.MaxBacklog) {
 		return apierror.Unavailable(apierror.ReasonBacklogFull,
@@ -241,12 +275,17 @@ func (o *Outbox) stageTx(ctx context.Context, tx *bolt.Tx, ev *eventsv1.Event, m
 	headers[nats.MsgIdHdr] = msgID
 	o.cfg.Propagator.Inject(ctx, headers)
 
+	return o.putTx(tx, entry{subject: subject, committed: o.cfg.Clock.Now(), headers: headers, payload: payload})
+}
+
+// putTx appends a staged publication and wakes the relay once the
+// transaction commits.
+func (o *Outbox) putTx(tx *bolt.Tx, e entry) error {
 	b := store.AppendBucketTx(tx, store.BucketOutbox)
 	seq, err := b.NextSequence()
 	if err != nil {
 		return err
 	}
-	e := entry{subject: subject, committed: o.cfg.Clock.Now(), headers: headers, payload: payload}
 	if err := b.Put(store.Uint64Key(seq), e.encode()); err != nil {
 		return err
 	}

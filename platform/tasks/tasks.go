@@ -478,14 +478,7 @@ var ErrNoSuchTask = errors.New("tasks: no such task")
 // returns ErrNoSuchTask for an unknown task.
 func (t *Tracker) RecordOutcome(o *eventsv1.Outcome) error {
 	return t.db.Update(func(tx *bolt.Tx) error {
-		_, ok, err := getTx(tx, o.GetEventId(), o.GetSystemId())
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return ErrNoSuchTask
-		}
-		_, err = t.closeTx(tx, o.GetEventId(), o.GetSystemId(), ResolutionReported, o)
+		_, err := t.RecordOutcomeTx(tx, o)
 		return err
 	})
 }
@@ -494,6 +487,15 @@ func (t *Tracker) RecordOutcome(o *eventsv1.Outcome) error {
 // owner records an operator's answer (or a system's gRPC submission) with
 // its own state change, idempotency record and audit entry. It reports
 // whether the task became final now: false for a task final already.
+//
+// An answer that closes the task is also published, through the outbox in
+// the same transaction, on the system's outcome subject, as the SDK
+// publishes a system's own answer: every service that follows outcomes
+// then learns of it whoever gave it. Above all the retention service,
+// which erases what a RETAINED answer kept at its until-date: an
+// operator's "billing kept until 2033-12-31" is kept as a promise exactly
+// as an SDK system's is. The owner's own tracker reads the answer back and
+// ignores it, the task being final.
 func (t *Tracker) RecordOutcomeTx(tx *bolt.Tx, o *eventsv1.Outcome) (bool, error) {
 	_, ok, err := getTx(tx, o.GetEventId(), o.GetSystemId())
 	if err != nil {
@@ -502,7 +504,11 @@ func (t *Tracker) RecordOutcomeTx(tx *bolt.Tx, o *eventsv1.Outcome) (bool, error
 	if !ok {
 		return false, ErrNoSuchTask
 	}
-	return t.closeTx(tx, o.GetEventId(), o.GetSystemId(), ResolutionReported, o)
+	closed, err := t.closeTx(tx, o.GetEventId(), o.GetSystemId(), ResolutionReported, o)
+	if err != nil || !closed {
+		return closed, err
+	}
+	return true, t.cfg.Outbox.AddOutcomeTx(context.Background(), tx, o)
 }
 
 // CloseSystemTx makes every open task of a removed system final, with a

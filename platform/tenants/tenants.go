@@ -7,6 +7,11 @@
 //
 // A service runs Directory.Run beside its server and starts each
 // tenant-scoped handler with RequireTx (or Require).
+//
+// The directory also keeps the settings other services compute with inside
+// their own transactions, as the registry's events carry them: today the
+// financial year end, from which retention counts accounting periods
+// (FinancialYearEndTx).
 package tenants
 
 import (
@@ -22,6 +27,7 @@ import (
 
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/period"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
@@ -32,6 +38,32 @@ type Directory struct {
 	owner  string
 	stream string
 	logger *slog.Logger
+	// onChange, when set, runs in the transaction that changes a tenant's
+	// recorded settings.
+	onChange func(tx *bolt.Tx, tenantID string) error
+}
+
+// OnSettingsChangedTx makes fn run, in the directory's own transaction,
+// whenever an event changes a tenant's recorded settings, so that a
+// service re-evaluates what it computed from them (retention reschedules
+// the tenant's subjects when its financial year end moves). Set it before
+// Run.
+func (d *Directory) OnSettingsChangedTx(fn func(tx *bolt.Tx, tenantID string) error) { d.onChange = fn }
+
+// FinancialYearEndTx returns the tenant's financial year end as the
+// registry's latest event gave it, in the caller's transaction. A tenant
+// whose events predate the setting has the calendar year, as the
+// registry's default is. NotFound unless the tenant is known.
+func (d *Directory) FinancialYearEndTx(tx *bolt.Tx, tenantID string) (period.YearEnd, error) {
+	v := store.BucketTx(tx, store.BucketTenantDirectory).Get([]byte(tenantID))
+	if len(v) == 0 || v[0] != present {
+		return period.YearEnd{}, apierror.NotFound("tenant", tenantID)
+	}
+	var fye string
+	if len(v) > 9 {
+		fye = string(v[9:])
+	}
+	return period.ParseYearEnd(fye)
 }
 
 // New returns the directory kept in db by the service owner ("consent"),
@@ -61,9 +93,11 @@ func (d *Directory) Require(tenantID string) error {
 	return d.db.View(func(tx *bolt.Tx) error { return d.RequireTx(tx, tenantID) })
 }
 
-// An entry is a state byte and the commit time (UnixNano) of the registry
-// event that set it. The time orders redelivered events: an older event
-// never overrides a newer one, so a tenant removed stays removed.
+// An entry is a state byte, the commit time (UnixNano) of the registry
+// event that set it, and the settings that event carried: the financial
+// year end as "MM-DD", or nothing for the calendar year. The time orders
+// redelivered events: an older event never overrides a newer one, so a
+// tenant removed stays removed.
 const (
 	present byte = 1
 	removed byte = 2
@@ -116,17 +150,43 @@ func (d *Directory) handle(msg jetstream.Msg) {
 		return
 	}
 	state := present
-	if ev.GetTenantRemoved() != nil {
+	var fye string
+	switch {
+	case ev.GetTenantRemoved() != nil:
 		state = removed
+	case ev.GetTenantRegistered() != nil:
+		fye = ev.GetTenantRegistered().FinancialYearEnd
+	case ev.GetTenantChanged() != nil:
+		fye = ev.GetTenantChanged().FinancialYearEnd
+	}
+	y, err := period.ParseYearEnd(fye)
+	if err != nil {
+		// The registry validates the setting; an event that carries a bad
+		// one is not applied rather than applied half.
+		d.logger.Warn("tenants: ignoring a tenant event with an invalid financial year end", "tenant", ev.TenantId, "error", err)
+		_ = msg.Term()
+		return
+	}
+	if y == period.CalendarYear {
+		fye = "" // one spelling of the default, so that "12-31" and "" are no change
 	}
 	at := ev.GetOccurredAt().AsTime()
-	err := d.db.Batch(func(tx *bolt.Tx) error {
+	err = d.db.Batch(func(tx *bolt.Tx) error {
 		b := store.BucketTx(tx, store.BucketTenantDirectory)
-		if old := b.Get([]byte(ev.TenantId)); len(old) == 9 && int64(binary.BigEndian.Uint64(old[1:])) > at.UnixNano() {
+		old := b.Get([]byte(ev.TenantId))
+		if len(old) >= 9 && int64(binary.BigEndian.Uint64(old[1:9])) > at.UnixNano() {
 			return nil // a newer event already decided
 		}
 		v := binary.BigEndian.AppendUint64([]byte{state}, uint64(at.UnixNano()))
-		return b.Put([]byte(ev.TenantId), v)
+		v = append(v, fye...)
+		changed := len(old) >= 9 && state == present && string(old[9:]) != fye
+		if err := b.Put([]byte(ev.TenantId), v); err != nil {
+			return err
+		}
+		if changed && d.onChange != nil {
+			return d.onChange(tx, ev.TenantId)
+		}
+		return nil
 	})
 	if err != nil {
 		d.logger.Error("tenants: recording a tenant event failed; it will be redelivered", "tenant", ev.TenantId, "error", err)

@@ -50,6 +50,8 @@ func TestDirectoryFollowsTheRegistry(t *testing.T) {
 		switch b := body.(type) {
 		case *eventsv1.TenantRegistered:
 			ev.Body = &eventsv1.Event_TenantRegistered{TenantRegistered: b}
+		case *eventsv1.TenantChanged:
+			ev.Body = &eventsv1.Event_TenantChanged{TenantChanged: b}
 		case *eventsv1.TenantRemoved:
 			ev.Body = &eventsv1.Event_TenantRemoved{TenantRemoved: b}
 		}
@@ -60,6 +62,11 @@ func TestDirectoryFollowsTheRegistry(t *testing.T) {
 
 	serviceDB := storetest.Open(t, store.Schema{Service: "consent", Version: 1})
 	dir := tenants.New(serviceDB, "consent", "", brokertest.Logger(t))
+	var changed []string // tenants whose settings changed, in the directory's transactions
+	dir.OnSettingsChangedTx(func(_ *bolt.Tx, tenant string) error {
+		changed = append(changed, tenant)
+		return nil
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 2)
 	go func() { done <- relay.Run(ctx) }()
@@ -74,6 +81,11 @@ func TestDirectoryFollowsTheRegistry(t *testing.T) {
 	}()
 
 	publish("clio", &eventsv1.TenantRegistered{DisplayName: "Clio ApS"})
+	// Clevenio starts on the calendar year, spelled out, and moves to a
+	// financial year ending 30 June: one change.
+	publish("clevenio", &eventsv1.TenantRegistered{DisplayName: "Clevenio", FinancialYearEnd: "12-31"})
+	publish("clevenio", &eventsv1.TenantChanged{DisplayName: "Clevenio"})
+	publish("clevenio", &eventsv1.TenantChanged{DisplayName: "Clevenio", FinancialYearEnd: "06-30"})
 	// Cleura was removed at 11:00, but the stream delivers the removal
 	// before its registration at 10:00: it must end removed.
 	clk.Set(time.Date(2026, 11, 23, 11, 0, 0, 0, time.UTC))
@@ -92,6 +104,24 @@ func TestDirectoryFollowsTheRegistry(t *testing.T) {
 	}
 	if err := dir.Require("clio"); err != nil {
 		t.Fatalf("registered tenant: %v", err)
+	}
+	err = serviceDB.View(func(tx *bolt.Tx) error {
+		for tenant, want := range map[string]string{"clio": "12-31", "clevenio": "06-30"} {
+			got, err := dir.FinancialYearEndTx(tx, tenant)
+			if err != nil || got.String() != want {
+				t.Errorf("%s financial year end = %v, %v; want %s", tenant, got, err, want)
+			}
+		}
+		if _, err := dir.FinancialYearEndTx(tx, "cleura"); status.Code(err) != codes.NotFound {
+			t.Errorf("financial year end of a removed tenant: %v, want NotFound", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changed) != 1 || changed[0] != "clevenio" {
+		t.Errorf("settings changes seen: %v, want [clevenio] once", changed)
 	}
 	for _, tenant := range []string{"cleura", "nobody"} {
 		if err := dir.Require(tenant); status.Code(err) != codes.NotFound {

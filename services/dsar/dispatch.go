@@ -259,7 +259,11 @@ func (s *Service) planErasure(ctx context.Context, r *dsarv1.Request, ev *events
 	if err != nil {
 		return nil, err
 	}
-	body := &eventsv1.ErasureRequested{Action: e.Action, Scope: &eventsv1.Scope{All: len(scope) == 0, Categories: e.Categories}}
+	keep, err := s.obligations(ctx, r.TenantId, r.SubjectId, e.Categories)
+	if err != nil {
+		return nil, err
+	}
+	body := &eventsv1.ErasureRequested{Action: e.Action, Scope: &eventsv1.Scope{All: len(scope) == 0, Categories: e.Categories}, Keep: keep}
 	ev.Body = &eventsv1.Event_ErasureRequested{ErasureRequested: body}
 	if len(holds) == 0 {
 		p.event, p.expect = ev, expect
@@ -375,6 +379,23 @@ func (s *Service) holds(ctx context.Context, tenant, subject string) ([]*retenti
 			return out, nil
 		}
 	}
+}
+
+// obligations asks the retention service what legal obligations keep of
+// the subject's data in the erasure's scope (its minimum-retention rules:
+// accounting law and the like, GDPR Art. 17(3)(b)), so that every system
+// is told up front which categories it keeps, on which ground and until
+// when, and answers RETAINED for them. As with holds, without an answer
+// nothing is sent.
+func (s *Service) obligations(ctx context.Context, tenant, subject string, scope []*commonv1.DataCategory) ([]*eventsv1.Obligation, error) {
+	if s.retention == nil {
+		return nil, errors.New("dsar: no retention connection to ask for retention obligations")
+	}
+	resp, err := s.retention.ListObligations(ctx, &retentionv1.ListObligationsRequest{TenantId: tenant, SubjectId: subject, Categories: scope})
+	if err != nil {
+		return nil, fmt.Errorf("retention: list obligations: %w", err)
+	}
+	return resp.Obligations, nil
 }
 
 // systemCategories returns the categories each system of the tenant holds.

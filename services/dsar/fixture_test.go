@@ -78,11 +78,13 @@ type fixture struct {
 	svc       *dsar.Service
 	codes     *dsar.DevChannel
 	retention retentionv1.RetentionServiceClient
-	clock     *clock.Fake
-	deps      service.Deps
-	data      string
-	n         atomic.Int64
-	ctx       context.Context
+	// ret is the retention service, whose sweeps a test runs itself.
+	ret   *retention.Service
+	clock *clock.Fake
+	deps  service.Deps
+	data  string
+	n     atomic.Int64
+	ctx   context.Context
 }
 
 func run(t testing.TB, svc interface{ Run(context.Context) error }, closer func() error) {
@@ -155,6 +157,7 @@ func startWith(t testing.TB, o options) *fixture {
 		t.Fatal(err)
 	}
 	run(t, ret, ret.Close)
+	f.ret = ret
 	retConn := servertest.Start(t, cfg, ret.Register)
 	f.retention = retentionv1.NewRetentionServiceClient(retConn)
 

@@ -450,6 +450,11 @@ func TestInvalidInputNamesTheFieldAndWritesNothing(t *testing.T) {
 			_, err := f.client.CreateTenant(f.ctx, &registryv1.CreateTenantRequest{RequestId: f.id(), Tenant: &registryv1.Tenant{TenantId: "Bad.Tenant", DisplayName: "x"}})
 			return err
 		}(), "tenant.tenant_id"},
+		{"financial year end that is not MM-DD", func() error {
+			_, err := f.client.CreateTenant(f.ctx, &registryv1.CreateTenantRequest{RequestId: f.id(), Tenant: &registryv1.Tenant{TenantId: "fy", DisplayName: "x",
+				Settings: &registryv1.TenantSettings{FinancialYearEnd: "13-01"}}})
+			return err
+		}(), "tenant.settings.financial_year_end"},
 		{"category under an unknown parent", func() error {
 			_, err := f.client.DefineCategory(f.ctx, &registryv1.DefineCategoryRequest{RequestId: f.id(), TenantId: "clicklearn",
 				Category: &registryv1.Category{Id: "user.nothing.licence_key", Name: "Licence key"}})

@@ -59,7 +59,7 @@ func (s *Service) CreateTenant(ctx context.Context, req *registryv1.CreateTenant
 			return nil, err
 		}
 		err := s.publishTx(ctx, tx, t.TenantId, t.TenantId, &eventsv1.Event{
-			Body: &eventsv1.Event_TenantRegistered{TenantRegistered: &eventsv1.TenantRegistered{DisplayName: t.DisplayName}},
+			Body: &eventsv1.Event_TenantRegistered{TenantRegistered: &eventsv1.TenantRegistered{DisplayName: t.DisplayName, FinancialYearEnd: t.GetSettings().GetFinancialYearEnd()}},
 		})
 		return &registryv1.CreateTenantResponse{Tenant: t}, err
 	})
@@ -90,7 +90,7 @@ func (s *Service) UpdateTenant(ctx context.Context, req *registryv1.UpdateTenant
 			return nil, err
 		}
 		err = s.publishTx(ctx, tx, t.TenantId, t.TenantId, &eventsv1.Event{
-			Body: &eventsv1.Event_TenantChanged{TenantChanged: &eventsv1.TenantChanged{DisplayName: t.DisplayName}},
+			Body: &eventsv1.Event_TenantChanged{TenantChanged: &eventsv1.TenantChanged{DisplayName: t.DisplayName, FinancialYearEnd: t.GetSettings().GetFinancialYearEnd()}},
 		})
 		return &registryv1.UpdateTenantResponse{Tenant: t}, err
 	})

@@ -10,6 +10,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/store"
@@ -58,9 +60,53 @@ func (s *Service) ExplainSubject(ctx context.Context, req *retentionv1.ExplainSu
 			}
 			resp.Verdicts = append(resp.Verdicts, out)
 		}
+		resp.Verdicts = append(resp.Verdicts, deferredVerdicts(st.Deferred, now)...)
 		return nil
 	})
 	return resp, err
+}
+
+// deferredVerdicts explains the data systems kept when they answered an
+// erasure RETAINED: one verdict per kept category, due at the until-date,
+// when the system that kept it is told to erase it.
+func deferredVerdicts(kept []deferred, now time.Time) []*retentionv1.Verdict {
+	var out []*retentionv1.Verdict
+	for _, d := range kept {
+		action := actionOf(d.Action)
+		if action == eventsv1.ErasureAction_ERASURE_ACTION_UNSPECIFIED {
+			action = eventsv1.ErasureAction_ERASURE_ACTION_ERASE
+		}
+		basis := d.Basis
+		if basis == "" {
+			basis = "a basis it did not state"
+		}
+		due := fmt.Sprintf("Due: the retention service tells %s to erase it on %s.", d.System, d.Until.UTC().Format(time.DateOnly))
+		if !d.Until.After(now) {
+			due = fmt.Sprintf("Due: %s, already reached, so at the next sweep.", d.Until.UTC().Format(time.DateOnly))
+		}
+		for _, c := range slices.Sorted(slices.Values(d.Categories)) {
+			out = append(out, &retentionv1.Verdict{
+				Category: category(c), PurgeAt: ts(d.Until), Action: action, RetainedBy: d.System,
+				Explanation: []string{
+					fmt.Sprintf("System %s kept this data when it answered the erasure under %s %s: %s, until %s.",
+						d.System, causeName(d.CauseKind), d.CauseID, basis, d.Until.UTC().Format(time.DateOnly)),
+					due,
+				},
+			})
+		}
+	}
+	return out
+}
+
+// causeName words a cause kind for an explanation.
+func causeName(k commonv1.CauseKind) string {
+	switch k {
+	case commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST:
+		return "data-subject request"
+	case commonv1.CauseKind_CAUSE_KIND_RETENTION_RULE:
+		return "retention rule"
+	}
+	return strings.ToLower(strings.TrimPrefix(k.String(), "CAUSE_KIND_"))
 }
 
 // PreviewPurges evaluates every tracked subject of the tenant under the
@@ -96,7 +142,12 @@ func (s *Service) PreviewPurges(ctx context.Context, req *retentionv1.PreviewPur
 			return err
 		}
 		if req.CandidateRules != nil {
-			p = &policy{rules: candidate, holds: p.holds}
+			for i := range candidate {
+				for j := range candidate[i].Triggers {
+					candidate[i].Triggers[j].YearEnd = p.yearEnd
+				}
+			}
+			p = &policy{rules: candidate, holds: p.holds, yearEnd: p.yearEnd}
 		}
 		return s.scheduler.RangeTx(tx, store.Key(req.TenantId), nil, func(key []byte, _ time.Time, payload []byte) error {
 			if err := ctx.Err(); err != nil {

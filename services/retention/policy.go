@@ -33,11 +33,13 @@ var (
 	bucketPolicyGen = store.Bucket("retention.policy_generations")
 )
 
-// policy is a tenant's rules and holds as the rules engine takes them.
+// policy is a tenant's rules and holds as the rules engine takes them,
+// with the tenant's financial year end, which anchored triggers count from.
 type policy struct {
-	gen   uint64
-	rules []rules.Rule
-	holds []rules.Hold
+	gen     uint64
+	yearEnd period.YearEnd
+	rules   []rules.Rule
+	holds   []rules.Hold
 }
 
 // policyCache holds the latest policy read per tenant.
@@ -52,20 +54,26 @@ func (s *Service) policyTx(tx *bolt.Tx, tenant string) (*policy, error) {
 	if v := store.BucketTx(tx, bucketPolicyGen).Get(store.Key(tenant)); v != nil {
 		gen = store.KeyUint64(v)
 	}
+	yearEnd, err := s.tenants.FinancialYearEndTx(tx, tenant)
+	if err != nil {
+		// A tenant the directory does not know (any more) has no setting:
+		// the registry's default, the calendar year, is what it would say.
+		yearEnd = period.CalendarYear
+	}
 	c := &s.policies
 	c.mu.Lock()
 	p, ok := c.byTenant[tenant]
 	c.mu.Unlock()
-	if ok && p.gen == gen {
+	if ok && p.gen == gen && p.yearEnd == yearEnd {
 		return p, nil
 	}
-	p = &policy{gen: gen}
-	err := eachTx(tx, bucketRules, tenant, func(v []byte) error {
+	p = &policy{gen: gen, yearEnd: yearEnd}
+	err = eachTx(tx, bucketRules, tenant, func(v []byte) error {
 		r := &retentionv1.Rule{}
 		if err := proto.Unmarshal(v, r); err != nil {
 			return err
 		}
-		rule, err := ruleFromProto(r)
+		rule, err := ruleFromProto(r, yearEnd)
 		if err != nil {
 			return err
 		}
@@ -92,7 +100,7 @@ func (s *Service) policyTx(tx *bolt.Tx, tenant string) (*policy, error) {
 	if c.byTenant == nil {
 		c.byTenant = map[string]*policy{}
 	}
-	if cur, ok := c.byTenant[tenant]; !ok || cur.gen < gen {
+	if cur, ok := c.byTenant[tenant]; !ok || cur.gen <= gen {
 		c.byTenant[tenant] = p
 	}
 	c.mu.Unlock()
@@ -131,9 +139,17 @@ var triggerKinds = map[retentionv1.TriggerKind]rules.TriggerKind{
 	retentionv1.TriggerKind_TRIGGER_KIND_SINCE_EVENT:              rules.SinceEvent,
 }
 
-// ruleFromProto converts a rule for the engine. An unparsable period is an
+// periodAnchors maps the API's period anchors to the period package's.
+var periodAnchors = map[retentionv1.PeriodAnchor]period.Anchor{
+	retentionv1.PeriodAnchor_PERIOD_ANCHOR_UNSPECIFIED:                                period.AtFact,
+	retentionv1.PeriodAnchor_PERIOD_ANCHOR_END_OF_FINANCIAL_YEAR:                      period.EndOfFinancialYear,
+	retentionv1.PeriodAnchor_PERIOD_ANCHOR_END_OF_CALENDAR_YEAR_OF_FINANCIAL_YEAR_END: period.EndOfCalendarYearOfFinancialYearEnd,
+}
+
+// ruleFromProto converts a rule for the engine, with the tenant's
+// financial year end for its anchored triggers. An unparsable period is an
 // InvalidArgument naming the trigger's field.
-func ruleFromProto(r *retentionv1.Rule) (rules.Rule, error) {
+func ruleFromProto(r *retentionv1.Rule, yearEnd period.YearEnd) (rules.Rule, error) {
 	out := rules.Rule{
 		ID: r.RuleId, Category: r.GetCategory().GetId(), Action: r.Action,
 		Minimum: r.Minimum, Basis: r.Basis,
@@ -144,7 +160,13 @@ func ruleFromProto(r *retentionv1.Rule) (rules.Rule, error) {
 			return rules.Rule{}, apierror.Invalid(fmt.Sprintf("rule.triggers[%d].period", i),
 				fmt.Sprintf("%q is not an ISO 8601 period such as P1Y, P3Y6M, P30D or P0D: %v", t.Period, err))
 		}
-		out.Triggers = append(out.Triggers, rules.Trigger{Kind: triggerKinds[t.Kind], Name: t.Name, Period: p})
+		anchor, ok := periodAnchors[t.Anchor]
+		if !ok {
+			// An anchor from a newer client: never read as "from the fact",
+			// which could cut a legal obligation short.
+			anchor = period.Anchor(-1)
+		}
+		out.Triggers = append(out.Triggers, rules.Trigger{Kind: triggerKinds[t.Kind], Name: t.Name, Period: p, Anchor: anchor, YearEnd: yearEnd})
 	}
 	return out, nil
 }
@@ -152,7 +174,7 @@ func ruleFromProto(r *retentionv1.Rule) (rules.Rule, error) {
 // validateRule checks a rule as the engine reads it; every problem is
 // reported, each with its field.
 func validateRule(r *retentionv1.Rule) (rules.Rule, error) {
-	rule, err := ruleFromProto(r)
+	rule, err := ruleFromProto(r, period.CalendarYear)
 	if err != nil {
 		return rules.Rule{}, err
 	}

@@ -36,7 +36,8 @@ func (s *Service) deferTx(tx *bolt.Tx, tenant, subject, system string, cause *co
 					"tenant", tenant, "system", system, "cause", cause.GetId(), "until", r.Until.AsTime())
 				continue
 			}
-			d := deferred{Until: r.Until.AsTime(), System: system, CauseKind: cause.GetKind(), CauseID: cause.GetId(), Action: int32(action)}
+			d := deferred{Until: r.Until.AsTime(), System: system, CauseKind: cause.GetKind(), CauseID: cause.GetId(), Action: int32(action),
+				Basis: r.BasisDetail}
 			for _, c := range r.Categories {
 				d.Categories = append(d.Categories, c.Id)
 			}
@@ -50,7 +51,7 @@ func (s *Service) deferTx(tx *bolt.Tx, tenant, subject, system string, cause *co
 
 func (d deferred) equal(e deferred) bool {
 	return d.Until.Equal(e.Until) && d.System == e.System && d.CauseKind == e.CauseKind && d.CauseID == e.CauseID &&
-		d.Action == e.Action && slices.Equal(d.Categories, e.Categories)
+		d.Action == e.Action && d.Basis == e.Basis && slices.Equal(d.Categories, e.Categories)
 }
 
 // handleRetained schedules the erasure, at its until-date, of what a system

@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/lethe-privacy/lethe/platform/mutation"
 	"github.com/lethe-privacy/lethe/platform/registryclient"
 	"github.com/lethe-privacy/lethe/platform/server"
@@ -112,6 +114,12 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		wake:      make(chan struct{}, 1),
 		journaled: make(chan struct{}, 1),
 	}
+	// A tenant's financial year end moves every anchored date: its
+	// subjects are rescheduled as after a rule change.
+	s.tenants.OnSettingsChangedTx(func(tx *bolt.Tx, tenant string) error {
+		tx.OnCommit(s.wakeSweeper)
+		return s.policyChangedTx(tx, tenant)
+	})
 	if err := s.openJournal(); err != nil {
 		return nil, errors.Join(err, base.Close())
 	}
@@ -149,8 +157,8 @@ func (s *Service) Register(srv *server.Server) {
 }
 
 // Run does the service's background work until ctx ends: the outbox relay,
-// applying journaled signals, following tenants, outcomes and consent
-// withdrawals, and sweeping.
+// applying journaled signals, following tenants, outcomes, consent
+// withdrawals and restrictions, and sweeping.
 func (s *Service) Run(ctx context.Context) error {
 	bg := service.Background{
 		Workers: []func(context.Context) error{s.Base.Run, s.runApplier},
@@ -162,7 +170,8 @@ func (s *Service) Run(ctx context.Context) error {
 			func(ctx context.Context) error { return s.tenants.Run(ctx, js) },
 			func(ctx context.Context) error { return s.tracker.Run(ctx, js) },
 			func(ctx context.Context) error { return s.followWithdrawals(ctx, js) },
-			func(ctx context.Context) error { return s.followRetained(ctx, js) })
+			func(ctx context.Context) error { return s.followRetained(ctx, js) },
+			func(ctx context.Context) error { return s.followRestrictions(ctx, js) })
 	}
 	if !s.opts.ManualSweep {
 		bg.Tick = s.sweepLogged

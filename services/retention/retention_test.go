@@ -156,10 +156,14 @@ func (f *fixture) restart(t testing.TB) {
 func (f *fixture) id() string { return fmt.Sprint("req-", f.n.Add(1)) }
 
 // tenant creates a tenant and waits until the retention service knows it.
-func (f *fixture) tenant(t testing.TB, id string) {
+func (f *fixture) tenant(t testing.TB, id string) { f.tenantWith(t, id, nil) }
+
+// tenantWith creates a tenant with settings and waits until the retention
+// service knows it.
+func (f *fixture) tenantWith(t testing.TB, id string, settings *registryv1.TenantSettings) {
 	t.Helper()
 	servertest.CreateTenant(t, f.registry, &registryv1.CreateTenantRequest{RequestId: f.id(),
-		Tenant: &registryv1.Tenant{TenantId: id, DisplayName: id}}, func() error {
+		Tenant: &registryv1.Tenant{TenantId: id, DisplayName: id, Settings: settings}}, func() error {
 		_, err := f.retention.ListRules(f.ctx, &retentionv1.ListRulesRequest{TenantId: id})
 		return err
 	})
@@ -545,8 +549,8 @@ func TestCleuraMinimumRetentionAndLegalHold(t *testing.T) {
 		Triggers: []*retentionv1.Trigger{trigger(sinceEnded, "contract", "P1Y")}, Action: erase,
 		Basis: "Customer data is deleted a year after the contract ends"})
 	f.rule(t, "cleura", &retentionv1.Rule{RuleId: "bookkeeping", Category: &commonv1.DataCategory{Id: "user.financial.invoice"},
-		Triggers: []*retentionv1.Trigger{trigger(sinceCollected, "", "P8Y")}, Minimum: true,
-		Basis: "Swedish Accounting Act (1999:1078) ch. 7 § 2: seven years from the end of the fiscal year"})
+		Triggers: []*retentionv1.Trigger{anchored(sinceCollected, "P7Y", endOfCalendarYear)}, Minimum: true,
+		Basis: "Swedish Accounting Act (1999:1078) ch. 7 § 2: through the seventh year after the calendar year of the financial year's end"})
 
 	f.signal(t, "cleura", "sven", collected, "", day(2025, 6, 1), "user.financial.invoice")
 	f.signal(t, "cleura", "sven", ended, "contract", day(2026, 1, 1))
@@ -554,7 +558,7 @@ func TestCleuraMinimumRetentionAndLegalHold(t *testing.T) {
 	// The shorter rule does not purge billing under the minimum, and the
 	// explanation says why.
 	at, why := f.purgeAt(t, "cleura", "sven", "user.financial.invoice")
-	if want := day(2033, 6, 1); !at.Equal(want) || !strings.Contains(strings.Join(why, " "), "Swedish Accounting Act") {
+	if want := day(2033, 1, 1); !at.Equal(want) || !strings.Contains(strings.Join(why, " "), "Swedish Accounting Act") {
 		t.Fatalf("invoice purge at %v, want %v explained by the accounting act:\n%s", at, want, strings.Join(why, "\n"))
 	}
 	if n := f.sweepAt(t, day(2027, 1, 2)); n != 0 {
@@ -703,6 +707,19 @@ func TestInvalidInputIsRefusedWithTheFieldNamed(t *testing.T) {
 				Rule: with(func(r *retentionv1.Rule) { r.Minimum = true })})
 			return err
 		}, codes.InvalidArgument, "rule.action"},
+		{"unknown period anchor", func() error {
+			_, err := f.retention.PutRule(f.ctx, &retentionv1.PutRuleRequest{RequestId: f.id(), TenantId: "cleura",
+				Rule: with(func(r *retentionv1.Rule) { r.Triggers[0].Anchor = 99 })})
+			return err
+		}, codes.InvalidArgument, "rule.triggers[0].anchor"},
+		{"obligations without a subject", func() error {
+			_, err := f.retention.ListObligations(f.ctx, &retentionv1.ListObligationsRequest{TenantId: "cleura"})
+			return err
+		}, codes.InvalidArgument, "subject_id"},
+		{"obligations of an unknown tenant", func() error {
+			_, err := f.retention.ListObligations(f.ctx, &retentionv1.ListObligationsRequest{TenantId: "nobody", SubjectId: "x"})
+			return err
+		}, codes.NotFound, ""},
 		{"hold ending before it starts", func() error {
 			_, err := f.retention.PlaceHold(f.ctx, &retentionv1.PlaceHoldRequest{RequestId: f.id(), TenantId: "cleura", Hold: &retentionv1.Hold{
 				HoldId: "h", Reason: "audit", StartTime: timestamppb.New(start), EndTime: timestamppb.New(start.Add(-time.Hour))}})

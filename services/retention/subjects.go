@@ -77,6 +77,8 @@ type deferred struct {
 	CauseKind  commonv1.CauseKind `json:"ck"`
 	CauseID    string             `json:"cid"`
 	Action     int32              `json:"act"`
+	// Basis is the legal basis the system stated, for explanations.
+	Basis string `json:"basis,omitempty"`
 }
 
 func decodeState(payload []byte) (*subjectState, error) {

@@ -13,18 +13,25 @@ import (
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
-// follow consumes subject with a durable consumer of the service's own,
+// follow consumes subjects with a durable consumer of the service's own,
 // from the first message the stream holds, so that nothing is missed while
 // the service is down, until ctx ends. A stop during start-up is a stop,
 // not a failure.
-func (s *Service) follow(ctx context.Context, js jetstream.JetStream, durable, description, subject string, handle func(jetstream.Msg)) error {
-	cons, err := js.CreateOrUpdateConsumer(ctx, contract.StreamName, jetstream.ConsumerConfig{
+func (s *Service) follow(ctx context.Context, js jetstream.JetStream, durable, description string, handle func(jetstream.Msg), subjects ...string) error {
+	cfg := jetstream.ConsumerConfig{
 		Durable:       durable,
 		Description:   description,
-		FilterSubject: subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	}
+	// One subject stays a FilterSubject, as the consumers created before
+	// there were several were configured.
+	if len(subjects) == 1 {
+		cfg.FilterSubject = subjects[0]
+	} else {
+		cfg.FilterSubjects = subjects
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, contract.StreamName, cfg)
 	if err == nil {
 		var cc jetstream.ConsumeContext
 		if cc, err = cons.Consume(handle); err == nil {
@@ -47,14 +54,14 @@ func (s *Service) followWithdrawals(ctx context.Context, js jetstream.JetStream)
 		return err
 	}
 	return s.follow(ctx, js, "lethe-retention-withdrawals",
-		"consent withdrawals, which start the retention service's SINCE_CONSENT_WITHDRAWAL clocks", subject, s.handleWithdrawal)
+		"consent withdrawals, which start the retention service's SINCE_CONSENT_WITHDRAWAL clocks", s.handleWithdrawal, subject)
 }
 
 // followRetained schedules what systems kept when they answered other
 // services' erasures (see handleRetained).
 func (s *Service) followRetained(ctx context.Context, js jetstream.JetStream) error {
 	return s.follow(ctx, js, "lethe-retention-retained",
-		"retained-until answers, whose data the retention service erases at the until-date", contract.AllOutcomes, s.handleRetained)
+		"retained-until answers, whose data the retention service erases at the until-date", s.handleRetained, contract.AllOutcomes)
 }
 
 // handleWithdrawal records a withdrawal in the subject's facts. Facts merge

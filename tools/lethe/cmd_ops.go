@@ -1120,7 +1120,11 @@ and why: the rules, triggers, minimums and holds that decided it.
 		return exitOK
 	}
 	for _, v := range resp.Verdicts {
-		fmt.Fprintf(stdout, "%s: purge %s (%s, rule %s)\n", v.GetCategory().GetId(), cell(v.PurgeAt), cell(v.Action), cell(v.RuleId))
+		if v.RetainedBy != "" {
+			fmt.Fprintf(stdout, "%s: purge %s (%s, retained by %s)\n", v.GetCategory().GetId(), cell(v.PurgeAt), cell(v.Action), v.RetainedBy)
+		} else {
+			fmt.Fprintf(stdout, "%s: purge %s (%s, rule %s)\n", v.GetCategory().GetId(), cell(v.PurgeAt), cell(v.Action), cell(v.RuleId))
+		}
 		for _, line := range v.Explanation {
 			fmt.Fprintf(stdout, "  %s\n", line)
 		}

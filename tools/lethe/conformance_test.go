@@ -597,9 +597,24 @@ func TestConformanceCleura(t *testing.T) {
 		t.Fatalf("the erasure should end partially completed with the accounting basis:\n%s", r.stdout)
 	}
 	p.must(t, exitOK, "dsar", "receipt", "--tenant", "cleura", "--id", id)
+	// What the operator said billing keeps is a promise the retention
+	// service keeps: it erases the data at the until-date.
+	eventually(t, "billing's retained data is scheduled for erasure", func() (bool, string) {
+		resp, err := p.retention().ExplainSubject(ctxT(t), &retentionv1.ExplainSubjectRequest{TenantId: "cleura", SubjectId: "cust-1"})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, v := range resp.Verdicts {
+			if v.RetainedBy == "billing" && v.Category.Id == "user.financial" && v.PurgeAt.AsTime().Format(time.DateOnly) == "2033-12-31" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(resp.Verdicts)
+	})
 
 	exported := p.must(t, exitOK, "export", "--tenant", "cleura").stdout
-	for _, want := range []string{"email: dpo@cleura.com", "Integritetsskyddsmyndigheten (IMY)", "minimum: true", "ruleId: billing.accounting-minimum"} {
+	for _, want := range []string{"email: dpo@cleura.com", "Integritetsskyddsmyndigheten (IMY)", "minimum: true", "ruleId: billing.accounting-minimum",
+		"anchor: end_of_calendar_year_of_financial_year_end", "financialYearEnd:"} {
 		if !strings.Contains(exported, want) {
 			t.Errorf("export lacks %q", want)
 		}

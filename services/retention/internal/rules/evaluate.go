@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lethe-privacy/lethe/platform/period"
+
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
@@ -217,6 +219,7 @@ func purgeLimit(r Rule, f Facts) (time.Time, bool, string) {
 			parts = append(parts, fact)
 			continue
 		}
+		start, fact = t.anchored(start, fact)
 		due := t.Period.AddTo(start)
 		parts = append(parts, fmt.Sprintf("%s plus %s, so due %s", fact, t.Period, date(due)))
 		if fired == 0 || due.Before(earliest) {
@@ -254,6 +257,7 @@ func minimumLimit(r Rule, f Facts) (time.Time, bool, string) {
 			parts = append(parts, fact+fmt.Sprintf(", so kept for as long as that lasts and %s after", t.Period))
 			continue
 		}
+		start, fact = t.anchored(start, fact)
 		until := t.Period.AddTo(start)
 		parts = append(parts, fmt.Sprintf("%s plus %s, so kept at least until %s", fact, t.Period, date(until)))
 		if until.After(latest) {
@@ -263,9 +267,31 @@ func minimumLimit(r Rule, f Facts) (time.Time, bool, string) {
 	return latest, fired, ruleName(r) + " — minimum retention: " + strings.Join(parts, "; ") + "."
 }
 
+// anchored moves a fired trigger's start to its anchor, and says so after
+// the fact's phrase. Years end at midnight in the fact's location (UTC as
+// stored), so "the end of 2024" is 2025-01-01T00:00 and a period of P7Y
+// from it keeps the data through 31 December 2031.
+func (t Trigger) anchored(start time.Time, fact string) (time.Time, string) {
+	switch t.Anchor {
+	case period.EndOfFinancialYear:
+		end := t.YearEnd.FinancialYearEnd(start)
+		return end, fmt.Sprintf("%s, in the financial year ending %s (the tenant's year ends on %s)",
+			fact, date(end.AddDate(0, 0, -1)), t.YearEnd)
+	case period.EndOfCalendarYearOfFinancialYearEnd:
+		fyEnd := t.YearEnd.FinancialYearEnd(start).AddDate(0, 0, -1)
+		return t.YearEnd.Anchor(t.Anchor, start), fmt.Sprintf("%s, in the financial year ending %s (the tenant's year ends on %s), counted from the end of calendar year %d",
+			fact, date(fyEnd), t.YearEnd, fyEnd.Year())
+	}
+	return start, fact
+}
+
 // start returns when t's clock started under f, a phrase stating the fact
 // (or its absence) for the explanation, and whether the trigger has fired.
 func (t Trigger) start(f Facts) (time.Time, string, bool) {
+	if !t.Anchor.Known() {
+		// Never "from the fact": that could cut a legal obligation short.
+		return time.Time{}, fmt.Sprintf("a trigger with the unknown anchor %s never fires", t.Anchor), false
+	}
 	switch t.Kind {
 	case SinceCollection:
 		if f.Collected.IsZero() {

@@ -99,6 +99,13 @@ type Trigger struct {
 	// Period is how long after the fact the rule applies; the zero period
 	// ("P0D") means at once. It is added as EU law counts time limits.
 	Period period.Period
+	// Anchor moves the fact to the end of its year before Period is added:
+	// accounting acts count from the end of the (financial or calendar)
+	// year, not from the voucher's date. Zero counts from the fact.
+	Anchor period.Anchor
+	// YearEnd is the tenant's financial year end, which Anchor uses; the
+	// zero value is the calendar year.
+	YearEnd period.YearEnd
 }
 
 // Rule is one retention rule of a tenant.

@@ -71,6 +71,9 @@ func ValidateRule(r Rule) []FieldError {
 		if !t.Kind.known() {
 			add(field+".kind", "must be one of SinceCollection, SinceLastActivity, SinceRelationshipEnded, SinceSuspension, SinceConsentWithdrawal, SinceEvent")
 		}
+		if !t.Anchor.Known() {
+			add(field+".anchor", "must be unset (the fact), END_OF_FINANCIAL_YEAR or END_OF_CALENDAR_YEAR_OF_FINANCIAL_YEAR_END")
+		}
 		switch t.Kind {
 		case SinceRelationshipEnded, SinceEvent:
 			if t.Name == "" {

@@ -836,7 +836,13 @@ type ErasureRequested struct {
 	// Which data is to be removed.
 	Scope *Scope `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
 	// Erase or anonymise.
-	Action        ErasureAction `protobuf:"varint,2,opt,name=action,proto3,enum=lethe.events.v1.ErasureAction" json:"action,omitempty"`
+	Action ErasureAction `protobuf:"varint,2,opt,name=action,proto3,enum=lethe.events.v1.ErasureAction" json:"action,omitempty"`
+	// What the system must keep despite this directive, told up front: the
+	// tenant's minimum-retention rules (legal obligations such as accounting
+	// law, GDPR Art. 17(3)(b)) that cover categories in scope. The system
+	// erases the rest and answers RETAINED for what it keeps, with the
+	// until-date given here when there is one.
+	Keep          []*Obligation `protobuf:"bytes,3,rep,name=keep,proto3" json:"keep,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -885,6 +891,100 @@ func (x *ErasureRequested) GetAction() ErasureAction {
 	return ErasureAction_ERASURE_ACTION_UNSPECIFIED
 }
 
+func (x *ErasureRequested) GetKeep() []*Obligation {
+	if x != nil {
+		return x.Keep
+	}
+	return nil
+}
+
+// Obligation is data a legal obligation requires the controller to keep
+// for now, and why.
+type Obligation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The categories kept.
+	Categories []*v1.DataCategory `protobuf:"bytes,1,rep,name=categories,proto3" json:"categories,omitempty"`
+	// The legal basis for keeping them: a legal obligation (Art. 6(1)(c)).
+	LegalBasis v1.LegalBasis `protobuf:"varint,2,opt,name=legal_basis,json=legalBasis,proto3,enum=lethe.common.v1.LegalBasis" json:"legal_basis,omitempty"`
+	// The obligation in words ("Bokföringslag (1999:1078) 7 kap. 2 §"), to
+	// quote in the RETAINED answer.
+	BasisDetail string `protobuf:"bytes,3,opt,name=basis_detail,json=basisDetail,proto3" json:"basis_detail,omitempty"`
+	// Until when the data must be kept. Unset when the date is not known yet
+	// (the obligation runs from a fact that has not happened or that the
+	// retention service was not told, such as the collection of the
+	// invoice): the system then keeps the data and states its own date.
+	Until *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=until,proto3" json:"until,omitempty"`
+	// The retention rule the obligation comes from.
+	RuleId        string `protobuf:"bytes,5,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Obligation) Reset() {
+	*x = Obligation{}
+	mi := &file_lethe_events_v1_events_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Obligation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Obligation) ProtoMessage() {}
+
+func (x *Obligation) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_events_v1_events_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Obligation.ProtoReflect.Descriptor instead.
+func (*Obligation) Descriptor() ([]byte, []int) {
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Obligation) GetCategories() []*v1.DataCategory {
+	if x != nil {
+		return x.Categories
+	}
+	return nil
+}
+
+func (x *Obligation) GetLegalBasis() v1.LegalBasis {
+	if x != nil {
+		return x.LegalBasis
+	}
+	return v1.LegalBasis(0)
+}
+
+func (x *Obligation) GetBasisDetail() string {
+	if x != nil {
+		return x.BasisDetail
+	}
+	return ""
+}
+
+func (x *Obligation) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *Obligation) GetRuleId() string {
+	if x != nil {
+		return x.RuleId
+	}
+	return ""
+}
+
 // RectificationRequested asks a system to correct a subject's data (Art. 16),
 // or tells a recipient of a correction (Art. 19). The corrected values are
 // not on the stream: the system fetches them over gRPC from the service that
@@ -899,7 +999,7 @@ type RectificationRequested struct {
 
 func (x *RectificationRequested) Reset() {
 	*x = RectificationRequested{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[3]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1011,7 @@ func (x *RectificationRequested) String() string {
 func (*RectificationRequested) ProtoMessage() {}
 
 func (x *RectificationRequested) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[3]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1024,7 @@ func (x *RectificationRequested) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RectificationRequested.ProtoReflect.Descriptor instead.
 func (*RectificationRequested) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{3}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RectificationRequested) GetCategories() []*v1.DataCategory {
@@ -953,7 +1053,7 @@ type AccessRequested struct {
 
 func (x *AccessRequested) Reset() {
 	*x = AccessRequested{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[4]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1065,7 @@ func (x *AccessRequested) String() string {
 func (*AccessRequested) ProtoMessage() {}
 
 func (x *AccessRequested) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[4]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1078,7 @@ func (x *AccessRequested) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessRequested.ProtoReflect.Descriptor instead.
 func (*AccessRequested) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{4}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AccessRequested) GetScope() *Scope {
@@ -1015,7 +1115,7 @@ type ConsentWithdrawn struct {
 
 func (x *ConsentWithdrawn) Reset() {
 	*x = ConsentWithdrawn{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[5]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1127,7 @@ func (x *ConsentWithdrawn) String() string {
 func (*ConsentWithdrawn) ProtoMessage() {}
 
 func (x *ConsentWithdrawn) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[5]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1140,7 @@ func (x *ConsentWithdrawn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsentWithdrawn.ProtoReflect.Descriptor instead.
 func (*ConsentWithdrawn) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{5}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConsentWithdrawn) GetPurposeIds() []string {
@@ -1065,7 +1165,7 @@ type ObjectionRecorded struct {
 
 func (x *ObjectionRecorded) Reset() {
 	*x = ObjectionRecorded{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[6]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1177,7 @@ func (x *ObjectionRecorded) String() string {
 func (*ObjectionRecorded) ProtoMessage() {}
 
 func (x *ObjectionRecorded) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[6]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1190,7 @@ func (x *ObjectionRecorded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectionRecorded.ProtoReflect.Descriptor instead.
 func (*ObjectionRecorded) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{6}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ObjectionRecorded) GetObjectionId() string {
@@ -1131,7 +1231,7 @@ type RestrictionApplied struct {
 
 func (x *RestrictionApplied) Reset() {
 	*x = RestrictionApplied{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[7]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1243,7 @@ func (x *RestrictionApplied) String() string {
 func (*RestrictionApplied) ProtoMessage() {}
 
 func (x *RestrictionApplied) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[7]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1256,7 @@ func (x *RestrictionApplied) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestrictionApplied.ProtoReflect.Descriptor instead.
 func (*RestrictionApplied) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{7}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RestrictionApplied) GetRestrictionId() string {
@@ -1193,7 +1293,7 @@ type RestrictionLifted struct {
 
 func (x *RestrictionLifted) Reset() {
 	*x = RestrictionLifted{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[8]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1305,7 @@ func (x *RestrictionLifted) String() string {
 func (*RestrictionLifted) ProtoMessage() {}
 
 func (x *RestrictionLifted) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[8]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1318,7 @@ func (x *RestrictionLifted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestrictionLifted.ProtoReflect.Descriptor instead.
 func (*RestrictionLifted) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{8}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RestrictionLifted) GetRestrictionId() string {
@@ -1234,14 +1334,19 @@ func (x *RestrictionLifted) GetRestrictionId() string {
 type TenantRegistered struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The tenant's display name.
-	DisplayName   string `protobuf:"bytes,1,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DisplayName string `protobuf:"bytes,1,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// The last day of the tenant's financial year as "MM-DD", empty for
+	// "12-31" (lethe.registry.v1.TenantSettings.financial_year_end). It
+	// travels with the event because the retention service computes
+	// statutory periods from it inside its own transactions.
+	FinancialYearEnd string `protobuf:"bytes,2,opt,name=financial_year_end,json=financialYearEnd,proto3" json:"financial_year_end,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *TenantRegistered) Reset() {
 	*x = TenantRegistered{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[9]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1358,7 @@ func (x *TenantRegistered) String() string {
 func (*TenantRegistered) ProtoMessage() {}
 
 func (x *TenantRegistered) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[9]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1371,7 @@ func (x *TenantRegistered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantRegistered.ProtoReflect.Descriptor instead.
 func (*TenantRegistered) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{9}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TenantRegistered) GetDisplayName() string {
@@ -1276,19 +1381,29 @@ func (x *TenantRegistered) GetDisplayName() string {
 	return ""
 }
 
+func (x *TenantRegistered) GetFinancialYearEnd() string {
+	if x != nil {
+		return x.FinancialYearEnd
+	}
+	return ""
+}
+
 // TenantChanged announces that a tenant's settings changed; services re-read
 // them from the registry.
 type TenantChanged struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The tenant's display name after the change.
-	DisplayName   string `protobuf:"bytes,1,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DisplayName string `protobuf:"bytes,1,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// The last day of the tenant's financial year after the change, as in
+	// TenantRegistered.
+	FinancialYearEnd string `protobuf:"bytes,2,opt,name=financial_year_end,json=financialYearEnd,proto3" json:"financial_year_end,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *TenantChanged) Reset() {
 	*x = TenantChanged{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[10]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1415,7 @@ func (x *TenantChanged) String() string {
 func (*TenantChanged) ProtoMessage() {}
 
 func (x *TenantChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[10]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,12 +1428,19 @@ func (x *TenantChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantChanged.ProtoReflect.Descriptor instead.
 func (*TenantChanged) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TenantChanged) GetDisplayName() string {
 	if x != nil {
 		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *TenantChanged) GetFinancialYearEnd() string {
+	if x != nil {
+		return x.FinancialYearEnd
 	}
 	return ""
 }
@@ -1333,7 +1455,7 @@ type TenantRemoved struct {
 
 func (x *TenantRemoved) Reset() {
 	*x = TenantRemoved{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[11]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1467,7 @@ func (x *TenantRemoved) String() string {
 func (*TenantRemoved) ProtoMessage() {}
 
 func (x *TenantRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[11]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1480,7 @@ func (x *TenantRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantRemoved.ProtoReflect.Descriptor instead.
 func (*TenantRemoved) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 // SystemInfo is what the other services need to know of a registered system
@@ -1386,7 +1508,7 @@ type SystemInfo struct {
 
 func (x *SystemInfo) Reset() {
 	*x = SystemInfo{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[12]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1520,7 @@ func (x *SystemInfo) String() string {
 func (*SystemInfo) ProtoMessage() {}
 
 func (x *SystemInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[12]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1533,7 @@ func (x *SystemInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SystemInfo.ProtoReflect.Descriptor instead.
 func (*SystemInfo) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SystemInfo) GetSystemId() string {
@@ -1474,7 +1596,7 @@ type SystemRegistered struct {
 
 func (x *SystemRegistered) Reset() {
 	*x = SystemRegistered{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[13]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1608,7 @@ func (x *SystemRegistered) String() string {
 func (*SystemRegistered) ProtoMessage() {}
 
 func (x *SystemRegistered) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[13]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1621,7 @@ func (x *SystemRegistered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SystemRegistered.ProtoReflect.Descriptor instead.
 func (*SystemRegistered) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SystemRegistered) GetSystem() *SystemInfo {
@@ -1520,7 +1642,7 @@ type SystemChanged struct {
 
 func (x *SystemChanged) Reset() {
 	*x = SystemChanged{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[14]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1654,7 @@ func (x *SystemChanged) String() string {
 func (*SystemChanged) ProtoMessage() {}
 
 func (x *SystemChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[14]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1667,7 @@ func (x *SystemChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SystemChanged.ProtoReflect.Descriptor instead.
 func (*SystemChanged) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{14}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SystemChanged) GetSystem() *SystemInfo {
@@ -1569,7 +1691,7 @@ type SystemRemoved struct {
 
 func (x *SystemRemoved) Reset() {
 	*x = SystemRemoved{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[15]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1703,7 @@ func (x *SystemRemoved) String() string {
 func (*SystemRemoved) ProtoMessage() {}
 
 func (x *SystemRemoved) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[15]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1716,7 @@ func (x *SystemRemoved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SystemRemoved.ProtoReflect.Descriptor instead.
 func (*SystemRemoved) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{15}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SystemRemoved) GetSystemId() string {
@@ -1641,7 +1763,7 @@ type Retention struct {
 
 func (x *Retention) Reset() {
 	*x = Retention{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[16]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1775,7 @@ func (x *Retention) String() string {
 func (*Retention) ProtoMessage() {}
 
 func (x *Retention) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[16]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1788,7 @@ func (x *Retention) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retention.ProtoReflect.Descriptor instead.
 func (*Retention) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{16}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Retention) GetCategories() []*v1.DataCategory {
@@ -1741,7 +1863,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[17]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1875,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[17]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1888,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{17}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Outcome) GetEventId() string {
@@ -1849,7 +1971,7 @@ type OutcomeBatch struct {
 
 func (x *OutcomeBatch) Reset() {
 	*x = OutcomeBatch{}
-	mi := &file_lethe_events_v1_events_proto_msgTypes[18]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +1983,7 @@ func (x *OutcomeBatch) String() string {
 func (*OutcomeBatch) ProtoMessage() {}
 
 func (x *OutcomeBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_events_v1_events_proto_msgTypes[18]
+	mi := &file_lethe_events_v1_events_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +1996,7 @@ func (x *OutcomeBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutcomeBatch.ProtoReflect.Descriptor instead.
 func (*OutcomeBatch) Descriptor() ([]byte, []int) {
-	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{18}
+	return file_lethe_events_v1_events_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *OutcomeBatch) GetOutcomes() []*Outcome {
@@ -1920,11 +2042,25 @@ const file_lethe_events_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"categories\x18\x02 \x03(\v2\x1d.lethe.common.v1.DataCategoryB\b\xbaH\x05\x92\x01\x02\x10dR\n" +
 	"categories:y\xbaHv\x1at\n" +
-	"\x11scope.exactly_one\x126set either all or categories, not both and not neither\x1a'this.all != (size(this.categories) > 0)\"\x8c\x01\n" +
+	"\x11scope.exactly_one\x126set either all or categories, not both and not neither\x1a'this.all != (size(this.categories) > 0)\"\xc7\x01\n" +
 	"\x10ErasureRequested\x124\n" +
 	"\x05scope\x18\x01 \x01(\v2\x16.lethe.events.v1.ScopeB\x06\xbaH\x03\xc8\x01\x01R\x05scope\x12B\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x1e.lethe.events.v1.ErasureActionB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06action\"c\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06action\x129\n" +
+	"\x04keep\x18\x03 \x03(\v2\x1b.lethe.events.v1.ObligationB\b\xbaH\x05\x92\x01\x02\x10dR\x04keep\"\xa5\x02\n" +
+	"\n" +
+	"Obligation\x12I\n" +
+	"\n" +
+	"categories\x18\x01 \x03(\v2\x1d.lethe.common.v1.DataCategoryB\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x10dR\n" +
+	"categories\x12H\n" +
+	"\vlegal_basis\x18\x02 \x01(\x0e2\x1b.lethe.common.v1.LegalBasisB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\n" +
+	"legalBasis\x12-\n" +
+	"\fbasis_detail\x18\x03 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xe8\aR\vbasisDetail\x120\n" +
+	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12!\n" +
+	"\arule_id\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x06ruleId\"c\n" +
 	"\x16RectificationRequested\x12I\n" +
 	"\n" +
 	"categories\x18\x01 \x03(\v2\x1d.lethe.common.v1.DataCategoryB\n" +
@@ -1951,11 +2087,13 @@ const file_lethe_events_v1_events_proto_rawDesc = "" +
 	"\vpurpose_ids\x18\x03 \x03(\tB\b\xbaH\x05\x92\x01\x02\x10dR\n" +
 	"purposeIds\"C\n" +
 	"\x11RestrictionLifted\x12.\n" +
-	"\x0erestriction_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\rrestrictionId\"5\n" +
+	"\x0erestriction_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\rrestrictionId\"c\n" +
 	"\x10TenantRegistered\x12!\n" +
-	"\fdisplay_name\x18\x01 \x01(\tR\vdisplayName\"2\n" +
+	"\fdisplay_name\x18\x01 \x01(\tR\vdisplayName\x12,\n" +
+	"\x12financial_year_end\x18\x02 \x01(\tR\x10financialYearEnd\"`\n" +
 	"\rTenantChanged\x12!\n" +
-	"\fdisplay_name\x18\x01 \x01(\tR\vdisplayName\"\x0f\n" +
+	"\fdisplay_name\x18\x01 \x01(\tR\vdisplayName\x12,\n" +
+	"\x12financial_year_end\x18\x02 \x01(\tR\x10financialYearEnd\"\x0f\n" +
 	"\rTenantRemoved\"\xee\x02\n" +
 	"\n" +
 	"SystemInfo\x12>\n" +
@@ -2054,7 +2192,7 @@ func file_lethe_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_lethe_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_lethe_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_lethe_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_lethe_events_v1_events_proto_goTypes = []any{
 	(ErasureAction)(0),             // 0: lethe.events.v1.ErasureAction
 	(ObjectionScope)(0),            // 1: lethe.events.v1.ObjectionScope
@@ -2064,75 +2202,80 @@ var file_lethe_events_v1_events_proto_goTypes = []any{
 	(*Event)(nil),                  // 5: lethe.events.v1.Event
 	(*Scope)(nil),                  // 6: lethe.events.v1.Scope
 	(*ErasureRequested)(nil),       // 7: lethe.events.v1.ErasureRequested
-	(*RectificationRequested)(nil), // 8: lethe.events.v1.RectificationRequested
-	(*AccessRequested)(nil),        // 9: lethe.events.v1.AccessRequested
-	(*ConsentWithdrawn)(nil),       // 10: lethe.events.v1.ConsentWithdrawn
-	(*ObjectionRecorded)(nil),      // 11: lethe.events.v1.ObjectionRecorded
-	(*RestrictionApplied)(nil),     // 12: lethe.events.v1.RestrictionApplied
-	(*RestrictionLifted)(nil),      // 13: lethe.events.v1.RestrictionLifted
-	(*TenantRegistered)(nil),       // 14: lethe.events.v1.TenantRegistered
-	(*TenantChanged)(nil),          // 15: lethe.events.v1.TenantChanged
-	(*TenantRemoved)(nil),          // 16: lethe.events.v1.TenantRemoved
-	(*SystemInfo)(nil),             // 17: lethe.events.v1.SystemInfo
-	(*SystemRegistered)(nil),       // 18: lethe.events.v1.SystemRegistered
-	(*SystemChanged)(nil),          // 19: lethe.events.v1.SystemChanged
-	(*SystemRemoved)(nil),          // 20: lethe.events.v1.SystemRemoved
-	(*Retention)(nil),              // 21: lethe.events.v1.Retention
-	(*Outcome)(nil),                // 22: lethe.events.v1.Outcome
-	(*OutcomeBatch)(nil),           // 23: lethe.events.v1.OutcomeBatch
-	(*v1.Cause)(nil),               // 24: lethe.common.v1.Cause
-	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
-	(*v1.DataCategory)(nil),        // 26: lethe.common.v1.DataCategory
-	(v1.LegalBasis)(0),             // 27: lethe.common.v1.LegalBasis
-	(v1.SystemKind)(0),             // 28: lethe.common.v1.SystemKind
-	(v1.AnswerMode)(0),             // 29: lethe.common.v1.AnswerMode
+	(*Obligation)(nil),             // 8: lethe.events.v1.Obligation
+	(*RectificationRequested)(nil), // 9: lethe.events.v1.RectificationRequested
+	(*AccessRequested)(nil),        // 10: lethe.events.v1.AccessRequested
+	(*ConsentWithdrawn)(nil),       // 11: lethe.events.v1.ConsentWithdrawn
+	(*ObjectionRecorded)(nil),      // 12: lethe.events.v1.ObjectionRecorded
+	(*RestrictionApplied)(nil),     // 13: lethe.events.v1.RestrictionApplied
+	(*RestrictionLifted)(nil),      // 14: lethe.events.v1.RestrictionLifted
+	(*TenantRegistered)(nil),       // 15: lethe.events.v1.TenantRegistered
+	(*TenantChanged)(nil),          // 16: lethe.events.v1.TenantChanged
+	(*TenantRemoved)(nil),          // 17: lethe.events.v1.TenantRemoved
+	(*SystemInfo)(nil),             // 18: lethe.events.v1.SystemInfo
+	(*SystemRegistered)(nil),       // 19: lethe.events.v1.SystemRegistered
+	(*SystemChanged)(nil),          // 20: lethe.events.v1.SystemChanged
+	(*SystemRemoved)(nil),          // 21: lethe.events.v1.SystemRemoved
+	(*Retention)(nil),              // 22: lethe.events.v1.Retention
+	(*Outcome)(nil),                // 23: lethe.events.v1.Outcome
+	(*OutcomeBatch)(nil),           // 24: lethe.events.v1.OutcomeBatch
+	(*v1.Cause)(nil),               // 25: lethe.common.v1.Cause
+	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
+	(*v1.DataCategory)(nil),        // 27: lethe.common.v1.DataCategory
+	(v1.LegalBasis)(0),             // 28: lethe.common.v1.LegalBasis
+	(v1.SystemKind)(0),             // 29: lethe.common.v1.SystemKind
+	(v1.AnswerMode)(0),             // 30: lethe.common.v1.AnswerMode
 }
 var file_lethe_events_v1_events_proto_depIdxs = []int32{
-	24, // 0: lethe.events.v1.Event.cause:type_name -> lethe.common.v1.Cause
-	25, // 1: lethe.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
-	25, // 2: lethe.events.v1.Event.answer_by:type_name -> google.protobuf.Timestamp
+	25, // 0: lethe.events.v1.Event.cause:type_name -> lethe.common.v1.Cause
+	26, // 1: lethe.events.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	26, // 2: lethe.events.v1.Event.answer_by:type_name -> google.protobuf.Timestamp
 	7,  // 3: lethe.events.v1.Event.erasure_requested:type_name -> lethe.events.v1.ErasureRequested
-	8,  // 4: lethe.events.v1.Event.rectification_requested:type_name -> lethe.events.v1.RectificationRequested
-	9,  // 5: lethe.events.v1.Event.access_requested:type_name -> lethe.events.v1.AccessRequested
-	10, // 6: lethe.events.v1.Event.consent_withdrawn:type_name -> lethe.events.v1.ConsentWithdrawn
-	11, // 7: lethe.events.v1.Event.objection_recorded:type_name -> lethe.events.v1.ObjectionRecorded
-	12, // 8: lethe.events.v1.Event.restriction_applied:type_name -> lethe.events.v1.RestrictionApplied
-	13, // 9: lethe.events.v1.Event.restriction_lifted:type_name -> lethe.events.v1.RestrictionLifted
-	14, // 10: lethe.events.v1.Event.tenant_registered:type_name -> lethe.events.v1.TenantRegistered
-	15, // 11: lethe.events.v1.Event.tenant_changed:type_name -> lethe.events.v1.TenantChanged
-	16, // 12: lethe.events.v1.Event.tenant_removed:type_name -> lethe.events.v1.TenantRemoved
-	18, // 13: lethe.events.v1.Event.system_registered:type_name -> lethe.events.v1.SystemRegistered
-	19, // 14: lethe.events.v1.Event.system_changed:type_name -> lethe.events.v1.SystemChanged
-	20, // 15: lethe.events.v1.Event.system_removed:type_name -> lethe.events.v1.SystemRemoved
-	26, // 16: lethe.events.v1.Scope.categories:type_name -> lethe.common.v1.DataCategory
+	9,  // 4: lethe.events.v1.Event.rectification_requested:type_name -> lethe.events.v1.RectificationRequested
+	10, // 5: lethe.events.v1.Event.access_requested:type_name -> lethe.events.v1.AccessRequested
+	11, // 6: lethe.events.v1.Event.consent_withdrawn:type_name -> lethe.events.v1.ConsentWithdrawn
+	12, // 7: lethe.events.v1.Event.objection_recorded:type_name -> lethe.events.v1.ObjectionRecorded
+	13, // 8: lethe.events.v1.Event.restriction_applied:type_name -> lethe.events.v1.RestrictionApplied
+	14, // 9: lethe.events.v1.Event.restriction_lifted:type_name -> lethe.events.v1.RestrictionLifted
+	15, // 10: lethe.events.v1.Event.tenant_registered:type_name -> lethe.events.v1.TenantRegistered
+	16, // 11: lethe.events.v1.Event.tenant_changed:type_name -> lethe.events.v1.TenantChanged
+	17, // 12: lethe.events.v1.Event.tenant_removed:type_name -> lethe.events.v1.TenantRemoved
+	19, // 13: lethe.events.v1.Event.system_registered:type_name -> lethe.events.v1.SystemRegistered
+	20, // 14: lethe.events.v1.Event.system_changed:type_name -> lethe.events.v1.SystemChanged
+	21, // 15: lethe.events.v1.Event.system_removed:type_name -> lethe.events.v1.SystemRemoved
+	27, // 16: lethe.events.v1.Scope.categories:type_name -> lethe.common.v1.DataCategory
 	6,  // 17: lethe.events.v1.ErasureRequested.scope:type_name -> lethe.events.v1.Scope
 	0,  // 18: lethe.events.v1.ErasureRequested.action:type_name -> lethe.events.v1.ErasureAction
-	26, // 19: lethe.events.v1.RectificationRequested.categories:type_name -> lethe.common.v1.DataCategory
-	6,  // 20: lethe.events.v1.AccessRequested.scope:type_name -> lethe.events.v1.Scope
-	27, // 21: lethe.events.v1.AccessRequested.legal_bases:type_name -> lethe.common.v1.LegalBasis
-	1,  // 22: lethe.events.v1.ObjectionRecorded.scope:type_name -> lethe.events.v1.ObjectionScope
-	2,  // 23: lethe.events.v1.RestrictionApplied.ground:type_name -> lethe.events.v1.RestrictionGround
-	28, // 24: lethe.events.v1.SystemInfo.kind:type_name -> lethe.common.v1.SystemKind
-	29, // 25: lethe.events.v1.SystemInfo.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	26, // 26: lethe.events.v1.SystemInfo.categories:type_name -> lethe.common.v1.DataCategory
-	25, // 27: lethe.events.v1.SystemInfo.effective_at:type_name -> google.protobuf.Timestamp
-	17, // 28: lethe.events.v1.SystemRegistered.system:type_name -> lethe.events.v1.SystemInfo
-	17, // 29: lethe.events.v1.SystemChanged.system:type_name -> lethe.events.v1.SystemInfo
-	25, // 30: lethe.events.v1.SystemRemoved.effective_at:type_name -> google.protobuf.Timestamp
-	26, // 31: lethe.events.v1.Retention.categories:type_name -> lethe.common.v1.DataCategory
-	27, // 32: lethe.events.v1.Retention.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	25, // 33: lethe.events.v1.Retention.until:type_name -> google.protobuf.Timestamp
-	4,  // 34: lethe.events.v1.Retention.exemption:type_name -> lethe.events.v1.ExemptionGround
-	24, // 35: lethe.events.v1.Outcome.cause:type_name -> lethe.common.v1.Cause
-	3,  // 36: lethe.events.v1.Outcome.kind:type_name -> lethe.events.v1.OutcomeKind
-	21, // 37: lethe.events.v1.Outcome.retained:type_name -> lethe.events.v1.Retention
-	25, // 38: lethe.events.v1.Outcome.reported_at:type_name -> google.protobuf.Timestamp
-	22, // 39: lethe.events.v1.OutcomeBatch.outcomes:type_name -> lethe.events.v1.Outcome
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	8,  // 19: lethe.events.v1.ErasureRequested.keep:type_name -> lethe.events.v1.Obligation
+	27, // 20: lethe.events.v1.Obligation.categories:type_name -> lethe.common.v1.DataCategory
+	28, // 21: lethe.events.v1.Obligation.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	26, // 22: lethe.events.v1.Obligation.until:type_name -> google.protobuf.Timestamp
+	27, // 23: lethe.events.v1.RectificationRequested.categories:type_name -> lethe.common.v1.DataCategory
+	6,  // 24: lethe.events.v1.AccessRequested.scope:type_name -> lethe.events.v1.Scope
+	28, // 25: lethe.events.v1.AccessRequested.legal_bases:type_name -> lethe.common.v1.LegalBasis
+	1,  // 26: lethe.events.v1.ObjectionRecorded.scope:type_name -> lethe.events.v1.ObjectionScope
+	2,  // 27: lethe.events.v1.RestrictionApplied.ground:type_name -> lethe.events.v1.RestrictionGround
+	29, // 28: lethe.events.v1.SystemInfo.kind:type_name -> lethe.common.v1.SystemKind
+	30, // 29: lethe.events.v1.SystemInfo.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	27, // 30: lethe.events.v1.SystemInfo.categories:type_name -> lethe.common.v1.DataCategory
+	26, // 31: lethe.events.v1.SystemInfo.effective_at:type_name -> google.protobuf.Timestamp
+	18, // 32: lethe.events.v1.SystemRegistered.system:type_name -> lethe.events.v1.SystemInfo
+	18, // 33: lethe.events.v1.SystemChanged.system:type_name -> lethe.events.v1.SystemInfo
+	26, // 34: lethe.events.v1.SystemRemoved.effective_at:type_name -> google.protobuf.Timestamp
+	27, // 35: lethe.events.v1.Retention.categories:type_name -> lethe.common.v1.DataCategory
+	28, // 36: lethe.events.v1.Retention.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	26, // 37: lethe.events.v1.Retention.until:type_name -> google.protobuf.Timestamp
+	4,  // 38: lethe.events.v1.Retention.exemption:type_name -> lethe.events.v1.ExemptionGround
+	25, // 39: lethe.events.v1.Outcome.cause:type_name -> lethe.common.v1.Cause
+	3,  // 40: lethe.events.v1.Outcome.kind:type_name -> lethe.events.v1.OutcomeKind
+	22, // 41: lethe.events.v1.Outcome.retained:type_name -> lethe.events.v1.Retention
+	26, // 42: lethe.events.v1.Outcome.reported_at:type_name -> google.protobuf.Timestamp
+	23, // 43: lethe.events.v1.OutcomeBatch.outcomes:type_name -> lethe.events.v1.Outcome
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_lethe_events_v1_events_proto_init() }
@@ -2161,7 +2304,7 @@ func file_lethe_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_events_v1_events_proto_rawDesc), len(file_lethe_events_v1_events_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

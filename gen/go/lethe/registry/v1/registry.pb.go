@@ -585,8 +585,14 @@ type TenantSettings struct {
 	// when it is entered later than it arrived (a letter received on Friday,
 	// entered on Monday): at most 90 days, zero for never. Unset: 30 days.
 	MaxReceiptAge *durationpb.Duration `protobuf:"bytes,8,opt,name=max_receipt_age,json=maxReceiptAge,proto3" json:"max_receipt_age,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The last day of the tenant's financial year, as "MM-DD" ("06-30");
+	// empty for the calendar year ("12-31"). Retention rules anchored at the
+	// end of the financial year count from it (Swedish Bokföringslag
+	// (1999:1078) 7 kap. 2 §, Finnish Kirjanpitolaki (1336/1997) 2 luku
+	// 10 §). A day past the month's end ("02-29") means its last day.
+	FinancialYearEnd string `protobuf:"bytes,9,opt,name=financial_year_end,json=financialYearEnd,proto3" json:"financial_year_end,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *TenantSettings) Reset() {
@@ -673,6 +679,13 @@ func (x *TenantSettings) GetMaxReceiptAge() *durationpb.Duration {
 		return x.MaxReceiptAge
 	}
 	return nil
+}
+
+func (x *TenantSettings) GetFinancialYearEnd() string {
+	if x != nil {
+		return x.FinancialYearEnd
+	}
+	return ""
 }
 
 // Contact is how to reach a person or an office: business contact data, not
@@ -4013,7 +4026,7 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xe9\x04\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xcd\x05\n" +
 	"\x0eTenantSettings\x12.\n" +
 	"\acountry\x18\x01 \x01(\tB\x14\xbaH\x11r\x0f2\r^([A-Z]{2})?$R\acountry\x12I\n" +
 	"\bdsar_sla\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x13\xbaH\x10\xaa\x01\r\"\x05\b\x80\xce\xda\x032\x04\b\x80\xa3\x05R\adsarSla\x12@\n" +
@@ -4022,7 +4035,8 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\x03dpo\x18\x05 \x01(\v2\x1a.lethe.registry.v1.ContactR\x03dpo\x12\\\n" +
 	"\x15supervisory_authority\x18\x06 \x01(\v2'.lethe.registry.v1.SupervisoryAuthorityR\x14supervisoryAuthority\x12U\n" +
 	"\ttime_zone\x18\a \x01(\tB8\xbaH5r3\x18@2/^([A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)?$R\btimeZone\x12R\n" +
-	"\x0fmax_receipt_age\x18\b \x01(\v2\x19.google.protobuf.DurationB\x0f\xbaH\f\xaa\x01\t\"\x05\b\x80\xce\xda\x032\x00R\rmaxReceiptAge\"\x98\x01\n" +
+	"\x0fmax_receipt_age\x18\b \x01(\v2\x19.google.protobuf.DurationB\x0f\xbaH\f\xaa\x01\t\"\x05\b\x80\xce\xda\x032\x00R\rmaxReceiptAge\x12b\n" +
+	"\x12financial_year_end\x18\t \x01(\tB4\xbaH1r/2-^((0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01]))?$R\x10financialYearEnd\"\x98\x01\n" +
 	"\aContact\x12\x1c\n" +
 	"\x04name\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\x04name\x124\n" +
 	"\x05email\x18\x02 \x01(\tB\x1e\xbaH\x1br\x19\x18\xfe\x012\x14^([^@\\s]+@[^@\\s]+)?$R\x05email\x12\x1d\n" +

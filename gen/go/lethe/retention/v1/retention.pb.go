@@ -108,6 +108,72 @@ func (TriggerKind) EnumDescriptor() ([]byte, []int) {
 	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{0}
 }
 
+// PeriodAnchor says from which instant a trigger's period counts: the fact
+// itself, or the end of an accounting year the fact falls in. Accounting
+// law counts from the end of the year, not from the voucher's date.
+// Anchors use the tenant's financial year end
+// (lethe.registry.v1.TenantSettings.financial_year_end, default 12-31) and
+// end years at midnight UTC: east of UTC, where the Nordic accounting acts
+// apply, that is after the local midnight, so a minimum is never cut short.
+type PeriodAnchor int32
+
+const (
+	// The fact itself: "P1Y after collection".
+	PeriodAnchor_PERIOD_ANCHOR_UNSPECIFIED PeriodAnchor = 0
+	// The end of the financial year in which the fact happened: the Finnish
+	// Kirjanpitolaki (1336/1997) 2 luku 10 § keeps books (kirjanpitokirjat)
+	// ten years "tilikauden päättymisestä".
+	PeriodAnchor_PERIOD_ANCHOR_END_OF_FINANCIAL_YEAR PeriodAnchor = 1
+	// The end of the calendar year in which the financial year of the fact
+	// ended: the Swedish Bokföringslag (1999:1078) 7 kap. 2 § keeps records
+	// "till och med det sjunde året efter utgången av det kalenderår då
+	// räkenskapsåret avslutades" (P7Y), the Finnish Kirjanpitolaki 2 luku
+	// 10 § vouchers (tositteet) six years "sen vuoden lopusta, jonka aikana
+	// tilikausi on päättynyt" (P6Y).
+	PeriodAnchor_PERIOD_ANCHOR_END_OF_CALENDAR_YEAR_OF_FINANCIAL_YEAR_END PeriodAnchor = 2
+)
+
+// Enum value maps for PeriodAnchor.
+var (
+	PeriodAnchor_name = map[int32]string{
+		0: "PERIOD_ANCHOR_UNSPECIFIED",
+		1: "PERIOD_ANCHOR_END_OF_FINANCIAL_YEAR",
+		2: "PERIOD_ANCHOR_END_OF_CALENDAR_YEAR_OF_FINANCIAL_YEAR_END",
+	}
+	PeriodAnchor_value = map[string]int32{
+		"PERIOD_ANCHOR_UNSPECIFIED":                                0,
+		"PERIOD_ANCHOR_END_OF_FINANCIAL_YEAR":                      1,
+		"PERIOD_ANCHOR_END_OF_CALENDAR_YEAR_OF_FINANCIAL_YEAR_END": 2,
+	}
+)
+
+func (x PeriodAnchor) Enum() *PeriodAnchor {
+	p := new(PeriodAnchor)
+	*p = x
+	return p
+}
+
+func (x PeriodAnchor) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PeriodAnchor) Descriptor() protoreflect.EnumDescriptor {
+	return file_lethe_retention_v1_retention_proto_enumTypes[1].Descriptor()
+}
+
+func (PeriodAnchor) Type() protoreflect.EnumType {
+	return &file_lethe_retention_v1_retention_proto_enumTypes[1]
+}
+
+func (x PeriodAnchor) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PeriodAnchor.Descriptor instead.
+func (PeriodAnchor) EnumDescriptor() ([]byte, []int) {
+	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{1}
+}
+
 // SignalKind is the lifecycle fact a signal reports.
 type SignalKind int32
 
@@ -168,11 +234,11 @@ func (x SignalKind) String() string {
 }
 
 func (SignalKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_retention_v1_retention_proto_enumTypes[1].Descriptor()
+	return file_lethe_retention_v1_retention_proto_enumTypes[2].Descriptor()
 }
 
 func (SignalKind) Type() protoreflect.EnumType {
-	return &file_lethe_retention_v1_retention_proto_enumTypes[1]
+	return &file_lethe_retention_v1_retention_proto_enumTypes[2]
 }
 
 func (x SignalKind) Number() protoreflect.EnumNumber {
@@ -181,10 +247,11 @@ func (x SignalKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SignalKind.Descriptor instead.
 func (SignalKind) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{1}
+	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{2}
 }
 
-// Trigger starts a rule's clock: the rule applies `period` after the fact.
+// Trigger starts a rule's clock: the rule applies `period` after the fact,
+// or after the end of the year the fact falls in (`anchor`).
 type Trigger struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The fact the clock runs from.
@@ -196,7 +263,9 @@ type Trigger struct {
 	// An ISO 8601 period ("P1Y", "P3Y6M", "P30D", "P0D" for at once), added
 	// as EU law counts time limits (Regulation 1182/71: 31 January + P1M is
 	// the last day of February).
-	Period        string `protobuf:"bytes,3,opt,name=period,proto3" json:"period,omitempty"`
+	Period string `protobuf:"bytes,3,opt,name=period,proto3" json:"period,omitempty"`
+	// From which instant the period counts; unset for the fact itself.
+	Anchor        PeriodAnchor `protobuf:"varint,4,opt,name=anchor,proto3,enum=lethe.retention.v1.PeriodAnchor" json:"anchor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -250,6 +319,13 @@ func (x *Trigger) GetPeriod() string {
 		return x.Period
 	}
 	return ""
+}
+
+func (x *Trigger) GetAnchor() PeriodAnchor {
+	if x != nil {
+		return x.Anchor
+	}
+	return PeriodAnchor_PERIOD_ANCHOR_UNSPECIFIED
 }
 
 // Rule is a retention rule of a tenant.
@@ -1023,6 +1099,13 @@ func (x *RecordSignalsResponse) GetRecorded() int32 {
 }
 
 // Hold is a legal hold: while in force, the data it covers is never purged.
+//
+// Besides holds placed with PlaceHold, the service holds the data of a
+// subject whose processing is restricted because the subject wants it kept
+// (GDPR Art. 18(1)(b) and (c)): it follows the consent service's
+// restriction.applied events and places hold "restriction-<restriction id>"
+// on the subject, which restriction.lifted releases (Art. 18(2): restricted
+// data may only be stored).
 type Hold struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The hold's id within its tenant.
@@ -1501,6 +1584,122 @@ func (x *ListHoldsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// ListObligationsRequest asks what legal obligations keep of a subject's
+// data.
+type ListObligationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The subject.
+	SubjectId string `protobuf:"bytes,2,opt,name=subject_id,json=subjectId,proto3" json:"subject_id,omitempty"`
+	// The categories an erasure covers, each with every category under it;
+	// empty for all of the subject's data.
+	Categories    []*v1.DataCategory `protobuf:"bytes,3,rep,name=categories,proto3" json:"categories,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListObligationsRequest) Reset() {
+	*x = ListObligationsRequest{}
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListObligationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListObligationsRequest) ProtoMessage() {}
+
+func (x *ListObligationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListObligationsRequest.ProtoReflect.Descriptor instead.
+func (*ListObligationsRequest) Descriptor() ([]byte, []int) {
+	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListObligationsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ListObligationsRequest) GetSubjectId() string {
+	if x != nil {
+		return x.SubjectId
+	}
+	return ""
+}
+
+func (x *ListObligationsRequest) GetCategories() []*v1.DataCategory {
+	if x != nil {
+		return x.Categories
+	}
+	return nil
+}
+
+// ListObligationsResponse lists the obligations in force, by rule and
+// category. A minimum rule whose clock has run out is not listed; one whose
+// trigger has not fired, or that covers categories Lethe tracks no
+// collection of for the subject, is listed without an until-date: the data
+// is kept (unknown facts fail closed).
+type ListObligationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The obligations.
+	Obligations   []*v11.Obligation `protobuf:"bytes,1,rep,name=obligations,proto3" json:"obligations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListObligationsResponse) Reset() {
+	*x = ListObligationsResponse{}
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListObligationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListObligationsResponse) ProtoMessage() {}
+
+func (x *ListObligationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListObligationsResponse.ProtoReflect.Descriptor instead.
+func (*ListObligationsResponse) Descriptor() ([]byte, []int) {
+	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListObligationsResponse) GetObligations() []*v11.Obligation {
+	if x != nil {
+		return x.Obligations
+	}
+	return nil
+}
+
 // Verdict is when one category of a subject's data may be purged, and why.
 type Verdict struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1524,14 +1723,19 @@ type Verdict struct {
 	// How the verdict was reached, one sentence per step.
 	Explanation []string `protobuf:"bytes,8,rep,name=explanation,proto3" json:"explanation,omitempty"`
 	// When the data was purged, if it was (the directive was issued).
-	PurgedAt      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=purged_at,json=purgedAt,proto3" json:"purged_at,omitempty"`
+	PurgedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=purged_at,json=purgedAt,proto3" json:"purged_at,omitempty"`
+	// For data a system kept when it answered an erasure RETAINED ("kept
+	// under accounting law until D"): the system. purge_at is then the
+	// until-date, when that system is told to erase it, and the explanation
+	// names the basis and the erasure it answered.
+	RetainedBy    string `protobuf:"bytes,10,opt,name=retained_by,json=retainedBy,proto3" json:"retained_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Verdict) Reset() {
 	*x = Verdict{}
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[20]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1747,7 @@ func (x *Verdict) String() string {
 func (*Verdict) ProtoMessage() {}
 
 func (x *Verdict) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[20]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1760,7 @@ func (x *Verdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Verdict.ProtoReflect.Descriptor instead.
 func (*Verdict) Descriptor() ([]byte, []int) {
-	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{20}
+	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Verdict) GetCategory() *v1.DataCategory {
@@ -1622,6 +1826,13 @@ func (x *Verdict) GetPurgedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Verdict) GetRetainedBy() string {
+	if x != nil {
+		return x.RetainedBy
+	}
+	return ""
+}
+
 // ExplainSubjectRequest asks for a subject's verdicts.
 type ExplainSubjectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1635,7 +1846,7 @@ type ExplainSubjectRequest struct {
 
 func (x *ExplainSubjectRequest) Reset() {
 	*x = ExplainSubjectRequest{}
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[21]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1858,7 @@ func (x *ExplainSubjectRequest) String() string {
 func (*ExplainSubjectRequest) ProtoMessage() {}
 
 func (x *ExplainSubjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[21]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1871,7 @@ func (x *ExplainSubjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainSubjectRequest.ProtoReflect.Descriptor instead.
 func (*ExplainSubjectRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{21}
+	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExplainSubjectRequest) GetTenantId() string {
@@ -1688,7 +1899,7 @@ type ExplainSubjectResponse struct {
 
 func (x *ExplainSubjectResponse) Reset() {
 	*x = ExplainSubjectResponse{}
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[22]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1700,7 +1911,7 @@ func (x *ExplainSubjectResponse) String() string {
 func (*ExplainSubjectResponse) ProtoMessage() {}
 
 func (x *ExplainSubjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[22]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1713,7 +1924,7 @@ func (x *ExplainSubjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainSubjectResponse.ProtoReflect.Descriptor instead.
 func (*ExplainSubjectResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{22}
+	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExplainSubjectResponse) GetVerdicts() []*Verdict {
@@ -1741,7 +1952,7 @@ type PreviewPurgesRequest struct {
 
 func (x *PreviewPurgesRequest) Reset() {
 	*x = PreviewPurgesRequest{}
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[23]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1964,7 @@ func (x *PreviewPurgesRequest) String() string {
 func (*PreviewPurgesRequest) ProtoMessage() {}
 
 func (x *PreviewPurgesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[23]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1977,7 @@ func (x *PreviewPurgesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewPurgesRequest.ProtoReflect.Descriptor instead.
 func (*PreviewPurgesRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{23}
+	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PreviewPurgesRequest) GetTenantId() string {
@@ -1820,7 +2031,7 @@ type RulePreview struct {
 
 func (x *RulePreview) Reset() {
 	*x = RulePreview{}
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[24]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +2043,7 @@ func (x *RulePreview) String() string {
 func (*RulePreview) ProtoMessage() {}
 
 func (x *RulePreview) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[24]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +2056,7 @@ func (x *RulePreview) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RulePreview.ProtoReflect.Descriptor instead.
 func (*RulePreview) Descriptor() ([]byte, []int) {
-	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{24}
+	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RulePreview) GetRuleId() string {
@@ -1910,7 +2121,7 @@ type PreviewPurgesResponse struct {
 
 func (x *PreviewPurgesResponse) Reset() {
 	*x = PreviewPurgesResponse{}
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[25]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2133,7 @@ func (x *PreviewPurgesResponse) String() string {
 func (*PreviewPurgesResponse) ProtoMessage() {}
 
 func (x *PreviewPurgesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[25]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2146,7 @@ func (x *PreviewPurgesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewPurgesResponse.ProtoReflect.Descriptor instead.
 func (*PreviewPurgesResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{25}
+	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PreviewPurgesResponse) GetRules() []*RulePreview {
@@ -1965,7 +2176,7 @@ type GetRuleReportRequest struct {
 
 func (x *GetRuleReportRequest) Reset() {
 	*x = GetRuleReportRequest{}
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[26]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2188,7 @@ func (x *GetRuleReportRequest) String() string {
 func (*GetRuleReportRequest) ProtoMessage() {}
 
 func (x *GetRuleReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[26]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2201,7 @@ func (x *GetRuleReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRuleReportRequest.ProtoReflect.Descriptor instead.
 func (*GetRuleReportRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{26}
+	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetRuleReportRequest) GetTenantId() string {
@@ -2034,7 +2245,7 @@ type RuleReport struct {
 
 func (x *RuleReport) Reset() {
 	*x = RuleReport{}
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[27]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2046,7 +2257,7 @@ func (x *RuleReport) String() string {
 func (*RuleReport) ProtoMessage() {}
 
 func (x *RuleReport) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[27]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2059,7 +2270,7 @@ func (x *RuleReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleReport.ProtoReflect.Descriptor instead.
 func (*RuleReport) Descriptor() ([]byte, []int) {
-	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{27}
+	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RuleReport) GetRuleId() string {
@@ -2136,7 +2347,7 @@ type GetRuleReportResponse struct {
 
 func (x *GetRuleReportResponse) Reset() {
 	*x = GetRuleReportResponse{}
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[28]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2359,7 @@ func (x *GetRuleReportResponse) String() string {
 func (*GetRuleReportResponse) ProtoMessage() {}
 
 func (x *GetRuleReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_retention_v1_retention_proto_msgTypes[28]
+	mi := &file_lethe_retention_v1_retention_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2372,7 @@ func (x *GetRuleReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRuleReportResponse.ProtoReflect.Descriptor instead.
 func (*GetRuleReportResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{28}
+	return file_lethe_retention_v1_retention_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetRuleReportResponse) GetRules() []*RuleReport {
@@ -2175,12 +2386,13 @@ var File_lethe_retention_v1_retention_proto protoreflect.FileDescriptor
 
 const file_lethe_retention_v1_retention_proto_rawDesc = "" +
 	"\n" +
-	"\"lethe/retention/v1/retention.proto\x12\x12lethe.retention.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clethe/common/v1/common.proto\x1a\x1clethe/events/v1/events.proto\"\x8b\x01\n" +
+	"\"lethe/retention/v1/retention.proto\x12\x12lethe.retention.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clethe/common/v1/common.proto\x1a\x1clethe/events/v1/events.proto\"\xcf\x01\n" +
 	"\aTrigger\x12?\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1f.lethe.retention.v1.TriggerKindB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04kind\x12\x1c\n" +
 	"\x04name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04name\x12!\n" +
-	"\x06period\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x06period\"\xec\x02\n" +
+	"\x06period\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x06period\x12B\n" +
+	"\x06anchor\x18\x04 \x01(\x0e2 .lethe.retention.v1.PeriodAnchorB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06anchor\"\xec\x02\n" +
 	"\x04Rule\x12<\n" +
 	"\arule_id\x18\x01 \x01(\tB#\xbaH r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$R\x06ruleId\x12A\n" +
 	"\bcategory\x18\x02 \x01(\v2\x1d.lethe.common.v1.DataCategoryB\x06\xbaH\x03\xc8\x01\x01R\bcategory\x12C\n" +
@@ -2277,7 +2489,16 @@ const file_lethe_retention_v1_retention_proto_rawDesc = "" +
 	"page_token\x18\x05 \x01(\tR\tpageToken\"k\n" +
 	"\x11ListHoldsResponse\x12.\n" +
 	"\x05holds\x18\x01 \x03(\v2\x18.lethe.retention.v1.HoldR\x05holds\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa3\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd6\x01\n" +
+	"\x16ListObligationsRequest\x12>\n" +
+	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x123\n" +
+	"\n" +
+	"subject_id\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x10\x01\x18\x80\x022\b^[!-~]+$R\tsubjectId\x12G\n" +
+	"\n" +
+	"categories\x18\x03 \x03(\v2\x1d.lethe.common.v1.DataCategoryB\b\xbaH\x05\x92\x01\x02\x10dR\n" +
+	"categories\"X\n" +
+	"\x17ListObligationsResponse\x12=\n" +
+	"\vobligations\x18\x01 \x03(\v2\x1b.lethe.events.v1.ObligationR\vobligations\"\xc4\x03\n" +
 	"\aVerdict\x129\n" +
 	"\bcategory\x18\x01 \x01(\v2\x1d.lethe.common.v1.DataCategoryR\bcategory\x125\n" +
 	"\bpurge_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\apurgeAt\x126\n" +
@@ -2288,7 +2509,10 @@ const file_lethe_retention_v1_retention_proto_rawDesc = "" +
 	"kept_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tkeptUntil\x12\x17\n" +
 	"\aheld_by\x18\a \x01(\tR\x06heldBy\x12 \n" +
 	"\vexplanation\x18\b \x03(\tR\vexplanation\x127\n" +
-	"\tpurged_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\bpurgedAt\"\x8c\x01\n" +
+	"\tpurged_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\bpurgedAt\x12\x1f\n" +
+	"\vretained_by\x18\n" +
+	" \x01(\tR\n" +
+	"retainedBy\"\x8c\x01\n" +
 	"\x15ExplainSubjectRequest\x12>\n" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x123\n" +
 	"\n" +
@@ -2339,7 +2563,11 @@ const file_lethe_retention_v1_retention_proto_rawDesc = "" +
 	"%TRIGGER_KIND_SINCE_RELATIONSHIP_ENDED\x10\x03\x12!\n" +
 	"\x1dTRIGGER_KIND_SINCE_SUSPENSION\x10\x04\x12)\n" +
 	"%TRIGGER_KIND_SINCE_CONSENT_WITHDRAWAL\x10\x05\x12\x1c\n" +
-	"\x18TRIGGER_KIND_SINCE_EVENT\x10\x06*\xf5\x01\n" +
+	"\x18TRIGGER_KIND_SINCE_EVENT\x10\x06*\x94\x01\n" +
+	"\fPeriodAnchor\x12\x1d\n" +
+	"\x19PERIOD_ANCHOR_UNSPECIFIED\x10\x00\x12'\n" +
+	"#PERIOD_ANCHOR_END_OF_FINANCIAL_YEAR\x10\x01\x12<\n" +
+	"8PERIOD_ANCHOR_END_OF_CALENDAR_YEAR_OF_FINANCIAL_YEAR_END\x10\x02*\xf5\x01\n" +
 	"\n" +
 	"SignalKind\x12\x1b\n" +
 	"\x17SIGNAL_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
@@ -2349,7 +2577,7 @@ const file_lethe_retention_v1_retention_proto_rawDesc = "" +
 	" SIGNAL_KIND_RELATIONSHIP_RESUMED\x10\x04\x12\x19\n" +
 	"\x15SIGNAL_KIND_SUSPENDED\x10\x05\x12\x1b\n" +
 	"\x17SIGNAL_KIND_REACTIVATED\x10\x06\x12\x15\n" +
-	"\x11SIGNAL_KIND_EVENT\x10\a2\xc8\b\n" +
+	"\x11SIGNAL_KIND_EVENT\x10\a2\xb9\t\n" +
 	"\x10RetentionService\x12R\n" +
 	"\aPutRule\x12\".lethe.retention.v1.PutRuleRequest\x1a#.lethe.retention.v1.PutRuleResponse\x12[\n" +
 	"\n" +
@@ -2359,7 +2587,8 @@ const file_lethe_retention_v1_retention_proto_rawDesc = "" +
 	"\rRecordSignals\x12(.lethe.retention.v1.RecordSignalsRequest\x1a).lethe.retention.v1.RecordSignalsResponse\x12X\n" +
 	"\tPlaceHold\x12$.lethe.retention.v1.PlaceHoldRequest\x1a%.lethe.retention.v1.PlaceHoldResponse\x12^\n" +
 	"\vReleaseHold\x12&.lethe.retention.v1.ReleaseHoldRequest\x1a'.lethe.retention.v1.ReleaseHoldResponse\x12]\n" +
-	"\tListHolds\x12$.lethe.retention.v1.ListHoldsRequest\x1a%.lethe.retention.v1.ListHoldsResponse\"\x03\x90\x02\x01\x12l\n" +
+	"\tListHolds\x12$.lethe.retention.v1.ListHoldsRequest\x1a%.lethe.retention.v1.ListHoldsResponse\"\x03\x90\x02\x01\x12o\n" +
+	"\x0fListObligations\x12*.lethe.retention.v1.ListObligationsRequest\x1a+.lethe.retention.v1.ListObligationsResponse\"\x03\x90\x02\x01\x12l\n" +
 	"\x0eExplainSubject\x12).lethe.retention.v1.ExplainSubjectRequest\x1a*.lethe.retention.v1.ExplainSubjectResponse\"\x03\x90\x02\x01\x12i\n" +
 	"\rPreviewPurges\x12(.lethe.retention.v1.PreviewPurgesRequest\x1a).lethe.retention.v1.PreviewPurgesResponse\"\x03\x90\x02\x01\x12i\n" +
 	"\rGetRuleReport\x12(.lethe.retention.v1.GetRuleReportRequest\x1a).lethe.retention.v1.GetRuleReportResponse\"\x03\x90\x02\x01B\xd8\x01\n" +
@@ -2377,104 +2606,113 @@ func file_lethe_retention_v1_retention_proto_rawDescGZIP() []byte {
 	return file_lethe_retention_v1_retention_proto_rawDescData
 }
 
-var file_lethe_retention_v1_retention_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_lethe_retention_v1_retention_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_lethe_retention_v1_retention_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_lethe_retention_v1_retention_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_lethe_retention_v1_retention_proto_goTypes = []any{
-	(TriggerKind)(0),               // 0: lethe.retention.v1.TriggerKind
-	(SignalKind)(0),                // 1: lethe.retention.v1.SignalKind
-	(*Trigger)(nil),                // 2: lethe.retention.v1.Trigger
-	(*Rule)(nil),                   // 3: lethe.retention.v1.Rule
-	(*PutRuleRequest)(nil),         // 4: lethe.retention.v1.PutRuleRequest
-	(*PutRuleResponse)(nil),        // 5: lethe.retention.v1.PutRuleResponse
-	(*DeleteRuleRequest)(nil),      // 6: lethe.retention.v1.DeleteRuleRequest
-	(*DeleteRuleResponse)(nil),     // 7: lethe.retention.v1.DeleteRuleResponse
-	(*ListRulesRequest)(nil),       // 8: lethe.retention.v1.ListRulesRequest
-	(*ListRulesResponse)(nil),      // 9: lethe.retention.v1.ListRulesResponse
-	(*Signal)(nil),                 // 10: lethe.retention.v1.Signal
-	(*RecordSignalRequest)(nil),    // 11: lethe.retention.v1.RecordSignalRequest
-	(*RecordSignalResponse)(nil),   // 12: lethe.retention.v1.RecordSignalResponse
-	(*RecordSignalsRequest)(nil),   // 13: lethe.retention.v1.RecordSignalsRequest
-	(*RecordSignalsResponse)(nil),  // 14: lethe.retention.v1.RecordSignalsResponse
-	(*Hold)(nil),                   // 15: lethe.retention.v1.Hold
-	(*PlaceHoldRequest)(nil),       // 16: lethe.retention.v1.PlaceHoldRequest
-	(*PlaceHoldResponse)(nil),      // 17: lethe.retention.v1.PlaceHoldResponse
-	(*ReleaseHoldRequest)(nil),     // 18: lethe.retention.v1.ReleaseHoldRequest
-	(*ReleaseHoldResponse)(nil),    // 19: lethe.retention.v1.ReleaseHoldResponse
-	(*ListHoldsRequest)(nil),       // 20: lethe.retention.v1.ListHoldsRequest
-	(*ListHoldsResponse)(nil),      // 21: lethe.retention.v1.ListHoldsResponse
-	(*Verdict)(nil),                // 22: lethe.retention.v1.Verdict
-	(*ExplainSubjectRequest)(nil),  // 23: lethe.retention.v1.ExplainSubjectRequest
-	(*ExplainSubjectResponse)(nil), // 24: lethe.retention.v1.ExplainSubjectResponse
-	(*PreviewPurgesRequest)(nil),   // 25: lethe.retention.v1.PreviewPurgesRequest
-	(*RulePreview)(nil),            // 26: lethe.retention.v1.RulePreview
-	(*PreviewPurgesResponse)(nil),  // 27: lethe.retention.v1.PreviewPurgesResponse
-	(*GetRuleReportRequest)(nil),   // 28: lethe.retention.v1.GetRuleReportRequest
-	(*RuleReport)(nil),             // 29: lethe.retention.v1.RuleReport
-	(*GetRuleReportResponse)(nil),  // 30: lethe.retention.v1.GetRuleReportResponse
-	(*v1.DataCategory)(nil),        // 31: lethe.common.v1.DataCategory
-	(v11.ErasureAction)(0),         // 32: lethe.events.v1.ErasureAction
-	(*timestamppb.Timestamp)(nil),  // 33: google.protobuf.Timestamp
+	(TriggerKind)(0),                // 0: lethe.retention.v1.TriggerKind
+	(PeriodAnchor)(0),               // 1: lethe.retention.v1.PeriodAnchor
+	(SignalKind)(0),                 // 2: lethe.retention.v1.SignalKind
+	(*Trigger)(nil),                 // 3: lethe.retention.v1.Trigger
+	(*Rule)(nil),                    // 4: lethe.retention.v1.Rule
+	(*PutRuleRequest)(nil),          // 5: lethe.retention.v1.PutRuleRequest
+	(*PutRuleResponse)(nil),         // 6: lethe.retention.v1.PutRuleResponse
+	(*DeleteRuleRequest)(nil),       // 7: lethe.retention.v1.DeleteRuleRequest
+	(*DeleteRuleResponse)(nil),      // 8: lethe.retention.v1.DeleteRuleResponse
+	(*ListRulesRequest)(nil),        // 9: lethe.retention.v1.ListRulesRequest
+	(*ListRulesResponse)(nil),       // 10: lethe.retention.v1.ListRulesResponse
+	(*Signal)(nil),                  // 11: lethe.retention.v1.Signal
+	(*RecordSignalRequest)(nil),     // 12: lethe.retention.v1.RecordSignalRequest
+	(*RecordSignalResponse)(nil),    // 13: lethe.retention.v1.RecordSignalResponse
+	(*RecordSignalsRequest)(nil),    // 14: lethe.retention.v1.RecordSignalsRequest
+	(*RecordSignalsResponse)(nil),   // 15: lethe.retention.v1.RecordSignalsResponse
+	(*Hold)(nil),                    // 16: lethe.retention.v1.Hold
+	(*PlaceHoldRequest)(nil),        // 17: lethe.retention.v1.PlaceHoldRequest
+	(*PlaceHoldResponse)(nil),       // 18: lethe.retention.v1.PlaceHoldResponse
+	(*ReleaseHoldRequest)(nil),      // 19: lethe.retention.v1.ReleaseHoldRequest
+	(*ReleaseHoldResponse)(nil),     // 20: lethe.retention.v1.ReleaseHoldResponse
+	(*ListHoldsRequest)(nil),        // 21: lethe.retention.v1.ListHoldsRequest
+	(*ListHoldsResponse)(nil),       // 22: lethe.retention.v1.ListHoldsResponse
+	(*ListObligationsRequest)(nil),  // 23: lethe.retention.v1.ListObligationsRequest
+	(*ListObligationsResponse)(nil), // 24: lethe.retention.v1.ListObligationsResponse
+	(*Verdict)(nil),                 // 25: lethe.retention.v1.Verdict
+	(*ExplainSubjectRequest)(nil),   // 26: lethe.retention.v1.ExplainSubjectRequest
+	(*ExplainSubjectResponse)(nil),  // 27: lethe.retention.v1.ExplainSubjectResponse
+	(*PreviewPurgesRequest)(nil),    // 28: lethe.retention.v1.PreviewPurgesRequest
+	(*RulePreview)(nil),             // 29: lethe.retention.v1.RulePreview
+	(*PreviewPurgesResponse)(nil),   // 30: lethe.retention.v1.PreviewPurgesResponse
+	(*GetRuleReportRequest)(nil),    // 31: lethe.retention.v1.GetRuleReportRequest
+	(*RuleReport)(nil),              // 32: lethe.retention.v1.RuleReport
+	(*GetRuleReportResponse)(nil),   // 33: lethe.retention.v1.GetRuleReportResponse
+	(*v1.DataCategory)(nil),         // 34: lethe.common.v1.DataCategory
+	(v11.ErasureAction)(0),          // 35: lethe.events.v1.ErasureAction
+	(*timestamppb.Timestamp)(nil),   // 36: google.protobuf.Timestamp
+	(*v11.Obligation)(nil),          // 37: lethe.events.v1.Obligation
 }
 var file_lethe_retention_v1_retention_proto_depIdxs = []int32{
 	0,  // 0: lethe.retention.v1.Trigger.kind:type_name -> lethe.retention.v1.TriggerKind
-	31, // 1: lethe.retention.v1.Rule.category:type_name -> lethe.common.v1.DataCategory
-	2,  // 2: lethe.retention.v1.Rule.triggers:type_name -> lethe.retention.v1.Trigger
-	32, // 3: lethe.retention.v1.Rule.action:type_name -> lethe.events.v1.ErasureAction
-	3,  // 4: lethe.retention.v1.PutRuleRequest.rule:type_name -> lethe.retention.v1.Rule
-	3,  // 5: lethe.retention.v1.PutRuleResponse.rule:type_name -> lethe.retention.v1.Rule
-	3,  // 6: lethe.retention.v1.ListRulesResponse.rules:type_name -> lethe.retention.v1.Rule
-	1,  // 7: lethe.retention.v1.Signal.kind:type_name -> lethe.retention.v1.SignalKind
-	31, // 8: lethe.retention.v1.Signal.categories:type_name -> lethe.common.v1.DataCategory
-	33, // 9: lethe.retention.v1.Signal.occurred_at:type_name -> google.protobuf.Timestamp
-	10, // 10: lethe.retention.v1.RecordSignalRequest.signal:type_name -> lethe.retention.v1.Signal
-	10, // 11: lethe.retention.v1.RecordSignalsRequest.signals:type_name -> lethe.retention.v1.Signal
-	31, // 12: lethe.retention.v1.Hold.category:type_name -> lethe.common.v1.DataCategory
-	33, // 13: lethe.retention.v1.Hold.start_time:type_name -> google.protobuf.Timestamp
-	33, // 14: lethe.retention.v1.Hold.end_time:type_name -> google.protobuf.Timestamp
-	33, // 15: lethe.retention.v1.Hold.released_at:type_name -> google.protobuf.Timestamp
-	15, // 16: lethe.retention.v1.PlaceHoldRequest.hold:type_name -> lethe.retention.v1.Hold
-	15, // 17: lethe.retention.v1.PlaceHoldResponse.hold:type_name -> lethe.retention.v1.Hold
-	15, // 18: lethe.retention.v1.ReleaseHoldResponse.hold:type_name -> lethe.retention.v1.Hold
-	15, // 19: lethe.retention.v1.ListHoldsResponse.holds:type_name -> lethe.retention.v1.Hold
-	31, // 20: lethe.retention.v1.Verdict.category:type_name -> lethe.common.v1.DataCategory
-	33, // 21: lethe.retention.v1.Verdict.purge_at:type_name -> google.protobuf.Timestamp
-	32, // 22: lethe.retention.v1.Verdict.action:type_name -> lethe.events.v1.ErasureAction
-	33, // 23: lethe.retention.v1.Verdict.kept_until:type_name -> google.protobuf.Timestamp
-	33, // 24: lethe.retention.v1.Verdict.purged_at:type_name -> google.protobuf.Timestamp
-	22, // 25: lethe.retention.v1.ExplainSubjectResponse.verdicts:type_name -> lethe.retention.v1.Verdict
-	33, // 26: lethe.retention.v1.PreviewPurgesRequest.until:type_name -> google.protobuf.Timestamp
-	3,  // 27: lethe.retention.v1.PreviewPurgesRequest.candidate_rules:type_name -> lethe.retention.v1.Rule
-	32, // 28: lethe.retention.v1.RulePreview.action:type_name -> lethe.events.v1.ErasureAction
-	33, // 29: lethe.retention.v1.RulePreview.first_purge_at:type_name -> google.protobuf.Timestamp
-	26, // 30: lethe.retention.v1.PreviewPurgesResponse.rules:type_name -> lethe.retention.v1.RulePreview
-	29, // 31: lethe.retention.v1.GetRuleReportResponse.rules:type_name -> lethe.retention.v1.RuleReport
-	4,  // 32: lethe.retention.v1.RetentionService.PutRule:input_type -> lethe.retention.v1.PutRuleRequest
-	6,  // 33: lethe.retention.v1.RetentionService.DeleteRule:input_type -> lethe.retention.v1.DeleteRuleRequest
-	8,  // 34: lethe.retention.v1.RetentionService.ListRules:input_type -> lethe.retention.v1.ListRulesRequest
-	11, // 35: lethe.retention.v1.RetentionService.RecordSignal:input_type -> lethe.retention.v1.RecordSignalRequest
-	13, // 36: lethe.retention.v1.RetentionService.RecordSignals:input_type -> lethe.retention.v1.RecordSignalsRequest
-	16, // 37: lethe.retention.v1.RetentionService.PlaceHold:input_type -> lethe.retention.v1.PlaceHoldRequest
-	18, // 38: lethe.retention.v1.RetentionService.ReleaseHold:input_type -> lethe.retention.v1.ReleaseHoldRequest
-	20, // 39: lethe.retention.v1.RetentionService.ListHolds:input_type -> lethe.retention.v1.ListHoldsRequest
-	23, // 40: lethe.retention.v1.RetentionService.ExplainSubject:input_type -> lethe.retention.v1.ExplainSubjectRequest
-	25, // 41: lethe.retention.v1.RetentionService.PreviewPurges:input_type -> lethe.retention.v1.PreviewPurgesRequest
-	28, // 42: lethe.retention.v1.RetentionService.GetRuleReport:input_type -> lethe.retention.v1.GetRuleReportRequest
-	5,  // 43: lethe.retention.v1.RetentionService.PutRule:output_type -> lethe.retention.v1.PutRuleResponse
-	7,  // 44: lethe.retention.v1.RetentionService.DeleteRule:output_type -> lethe.retention.v1.DeleteRuleResponse
-	9,  // 45: lethe.retention.v1.RetentionService.ListRules:output_type -> lethe.retention.v1.ListRulesResponse
-	12, // 46: lethe.retention.v1.RetentionService.RecordSignal:output_type -> lethe.retention.v1.RecordSignalResponse
-	14, // 47: lethe.retention.v1.RetentionService.RecordSignals:output_type -> lethe.retention.v1.RecordSignalsResponse
-	17, // 48: lethe.retention.v1.RetentionService.PlaceHold:output_type -> lethe.retention.v1.PlaceHoldResponse
-	19, // 49: lethe.retention.v1.RetentionService.ReleaseHold:output_type -> lethe.retention.v1.ReleaseHoldResponse
-	21, // 50: lethe.retention.v1.RetentionService.ListHolds:output_type -> lethe.retention.v1.ListHoldsResponse
-	24, // 51: lethe.retention.v1.RetentionService.ExplainSubject:output_type -> lethe.retention.v1.ExplainSubjectResponse
-	27, // 52: lethe.retention.v1.RetentionService.PreviewPurges:output_type -> lethe.retention.v1.PreviewPurgesResponse
-	30, // 53: lethe.retention.v1.RetentionService.GetRuleReport:output_type -> lethe.retention.v1.GetRuleReportResponse
-	43, // [43:54] is the sub-list for method output_type
-	32, // [32:43] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	1,  // 1: lethe.retention.v1.Trigger.anchor:type_name -> lethe.retention.v1.PeriodAnchor
+	34, // 2: lethe.retention.v1.Rule.category:type_name -> lethe.common.v1.DataCategory
+	3,  // 3: lethe.retention.v1.Rule.triggers:type_name -> lethe.retention.v1.Trigger
+	35, // 4: lethe.retention.v1.Rule.action:type_name -> lethe.events.v1.ErasureAction
+	4,  // 5: lethe.retention.v1.PutRuleRequest.rule:type_name -> lethe.retention.v1.Rule
+	4,  // 6: lethe.retention.v1.PutRuleResponse.rule:type_name -> lethe.retention.v1.Rule
+	4,  // 7: lethe.retention.v1.ListRulesResponse.rules:type_name -> lethe.retention.v1.Rule
+	2,  // 8: lethe.retention.v1.Signal.kind:type_name -> lethe.retention.v1.SignalKind
+	34, // 9: lethe.retention.v1.Signal.categories:type_name -> lethe.common.v1.DataCategory
+	36, // 10: lethe.retention.v1.Signal.occurred_at:type_name -> google.protobuf.Timestamp
+	11, // 11: lethe.retention.v1.RecordSignalRequest.signal:type_name -> lethe.retention.v1.Signal
+	11, // 12: lethe.retention.v1.RecordSignalsRequest.signals:type_name -> lethe.retention.v1.Signal
+	34, // 13: lethe.retention.v1.Hold.category:type_name -> lethe.common.v1.DataCategory
+	36, // 14: lethe.retention.v1.Hold.start_time:type_name -> google.protobuf.Timestamp
+	36, // 15: lethe.retention.v1.Hold.end_time:type_name -> google.protobuf.Timestamp
+	36, // 16: lethe.retention.v1.Hold.released_at:type_name -> google.protobuf.Timestamp
+	16, // 17: lethe.retention.v1.PlaceHoldRequest.hold:type_name -> lethe.retention.v1.Hold
+	16, // 18: lethe.retention.v1.PlaceHoldResponse.hold:type_name -> lethe.retention.v1.Hold
+	16, // 19: lethe.retention.v1.ReleaseHoldResponse.hold:type_name -> lethe.retention.v1.Hold
+	16, // 20: lethe.retention.v1.ListHoldsResponse.holds:type_name -> lethe.retention.v1.Hold
+	34, // 21: lethe.retention.v1.ListObligationsRequest.categories:type_name -> lethe.common.v1.DataCategory
+	37, // 22: lethe.retention.v1.ListObligationsResponse.obligations:type_name -> lethe.events.v1.Obligation
+	34, // 23: lethe.retention.v1.Verdict.category:type_name -> lethe.common.v1.DataCategory
+	36, // 24: lethe.retention.v1.Verdict.purge_at:type_name -> google.protobuf.Timestamp
+	35, // 25: lethe.retention.v1.Verdict.action:type_name -> lethe.events.v1.ErasureAction
+	36, // 26: lethe.retention.v1.Verdict.kept_until:type_name -> google.protobuf.Timestamp
+	36, // 27: lethe.retention.v1.Verdict.purged_at:type_name -> google.protobuf.Timestamp
+	25, // 28: lethe.retention.v1.ExplainSubjectResponse.verdicts:type_name -> lethe.retention.v1.Verdict
+	36, // 29: lethe.retention.v1.PreviewPurgesRequest.until:type_name -> google.protobuf.Timestamp
+	4,  // 30: lethe.retention.v1.PreviewPurgesRequest.candidate_rules:type_name -> lethe.retention.v1.Rule
+	35, // 31: lethe.retention.v1.RulePreview.action:type_name -> lethe.events.v1.ErasureAction
+	36, // 32: lethe.retention.v1.RulePreview.first_purge_at:type_name -> google.protobuf.Timestamp
+	29, // 33: lethe.retention.v1.PreviewPurgesResponse.rules:type_name -> lethe.retention.v1.RulePreview
+	32, // 34: lethe.retention.v1.GetRuleReportResponse.rules:type_name -> lethe.retention.v1.RuleReport
+	5,  // 35: lethe.retention.v1.RetentionService.PutRule:input_type -> lethe.retention.v1.PutRuleRequest
+	7,  // 36: lethe.retention.v1.RetentionService.DeleteRule:input_type -> lethe.retention.v1.DeleteRuleRequest
+	9,  // 37: lethe.retention.v1.RetentionService.ListRules:input_type -> lethe.retention.v1.ListRulesRequest
+	12, // 38: lethe.retention.v1.RetentionService.RecordSignal:input_type -> lethe.retention.v1.RecordSignalRequest
+	14, // 39: lethe.retention.v1.RetentionService.RecordSignals:input_type -> lethe.retention.v1.RecordSignalsRequest
+	17, // 40: lethe.retention.v1.RetentionService.PlaceHold:input_type -> lethe.retention.v1.PlaceHoldRequest
+	19, // 41: lethe.retention.v1.RetentionService.ReleaseHold:input_type -> lethe.retention.v1.ReleaseHoldRequest
+	21, // 42: lethe.retention.v1.RetentionService.ListHolds:input_type -> lethe.retention.v1.ListHoldsRequest
+	23, // 43: lethe.retention.v1.RetentionService.ListObligations:input_type -> lethe.retention.v1.ListObligationsRequest
+	26, // 44: lethe.retention.v1.RetentionService.ExplainSubject:input_type -> lethe.retention.v1.ExplainSubjectRequest
+	28, // 45: lethe.retention.v1.RetentionService.PreviewPurges:input_type -> lethe.retention.v1.PreviewPurgesRequest
+	31, // 46: lethe.retention.v1.RetentionService.GetRuleReport:input_type -> lethe.retention.v1.GetRuleReportRequest
+	6,  // 47: lethe.retention.v1.RetentionService.PutRule:output_type -> lethe.retention.v1.PutRuleResponse
+	8,  // 48: lethe.retention.v1.RetentionService.DeleteRule:output_type -> lethe.retention.v1.DeleteRuleResponse
+	10, // 49: lethe.retention.v1.RetentionService.ListRules:output_type -> lethe.retention.v1.ListRulesResponse
+	13, // 50: lethe.retention.v1.RetentionService.RecordSignal:output_type -> lethe.retention.v1.RecordSignalResponse
+	15, // 51: lethe.retention.v1.RetentionService.RecordSignals:output_type -> lethe.retention.v1.RecordSignalsResponse
+	18, // 52: lethe.retention.v1.RetentionService.PlaceHold:output_type -> lethe.retention.v1.PlaceHoldResponse
+	20, // 53: lethe.retention.v1.RetentionService.ReleaseHold:output_type -> lethe.retention.v1.ReleaseHoldResponse
+	22, // 54: lethe.retention.v1.RetentionService.ListHolds:output_type -> lethe.retention.v1.ListHoldsResponse
+	24, // 55: lethe.retention.v1.RetentionService.ListObligations:output_type -> lethe.retention.v1.ListObligationsResponse
+	27, // 56: lethe.retention.v1.RetentionService.ExplainSubject:output_type -> lethe.retention.v1.ExplainSubjectResponse
+	30, // 57: lethe.retention.v1.RetentionService.PreviewPurges:output_type -> lethe.retention.v1.PreviewPurgesResponse
+	33, // 58: lethe.retention.v1.RetentionService.GetRuleReport:output_type -> lethe.retention.v1.GetRuleReportResponse
+	47, // [47:59] is the sub-list for method output_type
+	35, // [35:47] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_lethe_retention_v1_retention_proto_init() }
@@ -2487,8 +2725,8 @@ func file_lethe_retention_v1_retention_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_retention_v1_retention_proto_rawDesc), len(file_lethe_retention_v1_retention_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   29,
+			NumEnums:      3,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

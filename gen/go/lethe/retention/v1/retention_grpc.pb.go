@@ -30,17 +30,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RetentionService_PutRule_FullMethodName        = "/lethe.retention.v1.RetentionService/PutRule"
-	RetentionService_DeleteRule_FullMethodName     = "/lethe.retention.v1.RetentionService/DeleteRule"
-	RetentionService_ListRules_FullMethodName      = "/lethe.retention.v1.RetentionService/ListRules"
-	RetentionService_RecordSignal_FullMethodName   = "/lethe.retention.v1.RetentionService/RecordSignal"
-	RetentionService_RecordSignals_FullMethodName  = "/lethe.retention.v1.RetentionService/RecordSignals"
-	RetentionService_PlaceHold_FullMethodName      = "/lethe.retention.v1.RetentionService/PlaceHold"
-	RetentionService_ReleaseHold_FullMethodName    = "/lethe.retention.v1.RetentionService/ReleaseHold"
-	RetentionService_ListHolds_FullMethodName      = "/lethe.retention.v1.RetentionService/ListHolds"
-	RetentionService_ExplainSubject_FullMethodName = "/lethe.retention.v1.RetentionService/ExplainSubject"
-	RetentionService_PreviewPurges_FullMethodName  = "/lethe.retention.v1.RetentionService/PreviewPurges"
-	RetentionService_GetRuleReport_FullMethodName  = "/lethe.retention.v1.RetentionService/GetRuleReport"
+	RetentionService_PutRule_FullMethodName         = "/lethe.retention.v1.RetentionService/PutRule"
+	RetentionService_DeleteRule_FullMethodName      = "/lethe.retention.v1.RetentionService/DeleteRule"
+	RetentionService_ListRules_FullMethodName       = "/lethe.retention.v1.RetentionService/ListRules"
+	RetentionService_RecordSignal_FullMethodName    = "/lethe.retention.v1.RetentionService/RecordSignal"
+	RetentionService_RecordSignals_FullMethodName   = "/lethe.retention.v1.RetentionService/RecordSignals"
+	RetentionService_PlaceHold_FullMethodName       = "/lethe.retention.v1.RetentionService/PlaceHold"
+	RetentionService_ReleaseHold_FullMethodName     = "/lethe.retention.v1.RetentionService/ReleaseHold"
+	RetentionService_ListHolds_FullMethodName       = "/lethe.retention.v1.RetentionService/ListHolds"
+	RetentionService_ListObligations_FullMethodName = "/lethe.retention.v1.RetentionService/ListObligations"
+	RetentionService_ExplainSubject_FullMethodName  = "/lethe.retention.v1.RetentionService/ExplainSubject"
+	RetentionService_PreviewPurges_FullMethodName   = "/lethe.retention.v1.RetentionService/PreviewPurges"
+	RetentionService_GetRuleReport_FullMethodName   = "/lethe.retention.v1.RetentionService/GetRuleReport"
 )
 
 // RetentionServiceClient is the client API for RetentionService service.
@@ -76,6 +77,11 @@ type RetentionServiceClient interface {
 	// ListHolds lists a tenant's holds in force, or those that apply to one
 	// subject (the DSAR service asks this before an erasure fans out).
 	ListHolds(ctx context.Context, in *ListHoldsRequest, opts ...grpc.CallOption) (*ListHoldsResponse, error)
+	// ListObligations says which of a subject's categories a minimum-retention
+	// rule (a legal obligation) keeps now, on which basis and until when: the
+	// DSAR service asks it before an erasure fans out and tells every system
+	// up front (ErasureRequested.keep).
+	ListObligations(ctx context.Context, in *ListObligationsRequest, opts ...grpc.CallOption) (*ListObligationsResponse, error)
 	// ExplainSubject says, per data category Lethe tracks for the subject,
 	// when it will be purged and why: the rules, triggers, minimums and holds
 	// that decided it.
@@ -177,6 +183,16 @@ func (c *retentionServiceClient) ListHolds(ctx context.Context, in *ListHoldsReq
 	return out, nil
 }
 
+func (c *retentionServiceClient) ListObligations(ctx context.Context, in *ListObligationsRequest, opts ...grpc.CallOption) (*ListObligationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListObligationsResponse)
+	err := c.cc.Invoke(ctx, RetentionService_ListObligations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *retentionServiceClient) ExplainSubject(ctx context.Context, in *ExplainSubjectRequest, opts ...grpc.CallOption) (*ExplainSubjectResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ExplainSubjectResponse)
@@ -240,6 +256,11 @@ type RetentionServiceServer interface {
 	// ListHolds lists a tenant's holds in force, or those that apply to one
 	// subject (the DSAR service asks this before an erasure fans out).
 	ListHolds(context.Context, *ListHoldsRequest) (*ListHoldsResponse, error)
+	// ListObligations says which of a subject's categories a minimum-retention
+	// rule (a legal obligation) keeps now, on which basis and until when: the
+	// DSAR service asks it before an erasure fans out and tells every system
+	// up front (ErasureRequested.keep).
+	ListObligations(context.Context, *ListObligationsRequest) (*ListObligationsResponse, error)
 	// ExplainSubject says, per data category Lethe tracks for the subject,
 	// when it will be purged and why: the rules, triggers, minimums and holds
 	// that decided it.
@@ -284,6 +305,9 @@ func (UnimplementedRetentionServiceServer) ReleaseHold(context.Context, *Release
 }
 func (UnimplementedRetentionServiceServer) ListHolds(context.Context, *ListHoldsRequest) (*ListHoldsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListHolds not implemented")
+}
+func (UnimplementedRetentionServiceServer) ListObligations(context.Context, *ListObligationsRequest) (*ListObligationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListObligations not implemented")
 }
 func (UnimplementedRetentionServiceServer) ExplainSubject(context.Context, *ExplainSubjectRequest) (*ExplainSubjectResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ExplainSubject not implemented")
@@ -459,6 +483,24 @@ func _RetentionService_ListHolds_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RetentionService_ListObligations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListObligationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RetentionServiceServer).ListObligations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RetentionService_ListObligations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RetentionServiceServer).ListObligations(ctx, req.(*ListObligationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _RetentionService_ExplainSubject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ExplainSubjectRequest)
 	if err := dec(in); err != nil {
@@ -551,6 +593,10 @@ var RetentionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListHolds",
 			Handler:    _RetentionService_ListHolds_Handler,
+		},
+		{
+			MethodName: "ListObligations",
+			Handler:    _RetentionService_ListObligations_Handler,
 		},
 		{
 			MethodName: "ExplainSubject",
