@@ -51,7 +51,9 @@ func TestWhatIsKeptIsToldUpFrontAndErasedOnItsDate(t *testing.T) {
 		}
 		var kept []*eventsv1.Retention
 		for _, o := range ev.Proto().GetErasureRequested().GetKeep() {
-			kept = append(kept, &eventsv1.Retention{Categories: o.Categories, LegalBasis: o.LegalBasis, BasisDetail: o.BasisDetail, Until: o.Until})
+			// A minimum rule is a legal obligation: Art. 17(3)(b), with its law.
+			kept = append(kept, &eventsv1.Retention{Categories: o.Categories, LegalBasis: o.LegalBasis, BasisDetail: o.BasisDetail, Until: o.Until,
+				Exemption: eventsv1.ExemptionGround_EXEMPTION_GROUND_LEGAL_OBLIGATION, Law: o.BasisDetail})
 		}
 		if len(kept) == 0 {
 			return subscriber.Erased(), nil
@@ -74,7 +76,8 @@ func TestWhatIsKeptIsToldUpFrontAndErasedOnItsDate(t *testing.T) {
 	if _, err := f.dsar.CompleteTask(f.ctx, &dsarv1.CompleteTaskRequest{RequestId: f.id(), TenantId: "cleura", DsarId: r.DsarId, SystemId: "billing",
 		Outcome: eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED, Retained: []*eventsv1.Retention{{
 			Categories: []*commonv1.DataCategory{{Id: "user.financial.invoice"}}, LegalBasis: commonv1.LegalBasis_LEGAL_BASIS_LEGAL_OBLIGATION,
-			BasisDetail: "Bokföringslag (1999:1078) 7 kap. 2 §", Until: timestamppb.New(utcDay(2033, 12, 31))}}}); err != nil {
+			BasisDetail: "Bokföringslag (1999:1078) 7 kap. 2 §", Until: timestamppb.New(utcDay(2033, 12, 31)),
+			Exemption: eventsv1.ExemptionGround_EXEMPTION_GROUND_LEGAL_OBLIGATION, Law: "Bokföringslag (1999:1078) 7 kap. 2 §"}}}); err != nil {
 		t.Fatal(err)
 	}
 	f.waitState(t, "cleura", r.DsarId, dsarv1.RequestState_REQUEST_STATE_PARTIALLY_COMPLETED)

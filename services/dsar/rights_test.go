@@ -147,10 +147,10 @@ func TestClaimCheckGivesEachSystemOnlyTheFormsItHolds(t *testing.T) {
 		t.Fatalf("identifiers without forms = %v (%s)", err, fields(err))
 	}
 
-	// The subject writes her address with capitals and spaces; the hash is
-	// of the normalised address, as audience matching computes it.
+	// The subject writes her address with capitals; the hash is of the
+	// normalised address, as audience matching computes it.
 	ids := []*commonv1.Identifier{
-		{Type: commonv1.IdentifierType_IDENTIFIER_TYPE_EMAIL, Value: "  Ada.Lovelace@Example.com "},
+		{Type: commonv1.IdentifierType_IDENTIFIER_TYPE_EMAIL, Value: "Ada.Lovelace@Example.com"},
 		{Type: commonv1.IdentifierType_IDENTIFIER_TYPE_PHONE, Value: adaPhone},
 		{Type: commonv1.IdentifierType_IDENTIFIER_TYPE_NAME, Value: adaName},
 	}
