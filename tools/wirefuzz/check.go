@@ -39,9 +39,9 @@ const (
 	// CheckAcceptedInvalid: a value invalid by its type's specification
 	// (a Timestamp or Duration out of range) was accepted.
 	CheckAcceptedInvalid Check = "accepted-invalid"
-	// CheckWrote: a refused call changed a store file (a commit, or its
-	// size), on the first try and again on a retry once the platform was
-	// quiet. A call cut short (deadline, broken transport) is not held to
+	// CheckWrote: a refused call changed one of its service's store files
+	// (a commit, or its size), on the first try and again on a retry once
+	// the platform was quiet. A call cut short (deadline, broken transport) is not held to
 	// it: the server may still be at work.
 	CheckWrote Check = "wrote-on-refusal"
 	// CheckEchoedUnknown: an accepted call's response carried unknown

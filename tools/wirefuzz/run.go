@@ -214,14 +214,17 @@ func (r *runner) send(ctx context.Context, in *Input) (Outcome, error) {
 	if r.cfg.ServerLog != nil {
 		_, r.logAt = r.cfg.ServerLog(r.logAt)
 	}
-	before, err := r.cfg.Snapshot()
+	// A refused call can write only through its own service's files:
+	// another service's writes (a sweep, an event consumer) are not its.
+	own := in.Method.Store()
+	before, err := r.snapshot(own)
 	if err != nil {
 		return Outcome{}, err
 	}
 	began := time.Now()
 	out := r.call(ctx, in)
 	took := time.Since(began)
-	after, err := r.cfg.Snapshot()
+	after, err := r.snapshot(own)
 	if err != nil {
 		return out, err
 	}
@@ -237,12 +240,12 @@ func (r *runner) send(ctx context.Context, in *Input) (Outcome, error) {
 		if err := r.quiet(ctx); err != nil {
 			return out, err
 		}
-		again, err := r.cfg.Snapshot()
+		again, err := r.snapshot(own)
 		if err != nil {
 			return out, err
 		}
 		out2 := r.call(ctx, in)
-		after2, err := r.cfg.Snapshot()
+		after2, err := r.snapshot(own)
 		if err != nil {
 			return out, err
 		}
@@ -285,6 +288,11 @@ func serverLines(log, method string) string {
 		return ""
 	}
 	return "\n    server: " + strings.Join(keep, "\n    server: ")
+}
+
+func (r *runner) snapshot(prefix string) (State, error) {
+	s, err := r.cfg.Snapshot()
+	return s.Of(prefix), err
 }
 
 // quiet waits until no store file has changed for quietFor.

@@ -17,6 +17,9 @@ import (
 type FileState struct {
 	Size int64
 	TxID uint64
+	// Used is the bytes below the file's high-water page: bbolt grows a
+	// file ahead of its data, in steps that double up to 1 GiB.
+	Used int64
 }
 
 // State is the FileState of every store file, by name.
@@ -24,6 +27,19 @@ type State map[string]FileState
 
 // Equal reports whether two states are the same.
 func (s State) Equal(o State) bool { return maps.Equal(s, o) }
+
+// Of returns the state of the files whose names begin with prefix: one
+// service's files ("retention" holds retention.db and
+// retention-journal.db).
+func (s State) Of(prefix string) State {
+	out := State{}
+	for name, fs := range s {
+		if strings.HasPrefix(name, prefix) {
+			out[name] = fs
+		}
+	}
+	return out
+}
 
 // Diff says which files differ, for a report.
 func (s State) Diff(after State) string {
@@ -69,6 +85,7 @@ const (
 	boltMagic        = 0xED0CDAED
 	boltMetaOffset   = 16
 	boltPageSizeAt   = boltMetaOffset + 8
+	boltHighWaterAt  = boltMetaOffset + 40
 	boltTxIDAt       = boltMetaOffset + 48
 	boltMetaReadSize = boltTxIDAt + 8
 )
@@ -92,13 +109,16 @@ func readFileState(path string) (FileState, error) {
 	}
 	pageSize := int64(binary.LittleEndian.Uint32(buf[boltPageSizeAt:]))
 	tx := binary.LittleEndian.Uint64(buf[boltTxIDAt:])
+	pages := binary.LittleEndian.Uint64(buf[boltHighWaterAt:])
 	if _, err := f.ReadAt(buf, pageSize); err != nil {
 		return FileState{}, fmt.Errorf("%s: meta page 1: %w", path, err)
 	}
 	// The newer of the two meta pages is the last commit; bbolt writes
 	// them alternately.
 	if binary.LittleEndian.Uint32(buf[boltMetaOffset:]) == boltMagic {
-		tx = max(tx, binary.LittleEndian.Uint64(buf[boltTxIDAt:]))
+		if tx1 := binary.LittleEndian.Uint64(buf[boltTxIDAt:]); tx1 > tx {
+			tx, pages = tx1, binary.LittleEndian.Uint64(buf[boltHighWaterAt:])
+		}
 	}
-	return FileState{Size: info.Size(), TxID: tx}, nil
+	return FileState{Size: info.Size(), TxID: tx, Used: int64(pages) * pageSize}, nil
 }

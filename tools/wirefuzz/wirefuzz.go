@@ -109,6 +109,16 @@ func (m *Method) Service() string {
 	return s[:strings.LastIndex(s, "/")]
 }
 
+// Store is the name the method's service gives its store files: the
+// package's second segment, "consent" for lethe.consent.v1.
+func (m *Method) Store() string {
+	parts := strings.Split(m.Service(), ".")
+	if len(parts) < 2 {
+		return m.Service()
+	}
+	return parts[1]
+}
+
 // Short is the method's name without its package: "ConsentService/Check".
 func (m *Method) Short() string {
 	s := strings.TrimPrefix(m.FullName, "/")

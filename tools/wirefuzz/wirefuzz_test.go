@@ -182,6 +182,9 @@ func TestStoresSeeEveryCommit(t *testing.T) {
 	if err := db.View(func(*bolt.Tx) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
+	if len(s0.Of("x")) != 1 || len(s0.Of("y")) != 0 {
+		t.Fatalf("Of: %v, %v", s0.Of("x"), s0.Of("y"))
+	}
 	if s1, _ := snap(); !s1.Equal(s0) {
 		t.Fatalf("a read changed the state: %s", s0.Diff(s1))
 	}
