@@ -149,6 +149,8 @@ func serving(ctx context.Context, health healthpb.HealthClient, name string) err
 func writeWirefuzzReport(t *testing.T, path string, r *wirefuzz.Report, methods int) {
 	t.Helper()
 	var b strings.Builder
+	fmt.Fprintf(&b, "# Wire fuzzing: the last long run\n\nWritten by `make fuzz-wire` on %s; what the kinds and properties are is in\n[security.md](security.md#wire-fuzzing).\n\n",
+		time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(&b, "Seed %d: %d inputs over %d methods in %s.\n\n%s\n", r.Seed, r.Tried(), methods, r.Elapsed.Round(time.Second), r.Table())
 	groups := r.Groups()
 	if len(groups) > 0 {
