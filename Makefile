@@ -24,7 +24,7 @@ MODULES := $(shell go list -m -f '{{.Dir}}')
 # Keep the race-enabled suite within a 2-core machine's means.
 GOTEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: test tools generate lint vet staticcheck check-generate check-versions go-test bench run
+.PHONY: test tools generate lint vet staticcheck check-generate check-versions go-test bench fuzz-wire run
 
 ## test: everything CI checks — lint, generated code, versions, vet, staticcheck, race tests of every module
 test: tools lint check-generate check-versions vet staticcheck go-test
@@ -81,6 +81,7 @@ go-test:
 ## bench: the benchmarks behind docs/benchmarks.md
 bench:
 	cd tools && go test -run '^$$' -bench DevStartup -benchtime 5x ./lethe/
+	cd tools && go test -run '^$$' -bench ConsentMemory -benchtime 1x -v ./lethe/
 	cd platform && go test -run '^$$' -bench Chain -benchtime 20000x ./server/
 	cd platform && go test -run '^$$' -bench BatchPut -benchtime 5000x ./store/
 	cd platform && go test -run '^$$' -bench OutboxCommit -benchtime 20000x ./outbox/
@@ -95,6 +96,14 @@ bench:
 	cd services/retention && go test -run '^$$' -bench . -benchtime 20x ./internal/schedule/
 	cd services/retention && go test -run '^$$' -bench . -benchtime 3x -timeout 30m .
 	cd services/dsar && go test -run '^$$' -bench Erasures -benchtime 10000x -timeout 20m .
+
+## fuzz-wire: the long wire-fuzzing run against lethe dev; writes docs/wirefuzz.md and fails on any misbehaviour
+WIREFUZZ_INPUTS ?= 5000
+WIREFUZZ_SEED   ?= 1
+fuzz-wire:
+	cd tools && go test -run '^TestWireFuzz$$' -count=1 -timeout 2h ./lethe/ \
+	  -wirefuzz.inputs $(WIREFUZZ_INPUTS) -wirefuzz.seed $(WIREFUZZ_SEED) -wirefuzz.heavy 0 -wirefuzz.timeout 20s \
+	  -wirefuzz.report $(CURDIR)/docs/wirefuzz.md
 
 ## run: start the whole platform in one process (as the README says)
 run:
