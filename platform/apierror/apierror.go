@@ -73,9 +73,21 @@ func (e *Error) GRPCStatus() *status.Status {
 	return withDetails
 }
 
+// MaxViolations is the most field violations one error lists. A status and
+// its details travel in HTTP/2 headers: 100,000 invalid items listed one
+// by one overflowed them, and the client's whole connection was dropped
+// instead of the call being refused.
+const MaxViolations = 50
+
 // InvalidArgument reports invalid request fields as InvalidArgument with a
-// BadRequest detail listing every violation.
+// BadRequest detail listing every violation, up to MaxViolations; a last
+// entry then says how many more there were.
 func InvalidArgument(violations ...FieldViolation) *Error {
+	if n := len(violations); n > MaxViolations {
+		violations = append(violations[:MaxViolations:MaxViolations], FieldViolation{
+			Description: fmt.Sprintf("and %d more violations", n-MaxViolations),
+		})
+	}
 	br := &errdetails.BadRequest{}
 	parts := make([]string, 0, len(violations))
 	for _, v := range violations {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"time"
 
@@ -284,10 +283,16 @@ func (s *Server) validate(req any) error {
 	default:
 		return fmt.Errorf("validate %s: %w", msg.ProtoReflect().Descriptor().FullName(), err)
 	}
-	// A field whose own rule already failed is not named twice.
-	for _, v := range timerange.Check(msg) {
-		if !slices.ContainsFunc(violations, func(f apierror.FieldViolation) bool { return f.Field == v.Field }) {
-			violations = append(violations, apierror.FieldViolation{Field: v.Field, Description: v.Description})
+	if outside := timerange.Check(msg); len(outside) > 0 {
+		// A field whose own rule already failed is not named twice.
+		named := make(map[string]bool, len(violations))
+		for _, v := range violations {
+			named[v.Field] = true
+		}
+		for _, v := range outside {
+			if !named[v.Field] {
+				violations = append(violations, apierror.FieldViolation{Field: v.Field, Description: v.Description})
+			}
 		}
 	}
 	if len(violations) == 0 {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/lethe-privacy/lethe/platform/apierror"
 	kittestv1 "github.com/lethe-privacy/lethe/platform/internal/kittest/gen/lethe/kittest/v1"
 	"github.com/lethe-privacy/lethe/platform/server"
 )
@@ -229,5 +230,30 @@ func TestRequestIDsArePrintableASCII(t *testing.T) {
 	}
 	if _, err := f.client.Put(context.Background(), put("0192f0c4-7d1e-7cc3-b0a1-6c2f3e9a1b2c!~", "k", "v")); err != nil {
 		t.Fatalf("a printable request id: %v", err)
+	}
+}
+
+// A status travels in HTTP/2 headers: a refusal listing every one of
+// 100,000 invalid items overflowed them and dropped the connection.
+func TestManyViolationsAreListedUpToABound(t *testing.T) {
+	f := start(t, server.Config{})
+	req := &kittestv1.EchoRequest{}
+	for range 100_000 {
+		req.Schedules = append(req.Schedules, &kittestv1.Schedule{Every: &durationpb.Duration{Seconds: -1}})
+	}
+	_, err := f.client.Echo(context.Background(), req)
+	if code(err) != codes.InvalidArgument {
+		t.Fatalf("Echo = %v, want InvalidArgument", err)
+	}
+	fields := violatedFields(t, err)
+	if len(fields) != apierror.MaxViolations+1 || fields[0] != "schedules[0].every" || fields[len(fields)-1] != "" {
+		t.Fatalf("%d violations, first %q, want %d and a last one counting the rest", len(fields), fields[0], apierror.MaxViolations)
+	}
+	if last := apierror.Violations(err)[apierror.MaxViolations].Description; last != "and 99950 more violations" {
+		t.Fatalf("last violation = %q", last)
+	}
+	// The connection survived: the next call on it works.
+	if _, err := f.client.Noop(context.Background(), &kittestv1.NoopRequest{}); err != nil {
+		t.Fatalf("Noop after the refusal: %v", err)
 	}
 }
