@@ -42,7 +42,6 @@ import (
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
-	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/outbox"
@@ -219,7 +218,7 @@ func New(db *store.DB, cfg Config) (*Tracker, error) {
 		return nil, err
 	}
 	if t.refused, err = cfg.Meter.Int64Counter("lethe.tasks.outcomes_refused",
-		metric.WithDescription("Outcomes that broke the contract's rules or time window and were dropped.")); err != nil {
+		metric.WithDescription("Outcomes that broke the contract's rules or time window; their tasks closed FAILED.")); err != nil {
 		return nil, err
 	}
 	if err := markPublishedCauses(db); err != nil {
@@ -386,11 +385,19 @@ func (t *Tracker) closeTx(tx *bolt.Tx, eventID, systemID string, resolution Reso
 	if err != nil || !ok || task.State == StateFinal {
 		return false, err
 	}
-	if resolution == ResolutionReported && t.cfg.CheckOutcome != nil {
-		if why := t.cfg.CheckOutcome(task, outcome); why != "" {
-			failed := t.trackerOutcome(task, eventsv1.OutcomeKind_OUTCOME_KIND_FAILED, why)
-			failed.SubjectId, failed.ReportedAt = outcome.GetSubjectId(), outcome.GetReportedAt()
-			outcome = failed
+	if resolution == ResolutionReported {
+		if why := t.breach(outcome); why != "" {
+			// Nothing of an outcome that breaks the contract is kept: its
+			// dates may be the very thing out of range.
+			t.refused.Add(context.Background(), 1)
+			t.cfg.Logger.Warn("tasks: an outcome breaks the contract; its task fails", "system", task.SystemID, "event", task.EventID, "error", why)
+			outcome = t.trackerOutcome(task, eventsv1.OutcomeKind_OUTCOME_KIND_FAILED, why)
+		} else if t.cfg.CheckOutcome != nil {
+			if why := t.cfg.CheckOutcome(task, outcome); why != "" {
+				failed := t.trackerOutcome(task, eventsv1.OutcomeKind_OUTCOME_KIND_FAILED, why)
+				failed.SubjectId, failed.ReportedAt = outcome.GetSubjectId(), outcome.GetReportedAt()
+				outcome = failed
+			}
 		}
 	}
 	if err := t.unscheduleTx(tx, task); err != nil {
@@ -719,7 +726,6 @@ func (t *Tracker) handleOutcome(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	outcomes = t.valid(system, outcomes)
 	ignored := 0
 	err := t.db.Batch(func(tx *bolt.Tx) error {
 		ignored = 0
@@ -745,26 +751,27 @@ func (t *Tracker) handleOutcome(msg jetstream.Msg) {
 	_ = msg.Ack()
 }
 
-// valid returns the outcomes that keep the contract's rules and the time
-// window. An outcome arrives from a system, not through the gRPC edge, so
-// this is its edge: a RETAINED answer "until" the year 34089 would stop
-// every loop that later formats it. A refused outcome is dropped, counted
-// and logged; its task stays open, to be re-sent and answered again.
-func (t *Tracker) valid(system string, outcomes []*eventsv1.Outcome) []*eventsv1.Outcome {
-	kept := outcomes[:0]
-	for _, o := range outcomes {
-		err := t.validator.Validate(o)
-		if v := timerange.Check(o); err == nil && len(v) > 0 {
-			err = fmt.Errorf("%s: %s", v[0].Field, v[0].Description)
-		}
-		if err != nil {
-			t.refused.Add(context.Background(), 1)
-			t.cfg.Logger.Warn("tasks: refused an outcome that breaks the contract", "system", system, "event", apierror.Echo(o.EventId), "error", err)
-			continue
-		}
-		kept = append(kept, o)
+// breach returns how an outcome breaks the contract (its protovalidate
+// rules and package timerange's window), or "". An outcome arrives from a
+// system over NATS, not through the gRPC edge, so the tracker is its edge:
+// a RETAINED answer "until" the year 34089 would reach every loop that
+// later formats it. Like an outcome CheckOutcome refuses, it closes its
+// task FAILED with the reason, where an operator sees it, rather than
+// leaving the cause waiting on a system that re-sends the same answer.
+func (t *Tracker) breach(o *eventsv1.Outcome) string {
+	err := t.validator.Validate(o)
+	var verr *protovalidate.ValidationError
+	switch {
+	case errors.As(err, &verr) && len(verr.Violations) > 0:
+		v := verr.Violations[0].Proto
+		return fmt.Sprintf("the outcome breaks the contract: %s: %s", protovalidate.FieldPathString(v.GetField()), v.GetMessage())
+	case err != nil:
+		return "the outcome breaks the contract: " + err.Error()
 	}
-	return kept
+	if v := timerange.Check(o); len(v) > 0 {
+		return fmt.Sprintf("the outcome breaks the contract: %s: %s", v[0].Field, v[0].Description)
+	}
+	return ""
 }
 
 // maxDeliveriesAdvisory is the part of JetStream's MAX_DELIVERIES advisory

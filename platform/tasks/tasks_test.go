@@ -347,8 +347,9 @@ func TestSystemCannotAnswerForAnother(t *testing.T) {
 
 // An outcome comes from a system, not through the gRPC edge: the tracker
 // is its edge. One kept "until" the year 34089, or a RETAINED answer that
-// says nothing of what it keeps, must not close a task.
-func TestOutcomeOutsideTheContractIsRefused(t *testing.T) {
+// says nothing of what it keeps, closes its task FAILED with the reason,
+// and nothing of it is kept.
+func TestOutcomeOutsideTheContractFailsItsTask(t *testing.T) {
 	providers, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "tasks"})
 	if err != nil {
 		t.Fatal(err)
@@ -375,19 +376,28 @@ func TestOutcomeOutsideTheContractIsRefused(t *testing.T) {
 	bare := retained(unlisted, time.Time{})
 	bare.Retained = nil
 	f.send(t, "billing", bare)
-
-	deadline := time.Now().Add(10 * time.Second)
-	for refusedOutcomes(t, providers) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("the two outcomes outside the contract were never refused")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	for _, ev := range []*eventsv1.Event{far, unlisted} {
-		f.waitTask(t, ev.Id, "billing", tasks.StateOpen)
-	}
 	f.send(t, "billing", retained(valid, time.Date(2031, 12, 31, 0, 0, 0, 0, time.UTC)))
-	f.waitTask(t, valid.Id, "billing", tasks.StateFinal)
+
+	for ev, field := range map[*eventsv1.Event]string{far: "retained[0].until", unlisted: "retained"} {
+		task := f.waitTask(t, ev.Id, "billing", tasks.StateFinal)
+		o, err := task.OutcomeProto()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Kind != eventsv1.OutcomeKind_OUTCOME_KIND_FAILED || len(o.Retained) != 0 || !strings.Contains(o.Reason, "breaks the contract") {
+			t.Fatalf("task of %s closed on %v, want FAILED naming the breach and keeping nothing of it", ev.Cause.Id, o)
+		}
+		if ev == far && !strings.Contains(o.Reason, field) {
+			t.Fatalf("reason %q does not name %s", o.Reason, field)
+		}
+	}
+	task := f.waitTask(t, valid.Id, "billing", tasks.StateFinal)
+	if o, err := task.OutcomeProto(); err != nil || o.Kind != eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED {
+		t.Fatalf("the outcome within the contract closed its task as %v (%v)", o, err)
+	}
+	if n := refusedOutcomes(t, providers); n != 2 {
+		t.Fatalf("lethe_tasks_outcomes_refused_total = %v, want 2", n)
+	}
 }
 
 func refusedOutcomes(t *testing.T, providers *telemetry.Providers) float64 {
