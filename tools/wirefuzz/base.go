@@ -405,9 +405,11 @@ func (b *builder) candidates(s slot) []protoreflect.Value {
 				out = append(out, protoreflect.ValueOfMessage(durationpb.New(d).ProtoReflect()))
 			}
 		default:
-			m := s.parent.NewField(fd).Message()
+			var m protoreflect.Message
 			if s.index >= 0 {
 				m = s.parent.Get(fd).List().NewElement().Message()
+			} else {
+				m = s.parent.NewField(fd).Message()
 			}
 			b.fill(m, 1)
 			out = append(out, protoreflect.ValueOfMessage(m))
