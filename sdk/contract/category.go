@@ -1,6 +1,9 @@
 package contract
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // MaxCategoryLen is the longest data-category id, in bytes, as
 // lethe.common.v1.DataCategory allows.
@@ -58,4 +61,28 @@ func CategoryCovers(scope, category string) bool {
 	// The byte after the prefix must be a dot, or "user.contact" would
 	// cover "user.contacts".
 	return len(category) > len(scope) && category[len(scope)] == '.' && strings.HasPrefix(category, scope)
+}
+
+// CategoriesInScope returns where categories meet scope, sorted and
+// without repeats: a category itself when a scope category covers it, the
+// narrower scope category when the category covers that; all of
+// categories when scope is empty (everything). An erasure of scope reaches
+// exactly these.
+func CategoriesInScope(categories, scope []string) []string {
+	if len(scope) == 0 {
+		return categories
+	}
+	var out []string
+	for _, c := range categories {
+		for _, sc := range scope {
+			switch {
+			case CategoryCovers(sc, c):
+				out = append(out, c)
+			case CategoryCovers(c, sc):
+				out = append(out, sc)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

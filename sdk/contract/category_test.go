@@ -1,6 +1,9 @@
 package contract
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestCategorySyntaxAndCoverage(t *testing.T) {
 	for id, want := range map[string]bool{
@@ -30,5 +33,21 @@ func TestCategorySyntaxAndCoverage(t *testing.T) {
 	}
 	if p := CategoryParent("user"); p != "" {
 		t.Errorf("CategoryParent of a root = %q", p)
+	}
+}
+
+func TestCategoriesInScope(t *testing.T) {
+	for _, tc := range []struct {
+		categories, scope, want []string
+	}{
+		{[]string{"user.contact"}, nil, []string{"user.contact"}},
+		{[]string{"user.contact.email"}, []string{"user.contact"}, []string{"user.contact.email"}},
+		{[]string{"user.contact"}, []string{"user.contact.email", "user.contact.phone"}, []string{"user.contact.email", "user.contact.phone"}},
+		{[]string{"user.contacts"}, []string{"user.contact"}, nil},
+		{[]string{"user.contact", "user.contact.email"}, []string{"user.contact.email"}, []string{"user.contact.email"}},
+	} {
+		if got := CategoriesInScope(tc.categories, tc.scope); !slices.Equal(got, tc.want) {
+			t.Errorf("CategoriesInScope(%v, %v) = %v, want %v", tc.categories, tc.scope, got, tc.want)
+		}
 	}
 }

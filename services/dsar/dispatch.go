@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"time"
 
@@ -287,7 +286,7 @@ func (s *Service) planErasure(ctx context.Context, r *dsarv1.Request, ev *events
 	for _, x := range expect {
 		var send []string
 		res := &dsarv1.SystemResult{SystemId: x.SystemID, AnswerMode: x.Mode, State: dsarv1.TaskState_TASK_STATE_HELD}
-		for _, c := range inScope(systems[x.SystemID], scope) {
+		for _, c := range contract.CategoriesInScope(systems[x.SystemID], scope) {
 			h := heldBy(c)
 			if h == nil {
 				send = append(send, c)
@@ -324,28 +323,6 @@ func (s *Service) planErasure(ctx context.Context, r *dsarv1.Request, ev *events
 
 func heldCategory(c string, h *retentionv1.Hold) *dsarv1.HeldCategory {
 	return &dsarv1.HeldCategory{Category: &commonv1.DataCategory{Id: c}, HoldId: h.HoldId, Reason: h.Reason, Until: h.EndTime}
-}
-
-// inScope returns the categories of a system that an erasure of scope
-// reaches (all of them when scope is empty), narrowed to the scope's
-// categories where the system's are broader.
-func inScope(system, scope []string) []string {
-	if len(scope) == 0 {
-		return system
-	}
-	var out []string
-	for _, c := range system {
-		for _, sc := range scope {
-			switch {
-			case contract.CategoryCovers(sc, c):
-				out = append(out, c)
-			case contract.CategoryCovers(c, sc):
-				out = append(out, sc)
-			}
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
 }
 
 // holds asks the retention service for the holds in force that apply to

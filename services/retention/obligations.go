@@ -51,7 +51,7 @@ func (s *Service) ListObligations(ctx context.Context, req *retentionv1.ListObli
 		tracked := slices.Sorted(maps.Keys(st.Collected))
 		var items []rules.Item
 		for _, c := range tracked {
-			for _, in := range narrowTo(c, scope) {
+			for _, in := range contract.CategoriesInScope([]string{c}, scope) {
 				items = append(items, rules.Item{Category: in, Facts: st.facts(c)})
 			}
 		}
@@ -59,7 +59,7 @@ func (s *Service) ListObligations(ctx context.Context, req *retentionv1.ListObli
 			if !r.Minimum {
 				continue
 			}
-			for _, target := range narrowTo(r.Category, scope) {
+			for _, target := range contract.CategoriesInScope([]string{r.Category}, scope) {
 				if !slices.ContainsFunc(tracked, func(c string) bool { return overlaps(c, target) }) {
 					items = append(items, rules.Item{Category: target})
 				}
@@ -69,26 +69,6 @@ func (s *Service) ListObligations(ctx context.Context, req *retentionv1.ListObli
 		return nil
 	})
 	return resp, err
-}
-
-// narrowTo returns where category meets scope: itself when the scope is
-// everything or a scope category covers it, the narrower scope category
-// when category covers it, nothing when they are apart.
-func narrowTo(category string, scope []string) []string {
-	if len(scope) == 0 {
-		return []string{category}
-	}
-	var out []string
-	for _, sc := range scope {
-		switch {
-		case contract.CategoryCovers(sc, category):
-			out = append(out, category)
-		case contract.CategoryCovers(category, sc):
-			out = append(out, sc)
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
 }
 
 // overlaps reports whether one category covers the other.
