@@ -17,6 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/audit"
@@ -275,10 +276,9 @@ func (s *Server) validate(req any) error {
 	case err == nil:
 	case errors.As(err, &verr):
 		for _, v := range verr.Violations {
-			violations = append(violations, apierror.FieldViolation{
-				Field:       violatedField(msg, v),
-				Description: v.Proto.GetMessage(),
-			})
+			for _, field := range violatedFields(msg, v) {
+				violations = append(violations, apierror.FieldViolation{Field: field, Description: v.Proto.GetMessage()})
+			}
 		}
 	default:
 		return fmt.Errorf("validate %s: %w", msg.ProtoReflect().Descriptor().FullName(), err)
@@ -301,21 +301,33 @@ func (s *Server) validate(req any) error {
 	return apierror.InvalidArgument(violations...)
 }
 
-// violatedField names the field of a violation. A message-level oneof rule
-// ("one of access, erasure, … must be set") has no field path of its own;
-// it is named by the fields it constrains, comma-separated as in its
-// message, so that a caller always learns where to look.
-func violatedField(msg proto.Message, v *protovalidate.Violation) string {
+// violatedFields names the fields of a violation: its field path, or for a
+// message-level oneof rule, which has no path of its own, the fields it
+// constrains ("only one of access, erasure, … can be set" names those
+// set; "one of … must be set" names them all), so that a caller always
+// learns where to look.
+func violatedFields(msg proto.Message, v *protovalidate.Violation) []string {
 	if path := protovalidate.FieldPathString(v.Proto.GetField()); path != "" || v.Proto.GetRuleId() != "message.oneof" {
-		return path
+		return []string{path}
 	}
-	rules, _ := proto.GetExtension(msg.ProtoReflect().Descriptor().Options(), validate.E_Message).(*validate.MessageRules)
+	m := msg.ProtoReflect()
+	rules, _ := proto.GetExtension(m.Descriptor().Options(), validate.E_Message).(*validate.MessageRules)
 	for _, oneof := range rules.GetOneof() {
-		if names := strings.Join(oneof.GetFields(), ", "); strings.Contains(v.Proto.GetMessage(), names) {
-			return names
+		if !strings.Contains(v.Proto.GetMessage(), strings.Join(oneof.GetFields(), ", ")) {
+			continue
 		}
+		var set []string
+		for _, name := range oneof.GetFields() {
+			if fd := m.Descriptor().Fields().ByName(protoreflect.Name(name)); fd != nil && m.Has(fd) {
+				set = append(set, name)
+			}
+		}
+		if len(set) > 1 {
+			return set
+		}
+		return oneof.GetFields()
 	}
-	return ""
+	return []string{""}
 }
 
 func (s *Server) validateUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

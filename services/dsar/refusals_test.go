@@ -75,7 +75,13 @@ func TestRefusals(t *testing.T) {
 			_, err := f.dsar.CreateRequest(f.ctx, &dsarv1.CreateRequestRequest{RequestId: f.id(), TenantId: "clio", SubjectId: "s",
 				Requester: &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_SUBJECT}})
 			return err
-		}, codes.InvalidArgument, "access, rectification, erasure, restriction, portability, objection, withdrawal, automated_decision"},
+		}, codes.InvalidArgument, "access,rectification,erasure,restriction,portability,objection,withdrawal,automated_decision"},
+		"two kinds of request": {func() error {
+			_, err := f.dsar.CreateRequest(f.ctx, &dsarv1.CreateRequestRequest{RequestId: f.id(), TenantId: "clio", SubjectId: "s",
+				Requester: &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_SUBJECT},
+				Access:    &dsarv1.AccessDetails{}, Erasure: &dsarv1.ErasureDetails{}})
+			return err
+		}, codes.InvalidArgument, "access,erasure"},
 		"objection to purposes without purposes": {func() error {
 			_, err := f.dsar.CreateRequest(f.ctx, &dsarv1.CreateRequestRequest{RequestId: f.id(), TenantId: "clio", SubjectId: "s",
 				Requester: &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_SUBJECT},
