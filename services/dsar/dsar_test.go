@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -27,6 +28,9 @@ import (
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
+	"github.com/lethe-privacy/lethe/services/consent"
+	"github.com/lethe-privacy/lethe/services/dsar"
+	"github.com/lethe-privacy/lethe/services/retention"
 )
 
 var (
@@ -306,6 +310,57 @@ func TestObjectionMakesCheckDeny(t *testing.T) {
 	done := f.waitState(t, "clevio", w.DsarId, dsarv1.RequestState_REQUEST_STATE_COMPLETED)
 	if len(done.ConsentCauses) != 1 || done.ConsentCauses[0].Kind != commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD {
 		t.Fatalf("withdrawal causes = %v", done.ConsentCauses)
+	}
+}
+
+// TestNeighboursOverMutualTLS: the DSAR service reaches consent and
+// retention through the connections the kit dials for its declared
+// neighbours, over mutual TLS to production servers, as a deployment runs
+// it: an erasure learns retention's hold, and an objection and a
+// withdrawal are applied by the consent service. The neighbours' default
+// addresses are the services' own.
+func TestNeighboursOverMutualTLS(t *testing.T) {
+	for _, n := range dsar.Neighbours {
+		if want := map[string]string{"consent": consent.DefaultAddr, "retention": retention.DefaultAddr}[n.Name]; n.DevAddr != want {
+			t.Errorf("neighbour %s: development address %q, want the service's DefaultAddr %q", n.Name, n.DevAddr, want)
+		}
+	}
+	if !slices.Equal(dsar.Factory.Neighbours, dsar.Neighbours) {
+		t.Fatal("the factory does not declare the DSAR service's neighbours")
+	}
+	f := startWith(t, options{tlsNeighbours: true})
+	f.tenant(t, "clevio", nil)
+	if _, err := f.consent.PutPurpose(f.ctx, &consentv1.PutPurposeRequest{RequestId: f.id(), TenantId: "clevio",
+		Purpose: &consentv1.Purpose{PurposeId: "marketing.email", Name: "E-mail marketing", LegalBasis: commonv1.LegalBasis_LEGAL_BASIS_CONSENT, DirectMarketing: true}}); err != nil {
+		t.Fatal(err)
+	}
+	f.system(t, "clevio", "mailer", sdk, []string{"marketing.email"}, "user.contact.email")
+	f.system(t, "clevio", "analytics", sdk, nil, "user.behavior")
+	f.subscribe(t, "clevio", "mailer", "", answer(subscriber.Erased()))
+	if _, err := f.retention.PlaceHold(f.ctx, &retentionv1.PlaceHoldRequest{RequestId: f.id(), TenantId: "clevio",
+		Hold: &retentionv1.Hold{HoldId: "audit-2026", Reason: "tax audit 2026", Category: &commonv1.DataCategory{Id: "user.behavior"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.consent.RecordConsent(f.ctx, &consentv1.RecordConsentRequest{RequestId: f.id(), TenantId: "clevio", SubjectId: "subject-ada",
+		PurposeId: "marketing.email", Action: consentv1.ConsentAction_CONSENT_ACTION_GRANT, Method: consentv1.CollectionMethod_COLLECTION_METHOD_FORM}); err != nil {
+		t.Fatal(err)
+	}
+
+	erasure := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clevio", Erasure: &dsarv1.ErasureDetails{}})
+	f.attest(t, "clevio", erasure.DsarId)
+	eventually(t, "the erasure reports retention's hold", func() bool {
+		return systemResult(f.get(t, "clevio", erasure.DsarId), "analytics").GetState() == dsarv1.TaskState_TASK_STATE_HELD
+	})
+
+	w := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clevio", Withdrawal: &dsarv1.WithdrawalDetails{PurposeIds: []string{"marketing.email"}}})
+	f.attest(t, "clevio", w.DsarId)
+	done := f.waitState(t, "clevio", w.DsarId, dsarv1.RequestState_REQUEST_STATE_COMPLETED)
+	if len(done.ConsentCauses) != 1 || done.ConsentCauses[0].Kind != commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD {
+		t.Fatalf("withdrawal causes = %v", done.ConsentCauses)
+	}
+	check, err := f.consent.Check(f.ctx, &consentv1.CheckRequest{TenantId: "clevio", SubjectId: "subject-ada", PurposeId: "marketing.email"})
+	if err != nil || check.Decision.Allowed {
+		t.Fatalf("check after the withdrawal = %v, %v", check, err)
 	}
 }
 
