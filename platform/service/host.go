@@ -84,12 +84,9 @@ type hostConfig struct {
 	declared []Neighbour
 }
 
-// parseFlags reads f's deployable's flags from args, then from the
-// environment (LETHE_<FLAG>) for those args did not give. The flag set's
-// usage (--help) lists every flag, the neighbours' addresses among them.
-func parseFlags(f Factory, defaultAddr string, args []string, output io.Writer) (*hostConfig, error) {
+// newFlags binds the flags of f's deployable to a new hostConfig.
+func newFlags(f Factory, defaultAddr string) (*flag.FlagSet, *hostConfig) {
 	fs := flag.NewFlagSet("lethe-"+f.Name, flag.ContinueOnError)
-	fs.SetOutput(output)
 	c := &hostConfig{neighbours: neighbourAddrs{}, declared: f.Neighbours}
 	c.server.RegisterFlags(fs, defaultAddr)
 	fs.StringVar(&c.dataDir, "data", "./data", "folder of the service's bbolt file")
@@ -100,6 +97,22 @@ func parseFlags(f Factory, defaultAddr string, args []string, output io.Writer) 
 	fs.DurationVar(&c.backup.Every, "backup-every", time.Hour, "period of the backups to --backup-dir")
 	c.out.RegisterFlags(fs)
 	c.stream = StreamFlags(fs)
+	return fs, c
+}
+
+// FlagSet returns the flags of f's deployable, as its --help lists them;
+// each may be given as LETHE_<FLAG>.
+func FlagSet(f Factory) *flag.FlagSet {
+	fs, _ := newFlags(f, "")
+	return fs
+}
+
+// parseFlags reads f's deployable's flags from args, then from the
+// environment (LETHE_<FLAG>) for those args did not give. The flag set's
+// usage (--help) lists every flag, the neighbours' addresses among them.
+func parseFlags(f Factory, defaultAddr string, args []string, output io.Writer) (*hostConfig, error) {
+	fs, c := newFlags(f, defaultAddr)
+	fs.SetOutput(output)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
