@@ -131,6 +131,7 @@ type Service struct {
 	retention retentionv1.RetentionServiceClient
 	keys      *keyring
 	metrics   *metrics
+	fanout    fanoutFailures
 }
 
 // Buckets of dsar.db.
@@ -211,6 +212,9 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 	}
 	if err == nil {
 		s.metrics, err = newMetrics(s)
+	}
+	if err == nil {
+		err = s.registerFanoutMetrics()
 	}
 	if err != nil {
 		if s.keys != nil {

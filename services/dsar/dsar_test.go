@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,6 +27,7 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 	"github.com/lethe-privacy/lethe/services/consent"
@@ -361,6 +363,67 @@ func TestNeighboursOverMutualTLS(t *testing.T) {
 	check, err := f.consent.Check(f.ctx, &consentv1.CheckRequest{TenantId: "clevio", SubjectId: "subject-ada", PurposeId: "marketing.email"})
 	if err != nil || check.Decision.Allowed {
 		t.Fatalf("check after the withdrawal = %v, %v", check, err)
+	}
+}
+
+// TestAStuckFanOutIsCounted: an erasure whose fan-out cannot reach the
+// retention service (nothing listens at its address) stays verified with
+// no system asked, and is counted in lethe.dsar.fanout.failing under the
+// step that failed, with the age of the oldest failure growing with the
+// clock, so that an alert fires within minutes (docs/operations.md)
+// rather than at the deadline a month later.
+func TestAStuckFanOutIsCounted(t *testing.T) {
+	providers, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "lethe-dsar"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = providers.Shutdown(context.Background()) })
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := lis.Addr().String()
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f := startWith(t, options{retentionAddr: gone, telemetry: providers})
+	f.tenant(t, "clio", nil)
+	f.system(t, "clio", "crm", sdk, nil, "user.contact")
+
+	gauge := func(name string) (float64, map[string]string) {
+		families, err := providers.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range families {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				return m.GetGauge().GetValue(), labels
+			}
+		}
+		return 0, nil
+	}
+	if n, _ := gauge("lethe_dsar_fanout_failing"); n != 0 {
+		t.Fatalf("failing fan-outs before any request = %v", n)
+	}
+	r := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clio", Erasure: &dsarv1.ErasureDetails{}})
+	f.attest(t, "clio", r.DsarId)
+	eventually(t, "the failing fan-out is counted under its step", func() bool {
+		n, labels := gauge("lethe_dsar_fanout_failing")
+		return n == 1 && labels["step"] == "retention" && labels["tenant"] == "clio"
+	})
+	f.clock.Advance(10 * time.Minute)
+	if age, _ := gauge("lethe_dsar_fanout_failing_oldest_age_seconds"); age < 600 {
+		t.Fatalf("oldest failing fan-out age = %vs after 10 minutes, want at least 600", age)
+	}
+	if got := f.get(t, "clio", r.DsarId); got.State != dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS || len(got.GetResult().GetSystems()) != 0 {
+		t.Fatalf("a request whose fan-out fails is %s with systems %v", got.State, got.GetResult().GetSystems())
 	}
 }
 

@@ -34,6 +34,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/platform/tlsconfig"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
@@ -115,6 +116,12 @@ type options struct {
 	// Dialer connect DSAR to them (Factory.Neighbours) instead of passing
 	// the test's connections.
 	tlsNeighbours bool
+	// retentionAddr, when set, is where the DSAR service dials the
+	// retention service (plaintext): an address nothing serves makes its
+	// fan-outs fail.
+	retentionAddr string
+	// telemetry gives the DSAR service its meter.
+	telemetry *telemetry.Providers
 }
 
 func start(t testing.TB) *fixture { return startWith(t, options{}) }
@@ -174,6 +181,10 @@ func startWith(t testing.TB, o options) *fixture {
 		sweep = o.sweepEvery
 	}
 	dsarOpts := dsar.Options{Consent: conConn, Retention: retConn, Channel: f.codes, SweepEvery: sweep}
+	dsarDeps.Telemetry = o.telemetry
+	if o.retentionAddr != "" {
+		dsarOpts.Retention = servertest.Dial(t, o.retentionAddr, nil)
+	}
 	if o.tlsNeighbours {
 		dsarOpts.Consent, dsarOpts.Retention = nil, nil
 		dsarDeps.Neighbours = tlsNeighbours(t, clk, map[string]func(*server.Server){"consent": con.Register, "retention": ret.Register})
