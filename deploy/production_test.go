@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"flag"
+	"maps"
 	"net"
 	"os"
 	"regexp"
@@ -99,14 +100,14 @@ func TestProductionManifestsSatisfyTheBinaries(t *testing.T) {
 		// The check can fail: without any one of the variables the
 		// production checks require, the same binary refuses.
 		for _, name := range []string{"LETHE_TLS_CA", "LETHE_AUTHZ_POLICY", "LETHE_TLS_CERT"} {
-			without := maps(env)
+			without := maps.Clone(env)
 			delete(without, name)
 			if productionRefusals(t, svc, c, without) == nil {
 				t.Errorf("%s: a manifest without %s passes the production checks", where, name)
 			}
 		}
 		for _, n := range factories[svc].Neighbours {
-			without := maps(env)
+			without := maps.Clone(env)
 			name := flagenv.Name(service.EnvPrefix, n.Flag())
 			delete(without, name)
 			if err := productionRefusals(t, svc, c, without); err == nil || !strings.Contains(err.Error(), name) {
@@ -132,15 +133,6 @@ func TestProductionManifestsSatisfyTheBinaries(t *testing.T) {
 			}
 		})
 	}
-}
-
-// maps returns a copy of m.
-func maps(m map[string]string) map[string]string {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // checkFileProvided fails unless path, which --flag names, is provided by
