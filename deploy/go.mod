@@ -6,12 +6,20 @@ replace (
 	github.com/lethe-privacy/lethe/gen/go => ../gen/go
 	github.com/lethe-privacy/lethe/platform => ../platform
 	github.com/lethe-privacy/lethe/sdk => ../sdk
+	github.com/lethe-privacy/lethe/services/consent => ../services/consent
+	github.com/lethe-privacy/lethe/services/dsar => ../services/dsar
+	github.com/lethe-privacy/lethe/services/registry => ../services/registry
+	github.com/lethe-privacy/lethe/services/retention => ../services/retention
 )
 
 require (
 	github.com/lethe-privacy/lethe/gen/go v0.0.0-00010101000000-000000000000
 	github.com/lethe-privacy/lethe/platform v0.0.0-00010101000000-000000000000
 	github.com/lethe-privacy/lethe/sdk v0.0.0-00010101000000-000000000000
+	github.com/lethe-privacy/lethe/services/consent v0.0.0-00010101000000-000000000000
+	github.com/lethe-privacy/lethe/services/dsar v0.0.0-00010101000000-000000000000
+	github.com/lethe-privacy/lethe/services/registry v0.0.0-00010101000000-000000000000
+	github.com/lethe-privacy/lethe/services/retention v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	google.golang.org/protobuf v1.36.12

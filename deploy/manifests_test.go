@@ -23,11 +23,21 @@ import (
 	"github.com/lethe-privacy/lethe/platform/auth"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/services/consent"
+	"github.com/lethe-privacy/lethe/services/dsar"
+	"github.com/lethe-privacy/lethe/services/registry"
+	"github.com/lethe-privacy/lethe/services/retention"
 )
 
 // services are Lethe's deployables and their gRPC ports (each service's
 // DefaultAddr).
 var services = map[string]int32{"consent": 7401, "dsar": 7402, "retention": 7403, "registry": 7404}
+
+// factories are what each deployable's main hands service.Main: its flags,
+// its neighbours and its production checks come from them.
+var factories = map[string]service.Factory{
+	"consent": consent.Factory, "dsar": dsar.Factory, "retention": retention.Factory, "registry": registry.Factory,
+}
 
 // serviceMonitor is the part of monitoring.coreos.com/v1 ServiceMonitor
 // that Lethe uses. It is not in k8s.io/api; decoding strictly into it
@@ -335,16 +345,11 @@ func checkContainer(t *testing.T, where string, c *corev1.Container) {
 	}
 }
 
-// flagNames are the flags a service deployable takes: the server's, the
-// stream's and those platform/service.Main adds (--data, --nats-url,
-// --registry-addr).
-func flagNames() map[string]bool {
-	fs := flag.NewFlagSet("lethe-x", flag.ContinueOnError)
-	var cfg server.Config
-	cfg.RegisterFlags(fs, "")
-	service.StreamFlags(fs)
-	names := map[string]bool{"data": true, "nats-url": true, "registry-addr": true}
-	fs.VisitAll(func(f *flag.Flag) { names[f.Name] = true })
+// flagNames are the flags service svc's deployable takes, as its --help
+// lists them.
+func flagNames(svc string) map[string]bool {
+	names := map[string]bool{}
+	service.FlagSet(factories[svc]).VisitAll(func(f *flag.Flag) { names[f.Name] = true })
 	return names
 }
 
@@ -362,7 +367,7 @@ func checkServiceContainer(t *testing.T, r *rendered, svc string, port int32) {
 	if !strings.Contains(c.Image, "lethe-"+svc) {
 		t.Errorf("%s: image %q", where, c.Image)
 	}
-	flags := flagNames()
+	flags := flagNames(svc)
 	env := map[string]string{}
 	for _, e := range c.Env {
 		env[e.Name] = e.Value
@@ -382,8 +387,18 @@ func checkServiceContainer(t *testing.T, r *rendered, svc string, port int32) {
 	if env["LETHE_DATA"] != "/data" {
 		t.Errorf("%s: LETHE_DATA %q, want /data", where, env["LETHE_DATA"])
 	}
-	if !strings.HasSuffix(env["LETHE_NATS_URL"], "://"+svc+":$(NATS_PASSWORD)@nats:4222") {
-		t.Errorf("%s: LETHE_NATS_URL %q does not connect as NATS user %s", where, env["LETHE_NATS_URL"], svc)
+	// The NATS user is the service's; its password is a file of the
+	// Secret, never part of the URL (production refuses credentials in
+	// --nats-url: they would be a flag value).
+	if env["LETHE_NATS_URL"] != "$(NATS_SCHEME)://nats:4222" {
+		t.Errorf("%s: LETHE_NATS_URL %q, want $(NATS_SCHEME)://nats:4222 without credentials", where, env["LETHE_NATS_URL"])
+	}
+	if env["LETHE_NATS_USER"] != svc {
+		t.Errorf("%s: LETHE_NATS_USER %q, want the service's NATS user %s", where, env["LETHE_NATS_USER"], svc)
+	}
+	if key := secretFileKey(pod, &c, env["LETHE_NATS_PASSWORD_FILE"], "lethe-nats-users"); key != "NATS_PASSWORD_"+strings.ToUpper(svc) {
+		t.Errorf("%s: LETHE_NATS_PASSWORD_FILE %q is key %q of Secret lethe-nats-users, want NATS_PASSWORD_%s",
+			where, env["LETHE_NATS_PASSWORD_FILE"], key, strings.ToUpper(svc))
 	}
 	ports := map[string]int32{}
 	for _, p := range c.Ports {
@@ -692,11 +707,14 @@ func TestNATSConfigIsTheShippedOne(t *testing.T) {
 			}
 		}
 		for svc := range services {
-			c := r.statefulSet(t, "lethe-"+svc).Spec.Template.Spec.Containers[0]
-			for _, e := range c.Env {
-				if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil && ref.SecretKeyRef.Name == "lethe-nats-users" {
-					if !slices.Contains(natsPasswordVariables(t), ref.SecretKeyRef.Key) {
-						t.Errorf("%s: lethe-%s reads password %s, which no NATS user has", r.name, svc, ref.SecretKeyRef.Key)
+			pod := r.statefulSet(t, "lethe-"+svc).Spec.Template.Spec
+			for _, v := range pod.Volumes {
+				if v.Secret == nil || v.Secret.SecretName != "lethe-nats-users" {
+					continue
+				}
+				for _, item := range v.Secret.Items {
+					if !slices.Contains(natsPasswordVariables(t), item.Key) {
+						t.Errorf("%s: lethe-%s reads password %s, which no NATS user has", r.name, svc, item.Key)
 					}
 				}
 			}
@@ -793,6 +811,31 @@ func TestOverlayDifferences(t *testing.T) {
 	if c := dev.configMap(t, "nats-config"); strings.Contains(c.Data["client-tls.conf"], "tls {") {
 		t.Error("dev: NATS requires TLS")
 	}
+}
+
+// secretFileKey returns the key of Secret secret whose file path is in
+// container c, or "" when path is no such file. A Secret volume with items
+// has only the items' paths; without items, every key is a file.
+func secretFileKey(pod *corev1.PodSpec, c *corev1.Container, path, secret string) string {
+	vol := mountedFrom(pod, c, path)
+	if vol == nil || vol.Secret == nil || vol.Secret.SecretName != secret {
+		return ""
+	}
+	for _, m := range c.VolumeMounts {
+		if m.Name != vol.Name {
+			continue
+		}
+		rel := strings.TrimPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/")
+		if len(vol.Secret.Items) == 0 {
+			return rel
+		}
+		for _, item := range vol.Secret.Items {
+			if item.Path == rel {
+				return item.Key
+			}
+		}
+	}
+	return ""
 }
 
 // mountedFrom returns the volume that provides path in container c.

@@ -263,6 +263,23 @@ func (c Config) Complete(ctx context.Context) (CompletedConfig, error) {
 	return CompletedConfig{&completed{Config: c, ownsTelemetry: owns, KeyPair: keyPair, serverTLS: serverTLS}}, nil
 }
 
+// ProfileOrDefault is c's profile, ProfileDev when none is set.
+func (c Config) ProfileOrDefault() string {
+	if c.Profile == "" {
+		return ProfileDev
+	}
+	return c.Profile
+}
+
+// Refusals returns what the profile refuses in c, every piece at once, as
+// Complete would before it reads a file: a host reports them with its own
+// refusals, and a deployment's tests check a manifest's configuration
+// with them.
+func (c Config) Refusals() []error {
+	c.Profile = c.ProfileOrDefault()
+	return c.checkProfile()
+}
+
 // checkProfile returns what the profile refuses in c. Production names
 // every missing piece at once, so that one failed start tells an operator
 // all that is left to configure.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/flagenv"
@@ -56,20 +56,6 @@ func Run(ctx context.Context, srv *server.Server, services []Service) error {
 	return err
 }
 
-// DialRegistry returns a connection to the registry at addr. Without
-// options it speaks plaintext, as the development profile does on
-// loopback; opts follow that default and override it, so
-// grpc.WithTransportCredentials(tlsconfig.Credentials(...)) dials with
-// mutual TLS.
-func DialRegistry(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
-	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
-	conn, err := grpc.NewClient(addr, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("registry at %s: %w", addr, err)
-	}
-	return conn, nil
-}
-
 // StreamFlags binds the platform stream's settings to fs.
 func StreamFlags(fs *flag.FlagSet) *broker.StreamConfig {
 	cfg := broker.DefaultStreamConfig()
@@ -83,41 +69,101 @@ func SignalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
+// hostConfig is a deployable's configuration as its flags and LETHE_*
+// variables give it.
+type hostConfig struct {
+	server       server.Config
+	dataDir      string
+	natsURL      string
+	registryAddr string
+	backup       BackupConfig
+	out          Outgoing
+	neighbours   neighbourAddrs
+	stream       *broker.StreamConfig
+	// declared are the neighbours the factory calls.
+	declared []Neighbour
+}
+
+// newFlags binds the flags of f's deployable to a new hostConfig.
+func newFlags(f Factory, defaultAddr string) (*flag.FlagSet, *hostConfig) {
+	fs := flag.NewFlagSet("lethe-"+f.Name, flag.ContinueOnError)
+	c := &hostConfig{neighbours: neighbourAddrs{}, declared: f.Neighbours}
+	c.server.RegisterFlags(fs, defaultAddr)
+	fs.StringVar(&c.dataDir, "data", "./data", "folder of the service's bbolt file")
+	fs.StringVar(&c.natsURL, "nats-url", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+	fs.StringVar(&c.registryAddr, "registry-addr", "127.0.0.1:7404", "gRPC address of the registry service")
+	c.neighbours.registerFlags(fs, f.Neighbours)
+	fs.StringVar(&c.backup.Dir, "backup-dir", "", "folder that receives a consistent copy of the bbolt file every --backup-every (empty: no backups)")
+	fs.DurationVar(&c.backup.Every, "backup-every", time.Hour, "period of the backups to --backup-dir")
+	c.out.RegisterFlags(fs)
+	c.stream = StreamFlags(fs)
+	return fs, c
+}
+
+// FlagSet returns the flags of f's deployable, as its --help lists them;
+// each may be given as LETHE_<FLAG>.
+func FlagSet(f Factory) *flag.FlagSet {
+	fs, _ := newFlags(f, "")
+	return fs
+}
+
+// parseFlags reads f's deployable's flags from args, then from the
+// environment (LETHE_<FLAG>) for those args did not give. The flag set's
+// usage (--help) lists every flag, the neighbours' addresses among them.
+func parseFlags(f Factory, defaultAddr string, args []string, output io.Writer) (*hostConfig, error) {
+	fs, c := newFlags(f, defaultAddr)
+	fs.SetOutput(output)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := flagenv.Apply(fs, EnvPrefix); err != nil {
+		fmt.Fprintln(fs.Output(), err)
+		return nil, err
+	}
+	return c, nil
+}
+
+// Refusals returns, as one error, everything the profile refuses in the
+// configuration that args and the LETHE_* environment give f's
+// deployable, without opening a file or connecting anywhere: what a start
+// would refuse before it reads its certificates. A deployment's tests run
+// it with a manifest's arguments and environment.
+func Refusals(f Factory, args []string) error {
+	c, err := parseFlags(f, "", args, io.Discard)
+	if err != nil {
+		return err
+	}
+	return errors.Join(c.refusals()...)
+}
+
+// refusals is what the profile refuses in c: the listener's, the outgoing
+// connections' and the neighbours' refusals together.
+func (c *hostConfig) refusals() []error {
+	errs := c.server.Refusals()
+	errs = append(errs, c.out.check(c.server.ProfileOrDefault(), c.natsURL)...)
+	_, missing := c.neighbours.resolve(c.server.ProfileOrDefault(), c.declared)
+	return append(errs, missing...)
+}
+
 // Main runs one service as its own deployable, serving only that service
 // and connecting to an external NATS server. Flags may be given as
 // LETHE_<FLAG> environment variables. It returns the process exit code.
 func Main(f Factory, defaultAddr string, args []string) int {
 	SetProcs()
-	fs := flag.NewFlagSet("lethe-"+f.Name, flag.ContinueOnError)
-	var cfg server.Config
-	cfg.RegisterFlags(fs, defaultAddr)
-	dataDir := fs.String("data", "./data", "folder of the service's bbolt file")
-	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
-	registryAddr := fs.String("registry-addr", "127.0.0.1:7404", "gRPC address of the registry service")
-	var backup BackupConfig
-	fs.StringVar(&backup.Dir, "backup-dir", "", "folder that receives a consistent copy of the bbolt file every --backup-every (empty: no backups)")
-	fs.DurationVar(&backup.Every, "backup-every", time.Hour, "period of the backups to --backup-dir")
-	var out Outgoing
-	out.RegisterFlags(fs)
-	stream := StreamFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	c, err := parseFlags(f, defaultAddr, args, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
-	if err := flagenv.Apply(fs, EnvPrefix); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
+	if err != nil {
+		return 2 // the flag set printed why
 	}
-	if err := runOne(f, cfg, out, *dataDir, *natsURL, *registryAddr, *stream, backup); err != nil {
+	ctx, stop := SignalContext()
+	defer stop()
+	if err := StoppedCleanly(ctx, startOne(ctx, f, c)); err != nil {
 		fmt.Fprintf(os.Stderr, "lethe-%s: %v\n", f.Name, err)
 		return 1
 	}
 	return 0
-}
-
-func runOne(f Factory, cfg server.Config, out Outgoing, dataDir, natsURL, registryAddr string, stream broker.StreamConfig, backup BackupConfig) error {
-	ctx, stop := SignalContext()
-	defer stop()
-	return StoppedCleanly(ctx, startOne(ctx, f, cfg, out, dataDir, natsURL, registryAddr, stream, backup))
 }
 
 // StoppedCleanly returns nil when the process was asked to stop (ctx is the
@@ -131,26 +177,29 @@ func StoppedCleanly(ctx context.Context, err error) error {
 	return err
 }
 
-func startOne(ctx context.Context, f Factory, cfg server.Config, out Outgoing, dataDir, natsURL, registryAddr string, stream broker.StreamConfig, backup BackupConfig) error {
+func startOne(ctx context.Context, f Factory, c *hostConfig) error {
+	cfg := c.server
 	cfg.Name = "lethe-" + f.Name
 	// The outgoing connections' refusals are checked before the server
 	// configuration is completed and reported with its refusals: one
 	// failed start names every missing piece.
-	refused := errors.Join(out.check(cfg.Profile, natsURL)...)
+	refused := c.out.check(cfg.ProfileOrDefault(), c.natsURL)
+	neighbours, missing := c.neighbours.resolve(cfg.ProfileOrDefault(), c.declared)
+	refusedErr := errors.Join(append(refused, missing...)...)
 	completed, err := cfg.Complete(ctx)
 	if err != nil {
-		return errors.Join(err, refused)
+		return errors.Join(err, refusedErr)
 	}
-	if refused != nil {
+	if refusedErr != nil {
 		// Complete started the telemetry providers (the flags give none).
-		return errors.Join(refused, completed.Telemetry.Shutdown(ctx))
+		return errors.Join(refusedErr, completed.Telemetry.Shutdown(ctx))
 	}
 	logger := completed.Logger
-	natsOpts, registryOpts, err := out.options(completed, natsURL)
+	natsOpts, dialer, err := c.out.options(completed, c.natsURL)
 	if err != nil {
 		return err
 	}
-	nc, err := broker.Connect(natsURL, cfg.Name, logger, natsOpts...)
+	nc, err := broker.Connect(c.natsURL, cfg.Name, logger, natsOpts...)
 	if err != nil {
 		return err
 	}
@@ -161,17 +210,21 @@ func startOne(ctx context.Context, f Factory, cfg server.Config, out Outgoing, d
 	}
 	provisionCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := broker.EnsureStream(provisionCtx, js, stream); err != nil {
+	if _, err := broker.EnsureStream(provisionCtx, js, *c.stream); err != nil {
 		return err
 	}
-	// The connection is made on first use, so the registry may start later.
-	registry, err := DialRegistry(registryAddr, registryOpts...)
+	// Connections are made on first use, so the neighbours may start later.
+	registry, conns, err := dialer.dialAll(c.registryAddr, neighbours)
 	if err != nil {
 		return err
 	}
-	defer registry.Close()
-	svc, err := f.New(Deps{DataDir: dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry, Registry: registry,
-		Backup: backup})
+	defer func() { _ = closeConns(registry, conns) }()
+	deps := Deps{DataDir: c.dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry, Registry: registry,
+		Neighbours: map[string]grpc.ClientConnInterface{}, Backup: c.backup}
+	for name, conn := range conns {
+		deps.Neighbours[name] = conn
+	}
+	svc, err := f.New(deps)
 	if err != nil {
 		return err
 	}

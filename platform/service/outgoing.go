@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
-	"google.golang.org/grpc"
 
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/internal/livefile"
@@ -17,7 +16,7 @@ import (
 )
 
 // Outgoing configures the connections a service makes: to the registry
-// over gRPC and to NATS. Secrets are never flag values; flags name files.
+// and the other services it calls over gRPC (Dialer), and to NATS. Secrets are never flag values; flags name files.
 type Outgoing struct {
 	// CAFile is the PEM CA bundle that signs the certificates of the
 	// servers the service dials. When set, the registry and NATS are
@@ -33,7 +32,7 @@ type Outgoing struct {
 
 // RegisterFlags binds o to fs.
 func (o *Outgoing) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.CAFile, "tls-ca", "", "PEM CA bundle that signs the registry's and NATS's certificates; when set both are dialled over TLS, presenting --tls-cert (required in production)")
+	fs.StringVar(&o.CAFile, "tls-ca", "", "PEM CA bundle that signs the certificates of NATS, the registry and the other services this one calls; when set all are dialled over TLS, presenting --tls-cert (required in production)")
 	fs.StringVar(&o.NATSCredsFile, "nats-creds", "", "NATS credentials file (user JWT and nkey seed) to connect with")
 	fs.StringVar(&o.NATSUser, "nats-user", "", "NATS user to connect as, with --nats-password-file")
 	fs.StringVar(&o.NATSPasswordFile, "nats-password-file", "", "file holding the password of --nats-user; re-read when it changes")
@@ -51,7 +50,7 @@ func (o Outgoing) check(profile, natsURL string) []error {
 	}
 	if profile == server.ProfileProduction {
 		if o.CAFile == "" {
-			errs = append(errs, errors.New("production dials the registry and NATS over TLS only: set --tls-ca"))
+			errs = append(errs, errors.New("production dials NATS, the registry and the services it calls over TLS only: set --tls-ca"))
 		}
 		if urlHasCredentials(natsURL) {
 			errs = append(errs, errors.New("production refuses credentials in --nats-url (a secret in a flag value): use --nats-user with --nats-password-file, --nats-creds, or a client certificate"))
@@ -60,21 +59,21 @@ func (o Outgoing) check(profile, natsURL string) []error {
 	return errs
 }
 
-// options returns the NATS and registry dial options for the completed
-// server configuration, refusing what check refuses.
-func (o Outgoing) options(cfg server.CompletedConfig, natsURL string) ([]nats.Option, []grpc.DialOption, error) {
+// options returns the NATS options and the dialer of the registry and the
+// other services for the completed server configuration, refusing what
+// check refuses.
+func (o Outgoing) options(cfg server.CompletedConfig, natsURL string) ([]nats.Option, Dialer, error) {
 	if err := errors.Join(o.check(cfg.Profile, natsURL)...); err != nil {
-		return nil, nil, err
+		return nil, Dialer{}, err
 	}
 	var natsOpts []nats.Option
-	var dialOpts []grpc.DialOption
+	var roots *tlsconfig.Pool
 	if o.CAFile != "" {
-		roots, err := tlsconfig.LoadPool(o.CAFile, cfg.FileWatch)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--tls-ca: %w", err)
+		var err error
+		if roots, err = tlsconfig.LoadPool(o.CAFile, cfg.FileWatch); err != nil {
+			return nil, Dialer{}, fmt.Errorf("--tls-ca: %w", err)
 		}
 		natsOpts = append(natsOpts, broker.TLS(cfg.KeyPair, roots))
-		dialOpts = append(dialOpts, grpc.WithTransportCredentials(tlsconfig.Credentials(cfg.KeyPair, roots)))
 	}
 	if o.NATSCredsFile != "" {
 		natsOpts = append(natsOpts, nats.UserCredentials(o.NATSCredsFile))
@@ -88,12 +87,12 @@ func (o Outgoing) options(cfg server.CompletedConfig, natsURL string) ([]nats.Op
 			return p, nil
 		}, livefile.Options{Logger: cfg.Logger})
 		if err != nil {
-			return nil, nil, fmt.Errorf("--nats-password-file: %w", err)
+			return nil, Dialer{}, fmt.Errorf("--nats-password-file: %w", err)
 		}
 		user := o.NATSUser
 		natsOpts = append(natsOpts, nats.UserInfoHandler(func() (string, string) { return user, password.Get() }))
 	}
-	return natsOpts, dialOpts, nil
+	return natsOpts, NewDialer(cfg, roots), nil
 }
 
 // urlHasCredentials reports whether any of the comma-separated NATS URLs

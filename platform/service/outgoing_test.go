@@ -91,30 +91,50 @@ func TestProductionDialsOverMutualTLS(t *testing.T) {
 		}
 	})
 
-	natsOpts, dialOpts, err := Outgoing{CAFile: filepath.Join(dir, "ca.pem")}.options(client, "tls://nats:4222")
+	natsOpts, dialer, err := Outgoing{CAFile: filepath.Join(dir, "ca.pem")}.options(client, "tls://nats:4222")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(natsOpts) != 1 || len(dialOpts) != 1 {
-		t.Fatalf("options = %d NATS, %d gRPC; want TLS for both", len(natsOpts), len(dialOpts))
+	if len(natsOpts) != 1 || dialer.transport == nil {
+		t.Fatalf("options = %d NATS options, gRPC transport %v; want TLS for both", len(natsOpts), dialer.transport)
 	}
-	conn, err := DialRegistry("localhost:"+strings.Split(lis.Addr().String(), ":")[1], dialOpts...)
+	// The registry and a neighbour are dialled alike (startOne's dialAll):
+	// both over mutual TLS, both knowing the caller by its SPIFFE id.
+	addr := "localhost:" + strings.Split(lis.Addr().String(), ":")[1]
+	registry, conns, err := dialer.dialAll(addr, map[string]string{"consent": addr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = closeConns(registry, conns) }()
 	callCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
 	defer stop()
-	resp, err := kittestv1.NewKitTestServiceClient(conn).Whoami(callCtx, &kittestv1.WhoamiRequest{})
-	if err != nil {
-		t.Fatalf("Whoami over mutual TLS: %v", err)
-	}
-	if resp.Identity != "spiffe://lethe.example/service/dsar" {
-		t.Fatalf("the registry knows the caller as %q, want its SPIFFE id", resp.Identity)
+	for name, conn := range map[string]*grpc.ClientConn{"registry": registry, "consent": conns["consent"]} {
+		resp, err := kittestv1.NewKitTestServiceClient(conn).Whoami(callCtx, &kittestv1.WhoamiRequest{})
+		if err != nil {
+			t.Fatalf("Whoami to the %s over mutual TLS: %v", name, err)
+		}
+		if resp.Identity != "spiffe://lethe.example/service/dsar" {
+			t.Fatalf("the %s knows the caller as %q, want its SPIFFE id", name, resp.Identity)
+		}
 	}
 
-	// Plaintext, as in development, is refused by a production registry.
-	plain, err := DialRegistry(lis.Addr().String())
+	// A production process cannot dial plaintext: without a CA bundle its
+	// dialer refuses, whatever the service.
+	for _, name := range []string{"registry", "consent"} {
+		if conn, err := NewDialer(client, nil).Dial(name, lis.Addr().String()); err == nil || !strings.Contains(err.Error(), "set --tls-ca") {
+			if conn != nil {
+				_ = conn.Close()
+			}
+			t.Fatalf("a production dialer without --tls-ca dialled the %s: %v", name, err)
+		}
+	}
+	// And plaintext, as in development, is refused by a production server.
+	devCfg, err := server.Config{Name: "lethe-dsar", Addr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}.Complete(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = devCfg.Telemetry.Shutdown(context.Background()) })
+	plain, err := NewDialer(devCfg, nil).Dial("registry", lis.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

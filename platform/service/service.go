@@ -61,6 +61,9 @@ type Deps struct {
 	// Registry reaches the registry service, which tells the others which
 	// systems must answer their events (see package registryclient).
 	Registry grpc.ClientConnInterface
+	// Neighbours reach the other services the factory declared it calls,
+	// by name, dialled as Registry is.
+	Neighbours map[string]grpc.ClientConnInterface
 	// Backup, when its Dir is set, copies the service's bbolt files there
 	// periodically while it runs.
 	Backup BackupConfig
@@ -85,6 +88,11 @@ type Factory struct {
 	// Name is the service's short name: "consent", "dsar", "retention",
 	// "registry". It names the bbolt file and the logger.
 	Name string
+	// Neighbours are the services beside the registry that this one
+	// calls. A deployable takes each one's address from its flags and
+	// refuses to start in production without it; every host dials them
+	// as it dials the registry and passes them in Deps.Neighbours.
+	Neighbours []Neighbour
 	// New builds the service.
 	New func(Deps) (Service, error)
 }

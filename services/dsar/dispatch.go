@@ -45,9 +45,24 @@ type plan struct {
 // dispatchNow fans a request out right after its verification committed;
 // a failure is logged and left to the sweep.
 func (s *Service) dispatchNow(ctx context.Context, tenant, id string) {
-	if err := s.dispatch(ctx, tenant, id); err != nil {
-		s.Logger.Warn("dsar: fan-out failed; the sweep retries it", "request", id, "error", err)
+	_ = s.tryDispatch(ctx, tenant, id)
+}
+
+// tryDispatch dispatches the request and keeps the record of failing
+// fan-outs: a failure is logged with its step and since when, and counted
+// in lethe.dsar.fanout.failing until an attempt succeeds.
+func (s *Service) tryDispatch(ctx context.Context, tenant, id string) error {
+	err := s.dispatch(ctx, tenant, id)
+	if err == nil {
+		s.fanout.clear(id)
+		return nil
 	}
+	if ctx.Err() == nil {
+		rec := s.fanout.record(id, tenant, err, s.Clock.Now())
+		s.Logger.Warn("dsar: fan-out failed; the sweep retries it", "tenant", tenant, "request", id,
+			"step", rec.step, "failing_since", rec.since, "error", err)
+	}
+	return err
 }
 
 // dispatchPending retries the fan-out of every verified request whose
@@ -60,10 +75,16 @@ func (s *Service) dispatchPending(ctx context.Context) error {
 			return nil
 		})
 	})
-	for id, tenant := range pending {
-		err = errors.Join(err, s.dispatch(ctx, tenant, id))
+	if err != nil {
+		return err
 	}
-	return err
+	s.fanout.keepOnly(pending)
+	for id, tenant := range pending {
+		// Each failure is logged by tryDispatch; the sweep goes on with
+		// the others.
+		_ = s.tryDispatch(ctx, tenant, id)
+	}
+	return nil
 }
 
 // dispatch works out a request's plan and commits it: the directive and

@@ -46,18 +46,28 @@ const ServiceName = "lethe.dsar.v1.DsarService"
 // DefaultAddr is the gRPC address the dsar deployable listens on by default.
 const DefaultAddr = "127.0.0.1:7402"
 
-// Factory builds the dsar service for a host. In lethe dev one address
-// serves all four services, so the registry connection reaches the
-// consent and retention services too.
+// Neighbours are the services the DSAR service calls beside the
+// registry: consent, to apply objections, restrictions and withdrawals,
+// and retention, to learn which legal holds an erasure must respect. The
+// development addresses are those services' own DefaultAddr.
+var Neighbours = []service.Neighbour{
+	{Name: "consent", DevAddr: "127.0.0.1:7401"},
+	{Name: "retention", DevAddr: "127.0.0.1:7403"},
+}
+
+// Factory builds the dsar service for a host, which dials its Neighbours
+// (in lethe dev, the one address that serves all four services).
 var Factory = service.Factory{
-	Name: "dsar",
-	New:  func(deps service.Deps) (service.Service, error) { return New(deps, Options{}) },
+	Name:       "dsar",
+	Neighbours: Neighbours,
+	New:        func(deps service.Deps) (service.Service, error) { return New(deps, Options{}) },
 }
 
 // Options tune the service; zero values are production defaults.
 type Options struct {
-	// Consent and Retention reach those services; deps.Registry when nil
-	// (lethe dev serves every service on one address).
+	// Consent and Retention reach those services; the host's connections
+	// to the neighbours "consent" and "retention" (deps.Neighbours) when
+	// nil.
 	Consent   grpc.ClientConnInterface
 	Retention grpc.ClientConnInterface
 	// Channel sends one-time codes. Without one, identity can only be
@@ -85,10 +95,10 @@ type Options struct {
 
 func (o *Options) complete(deps service.Deps) {
 	if o.Consent == nil {
-		o.Consent = deps.Registry
+		o.Consent = deps.Neighbours["consent"]
 	}
 	if o.Retention == nil {
-		o.Retention = deps.Registry
+		o.Retention = deps.Neighbours["retention"]
 	}
 	if o.CodeTTL <= 0 {
 		o.CodeTTL = 15 * time.Minute
@@ -121,6 +131,7 @@ type Service struct {
 	retention retentionv1.RetentionServiceClient
 	keys      *keyring
 	metrics   *metrics
+	fanout    fanoutFailures
 }
 
 // Buckets of dsar.db.
@@ -201,6 +212,9 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 	}
 	if err == nil {
 		s.metrics, err = newMetrics(s)
+	}
+	if err == nil {
+		err = s.registerFanoutMetrics()
 	}
 	if err != nil {
 		if s.keys != nil {

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -25,8 +27,12 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
+	"github.com/lethe-privacy/lethe/services/consent"
+	"github.com/lethe-privacy/lethe/services/dsar"
+	"github.com/lethe-privacy/lethe/services/retention"
 )
 
 var (
@@ -306,6 +312,118 @@ func TestObjectionMakesCheckDeny(t *testing.T) {
 	done := f.waitState(t, "clevio", w.DsarId, dsarv1.RequestState_REQUEST_STATE_COMPLETED)
 	if len(done.ConsentCauses) != 1 || done.ConsentCauses[0].Kind != commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD {
 		t.Fatalf("withdrawal causes = %v", done.ConsentCauses)
+	}
+}
+
+// TestNeighboursOverMutualTLS: the DSAR service reaches consent and
+// retention through the connections the kit dials for its declared
+// neighbours, over mutual TLS to production servers, as a deployment runs
+// it: an erasure learns retention's hold, and an objection and a
+// withdrawal are applied by the consent service. The neighbours' default
+// addresses are the services' own.
+func TestNeighboursOverMutualTLS(t *testing.T) {
+	for _, n := range dsar.Neighbours {
+		if want := map[string]string{"consent": consent.DefaultAddr, "retention": retention.DefaultAddr}[n.Name]; n.DevAddr != want {
+			t.Errorf("neighbour %s: development address %q, want the service's DefaultAddr %q", n.Name, n.DevAddr, want)
+		}
+	}
+	if !slices.Equal(dsar.Factory.Neighbours, dsar.Neighbours) {
+		t.Fatal("the factory does not declare the DSAR service's neighbours")
+	}
+	f := startWith(t, options{tlsNeighbours: true})
+	f.tenant(t, "clevio", nil)
+	if _, err := f.consent.PutPurpose(f.ctx, &consentv1.PutPurposeRequest{RequestId: f.id(), TenantId: "clevio",
+		Purpose: &consentv1.Purpose{PurposeId: "marketing.email", Name: "E-mail marketing", LegalBasis: commonv1.LegalBasis_LEGAL_BASIS_CONSENT, DirectMarketing: true}}); err != nil {
+		t.Fatal(err)
+	}
+	f.system(t, "clevio", "mailer", sdk, []string{"marketing.email"}, "user.contact.email")
+	f.system(t, "clevio", "analytics", sdk, nil, "user.behavior")
+	f.subscribe(t, "clevio", "mailer", "", answer(subscriber.Erased()))
+	if _, err := f.retention.PlaceHold(f.ctx, &retentionv1.PlaceHoldRequest{RequestId: f.id(), TenantId: "clevio",
+		Hold: &retentionv1.Hold{HoldId: "audit-2026", Reason: "tax audit 2026", Category: &commonv1.DataCategory{Id: "user.behavior"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.consent.RecordConsent(f.ctx, &consentv1.RecordConsentRequest{RequestId: f.id(), TenantId: "clevio", SubjectId: "subject-ada",
+		PurposeId: "marketing.email", Action: consentv1.ConsentAction_CONSENT_ACTION_GRANT, Method: consentv1.CollectionMethod_COLLECTION_METHOD_FORM}); err != nil {
+		t.Fatal(err)
+	}
+
+	erasure := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clevio", Erasure: &dsarv1.ErasureDetails{}})
+	f.attest(t, "clevio", erasure.DsarId)
+	eventually(t, "the erasure reports retention's hold", func() bool {
+		return systemResult(f.get(t, "clevio", erasure.DsarId), "analytics").GetState() == dsarv1.TaskState_TASK_STATE_HELD
+	})
+
+	w := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clevio", Withdrawal: &dsarv1.WithdrawalDetails{PurposeIds: []string{"marketing.email"}}})
+	f.attest(t, "clevio", w.DsarId)
+	done := f.waitState(t, "clevio", w.DsarId, dsarv1.RequestState_REQUEST_STATE_COMPLETED)
+	if len(done.ConsentCauses) != 1 || done.ConsentCauses[0].Kind != commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD {
+		t.Fatalf("withdrawal causes = %v", done.ConsentCauses)
+	}
+	check, err := f.consent.Check(f.ctx, &consentv1.CheckRequest{TenantId: "clevio", SubjectId: "subject-ada", PurposeId: "marketing.email"})
+	if err != nil || check.Decision.Allowed {
+		t.Fatalf("check after the withdrawal = %v, %v", check, err)
+	}
+}
+
+// TestAStuckFanOutIsCounted: an erasure whose fan-out cannot reach the
+// retention service (nothing listens at its address) stays verified with
+// no system asked, and is counted in lethe.dsar.fanout.failing under the
+// step that failed, with the age of the oldest failure growing with the
+// clock, so that an alert fires within minutes (docs/operations.md)
+// rather than at the deadline a month later.
+func TestAStuckFanOutIsCounted(t *testing.T) {
+	providers, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "lethe-dsar"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = providers.Shutdown(context.Background()) })
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := lis.Addr().String()
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f := startWith(t, options{retentionAddr: gone, telemetry: providers})
+	f.tenant(t, "clio", nil)
+	f.system(t, "clio", "crm", sdk, nil, "user.contact")
+
+	gauge := func(name string) (float64, map[string]string) {
+		families, err := providers.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range families {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				return m.GetGauge().GetValue(), labels
+			}
+		}
+		return 0, nil
+	}
+	if n, _ := gauge("lethe_dsar_fanout_failing"); n != 0 {
+		t.Fatalf("failing fan-outs before any request = %v", n)
+	}
+	r := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clio", Erasure: &dsarv1.ErasureDetails{}})
+	f.attest(t, "clio", r.DsarId)
+	eventually(t, "the failing fan-out is counted under its step", func() bool {
+		n, labels := gauge("lethe_dsar_fanout_failing")
+		return n == 1 && labels["step"] == "retention" && labels["tenant"] == "clio"
+	})
+	f.clock.Advance(10 * time.Minute)
+	if age, _ := gauge("lethe_dsar_fanout_failing_oldest_age_seconds"); age < 600 {
+		t.Fatalf("oldest failing fan-out age = %vs after 10 minutes, want at least 600", age)
+	}
+	if got := f.get(t, "clio", r.DsarId); got.State != dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS || len(got.GetResult().GetSystems()) != 0 {
+		t.Fatalf("a request whose fan-out fails is %s with systems %v", got.State, got.GetResult().GetSystems())
 	}
 }
 

@@ -34,6 +34,8 @@ import (
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/telemetry"
+	"github.com/lethe-privacy/lethe/platform/tlsconfig"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
@@ -109,6 +111,17 @@ type options struct {
 	realClock bool
 	// sweepEvery overrides the tests' 20ms sweep.
 	sweepEvery time.Duration
+	// tlsNeighbours serves consent and retention to the DSAR service as
+	// production does, over TCP with mutual TLS, and lets the kit's
+	// Dialer connect DSAR to them (Factory.Neighbours) instead of passing
+	// the test's connections.
+	tlsNeighbours bool
+	// retentionAddr, when set, is where the DSAR service dials the
+	// retention service (plaintext): an address nothing serves makes its
+	// fan-outs fail.
+	retentionAddr string
+	// telemetry gives the DSAR service its meter.
+	telemetry *telemetry.Providers
 }
 
 func start(t testing.TB) *fixture { return startWith(t, options{}) }
@@ -167,7 +180,16 @@ func startWith(t testing.TB, o options) *fixture {
 	if o.sweepEvery > 0 {
 		sweep = o.sweepEvery
 	}
-	f.svc, err = dsar.New(dsarDeps, dsar.Options{Consent: conConn, Retention: retConn, Channel: f.codes, SweepEvery: sweep})
+	dsarOpts := dsar.Options{Consent: conConn, Retention: retConn, Channel: f.codes, SweepEvery: sweep}
+	dsarDeps.Telemetry = o.telemetry
+	if o.retentionAddr != "" {
+		dsarOpts.Retention = servertest.Dial(t, o.retentionAddr, nil)
+	}
+	if o.tlsNeighbours {
+		dsarOpts.Consent, dsarOpts.Retention = nil, nil
+		dsarDeps.Neighbours = tlsNeighbours(t, clk, map[string]func(*server.Server){"consent": con.Register, "retention": ret.Register})
+	}
+	f.svc, err = dsar.New(dsarDeps, dsarOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,6 +197,44 @@ func startWith(t testing.TB, o options) *fixture {
 	f.dsarConn = servertest.Start(t, cfg, f.svc.Register)
 	f.dsar = dsarv1.NewDsarServiceClient(f.dsarConn)
 	return f
+}
+
+// tlsNeighbours serves each neighbour of the DSAR service (registered by
+// its function) on a production server over TCP with mutual TLS, and
+// returns the connections the kit's Dialer makes to them for a production
+// DSAR process, which presents its certificate.
+func tlsNeighbours(t testing.TB, clk clock.Clock, register map[string]func(*server.Server)) map[string]grpc.ClientConnInterface {
+	t.Helper()
+	pki := servertest.NewPKI(t)
+	cfg := pki.Production(t, `{"rules": [{"identities": ["spiffe://`+servertest.TrustDomain+`/service/server"], "methods": ["*"], "tenants": ["*"]}]}`)
+	cfg.Clock, cfg.Logger = clk, quiet
+	// The DSAR process: the production profile, the PKI's key pair.
+	dsarCfg := cfg
+	dsarCfg.Name, dsarCfg.Addr = "lethe-dsar", "127.0.0.1:0"
+	completed, err := dsarCfg.Complete(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = completed.Telemetry.Shutdown(context.Background()) })
+	roots, err := tlsconfig.LoadPool(cfg.TLSClientCAFile, tlsconfig.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialer := service.NewDialer(completed, roots)
+	conns := map[string]grpc.ClientConnInterface{}
+	for _, n := range dsar.Neighbours {
+		reg, ok := register[n.Name]
+		if !ok {
+			t.Fatalf("no server for the neighbour %s", n.Name)
+		}
+		conn, err := dialer.Dial(n.Name, servertest.StartTCP(t, cfg, reg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		conns[n.Name] = conn
+	}
+	return conns
 }
 
 func (f *fixture) id() string { return fmt.Sprint("req-", f.n.Add(1)) }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
 
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/flagenv"
@@ -150,15 +151,21 @@ func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listen on %s: %w", c.server.Addr, err)
 	}
 	completed.Listener = lis
-	registry, err := service.DialRegistry(lis.Addr().String())
+	// One listener serves all four services, so one connection reaches the
+	// registry and every service's neighbours.
+	local, err := service.NewDialer(completed, nil).Dial("lethe dev", lis.Addr().String())
 	if err != nil {
 		return errors.Join(err, lis.Close())
 	}
-	defer registry.Close()
+	defer local.Close()
 
-	deps := service.Deps{DataDir: c.dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry, Registry: registry}
 	var services []service.Service
 	for _, f := range c.factories() {
+		deps := service.Deps{DataDir: c.dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry, Registry: local,
+			Neighbours: map[string]grpc.ClientConnInterface{}}
+		for _, n := range f.Neighbours {
+			deps.Neighbours[n.Name] = local
+		}
 		svc, err := f.New(deps)
 		if err != nil {
 			return errors.Join(fmt.Errorf("start %s: %w", f.Name, err), closeAll(services), lis.Close())
@@ -181,7 +188,8 @@ func (c devConfig) factories() []service.Factory {
 	all := slices.Clone(factories)
 	if c.devCodes {
 		all[slices.IndexFunc(all, func(f service.Factory) bool { return f.Name == dsar.Factory.Name })] = service.Factory{
-			Name: dsar.Factory.Name,
+			Name:       dsar.Factory.Name,
+			Neighbours: dsar.Factory.Neighbours,
 			New: func(deps service.Deps) (service.Service, error) {
 				return dsar.New(deps, dsar.Options{Channel: &dsar.DevChannel{Logger: deps.Logger}})
 			},
