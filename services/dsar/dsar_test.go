@@ -796,6 +796,18 @@ func TestAccessPackage(t *testing.T) {
 	if code(err) != codes.FailedPrecondition {
 		t.Fatalf("download after delivery = %v", err)
 	}
+
+	// The portable copy was never confirmed: the sweep destroys it when its
+	// time is up, not before.
+	f.svc.Sweep(f.ctx)
+	if f.get(t, "clevenio", port.DsarId).KeyDestroyed {
+		t.Fatal("an unconfirmed package was destroyed before its time")
+	}
+	f.clock.Advance(31 * 24 * time.Hour)
+	f.svc.Sweep(f.ctx)
+	if !f.get(t, "clevenio", port.DsarId).KeyDestroyed {
+		t.Fatal("an unconfirmed package outlived its time")
+	}
 }
 
 // TestNothingIsLeftOfTheIdentifiers: once requests are closed and
