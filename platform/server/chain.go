@@ -121,13 +121,20 @@ func (s *Server) boundaryStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 // --- 3. logging ---
 
 // callLog carries what inner slots learn about a call (the identity) out to
-// the logging slot.
-type callLog struct{ identity string }
+// the logging slot, and the request's decoding error in to the decoding
+// slot.
+type callLog struct {
+	identity string
+	// malformed is taken from the codec here, before any slot can refuse
+	// the call, so that a refused call (unauthenticated garbage) leaves
+	// nothing behind in the codec.
+	malformed error
+}
 
 type callLogKey struct{}
 
 func (s *Server) logUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	cl := &callLog{}
+	cl := &callLog{malformed: s.codec.take(req)}
 	start := time.Now()
 	resp, err := handler(context.WithValue(ctx, callLogKey{}, cl), req)
 	s.logCall(ctx, info.FullMethod, cl, start, err)
@@ -213,8 +220,8 @@ func (s *Server) authenticateStream(srv any, ss grpc.ServerStream, info *grpc.St
 // --- 5. decoding ---
 
 func (s *Server) decodedUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := s.codec.take(req); err != nil {
-		return nil, err
+	if cl, ok := ctx.Value(callLogKey{}).(*callLog); ok && cl.malformed != nil {
+		return nil, cl.malformed
 	}
 	return handler(ctx, req)
 }
