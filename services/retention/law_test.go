@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
@@ -154,21 +153,7 @@ func (f *fixture) restrict(t testing.TB, tenant, subject string, body any) {
 	case *eventsv1.RestrictionLifted:
 		ev.Body = &eventsv1.Event_RestrictionLifted{RestrictionLifted: b}
 	}
-	subject, err := contract.EventSubject(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	header, err := contract.EventHeaders(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := contract.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.deps.JetStream.PublishMsg(f.ctx, &nats.Msg{Subject: subject, Header: header, Data: payload}); err != nil {
-		t.Fatal(err)
-	}
+	f.publish(t, ev)
 }
 
 // waitRestrictions waits until the retention service has taken every

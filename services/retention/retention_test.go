@@ -478,6 +478,12 @@ func (f *fixture) withdraw(t testing.TB, tenant, subject, purpose string, at tim
 	ev := &eventsv1.Event{Id: f.id(), TenantId: tenant, SubjectId: subject, OccurredAt: timestamppb.New(at), Source: "lethe/consent",
 		Cause: &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: f.id()},
 		Body:  &eventsv1.Event_ConsentWithdrawn{ConsentWithdrawn: &eventsv1.ConsentWithdrawn{PurposeIds: []string{purpose}}}}
+	f.publish(t, ev)
+}
+
+// publish puts ev on the platform stream as its owning service does.
+func (f *fixture) publish(t testing.TB, ev *eventsv1.Event) {
+	t.Helper()
 	subject, err := contract.EventSubject(ev)
 	if err != nil {
 		t.Fatal(err)
