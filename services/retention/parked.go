@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/timerange"
 )
 
 // Parking: an item the applier or the sweep cannot handle is set aside,
@@ -40,28 +41,18 @@ const (
 	parkedSubject = "subject"
 )
 
-// earliestFact and latestFact bound the times a subject's facts may hold,
-// [1970-01-01, 2200-01-01). Before 1970 no personal data of a living
-// system's subjects was collected, and the scheduler's keys cannot say it
-// (store.TimeKey); after 2200 no reporter's clock can be. Outside that, a
-// time is a reporter's bug, and beyond year 9999 it cannot even be stored.
-var (
-	earliestFact = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
-	latestFact   = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
-)
-
 // factTime returns the time a fact reports, or an error if it is not a
-// valid timestamp within [earliestFact, latestFact): the domain never
-// computes with, stores or formats such a time.
+// valid timestamp within the platform's window (package timerange). The
+// gRPC edge refuses such a time already; the domain checks again because
+// facts also arrive over NATS and from files written before the edge did,
+// and it never computes with, stores or formats such a time: before 1970
+// the scheduler's keys cannot say it (store.TimeKey), and beyond year 9999
+// it cannot even be stored.
 func factTime(ts *timestamppb.Timestamp) (time.Time, error) {
-	if err := ts.CheckValid(); err != nil {
-		return time.Time{}, fmt.Errorf("not a valid time: %w", err)
+	if why := timerange.CheckTimestamp(ts); why != "" {
+		return time.Time{}, fmt.Errorf("%d seconds since 1970: %s", ts.GetSeconds(), why)
 	}
-	at := ts.AsTime()
-	if at.Before(earliestFact) || !at.Before(latestFact) {
-		return time.Time{}, fmt.Errorf("%d seconds since 1970 is outside [1970-01-01, 2200-01-01)", ts.GetSeconds())
-	}
-	return at, nil
+	return ts.AsTime(), nil
 }
 
 // parkedItem is a parked item as bucketParked holds it.
