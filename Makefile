@@ -5,7 +5,7 @@
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-# Pinned tool versions (see ../shared/design/TOOLING.md). The protoc plugins
+# Pinned tool versions. The protoc plugins
 # match the protobuf and grpc versions the modules use, so generated code is
 # byte-identical wherever it is regenerated.
 BUF_VERSION                := v1.75.0

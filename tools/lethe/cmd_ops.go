@@ -143,15 +143,18 @@ Examples:
   lethe consent complete-task --tenant clio --record <record id> --system newsletter-sender --outcome applied
 `
 
+// consentCommands are the subcommands of "lethe consent"; the usage text lists each.
+var consentCommands = map[string]func([]string, io.Writer, io.Writer) int{
+	"check":         consentCheck,
+	"grant":         func(a []string, o, e io.Writer) int { return consentRecord("grant", a, o, e) },
+	"withdraw":      func(a []string, o, e io.Writer) int { return consentRecord("withdraw", a, o, e) },
+	"history":       consentHistory,
+	"propagation":   consentPropagation,
+	"complete-task": consentCompleteTask,
+}
+
 func runConsent(args []string, stdout, stderr io.Writer) int {
-	return subcommand("consent", consentHelp, map[string]func([]string, io.Writer, io.Writer) int{
-		"check":         consentCheck,
-		"grant":         func(a []string, o, e io.Writer) int { return consentRecord("grant", a, o, e) },
-		"withdraw":      func(a []string, o, e io.Writer) int { return consentRecord("withdraw", a, o, e) },
-		"history":       consentHistory,
-		"propagation":   consentPropagation,
-		"complete-task": consentCompleteTask,
-	}, args, stdout, stderr)
+	return subcommand("consent", consentHelp, consentCommands, args, stdout, stderr)
 }
 
 func consentCheck(args []string, stdout, stderr io.Writer) int {
@@ -423,19 +426,22 @@ Example — an erasure, verified by an operator, answered by hand:
   lethe dsar show --tenant cleura --id <dsar id>
 `
 
+// dsarCommands are the subcommands of "lethe dsar"; the usage text lists each.
+var dsarCommands = map[string]func([]string, io.Writer, io.Writer) int{
+	"create":        dsarCreate,
+	"list":          dsarList,
+	"show":          dsarShow,
+	"verify":        dsarVerify,
+	"complete-task": dsarCompleteTask,
+	"extend":        dsarExtend,
+	"reject":        dsarReject,
+	"cancel":        dsarCancel,
+	"export":        dsarExport,
+	"receipt":       dsarReceipt,
+}
+
 func runDSAR(args []string, stdout, stderr io.Writer) int {
-	return subcommand("dsar", dsarHelp, map[string]func([]string, io.Writer, io.Writer) int{
-		"create":        dsarCreate,
-		"list":          dsarList,
-		"show":          dsarShow,
-		"verify":        dsarVerify,
-		"complete-task": dsarCompleteTask,
-		"extend":        dsarExtend,
-		"reject":        dsarReject,
-		"cancel":        dsarCancel,
-		"export":        dsarExport,
-		"receipt":       dsarReceipt,
-	}, args, stdout, stderr)
+	return subcommand("dsar", dsarHelp, dsarCommands, args, stdout, stderr)
 }
 
 func dsarCreate(args []string, stdout, stderr io.Writer) int {
@@ -1000,13 +1006,16 @@ Examples:
   lethe retention explain --tenant clicklearn --subject u-1
 `
 
+// retentionCommands are the subcommands of "lethe retention"; the usage text lists each.
+var retentionCommands = map[string]func([]string, io.Writer, io.Writer) int{
+	"preview": retentionPreview,
+	"holds":   retentionHolds,
+	"explain": retentionExplain,
+	"report":  retentionReport,
+}
+
 func runRetention(args []string, stdout, stderr io.Writer) int {
-	return subcommand("retention", retentionHelp, map[string]func([]string, io.Writer, io.Writer) int{
-		"preview": retentionPreview,
-		"holds":   retentionHolds,
-		"explain": retentionExplain,
-		"report":  retentionReport,
-	}, args, stdout, stderr)
+	return subcommand("retention", retentionHelp, retentionCommands, args, stdout, stderr)
 }
 
 func retentionPreview(args []string, stdout, stderr io.Writer) int {
@@ -1178,13 +1187,16 @@ Examples:
   lethe registry disclosures --tenant clevio --since P12M
 `
 
+// registryCommands are the subcommands of "lethe registry"; the usage text lists each.
+var registryCommands = map[string]func([]string, io.Writer, io.Writer) int{
+	"findings":    registryFindings,
+	"ropa":        registryRopa,
+	"disclosures": registryDisclosures,
+	"tenants":     registryTenants,
+}
+
 func runRegistry(args []string, stdout, stderr io.Writer) int {
-	return subcommand("registry", registryHelp, map[string]func([]string, io.Writer, io.Writer) int{
-		"findings":    registryFindings,
-		"ropa":        registryRopa,
-		"disclosures": registryDisclosures,
-		"tenants":     registryTenants,
-	}, args, stdout, stderr)
+	return subcommand("registry", registryHelp, registryCommands, args, stdout, stderr)
 }
 
 func registryFindings(args []string, stdout, stderr io.Writer) int {

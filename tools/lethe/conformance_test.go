@@ -221,6 +221,16 @@ func (p *platform) wantDecision(t *testing.T, tenant, subject, purpose string, a
 	if (code == exitOK) != allowed || !regexp.MustCompile(`\b`+reason+`\b`).MatchString(out) {
 		t.Fatalf("check %s %s %v: want allowed=%v reason %s, got exit %d\n%s", subject, purpose, attrs, allowed, reason, code, out)
 	}
+	// A script reads the answer from -o json, "allowed": false included.
+	out, _ = p.check(t, tenant, subject, purpose, append(attrs, "-o", "json")...)
+	var resp struct {
+		Decision struct {
+			Allowed *bool `json:"allowed"`
+		} `json:"decision"`
+	}
+	if err := json.Unmarshal([]byte(out), &resp); err != nil || resp.Decision.Allowed == nil || *resp.Decision.Allowed != allowed {
+		t.Fatalf("check %s %s %v -o json: want \"allowed\": %v, got %s (%v)", subject, purpose, attrs, allowed, out, err)
+	}
 }
 
 // dsarJSON runs a dsar command with -o json and decodes the request.

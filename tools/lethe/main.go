@@ -33,9 +33,10 @@ Privacy as code (tenant files, docs/tenant-files.md):
   schema       print the JSON Schema of tenant files
 
 Operate:
-  consent      check, grant, withdraw, history
-  dsar         create, list, show, verify, complete-task, export
-  retention    preview, holds, explain
+  consent      check, grant, withdraw, history, propagation, complete-task
+  dsar         create, list, show, verify, complete-task, extend, reject,
+               cancel, export, receipt
+  retention    preview, holds, explain, report
   registry     findings, ropa, disclosures, tenants
   audit        verify (the audit chains of a data folder)
   events       tail (follow the platform's event stream, decoded)

@@ -19,8 +19,10 @@ import (
 )
 
 // printJSON writes m as protojson: the API's own JSON, stable for scripts.
+// Scalars at their zero value are written too, so that a script reads
+// "allowed": false rather than a missing key.
 func printJSON(w io.Writer, m proto.Message) {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitDefaultValues: true}.Marshal(m)
 	if err != nil {
 		fmt.Fprintf(w, "{\"error\": %q}\n", err.Error())
 		return
