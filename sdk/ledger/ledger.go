@@ -48,6 +48,7 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 )
@@ -122,6 +123,9 @@ func Open(path string, opts Options) (*Ledger, error) {
 	// Without a timeout a second process opening the same file would wait
 	// for the lock forever.
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("ledger: %s is locked by another process (is the system already running?): %w", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
 	}

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -409,4 +411,23 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("round trip: %v, %v, %v; want %v, %v", at2, o2, err, at, o)
 		}
 	})
+}
+
+// TestOpenNamesTheLock: a ledger file held by a running system is refused
+// within the lock timeout, with an error that says why.
+func TestOpenNamesTheLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	first, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	second, err := Open(path, Options{})
+	if err == nil {
+		second.Close()
+		t.Fatal("a second Open of a locked ledger succeeded")
+	}
+	if !errors.Is(err, bolterrors.ErrTimeout) || !strings.Contains(err.Error(), "locked by another process") {
+		t.Errorf("Open = %v, want a lock timeout that names the lock", err)
+	}
 }

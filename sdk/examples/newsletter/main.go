@@ -43,6 +43,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
@@ -91,7 +92,13 @@ func run(log *slog.Logger) error {
 	if err := os.MkdirAll(*data, 0o700); err != nil {
 		return err
 	}
-	db, err := bbolt.Open(filepath.Join(*data, "newsletter.db"), 0o600, &bbolt.Options{Timeout: time.Second})
+	path := filepath.Join(*data, "newsletter.db")
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		// bbolt allows one process per file: --seed cannot add to the
+		// file of a newsletter that is running.
+		return fmt.Errorf("%s is locked by another process: stop the running newsletter, seed, then start it again", path)
+	}
 	if err != nil {
 		return err
 	}
