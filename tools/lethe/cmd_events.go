@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,7 +63,9 @@ func runEvents(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "lethe events tail:", err)
 		return exitUsage
 	}
-	nc, err := dialNATS(cfg, "lethe events tail")
+	// Following is meant to outlive a restart of the platform: the
+	// connection retries for ever instead of giving up after two minutes.
+	nc, err := dialNATS(cfg, "lethe events tail", nats.MaxReconnects(-1))
 	if err != nil {
 		fmt.Fprintf(stderr, "lethe events tail: connect to %s: %v\n", cfg.NATS, err)
 		return exitPlatform
@@ -88,20 +91,9 @@ func runEvents(args []string, stdout, stderr io.Writer) int {
 		start := time.Now().Add(-since)
 		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
-	cons, err := js.OrderedConsumer(ctx, contract.StreamName, cc)
-	if err != nil {
-		fmt.Fprintln(stderr, "lethe events tail:", err)
-		return exitPlatform
-	}
-	seen := 0
-	for count == 0 || seen < count {
-		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
-		if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
-			if ctx.Err() != nil {
-				return exitOK
-			}
-			continue
-		}
+	t := follower{js: js, config: cc, stderr: stderr}
+	for seen := 0; count == 0 || seen < count; seen++ {
+		msg, err := t.next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return exitOK
@@ -110,15 +102,86 @@ func runEvents(args []string, stdout, stderr io.Writer) int {
 			return exitPlatform
 		}
 		printEvent(stdout, msg, conn.output == "json")
-		seen++
 	}
 	return exitOK
 }
 
+// follower follows the stream with an ordered consumer, and starts a new one
+// after the last event it returned when the server goes away (a restart of
+// lethe dev, a NATS node's rolling update), so that following survives it
+// without a gap or a repeat.
+type follower struct {
+	js      jetstream.JetStream
+	config  jetstream.OrderedConsumerConfig
+	stderr  io.Writer
+	cons    jetstream.Consumer
+	lastSeq uint64 // stream sequence of the last event returned
+}
+
+// next returns the next event, waiting for one and riding out the
+// server's absence until ctx ends. Only a refusal that retrying cannot
+// change (no such stream, no permission) is returned as an error.
+func (t *follower) next(ctx context.Context) (jetstream.Msg, error) {
+	interrupted := false
+	for ctx.Err() == nil {
+		if t.cons == nil {
+			cc := t.config
+			if t.lastSeq > 0 {
+				cc.DeliverPolicy, cc.OptStartSeq, cc.OptStartTime = jetstream.DeliverByStartSequencePolicy, t.lastSeq+1, nil
+			}
+			cons, err := t.js.OrderedConsumer(ctx, contract.StreamName, cc)
+			if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, nats.ErrPermissionViolation) || errors.Is(err, nats.ErrAuthorization) {
+				return nil, err
+			}
+			if err != nil {
+				interrupted = t.interrupted(interrupted, err)
+				sleepCtx(ctx, time.Second)
+				continue
+			}
+			t.cons = cons
+		}
+		msg, err := t.cons.Next(jetstream.FetchMaxWait(time.Second))
+		if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+			continue
+		}
+		if err != nil {
+			interrupted = t.interrupted(interrupted, err)
+			t.cons = nil
+			continue
+		}
+		if meta, err := msg.Metadata(); err == nil {
+			t.lastSeq = meta.Sequence.Stream
+		}
+		if interrupted {
+			fmt.Fprintln(t.stderr, "lethe events tail: following again")
+		}
+		return msg, nil
+	}
+	return nil, ctx.Err()
+}
+
+// interrupted reports the first error of an interruption once.
+func (t *follower) interrupted(already bool, err error) bool {
+	if !already {
+		fmt.Fprintf(t.stderr, "lethe events tail: %v; waiting for the platform to come back\n", err)
+	}
+	return true
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+	case <-timer.C:
+	}
+}
+
 // dialNATS connects to the context's NATS server with its credentials and
 // TLS settings.
-func dialNATS(cfg contextConfig, name string) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name(name)}
+func dialNATS(cfg contextConfig, name string, extra ...nats.Option) (*nats.Conn, error) {
+	opts := append([]nats.Option{nats.Name(name)}, extra...)
 	if cfg.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
 	}
