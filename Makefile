@@ -37,12 +37,17 @@ tools:
 	GOBIN=$(TOOLBIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	GOBIN=$(TOOLBIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
+# The API's descriptors with their comments, which reflection serves
+# (gen/go/descriptorset).
+DESCRIPTORS := buf build --as-file-descriptor-set --exclude-imports -o gen/go/descriptorset/lethe.binpb --path proto/lethe
+
 ## generate: regenerate Go code from the protos (offline, local plugins)
 generate:
 	buf format -w proto
 	buf format -w platform/internal/kittest/proto
 	buf generate
 	buf generate --template buf.gen.kittest.yaml
+	$(DESCRIPTORS)
 
 ## lint: buf lint, buf format, gofmt
 lint:
@@ -56,7 +61,7 @@ lint:
 check-generate:
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$$tmp"; \
-	(cd "$$tmp" && buf generate && buf generate --template buf.gen.kittest.yaml); \
+	(cd "$$tmp" && buf generate && buf generate --template buf.gen.kittest.yaml && $(DESCRIPTORS)); \
 	diff -r gen "$$tmp/gen" && diff -r platform/internal/kittest/gen "$$tmp/platform/internal/kittest/gen" \
 	  || { echo "generated code differs from the protos: run 'make generate' and commit"; exit 1; }
 

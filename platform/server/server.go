@@ -18,10 +18,13 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
 
+	"github.com/lethe-privacy/lethe/gen/go/descriptorset"
 	"github.com/lethe-privacy/lethe/platform/audit"
 	"github.com/lethe-privacy/lethe/platform/auth"
 )
@@ -110,11 +113,27 @@ func (cc CompletedConfig) New() (*Server, error) {
 	opts = append(opts, grpc.NumStreamWorkers(streamWorkers))
 	s.grpc = grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc)
+	if err := registerReflection(s.grpc); err != nil {
+		return nil, err
+	}
 	if err := s.registerCertificateExpiry(); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// registerReflection serves gRPC reflection (v1, and v1alpha for older
+// clients) from Lethe's descriptors with their comments, so that
+// `grpcurl describe` shows each method's and field's documentation.
+func registerReflection(s *grpc.Server) error {
+	resolver, err := descriptorset.Resolver()
+	if err != nil {
+		return err
+	}
+	opts := reflection.ServerOptions{Services: s, DescriptorResolver: resolver}
+	reflectionv1.RegisterServerReflectionServer(s, reflection.NewServerV1(opts))
+	reflectionv1alpha.RegisterServerReflectionServer(s, reflection.NewServer(opts))
+	return nil
 }
 
 // streamWorkers is the size of the server's goroutine pool: enough for the
