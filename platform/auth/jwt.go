@@ -8,20 +8,17 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"math/big"
-	"slices"
 	"strings"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/lethe-privacy/lethe/platform/apierror"
@@ -152,154 +149,98 @@ func bearerToken(ctx context.Context) (string, bool, error) {
 	return strings.TrimSpace(token), true, nil
 }
 
-type jwtHeader struct {
-	Alg  string   `json:"alg"`
-	Kid  string   `json:"kid"`
-	Crit []string `json:"crit"`
-}
-
-type jwtClaims struct {
-	Issuer    string          `json:"iss"`
-	Subject   string          `json:"sub"`
-	Audience  json.RawMessage `json:"aud"`
-	Expiry    *json.Number    `json:"exp"`
-	NotBefore *json.Number    `json:"nbf"`
-}
+// acceptedAlgorithms are the algorithms go-jose may parse a token under;
+// any other, "none" and the HMAC family included, is refused before a key
+// is looked at.
+var acceptedAlgorithms = []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA, jose.RS256}
 
 // Verify checks token's signature, expiry, not-before, issuer and audience
 // and returns the identity name it proves.
+//
+// Parsing and the claims' checks are go-jose's (strict JSON: exact member
+// names, no duplicates, NumericDates that are numbers); Lethe adds what a
+// JWT library leaves to policy: the token's size, one algorithm per key
+// type, no critical extensions, and exp and sub required.
 func (a *JWTAuthenticator) Verify(token string) (string, error) {
 	if len(token) > maxTokenBytes {
 		return "", errors.New("too long")
 	}
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
+	if strings.Count(token, ".") != 2 {
 		return "", errors.New("not a signed JWT (three base64url parts)")
 	}
-	var header jwtHeader
-	if err := decodePart(parts[0], &header); err != nil {
-		return "", fmt.Errorf("header: %w", err)
-	}
-	switch header.Alg {
-	case AlgES256, AlgEdDSA, AlgRS256:
-	default:
-		return "", fmt.Errorf("algorithm %q is not accepted (ES256, EdDSA or RS256)", header.Alg)
-	}
-	if len(header.Crit) > 0 {
-		return "", fmt.Errorf("critical header extensions %q are not supported", header.Crit)
-	}
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	tok, err := jwt.ParseSigned(token, acceptedAlgorithms)
 	if err != nil {
-		return "", errors.New("signature is not base64url")
+		msg := joseMessage(err)
+		if rest, ok := strings.CutPrefix(msg, "unexpected signature algorithm "); ok {
+			alg, _, _ := strings.Cut(rest, ";")
+			return "", fmt.Errorf("algorithm %s is not accepted (ES256, EdDSA or RS256)", alg)
+		}
+		return "", fmt.Errorf("not a signed JWT: %s", msg)
 	}
-	signed := []byte(parts[0] + "." + parts[1])
-	if !a.verifySignature(header, signed, sig) {
+	header := tok.Headers[0]
+	if _, ok := header.ExtraHeaders[jose.HeaderKey("crit")]; ok {
+		// go-jose understands "b64" (RFC 7797); a bearer token has no
+		// use for an unencoded payload, and a critical extension this
+		// code did not ask for is refused (RFC 7515 section 4.1.11).
+		return "", errors.New("critical header extensions are not supported")
+	}
+	key, ok := a.signedBy(tok, header)
+	if !ok {
 		return "", errors.New("signature does not verify with any key of its algorithm")
 	}
-
-	var claims jwtClaims
-	if err := decodePart(parts[1], &claims); err != nil {
-		return "", fmt.Errorf("claims: %w", err)
+	var claims jwt.Claims
+	if err := tok.Claims(key, &claims); err != nil {
+		return "", fmt.Errorf("claims: %s", joseMessage(err))
 	}
-	now := a.now()
-	if claims.Expiry == nil {
+	switch {
+	case claims.Expiry == nil:
 		return "", errors.New("no exp claim")
-	}
-	exp, err := numericDate(*claims.Expiry)
-	if err != nil {
-		return "", fmt.Errorf("exp: %w", err)
-	}
-	if !now.Before(exp.Add(a.leeway)) {
-		return "", errors.New("expired")
-	}
-	if claims.NotBefore != nil {
-		nbf, err := numericDate(*claims.NotBefore)
-		if err != nil {
-			return "", fmt.Errorf("nbf: %w", err)
-		}
-		if now.Add(a.leeway).Before(nbf) {
-			return "", errors.New("not valid yet (nbf)")
-		}
-	}
-	if claims.Issuer != a.issuer {
-		return "", fmt.Errorf("issuer %q is not %q", claims.Issuer, a.issuer)
-	}
-	auds, err := audiences(claims.Audience)
-	if err != nil {
-		return "", err
-	}
-	if !slices.Contains(auds, a.audience) {
-		return "", fmt.Errorf("audience %q does not include %q", auds, a.audience)
-	}
-	if claims.Subject == "" {
+	case len(claims.Audience) == 0:
+		return "", errors.New("no aud claim")
+	case claims.Subject == "":
 		return "", errors.New("no sub claim")
+	}
+	expected := jwt.Expected{Issuer: a.issuer, AnyAudience: jwt.Audience{a.audience}, Time: a.now()}
+	if err := claims.ValidateWithLeeway(expected, a.leeway); err != nil {
+		switch {
+		case errors.Is(err, jwt.ErrExpired):
+			return "", errors.New("expired")
+		case errors.Is(err, jwt.ErrNotValidYet):
+			return "", errors.New("not valid yet (nbf)")
+		case errors.Is(err, jwt.ErrIssuedInTheFuture):
+			return "", errors.New("issued in the future (iat)")
+		case errors.Is(err, jwt.ErrInvalidIssuer):
+			return "", fmt.Errorf("issuer %q is not %q", claims.Issuer, a.issuer)
+		case errors.Is(err, jwt.ErrInvalidAudience):
+			return "", fmt.Errorf("audience %q does not include %q", []string(claims.Audience), a.audience)
+		}
+		return "", errors.New(joseMessage(err))
 	}
 	return "jwt:" + claims.Issuer + "/" + claims.Subject, nil
 }
 
-func (a *JWTAuthenticator) verifySignature(h jwtHeader, signed, sig []byte) bool {
-	digest := sha256.Sum256(signed)
+// signedBy returns the key of the file whose signature tok carries: a key
+// of the header's algorithm, and of its kid when both name one.
+func (a *JWTAuthenticator) signedBy(tok *jwt.JSONWebToken, h jose.Header) (crypto.PublicKey, bool) {
 	for _, k := range a.keys.Get() {
-		if k.alg != h.Alg || (h.Kid != "" && k.kid != "" && k.kid != h.Kid) {
+		if k.alg != h.Algorithm || (h.KeyID != "" && k.kid != "" && k.kid != h.KeyID) {
 			continue
 		}
-		switch pub := k.pub.(type) {
-		case *ecdsa.PublicKey:
-			// JWS carries r||s, 32 bytes each (RFC 7518 section 3.4), not ASN.1.
-			if len(sig) == 64 && ecdsa.Verify(pub, digest[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
-				return true
-			}
-		case ed25519.PublicKey:
-			if ed25519.Verify(pub, signed, sig) {
-				return true
-			}
-		case *rsa.PublicKey:
-			if rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig) == nil {
-				return true
-			}
+		if tok.Claims(k.pub) == nil {
+			return k.pub, true
 		}
 	}
-	return false
+	return nil, false
 }
 
-func decodePart(part string, v any) error {
-	data, err := base64.RawURLEncoding.DecodeString(part)
-	if err != nil {
-		return errors.New("not base64url")
+// joseMessage is err's text without the library's prefix: a caller is told
+// what is wrong with the token, not which package found it.
+func joseMessage(err error) string {
+	msg := err.Error()
+	for _, prefix := range []string{"go-jose/go-jose/jwt: ", "go-jose/go-jose: "} {
+		msg = strings.TrimPrefix(msg, prefix)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
-		return errors.New("not a JSON object")
-	}
-	return nil
-}
-
-// numericDate reads a JWT NumericDate: seconds since the epoch, possibly
-// fractional.
-func numericDate(n json.Number) (time.Time, error) {
-	f, err := n.Float64()
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1<<40 {
-		return time.Time{}, errors.New("not a NumericDate")
-	}
-	sec, frac := math.Modf(f)
-	return time.Unix(int64(sec), int64(frac*1e9)), nil
-}
-
-// audiences reads aud: one string or an array of strings (RFC 7519 section 4.1.3).
-func audiences(raw json.RawMessage) ([]string, error) {
-	if len(raw) == 0 {
-		return nil, errors.New("no aud claim")
-	}
-	var one string
-	if err := json.Unmarshal(raw, &one); err == nil {
-		return []string{one}, nil
-	}
-	var many []string
-	if err := json.Unmarshal(raw, &many); err != nil {
-		return nil, errors.New("aud is neither a string nor an array of strings")
-	}
-	return many, nil
+	return msg
 }
 
 // parseKeys reads verification keys from a JWKS document or from PEM
@@ -325,112 +266,55 @@ func parseKeys(data []byte) ([]verificationKey, error) {
 	return keys, nil
 }
 
-type jwk struct {
-	Kty string `json:"kty"`
-	Kid string `json:"kid"`
-	Alg string `json:"alg"`
-	Use string `json:"use"`
-	Crv string `json:"crv"`
-	X   string `json:"x"`
-	Y   string `json:"y"`
-	N   string `json:"n"`
-	E   string `json:"e"`
-	D   string `json:"d"`
-}
-
 func parseJWKS(data []byte) ([]verificationKey, error) {
-	var set struct {
-		Keys []jwk `json:"keys"`
-	}
+	var set jose.JSONWebKeySet
 	if err := json.Unmarshal(data, &set); err != nil {
-		return nil, fmt.Errorf("JWKS: %w", err)
+		return nil, fmt.Errorf("JWKS: %s", joseMessage(err))
 	}
 	var keys []verificationKey
 	for i, k := range set.Keys {
-		if k.D != "" {
+		if !k.IsPublic() {
+			if _, symmetric := k.Key.([]byte); symmetric {
+				continue // an "oct" key: no accepted algorithm uses one
+			}
 			return nil, fmt.Errorf("JWKS keys[%d] is a private key; give public keys only", i)
 		}
 		if k.Use != "" && k.Use != "sig" {
 			continue
 		}
-		pub, err := k.publicKey()
-		if err != nil {
-			return nil, fmt.Errorf("JWKS keys[%d] (kid %q): %w", i, k.Kid, err)
+		if err := checkPublicKey(k.Key); err != nil {
+			return nil, fmt.Errorf("JWKS keys[%d] (kid %q): %w", i, k.KeyID, err)
 		}
-		if pub == nil {
-			continue
+		alg := algorithmOf(k.Key)
+		if alg == "" {
+			continue // a key type no accepted algorithm uses (X25519)
 		}
-		alg := algorithmOf(pub)
-		if k.Alg != "" && k.Alg != alg {
-			return nil, fmt.Errorf("JWKS keys[%d] (kid %q): alg %q does not fit a %s key", i, k.Kid, k.Alg, k.Kty)
+		if k.Algorithm != "" && k.Algorithm != string(alg) {
+			return nil, fmt.Errorf("JWKS keys[%d] (kid %q): alg %q does not fit a %T key", i, k.KeyID, k.Algorithm, k.Key)
 		}
-		keys = append(keys, verificationKey{kid: k.Kid, alg: alg, pub: pub})
+		keys = append(keys, verificationKey{kid: k.KeyID, alg: alg, pub: k.Key})
 	}
 	return keys, nil
 }
 
-// publicKey returns the key, or nil for a key type no accepted algorithm uses.
-func (k jwk) publicKey() (crypto.PublicKey, error) {
-	b64 := func(field, s string) ([]byte, error) {
-		b, err := base64.RawURLEncoding.DecodeString(s)
-		if err != nil || len(b) == 0 {
-			return nil, fmt.Errorf("%s is not base64url", field)
+// checkPublicKey refuses the keys Lethe does not trust for signatures: EC
+// keys on other curves than P-256 (ES256 is defined on P-256 only), and
+// RSA keys under 2048 bits or with an unusual exponent.
+func checkPublicKey(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return fmt.Errorf("ECDSA key on %s; only P-256 (ES256) is accepted", k.Curve.Params().Name)
 		}
-		return b, nil
+	case *rsa.PublicKey:
+		if k.N.BitLen() < minRSABits {
+			return fmt.Errorf("RSA key of %d bits; %d or more are required", k.N.BitLen(), minRSABits)
+		}
+		if k.E < 3 || k.E%2 == 0 {
+			return errors.New("RSA exponent is not an odd number of 3 or more")
+		}
 	}
-	switch k.Kty {
-	case "EC":
-		if k.Crv != "P-256" {
-			return nil, fmt.Errorf("curve %q is not P-256", k.Crv)
-		}
-		x, err := b64("x", k.X)
-		if err != nil {
-			return nil, err
-		}
-		y, err := b64("y", k.Y)
-		if err != nil {
-			return nil, err
-		}
-		if len(x) != 32 || len(y) != 32 {
-			return nil, errors.New("x and y must be 32 bytes")
-		}
-		// ParseUncompressedPublicKey checks that the point is on the curve.
-		return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
-	case "OKP":
-		if k.Crv != "Ed25519" {
-			return nil, fmt.Errorf("curve %q is not Ed25519", k.Crv)
-		}
-		x, err := b64("x", k.X)
-		if err != nil {
-			return nil, err
-		}
-		if len(x) != ed25519.PublicKeySize {
-			return nil, errors.New("x must be 32 bytes")
-		}
-		return ed25519.PublicKey(x), nil
-	case "RSA":
-		n, err := b64("n", k.N)
-		if err != nil {
-			return nil, err
-		}
-		e, err := b64("e", k.E)
-		if err != nil {
-			return nil, err
-		}
-		if len(e) > 4 {
-			return nil, errors.New("e is too large")
-		}
-		exp := new(big.Int).SetBytes(e)
-		if exp.Int64() < 3 || exp.Int64()%2 == 0 {
-			return nil, errors.New("e is not an odd number of 3 or more")
-		}
-		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(exp.Int64())}
-		if pub.N.BitLen() < minRSABits {
-			return nil, fmt.Errorf("RSA key of %d bits; %d or more are required", pub.N.BitLen(), minRSABits)
-		}
-		return pub, nil
-	}
-	return nil, nil
+	return nil
 }
 
 func parsePEMKeys(data []byte) ([]verificationKey, error) {
@@ -458,11 +342,8 @@ func parsePEMKeys(data []byte) ([]verificationKey, error) {
 		default:
 			return nil, fmt.Errorf("PEM block %q: give PUBLIC KEY or CERTIFICATE blocks only", block.Type)
 		}
-		if ec, ok := pub.(*ecdsa.PublicKey); ok && ec.Curve != elliptic.P256() {
-			return nil, fmt.Errorf("ECDSA key on %s; only P-256 (ES256) is accepted", ec.Curve.Params().Name)
-		}
-		if r, ok := pub.(*rsa.PublicKey); ok && r.N.BitLen() < minRSABits {
-			return nil, fmt.Errorf("RSA key of %d bits; %d or more are required", r.N.BitLen(), minRSABits)
+		if err := checkPublicKey(pub); err != nil {
+			return nil, err
 		}
 		alg := algorithmOf(pub)
 		if alg == "" {

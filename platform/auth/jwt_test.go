@@ -12,7 +12,9 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,7 +57,7 @@ func claims(mutate func(map[string]any)) map[string]any {
 	return c
 }
 
-func newJWT(t *testing.T, keysFile string) *auth.JWTAuthenticator {
+func newJWT(t testing.TB, keysFile string) *auth.JWTAuthenticator {
 	t.Helper()
 	a, err := auth.NewJWTAuthenticator(auth.JWTConfig{KeysFile: keysFile, Issuer: issuer, Audience: audience, Now: func() time.Time { return now }})
 	if err != nil {
@@ -86,6 +88,11 @@ func TestJWT(t *testing.T) {
 		return input + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 	}
 	valid := authtest.Sign(t, keys["ec"], "ES256", "ec-1", claims(nil))
+	// raw signs a header and claims written by hand, with the EC key.
+	raw := func(header, claims string) string {
+		input := base64.RawURLEncoding.EncodeToString([]byte(header)) + "." + base64.RawURLEncoding.EncodeToString([]byte(claims))
+		return input + "." + authtest.SignInput(t, keys["ec"], input)
+	}
 	parts := strings.Split(valid, ".")
 
 	for _, tc := range []struct {
@@ -121,7 +128,14 @@ func TestJWT(t *testing.T) {
 		{"tampered claims", parts[0] + "." + authtest.Segment(t, claims(func(c map[string]any) { c["sub"] = "admin" })) + "." + parts[2], "signature", false},
 		{"critical extension", authtest.Segment(t, map[string]any{"alg": "ES256", "crit": []string{"b64"}}) + "." + parts[1] + "." + parts[2], "critical", false},
 		{"two parts", parts[0] + "." + parts[1], "three", false},
-		{"not base64", "!!!." + parts[1] + "." + parts[2], "header", false},
+		// Strict JSON, found by FuzzVerify against the earlier hand-written
+		// parser: member names are exact, duplicates are refused, and a
+		// NumericDate is a number (RFC 7519 section 2).
+		{"header names are case-sensitive", raw(`{"ALG":"ES256"}`, string(must(json.Marshal(claims(nil))))), "not accepted", false},
+		{"claim names are case-sensitive", authtest.Sign(t, keys["ec"], "ES256", "", claims(func(c map[string]any) { delete(c, "iss"); c["ISS"] = issuer })), "issuer", false},
+		{"duplicate claim", raw(`{"alg":"ES256"}`, `{"iss":"https://evil.example","iss":"`+issuer+`","sub":"alice","aud":"lethe","exp":`+fmt.Sprint(now.Add(time.Minute).Unix())+`}`), "claims", false},
+		{"exp as a string", authtest.Sign(t, keys["ec"], "ES256", "", claims(func(c map[string]any) { c["exp"] = fmt.Sprint(now.Add(time.Minute).Unix()) })), "claims", false},
+		{"not base64", "!!!." + parts[1] + "." + parts[2], "base64", false},
 		{"too long", valid + strings.Repeat("A", 9000), "too long", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -28,20 +28,26 @@ func Sign(t testing.TB, key crypto.Signer, alg, kid string, claims map[string]an
 		header["kid"] = kid
 	}
 	input := Segment(t, header) + "." + Segment(t, claims)
+	return input + "." + SignInput(t, key, input)
+}
+
+// SignInput returns the base64url signature of a JWS signing input
+// ("<header>.<claims>") by key, as Sign makes it.
+func SignInput(t testing.TB, key crypto.Signer, input string) string {
+	t.Helper()
 	digest := sha256.Sum256([]byte(input))
 	var sig []byte
 	var err error
 	switch k := key.(type) {
 	case *ecdsa.PrivateKey:
-		var der []byte
+		// JWS carries r||s, 32 bytes each (RFC 7518 section 3.4).
 		r, s, e := ecdsa.Sign(rand.Reader, k, digest[:])
 		if e != nil {
 			t.Fatal(e)
 		}
-		der = make([]byte, 64)
-		r.FillBytes(der[:32])
-		s.FillBytes(der[32:])
-		sig = der
+		sig = make([]byte, 64)
+		r.FillBytes(sig[:32])
+		s.FillBytes(sig[32:])
 	case ed25519.PrivateKey:
 		sig = ed25519.Sign(k, []byte(input))
 	case *rsa.PrivateKey:
@@ -52,7 +58,7 @@ func Sign(t testing.TB, key crypto.Signer, alg, kid string, claims map[string]an
 	if err != nil {
 		t.Fatal(err)
 	}
-	return input + "." + base64.RawURLEncoding.EncodeToString(sig)
+	return base64.RawURLEncoding.EncodeToString(sig)
 }
 
 // Segment is v as a base64url JSON segment of a JWT.
