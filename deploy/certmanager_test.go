@@ -464,3 +464,62 @@ func issueAsSpecified(t *testing.T, c *certificate, parent *x509.Certificate, pa
 	}
 	return cert, key
 }
+
+// TestCARenewalKeepingItsKeyNeedsNoOverlap shows, with crypto/x509 (what
+// the services verify with), why the component's CA keeps its key
+// (rotationPolicy: Never) and why its renewal needs no overlap: a leaf
+// issued under the CA certificate before a renewal verifies against the
+// renewed one alone, and a leaf issued after verifies against the old one
+// alone, so services holding either ca.crt accept each other while their
+// leaves are re-issued one by one. A CA with a new key verifies neither.
+func TestCARenewalKeepingItsKeyNeedsNoOverlap(t *testing.T) {
+	r := render(t, certManagerOverlay)
+	var ca, leaf *certificate
+	for i := range r.certificates {
+		if r.certificates[i].Spec.IsCA {
+			ca = &r.certificates[i]
+		} else if leaf == nil {
+			leaf = &r.certificates[i]
+		}
+	}
+	if ca == nil || leaf == nil {
+		t.Fatal("no CA or leaf Certificate")
+	}
+	before, key := issueAsSpecified(t, ca, nil, nil)
+	// The renewal: the same key, a new serial and validity, self-signed again.
+	renewed := reissueWithKey(t, before, key)
+	rekeyed, _ := issueAsSpecified(t, ca, nil, nil)
+
+	oldLeaf, _ := issueAsSpecified(t, leaf, before, key)
+	newLeaf, _ := issueAsSpecified(t, leaf, renewed, key)
+	verifies := func(l, root *x509.Certificate) bool {
+		pool := x509.NewCertPool()
+		pool.AddCert(root)
+		_, err := l.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		return err == nil
+	}
+	if !verifies(oldLeaf, renewed) || !verifies(newLeaf, before) {
+		t.Error("a CA renewed with its key does not verify the leaves of the other CA certificate")
+	}
+	if verifies(oldLeaf, rekeyed) {
+		t.Error("a CA with a new key verifies a leaf of the old key: the test proves nothing")
+	}
+}
+
+// reissueWithKey signs again, with key, a self-signed certificate like
+// cert, with a new serial number and validity.
+func reissueWithKey(t *testing.T, cert *x509.Certificate, key *ecdsa.PrivateKey) *x509.Certificate {
+	t.Helper()
+	tmpl := *cert
+	tmpl.SerialNumber = new(big.Int).Add(cert.SerialNumber, big.NewInt(1))
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Second), time.Now().Add(2*time.Hour)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return renewed
+}

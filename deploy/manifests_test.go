@@ -329,6 +329,25 @@ func checkContainer(t *testing.T, where string, c *corev1.Container) {
 			t.Errorf("%s: %s request %s exceeds its limit %s", where, res, req.String(), limit.String())
 		}
 	}
+	checkContainerSecurity(t, where, c)
+	// $(VAR) in an env value is expanded only from variables defined
+	// before it; a later or missing one stays literal.
+	defined := map[string]bool{}
+	ref := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+	for _, e := range c.Env {
+		for _, m := range ref.FindAllStringSubmatch(e.Value, -1) {
+			if !defined[m[1]] {
+				t.Errorf("%s: %s refers to $(%s) before it is defined", where, e.Name, m[1])
+			}
+		}
+		defined[e.Name] = true
+	}
+}
+
+// checkContainerSecurity checks what the restricted Pod Security Standard
+// and Lethe's own rules ask of a container: a read-only root filesystem,
+// no privilege escalation, no capabilities, not privileged.
+func checkContainerSecurity(t *testing.T, where string, c *corev1.Container) {
 	sc := c.SecurityContext
 	if sc == nil {
 		t.Errorf("%s: no securityContext", where)
@@ -345,18 +364,6 @@ func checkContainer(t *testing.T, where string, c *corev1.Container) {
 	}
 	if sc.Privileged != nil && *sc.Privileged {
 		t.Errorf("%s: privileged", where)
-	}
-	// $(VAR) in an env value is expanded only from variables defined
-	// before it; a later or missing one stays literal.
-	defined := map[string]bool{}
-	ref := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
-	for _, e := range c.Env {
-		for _, m := range ref.FindAllStringSubmatch(e.Value, -1) {
-			if !defined[m[1]] {
-				t.Errorf("%s: %s refers to $(%s) before it is defined", where, e.Name, m[1])
-			}
-		}
-		defined[e.Name] = true
 	}
 }
 
