@@ -157,8 +157,8 @@ func TestCertManagerCertificates(t *testing.T) {
 		issuers[r.issuers[i].Name] = &r.issuers[i]
 	}
 
-	// The CA, and the issuers it bootstraps from.
-	leafIssuer := func(c *certificate) *issuer {
+	// The CA the leaves are signed with, and the issuer it bootstraps from.
+	issuerOf := func(c *certificate) *issuer {
 		ref := c.Spec.IssuerRef
 		if ref.Kind != "Issuer" || ref.Group != "cert-manager.io" || issuers[ref.Name] == nil {
 			t.Fatalf("Certificate %s: issuerRef %+v is no rendered Issuer", c.Name, ref)
@@ -168,7 +168,7 @@ func TestCertManagerCertificates(t *testing.T) {
 	var ca *certificate
 	for _, c := range r.certificates {
 		if !c.Spec.IsCA {
-			iss := leafIssuer(&c)
+			iss := issuerOf(&c)
 			if iss.Spec.CA == nil {
 				t.Fatalf("Certificate %s: issuer %s is not a CA issuer, which writes ca.crt", c.Name, iss.Name)
 			}
@@ -183,7 +183,7 @@ func TestCertManagerCertificates(t *testing.T) {
 	if ca == nil {
 		t.Fatal("no leaf Certificates")
 	}
-	if iss := leafIssuer(ca); iss.Spec.SelfSigned == nil {
+	if iss := issuerOf(ca); iss.Spec.SelfSigned == nil {
 		t.Errorf("CA Certificate %s: issuer %s is not the self-signed bootstrap", ca.Name, iss.Name)
 	}
 	if ca.Spec.PrivateKey == nil || ca.Spec.PrivateKey.RotationPolicy != "Never" {
