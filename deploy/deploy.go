@@ -17,7 +17,7 @@ import (
 )
 
 // Overlays are the kustomizations meant to be applied, relative to Dir.
-var Overlays = []string{"overlays/dev", "overlays/production"}
+var Overlays = []string{"overlays/dev", "overlays/production", "overlays/production-cert-manager"}
 
 // Dir returns the folder of this package, the kustomize base.
 func Dir() string {

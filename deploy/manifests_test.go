@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -73,6 +74,8 @@ type rendered struct {
 	policies        []networkingv1.NetworkPolicy
 	budgets         []policyv1.PodDisruptionBudget
 	monitors        []serviceMonitor
+	issuers         []issuer
+	certificates    []certificate
 }
 
 // decodeStrict decodes data into v and fails on any field v does not
@@ -130,6 +133,10 @@ func render(t *testing.T, overlay string) *rendered {
 			appendDecoded(t, o, &r.budgets)
 		case "monitoring.coreos.com/v1 ServiceMonitor":
 			appendDecoded(t, o, &r.monitors)
+		case "cert-manager.io/v1 Issuer":
+			appendDecoded(t, o, &r.issuers)
+		case "cert-manager.io/v1 Certificate":
+			appendDecoded(t, o, &r.certificates)
 		default:
 			t.Errorf("%s: %s %s: no strict type for %s %s; add one to the test", overlay, o.Kind, o.Name, meta.APIVersion, meta.Kind)
 		}
@@ -157,6 +164,14 @@ func TestStrictDecodeCatchesUnknownFields(t *testing.T) {
 	var sm serviceMonitor
 	if err := yaml.UnmarshalStrict([]byte(`{"kind":"ServiceMonitor","metadata":{"name":"x"},"spec":{"endpoint":[]}}`), &sm); err == nil {
 		t.Fatal(`ServiceMonitor "endpoint" (for "endpoints") decoded without an error`)
+	}
+	var cert certificate
+	if err := yaml.UnmarshalStrict([]byte(`{"kind":"Certificate","metadata":{"name":"x"},"spec":{"dnsName":["x"]}}`), &cert); err == nil {
+		t.Fatal(`Certificate "dnsName" (for "dnsNames") decoded without an error`)
+	}
+	var iss issuer
+	if err := yaml.UnmarshalStrict([]byte(`{"kind":"Issuer","metadata":{"name":"x"},"spec":{"ca":{"secret":"x"}}}`), &iss); err == nil {
+		t.Fatal(`Issuer "ca.secret" (for "ca.secretName") decoded without an error`)
 	}
 }
 
@@ -314,6 +329,25 @@ func checkContainer(t *testing.T, where string, c *corev1.Container) {
 			t.Errorf("%s: %s request %s exceeds its limit %s", where, res, req.String(), limit.String())
 		}
 	}
+	checkContainerSecurity(t, where, c)
+	// $(VAR) in an env value is expanded only from variables defined
+	// before it; a later or missing one stays literal.
+	defined := map[string]bool{}
+	ref := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+	for _, e := range c.Env {
+		for _, m := range ref.FindAllStringSubmatch(e.Value, -1) {
+			if !defined[m[1]] {
+				t.Errorf("%s: %s refers to $(%s) before it is defined", where, e.Name, m[1])
+			}
+		}
+		defined[e.Name] = true
+	}
+}
+
+// checkContainerSecurity checks what the restricted Pod Security Standard
+// and Lethe's own rules ask of a container: a read-only root filesystem,
+// no privilege escalation, no capabilities, not privileged.
+func checkContainerSecurity(t *testing.T, where string, c *corev1.Container) {
 	sc := c.SecurityContext
 	if sc == nil {
 		t.Errorf("%s: no securityContext", where)
@@ -330,18 +364,6 @@ func checkContainer(t *testing.T, where string, c *corev1.Container) {
 	}
 	if sc.Privileged != nil && *sc.Privileged {
 		t.Errorf("%s: privileged", where)
-	}
-	// $(VAR) in an env value is expanded only from variables defined
-	// before it; a later or missing one stays literal.
-	defined := map[string]bool{}
-	ref := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
-	for _, e := range c.Env {
-		for _, m := range ref.FindAllStringSubmatch(e.Value, -1) {
-			if !defined[m[1]] {
-				t.Errorf("%s: %s refers to $(%s) before it is defined", where, e.Name, m[1])
-			}
-		}
-		defined[e.Name] = true
 	}
 }
 
@@ -387,6 +409,7 @@ func checkServiceContainer(t *testing.T, r *rendered, svc string, port int32) {
 	if env["LETHE_DATA"] != "/data" {
 		t.Errorf("%s: LETHE_DATA %q, want /data", where, env["LETHE_DATA"])
 	}
+	checkBackups(t, where, sts, &c, env)
 	// The NATS user is the service's; its password is a file of the
 	// Secret, never part of the URL (production refuses credentials in
 	// --nats-url: they would be a flag value).
@@ -421,6 +444,54 @@ func checkServiceContainer(t *testing.T, r *rendered, svc string, port int32) {
 	if p := c.ReadinessProbe; p != nil && p.GRPC != nil {
 		if want := fmt.Sprintf("lethe.%s.v1.", svc); p.GRPC.Service == nil || !strings.HasPrefix(*p.GRPC.Service, want) {
 			t.Errorf("%s: readiness asks about %v, want the service's own health name %s…", where, p.GRPC.Service, want)
+		}
+	}
+}
+
+// backupPeriodAlerted is the longest backup period the stale-backup alert
+// in docs/operations.md is written for: it fires after two periods
+// without a good backup, 2 * 3600 seconds.
+const backupPeriodAlerted = time.Hour
+
+// checkBackups checks that a service takes its hot backups
+// (--backup-dir, --backup-every) onto a claim of its own: not the data
+// claim, which a lost or corrupted volume takes with it, and with room for
+// the last backup and the one being written beside it (each is a whole
+// copy of the files on the data claim). The period must be one the
+// stale-backup alert is written for.
+func checkBackups(t *testing.T, where string, sts *appsv1.StatefulSet, c *corev1.Container, env map[string]string) {
+	t.Helper()
+	dir := env["LETHE_BACKUP_DIR"]
+	if dir == "" {
+		t.Errorf("%s: LETHE_BACKUP_DIR is not set: the service takes no backups", where)
+		return
+	}
+	every, err := time.ParseDuration(env["LETHE_BACKUP_EVERY"])
+	if err != nil || every <= 0 || every > backupPeriodAlerted {
+		t.Errorf("%s: LETHE_BACKUP_EVERY %q, want a period of at most %v (the stale-backup alert assumes it)",
+			where, env["LETHE_BACKUP_EVERY"], backupPeriodAlerted)
+	}
+	claims := map[string]*corev1.PersistentVolumeClaim{}
+	for i := range sts.Spec.VolumeClaimTemplates {
+		claims[sts.Spec.VolumeClaimTemplates[i].Name] = &sts.Spec.VolumeClaimTemplates[i]
+	}
+	var mounted string
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == dir {
+			mounted = m.Name
+		}
+	}
+	backup, data := claims[mounted], claims["data"]
+	switch {
+	case backup == nil:
+		t.Errorf("%s: LETHE_BACKUP_DIR %s is not the mount of a volumeClaimTemplate", where, dir)
+	case mounted == "data" || strings.HasPrefix(dir, "/data/"):
+		t.Errorf("%s: LETHE_BACKUP_DIR %s is on the data claim", where, dir)
+	case data != nil:
+		need := data.Spec.Resources.Requests[corev1.ResourceStorage].DeepCopy()
+		need.Add(need)
+		if have := backup.Spec.Resources.Requests[corev1.ResourceStorage]; have.Cmp(need) < 0 {
+			t.Errorf("%s: backup claim %s requests %s, want at least twice the data claim (%s)", where, mounted, have.String(), need.String())
 		}
 	}
 }
