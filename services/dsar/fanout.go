@@ -190,8 +190,9 @@ type fanoutHealth struct {
 	detail atomic.Pointer[server.HealthDetail]
 }
 
-// report sets the health detail: NOT_SERVING while the oldest failing
-// fan-out has failed for longer than after.
+// reportFanoutHealth sets the health detail: NOT_SERVING while the
+// oldest failing fan-out has failed for longer than
+// Options.FanoutUnhealthyAfter. Before Register there is none to set.
 func (s *Service) reportFanoutHealth() {
 	d := s.fanoutHealth.detail.Load()
 	if d == nil {
