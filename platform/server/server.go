@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"sync"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -42,6 +43,15 @@ type Server struct {
 	// read afterwards, so the interceptors read them without locks.
 	methods     map[string]methodInfo
 	healthNames []string
+
+	// detailsMu guards details and running: a service sets a detail
+	// from its own goroutines while Run turns the server SERVING.
+	detailsMu sync.Mutex
+	// details are the health details by name, true while the part they
+	// name works (see RegisterHealthDetail).
+	details map[string]bool
+	// running is true once Run has turned the server SERVING.
+	running bool
 }
 
 // methodInfo is what the chain knows about a registered method.
@@ -76,6 +86,7 @@ func (cc CompletedConfig) New() (*Server, error) {
 		health:    health.NewServer(),
 		validator: validator,
 		methods:   map[string]methodInfo{},
+		details:   map[string]bool{},
 	}
 	if _, ok := cc.Policy.(auth.AllowAll); ok {
 		cc.Logger.Warn("authorization: development policy, every authenticated caller may call every method for every tenant")
@@ -195,6 +206,52 @@ func (s *Server) RegisterHealth(name string) {
 	s.health.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
 }
 
+// HealthDetail is a name in health that a service reports on its own,
+// beside its readiness: a part of its work that can fail while the
+// service still serves calls, such as a neighbour it cannot reach. A
+// readiness probe must not name it, or one failing part would take the
+// whole service out of its load balancer; an operator or an alert probes
+// it (grpc-health-probe -service NAME) to see the failure within minutes.
+type HealthDetail struct {
+	srv  *Server
+	name string
+}
+
+// RegisterHealthDetail reports name in health: NOT_SERVING until the
+// server runs, then SERVING while the detail is set so (the default) and
+// NOT_SERVING while it is not; NOT_SERVING again from the drain on, like
+// every name.
+func (s *Server) RegisterHealthDetail(name string) *HealthDetail {
+	s.detailsMu.Lock()
+	defer s.detailsMu.Unlock()
+	s.details[name] = true
+	s.health.SetServingStatus(name, servingStatus(s.running))
+	return &HealthDetail{srv: s, name: name}
+}
+
+// Set reports whether the part the detail names works. Before Run the
+// value is kept and reported once the server serves; after the drain
+// began it is ignored.
+func (d *HealthDetail) Set(ok bool) {
+	s := d.srv
+	s.detailsMu.Lock()
+	defer s.detailsMu.Unlock()
+	s.details[d.name] = ok
+	if s.running {
+		s.health.SetServingStatus(d.name, servingStatus(ok))
+	}
+}
+
+// Name is the detail's name in health.
+func (d *HealthDetail) Name() string { return d.name }
+
+func servingStatus(ok bool) healthpb.HealthCheckResponse_ServingStatus {
+	if ok {
+		return healthpb.HealthCheckResponse_SERVING
+	}
+	return healthpb.HealthCheckResponse_NOT_SERVING
+}
+
 // isMutation reports whether a method changes state: every method that the
 // proto does not declare free of side effects.
 func isMutation(service, method string) bool {
@@ -296,15 +353,26 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// setServing reports st under every registered name, and each health
+// detail as it was last set while the server serves.
 func (s *Server) setServing(st healthpb.HealthCheckResponse_ServingStatus) {
 	s.health.SetServingStatus("", st)
 	for _, name := range s.healthNames {
 		s.health.SetServingStatus(name, st)
 	}
+	s.detailsMu.Lock()
+	defer s.detailsMu.Unlock()
+	s.running = st == healthpb.HealthCheckResponse_SERVING
+	for name, ok := range s.details {
+		s.health.SetServingStatus(name, servingStatus(ok && s.running))
+	}
 }
 
 func (s *Server) shutdown() {
 	cfg := s.cfg
+	s.detailsMu.Lock()
+	s.running = false
+	s.detailsMu.Unlock()
 	// Shutdown turns every status NOT_SERVING and ignores later updates.
 	s.health.Shutdown()
 	if cfg.DrainDelay > 0 {

@@ -491,6 +491,56 @@ func TestShutdownDrainsInKubernetesOrder(t *testing.T) {
 	}
 }
 
+// TestHealthDetail: a detail a service sets on its own is reported under
+// its name once the server serves, as last set (also before Run), while
+// the server's and the service's readiness stay SERVING; the drain turns
+// it NOT_SERVING with everything else.
+func TestHealthDetail(t *testing.T) {
+	db := storetest.Open(t, kittest.Schema)
+	clk := clock.NewFake(epoch)
+	svc := kittest.New(db, mutation.New(db, idempotency.New(clk, idempotency.DefaultTTL)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var detail *server.HealthDetail
+	conn, run := servertest.Build(t, server.Config{Name: "detail", DrainDelay: time.Second, ShutdownTimeout: time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		func(s *server.Server) {
+			s.Register(&kittestv1.KitTestService_ServiceDesc, svc)
+			detail = s.RegisterHealthDetail("lethe.kittest.v1.KitTestService/part")
+		})
+	health := healthpb.NewHealthClient(conn)
+	name := kittestv1.KitTestService_ServiceDesc.ServiceName
+	// Set before the server runs: reported once it does.
+	detail.Set(false)
+	stopped := make(chan struct{})
+	go func() {
+		if err := run(ctx); err != nil {
+			t.Errorf("run: %v", err)
+		}
+		close(stopped)
+	}()
+	waitHealth(t, health, name, healthpb.HealthCheckResponse_SERVING)
+	waitHealth(t, health, detail.Name(), healthpb.HealthCheckResponse_NOT_SERVING)
+	waitHealth(t, health, "", healthpb.HealthCheckResponse_SERVING)
+	detail.Set(true)
+	waitHealth(t, health, detail.Name(), healthpb.HealthCheckResponse_SERVING)
+	detail.Set(false)
+	waitHealth(t, health, detail.Name(), healthpb.HealthCheckResponse_NOT_SERVING)
+	waitHealth(t, health, name, healthpb.HealthCheckResponse_SERVING)
+	detail.Set(true)
+	waitHealth(t, health, detail.Name(), healthpb.HealthCheckResponse_SERVING)
+	cancel()
+	waitHealth(t, health, detail.Name(), healthpb.HealthCheckResponse_NOT_SERVING)
+	// Once the drain began a detail stays NOT_SERVING: Set reports at
+	// once, so the check right after it sees what it did.
+	detail.Set(true)
+	if resp, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: detail.Name()}); err != nil ||
+		resp.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("a detail set during the drain = %v, %v; want NOT_SERVING", resp, err)
+	}
+	<-stopped
+}
+
 func waitHealth(t *testing.T, h healthpb.HealthClient, name string, want healthpb.HealthCheckResponse_ServingStatus) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Second)

@@ -46,11 +46,14 @@ type plan struct {
 // a failure is logged and left to the sweep.
 func (s *Service) dispatchNow(ctx context.Context, tenant, id string) {
 	_ = s.tryDispatch(ctx, tenant, id)
+	s.reportFanoutHealth()
 }
 
 // tryDispatch dispatches the request and keeps the record of failing
-// fan-outs: a failure is logged with its step and since when, and counted
-// in lethe.dsar.fanout.failing until an attempt succeeds.
+// fan-outs: a failure is logged with its step, since when and how many
+// attempts, counted in lethe.dsar.fanout.failing and shown on the request
+// until an attempt succeeds. The caller reports the health detail
+// (reportFanoutHealth) once it has tried all it tries.
 func (s *Service) tryDispatch(ctx context.Context, tenant, id string) error {
 	err := s.dispatch(ctx, tenant, id)
 	if err == nil {
@@ -60,9 +63,14 @@ func (s *Service) tryDispatch(ctx context.Context, tenant, id string) error {
 	if ctx.Err() == nil {
 		rec := s.fanout.record(id, tenant, err, s.Clock.Now())
 		s.Logger.Warn("dsar: fan-out failed; the sweep retries it", "tenant", tenant, "request", id,
-			"step", rec.step, "failing_since", rec.since, "error", err)
+			"step", stepLabel(rec.step), "failing_since", rec.since, "attempts", rec.attempts, "error", rec.err)
 	}
 	return err
+}
+
+// fanoutPendingTx reports whether id's fan-out has yet to commit.
+func fanoutPendingTx(tx *bolt.Tx, id string) bool {
+	return store.BucketTx(tx, bucketPending).Get([]byte(id)) != nil
 }
 
 // dispatchPending retries the fan-out of every verified request whose
@@ -84,6 +92,7 @@ func (s *Service) dispatchPending(ctx context.Context) error {
 		// the others.
 		_ = s.tryDispatch(ctx, tenant, id)
 	}
+	s.reportFanoutHealth()
 	return nil
 }
 
@@ -91,27 +100,28 @@ func (s *Service) dispatchPending(ctx context.Context) error {
 // one task per system, or the consent service's causes to follow. Running
 // it twice is harmless: the second finds the request no longer pending,
 // and the consent service answers a repeated call with its first answer.
+// An error names the step that failed (stepOf) and holds no subject id.
 func (s *Service) dispatch(ctx context.Context, tenant, id string) error {
 	var r *dsarv1.Request
 	var pending bool
 	err := s.DB.View(func(tx *bolt.Tx) error {
-		pending = store.BucketTx(tx, bucketPending).Get([]byte(id)) != nil
+		pending = fanoutPendingTx(tx, id)
 		var err error
 		r, err = requestTx(tx, tenant, id)
 		return err
 	})
 	if err != nil || !pending {
-		return err
+		return atStep(dsarv1.FanoutStep_FANOUT_STEP_COMMIT, err)
 	}
 	p, err := s.plan(ctx, r)
 	if err != nil {
-		return err
+		return redactFanoutError(err, r.SubjectId)
 	}
 	// Batch: fan-outs of concurrent verifications share one commit. The
 	// function changes nothing when the request is no longer pending, so
 	// running it twice is harmless.
-	return s.DB.Batch(func(tx *bolt.Tx) error {
-		if store.BucketTx(tx, bucketPending).Get([]byte(id)) == nil {
+	return atStep(dsarv1.FanoutStep_FANOUT_STEP_COMMIT, s.DB.Batch(func(tx *bolt.Tx) error {
+		if !fanoutPendingTx(tx, id) {
 			return nil
 		}
 		r, err := requestTx(tx, tenant, id)
@@ -151,10 +161,11 @@ func (s *Service) dispatch(ctx context.Context, tenant, id string) error {
 			// holds data in scope.
 			return s.finishTx(tx, r, nil)
 		}
-	})
+	}))
 }
 
-// plan asks the neighbours what the request's fan-out is.
+// plan asks the neighbours what the request's fan-out is. An error names
+// its step (atStep).
 func (s *Service) plan(ctx context.Context, r *dsarv1.Request) (*plan, error) {
 	p := &plan{}
 	cause := causeOf(r.DsarId)
@@ -201,27 +212,27 @@ func (s *Service) plan(ctx context.Context, r *dsarv1.Request) (*plan, error) {
 		p.event, p.expect, p.info = ev, expect, info
 	case dsarv1.RequestType_REQUEST_TYPE_OBJECTION:
 		if s.consent == nil {
-			return nil, errors.New("dsar: no consent connection")
+			return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_CONSENT, errors.New("dsar: no consent connection"))
 		}
 		o := r.GetObjection()
 		if _, err := s.consent.RecordObjection(ctx, &consentv1.RecordObjectionRequest{RequestId: "dsar-" + r.DsarId, TenantId: r.TenantId,
 			SubjectId: r.SubjectId, Scope: o.Scope, PurposeIds: o.PurposeIds, Cause: cause}); err != nil {
-			return nil, fmt.Errorf("consent: record objection: %w", err)
+			return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_CONSENT, fmt.Errorf("consent: record objection: %w", err))
 		}
 		p.consentCauses = []*commonv1.Cause{cause}
 	case dsarv1.RequestType_REQUEST_TYPE_RESTRICTION:
 		if s.consent == nil {
-			return nil, errors.New("dsar: no consent connection")
+			return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_CONSENT, errors.New("dsar: no consent connection"))
 		}
 		x := r.GetRestriction()
 		if _, err := s.consent.ApplyRestriction(ctx, &consentv1.ApplyRestrictionRequest{RequestId: "dsar-" + r.DsarId, TenantId: r.TenantId,
 			SubjectId: r.SubjectId, Ground: x.Ground, PurposeIds: x.PurposeIds, Cause: cause}); err != nil {
-			return nil, fmt.Errorf("consent: apply restriction: %w", err)
+			return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_CONSENT, fmt.Errorf("consent: apply restriction: %w", err))
 		}
 		p.consentCauses = []*commonv1.Cause{cause}
 	case dsarv1.RequestType_REQUEST_TYPE_CONSENT_WITHDRAWAL:
 		if s.consent == nil {
-			return nil, errors.New("dsar: no consent connection")
+			return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_CONSENT, errors.New("dsar: no consent connection"))
 		}
 		// A withdrawal's cause is its consent record: the consent service
 		// owns it. The request follows one record per purpose.
@@ -230,7 +241,7 @@ func (s *Service) plan(ctx context.Context, r *dsarv1.Request) (*plan, error) {
 				TenantId: r.TenantId, SubjectId: r.SubjectId, PurposeId: purpose, Action: consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW,
 				Method: consentv1.CollectionMethod_COLLECTION_METHOD_API})
 			if err != nil {
-				return nil, fmt.Errorf("consent: withdraw %s: %w", purpose, err)
+				return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_CONSENT, fmt.Errorf("consent: withdraw %s: %w", purpose, err))
 			}
 			p.consentCauses = append(p.consentCauses, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: resp.Record.RecordId})
 		}
@@ -253,9 +264,13 @@ func categories(ids []string) []*commonv1.DataCategory {
 
 func (s *Service) expect(ctx context.Context, tenant string, scope registryclient.Scope) ([]tasks.Expect, error) {
 	if s.routes == nil {
-		return nil, errors.New("dsar: no registry connection to route directives")
+		return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_REGISTRY, errors.New("dsar: no registry connection to route directives"))
 	}
-	return s.routes.Expect(ctx, tenant, scope)
+	expect, err := s.routes.Expect(ctx, tenant, scope)
+	if err != nil {
+		return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_REGISTRY, fmt.Errorf("registry: route: %w", err))
+	}
+	return expect, nil
 }
 
 // planErasure routes an erasure and takes out what legal holds cover. A
@@ -351,14 +366,14 @@ func heldCategory(c string, h *retentionv1.Hold) *dsarv1.HeldCategory {
 // destroy held data waits.
 func (s *Service) holds(ctx context.Context, tenant, subject string) ([]*retentionv1.Hold, error) {
 	if s.retention == nil {
-		return nil, errors.New("dsar: no retention connection to ask for legal holds")
+		return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_RETENTION, errors.New("dsar: no retention connection to ask for legal holds"))
 	}
 	var out []*retentionv1.Hold
 	token := ""
 	for {
 		resp, err := s.retention.ListHolds(ctx, &retentionv1.ListHoldsRequest{TenantId: tenant, SubjectId: subject, PageSize: 1000, PageToken: token})
 		if err != nil {
-			return nil, fmt.Errorf("retention: list holds: %w", err)
+			return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_RETENTION, fmt.Errorf("retention: list holds: %w", err))
 		}
 		now := s.Clock.Now()
 		for _, h := range resp.Holds {
@@ -387,11 +402,11 @@ func (s *Service) holds(ctx context.Context, tenant, subject string) ([]*retenti
 // nothing is sent.
 func (s *Service) obligations(ctx context.Context, tenant, subject string, scope []*commonv1.DataCategory) ([]*eventsv1.Obligation, error) {
 	if s.retention == nil {
-		return nil, errors.New("dsar: no retention connection to ask for retention obligations")
+		return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_RETENTION, errors.New("dsar: no retention connection to ask for retention obligations"))
 	}
 	resp, err := s.retention.ListObligations(ctx, &retentionv1.ListObligationsRequest{TenantId: tenant, SubjectId: subject, Categories: scope})
 	if err != nil {
-		return nil, fmt.Errorf("retention: list obligations: %w", err)
+		return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_RETENTION, fmt.Errorf("retention: list obligations: %w", err))
 	}
 	return resp.Obligations, nil
 }
@@ -417,7 +432,7 @@ func (s *Service) listSystems(ctx context.Context, tenant string) ([]*registryv1
 	for {
 		resp, err := s.registry.ListSystems(ctx, &registryv1.ListSystemsRequest{TenantId: tenant, PageSize: 1000, PageToken: token})
 		if err != nil {
-			return nil, fmt.Errorf("registry: list systems: %w", err)
+			return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_REGISTRY, fmt.Errorf("registry: list systems: %w", err))
 		}
 		out = append(out, resp.Systems...)
 		if token = resp.NextPageToken; token == "" {
@@ -436,14 +451,14 @@ func (s *Service) listSystems(ctx context.Context, tenant string) ([]*registryv1
 func (s *Service) article15(ctx context.Context, tenant string) ([]byte, error) {
 	t, err := s.registry.GetTenant(ctx, &registryv1.GetTenantRequest{TenantId: tenant})
 	if err != nil {
-		return nil, fmt.Errorf("registry: get tenant: %w", err)
+		return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_REGISTRY, fmt.Errorf("registry: get tenant: %w", err))
 	}
 	var activities []*registryv1.ProcessingActivity
 	token := ""
 	for {
 		resp, err := s.registry.ListActivities(ctx, &registryv1.ListActivitiesRequest{TenantId: tenant, PageSize: 1000, PageToken: token})
 		if err != nil {
-			return nil, fmt.Errorf("registry: list activities: %w", err)
+			return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_REGISTRY, fmt.Errorf("registry: list activities: %w", err))
 		}
 		activities = append(activities, resp.Activities...)
 		if token = resp.NextPageToken; token == "" {

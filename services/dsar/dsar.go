@@ -91,6 +91,12 @@ type Options struct {
 	// PackageTTL is how long an access package stays downloadable when its
 	// delivery is never confirmed; 30 days by default.
 	PackageTTL time.Duration
+	// FanoutUnhealthyAfter is how long a request's fan-out may keep
+	// failing before the health detail FanoutHealthName turns
+	// NOT_SERVING; two minutes by default: a neighbour's restart or
+	// rollout, which the sweep rides out, takes less, and an operator
+	// still learns of a neighbour that stays away within minutes.
+	FanoutUnhealthyAfter time.Duration
 }
 
 func (o *Options) complete(deps service.Deps) {
@@ -115,6 +121,9 @@ func (o *Options) complete(deps service.Deps) {
 	if o.PackageTTL <= 0 {
 		o.PackageTTL = 30 * 24 * time.Hour
 	}
+	if o.FanoutUnhealthyAfter <= 0 {
+		o.FanoutUnhealthyAfter = 2 * time.Minute
+	}
 }
 
 // Service implements lethe.dsar.v1.DsarService.
@@ -131,7 +140,10 @@ type Service struct {
 	retention retentionv1.RetentionServiceClient
 	keys      *keyring
 	metrics   *metrics
-	fanout    fanoutFailures
+	// fanout are the requests whose fan-out is failing, and fanoutHealth
+	// reports them in health.
+	fanout       fanoutFailures
+	fanoutHealth fanoutHealth
 }
 
 // Buckets of dsar.db.
@@ -249,9 +261,12 @@ func (s *Service) reconcileKeys() error {
 	return err
 }
 
-// Register serves the DSAR API on srv.
+// Register serves the DSAR API on srv, and reports the fan-out in health
+// under FanoutHealthName.
 func (s *Service) Register(srv *server.Server) {
 	srv.Register(&dsarv1.DsarService_ServiceDesc, s, s.ServeOptions()...)
+	s.fanoutHealth.detail.Store(srv.RegisterHealthDetail(FanoutHealthName))
+	s.reportFanoutHealth()
 }
 
 // Close releases the store and the key file.

@@ -18,6 +18,7 @@ import (
 
 	"go.etcd.io/bbolt"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -27,6 +28,8 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+	"github.com/lethe-privacy/lethe/platform/server"
+	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
@@ -366,13 +369,17 @@ func TestNeighboursOverMutualTLS(t *testing.T) {
 	}
 }
 
-// TestAStuckFanOutIsCounted: an erasure whose fan-out cannot reach the
-// retention service (nothing listens at its address) stays verified with
-// no system asked, and is counted in lethe.dsar.fanout.failing under the
-// step that failed, with the age of the oldest failure growing with the
-// clock, so that an alert fires within minutes (docs/operations.md)
-// rather than at the deadline a month later.
-func TestAStuckFanOutIsCounted(t *testing.T) {
+// TestAStuckFanOutIsLoud: an erasure whose fan-out cannot reach the
+// retention service (nothing listens at its address yet) stays verified
+// with no system asked, and says so everywhere an operator looks: the
+// request shows the failing step, its error, since when and how many
+// attempts (fanout_problem); lethe.dsar.fanout.failing counts it under the
+// step, with the age of the oldest failure growing with the clock; and
+// once it has failed for longer than FanoutUnhealthyAfter the health
+// detail FanoutHealthName turns NOT_SERVING while the service's readiness
+// stays SERVING. When the retention service comes up, the next retry
+// fans the request out and all of it clears.
+func TestAStuckFanOutIsLoud(t *testing.T) {
 	providers, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "lethe-dsar"})
 	if err != nil {
 		t.Fatal(err)
@@ -389,6 +396,15 @@ func TestAStuckFanOutIsCounted(t *testing.T) {
 	f := startWith(t, options{retentionAddr: gone, telemetry: providers})
 	f.tenant(t, "clio", nil)
 	f.system(t, "clio", "crm", sdk, nil, "user.contact")
+	health := healthpb.NewHealthClient(f.dsarConn)
+	status := func(name string) healthpb.HealthCheckResponse_ServingStatus {
+		t.Helper()
+		resp, err := health.Check(f.ctx, &healthpb.HealthCheckRequest{Service: name})
+		if err != nil {
+			t.Fatalf("health of %s: %v", name, err)
+		}
+		return resp.Status
+	}
 
 	gauge := func(name string) (float64, map[string]string) {
 		families, err := providers.Registry.Gather()
@@ -412,18 +428,111 @@ func TestAStuckFanOutIsCounted(t *testing.T) {
 	if n, _ := gauge("lethe_dsar_fanout_failing"); n != 0 {
 		t.Fatalf("failing fan-outs before any request = %v", n)
 	}
-	r := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clio", Erasure: &dsarv1.ErasureDetails{}})
-	f.attest(t, "clio", r.DsarId)
-	eventually(t, "the failing fan-out is counted under its step", func() bool {
-		n, labels := gauge("lethe_dsar_fanout_failing")
-		return n == 1 && labels["step"] == "retention" && labels["tenant"] == "clio"
-	})
-	f.clock.Advance(10 * time.Minute)
-	if age, _ := gauge("lethe_dsar_fanout_failing_oldest_age_seconds"); age < 600 {
-		t.Fatalf("oldest failing fan-out age = %vs after 10 minutes, want at least 600", age)
+	if st := status(dsar.FanoutHealthName); st != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("fan-out health before any request = %v", st)
 	}
-	if got := f.get(t, "clio", r.DsarId); got.State != dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS || len(got.GetResult().GetSystems()) != 0 {
+	r := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clio", Erasure: &dsarv1.ErasureDetails{}})
+	verifiedAt := f.clock.Now()
+	f.attest(t, "clio", r.DsarId)
+	var problem *dsarv1.FanoutProblem
+	eventually(t, "the request shows its failing fan-out, retried", func() bool {
+		problem = f.get(t, "clio", r.DsarId).GetFanoutProblem()
+		return problem.GetAttempts() >= 2
+	})
+	if problem.Step != dsarv1.FanoutStep_FANOUT_STEP_RETENTION || !strings.Contains(problem.Error, "retention: list holds") ||
+		!problem.FirstFailedAt.AsTime().Equal(verifiedAt) || problem.LastFailedAt.AsTime().Before(verifiedAt) {
+		t.Fatalf("fan-out problem = %v, want step retention, its error, first failed at %s", problem, verifiedAt)
+	}
+	if strings.Contains(problem.Error, "subject-ada") {
+		t.Fatalf("the fan-out problem names the subject: %q", problem.Error)
+	}
+	listed, err := f.dsar.ListRequests(f.ctx, &dsarv1.ListRequestsRequest{TenantId: "clio"})
+	if err != nil || len(listed.Requests) != 1 || listed.Requests[0].GetFanoutProblem().GetStep() != dsarv1.FanoutStep_FANOUT_STEP_RETENTION {
+		t.Fatalf("listed = %v, %v; want the request with its fan-out problem", listed, err)
+	}
+	n, labels := gauge("lethe_dsar_fanout_failing")
+	if n != 1 || labels["step"] != "retention" || labels["tenant"] != "clio" {
+		t.Fatalf("failing fan-outs = %v %v, want 1 under step retention, tenant clio", n, labels)
+	}
+	// Two attempts failed at the same clock time: younger than the
+	// threshold, the fan-out is still reported healthy (the report
+	// follows each attempt, so the second one's is already made).
+	if st := status(dsar.FanoutHealthName); st != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("fan-out health after a fresh failure = %v, want SERVING below the threshold", st)
+	}
+
+	f.clock.Advance(3 * time.Minute)
+	eventually(t, "the fan-out's health detail turns NOT_SERVING after two minutes of failures", func() bool {
+		return status(dsar.FanoutHealthName) == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+	if st := status(dsar.ServiceName); st != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("readiness of %s = %v while a fan-out fails; intake must go on", dsar.ServiceName, st)
+	}
+	if age, _ := gauge("lethe_dsar_fanout_failing_oldest_age_seconds"); age < 180 {
+		t.Fatalf("oldest failing fan-out age = %vs after 3 minutes, want at least 180", age)
+	}
+	got := f.get(t, "clio", r.DsarId)
+	if got.State != dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS || len(got.GetResult().GetSystems()) != 0 {
 		t.Fatalf("a request whose fan-out fails is %s with systems %v", got.State, got.GetResult().GetSystems())
+	}
+	if p := got.FanoutProblem; !p.FirstFailedAt.AsTime().Equal(verifiedAt) || !p.LastFailedAt.AsTime().After(verifiedAt) || p.Attempts <= problem.Attempts {
+		t.Fatalf("after 3 minutes the problem is %v; want the same first failure, a later last one and more attempts than %d", p, problem.Attempts)
+	}
+
+	// The retention service comes up where the DSAR service dials it.
+	back, err := net.Listen("tcp", gone)
+	if err != nil {
+		t.Fatalf("listen again on %s: %v", gone, err)
+	}
+	servertest.ServeTCP(t, server.Config{Clock: f.clock, Logger: quiet, Authenticator: testAuthenticator{}}, back, f.ret.Register)
+	eventually(t, "the fan-out succeeds once retention answers", func() bool {
+		got = f.get(t, "clio", r.DsarId)
+		return len(got.GetResult().GetSystems()) == 1
+	})
+	if got.FanoutProblem != nil || got.Result.Systems[0].SystemId != "crm" {
+		t.Fatalf("after the fan-out: problem %v, systems %v", got.FanoutProblem, got.Result.Systems)
+	}
+	// The record is cleared right after the commit that the request
+	// already shows.
+	eventually(t, "the fan-out's health detail and the metric clear", func() bool {
+		n, _ := gauge("lethe_dsar_fanout_failing")
+		return status(dsar.FanoutHealthName) == healthpb.HealthCheckResponse_SERVING && n == 0
+	})
+}
+
+// TestAFanOutProblemNamesTheConsentStep: a withdrawal of a purpose the
+// tenant does not have is refused by the consent service at every retry;
+// the request shows the consent step with the consent service's answer,
+// and cancelling it clears the problem and the health detail.
+func TestAFanOutProblemNamesTheConsentStep(t *testing.T) {
+	f := startWith(t, options{})
+	f.tenant(t, "clio", nil)
+	health := healthpb.NewHealthClient(f.dsarConn)
+	r := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clio", Withdrawal: &dsarv1.WithdrawalDetails{PurposeIds: []string{"no-such-purpose"}}})
+	f.attest(t, "clio", r.DsarId)
+	var problem *dsarv1.FanoutProblem
+	eventually(t, "the request shows its failing fan-out", func() bool {
+		problem = f.get(t, "clio", r.DsarId).GetFanoutProblem()
+		return problem != nil
+	})
+	if problem.Step != dsarv1.FanoutStep_FANOUT_STEP_CONSENT || !strings.Contains(problem.Error, "consent: withdraw no-such-purpose") ||
+		!strings.Contains(problem.Error, "NotFound") {
+		t.Fatalf("fan-out problem = %v, want the consent step with the consent service's refusal", problem)
+	}
+	f.clock.Advance(5 * time.Minute)
+	eventually(t, "the fan-out's health detail turns NOT_SERVING", func() bool {
+		resp, err := health.Check(f.ctx, &healthpb.HealthCheckRequest{Service: dsar.FanoutHealthName})
+		return err == nil && resp.Status == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+	if _, err := f.dsar.CancelRequest(f.ctx, &dsarv1.CancelRequestRequest{RequestId: f.id(), TenantId: "clio", DsarId: r.DsarId}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a cancelled request's fan-out problem is forgotten", func() bool {
+		resp, err := health.Check(f.ctx, &healthpb.HealthCheckRequest{Service: dsar.FanoutHealthName})
+		return err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING
+	})
+	if got := f.get(t, "clio", r.DsarId); got.State != dsarv1.RequestState_REQUEST_STATE_CANCELLED || got.FanoutProblem != nil {
+		t.Fatalf("cancelled request: %s with problem %v", got.State, got.FanoutProblem)
 	}
 }
 

@@ -2,27 +2,53 @@ package dsar
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
+	"github.com/lethe-privacy/lethe/platform/server"
 )
+
+// FanoutHealthName is the health detail (server.HealthDetail) under which
+// the service reports its fan-out: NOT_SERVING while a verified request's
+// fan-out has failed for longer than Options.FanoutUnhealthyAfter. The
+// service's own name, which readiness probes, stays SERVING: one
+// unreachable neighbour must not stop the intake of every request.
+const FanoutHealthName = ServiceName + "/fanout"
 
 // fanoutFailure is a request whose fan-out failed at its last attempt: a
 // neighbour (consent, retention, the registry) could not be asked what to
-// send. The sweep retries it; until one attempt succeeds it is counted in
-// lethe.dsar.fanout.failing, so that an unreachable neighbour shows in
-// minutes rather than at the request's deadline.
+// send, or the plan could not be committed. The sweep retries it; until
+// one attempt succeeds it is counted in lethe.dsar.fanout.failing, shown
+// on the request (Request.fanout_problem) and, once old enough, turns the
+// health detail FanoutHealthName NOT_SERVING, so that an unreachable
+// neighbour shows in minutes rather than at the request's deadline.
 type fanoutFailure struct {
 	tenant string
-	// step is the neighbour whose call failed, or "dsar".
-	step string
-	err  string
+	// step is the step whose call failed.
+	step dsarv1.FanoutStep
+	// err is the last error, bounded and with the subject's id redacted.
+	err string
 	// since is the first failure of the current run of failures, since
-	// the process started (the record is not kept across restarts).
-	since time.Time
+	// the process started (the record is not kept across restarts), and
+	// last the latest.
+	since, last time.Time
+	// attempts counts the failed attempts since since.
+	attempts int64
+}
+
+// problem is the failure as the request shows it.
+func (f fanoutFailure) problem() *dsarv1.FanoutProblem {
+	return &dsarv1.FanoutProblem{Step: f.step, Error: f.err, FirstFailedAt: timestamppb.New(f.since),
+		LastFailedAt: timestamppb.New(f.last), Attempts: f.attempts}
 }
 
 // fanoutFailures are the requests whose fan-out is failing, by id.
@@ -31,7 +57,8 @@ type fanoutFailures struct {
 	m  map[string]fanoutFailure
 }
 
-// record notes that id's fan-out failed at now and returns the record.
+// record notes that id's fan-out failed at now with err and returns the
+// record.
 func (f *fanoutFailures) record(id, tenant string, err error, now time.Time) fanoutFailure {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -42,7 +69,8 @@ func (f *fanoutFailures) record(id, tenant string, err error, now time.Time) fan
 	if !ok {
 		rec.since = now
 	}
-	rec.tenant, rec.step, rec.err = tenant, stepOf(err), err.Error()
+	rec.tenant, rec.step, rec.err, rec.last = tenant, stepOf(err), err.Error(), now
+	rec.attempts++
 	f.m[id] = rec
 	return rec
 }
@@ -66,6 +94,14 @@ func (f *fanoutFailures) keepOnly(pending map[string]string) {
 	}
 }
 
+// get returns id's failure, if its fan-out is failing.
+func (f *fanoutFailures) get(id string) (fanoutFailure, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	rec, ok := f.m[id]
+	return rec, ok
+}
+
 // snapshot returns the failing requests.
 func (f *fanoutFailures) snapshot() []fanoutFailure {
 	f.mu.Lock()
@@ -77,24 +113,100 @@ func (f *fanoutFailures) snapshot() []fanoutFailure {
 	return out
 }
 
-// stepOf names the neighbour a fan-out error came from: plan's errors
-// start with the neighbour's name ("retention: list holds: …").
-func stepOf(err error) string {
-	prefix, _, ok := strings.Cut(err.Error(), ":")
-	if ok {
-		switch prefix {
-		case "consent", "retention", "registry":
-			return prefix
+// oldest returns when the oldest failing fan-out started failing, or false
+// when none is failing.
+func (f *fanoutFailures) oldest() (time.Time, bool) {
+	var since time.Time
+	for _, rec := range f.snapshot() {
+		if since.IsZero() || rec.since.Before(since) {
+			since = rec.since
 		}
 	}
-	return "dsar"
+	return since, !since.IsZero()
+}
+
+// stepError is a fan-out error with the step it came from.
+type stepError struct {
+	step dsarv1.FanoutStep
+	err  error
+}
+
+func (e *stepError) Error() string { return e.err.Error() }
+func (e *stepError) Unwrap() error { return e.err }
+
+// atStep marks err as the failure of step, unless an inner call already
+// named its step; nil stays nil.
+func atStep(step dsarv1.FanoutStep, err error) error {
+	var se *stepError
+	if err == nil || errors.As(err, &se) {
+		return err
+	}
+	return &stepError{step: step, err: err}
+}
+
+// stepOf is the step a fan-out error came from.
+func stepOf(err error) dsarv1.FanoutStep {
+	var se *stepError
+	if errors.As(err, &se) {
+		return se.step
+	}
+	return dsarv1.FanoutStep_FANOUT_STEP_UNSPECIFIED
+}
+
+// stepLabel is a step's name in metrics: "registry", "retention",
+// "consent", "commit".
+func stepLabel(step dsarv1.FanoutStep) string {
+	return strings.ToLower(strings.TrimPrefix(step.String(), "FANOUT_STEP_"))
+}
+
+// maxFanoutError bounds the error a request shows: enough for a gRPC
+// status and the address it could not reach.
+const maxFanoutError = 512
+
+// redactFanoutError returns err as the request may show and the log may
+// write it: the subject's id, which a neighbour's error may echo ("subject
+// \"…\" not found"), replaced, and the text bounded to maxFanoutError
+// bytes. Nothing else personal reaches a neighbour: identifiers are never
+// sent, only the pseudonymous subject id, purposes and categories. The
+// step is kept.
+func redactFanoutError(err error, subject string) error {
+	msg := err.Error()
+	if subject != "" {
+		msg = strings.ReplaceAll(msg, subject, "<subject>")
+	}
+	if len(msg) > maxFanoutError {
+		cut := maxFanoutError - len("…")
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "…"
+	}
+	return &stepError{step: stepOf(err), err: errors.New(msg)}
+}
+
+// fanoutHealth reports the fan-out in health (FanoutHealthName) once the
+// service is registered on a server.
+type fanoutHealth struct {
+	detail atomic.Pointer[server.HealthDetail]
+}
+
+// reportFanoutHealth sets the health detail: NOT_SERVING while the
+// oldest failing fan-out has failed for longer than
+// Options.FanoutUnhealthyAfter. Before Register there is none to set.
+func (s *Service) reportFanoutHealth() {
+	d := s.fanoutHealth.detail.Load()
+	if d == nil {
+		return
+	}
+	since, failing := s.fanout.oldest()
+	d.Set(!failing || s.Clock.Now().Sub(since) <= s.opts.FanoutUnhealthyAfter)
 }
 
 // registerFanoutMetrics reports the failing fan-outs: how many, by tenant
 // and step, and how long the oldest has been failing.
 func (s *Service) registerFanoutMetrics() error {
 	failing, err := s.Meter.Int64ObservableGauge("lethe.dsar.fanout.failing",
-		metric.WithDescription("Verified data-subject requests whose fan-out failed at its last attempt, by tenant and step (the neighbour that could not be asked)."))
+		metric.WithDescription("Verified data-subject requests whose fan-out failed at its last attempt, by tenant and step (registry, retention, consent, commit)."))
 	if err != nil {
 		return err
 	}
@@ -109,7 +221,7 @@ func (s *Service) registerFanoutMetrics() error {
 		counts := map[key]int64{}
 		var age float64
 		for _, rec := range s.fanout.snapshot() {
-			counts[key{rec.tenant, rec.step}]++
+			counts[key{rec.tenant, stepLabel(rec.step)}]++
 			age = max(age, now.Sub(rec.since).Seconds())
 		}
 		for k, n := range counts {

@@ -307,8 +307,13 @@ func (s *Service) loadTx(tx *bolt.Tx, tenant, id string) (*dsarv1.Request, error
 
 // view is a request as a caller sees it now: deadlines of a paused
 // request move with the clock, and an open request shows each system's
-// task as it stands.
-func (s *Service) view(r *dsarv1.Request) *dsarv1.Request {
+// task as it stands and, while its fan-out keeps failing, why
+// (fanout_problem). pending says whether the request's fan-out was still
+// to commit in the transaction r was read in. The record of a failure is
+// cleared just after the attempt that succeeds has committed, so the
+// problem is shown only while the fan-out is pending, and not beside
+// tasks read after that commit.
+func (s *Service) view(r *dsarv1.Request, pending bool) *dsarv1.Request {
 	out := proto.Clone(r).(*dsarv1.Request)
 	if isOpen(out.State) {
 		computeDeadlines(out.Deadline, s.Clock.Now())
@@ -316,6 +321,12 @@ func (s *Service) view(r *dsarv1.Request) *dsarv1.Request {
 	if out.State == dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS {
 		if ts, err := s.tracker.CauseTasks(r.TenantId, causeOf(r.DsarId)); err == nil && len(ts) > 0 {
 			out.Result = resultOf(ts, out.Result)
+			pending = false
+		}
+		// The fan-out's failure is the running process's, kept in
+		// memory: it is attached here and never stored.
+		if rec, ok := s.fanout.get(r.DsarId); ok && pending {
+			out.FanoutProblem = rec.problem()
 		}
 	}
 	return out

@@ -251,15 +251,17 @@ func methodOf(c registryv1.VerificationChannel) dsarv1.VerificationMethod {
 // GetRequest implements DsarService.
 func (s *Service) GetRequest(_ context.Context, req *dsarv1.GetRequestRequest) (*dsarv1.GetRequestResponse, error) {
 	var r *dsarv1.Request
+	var pending bool
 	err := s.DB.View(func(tx *bolt.Tx) error {
 		var err error
 		r, err = s.loadTx(tx, req.TenantId, req.DsarId)
+		pending = fanoutPendingTx(tx, req.DsarId)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &dsarv1.GetRequestResponse{Request: s.view(r)}, nil
+	return &dsarv1.GetRequestResponse{Request: s.view(r, pending)}, nil
 }
 
 // ListRequests implements DsarService. States and deadline filters are
@@ -313,6 +315,7 @@ func (s *Service) ListRequests(_ context.Context, req *dsarv1.ListRequestsReques
 		return !overdue && !due.After(now.Add(within))
 	}
 	resp := &dsarv1.ListRequestsResponse{}
+	var pending []bool
 	err := s.DB.View(func(tx *bolt.Tx) error {
 		if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
 			return err
@@ -336,13 +339,18 @@ func (s *Service) ListRequests(_ context.Context, req *dsarv1.ListRequestsReques
 			return err
 		}
 		resp.Requests, resp.NextPageToken = resp.Requests[start:end], next
+		pending = make([]bool, len(resp.Requests))
+		for i, r := range resp.Requests {
+			pending[i] = fanoutPendingTx(tx, r.DsarId)
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	// Outside the read transaction: view reads the task tracker's file.
 	for i, r := range resp.Requests {
-		resp.Requests[i] = s.view(r)
+		resp.Requests[i] = s.view(r, pending[i])
 	}
 	return resp, nil
 }

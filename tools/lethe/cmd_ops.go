@@ -544,11 +544,17 @@ Examples:
 	return o.printRequest(resp.Request, resp)
 }
 
+// printRequests lists requests; one whose fan-out keeps failing says so
+// in its state, with the step that fails.
 func printRequests(w io.Writer, reqs []*dsarv1.Request) {
 	t := newTable(w, "ID", "TYPE", "SUBJECT", "STATE", "RECEIVED", "STATUTORY DUE", "SLA DUE")
 	for _, r := range reqs {
 		d := r.GetDeadline()
-		t.row(r.DsarId, r.Type, r.SubjectId, r.State, d.GetReceivedAt(), d.GetStatutoryDueAt(), d.GetSlaDueAt())
+		state := cell(r.State)
+		if p := r.GetFanoutProblem(); p != nil {
+			state += " (fan-out failing: " + cell(p.Step) + ")"
+		}
+		t.row(r.DsarId, r.Type, r.SubjectId, state, d.GetReceivedAt(), d.GetStatutoryDueAt(), d.GetSlaDueAt())
 	}
 	t.flush()
 }
@@ -559,6 +565,10 @@ func printRequest(w io.Writer, r *dsarv1.Request) {
 	printRequests(w, []*dsarv1.Request{r})
 	if v := r.GetVerification(); v != nil {
 		fmt.Fprintf(w, "\nverification: %s, verified %s\n", cell(v.Method), cell(v.Verified))
+	}
+	if p := r.GetFanoutProblem(); p != nil {
+		fmt.Fprintf(w, "\nfan-out failing at step %s since %s, %d attempts, last %s; retried every sweep\nerror: %s\n",
+			cell(p.Step), cell(p.FirstFailedAt), p.Attempts, cell(p.LastFailedAt), cell(p.Error))
 	}
 	if res := r.GetResult(); res != nil && len(res.Systems) > 0 {
 		fmt.Fprintln(w)
@@ -595,6 +605,10 @@ func printRequest(w io.Writer, r *dsarv1.Request) {
 func dsarList(args []string, stdout, stderr io.Writer) int {
 	o := newOp("dsar list", `
 Usage: lethe dsar list --tenant T [--state S,…] [--overdue | --due-soon DURATION] [--as-of TIME]
+
+A request whose fan-out keeps failing (a neighbour of the DSAR service
+unreachable or refusing) is marked in STATE with the failing step; lethe
+dsar show tells the error and since when.
 
 Examples:
   lethe dsar list --tenant clevenio --overdue
@@ -657,8 +671,9 @@ func dsarShow(args []string, stdout, stderr io.Writer) int {
 	o := newOp("dsar show", `
 Usage: lethe dsar show --tenant T --id DSAR_ID
 
-Shows a request: deadlines (statutory and SLA), verification, every
-system's task and outcome, everything kept with its legal basis and
+Shows a request: deadlines (statutory and SLA), verification, a fan-out
+that keeps failing (the step, the error, since when, how many attempts),
+every system's task and outcome, everything kept with its legal basis and
 until-date, and the history of transitions. Identifiers are never shown.
 
 Example:

@@ -89,8 +89,16 @@ func StartTCP(t testing.TB, cfg server.Config, register func(*server.Server)) st
 	if err != nil {
 		t.Fatal(err)
 	}
-	runUntilCleanup(t, build(t, cfg, lis, register).Run)
+	ServeTCP(t, cfg, lis, register)
 	return lis.Addr().String()
+}
+
+// ServeTCP is StartTCP on a listener the test made: a test whose client
+// must know the address before the server exists (a neighbour that
+// comes up late) listens itself.
+func ServeTCP(t testing.TB, cfg server.Config, lis net.Listener, register func(*server.Server)) {
+	t.Helper()
+	runUntilCleanup(t, build(t, cfg, lis, register).Run)
 }
 
 // Dial connects to addr with creds (plaintext when nil) and closes the

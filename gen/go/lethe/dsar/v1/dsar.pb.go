@@ -456,6 +456,73 @@ func (TaskState) EnumDescriptor() ([]byte, []int) {
 	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{5}
 }
 
+// FanoutStep names the step of a request's fan-out that failed: the
+// neighbour the DSAR service could not ask, or its own store.
+type FanoutStep int32
+
+const (
+	// Not stated.
+	FanoutStep_FANOUT_STEP_UNSPECIFIED FanoutStep = 0
+	// Routing through the registry: which systems hold data in scope and
+	// what they hold, and the tenant's Art. 15(1) information for access
+	// and portability.
+	FanoutStep_FANOUT_STEP_REGISTRY FanoutStep = 1
+	// Asking the retention service for the legal holds and retention
+	// obligations an erasure must respect.
+	FanoutStep_FANOUT_STEP_RETENTION FanoutStep = 2
+	// Applying an objection, restriction or consent withdrawal through the
+	// consent service.
+	FanoutStep_FANOUT_STEP_CONSENT FanoutStep = 3
+	// Reading the request or committing its plan (the directive, one task
+	// per system) in the DSAR service's own store.
+	FanoutStep_FANOUT_STEP_COMMIT FanoutStep = 4
+)
+
+// Enum value maps for FanoutStep.
+var (
+	FanoutStep_name = map[int32]string{
+		0: "FANOUT_STEP_UNSPECIFIED",
+		1: "FANOUT_STEP_REGISTRY",
+		2: "FANOUT_STEP_RETENTION",
+		3: "FANOUT_STEP_CONSENT",
+		4: "FANOUT_STEP_COMMIT",
+	}
+	FanoutStep_value = map[string]int32{
+		"FANOUT_STEP_UNSPECIFIED": 0,
+		"FANOUT_STEP_REGISTRY":    1,
+		"FANOUT_STEP_RETENTION":   2,
+		"FANOUT_STEP_CONSENT":     3,
+		"FANOUT_STEP_COMMIT":      4,
+	}
+)
+
+func (x FanoutStep) Enum() *FanoutStep {
+	p := new(FanoutStep)
+	*p = x
+	return p
+}
+
+func (x FanoutStep) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FanoutStep) Descriptor() protoreflect.EnumDescriptor {
+	return file_lethe_dsar_v1_dsar_proto_enumTypes[6].Descriptor()
+}
+
+func (FanoutStep) Type() protoreflect.EnumType {
+	return &file_lethe_dsar_v1_dsar_proto_enumTypes[6]
+}
+
+func (x FanoutStep) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FanoutStep.Descriptor instead.
+func (FanoutStep) EnumDescriptor() ([]byte, []int) {
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{6}
+}
+
 // DeadlineFilter selects requests by deadline.
 type DeadlineFilter int32
 
@@ -496,11 +563,11 @@ func (x DeadlineFilter) String() string {
 }
 
 func (DeadlineFilter) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_dsar_v1_dsar_proto_enumTypes[6].Descriptor()
+	return file_lethe_dsar_v1_dsar_proto_enumTypes[7].Descriptor()
 }
 
 func (DeadlineFilter) Type() protoreflect.EnumType {
-	return &file_lethe_dsar_v1_dsar_proto_enumTypes[6]
+	return &file_lethe_dsar_v1_dsar_proto_enumTypes[7]
 }
 
 func (x DeadlineFilter) Number() protoreflect.EnumNumber {
@@ -509,7 +576,7 @@ func (x DeadlineFilter) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DeadlineFilter.Descriptor instead.
 func (DeadlineFilter) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{6}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{7}
 }
 
 // Requester is who filed a request. An agent's name and contact are
@@ -2060,6 +2127,99 @@ func (x *PackageInfo) GetDestroyed() bool {
 	return false
 }
 
+// FanoutProblem is why a verified request has not been fanned out yet: its
+// last attempt failed, and the service retries it every sweep (five
+// seconds by default) until one succeeds. It describes the running
+// process, not the request's history: the service keeps it in memory, not
+// in the request's record, so that a retry costs no write, and attaches it
+// to GetRequest and ListRequests answers. After a restart it reappears
+// within one sweep if the step still fails, with first_failed_at and
+// attempts counted from the restart; the request's history says since
+// when it has been IN_PROGRESS. It is cleared when an attempt succeeds.
+type FanoutProblem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The step that failed at the last attempt.
+	Step FanoutStep `protobuf:"varint,1,opt,name=step,proto3,enum=lethe.dsar.v1.FanoutStep" json:"step,omitempty"`
+	// The last attempt's error, as the service logged it: at most 512
+	// bytes, with the subject's id replaced by "<subject>" should a
+	// neighbour echo it. The request's identifiers are never sent to a
+	// neighbour, so no error can hold them.
+	Error string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// The first failure of the current run of failures (in this process).
+	FirstFailedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=first_failed_at,json=firstFailedAt,proto3" json:"first_failed_at,omitempty"`
+	// The last failure.
+	LastFailedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_failed_at,json=lastFailedAt,proto3" json:"last_failed_at,omitempty"`
+	// How many attempts have failed since first_failed_at.
+	Attempts      int64 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FanoutProblem) Reset() {
+	*x = FanoutProblem{}
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FanoutProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FanoutProblem) ProtoMessage() {}
+
+func (x *FanoutProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FanoutProblem.ProtoReflect.Descriptor instead.
+func (*FanoutProblem) Descriptor() ([]byte, []int) {
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *FanoutProblem) GetStep() FanoutStep {
+	if x != nil {
+		return x.Step
+	}
+	return FanoutStep_FANOUT_STEP_UNSPECIFIED
+}
+
+func (x *FanoutProblem) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *FanoutProblem) GetFirstFailedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstFailedAt
+	}
+	return nil
+}
+
+func (x *FanoutProblem) GetLastFailedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastFailedAt
+	}
+	return nil
+}
+
+func (x *FanoutProblem) GetAttempts() int64 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
 // Request is a data-subject request.
 type Request struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2113,14 +2273,19 @@ type Request struct {
 	ClosedAt *timestamppb.Timestamp `protobuf:"bytes,28,opt,name=closed_at,json=closedAt,proto3" json:"closed_at,omitempty"`
 	// Whether the request's key was destroyed: its identifiers, corrections
 	// and package can no longer be read.
-	KeyDestroyed  bool `protobuf:"varint,29,opt,name=key_destroyed,json=keyDestroyed,proto3" json:"key_destroyed,omitempty"`
+	KeyDestroyed bool `protobuf:"varint,29,opt,name=key_destroyed,json=keyDestroyed,proto3" json:"key_destroyed,omitempty"`
+	// For IN_PROGRESS: set while the request's fan-out keeps failing (a
+	// neighbour unreachable or refusing), so that the request says which
+	// step, which error, since when and how often. Output only; kept in
+	// memory by the service, never stored (see FanoutProblem).
+	FanoutProblem *FanoutProblem `protobuf:"bytes,30,opt,name=fanout_problem,json=fanoutProblem,proto3" json:"fanout_problem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Request) Reset() {
 	*x = Request{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[21]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2132,7 +2297,7 @@ func (x *Request) String() string {
 func (*Request) ProtoMessage() {}
 
 func (x *Request) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[21]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2145,7 +2310,7 @@ func (x *Request) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Request.ProtoReflect.Descriptor instead.
 func (*Request) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{21}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Request) GetDsarId() string {
@@ -2346,6 +2511,13 @@ func (x *Request) GetKeyDestroyed() bool {
 	return false
 }
 
+func (x *Request) GetFanoutProblem() *FanoutProblem {
+	if x != nil {
+		return x.FanoutProblem
+	}
+	return nil
+}
+
 type isRequest_Details interface {
 	isRequest_Details()
 }
@@ -2453,7 +2625,7 @@ type CreateRequestRequest struct {
 
 func (x *CreateRequestRequest) Reset() {
 	*x = CreateRequestRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[22]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2465,7 +2637,7 @@ func (x *CreateRequestRequest) String() string {
 func (*CreateRequestRequest) ProtoMessage() {}
 
 func (x *CreateRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[22]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2478,7 +2650,7 @@ func (x *CreateRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequestRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequestRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{22}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateRequestRequest) GetRequestId() string {
@@ -2597,7 +2769,7 @@ type CreateRequestResponse struct {
 
 func (x *CreateRequestResponse) Reset() {
 	*x = CreateRequestResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[23]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +2781,7 @@ func (x *CreateRequestResponse) String() string {
 func (*CreateRequestResponse) ProtoMessage() {}
 
 func (x *CreateRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[23]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +2794,7 @@ func (x *CreateRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequestResponse.ProtoReflect.Descriptor instead.
 func (*CreateRequestResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{23}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateRequestResponse) GetRequest() *Request {
@@ -2645,7 +2817,7 @@ type GetRequestRequest struct {
 
 func (x *GetRequestRequest) Reset() {
 	*x = GetRequestRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[24]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2657,7 +2829,7 @@ func (x *GetRequestRequest) String() string {
 func (*GetRequestRequest) ProtoMessage() {}
 
 func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[24]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2670,7 +2842,7 @@ func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetRequestRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{24}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetRequestRequest) GetTenantId() string {
@@ -2698,7 +2870,7 @@ type GetRequestResponse struct {
 
 func (x *GetRequestResponse) Reset() {
 	*x = GetRequestResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[25]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2710,7 +2882,7 @@ func (x *GetRequestResponse) String() string {
 func (*GetRequestResponse) ProtoMessage() {}
 
 func (x *GetRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[25]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2723,7 +2895,7 @@ func (x *GetRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestResponse.ProtoReflect.Descriptor instead.
 func (*GetRequestResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{25}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetRequestResponse) GetRequest() *Request {
@@ -2762,7 +2934,7 @@ type ListRequestsRequest struct {
 
 func (x *ListRequestsRequest) Reset() {
 	*x = ListRequestsRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[26]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2774,7 +2946,7 @@ func (x *ListRequestsRequest) String() string {
 func (*ListRequestsRequest) ProtoMessage() {}
 
 func (x *ListRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[26]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2787,7 +2959,7 @@ func (x *ListRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequestsRequest.ProtoReflect.Descriptor instead.
 func (*ListRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{26}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListRequestsRequest) GetTenantId() string {
@@ -2852,7 +3024,7 @@ type ListRequestsResponse struct {
 
 func (x *ListRequestsResponse) Reset() {
 	*x = ListRequestsResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[27]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2864,7 +3036,7 @@ func (x *ListRequestsResponse) String() string {
 func (*ListRequestsResponse) ProtoMessage() {}
 
 func (x *ListRequestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[27]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2877,7 +3049,7 @@ func (x *ListRequestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequestsResponse.ProtoReflect.Descriptor instead.
 func (*ListRequestsResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{27}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListRequestsResponse) GetRequests() []*Request {
@@ -2909,7 +3081,7 @@ type StartVerificationRequest struct {
 
 func (x *StartVerificationRequest) Reset() {
 	*x = StartVerificationRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[28]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2921,7 +3093,7 @@ func (x *StartVerificationRequest) String() string {
 func (*StartVerificationRequest) ProtoMessage() {}
 
 func (x *StartVerificationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[28]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2934,7 +3106,7 @@ func (x *StartVerificationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartVerificationRequest.ProtoReflect.Descriptor instead.
 func (*StartVerificationRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{28}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StartVerificationRequest) GetRequestId() string {
@@ -2973,7 +3145,7 @@ type StartVerificationResponse struct {
 
 func (x *StartVerificationResponse) Reset() {
 	*x = StartVerificationResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[29]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2985,7 +3157,7 @@ func (x *StartVerificationResponse) String() string {
 func (*StartVerificationResponse) ProtoMessage() {}
 
 func (x *StartVerificationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[29]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2998,7 +3170,7 @@ func (x *StartVerificationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartVerificationResponse.ProtoReflect.Descriptor instead.
 func (*StartVerificationResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{29}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StartVerificationResponse) GetMethod() VerificationMethod {
@@ -3039,7 +3211,7 @@ type VerifyIdentityRequest struct {
 
 func (x *VerifyIdentityRequest) Reset() {
 	*x = VerifyIdentityRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[30]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3051,7 +3223,7 @@ func (x *VerifyIdentityRequest) String() string {
 func (*VerifyIdentityRequest) ProtoMessage() {}
 
 func (x *VerifyIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[30]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3064,7 +3236,7 @@ func (x *VerifyIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyIdentityRequest.ProtoReflect.Descriptor instead.
 func (*VerifyIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{30}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *VerifyIdentityRequest) GetRequestId() string {
@@ -3110,7 +3282,7 @@ type VerifyIdentityResponse struct {
 
 func (x *VerifyIdentityResponse) Reset() {
 	*x = VerifyIdentityResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[31]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3122,7 +3294,7 @@ func (x *VerifyIdentityResponse) String() string {
 func (*VerifyIdentityResponse) ProtoMessage() {}
 
 func (x *VerifyIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[31]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3135,7 +3307,7 @@ func (x *VerifyIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyIdentityResponse.ProtoReflect.Descriptor instead.
 func (*VerifyIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{31}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *VerifyIdentityResponse) GetVerified() bool {
@@ -3179,7 +3351,7 @@ type AttestIdentityRequest struct {
 
 func (x *AttestIdentityRequest) Reset() {
 	*x = AttestIdentityRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[32]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3191,7 +3363,7 @@ func (x *AttestIdentityRequest) String() string {
 func (*AttestIdentityRequest) ProtoMessage() {}
 
 func (x *AttestIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[32]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3204,7 +3376,7 @@ func (x *AttestIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestIdentityRequest.ProtoReflect.Descriptor instead.
 func (*AttestIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{32}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AttestIdentityRequest) GetRequestId() string {
@@ -3253,7 +3425,7 @@ type AttestIdentityResponse struct {
 
 func (x *AttestIdentityResponse) Reset() {
 	*x = AttestIdentityResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[33]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3265,7 +3437,7 @@ func (x *AttestIdentityResponse) String() string {
 func (*AttestIdentityResponse) ProtoMessage() {}
 
 func (x *AttestIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[33]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3278,7 +3450,7 @@ func (x *AttestIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestIdentityResponse.ProtoReflect.Descriptor instead.
 func (*AttestIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{33}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AttestIdentityResponse) GetRequest() *Request {
@@ -3307,7 +3479,7 @@ type ExtendDeadlineRequest struct {
 
 func (x *ExtendDeadlineRequest) Reset() {
 	*x = ExtendDeadlineRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[34]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3319,7 +3491,7 @@ func (x *ExtendDeadlineRequest) String() string {
 func (*ExtendDeadlineRequest) ProtoMessage() {}
 
 func (x *ExtendDeadlineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[34]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3332,7 +3504,7 @@ func (x *ExtendDeadlineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendDeadlineRequest.ProtoReflect.Descriptor instead.
 func (*ExtendDeadlineRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{34}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ExtendDeadlineRequest) GetRequestId() string {
@@ -3381,7 +3553,7 @@ type ExtendDeadlineResponse struct {
 
 func (x *ExtendDeadlineResponse) Reset() {
 	*x = ExtendDeadlineResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[35]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3393,7 +3565,7 @@ func (x *ExtendDeadlineResponse) String() string {
 func (*ExtendDeadlineResponse) ProtoMessage() {}
 
 func (x *ExtendDeadlineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[35]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3406,7 +3578,7 @@ func (x *ExtendDeadlineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendDeadlineResponse.ProtoReflect.Descriptor instead.
 func (*ExtendDeadlineResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{35}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ExtendDeadlineResponse) GetRequest() *Request {
@@ -3435,7 +3607,7 @@ type RejectRequestRequest struct {
 
 func (x *RejectRequestRequest) Reset() {
 	*x = RejectRequestRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[36]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3447,7 +3619,7 @@ func (x *RejectRequestRequest) String() string {
 func (*RejectRequestRequest) ProtoMessage() {}
 
 func (x *RejectRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[36]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3460,7 +3632,7 @@ func (x *RejectRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRequestRequest.ProtoReflect.Descriptor instead.
 func (*RejectRequestRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{36}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RejectRequestRequest) GetRequestId() string {
@@ -3509,7 +3681,7 @@ type RejectRequestResponse struct {
 
 func (x *RejectRequestResponse) Reset() {
 	*x = RejectRequestResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[37]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3521,7 +3693,7 @@ func (x *RejectRequestResponse) String() string {
 func (*RejectRequestResponse) ProtoMessage() {}
 
 func (x *RejectRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[37]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3534,7 +3706,7 @@ func (x *RejectRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRequestResponse.ProtoReflect.Descriptor instead.
 func (*RejectRequestResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{37}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RejectRequestResponse) GetRequest() *Request {
@@ -3559,7 +3731,7 @@ type CancelRequestRequest struct {
 
 func (x *CancelRequestRequest) Reset() {
 	*x = CancelRequestRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[38]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3571,7 +3743,7 @@ func (x *CancelRequestRequest) String() string {
 func (*CancelRequestRequest) ProtoMessage() {}
 
 func (x *CancelRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[38]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3584,7 +3756,7 @@ func (x *CancelRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequestRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequestRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{38}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CancelRequestRequest) GetRequestId() string {
@@ -3619,7 +3791,7 @@ type CancelRequestResponse struct {
 
 func (x *CancelRequestResponse) Reset() {
 	*x = CancelRequestResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[39]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3631,7 +3803,7 @@ func (x *CancelRequestResponse) String() string {
 func (*CancelRequestResponse) ProtoMessage() {}
 
 func (x *CancelRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[39]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3644,7 +3816,7 @@ func (x *CancelRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequestResponse.ProtoReflect.Descriptor instead.
 func (*CancelRequestResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{39}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CancelRequestResponse) GetRequest() *Request {
@@ -3679,7 +3851,7 @@ type CompleteTaskRequest struct {
 
 func (x *CompleteTaskRequest) Reset() {
 	*x = CompleteTaskRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[40]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3691,7 +3863,7 @@ func (x *CompleteTaskRequest) String() string {
 func (*CompleteTaskRequest) ProtoMessage() {}
 
 func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[40]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3704,7 +3876,7 @@ func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
 func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{40}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CompleteTaskRequest) GetRequestId() string {
@@ -3767,7 +3939,7 @@ type CompleteTaskResponse struct {
 
 func (x *CompleteTaskResponse) Reset() {
 	*x = CompleteTaskResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[41]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3779,7 +3951,7 @@ func (x *CompleteTaskResponse) String() string {
 func (*CompleteTaskResponse) ProtoMessage() {}
 
 func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[41]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3792,7 +3964,7 @@ func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
 func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{41}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CompleteTaskResponse) GetRequest() *Request {
@@ -3821,7 +3993,7 @@ type RecordReviewRequest struct {
 
 func (x *RecordReviewRequest) Reset() {
 	*x = RecordReviewRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[42]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3833,7 +4005,7 @@ func (x *RecordReviewRequest) String() string {
 func (*RecordReviewRequest) ProtoMessage() {}
 
 func (x *RecordReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[42]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3846,7 +4018,7 @@ func (x *RecordReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordReviewRequest.ProtoReflect.Descriptor instead.
 func (*RecordReviewRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{42}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RecordReviewRequest) GetRequestId() string {
@@ -3895,7 +4067,7 @@ type RecordReviewResponse struct {
 
 func (x *RecordReviewResponse) Reset() {
 	*x = RecordReviewResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[43]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3907,7 +4079,7 @@ func (x *RecordReviewResponse) String() string {
 func (*RecordReviewResponse) ProtoMessage() {}
 
 func (x *RecordReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[43]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3920,7 +4092,7 @@ func (x *RecordReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordReviewResponse.ProtoReflect.Descriptor instead.
 func (*RecordReviewResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{43}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RecordReviewResponse) GetRequest() *Request {
@@ -3945,7 +4117,7 @@ type GetIdentifiersRequest struct {
 
 func (x *GetIdentifiersRequest) Reset() {
 	*x = GetIdentifiersRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[44]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3957,7 +4129,7 @@ func (x *GetIdentifiersRequest) String() string {
 func (*GetIdentifiersRequest) ProtoMessage() {}
 
 func (x *GetIdentifiersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[44]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3970,7 +4142,7 @@ func (x *GetIdentifiersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentifiersRequest.ProtoReflect.Descriptor instead.
 func (*GetIdentifiersRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{44}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetIdentifiersRequest) GetTenantId() string {
@@ -4007,7 +4179,7 @@ type GetIdentifiersResponse struct {
 
 func (x *GetIdentifiersResponse) Reset() {
 	*x = GetIdentifiersResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[45]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4019,7 +4191,7 @@ func (x *GetIdentifiersResponse) String() string {
 func (*GetIdentifiersResponse) ProtoMessage() {}
 
 func (x *GetIdentifiersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[45]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4032,7 +4204,7 @@ func (x *GetIdentifiersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentifiersResponse.ProtoReflect.Descriptor instead.
 func (*GetIdentifiersResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{45}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetIdentifiersResponse) GetIdentifiers() []*v1.Identifier {
@@ -4070,7 +4242,7 @@ type SubmittedRecord struct {
 
 func (x *SubmittedRecord) Reset() {
 	*x = SubmittedRecord{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[46]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4082,7 +4254,7 @@ func (x *SubmittedRecord) String() string {
 func (*SubmittedRecord) ProtoMessage() {}
 
 func (x *SubmittedRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[46]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4095,7 +4267,7 @@ func (x *SubmittedRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmittedRecord.ProtoReflect.Descriptor instead.
 func (*SubmittedRecord) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{46}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SubmittedRecord) GetCategory() *v1.DataCategory {
@@ -4148,7 +4320,7 @@ type SubmissionHeader struct {
 
 func (x *SubmissionHeader) Reset() {
 	*x = SubmissionHeader{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[47]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4160,7 +4332,7 @@ func (x *SubmissionHeader) String() string {
 func (*SubmissionHeader) ProtoMessage() {}
 
 func (x *SubmissionHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[47]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4173,7 +4345,7 @@ func (x *SubmissionHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmissionHeader.ProtoReflect.Descriptor instead.
 func (*SubmissionHeader) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{47}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SubmissionHeader) GetTenantId() string {
@@ -4214,7 +4386,7 @@ type SubmitDataRequest struct {
 
 func (x *SubmitDataRequest) Reset() {
 	*x = SubmitDataRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[48]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4226,7 +4398,7 @@ func (x *SubmitDataRequest) String() string {
 func (*SubmitDataRequest) ProtoMessage() {}
 
 func (x *SubmitDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[48]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4239,7 +4411,7 @@ func (x *SubmitDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDataRequest.ProtoReflect.Descriptor instead.
 func (*SubmitDataRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{48}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SubmitDataRequest) GetPart() isSubmitDataRequest_Part {
@@ -4298,7 +4470,7 @@ type SubmitDataResponse struct {
 
 func (x *SubmitDataResponse) Reset() {
 	*x = SubmitDataResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[49]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4310,7 +4482,7 @@ func (x *SubmitDataResponse) String() string {
 func (*SubmitDataResponse) ProtoMessage() {}
 
 func (x *SubmitDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[49]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4323,7 +4495,7 @@ func (x *SubmitDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitDataResponse.ProtoReflect.Descriptor instead.
 func (*SubmitDataResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{49}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SubmitDataResponse) GetRecords() int64 {
@@ -4353,7 +4525,7 @@ type DownloadPackageRequest struct {
 
 func (x *DownloadPackageRequest) Reset() {
 	*x = DownloadPackageRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[50]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4365,7 +4537,7 @@ func (x *DownloadPackageRequest) String() string {
 func (*DownloadPackageRequest) ProtoMessage() {}
 
 func (x *DownloadPackageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[50]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4378,7 +4550,7 @@ func (x *DownloadPackageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadPackageRequest.ProtoReflect.Descriptor instead.
 func (*DownloadPackageRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{50}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DownloadPackageRequest) GetTenantId() string {
@@ -4409,7 +4581,7 @@ type DownloadPackageResponse struct {
 
 func (x *DownloadPackageResponse) Reset() {
 	*x = DownloadPackageResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[51]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4421,7 +4593,7 @@ func (x *DownloadPackageResponse) String() string {
 func (*DownloadPackageResponse) ProtoMessage() {}
 
 func (x *DownloadPackageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[51]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4434,7 +4606,7 @@ func (x *DownloadPackageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadPackageResponse.ProtoReflect.Descriptor instead.
 func (*DownloadPackageResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{51}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DownloadPackageResponse) GetInfo() *PackageInfo {
@@ -4466,7 +4638,7 @@ type ConfirmDeliveryRequest struct {
 
 func (x *ConfirmDeliveryRequest) Reset() {
 	*x = ConfirmDeliveryRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[52]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4478,7 +4650,7 @@ func (x *ConfirmDeliveryRequest) String() string {
 func (*ConfirmDeliveryRequest) ProtoMessage() {}
 
 func (x *ConfirmDeliveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[52]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4491,7 +4663,7 @@ func (x *ConfirmDeliveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmDeliveryRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmDeliveryRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{52}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ConfirmDeliveryRequest) GetRequestId() string {
@@ -4526,7 +4698,7 @@ type ConfirmDeliveryResponse struct {
 
 func (x *ConfirmDeliveryResponse) Reset() {
 	*x = ConfirmDeliveryResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[53]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4538,7 +4710,7 @@ func (x *ConfirmDeliveryResponse) String() string {
 func (*ConfirmDeliveryResponse) ProtoMessage() {}
 
 func (x *ConfirmDeliveryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[53]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4551,7 +4723,7 @@ func (x *ConfirmDeliveryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmDeliveryResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmDeliveryResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{53}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ConfirmDeliveryResponse) GetRequest() *Request {
@@ -4574,7 +4746,7 @@ type GetReceiptRequest struct {
 
 func (x *GetReceiptRequest) Reset() {
 	*x = GetReceiptRequest{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[54]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4586,7 +4758,7 @@ func (x *GetReceiptRequest) String() string {
 func (*GetReceiptRequest) ProtoMessage() {}
 
 func (x *GetReceiptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[54]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4599,7 +4771,7 @@ func (x *GetReceiptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceiptRequest.ProtoReflect.Descriptor instead.
 func (*GetReceiptRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{54}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetReceiptRequest) GetTenantId() string {
@@ -4635,7 +4807,7 @@ type ReceiptEntry struct {
 
 func (x *ReceiptEntry) Reset() {
 	*x = ReceiptEntry{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[55]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4647,7 +4819,7 @@ func (x *ReceiptEntry) String() string {
 func (*ReceiptEntry) ProtoMessage() {}
 
 func (x *ReceiptEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[55]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4660,7 +4832,7 @@ func (x *ReceiptEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptEntry.ProtoReflect.Descriptor instead.
 func (*ReceiptEntry) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{55}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ReceiptEntry) GetSystemId() string {
@@ -4732,7 +4904,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[56]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4744,7 +4916,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[56]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4757,7 +4929,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{56}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Receipt) GetDsarId() string {
@@ -4848,7 +5020,7 @@ type GetReceiptResponse struct {
 
 func (x *GetReceiptResponse) Reset() {
 	*x = GetReceiptResponse{}
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[57]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4860,7 +5032,7 @@ func (x *GetReceiptResponse) String() string {
 func (*GetReceiptResponse) ProtoMessage() {}
 
 func (x *GetReceiptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[57]
+	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4873,7 +5045,7 @@ func (x *GetReceiptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReceiptResponse.ProtoReflect.Descriptor instead.
 func (*GetReceiptResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{57}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetReceiptResponse) GetReceipt() *Receipt {
@@ -5019,7 +5191,13 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\fassembled_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vassembledAt\x12\x1c\n" +
 	"\tdelivered\x18\x05 \x01(\bR\tdelivered\x12C\n" +
 	"\x0favailable_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0eavailableUntil\x12\x1c\n" +
-	"\tdestroyed\x18\a \x01(\bR\tdestroyed\"\x91\v\n" +
+	"\tdestroyed\x18\a \x01(\bR\tdestroyed\"\xf6\x01\n" +
+	"\rFanoutProblem\x12-\n" +
+	"\x04step\x18\x01 \x01(\x0e2\x19.lethe.dsar.v1.FanoutStepR\x04step\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12B\n" +
+	"\x0ffirst_failed_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rfirstFailedAt\x12@\n" +
+	"\x0elast_failed_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\flastFailedAt\x12\x1a\n" +
+	"\battempts\x18\x05 \x01(\x03R\battempts\"\xd6\v\n" +
 	"\aRequest\x12\x17\n" +
 	"\adsar_id\x18\x01 \x01(\tR\x06dsarId\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1d\n" +
@@ -5049,7 +5227,8 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\apackage\x18\x1a \x01(\v2\x1a.lethe.dsar.v1.PackageInfoR\apackage\x12=\n" +
 	"\x0econsent_causes\x18\x1b \x03(\v2\x16.lethe.common.v1.CauseR\rconsentCauses\x127\n" +
 	"\tclosed_at\x18\x1c \x01(\v2\x1a.google.protobuf.TimestampR\bclosedAt\x12#\n" +
-	"\rkey_destroyed\x18\x1d \x01(\bR\fkeyDestroyedB\t\n" +
+	"\rkey_destroyed\x18\x1d \x01(\bR\fkeyDestroyed\x12C\n" +
+	"\x0efanout_problem\x18\x1e \x01(\v2\x1c.lethe.dsar.v1.FanoutProblemR\rfanoutProblemB\t\n" +
 	"\adetails\"\xa0\b\n" +
 	"\x14CreateRequestRequest\x12\x1d\n" +
 	"\n" +
@@ -5292,7 +5471,14 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\x0fTASK_STATE_OPEN\x10\x01\x12\x16\n" +
 	"\x12TASK_STATE_STALLED\x10\x02\x12\x14\n" +
 	"\x10TASK_STATE_FINAL\x10\x03\x12\x13\n" +
-	"\x0fTASK_STATE_HELD\x10\x04*l\n" +
+	"\x0fTASK_STATE_HELD\x10\x04*\x8f\x01\n" +
+	"\n" +
+	"FanoutStep\x12\x1b\n" +
+	"\x17FANOUT_STEP_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14FANOUT_STEP_REGISTRY\x10\x01\x12\x19\n" +
+	"\x15FANOUT_STEP_RETENTION\x10\x02\x12\x17\n" +
+	"\x13FANOUT_STEP_CONSENT\x10\x03\x12\x16\n" +
+	"\x12FANOUT_STEP_COMMIT\x10\x04*l\n" +
 	"\x0eDeadlineFilter\x12\x1f\n" +
 	"\x1bDEADLINE_FILTER_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17DEADLINE_FILTER_OVERDUE\x10\x01\x12\x1c\n" +
@@ -5331,8 +5517,8 @@ func file_lethe_dsar_v1_dsar_proto_rawDescGZIP() []byte {
 	return file_lethe_dsar_v1_dsar_proto_rawDescData
 }
 
-var file_lethe_dsar_v1_dsar_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_lethe_dsar_v1_dsar_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_lethe_dsar_v1_dsar_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_lethe_dsar_v1_dsar_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_lethe_dsar_v1_dsar_proto_goTypes = []any{
 	(RequestType)(0),                  // 0: lethe.dsar.v1.RequestType
 	(RequestState)(0),                 // 1: lethe.dsar.v1.RequestState
@@ -5340,228 +5526,234 @@ var file_lethe_dsar_v1_dsar_proto_goTypes = []any{
 	(RejectionReason)(0),              // 3: lethe.dsar.v1.RejectionReason
 	(VerificationMethod)(0),           // 4: lethe.dsar.v1.VerificationMethod
 	(TaskState)(0),                    // 5: lethe.dsar.v1.TaskState
-	(DeadlineFilter)(0),               // 6: lethe.dsar.v1.DeadlineFilter
-	(*Requester)(nil),                 // 7: lethe.dsar.v1.Requester
-	(*Correction)(nil),                // 8: lethe.dsar.v1.Correction
-	(*AccessDetails)(nil),             // 9: lethe.dsar.v1.AccessDetails
-	(*RectificationDetails)(nil),      // 10: lethe.dsar.v1.RectificationDetails
-	(*ErasureDetails)(nil),            // 11: lethe.dsar.v1.ErasureDetails
-	(*RestrictionDetails)(nil),        // 12: lethe.dsar.v1.RestrictionDetails
-	(*PortabilityDetails)(nil),        // 13: lethe.dsar.v1.PortabilityDetails
-	(*ObjectionDetails)(nil),          // 14: lethe.dsar.v1.ObjectionDetails
-	(*WithdrawalDetails)(nil),         // 15: lethe.dsar.v1.WithdrawalDetails
-	(*AutomatedDecisionDetails)(nil),  // 16: lethe.dsar.v1.AutomatedDecisionDetails
-	(*Rejection)(nil),                 // 17: lethe.dsar.v1.Rejection
-	(*Remedies)(nil),                  // 18: lethe.dsar.v1.Remedies
-	(*Extension)(nil),                 // 19: lethe.dsar.v1.Extension
-	(*Deadline)(nil),                  // 20: lethe.dsar.v1.Deadline
-	(*Verification)(nil),              // 21: lethe.dsar.v1.Verification
-	(*Transition)(nil),                // 22: lethe.dsar.v1.Transition
-	(*HeldCategory)(nil),              // 23: lethe.dsar.v1.HeldCategory
-	(*SystemResult)(nil),              // 24: lethe.dsar.v1.SystemResult
-	(*Result)(nil),                    // 25: lethe.dsar.v1.Result
-	(*Review)(nil),                    // 26: lethe.dsar.v1.Review
-	(*PackageInfo)(nil),               // 27: lethe.dsar.v1.PackageInfo
-	(*Request)(nil),                   // 28: lethe.dsar.v1.Request
-	(*CreateRequestRequest)(nil),      // 29: lethe.dsar.v1.CreateRequestRequest
-	(*CreateRequestResponse)(nil),     // 30: lethe.dsar.v1.CreateRequestResponse
-	(*GetRequestRequest)(nil),         // 31: lethe.dsar.v1.GetRequestRequest
-	(*GetRequestResponse)(nil),        // 32: lethe.dsar.v1.GetRequestResponse
-	(*ListRequestsRequest)(nil),       // 33: lethe.dsar.v1.ListRequestsRequest
-	(*ListRequestsResponse)(nil),      // 34: lethe.dsar.v1.ListRequestsResponse
-	(*StartVerificationRequest)(nil),  // 35: lethe.dsar.v1.StartVerificationRequest
-	(*StartVerificationResponse)(nil), // 36: lethe.dsar.v1.StartVerificationResponse
-	(*VerifyIdentityRequest)(nil),     // 37: lethe.dsar.v1.VerifyIdentityRequest
-	(*VerifyIdentityResponse)(nil),    // 38: lethe.dsar.v1.VerifyIdentityResponse
-	(*AttestIdentityRequest)(nil),     // 39: lethe.dsar.v1.AttestIdentityRequest
-	(*AttestIdentityResponse)(nil),    // 40: lethe.dsar.v1.AttestIdentityResponse
-	(*ExtendDeadlineRequest)(nil),     // 41: lethe.dsar.v1.ExtendDeadlineRequest
-	(*ExtendDeadlineResponse)(nil),    // 42: lethe.dsar.v1.ExtendDeadlineResponse
-	(*RejectRequestRequest)(nil),      // 43: lethe.dsar.v1.RejectRequestRequest
-	(*RejectRequestResponse)(nil),     // 44: lethe.dsar.v1.RejectRequestResponse
-	(*CancelRequestRequest)(nil),      // 45: lethe.dsar.v1.CancelRequestRequest
-	(*CancelRequestResponse)(nil),     // 46: lethe.dsar.v1.CancelRequestResponse
-	(*CompleteTaskRequest)(nil),       // 47: lethe.dsar.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),      // 48: lethe.dsar.v1.CompleteTaskResponse
-	(*RecordReviewRequest)(nil),       // 49: lethe.dsar.v1.RecordReviewRequest
-	(*RecordReviewResponse)(nil),      // 50: lethe.dsar.v1.RecordReviewResponse
-	(*GetIdentifiersRequest)(nil),     // 51: lethe.dsar.v1.GetIdentifiersRequest
-	(*GetIdentifiersResponse)(nil),    // 52: lethe.dsar.v1.GetIdentifiersResponse
-	(*SubmittedRecord)(nil),           // 53: lethe.dsar.v1.SubmittedRecord
-	(*SubmissionHeader)(nil),          // 54: lethe.dsar.v1.SubmissionHeader
-	(*SubmitDataRequest)(nil),         // 55: lethe.dsar.v1.SubmitDataRequest
-	(*SubmitDataResponse)(nil),        // 56: lethe.dsar.v1.SubmitDataResponse
-	(*DownloadPackageRequest)(nil),    // 57: lethe.dsar.v1.DownloadPackageRequest
-	(*DownloadPackageResponse)(nil),   // 58: lethe.dsar.v1.DownloadPackageResponse
-	(*ConfirmDeliveryRequest)(nil),    // 59: lethe.dsar.v1.ConfirmDeliveryRequest
-	(*ConfirmDeliveryResponse)(nil),   // 60: lethe.dsar.v1.ConfirmDeliveryResponse
-	(*GetReceiptRequest)(nil),         // 61: lethe.dsar.v1.GetReceiptRequest
-	(*ReceiptEntry)(nil),              // 62: lethe.dsar.v1.ReceiptEntry
-	(*Receipt)(nil),                   // 63: lethe.dsar.v1.Receipt
-	(*GetReceiptResponse)(nil),        // 64: lethe.dsar.v1.GetReceiptResponse
-	(*v1.DataCategory)(nil),           // 65: lethe.common.v1.DataCategory
-	(v11.ErasureAction)(0),            // 66: lethe.events.v1.ErasureAction
-	(v11.RestrictionGround)(0),        // 67: lethe.events.v1.RestrictionGround
-	(v11.ObjectionScope)(0),           // 68: lethe.events.v1.ObjectionScope
-	(*v12.SupervisoryAuthority)(nil),  // 69: lethe.registry.v1.SupervisoryAuthority
-	(*timestamppb.Timestamp)(nil),     // 70: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 71: google.protobuf.Duration
-	(v1.AnswerMode)(0),                // 72: lethe.common.v1.AnswerMode
-	(v11.OutcomeKind)(0),              // 73: lethe.events.v1.OutcomeKind
-	(*v11.Retention)(nil),             // 74: lethe.events.v1.Retention
-	(v1.IdentifierType)(0),            // 75: lethe.common.v1.IdentifierType
-	(*v1.Cause)(nil),                  // 76: lethe.common.v1.Cause
-	(*v1.Identifier)(nil),             // 77: lethe.common.v1.Identifier
-	(v1.LegalBasis)(0),                // 78: lethe.common.v1.LegalBasis
+	(FanoutStep)(0),                   // 6: lethe.dsar.v1.FanoutStep
+	(DeadlineFilter)(0),               // 7: lethe.dsar.v1.DeadlineFilter
+	(*Requester)(nil),                 // 8: lethe.dsar.v1.Requester
+	(*Correction)(nil),                // 9: lethe.dsar.v1.Correction
+	(*AccessDetails)(nil),             // 10: lethe.dsar.v1.AccessDetails
+	(*RectificationDetails)(nil),      // 11: lethe.dsar.v1.RectificationDetails
+	(*ErasureDetails)(nil),            // 12: lethe.dsar.v1.ErasureDetails
+	(*RestrictionDetails)(nil),        // 13: lethe.dsar.v1.RestrictionDetails
+	(*PortabilityDetails)(nil),        // 14: lethe.dsar.v1.PortabilityDetails
+	(*ObjectionDetails)(nil),          // 15: lethe.dsar.v1.ObjectionDetails
+	(*WithdrawalDetails)(nil),         // 16: lethe.dsar.v1.WithdrawalDetails
+	(*AutomatedDecisionDetails)(nil),  // 17: lethe.dsar.v1.AutomatedDecisionDetails
+	(*Rejection)(nil),                 // 18: lethe.dsar.v1.Rejection
+	(*Remedies)(nil),                  // 19: lethe.dsar.v1.Remedies
+	(*Extension)(nil),                 // 20: lethe.dsar.v1.Extension
+	(*Deadline)(nil),                  // 21: lethe.dsar.v1.Deadline
+	(*Verification)(nil),              // 22: lethe.dsar.v1.Verification
+	(*Transition)(nil),                // 23: lethe.dsar.v1.Transition
+	(*HeldCategory)(nil),              // 24: lethe.dsar.v1.HeldCategory
+	(*SystemResult)(nil),              // 25: lethe.dsar.v1.SystemResult
+	(*Result)(nil),                    // 26: lethe.dsar.v1.Result
+	(*Review)(nil),                    // 27: lethe.dsar.v1.Review
+	(*PackageInfo)(nil),               // 28: lethe.dsar.v1.PackageInfo
+	(*FanoutProblem)(nil),             // 29: lethe.dsar.v1.FanoutProblem
+	(*Request)(nil),                   // 30: lethe.dsar.v1.Request
+	(*CreateRequestRequest)(nil),      // 31: lethe.dsar.v1.CreateRequestRequest
+	(*CreateRequestResponse)(nil),     // 32: lethe.dsar.v1.CreateRequestResponse
+	(*GetRequestRequest)(nil),         // 33: lethe.dsar.v1.GetRequestRequest
+	(*GetRequestResponse)(nil),        // 34: lethe.dsar.v1.GetRequestResponse
+	(*ListRequestsRequest)(nil),       // 35: lethe.dsar.v1.ListRequestsRequest
+	(*ListRequestsResponse)(nil),      // 36: lethe.dsar.v1.ListRequestsResponse
+	(*StartVerificationRequest)(nil),  // 37: lethe.dsar.v1.StartVerificationRequest
+	(*StartVerificationResponse)(nil), // 38: lethe.dsar.v1.StartVerificationResponse
+	(*VerifyIdentityRequest)(nil),     // 39: lethe.dsar.v1.VerifyIdentityRequest
+	(*VerifyIdentityResponse)(nil),    // 40: lethe.dsar.v1.VerifyIdentityResponse
+	(*AttestIdentityRequest)(nil),     // 41: lethe.dsar.v1.AttestIdentityRequest
+	(*AttestIdentityResponse)(nil),    // 42: lethe.dsar.v1.AttestIdentityResponse
+	(*ExtendDeadlineRequest)(nil),     // 43: lethe.dsar.v1.ExtendDeadlineRequest
+	(*ExtendDeadlineResponse)(nil),    // 44: lethe.dsar.v1.ExtendDeadlineResponse
+	(*RejectRequestRequest)(nil),      // 45: lethe.dsar.v1.RejectRequestRequest
+	(*RejectRequestResponse)(nil),     // 46: lethe.dsar.v1.RejectRequestResponse
+	(*CancelRequestRequest)(nil),      // 47: lethe.dsar.v1.CancelRequestRequest
+	(*CancelRequestResponse)(nil),     // 48: lethe.dsar.v1.CancelRequestResponse
+	(*CompleteTaskRequest)(nil),       // 49: lethe.dsar.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),      // 50: lethe.dsar.v1.CompleteTaskResponse
+	(*RecordReviewRequest)(nil),       // 51: lethe.dsar.v1.RecordReviewRequest
+	(*RecordReviewResponse)(nil),      // 52: lethe.dsar.v1.RecordReviewResponse
+	(*GetIdentifiersRequest)(nil),     // 53: lethe.dsar.v1.GetIdentifiersRequest
+	(*GetIdentifiersResponse)(nil),    // 54: lethe.dsar.v1.GetIdentifiersResponse
+	(*SubmittedRecord)(nil),           // 55: lethe.dsar.v1.SubmittedRecord
+	(*SubmissionHeader)(nil),          // 56: lethe.dsar.v1.SubmissionHeader
+	(*SubmitDataRequest)(nil),         // 57: lethe.dsar.v1.SubmitDataRequest
+	(*SubmitDataResponse)(nil),        // 58: lethe.dsar.v1.SubmitDataResponse
+	(*DownloadPackageRequest)(nil),    // 59: lethe.dsar.v1.DownloadPackageRequest
+	(*DownloadPackageResponse)(nil),   // 60: lethe.dsar.v1.DownloadPackageResponse
+	(*ConfirmDeliveryRequest)(nil),    // 61: lethe.dsar.v1.ConfirmDeliveryRequest
+	(*ConfirmDeliveryResponse)(nil),   // 62: lethe.dsar.v1.ConfirmDeliveryResponse
+	(*GetReceiptRequest)(nil),         // 63: lethe.dsar.v1.GetReceiptRequest
+	(*ReceiptEntry)(nil),              // 64: lethe.dsar.v1.ReceiptEntry
+	(*Receipt)(nil),                   // 65: lethe.dsar.v1.Receipt
+	(*GetReceiptResponse)(nil),        // 66: lethe.dsar.v1.GetReceiptResponse
+	(*v1.DataCategory)(nil),           // 67: lethe.common.v1.DataCategory
+	(v11.ErasureAction)(0),            // 68: lethe.events.v1.ErasureAction
+	(v11.RestrictionGround)(0),        // 69: lethe.events.v1.RestrictionGround
+	(v11.ObjectionScope)(0),           // 70: lethe.events.v1.ObjectionScope
+	(*v12.SupervisoryAuthority)(nil),  // 71: lethe.registry.v1.SupervisoryAuthority
+	(*timestamppb.Timestamp)(nil),     // 72: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 73: google.protobuf.Duration
+	(v1.AnswerMode)(0),                // 74: lethe.common.v1.AnswerMode
+	(v11.OutcomeKind)(0),              // 75: lethe.events.v1.OutcomeKind
+	(*v11.Retention)(nil),             // 76: lethe.events.v1.Retention
+	(v1.IdentifierType)(0),            // 77: lethe.common.v1.IdentifierType
+	(*v1.Cause)(nil),                  // 78: lethe.common.v1.Cause
+	(*v1.Identifier)(nil),             // 79: lethe.common.v1.Identifier
+	(v1.LegalBasis)(0),                // 80: lethe.common.v1.LegalBasis
 }
 var file_lethe_dsar_v1_dsar_proto_depIdxs = []int32{
 	2,   // 0: lethe.dsar.v1.Requester.kind:type_name -> lethe.dsar.v1.RequesterKind
-	65,  // 1: lethe.dsar.v1.Correction.category:type_name -> lethe.common.v1.DataCategory
-	65,  // 2: lethe.dsar.v1.AccessDetails.categories:type_name -> lethe.common.v1.DataCategory
-	8,   // 3: lethe.dsar.v1.RectificationDetails.corrections:type_name -> lethe.dsar.v1.Correction
-	65,  // 4: lethe.dsar.v1.ErasureDetails.categories:type_name -> lethe.common.v1.DataCategory
-	66,  // 5: lethe.dsar.v1.ErasureDetails.action:type_name -> lethe.events.v1.ErasureAction
-	67,  // 6: lethe.dsar.v1.RestrictionDetails.ground:type_name -> lethe.events.v1.RestrictionGround
-	65,  // 7: lethe.dsar.v1.PortabilityDetails.categories:type_name -> lethe.common.v1.DataCategory
-	68,  // 8: lethe.dsar.v1.ObjectionDetails.scope:type_name -> lethe.events.v1.ObjectionScope
+	67,  // 1: lethe.dsar.v1.Correction.category:type_name -> lethe.common.v1.DataCategory
+	67,  // 2: lethe.dsar.v1.AccessDetails.categories:type_name -> lethe.common.v1.DataCategory
+	9,   // 3: lethe.dsar.v1.RectificationDetails.corrections:type_name -> lethe.dsar.v1.Correction
+	67,  // 4: lethe.dsar.v1.ErasureDetails.categories:type_name -> lethe.common.v1.DataCategory
+	68,  // 5: lethe.dsar.v1.ErasureDetails.action:type_name -> lethe.events.v1.ErasureAction
+	69,  // 6: lethe.dsar.v1.RestrictionDetails.ground:type_name -> lethe.events.v1.RestrictionGround
+	67,  // 7: lethe.dsar.v1.PortabilityDetails.categories:type_name -> lethe.common.v1.DataCategory
+	70,  // 8: lethe.dsar.v1.ObjectionDetails.scope:type_name -> lethe.events.v1.ObjectionScope
 	3,   // 9: lethe.dsar.v1.Rejection.reason:type_name -> lethe.dsar.v1.RejectionReason
-	18,  // 10: lethe.dsar.v1.Rejection.remedies:type_name -> lethe.dsar.v1.Remedies
-	69,  // 11: lethe.dsar.v1.Remedies.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
-	70,  // 12: lethe.dsar.v1.Extension.granted_at:type_name -> google.protobuf.Timestamp
-	70,  // 13: lethe.dsar.v1.Deadline.received_at:type_name -> google.protobuf.Timestamp
-	70,  // 14: lethe.dsar.v1.Deadline.statutory_due_at:type_name -> google.protobuf.Timestamp
-	70,  // 15: lethe.dsar.v1.Deadline.sla_due_at:type_name -> google.protobuf.Timestamp
-	71,  // 16: lethe.dsar.v1.Deadline.sla:type_name -> google.protobuf.Duration
-	70,  // 17: lethe.dsar.v1.Deadline.paused_since:type_name -> google.protobuf.Timestamp
-	71,  // 18: lethe.dsar.v1.Deadline.paused:type_name -> google.protobuf.Duration
-	19,  // 19: lethe.dsar.v1.Deadline.extension:type_name -> lethe.dsar.v1.Extension
-	70,  // 20: lethe.dsar.v1.Deadline.entered_at:type_name -> google.protobuf.Timestamp
+	19,  // 10: lethe.dsar.v1.Rejection.remedies:type_name -> lethe.dsar.v1.Remedies
+	71,  // 11: lethe.dsar.v1.Remedies.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
+	72,  // 12: lethe.dsar.v1.Extension.granted_at:type_name -> google.protobuf.Timestamp
+	72,  // 13: lethe.dsar.v1.Deadline.received_at:type_name -> google.protobuf.Timestamp
+	72,  // 14: lethe.dsar.v1.Deadline.statutory_due_at:type_name -> google.protobuf.Timestamp
+	72,  // 15: lethe.dsar.v1.Deadline.sla_due_at:type_name -> google.protobuf.Timestamp
+	73,  // 16: lethe.dsar.v1.Deadline.sla:type_name -> google.protobuf.Duration
+	72,  // 17: lethe.dsar.v1.Deadline.paused_since:type_name -> google.protobuf.Timestamp
+	73,  // 18: lethe.dsar.v1.Deadline.paused:type_name -> google.protobuf.Duration
+	20,  // 19: lethe.dsar.v1.Deadline.extension:type_name -> lethe.dsar.v1.Extension
+	72,  // 20: lethe.dsar.v1.Deadline.entered_at:type_name -> google.protobuf.Timestamp
 	4,   // 21: lethe.dsar.v1.Verification.method:type_name -> lethe.dsar.v1.VerificationMethod
-	70,  // 22: lethe.dsar.v1.Verification.verified_at:type_name -> google.protobuf.Timestamp
-	70,  // 23: lethe.dsar.v1.Verification.code_expires_at:type_name -> google.protobuf.Timestamp
+	72,  // 22: lethe.dsar.v1.Verification.verified_at:type_name -> google.protobuf.Timestamp
+	72,  // 23: lethe.dsar.v1.Verification.code_expires_at:type_name -> google.protobuf.Timestamp
 	1,   // 24: lethe.dsar.v1.Transition.from:type_name -> lethe.dsar.v1.RequestState
 	1,   // 25: lethe.dsar.v1.Transition.to:type_name -> lethe.dsar.v1.RequestState
-	70,  // 26: lethe.dsar.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	65,  // 27: lethe.dsar.v1.HeldCategory.category:type_name -> lethe.common.v1.DataCategory
-	70,  // 28: lethe.dsar.v1.HeldCategory.until:type_name -> google.protobuf.Timestamp
-	72,  // 29: lethe.dsar.v1.SystemResult.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	72,  // 26: lethe.dsar.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	67,  // 27: lethe.dsar.v1.HeldCategory.category:type_name -> lethe.common.v1.DataCategory
+	72,  // 28: lethe.dsar.v1.HeldCategory.until:type_name -> google.protobuf.Timestamp
+	74,  // 29: lethe.dsar.v1.SystemResult.answer_mode:type_name -> lethe.common.v1.AnswerMode
 	5,   // 30: lethe.dsar.v1.SystemResult.state:type_name -> lethe.dsar.v1.TaskState
-	73,  // 31: lethe.dsar.v1.SystemResult.outcome:type_name -> lethe.events.v1.OutcomeKind
-	74,  // 32: lethe.dsar.v1.SystemResult.retained:type_name -> lethe.events.v1.Retention
-	70,  // 33: lethe.dsar.v1.SystemResult.answered_at:type_name -> google.protobuf.Timestamp
-	23,  // 34: lethe.dsar.v1.SystemResult.held:type_name -> lethe.dsar.v1.HeldCategory
-	24,  // 35: lethe.dsar.v1.Result.systems:type_name -> lethe.dsar.v1.SystemResult
-	74,  // 36: lethe.dsar.v1.Result.retained:type_name -> lethe.events.v1.Retention
-	23,  // 37: lethe.dsar.v1.Result.held:type_name -> lethe.dsar.v1.HeldCategory
-	70,  // 38: lethe.dsar.v1.Review.reviewed_at:type_name -> google.protobuf.Timestamp
-	70,  // 39: lethe.dsar.v1.PackageInfo.assembled_at:type_name -> google.protobuf.Timestamp
-	70,  // 40: lethe.dsar.v1.PackageInfo.available_until:type_name -> google.protobuf.Timestamp
-	0,   // 41: lethe.dsar.v1.Request.type:type_name -> lethe.dsar.v1.RequestType
-	1,   // 42: lethe.dsar.v1.Request.state:type_name -> lethe.dsar.v1.RequestState
-	7,   // 43: lethe.dsar.v1.Request.requester:type_name -> lethe.dsar.v1.Requester
-	75,  // 44: lethe.dsar.v1.Request.identifier_types:type_name -> lethe.common.v1.IdentifierType
-	9,   // 45: lethe.dsar.v1.Request.access:type_name -> lethe.dsar.v1.AccessDetails
-	10,  // 46: lethe.dsar.v1.Request.rectification:type_name -> lethe.dsar.v1.RectificationDetails
-	11,  // 47: lethe.dsar.v1.Request.erasure:type_name -> lethe.dsar.v1.ErasureDetails
-	12,  // 48: lethe.dsar.v1.Request.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
-	13,  // 49: lethe.dsar.v1.Request.portability:type_name -> lethe.dsar.v1.PortabilityDetails
-	14,  // 50: lethe.dsar.v1.Request.objection:type_name -> lethe.dsar.v1.ObjectionDetails
-	15,  // 51: lethe.dsar.v1.Request.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
-	16,  // 52: lethe.dsar.v1.Request.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
-	20,  // 53: lethe.dsar.v1.Request.deadline:type_name -> lethe.dsar.v1.Deadline
-	21,  // 54: lethe.dsar.v1.Request.verification:type_name -> lethe.dsar.v1.Verification
-	22,  // 55: lethe.dsar.v1.Request.history:type_name -> lethe.dsar.v1.Transition
-	17,  // 56: lethe.dsar.v1.Request.rejection:type_name -> lethe.dsar.v1.Rejection
-	25,  // 57: lethe.dsar.v1.Request.result:type_name -> lethe.dsar.v1.Result
-	26,  // 58: lethe.dsar.v1.Request.review:type_name -> lethe.dsar.v1.Review
-	27,  // 59: lethe.dsar.v1.Request.package:type_name -> lethe.dsar.v1.PackageInfo
-	76,  // 60: lethe.dsar.v1.Request.consent_causes:type_name -> lethe.common.v1.Cause
-	70,  // 61: lethe.dsar.v1.Request.closed_at:type_name -> google.protobuf.Timestamp
-	7,   // 62: lethe.dsar.v1.CreateRequestRequest.requester:type_name -> lethe.dsar.v1.Requester
-	77,  // 63: lethe.dsar.v1.CreateRequestRequest.identifiers:type_name -> lethe.common.v1.Identifier
-	9,   // 64: lethe.dsar.v1.CreateRequestRequest.access:type_name -> lethe.dsar.v1.AccessDetails
-	10,  // 65: lethe.dsar.v1.CreateRequestRequest.rectification:type_name -> lethe.dsar.v1.RectificationDetails
-	11,  // 66: lethe.dsar.v1.CreateRequestRequest.erasure:type_name -> lethe.dsar.v1.ErasureDetails
-	12,  // 67: lethe.dsar.v1.CreateRequestRequest.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
-	13,  // 68: lethe.dsar.v1.CreateRequestRequest.portability:type_name -> lethe.dsar.v1.PortabilityDetails
-	14,  // 69: lethe.dsar.v1.CreateRequestRequest.objection:type_name -> lethe.dsar.v1.ObjectionDetails
-	15,  // 70: lethe.dsar.v1.CreateRequestRequest.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
-	16,  // 71: lethe.dsar.v1.CreateRequestRequest.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
-	70,  // 72: lethe.dsar.v1.CreateRequestRequest.received_at:type_name -> google.protobuf.Timestamp
-	28,  // 73: lethe.dsar.v1.CreateRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	28,  // 74: lethe.dsar.v1.GetRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	1,   // 75: lethe.dsar.v1.ListRequestsRequest.states:type_name -> lethe.dsar.v1.RequestState
-	6,   // 76: lethe.dsar.v1.ListRequestsRequest.deadline:type_name -> lethe.dsar.v1.DeadlineFilter
-	71,  // 77: lethe.dsar.v1.ListRequestsRequest.due_within:type_name -> google.protobuf.Duration
-	70,  // 78: lethe.dsar.v1.ListRequestsRequest.as_of:type_name -> google.protobuf.Timestamp
-	28,  // 79: lethe.dsar.v1.ListRequestsResponse.requests:type_name -> lethe.dsar.v1.Request
-	4,   // 80: lethe.dsar.v1.StartVerificationResponse.method:type_name -> lethe.dsar.v1.VerificationMethod
-	70,  // 81: lethe.dsar.v1.StartVerificationResponse.expires_at:type_name -> google.protobuf.Timestamp
-	28,  // 82: lethe.dsar.v1.VerifyIdentityResponse.request:type_name -> lethe.dsar.v1.Request
-	4,   // 83: lethe.dsar.v1.AttestIdentityRequest.method:type_name -> lethe.dsar.v1.VerificationMethod
-	28,  // 84: lethe.dsar.v1.AttestIdentityResponse.request:type_name -> lethe.dsar.v1.Request
-	28,  // 85: lethe.dsar.v1.ExtendDeadlineResponse.request:type_name -> lethe.dsar.v1.Request
-	3,   // 86: lethe.dsar.v1.RejectRequestRequest.reason:type_name -> lethe.dsar.v1.RejectionReason
-	28,  // 87: lethe.dsar.v1.RejectRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	28,  // 88: lethe.dsar.v1.CancelRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	73,  // 89: lethe.dsar.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
-	74,  // 90: lethe.dsar.v1.CompleteTaskRequest.retained:type_name -> lethe.events.v1.Retention
-	28,  // 91: lethe.dsar.v1.CompleteTaskResponse.request:type_name -> lethe.dsar.v1.Request
-	28,  // 92: lethe.dsar.v1.RecordReviewResponse.request:type_name -> lethe.dsar.v1.Request
-	77,  // 93: lethe.dsar.v1.GetIdentifiersResponse.identifiers:type_name -> lethe.common.v1.Identifier
-	8,   // 94: lethe.dsar.v1.GetIdentifiersResponse.corrections:type_name -> lethe.dsar.v1.Correction
-	65,  // 95: lethe.dsar.v1.SubmittedRecord.category:type_name -> lethe.common.v1.DataCategory
-	78,  // 96: lethe.dsar.v1.SubmittedRecord.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	54,  // 97: lethe.dsar.v1.SubmitDataRequest.header:type_name -> lethe.dsar.v1.SubmissionHeader
-	53,  // 98: lethe.dsar.v1.SubmitDataRequest.record:type_name -> lethe.dsar.v1.SubmittedRecord
-	27,  // 99: lethe.dsar.v1.DownloadPackageResponse.info:type_name -> lethe.dsar.v1.PackageInfo
-	28,  // 100: lethe.dsar.v1.ConfirmDeliveryResponse.request:type_name -> lethe.dsar.v1.Request
-	73,  // 101: lethe.dsar.v1.ReceiptEntry.outcome:type_name -> lethe.events.v1.OutcomeKind
-	70,  // 102: lethe.dsar.v1.ReceiptEntry.answered_at:type_name -> google.protobuf.Timestamp
-	74,  // 103: lethe.dsar.v1.ReceiptEntry.retained:type_name -> lethe.events.v1.Retention
-	0,   // 104: lethe.dsar.v1.Receipt.type:type_name -> lethe.dsar.v1.RequestType
-	1,   // 105: lethe.dsar.v1.Receipt.state:type_name -> lethe.dsar.v1.RequestState
-	70,  // 106: lethe.dsar.v1.Receipt.received_at:type_name -> google.protobuf.Timestamp
-	70,  // 107: lethe.dsar.v1.Receipt.closed_at:type_name -> google.protobuf.Timestamp
-	62,  // 108: lethe.dsar.v1.Receipt.entries:type_name -> lethe.dsar.v1.ReceiptEntry
-	63,  // 109: lethe.dsar.v1.GetReceiptResponse.receipt:type_name -> lethe.dsar.v1.Receipt
-	29,  // 110: lethe.dsar.v1.DsarService.CreateRequest:input_type -> lethe.dsar.v1.CreateRequestRequest
-	31,  // 111: lethe.dsar.v1.DsarService.GetRequest:input_type -> lethe.dsar.v1.GetRequestRequest
-	33,  // 112: lethe.dsar.v1.DsarService.ListRequests:input_type -> lethe.dsar.v1.ListRequestsRequest
-	35,  // 113: lethe.dsar.v1.DsarService.StartVerification:input_type -> lethe.dsar.v1.StartVerificationRequest
-	37,  // 114: lethe.dsar.v1.DsarService.VerifyIdentity:input_type -> lethe.dsar.v1.VerifyIdentityRequest
-	39,  // 115: lethe.dsar.v1.DsarService.AttestIdentity:input_type -> lethe.dsar.v1.AttestIdentityRequest
-	41,  // 116: lethe.dsar.v1.DsarService.ExtendDeadline:input_type -> lethe.dsar.v1.ExtendDeadlineRequest
-	43,  // 117: lethe.dsar.v1.DsarService.RejectRequest:input_type -> lethe.dsar.v1.RejectRequestRequest
-	45,  // 118: lethe.dsar.v1.DsarService.CancelRequest:input_type -> lethe.dsar.v1.CancelRequestRequest
-	47,  // 119: lethe.dsar.v1.DsarService.CompleteTask:input_type -> lethe.dsar.v1.CompleteTaskRequest
-	49,  // 120: lethe.dsar.v1.DsarService.RecordReview:input_type -> lethe.dsar.v1.RecordReviewRequest
-	51,  // 121: lethe.dsar.v1.DsarService.GetIdentifiers:input_type -> lethe.dsar.v1.GetIdentifiersRequest
-	55,  // 122: lethe.dsar.v1.DsarService.SubmitData:input_type -> lethe.dsar.v1.SubmitDataRequest
-	57,  // 123: lethe.dsar.v1.DsarService.DownloadPackage:input_type -> lethe.dsar.v1.DownloadPackageRequest
-	59,  // 124: lethe.dsar.v1.DsarService.ConfirmDelivery:input_type -> lethe.dsar.v1.ConfirmDeliveryRequest
-	61,  // 125: lethe.dsar.v1.DsarService.GetReceipt:input_type -> lethe.dsar.v1.GetReceiptRequest
-	30,  // 126: lethe.dsar.v1.DsarService.CreateRequest:output_type -> lethe.dsar.v1.CreateRequestResponse
-	32,  // 127: lethe.dsar.v1.DsarService.GetRequest:output_type -> lethe.dsar.v1.GetRequestResponse
-	34,  // 128: lethe.dsar.v1.DsarService.ListRequests:output_type -> lethe.dsar.v1.ListRequestsResponse
-	36,  // 129: lethe.dsar.v1.DsarService.StartVerification:output_type -> lethe.dsar.v1.StartVerificationResponse
-	38,  // 130: lethe.dsar.v1.DsarService.VerifyIdentity:output_type -> lethe.dsar.v1.VerifyIdentityResponse
-	40,  // 131: lethe.dsar.v1.DsarService.AttestIdentity:output_type -> lethe.dsar.v1.AttestIdentityResponse
-	42,  // 132: lethe.dsar.v1.DsarService.ExtendDeadline:output_type -> lethe.dsar.v1.ExtendDeadlineResponse
-	44,  // 133: lethe.dsar.v1.DsarService.RejectRequest:output_type -> lethe.dsar.v1.RejectRequestResponse
-	46,  // 134: lethe.dsar.v1.DsarService.CancelRequest:output_type -> lethe.dsar.v1.CancelRequestResponse
-	48,  // 135: lethe.dsar.v1.DsarService.CompleteTask:output_type -> lethe.dsar.v1.CompleteTaskResponse
-	50,  // 136: lethe.dsar.v1.DsarService.RecordReview:output_type -> lethe.dsar.v1.RecordReviewResponse
-	52,  // 137: lethe.dsar.v1.DsarService.GetIdentifiers:output_type -> lethe.dsar.v1.GetIdentifiersResponse
-	56,  // 138: lethe.dsar.v1.DsarService.SubmitData:output_type -> lethe.dsar.v1.SubmitDataResponse
-	58,  // 139: lethe.dsar.v1.DsarService.DownloadPackage:output_type -> lethe.dsar.v1.DownloadPackageResponse
-	60,  // 140: lethe.dsar.v1.DsarService.ConfirmDelivery:output_type -> lethe.dsar.v1.ConfirmDeliveryResponse
-	64,  // 141: lethe.dsar.v1.DsarService.GetReceipt:output_type -> lethe.dsar.v1.GetReceiptResponse
-	126, // [126:142] is the sub-list for method output_type
-	110, // [110:126] is the sub-list for method input_type
-	110, // [110:110] is the sub-list for extension type_name
-	110, // [110:110] is the sub-list for extension extendee
-	0,   // [0:110] is the sub-list for field type_name
+	75,  // 31: lethe.dsar.v1.SystemResult.outcome:type_name -> lethe.events.v1.OutcomeKind
+	76,  // 32: lethe.dsar.v1.SystemResult.retained:type_name -> lethe.events.v1.Retention
+	72,  // 33: lethe.dsar.v1.SystemResult.answered_at:type_name -> google.protobuf.Timestamp
+	24,  // 34: lethe.dsar.v1.SystemResult.held:type_name -> lethe.dsar.v1.HeldCategory
+	25,  // 35: lethe.dsar.v1.Result.systems:type_name -> lethe.dsar.v1.SystemResult
+	76,  // 36: lethe.dsar.v1.Result.retained:type_name -> lethe.events.v1.Retention
+	24,  // 37: lethe.dsar.v1.Result.held:type_name -> lethe.dsar.v1.HeldCategory
+	72,  // 38: lethe.dsar.v1.Review.reviewed_at:type_name -> google.protobuf.Timestamp
+	72,  // 39: lethe.dsar.v1.PackageInfo.assembled_at:type_name -> google.protobuf.Timestamp
+	72,  // 40: lethe.dsar.v1.PackageInfo.available_until:type_name -> google.protobuf.Timestamp
+	6,   // 41: lethe.dsar.v1.FanoutProblem.step:type_name -> lethe.dsar.v1.FanoutStep
+	72,  // 42: lethe.dsar.v1.FanoutProblem.first_failed_at:type_name -> google.protobuf.Timestamp
+	72,  // 43: lethe.dsar.v1.FanoutProblem.last_failed_at:type_name -> google.protobuf.Timestamp
+	0,   // 44: lethe.dsar.v1.Request.type:type_name -> lethe.dsar.v1.RequestType
+	1,   // 45: lethe.dsar.v1.Request.state:type_name -> lethe.dsar.v1.RequestState
+	8,   // 46: lethe.dsar.v1.Request.requester:type_name -> lethe.dsar.v1.Requester
+	77,  // 47: lethe.dsar.v1.Request.identifier_types:type_name -> lethe.common.v1.IdentifierType
+	10,  // 48: lethe.dsar.v1.Request.access:type_name -> lethe.dsar.v1.AccessDetails
+	11,  // 49: lethe.dsar.v1.Request.rectification:type_name -> lethe.dsar.v1.RectificationDetails
+	12,  // 50: lethe.dsar.v1.Request.erasure:type_name -> lethe.dsar.v1.ErasureDetails
+	13,  // 51: lethe.dsar.v1.Request.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
+	14,  // 52: lethe.dsar.v1.Request.portability:type_name -> lethe.dsar.v1.PortabilityDetails
+	15,  // 53: lethe.dsar.v1.Request.objection:type_name -> lethe.dsar.v1.ObjectionDetails
+	16,  // 54: lethe.dsar.v1.Request.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
+	17,  // 55: lethe.dsar.v1.Request.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
+	21,  // 56: lethe.dsar.v1.Request.deadline:type_name -> lethe.dsar.v1.Deadline
+	22,  // 57: lethe.dsar.v1.Request.verification:type_name -> lethe.dsar.v1.Verification
+	23,  // 58: lethe.dsar.v1.Request.history:type_name -> lethe.dsar.v1.Transition
+	18,  // 59: lethe.dsar.v1.Request.rejection:type_name -> lethe.dsar.v1.Rejection
+	26,  // 60: lethe.dsar.v1.Request.result:type_name -> lethe.dsar.v1.Result
+	27,  // 61: lethe.dsar.v1.Request.review:type_name -> lethe.dsar.v1.Review
+	28,  // 62: lethe.dsar.v1.Request.package:type_name -> lethe.dsar.v1.PackageInfo
+	78,  // 63: lethe.dsar.v1.Request.consent_causes:type_name -> lethe.common.v1.Cause
+	72,  // 64: lethe.dsar.v1.Request.closed_at:type_name -> google.protobuf.Timestamp
+	29,  // 65: lethe.dsar.v1.Request.fanout_problem:type_name -> lethe.dsar.v1.FanoutProblem
+	8,   // 66: lethe.dsar.v1.CreateRequestRequest.requester:type_name -> lethe.dsar.v1.Requester
+	79,  // 67: lethe.dsar.v1.CreateRequestRequest.identifiers:type_name -> lethe.common.v1.Identifier
+	10,  // 68: lethe.dsar.v1.CreateRequestRequest.access:type_name -> lethe.dsar.v1.AccessDetails
+	11,  // 69: lethe.dsar.v1.CreateRequestRequest.rectification:type_name -> lethe.dsar.v1.RectificationDetails
+	12,  // 70: lethe.dsar.v1.CreateRequestRequest.erasure:type_name -> lethe.dsar.v1.ErasureDetails
+	13,  // 71: lethe.dsar.v1.CreateRequestRequest.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
+	14,  // 72: lethe.dsar.v1.CreateRequestRequest.portability:type_name -> lethe.dsar.v1.PortabilityDetails
+	15,  // 73: lethe.dsar.v1.CreateRequestRequest.objection:type_name -> lethe.dsar.v1.ObjectionDetails
+	16,  // 74: lethe.dsar.v1.CreateRequestRequest.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
+	17,  // 75: lethe.dsar.v1.CreateRequestRequest.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
+	72,  // 76: lethe.dsar.v1.CreateRequestRequest.received_at:type_name -> google.protobuf.Timestamp
+	30,  // 77: lethe.dsar.v1.CreateRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	30,  // 78: lethe.dsar.v1.GetRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	1,   // 79: lethe.dsar.v1.ListRequestsRequest.states:type_name -> lethe.dsar.v1.RequestState
+	7,   // 80: lethe.dsar.v1.ListRequestsRequest.deadline:type_name -> lethe.dsar.v1.DeadlineFilter
+	73,  // 81: lethe.dsar.v1.ListRequestsRequest.due_within:type_name -> google.protobuf.Duration
+	72,  // 82: lethe.dsar.v1.ListRequestsRequest.as_of:type_name -> google.protobuf.Timestamp
+	30,  // 83: lethe.dsar.v1.ListRequestsResponse.requests:type_name -> lethe.dsar.v1.Request
+	4,   // 84: lethe.dsar.v1.StartVerificationResponse.method:type_name -> lethe.dsar.v1.VerificationMethod
+	72,  // 85: lethe.dsar.v1.StartVerificationResponse.expires_at:type_name -> google.protobuf.Timestamp
+	30,  // 86: lethe.dsar.v1.VerifyIdentityResponse.request:type_name -> lethe.dsar.v1.Request
+	4,   // 87: lethe.dsar.v1.AttestIdentityRequest.method:type_name -> lethe.dsar.v1.VerificationMethod
+	30,  // 88: lethe.dsar.v1.AttestIdentityResponse.request:type_name -> lethe.dsar.v1.Request
+	30,  // 89: lethe.dsar.v1.ExtendDeadlineResponse.request:type_name -> lethe.dsar.v1.Request
+	3,   // 90: lethe.dsar.v1.RejectRequestRequest.reason:type_name -> lethe.dsar.v1.RejectionReason
+	30,  // 91: lethe.dsar.v1.RejectRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	30,  // 92: lethe.dsar.v1.CancelRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	75,  // 93: lethe.dsar.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
+	76,  // 94: lethe.dsar.v1.CompleteTaskRequest.retained:type_name -> lethe.events.v1.Retention
+	30,  // 95: lethe.dsar.v1.CompleteTaskResponse.request:type_name -> lethe.dsar.v1.Request
+	30,  // 96: lethe.dsar.v1.RecordReviewResponse.request:type_name -> lethe.dsar.v1.Request
+	79,  // 97: lethe.dsar.v1.GetIdentifiersResponse.identifiers:type_name -> lethe.common.v1.Identifier
+	9,   // 98: lethe.dsar.v1.GetIdentifiersResponse.corrections:type_name -> lethe.dsar.v1.Correction
+	67,  // 99: lethe.dsar.v1.SubmittedRecord.category:type_name -> lethe.common.v1.DataCategory
+	80,  // 100: lethe.dsar.v1.SubmittedRecord.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	56,  // 101: lethe.dsar.v1.SubmitDataRequest.header:type_name -> lethe.dsar.v1.SubmissionHeader
+	55,  // 102: lethe.dsar.v1.SubmitDataRequest.record:type_name -> lethe.dsar.v1.SubmittedRecord
+	28,  // 103: lethe.dsar.v1.DownloadPackageResponse.info:type_name -> lethe.dsar.v1.PackageInfo
+	30,  // 104: lethe.dsar.v1.ConfirmDeliveryResponse.request:type_name -> lethe.dsar.v1.Request
+	75,  // 105: lethe.dsar.v1.ReceiptEntry.outcome:type_name -> lethe.events.v1.OutcomeKind
+	72,  // 106: lethe.dsar.v1.ReceiptEntry.answered_at:type_name -> google.protobuf.Timestamp
+	76,  // 107: lethe.dsar.v1.ReceiptEntry.retained:type_name -> lethe.events.v1.Retention
+	0,   // 108: lethe.dsar.v1.Receipt.type:type_name -> lethe.dsar.v1.RequestType
+	1,   // 109: lethe.dsar.v1.Receipt.state:type_name -> lethe.dsar.v1.RequestState
+	72,  // 110: lethe.dsar.v1.Receipt.received_at:type_name -> google.protobuf.Timestamp
+	72,  // 111: lethe.dsar.v1.Receipt.closed_at:type_name -> google.protobuf.Timestamp
+	64,  // 112: lethe.dsar.v1.Receipt.entries:type_name -> lethe.dsar.v1.ReceiptEntry
+	65,  // 113: lethe.dsar.v1.GetReceiptResponse.receipt:type_name -> lethe.dsar.v1.Receipt
+	31,  // 114: lethe.dsar.v1.DsarService.CreateRequest:input_type -> lethe.dsar.v1.CreateRequestRequest
+	33,  // 115: lethe.dsar.v1.DsarService.GetRequest:input_type -> lethe.dsar.v1.GetRequestRequest
+	35,  // 116: lethe.dsar.v1.DsarService.ListRequests:input_type -> lethe.dsar.v1.ListRequestsRequest
+	37,  // 117: lethe.dsar.v1.DsarService.StartVerification:input_type -> lethe.dsar.v1.StartVerificationRequest
+	39,  // 118: lethe.dsar.v1.DsarService.VerifyIdentity:input_type -> lethe.dsar.v1.VerifyIdentityRequest
+	41,  // 119: lethe.dsar.v1.DsarService.AttestIdentity:input_type -> lethe.dsar.v1.AttestIdentityRequest
+	43,  // 120: lethe.dsar.v1.DsarService.ExtendDeadline:input_type -> lethe.dsar.v1.ExtendDeadlineRequest
+	45,  // 121: lethe.dsar.v1.DsarService.RejectRequest:input_type -> lethe.dsar.v1.RejectRequestRequest
+	47,  // 122: lethe.dsar.v1.DsarService.CancelRequest:input_type -> lethe.dsar.v1.CancelRequestRequest
+	49,  // 123: lethe.dsar.v1.DsarService.CompleteTask:input_type -> lethe.dsar.v1.CompleteTaskRequest
+	51,  // 124: lethe.dsar.v1.DsarService.RecordReview:input_type -> lethe.dsar.v1.RecordReviewRequest
+	53,  // 125: lethe.dsar.v1.DsarService.GetIdentifiers:input_type -> lethe.dsar.v1.GetIdentifiersRequest
+	57,  // 126: lethe.dsar.v1.DsarService.SubmitData:input_type -> lethe.dsar.v1.SubmitDataRequest
+	59,  // 127: lethe.dsar.v1.DsarService.DownloadPackage:input_type -> lethe.dsar.v1.DownloadPackageRequest
+	61,  // 128: lethe.dsar.v1.DsarService.ConfirmDelivery:input_type -> lethe.dsar.v1.ConfirmDeliveryRequest
+	63,  // 129: lethe.dsar.v1.DsarService.GetReceipt:input_type -> lethe.dsar.v1.GetReceiptRequest
+	32,  // 130: lethe.dsar.v1.DsarService.CreateRequest:output_type -> lethe.dsar.v1.CreateRequestResponse
+	34,  // 131: lethe.dsar.v1.DsarService.GetRequest:output_type -> lethe.dsar.v1.GetRequestResponse
+	36,  // 132: lethe.dsar.v1.DsarService.ListRequests:output_type -> lethe.dsar.v1.ListRequestsResponse
+	38,  // 133: lethe.dsar.v1.DsarService.StartVerification:output_type -> lethe.dsar.v1.StartVerificationResponse
+	40,  // 134: lethe.dsar.v1.DsarService.VerifyIdentity:output_type -> lethe.dsar.v1.VerifyIdentityResponse
+	42,  // 135: lethe.dsar.v1.DsarService.AttestIdentity:output_type -> lethe.dsar.v1.AttestIdentityResponse
+	44,  // 136: lethe.dsar.v1.DsarService.ExtendDeadline:output_type -> lethe.dsar.v1.ExtendDeadlineResponse
+	46,  // 137: lethe.dsar.v1.DsarService.RejectRequest:output_type -> lethe.dsar.v1.RejectRequestResponse
+	48,  // 138: lethe.dsar.v1.DsarService.CancelRequest:output_type -> lethe.dsar.v1.CancelRequestResponse
+	50,  // 139: lethe.dsar.v1.DsarService.CompleteTask:output_type -> lethe.dsar.v1.CompleteTaskResponse
+	52,  // 140: lethe.dsar.v1.DsarService.RecordReview:output_type -> lethe.dsar.v1.RecordReviewResponse
+	54,  // 141: lethe.dsar.v1.DsarService.GetIdentifiers:output_type -> lethe.dsar.v1.GetIdentifiersResponse
+	58,  // 142: lethe.dsar.v1.DsarService.SubmitData:output_type -> lethe.dsar.v1.SubmitDataResponse
+	60,  // 143: lethe.dsar.v1.DsarService.DownloadPackage:output_type -> lethe.dsar.v1.DownloadPackageResponse
+	62,  // 144: lethe.dsar.v1.DsarService.ConfirmDelivery:output_type -> lethe.dsar.v1.ConfirmDeliveryResponse
+	66,  // 145: lethe.dsar.v1.DsarService.GetReceipt:output_type -> lethe.dsar.v1.GetReceiptResponse
+	130, // [130:146] is the sub-list for method output_type
+	114, // [114:130] is the sub-list for method input_type
+	114, // [114:114] is the sub-list for extension type_name
+	114, // [114:114] is the sub-list for extension extendee
+	0,   // [0:114] is the sub-list for field type_name
 }
 
 func init() { file_lethe_dsar_v1_dsar_proto_init() }
@@ -5569,7 +5761,7 @@ func file_lethe_dsar_v1_dsar_proto_init() {
 	if File_lethe_dsar_v1_dsar_proto != nil {
 		return
 	}
-	file_lethe_dsar_v1_dsar_proto_msgTypes[21].OneofWrappers = []any{
+	file_lethe_dsar_v1_dsar_proto_msgTypes[22].OneofWrappers = []any{
 		(*Request_Access)(nil),
 		(*Request_Rectification)(nil),
 		(*Request_Erasure)(nil),
@@ -5579,7 +5771,7 @@ func file_lethe_dsar_v1_dsar_proto_init() {
 		(*Request_Withdrawal)(nil),
 		(*Request_AutomatedDecision)(nil),
 	}
-	file_lethe_dsar_v1_dsar_proto_msgTypes[48].OneofWrappers = []any{
+	file_lethe_dsar_v1_dsar_proto_msgTypes[49].OneofWrappers = []any{
 		(*SubmitDataRequest_Header)(nil),
 		(*SubmitDataRequest_Record)(nil),
 	}
@@ -5588,8 +5780,8 @@ func file_lethe_dsar_v1_dsar_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_dsar_v1_dsar_proto_rawDesc), len(file_lethe_dsar_v1_dsar_proto_rawDesc)),
-			NumEnums:      7,
-			NumMessages:   58,
+			NumEnums:      8,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
