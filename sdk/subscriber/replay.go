@@ -72,6 +72,13 @@ type ReplayResult struct {
 //     wins), so that if the durable consumer still owes the directive, Run
 //     answers it from the ledger with what the replay did.
 //
+// A handler that finds the subject's rows through [Event.Identifiers]
+// cannot do so during a replay: the claim check closed with the task, and
+// Lethe destroyed the identifiers with the request. The replay reports
+// such erasures as not applied. A system that must survive restores keeps
+// the tenant's subject id beside its rows, so that the directive alone
+// finds them.
+//
 // The ledger's time is when it stored a directive, moments after Lethe
 // published it; directives it copied when it was first provisioned carry
 // that time, so a replay may hand the handler erasures older than since,
