@@ -136,3 +136,23 @@ func TestErasureLedgerCopiesTheBacklog(t *testing.T) {
 		t.Fatalf("the ledger holds %v, want %v", got, want)
 	}
 }
+
+// TestServicesProvisionTheLedgerAtOnce: the four services start together
+// and each provisions the streams; none fails for another's creation.
+func TestServicesProvisionTheLedgerAtOnce(t *testing.T) {
+	ctx := testContext(t)
+	e := brokertest.Start(t)
+	errs := make(chan error, 4)
+	for range 4 {
+		_, js := brokertest.Connect(t, e)
+		go func() {
+			_, err := broker.EnsureStream(ctx, js, broker.DefaultStreamConfig())
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Errorf("EnsureStream: %v", err)
+		}
+	}
+}
