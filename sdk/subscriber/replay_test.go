@@ -278,6 +278,7 @@ func TestReplayErasuresGoesPastAFailure(t *testing.T) {
 // run incomplete; so is one for a system that answers no erasures.
 func TestReplayErasuresRefuses(t *testing.T) {
 	js := setupLedger(t)
+	provisioned := time.Now()
 	r := openRows(t, filepath.Join(t.TempDir(), "system.db"))
 	sub, err := subscriber.New(config(t, js, r.l, map[contract.Kind]subscriber.Handler{contract.KindErasureRequested: r.erase}))
 	if err != nil {
@@ -298,13 +299,27 @@ func TestReplayErasuresRefuses(t *testing.T) {
 			t.Errorf("a replay since %v was accepted", since)
 		}
 	}
+	// A replay of the same system and tenant already running holds the
+	// consumer name: a second one does not share, and split, its
+	// directives.
+	name, _ := contract.ReplayConsumerName(system, tenant)
+	if _, err := js.CreateConsumer(ctx, contract.ErasureLedgerStream, jetstream.ConsumerConfig{
+		Name: name, Description: "a replay started elsewhere", FilterSubject: "lethe.clio.erasure.requested",
+		DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.ReplayErasures(ctx, provisioned); !errors.Is(err, jetstream.ErrConsumerExists) ||
+		!strings.Contains(err.Error(), "another replay") {
+		t.Errorf("a second replay at once = %v, want it refused", err)
+	}
 	limits, err := subscriber.New(config(t, js, r.l, map[contract.Kind]subscriber.Handler{
 		contract.KindConsentWithdrawn: func(context.Context, *subscriber.Event) (subscriber.Outcome, error) { return subscriber.Applied(), nil },
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := limits.ReplayErasures(ctx, time.Now().Add(-time.Minute)); err == nil || !strings.Contains(err.Error(), "no handler") {
+	if _, err := limits.ReplayErasures(ctx, provisioned); err == nil || !strings.Contains(err.Error(), "no handler") {
 		t.Errorf("a replay without an erasure handler = %v", err)
 	}
 }
