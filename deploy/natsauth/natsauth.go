@@ -30,6 +30,11 @@ var Services = []string{"consent", "dsar", "registry", "retention"}
 // (platform/broker.DeadLetterStreamName).
 const deadLetters = contract.StreamName + "_DEAD_LETTERS"
 
+// erasures is the erasure ledger (platform/broker.ErasureLedgerStreamName),
+// which the server fills itself by sourcing LETHE: the services only
+// provision it, and systems only replay it.
+const erasures = contract.ErasureLedgerStream
+
 // PasswordVariable is the environment variable that holds user's
 // password: NATS_PASSWORD_NEWSLETTER_CLIO for "newsletter@clio".
 func PasswordVariable(user string) string {
@@ -37,8 +42,8 @@ func PasswordVariable(user string) string {
 }
 
 // Service returns the permissions of a Lethe service's user. A service
-// publishes events, provisions the LETHE stream and its dead-letter
-// stream, reads any consumer's metadata (to map a dead letter to its
+// publishes events, provisions the LETHE stream, its dead-letter stream and
+// its erasure ledger, reads any consumer's metadata (to map a dead letter to its
 // system) and lists the platform stream's consumers (to report the
 // systems' lag), reads stream messages, and pulls from and acknowledges its
 // own consumers. It may not publish an outcome: only the system an
@@ -50,7 +55,7 @@ func PasswordVariable(user string) string {
 func Service(name string) *server.Permissions {
 	var pub []string
 	pub = append(pub, contract.SubjectRoot+".*.*.*")
-	for _, stream := range []string{contract.StreamName, deadLetters} {
+	for _, stream := range []string{contract.StreamName, deadLetters, erasures} {
 		pub = append(pub,
 			"$JS.API.STREAM.INFO."+stream,
 			"$JS.API.STREAM.CREATE."+stream,
@@ -103,9 +108,12 @@ func ackSubjects(stream, consumer string) []string {
 // LETHE stream's configuration; create, read, pull from and acknowledge its
 // own durable consumers, one per kind of event a system answers
 // (contract.KindConsumerName); publish its own outcomes; receive replies on
-// its own inbox prefix (InboxPrefix) only. Everything else is denied: event
-// subjects, other consumers, direct reads of the stream, other outcome
-// subjects, other inboxes.
+// its own inbox prefix (InboxPrefix) only. After a restore from a backup it
+// replays its tenant's erasures from the erasure ledger: it reads the
+// ledger's configuration and creates, reads, pulls from and deletes its
+// replay consumer (contract.ReplayConsumerName), which acknowledges
+// nothing. Everything else is denied: event subjects, other consumers,
+// direct reads of the streams, other outcome subjects, other inboxes.
 //
 // A consumer may be created only on the subject that names both it and its
 // single filter, $JS.API.CONSUMER.CREATE.LETHE.<consumer>.lethe.<tenant>.<domain>.<event>,
@@ -127,7 +135,7 @@ func Subscriber(system, tenant string) (*server.Permissions, error) {
 		return nil, err
 	}
 	stream := contract.StreamName
-	pub := []string{outcome, "$JS.API.STREAM.INFO." + stream}
+	pub := []string{outcome, "$JS.API.STREAM.INFO." + stream, "$JS.API.STREAM.INFO." + erasures}
 	for _, kind := range slices.Concat(contract.Directives, contract.Limits) {
 		consumer, err := contract.KindConsumerName(system, tenant, kind)
 		if err != nil {
@@ -144,6 +152,20 @@ func Subscriber(system, tenant string) (*server.Permissions, error) {
 		)
 		pub = append(pub, ackSubjects(stream, consumer)...)
 	}
+	replay, err := contract.ReplayConsumerName(system, tenant)
+	if err != nil {
+		return nil, err
+	}
+	erasureFilter, err := contract.KindSubject(tenant, contract.KindErasureRequested)
+	if err != nil {
+		return nil, err
+	}
+	pub = append(pub,
+		"$JS.API.CONSUMER.CREATE."+erasures+"."+replay+"."+erasureFilter,
+		"$JS.API.CONSUMER.INFO."+erasures+"."+replay,
+		"$JS.API.CONSUMER.MSG.NEXT."+erasures+"."+replay,
+		"$JS.API.CONSUMER.DELETE."+erasures+"."+replay,
+	)
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub},
 		Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(system, tenant) + ".>"}},

@@ -309,6 +309,7 @@ func TestSubscriberPermissions(t *testing.T) {
 	if _, err := broker.EnsureStream(ctx, consent.js, broker.DefaultStreamConfig()); err != nil {
 		t.Fatalf("consent provisions the stream: %v", err)
 	}
+	streamsProvisioned := time.Now()
 	if err := publishEvent(ctx, consent.js, event("ev-clio", "clio")); err != nil {
 		t.Fatalf("consent publishes clio's event: %v", err)
 	}
@@ -378,6 +379,50 @@ func TestSubscriberPermissions(t *testing.T) {
 	if err := msg.Ack(); err != nil {
 		t.Fatal(err)
 	}
+
+	// Restored from a backup, the system replays clio's erasures from the
+	// erasure ledger, and only clio's.
+	t.Run("replay its tenant's erasures", func(t *testing.T) {
+		var replayed []string
+		replay, err := subscriber.New(subscriber.Config{
+			SystemID: "newsletter", Tenant: "clio", JetStream: newsletter.js, Ledger: l, Logger: slog.New(slog.DiscardHandler),
+			Handlers: map[contract.Kind]subscriber.Handler{
+				contract.KindErasureRequested: func(_ context.Context, ev *subscriber.Event) (subscriber.Outcome, error) {
+					replayed = append(replayed, ev.ID())
+					return subscriber.Erased(), nil
+				},
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			ledger, err := admin.js.Stream(ctx, contract.ErasureLedgerStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ledger.CachedInfo().State.Msgs == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the erasure ledger holds %d erasures, want clio's and ecorp's", ledger.CachedInfo().State.Msgs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if res, err := replay.ReplayErasures(ctx, streamsProvisioned); err != nil || res.Read != 1 || !slices.Equal(replayed, []string{"ev-clio"}) {
+			t.Fatalf("ReplayErasures = %+v, %v; replayed %v, want clio's erasure alone", res, err, replayed)
+		}
+		// Its replay consumer pointed at another tenant's erasures.
+		_, err = newsletter.js.CreateConsumer(short(t), contract.ErasureLedgerStream, jetstream.ConsumerConfig{
+			Name: "newsletter@clio~erasure_replay", FilterSubject: "lethe.ecorp.erasure.requested",
+		})
+		if err == nil {
+			t.Error("newsletter@clio created its replay consumer on ecorp's erasures")
+		}
+		newsletter.expectDenied(t, "create replay consumer",
+			"$JS.API.CONSUMER.CREATE.LETHE_ERASURES.newsletter@clio~erasure_replay.lethe.ecorp.erasure.requested")
+	})
 
 	// What the newsletter system must not do. Each attempt fails and the
 	// server reports the violation; publishes leave the stream unchanged.
@@ -494,6 +539,12 @@ func TestSubscriberPermissions(t *testing.T) {
 			"$JS.API.CONSUMER.DURABLE.CREATE.LETHE.newsletter@clio~erasure_requested",
 			"$JS.API.STREAM.DELETE.LETHE",
 			"$JS.API.STREAM.PURGE.LETHE",
+			"$JS.API.STREAM.MSG.GET.LETHE_ERASURES",
+			"$JS.API.DIRECT.GET.LETHE_ERASURES",
+			"$JS.API.CONSUMER.MSG.NEXT.LETHE_ERASURES.crm@ecorp~erasure_replay",
+			"$JS.API.STREAM.UPDATE.LETHE_ERASURES",
+			"$JS.API.STREAM.DELETE.LETHE_ERASURES",
+			"$JS.API.STREAM.PURGE.LETHE_ERASURES",
 		} {
 			if reply, err := newsletter.nc.RequestWithContext(short(t), subject, []byte(`{"seq":2,"batch":1}`)); err == nil {
 				t.Errorf("request on %s answered: %s", subject, reply.Data)

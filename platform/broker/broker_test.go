@@ -137,6 +137,9 @@ func TestStreamConfigValidate(t *testing.T) {
 		{"zero duplicates", func(c *broker.StreamConfig) { c.Duplicates = 0 }, "Duplicates must be positive"},
 		{"duplicates beyond max age", func(c *broker.StreamConfig) { c.MaxAge, c.Duplicates = time.Hour, 2*time.Hour }, "exceeds MaxAge"},
 		{"negative replicas", func(c *broker.StreamConfig) { c.Replicas = -1 }, "Replicas must not be negative"},
+		{"erasure ledger as long as the stream", func(c *broker.StreamConfig) { c.ErasureLedgerMaxAge = c.MaxAge }, ""},
+		{"zero erasure ledger max age", func(c *broker.StreamConfig) { c.ErasureLedgerMaxAge = 0 }, "ErasureLedgerMaxAge (0s) must be at least MaxAge"},
+		{"erasure ledger shorter than the stream", func(c *broker.StreamConfig) { c.ErasureLedgerMaxAge = c.MaxAge - time.Hour }, "must be at least MaxAge"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
 // ErrInvalidStreamConfig is wrapped by every error that [StreamConfig.Validate]
@@ -40,10 +42,22 @@ type StreamConfig struct {
 	// unanswered directives), so size it for MaxAge to be the limit that
 	// binds.
 	MaxBytes int64
+	// ErasureLedgerMaxAge is how long the erasure ledger
+	// ([EnsureErasureLedger]) keeps an erasure directive. Required, and at
+	// least MaxAge. A system restored from a backup replays the erasures
+	// made since the backup was taken, so the ledger must reach back as
+	// far as the oldest backup any system may restore.
+	ErasureLedgerMaxAge time.Duration
 }
 
+// DefaultErasureLedgerMaxAge is how long the erasure ledger keeps a
+// directive by default: a year of backups, the longest retention of
+// backups commonly kept, and a month's margin for the restore itself.
+const DefaultErasureLedgerMaxAge = 400 * 24 * time.Hour
+
 // DefaultStreamConfig returns the platform stream: "LETHE", capturing every
-// subject under [SubjectPrefix], keeping events 30 days, single replica.
+// subject under [SubjectPrefix], keeping events 30 days, single replica,
+// with an erasure ledger that keeps erasure directives 400 days.
 func DefaultStreamConfig() StreamConfig {
 	return StreamConfig{
 		Name:     "LETHE",
@@ -58,8 +72,9 @@ func DefaultStreamConfig() StreamConfig {
 		// crash and restart included; ten minutes is far beyond that.
 		// Past the window the server stores the duplicate and consumers
 		// drop it by event id.
-		Duplicates: 10 * time.Minute,
-		Replicas:   1,
+		Duplicates:          10 * time.Minute,
+		Replicas:            1,
+		ErasureLedgerMaxAge: DefaultErasureLedgerMaxAge,
 	}
 }
 
@@ -83,6 +98,13 @@ func (c StreamConfig) Validate() error {
 		return fmt.Errorf("%w: stream %q: Duplicates (%s) exceeds MaxAge (%s)", ErrInvalidStreamConfig, c.Name, c.Duplicates, c.MaxAge)
 	case c.Replicas < 0:
 		return fmt.Errorf("%w: stream %q: Replicas must not be negative, got %d", ErrInvalidStreamConfig, c.Name, c.Replicas)
+	case c.ErasureLedgerMaxAge < c.MaxAge:
+		// Zero (and anything negative) lands here too: zero would mean
+		// "keep forever" to the server, and the ledger holds subject ids.
+		// Shorter than the platform stream, an erasure could leave the
+		// ledger while a lagging system has yet to receive it.
+		return fmt.Errorf("%w: stream %q: ErasureLedgerMaxAge (%s) must be at least MaxAge (%s)",
+			ErrInvalidStreamConfig, c.Name, c.ErasureLedgerMaxAge, c.MaxAge)
 	}
 	for i, s := range c.Subjects {
 		if s == "" {
@@ -121,7 +143,8 @@ func (c StreamConfig) jetstream() jetstream.StreamConfig {
 
 // EnsureStream creates the stream described by cfg, or brings an existing
 // one in line with it, and returns it; it provisions the stream's
-// dead-letter stream too (EnsureDeadLetterStream). Every service calls it at start:
+// dead-letter stream (EnsureDeadLetterStream) and erasure ledger
+// (EnsureErasureLedger) too. Every service calls it at start:
 // with an unchanged configuration it changes nothing and returns no error.
 //
 // The stream's configuration is owned here: settings changed by hand (for
@@ -138,6 +161,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		return nil, fmt.Errorf("broker: ensure stream %q: %w", cfg.Name, err)
 	}
 	if _, err := EnsureDeadLetterStream(ctx, js, cfg); err != nil {
+		return nil, err
+	}
+	if _, err := EnsureErasureLedger(ctx, js, cfg); err != nil {
 		return nil, err
 	}
 	return stream, nil
@@ -173,6 +199,69 @@ func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, cfg Str
 		Storage:     jetstream.FileStorage,
 		MaxAge:      cfg.MaxAge,
 		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("broker: ensure stream %q: %w", name, err)
+	}
+	return stream, nil
+}
+
+// ErasureLedgerStreamName names the stream that keeps the platform
+// stream's erasure directives: "LETHE_ERASURES" (contract.ErasureLedgerStream).
+func ErasureLedgerStreamName(platform string) string { return platform + "_ERASURES" }
+
+// ErasureLedgerFilter is the subject filter of the erasure directives of
+// every tenant, which the erasure ledger copies from the platform stream.
+const ErasureLedgerFilter = SubjectPrefix + ".*." + string(contract.KindErasureRequested)
+
+// EnsureErasureLedger provisions the erasure ledger: a stream that sources
+// the platform stream's erasure directives ([ErasureLedgerFilter]) and
+// keeps them [StreamConfig.ErasureLedgerMaxAge], long after the platform
+// stream let them go.
+//
+// Lethe does not erase a system's data itself: a system erases when its
+// durable consumer delivers the directive, and its consumer then moves
+// on. A system that restores its database from a backup taken before an
+// erasure has the subject's data back and nothing left to deliver the
+// erasure again. The ledger is what it replays instead
+// (sdk/subscriber.Subscriber.ReplayErasures).
+//
+// The server copies the directives itself, as they are stored, so the
+// ledger needs no publisher and misses none: a directive the ledger did
+// not copy while it was unreachable is copied when it is back, from where
+// it stopped, for as long as the platform stream still holds it. Its
+// duplicate window is the platform stream's, so an outbox re-publish that
+// the platform stream dropped is not copied twice either. It holds what
+// the directives hold (pseudonymous subject ids, causes, scopes) and
+// nothing more; no subject of its own, so nothing is published to it.
+func EnsureErasureLedger(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	name := ErasureLedgerStreamName(cfg.Name)
+	replicas := cfg.Replicas
+	if replicas == 0 {
+		replicas = 1
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        name,
+		Description: "Erasure directives of the " + cfg.Name + " stream, replayed by systems restored from a backup",
+		Sources: []*jetstream.StreamSource{{
+			Name:          cfg.Name,
+			FilterSubject: ErasureLedgerFilter,
+		}},
+		Retention:  jetstream.LimitsPolicy,
+		Discard:    jetstream.DiscardOld,
+		Storage:    jetstream.FileStorage,
+		MaxAge:     cfg.ErasureLedgerMaxAge,
+		Duplicates: cfg.Duplicates,
+		Replicas:   replicas,
+		// Age is the bound, as on the platform stream: a size cap would
+		// drop the oldest erasures first, the ones the oldest backups
+		// need.
+		MaxBytes:          -1,
+		MaxMsgs:           -1,
+		MaxMsgsPerSubject: -1,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("broker: ensure stream %q: %w", name, err)

@@ -61,6 +61,8 @@ func StreamFlags(fs *flag.FlagSet) *broker.StreamConfig {
 	cfg := broker.DefaultStreamConfig()
 	fs.DurationVar(&cfg.MaxAge, "stream-max-age", cfg.MaxAge, "how long the platform stream keeps events; subscribers de-duplicate for at least this long")
 	fs.IntVar(&cfg.Replicas, "stream-replicas", cfg.Replicas, "replicas of the platform stream (3 on a NATS cluster)")
+	fs.DurationVar(&cfg.ErasureLedgerMaxAge, "erasure-ledger-max-age", cfg.ErasureLedgerMaxAge,
+		"how long the erasure ledger keeps erasure directives for systems restored from a backup: at least the oldest backup a system may restore, and --stream-max-age")
 	return &cfg
 }
 

@@ -7,7 +7,9 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/server"
 )
 
@@ -90,6 +92,33 @@ func TestNeighbourAddresses(t *testing.T) {
 		if !strings.Contains(help.String(), name) {
 			t.Errorf("--help does not list %s", name)
 		}
+	}
+}
+
+// The erasure ledger's max age comes from its flag or
+// LETHE_ERASURE_LEDGER_MAX_AGE, and a value shorter than the platform
+// stream's is refused before anything is provisioned.
+func TestErasureLedgerMaxAge(t *testing.T) {
+	f := Factory{Name: "consent"}
+	c, err := parseFlags(f, "", nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.stream.ErasureLedgerMaxAge; got != broker.DefaultErasureLedgerMaxAge {
+		t.Errorf("default erasure ledger max age = %s, want %s", got, broker.DefaultErasureLedgerMaxAge)
+	}
+	t.Setenv("LETHE_ERASURE_LEDGER_MAX_AGE", "9000h")
+	if c, err = parseFlags(f, "", nil, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.stream.ErasureLedgerMaxAge; got != 9000*time.Hour {
+		t.Errorf("LETHE_ERASURE_LEDGER_MAX_AGE=9000h gave %s", got)
+	}
+	if c, err = parseFlags(f, "", []string{"--erasure-ledger-max-age", "24h"}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.stream.Validate(); !errors.Is(err, broker.ErrInvalidStreamConfig) || !strings.Contains(err.Error(), "ErasureLedgerMaxAge") {
+		t.Errorf("a ledger kept one day beside a 30-day stream: Validate() = %v", err)
 	}
 }
 

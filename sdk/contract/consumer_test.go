@@ -76,3 +76,25 @@ func TestKindConsumerName(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayConsumerName: the replay consumer's name is the system's for
+// its tenant, and no kind's consumer has it.
+func TestReplayConsumerName(t *testing.T) {
+	for _, tc := range []struct{ system, tenant, want string }{
+		{"newsletter", "clio", "newsletter@clio~erasure_replay"},
+		{"newsletter", AllTenants, "newsletter@_all~erasure_replay"},
+	} {
+		got, err := ReplayConsumerName(tc.system, tc.tenant)
+		if err != nil || got != tc.want {
+			t.Errorf("ReplayConsumerName(%q, %q) = %q, %v; want %q", tc.system, tc.tenant, got, err, tc.want)
+		}
+		for _, kind := range append(append([]Kind{}, Directives...), Limits...) {
+			if name, _ := KindConsumerName(tc.system, tc.tenant, kind); name == got {
+				t.Errorf("the replay consumer shares its name with the %s consumer", kind)
+			}
+		}
+	}
+	if got, err := ReplayConsumerName("News", "clio"); err == nil {
+		t.Errorf("ReplayConsumerName of an invalid system = %q, want an error", got)
+	}
+}

@@ -40,6 +40,11 @@ const (
 	AllSubjects = SubjectRoot + ".>"
 	// OutcomeDomain is the subject token that marks an outcome.
 	OutcomeDomain = "outcome"
+	// ErasureLedgerStream is the JetStream stream that keeps every
+	// erasure directive of StreamName long after StreamName let it go, so
+	// that a system restored from a backup can apply again the erasures
+	// made since the backup (subscriber.Subscriber.ReplayErasures).
+	ErasureLedgerStream = StreamName + "_ERASURES"
 )
 
 // CloudEvents attributes carried as NATS headers (binary content mode).
@@ -321,4 +326,24 @@ func KindConsumerName(system, tenant string, kind Kind) (string, error) {
 		return "", fmt.Errorf("%q is not a directive or limit a system answers", kind)
 	}
 	return base + kindSeparator + strings.Replace(string(kind), ".", "_", 1), nil
+}
+
+// replaySuffix ends the name of a system's replay consumer. No kind maps
+// to it: kinds become "<domain>_<event>" with an event that is a verb.
+const replaySuffix = kindSeparator + "erasure_replay"
+
+// ReplayConsumerName returns the name of the consumer through which system
+// replays tenant's erasures from [ErasureLedgerStream] after a restore:
+// "<system>@<tenant>~erasure_replay". It is created on the subject that
+// names it and its filter, [KindSubject] of the erasure kind, like the
+// kinds' consumers ([KindConsumerName]), so that NATS permissions hold the
+// replay to the system's own tenant; one name per system and tenant also
+// keeps two replays of the same system from splitting the directives
+// between them.
+func ReplayConsumerName(system, tenant string) (string, error) {
+	base, err := ConsumerName(system, tenant)
+	if err != nil {
+		return "", err
+	}
+	return base + replaySuffix, nil
 }

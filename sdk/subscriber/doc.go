@@ -83,6 +83,27 @@
 //
 // Other stores get the same effect by making their changes idempotent.
 //
+// # After a restore from a backup
+//
+// A system that restores its data from a backup taken before an erasure
+// has the erased subject back, and its consumers have moved past the
+// directive. Lethe keeps every erasure directive in an erasure ledger
+// ([contract.ErasureLedgerStream], 400 days by default) for this: before
+// Run, replay the erasures made since the backup, with a margin of a few
+// minutes:
+//
+//	res, err := sub.ReplayErasures(ctx, backupTime.Add(-5*time.Minute))
+//	if err != nil { ... } // do not serve the restored data yet
+//	err = sub.Run(ctx)
+//
+// The replay hands each erasure of the system's tenant to the erasure
+// handler again and publishes nothing: Lethe's tasks were closed by the
+// first answer. A handler that records with [Event.Record] in the file
+// that holds its data and its ledger recognises an erasure made before
+// the backup (Record returns [ledger.ErrRecorded]) and leaves the data
+// that came after it, such as a subject who signed up again, alone.
+// [Subscriber.ReplayErasures] says more.
+//
 // # Connecting to NATS
 //
 // In production each system and tenant has its own NATS user, named

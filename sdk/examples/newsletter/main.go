@@ -23,6 +23,11 @@
 // subscriber and recording the answer commit together: however often
 // Lethe delivers an erasure, the subscriber is erased once and Lethe hears
 // the same answer every time.
+//
+// Restored from a backup, it first applies again the erasures made since
+// the backup (docs/operations.md, "Erasure ledger"), then consumes:
+//
+//	go run ./sdk/examples/newsletter --data ./newsletter --replay-erasures-since 2026-11-30T01:55:00Z
 package main
 
 import (
@@ -80,6 +85,7 @@ func run(log *slog.Logger) error {
 	tenant := flag.String("tenant", "clio", "the tenant whose events to answer")
 	purposes := flag.String("purposes", "newsletter", "comma-separated purposes the newsletter mails for; withdrawing consent to any stops mailing")
 	seed := flag.String("seed", "", "add the subscriber `subject-id=e-mail` and exit")
+	replaySince := flag.String("replay-erasures-since", "", "after a restore from a backup: first apply again the erasures made since this `RFC 3339 time` (the backup's time minus a few minutes)")
 	var conn natsConfig
 	flag.StringVar(&conn.user, "nats-user", "", "NATS user, `system@tenant` in Lethe's shipped configuration")
 	flag.StringVar(&conn.passwordFile, "nats-password-file", "", "file holding the NATS user's password (never a flag value)")
@@ -151,6 +157,19 @@ func run(log *slog.Logger) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *replaySince != "" {
+		since, err := time.Parse(time.RFC3339, *replaySince)
+		if err != nil {
+			return fmt.Errorf("--replay-erasures-since: %w", err)
+		}
+		// Before anything else: until the replay, the restored file holds
+		// subscribers who were erased after the backup.
+		res, err := sub.ReplayErasures(ctx, since)
+		if err != nil {
+			return err
+		}
+		log.Info("replayed the erasures since the backup", "read", res.Read, "applied", res.Applied, "already_applied", res.AlreadyApplied)
+	}
 	return sub.Run(ctx)
 }
 
