@@ -87,6 +87,24 @@ func TestConsumerLagIsExported(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The server counts a consumer's pending messages after it has
+	// acknowledged their publish: wait until it has, so that the gauges
+	// are compared with what the server reports, not with a race.
+	for name, want := range map[string]uint64{"lethe-consent-outcomes": 2, "newsletter@clio~erasure_requested": 5} {
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			info, err := js.Consumer(ctx, "LAG", name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ci, err := info.Info(ctx); err == nil && ci.NumPending == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("consumer %s never counted %d pending messages", name, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 
 	providers, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "lag"})
 	if err != nil {
