@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,7 +46,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{clock: clock.NewFake(epoch), path: t.TempDir() + "/mutation.db"}
+	f := &fixture{clock: clock.NewFake(epoch), path: filepath.Join(t.TempDir(), "mutation.db")}
 	f.open(t)
 	return f
 }
