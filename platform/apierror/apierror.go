@@ -165,10 +165,12 @@ func withInfo(code codes.Code, reason, message string) *Error {
 
 // ToStatus is the one boundary between handlers and callers: it returns the
 // status a caller sees for err. Domain errors and statuses made by grpc-go
-// pass through; context ends become Canceled or DeadlineExceeded; anything
-// else becomes a bare Internal whose message reveals nothing, because an
-// unexpected error's text may carry file paths, keys or personal data. The
-// caller (the logging interceptor) logs the original error.
+// (such as another service's answer) pass through, also when wrapped, with
+// their own message: the wrapping text is for the log; context ends become
+// Canceled or DeadlineExceeded; anything else becomes a bare Internal whose
+// message reveals nothing, because an unexpected error's text may carry
+// file paths, keys or personal data. The caller (the logging interceptor)
+// logs the original error.
 func ToStatus(err error) *status.Status {
 	if err == nil {
 		return nil
@@ -183,8 +185,13 @@ func ToStatus(err error) *status.Status {
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.New(codes.DeadlineExceeded, "deadline exceeded")
 	}
-	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
-		return st
+	// Not status.FromError: for a wrapped status it returns the whole
+	// err.Error() as the message, wrapping text and all.
+	var grpcErr interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &grpcErr) {
+		if st := grpcErr.GRPCStatus(); st != nil && st.Code() != codes.Unknown && st.Code() != codes.OK {
+			return st
+		}
 	}
 	return status.New(codes.Internal, "internal error")
 }

@@ -71,6 +71,38 @@ func TestReloadKeepsTheLastGoodVersion(t *testing.T) {
 	}
 }
 
+// TestReplacementWithinOneClockTick: a file renamed over the old one is
+// read again even when it has the old one's size and modification time,
+// as it has when both were written within one tick of the file system's
+// clock (a key file of one type always has the same size).
+func TestReplacementWithinOneClockTick(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "value")
+	replace := func(s string, mtime time.Time) {
+		t.Helper()
+		tmp := filepath.Join(dir, "value.tmp")
+		if err := os.WriteFile(tmp, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(tmp, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tick := time.Now().Truncate(time.Second)
+	replace("ONE", tick)
+	f, err := Load([]string{path}, parseUpper, Options{Interval: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	replace("TWO", tick)
+	if got := f.Get(); got != "TWO" {
+		t.Fatalf("after a replacement of the same size and time Get = %q, want TWO", got)
+	}
+}
+
 func TestLoadFailsWithoutAGoodVersion(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "value")
 	if _, err := Load([]string{path}, parseUpper, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err == nil {

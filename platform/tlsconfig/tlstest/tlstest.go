@@ -139,12 +139,15 @@ func (p Pair) Write(t testing.TB, dir, name string) (certFile, keyFile string) {
 	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
 	// The key first and the certificate last, each replaced atomically,
 	// as a careful operator (or the kubelet's symlink swap) does.
-	writeAtomic(t, keyFile, p.KeyPEM)
-	writeAtomic(t, certFile, p.CertPEM)
+	Replace(t, keyFile, p.KeyPEM)
+	Replace(t, certFile, p.CertPEM)
 	return certFile, keyFile
 }
 
-func writeAtomic(t testing.TB, path string, data []byte) {
+// Replace writes data to path as an operator replaces a file that a
+// process watches: to a temporary file first, renamed over path, so that
+// the process never reads it half-written.
+func Replace(t testing.TB, path string, data []byte) {
 	t.Helper()
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
