@@ -26,7 +26,7 @@ import (
 // for nats-server's goroutines, and goleak retries while closed client
 // connections finish their own.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, brokertest.LeakOptions...)
 }
 
 func testContext(t *testing.T) context.Context {

@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(crashChildEnv) != "" {
 		os.Exit(crashChild())
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, brokertest.LeakOptions...)
 }
 
 // bucketState is the test service's own state, written with its events.

@@ -27,7 +27,7 @@ import (
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.LeakOptions...) }
 
 // bucketCompleted records each completed cause, written by OnCauseComplete
 // in the transaction that completed it, as an owner's state would be.

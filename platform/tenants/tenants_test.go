@@ -21,7 +21,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/tenants"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.LeakOptions...) }
 
 // TestDirectoryFollowsTheRegistry publishes tenant events the way the
 // registry does — through its outbox — and watches another service's

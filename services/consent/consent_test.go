@@ -36,7 +36,7 @@ import (
 	"github.com/lethe-privacy/lethe/services/registry"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.LeakOptions...) }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 

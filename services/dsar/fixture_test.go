@@ -45,7 +45,7 @@ import (
 	"github.com/lethe-privacy/lethe/services/retention"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.LeakOptions...) }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 

@@ -39,7 +39,7 @@ import (
 	"github.com/lethe-privacy/lethe/services/registry"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.LeakOptions...) }
 
 // today is the fixture's clock: the day these tests were written.
 var today = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)

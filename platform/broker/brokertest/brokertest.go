@@ -13,9 +13,20 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
 
 	"github.com/lethe-privacy/lethe/platform/broker"
 )
+
+// LeakOptions are the goleak options of a test binary that runs embedded
+// NATS servers. A stream that sources another (the erasure ledger sources
+// the platform stream) sets its source up in a goroutine that waits for
+// the server's answer with a timeout of its own and is not stopped by
+// Shutdown; a test that ends within that wait leaves it running. It
+// belongs to nats-server and ends by itself.
+var LeakOptions = []goleak.Option{
+	goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*stream).trySetupSourceConsumer.func3"),
+}
 
 // Start runs an embedded server on 127.0.0.1 with a random port and a fresh
 // store, and shuts it down when the test ends.
