@@ -90,7 +90,7 @@ func TestProductionTopology(t *testing.T) {
 	load := c.startLoad(t)
 	faults := 0
 	for round := range *topologyRounds {
-		for _, f := range tp.faults(load) {
+		for _, f := range tp.faults(load, round) {
 			before := load.ackedCount()
 			t.Logf("round %d: %s", round+1, f.name)
 			f.inject(t)
@@ -107,10 +107,13 @@ func TestProductionTopology(t *testing.T) {
 	// No system applied a request twice, and each applied every
 	// acknowledged one exactly once.
 	counts := tp.systemCounts()
-	events := 0
+	events, twice := 0, 0
 	for _, system := range topologySystems {
 		for key, n := range counts[system] {
 			events += int(n)
+			if n > 1 {
+				twice++
+			}
 			if n != 1 {
 				t.Errorf("%s applied %q %d times", system, key, n)
 			}
@@ -129,7 +132,7 @@ func TestProductionTopology(t *testing.T) {
 		t.Errorf("%d processes exited on their own during the faults", n)
 	}
 	if *topologyReport != "" && !t.Failed() {
-		writeSoakReport(t, *topologyReport, *topologyRounds, len(acked), events, faults, load.failedCalls(), time.Since(began))
+		writeSoakReport(t, *topologyReport, *topologyRounds, len(acked), events, twice, faults, load.failedCalls(), time.Since(began))
 	}
 }
 
@@ -448,9 +451,10 @@ type fault struct {
 	inject func(t *testing.T)
 }
 
-// faults are the faults of one round: kill -9 a NATS node, each service,
-// and freeze a system for longer than its ack wait.
-func (tp *topology) faults(l *load) []fault {
+// faults are the faults of one round: kill -9 a NATS node (another one
+// each round), each service, and freeze a system for longer than its ack
+// wait.
+func (tp *topology) faults(l *load, round int) []fault {
 	restart := func(p *localPod) func(t *testing.T) {
 		return func(t *testing.T) {
 			p.proc.kill9(t)
@@ -465,7 +469,8 @@ func (tp *topology) faults(l *load) []fault {
 			tp.waitReady(p)
 		}
 	}
-	fs := []fault{{name: "kill -9 nats-1, restart it", inject: restart(tp.byName["nats-1"])}}
+	node := fmt.Sprintf("nats-%d", (round+1)%3)
+	fs := []fault{{name: "kill -9 " + node + ", restart it", inject: restart(tp.byName[node])}}
 	for _, svc := range []string{"registry", "consent", "retention", "dsar"} {
 		fs = append(fs, fault{name: "kill -9 lethe-" + svc + "-0, restart it", inject: restart(tp.byName["lethe-"+svc+"-0"])})
 	}
@@ -570,7 +575,7 @@ var soakSection = regexp.MustCompile(`(?s)<!-- topology-soak:begin -->.*<!-- top
 
 // writeSoakReport writes the soak's counts into path's topology soak
 // section, between its markers.
-func writeSoakReport(t *testing.T, path string, rounds, requests, events, faults, failedCalls int, took time.Duration) {
+func writeSoakReport(t *testing.T, path string, rounds, requests, events, twice, faults, failedCalls int, took time.Duration) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -581,10 +586,10 @@ func writeSoakReport(t *testing.T, path string, rounds, requests, events, faults
 	}
 	body := fmt.Sprintf("<!-- topology-soak:begin -->\n"+
 		"Last run (`make soak-topology`, %s, %d rounds of the fault sequence, %s):\n\n"+
-		"| requests acknowledged and completed | events applied by the systems | faults survived | calls that failed and were retried | events applied twice |\n"+
+		"| requests acknowledged and completed | events applied by the systems | faults survived | calls that failed and were retried | requests a system applied twice |\n"+
 		"|---|---|---|---|---|\n"+
-		"| %d | %d | %d | %d | 0 |\n"+
-		"<!-- topology-soak:end -->", time.Now().UTC().Format("2006-01-02"), rounds, took.Round(time.Second), requests, events, faults, failedCalls)
+		"| %d | %d | %d | %d | %d |\n"+
+		"<!-- topology-soak:end -->", time.Now().UTC().Format("2006-01-02"), rounds, took.Round(time.Second), requests, events, faults, failedCalls, twice)
 	if err := os.WriteFile(path, soakSection.ReplaceAll(b, []byte(body)), 0o644); err != nil {
 		t.Fatal(err)
 	}
