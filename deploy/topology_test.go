@@ -645,7 +645,7 @@ func (tp *topology) waitReady(pods ...*localPod) {
 				probes = probes[1:]
 				continue
 			}
-			if exited, out := p.proc.exited(); exited {
+			if exited, out := p.proc.exited(); exited && !p.proc.supervised() {
 				t.Fatalf("%s exited before it was ready: %v\n%s", p.name, err, out)
 			}
 			if time.Now().After(deadline) {
@@ -894,19 +894,41 @@ type process struct {
 	// stopped is set when the test ends the process, so that an exit of
 	// its own can be told apart.
 	stopped bool
+	// supervise restarts the process when it exits on its own.
+	supervise bool
+	// exits counts the exits of its own.
+	exits int
 }
 
-// start starts the process; env nil means the test's own environment.
+// start starts the process unless it runs; env nil means the test's own
+// environment.
 func (p *process) start(t *testing.T) {
 	t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := os.MkdirAll(filepath.Dir(p.log), 0o700); err != nil {
+	p.stopped = false
+	if err := p.startLocked(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// startLocked starts the process unless it runs. When it ends without the
+// test ending it and supervise is set, it is started again a second later,
+// as the kubelet restarts a container (restartPolicy Always), and counted.
+func (p *process) startLocked() error {
+	if p.done != nil {
+		select {
+		case <-p.done:
+		default:
+			return nil // running
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(p.log), 0o700); err != nil {
+		return err
 	}
 	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	fmt.Fprintf(f, "==== %s start %s\n", time.Now().Format(time.RFC3339Nano), p.name)
 	cmd := exec.Command(p.path, p.args...)
@@ -916,18 +938,33 @@ func (p *process) start(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		f.Close()
-		t.Fatalf("start %s: %v", p.name, err)
+		return fmt.Errorf("start %s: %w", p.name, err)
 	}
 	done := make(chan struct{})
-	p.cmd, p.done, p.file, p.exitErr, p.stopped = cmd, done, f, nil, false
+	p.cmd, p.done, p.file, p.exitErr = cmd, done, f, nil
 	go func() {
 		err := cmd.Wait()
 		p.mu.Lock()
 		p.exitErr = err
+		if !p.stopped {
+			p.exits++
+		}
+		restart := !p.stopped && p.supervise
 		p.mu.Unlock()
 		f.Close()
 		close(done)
+		if !restart {
+			return
+		}
+		time.Sleep(time.Second)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.stopped {
+			fmt.Fprintf(os.Stderr, "topology: %s exited on its own (%v); restarting it as the kubelet would\n", p.name, err)
+			_ = p.startLocked()
+		}
 	}()
+	return nil
 }
 
 // signal sends sig and, for a signal that ends the process, waits for it.
@@ -964,6 +1001,7 @@ func (p *process) stop(t *testing.T) { p.signal(t, syscall.SIGTERM) }
 func (p *process) kill() {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
+	p.stopped = true
 	p.mu.Unlock()
 	if cmd == nil {
 		return
@@ -985,13 +1023,26 @@ func (p *process) exited() (bool, string) {
 	}
 }
 
-// exitedOnItsOwn reports whether the process ended without the test
+// exitsOfItsOwn counts the times the process ended without the test
 // ending it.
-func (p *process) exitedOnItsOwn() bool {
-	exited, _ := p.exited()
+func (p *process) exitsOfItsOwn() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return exited && !p.stopped
+	return p.exits
+}
+
+// supervised reports whether the process is restarted when it exits.
+func (p *process) supervised() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.supervise
+}
+
+// superviseFromNow restarts the process whenever it exits on its own.
+func (p *process) superviseFromNow() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.supervise = true
 }
 
 // tail is the end of the process's log.
