@@ -24,7 +24,7 @@ MODULES := $(shell go list -m -f '{{.Dir}}')
 # Keep the race-enabled suite within a 2-core machine's means.
 GOTEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: test tools generate lint vet staticcheck check-generate check-versions go-test bench fuzz-wire run
+.PHONY: test tools generate lint vet staticcheck check-generate check-versions go-test bench fuzz-wire soak-topology run
 
 ## test: everything CI checks — lint, generated code, versions, vet, staticcheck, race tests of every module
 test: tools lint check-generate check-versions vet staticcheck go-test
@@ -109,6 +109,12 @@ fuzz-wire:
 	cd tools && go test -run '^TestWireFuzz$$' -count=1 -timeout 2h ./lethe/ \
 	  -wirefuzz.inputs $(WIREFUZZ_INPUTS) -wirefuzz.seed $(WIREFUZZ_SEED) -wirefuzz.heavy 0 -wirefuzz.timeout 20s \
 	  -wirefuzz.report $(CURDIR)/docs/wirefuzz.md
+
+## soak-topology: the production topology test's fault sequence for SOAK_ROUNDS rounds; writes its counts to docs/operations.md
+SOAK_ROUNDS ?= 10
+soak-topology:
+	cd deploy && go test -race -count=1 -run '^TestProductionTopology$$' -timeout 2h -v . \
+	  -topology.rounds $(SOAK_ROUNDS) -topology.report $(CURDIR)/docs/operations.md
 
 ## run: start the whole platform in one process (as the README says)
 run:

@@ -45,8 +45,8 @@ func PasswordVariable(user string) string {
 // publishes events, provisions the LETHE stream, its dead-letter stream and
 // its erasure ledger, reads any consumer's metadata (to map a dead letter to its
 // system) and lists the platform stream's consumers (to report the
-// systems' lag), reads stream messages, and pulls from and acknowledges its
-// own consumers. It may not publish an outcome: only the system an
+// systems' lag), reads stream messages, pulls from and acknowledges its
+// own consumers, and receives the registry's tenant events. It may not publish an outcome: only the system an
 // outcome names reports it.
 //
 // Consumers are not limited by name: NATS wildcards match whole tokens
@@ -90,9 +90,17 @@ func Service(name string) *server.Permissions {
 			Allow: pub,
 			Deny:  []string{contract.SubjectRoot + ".*." + contract.OutcomeDomain + ".*"},
 		},
-		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		// Replies, and the registry's tenant events as they are published:
+		// the consent service follows tenants' countries with a plain
+		// subscription (services/consent/countries.go). The services read
+		// the whole stream anyway, so this shows them nothing new.
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", contract.SubjectRoot + ".*." + tenantDomain + ".*"}},
 	}
 }
+
+// tenantDomain is the domain of the registry's tenant events
+// (lethe.<tenant>.tenant.registered).
+const tenantDomain = "tenant"
 
 // ackSubjects are the subjects on which a message of consumer (a name, or
 // "*") of stream is acknowledged, in the server's v1 and v2 formats

@@ -607,6 +607,22 @@ func TestServicePermissions(t *testing.T) {
 		if _, err := c.js.Consumer(ctx, contract.StreamName, "lethe-"+name+"-outcomes"); err != nil {
 			t.Errorf("%s reads its consumer: %v", name, err)
 		}
+		// The registry's tenant events reach a plain subscription (consent
+		// follows tenants' countries so).
+		sub, err := c.nc.SubscribeSync("lethe.*.tenant.registered")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.nc.Publish("lethe.clio.tenant.registered", []byte(name)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sub.NextMsg(5 * time.Second); err != nil {
+			t.Errorf("%s receives the registry's tenant events: %v", name, err)
+		}
+		_ = sub.Unsubscribe()
 		// The registry lists the systems' consumers to report their lag.
 		stream, err := c.js.Stream(ctx, contract.StreamName)
 		if err != nil {

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
@@ -300,4 +302,75 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// A service starts with the NATS cluster: its first provisioning request
+// reaches a node whose cluster has no meta leader yet, which leaves it
+// unanswered. EnsureStream asks again, so the stream is provisioned once
+// the cluster has elected its leader, within the caller's deadline,
+// instead of failing when the one request's deadline ends.
+func TestEnsureStreamWaitsForTheClusterToElectItsLeader(t *testing.T) {
+	const nodes = 3
+	var routes []*url.URL
+	var clusterPorts []int
+	for range nodes {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		clusterPorts = append(clusterPorts, port)
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", port)})
+	}
+	start := func(i int) *server.Server {
+		s, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+			JetStream: true, StoreDir: t.TempDir(),
+			Cluster: server.ClusterOpts{Name: "lethe-test", Host: "127.0.0.1", Port: clusterPorts[i]},
+			Routes:  routes,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Start()
+		t.Cleanup(func() {
+			s.Shutdown()
+			s.WaitForShutdown()
+		})
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatalf("node %d did not start", i)
+		}
+		return s
+	}
+	first := start(0)
+	nc, err := nats.Connect(first.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
+	defer cancel()
+	cfg := broker.DefaultStreamConfig()
+	cfg.Replicas = nodes
+	done := make(chan error, 1)
+	go func() {
+		_, err := broker.EnsureStream(ctx, js, cfg)
+		done <- err
+	}()
+	// The first request is on its way to a cluster of one node, which has
+	// no leader; only then do the others start.
+	for nc.Stats().OutMsgs == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := 1; i < nodes; i++ {
+		start(i)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("EnsureStream with the cluster electing its leader: %v", err)
+	}
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lethe-privacy/lethe/sdk/contract"
@@ -156,7 +158,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, cfg.jetstream())
+	stream, err := createOrUpdate(ctx, js, cfg.jetstream())
 	if err != nil {
 		return nil, fmt.Errorf("broker: ensure stream %q: %w", cfg.Name, err)
 	}
@@ -167,6 +169,41 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		return nil, err
 	}
 	return stream, nil
+}
+
+// ensureAttempt bounds one provisioning request. A JetStream cluster
+// leaves a request unanswered while it elects its meta leader, and may
+// leave one unanswered that races another service's creation of the same
+// stream (all services start together); asked again, it answers. Without
+// a bound, one lost request would hold a starting service until its whole
+// start-up deadline and stop it.
+const ensureAttempt = 5 * time.Second
+
+// createOrUpdate provisions cfg, asking again while the cluster does not
+// answer or says it is not available yet, until ctx ends.
+func createOrUpdate(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	for {
+		attempt, cancel := context.WithTimeout(ctx, ensureAttempt)
+		stream, err := js.CreateOrUpdateStream(attempt, cfg)
+		cancel()
+		if err == nil || ctx.Err() != nil || !unsettled(err) {
+			return stream, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// unsettled reports whether err is what a cluster that is not ready yet
+// answers: nothing within the attempt, no responders, or "temporarily
+// unavailable" (503).
+func unsettled(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrTimeout) || (errors.As(err, &api) && api.Code == http.StatusServiceUnavailable)
 }
 
 // DeadLetterStreamName names the stream that keeps the MAX_DELIVERIES
@@ -190,7 +227,7 @@ func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, cfg Str
 		return nil, err
 	}
 	name := DeadLetterStreamName(cfg.Name)
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := createOrUpdate(ctx, js, jetstream.StreamConfig{
 		Name:        name,
 		Description: "MAX_DELIVERIES advisories of the " + cfg.Name + " stream's consumers",
 		Subjects:    []string{DeadLetterSubject(cfg.Name)},
@@ -243,7 +280,7 @@ func EnsureErasureLedger(ctx context.Context, js jetstream.JetStream, cfg Stream
 	if replicas == 0 {
 		replicas = 1
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := createOrUpdate(ctx, js, jetstream.StreamConfig{
 		Name:        name,
 		Description: "Erasure directives of the " + cfg.Name + " stream, replayed by systems restored from a backup",
 		Sources: []*jetstream.StreamSource{{

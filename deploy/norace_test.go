@@ -1,0 +1,6 @@
+//go:build !race
+
+package deploy_test
+
+// raceEnabled: the test binary runs without the race detector.
+const raceEnabled = false
