@@ -98,7 +98,7 @@ bench:
 	cd services/dsar && go test -run '^$$' -bench Erasures -benchtime 10000x -timeout 20m .
 
 ## bench-restart: restart-to-serving of each deployable on realistic stores (1M consent records, 100k DSARs,
-## 1M retention subjects, 1,000 systems); loads them first, about 15 minutes. Prints the table of
+## 1M retention subjects, 1,000 systems); loads them first: about 25 minutes on 2 shared cores. Prints the table of
 ## docs/operations.md "What fails when a pod dies"; RESTART_FLAGS=-restart.report=FILE also writes it to FILE.
 RESTART_FLAGS ?=
 bench-restart:
