@@ -24,7 +24,7 @@ MODULES := $(shell go list -m -f '{{.Dir}}')
 # Keep the race-enabled suite within a 2-core machine's means.
 GOTEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: test tools generate lint vet staticcheck check-generate check-versions go-test bench fuzz-wire soak-topology run
+.PHONY: test tools generate lint vet staticcheck check-generate check-versions go-test bench bench-restart fuzz-wire soak-topology run
 
 ## test: everything CI checks — lint, generated code, versions, vet, staticcheck, race tests of every module
 test: tools lint check-generate check-versions vet staticcheck go-test
@@ -101,6 +101,13 @@ bench:
 	cd services/retention && go test -run '^$$' -bench . -benchtime 20x ./internal/schedule/
 	cd services/retention && go test -run '^$$' -bench . -benchtime 3x -timeout 30m .
 	cd services/dsar && go test -run '^$$' -bench Erasures -benchtime 10000x -timeout 20m .
+
+## bench-restart: restart-to-serving of each deployable on realistic stores (1M consent records, 100k DSARs,
+## 1M retention subjects, 1,000 systems); loads them first: about 25 minutes on 2 shared cores. Prints the table of
+## docs/operations.md "What fails when a pod dies"; RESTART_FLAGS=-restart.report=FILE also writes it to FILE.
+RESTART_FLAGS ?=
+bench-restart:
+	cd tools && go test -run '^$$' -bench RestartToServing -benchtime 1x -timeout 90m -v ./lethe/ $(RESTART_FLAGS)
 
 ## fuzz-wire: the long wire-fuzzing run against lethe dev; writes docs/wirefuzz.md and fails on any misbehaviour
 WIREFUZZ_INPUTS ?= 5000

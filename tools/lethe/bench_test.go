@@ -39,14 +39,18 @@ func BenchmarkDevStartup(b *testing.B) {
 }
 
 // residentKiB reads VmRSS of a process from /proc.
-func residentKiB(tb testing.TB, pid int) int64 {
+func residentKiB(tb testing.TB, pid int) int64 { return statusKiB(tb, pid, "VmRSS") }
+
+// statusKiB reads a field given in kB (VmRSS, VmHWM) of a process's
+// /proc status.
+func statusKiB(tb testing.TB, pid int, field string) int64 {
 	tb.Helper()
 	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	for _, line := range strings.Split(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kib, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			if err != nil {
 				tb.Fatal(err)
@@ -54,6 +58,6 @@ func residentKiB(tb testing.TB, pid int) int64 {
 			return kib
 		}
 	}
-	tb.Fatal("no VmRSS in /proc status")
+	tb.Fatalf("no %s in /proc status", field)
 	return 0
 }

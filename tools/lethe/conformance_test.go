@@ -66,6 +66,9 @@ func TestMain(m *testing.M) {
 		}
 		_ = os.RemoveAll(p.dir)
 	}
+	if built.dir != "" {
+		_ = os.RemoveAll(built.dir)
+	}
 	os.Exit(code)
 }
 

@@ -29,29 +29,57 @@ import (
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
-// buildBinaries builds commands of this workspace into a temporary folder
-// and returns their paths by package, with the race detector when the
-// tests run with it (so the build reuses the test build's cache).
+// buildBinaries builds commands of this workspace and returns their paths
+// by package, with the race detector when the tests run with it (so the
+// build reuses the test build's cache). A command is built once per test
+// binary, into a folder TestMain removes: linking is the slow part, and
+// several tests run the same deployables.
 func buildBinaries(t testing.TB, pkgs ...string) map[string]string {
 	t.Helper()
-	dir := t.TempDir()
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
-	if raceEnabled {
-		args = append(args, "-race")
+	built.mu.Lock()
+	defer built.mu.Unlock()
+	if built.dir == "" {
+		dir, err := os.MkdirTemp("", "lethe-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		built.dir, built.bins = dir, map[string]string{}
 	}
-	cmd := exec.Command("go", append(args, pkgs...)...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %v: %v\n%s", pkgs, err, out)
+	var missing []string
+	for _, pkg := range pkgs {
+		if _, ok := built.bins[pkg]; !ok {
+			missing = append(missing, pkg)
+		}
+	}
+	if len(missing) > 0 {
+		args := []string{"build", "-o", built.dir + string(filepath.Separator)}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, missing...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %v: %v\n%s", missing, err, out)
+		}
+		for _, pkg := range missing {
+			name := filepath.Base(pkg)
+			if pkg == "." {
+				name = "lethe"
+			}
+			built.bins[pkg] = filepath.Join(built.dir, name)
+		}
 	}
 	bins := map[string]string{}
 	for _, pkg := range pkgs {
-		name := filepath.Base(pkg)
-		if pkg == "." {
-			name = "lethe"
-		}
-		bins[pkg] = filepath.Join(dir, name)
+		bins[pkg] = built.bins[pkg]
 	}
 	return bins
+}
+
+// built are the commands buildBinaries built, in dir.
+var built struct {
+	mu   sync.Mutex
+	dir  string
+	bins map[string]string
 }
 
 // process is a running Lethe binary.
@@ -114,15 +142,7 @@ func (p *process) stop(t testing.TB) {
 // waitServing polls health until every name is SERVING.
 func waitServing(t testing.TB, addr string, names []string, p *process) *grpc.ClientConn {
 	t.Helper()
-	// The process may not listen yet: retry the connection every few
-	// milliseconds instead of grpc's default backoff of a second, so the
-	// start-up benchmark measures Lethe rather than the probe.
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 5 * time.Millisecond, Multiplier: 1, MaxDelay: 5 * time.Millisecond},
-			MinConnectTimeout: time.Second,
-		}))
+	conn, err := dialRetryingFast(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +169,19 @@ func waitServing(t testing.TB, addr string, names []string, p *process) *grpc.Cl
 		}
 	}
 	return conn
+}
+
+// dialRetryingFast connects in plaintext to a process that may not listen
+// yet, retrying the connection every few milliseconds instead of grpc's
+// default backoff of a second, so that start-up benchmarks measure Lethe
+// rather than the probe.
+func dialRetryingFast(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 5 * time.Millisecond, Multiplier: 1, MaxDelay: 5 * time.Millisecond},
+			MinConnectTimeout: time.Second,
+		}))
 }
 
 // TestDevServesAllFourAndKeepsItsData runs the README's command as a
