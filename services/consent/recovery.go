@@ -44,7 +44,8 @@ package consent
 // and CheckBatch with FAILED_PRECONDITION (RECOVERY_INCOMPLETE): a consent
 // service that cannot prove it holds every withdrawal must not answer
 // "allowed". The gap stands across restarts until the store is restored
-// from a newer backup (which has none).
+// from a newer backup (which has none) or an operator accepts the loss
+// with AcceptRecoveryGap.
 
 import (
 	"context"
@@ -63,6 +64,8 @@ import (
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/auth"
+	"github.com/lethe-privacy/lethe/platform/mutation"
 	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/sdk/contract"
@@ -128,7 +131,7 @@ func (s *Service) recoverLimits(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consent: recovery: stream %q: %w", s.opts.Stream, err)
 	}
-	if until, ok := reaches(info.State, from); !ok {
+	if until, ok := reaches(info, from, s.opts.RecoveryMargin, time.Now()); !ok {
 		gap = &storage.Gap{From: from, Until: until, FirstSequence: info.State.FirstSeq, StreamMaxAge: info.Config.MaxAge, DetectedAt: s.Clock.Now()}
 	}
 	started := time.Now()
@@ -157,8 +160,16 @@ func (s *Service) recoverLimits(ctx context.Context) error {
 // after from, and otherwise returns the time before which it may have
 // dropped some. The stream drops its oldest messages first (limits
 // retention, discard old), so a dropped message is no younger than the
-// first one kept, or, when it keeps none, than the last one it had.
-func reaches(st jetstream.StreamState, from time.Time) (time.Time, bool) {
+// first one kept, or, when it keeps none, than the last one it had. When
+// age is the stream's only limit, a dropped message is also older than
+// MaxAge (less margin, for the clocks' skew): a replay starting later than
+// that needs nothing dropped, however young the first message kept is (a
+// stream quiet for longer than MaxAge). A MaxAge shortened and lengthened
+// again, or messages deleted by hand, defeat that inference; the first
+// shows as a young first message and is caught when the replay starts
+// before it.
+func reaches(info *jetstream.StreamInfo, from time.Time, margin time.Duration, now time.Time) (time.Time, bool) {
+	st, cfg := info.State, info.Config
 	if st.FirstSeq <= 1 {
 		return time.Time{}, true // nothing dropped yet
 	}
@@ -166,14 +177,21 @@ func reaches(st jetstream.StreamState, from time.Time) (time.Time, bool) {
 	if st.Msgs == 0 {
 		boundary = st.LastTime
 	}
-	return boundary, !from.IsZero() && !boundary.After(from)
+	if from.IsZero() {
+		return boundary, false
+	}
+	ageOnly := cfg.MaxAge > 0 && cfg.MaxBytes <= 0 && cfg.MaxMsgs <= 0 && cfg.MaxMsgsPerSubject <= 0 && cfg.Discard == jetstream.DiscardOld
+	if ageOnly && !from.Before(now.Add(margin-cfg.MaxAge)) {
+		return boundary, true
+	}
+	return boundary, !boundary.After(from)
 }
 
 // logGap says, loudly, what the gap means and what to do.
 func (s *Service) logGap(g *storage.Gap) {
 	s.Logger.Error("consent: the store was restored from a backup older than the event stream reaches: limits (withdrawals, objections, restrictions) recorded in the gap may be lost, and Check refuses to answer",
 		"gap_from", g.From, "gap_until", g.Until, "stream_first_sequence", g.FirstSequence, "stream_max_age", g.StreamMaxAge,
-		"remedy", "restore a backup taken within the stream's max age")
+		"remedy", "restore a backup taken within the stream's max age, or accept the loss with AcceptRecoveryGap")
 }
 
 // recoveryRefusal is the error Check answers while a gap stands.
@@ -187,7 +205,7 @@ func (s *Service) recoveryRefusal() error {
 		since = g.From.Format(time.RFC3339)
 	}
 	return apierror.FailedPrecondition(ReasonRecoveryIncomplete, fmt.Sprintf(
-		"the consent store was restored from a backup older than the event stream reaches: limits recorded between %s and %s may be lost, so no decision can be proven; restore a backup taken within the stream's max age (%s)",
+		"the consent store was restored from a backup older than the event stream reaches: limits recorded between %s and %s may be lost, so no decision can be proven; restore a backup taken within the stream's max age (%s), or have an operator accept the loss with AcceptRecoveryGap",
 		since, g.Until.Format(time.RFC3339), g.StreamMaxAge))
 }
 
@@ -458,6 +476,41 @@ func (s *Service) recoverLiftTx(tx *bolt.Tx, ev *eventsv1.Event, id string, prov
 	return true, s.changeTx(tx, ev.TenantId, &consentv1.Change{Kind: consentv1.ChangeKind_CHANGE_KIND_RESTRICTION_LIFTED,
 		SubjectId: r.Subject, PurposeIds: r.Purposes, BasisId: r.ID, At: timestamppb.New(r.LiftedAt)}, func() {
 		s.index.Update(ev.TenantId, r.Subject, func(sub *decision.Subject) { sub.LiftRestriction(r.ID) })
+	})
+}
+
+// AcceptRecoveryGap implements ConsentService: an operator accepts that
+// the limits recorded in a recovery gap may be lost, and Check answers
+// again. The acceptance is kept in the file with the gap, who accepted it
+// and why, and the call is audited like every mutation.
+func (s *Service) AcceptRecoveryGap(ctx context.Context, req *consentv1.AcceptRecoveryGapRequest) (*consentv1.AcceptRecoveryGapResponse, error) {
+	return mutation.Apply(ctx, s.Mutator, req, func(tx *bolt.Tx) (*consentv1.AcceptRecoveryGapResponse, error) {
+		gap, err := storage.GapTx(tx)
+		if err != nil {
+			return nil, err
+		}
+		if gap == nil {
+			return nil, apierror.FailedPrecondition("NO_RECOVERY_GAP", "no recovery gap stands: the store holds every limit the stream has published")
+		}
+		actor, _ := auth.FromContext(ctx)
+		if err := storage.AcceptGapTx(tx, storage.AcceptedGap{Gap: *gap, AcceptedAt: s.Clock.Now(), By: actor.Name, Reason: req.Reason}); err != nil {
+			return nil, err
+		}
+		// From now on the file holds every limit the service publishes:
+		// the next start replays from here.
+		if err := storage.PutAliveAtTx(tx, time.Now()); err != nil {
+			return nil, err
+		}
+		tx.OnCommit(func() {
+			s.gap.Store(nil)
+			s.Logger.Warn("consent: an operator accepted the loss of limits in the recovery gap; Check answers again",
+				"gap_from", gap.From, "gap_until", gap.Until, "by", actor.Name, "reason", req.Reason)
+		})
+		resp := &consentv1.AcceptRecoveryGapResponse{GapUntil: timestamppb.New(gap.Until)}
+		if !gap.From.IsZero() {
+			resp.GapFrom = timestamppb.New(gap.From)
+		}
+		return resp, nil
 	})
 }
 

@@ -343,7 +343,7 @@ func (f *fixture) subjectSequences(t *testing.T, subject string) []uint64 {
 // the stream still holds cannot be proven complete (a withdrawal in the
 // lost span would be gone), so the restored service refuses Check with
 // FAILED_PRECONDITION, reports lethe.consent.recovery.incomplete, and keeps
-// refusing across restarts.
+// refusing across restarts until an operator accepts the loss.
 func TestRestoreBeyondTheStreamsReachFailsClosed(t *testing.T) {
 	f := start(t)
 	backups := f.withBackups(t)
@@ -401,5 +401,42 @@ func TestRestoreBeyondTheStreamsReachFailsClosed(t *testing.T) {
 	refused()
 	if n := metricValue(t, metrics, "lethe.consent.recovery.incomplete"); n != 1 {
 		t.Fatalf("after a restart, recovery incomplete = %d, want 1", n)
+	}
+
+	// An operator accepts the loss: Check answers again, from what the
+	// store holds, which is the cost of accepting (ada's withdrawal is
+	// gone with the gap).
+	if _, err := f.consent.AcceptRecoveryGap(f.ctx, &consentv1.AcceptRecoveryGapRequest{RequestId: f.id()}); violations(t, err)[0] != "reason" {
+		t.Fatalf("accepting without a reason: %v", err)
+	}
+	accept := &consentv1.AcceptRecoveryGapRequest{RequestId: f.id(), Reason: "incident 7: the newsletter and CRM owners re-applied the week's unsubscribes by hand"}
+	first, err := f.consent.AcceptRecoveryGap(f.ctx, accept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.GapUntil == nil || first.GapFrom == nil || !first.GapFrom.AsTime().Before(first.GapUntil.AsTime()) {
+		t.Fatalf("accepted gap %v", first)
+	}
+	again, err := f.consent.AcceptRecoveryGap(f.ctx, accept)
+	if err != nil || !proto.Equal(again, first) {
+		t.Fatalf("the same acceptance again: %v, %v; want %v", again, err, first)
+	}
+	if _, err := f.consent.AcceptRecoveryGap(f.ctx, &consentv1.AcceptRecoveryGapRequest{RequestId: f.id(), Reason: "again"}); reasonOf(err) != "NO_RECOVERY_GAP" {
+		t.Fatalf("accepting when no gap stands: %v", err)
+	}
+	expect(t, f.check(t, "clio", "ada", "marketing", nil), true, consentv1.Reason_REASON_GRANTED)
+	if n := metricValue(t, metrics, "lethe.consent.recovery.incomplete"); n != 0 {
+		t.Fatalf("after the acceptance, recovery incomplete = %d, want 0", n)
+	}
+	// The acceptance lasts: the next start replays from it, and with the
+	// stream keeping its thirty days again nothing it needs is gone.
+	if _, err := broker.EnsureStream(f.ctx, f.deps.JetStream, broker.DefaultStreamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	f.stopConsent()
+	metrics = f.restart(t)
+	expect(t, f.check(t, "clio", "ada", "marketing", nil), true, consentv1.Reason_REASON_GRANTED)
+	if n := metricValue(t, metrics, "lethe.consent.recovery.incomplete"); n != 0 {
+		t.Fatalf("after the acceptance and a restart, recovery incomplete = %d, want 0", n)
 	}
 }

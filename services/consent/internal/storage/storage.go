@@ -192,6 +192,24 @@ func PutGapTx(tx *bolt.Tx, g *Gap) error {
 	return putJSON(b, keyGap, g)
 }
 
+// AcceptedGap is a gap an operator accepted the loss of.
+type AcceptedGap struct {
+	Gap        Gap       `json:"gap"`
+	AcceptedAt time.Time `json:"accepted_at"`
+	By         string    `json:"by"`
+	Reason     string    `json:"reason"`
+}
+
+// AcceptGapTx removes the standing gap and keeps the acceptance, under
+// its time, for as long as the file lives.
+func AcceptGapTx(tx *bolt.Tx, a AcceptedGap) error {
+	b := store.BucketTx(tx, BucketRecovery)
+	if err := putJSON(b, append([]byte("accepted\x00"), store.TimeKey(a.AcceptedAt)...), a); err != nil {
+		return err
+	}
+	return b.Delete(keyGap)
+}
+
 // Objection is a recorded objection (Art. 21).
 type Objection struct {
 	ID         string                  `json:"id"`
