@@ -242,6 +242,7 @@ func (s *Service) replay(ctx context.Context, stream jetstream.Stream, from time
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		InactiveThreshold: time.Minute,
 		MemoryStorage:     true,
+		Replicas:          1,
 	}
 	if !from.IsZero() {
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
