@@ -165,9 +165,8 @@ func (s *Service) recoverLimits(ctx context.Context) error {
 // MaxAge (less margin, for the clocks' skew): a replay starting later than
 // that needs nothing dropped, however young the first message kept is (a
 // stream quiet for longer than MaxAge). A MaxAge shortened and lengthened
-// again, or messages deleted by hand, defeat that inference; the first
-// shows as a young first message and is caught when the replay starts
-// before it.
+// again, or messages deleted by hand, defeat that inference, as they
+// defeat every system that reads the stream.
 func reaches(info *jetstream.StreamInfo, from time.Time, margin time.Duration, now time.Time) (time.Time, bool) {
 	st, cfg := info.State, info.Config
 	if st.FirstSeq <= 1 {
