@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/broker"
@@ -154,6 +155,7 @@ func TestRestoreRecoversLimitsFromTheStream(t *testing.T) {
 	teacher := &consentv1.SubjectAttributes{Role: "teacher"}
 	f.record(t, "clio", "ada", "marketing", consentv1.ConsentAction_CONSENT_ACTION_GRANT)
 	f.record(t, "clio", "dag", "cookies.statistics", consentv1.ConsentAction_CONSENT_ACTION_GRANT)
+	f.record(t, "clio", "gil", "marketing", consentv1.ConsentAction_CONSENT_ACTION_GRANT)
 	restrict := func(subject string) string {
 		t.Helper()
 		resp, err := f.consent.ApplyRestriction(f.ctx, &consentv1.ApplyRestrictionRequest{RequestId: f.id(), TenantId: "clio", SubjectId: subject,
@@ -189,6 +191,24 @@ func TestRestoreRecoversLimitsFromTheStream(t *testing.T) {
 	cyRestriction := restrict("cy")
 	lift(eveRestriction)
 	lift(restrict("fay"))
+	// On the same subjects, bytes that are no event and a withdrawal that
+	// another source published: neither is the consent service's to
+	// recover, and neither stops the catch-up.
+	subject, err := contract.KindSubject("clio", contract.KindConsentWithdrawn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := contract.Marshal(&eventsv1.Event{Id: "0193a1b2-0000-7000-8000-000000000001", TenantId: "clio", SubjectId: "gil", Sequence: 1,
+		Cause: &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: "not-a-record"}, OccurredAt: timestamppb.New(f.clock.Now()),
+		Source: "lethe/dsar", Body: &eventsv1.Event_ConsentWithdrawn{ConsentWithdrawn: &eventsv1.ConsentWithdrawn{PurposeIds: []string{"marketing"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, data := range [][]byte{[]byte("\xff not an event"), foreign} {
+		if _, err := f.deps.JetStream.Publish(f.ctx, subject, data); err != nil {
+			t.Fatal(err)
+		}
+	}
 	f.clock.Advance(366 * 24 * time.Hour) // the statistics cookie lives a year
 	if n, err := f.svc.ExpireDue(f.ctx); err != nil || n != 1 {
 		t.Fatalf("expired %d, %v; want dag's statistics consent", n, err)
@@ -196,7 +216,7 @@ func TestRestoreRecoversLimitsFromTheStream(t *testing.T) {
 	f.drained(t)
 
 	questions := []question{{"ada", "marketing"}, {"bo", "profiling"}, {"bo", "marketing"}, {"cy", "profiling"}, {"cy", "mail.transactional"},
-		{"eve", "profiling"}, {"fay", "profiling"}, {"dag", "cookies.statistics"}}
+		{"eve", "profiling"}, {"fay", "profiling"}, {"dag", "cookies.statistics"}, {"gil", "marketing"}}
 	before := map[question]*consentv1.Decision{}
 	for _, q := range questions {
 		before[q] = f.check(t, "clio", q.subject, q.purpose, teacher)
@@ -207,8 +227,9 @@ func TestRestoreRecoversLimitsFromTheStream(t *testing.T) {
 	expect(t, before[question{"cy", "profiling"}], false, consentv1.Reason_REASON_RESTRICTED)
 	expect(t, before[question{"eve", "profiling"}], true, consentv1.Reason_REASON_LEGITIMATE_INTEREST)
 	expect(t, before[question{"dag", "cookies.statistics"}], false, consentv1.Reason_REASON_EXPIRED)
+	expect(t, before[question{"gil", "marketing"}], true, consentv1.Reason_REASON_GRANTED)
 	published := f.limitMessages(t)
-	want := map[contract.Kind]uint64{contract.KindConsentWithdrawn: 2, contract.KindObjectionRecorded: 1,
+	want := map[contract.Kind]uint64{contract.KindConsentWithdrawn: 4, contract.KindObjectionRecorded: 1,
 		contract.KindRestrictionApplied: 3, contract.KindRestrictionLifted: 2}
 	for k, n := range want {
 		if published[k] != n {
