@@ -305,14 +305,33 @@ func (o *Outbox) putTx(tx *bolt.Tx, e entry) error {
 // events.
 func nextSubjectSequence(tx *bolt.Tx, tenant, subject string) (uint64, error) {
 	b := store.BucketTx(tx, store.BucketSubjectSequence)
-	key := make([]byte, 0, len(tenant)+1+len(subject))
-	key = append(append(append(key, tenant...), 0), subject...)
+	key := subjectSequenceKey(tenant, subject)
 	var seq uint64
 	if v := b.Get(key); len(v) == 8 {
 		seq = binary.BigEndian.Uint64(v)
 	}
 	seq++
 	return seq, b.Put(key, store.Uint64Key(seq))
+}
+
+// RaiseSubjectSequenceTx makes the subject's next event sequence follow
+// seq: an owner that recovers, after a restore from a backup, events the
+// stream holds and its file lost must not number the subject's next event
+// with a sequence already used, which subscribers ordering by sequence
+// would take for an old event. It writes nothing when the subject's
+// sequence is at seq or beyond, and reports whether it raised it.
+func RaiseSubjectSequenceTx(tx *bolt.Tx, tenant, subject string, seq uint64) (bool, error) {
+	b := store.BucketTx(tx, store.BucketSubjectSequence)
+	key := subjectSequenceKey(tenant, subject)
+	if v := b.Get(key); len(v) == 8 && binary.BigEndian.Uint64(v) >= seq {
+		return false, nil
+	}
+	return true, b.Put(key, store.Uint64Key(seq))
+}
+
+func subjectSequenceKey(tenant, subject string) []byte {
+	key := make([]byte, 0, len(tenant)+1+len(subject))
+	return append(append(append(key, tenant...), 0), subject...)
 }
 
 // NewEventID returns a new event id: a UUID version 7, whose leading

@@ -41,6 +41,9 @@ func (s *Service) decide(tenant, subject, purpose string, a *consentv1.SubjectAt
 
 // Check implements ConsentService.
 func (s *Service) Check(_ context.Context, req *consentv1.CheckRequest) (*consentv1.CheckResponse, error) {
+	if err := s.recoveryRefusal(); err != nil {
+		return nil, err
+	}
 	if req.At != nil {
 		ds, err := s.decideAt(req.TenantId, req.At, []*consentv1.CheckBatchItem{{SubjectId: req.SubjectId, PurposeId: req.PurposeId, Attributes: req.Attributes}})
 		if err != nil {
@@ -57,6 +60,9 @@ func (s *Service) Check(_ context.Context, req *consentv1.CheckRequest) (*consen
 
 // CheckBatch implements ConsentService.
 func (s *Service) CheckBatch(_ context.Context, req *consentv1.CheckBatchRequest) (*consentv1.CheckBatchResponse, error) {
+	if err := s.recoveryRefusal(); err != nil {
+		return nil, err
+	}
 	if req.At != nil {
 		ds, err := s.decideAt(req.TenantId, req.At, req.Items)
 		if err != nil {

@@ -19,9 +19,11 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/protobuf/proto"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
@@ -29,6 +31,7 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/registryclient"
 	"github.com/lethe-privacy/lethe/platform/server"
@@ -62,6 +65,13 @@ type Options struct {
 	// ResendAfter is how long a system may leave a limit unanswered before
 	// it is re-sent. Default one hour.
 	ResendAfter time.Duration
+	// RecoveryMargin is how far before the file's last alive_at the
+	// catch-up after a restore starts reading the stream (recovery.go).
+	// Default DefaultRecoveryMargin.
+	RecoveryMargin time.Duration
+	// Stream is the platform stream the service's limit events are on.
+	// Default the platform's, "LETHE".
+	Stream string
 }
 
 // Service implements lethe.consent.v1.ConsentService.
@@ -81,12 +91,23 @@ type Service struct {
 	watchers    *hub
 	applied     *sequencer
 	notices     notices
+	// gap is set while limits may be lost beyond the stream's reach
+	// (recovery.go); Check refuses to answer then.
+	gap             atomic.Pointer[storage.Gap]
+	recoveredEvents metric.Int64Counter
+	recoveryMetrics metric.Registration
 }
 
 // New opens the consent service's store and loads its state into memory.
 func New(deps service.Deps, opts Options) (*Service, error) {
 	if opts.ExpirySweepEvery <= 0 {
 		opts.ExpirySweepEvery = time.Minute
+	}
+	if opts.RecoveryMargin <= 0 {
+		opts.RecoveryMargin = DefaultRecoveryMargin
+	}
+	if opts.Stream == "" {
+		opts.Stream = broker.DefaultStreamConfig().Name
 	}
 	base, err := service.OpenBase(deps, storage.Schema)
 	if err != nil {
@@ -109,12 +130,36 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		Meter: base.Meter, Logger: base.Logger,
 	})
 	if err == nil {
+		s.recoveredEvents, err = base.Meter.Int64Counter("lethe.consent.recovery.recovered",
+			metric.WithDescription("Limit events the consent service re-applied from the event stream at start because its store, restored from a backup, lacked them."))
+	}
+	if err == nil {
 		err = s.load()
+	}
+	if err == nil {
+		// Before the service serves or publishes: a restored store must
+		// not answer Check from state older than the stream's.
+		ctx, cancel := context.WithTimeout(context.Background(), recoveryTimeout)
+		err = s.recoverLimits(ctx)
+		cancel()
+	}
+	if err == nil {
+		err = s.registerRecoveryMetrics()
 	}
 	if err != nil {
 		return nil, errors.Join(err, base.Close())
 	}
 	return s, nil
+}
+
+// recoveryTimeout bounds the catch-up at start. Thirty days of limit
+// events are read in well under a minute; a stream that does not answer
+// in this time fails the start, which the supervisor retries.
+const recoveryTimeout = 5 * time.Minute
+
+// Close releases the service's resources after Run returned.
+func (s *Service) Close() error {
+	return errors.Join(s.recoveryMetrics.Unregister(), s.Base.Close())
 }
 
 // Register serves the consent API on srv.
@@ -139,6 +184,9 @@ func (s *Service) Run(ctx context.Context) error {
 // tick expires consents, brings notice versions into effect and asks the
 // registry again for the countries of tenants still without one.
 func (s *Service) tick(ctx context.Context) {
+	if err := s.markAlive(); err != nil {
+		s.Logger.Error("consent: recording the recovery mark failed", "error", err)
+	}
 	if err := s.wantCountries(true); err != nil {
 		s.Logger.Error("consent: listing tenants without a country failed", "error", err)
 	}

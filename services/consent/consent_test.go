@@ -2,11 +2,13 @@ package consent_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,6 +54,12 @@ type fixture struct {
 	deps     service.Deps
 	n        atomic.Int64
 	ctx      context.Context
+	// regConn reaches the registry; conDeps are what the consent service
+	// runs with (its data folder among them), so that a test can stop it
+	// and start it again on the same file (stopConsent, runConsent).
+	regConn     *grpc.ClientConn
+	conDeps     service.Deps
+	stopConsent func()
 }
 
 func run(t testing.TB, svc interface{ Run(context.Context) error }, closer func() error) {
@@ -93,22 +101,56 @@ func startWith(t testing.TB, extra func(*server.Server)) *fixture {
 	regConn := servertest.Start(t, server.Config{Clock: f.clock, Logger: quiet}, reg.Register)
 	f.registry = registryv1.NewRegistryServiceClient(regConn)
 
-	conDeps := f.deps
-	conDeps.DataDir = t.TempDir()
-	conDeps.Registry = regConn
-	f.svc, err = consent.New(conDeps, consent.Options{ExpirySweepEvery: time.Hour})
-	if err != nil {
+	f.regConn = regConn
+	f.conDeps = f.deps
+	f.conDeps.DataDir = t.TempDir()
+	f.conDeps.Registry = regConn
+	if err := f.runConsent(t, consent.Options{ExpirySweepEvery: time.Hour}, extra); err != nil {
 		t.Fatal(err)
 	}
-	run(t, f.svc, f.svc.Close)
-	f.conn = servertest.Start(t, server.Config{Clock: f.clock, Logger: quiet}, func(s *server.Server) {
-		f.svc.Register(s)
+	return f
+}
+
+// runConsent starts the consent service with f.conDeps and serves it,
+// until f.stopConsent or the end of the test.
+func (f *fixture) runConsent(t testing.TB, opts consent.Options, extra func(*server.Server)) error {
+	t.Helper()
+	svc, err := consent.New(f.conDeps, opts)
+	if err != nil {
+		return err
+	}
+	f.svc = svc
+	conn, serve := servertest.Build(t, server.Config{Clock: f.clock, Logger: quiet}, func(s *server.Server) {
+		svc.Register(s)
 		if extra != nil {
 			extra(s)
 		}
 	})
-	f.consent = consentv1.NewConsentServiceClient(f.conn)
-	return f
+	f.conn, f.consent = conn, consentv1.NewConsentServiceClient(conn)
+	ctx, cancel := context.WithCancel(context.Background())
+	served, ran := make(chan error, 1), make(chan error, 1)
+	go func() { served <- serve(ctx) }()
+	go func() { ran <- svc.Run(ctx) }()
+	var once sync.Once
+	// The server stops first, then the background work, then the file
+	// closes: as service.Run does it.
+	f.stopConsent = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-served; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				t.Errorf("serve consent: %v", err)
+			}
+			if err := <-ran; err != nil {
+				t.Errorf("run consent: %v", err)
+			}
+			if err := svc.Close(); err != nil {
+				t.Errorf("close consent: %v", err)
+			}
+			_ = conn.Close()
+		})
+	}
+	t.Cleanup(f.stopConsent)
+	return nil
 }
 
 func (f *fixture) id() string { return fmt.Sprint("req-", f.n.Add(1)) }

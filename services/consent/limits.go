@@ -140,7 +140,8 @@ func (s *Service) ApplyRestriction(ctx context.Context, req *consentv1.ApplyRest
 // restrictionOf returns a stored restriction as the API shows it.
 func restrictionOf(r storage.Restriction) *consentv1.Restriction {
 	out := &consentv1.Restriction{RestrictionId: r.ID, SubjectId: r.Subject, Ground: r.Ground, PurposeIds: r.Purposes,
-		AppliedAt: timestamppb.New(r.AppliedAt), GroundOutcome: r.GroundOutcome, ObjectionId: r.ObjectionID}
+		AppliedAt: timestamppb.New(r.AppliedAt), GroundOutcome: r.GroundOutcome, ObjectionId: r.ObjectionID,
+		RecoveredFrom: r.Recovered.Proto(), LiftRecoveredFrom: r.LiftRecovered.Proto()}
 	if !r.LiftedAt.IsZero() {
 		out.LiftedAt = timestamppb.New(r.LiftedAt)
 	}

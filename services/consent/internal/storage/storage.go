@@ -15,6 +15,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
@@ -47,6 +48,16 @@ var (
 	// TenantSettings.country says (empty when it has none), so that Check
 	// knows it while the registry is down.
 	BucketTenantCountries = store.Bucket("consent.tenant_countries")
+	// BucketRecovery keeps what catch-up after a restore needs: when the
+	// service last knew its file complete (keyAliveAt) and, while limits
+	// may be lost beyond the stream's reach, the gap (keyGap).
+	BucketRecovery = store.Bucket("consent.recovery")
+)
+
+// Keys in BucketRecovery.
+var (
+	keyAliveAt = []byte("alive_at")
+	keyGap     = []byte("gap")
 )
 
 // Schema is the layout of consent.db.
@@ -54,7 +65,7 @@ var Schema = store.Schema{
 	Service: "consent",
 	Version: 1,
 	Buckets: []store.Bucket{BucketPurposes, BucketRecords, BucketObjections, BucketRestrictions,
-		BucketChanges, BucketRevisions, BucketExpiries, BucketEvidenceKeys, BucketTenantCountries},
+		BucketChanges, BucketRevisions, BucketExpiries, BucketEvidenceKeys, BucketTenantCountries, BucketRecovery},
 	// Only the API's audited mutations create purposes and consent
 	// records: a file holding either has audit entries.
 	Audited: []store.Bucket{BucketPurposes, BucketRecords},
@@ -85,6 +96,120 @@ func AddRecordTx(tx *bolt.Tx, r *consentv1.ConsentRecord) error {
 	return putProto(b, append(store.Key(r.TenantId, r.SubjectId), store.Uint64Key(seq)...), r)
 }
 
+// Recovered is the provenance of state recovered from the platform stream
+// after a restore: the event that proves the lost change, its position in
+// the stream, and when it was recovered.
+type Recovered struct {
+	EventID        string    `json:"event_id"`
+	StreamSequence uint64    `json:"stream_sequence"`
+	At             time.Time `json:"at"`
+}
+
+// Proto returns r as the API shows it; nil for nil.
+func (r *Recovered) Proto() *consentv1.RecoveredFrom {
+	if r == nil {
+		return nil
+	}
+	return &consentv1.RecoveredFrom{EventId: r.EventID, StreamSequence: r.StreamSequence, RecoveredAt: timestamppb.New(r.At)}
+}
+
+// SubjectRecordTx looks through a subject's consent records for the one
+// with id recordID, or one recovered from the event eventID, and returns
+// it.
+func SubjectRecordTx(tx *bolt.Tx, tenant, subject, recordID, eventID string) (*consentv1.ConsentRecord, bool, error) {
+	var found *consentv1.ConsentRecord
+	err := Each(tx, BucketRecords, store.Key(tenant, subject), func(_, v []byte) error {
+		if found != nil {
+			return nil
+		}
+		r := &consentv1.ConsentRecord{}
+		if err := proto.Unmarshal(v, r); err != nil {
+			return err
+		}
+		if (recordID != "" && r.RecordId == recordID) || (eventID != "" && r.GetRecoveredFrom().GetEventId() == eventID) {
+			found = r
+		}
+		return nil
+	})
+	return found, found != nil, err
+}
+
+// ExpiryKey is the BucketExpiries key of a grant's expiry.
+func ExpiryKey(r *consentv1.ConsentRecord) []byte {
+	return append(store.TimeKey(r.ExpiresAt.AsTime()), store.Key(r.TenantId, r.SubjectId, r.PurposeId, r.RecordId)...)
+}
+
+// AliveAtTx returns when the service last recorded that its file held
+// every limit it had published; false when it never did.
+func AliveAtTx(tx *bolt.Tx) (time.Time, bool) {
+	v := store.BucketTx(tx, BucketRecovery).Get(keyAliveAt)
+	if len(v) != 8 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, int64(store.KeyUint64(v))).UTC(), true
+}
+
+// PutAliveAtTx records that at t the file held every limit the service
+// had published.
+func PutAliveAtTx(tx *bolt.Tx, t time.Time) error {
+	return store.BucketTx(tx, BucketRecovery).Put(keyAliveAt, store.TimeKey(t))
+}
+
+// Gap is a span of time in which limits the service published may be
+// lost: its file was restored from a backup older than the stream's
+// reach, and the stream no longer holds every event published since.
+type Gap struct {
+	// From is when the file was last known complete; zero for a file that
+	// never was (a new, empty file).
+	From time.Time `json:"from,omitzero"`
+	// Until is the time of the oldest event the stream still held, from
+	// which on everything was recovered.
+	Until time.Time `json:"until"`
+	// FirstSequence is the stream's first sequence then.
+	FirstSequence uint64 `json:"first_sequence"`
+	// StreamMaxAge is how long the stream keeps events.
+	StreamMaxAge time.Duration `json:"stream_max_age"`
+	// DetectedAt is when the gap was found.
+	DetectedAt time.Time `json:"detected_at"`
+}
+
+// GapTx returns the recorded gap, if any.
+func GapTx(tx *bolt.Tx) (*Gap, error) {
+	v := store.BucketTx(tx, BucketRecovery).Get(keyGap)
+	if v == nil {
+		return nil, nil
+	}
+	g := &Gap{}
+	return g, json.Unmarshal(v, g)
+}
+
+// PutGapTx records a gap; nil removes it.
+func PutGapTx(tx *bolt.Tx, g *Gap) error {
+	b := store.BucketTx(tx, BucketRecovery)
+	if g == nil {
+		return b.Delete(keyGap)
+	}
+	return putJSON(b, keyGap, g)
+}
+
+// AcceptedGap is a gap an operator accepted the loss of.
+type AcceptedGap struct {
+	Gap        Gap       `json:"gap"`
+	AcceptedAt time.Time `json:"accepted_at"`
+	By         string    `json:"by"`
+	Reason     string    `json:"reason"`
+}
+
+// AcceptGapTx removes the standing gap and keeps the acceptance, under
+// its time, for as long as the file lives.
+func AcceptGapTx(tx *bolt.Tx, a AcceptedGap) error {
+	b := store.BucketTx(tx, BucketRecovery)
+	if err := putJSON(b, append([]byte("accepted\x00"), store.TimeKey(a.AcceptedAt)...), a); err != nil {
+		return err
+	}
+	return b.Delete(keyGap)
+}
+
 // Objection is a recorded objection (Art. 21).
 type Objection struct {
 	ID         string                  `json:"id"`
@@ -94,6 +219,13 @@ type Objection struct {
 	CauseKind  commonv1.CauseKind      `json:"cause_kind"`
 	CauseID    string                  `json:"cause_id"`
 	RecordedAt time.Time               `json:"recorded_at"`
+	// Recovered is set on an objection recovered from the stream.
+	Recovered *Recovered `json:"recovered,omitempty"`
+}
+
+// ObjectionExistsTx reports whether the subject's objection is stored.
+func ObjectionExistsTx(tx *bolt.Tx, tenant, subject, id string) bool {
+	return store.BucketTx(tx, BucketObjections).Get(store.Key(tenant, subject, id)) != nil
 }
 
 // PutObjectionTx stores an objection.
@@ -124,6 +256,10 @@ type Restriction struct {
 	// LiftCauseKind and LiftCauseID are what caused the lift.
 	LiftCauseKind commonv1.CauseKind `json:"lift_cause_kind,omitempty"`
 	LiftCauseID   string             `json:"lift_cause_id,omitempty"`
+	// Recovered is set on a restriction recovered from the stream, and
+	// LiftRecovered on a lift recovered from it.
+	Recovered     *Recovered `json:"recovered,omitempty"`
+	LiftRecovered *Recovered `json:"lift_recovered,omitempty"`
 }
 
 // Active reports whether the restriction was in force at t.
@@ -179,8 +315,7 @@ func ChangesTx(tx *bolt.Tx, tenant string, after uint64, limit int) ([]*consentv
 
 // ScheduleExpiryTx indexes a grant's expiry.
 func ScheduleExpiryTx(tx *bolt.Tx, r *consentv1.ConsentRecord) error {
-	key := append(store.TimeKey(r.ExpiresAt.AsTime()), store.Key(r.TenantId, r.SubjectId, r.PurposeId, r.RecordId)...)
-	return store.BucketTx(tx, BucketExpiries).Put(key, nil)
+	return store.BucketTx(tx, BucketExpiries).Put(ExpiryKey(r), nil)
 }
 
 // Expiry is a grant due to expire.

@@ -530,6 +530,120 @@ func (TaskState) EnumDescriptor() ([]byte, []int) {
 	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{6}
 }
 
+// AcceptRecoveryGapRequest accepts the loss of the limits recorded in a
+// recovery gap.
+type AcceptRecoveryGapRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Idempotency key of this mutation.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Why the loss is accepted and what was done about it, kept with the
+	// acceptance.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptRecoveryGapRequest) Reset() {
+	*x = AcceptRecoveryGapRequest{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptRecoveryGapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptRecoveryGapRequest) ProtoMessage() {}
+
+func (x *AcceptRecoveryGapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptRecoveryGapRequest.ProtoReflect.Descriptor instead.
+func (*AcceptRecoveryGapRequest) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AcceptRecoveryGapRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AcceptRecoveryGapRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// AcceptRecoveryGapResponse describes the gap accepted.
+type AcceptRecoveryGapResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the restored store was last known complete; unset for a store
+	// that never was (a new, empty file).
+	GapFrom *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=gap_from,json=gapFrom,proto3" json:"gap_from,omitempty"`
+	// The time of the oldest event the stream still held; every limit
+	// published from then on was recovered.
+	GapUntil      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=gap_until,json=gapUntil,proto3" json:"gap_until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptRecoveryGapResponse) Reset() {
+	*x = AcceptRecoveryGapResponse{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptRecoveryGapResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptRecoveryGapResponse) ProtoMessage() {}
+
+func (x *AcceptRecoveryGapResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptRecoveryGapResponse.ProtoReflect.Descriptor instead.
+func (*AcceptRecoveryGapResponse) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AcceptRecoveryGapResponse) GetGapFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GapFrom
+	}
+	return nil
+}
+
+func (x *AcceptRecoveryGapResponse) GetGapUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GapUntil
+	}
+	return nil
+}
+
 // Eligibility says who may be asked for a purpose at all, whatever they
 // answer.
 type Eligibility struct {
@@ -548,7 +662,7 @@ type Eligibility struct {
 
 func (x *Eligibility) Reset() {
 	*x = Eligibility{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[0]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +674,7 @@ func (x *Eligibility) String() string {
 func (*Eligibility) ProtoMessage() {}
 
 func (x *Eligibility) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[0]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +687,7 @@ func (x *Eligibility) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Eligibility.ProtoReflect.Descriptor instead.
 func (*Eligibility) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{0}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Eligibility) GetExcludedRoles() []string {
@@ -614,7 +728,7 @@ type NoticeVersion struct {
 
 func (x *NoticeVersion) Reset() {
 	*x = NoticeVersion{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[1]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +740,7 @@ func (x *NoticeVersion) String() string {
 func (*NoticeVersion) ProtoMessage() {}
 
 func (x *NoticeVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[1]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +753,7 @@ func (x *NoticeVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoticeVersion.ProtoReflect.Descriptor instead.
 func (*NoticeVersion) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{1}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *NoticeVersion) GetVersion() string {
@@ -700,7 +814,7 @@ type Purpose struct {
 
 func (x *Purpose) Reset() {
 	*x = Purpose{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[2]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +826,7 @@ func (x *Purpose) String() string {
 func (*Purpose) ProtoMessage() {}
 
 func (x *Purpose) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[2]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +839,7 @@ func (x *Purpose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Purpose.ProtoReflect.Descriptor instead.
 func (*Purpose) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{2}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Purpose) GetPurposeId() string {
@@ -822,7 +936,7 @@ type PutPurposeRequest struct {
 
 func (x *PutPurposeRequest) Reset() {
 	*x = PutPurposeRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[3]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +948,7 @@ func (x *PutPurposeRequest) String() string {
 func (*PutPurposeRequest) ProtoMessage() {}
 
 func (x *PutPurposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[3]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +961,7 @@ func (x *PutPurposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutPurposeRequest.ProtoReflect.Descriptor instead.
 func (*PutPurposeRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{3}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PutPurposeRequest) GetRequestId() string {
@@ -889,7 +1003,7 @@ type PutPurposeResponse struct {
 
 func (x *PutPurposeResponse) Reset() {
 	*x = PutPurposeResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[4]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1015,7 @@ func (x *PutPurposeResponse) String() string {
 func (*PutPurposeResponse) ProtoMessage() {}
 
 func (x *PutPurposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[4]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1028,7 @@ func (x *PutPurposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutPurposeResponse.ProtoReflect.Descriptor instead.
 func (*PutPurposeResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{4}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PutPurposeResponse) GetPurpose() *Purpose {
@@ -939,7 +1053,7 @@ type ListPurposesRequest struct {
 
 func (x *ListPurposesRequest) Reset() {
 	*x = ListPurposesRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[5]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1065,7 @@ func (x *ListPurposesRequest) String() string {
 func (*ListPurposesRequest) ProtoMessage() {}
 
 func (x *ListPurposesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[5]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1078,7 @@ func (x *ListPurposesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPurposesRequest.ProtoReflect.Descriptor instead.
 func (*ListPurposesRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{5}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListPurposesRequest) GetTenantId() string {
@@ -1001,7 +1115,7 @@ type ListPurposesResponse struct {
 
 func (x *ListPurposesResponse) Reset() {
 	*x = ListPurposesResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[6]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1127,7 @@ func (x *ListPurposesResponse) String() string {
 func (*ListPurposesResponse) ProtoMessage() {}
 
 func (x *ListPurposesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[6]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1140,7 @@ func (x *ListPurposesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPurposesResponse.ProtoReflect.Descriptor instead.
 func (*ListPurposesResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{6}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListPurposesResponse) GetPurposes() []*Purpose {
@@ -1059,7 +1173,7 @@ type EvidenceInput struct {
 
 func (x *EvidenceInput) Reset() {
 	*x = EvidenceInput{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[7]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1185,7 @@ func (x *EvidenceInput) String() string {
 func (*EvidenceInput) ProtoMessage() {}
 
 func (x *EvidenceInput) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[7]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,7 +1198,7 @@ func (x *EvidenceInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvidenceInput.ProtoReflect.Descriptor instead.
 func (*EvidenceInput) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{7}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *EvidenceInput) GetIpAddress() string {
@@ -1125,7 +1239,7 @@ type Evidence struct {
 
 func (x *Evidence) Reset() {
 	*x = Evidence{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[8]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1251,7 @@ func (x *Evidence) String() string {
 func (*Evidence) ProtoMessage() {}
 
 func (x *Evidence) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[8]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1264,7 @@ func (x *Evidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Evidence.ProtoReflect.Descriptor instead.
 func (*Evidence) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{8}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Evidence) GetFingerprint() []byte {
@@ -1205,14 +1319,20 @@ type ConsentRecord struct {
 	// request named for an imported or paper consent, otherwise recorded_at.
 	// Lifetimes and the age of digital consent count from it. Unset on
 	// records made before Lethe kept it; they were given when recorded.
-	GivenAt       *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=given_at,json=givenAt,proto3" json:"given_at,omitempty"`
+	GivenAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=given_at,json=givenAt,proto3" json:"given_at,omitempty"`
+	// Set when the record was not made by a call but recovered, after the
+	// service's store was restored from a backup, from the limit event the
+	// lost original had published: a withdrawal recovered this way keeps
+	// only what the event carried (purpose, time, cause), so method, notice
+	// version, actor and evidence are unset.
+	RecoveredFrom *RecoveredFrom `protobuf:"bytes,13,opt,name=recovered_from,json=recoveredFrom,proto3" json:"recovered_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConsentRecord) Reset() {
 	*x = ConsentRecord{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[9]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1344,7 @@ func (x *ConsentRecord) String() string {
 func (*ConsentRecord) ProtoMessage() {}
 
 func (x *ConsentRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[9]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1357,7 @@ func (x *ConsentRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsentRecord.ProtoReflect.Descriptor instead.
 func (*ConsentRecord) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{9}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ConsentRecord) GetRecordId() string {
@@ -1324,6 +1444,79 @@ func (x *ConsentRecord) GetGivenAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ConsentRecord) GetRecoveredFrom() *RecoveredFrom {
+	if x != nil {
+		return x.RecoveredFrom
+	}
+	return nil
+}
+
+// RecoveredFrom is the provenance of state the consent service recovered
+// from the platform event stream after a restore from a backup: the event
+// that proves the lost change happened, as the stream still holds it.
+type RecoveredFrom struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id of the event the change was recovered from.
+	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// The event's sequence number in the platform stream (LETHE).
+	StreamSequence uint64 `protobuf:"varint,2,opt,name=stream_sequence,json=streamSequence,proto3" json:"stream_sequence,omitempty"`
+	// When the service recovered it.
+	RecoveredAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=recovered_at,json=recoveredAt,proto3" json:"recovered_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoveredFrom) Reset() {
+	*x = RecoveredFrom{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoveredFrom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoveredFrom) ProtoMessage() {}
+
+func (x *RecoveredFrom) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoveredFrom.ProtoReflect.Descriptor instead.
+func (*RecoveredFrom) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RecoveredFrom) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *RecoveredFrom) GetStreamSequence() uint64 {
+	if x != nil {
+		return x.StreamSequence
+	}
+	return 0
+}
+
+func (x *RecoveredFrom) GetRecoveredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecoveredAt
+	}
+	return nil
+}
+
 // RecordConsentRequest records one consent action.
 type RecordConsentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1356,7 +1549,7 @@ type RecordConsentRequest struct {
 
 func (x *RecordConsentRequest) Reset() {
 	*x = RecordConsentRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[10]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1561,7 @@ func (x *RecordConsentRequest) String() string {
 func (*RecordConsentRequest) ProtoMessage() {}
 
 func (x *RecordConsentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[10]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1574,7 @@ func (x *RecordConsentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordConsentRequest.ProtoReflect.Descriptor instead.
 func (*RecordConsentRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{10}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RecordConsentRequest) GetRequestId() string {
@@ -1458,7 +1651,7 @@ type RecordConsentResponse struct {
 
 func (x *RecordConsentResponse) Reset() {
 	*x = RecordConsentResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[11]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1663,7 @@ func (x *RecordConsentResponse) String() string {
 func (*RecordConsentResponse) ProtoMessage() {}
 
 func (x *RecordConsentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[11]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1676,7 @@ func (x *RecordConsentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordConsentResponse.ProtoReflect.Descriptor instead.
 func (*RecordConsentResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{11}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RecordConsentResponse) GetRecord() *ConsentRecord {
@@ -1517,7 +1710,7 @@ type RecordBannerDecisionRequest struct {
 
 func (x *RecordBannerDecisionRequest) Reset() {
 	*x = RecordBannerDecisionRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[12]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1722,7 @@ func (x *RecordBannerDecisionRequest) String() string {
 func (*RecordBannerDecisionRequest) ProtoMessage() {}
 
 func (x *RecordBannerDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[12]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1735,7 @@ func (x *RecordBannerDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBannerDecisionRequest.ProtoReflect.Descriptor instead.
 func (*RecordBannerDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{12}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RecordBannerDecisionRequest) GetRequestId() string {
@@ -1605,7 +1798,7 @@ type RecordBannerDecisionResponse struct {
 
 func (x *RecordBannerDecisionResponse) Reset() {
 	*x = RecordBannerDecisionResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[13]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1617,7 +1810,7 @@ func (x *RecordBannerDecisionResponse) String() string {
 func (*RecordBannerDecisionResponse) ProtoMessage() {}
 
 func (x *RecordBannerDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[13]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1630,7 +1823,7 @@ func (x *RecordBannerDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBannerDecisionResponse.ProtoReflect.Descriptor instead.
 func (*RecordBannerDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{13}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RecordBannerDecisionResponse) GetRecords() []*ConsentRecord {
@@ -1653,7 +1846,7 @@ type DestroyEvidenceKeyRequest struct {
 
 func (x *DestroyEvidenceKeyRequest) Reset() {
 	*x = DestroyEvidenceKeyRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[14]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1858,7 @@ func (x *DestroyEvidenceKeyRequest) String() string {
 func (*DestroyEvidenceKeyRequest) ProtoMessage() {}
 
 func (x *DestroyEvidenceKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[14]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1871,7 @@ func (x *DestroyEvidenceKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyEvidenceKeyRequest.ProtoReflect.Descriptor instead.
 func (*DestroyEvidenceKeyRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{14}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DestroyEvidenceKeyRequest) GetRequestId() string {
@@ -1706,7 +1899,7 @@ type DestroyEvidenceKeyResponse struct {
 
 func (x *DestroyEvidenceKeyResponse) Reset() {
 	*x = DestroyEvidenceKeyResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[15]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1911,7 @@ func (x *DestroyEvidenceKeyResponse) String() string {
 func (*DestroyEvidenceKeyResponse) ProtoMessage() {}
 
 func (x *DestroyEvidenceKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[15]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1924,7 @@ func (x *DestroyEvidenceKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyEvidenceKeyResponse.ProtoReflect.Descriptor instead.
 func (*DestroyEvidenceKeyResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{15}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DestroyEvidenceKeyResponse) GetKeyId() string {
@@ -1758,7 +1951,7 @@ type ListConsentHistoryRequest struct {
 
 func (x *ListConsentHistoryRequest) Reset() {
 	*x = ListConsentHistoryRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[16]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +1963,7 @@ func (x *ListConsentHistoryRequest) String() string {
 func (*ListConsentHistoryRequest) ProtoMessage() {}
 
 func (x *ListConsentHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[16]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +1976,7 @@ func (x *ListConsentHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsentHistoryRequest.ProtoReflect.Descriptor instead.
 func (*ListConsentHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{16}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListConsentHistoryRequest) GetTenantId() string {
@@ -1827,7 +2020,7 @@ type ListConsentHistoryResponse struct {
 
 func (x *ListConsentHistoryResponse) Reset() {
 	*x = ListConsentHistoryResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[17]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +2032,7 @@ func (x *ListConsentHistoryResponse) String() string {
 func (*ListConsentHistoryResponse) ProtoMessage() {}
 
 func (x *ListConsentHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[17]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +2045,7 @@ func (x *ListConsentHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsentHistoryResponse.ProtoReflect.Descriptor instead.
 func (*ListConsentHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{17}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListConsentHistoryResponse) GetRecords() []*ConsentRecord {
@@ -1890,7 +2083,7 @@ type RecordObjectionRequest struct {
 
 func (x *RecordObjectionRequest) Reset() {
 	*x = RecordObjectionRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[18]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1902,7 +2095,7 @@ func (x *RecordObjectionRequest) String() string {
 func (*RecordObjectionRequest) ProtoMessage() {}
 
 func (x *RecordObjectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[18]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1915,7 +2108,7 @@ func (x *RecordObjectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordObjectionRequest.ProtoReflect.Descriptor instead.
 func (*RecordObjectionRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{18}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RecordObjectionRequest) GetRequestId() string {
@@ -1973,7 +2166,7 @@ type RecordObjectionResponse struct {
 
 func (x *RecordObjectionResponse) Reset() {
 	*x = RecordObjectionResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[19]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1985,7 +2178,7 @@ func (x *RecordObjectionResponse) String() string {
 func (*RecordObjectionResponse) ProtoMessage() {}
 
 func (x *RecordObjectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[19]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1998,7 +2191,7 @@ func (x *RecordObjectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordObjectionResponse.ProtoReflect.Descriptor instead.
 func (*RecordObjectionResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{19}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RecordObjectionResponse) GetObjectionId() string {
@@ -2036,7 +2229,7 @@ type ApplyRestrictionRequest struct {
 
 func (x *ApplyRestrictionRequest) Reset() {
 	*x = ApplyRestrictionRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[20]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2241,7 @@ func (x *ApplyRestrictionRequest) String() string {
 func (*ApplyRestrictionRequest) ProtoMessage() {}
 
 func (x *ApplyRestrictionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[20]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2254,7 @@ func (x *ApplyRestrictionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRestrictionRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRestrictionRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{20}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ApplyRestrictionRequest) GetRequestId() string {
@@ -2117,7 +2310,7 @@ type ApplyRestrictionResponse struct {
 
 func (x *ApplyRestrictionResponse) Reset() {
 	*x = ApplyRestrictionResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[21]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2322,7 @@ func (x *ApplyRestrictionResponse) String() string {
 func (*ApplyRestrictionResponse) ProtoMessage() {}
 
 func (x *ApplyRestrictionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[21]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2335,7 @@ func (x *ApplyRestrictionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRestrictionResponse.ProtoReflect.Descriptor instead.
 func (*ApplyRestrictionResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{21}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApplyRestrictionResponse) GetRestrictionId() string {
@@ -2173,7 +2366,7 @@ type LiftRestrictionRequest struct {
 
 func (x *LiftRestrictionRequest) Reset() {
 	*x = LiftRestrictionRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[22]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2185,7 +2378,7 @@ func (x *LiftRestrictionRequest) String() string {
 func (*LiftRestrictionRequest) ProtoMessage() {}
 
 func (x *LiftRestrictionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[22]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2198,7 +2391,7 @@ func (x *LiftRestrictionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LiftRestrictionRequest.ProtoReflect.Descriptor instead.
 func (*LiftRestrictionRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{22}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LiftRestrictionRequest) GetRequestId() string {
@@ -2247,7 +2440,7 @@ type LiftRestrictionResponse struct {
 
 func (x *LiftRestrictionResponse) Reset() {
 	*x = LiftRestrictionResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[23]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2259,7 +2452,7 @@ func (x *LiftRestrictionResponse) String() string {
 func (*LiftRestrictionResponse) ProtoMessage() {}
 
 func (x *LiftRestrictionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[23]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2272,7 +2465,7 @@ func (x *LiftRestrictionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LiftRestrictionResponse.ProtoReflect.Descriptor instead.
 func (*LiftRestrictionResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{23}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LiftRestrictionResponse) GetRestriction() *Restriction {
@@ -2304,14 +2497,21 @@ type Restriction struct {
 	// unspecified for a lift by hand.
 	GroundOutcome RestrictionGroundOutcome `protobuf:"varint,8,opt,name=ground_outcome,json=groundOutcome,proto3,enum=lethe.consent.v1.RestrictionGroundOutcome" json:"ground_outcome,omitempty"`
 	// The objection recorded because the subject's objection was upheld.
-	ObjectionId   string `protobuf:"bytes,9,opt,name=objection_id,json=objectionId,proto3" json:"objection_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ObjectionId string `protobuf:"bytes,9,opt,name=objection_id,json=objectionId,proto3" json:"objection_id,omitempty"`
+	// Set when the restriction was recovered from the event stream after a
+	// restore from a backup (its restriction.applied event).
+	RecoveredFrom *RecoveredFrom `protobuf:"bytes,10,opt,name=recovered_from,json=recoveredFrom,proto3" json:"recovered_from,omitempty"`
+	// Set when the lift was recovered from the event stream after a restore
+	// from a backup (its restriction.lifted event); subject_informed_at and
+	// ground_outcome are then unknown and unset.
+	LiftRecoveredFrom *RecoveredFrom `protobuf:"bytes,11,opt,name=lift_recovered_from,json=liftRecoveredFrom,proto3" json:"lift_recovered_from,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Restriction) Reset() {
 	*x = Restriction{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2323,7 +2523,7 @@ func (x *Restriction) String() string {
 func (*Restriction) ProtoMessage() {}
 
 func (x *Restriction) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2336,7 +2536,7 @@ func (x *Restriction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Restriction.ProtoReflect.Descriptor instead.
 func (*Restriction) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{24}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Restriction) GetRestrictionId() string {
@@ -2402,6 +2602,20 @@ func (x *Restriction) GetObjectionId() string {
 	return ""
 }
 
+func (x *Restriction) GetRecoveredFrom() *RecoveredFrom {
+	if x != nil {
+		return x.RecoveredFrom
+	}
+	return nil
+}
+
+func (x *Restriction) GetLiftRecoveredFrom() *RecoveredFrom {
+	if x != nil {
+		return x.LiftRecoveredFrom
+	}
+	return nil
+}
+
 // ResolveRestrictionGroundRequest records that a restriction's ground ended.
 type ResolveRestrictionGroundRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2430,7 +2644,7 @@ type ResolveRestrictionGroundRequest struct {
 
 func (x *ResolveRestrictionGroundRequest) Reset() {
 	*x = ResolveRestrictionGroundRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2442,7 +2656,7 @@ func (x *ResolveRestrictionGroundRequest) String() string {
 func (*ResolveRestrictionGroundRequest) ProtoMessage() {}
 
 func (x *ResolveRestrictionGroundRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2455,7 +2669,7 @@ func (x *ResolveRestrictionGroundRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRestrictionGroundRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRestrictionGroundRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{25}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ResolveRestrictionGroundRequest) GetRequestId() string {
@@ -2512,7 +2726,7 @@ type ResolveRestrictionGroundResponse struct {
 
 func (x *ResolveRestrictionGroundResponse) Reset() {
 	*x = ResolveRestrictionGroundResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2524,7 +2738,7 @@ func (x *ResolveRestrictionGroundResponse) String() string {
 func (*ResolveRestrictionGroundResponse) ProtoMessage() {}
 
 func (x *ResolveRestrictionGroundResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2537,7 +2751,7 @@ func (x *ResolveRestrictionGroundResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRestrictionGroundResponse.ProtoReflect.Descriptor instead.
 func (*ResolveRestrictionGroundResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{26}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ResolveRestrictionGroundResponse) GetRestriction() *Restriction {
@@ -2570,7 +2784,7 @@ type SubjectAttributes struct {
 
 func (x *SubjectAttributes) Reset() {
 	*x = SubjectAttributes{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2582,7 +2796,7 @@ func (x *SubjectAttributes) String() string {
 func (*SubjectAttributes) ProtoMessage() {}
 
 func (x *SubjectAttributes) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2595,7 +2809,7 @@ func (x *SubjectAttributes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubjectAttributes.ProtoReflect.Descriptor instead.
 func (*SubjectAttributes) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{27}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SubjectAttributes) GetRole() string {
@@ -2650,7 +2864,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2662,7 +2876,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2675,7 +2889,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{28}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Decision) GetPurposeId() string {
@@ -2742,7 +2956,7 @@ type CheckRequest struct {
 
 func (x *CheckRequest) Reset() {
 	*x = CheckRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2754,7 +2968,7 @@ func (x *CheckRequest) String() string {
 func (*CheckRequest) ProtoMessage() {}
 
 func (x *CheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2767,7 +2981,7 @@ func (x *CheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckRequest.ProtoReflect.Descriptor instead.
 func (*CheckRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{29}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CheckRequest) GetTenantId() string {
@@ -2816,7 +3030,7 @@ type CheckResponse struct {
 
 func (x *CheckResponse) Reset() {
 	*x = CheckResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2828,7 +3042,7 @@ func (x *CheckResponse) String() string {
 func (*CheckResponse) ProtoMessage() {}
 
 func (x *CheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2841,7 +3055,7 @@ func (x *CheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
 func (*CheckResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{30}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CheckResponse) GetDecision() *Decision {
@@ -2866,7 +3080,7 @@ type CheckBatchRequest struct {
 
 func (x *CheckBatchRequest) Reset() {
 	*x = CheckBatchRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2878,7 +3092,7 @@ func (x *CheckBatchRequest) String() string {
 func (*CheckBatchRequest) ProtoMessage() {}
 
 func (x *CheckBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2891,7 +3105,7 @@ func (x *CheckBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBatchRequest.ProtoReflect.Descriptor instead.
 func (*CheckBatchRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{31}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CheckBatchRequest) GetTenantId() string {
@@ -2930,7 +3144,7 @@ type CheckBatchItem struct {
 
 func (x *CheckBatchItem) Reset() {
 	*x = CheckBatchItem{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2942,7 +3156,7 @@ func (x *CheckBatchItem) String() string {
 func (*CheckBatchItem) ProtoMessage() {}
 
 func (x *CheckBatchItem) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2955,7 +3169,7 @@ func (x *CheckBatchItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBatchItem.ProtoReflect.Descriptor instead.
 func (*CheckBatchItem) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{32}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CheckBatchItem) GetSubjectId() string {
@@ -2990,7 +3204,7 @@ type CheckBatchResponse struct {
 
 func (x *CheckBatchResponse) Reset() {
 	*x = CheckBatchResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3002,7 +3216,7 @@ func (x *CheckBatchResponse) String() string {
 func (*CheckBatchResponse) ProtoMessage() {}
 
 func (x *CheckBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3015,7 +3229,7 @@ func (x *CheckBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBatchResponse.ProtoReflect.Descriptor instead.
 func (*CheckBatchResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{33}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CheckBatchResponse) GetDecisions() []*Decision {
@@ -3046,7 +3260,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3058,7 +3272,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3071,7 +3285,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{34}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Change) GetRevision() uint64 {
@@ -3130,7 +3344,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[35]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3142,7 +3356,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[35]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3155,7 +3369,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{35}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WatchRequest) GetTenantId() string {
@@ -3183,7 +3397,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3195,7 +3409,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3208,7 +3422,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{36}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WatchResponse) GetChanges() []*Change {
@@ -3231,7 +3445,7 @@ type GetPropagationRequest struct {
 
 func (x *GetPropagationRequest) Reset() {
 	*x = GetPropagationRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[37]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3243,7 +3457,7 @@ func (x *GetPropagationRequest) String() string {
 func (*GetPropagationRequest) ProtoMessage() {}
 
 func (x *GetPropagationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[37]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3256,7 +3470,7 @@ func (x *GetPropagationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPropagationRequest.ProtoReflect.Descriptor instead.
 func (*GetPropagationRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{37}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetPropagationRequest) GetTenantId() string {
@@ -3290,7 +3504,7 @@ type PropagationTask struct {
 
 func (x *PropagationTask) Reset() {
 	*x = PropagationTask{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[38]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3302,7 +3516,7 @@ func (x *PropagationTask) String() string {
 func (*PropagationTask) ProtoMessage() {}
 
 func (x *PropagationTask) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[38]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3315,7 +3529,7 @@ func (x *PropagationTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PropagationTask.ProtoReflect.Descriptor instead.
 func (*PropagationTask) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{38}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PropagationTask) GetSystemId() string {
@@ -3367,7 +3581,7 @@ type CompleteTaskRequest struct {
 
 func (x *CompleteTaskRequest) Reset() {
 	*x = CompleteTaskRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[39]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3379,7 +3593,7 @@ func (x *CompleteTaskRequest) String() string {
 func (*CompleteTaskRequest) ProtoMessage() {}
 
 func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[39]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3392,7 +3606,7 @@ func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
 func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{39}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CompleteTaskRequest) GetRequestId() string {
@@ -3448,7 +3662,7 @@ type CompleteTaskResponse struct {
 
 func (x *CompleteTaskResponse) Reset() {
 	*x = CompleteTaskResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[40]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3460,7 +3674,7 @@ func (x *CompleteTaskResponse) String() string {
 func (*CompleteTaskResponse) ProtoMessage() {}
 
 func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[40]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3473,7 +3687,7 @@ func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
 func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{40}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CompleteTaskResponse) GetTask() *PropagationTask {
@@ -3496,7 +3710,7 @@ type GetPropagationResponse struct {
 
 func (x *GetPropagationResponse) Reset() {
 	*x = GetPropagationResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[41]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3508,7 +3722,7 @@ func (x *GetPropagationResponse) String() string {
 func (*GetPropagationResponse) ProtoMessage() {}
 
 func (x *GetPropagationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[41]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3521,7 +3735,7 @@ func (x *GetPropagationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPropagationResponse.ProtoReflect.Descriptor instead.
 func (*GetPropagationResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{41}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetPropagationResponse) GetTasks() []*PropagationTask {
@@ -3542,7 +3756,15 @@ var File_lethe_consent_v1_consent_proto protoreflect.FileDescriptor
 
 const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\n" +
-	"\x1elethe/consent/v1/consent.proto\x12\x10lethe.consent.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clethe/common/v1/common.proto\x1a\x1clethe/events/v1/events.proto\"\xa2\x01\n" +
+	"\x1elethe/consent/v1/consent.proto\x12\x10lethe.consent.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clethe/common/v1/common.proto\x1a\x1clethe/events/v1/events.proto\"]\n" +
+	"\x18AcceptRecoveryGapRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\"\n" +
+	"\x06reason\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x10R\x06reason\"\x8b\x01\n" +
+	"\x19AcceptRecoveryGapResponse\x125\n" +
+	"\bgap_from\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\agapFrom\x127\n" +
+	"\tgap_until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bgapUntil\"\xa2\x01\n" +
 	"\vEligibility\x127\n" +
 	"\x0eexcluded_roles\x18\x01 \x03(\tB\x10\xbaH\r\x92\x01\n" +
 	"\x10\x14\"\x06r\x04\x10\x01\x18@R\rexcludedRoles\x12*\n" +
@@ -3595,7 +3817,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\bEvidence\x12 \n" +
 	"\vfingerprint\x18\x01 \x01(\fR\vfingerprint\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x10\n" +
-	"\x03gpc\x18\x03 \x01(\bR\x03gpc\"\xa0\x04\n" +
+	"\x03gpc\x18\x03 \x01(\bR\x03gpc\"\xe8\x04\n" +
 	"\rConsentRecord\x12\x1b\n" +
 	"\trecord_id\x18\x01 \x01(\tR\brecordId\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1d\n" +
@@ -3613,7 +3835,12 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x05actor\x18\n" +
 	" \x01(\tR\x05actor\x126\n" +
 	"\bevidence\x18\v \x01(\v2\x1a.lethe.consent.v1.EvidenceR\bevidence\x125\n" +
-	"\bgiven_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\agivenAt\"\x90\x04\n" +
+	"\bgiven_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\agivenAt\x12F\n" +
+	"\x0erecovered_from\x18\r \x01(\v2\x1f.lethe.consent.v1.RecoveredFromR\rrecoveredFrom\"\x92\x01\n" +
+	"\rRecoveredFrom\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12'\n" +
+	"\x0fstream_sequence\x18\x02 \x01(\x04R\x0estreamSequence\x12=\n" +
+	"\frecovered_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vrecoveredAt\"\x90\x04\n" +
 	"\x14RecordConsentRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -3698,7 +3925,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x05cause\x18\x04 \x01(\v2\x16.lethe.common.v1.CauseR\x05cause\x12R\n" +
 	"\x13subject_informed_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x11subjectInformedAt\"Z\n" +
 	"\x17LiftRestrictionResponse\x12?\n" +
-	"\vrestriction\x18\x01 \x01(\v2\x1d.lethe.consent.v1.RestrictionR\vrestriction\"\xe6\x03\n" +
+	"\vrestriction\x18\x01 \x01(\v2\x1d.lethe.consent.v1.RestrictionR\vrestriction\"\xff\x04\n" +
 	"\vRestriction\x12%\n" +
 	"\x0erestriction_id\x18\x01 \x01(\tR\rrestrictionId\x12\x1d\n" +
 	"\n" +
@@ -3711,7 +3938,10 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\tlifted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bliftedAt\x12J\n" +
 	"\x13subject_informed_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x11subjectInformedAt\x12Q\n" +
 	"\x0eground_outcome\x18\b \x01(\x0e2*.lethe.consent.v1.RestrictionGroundOutcomeR\rgroundOutcome\x12!\n" +
-	"\fobjection_id\x18\t \x01(\tR\vobjectionId\"\x84\x03\n" +
+	"\fobjection_id\x18\t \x01(\tR\vobjectionId\x12F\n" +
+	"\x0erecovered_from\x18\n" +
+	" \x01(\v2\x1f.lethe.consent.v1.RecoveredFromR\rrecoveredFrom\x12O\n" +
+	"\x13lift_recovered_from\x18\v \x01(\v2\x1f.lethe.consent.v1.RecoveredFromR\x11liftRecoveredFrom\"\x84\x03\n" +
 	"\x1fResolveRestrictionGroundRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -3861,7 +4091,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fTASK_STATE_OPEN\x10\x01\x12\x16\n" +
 	"\x12TASK_STATE_STALLED\x10\x02\x12\x14\n" +
-	"\x10TASK_STATE_FINAL\x10\x032\x93\f\n" +
+	"\x10TASK_STATE_FINAL\x10\x032\x81\r\n" +
 	"\x0eConsentService\x12W\n" +
 	"\n" +
 	"PutPurpose\x12#.lethe.consent.v1.PutPurposeRequest\x1a$.lethe.consent.v1.PutPurposeResponse\x12b\n" +
@@ -3879,7 +4109,8 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"CheckBatch\x12#.lethe.consent.v1.CheckBatchRequest\x1a$.lethe.consent.v1.CheckBatchResponse\"\x03\x90\x02\x01\x12O\n" +
 	"\x05Watch\x12\x1e.lethe.consent.v1.WatchRequest\x1a\x1f.lethe.consent.v1.WatchResponse\"\x03\x90\x02\x010\x01\x12h\n" +
 	"\x0eGetPropagation\x12'.lethe.consent.v1.GetPropagationRequest\x1a(.lethe.consent.v1.GetPropagationResponse\"\x03\x90\x02\x01\x12]\n" +
-	"\fCompleteTask\x12%.lethe.consent.v1.CompleteTaskRequest\x1a&.lethe.consent.v1.CompleteTaskResponseB\xc8\x01\n" +
+	"\fCompleteTask\x12%.lethe.consent.v1.CompleteTaskRequest\x1a&.lethe.consent.v1.CompleteTaskResponse\x12l\n" +
+	"\x11AcceptRecoveryGap\x12*.lethe.consent.v1.AcceptRecoveryGapRequest\x1a+.lethe.consent.v1.AcceptRecoveryGapResponseB\xc8\x01\n" +
 	"\x14com.lethe.consent.v1B\fConsentProtoP\x01Z@github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1;consentv1\xa2\x02\x03LCX\xaa\x02\x10Lethe.Consent.V1\xca\x02\x10Lethe\\Consent\\V1\xe2\x02\x1cLethe\\Consent\\V1\\GPBMetadata\xea\x02\x12Lethe::Consent::V1b\x06proto3"
 
 var (
@@ -3895,7 +4126,7 @@ func file_lethe_consent_v1_consent_proto_rawDescGZIP() []byte {
 }
 
 var file_lethe_consent_v1_consent_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_lethe_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_lethe_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_lethe_consent_v1_consent_proto_goTypes = []any{
 	(ConsentAction)(0),                       // 0: lethe.consent.v1.ConsentAction
 	(CollectionMethod)(0),                    // 1: lethe.consent.v1.CollectionMethod
@@ -3904,150 +4135,161 @@ var file_lethe_consent_v1_consent_proto_goTypes = []any{
 	(Reason)(0),                              // 4: lethe.consent.v1.Reason
 	(ChangeKind)(0),                          // 5: lethe.consent.v1.ChangeKind
 	(TaskState)(0),                           // 6: lethe.consent.v1.TaskState
-	(*Eligibility)(nil),                      // 7: lethe.consent.v1.Eligibility
-	(*NoticeVersion)(nil),                    // 8: lethe.consent.v1.NoticeVersion
-	(*Purpose)(nil),                          // 9: lethe.consent.v1.Purpose
-	(*PutPurposeRequest)(nil),                // 10: lethe.consent.v1.PutPurposeRequest
-	(*PutPurposeResponse)(nil),               // 11: lethe.consent.v1.PutPurposeResponse
-	(*ListPurposesRequest)(nil),              // 12: lethe.consent.v1.ListPurposesRequest
-	(*ListPurposesResponse)(nil),             // 13: lethe.consent.v1.ListPurposesResponse
-	(*EvidenceInput)(nil),                    // 14: lethe.consent.v1.EvidenceInput
-	(*Evidence)(nil),                         // 15: lethe.consent.v1.Evidence
-	(*ConsentRecord)(nil),                    // 16: lethe.consent.v1.ConsentRecord
-	(*RecordConsentRequest)(nil),             // 17: lethe.consent.v1.RecordConsentRequest
-	(*RecordConsentResponse)(nil),            // 18: lethe.consent.v1.RecordConsentResponse
-	(*RecordBannerDecisionRequest)(nil),      // 19: lethe.consent.v1.RecordBannerDecisionRequest
-	(*RecordBannerDecisionResponse)(nil),     // 20: lethe.consent.v1.RecordBannerDecisionResponse
-	(*DestroyEvidenceKeyRequest)(nil),        // 21: lethe.consent.v1.DestroyEvidenceKeyRequest
-	(*DestroyEvidenceKeyResponse)(nil),       // 22: lethe.consent.v1.DestroyEvidenceKeyResponse
-	(*ListConsentHistoryRequest)(nil),        // 23: lethe.consent.v1.ListConsentHistoryRequest
-	(*ListConsentHistoryResponse)(nil),       // 24: lethe.consent.v1.ListConsentHistoryResponse
-	(*RecordObjectionRequest)(nil),           // 25: lethe.consent.v1.RecordObjectionRequest
-	(*RecordObjectionResponse)(nil),          // 26: lethe.consent.v1.RecordObjectionResponse
-	(*ApplyRestrictionRequest)(nil),          // 27: lethe.consent.v1.ApplyRestrictionRequest
-	(*ApplyRestrictionResponse)(nil),         // 28: lethe.consent.v1.ApplyRestrictionResponse
-	(*LiftRestrictionRequest)(nil),           // 29: lethe.consent.v1.LiftRestrictionRequest
-	(*LiftRestrictionResponse)(nil),          // 30: lethe.consent.v1.LiftRestrictionResponse
-	(*Restriction)(nil),                      // 31: lethe.consent.v1.Restriction
-	(*ResolveRestrictionGroundRequest)(nil),  // 32: lethe.consent.v1.ResolveRestrictionGroundRequest
-	(*ResolveRestrictionGroundResponse)(nil), // 33: lethe.consent.v1.ResolveRestrictionGroundResponse
-	(*SubjectAttributes)(nil),                // 34: lethe.consent.v1.SubjectAttributes
-	(*Decision)(nil),                         // 35: lethe.consent.v1.Decision
-	(*CheckRequest)(nil),                     // 36: lethe.consent.v1.CheckRequest
-	(*CheckResponse)(nil),                    // 37: lethe.consent.v1.CheckResponse
-	(*CheckBatchRequest)(nil),                // 38: lethe.consent.v1.CheckBatchRequest
-	(*CheckBatchItem)(nil),                   // 39: lethe.consent.v1.CheckBatchItem
-	(*CheckBatchResponse)(nil),               // 40: lethe.consent.v1.CheckBatchResponse
-	(*Change)(nil),                           // 41: lethe.consent.v1.Change
-	(*WatchRequest)(nil),                     // 42: lethe.consent.v1.WatchRequest
-	(*WatchResponse)(nil),                    // 43: lethe.consent.v1.WatchResponse
-	(*GetPropagationRequest)(nil),            // 44: lethe.consent.v1.GetPropagationRequest
-	(*PropagationTask)(nil),                  // 45: lethe.consent.v1.PropagationTask
-	(*CompleteTaskRequest)(nil),              // 46: lethe.consent.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),             // 47: lethe.consent.v1.CompleteTaskResponse
-	(*GetPropagationResponse)(nil),           // 48: lethe.consent.v1.GetPropagationResponse
-	(*timestamppb.Timestamp)(nil),            // 49: google.protobuf.Timestamp
-	(v1.LegalBasis)(0),                       // 50: lethe.common.v1.LegalBasis
-	(*durationpb.Duration)(nil),              // 51: google.protobuf.Duration
-	(v11.ObjectionScope)(0),                  // 52: lethe.events.v1.ObjectionScope
-	(*v1.Cause)(nil),                         // 53: lethe.common.v1.Cause
-	(v11.RestrictionGround)(0),               // 54: lethe.events.v1.RestrictionGround
-	(v11.OutcomeKind)(0),                     // 55: lethe.events.v1.OutcomeKind
+	(*AcceptRecoveryGapRequest)(nil),         // 7: lethe.consent.v1.AcceptRecoveryGapRequest
+	(*AcceptRecoveryGapResponse)(nil),        // 8: lethe.consent.v1.AcceptRecoveryGapResponse
+	(*Eligibility)(nil),                      // 9: lethe.consent.v1.Eligibility
+	(*NoticeVersion)(nil),                    // 10: lethe.consent.v1.NoticeVersion
+	(*Purpose)(nil),                          // 11: lethe.consent.v1.Purpose
+	(*PutPurposeRequest)(nil),                // 12: lethe.consent.v1.PutPurposeRequest
+	(*PutPurposeResponse)(nil),               // 13: lethe.consent.v1.PutPurposeResponse
+	(*ListPurposesRequest)(nil),              // 14: lethe.consent.v1.ListPurposesRequest
+	(*ListPurposesResponse)(nil),             // 15: lethe.consent.v1.ListPurposesResponse
+	(*EvidenceInput)(nil),                    // 16: lethe.consent.v1.EvidenceInput
+	(*Evidence)(nil),                         // 17: lethe.consent.v1.Evidence
+	(*ConsentRecord)(nil),                    // 18: lethe.consent.v1.ConsentRecord
+	(*RecoveredFrom)(nil),                    // 19: lethe.consent.v1.RecoveredFrom
+	(*RecordConsentRequest)(nil),             // 20: lethe.consent.v1.RecordConsentRequest
+	(*RecordConsentResponse)(nil),            // 21: lethe.consent.v1.RecordConsentResponse
+	(*RecordBannerDecisionRequest)(nil),      // 22: lethe.consent.v1.RecordBannerDecisionRequest
+	(*RecordBannerDecisionResponse)(nil),     // 23: lethe.consent.v1.RecordBannerDecisionResponse
+	(*DestroyEvidenceKeyRequest)(nil),        // 24: lethe.consent.v1.DestroyEvidenceKeyRequest
+	(*DestroyEvidenceKeyResponse)(nil),       // 25: lethe.consent.v1.DestroyEvidenceKeyResponse
+	(*ListConsentHistoryRequest)(nil),        // 26: lethe.consent.v1.ListConsentHistoryRequest
+	(*ListConsentHistoryResponse)(nil),       // 27: lethe.consent.v1.ListConsentHistoryResponse
+	(*RecordObjectionRequest)(nil),           // 28: lethe.consent.v1.RecordObjectionRequest
+	(*RecordObjectionResponse)(nil),          // 29: lethe.consent.v1.RecordObjectionResponse
+	(*ApplyRestrictionRequest)(nil),          // 30: lethe.consent.v1.ApplyRestrictionRequest
+	(*ApplyRestrictionResponse)(nil),         // 31: lethe.consent.v1.ApplyRestrictionResponse
+	(*LiftRestrictionRequest)(nil),           // 32: lethe.consent.v1.LiftRestrictionRequest
+	(*LiftRestrictionResponse)(nil),          // 33: lethe.consent.v1.LiftRestrictionResponse
+	(*Restriction)(nil),                      // 34: lethe.consent.v1.Restriction
+	(*ResolveRestrictionGroundRequest)(nil),  // 35: lethe.consent.v1.ResolveRestrictionGroundRequest
+	(*ResolveRestrictionGroundResponse)(nil), // 36: lethe.consent.v1.ResolveRestrictionGroundResponse
+	(*SubjectAttributes)(nil),                // 37: lethe.consent.v1.SubjectAttributes
+	(*Decision)(nil),                         // 38: lethe.consent.v1.Decision
+	(*CheckRequest)(nil),                     // 39: lethe.consent.v1.CheckRequest
+	(*CheckResponse)(nil),                    // 40: lethe.consent.v1.CheckResponse
+	(*CheckBatchRequest)(nil),                // 41: lethe.consent.v1.CheckBatchRequest
+	(*CheckBatchItem)(nil),                   // 42: lethe.consent.v1.CheckBatchItem
+	(*CheckBatchResponse)(nil),               // 43: lethe.consent.v1.CheckBatchResponse
+	(*Change)(nil),                           // 44: lethe.consent.v1.Change
+	(*WatchRequest)(nil),                     // 45: lethe.consent.v1.WatchRequest
+	(*WatchResponse)(nil),                    // 46: lethe.consent.v1.WatchResponse
+	(*GetPropagationRequest)(nil),            // 47: lethe.consent.v1.GetPropagationRequest
+	(*PropagationTask)(nil),                  // 48: lethe.consent.v1.PropagationTask
+	(*CompleteTaskRequest)(nil),              // 49: lethe.consent.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),             // 50: lethe.consent.v1.CompleteTaskResponse
+	(*GetPropagationResponse)(nil),           // 51: lethe.consent.v1.GetPropagationResponse
+	(*timestamppb.Timestamp)(nil),            // 52: google.protobuf.Timestamp
+	(v1.LegalBasis)(0),                       // 53: lethe.common.v1.LegalBasis
+	(*durationpb.Duration)(nil),              // 54: google.protobuf.Duration
+	(v11.ObjectionScope)(0),                  // 55: lethe.events.v1.ObjectionScope
+	(*v1.Cause)(nil),                         // 56: lethe.common.v1.Cause
+	(v11.RestrictionGround)(0),               // 57: lethe.events.v1.RestrictionGround
+	(v11.OutcomeKind)(0),                     // 58: lethe.events.v1.OutcomeKind
 }
 var file_lethe_consent_v1_consent_proto_depIdxs = []int32{
-	49, // 0: lethe.consent.v1.NoticeVersion.effective_at:type_name -> google.protobuf.Timestamp
-	50, // 1: lethe.consent.v1.Purpose.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	51, // 2: lethe.consent.v1.Purpose.default_lifetime:type_name -> google.protobuf.Duration
-	7,  // 3: lethe.consent.v1.Purpose.eligibility:type_name -> lethe.consent.v1.Eligibility
-	8,  // 4: lethe.consent.v1.Purpose.notice_versions:type_name -> lethe.consent.v1.NoticeVersion
-	9,  // 5: lethe.consent.v1.PutPurposeRequest.purpose:type_name -> lethe.consent.v1.Purpose
-	9,  // 6: lethe.consent.v1.PutPurposeResponse.purpose:type_name -> lethe.consent.v1.Purpose
-	9,  // 7: lethe.consent.v1.ListPurposesResponse.purposes:type_name -> lethe.consent.v1.Purpose
-	0,  // 8: lethe.consent.v1.ConsentRecord.action:type_name -> lethe.consent.v1.ConsentAction
-	1,  // 9: lethe.consent.v1.ConsentRecord.method:type_name -> lethe.consent.v1.CollectionMethod
-	49, // 10: lethe.consent.v1.ConsentRecord.recorded_at:type_name -> google.protobuf.Timestamp
-	49, // 11: lethe.consent.v1.ConsentRecord.expires_at:type_name -> google.protobuf.Timestamp
-	15, // 12: lethe.consent.v1.ConsentRecord.evidence:type_name -> lethe.consent.v1.Evidence
-	49, // 13: lethe.consent.v1.ConsentRecord.given_at:type_name -> google.protobuf.Timestamp
-	0,  // 14: lethe.consent.v1.RecordConsentRequest.action:type_name -> lethe.consent.v1.ConsentAction
-	1,  // 15: lethe.consent.v1.RecordConsentRequest.method:type_name -> lethe.consent.v1.CollectionMethod
-	14, // 16: lethe.consent.v1.RecordConsentRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
-	49, // 17: lethe.consent.v1.RecordConsentRequest.given_at:type_name -> google.protobuf.Timestamp
-	16, // 18: lethe.consent.v1.RecordConsentResponse.record:type_name -> lethe.consent.v1.ConsentRecord
-	2,  // 19: lethe.consent.v1.RecordBannerDecisionRequest.choice:type_name -> lethe.consent.v1.BannerChoice
-	14, // 20: lethe.consent.v1.RecordBannerDecisionRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
-	16, // 21: lethe.consent.v1.RecordBannerDecisionResponse.records:type_name -> lethe.consent.v1.ConsentRecord
-	16, // 22: lethe.consent.v1.ListConsentHistoryResponse.records:type_name -> lethe.consent.v1.ConsentRecord
-	52, // 23: lethe.consent.v1.RecordObjectionRequest.scope:type_name -> lethe.events.v1.ObjectionScope
-	53, // 24: lethe.consent.v1.RecordObjectionRequest.cause:type_name -> lethe.common.v1.Cause
-	54, // 25: lethe.consent.v1.ApplyRestrictionRequest.ground:type_name -> lethe.events.v1.RestrictionGround
-	53, // 26: lethe.consent.v1.ApplyRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
-	53, // 27: lethe.consent.v1.LiftRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
-	49, // 28: lethe.consent.v1.LiftRestrictionRequest.subject_informed_at:type_name -> google.protobuf.Timestamp
-	31, // 29: lethe.consent.v1.LiftRestrictionResponse.restriction:type_name -> lethe.consent.v1.Restriction
-	54, // 30: lethe.consent.v1.Restriction.ground:type_name -> lethe.events.v1.RestrictionGround
-	49, // 31: lethe.consent.v1.Restriction.applied_at:type_name -> google.protobuf.Timestamp
-	49, // 32: lethe.consent.v1.Restriction.lifted_at:type_name -> google.protobuf.Timestamp
-	49, // 33: lethe.consent.v1.Restriction.subject_informed_at:type_name -> google.protobuf.Timestamp
-	3,  // 34: lethe.consent.v1.Restriction.ground_outcome:type_name -> lethe.consent.v1.RestrictionGroundOutcome
-	3,  // 35: lethe.consent.v1.ResolveRestrictionGroundRequest.outcome:type_name -> lethe.consent.v1.RestrictionGroundOutcome
-	49, // 36: lethe.consent.v1.ResolveRestrictionGroundRequest.subject_informed_at:type_name -> google.protobuf.Timestamp
-	53, // 37: lethe.consent.v1.ResolveRestrictionGroundRequest.cause:type_name -> lethe.common.v1.Cause
-	31, // 38: lethe.consent.v1.ResolveRestrictionGroundResponse.restriction:type_name -> lethe.consent.v1.Restriction
-	4,  // 39: lethe.consent.v1.Decision.reason:type_name -> lethe.consent.v1.Reason
-	16, // 40: lethe.consent.v1.Decision.records:type_name -> lethe.consent.v1.ConsentRecord
-	34, // 41: lethe.consent.v1.CheckRequest.attributes:type_name -> lethe.consent.v1.SubjectAttributes
-	49, // 42: lethe.consent.v1.CheckRequest.at:type_name -> google.protobuf.Timestamp
-	35, // 43: lethe.consent.v1.CheckResponse.decision:type_name -> lethe.consent.v1.Decision
-	39, // 44: lethe.consent.v1.CheckBatchRequest.items:type_name -> lethe.consent.v1.CheckBatchItem
-	49, // 45: lethe.consent.v1.CheckBatchRequest.at:type_name -> google.protobuf.Timestamp
-	34, // 46: lethe.consent.v1.CheckBatchItem.attributes:type_name -> lethe.consent.v1.SubjectAttributes
-	35, // 47: lethe.consent.v1.CheckBatchResponse.decisions:type_name -> lethe.consent.v1.Decision
-	5,  // 48: lethe.consent.v1.Change.kind:type_name -> lethe.consent.v1.ChangeKind
-	49, // 49: lethe.consent.v1.Change.at:type_name -> google.protobuf.Timestamp
-	41, // 50: lethe.consent.v1.WatchResponse.changes:type_name -> lethe.consent.v1.Change
-	53, // 51: lethe.consent.v1.GetPropagationRequest.cause:type_name -> lethe.common.v1.Cause
-	6,  // 52: lethe.consent.v1.PropagationTask.state:type_name -> lethe.consent.v1.TaskState
-	55, // 53: lethe.consent.v1.PropagationTask.outcome:type_name -> lethe.events.v1.OutcomeKind
-	53, // 54: lethe.consent.v1.CompleteTaskRequest.cause:type_name -> lethe.common.v1.Cause
-	55, // 55: lethe.consent.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
-	45, // 56: lethe.consent.v1.CompleteTaskResponse.task:type_name -> lethe.consent.v1.PropagationTask
-	45, // 57: lethe.consent.v1.GetPropagationResponse.tasks:type_name -> lethe.consent.v1.PropagationTask
-	10, // 58: lethe.consent.v1.ConsentService.PutPurpose:input_type -> lethe.consent.v1.PutPurposeRequest
-	12, // 59: lethe.consent.v1.ConsentService.ListPurposes:input_type -> lethe.consent.v1.ListPurposesRequest
-	17, // 60: lethe.consent.v1.ConsentService.RecordConsent:input_type -> lethe.consent.v1.RecordConsentRequest
-	19, // 61: lethe.consent.v1.ConsentService.RecordBannerDecision:input_type -> lethe.consent.v1.RecordBannerDecisionRequest
-	21, // 62: lethe.consent.v1.ConsentService.DestroyEvidenceKey:input_type -> lethe.consent.v1.DestroyEvidenceKeyRequest
-	23, // 63: lethe.consent.v1.ConsentService.ListConsentHistory:input_type -> lethe.consent.v1.ListConsentHistoryRequest
-	25, // 64: lethe.consent.v1.ConsentService.RecordObjection:input_type -> lethe.consent.v1.RecordObjectionRequest
-	27, // 65: lethe.consent.v1.ConsentService.ApplyRestriction:input_type -> lethe.consent.v1.ApplyRestrictionRequest
-	29, // 66: lethe.consent.v1.ConsentService.LiftRestriction:input_type -> lethe.consent.v1.LiftRestrictionRequest
-	32, // 67: lethe.consent.v1.ConsentService.ResolveRestrictionGround:input_type -> lethe.consent.v1.ResolveRestrictionGroundRequest
-	36, // 68: lethe.consent.v1.ConsentService.Check:input_type -> lethe.consent.v1.CheckRequest
-	38, // 69: lethe.consent.v1.ConsentService.CheckBatch:input_type -> lethe.consent.v1.CheckBatchRequest
-	42, // 70: lethe.consent.v1.ConsentService.Watch:input_type -> lethe.consent.v1.WatchRequest
-	44, // 71: lethe.consent.v1.ConsentService.GetPropagation:input_type -> lethe.consent.v1.GetPropagationRequest
-	46, // 72: lethe.consent.v1.ConsentService.CompleteTask:input_type -> lethe.consent.v1.CompleteTaskRequest
-	11, // 73: lethe.consent.v1.ConsentService.PutPurpose:output_type -> lethe.consent.v1.PutPurposeResponse
-	13, // 74: lethe.consent.v1.ConsentService.ListPurposes:output_type -> lethe.consent.v1.ListPurposesResponse
-	18, // 75: lethe.consent.v1.ConsentService.RecordConsent:output_type -> lethe.consent.v1.RecordConsentResponse
-	20, // 76: lethe.consent.v1.ConsentService.RecordBannerDecision:output_type -> lethe.consent.v1.RecordBannerDecisionResponse
-	22, // 77: lethe.consent.v1.ConsentService.DestroyEvidenceKey:output_type -> lethe.consent.v1.DestroyEvidenceKeyResponse
-	24, // 78: lethe.consent.v1.ConsentService.ListConsentHistory:output_type -> lethe.consent.v1.ListConsentHistoryResponse
-	26, // 79: lethe.consent.v1.ConsentService.RecordObjection:output_type -> lethe.consent.v1.RecordObjectionResponse
-	28, // 80: lethe.consent.v1.ConsentService.ApplyRestriction:output_type -> lethe.consent.v1.ApplyRestrictionResponse
-	30, // 81: lethe.consent.v1.ConsentService.LiftRestriction:output_type -> lethe.consent.v1.LiftRestrictionResponse
-	33, // 82: lethe.consent.v1.ConsentService.ResolveRestrictionGround:output_type -> lethe.consent.v1.ResolveRestrictionGroundResponse
-	37, // 83: lethe.consent.v1.ConsentService.Check:output_type -> lethe.consent.v1.CheckResponse
-	40, // 84: lethe.consent.v1.ConsentService.CheckBatch:output_type -> lethe.consent.v1.CheckBatchResponse
-	43, // 85: lethe.consent.v1.ConsentService.Watch:output_type -> lethe.consent.v1.WatchResponse
-	48, // 86: lethe.consent.v1.ConsentService.GetPropagation:output_type -> lethe.consent.v1.GetPropagationResponse
-	47, // 87: lethe.consent.v1.ConsentService.CompleteTask:output_type -> lethe.consent.v1.CompleteTaskResponse
-	73, // [73:88] is the sub-list for method output_type
-	58, // [58:73] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	52, // 0: lethe.consent.v1.AcceptRecoveryGapResponse.gap_from:type_name -> google.protobuf.Timestamp
+	52, // 1: lethe.consent.v1.AcceptRecoveryGapResponse.gap_until:type_name -> google.protobuf.Timestamp
+	52, // 2: lethe.consent.v1.NoticeVersion.effective_at:type_name -> google.protobuf.Timestamp
+	53, // 3: lethe.consent.v1.Purpose.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	54, // 4: lethe.consent.v1.Purpose.default_lifetime:type_name -> google.protobuf.Duration
+	9,  // 5: lethe.consent.v1.Purpose.eligibility:type_name -> lethe.consent.v1.Eligibility
+	10, // 6: lethe.consent.v1.Purpose.notice_versions:type_name -> lethe.consent.v1.NoticeVersion
+	11, // 7: lethe.consent.v1.PutPurposeRequest.purpose:type_name -> lethe.consent.v1.Purpose
+	11, // 8: lethe.consent.v1.PutPurposeResponse.purpose:type_name -> lethe.consent.v1.Purpose
+	11, // 9: lethe.consent.v1.ListPurposesResponse.purposes:type_name -> lethe.consent.v1.Purpose
+	0,  // 10: lethe.consent.v1.ConsentRecord.action:type_name -> lethe.consent.v1.ConsentAction
+	1,  // 11: lethe.consent.v1.ConsentRecord.method:type_name -> lethe.consent.v1.CollectionMethod
+	52, // 12: lethe.consent.v1.ConsentRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	52, // 13: lethe.consent.v1.ConsentRecord.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 14: lethe.consent.v1.ConsentRecord.evidence:type_name -> lethe.consent.v1.Evidence
+	52, // 15: lethe.consent.v1.ConsentRecord.given_at:type_name -> google.protobuf.Timestamp
+	19, // 16: lethe.consent.v1.ConsentRecord.recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
+	52, // 17: lethe.consent.v1.RecoveredFrom.recovered_at:type_name -> google.protobuf.Timestamp
+	0,  // 18: lethe.consent.v1.RecordConsentRequest.action:type_name -> lethe.consent.v1.ConsentAction
+	1,  // 19: lethe.consent.v1.RecordConsentRequest.method:type_name -> lethe.consent.v1.CollectionMethod
+	16, // 20: lethe.consent.v1.RecordConsentRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
+	52, // 21: lethe.consent.v1.RecordConsentRequest.given_at:type_name -> google.protobuf.Timestamp
+	18, // 22: lethe.consent.v1.RecordConsentResponse.record:type_name -> lethe.consent.v1.ConsentRecord
+	2,  // 23: lethe.consent.v1.RecordBannerDecisionRequest.choice:type_name -> lethe.consent.v1.BannerChoice
+	16, // 24: lethe.consent.v1.RecordBannerDecisionRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
+	18, // 25: lethe.consent.v1.RecordBannerDecisionResponse.records:type_name -> lethe.consent.v1.ConsentRecord
+	18, // 26: lethe.consent.v1.ListConsentHistoryResponse.records:type_name -> lethe.consent.v1.ConsentRecord
+	55, // 27: lethe.consent.v1.RecordObjectionRequest.scope:type_name -> lethe.events.v1.ObjectionScope
+	56, // 28: lethe.consent.v1.RecordObjectionRequest.cause:type_name -> lethe.common.v1.Cause
+	57, // 29: lethe.consent.v1.ApplyRestrictionRequest.ground:type_name -> lethe.events.v1.RestrictionGround
+	56, // 30: lethe.consent.v1.ApplyRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
+	56, // 31: lethe.consent.v1.LiftRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
+	52, // 32: lethe.consent.v1.LiftRestrictionRequest.subject_informed_at:type_name -> google.protobuf.Timestamp
+	34, // 33: lethe.consent.v1.LiftRestrictionResponse.restriction:type_name -> lethe.consent.v1.Restriction
+	57, // 34: lethe.consent.v1.Restriction.ground:type_name -> lethe.events.v1.RestrictionGround
+	52, // 35: lethe.consent.v1.Restriction.applied_at:type_name -> google.protobuf.Timestamp
+	52, // 36: lethe.consent.v1.Restriction.lifted_at:type_name -> google.protobuf.Timestamp
+	52, // 37: lethe.consent.v1.Restriction.subject_informed_at:type_name -> google.protobuf.Timestamp
+	3,  // 38: lethe.consent.v1.Restriction.ground_outcome:type_name -> lethe.consent.v1.RestrictionGroundOutcome
+	19, // 39: lethe.consent.v1.Restriction.recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
+	19, // 40: lethe.consent.v1.Restriction.lift_recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
+	3,  // 41: lethe.consent.v1.ResolveRestrictionGroundRequest.outcome:type_name -> lethe.consent.v1.RestrictionGroundOutcome
+	52, // 42: lethe.consent.v1.ResolveRestrictionGroundRequest.subject_informed_at:type_name -> google.protobuf.Timestamp
+	56, // 43: lethe.consent.v1.ResolveRestrictionGroundRequest.cause:type_name -> lethe.common.v1.Cause
+	34, // 44: lethe.consent.v1.ResolveRestrictionGroundResponse.restriction:type_name -> lethe.consent.v1.Restriction
+	4,  // 45: lethe.consent.v1.Decision.reason:type_name -> lethe.consent.v1.Reason
+	18, // 46: lethe.consent.v1.Decision.records:type_name -> lethe.consent.v1.ConsentRecord
+	37, // 47: lethe.consent.v1.CheckRequest.attributes:type_name -> lethe.consent.v1.SubjectAttributes
+	52, // 48: lethe.consent.v1.CheckRequest.at:type_name -> google.protobuf.Timestamp
+	38, // 49: lethe.consent.v1.CheckResponse.decision:type_name -> lethe.consent.v1.Decision
+	42, // 50: lethe.consent.v1.CheckBatchRequest.items:type_name -> lethe.consent.v1.CheckBatchItem
+	52, // 51: lethe.consent.v1.CheckBatchRequest.at:type_name -> google.protobuf.Timestamp
+	37, // 52: lethe.consent.v1.CheckBatchItem.attributes:type_name -> lethe.consent.v1.SubjectAttributes
+	38, // 53: lethe.consent.v1.CheckBatchResponse.decisions:type_name -> lethe.consent.v1.Decision
+	5,  // 54: lethe.consent.v1.Change.kind:type_name -> lethe.consent.v1.ChangeKind
+	52, // 55: lethe.consent.v1.Change.at:type_name -> google.protobuf.Timestamp
+	44, // 56: lethe.consent.v1.WatchResponse.changes:type_name -> lethe.consent.v1.Change
+	56, // 57: lethe.consent.v1.GetPropagationRequest.cause:type_name -> lethe.common.v1.Cause
+	6,  // 58: lethe.consent.v1.PropagationTask.state:type_name -> lethe.consent.v1.TaskState
+	58, // 59: lethe.consent.v1.PropagationTask.outcome:type_name -> lethe.events.v1.OutcomeKind
+	56, // 60: lethe.consent.v1.CompleteTaskRequest.cause:type_name -> lethe.common.v1.Cause
+	58, // 61: lethe.consent.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
+	48, // 62: lethe.consent.v1.CompleteTaskResponse.task:type_name -> lethe.consent.v1.PropagationTask
+	48, // 63: lethe.consent.v1.GetPropagationResponse.tasks:type_name -> lethe.consent.v1.PropagationTask
+	12, // 64: lethe.consent.v1.ConsentService.PutPurpose:input_type -> lethe.consent.v1.PutPurposeRequest
+	14, // 65: lethe.consent.v1.ConsentService.ListPurposes:input_type -> lethe.consent.v1.ListPurposesRequest
+	20, // 66: lethe.consent.v1.ConsentService.RecordConsent:input_type -> lethe.consent.v1.RecordConsentRequest
+	22, // 67: lethe.consent.v1.ConsentService.RecordBannerDecision:input_type -> lethe.consent.v1.RecordBannerDecisionRequest
+	24, // 68: lethe.consent.v1.ConsentService.DestroyEvidenceKey:input_type -> lethe.consent.v1.DestroyEvidenceKeyRequest
+	26, // 69: lethe.consent.v1.ConsentService.ListConsentHistory:input_type -> lethe.consent.v1.ListConsentHistoryRequest
+	28, // 70: lethe.consent.v1.ConsentService.RecordObjection:input_type -> lethe.consent.v1.RecordObjectionRequest
+	30, // 71: lethe.consent.v1.ConsentService.ApplyRestriction:input_type -> lethe.consent.v1.ApplyRestrictionRequest
+	32, // 72: lethe.consent.v1.ConsentService.LiftRestriction:input_type -> lethe.consent.v1.LiftRestrictionRequest
+	35, // 73: lethe.consent.v1.ConsentService.ResolveRestrictionGround:input_type -> lethe.consent.v1.ResolveRestrictionGroundRequest
+	39, // 74: lethe.consent.v1.ConsentService.Check:input_type -> lethe.consent.v1.CheckRequest
+	41, // 75: lethe.consent.v1.ConsentService.CheckBatch:input_type -> lethe.consent.v1.CheckBatchRequest
+	45, // 76: lethe.consent.v1.ConsentService.Watch:input_type -> lethe.consent.v1.WatchRequest
+	47, // 77: lethe.consent.v1.ConsentService.GetPropagation:input_type -> lethe.consent.v1.GetPropagationRequest
+	49, // 78: lethe.consent.v1.ConsentService.CompleteTask:input_type -> lethe.consent.v1.CompleteTaskRequest
+	7,  // 79: lethe.consent.v1.ConsentService.AcceptRecoveryGap:input_type -> lethe.consent.v1.AcceptRecoveryGapRequest
+	13, // 80: lethe.consent.v1.ConsentService.PutPurpose:output_type -> lethe.consent.v1.PutPurposeResponse
+	15, // 81: lethe.consent.v1.ConsentService.ListPurposes:output_type -> lethe.consent.v1.ListPurposesResponse
+	21, // 82: lethe.consent.v1.ConsentService.RecordConsent:output_type -> lethe.consent.v1.RecordConsentResponse
+	23, // 83: lethe.consent.v1.ConsentService.RecordBannerDecision:output_type -> lethe.consent.v1.RecordBannerDecisionResponse
+	25, // 84: lethe.consent.v1.ConsentService.DestroyEvidenceKey:output_type -> lethe.consent.v1.DestroyEvidenceKeyResponse
+	27, // 85: lethe.consent.v1.ConsentService.ListConsentHistory:output_type -> lethe.consent.v1.ListConsentHistoryResponse
+	29, // 86: lethe.consent.v1.ConsentService.RecordObjection:output_type -> lethe.consent.v1.RecordObjectionResponse
+	31, // 87: lethe.consent.v1.ConsentService.ApplyRestriction:output_type -> lethe.consent.v1.ApplyRestrictionResponse
+	33, // 88: lethe.consent.v1.ConsentService.LiftRestriction:output_type -> lethe.consent.v1.LiftRestrictionResponse
+	36, // 89: lethe.consent.v1.ConsentService.ResolveRestrictionGround:output_type -> lethe.consent.v1.ResolveRestrictionGroundResponse
+	40, // 90: lethe.consent.v1.ConsentService.Check:output_type -> lethe.consent.v1.CheckResponse
+	43, // 91: lethe.consent.v1.ConsentService.CheckBatch:output_type -> lethe.consent.v1.CheckBatchResponse
+	46, // 92: lethe.consent.v1.ConsentService.Watch:output_type -> lethe.consent.v1.WatchResponse
+	51, // 93: lethe.consent.v1.ConsentService.GetPropagation:output_type -> lethe.consent.v1.GetPropagationResponse
+	50, // 94: lethe.consent.v1.ConsentService.CompleteTask:output_type -> lethe.consent.v1.CompleteTaskResponse
+	8,  // 95: lethe.consent.v1.ConsentService.AcceptRecoveryGap:output_type -> lethe.consent.v1.AcceptRecoveryGapResponse
+	80, // [80:96] is the sub-list for method output_type
+	64, // [64:80] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_lethe_consent_v1_consent_proto_init() }
@@ -4061,7 +4303,7 @@ func file_lethe_consent_v1_consent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_consent_v1_consent_proto_rawDesc), len(file_lethe_consent_v1_consent_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   42,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,7 @@ const (
 	ConsentService_Watch_FullMethodName                    = "/lethe.consent.v1.ConsentService/Watch"
 	ConsentService_GetPropagation_FullMethodName           = "/lethe.consent.v1.ConsentService/GetPropagation"
 	ConsentService_CompleteTask_FullMethodName             = "/lethe.consent.v1.ConsentService/CompleteTask"
+	ConsentService_AcceptRecoveryGap_FullMethodName        = "/lethe.consent.v1.ConsentService/AcceptRecoveryGap"
 )
 
 // ConsentServiceClient is the client API for ConsentService service.
@@ -110,6 +111,14 @@ type ConsentServiceClient interface {
 	// no task for the cause; FailedPrecondition if it answers through the SDK
 	// or its task is final already.
 	CompleteTask(ctx context.Context, in *CompleteTaskRequest, opts ...grpc.CallOption) (*CompleteTaskResponse, error)
+	// AcceptRecoveryGap ends the refusal of Check and CheckBatch
+	// (FAILED_PRECONDITION, reason RECOVERY_INCOMPLETE) that follows a
+	// restore from a backup older than the event stream reaches: an operator
+	// accepts that withdrawals, objections, restrictions and lifts recorded
+	// in the gap may be lost (having, for example, asked the affected
+	// systems or subjects), and that Check answers from what the store
+	// holds. Not scoped to a tenant. FailedPrecondition when no gap stands.
+	AcceptRecoveryGap(ctx context.Context, in *AcceptRecoveryGapRequest, opts ...grpc.CallOption) (*AcceptRecoveryGapResponse, error)
 }
 
 type consentServiceClient struct {
@@ -279,6 +288,16 @@ func (c *consentServiceClient) CompleteTask(ctx context.Context, in *CompleteTas
 	return out, nil
 }
 
+func (c *consentServiceClient) AcceptRecoveryGap(ctx context.Context, in *AcceptRecoveryGapRequest, opts ...grpc.CallOption) (*AcceptRecoveryGapResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AcceptRecoveryGapResponse)
+	err := c.cc.Invoke(ctx, ConsentService_AcceptRecoveryGap_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ConsentServiceServer is the server API for ConsentService service.
 // All implementations must embed UnimplementedConsentServiceServer
 // for forward compatibility.
@@ -346,6 +365,14 @@ type ConsentServiceServer interface {
 	// no task for the cause; FailedPrecondition if it answers through the SDK
 	// or its task is final already.
 	CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error)
+	// AcceptRecoveryGap ends the refusal of Check and CheckBatch
+	// (FAILED_PRECONDITION, reason RECOVERY_INCOMPLETE) that follows a
+	// restore from a backup older than the event stream reaches: an operator
+	// accepts that withdrawals, objections, restrictions and lifts recorded
+	// in the gap may be lost (having, for example, asked the affected
+	// systems or subjects), and that Check answers from what the store
+	// holds. Not scoped to a tenant. FailedPrecondition when no gap stands.
+	AcceptRecoveryGap(context.Context, *AcceptRecoveryGapRequest) (*AcceptRecoveryGapResponse, error)
 	mustEmbedUnimplementedConsentServiceServer()
 }
 
@@ -400,6 +427,9 @@ func (UnimplementedConsentServiceServer) GetPropagation(context.Context, *GetPro
 }
 func (UnimplementedConsentServiceServer) CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CompleteTask not implemented")
+}
+func (UnimplementedConsentServiceServer) AcceptRecoveryGap(context.Context, *AcceptRecoveryGapRequest) (*AcceptRecoveryGapResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AcceptRecoveryGap not implemented")
 }
 func (UnimplementedConsentServiceServer) mustEmbedUnimplementedConsentServiceServer() {}
 func (UnimplementedConsentServiceServer) testEmbeddedByValue()                        {}
@@ -685,6 +715,24 @@ func _ConsentService_CompleteTask_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ConsentService_AcceptRecoveryGap_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AcceptRecoveryGapRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConsentServiceServer).AcceptRecoveryGap(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConsentService_AcceptRecoveryGap_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConsentServiceServer).AcceptRecoveryGap(ctx, req.(*AcceptRecoveryGapRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ConsentService_ServiceDesc is the grpc.ServiceDesc for ConsentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -747,6 +795,10 @@ var ConsentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CompleteTask",
 			Handler:    _ConsentService_CompleteTask_Handler,
+		},
+		{
+			MethodName: "AcceptRecoveryGap",
+			Handler:    _ConsentService_AcceptRecoveryGap_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
