@@ -143,6 +143,7 @@ func TestCertManagerComponentChangesNothingElse(t *testing.T) {
 //     alert; the CA keeps its key and renews more than a leaf's lifetime
 //     before its end.
 func TestCertManagerCertificates(t *testing.T) {
+	const operatorSecret = "lethe-operator-tls"
 	r := render(t, certManagerOverlay)
 	certs := map[string]*certificate{} // by secret name
 	for i := range r.certificates {
@@ -211,7 +212,7 @@ func TestCertManagerCertificates(t *testing.T) {
 		}
 	}
 	for secret, c := range certs {
-		if c != ca && mountedBy[secret] == "" {
+		if c != ca && secret != operatorSecret && mountedBy[secret] == "" {
 			t.Errorf("Certificate %s fills Secret %s, which no pod mounts", c.Name, secret)
 		}
 	}
@@ -322,6 +323,32 @@ func TestCertManagerCertificates(t *testing.T) {
 		id, err := auth.SPIFFEID(leaf, td)
 		want := "spiffe://" + td + "/ns/" + sts.Namespace + "/sa/" + pod.ServiceAccountName
 		if err != nil || id != want {
+			t.Errorf("%s: SPIFFE id %q (%v), want %s", where, id, err, want)
+		}
+		identities[id] = true
+	}
+	// The operator's certificate: mounted by no pod, a client certificate
+	// only, with the operator identity of the policy.
+	if op := certs[operatorSecret]; op == nil {
+		t.Errorf("no Certificate fills %s, the operator's credential", operatorSecret)
+	} else {
+		where := certManagerOverlay + ": Certificate " + op.Name
+		checkLeafLifetime(t, where, op, ca)
+		leaf, _ := issueAsSpecified(t, op, caCert, caKey)
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Errorf("%s: does not verify as a client certificate: %v", where, err)
+		}
+		if slices.Contains(op.Spec.Usages, "server auth") || len(op.Spec.DNSNames) > 0 {
+			t.Errorf("%s: a person's credential that could serve as a server (usages %v, DNS names %v)", where, op.Spec.Usages, op.Spec.DNSNames)
+		}
+		var td string // the services' trust domain
+		for _, sts := range r.statefulSets {
+			if d := containerEnv(&sts.Spec.Template.Spec.Containers[0])["LETHE_TRUST_DOMAIN"]; d != "" {
+				td = d
+			}
+		}
+		id, err := auth.SPIFFEID(leaf, td)
+		if want := "spiffe://" + td + "/ns/lethe/sa/lethe-operator"; err != nil || id != want {
 			t.Errorf("%s: SPIFFE id %q (%v), want %s", where, id, err, want)
 		}
 		identities[id] = true
