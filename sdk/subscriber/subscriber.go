@@ -35,6 +35,15 @@ const (
 	DefaultWorkers    = 8
 	DefaultMaxDeliver = 10
 	DefaultAckWait    = 30 * time.Second
+	DefaultHeartbeat  = 5 * time.Second
+)
+
+// pullExpiry is how long one pull request waits at the server; a
+// heartbeat must be at most half of it and at least minHeartbeat (nats.go's
+// rules).
+const (
+	pullExpiry   = 30 * time.Second
+	minHeartbeat = 500 * time.Millisecond
 )
 
 // defaultBackOff spreads ten deliveries over about fifty minutes: quick
@@ -99,6 +108,13 @@ type Config struct {
 	// zero. A handler that runs longer is not redelivered meanwhile: the
 	// subscriber tells the server it is still working.
 	AckWait time.Duration
+	// Heartbeat is how often the server confirms a waiting pull request;
+	// DefaultHeartbeat when zero, from 500 ms to 15 s. Two missed heartbeats mean
+	// the request was lost (the NATS node holding the consumer died while
+	// the connection, on another node, stayed up): the subscriber pulls
+	// again, so events resume at most twice this after the consumer has a
+	// node again.
+	Heartbeat time.Duration
 
 	// Logger receives the subscriber's logs; slog.Default() when nil. The
 	// subscriber never logs subject ids.
@@ -143,6 +159,8 @@ func New(cfg Config) (*Subscriber, error) {
 		return nil, errors.New("subscriber: Ledger is required")
 	case len(cfg.Handlers) == 0:
 		return nil, errors.New("subscriber: no Handlers: register one for each kind the system answers")
+	case cfg.Heartbeat != 0 && (cfg.Heartbeat < minHeartbeat || cfg.Heartbeat > pullExpiry/2):
+		return nil, fmt.Errorf("subscriber: Heartbeat (%s) must be from %s to %s", cfg.Heartbeat, minHeartbeat, pullExpiry/2)
 	case cfg.Workers < 0, cfg.MaxDeliver < 0, cfg.AckWait < 0:
 		// A negative MaxDeliver would mean "deliver forever" to the
 		// server: a poison event would never be reported.
@@ -195,6 +213,9 @@ func New(cfg Config) (*Subscriber, error) {
 	cfg.BackOff = slices.Clone(cfg.BackOff)
 	if cfg.AckWait == 0 {
 		cfg.AckWait = DefaultAckWait
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = DefaultHeartbeat
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -263,7 +284,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		cons, err := s.cfg.JetStream.CreateOrUpdateConsumer(ctx, contract.StreamName, s.consumerConfig(c))
 		if err == nil {
 			var msgs jetstream.MessagesContext
-			if msgs, err = cons.Messages(jetstream.PullMaxMessages(perConsumer)); err == nil {
+			msgs, err = cons.Messages(jetstream.PullMaxMessages(perConsumer),
+				jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(s.cfg.Heartbeat))
+			if err == nil {
 				iters = append(iters, msgs)
 				continue
 			}
@@ -288,6 +311,12 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		fetchers.Go(func() {
 			for {
 				msg, err := msgs.Next(jetstream.NextContext(work))
+				if errors.Is(err, jetstream.ErrNoHeartbeat) && work.Err() == nil {
+					// The iterator has dropped the lost pull and asks
+					// again; the consumer is still there.
+					s.log.Warn("no heartbeat from the consumer's server; pulling again", "consumer", name)
+					continue
+				}
 				if err != nil {
 					if work.Err() == nil {
 						stop(fmt.Errorf("subscriber: consumer %s: %w", name, err))
