@@ -17,6 +17,7 @@ package tenants
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -123,23 +124,68 @@ func (d *Directory) run(ctx context.Context, js jetstream.JetStream) error {
 		}
 		filters = append(filters, s)
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, d.stream, jetstream.ConsumerConfig{
+	config := jetstream.ConsumerConfig{
 		Durable:        "lethe-" + d.owner + "-tenants",
 		Description:    "the registry's tenants, as the " + d.owner + " service knows them",
 		FilterSubjects: filters,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
+	}
+	// The consumer is set up again whenever it cannot be reached: while a
+	// NATS node restarts its creation can time out, and a consumer lost
+	// with a node's store is created anew (durable: it resumes where the
+	// cluster's copy stood). Giving up would stop the whole service over
+	// a transient broker fault.
+	delay := time.Second
+	for {
+		started := time.Now()
+		err := d.follow(ctx, js, config)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(started) > time.Minute {
+			delay = time.Second // it followed for a while: a new fault
+		}
+		d.logger.Warn("tenants: following the tenant events failed; setting the consumer up again", "after", delay, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+// follow creates the consumer and consumes from it until ctx ends (nil)
+// or the consumer is lost (why).
+func (d *Directory) follow(ctx context.Context, js jetstream.JetStream, config jetstream.ConsumerConfig) error {
+	attempt, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cons, err := js.CreateOrUpdateConsumer(attempt, d.stream, config)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("tenants: consumer: %w", err)
 	}
-	cc, err := cons.Consume(d.handle)
+	lost := make(chan error, 1)
+	cc, err := cons.Consume(d.handle, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			select {
+			case lost <- err:
+			default:
+			}
+		}
+	}))
 	if err != nil {
-		return err
+		return fmt.Errorf("tenants: consume: %w", err)
 	}
 	defer cc.Stop()
-	<-ctx.Done()
-	return nil
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-lost:
+		return err
+	case <-cc.Closed():
+		return errors.New("tenants: the consumer stopped")
+	}
 }
 
 func (d *Directory) handle(msg jetstream.Msg) {

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
@@ -19,6 +20,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
 	"github.com/lethe-privacy/lethe/platform/tenants"
+	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.LeakOptions...) }
@@ -144,4 +146,57 @@ func TestStopDuringStartUpIsNotAFailure(t *testing.T) {
 	if err := dir.Run(ctx, js); err != nil {
 		t.Fatalf("Run with a stopped context = %v, want nil", err)
 	}
+}
+
+// TestDirectoryOutlivesItsConsumer: a directory whose consumer is lost (a
+// NATS node's store lost, an operator's mistake) sets it up again and
+// goes on learning tenants, instead of stopping its service.
+func TestDirectoryOutlivesItsConsumer(t *testing.T) {
+	ns := brokertest.Start(t)
+	_, js := brokertest.Connect(t, ns)
+	ctx := context.Background()
+	if _, err := broker.EnsureStream(ctx, js, broker.DefaultStreamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	d := tenants.New(storetest.Open(t, store.Schema{Service: "consent", Version: 1}), "consent", "", brokertest.Logger(t))
+	register := func(tenant string) {
+		t.Helper()
+		ev := &eventsv1.Event{Id: tenant, TenantId: tenant, Body: &eventsv1.Event_TenantRegistered{TenantRegistered: &eventsv1.TenantRegistered{DisplayName: tenant}}}
+		data, err := proto.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subject, err := contract.KindSubject(tenant, contract.KindTenantRegistered)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish(ctx, subject, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	learned := func(tenant string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); d.Require(tenant) != nil; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the directory never learned of %s", tenant)
+			}
+		}
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(runCtx, js) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	register("clio")
+	learned("clio")
+	if err := js.DeleteConsumer(ctx, broker.DefaultStreamConfig().Name, "lethe-consent-tenants"); err != nil {
+		t.Fatal(err)
+	}
+	register("cleura")
+	learned("cleura")
 }
