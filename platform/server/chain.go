@@ -276,6 +276,11 @@ func (s *Server) validate(req any) error {
 	if !ok {
 		return nil
 	}
+	if over := oversized(msg); len(over) > 0 {
+		// Refused on the counts alone, before protovalidate walks every
+		// entry of a list far longer than allowed.
+		return apierror.InvalidArgument(over...)
+	}
 	var violations []apierror.FieldViolation
 	err := s.validator.Validate(msg)
 	var verr *protovalidate.ValidationError

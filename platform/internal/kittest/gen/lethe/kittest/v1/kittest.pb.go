@@ -836,6 +836,9 @@ type Schedule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A label.
 	Label string `protobuf:"bytes,1,opt,name=label,proto3" json:"label,omitempty"`
+	// Tags, at most three, each of at least two characters: a bounded list
+	// inside a list.
+	Tags []string `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
 	// When.
 	At *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
 	// How often.
@@ -879,6 +882,13 @@ func (x *Schedule) GetLabel() string {
 		return x.Label
 	}
 	return ""
+}
+
+func (x *Schedule) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
 }
 
 func (x *Schedule) GetAt() *timestamppb.Timestamp {
@@ -985,9 +995,10 @@ const file_lethe_kittest_v1_kittest_proto_rawDesc = "" +
 	"\vEchoRequest\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x126\n" +
 	"\bschedule\x18\x02 \x01(\v2\x1a.lethe.kittest.v1.ScheduleR\bschedule\x128\n" +
-	"\tschedules\x18\x03 \x03(\v2\x1a.lethe.kittest.v1.ScheduleR\tschedules\"}\n" +
+	"\tschedules\x18\x03 \x03(\v2\x1a.lethe.kittest.v1.ScheduleR\tschedules\"\xa1\x01\n" +
 	"\bSchedule\x12\x14\n" +
-	"\x05label\x18\x01 \x01(\tR\x05label\x12*\n" +
+	"\x05label\x18\x01 \x01(\tR\x05label\x12\"\n" +
+	"\x04tags\x18\x04 \x03(\tB\x0e\xbaH\v\x92\x01\b\x10\x03\"\x04r\x02\x10\x02R\x04tags\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12/\n" +
 	"\x05every\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05every\"I\n" +
 	"\fEchoResponse\x129\n" +
