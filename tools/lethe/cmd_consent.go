@@ -81,13 +81,11 @@ Exit codes: 0 allowed, 1 denied, 2 usage, 3 refused, 4 platform failure.
 		return o.fail(err)
 	}
 	d := resp.Decision
-	if o.json() {
-		printJSON(stdout, resp)
-	} else {
-		t := newTable(stdout, "SUBJECT", "PURPOSE", "DECISION", "REASON", "BASIS")
+	o.answer(resp, nil, func(w io.Writer) {
+		t := newTable(w, "SUBJECT", "PURPOSE", "DECISION", "REASON", "BASIS")
 		t.row(d.SubjectId, d.PurposeId, map[bool]string{true: "allowed", false: "denied"}[d.Allowed], d.Reason, d.BasisId)
 		t.flush()
-	}
+	})
 	if !d.Allowed {
 		return exitNo
 	}
@@ -106,6 +104,7 @@ purpose; follow it with "lethe consent propagation --record ID".
 Examples:
   lethe consent %[1]s --tenant clio --subject s-42 --purpose newsletter
   lethe consent %[1]s --tenant clio --subject s-42 --purpose newsletter --method email_link --request-id unsub-981
+  RECORD=$(lethe consent %[1]s --tenant clio --subject s-42 --purpose newsletter -o id)
 `, action), stdout, stderr)
 	var subject, purpose, method, notice string
 	o.fs.StringVar(&subject, "subject", "", "the subject's pseudonymous id (required)")
@@ -113,6 +112,7 @@ Examples:
 	o.fs.StringVar(&method, "method", "api", "how it was collected: "+strings.Join(tenantfile.EnumNames(consentv1.CollectionMethod(0).Descriptor()), ", "))
 	o.fs.StringVar(&notice, "notice-version", "", "the notice version shown (default the purpose's current one)")
 	requestID := o.requestIDFlag()
+	o.idOutputFlag("record id")
 	if code := o.start(args, "subject", "purpose"); code >= 0 {
 		return code
 	}
@@ -130,21 +130,26 @@ Examples:
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	printRecords(stdout, []*consentv1.ConsentRecord{resp.Record})
-	fmt.Fprintf(stdout, "request id %s\n", *requestID)
+	o.answer(resp, recordColumns.ids(resp.Record), func(w io.Writer) {
+		recordColumns.print(w, resp.Record)
+		fmt.Fprintf(w, "request id %s\n", *requestID)
+	})
 	return exitOK
 }
 
-func printRecords(w io.Writer, records []*consentv1.ConsentRecord) {
-	t := newTable(w, "RECORD", "PURPOSE", "ACTION", "NOTICE", "METHOD", "RECORDED", "EXPIRES")
-	for _, r := range records {
-		t.row(r.RecordId, r.PurposeId, r.Action, r.NoticeVersion, r.Method, r.RecordedAt, r.ExpiresAt)
-	}
-	t.flush()
+// recordColumns show consent records.
+var recordColumns = columns[*consentv1.ConsentRecord]{
+	header: []string{"RECORD", "PURPOSE", "ACTION", "NOTICE", "METHOD", "RECORDED", "EXPIRES"},
+	row: func(r *consentv1.ConsentRecord) []any {
+		return []any{r.RecordId, r.PurposeId, r.Action, r.NoticeVersion, r.Method, r.RecordedAt, r.ExpiresAt}
+	},
+	id: (*consentv1.ConsentRecord).GetRecordId,
+}
+
+// taskColumns show each system's task of a limit.
+var taskColumns = columns[*consentv1.PropagationTask]{
+	header: []string{"SYSTEM", "STATE", "OUTCOME", "REASON"},
+	row:    func(t *consentv1.PropagationTask) []any { return []any{t.SystemId, t.State, t.Outcome, t.Reason} },
 }
 
 func consentHistory(args []string, stdout, stderr io.Writer) int {
@@ -159,25 +164,18 @@ Example:
 `, stdout, stderr)
 	var subject string
 	o.fs.StringVar(&subject, "subject", "", "the subject's pseudonymous id (required)")
+	o.idOutputFlag("record ids")
 	if code := o.start(args, "subject"); code >= 0 {
 		return code
 	}
 	defer o.done()
-	all := &consentv1.ListConsentHistoryResponse{}
-	err := pages(func(token string) (string, error) {
-		resp, err := o.cl.consent.ListConsentHistory(o.ctx, &consentv1.ListConsentHistoryRequest{TenantId: o.tenant, SubjectId: subject, PageSize: 1000, PageToken: token})
-		all.Records = append(all.Records, resp.GetRecords()...)
-		return resp.GetNextPageToken(), err
+	all, err := listAll(func(size int32, token string) (*consentv1.ListConsentHistoryResponse, error) {
+		return o.cl.consent.ListConsentHistory(o.ctx, &consentv1.ListConsentHistoryRequest{TenantId: o.tenant, SubjectId: subject, PageSize: size, PageToken: token})
 	})
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, all)
-	} else {
-		printRecords(stdout, all.Records)
-	}
-	return exitOK
+	return listed(o, all, all.Records, recordColumns)
 }
 
 func consentPropagation(args []string, stdout, stderr io.Writer) int {
@@ -203,16 +201,10 @@ Example:
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	t := newTable(stdout, "SYSTEM", "STATE", "OUTCOME", "REASON")
-	for _, task := range resp.Tasks {
-		t.row(task.SystemId, task.State, task.Outcome, task.Reason)
-	}
-	t.flush()
-	fmt.Fprintf(stdout, "complete: %s\n", cell(resp.Complete))
+	o.answer(resp, nil, func(w io.Writer) {
+		taskColumns.print(w, resp.Tasks...)
+		fmt.Fprintf(w, "complete: %s\n", cell(resp.Complete))
+	})
 	return exitOK
 }
 
@@ -252,13 +244,7 @@ Examples:
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	t := newTable(stdout, "SYSTEM", "STATE", "OUTCOME", "REASON")
-	t.row(resp.Task.SystemId, resp.Task.State, resp.Task.Outcome, resp.Task.Reason)
-	t.flush()
+	o.answer(resp, nil, func(w io.Writer) { taskColumns.print(w, resp.Task) })
 	return exitOK
 }
 

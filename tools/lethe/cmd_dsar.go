@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -35,14 +36,14 @@ Commands:
   receipt        the completion receipt of a closed request
 
 Example — an erasure, verified by an operator, answered by hand:
-  lethe dsar create --tenant cleura --subject cust-7 --type erasure --email ada@example.com
-  lethe dsar verify --tenant cleura --id <dsar id> --attest manual --evidence ticket-311
-  lethe dsar complete-task --tenant cleura --id <dsar id> --system portal --outcome erased
-  lethe dsar complete-task --tenant cleura --id <dsar id> --system billing --outcome retained \
+  ID=$(lethe dsar create --tenant cleura --subject cust-7 --type erasure --email ada@example.com -o id)
+  lethe dsar verify --tenant cleura --id $ID --attest manual --evidence ticket-311
+  lethe dsar complete-task --tenant cleura --id $ID --system portal --outcome erased
+  lethe dsar complete-task --tenant cleura --id $ID --system billing --outcome retained \
       --retain-categories user.financial --basis legal_obligation \
       --basis-detail "Swedish Accounting Act (1999:1078) ch. 7 § 2" --until 2033-12-31 \
       --exemption legal_obligation --law "Bokföringslagen (1999:1078) 7 kap. 2 §"
-  lethe dsar show --tenant cleura --id <dsar id>
+  lethe dsar show --tenant cleura --id $ID
 `
 
 // dsarCommands are the subcommands of "lethe dsar"; the usage text lists each.
@@ -82,78 +83,17 @@ Examples:
   lethe dsar create --tenant clio --subject s-42 --type consent_withdrawal --purposes newsletter
   lethe dsar create --tenant clio --subject s-43 --type access --received 2026-01-30T14:00:00+01:00
 `, stdout, stderr)
-	var subject, typ, cats, purposes, email, phone, account, ground, scope, action, agent, decision, statement, received string
-	o.fs.StringVar(&subject, "subject", "", "the subject's pseudonymous id (required)")
-	o.fs.StringVar(&typ, "type", "", "the right exercised (required)")
-	o.fs.StringVar(&cats, "categories", "", "comma-separated categories, for access, erasure, portability (default all)")
-	o.fs.StringVar(&purposes, "purposes", "", "comma-separated purposes, for restriction, objection, consent_withdrawal")
-	o.fs.StringVar(&email, "email", "", "the subject's e-mail address, an identifier systems look up (handed out only by claim check)")
-	o.fs.StringVar(&phone, "phone", "", "the subject's phone number, an identifier")
-	o.fs.StringVar(&account, "account", "", "the subject's account id, an identifier")
-	o.fs.StringVar(&ground, "ground", "", "for restriction: accuracy_contested, unlawful_processing, legal_claims, objection_pending")
-	o.fs.StringVar(&scope, "scope", "purposes", "for objection: purposes, legitimate_interests, direct_marketing")
-	o.fs.StringVar(&action, "action", "erase", "for erasure: erase or anonymise")
-	o.fs.StringVar(&agent, "agent", "", "filed by an agent: the reference of its authority (a power of attorney on file)")
-	o.fs.StringVar(&decision, "decision", "", "for automated_decision_review: the tenant's reference of the decision")
-	o.fs.StringVar(&statement, "statement", "", "for automated_decision_review: the subject's point of view")
-	o.fs.StringVar(&received, "received", "", "when the request was received, RFC 3339, if before now (default now)")
+	f := &createFlags{}
+	f.register(o)
 	requestID := o.requestIDFlag()
+	o.idOutputFlag("dsar id")
 	if code := o.start(args, "subject", "type"); code >= 0 {
 		return code
 	}
 	defer o.done()
-	rt, err := enumFlag[dsarv1.RequestType]("type", typ)
+	req, err := f.request(o.tenant)
 	if err != nil {
 		return o.usage(err.Error())
-	}
-	req := &dsarv1.CreateRequestRequest{TenantId: o.tenant, SubjectId: subject, Requester: &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_SUBJECT}}
-	if agent != "" {
-		req.Requester = &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_AGENT, AuthorityReference: agent}
-	}
-	for _, id := range []struct {
-		t commonv1.IdentifierType
-		v string
-	}{{commonv1.IdentifierType_IDENTIFIER_TYPE_EMAIL, email}, {commonv1.IdentifierType_IDENTIFIER_TYPE_PHONE, phone}, {commonv1.IdentifierType_IDENTIFIER_TYPE_ACCOUNT_ID, account}} {
-		if id.v != "" {
-			req.Identifiers = append(req.Identifiers, &commonv1.Identifier{Type: id.t, Value: id.v})
-		}
-	}
-	switch rt {
-	case dsarv1.RequestType_REQUEST_TYPE_ACCESS:
-		req.Access = &dsarv1.AccessDetails{Categories: categories(cats)}
-	case dsarv1.RequestType_REQUEST_TYPE_ERASURE:
-		a, err := enumFlag[eventsv1.ErasureAction]("action", action)
-		if err != nil {
-			return o.usage(err.Error())
-		}
-		req.Erasure = &dsarv1.ErasureDetails{Categories: categories(cats), Action: a}
-	case dsarv1.RequestType_REQUEST_TYPE_PORTABILITY:
-		req.Portability = &dsarv1.PortabilityDetails{Categories: categories(cats)}
-	case dsarv1.RequestType_REQUEST_TYPE_RESTRICTION:
-		g, err := enumFlag[eventsv1.RestrictionGround]("ground", ground)
-		if err != nil {
-			return o.usage(err.Error())
-		}
-		req.Restriction = &dsarv1.RestrictionDetails{Ground: g, PurposeIds: splitList(purposes)}
-	case dsarv1.RequestType_REQUEST_TYPE_OBJECTION:
-		s, err := enumFlag[eventsv1.ObjectionScope]("scope", scope)
-		if err != nil {
-			return o.usage(err.Error())
-		}
-		req.Objection = &dsarv1.ObjectionDetails{Scope: s, PurposeIds: splitList(purposes)}
-	case dsarv1.RequestType_REQUEST_TYPE_CONSENT_WITHDRAWAL:
-		req.Withdrawal = &dsarv1.WithdrawalDetails{PurposeIds: splitList(purposes)}
-	case dsarv1.RequestType_REQUEST_TYPE_AUTOMATED_DECISION_REVIEW:
-		req.AutomatedDecision = &dsarv1.AutomatedDecisionDetails{DecisionReference: decision, Statement: statement}
-	default:
-		return o.usage("rectification carries corrected values, which this command does not take; use the API (CreateRequest)")
-	}
-	if received != "" {
-		at, err := time.Parse(time.RFC3339, received)
-		if err != nil {
-			return o.usage("--received: " + err.Error())
-		}
-		req.ReceivedAt = timestamppb.New(at)
 	}
 	req.RequestId = *requestID
 	resp, err := o.cl.dsar.CreateRequest(o.ctx, req)
@@ -163,25 +103,116 @@ Examples:
 	return o.printRequest(resp.Request, resp)
 }
 
-// printRequests lists requests; one whose fan-out keeps failing says so
+// createFlags are the flags of "lethe dsar create": the request's type
+// and the details each type takes.
+type createFlags struct {
+	subject, typ, cats, purposes, email, phone, account, ground, scope string
+	action, agent, decision, statement, received                       string
+}
+
+func (f *createFlags) register(o *opCmd) {
+	o.fs.StringVar(&f.subject, "subject", "", "the subject's pseudonymous id (required)")
+	o.fs.StringVar(&f.typ, "type", "", "the right exercised (required)")
+	o.fs.StringVar(&f.cats, "categories", "", "comma-separated categories, for access, erasure, portability (default all)")
+	o.fs.StringVar(&f.purposes, "purposes", "", "comma-separated purposes, for restriction, objection, consent_withdrawal")
+	o.fs.StringVar(&f.email, "email", "", "the subject's e-mail address, an identifier systems look up (handed out only by claim check)")
+	o.fs.StringVar(&f.phone, "phone", "", "the subject's phone number, an identifier")
+	o.fs.StringVar(&f.account, "account", "", "the subject's account id, an identifier")
+	o.fs.StringVar(&f.ground, "ground", "", "for restriction: accuracy_contested, unlawful_processing, legal_claims, objection_pending")
+	o.fs.StringVar(&f.scope, "scope", "purposes", "for objection: purposes, legitimate_interests, direct_marketing")
+	o.fs.StringVar(&f.action, "action", "erase", "for erasure: erase or anonymise")
+	o.fs.StringVar(&f.agent, "agent", "", "filed by an agent: the reference of its authority (a power of attorney on file)")
+	o.fs.StringVar(&f.decision, "decision", "", "for automated_decision_review: the tenant's reference of the decision")
+	o.fs.StringVar(&f.statement, "statement", "", "for automated_decision_review: the subject's point of view")
+	o.fs.StringVar(&f.received, "received", "", "when the request was received, RFC 3339, if before now (default now)")
+}
+
+// request builds the CreateRequest the flags describe; an error is a
+// usage error, naming the flag.
+func (f *createFlags) request(tenant string) (*dsarv1.CreateRequestRequest, error) {
+	rt, err := enumFlag[dsarv1.RequestType]("type", f.typ)
+	if err != nil {
+		return nil, err
+	}
+	req := &dsarv1.CreateRequestRequest{TenantId: tenant, SubjectId: f.subject, Requester: &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_SUBJECT}}
+	if f.agent != "" {
+		req.Requester = &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_AGENT, AuthorityReference: f.agent}
+	}
+	for _, id := range []struct {
+		t commonv1.IdentifierType
+		v string
+	}{{commonv1.IdentifierType_IDENTIFIER_TYPE_EMAIL, f.email}, {commonv1.IdentifierType_IDENTIFIER_TYPE_PHONE, f.phone}, {commonv1.IdentifierType_IDENTIFIER_TYPE_ACCOUNT_ID, f.account}} {
+		if id.v != "" {
+			req.Identifiers = append(req.Identifiers, &commonv1.Identifier{Type: id.t, Value: id.v})
+		}
+	}
+	if err := f.details(req, rt); err != nil {
+		return nil, err
+	}
+	if f.received != "" {
+		at, err := time.Parse(time.RFC3339, f.received)
+		if err != nil {
+			return nil, fmt.Errorf("--received: %w", err)
+		}
+		req.ReceivedAt = timestamppb.New(at)
+	}
+	return req, nil
+}
+
+// details sets the details of the request's type.
+func (f *createFlags) details(req *dsarv1.CreateRequestRequest, rt dsarv1.RequestType) error {
+	switch rt {
+	case dsarv1.RequestType_REQUEST_TYPE_ACCESS:
+		req.Access = &dsarv1.AccessDetails{Categories: categories(f.cats)}
+	case dsarv1.RequestType_REQUEST_TYPE_ERASURE:
+		a, err := enumFlag[eventsv1.ErasureAction]("action", f.action)
+		if err != nil {
+			return err
+		}
+		req.Erasure = &dsarv1.ErasureDetails{Categories: categories(f.cats), Action: a}
+	case dsarv1.RequestType_REQUEST_TYPE_PORTABILITY:
+		req.Portability = &dsarv1.PortabilityDetails{Categories: categories(f.cats)}
+	case dsarv1.RequestType_REQUEST_TYPE_RESTRICTION:
+		g, err := enumFlag[eventsv1.RestrictionGround]("ground", f.ground)
+		if err != nil {
+			return err
+		}
+		req.Restriction = &dsarv1.RestrictionDetails{Ground: g, PurposeIds: splitList(f.purposes)}
+	case dsarv1.RequestType_REQUEST_TYPE_OBJECTION:
+		sc, err := enumFlag[eventsv1.ObjectionScope]("scope", f.scope)
+		if err != nil {
+			return err
+		}
+		req.Objection = &dsarv1.ObjectionDetails{Scope: sc, PurposeIds: splitList(f.purposes)}
+	case dsarv1.RequestType_REQUEST_TYPE_CONSENT_WITHDRAWAL:
+		req.Withdrawal = &dsarv1.WithdrawalDetails{PurposeIds: splitList(f.purposes)}
+	case dsarv1.RequestType_REQUEST_TYPE_AUTOMATED_DECISION_REVIEW:
+		req.AutomatedDecision = &dsarv1.AutomatedDecisionDetails{DecisionReference: f.decision, Statement: f.statement}
+	default:
+		return errors.New("rectification carries corrected values, which this command does not take; use the API (CreateRequest)")
+	}
+	return nil
+}
+
+// requestColumns show requests; one whose fan-out keeps failing says so
 // in its state, with the step that fails.
-func printRequests(w io.Writer, reqs []*dsarv1.Request) {
-	t := newTable(w, "ID", "TYPE", "SUBJECT", "STATE", "RECEIVED", "STATUTORY DUE", "SLA DUE")
-	for _, r := range reqs {
+var requestColumns = columns[*dsarv1.Request]{
+	header: []string{"ID", "TYPE", "SUBJECT", "STATE", "RECEIVED", "STATUTORY DUE", "SLA DUE"},
+	row: func(r *dsarv1.Request) []any {
 		d := r.GetDeadline()
 		state := cell(r.State)
 		if p := r.GetFanoutProblem(); p != nil {
 			state += " (fan-out failing: " + cell(p.Step) + ")"
 		}
-		t.row(r.DsarId, r.Type, r.SubjectId, state, d.GetReceivedAt(), d.GetStatutoryDueAt(), d.GetSlaDueAt())
-	}
-	t.flush()
+		return []any{r.DsarId, r.Type, r.SubjectId, state, d.GetReceivedAt(), d.GetStatutoryDueAt(), d.GetSlaDueAt()}
+	},
+	id: (*dsarv1.Request).GetDsarId,
 }
 
 // printRequest shows one request as the subject's answer reads: where it
 // stands, and each system's share with what was kept and why.
 func printRequest(w io.Writer, r *dsarv1.Request) {
-	printRequests(w, []*dsarv1.Request{r})
+	requestColumns.print(w, r)
 	if v := r.GetVerification(); v != nil {
 		fmt.Fprintf(w, "\nverification: %s, verified %s\n", cell(v.Method), cell(v.Verified))
 	}
@@ -242,11 +273,12 @@ Examples:
 	o.fs.DurationVar(&dueSoon, "due-soon", 0, "only open requests due within this time (e.g. 168h)")
 	var asOf string
 	o.fs.StringVar(&asOf, "as-of", "", "states and deadlines as of this past time, RFC 3339 (default now)")
+	o.idOutputFlag("dsar ids")
 	if code := o.start(args); code >= 0 {
 		return code
 	}
 	defer o.done()
-	req := &dsarv1.ListRequestsRequest{TenantId: o.tenant, PageSize: 1000}
+	req := &dsarv1.ListRequestsRequest{TenantId: o.tenant}
 	if asOf != "" {
 		at, err := time.Parse(time.RFC3339, asOf)
 		if err != nil {
@@ -268,22 +300,14 @@ Examples:
 		req.Deadline = dsarv1.DeadlineFilter_DEADLINE_FILTER_DUE_SOON
 		req.DueWithin = durationpb.New(dueSoon)
 	}
-	all := &dsarv1.ListRequestsResponse{}
-	err := pages(func(token string) (string, error) {
-		req.PageToken = token
-		resp, err := o.cl.dsar.ListRequests(o.ctx, req)
-		all.Requests = append(all.Requests, resp.GetRequests()...)
-		return resp.GetNextPageToken(), err
+	all, err := listAll(func(size int32, token string) (*dsarv1.ListRequestsResponse, error) {
+		req.PageSize, req.PageToken = size, token
+		return o.cl.dsar.ListRequests(o.ctx, req)
 	})
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, all)
-	} else {
-		printRequests(stdout, all.Requests)
-	}
-	return exitOK
+	return listed(o, all, all.Requests, requestColumns)
 }
 
 func dsarShow(args []string, stdout, stderr io.Writer) int {
@@ -394,13 +418,10 @@ Example:
 	return o.printRequest(resp.Request, resp)
 }
 
-// printRequest prints a request as a table, or resp as JSON with -o json.
+// printRequest answers with a request: resp as JSON with -o json, its id
+// with -o id, else the request as printRequest shows it.
 func (o *opCmd) printRequest(r *dsarv1.Request, resp proto.Message) int {
-	if o.json() {
-		printJSON(o.stdout, resp)
-	} else {
-		printRequest(o.stdout, r)
-	}
+	o.answer(resp, requestColumns.ids(r), func(w io.Writer) { printRequest(w, r) })
 	return exitOK
 }
 
@@ -438,23 +459,21 @@ Examples:
 		if err != nil {
 			return o.fail(err)
 		}
-		if o.json() {
-			printJSON(stdout, resp)
-		} else {
-			fmt.Fprintf(stdout, "code sent by %s; expires %s; %d attempts\n", cell(resp.Method), cell(resp.ExpiresAt), resp.Attempts)
-		}
+		o.answer(resp, nil, func(w io.Writer) {
+			fmt.Fprintf(w, "code sent by %s; expires %s; %d attempts\n", cell(resp.Method), cell(resp.ExpiresAt), resp.Attempts)
+		})
 	case code != "":
 		resp, err := o.cl.dsar.VerifyIdentity(o.ctx, &dsarv1.VerifyIdentityRequest{RequestId: *requestID, TenantId: o.tenant, DsarId: *id, Code: code})
 		if err != nil {
 			return o.fail(err)
 		}
-		if o.json() {
-			printJSON(stdout, resp)
-		} else if resp.Verified {
-			printRequest(stdout, resp.Request)
-		} else {
-			fmt.Fprintf(stdout, "wrong code; %d attempts left\n", resp.AttemptsLeft)
-		}
+		o.answer(resp, nil, func(w io.Writer) {
+			if resp.Verified {
+				printRequest(w, resp.Request)
+			} else {
+				fmt.Fprintf(w, "wrong code; %d attempts left\n", resp.AttemptsLeft)
+			}
+		})
 		if !resp.Verified {
 			return exitNo
 		}
@@ -609,16 +628,14 @@ time, and the receipt's place on the hash-chained receipt log.
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	r := resp.Receipt
-	fmt.Fprintf(stdout, "receipt %d of %s (%s, %s), hash %x\n", r.Sequence, r.DsarId, cell(r.Type), cell(r.State), r.Hash)
-	t := newTable(stdout, "SYSTEM", "OUTCOME", "ANSWERED", "HELD")
-	for _, e := range r.Entries {
-		t.row(e.SystemId, e.Outcome, e.AnsweredAt, e.Held)
-	}
-	t.flush()
+	o.answer(resp, nil, func(w io.Writer) {
+		r := resp.Receipt
+		fmt.Fprintf(w, "receipt %d of %s (%s, %s), hash %x\n", r.Sequence, r.DsarId, cell(r.Type), cell(r.State), r.Hash)
+		t := newTable(w, "SYSTEM", "OUTCOME", "ANSWERED", "HELD")
+		for _, e := range r.Entries {
+			t.row(e.SystemId, e.Outcome, e.AnsweredAt, e.Held)
+		}
+		t.flush()
+	})
 	return exitOK
 }

@@ -56,15 +56,13 @@ Exit codes: 0 no critical finding, 1 at least one critical finding.
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, resp)
-	} else {
-		t := newTable(stdout, "SYSTEM", "SEVERITY", "CODE", "MESSAGE")
+	o.answer(resp, nil, func(w io.Writer) {
+		t := newTable(w, "SYSTEM", "SEVERITY", "CODE", "MESSAGE")
 		for _, f := range resp.Findings {
 			t.row(f.SystemId, f.Severity, f.Code, f.Message)
 		}
 		t.flush()
-	}
+	})
 	for _, f := range resp.Findings {
 		if f.Severity == registryv1.Severity_SEVERITY_CRITICAL {
 			return exitNo
@@ -124,15 +122,13 @@ history: "over the past 12 months we disclosed …".
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	t := newTable(stdout, "RECIPIENT", "NAME", "KIND", "COUNTRY", "CATEGORIES")
-	for _, d := range resp.Disclosures {
-		t.row(d.SystemId, d.Name, d.Kind, d.Country, d.Categories)
-	}
-	t.flush()
+	o.answer(resp, nil, func(w io.Writer) {
+		t := newTable(w, "RECIPIENT", "NAME", "KIND", "COUNTRY", "CATEGORIES")
+		for _, d := range resp.Disclosures {
+			t.row(d.SystemId, d.Name, d.Kind, d.Country, d.Categories)
+		}
+		t.flush()
+	})
 	return exitOK
 }
 
@@ -149,31 +145,29 @@ Usage: lethe registry tenants
 Lists every tenant.
 `, stdout, stderr)
 	o.tenant = "*"
+	o.idOutputFlag("tenant ids")
 	if c := o.start(args); c >= 0 {
 		return c
 	}
 	defer o.done()
-	all := &registryv1.ListTenantsResponse{}
-	err := pages(func(token string) (string, error) {
-		resp, err := o.cl.registry.ListTenants(o.ctx, &registryv1.ListTenantsRequest{PageSize: 1000, PageToken: token})
-		all.Tenants = append(all.Tenants, resp.GetTenants()...)
-		return resp.GetNextPageToken(), err
+	all, err := listAll(func(size int32, token string) (*registryv1.ListTenantsResponse, error) {
+		return o.cl.registry.ListTenants(o.ctx, &registryv1.ListTenantsRequest{PageSize: size, PageToken: token})
 	})
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, all)
-		return exitOK
-	}
-	t := newTable(stdout, "TENANT", "NAME", "COUNTRY", "DSAR SLA", "CREATED")
-	for _, tn := range all.Tenants {
+	return listed(o, all, all.Tenants, tenantColumns)
+}
+
+// tenantColumns show tenants.
+var tenantColumns = columns[*registryv1.Tenant]{
+	header: []string{"TENANT", "NAME", "COUNTRY", "DSAR SLA", "CREATED"},
+	row: func(tn *registryv1.Tenant) []any {
 		sla := ""
 		if d := tn.GetSettings().GetDsarSla(); d != nil {
 			sla = tenantfile.FormatDuration(d.AsDuration())
 		}
-		t.row(tn.TenantId, tn.DisplayName, tn.GetSettings().GetCountry(), sla, tn.CreatedAt)
-	}
-	t.flush()
-	return exitOK
+		return []any{tn.TenantId, tn.DisplayName, tn.GetSettings().GetCountry(), sla, tn.CreatedAt}
+	},
+	id: (*registryv1.Tenant).GetTenantId,
 }

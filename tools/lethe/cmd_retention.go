@@ -78,16 +78,14 @@ Examples:
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	t := newTable(stdout, "RULE", "ACTION", "SUBJECTS", "ITEMS", "HELD", "FIRST PURGE", "SAMPLE")
-	for _, r := range resp.Rules {
-		t.row(r.RuleId, r.Action, r.Subjects, r.Items, r.Held, r.FirstPurgeAt, strings.Join(r.SampleSubjectIds, ","))
-	}
-	t.flush()
-	fmt.Fprintf(stdout, "%d subjects evaluated, window until %s\n", resp.SubjectsEvaluated, end.UTC().Format(time.RFC3339))
+	o.answer(resp, nil, func(w io.Writer) {
+		t := newTable(w, "RULE", "ACTION", "SUBJECTS", "ITEMS", "HELD", "FIRST PURGE", "SAMPLE")
+		for _, r := range resp.Rules {
+			t.row(r.RuleId, r.Action, r.Subjects, r.Items, r.Held, r.FirstPurgeAt, strings.Join(r.SampleSubjectIds, ","))
+		}
+		t.flush()
+		fmt.Fprintf(w, "%d subjects evaluated, window until %s\n", resp.SubjectsEvaluated, end.UTC().Format(time.RFC3339))
+	})
 	return exitOK
 }
 
@@ -104,29 +102,27 @@ through the API (PlaceHold).
 	var all bool
 	o.fs.StringVar(&subject, "subject", "", "only holds that apply to this subject")
 	o.fs.BoolVar(&all, "all", false, "include released and lapsed holds")
+	o.idOutputFlag("hold ids")
 	if c := o.start(args); c >= 0 {
 		return c
 	}
 	defer o.done()
-	out := &retentionv1.ListHoldsResponse{}
-	err := pages(func(token string) (string, error) {
-		resp, err := o.cl.retention.ListHolds(o.ctx, &retentionv1.ListHoldsRequest{TenantId: o.tenant, SubjectId: subject, IncludeEnded: all, PageSize: 1000, PageToken: token})
-		out.Holds = append(out.Holds, resp.GetHolds()...)
-		return resp.GetNextPageToken(), err
+	out, err := listAll(func(size int32, token string) (*retentionv1.ListHoldsResponse, error) {
+		return o.cl.retention.ListHolds(o.ctx, &retentionv1.ListHoldsRequest{TenantId: o.tenant, SubjectId: subject, IncludeEnded: all, PageSize: size, PageToken: token})
 	})
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, out)
-		return exitOK
-	}
-	t := newTable(stdout, "HOLD", "SUBJECT", "CATEGORY", "FROM", "UNTIL", "RELEASED", "REASON")
-	for _, h := range out.Holds {
-		t.row(h.HoldId, h.SubjectId, h.GetCategory().GetId(), h.StartTime, h.EndTime, h.ReleasedAt, h.Reason)
-	}
-	t.flush()
-	return exitOK
+	return listed(o, out, out.Holds, holdColumns)
+}
+
+// holdColumns show legal holds.
+var holdColumns = columns[*retentionv1.Hold]{
+	header: []string{"HOLD", "SUBJECT", "CATEGORY", "FROM", "UNTIL", "RELEASED", "REASON"},
+	row: func(h *retentionv1.Hold) []any {
+		return []any{h.HoldId, h.SubjectId, h.GetCategory().GetId(), h.StartTime, h.EndTime, h.ReleasedAt, h.Reason}
+	},
+	id: (*retentionv1.Hold).GetHoldId,
 }
 
 func retentionExplain(args []string, stdout, stderr io.Writer) int {
@@ -146,20 +142,18 @@ and why: the rules, triggers, minimums and holds that decided it.
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	for _, v := range resp.Verdicts {
-		if v.RetainedBy != "" {
-			fmt.Fprintf(stdout, "%s: purge %s (%s, retained by %s)\n", v.GetCategory().GetId(), cell(v.PurgeAt), cell(v.Action), v.RetainedBy)
-		} else {
-			fmt.Fprintf(stdout, "%s: purge %s (%s, rule %s)\n", v.GetCategory().GetId(), cell(v.PurgeAt), cell(v.Action), cell(v.RuleId))
+	o.answer(resp, nil, func(w io.Writer) {
+		for _, v := range resp.Verdicts {
+			if v.RetainedBy != "" {
+				fmt.Fprintf(w, "%s: purge %s (%s, retained by %s)\n", v.GetCategory().GetId(), cell(v.PurgeAt), cell(v.Action), v.RetainedBy)
+			} else {
+				fmt.Fprintf(w, "%s: purge %s (%s, rule %s)\n", v.GetCategory().GetId(), cell(v.PurgeAt), cell(v.Action), cell(v.RuleId))
+			}
+			for _, line := range v.Explanation {
+				fmt.Fprintf(w, "  %s\n", line)
+			}
 		}
-		for _, line := range v.Explanation {
-			fmt.Fprintf(stdout, "  %s\n", line)
-		}
-	}
+	})
 	return exitOK
 }
 
@@ -179,14 +173,12 @@ Counts per rule the directives issued and what systems answered.
 	if err != nil {
 		return o.fail(err)
 	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	t := newTable(stdout, "RULE", "DIRECTIVES", "PURGED", "ANONYMISED", "RETAINED", "NOT FOUND", "FAILED", "PENDING", "HELD")
-	for _, r := range resp.Rules {
-		t.row(r.RuleId, r.Directives, r.Purged, r.Anonymised, r.Retained, r.NotFound, r.Failed, r.Pending, r.Held)
-	}
-	t.flush()
+	o.answer(resp, nil, func(w io.Writer) {
+		t := newTable(w, "RULE", "DIRECTIVES", "PURGED", "ANONYMISED", "RETAINED", "NOT FOUND", "FAILED", "PENDING", "HELD")
+		for _, r := range resp.Rules {
+			t.row(r.RuleId, r.Directives, r.Purged, r.Anonymised, r.Retained, r.NotFound, r.Failed, r.Pending, r.Held)
+		}
+		t.flush()
+	})
 	return exitOK
 }
