@@ -9,6 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/dynamicpb"
 )
 
 // The README's walk-through "Privacy as code: five companies, end to end"
@@ -365,4 +370,66 @@ func splitUnquoted(s, seps string) []string {
 		}
 	}
 	return append(parts, s[start:])
+}
+
+// TestREADMEGrpcurlBodies checks the README's grpcurl commands without
+// grpcurl (the test command does not install it): each names a method the
+// services serve, its -d body is that method's request as protojson reads
+// it (field and enum names included), and no two mutations of one service
+// share a request id — a reused id is answered with the first call's
+// result, or refused when the request differs.
+func TestREADMEGrpcurlBodies(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	method := regexp.MustCompile(`\b((?:lethe|grpc)\.[A-Za-z0-9_.]+)/([A-Za-z]+)\b`)
+	body := regexp.MustCompile(`(?s) -d '([^']*)'`)
+	// '$NAME' closes the quote around a shell variable: an id the block
+	// took from an earlier answer.
+	shellVar := regexp.MustCompile(`'\$[A-Za-z_]+'`)
+	requestIDs := map[string]string{}
+	checked := 0
+	for _, m := range regexp.MustCompile("(?s)\n```sh\n(.*?)\n```").FindAllStringSubmatch(string(readme), -1) {
+		// A command ends at a newline outside quotes: a body may span lines.
+		for _, line := range splitUnquoted(strings.ReplaceAll(m[1], "\\\n", " "), "\n") {
+			if !strings.Contains(line, "grpcurl ") || strings.Contains(line, "go install") {
+				continue
+			}
+			mm := method.FindStringSubmatch(line)
+			if mm == nil {
+				continue // list, describe
+			}
+			d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(mm[1]))
+			if err != nil {
+				t.Errorf("README: %s: no service %s: %v", line, mm[1], err)
+				continue
+			}
+			sd, ok := d.(protoreflect.ServiceDescriptor)
+			if !ok || sd.Methods().ByName(protoreflect.Name(mm[2])) == nil {
+				t.Errorf("README: %s: %s has no method %s", line, mm[1], mm[2])
+				continue
+			}
+			checked++
+			b := body.FindStringSubmatch(shellVar.ReplaceAllString(line, "x"))
+			if b == nil {
+				continue
+			}
+			req := dynamicpb.NewMessage(sd.Methods().ByName(protoreflect.Name(mm[2])).Input())
+			if err := protojson.Unmarshal([]byte(b[1]), req); err != nil {
+				t.Errorf("README: %s/%s: the body is not its request: %v\n%s", mm[1], mm[2], err, b[1])
+				continue
+			}
+			if f := req.Descriptor().Fields().ByName("request_id"); f != nil {
+				key := mm[1] + " " + req.Get(f).String()
+				if prev, dup := requestIDs[key]; dup {
+					t.Errorf("README: request id %q of %s is used by %s and %s", req.Get(f).String(), mm[1], prev, mm[2])
+				}
+				requestIDs[key] = mm[2]
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("checked %d grpcurl commands of the README; it has more", checked)
+	}
 }
