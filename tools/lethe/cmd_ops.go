@@ -2,26 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"google.golang.org/protobuf/proto"
 	"io"
-	"os"
-	"strings"
-	"time"
 
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/proto"
 
-	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
-	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
-	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
-	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
-	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
-	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
-	"github.com/lethe-privacy/lethe/platform/period"
-	"github.com/lethe-privacy/lethe/tools/lethe/internal/tenantfile"
+	"github.com/lethe-privacy/lethe/platform/paging"
 )
 
 // opCmd is an operator command: connection flags, -o, --tenant.
@@ -39,6 +26,8 @@ type opCmd struct {
 	// --request-id (idFlag, requestIDFlag); start checks and fills them.
 	id        *string
 	requestID *string
+	// idOutput, when set, names the id that -o id prints (idOutputFlag).
+	idOutput string
 }
 
 func newOp(name, help string, stdout, stderr io.Writer) *opCmd {
@@ -76,7 +65,12 @@ func (o *opCmd) start(args []string, required ...string) int {
 			return o.usage("--" + r + " is required")
 		}
 	}
-	if o.conn.output != "table" && o.conn.output != "json" {
+	switch {
+	case o.conn.output == "table" || o.conn.output == "json":
+	case o.conn.output == "id" && o.idOutput != "":
+	case o.idOutput != "":
+		return o.usage("-o is table, json or id")
+	default:
 		return o.usage("-o is table or json")
 	}
 	cl, _, err := o.conn.dial()
@@ -107,6 +101,14 @@ func (o *opCmd) requestIDFlag() *string {
 	return o.requestID
 }
 
+// idOutputFlag lets -o id print only the id of what the command creates
+// or lists (what names it), one a line, so that a script takes it without
+// a JSON tool: ID=$(lethe dsar create ... -o id).
+func (o *opCmd) idOutputFlag(what string) {
+	o.idOutput = what
+	o.fs.Lookup("o").Usage = "output: table for people, json for scripts, id for the " + what + " alone"
+}
+
 func (o *opCmd) usage(msg string) int {
 	fmt.Fprintf(o.stderr, "lethe %s: %s (see --help)\n", o.name, msg)
 	return exitUsage
@@ -118,1237 +120,100 @@ func (o *opCmd) fail(err error) int {
 	return exitFor(err)
 }
 
-func (o *opCmd) json() bool { return o.conn.output == "json" }
-
-// ---- consent ----
-
-const consentHelp = `
-Usage: lethe consent <command> [flags]
-
-Commands:
-  check       may a subject's data be processed for a purpose, and why
-              (exit 0 allowed, 1 denied)
-  grant       record a consent
-  withdraw    record a withdrawal; systems that process for the purpose
-              are told (consent.withdrawn) and answer
-  history     a subject's consent records, oldest first (Art. 7(1) proof)
-  propagation how a withdrawal, objection or restriction reached each system
-  complete-task record an operator's answer for a system that answers by hand
-
-Examples:
-  lethe consent check --tenant clio --subject s-42 --purpose cookies.marketing --role student
-  lethe consent grant --tenant clio --subject s-42 --purpose newsletter
-  lethe consent withdraw --tenant clio --subject s-42 --purpose newsletter --method email_link
-  lethe consent propagation --tenant clio --record <record id>
-  lethe consent complete-task --tenant clio --record <record id> --system newsletter-sender --outcome applied
-`
-
-// consentCommands are the subcommands of "lethe consent"; the usage text lists each.
-var consentCommands = map[string]func([]string, io.Writer, io.Writer) int{
-	"check":         consentCheck,
-	"grant":         func(a []string, o, e io.Writer) int { return consentRecord("grant", a, o, e) },
-	"withdraw":      func(a []string, o, e io.Writer) int { return consentRecord("withdraw", a, o, e) },
-	"history":       consentHistory,
-	"propagation":   consentPropagation,
-	"complete-task": consentCompleteTask,
-}
-
-func runConsent(args []string, stdout, stderr io.Writer) int {
-	return subcommand("consent", consentHelp, consentCommands, args, stdout, stderr)
-}
-
-func consentCheck(args []string, stdout, stderr io.Writer) int {
-	o := newOp("consent check", `
-Usage: lethe consent check --tenant T --subject S --purpose P [flags]
-
-Asks the consent service's Check: allowed or not, and the reason
-(granted, withdrawn, ineligible_role, under_age, objected, …) with the
-record it rests on. Attributes the eligibility rules read are given as
-flags; Lethe does not store them.
-
-Examples:
-  lethe consent check --tenant clio --subject s-42 --purpose cookies.marketing --role student
-  lethe consent check --tenant clevio --subject s-7 --purpose marketing.email --age 14 --country DE
-
-Exit codes: 0 allowed, 1 denied, 2 usage, 3 refused, 4 platform failure.
-`, stdout, stderr)
-	var subject, purpose, role, country string
-	var age int
-	var gpc bool
-	o.fs.StringVar(&subject, "subject", "", "the subject's pseudonymous id (required)")
-	o.fs.StringVar(&purpose, "purpose", "", "the purpose (required)")
-	o.fs.StringVar(&role, "role", "", "the subject's role (student, teacher, …)")
-	o.fs.IntVar(&age, "age", 0, "the subject's age in years")
-	o.fs.StringVar(&country, "country", "", "the subject's country, ISO 3166-1 alpha-2, for the age of digital consent")
-	o.fs.BoolVar(&gpc, "gpc", false, "a Global Privacy Control signal accompanies the request")
-	if code := o.start(args, "subject", "purpose"); code >= 0 {
-		return code
-	}
-	defer o.done()
-	resp, err := o.cl.consent.Check(o.ctx, &consentv1.CheckRequest{TenantId: o.tenant, SubjectId: subject, PurposeId: purpose,
-		Attributes: &consentv1.SubjectAttributes{Role: role, Age: int32(age), Country: country, Gpc: gpc}})
-	if err != nil {
-		return o.fail(err)
-	}
-	d := resp.Decision
-	if o.json() {
-		printJSON(stdout, resp)
-	} else {
-		t := newTable(stdout, "SUBJECT", "PURPOSE", "DECISION", "REASON", "BASIS")
-		t.row(d.SubjectId, d.PurposeId, map[bool]string{true: "allowed", false: "denied"}[d.Allowed], d.Reason, d.BasisId)
-		t.flush()
-	}
-	if !d.Allowed {
-		return exitNo
-	}
-	return exitOK
-}
-
-func consentRecord(action string, args []string, stdout, stderr io.Writer) int {
-	o := newOp("consent "+action, fmt.Sprintf(`
-Usage: lethe consent %[1]s --tenant T --subject S --purpose P [flags]
-
-Records one %[1]s of consent to one purpose, under the purpose's current
-notice version unless --notice-version names another. A withdrawal is
-published as consent.withdrawn to every system that processes for the
-purpose; follow it with "lethe consent propagation --record ID".
-
-Examples:
-  lethe consent %[1]s --tenant clio --subject s-42 --purpose newsletter
-  lethe consent %[1]s --tenant clio --subject s-42 --purpose newsletter --method email_link --request-id unsub-981
-`, action), stdout, stderr)
-	var subject, purpose, method, notice string
-	o.fs.StringVar(&subject, "subject", "", "the subject's pseudonymous id (required)")
-	o.fs.StringVar(&purpose, "purpose", "", "the purpose (required)")
-	o.fs.StringVar(&method, "method", "api", "how it was collected: "+strings.Join(tenantfile.EnumNames(consentv1.CollectionMethod(0).Descriptor()), ", "))
-	o.fs.StringVar(&notice, "notice-version", "", "the notice version shown (default the purpose's current one)")
-	requestID := o.requestIDFlag()
-	if code := o.start(args, "subject", "purpose"); code >= 0 {
-		return code
-	}
-	defer o.done()
-	m, err := enumFlag[consentv1.CollectionMethod]("method", method)
-	if err != nil {
-		return o.usage(err.Error())
-	}
-	act := consentv1.ConsentAction_CONSENT_ACTION_GRANT
-	if action == "withdraw" {
-		act = consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW
-	}
-	resp, err := o.cl.consent.RecordConsent(o.ctx, &consentv1.RecordConsentRequest{RequestId: *requestID, TenantId: o.tenant, SubjectId: subject,
-		PurposeId: purpose, Action: act, Method: m, NoticeVersion: notice})
-	if err != nil {
-		return o.fail(err)
-	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	printRecords(stdout, []*consentv1.ConsentRecord{resp.Record})
-	fmt.Fprintf(stdout, "request id %s\n", *requestID)
-	return exitOK
-}
-
-func printRecords(w io.Writer, records []*consentv1.ConsentRecord) {
-	t := newTable(w, "RECORD", "PURPOSE", "ACTION", "NOTICE", "METHOD", "RECORDED", "EXPIRES")
-	for _, r := range records {
-		t.row(r.RecordId, r.PurposeId, r.Action, r.NoticeVersion, r.Method, r.RecordedAt, r.ExpiresAt)
-	}
-	t.flush()
-}
-
-func consentHistory(args []string, stdout, stderr io.Writer) int {
-	o := newOp("consent history", `
-Usage: lethe consent history --tenant T --subject S
-
-Lists a subject's consent records, oldest first: the append-only proof
-that consent was given (Art. 7(1)), with the notice version and expiry.
-
-Example:
-  lethe consent history --tenant clio --subject s-42 -o json
-`, stdout, stderr)
-	var subject string
-	o.fs.StringVar(&subject, "subject", "", "the subject's pseudonymous id (required)")
-	if code := o.start(args, "subject"); code >= 0 {
-		return code
-	}
-	defer o.done()
-	all := &consentv1.ListConsentHistoryResponse{}
-	err := pages(func(token string) (string, error) {
-		resp, err := o.cl.consent.ListConsentHistory(o.ctx, &consentv1.ListConsentHistoryRequest{TenantId: o.tenant, SubjectId: subject, PageSize: 1000, PageToken: token})
-		all.Records = append(all.Records, resp.GetRecords()...)
-		return resp.GetNextPageToken(), err
-	})
-	if err != nil {
-		return o.fail(err)
-	}
-	if o.json() {
-		printJSON(stdout, all)
-	} else {
-		printRecords(stdout, all.Records)
-	}
-	return exitOK
-}
-
-func consentPropagation(args []string, stdout, stderr io.Writer) int {
-	o := newOp("consent propagation", `
-Usage: lethe consent propagation --tenant T (--record ID | --objection ID | --restriction ID)
-
-Shows how a limit reached the systems that must honour it: each system's
-task and answer. Complete when every task is final.
-
-Example:
-  lethe consent propagation --tenant clio --record 01J…
-`, stdout, stderr)
-	limit := limitFlags(o)
-	if code := o.start(args); code >= 0 {
-		return code
-	}
-	defer o.done()
-	cause, err := limit.cause()
-	if err != nil {
-		return o.usage(err.Error())
-	}
-	resp, err := o.cl.consent.GetPropagation(o.ctx, &consentv1.GetPropagationRequest{TenantId: o.tenant, Cause: cause})
-	if err != nil {
-		return o.fail(err)
-	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	t := newTable(stdout, "SYSTEM", "STATE", "OUTCOME", "REASON")
-	for _, task := range resp.Tasks {
-		t.row(task.SystemId, task.State, task.Outcome, task.Reason)
-	}
-	t.flush()
-	fmt.Fprintf(stdout, "complete: %s\n", cell(resp.Complete))
-	return exitOK
-}
-
-func consentCompleteTask(args []string, stdout, stderr io.Writer) int {
-	o := newOp("consent complete-task", `
-Usage: lethe consent complete-task --tenant T (--record ID | --objection ID | --restriction ID) --system S --outcome OUTCOME [--reason TEXT]
-
-Records what a system answered by hand did about a limit (a processor an
-operator wrote to). Outcomes: applied (it honours the limit now),
-not_applicable, failed (with --reason). Systems on the SDK answer
-themselves and are refused.
-
-Examples:
-  lethe consent complete-task --tenant clio --record 01J… --system newsletter-sender --outcome applied
-  lethe consent complete-task --tenant clio --objection 01J… --system survey-tool --outcome failed --reason "processor did not answer"
-`, stdout, stderr)
-	limit := limitFlags(o)
-	var system, outcome, reason string
-	o.fs.StringVar(&system, "system", "", "the system answered for (required)")
-	o.fs.StringVar(&outcome, "outcome", "", "applied, not_applicable or failed (required)")
-	o.fs.StringVar(&reason, "reason", "", "why (required for failed)")
-	requestID := o.requestIDFlag()
-	if code := o.start(args, "system", "outcome"); code >= 0 {
-		return code
-	}
-	defer o.done()
-	cause, err := limit.cause()
-	if err != nil {
-		return o.usage(err.Error())
-	}
-	oc, err := enumFlag[eventsv1.OutcomeKind]("outcome", outcome)
-	if err != nil {
-		return o.usage(err.Error())
-	}
-	resp, err := o.cl.consent.CompleteTask(o.ctx, &consentv1.CompleteTaskRequest{RequestId: *requestID, TenantId: o.tenant,
-		Cause: cause, SystemId: system, Outcome: oc, Reason: reason})
-	if err != nil {
-		return o.fail(err)
-	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	t := newTable(stdout, "SYSTEM", "STATE", "OUTCOME", "REASON")
-	t.row(resp.Task.SystemId, resp.Task.State, resp.Task.Outcome, resp.Task.Reason)
-	t.flush()
-	return exitOK
-}
-
-// limit names a withdrawal, objection or restriction by its flags.
-type limit struct{ record, objection, restriction string }
-
-func limitFlags(o *opCmd) *limit {
-	l := &limit{}
-	o.fs.StringVar(&l.record, "record", "", "a consent record (a withdrawal)")
-	o.fs.StringVar(&l.objection, "objection", "", "an objection")
-	o.fs.StringVar(&l.restriction, "restriction", "", "a restriction")
-	return l
-}
-
-// cause is the limit as the consent service names causes.
-func (l *limit) cause() (*commonv1.Cause, error) {
-	switch {
-	case l.record != "":
-		return &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: l.record}, nil
-	case l.objection != "":
-		return &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_OBJECTION, Id: l.objection}, nil
-	case l.restriction != "":
-		return &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_RESTRICTION, Id: l.restriction}, nil
-	}
-	return nil, errors.New("name the limit with --record, --objection or --restriction")
-}
-
-// ---- dsar ----
-
-const dsarHelp = `
-Usage: lethe dsar <command> [flags]
-
-Commands:
-  create         file a data-subject request (every right of Arts. 15-22)
-  list           a tenant's requests, by state or deadline
-  show           one request: deadlines, verification, history, each
-                 system's answer, what was kept and why
-  verify         start verification, enter a code, or attest identity
-  complete-task  record the answer of a system answered by hand
-  extend         extend the statutory deadline (Art. 12(3): once, in the
-                 first month, up to two more months, with a reason)
-  reject         refuse a request, with the reason the subject is told
-  cancel         cancel a request the subject withdrew
-  export         download the access or portability package
-  receipt        the completion receipt of a closed request
-
-Example — an erasure, verified by an operator, answered by hand:
-  lethe dsar create --tenant cleura --subject cust-7 --type erasure --email ada@example.com
-  lethe dsar verify --tenant cleura --id <dsar id> --attest manual --evidence ticket-311
-  lethe dsar complete-task --tenant cleura --id <dsar id> --system portal --outcome erased
-  lethe dsar complete-task --tenant cleura --id <dsar id> --system billing --outcome retained \
-      --retain-categories user.financial --basis legal_obligation \
-      --basis-detail "Swedish Accounting Act (1999:1078) ch. 7 § 2" --until 2033-12-31 \
-      --exemption legal_obligation --law "Bokföringslagen (1999:1078) 7 kap. 2 §"
-  lethe dsar show --tenant cleura --id <dsar id>
-`
-
-// dsarCommands are the subcommands of "lethe dsar"; the usage text lists each.
-var dsarCommands = map[string]func([]string, io.Writer, io.Writer) int{
-	"create":        dsarCreate,
-	"list":          dsarList,
-	"show":          dsarShow,
-	"verify":        dsarVerify,
-	"complete-task": dsarCompleteTask,
-	"extend":        dsarExtend,
-	"reject":        dsarReject,
-	"cancel":        dsarCancel,
-	"export":        dsarExport,
-	"receipt":       dsarReceipt,
-}
-
-func runDSAR(args []string, stdout, stderr io.Writer) int {
-	return subcommand("dsar", dsarHelp, dsarCommands, args, stdout, stderr)
-}
-
-func dsarCreate(args []string, stdout, stderr io.Writer) int {
-	o := newOp("dsar create", `
-Usage: lethe dsar create --tenant T --subject S --type TYPE [flags]
-
-Files a request. It starts "received": nothing reaches any system until
-identity is verified (lethe dsar verify). Deadlines run from its receipt:
-now, or --received for a request that arrived before it is entered (a
-letter); the GDPR's month and the tenant's SLA, kept apart.
-
-Types: access, rectification, erasure, restriction, portability, objection,
-consent_withdrawal, automated_decision_review.
-
-Examples:
-  lethe dsar create --tenant cleura --subject cust-7 --type erasure --email ada@example.com
-  lethe dsar create --tenant clevenio --subject p-3 --type restriction --ground accuracy_contested
-  lethe dsar create --tenant clevio --subject u-9 --type objection --scope direct_marketing
-  lethe dsar create --tenant clio --subject s-42 --type consent_withdrawal --purposes newsletter
-  lethe dsar create --tenant clio --subject s-43 --type access --received 2026-01-30T14:00:00+01:00
-`, stdout, stderr)
-	var subject, typ, cats, purposes, email, phone, account, ground, scope, action, agent, decision, statement, received string
-	o.fs.StringVar(&subject, "subject", "", "the subject's pseudonymous id (required)")
-	o.fs.StringVar(&typ, "type", "", "the right exercised (required)")
-	o.fs.StringVar(&cats, "categories", "", "comma-separated categories, for access, erasure, portability (default all)")
-	o.fs.StringVar(&purposes, "purposes", "", "comma-separated purposes, for restriction, objection, consent_withdrawal")
-	o.fs.StringVar(&email, "email", "", "the subject's e-mail address, an identifier systems look up (handed out only by claim check)")
-	o.fs.StringVar(&phone, "phone", "", "the subject's phone number, an identifier")
-	o.fs.StringVar(&account, "account", "", "the subject's account id, an identifier")
-	o.fs.StringVar(&ground, "ground", "", "for restriction: accuracy_contested, unlawful_processing, legal_claims, objection_pending")
-	o.fs.StringVar(&scope, "scope", "purposes", "for objection: purposes, legitimate_interests, direct_marketing")
-	o.fs.StringVar(&action, "action", "erase", "for erasure: erase or anonymise")
-	o.fs.StringVar(&agent, "agent", "", "filed by an agent: the reference of its authority (a power of attorney on file)")
-	o.fs.StringVar(&decision, "decision", "", "for automated_decision_review: the tenant's reference of the decision")
-	o.fs.StringVar(&statement, "statement", "", "for automated_decision_review: the subject's point of view")
-	o.fs.StringVar(&received, "received", "", "when the request was received, RFC 3339, if before now (default now)")
-	requestID := o.requestIDFlag()
-	if code := o.start(args, "subject", "type"); code >= 0 {
-		return code
-	}
-	defer o.done()
-	rt, err := enumFlag[dsarv1.RequestType]("type", typ)
-	if err != nil {
-		return o.usage(err.Error())
-	}
-	req := &dsarv1.CreateRequestRequest{TenantId: o.tenant, SubjectId: subject, Requester: &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_SUBJECT}}
-	if agent != "" {
-		req.Requester = &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_AGENT, AuthorityReference: agent}
-	}
-	for _, id := range []struct {
-		t commonv1.IdentifierType
-		v string
-	}{{commonv1.IdentifierType_IDENTIFIER_TYPE_EMAIL, email}, {commonv1.IdentifierType_IDENTIFIER_TYPE_PHONE, phone}, {commonv1.IdentifierType_IDENTIFIER_TYPE_ACCOUNT_ID, account}} {
-		if id.v != "" {
-			req.Identifiers = append(req.Identifiers, &commonv1.Identifier{Type: id.t, Value: id.v})
-		}
-	}
-	switch rt {
-	case dsarv1.RequestType_REQUEST_TYPE_ACCESS:
-		req.Access = &dsarv1.AccessDetails{Categories: categories(cats)}
-	case dsarv1.RequestType_REQUEST_TYPE_ERASURE:
-		a, err := enumFlag[eventsv1.ErasureAction]("action", action)
-		if err != nil {
-			return o.usage(err.Error())
-		}
-		req.Erasure = &dsarv1.ErasureDetails{Categories: categories(cats), Action: a}
-	case dsarv1.RequestType_REQUEST_TYPE_PORTABILITY:
-		req.Portability = &dsarv1.PortabilityDetails{Categories: categories(cats)}
-	case dsarv1.RequestType_REQUEST_TYPE_RESTRICTION:
-		g, err := enumFlag[eventsv1.RestrictionGround]("ground", ground)
-		if err != nil {
-			return o.usage(err.Error())
-		}
-		req.Restriction = &dsarv1.RestrictionDetails{Ground: g, PurposeIds: splitList(purposes)}
-	case dsarv1.RequestType_REQUEST_TYPE_OBJECTION:
-		s, err := enumFlag[eventsv1.ObjectionScope]("scope", scope)
-		if err != nil {
-			return o.usage(err.Error())
-		}
-		req.Objection = &dsarv1.ObjectionDetails{Scope: s, PurposeIds: splitList(purposes)}
-	case dsarv1.RequestType_REQUEST_TYPE_CONSENT_WITHDRAWAL:
-		req.Withdrawal = &dsarv1.WithdrawalDetails{PurposeIds: splitList(purposes)}
-	case dsarv1.RequestType_REQUEST_TYPE_AUTOMATED_DECISION_REVIEW:
-		req.AutomatedDecision = &dsarv1.AutomatedDecisionDetails{DecisionReference: decision, Statement: statement}
-	default:
-		return o.usage("rectification carries corrected values, which this command does not take; use the API (CreateRequest)")
-	}
-	if received != "" {
-		at, err := time.Parse(time.RFC3339, received)
-		if err != nil {
-			return o.usage("--received: " + err.Error())
-		}
-		req.ReceivedAt = timestamppb.New(at)
-	}
-	req.RequestId = *requestID
-	resp, err := o.cl.dsar.CreateRequest(o.ctx, req)
-	if err != nil {
-		return o.fail(err)
-	}
-	return o.printRequest(resp.Request, resp)
-}
-
-// printRequests lists requests; one whose fan-out keeps failing says so
-// in its state, with the step that fails.
-func printRequests(w io.Writer, reqs []*dsarv1.Request) {
-	t := newTable(w, "ID", "TYPE", "SUBJECT", "STATE", "RECEIVED", "STATUTORY DUE", "SLA DUE")
-	for _, r := range reqs {
-		d := r.GetDeadline()
-		state := cell(r.State)
-		if p := r.GetFanoutProblem(); p != nil {
-			state += " (fan-out failing: " + cell(p.Step) + ")"
-		}
-		t.row(r.DsarId, r.Type, r.SubjectId, state, d.GetReceivedAt(), d.GetStatutoryDueAt(), d.GetSlaDueAt())
-	}
-	t.flush()
-}
-
-// printRequest shows one request as the subject's answer reads: where it
-// stands, and each system's share with what was kept and why.
-func printRequest(w io.Writer, r *dsarv1.Request) {
-	printRequests(w, []*dsarv1.Request{r})
-	if v := r.GetVerification(); v != nil {
-		fmt.Fprintf(w, "\nverification: %s, verified %s\n", cell(v.Method), cell(v.Verified))
-	}
-	if p := r.GetFanoutProblem(); p != nil {
-		fmt.Fprintf(w, "\nfan-out failing at step %s since %s, %d attempts, last %s; retried every sweep\nerror: %s\n",
-			cell(p.Step), cell(p.FirstFailedAt), p.Attempts, cell(p.LastFailedAt), cell(p.Error))
-	}
-	if res := r.GetResult(); res != nil && len(res.Systems) > 0 {
-		fmt.Fprintln(w)
-		t := newTable(w, "SYSTEM", "ANSWERS", "STATE", "OUTCOME", "ANSWERED", "REASON")
-		for _, s := range res.Systems {
-			t.row(s.SystemId, s.AnswerMode, s.State, s.Outcome, s.AnsweredAt, s.Reason)
-		}
-		t.flush()
-		for _, k := range res.Retained {
-			fmt.Fprintf(w, "kept: %s on %s (%s) until %s; Art. 17(3) ground %s", cell(k.Categories), cell(k.LegalBasis), k.BasisDetail, cell(k.Until), cell(k.Exemption))
-			if k.Law != "" {
-				fmt.Fprintf(w, " under %s", k.Law)
-			}
-			fmt.Fprintln(w)
-		}
-		for _, h := range res.Held {
-			fmt.Fprintf(w, "held: %s by hold %s (%s) until %s\n", cell(h.GetCategory().GetId()), h.HoldId, h.Reason, cell(h.Until))
-		}
-		fmt.Fprintf(w, "complete: %s\n", cell(res.Complete))
-	}
-	if rej := r.GetRejection(); rej != nil {
-		fmt.Fprintf(w, "rejected: %s: %s\n", cell(rej.Reason), rej.Detail)
-	}
-	if len(r.History) > 0 {
-		fmt.Fprintln(w)
-		t := newTable(w, "AT", "FROM", "TO", "ACTOR", "NOTE")
-		for _, h := range r.History {
-			t.row(h.At, h.From, h.To, h.Actor, h.Note)
-		}
-		t.flush()
-	}
-}
-
-func dsarList(args []string, stdout, stderr io.Writer) int {
-	o := newOp("dsar list", `
-Usage: lethe dsar list --tenant T [--state S,…] [--overdue | --due-soon DURATION] [--as-of TIME]
-
-A request whose fan-out keeps failing (a neighbour of the DSAR service
-unreachable or refusing) is marked in STATE with the failing step; lethe
-dsar show tells the error and since when.
-
-Examples:
-  lethe dsar list --tenant clevenio --overdue
-  lethe dsar list --tenant clevenio --overdue --as-of 2026-03-31T23:59:59+03:00
-  lethe dsar list --tenant cleura --state in_progress,received -o json
-`, stdout, stderr)
-	var states string
-	var overdue bool
-	var dueSoon time.Duration
-	o.fs.StringVar(&states, "state", "", "comma-separated states: "+strings.Join(tenantfile.EnumNames(dsarv1.RequestState(0).Descriptor()), ", "))
-	o.fs.BoolVar(&overdue, "overdue", false, "only open requests past a deadline")
-	o.fs.DurationVar(&dueSoon, "due-soon", 0, "only open requests due within this time (e.g. 168h)")
-	var asOf string
-	o.fs.StringVar(&asOf, "as-of", "", "states and deadlines as of this past time, RFC 3339 (default now)")
-	if code := o.start(args); code >= 0 {
-		return code
-	}
-	defer o.done()
-	req := &dsarv1.ListRequestsRequest{TenantId: o.tenant, PageSize: 1000}
-	if asOf != "" {
-		at, err := time.Parse(time.RFC3339, asOf)
-		if err != nil {
-			return o.usage("--as-of: " + err.Error())
-		}
-		req.AsOf = timestamppb.New(at)
-	}
-	for _, s := range splitList(states) {
-		st, err := enumFlag[dsarv1.RequestState]("state", s)
-		if err != nil {
-			return o.usage(err.Error())
-		}
-		req.States = append(req.States, st)
-	}
-	switch {
-	case overdue:
-		req.Deadline = dsarv1.DeadlineFilter_DEADLINE_FILTER_OVERDUE
-	case dueSoon > 0:
-		req.Deadline = dsarv1.DeadlineFilter_DEADLINE_FILTER_DUE_SOON
-		req.DueWithin = durationpb.New(dueSoon)
-	}
-	all := &dsarv1.ListRequestsResponse{}
-	err := pages(func(token string) (string, error) {
-		req.PageToken = token
-		resp, err := o.cl.dsar.ListRequests(o.ctx, req)
-		all.Requests = append(all.Requests, resp.GetRequests()...)
-		return resp.GetNextPageToken(), err
-	})
-	if err != nil {
-		return o.fail(err)
-	}
-	if o.json() {
-		printJSON(stdout, all)
-	} else {
-		printRequests(stdout, all.Requests)
-	}
-	return exitOK
-}
-
-func dsarShow(args []string, stdout, stderr io.Writer) int {
-	o := newOp("dsar show", `
-Usage: lethe dsar show --tenant T --id DSAR_ID
-
-Shows a request: deadlines (statutory and SLA), verification, a fan-out
-that keeps failing (the step, the error, since when, how many attempts),
-every system's task and outcome, everything kept with its legal basis and
-until-date, and the history of transitions. Identifiers are never shown.
-
-Example:
-  lethe dsar show --tenant cleura --id 01J… -o json
-`, stdout, stderr)
-	id := o.idFlag()
-	if code := o.start(args); code >= 0 {
-		return code
-	}
-	defer o.done()
-	resp, err := o.cl.dsar.GetRequest(o.ctx, &dsarv1.GetRequestRequest{TenantId: o.tenant, DsarId: *id})
-	if err != nil {
-		return o.fail(err)
-	}
-	return o.printRequest(resp.Request, resp)
-}
-
-func dsarExtend(args []string, stdout, stderr io.Writer) int {
-	o := newOp("dsar extend", `
-Usage: lethe dsar extend --tenant T --id DSAR_ID --months 1|2 --reason TEXT
-
-Extends the statutory deadline (Art. 12(3)): once per request, within its
-first month, by at most two months, with the reason the subject is told.
-The tenant's SLA date does not move.
-
-Example:
-  lethe dsar extend --tenant clevio --id 01J… --months 2 --reason "complex request: 14 systems"
-`, stdout, stderr)
-	var reason string
-	var months int
-	id := o.idFlag()
-	o.fs.IntVar(&months, "months", 0, "how many months more: 1 or 2 (required)")
-	o.fs.StringVar(&reason, "reason", "", "why, as the subject is told (required)")
-	requestID := o.requestIDFlag()
-	if c := o.start(args, "months", "reason"); c >= 0 {
-		return c
-	}
-	defer o.done()
-	resp, err := o.cl.dsar.ExtendDeadline(o.ctx, &dsarv1.ExtendDeadlineRequest{RequestId: *requestID,
-		TenantId: o.tenant, DsarId: *id, Months: int32(months), Reason: reason})
-	if err != nil {
-		return o.fail(err)
-	}
-	return o.printRequest(resp.Request, resp)
-}
-
-func dsarReject(args []string, stdout, stderr io.Writer) int {
-	o := newOp("dsar reject", `
-Usage: lethe dsar reject --tenant T --id DSAR_ID --reason REASON --detail TEXT
-
-Refuses a request. Reasons: identity_not_verified (Art. 12(6)),
-manifestly_unfounded, excessive (Art. 12(5)), exemption (name it in
---detail), no_data. The detail is what the subject is told.
-
-Example:
-  lethe dsar reject --tenant clio --id 01J… --reason excessive --detail "third identical request this month"
-`, stdout, stderr)
-	var reason, detail string
-	id := o.idFlag()
-	o.fs.StringVar(&reason, "reason", "", "why (required)")
-	o.fs.StringVar(&detail, "detail", "", "the reason in words, naming the provision relied on (required)")
-	requestID := o.requestIDFlag()
-	if c := o.start(args, "reason", "detail"); c >= 0 {
-		return c
-	}
-	defer o.done()
-	r, err := enumFlag[dsarv1.RejectionReason]("reason", reason)
-	if err != nil {
-		return o.usage(err.Error())
-	}
-	resp, err := o.cl.dsar.RejectRequest(o.ctx, &dsarv1.RejectRequestRequest{RequestId: *requestID,
-		TenantId: o.tenant, DsarId: *id, Reason: r, Detail: detail})
-	if err != nil {
-		return o.fail(err)
-	}
-	return o.printRequest(resp.Request, resp)
-}
-
-func dsarCancel(args []string, stdout, stderr io.Writer) int {
-	o := newOp("dsar cancel", `
-Usage: lethe dsar cancel --tenant T --id DSAR_ID
-
-Cancels a request the subject withdrew. Its identifiers become
-unrecoverable at once, as for every closed request.
-
-Example:
-  lethe dsar cancel --tenant cleura --id 01J…
-`, stdout, stderr)
-	id := o.idFlag()
-	requestID := o.requestIDFlag()
-	if c := o.start(args); c >= 0 {
-		return c
-	}
-	defer o.done()
-	resp, err := o.cl.dsar.CancelRequest(o.ctx, &dsarv1.CancelRequestRequest{RequestId: *requestID, TenantId: o.tenant, DsarId: *id})
-	if err != nil {
-		return o.fail(err)
-	}
-	return o.printRequest(resp.Request, resp)
-}
-
-// printRequest prints a request as a table, or resp as JSON with -o json.
-func (o *opCmd) printRequest(r *dsarv1.Request, resp proto.Message) int {
-	if o.json() {
+// answer prints what a command answered, as -o asks: resp as JSON, the
+// ids alone one a line (-o id), or human's rendering for people.
+func (o *opCmd) answer(resp proto.Message, ids []string, human func(w io.Writer)) {
+	switch o.conn.output {
+	case "json":
 		printJSON(o.stdout, resp)
-	} else {
-		printRequest(o.stdout, r)
-	}
-	return exitOK
-}
-
-func dsarVerify(args []string, stdout, stderr io.Writer) int {
-	o := newOp("dsar verify", `
-Usage: lethe dsar verify --tenant T --id DSAR_ID (--start | --code CODE | --attest login|manual --evidence REF)
-
-Identity comes first: nothing fans out before it is verified.
-  --start          send a one-time code through the tenant's channel
-  --code CODE      the code the subject entered
-  --attest KIND    a trusted caller confirms identity: "login" (the subject
-                   was logged in) or "manual" (an operator checked);
-                   --evidence names what it rests on (a session, a ticket)
-
-Examples:
-  lethe dsar verify --tenant clevenio --id 01J… --start
-  lethe dsar verify --tenant clevenio --id 01J… --code 493021
-  lethe dsar verify --tenant cleura --id 01J… --attest manual --evidence ticket-311
-`, stdout, stderr)
-	var code, attest, evidence string
-	var startV bool
-	id := o.idFlag()
-	o.fs.BoolVar(&startV, "start", false, "send a one-time code")
-	o.fs.StringVar(&code, "code", "", "the code the subject entered")
-	o.fs.StringVar(&attest, "attest", "", "login or manual")
-	o.fs.StringVar(&evidence, "evidence", "", "what the attestation rests on")
-	requestID := o.requestIDFlag()
-	if c := o.start(args); c >= 0 {
-		return c
-	}
-	defer o.done()
-	switch {
-	case startV:
-		resp, err := o.cl.dsar.StartVerification(o.ctx, &dsarv1.StartVerificationRequest{RequestId: *requestID, TenantId: o.tenant, DsarId: *id})
-		if err != nil {
-			return o.fail(err)
+	case "id":
+		for _, id := range ids {
+			fmt.Fprintln(o.stdout, id)
 		}
-		if o.json() {
-			printJSON(stdout, resp)
-		} else {
-			fmt.Fprintf(stdout, "code sent by %s; expires %s; %d attempts\n", cell(resp.Method), cell(resp.ExpiresAt), resp.Attempts)
-		}
-	case code != "":
-		resp, err := o.cl.dsar.VerifyIdentity(o.ctx, &dsarv1.VerifyIdentityRequest{RequestId: *requestID, TenantId: o.tenant, DsarId: *id, Code: code})
-		if err != nil {
-			return o.fail(err)
-		}
-		if o.json() {
-			printJSON(stdout, resp)
-		} else if resp.Verified {
-			printRequest(stdout, resp.Request)
-		} else {
-			fmt.Fprintf(stdout, "wrong code; %d attempts left\n", resp.AttemptsLeft)
-		}
-		if !resp.Verified {
-			return exitNo
-		}
-	case attest != "":
-		method := map[string]dsarv1.VerificationMethod{"login": dsarv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, "manual": dsarv1.VerificationMethod_VERIFICATION_METHOD_MANUAL}[attest]
-		if method == 0 {
-			return o.usage("--attest is login or manual")
-		}
-		resp, err := o.cl.dsar.AttestIdentity(o.ctx, &dsarv1.AttestIdentityRequest{RequestId: *requestID, TenantId: o.tenant, DsarId: *id, Method: method, EvidenceReference: evidence})
-		if err != nil {
-			return o.fail(err)
-		}
-		o.printRequest(resp.Request, resp)
 	default:
-		return o.usage("give --start, --code or --attest")
+		human(o.stdout)
 	}
+}
+
+// columns are how a table shows one kind of item, and the id that names
+// an item for -o id.
+type columns[T any] struct {
+	header []string
+	row    func(T) []any
+	id     func(T) string
+}
+
+// print writes items as a table under the header.
+func (c columns[T]) print(w io.Writer, items ...T) {
+	t := newTable(w, c.header...)
+	for _, it := range items {
+		t.row(c.row(it)...)
+	}
+	t.flush()
+}
+
+// ids are the items' ids, in order; none when the kind has no id.
+func (c columns[T]) ids(items ...T) []string {
+	if c.id == nil {
+		return nil
+	}
+	out := make([]string, len(items))
+	for i, it := range items {
+		out[i] = c.id(it)
+	}
+	return out
+}
+
+// listed answers a list command: the merged answer listAll gathered as
+// JSON, its items' ids, or their table.
+func listed[T any](o *opCmd, resp proto.Message, items []T, c columns[T]) int {
+	o.answer(resp, c.ids(items...), func(w io.Writer) { c.print(w, items...) })
 	return exitOK
 }
 
-func dsarCompleteTask(args []string, stdout, stderr io.Writer) int {
-	o := newOp("dsar complete-task", `
-Usage: lethe dsar complete-task --tenant T --id DSAR_ID --system S --outcome OUTCOME [flags]
+// listPageSize is the page listAll asks for: the largest the services
+// serve, so that a listing takes as few calls as it can. A test makes it
+// small to page through a short listing.
+var listPageSize int32 = paging.MaxPageSize
 
-Records what a system answered by hand did (a processor an operator wrote
-to). Outcomes: erased, anonymised, rectified, not_found, retained, failed.
-"retained" states what is kept, on which legal basis, until when — the
-request then ends partially completed, and the subject is told why.
-
-Examples:
-  lethe dsar complete-task --tenant cleura --id 01J… --system portal --outcome erased
-  lethe dsar complete-task --tenant cleura --id 01J… --system billing --outcome retained \
-      --retain-categories user.financial --basis legal_obligation \
-      --basis-detail "Swedish Accounting Act (1999:1078) ch. 7 § 2" --until 2033-12-31 \
-      --exemption legal_obligation --law "Bokföringslagen (1999:1078) 7 kap. 2 §"
-  lethe dsar complete-task --tenant clio --id 01J… --system survey-tool --outcome failed --reason "processor did not answer"
-`, stdout, stderr)
-	var system, outcome, retain, basis, detail, until, reason, exemption, law string
-	id := o.idFlag()
-	o.fs.StringVar(&system, "system", "", "the system answered for (required)")
-	o.fs.StringVar(&outcome, "outcome", "", "what it did (required)")
-	o.fs.StringVar(&retain, "retain-categories", "", "for retained: comma-separated categories kept")
-	o.fs.StringVar(&basis, "basis", "legal_obligation", "for retained: the legal basis of keeping them")
-	o.fs.StringVar(&detail, "basis-detail", "", "for retained: the obligation in words, as the subject is told")
-	o.fs.StringVar(&until, "until", "", "for retained: until when (a date)")
-	o.fs.StringVar(&exemption, "exemption", "", "for retained: the GDPR Art. 17(3) ground that allows keeping them: freedom_of_expression, legal_obligation, public_health, archiving_research_statistics or legal_claims")
-	o.fs.StringVar(&law, "law", "", "for retained on legal_obligation: the law that requires keeping them, by act and section")
-	o.fs.StringVar(&reason, "reason", "", "for failed: why")
-	requestID := o.requestIDFlag()
-	if c := o.start(args, "system", "outcome"); c >= 0 {
-		return c
-	}
-	defer o.done()
-	oc, err := enumFlag[eventsv1.OutcomeKind]("outcome", outcome)
-	if err != nil {
-		return o.usage(err.Error())
-	}
-	req := &dsarv1.CompleteTaskRequest{TenantId: o.tenant, DsarId: *id, SystemId: system, Outcome: oc, Reason: reason}
-	if retain != "" || oc == eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED {
-		lb, err := enumFlag[commonv1.LegalBasis]("basis", basis)
-		if err != nil {
-			return o.usage(err.Error())
-		}
-		u, err := tenantfile.ParseTime(until)
-		if err != nil {
-			return o.usage("--until: " + err.Error())
-		}
-		var ground eventsv1.ExemptionGround
-		if exemption != "" {
-			if ground, err = enumFlag[eventsv1.ExemptionGround]("exemption", exemption); err != nil {
-				return o.usage(err.Error())
-			}
-		}
-		req.Retained = []*eventsv1.Retention{{Categories: categories(retain), LegalBasis: lb, BasisDetail: detail, Until: timestamppb.New(u),
-			Exemption: ground, Law: law}}
-	}
-	req.RequestId = *requestID
-	resp, err := o.cl.dsar.CompleteTask(o.ctx, req)
-	if err != nil {
-		return o.fail(err)
-	}
-	return o.printRequest(resp.Request, resp)
+// pagedResponse is the answer of a List RPC: one page, and the token of
+// the next (empty on the last).
+type pagedResponse interface {
+	proto.Message
+	GetNextPageToken() string
 }
 
-func dsarExport(args []string, stdout, stderr io.Writer) int {
-	o := newOp("dsar export", `
-Usage: lethe dsar export --tenant T --id DSAR_ID [-out FILE]
-
-Downloads the assembled access or portability package of a completed
-request (JSON with a manifest; every record with its source), checked
-against its SHA-256. Confirm delivery in the API (ConfirmDelivery) once the
-subject has it: the package is destroyed then.
-
-Example:
-  lethe dsar export --tenant clevenio --id 01J… -out package.json
-`, stdout, stderr)
-	var out string
-	id := o.idFlag()
-	o.fs.StringVar(&out, "out", "", "file to write (default standard output)")
-	if c := o.start(args); c >= 0 {
-		return c
-	}
-	defer o.done()
-	stream, err := o.cl.dsar.DownloadPackage(o.ctx, &dsarv1.DownloadPackageRequest{TenantId: o.tenant, DsarId: *id})
-	if err != nil {
-		return o.fail(err)
-	}
-	var data []byte
-	var info *dsarv1.PackageInfo
-	for {
-		chunk, err := stream.Recv()
-		if err == io.EOF {
+// listAll pages through a List RPC on the client side. It asks call for
+// each page in turn, with the largest page the services serve and the
+// token the previous page returned, until a page returns no token, and
+// returns the pages merged into one answer: every page's items in order,
+// and no next page token — what a single unpaged call would answer, so
+// that -o json prints one document. A service that answers the token it
+// was given would page forever; that is an error.
+func listAll[Resp pagedResponse](call func(pageSize int32, pageToken string) (Resp, error)) (Resp, error) {
+	var all, zero Resp
+	token := ""
+	for page := 0; ; page++ {
+		resp, err := call(listPageSize, token)
+		if err != nil {
+			return zero, err
+		}
+		if page == 0 {
+			all = resp
+		} else {
+			// Merge appends repeated fields: the items of this page.
+			proto.Merge(all, resp)
+		}
+		next := resp.GetNextPageToken()
+		if next == "" {
 			break
 		}
-		if err != nil {
-			return o.fail(err)
+		if next == token {
+			return zero, fmt.Errorf("the service answered page token %q with itself", token)
 		}
-		if chunk.Info != nil {
-			info = chunk.Info
-		}
-		data = append(data, chunk.Chunk...)
+		token = next
 	}
-	if info != nil && int64(len(data)) != info.SizeBytes {
-		fmt.Fprintf(stderr, "lethe dsar export: received %d bytes, the package has %d\n", len(data), info.SizeBytes)
-		return exitPlatform
-	}
-	if out == "" {
-		_, err = stdout.Write(data)
-	} else {
-		err = os.WriteFile(out, data, 0o600)
-		fmt.Fprintf(stderr, "wrote %d bytes to %s\n", len(data), out)
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "lethe dsar export:", err)
-		return exitUsage
-	}
-	return exitOK
-}
-
-func dsarReceipt(args []string, stdout, stderr io.Writer) int {
-	o := newOp("dsar receipt", `
-Usage: lethe dsar receipt --tenant T --id DSAR_ID
-
-The completion receipt of a closed request: every system's outcome and
-time, and the receipt's place on the hash-chained receipt log.
-`, stdout, stderr)
-	id := o.idFlag()
-	if c := o.start(args); c >= 0 {
-		return c
-	}
-	defer o.done()
-	resp, err := o.cl.dsar.GetReceipt(o.ctx, &dsarv1.GetReceiptRequest{TenantId: o.tenant, DsarId: *id})
-	if err != nil {
-		return o.fail(err)
-	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	r := resp.Receipt
-	fmt.Fprintf(stdout, "receipt %d of %s (%s, %s), hash %x\n", r.Sequence, r.DsarId, cell(r.Type), cell(r.State), r.Hash)
-	t := newTable(stdout, "SYSTEM", "OUTCOME", "ANSWERED", "HELD")
-	for _, e := range r.Entries {
-		t.row(e.SystemId, e.Outcome, e.AnsweredAt, e.Held)
-	}
-	t.flush()
-	return exitOK
-}
-
-// ---- retention ----
-
-const retentionHelp = `
-Usage: lethe retention <command> [flags]
-
-Commands:
-  preview   what the rules would purge between now and a date
-  holds     the legal holds in force (or all, with --all)
-  explain   when each category of a subject's data will be purged, and why
-  report    per rule: directives, and what systems answered
-
-Examples:
-  lethe retention preview --tenant clicklearn --within P1Y
-  lethe retention holds --tenant cleura --all
-  lethe retention explain --tenant clicklearn --subject u-1
-`
-
-// retentionCommands are the subcommands of "lethe retention"; the usage text lists each.
-var retentionCommands = map[string]func([]string, io.Writer, io.Writer) int{
-	"preview": retentionPreview,
-	"holds":   retentionHolds,
-	"explain": retentionExplain,
-	"report":  retentionReport,
-}
-
-func runRetention(args []string, stdout, stderr io.Writer) int {
-	return subcommand("retention", retentionHelp, retentionCommands, args, stdout, stderr)
-}
-
-func retentionPreview(args []string, stdout, stderr io.Writer) int {
-	o := newOp("retention preview", `
-Usage: lethe retention preview --tenant T (--within PERIOD | --until DATE) [--sample N]
-
-Shows, per rule, how many subjects and items would be purged (and how many
-a hold keeps) between now and the end of the window. Nothing is purged.
-
-Examples:
-  lethe retention preview --tenant clicklearn --within P1Y --sample 5
-  lethe retention preview --tenant cleura --until 2031-01-01 -o json
-`, stdout, stderr)
-	var within, until string
-	var sample int
-	o.fs.StringVar(&within, "within", "P1Y", "the window, an ISO 8601 period from now")
-	o.fs.StringVar(&until, "until", "", "the window's end, a date (instead of --within)")
-	o.fs.IntVar(&sample, "sample", 0, "example subjects per rule (at most 100)")
-	if c := o.start(args); c >= 0 {
-		return c
-	}
-	defer o.done()
-	end := time.Now()
-	if until != "" {
-		t, err := tenantfile.ParseTime(until)
-		if err != nil {
-			return o.usage("--until: " + err.Error())
-		}
-		end = t
-	} else {
-		p, err := period.Parse(within)
-		if err != nil {
-			return o.usage("--within: " + err.Error())
-		}
-		end = p.AddTo(end)
-	}
-	resp, err := o.cl.retention.PreviewPurges(o.ctx, &retentionv1.PreviewPurgesRequest{TenantId: o.tenant, Until: timestamppb.New(end), SampleSize: int32(sample)})
-	if err != nil {
-		return o.fail(err)
-	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	t := newTable(stdout, "RULE", "ACTION", "SUBJECTS", "ITEMS", "HELD", "FIRST PURGE", "SAMPLE")
-	for _, r := range resp.Rules {
-		t.row(r.RuleId, r.Action, r.Subjects, r.Items, r.Held, r.FirstPurgeAt, strings.Join(r.SampleSubjectIds, ","))
-	}
-	t.flush()
-	fmt.Fprintf(stdout, "%d subjects evaluated, window until %s\n", resp.SubjectsEvaluated, end.UTC().Format(time.RFC3339))
-	return exitOK
-}
-
-func retentionHolds(args []string, stdout, stderr io.Writer) int {
-	o := newOp("retention holds", `
-Usage: lethe retention holds --tenant T [--subject S] [--all]
-
-Lists the legal holds in force: held data is never purged. --subject
-lists those that apply to one subject; --all includes released and lapsed
-holds. Holds are declared in tenant files (retention.holds) or placed
-through the API (PlaceHold).
-`, stdout, stderr)
-	var subject string
-	var all bool
-	o.fs.StringVar(&subject, "subject", "", "only holds that apply to this subject")
-	o.fs.BoolVar(&all, "all", false, "include released and lapsed holds")
-	if c := o.start(args); c >= 0 {
-		return c
-	}
-	defer o.done()
-	out := &retentionv1.ListHoldsResponse{}
-	err := pages(func(token string) (string, error) {
-		resp, err := o.cl.retention.ListHolds(o.ctx, &retentionv1.ListHoldsRequest{TenantId: o.tenant, SubjectId: subject, IncludeEnded: all, PageSize: 1000, PageToken: token})
-		out.Holds = append(out.Holds, resp.GetHolds()...)
-		return resp.GetNextPageToken(), err
-	})
-	if err != nil {
-		return o.fail(err)
-	}
-	if o.json() {
-		printJSON(stdout, out)
-		return exitOK
-	}
-	t := newTable(stdout, "HOLD", "SUBJECT", "CATEGORY", "FROM", "UNTIL", "RELEASED", "REASON")
-	for _, h := range out.Holds {
-		t.row(h.HoldId, h.SubjectId, h.GetCategory().GetId(), h.StartTime, h.EndTime, h.ReleasedAt, h.Reason)
-	}
-	t.flush()
-	return exitOK
-}
-
-func retentionExplain(args []string, stdout, stderr io.Writer) int {
-	o := newOp("retention explain", `
-Usage: lethe retention explain --tenant T --subject S
-
-Says, per category Lethe tracks for the subject, when it will be purged
-and why: the rules, triggers, minimums and holds that decided it.
-`, stdout, stderr)
-	var subject string
-	o.fs.StringVar(&subject, "subject", "", "the subject (required)")
-	if c := o.start(args, "subject"); c >= 0 {
-		return c
-	}
-	defer o.done()
-	resp, err := o.cl.retention.ExplainSubject(o.ctx, &retentionv1.ExplainSubjectRequest{TenantId: o.tenant, SubjectId: subject})
-	if err != nil {
-		return o.fail(err)
-	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	for _, v := range resp.Verdicts {
-		if v.RetainedBy != "" {
-			fmt.Fprintf(stdout, "%s: purge %s (%s, retained by %s)\n", v.GetCategory().GetId(), cell(v.PurgeAt), cell(v.Action), v.RetainedBy)
-		} else {
-			fmt.Fprintf(stdout, "%s: purge %s (%s, rule %s)\n", v.GetCategory().GetId(), cell(v.PurgeAt), cell(v.Action), cell(v.RuleId))
-		}
-		for _, line := range v.Explanation {
-			fmt.Fprintf(stdout, "  %s\n", line)
-		}
-	}
-	return exitOK
-}
-
-func retentionReport(args []string, stdout, stderr io.Writer) int {
-	o := newOp("retention report", `
-Usage: lethe retention report --tenant T [--rule R]
-
-Counts per rule the directives issued and what systems answered.
-`, stdout, stderr)
-	var rule string
-	o.fs.StringVar(&rule, "rule", "", "one rule (default all)")
-	if c := o.start(args); c >= 0 {
-		return c
-	}
-	defer o.done()
-	resp, err := o.cl.retention.GetRuleReport(o.ctx, &retentionv1.GetRuleReportRequest{TenantId: o.tenant, RuleId: rule})
-	if err != nil {
-		return o.fail(err)
-	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	t := newTable(stdout, "RULE", "DIRECTIVES", "PURGED", "ANONYMISED", "RETAINED", "NOT FOUND", "FAILED", "PENDING", "HELD")
-	for _, r := range resp.Rules {
-		t.row(r.RuleId, r.Directives, r.Purged, r.Anonymised, r.Retained, r.NotFound, r.Failed, r.Pending, r.Held)
-	}
-	t.flush()
-	return exitOK
-}
-
-// ---- registry ----
-
-const registryHelp = `
-Usage: lethe registry <command> [flags]
-
-Commands:
-  findings     transfers outside the EU/EEA that are not lawful, most severe
-               first (exit 1 when there are critical ones)
-  ropa         the records of processing activities (Art. 30)
-  disclosures  which categories went to which recipients during a period
-  tenants      every tenant
-
-Examples:
-  lethe registry findings --tenant clicklearn
-  lethe registry ropa --tenant clicklearn --format markdown > ropa.md
-  lethe registry disclosures --tenant clevio --since P12M
-`
-
-// registryCommands are the subcommands of "lethe registry"; the usage text lists each.
-var registryCommands = map[string]func([]string, io.Writer, io.Writer) int{
-	"findings":    registryFindings,
-	"ropa":        registryRopa,
-	"disclosures": registryDisclosures,
-	"tenants":     registryTenants,
-}
-
-func runRegistry(args []string, stdout, stderr io.Writer) int {
-	return subcommand("registry", registryHelp, registryCommands, args, stdout, stderr)
-}
-
-func registryFindings(args []string, stdout, stderr io.Writer) int {
-	o := newOp("registry findings", `
-Usage: lethe registry findings --tenant T
-
-Checks every current transfer outside the EU/EEA against the legal facts
-Lethe holds (adequacy decisions, SCC versions, the EU-US frameworks).
-
-Exit codes: 0 no critical finding, 1 at least one critical finding.
-`, stdout, stderr)
-	if c := o.start(args); c >= 0 {
-		return c
-	}
-	defer o.done()
-	resp, err := o.cl.registry.ListTransferFindings(o.ctx, &registryv1.ListTransferFindingsRequest{TenantId: o.tenant})
-	if err != nil {
-		return o.fail(err)
-	}
-	if o.json() {
-		printJSON(stdout, resp)
-	} else {
-		t := newTable(stdout, "SYSTEM", "SEVERITY", "CODE", "MESSAGE")
-		for _, f := range resp.Findings {
-			t.row(f.SystemId, f.Severity, f.Code, f.Message)
-		}
-		t.flush()
-	}
-	for _, f := range resp.Findings {
-		if f.Severity == registryv1.Severity_SEVERITY_CRITICAL {
-			return exitNo
-		}
-	}
-	return exitOK
-}
-
-func registryRopa(args []string, stdout, stderr io.Writer) int {
-	o := newOp("registry ropa", `
-Usage: lethe registry ropa --tenant T [--format markdown|csv|json]
-
-Renders the records of processing activities with everything Art. 30(1)
-lists.
-`, stdout, stderr)
-	var format string
-	o.fs.StringVar(&format, "format", "markdown", "markdown, csv or json")
-	if c := o.start(args); c >= 0 {
-		return c
-	}
-	defer o.done()
-	f, err := enumFlag[registryv1.ExportFormat]("format", format)
-	if err != nil {
-		return o.usage(err.Error())
-	}
-	resp, err := o.cl.registry.ExportRecordsOfProcessing(o.ctx, &registryv1.ExportRecordsOfProcessingRequest{TenantId: o.tenant, Format: f})
-	if err != nil {
-		return o.fail(err)
-	}
-	_, _ = stdout.Write(resp.Content)
-	return exitOK
-}
-
-func registryDisclosures(args []string, stdout, stderr io.Writer) int {
-	o := newOp("registry disclosures", `
-Usage: lethe registry disclosures --tenant T [--since PERIOD|DATE]
-
-Which categories of the tenant's data went to which recipients during the
-period (every system but the tenant's internal ones), from the systems'
-history: "over the past 12 months we disclosed …".
-`, stdout, stderr)
-	var since string
-	o.fs.StringVar(&since, "since", "P12M", "start of the period: an ISO 8601 period back from now, or a date")
-	if c := o.start(args); c >= 0 {
-		return c
-	}
-	defer o.done()
-	from, err := tenantfile.ParseTime(since)
-	if err != nil {
-		p, perr := period.Parse(since)
-		if perr != nil {
-			return o.usage("--since is a period (P12M) or a date")
-		}
-		from = subtract(time.Now(), p)
-	}
-	resp, err := o.cl.registry.ListDisclosures(o.ctx, &registryv1.ListDisclosuresRequest{TenantId: o.tenant, From: timestamppb.New(from)})
-	if err != nil {
-		return o.fail(err)
-	}
-	if o.json() {
-		printJSON(stdout, resp)
-		return exitOK
-	}
-	t := newTable(stdout, "RECIPIENT", "NAME", "KIND", "COUNTRY", "CATEGORIES")
-	for _, d := range resp.Disclosures {
-		t.row(d.SystemId, d.Name, d.Kind, d.Country, d.Categories)
-	}
-	t.flush()
-	return exitOK
-}
-
-// subtract goes back p from t (calendar parts by AddDate, which is exact
-// enough for a reporting window).
-func subtract(t time.Time, p period.Period) time.Time {
-	return t.AddDate(-p.Years, -p.Months, -(p.Weeks*7 + p.Days)).Add(-p.Time)
-}
-
-func registryTenants(args []string, stdout, stderr io.Writer) int {
-	o := newOp("registry tenants", `
-Usage: lethe registry tenants
-
-Lists every tenant.
-`, stdout, stderr)
-	o.tenant = "*"
-	if c := o.start(args); c >= 0 {
-		return c
-	}
-	defer o.done()
-	all := &registryv1.ListTenantsResponse{}
-	err := pages(func(token string) (string, error) {
-		resp, err := o.cl.registry.ListTenants(o.ctx, &registryv1.ListTenantsRequest{PageSize: 1000, PageToken: token})
-		all.Tenants = append(all.Tenants, resp.GetTenants()...)
-		return resp.GetNextPageToken(), err
-	})
-	if err != nil {
-		return o.fail(err)
-	}
-	if o.json() {
-		printJSON(stdout, all)
-		return exitOK
-	}
-	t := newTable(stdout, "TENANT", "NAME", "COUNTRY", "DSAR SLA", "CREATED")
-	for _, tn := range all.Tenants {
-		sla := ""
-		if d := tn.GetSettings().GetDsarSla(); d != nil {
-			sla = tenantfile.FormatDuration(d.AsDuration())
-		}
-		t.row(tn.TenantId, tn.DisplayName, tn.GetSettings().GetCountry(), sla, tn.CreatedAt)
-	}
-	t.flush()
-	return exitOK
+	m := all.ProtoReflect()
+	m.Clear(m.Descriptor().Fields().ByName("next_page_token"))
+	return all, nil
 }

@@ -34,7 +34,7 @@ import (
 const examplesDir = "../../examples/tenants"
 
 type platform struct {
-	dir        string // temporary folder: binaries, data, config
+	dir        string // temporary folder: data, config
 	lethe      string // the lethe binary
 	newsletter string // sdk/examples/newsletter
 	addr, nats string
@@ -72,10 +72,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// sharedPlatform builds the binaries once and starts one lethe dev for the
-// whole test run.
+// newsletterPkg is the SDK's example system, Clio's newsletter.
+const newsletterPkg = "github.com/lethe-privacy/lethe/sdk/examples/newsletter"
+
+// sharedPlatform starts one lethe dev for the whole test run, on the
+// binaries buildBinaries builds once per test binary.
 func sharedPlatform(t *testing.T) *platform {
 	t.Helper()
+	bins := buildBinaries(t, ".", newsletterPkg)
 	shared.once.Do(func() {
 		p := &platform{output: &syncBuffer{}}
 		shared.p = p
@@ -84,16 +88,7 @@ func sharedPlatform(t *testing.T) *platform {
 			shared.err = err
 			return
 		}
-		args := []string{"build", "-o", p.dir + string(filepath.Separator)}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		args = append(args, ".", "github.com/lethe-privacy/lethe/sdk/examples/newsletter")
-		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-			shared.err = fmt.Errorf("go build: %v\n%s", err, out)
-			return
-		}
-		p.lethe, p.newsletter = filepath.Join(p.dir, "lethe"), filepath.Join(p.dir, "newsletter")
+		p.lethe, p.newsletter = bins["."], bins[newsletterPkg]
 		p.addr, p.nats = freeAddr(t), freeAddr(t)
 		p.config = filepath.Join(p.dir, "config")
 		config := fmt.Sprintf("currentContext: conformance\ncontexts:\n  - name: conformance\n    address: %s\n    nats: nats://%s\n", p.addr, p.nats)

@@ -43,7 +43,9 @@ Operate:
 
 Every operator command talks to lethe dev's address (127.0.0.1:7400) unless
 a context of ~/.config/lethe/config or flags say otherwise (docs/cli.md);
-"lethe <command> --help" shows its flags and examples. Exit codes: 0 done,
+"lethe <command> --help" shows its flags and examples. Output is a table,
+-o json (the API's answer) or, where a command creates or lists things,
+-o id (their ids alone, for ID=$(lethe ...)). Exit codes: 0 done,
 1 a negative answer (diff found changes, consent denied), 2 usage, 3 refused
 as invalid, 4 the platform failed.
 `

@@ -106,89 +106,100 @@ func fetchLive(ctx context.Context, cl *clients, tenantID string) (*live, error)
 			l.categories[c.Id] = c
 		}
 	}
-	err = pages(func(token string) (string, error) {
-		cctx, cancel := cl.call(ctx)
-		defer cancel()
-		resp, err := cl.registry.ListSystems(cctx, &registryv1.ListSystemsRequest{TenantId: tenantID, PageSize: 1000, PageToken: token})
-		for _, s := range resp.GetSystems() {
-			l.systems[s.SystemId] = s
-		}
-		return resp.GetNextPageToken(), wrapErr("registry: list systems", err)
-	})
-	if err != nil {
+	if err := l.fetchRegistry(ctx, cl, tenantID); err != nil {
 		return nil, err
 	}
-	err = pages(func(token string) (string, error) {
-		cctx, cancel := cl.call(ctx)
-		defer cancel()
-		resp, err := cl.registry.ListActivities(cctx, &registryv1.ListActivitiesRequest{TenantId: tenantID, PageSize: 1000, PageToken: token})
-		for _, a := range resp.GetActivities() {
-			l.activities[a.ActivityId] = a
-		}
-		return resp.GetNextPageToken(), wrapErr("registry: list activities", err)
-	})
-	if err != nil {
-		return nil, err
-	}
-	err = pages(func(token string) (string, error) {
-		var resp *consentv1.ListPurposesResponse
-		err := waitTenant(ctx, func() error {
-			cctx, cancel := cl.call(ctx)
-			defer cancel()
-			var err error
-			resp, err = cl.consent.ListPurposes(cctx, &consentv1.ListPurposesRequest{TenantId: tenantID, PageSize: 1000, PageToken: token})
-			return err
-		})
-		for _, p := range resp.GetPurposes() {
-			l.purposes[p.PurposeId] = p
-		}
-		return resp.GetNextPageToken(), wrapErr("consent: list purposes", err)
-	})
-	if err != nil {
-		return nil, err
-	}
-	err = pages(func(token string) (string, error) {
-		var resp *retentionv1.ListRulesResponse
-		err := waitTenant(ctx, func() error {
-			cctx, cancel := cl.call(ctx)
-			defer cancel()
-			var err error
-			resp, err = cl.retention.ListRules(cctx, &retentionv1.ListRulesRequest{TenantId: tenantID, PageSize: 1000, PageToken: token})
-			return err
-		})
-		for _, r := range resp.GetRules() {
-			l.rules[r.RuleId] = r
-		}
-		return resp.GetNextPageToken(), wrapErr("retention: list rules", err)
-	})
-	if err != nil {
-		return nil, err
-	}
-	err = pages(func(token string) (string, error) {
-		cctx, cancel := cl.call(ctx)
-		defer cancel()
-		resp, err := cl.retention.ListHolds(cctx, &retentionv1.ListHoldsRequest{TenantId: tenantID, IncludeEnded: true, PageSize: 1000, PageToken: token})
-		for _, h := range resp.GetHolds() {
-			l.holds[h.HoldId] = h
-		}
-		return resp.GetNextPageToken(), wrapErr("retention: list holds", err)
-	})
-	if err != nil {
+	if err := l.fetchPolicies(ctx, cl, tenantID); err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
-func listCategories(ctx context.Context, cl *clients, tenantID string) ([]*registryv1.Category, error) {
-	var out []*registryv1.Category
-	err := pages(func(token string) (string, error) {
+// fetchRegistry reads the tenant's systems and processing activities.
+func (l *live) fetchRegistry(ctx context.Context, cl *clients, tenantID string) error {
+	systems, err := listAll(func(size int32, token string) (*registryv1.ListSystemsResponse, error) {
 		cctx, cancel := cl.call(ctx)
 		defer cancel()
-		resp, err := cl.registry.ListCategories(cctx, &registryv1.ListCategoriesRequest{TenantId: tenantID, PageSize: 1000, PageToken: token})
-		out = append(out, resp.GetCategories()...)
-		return resp.GetNextPageToken(), wrapErr("registry: list categories", err)
+		return cl.registry.ListSystems(cctx, &registryv1.ListSystemsRequest{TenantId: tenantID, PageSize: size, PageToken: token})
 	})
-	return out, err
+	if err != nil {
+		return wrapErr("registry: list systems", err)
+	}
+	for _, s := range systems.Systems {
+		l.systems[s.SystemId] = s
+	}
+	activities, err := listAll(func(size int32, token string) (*registryv1.ListActivitiesResponse, error) {
+		cctx, cancel := cl.call(ctx)
+		defer cancel()
+		return cl.registry.ListActivities(cctx, &registryv1.ListActivitiesRequest{TenantId: tenantID, PageSize: size, PageToken: token})
+	})
+	if err != nil {
+		return wrapErr("registry: list activities", err)
+	}
+	for _, a := range activities.Activities {
+		l.activities[a.ActivityId] = a
+	}
+	return nil
+}
+
+// fetchPolicies reads the tenant's purposes, retention rules and holds.
+// The consent and retention services learn a new tenant from the
+// registry's events, so their listings wait for it (waitTenant).
+func (l *live) fetchPolicies(ctx context.Context, cl *clients, tenantID string) error {
+	purposes, err := listAll(func(size int32, token string) (resp *consentv1.ListPurposesResponse, err error) {
+		err = waitTenant(ctx, func() error {
+			cctx, cancel := cl.call(ctx)
+			defer cancel()
+			resp, err = cl.consent.ListPurposes(cctx, &consentv1.ListPurposesRequest{TenantId: tenantID, PageSize: size, PageToken: token})
+			return err
+		})
+		return resp, err
+	})
+	if err != nil {
+		return wrapErr("consent: list purposes", err)
+	}
+	for _, p := range purposes.Purposes {
+		l.purposes[p.PurposeId] = p
+	}
+	rules, err := listAll(func(size int32, token string) (resp *retentionv1.ListRulesResponse, err error) {
+		err = waitTenant(ctx, func() error {
+			cctx, cancel := cl.call(ctx)
+			defer cancel()
+			resp, err = cl.retention.ListRules(cctx, &retentionv1.ListRulesRequest{TenantId: tenantID, PageSize: size, PageToken: token})
+			return err
+		})
+		return resp, err
+	})
+	if err != nil {
+		return wrapErr("retention: list rules", err)
+	}
+	for _, r := range rules.Rules {
+		l.rules[r.RuleId] = r
+	}
+	holds, err := listAll(func(size int32, token string) (*retentionv1.ListHoldsResponse, error) {
+		cctx, cancel := cl.call(ctx)
+		defer cancel()
+		return cl.retention.ListHolds(cctx, &retentionv1.ListHoldsRequest{TenantId: tenantID, IncludeEnded: true, PageSize: size, PageToken: token})
+	})
+	if err != nil {
+		return wrapErr("retention: list holds", err)
+	}
+	for _, h := range holds.Holds {
+		l.holds[h.HoldId] = h
+	}
+	return nil
+}
+
+func listCategories(ctx context.Context, cl *clients, tenantID string) ([]*registryv1.Category, error) {
+	resp, err := listAll(func(size int32, token string) (*registryv1.ListCategoriesResponse, error) {
+		cctx, cancel := cl.call(ctx)
+		defer cancel()
+		return cl.registry.ListCategories(cctx, &registryv1.ListCategoriesRequest{TenantId: tenantID, PageSize: size, PageToken: token})
+	})
+	if err != nil {
+		return nil, wrapErr("registry: list categories", err)
+	}
+	return resp.Categories, nil
 }
 
 // anyTaxonomy returns the built-in category ids as another tenant's listing
@@ -214,17 +225,6 @@ func anyTaxonomy(ctx context.Context, cl *clients) (map[string]bool, error) {
 		}
 	}
 	return ids, nil
-}
-
-func pages(fn func(token string) (string, error)) error {
-	token := ""
-	for {
-		next, err := fn(token)
-		if err != nil || next == "" {
-			return err
-		}
-		token = next
-	}
 }
 
 // platformError is an answer of a service that is not about the file: the

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/tools/lethe/internal/tenantfile"
+)
+
+const consentHelp = `
+Usage: lethe consent <command> [flags]
+
+Commands:
+  check       may a subject's data be processed for a purpose, and why
+              (exit 0 allowed, 1 denied)
+  grant       record a consent
+  withdraw    record a withdrawal; systems that process for the purpose
+              are told (consent.withdrawn) and answer
+  history     a subject's consent records, oldest first (Art. 7(1) proof)
+  propagation how a withdrawal, objection or restriction reached each system
+  complete-task record an operator's answer for a system that answers by hand
+
+Examples:
+  lethe consent check --tenant clio --subject s-42 --purpose cookies.marketing --role student
+  lethe consent grant --tenant clio --subject s-42 --purpose newsletter
+  lethe consent withdraw --tenant clio --subject s-42 --purpose newsletter --method email_link
+  lethe consent propagation --tenant clio --record <record id>
+  lethe consent complete-task --tenant clio --record <record id> --system newsletter-sender --outcome applied
+`
+
+// consentCommands are the subcommands of "lethe consent"; the usage text lists each.
+var consentCommands = map[string]func([]string, io.Writer, io.Writer) int{
+	"check":         consentCheck,
+	"grant":         func(a []string, o, e io.Writer) int { return consentRecord("grant", a, o, e) },
+	"withdraw":      func(a []string, o, e io.Writer) int { return consentRecord("withdraw", a, o, e) },
+	"history":       consentHistory,
+	"propagation":   consentPropagation,
+	"complete-task": consentCompleteTask,
+}
+
+func runConsent(args []string, stdout, stderr io.Writer) int {
+	return subcommand("consent", consentHelp, consentCommands, args, stdout, stderr)
+}
+
+func consentCheck(args []string, stdout, stderr io.Writer) int {
+	o := newOp("consent check", `
+Usage: lethe consent check --tenant T --subject S --purpose P [flags]
+
+Asks the consent service's Check: allowed or not, and the reason
+(granted, withdrawn, ineligible_role, under_age, objected, …) with the
+record it rests on. Attributes the eligibility rules read are given as
+flags; Lethe does not store them.
+
+Examples:
+  lethe consent check --tenant clio --subject s-42 --purpose cookies.marketing --role student
+  lethe consent check --tenant clevio --subject s-7 --purpose marketing.email --age 14 --country DE
+
+Exit codes: 0 allowed, 1 denied, 2 usage, 3 refused, 4 platform failure.
+`, stdout, stderr)
+	var subject, purpose, role, country string
+	var age int
+	var gpc bool
+	o.fs.StringVar(&subject, "subject", "", "the subject's pseudonymous id (required)")
+	o.fs.StringVar(&purpose, "purpose", "", "the purpose (required)")
+	o.fs.StringVar(&role, "role", "", "the subject's role (student, teacher, …)")
+	o.fs.IntVar(&age, "age", 0, "the subject's age in years")
+	o.fs.StringVar(&country, "country", "", "the subject's country, ISO 3166-1 alpha-2, for the age of digital consent")
+	o.fs.BoolVar(&gpc, "gpc", false, "a Global Privacy Control signal accompanies the request")
+	if code := o.start(args, "subject", "purpose"); code >= 0 {
+		return code
+	}
+	defer o.done()
+	resp, err := o.cl.consent.Check(o.ctx, &consentv1.CheckRequest{TenantId: o.tenant, SubjectId: subject, PurposeId: purpose,
+		Attributes: &consentv1.SubjectAttributes{Role: role, Age: int32(age), Country: country, Gpc: gpc}})
+	if err != nil {
+		return o.fail(err)
+	}
+	d := resp.Decision
+	o.answer(resp, nil, func(w io.Writer) {
+		t := newTable(w, "SUBJECT", "PURPOSE", "DECISION", "REASON", "BASIS")
+		t.row(d.SubjectId, d.PurposeId, map[bool]string{true: "allowed", false: "denied"}[d.Allowed], d.Reason, d.BasisId)
+		t.flush()
+	})
+	if !d.Allowed {
+		return exitNo
+	}
+	return exitOK
+}
+
+func consentRecord(action string, args []string, stdout, stderr io.Writer) int {
+	o := newOp("consent "+action, fmt.Sprintf(`
+Usage: lethe consent %[1]s --tenant T --subject S --purpose P [flags]
+
+Records one %[1]s of consent to one purpose, under the purpose's current
+notice version unless --notice-version names another. A withdrawal is
+published as consent.withdrawn to every system that processes for the
+purpose; follow it with "lethe consent propagation --record ID".
+
+Examples:
+  lethe consent %[1]s --tenant clio --subject s-42 --purpose newsletter
+  lethe consent %[1]s --tenant clio --subject s-42 --purpose newsletter --method email_link --request-id unsub-981
+  RECORD=$(lethe consent %[1]s --tenant clio --subject s-42 --purpose newsletter -o id)
+`, action), stdout, stderr)
+	var subject, purpose, method, notice string
+	o.fs.StringVar(&subject, "subject", "", "the subject's pseudonymous id (required)")
+	o.fs.StringVar(&purpose, "purpose", "", "the purpose (required)")
+	o.fs.StringVar(&method, "method", "api", "how it was collected: "+strings.Join(tenantfile.EnumNames(consentv1.CollectionMethod(0).Descriptor()), ", "))
+	o.fs.StringVar(&notice, "notice-version", "", "the notice version shown (default the purpose's current one)")
+	requestID := o.requestIDFlag()
+	o.idOutputFlag("record id")
+	if code := o.start(args, "subject", "purpose"); code >= 0 {
+		return code
+	}
+	defer o.done()
+	m, err := enumFlag[consentv1.CollectionMethod]("method", method)
+	if err != nil {
+		return o.usage(err.Error())
+	}
+	act := consentv1.ConsentAction_CONSENT_ACTION_GRANT
+	if action == "withdraw" {
+		act = consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW
+	}
+	resp, err := o.cl.consent.RecordConsent(o.ctx, &consentv1.RecordConsentRequest{RequestId: *requestID, TenantId: o.tenant, SubjectId: subject,
+		PurposeId: purpose, Action: act, Method: m, NoticeVersion: notice})
+	if err != nil {
+		return o.fail(err)
+	}
+	o.answer(resp, recordColumns.ids(resp.Record), func(w io.Writer) {
+		recordColumns.print(w, resp.Record)
+		fmt.Fprintf(w, "request id %s\n", *requestID)
+	})
+	return exitOK
+}
+
+// recordColumns show consent records.
+var recordColumns = columns[*consentv1.ConsentRecord]{
+	header: []string{"RECORD", "PURPOSE", "ACTION", "NOTICE", "METHOD", "RECORDED", "EXPIRES"},
+	row: func(r *consentv1.ConsentRecord) []any {
+		return []any{r.RecordId, r.PurposeId, r.Action, r.NoticeVersion, r.Method, r.RecordedAt, r.ExpiresAt}
+	},
+	id: (*consentv1.ConsentRecord).GetRecordId,
+}
+
+// taskColumns show each system's task of a limit.
+var taskColumns = columns[*consentv1.PropagationTask]{
+	header: []string{"SYSTEM", "STATE", "OUTCOME", "REASON"},
+	row:    func(t *consentv1.PropagationTask) []any { return []any{t.SystemId, t.State, t.Outcome, t.Reason} },
+}
+
+func consentHistory(args []string, stdout, stderr io.Writer) int {
+	o := newOp("consent history", `
+Usage: lethe consent history --tenant T --subject S
+
+Lists a subject's consent records, oldest first: the append-only proof
+that consent was given (Art. 7(1)), with the notice version and expiry.
+
+Example:
+  lethe consent history --tenant clio --subject s-42 -o json
+`, stdout, stderr)
+	var subject string
+	o.fs.StringVar(&subject, "subject", "", "the subject's pseudonymous id (required)")
+	o.idOutputFlag("record ids")
+	if code := o.start(args, "subject"); code >= 0 {
+		return code
+	}
+	defer o.done()
+	all, err := listAll(func(size int32, token string) (*consentv1.ListConsentHistoryResponse, error) {
+		return o.cl.consent.ListConsentHistory(o.ctx, &consentv1.ListConsentHistoryRequest{TenantId: o.tenant, SubjectId: subject, PageSize: size, PageToken: token})
+	})
+	if err != nil {
+		return o.fail(err)
+	}
+	return listed(o, all, all.Records, recordColumns)
+}
+
+func consentPropagation(args []string, stdout, stderr io.Writer) int {
+	o := newOp("consent propagation", `
+Usage: lethe consent propagation --tenant T (--record ID | --objection ID | --restriction ID)
+
+Shows how a limit reached the systems that must honour it: each system's
+task and answer. Complete when every task is final.
+
+Example:
+  lethe consent propagation --tenant clio --record 01J…
+`, stdout, stderr)
+	limit := limitFlags(o)
+	if code := o.start(args); code >= 0 {
+		return code
+	}
+	defer o.done()
+	cause, err := limit.cause()
+	if err != nil {
+		return o.usage(err.Error())
+	}
+	resp, err := o.cl.consent.GetPropagation(o.ctx, &consentv1.GetPropagationRequest{TenantId: o.tenant, Cause: cause})
+	if err != nil {
+		return o.fail(err)
+	}
+	o.answer(resp, nil, func(w io.Writer) {
+		taskColumns.print(w, resp.Tasks...)
+		fmt.Fprintf(w, "complete: %s\n", cell(resp.Complete))
+	})
+	return exitOK
+}
+
+func consentCompleteTask(args []string, stdout, stderr io.Writer) int {
+	o := newOp("consent complete-task", `
+Usage: lethe consent complete-task --tenant T (--record ID | --objection ID | --restriction ID) --system S --outcome OUTCOME [--reason TEXT]
+
+Records what a system answered by hand did about a limit (a processor an
+operator wrote to). Outcomes: applied (it honours the limit now),
+not_applicable, failed (with --reason). Systems on the SDK answer
+themselves and are refused.
+
+Examples:
+  lethe consent complete-task --tenant clio --record 01J… --system newsletter-sender --outcome applied
+  lethe consent complete-task --tenant clio --objection 01J… --system survey-tool --outcome failed --reason "processor did not answer"
+`, stdout, stderr)
+	limit := limitFlags(o)
+	var system, outcome, reason string
+	o.fs.StringVar(&system, "system", "", "the system answered for (required)")
+	o.fs.StringVar(&outcome, "outcome", "", "applied, not_applicable or failed (required)")
+	o.fs.StringVar(&reason, "reason", "", "why (required for failed)")
+	requestID := o.requestIDFlag()
+	if code := o.start(args, "system", "outcome"); code >= 0 {
+		return code
+	}
+	defer o.done()
+	cause, err := limit.cause()
+	if err != nil {
+		return o.usage(err.Error())
+	}
+	oc, err := enumFlag[eventsv1.OutcomeKind]("outcome", outcome)
+	if err != nil {
+		return o.usage(err.Error())
+	}
+	resp, err := o.cl.consent.CompleteTask(o.ctx, &consentv1.CompleteTaskRequest{RequestId: *requestID, TenantId: o.tenant,
+		Cause: cause, SystemId: system, Outcome: oc, Reason: reason})
+	if err != nil {
+		return o.fail(err)
+	}
+	o.answer(resp, nil, func(w io.Writer) { taskColumns.print(w, resp.Task) })
+	return exitOK
+}
+
+// limit names a withdrawal, objection or restriction by its flags.
+type limit struct{ record, objection, restriction string }
+
+func limitFlags(o *opCmd) *limit {
+	l := &limit{}
+	o.fs.StringVar(&l.record, "record", "", "a consent record (a withdrawal)")
+	o.fs.StringVar(&l.objection, "objection", "", "an objection")
+	o.fs.StringVar(&l.restriction, "restriction", "", "a restriction")
+	return l
+}
+
+// cause is the limit as the consent service names causes.
+func (l *limit) cause() (*commonv1.Cause, error) {
+	switch {
+	case l.record != "":
+		return &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: l.record}, nil
+	case l.objection != "":
+		return &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_OBJECTION, Id: l.objection}, nil
+	case l.restriction != "":
+		return &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_RESTRICTION, Id: l.restriction}, nil
+	}
+	return nil, errors.New("name the limit with --record, --objection or --restriction")
+}
