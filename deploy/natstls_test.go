@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/lethe-privacy/lethe/deploy"
+	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/tlsconfig/tlstest"
 )
 
@@ -92,19 +93,7 @@ include ./client-tls.conf
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.NoLog, opts.NoSigs = true, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
+	s := brokertest.Run(t, opts)
 	clientAddr, routeAddr := s.Addr().String(), s.ClusterAddr().String()
 
 	// presented dials addr as a client with a certificate of ca and

@@ -25,6 +25,7 @@ import (
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/broker"
+	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
@@ -92,19 +93,7 @@ func startShipped(t *testing.T) (*server.Server, map[string]string) {
 	opts.RoutesStr = ""
 	opts.StoreDir = t.TempDir()
 	opts.PidFile = ""
-	opts.NoLog, opts.NoSigs = true, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
+	s := brokertest.Run(t, opts)
 	return s, passwords
 }
 

@@ -10,7 +10,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
@@ -57,6 +59,27 @@ func StartAt(t testing.TB, storeDir string, syncAlways bool) *broker.Embedded {
 	}
 	t.Cleanup(e.Shutdown)
 	return e
+}
+
+// Run starts a nats-server from opts as they are (a configuration file
+// the test read, with its TLS, accounts and cluster block), quiet and
+// without signal handlers, and shuts it down when the test ends.
+func Run(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	opts.NoLog, opts.NoSigs = true, true
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	return s
 }
 
 // Connect opens a client connection to e, and its JetStream context, and
