@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -149,8 +150,10 @@ func (c StreamConfig) jetstream() jetstream.StreamConfig {
 // (EnsureErasureLedger) too. Every service calls it at start:
 // with an unchanged configuration it changes nothing and returns no error.
 //
-// The stream's configuration is owned here: settings changed by hand (for
-// example with the nats CLI) are reset to cfg. Changes the server cannot
+// The stream's configuration is owned here: a setting cfg gives that was
+// changed by hand (for example with the nats CLI) is reset, with the
+// others in one update; a stream that has them all is not updated at all.
+// Changes the server cannot
 // apply in place, such as another storage type or persist mode, come back
 // as errors instead of a recreated stream, since recreating it would drop
 // its events.
@@ -180,11 +183,29 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 const ensureAttempt = 5 * time.Second
 
 // createOrUpdate provisions cfg, asking again while the cluster does not
-// answer or says it is not available yet, until ctx ends.
+// answer or says it is not available yet, until ctx ends. A stream that
+// already has cfg's settings is left alone: every service provisions the
+// same streams at every start, and nats-server 2.15 races (in its own
+// memory, as the race detector shows) when one stream is updated while
+// another that sources it is validated, which concurrent no-op updates
+// from services starting together did.
 func createOrUpdate(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	for {
 		attempt, cancel := context.WithTimeout(ctx, ensureAttempt)
-		stream, err := js.CreateOrUpdateStream(attempt, cfg)
+		stream, err := js.Stream(attempt, cfg.Name)
+		switch {
+		case err == nil && provisioned(stream.CachedInfo().Config, cfg):
+		case err == nil:
+			stream, err = js.UpdateStream(attempt, cfg)
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			stream, err = js.CreateStream(attempt, cfg)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				// Another service created it meanwhile: look again,
+				// rather than update what it may still be setting up.
+				cancel()
+				continue
+			}
+		}
 		cancel()
 		if err == nil || ctx.Err() != nil || !unsettled(err) {
 			return stream, err
@@ -195,6 +216,24 @@ func createOrUpdate(ctx context.Context, js jetstream.JetStream, cfg jetstream.S
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// provisioned reports whether a stream configured as have already has
+// every setting want gives; a zero number in want is the server's default,
+// which have then holds in its own spelling.
+func provisioned(have, want jetstream.StreamConfig) bool {
+	number := func(have, want int64) bool { return want == 0 || have == want }
+	sources := func(have, want []*jetstream.StreamSource) bool {
+		return slices.EqualFunc(have, want, func(h, w *jetstream.StreamSource) bool {
+			return h.Name == w.Name && h.FilterSubject == w.FilterSubject
+		})
+	}
+	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+		have.Retention == want.Retention && have.Discard == want.Discard && have.Storage == want.Storage &&
+		number(int64(have.MaxAge), int64(want.MaxAge)) && number(int64(have.Duplicates), int64(want.Duplicates)) &&
+		number(int64(have.Replicas), int64(want.Replicas)) && number(have.MaxBytes, want.MaxBytes) &&
+		number(have.MaxMsgs, want.MaxMsgs) && number(have.MaxMsgsPerSubject, want.MaxMsgsPerSubject) &&
+		sources(have.Sources, want.Sources)
 }
 
 // unsettled reports whether err is what a cluster that is not ready yet
