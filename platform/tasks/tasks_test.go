@@ -24,6 +24,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
 	"github.com/lethe-privacy/lethe/platform/tasks"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -200,22 +201,21 @@ func (f *fixture) completed(t *testing.T, causeID string) string {
 
 func (f *fixture) waitTask(t *testing.T, eventID, system string, want tasks.State) tasks.Task {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var found tasks.Task
+	eventually.Succeeds(t, fmt.Sprintf("task %s/%s becomes %s", eventID, system, want), func() error {
 		all, err := f.tracker.List(tasks.Filter{SystemID: system})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, task := range all {
 			if task.EventID == eventID && task.State == want {
-				return task
+				found = task
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("task %s/%s never became %s: %+v", eventID, system, want, all)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("tasks: %+v", all)
+	})
+	return found
 }
 
 func TestCauseCompletesWhenEverySystemAnswered(t *testing.T) {
