@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
@@ -385,20 +387,16 @@ func TestSubscriberPermissions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		eventually.Succeeds(t, "the erasure ledger holds clio's and ecorp's erasures", func() error {
 			ledger, err := admin.js.Stream(ctx, contract.ErasureLedgerStream)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ledger.CachedInfo().State.Msgs == 2 {
-				break
+			if n := ledger.CachedInfo().State.Msgs; n != 2 {
+				return fmt.Errorf("it holds %d", n)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the erasure ledger holds %d erasures, want clio's and ecorp's", ledger.CachedInfo().State.Msgs)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
 		if res, err := replay.ReplayErasures(ctx, streamsProvisioned); err != nil || res.Read != 1 || !slices.Equal(replayed, []string{"ev-clio"}) {
 			t.Fatalf("ReplayErasures = %+v, %v; replayed %v, want clio's erasure alone", res, err, replayed)
 		}

@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -15,6 +16,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +30,7 @@ import (
 
 	"github.com/lethe-privacy/lethe/platform/auth"
 	"github.com/lethe-privacy/lethe/platform/auth/authtest"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 const (
@@ -179,26 +182,51 @@ func TestJWTKeysRotate(t *testing.T) {
 	keys := testKeys()
 	path := filepath.Join(t.TempDir(), "keys.pem")
 	authtest.WritePEM(t, path, keys["ec"])
-	a := newJWT(t, path)
+	// The reloads' log is the sync point: the broken file is checked once
+	// it was looked at and refused, not after a guessed time.
+	var logs lockedBuffer
+	a, err := auth.NewJWTAuthenticator(auth.JWTConfig{KeysFile: path, Issuer: issuer, Audience: audience, Now: func() time.Time { return now },
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	token := authtest.Sign(t, keys["other"], "ES256", "", claims(nil))
 	if _, err := a.Verify(token); err == nil {
 		t.Fatal("verified before the key was added")
 	}
 	authtest.WritePEM(t, path, keys["ec"], keys["other"])
-	deadline := time.Now().Add(5 * time.Second)
-	for _, err := a.Verify(token); err != nil; _, err = a.Verify(token) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the added key was not picked up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	eventually.Succeeds(t, "the added key is picked up", func() error {
+		_, err := a.Verify(token)
+		return err
+	})
 	if err := os.WriteFile(path, []byte("-----BEGIN GARBAGE"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1100 * time.Millisecond) // past the look interval
+	eventually.True(t, "the broken keys file is looked at and refused", func() bool {
+		_, _ = a.Verify(token) // a look happens on use, once the interval passed
+		return strings.Contains(logs.String(), "file not reloaded")
+	})
 	if _, err := a.Verify(token); err != nil {
 		t.Fatalf("a broken keys file replaced the good keys: %v", err)
 	}
+}
+
+// lockedBuffer is a log destination safe for concurrent writers.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestJWTKeysFileIsChecked(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 // TestMain checks that every server and connection the tests start is gone
@@ -193,13 +194,12 @@ func TestConnectRetriesUntilServerStarts(t *testing.T) {
 	}
 	t.Cleanup(e.Shutdown)
 
-	deadline := time.Now().Add(5 * time.Second)
-	for !nc.IsConnected() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not connected 5s after the server started; last error: %v", nc.LastError())
+	eventually.Succeeds(t, "connected after the server started", func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not connected; last error: %v", nc.LastError())
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestStartEmbeddedSyncsAlwaysByDefaultAndLogsThroughSlog(t *testing.T) {
@@ -364,9 +364,7 @@ func TestEnsureStreamWaitsForTheClusterToElectItsLeader(t *testing.T) {
 	}()
 	// The first request is on its way to a cluster of one node, which has
 	// no leader; only then do the others start.
-	for nc.Stats().OutMsgs == 0 {
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually.True(t, "the first request is sent", func() bool { return nc.Stats().OutMsgs > 0 })
 	for i := 1; i < nodes; i++ {
 		start(i)
 	}

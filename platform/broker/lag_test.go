@@ -13,6 +13,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -91,19 +92,20 @@ func TestConsumerLagIsExported(t *testing.T) {
 	// acknowledged their publish: wait until it has, so that the gauges
 	// are compared with what the server reports, not with a race.
 	for name, want := range map[string]uint64{"lethe-consent-outcomes": 2, "newsletter@clio~erasure_requested": 5} {
-		for deadline := time.Now().Add(10 * time.Second); ; {
+		eventually.Succeeds(t, fmt.Sprintf("consumer %s counts %d pending messages", name, want), func() error {
 			info, err := js.Consumer(ctx, "LAG", name)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ci, err := info.Info(ctx); err == nil && ci.NumPending == want {
-				break
+			ci, err := info.Info(ctx)
+			if err != nil {
+				return err
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("consumer %s never counted %d pending messages", name, want)
+			if ci.NumPending != want {
+				return fmt.Errorf("%d pending", ci.NumPending)
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 
 	providers, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "lag"})
@@ -163,18 +165,14 @@ func TestConsumerLagIsExported(t *testing.T) {
 	if err := msgs[1].Nak(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	eventually.True(t, "the handed-back event is delivered again", func() bool {
 		again, err := system.Next(jetstream.FetchMaxWait(time.Second))
-		if err == nil {
-			if md, _ := again.Metadata(); md != nil && md.NumDelivered == 2 {
-				break
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the handed-back event was not delivered again")
-		}
-	}
+		md, _ := again.Metadata()
+		return md != nil && md.NumDelivered == 2
+	})
 	if _, a, r := systemGauges(); a < 2 || r != 1 {
 		t.Errorf("after a redelivery: ack pending %v, redelivered %v; want at least 2 and 1", a, r)
 	}

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -32,13 +34,13 @@ func ledgerHolds(t *testing.T, ctx context.Context, js jetstream.JetStream, id s
 	if err != nil {
 		t.Fatalf("erasure ledger: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var ids []string
+	eventually.Succeeds(t, "the erasure ledger copies "+id, func() error {
 		info, err := ledger.Info(ctx)
 		if err != nil {
 			t.Fatalf("erasure ledger info: %v", err)
 		}
-		var ids []string
+		ids = nil
 		for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
 			msg, err := ledger.GetMsg(ctx, seq)
 			if err != nil {
@@ -46,14 +48,12 @@ func ledgerHolds(t *testing.T, ctx context.Context, js jetstream.JetStream, id s
 			}
 			ids = append(ids, msg.Header.Get(jetstream.MsgIDHeader))
 		}
-		if len(ids) > 0 && ids[len(ids)-1] == id {
-			return ids
+		if len(ids) == 0 || ids[len(ids)-1] != id {
+			return fmt.Errorf("it holds %v", ids)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the erasure ledger did not copy %s; it holds %v", id, ids)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return ids
 }
 
 // TestErasureLedgerKeepsErasuresOnly: the ledger beside the platform

@@ -16,6 +16,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 // Run starts a goroutine.
@@ -209,12 +210,7 @@ func TestRunSweepsAndStops(t *testing.T) {
 		defer close(done)
 		s.Run(ctx, db, time.Millisecond)
 	}()
-	for deadline := time.Now().Add(5 * time.Second); len(indexEntries(t, db)) > 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("Run did not sweep the expired record")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	eventually.True(t, "Run sweeps the expired record", func() bool { return len(indexEntries(t, db)) == 0 })
 	cancel()
 	select {
 	case <-done:

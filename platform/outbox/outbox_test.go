@@ -28,6 +28,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -176,7 +177,7 @@ func TestCommittedEventsArePublished(t *testing.T) {
 	if !seen[1] || !seen[2] || !seen[3] {
 		t.Errorf("per-subject sequences = %v, want 1, 2, 3", sequences)
 	}
-	waitFor(t, func() bool { return ob.Depth() == 0 }, "the backlog to drain")
+	eventually.True(t, "the backlog to drain", func() bool { return ob.Depth() == 0 })
 }
 
 // TestOutageBackpressureAndRecovery shuts NATS down while writes continue:
@@ -229,7 +230,7 @@ func TestOutageBackpressureAndRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool { return ob.Depth() == 0 }, "the first events to publish")
+	eventually.True(t, "the first events to publish", func() bool { return ob.Depth() == 0 })
 
 	ns.Shutdown()
 	var refusal error
@@ -257,24 +258,13 @@ func TestOutageBackpressureAndRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ns.Shutdown()
-	waitFor(t, func() bool { return ob.Depth() == 0 }, "the backlog to drain after recovery")
+	eventually.True(t, "the backlog to drain after recovery", func() bool { return ob.Depth() == 0 })
 	if err := write(); err != nil {
 		t.Fatalf("write after recovery: %v", err)
 	}
 	got := collect(t, js, accepted)
 	if len(got) != accepted {
 		t.Fatalf("stream holds %d distinct events, want all %d accepted", len(got), accepted)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

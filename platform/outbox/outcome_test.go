@@ -16,6 +16,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -72,5 +73,5 @@ func TestOutcomesArePublishedOnTheSystemsSubject(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0].Retained[0].Until.AsTime().Year() != 2033 {
 		t.Fatalf("decoded %v, %v", got, err)
 	}
-	waitFor(t, func() bool { return ob.Depth() == 0 }, "the backlog to drain")
+	eventually.True(t, "the backlog to drain", func() bool { return ob.Depth() == 0 })
 }

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -32,6 +33,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 func TestMain(m *testing.M) {
@@ -543,17 +545,16 @@ func TestHealthDetail(t *testing.T) {
 
 func waitHealth(t *testing.T, h healthpb.HealthClient, name string, want healthpb.HealthCheckResponse_ServingStatus) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	eventually.Succeeds(t, fmt.Sprintf("health of %s is %v", name, want), func() error {
 		resp, err := h.Check(context.Background(), &healthpb.HealthCheckRequest{Service: name})
-		if err == nil && resp.Status == want {
-			return
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("health of %s = %v, %v; want %v", name, resp, err, want)
+		if resp.Status != want {
+			return fmt.Errorf("health %v", resp.Status)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestPolicyFileInTheChain: the authorization slot takes a policy file; a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -12,6 +11,7 @@ import (
 	kittestv1 "github.com/lethe-privacy/lethe/platform/internal/kittest/gen/lethe/kittest/v1"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 // TestCallsAreTracedButHealthIsNot: every call gets a server span, except
@@ -36,15 +36,13 @@ func TestCallsAreTracedButHealthIsNot(t *testing.T) {
 	// The server ends a call's span after the response is on its way, so
 	// the client may see the response first.
 	var names []string
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+	eventually.True(t, "the server ended a span", func() bool {
 		names = names[:0]
 		for _, s := range spans.GetSpans() {
 			names = append(names, s.Name)
 		}
-		if len(names) > 0 || time.Now().After(deadline) {
-			break
-		}
-	}
+		return len(names) > 0
+	})
 	if len(names) != 1 || names[0] != "lethe.kittest.v1.KitTestService/Noop" {
 		t.Fatalf("spans = %v, want the Noop call only", names)
 	}
@@ -63,18 +61,16 @@ func TestMetricsAreExposed(t *testing.T) {
 	}
 	// The server records the call when it ends, which may be just after
 	// the client has its answer.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	eventually.True(t, "an rpc_server_* metric after a call", func() bool {
 		families, err := providers.Registry.Gather()
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, mf := range families {
 			if strings.HasPrefix(mf.GetName(), "rpc_server_") {
-				return
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no rpc_server_* metric after a call")
-		}
-	}
+		return false
+	})
 }

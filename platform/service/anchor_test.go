@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 // TestAuditAnchorsArePublished: while a service runs, the head of each of
@@ -72,25 +74,24 @@ func TestAuditAnchorsArePublished(t *testing.T) {
 	// lastAnchor waits for the stream's last anchor of file to satisfy ok.
 	lastAnchor := func(file string, ok func(audit.Anchor, uint64) bool) audit.Anchor {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		var a audit.Anchor
+		eventually.Succeeds(t, "an anchor of "+file+" as expected", func() error {
 			msg, err := stream.GetLastMsgForSubject(ctx, audit.AnchorSubject(file))
-			if err == nil {
-				a, err := audit.DecodeAnchor(msg.Data)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if ok(a, msg.Sequence) {
-					return a
-				}
-			} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				return err
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no anchor of %s as expected (last: %v)", file, err)
+			if a, err = audit.DecodeAnchor(msg.Data); err != nil {
+				t.Fatal(err)
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			if !ok(a, msg.Sequence) {
+				return fmt.Errorf("last anchor %+v at sequence %d", a, msg.Sequence)
+			}
+			return nil
+		})
+		return a
 	}
 	var firstSeq uint64
 	first := lastAnchor("things", func(a audit.Anchor, seq uint64) bool { firstSeq = seq; return a.Seq == 2 })

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 func TestBackgroundStopsEveryWorkerWhenOneFails(t *testing.T) {
@@ -32,13 +33,7 @@ func TestBackgroundTicksOnTimerAndWake(t *testing.T) {
 			Workers: []func(context.Context) error{func(ctx context.Context) error { <-ctx.Done(); return nil }}}.Run(ctx)
 	}()
 	wake <- struct{}{}
-	deadline := time.Now().Add(5 * time.Second)
-	for ticks.Load() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("a wake did not tick")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	eventually.True(t, "a wake ticks", func() bool { return ticks.Load() == 1 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run after the context ended = %v, want nil", err)

@@ -3,6 +3,7 @@ package service_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 var bucketThings = store.Bucket("things")
@@ -72,13 +74,12 @@ func TestPeriodicBackups(t *testing.T) {
 		}
 		return got
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for metrics()["lethe_store_backup_last_success_seconds"] == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no backup reported: %v", metrics())
+	eventually.Succeeds(t, "a backup is reported", func() error {
+		if m := metrics(); m["lethe_store_backup_last_success_seconds"] == 0 {
+			return fmt.Errorf("metrics %v", m)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

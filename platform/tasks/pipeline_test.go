@@ -3,6 +3,7 @@ package tasks_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/tasks"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
@@ -84,17 +86,15 @@ func retainedUnderAccountingLaw() subscriber.Outcome {
 
 func (f *fixture) waitCompleted(t *testing.T, causeID string) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if got := f.completed(t, causeID); got != "" {
-			return got
-		}
-		if time.Now().After(deadline) {
+	var got string
+	eventually.Succeeds(t, "cause "+causeID+" completes", func() error {
+		if got = f.completed(t, causeID); got == "" {
 			all, _ := f.tracker.List(tasks.Filter{CauseID: causeID})
-			t.Fatalf("cause %s never completed; tasks: %+v", causeID, all)
+			return fmt.Errorf("tasks: %+v", all)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
+	return got
 }
 
 // TestPipelineEndToEnd follows one erasure from the committed change

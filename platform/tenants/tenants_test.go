@@ -20,6 +20,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
 	"github.com/lethe-privacy/lethe/platform/tenants"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -97,13 +98,7 @@ func TestDirectoryFollowsTheRegistry(t *testing.T) {
 	clk.Set(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 	publish("marker", &eventsv1.TenantRegistered{DisplayName: "the last event"})
 
-	deadline := time.Now().Add(10 * time.Second)
-	for dir.Require("marker") != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the directory never learned of the last tenant")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually.Succeeds(t, "the directory learns of the last tenant", func() error { return dir.Require("marker") })
 	if err := dir.Require("clio"); err != nil {
 		t.Fatalf("registered tenant: %v", err)
 	}
@@ -176,11 +171,7 @@ func TestDirectoryOutlivesItsConsumer(t *testing.T) {
 	}
 	learned := func(tenant string) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); d.Require(tenant) != nil; time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the directory never learned of %s", tenant)
-			}
-		}
+		eventually.Succeeds(t, "the directory learns of "+tenant, func() error { return d.Require(tenant) })
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

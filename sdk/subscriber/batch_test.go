@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
 
@@ -34,8 +34,7 @@ func TestConcurrentOutcomesAreStoredInBatches(t *testing.T) {
 	}
 
 	outcomes, messages := map[string]int{}, 0
-	deadline := time.Now().Add(20 * time.Second)
-	for len(outcomes) < n && time.Now().Before(deadline) {
+	eventually.True(t, fmt.Sprintf("%d events have an outcome stored", n), func() bool {
 		outcomes, messages = map[string]int{}, 0
 		cons, err := js.OrderedConsumer(context.Background(), contract.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{outcomeSubject}})
 		if err != nil {
@@ -62,8 +61,8 @@ func TestConcurrentOutcomesAreStoredInBatches(t *testing.T) {
 				break
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(outcomes) >= n
+	})
 	if len(outcomes) != n {
 		t.Fatalf("%d of %d events have an outcome stored", len(outcomes), n)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
 
@@ -53,14 +54,14 @@ func TestRunRidesOutALostPull(t *testing.T) {
 	run(t, cfg)
 
 	publish(t, js, newEvent("ev-1", contract.KindErasureRequested, 1), "ev-1")
-	waitFor(t, func() bool { return handled.get("ev-1") == 1 }, "the first event handled")
+	eventually.True(t, "the first event handled", func() bool { return handled.get("ev-1") == 1 })
 
 	proxy.stall(true)
-	waitFor(t, func() bool { return strings.Contains(logs.String(), "no heartbeat") }, "the lost pull noticed")
+	eventually.True(t, "the lost pull noticed", func() bool { return strings.Contains(logs.String(), "no heartbeat") })
 	proxy.stall(false)
 
 	publish(t, js, newEvent("ev-2", contract.KindErasureRequested, 2), "ev-2")
-	waitFor(t, func() bool { return handled.get("ev-2") == 1 }, "the event after the lost pull handled")
+	eventually.True(t, "the event after the lost pull handled", func() bool { return handled.get("ev-2") == 1 })
 }
 
 // stallingProxy forwards TCP connections to a server and can hold back

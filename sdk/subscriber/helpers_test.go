@@ -2,6 +2,7 @@ package subscriber_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
@@ -257,10 +259,10 @@ func storedOutcomes(t *testing.T, js jetstream.JetStream, subject string) []stor
 func waitOutcomes(t *testing.T, js jetstream.JetStream, subject string, n int) []storedOutcome {
 	t.Helper()
 	var got []storedOutcome
-	waitFor(t, func() bool {
+	eventually.True(t, fmt.Sprintf("%d outcomes on %s", n, subject), func() bool {
 		got = storedOutcomes(t, js, subject)
 		return len(got) >= n
-	}, "%d outcomes on %s", n, subject)
+	})
 	if len(got) != n {
 		t.Fatalf("%d outcomes on %s, want %d", len(got), subject, n)
 	}
@@ -272,10 +274,10 @@ func waitOutcomes(t *testing.T, js jetstream.JetStream, subject string, n int) [
 func waitSettled(t *testing.T, js jetstream.JetStream, consumer string) *jetstream.ConsumerInfo {
 	t.Helper()
 	var info *jetstream.ConsumerInfo
-	waitFor(t, func() bool {
+	eventually.True(t, fmt.Sprintf("consumer %s to settle", consumer), func() bool {
 		info = consumerInfo(js, consumer)
 		return info != nil && info.NumPending == 0 && info.NumAckPending == 0
-	}, "consumer %s to settle", consumer)
+	})
 	return info
 }
 
@@ -302,18 +304,6 @@ func consumerInfo(js jetstream.JetStream, consumer string) *jetstream.ConsumerIn
 		return nil
 	}
 	return info
-}
-
-// waitFor polls cond until it holds, failing the test after ten seconds.
-func waitFor(t *testing.T, cond func() bool, format string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for "+format, args...)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // counter counts handler calls.

@@ -14,6 +14,7 @@ import (
 
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
@@ -184,10 +185,10 @@ func TestReplayErasuresAfterARestore(t *testing.T) {
 	if r.has(t, "ada") || r.has(t, "bob") || !r.has(t, "eve") {
 		t.Fatal("before the restore, ada and bob should be erased and eve kept")
 	}
-	waitFor(t, func() bool {
+	eventually.True(t, "the ledger to copy the three erasures", func() bool {
 		s, err := js.Stream(context.Background(), contract.ErasureLedgerStream)
 		return err == nil && s.CachedInfo().State.Msgs == 3
-	}, "the ledger to copy the three erasures")
+	})
 
 	r.restore(t, backup)
 	if !r.has(t, "bob") {
@@ -254,10 +255,10 @@ func TestReplayErasuresGoesPastAFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
+	eventually.True(t, "the ledger to copy both erasures", func() bool {
 		s, err := js.Stream(context.Background(), contract.ErasureLedgerStream)
 		return err == nil && s.CachedInfo().State.Msgs == 2
-	}, "the ledger to copy both erasures")
+	})
 	res, err := sub.ReplayErasures(context.Background(), since)
 	if err == nil || !strings.Contains(err.Error(), "erase-ada") || !strings.Contains(err.Error(), "read-only") ||
 		res != (subscriber.ReplayResult{Read: 2, Applied: 1}) {

@@ -17,6 +17,7 @@ import (
 
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
@@ -276,10 +277,10 @@ func TestFailedOutcomePublishIsRetriedFromTheLedger(t *testing.T) {
 	sub := run(t, cfg)
 
 	publish(t, js, newEvent("ev-1", contract.KindErasureRequested, 1), "")
-	waitFor(t, func() bool {
+	eventually.True(t, "the event to be redelivered", func() bool {
 		info := consumerInfo(js, sub.ConsumerName(contract.KindErasureRequested))
 		return info != nil && info.Delivered.Consumer >= 2
-	}, "the event to be redelivered")
+	})
 	if n := calls.get("ev-1"); n != 1 {
 		t.Fatalf("handler called %d times before the outcome was published, want once", n)
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
@@ -366,8 +367,7 @@ func (f *fixture) subscribe(t testing.TB, system string, applied *atomic.Int64) 
 
 func (f *fixture) waitPropagated(t *testing.T, cause *commonv1.Cause, want string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	eventually.Succeeds(t, fmt.Sprintf("propagation of %v is %s", cause, want), func() error {
 		p, err := f.consent.GetPropagation(f.ctx, &consentv1.GetPropagationRequest{TenantId: "clio", Cause: cause})
 		if err != nil {
 			t.Fatal(err)
@@ -376,14 +376,11 @@ func (f *fixture) waitPropagated(t *testing.T, cause *commonv1.Cause, want strin
 		for _, task := range p.Tasks {
 			got = append(got, task.SystemId+"="+strings.TrimPrefix(task.Outcome.String(), "OUTCOME_KIND_"))
 		}
-		if p.Complete && strings.Join(got, ",") == want {
-			return
+		if !p.Complete || strings.Join(got, ",") != want {
+			return fmt.Errorf("%v (complete %v)", got, p.Complete)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("propagation of %v = %v (complete %v), want %s", cause, got, p.Complete, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestLimitsReachEverySystem: Clio's newsletter unsubscribe reaches the
@@ -731,23 +728,19 @@ func TestOperatorAnswersForAManualSystem(t *testing.T) {
 	cause := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: withdrawal.RecordId}
 
 	// The SDK system answers itself; the manual one waits for its operator.
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	eventually.Succeeds(t, "the SDK system answers", func() error {
 		p, err := f.consent.GetPropagation(f.ctx, &consentv1.GetPropagationRequest{TenantId: "clio", Cause: cause})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(p.Tasks) == 2 && p.Tasks[0].State == consentv1.TaskState_TASK_STATE_FINAL {
-			if p.Complete || p.Tasks[1].State == consentv1.TaskState_TASK_STATE_FINAL {
-				t.Fatalf("the manual system's task closed by itself: %v", p)
-			}
-			break
+		if len(p.Tasks) != 2 || p.Tasks[0].State != consentv1.TaskState_TASK_STATE_FINAL {
+			return fmt.Errorf("propagation %v", p)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the SDK system never answered: %v", p)
+		if p.Complete || p.Tasks[1].State == consentv1.TaskState_TASK_STATE_FINAL {
+			t.Fatalf("the manual system's task closed by itself: %v", p)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 
 	complete := func(system string, outcome eventsv1.OutcomeKind, reason string) error {
 		_, err := f.consent.CompleteTask(f.ctx, &consentv1.CompleteTaskRequest{RequestId: f.id(), TenantId: "clio", Cause: cause,

@@ -1,6 +1,7 @@
 package consent_test
 
 import (
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 // tenantIn creates a tenant whose settings name its country, and waits
@@ -261,17 +263,12 @@ func TestCheckAtAPastTime(t *testing.T) {
 // under age there, not of unknown age.
 func (f *fixture) waitCountry(t *testing.T, tenant, subject, purpose string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		d := f.check(t, tenant, subject, purpose, &consentv1.SubjectAttributes{Age: 14})
-		if d.Reason != consentv1.Reason_REASON_AGE_UNKNOWN {
-			return
+	eventually.Succeeds(t, "the consent service learns tenant "+tenant+"'s country", func() error {
+		if d := f.check(t, tenant, subject, purpose, &consentv1.SubjectAttributes{Age: 14}); d.Reason == consentv1.Reason_REASON_AGE_UNKNOWN {
+			return fmt.Errorf("decision %v", d)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the consent service never learned tenant %s's country: %v", tenant, d)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestAgeOfDigitalConsentInDenmark: Art. 8(1) GDPR; Databeskyttelsesloven
@@ -328,13 +325,9 @@ func TestAgeOfDigitalConsentInDenmark(t *testing.T) {
 		Tenant: &registryv1.Tenant{TenantId: "klub", DisplayName: "klub", Settings: &registryv1.TenantSettings{Country: "DE"}}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for f.check(t, "klub", "kid-2023", "signup", &consentv1.SubjectAttributes{Age: 15}).Reason != consentv1.Reason_REASON_UNDER_AGE {
-		if time.Now().After(deadline) {
-			t.Fatal("the tenant's new country never reached Check")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually.True(t, "the tenant's new country reaches Check", func() bool {
+		return f.check(t, "klub", "kid-2023", "signup", &consentv1.SubjectAttributes{Age: 15}).Reason == consentv1.Reason_REASON_UNDER_AGE
+	})
 }
 
 // TestRestrictionLeavesStorageAndEndsWithItsGround: Art. 18(2) GDPR

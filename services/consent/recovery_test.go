@@ -3,6 +3,7 @@ package consent_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"os"
@@ -25,6 +26,7 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/services/consent"
 )
@@ -79,13 +81,12 @@ func (f *fixture) restoreFrom(t *testing.T, backupDir string) {
 // drained waits until the relay has published every staged event.
 func (f *fixture) drained(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for f.svc.Outbox.Depth() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events still unpublished", f.svc.Outbox.Depth())
+	eventually.Succeeds(t, "the relay publishes every staged event", func() error {
+		if n := f.svc.Outbox.Depth(); n > 0 {
+			return fmt.Errorf("%d events unpublished", n)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // limitMessages counts the limit events on the platform stream, by kind.
@@ -384,20 +385,16 @@ func TestRestoreBeyondTheStreamsReachFailsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	eventually.Poll{Interval: 50 * time.Millisecond}.Succeeds(t, "the stream's events age out", func() error {
 		info, err := stream.Info(f.ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.State.Msgs == 0 {
-			break
+		if info.State.Msgs > 0 {
+			return fmt.Errorf("the stream holds %d messages", info.State.Msgs)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the stream still holds %d messages", info.State.Msgs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 
 	f.restoreFrom(t, backups)
 	metrics := f.restart(t)

@@ -31,6 +31,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 	"github.com/lethe-privacy/lethe/services/consent"
@@ -97,8 +98,10 @@ func TestErasureCompletesWhenEverySystemAnswered(t *testing.T) {
 	if r.State != dsarv1.RequestState_REQUEST_STATE_RECEIVED || r.DsarId == "" {
 		t.Fatalf("filed request = %v", r)
 	}
-	// Nothing fans out before verification: no event, no task.
-	time.Sleep(50 * time.Millisecond)
+	// Nothing fans out before verification: no event, no task. settled
+	// sweeps and waits until crm took everything sent, so an event sent
+	// for the unverified request would be in crm.seen() now.
+	f.settled(t, crm)
 	if got := f.get(t, "cleura", r.DsarId); len(crm.seen()) != 0 || len(got.GetResult().GetSystems()) != 0 {
 		t.Fatalf("before verification: %d events at crm, systems %v", len(crm.seen()), got.GetResult().GetSystems())
 	}
@@ -106,7 +109,7 @@ func TestErasureCompletesWhenEverySystemAnswered(t *testing.T) {
 
 	// Everyone but the silent support system and the manual processor
 	// answers; the request stays in progress.
-	eventually(t, "four SDK systems answered", func() bool {
+	eventually.True(t, "four SDK systems answered", func() bool {
 		got := f.get(t, "cleura", r.DsarId)
 		final := 0
 		for _, s := range got.Result.Systems {
@@ -253,11 +256,24 @@ func TestACrashedSubscriberGetsItsTaskAgain(t *testing.T) {
 		return out, err
 	})
 	f.waitState(t, "clio", r.DsarId, dsarv1.RequestState_REQUEST_STATE_COMPLETED)
-	// A re-send (the same event again) is answered from the ledger.
-	f.clock.Advance(2 * time.Hour)
-	time.Sleep(100 * time.Millisecond)
-	if n := applied.Load(); n != 1 {
-		t.Fatalf("the erasure was applied %d times, want once", n)
+	// A re-send (the same event again, under a new message id as the
+	// tracker's re-send has) is answered from the ledger, without calling
+	// the handler. The request is complete, so nothing else re-sends: the
+	// test sends it itself, then waits until the newsletter's consumers
+	// have nothing pending or unacknowledged, i.e. the SDK took the
+	// re-send and acknowledged it.
+	seen := restarted.seen()
+	if len(seen) != 1 {
+		t.Fatalf("the restarted newsletter was handed %d events, want the erasure once", len(seen))
+	}
+	before := f.delivered(t, restarted)
+	resend(t, f.deps.JetStream, seen[0])
+	f.settled(t, restarted)
+	if after := f.delivered(t, restarted); after <= before {
+		t.Fatalf("the re-send was not delivered (%d deliveries before, %d after)", before, after)
+	}
+	if n, calls := applied.Load(), len(restarted.seen()); n != 1 || calls != 1 {
+		t.Fatalf("the erasure was applied %d times and its handler called %d times, want once each", n, calls)
 	}
 }
 
@@ -353,7 +369,7 @@ func TestNeighboursOverMutualTLS(t *testing.T) {
 
 	erasure := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clevio", Erasure: &dsarv1.ErasureDetails{}})
 	f.attest(t, "clevio", erasure.DsarId)
-	eventually(t, "the erasure reports retention's hold", func() bool {
+	eventually.True(t, "the erasure reports retention's hold", func() bool {
 		return systemResult(f.get(t, "clevio", erasure.DsarId), "analytics").GetState() == dsarv1.TaskState_TASK_STATE_HELD
 	})
 
@@ -435,7 +451,7 @@ func TestAStuckFanOutIsLoud(t *testing.T) {
 	verifiedAt := f.clock.Now()
 	f.attest(t, "clio", r.DsarId)
 	var problem *dsarv1.FanoutProblem
-	eventually(t, "the request shows its failing fan-out, retried", func() bool {
+	eventually.True(t, "the request shows its failing fan-out, retried", func() bool {
 		problem = f.get(t, "clio", r.DsarId).GetFanoutProblem()
 		return problem.GetAttempts() >= 2
 	})
@@ -462,7 +478,7 @@ func TestAStuckFanOutIsLoud(t *testing.T) {
 	}
 
 	f.clock.Advance(3 * time.Minute)
-	eventually(t, "the fan-out's health detail turns NOT_SERVING after two minutes of failures", func() bool {
+	eventually.True(t, "the fan-out's health detail turns NOT_SERVING after two minutes of failures", func() bool {
 		return status(dsar.FanoutHealthName) == healthpb.HealthCheckResponse_NOT_SERVING
 	})
 	if st := status(dsar.ServiceName); st != healthpb.HealthCheckResponse_SERVING {
@@ -485,7 +501,7 @@ func TestAStuckFanOutIsLoud(t *testing.T) {
 		t.Fatalf("listen again on %s: %v", gone, err)
 	}
 	servertest.ServeTCP(t, server.Config{Clock: f.clock, Logger: quiet, Authenticator: testAuthenticator{}}, back, f.ret.Register)
-	eventually(t, "the fan-out succeeds once retention answers", func() bool {
+	eventually.True(t, "the fan-out succeeds once retention answers", func() bool {
 		got = f.get(t, "clio", r.DsarId)
 		return len(got.GetResult().GetSystems()) == 1
 	})
@@ -494,7 +510,7 @@ func TestAStuckFanOutIsLoud(t *testing.T) {
 	}
 	// The record is cleared right after the commit that the request
 	// already shows.
-	eventually(t, "the fan-out's health detail and the metric clear", func() bool {
+	eventually.True(t, "the fan-out's health detail and the metric clear", func() bool {
 		n, _ := gauge("lethe_dsar_fanout_failing")
 		return status(dsar.FanoutHealthName) == healthpb.HealthCheckResponse_SERVING && n == 0
 	})
@@ -511,7 +527,7 @@ func TestAFanOutProblemNamesTheConsentStep(t *testing.T) {
 	r := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clio", Withdrawal: &dsarv1.WithdrawalDetails{PurposeIds: []string{"no-such-purpose"}}})
 	f.attest(t, "clio", r.DsarId)
 	var problem *dsarv1.FanoutProblem
-	eventually(t, "the request shows its failing fan-out", func() bool {
+	eventually.True(t, "the request shows its failing fan-out", func() bool {
 		problem = f.get(t, "clio", r.DsarId).GetFanoutProblem()
 		return problem != nil
 	})
@@ -520,14 +536,14 @@ func TestAFanOutProblemNamesTheConsentStep(t *testing.T) {
 		t.Fatalf("fan-out problem = %v, want the consent step with the consent service's refusal", problem)
 	}
 	f.clock.Advance(5 * time.Minute)
-	eventually(t, "the fan-out's health detail turns NOT_SERVING", func() bool {
+	eventually.True(t, "the fan-out's health detail turns NOT_SERVING", func() bool {
 		resp, err := health.Check(f.ctx, &healthpb.HealthCheckRequest{Service: dsar.FanoutHealthName})
 		return err == nil && resp.Status == healthpb.HealthCheckResponse_NOT_SERVING
 	})
 	if _, err := f.dsar.CancelRequest(f.ctx, &dsarv1.CancelRequestRequest{RequestId: f.id(), TenantId: "clio", DsarId: r.DsarId}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a cancelled request's fan-out problem is forgotten", func() bool {
+	eventually.True(t, "a cancelled request's fan-out problem is forgotten", func() bool {
 		resp, err := health.Check(f.ctx, &healthpb.HealthCheckRequest{Service: dsar.FanoutHealthName})
 		return err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING
 	})
@@ -689,7 +705,7 @@ func TestVerificationByCode(t *testing.T) {
 	if err != nil || resp.Verified || resp.AttemptsLeft != 4 || resp.Request.State != dsarv1.RequestState_REQUEST_STATE_VERIFYING_IDENTITY {
 		t.Fatalf("a wrong code = %v, %v", resp, err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	f.settled(t, crm)
 	if len(crm.seen()) != 0 {
 		t.Fatal("an unverified request fanned out")
 	}
@@ -846,7 +862,7 @@ func TestAccessPackage(t *testing.T) {
 
 	r := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clevenio", Access: &dsarv1.AccessDetails{}})
 	f.attest(t, "clevenio", r.DsarId)
-	eventually(t, "the SDK systems submitted", func() bool {
+	eventually.True(t, "the SDK systems submitted", func() bool {
 		got := f.get(t, "clevenio", r.DsarId)
 		return systemResult(got, "crm").GetState() == dsarv1.TaskState_TASK_STATE_FINAL &&
 			systemResult(got, "enrichment").GetState() == dsarv1.TaskState_TASK_STATE_FINAL
@@ -880,7 +896,7 @@ func TestAccessPackage(t *testing.T) {
 	// Portability: only consent and contract data.
 	port := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clevenio", Portability: &dsarv1.PortabilityDetails{}})
 	f.attest(t, "clevenio", port.DsarId)
-	eventually(t, "the SDK systems submitted the portable copy", func() bool {
+	eventually.True(t, "the SDK systems submitted the portable copy", func() bool {
 		return systemResult(f.get(t, "clevenio", port.DsarId), "enrichment").GetState() == dsarv1.TaskState_TASK_STATE_FINAL
 	})
 	f.submit(t, "clevenio", port.DsarId, "billing", record("user.financial.invoice", commonv1.LegalBasis_LEGAL_BASIS_LEGAL_OBLIGATION, "invoicing", `{}`))

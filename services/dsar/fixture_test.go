@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -35,6 +36,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/platform/tlsconfig"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
@@ -268,15 +270,54 @@ func (f *fixture) system(t testing.TB, tenant, id string, mode commonv1.AnswerMo
 	}
 }
 
-func eventually(t testing.TB, what string, cond func() bool) {
+// settled returns once nothing the DSAR service has committed is still on
+// its way to systems: the service swept (so a request marked for fan-out
+// was dispatched and its directive committed), its outbox published every
+// event, and each of systems' consumers has nothing pending or
+// unacknowledged (the SDK acknowledges after the handler). An event a
+// system has not seen afterwards was never sent; this is the sync point
+// for checking that something was not sent.
+func (f *fixture) settled(t testing.TB, systems ...*testSystem) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
+	f.svc.Sweep(f.ctx)
+	eventually.True(t, "the DSAR service's outbox published everything", func() bool { return f.svc.Outbox.Depth() == 0 })
+	for _, s := range systems {
+		for _, name := range s.sub.ConsumerNames() {
+			eventually.Succeeds(t, "consumer "+name+" took every event", func() error {
+				info, err := f.consumerInfo(name)
+				if err != nil {
+					return err
+				}
+				if info.NumPending > 0 || info.NumAckPending > 0 {
+					return fmt.Errorf("%d pending, %d unacknowledged", info.NumPending, info.NumAckPending)
+				}
+				return nil
+			})
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// delivered counts the deliveries of s's consumers so far, redeliveries
+// included.
+func (f *fixture) delivered(t testing.TB, s *testSystem) uint64 {
+	t.Helper()
+	var n uint64
+	for _, name := range s.sub.ConsumerNames() {
+		info, err := f.consumerInfo(name)
+		if err != nil {
+			t.Fatalf("consumer %s: %v", name, err)
+		}
+		n += info.Delivered.Consumer
+	}
+	return n
+}
+
+func (f *fixture) consumerInfo(name string) (*jetstream.ConsumerInfo, error) {
+	cons, err := f.deps.JetStream.Consumer(f.ctx, contract.StreamName, name)
+	if err != nil {
+		return nil, err
+	}
+	return cons.Info(f.ctx)
 }
 
 // file creates a request for subject ada with her e-mail and phone.
@@ -335,11 +376,34 @@ func (f *fixture) get(t testing.TB, tenant, id string) *dsarv1.Request {
 func (f *fixture) waitState(t testing.TB, tenant, id string, want dsarv1.RequestState) *dsarv1.Request {
 	t.Helper()
 	var r *dsarv1.Request
-	eventually(t, fmt.Sprintf("request %s is %s", id, want), func() bool {
+	eventually.True(t, fmt.Sprintf("request %s is %s", id, want), func() bool {
 		r = f.get(t, tenant, id)
 		return r.State == want
 	})
 	return r
+}
+
+// resend publishes ev to the platform stream again under a new message id,
+// as the task tracker's re-send does (outbox.ResendTx), so that the
+// stream's de-duplication does not drop it.
+func resend(t testing.TB, js jetstream.JetStream, ev *eventsv1.Event) {
+	t.Helper()
+	subject, err := contract.EventSubject(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	header, err := contract.EventHeaders(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	header.Set(jetstream.MsgIDHeader, ev.GetId()+"~test")
+	data, err := contract.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: subject, Header: header, Data: data}); err != nil {
+		t.Fatalf("re-send %s: %v", ev.GetId(), err)
+	}
 }
 
 // handler answers one event for a test system.
@@ -351,6 +415,8 @@ type testSystem struct {
 	mu     sync.Mutex
 	events []*eventsv1.Event
 	ledger *ledger.Ledger
+	// sub is the subscriber, whose consumers settled waits on.
+	sub    *subscriber.Subscriber
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -389,6 +455,7 @@ func (f *fixture) subscribe(t testing.TB, tenant, system, ledgerPath string, h h
 	if err != nil {
 		t.Fatal(err)
 	}
+	ts.sub = sub
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.cancel = cancel
 	go func() { ts.done <- sub.Run(ctx) }()

@@ -11,6 +11,7 @@ import (
 	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
 
@@ -63,7 +64,7 @@ func TestWhatIsKeptIsToldUpFrontAndErasedOnItsDate(t *testing.T) {
 
 	r := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "cleura", Erasure: &dsarv1.ErasureDetails{}})
 	f.attest(t, "cleura", r.DsarId)
-	eventually(t, "the ledger answered", func() bool {
+	eventually.True(t, "the ledger answered", func() bool {
 		return systemResult(f.get(t, "cleura", r.DsarId), "ledger").GetState() == dsarv1.TaskState_TASK_STATE_FINAL
 	})
 	keep := ledger.seen()[0].GetErasureRequested().GetKeep()
@@ -95,7 +96,7 @@ func TestWhatIsKeptIsToldUpFrontAndErasedOnItsDate(t *testing.T) {
 		}
 		return out
 	}
-	eventually(t, "both retained answers are scheduled in retention", func() bool {
+	eventually.True(t, "both retained answers are scheduled in retention", func() bool {
 		got := retainedBy()
 		return got["billing"].Equal(utcDay(2033, 12, 31)) && got["ledger"].Equal(utcDay(2032, 1, 1))
 	})
@@ -121,7 +122,7 @@ func TestWhatIsKeptIsToldUpFrontAndErasedOnItsDate(t *testing.T) {
 	if n := sweep(utcDay(2032, 1, 1)); n != 1 {
 		t.Fatalf("the sweep at the ledger's until-date fired %d, want 1", n)
 	}
-	eventually(t, "the ledger was told to erase on 2032-01-01", func() bool { return len(fromRetention()) == 1 })
+	eventually.True(t, "the ledger was told to erase on 2032-01-01", func() bool { return len(fromRetention()) == 1 })
 	if n := sweep(utcDay(2033, 12, 30)); n != 0 {
 		t.Fatalf("billing's data was erased before its until-date (%d fired)", n)
 	}
@@ -130,7 +131,7 @@ func TestWhatIsKeptIsToldUpFrontAndErasedOnItsDate(t *testing.T) {
 	}
 	// Every system holding the category sees the directive; billing owes
 	// the answer.
-	eventually(t, "billing's data was erased on 2033-12-31", func() bool { return len(fromRetention()) == 2 })
+	eventually.True(t, "billing's data was erased on 2033-12-31", func() bool { return len(fromRetention()) == 2 })
 	if got := retainedBy(); len(got) != 0 {
 		t.Fatalf("retained data still scheduled after its erasure: %v", got)
 	}

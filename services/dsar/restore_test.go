@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
@@ -150,7 +151,7 @@ func (f *fixture) waitSettled(t *testing.T, system, tenant string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the "+name+" consumer settled", func() bool {
+	eventually.True(t, "the "+name+" consumer settled", func() bool {
 		c, err := f.deps.JetStream.Consumer(context.Background(), contract.StreamName, name)
 		if err != nil {
 			return false
@@ -205,7 +206,7 @@ func TestRestoreAfterErasure(t *testing.T) {
 	}
 	// The ledger copies directives as the platform stream stores them,
 	// moments later.
-	eventually(t, "the erasure ledger holds both erasures", func() bool {
+	eventually.True(t, "the erasure ledger holds both erasures", func() bool {
 		s, err := f.deps.JetStream.Stream(context.Background(), contract.ErasureLedgerStream)
 		return err == nil && s.CachedInfo().State.Msgs == 2
 	})

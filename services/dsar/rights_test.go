@@ -16,6 +16,7 @@ import (
 	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -31,7 +32,7 @@ func (f *fixture) inProgress(t *testing.T, req *dsarv1.CreateRequestRequest) *ds
 func (f *fixture) waitTask(t *testing.T, tenant, id, system string) *dsarv1.SystemResult {
 	t.Helper()
 	var sr *dsarv1.SystemResult
-	eventually(t, "system "+system+" has a task", func() bool {
+	eventually.True(t, "system "+system+" has a task", func() bool {
 		r := f.get(t, tenant, id)
 		for _, s := range r.GetResult().GetSystems() {
 			if s.SystemId == system && s.EventId != "" {

@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/services/registry"
 )
@@ -72,7 +74,7 @@ func TestSystemsConsumerLagIsExported(t *testing.T) {
 	}()
 
 	// The first poll runs as the service starts.
-	for {
+	eventually.Succeeds(t, "lethe_consumer_pending has the newsletter's series alone, at 2", func() error {
 		families, err := providers.Registry.Gather()
 		if err != nil {
 			t.Fatal(err)
@@ -95,12 +97,9 @@ func TestSystemsConsumerLagIsExported(t *testing.T) {
 				}
 			}
 		}
-		if len(series) == 1 && pending == 2 {
-			return
+		if len(series) != 1 || pending != 2 {
+			return fmt.Errorf("series %v, the newsletter's at %v", series, pending)
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("lethe_consumer_pending series %v, the newsletter's at %v; want the newsletter's alone, at 2", series, pending)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
 	"github.com/lethe-privacy/lethe/platform/tasks"
 	"github.com/lethe-privacy/lethe/platform/tenants"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/services/registry"
 )
@@ -595,13 +596,7 @@ func TestOtherServicesLearnOfTenants(t *testing.T) {
 	}()
 
 	f.tenant(t, "clio", "Clio ApS")
-	deadline := time.Now().Add(10 * time.Second)
-	for dir.Require("clio") != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the consent service never learned of tenant clio")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually.Succeeds(t, "the consent service learns of tenant clio", func() error { return dir.Require("clio") })
 	if err := dir.Require("clevio"); status.Code(err) != codes.NotFound {
 		t.Fatalf("a tenant never created = %v, want NotFound", err)
 	}

@@ -2,6 +2,7 @@ package retention
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 // A signal acknowledged but not yet applied when the service stopped (a
@@ -95,8 +97,7 @@ func runUntilApplied(t *testing.T, deps service.Deps, collectedAt time.Time) {
 			t.Error(err)
 		}
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually.Succeeds(t, "the journal is replayed after the restart", func() error {
 		var st *subjectState
 		var pending int
 		err := s.DB.View(func(tx *bolt.Tx) error {
@@ -116,12 +117,9 @@ func runUntilApplied(t *testing.T, deps service.Deps, collectedAt time.Time) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Collected["user.behavior.usage"].Equal(collectedAt) && pending == 0 {
-			return
+		if !st.Collected["user.behavior.usage"].Equal(collectedAt) || pending != 0 {
+			return fmt.Errorf("state %+v, %d journaled", st, pending)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the restart: state %+v, %d journaled", st, pending)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -1,7 +1,7 @@
 package retention_test
 
 import (
-	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +12,7 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
-	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 const (
@@ -125,17 +125,12 @@ func TestKirjanpitolaki2Luku10KeepsVouchersAndBooks(t *testing.T) {
 		Tenant: &registryv1.Tenant{TenantId: "clevenio", DisplayName: "clevenio"}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		at, why := f.keptUntil(t, "clevenio", "aino", "user.financial.ledger")
-		if at.Equal(day(2027, 1, 1)) {
-			break
+	eventually.Succeeds(t, "the book is kept until 2027-01-01 after the move to the calendar year", func() error {
+		if at, why := f.keptUntil(t, "clevenio", "aino", "user.financial.ledger"); !at.Equal(day(2027, 1, 1)) {
+			return fmt.Errorf("kept until %v\n%s", at, why)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("book kept until %v after the move to the calendar year, want 2027-01-01\n%s", at, why)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	if at, _ := f.keptUntil(t, "clevenio", "aino", "user.financial.invoice"); !at.Equal(day(2023, 1, 1)) {
 		t.Fatalf("voucher kept until %v, want 2023-01-01", at)
 	}
@@ -161,20 +156,7 @@ func (f *fixture) restrict(t testing.TB, tenant, subject string, body any) {
 // that nothing was purged.
 func (f *fixture) waitRestrictions(t testing.TB, published uint64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		cons, err := f.deps.JetStream.Consumer(context.Background(), contract.StreamName, "lethe-retention-restrictions")
-		if err == nil {
-			info, err := cons.Info(context.Background())
-			if err == nil && info.Delivered.Consumer >= published && info.NumPending == 0 && info.NumAckPending == 0 {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the retention service never took the restriction events")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	f.tookAll(t, "lethe-retention-restrictions", published)
 }
 
 // GDPR Art. 18(1)(b) and (c): a subject who wants the data kept has it

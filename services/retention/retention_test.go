@@ -34,6 +34,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
@@ -67,6 +68,8 @@ type fixture struct {
 
 	mu       sync.Mutex
 	received []received // erasure directives, as systems got them
+	// subs are the systems' subscribers, whose consumers settled waits on.
+	subs []*subscriber.Subscriber
 }
 
 // received is one erasure directive a system handled.
@@ -206,7 +209,47 @@ func (f *fixture) system(t testing.TB, tenant, id string, answer answer, categor
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.mu.Lock()
+	f.subs = append(f.subs, sub)
+	f.mu.Unlock()
 	run(t, sub, l.Close)
+}
+
+// tookAll waits until the retention service's consumer name was delivered
+// at least delivered events and has none pending or unacknowledged: the
+// service took every event published to it so far.
+func (f *fixture) tookAll(t testing.TB, name string, delivered uint64) {
+	t.Helper()
+	eventually.Succeeds(t, "consumer "+name+" took every event", func() error {
+		cons, err := f.deps.JetStream.Consumer(f.ctx, contract.StreamName, name)
+		if err != nil {
+			return err
+		}
+		info, err := cons.Info(f.ctx)
+		if err != nil {
+			return err
+		}
+		if info.Delivered.Consumer < delivered || info.NumPending > 0 || info.NumAckPending > 0 {
+			return fmt.Errorf("%d delivered, %d pending, %d unacknowledged", info.Delivered.Consumer, info.NumPending, info.NumAckPending)
+		}
+		return nil
+	})
+}
+
+// settled returns once nothing the retention service committed is still on
+// its way to a system: its outbox is empty and each system's consumers
+// have nothing pending or unacknowledged.
+func (f *fixture) settled(t testing.TB) {
+	t.Helper()
+	eventually.True(t, "the retention service's outbox published everything", func() bool { return f.svc.Outbox.Depth() == 0 })
+	f.mu.Lock()
+	subs := slices.Clone(f.subs)
+	f.mu.Unlock()
+	for _, sub := range subs {
+		for _, name := range sub.ConsumerNames() {
+			f.tookAll(t, name, 0)
+		}
+	}
 }
 
 func day(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 0, 0, 0, 0, time.UTC) }
@@ -289,23 +332,21 @@ func (f *fixture) sweepAt(t testing.TB, at time.Time) int {
 }
 
 // directives returns what the systems received, as sorted strings, waiting
-// until there are want of them and a moment more for any extra. The wait
-// ends as soon as they are there; its bound is generous because thousands
-// of directives through a race-enabled build on a loaded two-core machine
-// took more than ten seconds.
+// until there are want of them and then until nothing more is on its way:
+// the service's outbox published every event it committed and every
+// system's consumer has nothing pending or unacknowledged (the SDK
+// acknowledges after the handler). An extra directive is then among those
+// returned, whatever the machine's speed. The first wait's bound is
+// generous because thousands of directives through a race-enabled build on
+// a loaded two-core machine took more than ten seconds.
 func (f *fixture) directives(t testing.TB, want int) []string {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	eventually.Poll{Timeout: 60 * time.Second}.True(t, fmt.Sprintf("%d directives received", want), func() bool {
 		f.mu.Lock()
-		n := len(f.received)
-		f.mu.Unlock()
-		if n >= want || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond)
+		defer f.mu.Unlock()
+		return len(f.received) >= want
+	})
+	f.settled(t)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []string
@@ -339,14 +380,12 @@ func (f *fixture) report(t testing.TB, tenant, rule string) *retentionv1.RuleRep
 // waitReport waits until a rule's report has no pending answers.
 func (f *fixture) waitReport(t testing.TB, tenant, rule string) *retentionv1.RuleReport {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r := f.report(t, tenant, rule)
-		if r.Pending == 0 || time.Now().After(deadline) {
-			return r
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var r *retentionv1.RuleReport
+	eventually.True(t, "rule "+rule+"'s report has no pending answers", func() bool {
+		r = f.report(t, tenant, rule)
+		return r.Pending == 0
+	})
+	return r
 }
 
 // clickLearn declares ClickLearn's rules (SEEDS.md): usage data a year
@@ -518,17 +557,12 @@ func TestNewsletterPurgedOnWithdrawalUnlessAnotherRuleKeepsIt(t *testing.T) {
 	f.withdraw(t, "clicklearn", "dee", "newsletter", now)
 	f.withdraw(t, "clicklearn", "eve", "newsletter", now)
 
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		at, _ := f.purgeAt(t, "clicklearn", "dee", "user.communication.newsletter")
-		if at.Equal(now) {
-			break
+	eventually.Succeeds(t, "dee's withdrawal reaches the retention service", func() error {
+		if at, _ := f.purgeAt(t, "clicklearn", "dee", "user.communication.newsletter"); !at.Equal(now) {
+			return fmt.Errorf("purge at %v", at)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dee's withdrawal never reached the retention service (purge at %v)", at)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	f.sweepAt(t, now.Add(time.Minute))
 	wantDirectives(t, f.directives(t, 1), "lms dee newsletter ERASE [user.communication.newsletter]")
 
@@ -904,20 +938,7 @@ func TestRetainedAnswersToOtherServicesAreErasedOnTheirDate(t *testing.T) {
 	// The clock stays put until the service has taken both copies. An
 	// answer read after its until-date has passed is not scheduled, as it
 	// would loop; that is not what this test is about.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		cons, err := f.deps.JetStream.Consumer(f.ctx, contract.StreamName, "lethe-retention-retained")
-		if err == nil {
-			info, err := cons.Info(f.ctx)
-			if err == nil && info.Delivered.Consumer >= 2 && info.NumPending == 0 && info.NumAckPending == 0 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the retention service never took the retained answers")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	f.tookAll(t, "lethe-retention-retained", 2)
 	f.clock.Set(day(2031, 12, 30))
 	if n := f.sweepAt(t, day(2031, 12, 30)); n != 0 {
 		t.Fatalf("a sweep before the until-date fired %d", n)

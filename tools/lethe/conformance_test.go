@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,6 +23,7 @@ import (
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 // The conformance suite: one test per company of SEEDS.md, each driving a
@@ -243,20 +245,17 @@ func (p *platform) dsarJSON(t *testing.T, args ...string) map[string]any {
 	return req
 }
 
-// eventually polls fn for up to 20 seconds.
-func eventually(t *testing.T, what string, fn func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ok, detail := fn()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached in 20s\n%s", what, detail)
-		}
-		time.Sleep(100 * time.Millisecond)
+// cliPoll is how the tests wait on the lethe CLI and the services behind
+// it: a poll runs a command or a call, so it runs less often than the
+// default.
+var cliPoll = eventually.Poll{Interval: 100 * time.Millisecond}
+
+// unless is a poll's answer: nil when ok, otherwise what was seen.
+func unless(ok bool, detail string) error {
+	if ok {
+		return nil
 	}
+	return errors.New(detail)
 }
 
 // TestConformanceClio: cookie banner categories with role eligibility
@@ -310,11 +309,11 @@ func TestConformanceClio(t *testing.T) {
 		t.Fatalf("withdraw: %v\n%s", err, r)
 	}
 	p.wantDecision(t, "clio", "sub-42", "newsletter", false, "withdrawn")
-	eventually(t, "the newsletter applies the withdrawal", func() (bool, string) {
+	cliPoll.Succeeds(t, "the newsletter applies the withdrawal", func() error {
 		r := p.must(t, exitOK, "consent", "propagation", "--tenant", "clio", "--record", rec.Record.RecordID)
 		ok := regexp.MustCompile(`newsletter\s+final\s+applied`).MatchString(r.stdout) &&
 			strings.Contains(r.stdout, "newsletter-sender")
-		return ok, r.stdout + nl.output.String()
+		return unless(ok, r.stdout+nl.output.String())
 	})
 	// newsletter-sender answers by hand: its operator records it, and the
 	// withdrawal has then reached every system.
@@ -356,11 +355,11 @@ func TestConformanceClio(t *testing.T) {
 	stuck := fmt.Sprint(p.dsarJSON(t, "dsar", "create", "--tenant", "clio", "--subject", "sub-43", "--type", "consent_withdrawal",
 		"--purposes", "no-such-purpose")["dsarId"])
 	p.must(t, exitOK, "dsar", "verify", "--tenant", "clio", "--id", stuck, "--attest", "manual", "--evidence", "letter-7")
-	eventually(t, "dsar show tells the failing fan-out", func() (bool, string) {
+	cliPoll.Succeeds(t, "dsar show tells the failing fan-out", func() error {
 		r := p.must(t, exitOK, "dsar", "show", "--tenant", "clio", "--id", stuck)
 		ok := regexp.MustCompile(`fan-out failing at step consent since \S+, \d+ attempts, last \S+`).MatchString(r.stdout) &&
 			strings.Contains(r.stdout, "error: consent: withdraw no-such-purpose:")
-		return ok, r.stdout
+		return unless(ok, r.stdout)
 	})
 	r = p.must(t, exitOK, "dsar", "list", "--tenant", "clio", "--state", "in_progress")
 	if !regexp.MustCompile(stuck + `\s+consent_withdrawal\s+sub-43\s+in_progress \(fan-out failing: consent\)`).MatchString(r.stdout) {
@@ -560,9 +559,9 @@ func TestConformanceClevio(t *testing.T) {
 		t.Fatalf("Clevio answers within 30 days: deadline %v", dl)
 	}
 	p.must(t, exitOK, "dsar", "verify", "--tenant", "clevio", "--id", id, "--attest", "login", "--evidence", "session-77")
-	eventually(t, "the objection stops marketing", func() (bool, string) {
+	cliPoll.Succeeds(t, "the objection stops marketing", func() error {
 		out, code := p.check(t, "clevio", "adult-2", "marketing.email", "--age", "30")
-		return code == exitNo && strings.Contains(out, "objected"), out
+		return unless(code == exitNo && strings.Contains(out, "objected"), out)
 	})
 	p.wantDecision(t, "clevio", "adult-2", "transactional", true, "contract", "--age", "30")
 
@@ -629,17 +628,17 @@ func TestConformanceCleura(t *testing.T) {
 	p.must(t, exitOK, "dsar", "receipt", "--tenant", "cleura", "--id", id)
 	// What the operator said billing keeps is a promise the retention
 	// service keeps: it erases the data at the until-date.
-	eventually(t, "billing's retained data is scheduled for erasure", func() (bool, string) {
+	cliPoll.Succeeds(t, "billing's retained data is scheduled for erasure", func() error {
 		resp, err := p.retention().ExplainSubject(ctxT(t), &retentionv1.ExplainSubjectRequest{TenantId: "cleura", SubjectId: "cust-1"})
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
 		for _, v := range resp.Verdicts {
 			if v.RetainedBy == "billing" && v.Category.Id == "user.financial" && v.PurgeAt.AsTime().Format(time.DateOnly) == "2033-12-31" {
-				return true, ""
+				return nil
 			}
 		}
-		return false, fmt.Sprint(resp.Verdicts)
+		return fmt.Errorf("verdicts %v", resp.Verdicts)
 	})
 
 	exported := p.must(t, exitOK, "export", "--tenant", "cleura").stdout

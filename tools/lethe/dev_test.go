@@ -26,6 +26,7 @@ import (
 
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -148,25 +149,21 @@ func waitServing(t testing.TB, addr string, names []string, p *process) *grpc.Cl
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	health := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(60 * time.Second)
 	for _, name := range names {
-		for {
+		eventually.Poll{Timeout: 60 * time.Second, Interval: 20 * time.Millisecond}.Succeeds(t, name+" is SERVING", func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: name})
 			cancel()
 			if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
-				break
+				return nil
 			}
 			select {
 			case exitErr := <-p.done:
 				t.Fatalf("process exited (%v) before %s was SERVING\n%s", exitErr, name, p.output)
 			default:
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s not SERVING: %v, %v\n%s", name, resp, err, p.output)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return fmt.Errorf("%v, %v\n%s", resp, err, p.output)
+		})
 	}
 	return conn
 }
@@ -347,17 +344,12 @@ func TestDevIssuesVerificationCodesToItsLog(t *testing.T) {
 		return req, nil
 	}
 	var req map[string]any
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	// The DSAR service learns tenants from the registry's events.
+	eventually.Poll{Interval: 50 * time.Millisecond}.Succeeds(t, "dsar create for the new tenant", func() error {
 		var err error
-		if req, err = lethe("dsar", "create", "--tenant", "cleura", "--subject", "cust-7", "--type", "erasure", "--email", "ada@example.com"); err == nil {
-			break
-		}
-		if time.Now().After(deadline) { // the DSAR service learns tenants from the registry's events
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		req, err = lethe("dsar", "create", "--tenant", "cleura", "--subject", "cust-7", "--type", "erasure", "--email", "ada@example.com")
+		return err
+	})
 	id, _ := req["dsarId"].(string)
 	if _, err := lethe("dsar", "verify", "--tenant", "cleura", "--id", id, "--start"); err != nil {
 		t.Fatal(err)

@@ -33,13 +33,13 @@ func TestEventsTailFollowsAcrossARestart(t *testing.T) {
 	go func() {
 		done <- run([]string{"events", "tail", "--all", "--count", "2", "--nats-url", server.ClientURL()}, stdout, stderr)
 	}()
-	eventually(t, "the first event printed", func() (bool, string) {
-		return strings.Count(stdout.String(), "lethe.clio.erasure.requested") == 1, stdout.String() + stderr.String()
+	cliPoll.Succeeds(t, "the first event printed", func() error {
+		return unless(strings.Count(stdout.String(), "lethe.clio.erasure.requested") == 1, stdout.String()+stderr.String())
 	})
 
 	server.Shutdown()
-	eventually(t, "the tail waiting for the platform", func() (bool, string) {
-		return strings.Contains(stderr.String(), "waiting for the platform to come back"), stdout.String() + stderr.String()
+	cliPoll.Succeeds(t, "the tail waiting for the platform", func() error {
+		return unless(strings.Contains(stderr.String(), "waiting for the platform to come back"), stdout.String()+stderr.String())
 	})
 	again, err := broker.StartEmbedded(broker.EmbeddedConfig{Host: "127.0.0.1", Port: port, StoreDir: store, ServerName: "lethe-test"},
 		brokertest.Logger(t))

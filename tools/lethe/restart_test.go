@@ -30,6 +30,7 @@ import (
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/services/consent"
 	"github.com/lethe-privacy/lethe/services/dsar"
 	"github.com/lethe-privacy/lethe/services/registry"
@@ -262,15 +263,18 @@ func applyExamples(tb testing.TB, deps map[string]*deployable) []*tenantfile.Fil
 		// The consent, DSAR and retention services learn a new tenant from
 		// the stream; apply refuses what they do not know yet, and is
 		// idempotent, so it is run again until it succeeds.
-		deadline := time.Now().Add(time.Minute)
-		for code := run(args, &out, &errOut); code != exitOK; code = run(args, &out, &errOut) {
-			if code == exitUsage || time.Now().After(deadline) {
-				tb.Fatalf("lethe apply -f %s: exit %d\n%s%s", path, code, out.String(), errOut.String())
-			}
+		eventually.Poll{Timeout: time.Minute, Interval: 200 * time.Millisecond}.Succeeds(tb, "lethe apply -f "+path, func() error {
 			out.Reset()
 			errOut.Reset()
-			time.Sleep(200 * time.Millisecond)
-		}
+			code := run(args, &out, &errOut)
+			if code == exitUsage {
+				tb.Fatalf("lethe apply -f %s: exit %d\n%s%s", path, code, out.String(), errOut.String())
+			}
+			if code != exitOK {
+				return fmt.Errorf("exit %d\n%s%s", code, out.String(), errOut.String())
+			}
+			return nil
+		})
 		f, err := tenantfile.Read(path)
 		if err != nil {
 			tb.Fatal(err)
@@ -555,22 +559,15 @@ func (l *loader) registry(d *deployable, systems int) {
 	}
 }
 
-// eventually retries fn for up to five minutes.
+// eventually retries fn, each call bounded by ten seconds, for up to five
+// minutes.
 func (l *loader) eventually(what string, fn func(ctx context.Context) error) {
 	l.tb.Helper()
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
+	eventually.Poll{Timeout: 5 * time.Minute, Interval: 200 * time.Millisecond}.Succeeds(l.tb, what, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := fn(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			l.tb.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		defer cancel()
+		return fn(ctx)
+	})
 }
 
 // killWhileWriting runs 16 callers of d.write against the service and

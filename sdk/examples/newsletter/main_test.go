@@ -20,6 +20,7 @@ import (
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
@@ -157,11 +158,12 @@ func answer(t *testing.T, js jetstream.JetStream, ev *eventsv1.Event) eventsv1.O
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	var kind eventsv1.OutcomeKind
+	// Each poll reads the next outcome on the newsletter's subject.
+	eventually.Succeeds(t, "an outcome for "+ev.GetId(), func() error {
 		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
 		if err != nil {
-			continue
+			return err
 		}
 		outcomes, err := contract.UnmarshalOutcomes(msg.Headers(), msg.Data())
 		if err != nil {
@@ -169,12 +171,13 @@ func answer(t *testing.T, js jetstream.JetStream, ev *eventsv1.Event) eventsv1.O
 		}
 		for _, o := range outcomes {
 			if o.GetEventId() == ev.GetId() {
-				return o.GetKind()
+				kind = o.GetKind()
+				return nil
 			}
 		}
-	}
-	t.Fatalf("no outcome for %s", ev.GetId())
-	return 0
+		return fmt.Errorf("the last outcome read was for another event")
+	})
+	return kind
 }
 
 // TestNATSOptions: the newsletter connects as its own user with the
