@@ -4,6 +4,7 @@ package deploy_test
 
 import (
 	"bufio"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -67,8 +68,12 @@ func runInNetworkNamespace(t *testing.T) bool {
 	t.Cleanup(func() { _ = os.RemoveAll(bin) })
 	buildTopologyBinaries(t, bin)
 
-	args := []string{"--net", "--", os.Args[0], "-test.run", "^TestProductionTopology$", "-test.count", "1", "-test.v",
-		"-topology.rounds", strconv.Itoa(*topologyRounds), "-topology.report", *topologyReport}
+	args := []string{"--net", "--", os.Args[0], "-test.run", "^TestProductionTopology$", "-test.count", "1", "-test.v"}
+	flag.Visit(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Name, "topology.") {
+			args = append(args, "-"+f.Name, f.Value.String())
+		}
+	})
 	if deadline, ok := t.Deadline(); ok {
 		// Leave time to report a timeout inside rather than be killed.
 		args = append(args, "-test.timeout", time.Until(deadline).Truncate(time.Second).String())

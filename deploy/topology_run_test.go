@@ -151,7 +151,7 @@ func TestProductionTopology(t *testing.T) {
 	}
 	if *topologyReport != "" && !t.Failed() {
 		writeSoakReport(t, *topologyReport, soakCounts{rounds: *topologyRounds, requests: len(acked), events: events, twice: twice,
-			faults: faults, failedCalls: load.failedCalls(), crashes: by, took: time.Since(began)})
+			faults: faults, failedCalls: load.failedCalls(), crashes: by, took: time.Since(began), partitioned: tp.net != nil})
 	}
 }
 
@@ -740,6 +740,9 @@ type soakCounts struct {
 	// crashes are the exits of a process's own, by process.
 	crashes map[string]int
 	took    time.Duration
+	// partitioned: each round partitioned a NATS node away for
+	// -topology.partition (the machine allowed network namespaces).
+	partitioned bool
 }
 
 // writeSoakReport writes the soak's counts into path's topology soak
@@ -761,12 +764,16 @@ func writeSoakReport(t *testing.T, path string, c soakCounts) {
 		}
 		crashes = strings.Join(parts, ", ")
 	}
+	partition := "no partitions: network namespaces unavailable"
+	if c.partitioned {
+		partition = fmt.Sprintf("a NATS node partitioned away for %s each round", *topologyPartition)
+	}
 	body := fmt.Sprintf("<!-- topology-soak:begin -->\n"+
-		"Last run (`make soak-topology`, %s, %d rounds of the fault sequence, %s):\n\n"+
+		"Last run (`make soak-topology`, %s, %d rounds of the fault sequence, %s, %s):\n\n"+
 		"| requests acknowledged and completed | events applied by the systems | faults survived | calls that failed and were retried | requests a system applied twice | exits of a process's own, restarted |\n"+
 		"|---|---|---|---|---|---|\n"+
 		"| %d | %d | %d | %d | %d | %s |\n"+
-		"<!-- topology-soak:end -->", time.Now().UTC().Format("2006-01-02"), c.rounds, c.took.Round(time.Second),
+		"<!-- topology-soak:end -->", time.Now().UTC().Format("2006-01-02"), c.rounds, partition, c.took.Round(time.Second),
 		c.requests, c.events, c.faults, c.failedCalls, c.twice, crashes)
 	if err := os.WriteFile(path, soakSection.ReplaceAll(b, []byte(body)), 0o644); err != nil {
 		t.Fatal(err)

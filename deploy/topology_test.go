@@ -989,7 +989,13 @@ func (p *process) startLocked() error {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if !p.stopped {
-			fmt.Fprintf(os.Stderr, "topology: %s exited on its own (%v); restarting it as the kubelet would\n", p.name, err)
+			// Its last words, which a passing run would delete with the
+			// log: why it exited is the finding.
+			last := p.tail()
+			if len(last) > 1500 {
+				last = last[len(last)-1500:]
+			}
+			fmt.Fprintf(os.Stderr, "topology: %s exited on its own (%v); restarting it as the kubelet would; its log ended:\n%s\n", p.name, err, last)
 			_ = p.startLocked()
 		}
 	}()
