@@ -56,7 +56,7 @@ func runInNetworkNamespace(t *testing.T) bool {
 	}
 	if err := networkNamespacesWork(); err != nil {
 		t.Logf("NOT partitioning a NATS node: the test cannot make network namespaces here (%v); "+
-			"it runs every process on loopback and kills a node instead (needs root, unshare and ip)", err)
+			"it runs every process on loopback, without that fault (it needs Linux, root, unshare and ip)", err)
 		return false
 	}
 	// Build here: the go command may need its module proxy, which the
