@@ -75,8 +75,11 @@ func runInNetworkNamespace(t *testing.T) bool {
 		}
 	})
 	if deadline, ok := t.Deadline(); ok {
-		// Leave time to report a timeout inside rather than be killed.
-		args = append(args, "-test.timeout", time.Until(deadline).Truncate(time.Second).String())
+		// Time out inside first, so that the inner run reports where it
+		// was and stops its processes, rather than both being killed.
+		if left := time.Until(deadline) - 30*time.Second; left > time.Minute {
+			args = append(args, "-test.timeout", left.Truncate(time.Second).String())
+		}
 	}
 	cmd := exec.Command("unshare", args...)
 	cmd.Env = append(os.Environ(), topologyNetEnv+"=1", topologyBinEnv+"="+bin)
