@@ -117,11 +117,12 @@ fuzz-wire:
 	  -wirefuzz.inputs $(WIREFUZZ_INPUTS) -wirefuzz.seed $(WIREFUZZ_SEED) -wirefuzz.heavy 0 -wirefuzz.timeout 20s \
 	  -wirefuzz.report $(CURDIR)/docs/wirefuzz.md
 
-## soak-topology: the production topology test's fault sequence for SOAK_ROUNDS rounds; writes its counts to docs/operations.md
+## soak-topology: the production topology test's fault sequence for SOAK_ROUNDS rounds, each partitioning a NATS node away for SOAK_PARTITION; writes its counts to docs/operations.md
 SOAK_ROUNDS ?= 10
+SOAK_PARTITION ?= 30s
 soak-topology:
 	cd deploy && go test -race -count=1 -run '^TestProductionTopology$$' -timeout 2h -v . \
-	  -topology.rounds $(SOAK_ROUNDS) -topology.report $(CURDIR)/docs/operations.md
+	  -topology.rounds $(SOAK_ROUNDS) -topology.partition $(SOAK_PARTITION) -topology.report $(CURDIR)/docs/operations.md
 
 ## run: start the whole platform in one process (as the README says)
 run:

@@ -34,6 +34,11 @@ import (
 var (
 	topologyRounds = flag.Int("topology.rounds", 1, "rounds of the fault sequence (make soak-topology runs more)")
 	topologyReport = flag.String("topology.report", "", "file (docs/operations.md) whose topology soak section receives the counts")
+	// Short in make test: long enough for the other two nodes to elect
+	// leaders without the partitioned one and store events without it,
+	// short of the clients' and routes' own detection of a dead
+	// connection (two missed pings, minutes), which the soak reaches.
+	topologyPartition = flag.Duration("topology.partition", 5*time.Second, "how long a NATS node stays partitioned away (make soak-topology: longer)")
 )
 
 // TestProductionTopology runs the production overlay as separate
@@ -44,10 +49,15 @@ var (
 // service once, and freezes one system for longer than its ack wait,
 // restarting each; afterwards every acknowledged request has completed
 // with every system's answer, no system applied a request twice, and the
-// three replicas of the stream agree.
+// three replicas of the stream agree. Where the machine allows network
+// namespaces (topology_netns_linux_test.go), each round also partitions
+// one NATS node away for a while and heals it.
 func TestProductionTopology(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts eleven processes and injects faults; runs without -short")
+	}
+	if runInNetworkNamespace(t) {
+		return
 	}
 	began := time.Now()
 	tp := startTopology(t)
@@ -141,7 +151,7 @@ func TestProductionTopology(t *testing.T) {
 	}
 	if *topologyReport != "" && !t.Failed() {
 		writeSoakReport(t, *topologyReport, soakCounts{rounds: *topologyRounds, requests: len(acked), events: events, twice: twice,
-			faults: faults, failedCalls: load.failedCalls(), crashes: by, took: time.Since(began)})
+			faults: faults, failedCalls: load.failedCalls(), crashes: by, took: time.Since(began), partitioned: tp.net != nil})
 	}
 }
 
@@ -480,6 +490,11 @@ func (tp *topology) faults(l *load, round int) []fault {
 	}
 	node := fmt.Sprintf("nats-%d", (round+1)%3)
 	fs := []fault{{name: "kill -9 " + node + ", restart it", inject: restart(tp.byName[node])}}
+	if tp.net != nil {
+		away := fmt.Sprintf("nats-%d", (round+2)%3)
+		fs = append(fs, fault{name: fmt.Sprintf("partition %s away for %s, heal it", away, *topologyPartition),
+			inject: func(t *testing.T) { tp.partition(t, l, away) }})
+	}
 	for _, svc := range []string{"registry", "consent", "retention", "dsar"} {
 		fs = append(fs, fault{name: "kill -9 lethe-" + svc + "-0, restart it", inject: restart(tp.byName["lethe-"+svc+"-0"])})
 	}
@@ -492,6 +507,102 @@ func (tp *topology) faults(l *load, round int) []fault {
 		p.signal(t, syscall.SIGCONT)
 	}})
 	return fs
+}
+
+// partition cuts NATS node name off from everything for
+// -topology.partition, and at least until the stream of requests has had
+// two more acknowledged and the stream's leader among the other two, a
+// leader for two Raft heartbeats at least (one a second; a connected
+// replica answers each), has not heard from the node for as long: proof that the traffic on the route
+// connections it had before the partition stopped too, not only new
+// connections (which topologyNet.partition checks). Then it heals the
+// node and waits for it to be ready. The node runs on meanwhile, unaware;
+// the other two keep the stream's quorum, electing a leader among them
+// if it was the leader. Whether it catches up is checked with the other
+// faults' checks (the replicas agree at the end).
+func (tp *topology) partition(t *testing.T, l *load, name string) {
+	t.Helper()
+	const unheard = 2 * time.Second
+	p := tp.byName[name]
+	var others []*localPod
+	for _, o := range tp.natsPods() {
+		if o != p {
+			others = append(others, o)
+		}
+	}
+	began, acked := time.Now(), l.ackedCount()
+	tp.net.partition(t, name, mustAddr(t, p, "4222"))
+	before := map[string]uint64{}
+	for _, o := range others {
+		s, err := streamStateOf(o)
+		if err != nil {
+			t.Fatalf("%s while %s is partitioned away: %v", o.name, name, err)
+		}
+		before[o.name] = s.LastSeq
+	}
+	var seen string
+	for deadline := began.Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		seen = ""
+		for _, o := range others {
+			r, err := streamReplicaOf(o)
+			if err != nil {
+				t.Fatalf("%s while %s is partitioned away: %v", o.name, name, err)
+			}
+			if r.Cluster.Leader != o.name || r.Cluster.LeaderSince == nil || time.Since(*r.Cluster.LeaderSince) < unheard {
+				continue
+			}
+			for _, rp := range r.Cluster.Replicas {
+				switch {
+				case rp.Name != name:
+				case rp.Active >= unheard:
+					seen = fmt.Sprintf("leader %s last heard from %s %s ago (lag %d)", o.name, name, rp.Active.Round(100*time.Millisecond), rp.Lag)
+				case rp.Active == 0 && !rp.Current:
+					// A leader elected during the partition that never
+					// heard from it.
+					seen = fmt.Sprintf("leader %s (since %s ago) never heard from %s (lag %d)", o.name,
+						time.Since(*r.Cluster.LeaderSince).Round(100*time.Millisecond), name, rp.Lag)
+				}
+			}
+		}
+		if seen != "" && time.Since(began) >= *topologyPartition && l.ackedCount() >= acked+2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s partitioned away for a minute: %d of 2 requests acknowledged meanwhile; the stream's leader among the others has not missed it for %s: %q",
+				name, l.ackedCount()-acked, unheard, seen)
+		}
+	}
+	var grew []string
+	for _, o := range others {
+		s, err := streamStateOf(o)
+		if err != nil {
+			t.Fatalf("%s while %s is partitioned away: %v", o.name, name, err)
+		}
+		grew = append(grew, fmt.Sprintf("%s %d→%d", o.name, before[o.name], s.LastSeq))
+	}
+	t.Logf("%s partitioned away for %s, %d requests acknowledged meanwhile; %s; the stream's last sequence on the others: %s",
+		name, time.Since(began).Round(100*time.Millisecond), l.ackedCount()-acked, seen, strings.Join(grew, ", "))
+	tp.net.heal(t, name)
+	tp.waitReady(p)
+}
+
+// natsPods are the NATS cluster's pods, nats-0 to nats-2.
+func (tp *topology) natsPods() []*localPod {
+	var ps []*localPod
+	for i := range 3 {
+		ps = append(ps, tp.byName[fmt.Sprintf("nats-%d", i)])
+	}
+	return ps
+}
+
+// mustAddr is p's address for its container port port.
+func mustAddr(t *testing.T, p *localPod, port string) string {
+	t.Helper()
+	a, ok := p.addr(port)
+	if !ok {
+		t.Fatalf("%s has no port %s", p.name, port)
+	}
+	return a
 }
 
 // processes are the topology's processes: pods, then systems.
@@ -528,14 +639,13 @@ func (tp *topology) waitReplicasAgree(t *testing.T, within time.Duration) {
 	for {
 		states := map[string]string{}
 		var errs []error
-		for i := range 3 {
-			p := tp.byName[fmt.Sprintf("nats-%d", i)]
-			state, err := streamState(p)
+		for _, p := range tp.natsPods() {
+			state, err := streamStateOf(p)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
 				continue
 			}
-			states[p.name] = state
+			states[p.name] = state.String()
 		}
 		agree := len(errs) == 0 && states["nats-0"] == states["nats-1"] && states["nats-1"] == states["nats-2"]
 		if agree {
@@ -549,42 +659,76 @@ func (tp *topology) waitReplicasAgree(t *testing.T, within time.Duration) {
 	}
 }
 
-// streamState is one node's own state of the LETHE stream, from its
+// streamReplica is one node's replica of the LETHE stream: its own state
+// and what it knows of the stream's Raft group.
+type streamReplica struct {
+	State   streamInfo `json:"state"`
+	Cluster struct {
+		Leader      string     `json:"leader"`
+		LeaderSince *time.Time `json:"leader_since"`
+		// Replicas are the other replicas; the leader knows how far
+		// behind each is, and when it last heard from each (active is
+		// the time since; zero if never).
+		Replicas []struct {
+			Name    string        `json:"name"`
+			Current bool          `json:"current"`
+			Active  time.Duration `json:"active"`
+			Lag     uint64        `json:"lag"`
+		} `json:"replicas"`
+	} `json:"cluster"`
+}
+
+// streamInfo is one node's own state of the LETHE stream.
+type streamInfo struct {
+	Msgs     uint64 `json:"messages"`
+	FirstSeq uint64 `json:"first_seq"`
+	LastSeq  uint64 `json:"last_seq"`
+	Bytes    uint64 `json:"bytes"`
+}
+
+func (s streamInfo) String() string {
+	return fmt.Sprintf("messages %d, sequences %d-%d, %d bytes", s.Msgs, s.FirstSeq, s.LastSeq, s.Bytes)
+}
+
+// streamStateOf is one node's own state of the LETHE stream, from its
 // monitoring port.
-func streamState(p *localPod) (string, error) {
-	port, ok := p.port("monitor")
+func streamStateOf(p *localPod) (streamInfo, error) {
+	r, err := streamReplicaOf(p)
+	return r.State, err
+}
+
+// streamReplicaOf is one node's replica of the LETHE stream, from its
+// monitoring port.
+func streamReplicaOf(p *localPod) (streamReplica, error) {
+	addr, ok := p.addr("monitor")
 	if !ok {
-		return "", errors.New("no monitor port")
+		return streamReplica{}, errors.New("no monitor port")
 	}
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/jsz?accounts=true&streams=true", port))
+	client := http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + addr + "/jsz?accounts=true&streams=true")
 	if err != nil {
-		return "", err
+		return streamReplica{}, err
 	}
 	defer resp.Body.Close()
 	var jsz struct {
 		AccountDetails []struct {
 			Streams []struct {
-				Name  string `json:"name"`
-				State struct {
-					Msgs     uint64 `json:"messages"`
-					FirstSeq uint64 `json:"first_seq"`
-					LastSeq  uint64 `json:"last_seq"`
-					Bytes    uint64 `json:"bytes"`
-				} `json:"state"`
+				Name string `json:"name"`
+				streamReplica
 			} `json:"stream_detail"`
 		} `json:"account_details"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&jsz); err != nil {
-		return "", err
+		return streamReplica{}, err
 	}
 	for _, a := range jsz.AccountDetails {
 		for _, s := range a.Streams {
 			if s.Name == contract.StreamName {
-				return fmt.Sprintf("messages %d, sequences %d-%d, %d bytes", s.State.Msgs, s.State.FirstSeq, s.State.LastSeq, s.State.Bytes), nil
+				return s.streamReplica, nil
 			}
 		}
 	}
-	return "", fmt.Errorf("no replica of %s", contract.StreamName)
+	return streamReplica{}, fmt.Errorf("no replica of %s", contract.StreamName)
 }
 
 // soakSection is the section of docs/operations.md the soak rewrites.
@@ -596,6 +740,9 @@ type soakCounts struct {
 	// crashes are the exits of a process's own, by process.
 	crashes map[string]int
 	took    time.Duration
+	// partitioned: each round partitioned a NATS node away for
+	// -topology.partition (the machine allowed network namespaces).
+	partitioned bool
 }
 
 // writeSoakReport writes the soak's counts into path's topology soak
@@ -617,12 +764,16 @@ func writeSoakReport(t *testing.T, path string, c soakCounts) {
 		}
 		crashes = strings.Join(parts, ", ")
 	}
+	partition := "no partitions: network namespaces unavailable"
+	if c.partitioned {
+		partition = fmt.Sprintf("a NATS node partitioned away for %s each round", *topologyPartition)
+	}
 	body := fmt.Sprintf("<!-- topology-soak:begin -->\n"+
-		"Last run (`make soak-topology`, %s, %d rounds of the fault sequence, %s):\n\n"+
+		"Last run (`make soak-topology`, %s, %d rounds of the fault sequence, %s, %s):\n\n"+
 		"| requests acknowledged and completed | events applied by the systems | faults survived | calls that failed and were retried | requests a system applied twice | exits of a process's own, restarted |\n"+
 		"|---|---|---|---|---|---|\n"+
 		"| %d | %d | %d | %d | %d | %s |\n"+
-		"<!-- topology-soak:end -->", time.Now().UTC().Format("2006-01-02"), c.rounds, c.took.Round(time.Second),
+		"<!-- topology-soak:end -->", time.Now().UTC().Format("2006-01-02"), c.rounds, partition, c.took.Round(time.Second),
 		c.requests, c.events, c.faults, c.failedCalls, c.twice, crashes)
 	if err := os.WriteFile(path, soakSection.ReplaceAll(b, []byte(body)), 0o644); err != nil {
 		t.Fatal(err)

@@ -81,6 +81,10 @@ type topology struct {
 	systems map[string]*process
 	// operator is the lethe CLI's context file.
 	operator string
+	// net is the NATS nodes' network when each runs in a network
+	// namespace of its own (topology_netns_linux_test.go); nil when all
+	// processes share loopback.
+	net *topologyNet
 }
 
 // localPod is one pod of a rendered StatefulSet, run as a process.
@@ -89,21 +93,22 @@ type localPod struct {
 	sts   *appsv1.StatefulSet
 	c     *corev1.Container
 	root  string
-	ports map[int32]int // containerPort → port on 127.0.0.1
+	host  string        // the pod's IP address: 127.0.0.1, or its own in a network namespace
+	ports map[int32]int // containerPort → port on host
 	// mounts maps each volume mount's path to the folder standing in for it.
 	mounts map[string]string
 	proc   *process
 }
 
-// port returns the loopback port standing in for the container port
-// called name (or numbered so).
-func (p *localPod) port(nameOrNumber string) (int, bool) {
+// addr returns the address (host:port) standing in for the container
+// port called name (or numbered so).
+func (p *localPod) addr(nameOrNumber string) (string, bool) {
 	for _, cp := range p.c.Ports {
 		if cp.Name == nameOrNumber || strconv.Itoa(int(cp.ContainerPort)) == nameOrNumber {
-			return p.ports[cp.ContainerPort], true
+			return net.JoinHostPort(p.host, strconv.Itoa(p.ports[cp.ContainerPort])), true
 		}
 	}
-	return 0, false
+	return "", false
 }
 
 // freePort returns a port on 127.0.0.1 that nothing listens on.
@@ -125,6 +130,14 @@ func freePort(t *testing.T) int {
 // fails the test).
 func buildTopologyBinaries(t *testing.T, dir string) {
 	t.Helper()
+	if prebuilt := os.Getenv(topologyBinEnv); prebuilt != "" {
+		// Built by the test that runs this one in a network namespace,
+		// where the go command may not reach its module proxy.
+		if err := os.Symlink(prebuilt, dir); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
 	args := []string{"build", "-o", dir + string(filepath.Separator)}
 	if raceEnabled {
 		args = append(args, "-race")
@@ -143,15 +156,19 @@ func buildTopologyBinaries(t *testing.T, dir string) {
 	t.Logf("built the binaries in %s", time.Since(start).Round(time.Second))
 }
 
-// makeCerts runs the operator's certificate script, with loopback as an
-// extra name of every server certificate (the processes dial each other
-// at 127.0.0.1, where a cluster dials a Service's name).
-func makeCerts(t *testing.T, out string) {
+// makeCerts runs the operator's certificate script, with loopback and
+// the NATS nodes' addresses as extra names of every server certificate
+// (the processes dial each other at these, where a cluster dials a
+// Service's name).
+func makeCerts(t *testing.T, out string, hosts ...string) {
 	t.Helper()
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Fatal("the topology test makes its certificates with deploy/certs/make-certs.sh, which needs openssl: install it (.ci/run does)")
 	}
 	args := []string{"--out", out, "--extra-name", "127.0.0.1"}
+	for _, h := range hosts {
+		args = append(args, "--extra-name", h)
+	}
 	for _, s := range topologySystems {
 		args = append(args, s+"@clio")
 	}
@@ -216,7 +233,8 @@ func startTopology(t *testing.T) *topology {
 		_ = os.RemoveAll(dir)
 	})
 	buildTopologyBinaries(t, tp.bin)
-	makeCerts(t, tp.certs)
+	tp.net = joinTopologyNet(t)
+	makeCerts(t, tp.certs, tp.net.hosts()...)
 	tp.prod = render(t, "overlays/production")
 
 	// The Secrets an operator creates (deploy/README.md): the key pairs
@@ -243,10 +261,19 @@ func startTopology(t *testing.T) *topology {
 		}
 		for n := range replicas {
 			p := &localPod{name: fmt.Sprintf("%s-%d", sts.Name, n), sts: sts, c: &sts.Spec.Template.Spec.Containers[0],
-				ports: map[int32]int{}, mounts: map[string]string{}}
+				host: "127.0.0.1", ports: map[int32]int{}, mounts: map[string]string{}}
 			p.root = filepath.Join(dir, "pods", p.name)
-			for _, cp := range p.c.Ports {
-				p.ports[cp.ContainerPort] = freePort(t)
+			if sts.Name == "nats" && tp.net != nil {
+				// A network namespace of its own: its own address and
+				// the container's ports, as in a pod.
+				p.host = tp.net.addNode(t, p.name)
+				for _, cp := range p.c.Ports {
+					p.ports[cp.ContainerPort] = int(cp.ContainerPort)
+				}
+			} else {
+				for _, cp := range p.c.Ports {
+					p.ports[cp.ContainerPort] = freePort(t)
+				}
 			}
 			tp.pods = append(tp.pods, p)
 			tp.byName[p.name] = p
@@ -365,6 +392,9 @@ func (tp *topology) preparePod(p *localPod) {
 	}
 	p.proc = &process{name: p.name, path: filepath.Join(tp.bin, binary), args: args, env: env,
 		log: filepath.Join(tp.dir, "logs", p.name+".log")}
+	if p.sts.Name == "nats" && tp.net != nil {
+		tp.net.enter(p.name, p.proc)
+	}
 }
 
 // writeVolume writes what a Secret or ConfigMap volume holds: every key,
@@ -466,7 +496,7 @@ var (
 // localize maps one value of the manifest to this machine: a path to the
 // folder standing in for its volume, a listen address ":port" to the
 // pod's loopback port, and "[scheme://]service:port" (comma-separated) to
-// the loopback ports of the pods the Service selects. Anything else is
+// the addresses of the pods the Service selects. Anything else is
 // kept. A path no volume provides, or an address of no Service, fails.
 func (tp *topology) localize(p *localPod, what, v string) string {
 	t := tp.t
@@ -475,11 +505,11 @@ func (tp *topology) localize(p *localPod, what, v string) string {
 		return tp.mapPath(p, what, v)
 	}
 	if m := listenAddr.FindStringSubmatch(v); m != nil {
-		port, ok := p.port(m[1])
+		addr, ok := p.addr(m[1])
 		if !ok {
 			t.Fatalf("%s: %s=%s listens on %s, which is no port of the container", p.name, what, v, m[1])
 		}
-		return fmt.Sprintf("127.0.0.1:%d", port)
+		return addr
 	}
 	parts := strings.Split(v, ",")
 	if !serviceAddr.MatchString(strings.TrimSpace(parts[0])) {
@@ -492,12 +522,11 @@ func (tp *topology) localize(p *localPod, what, v string) string {
 			t.Fatalf("%s: %s=%s: %q is not an address", p.name, what, v, part)
 		}
 		port, _ := strconv.Atoi(m[4])
-		ports, err := tp.resolve(m[2], int32(port))
+		addrs, err := tp.resolve(m[2], int32(port))
 		if err != nil {
 			t.Fatalf("%s: %s=%s: %v", p.name, what, v, err)
 		}
-		for _, hp := range ports {
-			addr := fmt.Sprintf("127.0.0.1:%d", hp)
+		for _, addr := range addrs {
 			if m[1] != "" {
 				addr = m[1] + "://" + addr
 			}
@@ -522,11 +551,11 @@ func (tp *topology) mapPath(p *localPod, what, path string) string {
 	return filepath.Join(p.mounts[best], strings.TrimPrefix(path, best))
 }
 
-// resolve returns the loopback ports behind host:port as cluster DNS
+// resolve returns the addresses behind host:port as cluster DNS
 // would: host is a Service (or service.namespace.svc), or a pod's name
 // under its StatefulSet's headless Service (nats-0.nats-cluster); the
 // Service's port leads to its target port on each pod it selects.
-func (tp *topology) resolve(host string, port int32) ([]int, error) {
+func (tp *topology) resolve(host string, port int32) ([]string, error) {
 	host = strings.TrimSuffix(strings.TrimSuffix(host, ".cluster.local"), "."+topologyNamespace+".svc")
 	podName, svcName, isPod := strings.Cut(host, ".")
 	if !isPod {
@@ -554,7 +583,7 @@ func (tp *topology) resolve(host string, port int32) ([]int, error) {
 	if sp.TargetPort.IntValue() == 0 && sp.TargetPort.StrVal == "" {
 		target = strconv.Itoa(int(port))
 	}
-	var ports []int
+	var addrs []string
 	for _, p := range tp.pods {
 		if !selects(&metav1.LabelSelector{MatchLabels: svc.Spec.Selector}, p.sts.Spec.Template.Labels) {
 			continue
@@ -562,21 +591,21 @@ func (tp *topology) resolve(host string, port int32) ([]int, error) {
 		if isPod && (p.name != podName || p.sts.Spec.ServiceName != svcName) {
 			continue
 		}
-		hp, ok := p.port(target)
+		addr, ok := p.addr(target)
 		if !ok {
 			return nil, fmt.Errorf("Service %s port %d targets %s, which pod %s does not have", svcName, port, target, p.name)
 		}
-		ports = append(ports, hp)
+		addrs = append(addrs, addr)
 	}
-	if len(ports) == 0 {
+	if len(addrs) == 0 {
 		return nil, fmt.Errorf("Service %s selects no pod", host)
 	}
-	return ports, nil
+	return addrs, nil
 }
 
 // localizeNATSConfig changes in the NATS configuration what the pod
 // provides and nothing else: the ports it listens on (its container
-// ports, on loopback), the route addresses (resolved like any address),
+// ports, on its address), the route addresses (resolved like any address),
 // and the paths of its store, pid file and certificates (in its volumes).
 func (tp *topology) localizeNATSConfig(p *localPod) {
 	t := tp.t
@@ -599,7 +628,7 @@ func (tp *topology) localizeNATSConfig(p *localPod) {
 		}
 		s := portLine.ReplaceAllStringFunc(string(b), func(line string) string {
 			m := portLine.FindStringSubmatch(line)
-			hp, ok := p.port(m[3])
+			addr, ok := p.addr(m[3])
 			if !ok {
 				t.Fatalf("%s: %s: %s %s is no port of the container", p.name, filepath.Base(f), m[2], m[3])
 			}
@@ -607,16 +636,16 @@ func (tp *topology) localizeNATSConfig(p *localPod) {
 			if m[2] == "http_port" {
 				key = "http"
 			}
-			return fmt.Sprintf(`%s%s: "127.0.0.1:%d"`, m[1], key, hp)
+			return fmt.Sprintf(`%s%s: %q`, m[1], key, addr)
 		})
 		s = route.ReplaceAllStringFunc(s, func(u string) string {
 			m := route.FindStringSubmatch(u)
 			port, _ := strconv.Atoi(m[2])
-			ports, err := tp.resolve(m[1], int32(port))
-			if err != nil || len(ports) != 1 {
+			addrs, err := tp.resolve(m[1], int32(port))
+			if err != nil || len(addrs) != 1 {
 				t.Fatalf("%s: route %s: %v", p.name, u, err)
 			}
-			return fmt.Sprintf("nats-route://127.0.0.1:%d", ports[0])
+			return "nats-route://" + addrs[0]
 		})
 		s = pathLine.ReplaceAllStringFunc(s, func(line string) string {
 			m := pathLine.FindStringSubmatch(line)
@@ -666,11 +695,11 @@ func (tp *topology) probe(p *localPod, pr *corev1.Probe) error {
 	defer cancel()
 	switch {
 	case pr.HTTPGet != nil:
-		hp, ok := p.port(pr.HTTPGet.Port.String())
+		addr, ok := p.addr(pr.HTTPGet.Port.String())
 		if !ok {
 			tp.t.Fatalf("%s: the probe's port %s is no port of the container", p.name, pr.HTTPGet.Port.String())
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", hp, pr.HTTPGet.Path), nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+pr.HTTPGet.Path, nil)
 		if err != nil {
 			return err
 		}
@@ -685,11 +714,11 @@ func (tp *topology) probe(p *localPod, pr *corev1.Probe) error {
 		}
 		return nil
 	case pr.GRPC != nil:
-		hp, ok := p.port(strconv.Itoa(int(pr.GRPC.Port)))
+		addr, ok := p.addr(strconv.Itoa(int(pr.GRPC.Port)))
 		if !ok {
 			tp.t.Fatalf("%s: the probe's port %d is no port of the container", p.name, pr.GRPC.Port)
 		}
-		conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", hp), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return err
 		}
@@ -711,26 +740,26 @@ func (tp *topology) probe(p *localPod, pr *corev1.Probe) error {
 	return nil
 }
 
-// serviceAddr returns the loopback address of lethe-<svc>'s gRPC port, as
-// its Service resolves.
+// serviceAddr returns the address of lethe-<svc>'s gRPC port, as its
+// Service resolves.
 func (tp *topology) serviceAddr(svc string) string {
-	ports, err := tp.resolve("lethe-"+svc, services[svc])
-	if err != nil || len(ports) != 1 {
+	addrs, err := tp.resolve("lethe-"+svc, services[svc])
+	if err != nil || len(addrs) != 1 {
 		tp.t.Fatalf("lethe-%s:%d: %v", svc, services[svc], err)
 	}
-	return fmt.Sprintf("127.0.0.1:%d", ports[0])
+	return addrs[0]
 }
 
 // natsURL returns the NATS Service's client URLs, as a cluster client
 // outside Lethe's pods reaches them.
 func (tp *topology) natsURL() string {
-	ports, err := tp.resolve("nats", 4222)
+	addrs, err := tp.resolve("nats", 4222)
 	if err != nil {
 		tp.t.Fatal(err)
 	}
 	var urls []string
-	for _, p := range ports {
-		urls = append(urls, fmt.Sprintf("tls://127.0.0.1:%d", p))
+	for _, a := range addrs {
+		urls = append(urls, "tls://"+a)
 	}
 	return strings.Join(urls, ",")
 }
@@ -960,7 +989,13 @@ func (p *process) startLocked() error {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if !p.stopped {
-			fmt.Fprintf(os.Stderr, "topology: %s exited on its own (%v); restarting it as the kubelet would\n", p.name, err)
+			// Its last words, which a passing run would delete with the
+			// log: why it exited is the finding.
+			last := p.tail()
+			if len(last) > 1500 {
+				last = last[len(last)-1500:]
+			}
+			fmt.Fprintf(os.Stderr, "topology: %s exited on its own (%v); restarting it as the kubelet would; its log ended:\n%s\n", p.name, err, last)
 			_ = p.startLocked()
 		}
 	}()
