@@ -71,7 +71,12 @@ type Config struct {
 	// "_INBOX.<system>@<tenant>": connect with
 	//
 	//	nats.Connect(url, nats.UserInfo("newsletter@clio", password),
-	//		nats.CustomInboxPrefix("_INBOX.newsletter@clio"))
+	//		nats.CustomInboxPrefix("_INBOX.newsletter@clio"),
+	//		nats.MaxReconnects(-1), nats.PingInterval(10*time.Second))
+	//
+	// The ping interval decides how soon the connection notices that its
+	// NATS node was cut off from the cluster (two missed pings); the
+	// client's default of two minutes leaves the system idle for four.
 	JetStream jetstream.JetStream
 	// Ledger remembers the outcomes given, so that duplicates are answered
 	// without calling a handler twice. Its retention must be at least the

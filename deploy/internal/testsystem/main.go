@@ -91,9 +91,13 @@ func run(log *slog.Logger) error {
 		nats.CustomInboxPrefix("_INBOX."+user),
 		nats.RootCAs(*caFile),
 		nats.ClientCert(*certFile, *keyFile),
-		// A node that is down comes back; keep trying rather than give up.
+		// A node that is down comes back; keep trying rather than give up,
+		// and notice a node cut off from the cluster within two missed
+		// pings, as the newsletter example does.
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
+		nats.PingInterval(10*time.Second),
+		nats.MaxPingsOutstanding(2),
 	)
 	if err != nil {
 		return err

@@ -183,7 +183,11 @@ type natsConfig struct {
 // NATS may receive replies only under its own prefix, "_INBOX.<user>":
 // with the default "_INBOX" every JetStream request would time out.
 func (c natsConfig) options() ([]nats.Option, error) {
-	opts := []nats.Option{nats.Name(systemID)}
+	// A system keeps its connection for ever and notices within about
+	// twenty seconds (two missed pings) that its NATS node was cut off
+	// from the cluster, rather than the client's default four minutes.
+	opts := []nats.Option{nats.Name(systemID), nats.MaxReconnects(-1),
+		nats.PingInterval(10 * time.Second), nats.MaxPingsOutstanding(2)}
 	switch {
 	case c.user != "":
 		if c.passwordFile == "" {
