@@ -1,7 +1,6 @@
 package auth_test
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -31,6 +30,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/auth"
 	"github.com/lethe-privacy/lethe/platform/auth/authtest"
 	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
+	"github.com/lethe-privacy/lethe/platform/testkit/logbuf"
 )
 
 const (
@@ -184,7 +184,7 @@ func TestJWTKeysRotate(t *testing.T) {
 	authtest.WritePEM(t, path, keys["ec"])
 	// The reloads' log is the sync point: the broken file is checked once
 	// it was looked at and refused, not after a guessed time.
-	var logs lockedBuffer
+	var logs logbuf.Buffer
 	a, err := auth.NewJWTAuthenticator(auth.JWTConfig{KeysFile: path, Issuer: issuer, Audience: audience, Now: func() time.Time { return now },
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
@@ -209,24 +209,6 @@ func TestJWTKeysRotate(t *testing.T) {
 	if _, err := a.Verify(token); err != nil {
 		t.Fatalf("a broken keys file replaced the good keys: %v", err)
 	}
-}
-
-// lockedBuffer is a log destination safe for concurrent writers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestJWTKeysFileIsChecked(t *testing.T) {

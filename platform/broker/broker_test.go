@@ -1,7 +1,6 @@
 package broker_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
+	"github.com/lethe-privacy/lethe/platform/testkit/logbuf"
 )
 
 // TestMain checks that every server and connection the tests start is gone
@@ -203,7 +202,7 @@ func TestConnectRetriesUntilServerStarts(t *testing.T) {
 }
 
 func TestStartEmbeddedSyncsAlwaysByDefaultAndLogsThroughSlog(t *testing.T) {
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg := broker.DefaultEmbeddedConfig(t.TempDir())
 	cfg.Port = -1
@@ -285,25 +284,6 @@ func BenchmarkPublish(b *testing.B) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer that the server's goroutines may log to
-// while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // A service starts with the NATS cluster: its first provisioning request
 // reaches a node whose cluster has no meta leader yet, which leaves it
 // unanswered. EnsureStream asks again, so the stream is provisioned once
@@ -324,24 +304,12 @@ func TestEnsureStreamWaitsForTheClusterToElectItsLeader(t *testing.T) {
 		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", port)})
 	}
 	start := func(i int) *server.Server {
-		s, err := server.NewServer(&server.Options{
-			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		return brokertest.Run(t, &server.Options{
+			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1,
 			JetStream: true, StoreDir: t.TempDir(),
 			Cluster: server.ClusterOpts{Name: "lethe-test", Host: "127.0.0.1", Port: clusterPorts[i]},
 			Routes:  routes,
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Start()
-		t.Cleanup(func() {
-			s.Shutdown()
-			s.WaitForShutdown()
-		})
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatalf("node %d did not start", i)
-		}
-		return s
 	}
 	first := start(0)
 	nc, err := nats.Connect(first.ClientURL())

@@ -1,14 +1,12 @@
 package service_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
+	"github.com/lethe-privacy/lethe/platform/testkit/logbuf"
 )
 
 // TestAuditAnchorsArePublished: while a service runs, the head of each of
@@ -38,7 +37,7 @@ func TestAuditAnchorsArePublished(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk := clock.NewFake(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
-	var logs lockedBuffer
+	var logs logbuf.Buffer
 	base, err := service.OpenBase(service.Deps{DataDir: t.TempDir(), Clock: clk, NATS: nc, JetStream: js,
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil)), AnchorEvery: 10 * time.Millisecond},
 		store.Schema{Service: "things", Version: 1})
@@ -124,21 +123,4 @@ func TestAuditAnchorsArePublished(t *testing.T) {
 	if !found["things"] || !found["things-journal"] {
 		t.Fatalf("anchors in the log: %v\n%s", found, logs.String())
 	}
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

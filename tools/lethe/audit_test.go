@@ -21,6 +21,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/hashchain"
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/testkit/logbuf"
 )
 
 // bucketThings stands for a service's state that only audited mutations
@@ -209,7 +210,7 @@ func TestAuditVerifyAgainstAnchors(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := t.TempDir()
-	var logBuf syncBuffer
+	var logBuf logbuf.Buffer
 	// run runs the service for n audited changes; a clean stop publishes
 	// the head reached.
 	run := func(n int) {

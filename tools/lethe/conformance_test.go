@@ -24,6 +24,7 @@ import (
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
 	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
+	"github.com/lethe-privacy/lethe/platform/testkit/logbuf"
 )
 
 // The conformance suite: one test per company of SEEDS.md, each driving a
@@ -42,7 +43,7 @@ type platform struct {
 	addr, nats string
 	config     string // a context file naming addr and nats
 	cmd        *exec.Cmd
-	output     *syncBuffer
+	output     *logbuf.Buffer
 	conn       *grpc.ClientConn
 }
 
@@ -83,7 +84,7 @@ func sharedPlatform(t *testing.T) *platform {
 	t.Helper()
 	bins := buildBinaries(t, ".", newsletterPkg)
 	shared.once.Do(func() {
-		p := &platform{output: &syncBuffer{}}
+		p := &platform{output: &logbuf.Buffer{}}
 		shared.p = p
 		var err error
 		if p.dir, err = os.MkdirTemp("", "lethe-conformance-"); err != nil {

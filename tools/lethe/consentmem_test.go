@@ -23,6 +23,7 @@ import (
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
+	"github.com/lethe-privacy/lethe/platform/testkit/logbuf"
 	"github.com/lethe-privacy/lethe/tools/wirefuzz"
 )
 
@@ -61,7 +62,7 @@ func BenchmarkConsentMemory(b *testing.B) {
 			b.Error(err)
 		}
 	}()
-	conn := waitServing(b, addr, healthNames, &process{done: done, output: &syncBuffer{}})
+	conn := waitServing(b, addr, healthNames, &process{done: done, output: &logbuf.Buffer{}})
 	consent := consentv1.NewConsentServiceClient(conn)
 	const tenant = "memload"
 	servertest.CreateTenant(b, registryv1.NewRegistryServiceClient(conn),

@@ -7,6 +7,7 @@ import (
 
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
+	"github.com/lethe-privacy/lethe/platform/testkit/logbuf"
 )
 
 // TestEventsTailFollowsAcrossARestart: `lethe events tail` keeps following
@@ -28,7 +29,7 @@ func TestEventsTailFollowsAcrossARestart(t *testing.T) {
 	}
 	publish(server, "lethe.clio.erasure.requested")
 
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	stdout, stderr := &logbuf.Buffer{}, &logbuf.Buffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"events", "tail", "--all", "--count", "2", "--nats-url", server.ClientURL()}, stdout, stderr)
