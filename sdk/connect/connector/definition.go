@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"text/template"
+	"text/template/parse"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -548,7 +549,31 @@ func (v *validator) template(field, text string) *template.Template {
 		v.bad(field, "%v", err)
 		return nil
 	}
+	for _, n := range t.Tree.Root.Nodes {
+		if !plainNode(n) {
+			v.bad(field, "%s: only values such as {{.Identifier}} or {{.Params.name}} may be used, no functions, conditions or loops", n)
+			return nil
+		}
+	}
 	return t
+}
+
+// plainNode reports whether n is text or a value printed as it is, such
+// as {{.Params.audience_id}}: a template with nothing else cannot bypass
+// the escaping of the values it prints, and says plainly what it sends.
+func plainNode(n parse.Node) bool {
+	switch n := n.(type) {
+	case *parse.TextNode:
+		return true
+	case *parse.ActionNode:
+		p := n.Pipe
+		if len(p.Decl) > 0 || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
+			return false
+		}
+		_, ok := p.Cmds[0].Args[0].(*parse.FieldNode)
+		return ok
+	}
+	return false
 }
 
 func (v *validator) rules(field string, rs []ruleSpec, polled bool) []rule {
