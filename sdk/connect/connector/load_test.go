@@ -127,8 +127,12 @@ func TestParseRefuses(t *testing.T) {
 		{"url host from a value", func(m map[string]any) { at(m, "request")["url"] = "https://{{.Params.workspace}}.acme.example/v2" }, "request.url:"},
 		{"url undeclared param", func(m map[string]any) { at(m, "request")["url"] = "https://api.acme.example/{{.Params.region}}" }, "request.url:"},
 		{"url template syntax", func(m map[string]any) { at(m, "request")["url"] = "https://api.acme.example/{{.Params" }, "request.url:"},
-		{"url template function", func(m map[string]any) { at(m, "request")["url"] = `https://api.acme.example/{{printf "%s" .Identifier}}` }, "request.url:"},
-		{"url template condition", func(m map[string]any) { at(m, "request")["url"] = `https://api.acme.example/{{if .Identifier}}x{{end}}` }, "request.url:"},
+		{"url template function", func(m map[string]any) {
+			at(m, "request")["url"] = `https://api.acme.example/{{printf "%s" .Identifier}}`
+		}, "request.url:"},
+		{"url template condition", func(m map[string]any) {
+			at(m, "request")["url"] = `https://api.acme.example/{{if .Identifier}}x{{end}}`
+		}, "request.url:"},
 		{"url template variable", func(m map[string]any) { at(m, "request")["url"] = `https://api.acme.example/{{$x := .Identifier}}` }, "request.url:"},
 		{"body not JSON", func(m map[string]any) { at(m, "request")["body"] = `{"phone": {{.Identifier}}` }, "request.body:"},
 		{"body quoting a value", func(m map[string]any) { at(m, "request")["body"] = `{"phone": "{{.Identifier}}"}` }, "request.body:"},
@@ -139,7 +143,9 @@ func TestParseRefuses(t *testing.T) {
 		{"response outcome", func(m map[string]any) { rule(m)["outcome"] = "ok" }, "responses[0].outcome:"},
 		{"response status", func(m map[string]any) { rule(m)["status"] = []any{999} }, "responses[0].status[0]:"},
 		{"response no status", func(m map[string]any) { delete(rule(m), "status") }, "responses[0].status:"},
-		{"response match path", func(m map[string]any) { rule(m)["match"] = []any{map[string]any{"path": "$.job", "equals": []any{"x"}}} }, "responses[0].match[0].path:"},
+		{"response match path", func(m map[string]any) {
+			rule(m)["match"] = []any{map[string]any{"path": "$.job", "equals": []any{"x"}}}
+		}, "responses[0].match[0].path:"},
 		{"response match equals", func(m map[string]any) { rule(m)["match"] = []any{map[string]any{"path": "job.state"}} }, "responses[0].match[0].equals:"},
 		{"never done", func(m map[string]any) { rule(m)["outcome"] = "failed" }, "responses:"},
 		{"pending without poll", func(m map[string]any) { delete(m, "poll") }, "responses[0].outcome:"},
