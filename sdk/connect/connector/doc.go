@@ -55,7 +55,9 @@
 //	  deadline: 1h                       # then the event is delivered again later
 //	  responses: [...]                   # pending keeps polling
 //
-// Templates are Go text/template with no functions and only these values:
+// Templates are Go text/template holding text and values only (no
+// functions, conditions, loops or variables, refused at load), and only
+// these values:
 // .Params.<name>, .Identifier (in the form the file names), .EventID (the
 // event's id, the idempotency key to send where the vendor takes one),
 // .Tenant, .RequestTime (RFC 3339, UTC) and, in a poll request,
