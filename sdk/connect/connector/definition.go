@@ -497,8 +497,8 @@ func (v *validator) request(field string, r requestSpec, sample *tmplData, withB
 			v.bad(field+".url", "%v", err)
 		} else if pu, err := url.Parse(s); err != nil || pu.Scheme != "https" || pu.Host == "" {
 			v.bad(field+".url", "%q does not render to an https URL", r.URL)
-		} else if strings.Contains(pu.Host, sampleValue) {
-			v.bad(field+".url", "the host may not come from a template value")
+		} else if strings.Contains(pu.Host, sampleValue) || pu.User != nil {
+			v.bad(field+".url", "the host may not come from a template value, nor carry user information")
 		}
 	}
 	if len(r.Headers) > maxHeaders {

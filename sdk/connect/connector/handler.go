@@ -34,7 +34,8 @@ type Config struct {
 	// <secrets-dir>/<tenant>/<system> at the runner.
 	SecretsDir string
 	// HTTPClient sends the requests; nil means a client with a 30 s
-	// timeout. Redirects are never followed.
+	// timeout, as does a client without one. Redirects are never
+	// followed.
 	HTTPClient *http.Client
 	// Clock gives the time for request times, token expiry, Retry-After
 	// and poll deadlines; nil means time.Now.
@@ -114,6 +115,11 @@ func (d *Definition) Handler(cfg Config) (subscriber.Handler, error) {
 	client := &http.Client{Timeout: 30 * time.Second}
 	if cfg.HTTPClient != nil {
 		c := *cfg.HTTPClient
+		if c.Timeout == 0 {
+			// The subscriber's context has no deadline: a vendor that
+			// never answers must not hold the event for ever.
+			c.Timeout = 30 * time.Second
+		}
 		client = &c
 	}
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return errNoRedirect }

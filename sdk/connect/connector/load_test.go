@@ -125,6 +125,7 @@ func TestParseRefuses(t *testing.T) {
 		{"url empty", func(m map[string]any) { delete(at(m, "request"), "url") }, "request.url:"},
 		{"url http", func(m map[string]any) { at(m, "request")["url"] = "http://api.acme.example/v2" }, "request.url:"},
 		{"url host from a value", func(m map[string]any) { at(m, "request")["url"] = "https://{{.Params.workspace}}.acme.example/v2" }, "request.url:"},
+		{"url user information", func(m map[string]any) { at(m, "request")["url"] = "https://{{.Identifier}}@api.acme.example/v2" }, "request.url:"},
 		{"url undeclared param", func(m map[string]any) { at(m, "request")["url"] = "https://api.acme.example/{{.Params.region}}" }, "request.url:"},
 		{"url template syntax", func(m map[string]any) { at(m, "request")["url"] = "https://api.acme.example/{{.Params" }, "request.url:"},
 		{"url template function", func(m map[string]any) {

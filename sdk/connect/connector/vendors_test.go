@@ -543,3 +543,31 @@ func TestAsynchronousJob(t *testing.T) {
 	}
 	mu.Unlock()
 }
+
+// A redirect is not followed: it could carry the credentials and the
+// identifier to another host. The task fails visibly instead.
+func TestRedirectNotFollowed(t *testing.T) {
+	var followed atomic.Bool
+	v := newVendor(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Host == "elsewhere.example" {
+			followed.Store(true)
+			writeJSON(w, 202, `{"job": {"id": "j-1"}}`)
+			return
+		}
+		http.Redirect(w, r, "https://elsewhere.example/v2/ops/erasures", http.StatusTemporaryRedirect)
+	})
+	d, err := connector.LoadFile("testdata/acme.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := d.Handler(connector.Config{Params: map[string]string{"workspace": "ops"}, SecretsDir: secrets(t, map[string]string{"api-token": "acme-token"}), HTTPClient: v.client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, h, fixedIdentifiers{&commonv1.Identifier{Type: commonv1.IdentifierType_IDENTIFIER_TYPE_PHONE, Value: "+442079460018"}})
+	o := r.erase(t, "redirect-1")
+	wantOutcome(t, o, failed)
+	if !strings.Contains(o.GetReason(), "redirect") || followed.Load() {
+		t.Errorf("reason %q, followed %v", o.GetReason(), followed.Load())
+	}
+}
