@@ -84,7 +84,7 @@
 //   - failed: FAILED, with the HTTP status and the vendor's message at
 //     message, without control characters or the identifier sent, cut to
 //     300 characters;
-//   - retry: the request is sent again, up to three times, after the
+//   - retry: the request is tried up to three times in all, after the
 //     vendor's Retry-After (seconds or a date) if it is at most
 //     [Config.MaxRetryAfter], and no request of the instance leaves before
 //     it; otherwise the handler returns an error and the subscriber

@@ -40,8 +40,8 @@ type Config struct {
 	// Clock gives the time for request times, token expiry, Retry-After
 	// and poll deadlines; nil means time.Now.
 	Clock func() time.Time
-	// Logger receives one line per vendor call, never with an identifier
-	// or its hash; nil means slog.Default().
+	// Logger receives one line per vendor call at debug level, never
+	// with an identifier or its hash; nil means slog.Default().
 	Logger *slog.Logger
 	// MaxRetryAfter is the longest a handler waits in process for a
 	// vendor's Retry-After before it hands the event back for a later
