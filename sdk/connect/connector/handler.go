@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -337,7 +338,7 @@ func (in *instance) request(ctx context.Context, method string, urlT *template.T
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return nil, err
+		return nil, errors.New("the request URL does not parse") // the error would quote it
 	}
 	if bodyT != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -360,6 +361,12 @@ func (in *instance) request(ctx context.Context, method string, urlT *template.T
 func (in *instance) send(req *http.Request) (int, http.Header, []byte, error) {
 	resp, err := in.client.Do(req)
 	if err != nil {
+		// A *url.Error quotes the whole URL, which may carry the
+		// identifier (an e-mail address in a query); name the host only.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = fmt.Errorf("%s %s: %w", req.Method, req.URL.Host, ue.Err)
+		}
 		return 0, nil, nil, err
 	}
 	defer resp.Body.Close()

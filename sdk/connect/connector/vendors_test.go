@@ -571,3 +571,20 @@ func TestRedirectNotFollowed(t *testing.T) {
 		t.Errorf("reason %q, followed %v", o.GetReason(), followed.Load())
 	}
 }
+
+// A vendor out of reach is retried and ends FAILED with a reason that
+// names the host, never the URL: Campaign Monitor's carries the address.
+func TestUnreachableVendorReasonHasNoIdentifier(t *testing.T) {
+	v := newVendor(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) })
+	v.srv.Close()
+	cfg := connector.Config{
+		Params:     map[string]string{"list_id": "a58ee1d3039b8bec838e6d1482a8a965"},
+		SecretsDir: secrets(t, map[string]string{"api-key": "cm-key"}), HTTPClient: v.client,
+	}
+	r := newRig(t, handler(t, "campaign-monitor", cfg), fixedIdentifiers{email("ada@example.com")})
+	o := r.erase(t, "down-1")
+	wantOutcome(t, o, failed)
+	if !strings.Contains(o.GetReason(), "api.createsend.com") || strings.Contains(o.GetReason(), "ada") || strings.Contains(o.GetReason(), "example") {
+		t.Errorf("reason %q: want the host and no address", o.GetReason())
+	}
+}
