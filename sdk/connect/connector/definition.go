@@ -5,6 +5,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -55,19 +56,19 @@ type pollDef struct {
 
 // fileSpec is the connector file as written; see the package doc.
 type fileSpec struct {
-	Name        string        `yaml:"name"`
-	Description string        `yaml:"description"`
-	Document    documentSpec  `yaml:"document"`
-	Answers     []string      `yaml:"answers"`
-	Params      []paramSpec   `yaml:"params"`
-	Identifier  identSpec     `yaml:"identifier"`
-	Auth        authSpec      `yaml:"auth"`
-	RateLimit   rateSpec      `yaml:"rate_limit"`
-	Request     requestSpec   `yaml:"request"`
-	Responses   []ruleSpec    `yaml:"responses"`
-	Message     string        `yaml:"message"`
-	Poll        *pollSpec     `yaml:"poll"`
-	ConsentPurp *consentSpecs `yaml:"consent"`
+	Name        string       `yaml:"name"`
+	Description string       `yaml:"description"`
+	Document    documentSpec `yaml:"document"`
+	Answers     []string     `yaml:"answers"`
+	Params      []paramSpec  `yaml:"params"`
+	Identifier  identSpec    `yaml:"identifier"`
+	Auth        authSpec     `yaml:"auth"`
+	RateLimit   rateSpec     `yaml:"rate_limit"`
+	Request     requestSpec  `yaml:"request"`
+	Responses   []ruleSpec   `yaml:"responses"`
+	Message     string       `yaml:"message"`
+	Poll        *pollSpec    `yaml:"poll"`
+	Consent     *consentSpec `yaml:"consent"`
 }
 
 type documentSpec struct {
@@ -83,9 +84,9 @@ type paramSpec struct {
 }
 
 type identSpec struct {
-	Type      string `yaml:"type"`
-	Form      string `yaml:"form"`
-	WhenEmpty string `yaml:"when_missing"`
+	Type        string `yaml:"type"`
+	Form        string `yaml:"form"`
+	WhenMissing string `yaml:"when_missing"`
 }
 
 type authSpec struct {
@@ -131,9 +132,9 @@ type pollSpec struct {
 	Responses   []ruleSpec        `yaml:"responses"`
 }
 
-// consentSpecs says which consent withdrawals the connector answers: those
+// consentSpec says which consent withdrawals the connector answers: those
 // that withdraw the purpose named by the parameter purpose_param.
-type consentSpecs struct {
+type consentSpec struct {
 	PurposeParam string `yaml:"purpose_param"`
 }
 
@@ -241,7 +242,7 @@ func Load(fsys fs.FS, name string) (*Definition, error) {
 	}
 	defer f.Close()
 	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(ioLimit(f, maxFileBytes+1)); err != nil {
+	if _, err := buf.ReadFrom(io.LimitReader(f, maxFileBytes+1)); err != nil {
 		return nil, fmt.Errorf("connector: reading %s: %w", name, err)
 	}
 	d, err := Parse(buf.Bytes())
@@ -357,12 +358,12 @@ func (v *validator) definition(s fileSpec) *Definition {
 	params := v.params(s.Params)
 	if slices.Contains(d.kinds, contract.KindConsentWithdrawn) {
 		switch {
-		case s.ConsentPurp == nil:
+		case s.Consent == nil:
 			v.bad("consent", "is required when answers lists %s", contract.KindConsentWithdrawn)
-		case !params[s.ConsentPurp.PurposeParam]:
-			v.bad("consent.purpose_param", "%q is not a declared parameter", s.ConsentPurp.PurposeParam)
+		case !params[s.Consent.PurposeParam]:
+			v.bad("consent.purpose_param", "%q is not a declared parameter", s.Consent.PurposeParam)
 		}
-	} else if s.ConsentPurp != nil {
+	} else if s.Consent != nil {
 		v.bad("consent", "is set but answers does not list %s", contract.KindConsentWithdrawn)
 	}
 	v.identifier(d, s.Identifier)
@@ -427,12 +428,12 @@ func (v *validator) identifier(d *Definition, s identSpec) {
 	if f == commonv1.IdentifierForm_IDENTIFIER_FORM_MD5_LOWERCASE && t != commonv1.IdentifierType_IDENTIFIER_TYPE_EMAIL {
 		v.bad("identifier.form", "md5 is defined for e-mail addresses only")
 	}
-	switch s.WhenEmpty {
+	switch s.WhenMissing {
 	case "", "failed":
 		d.failMissing = true
 	case "not_found":
 	default:
-		v.bad("identifier.when_missing", "%q is not failed or not_found", s.WhenEmpty)
+		v.bad("identifier.when_missing", "%q is not failed or not_found", s.WhenMissing)
 	}
 	d.idType, d.idForm = t, f
 }

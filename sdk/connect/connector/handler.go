@@ -161,7 +161,7 @@ func (in *instance) handle(ctx context.Context, ev *subscriber.Event) (subscribe
 		return subscriber.Failed("connector " + d.Name() + " does not answer " + string(kind)), nil
 	}
 	if kind == contract.KindConsentWithdrawn {
-		purpose := in.params[d.file.ConsentPurp.PurposeParam]
+		purpose := in.params[d.file.Consent.PurposeParam]
 		if purpose == "" || !slices.Contains(ev.Proto().GetConsentWithdrawn().GetPurposeIds(), purpose) {
 			return subscriber.NotApplicable("the withdrawn purposes do not include the one this system serves"), nil
 		}

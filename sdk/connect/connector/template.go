@@ -154,6 +154,3 @@ func (l *limitWriter) Write(p []byte) (int, error) {
 	l.n -= len(p)
 	return l.w.Write(p)
 }
-
-// ioLimit reads at most n bytes of r.
-func ioLimit(r io.Reader, n int64) io.Reader { return io.LimitReader(r, n) }
