@@ -12,6 +12,7 @@ BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 STATICCHECK_VERSION        := v0.8.2
+GOCYCLO_VERSION            := v0.6.0
 
 # Tools install into the repository, so a pinned version never mixes with
 # whatever else the machine has.
@@ -24,10 +25,10 @@ MODULES := $(shell go list -m -f '{{.Dir}}')
 # Keep the race-enabled suite within a 2-core machine's means.
 GOTEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: test tools generate lint vet staticcheck check-generate check-versions go-test bench bench-restart fuzz-wire soak-topology run
+.PHONY: test tools generate lint vet staticcheck cyclo check-generate check-versions go-test bench bench-restart fuzz-wire soak-topology run
 
-## test: everything CI checks — lint, generated code, versions, vet, staticcheck, race tests of every module
-test: tools lint check-generate check-versions vet staticcheck go-test
+## test: everything CI checks — lint, generated code, versions, vet, staticcheck, complexity, race tests of every module
+test: tools lint check-generate check-versions vet staticcheck cyclo go-test
 
 ## tools: install the pinned code generators and linters into .bin/
 tools:
@@ -36,6 +37,7 @@ tools:
 	GOBIN=$(TOOLBIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(TOOLBIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	GOBIN=$(TOOLBIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	GOBIN=$(TOOLBIN) go install github.com/fzipp/gocyclo/cmd/gocyclo@$(GOCYCLO_VERSION)
 
 # The API's descriptors with their comments, which reflection serves
 # (gen/go/descriptorset).
@@ -78,6 +80,12 @@ vet:
 ## staticcheck: staticcheck every module
 staticcheck:
 	@for m in $(MODULES); do echo "staticcheck $${m#$(CURDIR)/}"; (cd $$m && staticcheck ./...); done
+
+## cyclo: no hand-written function above cyclomatic complexity CYCLO_MAX (docs/design.md); tests and generated code are exempt
+CYCLO_MAX := 19
+cyclo:
+	@files=$$(git ls-files --cached --others --exclude-standard '*.go' ':!:*_test.go' | xargs grep -L '^// Code generated .* DO NOT EDIT\.$$'); \
+	gocyclo -over $(CYCLO_MAX) $$files || { echo "split the functions above (complexity over $(CYCLO_MAX)): see docs/design.md"; exit 1; }
 
 ## go-test: race-enabled tests of every module
 go-test:

@@ -169,79 +169,21 @@ type completed struct {
 // Complete validates c, fills defaults and builds the logger and telemetry
 // providers.
 func (c Config) Complete(ctx context.Context) (CompletedConfig, error) {
-	var errs []error
-	if c.Name == "" {
-		errs = append(errs, errors.New("server name is required"))
-	}
-	if c.Listener == nil && c.Addr == "" {
-		errs = append(errs, errors.New("--addr is required"))
-	}
-	if c.DrainDelay < 0 {
-		errs = append(errs, fmt.Errorf("--drain-delay %s is negative", c.DrainDelay))
-	}
-	if c.ShutdownTimeout < 0 {
-		errs = append(errs, fmt.Errorf("--shutdown-timeout %s is negative", c.ShutdownTimeout))
-	}
 	if c.Profile == "" {
 		c.Profile = ProfileDev
 	}
-	errs = append(errs, c.checkProfile()...)
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(append(c.checkRequired(), c.checkProfile()...)...); err != nil {
 		return CompletedConfig{}, err
 	}
-
-	if c.Logger == nil {
-		if c.LogOutput == nil {
-			c.LogOutput = os.Stderr
-		}
-		if c.LogLevel == "" {
-			c.LogLevel = "info"
-		}
-		if c.LogFormat == "" {
-			c.LogFormat = "json"
-		}
-		logger, err := telemetry.NewLogger(c.LogOutput, c.LogLevel, c.LogFormat)
-		if err != nil {
-			return CompletedConfig{}, err
-		}
-		c.Logger = logger
+	if err := c.completeLogger(); err != nil {
+		return CompletedConfig{}, err
 	}
-	c.Logger = c.Logger.With("server", c.Name)
-
-	if c.FileWatch.Logger == nil {
-		c.FileWatch.Logger = c.Logger
+	keyPair, serverTLS, err := c.loadTLS()
+	if err != nil {
+		return CompletedConfig{}, err
 	}
-	var keyPair *tlsconfig.KeyPair
-	var serverTLS *tls.Config
-	if c.TLSCertFile != "" {
-		pair, err := tlsconfig.LoadKeyPair(c.TLSCertFile, c.TLSKeyFile, c.FileWatch)
-		if err != nil {
-			return CompletedConfig{}, fmt.Errorf("--tls-cert: %w", err)
-		}
-		var clientCAs *tlsconfig.Pool
-		if c.TLSClientCAFile != "" {
-			if clientCAs, err = tlsconfig.LoadPool(c.TLSClientCAFile, c.FileWatch); err != nil {
-				return CompletedConfig{}, fmt.Errorf("--tls-client-ca: %w", err)
-			}
-		}
-		keyPair, serverTLS = pair, tlsconfig.Server(pair, clientCAs)
-	}
-	if c.Authenticator == nil {
-		a, err := c.buildAuthenticator()
-		if err != nil {
-			return CompletedConfig{}, err
-		}
-		c.Authenticator = a
-	}
-	if c.Policy == nil && c.PolicyFile != "" {
-		policy, err := auth.LoadPolicy(c.PolicyFile, c.Logger)
-		if err != nil {
-			return CompletedConfig{}, err
-		}
-		c.Policy = policy
-	}
-	if c.Policy == nil {
-		c.Policy = auth.AllowAll{}
+	if err := c.completeAuth(); err != nil {
+		return CompletedConfig{}, err
 	}
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
@@ -261,6 +203,94 @@ func (c Config) Complete(ctx context.Context) (CompletedConfig, error) {
 		c.Telemetry, owns = providers, true
 	}
 	return CompletedConfig{&completed{Config: c, ownsTelemetry: owns, KeyPair: keyPair, serverTLS: serverTLS}}, nil
+}
+
+// checkRequired returns what c lacks or has out of range whatever the
+// profile.
+func (c *Config) checkRequired() []error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("server name is required"))
+	}
+	if c.Listener == nil && c.Addr == "" {
+		errs = append(errs, errors.New("--addr is required"))
+	}
+	if c.DrainDelay < 0 {
+		errs = append(errs, fmt.Errorf("--drain-delay %s is negative", c.DrainDelay))
+	}
+	if c.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-timeout %s is negative", c.ShutdownTimeout))
+	}
+	return errs
+}
+
+// completeLogger builds the logger from the flags unless one is given,
+// names the server in it, and lends it to the file watcher.
+func (c *Config) completeLogger() error {
+	if c.Logger == nil {
+		if c.LogOutput == nil {
+			c.LogOutput = os.Stderr
+		}
+		if c.LogLevel == "" {
+			c.LogLevel = "info"
+		}
+		if c.LogFormat == "" {
+			c.LogFormat = "json"
+		}
+		logger, err := telemetry.NewLogger(c.LogOutput, c.LogLevel, c.LogFormat)
+		if err != nil {
+			return err
+		}
+		c.Logger = logger
+	}
+	c.Logger = c.Logger.With("server", c.Name)
+	if c.FileWatch.Logger == nil {
+		c.FileWatch.Logger = c.Logger
+	}
+	return nil
+}
+
+// loadTLS loads the certificate and, for mutual TLS, the client CAs; both
+// results are nil in plaintext.
+func (c *Config) loadTLS() (*tlsconfig.KeyPair, *tls.Config, error) {
+	if c.TLSCertFile == "" {
+		return nil, nil, nil
+	}
+	pair, err := tlsconfig.LoadKeyPair(c.TLSCertFile, c.TLSKeyFile, c.FileWatch)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--tls-cert: %w", err)
+	}
+	var clientCAs *tlsconfig.Pool
+	if c.TLSClientCAFile != "" {
+		if clientCAs, err = tlsconfig.LoadPool(c.TLSClientCAFile, c.FileWatch); err != nil {
+			return nil, nil, fmt.Errorf("--tls-client-ca: %w", err)
+		}
+	}
+	return pair, tlsconfig.Server(pair, clientCAs), nil
+}
+
+// completeAuth fills the authenticator from the flags and the policy from
+// its file, allowing everything when none is given (which production has
+// refused already).
+func (c *Config) completeAuth() error {
+	if c.Authenticator == nil {
+		a, err := c.buildAuthenticator()
+		if err != nil {
+			return err
+		}
+		c.Authenticator = a
+	}
+	if c.Policy == nil && c.PolicyFile != "" {
+		policy, err := auth.LoadPolicy(c.PolicyFile, c.Logger)
+		if err != nil {
+			return err
+		}
+		c.Policy = policy
+	}
+	if c.Policy == nil {
+		c.Policy = auth.AllowAll{}
+	}
+	return nil
 }
 
 // ProfileOrDefault is c's profile, ProfileDev when none is set.
@@ -284,6 +314,30 @@ func (c Config) Refusals() []error {
 // every missing piece at once, so that one failed start tells an operator
 // all that is left to configure.
 func (c *Config) checkProfile() []error {
+	errs := c.checkFlagPairs()
+	switch c.Profile {
+	case ProfileDev:
+		if c.TLSCertFile == "" && c.Listener == nil && c.Addr != "" {
+			if err := requireLoopback(c.Addr); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	case ProfileProduction:
+		errs = append(errs, c.productionRefusals()...)
+	default:
+		errs = append(errs, fmt.Errorf("--profile %q is not %s or %s", c.Profile, ProfileDev, ProfileProduction))
+	}
+	return errs
+}
+
+// usesJWT reports whether any of the JWT flags is set.
+func (c *Config) usesJWT() bool {
+	return c.JWTKeysFile != "" || c.JWTIssuer != "" || c.JWTAudience != ""
+}
+
+// checkFlagPairs returns the flags set without those they need, in any
+// profile.
+func (c *Config) checkFlagPairs() []error {
 	var errs []error
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
@@ -299,39 +353,34 @@ func (c *Config) checkProfile() []error {
 			errs = append(errs, errors.New("--trust-domain needs --tls-client-ca: identities come from client certificates that CA verified"))
 		}
 	}
-	jwt := c.JWTKeysFile != "" || c.JWTIssuer != "" || c.JWTAudience != ""
-	if jwt && (c.JWTKeysFile == "" || c.JWTIssuer == "" || c.JWTAudience == "") {
+	if c.usesJWT() && (c.JWTKeysFile == "" || c.JWTIssuer == "" || c.JWTAudience == "") {
 		errs = append(errs, errors.New("--jwt-keys, --jwt-issuer and --jwt-audience go together"))
 	}
+	return errs
+}
 
-	switch c.Profile {
-	case ProfileDev:
-		if c.TLSCertFile == "" && c.Listener == nil && c.Addr != "" {
-			if err := requireLoopback(c.Addr); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	case ProfileProduction:
-		if c.TLSCertFile == "" {
-			errs = append(errs, errors.New("production refuses a plaintext listener: set --tls-cert and --tls-key"))
-		}
-		if c.TokensFile != "" {
-			errs = append(errs, errors.New("production refuses static tokens (--dev-tokens): use client certificates or JWTs"))
-		}
-		if c.Authenticator == nil && c.TrustDomain == "" && !jwt {
-			errs = append(errs, errors.New("production needs an authenticator: client certificates (--tls-client-ca and --trust-domain) or JWTs (--jwt-keys, --jwt-issuer, --jwt-audience)"))
-		}
-		if reason := devAuthenticator(c.Authenticator); reason != "" {
-			errs = append(errs, errors.New("production refuses "+reason))
-		}
-		if _, ok := c.Policy.(auth.AllowAll); ok {
-			errs = append(errs, errors.New("production refuses the allow-all policy: set --authz-policy"))
-		}
-		if c.Policy == nil && c.PolicyFile == "" {
-			errs = append(errs, errors.New("production needs an authorization policy: set --authz-policy (everything else is denied)"))
-		}
-	default:
-		errs = append(errs, fmt.Errorf("--profile %q is not %s or %s", c.Profile, ProfileDev, ProfileProduction))
+// productionRefusals returns what the production profile refuses in c:
+// plaintext, static tokens, no authenticator or a development one, and no
+// policy or the allow-all one.
+func (c *Config) productionRefusals() []error {
+	var errs []error
+	if c.TLSCertFile == "" {
+		errs = append(errs, errors.New("production refuses a plaintext listener: set --tls-cert and --tls-key"))
+	}
+	if c.TokensFile != "" {
+		errs = append(errs, errors.New("production refuses static tokens (--dev-tokens): use client certificates or JWTs"))
+	}
+	if c.Authenticator == nil && c.TrustDomain == "" && !c.usesJWT() {
+		errs = append(errs, errors.New("production needs an authenticator: client certificates (--tls-client-ca and --trust-domain) or JWTs (--jwt-keys, --jwt-issuer, --jwt-audience)"))
+	}
+	if reason := devAuthenticator(c.Authenticator); reason != "" {
+		errs = append(errs, errors.New("production refuses "+reason))
+	}
+	if _, ok := c.Policy.(auth.AllowAll); ok {
+		errs = append(errs, errors.New("production refuses the allow-all policy: set --authz-policy"))
+	}
+	if c.Policy == nil && c.PolicyFile == "" {
+		errs = append(errs, errors.New("production needs an authorization policy: set --authz-policy (everything else is denied)"))
 	}
 	return errs
 }

@@ -118,6 +118,20 @@ func (s *Subscriber) outcomeOf(ev *Event, out Outcome) *eventsv1.Outcome {
 func validateOutcome(o *eventsv1.Outcome, kind contract.Kind) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	checkOutcomeHeader(o, bad)
+	checkOutcomeKind(o, kind, bad)
+	checkOutcomeRetained(o, bad)
+	if o.GetKind() == eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED {
+		for _, p := range contract.CheckRetained("retained", o.GetRetained()) {
+			errs = append(errs, p)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkOutcomeHeader reports to bad what is wrong with the fields that
+// say which event, tenant, system and subject o is about, and when.
+func checkOutcomeHeader(o *eventsv1.Outcome, bad func(format string, args ...any)) {
 	if o.GetEventId() == "" {
 		bad("event_id is empty")
 	}
@@ -136,6 +150,11 @@ func validateOutcome(o *eventsv1.Outcome, kind contract.Kind) error {
 	if o.GetReportedAt() == nil {
 		bad("reported_at is not set")
 	}
+}
+
+// checkOutcomeKind reports to bad an outcome kind that does not answer an
+// event of kind, and a missing or overlong reason.
+func checkOutcomeKind(o *eventsv1.Outcome, kind contract.Kind, bad func(format string, args ...any)) {
 	switch k := o.GetKind(); {
 	case k == eventsv1.OutcomeKind_OUTCOME_KIND_UNSPECIFIED:
 		bad("kind is not set")
@@ -149,6 +168,12 @@ func validateOutcome(o *eventsv1.Outcome, kind contract.Kind) error {
 	if utf8.RuneCountInString(o.GetReason()) > maxReasonRunes {
 		bad("reason is longer than %d characters", maxReasonRunes)
 	}
+}
+
+// checkOutcomeRetained reports to bad a RETAINED outcome that lists
+// nothing, and each listed item without a defined basis, its detail or
+// its end.
+func checkOutcomeRetained(o *eventsv1.Outcome, bad func(format string, args ...any)) {
 	if o.GetKind() == eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED && len(o.GetRetained()) == 0 {
 		bad("a RETAINED outcome lists what is retained")
 	}
@@ -163,12 +188,6 @@ func validateOutcome(o *eventsv1.Outcome, kind contract.Kind) error {
 			bad("retained[%d]: until is not set", i)
 		}
 	}
-	if o.GetKind() == eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED {
-		for _, p := range contract.CheckRetained("retained", o.GetRetained()) {
-			errs = append(errs, p)
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // truncate shortens s to at most n runes.

@@ -154,24 +154,55 @@ type kindConsumer struct {
 // New checks cfg, fills in its defaults and returns a Subscriber. It does
 // not touch the network; Run does.
 func New(cfg Config) (*Subscriber, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	consumers, err := cfg.kindConsumers()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range cfg.BackOff {
+		if d <= 0 {
+			return nil, fmt.Errorf("subscriber: BackOff delays must be positive, got %s", d)
+		}
+	}
+	cfg = cfg.withDefaults()
+	return &Subscriber{
+		cfg:       cfg,
+		consumers: consumers,
+		log:       cfg.Logger.With("system", cfg.SystemID, "tenant", cfg.Tenant),
+		tracer:    cfg.TracerProvider.Tracer("github.com/lethe-privacy/lethe/sdk/subscriber"),
+		outcomes:  &outcomePublisher{js: cfg.JetStream, system: cfg.SystemID},
+	}, nil
+}
+
+// check reports the first of cfg's required fields that is missing or
+// setting that is out of range.
+func (cfg *Config) check() error {
 	if _, err := contract.ConsumerName(cfg.SystemID, cfg.Tenant); err != nil {
-		return nil, fmt.Errorf("subscriber: %w", err)
+		return fmt.Errorf("subscriber: %w", err)
 	}
 	switch {
 	case cfg.JetStream == nil:
-		return nil, errors.New("subscriber: JetStream is required")
+		return errors.New("subscriber: JetStream is required")
 	case cfg.Ledger == nil:
-		return nil, errors.New("subscriber: Ledger is required")
+		return errors.New("subscriber: Ledger is required")
 	case len(cfg.Handlers) == 0:
-		return nil, errors.New("subscriber: no Handlers: register one for each kind the system answers")
+		return errors.New("subscriber: no Handlers: register one for each kind the system answers")
 	case cfg.Heartbeat != 0 && (cfg.Heartbeat < minHeartbeat || cfg.Heartbeat > pullExpiry/2):
-		return nil, fmt.Errorf("subscriber: Heartbeat (%s) must be from %s to %s", cfg.Heartbeat, minHeartbeat, pullExpiry/2)
+		return fmt.Errorf("subscriber: Heartbeat (%s) must be from %s to %s", cfg.Heartbeat, minHeartbeat, pullExpiry/2)
 	case cfg.Workers < 0, cfg.MaxDeliver < 0, cfg.AckWait < 0:
 		// A negative MaxDeliver would mean "deliver forever" to the
 		// server: a poison event would never be reported.
-		return nil, fmt.Errorf("subscriber: Workers (%d), MaxDeliver (%d) and AckWait (%s) must not be negative",
+		return fmt.Errorf("subscriber: Workers (%d), MaxDeliver (%d) and AckWait (%s) must not be negative",
 			cfg.Workers, cfg.MaxDeliver, cfg.AckWait)
 	}
+	return nil
+}
+
+// kindConsumers returns the durable consumer of each kind cfg has a
+// handler for, and an error for a nil handler or a kind no system answers.
+func (cfg *Config) kindConsumers() ([]kindConsumer, error) {
 	var consumers []kindConsumer
 	// Walk the contract's kinds rather than the map so that consumers are
 	// set up in the same order in every run.
@@ -200,12 +231,12 @@ func New(cfg Config) (*Subscriber, error) {
 			}
 		}
 	}
-	for _, d := range cfg.BackOff {
-		if d <= 0 {
-			return nil, fmt.Errorf("subscriber: BackOff delays must be positive, got %s", d)
-		}
-	}
+	return consumers, nil
+}
 
+// withDefaults returns cfg with every zero setting given its default, and
+// BackOff copied so the caller's slice is not shared.
+func (cfg Config) withDefaults() Config {
 	if cfg.Workers == 0 {
 		cfg.Workers = DefaultWorkers
 	}
@@ -231,13 +262,7 @@ func New(cfg Config) (*Subscriber, error) {
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = otel.GetTracerProvider()
 	}
-	return &Subscriber{
-		cfg:       cfg,
-		consumers: consumers,
-		log:       cfg.Logger.With("system", cfg.SystemID, "tenant", cfg.Tenant),
-		tracer:    cfg.TracerProvider.Tracer("github.com/lethe-privacy/lethe/sdk/subscriber"),
-		outcomes:  &outcomePublisher{js: cfg.JetStream, system: cfg.SystemID},
-	}, nil
+	return cfg
 }
 
 // ConsumerName returns the name of the durable consumer that delivers

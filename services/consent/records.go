@@ -54,77 +54,109 @@ func (s *Service) recordTx(ctx context.Context, tx *bolt.Tx, tenant, subject str
 	if err != nil {
 		return nil, err
 	}
-	now := s.Clock.Now()
 	actor, _ := auth.FromContext(ctx)
+	rc := &recording{tenant: tenant, subject: subject, method: method, evidence: ev, actor: actor.Name, now: s.Clock.Now()}
 	var records []*consentv1.ConsentRecord
 	for _, a := range actions {
-		p, ok, err := storage.PurposeTx(tx, tenant, a.purpose)
+		r, err := s.recordOneTx(tx, rc, a)
 		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, apierror.NotFound("purpose", a.purpose)
-		}
-		given := a.given
-		if given.IsZero() {
-			given = now
-		}
-		// The evidence keeps both times: when the subject gave it and when
-		// Lethe recorded it.
-		r := &consentv1.ConsentRecord{
-			RecordId: outbox.NewEventID(), TenantId: tenant, SubjectId: subject, PurposeId: a.purpose,
-			Action: a.action, NoticeVersion: a.notice, Method: method, RecordedAt: timestamppb.New(now),
-			Actor: actor.Name, Evidence: ev, GivenAt: timestamppb.New(given),
-		}
-		if r.NoticeVersion == "" {
-			// The notice in effect when the subject gave it.
-			r.NoticeVersion = compile(p, given).CurrentNotice
-		} else if !slices.ContainsFunc(p.NoticeVersions, func(v *consentv1.NoticeVersion) bool { return v.Version == a.notice }) {
-			return nil, apierror.Invalid("notice_version", fmt.Sprintf("purpose %q has no notice version %q", a.purpose, a.notice))
-		}
-		grant := a.action == consentv1.ConsentAction_CONSENT_ACTION_GRANT || a.action == consentv1.ConsentAction_CONSENT_ACTION_RENEW
-		if grant && p.DefaultLifetime != nil {
-			// The lifetime counts from when the subject gave it, not from
-			// when an import or a paper form reached Lethe.
-			expires := given.Add(p.DefaultLifetime.AsDuration())
-			r.ExpiresAt = timestamppb.New(expires)
-			// A consent imported after its lifetime ran out is history,
-			// never live here: there is nothing to expire.
-			if expires.After(now) {
-				if err := storage.ScheduleExpiryTx(tx, r); err != nil {
-					return nil, err
-				}
-			}
-		}
-		if err := storage.AddRecordTx(tx, r); err != nil {
-			return nil, err
-		}
-		if err := s.changeTx(tx, tenant, &consentv1.Change{
-			Kind: consentv1.ChangeKind_CHANGE_KIND_CONSENT_RECORDED, SubjectId: subject, PurposeIds: []string{a.purpose},
-			BasisId: r.RecordId, At: r.RecordedAt,
-		}, func() {
-			s.index.Update(tenant, subject, func(sub *decision.Subject) { sub.SetConsent(r.PurposeId, consentOf(r)) })
-		}); err != nil {
 			return nil, err
 		}
 		records = append(records, r)
 	}
 	if len(withdrawn) > 0 {
-		cause := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: records[0].RecordId}
-		for _, r := range records {
-			if slices.Contains(withdrawn, r.PurposeId) {
-				cause.Id = r.RecordId
-				break
-			}
-		}
-		err := s.publishLimitTx(ctx, tx, tenant, subject, cause, expect, &eventsv1.Event{
-			Body: &eventsv1.Event_ConsentWithdrawn{ConsentWithdrawn: &eventsv1.ConsentWithdrawn{PurposeIds: withdrawn}},
-		})
-		if err != nil {
+		if err := s.publishWithdrawalTx(ctx, tx, tenant, subject, records, withdrawn, expect); err != nil {
 			return nil, err
 		}
 	}
 	return records, nil
+}
+
+// recording is what every record of one recordTx call shares.
+type recording struct {
+	tenant, subject string
+	method          consentv1.CollectionMethod
+	evidence        *consentv1.Evidence
+	actor           string
+	now             time.Time
+}
+
+// recordOneTx makes the record of one action: checks its purpose and
+// notice, schedules its expiry, stores it and updates the decision index
+// when the transaction commits.
+func (s *Service) recordOneTx(tx *bolt.Tx, rc *recording, a consentAction) (*consentv1.ConsentRecord, error) {
+	p, ok, err := storage.PurposeTx(tx, rc.tenant, a.purpose)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, apierror.NotFound("purpose", a.purpose)
+	}
+	given := a.given
+	if given.IsZero() {
+		given = rc.now
+	}
+	// The evidence keeps both times: when the subject gave it and when
+	// Lethe recorded it.
+	r := &consentv1.ConsentRecord{
+		RecordId: outbox.NewEventID(), TenantId: rc.tenant, SubjectId: rc.subject, PurposeId: a.purpose,
+		Action: a.action, NoticeVersion: a.notice, Method: rc.method, RecordedAt: timestamppb.New(rc.now),
+		Actor: rc.actor, Evidence: rc.evidence, GivenAt: timestamppb.New(given),
+	}
+	if r.NoticeVersion == "" {
+		// The notice in effect when the subject gave it.
+		r.NoticeVersion = compile(p, given).CurrentNotice
+	} else if !slices.ContainsFunc(p.NoticeVersions, func(v *consentv1.NoticeVersion) bool { return v.Version == a.notice }) {
+		return nil, apierror.Invalid("notice_version", fmt.Sprintf("purpose %q has no notice version %q", a.purpose, a.notice))
+	}
+	if err := scheduleExpiryTx(tx, r, p, given, rc.now); err != nil {
+		return nil, err
+	}
+	if err := storage.AddRecordTx(tx, r); err != nil {
+		return nil, err
+	}
+	return r, s.changeTx(tx, rc.tenant, &consentv1.Change{
+		Kind: consentv1.ChangeKind_CHANGE_KIND_CONSENT_RECORDED, SubjectId: rc.subject, PurposeIds: []string{a.purpose},
+		BasisId: r.RecordId, At: r.RecordedAt,
+	}, func() {
+		s.index.Update(rc.tenant, rc.subject, func(sub *decision.Subject) { sub.SetConsent(r.PurposeId, consentOf(r)) })
+	})
+}
+
+// scheduleExpiryTx gives a grant or renewal of purpose p its expiry, when
+// p has a lifetime, and schedules it unless it has passed.
+func scheduleExpiryTx(tx *bolt.Tx, r *consentv1.ConsentRecord, p *consentv1.Purpose, given, now time.Time) error {
+	grant := r.Action == consentv1.ConsentAction_CONSENT_ACTION_GRANT || r.Action == consentv1.ConsentAction_CONSENT_ACTION_RENEW
+	if !grant || p.DefaultLifetime == nil {
+		return nil
+	}
+	// The lifetime counts from when the subject gave it, not from when an
+	// import or a paper form reached Lethe.
+	expires := given.Add(p.DefaultLifetime.AsDuration())
+	r.ExpiresAt = timestamppb.New(expires)
+	// A consent imported after its lifetime ran out is history, never live
+	// here: there is nothing to expire.
+	if expires.After(now) {
+		return storage.ScheduleExpiryTx(tx, r)
+	}
+	return nil
+}
+
+// publishWithdrawalTx publishes one consent.withdrawn event for the
+// purposes whose live grant records end, caused by the first record of a
+// withdrawn purpose.
+func (s *Service) publishWithdrawalTx(ctx context.Context, tx *bolt.Tx, tenant, subject string, records []*consentv1.ConsentRecord,
+	withdrawn []string, expect []tasks.Expect) error {
+	cause := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: records[0].RecordId}
+	for _, r := range records {
+		if slices.Contains(withdrawn, r.PurposeId) {
+			cause.Id = r.RecordId
+			break
+		}
+	}
+	return s.publishLimitTx(ctx, tx, tenant, subject, cause, expect, &eventsv1.Event{
+		Body: &eventsv1.Event_ConsentWithdrawn{ConsentWithdrawn: &eventsv1.ConsentWithdrawn{PurposeIds: withdrawn}},
+	})
 }
 
 // givenAt checks when a consent was given, as the request names it: an

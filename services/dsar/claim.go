@@ -140,29 +140,85 @@ const submitBatch = 1 << 20
 // one that did not finish. The system's task closes with DATA_SUBMITTED
 // in the transaction that writes the last records.
 func (s *Service) SubmitData(stream grpc.ClientStreamingServer[dsarv1.SubmitDataRequest, dsarv1.SubmitDataResponse]) error {
-	ctx := stream.Context()
-	first, err := stream.Recv()
+	sub, err := s.startSubmission(stream)
 	if err != nil {
 		return err
 	}
-	h := first.GetHeader()
-	if h == nil {
-		return apierror.Invalid("header", "the first message of a submission is its header")
-	}
-	r, task, err := s.openTask(ctx, h.TenantId, h.DsarId, h.SystemId, contract.KindAccessRequested)
-	if err != nil {
-		return err
-	}
-	portable := r.Type == dsarv1.RequestType_REQUEST_TYPE_PORTABILITY
-	var provenance map[string]registryv1.DataProvenance
-	if portable {
-		if provenance, err = s.provenances(ctx, h.TenantId); err != nil {
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := sub.add(msg.GetRecord()); err != nil {
 			return err
 		}
 	}
+	if err := sub.write(true); err != nil {
+		return err
+	}
+	return stream.SendAndClose(&dsarv1.SubmitDataResponse{Records: sub.records, Bytes: sub.size})
+}
+
+// submission is one system's SubmitData stream: the request and task it
+// answers, the key its records are sealed with, and the records received
+// but not yet written.
+type submission struct {
+	s      *Service
+	r      *dsarv1.Request
+	system string
+	task   tasks.Task
+	key    []byte
+	// portable is set for a portability request, whose records are
+	// filtered by legal basis and by the provenance of their category.
+	portable   bool
+	provenance map[string]registryv1.DataProvenance
+	seq        uint64 // the last record's number
+	records    int64  // records kept
+	size       int64  // bytes of JSON kept
+	dropped    leftOut
+	batch      [][2][]byte // sealed records to write, keyed
+	batchBytes int
+}
+
+// startSubmission receives the header, checks that the system has an open
+// access task for the request, and clears what an earlier, unfinished
+// submission of the system wrote.
+func (s *Service) startSubmission(stream grpc.ClientStreamingServer[dsarv1.SubmitDataRequest, dsarv1.SubmitDataResponse]) (*submission, error) {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return nil, apierror.Invalid("header", "the first message of a submission is its header")
+	}
+	r, task, err := s.openTask(ctx, h.TenantId, h.DsarId, h.SystemId, contract.KindAccessRequested)
+	if err != nil {
+		return nil, err
+	}
+	sub := &submission{s: s, r: r, system: h.SystemId, task: task,
+		portable: r.Type == dsarv1.RequestType_REQUEST_TYPE_PORTABILITY}
+	if sub.portable {
+		if sub.provenance, err = s.provenances(ctx, h.TenantId); err != nil {
+			return nil, err
+		}
+	}
+	if sub.key, err = s.restartSubmission(r.DsarId, h.SystemId); err != nil {
+		return nil, err
+	}
+	return sub, nil
+}
+
+// restartSubmission deletes the records system submitted earlier for
+// request id and returns the request's key, which must not be destroyed.
+func (s *Service) restartSubmission(id, system string) ([]byte, error) {
 	var key []byte
-	err = s.DB.Update(func(tx *bolt.Tx) error {
-		sec, err := secretsTx(tx, r.DsarId)
+	err := s.DB.Update(func(tx *bolt.Tx) error {
+		sec, err := secretsTx(tx, id)
 		if err != nil {
 			return err
 		}
@@ -173,103 +229,109 @@ func (s *Service) SubmitData(stream grpc.ClientStreamingServer[dsarv1.SubmitData
 		if key, ok = s.keys.Key(*sec.Key); !ok {
 			return apierror.FailedPrecondition(ReasonKeyDestroyed, "the request's key is destroyed")
 		}
-		return deletePrefixTx(tx, bucketSubmissions, store.Key(r.DsarId, h.SystemId))
+		return deletePrefixTx(tx, bucketSubmissions, store.Key(id, system))
 	})
+	return key, err
+}
+
+// add validates a record, keeps it unless a portable copy leaves it out,
+// and seals it into the batch, writing the batch once it is large.
+func (sub *submission) add(rec *dsarv1.SubmittedRecord) error {
+	if rec == nil {
+		return apierror.Invalid("record", "only the first message of a submission is a header")
+	}
+	if !json.Valid(rec.JsonValue) {
+		return apierror.Invalid("record.json_value", "not a JSON value")
+	}
+	if !sub.keep(rec) {
+		return nil
+	}
+	plain, err := proto.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	var seq uint64
-	var records, size int64
-	var dropped leftOut
-	var batch [][2][]byte
-	batchBytes := 0
-	write := func(last bool) error {
-		return s.DB.Batch(func(tx *bolt.Tx) error {
-			b := store.BucketTx(tx, bucketSubmissions)
-			for _, kv := range batch {
-				if err := b.Put(kv[0], kv[1]); err != nil {
-					return err
-				}
-			}
-			if !last {
-				return nil
-			}
-			sec, err := secretsTx(tx, r.DsarId)
-			if err != nil {
-				return err
-			}
-			if sec.Submitted == nil {
-				sec.Submitted = map[string]int{}
-			}
-			sec.Submitted[h.SystemId] = int(records)
-			sec.Dropped += dropped.basis
-			sec.DroppedNotProvided += dropped.notProvided
-			sec.DroppedUnknown += dropped.unknown
-			if err := putSecretsTx(tx, r.DsarId, sec); err != nil {
-				return err
-			}
-			_, err = s.tracker.RecordOutcomeTx(tx, &eventsv1.Outcome{EventId: task.EventID, TenantId: r.TenantId, SystemId: h.SystemId,
-				SubjectId: r.SubjectId, Cause: causeOf(r.DsarId), Kind: eventsv1.OutcomeKind_OUTCOME_KIND_DATA_SUBMITTED,
-				ReportedAt: timestamppb.New(s.Clock.Now())})
-			return err
-		})
-	}
-	for {
-		msg, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		rec := msg.GetRecord()
-		if rec == nil {
-			return apierror.Invalid("record", "only the first message of a submission is a header")
-		}
-		if !json.Valid(rec.JsonValue) {
-			return apierror.Invalid("record.json_value", "not a JSON value")
-		}
-		if portable && !slices.Contains(portableBases, rec.LegalBasis) {
-			// Art. 20(1)(a): only data processed on consent or contract.
-			dropped.basis++
-			continue
-		}
-		if portable {
-			// Art. 20(1): only data the subject provided, observed data
-			// included; a category of unknown provenance is left out.
-			switch p := provenanceOf(provenance, rec.Category.GetId()); {
-			case p == registryv1.DataProvenance_DATA_PROVENANCE_UNSPECIFIED:
-				dropped.unknown++
-				continue
-			case !portableProvenance(p):
-				dropped.notProvided++
-				continue
-			}
-		}
-		plain, err := proto.Marshal(rec)
-		if err != nil {
-			return err
-		}
-		sealed, err := seal(key, plain, aad(r.DsarId, "submission"))
-		if err != nil {
-			return err
-		}
-		seq++
-		batch = append(batch, [2][]byte{append(store.Key(r.DsarId, h.SystemId), binary.BigEndian.AppendUint64(nil, seq)...), sealed})
-		batchBytes += len(sealed)
-		records++
-		size += int64(len(rec.JsonValue))
-		if batchBytes >= submitBatch {
-			if err := write(false); err != nil {
-				return err
-			}
-			batch, batchBytes = nil, 0
-		}
-	}
-	if err := write(true); err != nil {
+	sealed, err := seal(sub.key, plain, aad(sub.r.DsarId, "submission"))
+	if err != nil {
 		return err
 	}
-	return stream.SendAndClose(&dsarv1.SubmitDataResponse{Records: records, Bytes: size})
+	sub.seq++
+	sub.batch = append(sub.batch, [2][]byte{append(store.Key(sub.r.DsarId, sub.system), binary.BigEndian.AppendUint64(nil, sub.seq)...), sealed})
+	sub.batchBytes += len(sealed)
+	sub.records++
+	sub.size += int64(len(rec.JsonValue))
+	if sub.batchBytes < submitBatch {
+		return nil
+	}
+	if err := sub.write(false); err != nil {
+		return err
+	}
+	sub.batch, sub.batchBytes = nil, 0
+	return nil
+}
+
+// keep reports whether rec belongs in the answer, counting what a portable
+// copy leaves out and why.
+func (sub *submission) keep(rec *dsarv1.SubmittedRecord) bool {
+	if !sub.portable {
+		return true
+	}
+	if !slices.Contains(portableBases, rec.LegalBasis) {
+		// Art. 20(1)(a): only data processed on consent or contract.
+		sub.dropped.basis++
+		return false
+	}
+	// Art. 20(1): only data the subject provided, observed data
+	// included; a category of unknown provenance is left out.
+	switch p := provenanceOf(sub.provenance, rec.Category.GetId()); {
+	case p == registryv1.DataProvenance_DATA_PROVENANCE_UNSPECIFIED:
+		sub.dropped.unknown++
+		return false
+	case !portableProvenance(p):
+		sub.dropped.notProvided++
+		return false
+	}
+	return true
+}
+
+// write stores the batch; the last write also records the counts and
+// closes the system's task, in the same transaction.
+func (sub *submission) write(last bool) error {
+	return sub.s.DB.Batch(func(tx *bolt.Tx) error {
+		b := store.BucketTx(tx, bucketSubmissions)
+		for _, kv := range sub.batch {
+			if err := b.Put(kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+		if !last {
+			return nil
+		}
+		return sub.finishTx(tx)
+	})
+}
+
+// finishTx records how many records the system submitted and how many a
+// portable copy left out, and closes its task with DATA_SUBMITTED.
+func (sub *submission) finishTx(tx *bolt.Tx) error {
+	r := sub.r
+	sec, err := secretsTx(tx, r.DsarId)
+	if err != nil {
+		return err
+	}
+	if sec.Submitted == nil {
+		sec.Submitted = map[string]int{}
+	}
+	sec.Submitted[sub.system] = int(sub.records)
+	sec.Dropped += sub.dropped.basis
+	sec.DroppedNotProvided += sub.dropped.notProvided
+	sec.DroppedUnknown += sub.dropped.unknown
+	if err := putSecretsTx(tx, r.DsarId, sec); err != nil {
+		return err
+	}
+	_, err = sub.s.tracker.RecordOutcomeTx(tx, &eventsv1.Outcome{EventId: sub.task.EventID, TenantId: r.TenantId, SystemId: sub.system,
+		SubjectId: r.SubjectId, Cause: causeOf(r.DsarId), Kind: eventsv1.OutcomeKind_OUTCOME_KIND_DATA_SUBMITTED,
+		ReportedAt: timestamppb.New(sub.s.Clock.Now())})
+	return err
 }
 
 // DownloadPackage implements DsarService.

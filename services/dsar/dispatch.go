@@ -167,88 +167,114 @@ func (s *Service) dispatch(ctx context.Context, tenant, id string) error {
 // plan asks the neighbours what the request's fan-out is. An error names
 // its step (atStep).
 func (s *Service) plan(ctx context.Context, r *dsarv1.Request) (*plan, error) {
-	p := &plan{}
 	cause := causeOf(r.DsarId)
 	ev := &eventsv1.Event{Id: outbox.NewEventID(), TenantId: r.TenantId, SubjectId: r.SubjectId, Cause: cause}
 	switch r.Type {
 	case dsarv1.RequestType_REQUEST_TYPE_ERASURE:
 		return s.planErasure(ctx, r, ev)
 	case dsarv1.RequestType_REQUEST_TYPE_RECTIFICATION:
-		var cats []string
-		for _, c := range r.GetRectification().Corrections {
-			cats = append(cats, c.Category.Id)
-		}
-		expect, err := s.expect(ctx, r.TenantId, registryclient.Scope{Categories: cats})
-		if err != nil {
-			return nil, err
-		}
-		ev.Body = &eventsv1.Event_RectificationRequested{RectificationRequested: &eventsv1.RectificationRequested{Categories: categories(cats)}}
-		p.event, p.expect = ev, expect
+		return s.planRectification(ctx, r, ev)
 	case dsarv1.RequestType_REQUEST_TYPE_ACCESS, dsarv1.RequestType_REQUEST_TYPE_PORTABILITY:
-		var cats []*commonv1.DataCategory
-		portable := r.Type == dsarv1.RequestType_REQUEST_TYPE_PORTABILITY
-		if portable {
-			cats = r.GetPortability().Categories
-		} else {
-			cats = r.GetAccess().Categories
-		}
-		scope := registryclient.Scope{All: len(cats) == 0}
-		for _, c := range cats {
-			scope.Categories = append(scope.Categories, c.Id)
-		}
-		expect, err := s.expect(ctx, r.TenantId, scope)
-		if err != nil {
-			return nil, err
-		}
-		info, err := s.article15(ctx, r.TenantId)
-		if err != nil {
-			return nil, err
-		}
-		body := &eventsv1.AccessRequested{Scope: &eventsv1.Scope{All: len(cats) == 0, Categories: cats}, Portability: portable}
-		if portable {
-			body.LegalBases = portableBases
-		}
-		ev.Body = &eventsv1.Event_AccessRequested{AccessRequested: body}
-		p.event, p.expect, p.info = ev, expect, info
+		return s.planAccess(ctx, r, ev)
+	case dsarv1.RequestType_REQUEST_TYPE_OBJECTION, dsarv1.RequestType_REQUEST_TYPE_RESTRICTION,
+		dsarv1.RequestType_REQUEST_TYPE_CONSENT_WITHDRAWAL:
+		return s.planConsent(ctx, r, cause)
+	case dsarv1.RequestType_REQUEST_TYPE_AUTOMATED_DECISION_REVIEW:
+		return &plan{manual: true}, nil
+	}
+	return &plan{}, nil
+}
+
+// planRectification routes the corrections' categories to the systems
+// that hold them.
+func (s *Service) planRectification(ctx context.Context, r *dsarv1.Request, ev *eventsv1.Event) (*plan, error) {
+	var cats []string
+	for _, c := range r.GetRectification().Corrections {
+		cats = append(cats, c.Category.Id)
+	}
+	expect, err := s.expect(ctx, r.TenantId, registryclient.Scope{Categories: cats})
+	if err != nil {
+		return nil, err
+	}
+	ev.Body = &eventsv1.Event_RectificationRequested{RectificationRequested: &eventsv1.RectificationRequested{Categories: categories(cats)}}
+	return &plan{event: ev, expect: expect}, nil
+}
+
+// planAccess routes an access or portability request's categories (all
+// when it names none) and gathers what Art. 15 tells the subject; a
+// portable copy asks only for data on the bases Art. 20(1)(a) names.
+func (s *Service) planAccess(ctx context.Context, r *dsarv1.Request, ev *eventsv1.Event) (*plan, error) {
+	portable := r.Type == dsarv1.RequestType_REQUEST_TYPE_PORTABILITY
+	cats := r.GetAccess().GetCategories()
+	if portable {
+		cats = r.GetPortability().Categories
+	}
+	scope := registryclient.Scope{All: len(cats) == 0}
+	for _, c := range cats {
+		scope.Categories = append(scope.Categories, c.Id)
+	}
+	expect, err := s.expect(ctx, r.TenantId, scope)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.article15(ctx, r.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	body := &eventsv1.AccessRequested{Scope: &eventsv1.Scope{All: len(cats) == 0, Categories: cats}, Portability: portable}
+	if portable {
+		body.LegalBases = portableBases
+	}
+	ev.Body = &eventsv1.Event_AccessRequested{AccessRequested: body}
+	return &plan{event: ev, expect: expect, info: info}, nil
+}
+
+// planConsent hands an objection, a restriction or a withdrawal of
+// consent to the consent service, which fans it out; the request follows
+// the causes it answers with.
+func (s *Service) planConsent(ctx context.Context, r *dsarv1.Request, cause *commonv1.Cause) (*plan, error) {
+	if s.consent == nil {
+		return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_CONSENT, errors.New("dsar: no consent connection"))
+	}
+	p := &plan{consentCauses: []*commonv1.Cause{cause}}
+	switch r.Type {
 	case dsarv1.RequestType_REQUEST_TYPE_OBJECTION:
-		if s.consent == nil {
-			return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_CONSENT, errors.New("dsar: no consent connection"))
-		}
 		o := r.GetObjection()
 		if _, err := s.consent.RecordObjection(ctx, &consentv1.RecordObjectionRequest{RequestId: "dsar-" + r.DsarId, TenantId: r.TenantId,
 			SubjectId: r.SubjectId, Scope: o.Scope, PurposeIds: o.PurposeIds, Cause: cause}); err != nil {
 			return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_CONSENT, fmt.Errorf("consent: record objection: %w", err))
 		}
-		p.consentCauses = []*commonv1.Cause{cause}
 	case dsarv1.RequestType_REQUEST_TYPE_RESTRICTION:
-		if s.consent == nil {
-			return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_CONSENT, errors.New("dsar: no consent connection"))
-		}
 		x := r.GetRestriction()
 		if _, err := s.consent.ApplyRestriction(ctx, &consentv1.ApplyRestrictionRequest{RequestId: "dsar-" + r.DsarId, TenantId: r.TenantId,
 			SubjectId: r.SubjectId, Ground: x.Ground, PurposeIds: x.PurposeIds, Cause: cause}); err != nil {
 			return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_CONSENT, fmt.Errorf("consent: apply restriction: %w", err))
 		}
-		p.consentCauses = []*commonv1.Cause{cause}
 	case dsarv1.RequestType_REQUEST_TYPE_CONSENT_WITHDRAWAL:
-		if s.consent == nil {
-			return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_CONSENT, errors.New("dsar: no consent connection"))
+		causes, err := s.withdrawConsents(ctx, r)
+		if err != nil {
+			return nil, err
 		}
-		// A withdrawal's cause is its consent record: the consent service
-		// owns it. The request follows one record per purpose.
-		for i, purpose := range r.GetWithdrawal().PurposeIds {
-			resp, err := s.consent.RecordConsent(ctx, &consentv1.RecordConsentRequest{RequestId: fmt.Sprintf("dsar-%s-%d", r.DsarId, i),
-				TenantId: r.TenantId, SubjectId: r.SubjectId, PurposeId: purpose, Action: consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW,
-				Method: consentv1.CollectionMethod_COLLECTION_METHOD_API})
-			if err != nil {
-				return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_CONSENT, fmt.Errorf("consent: withdraw %s: %w", purpose, err))
-			}
-			p.consentCauses = append(p.consentCauses, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: resp.Record.RecordId})
-		}
-	case dsarv1.RequestType_REQUEST_TYPE_AUTOMATED_DECISION_REVIEW:
-		p.manual = true
+		p.consentCauses = causes
 	}
 	return p, nil
+}
+
+// withdrawConsents records a withdrawal per purpose the request names. A
+// withdrawal's cause is its consent record: the consent service owns it.
+// The request follows one record per purpose.
+func (s *Service) withdrawConsents(ctx context.Context, r *dsarv1.Request) ([]*commonv1.Cause, error) {
+	var causes []*commonv1.Cause
+	for i, purpose := range r.GetWithdrawal().PurposeIds {
+		resp, err := s.consent.RecordConsent(ctx, &consentv1.RecordConsentRequest{RequestId: fmt.Sprintf("dsar-%s-%d", r.DsarId, i),
+			TenantId: r.TenantId, SubjectId: r.SubjectId, PurposeId: purpose, Action: consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW,
+			Method: consentv1.CollectionMethod_COLLECTION_METHOD_API})
+		if err != nil {
+			return nil, atStep(dsarv1.FanoutStep_FANOUT_STEP_CONSENT, fmt.Errorf("consent: withdraw %s: %w", purpose, err))
+		}
+		causes = append(causes, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: resp.Record.RecordId})
+	}
+	return causes, nil
 }
 
 // portableBases are the legal bases Art. 20(1)(a) makes data portable on.

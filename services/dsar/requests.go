@@ -92,26 +92,15 @@ func typeOf(req *dsarv1.CreateRequestRequest, r *dsarv1.Request) error {
 // values are sealed under a fresh key of the request; the response never
 // holds them.
 func (s *Service) CreateRequest(ctx context.Context, req *dsarv1.CreateRequestRequest) (*dsarv1.CreateRequestResponse, error) {
-	r := &dsarv1.Request{TenantId: req.TenantId, SubjectId: req.SubjectId, Requester: req.Requester}
-	if err := typeOf(req, r); err != nil {
+	f := &filing{r: &dsarv1.Request{TenantId: req.TenantId, SubjectId: req.SubjectId, Requester: req.Requester}}
+	if err := typeOf(req, f.r); err != nil {
 		return nil, err
 	}
 	if req.Requester.Kind == dsarv1.RequesterKind_REQUESTER_KIND_AGENT && req.Requester.AuthorityReference == "" {
 		return nil, apierror.Invalid("requester.authority_reference", "an agent names the authority it acts under")
 	}
-	if err := s.tenants.Require(req.TenantId); err != nil {
+	if err := s.tenantRules(ctx, req.TenantId, f); err != nil {
 		return nil, err
-	}
-	settings, err := s.tenantSettings(ctx, req.TenantId)
-	if err != nil {
-		return nil, err
-	}
-	zone := settings.GetTimeZone()
-	if zone == "" {
-		zone = period.DefaultZone(settings.GetCountry())
-	}
-	if _, err := period.LoadZone(zone); err != nil {
-		return nil, fmt.Errorf("dsar: the time zone of tenant %s: %w", req.TenantId, err)
 	}
 	if req.ReceivedAt != nil {
 		if err := req.ReceivedAt.CheckValid(); err != nil {
@@ -119,76 +108,128 @@ func (s *Service) CreateRequest(ctx context.Context, req *dsarv1.CreateRequestRe
 		}
 	}
 	for _, id := range req.Identifiers {
-		r.IdentifierTypes = append(r.IdentifierTypes, id.Type)
-	}
-	plain, err := proto.Marshal(&dsarv1.GetIdentifiersResponse{Identifiers: req.Identifiers, Corrections: req.GetRectification().GetCorrections()})
-	if err != nil {
-		return nil, err
+		f.r.IdentifierTypes = append(f.r.IdentifierTypes, id.Type)
 	}
 	// The key is made and synced before the request that needs it
 	// commits; a request that does not commit (refused, a dry run, a
 	// replay) has its key destroyed again below.
-	ref, key, err := s.keys.New()
-	if err != nil {
-		return nil, err
-	}
-	id := outbox.NewEventID()
-	sealed, err := seal(key, plain, aad(id, "identifiers"))
-	if err != nil {
+	if err := s.sealIdentifiers(req, f); err != nil {
 		return nil, err
 	}
 	resp, err := mutate(ctx, s, req, func(tx *bolt.Tx) (*dsarv1.CreateRequestResponse, error) {
-		if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
-			return nil, err
-		}
-		now := s.Clock.Now()
-		received, err := receivedAt(req, settings, now)
-		if err != nil {
-			return nil, err
-		}
-		r := proto.Clone(r).(*dsarv1.Request)
-		r.DsarId, r.State = id, dsarv1.RequestState_REQUEST_STATE_RECEIVED
-		r.Deadline = &dsarv1.Deadline{ReceivedAt: timestamppb.New(received), EnteredAt: timestamppb.New(now),
-			VerificationPausesDeadline: settings.GetVerificationPausesDeadline(),
-			TimeZone:                   zone, HolidayCalendar: period.CalendarOf(settings.GetCountry()).Country()}
-		if settings.GetDsarSla() != nil {
-			r.Deadline.Sla = durationpb.New(settings.DsarSla.AsDuration())
-		}
-		if r.Deadline.VerificationPausesDeadline {
-			r.Deadline.PausedSince = timestamppb.New(now)
-		}
-		computeDeadlines(r.Deadline, now)
-		r.Verification = &dsarv1.Verification{Method: methodOf(settings.GetVerificationChannel())}
-		// Who entered the request and when is its first transition and
-		// its audit entry; a time of receipt given names both times.
-		note, method := "received", "transition -> "+r.State.String()
-		if !received.Equal(now) {
-			note = fmt.Sprintf("received %s, entered %s", received.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano))
-			method += " received_at=" + received.UTC().Format(time.RFC3339Nano)
-		}
-		r.History = []*dsarv1.Transition{{To: r.State, At: timestamppb.New(now), Actor: actorOf(ctx), Note: note}}
-		r.Result = &dsarv1.Result{}
-		if err := s.putRequestTx(tx, r); err != nil {
-			return nil, err
-		}
-		if err := putSecretsTx(tx, id, &secrets{Key: &ref}); err != nil {
-			return nil, err
-		}
-		if err := store.BucketTx(tx, bucketSealed).Put([]byte(id), sealed); err != nil {
-			return nil, err
-		}
-		if err := s.Audit.AppendTx(tx, audit.Entry{Actor: actorOf(ctx), Method: method,
-			TenantID: r.TenantId, Target: id, Code: "OK"}); err != nil {
-			return nil, err
-		}
-		return &dsarv1.CreateRequestResponse{Request: s.viewAt(r, now)}, nil
+		return s.fileTx(ctx, tx, req, f)
 	})
-	if err != nil || req.ValidateOnly || resp.GetRequest().GetDsarId() != id {
-		if derr := s.keys.Destroy(ref); derr != nil {
+	if err != nil || req.ValidateOnly || resp.GetRequest().GetDsarId() != f.id {
+		if derr := s.keys.Destroy(f.ref); derr != nil {
 			s.Logger.Error("dsar: destroying the key of a request that was not filed", "error", derr)
 		}
 	}
 	return resp, err
+}
+
+// filing is what CreateRequest prepares before its write.
+type filing struct {
+	r        *dsarv1.Request // the fields the call sets
+	settings *registryv1.TenantSettings
+	zone     string  // the tenant's time zone, which deadlines are counted in
+	id       string  // the new request's id
+	ref      slotRef // its key
+	sealed   []byte  // its identifiers and corrections, sealed under the key
+}
+
+// tenantRules reads the settings of tenant, which must exist, and the
+// time zone its deadlines are counted in, into f.
+func (s *Service) tenantRules(ctx context.Context, tenant string, f *filing) error {
+	if err := s.tenants.Require(tenant); err != nil {
+		return err
+	}
+	settings, err := s.tenantSettings(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	zone := settings.GetTimeZone()
+	if zone == "" {
+		zone = period.DefaultZone(settings.GetCountry())
+	}
+	if _, err := period.LoadZone(zone); err != nil {
+		return fmt.Errorf("dsar: the time zone of tenant %s: %w", tenant, err)
+	}
+	f.settings, f.zone = settings, zone
+	return nil
+}
+
+// sealIdentifiers makes the request's id and key and seals the
+// identifiers and corrections under it, into f.
+func (s *Service) sealIdentifiers(req *dsarv1.CreateRequestRequest, f *filing) error {
+	plain, err := proto.Marshal(&dsarv1.GetIdentifiersResponse{Identifiers: req.Identifiers, Corrections: req.GetRectification().GetCorrections()})
+	if err != nil {
+		return err
+	}
+	ref, key, err := s.keys.New()
+	if err != nil {
+		return err
+	}
+	f.ref, f.id = ref, outbox.NewEventID()
+	f.sealed, err = seal(key, plain, aad(f.id, "identifiers"))
+	return err
+}
+
+// fileTx writes the request f prepared, received now or at the time
+// given, with its deadline, its first transition, its key and sealed
+// identifiers, and its audit entry.
+func (s *Service) fileTx(ctx context.Context, tx *bolt.Tx, req *dsarv1.CreateRequestRequest, f *filing) (*dsarv1.CreateRequestResponse, error) {
+	if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
+		return nil, err
+	}
+	now := s.Clock.Now()
+	received, err := receivedAt(req, f.settings, now)
+	if err != nil {
+		return nil, err
+	}
+	r := proto.Clone(f.r).(*dsarv1.Request)
+	r.DsarId, r.State = f.id, dsarv1.RequestState_REQUEST_STATE_RECEIVED
+	r.Deadline = newDeadline(f.settings, f.zone, received, now)
+	r.Verification = &dsarv1.Verification{Method: methodOf(f.settings.GetVerificationChannel())}
+	// Who entered the request and when is its first transition and
+	// its audit entry; a time of receipt given names both times.
+	note, method := "received", "transition -> "+r.State.String()
+	if !received.Equal(now) {
+		note = fmt.Sprintf("received %s, entered %s", received.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano))
+		method += " received_at=" + received.UTC().Format(time.RFC3339Nano)
+	}
+	r.History = []*dsarv1.Transition{{To: r.State, At: timestamppb.New(now), Actor: actorOf(ctx), Note: note}}
+	r.Result = &dsarv1.Result{}
+	if err := s.putRequestTx(tx, r); err != nil {
+		return nil, err
+	}
+	if err := putSecretsTx(tx, f.id, &secrets{Key: &f.ref}); err != nil {
+		return nil, err
+	}
+	if err := store.BucketTx(tx, bucketSealed).Put([]byte(f.id), f.sealed); err != nil {
+		return nil, err
+	}
+	if err := s.Audit.AppendTx(tx, audit.Entry{Actor: actorOf(ctx), Method: method,
+		TenantID: r.TenantId, Target: f.id, Code: "OK"}); err != nil {
+		return nil, err
+	}
+	return &dsarv1.CreateRequestResponse{Request: s.viewAt(r, now)}, nil
+}
+
+// newDeadline is a new request's deadline under the tenant's settings,
+// received at received and entered now: its SLA, whether verification
+// pauses it (from now), its time zone and holiday calendar.
+func newDeadline(settings *registryv1.TenantSettings, zone string, received, now time.Time) *dsarv1.Deadline {
+	d := &dsarv1.Deadline{ReceivedAt: timestamppb.New(received), EnteredAt: timestamppb.New(now),
+		VerificationPausesDeadline: settings.GetVerificationPausesDeadline(),
+		TimeZone:                   zone, HolidayCalendar: period.CalendarOf(settings.GetCountry()).Country()}
+	if settings.GetDsarSla() != nil {
+		d.Sla = durationpb.New(settings.DsarSla.AsDuration())
+	}
+	if d.VerificationPausesDeadline {
+		d.PausedSince = timestamppb.New(now)
+	}
+	computeDeadlines(d, now)
+	return d
 }
 
 // receivedAt is a new request's time of receipt: now, or the time given,
@@ -268,55 +309,13 @@ func (s *Service) GetRequest(_ context.Context, req *dsarv1.GetRequestRequest) (
 // evaluated at the service's clock, or as of a past time; a request whose
 // clock is paused for verification is never overdue.
 func (s *Service) ListRequests(_ context.Context, req *dsarv1.ListRequestsRequest) (*dsarv1.ListRequestsResponse, error) {
-	now := s.Clock.Now()
-	within := 7 * 24 * time.Hour
-	if req.DueWithin != nil {
-		within = req.DueWithin.AsDuration()
-	}
-	fingerprint := fmt.Sprint(req.States, req.Deadline, within)
-	if req.AsOf != nil {
-		if err := req.AsOf.CheckValid(); err != nil {
-			return nil, apierror.Invalid("as_of", err.Error())
-		}
-		if req.AsOf.AsTime().After(now) {
-			return nil, apierror.Invalid("as_of", "must not be in the future; DEADLINE_FILTER_DUE_SOON with due_within looks ahead")
-		}
-		now = req.AsOf.AsTime()
-		fingerprint += " as of " + now.UTC().Format(time.RFC3339Nano)
-	}
-	// at returns r's state and deadlines at now (as of as_of), or false
-	// when it had not been received then.
-	at := func(r *dsarv1.Request) (dsarv1.RequestState, *dsarv1.Deadline, bool) {
-		if req.AsOf != nil {
-			return asOf(r, now)
-		}
-		computeDeadlines(r.Deadline, now)
-		return r.State, r.Deadline, true
-	}
-	match := func(r *dsarv1.Request) bool {
-		state, d, received := at(r)
-		if !received {
-			return false
-		}
-		if len(req.States) > 0 && !containsState(req.States, state) {
-			return false
-		}
-		if req.Deadline == dsarv1.DeadlineFilter_DEADLINE_FILTER_UNSPECIFIED {
-			return true
-		}
-		if !isOpen(state) || d.PausedSince != nil {
-			return false
-		}
-		due := earliestDue(d)
-		overdue := now.After(due)
-		if req.Deadline == dsarv1.DeadlineFilter_DEADLINE_FILTER_OVERDUE {
-			return overdue
-		}
-		return !overdue && !due.After(now.Add(within))
+	filter, err := newRequestFilter(req, s.Clock.Now())
+	if err != nil {
+		return nil, err
 	}
 	resp := &dsarv1.ListRequestsResponse{}
 	var pending []bool
-	err := s.DB.View(func(tx *bolt.Tx) error {
+	err = s.DB.View(func(tx *bolt.Tx) error {
 		if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
 			return err
 		}
@@ -329,12 +328,12 @@ func (s *Service) ListRequests(_ context.Context, req *dsarv1.ListRequestsReques
 			if err := proto.Unmarshal(v, r); err != nil {
 				return err
 			}
-			if match(r) {
+			if filter.match(r) {
 				keys = append(keys, string(k))
 				resp.Requests = append(resp.Requests, r)
 			}
 		}
-		start, end, next, err := paging.Slice(keys, req, req.TenantId, fingerprint)
+		start, end, next, err := paging.Slice(keys, req, req.TenantId, filter.fingerprint)
 		if err != nil {
 			return err
 		}
@@ -353,6 +352,73 @@ func (s *Service) ListRequests(_ context.Context, req *dsarv1.ListRequestsReques
 		resp.Requests[i] = s.view(r, pending[i])
 	}
 	return resp, nil
+}
+
+// requestFilter is ListRequests' filters, at its clock or as of a past
+// time.
+type requestFilter struct {
+	req    *dsarv1.ListRequestsRequest
+	now    time.Time     // the clock, or as_of
+	within time.Duration // how far ahead DUE_SOON looks
+	// fingerprint names the filters in page tokens, so a token is not
+	// used with other filters.
+	fingerprint string
+}
+
+// newRequestFilter reads req's filters at now, refusing an as_of that is
+// invalid or in the future.
+func newRequestFilter(req *dsarv1.ListRequestsRequest, now time.Time) (*requestFilter, error) {
+	f := &requestFilter{req: req, now: now, within: 7 * 24 * time.Hour}
+	if req.DueWithin != nil {
+		f.within = req.DueWithin.AsDuration()
+	}
+	f.fingerprint = fmt.Sprint(req.States, req.Deadline, f.within)
+	if req.AsOf != nil {
+		if err := req.AsOf.CheckValid(); err != nil {
+			return nil, apierror.Invalid("as_of", err.Error())
+		}
+		if req.AsOf.AsTime().After(now) {
+			return nil, apierror.Invalid("as_of", "must not be in the future; DEADLINE_FILTER_DUE_SOON with due_within looks ahead")
+		}
+		f.now = req.AsOf.AsTime()
+		f.fingerprint += " as of " + f.now.UTC().Format(time.RFC3339Nano)
+	}
+	return f, nil
+}
+
+// at returns r's state and deadlines at f.now (as of as_of), or false
+// when it had not been received then.
+func (f *requestFilter) at(r *dsarv1.Request) (dsarv1.RequestState, *dsarv1.Deadline, bool) {
+	if f.req.AsOf != nil {
+		return asOf(r, f.now)
+	}
+	computeDeadlines(r.Deadline, f.now)
+	return r.State, r.Deadline, true
+}
+
+// match reports whether r passes the state and deadline filters; a
+// request whose clock is paused for verification is never overdue nor
+// due soon.
+func (f *requestFilter) match(r *dsarv1.Request) bool {
+	state, d, received := f.at(r)
+	if !received {
+		return false
+	}
+	if len(f.req.States) > 0 && !containsState(f.req.States, state) {
+		return false
+	}
+	if f.req.Deadline == dsarv1.DeadlineFilter_DEADLINE_FILTER_UNSPECIFIED {
+		return true
+	}
+	if !isOpen(state) || d.PausedSince != nil {
+		return false
+	}
+	due := earliestDue(d)
+	overdue := f.now.After(due)
+	if f.req.Deadline == dsarv1.DeadlineFilter_DEADLINE_FILTER_OVERDUE {
+		return overdue
+	}
+	return !overdue && !due.After(f.now.Add(f.within))
 }
 
 func containsState(states []dsarv1.RequestState, st dsarv1.RequestState) bool {

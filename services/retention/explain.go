@@ -115,13 +115,9 @@ func causeName(k commonv1.CauseKind) string {
 // follows the tenant's subjects, which is why it is a preview and not what
 // the scheduler does.
 func (s *Service) PreviewPurges(ctx context.Context, req *retentionv1.PreviewPurgesRequest) (*retentionv1.PreviewPurgesResponse, error) {
-	var candidate []rules.Rule
-	for i, r := range req.CandidateRules {
-		rule, err := validateRule(r)
-		if err != nil {
-			return nil, prefixViolations(err, fmt.Sprintf("candidate_rules[%d].", i))
-		}
-		candidate = append(candidate, rule)
+	candidate, err := candidateRules(req.CandidateRules)
+	if err != nil {
+		return nil, err
 	}
 	now, until := s.Clock.Now(), req.Until.AsTime()
 	if !until.After(now) {
@@ -130,10 +126,9 @@ func (s *Service) PreviewPurges(ctx context.Context, req *retentionv1.PreviewPur
 	if _, err := s.applyJournal(); err != nil {
 		return nil, err
 	}
-	previews := map[string]*retentionv1.RulePreview{}
-	subjects := map[string]map[string]bool{}
-	resp := &retentionv1.PreviewPurgesResponse{}
-	err := s.DB.View(func(tx *bolt.Tx) error {
+	pv := &purgePreview{until: until, sampleSize: int(req.SampleSize), resp: &retentionv1.PreviewPurgesResponse{},
+		rules: map[string]*retentionv1.RulePreview{}, subjects: map[string]map[string]bool{}}
+	err = s.DB.View(func(tx *bolt.Tx) error {
 		if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
 			return err
 		}
@@ -142,12 +137,7 @@ func (s *Service) PreviewPurges(ctx context.Context, req *retentionv1.PreviewPur
 			return err
 		}
 		if req.CandidateRules != nil {
-			for i := range candidate {
-				for j := range candidate[i].Triggers {
-					candidate[i].Triggers[j].YearEnd = p.yearEnd
-				}
-			}
-			p = &policy{rules: candidate, holds: p.holds, yearEnd: p.yearEnd}
+			p = p.withRules(candidate)
 		}
 		return s.scheduler.RangeTx(tx, store.Key(req.TenantId), nil, func(key []byte, _ time.Time, payload []byte) error {
 			if err := ctx.Err(); err != nil {
@@ -160,33 +150,9 @@ func (s *Service) PreviewPurges(ctx context.Context, req *retentionv1.PreviewPur
 				s.Logger.Warn("retention: preview skips a subject whose record does not decode", "key", fmt.Sprintf("%q", key), "error", err)
 				return nil
 			}
-			resp.SubjectsEvaluated++
+			pv.resp.SubjectsEvaluated++
 			for c, v := range st.verdicts(p, subject, now) {
-				if v.RuleID == "" {
-					continue
-				}
-				rp, ok := previews[v.RuleID]
-				if !ok {
-					rp = &retentionv1.RulePreview{RuleId: v.RuleID, Action: v.Action}
-					previews[v.RuleID] = rp
-					subjects[v.RuleID] = map[string]bool{}
-				}
-				switch {
-				case !v.Due && v.HeldBy != "":
-					rp.Held++
-				case st.pending(c, v) && v.PurgeAt.Before(until):
-					rp.Items++
-					if !subjects[v.RuleID][subject] {
-						subjects[v.RuleID][subject] = true
-						rp.Subjects++
-						if len(rp.SampleSubjectIds) < int(req.SampleSize) {
-							rp.SampleSubjectIds = append(rp.SampleSubjectIds, subject)
-						}
-					}
-					if rp.FirstPurgeAt == nil || v.PurgeAt.Before(rp.FirstPurgeAt.AsTime()) {
-						rp.FirstPurgeAt = ts(v.PurgeAt)
-					}
-				}
+				pv.count(st, subject, c, v)
 			}
 			return nil
 		})
@@ -194,13 +160,85 @@ func (s *Service) PreviewPurges(ctx context.Context, req *retentionv1.PreviewPur
 	if err != nil {
 		return nil, err
 	}
-	for _, id := range slices.Sorted(maps.Keys(previews)) {
-		if rp := previews[id]; rp.Items > 0 || rp.Held > 0 {
+	return pv.response(), nil
+}
+
+// candidateRules validates the rules a preview is asked to try, naming a
+// bad field under its place in candidate_rules.
+func candidateRules(rs []*retentionv1.Rule) ([]rules.Rule, error) {
+	var candidate []rules.Rule
+	for i, r := range rs {
+		rule, err := validateRule(r)
+		if err != nil {
+			return nil, prefixViolations(err, fmt.Sprintf("candidate_rules[%d].", i))
+		}
+		candidate = append(candidate, rule)
+	}
+	return candidate, nil
+}
+
+// withRules returns the policy with rs in place of its rules, counting
+// their years as the tenant does.
+func (p *policy) withRules(rs []rules.Rule) *policy {
+	for i := range rs {
+		for j := range rs[i].Triggers {
+			rs[i].Triggers[j].YearEnd = p.yearEnd
+		}
+	}
+	return &policy{rules: rs, holds: p.holds, yearEnd: p.yearEnd}
+}
+
+// purgePreview is PreviewPurges' count, per rule, of what would be
+// purged or is held before until.
+type purgePreview struct {
+	until      time.Time
+	sampleSize int
+	resp       *retentionv1.PreviewPurgesResponse
+	rules      map[string]*retentionv1.RulePreview
+	subjects   map[string]map[string]bool // per rule, the subjects counted
+}
+
+// count adds the verdict v on subject's data of category c (whose state
+// is st) to its rule's preview.
+func (pv *purgePreview) count(st *subjectState, subject, c string, v rules.Verdict) {
+	if v.RuleID == "" {
+		return
+	}
+	rp, ok := pv.rules[v.RuleID]
+	if !ok {
+		rp = &retentionv1.RulePreview{RuleId: v.RuleID, Action: v.Action}
+		pv.rules[v.RuleID] = rp
+		pv.subjects[v.RuleID] = map[string]bool{}
+	}
+	switch {
+	case !v.Due && v.HeldBy != "":
+		rp.Held++
+	case st.pending(c, v) && v.PurgeAt.Before(pv.until):
+		rp.Items++
+		if !pv.subjects[v.RuleID][subject] {
+			pv.subjects[v.RuleID][subject] = true
+			rp.Subjects++
+			if len(rp.SampleSubjectIds) < pv.sampleSize {
+				rp.SampleSubjectIds = append(rp.SampleSubjectIds, subject)
+			}
+		}
+		if rp.FirstPurgeAt == nil || v.PurgeAt.Before(rp.FirstPurgeAt.AsTime()) {
+			rp.FirstPurgeAt = ts(v.PurgeAt)
+		}
+	}
+}
+
+// response is the previews of the rules that would purge or are held, in
+// rule order, with their sample subjects sorted.
+func (pv *purgePreview) response() *retentionv1.PreviewPurgesResponse {
+	resp := pv.resp
+	for _, id := range slices.Sorted(maps.Keys(pv.rules)) {
+		if rp := pv.rules[id]; rp.Items > 0 || rp.Held > 0 {
 			slices.Sort(rp.SampleSubjectIds)
 			resp.Rules = append(resp.Rules, rp)
 		}
 	}
-	return resp, nil
+	return resp
 }
 
 // prefixViolations re-reports an InvalidArgument's fields under a prefix.

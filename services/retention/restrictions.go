@@ -58,8 +58,33 @@ func (s *Service) followRestrictions(ctx context.Context, js jetstream.JetStream
 // arrives before its restriction (a redelivery overtaken) leaves a
 // released hold, so the late restriction finds it and places nothing.
 func (s *Service) handleRestriction(msg jetstream.Msg) {
+	ev, hold, ok := restrictionHold(msg.Data())
+	if !ok {
+		s.Logger.Warn("retention: ignoring an undecodable restriction event", "subject", msg.Subject())
+		_ = msg.Term()
+		return
+	}
+	applied := ev.GetRestrictionApplied()
+	if applied != nil && restrictionReasons[applied.Ground] == "" {
+		_ = msg.Ack() // a ground that asks nothing to be kept
+		return
+	}
+	err := s.DB.Batch(func(tx *bolt.Tx) error {
+		return s.restrictionTx(tx, ev, applied != nil, hold)
+	})
+	if err != nil {
+		s.Logger.Error("retention: recording a restriction failed; it will be redelivered", "event_id", ev.Id, "error", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	_ = msg.Ack()
+}
+
+// restrictionHold decodes a restriction event and the hold it places or
+// releases; false when the event or its hold is not valid.
+func restrictionHold(data []byte) (*eventsv1.Event, *retentionv1.Hold, bool) {
 	ev := &eventsv1.Event{}
-	err := proto.Unmarshal(msg.Data(), ev)
+	err := proto.Unmarshal(data, ev)
 	applied, lifted := ev.GetRestrictionApplied(), ev.GetRestrictionLifted()
 	var id string
 	switch {
@@ -72,45 +97,36 @@ func (s *Service) handleRestriction(msg jetstream.Msg) {
 	if hold.Reason == "" {
 		hold.Reason = fmt.Sprintf("Restriction %s (GDPR Art. 18) was lifted", id)
 	}
-	if err != nil || id == "" || !contract.ValidToken(ev.TenantId) || !validSubject(ev.SubjectId) ||
-		len(rules.ValidateHold(holdFromProto(hold))) > 0 || ev.GetOccurredAt() == nil {
-		s.Logger.Warn("retention: ignoring an undecodable restriction event", "subject", msg.Subject())
-		_ = msg.Term()
-		return
-	}
-	if applied != nil && restrictionReasons[applied.Ground] == "" {
-		_ = msg.Ack() // a ground that asks nothing to be kept
-		return
-	}
-	err = s.DB.Batch(func(tx *bolt.Tx) error {
-		k := store.Key(ev.TenantId, hold.HoldId)
-		old := store.BucketTx(tx, bucketHolds).Get(k)
-		switch {
-		case applied != nil && old != nil:
-			return nil // placed already, or lifted before it arrived
-		case applied != nil:
-			hold.StartTime = ev.OccurredAt
-		case old == nil:
-			hold.ReleasedAt = ev.OccurredAt
-		default:
-			if err := proto.Unmarshal(old, hold); err != nil {
-				return err
-			}
-			if hold.ReleasedAt != nil {
-				return nil // released already
-			}
-			hold.ReleasedAt = ev.OccurredAt
-		}
-		if err := putProtoTx(tx, bucketHolds, k, hold); err != nil {
+	ok := err == nil && id != "" && contract.ValidToken(ev.TenantId) && validSubject(ev.SubjectId) &&
+		len(rules.ValidateHold(holdFromProto(hold))) == 0 && ev.GetOccurredAt() != nil
+	return ev, hold, ok
+}
+
+// restrictionTx places hold for an applied restriction, or releases it
+// for a lifted one, unless its record says that was done: a lift before
+// its restriction leaves a released hold that the restriction then finds.
+func (s *Service) restrictionTx(tx *bolt.Tx, ev *eventsv1.Event, applied bool, hold *retentionv1.Hold) error {
+	k := store.Key(ev.TenantId, hold.HoldId)
+	old := store.BucketTx(tx, bucketHolds).Get(k)
+	switch {
+	case applied && old != nil:
+		return nil // placed already, or lifted before it arrived
+	case applied:
+		hold.StartTime = ev.OccurredAt
+	case old == nil:
+		hold.ReleasedAt = ev.OccurredAt
+	default:
+		if err := proto.Unmarshal(old, hold); err != nil {
 			return err
 		}
-		tx.OnCommit(s.wakeSweeper)
-		return s.holdChangedTx(tx, ev.TenantId, hold)
-	})
-	if err != nil {
-		s.Logger.Error("retention: recording a restriction failed; it will be redelivered", "event_id", ev.Id, "error", err)
-		_ = msg.NakWithDelay(time.Second)
-		return
+		if hold.ReleasedAt != nil {
+			return nil // released already
+		}
+		hold.ReleasedAt = ev.OccurredAt
 	}
-	_ = msg.Ack()
+	if err := putProtoTx(tx, bucketHolds, k, hold); err != nil {
+		return err
+	}
+	tx.OnCommit(s.wakeSweeper)
+	return s.holdChangedTx(tx, ev.TenantId, hold)
 }

@@ -109,7 +109,29 @@ func (c *connFlags) registerOutput(fs *flag.FlagSet) {
 
 // resolve merges the config file's context with the flags.
 func (c *connFlags) resolve() (contextConfig, error) {
-	var ctx contextConfig
+	ctx, err := c.fileContext()
+	if err != nil {
+		return ctx, err
+	}
+	c.override(&ctx)
+	ctx.TokenFile, ctx.NATSCreds = expandHome(ctx.TokenFile), expandHome(ctx.NATSCreds)
+	if ctx.TLS != nil {
+		ctx.TLS.CA, ctx.TLS.Cert, ctx.TLS.Key = expandHome(ctx.TLS.CA), expandHome(ctx.TLS.Cert), expandHome(ctx.TLS.Key)
+	}
+	if ctx.Address == "" {
+		ctx.Address = defaultAddr
+	}
+	if ctx.NATS == "" {
+		ctx.NATS = defaultNATS
+	}
+	return ctx, nil
+}
+
+// fileContext returns the context --context (or the file's current one)
+// names in the config file: --config, $LETHE_CONFIG, or the user's
+// config folder. Only that last, implicit file may be missing, and then
+// only when no context is named.
+func (c *connFlags) fileContext() (contextConfig, error) {
 	path := c.config
 	if path == "" {
 		path = os.Getenv("LETHE_CONFIG")
@@ -120,32 +142,39 @@ func (c *connFlags) resolve() (contextConfig, error) {
 			path = filepath.Join(dir, "lethe", "config")
 		}
 	}
-	if path != "" {
-		data, err := os.ReadFile(path)
-		switch {
-		case errors.Is(err, os.ErrNotExist) && !explicit && c.context == "":
-		case err != nil:
-			return ctx, fmt.Errorf("config file: %w", err)
-		default:
-			var cf configFile
-			if err := yaml.Unmarshal(data, &cf); err != nil {
-				return ctx, fmt.Errorf("config file %s: %w", path, err)
-			}
-			name := c.context
-			if name == "" {
-				name = cf.CurrentContext
-			}
-			found := false
-			for _, cc := range cf.Contexts {
-				if cc.Name == name {
-					ctx, found = cc, true
-				}
-			}
-			if !found && name != "" {
-				return ctx, fmt.Errorf("config file %s has no context %q", path, name)
-			}
+	if path == "" {
+		return contextConfig{}, nil
+	}
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist) && !explicit && c.context == "":
+		return contextConfig{}, nil
+	case err != nil:
+		return contextConfig{}, fmt.Errorf("config file: %w", err)
+	}
+	var cf configFile
+	if err := yaml.Unmarshal(data, &cf); err != nil {
+		return contextConfig{}, fmt.Errorf("config file %s: %w", path, err)
+	}
+	name := c.context
+	if name == "" {
+		name = cf.CurrentContext
+	}
+	var ctx contextConfig
+	found := false
+	for _, cc := range cf.Contexts {
+		if cc.Name == name {
+			ctx, found = cc, true
 		}
 	}
+	if !found && name != "" {
+		return ctx, fmt.Errorf("config file %s has no context %q", path, name)
+	}
+	return ctx, nil
+}
+
+// override sets in ctx every connection flag that was given.
+func (c *connFlags) override(ctx *contextConfig) {
 	override := func(dst *string, v string) {
 		if v != "" {
 			*dst = v
@@ -167,17 +196,6 @@ func (c *connFlags) resolve() (contextConfig, error) {
 		override(&ctx.TLS.Key, c.tlsKey)
 		override(&ctx.TLS.ServerName, c.tlsServer)
 	}
-	ctx.TokenFile, ctx.NATSCreds = expandHome(ctx.TokenFile), expandHome(ctx.NATSCreds)
-	if ctx.TLS != nil {
-		ctx.TLS.CA, ctx.TLS.Cert, ctx.TLS.Key = expandHome(ctx.TLS.CA), expandHome(ctx.TLS.Cert), expandHome(ctx.TLS.Key)
-	}
-	if ctx.Address == "" {
-		ctx.Address = defaultAddr
-	}
-	if ctx.NATS == "" {
-		ctx.NATS = defaultNATS
-	}
-	return ctx, nil
 }
 
 // expandHome reads "~/" at the start of a path in the config file as the

@@ -83,16 +83,9 @@ func runAudit(args []string, stdout, stderr io.Writer) int {
 	if code := parse(fs, args[1:]); code >= 0 {
 		return code
 	}
-	var window [2]time.Time
-	for i, arg := range []string{sinceArg, untilArg} {
-		if arg == "" {
-			continue
-		}
-		var err error
-		if window[i], err = time.Parse(time.RFC3339Nano, arg); err != nil || anchorsFrom == "" {
-			fmt.Fprintf(stderr, "lethe audit verify: --since and --until take an RFC 3339 time and need --anchors (%q)\n", arg)
-			return exitUsage
-		}
+	window, ok := anchorWindow(sinceArg, untilArg, anchorsFrom, stderr)
+	if !ok {
+		return exitUsage
 	}
 	files, _ := filepath.Glob(filepath.Join(data, "*.db"))
 	if len(files) == 0 {
@@ -117,44 +110,93 @@ func runAudit(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "lethe audit verify: %s: %v (is the platform still running?)\n", path, err)
 			return exitPlatform
 		}
-		var rep audit.Report
-		anchored := "-"
-		err = db.View(func(tx *bolt.Tx) error {
-			var err error
-			rep, err = audit.VerifyFileTx(tx)
-			// A broken file is reported as such, not also as missing.
-			seen[rep.Service] = true
-			if err != nil || anchors == nil {
-				return err
-			}
-			list := anchors[rep.Service]
-			if len(list) > 0 {
-				anchored = fmt.Sprint(list[len(list)-1].Seq)
-			}
-			for _, a := range list {
-				if err := audit.CheckAnchorTx(tx, a); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		rep, anchored, err := verifyAuditDB(db, anchors, seen)
 		_ = db.Close()
-		var ve *hashchain.VerifyError
-		var ie *audit.IntegrityError
-		switch {
-		case errors.As(err, &ve), errors.As(err, &ie):
-			t.row(filepath.Base(path), rep.Entries, anchored, "BROKEN: "+err.Error())
+		// A broken chain decides the exit code over a file that could not
+		// be read.
+		switch c := auditRow(t, filepath.Base(path), rep, anchored, err); {
+		case c == exitNo:
 			code = exitNo
-		case err != nil:
-			t.row(filepath.Base(path), "-", anchored, "error: "+err.Error())
-			if code == exitOK {
-				code = exitPlatform
-			}
-		default:
-			t.row(filepath.Base(path), rep.Entries, anchored, "intact")
+		case c != exitOK && code == exitOK:
+			code = c
 		}
 	}
-	// A file that was anchored and is gone was removed with its chain.
+	if missingAuditFiles(t, anchors, seen, data) {
+		code = exitNo
+	}
+	t.flush()
+	return code
+}
+
+// anchorWindow parses --since and --until, either of which may be empty
+// for an open bound; both need --anchors. It reports false, having said
+// why, when they are wrong.
+func anchorWindow(sinceArg, untilArg, anchorsFrom string, stderr io.Writer) ([2]time.Time, bool) {
+	var window [2]time.Time
+	for i, arg := range []string{sinceArg, untilArg} {
+		if arg == "" {
+			continue
+		}
+		var err error
+		if window[i], err = time.Parse(time.RFC3339Nano, arg); err != nil || anchorsFrom == "" {
+			fmt.Fprintf(stderr, "lethe audit verify: --since and --until take an RFC 3339 time and need --anchors (%q)\n", arg)
+			return window, false
+		}
+	}
+	return window, true
+}
+
+// verifyAuditDB verifies the audit chain of one service's file and, when
+// anchors are given, that it holds each of that service's anchors. It
+// marks the service seen, and returns the last anchor's entry ("-" for
+// none).
+func verifyAuditDB(db *bolt.DB, anchors map[string][]audit.Anchor, seen map[string]bool) (audit.Report, string, error) {
+	var rep audit.Report
+	anchored := "-"
+	err := db.View(func(tx *bolt.Tx) error {
+		var err error
+		rep, err = audit.VerifyFileTx(tx)
+		// A broken file is reported as such, not also as missing.
+		seen[rep.Service] = true
+		if err != nil || anchors == nil {
+			return err
+		}
+		list := anchors[rep.Service]
+		if len(list) > 0 {
+			anchored = fmt.Sprint(list[len(list)-1].Seq)
+		}
+		for _, a := range list {
+			if err := audit.CheckAnchorTx(tx, a); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return rep, anchored, err
+}
+
+// auditRow writes a file's result and returns its exit code: exitNo for a
+// broken chain, exitPlatform for a file that could not be read.
+func auditRow(t *table, file string, rep audit.Report, anchored string, err error) int {
+	var ve *hashchain.VerifyError
+	var ie *audit.IntegrityError
+	switch {
+	case errors.As(err, &ve), errors.As(err, &ie):
+		t.row(file, rep.Entries, anchored, "BROKEN: "+err.Error())
+		return exitNo
+	case err != nil:
+		t.row(file, "-", anchored, "error: "+err.Error())
+		return exitPlatform
+	}
+	t.row(file, rep.Entries, anchored, "intact")
+	return exitOK
+}
+
+// missingAuditFiles writes a row for each anchored service with no file
+// in data, whose file was removed with its chain, and reports whether
+// there was one.
+func missingAuditFiles(t *table, anchors map[string][]audit.Anchor, seen map[string]bool, data string) bool {
+	missing := false
 	for _, file := range slices.Sorted(mapKeys(anchors)) {
 		if seen[file] {
 			continue
@@ -162,10 +204,9 @@ func runAudit(args []string, stdout, stderr io.Writer) int {
 		last := anchors[file][len(anchors[file])-1]
 		t.row(file+".db", "-", last.Seq, fmt.Sprintf("MISSING: anchored at entry %d on %s, no file of it in %s",
 			last.Seq, last.Time.Format(time.RFC3339), data))
-		code = exitNo
+		missing = true
 	}
-	t.flush()
-	return code
+	return missing
 }
 
 func mapKeys[V any](m map[string]V) func(func(string) bool) {

@@ -338,184 +338,278 @@ func normalise(m proto.Message, desired proto.Message) proto.Message {
 // no call can resolve (a hold cannot be changed, a category not
 // redefined), placed in the file.
 func makePlan(f *tenantfile.File, l *live, cl *clients, prune bool) (*plan, tenantfile.Problems) {
-	p := &plan{file: f, live: l}
-	var problems tenantfile.Problems
-	tenant := f.TenantID()
-	declared := map[string]bool{}
-
+	pl := &planner{plan: &plan{file: f, live: l}, cl: cl, tenant: f.TenantID(), prune: prune, declared: map[string]bool{}}
 	for _, o := range f.Objects() {
-		declared[o.Kind+"/"+o.ID] = true
-		c := &change{obj: o, after: o.Message}
-		var current proto.Message
-		switch m := o.Message.(type) {
-		case *registryv1.Tenant:
-			if l.exists {
-				current = l.tenant
-			}
-			c.call = func(ctx context.Context, id string, vo bool) error {
-				if c.op == opCreate {
-					_, err := cl.registry.CreateTenant(ctx, &registryv1.CreateTenantRequest{RequestId: id, Tenant: m, ValidateOnly: vo})
-					return err
-				}
-				_, err := cl.registry.UpdateTenant(ctx, &registryv1.UpdateTenantRequest{RequestId: id, Tenant: m, ValidateOnly: vo})
-				return err
-			}
-		case *registryv1.Category:
-			if cur, ok := l.categories[m.Id]; ok {
-				current = cur
-			}
-			c.deps = append(c.deps, categoryDep(contract.CategoryParent(m.Id)))
-			c.call = func(ctx context.Context, id string, vo bool) error {
-				_, err := cl.registry.DefineCategory(ctx, &registryv1.DefineCategoryRequest{RequestId: id, TenantId: tenant, Category: m, ValidateOnly: vo})
-				return err
-			}
-		case *registryv1.System:
-			if cur, ok := l.systems[m.SystemId]; ok {
-				current = cur
-			}
-			for _, cat := range m.Categories {
-				c.deps = append(c.deps, categoryDep(cat.Id))
-			}
-			if m.ParentSystemId != "" {
-				c.deps = append(c.deps, "system/"+m.ParentSystemId)
-			}
-			c.call = func(ctx context.Context, id string, vo bool) error {
-				if c.op == opCreate {
-					_, err := cl.registry.RegisterSystem(ctx, &registryv1.RegisterSystemRequest{RequestId: id, TenantId: tenant, System: m, ValidateOnly: vo})
-					return err
-				}
-				_, err := cl.registry.UpdateSystem(ctx, &registryv1.UpdateSystemRequest{RequestId: id, TenantId: tenant, System: m, ValidateOnly: vo})
-				return err
-			}
-		case *consentv1.Purpose:
-			if cur, ok := l.purposes[m.PurposeId]; ok {
-				current = cur
-			}
-			c.call = func(ctx context.Context, id string, vo bool) error {
-				_, err := cl.consent.PutPurpose(ctx, &consentv1.PutPurposeRequest{RequestId: id, TenantId: tenant, Purpose: m, ValidateOnly: vo})
-				return err
-			}
-		case *registryv1.ProcessingActivity:
-			if cur, ok := l.activities[m.ActivityId]; ok {
-				current = cur
-			}
-			for _, cat := range m.Categories {
-				c.deps = append(c.deps, categoryDep(cat.Id))
-			}
-			for _, s := range m.RecipientSystemIds {
-				c.deps = append(c.deps, "system/"+s)
-			}
-			c.call = func(ctx context.Context, id string, vo bool) error {
-				_, err := cl.registry.PutActivity(ctx, &registryv1.PutActivityRequest{RequestId: id, TenantId: tenant, Activity: m, ValidateOnly: vo})
-				return err
-			}
-		case *retentionv1.Rule:
-			if cur, ok := l.rules[m.RuleId]; ok {
-				current = cur
-			}
-			c.deps = append(c.deps, categoryDep(m.GetCategory().GetId()))
-			c.call = func(ctx context.Context, id string, vo bool) error {
-				_, err := cl.retention.PutRule(ctx, &retentionv1.PutRuleRequest{RequestId: id, TenantId: tenant, Rule: m, ValidateOnly: vo})
-				return err
-			}
-		case *retentionv1.Hold:
-			if cur, ok := l.holds[m.HoldId]; ok {
-				current = cur
-			}
-			if m.Category != nil {
-				c.deps = append(c.deps, categoryDep(m.Category.Id))
-			}
-			c.call = func(ctx context.Context, id string, vo bool) error {
-				_, err := cl.retention.PlaceHold(ctx, &retentionv1.PlaceHoldRequest{RequestId: id, TenantId: tenant, Hold: m, ValidateOnly: vo})
-				return err
-			}
-		}
-		if o.Kind != "tenant" {
-			c.deps = append(c.deps, "tenant")
-		}
-		if current == nil {
-			c.op = opCreate
-			p.changes = append(p.changes, c)
-			continue
-		}
-		c.before = normalise(current, o.Message)
-		if proto.Equal(c.before, o.Message) {
-			continue
-		}
-		c.op = opUpdate
-		// What no RPC can change is a conflict for a person to resolve.
-		switch o.Kind {
-		case "category":
-			problems = append(problems, f.At(o.Path, fmt.Sprintf("category %q is defined differently on the platform, and a category cannot be redefined; declare it as exported (lethe export) or use a new id", o.ID)))
-			continue
-		case "hold":
-			h := current.(*retentionv1.Hold)
-			why := "differs from the hold in force, and a hold cannot be changed"
-			if h.ReleasedAt != nil {
-				why = "was released on " + h.ReleasedAt.AsTime().Format(time.DateOnly) + ", and a released hold cannot be placed again"
-			}
-			problems = append(problems, f.At(o.Path, fmt.Sprintf("hold %q %s; use a new hold id (and release the old one)", o.ID, why)))
-			continue
-		}
-		p.changes = append(p.changes, c)
+		pl.declared[o.Kind+"/"+o.ID] = true
+		c, current := pl.desired(o)
+		pl.compare(c, current)
 	}
+	// Live objects the file does not declare, after every declared change.
+	pl.removeRegistry()
+	pl.removeRetention()
+	pl.unmanagedConfiguration()
+	return pl.plan, pl.problems
+}
 
-	// Live objects the file does not declare.
-	var deletes []*change
-	undeclared := func(kind, id string) bool { return !declared[kind+"/"+id] }
+// planner is one run of makePlan: the plan it builds, what it needs to
+// build the calls, and what it has found so far.
+type planner struct {
+	*plan
+	cl       *clients
+	tenant   string
+	prune    bool
+	declared map[string]bool // "kind/id" of every object in the file
+	problems tenantfile.Problems
+}
+
+// desired is the change that makes the platform hold o, with its call and
+// dependencies but no op yet, and the live object it would replace (nil
+// when there is none).
+func (pl *planner) desired(o tenantfile.Object) (*change, proto.Message) {
+	c := &change{obj: o, after: o.Message}
+	var current proto.Message
+	switch m := o.Message.(type) {
+	case *registryv1.Tenant:
+		current = pl.tenantChange(c, m)
+	case *registryv1.Category:
+		current = pl.categoryChange(c, m)
+	case *registryv1.System:
+		current = pl.systemChange(c, m)
+	case *consentv1.Purpose:
+		current = pl.purposeChange(c, m)
+	case *registryv1.ProcessingActivity:
+		current = pl.activityChange(c, m)
+	case *retentionv1.Rule:
+		current = pl.ruleChange(c, m)
+	case *retentionv1.Hold:
+		current = pl.holdChange(c, m)
+	}
+	if o.Kind != "tenant" {
+		c.deps = append(c.deps, "tenant")
+	}
+	return c, current
+}
+
+// liveObject returns objects[id], or a nil interface (not a typed nil)
+// when there is none, so the caller can tell a create by current == nil.
+func liveObject[M proto.Message](objects map[string]M, id string) proto.Message {
+	if cur, ok := objects[id]; ok {
+		return cur
+	}
+	return nil
+}
+
+// The calls below read c.op when they run, not when they are built: the
+// op is settled by compare, after the call exists.
+
+func (pl *planner) tenantChange(c *change, m *registryv1.Tenant) proto.Message {
+	cl := pl.cl
+	c.call = func(ctx context.Context, id string, vo bool) error {
+		if c.op == opCreate {
+			_, err := cl.registry.CreateTenant(ctx, &registryv1.CreateTenantRequest{RequestId: id, Tenant: m, ValidateOnly: vo})
+			return err
+		}
+		_, err := cl.registry.UpdateTenant(ctx, &registryv1.UpdateTenantRequest{RequestId: id, Tenant: m, ValidateOnly: vo})
+		return err
+	}
+	if pl.live.exists {
+		return pl.live.tenant
+	}
+	return nil
+}
+
+func (pl *planner) categoryChange(c *change, m *registryv1.Category) proto.Message {
+	cl, tenant := pl.cl, pl.tenant
+	c.deps = append(c.deps, categoryDep(contract.CategoryParent(m.Id)))
+	c.call = func(ctx context.Context, id string, vo bool) error {
+		_, err := cl.registry.DefineCategory(ctx, &registryv1.DefineCategoryRequest{RequestId: id, TenantId: tenant, Category: m, ValidateOnly: vo})
+		return err
+	}
+	return liveObject(pl.live.categories, m.Id)
+}
+
+func (pl *planner) systemChange(c *change, m *registryv1.System) proto.Message {
+	cl, tenant := pl.cl, pl.tenant
+	for _, cat := range m.Categories {
+		c.deps = append(c.deps, categoryDep(cat.Id))
+	}
+	if m.ParentSystemId != "" {
+		c.deps = append(c.deps, "system/"+m.ParentSystemId)
+	}
+	c.call = func(ctx context.Context, id string, vo bool) error {
+		if c.op == opCreate {
+			_, err := cl.registry.RegisterSystem(ctx, &registryv1.RegisterSystemRequest{RequestId: id, TenantId: tenant, System: m, ValidateOnly: vo})
+			return err
+		}
+		_, err := cl.registry.UpdateSystem(ctx, &registryv1.UpdateSystemRequest{RequestId: id, TenantId: tenant, System: m, ValidateOnly: vo})
+		return err
+	}
+	return liveObject(pl.live.systems, m.SystemId)
+}
+
+func (pl *planner) purposeChange(c *change, m *consentv1.Purpose) proto.Message {
+	cl, tenant := pl.cl, pl.tenant
+	c.call = func(ctx context.Context, id string, vo bool) error {
+		_, err := cl.consent.PutPurpose(ctx, &consentv1.PutPurposeRequest{RequestId: id, TenantId: tenant, Purpose: m, ValidateOnly: vo})
+		return err
+	}
+	return liveObject(pl.live.purposes, m.PurposeId)
+}
+
+func (pl *planner) activityChange(c *change, m *registryv1.ProcessingActivity) proto.Message {
+	cl, tenant := pl.cl, pl.tenant
+	for _, cat := range m.Categories {
+		c.deps = append(c.deps, categoryDep(cat.Id))
+	}
+	for _, s := range m.RecipientSystemIds {
+		c.deps = append(c.deps, "system/"+s)
+	}
+	c.call = func(ctx context.Context, id string, vo bool) error {
+		_, err := cl.registry.PutActivity(ctx, &registryv1.PutActivityRequest{RequestId: id, TenantId: tenant, Activity: m, ValidateOnly: vo})
+		return err
+	}
+	return liveObject(pl.live.activities, m.ActivityId)
+}
+
+func (pl *planner) ruleChange(c *change, m *retentionv1.Rule) proto.Message {
+	cl, tenant := pl.cl, pl.tenant
+	c.deps = append(c.deps, categoryDep(m.GetCategory().GetId()))
+	c.call = func(ctx context.Context, id string, vo bool) error {
+		_, err := cl.retention.PutRule(ctx, &retentionv1.PutRuleRequest{RequestId: id, TenantId: tenant, Rule: m, ValidateOnly: vo})
+		return err
+	}
+	return liveObject(pl.live.rules, m.RuleId)
+}
+
+func (pl *planner) holdChange(c *change, m *retentionv1.Hold) proto.Message {
+	cl, tenant := pl.cl, pl.tenant
+	if m.Category != nil {
+		c.deps = append(c.deps, categoryDep(m.Category.Id))
+	}
+	c.call = func(ctx context.Context, id string, vo bool) error {
+		_, err := cl.retention.PlaceHold(ctx, &retentionv1.PlaceHoldRequest{RequestId: id, TenantId: tenant, Hold: m, ValidateOnly: vo})
+		return err
+	}
+	return liveObject(pl.live.holds, m.HoldId)
+}
+
+// compare settles c's op against current, the live object (nil for none):
+// a create, an update, nothing when they are equal, or a problem when no
+// RPC can make the change.
+func (pl *planner) compare(c *change, current proto.Message) {
+	if current == nil {
+		c.op = opCreate
+		pl.changes = append(pl.changes, c)
+		return
+	}
+	c.before = normalise(current, c.obj.Message)
+	if proto.Equal(c.before, c.obj.Message) {
+		return
+	}
+	c.op = opUpdate
+	if why := unchangeable(c.obj, current); why != "" {
+		// What no RPC can change is a conflict for a person to resolve.
+		pl.problems = append(pl.problems, pl.file.At(c.obj.Path, why))
+		return
+	}
+	pl.changes = append(pl.changes, c)
+}
+
+// unchangeable says why no RPC can change the live object current into
+// o, or "" when one can: a category cannot be redefined, a hold cannot be
+// changed or placed again once released.
+func unchangeable(o tenantfile.Object, current proto.Message) string {
+	switch o.Kind {
+	case "category":
+		return fmt.Sprintf("category %q is defined differently on the platform, and a category cannot be redefined; declare it as exported (lethe export) or use a new id", o.ID)
+	case "hold":
+		h := current.(*retentionv1.Hold)
+		why := "differs from the hold in force, and a hold cannot be changed"
+		if h.ReleasedAt != nil {
+			why = "was released on " + h.ReleasedAt.AsTime().Format(time.DateOnly) + ", and a released hold cannot be placed again"
+		}
+		return fmt.Sprintf("hold %q %s; use a new hold id (and release the old one)", o.ID, why)
+	}
+	return ""
+}
+
+func (pl *planner) undeclared(kind, id string) bool { return !pl.declared[kind+"/"+id] }
+
+// remove plans the deletion of an undeclared live object (see deletion).
+func (pl *planner) remove(kind, id string, current proto.Message, call func(context.Context, string, bool) error) {
+	if d := pl.deletion(kind, id, current, pl.prune, call); d != nil {
+		pl.changes = append(pl.changes, d)
+	}
+}
+
+// removeRegistry plans the removal of undeclared activities, then of
+// undeclared systems, sub-processors before the processors that engaged
+// them.
+func (pl *planner) removeRegistry() {
+	cl, tenant, l := pl.cl, pl.tenant, pl.live
 	for _, id := range sortedKeys(l.activities) {
-		if undeclared("activity", id) {
-			deletes = append(deletes, p.deletion("activity", id, l.activities[id], prune, func(ctx context.Context, rid string, vo bool) error {
+		if pl.undeclared("activity", id) {
+			pl.remove("activity", id, l.activities[id], func(ctx context.Context, rid string, vo bool) error {
 				_, err := cl.registry.DeleteActivity(ctx, &registryv1.DeleteActivityRequest{RequestId: rid, TenantId: tenant, ActivityId: id, ValidateOnly: vo})
 				return err
-			}))
+			})
 		}
 	}
-	// Sub-processors go before the processors that engaged them.
 	systems := sortedKeys(l.systems)
 	sort.SliceStable(systems, func(i, j int) bool {
 		return l.systems[systems[i]].ParentSystemId != "" && l.systems[systems[j]].ParentSystemId == ""
 	})
 	for _, id := range systems {
-		if undeclared("system", id) {
-			deletes = append(deletes, p.deletion("system", id, l.systems[id], prune, func(ctx context.Context, rid string, vo bool) error {
+		if pl.undeclared("system", id) {
+			pl.remove("system", id, l.systems[id], func(ctx context.Context, rid string, vo bool) error {
 				_, err := cl.registry.RemoveSystem(ctx, &registryv1.RemoveSystemRequest{RequestId: rid, TenantId: tenant, SystemId: id, ValidateOnly: vo})
 				return err
-			}))
+			})
 		}
 	}
+}
+
+// removeRetention plans the deletion of undeclared rules and the release
+// of undeclared holds still in force.
+func (pl *planner) removeRetention() {
+	cl, tenant, l := pl.cl, pl.tenant, pl.live
 	for _, id := range sortedKeys(l.rules) {
-		if undeclared("rule", id) {
-			deletes = append(deletes, p.deletion("rule", id, l.rules[id], prune, func(ctx context.Context, rid string, vo bool) error {
+		if pl.undeclared("rule", id) {
+			pl.remove("rule", id, l.rules[id], func(ctx context.Context, rid string, vo bool) error {
 				_, err := cl.retention.DeleteRule(ctx, &retentionv1.DeleteRuleRequest{RequestId: rid, TenantId: tenant, RuleId: id, ValidateOnly: vo})
 				return err
-			}))
+			})
 		}
 	}
+	now := time.Now()
 	for _, id := range sortedKeys(l.holds) {
-		if h := l.holds[id]; undeclared("hold", id) && h.ReleasedAt == nil && (h.EndTime == nil || h.EndTime.AsTime().After(time.Now())) {
-			deletes = append(deletes, p.deletion("hold", id, h, prune, func(ctx context.Context, rid string, vo bool) error {
+		if h := l.holds[id]; pl.undeclared("hold", id) && holdInForce(h, now) {
+			pl.remove("hold", id, h, func(ctx context.Context, rid string, vo bool) error {
 				_, err := cl.retention.ReleaseHold(ctx, &retentionv1.ReleaseHoldRequest{RequestId: rid, TenantId: tenant, HoldId: id, ValidateOnly: vo})
 				return err
-			}))
+			})
 		}
 	}
-	for _, id := range sortedKeys(l.purposes) {
-		if undeclared("purpose", id) {
-			p.unmanaged = append(p.unmanaged, "purpose/"+id+" (no RPC deletes a purpose: consent records refer to it)")
+}
+
+// holdInForce reports whether h is neither released nor ended at now.
+func holdInForce(h *retentionv1.Hold, now time.Time) bool {
+	return h.ReleasedAt == nil && (h.EndTime == nil || h.EndTime.AsTime().After(now))
+}
+
+// unmanagedConfiguration notes the undeclared purposes and categories,
+// which no RPC removes.
+func (pl *planner) unmanagedConfiguration() {
+	for _, id := range sortedKeys(pl.live.purposes) {
+		if pl.undeclared("purpose", id) {
+			pl.unmanaged = append(pl.unmanaged, "purpose/"+id+" (no RPC deletes a purpose: consent records refer to it)")
 		}
 	}
-	for _, id := range sortedKeys(l.categories) {
-		if undeclared("category", id) {
-			p.unmanaged = append(p.unmanaged, "category/"+id+" (no RPC deletes a category)")
+	for _, id := range sortedKeys(pl.live.categories) {
+		if pl.undeclared("category", id) {
+			pl.unmanaged = append(pl.unmanaged, "category/"+id+" (no RPC deletes a category)")
 		}
 	}
-	for _, d := range deletes {
-		if d != nil {
-			p.changes = append(p.changes, d)
-		}
-	}
-	return p, problems
 }
 
 // deletion is the change that removes an undeclared live object, or nil

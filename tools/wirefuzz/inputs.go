@@ -222,12 +222,56 @@ func (g *generator) applicable(k Kind) bool {
 func (g *generator) input(k Kind) *Input {
 	in := &Input{Method: g.method, Kind: k}
 	m := g.fresh()
-	r := m.ProtoReflect()
+	switch k {
+	case KindBase, KindEmpty, KindGarbage, KindTruncated:
+		g.wholeMessage(in, k, m)
+	case KindHugeString, KindControlChars, KindInvalidUTF8, KindOutOfRange, KindTimestamp, KindDuration:
+		g.badValue(in, k, m)
+	case KindUnknownField, KindRepeated100k, KindWrongWireType, KindDeepGroups:
+		g.badStructure(in, k, m)
+	}
+	err := proto.Unmarshal(in.Bytes, g.method.Input.New().Interface())
+	in.Decodable = err == nil
+	if err != nil {
+		in.DecodeError = err.Error()
+	}
+	return in
+}
+
+// wholeMessage makes the inputs of kind k that are m as a whole: as it
+// is, nothing, random bytes, or m cut short.
+func (g *generator) wholeMessage(in *Input, k Kind, m proto.Message) {
 	switch k {
 	case KindBase:
 		in.Bytes = g.encode(m)
 	case KindEmpty:
 		in.Bytes = []byte{}
+	case KindGarbage:
+		n := 1 + g.rng.IntN(2048)
+		if g.rng.IntN(2) == 0 {
+			n = 1 + g.rng.IntN(16)
+		}
+		in.Bytes = make([]byte, n)
+		for i := range in.Bytes {
+			in.Bytes[i] = byte(g.rng.Uint32())
+		}
+		in.Value = fmt.Sprintf("%d random bytes", n)
+	case KindTruncated:
+		full := g.encode(m)
+		if len(full) < 2 {
+			in.Bytes, in.Value = []byte{0x0a}, "a lone length-delimited tag"
+			return
+		}
+		cut := 1 + g.rng.IntN(len(full)-1)
+		in.Bytes, in.Value = full[:cut], fmt.Sprintf("%d of %d bytes", cut, len(full))
+	}
+}
+
+// badValue makes the inputs of kind k that put one bad value in one field
+// of m.
+func (g *generator) badValue(in *Input, k Kind, m proto.Message) {
+	r := m.ProtoReflect()
+	switch k {
 	case KindHugeString:
 		t, _ := g.pick(scalarOf(protoreflect.StringKind))
 		n := (64 << 10) << g.rng.IntN(5) // 64 KiB to 1 MiB
@@ -258,25 +302,19 @@ func (g *generator) input(k Kind) *Input {
 		v := durationValues[g.rng.IntN(len(durationValues))]
 		setSecondsNanos(t.messageIn(r), v.seconds, v.nanos)
 		in.Field, in.Value, in.Bytes, in.InvalidBySpec = t.path, v.name, g.encode(m), true
+	}
+}
+
+// badStructure makes the inputs of kind k that keep m's values but break
+// its shape: a field it does not declare, a list too long, a field on the
+// wrong wire type, groups nested too deep.
+func (g *generator) badStructure(in *Input, k Kind, m proto.Message) {
+	switch k {
 	case KindUnknownField:
-		holder := r
-		if t, ok := g.pick(func(t target) bool {
-			return t.fd.Message() != nil && !isWKT(t.fd.Message()) && !t.whole
-		}); ok && g.rng.IntN(2) == 0 {
-			holder, in.Field = t.messageIn(r), t.path
-		}
-		size := unknownFieldSize
-		if g.rng.IntN(4) == 0 {
-			size = 16
-		}
-		num := undeclared(holder.Descriptor())
-		raw := protowire.AppendTag(nil, num, protowire.BytesType)
-		raw = protowire.AppendBytes(raw, bytes.Repeat([]byte{'u'}, size))
-		holder.SetUnknown(append(holder.GetUnknown(), raw...))
-		in.Value, in.Bytes = fmt.Sprintf("%d bytes in undeclared field %d", size, num), g.encode(m)
+		g.unknownField(in, m)
 	case KindRepeated100k:
 		t, _ := g.pick(func(t target) bool { return t.whole })
-		s := t.slotIn(r)
+		s := t.slotIn(m.ProtoReflect())
 		list := s.parent.Mutable(s.fd).List()
 		item := list.NewElement()
 		if list.Len() > 0 && g.small(list.Get(0)) {
@@ -296,42 +334,39 @@ func (g *generator) input(k Kind) *Input {
 			raw = protowire.AppendBytes(protowire.AppendTag(nil, t.fd.Number(), protowire.BytesType), []byte("wrong"))
 		}
 		in.Field, in.Value, in.Bytes = t.path, "field sent with the wrong wire type", append(g.encode(m), raw...)
-	case KindGarbage:
-		n := 1 + g.rng.IntN(2048)
-		if g.rng.IntN(2) == 0 {
-			n = 1 + g.rng.IntN(16)
-		}
-		in.Bytes = make([]byte, n)
-		for i := range in.Bytes {
-			in.Bytes[i] = byte(g.rng.Uint32())
-		}
-		in.Value = fmt.Sprintf("%d random bytes", n)
-	case KindTruncated:
-		full := g.encode(m)
-		if len(full) < 2 {
-			in.Bytes, in.Value = []byte{0x0a}, "a lone length-delimited tag"
-			break
-		}
-		cut := 1 + g.rng.IntN(len(full)-1)
-		in.Bytes, in.Value = full[:cut], fmt.Sprintf("%d of %d bytes", cut, len(full))
 	case KindDeepGroups:
 		depth := deepGroups
 		if g.rng.IntN(2) == 0 {
 			depth = shallowGroups
 		}
-		num := undeclared(r.Descriptor())
+		num := undeclared(m.ProtoReflect().Descriptor())
 		start := protowire.AppendTag(nil, num, protowire.StartGroupType)
 		end := protowire.AppendTag(nil, num, protowire.EndGroupType)
 		b := g.encode(m)
 		b = append(b, bytes.Repeat(start, depth)...)
 		in.Bytes, in.Value = append(b, bytes.Repeat(end, depth)...), fmt.Sprintf("groups %d deep", depth)
 	}
-	err := proto.Unmarshal(in.Bytes, g.method.Input.New().Interface())
-	in.Decodable = err == nil
-	if err != nil {
-		in.DecodeError = err.Error()
+}
+
+// unknownField adds a field no message declares to m or, half the time
+// when there is one, to a message inside it.
+func (g *generator) unknownField(in *Input, m proto.Message) {
+	r := m.ProtoReflect()
+	holder := r
+	if t, ok := g.pick(func(t target) bool {
+		return t.fd.Message() != nil && !isWKT(t.fd.Message()) && !t.whole
+	}); ok && g.rng.IntN(2) == 0 {
+		holder, in.Field = t.messageIn(r), t.path
 	}
-	return in
+	size := unknownFieldSize
+	if g.rng.IntN(4) == 0 {
+		size = 16
+	}
+	num := undeclared(holder.Descriptor())
+	raw := protowire.AppendTag(nil, num, protowire.BytesType)
+	raw = protowire.AppendBytes(raw, bytes.Repeat([]byte{'u'}, size))
+	holder.SetUnknown(append(holder.GetUnknown(), raw...))
+	in.Value, in.Bytes = fmt.Sprintf("%d bytes in undeclared field %d", size, num), g.encode(m)
 }
 
 // small reports whether a list item is cheap enough to repeat 100,000 times

@@ -86,36 +86,50 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		r.gens[m.FullName] = gens[i]
 	}
 	start := time.Now()
-	// The bases: each is sent, and while the server refuses it as
-	// InvalidArgument, the fields it names are cleared or given candidate
-	// values, keeping a change that leaves fewer violations (the
-	// services' own rules, beyond protovalidate's, are only learned so).
-	// A last pass sends them again, now that the first created what later
-	// ones refer to (the tenant's purposes, say), and records how each
-	// base fares.
+	if err := r.bases(ctx, b, gens); err != nil {
+		return r.done(start), err
+	}
+	if err := r.inputs(ctx, gens, rng); err != nil {
+		return r.done(start), err
+	}
+	return r.done(start), nil
+}
+
+// bases sends each method's base request. While the server refuses one as
+// InvalidArgument, the fields it names are cleared or given candidate
+// values, keeping a change that leaves fewer violations (the services'
+// own rules, beyond protovalidate's, are only learned so). A last pass
+// sends them again, now that the first created what later ones refer to
+// (the tenant's purposes, say), and records how each base fares.
+func (r *runner) bases(ctx context.Context, b *builder, gens []*generator) error {
 	for _, g := range gens {
 		out, err := r.send(ctx, g.input(KindBase))
 		if err != nil {
-			return r.done(start), err
+			return err
 		}
 		if err := r.repair(ctx, b, g, out); err != nil {
-			return r.done(start), err
+			return err
 		}
 	}
 	for _, g := range gens {
 		out, err := r.send(ctx, g.input(KindBase))
 		if err != nil {
-			return r.done(start), err
+			return err
 		}
 		r.baseValid[g.method.FullName] = out.Code != codes.InvalidArgument
 		r.report.Bases = append(r.report.Bases, BaseOutcome{Method: g.method.Short(), Code: out.Code, Message: out.Message})
 	}
-	// The schedule takes the kinds in turn, and for each kind the next
-	// method that has a field it needs, so a few hundred inputs cover every
-	// kind evenly and every method. A heavy kind past its bound gives its
-	// turn to the next kind. Each kind starts at a method drawn from the
-	// seed, so that the few heavy inputs of a bounded run fall on
-	// different methods from one seed to the next.
+	return nil
+}
+
+// inputs sends cfg.Inputs inputs. The schedule takes the kinds in turn,
+// and for each kind the next method that has a field it needs, so a few
+// hundred inputs cover every kind evenly and every method. A heavy kind
+// past its bound gives its turn to the next kind. Each kind starts at a
+// method drawn from the seed, so that the few heavy inputs of a bounded
+// run fall on different methods from one seed to the next.
+func (r *runner) inputs(ctx context.Context, gens []*generator, rng *rand.Rand) error {
+	cfg := r.cfg
 	next := map[Kind]int{}
 	for _, k := range Kinds {
 		next[k] = rng.IntN(len(gens))
@@ -126,23 +140,30 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		for j := 1; cfg.Heavy > 0 && HeavyKinds[k] && sent[k] >= cfg.Heavy && j < len(Kinds); j++ {
 			k = Kinds[(n+j)%len(Kinds)]
 		}
-		var g *generator
-		for range gens {
-			g = gens[next[k]%len(gens)]
-			next[k]++
-			if g.applicable(k) {
-				break
-			}
-		}
+		g := nextApplicable(gens, next, k)
 		sent[k]++
 		if _, err := r.send(ctx, g.input(k)); err != nil {
-			return r.done(start), err
+			return err
 		}
 		if cfg.Progress != nil && (n+1)%250 == 0 {
 			fmt.Fprintf(cfg.Progress, "wirefuzz: %d of %d inputs, %d misbehaved\n", n+1, cfg.Inputs, len(r.report.Failures))
 		}
 	}
-	return r.done(start), nil
+	return nil
+}
+
+// nextApplicable returns the next generator, in turn from next[k], that
+// can make kind k (the last tried if none can), advancing next[k].
+func nextApplicable(gens []*generator, next map[Kind]int, k Kind) *generator {
+	var g *generator
+	for range gens {
+		g = gens[next[k]%len(gens)]
+		next[k]++
+		if g.applicable(k) {
+			break
+		}
+	}
+	return g
 }
 
 // repairAttempts bounds the calls spent repairing one base.
@@ -247,34 +268,13 @@ func (r *runner) send(ctx context.Context, in *Input) (Outcome, error) {
 		bad = append(bad, Misbehaviour{Check: CheckUnhealthy, Detail: healthErr.Error()})
 	}
 	if out.Refused() && !before.Equal(after) && healthErr == nil {
-		// A background write (the relay, a consumer, a sweep) may have
-		// landed during the call: wait for quiet and try again.
-		r.report.Rechecked++
-		if err := r.quiet(ctx); err != nil {
-			return out, err
-		}
-		again, err := r.snapshot(own)
+		wrote, err := r.recheckWrite(ctx, in, own, before.Diff(after))
 		if err != nil {
 			return out, err
 		}
-		out2 := r.call(ctx, in)
-		after2, err := r.snapshot(own)
-		if err != nil {
-			return out, err
-		}
-		if out2.Refused() && !again.Equal(after2) {
-			bad = append(bad, Misbehaviour{Check: CheckWrote, Detail: fmt.Sprintf("%s; again: %s", before.Diff(after), again.Diff(after2))})
-		}
+		bad = append(bad, wrote...)
 	}
-	if len(bad) > 0 && r.cfg.ServerLog != nil {
-		var log string
-		log, r.logAt = r.cfg.ServerLog(r.logAt)
-		for i := range bad {
-			if bad[i].Check == CheckStatus || bad[i].Check == CheckUnhealthy {
-				bad[i].Detail += serverLines(log, in.Method.FullName)
-			}
-		}
-	}
+	r.attachServerLog(in, bad)
 	r.report.add(in, out, bad, took)
 	if healthErr != nil {
 		return out, fmt.Errorf("platform unhealthy after %s %s: %w", in.Method.Short(), in.Kind, healthErr)
@@ -283,6 +283,46 @@ func (r *runner) send(ctx context.Context, in *Input) (Outcome, error) {
 		return out, r.quiet(ctx)
 	}
 	return out, nil
+}
+
+// recheckWrite decides whether a refused call that was seen to write
+// (diff, in the files of store own) did: a background write (the relay,
+// a consumer, a sweep) may have landed during the call, so it waits for
+// quiet and sends the input again. It returns the misbehaviour when the
+// second refusal writes too.
+func (r *runner) recheckWrite(ctx context.Context, in *Input, own, diff string) ([]Misbehaviour, error) {
+	r.report.Rechecked++
+	if err := r.quiet(ctx); err != nil {
+		return nil, err
+	}
+	again, err := r.snapshot(own)
+	if err != nil {
+		return nil, err
+	}
+	out := r.call(ctx, in)
+	after, err := r.snapshot(own)
+	if err != nil {
+		return nil, err
+	}
+	if out.Refused() && !again.Equal(after) {
+		return []Misbehaviour{{Check: CheckWrote, Detail: fmt.Sprintf("%s; again: %s", diff, again.Diff(after))}}, nil
+	}
+	return nil, nil
+}
+
+// attachServerLog adds to a wrong status or an unhealthy platform the
+// server's log lines about the input's method since the last input.
+func (r *runner) attachServerLog(in *Input, bad []Misbehaviour) {
+	if len(bad) == 0 || r.cfg.ServerLog == nil {
+		return
+	}
+	var log string
+	log, r.logAt = r.cfg.ServerLog(r.logAt)
+	for i := range bad {
+		if bad[i].Check == CheckStatus || bad[i].Check == CheckUnhealthy {
+			bad[i].Detail += serverLines(log, in.Method.FullName)
+		}
+	}
 }
 
 // serverLines are the lines of the server's log about method, or that

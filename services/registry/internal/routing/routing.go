@@ -71,9 +71,21 @@ type Index struct {
 // times is harmless and missing one is not. Empty category and purpose ids
 // are ignored. Build keeps none of the caller's slices.
 func Build(systems []System) *Index {
-	// Order the entries by id, earlier entries first among equal ids, and
-	// give each distinct id the next bit. Sorting indices rather than the
-	// systems themselves keeps the sort from moving large structs.
+	ix := &Index{nodes: map[string]int{}, purposes: map[string]int{}}
+	bit := ix.numberSystems(systems)
+	parent := ix.numberCategories(systems)
+	ix.categorySets(systems, bit, parent)
+	ix.purposeSets(systems, bit)
+	return ix
+}
+
+// numberSystems gives each distinct id the next bit, in id order, and
+// returns the bit of each entry: bit[i] is the bit of systems[i], shared
+// by entries with the same id, whose first has the Routed.
+func (ix *Index) numberSystems(systems []System) []int {
+	// Order the entries by id, earlier entries first among equal ids.
+	// Sorting indices rather than the systems themselves keeps the sort
+	// from moving large structs.
 	order := make([]int, len(systems))
 	for i := range order {
 		order[i] = i
@@ -81,8 +93,6 @@ func Build(systems []System) *Index {
 	slices.SortFunc(order, func(i, j int) int {
 		return cmp.Or(strings.Compare(systems[i].ID, systems[j].ID), cmp.Compare(i, j))
 	})
-	ix := &Index{nodes: map[string]int{}, purposes: map[string]int{}}
-	// bit[i] is the bit of systems[i], shared by entries with the same id.
 	bit := make([]int, len(systems))
 	for k, i := range order {
 		if k == 0 || systems[i].ID != systems[order[k-1]].ID {
@@ -91,9 +101,13 @@ func Build(systems []System) *Index {
 		bit[i] = len(ix.systems) - 1
 	}
 	ix.words = (len(ix.systems) + 63) / 64
+	return bit
+}
 
-	// Number the categories held and their ancestors in id order, which
-	// puts every parent before its children.
+// numberCategories numbers the categories held and their ancestors in id
+// order, which puts every parent before its children, and returns each
+// node's parent (-1 for a root).
+func (ix *Index) numberCategories(systems []System) []int {
 	var ids []string
 	for _, s := range systems {
 		for _, c := range s.Categories {
@@ -115,9 +129,15 @@ func Build(systems []System) *Index {
 			parent[n] = ix.nodes[p]
 		}
 	}
+	return parent
+}
 
+// categorySets fills, per category node, the systems covering it (holding
+// it or an ancestor) and the systems related to it (holding it, a
+// descendant or an ancestor).
+func (ix *Index) categorySets(systems []System, bit, parent []int) {
 	// related starts as the systems holding exactly each node.
-	ix.related = make([]uint64, len(ids)*ix.words)
+	ix.related = make([]uint64, len(parent)*ix.words)
 	for i, s := range systems {
 		for _, c := range s.Categories {
 			if c != "" {
@@ -135,7 +155,7 @@ func Build(systems []System) *Index {
 	// related: first the node or a descendant, children folded into their
 	// parents last to first; then anything above, which is the parent's
 	// covering set.
-	for n := len(ids) - 1; n >= 0; n-- {
+	for n := len(parent) - 1; n >= 0; n-- {
 		if p := parent[n]; p >= 0 {
 			or(ix.row(ix.related, p), ix.row(ix.related, n))
 		}
@@ -145,7 +165,11 @@ func Build(systems []System) *Index {
 			or(ix.row(ix.related, n), ix.row(ix.covering, p))
 		}
 	}
+}
 
+// purposeSets numbers the purposes the systems list and fills, per
+// purpose, the systems listing it.
+func (ix *Index) purposeSets(systems []System, bit []int) {
 	for i, s := range systems {
 		for _, p := range s.Purposes {
 			if p == "" {
@@ -160,7 +184,6 @@ func Build(systems []System) *Index {
 			setBit(ix.row(ix.byPurpose, n), bit[i])
 		}
 	}
-	return ix
 }
 
 // Len returns the number of systems indexed.

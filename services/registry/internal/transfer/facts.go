@@ -228,128 +228,192 @@ func (f *Facts) clone() *Facts {
 // that do not exist or that name a missing decision, a TransferMechanism
 // with no rule.
 func (f *Facts) Validate() error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var p problems
+	f.validateEEA(&p)
+	decisions := f.validateDecisions(&p)
+	f.validateSCCVersions(&p)
+	f.validateMechanisms(&p, decisions)
+	f.validateDPAKinds(&p)
+	return errors.Join(p...)
+}
 
+// problems collects what Validate finds, so every section reports all of
+// its faults rather than the first.
+type problems []error
+
+func (p *problems) add(format string, args ...any) {
+	*p = append(*p, fmt.Errorf(format, args...))
+}
+
+// validateEEA checks eea_members and eea_territories: ISO codes, each
+// listed once across both lists, each territory in a listed member.
+func (f *Facts) validateEEA(p *problems) {
 	seen := map[string]bool{}
 	for _, c := range f.EEAMembers {
 		if !ValidCountry(c) {
-			bad("eea_members: %q is not an ISO 3166-1 alpha-2 code", c)
+			p.add("eea_members: %q is not an ISO 3166-1 alpha-2 code", c)
 		}
 		if seen[c] {
-			bad("eea_members: %s listed twice", c)
+			p.add("eea_members: %s listed twice", c)
 		}
 		seen[c] = true
 	}
 	for _, t := range f.EEATerritories {
 		if !ValidCountry(t.Country) {
-			bad("eea_territories: %q is not an ISO 3166-1 alpha-2 code", t.Country)
+			p.add("eea_territories: %q is not an ISO 3166-1 alpha-2 code", t.Country)
 		}
 		if seen[t.Country] {
-			bad("eea_territories: %s listed twice", t.Country)
+			p.add("eea_territories: %s listed twice", t.Country)
 		}
 		seen[t.Country] = true
 		if !slices.Contains(f.EEAMembers, t.Member) {
-			bad("eea_territories: %s belongs to %q, which is not an EEA member", t.Country, t.Member)
+			p.add("eea_territories: %s belongs to %q, which is not an EEA member", t.Country, t.Member)
 		}
 	}
+}
 
+// validateDecisions checks adequacy_decisions and returns the references
+// it saw, which mechanisms may name.
+func (f *Facts) validateDecisions(p *problems) map[string]bool {
 	decisions := map[string]bool{}
 	for _, d := range f.AdequacyDecisions {
 		switch {
 		case d.Decision == "":
-			bad("adequacy_decisions: a decision for %s has no reference", d.Country)
+			p.add("adequacy_decisions: a decision for %s has no reference", d.Country)
 		case decisions[d.Decision]:
-			bad("adequacy_decisions: %s listed twice", d.Decision)
+			p.add("adequacy_decisions: %s listed twice", d.Decision)
 		}
 		decisions[d.Decision] = true
 		if !ValidCountry(d.Country) {
-			bad("adequacy_decisions: %s: %q is not an ISO 3166-1 alpha-2 code", d.Decision, d.Country)
+			p.add("adequacy_decisions: %s: %q is not an ISO 3166-1 alpha-2 code", d.Decision, d.Country)
 		}
 		if f.InEEA(d.Country) {
-			bad("adequacy_decisions: %s covers %s, which is in the EEA", d.Decision, d.Country)
+			p.add("adequacy_decisions: %s covers %s, which is in the EEA", d.Decision, d.Country)
 		}
-		if d.Adopted.IsZero() {
-			bad("adequacy_decisions: %s has no adoption date", d.Decision)
-		}
-		if !d.AppliesUntil.IsZero() && d.AppliesUntil.Before(d.Adopted) {
-			bad("adequacy_decisions: %s applies until %s, before its adoption", d.Decision, d.AppliesUntil)
-		}
-		if !d.InvalidatedFrom.IsZero() && (d.InvalidatedFrom.Before(d.Adopted) || d.InvalidatedBy == "") {
-			bad("adequacy_decisions: %s: invalidated_from must follow adoption and name invalidated_by", d.Decision)
-		}
+		validateDecisionDates(p, d)
 	}
+	return decisions
+}
 
+// validateDecisionDates checks that a decision is adopted before it ends,
+// by its sunset clause or by invalidation.
+func validateDecisionDates(p *problems, d AdequacyDecision) {
+	if d.Adopted.IsZero() {
+		p.add("adequacy_decisions: %s has no adoption date", d.Decision)
+	}
+	if !d.AppliesUntil.IsZero() && d.AppliesUntil.Before(d.Adopted) {
+		p.add("adequacy_decisions: %s applies until %s, before its adoption", d.Decision, d.AppliesUntil)
+	}
+	if !d.InvalidatedFrom.IsZero() && (d.InvalidatedFrom.Before(d.Adopted) || d.InvalidatedBy == "") {
+		p.add("adequacy_decisions: %s: invalidated_from must follow adoption and name invalidated_by", d.Decision)
+	}
+}
+
+// validateSCCVersions checks scc_versions: each named once, and its
+// adoption, application, repeal and transition in that order.
+func (f *Facts) validateSCCVersions(p *problems) {
 	versions := map[string]bool{}
 	for _, v := range f.SCCVersions {
 		key := normalizeSCCVersion(v.Version)
 		if key == "" || versions[key] {
-			bad("scc_versions: %q is empty or listed twice", v.Version)
+			p.add("scc_versions: %q is empty or listed twice", v.Version)
 		}
 		versions[key] = true
-		if v.Adopted.IsZero() {
-			bad("scc_versions: %s has no adoption date", v.Version)
-		}
-		if !v.AppliesFrom.IsZero() && v.AppliesFrom.Before(v.Adopted) {
-			bad("scc_versions: %s applies before its adoption", v.Version)
-		}
-		if !v.RepealedFrom.IsZero() && (v.RepealedFrom.Before(v.Adopted) || v.RepealedBy == "") {
-			bad("scc_versions: %s: repealed_from must follow adoption and name repealed_by", v.Version)
-		}
-		if !v.TransitionUntil.IsZero() && (v.RepealedFrom.IsZero() || v.TransitionUntil.Before(v.RepealedFrom)) {
-			bad("scc_versions: %s: transition_until needs repealed_from before it", v.Version)
-		}
+		validateSCCDates(p, v)
 	}
+}
 
+// validateSCCDates checks one set of clauses' dates against each other.
+func validateSCCDates(p *problems, v SCCVersion) {
+	if v.Adopted.IsZero() {
+		p.add("scc_versions: %s has no adoption date", v.Version)
+	}
+	if !v.AppliesFrom.IsZero() && v.AppliesFrom.Before(v.Adopted) {
+		p.add("scc_versions: %s applies before its adoption", v.Version)
+	}
+	if !v.RepealedFrom.IsZero() && (v.RepealedFrom.Before(v.Adopted) || v.RepealedBy == "") {
+		p.add("scc_versions: %s: repealed_from must follow adoption and name repealed_by", v.Version)
+	}
+	if !v.TransitionUntil.IsZero() && (v.RepealedFrom.IsZero() || v.TransitionUntil.Before(v.RepealedFrom)) {
+		p.add("scc_versions: %s: transition_until needs repealed_from before it", v.Version)
+	}
+}
+
+// validateMechanisms checks each mechanism rule against the enum and the
+// decisions, then that every TransferMechanism but UNSPECIFIED has a rule.
+func (f *Facts) validateMechanisms(p *problems, decisions map[string]bool) {
 	ruled := map[string]bool{}
 	for _, m := range f.Mechanisms {
-		v, ok := registryv1.TransferMechanism_value[m.Mechanism]
-		switch {
-		case !ok:
-			bad("mechanisms: %q is not a TransferMechanism", m.Mechanism)
-		case registryv1.TransferMechanism(v) == registryv1.TransferMechanism_TRANSFER_MECHANISM_UNSPECIFIED:
-			bad("mechanisms: %s is the absence of a mechanism and cannot have a rule", m.Mechanism)
-		case ruled[m.Mechanism]:
-			bad("mechanisms: %s listed twice", m.Mechanism)
-		}
+		validateMechanismName(p, m, ruled)
 		ruled[m.Mechanism] = true
 		if m.Name == "" || m.Article == "" {
-			bad("mechanisms: %s needs a name and an article", m.Mechanism)
+			p.add("mechanisms: %s needs a name and an article", m.Mechanism)
 		}
-		switch m.Basis {
-		case BasisAdequacy:
-			if m.Decision != "" && !decisions[m.Decision] {
-				bad("mechanisms: %s rests on decision %q, which is not listed", m.Mechanism, m.Decision)
-			}
-		case BasisSCC, BasisReference:
-			if m.Decision != "" {
-				bad("mechanisms: %s: only an adequacy basis may name a decision", m.Mechanism)
-			}
-		default:
-			bad("mechanisms: %s: unknown basis %q", m.Mechanism, m.Basis)
-		}
-		if m.Basis == BasisReference && m.Reference == "" {
-			bad("mechanisms: %s rests on its reference alone but does not say what it names", m.Mechanism)
-		}
-		if m.Caveat != nil && m.Caveat.Severity != "" && registryv1.Severity_value[m.Caveat.Severity] == 0 {
-			errs = append(errs, fmt.Errorf("mechanism %s: caveat severity %q is not a severity", m.Mechanism, m.Caveat.Severity))
-		}
-		if m.Caveat != nil && (m.Caveat.Code == "" || m.Caveat.Message == "") {
-			bad("mechanisms: %s: a caveat needs a code and a message", m.Mechanism)
-		}
+		validateMechanismBasis(p, m, decisions)
+		validateCaveat(p, m)
 	}
 	for v, name := range registryv1.TransferMechanism_name {
 		if registryv1.TransferMechanism(v) != registryv1.TransferMechanism_TRANSFER_MECHANISM_UNSPECIFIED && !ruled[name] {
-			bad("mechanisms: no rule for %s", name)
+			p.add("mechanisms: no rule for %s", name)
 		}
 	}
+}
 
+// validateMechanismName checks that m names a TransferMechanism other than
+// UNSPECIFIED that no earlier rule (in ruled) has named.
+func validateMechanismName(p *problems, m MechanismRule, ruled map[string]bool) {
+	v, ok := registryv1.TransferMechanism_value[m.Mechanism]
+	switch {
+	case !ok:
+		p.add("mechanisms: %q is not a TransferMechanism", m.Mechanism)
+	case registryv1.TransferMechanism(v) == registryv1.TransferMechanism_TRANSFER_MECHANISM_UNSPECIFIED:
+		p.add("mechanisms: %s is the absence of a mechanism and cannot have a rule", m.Mechanism)
+	case ruled[m.Mechanism]:
+		p.add("mechanisms: %s listed twice", m.Mechanism)
+	}
+}
+
+// validateMechanismBasis checks that m's basis is known and that only an
+// adequacy basis names a decision, one that is listed.
+func validateMechanismBasis(p *problems, m MechanismRule, decisions map[string]bool) {
+	switch m.Basis {
+	case BasisAdequacy:
+		if m.Decision != "" && !decisions[m.Decision] {
+			p.add("mechanisms: %s rests on decision %q, which is not listed", m.Mechanism, m.Decision)
+		}
+	case BasisSCC, BasisReference:
+		if m.Decision != "" {
+			p.add("mechanisms: %s: only an adequacy basis may name a decision", m.Mechanism)
+		}
+	default:
+		p.add("mechanisms: %s: unknown basis %q", m.Mechanism, m.Basis)
+	}
+	if m.Basis == BasisReference && m.Reference == "" {
+		p.add("mechanisms: %s rests on its reference alone but does not say what it names", m.Mechanism)
+	}
+}
+
+// validateCaveat checks m's caveat, when it has one: a code, a message and
+// a known severity.
+func validateCaveat(p *problems, m MechanismRule) {
+	if m.Caveat == nil {
+		return
+	}
+	if m.Caveat.Severity != "" && registryv1.Severity_value[m.Caveat.Severity] == 0 {
+		p.add("mechanism %s: caveat severity %q is not a severity", m.Mechanism, m.Caveat.Severity)
+	}
+	if m.Caveat.Code == "" || m.Caveat.Message == "" {
+		p.add("mechanisms: %s: a caveat needs a code and a message", m.Mechanism)
+	}
+}
+
+// validateDPAKinds checks that dpa_required_kinds names SystemKinds.
+func (f *Facts) validateDPAKinds(p *problems) {
 	for _, k := range f.DPARequiredKinds {
 		if _, ok := commonv1.SystemKind_value[k]; !ok {
-			bad("dpa_required_kinds: %q is not a SystemKind", k)
+			p.add("dpa_required_kinds: %q is not a SystemKind", k)
 		}
 	}
-	return errors.Join(errs...)
 }
 
 // InEEA reports whether country (ISO 3166-1 alpha-2) is in the EU/EEA, where

@@ -40,133 +40,179 @@ import (
 // triggers keeps the data until the latest of them (indefinitely if one
 // has not fired), the reading that cannot cut a legal obligation short.
 func Evaluate(rules []Rule, category, subject string, f Facts, holds []Hold, now time.Time) Verdict {
-	var v Verdict
-	say := func(format string, args ...any) {
-		v.Explanation = append(v.Explanation, fmt.Sprintf(format, args...))
-	}
-
-	var (
-		purge, minimum     limit // the winners of steps 1 and 2
-		hasPurge, hasMin   bool
-		purgeTies          []string // rules setting the same date as purge
-		open               string   // the unfired minimum rule, if any
-		hasOpen            bool
-		covering, minimums int
-	)
+	e := &evaluation{}
 	for _, r := range rules {
-		if !contract.CategoryCovers(r.Category, category) {
-			continue
-		}
-		covering++
-		if len(r.Triggers) == 0 {
-			say("%s has no trigger, so it sets no date.", ruleName(r))
-			continue
-		}
-		if r.Minimum {
-			minimums++
-			at, fired, sentence := minimumLimit(r, f)
-			say("%s", sentence)
-			switch {
-			case !fired:
-				if !hasOpen || r.ID < open {
-					open, hasOpen = r.ID, true
-				}
-			case !hasMin || at.After(minimum.at) || at.Equal(minimum.at) && r.ID < minimum.rule:
-				minimum, hasMin = limit{at: at, rule: r.ID}, true
-			}
-			continue
-		}
-		at, fired, sentence := purgeLimit(r, f)
-		say("%s", sentence)
-		if !fired {
-			continue
-		}
-		c := limit{at: at, rule: r.ID, action: r.Action}
-		switch {
-		case !hasPurge || c.before(purge):
-			if hasPurge && at.Equal(purge.at) {
-				purgeTies = append(purgeTies, purge.rule)
-			} else {
-				purgeTies = nil
-			}
-			purge, hasPurge = c, true
-		case at.Equal(purge.at):
-			purgeTies = append(purgeTies, r.ID)
-		}
+		e.consider(r, category, f)
 	}
+	if !e.earliestPurge(category) {
+		return e.v
+	}
+	at, ok := e.minimumRetention()
+	if !ok {
+		return e.v
+	}
+	at, ok = e.legalHolds(at, holds, subject, category, now)
+	if !ok {
+		return e.v
+	}
+	e.v.Due, e.v.PurgeAt = true, at
+	if at.After(now) {
+		e.say("Due: %s on %s.", actionName(e.v.Action), date(at))
+	} else {
+		e.say("Due: %s on %s, already reached on %s, so at the next sweep.", actionName(e.v.Action), date(at), date(now))
+	}
+	return e.v
+}
 
-	// Step 1: the purge limit.
-	switch {
-	case covering == 0:
-		say("No retention rule covers category %s, so no purge date is set: the data is kept until a rule covers it.", category)
-		return v
-	case !hasPurge && covering == minimums:
-		say("Only minimum-retention rules cover category %s, and they never purge by themselves: no purge date is set.", category)
-		return v
-	case !hasPurge:
-		say("No purge rule covering category %s has fired, so no purge date is set.", category)
-		return v
-	}
-	v.RuleID, v.Action = purge.rule, purge.action
-	say("Purge limit: %s on %s under %s, the earliest date set by a purge rule.", actionName(purge.action), date(purge.at), purge.rule)
-	if len(purgeTies) > 0 {
-		slices.Sort(purgeTies)
-		say("%s set the same date; %s wins, as erasure is preferred to anonymisation (data minimisation, GDPR Art. 5(1)(c)) and then the smaller rule id.",
-			strings.Join(purgeTies, ", "), purge.rule)
-	}
+// evaluation is one run of Evaluate: the verdict with its explanation so
+// far, and what the rules covering the category set.
+type evaluation struct {
+	v                  Verdict
+	purge, minimum     limit // the winners of steps 1 and 2
+	hasPurge, hasMin   bool
+	purgeTies          []string // rules setting the same date as purge
+	open               string   // the unfired minimum rule, if any
+	hasOpen            bool
+	covering, minimums int
+}
 
-	// Step 2: minimum retention.
-	at := purge.at
+func (e *evaluation) say(format string, args ...any) {
+	e.v.Explanation = append(e.v.Explanation, fmt.Sprintf(format, args...))
+}
+
+// consider explains rule r and keeps what it sets, if it covers category.
+func (e *evaluation) consider(r Rule, category string, f Facts) {
+	if !contract.CategoryCovers(r.Category, category) {
+		return
+	}
+	e.covering++
 	switch {
-	case hasOpen:
-		v.MinimumRuleID = open
-		say("Not due: minimum rule %s keeps the data for as long as its trigger has not fired, and for its period after.", open)
-		return v
-	case hasMin && minimum.at.After(at):
-		v.KeptUntil, v.MinimumRuleID = minimum.at, minimum.rule
-		say("Minimum rule %s keeps the data until %s, after the purge limit %s: the purge waits until %s.",
-			minimum.rule, date(minimum.at), date(at), date(minimum.at))
-		at = minimum.at
-	case hasMin:
-		say("Minimum rule %s keeps the data until %s, not after the purge limit %s, so it does not postpone the purge.",
-			minimum.rule, date(minimum.at), date(at))
+	case len(r.Triggers) == 0:
+		e.say("%s has no trigger, so it sets no date.", ruleName(r))
+	case r.Minimum:
+		e.considerMinimum(r, f)
 	default:
-		say("No minimum-retention rule applies.")
+		e.considerPurge(r, f)
 	}
+}
 
-	// Step 3: legal holds, checked where the purge would actually happen.
+// considerMinimum keeps minimum rule r if it is unfired (the smallest id
+// of those) or keeps the data longest (then the smallest id).
+func (e *evaluation) considerMinimum(r Rule, f Facts) {
+	e.minimums++
+	at, fired, sentence := minimumLimit(r, f)
+	e.say("%s", sentence)
+	switch {
+	case !fired:
+		if !e.hasOpen || r.ID < e.open {
+			e.open, e.hasOpen = r.ID, true
+		}
+	case !e.hasMin || at.After(e.minimum.at) || at.Equal(e.minimum.at) && r.ID < e.minimum.rule:
+		e.minimum, e.hasMin = limit{at: at, rule: r.ID}, true
+	}
+}
+
+// considerPurge keeps purge rule r if it has fired and wins over the
+// purge limit so far (limit.before), noting the rules that tie on its
+// date.
+func (e *evaluation) considerPurge(r Rule, f Facts) {
+	at, fired, sentence := purgeLimit(r, f)
+	e.say("%s", sentence)
+	if !fired {
+		return
+	}
+	c := limit{at: at, rule: r.ID, action: r.Action}
+	switch {
+	case !e.hasPurge || c.before(e.purge):
+		if e.hasPurge && at.Equal(e.purge.at) {
+			e.purgeTies = append(e.purgeTies, e.purge.rule)
+		} else {
+			e.purgeTies = nil
+		}
+		e.purge, e.hasPurge = c, true
+	case at.Equal(e.purge.at):
+		e.purgeTies = append(e.purgeTies, r.ID)
+	}
+}
+
+// earliestPurge is step 1, the purge limit: the earliest date a fired
+// purge rule sets. It reports false, with the reason explained, when no
+// purge rule has fired.
+func (e *evaluation) earliestPurge(category string) bool {
+	switch {
+	case e.covering == 0:
+		e.say("No retention rule covers category %s, so no purge date is set: the data is kept until a rule covers it.", category)
+		return false
+	case !e.hasPurge && e.covering == e.minimums:
+		e.say("Only minimum-retention rules cover category %s, and they never purge by themselves: no purge date is set.", category)
+		return false
+	case !e.hasPurge:
+		e.say("No purge rule covering category %s has fired, so no purge date is set.", category)
+		return false
+	}
+	e.v.RuleID, e.v.Action = e.purge.rule, e.purge.action
+	e.say("Purge limit: %s on %s under %s, the earliest date set by a purge rule.", actionName(e.purge.action), date(e.purge.at), e.purge.rule)
+	if len(e.purgeTies) > 0 {
+		slices.Sort(e.purgeTies)
+		e.say("%s set the same date; %s wins, as erasure is preferred to anonymisation (data minimisation, GDPR Art. 5(1)(c)) and then the smaller rule id.",
+			strings.Join(e.purgeTies, ", "), e.purge.rule)
+	}
+	return true
+}
+
+// minimumRetention is step 2: the purge limit postponed to the latest
+// fired minimum rule. It reports false when an unfired minimum rule keeps
+// the data indefinitely.
+func (e *evaluation) minimumRetention() (time.Time, bool) {
+	at := e.purge.at
+	switch {
+	case e.hasOpen:
+		e.v.MinimumRuleID = e.open
+		e.say("Not due: minimum rule %s keeps the data for as long as its trigger has not fired, and for its period after.", e.open)
+		return time.Time{}, false
+	case e.hasMin && e.minimum.at.After(at):
+		e.v.KeptUntil, e.v.MinimumRuleID = e.minimum.at, e.minimum.rule
+		e.say("Minimum rule %s keeps the data until %s, after the purge limit %s: the purge waits until %s.",
+			e.minimum.rule, date(e.minimum.at), date(at), date(e.minimum.at))
+		return e.minimum.at, true
+	case e.hasMin:
+		e.say("Minimum rule %s keeps the data until %s, not after the purge limit %s, so it does not postpone the purge.",
+			e.minimum.rule, date(e.minimum.at), date(at))
+	default:
+		e.say("No minimum-retention rule applies.")
+	}
+	return at, true
+}
+
+// legalHolds is step 3: the purge date at moved past every hold covering
+// the data, checked where the purge would actually happen (at, or now if
+// that is later). It reports false when a hold without an end keeps the
+// data until it is released.
+func (e *evaluation) legalHolds(at time.Time, holds []Hold, subject, category string, now time.Time) (time.Time, bool) {
 	check := at
 	if now.After(check) {
 		check = now
 	}
 	blocking := activeHolds(holds, subject, category, check)
 	if len(blocking) == 0 {
-		say("No legal hold covers the data on %s.", date(check))
+		e.say("No legal hold covers the data on %s.", date(check))
 	}
 	// Each pass moves check past at least one hold's end, so the loop
 	// ends after at most len(holds) passes.
 	for len(blocking) > 0 {
 		h := blocking[0]
+		e.v.HeldBy = h.ID
 		if h.End.IsZero() {
-			v.HeldBy = h.ID
-			say("Not due: hold %s (%s) covers the data on %s and has no end, so it is held until the hold is released.",
+			e.say("Not due: hold %s (%s) covers the data on %s and has no end, so it is held until the hold is released.",
 				h.ID, h.Reason, date(check))
-			return v
+			return time.Time{}, false
 		}
-		v.HeldBy = h.ID
-		say("Hold %s (%s) covers the data on %s until %s: the purge moves to %s.",
+		e.say("Hold %s (%s) covers the data on %s until %s: the purge moves to %s.",
 			h.ID, h.Reason, date(check), date(h.End), date(h.End))
 		at, check = h.End, h.End
 		blocking = activeHolds(holds, subject, category, check)
 	}
-
-	v.Due, v.PurgeAt = true, at
-	if at.After(now) {
-		say("Due: %s on %s.", actionName(v.Action), date(at))
-	} else {
-		say("Due: %s on %s, already reached on %s, so at the next sweep.", actionName(v.Action), date(at), date(now))
-	}
-	return v
+	return at, true
 }
 
 // limit is a date a rule sets: a purge date or a minimum's keep-until.
@@ -299,53 +345,16 @@ func (t Trigger) start(f Facts) (time.Time, string, bool) {
 		}
 		return f.Collected, "collected " + date(f.Collected), true
 	case SinceLastActivity:
-		switch {
-		case !f.LastActivity.IsZero() && !f.LastActivity.Before(f.Collected):
-			return f.LastActivity, "last activity " + date(f.LastActivity), true
-		case !f.Collected.IsZero() && f.LastActivity.IsZero():
-			// Never active: measured from collection, or data about people
-			// who never used the service would be kept for ever.
-			return f.Collected, "no activity since collection on " + date(f.Collected), true
-		case !f.Collected.IsZero():
-			return f.Collected, "collected " + date(f.Collected) + ", after the last activity " + date(f.LastActivity), true
-		}
-		return time.Time{}, "neither activity nor collection recorded", false
+		return f.lastActivityStart()
 	case SinceRelationshipEnded:
 		if at := f.RelationshipEnded[t.Name]; !at.IsZero() {
 			return at, fmt.Sprintf("relationship %q ended %s", t.Name, date(at)), true
 		}
 		return time.Time{}, fmt.Sprintf("relationship %q has not ended", t.Name), false
 	case SinceSuspension:
-		switch {
-		case f.Suspended.IsZero():
-			return time.Time{}, "not suspended", false
-		case !f.Reactivated.IsZero() && !f.Reactivated.Before(f.Suspended):
-			// A re-activation stamped with the suspension's own instant
-			// can only have followed it.
-			return time.Time{}, fmt.Sprintf("suspended %s but re-activated %s, which cancels the suspension clock",
-				date(f.Suspended), date(f.Reactivated)), false
-		}
-		return f.Suspended, "suspended " + date(f.Suspended) + " without re-activation", true
+		return f.suspensionStart()
 	case SinceConsentWithdrawal:
-		if t.Name != "" {
-			if at := f.ConsentWithdrawn[t.Name]; !at.IsZero() {
-				return at, fmt.Sprintf("consent to %q withdrawn %s", t.Name, date(at)), true
-			}
-			return time.Time{}, fmt.Sprintf("consent to %q not withdrawn", t.Name), false
-		}
-		// Any purpose: the first withdrawal. Purposes are visited in order
-		// so that a tie names the same purpose every time.
-		var first time.Time
-		var purpose string
-		for _, p := range slices.Sorted(maps.Keys(f.ConsentWithdrawn)) {
-			if at := f.ConsentWithdrawn[p]; !at.IsZero() && (first.IsZero() || at.Before(first)) {
-				first, purpose = at, p
-			}
-		}
-		if first.IsZero() {
-			return time.Time{}, "no consent withdrawn", false
-		}
-		return first, fmt.Sprintf("consent to %q withdrawn %s", purpose, date(first)), true
+		return f.withdrawalStart(t.Name)
 	case SinceEvent:
 		if at := f.Events[t.Name]; !at.IsZero() {
 			return at, fmt.Sprintf("event %q on %s", t.Name, date(at)), true
@@ -353,6 +362,59 @@ func (t Trigger) start(f Facts) (time.Time, string, bool) {
 		return time.Time{}, fmt.Sprintf("event %q has not happened", t.Name), false
 	}
 	return time.Time{}, fmt.Sprintf("trigger of unknown kind %s never fires", t.Kind), false
+}
+
+// lastActivityStart is Trigger.start for SinceLastActivity.
+func (f Facts) lastActivityStart() (time.Time, string, bool) {
+	switch {
+	case !f.LastActivity.IsZero() && !f.LastActivity.Before(f.Collected):
+		return f.LastActivity, "last activity " + date(f.LastActivity), true
+	case !f.Collected.IsZero() && f.LastActivity.IsZero():
+		// Never active: measured from collection, or data about people
+		// who never used the service would be kept for ever.
+		return f.Collected, "no activity since collection on " + date(f.Collected), true
+	case !f.Collected.IsZero():
+		return f.Collected, "collected " + date(f.Collected) + ", after the last activity " + date(f.LastActivity), true
+	}
+	return time.Time{}, "neither activity nor collection recorded", false
+}
+
+// suspensionStart is Trigger.start for SinceSuspension.
+func (f Facts) suspensionStart() (time.Time, string, bool) {
+	switch {
+	case f.Suspended.IsZero():
+		return time.Time{}, "not suspended", false
+	case !f.Reactivated.IsZero() && !f.Reactivated.Before(f.Suspended):
+		// A re-activation stamped with the suspension's own instant
+		// can only have followed it.
+		return time.Time{}, fmt.Sprintf("suspended %s but re-activated %s, which cancels the suspension clock",
+			date(f.Suspended), date(f.Reactivated)), false
+	}
+	return f.Suspended, "suspended " + date(f.Suspended) + " without re-activation", true
+}
+
+// withdrawalStart is Trigger.start for SinceConsentWithdrawal: the
+// withdrawal of consent to purpose, or the first withdrawal when purpose
+// is empty (any purpose).
+func (f Facts) withdrawalStart(purpose string) (time.Time, string, bool) {
+	if purpose != "" {
+		if at := f.ConsentWithdrawn[purpose]; !at.IsZero() {
+			return at, fmt.Sprintf("consent to %q withdrawn %s", purpose, date(at)), true
+		}
+		return time.Time{}, fmt.Sprintf("consent to %q not withdrawn", purpose), false
+	}
+	// Purposes are visited in order so that a tie names the same purpose
+	// every time.
+	var first time.Time
+	for _, p := range slices.Sorted(maps.Keys(f.ConsentWithdrawn)) {
+		if at := f.ConsentWithdrawn[p]; !at.IsZero() && (first.IsZero() || at.Before(first)) {
+			first, purpose = at, p
+		}
+	}
+	if first.IsZero() {
+		return time.Time{}, "no consent withdrawn", false
+	}
+	return first, fmt.Sprintf("consent to %q withdrawn %s", purpose, date(first)), true
 }
 
 // activeHolds returns the holds covering subject's data of category that

@@ -68,34 +68,7 @@ func ValidateRule(r Rule) []FieldError {
 	seen := make(map[[2]string]int, len(r.Triggers))
 	for i, t := range r.Triggers {
 		field := fmt.Sprintf("rule.triggers[%d]", i)
-		if !t.Kind.known() {
-			add(field+".kind", "must be one of SinceCollection, SinceLastActivity, SinceRelationshipEnded, SinceSuspension, SinceConsentWithdrawal, SinceEvent")
-		}
-		if !t.Anchor.Known() {
-			add(field+".anchor", "must be unset (the fact), END_OF_FINANCIAL_YEAR or END_OF_CALENDAR_YEAR_OF_FINANCIAL_YEAR_END")
-		}
-		switch t.Kind {
-		case SinceRelationshipEnded, SinceEvent:
-			if t.Name == "" {
-				add(field+".name", "is required for %s: the %s it runs from", t.Kind, map[TriggerKind]string{SinceRelationshipEnded: "relationship", SinceEvent: "event"}[t.Kind])
-			} else if !contract.ValidDotted(t.Name, MaxNameLen) {
-				add(field+".name", "must be lower-case letters, digits and underscores, optionally in dotted segments, at most %d bytes", MaxNameLen)
-			}
-		case SinceConsentWithdrawal:
-			if t.Name != "" && !contract.ValidDotted(t.Name, MaxNameLen) {
-				add(field+".name", "must be a purpose id (lower-case letters, digits and underscores, optionally in dotted segments, at most %d bytes), or empty for any purpose", MaxNameLen)
-			}
-		default:
-			if t.Name != "" && t.Kind.known() {
-				add(field+".name", "must be empty for %s, which names nothing", t.Kind)
-			}
-		}
-		// Round-tripping through the ISO 8601 text is what the rule will
-		// be stored and sent as, so it also catches negative parts, parts
-		// beyond the parser's limits and sub-second time.
-		if back, err := period.Parse(t.Period.String()); err != nil || back != t.Period {
-			add(field+".period", "must be an ISO 8601 duration with whole non-negative parts within Lethe's limits (P1Y, P18M, P30D, P0D), not %s", t.Period)
-		}
+		validateTrigger(field, t, add)
 		key := [2]string{t.Kind.String(), t.Name}
 		if j, dup := seen[key]; dup {
 			add(field, "repeats rule.triggers[%d]: one clock per fact", j)
@@ -111,6 +84,45 @@ func ValidateRule(r Rule) []FieldError {
 		add("rule.action", "must be ERASURE_ACTION_ERASE or ERASURE_ACTION_ANONYMISE")
 	}
 	return errs
+}
+
+// validateTrigger reports to add what is wrong with trigger t, at field,
+// on its own: its kind, anchor, name and period.
+func validateTrigger(field string, t Trigger, add func(field, format string, args ...any)) {
+	if !t.Kind.known() {
+		add(field+".kind", "must be one of SinceCollection, SinceLastActivity, SinceRelationshipEnded, SinceSuspension, SinceConsentWithdrawal, SinceEvent")
+	}
+	if !t.Anchor.Known() {
+		add(field+".anchor", "must be unset (the fact), END_OF_FINANCIAL_YEAR or END_OF_CALENDAR_YEAR_OF_FINANCIAL_YEAR_END")
+	}
+	validateTriggerName(field+".name", t, add)
+	// Round-tripping through the ISO 8601 text is what the rule will
+	// be stored and sent as, so it also catches negative parts, parts
+	// beyond the parser's limits and sub-second time.
+	if back, err := period.Parse(t.Period.String()); err != nil || back != t.Period {
+		add(field+".period", "must be an ISO 8601 duration with whole non-negative parts within Lethe's limits (P1Y, P18M, P30D, P0D), not %s", t.Period)
+	}
+}
+
+// validateTriggerName reports to add a name that t's kind needs and
+// lacks, that is malformed, or that a kind naming nothing has.
+func validateTriggerName(field string, t Trigger, add func(field, format string, args ...any)) {
+	switch t.Kind {
+	case SinceRelationshipEnded, SinceEvent:
+		if t.Name == "" {
+			add(field, "is required for %s: the %s it runs from", t.Kind, map[TriggerKind]string{SinceRelationshipEnded: "relationship", SinceEvent: "event"}[t.Kind])
+		} else if !contract.ValidDotted(t.Name, MaxNameLen) {
+			add(field, "must be lower-case letters, digits and underscores, optionally in dotted segments, at most %d bytes", MaxNameLen)
+		}
+	case SinceConsentWithdrawal:
+		if t.Name != "" && !contract.ValidDotted(t.Name, MaxNameLen) {
+			add(field, "must be a purpose id (lower-case letters, digits and underscores, optionally in dotted segments, at most %d bytes), or empty for any purpose", MaxNameLen)
+		}
+	default:
+		if t.Name != "" && t.Kind.known() {
+			add(field, "must be empty for %s, which names nothing", t.Kind)
+		}
+	}
 }
 
 // ValidateHold returns every problem with h, or nil if there is none.

@@ -186,28 +186,11 @@ func (d *decoder) scalar(n *yaml.Node, fd protoreflect.FieldDescriptor, path str
 			return protoreflect.ValueOfBool(false), true
 		}
 		d.fail(n, path, "want true or false, found %q", n.Value)
-	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
-		v, err := strconv.ParseInt(n.Value, 10, 32)
-		if err == nil {
-			return protoreflect.ValueOfInt32(int32(v)), true
-		}
-		d.fail(n, path, "want a whole number, found %q", n.Value)
-	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
-		v, err := strconv.ParseInt(n.Value, 10, 64)
-		if err == nil {
-			return protoreflect.ValueOfInt64(v), true
-		}
-		d.fail(n, path, "want a whole number, found %q", n.Value)
-	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
-		v, err := strconv.ParseUint(n.Value, 10, 32)
-		if err == nil {
-			return protoreflect.ValueOfUint32(uint32(v)), true
-		}
-		d.fail(n, path, "want a whole number, found %q", n.Value)
-	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		v, err := strconv.ParseUint(n.Value, 10, 64)
-		if err == nil {
-			return protoreflect.ValueOfUint64(v), true
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
+		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind,
+		protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		if v, ok := wholeNumber(fd.Kind(), n.Value); ok {
+			return v, true
 		}
 		d.fail(n, path, "want a whole number, found %q", n.Value)
 	case protoreflect.DoubleKind, protoreflect.FloatKind:
@@ -223,6 +206,26 @@ func (d *decoder) scalar(n *yaml.Node, fd protoreflect.FieldDescriptor, path str
 		d.fail(n, path, "%q is not a %s; one of: %s", n.Value, fd.Enum().Name(), strings.Join(EnumNames(fd.Enum()), ", "))
 	default:
 		d.fail(n, path, "fields of kind %s are not supported in tenant files", fd.Kind())
+	}
+	return protoreflect.Value{}, false
+}
+
+// wholeNumber parses s as the value of an integer field of kind k, in
+// its range.
+func wholeNumber(k protoreflect.Kind, s string) (protoreflect.Value, bool) {
+	switch k {
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		v, err := strconv.ParseInt(s, 10, 32)
+		return protoreflect.ValueOfInt32(int32(v)), err == nil
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		v, err := strconv.ParseInt(s, 10, 64)
+		return protoreflect.ValueOfInt64(v), err == nil
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		v, err := strconv.ParseUint(s, 10, 32)
+		return protoreflect.ValueOfUint32(uint32(v)), err == nil
+	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		v, err := strconv.ParseUint(s, 10, 64)
+		return protoreflect.ValueOfUint64(v), err == nil
 	}
 	return protoreflect.Value{}, false
 }

@@ -108,39 +108,14 @@ var envelopeFields = []string{"apiVersion", "kind", "tenant", "categories", "pur
 
 // Parse decodes a tenant file's bytes; path names it in problems.
 func Parse(path string, data []byte) (*File, error) {
+	root, err := rootMapping(path, data)
+	if err != nil {
+		return nil, err
+	}
 	f := &File{Path: path, pos: map[string]Pos{}}
 	var problems []Problem
 	d := &decoder{file: path, problems: &problems, pos: f.pos}
-
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		return nil, Problems{yamlProblem(path, err)}
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return nil, Problems{{File: path, Line: extra.Line, Message: "one tenant per file: a second YAML document starts here"}}
-	}
-	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
-		return nil, Problems{{File: path, Line: 1, Column: 1, Message: "a tenant file is a mapping with apiVersion, kind and tenant"}}
-	}
-	root := doc.Content[0]
-	if hasAlias(root) {
-		return nil, Problems{{File: path, Line: 1, Column: 1, Message: "YAML anchors and aliases are not supported: write each object out"}}
-	}
-	fields := map[string]*yaml.Node{}
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, v := root.Content[i], root.Content[i+1]
-		switch {
-		case !contains(envelopeFields, k.Value):
-			d.fail(k, k.Value, "unknown field %q; a tenant file has %s", k.Value, strings.Join(envelopeFields, ", "))
-		case fields[k.Value] != nil:
-			d.fail(k, k.Value, "field %q written twice", k.Value)
-		default:
-			fields[k.Value] = v
-			d.mark(k.Value, k)
-		}
-	}
+	fields := d.envelope(root)
 	if v := fields["apiVersion"]; v == nil || v.Value != APIVersion {
 		d.fail(orNode(v, root), "apiVersion", "want apiVersion: %s", APIVersion)
 	}
@@ -158,28 +133,75 @@ func Parse(path string, data []byte) (*File, error) {
 	decodeList(d, fields["systems"], "systems", &f.Systems)
 	decodeList(d, fields["activities"], "activities", &f.Activities)
 	if v := fields["retention"]; v != nil {
-		if v.Kind != yaml.MappingNode {
-			d.fail(v, "retention", "want a mapping with rules and holds")
-		} else {
-			for i := 0; i+1 < len(v.Content); i += 2 {
-				k, val := v.Content[i], v.Content[i+1]
-				switch k.Value {
-				case "rules":
-					d.mark("retention.rules", k)
-					decodeList(d, val, "retention.rules", &f.Rules)
-				case "holds":
-					d.mark("retention.holds", k)
-					decodeList(d, val, "retention.holds", &f.Holds)
-				default:
-					d.fail(k, "retention."+k.Value, "unknown field %q; retention has rules and holds", k.Value)
-				}
-			}
-		}
+		d.decodeRetention(v, f)
 	}
 	if len(problems) > 0 {
 		return nil, sortProblems(problems)
 	}
 	return f, nil
+}
+
+// rootMapping returns the mapping of the file's one YAML document, or the
+// problem that stops the file being read at all: bad YAML, a second
+// document, no mapping, anchors and aliases.
+func rootMapping(path string, data []byte) (*yaml.Node, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		return nil, Problems{yamlProblem(path, err)}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, Problems{{File: path, Line: extra.Line, Message: "one tenant per file: a second YAML document starts here"}}
+	}
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, Problems{{File: path, Line: 1, Column: 1, Message: "a tenant file is a mapping with apiVersion, kind and tenant"}}
+	}
+	root := doc.Content[0]
+	if hasAlias(root) {
+		return nil, Problems{{File: path, Line: 1, Column: 1, Message: "YAML anchors and aliases are not supported: write each object out"}}
+	}
+	return root, nil
+}
+
+// envelope returns the top-level fields by name, failing unknown and
+// repeated ones.
+func (d *decoder) envelope(root *yaml.Node) map[string]*yaml.Node {
+	fields := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		switch {
+		case !contains(envelopeFields, k.Value):
+			d.fail(k, k.Value, "unknown field %q; a tenant file has %s", k.Value, strings.Join(envelopeFields, ", "))
+		case fields[k.Value] != nil:
+			d.fail(k, k.Value, "field %q written twice", k.Value)
+		default:
+			fields[k.Value] = v
+			d.mark(k.Value, k)
+		}
+	}
+	return fields
+}
+
+// decodeRetention decodes the retention mapping's rules and holds into f.
+func (d *decoder) decodeRetention(v *yaml.Node, f *File) {
+	if v.Kind != yaml.MappingNode {
+		d.fail(v, "retention", "want a mapping with rules and holds")
+		return
+	}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k, val := v.Content[i], v.Content[i+1]
+		switch k.Value {
+		case "rules":
+			d.mark("retention.rules", k)
+			decodeList(d, val, "retention.rules", &f.Rules)
+		case "holds":
+			d.mark("retention.holds", k)
+			decodeList(d, val, "retention.holds", &f.Holds)
+		default:
+			d.fail(k, "retention."+k.Value, "unknown field %q; retention has rules and holds", k.Value)
+		}
+	}
 }
 
 func decodeList[T proto.Message](d *decoder, n *yaml.Node, path string, out *[]T) {

@@ -70,122 +70,188 @@ func wrap(o Object, tenantID string) proto.Message {
 // the set of category ids the tenant may use besides its own (the built-in
 // taxonomy, as the registry lists it); nil skips that check.
 func (f *File) Validate(taxonomy map[string]bool) Problems {
-	var ps []Problem
-	add := func(path, format string, args ...any) { ps = append(ps, f.At(path, fmt.Sprintf(format, args...))) }
-	tenantID := f.TenantID()
-
-	// The proto rules, through the request each object travels in.
-	for _, o := range f.Objects() {
-		err := protovalidate.Validate(wrap(o, tenantID))
-		if ve, ok := err.(*protovalidate.ValidationError); ok {
-			for _, v := range ve.Violations {
-				ps = append(ps, f.FieldProblem(o, protovalidate.FieldPathString(v.Proto.GetField()), v.Proto.GetMessage()))
-			}
-		} else if err != nil {
-			add(o.Path, "%v", err)
+	v := &validation{f: f, taxonomy: taxonomy}
+	v.protoRules()
+	v.uniqueIDs()
+	v.categoryParents()
+	v.tenantCountries()
+	for i, s := range f.Systems {
+		v.system(fmt.Sprintf("systems[%d]", i), s)
+	}
+	for i, a := range f.Activities {
+		v.activity(fmt.Sprintf("activities[%d]", i), a)
+	}
+	for i, r := range f.Rules {
+		v.rule(fmt.Sprintf("retention.rules[%d]", i), r)
+	}
+	for i, h := range f.Holds {
+		if h.Category != nil {
+			v.checkCategory(fmt.Sprintf("retention.holds[%d].category", i), h.Category.Id)
 		}
 	}
+	if len(v.ps) == 0 {
+		return nil
+	}
+	return sortProblems(v.ps)
+}
 
-	// Unique ids per kind.
-	seen := map[string]string{}
-	for _, o := range f.Objects() {
+// validation is one run of Validate: the file, the taxonomy it is checked
+// against, the ids it declares and the problems found so far.
+type validation struct {
+	f        *File
+	taxonomy map[string]bool
+	// seen maps "kind/id" to the path of the object that first declared
+	// it; uniqueIDs fills it, and the reference checks read it.
+	seen map[string]string
+	ps   []Problem
+}
+
+func (v *validation) add(path, format string, args ...any) {
+	v.ps = append(v.ps, v.f.At(path, fmt.Sprintf(format, args...)))
+}
+
+// protoRules checks the rules the protos declare, through the request each
+// object travels in.
+func (v *validation) protoRules() {
+	tenantID := v.f.TenantID()
+	for _, o := range v.f.Objects() {
+		err := protovalidate.Validate(wrap(o, tenantID))
+		if ve, ok := err.(*protovalidate.ValidationError); ok {
+			for _, vi := range ve.Violations {
+				v.ps = append(v.ps, v.f.FieldProblem(o, protovalidate.FieldPathString(vi.Proto.GetField()), vi.Proto.GetMessage()))
+			}
+		} else if err != nil {
+			v.add(o.Path, "%v", err)
+		}
+	}
+}
+
+// uniqueIDs reports an id declared twice for one kind, and records where
+// each was declared first.
+func (v *validation) uniqueIDs() {
+	v.seen = map[string]string{}
+	for _, o := range v.f.Objects() {
 		if o.Kind == "tenant" || o.ID == "" {
 			continue
 		}
 		key := o.Kind + "/" + o.ID
-		if first, dup := seen[key]; dup {
-			add(o.Path, "%s %q is declared twice (first at %s)", o.Kind, o.ID, displayPath(first))
+		if first, dup := v.seen[key]; dup {
+			v.add(o.Path, "%s %q is declared twice (first at %s)", o.Kind, o.ID, displayPath(first))
 			continue
 		}
-		seen[key] = o.Path
+		v.seen[key] = o.Path
 	}
-	has := func(kind, id string) bool { _, ok := seen[kind+"/"+id]; return ok }
+}
 
-	// Categories: the tenant's own extend the taxonomy.
-	known := func(id string) bool { return has("category", id) || taxonomy == nil || taxonomy[id] }
-	checkCategory := func(path, id string) {
-		if id != "" && contract.ValidCategory(id) && !known(id) {
-			add(path, "no category %q in the tenant's taxonomy; use a built-in one or declare it under categories", id)
-		}
-	}
-	for i, c := range f.Categories {
-		if p := contract.CategoryParent(c.Id); p != "" && !known(p) {
-			add(fmt.Sprintf("categories[%d].id", i), "its parent %q is not in the taxonomy", p)
-		}
-	}
+// has reports whether the file declares an object of kind with id.
+func (v *validation) has(kind, id string) bool {
+	_, ok := v.seen[kind+"/"+id]
+	return ok
+}
 
-	checkCountry := func(path, code string) {
-		if code == "" {
-			return
-		}
-		if r, err := language.ParseRegion(code); err != nil || !r.IsCountry() || r.String() != code {
-			add(path, "%q is not an ISO 3166-1 alpha-2 country code", code)
-		}
-	}
-	checkCountry("tenant.settings.country", f.Tenant.GetSettings().GetCountry())
-	checkCountry("tenant.settings.supervisory_authority.country", f.Tenant.GetSettings().GetSupervisoryAuthority().GetCountry())
+// known reports whether category id may be used: the tenant's own
+// categories extend the taxonomy.
+func (v *validation) known(id string) bool {
+	return v.has("category", id) || v.taxonomy == nil || v.taxonomy[id]
+}
 
-	for i, s := range f.Systems {
-		path := fmt.Sprintf("systems[%d]", i)
-		checkCountry(path+".country", s.Country)
-		for j, c := range s.Categories {
-			checkCategory(fmt.Sprintf("%s.categories[%d]", path, j), c.Id)
-		}
-		for j, p := range s.PurposeIds {
-			if !has("purpose", p) {
-				add(fmt.Sprintf("%s.purpose_ids[%d]", path, j), "no purpose %q is declared in this file", p)
-			}
-		}
-		switch {
-		case s.ParentSystemId != "" && !has("system", s.ParentSystemId):
-			add(path+".parent_system_id", "no system %q is declared in this file", s.ParentSystemId)
-		case s.ParentSystemId != "" && s.Kind != commonv1.SystemKind_SYSTEM_KIND_SUB_PROCESSOR:
-			add(path+".parent_system_id", "only a sub_processor has a parent system")
-		case s.ParentSystemId == "" && s.Kind == commonv1.SystemKind_SYSTEM_KIND_SUB_PROCESSOR:
-			add(path+".kind", "a sub_processor names the processor that engaged it in parentSystemId")
+// checkCategory reports a well-formed category id that is not known (a
+// malformed one the proto rules report already).
+func (v *validation) checkCategory(path, id string) {
+	if id != "" && contract.ValidCategory(id) && !v.known(id) {
+		v.add(path, "no category %q in the tenant's taxonomy; use a built-in one or declare it under categories", id)
+	}
+}
+
+// categoryParents reports a tenant category whose parent is not known.
+func (v *validation) categoryParents() {
+	for i, c := range v.f.Categories {
+		if p := contract.CategoryParent(c.Id); p != "" && !v.known(p) {
+			v.add(fmt.Sprintf("categories[%d].id", i), "its parent %q is not in the taxonomy", p)
 		}
 	}
-	for i, a := range f.Activities {
-		path := fmt.Sprintf("activities[%d]", i)
-		for j, c := range a.Categories {
-			checkCategory(fmt.Sprintf("%s.categories[%d]", path, j), c.Id)
-		}
-		if a.PurposeId != "" && !has("purpose", a.PurposeId) {
-			add(path+".purpose_id", "no purpose %q is declared in this file", a.PurposeId)
-		}
-		for j, s := range a.RecipientSystemIds {
-			if !has("system", s) {
-				add(fmt.Sprintf("%s.recipient_system_ids[%d]", path, j), "no system %q is declared in this file", s)
-			}
-		}
-		if a.RetentionRuleId != "" && !has("rule", a.RetentionRuleId) {
-			add(path+".retention_rule_id", "no retention rule %q is declared in this file", a.RetentionRuleId)
+}
+
+// checkCountry reports a code that is not an ISO 3166-1 alpha-2 country.
+func (v *validation) checkCountry(path, code string) {
+	if code == "" {
+		return
+	}
+	if r, err := language.ParseRegion(code); err != nil || !r.IsCountry() || r.String() != code {
+		v.add(path, "%q is not an ISO 3166-1 alpha-2 country code", code)
+	}
+}
+
+// tenantCountries checks the countries of the tenant's settings.
+func (v *validation) tenantCountries() {
+	v.checkCountry("tenant.settings.country", v.f.Tenant.GetSettings().GetCountry())
+	v.checkCountry("tenant.settings.supervisory_authority.country", v.f.Tenant.GetSettings().GetSupervisoryAuthority().GetCountry())
+}
+
+// system checks one system at path: its country, categories, purposes and
+// its place in the processor chain.
+func (v *validation) system(path string, s *registryv1.System) {
+	v.checkCountry(path+".country", s.Country)
+	for j, c := range s.Categories {
+		v.checkCategory(fmt.Sprintf("%s.categories[%d]", path, j), c.Id)
+	}
+	for j, p := range s.PurposeIds {
+		if !v.has("purpose", p) {
+			v.add(fmt.Sprintf("%s.purpose_ids[%d]", path, j), "no purpose %q is declared in this file", p)
 		}
 	}
-	for i, r := range f.Rules {
-		path := fmt.Sprintf("retention.rules[%d]", i)
-		checkCategory(path+".category", r.GetCategory().GetId())
-		for j, t := range r.Triggers {
-			if _, err := period.Parse(t.Period); t.Period != "" && err != nil {
-				add(fmt.Sprintf("%s.triggers[%d].period", path, j), "%v", err)
-			}
-		}
-		switch {
-		case r.Minimum && len(r.Triggers) != 1:
-			add(path+".triggers", "a minimum rule has exactly one trigger")
-		case r.Minimum && r.Action != 0:
-			add(path+".action", "a minimum rule never purges: leave action out")
-		case !r.Minimum && r.Action == 0:
-			add(path+".action", "a purge rule says what to do: erase or anonymise")
+	v.parentSystem(path, s)
+}
+
+// parentSystem checks that a system has a declared parent exactly when it
+// is a sub-processor.
+func (v *validation) parentSystem(path string, s *registryv1.System) {
+	sub := s.Kind == commonv1.SystemKind_SYSTEM_KIND_SUB_PROCESSOR
+	switch {
+	case s.ParentSystemId != "" && !v.has("system", s.ParentSystemId):
+		v.add(path+".parent_system_id", "no system %q is declared in this file", s.ParentSystemId)
+	case s.ParentSystemId != "" && !sub:
+		v.add(path+".parent_system_id", "only a sub_processor has a parent system")
+	case s.ParentSystemId == "" && sub:
+		v.add(path+".kind", "a sub_processor names the processor that engaged it in parentSystemId")
+	}
+}
+
+// activity checks one processing activity at path: its categories and the
+// purpose, systems and retention rule it names.
+func (v *validation) activity(path string, a *registryv1.ProcessingActivity) {
+	for j, c := range a.Categories {
+		v.checkCategory(fmt.Sprintf("%s.categories[%d]", path, j), c.Id)
+	}
+	if a.PurposeId != "" && !v.has("purpose", a.PurposeId) {
+		v.add(path+".purpose_id", "no purpose %q is declared in this file", a.PurposeId)
+	}
+	for j, s := range a.RecipientSystemIds {
+		if !v.has("system", s) {
+			v.add(fmt.Sprintf("%s.recipient_system_ids[%d]", path, j), "no system %q is declared in this file", s)
 		}
 	}
-	for i, h := range f.Holds {
-		if h.Category != nil {
-			checkCategory(fmt.Sprintf("retention.holds[%d].category", i), h.Category.Id)
+	if a.RetentionRuleId != "" && !v.has("rule", a.RetentionRuleId) {
+		v.add(path+".retention_rule_id", "no retention rule %q is declared in this file", a.RetentionRuleId)
+	}
+}
+
+// rule checks one retention rule at path: its category, its periods, and
+// its shape (a minimum rule has one trigger and no action; a purge rule
+// has an action).
+func (v *validation) rule(path string, r *retentionv1.Rule) {
+	v.checkCategory(path+".category", r.GetCategory().GetId())
+	for j, t := range r.Triggers {
+		if _, err := period.Parse(t.Period); t.Period != "" && err != nil {
+			v.add(fmt.Sprintf("%s.triggers[%d].period", path, j), "%v", err)
 		}
 	}
-	if len(ps) == 0 {
-		return nil
+	switch {
+	case r.Minimum && len(r.Triggers) != 1:
+		v.add(path+".triggers", "a minimum rule has exactly one trigger")
+	case r.Minimum && r.Action != 0:
+		v.add(path+".action", "a minimum rule never purges: leave action out")
+	case !r.Minimum && r.Action == 0:
+		v.add(path+".action", "a purge rule says what to do: erase or anonymise")
 	}
-	return sortProblems(ps)
 }
