@@ -62,6 +62,19 @@ type Options struct {
 	Stream string
 }
 
+// complete fills in the defaults of the options left zero.
+func (o *Options) complete() {
+	if o.ExpirySweepEvery <= 0 {
+		o.ExpirySweepEvery = time.Minute
+	}
+	if o.RecoveryMargin <= 0 {
+		o.RecoveryMargin = DefaultRecoveryMargin
+	}
+	if o.Stream == "" {
+		o.Stream = broker.DefaultStreamConfig().Name
+	}
+}
+
 // Service implements lethe.consent.v1.ConsentService.
 type Service struct {
 	consentv1.UnimplementedConsentServiceServer
@@ -83,20 +96,14 @@ type Service struct {
 	// (recovery.go); Check refuses to answer then.
 	gap             atomic.Pointer[storage.Gap]
 	recoveredEvents metric.Int64Counter
-	recoveryMetrics metric.Registration
+	// metrics is the registration of the service's observable gauges
+	// (metrics.go).
+	metrics metric.Registration
 }
 
 // New opens the consent service's store and loads its state into memory.
 func New(deps service.Deps, opts Options) (*Service, error) {
-	if opts.ExpirySweepEvery <= 0 {
-		opts.ExpirySweepEvery = time.Minute
-	}
-	if opts.RecoveryMargin <= 0 {
-		opts.RecoveryMargin = DefaultRecoveryMargin
-	}
-	if opts.Stream == "" {
-		opts.Stream = broker.DefaultStreamConfig().Name
-	}
+	opts.complete()
 	base, err := service.OpenBase(deps, storage.Schema)
 	if err != nil {
 		return nil, err
@@ -118,8 +125,7 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		Meter: base.Meter, Logger: base.Logger,
 	})
 	if err == nil {
-		s.recoveredEvents, err = base.Meter.Int64Counter("lethe.consent.recovery.recovered",
-			metric.WithDescription("Limit events the consent service re-applied from the event stream at start because its store, restored from a backup, lacked them."))
+		err = s.registerMetrics()
 	}
 	if err == nil {
 		err = s.load()
@@ -131,10 +137,10 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		err = s.recoverLimits(ctx)
 		cancel()
 	}
-	if err == nil {
-		err = s.registerRecoveryMetrics()
-	}
 	if err != nil {
+		if s.metrics != nil {
+			err = errors.Join(err, s.metrics.Unregister())
+		}
 		return nil, errors.Join(err, base.Close())
 	}
 	return s, nil
@@ -147,7 +153,7 @@ const recoveryTimeout = 5 * time.Minute
 
 // Close releases the service's resources after Run returned.
 func (s *Service) Close() error {
-	return errors.Join(s.recoveryMetrics.Unregister(), s.Base.Close())
+	return errors.Join(s.metrics.Unregister(), s.Base.Close())
 }
 
 // Register serves the consent API on srv.

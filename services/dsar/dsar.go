@@ -97,6 +97,8 @@ type Options struct {
 	FanoutUnhealthyAfter time.Duration
 }
 
+// complete fills in the defaults of the options left zero, and the
+// neighbours' connections the host dialled (deps.Neighbours).
 func (o *Options) complete(deps service.Deps) {
 	if o.Consent == nil {
 		o.Consent = deps.Neighbours["consent"]

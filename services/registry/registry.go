@@ -25,10 +25,8 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
-	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
-	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/services/registry/internal/storage"
 	"github.com/lethe-privacy/lethe/services/registry/internal/transfer"
 )
@@ -44,8 +42,13 @@ const DefaultAddr = "127.0.0.1:7404"
 // Factory builds the registry service for a host.
 var Factory = service.Factory{
 	Name: "registry",
-	New:  func(deps service.Deps) (service.Service, error) { return New(deps) },
+	New:  func(deps service.Deps) (service.Service, error) { return New(deps, Options{}) },
 }
+
+// Options tune the service. The registry has nothing to tune yet; the
+// type is there so that it is built as the other services are, with
+// New(deps, Options{}), and an option added later has its place.
+type Options struct{}
 
 // Service implements lethe.registry.v1.RegistryService.
 type Service struct {
@@ -57,7 +60,7 @@ type Service struct {
 }
 
 // New opens the registry's store.
-func New(deps service.Deps) (*Service, error) {
+func New(deps service.Deps, _ Options) (*Service, error) {
 	base, err := service.OpenBase(deps, storage.Schema)
 	if err != nil {
 		return nil, err
@@ -75,8 +78,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.js == nil {
 		return s.Base.Run(ctx)
 	}
-	lag, err := broker.NewLagMonitor(broker.LagConfig{JetStream: s.js, Meter: s.Meter, Stream: contract.StreamName,
-		Select: broker.SystemConsumers, Logger: s.Logger})
+	lag, err := s.systemsLag()
 	if err != nil {
 		return err
 	}

@@ -67,6 +67,13 @@ type Options struct {
 	ResendAfter time.Duration
 }
 
+// complete fills in the defaults of the options left zero.
+func (o *Options) complete() {
+	if o.SweepEvery <= 0 {
+		o.SweepEvery = time.Minute
+	}
+}
+
 // Service implements lethe.retention.v1.RetentionService.
 type Service struct {
 	retentionv1.UnimplementedRetentionServiceServer
@@ -100,9 +107,7 @@ type Service struct {
 
 // New opens the retention service's store.
 func New(deps service.Deps, opts Options) (*Service, error) {
-	if opts.SweepEvery <= 0 {
-		opts.SweepEvery = time.Minute
-	}
+	opts.complete()
 	base, err := service.OpenBase(deps, schema)
 	if err != nil {
 		return nil, err
