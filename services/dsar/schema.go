@@ -10,6 +10,7 @@ import (
 	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/tasks"
 )
 
 // Buckets of dsar.db.
@@ -48,7 +49,7 @@ var (
 // schema is the layout of dsar.db.
 var schema = store.Schema{
 	Service: "dsar",
-	Version: 1,
+	Version: 2,
 	Buckets: []store.Bucket{
 		bucketRequests, bucketSecrets, bucketSealed, bucketSubmissions, bucketPackages,
 		bucketPending, bucketFollowing, bucketPackageExpiry, bucketReceipts, bucketReceiptIndex,
@@ -56,6 +57,9 @@ var schema = store.Schema{
 	// Only CreateRequest, an audited mutation, adds a request; later
 	// transitions rewrite it. A file holding one has audit entries.
 	Audited: []store.Bucket{bucketRequests},
+	// Version 2 moved the tasks to the kit's key encoding (see
+	// tasks.MigrateKeysTx); open tasks stay open across it.
+	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}},
 }
 
 // secrets is what a request keeps that no response shows.
