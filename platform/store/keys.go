@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -61,6 +62,21 @@ func Key(ids ...string) []byte {
 		b = append(append(b, id...), 0)
 	}
 	return b
+}
+
+// SplitKey returns the ids that Key joined into k, and false when k is not
+// such a key (it does not end in NUL). It splits the whole of k: to read
+// the ids after a known prefix, pass the rest of the key.
+func SplitKey(k []byte) ([]string, bool) {
+	if len(k) == 0 || k[len(k)-1] != 0 {
+		return nil, false
+	}
+	parts := bytes.Split(k[:len(k)-1], []byte{0})
+	ids := make([]string, len(parts))
+	for i, p := range parts {
+		ids[i] = string(p)
+	}
+	return ids, true
 }
 
 // AppendBucketTx returns bucket b of tx, set to fill its pages whole, for

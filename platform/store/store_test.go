@@ -396,3 +396,19 @@ func TestTimeKey(t *testing.T) {
 		}
 	}
 }
+
+// TestSplitKeyReadsWhatKeyJoined: SplitKey returns Key's ids, empty ones
+// included, and refuses bytes that Key did not make.
+func TestSplitKeyReadsWhatKeyJoined(t *testing.T) {
+	for _, ids := range [][]string{{"clio"}, {"clio", "crm", "019a"}, {"clio", ""}, {""}} {
+		got, ok := store.SplitKey(store.Key(ids...))
+		if !ok || !slices.Equal(got, ids) {
+			t.Errorf("SplitKey(Key(%q)) = %q, %v", ids, got, ok)
+		}
+	}
+	for _, k := range []string{"", "clio", "clio\x00crm"} {
+		if got, ok := store.SplitKey([]byte(k)); ok {
+			t.Errorf("SplitKey(%q) = %q, want refused: no NUL ends it", k, got)
+		}
+	}
+}

@@ -264,23 +264,29 @@ func markPublishedCauses(db *store.DB) error {
 	})
 }
 
-// Keys. Every key part is a token or an id without NUL bytes, joined by
-// NUL, so that prefixes of different tuples never collide.
-func key(parts ...string) []byte {
-	var b bytes.Buffer
-	for i, p := range parts {
-		if i > 0 {
-			b.WriteByte(0)
-		}
-		b.WriteString(p)
-	}
-	return b.Bytes()
-}
-
-func taskKey(eventID, systemID string) []byte { return key(eventID, systemID) }
+// Keys are the kit's (store.Key): each id followed by NUL, so that the
+// keys under one id never share a prefix with another's. A task is keyed
+// (event id, system id); the cause index (tenant, cause kind, cause id,
+// event id, system id); the system index (tenant, system id, event id);
+// the re-send index the time, then the task's key. Values are JSON, as
+// every record a service keeps for itself is (an API message is kept as
+// its protobuf), with the final outcome inside as binary protobuf.
+func taskKey(eventID, systemID string) []byte { return store.Key(eventID, systemID) }
 
 func causePrefix(tenant string, cause *commonv1.Cause) []byte {
-	return append(key(tenant, cause.GetKind().String(), cause.GetId()), 0)
+	return store.Key(tenant, cause.GetKind().String(), cause.GetId())
+}
+
+func systemKey(tenant, systemID, eventID string) []byte { return store.Key(tenant, systemID, eventID) }
+
+// taskOfKey reads the (event id, system id) a task key ends with, after
+// the prefix the caller has checked.
+func taskOfKey(rest []byte) (eventID, systemID string, ok bool) {
+	ids, ok := store.SplitKey(rest)
+	if !ok || len(ids) != 2 {
+		return "", "", false
+	}
+	return ids[0], ids[1], true
 }
 
 // PublishTx publishes ev through the outbox and records a task for each
@@ -317,7 +323,7 @@ func (t *Tracker) PublishTx(ctx context.Context, tx *bolt.Tx, ev *eventsv1.Event
 		if err := store.BucketTx(tx, store.BucketTasksByCause).Put(append(causePrefix(ev.TenantId, ev.Cause), taskKey(ev.Id, e.SystemID)...), nil); err != nil {
 			return err
 		}
-		if err := store.BucketTx(tx, store.BucketTasksBySystem).Put(key(ev.TenantId, e.SystemID, ev.Id), nil); err != nil {
+		if err := store.BucketTx(tx, store.BucketTasksBySystem).Put(systemKey(ev.TenantId, e.SystemID, ev.Id), nil); err != nil {
 			return err
 		}
 		if e.Mode != commonv1.AnswerMode_ANSWER_MODE_MANUAL {
@@ -403,7 +409,7 @@ func (t *Tracker) closeTx(tx *bolt.Tx, eventID, systemID string, resolution Reso
 	if err := t.unscheduleTx(tx, task); err != nil {
 		return false, err
 	}
-	if err := store.BucketTx(tx, store.BucketTasksBySystem).Delete(key(task.TenantID, task.SystemID, task.EventID)); err != nil {
+	if err := store.BucketTx(tx, store.BucketTasksBySystem).Delete(systemKey(task.TenantID, task.SystemID, task.EventID)); err != nil {
 		return false, err
 	}
 	if task.Outcome, err = proto.Marshal(outcome); err != nil {
@@ -458,14 +464,14 @@ func causeTasksTx(tx *bolt.Tx, tenant string, cause *commonv1.Cause) (all []Task
 	c := store.BucketTx(tx, store.BucketTasksByCause).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 		published = true
-		eventID, systemID, ok := bytes.Cut(k[len(prefix):], []byte{0})
+		eventID, systemID, ok := taskOfKey(k[len(prefix):])
 		if !ok {
 			return nil, false, fmt.Errorf("tasks: corrupt cause index key %q", k)
 		}
-		if len(systemID) == 0 {
+		if systemID == "" {
 			continue // an event published to no system (causeMarker)
 		}
-		task, found, err := getTx(tx, string(eventID), string(systemID))
+		task, found, err := getTx(tx, eventID, systemID)
 		if err != nil {
 			return nil, false, err
 		}
@@ -521,11 +527,15 @@ func (t *Tracker) RecordOutcomeTx(tx *bolt.Tx, o *eventsv1.Outcome) (bool, error
 // CloseSystemTx makes every open task of a removed system final, with a
 // NOT_APPLICABLE outcome that says why, in the caller's transaction.
 func (t *Tracker) CloseSystemTx(tx *bolt.Tx, tenant, systemID string) error {
-	prefix := append(key(tenant, systemID), 0)
+	prefix := store.Key(tenant, systemID)
 	var eventIDs []string
 	c := store.BucketTx(tx, store.BucketTasksBySystem).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		eventIDs = append(eventIDs, string(k[len(prefix):]))
+		ids, ok := store.SplitKey(k[len(prefix):])
+		if !ok || len(ids) != 1 {
+			return fmt.Errorf("tasks: corrupt system index key %q", k)
+		}
+		eventIDs = append(eventIDs, ids[0])
 	}
 	for _, eventID := range eventIDs {
 		task, ok, err := getTx(tx, eventID, systemID)
@@ -872,8 +882,11 @@ func (t *Tracker) Resend(ctx context.Context) (int, error) {
 				if err := due.Delete(k); err != nil {
 					return err
 				}
-				eventID, systemID, _ := bytes.Cut(k[8:], []byte{0})
-				task, ok, err := getTx(tx, string(eventID), string(systemID))
+				eventID, systemID, ok := taskOfKey(k[8:])
+				if !ok {
+					return fmt.Errorf("tasks: corrupt re-send index key %q", k)
+				}
+				task, ok, err := getTx(tx, eventID, systemID)
 				if err != nil {
 					return err
 				}

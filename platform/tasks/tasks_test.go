@@ -3,6 +3,7 @@ package tasks_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +38,10 @@ var bucketCompleted = store.Bucket("completed")
 // bucketFinal records each task made final, written by OnTaskFinal.
 var bucketFinal = store.Bucket("final")
 
-var schema = store.Schema{Service: "taskstest", Version: 1, Buckets: []store.Bucket{bucketCompleted, bucketFinal}}
+// schema is an owner's: version 2 moved its tasks to the kit's keys, as
+// consent's, dsar's and retention's did.
+var schema = store.Schema{Service: "taskstest", Version: 2, Buckets: []store.Bucket{bucketCompleted, bucketFinal},
+	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}}}
 
 type fixture struct {
 	db      *store.DB
@@ -56,6 +60,8 @@ type options struct {
 	onComplete func(causeID string)
 	// meter receives the tracker's metrics.
 	meter metric.Meter
+	// path, when set, is the store's file, opened as it is.
+	path string
 }
 
 func start(t testing.TB) *fixture { return startWith(t, options{}) }
@@ -67,7 +73,11 @@ func startWith(t testing.TB, opts options) *fixture {
 	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{db: storetest.Open(t, schema), clock: clock.NewFake(time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)), js: js, nc: nc}
+	path := opts.path
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "store.db")
+	}
+	f := &fixture{db: storetest.OpenAt(t, path, schema), clock: clock.NewFake(time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)), js: js, nc: nc}
 	ob, err := outbox.New(f.db, outbox.Config{Source: "lethe/test", Clock: f.clock, Logger: brokertest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -308,7 +318,7 @@ func TestPropagationTellsACauseWithoutTasksFromAnUnknownOne(t *testing.T) {
 	if err := f.db.Update(func(tx *bolt.Tx) error {
 		c := store.BucketTx(tx, store.BucketTasksByCause).Cursor()
 		for k, _ := c.First(); k != nil; k, _ = c.Next() {
-			if strings.HasSuffix(string(k), "\x00") {
+			if strings.HasSuffix(string(k), "\x00\x00") { // a marker: its system id is empty
 				if err := c.Delete(); err != nil {
 					return err
 				}

@@ -4,20 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
-	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
-	"github.com/lethe-privacy/lethe/platform/mutation"
 	"github.com/lethe-privacy/lethe/platform/store"
-	"github.com/lethe-privacy/lethe/platform/tasks"
 	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
 	"github.com/lethe-privacy/lethe/services/consent/internal/storage"
 )
@@ -198,149 +193,5 @@ func pastSubjectTx(tx *bolt.Tx, tenant, subject string, when time.Time, restrict
 	return sub, err
 }
 
-// GetPropagation implements ConsentService. A cause under which nothing
-// was published for the tenant (an unknown id, another tenant's) is
-// NotFound.
-func (s *Service) GetPropagation(_ context.Context, req *consentv1.GetPropagationRequest) (*consentv1.GetPropagationResponse, error) {
-	if err := s.tenants.Require(req.TenantId); err != nil {
-		return nil, err
-	}
-	all, published, err := s.tracker.Propagation(req.TenantId, req.Cause)
-	if err != nil {
-		return nil, err
-	}
-	if !published {
-		// Not "complete": nothing was ever sent under this cause, for this
-		// tenant.
-		return nil, apierror.NotFound("cause", req.Cause.GetId())
-	}
-	resp := &consentv1.GetPropagationResponse{Complete: true}
-	for _, t := range all {
-		pt := &consentv1.PropagationTask{SystemId: t.SystemID, State: taskState(t.State)}
-		if o, err := t.OutcomeProto(); err != nil {
-			return nil, err
-		} else if o != nil {
-			pt.Outcome, pt.Reason = o.Kind, o.Reason
-		}
-		resp.Complete = resp.Complete && t.State == tasks.StateFinal
-		resp.Tasks = append(resp.Tasks, pt)
-	}
-	sortBy(resp.Tasks, func(t *consentv1.PropagationTask) string { return t.SystemId })
-	return resp, nil
-}
-
-func taskState(s tasks.State) consentv1.TaskState {
-	switch s {
-	case tasks.StateOpen:
-		return consentv1.TaskState_TASK_STATE_OPEN
-	case tasks.StateStalled:
-		return consentv1.TaskState_TASK_STATE_STALLED
-	case tasks.StateFinal:
-		return consentv1.TaskState_TASK_STATE_FINAL
-	}
-	return consentv1.TaskState_TASK_STATE_UNSPECIFIED
-}
-
 // expiryBatch bounds the expiries one transaction handles.
 const expiryBatch = 256
-
-// ExpireDue ends the grants whose lifetime has run out: each becomes a
-// CONSENT_EXPIRED change for watchers and a consent.withdrawn event for the
-// systems processing for the purpose, unless a later record superseded it.
-// Run calls it every ExpirySweepEvery; it returns how many it expired.
-func (s *Service) ExpireDue(ctx context.Context) (int, error) {
-	total := 0
-	for {
-		var due []storage.Expiry
-		now := s.Clock.Now()
-		if err := s.DB.View(func(tx *bolt.Tx) (err error) {
-			due, err = storage.DueExpiriesTx(tx, now, expiryBatch)
-			return err
-		}); err != nil || len(due) == 0 {
-			return total, err
-		}
-		// Route before the write transaction: it calls the registry.
-		expect := map[[2]string][]tasks.Expect{}
-		for _, e := range due {
-			k := [2]string{e.Tenant, e.Purpose}
-			if _, ok := expect[k]; !ok {
-				systems, err := s.expect(ctx, e.Tenant, []string{e.Purpose})
-				if err != nil {
-					return total, err
-				}
-				expect[k] = systems
-			}
-		}
-		n := 0
-		err := s.DB.Update(func(tx *bolt.Tx) error {
-			n = 0
-			for _, e := range due {
-				if err := store.BucketTx(tx, storage.BucketExpiries).Delete(e.Key); err != nil {
-					return err
-				}
-				c, ok := s.index.Consent(e.Tenant, e.Subject, e.Purpose)
-				if !ok || c.RecordID != e.RecordID {
-					continue // renewed, withdrawn or denied since
-				}
-				if err := s.changeTx(tx, e.Tenant, &consentv1.Change{Kind: consentv1.ChangeKind_CHANGE_KIND_CONSENT_EXPIRED,
-					SubjectId: e.Subject, PurposeIds: []string{e.Purpose}, BasisId: e.RecordID, At: timestamppb.New(e.At)}, nil); err != nil {
-					return err
-				}
-				cause := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: e.RecordID}
-				if err := s.publishLimitTx(ctx, tx, e.Tenant, e.Subject, cause, expect[[2]string{e.Tenant, e.Purpose}], &eventsv1.Event{
-					Body: &eventsv1.Event_ConsentWithdrawn{ConsentWithdrawn: &eventsv1.ConsentWithdrawn{PurposeIds: []string{e.Purpose}}},
-				}); err != nil {
-					return err
-				}
-				n++
-			}
-			return nil
-		})
-		if err != nil {
-			return total, err
-		}
-		total += n
-		if len(due) < expiryBatch {
-			return total, nil
-		}
-	}
-}
-
-// CompleteTask records an operator's answer for a manual system's task: the
-// system honours the limit now (APPLIED), it does not concern the system
-// (NOT_APPLICABLE) or the system could not (FAILED).
-func (s *Service) CompleteTask(ctx context.Context, req *consentv1.CompleteTaskRequest) (*consentv1.CompleteTaskResponse, error) {
-	if req.Outcome == eventsv1.OutcomeKind_OUTCOME_KIND_FAILED && req.Reason == "" {
-		return nil, apierror.Invalid("reason", "required for FAILED: say why, in words an operator can act on")
-	}
-	return mutation.Apply(ctx, s.Mutator, req, func(tx *bolt.Tx) (*consentv1.CompleteTaskResponse, error) {
-		if err := s.tenants.RequireTx(tx, req.TenantId); err != nil {
-			return nil, err
-		}
-		all, err := s.tracker.CauseTasksTx(tx, req.TenantId, req.Cause)
-		if err != nil {
-			return nil, err
-		}
-		i := slices.IndexFunc(all, func(t tasks.Task) bool { return t.SystemID == req.SystemId })
-		if i < 0 {
-			return nil, apierror.NotFound("task", req.SystemId)
-		}
-		task := all[i]
-		switch {
-		case task.Mode != commonv1.AnswerMode_ANSWER_MODE_MANUAL:
-			return nil, apierror.FailedPrecondition("answers_itself", fmt.Sprintf("system %s answers through the SDK; it reports its own outcome", req.SystemId))
-		case task.State == tasks.StateFinal:
-			return nil, apierror.FailedPrecondition("task_final", fmt.Sprintf("the task of system %s is final already", req.SystemId))
-		}
-		o := &eventsv1.Outcome{
-			EventId: task.EventID, TenantId: req.TenantId, SystemId: req.SystemId, Cause: req.Cause,
-			Kind: req.Outcome, Reason: req.Reason, ReportedAt: timestamppb.New(s.Clock.Now()),
-		}
-		if _, err := s.tracker.RecordOutcomeTx(tx, o); err != nil {
-			return nil, err
-		}
-		return &consentv1.CompleteTaskResponse{Task: &consentv1.PropagationTask{
-			SystemId: req.SystemId, State: consentv1.TaskState_TASK_STATE_FINAL, Outcome: req.Outcome, Reason: req.Reason,
-		}}, nil
-	})
-}

@@ -12,31 +12,19 @@ package consent
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"sort"
 	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"go.opentelemetry.io/otel/metric"
-	"google.golang.org/protobuf/proto"
 
-	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
-	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
-	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/broker"
-	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/registryclient"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
-	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/tasks"
 	"github.com/lethe-privacy/lethe/platform/tenants"
 	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
@@ -74,6 +62,19 @@ type Options struct {
 	Stream string
 }
 
+// complete fills in the defaults of the options left zero.
+func (o *Options) complete() {
+	if o.ExpirySweepEvery <= 0 {
+		o.ExpirySweepEvery = time.Minute
+	}
+	if o.RecoveryMargin <= 0 {
+		o.RecoveryMargin = DefaultRecoveryMargin
+	}
+	if o.Stream == "" {
+		o.Stream = broker.DefaultStreamConfig().Name
+	}
+}
+
 // Service implements lethe.consent.v1.ConsentService.
 type Service struct {
 	consentv1.UnimplementedConsentServiceServer
@@ -95,20 +96,14 @@ type Service struct {
 	// (recovery.go); Check refuses to answer then.
 	gap             atomic.Pointer[storage.Gap]
 	recoveredEvents metric.Int64Counter
-	recoveryMetrics metric.Registration
+	// metrics is the registration of the service's observable gauges
+	// (metrics.go).
+	metrics metric.Registration
 }
 
 // New opens the consent service's store and loads its state into memory.
 func New(deps service.Deps, opts Options) (*Service, error) {
-	if opts.ExpirySweepEvery <= 0 {
-		opts.ExpirySweepEvery = time.Minute
-	}
-	if opts.RecoveryMargin <= 0 {
-		opts.RecoveryMargin = DefaultRecoveryMargin
-	}
-	if opts.Stream == "" {
-		opts.Stream = broker.DefaultStreamConfig().Name
-	}
+	opts.complete()
 	base, err := service.OpenBase(deps, storage.Schema)
 	if err != nil {
 		return nil, err
@@ -130,8 +125,7 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		Meter: base.Meter, Logger: base.Logger,
 	})
 	if err == nil {
-		s.recoveredEvents, err = base.Meter.Int64Counter("lethe.consent.recovery.recovered",
-			metric.WithDescription("Limit events the consent service re-applied from the event stream at start because its store, restored from a backup, lacked them."))
+		err = s.registerMetrics()
 	}
 	if err == nil {
 		err = s.load()
@@ -143,10 +137,10 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		err = s.recoverLimits(ctx)
 		cancel()
 	}
-	if err == nil {
-		err = s.registerRecoveryMetrics()
-	}
 	if err != nil {
+		if s.metrics != nil {
+			err = errors.Join(err, s.metrics.Unregister())
+		}
 		return nil, errors.Join(err, base.Close())
 	}
 	return s, nil
@@ -159,7 +153,7 @@ const recoveryTimeout = 5 * time.Minute
 
 // Close releases the service's resources after Run returned.
 func (s *Service) Close() error {
-	return errors.Join(s.recoveryMetrics.Unregister(), s.Base.Close())
+	return errors.Join(s.metrics.Unregister(), s.Base.Close())
 }
 
 // Register serves the consent API on srv.
@@ -181,224 +175,7 @@ func (s *Service) Run(ctx context.Context) error {
 	return err
 }
 
-// tick expires consents, brings notice versions into effect and asks the
-// registry again for the countries of tenants still without one.
-func (s *Service) tick(ctx context.Context) {
-	if err := s.markAlive(); err != nil {
-		s.Logger.Error("consent: recording the recovery mark failed", "error", err)
-	}
-	if err := s.wantCountries(true); err != nil {
-		s.Logger.Error("consent: listing tenants without a country failed", "error", err)
-	}
-	if _, err := s.ExpireDue(ctx); err != nil {
-		s.Logger.Error("consent: expiry sweep failed", "error", err)
-	}
-	if _, err := s.ApplyDueNotices(ctx); err != nil {
-		s.Logger.Error("consent: bringing notice versions into effect failed", "error", err)
-	}
-}
-
-// compile turns a stored purpose into the decision engine's form, as of
-// now: notice versions that take effect later are brought in by
-// ApplyDueNotices when they do.
-func compile(p *consentv1.Purpose, now time.Time) decision.Purpose {
-	d := decision.Purpose{
-		ID: p.PurposeId, Basis: p.LegalBasis, Necessary: p.Necessary, DirectMarketing: p.DirectMarketing,
-		GPCOptOut: p.GpcOptOut, Lifetime: p.DefaultLifetime.AsDuration(),
-		ExcludedRoles: p.GetEligibility().GetExcludedRoles(), MinimumAge: p.GetEligibility().GetMinimumAge(),
-		DigitalConsentAge: p.GetEligibility().GetDigitalConsentAge(), StorageOnly: p.StorageOnly,
-	}
-	for _, v := range p.NoticeVersions {
-		at := v.EffectiveAt.AsTime()
-		if at.After(now) {
-			continue
-		}
-		d.CurrentNotice = v.Version
-		if v.Material {
-			d.MaterialSince = at
-		}
-	}
-	return d
-}
-
-func consentOf(r *consentv1.ConsentRecord) decision.Consent {
-	c := decision.Consent{Action: r.Action, RecordID: r.RecordId, RecordedAt: r.RecordedAt.AsTime()}
-	if r.GivenAt != nil {
-		c.GivenAt = r.GivenAt.AsTime()
-	}
-	if r.ExpiresAt != nil {
-		c.ExpiresAt = r.ExpiresAt.AsTime()
-	}
-	return c
-}
-
-// load rebuilds the in-memory state from the store.
-func (s *Service) load() error {
-	now := s.Clock.Now()
-	return s.DB.View(func(tx *bolt.Tx) error {
-		err := storage.Each(tx, storage.BucketPurposes, nil, func(k, v []byte) error {
-			p := &consentv1.Purpose{}
-			if err := proto.Unmarshal(v, p); err != nil {
-				return err
-			}
-			s.index.PutPurpose(tenantOfKey(k), compile(p, now))
-			s.notices.schedule(tenantOfKey(k), p, now)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		err = storage.Each(tx, storage.BucketRecords, nil, func(_, v []byte) error {
-			r := &consentv1.ConsentRecord{}
-			if err := proto.Unmarshal(v, r); err != nil {
-				return err
-			}
-			s.index.Update(r.TenantId, r.SubjectId, func(sub *decision.Subject) { sub.SetConsent(r.PurposeId, consentOf(r)) })
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		err = storage.Each(tx, storage.BucketObjections, nil, func(k, v []byte) error {
-			var o storage.Objection
-			if err := json.Unmarshal(v, &o); err != nil {
-				return err
-			}
-			s.index.Update(tenantOfKey(k), o.Subject, func(sub *decision.Subject) {
-				sub.AddObjection(decision.Objection{ID: o.ID, Scope: o.Scope, Purposes: o.Purposes})
-			})
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		err = storage.Each(tx, storage.BucketTenantCountries, nil, func(k, v []byte) error {
-			s.index.SetCountry(string(k), string(v))
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		err = storage.Each(tx, storage.BucketRevisions, nil, func(k, v []byte) error {
-			s.applied.start(string(k), store.KeyUint64(v))
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		return storage.Each(tx, storage.BucketRestrictions, nil, func(k, v []byte) error {
-			var r storage.Restriction
-			if err := json.Unmarshal(v, &r); err != nil {
-				return err
-			}
-			if r.LiftedAt.IsZero() {
-				s.index.Update(tenantOfKey(k), r.Subject, func(sub *decision.Subject) {
-					sub.AddRestriction(decision.Restriction{ID: r.ID, Purposes: r.Purposes})
-				})
-			}
-			return nil
-		})
-	})
-}
-
-// tenantOfKey returns the tenant id a storage key starts with.
-func tenantOfKey(k []byte) string {
-	for i, b := range k {
-		if b == 0 {
-			return string(k[:i])
-		}
-	}
-	return string(k)
-}
-
 // requireTenantTx refuses calls for tenants the registry never announced.
 func (s *Service) requireTenantTx(tx *bolt.Tx, tenant string) error {
 	return s.tenants.RequireTx(tx, tenant)
-}
-
-// expect asks the registry which systems must honour a limit on the given
-// purposes (all of the subject's processing when purposes is empty). It
-// runs before the write transaction: a network call must not hold the
-// store's single writer.
-func (s *Service) expect(ctx context.Context, tenant string, purposes []string) ([]tasks.Expect, error) {
-	if s.registry == nil {
-		return nil, errors.New("consent: no registry connection to route limits")
-	}
-	if len(purposes) == 0 {
-		return s.registry.Expect(ctx, tenant, registryclient.Scope{All: true})
-	}
-	seen := map[string]bool{}
-	var out []tasks.Expect
-	for _, p := range purposes {
-		systems, err := s.registry.Expect(ctx, tenant, registryclient.Scope{Purpose: p})
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range systems {
-			if !seen[e.SystemID] {
-				seen[e.SystemID] = true
-				out = append(out, e)
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].SystemID < out[j].SystemID })
-	return out, nil
-}
-
-// publishLimitTx publishes a limit event about a subject and tracks one
-// task per expected system, in the caller's transaction.
-func (s *Service) publishLimitTx(ctx context.Context, tx *bolt.Tx, tenant, subject string, cause *commonv1.Cause, expect []tasks.Expect, ev *eventsv1.Event) error {
-	ev.TenantId, ev.SubjectId, ev.Cause = tenant, subject, cause
-	return s.tracker.PublishTx(ctx, tx, ev, expect)
-}
-
-// changeTx records a change in the tenant's log. Once the transaction
-// commits, and after every earlier change of the tenant, apply updates the
-// in-memory state and watchers are told.
-func (s *Service) changeTx(tx *bolt.Tx, tenant string, c *consentv1.Change, apply func()) error {
-	rev, err := storage.AddChangeTx(tx, tenant, c)
-	if err != nil {
-		return err
-	}
-	tx.OnCommit(func() {
-		s.applied.committed(tenant, rev, func() {
-			if apply != nil {
-				apply()
-			}
-			s.watchers.publish(tenant, c)
-		})
-	})
-	return nil
-}
-
-// fingerprintTx hashes what the caller saw under the tenant's evidence key,
-// creating the key on first use.
-func fingerprintTx(tx *bolt.Tx, tenant string, in *consentv1.EvidenceInput) (*consentv1.Evidence, error) {
-	ev := &consentv1.Evidence{Gpc: in.GetGpc()}
-	if in.GetIpAddress() == "" && in.GetUserAgent() == "" {
-		return ev, nil
-	}
-	key, ok, err := storage.EvidenceKeyTx(tx, tenant)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		key = storage.EvidenceKey{ID: outbox.NewEventID(), Key: make([]byte, 32)}
-		if _, err := rand.Read(key.Key); err != nil {
-			return nil, err
-		}
-		if err := storage.PutEvidenceKeyTx(tx, tenant, key); err != nil {
-			return nil, err
-		}
-	}
-	mac := hmac.New(sha256.New, key.Key)
-	fmt.Fprintf(mac, "%d:%s|%d:%s", len(in.IpAddress), in.IpAddress, len(in.UserAgent), in.UserAgent)
-	ev.Fingerprint, ev.KeyId = mac.Sum(nil), key.ID
-	return ev, nil
-}
-
-// unknownPurpose is the error of a request naming a purpose the tenant
-// does not have.
-func unknownPurpose(field, id string) error {
-	return apierror.Invalid(field, fmt.Sprintf("the tenant has no purpose %q", id))
 }

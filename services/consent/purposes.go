@@ -89,3 +89,9 @@ func (s *Service) ListPurposes(_ context.Context, req *consentv1.ListPurposesReq
 	})
 	return resp, err
 }
+
+// unknownPurpose is the error of a request naming a purpose the tenant
+// does not have.
+func unknownPurpose(field, id string) error {
+	return apierror.Invalid(field, fmt.Sprintf("the tenant has no purpose %q", id))
+}

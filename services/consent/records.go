@@ -2,6 +2,9 @@ package consent
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"slices"
 	"time"
@@ -315,4 +318,30 @@ func (s *Service) DestroyEvidenceKey(ctx context.Context, req *consentv1.Destroy
 		}
 		return &consentv1.DestroyEvidenceKeyResponse{KeyId: key.ID}, storage.DeleteEvidenceKeyTx(tx, req.TenantId)
 	})
+}
+
+// fingerprintTx hashes what the caller saw under the tenant's evidence key,
+// creating the key on first use.
+func fingerprintTx(tx *bolt.Tx, tenant string, in *consentv1.EvidenceInput) (*consentv1.Evidence, error) {
+	ev := &consentv1.Evidence{Gpc: in.GetGpc()}
+	if in.GetIpAddress() == "" && in.GetUserAgent() == "" {
+		return ev, nil
+	}
+	key, ok, err := storage.EvidenceKeyTx(tx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		key = storage.EvidenceKey{ID: outbox.NewEventID(), Key: make([]byte, 32)}
+		if _, err := rand.Read(key.Key); err != nil {
+			return nil, err
+		}
+		if err := storage.PutEvidenceKeyTx(tx, tenant, key); err != nil {
+			return nil, err
+		}
+	}
+	mac := hmac.New(sha256.New, key.Key)
+	fmt.Fprintf(mac, "%d:%s|%d:%s", len(in.IpAddress), in.IpAddress, len(in.UserAgent), in.UserAgent)
+	ev.Fingerprint, ev.KeyId = mac.Sum(nil), key.ID
+	return ev, nil
 }

@@ -50,7 +50,7 @@ func TestOneTraceFromRequestToHandler(t *testing.T) {
 
 	regDeps := deps
 	regDeps.DataDir = t.TempDir()
-	reg, err := registry.New(regDeps)
+	reg, err := registry.New(regDeps, registry.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

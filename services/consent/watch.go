@@ -135,3 +135,22 @@ func (s *Service) Watch(req *consentv1.WatchRequest, stream consentv1.ConsentSer
 func sortBy[T any](items []T, key func(T) string) {
 	slices.SortFunc(items, func(a, b T) int { return strings.Compare(key(a), key(b)) })
 }
+
+// changeTx records a change in the tenant's log. Once the transaction
+// commits, and after every earlier change of the tenant, apply updates the
+// in-memory state and watchers are told.
+func (s *Service) changeTx(tx *bolt.Tx, tenant string, c *consentv1.Change, apply func()) error {
+	rev, err := storage.AddChangeTx(tx, tenant, c)
+	if err != nil {
+		return err
+	}
+	tx.OnCommit(func() {
+		s.applied.committed(tenant, rev, func() {
+			if apply != nil {
+				apply()
+			}
+			s.watchers.publish(tenant, c)
+		})
+	})
+	return nil
+}

@@ -2,11 +2,9 @@ package dsar
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -18,17 +16,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
-	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
-	"github.com/lethe-privacy/lethe/platform/apierror"
-	"github.com/lethe-privacy/lethe/platform/hashchain"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/tasks"
 )
-
-// receipts is the hash chain of completion receipts.
-var receipts = hashchain.New(bucketReceipts)
 
 // onCauseComplete runs in the transaction that made the last task of a
 // request final: the request completes with it, or not at all.
@@ -194,133 +186,6 @@ func deletePrefixTx(tx *bolt.Tx, b store.Bucket, prefix []byte) error {
 	return nil
 }
 
-// receiptTx appends the request's receipt to the receipt chain.
-func (s *Service) receiptTx(tx *bolt.Tx, r *dsarv1.Request) error {
-	rc := &dsarv1.Receipt{DsarId: r.DsarId, TenantId: r.TenantId, SubjectId: r.SubjectId, Type: r.Type, State: r.State,
-		ReceivedAt: r.Deadline.ReceivedAt, ClosedAt: r.ClosedAt}
-	for _, sys := range r.GetResult().GetSystems() {
-		rc.Entries = append(rc.Entries, &dsarv1.ReceiptEntry{SystemId: sys.SystemId, Outcome: sys.Outcome, AnsweredAt: sys.AnsweredAt,
-			Retained: sys.Retained, Held: sys.State == dsarv1.TaskState_TASK_STATE_HELD})
-	}
-	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(rc)
-	if err != nil {
-		return err
-	}
-	e, err := receipts.AppendTx(tx, s.Clock.Now(), payload)
-	if err != nil {
-		return err
-	}
-	return store.BucketTx(tx, bucketReceiptIndex).Put([]byte(r.DsarId), store.Uint64Key(e.Seq))
-}
-
-// GetReceipt implements DsarService.
-func (s *Service) GetReceipt(_ context.Context, req *dsarv1.GetReceiptRequest) (*dsarv1.GetReceiptResponse, error) {
-	resp := &dsarv1.GetReceiptResponse{}
-	err := s.DB.View(func(tx *bolt.Tx) error {
-		if _, err := s.loadTx(tx, req.TenantId, req.DsarId); err != nil {
-			return err
-		}
-		v := store.BucketTx(tx, bucketReceiptIndex).Get([]byte(req.DsarId))
-		if v == nil {
-			return apierror.FailedPrecondition(ReasonIllegalTransition, "the request is not closed: it has no receipt yet")
-		}
-		seq := store.KeyUint64(v)
-		errFound := errors.New("found")
-		err := receipts.RangeTx(tx, seq, func(e hashchain.Entry) error {
-			rc := &dsarv1.Receipt{}
-			if err := proto.Unmarshal(e.Payload, rc); err != nil {
-				return err
-			}
-			rc.Sequence, rc.Hash, rc.PreviousHash = e.Seq, e.Hash[:], e.Prev[:]
-			resp.Receipt = rc
-			return errFound
-		})
-		if errors.Is(err, errFound) {
-			return nil
-		}
-		if err == nil {
-			err = fmt.Errorf("dsar: receipt %d of %s missing from the chain", seq, req.DsarId)
-		}
-		return err
-	})
-	return resp, err
-}
-
-// VerifyReceipts checks the whole receipt chain and returns how many
-// receipts it holds.
-func (s *Service) VerifyReceipts() (uint64, error) {
-	var n uint64
-	err := s.DB.View(func(tx *bolt.Tx) error {
-		var err error
-		n, err = receipts.VerifyTx(tx)
-		return err
-	})
-	return n, err
-}
-
-// followConsent completes the requests whose objection, restriction or
-// withdrawal every system has honoured, as the consent service reports.
-func (s *Service) followConsent(ctx context.Context) error {
-	following := map[string]string{}
-	err := s.DB.View(func(tx *bolt.Tx) error {
-		return store.BucketTx(tx, bucketFollowing).ForEach(func(k, v []byte) error {
-			following[string(k)] = string(v)
-			return nil
-		})
-	})
-	if err != nil || s.consent == nil {
-		return err
-	}
-	for id, tenant := range following {
-		err = errors.Join(err, s.follow(ctx, tenant, id))
-	}
-	return err
-}
-
-func (s *Service) follow(ctx context.Context, tenant, id string) error {
-	var r *dsarv1.Request
-	err := s.DB.View(func(tx *bolt.Tx) error {
-		var err error
-		r, err = requestTx(tx, tenant, id)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	var ts []tasks.Task
-	for _, c := range r.ConsentCauses {
-		p, err := s.consent.GetPropagation(ctx, &consentv1.GetPropagationRequest{TenantId: tenant, Cause: c})
-		if err != nil {
-			return err
-		}
-		if !p.Complete {
-			return nil
-		}
-		for _, t := range p.Tasks {
-			ts = append(ts, propagated(c, t))
-		}
-	}
-	return s.DB.Update(func(tx *bolt.Tx) error {
-		if store.BucketTx(tx, bucketFollowing).Get([]byte(id)) == nil {
-			return nil
-		}
-		r, err := requestTx(tx, tenant, id)
-		if err != nil || r.State != dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS {
-			return err
-		}
-		return s.finishTx(tx, r, ts)
-	})
-}
-
-// propagated turns a consent task into the tracker's form, so that limits
-// and directives share one result shape.
-func propagated(c *commonv1.Cause, t *consentv1.PropagationTask) tasks.Task {
-	task := tasks.Task{SystemID: t.SystemId, CauseKind: c.Kind, CauseID: c.Id, State: tasks.StateFinal}
-	o := &eventsv1.Outcome{SystemId: t.SystemId, Kind: t.Outcome, Reason: t.Reason}
-	task.Outcome, _ = proto.Marshal(o)
-	return task
-}
-
 // packageChunk is the size of a sealed package chunk.
 const packageChunk = 256 << 10
 
@@ -422,53 +287,3 @@ func (s *Service) assembleTx(tx *bolt.Tx, r *dsarv1.Request) error {
 		AssembledAt: timestamppb.New(s.Clock.Now())}
 	return nil
 }
-
-// expirePackages destroys the keys of packages whose delivery was never
-// confirmed within PackageTTL. It looks first and writes only when a
-// package is due: the sweep runs every few seconds, and a commit with
-// nothing in it still costs an fsync and moves the file's transaction id.
-func (s *Service) expirePackages() error {
-	now := store.TimeKey(s.Clock.Now())
-	var due [][]byte
-	duePackagesTx := func(tx *bolt.Tx) error {
-		due = due[:0]
-		c := store.BucketTx(tx, bucketPackageExpiry).Cursor()
-		for k, _ := c.First(); k != nil && bytes.Compare(k[:8], now) <= 0; k, _ = c.Next() {
-			due = append(due, append([]byte(nil), k...))
-		}
-		return nil
-	}
-	if err := s.DB.View(duePackagesTx); err != nil || len(due) == 0 {
-		return err
-	}
-	return s.DB.Update(func(tx *bolt.Tx) error {
-		if err := duePackagesTx(tx); err != nil {
-			return err
-		}
-		for _, k := range due {
-			tenant := string(store.BucketTx(tx, bucketPackageExpiry).Get(k))
-			if err := store.BucketTx(tx, bucketPackageExpiry).Delete(k); err != nil {
-				return err
-			}
-			r, err := requestTx(tx, tenant, string(k[8:]))
-			if err != nil {
-				return err
-			}
-			if r.KeyDestroyed {
-				continue
-			}
-			if err := s.destroyKeyTx(tx, r); err != nil {
-				return err
-			}
-			if err := s.putRequestTx(tx, r); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// ResendDue re-sends directives whose systems have not answered within
-// ResendAfter and flags their tasks stalled; the tracker does it on its
-// own every minute. It returns how many it re-sent.
-func (s *Service) ResendDue(ctx context.Context) (int, error) { return s.tracker.Resend(ctx) }

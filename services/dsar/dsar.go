@@ -24,7 +24,6 @@ import (
 	"path/filepath"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
@@ -34,7 +33,6 @@ import (
 	"github.com/lethe-privacy/lethe/platform/registryclient"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
-	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/tasks"
 	"github.com/lethe-privacy/lethe/platform/tenants"
 )
@@ -99,6 +97,8 @@ type Options struct {
 	FanoutUnhealthyAfter time.Duration
 }
 
+// complete fills in the defaults of the options left zero, and the
+// neighbours' connections the host dialled (deps.Neighbours).
 func (o *Options) complete(deps service.Deps) {
 	if o.Consent == nil {
 		o.Consent = deps.Neighbours["consent"]
@@ -146,52 +146,6 @@ type Service struct {
 	fanoutHealth fanoutHealth
 }
 
-// Buckets of dsar.db.
-var (
-	// bucketRequests: tenant, dsar id → Request (binary protobuf); what
-	// any caller may see, never identifiers.
-	bucketRequests = store.Bucket("requests")
-	// bucketSecrets: dsar id → secrets (JSON): the key's slot, the code
-	// hash, whether the request was fanned out.
-	bucketSecrets = store.Bucket("secrets")
-	// bucketSealed: dsar id → identifiers and corrections sealed under the
-	// request's key.
-	bucketSealed = store.Bucket("sealed")
-	// bucketSubmissions: dsar id, system id, sequence → a submitted record
-	// sealed under the request's key.
-	bucketSubmissions = store.Bucket("submissions")
-	// bucketPackages: dsar id, chunk number → the package sealed under the
-	// request's key.
-	bucketPackages = store.Bucket("packages")
-	// bucketPending: dsar id → tenant, for requests in progress whose
-	// fan-out has not committed yet (a failed call to a neighbour is
-	// retried by the sweep).
-	bucketPending = store.Bucket("pending")
-	// bucketFollowing: dsar id → tenant, for requests that wait for the
-	// consent service's propagation.
-	bucketFollowing = store.Bucket("following")
-	// bucketPackageExpiry: time, dsar id → nil: packages to destroy when
-	// their delivery was never confirmed.
-	bucketPackageExpiry = store.Bucket("package_expiry")
-	// bucketReceipts holds the hash chain of receipts.
-	bucketReceipts = store.Bucket("receipts")
-	// bucketReceiptIndex: dsar id → the receipt's sequence on the chain.
-	bucketReceiptIndex = store.Bucket("receipt_index")
-)
-
-// schema is the layout of dsar.db.
-var schema = store.Schema{
-	Service: "dsar",
-	Version: 1,
-	Buckets: []store.Bucket{
-		bucketRequests, bucketSecrets, bucketSealed, bucketSubmissions, bucketPackages,
-		bucketPending, bucketFollowing, bucketPackageExpiry, bucketReceipts, bucketReceiptIndex,
-	},
-	// Only CreateRequest, an audited mutation, adds a request; later
-	// transitions rewrite it. A file holding one has audit entries.
-	Audited: []store.Bucket{bucketRequests},
-}
-
 // New opens the DSAR service's store and key file.
 func New(deps service.Deps, opts Options) (*Service, error) {
 	opts.complete(deps)
@@ -237,30 +191,6 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 	return s, nil
 }
 
-// reconcileKeys destroys keys that no open request names: a crash between
-// making a key and committing its request, or between closing a request
-// and destroying its key, leaves one behind.
-func (s *Service) reconcileKeys() error {
-	keep := map[int64]string{}
-	err := s.DB.View(func(tx *bolt.Tx) error {
-		return store.BucketTx(tx, bucketSecrets).ForEach(func(_, v []byte) error {
-			sec, err := decodeSecrets(v)
-			if err == nil && sec.Key != nil {
-				keep[sec.Key.Slot] = string(sec.Key.Tag)
-			}
-			return err
-		})
-	})
-	if err != nil {
-		return err
-	}
-	n, err := s.keys.Retain(func(r slotRef) bool { return keep[r.Slot] == string(r.Tag) })
-	if n > 0 {
-		s.Logger.Info("dsar: destroyed keys no open request names", "count", n)
-	}
-	return err
-}
-
 // Register serves the DSAR API on srv, and reports the fan-out in health
 // under FanoutHealthName.
 func (s *Service) Register(srv *server.Server) {
@@ -283,19 +213,4 @@ func (s *Service) Run(ctx context.Context) error {
 			func(ctx context.Context) error { return s.tracker.Run(ctx, js) })
 	}
 	return bg.Run(ctx)
-}
-
-// Sweep retries fan-outs that failed, completes requests whose consent
-// propagation completed, and destroys packages whose delivery was never
-// confirmed in time. Run calls it every SweepEvery.
-func (s *Service) Sweep(ctx context.Context) {
-	if err := s.dispatchPending(ctx); err != nil && ctx.Err() == nil {
-		s.Logger.Warn("dsar: fan-out sweep", "error", err)
-	}
-	if err := s.followConsent(ctx); err != nil && ctx.Err() == nil {
-		s.Logger.Warn("dsar: following consent propagation", "error", err)
-	}
-	if err := s.expirePackages(); err != nil {
-		s.Logger.Warn("dsar: destroying expired packages", "error", err)
-	}
 }

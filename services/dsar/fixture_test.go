@@ -147,7 +147,7 @@ func startWith(t testing.TB, o options) *fixture {
 	dir := func(name string) string { return filepath.Join(f.data, name) }
 	regDeps := f.deps
 	regDeps.DataDir = dir("registry")
-	reg, err := registry.New(regDeps)
+	reg, err := registry.New(regDeps, registry.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

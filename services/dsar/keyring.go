@@ -10,6 +10,10 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/lethe-privacy/lethe/platform/store"
 )
 
 // keyring keeps one AES-256 key per open request in a small file of
@@ -229,4 +233,28 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 		return nil, err
 	}
 	return cipher.NewGCM(block)
+}
+
+// reconcileKeys destroys keys that no open request names: a crash between
+// making a key and committing its request, or between closing a request
+// and destroying its key, leaves one behind.
+func (s *Service) reconcileKeys() error {
+	keep := map[int64]string{}
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		return store.BucketTx(tx, bucketSecrets).ForEach(func(_, v []byte) error {
+			sec, err := decodeSecrets(v)
+			if err == nil && sec.Key != nil {
+				keep[sec.Key.Slot] = string(sec.Key.Tag)
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return err
+	}
+	n, err := s.keys.Retain(func(r slotRef) bool { return keep[r.Slot] == string(r.Tag) })
+	if n > 0 {
+		s.Logger.Info("dsar: destroyed keys no open request names", "count", n)
+	}
+	return err
 }

@@ -2,7 +2,6 @@ package dsar
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -224,62 +223,6 @@ func earliestDue(d *dsarv1.Deadline) time.Time {
 		due = d.SlaDueAt.AsTime()
 	}
 	return due
-}
-
-// secrets is what a request keeps that no response shows.
-type secrets struct {
-	// Key names the request's key; nil once destroyed.
-	Key *slotRef `json:"key,omitempty"`
-	// CodeHash is HMAC-SHA256(salt, code) of the current one-time code.
-	CodeHash    []byte    `json:"code_hash,omitempty"`
-	CodeSalt    []byte    `json:"code_salt,omitempty"`
-	CodeExpires time.Time `json:"code_expires,omitzero"`
-	Attempts    int       `json:"attempts,omitempty"`
-	// Events are the directives published for the request.
-	Events []string `json:"events,omitempty"`
-	// Info is the Art. 15(1) information fetched at fan-out (JSON).
-	Info json.RawMessage `json:"info,omitempty"`
-	// Submitted counts the records each system submitted.
-	Submitted map[string]int `json:"submitted,omitempty"`
-	// Dropped counts records left out of a portability package for their
-	// legal basis (Art. 20(1)(a)).
-	Dropped int `json:"dropped,omitempty"`
-	// DroppedNotProvided counts records left out because the subject did
-	// not provide them (inferred, derived or third-party data, Art. 20(1)).
-	DroppedNotProvided int `json:"dropped_not_provided,omitempty"`
-	// DroppedUnknown counts records left out because the registry states
-	// no provenance for their category.
-	DroppedUnknown int `json:"dropped_unknown,omitempty"`
-}
-
-func decodeSecrets(v []byte) (*secrets, error) {
-	sec := &secrets{}
-	if v == nil {
-		return sec, nil
-	}
-	return sec, json.Unmarshal(v, sec)
-}
-
-func secretsTx(tx *bolt.Tx, id string) (*secrets, error) {
-	return decodeSecrets(store.BucketTx(tx, bucketSecrets).Get([]byte(id)))
-}
-
-func putSecretsTx(tx *bolt.Tx, id string, sec *secrets) error {
-	b, err := json.Marshal(sec)
-	if err != nil {
-		return err
-	}
-	return store.BucketTx(tx, bucketSecrets).Put([]byte(id), b)
-}
-
-// requestTx reads a request; NotFound when the tenant has none of that id.
-func requestTx(tx *bolt.Tx, tenant, id string) (*dsarv1.Request, error) {
-	v := store.BucketTx(tx, bucketRequests).Get(store.Key(tenant, id))
-	if v == nil {
-		return nil, apierror.NotFound("request", id)
-	}
-	r := &dsarv1.Request{}
-	return r, proto.Unmarshal(v, r)
 }
 
 // putRequestTx stores a request and, once committed, updates the metrics.

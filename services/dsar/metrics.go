@@ -124,3 +124,34 @@ func (m *metrics) update(r summary) {
 	}
 	m.reqs[r.id] = r
 }
+
+// registerFanoutMetrics reports the failing fan-outs: how many, by tenant
+// and step, and how long the oldest has been failing.
+func (s *Service) registerFanoutMetrics() error {
+	failing, err := s.Meter.Int64ObservableGauge("lethe.dsar.fanout.failing",
+		metric.WithDescription("Verified data-subject requests whose fan-out failed at its last attempt, by tenant and step (registry, retention, consent, commit)."))
+	if err != nil {
+		return err
+	}
+	oldest, err := s.Meter.Float64ObservableGauge("lethe.dsar.fanout.failing_oldest_age", metric.WithUnit("s"),
+		metric.WithDescription("How long the oldest failing fan-out has been failing; 0 when none is."))
+	if err != nil {
+		return err
+	}
+	_, err = s.Meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		now := s.Clock.Now()
+		type key struct{ tenant, step string }
+		counts := map[key]int64{}
+		var age float64
+		for _, rec := range s.fanout.snapshot() {
+			counts[key{rec.tenant, stepLabel(rec.step)}]++
+			age = max(age, now.Sub(rec.since).Seconds())
+		}
+		for k, n := range counts {
+			o.ObserveInt64(failing, n, metric.WithAttributes(attribute.String("tenant", k.tenant), attribute.String("step", k.step)))
+		}
+		o.ObserveFloat64(oldest, age)
+		return nil
+	}, failing, oldest)
+	return err
+}

@@ -61,7 +61,7 @@ func BenchmarkRouteByChain(b *testing.B) {
 		b.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := registry.New(service.Deps{DataDir: b.TempDir(), Logger: quiet, NATS: nc, JetStream: js})
+	svc, err := registry.New(service.Deps{DataDir: b.TempDir(), Logger: quiet, NATS: nc, JetStream: js}, registry.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

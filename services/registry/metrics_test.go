@@ -56,7 +56,7 @@ func TestSystemsConsumerLagIsExported(t *testing.T) {
 	}
 	defer providers.Shutdown(context.Background())
 	svc, err := registry.New(service.Deps{DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		NATS: nc, JetStream: js, Telemetry: providers})
+		NATS: nc, JetStream: js, Telemetry: providers}, registry.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func start(t testing.TB) *fixture {
 	}
 	clk := clock.NewFake(today)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := registry.New(service.Deps{DataDir: t.TempDir(), Clock: clk, Logger: quiet, NATS: nc, JetStream: js})
+	svc, err := registry.New(service.Deps{DataDir: t.TempDir(), Clock: clk, Logger: quiet, NATS: nc, JetStream: js}, registry.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

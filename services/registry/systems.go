@@ -235,3 +235,19 @@ func (s *Service) GetSystemHistory(_ context.Context, req *registryv1.GetSystemH
 	})
 	return resp, err
 }
+
+// currentSystemsTx returns the tenant's systems as of t, by id.
+func currentSystemsTx(tx *bolt.Tx, tenant string, t time.Time) ([]*registryv1.System, error) {
+	histories, err := storage.HistoriesTx(tx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	var out []*registryv1.System
+	for _, h := range histories {
+		if sys, ok := storage.At(h, t); ok {
+			out = append(out, sys)
+		}
+	}
+	sortSystems(out)
+	return out, nil
+}

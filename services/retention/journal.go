@@ -47,22 +47,6 @@ import (
 // PreviewPurges, the metrics) first applies the journal, so no reader ever
 // sees a state older than an acknowledged signal.
 
-// journalSchema is the layout of retention-journal.db.
-//
-// It declares no audited bucket (store.Schema.Audited): journaled signals
-// are deleted once applied, within a second, and those drained from an
-// older retention.db carry their audit entries in that file's chain. Its
-// own chain is held to its head copy and its anchors like every other.
-var journalSchema = store.Schema{
-	Service: "retention-journal",
-	Version: 1,
-	Buckets: []store.Bucket{bucketJournal},
-}
-
-// bucketJournal maps a sequence number → tenant NUL signal: signals
-// recorded and not yet applied.
-var bucketJournal = store.Bucket("retention.signal_journal")
-
 // applyBatch bounds the signals applied in one transaction.
 const applyBatch = 20_000
 

@@ -68,12 +68,3 @@ func (s *Service) directiveIssued(tx *bolt.Tx, action string) {
 		s.metrics.directives.Add(context.Background(), 1, metric.WithAttributes(attribute.String("action", action)))
 	})
 }
-
-// Close stops reporting metrics and closes the store.
-func (s *Service) Close() error {
-	var err error
-	if s.metrics.registered != nil {
-		err = s.metrics.registered.Unregister()
-	}
-	return errors.Join(err, s.Base.Close())
-}

@@ -29,12 +29,6 @@ import (
 // else goes on. Nothing is lost: an operator finds the item under its
 // tenant and subject and decides what to do with it.
 
-// bucketParked maps tenant NUL subject NUL kind NUL id NUL → parkedItem
-// (JSON): items the service set aside. kind is "signal", id its journal
-// sequence number in 20 decimal digits; or "subject", id empty. An entry
-// whose tenant or subject cannot be read is parked under empty ones.
-var bucketParked = store.Bucket("retention.parked")
-
 // Kinds of parked items, the kind label of lethe.retention.parked.
 const (
 	parkedSignal  = "signal"

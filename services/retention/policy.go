@@ -1,7 +1,6 @@
 package retention
 
 import (
-	"bytes"
 	"fmt"
 	"sync"
 	"time"
@@ -16,21 +15,6 @@ import (
 	"github.com/lethe-privacy/lethe/platform/period"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/services/retention/internal/rules"
-)
-
-// A tenant's policy is its rules and holds. They are few and read by every
-// signal, so they are cached in memory, decoded, per tenant generation: each
-// change of a rule or hold bumps the tenant's generation in the change's own
-// transaction, and a reader whose transaction sees another generation than
-// the cached one reloads. A reader therefore always evaluates with exactly
-// the policy its transaction sees, whatever order commits land in.
-var (
-	// bucketRules maps (tenant, rule id) → Rule.
-	bucketRules = store.Bucket("retention.rules")
-	// bucketHolds maps (tenant, hold id) → Hold.
-	bucketHolds = store.Bucket("retention.holds")
-	// bucketPolicyGen maps tenant → generation of its rules and holds.
-	bucketPolicyGen = store.Bucket("retention.policy_generations")
 )
 
 // policy is a tenant's rules and holds as the rules engine takes them,
@@ -115,18 +99,6 @@ func bumpPolicyTx(tx *bolt.Tx, tenant string) error {
 		gen = store.KeyUint64(v)
 	}
 	return b.Put(store.Key(tenant), store.Uint64Key(gen+1))
-}
-
-// eachTx calls fn with every value of bucket under the tenant, by key.
-func eachTx(tx *bolt.Tx, bucket store.Bucket, tenant string, fn func(v []byte) error) error {
-	prefix := store.Key(tenant)
-	c := store.BucketTx(tx, bucket).Cursor()
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		if err := fn(v); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // triggerKinds maps the API's trigger kinds to the engine's.

@@ -14,10 +14,6 @@ import (
 	"github.com/lethe-privacy/lethe/platform/tasks"
 )
 
-// bucketReport maps (tenant, rule id) → ruleCounts: what each rule did,
-// counted in the transactions that did it.
-var bucketReport = store.Bucket("retention.report")
-
 // ruleCounts are a rule's counters. Tasks is the number of system answers
 // the rule's directives await in all; what is not answered is pending.
 type ruleCounts struct {

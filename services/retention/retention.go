@@ -67,6 +67,13 @@ type Options struct {
 	ResendAfter time.Duration
 }
 
+// complete fills in the defaults of the options left zero.
+func (o *Options) complete() {
+	if o.SweepEvery <= 0 {
+		o.SweepEvery = time.Minute
+	}
+}
+
 // Service implements lethe.retention.v1.RetentionService.
 type Service struct {
 	retentionv1.UnimplementedRetentionServiceServer
@@ -100,9 +107,7 @@ type Service struct {
 
 // New opens the retention service's store.
 func New(deps service.Deps, opts Options) (*Service, error) {
-	if opts.SweepEvery <= 0 {
-		opts.SweepEvery = time.Minute
-	}
+	opts.complete()
 	base, err := service.OpenBase(deps, schema)
 	if err != nil {
 		return nil, err
@@ -140,17 +145,6 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 	return s, nil
 }
 
-// schema is the layout of retention.db.
-var schema = store.Schema{
-	Service: "retention",
-	Version: 1,
-	Buckets: append([]store.Bucket{bucketRules, bucketHolds, bucketPolicyGen, bucketRescan, bucketReport, bucketParked}, schedule.Buckets...),
-	// Only the API's audited mutations write rules and holds. Subjects'
-	// schedules are not listed: they are applied from the journal, whose
-	// calls are audited in retention-journal.db's chain, not this one's.
-	Audited: []store.Bucket{bucketRules, bucketHolds},
-}
-
 // Register serves the retention API on srv.
 func (s *Service) Register(srv *server.Server) {
 	srv.Register(&retentionv1.RetentionService_ServiceDesc, s, s.ServeOptions()...)
@@ -179,17 +173,11 @@ func (s *Service) Run(ctx context.Context) error {
 	return service.StoppedCleanly(ctx, bg.Run(ctx))
 }
 
-// wakeSweeper asks for a sweep soon, without waiting for it.
-func (s *Service) wakeSweeper() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
+// Close stops reporting metrics and closes the store.
+func (s *Service) Close() error {
+	var err error
+	if s.metrics.registered != nil {
+		err = s.metrics.registered.Unregister()
 	}
-}
-
-func (s *Service) sweepLogged(ctx context.Context) {
-	if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
-		s.metrics.failures.Add(ctx, 1)
-		s.Logger.Error("retention: sweep failed; it is retried at the next tick", "error", err)
-	}
+	return errors.Join(err, s.Base.Close())
 }

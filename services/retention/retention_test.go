@@ -119,7 +119,7 @@ func startWith(t testing.TB, manualSweep bool) *fixture {
 
 	regDeps := f.deps
 	regDeps.DataDir = t.TempDir()
-	reg, err := registry.New(regDeps)
+	reg, err := registry.New(regDeps, registry.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -306,3 +306,18 @@ func (s *Service) saveTx(tx *bolt.Tx, tenant, subject string, st *subjectState, 
 
 // actionOf converts a stored action.
 func actionOf(a int32) eventsv1.ErasureAction { return eventsv1.ErasureAction(a) }
+
+// updateSubjectTx changes a subject's state and reschedules it.
+func (s *Service) updateSubjectTx(tx *bolt.Tx, tenant, subject string, p *policy, change func(*subjectState)) (time.Time, error) {
+	st, _, err := s.loadTx(tx, tenant, subject)
+	if err != nil {
+		return time.Time{}, err
+	}
+	change(st)
+	now := s.Clock.Now()
+	next, err := s.saveTx(tx, tenant, subject, st, p, now)
+	if err == nil && !next.IsZero() && !next.After(now) {
+		tx.OnCommit(s.wakeSweeper)
+	}
+	return next, err
+}

@@ -26,11 +26,6 @@ import (
 // sweepLimit bounds the subjects fired in one transaction.
 const sweepLimit = schedule.DefaultSweepLimit
 
-// bucketRescan maps tenant → the last subject key re-evaluated (empty: from
-// the first): tenants whose rules or holds changed, whose subjects must be
-// rescheduled under them.
-var bucketRescan = store.Bucket("retention.rescan")
-
 // directive is one erasure.requested the sweep issues for a subject: the
 // categories one purge rule (or one deferred erasure) makes due, with one
 // action.
@@ -380,4 +375,19 @@ func splitTenantKey(k []byte) (string, error) {
 		return "", fmt.Errorf("retention: corrupt tenant key %q", k)
 	}
 	return string(k[:len(k)-1]), nil
+}
+
+// wakeSweeper asks for a sweep soon, without waiting for it.
+func (s *Service) wakeSweeper() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) sweepLogged(ctx context.Context) {
+	if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+		s.metrics.failures.Add(ctx, 1)
+		s.Logger.Error("retention: sweep failed; it is retried at the next tick", "error", err)
+	}
 }

@@ -42,7 +42,7 @@ func TestCommandsDialAProductionDeployment(t *testing.T) {
 	}
 
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg, err := registry.New(service.Deps{DataDir: t.TempDir(), Clock: clock.Real{}, Logger: quiet})
+	reg, err := registry.New(service.Deps{DataDir: t.TempDir(), Clock: clock.Real{}, Logger: quiet}, registry.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

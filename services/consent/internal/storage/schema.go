@@ -21,6 +21,7 @@ import (
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/tasks"
 )
 
 // The consent service's buckets. Keys join ids (tokens without NUL bytes)
@@ -63,12 +64,15 @@ var (
 // Schema is the layout of consent.db.
 var Schema = store.Schema{
 	Service: "consent",
-	Version: 1,
+	Version: 2,
 	Buckets: []store.Bucket{BucketPurposes, BucketRecords, BucketObjections, BucketRestrictions,
 		BucketChanges, BucketRevisions, BucketExpiries, BucketEvidenceKeys, BucketTenantCountries, BucketRecovery},
 	// Only the API's audited mutations create purposes and consent
 	// records: a file holding either has audit entries.
 	Audited: []store.Bucket{BucketPurposes, BucketRecords},
+	// Version 2 moved the tasks to the kit's key encoding (see
+	// tasks.MigrateKeysTx); open tasks stay open across it.
+	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}},
 }
 
 // PurposeTx returns a tenant's purpose.

@@ -1,0 +1,94 @@
+package consent
+
+import (
+	"context"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/store"
+	"github.com/lethe-privacy/lethe/platform/tasks"
+	"github.com/lethe-privacy/lethe/services/consent/internal/storage"
+)
+
+// tick expires consents, brings notice versions into effect and asks the
+// registry again for the countries of tenants still without one.
+func (s *Service) tick(ctx context.Context) {
+	if err := s.markAlive(); err != nil {
+		s.Logger.Error("consent: recording the recovery mark failed", "error", err)
+	}
+	if err := s.wantCountries(true); err != nil {
+		s.Logger.Error("consent: listing tenants without a country failed", "error", err)
+	}
+	if _, err := s.ExpireDue(ctx); err != nil {
+		s.Logger.Error("consent: expiry sweep failed", "error", err)
+	}
+	if _, err := s.ApplyDueNotices(ctx); err != nil {
+		s.Logger.Error("consent: bringing notice versions into effect failed", "error", err)
+	}
+}
+
+// ExpireDue ends the grants whose lifetime has run out: each becomes a
+// CONSENT_EXPIRED change for watchers and a consent.withdrawn event for the
+// systems processing for the purpose, unless a later record superseded it.
+// Run calls it every ExpirySweepEvery; it returns how many it expired.
+func (s *Service) ExpireDue(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		var due []storage.Expiry
+		now := s.Clock.Now()
+		if err := s.DB.View(func(tx *bolt.Tx) (err error) {
+			due, err = storage.DueExpiriesTx(tx, now, expiryBatch)
+			return err
+		}); err != nil || len(due) == 0 {
+			return total, err
+		}
+		// Route before the write transaction: it calls the registry.
+		expect := map[[2]string][]tasks.Expect{}
+		for _, e := range due {
+			k := [2]string{e.Tenant, e.Purpose}
+			if _, ok := expect[k]; !ok {
+				systems, err := s.expect(ctx, e.Tenant, []string{e.Purpose})
+				if err != nil {
+					return total, err
+				}
+				expect[k] = systems
+			}
+		}
+		n := 0
+		err := s.DB.Update(func(tx *bolt.Tx) error {
+			n = 0
+			for _, e := range due {
+				if err := store.BucketTx(tx, storage.BucketExpiries).Delete(e.Key); err != nil {
+					return err
+				}
+				c, ok := s.index.Consent(e.Tenant, e.Subject, e.Purpose)
+				if !ok || c.RecordID != e.RecordID {
+					continue // renewed, withdrawn or denied since
+				}
+				if err := s.changeTx(tx, e.Tenant, &consentv1.Change{Kind: consentv1.ChangeKind_CHANGE_KIND_CONSENT_EXPIRED,
+					SubjectId: e.Subject, PurposeIds: []string{e.Purpose}, BasisId: e.RecordID, At: timestamppb.New(e.At)}, nil); err != nil {
+					return err
+				}
+				cause := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: e.RecordID}
+				if err := s.publishLimitTx(ctx, tx, e.Tenant, e.Subject, cause, expect[[2]string{e.Tenant, e.Purpose}], &eventsv1.Event{
+					Body: &eventsv1.Event_ConsentWithdrawn{ConsentWithdrawn: &eventsv1.ConsentWithdrawn{PurposeIds: []string{e.Purpose}}},
+				}); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if len(due) < expiryBatch {
+			return total, nil
+		}
+	}
+}

@@ -1,0 +1,33 @@
+package consent
+
+import (
+	"context"
+
+	"go.opentelemetry.io/otel/metric"
+)
+
+// registerMetrics creates the consent service's instruments: how many
+// limit events the catch-up after a restore re-applied (recovery.go), and
+// whether a gap stands that makes Check refuse to answer.
+func (s *Service) registerMetrics() error {
+	var err error
+	s.recoveredEvents, err = s.Meter.Int64Counter("lethe.consent.recovery.recovered",
+		metric.WithDescription("Limit events the consent service re-applied from the event stream at start because its store, restored from a backup, lacked them."))
+	if err != nil {
+		return err
+	}
+	incomplete, err := s.Meter.Int64ObservableGauge("lethe.consent.recovery.incomplete",
+		metric.WithDescription("1 while the consent store, restored from a backup older than the event stream reaches, may lack limits and Check refuses to answer; 0 otherwise."))
+	if err != nil {
+		return err
+	}
+	s.metrics, err = s.Meter.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
+		v := int64(0)
+		if s.gap.Load() != nil {
+			v = 1
+		}
+		obs.ObserveInt64(incomplete, v)
+		return nil
+	}, incomplete)
+	return err
+}
