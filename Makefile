@@ -102,13 +102,13 @@ bench:
 	cd platform && go test -run '^$$' -bench Pipeline -benchtime 2000x ./tasks/
 	cd services/registry && go test -run '^$$' -bench . -benchmem ./internal/routing/
 	cd services/consent && go test -run '^$$' -bench . -benchmem ./internal/decision/
-	cd services/consent && go test -run '^$$' -bench CheckOverGRPC -benchtime 20000x .
-	cd services/consent && go test -run '^$$' -bench BannerDecisions -benchtime 5000x .
-	cd services/consent && go test -run '^$$' -bench ChecksByChain -benchtime 20000x .
+	cd tools && go test -run '^$$' -bench CheckOverGRPC -benchtime 20000x ./lethe/internal/flows/consent/
+	cd tools && go test -run '^$$' -bench BannerDecisions -benchtime 5000x ./lethe/internal/flows/consent/
+	cd tools && go test -run '^$$' -bench ChecksByChain -benchtime 20000x ./lethe/internal/flows/consent/
 	cd services/registry && go test -run '^$$' -bench RouteByChain -benchtime 20000x .
 	cd services/retention && go test -run '^$$' -bench . -benchtime 20x ./internal/schedule/
-	cd services/retention && go test -run '^$$' -bench . -benchtime 3x -timeout 30m .
-	cd services/dsar && go test -run '^$$' -bench Erasures -benchtime 10000x -timeout 20m .
+	cd tools && go test -run '^$$' -bench . -benchtime 3x -timeout 30m ./lethe/internal/flows/retention/
+	cd tools && go test -run '^$$' -bench Erasures -benchtime 10000x -timeout 20m ./lethe/internal/flows/dsar/
 
 ## bench-restart: restart-to-serving of each deployable on realistic stores (1M consent records, 100k DSARs,
 ## 1M retention subjects, 1,000 systems); loads them first: about 25 minutes on 2 shared cores. Prints the table of

@@ -133,8 +133,9 @@ func (s *Service) GetIdentifiers(ctx context.Context, req *dsarv1.GetIdentifiers
 // leftOut counts the records a portable copy leaves out, by reason.
 type leftOut struct{ basis, notProvided, unknown int }
 
-// submitBatch bounds the bytes of records written per transaction.
-const submitBatch = 1 << 20
+// SubmitBatch bounds the bytes of records SubmitData writes per
+// transaction: a larger submission is written in several transactions.
+const SubmitBatch = 1 << 20
 
 // SubmitData implements DsarService. A new submission replaces an earlier
 // one that did not finish. The system's task closes with DATA_SUBMITTED
@@ -259,7 +260,7 @@ func (sub *submission) add(rec *dsarv1.SubmittedRecord) error {
 	sub.batchBytes += len(sealed)
 	sub.records++
 	sub.size += int64(len(rec.JsonValue))
-	if sub.batchBytes < submitBatch {
+	if sub.batchBytes < SubmitBatch {
 		return nil
 	}
 	if err := sub.write(false); err != nil {

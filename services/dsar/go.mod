@@ -6,23 +6,15 @@ replace (
 	github.com/lethe-privacy/lethe/gen/go => ../../gen/go
 	github.com/lethe-privacy/lethe/platform => ../../platform
 	github.com/lethe-privacy/lethe/sdk => ../../sdk
-	github.com/lethe-privacy/lethe/services/consent => ../consent
-	github.com/lethe-privacy/lethe/services/registry => ../registry
-	github.com/lethe-privacy/lethe/services/retention => ../retention
 )
 
 require (
 	github.com/lethe-privacy/lethe/gen/go v0.0.0-00010101000000-000000000000
 	github.com/lethe-privacy/lethe/platform v0.0.0-00010101000000-000000000000
 	github.com/lethe-privacy/lethe/sdk v0.0.0-00010101000000-000000000000
-	github.com/lethe-privacy/lethe/services/consent v0.0.0-00010101000000-000000000000
-	github.com/lethe-privacy/lethe/services/registry v0.0.0-00010101000000-000000000000
-	github.com/lethe-privacy/lethe/services/retention v0.0.0-00010101000000-000000000000
-	github.com/nats-io/nats.go v1.55.0
 	go.etcd.io/bbolt v1.5.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/metric v1.47.0
-	go.uber.org/goleak v1.3.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 )
@@ -48,6 +40,7 @@ require (
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	github.com/nats-io/nats.go v1.55.0 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect

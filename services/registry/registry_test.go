@@ -3,8 +3,6 @@ package registry_test
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -23,14 +21,11 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
-	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/registryclient"
-	"github.com/lethe-privacy/lethe/platform/server"
-	"github.com/lethe-privacy/lethe/platform/server/servertest"
-	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/service/servicetest"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
 	"github.com/lethe-privacy/lethe/platform/tasks"
@@ -60,31 +55,9 @@ type fixture struct {
 
 func start(t testing.TB) *fixture {
 	t.Helper()
-	ns := brokertest.Start(t)
-	nc, js := brokertest.Connect(t, ns)
-	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
-		t.Fatal(err)
-	}
 	clk := clock.NewFake(today)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := registry.New(service.Deps{DataDir: t.TempDir(), Clock: clk, Logger: quiet, NATS: nc, JetStream: js}, registry.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-		if err := svc.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	conn := servertest.Start(t, server.Config{Clock: clk, Logger: quiet}, svc.Register)
-	return &fixture{conn: conn, client: registryv1.NewRegistryServiceClient(conn), js: js, clock: clk, ctx: context.Background()}
+	h := servicetest.Start(t, servicetest.Options{Clock: clk}, registry.Factory)
+	return &fixture{conn: h.Conn, client: registryv1.NewRegistryServiceClient(h.Conn), js: h.JetStream, clock: clk, ctx: context.Background()}
 }
 
 // id returns a fresh request id.

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/grpc"
 
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/flagenv"
@@ -151,34 +150,12 @@ func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listen on %s: %w", c.server.Addr, err)
 	}
 	completed.Listener = lis
-	// One listener serves all four services, so one connection reaches the
-	// registry and every service's neighbours.
-	local, err := service.NewDialer(completed, nil).Dial("lethe dev", lis.Addr().String())
+	local, err := service.NewLocal(completed, service.Deps{DataDir: c.dataDir, NATS: nc, JetStream: js}, c.factories())
 	if err != nil {
-		return errors.Join(err, lis.Close())
-	}
-	defer local.Close()
-
-	var services []service.Service
-	for _, f := range c.factories() {
-		deps := service.Deps{DataDir: c.dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry, Registry: local,
-			Neighbours: map[string]grpc.ClientConnInterface{}}
-		for _, n := range f.Neighbours {
-			deps.Neighbours[n.Name] = local
-		}
-		svc, err := f.New(deps)
-		if err != nil {
-			return errors.Join(fmt.Errorf("start %s: %w", f.Name, err), closeAll(services), lis.Close())
-		}
-		services = append(services, svc)
-	}
-
-	srv, err := completed.New()
-	if err != nil {
-		return errors.Join(err, closeAll(services), lis.Close())
+		return err
 	}
 	printEndpoints(stdout, lis.Addr().String(), embedded.ClientURL(), c)
-	return service.Run(ctx, srv, services)
+	return local.Run(ctx)
 }
 
 // factories are the services to host: with --dsar-dev-codes, the DSAR
@@ -196,14 +173,6 @@ func (c devConfig) factories() []service.Factory {
 		}
 	}
 	return all
-}
-
-func closeAll(services []service.Service) error {
-	var err error
-	for _, s := range services {
-		err = errors.Join(err, s.Close())
-	}
-	return err
 }
 
 func printEndpoints(w io.Writer, grpcAddr, natsURL string, c devConfig) {

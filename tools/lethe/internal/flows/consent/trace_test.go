@@ -13,17 +13,14 @@ import (
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
-	"github.com/lethe-privacy/lethe/platform/broker"
-	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
+	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/server"
-	"github.com/lethe-privacy/lethe/platform/server/servertest"
-	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/service/servicetest"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 	"github.com/lethe-privacy/lethe/services/consent"
-	"github.com/lethe-privacy/lethe/services/registry"
 )
 
 // TestOneTraceFromRequestToHandler: a withdrawal recorded over gRPC is
@@ -34,39 +31,16 @@ import (
 // provider and exporter, as a separate process would: only the
 // traceparent header on the event connects the two.
 func TestOneTraceFromRequestToHandler(t *testing.T) {
-	ns := brokertest.Start(t)
-	nc, js := brokertest.Connect(t, ns)
 	ctx := context.Background()
-	if _, err := broker.EnsureStream(ctx, js, broker.DefaultStreamConfig()); err != nil {
-		t.Fatal(err)
-	}
 	serverSpans := tracetest.NewInMemoryExporter()
 	providers, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "lethe-consent", SpanExporter: serverSpans})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = providers.Shutdown(context.Background()) })
-	deps := service.Deps{Logger: quiet, NATS: nc, JetStream: js, Telemetry: providers}
-
-	regDeps := deps
-	regDeps.DataDir = t.TempDir()
-	reg, err := registry.New(regDeps, registry.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, reg, reg.Close)
-	regConn := servertest.Start(t, server.Config{Logger: quiet, Telemetry: providers}, reg.Register)
-	f := &fixture{registry: registryv1.NewRegistryServiceClient(regConn), ctx: ctx}
-
-	conDeps := deps
-	conDeps.DataDir = t.TempDir()
-	conDeps.Registry = regConn
-	svc, err := consent.New(conDeps, consent.Options{ExpirySweepEvery: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, svc, svc.Close)
-	f.consent = consentv1.NewConsentServiceClient(servertest.Start(t, server.Config{Logger: quiet, Telemetry: providers}, svc.Register))
+	f := startOn(t, servicetest.Options{Clock: clock.Real{}, Logger: quiet,
+		Server: server.Config{Telemetry: providers}}, nil)
+	js := f.host.JetStream
 
 	f.tenant(t, "clio")
 	f.purpose(t, "clio", &consentv1.Purpose{PurposeId: "newsletter", Name: "Newsletter", DirectMarketing: true,

@@ -118,6 +118,7 @@ func BenchmarkChecksByChain(b *testing.B) {
 	for i := range subjects {
 		f.record(b, "clio", fmt.Sprint("subject-", i), "marketing", consentv1.ConsentAction_CONSENT_ACTION_GRANT)
 	}
+	inmem := servertest.Start(b, server.Config{Logger: quiet}, f.svc.Register)
 	devTCP := servertest.Dial(b, servertest.StartTCP(b, server.Config{Logger: quiet}, f.svc.Register), nil)
 	pki := servertest.NewPKI(b)
 	prodCfg := pki.Production(b, benchPolicy(servertest.Identity("newsletter"),
@@ -134,7 +135,7 @@ func BenchmarkChecksByChain(b *testing.B) {
 	paths := []struct {
 		name string
 		conn grpc.ClientConnInterface
-	}{{"dev-inmem", f.conn}, {"dev-tcp", devTCP}, {"prod-mtls", prod}}
+	}{{"dev-inmem", inmem}, {"dev-tcp", devTCP}, {"prod-mtls", prod}}
 	// A first call on each path, outside the timing: the TLS handshake
 	// and the policy's first evaluation.
 	for _, p := range paths {

@@ -17,7 +17,6 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -27,12 +26,11 @@ import (
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
-	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/clock"
-	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/service/servicetest"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
@@ -46,9 +44,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.LeakOptions...
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// fixture runs the registry and the retention service as lethe dev does,
-// over gRPC, with embedded NATS, an injected clock, and SDK subscribers
-// standing for the tenant's systems.
+// fixture runs the registry and the retention service as lethe dev does
+// (servicetest), with an injected clock, and SDK subscribers standing for
+// the tenant's systems.
 type fixture struct {
 	t         testing.TB
 	ctx       context.Context
@@ -57,10 +55,12 @@ type fixture struct {
 	registry  registryv1.RegistryServiceClient
 	retention retentionv1.RetentionServiceClient
 	svc       *retention.Service
-	dataDir   string
-	regConn   grpc.ClientConnInterface
-	stopSvc   func()
-	n         atomic.Int64
+	// host runs both services on dataDir; stopSvc stops them, open starts
+	// them again on the same files.
+	host    *servicetest.Host
+	dataDir string
+	stopSvc func()
+	n       atomic.Int64
 	// manualSweep leaves sweeping to the test (benchmarks).
 	manualSweep bool
 	// metrics reads the retention service's metrics.
@@ -109,44 +109,27 @@ func start(t testing.TB) *fixture { return startWith(t, false) }
 
 func startWith(t testing.TB, manualSweep bool) *fixture {
 	t.Helper()
-	ns := brokertest.Start(t)
-	nc, js := brokertest.Connect(t, ns)
-	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{t: t, ctx: context.Background(), clock: clock.NewFake(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)), manualSweep: manualSweep}
-	f.deps = service.Deps{Clock: f.clock, Logger: quiet, NATS: nc, JetStream: js}
-
-	regDeps := f.deps
-	regDeps.DataDir = t.TempDir()
-	reg, err := registry.New(regDeps, registry.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, reg, reg.Close)
-	regConn := servertest.Start(t, server.Config{Clock: f.clock, Logger: quiet}, reg.Register)
-	f.registry = registryv1.NewRegistryServiceClient(regConn)
-	f.regConn = regConn
-	f.dataDir = t.TempDir()
-	f.open(t)
+	f := &fixture{t: t, ctx: context.Background(), clock: clock.NewFake(servicetest.Epoch), manualSweep: manualSweep}
+	ret := service.Factory{Name: retention.Factory.Name, Neighbours: retention.Factory.Neighbours,
+		New: func(d service.Deps) (service.Service, error) {
+			f.metrics = sdkmetric.NewManualReader()
+			d.Telemetry = &telemetry.Providers{Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.metrics))}
+			svc, err := retention.New(d, retention.Options{SweepEvery: time.Hour, ManualSweep: f.manualSweep})
+			f.svc = svc
+			return svc, err
+		}}
+	f.host = servicetest.Start(t, servicetest.Options{Clock: f.clock, Logger: quiet}, registry.Factory, ret)
+	f.deps = service.Deps{Clock: f.clock, Logger: quiet, NATS: f.host.NATS, JetStream: f.host.JetStream}
+	f.registry = registryv1.NewRegistryServiceClient(f.host.Conn)
+	f.retention = retentionv1.NewRetentionServiceClient(f.host.Conn)
+	f.dataDir, f.stopSvc = f.host.DataDir, f.host.Stop
 	return f
 }
 
-// open starts the retention service on the fixture's data folder.
+// open starts the services again on the fixture's data folder.
 func (f *fixture) open(t testing.TB) {
 	t.Helper()
-	deps := f.deps
-	deps.DataDir, deps.Registry = f.dataDir, f.regConn
-	f.metrics = sdkmetric.NewManualReader()
-	deps.Telemetry = &telemetry.Providers{Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.metrics))}
-	svc, err := retention.New(deps, retention.Options{SweepEvery: time.Hour, ManualSweep: f.manualSweep})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.svc = svc
-	f.stopSvc = run(t, svc, svc.Close)
-	conn := servertest.Start(t, server.Config{Clock: f.clock, Logger: quiet}, svc.Register)
-	f.retention = retentionv1.NewRetentionServiceClient(conn)
+	f.host.Restart(t)
 }
 
 // restart stops the retention service and opens it again on the same files.

@@ -2,13 +2,11 @@ package consent_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,12 +23,13 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
-	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/service/servicetest"
+	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
@@ -43,11 +42,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.LeakOptions...
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// fixture runs the registry and the consent service as lethe dev does:
-// the consent service learns tenants from the registry's events and asks
-// it which systems must honour a limit.
+// fixture runs the registry and the consent service as lethe dev does
+// (servicetest): the consent service learns tenants from the registry's
+// events and asks it which systems must honour a limit.
 type fixture struct {
-	conn     *grpc.ClientConn
+	// conn reaches the consent service (and, from startWith, the extra
+	// services beside it).
+	conn     grpc.ClientConnInterface
 	consent  consentv1.ConsentServiceClient
 	registry registryv1.RegistryServiceClient
 	svc      *consent.Service
@@ -55,12 +56,13 @@ type fixture struct {
 	deps     service.Deps
 	n        atomic.Int64
 	ctx      context.Context
-	// regConn reaches the registry; conDeps are what the consent service
-	// runs with (its data folder among them), so that a test can stop it
-	// and start it again on the same file (stopConsent, runConsent).
-	regConn     *grpc.ClientConn
-	conDeps     service.Deps
-	stopConsent func()
+	// host runs both services on their data folder; backup and telemetry
+	// are what the consent service starts with, so that a test can stop
+	// the host and start it again on the same files with them
+	// (stopConsent, withBackups, restart).
+	host      *servicetest.Host
+	backup    service.BackupConfig
+	telemetry *telemetry.Providers
 }
 
 func run(t testing.TB, svc interface{ Run(context.Context) error }, closer func() error) {
@@ -81,78 +83,46 @@ func run(t testing.TB, svc interface{ Run(context.Context) error }, closer func(
 
 func start(t testing.TB) *fixture { return startWith(t, nil) }
 
-// startWith also registers extra services on the consent service's server.
+// startWith also serves the consent service, with extra services beside
+// it, on an in-memory server that f.conn and f.consent reach (benchmarks
+// compare the two on one server and transport).
 func startWith(t testing.TB, extra func(*server.Server)) *fixture {
 	t.Helper()
-	ns := brokertest.Start(t)
-	nc, js := brokertest.Connect(t, ns)
-	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{clock: clock.NewFake(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)), ctx: context.Background()}
-	f.deps = service.Deps{Clock: f.clock, Logger: quiet, NATS: nc, JetStream: js}
+	return startOn(t, servicetest.Options{Clock: clock.NewFake(servicetest.Epoch), Logger: quiet}, extra)
+}
 
-	regDeps := f.deps
-	regDeps.DataDir = t.TempDir()
-	reg, err := registry.New(regDeps, registry.Options{})
-	if err != nil {
-		t.Fatal(err)
+// startOn is startWith on the host options opts; f.clock is nil unless
+// their Clock is a clock.Fake.
+func startOn(t testing.TB, opts servicetest.Options, extra func(*server.Server)) *fixture {
+	t.Helper()
+	f := &fixture{ctx: context.Background()}
+	f.clock, _ = opts.Clock.(*clock.Fake)
+	con := service.Factory{Name: consent.Factory.Name, Neighbours: consent.Factory.Neighbours,
+		New: func(d service.Deps) (service.Service, error) {
+			d.Backup = f.backup
+			if f.telemetry != nil {
+				d.Telemetry = f.telemetry
+			}
+			svc, err := consent.New(d, consent.Options{ExpirySweepEvery: time.Hour})
+			f.svc = svc
+			return svc, err
+		}}
+	f.host = servicetest.Start(t, opts, registry.Factory, con)
+	f.deps = service.Deps{Clock: f.host.Clock, Logger: quiet, NATS: f.host.NATS, JetStream: f.host.JetStream}
+	f.registry = registryv1.NewRegistryServiceClient(f.host.Conn)
+	f.conn = f.host.Conn
+	if extra != nil {
+		f.conn = servertest.Start(t, server.Config{Clock: f.host.Clock, Logger: quiet}, func(s *server.Server) {
+			f.svc.Register(s)
+			extra(s)
+		})
 	}
-	run(t, reg, reg.Close)
-	regConn := servertest.Start(t, server.Config{Clock: f.clock, Logger: quiet}, reg.Register)
-	f.registry = registryv1.NewRegistryServiceClient(regConn)
-
-	f.regConn = regConn
-	f.conDeps = f.deps
-	f.conDeps.DataDir = t.TempDir()
-	f.conDeps.Registry = regConn
-	if err := f.runConsent(t, consent.Options{ExpirySweepEvery: time.Hour}, extra); err != nil {
-		t.Fatal(err)
-	}
+	f.consent = consentv1.NewConsentServiceClient(f.conn)
 	return f
 }
 
-// runConsent starts the consent service with f.conDeps and serves it,
-// until f.stopConsent or the end of the test.
-func (f *fixture) runConsent(t testing.TB, opts consent.Options, extra func(*server.Server)) error {
-	t.Helper()
-	svc, err := consent.New(f.conDeps, opts)
-	if err != nil {
-		return err
-	}
-	f.svc = svc
-	conn, serve := servertest.Build(t, server.Config{Clock: f.clock, Logger: quiet}, func(s *server.Server) {
-		svc.Register(s)
-		if extra != nil {
-			extra(s)
-		}
-	})
-	f.conn, f.consent = conn, consentv1.NewConsentServiceClient(conn)
-	ctx, cancel := context.WithCancel(context.Background())
-	served, ran := make(chan error, 1), make(chan error, 1)
-	go func() { served <- serve(ctx) }()
-	go func() { ran <- svc.Run(ctx) }()
-	var once sync.Once
-	// The server stops first, then the background work, then the file
-	// closes: as service.Run does it.
-	f.stopConsent = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-served; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-				t.Errorf("serve consent: %v", err)
-			}
-			if err := <-ran; err != nil {
-				t.Errorf("run consent: %v", err)
-			}
-			if err := svc.Close(); err != nil {
-				t.Errorf("close consent: %v", err)
-			}
-			_ = conn.Close()
-		})
-	}
-	t.Cleanup(f.stopConsent)
-	return nil
-}
+// stopConsent stops the services and closes their files.
+func (f *fixture) stopConsent() { f.host.Stop() }
 
 func (f *fixture) id() string { return fmt.Sprint("req-", f.n.Add(1)) }
 

@@ -1,5 +1,11 @@
 package retention
 
+// The functions in this file reach into the service for tests and
+// benchmarks that run it beside the registry, which live outside the
+// service (tools/lethe/internal/flows/retention) because no service imports
+// another, in tests either. Nothing else calls them: they write state
+// without the API's checks, audit or events.
+
 import (
 	"context"
 	"time"
@@ -9,6 +15,7 @@ import (
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+	"github.com/lethe-privacy/lethe/services/retention/internal/schedule"
 )
 
 // AfterSweepTx makes s call fn after each committed sweep transaction, so
@@ -69,3 +76,11 @@ func Rescan(s *Service) error { return s.rescan(context.Background()) }
 
 // ApplyJournal applies the journaled signals now.
 func ApplyJournal(s *Service) (int, error) { return s.applyJournal() }
+
+// ScheduleTx writes a subject's schedule record raw, payload as it is and
+// due at due, in tx of the service's file opened while the service is
+// stopped: how a test puts a record in place that an older version could
+// have written and this one cannot read.
+func ScheduleTx(tx *bolt.Tx, key []byte, due time.Time, payload []byte) error {
+	return schedule.New(nil).SetTx(tx, key, due, payload)
+}

@@ -39,20 +39,18 @@ type question struct{ subject, purpose string }
 func (f *fixture) withBackups(t *testing.T) string {
 	t.Helper()
 	f.stopConsent()
-	f.conDeps.Backup.Dir = t.TempDir()
+	f.backup.Dir = t.TempDir()
 	f.restart(t)
-	return f.conDeps.Backup.Dir
+	return f.backup.Dir
 }
 
-// restart starts the consent service again on its data folder, with a
-// meter whose readings the returned reader collects.
+// restart starts the services again on their data folder, the consent
+// service with a meter whose readings the returned reader collects.
 func (f *fixture) restart(t *testing.T) *sdkmetric.ManualReader {
 	t.Helper()
 	reader := sdkmetric.NewManualReader()
-	f.conDeps.Telemetry = &telemetry.Providers{Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))}
-	if err := f.runConsent(t, consent.Options{ExpirySweepEvery: time.Hour}, nil); err != nil {
-		t.Fatal(err)
-	}
+	f.telemetry = &telemetry.Providers{Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))}
+	f.host.Restart(t)
 	return reader
 }
 
@@ -66,7 +64,7 @@ func (f *fixture) restoreFrom(t *testing.T, backupDir string) {
 		t.Fatal(err)
 	}
 	defer in.Close()
-	out, err := os.Create(filepath.Join(f.conDeps.DataDir, "consent.db"))
+	out, err := os.Create(filepath.Join(f.host.DataDir, "consent.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

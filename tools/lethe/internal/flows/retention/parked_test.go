@@ -19,7 +19,7 @@ import (
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
 	"github.com/lethe-privacy/lethe/platform/store"
-	"github.com/lethe-privacy/lethe/services/retention/internal/schedule"
+	"github.com/lethe-privacy/lethe/services/retention"
 )
 
 // counter reads an integer counter of the retention service, by the value
@@ -142,7 +142,7 @@ func TestPoisonedItemsAreParkedAndEveryoneElseIsPurged(t *testing.T) {
 			journalEntry(t, "clevio", collectedSignal("s1", timestamppb.New(day(2025, 3, 1)))),
 			journalEntry(t, "clicklearn", collectedSignal("zed", timestamppb.New(day(2025, 4, 1)))))
 		if err := db.Update(func(tx *bolt.Tx) error {
-			return schedule.New(nil).SetTx(tx, store.Key("clicklearn", "zed"), day(2025, 6, 1), []byte("{not json"))
+			return retention.ScheduleTx(tx, store.Key("clicklearn", "zed"), day(2025, 6, 1), []byte("{not json"))
 		}); err != nil {
 			t.Fatal(err)
 		}

@@ -29,12 +29,12 @@ import (
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/auth"
-	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/service/servicetest"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/platform/tlsconfig"
@@ -71,40 +71,25 @@ func asSystem(system string) context.Context {
 	return metadata.AppendToOutgoingContext(context.Background(), identityKey, "spiffe://lethe.test/system/"+system)
 }
 
-// fixture runs the registry, the consent service and the DSAR service as
-// lethe dev does, over gRPC, with an embedded NATS server, all keeping
-// their files under one data folder.
+// fixture runs the registry, the consent, retention and DSAR services as
+// lethe dev does (servicetest), over gRPC, with an embedded NATS server,
+// all keeping their files under one data folder.
 type fixture struct {
-	dsar      dsarv1.DsarServiceClient
-	dsarConn  *grpc.ClientConn
-	registry  registryv1.RegistryServiceClient
-	consent   consentv1.ConsentServiceClient
-	svc       *dsar.Service
-	codes     *dsar.DevChannel
+	dsar     dsarv1.DsarServiceClient
+	dsarConn *grpc.ClientConn
+	registry registryv1.RegistryServiceClient
+	consent  consentv1.ConsentServiceClient
+	svc      *dsar.Service
+	codes    *dsar.DevChannel
+	// retention is the retention service's API; ret the service, whose
+	// sweeps a test runs itself.
 	retention retentionv1.RetentionServiceClient
-	// ret is the retention service, whose sweeps a test runs itself.
-	ret   *retention.Service
-	clock *clock.Fake
-	deps  service.Deps
-	data  string
-	n     atomic.Int64
-	ctx   context.Context
-}
-
-func run(t testing.TB, svc interface{ Run(context.Context) error }, closer func() error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-		if err := closer(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
+	ret       *retention.Service
+	clock     *clock.Fake
+	deps      service.Deps
+	data      string
+	n         atomic.Int64
+	ctx       context.Context
 }
 
 type options struct {
@@ -115,8 +100,8 @@ type options struct {
 	sweepEvery time.Duration
 	// tlsNeighbours serves consent and retention to the DSAR service as
 	// production does, over TCP with mutual TLS, and lets the kit's
-	// Dialer connect DSAR to them (Factory.Neighbours) instead of passing
-	// the test's connections.
+	// Dialer connect DSAR to them (Factory.Neighbours) instead of the
+	// host's connection.
 	tlsNeighbours bool
 	// retentionAddr, when set, is where the DSAR service dials the
 	// retention service (plaintext): an address nothing serves makes its
@@ -130,74 +115,54 @@ func start(t testing.TB) *fixture { return startWith(t, options{}) }
 
 func startWith(t testing.TB, o options) *fixture {
 	t.Helper()
-	f := &fixture{clock: clock.NewFake(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)), ctx: context.Background(),
-		data: t.TempDir(), codes: &dsar.DevChannel{Logger: quiet}}
-	ns := brokertest.StartAt(t, filepath.Join(f.data, "nats"), o.syncAlways)
-	nc, js := brokertest.Connect(t, ns)
-	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
-		t.Fatal(err)
-	}
+	f := &fixture{clock: clock.NewFake(servicetest.Epoch), ctx: context.Background(), codes: &dsar.DevChannel{Logger: quiet}}
 	var clk clock.Clock = f.clock
 	if o.realClock {
 		clk = clock.Real{}
 	}
-	f.deps = service.Deps{Clock: clk, Logger: quiet, NATS: nc, JetStream: js}
-	cfg := server.Config{Clock: clk, Logger: quiet, Authenticator: testAuthenticator{}}
-
-	dir := func(name string) string { return filepath.Join(f.data, name) }
-	regDeps := f.deps
-	regDeps.DataDir = dir("registry")
-	reg, err := registry.New(regDeps, registry.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, reg, reg.Close)
-	regConn := servertest.Start(t, cfg, reg.Register)
-	f.registry = registryv1.NewRegistryServiceClient(regConn)
-
-	conDeps := f.deps
-	conDeps.DataDir, conDeps.Registry = dir("consent"), regConn
-	con, err := consent.New(conDeps, consent.Options{ExpirySweepEvery: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, con, con.Close)
-	conConn := servertest.Start(t, cfg, con.Register)
-	f.consent = consentv1.NewConsentServiceClient(conConn)
-
-	retDeps := f.deps
-	retDeps.DataDir, retDeps.Registry = dir("retention"), regConn
-	ret, err := retention.New(retDeps, retention.Options{SweepEvery: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, ret, ret.Close)
-	f.ret = ret
-	retConn := servertest.Start(t, cfg, ret.Register)
-	f.retention = retentionv1.NewRetentionServiceClient(retConn)
-
-	dsarDeps := f.deps
-	dsarDeps.DataDir, dsarDeps.Registry = dir("dsar"), regConn
-	sweep := 20 * time.Millisecond
-	if o.sweepEvery > 0 {
-		sweep = o.sweepEvery
-	}
-	dsarOpts := dsar.Options{Consent: conConn, Retention: retConn, Channel: f.codes, SweepEvery: sweep}
-	dsarDeps.Telemetry = o.telemetry
-	if o.retentionAddr != "" {
-		dsarOpts.Retention = servertest.Dial(t, o.retentionAddr, nil)
-	}
-	if o.tlsNeighbours {
-		dsarOpts.Consent, dsarOpts.Retention = nil, nil
-		dsarDeps.Neighbours = tlsNeighbours(t, clk, map[string]func(*server.Server){"consent": con.Register, "retention": ret.Register})
-	}
-	f.svc, err = dsar.New(dsarDeps, dsarOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, f.svc, f.svc.Close)
-	f.dsarConn = servertest.Start(t, cfg, f.svc.Register)
-	f.dsar = dsarv1.NewDsarServiceClient(f.dsarConn)
+	var con *consent.Service
+	conFactory := service.Factory{Name: consent.Factory.Name, Neighbours: consent.Factory.Neighbours,
+		New: func(d service.Deps) (service.Service, error) {
+			s, err := consent.New(d, consent.Options{ExpirySweepEvery: time.Hour})
+			con = s
+			return s, err
+		}}
+	retFactory := service.Factory{Name: retention.Factory.Name, Neighbours: retention.Factory.Neighbours,
+		New: func(d service.Deps) (service.Service, error) {
+			s, err := retention.New(d, retention.Options{SweepEvery: time.Hour})
+			f.ret = s
+			return s, err
+		}}
+	dsarFactory := service.Factory{Name: dsar.Factory.Name, Neighbours: dsar.Factory.Neighbours,
+		New: func(d service.Deps) (service.Service, error) {
+			sweep := 20 * time.Millisecond
+			if o.sweepEvery > 0 {
+				sweep = o.sweepEvery
+			}
+			opts := dsar.Options{Channel: f.codes, SweepEvery: sweep}
+			if o.telemetry != nil {
+				d.Telemetry = o.telemetry
+			}
+			if o.retentionAddr != "" {
+				opts.Retention = servertest.Dial(t, o.retentionAddr, nil)
+			}
+			if o.tlsNeighbours {
+				d.Neighbours = tlsNeighbours(t, clk, map[string]func(*server.Server){"consent": con.Register, "retention": f.ret.Register})
+			}
+			s, err := dsar.New(d, opts)
+			f.svc = s
+			return s, err
+		}}
+	h := servicetest.Start(t, servicetest.Options{Clock: clk, Logger: quiet, SyncAlways: o.syncAlways,
+		Server: server.Config{Authenticator: testAuthenticator{}}},
+		registry.Factory, conFactory, retFactory, dsarFactory)
+	f.data = h.DataDir
+	f.deps = service.Deps{Clock: clk, Logger: quiet, NATS: h.NATS, JetStream: h.JetStream}
+	f.dsarConn = h.Conn
+	f.registry = registryv1.NewRegistryServiceClient(h.Conn)
+	f.consent = consentv1.NewConsentServiceClient(h.Conn)
+	f.retention = retentionv1.NewRetentionServiceClient(h.Conn)
+	f.dsar = dsarv1.NewDsarServiceClient(h.Conn)
 	return f
 }
 

@@ -992,7 +992,7 @@ func TestNothingIsLeftOfTheIdentifiers(t *testing.T) {
 		t.Fatalf("identifiers found after close: %v", hits)
 	}
 	// Every key is gone from the key file: only zeros remain.
-	keys, err := os.ReadFile(filepath.Join(f.data, "dsar", "dsar.keys"))
+	keys, err := os.ReadFile(filepath.Join(f.data, "dsar.keys"))
 	if err != nil || len(keys) == 0 || len(bytes.Trim(keys, "\x00")) != 0 {
 		t.Fatalf("key file after close: %d bytes, %d not zero, %v", len(keys), len(bytes.Trim(keys, "\x00")), err)
 	}

@@ -1,0 +1,89 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc"
+
+	"github.com/lethe-privacy/lethe/platform/server"
+)
+
+// Local is a set of services built to run together behind one server, each
+// reaching the registry and its neighbours through one connection to that
+// server's own listener. `lethe dev` hosts all four services so, and
+// platform/service/servicetest any set of them in a test: one composition,
+// so that what the tests run is what a developer runs.
+type Local struct {
+	srv      *server.Server
+	services []Service
+	conn     *grpc.ClientConn
+}
+
+// NewLocal builds, in order, the service of each factory for the completed
+// server configuration cfg, whose Listener must be set (the services dial
+// its address), and the server. deps gives every service its DataDir, NATS
+// and JetStream (and Backup, AnchorEvery); its Clock, Logger and Telemetry
+// are cfg's where deps leaves them nil, and Registry and every declared
+// neighbour are the connection to the listener. A factory that needs other
+// dependencies wraps New. On failure NewLocal closes what it built and the
+// listener.
+func NewLocal(cfg server.CompletedConfig, deps Deps, factories []Factory) (*Local, error) {
+	lis := cfg.Listener
+	if lis == nil {
+		return nil, errors.New("local services: the server configuration has no listener")
+	}
+	if deps.Clock == nil {
+		deps.Clock = cfg.Clock
+	}
+	if deps.Logger == nil {
+		deps.Logger = cfg.Logger
+	}
+	if deps.Telemetry == nil {
+		deps.Telemetry = cfg.Telemetry
+	}
+	// One listener serves every service, so one connection reaches the
+	// registry and every service's neighbours.
+	conn, err := NewDialer(cfg, nil).Dial(cfg.Name, lis.Addr().String())
+	if err != nil {
+		return nil, errors.Join(err, lis.Close())
+	}
+	deps.Registry = conn
+	l := &Local{conn: conn}
+	fail := func(err error) (*Local, error) {
+		return nil, errors.Join(err, closeAll(l.services), conn.Close(), lis.Close())
+	}
+	for _, f := range factories {
+		d := deps
+		d.Neighbours = map[string]grpc.ClientConnInterface{}
+		for _, n := range f.Neighbours {
+			d.Neighbours[n.Name] = conn
+		}
+		svc, err := f.New(d)
+		if err != nil {
+			return fail(fmt.Errorf("start %s: %w", f.Name, err))
+		}
+		l.services = append(l.services, svc)
+	}
+	if l.srv, err = cfg.New(); err != nil {
+		return fail(err)
+	}
+	return l, nil
+}
+
+// Run serves the services and runs their background work until ctx ends
+// or one fails (Run), then closes them and the connection between them.
+func (l *Local) Run(ctx context.Context) error {
+	err := Run(ctx, l.srv, l.services)
+	return errors.Join(err, l.conn.Close())
+}
+
+// closeAll closes services, reporting every failure.
+func closeAll(services []Service) error {
+	var err error
+	for _, s := range services {
+		err = errors.Join(err, s.Close())
+	}
+	return err
+}
