@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -329,51 +330,13 @@ func (v *validator) bad(field, format string, args ...any) {
 
 func (v *validator) definition(s fileSpec) *Definition {
 	d := &Definition{file: s}
-	if !nameRE.MatchString(s.Name) {
-		v.bad("name", "%q is not a lower-case name of letters, digits and dashes", s.Name)
-	}
-	if strings.TrimSpace(s.Description) == "" {
-		v.bad("description", "is empty")
-	}
-	if u, err := url.Parse(s.Document.URL); err != nil || u.Scheme != "https" || u.Host == "" {
-		v.bad("document.url", "%q is not an https URL", s.Document.URL)
-	}
-	if strings.TrimSpace(s.Document.Version) == "" {
-		v.bad("document.version", "is empty: say which version or date of the document the connector follows")
-	}
-	if len(s.Answers) == 0 {
-		v.bad("answers", "is empty")
-	}
-	for i, a := range s.Answers {
-		k := contract.Kind(a)
-		if !slices.Contains(answerKinds, k) {
-			v.bad(fmt.Sprintf("answers[%d]", i), "%q is not one of %v", a, answerKinds)
-			continue
-		}
-		if slices.Contains(d.kinds, k) {
-			v.bad(fmt.Sprintf("answers[%d]", i), "%q is listed twice", a)
-		}
-		d.kinds = append(d.kinds, k)
-	}
+	v.about(s)
+	v.answers(d, s.Answers)
 	params := v.params(s.Params)
-	if slices.Contains(d.kinds, contract.KindConsentWithdrawn) {
-		switch {
-		case s.Consent == nil:
-			v.bad("consent", "is required when answers lists %s", contract.KindConsentWithdrawn)
-		case !params[s.Consent.PurposeParam]:
-			v.bad("consent.purpose_param", "%q is not a declared parameter", s.Consent.PurposeParam)
-		}
-	} else if s.Consent != nil {
-		v.bad("consent", "is set but answers does not list %s", contract.KindConsentWithdrawn)
-	}
+	v.consent(d, s.Consent, params)
 	v.identifier(d, s.Identifier)
 	v.auth(s.Auth)
-	if s.RateLimit.PerSecond <= 0 || s.RateLimit.PerSecond > 1000 {
-		v.bad("rate_limit.per_second", "%v is not in (0, 1000]", s.RateLimit.PerSecond)
-	}
-	if s.RateLimit.Burst < 1 || s.RateLimit.Burst > 1000 {
-		v.bad("rate_limit.burst", "%d is not in [1, 1000]", s.RateLimit.Burst)
-	}
+	v.rateLimit(s.RateLimit)
 	sample := sampleData(params, nil)
 	d.url, d.headers, d.body = v.request("request", s.Request, sample, true)
 	d.rules = v.rules("responses", s.Responses, s.Poll != nil)
@@ -386,6 +349,65 @@ func (v *validator) definition(s fileSpec) *Definition {
 		v.bad("responses", "an outcome is pending but there is no poll section")
 	}
 	return d
+}
+
+// about checks what names the file and the vendor document it follows.
+func (v *validator) about(s fileSpec) {
+	if !nameRE.MatchString(s.Name) {
+		v.bad("name", "%q is not a lower-case name of letters, digits and dashes", s.Name)
+	}
+	if strings.TrimSpace(s.Description) == "" {
+		v.bad("description", "is empty")
+	}
+	if u, err := url.Parse(s.Document.URL); err != nil || u.Scheme != "https" || u.Host == "" {
+		v.bad("document.url", "%q is not an https URL", s.Document.URL)
+	}
+	if strings.TrimSpace(s.Document.Version) == "" {
+		v.bad("document.version", "is empty: say which version or date of the document the connector follows")
+	}
+}
+
+// answers checks the event kinds the connector answers and keeps them in d.
+func (v *validator) answers(d *Definition, answers []string) {
+	if len(answers) == 0 {
+		v.bad("answers", "is empty")
+	}
+	for i, a := range answers {
+		k := contract.Kind(a)
+		if !slices.Contains(answerKinds, k) {
+			v.bad(fmt.Sprintf("answers[%d]", i), "%q is not one of %v", a, answerKinds)
+			continue
+		}
+		if slices.Contains(d.kinds, k) {
+			v.bad(fmt.Sprintf("answers[%d]", i), "%q is listed twice", a)
+		}
+		d.kinds = append(d.kinds, k)
+	}
+}
+
+// consent checks that a connector answering withdrawals names the
+// parameter holding its purpose, and that only such a connector has a
+// consent section.
+func (v *validator) consent(d *Definition, c *consentSpec, params map[string]bool) {
+	switch {
+	case !slices.Contains(d.kinds, contract.KindConsentWithdrawn):
+		if c != nil {
+			v.bad("consent", "is set but answers does not list %s", contract.KindConsentWithdrawn)
+		}
+	case c == nil:
+		v.bad("consent", "is required when answers lists %s", contract.KindConsentWithdrawn)
+	case !params[c.PurposeParam]:
+		v.bad("consent.purpose_param", "%q is not a declared parameter", c.PurposeParam)
+	}
+}
+
+func (v *validator) rateLimit(r rateSpec) {
+	if r.PerSecond <= 0 || r.PerSecond > 1000 {
+		v.bad("rate_limit.per_second", "%v is not in (0, 1000]", r.PerSecond)
+	}
+	if r.Burst < 1 || r.Burst > 1000 {
+		v.bad("rate_limit.burst", "%d is not in [1, 1000]", r.Burst)
+	}
 }
 
 func (v *validator) params(ps []paramSpec) map[string]bool {
@@ -439,32 +461,42 @@ func (v *validator) identifier(d *Definition, s identSpec) {
 }
 
 func (v *validator) auth(a authSpec) {
+	want, allowed, ok := authFields(a.Type)
+	if !ok {
+		v.bad("auth.type", "%q is not one of bearer, basic, oauth2_client_credentials, none", a.Type)
+		return
+	}
+	if u, err := url.Parse(a.TokenURL); a.Type == "oauth2_client_credentials" && a.TokenURL != "" && (err != nil || u.Scheme != "https" || u.Host == "") {
+		v.bad("auth.token_url", "%q is not an https URL", a.TokenURL)
+	}
+	v.authFields(a, want, allowed)
+	v.scopes(a)
+}
+
+// authFields are the fields an authentication type requires and those it
+// also allows; ok is false for an unknown type.
+func authFields(typ string) (want, allowed []string, ok bool) {
+	switch typ {
+	case "bearer":
+		return []string{"token_file"}, nil, true
+	case "basic":
+		return []string{"username_file"}, []string{"password_file"}, true
+	case "oauth2_client_credentials":
+		return []string{"token_url", "client_id_file", "client_secret_file"}, nil, true
+	case "none":
+		return nil, nil, true
+	}
+	return nil, nil, false
+}
+
+// authFields checks that the fields a's type requires are set, that no
+// other is, and that every secret is a plain file name.
+func (v *validator) authFields(a authSpec, want, allowed []string) {
 	set := map[string]string{
 		"token_file": a.TokenFile, "username_file": a.UsernameFile, "password_file": a.PasswordFile,
 		"token_url": a.TokenURL, "client_id_file": a.ClientIDFile, "client_secret_file": a.ClientSecretFile,
 	}
-	var want, allowed []string
-	switch a.Type {
-	case "bearer":
-		want = []string{"token_file"}
-	case "basic":
-		want, allowed = []string{"username_file"}, []string{"password_file"}
-	case "oauth2_client_credentials":
-		want = []string{"token_url", "client_id_file", "client_secret_file"}
-		if u, err := url.Parse(a.TokenURL); a.TokenURL != "" && (err != nil || u.Scheme != "https" || u.Host == "") {
-			v.bad("auth.token_url", "%q is not an https URL", a.TokenURL)
-		}
-	case "none":
-	default:
-		v.bad("auth.type", "%q is not one of bearer, basic, oauth2_client_credentials, none", a.Type)
-		return
-	}
-	keys := make([]string, 0, len(set))
-	for k := range set {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(set)) {
 		val := set[k]
 		switch {
 		case slices.Contains(want, k) && val == "":
@@ -475,6 +507,9 @@ func (v *validator) auth(a authSpec) {
 			v.bad("auth."+k, "%q is not a plain file name in the secrets directory", val)
 		}
 	}
+}
+
+func (v *validator) scopes(a authSpec) {
 	if len(a.Scopes) > 0 && a.Type != "oauth2_client_credentials" {
 		v.bad("auth.scopes", "is used by oauth2_client_credentials only")
 	}
@@ -492,22 +527,46 @@ func (v *validator) request(field string, r requestSpec, sample *tmplData, withB
 	if !slices.Contains(methods, r.Method) {
 		v.bad(field+".method", "%q is not one of %v", r.Method, methods)
 	}
-	u := v.template(field+".url", r.URL)
-	if u != nil {
-		if s, err := renderURL(u, sample); err != nil {
-			v.bad(field+".url", "%v", err)
-		} else if pu, err := url.Parse(s); err != nil || pu.Scheme != "https" || pu.Host == "" {
-			v.bad(field+".url", "%q does not render to an https URL", r.URL)
-		} else if strings.Contains(pu.Host, sampleValue) || pu.User != nil {
-			v.bad(field+".url", "the host may not come from a template value, nor carry user information")
+	u := v.requestURL(field+".url", r.URL, sample)
+	headers := v.headers(field+".headers", r.Headers, sample)
+	var body *template.Template
+	if r.Body != "" {
+		if !withBody {
+			v.bad(field+".body", "a poll request has no body")
+		} else if body = v.template(field+".body", r.Body); body != nil {
+			if _, err := renderBody(body, sample); err != nil {
+				v.bad(field+".body", "%v", err)
+			}
 		}
 	}
-	if len(r.Headers) > maxHeaders {
-		v.bad(field+".headers", "has %d entries, at most %d", len(r.Headers), maxHeaders)
+	return u, headers, body
+}
+
+// requestURL checks that a URL template renders to an https URL whose host
+// is fixed text, without user information.
+func (v *validator) requestURL(field, text string, sample *tmplData) *template.Template {
+	u := v.template(field, text)
+	if u == nil {
+		return nil
+	}
+	if s, err := renderURL(u, sample); err != nil {
+		v.bad(field, "%v", err)
+	} else if pu, err := url.Parse(s); err != nil || pu.Scheme != "https" || pu.Host == "" {
+		v.bad(field, "%q does not render to an https URL", text)
+	} else if strings.Contains(pu.Host, sampleValue) || pu.User != nil {
+		v.bad(field, "the host may not come from a template value, nor carry user information")
+	}
+	return u
+}
+
+// headers checks header templates; the runner's own headers may not be set.
+func (v *validator) headers(field string, hs map[string]string, sample *tmplData) map[string]*template.Template {
+	if len(hs) > maxHeaders {
+		v.bad(field, "has %d entries, at most %d", len(hs), maxHeaders)
 	}
 	headers := map[string]*template.Template{}
-	for k, val := range r.Headers {
-		f := field + ".headers." + k
+	for k, val := range hs {
+		f := field + "." + k
 		if !headerRE.MatchString(k) {
 			v.bad(f, "is not a header name")
 			continue
@@ -523,17 +582,7 @@ func (v *validator) request(field string, r requestSpec, sample *tmplData, withB
 			headers[k] = t
 		}
 	}
-	var body *template.Template
-	if r.Body != "" {
-		if !withBody {
-			v.bad(field+".body", "a poll request has no body")
-		} else if body = v.template(field+".body", r.Body); body != nil {
-			if _, err := renderBody(body, sample); err != nil {
-				v.bad(field+".body", "%v", err)
-			}
-		}
-	}
-	return u, headers, body
+	return headers
 }
 
 func (v *validator) template(field, text string) *template.Template {
