@@ -60,6 +60,12 @@ type fixture struct {
 
 func start(t testing.TB) *fixture {
 	t.Helper()
+	return startProfile(t, "")
+}
+
+// startProfile starts the registry as a host in profile would.
+func startProfile(t testing.TB, profile string) *fixture {
+	t.Helper()
 	ns := brokertest.Start(t)
 	nc, js := brokertest.Connect(t, ns)
 	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
@@ -67,7 +73,7 @@ func start(t testing.TB) *fixture {
 	}
 	clk := clock.NewFake(today)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := registry.New(service.Deps{DataDir: t.TempDir(), Clock: clk, Logger: quiet, NATS: nc, JetStream: js})
+	svc, err := registry.New(service.Deps{DataDir: t.TempDir(), Clock: clk, Logger: quiet, NATS: nc, JetStream: js, Profile: profile})
 	if err != nil {
 		t.Fatal(err)
 	}

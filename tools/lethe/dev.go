@@ -162,7 +162,7 @@ func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
 	var services []service.Service
 	for _, f := range c.factories() {
 		deps := service.Deps{DataDir: c.dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry, Registry: local,
-			Neighbours: map[string]grpc.ClientConnInterface{}}
+			Neighbours: map[string]grpc.ClientConnInterface{}, Profile: completed.ProfileOrDefault()}
 		for _, n := range f.Neighbours {
 			deps.Neighbours[n.Name] = local
 		}
