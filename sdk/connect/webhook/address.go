@@ -69,6 +69,7 @@ func CheckURL(raw string, p URLPolicy) error {
 
 // isLoopbackHost reports whether host names this machine.
 func isLoopbackHost(host string) bool {
+	host = strings.TrimSuffix(host, ".") // "localhost." is localhost
 	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
 		return true
 	}
