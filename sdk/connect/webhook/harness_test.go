@@ -78,7 +78,7 @@ func runSubscriber(t *testing.T, js jetstream.JetStream, h subscriber.Handler, m
 		backOff = []time.Duration{5 * time.Millisecond}
 	}
 	sub, err := subscriber.New(subscriber.Config{SystemID: system, Tenant: tenant, JetStream: js, Ledger: l,
-		Handlers: map[contract.Kind]subscriber.Handler{contract.KindErasureRequested: h},
+		Handlers:   map[contract.Kind]subscriber.Handler{contract.KindErasureRequested: h},
 		MaxDeliver: maxDeliver, BackOff: backOff, AckWait: 5 * time.Second, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)

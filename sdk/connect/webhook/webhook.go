@@ -145,7 +145,7 @@ func Handler(cfg Config) (subscriber.Handler, error) {
 	}
 	u, _ := url.Parse(cfg.URL) // checked above
 	d := &deliverer{
-		cfg: cfg,
+		cfg:      cfg,
 		client:   newClient(cfg),
 		secrets:  &secrets{dir: filepath.Join(cfg.SecretsDir, cfg.Tenant, cfg.SystemID)},
 		log:      cfg.Logger.With("system", cfg.SystemID, "tenant", cfg.Tenant),
