@@ -20,6 +20,8 @@ import (
 	"github.com/lethe-privacy/lethe/platform/flagenv"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/sdk/connect"
+	"github.com/lethe-privacy/lethe/sdk/subscriber"
 	"github.com/lethe-privacy/lethe/services/consent"
 	"github.com/lethe-privacy/lethe/services/dsar"
 	"github.com/lethe-privacy/lethe/services/registry"
@@ -42,6 +44,14 @@ type devConfig struct {
 	syncAlways bool
 	devCodes   bool
 	stream     *broker.StreamConfig
+	// connectSecrets, when set, hosts lethe-connect's runner with the
+	// systems' secrets in this folder.
+	connectSecrets string
+	// connectMaxDeliver and connectBackOff override the SDK's delivery
+	// limits for the runner's subscribers (10 deliveries over about 50
+	// minutes), so that a failing endpoint shows as failed in a demo.
+	connectMaxDeliver int
+	connectBackOff    time.Duration
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
@@ -61,6 +71,11 @@ func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
 	fs.BoolVar(&c.syncAlways, "nats-sync-always", true,
 		"fsync every JetStream write before acknowledging it. Off, publishing is much faster, but an "+
 			"acknowledged event can be lost if the machine loses power before the next periodic sync (2 minutes)")
+	fs.StringVar(&c.connectSecrets, "connect-secrets", "",
+		"host lethe-connect: answer every WEBHOOK system's events, with its signing secret in <folder>/<tenant>/<system>/signing-secret "+
+			"(http:// to loopback allowed, as the development profile allows)")
+	fs.IntVar(&c.connectMaxDeliver, "connect-max-deliver", 0, "with --connect-secrets: deliveries of an event before its task fails (0: the SDK's 10)")
+	fs.DurationVar(&c.connectBackOff, "connect-backoff", 0, "with --connect-secrets: the delay between deliveries (0: the SDK's 1s, 5s, 30s, 2m, 10m)")
 	c.stream = service.StreamFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: lethe dev [flags]\n\nStarts the whole Lethe platform in one process.\n\nFlags:\n")
@@ -172,6 +187,13 @@ func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
 		}
 		services = append(services, svc)
 	}
+	if c.connectSecrets != "" {
+		runner, err := newDevConnect(c, js, local, completed)
+		if err != nil {
+			return errors.Join(err, closeAll(services), lis.Close())
+		}
+		services = append(services, runner)
+	}
 
 	srv, err := completed.New()
 	if err != nil {
@@ -197,6 +219,47 @@ func (c devConfig) factories() []service.Factory {
 	}
 	return all
 }
+
+// devConnect hosts lethe-connect's runner among lethe dev's services, so a
+// webhook receiver on the developer's machine is answered without a
+// second process. It has no API of its own.
+type devConnect struct{ runner *connect.Runner }
+
+// devConnectResync is how often lethe dev's runner lists the systems: a
+// system registered in a demo is answered within seconds.
+const devConnectResync = 2 * time.Second
+
+func newDevConnect(c devConfig, js jetstream.JetStream, local grpc.ClientConnInterface, completed server.CompletedConfig) (*devConnect, error) {
+	cfg := connect.Config{JetStream: js, Registry: local, DSAR: local, SecretsDir: c.connectSecrets,
+		DataDir: filepath.Join(c.dataDir, "connect"), AllowHTTP: true, Resync: devConnectResync,
+		Logger: completed.Logger.With("service", "connect")}
+	if c.connectMaxDeliver < 0 || c.connectBackOff < 0 {
+		return nil, errors.New("--connect-max-deliver and --connect-backoff must not be negative")
+	}
+	cfg.Subscriber = func(s *subscriber.Config) {
+		s.MaxDeliver = c.connectMaxDeliver
+		if c.connectBackOff > 0 {
+			s.BackOff = []time.Duration{c.connectBackOff}
+		}
+	}
+	if completed.Telemetry != nil {
+		cfg.Meter = completed.Telemetry.Meter.Meter("github.com/lethe-privacy/lethe/sdk/connect")
+	}
+	r, err := connect.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &devConnect{runner: r}, nil
+}
+
+// Register adds nothing: the runner serves no API.
+func (*devConnect) Register(*server.Server) {}
+
+// Run answers the systems until ctx ends.
+func (d *devConnect) Run(ctx context.Context) error { return d.runner.Run(ctx) }
+
+// Close has nothing to release: Run closed the ledgers.
+func (*devConnect) Close() error { return nil }
 
 func closeAll(services []service.Service) error {
 	var err error
