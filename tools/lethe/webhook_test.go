@@ -235,6 +235,7 @@ func TestWebhookSystemInPython(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	outer := t
 	t.Run("erasure answered by the receiver", func(t *testing.T) {
 		req := d.result(t, "acme", d.erase(t, "acme", "subject-1"))
 		crm := systemResult(t, req, "crm")
@@ -302,7 +303,8 @@ func TestWebhookSystemInPython(t *testing.T) {
 			}
 			return nil
 		})
-		rc = startReceiver(t, db, secretFile, port)
+		// Started for the rest of the test, not only this part.
+		rc = startReceiver(outer, db, secretFile, port)
 		for _, id := range ids {
 			req := d.result(t, "acme", id)
 			crm := systemResult(t, req, "crm")
@@ -327,6 +329,44 @@ func TestWebhookSystemInPython(t *testing.T) {
 		if req.State != dsarv1.RequestState_REQUEST_STATE_PARTIALLY_COMPLETED || billing.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_FAILED ||
 			!strings.Contains(billing.Reason, "gave up after 3 deliveries") || !strings.Contains(billing.Reason, "500") {
 			t.Fatalf("request %s, billing %s %q; want PARTIALLY_COMPLETED with billing FAILED after 3 deliveries of 500", req.State, billing.Outcome, billing.Reason)
+		}
+	})
+
+	t.Run("a changed URL is followed", func(t *testing.T) {
+		// billing moves to the working receiver, which knows crm's secret.
+		secret, err := os.ReadFile(secretFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(secrets, "acme", "billing", webhook.SecretFile), secret, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := d.registry.GetSystem(context.Background(), &registryv1.GetSystemRequest{TenantId: "acme", SystemId: "billing"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sys := got.System
+		sys.Webhook.Url, sys.EffectiveAt = url, nil
+		if _, err := d.registry.UpdateSystem(context.Background(), &registryv1.UpdateSystemRequest{RequestId: d.id("update"), TenantId: "acme", System: sys}); err != nil {
+			t.Fatal(err)
+		}
+		// The runner notices at its next listing (every 2 s in lethe dev)
+		// and starts billing's subscriber again, with the new URL.
+		eventually.Succeeds(t, "the runner to restart billing's subscriber", func() error {
+			n := 0
+			for _, line := range strings.Split(p.output.String(), "\n") {
+				if strings.Contains(line, "answering the system") && strings.Contains(line, "system=billing") {
+					n++
+				}
+			}
+			if n < 2 {
+				return fmt.Errorf("started %d times", n)
+			}
+			return nil
+		})
+		req := d.result(t, "acme", d.erase(t, "acme", "subject-5"))
+		if billing := systemResult(t, req, "billing"); req.State != dsarv1.RequestState_REQUEST_STATE_COMPLETED || billing.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND {
+			t.Fatalf("request %s, billing %s %q; want COMPLETED with billing NOT_FOUND from the new URL\n%s", req.State, billing.Outcome, billing.Reason, p.output)
 		}
 	})
 	p.stop(t)
