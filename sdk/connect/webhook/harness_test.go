@@ -39,7 +39,7 @@ const (
 
 // stream starts an embedded nats-server with the LETHE stream, as the SDK's
 // subscriber tests do, and returns a JetStream context on it.
-func stream(t *testing.T) jetstream.JetStream {
+func stream(t testing.TB) jetstream.JetStream {
 	t.Helper()
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
 	if err != nil {
@@ -67,7 +67,12 @@ func stream(t *testing.T) jetstream.JetStream {
 }
 
 // runSubscriber answers erasures with h until the test ends.
-func runSubscriber(t *testing.T, js jetstream.JetStream, h subscriber.Handler, maxDeliver int, backOff ...time.Duration) {
+func runSubscriber(t testing.TB, js jetstream.JetStream, h subscriber.Handler, maxDeliver int, backOff ...time.Duration) {
+	runSubscriberWorkers(t, js, h, maxDeliver, 0, backOff...)
+}
+
+// runSubscriberWorkers is runSubscriber with workers handling events at once.
+func runSubscriberWorkers(t testing.TB, js jetstream.JetStream, h subscriber.Handler, maxDeliver, workers int, backOff ...time.Duration) {
 	t.Helper()
 	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger.db"), ledger.Options{})
 	if err != nil {
@@ -79,7 +84,7 @@ func runSubscriber(t *testing.T, js jetstream.JetStream, h subscriber.Handler, m
 	}
 	sub, err := subscriber.New(subscriber.Config{SystemID: system, Tenant: tenant, JetStream: js, Ledger: l,
 		Handlers:   map[contract.Kind]subscriber.Handler{contract.KindErasureRequested: h},
-		MaxDeliver: maxDeliver, BackOff: backOff, AckWait: 5 * time.Second, Logger: quiet()})
+		MaxDeliver: maxDeliver, BackOff: backOff, AckWait: 5 * time.Second, Workers: workers, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,10 +102,20 @@ func runSubscriber(t *testing.T, js jetstream.JetStream, h subscriber.Handler, m
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // erasure publishes an erasure of subject-42 as Lethe's outbox does.
-func erasure(t *testing.T, js jetstream.JetStream, id string) *eventsv1.Event {
+func erasure(t testing.TB, js jetstream.JetStream, id string) *eventsv1.Event {
+	t.Helper()
+	ev, msg := erasureMsg(t, id, "subject-42")
+	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// erasureMsg is an erasure of subject as the outbox publishes it.
+func erasureMsg(t testing.TB, id, subjectID string) (*eventsv1.Event, *nats.Msg) {
 	t.Helper()
 	ev := &eventsv1.Event{
-		Id: id, TenantId: tenant, SubjectId: "subject-42", Sequence: 1, Source: "lethe/dsar", OccurredAt: timestamppb.Now(),
+		Id: id, TenantId: tenant, SubjectId: subjectID, Sequence: 1, Source: "lethe/dsar", OccurredAt: timestamppb.Now(),
 		Cause: &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST, Id: "req-" + id},
 		Body: &eventsv1.Event_ErasureRequested{ErasureRequested: &eventsv1.ErasureRequested{
 			Scope: &eventsv1.Scope{All: true}, Action: eventsv1.ErasureAction_ERASURE_ACTION_ERASE}},
@@ -117,10 +132,7 @@ func erasure(t *testing.T, js jetstream.JetStream, id string) *eventsv1.Event {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: subject, Header: h, Data: data}); err != nil {
-		t.Fatal(err)
-	}
-	return ev
+	return ev, &nats.Msg{Subject: subject, Header: h, Data: data}
 }
 
 // outcome waits for the system's outcome of event id.
@@ -158,7 +170,7 @@ func outcome(t *testing.T, js jetstream.JetStream, id string) *eventsv1.Outcome 
 
 // newSecret writes a fresh whsec_ secret as the system's file name in dir
 // and returns its key.
-func newSecret(t *testing.T, dir, name string) []byte {
+func newSecret(t testing.TB, dir, name string) []byte {
 	t.Helper()
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)

@@ -33,7 +33,7 @@ type receiver struct {
 	reply func(n int, r *http.Request, body []byte) (status int, header http.Header, answer string)
 }
 
-func newReceiver(t *testing.T, reply func(n int, r *http.Request, body []byte) (int, http.Header, string)) *receiver {
+func newReceiver(t testing.TB, reply func(n int, r *http.Request, body []byte) (int, http.Header, string)) *receiver {
 	rc := &receiver{reply: reply}
 	rc.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -60,7 +60,7 @@ func (rc *receiver) count() int {
 }
 
 // handler builds the webhook handler for rc, trusting its certificate.
-func (rc *receiver) handler(t *testing.T, secrets string) subscriber.Handler {
+func (rc *receiver) handler(t testing.TB, secrets string) subscriber.Handler {
 	t.Helper()
 	roots := x509.NewCertPool()
 	roots.AddCert(rc.srv.Certificate())
