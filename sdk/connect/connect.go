@@ -96,6 +96,9 @@ type Runner struct {
 
 	mu      sync.Mutex
 	running map[key]*running
+	// refused remembers the spec of each system that could not start, so
+	// that it is logged once, not at every sync, until it changes.
+	refused map[key]string
 	wg      sync.WaitGroup
 }
 
@@ -130,7 +133,7 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Runner{cfg: cfg, registry: registryv1.NewRegistryServiceClient(cfg.Registry), log: cfg.Logger, running: map[key]*running{}}, nil
+	return &Runner{cfg: cfg, registry: registryv1.NewRegistryServiceClient(cfg.Registry), log: cfg.Logger, running: map[key]*running{}, refused: map[key]string{}}, nil
 }
 
 // Run follows the registry and runs the systems' subscribers until ctx
@@ -210,7 +213,17 @@ func (r *Runner) sync(ctx context.Context) error {
 		// A poison system (a bad URL, a connector that will not build)
 		// is logged and skipped; the others still start.
 		if err := r.start(ctx, k, sys, private[k.tenant]); err != nil {
-			r.log.Error("cannot answer the system", "tenant", k.tenant, "system", k.system, "error", err)
+			if s := spec(sys, private[k.tenant]); r.refused[k] != s {
+				r.refused[k] = s
+				r.log.Error("cannot answer the system; trying again when it changes or at each sync", "tenant", k.tenant, "system", k.system, "error", err)
+			}
+			continue
+		}
+		delete(r.refused, k)
+	}
+	for k := range r.refused {
+		if _, ok := want[k]; !ok {
+			delete(r.refused, k)
 		}
 	}
 	return errors.Join(errs...)

@@ -222,6 +222,17 @@ func TestWebhookSystemInPython(t *testing.T) {
 		t.Fatalf("a loopback URL for a tenant without webhook_private_networks: %v, want InvalidArgument naming system.webhook.url", err)
 	}
 
+	// A system the runner cannot answer (lethe dev has no connectors) is
+	// reported once and does not keep the others from being answered.
+	if _, err := d.registry.RegisterSystem(context.Background(), &registryv1.RegisterSystemRequest{RequestId: d.id("system"), TenantId: "strict",
+		System: &registryv1.System{SystemId: "ga", Name: "Google Analytics", Kind: commonv1.SystemKind_SYSTEM_KIND_PROCESSOR, Country: "US",
+			TenantRole: registryv1.TenantRole_TENANT_ROLE_CONTROLLER, Categories: []*commonv1.DataCategory{{Id: "user.behavior"}},
+			AnswerMode: commonv1.AnswerMode_ANSWER_MODE_CONNECTOR, Connector: &registryv1.ConnectorRef{Name: "google-analytics"}}}); err != nil {
+		t.Fatal(err)
+	}
+	refusals := func() int { return strings.Count(p.output.String(), "cannot answer the system") }
+	eventually.True(t, "the runner to report the connector system it cannot answer", func() bool { return refusals() > 0 })
+
 	secretFile, key := writeSecret(t, secrets, "acme", "crm")
 	db := filepath.Join(t.TempDir(), "customers.db")
 	add := exec.Command("python3", receiverScript, "--db", db, "--add", "subject-1=ada@example.org", "--add", "subject-2=bo@example.org", "--add", "subject-3=cy@example.org")
@@ -369,6 +380,10 @@ func TestWebhookSystemInPython(t *testing.T) {
 			t.Fatalf("request %s, billing %s %q; want COMPLETED with billing NOT_FOUND from the new URL\n%s", req.State, billing.Outcome, billing.Reason, p.output)
 		}
 	})
+	// Many listings later (every 2 s), still reported once.
+	if n := refusals(); n != 1 {
+		t.Errorf("the connector system was reported %d times, want once", n)
+	}
 	p.stop(t)
 }
 
