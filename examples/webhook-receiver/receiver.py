@@ -16,6 +16,9 @@ WEBHOOK). For each request it
      without acting again (deliveries repeat after a lost answer);
   4. erases the subject for erasure.requested and answers
      {"outcome": "ERASED"}, or {"outcome": "NOT_FOUND"} when it holds none.
+     Its rows are keyed by the subject id the event carries; when the event
+     offers the claim check (letheclaimurl, letheclaimtoken), it also asks
+     Lethe for the subject's e-mail address and erases rows filed under it.
 
 Run it (the secret is the whsec_ string lethe-connect signs with, from
 <secrets>/<tenant>/<system>/signing-secret):
@@ -29,6 +32,7 @@ loopback. In production put it behind TLS (Lethe delivers only to https).
 
 import argparse
 import base64
+import urllib.request
 import hashlib
 import hmac
 import json
@@ -89,6 +93,18 @@ def verify(keys, headers, body, now):
     return "no signature matches"
 
 
+def claim_emails(event):
+    """Asks Lethe's claim check for the subject's e-mail addresses, if the
+    event offers it. The token is good for this event only, for minutes."""
+    url, token = event.get("letheclaimurl"), event.get("letheclaimtoken")
+    if not url or not token:
+        return []
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # an error fails the delivery: Lethe retries
+        claim = json.load(resp)
+    return [i["value"] for i in claim.get("identifiers", []) if i.get("type") == "IDENTIFIER_TYPE_EMAIL"]
+
+
 class Store:
     """The receiver's SQLite file: customers, and the answers given."""
 
@@ -123,7 +139,10 @@ class Store:
         kind = event.get("lethekind", "")
         subject = event.get("data", {}).get("subjectId", "")
         if kind == "erasure.requested":
+            emails = claim_emails(event)
             n = self.db.execute("DELETE FROM customers WHERE subject_id = ?", (subject,)).rowcount
+            for email in emails:
+                n += self.db.execute("DELETE FROM customers WHERE lower(email) = lower(?)", (email,)).rowcount
             return json.dumps({"outcome": "ERASED" if n else "NOT_FOUND"})
         if kind in ("rectification.requested", "access.requested"):
             return json.dumps({"outcome": "NOT_FOUND"})
@@ -152,7 +171,10 @@ def make_handler(store, secret_file, fail):
                 event = json.loads(body)
             except ValueError:
                 return self.reply(400, {"error": "not JSON"})
-            answer = store.answer(self.headers["webhook-id"], event)
+            try:
+                answer = store.answer(self.headers["webhook-id"], event)
+            except OSError as e:  # the claim check did not answer: Lethe retries
+                return self.reply(503, {"error": "claim check: %s" % e})
             sys.stdout.write("answered %s %s\n" % (self.headers["webhook-id"], answer))
             sys.stdout.flush()
             return self.reply(200, json.loads(answer))

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -86,6 +87,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Meter counts webhook deliveries; none when nil.
 	Meter metric.Meter
+	// ClaimBaseURL is the public base URL where ClaimHandler is served
+	// (https in production); webhook events caused by a data-subject
+	// request then offer the claim check. Empty: not offered.
+	ClaimBaseURL string
+	// ClaimKey signs the claim tokens; the runner's own secret (24 bytes
+	// or more), the same for every replica behind ClaimBaseURL. Required
+	// with ClaimBaseURL.
+	ClaimKey []byte
 }
 
 // Runner answers the events of every WEBHOOK and CONNECTOR system.
@@ -126,6 +135,8 @@ func New(cfg Config) (*Runner, error) {
 		return nil, errors.New("connect: DataDir is required")
 	case cfg.Resync < 0:
 		return nil, errors.New("connect: Resync must not be negative")
+	case cfg.ClaimBaseURL != "" && (len(cfg.ClaimKey) < 24 || cfg.DSAR == nil):
+		return nil, errors.New("connect: ClaimBaseURL needs a ClaimKey of at least 24 bytes and DSAR")
 	}
 	if cfg.Resync == 0 {
 		cfg.Resync = DefaultResync
@@ -312,7 +323,7 @@ func (r *Runner) handlers(k key, sys *registryv1.System, private bool) (map[cont
 	case commonv1.AnswerMode_ANSWER_MODE_WEBHOOK:
 		h, err := webhook.Handler(webhook.Config{URL: sys.GetWebhook().GetUrl(), Tenant: k.tenant, SystemID: k.system,
 			SecretsDir: r.cfg.SecretsDir, AllowPrivate: private, AllowHTTP: r.cfg.AllowHTTP, TLS: r.cfg.TLS,
-			Logger: r.log, Meter: r.cfg.Meter})
+			Logger: r.log, Meter: r.cfg.Meter, ClaimBaseURL: r.cfg.ClaimBaseURL, ClaimKey: r.cfg.ClaimKey})
 		if err != nil {
 			return nil, err
 		}
@@ -330,6 +341,16 @@ func (r *Runner) handlers(k key, sys *registryv1.System, private bool) (map[cont
 		return r.cfg.Connectors(k.tenant, sys, filepath.Join(r.cfg.SecretsDir, k.tenant, k.system))
 	}
 	return nil, fmt.Errorf("answer mode %s is not answered by lethe-connect", sys.GetAnswerMode())
+}
+
+// ClaimHandler serves the claim check for the webhook receivers
+// (webhook.ClaimHandler) at Config.ClaimBaseURL; nil when the runner
+// offers none.
+func (r *Runner) ClaimHandler() http.Handler {
+	if r.cfg.ClaimBaseURL == "" {
+		return nil
+	}
+	return webhook.ClaimHandler(r.cfg.ClaimKey, r.cfg.DSAR, nil)
 }
 
 // stopAll stops every subscriber and waits for them.

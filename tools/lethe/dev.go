@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -52,6 +54,8 @@ type devConfig struct {
 	// minutes), so that a failing endpoint shows as failed in a demo.
 	connectMaxDeliver int
 	connectBackOff    time.Duration
+	// connectAddr, when set, serves the webhooks' claim check there.
+	connectAddr string
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
@@ -76,6 +80,7 @@ func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
 			"(http:// to loopback allowed, as the development profile allows)")
 	fs.IntVar(&c.connectMaxDeliver, "connect-max-deliver", 0, "with --connect-secrets: deliveries of an event before its task fails (0: the SDK's 10)")
 	fs.DurationVar(&c.connectBackOff, "connect-backoff", 0, "with --connect-secrets: the delay between deliveries (0: the SDK's 1s, 5s, 30s, 2m, 10m)")
+	fs.StringVar(&c.connectAddr, "connect-addr", "", "with --connect-secrets: serve the webhooks' claim check on this loopback address (plain http)")
 	c.stream = service.StreamFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: lethe dev [flags]\n\nStarts the whole Lethe platform in one process.\n\nFlags:\n")
@@ -223,7 +228,11 @@ func (c devConfig) factories() []service.Factory {
 // devConnect hosts lethe-connect's runner among lethe dev's services, so a
 // webhook receiver on the developer's machine is answered without a
 // second process. It has no API of its own.
-type devConnect struct{ runner *connect.Runner }
+type devConnect struct {
+	runner *connect.Runner
+	claims *http.Server // nil without --connect-addr
+	lis    net.Listener
+}
 
 // devConnectResync is how often lethe dev's runner lists the systems: a
 // system registered in a demo is answered within seconds.
@@ -245,21 +254,65 @@ func newDevConnect(c devConfig, js jetstream.JetStream, local grpc.ClientConnInt
 	if completed.Telemetry != nil {
 		cfg.Meter = completed.Telemetry.Meter.Meter("github.com/lethe-privacy/lethe/sdk/connect")
 	}
+	var lis net.Listener
+	if c.connectAddr != "" {
+		host, _, err := net.SplitHostPort(c.connectAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			return nil, fmt.Errorf("--connect-addr %q: lethe dev serves the claim check in plain http on a loopback address only", c.connectAddr)
+		}
+		if lis, err = net.Listen("tcp", c.connectAddr); err != nil {
+			return nil, err
+		}
+		// A key per process: a token outlives no restart, which its
+		// fifteen minutes barely notice.
+		cfg.ClaimKey = make([]byte, 32)
+		_, _ = rand.Read(cfg.ClaimKey)
+		cfg.ClaimBaseURL = "http://" + lis.Addr().String()
+	}
 	r, err := connect.New(cfg)
 	if err != nil {
+		if lis != nil {
+			err = errors.Join(err, lis.Close())
+		}
 		return nil, err
 	}
-	return &devConnect{runner: r}, nil
+	d := &devConnect{runner: r, lis: lis}
+	if lis != nil {
+		d.claims = &http.Server{Handler: r.ClaimHandler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	return d, nil
 }
 
 // Register adds nothing: the runner serves no API.
 func (*devConnect) Register(*server.Server) {}
 
-// Run answers the systems until ctx ends.
-func (d *devConnect) Run(ctx context.Context) error { return d.runner.Run(ctx) }
+// Run answers the systems, and serves the claim check, until ctx ends.
+func (d *devConnect) Run(ctx context.Context) error {
+	if d.claims == nil {
+		return d.runner.Run(ctx)
+	}
+	served := make(chan error, 1)
+	go func() { served <- d.claims.Serve(d.lis) }()
+	err := d.runner.Run(ctx)
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err = errors.Join(err, d.claims.Shutdown(shutdown))
+	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
 
-// Close has nothing to release: Run closed the ledgers.
-func (*devConnect) Close() error { return nil }
+// Close releases the claim check's listener if Run never served it; Run
+// closed the ledgers.
+func (d *devConnect) Close() error {
+	if d.lis != nil {
+		if err := d.lis.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+	}
+	return nil
+}
 
 func closeAll(services []service.Service) error {
 	var err error

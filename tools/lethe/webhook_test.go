@@ -205,11 +205,11 @@ func (d *devWebhooks) registerWebhook(tenant, system, url string) error {
 func TestWebhookSystemInPython(t *testing.T) {
 	bin := buildBinaries(t, ".")["."]
 	data, secrets := t.TempDir(), t.TempDir()
-	grpcAddr, natsAddr := freeAddr(t), freeAddr(t)
+	grpcAddr, natsAddr, connectAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	// Three deliveries two seconds apart: a receiver that is down is
 	// retried for about four seconds before its task fails.
 	p := startProcess(t, bin, "dev", "--data", data, "--addr", grpcAddr, "--nats-addr", natsAddr, "--metrics-addr", "",
-		"--connect-secrets", secrets, "--connect-max-deliver", "3", "--connect-backoff", "2s")
+		"--connect-secrets", secrets, "--connect-max-deliver", "3", "--connect-backoff", "2s", "--connect-addr", connectAddr)
 	conn := waitServing(t, grpcAddr, healthNames, p)
 	d := &devWebhooks{registry: registryv1.NewRegistryServiceClient(conn), dsar: dsarv1.NewDsarServiceClient(conn)}
 	d.tenant(t, "acme", true)
@@ -291,6 +291,39 @@ func TestWebhookSystemInPython(t *testing.T) {
 		}
 		if code, msg := post("probe-3", now, webhook.Sign([][]byte{key}, "probe-3", now, body)); code != http.StatusOK || !strings.Contains(msg, "NOT_APPLICABLE") {
 			t.Errorf("the same request, fresh and signed: %d %s, want 200 NOT_APPLICABLE", code, msg)
+		}
+	})
+
+	t.Run("the claim check gives the receiver the e-mail address", func(t *testing.T) {
+		// The receiver filed this customer under its own id, not Lethe's
+		// subject id: only the e-mail address finds the row.
+		add := exec.Command("python3", receiverScript, "--db", db, "--add", "crm-row-7=zoe@example.org")
+		if out, err := add.CombinedOutput(); err != nil {
+			t.Fatalf("seeding the receiver: %v\n%s", err, out)
+		}
+		req := d.result(t, "acme", d.erase(t, "acme", "zoe"))
+		crm := systemResult(t, req, "crm")
+		if crm.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_ERASED {
+			t.Fatalf("crm %s %q, want ERASED through the e-mail address from the claim check", crm.Outcome, crm.Reason)
+		}
+		// A token is needed, and a made-up one is refused.
+		claim := "http://" + connectAddr + webhook.ClaimPath("acme", "crm", crm.EventId, req.DsarId)
+		for _, auth := range []string{"", "Bearer v1.9999999999.AAAA"} {
+			r, err := http.NewRequest(http.MethodGet, claim, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if auth != "" {
+				r.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("claim check with %q: %d, want 401", auth, resp.StatusCode)
+			}
 		}
 	})
 

@@ -48,6 +48,7 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
@@ -91,6 +92,15 @@ type Config struct {
 	// Meter counts deliveries (lethe.webhook.deliveries, by result); none
 	// when nil.
 	Meter metric.Meter
+	// ClaimBaseURL is where the runner serves the claim check
+	// ([ClaimHandler]); with ClaimKey, each event caused by a
+	// data-subject request carries the URL and a fresh token in the
+	// extensions letheclaimurl and letheclaimtoken. Empty: no claim check
+	// is offered.
+	ClaimBaseURL string
+	// ClaimKey signs the claim tokens: the runner's own key, which the
+	// receiver never holds, so it cannot mint a token itself.
+	ClaimKey []byte
 }
 
 // The results a delivery is counted under.
@@ -195,6 +205,8 @@ type cloudEvent struct {
 	LetheTenant     string          `json:"lethetenant"`
 	LetheSystem     string          `json:"lethesystem"`
 	LetheKind       string          `json:"lethekind"`
+	ClaimURL        string          `json:"letheclaimurl,omitempty"`
+	ClaimToken      string          `json:"letheclaimtoken,omitempty"`
 	Data            json.RawMessage `json:"data"`
 }
 
@@ -203,6 +215,11 @@ type cloudEvent struct {
 // data subject's) plus the extensions lethetenant, lethesystem and
 // lethekind, and the event's protojson as data.
 func Body(ev *eventsv1.Event, system string) ([]byte, error) {
+	return body(ev, system, "", "")
+}
+
+// body is Body with the claim check's extensions, when claimURL is set.
+func body(ev *eventsv1.Event, system, claimURL, claimToken string) ([]byte, error) {
 	ceType, err := contract.TypeOf(ev)
 	if err != nil {
 		return nil, err
@@ -219,7 +236,7 @@ func Body(ev *eventsv1.Event, system string) ([]byte, error) {
 		SpecVersion: contract.SpecVersion, ID: ev.GetId(), Source: ev.GetSource(), Type: ceType,
 		Subject: ev.GetCause().GetId(), Time: ev.GetOccurredAt().AsTime().UTC().Format(time.RFC3339Nano),
 		DataContentType: "application/json", LetheTenant: ev.GetTenantId(), LetheSystem: system, LetheKind: string(kind),
-		Data: data,
+		ClaimURL: claimURL, ClaimToken: claimToken, Data: data,
 	})
 }
 
@@ -248,11 +265,16 @@ func (d *deliverer) deliver(ctx context.Context, ev *subscriber.Event) (subscrib
 	if err != nil {
 		return subscriber.Outcome{}, ResultError, err
 	}
-	body, err := Body(ev.Proto(), d.cfg.SystemID)
+	now := d.cfg.Clock()
+	var claimURL, claimToken string
+	if cause := ev.Cause(); d.cfg.ClaimBaseURL != "" && len(d.cfg.ClaimKey) > 0 && cause.GetKind() == commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST {
+		claimURL = strings.TrimSuffix(d.cfg.ClaimBaseURL, "/") + ClaimPath(d.cfg.Tenant, d.cfg.SystemID, ev.ID(), cause.GetId())
+		claimToken = ClaimToken(d.cfg.ClaimKey, d.cfg.Tenant, d.cfg.SystemID, ev.ID(), cause.GetId(), now.Add(ClaimTTL))
+	}
+	body, err := body(ev.Proto(), d.cfg.SystemID, claimURL, claimToken)
 	if err != nil {
 		return subscriber.Failed("cannot encode the event: " + err.Error()), ResultError, nil
 	}
-	now := d.cfg.Clock()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.cfg.URL, bytes.NewReader(body))
 	if err != nil {
 		return subscriber.Outcome{}, ResultError, err

@@ -14,7 +14,9 @@
 //	  --nats-password-file /run/secrets/nats-password --nats-ca ca.crt \
 //	  --registry-addr registry.lethe.svc:7404 --dsar-addr dsar.lethe.svc:7403 \
 //	  --grpc-ca ca.crt --grpc-cert tls.crt --grpc-key tls.key \
-//	  --secrets /run/secrets/lethe-connect --data /var/lib/lethe-connect
+//	  --secrets /run/secrets/lethe-connect --data /var/lib/lethe-connect \
+//	  --claims-addr :8443 --claims-url https://connect.lethe.example --claims-key-file /run/secrets/claim-key \
+//	  --claims-tls-cert tls.crt --claims-tls-key tls.key
 //
 // A webhook system's signing secret is <secrets>/<tenant>/<system>/signing-secret
 // ("whsec_" and base64, as Standard Webhooks gives it), with
@@ -25,11 +27,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -75,6 +79,11 @@ func run(log *slog.Logger, args []string) error {
 	tenants := fs.String("tenants", "", "comma-separated tenants to serve; every tenant when empty")
 	resync := fs.Duration("resync", connect.DefaultResync, "how often to list the registered systems again")
 	dev := fs.Bool("dev", false, "development profile: allow http:// webhooks to loopback")
+	claimsAddr := fs.String("claims-addr", "", "serve the webhooks' claim check on this address (with --claims-url and --claims-key-file); none when empty")
+	claimsURL := fs.String("claims-url", "", "the public https base URL of --claims-addr, as receivers reach it")
+	claimsKeyFile := fs.String("claims-key-file", "", "file of the key that signs claim tokens (32 random bytes or more, base64), the same for every replica")
+	claimsCert := fs.String("claims-tls-cert", "", "certificate of the claim check's HTTPS listener")
+	claimsKey := fs.String("claims-tls-key", "", "key of the claim check's HTTPS listener")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -131,13 +140,52 @@ func run(log *slog.Logger, args []string) error {
 		}
 		cfg.TLS = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	}
+	if *claimsAddr != "" {
+		if *claimsURL == "" || *claimsKeyFile == "" || cfg.DSAR == nil {
+			return errors.New("--claims-addr needs --claims-url, --claims-key-file and --dsar-addr")
+		}
+		if !*dev && (*claimsCert == "" || *claimsKey == "" || !strings.HasPrefix(*claimsURL, "https://")) {
+			return errors.New("the claim check hands out identifiers: serve it over TLS (--claims-tls-cert, --claims-tls-key, an https --claims-url), or run with --dev")
+		}
+		raw, err := os.ReadFile(*claimsKeyFile)
+		if err != nil {
+			return err
+		}
+		if cfg.ClaimKey, err = base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw))); err != nil {
+			return fmt.Errorf("--claims-key-file: not base64: %w", err)
+		}
+		cfg.ClaimBaseURL = *claimsURL
+	}
 	runner, err := connect.New(cfg)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return runner.Run(ctx)
+	if *claimsAddr == "" {
+		return runner.Run(ctx)
+	}
+	srv := &http.Server{Addr: *claimsAddr, Handler: runner.ClaimHandler(), ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
+	served := make(chan error, 1)
+	go func() {
+		if *claimsCert != "" {
+			served <- srv.ListenAndServeTLS(*claimsCert, *claimsKey)
+		} else {
+			served <- srv.ListenAndServe()
+		}
+	}()
+	runErr := make(chan error, 1)
+	go func() { runErr <- runner.Run(ctx) }()
+	select {
+	case err := <-served:
+		stop()
+		return errors.Join(fmt.Errorf("claim check: %w", err), <-runErr)
+	case err := <-runErr:
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return errors.Join(err, srv.Shutdown(shutdown))
+	}
 }
 
 // dial connects to a service: over TLS when creds is set, in plaintext
