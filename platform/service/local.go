@@ -25,7 +25,7 @@ type Local struct {
 // server configuration cfg, whose Listener must be set (the services dial
 // its address), and the server. deps gives every service its DataDir, NATS
 // and JetStream (and Backup, AnchorEvery); its Clock, Logger and Telemetry
-// are cfg's where deps leaves them nil, and Registry and every declared
+// are cfg's where deps leaves them nil (and its Profile where deps has none), and Registry and every declared
 // neighbour are the connection to the listener. A factory that needs other
 // dependencies wraps New. On failure NewLocal closes what it built and the
 // listener.
@@ -42,6 +42,9 @@ func NewLocal(cfg server.CompletedConfig, deps Deps, factories []Factory) (*Loca
 	}
 	if deps.Telemetry == nil {
 		deps.Telemetry = cfg.Telemetry
+	}
+	if deps.Profile == "" {
+		deps.Profile = cfg.ProfileOrDefault()
 	}
 	// One listener serves every service, so one connection reaches the
 	// registry and every service's neighbours.

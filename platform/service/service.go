@@ -67,6 +67,11 @@ type Deps struct {
 	// Backup, when its Dir is set, copies the service's bbolt files there
 	// periodically while it runs.
 	Backup BackupConfig
+	// Profile is the server's profile (server.ProfileDev or
+	// ProfileProduction). A service that judges what the outside world
+	// gives it by the profile (the registry refuses plain-http webhook
+	// URLs unless it is ProfileDev) treats anything else as production.
+	Profile string
 	// AnchorEvery is how often the service reads the head of each of its
 	// files' audit chains and, when it moved, publishes it on the
 	// platform stream and logs it (audit.Anchor); one minute when zero.

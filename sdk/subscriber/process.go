@@ -212,6 +212,9 @@ func (s *Subscriber) retry(msg jetstream.Msg, ev *Event, log *slog.Logger, span 
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
 	delay := s.backOff(ev.Delivered())
+	if d, ok := retryDelay(err); ok {
+		delay = d
+	}
 	if ev.Delivered() >= s.cfg.MaxDeliver {
 		// The server will not deliver it again. It publishes a
 		// MAX_DELIVERIES advisory naming the consumer, from which Lethe's

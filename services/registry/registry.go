@@ -57,6 +57,9 @@ type Service struct {
 	facts  *transfer.Facts
 	routes routeCache
 	js     jetstream.JetStream
+	// allowHTTPWebhooks accepts http:// webhook URLs to loopback: the
+	// development profile only.
+	allowHTTPWebhooks bool
 }
 
 // New opens the registry's store.
@@ -66,7 +69,7 @@ func New(deps service.Deps, _ Options) (*Service, error) {
 		return nil, err
 	}
 	return &Service{Base: base, facts: transfer.DefaultFacts(), routes: routeCache{byTenant: map[string]cachedRoutes{}, generation: map[string]uint64{}},
-		js: deps.JetStream}, nil
+		js: deps.JetStream, allowHTTPWebhooks: deps.Profile == server.ProfileDev}, nil
 }
 
 // Run does the registry's background work until ctx ends: the service's

@@ -25,6 +25,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/registryclient"
+	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service/servicetest"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
@@ -55,8 +56,14 @@ type fixture struct {
 
 func start(t testing.TB) *fixture {
 	t.Helper()
+	return startProfile(t, "")
+}
+
+// startProfile starts the registry as a host in profile would.
+func startProfile(t testing.TB, profile string) *fixture {
+	t.Helper()
 	clk := clock.NewFake(today)
-	h := servicetest.Start(t, servicetest.Options{Clock: clk}, registry.Factory)
+	h := servicetest.Start(t, servicetest.Options{Clock: clk, Server: server.Config{Profile: profile}}, registry.Factory)
 	return &fixture{conn: h.Conn, client: registryv1.NewRegistryServiceClient(h.Conn), js: h.JetStream, clock: clk, ctx: context.Background()}
 }
 

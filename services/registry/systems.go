@@ -15,6 +15,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/mutation"
 	"github.com/lethe-privacy/lethe/platform/paging"
+	"github.com/lethe-privacy/lethe/sdk/connect/webhook"
 	"github.com/lethe-privacy/lethe/services/registry/internal/storage"
 	"github.com/lethe-privacy/lethe/services/registry/internal/transfer"
 )
@@ -51,6 +52,11 @@ func (s *Service) checkSystemTx(tx *bolt.Tx, tenant string, sys *registryv1.Syst
 			v = append(v, apierror.FieldViolation{Field: "system.parent_system_id", Description: fmt.Sprintf("no system %q is registered for the tenant at %s", sys.ParentSystemId, sys.EffectiveAt.AsTime().Format(time.RFC3339))})
 		}
 	}
+	tenantSettings, err := tenantTx(tx, tenant)
+	if err != nil {
+		return err
+	}
+	v = append(v, s.checkAnswerer(sys, tenantSettings.GetSettings().GetWebhookPrivateNetworks())...)
 	if latest != nil && sys.EffectiveAt.AsTime().Before(latest.System.EffectiveAt.AsTime()) {
 		v = append(v, apierror.FieldViolation{Field: "system.effective_at", Description: "must not precede the system's latest version, effective " + latest.System.EffectiveAt.AsTime().Format(time.RFC3339)})
 	}
@@ -58,6 +64,33 @@ func (s *Service) checkSystemTx(tx *bolt.Tx, tenant string, sys *registryv1.Syst
 		return apierror.InvalidArgument(v...)
 	}
 	return nil
+}
+
+// checkAnswerer checks what answers the system's events against its answer
+// mode: a WEBHOOK system has a URL the runner may call, a CONNECTOR system
+// names a connector, and no other system carries either (a stale webhook
+// left on a MANUAL system would look like a live endpoint).
+func (s *Service) checkAnswerer(sys *registryv1.System, allowPrivate bool) []apierror.FieldViolation {
+	var v []apierror.FieldViolation
+	switch {
+	case sys.AnswerMode == commonv1.AnswerMode_ANSWER_MODE_WEBHOOK:
+		if sys.GetWebhook().GetUrl() == "" {
+			v = append(v, apierror.FieldViolation{Field: "system.webhook.url", Description: "required when answer_mode is WEBHOOK"})
+		} else if err := webhook.CheckURL(sys.GetWebhook().GetUrl(), webhook.URLPolicy{AllowHTTP: s.allowHTTPWebhooks, AllowPrivate: allowPrivate}); err != nil {
+			v = append(v, apierror.FieldViolation{Field: "system.webhook.url", Description: err.Error()})
+		}
+	case sys.Webhook != nil:
+		v = append(v, apierror.FieldViolation{Field: "system.webhook", Description: "only a system whose answer_mode is WEBHOOK has a webhook"})
+	}
+	switch {
+	case sys.AnswerMode == commonv1.AnswerMode_ANSWER_MODE_CONNECTOR:
+		if sys.GetConnector().GetName() == "" {
+			v = append(v, apierror.FieldViolation{Field: "system.connector.name", Description: "required when answer_mode is CONNECTOR"})
+		}
+	case sys.Connector != nil:
+		v = append(v, apierror.FieldViolation{Field: "system.connector", Description: "only a system whose answer_mode is CONNECTOR has a connector"})
+	}
+	return v
 }
 
 // systemInfo is what the other services learn of a system from events.

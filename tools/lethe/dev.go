@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -19,6 +21,8 @@ import (
 	"github.com/lethe-privacy/lethe/platform/flagenv"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/sdk/connect"
+	"github.com/lethe-privacy/lethe/sdk/subscriber"
 	"github.com/lethe-privacy/lethe/services/consent"
 	"github.com/lethe-privacy/lethe/services/dsar"
 	"github.com/lethe-privacy/lethe/services/registry"
@@ -41,6 +45,16 @@ type devConfig struct {
 	syncAlways bool
 	devCodes   bool
 	stream     *broker.StreamConfig
+	// connectSecrets, when set, hosts lethe-connect's runner with the
+	// systems' secrets in this folder.
+	connectSecrets string
+	// connectMaxDeliver and connectBackOff override the SDK's delivery
+	// limits for the runner's subscribers (10 deliveries over about 50
+	// minutes), so that a failing endpoint shows as failed in a demo.
+	connectMaxDeliver int
+	connectBackOff    time.Duration
+	// connectAddr, when set, serves the webhooks' claim check there.
+	connectAddr string
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
@@ -60,6 +74,12 @@ func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
 	fs.BoolVar(&c.syncAlways, "nats-sync-always", true,
 		"fsync every JetStream write before acknowledging it. Off, publishing is much faster, but an "+
 			"acknowledged event can be lost if the machine loses power before the next periodic sync (2 minutes)")
+	fs.StringVar(&c.connectSecrets, "connect-secrets", "",
+		"host lethe-connect: answer every WEBHOOK system's events, with its signing secret in <folder>/<tenant>/<system>/signing-secret "+
+			"(http:// to loopback allowed, as the development profile allows)")
+	fs.IntVar(&c.connectMaxDeliver, "connect-max-deliver", 0, "with --connect-secrets: deliveries of an event before its task fails (0: the SDK's 10)")
+	fs.DurationVar(&c.connectBackOff, "connect-backoff", 0, "with --connect-secrets: the delay between deliveries (0: the SDK's 1s, 5s, 30s, 2m, 10m)")
+	fs.StringVar(&c.connectAddr, "connect-addr", "", "with --connect-secrets: serve the webhooks' claim check on this loopback address (plain http)")
 	c.stream = service.StreamFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: lethe dev [flags]\n\nStarts the whole Lethe platform in one process.\n\nFlags:\n")
@@ -172,7 +192,103 @@ func (c devConfig) factories() []service.Factory {
 			},
 		}
 	}
+	if c.connectSecrets != "" {
+		all = append(all, service.Factory{Name: "connect", New: func(deps service.Deps) (service.Service, error) {
+			return newDevConnect(c, deps)
+		}})
+	}
 	return all
+}
+
+// devConnect hosts lethe-connect's runner among lethe dev's services, so a
+// webhook receiver on the developer's machine is answered without a
+// second process. It has no API of its own.
+type devConnect struct {
+	runner *connect.Runner
+	claims *http.Server // nil without --connect-addr
+	lis    net.Listener
+}
+
+// devConnectResync is how often lethe dev's runner lists the systems: a
+// system registered in a demo is answered within seconds.
+const devConnectResync = 2 * time.Second
+
+// newDevConnect builds the runner from the services' dependencies: it
+// reaches the registry and DSAR on the local connection.
+func newDevConnect(c devConfig, deps service.Deps) (*devConnect, error) {
+	cfg := connect.Config{JetStream: deps.JetStream, Registry: deps.Registry, DSAR: deps.Registry, SecretsDir: c.connectSecrets,
+		DataDir: filepath.Join(c.dataDir, "connect"), AllowHTTP: true, Resync: devConnectResync,
+		Logger: deps.Logger.With("service", "connect")}
+	if c.connectMaxDeliver < 0 || c.connectBackOff < 0 {
+		return nil, errors.New("--connect-max-deliver and --connect-backoff must not be negative")
+	}
+	cfg.Subscriber = func(s *subscriber.Config) {
+		s.MaxDeliver = c.connectMaxDeliver
+		if c.connectBackOff > 0 {
+			s.BackOff = []time.Duration{c.connectBackOff}
+		}
+	}
+	if deps.Telemetry != nil {
+		cfg.Meter = deps.Telemetry.Meter.Meter("github.com/lethe-privacy/lethe/sdk/connect")
+	}
+	var lis net.Listener
+	if c.connectAddr != "" {
+		host, _, err := net.SplitHostPort(c.connectAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			return nil, fmt.Errorf("--connect-addr %q: lethe dev serves the claim check in plain http on a loopback address only", c.connectAddr)
+		}
+		if lis, err = net.Listen("tcp", c.connectAddr); err != nil {
+			return nil, err
+		}
+		// A key per process: a token outlives no restart, which its
+		// fifteen minutes barely notice.
+		cfg.ClaimKey = make([]byte, 32)
+		_, _ = rand.Read(cfg.ClaimKey)
+		cfg.ClaimBaseURL = "http://" + lis.Addr().String()
+	}
+	r, err := connect.New(cfg)
+	if err != nil {
+		if lis != nil {
+			err = errors.Join(err, lis.Close())
+		}
+		return nil, err
+	}
+	d := &devConnect{runner: r, lis: lis}
+	if lis != nil {
+		d.claims = &http.Server{Handler: r.ClaimHandler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	return d, nil
+}
+
+// Register adds nothing: the runner serves no API.
+func (*devConnect) Register(*server.Server) {}
+
+// Run answers the systems, and serves the claim check, until ctx ends.
+func (d *devConnect) Run(ctx context.Context) error {
+	if d.claims == nil {
+		return d.runner.Run(ctx)
+	}
+	served := make(chan error, 1)
+	go func() { served <- d.claims.Serve(d.lis) }()
+	err := d.runner.Run(ctx)
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err = errors.Join(err, d.claims.Shutdown(shutdown))
+	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
+
+// Close releases the claim check's listener if Run never served it; Run
+// closed the ledgers.
+func (d *devConnect) Close() error {
+	if d.lis != nil {
+		if err := d.lis.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+	}
+	return nil
 }
 
 func printEndpoints(w io.Writer, grpcAddr, natsURL string, c devConfig) {

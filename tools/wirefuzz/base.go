@@ -59,11 +59,23 @@ func isWKT(md protoreflect.MessageDescriptor) bool {
 	return md.FullName() == timestampName || md.FullName() == durationName
 }
 
+// unsetInBase are fields the base leaves out because a service accepts
+// them only with another value of a sibling field than the one the filler
+// picks: a system's webhook and connector go only with the answer modes
+// WEBHOOK and CONNECTOR, and the filler picks SDK, the first.
+var unsetInBase = map[protoreflect.FullName]bool{
+	"lethe.registry.v1.System.webhook":   true,
+	"lethe.registry.v1.System.connector": true,
+}
+
 func (b *builder) fill(m protoreflect.Message, depth int) {
 	fields := m.Descriptor().Fields()
 	groups := oneofRules(m.Descriptor())
 	for i := range fields.Len() {
 		fd := fields.Get(i)
+		if unsetInBase[fd.FullName()] {
+			continue
+		}
 		if o := fd.ContainingOneof(); o != nil && !o.IsSynthetic() && m.WhichOneof(o) != nil {
 			continue // one member of a oneof: the first
 		}

@@ -125,7 +125,7 @@ func (d *decoder) decodeMessage(n *yaml.Node, m protoreflect.Message, path strin
 				}
 			}
 		case fd.IsMap():
-			d.fail(v, fpath, "maps are not supported in tenant files")
+			d.decodeMap(v, m.Mutable(fd).Map(), fd, fpath)
 		case fd.Kind() == protoreflect.MessageKind:
 			d.decodeMessage(v, m.Mutable(fd).Message(), fpath)
 		default:
@@ -133,6 +133,35 @@ func (d *decoder) decodeMessage(n *yaml.Node, m protoreflect.Message, path strin
 				m.Set(fd, val)
 			}
 		}
+	}
+}
+
+// decodeMap fills a map of strings to strings (a connector's parameters)
+// from the mapping n; maps of other types do not occur in the API's
+// configuration messages.
+func (d *decoder) decodeMap(n *yaml.Node, mp protoreflect.Map, fd protoreflect.FieldDescriptor, path string) {
+	if fd.MapKey().Kind() != protoreflect.StringKind || fd.MapValue().Kind() != protoreflect.StringKind {
+		d.fail(n, path, "maps of %s to %s are not supported in tenant files", fd.MapKey().Kind(), fd.MapValue().Kind())
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, path, "want a mapping of names to values, found %s", kindName(n))
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		kpath := fmt.Sprintf("%s[%q]", path, k.Value)
+		d.mark(kpath, k)
+		if k.Kind != yaml.ScalarNode || v.Kind != yaml.ScalarNode {
+			d.fail(k, kpath, "want a name and a single value")
+			continue
+		}
+		key := protoreflect.ValueOfString(k.Value).MapKey()
+		if mp.Has(key) {
+			d.fail(k, kpath, "%q written twice", k.Value)
+			continue
+		}
+		mp.Set(key, protoreflect.ValueOfString(v.Value))
 	}
 }
 
@@ -367,6 +396,18 @@ func Encode(m protoreflect.Message) *yaml.Node {
 			}
 			if allScalar(v.Content) && len(v.Content) <= 8 {
 				v.Style = yaml.FlowStyle
+			}
+		case fd.IsMap():
+			v = &yaml.Node{Kind: yaml.MappingNode}
+			mp := m.Get(fd).Map()
+			keys := make([]string, 0, mp.Len())
+			mp.Range(func(k protoreflect.MapKey, _ protoreflect.Value) bool {
+				keys = append(keys, k.String())
+				return true
+			})
+			slices.Sort(keys) // a stable file whatever the map's order
+			for _, k := range keys {
+				v.Content = append(v.Content, str(k), str(mp.Get(protoreflect.ValueOfString(k).MapKey()).String()))
 			}
 		default:
 			v = encodeValue(fd, m.Get(fd))

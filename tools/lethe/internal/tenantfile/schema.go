@@ -100,7 +100,10 @@ func schemaRef(desc protoreflect.MessageDescriptor, defs map[string]any) map[str
 		default:
 			s = map[string]any{"type": "integer"}
 		}
-		if fd.IsList() {
+		switch {
+		case fd.IsMap():
+			s = map[string]any{"type": "object", "additionalProperties": map[string]any{"type": "string"}}
+		case fd.IsList():
 			s = map[string]any{"type": "array", "items": s}
 		}
 		props[fd.JSONName()] = s

@@ -136,3 +136,41 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestWebhookAndConnectorSystemsRoundTrip reads a webhook system and a
+// connector system with its parameters (the one map in tenant files) and
+// writes them back unchanged, parameters in a stable order.
+func TestWebhookAndConnectorSystemsRoundTrip(t *testing.T) {
+	body := "apiVersion: lethe.dev/v1\nkind: Tenant\ntenant:\n  tenantId: acme\n  displayName: Acme\n  settings: {webhookPrivateNetworks: true}\n" +
+		"systems:\n  - systemId: crm\n    name: CRM\n    kind: internal\n    answerMode: webhook\n    webhook: {url: \"https://crm.acme.example/lethe\"}\n" +
+		"  - systemId: ga\n    name: Google Analytics\n    kind: processor\n    answerMode: connector\n" +
+		"    connector:\n      name: google-analytics\n      params: {propertyId: \"123456\", idType: CLIENT_ID}\n"
+	f, err := Parse("t.yaml", []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := f.Marshal("round trip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "params:\n") || strings.Index(string(out), "idType") > strings.Index(string(out), "propertyId") {
+		t.Fatalf("parameters not written in key order:\n%s", out)
+	}
+	g, err := Parse("exported.yaml", out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	a, b := f.Objects(), g.Objects()
+	if len(a) != 3 || len(b) != 3 {
+		t.Fatalf("%d objects, %d after the round trip; want tenant and two systems", len(a), len(b))
+	}
+	for i := range a {
+		if !proto.Equal(a[i].Message, b[i].Message) {
+			t.Errorf("%s %s differs after the round trip:\n%s\nvs\n%s", a[i].Kind, a[i].ID, MarshalObject(a[i].Message), MarshalObject(b[i].Message))
+		}
+	}
+	if _, err := Parse("t.yaml", []byte(strings.Replace(body, "idType: CLIENT_ID", "idType: [a]", 1))); err == nil ||
+		!strings.Contains(err.Error(), "systems[1].connector.params") {
+		t.Fatalf("a list as a parameter value: %v, want a problem naming the parameter", err)
+	}
+}

@@ -401,6 +401,16 @@ const (
 	// An operator carries the task out by hand (for example by writing to a
 	// processor) and records the outcome through the owning service's API.
 	AnswerMode_ANSWER_MODE_MANUAL AnswerMode = 2
+	// Lethe's runner (lethe-connect) delivers each of the system's events to
+	// its HTTPS endpoint (System.webhook) as a signed CloudEvents JSON
+	// request, from the system's own durable consumer, and reports the
+	// outcome the endpoint answers. Treated like SDK everywhere else: the
+	// events go on the stream and a subscriber answers them.
+	AnswerMode_ANSWER_MODE_WEBHOOK AnswerMode = 3
+	// Lethe's runner (lethe-connect) answers the system's events by calling
+	// the processor's own deletion API through a declarative connector
+	// (System.connector). Treated like SDK everywhere else.
+	AnswerMode_ANSWER_MODE_CONNECTOR AnswerMode = 4
 )
 
 // Enum value maps for AnswerMode.
@@ -409,11 +419,15 @@ var (
 		0: "ANSWER_MODE_UNSPECIFIED",
 		1: "ANSWER_MODE_SDK",
 		2: "ANSWER_MODE_MANUAL",
+		3: "ANSWER_MODE_WEBHOOK",
+		4: "ANSWER_MODE_CONNECTOR",
 	}
 	AnswerMode_value = map[string]int32{
 		"ANSWER_MODE_UNSPECIFIED": 0,
 		"ANSWER_MODE_SDK":         1,
 		"ANSWER_MODE_MANUAL":      2,
+		"ANSWER_MODE_WEBHOOK":     3,
+		"ANSWER_MODE_CONNECTOR":   4,
 	}
 )
 
@@ -745,12 +759,14 @@ const file_lethe_common_v1_common_proto_rawDesc = "" +
 	"\x14SYSTEM_KIND_INTERNAL\x10\x01\x12\x19\n" +
 	"\x15SYSTEM_KIND_PROCESSOR\x10\x02\x12\x1d\n" +
 	"\x19SYSTEM_KIND_SUB_PROCESSOR\x10\x03\x12\x19\n" +
-	"\x15SYSTEM_KIND_RECIPIENT\x10\x04*V\n" +
+	"\x15SYSTEM_KIND_RECIPIENT\x10\x04*\x8a\x01\n" +
 	"\n" +
 	"AnswerMode\x12\x1b\n" +
 	"\x17ANSWER_MODE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fANSWER_MODE_SDK\x10\x01\x12\x16\n" +
-	"\x12ANSWER_MODE_MANUAL\x10\x02B\xc0\x01\n" +
+	"\x12ANSWER_MODE_MANUAL\x10\x02\x12\x17\n" +
+	"\x13ANSWER_MODE_WEBHOOK\x10\x03\x12\x19\n" +
+	"\x15ANSWER_MODE_CONNECTOR\x10\x04B\xc0\x01\n" +
 	"\x13com.lethe.common.v1B\vCommonProtoP\x01Z>github.com/lethe-privacy/lethe/gen/go/lethe/common/v1;commonv1\xa2\x02\x03LCX\xaa\x02\x0fLethe.Common.V1\xca\x02\x0fLethe\\Common\\V1\xe2\x02\x1bLethe\\Common\\V1\\GPBMetadata\xea\x02\x11Lethe::Common::V1b\x06proto3"
 
 var (

@@ -591,8 +591,14 @@ type TenantSettings struct {
 	// (1999:1078) 7 kap. 2 §, Finnish Kirjanpitolaki (1336/1997) 2 luku
 	// 10 §). A day past the month's end ("02-29") means its last day.
 	FinancialYearEnd string `protobuf:"bytes,9,opt,name=financial_year_end,json=financialYearEnd,proto3" json:"financial_year_end,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Allow webhook endpoints on private, loopback, link-local and
+	// unique-local addresses (an in-house system on the tenant's own
+	// network). False by default: a registered URL must not reach the
+	// runner's neighbours (server-side request forgery). Cloud metadata
+	// addresses are refused even then.
+	WebhookPrivateNetworks bool `protobuf:"varint,10,opt,name=webhook_private_networks,json=webhookPrivateNetworks,proto3" json:"webhook_private_networks,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *TenantSettings) Reset() {
@@ -686,6 +692,13 @@ func (x *TenantSettings) GetFinancialYearEnd() string {
 		return x.FinancialYearEnd
 	}
 	return ""
+}
+
+func (x *TenantSettings) GetWebhookPrivateNetworks() bool {
+	if x != nil {
+		return x.WebhookPrivateNetworks
+	}
+	return false
 }
 
 // Contact is how to reach a person or an office: business contact data, not
@@ -1765,7 +1778,13 @@ type System struct {
 	// identifiers of these kinds, each in the forms listed, never the plain
 	// value of a kind held only hashed. When empty, the system is given every
 	// identifier of the request in plain form.
-	Identifiers   []*HeldIdentifier `protobuf:"bytes,15,rep,name=identifiers,proto3" json:"identifiers,omitempty"`
+	Identifiers []*HeldIdentifier `protobuf:"bytes,15,rep,name=identifiers,proto3" json:"identifiers,omitempty"`
+	// Where the runner delivers the system's events; required when
+	// answer_mode is WEBHOOK, empty otherwise.
+	Webhook *Webhook `protobuf:"bytes,16,opt,name=webhook,proto3" json:"webhook,omitempty"`
+	// Which connector answers the system's events; required when answer_mode
+	// is CONNECTOR, empty otherwise.
+	Connector     *ConnectorRef `protobuf:"bytes,17,opt,name=connector,proto3" json:"connector,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1905,6 +1924,131 @@ func (x *System) GetIdentifiers() []*HeldIdentifier {
 	return nil
 }
 
+func (x *System) GetWebhook() *Webhook {
+	if x != nil {
+		return x.Webhook
+	}
+	return nil
+}
+
+func (x *System) GetConnector() *ConnectorRef {
+	if x != nil {
+		return x.Connector
+	}
+	return nil
+}
+
+// Webhook is a system's HTTPS endpoint. It holds nothing secret: the
+// signing secret is a file at the runner,
+// <secrets-dir>/<tenant>/<system>/signing-secret.
+type Webhook struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The endpoint's absolute URL. https, except http to a loopback host in
+	// the development profile; no user name or password; a host that is a
+	// literal private, loopback, link-local, unique-local or metadata address
+	// is refused unless the tenant sets webhook_private_networks.
+	Url           string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Webhook) Reset() {
+	*x = Webhook{}
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Webhook) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Webhook) ProtoMessage() {}
+
+func (x *Webhook) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Webhook.ProtoReflect.Descriptor instead.
+func (*Webhook) Descriptor() ([]byte, []int) {
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Webhook) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+// ConnectorRef names the declarative connector that answers a system's
+// events, and its non-secret parameters. Its secrets are files at the
+// runner, <secrets-dir>/<tenant>/<system>/<name>, as the connector's
+// authentication names them.
+type ConnectorRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A builtin connector's name ("google-analytics", "campaign-monitor",
+	// "meta-custom-audiences", "linkedin-matched-audiences", "hotjar").
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Non-secret parameters the connector's templates use, such as a
+	// property id or an audience id.
+	Params        map[string]string `protobuf:"bytes,2,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectorRef) Reset() {
+	*x = ConnectorRef{}
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectorRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectorRef) ProtoMessage() {}
+
+func (x *ConnectorRef) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectorRef.ProtoReflect.Descriptor instead.
+func (*ConnectorRef) Descriptor() ([]byte, []int) {
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ConnectorRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ConnectorRef) GetParams() map[string]string {
+	if x != nil {
+		return x.Params
+	}
+	return nil
+}
+
 // SystemVersion is one entry of a system's history.
 type SystemVersion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1920,7 +2064,7 @@ type SystemVersion struct {
 
 func (x *SystemVersion) Reset() {
 	*x = SystemVersion{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +2076,7 @@ func (x *SystemVersion) String() string {
 func (*SystemVersion) ProtoMessage() {}
 
 func (x *SystemVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +2089,7 @@ func (x *SystemVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SystemVersion.ProtoReflect.Descriptor instead.
 func (*SystemVersion) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SystemVersion) GetSystem() *System {
@@ -1986,7 +2130,7 @@ type RegisterSystemRequest struct {
 
 func (x *RegisterSystemRequest) Reset() {
 	*x = RegisterSystemRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2142,7 @@ func (x *RegisterSystemRequest) String() string {
 func (*RegisterSystemRequest) ProtoMessage() {}
 
 func (x *RegisterSystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2155,7 @@ func (x *RegisterSystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterSystemRequest.ProtoReflect.Descriptor instead.
 func (*RegisterSystemRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RegisterSystemRequest) GetRequestId() string {
@@ -2053,7 +2197,7 @@ type RegisterSystemResponse struct {
 
 func (x *RegisterSystemResponse) Reset() {
 	*x = RegisterSystemResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2209,7 @@ func (x *RegisterSystemResponse) String() string {
 func (*RegisterSystemResponse) ProtoMessage() {}
 
 func (x *RegisterSystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2222,7 @@ func (x *RegisterSystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterSystemResponse.ProtoReflect.Descriptor instead.
 func (*RegisterSystemResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RegisterSystemResponse) GetSystem() *System {
@@ -2106,7 +2250,7 @@ type UpdateSystemRequest struct {
 
 func (x *UpdateSystemRequest) Reset() {
 	*x = UpdateSystemRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2118,7 +2262,7 @@ func (x *UpdateSystemRequest) String() string {
 func (*UpdateSystemRequest) ProtoMessage() {}
 
 func (x *UpdateSystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2131,7 +2275,7 @@ func (x *UpdateSystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSystemRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSystemRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpdateSystemRequest) GetRequestId() string {
@@ -2173,7 +2317,7 @@ type UpdateSystemResponse struct {
 
 func (x *UpdateSystemResponse) Reset() {
 	*x = UpdateSystemResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2185,7 +2329,7 @@ func (x *UpdateSystemResponse) String() string {
 func (*UpdateSystemResponse) ProtoMessage() {}
 
 func (x *UpdateSystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2198,7 +2342,7 @@ func (x *UpdateSystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSystemResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSystemResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{24}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateSystemResponse) GetSystem() *System {
@@ -2228,7 +2372,7 @@ type RemoveSystemRequest struct {
 
 func (x *RemoveSystemRequest) Reset() {
 	*x = RemoveSystemRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2240,7 +2384,7 @@ func (x *RemoveSystemRequest) String() string {
 func (*RemoveSystemRequest) ProtoMessage() {}
 
 func (x *RemoveSystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2253,7 +2397,7 @@ func (x *RemoveSystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSystemRequest.ProtoReflect.Descriptor instead.
 func (*RemoveSystemRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{25}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RemoveSystemRequest) GetRequestId() string {
@@ -2302,7 +2446,7 @@ type RemoveSystemResponse struct {
 
 func (x *RemoveSystemResponse) Reset() {
 	*x = RemoveSystemResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2314,7 +2458,7 @@ func (x *RemoveSystemResponse) String() string {
 func (*RemoveSystemResponse) ProtoMessage() {}
 
 func (x *RemoveSystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2327,7 +2471,7 @@ func (x *RemoveSystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSystemResponse.ProtoReflect.Descriptor instead.
 func (*RemoveSystemResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{26}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RemoveSystemResponse) GetSystem() *System {
@@ -2352,7 +2496,7 @@ type GetSystemRequest struct {
 
 func (x *GetSystemRequest) Reset() {
 	*x = GetSystemRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2364,7 +2508,7 @@ func (x *GetSystemRequest) String() string {
 func (*GetSystemRequest) ProtoMessage() {}
 
 func (x *GetSystemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2377,7 +2521,7 @@ func (x *GetSystemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemRequest.ProtoReflect.Descriptor instead.
 func (*GetSystemRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{27}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetSystemRequest) GetTenantId() string {
@@ -2412,7 +2556,7 @@ type GetSystemResponse struct {
 
 func (x *GetSystemResponse) Reset() {
 	*x = GetSystemResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2568,7 @@ func (x *GetSystemResponse) String() string {
 func (*GetSystemResponse) ProtoMessage() {}
 
 func (x *GetSystemResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2581,7 @@ func (x *GetSystemResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemResponse.ProtoReflect.Descriptor instead.
 func (*GetSystemResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{28}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetSystemResponse) GetSystem() *System {
@@ -2464,7 +2608,7 @@ type ListSystemsRequest struct {
 
 func (x *ListSystemsRequest) Reset() {
 	*x = ListSystemsRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2476,7 +2620,7 @@ func (x *ListSystemsRequest) String() string {
 func (*ListSystemsRequest) ProtoMessage() {}
 
 func (x *ListSystemsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2489,7 +2633,7 @@ func (x *ListSystemsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSystemsRequest.ProtoReflect.Descriptor instead.
 func (*ListSystemsRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{29}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListSystemsRequest) GetTenantId() string {
@@ -2533,7 +2677,7 @@ type ListSystemsResponse struct {
 
 func (x *ListSystemsResponse) Reset() {
 	*x = ListSystemsResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2545,7 +2689,7 @@ func (x *ListSystemsResponse) String() string {
 func (*ListSystemsResponse) ProtoMessage() {}
 
 func (x *ListSystemsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2558,7 +2702,7 @@ func (x *ListSystemsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSystemsResponse.ProtoReflect.Descriptor instead.
 func (*ListSystemsResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{30}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListSystemsResponse) GetSystems() []*System {
@@ -2588,7 +2732,7 @@ type GetSystemHistoryRequest struct {
 
 func (x *GetSystemHistoryRequest) Reset() {
 	*x = GetSystemHistoryRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2600,7 +2744,7 @@ func (x *GetSystemHistoryRequest) String() string {
 func (*GetSystemHistoryRequest) ProtoMessage() {}
 
 func (x *GetSystemHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2613,7 +2757,7 @@ func (x *GetSystemHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetSystemHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{31}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetSystemHistoryRequest) GetTenantId() string {
@@ -2641,7 +2785,7 @@ type GetSystemHistoryResponse struct {
 
 func (x *GetSystemHistoryResponse) Reset() {
 	*x = GetSystemHistoryResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2797,7 @@ func (x *GetSystemHistoryResponse) String() string {
 func (*GetSystemHistoryResponse) ProtoMessage() {}
 
 func (x *GetSystemHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +2810,7 @@ func (x *GetSystemHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetSystemHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{32}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetSystemHistoryResponse) GetVersions() []*SystemVersion {
@@ -2694,7 +2838,7 @@ type Finding struct {
 
 func (x *Finding) Reset() {
 	*x = Finding{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2706,7 +2850,7 @@ func (x *Finding) String() string {
 func (*Finding) ProtoMessage() {}
 
 func (x *Finding) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2719,7 +2863,7 @@ func (x *Finding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Finding.ProtoReflect.Descriptor instead.
 func (*Finding) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{33}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Finding) GetSystemId() string {
@@ -2761,7 +2905,7 @@ type ListTransferFindingsRequest struct {
 
 func (x *ListTransferFindingsRequest) Reset() {
 	*x = ListTransferFindingsRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2773,7 +2917,7 @@ func (x *ListTransferFindingsRequest) String() string {
 func (*ListTransferFindingsRequest) ProtoMessage() {}
 
 func (x *ListTransferFindingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2786,7 +2930,7 @@ func (x *ListTransferFindingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransferFindingsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransferFindingsRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{34}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListTransferFindingsRequest) GetTenantId() string {
@@ -2807,7 +2951,7 @@ type ListTransferFindingsResponse struct {
 
 func (x *ListTransferFindingsResponse) Reset() {
 	*x = ListTransferFindingsResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2819,7 +2963,7 @@ func (x *ListTransferFindingsResponse) String() string {
 func (*ListTransferFindingsResponse) ProtoMessage() {}
 
 func (x *ListTransferFindingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2832,7 +2976,7 @@ func (x *ListTransferFindingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransferFindingsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransferFindingsResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{35}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListTransferFindingsResponse) GetFindings() []*Finding {
@@ -2881,7 +3025,7 @@ type ProcessingActivity struct {
 
 func (x *ProcessingActivity) Reset() {
 	*x = ProcessingActivity{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2893,7 +3037,7 @@ func (x *ProcessingActivity) String() string {
 func (*ProcessingActivity) ProtoMessage() {}
 
 func (x *ProcessingActivity) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2906,7 +3050,7 @@ func (x *ProcessingActivity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessingActivity.ProtoReflect.Descriptor instead.
 func (*ProcessingActivity) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{36}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ProcessingActivity) GetActivityId() string {
@@ -3023,7 +3167,7 @@ type AutomatedDecisionMaking struct {
 
 func (x *AutomatedDecisionMaking) Reset() {
 	*x = AutomatedDecisionMaking{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3035,7 +3179,7 @@ func (x *AutomatedDecisionMaking) String() string {
 func (*AutomatedDecisionMaking) ProtoMessage() {}
 
 func (x *AutomatedDecisionMaking) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3048,7 +3192,7 @@ func (x *AutomatedDecisionMaking) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AutomatedDecisionMaking.ProtoReflect.Descriptor instead.
 func (*AutomatedDecisionMaking) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{37}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AutomatedDecisionMaking) GetSolelyAutomated() bool {
@@ -3110,7 +3254,7 @@ type PutActivityRequest struct {
 
 func (x *PutActivityRequest) Reset() {
 	*x = PutActivityRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3122,7 +3266,7 @@ func (x *PutActivityRequest) String() string {
 func (*PutActivityRequest) ProtoMessage() {}
 
 func (x *PutActivityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3135,7 +3279,7 @@ func (x *PutActivityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutActivityRequest.ProtoReflect.Descriptor instead.
 func (*PutActivityRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{38}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PutActivityRequest) GetRequestId() string {
@@ -3177,7 +3321,7 @@ type PutActivityResponse struct {
 
 func (x *PutActivityResponse) Reset() {
 	*x = PutActivityResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3189,7 +3333,7 @@ func (x *PutActivityResponse) String() string {
 func (*PutActivityResponse) ProtoMessage() {}
 
 func (x *PutActivityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3202,7 +3346,7 @@ func (x *PutActivityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutActivityResponse.ProtoReflect.Descriptor instead.
 func (*PutActivityResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{39}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PutActivityResponse) GetActivity() *ProcessingActivity {
@@ -3229,7 +3373,7 @@ type DeleteActivityRequest struct {
 
 func (x *DeleteActivityRequest) Reset() {
 	*x = DeleteActivityRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3241,7 +3385,7 @@ func (x *DeleteActivityRequest) String() string {
 func (*DeleteActivityRequest) ProtoMessage() {}
 
 func (x *DeleteActivityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3254,7 +3398,7 @@ func (x *DeleteActivityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteActivityRequest.ProtoReflect.Descriptor instead.
 func (*DeleteActivityRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{40}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DeleteActivityRequest) GetRequestId() string {
@@ -3294,7 +3438,7 @@ type DeleteActivityResponse struct {
 
 func (x *DeleteActivityResponse) Reset() {
 	*x = DeleteActivityResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3306,7 +3450,7 @@ func (x *DeleteActivityResponse) String() string {
 func (*DeleteActivityResponse) ProtoMessage() {}
 
 func (x *DeleteActivityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3319,7 +3463,7 @@ func (x *DeleteActivityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteActivityResponse.ProtoReflect.Descriptor instead.
 func (*DeleteActivityResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{41}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{43}
 }
 
 // ListActivitiesRequest pages through a tenant's activities.
@@ -3337,7 +3481,7 @@ type ListActivitiesRequest struct {
 
 func (x *ListActivitiesRequest) Reset() {
 	*x = ListActivitiesRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3349,7 +3493,7 @@ func (x *ListActivitiesRequest) String() string {
 func (*ListActivitiesRequest) ProtoMessage() {}
 
 func (x *ListActivitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3362,7 +3506,7 @@ func (x *ListActivitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListActivitiesRequest.ProtoReflect.Descriptor instead.
 func (*ListActivitiesRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{42}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListActivitiesRequest) GetTenantId() string {
@@ -3399,7 +3543,7 @@ type ListActivitiesResponse struct {
 
 func (x *ListActivitiesResponse) Reset() {
 	*x = ListActivitiesResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +3555,7 @@ func (x *ListActivitiesResponse) String() string {
 func (*ListActivitiesResponse) ProtoMessage() {}
 
 func (x *ListActivitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +3568,7 @@ func (x *ListActivitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListActivitiesResponse.ProtoReflect.Descriptor instead.
 func (*ListActivitiesResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{43}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListActivitiesResponse) GetActivities() []*ProcessingActivity {
@@ -3454,7 +3598,7 @@ type ExportRecordsOfProcessingRequest struct {
 
 func (x *ExportRecordsOfProcessingRequest) Reset() {
 	*x = ExportRecordsOfProcessingRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3466,7 +3610,7 @@ func (x *ExportRecordsOfProcessingRequest) String() string {
 func (*ExportRecordsOfProcessingRequest) ProtoMessage() {}
 
 func (x *ExportRecordsOfProcessingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3479,7 +3623,7 @@ func (x *ExportRecordsOfProcessingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRecordsOfProcessingRequest.ProtoReflect.Descriptor instead.
 func (*ExportRecordsOfProcessingRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{44}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ExportRecordsOfProcessingRequest) GetTenantId() string {
@@ -3510,7 +3654,7 @@ type ExportRecordsOfProcessingResponse struct {
 
 func (x *ExportRecordsOfProcessingResponse) Reset() {
 	*x = ExportRecordsOfProcessingResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3522,7 +3666,7 @@ func (x *ExportRecordsOfProcessingResponse) String() string {
 func (*ExportRecordsOfProcessingResponse) ProtoMessage() {}
 
 func (x *ExportRecordsOfProcessingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3535,7 +3679,7 @@ func (x *ExportRecordsOfProcessingResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use ExportRecordsOfProcessingResponse.ProtoReflect.Descriptor instead.
 func (*ExportRecordsOfProcessingResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{45}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ExportRecordsOfProcessingResponse) GetContentType() string {
@@ -3563,7 +3707,7 @@ type ListSubProcessorsRequest struct {
 
 func (x *ListSubProcessorsRequest) Reset() {
 	*x = ListSubProcessorsRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3575,7 +3719,7 @@ func (x *ListSubProcessorsRequest) String() string {
 func (*ListSubProcessorsRequest) ProtoMessage() {}
 
 func (x *ListSubProcessorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3588,7 +3732,7 @@ func (x *ListSubProcessorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubProcessorsRequest.ProtoReflect.Descriptor instead.
 func (*ListSubProcessorsRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{46}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListSubProcessorsRequest) GetTenantId() string {
@@ -3609,7 +3753,7 @@ type ListSubProcessorsResponse struct {
 
 func (x *ListSubProcessorsResponse) Reset() {
 	*x = ListSubProcessorsResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3621,7 +3765,7 @@ func (x *ListSubProcessorsResponse) String() string {
 func (*ListSubProcessorsResponse) ProtoMessage() {}
 
 func (x *ListSubProcessorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3634,7 +3778,7 @@ func (x *ListSubProcessorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubProcessorsResponse.ProtoReflect.Descriptor instead.
 func (*ListSubProcessorsResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{47}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListSubProcessorsResponse) GetSystems() []*System {
@@ -3664,7 +3808,7 @@ type RouteRequest struct {
 
 func (x *RouteRequest) Reset() {
 	*x = RouteRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3676,7 +3820,7 @@ func (x *RouteRequest) String() string {
 func (*RouteRequest) ProtoMessage() {}
 
 func (x *RouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3689,7 +3833,7 @@ func (x *RouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRequest.ProtoReflect.Descriptor instead.
 func (*RouteRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{48}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RouteRequest) GetTenantId() string {
@@ -3733,7 +3877,7 @@ type RoutedSystem struct {
 
 func (x *RoutedSystem) Reset() {
 	*x = RoutedSystem{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[49]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3745,7 +3889,7 @@ func (x *RoutedSystem) String() string {
 func (*RoutedSystem) ProtoMessage() {}
 
 func (x *RoutedSystem) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[49]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3758,7 +3902,7 @@ func (x *RoutedSystem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutedSystem.ProtoReflect.Descriptor instead.
 func (*RoutedSystem) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{49}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RoutedSystem) GetSystemId() string {
@@ -3786,7 +3930,7 @@ type RouteResponse struct {
 
 func (x *RouteResponse) Reset() {
 	*x = RouteResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[50]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3798,7 +3942,7 @@ func (x *RouteResponse) String() string {
 func (*RouteResponse) ProtoMessage() {}
 
 func (x *RouteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[50]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3811,7 +3955,7 @@ func (x *RouteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteResponse.ProtoReflect.Descriptor instead.
 func (*RouteResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{50}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RouteResponse) GetSystems() []*RoutedSystem {
@@ -3836,7 +3980,7 @@ type ListDisclosuresRequest struct {
 
 func (x *ListDisclosuresRequest) Reset() {
 	*x = ListDisclosuresRequest{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[51]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3848,7 +3992,7 @@ func (x *ListDisclosuresRequest) String() string {
 func (*ListDisclosuresRequest) ProtoMessage() {}
 
 func (x *ListDisclosuresRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[51]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3861,7 +4005,7 @@ func (x *ListDisclosuresRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDisclosuresRequest.ProtoReflect.Descriptor instead.
 func (*ListDisclosuresRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{51}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListDisclosuresRequest) GetTenantId() string {
@@ -3904,7 +4048,7 @@ type Disclosure struct {
 
 func (x *Disclosure) Reset() {
 	*x = Disclosure{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[52]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3916,7 +4060,7 @@ func (x *Disclosure) String() string {
 func (*Disclosure) ProtoMessage() {}
 
 func (x *Disclosure) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[52]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3929,7 +4073,7 @@ func (x *Disclosure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disclosure.ProtoReflect.Descriptor instead.
 func (*Disclosure) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{52}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Disclosure) GetSystemId() string {
@@ -3978,7 +4122,7 @@ type ListDisclosuresResponse struct {
 
 func (x *ListDisclosuresResponse) Reset() {
 	*x = ListDisclosuresResponse{}
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[53]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3990,7 +4134,7 @@ func (x *ListDisclosuresResponse) String() string {
 func (*ListDisclosuresResponse) ProtoMessage() {}
 
 func (x *ListDisclosuresResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_registry_v1_registry_proto_msgTypes[53]
+	mi := &file_lethe_registry_v1_registry_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4003,7 +4147,7 @@ func (x *ListDisclosuresResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDisclosuresResponse.ProtoReflect.Descriptor instead.
 func (*ListDisclosuresResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{53}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListDisclosuresResponse) GetDisclosures() []*Disclosure {
@@ -4026,7 +4170,7 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xcd\x05\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x87\x06\n" +
 	"\x0eTenantSettings\x12.\n" +
 	"\acountry\x18\x01 \x01(\tB\x14\xbaH\x11r\x0f2\r^([A-Z]{2})?$R\acountry\x12I\n" +
 	"\bdsar_sla\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x13\xbaH\x10\xaa\x01\r\"\x05\b\x80\xce\xda\x032\x04\b\x80\xa3\x05R\adsarSla\x12@\n" +
@@ -4036,7 +4180,9 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\x15supervisory_authority\x18\x06 \x01(\v2'.lethe.registry.v1.SupervisoryAuthorityR\x14supervisoryAuthority\x12U\n" +
 	"\ttime_zone\x18\a \x01(\tB8\xbaH5r3\x18@2/^([A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)?$R\btimeZone\x12R\n" +
 	"\x0fmax_receipt_age\x18\b \x01(\v2\x19.google.protobuf.DurationB\x0f\xbaH\f\xaa\x01\t\"\x05\b\x80\xce\xda\x032\x00R\rmaxReceiptAge\x12b\n" +
-	"\x12financial_year_end\x18\t \x01(\tB4\xbaH1r/2-^((0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01]))?$R\x10financialYearEnd\"\x98\x01\n" +
+	"\x12financial_year_end\x18\t \x01(\tB4\xbaH1r/2-^((0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01]))?$R\x10financialYearEnd\x128\n" +
+	"\x18webhook_private_networks\x18\n" +
+	" \x01(\bR\x16webhookPrivateNetworks\"\x98\x01\n" +
 	"\aContact\x12\x1c\n" +
 	"\x04name\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\x04name\x124\n" +
 	"\x05email\x18\x02 \x01(\tB\x1e\xbaH\x1br\x19\x18\xfe\x012\x14^([^@\\s]+@[^@\\s]+)?$R\x05email\x12\x1d\n" +
@@ -4108,7 +4254,7 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\x0eHeldIdentifier\x12?\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1f.lethe.common.v1.IdentifierTypeB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04type\x12L\n" +
-	"\x05forms\x18\x02 \x03(\x0e2\x1f.lethe.common.v1.IdentifierFormB\x15\xbaH\x12\x92\x01\x0f\b\x01\x10\x04\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\x05forms\"\xa0\a\n" +
+	"\x05forms\x18\x02 \x03(\x0e2\x1f.lethe.common.v1.IdentifierFormB\x15\xbaH\x12\x92\x01\x0f\b\x01\x10\x04\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\x05forms\"\x95\b\n" +
 	"\x06System\x12>\n" +
 	"\tsystem_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\bsystemId\x12\x1e\n" +
 	"\x04name\x18\x02 \x01(\tB\n" +
@@ -4133,7 +4279,17 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\btransfer\x18\f \x01(\v2\x1b.lethe.registry.v1.TransferR\btransfer\x12*\n" +
 	"\vdescription\x18\r \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12=\n" +
 	"\feffective_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\veffectiveAt\x12M\n" +
-	"\videntifiers\x18\x0f \x03(\v2!.lethe.registry.v1.HeldIdentifierB\b\xbaH\x05\x92\x01\x02\x10\x14R\videntifiers\"\x99\x01\n" +
+	"\videntifiers\x18\x0f \x03(\v2!.lethe.registry.v1.HeldIdentifierB\b\xbaH\x05\x92\x01\x02\x10\x14R\videntifiers\x124\n" +
+	"\awebhook\x18\x10 \x01(\v2\x1a.lethe.registry.v1.WebhookR\awebhook\x12=\n" +
+	"\tconnector\x18\x11 \x01(\v2\x1f.lethe.registry.v1.ConnectorRefR\tconnector\"%\n" +
+	"\aWebhook\x12\x1a\n" +
+	"\x03url\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\x03url\"\xf7\x01\n" +
+	"\fConnectorRef\x124\n" +
+	"\x04name\x18\x01 \x01(\tB \xbaH\x1dr\x1b2\x19^[a-z0-9][a-z0-9-]{0,62}$R\x04name\x12v\n" +
+	"\x06params\x18\x02 \x03(\v2+.lethe.registry.v1.ConnectorRef.ParamsEntryB1\xbaH.\x9a\x01+\x10 \" r\x1e2\x1c^[A-Za-z][A-Za-z0-9_]{0,62}$*\x05r\x03\x18\xf4\x03R\x06params\x1a9\n" +
+	"\vParamsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x01\n" +
 	"\rSystemVersion\x121\n" +
 	"\x06system\x18\x01 \x01(\v2\x19.lethe.registry.v1.SystemR\x06system\x12\x18\n" +
 	"\aremoved\x18\x02 \x01(\bR\aremoved\x12;\n" +
@@ -4368,7 +4524,7 @@ func file_lethe_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_lethe_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_lethe_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_lethe_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_lethe_registry_v1_registry_proto_goTypes = []any{
 	(VerificationChannel)(0),                  // 0: lethe.registry.v1.VerificationChannel
 	(DataProvenance)(0),                       // 1: lethe.registry.v1.DataProvenance
@@ -4397,58 +4553,61 @@ var file_lethe_registry_v1_registry_proto_goTypes = []any{
 	(*Transfer)(nil),                          // 24: lethe.registry.v1.Transfer
 	(*HeldIdentifier)(nil),                    // 25: lethe.registry.v1.HeldIdentifier
 	(*System)(nil),                            // 26: lethe.registry.v1.System
-	(*SystemVersion)(nil),                     // 27: lethe.registry.v1.SystemVersion
-	(*RegisterSystemRequest)(nil),             // 28: lethe.registry.v1.RegisterSystemRequest
-	(*RegisterSystemResponse)(nil),            // 29: lethe.registry.v1.RegisterSystemResponse
-	(*UpdateSystemRequest)(nil),               // 30: lethe.registry.v1.UpdateSystemRequest
-	(*UpdateSystemResponse)(nil),              // 31: lethe.registry.v1.UpdateSystemResponse
-	(*RemoveSystemRequest)(nil),               // 32: lethe.registry.v1.RemoveSystemRequest
-	(*RemoveSystemResponse)(nil),              // 33: lethe.registry.v1.RemoveSystemResponse
-	(*GetSystemRequest)(nil),                  // 34: lethe.registry.v1.GetSystemRequest
-	(*GetSystemResponse)(nil),                 // 35: lethe.registry.v1.GetSystemResponse
-	(*ListSystemsRequest)(nil),                // 36: lethe.registry.v1.ListSystemsRequest
-	(*ListSystemsResponse)(nil),               // 37: lethe.registry.v1.ListSystemsResponse
-	(*GetSystemHistoryRequest)(nil),           // 38: lethe.registry.v1.GetSystemHistoryRequest
-	(*GetSystemHistoryResponse)(nil),          // 39: lethe.registry.v1.GetSystemHistoryResponse
-	(*Finding)(nil),                           // 40: lethe.registry.v1.Finding
-	(*ListTransferFindingsRequest)(nil),       // 41: lethe.registry.v1.ListTransferFindingsRequest
-	(*ListTransferFindingsResponse)(nil),      // 42: lethe.registry.v1.ListTransferFindingsResponse
-	(*ProcessingActivity)(nil),                // 43: lethe.registry.v1.ProcessingActivity
-	(*AutomatedDecisionMaking)(nil),           // 44: lethe.registry.v1.AutomatedDecisionMaking
-	(*PutActivityRequest)(nil),                // 45: lethe.registry.v1.PutActivityRequest
-	(*PutActivityResponse)(nil),               // 46: lethe.registry.v1.PutActivityResponse
-	(*DeleteActivityRequest)(nil),             // 47: lethe.registry.v1.DeleteActivityRequest
-	(*DeleteActivityResponse)(nil),            // 48: lethe.registry.v1.DeleteActivityResponse
-	(*ListActivitiesRequest)(nil),             // 49: lethe.registry.v1.ListActivitiesRequest
-	(*ListActivitiesResponse)(nil),            // 50: lethe.registry.v1.ListActivitiesResponse
-	(*ExportRecordsOfProcessingRequest)(nil),  // 51: lethe.registry.v1.ExportRecordsOfProcessingRequest
-	(*ExportRecordsOfProcessingResponse)(nil), // 52: lethe.registry.v1.ExportRecordsOfProcessingResponse
-	(*ListSubProcessorsRequest)(nil),          // 53: lethe.registry.v1.ListSubProcessorsRequest
-	(*ListSubProcessorsResponse)(nil),         // 54: lethe.registry.v1.ListSubProcessorsResponse
-	(*RouteRequest)(nil),                      // 55: lethe.registry.v1.RouteRequest
-	(*RoutedSystem)(nil),                      // 56: lethe.registry.v1.RoutedSystem
-	(*RouteResponse)(nil),                     // 57: lethe.registry.v1.RouteResponse
-	(*ListDisclosuresRequest)(nil),            // 58: lethe.registry.v1.ListDisclosuresRequest
-	(*Disclosure)(nil),                        // 59: lethe.registry.v1.Disclosure
-	(*ListDisclosuresResponse)(nil),           // 60: lethe.registry.v1.ListDisclosuresResponse
-	(*timestamppb.Timestamp)(nil),             // 61: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),               // 62: google.protobuf.Duration
-	(v1.IdentifierType)(0),                    // 63: lethe.common.v1.IdentifierType
-	(v1.IdentifierForm)(0),                    // 64: lethe.common.v1.IdentifierForm
-	(v1.SystemKind)(0),                        // 65: lethe.common.v1.SystemKind
-	(*v1.DataCategory)(nil),                   // 66: lethe.common.v1.DataCategory
-	(v1.AnswerMode)(0),                        // 67: lethe.common.v1.AnswerMode
-	(v1.LegalBasis)(0),                        // 68: lethe.common.v1.LegalBasis
+	(*Webhook)(nil),                           // 27: lethe.registry.v1.Webhook
+	(*ConnectorRef)(nil),                      // 28: lethe.registry.v1.ConnectorRef
+	(*SystemVersion)(nil),                     // 29: lethe.registry.v1.SystemVersion
+	(*RegisterSystemRequest)(nil),             // 30: lethe.registry.v1.RegisterSystemRequest
+	(*RegisterSystemResponse)(nil),            // 31: lethe.registry.v1.RegisterSystemResponse
+	(*UpdateSystemRequest)(nil),               // 32: lethe.registry.v1.UpdateSystemRequest
+	(*UpdateSystemResponse)(nil),              // 33: lethe.registry.v1.UpdateSystemResponse
+	(*RemoveSystemRequest)(nil),               // 34: lethe.registry.v1.RemoveSystemRequest
+	(*RemoveSystemResponse)(nil),              // 35: lethe.registry.v1.RemoveSystemResponse
+	(*GetSystemRequest)(nil),                  // 36: lethe.registry.v1.GetSystemRequest
+	(*GetSystemResponse)(nil),                 // 37: lethe.registry.v1.GetSystemResponse
+	(*ListSystemsRequest)(nil),                // 38: lethe.registry.v1.ListSystemsRequest
+	(*ListSystemsResponse)(nil),               // 39: lethe.registry.v1.ListSystemsResponse
+	(*GetSystemHistoryRequest)(nil),           // 40: lethe.registry.v1.GetSystemHistoryRequest
+	(*GetSystemHistoryResponse)(nil),          // 41: lethe.registry.v1.GetSystemHistoryResponse
+	(*Finding)(nil),                           // 42: lethe.registry.v1.Finding
+	(*ListTransferFindingsRequest)(nil),       // 43: lethe.registry.v1.ListTransferFindingsRequest
+	(*ListTransferFindingsResponse)(nil),      // 44: lethe.registry.v1.ListTransferFindingsResponse
+	(*ProcessingActivity)(nil),                // 45: lethe.registry.v1.ProcessingActivity
+	(*AutomatedDecisionMaking)(nil),           // 46: lethe.registry.v1.AutomatedDecisionMaking
+	(*PutActivityRequest)(nil),                // 47: lethe.registry.v1.PutActivityRequest
+	(*PutActivityResponse)(nil),               // 48: lethe.registry.v1.PutActivityResponse
+	(*DeleteActivityRequest)(nil),             // 49: lethe.registry.v1.DeleteActivityRequest
+	(*DeleteActivityResponse)(nil),            // 50: lethe.registry.v1.DeleteActivityResponse
+	(*ListActivitiesRequest)(nil),             // 51: lethe.registry.v1.ListActivitiesRequest
+	(*ListActivitiesResponse)(nil),            // 52: lethe.registry.v1.ListActivitiesResponse
+	(*ExportRecordsOfProcessingRequest)(nil),  // 53: lethe.registry.v1.ExportRecordsOfProcessingRequest
+	(*ExportRecordsOfProcessingResponse)(nil), // 54: lethe.registry.v1.ExportRecordsOfProcessingResponse
+	(*ListSubProcessorsRequest)(nil),          // 55: lethe.registry.v1.ListSubProcessorsRequest
+	(*ListSubProcessorsResponse)(nil),         // 56: lethe.registry.v1.ListSubProcessorsResponse
+	(*RouteRequest)(nil),                      // 57: lethe.registry.v1.RouteRequest
+	(*RoutedSystem)(nil),                      // 58: lethe.registry.v1.RoutedSystem
+	(*RouteResponse)(nil),                     // 59: lethe.registry.v1.RouteResponse
+	(*ListDisclosuresRequest)(nil),            // 60: lethe.registry.v1.ListDisclosuresRequest
+	(*Disclosure)(nil),                        // 61: lethe.registry.v1.Disclosure
+	(*ListDisclosuresResponse)(nil),           // 62: lethe.registry.v1.ListDisclosuresResponse
+	nil,                                       // 63: lethe.registry.v1.ConnectorRef.ParamsEntry
+	(*timestamppb.Timestamp)(nil),             // 64: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),               // 65: google.protobuf.Duration
+	(v1.IdentifierType)(0),                    // 66: lethe.common.v1.IdentifierType
+	(v1.IdentifierForm)(0),                    // 67: lethe.common.v1.IdentifierForm
+	(v1.SystemKind)(0),                        // 68: lethe.common.v1.SystemKind
+	(*v1.DataCategory)(nil),                   // 69: lethe.common.v1.DataCategory
+	(v1.AnswerMode)(0),                        // 70: lethe.common.v1.AnswerMode
+	(v1.LegalBasis)(0),                        // 71: lethe.common.v1.LegalBasis
 }
 var file_lethe_registry_v1_registry_proto_depIdxs = []int32{
 	8,  // 0: lethe.registry.v1.Tenant.settings:type_name -> lethe.registry.v1.TenantSettings
-	61, // 1: lethe.registry.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
-	61, // 2: lethe.registry.v1.Tenant.updated_at:type_name -> google.protobuf.Timestamp
-	62, // 3: lethe.registry.v1.TenantSettings.dsar_sla:type_name -> google.protobuf.Duration
+	64, // 1: lethe.registry.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
+	64, // 2: lethe.registry.v1.Tenant.updated_at:type_name -> google.protobuf.Timestamp
+	65, // 3: lethe.registry.v1.TenantSettings.dsar_sla:type_name -> google.protobuf.Duration
 	0,  // 4: lethe.registry.v1.TenantSettings.verification_channel:type_name -> lethe.registry.v1.VerificationChannel
 	9,  // 5: lethe.registry.v1.TenantSettings.dpo:type_name -> lethe.registry.v1.Contact
 	10, // 6: lethe.registry.v1.TenantSettings.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
-	62, // 7: lethe.registry.v1.TenantSettings.max_receipt_age:type_name -> google.protobuf.Duration
+	65, // 7: lethe.registry.v1.TenantSettings.max_receipt_age:type_name -> google.protobuf.Duration
 	7,  // 8: lethe.registry.v1.CreateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
 	7,  // 9: lethe.registry.v1.CreateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
 	7,  // 10: lethe.registry.v1.UpdateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
@@ -4460,95 +4619,98 @@ var file_lethe_registry_v1_registry_proto_depIdxs = []int32{
 	19, // 16: lethe.registry.v1.DefineCategoryResponse.category:type_name -> lethe.registry.v1.Category
 	19, // 17: lethe.registry.v1.ListCategoriesResponse.categories:type_name -> lethe.registry.v1.Category
 	3,  // 18: lethe.registry.v1.Transfer.mechanism:type_name -> lethe.registry.v1.TransferMechanism
-	61, // 19: lethe.registry.v1.Transfer.since:type_name -> google.protobuf.Timestamp
-	63, // 20: lethe.registry.v1.HeldIdentifier.type:type_name -> lethe.common.v1.IdentifierType
-	64, // 21: lethe.registry.v1.HeldIdentifier.forms:type_name -> lethe.common.v1.IdentifierForm
-	65, // 22: lethe.registry.v1.System.kind:type_name -> lethe.common.v1.SystemKind
+	64, // 19: lethe.registry.v1.Transfer.since:type_name -> google.protobuf.Timestamp
+	66, // 20: lethe.registry.v1.HeldIdentifier.type:type_name -> lethe.common.v1.IdentifierType
+	67, // 21: lethe.registry.v1.HeldIdentifier.forms:type_name -> lethe.common.v1.IdentifierForm
+	68, // 22: lethe.registry.v1.System.kind:type_name -> lethe.common.v1.SystemKind
 	2,  // 23: lethe.registry.v1.System.tenant_role:type_name -> lethe.registry.v1.TenantRole
-	66, // 24: lethe.registry.v1.System.categories:type_name -> lethe.common.v1.DataCategory
-	61, // 25: lethe.registry.v1.System.dpa_signed_at:type_name -> google.protobuf.Timestamp
+	69, // 24: lethe.registry.v1.System.categories:type_name -> lethe.common.v1.DataCategory
+	64, // 25: lethe.registry.v1.System.dpa_signed_at:type_name -> google.protobuf.Timestamp
 	9,  // 26: lethe.registry.v1.System.contact:type_name -> lethe.registry.v1.Contact
-	67, // 27: lethe.registry.v1.System.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	70, // 27: lethe.registry.v1.System.answer_mode:type_name -> lethe.common.v1.AnswerMode
 	24, // 28: lethe.registry.v1.System.transfer:type_name -> lethe.registry.v1.Transfer
-	61, // 29: lethe.registry.v1.System.effective_at:type_name -> google.protobuf.Timestamp
+	64, // 29: lethe.registry.v1.System.effective_at:type_name -> google.protobuf.Timestamp
 	25, // 30: lethe.registry.v1.System.identifiers:type_name -> lethe.registry.v1.HeldIdentifier
-	26, // 31: lethe.registry.v1.SystemVersion.system:type_name -> lethe.registry.v1.System
-	61, // 32: lethe.registry.v1.SystemVersion.recorded_at:type_name -> google.protobuf.Timestamp
-	26, // 33: lethe.registry.v1.RegisterSystemRequest.system:type_name -> lethe.registry.v1.System
-	26, // 34: lethe.registry.v1.RegisterSystemResponse.system:type_name -> lethe.registry.v1.System
-	26, // 35: lethe.registry.v1.UpdateSystemRequest.system:type_name -> lethe.registry.v1.System
-	26, // 36: lethe.registry.v1.UpdateSystemResponse.system:type_name -> lethe.registry.v1.System
-	61, // 37: lethe.registry.v1.RemoveSystemRequest.effective_at:type_name -> google.protobuf.Timestamp
-	26, // 38: lethe.registry.v1.RemoveSystemResponse.system:type_name -> lethe.registry.v1.System
-	61, // 39: lethe.registry.v1.GetSystemRequest.as_of:type_name -> google.protobuf.Timestamp
-	26, // 40: lethe.registry.v1.GetSystemResponse.system:type_name -> lethe.registry.v1.System
-	61, // 41: lethe.registry.v1.ListSystemsRequest.as_of:type_name -> google.protobuf.Timestamp
-	26, // 42: lethe.registry.v1.ListSystemsResponse.systems:type_name -> lethe.registry.v1.System
-	27, // 43: lethe.registry.v1.GetSystemHistoryResponse.versions:type_name -> lethe.registry.v1.SystemVersion
-	4,  // 44: lethe.registry.v1.Finding.severity:type_name -> lethe.registry.v1.Severity
-	40, // 45: lethe.registry.v1.ListTransferFindingsResponse.findings:type_name -> lethe.registry.v1.Finding
-	68, // 46: lethe.registry.v1.ProcessingActivity.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	66, // 47: lethe.registry.v1.ProcessingActivity.categories:type_name -> lethe.common.v1.DataCategory
-	44, // 48: lethe.registry.v1.ProcessingActivity.automated_decision_making:type_name -> lethe.registry.v1.AutomatedDecisionMaking
-	5,  // 49: lethe.registry.v1.AutomatedDecisionMaking.exception:type_name -> lethe.registry.v1.Art22Exception
-	43, // 50: lethe.registry.v1.PutActivityRequest.activity:type_name -> lethe.registry.v1.ProcessingActivity
-	43, // 51: lethe.registry.v1.PutActivityResponse.activity:type_name -> lethe.registry.v1.ProcessingActivity
-	43, // 52: lethe.registry.v1.ListActivitiesResponse.activities:type_name -> lethe.registry.v1.ProcessingActivity
-	6,  // 53: lethe.registry.v1.ExportRecordsOfProcessingRequest.format:type_name -> lethe.registry.v1.ExportFormat
-	26, // 54: lethe.registry.v1.ListSubProcessorsResponse.systems:type_name -> lethe.registry.v1.System
-	66, // 55: lethe.registry.v1.RouteRequest.categories:type_name -> lethe.common.v1.DataCategory
-	67, // 56: lethe.registry.v1.RoutedSystem.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	56, // 57: lethe.registry.v1.RouteResponse.systems:type_name -> lethe.registry.v1.RoutedSystem
-	61, // 58: lethe.registry.v1.ListDisclosuresRequest.from:type_name -> google.protobuf.Timestamp
-	61, // 59: lethe.registry.v1.ListDisclosuresRequest.until:type_name -> google.protobuf.Timestamp
-	65, // 60: lethe.registry.v1.Disclosure.kind:type_name -> lethe.common.v1.SystemKind
-	66, // 61: lethe.registry.v1.Disclosure.categories:type_name -> lethe.common.v1.DataCategory
-	59, // 62: lethe.registry.v1.ListDisclosuresResponse.disclosures:type_name -> lethe.registry.v1.Disclosure
-	11, // 63: lethe.registry.v1.RegistryService.CreateTenant:input_type -> lethe.registry.v1.CreateTenantRequest
-	13, // 64: lethe.registry.v1.RegistryService.UpdateTenant:input_type -> lethe.registry.v1.UpdateTenantRequest
-	15, // 65: lethe.registry.v1.RegistryService.GetTenant:input_type -> lethe.registry.v1.GetTenantRequest
-	17, // 66: lethe.registry.v1.RegistryService.ListTenants:input_type -> lethe.registry.v1.ListTenantsRequest
-	20, // 67: lethe.registry.v1.RegistryService.DefineCategory:input_type -> lethe.registry.v1.DefineCategoryRequest
-	22, // 68: lethe.registry.v1.RegistryService.ListCategories:input_type -> lethe.registry.v1.ListCategoriesRequest
-	28, // 69: lethe.registry.v1.RegistryService.RegisterSystem:input_type -> lethe.registry.v1.RegisterSystemRequest
-	30, // 70: lethe.registry.v1.RegistryService.UpdateSystem:input_type -> lethe.registry.v1.UpdateSystemRequest
-	32, // 71: lethe.registry.v1.RegistryService.RemoveSystem:input_type -> lethe.registry.v1.RemoveSystemRequest
-	34, // 72: lethe.registry.v1.RegistryService.GetSystem:input_type -> lethe.registry.v1.GetSystemRequest
-	36, // 73: lethe.registry.v1.RegistryService.ListSystems:input_type -> lethe.registry.v1.ListSystemsRequest
-	38, // 74: lethe.registry.v1.RegistryService.GetSystemHistory:input_type -> lethe.registry.v1.GetSystemHistoryRequest
-	41, // 75: lethe.registry.v1.RegistryService.ListTransferFindings:input_type -> lethe.registry.v1.ListTransferFindingsRequest
-	45, // 76: lethe.registry.v1.RegistryService.PutActivity:input_type -> lethe.registry.v1.PutActivityRequest
-	47, // 77: lethe.registry.v1.RegistryService.DeleteActivity:input_type -> lethe.registry.v1.DeleteActivityRequest
-	49, // 78: lethe.registry.v1.RegistryService.ListActivities:input_type -> lethe.registry.v1.ListActivitiesRequest
-	51, // 79: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:input_type -> lethe.registry.v1.ExportRecordsOfProcessingRequest
-	53, // 80: lethe.registry.v1.RegistryService.ListSubProcessors:input_type -> lethe.registry.v1.ListSubProcessorsRequest
-	55, // 81: lethe.registry.v1.RegistryService.Route:input_type -> lethe.registry.v1.RouteRequest
-	58, // 82: lethe.registry.v1.RegistryService.ListDisclosures:input_type -> lethe.registry.v1.ListDisclosuresRequest
-	12, // 83: lethe.registry.v1.RegistryService.CreateTenant:output_type -> lethe.registry.v1.CreateTenantResponse
-	14, // 84: lethe.registry.v1.RegistryService.UpdateTenant:output_type -> lethe.registry.v1.UpdateTenantResponse
-	16, // 85: lethe.registry.v1.RegistryService.GetTenant:output_type -> lethe.registry.v1.GetTenantResponse
-	18, // 86: lethe.registry.v1.RegistryService.ListTenants:output_type -> lethe.registry.v1.ListTenantsResponse
-	21, // 87: lethe.registry.v1.RegistryService.DefineCategory:output_type -> lethe.registry.v1.DefineCategoryResponse
-	23, // 88: lethe.registry.v1.RegistryService.ListCategories:output_type -> lethe.registry.v1.ListCategoriesResponse
-	29, // 89: lethe.registry.v1.RegistryService.RegisterSystem:output_type -> lethe.registry.v1.RegisterSystemResponse
-	31, // 90: lethe.registry.v1.RegistryService.UpdateSystem:output_type -> lethe.registry.v1.UpdateSystemResponse
-	33, // 91: lethe.registry.v1.RegistryService.RemoveSystem:output_type -> lethe.registry.v1.RemoveSystemResponse
-	35, // 92: lethe.registry.v1.RegistryService.GetSystem:output_type -> lethe.registry.v1.GetSystemResponse
-	37, // 93: lethe.registry.v1.RegistryService.ListSystems:output_type -> lethe.registry.v1.ListSystemsResponse
-	39, // 94: lethe.registry.v1.RegistryService.GetSystemHistory:output_type -> lethe.registry.v1.GetSystemHistoryResponse
-	42, // 95: lethe.registry.v1.RegistryService.ListTransferFindings:output_type -> lethe.registry.v1.ListTransferFindingsResponse
-	46, // 96: lethe.registry.v1.RegistryService.PutActivity:output_type -> lethe.registry.v1.PutActivityResponse
-	48, // 97: lethe.registry.v1.RegistryService.DeleteActivity:output_type -> lethe.registry.v1.DeleteActivityResponse
-	50, // 98: lethe.registry.v1.RegistryService.ListActivities:output_type -> lethe.registry.v1.ListActivitiesResponse
-	52, // 99: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:output_type -> lethe.registry.v1.ExportRecordsOfProcessingResponse
-	54, // 100: lethe.registry.v1.RegistryService.ListSubProcessors:output_type -> lethe.registry.v1.ListSubProcessorsResponse
-	57, // 101: lethe.registry.v1.RegistryService.Route:output_type -> lethe.registry.v1.RouteResponse
-	60, // 102: lethe.registry.v1.RegistryService.ListDisclosures:output_type -> lethe.registry.v1.ListDisclosuresResponse
-	83, // [83:103] is the sub-list for method output_type
-	63, // [63:83] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	27, // 31: lethe.registry.v1.System.webhook:type_name -> lethe.registry.v1.Webhook
+	28, // 32: lethe.registry.v1.System.connector:type_name -> lethe.registry.v1.ConnectorRef
+	63, // 33: lethe.registry.v1.ConnectorRef.params:type_name -> lethe.registry.v1.ConnectorRef.ParamsEntry
+	26, // 34: lethe.registry.v1.SystemVersion.system:type_name -> lethe.registry.v1.System
+	64, // 35: lethe.registry.v1.SystemVersion.recorded_at:type_name -> google.protobuf.Timestamp
+	26, // 36: lethe.registry.v1.RegisterSystemRequest.system:type_name -> lethe.registry.v1.System
+	26, // 37: lethe.registry.v1.RegisterSystemResponse.system:type_name -> lethe.registry.v1.System
+	26, // 38: lethe.registry.v1.UpdateSystemRequest.system:type_name -> lethe.registry.v1.System
+	26, // 39: lethe.registry.v1.UpdateSystemResponse.system:type_name -> lethe.registry.v1.System
+	64, // 40: lethe.registry.v1.RemoveSystemRequest.effective_at:type_name -> google.protobuf.Timestamp
+	26, // 41: lethe.registry.v1.RemoveSystemResponse.system:type_name -> lethe.registry.v1.System
+	64, // 42: lethe.registry.v1.GetSystemRequest.as_of:type_name -> google.protobuf.Timestamp
+	26, // 43: lethe.registry.v1.GetSystemResponse.system:type_name -> lethe.registry.v1.System
+	64, // 44: lethe.registry.v1.ListSystemsRequest.as_of:type_name -> google.protobuf.Timestamp
+	26, // 45: lethe.registry.v1.ListSystemsResponse.systems:type_name -> lethe.registry.v1.System
+	29, // 46: lethe.registry.v1.GetSystemHistoryResponse.versions:type_name -> lethe.registry.v1.SystemVersion
+	4,  // 47: lethe.registry.v1.Finding.severity:type_name -> lethe.registry.v1.Severity
+	42, // 48: lethe.registry.v1.ListTransferFindingsResponse.findings:type_name -> lethe.registry.v1.Finding
+	71, // 49: lethe.registry.v1.ProcessingActivity.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	69, // 50: lethe.registry.v1.ProcessingActivity.categories:type_name -> lethe.common.v1.DataCategory
+	46, // 51: lethe.registry.v1.ProcessingActivity.automated_decision_making:type_name -> lethe.registry.v1.AutomatedDecisionMaking
+	5,  // 52: lethe.registry.v1.AutomatedDecisionMaking.exception:type_name -> lethe.registry.v1.Art22Exception
+	45, // 53: lethe.registry.v1.PutActivityRequest.activity:type_name -> lethe.registry.v1.ProcessingActivity
+	45, // 54: lethe.registry.v1.PutActivityResponse.activity:type_name -> lethe.registry.v1.ProcessingActivity
+	45, // 55: lethe.registry.v1.ListActivitiesResponse.activities:type_name -> lethe.registry.v1.ProcessingActivity
+	6,  // 56: lethe.registry.v1.ExportRecordsOfProcessingRequest.format:type_name -> lethe.registry.v1.ExportFormat
+	26, // 57: lethe.registry.v1.ListSubProcessorsResponse.systems:type_name -> lethe.registry.v1.System
+	69, // 58: lethe.registry.v1.RouteRequest.categories:type_name -> lethe.common.v1.DataCategory
+	70, // 59: lethe.registry.v1.RoutedSystem.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	58, // 60: lethe.registry.v1.RouteResponse.systems:type_name -> lethe.registry.v1.RoutedSystem
+	64, // 61: lethe.registry.v1.ListDisclosuresRequest.from:type_name -> google.protobuf.Timestamp
+	64, // 62: lethe.registry.v1.ListDisclosuresRequest.until:type_name -> google.protobuf.Timestamp
+	68, // 63: lethe.registry.v1.Disclosure.kind:type_name -> lethe.common.v1.SystemKind
+	69, // 64: lethe.registry.v1.Disclosure.categories:type_name -> lethe.common.v1.DataCategory
+	61, // 65: lethe.registry.v1.ListDisclosuresResponse.disclosures:type_name -> lethe.registry.v1.Disclosure
+	11, // 66: lethe.registry.v1.RegistryService.CreateTenant:input_type -> lethe.registry.v1.CreateTenantRequest
+	13, // 67: lethe.registry.v1.RegistryService.UpdateTenant:input_type -> lethe.registry.v1.UpdateTenantRequest
+	15, // 68: lethe.registry.v1.RegistryService.GetTenant:input_type -> lethe.registry.v1.GetTenantRequest
+	17, // 69: lethe.registry.v1.RegistryService.ListTenants:input_type -> lethe.registry.v1.ListTenantsRequest
+	20, // 70: lethe.registry.v1.RegistryService.DefineCategory:input_type -> lethe.registry.v1.DefineCategoryRequest
+	22, // 71: lethe.registry.v1.RegistryService.ListCategories:input_type -> lethe.registry.v1.ListCategoriesRequest
+	30, // 72: lethe.registry.v1.RegistryService.RegisterSystem:input_type -> lethe.registry.v1.RegisterSystemRequest
+	32, // 73: lethe.registry.v1.RegistryService.UpdateSystem:input_type -> lethe.registry.v1.UpdateSystemRequest
+	34, // 74: lethe.registry.v1.RegistryService.RemoveSystem:input_type -> lethe.registry.v1.RemoveSystemRequest
+	36, // 75: lethe.registry.v1.RegistryService.GetSystem:input_type -> lethe.registry.v1.GetSystemRequest
+	38, // 76: lethe.registry.v1.RegistryService.ListSystems:input_type -> lethe.registry.v1.ListSystemsRequest
+	40, // 77: lethe.registry.v1.RegistryService.GetSystemHistory:input_type -> lethe.registry.v1.GetSystemHistoryRequest
+	43, // 78: lethe.registry.v1.RegistryService.ListTransferFindings:input_type -> lethe.registry.v1.ListTransferFindingsRequest
+	47, // 79: lethe.registry.v1.RegistryService.PutActivity:input_type -> lethe.registry.v1.PutActivityRequest
+	49, // 80: lethe.registry.v1.RegistryService.DeleteActivity:input_type -> lethe.registry.v1.DeleteActivityRequest
+	51, // 81: lethe.registry.v1.RegistryService.ListActivities:input_type -> lethe.registry.v1.ListActivitiesRequest
+	53, // 82: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:input_type -> lethe.registry.v1.ExportRecordsOfProcessingRequest
+	55, // 83: lethe.registry.v1.RegistryService.ListSubProcessors:input_type -> lethe.registry.v1.ListSubProcessorsRequest
+	57, // 84: lethe.registry.v1.RegistryService.Route:input_type -> lethe.registry.v1.RouteRequest
+	60, // 85: lethe.registry.v1.RegistryService.ListDisclosures:input_type -> lethe.registry.v1.ListDisclosuresRequest
+	12, // 86: lethe.registry.v1.RegistryService.CreateTenant:output_type -> lethe.registry.v1.CreateTenantResponse
+	14, // 87: lethe.registry.v1.RegistryService.UpdateTenant:output_type -> lethe.registry.v1.UpdateTenantResponse
+	16, // 88: lethe.registry.v1.RegistryService.GetTenant:output_type -> lethe.registry.v1.GetTenantResponse
+	18, // 89: lethe.registry.v1.RegistryService.ListTenants:output_type -> lethe.registry.v1.ListTenantsResponse
+	21, // 90: lethe.registry.v1.RegistryService.DefineCategory:output_type -> lethe.registry.v1.DefineCategoryResponse
+	23, // 91: lethe.registry.v1.RegistryService.ListCategories:output_type -> lethe.registry.v1.ListCategoriesResponse
+	31, // 92: lethe.registry.v1.RegistryService.RegisterSystem:output_type -> lethe.registry.v1.RegisterSystemResponse
+	33, // 93: lethe.registry.v1.RegistryService.UpdateSystem:output_type -> lethe.registry.v1.UpdateSystemResponse
+	35, // 94: lethe.registry.v1.RegistryService.RemoveSystem:output_type -> lethe.registry.v1.RemoveSystemResponse
+	37, // 95: lethe.registry.v1.RegistryService.GetSystem:output_type -> lethe.registry.v1.GetSystemResponse
+	39, // 96: lethe.registry.v1.RegistryService.ListSystems:output_type -> lethe.registry.v1.ListSystemsResponse
+	41, // 97: lethe.registry.v1.RegistryService.GetSystemHistory:output_type -> lethe.registry.v1.GetSystemHistoryResponse
+	44, // 98: lethe.registry.v1.RegistryService.ListTransferFindings:output_type -> lethe.registry.v1.ListTransferFindingsResponse
+	48, // 99: lethe.registry.v1.RegistryService.PutActivity:output_type -> lethe.registry.v1.PutActivityResponse
+	50, // 100: lethe.registry.v1.RegistryService.DeleteActivity:output_type -> lethe.registry.v1.DeleteActivityResponse
+	52, // 101: lethe.registry.v1.RegistryService.ListActivities:output_type -> lethe.registry.v1.ListActivitiesResponse
+	54, // 102: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:output_type -> lethe.registry.v1.ExportRecordsOfProcessingResponse
+	56, // 103: lethe.registry.v1.RegistryService.ListSubProcessors:output_type -> lethe.registry.v1.ListSubProcessorsResponse
+	59, // 104: lethe.registry.v1.RegistryService.Route:output_type -> lethe.registry.v1.RouteResponse
+	62, // 105: lethe.registry.v1.RegistryService.ListDisclosures:output_type -> lethe.registry.v1.ListDisclosuresResponse
+	86, // [86:106] is the sub-list for method output_type
+	66, // [66:86] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_lethe_registry_v1_registry_proto_init() }
@@ -4562,7 +4724,7 @@ func file_lethe_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_registry_v1_registry_proto_rawDesc), len(file_lethe_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   54,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,282 @@
+// Command lethe-connect answers, for every system registered with answer
+// mode WEBHOOK or CONNECTOR, that system's Lethe events: it delivers them
+// to the system's signed webhook, or calls the processor's deletion API
+// through a connector (package github.com/lethe-privacy/lethe/sdk/connect).
+//
+// Against lethe dev on this machine:
+//
+//	go run ./sdk/connect/cmd/lethe-connect --secrets ./secrets --data ./connect-data --dev
+//
+// In production, over TLS everywhere, as the NATS user the deployment gives
+// the runner:
+//
+//	lethe-connect --nats-url tls://nats.lethe.svc:4222 --nats-user lethe-connect \
+//	  --nats-password-file /run/secrets/nats-password --nats-ca ca.crt \
+//	  --registry-addr registry.lethe.svc:7404 --dsar-addr dsar.lethe.svc:7403 \
+//	  --grpc-ca ca.crt --grpc-cert tls.crt --grpc-key tls.key \
+//	  --secrets /run/secrets/lethe-connect --data /var/lib/lethe-connect \
+//	  --claims-addr :8443 --claims-url https://connect.lethe.example --claims-key-file /run/secrets/claim-key \
+//	  --claims-tls-cert tls.crt --claims-tls-key tls.key
+//
+// A webhook system's signing secret is <secrets>/<tenant>/<system>/signing-secret
+// ("whsec_" and base64, as Standard Webhooks gives it), with
+// signing-secret.previous beside it during a rotation.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/lethe-privacy/lethe/sdk/connect"
+)
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(log, os.Args[1:]); err != nil {
+		log.Error("lethe-connect stopped", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run(log *slog.Logger, args []string) error {
+	fs := flag.NewFlagSet("lethe-connect", flag.ContinueOnError)
+	natsURL := fs.String("nats-url", nats.DefaultURL, "Lethe's NATS server")
+	var nc natsFlags
+	fs.StringVar(&nc.user, "nats-user", "", "NATS user")
+	fs.StringVar(&nc.passwordFile, "nats-password-file", "", "file holding the NATS user's password (never a flag value)")
+	fs.StringVar(&nc.inboxPrefix, "nats-inbox-prefix", "", "reply-subject prefix the user may receive on; _INBOX.<user> when empty and --nats-user is set")
+	fs.StringVar(&nc.caFile, "nats-ca", "", "CA certificate that signed the NATS server's certificate")
+	fs.StringVar(&nc.certFile, "nats-cert", "", "client certificate for mutual TLS with NATS")
+	fs.StringVar(&nc.keyFile, "nats-key", "", "client key for mutual TLS with NATS")
+	registryAddr := fs.String("registry-addr", "127.0.0.1:7404", "the registry service's gRPC address")
+	dsarAddr := fs.String("dsar-addr", "127.0.0.1:7403", "the DSAR service's gRPC address, for the claim check; empty for none")
+	var gf grpcFlags
+	fs.StringVar(&gf.caFile, "grpc-ca", "", "CA certificate of the services' TLS; without it the services are reached in plaintext, on loopback only")
+	fs.StringVar(&gf.certFile, "grpc-cert", "", "client certificate for mutual TLS with the services")
+	fs.StringVar(&gf.keyFile, "grpc-key", "", "client key for mutual TLS with the services")
+	webhookCA := fs.String("webhook-ca", "", "extra CA certificates (PEM) to trust for webhook endpoints, beside the system's")
+	secrets := fs.String("secrets", "", "folder of the systems' secrets, <tenant>/<system>/<name> (required)")
+	data := fs.String("data", "lethe-connect-data", "folder of the systems' ledgers")
+	tenants := fs.String("tenants", "", "comma-separated tenants to serve; every tenant when empty")
+	resync := fs.Duration("resync", connect.DefaultResync, "how often to list the registered systems again")
+	dev := fs.Bool("dev", false, "development profile: allow http:// webhooks to loopback")
+	claimsAddr := fs.String("claims-addr", "", "serve the webhooks' claim check on this address (with --claims-url and --claims-key-file); none when empty")
+	claimsURL := fs.String("claims-url", "", "the public https base URL of --claims-addr, as receivers reach it")
+	claimsKeyFile := fs.String("claims-key-file", "", "file of the key that signs claim tokens (32 random bytes or more, base64), the same for every replica")
+	claimsCert := fs.String("claims-tls-cert", "", "certificate of the claim check's HTTPS listener")
+	claimsKey := fs.String("claims-tls-key", "", "key of the claim check's HTTPS listener")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *secrets == "" {
+		return errors.New("--secrets is required")
+	}
+
+	opts, err := nc.options()
+	if err != nil {
+		return err
+	}
+	conn, err := nats.Connect(*natsURL, opts...)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	js, err := jetstream.New(conn)
+	if err != nil {
+		return err
+	}
+	creds, err := gf.credentials()
+	if err != nil {
+		return err
+	}
+	registry, err := dial(*registryAddr, creds)
+	if err != nil {
+		return err
+	}
+	defer registry.Close()
+	cfg := connect.Config{JetStream: js, Registry: registry, SecretsDir: *secrets, DataDir: *data, AllowHTTP: *dev,
+		Resync: *resync, Logger: log}
+	if *dsarAddr != "" {
+		dsar, err := dial(*dsarAddr, creds)
+		if err != nil {
+			return err
+		}
+		defer dsar.Close()
+		cfg.DSAR = dsar
+	}
+	if *tenants != "" {
+		cfg.Tenants = strings.Split(*tenants, ",")
+	}
+	if *webhookCA != "" {
+		pem, err := os.ReadFile(*webhookCA)
+		if err != nil {
+			return err
+		}
+		roots, err := x509.SystemCertPool()
+		if err != nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--webhook-ca %s holds no PEM certificate", *webhookCA)
+		}
+		cfg.TLS = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
+	if *claimsAddr != "" {
+		if *claimsURL == "" || *claimsKeyFile == "" || cfg.DSAR == nil {
+			return errors.New("--claims-addr needs --claims-url, --claims-key-file and --dsar-addr")
+		}
+		if !*dev && (*claimsCert == "" || *claimsKey == "" || !strings.HasPrefix(*claimsURL, "https://")) {
+			return errors.New("the claim check hands out identifiers: serve it over TLS (--claims-tls-cert, --claims-tls-key, an https --claims-url), or run with --dev")
+		}
+		raw, err := os.ReadFile(*claimsKeyFile)
+		if err != nil {
+			return err
+		}
+		if cfg.ClaimKey, err = base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw))); err != nil {
+			return fmt.Errorf("--claims-key-file: not base64: %w", err)
+		}
+		cfg.ClaimBaseURL = *claimsURL
+	}
+	runner, err := connect.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *claimsAddr == "" {
+		return runner.Run(ctx)
+	}
+	srv := &http.Server{Addr: *claimsAddr, Handler: runner.ClaimHandler(), ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
+	served := make(chan error, 1)
+	go func() {
+		if *claimsCert != "" {
+			served <- srv.ListenAndServeTLS(*claimsCert, *claimsKey)
+		} else {
+			served <- srv.ListenAndServe()
+		}
+	}()
+	runErr := make(chan error, 1)
+	go func() { runErr <- runner.Run(ctx) }()
+	select {
+	case err := <-served:
+		stop()
+		return errors.Join(fmt.Errorf("claim check: %w", err), <-runErr)
+	case err := <-runErr:
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return errors.Join(err, srv.Shutdown(shutdown))
+	}
+}
+
+// dial connects to a service: over TLS when creds is set, in plaintext
+// only to a loopback address.
+func dial(addr string, creds credentials.TransportCredentials) (*grpc.ClientConn, error) {
+	if creds == nil {
+		host, _, err := net.SplitHostPort(addr)
+		ip := net.ParseIP(host)
+		if err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			return nil, fmt.Errorf("%s is not a loopback address: give --grpc-ca (and --grpc-cert, --grpc-key) to reach it over TLS", addr)
+		}
+		creds = insecure.NewCredentials()
+	}
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+}
+
+// grpcFlags is how the runner reaches Lethe's services.
+type grpcFlags struct{ caFile, certFile, keyFile string }
+
+// credentials returns the TLS credentials, or nil for plaintext.
+func (g grpcFlags) credentials() (credentials.TransportCredentials, error) {
+	if g.caFile == "" {
+		if g.certFile != "" || g.keyFile != "" {
+			return nil, errors.New("--grpc-cert and --grpc-key need --grpc-ca")
+		}
+		return nil, nil
+	}
+	pem, err := os.ReadFile(g.caFile)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--grpc-ca %s holds no PEM certificate", g.caFile)
+	}
+	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	switch {
+	case g.certFile != "" && g.keyFile != "":
+		cert, err := tls.LoadX509KeyPair(g.certFile, g.keyFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	case g.certFile != "" || g.keyFile != "":
+		return nil, errors.New("--grpc-cert and --grpc-key go together")
+	}
+	return credentials.NewTLS(cfg), nil
+}
+
+// natsFlags is how the runner connects to Lethe's NATS.
+type natsFlags struct {
+	user, passwordFile, inboxPrefix string
+	caFile, certFile, keyFile       string
+}
+
+// options returns the connection's options: reconnect for ever, and notice
+// a cut-off node in about twenty seconds (two missed pings).
+func (c natsFlags) options() ([]nats.Option, error) {
+	opts := []nats.Option{nats.Name("lethe-connect"), nats.MaxReconnects(-1),
+		nats.PingInterval(10 * time.Second), nats.MaxPingsOutstanding(2)}
+	switch {
+	case c.user != "":
+		if c.passwordFile == "" {
+			return nil, errors.New("--nats-user needs --nats-password-file")
+		}
+		pw, err := os.ReadFile(c.passwordFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats password: %w", err)
+		}
+		password := strings.TrimSpace(string(pw))
+		if password == "" {
+			return nil, fmt.Errorf("nats password: %s is empty", c.passwordFile)
+		}
+		opts = append(opts, nats.UserInfo(c.user, password))
+		if c.inboxPrefix == "" {
+			c.inboxPrefix = "_INBOX." + c.user
+		}
+	case c.passwordFile != "":
+		return nil, errors.New("--nats-password-file needs --nats-user")
+	}
+	if c.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(c.inboxPrefix))
+	}
+	if c.caFile != "" {
+		opts = append(opts, nats.RootCAs(c.caFile))
+	}
+	switch {
+	case c.certFile != "" && c.keyFile != "":
+		opts = append(opts, nats.ClientCert(c.certFile, c.keyFile))
+	case c.certFile != "" || c.keyFile != "":
+		return nil, errors.New("--nats-cert and --nats-key go together")
+	}
+	return opts, nil
+}

@@ -1,0 +1,185 @@
+package webhook_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
+	"github.com/lethe-privacy/lethe/sdk/ledger"
+	"github.com/lethe-privacy/lethe/sdk/subscriber"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*stream).trySetupSourceConsumer.func3"),
+		// The HTTP client's idle keep-alive connections close on their
+		// own timer.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"), goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"))
+}
+
+const (
+	tenant = "clio"
+	system = "crm"
+)
+
+// stream starts an embedded nats-server with the LETHE stream, as the SDK's
+// subscriber tests do, and returns a JetStream context on it.
+func stream(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: contract.StreamName, Subjects: []string{contract.AllSubjects},
+		Storage: jetstream.FileStorage, MaxAge: time.Hour, Duplicates: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// runSubscriber answers erasures with h until the test ends.
+func runSubscriber(t testing.TB, js jetstream.JetStream, h subscriber.Handler, maxDeliver int, backOff ...time.Duration) {
+	runSubscriberWorkers(t, js, h, maxDeliver, 0, backOff...)
+}
+
+// runSubscriberWorkers is runSubscriber with workers handling events at once.
+func runSubscriberWorkers(t testing.TB, js jetstream.JetStream, h subscriber.Handler, maxDeliver, workers int, backOff ...time.Duration) {
+	t.Helper()
+	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger.db"), ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	if len(backOff) == 0 {
+		backOff = []time.Duration{5 * time.Millisecond}
+	}
+	sub, err := subscriber.New(subscriber.Config{SystemID: system, Tenant: tenant, JetStream: js, Ledger: l,
+		Handlers:   map[contract.Kind]subscriber.Handler{contract.KindErasureRequested: h},
+		MaxDeliver: maxDeliver, BackOff: backOff, AckWait: 5 * time.Second, Workers: workers, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sub.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// erasure publishes an erasure of subject-42 as Lethe's outbox does.
+func erasure(t testing.TB, js jetstream.JetStream, id string) *eventsv1.Event {
+	t.Helper()
+	ev, msg := erasureMsg(t, id, "subject-42")
+	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// erasureMsg is an erasure of subject as the outbox publishes it.
+func erasureMsg(t testing.TB, id, subjectID string) (*eventsv1.Event, *nats.Msg) {
+	t.Helper()
+	ev := &eventsv1.Event{
+		Id: id, TenantId: tenant, SubjectId: subjectID, Sequence: 1, Source: "lethe/dsar", OccurredAt: timestamppb.Now(),
+		Cause: &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST, Id: "req-" + id},
+		Body: &eventsv1.Event_ErasureRequested{ErasureRequested: &eventsv1.ErasureRequested{
+			Scope: &eventsv1.Scope{All: true}, Action: eventsv1.ErasureAction_ERASURE_ACTION_ERASE}},
+	}
+	subject, err := contract.EventSubject(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := contract.EventHeaders(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := contract.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev, &nats.Msg{Subject: subject, Header: h, Data: data}
+}
+
+// outcome waits for the system's outcome of event id.
+func outcome(t *testing.T, js jetstream.JetStream, id string) *eventsv1.Outcome {
+	t.Helper()
+	subject, err := contract.OutcomeSubject(tenant, system)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found *eventsv1.Outcome
+	eventually.True(t, "the outcome of "+id, func() bool {
+		cons, err := js.OrderedConsumer(context.Background(), contract.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch, err := cons.FetchNoWait(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for msg := range batch.Messages() {
+			os, err := contract.UnmarshalOutcomes(msg.Headers(), msg.Data())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range os {
+				if o.GetEventId() == id {
+					found = o
+				}
+			}
+		}
+		return found != nil
+	})
+	return found
+}
+
+// newSecret writes a fresh whsec_ secret as the system's file name in dir
+// and returns its key.
+func newSecret(t testing.TB, dir, name string) []byte {
+	t.Helper()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	path := filepath.Join(dir, tenant, system, name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("whsec_"+base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
