@@ -222,9 +222,9 @@ func TestWebhookSystemInPython(t *testing.T) {
 		t.Fatalf("a loopback URL for a tenant without webhook_private_networks: %v, want InvalidArgument naming system.webhook.url", err)
 	}
 
-	// A system the runner cannot answer (a connector without the parameters
-	// and secrets it needs) is
-	// reported once and does not keep the others from being answered.
+	// A system the runner cannot answer (a connector without the
+	// parameters and secrets it needs) is reported once and does not keep
+	// the others from being answered.
 	if _, err := d.registry.RegisterSystem(context.Background(), &registryv1.RegisterSystemRequest{RequestId: d.id("system"), TenantId: "strict",
 		System: &registryv1.System{SystemId: "ga", Name: "Google Analytics", Kind: commonv1.SystemKind_SYSTEM_KIND_PROCESSOR, Country: "US",
 			TenantRole: registryv1.TenantRole_TENANT_ROLE_CONTROLLER, Categories: []*commonv1.DataCategory{{Id: "user.behavior"}},
