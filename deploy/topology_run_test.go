@@ -206,7 +206,7 @@ func (c *clients) complete(ctx context.Context, r request) (bool, string) {
 		if err != nil {
 			return false, err.Error()
 		}
-		for _, s := range resp.Request.GetResult().GetSystems() {
+		for _, s := range resp.Request.GetResult().GetTasks() {
 			want[s.SystemId] = s.Outcome
 			got = append(got, fmt.Sprintf("%s %s %s", s.SystemId, s.State, s.Outcome))
 		}

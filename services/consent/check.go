@@ -216,7 +216,7 @@ func (s *Service) GetPropagation(_ context.Context, req *consentv1.GetPropagatio
 	}
 	resp := &consentv1.GetPropagationResponse{Complete: true}
 	for _, t := range all {
-		pt := &consentv1.PropagationTask{SystemId: t.SystemID, State: taskState(t.State)}
+		pt := &consentv1.Task{SystemId: t.SystemID, State: taskState(t.State)}
 		if o, err := t.OutcomeProto(); err != nil {
 			return nil, err
 		} else if o != nil {
@@ -225,20 +225,20 @@ func (s *Service) GetPropagation(_ context.Context, req *consentv1.GetPropagatio
 		resp.Complete = resp.Complete && t.State == tasks.StateFinal
 		resp.Tasks = append(resp.Tasks, pt)
 	}
-	sortBy(resp.Tasks, func(t *consentv1.PropagationTask) string { return t.SystemId })
+	sortBy(resp.Tasks, func(t *consentv1.Task) string { return t.SystemId })
 	return resp, nil
 }
 
-func taskState(s tasks.State) consentv1.TaskState {
+func taskState(s tasks.State) commonv1.TaskState {
 	switch s {
 	case tasks.StateOpen:
-		return consentv1.TaskState_TASK_STATE_OPEN
+		return commonv1.TaskState_TASK_STATE_OPEN
 	case tasks.StateStalled:
-		return consentv1.TaskState_TASK_STATE_STALLED
+		return commonv1.TaskState_TASK_STATE_STALLED
 	case tasks.StateFinal:
-		return consentv1.TaskState_TASK_STATE_FINAL
+		return commonv1.TaskState_TASK_STATE_FINAL
 	}
-	return consentv1.TaskState_TASK_STATE_UNSPECIFIED
+	return commonv1.TaskState_TASK_STATE_UNSPECIFIED
 }
 
 // expiryBatch bounds the expiries one transaction handles.
@@ -339,8 +339,8 @@ func (s *Service) CompleteTask(ctx context.Context, req *consentv1.CompleteTaskR
 		if _, err := s.tracker.RecordOutcomeTx(tx, o); err != nil {
 			return nil, err
 		}
-		return &consentv1.CompleteTaskResponse{Task: &consentv1.PropagationTask{
-			SystemId: req.SystemId, State: consentv1.TaskState_TASK_STATE_FINAL, Outcome: req.Outcome, Reason: req.Reason,
+		return &consentv1.CompleteTaskResponse{Task: &consentv1.Task{
+			SystemId: req.SystemId, State: commonv1.TaskState_TASK_STATE_FINAL, Outcome: req.Outcome, Reason: req.Reason,
 		}}, nil
 	})
 }

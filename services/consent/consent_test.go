@@ -733,10 +733,10 @@ func TestOperatorAnswersForAManualSystem(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(p.Tasks) != 2 || p.Tasks[0].State != consentv1.TaskState_TASK_STATE_FINAL {
+		if len(p.Tasks) != 2 || p.Tasks[0].State != commonv1.TaskState_TASK_STATE_FINAL {
 			return fmt.Errorf("propagation %v", p)
 		}
-		if p.Complete || p.Tasks[1].State == consentv1.TaskState_TASK_STATE_FINAL {
+		if p.Complete || p.Tasks[1].State == commonv1.TaskState_TASK_STATE_FINAL {
 			t.Fatalf("the manual system's task closed by itself: %v", p)
 		}
 		return nil

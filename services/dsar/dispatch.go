@@ -31,7 +31,7 @@ type plan struct {
 	expect []tasks.Expect
 	// held lists systems not sent the directive, every category of theirs
 	// in scope being under a legal hold.
-	held []*dsarv1.SystemResult
+	held []*dsarv1.Task
 	// heldCategories are every held category with its hold.
 	heldCategories []*dsarv1.HeldCategory
 	// consentCauses are the causes the consent service tracks.
@@ -137,7 +137,7 @@ func (s *Service) dispatch(ctx context.Context, tenant, id string) error {
 		}
 		sec.Info = p.info
 		r.ConsentCauses = p.consentCauses
-		r.Result = &dsarv1.Result{Systems: p.held, Held: p.heldCategories}
+		r.Result = &dsarv1.Result{Tasks: p.held, Held: p.heldCategories}
 		if p.event != nil {
 			sec.Events = append(sec.Events, p.event.Id)
 		}
@@ -321,7 +321,7 @@ func (s *Service) planErasure(ctx context.Context, r *dsarv1.Request, ev *events
 	sendable := map[string]bool{}
 	for _, x := range expect {
 		var send []string
-		res := &dsarv1.SystemResult{SystemId: x.SystemID, AnswerMode: x.Mode, State: dsarv1.TaskState_TASK_STATE_HELD}
+		res := &dsarv1.Task{SystemId: x.SystemID, AnswerMode: x.Mode, State: commonv1.TaskState_TASK_STATE_HELD}
 		for _, c := range contract.CategoriesInScope(systems[x.SystemID], scope) {
 			h := heldBy(c)
 			if h == nil {

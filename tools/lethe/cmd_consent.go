@@ -147,9 +147,9 @@ var recordColumns = columns[*consentv1.ConsentRecord]{
 }
 
 // taskColumns show each system's task of a limit.
-var taskColumns = columns[*consentv1.PropagationTask]{
+var taskColumns = columns[*consentv1.Task]{
 	header: []string{"SYSTEM", "STATE", "OUTCOME", "REASON"},
-	row:    func(t *consentv1.PropagationTask) []any { return []any{t.SystemId, t.State, t.Outcome, t.Reason} },
+	row:    func(t *consentv1.Task) []any { return []any{t.SystemId, t.State, t.Outcome, t.Reason} },
 }
 
 func consentHistory(args []string, stdout, stderr io.Writer) int {

@@ -520,7 +520,7 @@ func (l *loader) dsar(d *deployable, requests int) {
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("GetRequest %s %s: %s, %d systems", tenant, id, resp.Request.State, len(resp.Request.GetResult().GetSystems())), nil
+		return fmt.Sprintf("GetRequest %s %s: %s, %d systems", tenant, id, resp.Request.State, len(resp.Request.GetResult().GetTasks())), nil
 	}
 	d.write = func(ctx context.Context, conn *grpc.ClientConn, i int) error {
 		_, err := dsarv1.NewDsarServiceClient(conn).CreateRequest(ctx, &dsarv1.CreateRequestRequest{RequestId: fmt.Sprintf("kill-dsar-%08d", i),

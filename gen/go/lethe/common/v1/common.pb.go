@@ -444,6 +444,70 @@ func (AnswerMode) EnumDescriptor() ([]byte, []int) {
 	return file_lethe_common_v1_common_proto_rawDescGZIP(), []int{5}
 }
 
+// TaskState is where a task stands: one system's share of an event (a
+// limit the consent service published, a request the DSAR service sent).
+// Every service that follows tasks reports them with this one enum.
+type TaskState int32
+
+const (
+	// Not stated.
+	TaskState_TASK_STATE_UNSPECIFIED TaskState = 0
+	// Sent; no answer yet.
+	TaskState_TASK_STATE_OPEN TaskState = 1
+	// Unanswered in time; sent again.
+	TaskState_TASK_STATE_STALLED TaskState = 2
+	// Answered (or failed, or closed because the system was removed).
+	TaskState_TASK_STATE_FINAL TaskState = 3
+	// Not sent: every category of the system in scope is under a legal
+	// hold. Used by the DSAR service only.
+	TaskState_TASK_STATE_HELD TaskState = 4
+)
+
+// Enum value maps for TaskState.
+var (
+	TaskState_name = map[int32]string{
+		0: "TASK_STATE_UNSPECIFIED",
+		1: "TASK_STATE_OPEN",
+		2: "TASK_STATE_STALLED",
+		3: "TASK_STATE_FINAL",
+		4: "TASK_STATE_HELD",
+	}
+	TaskState_value = map[string]int32{
+		"TASK_STATE_UNSPECIFIED": 0,
+		"TASK_STATE_OPEN":        1,
+		"TASK_STATE_STALLED":     2,
+		"TASK_STATE_FINAL":       3,
+		"TASK_STATE_HELD":        4,
+	}
+)
+
+func (x TaskState) Enum() *TaskState {
+	p := new(TaskState)
+	*p = x
+	return p
+}
+
+func (x TaskState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskState) Descriptor() protoreflect.EnumDescriptor {
+	return file_lethe_common_v1_common_proto_enumTypes[6].Descriptor()
+}
+
+func (TaskState) Type() protoreflect.EnumType {
+	return &file_lethe_common_v1_common_proto_enumTypes[6]
+}
+
+func (x TaskState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskState.Descriptor instead.
+func (TaskState) EnumDescriptor() ([]byte, []int) {
+	return file_lethe_common_v1_common_proto_rawDescGZIP(), []int{6}
+}
+
 // SubjectRef names one data subject of one tenant.
 //
 // The subject id is the tenant's own pseudonymous identifier for the person
@@ -750,7 +814,13 @@ const file_lethe_common_v1_common_proto_rawDesc = "" +
 	"AnswerMode\x12\x1b\n" +
 	"\x17ANSWER_MODE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fANSWER_MODE_SDK\x10\x01\x12\x16\n" +
-	"\x12ANSWER_MODE_MANUAL\x10\x02B\xc0\x01\n" +
+	"\x12ANSWER_MODE_MANUAL\x10\x02*\x7f\n" +
+	"\tTaskState\x12\x1a\n" +
+	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fTASK_STATE_OPEN\x10\x01\x12\x16\n" +
+	"\x12TASK_STATE_STALLED\x10\x02\x12\x14\n" +
+	"\x10TASK_STATE_FINAL\x10\x03\x12\x13\n" +
+	"\x0fTASK_STATE_HELD\x10\x04B\xc0\x01\n" +
 	"\x13com.lethe.common.v1B\vCommonProtoP\x01Z>github.com/lethe-privacy/lethe/gen/go/lethe/common/v1;commonv1\xa2\x02\x03LCX\xaa\x02\x0fLethe.Common.V1\xca\x02\x0fLethe\\Common\\V1\xe2\x02\x1bLethe\\Common\\V1\\GPBMetadata\xea\x02\x11Lethe::Common::V1b\x06proto3"
 
 var (
@@ -765,7 +835,7 @@ func file_lethe_common_v1_common_proto_rawDescGZIP() []byte {
 	return file_lethe_common_v1_common_proto_rawDescData
 }
 
-var file_lethe_common_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_lethe_common_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
 var file_lethe_common_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_lethe_common_v1_common_proto_goTypes = []any{
 	(LegalBasis)(0),      // 0: lethe.common.v1.LegalBasis
@@ -774,10 +844,11 @@ var file_lethe_common_v1_common_proto_goTypes = []any{
 	(IdentifierForm)(0),  // 3: lethe.common.v1.IdentifierForm
 	(SystemKind)(0),      // 4: lethe.common.v1.SystemKind
 	(AnswerMode)(0),      // 5: lethe.common.v1.AnswerMode
-	(*SubjectRef)(nil),   // 6: lethe.common.v1.SubjectRef
-	(*DataCategory)(nil), // 7: lethe.common.v1.DataCategory
-	(*Cause)(nil),        // 8: lethe.common.v1.Cause
-	(*Identifier)(nil),   // 9: lethe.common.v1.Identifier
+	(TaskState)(0),       // 6: lethe.common.v1.TaskState
+	(*SubjectRef)(nil),   // 7: lethe.common.v1.SubjectRef
+	(*DataCategory)(nil), // 8: lethe.common.v1.DataCategory
+	(*Cause)(nil),        // 9: lethe.common.v1.Cause
+	(*Identifier)(nil),   // 10: lethe.common.v1.Identifier
 }
 var file_lethe_common_v1_common_proto_depIdxs = []int32{
 	1, // 0: lethe.common.v1.Cause.kind:type_name -> lethe.common.v1.CauseKind
@@ -800,7 +871,7 @@ func file_lethe_common_v1_common_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_common_v1_common_proto_rawDesc), len(file_lethe_common_v1_common_proto_rawDesc)),
-			NumEnums:      6,
+			NumEnums:      7,
 			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
