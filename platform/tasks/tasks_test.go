@@ -284,7 +284,7 @@ func TestNoExpectedSystemCompletesAtOnce(t *testing.T) {
 // A cause published to no system is published, and complete; one never
 // published, or published for another tenant, is not, including in a file
 // written before the tracker marked causes without tasks.
-func TestPropagationTellsACauseWithoutTasksFromAnUnknownOne(t *testing.T) {
+func TestFanoutTellsACauseWithoutTasksFromAnUnknownOne(t *testing.T) {
 	f := start(t)
 	f.publish(t, erasure("req-empty"), nil)
 	f.publish(t, erasure("req-tasks"), sdk("crm"))
@@ -293,9 +293,9 @@ func TestPropagationTellsACauseWithoutTasksFromAnUnknownOne(t *testing.T) {
 	}
 	want := func(tr *tasks.Tracker, tenant, id string, published bool, n int) {
 		t.Helper()
-		got, ok, err := tr.Propagation(tenant, cause(id))
+		got, ok, err := tr.Fanout(tenant, cause(id))
 		if err != nil || ok != published || len(got) != n {
-			t.Fatalf("propagation of %s/%s = %d tasks, published %v (%v); want %d, %v", tenant, id, len(got), ok, err, n, published)
+			t.Fatalf("fan-out of %s/%s = %d tasks, published %v (%v); want %d, %v", tenant, id, len(got), ok, err, n, published)
 		}
 	}
 	want(f.tracker, "clio", "req-empty", true, 0)

@@ -198,14 +198,14 @@ func pastSubjectTx(tx *bolt.Tx, tenant, subject string, when time.Time, restrict
 	return sub, err
 }
 
-// GetPropagation implements ConsentService. A cause under which nothing
+// GetFanout implements ConsentService. A cause under which nothing
 // was published for the tenant (an unknown id, another tenant's) is
 // NotFound.
-func (s *Service) GetPropagation(_ context.Context, req *consentv1.GetPropagationRequest) (*consentv1.GetPropagationResponse, error) {
+func (s *Service) GetFanout(_ context.Context, req *consentv1.GetFanoutRequest) (*consentv1.GetFanoutResponse, error) {
 	if err := s.tenants.Require(req.TenantId); err != nil {
 		return nil, err
 	}
-	all, published, err := s.tracker.Propagation(req.TenantId, req.Cause)
+	all, published, err := s.tracker.Fanout(req.TenantId, req.Cause)
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +214,7 @@ func (s *Service) GetPropagation(_ context.Context, req *consentv1.GetPropagatio
 		// tenant.
 		return nil, apierror.NotFound("cause", req.Cause.GetId())
 	}
-	resp := &consentv1.GetPropagationResponse{Complete: true}
+	resp := &consentv1.GetFanoutResponse{Complete: true}
 	for _, t := range all {
 		pt := &consentv1.Task{SystemId: t.SystemID, State: taskState(t.State)}
 		if o, err := t.OutcomeProto(); err != nil {

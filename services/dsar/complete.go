@@ -289,7 +289,7 @@ func (s *Service) follow(ctx context.Context, tenant, id string) error {
 	}
 	var ts []tasks.Task
 	for _, c := range r.ConsentCauses {
-		p, err := s.consent.GetPropagation(ctx, &consentv1.GetPropagationRequest{TenantId: tenant, Cause: c})
+		p, err := s.consent.GetFanout(ctx, &consentv1.GetFanoutRequest{TenantId: tenant, Cause: c})
 		if err != nil {
 			return err
 		}
@@ -297,7 +297,7 @@ func (s *Service) follow(ctx context.Context, tenant, id string) error {
 			return nil
 		}
 		for _, t := range p.Tasks {
-			ts = append(ts, propagated(c, t))
+			ts = append(ts, consentTask(c, t))
 		}
 	}
 	return s.DB.Update(func(tx *bolt.Tx) error {
@@ -312,9 +312,9 @@ func (s *Service) follow(ctx context.Context, tenant, id string) error {
 	})
 }
 
-// propagated turns a consent task into the tracker's form, so that limits
+// consentTask turns a consent task into the tracker's form, so that limits
 // and directives share one result shape.
-func propagated(c *commonv1.Cause, t *consentv1.Task) tasks.Task {
+func consentTask(c *commonv1.Cause, t *consentv1.Task) tasks.Task {
 	task := tasks.Task{SystemID: t.SystemId, CauseKind: c.Kind, CauseID: c.Id, State: tasks.StateFinal}
 	o := &eventsv1.Outcome{SystemId: t.SystemId, Kind: t.Outcome, Reason: t.Reason}
 	task.Outcome, _ = proto.Marshal(o)

@@ -5,7 +5,7 @@
 // through its outbox and tracks per system until each has answered, after
 // asking the retention service which legal holds apply; objection,
 // restriction and consent withdrawal it applies through the consent
-// service with the request as their cause, and follows that propagation to
+// service with the request as their cause, and follows that fan-out to
 // completion. Access and portability answers are assembled into one JSON
 // package; every closed request yields a receipt on a hash-chained log.
 //
@@ -84,8 +84,8 @@ type Options struct {
 	// before it is re-sent and its task flagged stalled; one hour by
 	// default.
 	ResendAfter time.Duration
-	// SweepEvery is how often undispatched requests are retried, consent
-	// propagation followed and expired packages destroyed; five seconds by
+	// SweepEvery is how often requests not yet fanned out are retried,
+	// consent fan-out followed and expired packages destroyed; five seconds by
 	// default.
 	SweepEvery time.Duration
 	// PackageTTL is how long an access package stays downloadable when its
@@ -168,7 +168,7 @@ var (
 	// retried by the sweep).
 	bucketPending = store.Bucket("pending")
 	// bucketFollowing: dsar id → tenant, for requests that wait for the
-	// consent service's propagation.
+	// consent service's fan-out.
 	bucketFollowing = store.Bucket("following")
 	// bucketPackageExpiry: time, dsar id → nil: packages to destroy when
 	// their delivery was never confirmed.
@@ -286,14 +286,14 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // Sweep retries fan-outs that failed, completes requests whose consent
-// propagation completed, and destroys packages whose delivery was never
+// fan-out completed, and destroys packages whose delivery was never
 // confirmed in time. Run calls it every SweepEvery.
 func (s *Service) Sweep(ctx context.Context) {
-	if err := s.dispatchPending(ctx); err != nil && ctx.Err() == nil {
+	if err := s.fanoutPending(ctx); err != nil && ctx.Err() == nil {
 		s.Logger.Warn("dsar: fan-out sweep", "error", err)
 	}
 	if err := s.followConsent(ctx); err != nil && ctx.Err() == nil {
-		s.Logger.Warn("dsar: following consent propagation", "error", err)
+		s.Logger.Warn("dsar: following consent fan-out", "error", err)
 	}
 	if err := s.expirePackages(); err != nil {
 		s.Logger.Warn("dsar: destroying expired packages", "error", err)

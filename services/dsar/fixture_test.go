@@ -272,7 +272,7 @@ func (f *fixture) system(t testing.TB, tenant, id string, mode commonv1.AnswerMo
 
 // settled returns once nothing the DSAR service has committed is still on
 // its way to systems: the service swept (so a request marked for fan-out
-// was dispatched and its directive committed), its outbox published every
+// was fanned out and its directive committed), its outbox published every
 // event, and each of systems' consumers has nothing pending or
 // unacknowledged (the SDK acknowledges after the handler). An event a
 // system has not seen afterwards was never sent; this is the sync point

@@ -234,7 +234,7 @@ func (s *Service) VerifyIdentity(ctx context.Context, req *dsarv1.VerifyIdentity
 		return &dsarv1.VerifyIdentityResponse{Verified: true, Request: s.viewAt(r, now)}, nil
 	})
 	if err == nil && resp.Verified {
-		s.dispatchNow(ctx, req.TenantId, req.DsarId)
+		s.fanoutNow(ctx, req.TenantId, req.DsarId)
 		resp.Request = s.reload(resp.Request)
 	}
 	return resp, err
@@ -258,7 +258,7 @@ func (s *Service) AttestIdentity(ctx context.Context, req *dsarv1.AttestIdentity
 		return &dsarv1.AttestIdentityResponse{Request: s.viewAt(r, s.Clock.Now())}, nil
 	})
 	if err == nil {
-		s.dispatchNow(ctx, req.TenantId, req.DsarId)
+		s.fanoutNow(ctx, req.TenantId, req.DsarId)
 		resp.Request = s.reload(resp.Request)
 	}
 	return resp, err
@@ -267,7 +267,7 @@ func (s *Service) AttestIdentity(ctx context.Context, req *dsarv1.AttestIdentity
 // verifiedTx records the verification and moves the request to
 // IN_PROGRESS, marking it for fan-out. The fan-out itself needs calls to
 // the registry, retention or consent service, which must not hold the
-// store's writer: it runs after this commits (dispatchNow), and the sweep
+// store's writer: it runs after this commits (fanoutNow), and the sweep
 // retries it until it succeeds.
 func (s *Service) verifiedTx(tx *bolt.Tx, r *dsarv1.Request, actor, note string) error {
 	now := s.Clock.Now()

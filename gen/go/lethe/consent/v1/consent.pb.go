@@ -3375,8 +3375,8 @@ func (x *WatchResponse) GetChanges() []*Change {
 	return nil
 }
 
-// GetPropagationRequest names the limit.
-type GetPropagationRequest struct {
+// GetFanoutRequest names the limit.
+type GetFanoutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The tenant.
 	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
@@ -3386,20 +3386,20 @@ type GetPropagationRequest struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *GetPropagationRequest) Reset() {
-	*x = GetPropagationRequest{}
+func (x *GetFanoutRequest) Reset() {
+	*x = GetFanoutRequest{}
 	mi := &file_lethe_consent_v1_consent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *GetPropagationRequest) String() string {
+func (x *GetFanoutRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*GetPropagationRequest) ProtoMessage() {}
+func (*GetFanoutRequest) ProtoMessage() {}
 
-func (x *GetPropagationRequest) ProtoReflect() protoreflect.Message {
+func (x *GetFanoutRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_lethe_consent_v1_consent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3411,19 +3411,19 @@ func (x *GetPropagationRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use GetPropagationRequest.ProtoReflect.Descriptor instead.
-func (*GetPropagationRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use GetFanoutRequest.ProtoReflect.Descriptor instead.
+func (*GetFanoutRequest) Descriptor() ([]byte, []int) {
 	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{40}
 }
 
-func (x *GetPropagationRequest) GetTenantId() string {
+func (x *GetFanoutRequest) GetTenantId() string {
 	if x != nil {
 		return x.TenantId
 	}
 	return ""
 }
 
-func (x *GetPropagationRequest) GetCause() *v1.Cause {
+func (x *GetFanoutRequest) GetCause() *v1.Cause {
 	if x != nil {
 		return x.Cause
 	}
@@ -3510,7 +3510,7 @@ type CompleteTaskRequest struct {
 	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// The tenant.
 	TenantId string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
-	// The limit's cause, as GetPropagation takes it.
+	// The limit's cause, as GetFanout takes it.
 	Cause *v1.Cause `protobuf:"bytes,3,opt,name=cause,proto3" json:"cause,omitempty"`
 	// The system answered for.
 	SystemId string `protobuf:"bytes,4,opt,name=system_id,json=systemId,proto3" json:"system_id,omitempty"`
@@ -3640,8 +3640,8 @@ func (x *CompleteTaskResponse) GetTask() *Task {
 	return nil
 }
 
-// GetPropagationResponse lists every system's task.
-type GetPropagationResponse struct {
+// GetFanoutResponse lists every system's task.
+type GetFanoutResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The tasks, by system id.
 	Tasks []*Task `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
@@ -3651,20 +3651,20 @@ type GetPropagationResponse struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *GetPropagationResponse) Reset() {
-	*x = GetPropagationResponse{}
+func (x *GetFanoutResponse) Reset() {
+	*x = GetFanoutResponse{}
 	mi := &file_lethe_consent_v1_consent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *GetPropagationResponse) String() string {
+func (x *GetFanoutResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*GetPropagationResponse) ProtoMessage() {}
+func (*GetFanoutResponse) ProtoMessage() {}
 
-func (x *GetPropagationResponse) ProtoReflect() protoreflect.Message {
+func (x *GetFanoutResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_lethe_consent_v1_consent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3676,19 +3676,19 @@ func (x *GetPropagationResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use GetPropagationResponse.ProtoReflect.Descriptor instead.
-func (*GetPropagationResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use GetFanoutResponse.ProtoReflect.Descriptor instead.
+func (*GetFanoutResponse) Descriptor() ([]byte, []int) {
 	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{44}
 }
 
-func (x *GetPropagationResponse) GetTasks() []*Task {
+func (x *GetFanoutResponse) GetTasks() []*Task {
 	if x != nil {
 		return x.Tasks
 	}
 	return nil
 }
 
-func (x *GetPropagationResponse) GetComplete() bool {
+func (x *GetFanoutResponse) GetComplete() bool {
 	if x != nil {
 		return x.Complete
 	}
@@ -3954,8 +3954,8 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12%\n" +
 	"\x0eafter_revision\x18\x02 \x01(\x04R\rafterRevision\"C\n" +
 	"\rWatchResponse\x122\n" +
-	"\achanges\x18\x01 \x03(\v2\x18.lethe.consent.v1.ChangeR\achanges\"\x8d\x01\n" +
-	"\x15GetPropagationRequest\x12>\n" +
+	"\achanges\x18\x01 \x03(\v2\x18.lethe.consent.v1.ChangeR\achanges\"\x88\x01\n" +
+	"\x10GetFanoutRequest\x12>\n" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x124\n" +
 	"\x05cause\x18\x02 \x01(\v2\x16.lethe.common.v1.CauseB\x06\xbaH\x03\xc8\x01\x01R\x05cause\"\xa5\x01\n" +
 	"\x04Task\x12\x1b\n" +
@@ -3972,8 +3972,8 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\aoutcome\x18\x05 \x01(\x0e2\x1c.lethe.events.v1.OutcomeKindB\f\xbaH\t\x82\x01\x06\x18\a\x18\b\x18\tR\aoutcome\x12 \n" +
 	"\x06reason\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\x06reason\"B\n" +
 	"\x14CompleteTaskResponse\x12*\n" +
-	"\x04task\x18\x01 \x01(\v2\x16.lethe.consent.v1.TaskR\x04task\"b\n" +
-	"\x16GetPropagationResponse\x12,\n" +
+	"\x04task\x18\x01 \x01(\v2\x16.lethe.consent.v1.TaskR\x04task\"]\n" +
+	"\x11GetFanoutResponse\x12,\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x16.lethe.consent.v1.TaskR\x05tasks\x12\x1a\n" +
 	"\bcomplete\x18\x02 \x01(\bR\bcomplete*\x99\x01\n" +
 	"\rConsentAction\x12\x1e\n" +
@@ -4029,7 +4029,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x1eCHANGE_KIND_OBJECTION_RECORDED\x10\x03\x12#\n" +
 	"\x1fCHANGE_KIND_RESTRICTION_APPLIED\x10\x04\x12\"\n" +
 	"\x1eCHANGE_KIND_RESTRICTION_LIFTED\x10\x05\x12\x1f\n" +
-	"\x1bCHANGE_KIND_PURPOSE_CHANGED\x10\x062\x81\r\n" +
+	"\x1bCHANGE_KIND_PURPOSE_CHANGED\x10\x062\xf2\f\n" +
 	"\x0eConsentService\x12W\n" +
 	"\n" +
 	"PutPurpose\x12#.lethe.consent.v1.PutPurposeRequest\x1a$.lethe.consent.v1.PutPurposeResponse\x12b\n" +
@@ -4045,8 +4045,8 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x05Check\x12\x1e.lethe.consent.v1.CheckRequest\x1a\x1f.lethe.consent.v1.CheckResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\n" +
 	"CheckBatch\x12#.lethe.consent.v1.CheckBatchRequest\x1a$.lethe.consent.v1.CheckBatchResponse\"\x03\x90\x02\x01\x12O\n" +
-	"\x05Watch\x12\x1e.lethe.consent.v1.WatchRequest\x1a\x1f.lethe.consent.v1.WatchResponse\"\x03\x90\x02\x010\x01\x12h\n" +
-	"\x0eGetPropagation\x12'.lethe.consent.v1.GetPropagationRequest\x1a(.lethe.consent.v1.GetPropagationResponse\"\x03\x90\x02\x01\x12]\n" +
+	"\x05Watch\x12\x1e.lethe.consent.v1.WatchRequest\x1a\x1f.lethe.consent.v1.WatchResponse\"\x03\x90\x02\x010\x01\x12Y\n" +
+	"\tGetFanout\x12\".lethe.consent.v1.GetFanoutRequest\x1a#.lethe.consent.v1.GetFanoutResponse\"\x03\x90\x02\x01\x12]\n" +
 	"\fCompleteTask\x12%.lethe.consent.v1.CompleteTaskRequest\x1a&.lethe.consent.v1.CompleteTaskResponse\x12l\n" +
 	"\x11AcceptRecoveryGap\x12*.lethe.consent.v1.AcceptRecoveryGapRequest\x1a+.lethe.consent.v1.AcceptRecoveryGapResponseB\xc8\x01\n" +
 	"\x14com.lethe.consent.v1B\fConsentProtoP\x01Z@github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1;consentv1\xa2\x02\x03LCX\xaa\x02\x10Lethe.Consent.V1\xca\x02\x10Lethe\\Consent\\V1\xe2\x02\x1cLethe\\Consent\\V1\\GPBMetadata\xea\x02\x12Lethe::Consent::V1b\x06proto3"
@@ -4112,11 +4112,11 @@ var file_lethe_consent_v1_consent_proto_goTypes = []any{
 	(*Change)(nil),                           // 43: lethe.consent.v1.Change
 	(*WatchRequest)(nil),                     // 44: lethe.consent.v1.WatchRequest
 	(*WatchResponse)(nil),                    // 45: lethe.consent.v1.WatchResponse
-	(*GetPropagationRequest)(nil),            // 46: lethe.consent.v1.GetPropagationRequest
+	(*GetFanoutRequest)(nil),                 // 46: lethe.consent.v1.GetFanoutRequest
 	(*Task)(nil),                             // 47: lethe.consent.v1.Task
 	(*CompleteTaskRequest)(nil),              // 48: lethe.consent.v1.CompleteTaskRequest
 	(*CompleteTaskResponse)(nil),             // 49: lethe.consent.v1.CompleteTaskResponse
-	(*GetPropagationResponse)(nil),           // 50: lethe.consent.v1.GetPropagationResponse
+	(*GetFanoutResponse)(nil),                // 50: lethe.consent.v1.GetFanoutResponse
 	(*timestamppb.Timestamp)(nil),            // 51: google.protobuf.Timestamp
 	(v1.LegalBasis)(0),                       // 52: lethe.common.v1.LegalBasis
 	(*durationpb.Duration)(nil),              // 53: google.protobuf.Duration
@@ -4184,13 +4184,13 @@ var file_lethe_consent_v1_consent_proto_depIdxs = []int32{
 	5,  // 54: lethe.consent.v1.Change.kind:type_name -> lethe.consent.v1.ChangeKind
 	51, // 55: lethe.consent.v1.Change.at:type_name -> google.protobuf.Timestamp
 	43, // 56: lethe.consent.v1.WatchResponse.changes:type_name -> lethe.consent.v1.Change
-	55, // 57: lethe.consent.v1.GetPropagationRequest.cause:type_name -> lethe.common.v1.Cause
+	55, // 57: lethe.consent.v1.GetFanoutRequest.cause:type_name -> lethe.common.v1.Cause
 	57, // 58: lethe.consent.v1.Task.state:type_name -> lethe.common.v1.TaskState
 	58, // 59: lethe.consent.v1.Task.outcome:type_name -> lethe.events.v1.OutcomeKind
 	55, // 60: lethe.consent.v1.CompleteTaskRequest.cause:type_name -> lethe.common.v1.Cause
 	58, // 61: lethe.consent.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
 	47, // 62: lethe.consent.v1.CompleteTaskResponse.task:type_name -> lethe.consent.v1.Task
-	47, // 63: lethe.consent.v1.GetPropagationResponse.tasks:type_name -> lethe.consent.v1.Task
+	47, // 63: lethe.consent.v1.GetFanoutResponse.tasks:type_name -> lethe.consent.v1.Task
 	11, // 64: lethe.consent.v1.ConsentService.PutPurpose:input_type -> lethe.consent.v1.PutPurposeRequest
 	13, // 65: lethe.consent.v1.ConsentService.ListPurposes:input_type -> lethe.consent.v1.ListPurposesRequest
 	19, // 66: lethe.consent.v1.ConsentService.RecordConsent:input_type -> lethe.consent.v1.RecordConsentRequest
@@ -4204,7 +4204,7 @@ var file_lethe_consent_v1_consent_proto_depIdxs = []int32{
 	38, // 74: lethe.consent.v1.ConsentService.Check:input_type -> lethe.consent.v1.CheckRequest
 	40, // 75: lethe.consent.v1.ConsentService.CheckBatch:input_type -> lethe.consent.v1.CheckBatchRequest
 	44, // 76: lethe.consent.v1.ConsentService.Watch:input_type -> lethe.consent.v1.WatchRequest
-	46, // 77: lethe.consent.v1.ConsentService.GetPropagation:input_type -> lethe.consent.v1.GetPropagationRequest
+	46, // 77: lethe.consent.v1.ConsentService.GetFanout:input_type -> lethe.consent.v1.GetFanoutRequest
 	48, // 78: lethe.consent.v1.ConsentService.CompleteTask:input_type -> lethe.consent.v1.CompleteTaskRequest
 	6,  // 79: lethe.consent.v1.ConsentService.AcceptRecoveryGap:input_type -> lethe.consent.v1.AcceptRecoveryGapRequest
 	12, // 80: lethe.consent.v1.ConsentService.PutPurpose:output_type -> lethe.consent.v1.PutPurposeResponse
@@ -4220,7 +4220,7 @@ var file_lethe_consent_v1_consent_proto_depIdxs = []int32{
 	39, // 90: lethe.consent.v1.ConsentService.Check:output_type -> lethe.consent.v1.CheckResponse
 	42, // 91: lethe.consent.v1.ConsentService.CheckBatch:output_type -> lethe.consent.v1.CheckBatchResponse
 	45, // 92: lethe.consent.v1.ConsentService.Watch:output_type -> lethe.consent.v1.WatchResponse
-	50, // 93: lethe.consent.v1.ConsentService.GetPropagation:output_type -> lethe.consent.v1.GetPropagationResponse
+	50, // 93: lethe.consent.v1.ConsentService.GetFanout:output_type -> lethe.consent.v1.GetFanoutResponse
 	49, // 94: lethe.consent.v1.ConsentService.CompleteTask:output_type -> lethe.consent.v1.CompleteTaskResponse
 	7,  // 95: lethe.consent.v1.ConsentService.AcceptRecoveryGap:output_type -> lethe.consent.v1.AcceptRecoveryGapResponse
 	80, // [80:96] is the sub-list for method output_type
