@@ -381,7 +381,7 @@ func (l *load) erasure(i int) (request, error) {
 	}
 	err = l.call("AttestIdentity", func(ctx context.Context) error {
 		_, err := l.c.dsar.AttestIdentity(ctx, &dsarv1.AttestIdentityRequest{RequestId: fmt.Sprintf("load-attest-%d", i), TenantId: "clio",
-			DsarId: id, Method: dsarv1.VerificationMethod_VERIFICATION_METHOD_MANUAL, EvidenceReference: fmt.Sprintf("ticket-%d", i)})
+			DsarId: id, Method: commonv1.VerificationMethod_VERIFICATION_METHOD_MANUAL, EvidenceReference: fmt.Sprintf("ticket-%d", i)})
 		return err
 	})
 	return request{kind: contract.KindErasureRequested, id: id, subject: subject}, err

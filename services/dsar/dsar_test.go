@@ -683,7 +683,7 @@ func TestDeadlines(t *testing.T) {
 // with limited attempts and expiry; nothing fans out before it passes.
 func TestVerificationByCode(t *testing.T) {
 	f := start(t)
-	f.tenant(t, "clevenio", &registryv1.TenantSettings{VerificationChannel: registryv1.VerificationChannel_VERIFICATION_CHANNEL_EMAIL_CODE})
+	f.tenant(t, "clevenio", &registryv1.TenantSettings{VerificationMethod: commonv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE})
 	f.system(t, "clevenio", "crm", sdk, nil, "user.contact")
 	crm := f.subscribe(t, "clevenio", "crm", "", answer(subscriber.Erased()))
 	r := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clevenio", Erasure: &dsarv1.ErasureDetails{}})

@@ -357,7 +357,7 @@ func adaIdentifiers() []*commonv1.Identifier {
 func (f *fixture) attest(t testing.TB, tenant, id string) *dsarv1.Request {
 	t.Helper()
 	resp, err := f.dsar.AttestIdentity(f.ctx, &dsarv1.AttestIdentityRequest{RequestId: f.id(), TenantId: tenant, DsarId: id,
-		Method: dsarv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, EvidenceReference: "session-1"})
+		Method: commonv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, EvidenceReference: "session-1"})
 	if err != nil {
 		t.Fatalf("attest: %v", err)
 	}

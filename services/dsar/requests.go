@@ -158,7 +158,7 @@ func (s *Service) CreateRequest(ctx context.Context, req *dsarv1.CreateRequestRe
 			r.Deadline.PausedSince = timestamppb.New(now)
 		}
 		computeDeadlines(r.Deadline, now)
-		r.Verification = &dsarv1.Verification{Method: methodOf(settings.GetVerificationChannel())}
+		r.Verification = &dsarv1.Verification{Method: methodOf(settings.GetVerificationMethod())}
 		// Who entered the request and when is its first transition and
 		// its audit entry; a time of receipt given names both times.
 		note, method := "received", "transition -> "+r.State.String()
@@ -236,16 +236,17 @@ func (s *Service) tenantSettings(ctx context.Context, tenant string) (*registryv
 	return resp.Tenant.GetSettings(), nil
 }
 
-func methodOf(c registryv1.VerificationChannel) dsarv1.VerificationMethod {
-	switch c {
-	case registryv1.VerificationChannel_VERIFICATION_CHANNEL_SMS_CODE:
-		return dsarv1.VerificationMethod_VERIFICATION_METHOD_SMS_CODE
-	case registryv1.VerificationChannel_VERIFICATION_CHANNEL_LOGIN_ATTESTATION:
-		return dsarv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION
-	case registryv1.VerificationChannel_VERIFICATION_CHANNEL_MANUAL:
-		return dsarv1.VerificationMethod_VERIFICATION_METHOD_MANUAL
+// methodOf is how a new request of the tenant is verified: the method
+// its settings name, a one-time code by e-mail when they name none (or a
+// value this version does not know).
+func methodOf(m commonv1.VerificationMethod) commonv1.VerificationMethod {
+	switch m {
+	case commonv1.VerificationMethod_VERIFICATION_METHOD_SMS_CODE,
+		commonv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION,
+		commonv1.VerificationMethod_VERIFICATION_METHOD_MANUAL:
+		return m
 	}
-	return dsarv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE
+	return commonv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE
 }
 
 // GetRequest implements DsarService.

@@ -25,7 +25,7 @@ type Code struct {
 	TenantID string
 	DsarID   string
 	// Method is EMAIL_CODE or SMS_CODE.
-	Method dsarv1.VerificationMethod
+	Method commonv1.VerificationMethod
 	// Identifiers are the request's identifiers; the channel picks the
 	// address to send to.
 	Identifiers []*commonv1.Identifier
@@ -127,7 +127,7 @@ func (s *Service) StartVerification(ctx context.Context, req *dsarv1.StartVerifi
 		}
 		v := r.Verification
 		switch {
-		case v.Method != dsarv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE && v.Method != dsarv1.VerificationMethod_VERIFICATION_METHOD_SMS_CODE:
+		case v.Method != commonv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE && v.Method != commonv1.VerificationMethod_VERIFICATION_METHOD_SMS_CODE:
 			return nil, apierror.FailedPrecondition(ReasonNoChannel, fmt.Sprintf("the tenant verifies identity by %s, not by code", v.Method))
 		case int(v.CodesSent) >= s.opts.MaxCodes:
 			return nil, apierror.FailedPrecondition(ReasonCodeSpent, fmt.Sprintf("%d codes were sent already", v.CodesSent))

@@ -478,7 +478,7 @@ Examples:
 			return exitNo
 		}
 	case attest != "":
-		method := map[string]dsarv1.VerificationMethod{"login": dsarv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, "manual": dsarv1.VerificationMethod_VERIFICATION_METHOD_MANUAL}[attest]
+		method := map[string]commonv1.VerificationMethod{"login": commonv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, "manual": commonv1.VerificationMethod_VERIFICATION_METHOD_MANUAL}[attest]
 		if method == 0 {
 			return o.usage("--attest is login or manual")
 		}

@@ -507,7 +507,7 @@ func (l *loader) dsar(d *deployable, requests int) {
 				probeID.Store(id)
 			}
 			_, err = client.AttestIdentity(ctx, &dsarv1.AttestIdentityRequest{RequestId: fmt.Sprintf("load-attest-%08d", i), TenantId: tenant, DsarId: id,
-				Method: dsarv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, EvidenceReference: "session-1"})
+				Method: commonv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, EvidenceReference: "session-1"})
 		case 1:
 		default:
 			_, err = client.CancelRequest(ctx, &dsarv1.CancelRequestRequest{RequestId: fmt.Sprintf("load-cancel-%08d", i), TenantId: tenant, DsarId: id})

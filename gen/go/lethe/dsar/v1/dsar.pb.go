@@ -333,67 +333,6 @@ func (RejectionReason) EnumDescriptor() ([]byte, []int) {
 	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{3}
 }
 
-// VerificationMethod is how a subject's identity was or is being verified.
-type VerificationMethod int32
-
-const (
-	// Not stated.
-	VerificationMethod_VERIFICATION_METHOD_UNSPECIFIED VerificationMethod = 0
-	// A one-time code by e-mail.
-	VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE VerificationMethod = 1
-	// A one-time code by SMS.
-	VerificationMethod_VERIFICATION_METHOD_SMS_CODE VerificationMethod = 2
-	// A trusted caller attested that the subject was logged in.
-	VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION VerificationMethod = 3
-	// An operator verified identity by hand.
-	VerificationMethod_VERIFICATION_METHOD_MANUAL VerificationMethod = 4
-)
-
-// Enum value maps for VerificationMethod.
-var (
-	VerificationMethod_name = map[int32]string{
-		0: "VERIFICATION_METHOD_UNSPECIFIED",
-		1: "VERIFICATION_METHOD_EMAIL_CODE",
-		2: "VERIFICATION_METHOD_SMS_CODE",
-		3: "VERIFICATION_METHOD_LOGIN_ATTESTATION",
-		4: "VERIFICATION_METHOD_MANUAL",
-	}
-	VerificationMethod_value = map[string]int32{
-		"VERIFICATION_METHOD_UNSPECIFIED":       0,
-		"VERIFICATION_METHOD_EMAIL_CODE":        1,
-		"VERIFICATION_METHOD_SMS_CODE":          2,
-		"VERIFICATION_METHOD_LOGIN_ATTESTATION": 3,
-		"VERIFICATION_METHOD_MANUAL":            4,
-	}
-)
-
-func (x VerificationMethod) Enum() *VerificationMethod {
-	p := new(VerificationMethod)
-	*p = x
-	return p
-}
-
-func (x VerificationMethod) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (VerificationMethod) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_dsar_v1_dsar_proto_enumTypes[4].Descriptor()
-}
-
-func (VerificationMethod) Type() protoreflect.EnumType {
-	return &file_lethe_dsar_v1_dsar_proto_enumTypes[4]
-}
-
-func (x VerificationMethod) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use VerificationMethod.Descriptor instead.
-func (VerificationMethod) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{4}
-}
-
 // FanoutStep names the step of a request's fan-out that failed: the
 // neighbour the DSAR service could not ask, or its own store.
 type FanoutStep int32
@@ -445,11 +384,11 @@ func (x FanoutStep) String() string {
 }
 
 func (FanoutStep) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_dsar_v1_dsar_proto_enumTypes[5].Descriptor()
+	return file_lethe_dsar_v1_dsar_proto_enumTypes[4].Descriptor()
 }
 
 func (FanoutStep) Type() protoreflect.EnumType {
-	return &file_lethe_dsar_v1_dsar_proto_enumTypes[5]
+	return &file_lethe_dsar_v1_dsar_proto_enumTypes[4]
 }
 
 func (x FanoutStep) Number() protoreflect.EnumNumber {
@@ -458,7 +397,7 @@ func (x FanoutStep) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FanoutStep.Descriptor instead.
 func (FanoutStep) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{5}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{4}
 }
 
 // DeadlineFilter selects requests by deadline.
@@ -501,11 +440,11 @@ func (x DeadlineFilter) String() string {
 }
 
 func (DeadlineFilter) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_dsar_v1_dsar_proto_enumTypes[6].Descriptor()
+	return file_lethe_dsar_v1_dsar_proto_enumTypes[5].Descriptor()
 }
 
 func (DeadlineFilter) Type() protoreflect.EnumType {
-	return &file_lethe_dsar_v1_dsar_proto_enumTypes[6]
+	return &file_lethe_dsar_v1_dsar_proto_enumTypes[5]
 }
 
 func (x DeadlineFilter) Number() protoreflect.EnumNumber {
@@ -514,7 +453,7 @@ func (x DeadlineFilter) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DeadlineFilter.Descriptor instead.
 func (DeadlineFilter) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{6}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{5}
 }
 
 // Requester is who filed a request. An agent's name and contact are
@@ -1434,7 +1373,7 @@ func (x *Deadline) GetEnteredAt() *timestamppb.Timestamp {
 type Verification struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How identity is (being) verified.
-	Method VerificationMethod `protobuf:"varint,1,opt,name=method,proto3,enum=lethe.dsar.v1.VerificationMethod" json:"method,omitempty"`
+	Method v1.VerificationMethod `protobuf:"varint,1,opt,name=method,proto3,enum=lethe.common.v1.VerificationMethod" json:"method,omitempty"`
 	// Whether identity is verified.
 	Verified bool `protobuf:"varint,2,opt,name=verified,proto3" json:"verified,omitempty"`
 	// When it was verified.
@@ -1481,11 +1420,11 @@ func (*Verification) Descriptor() ([]byte, []int) {
 	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{14}
 }
 
-func (x *Verification) GetMethod() VerificationMethod {
+func (x *Verification) GetMethod() v1.VerificationMethod {
 	if x != nil {
 		return x.Method
 	}
-	return VerificationMethod_VERIFICATION_METHOD_UNSPECIFIED
+	return v1.VerificationMethod(0)
 }
 
 func (x *Verification) GetVerified() bool {
@@ -3071,8 +3010,8 @@ func (x *StartVerificationRequest) GetDsarId() string {
 // StartVerificationResponse says where the code went.
 type StartVerificationResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The channel used.
-	Method VerificationMethod `protobuf:"varint,1,opt,name=method,proto3,enum=lethe.dsar.v1.VerificationMethod" json:"method,omitempty"`
+	// The method used: a code by e-mail or by SMS.
+	Method v1.VerificationMethod `protobuf:"varint,1,opt,name=method,proto3,enum=lethe.common.v1.VerificationMethod" json:"method,omitempty"`
 	// When the code expires.
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// Attempts allowed for it.
@@ -3111,11 +3050,11 @@ func (*StartVerificationResponse) Descriptor() ([]byte, []int) {
 	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{30}
 }
 
-func (x *StartVerificationResponse) GetMethod() VerificationMethod {
+func (x *StartVerificationResponse) GetMethod() v1.VerificationMethod {
 	if x != nil {
 		return x.Method
 	}
-	return VerificationMethod_VERIFICATION_METHOD_UNSPECIFIED
+	return v1.VerificationMethod(0)
 }
 
 func (x *StartVerificationResponse) GetExpiresAt() *timestamppb.Timestamp {
@@ -3279,7 +3218,7 @@ type AttestIdentityRequest struct {
 	// The request.
 	DsarId string `protobuf:"bytes,3,opt,name=dsar_id,json=dsarId,proto3" json:"dsar_id,omitempty"`
 	// LOGIN_ATTESTATION or MANUAL.
-	Method VerificationMethod `protobuf:"varint,4,opt,name=method,proto3,enum=lethe.dsar.v1.VerificationMethod" json:"method,omitempty"`
+	Method v1.VerificationMethod `protobuf:"varint,4,opt,name=method,proto3,enum=lethe.common.v1.VerificationMethod" json:"method,omitempty"`
 	// What the attestation rests on (a session id, a ticket), as an opaque
 	// reference.
 	EvidenceReference string `protobuf:"bytes,5,opt,name=evidence_reference,json=evidenceReference,proto3" json:"evidence_reference,omitempty"`
@@ -3338,11 +3277,11 @@ func (x *AttestIdentityRequest) GetDsarId() string {
 	return ""
 }
 
-func (x *AttestIdentityRequest) GetMethod() VerificationMethod {
+func (x *AttestIdentityRequest) GetMethod() v1.VerificationMethod {
 	if x != nil {
 		return x.Method
 	}
-	return VerificationMethod_VERIFICATION_METHOD_UNSPECIFIED
+	return v1.VerificationMethod(0)
 }
 
 func (x *AttestIdentityRequest) GetEvidenceReference() string {
@@ -5072,9 +5011,9 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"slaDueDate\x12'\n" +
 	"\x0fholidays_passed\x18\r \x03(\tR\x0eholidaysPassed\x129\n" +
 	"\n" +
-	"entered_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tenteredAt\"\xcb\x02\n" +
-	"\fVerification\x129\n" +
-	"\x06method\x18\x01 \x01(\x0e2!.lethe.dsar.v1.VerificationMethodR\x06method\x12\x1a\n" +
+	"entered_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tenteredAt\"\xcd\x02\n" +
+	"\fVerification\x12;\n" +
+	"\x06method\x18\x01 \x01(\x0e2#.lethe.common.v1.VerificationMethodR\x06method\x12\x1a\n" +
 	"\bverified\x18\x02 \x01(\bR\bverified\x12;\n" +
 	"\vverified_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"verifiedAt\x12\x1f\n" +
@@ -5223,9 +5162,9 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
 	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12\"\n" +
-	"\adsar_id\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x06dsarId\"\xad\x01\n" +
-	"\x19StartVerificationResponse\x129\n" +
-	"\x06method\x18\x01 \x01(\x0e2!.lethe.dsar.v1.VerificationMethodR\x06method\x129\n" +
+	"\adsar_id\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x06dsarId\"\xaf\x01\n" +
+	"\x19StartVerificationResponse\x12;\n" +
+	"\x06method\x18\x01 \x01(\x0e2#.lethe.common.v1.VerificationMethodR\x06method\x129\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1a\n" +
 	"\battempts\x18\x03 \x01(\x05R\battempts\"\xb9\x01\n" +
@@ -5238,13 +5177,13 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\x16VerifyIdentityResponse\x12\x1a\n" +
 	"\bverified\x18\x01 \x01(\bR\bverified\x12#\n" +
 	"\rattempts_left\x18\x02 \x01(\x05R\fattemptsLeft\x120\n" +
-	"\arequest\x18\x03 \x01(\v2\x16.lethe.dsar.v1.RequestR\arequest\"\x9c\x02\n" +
+	"\arequest\x18\x03 \x01(\v2\x16.lethe.dsar.v1.RequestR\arequest\"\x9e\x02\n" +
 	"\x15AttestIdentityRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
 	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12\"\n" +
-	"\adsar_id\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x06dsarId\x12E\n" +
-	"\x06method\x18\x04 \x01(\x0e2!.lethe.dsar.v1.VerificationMethodB\n" +
+	"\adsar_id\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x06dsarId\x12G\n" +
+	"\x06method\x18\x04 \x01(\x0e2#.lethe.common.v1.VerificationMethodB\n" +
 	"\xbaH\a\x82\x01\x04\x18\x03\x18\x04R\x06method\x129\n" +
 	"\x12evidence_reference\x18\x05 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x11evidenceReference\"J\n" +
@@ -5397,13 +5336,7 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"%REJECTION_REASON_MANIFESTLY_UNFOUNDED\x10\x02\x12\x1e\n" +
 	"\x1aREJECTION_REASON_EXCESSIVE\x10\x03\x12\x1e\n" +
 	"\x1aREJECTION_REASON_EXEMPTION\x10\x04\x12 \n" +
-	"\x18REJECTION_REASON_NO_DATA\x10\x05\x1a\x02\b\x01*\xca\x01\n" +
-	"\x12VerificationMethod\x12#\n" +
-	"\x1fVERIFICATION_METHOD_UNSPECIFIED\x10\x00\x12\"\n" +
-	"\x1eVERIFICATION_METHOD_EMAIL_CODE\x10\x01\x12 \n" +
-	"\x1cVERIFICATION_METHOD_SMS_CODE\x10\x02\x12)\n" +
-	"%VERIFICATION_METHOD_LOGIN_ATTESTATION\x10\x03\x12\x1e\n" +
-	"\x1aVERIFICATION_METHOD_MANUAL\x10\x04*\x8f\x01\n" +
+	"\x18REJECTION_REASON_NO_DATA\x10\x05\x1a\x02\b\x01*\x8f\x01\n" +
 	"\n" +
 	"FanoutStep\x12\x1b\n" +
 	"\x17FANOUT_STEP_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -5449,82 +5382,82 @@ func file_lethe_dsar_v1_dsar_proto_rawDescGZIP() []byte {
 	return file_lethe_dsar_v1_dsar_proto_rawDescData
 }
 
-var file_lethe_dsar_v1_dsar_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_lethe_dsar_v1_dsar_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_lethe_dsar_v1_dsar_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_lethe_dsar_v1_dsar_proto_goTypes = []any{
 	(RequestType)(0),                  // 0: lethe.dsar.v1.RequestType
 	(RequestState)(0),                 // 1: lethe.dsar.v1.RequestState
 	(RequesterKind)(0),                // 2: lethe.dsar.v1.RequesterKind
 	(RejectionReason)(0),              // 3: lethe.dsar.v1.RejectionReason
-	(VerificationMethod)(0),           // 4: lethe.dsar.v1.VerificationMethod
-	(FanoutStep)(0),                   // 5: lethe.dsar.v1.FanoutStep
-	(DeadlineFilter)(0),               // 6: lethe.dsar.v1.DeadlineFilter
-	(*Requester)(nil),                 // 7: lethe.dsar.v1.Requester
-	(*Correction)(nil),                // 8: lethe.dsar.v1.Correction
-	(*AccessDetails)(nil),             // 9: lethe.dsar.v1.AccessDetails
-	(*RectificationDetails)(nil),      // 10: lethe.dsar.v1.RectificationDetails
-	(*ErasureDetails)(nil),            // 11: lethe.dsar.v1.ErasureDetails
-	(*RestrictionDetails)(nil),        // 12: lethe.dsar.v1.RestrictionDetails
-	(*PortabilityDetails)(nil),        // 13: lethe.dsar.v1.PortabilityDetails
-	(*ObjectionDetails)(nil),          // 14: lethe.dsar.v1.ObjectionDetails
-	(*WithdrawalDetails)(nil),         // 15: lethe.dsar.v1.WithdrawalDetails
-	(*AutomatedDecisionDetails)(nil),  // 16: lethe.dsar.v1.AutomatedDecisionDetails
-	(*Rejection)(nil),                 // 17: lethe.dsar.v1.Rejection
-	(*Remedies)(nil),                  // 18: lethe.dsar.v1.Remedies
-	(*Extension)(nil),                 // 19: lethe.dsar.v1.Extension
-	(*Deadline)(nil),                  // 20: lethe.dsar.v1.Deadline
-	(*Verification)(nil),              // 21: lethe.dsar.v1.Verification
-	(*Transition)(nil),                // 22: lethe.dsar.v1.Transition
-	(*HeldCategory)(nil),              // 23: lethe.dsar.v1.HeldCategory
-	(*Task)(nil),                      // 24: lethe.dsar.v1.Task
-	(*Result)(nil),                    // 25: lethe.dsar.v1.Result
-	(*Review)(nil),                    // 26: lethe.dsar.v1.Review
-	(*PackageInfo)(nil),               // 27: lethe.dsar.v1.PackageInfo
-	(*FanoutProblem)(nil),             // 28: lethe.dsar.v1.FanoutProblem
-	(*Request)(nil),                   // 29: lethe.dsar.v1.Request
-	(*CreateRequestRequest)(nil),      // 30: lethe.dsar.v1.CreateRequestRequest
-	(*CreateRequestResponse)(nil),     // 31: lethe.dsar.v1.CreateRequestResponse
-	(*GetRequestRequest)(nil),         // 32: lethe.dsar.v1.GetRequestRequest
-	(*GetRequestResponse)(nil),        // 33: lethe.dsar.v1.GetRequestResponse
-	(*ListRequestsRequest)(nil),       // 34: lethe.dsar.v1.ListRequestsRequest
-	(*ListRequestsResponse)(nil),      // 35: lethe.dsar.v1.ListRequestsResponse
-	(*StartVerificationRequest)(nil),  // 36: lethe.dsar.v1.StartVerificationRequest
-	(*StartVerificationResponse)(nil), // 37: lethe.dsar.v1.StartVerificationResponse
-	(*VerifyIdentityRequest)(nil),     // 38: lethe.dsar.v1.VerifyIdentityRequest
-	(*VerifyIdentityResponse)(nil),    // 39: lethe.dsar.v1.VerifyIdentityResponse
-	(*AttestIdentityRequest)(nil),     // 40: lethe.dsar.v1.AttestIdentityRequest
-	(*AttestIdentityResponse)(nil),    // 41: lethe.dsar.v1.AttestIdentityResponse
-	(*ExtendDeadlineRequest)(nil),     // 42: lethe.dsar.v1.ExtendDeadlineRequest
-	(*ExtendDeadlineResponse)(nil),    // 43: lethe.dsar.v1.ExtendDeadlineResponse
-	(*RejectRequestRequest)(nil),      // 44: lethe.dsar.v1.RejectRequestRequest
-	(*RejectRequestResponse)(nil),     // 45: lethe.dsar.v1.RejectRequestResponse
-	(*CancelRequestRequest)(nil),      // 46: lethe.dsar.v1.CancelRequestRequest
-	(*CancelRequestResponse)(nil),     // 47: lethe.dsar.v1.CancelRequestResponse
-	(*CompleteTaskRequest)(nil),       // 48: lethe.dsar.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),      // 49: lethe.dsar.v1.CompleteTaskResponse
-	(*RecordReviewRequest)(nil),       // 50: lethe.dsar.v1.RecordReviewRequest
-	(*RecordReviewResponse)(nil),      // 51: lethe.dsar.v1.RecordReviewResponse
-	(*GetIdentifiersRequest)(nil),     // 52: lethe.dsar.v1.GetIdentifiersRequest
-	(*GetIdentifiersResponse)(nil),    // 53: lethe.dsar.v1.GetIdentifiersResponse
-	(*SubmittedRecord)(nil),           // 54: lethe.dsar.v1.SubmittedRecord
-	(*SubmissionHeader)(nil),          // 55: lethe.dsar.v1.SubmissionHeader
-	(*SubmitDataRequest)(nil),         // 56: lethe.dsar.v1.SubmitDataRequest
-	(*SubmitDataResponse)(nil),        // 57: lethe.dsar.v1.SubmitDataResponse
-	(*DownloadPackageRequest)(nil),    // 58: lethe.dsar.v1.DownloadPackageRequest
-	(*DownloadPackageResponse)(nil),   // 59: lethe.dsar.v1.DownloadPackageResponse
-	(*ConfirmDeliveryRequest)(nil),    // 60: lethe.dsar.v1.ConfirmDeliveryRequest
-	(*ConfirmDeliveryResponse)(nil),   // 61: lethe.dsar.v1.ConfirmDeliveryResponse
-	(*GetReceiptRequest)(nil),         // 62: lethe.dsar.v1.GetReceiptRequest
-	(*ReceiptEntry)(nil),              // 63: lethe.dsar.v1.ReceiptEntry
-	(*Receipt)(nil),                   // 64: lethe.dsar.v1.Receipt
-	(*GetReceiptResponse)(nil),        // 65: lethe.dsar.v1.GetReceiptResponse
-	(*v1.DataCategory)(nil),           // 66: lethe.common.v1.DataCategory
-	(v11.ErasureAction)(0),            // 67: lethe.events.v1.ErasureAction
-	(v11.RestrictionGround)(0),        // 68: lethe.events.v1.RestrictionGround
-	(v11.ObjectionScope)(0),           // 69: lethe.events.v1.ObjectionScope
-	(*v12.SupervisoryAuthority)(nil),  // 70: lethe.registry.v1.SupervisoryAuthority
-	(*timestamppb.Timestamp)(nil),     // 71: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 72: google.protobuf.Duration
+	(FanoutStep)(0),                   // 4: lethe.dsar.v1.FanoutStep
+	(DeadlineFilter)(0),               // 5: lethe.dsar.v1.DeadlineFilter
+	(*Requester)(nil),                 // 6: lethe.dsar.v1.Requester
+	(*Correction)(nil),                // 7: lethe.dsar.v1.Correction
+	(*AccessDetails)(nil),             // 8: lethe.dsar.v1.AccessDetails
+	(*RectificationDetails)(nil),      // 9: lethe.dsar.v1.RectificationDetails
+	(*ErasureDetails)(nil),            // 10: lethe.dsar.v1.ErasureDetails
+	(*RestrictionDetails)(nil),        // 11: lethe.dsar.v1.RestrictionDetails
+	(*PortabilityDetails)(nil),        // 12: lethe.dsar.v1.PortabilityDetails
+	(*ObjectionDetails)(nil),          // 13: lethe.dsar.v1.ObjectionDetails
+	(*WithdrawalDetails)(nil),         // 14: lethe.dsar.v1.WithdrawalDetails
+	(*AutomatedDecisionDetails)(nil),  // 15: lethe.dsar.v1.AutomatedDecisionDetails
+	(*Rejection)(nil),                 // 16: lethe.dsar.v1.Rejection
+	(*Remedies)(nil),                  // 17: lethe.dsar.v1.Remedies
+	(*Extension)(nil),                 // 18: lethe.dsar.v1.Extension
+	(*Deadline)(nil),                  // 19: lethe.dsar.v1.Deadline
+	(*Verification)(nil),              // 20: lethe.dsar.v1.Verification
+	(*Transition)(nil),                // 21: lethe.dsar.v1.Transition
+	(*HeldCategory)(nil),              // 22: lethe.dsar.v1.HeldCategory
+	(*Task)(nil),                      // 23: lethe.dsar.v1.Task
+	(*Result)(nil),                    // 24: lethe.dsar.v1.Result
+	(*Review)(nil),                    // 25: lethe.dsar.v1.Review
+	(*PackageInfo)(nil),               // 26: lethe.dsar.v1.PackageInfo
+	(*FanoutProblem)(nil),             // 27: lethe.dsar.v1.FanoutProblem
+	(*Request)(nil),                   // 28: lethe.dsar.v1.Request
+	(*CreateRequestRequest)(nil),      // 29: lethe.dsar.v1.CreateRequestRequest
+	(*CreateRequestResponse)(nil),     // 30: lethe.dsar.v1.CreateRequestResponse
+	(*GetRequestRequest)(nil),         // 31: lethe.dsar.v1.GetRequestRequest
+	(*GetRequestResponse)(nil),        // 32: lethe.dsar.v1.GetRequestResponse
+	(*ListRequestsRequest)(nil),       // 33: lethe.dsar.v1.ListRequestsRequest
+	(*ListRequestsResponse)(nil),      // 34: lethe.dsar.v1.ListRequestsResponse
+	(*StartVerificationRequest)(nil),  // 35: lethe.dsar.v1.StartVerificationRequest
+	(*StartVerificationResponse)(nil), // 36: lethe.dsar.v1.StartVerificationResponse
+	(*VerifyIdentityRequest)(nil),     // 37: lethe.dsar.v1.VerifyIdentityRequest
+	(*VerifyIdentityResponse)(nil),    // 38: lethe.dsar.v1.VerifyIdentityResponse
+	(*AttestIdentityRequest)(nil),     // 39: lethe.dsar.v1.AttestIdentityRequest
+	(*AttestIdentityResponse)(nil),    // 40: lethe.dsar.v1.AttestIdentityResponse
+	(*ExtendDeadlineRequest)(nil),     // 41: lethe.dsar.v1.ExtendDeadlineRequest
+	(*ExtendDeadlineResponse)(nil),    // 42: lethe.dsar.v1.ExtendDeadlineResponse
+	(*RejectRequestRequest)(nil),      // 43: lethe.dsar.v1.RejectRequestRequest
+	(*RejectRequestResponse)(nil),     // 44: lethe.dsar.v1.RejectRequestResponse
+	(*CancelRequestRequest)(nil),      // 45: lethe.dsar.v1.CancelRequestRequest
+	(*CancelRequestResponse)(nil),     // 46: lethe.dsar.v1.CancelRequestResponse
+	(*CompleteTaskRequest)(nil),       // 47: lethe.dsar.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),      // 48: lethe.dsar.v1.CompleteTaskResponse
+	(*RecordReviewRequest)(nil),       // 49: lethe.dsar.v1.RecordReviewRequest
+	(*RecordReviewResponse)(nil),      // 50: lethe.dsar.v1.RecordReviewResponse
+	(*GetIdentifiersRequest)(nil),     // 51: lethe.dsar.v1.GetIdentifiersRequest
+	(*GetIdentifiersResponse)(nil),    // 52: lethe.dsar.v1.GetIdentifiersResponse
+	(*SubmittedRecord)(nil),           // 53: lethe.dsar.v1.SubmittedRecord
+	(*SubmissionHeader)(nil),          // 54: lethe.dsar.v1.SubmissionHeader
+	(*SubmitDataRequest)(nil),         // 55: lethe.dsar.v1.SubmitDataRequest
+	(*SubmitDataResponse)(nil),        // 56: lethe.dsar.v1.SubmitDataResponse
+	(*DownloadPackageRequest)(nil),    // 57: lethe.dsar.v1.DownloadPackageRequest
+	(*DownloadPackageResponse)(nil),   // 58: lethe.dsar.v1.DownloadPackageResponse
+	(*ConfirmDeliveryRequest)(nil),    // 59: lethe.dsar.v1.ConfirmDeliveryRequest
+	(*ConfirmDeliveryResponse)(nil),   // 60: lethe.dsar.v1.ConfirmDeliveryResponse
+	(*GetReceiptRequest)(nil),         // 61: lethe.dsar.v1.GetReceiptRequest
+	(*ReceiptEntry)(nil),              // 62: lethe.dsar.v1.ReceiptEntry
+	(*Receipt)(nil),                   // 63: lethe.dsar.v1.Receipt
+	(*GetReceiptResponse)(nil),        // 64: lethe.dsar.v1.GetReceiptResponse
+	(*v1.DataCategory)(nil),           // 65: lethe.common.v1.DataCategory
+	(v11.ErasureAction)(0),            // 66: lethe.events.v1.ErasureAction
+	(v11.RestrictionGround)(0),        // 67: lethe.events.v1.RestrictionGround
+	(v11.ObjectionScope)(0),           // 68: lethe.events.v1.ObjectionScope
+	(*v12.SupervisoryAuthority)(nil),  // 69: lethe.registry.v1.SupervisoryAuthority
+	(*timestamppb.Timestamp)(nil),     // 70: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 71: google.protobuf.Duration
+	(v1.VerificationMethod)(0),        // 72: lethe.common.v1.VerificationMethod
 	(v1.AnswerMode)(0),                // 73: lethe.common.v1.AnswerMode
 	(v1.TaskState)(0),                 // 74: lethe.common.v1.TaskState
 	(v11.OutcomeKind)(0),              // 75: lethe.events.v1.OutcomeKind
@@ -5536,151 +5469,151 @@ var file_lethe_dsar_v1_dsar_proto_goTypes = []any{
 }
 var file_lethe_dsar_v1_dsar_proto_depIdxs = []int32{
 	2,   // 0: lethe.dsar.v1.Requester.kind:type_name -> lethe.dsar.v1.RequesterKind
-	66,  // 1: lethe.dsar.v1.Correction.category:type_name -> lethe.common.v1.DataCategory
-	66,  // 2: lethe.dsar.v1.AccessDetails.categories:type_name -> lethe.common.v1.DataCategory
-	8,   // 3: lethe.dsar.v1.RectificationDetails.corrections:type_name -> lethe.dsar.v1.Correction
-	66,  // 4: lethe.dsar.v1.ErasureDetails.categories:type_name -> lethe.common.v1.DataCategory
-	67,  // 5: lethe.dsar.v1.ErasureDetails.action:type_name -> lethe.events.v1.ErasureAction
-	68,  // 6: lethe.dsar.v1.RestrictionDetails.ground:type_name -> lethe.events.v1.RestrictionGround
-	66,  // 7: lethe.dsar.v1.PortabilityDetails.categories:type_name -> lethe.common.v1.DataCategory
-	69,  // 8: lethe.dsar.v1.ObjectionDetails.scope:type_name -> lethe.events.v1.ObjectionScope
+	65,  // 1: lethe.dsar.v1.Correction.category:type_name -> lethe.common.v1.DataCategory
+	65,  // 2: lethe.dsar.v1.AccessDetails.categories:type_name -> lethe.common.v1.DataCategory
+	7,   // 3: lethe.dsar.v1.RectificationDetails.corrections:type_name -> lethe.dsar.v1.Correction
+	65,  // 4: lethe.dsar.v1.ErasureDetails.categories:type_name -> lethe.common.v1.DataCategory
+	66,  // 5: lethe.dsar.v1.ErasureDetails.action:type_name -> lethe.events.v1.ErasureAction
+	67,  // 6: lethe.dsar.v1.RestrictionDetails.ground:type_name -> lethe.events.v1.RestrictionGround
+	65,  // 7: lethe.dsar.v1.PortabilityDetails.categories:type_name -> lethe.common.v1.DataCategory
+	68,  // 8: lethe.dsar.v1.ObjectionDetails.scope:type_name -> lethe.events.v1.ObjectionScope
 	3,   // 9: lethe.dsar.v1.Rejection.reason:type_name -> lethe.dsar.v1.RejectionReason
-	18,  // 10: lethe.dsar.v1.Rejection.remedies:type_name -> lethe.dsar.v1.Remedies
-	70,  // 11: lethe.dsar.v1.Remedies.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
-	71,  // 12: lethe.dsar.v1.Extension.granted_at:type_name -> google.protobuf.Timestamp
-	71,  // 13: lethe.dsar.v1.Deadline.received_at:type_name -> google.protobuf.Timestamp
-	71,  // 14: lethe.dsar.v1.Deadline.statutory_due_at:type_name -> google.protobuf.Timestamp
-	71,  // 15: lethe.dsar.v1.Deadline.sla_due_at:type_name -> google.protobuf.Timestamp
-	72,  // 16: lethe.dsar.v1.Deadline.sla:type_name -> google.protobuf.Duration
-	71,  // 17: lethe.dsar.v1.Deadline.paused_since:type_name -> google.protobuf.Timestamp
-	72,  // 18: lethe.dsar.v1.Deadline.paused:type_name -> google.protobuf.Duration
-	19,  // 19: lethe.dsar.v1.Deadline.extension:type_name -> lethe.dsar.v1.Extension
-	71,  // 20: lethe.dsar.v1.Deadline.entered_at:type_name -> google.protobuf.Timestamp
-	4,   // 21: lethe.dsar.v1.Verification.method:type_name -> lethe.dsar.v1.VerificationMethod
-	71,  // 22: lethe.dsar.v1.Verification.verified_at:type_name -> google.protobuf.Timestamp
-	71,  // 23: lethe.dsar.v1.Verification.code_expires_at:type_name -> google.protobuf.Timestamp
+	17,  // 10: lethe.dsar.v1.Rejection.remedies:type_name -> lethe.dsar.v1.Remedies
+	69,  // 11: lethe.dsar.v1.Remedies.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
+	70,  // 12: lethe.dsar.v1.Extension.granted_at:type_name -> google.protobuf.Timestamp
+	70,  // 13: lethe.dsar.v1.Deadline.received_at:type_name -> google.protobuf.Timestamp
+	70,  // 14: lethe.dsar.v1.Deadline.statutory_due_at:type_name -> google.protobuf.Timestamp
+	70,  // 15: lethe.dsar.v1.Deadline.sla_due_at:type_name -> google.protobuf.Timestamp
+	71,  // 16: lethe.dsar.v1.Deadline.sla:type_name -> google.protobuf.Duration
+	70,  // 17: lethe.dsar.v1.Deadline.paused_since:type_name -> google.protobuf.Timestamp
+	71,  // 18: lethe.dsar.v1.Deadline.paused:type_name -> google.protobuf.Duration
+	18,  // 19: lethe.dsar.v1.Deadline.extension:type_name -> lethe.dsar.v1.Extension
+	70,  // 20: lethe.dsar.v1.Deadline.entered_at:type_name -> google.protobuf.Timestamp
+	72,  // 21: lethe.dsar.v1.Verification.method:type_name -> lethe.common.v1.VerificationMethod
+	70,  // 22: lethe.dsar.v1.Verification.verified_at:type_name -> google.protobuf.Timestamp
+	70,  // 23: lethe.dsar.v1.Verification.code_expires_at:type_name -> google.protobuf.Timestamp
 	1,   // 24: lethe.dsar.v1.Transition.from:type_name -> lethe.dsar.v1.RequestState
 	1,   // 25: lethe.dsar.v1.Transition.to:type_name -> lethe.dsar.v1.RequestState
-	71,  // 26: lethe.dsar.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	66,  // 27: lethe.dsar.v1.HeldCategory.category:type_name -> lethe.common.v1.DataCategory
-	71,  // 28: lethe.dsar.v1.HeldCategory.until:type_name -> google.protobuf.Timestamp
+	70,  // 26: lethe.dsar.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	65,  // 27: lethe.dsar.v1.HeldCategory.category:type_name -> lethe.common.v1.DataCategory
+	70,  // 28: lethe.dsar.v1.HeldCategory.until:type_name -> google.protobuf.Timestamp
 	73,  // 29: lethe.dsar.v1.Task.answer_mode:type_name -> lethe.common.v1.AnswerMode
 	74,  // 30: lethe.dsar.v1.Task.state:type_name -> lethe.common.v1.TaskState
 	75,  // 31: lethe.dsar.v1.Task.outcome:type_name -> lethe.events.v1.OutcomeKind
 	76,  // 32: lethe.dsar.v1.Task.retained:type_name -> lethe.events.v1.Retention
-	71,  // 33: lethe.dsar.v1.Task.answered_at:type_name -> google.protobuf.Timestamp
-	23,  // 34: lethe.dsar.v1.Task.held:type_name -> lethe.dsar.v1.HeldCategory
-	24,  // 35: lethe.dsar.v1.Result.tasks:type_name -> lethe.dsar.v1.Task
+	70,  // 33: lethe.dsar.v1.Task.answered_at:type_name -> google.protobuf.Timestamp
+	22,  // 34: lethe.dsar.v1.Task.held:type_name -> lethe.dsar.v1.HeldCategory
+	23,  // 35: lethe.dsar.v1.Result.tasks:type_name -> lethe.dsar.v1.Task
 	76,  // 36: lethe.dsar.v1.Result.retained:type_name -> lethe.events.v1.Retention
-	23,  // 37: lethe.dsar.v1.Result.held:type_name -> lethe.dsar.v1.HeldCategory
-	71,  // 38: lethe.dsar.v1.Review.reviewed_at:type_name -> google.protobuf.Timestamp
-	71,  // 39: lethe.dsar.v1.PackageInfo.assembled_at:type_name -> google.protobuf.Timestamp
-	71,  // 40: lethe.dsar.v1.PackageInfo.available_until:type_name -> google.protobuf.Timestamp
-	5,   // 41: lethe.dsar.v1.FanoutProblem.step:type_name -> lethe.dsar.v1.FanoutStep
-	71,  // 42: lethe.dsar.v1.FanoutProblem.first_failed_at:type_name -> google.protobuf.Timestamp
-	71,  // 43: lethe.dsar.v1.FanoutProblem.last_failed_at:type_name -> google.protobuf.Timestamp
+	22,  // 37: lethe.dsar.v1.Result.held:type_name -> lethe.dsar.v1.HeldCategory
+	70,  // 38: lethe.dsar.v1.Review.reviewed_at:type_name -> google.protobuf.Timestamp
+	70,  // 39: lethe.dsar.v1.PackageInfo.assembled_at:type_name -> google.protobuf.Timestamp
+	70,  // 40: lethe.dsar.v1.PackageInfo.available_until:type_name -> google.protobuf.Timestamp
+	4,   // 41: lethe.dsar.v1.FanoutProblem.step:type_name -> lethe.dsar.v1.FanoutStep
+	70,  // 42: lethe.dsar.v1.FanoutProblem.first_failed_at:type_name -> google.protobuf.Timestamp
+	70,  // 43: lethe.dsar.v1.FanoutProblem.last_failed_at:type_name -> google.protobuf.Timestamp
 	0,   // 44: lethe.dsar.v1.Request.type:type_name -> lethe.dsar.v1.RequestType
 	1,   // 45: lethe.dsar.v1.Request.state:type_name -> lethe.dsar.v1.RequestState
-	7,   // 46: lethe.dsar.v1.Request.requester:type_name -> lethe.dsar.v1.Requester
+	6,   // 46: lethe.dsar.v1.Request.requester:type_name -> lethe.dsar.v1.Requester
 	77,  // 47: lethe.dsar.v1.Request.identifier_types:type_name -> lethe.common.v1.IdentifierType
-	9,   // 48: lethe.dsar.v1.Request.access:type_name -> lethe.dsar.v1.AccessDetails
-	10,  // 49: lethe.dsar.v1.Request.rectification:type_name -> lethe.dsar.v1.RectificationDetails
-	11,  // 50: lethe.dsar.v1.Request.erasure:type_name -> lethe.dsar.v1.ErasureDetails
-	12,  // 51: lethe.dsar.v1.Request.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
-	13,  // 52: lethe.dsar.v1.Request.portability:type_name -> lethe.dsar.v1.PortabilityDetails
-	14,  // 53: lethe.dsar.v1.Request.objection:type_name -> lethe.dsar.v1.ObjectionDetails
-	15,  // 54: lethe.dsar.v1.Request.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
-	16,  // 55: lethe.dsar.v1.Request.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
-	20,  // 56: lethe.dsar.v1.Request.deadline:type_name -> lethe.dsar.v1.Deadline
-	21,  // 57: lethe.dsar.v1.Request.verification:type_name -> lethe.dsar.v1.Verification
-	22,  // 58: lethe.dsar.v1.Request.history:type_name -> lethe.dsar.v1.Transition
-	17,  // 59: lethe.dsar.v1.Request.rejection:type_name -> lethe.dsar.v1.Rejection
-	25,  // 60: lethe.dsar.v1.Request.result:type_name -> lethe.dsar.v1.Result
-	26,  // 61: lethe.dsar.v1.Request.review:type_name -> lethe.dsar.v1.Review
-	27,  // 62: lethe.dsar.v1.Request.package:type_name -> lethe.dsar.v1.PackageInfo
+	8,   // 48: lethe.dsar.v1.Request.access:type_name -> lethe.dsar.v1.AccessDetails
+	9,   // 49: lethe.dsar.v1.Request.rectification:type_name -> lethe.dsar.v1.RectificationDetails
+	10,  // 50: lethe.dsar.v1.Request.erasure:type_name -> lethe.dsar.v1.ErasureDetails
+	11,  // 51: lethe.dsar.v1.Request.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
+	12,  // 52: lethe.dsar.v1.Request.portability:type_name -> lethe.dsar.v1.PortabilityDetails
+	13,  // 53: lethe.dsar.v1.Request.objection:type_name -> lethe.dsar.v1.ObjectionDetails
+	14,  // 54: lethe.dsar.v1.Request.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
+	15,  // 55: lethe.dsar.v1.Request.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
+	19,  // 56: lethe.dsar.v1.Request.deadline:type_name -> lethe.dsar.v1.Deadline
+	20,  // 57: lethe.dsar.v1.Request.verification:type_name -> lethe.dsar.v1.Verification
+	21,  // 58: lethe.dsar.v1.Request.history:type_name -> lethe.dsar.v1.Transition
+	16,  // 59: lethe.dsar.v1.Request.rejection:type_name -> lethe.dsar.v1.Rejection
+	24,  // 60: lethe.dsar.v1.Request.result:type_name -> lethe.dsar.v1.Result
+	25,  // 61: lethe.dsar.v1.Request.review:type_name -> lethe.dsar.v1.Review
+	26,  // 62: lethe.dsar.v1.Request.package:type_name -> lethe.dsar.v1.PackageInfo
 	78,  // 63: lethe.dsar.v1.Request.consent_causes:type_name -> lethe.common.v1.Cause
-	71,  // 64: lethe.dsar.v1.Request.closed_at:type_name -> google.protobuf.Timestamp
-	28,  // 65: lethe.dsar.v1.Request.fanout_problem:type_name -> lethe.dsar.v1.FanoutProblem
-	7,   // 66: lethe.dsar.v1.CreateRequestRequest.requester:type_name -> lethe.dsar.v1.Requester
+	70,  // 64: lethe.dsar.v1.Request.closed_at:type_name -> google.protobuf.Timestamp
+	27,  // 65: lethe.dsar.v1.Request.fanout_problem:type_name -> lethe.dsar.v1.FanoutProblem
+	6,   // 66: lethe.dsar.v1.CreateRequestRequest.requester:type_name -> lethe.dsar.v1.Requester
 	79,  // 67: lethe.dsar.v1.CreateRequestRequest.identifiers:type_name -> lethe.common.v1.Identifier
-	9,   // 68: lethe.dsar.v1.CreateRequestRequest.access:type_name -> lethe.dsar.v1.AccessDetails
-	10,  // 69: lethe.dsar.v1.CreateRequestRequest.rectification:type_name -> lethe.dsar.v1.RectificationDetails
-	11,  // 70: lethe.dsar.v1.CreateRequestRequest.erasure:type_name -> lethe.dsar.v1.ErasureDetails
-	12,  // 71: lethe.dsar.v1.CreateRequestRequest.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
-	13,  // 72: lethe.dsar.v1.CreateRequestRequest.portability:type_name -> lethe.dsar.v1.PortabilityDetails
-	14,  // 73: lethe.dsar.v1.CreateRequestRequest.objection:type_name -> lethe.dsar.v1.ObjectionDetails
-	15,  // 74: lethe.dsar.v1.CreateRequestRequest.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
-	16,  // 75: lethe.dsar.v1.CreateRequestRequest.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
-	71,  // 76: lethe.dsar.v1.CreateRequestRequest.received_at:type_name -> google.protobuf.Timestamp
-	29,  // 77: lethe.dsar.v1.CreateRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	29,  // 78: lethe.dsar.v1.GetRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	8,   // 68: lethe.dsar.v1.CreateRequestRequest.access:type_name -> lethe.dsar.v1.AccessDetails
+	9,   // 69: lethe.dsar.v1.CreateRequestRequest.rectification:type_name -> lethe.dsar.v1.RectificationDetails
+	10,  // 70: lethe.dsar.v1.CreateRequestRequest.erasure:type_name -> lethe.dsar.v1.ErasureDetails
+	11,  // 71: lethe.dsar.v1.CreateRequestRequest.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
+	12,  // 72: lethe.dsar.v1.CreateRequestRequest.portability:type_name -> lethe.dsar.v1.PortabilityDetails
+	13,  // 73: lethe.dsar.v1.CreateRequestRequest.objection:type_name -> lethe.dsar.v1.ObjectionDetails
+	14,  // 74: lethe.dsar.v1.CreateRequestRequest.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
+	15,  // 75: lethe.dsar.v1.CreateRequestRequest.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
+	70,  // 76: lethe.dsar.v1.CreateRequestRequest.received_at:type_name -> google.protobuf.Timestamp
+	28,  // 77: lethe.dsar.v1.CreateRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 78: lethe.dsar.v1.GetRequestResponse.request:type_name -> lethe.dsar.v1.Request
 	1,   // 79: lethe.dsar.v1.ListRequestsRequest.states:type_name -> lethe.dsar.v1.RequestState
-	6,   // 80: lethe.dsar.v1.ListRequestsRequest.deadline:type_name -> lethe.dsar.v1.DeadlineFilter
-	72,  // 81: lethe.dsar.v1.ListRequestsRequest.due_within:type_name -> google.protobuf.Duration
-	71,  // 82: lethe.dsar.v1.ListRequestsRequest.as_of:type_name -> google.protobuf.Timestamp
-	29,  // 83: lethe.dsar.v1.ListRequestsResponse.requests:type_name -> lethe.dsar.v1.Request
-	4,   // 84: lethe.dsar.v1.StartVerificationResponse.method:type_name -> lethe.dsar.v1.VerificationMethod
-	71,  // 85: lethe.dsar.v1.StartVerificationResponse.expires_at:type_name -> google.protobuf.Timestamp
-	29,  // 86: lethe.dsar.v1.VerifyIdentityResponse.request:type_name -> lethe.dsar.v1.Request
-	4,   // 87: lethe.dsar.v1.AttestIdentityRequest.method:type_name -> lethe.dsar.v1.VerificationMethod
-	29,  // 88: lethe.dsar.v1.AttestIdentityResponse.request:type_name -> lethe.dsar.v1.Request
-	29,  // 89: lethe.dsar.v1.ExtendDeadlineResponse.request:type_name -> lethe.dsar.v1.Request
+	5,   // 80: lethe.dsar.v1.ListRequestsRequest.deadline:type_name -> lethe.dsar.v1.DeadlineFilter
+	71,  // 81: lethe.dsar.v1.ListRequestsRequest.due_within:type_name -> google.protobuf.Duration
+	70,  // 82: lethe.dsar.v1.ListRequestsRequest.as_of:type_name -> google.protobuf.Timestamp
+	28,  // 83: lethe.dsar.v1.ListRequestsResponse.requests:type_name -> lethe.dsar.v1.Request
+	72,  // 84: lethe.dsar.v1.StartVerificationResponse.method:type_name -> lethe.common.v1.VerificationMethod
+	70,  // 85: lethe.dsar.v1.StartVerificationResponse.expires_at:type_name -> google.protobuf.Timestamp
+	28,  // 86: lethe.dsar.v1.VerifyIdentityResponse.request:type_name -> lethe.dsar.v1.Request
+	72,  // 87: lethe.dsar.v1.AttestIdentityRequest.method:type_name -> lethe.common.v1.VerificationMethod
+	28,  // 88: lethe.dsar.v1.AttestIdentityResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 89: lethe.dsar.v1.ExtendDeadlineResponse.request:type_name -> lethe.dsar.v1.Request
 	3,   // 90: lethe.dsar.v1.RejectRequestRequest.reason:type_name -> lethe.dsar.v1.RejectionReason
-	29,  // 91: lethe.dsar.v1.RejectRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	29,  // 92: lethe.dsar.v1.CancelRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 91: lethe.dsar.v1.RejectRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 92: lethe.dsar.v1.CancelRequestResponse.request:type_name -> lethe.dsar.v1.Request
 	75,  // 93: lethe.dsar.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
 	76,  // 94: lethe.dsar.v1.CompleteTaskRequest.retained:type_name -> lethe.events.v1.Retention
-	29,  // 95: lethe.dsar.v1.CompleteTaskResponse.request:type_name -> lethe.dsar.v1.Request
-	29,  // 96: lethe.dsar.v1.RecordReviewResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 95: lethe.dsar.v1.CompleteTaskResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 96: lethe.dsar.v1.RecordReviewResponse.request:type_name -> lethe.dsar.v1.Request
 	79,  // 97: lethe.dsar.v1.GetIdentifiersResponse.identifiers:type_name -> lethe.common.v1.Identifier
-	8,   // 98: lethe.dsar.v1.GetIdentifiersResponse.corrections:type_name -> lethe.dsar.v1.Correction
-	66,  // 99: lethe.dsar.v1.SubmittedRecord.category:type_name -> lethe.common.v1.DataCategory
+	7,   // 98: lethe.dsar.v1.GetIdentifiersResponse.corrections:type_name -> lethe.dsar.v1.Correction
+	65,  // 99: lethe.dsar.v1.SubmittedRecord.category:type_name -> lethe.common.v1.DataCategory
 	80,  // 100: lethe.dsar.v1.SubmittedRecord.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	55,  // 101: lethe.dsar.v1.SubmitDataRequest.header:type_name -> lethe.dsar.v1.SubmissionHeader
-	54,  // 102: lethe.dsar.v1.SubmitDataRequest.record:type_name -> lethe.dsar.v1.SubmittedRecord
-	27,  // 103: lethe.dsar.v1.DownloadPackageResponse.info:type_name -> lethe.dsar.v1.PackageInfo
-	29,  // 104: lethe.dsar.v1.ConfirmDeliveryResponse.request:type_name -> lethe.dsar.v1.Request
+	54,  // 101: lethe.dsar.v1.SubmitDataRequest.header:type_name -> lethe.dsar.v1.SubmissionHeader
+	53,  // 102: lethe.dsar.v1.SubmitDataRequest.record:type_name -> lethe.dsar.v1.SubmittedRecord
+	26,  // 103: lethe.dsar.v1.DownloadPackageResponse.info:type_name -> lethe.dsar.v1.PackageInfo
+	28,  // 104: lethe.dsar.v1.ConfirmDeliveryResponse.request:type_name -> lethe.dsar.v1.Request
 	75,  // 105: lethe.dsar.v1.ReceiptEntry.outcome:type_name -> lethe.events.v1.OutcomeKind
-	71,  // 106: lethe.dsar.v1.ReceiptEntry.answered_at:type_name -> google.protobuf.Timestamp
+	70,  // 106: lethe.dsar.v1.ReceiptEntry.answered_at:type_name -> google.protobuf.Timestamp
 	76,  // 107: lethe.dsar.v1.ReceiptEntry.retained:type_name -> lethe.events.v1.Retention
 	0,   // 108: lethe.dsar.v1.Receipt.type:type_name -> lethe.dsar.v1.RequestType
 	1,   // 109: lethe.dsar.v1.Receipt.state:type_name -> lethe.dsar.v1.RequestState
-	71,  // 110: lethe.dsar.v1.Receipt.received_at:type_name -> google.protobuf.Timestamp
-	71,  // 111: lethe.dsar.v1.Receipt.closed_at:type_name -> google.protobuf.Timestamp
-	63,  // 112: lethe.dsar.v1.Receipt.entries:type_name -> lethe.dsar.v1.ReceiptEntry
-	64,  // 113: lethe.dsar.v1.GetReceiptResponse.receipt:type_name -> lethe.dsar.v1.Receipt
-	30,  // 114: lethe.dsar.v1.DsarService.CreateRequest:input_type -> lethe.dsar.v1.CreateRequestRequest
-	32,  // 115: lethe.dsar.v1.DsarService.GetRequest:input_type -> lethe.dsar.v1.GetRequestRequest
-	34,  // 116: lethe.dsar.v1.DsarService.ListRequests:input_type -> lethe.dsar.v1.ListRequestsRequest
-	36,  // 117: lethe.dsar.v1.DsarService.StartVerification:input_type -> lethe.dsar.v1.StartVerificationRequest
-	38,  // 118: lethe.dsar.v1.DsarService.VerifyIdentity:input_type -> lethe.dsar.v1.VerifyIdentityRequest
-	40,  // 119: lethe.dsar.v1.DsarService.AttestIdentity:input_type -> lethe.dsar.v1.AttestIdentityRequest
-	42,  // 120: lethe.dsar.v1.DsarService.ExtendDeadline:input_type -> lethe.dsar.v1.ExtendDeadlineRequest
-	44,  // 121: lethe.dsar.v1.DsarService.RejectRequest:input_type -> lethe.dsar.v1.RejectRequestRequest
-	46,  // 122: lethe.dsar.v1.DsarService.CancelRequest:input_type -> lethe.dsar.v1.CancelRequestRequest
-	48,  // 123: lethe.dsar.v1.DsarService.CompleteTask:input_type -> lethe.dsar.v1.CompleteTaskRequest
-	50,  // 124: lethe.dsar.v1.DsarService.RecordReview:input_type -> lethe.dsar.v1.RecordReviewRequest
-	52,  // 125: lethe.dsar.v1.DsarService.GetIdentifiers:input_type -> lethe.dsar.v1.GetIdentifiersRequest
-	56,  // 126: lethe.dsar.v1.DsarService.SubmitData:input_type -> lethe.dsar.v1.SubmitDataRequest
-	58,  // 127: lethe.dsar.v1.DsarService.DownloadPackage:input_type -> lethe.dsar.v1.DownloadPackageRequest
-	60,  // 128: lethe.dsar.v1.DsarService.ConfirmDelivery:input_type -> lethe.dsar.v1.ConfirmDeliveryRequest
-	62,  // 129: lethe.dsar.v1.DsarService.GetReceipt:input_type -> lethe.dsar.v1.GetReceiptRequest
-	31,  // 130: lethe.dsar.v1.DsarService.CreateRequest:output_type -> lethe.dsar.v1.CreateRequestResponse
-	33,  // 131: lethe.dsar.v1.DsarService.GetRequest:output_type -> lethe.dsar.v1.GetRequestResponse
-	35,  // 132: lethe.dsar.v1.DsarService.ListRequests:output_type -> lethe.dsar.v1.ListRequestsResponse
-	37,  // 133: lethe.dsar.v1.DsarService.StartVerification:output_type -> lethe.dsar.v1.StartVerificationResponse
-	39,  // 134: lethe.dsar.v1.DsarService.VerifyIdentity:output_type -> lethe.dsar.v1.VerifyIdentityResponse
-	41,  // 135: lethe.dsar.v1.DsarService.AttestIdentity:output_type -> lethe.dsar.v1.AttestIdentityResponse
-	43,  // 136: lethe.dsar.v1.DsarService.ExtendDeadline:output_type -> lethe.dsar.v1.ExtendDeadlineResponse
-	45,  // 137: lethe.dsar.v1.DsarService.RejectRequest:output_type -> lethe.dsar.v1.RejectRequestResponse
-	47,  // 138: lethe.dsar.v1.DsarService.CancelRequest:output_type -> lethe.dsar.v1.CancelRequestResponse
-	49,  // 139: lethe.dsar.v1.DsarService.CompleteTask:output_type -> lethe.dsar.v1.CompleteTaskResponse
-	51,  // 140: lethe.dsar.v1.DsarService.RecordReview:output_type -> lethe.dsar.v1.RecordReviewResponse
-	53,  // 141: lethe.dsar.v1.DsarService.GetIdentifiers:output_type -> lethe.dsar.v1.GetIdentifiersResponse
-	57,  // 142: lethe.dsar.v1.DsarService.SubmitData:output_type -> lethe.dsar.v1.SubmitDataResponse
-	59,  // 143: lethe.dsar.v1.DsarService.DownloadPackage:output_type -> lethe.dsar.v1.DownloadPackageResponse
-	61,  // 144: lethe.dsar.v1.DsarService.ConfirmDelivery:output_type -> lethe.dsar.v1.ConfirmDeliveryResponse
-	65,  // 145: lethe.dsar.v1.DsarService.GetReceipt:output_type -> lethe.dsar.v1.GetReceiptResponse
+	70,  // 110: lethe.dsar.v1.Receipt.received_at:type_name -> google.protobuf.Timestamp
+	70,  // 111: lethe.dsar.v1.Receipt.closed_at:type_name -> google.protobuf.Timestamp
+	62,  // 112: lethe.dsar.v1.Receipt.entries:type_name -> lethe.dsar.v1.ReceiptEntry
+	63,  // 113: lethe.dsar.v1.GetReceiptResponse.receipt:type_name -> lethe.dsar.v1.Receipt
+	29,  // 114: lethe.dsar.v1.DsarService.CreateRequest:input_type -> lethe.dsar.v1.CreateRequestRequest
+	31,  // 115: lethe.dsar.v1.DsarService.GetRequest:input_type -> lethe.dsar.v1.GetRequestRequest
+	33,  // 116: lethe.dsar.v1.DsarService.ListRequests:input_type -> lethe.dsar.v1.ListRequestsRequest
+	35,  // 117: lethe.dsar.v1.DsarService.StartVerification:input_type -> lethe.dsar.v1.StartVerificationRequest
+	37,  // 118: lethe.dsar.v1.DsarService.VerifyIdentity:input_type -> lethe.dsar.v1.VerifyIdentityRequest
+	39,  // 119: lethe.dsar.v1.DsarService.AttestIdentity:input_type -> lethe.dsar.v1.AttestIdentityRequest
+	41,  // 120: lethe.dsar.v1.DsarService.ExtendDeadline:input_type -> lethe.dsar.v1.ExtendDeadlineRequest
+	43,  // 121: lethe.dsar.v1.DsarService.RejectRequest:input_type -> lethe.dsar.v1.RejectRequestRequest
+	45,  // 122: lethe.dsar.v1.DsarService.CancelRequest:input_type -> lethe.dsar.v1.CancelRequestRequest
+	47,  // 123: lethe.dsar.v1.DsarService.CompleteTask:input_type -> lethe.dsar.v1.CompleteTaskRequest
+	49,  // 124: lethe.dsar.v1.DsarService.RecordReview:input_type -> lethe.dsar.v1.RecordReviewRequest
+	51,  // 125: lethe.dsar.v1.DsarService.GetIdentifiers:input_type -> lethe.dsar.v1.GetIdentifiersRequest
+	55,  // 126: lethe.dsar.v1.DsarService.SubmitData:input_type -> lethe.dsar.v1.SubmitDataRequest
+	57,  // 127: lethe.dsar.v1.DsarService.DownloadPackage:input_type -> lethe.dsar.v1.DownloadPackageRequest
+	59,  // 128: lethe.dsar.v1.DsarService.ConfirmDelivery:input_type -> lethe.dsar.v1.ConfirmDeliveryRequest
+	61,  // 129: lethe.dsar.v1.DsarService.GetReceipt:input_type -> lethe.dsar.v1.GetReceiptRequest
+	30,  // 130: lethe.dsar.v1.DsarService.CreateRequest:output_type -> lethe.dsar.v1.CreateRequestResponse
+	32,  // 131: lethe.dsar.v1.DsarService.GetRequest:output_type -> lethe.dsar.v1.GetRequestResponse
+	34,  // 132: lethe.dsar.v1.DsarService.ListRequests:output_type -> lethe.dsar.v1.ListRequestsResponse
+	36,  // 133: lethe.dsar.v1.DsarService.StartVerification:output_type -> lethe.dsar.v1.StartVerificationResponse
+	38,  // 134: lethe.dsar.v1.DsarService.VerifyIdentity:output_type -> lethe.dsar.v1.VerifyIdentityResponse
+	40,  // 135: lethe.dsar.v1.DsarService.AttestIdentity:output_type -> lethe.dsar.v1.AttestIdentityResponse
+	42,  // 136: lethe.dsar.v1.DsarService.ExtendDeadline:output_type -> lethe.dsar.v1.ExtendDeadlineResponse
+	44,  // 137: lethe.dsar.v1.DsarService.RejectRequest:output_type -> lethe.dsar.v1.RejectRequestResponse
+	46,  // 138: lethe.dsar.v1.DsarService.CancelRequest:output_type -> lethe.dsar.v1.CancelRequestResponse
+	48,  // 139: lethe.dsar.v1.DsarService.CompleteTask:output_type -> lethe.dsar.v1.CompleteTaskResponse
+	50,  // 140: lethe.dsar.v1.DsarService.RecordReview:output_type -> lethe.dsar.v1.RecordReviewResponse
+	52,  // 141: lethe.dsar.v1.DsarService.GetIdentifiers:output_type -> lethe.dsar.v1.GetIdentifiersResponse
+	56,  // 142: lethe.dsar.v1.DsarService.SubmitData:output_type -> lethe.dsar.v1.SubmitDataResponse
+	58,  // 143: lethe.dsar.v1.DsarService.DownloadPackage:output_type -> lethe.dsar.v1.DownloadPackageResponse
+	60,  // 144: lethe.dsar.v1.DsarService.ConfirmDelivery:output_type -> lethe.dsar.v1.ConfirmDeliveryResponse
+	64,  // 145: lethe.dsar.v1.DsarService.GetReceipt:output_type -> lethe.dsar.v1.GetReceiptResponse
 	130, // [130:146] is the sub-list for method output_type
 	114, // [114:130] is the sub-list for method input_type
 	114, // [114:114] is the sub-list for extension type_name
@@ -5712,7 +5645,7 @@ func file_lethe_dsar_v1_dsar_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_dsar_v1_dsar_proto_rawDesc), len(file_lethe_dsar_v1_dsar_proto_rawDesc)),
-			NumEnums:      7,
+			NumEnums:      6,
 			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,

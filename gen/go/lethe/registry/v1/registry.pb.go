@@ -32,68 +32,6 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// VerificationChannel is how a data subject's identity is confirmed before
-// a request is acted on.
-type VerificationChannel int32
-
-const (
-	// Not stated; the DSAR service's default applies.
-	VerificationChannel_VERIFICATION_CHANNEL_UNSPECIFIED VerificationChannel = 0
-	// A one-time code sent to an e-mail address the tenant holds.
-	VerificationChannel_VERIFICATION_CHANNEL_EMAIL_CODE VerificationChannel = 1
-	// A one-time code sent by SMS.
-	VerificationChannel_VERIFICATION_CHANNEL_SMS_CODE VerificationChannel = 2
-	// A trusted caller attests that the subject was logged in.
-	VerificationChannel_VERIFICATION_CHANNEL_LOGIN_ATTESTATION VerificationChannel = 3
-	// An operator verifies identity by hand.
-	VerificationChannel_VERIFICATION_CHANNEL_MANUAL VerificationChannel = 4
-)
-
-// Enum value maps for VerificationChannel.
-var (
-	VerificationChannel_name = map[int32]string{
-		0: "VERIFICATION_CHANNEL_UNSPECIFIED",
-		1: "VERIFICATION_CHANNEL_EMAIL_CODE",
-		2: "VERIFICATION_CHANNEL_SMS_CODE",
-		3: "VERIFICATION_CHANNEL_LOGIN_ATTESTATION",
-		4: "VERIFICATION_CHANNEL_MANUAL",
-	}
-	VerificationChannel_value = map[string]int32{
-		"VERIFICATION_CHANNEL_UNSPECIFIED":       0,
-		"VERIFICATION_CHANNEL_EMAIL_CODE":        1,
-		"VERIFICATION_CHANNEL_SMS_CODE":          2,
-		"VERIFICATION_CHANNEL_LOGIN_ATTESTATION": 3,
-		"VERIFICATION_CHANNEL_MANUAL":            4,
-	}
-)
-
-func (x VerificationChannel) Enum() *VerificationChannel {
-	p := new(VerificationChannel)
-	*p = x
-	return p
-}
-
-func (x VerificationChannel) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (VerificationChannel) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[0].Descriptor()
-}
-
-func (VerificationChannel) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[0]
-}
-
-func (x VerificationChannel) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use VerificationChannel.Descriptor instead.
-func (VerificationChannel) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{0}
-}
-
 // DataProvenance says where personal data of a category comes from.
 type DataProvenance int32
 
@@ -150,11 +88,11 @@ func (x DataProvenance) String() string {
 }
 
 func (DataProvenance) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[1].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[0].Descriptor()
 }
 
 func (DataProvenance) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[1]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[0]
 }
 
 func (x DataProvenance) Number() protoreflect.EnumNumber {
@@ -163,7 +101,7 @@ func (x DataProvenance) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DataProvenance.Descriptor instead.
 func (DataProvenance) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{0}
 }
 
 // TenantRole is the tenant's role toward the processing a system does.
@@ -208,11 +146,11 @@ func (x TenantRole) String() string {
 }
 
 func (TenantRole) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[2].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[1].Descriptor()
 }
 
 func (TenantRole) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[2]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[1]
 }
 
 func (x TenantRole) Number() protoreflect.EnumNumber {
@@ -221,7 +159,7 @@ func (x TenantRole) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TenantRole.Descriptor instead.
 func (TenantRole) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{2}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{1}
 }
 
 // TransferMechanism is the legal ground for a transfer of personal data
@@ -282,11 +220,11 @@ func (x TransferMechanism) String() string {
 }
 
 func (TransferMechanism) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[3].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[2].Descriptor()
 }
 
 func (TransferMechanism) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[3]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[2]
 }
 
 func (x TransferMechanism) Number() protoreflect.EnumNumber {
@@ -295,7 +233,7 @@ func (x TransferMechanism) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TransferMechanism.Descriptor instead.
 func (TransferMechanism) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{2}
 }
 
 // Severity ranks a finding.
@@ -340,11 +278,11 @@ func (x Severity) String() string {
 }
 
 func (Severity) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[4].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[3].Descriptor()
 }
 
 func (Severity) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[4]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[3]
 }
 
 func (x Severity) Number() protoreflect.EnumNumber {
@@ -353,7 +291,7 @@ func (x Severity) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Severity.Descriptor instead.
 func (Severity) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{3}
 }
 
 // Art22Exception is the Art. 22(2) exception under which a decision based
@@ -399,11 +337,11 @@ func (x Art22Exception) String() string {
 }
 
 func (Art22Exception) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[5].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[4].Descriptor()
 }
 
 func (Art22Exception) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[5]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[4]
 }
 
 func (x Art22Exception) Number() protoreflect.EnumNumber {
@@ -412,7 +350,7 @@ func (x Art22Exception) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Art22Exception.Descriptor instead.
 func (Art22Exception) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{5}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{4}
 }
 
 // ExportFormat is the form of an export.
@@ -456,11 +394,11 @@ func (x ExportFormat) String() string {
 }
 
 func (ExportFormat) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[6].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[5].Descriptor()
 }
 
 func (ExportFormat) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[6]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[5]
 }
 
 func (x ExportFormat) Number() protoreflect.EnumNumber {
@@ -469,7 +407,7 @@ func (x ExportFormat) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ExportFormat.Descriptor instead.
 func (ExportFormat) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{5}
 }
 
 // Tenant is a data controller that uses Lethe.
@@ -568,7 +506,7 @@ type TenantSettings struct {
 	// being verified.
 	VerificationPausesDeadline bool `protobuf:"varint,3,opt,name=verification_pauses_deadline,json=verificationPausesDeadline,proto3" json:"verification_pauses_deadline,omitempty"`
 	// How a subject's identity is verified.
-	VerificationChannel VerificationChannel `protobuf:"varint,4,opt,name=verification_channel,json=verificationChannel,proto3,enum=lethe.registry.v1.VerificationChannel" json:"verification_channel,omitempty"`
+	VerificationMethod v1.VerificationMethod `protobuf:"varint,4,opt,name=verification_method,json=verificationMethod,proto3,enum=lethe.common.v1.VerificationMethod" json:"verification_method,omitempty"`
 	// The data protection officer.
 	Dpo *Contact `protobuf:"bytes,5,opt,name=dpo,proto3" json:"dpo,omitempty"`
 	// The supervisory authority subjects may complain to (Art. 77).
@@ -646,11 +584,11 @@ func (x *TenantSettings) GetVerificationPausesDeadline() bool {
 	return false
 }
 
-func (x *TenantSettings) GetVerificationChannel() VerificationChannel {
+func (x *TenantSettings) GetVerificationMethod() v1.VerificationMethod {
 	if x != nil {
-		return x.VerificationChannel
+		return x.VerificationMethod
 	}
-	return VerificationChannel_VERIFICATION_CHANNEL_UNSPECIFIED
+	return v1.VerificationMethod(0)
 }
 
 func (x *TenantSettings) GetDpo() *Contact {
@@ -4026,12 +3964,12 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xcd\x05\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xc8\x05\n" +
 	"\x0eTenantSettings\x12.\n" +
 	"\acountry\x18\x01 \x01(\tB\x14\xbaH\x11r\x0f2\r^([A-Z]{2})?$R\acountry\x12I\n" +
 	"\bdsar_sla\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x13\xbaH\x10\xaa\x01\r\"\x05\b\x80\xce\xda\x032\x04\b\x80\xa3\x05R\adsarSla\x12@\n" +
-	"\x1cverification_pauses_deadline\x18\x03 \x01(\bR\x1averificationPausesDeadline\x12c\n" +
-	"\x14verification_channel\x18\x04 \x01(\x0e2&.lethe.registry.v1.VerificationChannelB\b\xbaH\x05\x82\x01\x02\x10\x01R\x13verificationChannel\x12,\n" +
+	"\x1cverification_pauses_deadline\x18\x03 \x01(\bR\x1averificationPausesDeadline\x12^\n" +
+	"\x13verification_method\x18\x04 \x01(\x0e2#.lethe.common.v1.VerificationMethodB\b\xbaH\x05\x82\x01\x02\x10\x01R\x12verificationMethod\x12,\n" +
 	"\x03dpo\x18\x05 \x01(\v2\x1a.lethe.registry.v1.ContactR\x03dpo\x12\\\n" +
 	"\x15supervisory_authority\x18\x06 \x01(\v2'.lethe.registry.v1.SupervisoryAuthorityR\x14supervisoryAuthority\x12U\n" +
 	"\ttime_zone\x18\a \x01(\tB8\xbaH5r3\x18@2/^([A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)?$R\btimeZone\x12R\n" +
@@ -4289,13 +4227,7 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"categories\x18\x05 \x03(\v2\x1d.lethe.common.v1.DataCategoryR\n" +
 	"categories\"Z\n" +
 	"\x17ListDisclosuresResponse\x12?\n" +
-	"\vdisclosures\x18\x01 \x03(\v2\x1d.lethe.registry.v1.DisclosureR\vdisclosures*\xd0\x01\n" +
-	"\x13VerificationChannel\x12$\n" +
-	" VERIFICATION_CHANNEL_UNSPECIFIED\x10\x00\x12#\n" +
-	"\x1fVERIFICATION_CHANNEL_EMAIL_CODE\x10\x01\x12!\n" +
-	"\x1dVERIFICATION_CHANNEL_SMS_CODE\x10\x02\x12*\n" +
-	"&VERIFICATION_CHANNEL_LOGIN_ATTESTATION\x10\x03\x12\x1f\n" +
-	"\x1bVERIFICATION_CHANNEL_MANUAL\x10\x04*\xc9\x01\n" +
+	"\vdisclosures\x18\x01 \x03(\v2\x1d.lethe.registry.v1.DisclosureR\vdisclosures*\xc9\x01\n" +
 	"\x0eDataProvenance\x12\x1f\n" +
 	"\x1bDATA_PROVENANCE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18DATA_PROVENANCE_PROVIDED\x10\x01\x12\x1c\n" +
@@ -4367,72 +4299,72 @@ func file_lethe_registry_v1_registry_proto_rawDescGZIP() []byte {
 	return file_lethe_registry_v1_registry_proto_rawDescData
 }
 
-var file_lethe_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_lethe_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_lethe_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_lethe_registry_v1_registry_proto_goTypes = []any{
-	(VerificationChannel)(0),                  // 0: lethe.registry.v1.VerificationChannel
-	(DataProvenance)(0),                       // 1: lethe.registry.v1.DataProvenance
-	(TenantRole)(0),                           // 2: lethe.registry.v1.TenantRole
-	(TransferMechanism)(0),                    // 3: lethe.registry.v1.TransferMechanism
-	(Severity)(0),                             // 4: lethe.registry.v1.Severity
-	(Art22Exception)(0),                       // 5: lethe.registry.v1.Art22Exception
-	(ExportFormat)(0),                         // 6: lethe.registry.v1.ExportFormat
-	(*Tenant)(nil),                            // 7: lethe.registry.v1.Tenant
-	(*TenantSettings)(nil),                    // 8: lethe.registry.v1.TenantSettings
-	(*Contact)(nil),                           // 9: lethe.registry.v1.Contact
-	(*SupervisoryAuthority)(nil),              // 10: lethe.registry.v1.SupervisoryAuthority
-	(*CreateTenantRequest)(nil),               // 11: lethe.registry.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),              // 12: lethe.registry.v1.CreateTenantResponse
-	(*UpdateTenantRequest)(nil),               // 13: lethe.registry.v1.UpdateTenantRequest
-	(*UpdateTenantResponse)(nil),              // 14: lethe.registry.v1.UpdateTenantResponse
-	(*GetTenantRequest)(nil),                  // 15: lethe.registry.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),                 // 16: lethe.registry.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),                // 17: lethe.registry.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),               // 18: lethe.registry.v1.ListTenantsResponse
-	(*Category)(nil),                          // 19: lethe.registry.v1.Category
-	(*DefineCategoryRequest)(nil),             // 20: lethe.registry.v1.DefineCategoryRequest
-	(*DefineCategoryResponse)(nil),            // 21: lethe.registry.v1.DefineCategoryResponse
-	(*ListCategoriesRequest)(nil),             // 22: lethe.registry.v1.ListCategoriesRequest
-	(*ListCategoriesResponse)(nil),            // 23: lethe.registry.v1.ListCategoriesResponse
-	(*Transfer)(nil),                          // 24: lethe.registry.v1.Transfer
-	(*HeldIdentifier)(nil),                    // 25: lethe.registry.v1.HeldIdentifier
-	(*System)(nil),                            // 26: lethe.registry.v1.System
-	(*SystemVersion)(nil),                     // 27: lethe.registry.v1.SystemVersion
-	(*RegisterSystemRequest)(nil),             // 28: lethe.registry.v1.RegisterSystemRequest
-	(*RegisterSystemResponse)(nil),            // 29: lethe.registry.v1.RegisterSystemResponse
-	(*UpdateSystemRequest)(nil),               // 30: lethe.registry.v1.UpdateSystemRequest
-	(*UpdateSystemResponse)(nil),              // 31: lethe.registry.v1.UpdateSystemResponse
-	(*RemoveSystemRequest)(nil),               // 32: lethe.registry.v1.RemoveSystemRequest
-	(*RemoveSystemResponse)(nil),              // 33: lethe.registry.v1.RemoveSystemResponse
-	(*GetSystemRequest)(nil),                  // 34: lethe.registry.v1.GetSystemRequest
-	(*GetSystemResponse)(nil),                 // 35: lethe.registry.v1.GetSystemResponse
-	(*ListSystemsRequest)(nil),                // 36: lethe.registry.v1.ListSystemsRequest
-	(*ListSystemsResponse)(nil),               // 37: lethe.registry.v1.ListSystemsResponse
-	(*GetSystemHistoryRequest)(nil),           // 38: lethe.registry.v1.GetSystemHistoryRequest
-	(*GetSystemHistoryResponse)(nil),          // 39: lethe.registry.v1.GetSystemHistoryResponse
-	(*Finding)(nil),                           // 40: lethe.registry.v1.Finding
-	(*ListTransferFindingsRequest)(nil),       // 41: lethe.registry.v1.ListTransferFindingsRequest
-	(*ListTransferFindingsResponse)(nil),      // 42: lethe.registry.v1.ListTransferFindingsResponse
-	(*ProcessingActivity)(nil),                // 43: lethe.registry.v1.ProcessingActivity
-	(*AutomatedDecisionMaking)(nil),           // 44: lethe.registry.v1.AutomatedDecisionMaking
-	(*PutActivityRequest)(nil),                // 45: lethe.registry.v1.PutActivityRequest
-	(*PutActivityResponse)(nil),               // 46: lethe.registry.v1.PutActivityResponse
-	(*DeleteActivityRequest)(nil),             // 47: lethe.registry.v1.DeleteActivityRequest
-	(*DeleteActivityResponse)(nil),            // 48: lethe.registry.v1.DeleteActivityResponse
-	(*ListActivitiesRequest)(nil),             // 49: lethe.registry.v1.ListActivitiesRequest
-	(*ListActivitiesResponse)(nil),            // 50: lethe.registry.v1.ListActivitiesResponse
-	(*ExportRecordsOfProcessingRequest)(nil),  // 51: lethe.registry.v1.ExportRecordsOfProcessingRequest
-	(*ExportRecordsOfProcessingResponse)(nil), // 52: lethe.registry.v1.ExportRecordsOfProcessingResponse
-	(*ListSubProcessorsRequest)(nil),          // 53: lethe.registry.v1.ListSubProcessorsRequest
-	(*ListSubProcessorsResponse)(nil),         // 54: lethe.registry.v1.ListSubProcessorsResponse
-	(*RouteRequest)(nil),                      // 55: lethe.registry.v1.RouteRequest
-	(*RoutedSystem)(nil),                      // 56: lethe.registry.v1.RoutedSystem
-	(*RouteResponse)(nil),                     // 57: lethe.registry.v1.RouteResponse
-	(*ListDisclosuresRequest)(nil),            // 58: lethe.registry.v1.ListDisclosuresRequest
-	(*Disclosure)(nil),                        // 59: lethe.registry.v1.Disclosure
-	(*ListDisclosuresResponse)(nil),           // 60: lethe.registry.v1.ListDisclosuresResponse
-	(*timestamppb.Timestamp)(nil),             // 61: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),               // 62: google.protobuf.Duration
+	(DataProvenance)(0),                       // 0: lethe.registry.v1.DataProvenance
+	(TenantRole)(0),                           // 1: lethe.registry.v1.TenantRole
+	(TransferMechanism)(0),                    // 2: lethe.registry.v1.TransferMechanism
+	(Severity)(0),                             // 3: lethe.registry.v1.Severity
+	(Art22Exception)(0),                       // 4: lethe.registry.v1.Art22Exception
+	(ExportFormat)(0),                         // 5: lethe.registry.v1.ExportFormat
+	(*Tenant)(nil),                            // 6: lethe.registry.v1.Tenant
+	(*TenantSettings)(nil),                    // 7: lethe.registry.v1.TenantSettings
+	(*Contact)(nil),                           // 8: lethe.registry.v1.Contact
+	(*SupervisoryAuthority)(nil),              // 9: lethe.registry.v1.SupervisoryAuthority
+	(*CreateTenantRequest)(nil),               // 10: lethe.registry.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),              // 11: lethe.registry.v1.CreateTenantResponse
+	(*UpdateTenantRequest)(nil),               // 12: lethe.registry.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),              // 13: lethe.registry.v1.UpdateTenantResponse
+	(*GetTenantRequest)(nil),                  // 14: lethe.registry.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),                 // 15: lethe.registry.v1.GetTenantResponse
+	(*ListTenantsRequest)(nil),                // 16: lethe.registry.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),               // 17: lethe.registry.v1.ListTenantsResponse
+	(*Category)(nil),                          // 18: lethe.registry.v1.Category
+	(*DefineCategoryRequest)(nil),             // 19: lethe.registry.v1.DefineCategoryRequest
+	(*DefineCategoryResponse)(nil),            // 20: lethe.registry.v1.DefineCategoryResponse
+	(*ListCategoriesRequest)(nil),             // 21: lethe.registry.v1.ListCategoriesRequest
+	(*ListCategoriesResponse)(nil),            // 22: lethe.registry.v1.ListCategoriesResponse
+	(*Transfer)(nil),                          // 23: lethe.registry.v1.Transfer
+	(*HeldIdentifier)(nil),                    // 24: lethe.registry.v1.HeldIdentifier
+	(*System)(nil),                            // 25: lethe.registry.v1.System
+	(*SystemVersion)(nil),                     // 26: lethe.registry.v1.SystemVersion
+	(*RegisterSystemRequest)(nil),             // 27: lethe.registry.v1.RegisterSystemRequest
+	(*RegisterSystemResponse)(nil),            // 28: lethe.registry.v1.RegisterSystemResponse
+	(*UpdateSystemRequest)(nil),               // 29: lethe.registry.v1.UpdateSystemRequest
+	(*UpdateSystemResponse)(nil),              // 30: lethe.registry.v1.UpdateSystemResponse
+	(*RemoveSystemRequest)(nil),               // 31: lethe.registry.v1.RemoveSystemRequest
+	(*RemoveSystemResponse)(nil),              // 32: lethe.registry.v1.RemoveSystemResponse
+	(*GetSystemRequest)(nil),                  // 33: lethe.registry.v1.GetSystemRequest
+	(*GetSystemResponse)(nil),                 // 34: lethe.registry.v1.GetSystemResponse
+	(*ListSystemsRequest)(nil),                // 35: lethe.registry.v1.ListSystemsRequest
+	(*ListSystemsResponse)(nil),               // 36: lethe.registry.v1.ListSystemsResponse
+	(*GetSystemHistoryRequest)(nil),           // 37: lethe.registry.v1.GetSystemHistoryRequest
+	(*GetSystemHistoryResponse)(nil),          // 38: lethe.registry.v1.GetSystemHistoryResponse
+	(*Finding)(nil),                           // 39: lethe.registry.v1.Finding
+	(*ListTransferFindingsRequest)(nil),       // 40: lethe.registry.v1.ListTransferFindingsRequest
+	(*ListTransferFindingsResponse)(nil),      // 41: lethe.registry.v1.ListTransferFindingsResponse
+	(*ProcessingActivity)(nil),                // 42: lethe.registry.v1.ProcessingActivity
+	(*AutomatedDecisionMaking)(nil),           // 43: lethe.registry.v1.AutomatedDecisionMaking
+	(*PutActivityRequest)(nil),                // 44: lethe.registry.v1.PutActivityRequest
+	(*PutActivityResponse)(nil),               // 45: lethe.registry.v1.PutActivityResponse
+	(*DeleteActivityRequest)(nil),             // 46: lethe.registry.v1.DeleteActivityRequest
+	(*DeleteActivityResponse)(nil),            // 47: lethe.registry.v1.DeleteActivityResponse
+	(*ListActivitiesRequest)(nil),             // 48: lethe.registry.v1.ListActivitiesRequest
+	(*ListActivitiesResponse)(nil),            // 49: lethe.registry.v1.ListActivitiesResponse
+	(*ExportRecordsOfProcessingRequest)(nil),  // 50: lethe.registry.v1.ExportRecordsOfProcessingRequest
+	(*ExportRecordsOfProcessingResponse)(nil), // 51: lethe.registry.v1.ExportRecordsOfProcessingResponse
+	(*ListSubProcessorsRequest)(nil),          // 52: lethe.registry.v1.ListSubProcessorsRequest
+	(*ListSubProcessorsResponse)(nil),         // 53: lethe.registry.v1.ListSubProcessorsResponse
+	(*RouteRequest)(nil),                      // 54: lethe.registry.v1.RouteRequest
+	(*RoutedSystem)(nil),                      // 55: lethe.registry.v1.RoutedSystem
+	(*RouteResponse)(nil),                     // 56: lethe.registry.v1.RouteResponse
+	(*ListDisclosuresRequest)(nil),            // 57: lethe.registry.v1.ListDisclosuresRequest
+	(*Disclosure)(nil),                        // 58: lethe.registry.v1.Disclosure
+	(*ListDisclosuresResponse)(nil),           // 59: lethe.registry.v1.ListDisclosuresResponse
+	(*timestamppb.Timestamp)(nil),             // 60: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),               // 61: google.protobuf.Duration
+	(v1.VerificationMethod)(0),                // 62: lethe.common.v1.VerificationMethod
 	(v1.IdentifierType)(0),                    // 63: lethe.common.v1.IdentifierType
 	(v1.IdentifierForm)(0),                    // 64: lethe.common.v1.IdentifierForm
 	(v1.SystemKind)(0),                        // 65: lethe.common.v1.SystemKind
@@ -4441,109 +4373,109 @@ var file_lethe_registry_v1_registry_proto_goTypes = []any{
 	(v1.LegalBasis)(0),                        // 68: lethe.common.v1.LegalBasis
 }
 var file_lethe_registry_v1_registry_proto_depIdxs = []int32{
-	8,  // 0: lethe.registry.v1.Tenant.settings:type_name -> lethe.registry.v1.TenantSettings
-	61, // 1: lethe.registry.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
-	61, // 2: lethe.registry.v1.Tenant.updated_at:type_name -> google.protobuf.Timestamp
-	62, // 3: lethe.registry.v1.TenantSettings.dsar_sla:type_name -> google.protobuf.Duration
-	0,  // 4: lethe.registry.v1.TenantSettings.verification_channel:type_name -> lethe.registry.v1.VerificationChannel
-	9,  // 5: lethe.registry.v1.TenantSettings.dpo:type_name -> lethe.registry.v1.Contact
-	10, // 6: lethe.registry.v1.TenantSettings.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
-	62, // 7: lethe.registry.v1.TenantSettings.max_receipt_age:type_name -> google.protobuf.Duration
-	7,  // 8: lethe.registry.v1.CreateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
-	7,  // 9: lethe.registry.v1.CreateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	7,  // 10: lethe.registry.v1.UpdateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
-	7,  // 11: lethe.registry.v1.UpdateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	7,  // 12: lethe.registry.v1.GetTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	7,  // 13: lethe.registry.v1.ListTenantsResponse.tenants:type_name -> lethe.registry.v1.Tenant
-	1,  // 14: lethe.registry.v1.Category.provenance:type_name -> lethe.registry.v1.DataProvenance
-	19, // 15: lethe.registry.v1.DefineCategoryRequest.category:type_name -> lethe.registry.v1.Category
-	19, // 16: lethe.registry.v1.DefineCategoryResponse.category:type_name -> lethe.registry.v1.Category
-	19, // 17: lethe.registry.v1.ListCategoriesResponse.categories:type_name -> lethe.registry.v1.Category
-	3,  // 18: lethe.registry.v1.Transfer.mechanism:type_name -> lethe.registry.v1.TransferMechanism
-	61, // 19: lethe.registry.v1.Transfer.since:type_name -> google.protobuf.Timestamp
+	7,  // 0: lethe.registry.v1.Tenant.settings:type_name -> lethe.registry.v1.TenantSettings
+	60, // 1: lethe.registry.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
+	60, // 2: lethe.registry.v1.Tenant.updated_at:type_name -> google.protobuf.Timestamp
+	61, // 3: lethe.registry.v1.TenantSettings.dsar_sla:type_name -> google.protobuf.Duration
+	62, // 4: lethe.registry.v1.TenantSettings.verification_method:type_name -> lethe.common.v1.VerificationMethod
+	8,  // 5: lethe.registry.v1.TenantSettings.dpo:type_name -> lethe.registry.v1.Contact
+	9,  // 6: lethe.registry.v1.TenantSettings.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
+	61, // 7: lethe.registry.v1.TenantSettings.max_receipt_age:type_name -> google.protobuf.Duration
+	6,  // 8: lethe.registry.v1.CreateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
+	6,  // 9: lethe.registry.v1.CreateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	6,  // 10: lethe.registry.v1.UpdateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
+	6,  // 11: lethe.registry.v1.UpdateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	6,  // 12: lethe.registry.v1.GetTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	6,  // 13: lethe.registry.v1.ListTenantsResponse.tenants:type_name -> lethe.registry.v1.Tenant
+	0,  // 14: lethe.registry.v1.Category.provenance:type_name -> lethe.registry.v1.DataProvenance
+	18, // 15: lethe.registry.v1.DefineCategoryRequest.category:type_name -> lethe.registry.v1.Category
+	18, // 16: lethe.registry.v1.DefineCategoryResponse.category:type_name -> lethe.registry.v1.Category
+	18, // 17: lethe.registry.v1.ListCategoriesResponse.categories:type_name -> lethe.registry.v1.Category
+	2,  // 18: lethe.registry.v1.Transfer.mechanism:type_name -> lethe.registry.v1.TransferMechanism
+	60, // 19: lethe.registry.v1.Transfer.since:type_name -> google.protobuf.Timestamp
 	63, // 20: lethe.registry.v1.HeldIdentifier.type:type_name -> lethe.common.v1.IdentifierType
 	64, // 21: lethe.registry.v1.HeldIdentifier.forms:type_name -> lethe.common.v1.IdentifierForm
 	65, // 22: lethe.registry.v1.System.kind:type_name -> lethe.common.v1.SystemKind
-	2,  // 23: lethe.registry.v1.System.tenant_role:type_name -> lethe.registry.v1.TenantRole
+	1,  // 23: lethe.registry.v1.System.tenant_role:type_name -> lethe.registry.v1.TenantRole
 	66, // 24: lethe.registry.v1.System.categories:type_name -> lethe.common.v1.DataCategory
-	61, // 25: lethe.registry.v1.System.dpa_signed_at:type_name -> google.protobuf.Timestamp
-	9,  // 26: lethe.registry.v1.System.contact:type_name -> lethe.registry.v1.Contact
+	60, // 25: lethe.registry.v1.System.dpa_signed_at:type_name -> google.protobuf.Timestamp
+	8,  // 26: lethe.registry.v1.System.contact:type_name -> lethe.registry.v1.Contact
 	67, // 27: lethe.registry.v1.System.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	24, // 28: lethe.registry.v1.System.transfer:type_name -> lethe.registry.v1.Transfer
-	61, // 29: lethe.registry.v1.System.effective_at:type_name -> google.protobuf.Timestamp
-	25, // 30: lethe.registry.v1.System.identifiers:type_name -> lethe.registry.v1.HeldIdentifier
-	26, // 31: lethe.registry.v1.SystemVersion.system:type_name -> lethe.registry.v1.System
-	61, // 32: lethe.registry.v1.SystemVersion.recorded_at:type_name -> google.protobuf.Timestamp
-	26, // 33: lethe.registry.v1.RegisterSystemRequest.system:type_name -> lethe.registry.v1.System
-	26, // 34: lethe.registry.v1.RegisterSystemResponse.system:type_name -> lethe.registry.v1.System
-	26, // 35: lethe.registry.v1.UpdateSystemRequest.system:type_name -> lethe.registry.v1.System
-	26, // 36: lethe.registry.v1.UpdateSystemResponse.system:type_name -> lethe.registry.v1.System
-	61, // 37: lethe.registry.v1.RemoveSystemRequest.effective_at:type_name -> google.protobuf.Timestamp
-	26, // 38: lethe.registry.v1.RemoveSystemResponse.system:type_name -> lethe.registry.v1.System
-	61, // 39: lethe.registry.v1.GetSystemRequest.as_of:type_name -> google.protobuf.Timestamp
-	26, // 40: lethe.registry.v1.GetSystemResponse.system:type_name -> lethe.registry.v1.System
-	61, // 41: lethe.registry.v1.ListSystemsRequest.as_of:type_name -> google.protobuf.Timestamp
-	26, // 42: lethe.registry.v1.ListSystemsResponse.systems:type_name -> lethe.registry.v1.System
-	27, // 43: lethe.registry.v1.GetSystemHistoryResponse.versions:type_name -> lethe.registry.v1.SystemVersion
-	4,  // 44: lethe.registry.v1.Finding.severity:type_name -> lethe.registry.v1.Severity
-	40, // 45: lethe.registry.v1.ListTransferFindingsResponse.findings:type_name -> lethe.registry.v1.Finding
+	23, // 28: lethe.registry.v1.System.transfer:type_name -> lethe.registry.v1.Transfer
+	60, // 29: lethe.registry.v1.System.effective_at:type_name -> google.protobuf.Timestamp
+	24, // 30: lethe.registry.v1.System.identifiers:type_name -> lethe.registry.v1.HeldIdentifier
+	25, // 31: lethe.registry.v1.SystemVersion.system:type_name -> lethe.registry.v1.System
+	60, // 32: lethe.registry.v1.SystemVersion.recorded_at:type_name -> google.protobuf.Timestamp
+	25, // 33: lethe.registry.v1.RegisterSystemRequest.system:type_name -> lethe.registry.v1.System
+	25, // 34: lethe.registry.v1.RegisterSystemResponse.system:type_name -> lethe.registry.v1.System
+	25, // 35: lethe.registry.v1.UpdateSystemRequest.system:type_name -> lethe.registry.v1.System
+	25, // 36: lethe.registry.v1.UpdateSystemResponse.system:type_name -> lethe.registry.v1.System
+	60, // 37: lethe.registry.v1.RemoveSystemRequest.effective_at:type_name -> google.protobuf.Timestamp
+	25, // 38: lethe.registry.v1.RemoveSystemResponse.system:type_name -> lethe.registry.v1.System
+	60, // 39: lethe.registry.v1.GetSystemRequest.as_of:type_name -> google.protobuf.Timestamp
+	25, // 40: lethe.registry.v1.GetSystemResponse.system:type_name -> lethe.registry.v1.System
+	60, // 41: lethe.registry.v1.ListSystemsRequest.as_of:type_name -> google.protobuf.Timestamp
+	25, // 42: lethe.registry.v1.ListSystemsResponse.systems:type_name -> lethe.registry.v1.System
+	26, // 43: lethe.registry.v1.GetSystemHistoryResponse.versions:type_name -> lethe.registry.v1.SystemVersion
+	3,  // 44: lethe.registry.v1.Finding.severity:type_name -> lethe.registry.v1.Severity
+	39, // 45: lethe.registry.v1.ListTransferFindingsResponse.findings:type_name -> lethe.registry.v1.Finding
 	68, // 46: lethe.registry.v1.ProcessingActivity.legal_basis:type_name -> lethe.common.v1.LegalBasis
 	66, // 47: lethe.registry.v1.ProcessingActivity.categories:type_name -> lethe.common.v1.DataCategory
-	44, // 48: lethe.registry.v1.ProcessingActivity.automated_decision_making:type_name -> lethe.registry.v1.AutomatedDecisionMaking
-	5,  // 49: lethe.registry.v1.AutomatedDecisionMaking.exception:type_name -> lethe.registry.v1.Art22Exception
-	43, // 50: lethe.registry.v1.PutActivityRequest.activity:type_name -> lethe.registry.v1.ProcessingActivity
-	43, // 51: lethe.registry.v1.PutActivityResponse.activity:type_name -> lethe.registry.v1.ProcessingActivity
-	43, // 52: lethe.registry.v1.ListActivitiesResponse.activities:type_name -> lethe.registry.v1.ProcessingActivity
-	6,  // 53: lethe.registry.v1.ExportRecordsOfProcessingRequest.format:type_name -> lethe.registry.v1.ExportFormat
-	26, // 54: lethe.registry.v1.ListSubProcessorsResponse.systems:type_name -> lethe.registry.v1.System
+	43, // 48: lethe.registry.v1.ProcessingActivity.automated_decision_making:type_name -> lethe.registry.v1.AutomatedDecisionMaking
+	4,  // 49: lethe.registry.v1.AutomatedDecisionMaking.exception:type_name -> lethe.registry.v1.Art22Exception
+	42, // 50: lethe.registry.v1.PutActivityRequest.activity:type_name -> lethe.registry.v1.ProcessingActivity
+	42, // 51: lethe.registry.v1.PutActivityResponse.activity:type_name -> lethe.registry.v1.ProcessingActivity
+	42, // 52: lethe.registry.v1.ListActivitiesResponse.activities:type_name -> lethe.registry.v1.ProcessingActivity
+	5,  // 53: lethe.registry.v1.ExportRecordsOfProcessingRequest.format:type_name -> lethe.registry.v1.ExportFormat
+	25, // 54: lethe.registry.v1.ListSubProcessorsResponse.systems:type_name -> lethe.registry.v1.System
 	66, // 55: lethe.registry.v1.RouteRequest.categories:type_name -> lethe.common.v1.DataCategory
 	67, // 56: lethe.registry.v1.RoutedSystem.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	56, // 57: lethe.registry.v1.RouteResponse.systems:type_name -> lethe.registry.v1.RoutedSystem
-	61, // 58: lethe.registry.v1.ListDisclosuresRequest.from:type_name -> google.protobuf.Timestamp
-	61, // 59: lethe.registry.v1.ListDisclosuresRequest.until:type_name -> google.protobuf.Timestamp
+	55, // 57: lethe.registry.v1.RouteResponse.systems:type_name -> lethe.registry.v1.RoutedSystem
+	60, // 58: lethe.registry.v1.ListDisclosuresRequest.from:type_name -> google.protobuf.Timestamp
+	60, // 59: lethe.registry.v1.ListDisclosuresRequest.until:type_name -> google.protobuf.Timestamp
 	65, // 60: lethe.registry.v1.Disclosure.kind:type_name -> lethe.common.v1.SystemKind
 	66, // 61: lethe.registry.v1.Disclosure.categories:type_name -> lethe.common.v1.DataCategory
-	59, // 62: lethe.registry.v1.ListDisclosuresResponse.disclosures:type_name -> lethe.registry.v1.Disclosure
-	11, // 63: lethe.registry.v1.RegistryService.CreateTenant:input_type -> lethe.registry.v1.CreateTenantRequest
-	13, // 64: lethe.registry.v1.RegistryService.UpdateTenant:input_type -> lethe.registry.v1.UpdateTenantRequest
-	15, // 65: lethe.registry.v1.RegistryService.GetTenant:input_type -> lethe.registry.v1.GetTenantRequest
-	17, // 66: lethe.registry.v1.RegistryService.ListTenants:input_type -> lethe.registry.v1.ListTenantsRequest
-	20, // 67: lethe.registry.v1.RegistryService.DefineCategory:input_type -> lethe.registry.v1.DefineCategoryRequest
-	22, // 68: lethe.registry.v1.RegistryService.ListCategories:input_type -> lethe.registry.v1.ListCategoriesRequest
-	28, // 69: lethe.registry.v1.RegistryService.RegisterSystem:input_type -> lethe.registry.v1.RegisterSystemRequest
-	30, // 70: lethe.registry.v1.RegistryService.UpdateSystem:input_type -> lethe.registry.v1.UpdateSystemRequest
-	32, // 71: lethe.registry.v1.RegistryService.RemoveSystem:input_type -> lethe.registry.v1.RemoveSystemRequest
-	34, // 72: lethe.registry.v1.RegistryService.GetSystem:input_type -> lethe.registry.v1.GetSystemRequest
-	36, // 73: lethe.registry.v1.RegistryService.ListSystems:input_type -> lethe.registry.v1.ListSystemsRequest
-	38, // 74: lethe.registry.v1.RegistryService.GetSystemHistory:input_type -> lethe.registry.v1.GetSystemHistoryRequest
-	41, // 75: lethe.registry.v1.RegistryService.ListTransferFindings:input_type -> lethe.registry.v1.ListTransferFindingsRequest
-	45, // 76: lethe.registry.v1.RegistryService.PutActivity:input_type -> lethe.registry.v1.PutActivityRequest
-	47, // 77: lethe.registry.v1.RegistryService.DeleteActivity:input_type -> lethe.registry.v1.DeleteActivityRequest
-	49, // 78: lethe.registry.v1.RegistryService.ListActivities:input_type -> lethe.registry.v1.ListActivitiesRequest
-	51, // 79: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:input_type -> lethe.registry.v1.ExportRecordsOfProcessingRequest
-	53, // 80: lethe.registry.v1.RegistryService.ListSubProcessors:input_type -> lethe.registry.v1.ListSubProcessorsRequest
-	55, // 81: lethe.registry.v1.RegistryService.Route:input_type -> lethe.registry.v1.RouteRequest
-	58, // 82: lethe.registry.v1.RegistryService.ListDisclosures:input_type -> lethe.registry.v1.ListDisclosuresRequest
-	12, // 83: lethe.registry.v1.RegistryService.CreateTenant:output_type -> lethe.registry.v1.CreateTenantResponse
-	14, // 84: lethe.registry.v1.RegistryService.UpdateTenant:output_type -> lethe.registry.v1.UpdateTenantResponse
-	16, // 85: lethe.registry.v1.RegistryService.GetTenant:output_type -> lethe.registry.v1.GetTenantResponse
-	18, // 86: lethe.registry.v1.RegistryService.ListTenants:output_type -> lethe.registry.v1.ListTenantsResponse
-	21, // 87: lethe.registry.v1.RegistryService.DefineCategory:output_type -> lethe.registry.v1.DefineCategoryResponse
-	23, // 88: lethe.registry.v1.RegistryService.ListCategories:output_type -> lethe.registry.v1.ListCategoriesResponse
-	29, // 89: lethe.registry.v1.RegistryService.RegisterSystem:output_type -> lethe.registry.v1.RegisterSystemResponse
-	31, // 90: lethe.registry.v1.RegistryService.UpdateSystem:output_type -> lethe.registry.v1.UpdateSystemResponse
-	33, // 91: lethe.registry.v1.RegistryService.RemoveSystem:output_type -> lethe.registry.v1.RemoveSystemResponse
-	35, // 92: lethe.registry.v1.RegistryService.GetSystem:output_type -> lethe.registry.v1.GetSystemResponse
-	37, // 93: lethe.registry.v1.RegistryService.ListSystems:output_type -> lethe.registry.v1.ListSystemsResponse
-	39, // 94: lethe.registry.v1.RegistryService.GetSystemHistory:output_type -> lethe.registry.v1.GetSystemHistoryResponse
-	42, // 95: lethe.registry.v1.RegistryService.ListTransferFindings:output_type -> lethe.registry.v1.ListTransferFindingsResponse
-	46, // 96: lethe.registry.v1.RegistryService.PutActivity:output_type -> lethe.registry.v1.PutActivityResponse
-	48, // 97: lethe.registry.v1.RegistryService.DeleteActivity:output_type -> lethe.registry.v1.DeleteActivityResponse
-	50, // 98: lethe.registry.v1.RegistryService.ListActivities:output_type -> lethe.registry.v1.ListActivitiesResponse
-	52, // 99: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:output_type -> lethe.registry.v1.ExportRecordsOfProcessingResponse
-	54, // 100: lethe.registry.v1.RegistryService.ListSubProcessors:output_type -> lethe.registry.v1.ListSubProcessorsResponse
-	57, // 101: lethe.registry.v1.RegistryService.Route:output_type -> lethe.registry.v1.RouteResponse
-	60, // 102: lethe.registry.v1.RegistryService.ListDisclosures:output_type -> lethe.registry.v1.ListDisclosuresResponse
+	58, // 62: lethe.registry.v1.ListDisclosuresResponse.disclosures:type_name -> lethe.registry.v1.Disclosure
+	10, // 63: lethe.registry.v1.RegistryService.CreateTenant:input_type -> lethe.registry.v1.CreateTenantRequest
+	12, // 64: lethe.registry.v1.RegistryService.UpdateTenant:input_type -> lethe.registry.v1.UpdateTenantRequest
+	14, // 65: lethe.registry.v1.RegistryService.GetTenant:input_type -> lethe.registry.v1.GetTenantRequest
+	16, // 66: lethe.registry.v1.RegistryService.ListTenants:input_type -> lethe.registry.v1.ListTenantsRequest
+	19, // 67: lethe.registry.v1.RegistryService.DefineCategory:input_type -> lethe.registry.v1.DefineCategoryRequest
+	21, // 68: lethe.registry.v1.RegistryService.ListCategories:input_type -> lethe.registry.v1.ListCategoriesRequest
+	27, // 69: lethe.registry.v1.RegistryService.RegisterSystem:input_type -> lethe.registry.v1.RegisterSystemRequest
+	29, // 70: lethe.registry.v1.RegistryService.UpdateSystem:input_type -> lethe.registry.v1.UpdateSystemRequest
+	31, // 71: lethe.registry.v1.RegistryService.RemoveSystem:input_type -> lethe.registry.v1.RemoveSystemRequest
+	33, // 72: lethe.registry.v1.RegistryService.GetSystem:input_type -> lethe.registry.v1.GetSystemRequest
+	35, // 73: lethe.registry.v1.RegistryService.ListSystems:input_type -> lethe.registry.v1.ListSystemsRequest
+	37, // 74: lethe.registry.v1.RegistryService.GetSystemHistory:input_type -> lethe.registry.v1.GetSystemHistoryRequest
+	40, // 75: lethe.registry.v1.RegistryService.ListTransferFindings:input_type -> lethe.registry.v1.ListTransferFindingsRequest
+	44, // 76: lethe.registry.v1.RegistryService.PutActivity:input_type -> lethe.registry.v1.PutActivityRequest
+	46, // 77: lethe.registry.v1.RegistryService.DeleteActivity:input_type -> lethe.registry.v1.DeleteActivityRequest
+	48, // 78: lethe.registry.v1.RegistryService.ListActivities:input_type -> lethe.registry.v1.ListActivitiesRequest
+	50, // 79: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:input_type -> lethe.registry.v1.ExportRecordsOfProcessingRequest
+	52, // 80: lethe.registry.v1.RegistryService.ListSubProcessors:input_type -> lethe.registry.v1.ListSubProcessorsRequest
+	54, // 81: lethe.registry.v1.RegistryService.Route:input_type -> lethe.registry.v1.RouteRequest
+	57, // 82: lethe.registry.v1.RegistryService.ListDisclosures:input_type -> lethe.registry.v1.ListDisclosuresRequest
+	11, // 83: lethe.registry.v1.RegistryService.CreateTenant:output_type -> lethe.registry.v1.CreateTenantResponse
+	13, // 84: lethe.registry.v1.RegistryService.UpdateTenant:output_type -> lethe.registry.v1.UpdateTenantResponse
+	15, // 85: lethe.registry.v1.RegistryService.GetTenant:output_type -> lethe.registry.v1.GetTenantResponse
+	17, // 86: lethe.registry.v1.RegistryService.ListTenants:output_type -> lethe.registry.v1.ListTenantsResponse
+	20, // 87: lethe.registry.v1.RegistryService.DefineCategory:output_type -> lethe.registry.v1.DefineCategoryResponse
+	22, // 88: lethe.registry.v1.RegistryService.ListCategories:output_type -> lethe.registry.v1.ListCategoriesResponse
+	28, // 89: lethe.registry.v1.RegistryService.RegisterSystem:output_type -> lethe.registry.v1.RegisterSystemResponse
+	30, // 90: lethe.registry.v1.RegistryService.UpdateSystem:output_type -> lethe.registry.v1.UpdateSystemResponse
+	32, // 91: lethe.registry.v1.RegistryService.RemoveSystem:output_type -> lethe.registry.v1.RemoveSystemResponse
+	34, // 92: lethe.registry.v1.RegistryService.GetSystem:output_type -> lethe.registry.v1.GetSystemResponse
+	36, // 93: lethe.registry.v1.RegistryService.ListSystems:output_type -> lethe.registry.v1.ListSystemsResponse
+	38, // 94: lethe.registry.v1.RegistryService.GetSystemHistory:output_type -> lethe.registry.v1.GetSystemHistoryResponse
+	41, // 95: lethe.registry.v1.RegistryService.ListTransferFindings:output_type -> lethe.registry.v1.ListTransferFindingsResponse
+	45, // 96: lethe.registry.v1.RegistryService.PutActivity:output_type -> lethe.registry.v1.PutActivityResponse
+	47, // 97: lethe.registry.v1.RegistryService.DeleteActivity:output_type -> lethe.registry.v1.DeleteActivityResponse
+	49, // 98: lethe.registry.v1.RegistryService.ListActivities:output_type -> lethe.registry.v1.ListActivitiesResponse
+	51, // 99: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:output_type -> lethe.registry.v1.ExportRecordsOfProcessingResponse
+	53, // 100: lethe.registry.v1.RegistryService.ListSubProcessors:output_type -> lethe.registry.v1.ListSubProcessorsResponse
+	56, // 101: lethe.registry.v1.RegistryService.Route:output_type -> lethe.registry.v1.RouteResponse
+	59, // 102: lethe.registry.v1.RegistryService.ListDisclosures:output_type -> lethe.registry.v1.ListDisclosuresResponse
 	83, // [83:103] is the sub-list for method output_type
 	63, // [63:83] is the sub-list for method input_type
 	63, // [63:63] is the sub-list for extension type_name
@@ -4561,7 +4493,7 @@ func file_lethe_registry_v1_registry_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_registry_v1_registry_proto_rawDesc), len(file_lethe_registry_v1_registry_proto_rawDesc)),
-			NumEnums:      7,
+			NumEnums:      6,
 			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
