@@ -78,10 +78,6 @@ import (
 // NTP leaves.
 const DefaultRecoveryMargin = 5 * time.Minute
 
-// ReasonRecoveryIncomplete is the reason of the FAILED_PRECONDITION that
-// Check answers while limits may be lost beyond the stream's reach.
-const ReasonRecoveryIncomplete = "RECOVERY_INCOMPLETE"
-
 // recoveryBatch is how many events one fetch and one transaction take.
 const recoveryBatch = 256
 
@@ -203,7 +199,7 @@ func (s *Service) recoveryRefusal() error {
 	if !g.From.IsZero() {
 		since = g.From.Format(time.RFC3339)
 	}
-	return apierror.FailedPrecondition(ReasonRecoveryIncomplete, fmt.Sprintf(
+	return apierror.FailedPrecondition(apierror.ReasonRecoveryIncomplete, fmt.Sprintf(
 		"the consent store was restored from a backup older than the event stream reaches: limits recorded between %s and %s may be lost, so no decision can be proven; restore a backup taken within the stream's max age (%s), or have an operator accept the loss with AcceptRecoveryGap",
 		since, g.Until.Format(time.RFC3339), g.StreamMaxAge))
 }
@@ -490,7 +486,7 @@ func (s *Service) AcceptRecoveryGap(ctx context.Context, req *consentv1.AcceptRe
 			return nil, err
 		}
 		if gap == nil {
-			return nil, apierror.FailedPrecondition("NO_RECOVERY_GAP", "no recovery gap stands: the store holds every limit the stream has published")
+			return nil, apierror.FailedPrecondition(apierror.ReasonNoRecoveryGap, "no recovery gap stands: the store holds every limit the stream has published")
 		}
 		actor, _ := auth.FromContext(ctx)
 		if err := storage.AcceptGapTx(tx, storage.AcceptedGap{Gap: *gap, AcceptedAt: s.Clock.Now(), By: actor.Name, Reason: req.Reason}); err != nil {

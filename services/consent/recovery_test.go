@@ -24,6 +24,7 @@ import (
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
@@ -401,7 +402,7 @@ func TestRestoreBeyondTheStreamsReachFailsClosed(t *testing.T) {
 	refused := func() {
 		t.Helper()
 		_, err := f.consent.Check(f.ctx, &consentv1.CheckRequest{TenantId: "clio", SubjectId: "ada", PurposeId: "marketing"})
-		if status.Code(err) != codes.FailedPrecondition || reasonOf(err) != consent.ReasonRecoveryIncomplete ||
+		if status.Code(err) != codes.FailedPrecondition || reasonOf(err) != apierror.ReasonRecoveryIncomplete ||
 			!strings.Contains(err.Error(), "restored from a backup older than the event stream reaches") {
 			t.Fatalf("Check after a restore beyond the stream's reach: %v", err)
 		}

@@ -222,7 +222,7 @@ func (s *Service) GetReceipt(_ context.Context, req *dsarv1.GetReceiptRequest) (
 		}
 		v := store.BucketTx(tx, bucketReceiptIndex).Get([]byte(req.DsarId))
 		if v == nil {
-			return apierror.FailedPrecondition(ReasonIllegalTransition, "the request is not closed: it has no receipt yet")
+			return apierror.FailedPrecondition(apierror.ReasonIllegalTransition, "the request is not closed: it has no receipt yet")
 		}
 		seq := store.KeyUint64(v)
 		errFound := errors.New("found")
