@@ -496,7 +496,7 @@ func (t *Tracker) RecordOutcome(o *eventsv1.Outcome) error {
 // whether the task became final now: false for a task final already.
 //
 // An answer that closes the task is also published, through the outbox in
-// the same transaction, on the system's outcome subject, as the SDK
+// the same transaction, on the system's outcome NATS subject, as the SDK
 // publishes a system's own answer: every service that follows outcomes
 // then learns of it whoever gave it. Above all the retention service,
 // which erases what a RETAINED answer kept at its until-date: an
@@ -721,8 +721,8 @@ func (t *Tracker) handleOutcome(msg jetstream.Msg) {
 		ok = ok && o.TenantId == tenant && o.SystemId == system
 	}
 	if !ok {
-		// A system may answer only for itself, on its own subject.
-		t.cfg.Logger.Warn("tasks: rejected an outcome that does not match its subject", "subject", msg.Subject())
+		// A system may answer only for itself, on its own NATS subject.
+		t.cfg.Logger.Warn("tasks: rejected an outcome that does not match its NATS subject", "nats_subject", msg.Subject())
 		_ = msg.Term()
 		return
 	}

@@ -173,7 +173,7 @@ func (f *fixture) answer(t *testing.T, ev *eventsv1.Event, subjectSystem, system
 // send publishes o on the outcome subject of subjectSystem.
 func (f *fixture) send(t *testing.T, subjectSystem string, o *eventsv1.Outcome) {
 	t.Helper()
-	subject, err := contract.OutcomeSubject(o.TenantId, subjectSystem)
+	natsSubject, err := contract.OutcomeSubject(o.TenantId, subjectSystem)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func (f *fixture) send(t *testing.T, subjectSystem string, o *eventsv1.Outcome) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := &nats.Msg{Subject: subject, Data: payload, Header: contract.OutcomeHeaders(o)}
+	msg := &nats.Msg{Subject: natsSubject, Data: payload, Header: contract.OutcomeHeaders(o)}
 	if _, err := f.js.PublishMsg(context.Background(), msg); err != nil {
 		t.Fatal(err)
 	}
@@ -616,11 +616,11 @@ func TestOutcomeBatchClosesEachTask(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subject, err := contract.OutcomeSubject("clio", "crm")
+	natsSubject, err := contract.OutcomeSubject("clio", "crm")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.js.PublishMsg(context.Background(), &nats.Msg{Subject: subject, Header: contract.OutcomeBatchHeaders("crm", outcomes), Data: payload}); err != nil {
+	if _, err := f.js.PublishMsg(context.Background(), &nats.Msg{Subject: natsSubject, Header: contract.OutcomeBatchHeaders("crm", outcomes), Data: payload}); err != nil {
 		t.Fatal(err)
 	}
 	f.waitTask(t, first.Id, "crm", tasks.StateFinal)

@@ -221,11 +221,11 @@ func (s *Service) markAlive() error {
 func (s *Service) replay(ctx context.Context, stream jetstream.Stream, from time.Time) (int, error) {
 	var filters []string
 	for _, k := range contract.Limits {
-		subject, err := contract.KindSubject(contract.AllTenants, k)
+		natsSubject, err := contract.KindSubject(contract.AllTenants, k)
 		if err != nil {
 			return 0, err
 		}
-		filters = append(filters, subject)
+		filters = append(filters, natsSubject)
 	}
 	cfg := jetstream.ConsumerConfig{
 		// A name of its own per start: no durable state, and the server
@@ -267,7 +267,7 @@ func (s *Service) replay(ctx context.Context, stream jetstream.Stream, from time
 			if err := proto.Unmarshal(msg.Data(), ev); err != nil {
 				// The outbox publishes only validated events: this is not
 				// one of the service's.
-				s.Logger.Warn("consent: recovery: ignoring an undecodable message on a limit subject", "subject", msg.Subject(), "stream_sequence", meta.Sequence.Stream)
+				s.Logger.Warn("consent: recovery: ignoring an undecodable message on a limit NATS subject", "nats_subject", msg.Subject(), "stream_sequence", meta.Sequence.Stream)
 				continue
 			}
 			if ev.Source == source {

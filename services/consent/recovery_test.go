@@ -99,11 +99,11 @@ func (f *fixture) limitMessages(t *testing.T) map[contract.Kind]uint64 {
 	}
 	out := map[contract.Kind]uint64{}
 	for _, k := range contract.Limits {
-		subject, err := contract.KindSubject(contract.AllTenants, k)
+		natsSubject, err := contract.KindSubject(contract.AllTenants, k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, err := stream.Info(f.ctx, jetstream.WithSubjectFilter(subject))
+		info, err := stream.Info(f.ctx, jetstream.WithSubjectFilter(natsSubject))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -196,7 +196,7 @@ func TestRestoreRecoversLimitsFromTheStream(t *testing.T) {
 	// On the same subjects, bytes that are no event and a withdrawal that
 	// another source published: neither is the consent service's to
 	// recover, and neither stops the catch-up.
-	subject, err := contract.KindSubject("clio", contract.KindConsentWithdrawn)
+	natsSubject, err := contract.KindSubject("clio", contract.KindConsentWithdrawn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestRestoreRecoversLimitsFromTheStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, data := range [][]byte{[]byte("\xff not an event"), foreign} {
-		if _, err := f.deps.JetStream.Publish(f.ctx, subject, data); err != nil {
+		if _, err := f.deps.JetStream.Publish(f.ctx, natsSubject, data); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -388,7 +388,7 @@ func (f *fixture) waitState(t testing.TB, tenant, id string, want dsarv1.Request
 // stream's de-duplication does not drop it.
 func resend(t testing.TB, js jetstream.JetStream, ev *eventsv1.Event) {
 	t.Helper()
-	subject, err := contract.EventSubject(ev)
+	natsSubject, err := contract.EventSubject(ev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,7 +401,7 @@ func resend(t testing.TB, js jetstream.JetStream, ev *eventsv1.Event) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: subject, Header: header, Data: data}); err != nil {
+	if _, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: natsSubject, Header: header, Data: data}); err != nil {
 		t.Fatalf("re-send %s: %v", ev.GetId(), err)
 	}
 }

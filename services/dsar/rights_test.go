@@ -96,7 +96,7 @@ func TestRetainedNeedsAnArt17_3Ground(t *testing.T) {
 	// The stream: a system publishing its own outcome, without the SDK,
 	// keeps data on consent only.
 	task := f.waitTask(t, "cleura", r.DsarId, "ledger")
-	subject, err := contract.OutcomeSubject("cleura", "ledger")
+	natsSubject, err := contract.OutcomeSubject("cleura", "ledger")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestRetainedNeedsAnArt17_3Ground(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.deps.JetStream.PublishMsg(context.Background(), natsMsg(subject, contract.OutcomeHeaders(o), data)); err != nil {
+	if _, err := f.deps.JetStream.PublishMsg(context.Background(), natsMsg(natsSubject, contract.OutcomeHeaders(o), data)); err != nil {
 		t.Fatal(err)
 	}
 	done := f.waitState(t, "cleura", r.DsarId, dsarv1.RequestState_REQUEST_STATE_PARTIALLY_COMPLETED)

@@ -652,7 +652,7 @@ func TestConformanceCleura(t *testing.T) {
 
 	// The stream carries Cleura's configuration and erasure, decoded.
 	r = p.must(t, exitOK, "events", "tail", "--tenant", "cleura", "--all", "--count", "3", "-o", "json")
-	if !strings.Contains(r.stdout, `"subject":"lethe.cleura.tenant.registered"`) || !strings.Contains(r.stdout, `"tenantRegistered"`) {
+	if !strings.Contains(r.stdout, `"natsSubject":"lethe.cleura.tenant.registered"`) || !strings.Contains(r.stdout, `"tenantRegistered"`) {
 		t.Fatalf("events tail:\n%s", r)
 	}
 }
