@@ -90,8 +90,8 @@ func TestProductionTopology(t *testing.T) {
 	if out := tp.mustLethe("dsar", "show", "--tenant", "clio", "--id", created.Request.DsarID); !strings.Contains(out, "complete: yes") {
 		t.Errorf("lethe dsar show does not show the erasure complete:\n%s", out)
 	}
-	if out := tp.mustLethe("consent", "propagation", "--tenant", "clio", "--record", withdrawn.Record.RecordID); !strings.Contains(out, "complete: yes") {
-		t.Errorf("lethe consent propagation does not show the withdrawal complete:\n%s", out)
+	if out := tp.mustLethe("consent", "fanout", "--tenant", "clio", "--record", withdrawn.Record.RecordID); !strings.Contains(out, "complete: yes") {
+		t.Errorf("lethe consent fanout does not show the withdrawal complete:\n%s", out)
 	}
 	if n, by := tp.crashes(); n != 0 {
 		t.Fatalf("processes exited on their own before any fault: %v", by)
@@ -206,7 +206,7 @@ func (c *clients) complete(ctx context.Context, r request) (bool, string) {
 		if err != nil {
 			return false, err.Error()
 		}
-		for _, s := range resp.Request.GetResult().GetSystems() {
+		for _, s := range resp.Request.GetResult().GetTasks() {
 			want[s.SystemId] = s.Outcome
 			got = append(got, fmt.Sprintf("%s %s %s", s.SystemId, s.State, s.Outcome))
 		}
@@ -215,7 +215,7 @@ func (c *clients) complete(ctx context.Context, r request) (bool, string) {
 		}
 		return answered(want, eventsv1.OutcomeKind_OUTCOME_KIND_ERASED), fmt.Sprint(got)
 	default:
-		resp, err := c.consent.GetPropagation(ctx, &consentv1.GetPropagationRequest{TenantId: "clio",
+		resp, err := c.consent.GetFanout(ctx, &consentv1.GetFanoutRequest{TenantId: "clio",
 			Cause: &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: r.id}})
 		if err != nil {
 			return false, err.Error()
@@ -381,7 +381,7 @@ func (l *load) erasure(i int) (request, error) {
 	}
 	err = l.call("AttestIdentity", func(ctx context.Context) error {
 		_, err := l.c.dsar.AttestIdentity(ctx, &dsarv1.AttestIdentityRequest{RequestId: fmt.Sprintf("load-attest-%d", i), TenantId: "clio",
-			DsarId: id, Method: dsarv1.VerificationMethod_VERIFICATION_METHOD_MANUAL, EvidenceReference: fmt.Sprintf("ticket-%d", i)})
+			DsarId: id, Method: commonv1.VerificationMethod_VERIFICATION_METHOD_MANUAL, EvidenceReference: fmt.Sprintf("ticket-%d", i)})
 		return err
 	})
 	return request{kind: contract.KindErasureRequested, id: id, subject: subject}, err

@@ -180,7 +180,7 @@ func event(id, tenant string) *eventsv1.Event {
 
 // publishEvent publishes ev as the outbox relay does.
 func publishEvent(ctx context.Context, js jetstream.JetStream, ev *eventsv1.Event) error {
-	subject, err := contract.EventSubject(ev)
+	natsSubject, err := contract.EventSubject(ev)
 	if err != nil {
 		return err
 	}
@@ -192,7 +192,7 @@ func publishEvent(ctx context.Context, js jetstream.JetStream, ev *eventsv1.Even
 	if err != nil {
 		return err
 	}
-	_, err = js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: h, Data: data})
+	_, err = js.PublishMsg(ctx, &nats.Msg{Subject: natsSubject, Header: h, Data: data})
 	return err
 }
 

@@ -25,18 +25,6 @@ import (
 // Domain is the ErrorInfo domain of every error Lethe returns.
 const Domain = "lethe.dev"
 
-// Reasons that more than one service returns. Service-specific reasons are
-// declared beside the code that returns them.
-const (
-	// ReasonNotFound: the named object does not exist for the tenant.
-	ReasonNotFound = "NOT_FOUND"
-	// ReasonBacklogFull: the event backlog passed its bound; retry later.
-	ReasonBacklogFull = "BACKLOG_FULL"
-	// ReasonPermissionDenied: the caller may not call this method for this
-	// tenant.
-	ReasonPermissionDenied = "PERMISSION_DENIED"
-)
-
 // FieldViolation names one invalid field of a request, by its proto field
 // path (for example "scope.categories[0].id").
 type FieldViolation struct {
@@ -132,7 +120,7 @@ func FailedPrecondition(reason, message string) *Error {
 
 // AlreadyExists reports that the object to create exists already.
 func AlreadyExists(kind, id string) *Error {
-	return withInfo(codes.AlreadyExists, "ALREADY_EXISTS", fmt.Sprintf("%s %q already exists", kind, id))
+	return withInfo(codes.AlreadyExists, ReasonAlreadyExists, fmt.Sprintf("%s %q already exists", kind, id))
 }
 
 // PermissionDenied reports that the caller may not do this.

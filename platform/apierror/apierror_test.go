@@ -181,7 +181,7 @@ func TestReasonsAndRetry(t *testing.T) {
 	}{
 		{"NotFound", apierror.NotFound("purpose", "newsletter"), codes.NotFound, `purpose "newsletter" not found`,
 			[]proto.Message{info(apierror.ReasonNotFound, map[string]string{"kind": "purpose", "id": "newsletter"})}},
-		{"FailedPrecondition", apierror.FailedPrecondition("TASK_NOT_OPEN", "the task is final"), codes.FailedPrecondition, "the task is final",
+		{"FailedPrecondition", apierror.FailedPrecondition(apierror.ReasonTaskNotOpen, "the task is final"), codes.FailedPrecondition, "the task is final",
 			[]proto.Message{info("TASK_NOT_OPEN", nil)}},
 		{"AlreadyExists", apierror.AlreadyExists("tenant", "clio"), codes.AlreadyExists, `tenant "clio" already exists`,
 			[]proto.Message{info("ALREADY_EXISTS", nil)}},

@@ -39,19 +39,19 @@ type Anchor struct {
 // record that is not an anchor.
 var ErrNoAnchor = errors.New("audit: not an anchor")
 
-// AnchorSubjectPrefix starts the subject of every anchor on the platform
+// AnchorSubjectPrefix starts the NATS subject of every anchor on the platform
 // stream, which captures "lethe.>". Its second token starts with an
 // underscore, which no tenant id can (contract.ValidToken), so no tenant's
 // subscription ever matches it.
 const AnchorSubjectPrefix = "lethe._audit.head"
 
-// AnchorSubjects is the subject filter of every anchor.
+// AnchorSubjects is the NATS subject filter of every anchor.
 const AnchorSubjects = AnchorSubjectPrefix + ".*"
 
 // AnchorLogMessage is the message of the log line that records an anchor.
 const AnchorLogMessage = "audit chain head"
 
-// AnchorSubject returns the subject the anchors of file are published on.
+// AnchorSubject returns the NATS subject the anchors of file are published on.
 func AnchorSubject(file string) string { return AnchorSubjectPrefix + "." + file }
 
 // HeadTx returns the anchor of the chain in tx's file as of at, and false

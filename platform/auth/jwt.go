@@ -66,7 +66,8 @@ type JWTConfig struct {
 
 // JWTAuthenticator identifies a caller by a signed JWT in the call's
 // "authorization: Bearer <token>" metadata. The identity is
-// "jwt:<iss>/<sub>", for example "jwt:https://idp.lethe.example/alice".
+// "jwt:<iss>/<sub>" (the issuer and the token subject), for example
+// "jwt:https://idp.lethe.example/alice".
 type JWTAuthenticator struct {
 	keys     *livefile.File[[]verificationKey]
 	issuer   string

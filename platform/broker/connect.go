@@ -89,7 +89,7 @@ func Connect(url, clientName string, logger *slog.Logger, opts ...nats.Option) (
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			attrs := []any{slog.Any("error", err)}
 			if sub != nil {
-				attrs = append(attrs, slog.String("subject", sub.Subject))
+				attrs = append(attrs, slog.String("nats_subject", sub.Subject))
 			}
 			log.Error("NATS asynchronous error", attrs...)
 		}),

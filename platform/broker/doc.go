@@ -12,11 +12,11 @@
 //     event id for as long as the stream keeps events
 //     (see [StreamConfig.MaxAge]).
 //
-// The subject layout (lethe.<tenant>.<domain>.<event>) is defined elsewhere;
-// this package knows only the prefix that the stream captures.
+// The NATS subject layout (lethe.<tenant>.<domain>.<event>) is defined
+// elsewhere; this package knows only the prefix that the stream captures.
 package broker
 
-// SubjectPrefix is the first token of every subject Lethe publishes on. The
-// default stream captures SubjectPrefix + ".>", so a subject outside this
-// prefix is not persisted and its publish gets no acknowledgement.
+// SubjectPrefix is the first token of every NATS subject Lethe publishes
+// on. The default stream captures SubjectPrefix + ".>", so a NATS subject
+// outside this prefix is not persisted and its publish gets no acknowledgement.
 const SubjectPrefix = "lethe"

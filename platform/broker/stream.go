@@ -26,7 +26,7 @@ var ErrInvalidStreamConfig = errors.New("broker: invalid stream config")
 type StreamConfig struct {
 	// Name is the stream's name.
 	Name string
-	// Subjects are the subjects the stream captures.
+	// Subjects are the NATS subjects the stream captures.
 	Subjects []string
 	// MaxAge is how long the stream keeps an event. Required: the stream's
 	// age is bounded, so that personal data in events (pseudonymous
@@ -286,7 +286,7 @@ func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, cfg Str
 // stream's erasure directives: "LETHE_ERASURES" (contract.ErasureLedgerStream).
 func ErasureLedgerStreamName(platform string) string { return platform + "_ERASURES" }
 
-// ErasureLedgerFilter is the subject filter of the erasure directives of
+// ErasureLedgerFilter is the NATS subject filter of the erasure directives of
 // every tenant, which the erasure ledger copies from the platform stream.
 const ErasureLedgerFilter = SubjectPrefix + ".*." + string(contract.KindErasureRequested)
 

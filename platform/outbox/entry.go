@@ -9,8 +9,8 @@ import (
 
 // entry is one staged publication.
 type entry struct {
-	subject   string
-	committed time.Time
+	natsSubject string
+	committed   time.Time
 	// headers are the message's NATS headers: Nats-Msg-Id, the CloudEvents
 	// attributes and the trace context of the committing call.
 	headers map[string]string
@@ -22,19 +22,19 @@ const entryFormat = 1
 
 // encode lays an entry out as
 //
-//	format(1) | committed UnixNano(8) | subject | header count | (key | value)* | payload
+//	format(1) | committed UnixNano(8) | NATS subject | header count | (key | value)* | payload
 //
 // with every string prefixed by its uvarint length and the payload taking
 // the rest.
 func (e entry) encode() []byte {
-	n := 1 + 8 + 2*binary.MaxVarintLen64 + len(e.subject) + len(e.payload)
+	n := 1 + 8 + 2*binary.MaxVarintLen64 + len(e.natsSubject) + len(e.payload)
 	for k, v := range e.headers {
 		n += 2*binary.MaxVarintLen64 + len(k) + len(v)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, entryFormat)
 	b = binary.BigEndian.AppendUint64(b, uint64(e.committed.UnixNano()))
-	b = appendString(b, e.subject)
+	b = appendString(b, e.natsSubject)
 	b = binary.AppendUvarint(b, uint64(len(e.headers)))
 	for k, v := range e.headers {
 		b = appendString(appendString(b, k), v)
@@ -60,7 +60,7 @@ func decodeEntry(b []byte) (entry, error) {
 	e := entry{committed: time.Unix(0, int64(binary.BigEndian.Uint64(b[1:9]))).UTC()}
 	rest := b[9:]
 	var ok bool
-	if e.subject, rest, ok = readString(rest); !ok {
+	if e.natsSubject, rest, ok = readString(rest); !ok {
 		return entry{}, errCorrupt
 	}
 	count, n := binary.Uvarint(rest)

@@ -211,7 +211,7 @@ func (o *Outbox) ResendTx(ctx context.Context, tx *bolt.Tx, ev *eventsv1.Event, 
 }
 
 // AddOutcomeTx stages a system's outcome for publication on the system's
-// outcome subject, in the caller's transaction, exactly as the SDK would
+// outcome NATS subject, in the caller's transaction, exactly as the SDK would
 // publish it (same Nats-Msg-Id and headers, but ce-source naming this
 // service, which published it): an answer an operator
 // records for a system answered by hand then reaches every service that
@@ -224,7 +224,7 @@ func (o *Outbox) AddOutcomeTx(ctx context.Context, tx *bolt.Tx, out *eventsv1.Ou
 	if err := o.validator.Validate(out); err != nil {
 		return fmt.Errorf("outbox: invalid outcome: %w", err)
 	}
-	subject, err := contract.OutcomeSubject(out.TenantId, out.SystemId)
+	natsSubject, err := contract.OutcomeSubject(out.TenantId, out.SystemId)
 	if err != nil {
 		return fmt.Errorf("outbox: %w", err)
 	}
@@ -241,7 +241,7 @@ func (o *Outbox) AddOutcomeTx(ctx context.Context, tx *bolt.Tx, out *eventsv1.Ou
 		headers[k] = ce.Get(k)
 	}
 	o.cfg.Propagator.Inject(ctx, headers)
-	return o.putTx(tx, entry{subject: subject, committed: o.cfg.Clock.Now(), headers: headers, payload: payload})
+	return o.putTx(tx, entry{natsSubject: natsSubject, committed: o.cfg.Clock.Now(), headers: headers, payload: payload})
 }
 
 func (o *Outbox) admit() error {
@@ -256,7 +256,7 @@ func (o *Outbox) stageTx(ctx context.Context, tx *bolt.Tx, ev *eventsv1.Event, m
 	if err := o.validator.Validate(ev); err != nil {
 		return fmt.Errorf("outbox: invalid event: %w", err)
 	}
-	subject, err := contract.EventSubject(ev)
+	natsSubject, err := contract.EventSubject(ev)
 	if err != nil {
 		return fmt.Errorf("outbox: %w", err)
 	}
@@ -275,7 +275,7 @@ func (o *Outbox) stageTx(ctx context.Context, tx *bolt.Tx, ev *eventsv1.Event, m
 	headers[nats.MsgIdHdr] = msgID
 	o.cfg.Propagator.Inject(ctx, headers)
 
-	return o.putTx(tx, entry{subject: subject, committed: o.cfg.Clock.Now(), headers: headers, payload: payload})
+	return o.putTx(tx, entry{natsSubject: natsSubject, committed: o.cfg.Clock.Now(), headers: headers, payload: payload})
 }
 
 // putTx appends a staged publication and wakes the relay once the

@@ -162,7 +162,7 @@ func TestCommittedEventsArePublished(t *testing.T) {
 			t.Fatal("an event of a rolled-back transaction was published")
 		}
 		h := msg.Headers()
-		if h.Get(nats.MsgIdHdr) != ev.Id || h.Get(contract.HeaderSource) != "lethe/test" || h.Get(contract.HeaderSubject) != ev.Cause.Id {
+		if h.Get(nats.MsgIdHdr) != ev.Id || h.Get(contract.HeaderSource) != "lethe/test" || h.Get(contract.HeaderCloudEventsSubject) != ev.Cause.Id {
 			t.Errorf("headers %v do not match event %v", h, ev)
 		}
 		if tp := h.Get("traceparent"); tp == "" || tp[3:35] != traceID.String() {

@@ -146,7 +146,7 @@ func (r *Relay) flush(ctx context.Context) (int, error) {
 	inflight := make([]pending, 0, len(entries))
 	var firstErr error
 	for i, e := range entries {
-		msg := &nats.Msg{Subject: e.subject, Data: e.payload, Header: make(nats.Header, len(e.headers))}
+		msg := &nats.Msg{Subject: e.natsSubject, Data: e.payload, Header: make(nats.Header, len(e.headers))}
 		for k, v := range e.headers {
 			msg.Header[k] = []string{v}
 		}

@@ -52,7 +52,7 @@ func TestTasksInTheFirstKeyEncodingAreFollowedToFinal(t *testing.T) {
 		t.Fatal(err)
 	}
 	open := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST, Id: "dsar-open"}
-	all, published, err := f.tracker.Propagation("clio", open)
+	all, published, err := f.tracker.Fanout("clio", open)
 	if err != nil || !published {
 		t.Fatalf("dsar-open: published %v, %v", published, err)
 	}
@@ -64,7 +64,7 @@ func TestTasksInTheFirstKeyEncodingAreFollowedToFinal(t *testing.T) {
 		t.Fatalf("dsar-open's tasks by the cause index: %v, want %v", states, want)
 	}
 	none := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST, Id: "dsar-none"}
-	if all, published, err := f.tracker.Propagation("clio", none); err != nil || !published || len(all) != 0 {
+	if all, published, err := f.tracker.Fanout("clio", none); err != nil || !published || len(all) != 0 {
 		t.Fatalf("dsar-none, published to no system: %d tasks, published %v, %v; want its marker found", len(all), published, err)
 	}
 

@@ -234,7 +234,7 @@ var metaCauseMarkers = []byte("tasks.cause_markers")
 // markPublishedCauses gives the events published to no system before
 // causeMarker existed their markers, once: every published event is in
 // store.BucketTaskEvents, so a cause with an event there and no entry in
-// the cause index is one of them. Without it Propagation would report
+// the cause index is one of them. Without it Fanout would report
 // such a cause as never published.
 func markPublishedCauses(db *store.DB) error {
 	var done bool
@@ -334,7 +334,7 @@ func (t *Tracker) PublishTx(ctx context.Context, tx *bolt.Tx, ev *eventsv1.Event
 	}
 	if len(expect) == 0 {
 		// No task says the cause was published: a marker does, so that
-		// Propagation tells it from a cause never published.
+		// Fanout tells it from a cause never published.
 		if err := store.BucketTx(tx, store.BucketTasksByCause).Put(causeMarker(ev.TenantId, ev.Cause, ev.Id), nil); err != nil {
 			return err
 		}
@@ -502,7 +502,7 @@ func (t *Tracker) RecordOutcome(o *eventsv1.Outcome) error {
 // whether the task became final now: false for a task final already.
 //
 // An answer that closes the task is also published, through the outbox in
-// the same transaction, on the system's outcome subject, as the SDK
+// the same transaction, on the system's outcome NATS subject, as the SDK
 // publishes a system's own answer: every service that follows outcomes
 // then learns of it whoever gave it. Above all the retention service,
 // which erases what a RETAINED answer kept at its until-date: an
@@ -602,16 +602,16 @@ func (t *Tracker) CauseTasksTx(tx *bolt.Tx, tenant string, cause *commonv1.Cause
 
 // CauseTasks returns every task of a cause.
 func (t *Tracker) CauseTasks(tenant string, cause *commonv1.Cause) ([]Task, error) {
-	all, _, err := t.Propagation(tenant, cause)
+	all, _, err := t.Fanout(tenant, cause)
 	return all, err
 }
 
-// Propagation returns every task of a cause, and whether the owner
+// Fanout returns every task of a cause, and whether the owner
 // published anything under it for the tenant. A cause published to no
 // system has no task and is published: it is complete. One never
 // published, or published for another tenant, is not: an owner reports it
 // as not found rather than complete.
-func (t *Tracker) Propagation(tenant string, cause *commonv1.Cause) (tasks []Task, published bool, err error) {
+func (t *Tracker) Fanout(tenant string, cause *commonv1.Cause) (tasks []Task, published bool, err error) {
 	err = t.db.View(func(tx *bolt.Tx) error {
 		tasks, published, err = causeTasksTx(tx, tenant, cause)
 		return err
@@ -731,8 +731,8 @@ func (t *Tracker) handleOutcome(msg jetstream.Msg) {
 		ok = ok && o.TenantId == tenant && o.SystemId == system
 	}
 	if !ok {
-		// A system may answer only for itself, on its own subject.
-		t.cfg.Logger.Warn("tasks: rejected an outcome that does not match its subject", "subject", msg.Subject())
+		// A system may answer only for itself, on its own NATS subject.
+		t.cfg.Logger.Warn("tasks: rejected an outcome that does not match its NATS subject", "nats_subject", msg.Subject())
 		_ = msg.Term()
 		return
 	}

@@ -183,7 +183,7 @@ func (f *fixture) answer(t *testing.T, ev *eventsv1.Event, subjectSystem, system
 // send publishes o on the outcome subject of subjectSystem.
 func (f *fixture) send(t *testing.T, subjectSystem string, o *eventsv1.Outcome) {
 	t.Helper()
-	subject, err := contract.OutcomeSubject(o.TenantId, subjectSystem)
+	natsSubject, err := contract.OutcomeSubject(o.TenantId, subjectSystem)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func (f *fixture) send(t *testing.T, subjectSystem string, o *eventsv1.Outcome) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := &nats.Msg{Subject: subject, Data: payload, Header: contract.OutcomeHeaders(o)}
+	msg := &nats.Msg{Subject: natsSubject, Data: payload, Header: contract.OutcomeHeaders(o)}
 	if _, err := f.js.PublishMsg(context.Background(), msg); err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestNoExpectedSystemCompletesAtOnce(t *testing.T) {
 // A cause published to no system is published, and complete; one never
 // published, or published for another tenant, is not, including in a file
 // written before the tracker marked causes without tasks.
-func TestPropagationTellsACauseWithoutTasksFromAnUnknownOne(t *testing.T) {
+func TestFanoutTellsACauseWithoutTasksFromAnUnknownOne(t *testing.T) {
 	f := start(t)
 	f.publish(t, erasure("req-empty"), nil)
 	f.publish(t, erasure("req-tasks"), sdk("crm"))
@@ -303,9 +303,9 @@ func TestPropagationTellsACauseWithoutTasksFromAnUnknownOne(t *testing.T) {
 	}
 	want := func(tr *tasks.Tracker, tenant, id string, published bool, n int) {
 		t.Helper()
-		got, ok, err := tr.Propagation(tenant, cause(id))
+		got, ok, err := tr.Fanout(tenant, cause(id))
 		if err != nil || ok != published || len(got) != n {
-			t.Fatalf("propagation of %s/%s = %d tasks, published %v (%v); want %d, %v", tenant, id, len(got), ok, err, n, published)
+			t.Fatalf("fan-out of %s/%s = %d tasks, published %v (%v); want %d, %v", tenant, id, len(got), ok, err, n, published)
 		}
 	}
 	want(f.tracker, "clio", "req-empty", true, 0)
@@ -626,11 +626,11 @@ func TestOutcomeBatchClosesEachTask(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subject, err := contract.OutcomeSubject("clio", "crm")
+	natsSubject, err := contract.OutcomeSubject("clio", "crm")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.js.PublishMsg(context.Background(), &nats.Msg{Subject: subject, Header: contract.OutcomeBatchHeaders("crm", outcomes), Data: payload}); err != nil {
+	if _, err := f.js.PublishMsg(context.Background(), &nats.Msg{Subject: natsSubject, Header: contract.OutcomeBatchHeaders("crm", outcomes), Data: payload}); err != nil {
 		t.Fatal(err)
 	}
 	f.waitTask(t, first.Id, "crm", tasks.StateFinal)

@@ -191,7 +191,7 @@ func (d *Directory) follow(ctx context.Context, js jetstream.JetStream, config j
 func (d *Directory) handle(msg jetstream.Msg) {
 	ev := &eventsv1.Event{}
 	if err := proto.Unmarshal(msg.Data(), ev); err != nil || !contract.ValidToken(ev.TenantId) {
-		d.logger.Warn("tenants: ignoring an undecodable tenant event", "subject", msg.Subject())
+		d.logger.Warn("tenants: ignoring an undecodable tenant event", "nats_subject", msg.Subject())
 		_ = msg.Term()
 		return
 	}

@@ -161,11 +161,11 @@ func TestDirectoryOutlivesItsConsumer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		subject, err := contract.KindSubject(tenant, contract.KindTenantRegistered)
+		natsSubject, err := contract.KindSubject(tenant, contract.KindTenantRegistered)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := js.Publish(ctx, subject, data); err != nil {
+		if _, err := js.Publish(ctx, natsSubject, data); err != nil {
 			t.Fatal(err)
 		}
 	}

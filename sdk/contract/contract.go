@@ -1,10 +1,11 @@
 // Package contract is Lethe's event contract in code: the stream, the
-// subject layout, the CloudEvents headers and the payload encoding that
+// NATS subject layout, the CloudEvents headers and the payload encoding that
 // every publisher and subscriber shares. The contract itself is documented
 // in proto/lethe/events/v1/events.proto; this package derives everything it
 // can from that proto, so the two cannot drift apart.
 //
-// Subjects:
+// NATS subjects (the names of this package that end in Subject name NATS
+// subjects, never the data subject):
 //
 //	lethe.<tenant>.<domain>.<event>   an Event, e.g. lethe.clio.erasure.requested
 //	lethe.<tenant>.outcome.<system>   an Outcome reported by one system, or
@@ -34,11 +35,11 @@ import (
 const (
 	// StreamName is the JetStream stream that carries every Lethe event.
 	StreamName = "LETHE"
-	// SubjectRoot is the first token of every Lethe subject.
+	// SubjectRoot is the first token of every Lethe NATS subject.
 	SubjectRoot = "lethe"
-	// AllSubjects is the stream's subject filter.
+	// AllSubjects is the stream's NATS subject filter.
 	AllSubjects = SubjectRoot + ".>"
-	// OutcomeDomain is the subject token that marks an outcome.
+	// OutcomeDomain is the NATS subject token that marks an outcome.
 	OutcomeDomain = "outcome"
 	// ErasureLedgerStream is the JetStream stream that keeps every
 	// erasure directive of StreamName long after StreamName let it go, so
@@ -54,9 +55,15 @@ const (
 	HeaderType        = "ce-type"
 	HeaderSource      = "ce-source"
 	HeaderTime        = "ce-time"
-	// HeaderSubject names the object the event is about (the cause's id: a
-	// request, rule or record id), never the data subject.
-	HeaderSubject     = "ce-subject"
+	// HeaderCloudEventsSubject is the CloudEvents subject: the object the
+	// event is about (the cause's id: a request, rule or record id), never
+	// the data subject.
+	HeaderCloudEventsSubject = "ce-subject"
+	// HeaderSubject is the former name of HeaderCloudEventsSubject.
+	//
+	// Deprecated: use HeaderCloudEventsSubject; "subject" alone means the
+	// data subject in Lethe.
+	HeaderSubject     = HeaderCloudEventsSubject
 	HeaderContentType = "content-type"
 
 	// SpecVersion is the CloudEvents version Lethe speaks.
@@ -125,7 +132,7 @@ func TypeOf(ev *eventsv1.Event) (string, error) {
 	return string(fd.Message().FullName()), nil
 }
 
-// EventSubject returns the subject ev is published on.
+// EventSubject returns the NATS subject ev is published on.
 func EventSubject(ev *eventsv1.Event) (string, error) {
 	kind, err := KindOf(ev)
 	if err != nil {
@@ -134,7 +141,7 @@ func EventSubject(ev *eventsv1.Event) (string, error) {
 	return KindSubject(ev.GetTenantId(), kind)
 }
 
-// KindSubject returns the subject of events of kind for tenant; tenant "*"
+// KindSubject returns the NATS subject of events of kind for tenant; tenant "*"
 // matches every tenant.
 func KindSubject(tenant string, kind Kind) (string, error) {
 	if tenant != "*" && !ValidToken(tenant) {
@@ -143,7 +150,7 @@ func KindSubject(tenant string, kind Kind) (string, error) {
 	return SubjectRoot + "." + tenant + "." + string(kind), nil
 }
 
-// OutcomeSubject returns the subject system publishes its outcomes for
+// OutcomeSubject returns the NATS subject system publishes its outcomes for
 // tenant on. Because it names the system, NATS permissions can let a
 // system publish only its own outcomes.
 func OutcomeSubject(tenant, system string) (string, error) {
@@ -156,13 +163,13 @@ func OutcomeSubject(tenant, system string) (string, error) {
 	return SubjectRoot + "." + tenant + "." + OutcomeDomain + "." + system, nil
 }
 
-// AllOutcomes is the subject filter of every outcome of every tenant.
+// AllOutcomes is the NATS subject filter of every outcome of every tenant.
 const AllOutcomes = SubjectRoot + ".*." + OutcomeDomain + ".*"
 
-// ParseOutcomeSubject returns the tenant and system an outcome subject
-// names.
-func ParseOutcomeSubject(subject string) (tenant, system string, ok bool) {
-	parts := strings.Split(subject, ".")
+// ParseOutcomeSubject returns the tenant and system an outcome NATS
+// subject names.
+func ParseOutcomeSubject(natsSubject string) (tenant, system string, ok bool) {
+	parts := strings.Split(natsSubject, ".")
 	if len(parts) != 4 || parts[0] != SubjectRoot || parts[2] != OutcomeDomain ||
 		!ValidToken(parts[1]) || !ValidToken(parts[3]) {
 		return "", "", false
@@ -184,7 +191,7 @@ func EventHeaders(ev *eventsv1.Event) (nats.Header, error) {
 	h.Set(HeaderType, ceType)
 	h.Set(HeaderSource, ev.GetSource())
 	h.Set(HeaderTime, ev.GetOccurredAt().AsTime().UTC().Format(time.RFC3339Nano))
-	h.Set(HeaderSubject, ev.GetCause().GetId())
+	h.Set(HeaderCloudEventsSubject, ev.GetCause().GetId())
 	h.Set(HeaderContentType, ContentType)
 	return h, nil
 }
@@ -201,7 +208,7 @@ func OutcomeHeaders(o *eventsv1.Outcome) nats.Header {
 	h.Set(HeaderType, string(o.ProtoReflect().Descriptor().FullName()))
 	h.Set(HeaderSource, "system/"+o.GetSystemId())
 	h.Set(HeaderTime, o.GetReportedAt().AsTime().UTC().Format(time.RFC3339Nano))
-	h.Set(HeaderSubject, o.GetCause().GetId())
+	h.Set(HeaderCloudEventsSubject, o.GetCause().GetId())
 	h.Set(HeaderContentType, ContentType)
 	return h
 }

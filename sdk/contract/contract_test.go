@@ -65,13 +65,13 @@ func TestSubjectsAndHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		nats.MsgIdHdr:     ev.Id,
-		HeaderID:          ev.Id,
-		HeaderType:        "lethe.events.v1.ErasureRequested",
-		HeaderSource:      "lethe/dsar",
-		HeaderTime:        "2026-11-23T10:00:00Z",
-		HeaderSubject:     "req-7",
-		HeaderSpecVersion: "1.0",
+		nats.MsgIdHdr:            ev.Id,
+		HeaderID:                 ev.Id,
+		HeaderType:               "lethe.events.v1.ErasureRequested",
+		HeaderSource:             "lethe/dsar",
+		HeaderTime:               "2026-11-23T10:00:00Z",
+		HeaderCloudEventsSubject: "req-7",
+		HeaderSpecVersion:        "1.0",
 	}
 	for k, v := range want {
 		if got := h.Get(k); got != v {

@@ -191,7 +191,7 @@ func newEvent(id string, kind contract.Kind, seq uint64) *eventsv1.Event {
 // id when empty).
 func publish(t *testing.T, js jetstream.JetStream, ev *eventsv1.Event, msgID string) {
 	t.Helper()
-	subject, err := contract.EventSubject(ev)
+	natsSubject, err := contract.EventSubject(ev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func publish(t *testing.T, js jetstream.JetStream, ev *eventsv1.Event, msgID str
 	if err != nil {
 		t.Fatal(err)
 	}
-	publishRaw(t, js, &nats.Msg{Subject: subject, Header: h, Data: data})
+	publishRaw(t, js, &nats.Msg{Subject: natsSubject, Header: h, Data: data})
 }
 
 func publishRaw(t *testing.T, js jetstream.JetStream, msg *nats.Msg) {

@@ -54,10 +54,10 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 		// No delivery will make it decodable, and without an id and a
 		// cause there is no task to answer: terminate it, which the
 		// server reports in a MSG_TERMINATED advisory.
-		s.log.Error("terminating an invalid event", "subject", msg.Subject(), "error", err)
+		s.log.Error("terminating an invalid event", "nats_subject", msg.Subject(), "error", err)
 		span.SetStatus(codes.Error, err.Error())
 		if err := msg.TermWithReason("invalid event: " + err.Error()); err != nil {
-			s.log.Warn("terminate failed", "subject", msg.Subject(), "error", err)
+			s.log.Warn("terminate failed", "nats_subject", msg.Subject(), "error", err)
 		}
 		return
 	}
@@ -174,7 +174,7 @@ func (s *Subscriber) call(ctx context.Context, ev *Event, log *slog.Logger) (out
 func (s *Subscriber) report(ctx context.Context, msg jetstream.Msg, ev *Event, o *eventsv1.Outcome, log *slog.Logger, span trace.Span) {
 	log = log.With("outcome", o.GetKind())
 	span.SetAttributes(attribute.String("lethe.outcome", o.GetKind().String()))
-	subject, err := contract.OutcomeSubject(o.GetTenantId(), o.GetSystemId())
+	natsSubject, err := contract.OutcomeSubject(o.GetTenantId(), o.GetSystemId())
 	if err != nil {
 		s.retry(msg, ev, log, span, err)
 		return
@@ -191,7 +191,7 @@ func (s *Subscriber) report(ctx context.Context, msg jetstream.Msg, ev *Event, o
 	// stopping, rather than leave it to a redelivery.
 	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
-	if err := s.outcomes.publish(pubCtx, o, &nats.Msg{Subject: subject, Header: header, Data: payload}); err != nil {
+	if err := s.outcomes.publish(pubCtx, o, &nats.Msg{Subject: natsSubject, Header: header, Data: payload}); err != nil {
 		s.retry(msg, ev, log, span, fmt.Errorf("publish outcome: %w", err))
 		return
 	}
@@ -250,13 +250,13 @@ func (s *Subscriber) decode(msg jetstream.Msg) (*Event, error) {
 	// The subject is what NATS permissions and the consumer's filter
 	// checked; an event whose payload names another tenant or kind must
 	// not be answered as if it were the one routed here.
-	subject, err := contract.EventSubject(pb)
+	natsSubject, err := contract.EventSubject(pb)
 	if err != nil {
 		return nil, err
 	}
 	switch {
-	case subject != msg.Subject():
-		return nil, fmt.Errorf("the event belongs on %s", subject)
+	case natsSubject != msg.Subject():
+		return nil, fmt.Errorf("the event belongs on %s", natsSubject)
 	case pb.GetId() == "":
 		return nil, errors.New("the event has no id")
 	case pb.GetCause() == nil:

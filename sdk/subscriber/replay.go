@@ -228,7 +228,7 @@ func (s *Subscriber) replay(ctx context.Context, msg jetstream.Msg, res *ReplayR
 	}
 	ev, err := s.decode(msg)
 	if err != nil {
-		s.log.Error("skipping an invalid erasure in the replay", "subject", msg.Subject(), "error", err)
+		s.log.Error("skipping an invalid erasure in the replay", "nats_subject", msg.Subject(), "error", err)
 		return fail(fmt.Errorf("an invalid erasure on %s: %w", msg.Subject(), err))
 	}
 	log := s.log.With("event_id", ev.ID(), "kind", ev.Kind(), "replay", true)

@@ -214,7 +214,7 @@ func (cfg *Config) kindConsumers() ([]kindConsumer, error) {
 		if h == nil {
 			return nil, fmt.Errorf("subscriber: the handler of %s is nil", kind)
 		}
-		subject, err := contract.KindSubject(cfg.Tenant, kind)
+		natsSubject, err := contract.KindSubject(cfg.Tenant, kind)
 		if err != nil {
 			return nil, fmt.Errorf("subscriber: %w", err)
 		}
@@ -222,7 +222,7 @@ func (cfg *Config) kindConsumers() ([]kindConsumer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("subscriber: %w", err)
 		}
-		consumers = append(consumers, kindConsumer{kind: kind, name: name, filter: subject})
+		consumers = append(consumers, kindConsumer{kind: kind, name: name, filter: natsSubject})
 	}
 	if len(consumers) != len(cfg.Handlers) {
 		for kind := range cfg.Handlers {

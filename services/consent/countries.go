@@ -79,11 +79,11 @@ func (s *Service) followCountries(ctx context.Context) error {
 		// reads every tenant whose country is unknown, and a change missed
 		// is made up for at start, when every known tenant is read again.
 		for _, k := range []contract.Kind{contract.KindTenantRegistered, contract.KindTenantChanged} {
-			subject, err := contract.KindSubject("*", k)
+			natsSubject, err := contract.KindSubject("*", k)
 			if err != nil {
 				return err
 			}
-			sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+			sub, err := nc.Subscribe(natsSubject, func(m *nats.Msg) {
 				ev := &eventsv1.Event{}
 				if proto.Unmarshal(m.Data, ev) == nil && contract.ValidToken(ev.TenantId) {
 					s.countries.want(ev.TenantId)

@@ -55,14 +55,14 @@ func (s *Service) publishLimitTx(ctx context.Context, tx *bolt.Tx, tenant, subje
 	return s.tracker.PublishTx(ctx, tx, ev, expect)
 }
 
-// GetPropagation implements ConsentService. A cause under which nothing
+// GetFanout implements ConsentService. A cause under which nothing
 // was published for the tenant (an unknown id, another tenant's) is
 // NotFound.
-func (s *Service) GetPropagation(_ context.Context, req *consentv1.GetPropagationRequest) (*consentv1.GetPropagationResponse, error) {
+func (s *Service) GetFanout(_ context.Context, req *consentv1.GetFanoutRequest) (*consentv1.GetFanoutResponse, error) {
 	if err := s.tenants.Require(req.TenantId); err != nil {
 		return nil, err
 	}
-	all, published, err := s.tracker.Propagation(req.TenantId, req.Cause)
+	all, published, err := s.tracker.Fanout(req.TenantId, req.Cause)
 	if err != nil {
 		return nil, err
 	}
@@ -71,9 +71,9 @@ func (s *Service) GetPropagation(_ context.Context, req *consentv1.GetPropagatio
 		// tenant.
 		return nil, apierror.NotFound("cause", req.Cause.GetId())
 	}
-	resp := &consentv1.GetPropagationResponse{Complete: true}
+	resp := &consentv1.GetFanoutResponse{Complete: true}
 	for _, t := range all {
-		pt := &consentv1.PropagationTask{SystemId: t.SystemID, State: taskState(t.State)}
+		pt := &consentv1.Task{SystemId: t.SystemID, State: taskState(t.State)}
 		if o, err := t.OutcomeProto(); err != nil {
 			return nil, err
 		} else if o != nil {
@@ -82,20 +82,20 @@ func (s *Service) GetPropagation(_ context.Context, req *consentv1.GetPropagatio
 		resp.Complete = resp.Complete && t.State == tasks.StateFinal
 		resp.Tasks = append(resp.Tasks, pt)
 	}
-	sortBy(resp.Tasks, func(t *consentv1.PropagationTask) string { return t.SystemId })
+	sortBy(resp.Tasks, func(t *consentv1.Task) string { return t.SystemId })
 	return resp, nil
 }
 
-func taskState(s tasks.State) consentv1.TaskState {
+func taskState(s tasks.State) commonv1.TaskState {
 	switch s {
 	case tasks.StateOpen:
-		return consentv1.TaskState_TASK_STATE_OPEN
+		return commonv1.TaskState_TASK_STATE_OPEN
 	case tasks.StateStalled:
-		return consentv1.TaskState_TASK_STATE_STALLED
+		return commonv1.TaskState_TASK_STATE_STALLED
 	case tasks.StateFinal:
-		return consentv1.TaskState_TASK_STATE_FINAL
+		return commonv1.TaskState_TASK_STATE_FINAL
 	}
-	return consentv1.TaskState_TASK_STATE_UNSPECIFIED
+	return commonv1.TaskState_TASK_STATE_UNSPECIFIED
 }
 
 // CompleteTask records an operator's answer for a manual system's task: the
@@ -120,9 +120,9 @@ func (s *Service) CompleteTask(ctx context.Context, req *consentv1.CompleteTaskR
 		task := all[i]
 		switch {
 		case task.Mode != commonv1.AnswerMode_ANSWER_MODE_MANUAL:
-			return nil, apierror.FailedPrecondition("answers_itself", fmt.Sprintf("system %s answers through the SDK; it reports its own outcome", req.SystemId))
+			return nil, apierror.FailedPrecondition(apierror.ReasonAnswersItself, fmt.Sprintf("system %s answers through the SDK; it reports its own outcome", req.SystemId))
 		case task.State == tasks.StateFinal:
-			return nil, apierror.FailedPrecondition("task_final", fmt.Sprintf("the task of system %s is final already", req.SystemId))
+			return nil, apierror.FailedPrecondition(apierror.ReasonTaskNotOpen, fmt.Sprintf("the task of system %s is final already", req.SystemId))
 		}
 		o := &eventsv1.Outcome{
 			EventId: task.EventID, TenantId: req.TenantId, SystemId: req.SystemId, Cause: req.Cause,
@@ -131,8 +131,8 @@ func (s *Service) CompleteTask(ctx context.Context, req *consentv1.CompleteTaskR
 		if _, err := s.tracker.RecordOutcomeTx(tx, o); err != nil {
 			return nil, err
 		}
-		return &consentv1.CompleteTaskResponse{Task: &consentv1.PropagationTask{
-			SystemId: req.SystemId, State: consentv1.TaskState_TASK_STATE_FINAL, Outcome: req.Outcome, Reason: req.Reason,
+		return &consentv1.CompleteTaskResponse{Task: &consentv1.Task{
+			SystemId: req.SystemId, State: commonv1.TaskState_TASK_STATE_FINAL, Outcome: req.Outcome, Reason: req.Reason,
 		}}, nil
 	})
 }

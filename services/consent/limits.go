@@ -179,7 +179,7 @@ func (s *Service) liftable(tx *bolt.Tx, tenant, id string, informed *timestamppb
 	}
 	ends, ok := groundOutcomes[r.Ground]
 	if !ok {
-		return r, apierror.FailedPrecondition("GROUND_HAS_NO_OUTCOME", fmt.Sprintf(
+		return r, apierror.FailedPrecondition(apierror.ReasonGroundHasNoOutcome, fmt.Sprintf(
 			"a restriction on ground %s lasts until the subject asks otherwise (Art. 18(1)(b)): lift it by hand", r.Ground))
 	}
 	if !slices.Contains(ends, outcome) {
@@ -191,7 +191,7 @@ func (s *Service) liftable(tx *bolt.Tx, tenant, id string, informed *timestamppb
 // liftedAlready refuses to lift a restriction twice.
 func liftedAlready(r storage.Restriction) error {
 	if !r.LiftedAt.IsZero() {
-		return apierror.FailedPrecondition("RESTRICTION_LIFTED", "the restriction was lifted already")
+		return apierror.FailedPrecondition(apierror.ReasonRestrictionLifted, "the restriction was lifted already")
 	}
 	return nil
 }

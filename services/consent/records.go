@@ -189,7 +189,7 @@ func (s *Service) givenAt(req *consentv1.RecordConsentRequest, now time.Time) (t
 // request gets its first answer.
 func (s *Service) inOrder(req *consentv1.RecordConsentRequest, given time.Time) error {
 	if c, ok := s.index.Consent(req.TenantId, req.SubjectId, req.PurposeId); ok && !given.IsZero() && given.Before(c.GivenAt) {
-		return apierror.FailedPrecondition("HISTORY_ORDER", fmt.Sprintf(
+		return apierror.FailedPrecondition(apierror.ReasonHistoryOrder, fmt.Sprintf(
 			"given_at %s precedes the subject's latest record for purpose %q, given %s: record earlier consents first",
 			given.Format(time.RFC3339), req.PurposeId, c.GivenAt.Format(time.RFC3339)))
 	}

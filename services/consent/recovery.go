@@ -78,10 +78,6 @@ import (
 // NTP leaves.
 const DefaultRecoveryMargin = 5 * time.Minute
 
-// ReasonRecoveryIncomplete is the reason of the FAILED_PRECONDITION that
-// Check answers while limits may be lost beyond the stream's reach.
-const ReasonRecoveryIncomplete = "RECOVERY_INCOMPLETE"
-
 // recoveryBatch is how many events one fetch and one transaction take.
 const recoveryBatch = 256
 
@@ -203,7 +199,7 @@ func (s *Service) recoveryRefusal() error {
 	if !g.From.IsZero() {
 		since = g.From.Format(time.RFC3339)
 	}
-	return apierror.FailedPrecondition(ReasonRecoveryIncomplete, fmt.Sprintf(
+	return apierror.FailedPrecondition(apierror.ReasonRecoveryIncomplete, fmt.Sprintf(
 		"the consent store was restored from a backup older than the event stream reaches: limits recorded between %s and %s may be lost, so no decision can be proven; restore a backup taken within the stream's max age (%s), or have an operator accept the loss with AcceptRecoveryGap",
 		since, g.Until.Format(time.RFC3339), g.StreamMaxAge))
 }
@@ -225,11 +221,11 @@ func (s *Service) markAlive() error {
 func (s *Service) replay(ctx context.Context, stream jetstream.Stream, from time.Time) (int, error) {
 	var filters []string
 	for _, k := range contract.Limits {
-		subject, err := contract.KindSubject(contract.AllTenants, k)
+		natsSubject, err := contract.KindSubject(contract.AllTenants, k)
 		if err != nil {
 			return 0, err
 		}
-		filters = append(filters, subject)
+		filters = append(filters, natsSubject)
 	}
 	cfg := jetstream.ConsumerConfig{
 		// A name of its own per start: no durable state, and the server
@@ -271,7 +267,7 @@ func (s *Service) replay(ctx context.Context, stream jetstream.Stream, from time
 			if err := proto.Unmarshal(msg.Data(), ev); err != nil {
 				// The outbox publishes only validated events: this is not
 				// one of the service's.
-				s.Logger.Warn("consent: recovery: ignoring an undecodable message on a limit subject", "subject", msg.Subject(), "stream_sequence", meta.Sequence.Stream)
+				s.Logger.Warn("consent: recovery: ignoring an undecodable message on a limit NATS subject", "nats_subject", msg.Subject(), "stream_sequence", meta.Sequence.Stream)
 				continue
 			}
 			if ev.Source == source {
@@ -490,7 +486,7 @@ func (s *Service) AcceptRecoveryGap(ctx context.Context, req *consentv1.AcceptRe
 			return nil, err
 		}
 		if gap == nil {
-			return nil, apierror.FailedPrecondition("NO_RECOVERY_GAP", "no recovery gap stands: the store holds every limit the stream has published")
+			return nil, apierror.FailedPrecondition(apierror.ReasonNoRecoveryGap, "no recovery gap stands: the store holds every limit the stream has published")
 		}
 		actor, _ := auth.FromContext(ctx)
 		if err := storage.AcceptGapTx(tx, storage.AcceptedGap{Gap: *gap, AcceptedAt: s.Clock.Now(), By: actor.Name, Reason: req.Reason}); err != nil {

@@ -116,9 +116,9 @@ func (s *Service) Watch(req *consentv1.WatchRequest, stream consentv1.ConsentSer
 		case <-stream.Context().Done():
 			return stream.Context().Err()
 		case <-w.lagged:
-			return apierror.Unavailable("WATCH_LAGGED", "the watcher fell behind; reconnect with the last revision received", 0)
+			return apierror.Unavailable(apierror.ReasonWatchLagged, "the watcher fell behind; reconnect with the last revision received", 0)
 		case <-s.watchers.stopping:
-			return apierror.Unavailable("SHUTTING_DOWN", "the service is stopping; reconnect with the last revision received", 0)
+			return apierror.Unavailable(apierror.ReasonShuttingDown, "the service is stopping; reconnect with the last revision received", 0)
 		case c := <-w.changes:
 			if c.Revision <= last {
 				continue

@@ -17,14 +17,14 @@ import (
 )
 
 // Sweep retries fan-outs that failed, completes requests whose consent
-// propagation completed, and destroys packages whose delivery was never
+// fan-out completed, and destroys packages whose delivery was never
 // confirmed in time. Run calls it every SweepEvery.
 func (s *Service) Sweep(ctx context.Context) {
-	if err := s.dispatchPending(ctx); err != nil && ctx.Err() == nil {
+	if err := s.fanoutPending(ctx); err != nil && ctx.Err() == nil {
 		s.Logger.Warn("dsar: fan-out sweep", "error", err)
 	}
 	if err := s.followConsent(ctx); err != nil && ctx.Err() == nil {
-		s.Logger.Warn("dsar: following consent propagation", "error", err)
+		s.Logger.Warn("dsar: following consent fan-out", "error", err)
 	}
 	if err := s.expirePackages(); err != nil {
 		s.Logger.Warn("dsar: destroying expired packages", "error", err)
@@ -62,7 +62,7 @@ func (s *Service) follow(ctx context.Context, tenant, id string) error {
 	}
 	var ts []tasks.Task
 	for _, c := range r.ConsentCauses {
-		p, err := s.consent.GetPropagation(ctx, &consentv1.GetPropagationRequest{TenantId: tenant, Cause: c})
+		p, err := s.consent.GetFanout(ctx, &consentv1.GetFanoutRequest{TenantId: tenant, Cause: c})
 		if err != nil {
 			return err
 		}
@@ -70,7 +70,7 @@ func (s *Service) follow(ctx context.Context, tenant, id string) error {
 			return nil
 		}
 		for _, t := range p.Tasks {
-			ts = append(ts, propagated(c, t))
+			ts = append(ts, consentTask(c, t))
 		}
 	}
 	return s.DB.Update(func(tx *bolt.Tx) error {
@@ -85,9 +85,9 @@ func (s *Service) follow(ctx context.Context, tenant, id string) error {
 	})
 }
 
-// propagated turns a consent task into the tracker's form, so that limits
+// consentTask turns a consent task into the tracker's form, so that limits
 // and directives share one result shape.
-func propagated(c *commonv1.Cause, t *consentv1.PropagationTask) tasks.Task {
+func consentTask(c *commonv1.Cause, t *consentv1.Task) tasks.Task {
 	task := tasks.Task{SystemID: t.SystemId, CauseKind: c.Kind, CauseID: c.Id, State: tasks.StateFinal}
 	o := &eventsv1.Outcome{SystemId: t.SystemId, Kind: t.Outcome, Reason: t.Reason}
 	task.Outcome, _ = proto.Marshal(o)

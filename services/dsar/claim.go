@@ -82,7 +82,7 @@ func (s *Service) findTask(ctx context.Context, tenant, id, system string) (*dsa
 	if err := callerIsSystem(ctx, system); err != nil {
 		return nil, tasks.Task{}, err
 	}
-	return nil, tasks.Task{}, apierror.FailedPrecondition(ReasonTaskClosed, fmt.Sprintf("system %q has no task for request %s", system, id))
+	return nil, tasks.Task{}, apierror.FailedPrecondition(apierror.ReasonTaskNotOpen, fmt.Sprintf("system %q has no task for request %s", system, id))
 }
 
 // openTask is findTask for a task still open, of one of kinds when given.
@@ -92,9 +92,9 @@ func (s *Service) openTask(ctx context.Context, tenant, id, system string, kinds
 	case err != nil:
 		return nil, t, err
 	case t.State == tasks.StateFinal || r.State != dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS:
-		return nil, t, apierror.FailedPrecondition(ReasonTaskClosed, fmt.Sprintf("system %q has no open task for request %s", system, id))
+		return nil, t, apierror.FailedPrecondition(apierror.ReasonTaskNotOpen, fmt.Sprintf("system %q has no open task for request %s", system, id))
 	case len(kinds) > 0 && !slices.Contains(kinds, t.Kind):
-		return nil, t, apierror.FailedPrecondition(ReasonWrongType, fmt.Sprintf("the task of system %q is a %s", system, t.Kind))
+		return nil, t, apierror.FailedPrecondition(apierror.ReasonWrongRequestType, fmt.Sprintf("the task of system %q is a %s", system, t.Kind))
 	}
 	return r, t, nil
 }
@@ -224,11 +224,11 @@ func (s *Service) restartSubmission(id, system string) ([]byte, error) {
 			return err
 		}
 		if sec.Key == nil {
-			return apierror.FailedPrecondition(ReasonKeyDestroyed, "the request's key is destroyed")
+			return apierror.FailedPrecondition(apierror.ReasonKeyDestroyed, "the request's key is destroyed")
 		}
 		var ok bool
 		if key, ok = s.keys.Key(*sec.Key); !ok {
-			return apierror.FailedPrecondition(ReasonKeyDestroyed, "the request's key is destroyed")
+			return apierror.FailedPrecondition(apierror.ReasonKeyDestroyed, "the request's key is destroyed")
 		}
 		return deletePrefixTx(tx, bucketSubmissions, store.Key(id, system))
 	})
@@ -347,11 +347,11 @@ func (s *Service) DownloadPackage(req *dsarv1.DownloadPackageRequest, stream grp
 		}
 		switch {
 		case r.Type != dsarv1.RequestType_REQUEST_TYPE_ACCESS && r.Type != dsarv1.RequestType_REQUEST_TYPE_PORTABILITY:
-			return apierror.FailedPrecondition(ReasonWrongType, fmt.Sprintf("a %s request has no package", r.Type))
+			return apierror.FailedPrecondition(apierror.ReasonWrongRequestType, fmt.Sprintf("a %s request has no package", r.Type))
 		case r.Package == nil:
-			return apierror.FailedPrecondition(ReasonIllegalTransition, "the package is not assembled yet: systems are still answering")
+			return apierror.FailedPrecondition(apierror.ReasonIllegalTransition, "the package is not assembled yet: systems are still answering")
 		case r.Package.Destroyed:
-			return apierror.FailedPrecondition(ReasonKeyDestroyed, "the package was delivered or expired and is destroyed")
+			return apierror.FailedPrecondition(apierror.ReasonKeyDestroyed, "the package was delivered or expired and is destroyed")
 		}
 		sec, err := secretsTx(tx, r.DsarId)
 		if err != nil {
@@ -359,10 +359,10 @@ func (s *Service) DownloadPackage(req *dsarv1.DownloadPackageRequest, stream grp
 		}
 		var ok bool
 		if sec.Key == nil {
-			return apierror.FailedPrecondition(ReasonKeyDestroyed, "the package is destroyed")
+			return apierror.FailedPrecondition(apierror.ReasonKeyDestroyed, "the package is destroyed")
 		}
 		if key, ok = s.keys.Key(*sec.Key); !ok {
-			return apierror.FailedPrecondition(ReasonKeyDestroyed, "the package is destroyed")
+			return apierror.FailedPrecondition(apierror.ReasonKeyDestroyed, "the package is destroyed")
 		}
 		prefix := store.Key(r.DsarId)
 		c := store.BucketTx(tx, bucketPackages).Cursor()
@@ -403,10 +403,10 @@ func (s *Service) ConfirmDelivery(ctx context.Context, req *dsarv1.ConfirmDelive
 			return nil, err
 		}
 		if r.Package == nil || !isFinal(r.State) {
-			return nil, apierror.FailedPrecondition(ReasonIllegalTransition, "the request has no package to deliver")
+			return nil, apierror.FailedPrecondition(apierror.ReasonIllegalTransition, "the request has no package to deliver")
 		}
 		if r.Package.Destroyed {
-			return nil, apierror.FailedPrecondition(ReasonKeyDestroyed, "the package is destroyed already")
+			return nil, apierror.FailedPrecondition(apierror.ReasonKeyDestroyed, "the package is destroyed already")
 		}
 		if until := r.Package.AvailableUntil; until != nil {
 			if err := store.BucketTx(tx, bucketPackageExpiry).Delete(append(store.TimeKey(until.AsTime()), r.DsarId...)); err != nil {
@@ -455,7 +455,7 @@ func (s *Service) CompleteTask(ctx context.Context, req *dsarv1.CompleteTaskRequ
 		return nil, err
 	}
 	if task.Mode != commonv1.AnswerMode_ANSWER_MODE_MANUAL {
-		return nil, apierror.FailedPrecondition(ReasonTaskClosed, fmt.Sprintf("system %q answers through the SDK, not by hand", req.SystemId))
+		return nil, apierror.FailedPrecondition(apierror.ReasonAnswersItself, fmt.Sprintf("system %q answers through the SDK, not by hand", req.SystemId))
 	}
 	if !slices.Contains(answers[task.Kind], req.Outcome) {
 		return nil, apierror.Invalid("outcome", fmt.Sprintf("%s does not answer a %s", req.Outcome, task.Kind))
@@ -468,7 +468,7 @@ func (s *Service) CompleteTask(ctx context.Context, req *dsarv1.CompleteTaskRequ
 			return nil, err
 		}
 		if !closed {
-			return nil, apierror.FailedPrecondition(ReasonTaskClosed, fmt.Sprintf("system %q has no open task for request %s", req.SystemId, req.DsarId))
+			return nil, apierror.FailedPrecondition(apierror.ReasonTaskNotOpen, fmt.Sprintf("system %q has no open task for request %s", req.SystemId, req.DsarId))
 		}
 		return &dsarv1.CompleteTaskResponse{}, nil
 	})
@@ -487,13 +487,13 @@ func (s *Service) RecordReview(ctx context.Context, req *dsarv1.RecordReviewRequ
 			return nil, err
 		}
 		if r.Type != dsarv1.RequestType_REQUEST_TYPE_AUTOMATED_DECISION_REVIEW {
-			return nil, apierror.FailedPrecondition(ReasonWrongType, fmt.Sprintf("a %s request has no human review", r.Type))
+			return nil, apierror.FailedPrecondition(apierror.ReasonWrongRequestType, fmt.Sprintf("a %s request has no human review", r.Type))
 		}
 		if r.State != dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS {
 			if isFinal(r.State) {
 				return nil, illegal(r.State, dsarv1.RequestState_REQUEST_STATE_COMPLETED)
 			}
-			return nil, apierror.FailedPrecondition(ReasonNotVerified, "the subject's identity is not verified yet")
+			return nil, apierror.FailedPrecondition(apierror.ReasonIdentityNotVerified, "the subject's identity is not verified yet")
 		}
 		r.Review = &dsarv1.Review{Reviewer: actorOf(ctx), DecisionUpheld: req.DecisionUpheld, Explanation: req.Explanation,
 			ReviewedAt: timestamppb.New(s.Clock.Now())}

@@ -42,29 +42,29 @@ func (s *Service) onCauseComplete(tx *bolt.Tx, tenant string, cause *commonv1.Ca
 // held back at fan-out.
 func resultOf(ts []tasks.Task, prev *dsarv1.Result) *dsarv1.Result {
 	res := &dsarv1.Result{Held: prev.GetHeld(), Complete: true}
-	for _, sys := range prev.GetSystems() {
-		if sys.State == dsarv1.TaskState_TASK_STATE_HELD {
-			res.Systems = append(res.Systems, sys)
+	for _, sys := range prev.GetTasks() {
+		if sys.State == commonv1.TaskState_TASK_STATE_HELD {
+			res.Tasks = append(res.Tasks, sys)
 		}
 	}
 	for _, t := range ts {
-		sr := &dsarv1.SystemResult{SystemId: t.SystemID, AnswerMode: t.Mode, EventId: t.EventID}
+		sr := &dsarv1.Task{SystemId: t.SystemID, AnswerMode: t.Mode, EventId: t.EventID}
 		switch t.State {
 		case tasks.StateOpen:
-			sr.State, res.Complete = dsarv1.TaskState_TASK_STATE_OPEN, false
+			sr.State, res.Complete = commonv1.TaskState_TASK_STATE_OPEN, false
 		case tasks.StateStalled:
-			sr.State, res.Complete = dsarv1.TaskState_TASK_STATE_STALLED, false
+			sr.State, res.Complete = commonv1.TaskState_TASK_STATE_STALLED, false
 		default:
-			sr.State = dsarv1.TaskState_TASK_STATE_FINAL
+			sr.State = commonv1.TaskState_TASK_STATE_FINAL
 			sr.AnsweredAt = timestamppb.New(t.ClosedAt)
 			if o, err := t.OutcomeProto(); err == nil && o != nil {
 				sr.Outcome, sr.Retained, sr.Reason = o.Kind, o.Retained, o.Reason
 				res.Retained = append(res.Retained, o.Retained...)
 			}
 		}
-		res.Systems = append(res.Systems, sr)
+		res.Tasks = append(res.Tasks, sr)
 	}
-	sort.Slice(res.Systems, func(i, j int) bool { return res.Systems[i].SystemId < res.Systems[j].SystemId })
+	sort.Slice(res.Tasks, func(i, j int) bool { return res.Tasks[i].SystemId < res.Tasks[j].SystemId })
 	return res
 }
 
@@ -73,7 +73,7 @@ func resultOf(ts []tasks.Task, prev *dsarv1.Result) *dsarv1.Result {
 func (s *Service) finishTx(tx *bolt.Tx, r *dsarv1.Request, ts []tasks.Task) error {
 	r.Result = resultOf(ts, r.Result)
 	partial := len(r.Result.Held) > 0 || len(r.Result.Retained) > 0
-	for _, sys := range r.Result.Systems {
+	for _, sys := range r.Result.Tasks {
 		if sys.Outcome == eventsv1.OutcomeKind_OUTCOME_KIND_FAILED {
 			partial = true
 		}
@@ -109,7 +109,7 @@ func noDataHeld(r *dsarv1.Request) bool {
 	if len(r.Result.Held) > 0 {
 		return false
 	}
-	for _, sys := range r.Result.Systems {
+	for _, sys := range r.Result.Tasks {
 		if sys.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND {
 			return false
 		}
@@ -257,7 +257,7 @@ func (s *Service) assembleTx(tx *bolt.Tx, r *dsarv1.Request) error {
 	if manifest.LeftOut > 0 {
 		manifest.LeftOutBy = &leftOutEntry{LegalBasis: sec.Dropped, NotProvided: sec.DroppedNotProvided, Unknown: sec.DroppedUnknown}
 	}
-	for _, sys := range r.Result.Systems {
+	for _, sys := range r.Result.Tasks {
 		manifest.Systems = append(manifest.Systems, systemEntry{SystemID: sys.SystemId, Outcome: sys.Outcome.String(), Records: len(data[sys.SystemId])})
 	}
 	info := sec.Info

@@ -5,7 +5,7 @@
 // through its outbox and tracks per system until each has answered, after
 // asking the retention service which legal holds apply; objection,
 // restriction and consent withdrawal it applies through the consent
-// service with the request as their cause, and follows that propagation to
+// service with the request as their cause, and follows that fan-out to
 // completion. Access and portability answers are assembled into one JSON
 // package; every closed request yields a receipt on a hash-chained log.
 //
@@ -82,8 +82,8 @@ type Options struct {
 	// before it is re-sent and its task flagged stalled; one hour by
 	// default.
 	ResendAfter time.Duration
-	// SweepEvery is how often undispatched requests are retried, consent
-	// propagation followed and expired packages destroyed; five seconds by
+	// SweepEvery is how often requests not yet fanned out are retried,
+	// consent fan-out followed and expired packages destroyed; five seconds by
 	// default.
 	SweepEvery time.Duration
 	// PackageTTL is how long an access package stays downloadable when its

@@ -19,29 +19,6 @@ import (
 	"github.com/lethe-privacy/lethe/platform/store"
 )
 
-// Error reasons of the DSAR service.
-const (
-	// ReasonIllegalTransition: the request's state does not allow the
-	// change asked for.
-	ReasonIllegalTransition = "ILLEGAL_TRANSITION"
-	// ReasonNotVerified: the subject's identity is not verified yet.
-	ReasonNotVerified = "IDENTITY_NOT_VERIFIED"
-	// ReasonExtension: the deadline was extended already, or the first
-	// month is over.
-	ReasonExtension = "EXTENSION_REFUSED"
-	// ReasonNoChannel: no channel to send one-time codes is configured.
-	ReasonNoChannel = "NO_VERIFICATION_CHANNEL"
-	// ReasonCodeSpent: the code expired or its attempts are spent.
-	ReasonCodeSpent = "CODE_SPENT"
-	// ReasonTaskClosed: the system has no open task for the request.
-	ReasonTaskClosed = "TASK_NOT_OPEN"
-	// ReasonKeyDestroyed: the request's key was destroyed; its identifiers
-	// and package are gone.
-	ReasonKeyDestroyed = "KEY_DESTROYED"
-	// ReasonWrongType: the method does not apply to the request's type.
-	ReasonWrongType = "WRONG_REQUEST_TYPE"
-)
-
 // serviceActor is the actor of transitions the service makes itself.
 const serviceActor = "lethe/dsar"
 
@@ -78,7 +55,7 @@ func isOpen(st dsarv1.RequestState) bool { return !isFinal(st) }
 
 // illegal is the error of a transition the state machine does not allow.
 func illegal(from, to dsarv1.RequestState) error {
-	return apierror.FailedPrecondition(ReasonIllegalTransition, fmt.Sprintf("a request in state %s cannot become %s", from, to))
+	return apierror.FailedPrecondition(apierror.ReasonIllegalTransition, fmt.Sprintf("a request in state %s cannot become %s", from, to))
 }
 
 // actorOf names the caller for the request's history.
@@ -292,11 +269,11 @@ func (s *Service) ExtendDeadline(ctx context.Context, req *dsarv1.ExtendDeadline
 		computeDeadlines(first, now)
 		switch {
 		case isFinal(r.State):
-			return nil, apierror.FailedPrecondition(ReasonIllegalTransition, fmt.Sprintf("a %s request has no deadline to extend", r.State))
+			return nil, apierror.FailedPrecondition(apierror.ReasonIllegalTransition, fmt.Sprintf("a %s request has no deadline to extend", r.State))
 		case d.Extension != nil:
-			return nil, apierror.FailedPrecondition(ReasonExtension, "the deadline was extended already; Art. 12(3) allows one extension")
+			return nil, apierror.FailedPrecondition(apierror.ReasonExtensionRefused, "the deadline was extended already; Art. 12(3) allows one extension")
 		case now.After(first.StatutoryDueAt.AsTime()):
-			return nil, apierror.FailedPrecondition(ReasonExtension, fmt.Sprintf(
+			return nil, apierror.FailedPrecondition(apierror.ReasonExtensionRefused, fmt.Sprintf(
 				"an extension must be given within one month of receipt (Art. 12(3)); received %s, that month ended with %s (%s)",
 				d.ReceivedAt.AsTime().In(zoneOf(d)).Format(time.RFC3339), first.StatutoryDueDate, zoneOf(d)))
 		}

@@ -31,7 +31,7 @@ type plan struct {
 	expect []tasks.Expect
 	// held lists systems not sent the directive, every category of theirs
 	// in scope being under a legal hold.
-	held []*dsarv1.SystemResult
+	held []*dsarv1.Task
 	// heldCategories are every held category with its hold.
 	heldCategories []*dsarv1.HeldCategory
 	// consentCauses are the causes the consent service tracks.
@@ -42,20 +42,20 @@ type plan struct {
 	manual bool
 }
 
-// dispatchNow fans a request out right after its verification committed;
+// fanoutNow fans a request out right after its verification committed;
 // a failure is logged and left to the sweep.
-func (s *Service) dispatchNow(ctx context.Context, tenant, id string) {
-	_ = s.tryDispatch(ctx, tenant, id)
+func (s *Service) fanoutNow(ctx context.Context, tenant, id string) {
+	_ = s.tryFanout(ctx, tenant, id)
 	s.reportFanoutHealth()
 }
 
-// tryDispatch dispatches the request and keeps the record of failing
+// tryFanout fans the request out and keeps the record of failing
 // fan-outs: a failure is logged with its step, since when and how many
 // attempts, counted in lethe.dsar.fanout.failing and shown on the request
 // until an attempt succeeds. The caller reports the health detail
 // (reportFanoutHealth) once it has tried all it tries.
-func (s *Service) tryDispatch(ctx context.Context, tenant, id string) error {
-	err := s.dispatch(ctx, tenant, id)
+func (s *Service) tryFanout(ctx context.Context, tenant, id string) error {
+	err := s.fanoutRequest(ctx, tenant, id)
 	if err == nil {
 		s.fanout.clear(id)
 		return nil
@@ -73,9 +73,9 @@ func fanoutPendingTx(tx *bolt.Tx, id string) bool {
 	return store.BucketTx(tx, bucketPending).Get([]byte(id)) != nil
 }
 
-// dispatchPending retries the fan-out of every verified request whose
+// fanoutPending retries the fan-out of every verified request whose
 // fan-out has not committed.
-func (s *Service) dispatchPending(ctx context.Context) error {
+func (s *Service) fanoutPending(ctx context.Context) error {
 	pending := map[string]string{}
 	err := s.DB.View(func(tx *bolt.Tx) error {
 		return store.BucketTx(tx, bucketPending).ForEach(func(k, v []byte) error {
@@ -88,20 +88,20 @@ func (s *Service) dispatchPending(ctx context.Context) error {
 	}
 	s.fanout.keepOnly(pending)
 	for id, tenant := range pending {
-		// Each failure is logged by tryDispatch; the sweep goes on with
+		// Each failure is logged by tryFanout; the sweep goes on with
 		// the others.
-		_ = s.tryDispatch(ctx, tenant, id)
+		_ = s.tryFanout(ctx, tenant, id)
 	}
 	s.reportFanoutHealth()
 	return nil
 }
 
-// dispatch works out a request's plan and commits it: the directive and
+// fanoutRequest works out a request's plan and commits it: the directive and
 // one task per system, or the consent service's causes to follow. Running
 // it twice is harmless: the second finds the request no longer pending,
 // and the consent service answers a repeated call with its first answer.
 // An error names the step that failed (stepOf) and holds no subject id.
-func (s *Service) dispatch(ctx context.Context, tenant, id string) error {
+func (s *Service) fanoutRequest(ctx context.Context, tenant, id string) error {
 	var r *dsarv1.Request
 	var pending bool
 	err := s.DB.View(func(tx *bolt.Tx) error {
@@ -137,7 +137,7 @@ func (s *Service) dispatch(ctx context.Context, tenant, id string) error {
 		}
 		sec.Info = p.info
 		r.ConsentCauses = p.consentCauses
-		r.Result = &dsarv1.Result{Systems: p.held, Held: p.heldCategories}
+		r.Result = &dsarv1.Result{Tasks: p.held, Held: p.heldCategories}
 		if p.event != nil {
 			sec.Events = append(sec.Events, p.event.Id)
 		}
@@ -347,7 +347,7 @@ func (s *Service) planErasure(ctx context.Context, r *dsarv1.Request, ev *events
 	sendable := map[string]bool{}
 	for _, x := range expect {
 		var send []string
-		res := &dsarv1.SystemResult{SystemId: x.SystemID, AnswerMode: x.Mode, State: dsarv1.TaskState_TASK_STATE_HELD}
+		res := &dsarv1.Task{SystemId: x.SystemID, AnswerMode: x.Mode, State: commonv1.TaskState_TASK_STATE_HELD}
 		for _, c := range contract.CategoriesInScope(systems[x.SystemID], scope) {
 			h := heldBy(c)
 			if h == nil {

@@ -8,6 +8,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/hashchain"
@@ -21,9 +22,9 @@ var receipts = hashchain.New(bucketReceipts)
 func (s *Service) receiptTx(tx *bolt.Tx, r *dsarv1.Request) error {
 	rc := &dsarv1.Receipt{DsarId: r.DsarId, TenantId: r.TenantId, SubjectId: r.SubjectId, Type: r.Type, State: r.State,
 		ReceivedAt: r.Deadline.ReceivedAt, ClosedAt: r.ClosedAt}
-	for _, sys := range r.GetResult().GetSystems() {
+	for _, sys := range r.GetResult().GetTasks() {
 		rc.Entries = append(rc.Entries, &dsarv1.ReceiptEntry{SystemId: sys.SystemId, Outcome: sys.Outcome, AnsweredAt: sys.AnsweredAt,
-			Retained: sys.Retained, Held: sys.State == dsarv1.TaskState_TASK_STATE_HELD})
+			Retained: sys.Retained, Held: sys.State == commonv1.TaskState_TASK_STATE_HELD})
 	}
 	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(rc)
 	if err != nil {
@@ -45,7 +46,7 @@ func (s *Service) GetReceipt(_ context.Context, req *dsarv1.GetReceiptRequest) (
 		}
 		v := store.BucketTx(tx, bucketReceiptIndex).Get([]byte(req.DsarId))
 		if v == nil {
-			return apierror.FailedPrecondition(ReasonIllegalTransition, "the request is not closed: it has no receipt yet")
+			return apierror.FailedPrecondition(apierror.ReasonIllegalTransition, "the request is not closed: it has no receipt yet")
 		}
 		seq := store.KeyUint64(v)
 		errFound := errors.New("found")

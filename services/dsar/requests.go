@@ -189,7 +189,7 @@ func (s *Service) fileTx(ctx context.Context, tx *bolt.Tx, req *dsarv1.CreateReq
 	r := proto.Clone(f.r).(*dsarv1.Request)
 	r.DsarId, r.State = f.id, dsarv1.RequestState_REQUEST_STATE_RECEIVED
 	r.Deadline = newDeadline(f.settings, f.zone, received, now)
-	r.Verification = &dsarv1.Verification{Method: methodOf(f.settings.GetVerificationChannel())}
+	r.Verification = &dsarv1.Verification{Method: methodOf(f.settings.GetVerificationMethod())}
 	// Who entered the request and when is its first transition and
 	// its audit entry; a time of receipt given names both times.
 	note, method := "received", "transition -> "+r.State.String()
@@ -277,16 +277,17 @@ func (s *Service) tenantSettings(ctx context.Context, tenant string) (*registryv
 	return resp.Tenant.GetSettings(), nil
 }
 
-func methodOf(c registryv1.VerificationChannel) dsarv1.VerificationMethod {
-	switch c {
-	case registryv1.VerificationChannel_VERIFICATION_CHANNEL_SMS_CODE:
-		return dsarv1.VerificationMethod_VERIFICATION_METHOD_SMS_CODE
-	case registryv1.VerificationChannel_VERIFICATION_CHANNEL_LOGIN_ATTESTATION:
-		return dsarv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION
-	case registryv1.VerificationChannel_VERIFICATION_CHANNEL_MANUAL:
-		return dsarv1.VerificationMethod_VERIFICATION_METHOD_MANUAL
+// methodOf is how a new request of the tenant is verified: the method
+// its settings name, a one-time code by e-mail when they name none (or a
+// value this version does not know).
+func methodOf(m commonv1.VerificationMethod) commonv1.VerificationMethod {
+	switch m {
+	case commonv1.VerificationMethod_VERIFICATION_METHOD_SMS_CODE,
+		commonv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION,
+		commonv1.VerificationMethod_VERIFICATION_METHOD_MANUAL:
+		return m
 	}
-	return dsarv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE
+	return commonv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE
 }
 
 // GetRequest implements DsarService.

@@ -35,7 +35,7 @@ var (
 	// retried by the sweep).
 	bucketPending = store.Bucket("pending")
 	// bucketFollowing: dsar id → tenant, for requests that wait for the
-	// consent service's propagation.
+	// consent service's fan-out.
 	bucketFollowing = store.Bucket("following")
 	// bucketPackageExpiry: time, dsar id → nil: packages to destroy when
 	// their delivery was never confirmed.

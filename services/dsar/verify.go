@@ -25,7 +25,7 @@ type Code struct {
 	TenantID string
 	DsarID   string
 	// Method is EMAIL_CODE or SMS_CODE.
-	Method dsarv1.VerificationMethod
+	Method commonv1.VerificationMethod
 	// Identifiers are the request's identifiers; the channel picks the
 	// address to send to.
 	Identifiers []*commonv1.Identifier
@@ -89,11 +89,11 @@ func codeHash(salt []byte, code string) []byte {
 // identifiers opens a request's sealed identifiers and corrections.
 func (s *Service) identifiersTx(tx *bolt.Tx, id string, sec *secrets) (*dsarv1.GetIdentifiersResponse, error) {
 	if sec.Key == nil {
-		return nil, apierror.FailedPrecondition(ReasonKeyDestroyed, "the request is closed and its identifiers are destroyed")
+		return nil, apierror.FailedPrecondition(apierror.ReasonKeyDestroyed, "the request is closed and its identifiers are destroyed")
 	}
 	key, ok := s.keys.Key(*sec.Key)
 	if !ok {
-		return nil, apierror.FailedPrecondition(ReasonKeyDestroyed, "the request's key is destroyed")
+		return nil, apierror.FailedPrecondition(apierror.ReasonKeyDestroyed, "the request's key is destroyed")
 	}
 	plain, err := open(key, store.BucketTx(tx, bucketSealed).Get([]byte(id)), aad(id, "identifiers"))
 	if err != nil {
@@ -109,7 +109,7 @@ func (s *Service) identifiersTx(tx *bolt.Tx, id string, sec *secrets) (*dsarv1.G
 // asks again.
 func (s *Service) StartVerification(ctx context.Context, req *dsarv1.StartVerificationRequest) (*dsarv1.StartVerificationResponse, error) {
 	if s.opts.Channel == nil {
-		return nil, apierror.FailedPrecondition(ReasonNoChannel, "no channel to send one-time codes is configured; attest the subject's identity instead")
+		return nil, apierror.FailedPrecondition(apierror.ReasonNoVerificationChannel, "no channel to send one-time codes is configured; attest the subject's identity instead")
 	}
 	code, err := newCode()
 	if err != nil {
@@ -127,10 +127,10 @@ func (s *Service) StartVerification(ctx context.Context, req *dsarv1.StartVerifi
 		}
 		v := r.Verification
 		switch {
-		case v.Method != dsarv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE && v.Method != dsarv1.VerificationMethod_VERIFICATION_METHOD_SMS_CODE:
-			return nil, apierror.FailedPrecondition(ReasonNoChannel, fmt.Sprintf("the tenant verifies identity by %s, not by code", v.Method))
+		case v.Method != commonv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE && v.Method != commonv1.VerificationMethod_VERIFICATION_METHOD_SMS_CODE:
+			return nil, apierror.FailedPrecondition(apierror.ReasonNoVerificationChannel, fmt.Sprintf("the tenant verifies identity by %s, not by code", v.Method))
 		case int(v.CodesSent) >= s.opts.MaxCodes:
-			return nil, apierror.FailedPrecondition(ReasonCodeSpent, fmt.Sprintf("%d codes were sent already", v.CodesSent))
+			return nil, apierror.FailedPrecondition(apierror.ReasonCodeSpent, fmt.Sprintf("%d codes were sent already", v.CodesSent))
 		}
 		if r.State == dsarv1.RequestState_REQUEST_STATE_RECEIVED {
 			if err := s.transitionTx(tx, r, dsarv1.RequestState_REQUEST_STATE_VERIFYING_IDENTITY, actorOf(ctx), "one-time code sent"); err != nil {
@@ -166,7 +166,7 @@ func (s *Service) StartVerification(ctx context.Context, req *dsarv1.StartVerifi
 	}
 	if err := s.opts.Channel.Send(ctx, send); err != nil {
 		s.Logger.Error("dsar: sending a one-time code failed", "request", send.DsarID, "error", err)
-		return nil, apierror.Unavailable("CODE_NOT_SENT", "the code could not be sent; ask for a new one", 0)
+		return nil, apierror.Unavailable(apierror.ReasonCodeNotSent, "the code could not be sent; ask for a new one", 0)
 	}
 	return resp, nil
 }
@@ -195,7 +195,7 @@ func (s *Service) VerifyIdentity(ctx context.Context, req *dsarv1.VerifyIdentity
 		}
 		now := s.Clock.Now()
 		if sec.Attempts <= 0 || !now.Before(sec.CodeExpires) {
-			return nil, apierror.FailedPrecondition(ReasonCodeSpent, "the code expired or its attempts are spent; ask for a new one")
+			return nil, apierror.FailedPrecondition(apierror.ReasonCodeSpent, "the code expired or its attempts are spent; ask for a new one")
 		}
 		v := r.Verification
 		if !hmac.Equal(codeHash(sec.CodeSalt, req.Code), sec.CodeHash) {
@@ -234,7 +234,7 @@ func (s *Service) VerifyIdentity(ctx context.Context, req *dsarv1.VerifyIdentity
 		return &dsarv1.VerifyIdentityResponse{Verified: true, Request: s.viewAt(r, now)}, nil
 	})
 	if err == nil && resp.Verified {
-		s.dispatchNow(ctx, req.TenantId, req.DsarId)
+		s.fanoutNow(ctx, req.TenantId, req.DsarId)
 		resp.Request = s.reload(resp.Request)
 	}
 	return resp, err
@@ -258,7 +258,7 @@ func (s *Service) AttestIdentity(ctx context.Context, req *dsarv1.AttestIdentity
 		return &dsarv1.AttestIdentityResponse{Request: s.viewAt(r, s.Clock.Now())}, nil
 	})
 	if err == nil {
-		s.dispatchNow(ctx, req.TenantId, req.DsarId)
+		s.fanoutNow(ctx, req.TenantId, req.DsarId)
 		resp.Request = s.reload(resp.Request)
 	}
 	return resp, err
@@ -267,7 +267,7 @@ func (s *Service) AttestIdentity(ctx context.Context, req *dsarv1.AttestIdentity
 // verifiedTx records the verification and moves the request to
 // IN_PROGRESS, marking it for fan-out. The fan-out itself needs calls to
 // the registry, retention or consent service, which must not hold the
-// store's writer: it runs after this commits (dispatchNow), and the sweep
+// store's writer: it runs after this commits (fanoutNow), and the sweep
 // retries it until it succeeds.
 func (s *Service) verifiedTx(tx *bolt.Tx, r *dsarv1.Request, actor, note string) error {
 	now := s.Clock.Now()

@@ -43,11 +43,11 @@ var restrictionReasons = map[eventsv1.RestrictionGround]string{
 func (s *Service) followRestrictions(ctx context.Context, js jetstream.JetStream) error {
 	var subjects []string
 	for _, k := range []contract.Kind{contract.KindRestrictionApplied, contract.KindRestrictionLifted} {
-		subject, err := contract.KindSubject(contract.AllTenants, k)
+		natsSubject, err := contract.KindSubject(contract.AllTenants, k)
 		if err != nil {
 			return err
 		}
-		subjects = append(subjects, subject)
+		subjects = append(subjects, natsSubject)
 	}
 	return s.follow(ctx, js, "lethe-retention-restrictions",
 		"restrictions the subject wants the data kept under (GDPR Art. 18(1)(b)-(c)), held from retention purges", s.handleRestriction, subjects...)
@@ -60,7 +60,7 @@ func (s *Service) followRestrictions(ctx context.Context, js jetstream.JetStream
 func (s *Service) handleRestriction(msg jetstream.Msg) {
 	ev, hold, ok := restrictionHold(msg.Data())
 	if !ok {
-		s.Logger.Warn("retention: ignoring an undecodable restriction event", "subject", msg.Subject())
+		s.Logger.Warn("retention: ignoring an undecodable restriction event", "nats_subject", msg.Subject())
 		_ = msg.Term()
 		return
 	}

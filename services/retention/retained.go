@@ -70,7 +70,7 @@ func (s *Service) handleRetained(msg jetstream.Msg) {
 	}
 	var retained []*eventsv1.Outcome
 	for _, o := range outcomes {
-		// A system answers only for itself, on its own subject.
+		// A system answers only for itself, on its own NATS subject.
 		ok = ok && o.TenantId == tenant && o.SystemId == system && validSubject(o.SubjectId)
 		if o.Kind == eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED && o.GetCause().GetKind() != commonv1.CauseKind_CAUSE_KIND_RETENTION_RULE {
 			retained = append(retained, o)

@@ -95,7 +95,7 @@ func (s *Service) ListRules(ctx context.Context, req *retentionv1.ListRulesReque
 // store's single writer.
 func (s *Service) requireCategory(ctx context.Context, tenant, field, id string) error {
 	if s.taxonomy == nil {
-		return apierror.Unavailable("registry_unreachable", "the retention service has no registry connection to check categories", time.Second)
+		return apierror.Unavailable(apierror.ReasonRegistryUnreachable, "the retention service has no registry connection to check categories", time.Second)
 	}
 	req := &registryv1.ListCategoriesRequest{TenantId: tenant, PageSize: 1000}
 	for {
@@ -172,7 +172,7 @@ func (s *Service) ReleaseHold(ctx context.Context, req *retentionv1.ReleaseHoldR
 			return nil, err
 		}
 		if h.ReleasedAt != nil {
-			return nil, apierror.FailedPrecondition("hold_released", fmt.Sprintf("hold %s was released at %s", h.HoldId, h.ReleasedAt.AsTime().Format(time.RFC3339)))
+			return nil, apierror.FailedPrecondition(apierror.ReasonHoldReleased, fmt.Sprintf("hold %s was released at %s", h.HoldId, h.ReleasedAt.AsTime().Format(time.RFC3339)))
 		}
 		h.ReleasedAt = ts(s.Clock.Now())
 		if err := putProtoTx(tx, bucketHolds, k, h); err != nil {

@@ -49,12 +49,12 @@ func (s *Service) follow(ctx context.Context, js jetstream.JetStream, durable, d
 // into signals: "delete the newsletter data when consent is withdrawn" is a
 // rule with a SINCE_CONSENT_WITHDRAWAL trigger.
 func (s *Service) followWithdrawals(ctx context.Context, js jetstream.JetStream) error {
-	subject, err := contract.KindSubject(contract.AllTenants, contract.KindConsentWithdrawn)
+	natsSubject, err := contract.KindSubject(contract.AllTenants, contract.KindConsentWithdrawn)
 	if err != nil {
 		return err
 	}
 	return s.follow(ctx, js, "lethe-retention-withdrawals",
-		"consent withdrawals, which start the retention service's SINCE_CONSENT_WITHDRAWAL clocks", s.handleWithdrawal, subject)
+		"consent withdrawals, which start the retention service's SINCE_CONSENT_WITHDRAWAL clocks", s.handleWithdrawal, natsSubject)
 }
 
 // followRetained schedules what systems kept when they answered other
@@ -69,7 +69,7 @@ func (s *Service) followRetained(ctx context.Context, js jetstream.JetStream) er
 func (s *Service) handleWithdrawal(msg jetstream.Msg) {
 	ev := &eventsv1.Event{}
 	if err := proto.Unmarshal(msg.Data(), ev); err != nil || ev.GetConsentWithdrawn() == nil || ev.SubjectId == "" {
-		s.Logger.Warn("retention: ignoring an undecodable consent.withdrawn event", "subject", msg.Subject())
+		s.Logger.Warn("retention: ignoring an undecodable consent.withdrawn event", "nats_subject", msg.Subject())
 		_ = msg.Term()
 		return
 	}

@@ -22,14 +22,14 @@ Commands:
   withdraw    record a withdrawal; systems that process for the purpose
               are told (consent.withdrawn) and answer
   history     a subject's consent records, oldest first (Art. 7(1) proof)
-  propagation how a withdrawal, objection or restriction reached each system
+  fanout      how a withdrawal, objection or restriction reached each system
   complete-task record an operator's answer for a system that answers by hand
 
 Examples:
   lethe consent check --tenant clio --subject s-42 --purpose cookies.marketing --role student
   lethe consent grant --tenant clio --subject s-42 --purpose newsletter
   lethe consent withdraw --tenant clio --subject s-42 --purpose newsletter --method email_link
-  lethe consent propagation --tenant clio --record <record id>
+  lethe consent fanout --tenant clio --record <record id>
   lethe consent complete-task --tenant clio --record <record id> --system newsletter-sender --outcome applied
 `
 
@@ -39,7 +39,7 @@ var consentCommands = map[string]func([]string, io.Writer, io.Writer) int{
 	"grant":         func(a []string, o, e io.Writer) int { return consentRecord("grant", a, o, e) },
 	"withdraw":      func(a []string, o, e io.Writer) int { return consentRecord("withdraw", a, o, e) },
 	"history":       consentHistory,
-	"propagation":   consentPropagation,
+	"fanout":        consentFanout,
 	"complete-task": consentCompleteTask,
 }
 
@@ -99,7 +99,7 @@ Usage: lethe consent %[1]s --tenant T --subject S --purpose P [flags]
 Records one %[1]s of consent to one purpose, under the purpose's current
 notice version unless --notice-version names another. A withdrawal is
 published as consent.withdrawn to every system that processes for the
-purpose; follow it with "lethe consent propagation --record ID".
+purpose; follow it with "lethe consent fanout --record ID".
 
 Examples:
   lethe consent %[1]s --tenant clio --subject s-42 --purpose newsletter
@@ -147,9 +147,9 @@ var recordColumns = columns[*consentv1.ConsentRecord]{
 }
 
 // taskColumns show each system's task of a limit.
-var taskColumns = columns[*consentv1.PropagationTask]{
+var taskColumns = columns[*consentv1.Task]{
 	header: []string{"SYSTEM", "STATE", "OUTCOME", "REASON"},
-	row:    func(t *consentv1.PropagationTask) []any { return []any{t.SystemId, t.State, t.Outcome, t.Reason} },
+	row:    func(t *consentv1.Task) []any { return []any{t.SystemId, t.State, t.Outcome, t.Reason} },
 }
 
 func consentHistory(args []string, stdout, stderr io.Writer) int {
@@ -178,15 +178,15 @@ Example:
 	return listed(o, all, all.Records, recordColumns)
 }
 
-func consentPropagation(args []string, stdout, stderr io.Writer) int {
-	o := newOp("consent propagation", `
-Usage: lethe consent propagation --tenant T (--record ID | --objection ID | --restriction ID)
+func consentFanout(args []string, stdout, stderr io.Writer) int {
+	o := newOp("consent fanout", `
+Usage: lethe consent fanout --tenant T (--record ID | --objection ID | --restriction ID)
 
 Shows how a limit reached the systems that must honour it: each system's
 task and answer. Complete when every task is final.
 
 Example:
-  lethe consent propagation --tenant clio --record 01J…
+  lethe consent fanout --tenant clio --record 01J…
 `, stdout, stderr)
 	limit := limitFlags(o)
 	if code := o.start(args); code >= 0 {
@@ -197,7 +197,7 @@ Example:
 	if err != nil {
 		return o.usage(err.Error())
 	}
-	resp, err := o.cl.consent.GetPropagation(o.ctx, &consentv1.GetPropagationRequest{TenantId: o.tenant, Cause: cause})
+	resp, err := o.cl.consent.GetFanout(o.ctx, &consentv1.GetFanoutRequest{TenantId: o.tenant, Cause: cause})
 	if err != nil {
 		return o.fail(err)
 	}

@@ -220,10 +220,10 @@ func printRequest(w io.Writer, r *dsarv1.Request) {
 		fmt.Fprintf(w, "\nfan-out failing at step %s since %s, %d attempts, last %s; retried every sweep\nerror: %s\n",
 			cell(p.Step), cell(p.FirstFailedAt), p.Attempts, cell(p.LastFailedAt), cell(p.Error))
 	}
-	if res := r.GetResult(); res != nil && len(res.Systems) > 0 {
+	if res := r.GetResult(); res != nil && len(res.Tasks) > 0 {
 		fmt.Fprintln(w)
 		t := newTable(w, "SYSTEM", "ANSWERS", "STATE", "OUTCOME", "ANSWERED", "REASON")
-		for _, s := range res.Systems {
+		for _, s := range res.Tasks {
 			t.row(s.SystemId, s.AnswerMode, s.State, s.Outcome, s.AnsweredAt, s.Reason)
 		}
 		t.flush()
@@ -478,7 +478,7 @@ Examples:
 			return exitNo
 		}
 	case attest != "":
-		method := map[string]dsarv1.VerificationMethod{"login": dsarv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, "manual": dsarv1.VerificationMethod_VERIFICATION_METHOD_MANUAL}[attest]
+		method := map[string]commonv1.VerificationMethod{"login": commonv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, "manual": commonv1.VerificationMethod_VERIFICATION_METHOD_MANUAL}[attest]
 		if method == 0 {
 			return o.usage("--attest is login or manual")
 		}

@@ -196,7 +196,7 @@ func dialNATS(cfg contextConfig, name string, extra ...nats.Option) (*nats.Conn,
 	return nats.Connect(cfg.NATS, opts...)
 }
 
-// printEvent decodes an event or an outcome by its subject.
+// printEvent decodes an event or an outcome by its NATS subject.
 func printEvent(w io.Writer, msg jetstream.Msg, asJSON bool) {
 	if strings.HasPrefix(msg.Subject(), audit.AnchorSubjectPrefix+".") {
 		// An audit anchor is JSON already (audit.Anchor).
@@ -205,7 +205,7 @@ func printEvent(w io.Writer, msg jetstream.Msg, asJSON bool) {
 			if !json.Valid(payload) {
 				payload = []byte("null")
 			}
-			fmt.Fprintf(w, "{\"subject\":%q,\"payload\":%s}\n", msg.Subject(), payload)
+			fmt.Fprintf(w, "{\"natsSubject\":%q,\"payload\":%s}\n", msg.Subject(), payload)
 			return
 		}
 		fmt.Fprintf(w, "%s  %s\n", msg.Subject(), msg.Data())
@@ -225,8 +225,8 @@ func printEvent(w io.Writer, msg jetstream.Msg, asJSON bool) {
 		if decodeErr == nil {
 			payload, _ = protojson.Marshal(body)
 		}
-		fmt.Fprintf(w, "{\"subject\":%q,\"ceId\":%q,\"ceType\":%q,\"ceSubject\":%q,\"ceTime\":%q,\"payload\":%s}\n",
-			msg.Subject(), h.Get(contract.HeaderID), h.Get(contract.HeaderType), h.Get(contract.HeaderSubject), h.Get(contract.HeaderTime), payload)
+		fmt.Fprintf(w, "{\"natsSubject\":%q,\"ceId\":%q,\"ceType\":%q,\"ceSubject\":%q,\"ceTime\":%q,\"payload\":%s}\n",
+			msg.Subject(), h.Get(contract.HeaderID), h.Get(contract.HeaderType), h.Get(contract.HeaderCloudEventsSubject), h.Get(contract.HeaderTime), payload)
 		return
 	}
 	summary := "(undecodable payload)"
@@ -234,7 +234,7 @@ func printEvent(w io.Writer, msg jetstream.Msg, asJSON bool) {
 		summary = protojson.MarshalOptions{}.Format(body)
 		summary = strings.Join(strings.Fields(summary), " ")
 	}
-	fmt.Fprintf(w, "%s  %s  %s  %s\n", orDash(h.Get(contract.HeaderTime)), msg.Subject(), orDash(h.Get(contract.HeaderSubject)), summary)
+	fmt.Fprintf(w, "%s  %s  %s  %s\n", orDash(h.Get(contract.HeaderTime)), msg.Subject(), orDash(h.Get(contract.HeaderCloudEventsSubject)), summary)
 }
 
 func orDash(s string) string {

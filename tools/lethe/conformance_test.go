@@ -311,7 +311,7 @@ func TestConformanceClio(t *testing.T) {
 	}
 	p.wantDecision(t, "clio", "sub-42", "newsletter", false, "withdrawn")
 	cliPoll.Succeeds(t, "the newsletter applies the withdrawal", func() error {
-		r := p.must(t, exitOK, "consent", "propagation", "--tenant", "clio", "--record", rec.Record.RecordID)
+		r := p.must(t, exitOK, "consent", "fanout", "--tenant", "clio", "--record", rec.Record.RecordID)
 		ok := regexp.MustCompile(`newsletter\s+final\s+applied`).MatchString(r.stdout) &&
 			strings.Contains(r.stdout, "newsletter-sender")
 		return unless(ok, r.stdout+nl.output.String())
@@ -320,7 +320,7 @@ func TestConformanceClio(t *testing.T) {
 	// withdrawal has then reached every system.
 	p.must(t, exitOK, "consent", "complete-task", "--tenant", "clio", "--record", rec.Record.RecordID,
 		"--system", "newsletter-sender", "--outcome", "applied")
-	r = p.must(t, exitOK, "consent", "propagation", "--tenant", "clio", "--record", rec.Record.RecordID)
+	r = p.must(t, exitOK, "consent", "fanout", "--tenant", "clio", "--record", rec.Record.RecordID)
 	if !regexp.MustCompile(`newsletter-sender\s+final\s+applied`).MatchString(r.stdout) || !strings.Contains(r.stdout, "complete: yes") {
 		t.Fatalf("after the operator's answer:\n%s", r.stdout)
 	}
@@ -652,7 +652,7 @@ func TestConformanceCleura(t *testing.T) {
 
 	// The stream carries Cleura's configuration and erasure, decoded.
 	r = p.must(t, exitOK, "events", "tail", "--tenant", "cleura", "--all", "--count", "3", "-o", "json")
-	if !strings.Contains(r.stdout, `"subject":"lethe.cleura.tenant.registered"`) || !strings.Contains(r.stdout, `"tenantRegistered"`) {
+	if !strings.Contains(r.stdout, `"natsSubject":"lethe.cleura.tenant.registered"`) || !strings.Contains(r.stdout, `"tenantRegistered"`) {
 		t.Fatalf("events tail:\n%s", r)
 	}
 }

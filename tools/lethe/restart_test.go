@@ -507,7 +507,7 @@ func (l *loader) dsar(d *deployable, requests int) {
 				probeID.Store(id)
 			}
 			_, err = client.AttestIdentity(ctx, &dsarv1.AttestIdentityRequest{RequestId: fmt.Sprintf("load-attest-%08d", i), TenantId: tenant, DsarId: id,
-				Method: dsarv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, EvidenceReference: "session-1"})
+				Method: commonv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, EvidenceReference: "session-1"})
 		case 1:
 		default:
 			_, err = client.CancelRequest(ctx, &dsarv1.CancelRequestRequest{RequestId: fmt.Sprintf("load-cancel-%08d", i), TenantId: tenant, DsarId: id})
@@ -520,7 +520,7 @@ func (l *loader) dsar(d *deployable, requests int) {
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("GetRequest %s %s: %s, %d systems", tenant, id, resp.Request.State, len(resp.Request.GetResult().GetSystems())), nil
+		return fmt.Sprintf("GetRequest %s %s: %s, %d systems", tenant, id, resp.Request.State, len(resp.Request.GetResult().GetTasks())), nil
 	}
 	d.write = func(ctx context.Context, conn *grpc.ClientConn, i int) error {
 		_, err := dsarv1.NewDsarServiceClient(conn).CreateRequest(ctx, &dsarv1.CreateRequestRequest{RequestId: fmt.Sprintf("kill-dsar-%08d", i),

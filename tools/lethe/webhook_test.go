@@ -142,7 +142,7 @@ func (d *devWebhooks) erase(t *testing.T, tenant, subject string) string {
 		return err
 	})
 	if _, err := d.dsar.AttestIdentity(ctx, &dsarv1.AttestIdentityRequest{RequestId: d.id("attest"), TenantId: tenant, DsarId: id,
-		Method: dsarv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, EvidenceReference: "session-1"}); err != nil {
+		Method: commonv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, EvidenceReference: "session-1"}); err != nil {
 		t.Fatal(err)
 	}
 	return id
@@ -162,20 +162,20 @@ func (d *devWebhooks) result(t *testing.T, tenant, id string) *dsarv1.Request {
 		case dsarv1.RequestState_REQUEST_STATE_COMPLETED, dsarv1.RequestState_REQUEST_STATE_PARTIALLY_COMPLETED:
 			return nil
 		}
-		return fmt.Errorf("state %s, systems %v", req.State, req.GetResult().GetSystems())
+		return fmt.Errorf("state %s, tasks %v", req.State, req.GetResult().GetTasks())
 	})
 	return req
 }
 
 // systemResult returns the system's share of req.
-func systemResult(t *testing.T, req *dsarv1.Request, system string) *dsarv1.SystemResult {
+func taskOf(t *testing.T, req *dsarv1.Request, system string) *dsarv1.Task {
 	t.Helper()
-	for _, s := range req.GetResult().GetSystems() {
+	for _, s := range req.GetResult().GetTasks() {
 		if s.SystemId == system {
 			return s
 		}
 	}
-	t.Fatalf("request %s has no task for %s: %v", req.DsarId, system, req.GetResult().GetSystems())
+	t.Fatalf("request %s has no task for %s: %v", req.DsarId, system, req.GetResult().GetTasks())
 	return nil
 }
 
@@ -250,7 +250,7 @@ func TestWebhookSystemInPython(t *testing.T) {
 	outer := t
 	t.Run("erasure answered by the receiver", func(t *testing.T) {
 		req := d.result(t, "acme", d.erase(t, "acme", "subject-1"))
-		crm := systemResult(t, req, "crm")
+		crm := taskOf(t, req, "crm")
 		if req.State != dsarv1.RequestState_REQUEST_STATE_COMPLETED || crm.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_ERASED {
 			t.Fatalf("request %s, crm %s %s %q; want COMPLETED with crm ERASED", req.State, crm.State, crm.Outcome, crm.Reason)
 		}
@@ -259,7 +259,7 @@ func TestWebhookSystemInPython(t *testing.T) {
 		}
 		// Erasing again finds nothing: the receiver really deleted the row.
 		req = d.result(t, "acme", d.erase(t, "acme", "subject-1"))
-		if crm := systemResult(t, req, "crm"); crm.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND {
+		if crm := taskOf(t, req, "crm"); crm.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND {
 			t.Fatalf("second erasure: crm %s, want NOT_FOUND", crm.Outcome)
 		}
 	})
@@ -303,7 +303,7 @@ func TestWebhookSystemInPython(t *testing.T) {
 			t.Fatalf("seeding the receiver: %v\n%s", err, out)
 		}
 		req := d.result(t, "acme", d.erase(t, "acme", "zoe"))
-		crm := systemResult(t, req, "crm")
+		crm := taskOf(t, req, "crm")
 		if crm.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_ERASED {
 			t.Fatalf("crm %s %q, want ERASED through the e-mail address from the claim check", crm.Outcome, crm.Reason)
 		}
@@ -352,7 +352,7 @@ func TestWebhookSystemInPython(t *testing.T) {
 		rc = startReceiver(outer, db, secretFile, port)
 		for _, id := range ids {
 			req := d.result(t, "acme", id)
-			crm := systemResult(t, req, "crm")
+			crm := taskOf(t, req, "crm")
 			if crm.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_ERASED {
 				t.Errorf("request %s: crm %s %q, want ERASED", id, crm.Outcome, crm.Reason)
 			}
@@ -370,7 +370,7 @@ func TestWebhookSystemInPython(t *testing.T) {
 			t.Fatal(err)
 		}
 		req := d.result(t, "acme", d.erase(t, "acme", "subject-4"))
-		billing := systemResult(t, req, "billing")
+		billing := taskOf(t, req, "billing")
 		if req.State != dsarv1.RequestState_REQUEST_STATE_PARTIALLY_COMPLETED || billing.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_FAILED ||
 			!strings.Contains(billing.Reason, "gave up after 3 deliveries") || !strings.Contains(billing.Reason, "500") {
 			t.Fatalf("request %s, billing %s %q; want PARTIALLY_COMPLETED with billing FAILED after 3 deliveries of 500", req.State, billing.Outcome, billing.Reason)
@@ -410,7 +410,7 @@ func TestWebhookSystemInPython(t *testing.T) {
 			return nil
 		})
 		req := d.result(t, "acme", d.erase(t, "acme", "subject-5"))
-		if billing := systemResult(t, req, "billing"); req.State != dsarv1.RequestState_REQUEST_STATE_COMPLETED || billing.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND {
+		if billing := taskOf(t, req, "billing"); req.State != dsarv1.RequestState_REQUEST_STATE_COMPLETED || billing.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND {
 			t.Fatalf("request %s, billing %s %q; want COMPLETED with billing NOT_FOUND from the new URL\n%s", req.State, billing.Outcome, billing.Reason, p.output)
 		}
 	})

@@ -239,7 +239,7 @@ func TestCheck(t *testing.T) {
 		{"internal", decodable, outcomeOf(status.Error(codes.Internal, "x")), true, []Check{CheckStatus}},
 		{"unknown", garbage, outcomeOf(status.Error(codes.Unknown, "x")), true, []Check{CheckStatus}},
 		{"a broken transport", decodable, outcomeOf(status.Error(codes.Unavailable, "x")), true, []Check{CheckStatus}},
-		{"backlog full is deliberate", decodable, outcomeOf(apierror.Unavailable("BACKLOG_FULL", "x", time.Second)), true, nil},
+		{"backlog full is deliberate", decodable, outcomeOf(apierror.Unavailable(apierror.ReasonBacklogFull, "x", time.Second)), true, nil},
 		{"undecodable refused with a description", garbage, bareInvalid, true, nil},
 		{"undecodable refused otherwise", garbage, outcomeOf(status.Error(codes.NotFound, "x")), true, []Check{CheckUndecodable}},
 		{"decodable without BadRequest", decodable, bareInvalid, true, []Check{CheckFieldNotNamed}},

@@ -50,6 +50,13 @@ var outputOnly = map[protoreflect.FullName]string{
 	"lethe.retention.v1.Hold.released_at":   "set when a hold is released (lethe retention holds release)",
 }
 
+// renamed lists keys an earlier version of the file format spelled
+// otherwise, by message, with today's spelling: a file still written the
+// old way is told what to write rather than only that a key is unknown.
+var renamed = map[protoreflect.FullName]map[string]string{
+	"lethe.registry.v1.TenantSettings": {"verificationChannel": "verificationMethod"},
+}
+
 // decoder turns YAML nodes into messages and records where every field was
 // written.
 type decoder struct {
@@ -87,6 +94,10 @@ func (d *decoder) decodeMessage(n *yaml.Node, m protoreflect.Message, path strin
 			fd = desc.Fields().ByName(protoreflect.Name(k.Value))
 			if fd != nil {
 				d.fail(k, join(path, string(fd.Name())), "write %q, not %q", fd.JSONName(), k.Value)
+				continue
+			}
+			if now, ok := renamed[desc.FullName()][k.Value]; ok {
+				d.fail(k, join(path, k.Value), "%q is now called %q", k.Value, now)
 				continue
 			}
 			d.fail(k, join(path, k.Value), "unknown field %q of %s; known: %s", k.Value, desc.Name(), strings.Join(knownFields(desc), ", "))

@@ -66,6 +66,8 @@ func TestProblemsNameFileLineAndField(t *testing.T) {
 	}{
 		{"unknown field", "purposes:\n  - purposeId: p\n    name: P\n    legalBasis: consent\n    lifetime: P1D\n",
 			"t.yaml:10:5: purposes[0].lifetime: unknown field \"lifetime\"", false},
+		{"renamed field", "  settings:\n    verificationChannel: manual\n",
+			"t.yaml:7:5: tenant.settings.verificationChannel: \"verificationChannel\" is now called \"verificationMethod\"", false},
 		{"proto spelling", "purposes:\n  - purpose_id: p\n",
 			"t.yaml:7:5: purposes[0].purposeId: write \"purposeId\", not \"purpose_id\"", false},
 		{"bad enum", "purposes:\n  - purposeId: p\n    name: P\n    legalBasis: consnt\n",

@@ -458,6 +458,133 @@ func (AnswerMode) EnumDescriptor() ([]byte, []int) {
 	return file_lethe_common_v1_common_proto_rawDescGZIP(), []int{5}
 }
 
+// TaskState is where a task stands: one system's share of an event (a
+// limit the consent service published, a request the DSAR service sent).
+// Every service that follows tasks reports them with this one enum.
+type TaskState int32
+
+const (
+	// Not stated.
+	TaskState_TASK_STATE_UNSPECIFIED TaskState = 0
+	// Sent; no answer yet.
+	TaskState_TASK_STATE_OPEN TaskState = 1
+	// Unanswered in time; sent again.
+	TaskState_TASK_STATE_STALLED TaskState = 2
+	// Answered (or failed, or closed because the system was removed).
+	TaskState_TASK_STATE_FINAL TaskState = 3
+	// Not sent: every category of the system in scope is under a legal
+	// hold. Used by the DSAR service only.
+	TaskState_TASK_STATE_HELD TaskState = 4
+)
+
+// Enum value maps for TaskState.
+var (
+	TaskState_name = map[int32]string{
+		0: "TASK_STATE_UNSPECIFIED",
+		1: "TASK_STATE_OPEN",
+		2: "TASK_STATE_STALLED",
+		3: "TASK_STATE_FINAL",
+		4: "TASK_STATE_HELD",
+	}
+	TaskState_value = map[string]int32{
+		"TASK_STATE_UNSPECIFIED": 0,
+		"TASK_STATE_OPEN":        1,
+		"TASK_STATE_STALLED":     2,
+		"TASK_STATE_FINAL":       3,
+		"TASK_STATE_HELD":        4,
+	}
+)
+
+func (x TaskState) Enum() *TaskState {
+	p := new(TaskState)
+	*p = x
+	return p
+}
+
+func (x TaskState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskState) Descriptor() protoreflect.EnumDescriptor {
+	return file_lethe_common_v1_common_proto_enumTypes[6].Descriptor()
+}
+
+func (TaskState) Type() protoreflect.EnumType {
+	return &file_lethe_common_v1_common_proto_enumTypes[6]
+}
+
+func (x TaskState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskState.Descriptor instead.
+func (TaskState) EnumDescriptor() ([]byte, []int) {
+	return file_lethe_common_v1_common_proto_rawDescGZIP(), []int{6}
+}
+
+// VerificationMethod is how a data subject's identity is confirmed before a
+// request is acted on: the method a tenant chooses in its settings, and the
+// method a request was or is being verified by.
+type VerificationMethod int32
+
+const (
+	// Not stated; in tenant settings, the DSAR service's default applies.
+	VerificationMethod_VERIFICATION_METHOD_UNSPECIFIED VerificationMethod = 0
+	// A one-time code sent to an e-mail address the tenant holds.
+	VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE VerificationMethod = 1
+	// A one-time code sent by SMS.
+	VerificationMethod_VERIFICATION_METHOD_SMS_CODE VerificationMethod = 2
+	// A trusted caller attests that the subject was logged in.
+	VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION VerificationMethod = 3
+	// An operator verifies identity by hand.
+	VerificationMethod_VERIFICATION_METHOD_MANUAL VerificationMethod = 4
+)
+
+// Enum value maps for VerificationMethod.
+var (
+	VerificationMethod_name = map[int32]string{
+		0: "VERIFICATION_METHOD_UNSPECIFIED",
+		1: "VERIFICATION_METHOD_EMAIL_CODE",
+		2: "VERIFICATION_METHOD_SMS_CODE",
+		3: "VERIFICATION_METHOD_LOGIN_ATTESTATION",
+		4: "VERIFICATION_METHOD_MANUAL",
+	}
+	VerificationMethod_value = map[string]int32{
+		"VERIFICATION_METHOD_UNSPECIFIED":       0,
+		"VERIFICATION_METHOD_EMAIL_CODE":        1,
+		"VERIFICATION_METHOD_SMS_CODE":          2,
+		"VERIFICATION_METHOD_LOGIN_ATTESTATION": 3,
+		"VERIFICATION_METHOD_MANUAL":            4,
+	}
+)
+
+func (x VerificationMethod) Enum() *VerificationMethod {
+	p := new(VerificationMethod)
+	*p = x
+	return p
+}
+
+func (x VerificationMethod) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (VerificationMethod) Descriptor() protoreflect.EnumDescriptor {
+	return file_lethe_common_v1_common_proto_enumTypes[7].Descriptor()
+}
+
+func (VerificationMethod) Type() protoreflect.EnumType {
+	return &file_lethe_common_v1_common_proto_enumTypes[7]
+}
+
+func (x VerificationMethod) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use VerificationMethod.Descriptor instead.
+func (VerificationMethod) EnumDescriptor() ([]byte, []int) {
+	return file_lethe_common_v1_common_proto_rawDescGZIP(), []int{7}
+}
+
 // SubjectRef names one data subject of one tenant.
 //
 // The subject id is the tenant's own pseudonymous identifier for the person
@@ -766,7 +893,19 @@ const file_lethe_common_v1_common_proto_rawDesc = "" +
 	"\x0fANSWER_MODE_SDK\x10\x01\x12\x16\n" +
 	"\x12ANSWER_MODE_MANUAL\x10\x02\x12\x17\n" +
 	"\x13ANSWER_MODE_WEBHOOK\x10\x03\x12\x19\n" +
-	"\x15ANSWER_MODE_CONNECTOR\x10\x04B\xc0\x01\n" +
+	"\x15ANSWER_MODE_CONNECTOR\x10\x04*\x7f\n" +
+	"\tTaskState\x12\x1a\n" +
+	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fTASK_STATE_OPEN\x10\x01\x12\x16\n" +
+	"\x12TASK_STATE_STALLED\x10\x02\x12\x14\n" +
+	"\x10TASK_STATE_FINAL\x10\x03\x12\x13\n" +
+	"\x0fTASK_STATE_HELD\x10\x04*\xca\x01\n" +
+	"\x12VerificationMethod\x12#\n" +
+	"\x1fVERIFICATION_METHOD_UNSPECIFIED\x10\x00\x12\"\n" +
+	"\x1eVERIFICATION_METHOD_EMAIL_CODE\x10\x01\x12 \n" +
+	"\x1cVERIFICATION_METHOD_SMS_CODE\x10\x02\x12)\n" +
+	"%VERIFICATION_METHOD_LOGIN_ATTESTATION\x10\x03\x12\x1e\n" +
+	"\x1aVERIFICATION_METHOD_MANUAL\x10\x04B\xc0\x01\n" +
 	"\x13com.lethe.common.v1B\vCommonProtoP\x01Z>github.com/lethe-privacy/lethe/gen/go/lethe/common/v1;commonv1\xa2\x02\x03LCX\xaa\x02\x0fLethe.Common.V1\xca\x02\x0fLethe\\Common\\V1\xe2\x02\x1bLethe\\Common\\V1\\GPBMetadata\xea\x02\x11Lethe::Common::V1b\x06proto3"
 
 var (
@@ -781,19 +920,21 @@ func file_lethe_common_v1_common_proto_rawDescGZIP() []byte {
 	return file_lethe_common_v1_common_proto_rawDescData
 }
 
-var file_lethe_common_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_lethe_common_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
 var file_lethe_common_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_lethe_common_v1_common_proto_goTypes = []any{
-	(LegalBasis)(0),      // 0: lethe.common.v1.LegalBasis
-	(CauseKind)(0),       // 1: lethe.common.v1.CauseKind
-	(IdentifierType)(0),  // 2: lethe.common.v1.IdentifierType
-	(IdentifierForm)(0),  // 3: lethe.common.v1.IdentifierForm
-	(SystemKind)(0),      // 4: lethe.common.v1.SystemKind
-	(AnswerMode)(0),      // 5: lethe.common.v1.AnswerMode
-	(*SubjectRef)(nil),   // 6: lethe.common.v1.SubjectRef
-	(*DataCategory)(nil), // 7: lethe.common.v1.DataCategory
-	(*Cause)(nil),        // 8: lethe.common.v1.Cause
-	(*Identifier)(nil),   // 9: lethe.common.v1.Identifier
+	(LegalBasis)(0),         // 0: lethe.common.v1.LegalBasis
+	(CauseKind)(0),          // 1: lethe.common.v1.CauseKind
+	(IdentifierType)(0),     // 2: lethe.common.v1.IdentifierType
+	(IdentifierForm)(0),     // 3: lethe.common.v1.IdentifierForm
+	(SystemKind)(0),         // 4: lethe.common.v1.SystemKind
+	(AnswerMode)(0),         // 5: lethe.common.v1.AnswerMode
+	(TaskState)(0),          // 6: lethe.common.v1.TaskState
+	(VerificationMethod)(0), // 7: lethe.common.v1.VerificationMethod
+	(*SubjectRef)(nil),      // 8: lethe.common.v1.SubjectRef
+	(*DataCategory)(nil),    // 9: lethe.common.v1.DataCategory
+	(*Cause)(nil),           // 10: lethe.common.v1.Cause
+	(*Identifier)(nil),      // 11: lethe.common.v1.Identifier
 }
 var file_lethe_common_v1_common_proto_depIdxs = []int32{
 	1, // 0: lethe.common.v1.Cause.kind:type_name -> lethe.common.v1.CauseKind
@@ -816,7 +957,7 @@ func file_lethe_common_v1_common_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_common_v1_common_proto_rawDesc), len(file_lethe_common_v1_common_proto_rawDesc)),
-			NumEnums:      6,
+			NumEnums:      8,
 			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -473,63 +473,6 @@ func (ChangeKind) EnumDescriptor() ([]byte, []int) {
 	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{5}
 }
 
-// TaskState is where a system's share of a propagation stands.
-type TaskState int32
-
-const (
-	// Not stated.
-	TaskState_TASK_STATE_UNSPECIFIED TaskState = 0
-	// Sent; no answer yet.
-	TaskState_TASK_STATE_OPEN TaskState = 1
-	// Unanswered in time; re-sent.
-	TaskState_TASK_STATE_STALLED TaskState = 2
-	// Answered (or failed, or closed because the system was removed).
-	TaskState_TASK_STATE_FINAL TaskState = 3
-)
-
-// Enum value maps for TaskState.
-var (
-	TaskState_name = map[int32]string{
-		0: "TASK_STATE_UNSPECIFIED",
-		1: "TASK_STATE_OPEN",
-		2: "TASK_STATE_STALLED",
-		3: "TASK_STATE_FINAL",
-	}
-	TaskState_value = map[string]int32{
-		"TASK_STATE_UNSPECIFIED": 0,
-		"TASK_STATE_OPEN":        1,
-		"TASK_STATE_STALLED":     2,
-		"TASK_STATE_FINAL":       3,
-	}
-)
-
-func (x TaskState) Enum() *TaskState {
-	p := new(TaskState)
-	*p = x
-	return p
-}
-
-func (x TaskState) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (TaskState) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_consent_v1_consent_proto_enumTypes[6].Descriptor()
-}
-
-func (TaskState) Type() protoreflect.EnumType {
-	return &file_lethe_consent_v1_consent_proto_enumTypes[6]
-}
-
-func (x TaskState) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use TaskState.Descriptor instead.
-func (TaskState) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{6}
-}
-
 // AcceptRecoveryGapRequest accepts the loss of the limits recorded in a
 // recovery gap.
 type AcceptRecoveryGapRequest struct {
@@ -3432,8 +3375,8 @@ func (x *WatchResponse) GetChanges() []*Change {
 	return nil
 }
 
-// GetPropagationRequest names the limit.
-type GetPropagationRequest struct {
+// GetFanoutRequest names the limit.
+type GetFanoutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The tenant.
 	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
@@ -3443,20 +3386,20 @@ type GetPropagationRequest struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *GetPropagationRequest) Reset() {
-	*x = GetPropagationRequest{}
+func (x *GetFanoutRequest) Reset() {
+	*x = GetFanoutRequest{}
 	mi := &file_lethe_consent_v1_consent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *GetPropagationRequest) String() string {
+func (x *GetFanoutRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*GetPropagationRequest) ProtoMessage() {}
+func (*GetFanoutRequest) ProtoMessage() {}
 
-func (x *GetPropagationRequest) ProtoReflect() protoreflect.Message {
+func (x *GetFanoutRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_lethe_consent_v1_consent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3468,32 +3411,32 @@ func (x *GetPropagationRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use GetPropagationRequest.ProtoReflect.Descriptor instead.
-func (*GetPropagationRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use GetFanoutRequest.ProtoReflect.Descriptor instead.
+func (*GetFanoutRequest) Descriptor() ([]byte, []int) {
 	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{40}
 }
 
-func (x *GetPropagationRequest) GetTenantId() string {
+func (x *GetFanoutRequest) GetTenantId() string {
 	if x != nil {
 		return x.TenantId
 	}
 	return ""
 }
 
-func (x *GetPropagationRequest) GetCause() *v1.Cause {
+func (x *GetFanoutRequest) GetCause() *v1.Cause {
 	if x != nil {
 		return x.Cause
 	}
 	return nil
 }
 
-// PropagationTask is one system's share.
-type PropagationTask struct {
+// Task is one system's share of a limit's event.
+type Task struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The system.
 	SystemId string `protobuf:"bytes,1,opt,name=system_id,json=systemId,proto3" json:"system_id,omitempty"`
 	// Where its task stands.
-	State TaskState `protobuf:"varint,2,opt,name=state,proto3,enum=lethe.consent.v1.TaskState" json:"state,omitempty"`
+	State v1.TaskState `protobuf:"varint,2,opt,name=state,proto3,enum=lethe.common.v1.TaskState" json:"state,omitempty"`
 	// Its answer, once final.
 	Outcome v11.OutcomeKind `protobuf:"varint,3,opt,name=outcome,proto3,enum=lethe.events.v1.OutcomeKind" json:"outcome,omitempty"`
 	// The system's reason, for FAILED or NOT_APPLICABLE.
@@ -3502,20 +3445,20 @@ type PropagationTask struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *PropagationTask) Reset() {
-	*x = PropagationTask{}
+func (x *Task) Reset() {
+	*x = Task{}
 	mi := &file_lethe_consent_v1_consent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *PropagationTask) String() string {
+func (x *Task) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*PropagationTask) ProtoMessage() {}
+func (*Task) ProtoMessage() {}
 
-func (x *PropagationTask) ProtoReflect() protoreflect.Message {
+func (x *Task) ProtoReflect() protoreflect.Message {
 	mi := &file_lethe_consent_v1_consent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3527,33 +3470,33 @@ func (x *PropagationTask) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use PropagationTask.ProtoReflect.Descriptor instead.
-func (*PropagationTask) Descriptor() ([]byte, []int) {
+// Deprecated: Use Task.ProtoReflect.Descriptor instead.
+func (*Task) Descriptor() ([]byte, []int) {
 	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{41}
 }
 
-func (x *PropagationTask) GetSystemId() string {
+func (x *Task) GetSystemId() string {
 	if x != nil {
 		return x.SystemId
 	}
 	return ""
 }
 
-func (x *PropagationTask) GetState() TaskState {
+func (x *Task) GetState() v1.TaskState {
 	if x != nil {
 		return x.State
 	}
-	return TaskState_TASK_STATE_UNSPECIFIED
+	return v1.TaskState(0)
 }
 
-func (x *PropagationTask) GetOutcome() v11.OutcomeKind {
+func (x *Task) GetOutcome() v11.OutcomeKind {
 	if x != nil {
 		return x.Outcome
 	}
 	return v11.OutcomeKind(0)
 }
 
-func (x *PropagationTask) GetReason() string {
+func (x *Task) GetReason() string {
 	if x != nil {
 		return x.Reason
 	}
@@ -3567,7 +3510,7 @@ type CompleteTaskRequest struct {
 	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// The tenant.
 	TenantId string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
-	// The limit's cause, as GetPropagation takes it.
+	// The limit's cause, as GetFanout takes it.
 	Cause *v1.Cause `protobuf:"bytes,3,opt,name=cause,proto3" json:"cause,omitempty"`
 	// The system answered for.
 	SystemId string `protobuf:"bytes,4,opt,name=system_id,json=systemId,proto3" json:"system_id,omitempty"`
@@ -3655,7 +3598,7 @@ func (x *CompleteTaskRequest) GetReason() string {
 type CompleteTaskResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The task.
-	Task          *PropagationTask `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	Task          *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3690,38 +3633,38 @@ func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
 	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{43}
 }
 
-func (x *CompleteTaskResponse) GetTask() *PropagationTask {
+func (x *CompleteTaskResponse) GetTask() *Task {
 	if x != nil {
 		return x.Task
 	}
 	return nil
 }
 
-// GetPropagationResponse lists every system's task.
-type GetPropagationResponse struct {
+// GetFanoutResponse lists every system's task.
+type GetFanoutResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The tasks, by system id.
-	Tasks []*PropagationTask `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Tasks []*Task `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	// Every task is final.
 	Complete      bool `protobuf:"varint,2,opt,name=complete,proto3" json:"complete,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *GetPropagationResponse) Reset() {
-	*x = GetPropagationResponse{}
+func (x *GetFanoutResponse) Reset() {
+	*x = GetFanoutResponse{}
 	mi := &file_lethe_consent_v1_consent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *GetPropagationResponse) String() string {
+func (x *GetFanoutResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*GetPropagationResponse) ProtoMessage() {}
+func (*GetFanoutResponse) ProtoMessage() {}
 
-func (x *GetPropagationResponse) ProtoReflect() protoreflect.Message {
+func (x *GetFanoutResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_lethe_consent_v1_consent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3733,19 +3676,19 @@ func (x *GetPropagationResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use GetPropagationResponse.ProtoReflect.Descriptor instead.
-func (*GetPropagationResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use GetFanoutResponse.ProtoReflect.Descriptor instead.
+func (*GetFanoutResponse) Descriptor() ([]byte, []int) {
 	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{44}
 }
 
-func (x *GetPropagationResponse) GetTasks() []*PropagationTask {
+func (x *GetFanoutResponse) GetTasks() []*Task {
 	if x != nil {
 		return x.Tasks
 	}
 	return nil
 }
 
-func (x *GetPropagationResponse) GetComplete() bool {
+func (x *GetFanoutResponse) GetComplete() bool {
 	if x != nil {
 		return x.Complete
 	}
@@ -4011,13 +3954,13 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12%\n" +
 	"\x0eafter_revision\x18\x02 \x01(\x04R\rafterRevision\"C\n" +
 	"\rWatchResponse\x122\n" +
-	"\achanges\x18\x01 \x03(\v2\x18.lethe.consent.v1.ChangeR\achanges\"\x8d\x01\n" +
-	"\x15GetPropagationRequest\x12>\n" +
+	"\achanges\x18\x01 \x03(\v2\x18.lethe.consent.v1.ChangeR\achanges\"\x88\x01\n" +
+	"\x10GetFanoutRequest\x12>\n" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x124\n" +
-	"\x05cause\x18\x02 \x01(\v2\x16.lethe.common.v1.CauseB\x06\xbaH\x03\xc8\x01\x01R\x05cause\"\xb1\x01\n" +
-	"\x0fPropagationTask\x12\x1b\n" +
-	"\tsystem_id\x18\x01 \x01(\tR\bsystemId\x121\n" +
-	"\x05state\x18\x02 \x01(\x0e2\x1b.lethe.consent.v1.TaskStateR\x05state\x126\n" +
+	"\x05cause\x18\x02 \x01(\v2\x16.lethe.common.v1.CauseB\x06\xbaH\x03\xc8\x01\x01R\x05cause\"\xa5\x01\n" +
+	"\x04Task\x12\x1b\n" +
+	"\tsystem_id\x18\x01 \x01(\tR\bsystemId\x120\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1a.lethe.common.v1.TaskStateR\x05state\x126\n" +
 	"\aoutcome\x18\x03 \x01(\x0e2\x1c.lethe.events.v1.OutcomeKindR\aoutcome\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xd2\x02\n" +
 	"\x13CompleteTaskRequest\x12\x1d\n" +
@@ -4027,11 +3970,11 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x05cause\x18\x03 \x01(\v2\x16.lethe.common.v1.CauseB\x06\xbaH\x03\xc8\x01\x01R\x05cause\x12>\n" +
 	"\tsystem_id\x18\x04 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\bsystemId\x12D\n" +
 	"\aoutcome\x18\x05 \x01(\x0e2\x1c.lethe.events.v1.OutcomeKindB\f\xbaH\t\x82\x01\x06\x18\a\x18\b\x18\tR\aoutcome\x12 \n" +
-	"\x06reason\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\x06reason\"M\n" +
-	"\x14CompleteTaskResponse\x125\n" +
-	"\x04task\x18\x01 \x01(\v2!.lethe.consent.v1.PropagationTaskR\x04task\"m\n" +
-	"\x16GetPropagationResponse\x127\n" +
-	"\x05tasks\x18\x01 \x03(\v2!.lethe.consent.v1.PropagationTaskR\x05tasks\x12\x1a\n" +
+	"\x06reason\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\x06reason\"B\n" +
+	"\x14CompleteTaskResponse\x12*\n" +
+	"\x04task\x18\x01 \x01(\v2\x16.lethe.consent.v1.TaskR\x04task\"]\n" +
+	"\x11GetFanoutResponse\x12,\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x16.lethe.consent.v1.TaskR\x05tasks\x12\x1a\n" +
 	"\bcomplete\x18\x02 \x01(\bR\bcomplete*\x99\x01\n" +
 	"\rConsentAction\x12\x1e\n" +
 	"\x1aCONSENT_ACTION_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -4086,12 +4029,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x1eCHANGE_KIND_OBJECTION_RECORDED\x10\x03\x12#\n" +
 	"\x1fCHANGE_KIND_RESTRICTION_APPLIED\x10\x04\x12\"\n" +
 	"\x1eCHANGE_KIND_RESTRICTION_LIFTED\x10\x05\x12\x1f\n" +
-	"\x1bCHANGE_KIND_PURPOSE_CHANGED\x10\x06*j\n" +
-	"\tTaskState\x12\x1a\n" +
-	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
-	"\x0fTASK_STATE_OPEN\x10\x01\x12\x16\n" +
-	"\x12TASK_STATE_STALLED\x10\x02\x12\x14\n" +
-	"\x10TASK_STATE_FINAL\x10\x032\x81\r\n" +
+	"\x1bCHANGE_KIND_PURPOSE_CHANGED\x10\x062\xf2\f\n" +
 	"\x0eConsentService\x12W\n" +
 	"\n" +
 	"PutPurpose\x12#.lethe.consent.v1.PutPurposeRequest\x1a$.lethe.consent.v1.PutPurposeResponse\x12b\n" +
@@ -4107,8 +4045,8 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x05Check\x12\x1e.lethe.consent.v1.CheckRequest\x1a\x1f.lethe.consent.v1.CheckResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\n" +
 	"CheckBatch\x12#.lethe.consent.v1.CheckBatchRequest\x1a$.lethe.consent.v1.CheckBatchResponse\"\x03\x90\x02\x01\x12O\n" +
-	"\x05Watch\x12\x1e.lethe.consent.v1.WatchRequest\x1a\x1f.lethe.consent.v1.WatchResponse\"\x03\x90\x02\x010\x01\x12h\n" +
-	"\x0eGetPropagation\x12'.lethe.consent.v1.GetPropagationRequest\x1a(.lethe.consent.v1.GetPropagationResponse\"\x03\x90\x02\x01\x12]\n" +
+	"\x05Watch\x12\x1e.lethe.consent.v1.WatchRequest\x1a\x1f.lethe.consent.v1.WatchResponse\"\x03\x90\x02\x010\x01\x12Y\n" +
+	"\tGetFanout\x12\".lethe.consent.v1.GetFanoutRequest\x1a#.lethe.consent.v1.GetFanoutResponse\"\x03\x90\x02\x01\x12]\n" +
 	"\fCompleteTask\x12%.lethe.consent.v1.CompleteTaskRequest\x1a&.lethe.consent.v1.CompleteTaskResponse\x12l\n" +
 	"\x11AcceptRecoveryGap\x12*.lethe.consent.v1.AcceptRecoveryGapRequest\x1a+.lethe.consent.v1.AcceptRecoveryGapResponseB\xc8\x01\n" +
 	"\x14com.lethe.consent.v1B\fConsentProtoP\x01Z@github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1;consentv1\xa2\x02\x03LCX\xaa\x02\x10Lethe.Consent.V1\xca\x02\x10Lethe\\Consent\\V1\xe2\x02\x1cLethe\\Consent\\V1\\GPBMetadata\xea\x02\x12Lethe::Consent::V1b\x06proto3"
@@ -4125,7 +4063,7 @@ func file_lethe_consent_v1_consent_proto_rawDescGZIP() []byte {
 	return file_lethe_consent_v1_consent_proto_rawDescData
 }
 
-var file_lethe_consent_v1_consent_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_lethe_consent_v1_consent_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_lethe_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_lethe_consent_v1_consent_proto_goTypes = []any{
 	(ConsentAction)(0),                       // 0: lethe.consent.v1.ConsentAction
@@ -4134,157 +4072,157 @@ var file_lethe_consent_v1_consent_proto_goTypes = []any{
 	(RestrictionGroundOutcome)(0),            // 3: lethe.consent.v1.RestrictionGroundOutcome
 	(Reason)(0),                              // 4: lethe.consent.v1.Reason
 	(ChangeKind)(0),                          // 5: lethe.consent.v1.ChangeKind
-	(TaskState)(0),                           // 6: lethe.consent.v1.TaskState
-	(*AcceptRecoveryGapRequest)(nil),         // 7: lethe.consent.v1.AcceptRecoveryGapRequest
-	(*AcceptRecoveryGapResponse)(nil),        // 8: lethe.consent.v1.AcceptRecoveryGapResponse
-	(*Eligibility)(nil),                      // 9: lethe.consent.v1.Eligibility
-	(*NoticeVersion)(nil),                    // 10: lethe.consent.v1.NoticeVersion
-	(*Purpose)(nil),                          // 11: lethe.consent.v1.Purpose
-	(*PutPurposeRequest)(nil),                // 12: lethe.consent.v1.PutPurposeRequest
-	(*PutPurposeResponse)(nil),               // 13: lethe.consent.v1.PutPurposeResponse
-	(*ListPurposesRequest)(nil),              // 14: lethe.consent.v1.ListPurposesRequest
-	(*ListPurposesResponse)(nil),             // 15: lethe.consent.v1.ListPurposesResponse
-	(*EvidenceInput)(nil),                    // 16: lethe.consent.v1.EvidenceInput
-	(*Evidence)(nil),                         // 17: lethe.consent.v1.Evidence
-	(*ConsentRecord)(nil),                    // 18: lethe.consent.v1.ConsentRecord
-	(*RecoveredFrom)(nil),                    // 19: lethe.consent.v1.RecoveredFrom
-	(*RecordConsentRequest)(nil),             // 20: lethe.consent.v1.RecordConsentRequest
-	(*RecordConsentResponse)(nil),            // 21: lethe.consent.v1.RecordConsentResponse
-	(*RecordBannerDecisionRequest)(nil),      // 22: lethe.consent.v1.RecordBannerDecisionRequest
-	(*RecordBannerDecisionResponse)(nil),     // 23: lethe.consent.v1.RecordBannerDecisionResponse
-	(*DestroyEvidenceKeyRequest)(nil),        // 24: lethe.consent.v1.DestroyEvidenceKeyRequest
-	(*DestroyEvidenceKeyResponse)(nil),       // 25: lethe.consent.v1.DestroyEvidenceKeyResponse
-	(*ListConsentHistoryRequest)(nil),        // 26: lethe.consent.v1.ListConsentHistoryRequest
-	(*ListConsentHistoryResponse)(nil),       // 27: lethe.consent.v1.ListConsentHistoryResponse
-	(*RecordObjectionRequest)(nil),           // 28: lethe.consent.v1.RecordObjectionRequest
-	(*RecordObjectionResponse)(nil),          // 29: lethe.consent.v1.RecordObjectionResponse
-	(*ApplyRestrictionRequest)(nil),          // 30: lethe.consent.v1.ApplyRestrictionRequest
-	(*ApplyRestrictionResponse)(nil),         // 31: lethe.consent.v1.ApplyRestrictionResponse
-	(*LiftRestrictionRequest)(nil),           // 32: lethe.consent.v1.LiftRestrictionRequest
-	(*LiftRestrictionResponse)(nil),          // 33: lethe.consent.v1.LiftRestrictionResponse
-	(*Restriction)(nil),                      // 34: lethe.consent.v1.Restriction
-	(*ResolveRestrictionGroundRequest)(nil),  // 35: lethe.consent.v1.ResolveRestrictionGroundRequest
-	(*ResolveRestrictionGroundResponse)(nil), // 36: lethe.consent.v1.ResolveRestrictionGroundResponse
-	(*SubjectAttributes)(nil),                // 37: lethe.consent.v1.SubjectAttributes
-	(*Decision)(nil),                         // 38: lethe.consent.v1.Decision
-	(*CheckRequest)(nil),                     // 39: lethe.consent.v1.CheckRequest
-	(*CheckResponse)(nil),                    // 40: lethe.consent.v1.CheckResponse
-	(*CheckBatchRequest)(nil),                // 41: lethe.consent.v1.CheckBatchRequest
-	(*CheckBatchItem)(nil),                   // 42: lethe.consent.v1.CheckBatchItem
-	(*CheckBatchResponse)(nil),               // 43: lethe.consent.v1.CheckBatchResponse
-	(*Change)(nil),                           // 44: lethe.consent.v1.Change
-	(*WatchRequest)(nil),                     // 45: lethe.consent.v1.WatchRequest
-	(*WatchResponse)(nil),                    // 46: lethe.consent.v1.WatchResponse
-	(*GetPropagationRequest)(nil),            // 47: lethe.consent.v1.GetPropagationRequest
-	(*PropagationTask)(nil),                  // 48: lethe.consent.v1.PropagationTask
-	(*CompleteTaskRequest)(nil),              // 49: lethe.consent.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),             // 50: lethe.consent.v1.CompleteTaskResponse
-	(*GetPropagationResponse)(nil),           // 51: lethe.consent.v1.GetPropagationResponse
-	(*timestamppb.Timestamp)(nil),            // 52: google.protobuf.Timestamp
-	(v1.LegalBasis)(0),                       // 53: lethe.common.v1.LegalBasis
-	(*durationpb.Duration)(nil),              // 54: google.protobuf.Duration
-	(v11.ObjectionScope)(0),                  // 55: lethe.events.v1.ObjectionScope
-	(*v1.Cause)(nil),                         // 56: lethe.common.v1.Cause
-	(v11.RestrictionGround)(0),               // 57: lethe.events.v1.RestrictionGround
+	(*AcceptRecoveryGapRequest)(nil),         // 6: lethe.consent.v1.AcceptRecoveryGapRequest
+	(*AcceptRecoveryGapResponse)(nil),        // 7: lethe.consent.v1.AcceptRecoveryGapResponse
+	(*Eligibility)(nil),                      // 8: lethe.consent.v1.Eligibility
+	(*NoticeVersion)(nil),                    // 9: lethe.consent.v1.NoticeVersion
+	(*Purpose)(nil),                          // 10: lethe.consent.v1.Purpose
+	(*PutPurposeRequest)(nil),                // 11: lethe.consent.v1.PutPurposeRequest
+	(*PutPurposeResponse)(nil),               // 12: lethe.consent.v1.PutPurposeResponse
+	(*ListPurposesRequest)(nil),              // 13: lethe.consent.v1.ListPurposesRequest
+	(*ListPurposesResponse)(nil),             // 14: lethe.consent.v1.ListPurposesResponse
+	(*EvidenceInput)(nil),                    // 15: lethe.consent.v1.EvidenceInput
+	(*Evidence)(nil),                         // 16: lethe.consent.v1.Evidence
+	(*ConsentRecord)(nil),                    // 17: lethe.consent.v1.ConsentRecord
+	(*RecoveredFrom)(nil),                    // 18: lethe.consent.v1.RecoveredFrom
+	(*RecordConsentRequest)(nil),             // 19: lethe.consent.v1.RecordConsentRequest
+	(*RecordConsentResponse)(nil),            // 20: lethe.consent.v1.RecordConsentResponse
+	(*RecordBannerDecisionRequest)(nil),      // 21: lethe.consent.v1.RecordBannerDecisionRequest
+	(*RecordBannerDecisionResponse)(nil),     // 22: lethe.consent.v1.RecordBannerDecisionResponse
+	(*DestroyEvidenceKeyRequest)(nil),        // 23: lethe.consent.v1.DestroyEvidenceKeyRequest
+	(*DestroyEvidenceKeyResponse)(nil),       // 24: lethe.consent.v1.DestroyEvidenceKeyResponse
+	(*ListConsentHistoryRequest)(nil),        // 25: lethe.consent.v1.ListConsentHistoryRequest
+	(*ListConsentHistoryResponse)(nil),       // 26: lethe.consent.v1.ListConsentHistoryResponse
+	(*RecordObjectionRequest)(nil),           // 27: lethe.consent.v1.RecordObjectionRequest
+	(*RecordObjectionResponse)(nil),          // 28: lethe.consent.v1.RecordObjectionResponse
+	(*ApplyRestrictionRequest)(nil),          // 29: lethe.consent.v1.ApplyRestrictionRequest
+	(*ApplyRestrictionResponse)(nil),         // 30: lethe.consent.v1.ApplyRestrictionResponse
+	(*LiftRestrictionRequest)(nil),           // 31: lethe.consent.v1.LiftRestrictionRequest
+	(*LiftRestrictionResponse)(nil),          // 32: lethe.consent.v1.LiftRestrictionResponse
+	(*Restriction)(nil),                      // 33: lethe.consent.v1.Restriction
+	(*ResolveRestrictionGroundRequest)(nil),  // 34: lethe.consent.v1.ResolveRestrictionGroundRequest
+	(*ResolveRestrictionGroundResponse)(nil), // 35: lethe.consent.v1.ResolveRestrictionGroundResponse
+	(*SubjectAttributes)(nil),                // 36: lethe.consent.v1.SubjectAttributes
+	(*Decision)(nil),                         // 37: lethe.consent.v1.Decision
+	(*CheckRequest)(nil),                     // 38: lethe.consent.v1.CheckRequest
+	(*CheckResponse)(nil),                    // 39: lethe.consent.v1.CheckResponse
+	(*CheckBatchRequest)(nil),                // 40: lethe.consent.v1.CheckBatchRequest
+	(*CheckBatchItem)(nil),                   // 41: lethe.consent.v1.CheckBatchItem
+	(*CheckBatchResponse)(nil),               // 42: lethe.consent.v1.CheckBatchResponse
+	(*Change)(nil),                           // 43: lethe.consent.v1.Change
+	(*WatchRequest)(nil),                     // 44: lethe.consent.v1.WatchRequest
+	(*WatchResponse)(nil),                    // 45: lethe.consent.v1.WatchResponse
+	(*GetFanoutRequest)(nil),                 // 46: lethe.consent.v1.GetFanoutRequest
+	(*Task)(nil),                             // 47: lethe.consent.v1.Task
+	(*CompleteTaskRequest)(nil),              // 48: lethe.consent.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),             // 49: lethe.consent.v1.CompleteTaskResponse
+	(*GetFanoutResponse)(nil),                // 50: lethe.consent.v1.GetFanoutResponse
+	(*timestamppb.Timestamp)(nil),            // 51: google.protobuf.Timestamp
+	(v1.LegalBasis)(0),                       // 52: lethe.common.v1.LegalBasis
+	(*durationpb.Duration)(nil),              // 53: google.protobuf.Duration
+	(v11.ObjectionScope)(0),                  // 54: lethe.events.v1.ObjectionScope
+	(*v1.Cause)(nil),                         // 55: lethe.common.v1.Cause
+	(v11.RestrictionGround)(0),               // 56: lethe.events.v1.RestrictionGround
+	(v1.TaskState)(0),                        // 57: lethe.common.v1.TaskState
 	(v11.OutcomeKind)(0),                     // 58: lethe.events.v1.OutcomeKind
 }
 var file_lethe_consent_v1_consent_proto_depIdxs = []int32{
-	52, // 0: lethe.consent.v1.AcceptRecoveryGapResponse.gap_from:type_name -> google.protobuf.Timestamp
-	52, // 1: lethe.consent.v1.AcceptRecoveryGapResponse.gap_until:type_name -> google.protobuf.Timestamp
-	52, // 2: lethe.consent.v1.NoticeVersion.effective_at:type_name -> google.protobuf.Timestamp
-	53, // 3: lethe.consent.v1.Purpose.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	54, // 4: lethe.consent.v1.Purpose.default_lifetime:type_name -> google.protobuf.Duration
-	9,  // 5: lethe.consent.v1.Purpose.eligibility:type_name -> lethe.consent.v1.Eligibility
-	10, // 6: lethe.consent.v1.Purpose.notice_versions:type_name -> lethe.consent.v1.NoticeVersion
-	11, // 7: lethe.consent.v1.PutPurposeRequest.purpose:type_name -> lethe.consent.v1.Purpose
-	11, // 8: lethe.consent.v1.PutPurposeResponse.purpose:type_name -> lethe.consent.v1.Purpose
-	11, // 9: lethe.consent.v1.ListPurposesResponse.purposes:type_name -> lethe.consent.v1.Purpose
+	51, // 0: lethe.consent.v1.AcceptRecoveryGapResponse.gap_from:type_name -> google.protobuf.Timestamp
+	51, // 1: lethe.consent.v1.AcceptRecoveryGapResponse.gap_until:type_name -> google.protobuf.Timestamp
+	51, // 2: lethe.consent.v1.NoticeVersion.effective_at:type_name -> google.protobuf.Timestamp
+	52, // 3: lethe.consent.v1.Purpose.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	53, // 4: lethe.consent.v1.Purpose.default_lifetime:type_name -> google.protobuf.Duration
+	8,  // 5: lethe.consent.v1.Purpose.eligibility:type_name -> lethe.consent.v1.Eligibility
+	9,  // 6: lethe.consent.v1.Purpose.notice_versions:type_name -> lethe.consent.v1.NoticeVersion
+	10, // 7: lethe.consent.v1.PutPurposeRequest.purpose:type_name -> lethe.consent.v1.Purpose
+	10, // 8: lethe.consent.v1.PutPurposeResponse.purpose:type_name -> lethe.consent.v1.Purpose
+	10, // 9: lethe.consent.v1.ListPurposesResponse.purposes:type_name -> lethe.consent.v1.Purpose
 	0,  // 10: lethe.consent.v1.ConsentRecord.action:type_name -> lethe.consent.v1.ConsentAction
 	1,  // 11: lethe.consent.v1.ConsentRecord.method:type_name -> lethe.consent.v1.CollectionMethod
-	52, // 12: lethe.consent.v1.ConsentRecord.recorded_at:type_name -> google.protobuf.Timestamp
-	52, // 13: lethe.consent.v1.ConsentRecord.expires_at:type_name -> google.protobuf.Timestamp
-	17, // 14: lethe.consent.v1.ConsentRecord.evidence:type_name -> lethe.consent.v1.Evidence
-	52, // 15: lethe.consent.v1.ConsentRecord.given_at:type_name -> google.protobuf.Timestamp
-	19, // 16: lethe.consent.v1.ConsentRecord.recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
-	52, // 17: lethe.consent.v1.RecoveredFrom.recovered_at:type_name -> google.protobuf.Timestamp
+	51, // 12: lethe.consent.v1.ConsentRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	51, // 13: lethe.consent.v1.ConsentRecord.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 14: lethe.consent.v1.ConsentRecord.evidence:type_name -> lethe.consent.v1.Evidence
+	51, // 15: lethe.consent.v1.ConsentRecord.given_at:type_name -> google.protobuf.Timestamp
+	18, // 16: lethe.consent.v1.ConsentRecord.recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
+	51, // 17: lethe.consent.v1.RecoveredFrom.recovered_at:type_name -> google.protobuf.Timestamp
 	0,  // 18: lethe.consent.v1.RecordConsentRequest.action:type_name -> lethe.consent.v1.ConsentAction
 	1,  // 19: lethe.consent.v1.RecordConsentRequest.method:type_name -> lethe.consent.v1.CollectionMethod
-	16, // 20: lethe.consent.v1.RecordConsentRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
-	52, // 21: lethe.consent.v1.RecordConsentRequest.given_at:type_name -> google.protobuf.Timestamp
-	18, // 22: lethe.consent.v1.RecordConsentResponse.record:type_name -> lethe.consent.v1.ConsentRecord
+	15, // 20: lethe.consent.v1.RecordConsentRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
+	51, // 21: lethe.consent.v1.RecordConsentRequest.given_at:type_name -> google.protobuf.Timestamp
+	17, // 22: lethe.consent.v1.RecordConsentResponse.record:type_name -> lethe.consent.v1.ConsentRecord
 	2,  // 23: lethe.consent.v1.RecordBannerDecisionRequest.choice:type_name -> lethe.consent.v1.BannerChoice
-	16, // 24: lethe.consent.v1.RecordBannerDecisionRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
-	18, // 25: lethe.consent.v1.RecordBannerDecisionResponse.records:type_name -> lethe.consent.v1.ConsentRecord
-	18, // 26: lethe.consent.v1.ListConsentHistoryResponse.records:type_name -> lethe.consent.v1.ConsentRecord
-	55, // 27: lethe.consent.v1.RecordObjectionRequest.scope:type_name -> lethe.events.v1.ObjectionScope
-	56, // 28: lethe.consent.v1.RecordObjectionRequest.cause:type_name -> lethe.common.v1.Cause
-	57, // 29: lethe.consent.v1.ApplyRestrictionRequest.ground:type_name -> lethe.events.v1.RestrictionGround
-	56, // 30: lethe.consent.v1.ApplyRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
-	56, // 31: lethe.consent.v1.LiftRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
-	52, // 32: lethe.consent.v1.LiftRestrictionRequest.subject_informed_at:type_name -> google.protobuf.Timestamp
-	34, // 33: lethe.consent.v1.LiftRestrictionResponse.restriction:type_name -> lethe.consent.v1.Restriction
-	57, // 34: lethe.consent.v1.Restriction.ground:type_name -> lethe.events.v1.RestrictionGround
-	52, // 35: lethe.consent.v1.Restriction.applied_at:type_name -> google.protobuf.Timestamp
-	52, // 36: lethe.consent.v1.Restriction.lifted_at:type_name -> google.protobuf.Timestamp
-	52, // 37: lethe.consent.v1.Restriction.subject_informed_at:type_name -> google.protobuf.Timestamp
+	15, // 24: lethe.consent.v1.RecordBannerDecisionRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
+	17, // 25: lethe.consent.v1.RecordBannerDecisionResponse.records:type_name -> lethe.consent.v1.ConsentRecord
+	17, // 26: lethe.consent.v1.ListConsentHistoryResponse.records:type_name -> lethe.consent.v1.ConsentRecord
+	54, // 27: lethe.consent.v1.RecordObjectionRequest.scope:type_name -> lethe.events.v1.ObjectionScope
+	55, // 28: lethe.consent.v1.RecordObjectionRequest.cause:type_name -> lethe.common.v1.Cause
+	56, // 29: lethe.consent.v1.ApplyRestrictionRequest.ground:type_name -> lethe.events.v1.RestrictionGround
+	55, // 30: lethe.consent.v1.ApplyRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
+	55, // 31: lethe.consent.v1.LiftRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
+	51, // 32: lethe.consent.v1.LiftRestrictionRequest.subject_informed_at:type_name -> google.protobuf.Timestamp
+	33, // 33: lethe.consent.v1.LiftRestrictionResponse.restriction:type_name -> lethe.consent.v1.Restriction
+	56, // 34: lethe.consent.v1.Restriction.ground:type_name -> lethe.events.v1.RestrictionGround
+	51, // 35: lethe.consent.v1.Restriction.applied_at:type_name -> google.protobuf.Timestamp
+	51, // 36: lethe.consent.v1.Restriction.lifted_at:type_name -> google.protobuf.Timestamp
+	51, // 37: lethe.consent.v1.Restriction.subject_informed_at:type_name -> google.protobuf.Timestamp
 	3,  // 38: lethe.consent.v1.Restriction.ground_outcome:type_name -> lethe.consent.v1.RestrictionGroundOutcome
-	19, // 39: lethe.consent.v1.Restriction.recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
-	19, // 40: lethe.consent.v1.Restriction.lift_recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
+	18, // 39: lethe.consent.v1.Restriction.recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
+	18, // 40: lethe.consent.v1.Restriction.lift_recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
 	3,  // 41: lethe.consent.v1.ResolveRestrictionGroundRequest.outcome:type_name -> lethe.consent.v1.RestrictionGroundOutcome
-	52, // 42: lethe.consent.v1.ResolveRestrictionGroundRequest.subject_informed_at:type_name -> google.protobuf.Timestamp
-	56, // 43: lethe.consent.v1.ResolveRestrictionGroundRequest.cause:type_name -> lethe.common.v1.Cause
-	34, // 44: lethe.consent.v1.ResolveRestrictionGroundResponse.restriction:type_name -> lethe.consent.v1.Restriction
+	51, // 42: lethe.consent.v1.ResolveRestrictionGroundRequest.subject_informed_at:type_name -> google.protobuf.Timestamp
+	55, // 43: lethe.consent.v1.ResolveRestrictionGroundRequest.cause:type_name -> lethe.common.v1.Cause
+	33, // 44: lethe.consent.v1.ResolveRestrictionGroundResponse.restriction:type_name -> lethe.consent.v1.Restriction
 	4,  // 45: lethe.consent.v1.Decision.reason:type_name -> lethe.consent.v1.Reason
-	18, // 46: lethe.consent.v1.Decision.records:type_name -> lethe.consent.v1.ConsentRecord
-	37, // 47: lethe.consent.v1.CheckRequest.attributes:type_name -> lethe.consent.v1.SubjectAttributes
-	52, // 48: lethe.consent.v1.CheckRequest.at:type_name -> google.protobuf.Timestamp
-	38, // 49: lethe.consent.v1.CheckResponse.decision:type_name -> lethe.consent.v1.Decision
-	42, // 50: lethe.consent.v1.CheckBatchRequest.items:type_name -> lethe.consent.v1.CheckBatchItem
-	52, // 51: lethe.consent.v1.CheckBatchRequest.at:type_name -> google.protobuf.Timestamp
-	37, // 52: lethe.consent.v1.CheckBatchItem.attributes:type_name -> lethe.consent.v1.SubjectAttributes
-	38, // 53: lethe.consent.v1.CheckBatchResponse.decisions:type_name -> lethe.consent.v1.Decision
+	17, // 46: lethe.consent.v1.Decision.records:type_name -> lethe.consent.v1.ConsentRecord
+	36, // 47: lethe.consent.v1.CheckRequest.attributes:type_name -> lethe.consent.v1.SubjectAttributes
+	51, // 48: lethe.consent.v1.CheckRequest.at:type_name -> google.protobuf.Timestamp
+	37, // 49: lethe.consent.v1.CheckResponse.decision:type_name -> lethe.consent.v1.Decision
+	41, // 50: lethe.consent.v1.CheckBatchRequest.items:type_name -> lethe.consent.v1.CheckBatchItem
+	51, // 51: lethe.consent.v1.CheckBatchRequest.at:type_name -> google.protobuf.Timestamp
+	36, // 52: lethe.consent.v1.CheckBatchItem.attributes:type_name -> lethe.consent.v1.SubjectAttributes
+	37, // 53: lethe.consent.v1.CheckBatchResponse.decisions:type_name -> lethe.consent.v1.Decision
 	5,  // 54: lethe.consent.v1.Change.kind:type_name -> lethe.consent.v1.ChangeKind
-	52, // 55: lethe.consent.v1.Change.at:type_name -> google.protobuf.Timestamp
-	44, // 56: lethe.consent.v1.WatchResponse.changes:type_name -> lethe.consent.v1.Change
-	56, // 57: lethe.consent.v1.GetPropagationRequest.cause:type_name -> lethe.common.v1.Cause
-	6,  // 58: lethe.consent.v1.PropagationTask.state:type_name -> lethe.consent.v1.TaskState
-	58, // 59: lethe.consent.v1.PropagationTask.outcome:type_name -> lethe.events.v1.OutcomeKind
-	56, // 60: lethe.consent.v1.CompleteTaskRequest.cause:type_name -> lethe.common.v1.Cause
+	51, // 55: lethe.consent.v1.Change.at:type_name -> google.protobuf.Timestamp
+	43, // 56: lethe.consent.v1.WatchResponse.changes:type_name -> lethe.consent.v1.Change
+	55, // 57: lethe.consent.v1.GetFanoutRequest.cause:type_name -> lethe.common.v1.Cause
+	57, // 58: lethe.consent.v1.Task.state:type_name -> lethe.common.v1.TaskState
+	58, // 59: lethe.consent.v1.Task.outcome:type_name -> lethe.events.v1.OutcomeKind
+	55, // 60: lethe.consent.v1.CompleteTaskRequest.cause:type_name -> lethe.common.v1.Cause
 	58, // 61: lethe.consent.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
-	48, // 62: lethe.consent.v1.CompleteTaskResponse.task:type_name -> lethe.consent.v1.PropagationTask
-	48, // 63: lethe.consent.v1.GetPropagationResponse.tasks:type_name -> lethe.consent.v1.PropagationTask
-	12, // 64: lethe.consent.v1.ConsentService.PutPurpose:input_type -> lethe.consent.v1.PutPurposeRequest
-	14, // 65: lethe.consent.v1.ConsentService.ListPurposes:input_type -> lethe.consent.v1.ListPurposesRequest
-	20, // 66: lethe.consent.v1.ConsentService.RecordConsent:input_type -> lethe.consent.v1.RecordConsentRequest
-	22, // 67: lethe.consent.v1.ConsentService.RecordBannerDecision:input_type -> lethe.consent.v1.RecordBannerDecisionRequest
-	24, // 68: lethe.consent.v1.ConsentService.DestroyEvidenceKey:input_type -> lethe.consent.v1.DestroyEvidenceKeyRequest
-	26, // 69: lethe.consent.v1.ConsentService.ListConsentHistory:input_type -> lethe.consent.v1.ListConsentHistoryRequest
-	28, // 70: lethe.consent.v1.ConsentService.RecordObjection:input_type -> lethe.consent.v1.RecordObjectionRequest
-	30, // 71: lethe.consent.v1.ConsentService.ApplyRestriction:input_type -> lethe.consent.v1.ApplyRestrictionRequest
-	32, // 72: lethe.consent.v1.ConsentService.LiftRestriction:input_type -> lethe.consent.v1.LiftRestrictionRequest
-	35, // 73: lethe.consent.v1.ConsentService.ResolveRestrictionGround:input_type -> lethe.consent.v1.ResolveRestrictionGroundRequest
-	39, // 74: lethe.consent.v1.ConsentService.Check:input_type -> lethe.consent.v1.CheckRequest
-	41, // 75: lethe.consent.v1.ConsentService.CheckBatch:input_type -> lethe.consent.v1.CheckBatchRequest
-	45, // 76: lethe.consent.v1.ConsentService.Watch:input_type -> lethe.consent.v1.WatchRequest
-	47, // 77: lethe.consent.v1.ConsentService.GetPropagation:input_type -> lethe.consent.v1.GetPropagationRequest
-	49, // 78: lethe.consent.v1.ConsentService.CompleteTask:input_type -> lethe.consent.v1.CompleteTaskRequest
-	7,  // 79: lethe.consent.v1.ConsentService.AcceptRecoveryGap:input_type -> lethe.consent.v1.AcceptRecoveryGapRequest
-	13, // 80: lethe.consent.v1.ConsentService.PutPurpose:output_type -> lethe.consent.v1.PutPurposeResponse
-	15, // 81: lethe.consent.v1.ConsentService.ListPurposes:output_type -> lethe.consent.v1.ListPurposesResponse
-	21, // 82: lethe.consent.v1.ConsentService.RecordConsent:output_type -> lethe.consent.v1.RecordConsentResponse
-	23, // 83: lethe.consent.v1.ConsentService.RecordBannerDecision:output_type -> lethe.consent.v1.RecordBannerDecisionResponse
-	25, // 84: lethe.consent.v1.ConsentService.DestroyEvidenceKey:output_type -> lethe.consent.v1.DestroyEvidenceKeyResponse
-	27, // 85: lethe.consent.v1.ConsentService.ListConsentHistory:output_type -> lethe.consent.v1.ListConsentHistoryResponse
-	29, // 86: lethe.consent.v1.ConsentService.RecordObjection:output_type -> lethe.consent.v1.RecordObjectionResponse
-	31, // 87: lethe.consent.v1.ConsentService.ApplyRestriction:output_type -> lethe.consent.v1.ApplyRestrictionResponse
-	33, // 88: lethe.consent.v1.ConsentService.LiftRestriction:output_type -> lethe.consent.v1.LiftRestrictionResponse
-	36, // 89: lethe.consent.v1.ConsentService.ResolveRestrictionGround:output_type -> lethe.consent.v1.ResolveRestrictionGroundResponse
-	40, // 90: lethe.consent.v1.ConsentService.Check:output_type -> lethe.consent.v1.CheckResponse
-	43, // 91: lethe.consent.v1.ConsentService.CheckBatch:output_type -> lethe.consent.v1.CheckBatchResponse
-	46, // 92: lethe.consent.v1.ConsentService.Watch:output_type -> lethe.consent.v1.WatchResponse
-	51, // 93: lethe.consent.v1.ConsentService.GetPropagation:output_type -> lethe.consent.v1.GetPropagationResponse
-	50, // 94: lethe.consent.v1.ConsentService.CompleteTask:output_type -> lethe.consent.v1.CompleteTaskResponse
-	8,  // 95: lethe.consent.v1.ConsentService.AcceptRecoveryGap:output_type -> lethe.consent.v1.AcceptRecoveryGapResponse
+	47, // 62: lethe.consent.v1.CompleteTaskResponse.task:type_name -> lethe.consent.v1.Task
+	47, // 63: lethe.consent.v1.GetFanoutResponse.tasks:type_name -> lethe.consent.v1.Task
+	11, // 64: lethe.consent.v1.ConsentService.PutPurpose:input_type -> lethe.consent.v1.PutPurposeRequest
+	13, // 65: lethe.consent.v1.ConsentService.ListPurposes:input_type -> lethe.consent.v1.ListPurposesRequest
+	19, // 66: lethe.consent.v1.ConsentService.RecordConsent:input_type -> lethe.consent.v1.RecordConsentRequest
+	21, // 67: lethe.consent.v1.ConsentService.RecordBannerDecision:input_type -> lethe.consent.v1.RecordBannerDecisionRequest
+	23, // 68: lethe.consent.v1.ConsentService.DestroyEvidenceKey:input_type -> lethe.consent.v1.DestroyEvidenceKeyRequest
+	25, // 69: lethe.consent.v1.ConsentService.ListConsentHistory:input_type -> lethe.consent.v1.ListConsentHistoryRequest
+	27, // 70: lethe.consent.v1.ConsentService.RecordObjection:input_type -> lethe.consent.v1.RecordObjectionRequest
+	29, // 71: lethe.consent.v1.ConsentService.ApplyRestriction:input_type -> lethe.consent.v1.ApplyRestrictionRequest
+	31, // 72: lethe.consent.v1.ConsentService.LiftRestriction:input_type -> lethe.consent.v1.LiftRestrictionRequest
+	34, // 73: lethe.consent.v1.ConsentService.ResolveRestrictionGround:input_type -> lethe.consent.v1.ResolveRestrictionGroundRequest
+	38, // 74: lethe.consent.v1.ConsentService.Check:input_type -> lethe.consent.v1.CheckRequest
+	40, // 75: lethe.consent.v1.ConsentService.CheckBatch:input_type -> lethe.consent.v1.CheckBatchRequest
+	44, // 76: lethe.consent.v1.ConsentService.Watch:input_type -> lethe.consent.v1.WatchRequest
+	46, // 77: lethe.consent.v1.ConsentService.GetFanout:input_type -> lethe.consent.v1.GetFanoutRequest
+	48, // 78: lethe.consent.v1.ConsentService.CompleteTask:input_type -> lethe.consent.v1.CompleteTaskRequest
+	6,  // 79: lethe.consent.v1.ConsentService.AcceptRecoveryGap:input_type -> lethe.consent.v1.AcceptRecoveryGapRequest
+	12, // 80: lethe.consent.v1.ConsentService.PutPurpose:output_type -> lethe.consent.v1.PutPurposeResponse
+	14, // 81: lethe.consent.v1.ConsentService.ListPurposes:output_type -> lethe.consent.v1.ListPurposesResponse
+	20, // 82: lethe.consent.v1.ConsentService.RecordConsent:output_type -> lethe.consent.v1.RecordConsentResponse
+	22, // 83: lethe.consent.v1.ConsentService.RecordBannerDecision:output_type -> lethe.consent.v1.RecordBannerDecisionResponse
+	24, // 84: lethe.consent.v1.ConsentService.DestroyEvidenceKey:output_type -> lethe.consent.v1.DestroyEvidenceKeyResponse
+	26, // 85: lethe.consent.v1.ConsentService.ListConsentHistory:output_type -> lethe.consent.v1.ListConsentHistoryResponse
+	28, // 86: lethe.consent.v1.ConsentService.RecordObjection:output_type -> lethe.consent.v1.RecordObjectionResponse
+	30, // 87: lethe.consent.v1.ConsentService.ApplyRestriction:output_type -> lethe.consent.v1.ApplyRestrictionResponse
+	32, // 88: lethe.consent.v1.ConsentService.LiftRestriction:output_type -> lethe.consent.v1.LiftRestrictionResponse
+	35, // 89: lethe.consent.v1.ConsentService.ResolveRestrictionGround:output_type -> lethe.consent.v1.ResolveRestrictionGroundResponse
+	39, // 90: lethe.consent.v1.ConsentService.Check:output_type -> lethe.consent.v1.CheckResponse
+	42, // 91: lethe.consent.v1.ConsentService.CheckBatch:output_type -> lethe.consent.v1.CheckBatchResponse
+	45, // 92: lethe.consent.v1.ConsentService.Watch:output_type -> lethe.consent.v1.WatchResponse
+	50, // 93: lethe.consent.v1.ConsentService.GetFanout:output_type -> lethe.consent.v1.GetFanoutResponse
+	49, // 94: lethe.consent.v1.ConsentService.CompleteTask:output_type -> lethe.consent.v1.CompleteTaskResponse
+	7,  // 95: lethe.consent.v1.ConsentService.AcceptRecoveryGap:output_type -> lethe.consent.v1.AcceptRecoveryGapResponse
 	80, // [80:96] is the sub-list for method output_type
 	64, // [64:80] is the sub-list for method input_type
 	64, // [64:64] is the sub-list for extension type_name
@@ -4302,7 +4240,7 @@ func file_lethe_consent_v1_consent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_consent_v1_consent_proto_rawDesc), len(file_lethe_consent_v1_consent_proto_rawDesc)),
-			NumEnums:      7,
+			NumEnums:      6,
 			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,

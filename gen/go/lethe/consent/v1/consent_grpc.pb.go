@@ -39,7 +39,7 @@ const (
 	ConsentService_Check_FullMethodName                    = "/lethe.consent.v1.ConsentService/Check"
 	ConsentService_CheckBatch_FullMethodName               = "/lethe.consent.v1.ConsentService/CheckBatch"
 	ConsentService_Watch_FullMethodName                    = "/lethe.consent.v1.ConsentService/Watch"
-	ConsentService_GetPropagation_FullMethodName           = "/lethe.consent.v1.ConsentService/GetPropagation"
+	ConsentService_GetFanout_FullMethodName                = "/lethe.consent.v1.ConsentService/GetFanout"
 	ConsentService_CompleteTask_FullMethodName             = "/lethe.consent.v1.ConsentService/CompleteTask"
 	ConsentService_AcceptRecoveryGap_FullMethodName        = "/lethe.consent.v1.ConsentService/AcceptRecoveryGap"
 )
@@ -100,11 +100,11 @@ type ConsentServiceClient interface {
 	// caller's cache can reconnect from the last revision it saw without a
 	// gap. Expiries are sent when they occur.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
-	// GetPropagation reports how a limit (a withdrawal, objection or
+	// GetFanout reports how a limit (a withdrawal, objection or
 	// restriction) reached the systems that must honour it: each system's
 	// task and answer. NotFound if nothing was published under the cause for
 	// the tenant (an unknown id, or another tenant's cause).
-	GetPropagation(ctx context.Context, in *GetPropagationRequest, opts ...grpc.CallOption) (*GetPropagationResponse, error)
+	GetFanout(ctx context.Context, in *GetFanoutRequest, opts ...grpc.CallOption) (*GetFanoutResponse, error)
 	// CompleteTask records an operator's answer for a system that answers by
 	// hand (ANSWER_MODE_MANUAL): that it now honours a limit, that the limit
 	// does not apply to it, or that it could not. NotFound if the system has
@@ -268,10 +268,10 @@ func (c *consentServiceClient) Watch(ctx context.Context, in *WatchRequest, opts
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ConsentService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
-func (c *consentServiceClient) GetPropagation(ctx context.Context, in *GetPropagationRequest, opts ...grpc.CallOption) (*GetPropagationResponse, error) {
+func (c *consentServiceClient) GetFanout(ctx context.Context, in *GetFanoutRequest, opts ...grpc.CallOption) (*GetFanoutResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(GetPropagationResponse)
-	err := c.cc.Invoke(ctx, ConsentService_GetPropagation_FullMethodName, in, out, cOpts...)
+	out := new(GetFanoutResponse)
+	err := c.cc.Invoke(ctx, ConsentService_GetFanout_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -354,11 +354,11 @@ type ConsentServiceServer interface {
 	// caller's cache can reconnect from the last revision it saw without a
 	// gap. Expiries are sent when they occur.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
-	// GetPropagation reports how a limit (a withdrawal, objection or
+	// GetFanout reports how a limit (a withdrawal, objection or
 	// restriction) reached the systems that must honour it: each system's
 	// task and answer. NotFound if nothing was published under the cause for
 	// the tenant (an unknown id, or another tenant's cause).
-	GetPropagation(context.Context, *GetPropagationRequest) (*GetPropagationResponse, error)
+	GetFanout(context.Context, *GetFanoutRequest) (*GetFanoutResponse, error)
 	// CompleteTask records an operator's answer for a system that answers by
 	// hand (ANSWER_MODE_MANUAL): that it now honours a limit, that the limit
 	// does not apply to it, or that it could not. NotFound if the system has
@@ -422,8 +422,8 @@ func (UnimplementedConsentServiceServer) CheckBatch(context.Context, *CheckBatch
 func (UnimplementedConsentServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
-func (UnimplementedConsentServiceServer) GetPropagation(context.Context, *GetPropagationRequest) (*GetPropagationResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method GetPropagation not implemented")
+func (UnimplementedConsentServiceServer) GetFanout(context.Context, *GetFanoutRequest) (*GetFanoutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetFanout not implemented")
 }
 func (UnimplementedConsentServiceServer) CompleteTask(context.Context, *CompleteTaskRequest) (*CompleteTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CompleteTask not implemented")
@@ -679,20 +679,20 @@ func _ConsentService_Watch_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ConsentService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
-func _ConsentService_GetPropagation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(GetPropagationRequest)
+func _ConsentService_GetFanout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFanoutRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(ConsentServiceServer).GetPropagation(ctx, in)
+		return srv.(ConsentServiceServer).GetFanout(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: ConsentService_GetPropagation_FullMethodName,
+		FullMethod: ConsentService_GetFanout_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ConsentServiceServer).GetPropagation(ctx, req.(*GetPropagationRequest))
+		return srv.(ConsentServiceServer).GetFanout(ctx, req.(*GetFanoutRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -789,8 +789,8 @@ var ConsentService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ConsentService_CheckBatch_Handler,
 		},
 		{
-			MethodName: "GetPropagation",
-			Handler:    _ConsentService_GetPropagation_Handler,
+			MethodName: "GetFanout",
+			Handler:    _ConsentService_GetFanout_Handler,
 		},
 		{
 			MethodName: "CompleteTask",

@@ -333,129 +333,6 @@ func (RejectionReason) EnumDescriptor() ([]byte, []int) {
 	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{3}
 }
 
-// VerificationMethod is how a subject's identity was or is being verified.
-type VerificationMethod int32
-
-const (
-	// Not stated.
-	VerificationMethod_VERIFICATION_METHOD_UNSPECIFIED VerificationMethod = 0
-	// A one-time code by e-mail.
-	VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE VerificationMethod = 1
-	// A one-time code by SMS.
-	VerificationMethod_VERIFICATION_METHOD_SMS_CODE VerificationMethod = 2
-	// A trusted caller attested that the subject was logged in.
-	VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION VerificationMethod = 3
-	// An operator verified identity by hand.
-	VerificationMethod_VERIFICATION_METHOD_MANUAL VerificationMethod = 4
-)
-
-// Enum value maps for VerificationMethod.
-var (
-	VerificationMethod_name = map[int32]string{
-		0: "VERIFICATION_METHOD_UNSPECIFIED",
-		1: "VERIFICATION_METHOD_EMAIL_CODE",
-		2: "VERIFICATION_METHOD_SMS_CODE",
-		3: "VERIFICATION_METHOD_LOGIN_ATTESTATION",
-		4: "VERIFICATION_METHOD_MANUAL",
-	}
-	VerificationMethod_value = map[string]int32{
-		"VERIFICATION_METHOD_UNSPECIFIED":       0,
-		"VERIFICATION_METHOD_EMAIL_CODE":        1,
-		"VERIFICATION_METHOD_SMS_CODE":          2,
-		"VERIFICATION_METHOD_LOGIN_ATTESTATION": 3,
-		"VERIFICATION_METHOD_MANUAL":            4,
-	}
-)
-
-func (x VerificationMethod) Enum() *VerificationMethod {
-	p := new(VerificationMethod)
-	*p = x
-	return p
-}
-
-func (x VerificationMethod) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (VerificationMethod) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_dsar_v1_dsar_proto_enumTypes[4].Descriptor()
-}
-
-func (VerificationMethod) Type() protoreflect.EnumType {
-	return &file_lethe_dsar_v1_dsar_proto_enumTypes[4]
-}
-
-func (x VerificationMethod) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use VerificationMethod.Descriptor instead.
-func (VerificationMethod) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{4}
-}
-
-// TaskState is where one system's share of a request stands.
-type TaskState int32
-
-const (
-	// Not stated.
-	TaskState_TASK_STATE_UNSPECIFIED TaskState = 0
-	// Sent, no answer yet.
-	TaskState_TASK_STATE_OPEN TaskState = 1
-	// No answer in time; sent again.
-	TaskState_TASK_STATE_STALLED TaskState = 2
-	// Answered.
-	TaskState_TASK_STATE_FINAL TaskState = 3
-	// Not sent: every category of the system in scope is under a legal
-	// hold.
-	TaskState_TASK_STATE_HELD TaskState = 4
-)
-
-// Enum value maps for TaskState.
-var (
-	TaskState_name = map[int32]string{
-		0: "TASK_STATE_UNSPECIFIED",
-		1: "TASK_STATE_OPEN",
-		2: "TASK_STATE_STALLED",
-		3: "TASK_STATE_FINAL",
-		4: "TASK_STATE_HELD",
-	}
-	TaskState_value = map[string]int32{
-		"TASK_STATE_UNSPECIFIED": 0,
-		"TASK_STATE_OPEN":        1,
-		"TASK_STATE_STALLED":     2,
-		"TASK_STATE_FINAL":       3,
-		"TASK_STATE_HELD":        4,
-	}
-)
-
-func (x TaskState) Enum() *TaskState {
-	p := new(TaskState)
-	*p = x
-	return p
-}
-
-func (x TaskState) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (TaskState) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_dsar_v1_dsar_proto_enumTypes[5].Descriptor()
-}
-
-func (TaskState) Type() protoreflect.EnumType {
-	return &file_lethe_dsar_v1_dsar_proto_enumTypes[5]
-}
-
-func (x TaskState) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use TaskState.Descriptor instead.
-func (TaskState) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{5}
-}
-
 // FanoutStep names the step of a request's fan-out that failed: the
 // neighbour the DSAR service could not ask, or its own store.
 type FanoutStep int32
@@ -507,11 +384,11 @@ func (x FanoutStep) String() string {
 }
 
 func (FanoutStep) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_dsar_v1_dsar_proto_enumTypes[6].Descriptor()
+	return file_lethe_dsar_v1_dsar_proto_enumTypes[4].Descriptor()
 }
 
 func (FanoutStep) Type() protoreflect.EnumType {
-	return &file_lethe_dsar_v1_dsar_proto_enumTypes[6]
+	return &file_lethe_dsar_v1_dsar_proto_enumTypes[4]
 }
 
 func (x FanoutStep) Number() protoreflect.EnumNumber {
@@ -520,7 +397,7 @@ func (x FanoutStep) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FanoutStep.Descriptor instead.
 func (FanoutStep) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{6}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{4}
 }
 
 // DeadlineFilter selects requests by deadline.
@@ -563,11 +440,11 @@ func (x DeadlineFilter) String() string {
 }
 
 func (DeadlineFilter) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_dsar_v1_dsar_proto_enumTypes[7].Descriptor()
+	return file_lethe_dsar_v1_dsar_proto_enumTypes[5].Descriptor()
 }
 
 func (DeadlineFilter) Type() protoreflect.EnumType {
-	return &file_lethe_dsar_v1_dsar_proto_enumTypes[7]
+	return &file_lethe_dsar_v1_dsar_proto_enumTypes[5]
 }
 
 func (x DeadlineFilter) Number() protoreflect.EnumNumber {
@@ -576,7 +453,7 @@ func (x DeadlineFilter) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DeadlineFilter.Descriptor instead.
 func (DeadlineFilter) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{7}
+	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{5}
 }
 
 // Requester is who filed a request. An agent's name and contact are
@@ -1496,7 +1373,7 @@ func (x *Deadline) GetEnteredAt() *timestamppb.Timestamp {
 type Verification struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How identity is (being) verified.
-	Method VerificationMethod `protobuf:"varint,1,opt,name=method,proto3,enum=lethe.dsar.v1.VerificationMethod" json:"method,omitempty"`
+	Method v1.VerificationMethod `protobuf:"varint,1,opt,name=method,proto3,enum=lethe.common.v1.VerificationMethod" json:"method,omitempty"`
 	// Whether identity is verified.
 	Verified bool `protobuf:"varint,2,opt,name=verified,proto3" json:"verified,omitempty"`
 	// When it was verified.
@@ -1543,11 +1420,11 @@ func (*Verification) Descriptor() ([]byte, []int) {
 	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{14}
 }
 
-func (x *Verification) GetMethod() VerificationMethod {
+func (x *Verification) GetMethod() v1.VerificationMethod {
 	if x != nil {
 		return x.Method
 	}
-	return VerificationMethod_VERIFICATION_METHOD_UNSPECIFIED
+	return v1.VerificationMethod(0)
 }
 
 func (x *Verification) GetVerified() bool {
@@ -1749,15 +1626,15 @@ func (x *HeldCategory) GetUntil() *timestamppb.Timestamp {
 	return nil
 }
 
-// SystemResult is one system's share of a request.
-type SystemResult struct {
+// Task is one system's share of a request.
+type Task struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The system.
 	SystemId string `protobuf:"bytes,1,opt,name=system_id,json=systemId,proto3" json:"system_id,omitempty"`
 	// Whether it answers through the SDK or an operator answers for it.
 	AnswerMode v1.AnswerMode `protobuf:"varint,2,opt,name=answer_mode,json=answerMode,proto3,enum=lethe.common.v1.AnswerMode" json:"answer_mode,omitempty"`
 	// Where it stands.
-	State TaskState `protobuf:"varint,3,opt,name=state,proto3,enum=lethe.dsar.v1.TaskState" json:"state,omitempty"`
+	State v1.TaskState `protobuf:"varint,3,opt,name=state,proto3,enum=lethe.common.v1.TaskState" json:"state,omitempty"`
 	// Its outcome once final.
 	Outcome v11.OutcomeKind `protobuf:"varint,4,opt,name=outcome,proto3,enum=lethe.events.v1.OutcomeKind" json:"outcome,omitempty"`
 	// For RETAINED: what it keeps, on which basis, until when.
@@ -1774,20 +1651,20 @@ type SystemResult struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *SystemResult) Reset() {
-	*x = SystemResult{}
+func (x *Task) Reset() {
+	*x = Task{}
 	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *SystemResult) String() string {
+func (x *Task) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*SystemResult) ProtoMessage() {}
+func (*Task) ProtoMessage() {}
 
-func (x *SystemResult) ProtoReflect() protoreflect.Message {
+func (x *Task) ProtoReflect() protoreflect.Message {
 	mi := &file_lethe_dsar_v1_dsar_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1799,68 +1676,68 @@ func (x *SystemResult) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use SystemResult.ProtoReflect.Descriptor instead.
-func (*SystemResult) Descriptor() ([]byte, []int) {
+// Deprecated: Use Task.ProtoReflect.Descriptor instead.
+func (*Task) Descriptor() ([]byte, []int) {
 	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{17}
 }
 
-func (x *SystemResult) GetSystemId() string {
+func (x *Task) GetSystemId() string {
 	if x != nil {
 		return x.SystemId
 	}
 	return ""
 }
 
-func (x *SystemResult) GetAnswerMode() v1.AnswerMode {
+func (x *Task) GetAnswerMode() v1.AnswerMode {
 	if x != nil {
 		return x.AnswerMode
 	}
 	return v1.AnswerMode(0)
 }
 
-func (x *SystemResult) GetState() TaskState {
+func (x *Task) GetState() v1.TaskState {
 	if x != nil {
 		return x.State
 	}
-	return TaskState_TASK_STATE_UNSPECIFIED
+	return v1.TaskState(0)
 }
 
-func (x *SystemResult) GetOutcome() v11.OutcomeKind {
+func (x *Task) GetOutcome() v11.OutcomeKind {
 	if x != nil {
 		return x.Outcome
 	}
 	return v11.OutcomeKind(0)
 }
 
-func (x *SystemResult) GetRetained() []*v11.Retention {
+func (x *Task) GetRetained() []*v11.Retention {
 	if x != nil {
 		return x.Retained
 	}
 	return nil
 }
 
-func (x *SystemResult) GetReason() string {
+func (x *Task) GetReason() string {
 	if x != nil {
 		return x.Reason
 	}
 	return ""
 }
 
-func (x *SystemResult) GetAnsweredAt() *timestamppb.Timestamp {
+func (x *Task) GetAnsweredAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.AnsweredAt
 	}
 	return nil
 }
 
-func (x *SystemResult) GetHeld() []*HeldCategory {
+func (x *Task) GetHeld() []*HeldCategory {
 	if x != nil {
 		return x.Held
 	}
 	return nil
 }
 
-func (x *SystemResult) GetEventId() string {
+func (x *Task) GetEventId() string {
 	if x != nil {
 		return x.EventId
 	}
@@ -1871,8 +1748,8 @@ func (x *SystemResult) GetEventId() string {
 // system's answer, and everything kept and why.
 type Result struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// One entry per system, by id.
-	Systems []*SystemResult `protobuf:"bytes,1,rep,name=systems,proto3" json:"systems,omitempty"`
+	// One task per system, by system id.
+	Tasks []*Task `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	// Everything kept under a legal basis, with its basis and until-date
 	// (from every RETAINED outcome).
 	Retained []*v11.Retention `protobuf:"bytes,2,rep,name=retained,proto3" json:"retained,omitempty"`
@@ -1919,9 +1796,9 @@ func (*Result) Descriptor() ([]byte, []int) {
 	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{18}
 }
 
-func (x *Result) GetSystems() []*SystemResult {
+func (x *Result) GetTasks() []*Task {
 	if x != nil {
-		return x.Systems
+		return x.Tasks
 	}
 	return nil
 }
@@ -3133,8 +3010,8 @@ func (x *StartVerificationRequest) GetDsarId() string {
 // StartVerificationResponse says where the code went.
 type StartVerificationResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The channel used.
-	Method VerificationMethod `protobuf:"varint,1,opt,name=method,proto3,enum=lethe.dsar.v1.VerificationMethod" json:"method,omitempty"`
+	// The method used: a code by e-mail or by SMS.
+	Method v1.VerificationMethod `protobuf:"varint,1,opt,name=method,proto3,enum=lethe.common.v1.VerificationMethod" json:"method,omitempty"`
 	// When the code expires.
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// Attempts allowed for it.
@@ -3173,11 +3050,11 @@ func (*StartVerificationResponse) Descriptor() ([]byte, []int) {
 	return file_lethe_dsar_v1_dsar_proto_rawDescGZIP(), []int{30}
 }
 
-func (x *StartVerificationResponse) GetMethod() VerificationMethod {
+func (x *StartVerificationResponse) GetMethod() v1.VerificationMethod {
 	if x != nil {
 		return x.Method
 	}
-	return VerificationMethod_VERIFICATION_METHOD_UNSPECIFIED
+	return v1.VerificationMethod(0)
 }
 
 func (x *StartVerificationResponse) GetExpiresAt() *timestamppb.Timestamp {
@@ -3341,7 +3218,7 @@ type AttestIdentityRequest struct {
 	// The request.
 	DsarId string `protobuf:"bytes,3,opt,name=dsar_id,json=dsarId,proto3" json:"dsar_id,omitempty"`
 	// LOGIN_ATTESTATION or MANUAL.
-	Method VerificationMethod `protobuf:"varint,4,opt,name=method,proto3,enum=lethe.dsar.v1.VerificationMethod" json:"method,omitempty"`
+	Method v1.VerificationMethod `protobuf:"varint,4,opt,name=method,proto3,enum=lethe.common.v1.VerificationMethod" json:"method,omitempty"`
 	// What the attestation rests on (a session id, a ticket), as an opaque
 	// reference.
 	EvidenceReference string `protobuf:"bytes,5,opt,name=evidence_reference,json=evidenceReference,proto3" json:"evidence_reference,omitempty"`
@@ -3400,11 +3277,11 @@ func (x *AttestIdentityRequest) GetDsarId() string {
 	return ""
 }
 
-func (x *AttestIdentityRequest) GetMethod() VerificationMethod {
+func (x *AttestIdentityRequest) GetMethod() v1.VerificationMethod {
 	if x != nil {
 		return x.Method
 	}
-	return VerificationMethod_VERIFICATION_METHOD_UNSPECIFIED
+	return v1.VerificationMethod(0)
 }
 
 func (x *AttestIdentityRequest) GetEvidenceReference() string {
@@ -5134,9 +5011,9 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"slaDueDate\x12'\n" +
 	"\x0fholidays_passed\x18\r \x03(\tR\x0eholidaysPassed\x129\n" +
 	"\n" +
-	"entered_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tenteredAt\"\xcb\x02\n" +
-	"\fVerification\x129\n" +
-	"\x06method\x18\x01 \x01(\x0e2!.lethe.dsar.v1.VerificationMethodR\x06method\x12\x1a\n" +
+	"entered_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tenteredAt\"\xcd\x02\n" +
+	"\fVerification\x12;\n" +
+	"\x06method\x18\x01 \x01(\x0e2#.lethe.common.v1.VerificationMethodR\x06method\x12\x1a\n" +
 	"\bverified\x18\x02 \x01(\bR\bverified\x12;\n" +
 	"\vverified_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"verifiedAt\x12\x1f\n" +
@@ -5157,21 +5034,21 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\bcategory\x18\x01 \x01(\v2\x1d.lethe.common.v1.DataCategoryR\bcategory\x12\x17\n" +
 	"\ahold_id\x18\x02 \x01(\tR\x06holdId\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x120\n" +
-	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\xaa\x03\n" +
-	"\fSystemResult\x12\x1b\n" +
+	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\xa4\x03\n" +
+	"\x04Task\x12\x1b\n" +
 	"\tsystem_id\x18\x01 \x01(\tR\bsystemId\x12<\n" +
 	"\vanswer_mode\x18\x02 \x01(\x0e2\x1b.lethe.common.v1.AnswerModeR\n" +
-	"answerMode\x12.\n" +
-	"\x05state\x18\x03 \x01(\x0e2\x18.lethe.dsar.v1.TaskStateR\x05state\x126\n" +
+	"answerMode\x120\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1a.lethe.common.v1.TaskStateR\x05state\x126\n" +
 	"\aoutcome\x18\x04 \x01(\x0e2\x1c.lethe.events.v1.OutcomeKindR\aoutcome\x126\n" +
 	"\bretained\x18\x05 \x03(\v2\x1a.lethe.events.v1.RetentionR\bretained\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12;\n" +
 	"\vanswered_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"answeredAt\x12/\n" +
 	"\x04held\x18\b \x03(\v2\x1b.lethe.dsar.v1.HeldCategoryR\x04held\x12\x19\n" +
-	"\bevent_id\x18\t \x01(\tR\aeventId\"\xe6\x01\n" +
-	"\x06Result\x125\n" +
-	"\asystems\x18\x01 \x03(\v2\x1b.lethe.dsar.v1.SystemResultR\asystems\x126\n" +
+	"\bevent_id\x18\t \x01(\tR\aeventId\"\xda\x01\n" +
+	"\x06Result\x12)\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x13.lethe.dsar.v1.TaskR\x05tasks\x126\n" +
 	"\bretained\x18\x02 \x03(\v2\x1a.lethe.events.v1.RetentionR\bretained\x12/\n" +
 	"\x04held\x18\x03 \x03(\v2\x1b.lethe.dsar.v1.HeldCategoryR\x04held\x12\x1a\n" +
 	"\bcomplete\x18\x04 \x01(\bR\bcomplete\x12 \n" +
@@ -5285,9 +5162,9 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
 	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12\"\n" +
-	"\adsar_id\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x06dsarId\"\xad\x01\n" +
-	"\x19StartVerificationResponse\x129\n" +
-	"\x06method\x18\x01 \x01(\x0e2!.lethe.dsar.v1.VerificationMethodR\x06method\x129\n" +
+	"\adsar_id\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x06dsarId\"\xaf\x01\n" +
+	"\x19StartVerificationResponse\x12;\n" +
+	"\x06method\x18\x01 \x01(\x0e2#.lethe.common.v1.VerificationMethodR\x06method\x129\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1a\n" +
 	"\battempts\x18\x03 \x01(\x05R\battempts\"\xb9\x01\n" +
@@ -5300,13 +5177,13 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"\x16VerifyIdentityResponse\x12\x1a\n" +
 	"\bverified\x18\x01 \x01(\bR\bverified\x12#\n" +
 	"\rattempts_left\x18\x02 \x01(\x05R\fattemptsLeft\x120\n" +
-	"\arequest\x18\x03 \x01(\v2\x16.lethe.dsar.v1.RequestR\arequest\"\x9c\x02\n" +
+	"\arequest\x18\x03 \x01(\v2\x16.lethe.dsar.v1.RequestR\arequest\"\x9e\x02\n" +
 	"\x15AttestIdentityRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
 	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12\"\n" +
-	"\adsar_id\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x06dsarId\x12E\n" +
-	"\x06method\x18\x04 \x01(\x0e2!.lethe.dsar.v1.VerificationMethodB\n" +
+	"\adsar_id\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x06dsarId\x12G\n" +
+	"\x06method\x18\x04 \x01(\x0e2#.lethe.common.v1.VerificationMethodB\n" +
 	"\xbaH\a\x82\x01\x04\x18\x03\x18\x04R\x06method\x129\n" +
 	"\x12evidence_reference\x18\x05 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x11evidenceReference\"J\n" +
@@ -5459,19 +5336,7 @@ const file_lethe_dsar_v1_dsar_proto_rawDesc = "" +
 	"%REJECTION_REASON_MANIFESTLY_UNFOUNDED\x10\x02\x12\x1e\n" +
 	"\x1aREJECTION_REASON_EXCESSIVE\x10\x03\x12\x1e\n" +
 	"\x1aREJECTION_REASON_EXEMPTION\x10\x04\x12 \n" +
-	"\x18REJECTION_REASON_NO_DATA\x10\x05\x1a\x02\b\x01*\xca\x01\n" +
-	"\x12VerificationMethod\x12#\n" +
-	"\x1fVERIFICATION_METHOD_UNSPECIFIED\x10\x00\x12\"\n" +
-	"\x1eVERIFICATION_METHOD_EMAIL_CODE\x10\x01\x12 \n" +
-	"\x1cVERIFICATION_METHOD_SMS_CODE\x10\x02\x12)\n" +
-	"%VERIFICATION_METHOD_LOGIN_ATTESTATION\x10\x03\x12\x1e\n" +
-	"\x1aVERIFICATION_METHOD_MANUAL\x10\x04*\x7f\n" +
-	"\tTaskState\x12\x1a\n" +
-	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
-	"\x0fTASK_STATE_OPEN\x10\x01\x12\x16\n" +
-	"\x12TASK_STATE_STALLED\x10\x02\x12\x14\n" +
-	"\x10TASK_STATE_FINAL\x10\x03\x12\x13\n" +
-	"\x0fTASK_STATE_HELD\x10\x04*\x8f\x01\n" +
+	"\x18REJECTION_REASON_NO_DATA\x10\x05\x1a\x02\b\x01*\x8f\x01\n" +
 	"\n" +
 	"FanoutStep\x12\x1b\n" +
 	"\x17FANOUT_STEP_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -5517,84 +5382,84 @@ func file_lethe_dsar_v1_dsar_proto_rawDescGZIP() []byte {
 	return file_lethe_dsar_v1_dsar_proto_rawDescData
 }
 
-var file_lethe_dsar_v1_dsar_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_lethe_dsar_v1_dsar_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_lethe_dsar_v1_dsar_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_lethe_dsar_v1_dsar_proto_goTypes = []any{
 	(RequestType)(0),                  // 0: lethe.dsar.v1.RequestType
 	(RequestState)(0),                 // 1: lethe.dsar.v1.RequestState
 	(RequesterKind)(0),                // 2: lethe.dsar.v1.RequesterKind
 	(RejectionReason)(0),              // 3: lethe.dsar.v1.RejectionReason
-	(VerificationMethod)(0),           // 4: lethe.dsar.v1.VerificationMethod
-	(TaskState)(0),                    // 5: lethe.dsar.v1.TaskState
-	(FanoutStep)(0),                   // 6: lethe.dsar.v1.FanoutStep
-	(DeadlineFilter)(0),               // 7: lethe.dsar.v1.DeadlineFilter
-	(*Requester)(nil),                 // 8: lethe.dsar.v1.Requester
-	(*Correction)(nil),                // 9: lethe.dsar.v1.Correction
-	(*AccessDetails)(nil),             // 10: lethe.dsar.v1.AccessDetails
-	(*RectificationDetails)(nil),      // 11: lethe.dsar.v1.RectificationDetails
-	(*ErasureDetails)(nil),            // 12: lethe.dsar.v1.ErasureDetails
-	(*RestrictionDetails)(nil),        // 13: lethe.dsar.v1.RestrictionDetails
-	(*PortabilityDetails)(nil),        // 14: lethe.dsar.v1.PortabilityDetails
-	(*ObjectionDetails)(nil),          // 15: lethe.dsar.v1.ObjectionDetails
-	(*WithdrawalDetails)(nil),         // 16: lethe.dsar.v1.WithdrawalDetails
-	(*AutomatedDecisionDetails)(nil),  // 17: lethe.dsar.v1.AutomatedDecisionDetails
-	(*Rejection)(nil),                 // 18: lethe.dsar.v1.Rejection
-	(*Remedies)(nil),                  // 19: lethe.dsar.v1.Remedies
-	(*Extension)(nil),                 // 20: lethe.dsar.v1.Extension
-	(*Deadline)(nil),                  // 21: lethe.dsar.v1.Deadline
-	(*Verification)(nil),              // 22: lethe.dsar.v1.Verification
-	(*Transition)(nil),                // 23: lethe.dsar.v1.Transition
-	(*HeldCategory)(nil),              // 24: lethe.dsar.v1.HeldCategory
-	(*SystemResult)(nil),              // 25: lethe.dsar.v1.SystemResult
-	(*Result)(nil),                    // 26: lethe.dsar.v1.Result
-	(*Review)(nil),                    // 27: lethe.dsar.v1.Review
-	(*PackageInfo)(nil),               // 28: lethe.dsar.v1.PackageInfo
-	(*FanoutProblem)(nil),             // 29: lethe.dsar.v1.FanoutProblem
-	(*Request)(nil),                   // 30: lethe.dsar.v1.Request
-	(*CreateRequestRequest)(nil),      // 31: lethe.dsar.v1.CreateRequestRequest
-	(*CreateRequestResponse)(nil),     // 32: lethe.dsar.v1.CreateRequestResponse
-	(*GetRequestRequest)(nil),         // 33: lethe.dsar.v1.GetRequestRequest
-	(*GetRequestResponse)(nil),        // 34: lethe.dsar.v1.GetRequestResponse
-	(*ListRequestsRequest)(nil),       // 35: lethe.dsar.v1.ListRequestsRequest
-	(*ListRequestsResponse)(nil),      // 36: lethe.dsar.v1.ListRequestsResponse
-	(*StartVerificationRequest)(nil),  // 37: lethe.dsar.v1.StartVerificationRequest
-	(*StartVerificationResponse)(nil), // 38: lethe.dsar.v1.StartVerificationResponse
-	(*VerifyIdentityRequest)(nil),     // 39: lethe.dsar.v1.VerifyIdentityRequest
-	(*VerifyIdentityResponse)(nil),    // 40: lethe.dsar.v1.VerifyIdentityResponse
-	(*AttestIdentityRequest)(nil),     // 41: lethe.dsar.v1.AttestIdentityRequest
-	(*AttestIdentityResponse)(nil),    // 42: lethe.dsar.v1.AttestIdentityResponse
-	(*ExtendDeadlineRequest)(nil),     // 43: lethe.dsar.v1.ExtendDeadlineRequest
-	(*ExtendDeadlineResponse)(nil),    // 44: lethe.dsar.v1.ExtendDeadlineResponse
-	(*RejectRequestRequest)(nil),      // 45: lethe.dsar.v1.RejectRequestRequest
-	(*RejectRequestResponse)(nil),     // 46: lethe.dsar.v1.RejectRequestResponse
-	(*CancelRequestRequest)(nil),      // 47: lethe.dsar.v1.CancelRequestRequest
-	(*CancelRequestResponse)(nil),     // 48: lethe.dsar.v1.CancelRequestResponse
-	(*CompleteTaskRequest)(nil),       // 49: lethe.dsar.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),      // 50: lethe.dsar.v1.CompleteTaskResponse
-	(*RecordReviewRequest)(nil),       // 51: lethe.dsar.v1.RecordReviewRequest
-	(*RecordReviewResponse)(nil),      // 52: lethe.dsar.v1.RecordReviewResponse
-	(*GetIdentifiersRequest)(nil),     // 53: lethe.dsar.v1.GetIdentifiersRequest
-	(*GetIdentifiersResponse)(nil),    // 54: lethe.dsar.v1.GetIdentifiersResponse
-	(*SubmittedRecord)(nil),           // 55: lethe.dsar.v1.SubmittedRecord
-	(*SubmissionHeader)(nil),          // 56: lethe.dsar.v1.SubmissionHeader
-	(*SubmitDataRequest)(nil),         // 57: lethe.dsar.v1.SubmitDataRequest
-	(*SubmitDataResponse)(nil),        // 58: lethe.dsar.v1.SubmitDataResponse
-	(*DownloadPackageRequest)(nil),    // 59: lethe.dsar.v1.DownloadPackageRequest
-	(*DownloadPackageResponse)(nil),   // 60: lethe.dsar.v1.DownloadPackageResponse
-	(*ConfirmDeliveryRequest)(nil),    // 61: lethe.dsar.v1.ConfirmDeliveryRequest
-	(*ConfirmDeliveryResponse)(nil),   // 62: lethe.dsar.v1.ConfirmDeliveryResponse
-	(*GetReceiptRequest)(nil),         // 63: lethe.dsar.v1.GetReceiptRequest
-	(*ReceiptEntry)(nil),              // 64: lethe.dsar.v1.ReceiptEntry
-	(*Receipt)(nil),                   // 65: lethe.dsar.v1.Receipt
-	(*GetReceiptResponse)(nil),        // 66: lethe.dsar.v1.GetReceiptResponse
-	(*v1.DataCategory)(nil),           // 67: lethe.common.v1.DataCategory
-	(v11.ErasureAction)(0),            // 68: lethe.events.v1.ErasureAction
-	(v11.RestrictionGround)(0),        // 69: lethe.events.v1.RestrictionGround
-	(v11.ObjectionScope)(0),           // 70: lethe.events.v1.ObjectionScope
-	(*v12.SupervisoryAuthority)(nil),  // 71: lethe.registry.v1.SupervisoryAuthority
-	(*timestamppb.Timestamp)(nil),     // 72: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 73: google.protobuf.Duration
-	(v1.AnswerMode)(0),                // 74: lethe.common.v1.AnswerMode
+	(FanoutStep)(0),                   // 4: lethe.dsar.v1.FanoutStep
+	(DeadlineFilter)(0),               // 5: lethe.dsar.v1.DeadlineFilter
+	(*Requester)(nil),                 // 6: lethe.dsar.v1.Requester
+	(*Correction)(nil),                // 7: lethe.dsar.v1.Correction
+	(*AccessDetails)(nil),             // 8: lethe.dsar.v1.AccessDetails
+	(*RectificationDetails)(nil),      // 9: lethe.dsar.v1.RectificationDetails
+	(*ErasureDetails)(nil),            // 10: lethe.dsar.v1.ErasureDetails
+	(*RestrictionDetails)(nil),        // 11: lethe.dsar.v1.RestrictionDetails
+	(*PortabilityDetails)(nil),        // 12: lethe.dsar.v1.PortabilityDetails
+	(*ObjectionDetails)(nil),          // 13: lethe.dsar.v1.ObjectionDetails
+	(*WithdrawalDetails)(nil),         // 14: lethe.dsar.v1.WithdrawalDetails
+	(*AutomatedDecisionDetails)(nil),  // 15: lethe.dsar.v1.AutomatedDecisionDetails
+	(*Rejection)(nil),                 // 16: lethe.dsar.v1.Rejection
+	(*Remedies)(nil),                  // 17: lethe.dsar.v1.Remedies
+	(*Extension)(nil),                 // 18: lethe.dsar.v1.Extension
+	(*Deadline)(nil),                  // 19: lethe.dsar.v1.Deadline
+	(*Verification)(nil),              // 20: lethe.dsar.v1.Verification
+	(*Transition)(nil),                // 21: lethe.dsar.v1.Transition
+	(*HeldCategory)(nil),              // 22: lethe.dsar.v1.HeldCategory
+	(*Task)(nil),                      // 23: lethe.dsar.v1.Task
+	(*Result)(nil),                    // 24: lethe.dsar.v1.Result
+	(*Review)(nil),                    // 25: lethe.dsar.v1.Review
+	(*PackageInfo)(nil),               // 26: lethe.dsar.v1.PackageInfo
+	(*FanoutProblem)(nil),             // 27: lethe.dsar.v1.FanoutProblem
+	(*Request)(nil),                   // 28: lethe.dsar.v1.Request
+	(*CreateRequestRequest)(nil),      // 29: lethe.dsar.v1.CreateRequestRequest
+	(*CreateRequestResponse)(nil),     // 30: lethe.dsar.v1.CreateRequestResponse
+	(*GetRequestRequest)(nil),         // 31: lethe.dsar.v1.GetRequestRequest
+	(*GetRequestResponse)(nil),        // 32: lethe.dsar.v1.GetRequestResponse
+	(*ListRequestsRequest)(nil),       // 33: lethe.dsar.v1.ListRequestsRequest
+	(*ListRequestsResponse)(nil),      // 34: lethe.dsar.v1.ListRequestsResponse
+	(*StartVerificationRequest)(nil),  // 35: lethe.dsar.v1.StartVerificationRequest
+	(*StartVerificationResponse)(nil), // 36: lethe.dsar.v1.StartVerificationResponse
+	(*VerifyIdentityRequest)(nil),     // 37: lethe.dsar.v1.VerifyIdentityRequest
+	(*VerifyIdentityResponse)(nil),    // 38: lethe.dsar.v1.VerifyIdentityResponse
+	(*AttestIdentityRequest)(nil),     // 39: lethe.dsar.v1.AttestIdentityRequest
+	(*AttestIdentityResponse)(nil),    // 40: lethe.dsar.v1.AttestIdentityResponse
+	(*ExtendDeadlineRequest)(nil),     // 41: lethe.dsar.v1.ExtendDeadlineRequest
+	(*ExtendDeadlineResponse)(nil),    // 42: lethe.dsar.v1.ExtendDeadlineResponse
+	(*RejectRequestRequest)(nil),      // 43: lethe.dsar.v1.RejectRequestRequest
+	(*RejectRequestResponse)(nil),     // 44: lethe.dsar.v1.RejectRequestResponse
+	(*CancelRequestRequest)(nil),      // 45: lethe.dsar.v1.CancelRequestRequest
+	(*CancelRequestResponse)(nil),     // 46: lethe.dsar.v1.CancelRequestResponse
+	(*CompleteTaskRequest)(nil),       // 47: lethe.dsar.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),      // 48: lethe.dsar.v1.CompleteTaskResponse
+	(*RecordReviewRequest)(nil),       // 49: lethe.dsar.v1.RecordReviewRequest
+	(*RecordReviewResponse)(nil),      // 50: lethe.dsar.v1.RecordReviewResponse
+	(*GetIdentifiersRequest)(nil),     // 51: lethe.dsar.v1.GetIdentifiersRequest
+	(*GetIdentifiersResponse)(nil),    // 52: lethe.dsar.v1.GetIdentifiersResponse
+	(*SubmittedRecord)(nil),           // 53: lethe.dsar.v1.SubmittedRecord
+	(*SubmissionHeader)(nil),          // 54: lethe.dsar.v1.SubmissionHeader
+	(*SubmitDataRequest)(nil),         // 55: lethe.dsar.v1.SubmitDataRequest
+	(*SubmitDataResponse)(nil),        // 56: lethe.dsar.v1.SubmitDataResponse
+	(*DownloadPackageRequest)(nil),    // 57: lethe.dsar.v1.DownloadPackageRequest
+	(*DownloadPackageResponse)(nil),   // 58: lethe.dsar.v1.DownloadPackageResponse
+	(*ConfirmDeliveryRequest)(nil),    // 59: lethe.dsar.v1.ConfirmDeliveryRequest
+	(*ConfirmDeliveryResponse)(nil),   // 60: lethe.dsar.v1.ConfirmDeliveryResponse
+	(*GetReceiptRequest)(nil),         // 61: lethe.dsar.v1.GetReceiptRequest
+	(*ReceiptEntry)(nil),              // 62: lethe.dsar.v1.ReceiptEntry
+	(*Receipt)(nil),                   // 63: lethe.dsar.v1.Receipt
+	(*GetReceiptResponse)(nil),        // 64: lethe.dsar.v1.GetReceiptResponse
+	(*v1.DataCategory)(nil),           // 65: lethe.common.v1.DataCategory
+	(v11.ErasureAction)(0),            // 66: lethe.events.v1.ErasureAction
+	(v11.RestrictionGround)(0),        // 67: lethe.events.v1.RestrictionGround
+	(v11.ObjectionScope)(0),           // 68: lethe.events.v1.ObjectionScope
+	(*v12.SupervisoryAuthority)(nil),  // 69: lethe.registry.v1.SupervisoryAuthority
+	(*timestamppb.Timestamp)(nil),     // 70: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 71: google.protobuf.Duration
+	(v1.VerificationMethod)(0),        // 72: lethe.common.v1.VerificationMethod
+	(v1.AnswerMode)(0),                // 73: lethe.common.v1.AnswerMode
+	(v1.TaskState)(0),                 // 74: lethe.common.v1.TaskState
 	(v11.OutcomeKind)(0),              // 75: lethe.events.v1.OutcomeKind
 	(*v11.Retention)(nil),             // 76: lethe.events.v1.Retention
 	(v1.IdentifierType)(0),            // 77: lethe.common.v1.IdentifierType
@@ -5604,151 +5469,151 @@ var file_lethe_dsar_v1_dsar_proto_goTypes = []any{
 }
 var file_lethe_dsar_v1_dsar_proto_depIdxs = []int32{
 	2,   // 0: lethe.dsar.v1.Requester.kind:type_name -> lethe.dsar.v1.RequesterKind
-	67,  // 1: lethe.dsar.v1.Correction.category:type_name -> lethe.common.v1.DataCategory
-	67,  // 2: lethe.dsar.v1.AccessDetails.categories:type_name -> lethe.common.v1.DataCategory
-	9,   // 3: lethe.dsar.v1.RectificationDetails.corrections:type_name -> lethe.dsar.v1.Correction
-	67,  // 4: lethe.dsar.v1.ErasureDetails.categories:type_name -> lethe.common.v1.DataCategory
-	68,  // 5: lethe.dsar.v1.ErasureDetails.action:type_name -> lethe.events.v1.ErasureAction
-	69,  // 6: lethe.dsar.v1.RestrictionDetails.ground:type_name -> lethe.events.v1.RestrictionGround
-	67,  // 7: lethe.dsar.v1.PortabilityDetails.categories:type_name -> lethe.common.v1.DataCategory
-	70,  // 8: lethe.dsar.v1.ObjectionDetails.scope:type_name -> lethe.events.v1.ObjectionScope
+	65,  // 1: lethe.dsar.v1.Correction.category:type_name -> lethe.common.v1.DataCategory
+	65,  // 2: lethe.dsar.v1.AccessDetails.categories:type_name -> lethe.common.v1.DataCategory
+	7,   // 3: lethe.dsar.v1.RectificationDetails.corrections:type_name -> lethe.dsar.v1.Correction
+	65,  // 4: lethe.dsar.v1.ErasureDetails.categories:type_name -> lethe.common.v1.DataCategory
+	66,  // 5: lethe.dsar.v1.ErasureDetails.action:type_name -> lethe.events.v1.ErasureAction
+	67,  // 6: lethe.dsar.v1.RestrictionDetails.ground:type_name -> lethe.events.v1.RestrictionGround
+	65,  // 7: lethe.dsar.v1.PortabilityDetails.categories:type_name -> lethe.common.v1.DataCategory
+	68,  // 8: lethe.dsar.v1.ObjectionDetails.scope:type_name -> lethe.events.v1.ObjectionScope
 	3,   // 9: lethe.dsar.v1.Rejection.reason:type_name -> lethe.dsar.v1.RejectionReason
-	19,  // 10: lethe.dsar.v1.Rejection.remedies:type_name -> lethe.dsar.v1.Remedies
-	71,  // 11: lethe.dsar.v1.Remedies.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
-	72,  // 12: lethe.dsar.v1.Extension.granted_at:type_name -> google.protobuf.Timestamp
-	72,  // 13: lethe.dsar.v1.Deadline.received_at:type_name -> google.protobuf.Timestamp
-	72,  // 14: lethe.dsar.v1.Deadline.statutory_due_at:type_name -> google.protobuf.Timestamp
-	72,  // 15: lethe.dsar.v1.Deadline.sla_due_at:type_name -> google.protobuf.Timestamp
-	73,  // 16: lethe.dsar.v1.Deadline.sla:type_name -> google.protobuf.Duration
-	72,  // 17: lethe.dsar.v1.Deadline.paused_since:type_name -> google.protobuf.Timestamp
-	73,  // 18: lethe.dsar.v1.Deadline.paused:type_name -> google.protobuf.Duration
-	20,  // 19: lethe.dsar.v1.Deadline.extension:type_name -> lethe.dsar.v1.Extension
-	72,  // 20: lethe.dsar.v1.Deadline.entered_at:type_name -> google.protobuf.Timestamp
-	4,   // 21: lethe.dsar.v1.Verification.method:type_name -> lethe.dsar.v1.VerificationMethod
-	72,  // 22: lethe.dsar.v1.Verification.verified_at:type_name -> google.protobuf.Timestamp
-	72,  // 23: lethe.dsar.v1.Verification.code_expires_at:type_name -> google.protobuf.Timestamp
+	17,  // 10: lethe.dsar.v1.Rejection.remedies:type_name -> lethe.dsar.v1.Remedies
+	69,  // 11: lethe.dsar.v1.Remedies.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
+	70,  // 12: lethe.dsar.v1.Extension.granted_at:type_name -> google.protobuf.Timestamp
+	70,  // 13: lethe.dsar.v1.Deadline.received_at:type_name -> google.protobuf.Timestamp
+	70,  // 14: lethe.dsar.v1.Deadline.statutory_due_at:type_name -> google.protobuf.Timestamp
+	70,  // 15: lethe.dsar.v1.Deadline.sla_due_at:type_name -> google.protobuf.Timestamp
+	71,  // 16: lethe.dsar.v1.Deadline.sla:type_name -> google.protobuf.Duration
+	70,  // 17: lethe.dsar.v1.Deadline.paused_since:type_name -> google.protobuf.Timestamp
+	71,  // 18: lethe.dsar.v1.Deadline.paused:type_name -> google.protobuf.Duration
+	18,  // 19: lethe.dsar.v1.Deadline.extension:type_name -> lethe.dsar.v1.Extension
+	70,  // 20: lethe.dsar.v1.Deadline.entered_at:type_name -> google.protobuf.Timestamp
+	72,  // 21: lethe.dsar.v1.Verification.method:type_name -> lethe.common.v1.VerificationMethod
+	70,  // 22: lethe.dsar.v1.Verification.verified_at:type_name -> google.protobuf.Timestamp
+	70,  // 23: lethe.dsar.v1.Verification.code_expires_at:type_name -> google.protobuf.Timestamp
 	1,   // 24: lethe.dsar.v1.Transition.from:type_name -> lethe.dsar.v1.RequestState
 	1,   // 25: lethe.dsar.v1.Transition.to:type_name -> lethe.dsar.v1.RequestState
-	72,  // 26: lethe.dsar.v1.Transition.at:type_name -> google.protobuf.Timestamp
-	67,  // 27: lethe.dsar.v1.HeldCategory.category:type_name -> lethe.common.v1.DataCategory
-	72,  // 28: lethe.dsar.v1.HeldCategory.until:type_name -> google.protobuf.Timestamp
-	74,  // 29: lethe.dsar.v1.SystemResult.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	5,   // 30: lethe.dsar.v1.SystemResult.state:type_name -> lethe.dsar.v1.TaskState
-	75,  // 31: lethe.dsar.v1.SystemResult.outcome:type_name -> lethe.events.v1.OutcomeKind
-	76,  // 32: lethe.dsar.v1.SystemResult.retained:type_name -> lethe.events.v1.Retention
-	72,  // 33: lethe.dsar.v1.SystemResult.answered_at:type_name -> google.protobuf.Timestamp
-	24,  // 34: lethe.dsar.v1.SystemResult.held:type_name -> lethe.dsar.v1.HeldCategory
-	25,  // 35: lethe.dsar.v1.Result.systems:type_name -> lethe.dsar.v1.SystemResult
+	70,  // 26: lethe.dsar.v1.Transition.at:type_name -> google.protobuf.Timestamp
+	65,  // 27: lethe.dsar.v1.HeldCategory.category:type_name -> lethe.common.v1.DataCategory
+	70,  // 28: lethe.dsar.v1.HeldCategory.until:type_name -> google.protobuf.Timestamp
+	73,  // 29: lethe.dsar.v1.Task.answer_mode:type_name -> lethe.common.v1.AnswerMode
+	74,  // 30: lethe.dsar.v1.Task.state:type_name -> lethe.common.v1.TaskState
+	75,  // 31: lethe.dsar.v1.Task.outcome:type_name -> lethe.events.v1.OutcomeKind
+	76,  // 32: lethe.dsar.v1.Task.retained:type_name -> lethe.events.v1.Retention
+	70,  // 33: lethe.dsar.v1.Task.answered_at:type_name -> google.protobuf.Timestamp
+	22,  // 34: lethe.dsar.v1.Task.held:type_name -> lethe.dsar.v1.HeldCategory
+	23,  // 35: lethe.dsar.v1.Result.tasks:type_name -> lethe.dsar.v1.Task
 	76,  // 36: lethe.dsar.v1.Result.retained:type_name -> lethe.events.v1.Retention
-	24,  // 37: lethe.dsar.v1.Result.held:type_name -> lethe.dsar.v1.HeldCategory
-	72,  // 38: lethe.dsar.v1.Review.reviewed_at:type_name -> google.protobuf.Timestamp
-	72,  // 39: lethe.dsar.v1.PackageInfo.assembled_at:type_name -> google.protobuf.Timestamp
-	72,  // 40: lethe.dsar.v1.PackageInfo.available_until:type_name -> google.protobuf.Timestamp
-	6,   // 41: lethe.dsar.v1.FanoutProblem.step:type_name -> lethe.dsar.v1.FanoutStep
-	72,  // 42: lethe.dsar.v1.FanoutProblem.first_failed_at:type_name -> google.protobuf.Timestamp
-	72,  // 43: lethe.dsar.v1.FanoutProblem.last_failed_at:type_name -> google.protobuf.Timestamp
+	22,  // 37: lethe.dsar.v1.Result.held:type_name -> lethe.dsar.v1.HeldCategory
+	70,  // 38: lethe.dsar.v1.Review.reviewed_at:type_name -> google.protobuf.Timestamp
+	70,  // 39: lethe.dsar.v1.PackageInfo.assembled_at:type_name -> google.protobuf.Timestamp
+	70,  // 40: lethe.dsar.v1.PackageInfo.available_until:type_name -> google.protobuf.Timestamp
+	4,   // 41: lethe.dsar.v1.FanoutProblem.step:type_name -> lethe.dsar.v1.FanoutStep
+	70,  // 42: lethe.dsar.v1.FanoutProblem.first_failed_at:type_name -> google.protobuf.Timestamp
+	70,  // 43: lethe.dsar.v1.FanoutProblem.last_failed_at:type_name -> google.protobuf.Timestamp
 	0,   // 44: lethe.dsar.v1.Request.type:type_name -> lethe.dsar.v1.RequestType
 	1,   // 45: lethe.dsar.v1.Request.state:type_name -> lethe.dsar.v1.RequestState
-	8,   // 46: lethe.dsar.v1.Request.requester:type_name -> lethe.dsar.v1.Requester
+	6,   // 46: lethe.dsar.v1.Request.requester:type_name -> lethe.dsar.v1.Requester
 	77,  // 47: lethe.dsar.v1.Request.identifier_types:type_name -> lethe.common.v1.IdentifierType
-	10,  // 48: lethe.dsar.v1.Request.access:type_name -> lethe.dsar.v1.AccessDetails
-	11,  // 49: lethe.dsar.v1.Request.rectification:type_name -> lethe.dsar.v1.RectificationDetails
-	12,  // 50: lethe.dsar.v1.Request.erasure:type_name -> lethe.dsar.v1.ErasureDetails
-	13,  // 51: lethe.dsar.v1.Request.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
-	14,  // 52: lethe.dsar.v1.Request.portability:type_name -> lethe.dsar.v1.PortabilityDetails
-	15,  // 53: lethe.dsar.v1.Request.objection:type_name -> lethe.dsar.v1.ObjectionDetails
-	16,  // 54: lethe.dsar.v1.Request.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
-	17,  // 55: lethe.dsar.v1.Request.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
-	21,  // 56: lethe.dsar.v1.Request.deadline:type_name -> lethe.dsar.v1.Deadline
-	22,  // 57: lethe.dsar.v1.Request.verification:type_name -> lethe.dsar.v1.Verification
-	23,  // 58: lethe.dsar.v1.Request.history:type_name -> lethe.dsar.v1.Transition
-	18,  // 59: lethe.dsar.v1.Request.rejection:type_name -> lethe.dsar.v1.Rejection
-	26,  // 60: lethe.dsar.v1.Request.result:type_name -> lethe.dsar.v1.Result
-	27,  // 61: lethe.dsar.v1.Request.review:type_name -> lethe.dsar.v1.Review
-	28,  // 62: lethe.dsar.v1.Request.package:type_name -> lethe.dsar.v1.PackageInfo
+	8,   // 48: lethe.dsar.v1.Request.access:type_name -> lethe.dsar.v1.AccessDetails
+	9,   // 49: lethe.dsar.v1.Request.rectification:type_name -> lethe.dsar.v1.RectificationDetails
+	10,  // 50: lethe.dsar.v1.Request.erasure:type_name -> lethe.dsar.v1.ErasureDetails
+	11,  // 51: lethe.dsar.v1.Request.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
+	12,  // 52: lethe.dsar.v1.Request.portability:type_name -> lethe.dsar.v1.PortabilityDetails
+	13,  // 53: lethe.dsar.v1.Request.objection:type_name -> lethe.dsar.v1.ObjectionDetails
+	14,  // 54: lethe.dsar.v1.Request.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
+	15,  // 55: lethe.dsar.v1.Request.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
+	19,  // 56: lethe.dsar.v1.Request.deadline:type_name -> lethe.dsar.v1.Deadline
+	20,  // 57: lethe.dsar.v1.Request.verification:type_name -> lethe.dsar.v1.Verification
+	21,  // 58: lethe.dsar.v1.Request.history:type_name -> lethe.dsar.v1.Transition
+	16,  // 59: lethe.dsar.v1.Request.rejection:type_name -> lethe.dsar.v1.Rejection
+	24,  // 60: lethe.dsar.v1.Request.result:type_name -> lethe.dsar.v1.Result
+	25,  // 61: lethe.dsar.v1.Request.review:type_name -> lethe.dsar.v1.Review
+	26,  // 62: lethe.dsar.v1.Request.package:type_name -> lethe.dsar.v1.PackageInfo
 	78,  // 63: lethe.dsar.v1.Request.consent_causes:type_name -> lethe.common.v1.Cause
-	72,  // 64: lethe.dsar.v1.Request.closed_at:type_name -> google.protobuf.Timestamp
-	29,  // 65: lethe.dsar.v1.Request.fanout_problem:type_name -> lethe.dsar.v1.FanoutProblem
-	8,   // 66: lethe.dsar.v1.CreateRequestRequest.requester:type_name -> lethe.dsar.v1.Requester
+	70,  // 64: lethe.dsar.v1.Request.closed_at:type_name -> google.protobuf.Timestamp
+	27,  // 65: lethe.dsar.v1.Request.fanout_problem:type_name -> lethe.dsar.v1.FanoutProblem
+	6,   // 66: lethe.dsar.v1.CreateRequestRequest.requester:type_name -> lethe.dsar.v1.Requester
 	79,  // 67: lethe.dsar.v1.CreateRequestRequest.identifiers:type_name -> lethe.common.v1.Identifier
-	10,  // 68: lethe.dsar.v1.CreateRequestRequest.access:type_name -> lethe.dsar.v1.AccessDetails
-	11,  // 69: lethe.dsar.v1.CreateRequestRequest.rectification:type_name -> lethe.dsar.v1.RectificationDetails
-	12,  // 70: lethe.dsar.v1.CreateRequestRequest.erasure:type_name -> lethe.dsar.v1.ErasureDetails
-	13,  // 71: lethe.dsar.v1.CreateRequestRequest.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
-	14,  // 72: lethe.dsar.v1.CreateRequestRequest.portability:type_name -> lethe.dsar.v1.PortabilityDetails
-	15,  // 73: lethe.dsar.v1.CreateRequestRequest.objection:type_name -> lethe.dsar.v1.ObjectionDetails
-	16,  // 74: lethe.dsar.v1.CreateRequestRequest.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
-	17,  // 75: lethe.dsar.v1.CreateRequestRequest.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
-	72,  // 76: lethe.dsar.v1.CreateRequestRequest.received_at:type_name -> google.protobuf.Timestamp
-	30,  // 77: lethe.dsar.v1.CreateRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	30,  // 78: lethe.dsar.v1.GetRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	8,   // 68: lethe.dsar.v1.CreateRequestRequest.access:type_name -> lethe.dsar.v1.AccessDetails
+	9,   // 69: lethe.dsar.v1.CreateRequestRequest.rectification:type_name -> lethe.dsar.v1.RectificationDetails
+	10,  // 70: lethe.dsar.v1.CreateRequestRequest.erasure:type_name -> lethe.dsar.v1.ErasureDetails
+	11,  // 71: lethe.dsar.v1.CreateRequestRequest.restriction:type_name -> lethe.dsar.v1.RestrictionDetails
+	12,  // 72: lethe.dsar.v1.CreateRequestRequest.portability:type_name -> lethe.dsar.v1.PortabilityDetails
+	13,  // 73: lethe.dsar.v1.CreateRequestRequest.objection:type_name -> lethe.dsar.v1.ObjectionDetails
+	14,  // 74: lethe.dsar.v1.CreateRequestRequest.withdrawal:type_name -> lethe.dsar.v1.WithdrawalDetails
+	15,  // 75: lethe.dsar.v1.CreateRequestRequest.automated_decision:type_name -> lethe.dsar.v1.AutomatedDecisionDetails
+	70,  // 76: lethe.dsar.v1.CreateRequestRequest.received_at:type_name -> google.protobuf.Timestamp
+	28,  // 77: lethe.dsar.v1.CreateRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 78: lethe.dsar.v1.GetRequestResponse.request:type_name -> lethe.dsar.v1.Request
 	1,   // 79: lethe.dsar.v1.ListRequestsRequest.states:type_name -> lethe.dsar.v1.RequestState
-	7,   // 80: lethe.dsar.v1.ListRequestsRequest.deadline:type_name -> lethe.dsar.v1.DeadlineFilter
-	73,  // 81: lethe.dsar.v1.ListRequestsRequest.due_within:type_name -> google.protobuf.Duration
-	72,  // 82: lethe.dsar.v1.ListRequestsRequest.as_of:type_name -> google.protobuf.Timestamp
-	30,  // 83: lethe.dsar.v1.ListRequestsResponse.requests:type_name -> lethe.dsar.v1.Request
-	4,   // 84: lethe.dsar.v1.StartVerificationResponse.method:type_name -> lethe.dsar.v1.VerificationMethod
-	72,  // 85: lethe.dsar.v1.StartVerificationResponse.expires_at:type_name -> google.protobuf.Timestamp
-	30,  // 86: lethe.dsar.v1.VerifyIdentityResponse.request:type_name -> lethe.dsar.v1.Request
-	4,   // 87: lethe.dsar.v1.AttestIdentityRequest.method:type_name -> lethe.dsar.v1.VerificationMethod
-	30,  // 88: lethe.dsar.v1.AttestIdentityResponse.request:type_name -> lethe.dsar.v1.Request
-	30,  // 89: lethe.dsar.v1.ExtendDeadlineResponse.request:type_name -> lethe.dsar.v1.Request
+	5,   // 80: lethe.dsar.v1.ListRequestsRequest.deadline:type_name -> lethe.dsar.v1.DeadlineFilter
+	71,  // 81: lethe.dsar.v1.ListRequestsRequest.due_within:type_name -> google.protobuf.Duration
+	70,  // 82: lethe.dsar.v1.ListRequestsRequest.as_of:type_name -> google.protobuf.Timestamp
+	28,  // 83: lethe.dsar.v1.ListRequestsResponse.requests:type_name -> lethe.dsar.v1.Request
+	72,  // 84: lethe.dsar.v1.StartVerificationResponse.method:type_name -> lethe.common.v1.VerificationMethod
+	70,  // 85: lethe.dsar.v1.StartVerificationResponse.expires_at:type_name -> google.protobuf.Timestamp
+	28,  // 86: lethe.dsar.v1.VerifyIdentityResponse.request:type_name -> lethe.dsar.v1.Request
+	72,  // 87: lethe.dsar.v1.AttestIdentityRequest.method:type_name -> lethe.common.v1.VerificationMethod
+	28,  // 88: lethe.dsar.v1.AttestIdentityResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 89: lethe.dsar.v1.ExtendDeadlineResponse.request:type_name -> lethe.dsar.v1.Request
 	3,   // 90: lethe.dsar.v1.RejectRequestRequest.reason:type_name -> lethe.dsar.v1.RejectionReason
-	30,  // 91: lethe.dsar.v1.RejectRequestResponse.request:type_name -> lethe.dsar.v1.Request
-	30,  // 92: lethe.dsar.v1.CancelRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 91: lethe.dsar.v1.RejectRequestResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 92: lethe.dsar.v1.CancelRequestResponse.request:type_name -> lethe.dsar.v1.Request
 	75,  // 93: lethe.dsar.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
 	76,  // 94: lethe.dsar.v1.CompleteTaskRequest.retained:type_name -> lethe.events.v1.Retention
-	30,  // 95: lethe.dsar.v1.CompleteTaskResponse.request:type_name -> lethe.dsar.v1.Request
-	30,  // 96: lethe.dsar.v1.RecordReviewResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 95: lethe.dsar.v1.CompleteTaskResponse.request:type_name -> lethe.dsar.v1.Request
+	28,  // 96: lethe.dsar.v1.RecordReviewResponse.request:type_name -> lethe.dsar.v1.Request
 	79,  // 97: lethe.dsar.v1.GetIdentifiersResponse.identifiers:type_name -> lethe.common.v1.Identifier
-	9,   // 98: lethe.dsar.v1.GetIdentifiersResponse.corrections:type_name -> lethe.dsar.v1.Correction
-	67,  // 99: lethe.dsar.v1.SubmittedRecord.category:type_name -> lethe.common.v1.DataCategory
+	7,   // 98: lethe.dsar.v1.GetIdentifiersResponse.corrections:type_name -> lethe.dsar.v1.Correction
+	65,  // 99: lethe.dsar.v1.SubmittedRecord.category:type_name -> lethe.common.v1.DataCategory
 	80,  // 100: lethe.dsar.v1.SubmittedRecord.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	56,  // 101: lethe.dsar.v1.SubmitDataRequest.header:type_name -> lethe.dsar.v1.SubmissionHeader
-	55,  // 102: lethe.dsar.v1.SubmitDataRequest.record:type_name -> lethe.dsar.v1.SubmittedRecord
-	28,  // 103: lethe.dsar.v1.DownloadPackageResponse.info:type_name -> lethe.dsar.v1.PackageInfo
-	30,  // 104: lethe.dsar.v1.ConfirmDeliveryResponse.request:type_name -> lethe.dsar.v1.Request
+	54,  // 101: lethe.dsar.v1.SubmitDataRequest.header:type_name -> lethe.dsar.v1.SubmissionHeader
+	53,  // 102: lethe.dsar.v1.SubmitDataRequest.record:type_name -> lethe.dsar.v1.SubmittedRecord
+	26,  // 103: lethe.dsar.v1.DownloadPackageResponse.info:type_name -> lethe.dsar.v1.PackageInfo
+	28,  // 104: lethe.dsar.v1.ConfirmDeliveryResponse.request:type_name -> lethe.dsar.v1.Request
 	75,  // 105: lethe.dsar.v1.ReceiptEntry.outcome:type_name -> lethe.events.v1.OutcomeKind
-	72,  // 106: lethe.dsar.v1.ReceiptEntry.answered_at:type_name -> google.protobuf.Timestamp
+	70,  // 106: lethe.dsar.v1.ReceiptEntry.answered_at:type_name -> google.protobuf.Timestamp
 	76,  // 107: lethe.dsar.v1.ReceiptEntry.retained:type_name -> lethe.events.v1.Retention
 	0,   // 108: lethe.dsar.v1.Receipt.type:type_name -> lethe.dsar.v1.RequestType
 	1,   // 109: lethe.dsar.v1.Receipt.state:type_name -> lethe.dsar.v1.RequestState
-	72,  // 110: lethe.dsar.v1.Receipt.received_at:type_name -> google.protobuf.Timestamp
-	72,  // 111: lethe.dsar.v1.Receipt.closed_at:type_name -> google.protobuf.Timestamp
-	64,  // 112: lethe.dsar.v1.Receipt.entries:type_name -> lethe.dsar.v1.ReceiptEntry
-	65,  // 113: lethe.dsar.v1.GetReceiptResponse.receipt:type_name -> lethe.dsar.v1.Receipt
-	31,  // 114: lethe.dsar.v1.DsarService.CreateRequest:input_type -> lethe.dsar.v1.CreateRequestRequest
-	33,  // 115: lethe.dsar.v1.DsarService.GetRequest:input_type -> lethe.dsar.v1.GetRequestRequest
-	35,  // 116: lethe.dsar.v1.DsarService.ListRequests:input_type -> lethe.dsar.v1.ListRequestsRequest
-	37,  // 117: lethe.dsar.v1.DsarService.StartVerification:input_type -> lethe.dsar.v1.StartVerificationRequest
-	39,  // 118: lethe.dsar.v1.DsarService.VerifyIdentity:input_type -> lethe.dsar.v1.VerifyIdentityRequest
-	41,  // 119: lethe.dsar.v1.DsarService.AttestIdentity:input_type -> lethe.dsar.v1.AttestIdentityRequest
-	43,  // 120: lethe.dsar.v1.DsarService.ExtendDeadline:input_type -> lethe.dsar.v1.ExtendDeadlineRequest
-	45,  // 121: lethe.dsar.v1.DsarService.RejectRequest:input_type -> lethe.dsar.v1.RejectRequestRequest
-	47,  // 122: lethe.dsar.v1.DsarService.CancelRequest:input_type -> lethe.dsar.v1.CancelRequestRequest
-	49,  // 123: lethe.dsar.v1.DsarService.CompleteTask:input_type -> lethe.dsar.v1.CompleteTaskRequest
-	51,  // 124: lethe.dsar.v1.DsarService.RecordReview:input_type -> lethe.dsar.v1.RecordReviewRequest
-	53,  // 125: lethe.dsar.v1.DsarService.GetIdentifiers:input_type -> lethe.dsar.v1.GetIdentifiersRequest
-	57,  // 126: lethe.dsar.v1.DsarService.SubmitData:input_type -> lethe.dsar.v1.SubmitDataRequest
-	59,  // 127: lethe.dsar.v1.DsarService.DownloadPackage:input_type -> lethe.dsar.v1.DownloadPackageRequest
-	61,  // 128: lethe.dsar.v1.DsarService.ConfirmDelivery:input_type -> lethe.dsar.v1.ConfirmDeliveryRequest
-	63,  // 129: lethe.dsar.v1.DsarService.GetReceipt:input_type -> lethe.dsar.v1.GetReceiptRequest
-	32,  // 130: lethe.dsar.v1.DsarService.CreateRequest:output_type -> lethe.dsar.v1.CreateRequestResponse
-	34,  // 131: lethe.dsar.v1.DsarService.GetRequest:output_type -> lethe.dsar.v1.GetRequestResponse
-	36,  // 132: lethe.dsar.v1.DsarService.ListRequests:output_type -> lethe.dsar.v1.ListRequestsResponse
-	38,  // 133: lethe.dsar.v1.DsarService.StartVerification:output_type -> lethe.dsar.v1.StartVerificationResponse
-	40,  // 134: lethe.dsar.v1.DsarService.VerifyIdentity:output_type -> lethe.dsar.v1.VerifyIdentityResponse
-	42,  // 135: lethe.dsar.v1.DsarService.AttestIdentity:output_type -> lethe.dsar.v1.AttestIdentityResponse
-	44,  // 136: lethe.dsar.v1.DsarService.ExtendDeadline:output_type -> lethe.dsar.v1.ExtendDeadlineResponse
-	46,  // 137: lethe.dsar.v1.DsarService.RejectRequest:output_type -> lethe.dsar.v1.RejectRequestResponse
-	48,  // 138: lethe.dsar.v1.DsarService.CancelRequest:output_type -> lethe.dsar.v1.CancelRequestResponse
-	50,  // 139: lethe.dsar.v1.DsarService.CompleteTask:output_type -> lethe.dsar.v1.CompleteTaskResponse
-	52,  // 140: lethe.dsar.v1.DsarService.RecordReview:output_type -> lethe.dsar.v1.RecordReviewResponse
-	54,  // 141: lethe.dsar.v1.DsarService.GetIdentifiers:output_type -> lethe.dsar.v1.GetIdentifiersResponse
-	58,  // 142: lethe.dsar.v1.DsarService.SubmitData:output_type -> lethe.dsar.v1.SubmitDataResponse
-	60,  // 143: lethe.dsar.v1.DsarService.DownloadPackage:output_type -> lethe.dsar.v1.DownloadPackageResponse
-	62,  // 144: lethe.dsar.v1.DsarService.ConfirmDelivery:output_type -> lethe.dsar.v1.ConfirmDeliveryResponse
-	66,  // 145: lethe.dsar.v1.DsarService.GetReceipt:output_type -> lethe.dsar.v1.GetReceiptResponse
+	70,  // 110: lethe.dsar.v1.Receipt.received_at:type_name -> google.protobuf.Timestamp
+	70,  // 111: lethe.dsar.v1.Receipt.closed_at:type_name -> google.protobuf.Timestamp
+	62,  // 112: lethe.dsar.v1.Receipt.entries:type_name -> lethe.dsar.v1.ReceiptEntry
+	63,  // 113: lethe.dsar.v1.GetReceiptResponse.receipt:type_name -> lethe.dsar.v1.Receipt
+	29,  // 114: lethe.dsar.v1.DsarService.CreateRequest:input_type -> lethe.dsar.v1.CreateRequestRequest
+	31,  // 115: lethe.dsar.v1.DsarService.GetRequest:input_type -> lethe.dsar.v1.GetRequestRequest
+	33,  // 116: lethe.dsar.v1.DsarService.ListRequests:input_type -> lethe.dsar.v1.ListRequestsRequest
+	35,  // 117: lethe.dsar.v1.DsarService.StartVerification:input_type -> lethe.dsar.v1.StartVerificationRequest
+	37,  // 118: lethe.dsar.v1.DsarService.VerifyIdentity:input_type -> lethe.dsar.v1.VerifyIdentityRequest
+	39,  // 119: lethe.dsar.v1.DsarService.AttestIdentity:input_type -> lethe.dsar.v1.AttestIdentityRequest
+	41,  // 120: lethe.dsar.v1.DsarService.ExtendDeadline:input_type -> lethe.dsar.v1.ExtendDeadlineRequest
+	43,  // 121: lethe.dsar.v1.DsarService.RejectRequest:input_type -> lethe.dsar.v1.RejectRequestRequest
+	45,  // 122: lethe.dsar.v1.DsarService.CancelRequest:input_type -> lethe.dsar.v1.CancelRequestRequest
+	47,  // 123: lethe.dsar.v1.DsarService.CompleteTask:input_type -> lethe.dsar.v1.CompleteTaskRequest
+	49,  // 124: lethe.dsar.v1.DsarService.RecordReview:input_type -> lethe.dsar.v1.RecordReviewRequest
+	51,  // 125: lethe.dsar.v1.DsarService.GetIdentifiers:input_type -> lethe.dsar.v1.GetIdentifiersRequest
+	55,  // 126: lethe.dsar.v1.DsarService.SubmitData:input_type -> lethe.dsar.v1.SubmitDataRequest
+	57,  // 127: lethe.dsar.v1.DsarService.DownloadPackage:input_type -> lethe.dsar.v1.DownloadPackageRequest
+	59,  // 128: lethe.dsar.v1.DsarService.ConfirmDelivery:input_type -> lethe.dsar.v1.ConfirmDeliveryRequest
+	61,  // 129: lethe.dsar.v1.DsarService.GetReceipt:input_type -> lethe.dsar.v1.GetReceiptRequest
+	30,  // 130: lethe.dsar.v1.DsarService.CreateRequest:output_type -> lethe.dsar.v1.CreateRequestResponse
+	32,  // 131: lethe.dsar.v1.DsarService.GetRequest:output_type -> lethe.dsar.v1.GetRequestResponse
+	34,  // 132: lethe.dsar.v1.DsarService.ListRequests:output_type -> lethe.dsar.v1.ListRequestsResponse
+	36,  // 133: lethe.dsar.v1.DsarService.StartVerification:output_type -> lethe.dsar.v1.StartVerificationResponse
+	38,  // 134: lethe.dsar.v1.DsarService.VerifyIdentity:output_type -> lethe.dsar.v1.VerifyIdentityResponse
+	40,  // 135: lethe.dsar.v1.DsarService.AttestIdentity:output_type -> lethe.dsar.v1.AttestIdentityResponse
+	42,  // 136: lethe.dsar.v1.DsarService.ExtendDeadline:output_type -> lethe.dsar.v1.ExtendDeadlineResponse
+	44,  // 137: lethe.dsar.v1.DsarService.RejectRequest:output_type -> lethe.dsar.v1.RejectRequestResponse
+	46,  // 138: lethe.dsar.v1.DsarService.CancelRequest:output_type -> lethe.dsar.v1.CancelRequestResponse
+	48,  // 139: lethe.dsar.v1.DsarService.CompleteTask:output_type -> lethe.dsar.v1.CompleteTaskResponse
+	50,  // 140: lethe.dsar.v1.DsarService.RecordReview:output_type -> lethe.dsar.v1.RecordReviewResponse
+	52,  // 141: lethe.dsar.v1.DsarService.GetIdentifiers:output_type -> lethe.dsar.v1.GetIdentifiersResponse
+	56,  // 142: lethe.dsar.v1.DsarService.SubmitData:output_type -> lethe.dsar.v1.SubmitDataResponse
+	58,  // 143: lethe.dsar.v1.DsarService.DownloadPackage:output_type -> lethe.dsar.v1.DownloadPackageResponse
+	60,  // 144: lethe.dsar.v1.DsarService.ConfirmDelivery:output_type -> lethe.dsar.v1.ConfirmDeliveryResponse
+	64,  // 145: lethe.dsar.v1.DsarService.GetReceipt:output_type -> lethe.dsar.v1.GetReceiptResponse
 	130, // [130:146] is the sub-list for method output_type
 	114, // [114:130] is the sub-list for method input_type
 	114, // [114:114] is the sub-list for extension type_name
@@ -5780,7 +5645,7 @@ func file_lethe_dsar_v1_dsar_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_dsar_v1_dsar_proto_rawDesc), len(file_lethe_dsar_v1_dsar_proto_rawDesc)),
-			NumEnums:      8,
+			NumEnums:      6,
 			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -84,8 +84,8 @@ type DsarServiceClient interface {
 	// ListRequests lists a tenant's requests, optionally only those in given
 	// states, overdue, or due soon, now or as of a past time.
 	ListRequests(ctx context.Context, in *ListRequestsRequest, opts ...grpc.CallOption) (*ListRequestsResponse, error)
-	// StartVerification sends a one-time code to the subject through the
-	// tenant's verification channel and moves the request to
+	// StartVerification sends a one-time code to the subject by the tenant's
+	// verification method (e-mail or SMS code) and moves the request to
 	// VERIFYING_IDENTITY. Calling it again sends a fresh code (at most a few
 	// times); the earlier one stops working.
 	StartVerification(ctx context.Context, in *StartVerificationRequest, opts ...grpc.CallOption) (*StartVerificationResponse, error)
@@ -338,8 +338,8 @@ type DsarServiceServer interface {
 	// ListRequests lists a tenant's requests, optionally only those in given
 	// states, overdue, or due soon, now or as of a past time.
 	ListRequests(context.Context, *ListRequestsRequest) (*ListRequestsResponse, error)
-	// StartVerification sends a one-time code to the subject through the
-	// tenant's verification channel and moves the request to
+	// StartVerification sends a one-time code to the subject by the tenant's
+	// verification method (e-mail or SMS code) and moves the request to
 	// VERIFYING_IDENTITY. Calling it again sends a fresh code (at most a few
 	// times); the earlier one stops working.
 	StartVerification(context.Context, *StartVerificationRequest) (*StartVerificationResponse, error)

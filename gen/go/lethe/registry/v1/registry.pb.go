@@ -32,68 +32,6 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// VerificationChannel is how a data subject's identity is confirmed before
-// a request is acted on.
-type VerificationChannel int32
-
-const (
-	// Not stated; the DSAR service's default applies.
-	VerificationChannel_VERIFICATION_CHANNEL_UNSPECIFIED VerificationChannel = 0
-	// A one-time code sent to an e-mail address the tenant holds.
-	VerificationChannel_VERIFICATION_CHANNEL_EMAIL_CODE VerificationChannel = 1
-	// A one-time code sent by SMS.
-	VerificationChannel_VERIFICATION_CHANNEL_SMS_CODE VerificationChannel = 2
-	// A trusted caller attests that the subject was logged in.
-	VerificationChannel_VERIFICATION_CHANNEL_LOGIN_ATTESTATION VerificationChannel = 3
-	// An operator verifies identity by hand.
-	VerificationChannel_VERIFICATION_CHANNEL_MANUAL VerificationChannel = 4
-)
-
-// Enum value maps for VerificationChannel.
-var (
-	VerificationChannel_name = map[int32]string{
-		0: "VERIFICATION_CHANNEL_UNSPECIFIED",
-		1: "VERIFICATION_CHANNEL_EMAIL_CODE",
-		2: "VERIFICATION_CHANNEL_SMS_CODE",
-		3: "VERIFICATION_CHANNEL_LOGIN_ATTESTATION",
-		4: "VERIFICATION_CHANNEL_MANUAL",
-	}
-	VerificationChannel_value = map[string]int32{
-		"VERIFICATION_CHANNEL_UNSPECIFIED":       0,
-		"VERIFICATION_CHANNEL_EMAIL_CODE":        1,
-		"VERIFICATION_CHANNEL_SMS_CODE":          2,
-		"VERIFICATION_CHANNEL_LOGIN_ATTESTATION": 3,
-		"VERIFICATION_CHANNEL_MANUAL":            4,
-	}
-)
-
-func (x VerificationChannel) Enum() *VerificationChannel {
-	p := new(VerificationChannel)
-	*p = x
-	return p
-}
-
-func (x VerificationChannel) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (VerificationChannel) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[0].Descriptor()
-}
-
-func (VerificationChannel) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[0]
-}
-
-func (x VerificationChannel) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use VerificationChannel.Descriptor instead.
-func (VerificationChannel) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{0}
-}
-
 // DataProvenance says where personal data of a category comes from.
 type DataProvenance int32
 
@@ -150,11 +88,11 @@ func (x DataProvenance) String() string {
 }
 
 func (DataProvenance) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[1].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[0].Descriptor()
 }
 
 func (DataProvenance) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[1]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[0]
 }
 
 func (x DataProvenance) Number() protoreflect.EnumNumber {
@@ -163,7 +101,7 @@ func (x DataProvenance) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DataProvenance.Descriptor instead.
 func (DataProvenance) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{0}
 }
 
 // TenantRole is the tenant's role toward the processing a system does.
@@ -208,11 +146,11 @@ func (x TenantRole) String() string {
 }
 
 func (TenantRole) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[2].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[1].Descriptor()
 }
 
 func (TenantRole) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[2]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[1]
 }
 
 func (x TenantRole) Number() protoreflect.EnumNumber {
@@ -221,7 +159,7 @@ func (x TenantRole) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TenantRole.Descriptor instead.
 func (TenantRole) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{2}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{1}
 }
 
 // TransferMechanism is the legal ground for a transfer of personal data
@@ -282,11 +220,11 @@ func (x TransferMechanism) String() string {
 }
 
 func (TransferMechanism) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[3].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[2].Descriptor()
 }
 
 func (TransferMechanism) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[3]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[2]
 }
 
 func (x TransferMechanism) Number() protoreflect.EnumNumber {
@@ -295,7 +233,7 @@ func (x TransferMechanism) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TransferMechanism.Descriptor instead.
 func (TransferMechanism) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{2}
 }
 
 // Severity ranks a finding.
@@ -340,11 +278,11 @@ func (x Severity) String() string {
 }
 
 func (Severity) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[4].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[3].Descriptor()
 }
 
 func (Severity) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[4]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[3]
 }
 
 func (x Severity) Number() protoreflect.EnumNumber {
@@ -353,7 +291,7 @@ func (x Severity) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Severity.Descriptor instead.
 func (Severity) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{3}
 }
 
 // Art22Exception is the Art. 22(2) exception under which a decision based
@@ -399,11 +337,11 @@ func (x Art22Exception) String() string {
 }
 
 func (Art22Exception) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[5].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[4].Descriptor()
 }
 
 func (Art22Exception) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[5]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[4]
 }
 
 func (x Art22Exception) Number() protoreflect.EnumNumber {
@@ -412,7 +350,7 @@ func (x Art22Exception) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Art22Exception.Descriptor instead.
 func (Art22Exception) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{5}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{4}
 }
 
 // ExportFormat is the form of an export.
@@ -456,11 +394,11 @@ func (x ExportFormat) String() string {
 }
 
 func (ExportFormat) Descriptor() protoreflect.EnumDescriptor {
-	return file_lethe_registry_v1_registry_proto_enumTypes[6].Descriptor()
+	return file_lethe_registry_v1_registry_proto_enumTypes[5].Descriptor()
 }
 
 func (ExportFormat) Type() protoreflect.EnumType {
-	return &file_lethe_registry_v1_registry_proto_enumTypes[6]
+	return &file_lethe_registry_v1_registry_proto_enumTypes[5]
 }
 
 func (x ExportFormat) Number() protoreflect.EnumNumber {
@@ -469,7 +407,7 @@ func (x ExportFormat) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ExportFormat.Descriptor instead.
 func (ExportFormat) EnumDescriptor() ([]byte, []int) {
-	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_lethe_registry_v1_registry_proto_rawDescGZIP(), []int{5}
 }
 
 // Tenant is a data controller that uses Lethe.
@@ -568,7 +506,7 @@ type TenantSettings struct {
 	// being verified.
 	VerificationPausesDeadline bool `protobuf:"varint,3,opt,name=verification_pauses_deadline,json=verificationPausesDeadline,proto3" json:"verification_pauses_deadline,omitempty"`
 	// How a subject's identity is verified.
-	VerificationChannel VerificationChannel `protobuf:"varint,4,opt,name=verification_channel,json=verificationChannel,proto3,enum=lethe.registry.v1.VerificationChannel" json:"verification_channel,omitempty"`
+	VerificationMethod v1.VerificationMethod `protobuf:"varint,4,opt,name=verification_method,json=verificationMethod,proto3,enum=lethe.common.v1.VerificationMethod" json:"verification_method,omitempty"`
 	// The data protection officer.
 	Dpo *Contact `protobuf:"bytes,5,opt,name=dpo,proto3" json:"dpo,omitempty"`
 	// The supervisory authority subjects may complain to (Art. 77).
@@ -652,11 +590,11 @@ func (x *TenantSettings) GetVerificationPausesDeadline() bool {
 	return false
 }
 
-func (x *TenantSettings) GetVerificationChannel() VerificationChannel {
+func (x *TenantSettings) GetVerificationMethod() v1.VerificationMethod {
 	if x != nil {
-		return x.VerificationChannel
+		return x.VerificationMethod
 	}
-	return VerificationChannel_VERIFICATION_CHANNEL_UNSPECIFIED
+	return v1.VerificationMethod(0)
 }
 
 func (x *TenantSettings) GetDpo() *Contact {
@@ -4170,12 +4108,12 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x87\x06\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x82\x06\n" +
 	"\x0eTenantSettings\x12.\n" +
 	"\acountry\x18\x01 \x01(\tB\x14\xbaH\x11r\x0f2\r^([A-Z]{2})?$R\acountry\x12I\n" +
 	"\bdsar_sla\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x13\xbaH\x10\xaa\x01\r\"\x05\b\x80\xce\xda\x032\x04\b\x80\xa3\x05R\adsarSla\x12@\n" +
-	"\x1cverification_pauses_deadline\x18\x03 \x01(\bR\x1averificationPausesDeadline\x12c\n" +
-	"\x14verification_channel\x18\x04 \x01(\x0e2&.lethe.registry.v1.VerificationChannelB\b\xbaH\x05\x82\x01\x02\x10\x01R\x13verificationChannel\x12,\n" +
+	"\x1cverification_pauses_deadline\x18\x03 \x01(\bR\x1averificationPausesDeadline\x12^\n" +
+	"\x13verification_method\x18\x04 \x01(\x0e2#.lethe.common.v1.VerificationMethodB\b\xbaH\x05\x82\x01\x02\x10\x01R\x12verificationMethod\x12,\n" +
 	"\x03dpo\x18\x05 \x01(\v2\x1a.lethe.registry.v1.ContactR\x03dpo\x12\\\n" +
 	"\x15supervisory_authority\x18\x06 \x01(\v2'.lethe.registry.v1.SupervisoryAuthorityR\x14supervisoryAuthority\x12U\n" +
 	"\ttime_zone\x18\a \x01(\tB8\xbaH5r3\x18@2/^([A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)?$R\btimeZone\x12R\n" +
@@ -4445,13 +4383,7 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"categories\x18\x05 \x03(\v2\x1d.lethe.common.v1.DataCategoryR\n" +
 	"categories\"Z\n" +
 	"\x17ListDisclosuresResponse\x12?\n" +
-	"\vdisclosures\x18\x01 \x03(\v2\x1d.lethe.registry.v1.DisclosureR\vdisclosures*\xd0\x01\n" +
-	"\x13VerificationChannel\x12$\n" +
-	" VERIFICATION_CHANNEL_UNSPECIFIED\x10\x00\x12#\n" +
-	"\x1fVERIFICATION_CHANNEL_EMAIL_CODE\x10\x01\x12!\n" +
-	"\x1dVERIFICATION_CHANNEL_SMS_CODE\x10\x02\x12*\n" +
-	"&VERIFICATION_CHANNEL_LOGIN_ATTESTATION\x10\x03\x12\x1f\n" +
-	"\x1bVERIFICATION_CHANNEL_MANUAL\x10\x04*\xc9\x01\n" +
+	"\vdisclosures\x18\x01 \x03(\v2\x1d.lethe.registry.v1.DisclosureR\vdisclosures*\xc9\x01\n" +
 	"\x0eDataProvenance\x12\x1f\n" +
 	"\x1bDATA_PROVENANCE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18DATA_PROVENANCE_PROVIDED\x10\x01\x12\x1c\n" +
@@ -4523,75 +4455,75 @@ func file_lethe_registry_v1_registry_proto_rawDescGZIP() []byte {
 	return file_lethe_registry_v1_registry_proto_rawDescData
 }
 
-var file_lethe_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_lethe_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_lethe_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_lethe_registry_v1_registry_proto_goTypes = []any{
-	(VerificationChannel)(0),                  // 0: lethe.registry.v1.VerificationChannel
-	(DataProvenance)(0),                       // 1: lethe.registry.v1.DataProvenance
-	(TenantRole)(0),                           // 2: lethe.registry.v1.TenantRole
-	(TransferMechanism)(0),                    // 3: lethe.registry.v1.TransferMechanism
-	(Severity)(0),                             // 4: lethe.registry.v1.Severity
-	(Art22Exception)(0),                       // 5: lethe.registry.v1.Art22Exception
-	(ExportFormat)(0),                         // 6: lethe.registry.v1.ExportFormat
-	(*Tenant)(nil),                            // 7: lethe.registry.v1.Tenant
-	(*TenantSettings)(nil),                    // 8: lethe.registry.v1.TenantSettings
-	(*Contact)(nil),                           // 9: lethe.registry.v1.Contact
-	(*SupervisoryAuthority)(nil),              // 10: lethe.registry.v1.SupervisoryAuthority
-	(*CreateTenantRequest)(nil),               // 11: lethe.registry.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),              // 12: lethe.registry.v1.CreateTenantResponse
-	(*UpdateTenantRequest)(nil),               // 13: lethe.registry.v1.UpdateTenantRequest
-	(*UpdateTenantResponse)(nil),              // 14: lethe.registry.v1.UpdateTenantResponse
-	(*GetTenantRequest)(nil),                  // 15: lethe.registry.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),                 // 16: lethe.registry.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),                // 17: lethe.registry.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),               // 18: lethe.registry.v1.ListTenantsResponse
-	(*Category)(nil),                          // 19: lethe.registry.v1.Category
-	(*DefineCategoryRequest)(nil),             // 20: lethe.registry.v1.DefineCategoryRequest
-	(*DefineCategoryResponse)(nil),            // 21: lethe.registry.v1.DefineCategoryResponse
-	(*ListCategoriesRequest)(nil),             // 22: lethe.registry.v1.ListCategoriesRequest
-	(*ListCategoriesResponse)(nil),            // 23: lethe.registry.v1.ListCategoriesResponse
-	(*Transfer)(nil),                          // 24: lethe.registry.v1.Transfer
-	(*HeldIdentifier)(nil),                    // 25: lethe.registry.v1.HeldIdentifier
-	(*System)(nil),                            // 26: lethe.registry.v1.System
-	(*Webhook)(nil),                           // 27: lethe.registry.v1.Webhook
-	(*ConnectorRef)(nil),                      // 28: lethe.registry.v1.ConnectorRef
-	(*SystemVersion)(nil),                     // 29: lethe.registry.v1.SystemVersion
-	(*RegisterSystemRequest)(nil),             // 30: lethe.registry.v1.RegisterSystemRequest
-	(*RegisterSystemResponse)(nil),            // 31: lethe.registry.v1.RegisterSystemResponse
-	(*UpdateSystemRequest)(nil),               // 32: lethe.registry.v1.UpdateSystemRequest
-	(*UpdateSystemResponse)(nil),              // 33: lethe.registry.v1.UpdateSystemResponse
-	(*RemoveSystemRequest)(nil),               // 34: lethe.registry.v1.RemoveSystemRequest
-	(*RemoveSystemResponse)(nil),              // 35: lethe.registry.v1.RemoveSystemResponse
-	(*GetSystemRequest)(nil),                  // 36: lethe.registry.v1.GetSystemRequest
-	(*GetSystemResponse)(nil),                 // 37: lethe.registry.v1.GetSystemResponse
-	(*ListSystemsRequest)(nil),                // 38: lethe.registry.v1.ListSystemsRequest
-	(*ListSystemsResponse)(nil),               // 39: lethe.registry.v1.ListSystemsResponse
-	(*GetSystemHistoryRequest)(nil),           // 40: lethe.registry.v1.GetSystemHistoryRequest
-	(*GetSystemHistoryResponse)(nil),          // 41: lethe.registry.v1.GetSystemHistoryResponse
-	(*Finding)(nil),                           // 42: lethe.registry.v1.Finding
-	(*ListTransferFindingsRequest)(nil),       // 43: lethe.registry.v1.ListTransferFindingsRequest
-	(*ListTransferFindingsResponse)(nil),      // 44: lethe.registry.v1.ListTransferFindingsResponse
-	(*ProcessingActivity)(nil),                // 45: lethe.registry.v1.ProcessingActivity
-	(*AutomatedDecisionMaking)(nil),           // 46: lethe.registry.v1.AutomatedDecisionMaking
-	(*PutActivityRequest)(nil),                // 47: lethe.registry.v1.PutActivityRequest
-	(*PutActivityResponse)(nil),               // 48: lethe.registry.v1.PutActivityResponse
-	(*DeleteActivityRequest)(nil),             // 49: lethe.registry.v1.DeleteActivityRequest
-	(*DeleteActivityResponse)(nil),            // 50: lethe.registry.v1.DeleteActivityResponse
-	(*ListActivitiesRequest)(nil),             // 51: lethe.registry.v1.ListActivitiesRequest
-	(*ListActivitiesResponse)(nil),            // 52: lethe.registry.v1.ListActivitiesResponse
-	(*ExportRecordsOfProcessingRequest)(nil),  // 53: lethe.registry.v1.ExportRecordsOfProcessingRequest
-	(*ExportRecordsOfProcessingResponse)(nil), // 54: lethe.registry.v1.ExportRecordsOfProcessingResponse
-	(*ListSubProcessorsRequest)(nil),          // 55: lethe.registry.v1.ListSubProcessorsRequest
-	(*ListSubProcessorsResponse)(nil),         // 56: lethe.registry.v1.ListSubProcessorsResponse
-	(*RouteRequest)(nil),                      // 57: lethe.registry.v1.RouteRequest
-	(*RoutedSystem)(nil),                      // 58: lethe.registry.v1.RoutedSystem
-	(*RouteResponse)(nil),                     // 59: lethe.registry.v1.RouteResponse
-	(*ListDisclosuresRequest)(nil),            // 60: lethe.registry.v1.ListDisclosuresRequest
-	(*Disclosure)(nil),                        // 61: lethe.registry.v1.Disclosure
-	(*ListDisclosuresResponse)(nil),           // 62: lethe.registry.v1.ListDisclosuresResponse
-	nil,                                       // 63: lethe.registry.v1.ConnectorRef.ParamsEntry
-	(*timestamppb.Timestamp)(nil),             // 64: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),               // 65: google.protobuf.Duration
+	(DataProvenance)(0),                       // 0: lethe.registry.v1.DataProvenance
+	(TenantRole)(0),                           // 1: lethe.registry.v1.TenantRole
+	(TransferMechanism)(0),                    // 2: lethe.registry.v1.TransferMechanism
+	(Severity)(0),                             // 3: lethe.registry.v1.Severity
+	(Art22Exception)(0),                       // 4: lethe.registry.v1.Art22Exception
+	(ExportFormat)(0),                         // 5: lethe.registry.v1.ExportFormat
+	(*Tenant)(nil),                            // 6: lethe.registry.v1.Tenant
+	(*TenantSettings)(nil),                    // 7: lethe.registry.v1.TenantSettings
+	(*Contact)(nil),                           // 8: lethe.registry.v1.Contact
+	(*SupervisoryAuthority)(nil),              // 9: lethe.registry.v1.SupervisoryAuthority
+	(*CreateTenantRequest)(nil),               // 10: lethe.registry.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),              // 11: lethe.registry.v1.CreateTenantResponse
+	(*UpdateTenantRequest)(nil),               // 12: lethe.registry.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),              // 13: lethe.registry.v1.UpdateTenantResponse
+	(*GetTenantRequest)(nil),                  // 14: lethe.registry.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),                 // 15: lethe.registry.v1.GetTenantResponse
+	(*ListTenantsRequest)(nil),                // 16: lethe.registry.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),               // 17: lethe.registry.v1.ListTenantsResponse
+	(*Category)(nil),                          // 18: lethe.registry.v1.Category
+	(*DefineCategoryRequest)(nil),             // 19: lethe.registry.v1.DefineCategoryRequest
+	(*DefineCategoryResponse)(nil),            // 20: lethe.registry.v1.DefineCategoryResponse
+	(*ListCategoriesRequest)(nil),             // 21: lethe.registry.v1.ListCategoriesRequest
+	(*ListCategoriesResponse)(nil),            // 22: lethe.registry.v1.ListCategoriesResponse
+	(*Transfer)(nil),                          // 23: lethe.registry.v1.Transfer
+	(*HeldIdentifier)(nil),                    // 24: lethe.registry.v1.HeldIdentifier
+	(*System)(nil),                            // 25: lethe.registry.v1.System
+	(*Webhook)(nil),                           // 26: lethe.registry.v1.Webhook
+	(*ConnectorRef)(nil),                      // 27: lethe.registry.v1.ConnectorRef
+	(*SystemVersion)(nil),                     // 28: lethe.registry.v1.SystemVersion
+	(*RegisterSystemRequest)(nil),             // 29: lethe.registry.v1.RegisterSystemRequest
+	(*RegisterSystemResponse)(nil),            // 30: lethe.registry.v1.RegisterSystemResponse
+	(*UpdateSystemRequest)(nil),               // 31: lethe.registry.v1.UpdateSystemRequest
+	(*UpdateSystemResponse)(nil),              // 32: lethe.registry.v1.UpdateSystemResponse
+	(*RemoveSystemRequest)(nil),               // 33: lethe.registry.v1.RemoveSystemRequest
+	(*RemoveSystemResponse)(nil),              // 34: lethe.registry.v1.RemoveSystemResponse
+	(*GetSystemRequest)(nil),                  // 35: lethe.registry.v1.GetSystemRequest
+	(*GetSystemResponse)(nil),                 // 36: lethe.registry.v1.GetSystemResponse
+	(*ListSystemsRequest)(nil),                // 37: lethe.registry.v1.ListSystemsRequest
+	(*ListSystemsResponse)(nil),               // 38: lethe.registry.v1.ListSystemsResponse
+	(*GetSystemHistoryRequest)(nil),           // 39: lethe.registry.v1.GetSystemHistoryRequest
+	(*GetSystemHistoryResponse)(nil),          // 40: lethe.registry.v1.GetSystemHistoryResponse
+	(*Finding)(nil),                           // 41: lethe.registry.v1.Finding
+	(*ListTransferFindingsRequest)(nil),       // 42: lethe.registry.v1.ListTransferFindingsRequest
+	(*ListTransferFindingsResponse)(nil),      // 43: lethe.registry.v1.ListTransferFindingsResponse
+	(*ProcessingActivity)(nil),                // 44: lethe.registry.v1.ProcessingActivity
+	(*AutomatedDecisionMaking)(nil),           // 45: lethe.registry.v1.AutomatedDecisionMaking
+	(*PutActivityRequest)(nil),                // 46: lethe.registry.v1.PutActivityRequest
+	(*PutActivityResponse)(nil),               // 47: lethe.registry.v1.PutActivityResponse
+	(*DeleteActivityRequest)(nil),             // 48: lethe.registry.v1.DeleteActivityRequest
+	(*DeleteActivityResponse)(nil),            // 49: lethe.registry.v1.DeleteActivityResponse
+	(*ListActivitiesRequest)(nil),             // 50: lethe.registry.v1.ListActivitiesRequest
+	(*ListActivitiesResponse)(nil),            // 51: lethe.registry.v1.ListActivitiesResponse
+	(*ExportRecordsOfProcessingRequest)(nil),  // 52: lethe.registry.v1.ExportRecordsOfProcessingRequest
+	(*ExportRecordsOfProcessingResponse)(nil), // 53: lethe.registry.v1.ExportRecordsOfProcessingResponse
+	(*ListSubProcessorsRequest)(nil),          // 54: lethe.registry.v1.ListSubProcessorsRequest
+	(*ListSubProcessorsResponse)(nil),         // 55: lethe.registry.v1.ListSubProcessorsResponse
+	(*RouteRequest)(nil),                      // 56: lethe.registry.v1.RouteRequest
+	(*RoutedSystem)(nil),                      // 57: lethe.registry.v1.RoutedSystem
+	(*RouteResponse)(nil),                     // 58: lethe.registry.v1.RouteResponse
+	(*ListDisclosuresRequest)(nil),            // 59: lethe.registry.v1.ListDisclosuresRequest
+	(*Disclosure)(nil),                        // 60: lethe.registry.v1.Disclosure
+	(*ListDisclosuresResponse)(nil),           // 61: lethe.registry.v1.ListDisclosuresResponse
+	nil,                                       // 62: lethe.registry.v1.ConnectorRef.ParamsEntry
+	(*timestamppb.Timestamp)(nil),             // 63: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),               // 64: google.protobuf.Duration
+	(v1.VerificationMethod)(0),                // 65: lethe.common.v1.VerificationMethod
 	(v1.IdentifierType)(0),                    // 66: lethe.common.v1.IdentifierType
 	(v1.IdentifierForm)(0),                    // 67: lethe.common.v1.IdentifierForm
 	(v1.SystemKind)(0),                        // 68: lethe.common.v1.SystemKind
@@ -4600,112 +4532,112 @@ var file_lethe_registry_v1_registry_proto_goTypes = []any{
 	(v1.LegalBasis)(0),                        // 71: lethe.common.v1.LegalBasis
 }
 var file_lethe_registry_v1_registry_proto_depIdxs = []int32{
-	8,  // 0: lethe.registry.v1.Tenant.settings:type_name -> lethe.registry.v1.TenantSettings
-	64, // 1: lethe.registry.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
-	64, // 2: lethe.registry.v1.Tenant.updated_at:type_name -> google.protobuf.Timestamp
-	65, // 3: lethe.registry.v1.TenantSettings.dsar_sla:type_name -> google.protobuf.Duration
-	0,  // 4: lethe.registry.v1.TenantSettings.verification_channel:type_name -> lethe.registry.v1.VerificationChannel
-	9,  // 5: lethe.registry.v1.TenantSettings.dpo:type_name -> lethe.registry.v1.Contact
-	10, // 6: lethe.registry.v1.TenantSettings.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
-	65, // 7: lethe.registry.v1.TenantSettings.max_receipt_age:type_name -> google.protobuf.Duration
-	7,  // 8: lethe.registry.v1.CreateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
-	7,  // 9: lethe.registry.v1.CreateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	7,  // 10: lethe.registry.v1.UpdateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
-	7,  // 11: lethe.registry.v1.UpdateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	7,  // 12: lethe.registry.v1.GetTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
-	7,  // 13: lethe.registry.v1.ListTenantsResponse.tenants:type_name -> lethe.registry.v1.Tenant
-	1,  // 14: lethe.registry.v1.Category.provenance:type_name -> lethe.registry.v1.DataProvenance
-	19, // 15: lethe.registry.v1.DefineCategoryRequest.category:type_name -> lethe.registry.v1.Category
-	19, // 16: lethe.registry.v1.DefineCategoryResponse.category:type_name -> lethe.registry.v1.Category
-	19, // 17: lethe.registry.v1.ListCategoriesResponse.categories:type_name -> lethe.registry.v1.Category
-	3,  // 18: lethe.registry.v1.Transfer.mechanism:type_name -> lethe.registry.v1.TransferMechanism
-	64, // 19: lethe.registry.v1.Transfer.since:type_name -> google.protobuf.Timestamp
+	7,  // 0: lethe.registry.v1.Tenant.settings:type_name -> lethe.registry.v1.TenantSettings
+	63, // 1: lethe.registry.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
+	63, // 2: lethe.registry.v1.Tenant.updated_at:type_name -> google.protobuf.Timestamp
+	64, // 3: lethe.registry.v1.TenantSettings.dsar_sla:type_name -> google.protobuf.Duration
+	65, // 4: lethe.registry.v1.TenantSettings.verification_method:type_name -> lethe.common.v1.VerificationMethod
+	8,  // 5: lethe.registry.v1.TenantSettings.dpo:type_name -> lethe.registry.v1.Contact
+	9,  // 6: lethe.registry.v1.TenantSettings.supervisory_authority:type_name -> lethe.registry.v1.SupervisoryAuthority
+	64, // 7: lethe.registry.v1.TenantSettings.max_receipt_age:type_name -> google.protobuf.Duration
+	6,  // 8: lethe.registry.v1.CreateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
+	6,  // 9: lethe.registry.v1.CreateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	6,  // 10: lethe.registry.v1.UpdateTenantRequest.tenant:type_name -> lethe.registry.v1.Tenant
+	6,  // 11: lethe.registry.v1.UpdateTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	6,  // 12: lethe.registry.v1.GetTenantResponse.tenant:type_name -> lethe.registry.v1.Tenant
+	6,  // 13: lethe.registry.v1.ListTenantsResponse.tenants:type_name -> lethe.registry.v1.Tenant
+	0,  // 14: lethe.registry.v1.Category.provenance:type_name -> lethe.registry.v1.DataProvenance
+	18, // 15: lethe.registry.v1.DefineCategoryRequest.category:type_name -> lethe.registry.v1.Category
+	18, // 16: lethe.registry.v1.DefineCategoryResponse.category:type_name -> lethe.registry.v1.Category
+	18, // 17: lethe.registry.v1.ListCategoriesResponse.categories:type_name -> lethe.registry.v1.Category
+	2,  // 18: lethe.registry.v1.Transfer.mechanism:type_name -> lethe.registry.v1.TransferMechanism
+	63, // 19: lethe.registry.v1.Transfer.since:type_name -> google.protobuf.Timestamp
 	66, // 20: lethe.registry.v1.HeldIdentifier.type:type_name -> lethe.common.v1.IdentifierType
 	67, // 21: lethe.registry.v1.HeldIdentifier.forms:type_name -> lethe.common.v1.IdentifierForm
 	68, // 22: lethe.registry.v1.System.kind:type_name -> lethe.common.v1.SystemKind
-	2,  // 23: lethe.registry.v1.System.tenant_role:type_name -> lethe.registry.v1.TenantRole
+	1,  // 23: lethe.registry.v1.System.tenant_role:type_name -> lethe.registry.v1.TenantRole
 	69, // 24: lethe.registry.v1.System.categories:type_name -> lethe.common.v1.DataCategory
-	64, // 25: lethe.registry.v1.System.dpa_signed_at:type_name -> google.protobuf.Timestamp
-	9,  // 26: lethe.registry.v1.System.contact:type_name -> lethe.registry.v1.Contact
+	63, // 25: lethe.registry.v1.System.dpa_signed_at:type_name -> google.protobuf.Timestamp
+	8,  // 26: lethe.registry.v1.System.contact:type_name -> lethe.registry.v1.Contact
 	70, // 27: lethe.registry.v1.System.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	24, // 28: lethe.registry.v1.System.transfer:type_name -> lethe.registry.v1.Transfer
-	64, // 29: lethe.registry.v1.System.effective_at:type_name -> google.protobuf.Timestamp
-	25, // 30: lethe.registry.v1.System.identifiers:type_name -> lethe.registry.v1.HeldIdentifier
-	27, // 31: lethe.registry.v1.System.webhook:type_name -> lethe.registry.v1.Webhook
-	28, // 32: lethe.registry.v1.System.connector:type_name -> lethe.registry.v1.ConnectorRef
-	63, // 33: lethe.registry.v1.ConnectorRef.params:type_name -> lethe.registry.v1.ConnectorRef.ParamsEntry
-	26, // 34: lethe.registry.v1.SystemVersion.system:type_name -> lethe.registry.v1.System
-	64, // 35: lethe.registry.v1.SystemVersion.recorded_at:type_name -> google.protobuf.Timestamp
-	26, // 36: lethe.registry.v1.RegisterSystemRequest.system:type_name -> lethe.registry.v1.System
-	26, // 37: lethe.registry.v1.RegisterSystemResponse.system:type_name -> lethe.registry.v1.System
-	26, // 38: lethe.registry.v1.UpdateSystemRequest.system:type_name -> lethe.registry.v1.System
-	26, // 39: lethe.registry.v1.UpdateSystemResponse.system:type_name -> lethe.registry.v1.System
-	64, // 40: lethe.registry.v1.RemoveSystemRequest.effective_at:type_name -> google.protobuf.Timestamp
-	26, // 41: lethe.registry.v1.RemoveSystemResponse.system:type_name -> lethe.registry.v1.System
-	64, // 42: lethe.registry.v1.GetSystemRequest.as_of:type_name -> google.protobuf.Timestamp
-	26, // 43: lethe.registry.v1.GetSystemResponse.system:type_name -> lethe.registry.v1.System
-	64, // 44: lethe.registry.v1.ListSystemsRequest.as_of:type_name -> google.protobuf.Timestamp
-	26, // 45: lethe.registry.v1.ListSystemsResponse.systems:type_name -> lethe.registry.v1.System
-	29, // 46: lethe.registry.v1.GetSystemHistoryResponse.versions:type_name -> lethe.registry.v1.SystemVersion
-	4,  // 47: lethe.registry.v1.Finding.severity:type_name -> lethe.registry.v1.Severity
-	42, // 48: lethe.registry.v1.ListTransferFindingsResponse.findings:type_name -> lethe.registry.v1.Finding
+	23, // 28: lethe.registry.v1.System.transfer:type_name -> lethe.registry.v1.Transfer
+	63, // 29: lethe.registry.v1.System.effective_at:type_name -> google.protobuf.Timestamp
+	24, // 30: lethe.registry.v1.System.identifiers:type_name -> lethe.registry.v1.HeldIdentifier
+	26, // 31: lethe.registry.v1.System.webhook:type_name -> lethe.registry.v1.Webhook
+	27, // 32: lethe.registry.v1.System.connector:type_name -> lethe.registry.v1.ConnectorRef
+	62, // 33: lethe.registry.v1.ConnectorRef.params:type_name -> lethe.registry.v1.ConnectorRef.ParamsEntry
+	25, // 34: lethe.registry.v1.SystemVersion.system:type_name -> lethe.registry.v1.System
+	63, // 35: lethe.registry.v1.SystemVersion.recorded_at:type_name -> google.protobuf.Timestamp
+	25, // 36: lethe.registry.v1.RegisterSystemRequest.system:type_name -> lethe.registry.v1.System
+	25, // 37: lethe.registry.v1.RegisterSystemResponse.system:type_name -> lethe.registry.v1.System
+	25, // 38: lethe.registry.v1.UpdateSystemRequest.system:type_name -> lethe.registry.v1.System
+	25, // 39: lethe.registry.v1.UpdateSystemResponse.system:type_name -> lethe.registry.v1.System
+	63, // 40: lethe.registry.v1.RemoveSystemRequest.effective_at:type_name -> google.protobuf.Timestamp
+	25, // 41: lethe.registry.v1.RemoveSystemResponse.system:type_name -> lethe.registry.v1.System
+	63, // 42: lethe.registry.v1.GetSystemRequest.as_of:type_name -> google.protobuf.Timestamp
+	25, // 43: lethe.registry.v1.GetSystemResponse.system:type_name -> lethe.registry.v1.System
+	63, // 44: lethe.registry.v1.ListSystemsRequest.as_of:type_name -> google.protobuf.Timestamp
+	25, // 45: lethe.registry.v1.ListSystemsResponse.systems:type_name -> lethe.registry.v1.System
+	28, // 46: lethe.registry.v1.GetSystemHistoryResponse.versions:type_name -> lethe.registry.v1.SystemVersion
+	3,  // 47: lethe.registry.v1.Finding.severity:type_name -> lethe.registry.v1.Severity
+	41, // 48: lethe.registry.v1.ListTransferFindingsResponse.findings:type_name -> lethe.registry.v1.Finding
 	71, // 49: lethe.registry.v1.ProcessingActivity.legal_basis:type_name -> lethe.common.v1.LegalBasis
 	69, // 50: lethe.registry.v1.ProcessingActivity.categories:type_name -> lethe.common.v1.DataCategory
-	46, // 51: lethe.registry.v1.ProcessingActivity.automated_decision_making:type_name -> lethe.registry.v1.AutomatedDecisionMaking
-	5,  // 52: lethe.registry.v1.AutomatedDecisionMaking.exception:type_name -> lethe.registry.v1.Art22Exception
-	45, // 53: lethe.registry.v1.PutActivityRequest.activity:type_name -> lethe.registry.v1.ProcessingActivity
-	45, // 54: lethe.registry.v1.PutActivityResponse.activity:type_name -> lethe.registry.v1.ProcessingActivity
-	45, // 55: lethe.registry.v1.ListActivitiesResponse.activities:type_name -> lethe.registry.v1.ProcessingActivity
-	6,  // 56: lethe.registry.v1.ExportRecordsOfProcessingRequest.format:type_name -> lethe.registry.v1.ExportFormat
-	26, // 57: lethe.registry.v1.ListSubProcessorsResponse.systems:type_name -> lethe.registry.v1.System
+	45, // 51: lethe.registry.v1.ProcessingActivity.automated_decision_making:type_name -> lethe.registry.v1.AutomatedDecisionMaking
+	4,  // 52: lethe.registry.v1.AutomatedDecisionMaking.exception:type_name -> lethe.registry.v1.Art22Exception
+	44, // 53: lethe.registry.v1.PutActivityRequest.activity:type_name -> lethe.registry.v1.ProcessingActivity
+	44, // 54: lethe.registry.v1.PutActivityResponse.activity:type_name -> lethe.registry.v1.ProcessingActivity
+	44, // 55: lethe.registry.v1.ListActivitiesResponse.activities:type_name -> lethe.registry.v1.ProcessingActivity
+	5,  // 56: lethe.registry.v1.ExportRecordsOfProcessingRequest.format:type_name -> lethe.registry.v1.ExportFormat
+	25, // 57: lethe.registry.v1.ListSubProcessorsResponse.systems:type_name -> lethe.registry.v1.System
 	69, // 58: lethe.registry.v1.RouteRequest.categories:type_name -> lethe.common.v1.DataCategory
 	70, // 59: lethe.registry.v1.RoutedSystem.answer_mode:type_name -> lethe.common.v1.AnswerMode
-	58, // 60: lethe.registry.v1.RouteResponse.systems:type_name -> lethe.registry.v1.RoutedSystem
-	64, // 61: lethe.registry.v1.ListDisclosuresRequest.from:type_name -> google.protobuf.Timestamp
-	64, // 62: lethe.registry.v1.ListDisclosuresRequest.until:type_name -> google.protobuf.Timestamp
+	57, // 60: lethe.registry.v1.RouteResponse.systems:type_name -> lethe.registry.v1.RoutedSystem
+	63, // 61: lethe.registry.v1.ListDisclosuresRequest.from:type_name -> google.protobuf.Timestamp
+	63, // 62: lethe.registry.v1.ListDisclosuresRequest.until:type_name -> google.protobuf.Timestamp
 	68, // 63: lethe.registry.v1.Disclosure.kind:type_name -> lethe.common.v1.SystemKind
 	69, // 64: lethe.registry.v1.Disclosure.categories:type_name -> lethe.common.v1.DataCategory
-	61, // 65: lethe.registry.v1.ListDisclosuresResponse.disclosures:type_name -> lethe.registry.v1.Disclosure
-	11, // 66: lethe.registry.v1.RegistryService.CreateTenant:input_type -> lethe.registry.v1.CreateTenantRequest
-	13, // 67: lethe.registry.v1.RegistryService.UpdateTenant:input_type -> lethe.registry.v1.UpdateTenantRequest
-	15, // 68: lethe.registry.v1.RegistryService.GetTenant:input_type -> lethe.registry.v1.GetTenantRequest
-	17, // 69: lethe.registry.v1.RegistryService.ListTenants:input_type -> lethe.registry.v1.ListTenantsRequest
-	20, // 70: lethe.registry.v1.RegistryService.DefineCategory:input_type -> lethe.registry.v1.DefineCategoryRequest
-	22, // 71: lethe.registry.v1.RegistryService.ListCategories:input_type -> lethe.registry.v1.ListCategoriesRequest
-	30, // 72: lethe.registry.v1.RegistryService.RegisterSystem:input_type -> lethe.registry.v1.RegisterSystemRequest
-	32, // 73: lethe.registry.v1.RegistryService.UpdateSystem:input_type -> lethe.registry.v1.UpdateSystemRequest
-	34, // 74: lethe.registry.v1.RegistryService.RemoveSystem:input_type -> lethe.registry.v1.RemoveSystemRequest
-	36, // 75: lethe.registry.v1.RegistryService.GetSystem:input_type -> lethe.registry.v1.GetSystemRequest
-	38, // 76: lethe.registry.v1.RegistryService.ListSystems:input_type -> lethe.registry.v1.ListSystemsRequest
-	40, // 77: lethe.registry.v1.RegistryService.GetSystemHistory:input_type -> lethe.registry.v1.GetSystemHistoryRequest
-	43, // 78: lethe.registry.v1.RegistryService.ListTransferFindings:input_type -> lethe.registry.v1.ListTransferFindingsRequest
-	47, // 79: lethe.registry.v1.RegistryService.PutActivity:input_type -> lethe.registry.v1.PutActivityRequest
-	49, // 80: lethe.registry.v1.RegistryService.DeleteActivity:input_type -> lethe.registry.v1.DeleteActivityRequest
-	51, // 81: lethe.registry.v1.RegistryService.ListActivities:input_type -> lethe.registry.v1.ListActivitiesRequest
-	53, // 82: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:input_type -> lethe.registry.v1.ExportRecordsOfProcessingRequest
-	55, // 83: lethe.registry.v1.RegistryService.ListSubProcessors:input_type -> lethe.registry.v1.ListSubProcessorsRequest
-	57, // 84: lethe.registry.v1.RegistryService.Route:input_type -> lethe.registry.v1.RouteRequest
-	60, // 85: lethe.registry.v1.RegistryService.ListDisclosures:input_type -> lethe.registry.v1.ListDisclosuresRequest
-	12, // 86: lethe.registry.v1.RegistryService.CreateTenant:output_type -> lethe.registry.v1.CreateTenantResponse
-	14, // 87: lethe.registry.v1.RegistryService.UpdateTenant:output_type -> lethe.registry.v1.UpdateTenantResponse
-	16, // 88: lethe.registry.v1.RegistryService.GetTenant:output_type -> lethe.registry.v1.GetTenantResponse
-	18, // 89: lethe.registry.v1.RegistryService.ListTenants:output_type -> lethe.registry.v1.ListTenantsResponse
-	21, // 90: lethe.registry.v1.RegistryService.DefineCategory:output_type -> lethe.registry.v1.DefineCategoryResponse
-	23, // 91: lethe.registry.v1.RegistryService.ListCategories:output_type -> lethe.registry.v1.ListCategoriesResponse
-	31, // 92: lethe.registry.v1.RegistryService.RegisterSystem:output_type -> lethe.registry.v1.RegisterSystemResponse
-	33, // 93: lethe.registry.v1.RegistryService.UpdateSystem:output_type -> lethe.registry.v1.UpdateSystemResponse
-	35, // 94: lethe.registry.v1.RegistryService.RemoveSystem:output_type -> lethe.registry.v1.RemoveSystemResponse
-	37, // 95: lethe.registry.v1.RegistryService.GetSystem:output_type -> lethe.registry.v1.GetSystemResponse
-	39, // 96: lethe.registry.v1.RegistryService.ListSystems:output_type -> lethe.registry.v1.ListSystemsResponse
-	41, // 97: lethe.registry.v1.RegistryService.GetSystemHistory:output_type -> lethe.registry.v1.GetSystemHistoryResponse
-	44, // 98: lethe.registry.v1.RegistryService.ListTransferFindings:output_type -> lethe.registry.v1.ListTransferFindingsResponse
-	48, // 99: lethe.registry.v1.RegistryService.PutActivity:output_type -> lethe.registry.v1.PutActivityResponse
-	50, // 100: lethe.registry.v1.RegistryService.DeleteActivity:output_type -> lethe.registry.v1.DeleteActivityResponse
-	52, // 101: lethe.registry.v1.RegistryService.ListActivities:output_type -> lethe.registry.v1.ListActivitiesResponse
-	54, // 102: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:output_type -> lethe.registry.v1.ExportRecordsOfProcessingResponse
-	56, // 103: lethe.registry.v1.RegistryService.ListSubProcessors:output_type -> lethe.registry.v1.ListSubProcessorsResponse
-	59, // 104: lethe.registry.v1.RegistryService.Route:output_type -> lethe.registry.v1.RouteResponse
-	62, // 105: lethe.registry.v1.RegistryService.ListDisclosures:output_type -> lethe.registry.v1.ListDisclosuresResponse
+	60, // 65: lethe.registry.v1.ListDisclosuresResponse.disclosures:type_name -> lethe.registry.v1.Disclosure
+	10, // 66: lethe.registry.v1.RegistryService.CreateTenant:input_type -> lethe.registry.v1.CreateTenantRequest
+	12, // 67: lethe.registry.v1.RegistryService.UpdateTenant:input_type -> lethe.registry.v1.UpdateTenantRequest
+	14, // 68: lethe.registry.v1.RegistryService.GetTenant:input_type -> lethe.registry.v1.GetTenantRequest
+	16, // 69: lethe.registry.v1.RegistryService.ListTenants:input_type -> lethe.registry.v1.ListTenantsRequest
+	19, // 70: lethe.registry.v1.RegistryService.DefineCategory:input_type -> lethe.registry.v1.DefineCategoryRequest
+	21, // 71: lethe.registry.v1.RegistryService.ListCategories:input_type -> lethe.registry.v1.ListCategoriesRequest
+	29, // 72: lethe.registry.v1.RegistryService.RegisterSystem:input_type -> lethe.registry.v1.RegisterSystemRequest
+	31, // 73: lethe.registry.v1.RegistryService.UpdateSystem:input_type -> lethe.registry.v1.UpdateSystemRequest
+	33, // 74: lethe.registry.v1.RegistryService.RemoveSystem:input_type -> lethe.registry.v1.RemoveSystemRequest
+	35, // 75: lethe.registry.v1.RegistryService.GetSystem:input_type -> lethe.registry.v1.GetSystemRequest
+	37, // 76: lethe.registry.v1.RegistryService.ListSystems:input_type -> lethe.registry.v1.ListSystemsRequest
+	39, // 77: lethe.registry.v1.RegistryService.GetSystemHistory:input_type -> lethe.registry.v1.GetSystemHistoryRequest
+	42, // 78: lethe.registry.v1.RegistryService.ListTransferFindings:input_type -> lethe.registry.v1.ListTransferFindingsRequest
+	46, // 79: lethe.registry.v1.RegistryService.PutActivity:input_type -> lethe.registry.v1.PutActivityRequest
+	48, // 80: lethe.registry.v1.RegistryService.DeleteActivity:input_type -> lethe.registry.v1.DeleteActivityRequest
+	50, // 81: lethe.registry.v1.RegistryService.ListActivities:input_type -> lethe.registry.v1.ListActivitiesRequest
+	52, // 82: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:input_type -> lethe.registry.v1.ExportRecordsOfProcessingRequest
+	54, // 83: lethe.registry.v1.RegistryService.ListSubProcessors:input_type -> lethe.registry.v1.ListSubProcessorsRequest
+	56, // 84: lethe.registry.v1.RegistryService.Route:input_type -> lethe.registry.v1.RouteRequest
+	59, // 85: lethe.registry.v1.RegistryService.ListDisclosures:input_type -> lethe.registry.v1.ListDisclosuresRequest
+	11, // 86: lethe.registry.v1.RegistryService.CreateTenant:output_type -> lethe.registry.v1.CreateTenantResponse
+	13, // 87: lethe.registry.v1.RegistryService.UpdateTenant:output_type -> lethe.registry.v1.UpdateTenantResponse
+	15, // 88: lethe.registry.v1.RegistryService.GetTenant:output_type -> lethe.registry.v1.GetTenantResponse
+	17, // 89: lethe.registry.v1.RegistryService.ListTenants:output_type -> lethe.registry.v1.ListTenantsResponse
+	20, // 90: lethe.registry.v1.RegistryService.DefineCategory:output_type -> lethe.registry.v1.DefineCategoryResponse
+	22, // 91: lethe.registry.v1.RegistryService.ListCategories:output_type -> lethe.registry.v1.ListCategoriesResponse
+	30, // 92: lethe.registry.v1.RegistryService.RegisterSystem:output_type -> lethe.registry.v1.RegisterSystemResponse
+	32, // 93: lethe.registry.v1.RegistryService.UpdateSystem:output_type -> lethe.registry.v1.UpdateSystemResponse
+	34, // 94: lethe.registry.v1.RegistryService.RemoveSystem:output_type -> lethe.registry.v1.RemoveSystemResponse
+	36, // 95: lethe.registry.v1.RegistryService.GetSystem:output_type -> lethe.registry.v1.GetSystemResponse
+	38, // 96: lethe.registry.v1.RegistryService.ListSystems:output_type -> lethe.registry.v1.ListSystemsResponse
+	40, // 97: lethe.registry.v1.RegistryService.GetSystemHistory:output_type -> lethe.registry.v1.GetSystemHistoryResponse
+	43, // 98: lethe.registry.v1.RegistryService.ListTransferFindings:output_type -> lethe.registry.v1.ListTransferFindingsResponse
+	47, // 99: lethe.registry.v1.RegistryService.PutActivity:output_type -> lethe.registry.v1.PutActivityResponse
+	49, // 100: lethe.registry.v1.RegistryService.DeleteActivity:output_type -> lethe.registry.v1.DeleteActivityResponse
+	51, // 101: lethe.registry.v1.RegistryService.ListActivities:output_type -> lethe.registry.v1.ListActivitiesResponse
+	53, // 102: lethe.registry.v1.RegistryService.ExportRecordsOfProcessing:output_type -> lethe.registry.v1.ExportRecordsOfProcessingResponse
+	55, // 103: lethe.registry.v1.RegistryService.ListSubProcessors:output_type -> lethe.registry.v1.ListSubProcessorsResponse
+	58, // 104: lethe.registry.v1.RegistryService.Route:output_type -> lethe.registry.v1.RouteResponse
+	61, // 105: lethe.registry.v1.RegistryService.ListDisclosures:output_type -> lethe.registry.v1.ListDisclosuresResponse
 	86, // [86:106] is the sub-list for method output_type
 	66, // [66:86] is the sub-list for method input_type
 	66, // [66:66] is the sub-list for extension type_name
@@ -4723,7 +4655,7 @@ func file_lethe_registry_v1_registry_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_registry_v1_registry_proto_rawDesc), len(file_lethe_registry_v1_registry_proto_rawDesc)),
-			NumEnums:      7,
+			NumEnums:      6,
 			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -335,10 +335,10 @@ func (f *fixture) subscribe(t testing.TB, system string, applied *atomic.Int64) 
 	run(t, sub, l.Close)
 }
 
-func (f *fixture) waitPropagated(t *testing.T, cause *commonv1.Cause, want string) {
+func (f *fixture) waitFanout(t *testing.T, cause *commonv1.Cause, want string) {
 	t.Helper()
-	eventually.Succeeds(t, fmt.Sprintf("propagation of %v is %s", cause, want), func() error {
-		p, err := f.consent.GetPropagation(f.ctx, &consentv1.GetPropagationRequest{TenantId: "clio", Cause: cause})
+	eventually.Succeeds(t, fmt.Sprintf("fan-out of %v is %s", cause, want), func() error {
+		p, err := f.consent.GetFanout(f.ctx, &consentv1.GetFanoutRequest{TenantId: "clio", Cause: cause})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -356,7 +356,7 @@ func (f *fixture) waitPropagated(t *testing.T, cause *commonv1.Cause, want strin
 // TestLimitsReachEverySystem: Clio's newsletter unsubscribe reaches the
 // newsletter system and its processor; an objection filed through a
 // data-subject request carries the request as its cause; each system's
-// answer shows in the propagation.
+// answer shows in the fan-out.
 func TestLimitsReachEverySystem(t *testing.T) {
 	f := start(t)
 	clio(t, f)
@@ -377,7 +377,7 @@ func TestLimitsReachEverySystem(t *testing.T) {
 
 	f.record(t, "clio", "ada", "newsletter", consentv1.ConsentAction_CONSENT_ACTION_GRANT)
 	withdrawal := f.record(t, "clio", "ada", "newsletter", consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW)
-	f.waitPropagated(t, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: withdrawal.RecordId},
+	f.waitFanout(t, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: withdrawal.RecordId},
 		"mail-processor=APPLIED,newsletter=APPLIED")
 
 	dsar := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST, Id: "dsar-42"}
@@ -385,14 +385,14 @@ func TestLimitsReachEverySystem(t *testing.T) {
 		Scope: eventsv1.ObjectionScope_OBJECTION_SCOPE_DIRECT_MARKETING, Cause: dsar}); err != nil {
 		t.Fatal(err)
 	}
-	f.waitPropagated(t, dsar, "mail-processor=APPLIED,newsletter=APPLIED")
+	f.waitFanout(t, dsar, "mail-processor=APPLIED,newsletter=APPLIED")
 
 	restr, err := f.consent.ApplyRestriction(f.ctx, &consentv1.ApplyRestrictionRequest{RequestId: f.id(), TenantId: "clio", SubjectId: "cy",
 		Ground: eventsv1.RestrictionGround_RESTRICTION_GROUND_LEGAL_CLAIMS, PurposeIds: []string{"newsletter"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.waitPropagated(t, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_RESTRICTION, Id: restr.RestrictionId},
+	f.waitFanout(t, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_RESTRICTION, Id: restr.RestrictionId},
 		"mail-processor=APPLIED,newsletter=APPLIED")
 	if n := applied.Load(); n != 6 {
 		t.Fatalf("handlers applied %d limits, want 3 events x 2 systems", n)
@@ -400,10 +400,10 @@ func TestLimitsReachEverySystem(t *testing.T) {
 }
 
 // A cause nothing was published under, for the tenant asking, has no
-// propagation to be complete: an unknown id, and another tenant's
+// fan-out to be complete: an unknown id, and another tenant's
 // withdrawal, are NotFound. A withdrawal that no system had to hear of is
 // complete, with no task.
-func TestPropagationOfAnUnknownOrForeignCauseIsNotFound(t *testing.T) {
+func TestFanoutOfAnUnknownOrForeignCauseIsNotFound(t *testing.T) {
 	f := start(t)
 	clio(t, f)
 	f.tenant(t, "cleura")
@@ -411,17 +411,17 @@ func TestPropagationOfAnUnknownOrForeignCauseIsNotFound(t *testing.T) {
 	withdrawal := f.record(t, "clio", "ada", "marketing", consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW)
 	cause := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: withdrawal.RecordId}
 
-	p, err := f.consent.GetPropagation(f.ctx, &consentv1.GetPropagationRequest{TenantId: "clio", Cause: cause})
+	p, err := f.consent.GetFanout(f.ctx, &consentv1.GetFanoutRequest{TenantId: "clio", Cause: cause})
 	if err != nil || !p.Complete || len(p.Tasks) != 0 {
-		t.Fatalf("propagation of a withdrawal no system processes = %v, %v; want complete, no task", p, err)
+		t.Fatalf("fan-out of a withdrawal no system processes = %v, %v; want complete, no task", p, err)
 	}
-	for name, req := range map[string]*consentv1.GetPropagationRequest{
+	for name, req := range map[string]*consentv1.GetFanoutRequest{
 		"unknown cause": {TenantId: "clio", Cause: &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: "no-such-record"}},
 		"another kind":  {TenantId: "clio", Cause: &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_OBJECTION, Id: withdrawal.RecordId}},
 		"other tenant":  {TenantId: "cleura", Cause: cause},
 	} {
-		if p, err := f.consent.GetPropagation(f.ctx, req); status.Code(err) != codes.NotFound {
-			t.Errorf("%s: propagation = %v, %v; want NotFound", name, p, err)
+		if p, err := f.consent.GetFanout(f.ctx, req); status.Code(err) != codes.NotFound {
+			t.Errorf("%s: fan-out = %v, %v; want NotFound", name, p, err)
 		}
 	}
 }
@@ -614,7 +614,7 @@ func TestExpiryIsEmittedWhenItOccurs(t *testing.T) {
 	if n, err := f.svc.ExpireDue(f.ctx); err != nil || n != 0 {
 		t.Fatalf("a second sweep = %d, %v; want nothing", n, err)
 	}
-	f.waitPropagated(t, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: lapsing.RecordId}, "analytics=APPLIED")
+	f.waitFanout(t, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: lapsing.RecordId}, "analytics=APPLIED")
 
 	ctx, cancel := context.WithTimeout(f.ctx, 10*time.Second)
 	defer cancel()
@@ -673,7 +673,7 @@ func TestANoticeScheduledAheadTakesEffectOnItsDate(t *testing.T) {
 }
 
 // A system that answers by hand has its answer to a limit recorded by an
-// operator; the propagation completes only then.
+// operator; the fan-out completes only then.
 func TestOperatorAnswersForAManualSystem(t *testing.T) {
 	f := start(t)
 	clio(t, f)
@@ -699,14 +699,14 @@ func TestOperatorAnswersForAManualSystem(t *testing.T) {
 
 	// The SDK system answers itself; the manual one waits for its operator.
 	eventually.Succeeds(t, "the SDK system answers", func() error {
-		p, err := f.consent.GetPropagation(f.ctx, &consentv1.GetPropagationRequest{TenantId: "clio", Cause: cause})
+		p, err := f.consent.GetFanout(f.ctx, &consentv1.GetFanoutRequest{TenantId: "clio", Cause: cause})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(p.Tasks) != 2 || p.Tasks[0].State != consentv1.TaskState_TASK_STATE_FINAL {
-			return fmt.Errorf("propagation %v", p)
+		if len(p.Tasks) != 2 || p.Tasks[0].State != commonv1.TaskState_TASK_STATE_FINAL {
+			return fmt.Errorf("fan-out %v", p)
 		}
-		if p.Complete || p.Tasks[1].State == consentv1.TaskState_TASK_STATE_FINAL {
+		if p.Complete || p.Tasks[1].State == commonv1.TaskState_TASK_STATE_FINAL {
 			t.Fatalf("the manual system's task closed by itself: %v", p)
 		}
 		return nil
@@ -734,7 +734,7 @@ func TestOperatorAnswersForAManualSystem(t *testing.T) {
 	if err := complete("newsletter-sender", eventsv1.OutcomeKind_OUTCOME_KIND_APPLIED, ""); err != nil {
 		t.Fatal(err)
 	}
-	f.waitPropagated(t, cause, "newsletter=APPLIED,newsletter-sender=APPLIED")
+	f.waitFanout(t, cause, "newsletter=APPLIED,newsletter-sender=APPLIED")
 	if err := complete("newsletter-sender", eventsv1.OutcomeKind_OUTCOME_KIND_APPLIED, ""); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("answering a final task again: %v, want FailedPrecondition", err)
 	}

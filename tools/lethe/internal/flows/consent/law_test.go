@@ -405,7 +405,7 @@ func TestRestrictionLeavesStorageAndEndsWithItsGround(t *testing.T) {
 		t.Fatalf("resolved restriction = %v; want it lifted with the informed time and outcome kept", r)
 	}
 	expect(t, f.check(t, "clio", "ada", "profiling", nil), true, consentv1.Reason_REASON_LEGITIMATE_INTEREST)
-	f.waitPropagated(t, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_RESTRICTION, Id: contested}, "lms=APPLIED,lms=APPLIED")
+	f.waitFanout(t, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_RESTRICTION, Id: contested}, "lms=APPLIED,lms=APPLIED")
 	if err := lift(contested, informed(time.Hour)); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("lifting a lifted restriction: %v, want FailedPrecondition", err)
 	}
@@ -441,7 +441,7 @@ func TestRestrictionLeavesStorageAndEndsWithItsGround(t *testing.T) {
 	if d.BasisId != r.ObjectionId {
 		t.Fatalf("basis %s, want the recorded objection %s", d.BasisId, r.ObjectionId)
 	}
-	f.waitPropagated(t, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_OBJECTION, Id: r.ObjectionId}, "lms=APPLIED")
+	f.waitFanout(t, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_OBJECTION, Id: r.ObjectionId}, "lms=APPLIED")
 	// The controller's grounds overriding ends it the other way.
 	other := apply("dan", eventsv1.RestrictionGround_RESTRICTION_GROUND_OBJECTION_PENDING, "profiling")
 	if _, err := resolve(other, consentv1.RestrictionGroundOutcome_RESTRICTION_GROUND_OUTCOME_GROUNDS_OVERRIDE, informed(0)); err != nil {

@@ -24,11 +24,11 @@ import (
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
-	"github.com/lethe-privacy/lethe/services/consent"
 )
 
 // question is one Check, and the decision it got before the restore.
@@ -96,11 +96,11 @@ func (f *fixture) limitMessages(t *testing.T) map[contract.Kind]uint64 {
 	}
 	out := map[contract.Kind]uint64{}
 	for _, k := range contract.Limits {
-		subject, err := contract.KindSubject(contract.AllTenants, k)
+		natsSubject, err := contract.KindSubject(contract.AllTenants, k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, err := stream.Info(f.ctx, jetstream.WithSubjectFilter(subject))
+		info, err := stream.Info(f.ctx, jetstream.WithSubjectFilter(natsSubject))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +193,7 @@ func TestRestoreRecoversLimitsFromTheStream(t *testing.T) {
 	// On the same subjects, bytes that are no event and a withdrawal that
 	// another source published: neither is the consent service's to
 	// recover, and neither stops the catch-up.
-	subject, err := contract.KindSubject("clio", contract.KindConsentWithdrawn)
+	natsSubject, err := contract.KindSubject("clio", contract.KindConsentWithdrawn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestRestoreRecoversLimitsFromTheStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, data := range [][]byte{[]byte("\xff not an event"), foreign} {
-		if _, err := f.deps.JetStream.Publish(f.ctx, subject, data); err != nil {
+		if _, err := f.deps.JetStream.Publish(f.ctx, natsSubject, data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -399,7 +399,7 @@ func TestRestoreBeyondTheStreamsReachFailsClosed(t *testing.T) {
 	refused := func() {
 		t.Helper()
 		_, err := f.consent.Check(f.ctx, &consentv1.CheckRequest{TenantId: "clio", SubjectId: "ada", PurposeId: "marketing"})
-		if status.Code(err) != codes.FailedPrecondition || reasonOf(err) != consent.ReasonRecoveryIncomplete ||
+		if status.Code(err) != codes.FailedPrecondition || reasonOf(err) != apierror.ReasonRecoveryIncomplete ||
 			!strings.Contains(err.Error(), "restored from a backup older than the event stream reaches") {
 			t.Fatalf("Check after a restore beyond the stream's reach: %v", err)
 		}

@@ -103,7 +103,7 @@ func TestOneTraceFromRequestToHandler(t *testing.T) {
 	// The handler's span is the subscriber's consumer span, a child of
 	// the gRPC server span that committed the withdrawal (the outbox
 	// captured it at commit), and it ends once the outcome is reported.
-	f.waitPropagated(t, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: withdrawal.RecordId}, "newsletter=APPLIED")
+	f.waitFanout(t, &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_CONSENT_RECORD, Id: withdrawal.RecordId}, "newsletter=APPLIED")
 	var process tracetest.SpanStub
 	for _, s := range handlerSpans.GetSpans() {
 		if s.SpanContext.SpanID() == inHandler.SpanID() {

@@ -102,8 +102,8 @@ func TestErasureCompletesWhenEverySystemAnswered(t *testing.T) {
 	// sweeps and waits until crm took everything sent, so an event sent
 	// for the unverified request would be in crm.seen() now.
 	f.settled(t, crm)
-	if got := f.get(t, "cleura", r.DsarId); len(crm.seen()) != 0 || len(got.GetResult().GetSystems()) != 0 {
-		t.Fatalf("before verification: %d events at crm, systems %v", len(crm.seen()), got.GetResult().GetSystems())
+	if got := f.get(t, "cleura", r.DsarId); len(crm.seen()) != 0 || len(got.GetResult().GetTasks()) != 0 {
+		t.Fatalf("before verification: %d events at crm, systems %v", len(crm.seen()), got.GetResult().GetTasks())
 	}
 	f.attest(t, "cleura", r.DsarId)
 
@@ -112,8 +112,8 @@ func TestErasureCompletesWhenEverySystemAnswered(t *testing.T) {
 	eventually.True(t, "four SDK systems answered", func() bool {
 		got := f.get(t, "cleura", r.DsarId)
 		final := 0
-		for _, s := range got.Result.Systems {
-			if s.State == dsarv1.TaskState_TASK_STATE_FINAL {
+		for _, s := range got.Result.Tasks {
+			if s.State == commonv1.TaskState_TASK_STATE_FINAL {
 				final++
 			}
 		}
@@ -126,11 +126,11 @@ func TestErasureCompletesWhenEverySystemAnswered(t *testing.T) {
 	if got.State != dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS || got.Result.Complete {
 		t.Fatalf("with two systems silent the request is %s (complete %v)", got.State, got.Result.Complete)
 	}
-	states := map[string]dsarv1.TaskState{}
-	for _, s := range got.Result.Systems {
+	states := map[string]commonv1.TaskState{}
+	for _, s := range got.Result.Tasks {
 		states[s.SystemId] = s.State
 	}
-	if states["analytics"] != dsarv1.TaskState_TASK_STATE_HELD || states["support"] != dsarv1.TaskState_TASK_STATE_OPEN || len(states) != 7 {
+	if states["analytics"] != commonv1.TaskState_TASK_STATE_HELD || states["support"] != commonv1.TaskState_TASK_STATE_OPEN || len(states) != 7 {
 		t.Fatalf("system states = %v", states)
 	}
 	// The held category was not sent to anyone.
@@ -149,7 +149,7 @@ func TestErasureCompletesWhenEverySystemAnswered(t *testing.T) {
 	if n, err := f.svc.ResendDue(f.ctx); err != nil || n != 1 {
 		t.Fatalf("ResendDue = %d, %v; want the support task", n, err)
 	}
-	if s := systemResult(f.get(t, "cleura", r.DsarId), "support"); s.State != dsarv1.TaskState_TASK_STATE_STALLED {
+	if s := taskOf(f.get(t, "cleura", r.DsarId), "support"); s.State != commonv1.TaskState_TASK_STATE_STALLED {
 		t.Fatalf("support = %v, want stalled", s)
 	}
 	// The operator answers for the manual processor; the wrong outcome
@@ -209,8 +209,9 @@ func TestErasureCompletesWhenEverySystemAnswered(t *testing.T) {
 	}
 }
 
-func systemResult(r *dsarv1.Request, system string) *dsarv1.SystemResult {
-	for _, s := range r.Result.Systems {
+// taskOf returns the request's task for system, or nil.
+func taskOf(r *dsarv1.Request, system string) *dsarv1.Task {
+	for _, s := range r.Result.Tasks {
 		if s.SystemId == system {
 			return s
 		}
@@ -321,7 +322,7 @@ func TestObjectionMakesCheckDeny(t *testing.T) {
 	if objection == nil || objection.Cause.Kind != commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST || objection.Cause.Id != r.DsarId {
 		t.Fatalf("objection event = %v, want the request %s as its cause", objection, r.DsarId)
 	}
-	if len(final.ConsentCauses) != 1 || systemResult(final, "mailer").GetOutcome() != eventsv1.OutcomeKind_OUTCOME_KIND_APPLIED {
+	if len(final.ConsentCauses) != 1 || taskOf(final, "mailer").GetOutcome() != eventsv1.OutcomeKind_OUTCOME_KIND_APPLIED {
 		t.Fatalf("final result = %v", final.Result)
 	}
 
@@ -370,7 +371,7 @@ func TestNeighboursOverMutualTLS(t *testing.T) {
 	erasure := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clevio", Erasure: &dsarv1.ErasureDetails{}})
 	f.attest(t, "clevio", erasure.DsarId)
 	eventually.True(t, "the erasure reports retention's hold", func() bool {
-		return systemResult(f.get(t, "clevio", erasure.DsarId), "analytics").GetState() == dsarv1.TaskState_TASK_STATE_HELD
+		return taskOf(f.get(t, "clevio", erasure.DsarId), "analytics").GetState() == commonv1.TaskState_TASK_STATE_HELD
 	})
 
 	w := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clevio", Withdrawal: &dsarv1.WithdrawalDetails{PurposeIds: []string{"marketing.email"}}})
@@ -488,8 +489,8 @@ func TestAStuckFanOutIsLoud(t *testing.T) {
 		t.Fatalf("oldest failing fan-out age = %vs after 3 minutes, want at least 180", age)
 	}
 	got := f.get(t, "clio", r.DsarId)
-	if got.State != dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS || len(got.GetResult().GetSystems()) != 0 {
-		t.Fatalf("a request whose fan-out fails is %s with systems %v", got.State, got.GetResult().GetSystems())
+	if got.State != dsarv1.RequestState_REQUEST_STATE_IN_PROGRESS || len(got.GetResult().GetTasks()) != 0 {
+		t.Fatalf("a request whose fan-out fails is %s with systems %v", got.State, got.GetResult().GetTasks())
 	}
 	if p := got.FanoutProblem; !p.FirstFailedAt.AsTime().Equal(verifiedAt) || !p.LastFailedAt.AsTime().After(verifiedAt) || p.Attempts <= problem.Attempts {
 		t.Fatalf("after 3 minutes the problem is %v; want the same first failure, a later last one and more attempts than %d", p, problem.Attempts)
@@ -503,10 +504,10 @@ func TestAStuckFanOutIsLoud(t *testing.T) {
 	servertest.ServeTCP(t, server.Config{Clock: f.clock, Logger: quiet, Authenticator: testAuthenticator{}}, back, f.ret.Register)
 	eventually.True(t, "the fan-out succeeds once retention answers", func() bool {
 		got = f.get(t, "clio", r.DsarId)
-		return len(got.GetResult().GetSystems()) == 1
+		return len(got.GetResult().GetTasks()) == 1
 	})
-	if got.FanoutProblem != nil || got.Result.Systems[0].SystemId != "crm" {
-		t.Fatalf("after the fan-out: problem %v, systems %v", got.FanoutProblem, got.Result.Systems)
+	if got.FanoutProblem != nil || got.Result.Tasks[0].SystemId != "crm" {
+		t.Fatalf("after the fan-out: problem %v, systems %v", got.FanoutProblem, got.Result.Tasks)
 	}
 	// The record is cleared right after the commit that the request
 	// already shows.
@@ -682,7 +683,7 @@ func TestDeadlines(t *testing.T) {
 // with limited attempts and expiry; nothing fans out before it passes.
 func TestVerificationByCode(t *testing.T) {
 	f := start(t)
-	f.tenant(t, "clevenio", &registryv1.TenantSettings{VerificationChannel: registryv1.VerificationChannel_VERIFICATION_CHANNEL_EMAIL_CODE})
+	f.tenant(t, "clevenio", &registryv1.TenantSettings{VerificationMethod: commonv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE})
 	f.system(t, "clevenio", "crm", sdk, nil, "user.contact")
 	crm := f.subscribe(t, "clevenio", "crm", "", answer(subscriber.Erased()))
 	r := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clevenio", Erasure: &dsarv1.ErasureDetails{}})
@@ -864,8 +865,8 @@ func TestAccessPackage(t *testing.T) {
 	f.attest(t, "clevenio", r.DsarId)
 	eventually.True(t, "the SDK systems submitted", func() bool {
 		got := f.get(t, "clevenio", r.DsarId)
-		return systemResult(got, "crm").GetState() == dsarv1.TaskState_TASK_STATE_FINAL &&
-			systemResult(got, "enrichment").GetState() == dsarv1.TaskState_TASK_STATE_FINAL
+		return taskOf(got, "crm").GetState() == commonv1.TaskState_TASK_STATE_FINAL &&
+			taskOf(got, "enrichment").GetState() == commonv1.TaskState_TASK_STATE_FINAL
 	})
 	// The operator submits for the manual billing system, then closes its
 	// task by the stream's end.
@@ -897,7 +898,7 @@ func TestAccessPackage(t *testing.T) {
 	port := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clevenio", Portability: &dsarv1.PortabilityDetails{}})
 	f.attest(t, "clevenio", port.DsarId)
 	eventually.True(t, "the SDK systems submitted the portable copy", func() bool {
-		return systemResult(f.get(t, "clevenio", port.DsarId), "enrichment").GetState() == dsarv1.TaskState_TASK_STATE_FINAL
+		return taskOf(f.get(t, "clevenio", port.DsarId), "enrichment").GetState() == commonv1.TaskState_TASK_STATE_FINAL
 	})
 	f.submit(t, "clevenio", port.DsarId, "billing", record("user.financial.invoice", commonv1.LegalBasis_LEGAL_BASIS_LEGAL_OBLIGATION, "invoicing", `{}`))
 	f.waitState(t, "clevenio", port.DsarId, dsarv1.RequestState_REQUEST_STATE_COMPLETED)

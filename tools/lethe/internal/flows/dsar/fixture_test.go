@@ -237,7 +237,7 @@ func (f *fixture) system(t testing.TB, tenant, id string, mode commonv1.AnswerMo
 
 // settled returns once nothing the DSAR service has committed is still on
 // its way to systems: the service swept (so a request marked for fan-out
-// was dispatched and its directive committed), its outbox published every
+// was fanned out and its directive committed), its outbox published every
 // event, and each of systems' consumers has nothing pending or
 // unacknowledged (the SDK acknowledges after the handler). An event a
 // system has not seen afterwards was never sent; this is the sync point
@@ -322,7 +322,7 @@ func adaIdentifiers() []*commonv1.Identifier {
 func (f *fixture) attest(t testing.TB, tenant, id string) *dsarv1.Request {
 	t.Helper()
 	resp, err := f.dsar.AttestIdentity(f.ctx, &dsarv1.AttestIdentityRequest{RequestId: f.id(), TenantId: tenant, DsarId: id,
-		Method: dsarv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, EvidenceReference: "session-1"})
+		Method: commonv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION, EvidenceReference: "session-1"})
 	if err != nil {
 		t.Fatalf("attest: %v", err)
 	}
@@ -353,7 +353,7 @@ func (f *fixture) waitState(t testing.TB, tenant, id string, want dsarv1.Request
 // stream's de-duplication does not drop it.
 func resend(t testing.TB, js jetstream.JetStream, ev *eventsv1.Event) {
 	t.Helper()
-	subject, err := contract.EventSubject(ev)
+	natsSubject, err := contract.EventSubject(ev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func resend(t testing.TB, js jetstream.JetStream, ev *eventsv1.Event) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: subject, Header: header, Data: data}); err != nil {
+	if _, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: natsSubject, Header: header, Data: data}); err != nil {
 		t.Fatalf("re-send %s: %v", ev.GetId(), err)
 	}
 }

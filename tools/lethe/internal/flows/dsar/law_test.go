@@ -65,7 +65,7 @@ func TestWhatIsKeptIsToldUpFrontAndErasedOnItsDate(t *testing.T) {
 	r := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "cleura", Erasure: &dsarv1.ErasureDetails{}})
 	f.attest(t, "cleura", r.DsarId)
 	eventually.True(t, "the ledger answered", func() bool {
-		return systemResult(f.get(t, "cleura", r.DsarId), "ledger").GetState() == dsarv1.TaskState_TASK_STATE_FINAL
+		return taskOf(f.get(t, "cleura", r.DsarId), "ledger").GetState() == commonv1.TaskState_TASK_STATE_FINAL
 	})
 	keep := ledger.seen()[0].GetErasureRequested().GetKeep()
 	if len(keep) != 1 || keep[0].RuleId != "bfl-7-2" || keep[0].LegalBasis != commonv1.LegalBasis_LEGAL_BASIS_LEGAL_OBLIGATION ||

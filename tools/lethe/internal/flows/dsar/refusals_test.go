@@ -130,7 +130,7 @@ func TestRefusals(t *testing.T) {
 		}, codes.InvalidArgument, "reason"},
 		"attest by code": {func() error {
 			_, err := f.dsar.AttestIdentity(f.ctx, &dsarv1.AttestIdentityRequest{RequestId: f.id(), TenantId: "clio", DsarId: r.DsarId,
-				Method: dsarv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE, EvidenceReference: "x"})
+				Method: commonv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE, EvidenceReference: "x"})
 			return err
 		}, codes.InvalidArgument, "method"},
 		"no request id": {func() error {
@@ -187,7 +187,7 @@ func TestRefusals(t *testing.T) {
 		},
 		"attest": func() error {
 			_, err := f.dsar.AttestIdentity(f.ctx, &dsarv1.AttestIdentityRequest{RequestId: f.id(), TenantId: "clio", DsarId: r.DsarId,
-				Method: dsarv1.VerificationMethod_VERIFICATION_METHOD_MANUAL, EvidenceReference: "x"})
+				Method: commonv1.VerificationMethod_VERIFICATION_METHOD_MANUAL, EvidenceReference: "x"})
 			return err
 		},
 	} {
@@ -204,7 +204,7 @@ func TestRefusals(t *testing.T) {
 // recorded with its reviewer, after which the request completes.
 func TestHumanReviewOfAnAutomatedDecision(t *testing.T) {
 	f := start(t)
-	f.tenant(t, "clicklearn", &registryv1.TenantSettings{VerificationChannel: registryv1.VerificationChannel_VERIFICATION_CHANNEL_LOGIN_ATTESTATION})
+	f.tenant(t, "clicklearn", &registryv1.TenantSettings{VerificationMethod: commonv1.VerificationMethod_VERIFICATION_METHOD_LOGIN_ATTESTATION})
 	r := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clicklearn",
 		AutomatedDecision: &dsarv1.AutomatedDecisionDetails{DecisionReference: "licence-application-77", Statement: "I was refused a licence"}})
 	review := &dsarv1.RecordReviewRequest{TenantId: "clicklearn", DsarId: r.DsarId, Explanation: "A person re-assessed the application and granted it."}

@@ -128,7 +128,7 @@ func (s *newsletterSystem) has(t *testing.T, subject string) bool {
 // tenant.
 func (f *fixture) outcomesOf(t *testing.T, tenant, system string) uint64 {
 	t.Helper()
-	subject, err := contract.OutcomeSubject(tenant, system)
+	natsSubject, err := contract.OutcomeSubject(tenant, system)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,11 +136,11 @@ func (f *fixture) outcomesOf(t *testing.T, tenant, system string) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := stream.Info(context.Background(), jetstream.WithSubjectFilter(subject))
+	info, err := stream.Info(context.Background(), jetstream.WithSubjectFilter(natsSubject))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State.Subjects[subject]
+	return info.State.Subjects[natsSubject]
 }
 
 // waitSettled waits until system's erasure consumer for tenant has

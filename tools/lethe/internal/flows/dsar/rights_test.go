@@ -29,12 +29,12 @@ func (f *fixture) inProgress(t *testing.T, req *dsarv1.CreateRequestRequest) *ds
 }
 
 // waitTask waits until system has a task for the request and returns it.
-func (f *fixture) waitTask(t *testing.T, tenant, id, system string) *dsarv1.SystemResult {
+func (f *fixture) waitTask(t *testing.T, tenant, id, system string) *dsarv1.Task {
 	t.Helper()
-	var sr *dsarv1.SystemResult
+	var sr *dsarv1.Task
 	eventually.True(t, "system "+system+" has a task", func() bool {
 		r := f.get(t, tenant, id)
-		for _, s := range r.GetResult().GetSystems() {
+		for _, s := range r.GetResult().GetTasks() {
 			if s.SystemId == system && s.EventId != "" {
 				sr = s
 				return true
@@ -85,7 +85,7 @@ func TestRetainedNeedsAnArt17_3Ground(t *testing.T) {
 			t.Errorf("%s: CompleteTask = %v (fields %q), want InvalidArgument on %s", tc.name, err, fields(err), tc.field)
 		}
 	}
-	if s := systemResult(f.get(t, "cleura", r.DsarId), "billing"); s.State != dsarv1.TaskState_TASK_STATE_OPEN {
+	if s := taskOf(f.get(t, "cleura", r.DsarId), "billing"); s.State != commonv1.TaskState_TASK_STATE_OPEN {
 		t.Fatalf("a refused answer changed the task: %v", s)
 	}
 	law := "Bokföringslagen (1999:1078) 7 kap. 2 §"
@@ -96,7 +96,7 @@ func TestRetainedNeedsAnArt17_3Ground(t *testing.T) {
 	// The stream: a system publishing its own outcome, without the SDK,
 	// keeps data on consent only.
 	task := f.waitTask(t, "cleura", r.DsarId, "ledger")
-	subject, err := contract.OutcomeSubject("cleura", "ledger")
+	natsSubject, err := contract.OutcomeSubject("cleura", "ledger")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,11 +108,11 @@ func TestRetainedNeedsAnArt17_3Ground(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.deps.JetStream.PublishMsg(context.Background(), natsMsg(subject, contract.OutcomeHeaders(o), data)); err != nil {
+	if _, err := f.deps.JetStream.PublishMsg(context.Background(), natsMsg(natsSubject, contract.OutcomeHeaders(o), data)); err != nil {
 		t.Fatal(err)
 	}
 	done := f.waitState(t, "cleura", r.DsarId, dsarv1.RequestState_REQUEST_STATE_PARTIALLY_COMPLETED)
-	ledger := systemResult(done, "ledger")
+	ledger := taskOf(done, "ledger")
 	if ledger.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_FAILED || !strings.Contains(ledger.Reason, "retained[0].exemption") ||
 		!strings.Contains(ledger.Reason, "Art. 17(3)") || len(ledger.Retained) != 0 {
 		t.Fatalf("a RETAINED answer without a ground = %v, want FAILED naming retained[0].exemption", ledger)

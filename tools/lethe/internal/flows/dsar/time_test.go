@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/platform/audit"
@@ -374,7 +375,7 @@ func TestPublicHolidaysMoveTheDeadline(t *testing.T) {
 func TestCodeVerificationPausesUntilVerified(t *testing.T) {
 	f := start(t)
 	f.tenant(t, "clevenio", &registryv1.TenantSettings{VerificationPausesDeadline: true,
-		VerificationChannel: registryv1.VerificationChannel_VERIFICATION_CHANNEL_EMAIL_CODE})
+		VerificationMethod: commonv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE})
 	r := f.access(t, "clevenio", time.Time{})
 	send := func() {
 		if _, err := f.dsar.StartVerification(f.ctx, &dsarv1.StartVerificationRequest{RequestId: f.id(), TenantId: "clevenio", DsarId: r.DsarId}); err != nil {

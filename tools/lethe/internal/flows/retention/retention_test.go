@@ -506,7 +506,7 @@ func (f *fixture) withdraw(t testing.TB, tenant, subject, purpose string, at tim
 // publish puts ev on the platform stream as its owning service does.
 func (f *fixture) publish(t testing.TB, ev *eventsv1.Event) {
 	t.Helper()
-	subject, err := contract.EventSubject(ev)
+	natsSubject, err := contract.EventSubject(ev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -518,7 +518,7 @@ func (f *fixture) publish(t testing.TB, ev *eventsv1.Event) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.deps.JetStream.PublishMsg(f.ctx, &nats.Msg{Subject: subject, Header: header, Data: payload}); err != nil {
+	if _, err := f.deps.JetStream.PublishMsg(f.ctx, &nats.Msg{Subject: natsSubject, Header: header, Data: payload}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -901,7 +901,7 @@ func TestRetainedAnswersToOtherServicesAreErasedOnTheirDate(t *testing.T) {
 		Retained: []*eventsv1.Retention{{Categories: []*commonv1.DataCategory{{Id: "user.financial.invoice"}},
 			LegalBasis: commonv1.LegalBasis_LEGAL_BASIS_LEGAL_OBLIGATION, BasisDetail: "Swedish Accounting Act (1999:1078) ch. 7 § 2",
 			Until: timestamppb.New(day(2031, 12, 31))}}}
-	subject, err := contract.OutcomeSubject("cleura", "billing")
+	natsSubject, err := contract.OutcomeSubject("cleura", "billing")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -914,7 +914,7 @@ func TestRetainedAnswersToOtherServicesAreErasedOnTheirDate(t *testing.T) {
 	for i := range 2 {
 		header := contract.OutcomeHeaders(o)
 		header.Set(nats.MsgIdHdr, fmt.Sprint(header.Get(nats.MsgIdHdr), "~", i))
-		if _, err := f.deps.JetStream.PublishMsg(f.ctx, &nats.Msg{Subject: subject, Header: header, Data: payload}); err != nil {
+		if _, err := f.deps.JetStream.PublishMsg(f.ctx, &nats.Msg{Subject: natsSubject, Header: header, Data: payload}); err != nil {
 			t.Fatal(err)
 		}
 	}
