@@ -190,12 +190,27 @@ func (r *Runner) Run(ctx context.Context) error {
 // sync lists the systems once and starts, restarts and stops subscribers
 // to match; the subscribers run until ctx ends.
 func (r *Runner) sync(ctx context.Context) error {
-	tenants, err := r.tenants(ctx)
-	if err != nil {
+	want, private, err := r.wanted(ctx)
+	if err != nil && want == nil {
 		return err
 	}
-	want := map[key]*registryv1.System{}
-	private := map[string]bool{}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stopChanged(want, private)
+	r.startWanted(ctx, want, private)
+	return err
+}
+
+// wanted lists every tenant's WEBHOOK and CONNECTOR systems, and whether
+// each tenant allows private networks. A tenant whose listing failed
+// keeps its running systems, as nil entries, and its error is returned
+// beside the rest; want is nil only when the tenants could not be listed.
+func (r *Runner) wanted(ctx context.Context) (want map[key]*registryv1.System, private map[string]bool, err error) {
+	tenants, err := r.tenants(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	want, private = map[key]*registryv1.System{}, map[string]bool{}
 	var errs []error
 	for _, t := range tenants {
 		private[t.GetTenantId()] = t.GetSettings().GetWebhookPrivateNetworks()
@@ -214,9 +229,12 @@ func (r *Runner) sync(ctx context.Context) error {
 			}
 		}
 	}
+	return want, private, errors.Join(errs...)
+}
 
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// stopChanged stops the subscribers of systems no longer wanted, changed
+// or failed; r.mu is held.
+func (r *Runner) stopChanged(want map[key]*registryv1.System, private map[string]bool) {
 	for k, run := range r.running {
 		sys, ok := want[k]
 		if ok && sys != nil && spec(sys, private[k.tenant]) == run.spec && !run.failed.Load() {
@@ -232,6 +250,11 @@ func (r *Runner) sync(ctx context.Context) error {
 			r.log.Info("stopped answering a system that is no longer WEBHOOK or CONNECTOR", "tenant", k.tenant, "system", k.system)
 		}
 	}
+}
+
+// startWanted starts a subscriber for every wanted system without one, in
+// a stable order; r.mu is held.
+func (r *Runner) startWanted(ctx context.Context, want map[key]*registryv1.System, private map[string]bool) {
 	keys := make([]key, 0, len(want))
 	for k := range want {
 		keys = append(keys, k)
@@ -258,7 +281,6 @@ func (r *Runner) sync(ctx context.Context) error {
 			delete(r.refused, k)
 		}
 	}
-	return errors.Join(errs...)
 }
 
 // keepTenant marks the running systems of tenant as wanted unchanged.

@@ -57,45 +57,61 @@ func main() {
 	}
 }
 
-func run(log *slog.Logger, args []string) error {
-	fs := flag.NewFlagSet("lethe-connect", flag.ContinueOnError)
-	natsURL := fs.String("nats-url", nats.DefaultURL, "Lethe's NATS server")
-	var nc natsFlags
-	fs.StringVar(&nc.user, "nats-user", "", "NATS user")
-	fs.StringVar(&nc.passwordFile, "nats-password-file", "", "file holding the NATS user's password (never a flag value)")
-	fs.StringVar(&nc.inboxPrefix, "nats-inbox-prefix", "", "reply-subject prefix the user may receive on; _INBOX.<user> when empty and --nats-user is set")
-	fs.StringVar(&nc.caFile, "nats-ca", "", "CA certificate that signed the NATS server's certificate")
-	fs.StringVar(&nc.certFile, "nats-cert", "", "client certificate for mutual TLS with NATS")
-	fs.StringVar(&nc.keyFile, "nats-key", "", "client key for mutual TLS with NATS")
-	registryAddr := fs.String("registry-addr", "127.0.0.1:7404", "the registry service's gRPC address")
-	dsarAddr := fs.String("dsar-addr", "127.0.0.1:7403", "the DSAR service's gRPC address, for the claim check; empty for none")
-	var gf grpcFlags
-	fs.StringVar(&gf.caFile, "grpc-ca", "", "CA certificate of the services' TLS; without it the services are reached in plaintext, on loopback only")
-	fs.StringVar(&gf.certFile, "grpc-cert", "", "client certificate for mutual TLS with the services")
-	fs.StringVar(&gf.keyFile, "grpc-key", "", "client key for mutual TLS with the services")
-	webhookCA := fs.String("webhook-ca", "", "extra CA certificates (PEM) to trust for webhook endpoints, beside the system's")
-	secrets := fs.String("secrets", "", "folder of the systems' secrets, <tenant>/<system>/<name> (required)")
-	data := fs.String("data", "lethe-connect-data", "folder of the systems' ledgers")
-	tenants := fs.String("tenants", "", "comma-separated tenants to serve; every tenant when empty")
-	resync := fs.Duration("resync", connect.DefaultResync, "how often to list the registered systems again")
-	dev := fs.Bool("dev", false, "development profile: allow http:// webhooks to loopback")
-	claimsAddr := fs.String("claims-addr", "", "serve the webhooks' claim check on this address (with --claims-url and --claims-key-file); none when empty")
-	claimsURL := fs.String("claims-url", "", "the public https base URL of --claims-addr, as receivers reach it")
-	claimsKeyFile := fs.String("claims-key-file", "", "file of the key that signs claim tokens (32 random bytes or more, base64), the same for every replica")
-	claimsCert := fs.String("claims-tls-cert", "", "certificate of the claim check's HTTPS listener")
-	claimsKey := fs.String("claims-tls-key", "", "key of the claim check's HTTPS listener")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *secrets == "" {
-		return errors.New("--secrets is required")
-	}
+// options are lethe-connect's flags.
+type options struct {
+	natsURL, registryAddr, dsarAddr, webhookCA, secrets, data, tenants string
+	nats                                                               natsFlags
+	grpc                                                               grpcFlags
+	resync                                                             time.Duration
+	dev                                                                bool
+	claimsAddr, claimsURL, claimsKeyFile, claimsCert, claimsKey        string
+}
 
-	opts, err := nc.options()
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("lethe-connect", flag.ContinueOnError)
+	fs.StringVar(&o.natsURL, "nats-url", nats.DefaultURL, "Lethe's NATS server")
+	fs.StringVar(&o.nats.user, "nats-user", "", "NATS user")
+	fs.StringVar(&o.nats.passwordFile, "nats-password-file", "", "file holding the NATS user's password (never a flag value)")
+	fs.StringVar(&o.nats.inboxPrefix, "nats-inbox-prefix", "", "reply-subject prefix the user may receive on; _INBOX.<user> when empty and --nats-user is set")
+	fs.StringVar(&o.nats.caFile, "nats-ca", "", "CA certificate that signed the NATS server's certificate")
+	fs.StringVar(&o.nats.certFile, "nats-cert", "", "client certificate for mutual TLS with NATS")
+	fs.StringVar(&o.nats.keyFile, "nats-key", "", "client key for mutual TLS with NATS")
+	fs.StringVar(&o.registryAddr, "registry-addr", "127.0.0.1:7404", "the registry service's gRPC address")
+	fs.StringVar(&o.dsarAddr, "dsar-addr", "127.0.0.1:7403", "the DSAR service's gRPC address, for the claim check; empty for none")
+	fs.StringVar(&o.grpc.caFile, "grpc-ca", "", "CA certificate of the services' TLS; without it the services are reached in plaintext, on loopback only")
+	fs.StringVar(&o.grpc.certFile, "grpc-cert", "", "client certificate for mutual TLS with the services")
+	fs.StringVar(&o.grpc.keyFile, "grpc-key", "", "client key for mutual TLS with the services")
+	fs.StringVar(&o.webhookCA, "webhook-ca", "", "extra CA certificates (PEM) to trust for webhook endpoints, beside the system's")
+	fs.StringVar(&o.secrets, "secrets", "", "folder of the systems' secrets, <tenant>/<system>/<name> (required)")
+	fs.StringVar(&o.data, "data", "lethe-connect-data", "folder of the systems' ledgers")
+	fs.StringVar(&o.tenants, "tenants", "", "comma-separated tenants to serve; every tenant when empty")
+	fs.DurationVar(&o.resync, "resync", connect.DefaultResync, "how often to list the registered systems again")
+	fs.BoolVar(&o.dev, "dev", false, "development profile: allow http:// webhooks to loopback")
+	fs.StringVar(&o.claimsAddr, "claims-addr", "", "serve the webhooks' claim check on this address (with --claims-url and --claims-key-file); none when empty")
+	fs.StringVar(&o.claimsURL, "claims-url", "", "the public https base URL of --claims-addr, as receivers reach it")
+	fs.StringVar(&o.claimsKeyFile, "claims-key-file", "", "file of the key that signs claim tokens (32 random bytes or more, base64), the same for every replica")
+	fs.StringVar(&o.claimsCert, "claims-tls-cert", "", "certificate of the claim check's HTTPS listener")
+	fs.StringVar(&o.claimsKey, "claims-tls-key", "", "key of the claim check's HTTPS listener")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if o.secrets == "" {
+		return nil, errors.New("--secrets is required")
+	}
+	return o, nil
+}
+
+func run(log *slog.Logger, args []string) error {
+	o, err := parseFlags(args)
 	if err != nil {
 		return err
 	}
-	conn, err := nats.Connect(*natsURL, opts...)
+	natsOpts, err := o.nats.options()
+	if err != nil {
+		return err
+	}
+	conn, err := nats.Connect(o.natsURL, natsOpts...)
 	if err != nil {
 		return err
 	}
@@ -104,57 +120,33 @@ func run(log *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	creds, err := gf.credentials()
+	creds, err := o.grpc.credentials()
 	if err != nil {
 		return err
 	}
-	registry, err := dial(*registryAddr, creds)
+	registry, err := dial(o.registryAddr, creds)
 	if err != nil {
 		return err
 	}
 	defer registry.Close()
-	cfg := connect.Config{JetStream: js, Registry: registry, SecretsDir: *secrets, DataDir: *data, AllowHTTP: *dev,
-		Resync: *resync, Logger: log}
-	if *dsarAddr != "" {
-		dsar, err := dial(*dsarAddr, creds)
+	cfg := connect.Config{JetStream: js, Registry: registry, SecretsDir: o.secrets, DataDir: o.data, AllowHTTP: o.dev,
+		Resync: o.resync, Logger: log}
+	if o.dsarAddr != "" {
+		dsar, err := dial(o.dsarAddr, creds)
 		if err != nil {
 			return err
 		}
 		defer dsar.Close()
 		cfg.DSAR = dsar
 	}
-	if *tenants != "" {
-		cfg.Tenants = strings.Split(*tenants, ",")
+	if o.tenants != "" {
+		cfg.Tenants = strings.Split(o.tenants, ",")
 	}
-	if *webhookCA != "" {
-		pem, err := os.ReadFile(*webhookCA)
-		if err != nil {
-			return err
-		}
-		roots, err := x509.SystemCertPool()
-		if err != nil {
-			roots = x509.NewCertPool()
-		}
-		if !roots.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("--webhook-ca %s holds no PEM certificate", *webhookCA)
-		}
-		cfg.TLS = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	if cfg.TLS, err = webhookTLS(o.webhookCA); err != nil {
+		return err
 	}
-	if *claimsAddr != "" {
-		if *claimsURL == "" || *claimsKeyFile == "" || cfg.DSAR == nil {
-			return errors.New("--claims-addr needs --claims-url, --claims-key-file and --dsar-addr")
-		}
-		if !*dev && (*claimsCert == "" || *claimsKey == "" || !strings.HasPrefix(*claimsURL, "https://")) {
-			return errors.New("the claim check hands out identifiers: serve it over TLS (--claims-tls-cert, --claims-tls-key, an https --claims-url), or run with --dev")
-		}
-		raw, err := os.ReadFile(*claimsKeyFile)
-		if err != nil {
-			return err
-		}
-		if cfg.ClaimKey, err = base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw))); err != nil {
-			return fmt.Errorf("--claims-key-file: not base64: %w", err)
-		}
-		cfg.ClaimBaseURL = *claimsURL
+	if err := o.claims(&cfg); err != nil {
+		return err
 	}
 	runner, err := connect.New(cfg)
 	if err != nil {
@@ -162,15 +154,63 @@ func run(log *slog.Logger, args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if *claimsAddr == "" {
+	if o.claimsAddr == "" {
 		return runner.Run(ctx)
 	}
-	srv := &http.Server{Addr: *claimsAddr, Handler: runner.ClaimHandler(), ReadHeaderTimeout: 10 * time.Second,
+	return o.serveClaims(ctx, stop, runner)
+}
+
+// webhookTLS trusts the CA certificates in file beside the system's; nil
+// (the system's roots) without a file.
+func webhookTLS(file string) (*tls.Config, error) {
+	if file == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--webhook-ca %s holds no PEM certificate", file)
+	}
+	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, nil
+}
+
+// claims configures the claim check when --claims-addr is set.
+func (o *options) claims(cfg *connect.Config) error {
+	if o.claimsAddr == "" {
+		return nil
+	}
+	if o.claimsURL == "" || o.claimsKeyFile == "" || cfg.DSAR == nil {
+		return errors.New("--claims-addr needs --claims-url, --claims-key-file and --dsar-addr")
+	}
+	if !o.dev && (o.claimsCert == "" || o.claimsKey == "" || !strings.HasPrefix(o.claimsURL, "https://")) {
+		return errors.New("the claim check hands out identifiers: serve it over TLS (--claims-tls-cert, --claims-tls-key, an https --claims-url), or run with --dev")
+	}
+	raw, err := os.ReadFile(o.claimsKeyFile)
+	if err != nil {
+		return err
+	}
+	if cfg.ClaimKey, err = base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw))); err != nil {
+		return fmt.Errorf("--claims-key-file: not base64: %w", err)
+	}
+	cfg.ClaimBaseURL = o.claimsURL
+	return nil
+}
+
+// serveClaims runs the runner and serves its claim check until ctx ends
+// or either fails.
+func (o *options) serveClaims(ctx context.Context, stop func(), runner *connect.Runner) error {
+	srv := &http.Server{Addr: o.claimsAddr, Handler: runner.ClaimHandler(), ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
 	served := make(chan error, 1)
 	go func() {
-		if *claimsCert != "" {
-			served <- srv.ListenAndServeTLS(*claimsCert, *claimsKey)
+		if o.claimsCert != "" {
+			served <- srv.ListenAndServeTLS(o.claimsCert, o.claimsKey)
 		} else {
 			served <- srv.ListenAndServe()
 		}
