@@ -324,6 +324,18 @@ func (s *Server) Run(ctx context.Context) error {
 		go policy.Watch(watchCtx, policyReloadEvery)
 	}
 
+	httpSrv, err := s.startHTTP()
+	if err != nil {
+		_ = lis.Close()
+		if metrics != nil {
+			_ = metrics.Close()
+		}
+		if healthOnly != nil {
+			healthOnly.Stop()
+		}
+		return err
+	}
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.grpc.Serve(lis) }()
 	s.setServing(healthpb.HealthCheckResponse_SERVING)
@@ -331,13 +343,12 @@ func (s *Server) Run(ctx context.Context) error {
 	sort.Strings(names)
 	cfg.Logger.Info("serving", "addr", lis.Addr().String(), "services", names, "profile", cfg.Profile, "tls", cfg.serverTLS != nil)
 
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
 		err = fmt.Errorf("grpc serve: %w", err)
 	}
-	s.shutdown()
+	s.shutdown(httpSrv)
 	if healthOnly != nil {
 		healthOnly.Stop()
 	}
@@ -368,7 +379,7 @@ func (s *Server) setServing(st healthpb.HealthCheckResponse_ServingStatus) {
 	}
 }
 
-func (s *Server) shutdown() {
+func (s *Server) shutdown(httpSrv *http.Server) {
 	cfg := s.cfg
 	s.detailsMu.Lock()
 	s.running = false
@@ -379,6 +390,17 @@ func (s *Server) shutdown() {
 		cfg.Logger.Info("draining", "delay", cfg.DrainDelay)
 		time.Sleep(cfg.DrainDelay)
 	}
+	// The HTTP listener stops with the gRPC one: its calls are gRPC calls
+	// (grpc.Server.ServeHTTP), which GracefulStop waits for and Stop
+	// cancels; Shutdown waits for their responses to be written.
+	httpCtx, cancelHTTP := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancelHTTP()
+	httpStopped := make(chan struct{})
+	go func() {
+		stopHTTP(httpCtx, httpSrv)
+		close(httpStopped)
+	}()
+	defer func() { <-httpStopped }()
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

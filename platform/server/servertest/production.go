@@ -68,6 +68,13 @@ func Identity(name string) string { return "spiffe://" + TrustDomain + "/system/
 // client certificate carrying Identity(name), trusting the CA.
 func (p *PKI) Client(t testing.TB, name string) credentials.TransportCredentials {
 	t.Helper()
+	return credentials.NewTLS(p.clientTLS(t, name))
+}
+
+// clientTLS is the TLS configuration of the caller called name: a client
+// certificate carrying Identity(name), trusting the CA.
+func (p *PKI) clientTLS(t testing.TB, name string) *tls.Config {
+	t.Helper()
 	pair := p.ca.Issue(t, tlstest.Leaf{Name: name, URIs: []string{Identity(name)}})
 	cert, err := tls.X509KeyPair(pair.CertPEM, pair.KeyPEM)
 	if err != nil {
@@ -75,8 +82,8 @@ func (p *PKI) Client(t testing.TB, name string) credentials.TransportCredentials
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(p.ca.Cert)
-	return credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert}})
+	return &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert}}
 }
 
 // StartTCP builds a server from cfg on a loopback TCP listener, lets
