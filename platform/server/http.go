@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"time"
 
+	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
 	"connectrpc.com/vanguard/vanguardgrpc"
+	"google.golang.org/protobuf/proto"
 )
 
 // The HTTP/JSON face of the server (docs/design.md § HTTP/JSON).
@@ -45,10 +47,15 @@ const (
 func (s *Server) httpHandler() (http.Handler, error) {
 	// Only protobuf reaches the gRPC server: its codec (requestCodec) is
 	// forced for every call, so the transcoder must convert JSON itself.
-	transcoder, err := vanguardgrpc.NewTranscoder(s.grpc, vanguard.WithDefaultServiceOptions(
-		vanguard.WithTargetCodecs(vanguard.CodecProto),
-		vanguard.WithMaxMessageBufferBytes(maxHTTPMessage),
-	))
+	transcoder, err := vanguardgrpc.NewTranscoder(s.grpc,
+		vanguard.WithDefaultServiceOptions(
+			vanguard.WithTargetCodecs(vanguard.CodecProto),
+			vanguard.WithMaxMessageBufferBytes(maxHTTPMessage),
+		),
+		vanguard.WithCodec(func(res vanguard.TypeResolver) vanguard.Codec {
+			return requestJSON{vanguard.NewJSONCodec(res)}
+		}),
+	)
 	if err != nil {
 		return nil, fmt.Errorf("http transcoder: %w", err)
 	}
@@ -66,6 +73,20 @@ func (s *Server) httpHandler() (http.Handler, error) {
 		}
 		transcoder.ServeHTTP(w, r)
 	}), nil
+}
+
+// requestJSON is the transcoder's JSON codec (protojson field names,
+// unknown fields discarded as the gRPC codec discards them, every field
+// written in answers) with one change: a request body that is not JSON of
+// the request message is the caller's mistake, InvalidArgument (400), where
+// the transcoder would answer Unknown (500) and page an operator.
+type requestJSON struct{ *vanguard.JSONCodec }
+
+func (c requestJSON) Unmarshal(data []byte, msg proto.Message) error {
+	if err := c.JSONCodec.Unmarshal(data, msg); err != nil {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("the body is not JSON of %s: %w", msg.ProtoReflect().Descriptor().FullName(), err))
+	}
+	return nil
 }
 
 // httpTLS is the listener's TLS configuration for HTTP: the gRPC

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -114,4 +115,51 @@ func PostJSON(t testing.TB, client *http.Client, baseURL, procedure, token, body
 		t.Fatalf("POST %s: read the response: %v", procedure, err)
 	}
 	return resp.StatusCode, out
+}
+
+// HTTPError is an error answer of the HTTP/JSON listener: the Connect
+// protocol's error body, each status detail with its JSON form (debug).
+type HTTPError struct {
+	// Code is the gRPC code in the Connect spelling ("invalid_argument").
+	Code string `json:"code"`
+	// Message is the status message.
+	Message string `json:"message"`
+	// Details are the status details (google.rpc.ErrorInfo, BadRequest).
+	Details []struct {
+		Type  string          `json:"type"`
+		Debug json.RawMessage `json:"debug"`
+	} `json:"details"`
+}
+
+// DecodeHTTPError decodes body as an HTTPError, failing the test when it
+// is not one.
+func DecodeHTTPError(t testing.TB, body []byte) HTTPError {
+	t.Helper()
+	var e HTTPError
+	if err := json.Unmarshal(body, &e); err != nil || e.Code == "" {
+		t.Fatalf("not a Connect error body (%v): %s", err, body)
+	}
+	return e
+}
+
+// Fields returns the fields that the error's google.rpc.BadRequest detail
+// names, read from its JSON form alone.
+func (e HTTPError) Fields() []string {
+	var fields []string
+	for _, d := range e.Details {
+		if d.Type != "google.rpc.BadRequest" {
+			continue
+		}
+		var br struct {
+			FieldViolations []struct {
+				Field string `json:"field"`
+			} `json:"fieldViolations"`
+		}
+		if json.Unmarshal(d.Debug, &br) == nil {
+			for _, v := range br.FieldViolations {
+				fields = append(fields, v.Field)
+			}
+		}
+	}
+	return fields
 }
