@@ -31,15 +31,15 @@ type JWT struct {
 }
 
 // WithJWT makes cfg also accept bearer JWTs (ES256) signed by the
-// returned JWT, beside client certificates: the keys file is written
-// where the PKI keeps its files.
+// returned JWT, beside client certificates. Each call makes a new key:
+// a second JWT signs tokens that a server configured by the first refuses.
 func (p *PKI) WithJWT(t testing.TB, cfg *server.Config) *JWT {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(p.dir, "jwks.json")
+	path := filepath.Join(t.TempDir(), "jwks.json")
 	authtest.WriteJWKS(t, path, map[string]crypto.Signer{"k1": key})
 	cfg.JWTKeysFile, cfg.JWTIssuer, cfg.JWTAudience = path, JWTIssuer, JWTAudience
 	return &JWT{t: t, key: key}

@@ -36,7 +36,7 @@ func NewPKI(t testing.TB) *PKI {
 	p := &PKI{dir: t.TempDir(), ca: tlstest.NewCA(t, "lethe test CA")}
 	p.caFile = p.ca.WritePEM(t, p.dir, "ca.pem")
 	p.serverCert, p.serverKey = p.ca.Issue(t, tlstest.Leaf{Name: "lethe-server",
-		URIs: []string{"spiffe://" + TrustDomain + "/service/server"}}).Write(t, p.dir, "server")
+		URIs: []string{ServerIdentity}}).Write(t, p.dir, "server")
 	return p
 }
 
@@ -59,6 +59,14 @@ func (p *PKI) Production(t testing.TB, policy string) server.Config {
 		PolicyFile:      path,
 	}
 }
+
+// CAFile is the PEM file of the CA: what a host that dials the server
+// (the services dialling their neighbours) trusts.
+func (p *PKI) CAFile() string { return p.caFile }
+
+// ServerIdentity is the SPIFFE id of the server's own certificate, which
+// it presents when it dials other services.
+const ServerIdentity = "spiffe://" + TrustDomain + "/service/server"
 
 // Identity is the SPIFFE id of the caller called name: the identity a
 // policy names.
