@@ -82,7 +82,7 @@ func TestHTTPJSONEveryServiceInProduction(t *testing.T) {
 		// tenant clio, which the 401 and 403 calls replace.
 		ok, okBody string
 		// bad is refused naming field; missing answers NotFound.
-		bad, badBody, field string
+		bad, badBody, field  string
 		missing, missingBody string
 	}{
 		{"registry", "GetTenant", `{"tenantId": "clio"}`,
@@ -210,4 +210,3 @@ func portOf(t *testing.T, addr net.Addr) string {
 	}
 	return port
 }
-
