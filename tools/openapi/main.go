@@ -73,7 +73,9 @@ func Generate() ([]byte, error) {
 		return true
 	})
 	// RangeFiles visits the files in no fixed order.
-	slices.SortFunc(services, func(a, b protoreflect.ServiceDescriptor) int { return strings.Compare(string(a.FullName()), string(b.FullName())) })
+	slices.SortFunc(services, func(a, b protoreflect.ServiceDescriptor) int {
+		return strings.Compare(string(a.FullName()), string(b.FullName()))
+	})
 	if len(services) == 0 {
 		return nil, errors.New("the descriptor set declares no service")
 	}

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
-	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/gen/go/descriptorset"
+	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 )
 
 const committed = "../../docs/openapi.json"
