@@ -53,9 +53,10 @@ func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
 	flagenv.SetDefault(fs, "drain-delay", "0s")
 	flagenv.SetDefault(fs, "shutdown-timeout", "5s")
 	flagenv.SetDefault(fs, "log-format", "text")
-	// HTTP/JSON beside gRPC, on the port after it: 8080 is where many a
-	// developer's own server already listens.
-	flagenv.SetDefault(fs, "http-addr", "127.0.0.1:7401")
+	// HTTP/JSON beside gRPC, in Lethe's range: 8080 is where many a
+	// developer's own server already listens, and 7401–7404 are the
+	// per-service binaries' gRPC ports.
+	flagenv.SetDefault(fs, "http-addr", "127.0.0.1:7410")
 	fs.StringVar(&c.dataDir, "data", "./data", "folder for the bbolt files and the NATS store; kept across restarts")
 	fs.StringVar(&c.natsAddr, "nats-addr", "127.0.0.1:4222", "address of the embedded NATS server")
 	fs.BoolVar(&c.devCodes, "dsar-dev-codes", false,

@@ -454,7 +454,7 @@ func TestREADMEGrpcurlBodies(t *testing.T) {
 
 // readmeHTTPAddr is the HTTP/JSON address the README's curl commands use,
 // lethe dev's default.
-const readmeHTTPAddr = "127.0.0.1:7401"
+const readmeHTTPAddr = "127.0.0.1:7410"
 
 var (
 	statedStatus = regexp.MustCompile(`^#\s*(\d{3}):\s*(\S+)`)
