@@ -3,8 +3,10 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -23,6 +25,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 // registerKittest registers the kit test service on a fresh store, as
@@ -192,3 +195,34 @@ func TestHTTPAddrMustBeLoopbackInPlaintext(t *testing.T) {
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// The HTTP listener stops with the server: once Run returns, nothing
+// answers on it.
+func TestHTTPListenerStopsWithTheServer(t *testing.T) {
+	hlis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := hlis.Addr().String()
+	_, run := servertest.Build(t, server.Config{Logger: quietLogger(), HTTPListener: hlis}, registerKittest(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	eventually.Succeeds(t, "the HTTP listener answers", func() error {
+		if status, body := servertest.PostJSON(t, client, "http://"+addr, kitPath+"Noop", "", `{}`); status != http.StatusOK {
+			return fmt.Errorf("%d %s", status, body)
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	client.CloseIdleConnections()
+	if conn, err := net.Dial("tcp", addr); err == nil {
+		_ = conn.Close()
+		t.Fatalf("%s still accepts connections after Run returned", addr)
+	}
+}
