@@ -93,6 +93,7 @@ bench:
 	cd tools && go test -run '^$$' -bench DevStartup -benchtime 5x ./lethe/
 	cd tools && go test -run '^$$' -bench ConsentMemory -benchtime 1x -v ./lethe/
 	cd platform && go test -run '^$$' -bench Chain -benchtime 20000x ./server/
+	cd platform && go test -run '^$$' -bench HTTPJSON -benchtime 20000x ./server/
 	cd platform && go test -run '^$$' -bench BatchPut -benchtime 5000x ./store/
 	cd platform && go test -run '^$$' -bench OutboxCommit -benchtime 20000x ./outbox/
 	cd platform && go test -run '^$$' -bench Relay -benchtime 10000x ./outbox/
