@@ -146,8 +146,8 @@ func (s *Server) startHTTP() (*http.Server, error) {
 }
 
 // stopHTTP stops accepting HTTP calls and waits for those in flight until
-// ctx ends, then closes what remains. It runs beside the gRPC server's
-// GracefulStop: the calls it waits for are gRPC calls too.
+// ctx ends, then closes what remains. It runs before the gRPC server's
+// GracefulStop, which would cancel them.
 func stopHTTP(ctx context.Context, srv *http.Server) {
 	if srv == nil {
 		return

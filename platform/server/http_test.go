@@ -226,3 +226,70 @@ func TestHTTPListenerStopsWithTheServer(t *testing.T) {
 		t.Fatalf("%s still accepts connections after Run returned", addr)
 	}
 }
+
+// blockingNoop is the kit test service with a Noop that waits for release,
+// so that a test holds a call in flight.
+type blockingNoop struct {
+	kittestv1.UnimplementedKitTestServiceServer
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingNoop) Noop(context.Context, *kittestv1.NoopRequest) (*kittestv1.NoopResponse, error) {
+	close(b.entered)
+	<-b.release
+	return &kittestv1.NoopResponse{}, nil
+}
+
+// A call in flight on the HTTP listener when the server stops is answered:
+// the listener stops taking calls, waits for those it has, and only then
+// does the gRPC server stop (whose GracefulStop would cancel them).
+func TestHTTPCallInFlightFinishesAtShutdown(t *testing.T) {
+	hlis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := hlis.Addr().String()
+	svc := &blockingNoop{entered: make(chan struct{}), release: make(chan struct{})}
+	_, run := servertest.Build(t, server.Config{Logger: quietLogger(), HTTPListener: hlis, ShutdownTimeout: 10 * time.Second},
+		func(s *server.Server) { s.Register(&kittestv1.KitTestService_ServiceDesc, svc) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	type answer struct {
+		status int
+		body   []byte
+		err    error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		resp, err := client.Post("http://"+addr+kitPath+"Noop", "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			answered <- answer{err: err}
+			return
+		}
+		defer func() { _ = resp.Body.Close() }()
+		body, err := io.ReadAll(resp.Body)
+		answered <- answer{resp.StatusCode, body, err}
+	}()
+	<-svc.entered
+	cancel()
+	// The shutdown has begun once the listener refuses connections.
+	eventually.True(t, "the HTTP listener closes", func() bool {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
+			_ = conn.Close()
+		}
+		return err != nil
+	})
+	close(svc.release)
+	if a := <-answered; a.err != nil || a.status != http.StatusOK {
+		t.Fatalf("the call in flight at shutdown: %d %s %v, want 200", a.status, a.body, a.err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

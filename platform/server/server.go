@@ -390,23 +390,20 @@ func (s *Server) shutdown(httpSrv *http.Server) {
 		cfg.Logger.Info("draining", "delay", cfg.DrainDelay)
 		time.Sleep(cfg.DrainDelay)
 	}
-	// The HTTP listener stops with the gRPC one: its calls are gRPC calls
-	// (grpc.Server.ServeHTTP), which GracefulStop waits for and Stop
-	// cancels; Shutdown waits for their responses to be written.
-	httpCtx, cancelHTTP := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancelHTTP()
-	httpStopped := make(chan struct{})
-	go func() {
-		stopHTTP(httpCtx, httpSrv)
-		close(httpStopped)
-	}()
-	defer func() { <-httpStopped }()
+	// One deadline for both listeners. HTTP stops first: its calls are
+	// gRPC calls through grpc.Server.ServeHTTP, which GracefulStop would
+	// cancel (grpc-go drains such a call by closing its transport), so
+	// Shutdown waits for them while the gRPC server still runs them.
+	deadline := time.Now().Add(cfg.ShutdownTimeout)
+	httpCtx, cancelHTTP := context.WithDeadline(context.Background(), deadline)
+	stopHTTP(httpCtx, httpSrv)
+	cancelHTTP()
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
 		close(stopped)
 	}()
-	timer := time.NewTimer(cfg.ShutdownTimeout)
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
 	case <-stopped:
