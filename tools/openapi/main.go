@@ -16,7 +16,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strings"
@@ -41,15 +40,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "openapi:", err)
 		os.Exit(1)
 	}
-	var w io.Writer = os.Stdout
-	if *out != "" {
-		if err := os.WriteFile(*out, doc, 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "openapi:", err)
-			os.Exit(1)
-		}
+	if *out == "" {
+		_, _ = os.Stdout.Write(doc)
 		return
 	}
-	_, _ = w.Write(doc)
+	if err := os.WriteFile(*out, doc, 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "openapi:", err)
+		os.Exit(1)
+	}
 }
 
 // errorSchema is the Connect protocol's error body: the gRPC code, its
