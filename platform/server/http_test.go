@@ -181,7 +181,8 @@ func TestHTTPJSONDevelopmentProfile(t *testing.T) {
 }
 
 // The development profile refuses a plaintext HTTP listener that other
-// machines reach, as it refuses one for gRPC.
+// machines reach, as it refuses one for gRPC; production refuses
+// plaintext on both.
 func TestHTTPAddrMustBeLoopbackInPlaintext(t *testing.T) {
 	cfg := server.Config{Name: "t", Addr: "127.0.0.1:0", HTTPAddr: "0.0.0.0:8080"}
 	errs := cfg.Refusals()
@@ -191,6 +192,19 @@ func TestHTTPAddrMustBeLoopbackInPlaintext(t *testing.T) {
 	cfg.HTTPAddr = "127.0.0.1:8080"
 	if errs := cfg.Refusals(); len(errs) != 0 {
 		t.Fatalf("loopback: refusals = %v", errs)
+	}
+	// Production has no plaintext listener at all: the HTTP listener has
+	// the gRPC listener's TLS configuration, which production requires.
+	prod := servertest.NewPKI(t).Production(t, `{"rules": []}`)
+	prod.HTTPAddr = ":8080"
+	if errs := prod.Refusals(); len(errs) != 0 {
+		t.Fatalf("production with TLS and an HTTP address: refusals = %v", errs)
+	}
+	prod.TLSCertFile, prod.TLSKeyFile, prod.TLSClientCAFile, prod.TrustDomain = "", "", "", ""
+	prod.JWTKeysFile, prod.JWTIssuer, prod.JWTAudience = "k", "i", "a"
+	errs = prod.Refusals()
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "plaintext") {
+		t.Fatalf("production without TLS, with an HTTP address: refusals = %v, want the plaintext refusal alone", errs)
 	}
 }
 
