@@ -43,6 +43,9 @@ tools:
 # (gen/go/descriptorset).
 DESCRIPTORS := buf build --as-file-descriptor-set --exclude-imports -o gen/go/descriptorset/lethe.binpb --path proto/lethe
 
+# The OpenAPI document of the HTTP/JSON API, from those descriptors.
+OPENAPI := (cd tools && go run ./openapi -o ../docs/openapi.json)
+
 ## generate: regenerate Go code from the protos (offline, local plugins)
 generate:
 	buf format -w proto
@@ -50,6 +53,7 @@ generate:
 	buf generate
 	buf generate --template buf.gen.kittest.yaml
 	$(DESCRIPTORS)
+	$(OPENAPI)
 
 ## lint: buf lint, buf format, gofmt
 lint:
@@ -59,12 +63,13 @@ lint:
 	@unformatted=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 
-## check-generate: regenerate in a clean copy and fail on any difference from what is committed
+## check-generate: regenerate (Go code, descriptors, docs/openapi.json) in a clean copy and fail on any difference from what is committed
 check-generate:
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$$tmp"; \
-	(cd "$$tmp" && buf generate && buf generate --template buf.gen.kittest.yaml && $(DESCRIPTORS)); \
+	(cd "$$tmp" && buf generate && buf generate --template buf.gen.kittest.yaml && $(DESCRIPTORS) && $(OPENAPI)); \
 	diff -r gen "$$tmp/gen" && diff -r platform/internal/kittest/gen "$$tmp/platform/internal/kittest/gen" \
+	  && diff docs/openapi.json "$$tmp/docs/openapi.json" \
 	  || { echo "generated code differs from the protos: run 'make generate' and commit"; exit 1; }
 
 ## check-versions: every module requires the same version of each shared dependency
@@ -96,6 +101,7 @@ bench:
 	cd tools && go test -run '^$$' -bench DevStartup -benchtime 5x ./lethe/
 	cd tools && go test -run '^$$' -bench ConsentMemory -benchtime 1x -v ./lethe/
 	cd platform && go test -run '^$$' -bench Chain -benchtime 20000x ./server/
+	cd platform && go test -run '^$$' -bench HTTPJSON -benchtime 20000x ./server/
 	cd platform && go test -run '^$$' -bench BatchPut -benchtime 5000x ./store/
 	cd platform && go test -run '^$$' -bench OutboxCommit -benchtime 20000x ./outbox/
 	cd platform && go test -run '^$$' -bench Relay -benchtime 10000x ./outbox/

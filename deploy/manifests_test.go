@@ -436,6 +436,9 @@ func checkServiceContainer(t *testing.T, r *rendered, svc string, port int32) {
 	if env["LETHE_METRICS_ADDR"] != fmt.Sprintf(":%d", ports["metrics"]) || ports["metrics"] == 0 {
 		t.Errorf("%s: metrics port %d, LETHE_METRICS_ADDR is %q", where, ports["metrics"], env["LETHE_METRICS_ADDR"])
 	}
+	if env["LETHE_HTTP_ADDR"] != fmt.Sprintf(":%d", ports["http"]) || ports["http"] == 0 {
+		t.Errorf("%s: HTTP/JSON port %d, LETHE_HTTP_ADDR is %q", where, ports["http"], env["LETHE_HTTP_ADDR"])
+	}
 	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
 		if p == nil || p.GRPC == nil || p.GRPC.Port != ports["health"] {
 			t.Errorf("%s: %s probe is not a gRPC health check on the health port", where, name)

@@ -70,8 +70,18 @@ func isLocal(addr net.Addr) bool {
 	case *net.UnixAddr:
 		return true
 	}
+	if addr == nil {
+		return false
+	}
+	// A call through grpc.Server.ServeHTTP (the HTTP/JSON listener) names
+	// its peer by the "ip:port" net/http read from the connection.
+	if addr.Network() == "tcp" {
+		host, _, err := net.SplitHostPort(addr.String())
+		ip := net.ParseIP(host)
+		return err == nil && ip != nil && ip.IsLoopback()
+	}
 	// grpc's bufconn listener, used by tests, names its network "bufconn".
-	return addr != nil && addr.Network() == "bufconn"
+	return addr.Network() == "bufconn"
 }
 
 // Request is what a Policy decides on.

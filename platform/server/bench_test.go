@@ -2,9 +2,12 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -69,6 +72,63 @@ func BenchmarkChain(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					if _, err := client.Noop(ctx, &kittestv1.NoopRequest{}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkHTTPJSON measures what the HTTP/JSON listener costs a call
+// beside the gRPC listener: the same no-op method through the same kit
+// server over loopback TCP, once as a gRPC call and once as a Connect
+// JSON POST, which the transcoder turns into the same gRPC call. The
+// difference of the two ns/op is the transcoding's cost per call.
+func BenchmarkHTTPJSON(b *testing.B) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	svc := kittest.New(nil, nil) // Noop touches no state
+	grpcAddr, base := servertest.StartHTTP(b, server.Config{Logger: quiet}, func(s *server.Server) {
+		s.Register(&kittestv1.KitTestService_ServiceDesc, svc)
+	})
+	grpcClient := kittestv1.NewKitTestServiceClient(servertest.Dial(b, grpcAddr, nil))
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	b.Cleanup(tr.CloseIdleConnections)
+	httpClient := &http.Client{Transport: tr}
+	calls := map[string]func() error{
+		"grpc": func() error {
+			_, err := grpcClient.Noop(context.Background(), &kittestv1.NoopRequest{})
+			return err
+		},
+		"http-json": func() error {
+			resp, err := httpClient.Post(base+"/lethe.kittest.v1.KitTestService/Noop", "application/json", strings.NewReader(`{}`))
+			if err != nil {
+				return err
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("status %s", resp.Status)
+			}
+			return nil
+		},
+	}
+	for _, name := range []string{"grpc", "http-json"} {
+		call := calls[name]
+		b.Run(name+"/sequential", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := call(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(name+"/parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := call(); err != nil {
 						b.Error(err)
 						return
 					}

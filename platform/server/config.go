@@ -88,6 +88,10 @@ type Config struct {
 	// without authentication, for probes that cannot speak TLS (the
 	// kubelet's gRPC probe). Nothing else is served on it.
 	HealthAddr string
+	// HTTPAddr, when set, serves every registered service as HTTP/JSON
+	// (the Connect protocol) through the same interceptor chain, with the
+	// gRPC listener's TLS configuration. Empty turns it off.
+	HTTPAddr string
 
 	// Listener, when set, is served instead of listening on Addr: tests
 	// pass a bufconn listener, and a caller that must know the bound port
@@ -98,6 +102,8 @@ type Config struct {
 	Logger *slog.Logger
 	// HealthListener, when set, is served as HealthAddr would be.
 	HealthListener net.Listener
+	// HTTPListener, when set, is served as HTTPAddr would be.
+	HTTPListener net.Listener
 	// LogOutput is where a built logger writes; standard error by default.
 	LogOutput io.Writer
 	// Telemetry, when set, is used instead of providers built from the
@@ -147,6 +153,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, defaultAddr string) {
 	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "required iss claim of bearer JWTs")
 	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "required aud claim of bearer JWTs")
 	fs.StringVar(&c.TokensFile, "dev-tokens", "", "file of static bearer tokens (JSON), development profile only")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "", "HTTP/JSON listen address (Connect protocol, same TLS, authentication and policy as gRPC; empty disables)")
 	fs.StringVar(&c.HealthAddr, "health-addr", "", "plaintext listen address serving only grpc.health.v1, for probes that cannot speak TLS (empty disables)")
 }
 
@@ -317,11 +324,7 @@ func (c *Config) checkProfile() []error {
 	errs := c.checkFlagPairs()
 	switch c.Profile {
 	case ProfileDev:
-		if c.TLSCertFile == "" && c.Listener == nil && c.Addr != "" {
-			if err := requireLoopback(c.Addr); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		errs = append(errs, c.devRefusals()...)
 	case ProfileProduction:
 		errs = append(errs, c.productionRefusals()...)
 	default:
@@ -355,6 +358,23 @@ func (c *Config) checkFlagPairs() []error {
 	}
 	if c.usesJWT() && (c.JWTKeysFile == "" || c.JWTIssuer == "" || c.JWTAudience == "") {
 		errs = append(errs, errors.New("--jwt-keys, --jwt-issuer and --jwt-audience go together"))
+	}
+	return errs
+}
+
+// devRefusals returns what the development profile refuses in c: a
+// plaintext listener, gRPC or HTTP, that other machines could reach.
+func (c *Config) devRefusals() []error {
+	var errs []error
+	if c.TLSCertFile == "" && c.Listener == nil && c.Addr != "" {
+		if err := requireLoopback("--addr", c.Addr); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.TLSCertFile == "" && c.HTTPListener == nil && c.HTTPAddr != "" {
+		if err := requireLoopback("--http-addr", c.HTTPAddr); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errs
 }
@@ -405,10 +425,10 @@ func devAuthenticator(a auth.Authenticator) string {
 // requireLoopback refuses a plaintext listen address that other machines
 // can reach: the development profile has no transport security, and its
 // authenticator would refuse remote callers anyway.
-func requireLoopback(addr string) error {
+func requireLoopback(flag, addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("--addr %q: %w", addr, err)
+		return fmt.Errorf("%s %q: %w", flag, addr, err)
 	}
 	if host == "localhost" {
 		return nil
@@ -416,8 +436,8 @@ func requireLoopback(addr string) error {
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		return nil
 	}
-	return fmt.Errorf("the development profile serves plaintext on loopback only, and --addr %q is not a loopback address: "+
-		"listen on 127.0.0.1, or configure TLS (--tls-cert, --tls-key) or --profile production", addr)
+	return fmt.Errorf("the development profile serves plaintext on loopback only, and %s %q is not a loopback address: "+
+		"listen on 127.0.0.1, or configure TLS (--tls-cert, --tls-key) or --profile production", flag, addr)
 }
 
 // buildAuthenticator fills the authentication slot from the flags:

@@ -324,6 +324,18 @@ func (s *Server) Run(ctx context.Context) error {
 		go policy.Watch(watchCtx, policyReloadEvery)
 	}
 
+	httpSrv, err := s.startHTTP()
+	if err != nil {
+		_ = lis.Close()
+		if metrics != nil {
+			_ = metrics.Close()
+		}
+		if healthOnly != nil {
+			healthOnly.Stop()
+		}
+		return err
+	}
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.grpc.Serve(lis) }()
 	s.setServing(healthpb.HealthCheckResponse_SERVING)
@@ -331,13 +343,12 @@ func (s *Server) Run(ctx context.Context) error {
 	sort.Strings(names)
 	cfg.Logger.Info("serving", "addr", lis.Addr().String(), "services", names, "profile", cfg.Profile, "tls", cfg.serverTLS != nil)
 
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
 		err = fmt.Errorf("grpc serve: %w", err)
 	}
-	s.shutdown()
+	s.shutdown(httpSrv)
 	if healthOnly != nil {
 		healthOnly.Stop()
 	}
@@ -368,7 +379,7 @@ func (s *Server) setServing(st healthpb.HealthCheckResponse_ServingStatus) {
 	}
 }
 
-func (s *Server) shutdown() {
+func (s *Server) shutdown(httpSrv *http.Server) {
 	cfg := s.cfg
 	s.detailsMu.Lock()
 	s.running = false
@@ -379,12 +390,20 @@ func (s *Server) shutdown() {
 		cfg.Logger.Info("draining", "delay", cfg.DrainDelay)
 		time.Sleep(cfg.DrainDelay)
 	}
+	// One deadline for both listeners. HTTP stops first: its calls are
+	// gRPC calls through grpc.Server.ServeHTTP, which GracefulStop would
+	// cancel (grpc-go drains such a call by closing its transport), so
+	// Shutdown waits for them while the gRPC server still runs them.
+	deadline := time.Now().Add(cfg.ShutdownTimeout)
+	httpCtx, cancelHTTP := context.WithDeadline(context.Background(), deadline)
+	stopHTTP(httpCtx, httpSrv)
+	cancelHTTP()
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
 		close(stopped)
 	}()
-	timer := time.NewTimer(cfg.ShutdownTimeout)
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
 	case <-stopped:

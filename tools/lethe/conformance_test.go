@@ -98,7 +98,7 @@ func sharedPlatform(t *testing.T) *platform {
 		if shared.err = os.WriteFile(p.config, []byte(config), 0o600); shared.err != nil {
 			return
 		}
-		p.cmd = exec.Command(p.lethe, "dev", "--data", filepath.Join(p.dir, "data"), "--addr", p.addr, "--nats-addr", p.nats, "--metrics-addr", "")
+		p.cmd = exec.Command(p.lethe, "dev", "--data", filepath.Join(p.dir, "data"), "--addr", p.addr, "--nats-addr", p.nats, "--metrics-addr", "", "--http-addr", "")
 		p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
 		shared.err = p.cmd.Start()
 	})

@@ -66,6 +66,10 @@ func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
 	flagenv.SetDefault(fs, "drain-delay", "0s")
 	flagenv.SetDefault(fs, "shutdown-timeout", "5s")
 	flagenv.SetDefault(fs, "log-format", "text")
+	// HTTP/JSON beside gRPC, in Lethe's range: 8080 is where many a
+	// developer's own server already listens, and 7401–7404 are the
+	// per-service binaries' gRPC ports.
+	flagenv.SetDefault(fs, "http-addr", "127.0.0.1:7410")
 	fs.StringVar(&c.dataDir, "data", "./data", "folder for the bbolt files and the NATS store; kept across restarts")
 	fs.StringVar(&c.natsAddr, "nats-addr", "127.0.0.1:4222", "address of the embedded NATS server")
 	fs.BoolVar(&c.devCodes, "dsar-dev-codes", false,
@@ -170,11 +174,21 @@ func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
 		return fmt.Errorf("listen on %s: %w", c.server.Addr, err)
 	}
 	completed.Listener = lis
+	if c.server.HTTPAddr != "" {
+		hlis, err := net.Listen("tcp", c.server.HTTPAddr)
+		if err != nil {
+			return errors.Join(fmt.Errorf("listen for HTTP on %s: %w", c.server.HTTPAddr, err), lis.Close())
+		}
+		completed.HTTPListener = hlis
+	}
 	local, err := service.NewLocal(completed, service.Deps{DataDir: c.dataDir, NATS: nc, JetStream: js}, c.factories())
 	if err != nil {
+		if completed.HTTPListener != nil {
+			err = errors.Join(err, completed.HTTPListener.Close())
+		}
 		return err
 	}
-	printEndpoints(stdout, lis.Addr().String(), embedded.ClientURL(), c)
+	printEndpoints(stdout, lis.Addr().String(), httpAddr(completed.HTTPListener), embedded.ClientURL(), c)
 	return local.Run(ctx)
 }
 
@@ -291,7 +305,15 @@ func (d *devConnect) Close() error {
 	return nil
 }
 
-func printEndpoints(w io.Writer, grpcAddr, natsURL string, c devConfig) {
+// httpAddr is the address lis is bound to, "" when there is none.
+func httpAddr(lis net.Listener) string {
+	if lis == nil {
+		return ""
+	}
+	return lis.Addr().String()
+}
+
+func printEndpoints(w io.Writer, grpcAddr, httpAddr, natsURL string, c devConfig) {
 	data, err := filepath.Abs(c.dataDir)
 	if err != nil {
 		data = c.dataDir
@@ -301,10 +323,17 @@ func printEndpoints(w io.Writer, grpcAddr, natsURL string, c devConfig) {
 	for _, name := range healthNames {
 		fmt.Fprintf(w, "           %s\n", name)
 	}
+	if httpAddr != "" {
+		fmt.Fprintf(w, "  HTTP     http://%s (JSON: POST /<service>/<method>, Connect protocol)\n", httpAddr)
+	}
 	fmt.Fprintf(w, "  NATS     %s (JetStream, stream %s, sync always: %t)\n", natsURL, c.stream.Name, c.syncAlways)
 	if c.server.MetricsAddr != "" {
 		fmt.Fprintf(w, "  metrics  http://%s/metrics\n", c.server.MetricsAddr)
 	}
 	fmt.Fprintf(w, "  data     %s\n", data)
-	fmt.Fprintf(w, "Try: grpcurl -plaintext %s list\nStop with Ctrl-C.\n", grpcAddr)
+	fmt.Fprintf(w, "Try: grpcurl -plaintext %s list\n", grpcAddr)
+	if httpAddr != "" {
+		fmt.Fprintf(w, "     curl -H 'Content-Type: application/json' -d '{}' http://%s/lethe.registry.v1.RegistryService/ListTenants\n", httpAddr)
+	}
+	fmt.Fprintf(w, "Stop with Ctrl-C.\n")
 }

@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +18,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/dynamicpb"
+
+	"github.com/lethe-privacy/lethe/platform/server/servertest"
 )
 
 // The README's walk-through "Privacy as code: five companies, end to end"
@@ -41,8 +47,8 @@ func TestREADMEDemo(t *testing.T) {
 	blocks := shellBlocks(t, string(readme), readmeSection)
 
 	bin := buildBinaries(t, ".")["."]
-	addr, nats := freeAddr(t), freeAddr(t)
-	proc := startProcess(t, bin, "dev", "--data", t.TempDir(), "--addr", addr, "--nats-addr", nats, "--metrics-addr", "")
+	addr, nats, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	proc := startProcess(t, bin, "dev", "--data", t.TempDir(), "--addr", addr, "--nats-addr", nats, "--metrics-addr", "", "--http-addr", httpAddr)
 	defer proc.stop(t)
 	waitServing(t, addr, healthNames, proc)
 	// The reader's context: lethe dev's addresses, as the default would be.
@@ -54,9 +60,12 @@ func TestREADMEDemo(t *testing.T) {
 	// The README's paths are the repository root's.
 	t.Chdir("../..")
 
-	sh := &readmeShell{t: t, vars: map[string]string{}}
+	sh := &readmeShell{t: t, vars: map[string]string{}, httpAddr: httpAddr}
 	for _, b := range blocks {
 		sh.runBlock(b)
+	}
+	if sh.curls < 3 {
+		t.Fatalf("ran %d curl commands of the README, want its three HTTP/JSON examples", sh.curls)
 	}
 	if sh.ran < 10 {
 		t.Fatalf("ran %d lethe commands of the README; its walk-through has more — did the section or its blocks move?", sh.ran)
@@ -127,12 +136,17 @@ func shellBlocks(t *testing.T, readme, heading string) []string {
 // done`, and `command; echo $?` whose comment states the exit code it
 // shows ("# 1: withdrawn"). `./lethe` commands run through run(); other
 // commands (go build, go run of the example system) are not the CLI's and
-// are skipped. Anything else it does not know fails the test, so that the
+// are skipped. `curl` commands are made by an HTTP client to lethe dev's
+// HTTP/JSON listener, each answering the HTTP status its comment states
+// ("# 404: not_found", 200 without one) and, for "naming FIELD", an
+// error whose BadRequest detail names FIELD. Anything else it does not know fails the test, so that the
 // README stays within what is checked.
 type readmeShell struct {
-	t    *testing.T
-	vars map[string]string
-	ran  int // lethe commands run
+	t        *testing.T
+	vars     map[string]string
+	ran      int    // lethe commands run
+	curls    int    // curl commands run
+	httpAddr string // where lethe dev serves HTTP/JSON
 }
 
 // statement is one command of a block, with the exit code it must end
@@ -234,6 +248,10 @@ func (sh *readmeShell) statement(s statement) {
 // other command is skipped.
 func (sh *readmeShell) command(s statement) string {
 	words := sh.words(s.text, s.line)
+	if words[0] == "curl" {
+		sh.curl(words, s.line)
+		return ""
+	}
 	if words[0] != "./lethe" {
 		sh.t.Logf("README: not a lethe command, skipped: %s", s.text)
 		return ""
@@ -431,5 +449,72 @@ func TestREADMEGrpcurlBodies(t *testing.T) {
 	}
 	if checked < 10 {
 		t.Fatalf("checked %d grpcurl commands of the README; it has more", checked)
+	}
+}
+
+// readmeHTTPAddr is the HTTP/JSON address the README's curl commands use,
+// lethe dev's default.
+const readmeHTTPAddr = "127.0.0.1:7410"
+
+var (
+	statedStatus = regexp.MustCompile(`^#\s*(\d{3}):\s*(\S+)`)
+	namingField  = regexp.MustCompile(`naming (\S+)`)
+)
+
+// curl makes the README's curl command (-s, -H, -d and a URL) with an HTTP
+// client, to lethe dev's HTTP/JSON address.
+func (sh *readmeShell) curl(words []string, line string) {
+	t := sh.t
+	sh.curls++
+	var body, target string
+	header := http.Header{}
+	for i := 1; i < len(words); i++ {
+		switch w := words[i]; {
+		case w == "-s":
+		case (w == "-H" || w == "-d") && i+1 < len(words):
+			i++
+			if w == "-d" {
+				body = words[i]
+			} else if name, value, ok := strings.Cut(words[i], ":"); ok {
+				header.Set(name, strings.TrimSpace(value))
+			}
+		case strings.HasPrefix(w, "http://"+readmeHTTPAddr+"/"):
+			target = "http://" + sh.httpAddr + strings.TrimPrefix(w, "http://"+readmeHTTPAddr)
+		default:
+			t.Fatalf("README: %q: curl option %q is not one the test makes", line, w)
+		}
+	}
+	if target == "" || body == "" {
+		t.Fatalf("README: %q: want a JSON body (-d) and a URL at %s", line, readmeHTTPAddr)
+	}
+	req, err := http.NewRequest(http.MethodPost, target, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = header
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("README: %s: %v", line, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, comment := cutComment(line)
+	m := statedStatus.FindStringSubmatch(comment)
+	if m == nil {
+		var answer map[string]any
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(out, &answer) != nil {
+			t.Fatalf("README: %s\n%s %s, want 200 and a JSON answer", line, resp.Status, out)
+		}
+		return
+	}
+	e := servertest.DecodeHTTPError(t, out)
+	if strconv.Itoa(resp.StatusCode) != m[1] || e.Code != strings.TrimSuffix(m[2], ",") {
+		t.Fatalf("README: %s\n%s %s, want %s %s", line, resp.Status, out, m[1], m[2])
+	}
+	if f := namingField.FindStringSubmatch(comment); f != nil && !slices.Contains(e.Fields(), f[1]) {
+		t.Fatalf("README: %s\n%s names %q, want %s", line, out, e.Fields(), f[1])
 	}
 }

@@ -36,7 +36,7 @@ func NewPKI(t testing.TB) *PKI {
 	p := &PKI{dir: t.TempDir(), ca: tlstest.NewCA(t, "lethe test CA")}
 	p.caFile = p.ca.WritePEM(t, p.dir, "ca.pem")
 	p.serverCert, p.serverKey = p.ca.Issue(t, tlstest.Leaf{Name: "lethe-server",
-		URIs: []string{"spiffe://" + TrustDomain + "/service/server"}}).Write(t, p.dir, "server")
+		URIs: []string{ServerIdentity}}).Write(t, p.dir, "server")
 	return p
 }
 
@@ -60,6 +60,14 @@ func (p *PKI) Production(t testing.TB, policy string) server.Config {
 	}
 }
 
+// CAFile is the PEM file of the CA: what a host that dials the server
+// (the services dialling their neighbours) trusts.
+func (p *PKI) CAFile() string { return p.caFile }
+
+// ServerIdentity is the SPIFFE id of the server's own certificate, which
+// it presents when it dials other services.
+const ServerIdentity = "spiffe://" + TrustDomain + "/service/server"
+
 // Identity is the SPIFFE id of the caller called name: the identity a
 // policy names.
 func Identity(name string) string { return "spiffe://" + TrustDomain + "/system/" + name }
@@ -68,6 +76,13 @@ func Identity(name string) string { return "spiffe://" + TrustDomain + "/system/
 // client certificate carrying Identity(name), trusting the CA.
 func (p *PKI) Client(t testing.TB, name string) credentials.TransportCredentials {
 	t.Helper()
+	return credentials.NewTLS(p.clientTLS(t, name))
+}
+
+// clientTLS is the TLS configuration of the caller called name: a client
+// certificate carrying Identity(name), trusting the CA.
+func (p *PKI) clientTLS(t testing.TB, name string) *tls.Config {
+	t.Helper()
 	pair := p.ca.Issue(t, tlstest.Leaf{Name: name, URIs: []string{Identity(name)}})
 	cert, err := tls.X509KeyPair(pair.CertPEM, pair.KeyPEM)
 	if err != nil {
@@ -75,8 +90,8 @@ func (p *PKI) Client(t testing.TB, name string) credentials.TransportCredentials
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(p.ca.Cert)
-	return credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert}})
+	return &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert}}
 }
 
 // StartTCP builds a server from cfg on a loopback TCP listener, lets
