@@ -26,6 +26,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/registryclient"
 	"github.com/lethe-privacy/lethe/platform/server"
+	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/service/servicetest"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
@@ -56,14 +57,21 @@ type fixture struct {
 
 func start(t testing.TB) *fixture {
 	t.Helper()
-	return startProfile(t, "")
+	return startProfile(t, server.ProfileProduction)
 }
 
-// startProfile starts the registry as a host in profile would.
+// startProfile starts the registry as a host in profile would: the
+// registry judges registered URLs by its profile. The server itself stays
+// in development (the harness's plaintext loopback listener); only the
+// registry is told the profile.
 func startProfile(t testing.TB, profile string) *fixture {
 	t.Helper()
 	clk := clock.NewFake(today)
-	h := servicetest.Start(t, servicetest.Options{Clock: clk, Server: server.Config{Profile: profile}}, registry.Factory)
+	reg := service.Factory{Name: registry.Factory.Name, New: func(d service.Deps) (service.Service, error) {
+		d.Profile = profile
+		return registry.Factory.New(d)
+	}}
+	h := servicetest.Start(t, servicetest.Options{Clock: clk}, reg)
 	return &fixture{conn: h.Conn, client: registryv1.NewRegistryServiceClient(h.Conn), js: h.JetStream, clock: clk, ctx: context.Background()}
 }
 
