@@ -87,7 +87,7 @@ staticcheck:
 	@for m in $(MODULES); do echo "staticcheck $${m#$(CURDIR)/}"; (cd $$m && staticcheck ./...); done
 
 ## cyclo: no hand-written function above cyclomatic complexity CYCLO_MAX (docs/design.md); tests and generated code are exempt
-CYCLO_MAX := 19
+CYCLO_MAX := 18
 cyclo:
 	@files=$$(git ls-files --cached --others --exclude-standard '*.go' ':!:*_test.go' | xargs grep -L '^// Code generated .* DO NOT EDIT\.$$'); \
 	gocyclo -over $(CYCLO_MAX) $$files || { echo "split the functions above (complexity over $(CYCLO_MAX)): see docs/design.md"; exit 1; }
