@@ -105,7 +105,7 @@ bench:
 	cd platform && go test -run '^$$' -bench BatchPut -benchtime 5000x ./store/
 	cd platform && go test -run '^$$' -bench OutboxCommit -benchtime 20000x ./outbox/
 	cd platform && go test -run '^$$' -bench Relay -benchtime 10000x ./outbox/
-	cd platform && go test -run '^$$' -bench Pipeline -benchtime 2000x ./tasks/
+	cd tools && go test -run '^$$' -bench Pipeline -benchtime 2000x ./lethe/internal/flows/tasks/
 	cd services/registry && go test -run '^$$' -bench . -benchmem ./internal/routing/
 	cd services/consent && go test -run '^$$' -bench . -benchmem ./internal/decision/
 	cd tools && go test -run '^$$' -bench CheckOverGRPC -benchtime 20000x ./lethe/internal/flows/consent/
