@@ -87,7 +87,7 @@ staticcheck:
 	@for m in $(MODULES); do echo "staticcheck $${m#$(CURDIR)/}"; (cd $$m && staticcheck ./...); done
 
 ## cyclo: no hand-written function above cyclomatic complexity CYCLO_MAX (docs/design.md); tests and generated code are exempt
-CYCLO_MAX := 19
+CYCLO_MAX := 18
 cyclo:
 	@files=$$(git ls-files --cached --others --exclude-standard '*.go' ':!:*_test.go' | xargs grep -L '^// Code generated .* DO NOT EDIT\.$$'); \
 	gocyclo -over $(CYCLO_MAX) $$files || { echo "split the functions above (complexity over $(CYCLO_MAX)): see docs/design.md"; exit 1; }
@@ -105,7 +105,7 @@ bench:
 	cd platform && go test -run '^$$' -bench BatchPut -benchtime 5000x ./store/
 	cd platform && go test -run '^$$' -bench OutboxCommit -benchtime 20000x ./outbox/
 	cd platform && go test -run '^$$' -bench Relay -benchtime 10000x ./outbox/
-	cd platform && go test -run '^$$' -bench Pipeline -benchtime 2000x ./tasks/
+	cd tools && go test -run '^$$' -bench Pipeline -benchtime 2000x ./lethe/internal/flows/tasks/
 	cd services/registry && go test -run '^$$' -bench . -benchmem ./internal/routing/
 	cd services/consent && go test -run '^$$' -bench . -benchmem ./internal/decision/
 	cd tools && go test -run '^$$' -bench CheckOverGRPC -benchtime 20000x ./lethe/internal/flows/consent/

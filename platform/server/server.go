@@ -284,38 +284,16 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 
-	var metrics *http.Server
-	if cfg.MetricsAddr != "" {
-		mlis, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			_ = lis.Close()
-			return fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", cfg.Telemetry.MetricsHandler())
-		metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = metrics.Serve(mlis) }()
-		cfg.Logger.Info("metrics endpoint", "addr", mlis.Addr().String())
+	metrics, err := s.startMetrics()
+	if err != nil {
+		_ = lis.Close()
+		return err
 	}
-
-	var healthOnly *grpc.Server
-	if hlis := cfg.HealthListener; hlis != nil || cfg.HealthAddr != "" {
-		if hlis == nil {
-			var err error
-			if hlis, err = net.Listen("tcp", cfg.HealthAddr); err != nil {
-				_ = lis.Close()
-				if metrics != nil {
-					_ = metrics.Close()
-				}
-				return fmt.Errorf("listen for health on %s: %w", cfg.HealthAddr, err)
-			}
-		}
-		// The same health.Server as the main listener's, so that both
-		// report NOT_SERVING together during the drain.
-		healthOnly = grpc.NewServer()
-		healthpb.RegisterHealthServer(healthOnly, s.health)
-		go func() { _ = healthOnly.Serve(hlis) }()
-		cfg.Logger.Info("health endpoint (plaintext, grpc.health.v1 only)", "addr", hlis.Addr().String())
+	healthOnly, err := s.startHealthOnly()
+	if err != nil {
+		_ = lis.Close()
+		stopSides(metrics, nil)
+		return err
 	}
 
 	if policy, ok := cfg.Policy.(*auth.FilePolicy); ok {
@@ -327,12 +305,7 @@ func (s *Server) Run(ctx context.Context) error {
 	httpSrv, err := s.startHTTP()
 	if err != nil {
 		_ = lis.Close()
-		if metrics != nil {
-			_ = metrics.Close()
-		}
-		if healthOnly != nil {
-			healthOnly.Stop()
-		}
+		stopSides(metrics, healthOnly)
 		return err
 	}
 
@@ -349,12 +322,7 @@ func (s *Server) Run(ctx context.Context) error {
 		err = fmt.Errorf("grpc serve: %w", err)
 	}
 	s.shutdown(httpSrv)
-	if healthOnly != nil {
-		healthOnly.Stop()
-	}
-	if metrics != nil {
-		_ = metrics.Close()
-	}
+	stopSides(metrics, healthOnly)
 	if cfg.ownsTelemetry {
 		flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -362,6 +330,57 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	cfg.Logger.Info("stopped")
 	return err
+}
+
+// startMetrics serves /metrics on MetricsAddr, when one is set.
+func (s *Server) startMetrics() (*http.Server, error) {
+	cfg := s.cfg
+	if cfg.MetricsAddr == "" {
+		return nil, nil
+	}
+	mlis, err := net.Listen("tcp", cfg.MetricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", cfg.Telemetry.MetricsHandler())
+	metrics := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = metrics.Serve(mlis) }()
+	cfg.Logger.Info("metrics endpoint", "addr", mlis.Addr().String())
+	return metrics, nil
+}
+
+// startHealthOnly serves grpc.health.v1 alone, in plaintext, on
+// HealthListener or HealthAddr, when one is set.
+func (s *Server) startHealthOnly() (*grpc.Server, error) {
+	cfg := s.cfg
+	hlis := cfg.HealthListener
+	if hlis == nil && cfg.HealthAddr == "" {
+		return nil, nil
+	}
+	if hlis == nil {
+		var err error
+		if hlis, err = net.Listen("tcp", cfg.HealthAddr); err != nil {
+			return nil, fmt.Errorf("listen for health on %s: %w", cfg.HealthAddr, err)
+		}
+	}
+	// The same health.Server as the main listener's, so that both
+	// report NOT_SERVING together during the drain.
+	healthOnly := grpc.NewServer()
+	healthpb.RegisterHealthServer(healthOnly, s.health)
+	go func() { _ = healthOnly.Serve(hlis) }()
+	cfg.Logger.Info("health endpoint (plaintext, grpc.health.v1 only)", "addr", hlis.Addr().String())
+	return healthOnly, nil
+}
+
+// stopSides stops the metrics and health-only endpoints that run.
+func stopSides(metrics *http.Server, healthOnly *grpc.Server) {
+	if healthOnly != nil {
+		healthOnly.Stop()
+	}
+	if metrics != nil {
+		_ = metrics.Close()
+	}
 }
 
 // setServing reports st under every registered name, and each health

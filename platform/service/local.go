@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/lethe-privacy/lethe/platform/server"
+	"github.com/lethe-privacy/lethe/platform/tlsconfig"
 )
 
 // Local is a set of services built to run together behind one server, each
@@ -27,9 +28,10 @@ type Local struct {
 // and JetStream (and Backup, AnchorEvery); its Clock, Logger and Telemetry
 // are cfg's where deps leaves them nil (and its Profile where deps has none), and Registry and every declared
 // neighbour are the connection to the listener. A factory that needs other
-// dependencies wraps New. On failure NewLocal closes what it built and the
-// listener.
-func NewLocal(cfg server.CompletedConfig, deps Deps, factories []Factory) (*Local, error) {
+// dependencies wraps New. The services dial the listener in plaintext, as
+// only the development profile allows, unless DialRoots is given. On
+// failure NewLocal closes what it built and the listener.
+func NewLocal(cfg server.CompletedConfig, deps Deps, factories []Factory, opts ...LocalOption) (*Local, error) {
 	lis := cfg.Listener
 	if lis == nil {
 		return nil, errors.New("local services: the server configuration has no listener")
@@ -48,7 +50,11 @@ func NewLocal(cfg server.CompletedConfig, deps Deps, factories []Factory) (*Loca
 	}
 	// One listener serves every service, so one connection reaches the
 	// registry and every service's neighbours.
-	conn, err := NewDialer(cfg, nil).Dial(cfg.Name, lis.Addr().String())
+	var o localOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	conn, err := NewDialer(cfg, o.roots).Dial(cfg.Name, lis.Addr().String())
 	if err != nil {
 		return nil, errors.Join(err, lis.Close())
 	}
@@ -73,6 +79,21 @@ func NewLocal(cfg server.CompletedConfig, deps Deps, factories []Factory) (*Loca
 		return fail(err)
 	}
 	return l, nil
+}
+
+// LocalOption varies NewLocal.
+type LocalOption func(*localOptions)
+
+type localOptions struct {
+	roots *tlsconfig.Pool
+}
+
+// DialRoots makes the services reach the listener over mutual TLS,
+// presenting the server configuration's key pair and trusting roots, as
+// deployed services reach each other: how a host in the production
+// profile, where plaintext is refused, runs the one composition.
+func DialRoots(roots *tlsconfig.Pool) LocalOption {
+	return func(o *localOptions) { o.roots = roots }
 }
 
 // Run serves the services and runs their background work until ctx ends

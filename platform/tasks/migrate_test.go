@@ -21,6 +21,7 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/tasks"
+	"github.com/lethe-privacy/lethe/platform/tasks/taskstest"
 )
 
 // TestTasksInTheFirstKeyEncodingAreFollowedToFinal opens
@@ -40,9 +41,9 @@ func TestTasksInTheFirstKeyEncodingAreFollowedToFinal(t *testing.T) {
 	if err := os.WriteFile(path, v1, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := startWith(t, options{path: path})
+	f := startWith(t, taskstest.Options{Path: path})
 
-	if err := f.db.View(func(tx *bolt.Tx) error {
+	if err := f.DB.View(func(tx *bolt.Tx) error {
 		info, err := store.ReadFileInfoTx(tx)
 		if err == nil && info.Version != 2 {
 			err = fmt.Errorf("schema version %d, want 2", info.Version)
@@ -52,7 +53,7 @@ func TestTasksInTheFirstKeyEncodingAreFollowedToFinal(t *testing.T) {
 		t.Fatal(err)
 	}
 	open := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST, Id: "dsar-open"}
-	all, published, err := f.tracker.Fanout("clio", open)
+	all, published, err := f.Tracker.Fanout("clio", open)
 	if err != nil || !published {
 		t.Fatalf("dsar-open: published %v, %v", published, err)
 	}
@@ -64,22 +65,22 @@ func TestTasksInTheFirstKeyEncodingAreFollowedToFinal(t *testing.T) {
 		t.Fatalf("dsar-open's tasks by the cause index: %v, want %v", states, want)
 	}
 	none := &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST, Id: "dsar-none"}
-	if all, published, err := f.tracker.Fanout("clio", none); err != nil || !published || len(all) != 0 {
+	if all, published, err := f.Tracker.Fanout("clio", none); err != nil || !published || len(all) != 0 {
 		t.Fatalf("dsar-none, published to no system: %d tasks, published %v, %v; want its marker found", len(all), published, err)
 	}
 
 	// The re-send index: crm's event is due an hour after it was sent;
 	// ledger, answered by hand, is never re-sent.
-	f.clock.Advance(time.Hour + time.Minute)
-	if n, err := f.tracker.Resend(context.Background()); err != nil || n != 1 {
+	f.Clock.Advance(time.Hour + time.Minute)
+	if n, err := f.Tracker.Resend(context.Background()); err != nil || n != 1 {
 		t.Fatalf("Resend: %d, %v; want crm's one event", n, err)
 	}
 	crm := f.waitTask(t, all[0].EventID, "crm", tasks.StateStalled)
 	var ev *eventsv1.Event
-	if err := f.db.View(func(tx *bolt.Tx) error {
+	if err := f.DB.View(func(tx *bolt.Tx) error {
 		var ok bool
 		var err error
-		if ev, ok, err = f.tracker.EventTx(tx, crm.EventID); err == nil && !ok {
+		if ev, ok, err = f.Tracker.EventTx(tx, crm.EventID); err == nil && !ok {
 			err = fmt.Errorf("event %s of an open task is missing", crm.EventID)
 		}
 		return err
@@ -90,10 +91,10 @@ func TestTasksInTheFirstKeyEncodingAreFollowedToFinal(t *testing.T) {
 	f.waitTask(t, ev.Id, "crm", tasks.StateFinal)
 
 	// The system index: ledger's removal closes its open task, the last.
-	if err := f.db.Update(func(tx *bolt.Tx) error { return f.tracker.CloseSystemTx(tx, "clio", "ledger") }); err != nil {
+	if err := f.DB.Update(func(tx *bolt.Tx) error { return f.Tracker.CloseSystemTx(tx, "clio", "ledger") }); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := f.completed(t, "dsar-open"), "archive=ERASED,crm=ERASED,ledger=NOT_APPLICABLE"; got != want {
+	if got, want := f.Completed(t, "dsar-open"), "archive=ERASED,crm=ERASED,ledger=NOT_APPLICABLE"; got != want {
 		t.Fatalf("dsar-open completed with %q, want %q", got, want)
 	}
 }

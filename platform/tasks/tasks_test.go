@@ -3,7 +3,6 @@ package tasks_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
-	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -19,11 +17,11 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
-	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/store/storetest"
 	"github.com/lethe-privacy/lethe/platform/tasks"
+	"github.com/lethe-privacy/lethe/platform/tasks/taskstest"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/contract"
@@ -31,134 +29,22 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.LeakOptions...) }
 
-// bucketCompleted records each completed cause, written by OnCauseComplete
-// in the transaction that completed it, as an owner's state would be.
-var bucketCompleted = store.Bucket("completed")
+// The tracker runs as an owning service runs it (platform/tasks/taskstest).
+var (
+	bucketCompleted = taskstest.BucketCompleted
+	bucketFinal     = taskstest.BucketFinal
+	schema          = taskstest.Schema
+	erasure         = taskstest.Erasure
+	sdk             = taskstest.SDK
+)
 
-// bucketFinal records each task made final, written by OnTaskFinal.
-var bucketFinal = store.Bucket("final")
+type fixture struct{ *taskstest.Fixture }
 
-// schema is an owner's: version 2 moved its tasks to the kit's keys, as
-// consent's, dsar's and retention's did.
-var schema = store.Schema{Service: "taskstest", Version: 2, Buckets: []store.Bucket{bucketCompleted, bucketFinal},
-	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}}}
+func start(t testing.TB) *fixture { return startWith(t, taskstest.Options{}) }
 
-type fixture struct {
-	db      *store.DB
-	tracker *tasks.Tracker
-	clock   *clock.Fake
-	js      jetstream.JetStream
-	nc      *nats.Conn
-}
-
-// options vary the fixture for benchmarks.
-type options struct {
-	// syncAlways runs NATS as shipped (an fsync per message); tests run
-	// without it for speed.
-	syncAlways bool
-	// onComplete is told of each completed cause after its commit.
-	onComplete func(causeID string)
-	// meter receives the tracker's metrics.
-	meter metric.Meter
-	// path, when set, is the store's file, opened as it is.
-	path string
-}
-
-func start(t testing.TB) *fixture { return startWith(t, options{}) }
-
-func startWith(t testing.TB, opts options) *fixture {
+func startWith(t testing.TB, opts taskstest.Options) *fixture {
 	t.Helper()
-	ns := brokertest.StartAt(t, t.TempDir(), opts.syncAlways)
-	nc, js := brokertest.Connect(t, ns)
-	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
-		t.Fatal(err)
-	}
-	path := opts.path
-	if path == "" {
-		path = filepath.Join(t.TempDir(), "store.db")
-	}
-	f := &fixture{db: storetest.OpenAt(t, path, schema), clock: clock.NewFake(time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)), js: js, nc: nc}
-	ob, err := outbox.New(f.db, outbox.Config{Source: "lethe/test", Clock: f.clock, Logger: brokertest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ob.Close() })
-	relay, err := outbox.NewRelay(ob, nc, outbox.RelayConfig{PollInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.tracker, err = tasks.New(f.db, tasks.Config{
-		Owner: "test", Outbox: ob, Clock: f.clock, ResendAfter: time.Hour, SweepEvery: time.Hour, Logger: brokertest.Logger(t), Meter: opts.meter,
-		OnCauseComplete: func(tx *bolt.Tx, tenant string, cause *commonv1.Cause, all []tasks.Task) error {
-			var summary []string
-			for _, task := range all {
-				o, err := task.OutcomeProto()
-				if err != nil {
-					return err
-				}
-				summary = append(summary, task.SystemID+"="+strings.TrimPrefix(o.GetKind().String(), "OUTCOME_KIND_"))
-			}
-			b := store.BucketTx(tx, bucketCompleted)
-			k := []byte(tenant + "/" + cause.Id)
-			if b.Get(k) != nil {
-				return fmt.Errorf("cause %s completed twice", cause.Id)
-			}
-			if opts.onComplete != nil {
-				tx.OnCommit(func() { opts.onComplete(cause.Id) })
-			}
-			return b.Put(k, []byte(strings.Join(summary, ",")))
-		},
-		OnTaskFinal: func(tx *bolt.Tx, task tasks.Task, o *eventsv1.Outcome) error {
-			b := store.BucketTx(tx, bucketFinal)
-			k := []byte(task.EventID + "/" + task.SystemID)
-			if b.Get(k) != nil {
-				return fmt.Errorf("task %s made final twice", k)
-			}
-			return b.Put(k, []byte(strings.TrimPrefix(o.GetKind().String(), "OUTCOME_KIND_")))
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- relay.Run(ctx) }()
-	go func() { done <- f.tracker.Run(ctx, js) }()
-	t.Cleanup(func() {
-		cancel()
-		for range 2 {
-			if err := <-done; err != nil {
-				t.Errorf("run: %v", err)
-			}
-		}
-	})
-	return f
-}
-
-func erasure(causeID string) *eventsv1.Event {
-	return &eventsv1.Event{
-		TenantId:  "clio",
-		SubjectId: "subject-1",
-		Cause:     &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST, Id: causeID},
-		Body: &eventsv1.Event_ErasureRequested{ErasureRequested: &eventsv1.ErasureRequested{
-			Scope: &eventsv1.Scope{All: true}, Action: eventsv1.ErasureAction_ERASURE_ACTION_ERASE,
-		}},
-	}
-}
-
-func sdk(ids ...string) []tasks.Expect {
-	var out []tasks.Expect
-	for _, id := range ids {
-		out = append(out, tasks.Expect{SystemID: id, Mode: commonv1.AnswerMode_ANSWER_MODE_SDK})
-	}
-	return out
-}
-
-func (f *fixture) publish(t testing.TB, ev *eventsv1.Event, expect []tasks.Expect) {
-	t.Helper()
-	if err := f.db.Update(func(tx *bolt.Tx) error { return f.tracker.PublishTx(context.Background(), tx, ev, expect) }); err != nil {
-		t.Fatal(err)
-	}
+	return &fixture{taskstest.Start(t, opts)}
 }
 
 // answer publishes an outcome as a system does, on a subject naming
@@ -167,7 +53,7 @@ func (f *fixture) answer(t *testing.T, ev *eventsv1.Event, subjectSystem, system
 	t.Helper()
 	o := &eventsv1.Outcome{
 		EventId: ev.Id, TenantId: ev.TenantId, SystemId: system, SubjectId: ev.SubjectId, Cause: ev.Cause,
-		Kind: kind, ReportedAt: timestamppb.New(f.clock.Now()),
+		Kind: kind, ReportedAt: timestamppb.New(f.Clock.Now()),
 	}
 	if kind == eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED {
 		o.Retained = []*eventsv1.Retention{{
@@ -192,28 +78,16 @@ func (f *fixture) send(t *testing.T, subjectSystem string, o *eventsv1.Outcome) 
 		t.Fatal(err)
 	}
 	msg := &nats.Msg{Subject: natsSubject, Data: payload, Header: contract.OutcomeHeaders(o)}
-	if _, err := f.js.PublishMsg(context.Background(), msg); err != nil {
+	if _, err := f.JS.PublishMsg(context.Background(), msg); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func (f *fixture) completed(t *testing.T, causeID string) string {
-	t.Helper()
-	var v string
-	if err := f.db.View(func(tx *bolt.Tx) error {
-		v = string(store.BucketTx(tx, bucketCompleted).Get([]byte("clio/" + causeID)))
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return v
 }
 
 func (f *fixture) waitTask(t *testing.T, eventID, system string, want tasks.State) tasks.Task {
 	t.Helper()
 	var found tasks.Task
 	eventually.Succeeds(t, fmt.Sprintf("task %s/%s becomes %s", eventID, system, want), func() error {
-		all, err := f.tracker.List(tasks.Filter{SystemID: system})
+		all, err := f.Tracker.List(tasks.Filter{SystemID: system})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -231,35 +105,35 @@ func (f *fixture) waitTask(t *testing.T, eventID, system string, want tasks.Stat
 func TestCauseCompletesWhenEverySystemAnswered(t *testing.T) {
 	f := start(t)
 	ev := erasure("req-1")
-	f.publish(t, ev, append(sdk("crm", "billing"), tasks.Expect{SystemID: "carrier", Mode: commonv1.AnswerMode_ANSWER_MODE_MANUAL}))
+	f.Publish(t, ev, append(sdk("crm", "billing"), tasks.Expect{SystemID: "carrier", Mode: commonv1.AnswerMode_ANSWER_MODE_MANUAL}))
 
 	f.answer(t, ev, "crm", "crm", eventsv1.OutcomeKind_OUTCOME_KIND_ERASED)
 	f.waitTask(t, ev.Id, "crm", tasks.StateFinal)
 	f.answer(t, ev, "billing", "billing", eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED)
 	f.waitTask(t, ev.Id, "billing", tasks.StateFinal)
-	if got := f.completed(t, "req-1"); got != "" {
+	if got := f.Completed(t, "req-1"); got != "" {
 		t.Fatalf("cause completed (%s) while the manual task is open", got)
 	}
 
 	// An operator answers for the manual system.
 	manual := &eventsv1.Outcome{EventId: ev.Id, TenantId: "clio", SystemId: "carrier", Cause: ev.Cause,
-		Kind: eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND, ReportedAt: timestamppb.New(f.clock.Now())}
-	if err := f.tracker.RecordOutcome(manual); err != nil {
+		Kind: eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND, ReportedAt: timestamppb.New(f.Clock.Now())}
+	if err := f.Tracker.RecordOutcome(manual); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := f.completed(t, "req-1"), "billing=RETAINED,carrier=NOT_FOUND,crm=ERASED"; got != want {
+	if got, want := f.Completed(t, "req-1"), "billing=RETAINED,carrier=NOT_FOUND,crm=ERASED"; got != want {
 		t.Fatalf("completion = %q, want %q", got, want)
 	}
 
 	// A duplicate answer changes nothing and completes nothing twice (the
 	// OnCauseComplete above fails on a second completion).
 	f.answer(t, ev, "crm", "crm", eventsv1.OutcomeKind_OUTCOME_KIND_ERASED)
-	if err := f.tracker.RecordOutcome(manual); err != nil {
+	if err := f.Tracker.RecordOutcome(manual); err != nil {
 		t.Fatal(err)
 	}
 	f.waitTask(t, ev.Id, "crm", tasks.StateFinal)
 	var finals []string
-	if err := f.db.View(func(tx *bolt.Tx) error {
+	if err := f.DB.View(func(tx *bolt.Tx) error {
 		return store.BucketTx(tx, bucketFinal).ForEach(func(k, v []byte) error {
 			finals = append(finals, strings.TrimPrefix(string(k), ev.Id+"/")+"="+string(v))
 			return nil
@@ -271,16 +145,16 @@ func TestCauseCompletesWhenEverySystemAnswered(t *testing.T) {
 		t.Fatalf("OnTaskFinal saw %q, want each task once: %q", got, want)
 	}
 	unknown := &eventsv1.Outcome{EventId: "no-such-event", SystemId: "crm"}
-	if err := f.tracker.RecordOutcome(unknown); err != tasks.ErrNoSuchTask {
+	if err := f.Tracker.RecordOutcome(unknown); err != tasks.ErrNoSuchTask {
 		t.Fatalf("RecordOutcome for an unknown task = %v, want ErrNoSuchTask", err)
 	}
 }
 
 func TestNoExpectedSystemCompletesAtOnce(t *testing.T) {
 	f := start(t)
-	f.publish(t, erasure("req-empty"), nil)
+	f.Publish(t, erasure("req-empty"), nil)
 	var found bool
-	if err := f.db.View(func(tx *bolt.Tx) error {
+	if err := f.DB.View(func(tx *bolt.Tx) error {
 		found = store.BucketTx(tx, bucketCompleted).Get([]byte("clio/req-empty")) != nil
 		return nil
 	}); err != nil {
@@ -296,8 +170,8 @@ func TestNoExpectedSystemCompletesAtOnce(t *testing.T) {
 // written before the tracker marked causes without tasks.
 func TestFanoutTellsACauseWithoutTasksFromAnUnknownOne(t *testing.T) {
 	f := start(t)
-	f.publish(t, erasure("req-empty"), nil)
-	f.publish(t, erasure("req-tasks"), sdk("crm"))
+	f.Publish(t, erasure("req-empty"), nil)
+	f.Publish(t, erasure("req-tasks"), sdk("crm"))
 	cause := func(id string) *commonv1.Cause {
 		return &commonv1.Cause{Kind: commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST, Id: id}
 	}
@@ -308,14 +182,14 @@ func TestFanoutTellsACauseWithoutTasksFromAnUnknownOne(t *testing.T) {
 			t.Fatalf("fan-out of %s/%s = %d tasks, published %v (%v); want %d, %v", tenant, id, len(got), ok, err, n, published)
 		}
 	}
-	want(f.tracker, "clio", "req-empty", true, 0)
-	want(f.tracker, "clio", "req-tasks", true, 1)
-	want(f.tracker, "clio", "req-none", false, 0)
-	want(f.tracker, "cleura", "req-empty", false, 0)
+	want(f.Tracker, "clio", "req-empty", true, 0)
+	want(f.Tracker, "clio", "req-tasks", true, 1)
+	want(f.Tracker, "clio", "req-none", false, 0)
+	want(f.Tracker, "cleura", "req-empty", false, 0)
 
 	// As a file of an earlier version: no marker, and no record that
 	// markers were made. A tracker opened on it makes them.
-	if err := f.db.Update(func(tx *bolt.Tx) error {
+	if err := f.DB.Update(func(tx *bolt.Tx) error {
 		c := store.BucketTx(tx, store.BucketTasksByCause).Cursor()
 		for k, _ := c.First(); k != nil; k, _ = c.Next() {
 			if strings.HasSuffix(string(k), "\x00\x00") { // a marker: its system id is empty
@@ -328,13 +202,13 @@ func TestFanoutTellsACauseWithoutTasksFromAnUnknownOne(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	want(f.tracker, "clio", "req-empty", false, 0)
-	ob, err := outbox.New(f.db, outbox.Config{Source: "lethe/test", Clock: f.clock, Logger: brokertest.Logger(t)})
+	want(f.Tracker, "clio", "req-empty", false, 0)
+	ob, err := outbox.New(f.DB, outbox.Config{Source: "lethe/test", Clock: f.Clock, Logger: brokertest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ob.Close() })
-	reopened, err := tasks.New(f.db, tasks.Config{Owner: "test", Outbox: ob, Clock: f.clock})
+	reopened, err := tasks.New(f.DB, tasks.Config{Owner: "test", Outbox: ob, Clock: f.Clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +220,7 @@ func TestFanoutTellsACauseWithoutTasksFromAnUnknownOne(t *testing.T) {
 func TestSystemCannotAnswerForAnother(t *testing.T) {
 	f := start(t)
 	ev := erasure("req-2")
-	f.publish(t, ev, sdk("crm", "newsletter"))
+	f.Publish(t, ev, sdk("crm", "newsletter"))
 	// newsletter publishes, on its own subject, an outcome claiming to be crm's.
 	f.answer(t, ev, "newsletter", "crm", eventsv1.OutcomeKind_OUTCOME_KIND_ERASED)
 	// Then answers for itself; its task closes, crm's stays open.
@@ -365,11 +239,11 @@ func TestOutcomeOutsideTheContractFailsItsTask(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer providers.Shutdown(context.Background())
-	f := startWith(t, options{meter: providers.Meter.Meter("test")})
+	f := startWith(t, taskstest.Options{Meter: providers.Meter.Meter("test")})
 	retained := func(ev *eventsv1.Event, until time.Time) *eventsv1.Outcome {
 		return &eventsv1.Outcome{
 			EventId: ev.Id, TenantId: ev.TenantId, SystemId: "billing", SubjectId: ev.SubjectId, Cause: ev.Cause,
-			Kind: eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED, ReportedAt: timestamppb.New(f.clock.Now()),
+			Kind: eventsv1.OutcomeKind_OUTCOME_KIND_RETAINED, ReportedAt: timestamppb.New(f.Clock.Now()),
 			Retained: []*eventsv1.Retention{{
 				Categories:  []*commonv1.DataCategory{{Id: "user.financial.invoice"}},
 				LegalBasis:  commonv1.LegalBasis_LEGAL_BASIS_LEGAL_OBLIGATION,
@@ -380,7 +254,7 @@ func TestOutcomeOutsideTheContractFailsItsTask(t *testing.T) {
 	}
 	far, unlisted, valid := erasure("req-far"), erasure("req-unlisted"), erasure("req-valid")
 	for _, ev := range []*eventsv1.Event{far, unlisted, valid} {
-		f.publish(t, ev, sdk("billing"))
+		f.Publish(t, ev, sdk("billing"))
 	}
 	f.send(t, "billing", retained(far, time.Date(34089, 1, 1, 0, 0, 0, 0, time.UTC)))
 	bare := retained(unlisted, time.Time{})
@@ -427,15 +301,15 @@ func refusedOutcomes(t *testing.T, providers *telemetry.Providers) float64 {
 func TestStalledTaskIsResentAndALateAnswerClosesIt(t *testing.T) {
 	f := start(t)
 	ev := erasure("req-3")
-	f.publish(t, ev, sdk("crm", "silent"))
+	f.Publish(t, ev, sdk("crm", "silent"))
 	f.answer(t, ev, "crm", "crm", eventsv1.OutcomeKind_OUTCOME_KIND_ERASED)
 	f.waitTask(t, ev.Id, "crm", tasks.StateFinal)
 
-	if n, err := f.tracker.Resend(context.Background()); err != nil || n != 0 {
+	if n, err := f.Tracker.Resend(context.Background()); err != nil || n != 0 {
 		t.Fatalf("Resend before anything is due = %d, %v", n, err)
 	}
-	f.clock.Advance(61 * time.Minute)
-	if n, err := f.tracker.Resend(context.Background()); err != nil || n != 1 {
+	f.Clock.Advance(61 * time.Minute)
+	if n, err := f.Tracker.Resend(context.Background()); err != nil || n != 1 {
 		t.Fatalf("Resend = %d, %v; want the silent system's task only", n, err)
 	}
 	stalled := f.waitTask(t, ev.Id, "silent", tasks.StateStalled)
@@ -446,7 +320,7 @@ func TestStalledTaskIsResentAndALateAnswerClosesIt(t *testing.T) {
 	// The re-send reaches the stream with the same event id.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cons, err := f.js.OrderedConsumer(ctx, contract.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"lethe.clio.erasure.requested"}})
+	cons, err := f.JS.OrderedConsumer(ctx, contract.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"lethe.clio.erasure.requested"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,11 +337,11 @@ func TestStalledTaskIsResentAndALateAnswerClosesIt(t *testing.T) {
 
 	f.answer(t, ev, "silent", "silent", eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND)
 	f.waitTask(t, ev.Id, "silent", tasks.StateFinal)
-	if got := f.completed(t, "req-3"); got != "crm=ERASED,silent=NOT_FOUND" {
+	if got := f.Completed(t, "req-3"); got != "crm=ERASED,silent=NOT_FOUND" {
 		t.Fatalf("completion = %q", got)
 	}
-	f.clock.Advance(2 * time.Hour)
-	if n, err := f.tracker.Resend(context.Background()); err != nil || n != 0 {
+	f.Clock.Advance(2 * time.Hour)
+	if n, err := f.Tracker.Resend(context.Background()); err != nil || n != 0 {
 		t.Fatalf("Resend after the answer = %d, %v; want nothing", n, err)
 	}
 }
@@ -475,17 +349,17 @@ func TestStalledTaskIsResentAndALateAnswerClosesIt(t *testing.T) {
 func TestRemovedSystemClosesItsOpenTasks(t *testing.T) {
 	f := start(t)
 	ev := erasure("req-4")
-	f.publish(t, ev, sdk("crm", "retired"))
+	f.Publish(t, ev, sdk("crm", "retired"))
 	f.answer(t, ev, "crm", "crm", eventsv1.OutcomeKind_OUTCOME_KIND_ERASED)
 	f.waitTask(t, ev.Id, "crm", tasks.StateFinal)
-	if err := f.db.Update(func(tx *bolt.Tx) error { return f.tracker.CloseSystemTx(tx, "clio", "retired") }); err != nil {
+	if err := f.DB.Update(func(tx *bolt.Tx) error { return f.Tracker.CloseSystemTx(tx, "clio", "retired") }); err != nil {
 		t.Fatal(err)
 	}
 	task := f.waitTask(t, ev.Id, "retired", tasks.StateFinal)
 	if task.Resolution != tasks.ResolutionSystemRemoved {
 		t.Fatalf("resolution = %s", task.Resolution)
 	}
-	if got := f.completed(t, "req-4"); got != "crm=ERASED,retired=NOT_APPLICABLE" {
+	if got := f.Completed(t, "req-4"); got != "crm=ERASED,retired=NOT_APPLICABLE" {
 		t.Fatalf("completion = %q", got)
 	}
 }
@@ -500,10 +374,10 @@ func TestDeadLetteredTaskFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer providers.Shutdown(context.Background())
-	f := startWith(t, options{meter: providers.Meter.Meter("test")})
+	f := startWith(t, taskstest.Options{Meter: providers.Meter.Meter("test")})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cons, err := f.js.CreateOrUpdateConsumer(ctx, contract.StreamName, jetstream.ConsumerConfig{
+	cons, err := f.JS.CreateOrUpdateConsumer(ctx, contract.StreamName, jetstream.ConsumerConfig{
 		Durable:       "poisoned",
 		FilterSubject: "lethe.clio.erasure.requested",
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -514,7 +388,7 @@ func TestDeadLetteredTaskFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := erasure("req-5")
-	f.publish(t, ev, sdk("poisoned"))
+	f.Publish(t, ev, sdk("poisoned"))
 	for range 2 {
 		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
 		if err != nil {
@@ -545,7 +419,7 @@ func TestDeadLetteredTaskFails(t *testing.T) {
 	if task.Resolution != tasks.ResolutionDeadLettered || o.Kind != eventsv1.OutcomeKind_OUTCOME_KIND_FAILED || !strings.Contains(o.Reason, "2 deliveries") {
 		t.Fatalf("task = %+v, outcome %v; want dead-lettered and FAILED", task, o)
 	}
-	failed, err := f.tracker.List(tasks.Filter{TenantID: "clio", State: tasks.StateFinal, SystemID: "poisoned"})
+	failed, err := f.Tracker.List(tasks.Filter{TenantID: "clio", State: tasks.StateFinal, SystemID: "poisoned"})
 	if err != nil || len(failed) != 1 {
 		t.Fatalf("operator listing = %v, %v", failed, err)
 	}
@@ -615,12 +489,12 @@ func TestStopDuringStartUpIsNotAFailure(t *testing.T) {
 func TestOutcomeBatchClosesEachTask(t *testing.T) {
 	f := start(t)
 	first, second := erasure("req-b1"), erasure("req-b2")
-	f.publish(t, first, sdk("crm"))
-	f.publish(t, second, sdk("crm"))
+	f.Publish(t, first, sdk("crm"))
+	f.Publish(t, second, sdk("crm"))
 	var outcomes []*eventsv1.Outcome
 	for _, ev := range []*eventsv1.Event{first, second} {
 		outcomes = append(outcomes, &eventsv1.Outcome{EventId: ev.Id, TenantId: "clio", SystemId: "crm", SubjectId: ev.SubjectId,
-			Cause: ev.Cause, Kind: eventsv1.OutcomeKind_OUTCOME_KIND_ERASED, ReportedAt: timestamppb.New(f.clock.Now())})
+			Cause: ev.Cause, Kind: eventsv1.OutcomeKind_OUTCOME_KIND_ERASED, ReportedAt: timestamppb.New(f.Clock.Now())})
 	}
 	payload, err := contract.Marshal(&eventsv1.OutcomeBatch{Outcomes: outcomes})
 	if err != nil {
@@ -630,12 +504,12 @@ func TestOutcomeBatchClosesEachTask(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.js.PublishMsg(context.Background(), &nats.Msg{Subject: natsSubject, Header: contract.OutcomeBatchHeaders("crm", outcomes), Data: payload}); err != nil {
+	if _, err := f.JS.PublishMsg(context.Background(), &nats.Msg{Subject: natsSubject, Header: contract.OutcomeBatchHeaders("crm", outcomes), Data: payload}); err != nil {
 		t.Fatal(err)
 	}
 	f.waitTask(t, first.Id, "crm", tasks.StateFinal)
 	f.waitTask(t, second.Id, "crm", tasks.StateFinal)
-	if got := f.completed(t, "req-b1") + " " + f.completed(t, "req-b2"); got != "crm=ERASED crm=ERASED" {
+	if got := f.Completed(t, "req-b1") + " " + f.Completed(t, "req-b2"); got != "crm=ERASED crm=ERASED" {
 		t.Fatalf("completions = %q", got)
 	}
 }

@@ -334,22 +334,27 @@ func (s *Service) planErasure(ctx context.Context, r *dsarv1.Request, ev *events
 	if err != nil {
 		return nil, err
 	}
-	heldBy := func(c string) *retentionv1.Hold {
-		for _, h := range holds {
-			hc := h.GetCategory().GetId()
-			if hc == "" || contract.CategoryCovers(hc, c) || contract.CategoryCovers(c, hc) {
-				return h
-			}
-		}
-		return nil
+	sendable := p.withhold(expect, systems, scope, holds)
+	if len(p.expect) == 0 {
+		return p, nil
 	}
+	body.Scope = &eventsv1.Scope{Categories: categories(sendable)}
+	p.event = ev
+	return p, nil
+}
+
+// withhold splits the systems expected to answer an erasure of scope by
+// the holds: a system with a category in scope that no hold covers stays
+// in p.expect, one whose every category in scope is held goes to p.held.
+// It returns the categories still sent, sorted.
+func (p *plan) withhold(expect []tasks.Expect, systems map[string][]string, scope []string, holds []*retentionv1.Hold) []string {
 	seenHeld := map[string]bool{}
 	sendable := map[string]bool{}
 	for _, x := range expect {
 		var send []string
 		res := &dsarv1.Task{SystemId: x.SystemID, AnswerMode: x.Mode, State: commonv1.TaskState_TASK_STATE_HELD}
 		for _, c := range contract.CategoriesInScope(systems[x.SystemID], scope) {
-			h := heldBy(c)
+			h := heldBy(holds, c)
 			if h == nil {
 				send = append(send, c)
 				continue
@@ -370,17 +375,24 @@ func (s *Service) planErasure(ctx context.Context, r *dsarv1.Request, ev *events
 		}
 		p.expect = append(p.expect, x)
 	}
-	if len(p.expect) == 0 {
-		return p, nil
-	}
 	ids := make([]string, 0, len(sendable))
 	for c := range sendable {
 		ids = append(ids, c)
 	}
 	sort.Strings(ids)
-	body.Scope = &eventsv1.Scope{Categories: categories(ids)}
-	p.event = ev
-	return p, nil
+	return ids
+}
+
+// heldBy returns the first of holds that holds category c: a hold without
+// a category, or one on c, above it or under it.
+func heldBy(holds []*retentionv1.Hold, c string) *retentionv1.Hold {
+	for _, h := range holds {
+		hc := h.GetCategory().GetId()
+		if hc == "" || contract.CategoryCovers(hc, c) || contract.CategoryCovers(c, hc) {
+			return h
+		}
+	}
+	return nil
 }
 
 func heldCategory(c string, h *retentionv1.Hold) *dsarv1.HeldCategory {

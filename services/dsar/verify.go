@@ -125,39 +125,17 @@ func (s *Service) StartVerification(ctx context.Context, req *dsarv1.StartVerifi
 		if err != nil {
 			return nil, err
 		}
+		if err := s.codeAllowed(r.Verification); err != nil {
+			return nil, err
+		}
+		if err := s.enterVerifyingTx(ctx, tx, r); err != nil {
+			return nil, err
+		}
+		send, err = s.issueCodeTx(tx, r, code, salt)
+		if err != nil {
+			return nil, err
+		}
 		v := r.Verification
-		switch {
-		case v.Method != commonv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE && v.Method != commonv1.VerificationMethod_VERIFICATION_METHOD_SMS_CODE:
-			return nil, apierror.FailedPrecondition(apierror.ReasonNoVerificationChannel, fmt.Sprintf("the tenant verifies identity by %s, not by code", v.Method))
-		case int(v.CodesSent) >= s.opts.MaxCodes:
-			return nil, apierror.FailedPrecondition(apierror.ReasonCodeSpent, fmt.Sprintf("%d codes were sent already", v.CodesSent))
-		}
-		if r.State == dsarv1.RequestState_REQUEST_STATE_RECEIVED {
-			if err := s.transitionTx(tx, r, dsarv1.RequestState_REQUEST_STATE_VERIFYING_IDENTITY, actorOf(ctx), "one-time code sent"); err != nil {
-				return nil, err
-			}
-		} else if r.State != dsarv1.RequestState_REQUEST_STATE_VERIFYING_IDENTITY {
-			return nil, illegal(r.State, dsarv1.RequestState_REQUEST_STATE_VERIFYING_IDENTITY)
-		}
-		sec, err := secretsTx(tx, r.DsarId)
-		if err != nil {
-			return nil, err
-		}
-		ids, err := s.identifiersTx(tx, r.DsarId, sec)
-		if err != nil {
-			return nil, err
-		}
-		expires := s.Clock.Now().Add(s.opts.CodeTTL)
-		sec.CodeHash, sec.CodeSalt, sec.CodeExpires, sec.Attempts = codeHash(salt, code), salt, expires, s.opts.CodeAttempts
-		v.CodesSent++
-		v.AttemptsLeft, v.CodeExpiresAt = int32(s.opts.CodeAttempts), timestamppb.New(expires)
-		if err := putSecretsTx(tx, r.DsarId, sec); err != nil {
-			return nil, err
-		}
-		if err := s.putRequestTx(tx, r); err != nil {
-			return nil, err
-		}
-		send = Code{TenantID: r.TenantId, DsarID: r.DsarId, Method: v.Method, Identifiers: ids.Identifiers, Value: code}
 		return &dsarv1.StartVerificationResponse{Method: v.Method, ExpiresAt: v.CodeExpiresAt, Attempts: int32(s.opts.CodeAttempts)}, nil
 	})
 	if err != nil || req.GetRequestId() == "" || send.Value == "" {
@@ -169,6 +147,58 @@ func (s *Service) StartVerification(ctx context.Context, req *dsarv1.StartVerifi
 		return nil, apierror.Unavailable(apierror.ReasonCodeNotSent, "the code could not be sent; ask for a new one", 0)
 	}
 	return resp, nil
+}
+
+// codeAllowed refuses another code for a request whose tenant does not
+// verify by code, or that was sent as many codes as the service allows.
+func (s *Service) codeAllowed(v *dsarv1.Verification) error {
+	switch {
+	case v.Method != commonv1.VerificationMethod_VERIFICATION_METHOD_EMAIL_CODE && v.Method != commonv1.VerificationMethod_VERIFICATION_METHOD_SMS_CODE:
+		return apierror.FailedPrecondition(apierror.ReasonNoVerificationChannel, fmt.Sprintf("the tenant verifies identity by %s, not by code", v.Method))
+	case int(v.CodesSent) >= s.opts.MaxCodes:
+		return apierror.FailedPrecondition(apierror.ReasonCodeSpent, fmt.Sprintf("%d codes were sent already", v.CodesSent))
+	}
+	return nil
+}
+
+// enterVerifyingTx moves a received request to VERIFYING_IDENTITY, as its
+// first code is sent; a request already there stays, any other state
+// refuses.
+func (s *Service) enterVerifyingTx(ctx context.Context, tx *bolt.Tx, r *dsarv1.Request) error {
+	switch r.State {
+	case dsarv1.RequestState_REQUEST_STATE_RECEIVED:
+		return s.transitionTx(tx, r, dsarv1.RequestState_REQUEST_STATE_VERIFYING_IDENTITY, actorOf(ctx), "one-time code sent")
+	case dsarv1.RequestState_REQUEST_STATE_VERIFYING_IDENTITY:
+		return nil
+	default:
+		return illegal(r.State, dsarv1.RequestState_REQUEST_STATE_VERIFYING_IDENTITY)
+	}
+}
+
+// issueCodeTx records code, salted, as r's one code in force with a fresh
+// count of attempts, and returns what to send to the subject's identifiers
+// once tx commits.
+func (s *Service) issueCodeTx(tx *bolt.Tx, r *dsarv1.Request, code string, salt []byte) (Code, error) {
+	sec, err := secretsTx(tx, r.DsarId)
+	if err != nil {
+		return Code{}, err
+	}
+	ids, err := s.identifiersTx(tx, r.DsarId, sec)
+	if err != nil {
+		return Code{}, err
+	}
+	v := r.Verification
+	expires := s.Clock.Now().Add(s.opts.CodeTTL)
+	sec.CodeHash, sec.CodeSalt, sec.CodeExpires, sec.Attempts = codeHash(salt, code), salt, expires, s.opts.CodeAttempts
+	v.CodesSent++
+	v.AttemptsLeft, v.CodeExpiresAt = int32(s.opts.CodeAttempts), timestamppb.New(expires)
+	if err := putSecretsTx(tx, r.DsarId, sec); err != nil {
+		return Code{}, err
+	}
+	if err := s.putRequestTx(tx, r); err != nil {
+		return Code{}, err
+	}
+	return Code{TenantID: r.TenantId, DsarID: r.DsarId, Method: v.Method, Identifiers: ids.Identifiers, Value: code}, nil
 }
 
 // VerifyIdentity implements DsarService. A wrong code is an answer, not an

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,18 +11,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
-	"github.com/lethe-privacy/lethe/platform/broker"
-	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
+	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
-	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/service/servicetest"
 	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/platform/tlsconfig"
 )
@@ -132,81 +128,25 @@ func TestHTTPJSONEveryServiceInProduction(t *testing.T) {
 }
 
 // startProductionPlatform hosts the four services on one production server
-// with its HTTP/JSON listener, as lethe dev hosts them in development,
-// the services dialling the registry over mutual TLS with the server's
-// certificate. It returns the gRPC address and the HTTP base URL.
+// (servicetest, lethe dev's composition), with an HTTP listener beside the
+// gRPC one, and returns the gRPC address and the HTTP base URL. The
+// services dial each other on the same listener over mutual TLS,
+// presenting the server's certificate, as a deployed service presents its
+// own.
 func startProductionPlatform(t *testing.T, pki *servertest.PKI, cfg server.Config, logger *slog.Logger) (string, string) {
 	t.Helper()
-	embedded := brokertest.Start(t)
-	nc, err := broker.Connect(embedded.ClientURL(), "http-test", logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	hlis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Listener, cfg.HTTPListener = lis, hlis
-	completed, err := cfg.Complete(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The services dial the registry on the same listener, presenting the
-	// server's certificate, as a deployed service presents its own.
+	cfg.HTTPListener = hlis
 	roots, err := tlsconfig.LoadPool(pki.CAFile(), tlsconfig.Options{Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
-	local, err := service.NewDialer(completed, roots).Dial("registry", "localhost:"+portOf(t, lis.Addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = local.Close() })
-	var services []service.Service
-	for _, f := range factories {
-		deps := service.Deps{DataDir: t.TempDir(), Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js,
-			Registry: local, Neighbours: map[string]grpc.ClientConnInterface{}}
-		for _, n := range f.Neighbours {
-			deps.Neighbours[n.Name] = local
-		}
-		svc, err := f.New(deps)
-		if err != nil {
-			t.Fatalf("start %s: %v", f.Name, err)
-		}
-		services = append(services, svc)
-	}
-	srv, err := completed.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- service.Run(ctx, srv, services) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("platform run: %v", err)
-		}
-	})
-	return lis.Addr().String(), "https://" + hlis.Addr().String()
-}
-
-func portOf(t *testing.T, addr net.Addr) string {
-	_, port, err := net.SplitHostPort(addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
+	// The real clock: the bearer tokens are issued and checked at the
+	// wall clock's time.
+	h := servicetest.Start(t, servicetest.Options{Server: cfg, Clock: clock.Real{}, Logger: logger, Roots: roots},
+		factories...)
+	return h.Addr, "https://" + hlis.Addr().String()
 }

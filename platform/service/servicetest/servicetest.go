@@ -33,13 +33,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/tlsconfig"
 )
 
 // Epoch is the time a Host's fake clock starts at when the test gives no
@@ -63,12 +63,18 @@ type Options struct {
 	// SyncAlways makes NATS fsync every write before acknowledging it, as
 	// lethe dev does by default; off, publishing is much faster.
 	SyncAlways bool
+	// Roots, when set, makes the services and Conn reach the listener over
+	// mutual TLS, presenting Server's key pair and trusting Roots
+	// (service.DialRoots): required when Server is a production
+	// configuration, which refuses plaintext.
+	Roots *tlsconfig.Pool
 }
 
 // Host is services served together in a test. Everything it started stops
 // when the test ends.
 type Host struct {
-	// Conn reaches every hosted service, as a client of lethe dev does.
+	// Conn reaches every hosted service, as a client of lethe dev does
+	// (over mutual TLS as the server itself when Options.Roots is set).
 	Conn *grpc.ClientConn
 	// NATS and JetStream reach the platform stream.
 	NATS      *nats.Conn
@@ -83,6 +89,7 @@ type Host struct {
 	t         testing.TB
 	opts      Options
 	factories []service.Factory
+	dialer    service.Dialer // Conn's: the services' own credentials
 
 	mu   sync.Mutex
 	stop func() error // stops the running services; nil when stopped
@@ -110,7 +117,7 @@ func Start(t testing.TB, opts Options, factories ...service.Factory) *Host {
 	h := &Host{NATS: nc, JetStream: js, Clock: opts.Clock, DataDir: opts.DataDir, Addr: "127.0.0.1:0",
 		t: t, opts: opts, factories: factories}
 	h.start(t)
-	conn, err := grpc.NewClient(h.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := h.dialer.Dial("servicetest", h.Addr)
 	if err != nil {
 		t.Fatalf("dial %s: %v", h.Addr, err)
 	}
@@ -138,8 +145,13 @@ func (h *Host) start(t testing.TB) {
 		_ = lis.Close()
 		t.Fatalf("complete the server configuration: %v", err)
 	}
+	var dial []service.LocalOption
+	if h.opts.Roots != nil {
+		dial = append(dial, service.DialRoots(h.opts.Roots))
+	}
+	h.dialer = service.NewDialer(completed, h.opts.Roots)
 	local, err := service.NewLocal(completed, service.Deps{DataDir: h.DataDir, NATS: h.NATS, JetStream: h.JetStream},
-		h.factories)
+		h.factories, dial...)
 	if err != nil {
 		t.Fatalf("build the services: %v", err)
 	}

@@ -84,46 +84,10 @@ var errNoRedirect = errors.New("the vendor answered with a redirect, which the c
 // first event. Each call builds a separate instance: its own token cache
 // and its own rate limit.
 func (d *Definition) Handler(cfg Config) (subscriber.Handler, error) {
-	var errs []error
-	for name := range cfg.Params {
-		if !slices.ContainsFunc(d.file.Params, func(p paramSpec) bool { return p.Name == name }) {
-			errs = append(errs, fmt.Errorf("params.%s: connector %s takes no such parameter", name, d.Name()))
-		}
-	}
-	for _, p := range d.file.Params {
-		v, ok := cfg.Params[p.Name]
-		switch {
-		case !ok && !p.Optional:
-			errs = append(errs, fmt.Errorf("params.%s: is required by connector %s (%s)", p.Name, d.Name(), p.Description))
-		case ok && !regexp.MustCompile(p.Pattern).MatchString(v):
-			errs = append(errs, fmt.Errorf("params.%s: %q does not match %s", p.Name, v, p.Pattern))
-		}
-	}
-	if d.file.Auth.Type != "none" {
-		if cfg.SecretsDir == "" {
-			errs = append(errs, errors.New("SecretsDir: is required"))
-		} else {
-			for _, s := range d.Secrets() {
-				if _, err := readSecret(cfg.SecretsDir, s); err != nil {
-					errs = append(errs, fmt.Errorf("SecretsDir: %w", err))
-				}
-			}
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := d.check(cfg); err != nil {
 		return nil, fmt.Errorf("connector %s: %w", d.Name(), err)
 	}
-	client := &http.Client{Timeout: 30 * time.Second}
-	if cfg.HTTPClient != nil {
-		c := *cfg.HTTPClient
-		if c.Timeout == 0 {
-			// The subscriber's context has no deadline: a vendor that
-			// never answers must not hold the event for ever.
-			c.Timeout = 30 * time.Second
-		}
-		client = &c
-	}
-	client.CheckRedirect = func(*http.Request, []*http.Request) error { return errNoRedirect }
+	client := httpClient(cfg.HTTPClient)
 	now := cfg.Clock
 	if now == nil {
 		now = time.Now
@@ -147,6 +111,56 @@ func (d *Definition) Handler(cfg Config) (subscriber.Handler, error) {
 		limiter: rate.NewLimiter(rate.Limit(d.file.RateLimit.PerSecond), d.file.RateLimit.Burst),
 	}
 	return in.handle, nil
+}
+
+// check reports every way cfg does not fit the definition: a parameter it
+// does not take, one it requires and lacks, one that does not match its
+// pattern, and each secret file that cannot be read.
+func (d *Definition) check(cfg Config) error {
+	var errs []error
+	for name := range cfg.Params {
+		if !slices.ContainsFunc(d.file.Params, func(p paramSpec) bool { return p.Name == name }) {
+			errs = append(errs, fmt.Errorf("params.%s: connector %s takes no such parameter", name, d.Name()))
+		}
+	}
+	for _, p := range d.file.Params {
+		v, ok := cfg.Params[p.Name]
+		switch {
+		case !ok && !p.Optional:
+			errs = append(errs, fmt.Errorf("params.%s: is required by connector %s (%s)", p.Name, d.Name(), p.Description))
+		case ok && !regexp.MustCompile(p.Pattern).MatchString(v):
+			errs = append(errs, fmt.Errorf("params.%s: %q does not match %s", p.Name, v, p.Pattern))
+		}
+	}
+	if d.file.Auth.Type == "none" {
+		return errors.Join(errs...)
+	}
+	if cfg.SecretsDir == "" {
+		return errors.Join(append(errs, errors.New("SecretsDir: is required"))...)
+	}
+	for _, s := range d.Secrets() {
+		if _, err := readSecret(cfg.SecretsDir, s); err != nil {
+			errs = append(errs, fmt.Errorf("SecretsDir: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// httpClient returns a copy of base (a default client when nil) with a
+// timeout and no redirects followed.
+func httpClient(base *http.Client) *http.Client {
+	client := &http.Client{Timeout: 30 * time.Second}
+	if base != nil {
+		c := *base
+		if c.Timeout == 0 {
+			// The subscriber's context has no deadline: a vendor that
+			// never answers must not hold the event for ever.
+			c.Timeout = 30 * time.Second
+		}
+		client = &c
+	}
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return errNoRedirect }
+	return client
 }
 
 // handle answers one event.

@@ -1,26 +1,43 @@
+// The tasks pipeline end to end: a tracker run as an owning service runs
+// it (platform/tasks/taskstest) and the SDK's subscribers answering its
+// events as the systems at the other end of the wire. These tests live
+// here, not beside the tracker, because the kit may not import the SDK's
+// client side, in tests either (docs/design.md § Boundaries).
 package tasks_test
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
 	"github.com/lethe-privacy/lethe/platform/tasks"
-	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
+	"github.com/lethe-privacy/lethe/platform/tasks/taskstest"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.LeakOptions...) }
+
+// fixture is a running tracker that SDK subscribers answer.
+type fixture struct{ *taskstest.Fixture }
+
+func start(t testing.TB) *fixture { return startWith(t, taskstest.Options{}) }
+
+func startWith(t testing.TB, opts taskstest.Options) *fixture {
+	t.Helper()
+	return &fixture{taskstest.Start(t, opts)}
+}
 
 // calls counts handler calls per (system, event).
 type calls struct {
@@ -51,7 +68,7 @@ func (f *fixture) subscribe(t testing.TB, system string, handlers map[contract.K
 		t.Fatal(err)
 	}
 	cfg := subscriber.Config{
-		SystemID: system, Tenant: "clio", JetStream: f.js, Ledger: l, Handlers: handlers,
+		SystemID: system, Tenant: "clio", JetStream: f.JS, Ledger: l, Handlers: handlers,
 		BackOff: []time.Duration{5 * time.Millisecond}, Logger: brokertest.Logger(t),
 	}
 	if tune != nil {
@@ -84,19 +101,6 @@ func retainedUnderAccountingLaw() subscriber.Outcome {
 	})
 }
 
-func (f *fixture) waitCompleted(t *testing.T, causeID string) string {
-	t.Helper()
-	var got string
-	eventually.Succeeds(t, "cause "+causeID+" completes", func() error {
-		if got = f.completed(t, causeID); got == "" {
-			all, _ := f.tracker.List(tasks.Filter{CauseID: causeID})
-			return fmt.Errorf("tasks: %+v", all)
-		}
-		return nil
-	})
-	return got
-}
-
 // TestPipelineEndToEnd follows one erasure from the committed change
 // through the relay, JetStream and three SDK subscribers back to the
 // tracker, which reports the cause complete once every system answered.
@@ -115,9 +119,9 @@ func TestPipelineEndToEnd(t *testing.T) {
 	f.subscribe(t, "newsletter", handle("newsletter", subscriber.NotFound()), nil)
 	f.subscribe(t, "billing", handle("billing", retainedUnderAccountingLaw()), nil)
 
-	ev := erasure("req-e2e")
-	f.publish(t, ev, sdk("crm", "newsletter", "billing"))
-	if got, want := f.waitCompleted(t, "req-e2e"), "billing=RETAINED,crm=ERASED,newsletter=NOT_FOUND"; got != want {
+	ev := taskstest.Erasure("req-e2e")
+	f.Publish(t, ev, taskstest.SDK("crm", "newsletter", "billing"))
+	if got, want := f.WaitCompleted(t, "req-e2e"), "billing=RETAINED,crm=ERASED,newsletter=NOT_FOUND"; got != want {
 		t.Fatalf("completion = %q, want %q", got, want)
 	}
 	for _, system := range []string{"crm", "newsletter", "billing"} {
@@ -125,7 +129,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 			t.Errorf("%s's handler ran %d times, want once", system, n)
 		}
 	}
-	billing, err := f.tracker.List(tasks.Filter{SystemID: "billing"})
+	billing, err := f.Tracker.List(tasks.Filter{SystemID: "billing"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,10 +151,10 @@ func TestPoisonedSystemFailsItsTask(t *testing.T) {
 		},
 	}, func(cfg *subscriber.Config) { cfg.MaxDeliver = 3 })
 
-	ev := erasure("req-poison")
-	f.publish(t, ev, sdk("flaky"))
-	f.waitCompleted(t, "req-poison")
-	failed, err := f.tracker.List(tasks.Filter{TenantID: "clio", State: tasks.StateFinal, SystemID: "flaky"})
+	ev := taskstest.Erasure("req-poison")
+	f.Publish(t, ev, taskstest.SDK("flaky"))
+	f.WaitCompleted(t, "req-poison")
+	failed, err := f.Tracker.List(tasks.Filter{TenantID: "clio", State: tasks.StateFinal, SystemID: "flaky"})
 	if err != nil || len(failed) != 1 {
 		t.Fatalf("operator listing = %v, %v; want the failed task", failed, err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/lethe-privacy/lethe/platform/tasks/taskstest"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
@@ -25,7 +26,7 @@ func BenchmarkPipeline(b *testing.B) {
 	const systems, writers = 5, 50
 	var committed sync.Map // cause id → commit time
 	latencies := make(chan time.Duration, b.N)
-	f := startWith(b, options{syncAlways: true, onComplete: func(causeID string) {
+	f := startWith(b, taskstest.Options{SyncAlways: true, OnComplete: func(causeID string) {
 		if at, ok := committed.Load(causeID); ok {
 			latencies <- time.Since(at.(time.Time))
 		}
@@ -39,7 +40,7 @@ func BenchmarkPipeline(b *testing.B) {
 			},
 		}, func(cfg *subscriber.Config) { cfg.Workers = 32 })
 	}
-	expect := sdk(names...)
+	expect := taskstest.SDK(names...)
 
 	b.ResetTimer()
 	start := time.Now()
@@ -53,11 +54,11 @@ func BenchmarkPipeline(b *testing.B) {
 					return
 				}
 				cause := fmt.Sprint("req-", n)
-				ev := erasure(cause)
+				ev := taskstest.Erasure(cause)
 				ev.SubjectId = fmt.Sprint("subject-", n) // each request is another person's
 				committed.Store(cause, time.Now())
-				if err := f.db.Batch(func(tx *bolt.Tx) error {
-					return f.tracker.PublishTx(context.Background(), tx, ev, expect)
+				if err := f.DB.Batch(func(tx *bolt.Tx) error {
+					return f.Tracker.PublishTx(context.Background(), tx, ev, expect)
 				}); err != nil {
 					b.Error(err)
 					return
