@@ -55,13 +55,11 @@ func CallbackHandler(secretsDir string, systems func(tenant, system string) Answ
 			http.Error(w, "POST only", http.StatusMethodNotAllowed)
 			return
 		}
-		parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/v1/webhooks/"), "/")
-		if !strings.HasPrefix(r.URL.Path, "/v1/webhooks/") || len(parts) != 4 || parts[3] != "outcome" ||
-			!contract.ValidToken(parts[0]) || !contract.ValidToken(parts[1]) || parts[2] == "" {
+		tenant, system, eventID, ok := callbackTarget(r.URL.Path)
+		if !ok {
 			http.Error(w, "want /v1/webhooks/<tenant>/<system>/<event id>/outcome", http.StatusNotFound)
 			return
 		}
-		tenant, system, eventID := parts[0], parts[1], parts[2]
 		raw, err := io.ReadAll(io.LimitReader(r.Body, maxResponse+1))
 		if err != nil || len(raw) > maxResponse {
 			http.Error(w, "the body is unreadable or larger than 64 KiB", http.StatusRequestEntityTooLarge)
@@ -106,6 +104,17 @@ func CallbackHandler(secretsDir string, systems func(tenant, system string) Answ
 		}
 		writeOutcome(w, o)
 	})
+}
+
+// callbackTarget reads the tenant, system and event id of a callback's
+// path.
+func callbackTarget(path string) (tenant, system, eventID string, ok bool) {
+	rest, ok := strings.CutPrefix(path, "/v1/webhooks/")
+	parts := strings.Split(rest, "/")
+	if !ok || len(parts) != 4 || parts[3] != "outcome" || !contract.ValidToken(parts[0]) || !contract.ValidToken(parts[1]) || parts[2] == "" {
+		return "", "", "", false
+	}
+	return parts[0], parts[1], parts[2], true
 }
 
 // writeOutcome answers the recorded outcome in the callback's own shape.
