@@ -129,6 +129,9 @@ func TestSignedCallbackCompletesAnAcceptedEvent(t *testing.T) {
 	if o := outcome(t, f.js, "ev-1"); o.GetKind() != eventsv1.OutcomeKind_OUTCOME_KIND_ERASED {
 		t.Fatalf("outcome %s, want ERASED", o.GetKind())
 	}
+	if _, _, waiting, err := f.ledger.Waiting("ev-1"); err != nil || waiting {
+		t.Errorf("ev-1 still waiting (%v) after its outcome was reported", err)
+	}
 	// A repeated callback, even with another answer, gets the first one
 	// and reports nothing: Answer publishes before it responds, so the
 	// stream holds every outcome there will be once the 200 is read.
