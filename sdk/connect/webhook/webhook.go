@@ -280,9 +280,12 @@ func (d *deliverer) handle(ctx context.Context, ev *subscriber.Event) (subscribe
 	out, result, err := d.deliver(ctx, ev)
 	d.counter.Add(context.WithoutCancel(ctx), 1, metric.WithAttributes(attribute.String("result", result)))
 	log := d.log.With("event_id", ev.ID(), "delivery", ev.Delivered(), "endpoint", d.endpoint, "result", result)
-	if err != nil {
+	switch {
+	case result == ResultAccepted && d.cfg.CallbackBaseURL != "":
+		log.Info("the webhook receiver accepted the event; waiting for its callback")
+	case err != nil:
 		log.Warn("webhook delivery did not give an outcome", "error", err)
-	} else {
+	default:
 		log.Debug("webhook answered", "outcome", out.Kind())
 	}
 	return out, err
