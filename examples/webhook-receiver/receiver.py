@@ -20,6 +20,11 @@ WEBHOOK). For each request it
      offers the claim check (letheclaimurl, letheclaimtoken), it also asks
      Lethe for the subject's e-mail address and erases rows filed under it.
 
+With --callback it answers later, as a system whose work takes hours would:
+it answers 202 Accepted at once, does the work in the background, and POSTs
+the outcome to the event's lethecallbackurl, signed the same way (webhook-id
+is the event id), until lethe-connect answers 200 or 404.
+
 Run it (the secret is the whsec_ string lethe-connect signs with, from
 <secrets>/<tenant>/<system>/signing-secret):
 
@@ -32,6 +37,7 @@ loopback. In production put it behind TLS (Lethe delivers only to https).
 
 import argparse
 import base64
+import urllib.error
 import urllib.request
 import hashlib
 import hmac
@@ -93,6 +99,36 @@ def verify(keys, headers, body, now):
     return "no signature matches"
 
 
+def sign(key, msg_id, timestamp, body):
+    """The webhook-signature header of a message, as Standard Webhooks says."""
+    mac = hmac.new(key, ("%s.%d." % (msg_id, timestamp)).encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def call_back(store, secret_file, webhook_id, event):
+    """Acts on the event, then POSTs the outcome to its callback URL,
+    signed with the current secret; tries again a few times on failure."""
+    answer = store.answer(webhook_id, event).encode()
+    for attempt in range(5):
+        if attempt:
+            time.sleep(2 ** attempt)
+        now = int(time.time())
+        req = urllib.request.Request(event["lethecallbackurl"], data=answer, method="POST", headers={
+            "Content-Type": "application/json", "webhook-id": webhook_id, "webhook-timestamp": str(now),
+            "webhook-signature": sign(read_secrets(secret_file)[0], webhook_id, now, answer)})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                status, reply = resp.status, resp.read().decode()
+        except urllib.error.HTTPError as e:
+            status, reply = e.code, e.read().decode()
+        except OSError as e:
+            status, reply = 0, str(e)
+        sys.stdout.write("called back %s %d %s\n" % (webhook_id, status, reply.strip()))
+        sys.stdout.flush()
+        if status in (200, 404):  # recorded, or nothing waits for it: done either way
+            return
+
+
 def claim_emails(event):
     """Asks Lethe's claim check for the subject's e-mail addresses, if the
     event offers it. The token is good for this event only, for minutes."""
@@ -149,7 +185,7 @@ class Store:
         return json.dumps({"outcome": "NOT_APPLICABLE", "reason": "the receiver keeps no consent-dependent processing"})
 
 
-def make_handler(store, secret_file, fail):
+def make_handler(store, secret_file, fail, callback):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -171,6 +207,9 @@ def make_handler(store, secret_file, fail):
                 event = json.loads(body)
             except ValueError:
                 return self.reply(400, {"error": "not JSON"})
+            if callback and event.get("lethecallbackurl"):
+                threading.Thread(target=call_back, args=(store, secret_file, self.headers["webhook-id"], event), daemon=True).start()
+                return self.reply(202, {"accepted": True})
             try:
                 answer = store.answer(self.headers["webhook-id"], event)
             except OSError as e:  # the claim check did not answer: Lethe retries
@@ -200,6 +239,7 @@ def main():
     p.add_argument("--port", type=int, default=8088, help="port on 127.0.0.1; 0 for any")
     p.add_argument("--add", metavar="SUBJECT=EMAIL", action="append", default=[], help="add a customer and exit")
     p.add_argument("--fail", action="store_true", help="answer every authentic request 500 (to try Lethe's retries)")
+    p.add_argument("--callback", action="store_true", help="answer 202 and send the outcome later to the event's lethecallbackurl")
     args = p.parse_args()
     store = Store(args.db)
     if args.add:
@@ -209,7 +249,7 @@ def main():
         return
     if not args.secret_file:
         p.error("--secret-file is required to serve")
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(store, args.secret_file, args.fail))
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(store, args.secret_file, args.fail, args.callback))
     sys.stdout.write("listening on 127.0.0.1:%d\n" % server.server_address[1])
     sys.stdout.flush()
     try:

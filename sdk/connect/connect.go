@@ -108,10 +108,16 @@ type Config struct {
 	Logger *slog.Logger
 	// Meter counts webhook deliveries; none when nil.
 	Meter metric.Meter
-	// ClaimBaseURL is the public base URL where ClaimHandler is served
-	// (https in production); webhook events caused by a data-subject
-	// request then offer the claim check. Empty: not offered.
+	// ClaimBaseURL is the public base URL where Handler is served (https
+	// in production); webhook events caused by a data-subject request
+	// then offer the claim check, and a receiver that answers 202 answers
+	// later by the signed callback there (webhook.Config.CallbackBaseURL).
+	// Empty: neither is offered, and a 202 is delivered again.
 	ClaimBaseURL string
+	// CallbackDeadline is how long an event a receiver accepted with 202
+	// waits for its callback before it ends FAILED;
+	// webhook.DefaultCallbackDeadline (7 days) when zero.
+	CallbackDeadline time.Duration
 	// ClaimKey signs the claim tokens; the runner's own secret (24 bytes
 	// or more), the same for every replica behind ClaimBaseURL. Required
 	// with ClaimBaseURL.
@@ -141,6 +147,9 @@ type running struct {
 	stop   context.CancelFunc
 	done   chan struct{}
 	failed atomic.Bool // Run returned an error: start it again at the next sync
+	// sub takes the callbacks of a WEBHOOK system's receiver; nil for a
+	// CONNECTOR system, which has none.
+	sub *subscriber.Subscriber
 }
 
 // New checks cfg and returns a Runner; Run starts it.
@@ -344,6 +353,9 @@ func (r *Runner) start(ctx context.Context, k key, sys *registryv1.System, priva
 	}
 	subCtx, stop := context.WithCancel(ctx)
 	run := &running{spec: spec(sys, private), stop: stop, done: make(chan struct{})}
+	if sys.GetAnswerMode() == commonv1.AnswerMode_ANSWER_MODE_WEBHOOK {
+		run.sub = sub
+	}
 	r.running[k] = run
 	r.wg.Go(func() {
 		defer close(run.done)
@@ -366,7 +378,8 @@ func (r *Runner) handlers(k key, sys *registryv1.System, private bool) (map[cont
 	case commonv1.AnswerMode_ANSWER_MODE_WEBHOOK:
 		h, err := webhook.Handler(webhook.Config{URL: sys.GetWebhook().GetUrl(), Tenant: k.tenant, SystemID: k.system,
 			SecretsDir: r.cfg.SecretsDir, AllowPrivate: private, AllowHTTP: r.cfg.AllowHTTP, TLS: r.cfg.TLS,
-			Logger: r.log, Meter: r.cfg.Meter, ClaimBaseURL: r.cfg.ClaimBaseURL, ClaimKey: r.cfg.ClaimKey})
+			Logger: r.log, Meter: r.cfg.Meter, ClaimBaseURL: r.cfg.ClaimBaseURL, ClaimKey: r.cfg.ClaimKey,
+			CallbackBaseURL: r.cfg.ClaimBaseURL, CallbackDeadline: r.cfg.CallbackDeadline})
 		if err != nil {
 			return nil, err
 		}
@@ -387,14 +400,30 @@ func (r *Runner) handlers(k key, sys *registryv1.System, private bool) (map[cont
 	return nil, fmt.Errorf("answer mode %s is not answered by lethe-connect", sys.GetAnswerMode())
 }
 
-// ClaimHandler serves the claim check for the webhook receivers
-// (webhook.ClaimHandler) at Config.ClaimBaseURL; nil when the runner
-// offers none.
-func (r *Runner) ClaimHandler() http.Handler {
+// Handler serves, at Config.ClaimBaseURL, what the webhook receivers
+// call: the claim check (webhook.ClaimHandler, /v1/claims/) and the signed
+// callback of a receiver that answered 202 (webhook.CallbackHandler,
+// /v1/webhooks/); nil when the runner serves neither.
+func (r *Runner) Handler() http.Handler {
 	if r.cfg.ClaimBaseURL == "" {
 		return nil
 	}
-	return webhook.ClaimHandler(r.cfg.ClaimKey, r.cfg.DSAR, nil)
+	mux := http.NewServeMux()
+	mux.Handle("/v1/claims/", webhook.ClaimHandler(r.cfg.ClaimKey, r.cfg.DSAR, nil))
+	mux.Handle("/v1/webhooks/", webhook.CallbackHandler(r.cfg.SecretsDir, r.answerer, nil))
+	return mux
+}
+
+// answerer returns the subscriber of a running WEBHOOK system, which
+// takes its receiver's callbacks; nil for any other.
+func (r *Runner) answerer(tenant, system string) webhook.Answerer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	run, ok := r.running[key{tenant, system}]
+	if !ok || run.sub == nil || run.failed.Load() {
+		return nil
+	}
+	return run.sub
 }
 
 // stopAll stops every subscriber and waits for them.

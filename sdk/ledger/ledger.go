@@ -83,6 +83,11 @@ var (
 	bucketMarks = []byte("marks")
 	// updated at (8 bytes) | mark key → empty
 	bucketMarksByTime = []byte("marks_by_time")
+	// event id → deadline (8 bytes, Unix nanoseconds) | Event (binary
+	// protobuf): events acknowledged while the system answers later (see
+	// Ledger.Wait). Added without a schema change: an older ledger gets
+	// the bucket when opened, an older binary ignores it.
+	bucketWaiting = []byte("waiting")
 	// root key holding the schema version
 	keySchema = []byte("schema")
 )
@@ -163,7 +168,7 @@ func New(db *bbolt.DB, opts Options) (*Ledger, error) {
 		case len(v) != 8 || binary.BigEndian.Uint64(v) != schemaVersion:
 			return fmt.Errorf("ledger: unsupported schema version %x", v)
 		}
-		for _, name := range [][]byte{bucketOutcomes, bucketOutcomesByTime, bucketMarks, bucketMarksByTime} {
+		for _, name := range [][]byte{bucketOutcomes, bucketOutcomesByTime, bucketMarks, bucketMarksByTime, bucketWaiting} {
 			if _, err := root.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}

@@ -56,9 +56,16 @@
 //     event.
 //
 // A handler's error means "try again": the event is delivered again after
-// [Config.BackOff]. On its last allowed delivery ([Config.MaxDeliver]) the
-// subscriber reports it FAILED with the error's text instead, so the task
-// fails where operators see it and is never silently dropped.
+// [Config.BackOff], jittered. On its last allowed delivery
+// ([Config.MaxDeliver]) the subscriber reports it FAILED with the error's
+// text instead, so the task fails where operators see it and is never
+// silently dropped.
+//
+// A system that takes an event and answers it later (a webhook receiver
+// that answered 202) has its handler return [AnswerLater] with a
+// deadline: the event is acknowledged and kept in the ledger until
+// [Subscriber.Answer] reports the outcome, or reported FAILED once the
+// deadline has passed.
 //
 // # Exactly once
 //

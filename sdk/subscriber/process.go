@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -92,6 +93,10 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 	}
 
 	o, err := s.answer(ctx, ev, log)
+	if until, ok := laterDeadline(err); ok {
+		s.wait(msg, ev, until, log, span)
+		return
+	}
 	if err != nil {
 		if ev.Delivered() < s.cfg.MaxDeliver {
 			s.retry(msg, ev, log, span, err)
@@ -174,25 +179,8 @@ func (s *Subscriber) call(ctx context.Context, ev *Event, log *slog.Logger) (out
 func (s *Subscriber) report(ctx context.Context, msg jetstream.Msg, ev *Event, o *eventsv1.Outcome, log *slog.Logger, span trace.Span) {
 	log = log.With("outcome", o.GetKind())
 	span.SetAttributes(attribute.String("lethe.outcome", o.GetKind().String()))
-	natsSubject, err := contract.OutcomeSubject(o.GetTenantId(), o.GetSystemId())
-	if err != nil {
+	if err := s.publishOutcome(ctx, o); err != nil {
 		s.retry(msg, ev, log, span, err)
-		return
-	}
-	payload, err := contract.Marshal(o)
-	if err != nil {
-		s.retry(msg, ev, log, span, fmt.Errorf("encode outcome: %w", err))
-		return
-	}
-	header := contract.OutcomeHeaders(o)
-	s.cfg.Propagator.Inject(ctx, headerCarrier(header))
-
-	// The handler's work is done: finish reporting it even if Run is
-	// stopping, rather than leave it to a redelivery.
-	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
-	defer cancel()
-	if err := s.outcomes.publish(pubCtx, o, &nats.Msg{Subject: natsSubject, Header: header, Data: payload}); err != nil {
-		s.retry(msg, ev, log, span, fmt.Errorf("publish outcome: %w", err))
 		return
 	}
 	// A plain Ack, not DoubleAck: if the ack is lost the event is
@@ -204,6 +192,30 @@ func (s *Subscriber) report(ctx context.Context, msg jetstream.Msg, ev *Event, o
 		return
 	}
 	log.Info("reported outcome")
+}
+
+// publishOutcome publishes o on the system's outcome subject and waits
+// for the stream's acknowledgement.
+func (s *Subscriber) publishOutcome(ctx context.Context, o *eventsv1.Outcome) error {
+	natsSubject, err := contract.OutcomeSubject(o.GetTenantId(), o.GetSystemId())
+	if err != nil {
+		return err
+	}
+	payload, err := contract.Marshal(o)
+	if err != nil {
+		return fmt.Errorf("encode outcome: %w", err)
+	}
+	header := contract.OutcomeHeaders(o)
+	s.cfg.Propagator.Inject(ctx, headerCarrier(header))
+
+	// The work is done: finish reporting it even if Run is stopping,
+	// rather than leave it to a redelivery.
+	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
+	defer cancel()
+	if err := s.outcomes.publish(pubCtx, o, &nats.Msg{Subject: natsSubject, Header: header, Data: payload}); err != nil {
+		return fmt.Errorf("publish outcome: %w", err)
+	}
+	return nil
 }
 
 // retry negatively acknowledges the delivery so that the event comes back
@@ -228,9 +240,23 @@ func (s *Subscriber) retry(msg jetstream.Msg, ev *Event, log *slog.Logger, span 
 	}
 }
 
-// backOff returns the delay before the delivery after the n-th.
+// backOff returns the delay before the delivery after the n-th: the
+// configured delay with equal jitter (see jitter).
 func (s *Subscriber) backOff(n int) time.Duration {
-	return s.cfg.BackOff[min(max(n, 1), len(s.cfg.BackOff))-1]
+	return jitter(s.cfg.BackOff[min(max(n, 1), len(s.cfg.BackOff))-1], rand.Int64N)
+}
+
+// jitter returns a delay drawn evenly from [d/2, d] ("equal jitter"):
+// events that failed together, because a dependency went down, come back
+// spread over half the delay instead of all at once when it returns, and
+// none comes back sooner than half the configured delay. randN returns a
+// number in [0, n) (rand.Int64N; a seeded source in tests).
+func jitter(d time.Duration, randN func(n int64) int64) time.Duration {
+	half := d / 2
+	if half <= 0 {
+		return d
+	}
+	return d - half + time.Duration(randN(int64(half)+1))
 }
 
 // decode reads the event in msg and checks what answering it needs.

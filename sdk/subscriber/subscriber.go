@@ -106,13 +106,19 @@ type Config struct {
 	MaxDeliver int
 	// BackOff is the delay before redelivering an event whose handler
 	// returned an error: BackOff[n-1] after the n-th delivery, the last
-	// entry for later ones. When empty: 1s, 5s, 30s, 2m, 10m.
+	// entry for later ones. When empty: 1s, 5s, 30s, 2m, 10m. Each delay
+	// is jittered: drawn evenly between half of it and all of it, so
+	// that events that failed together do not all come back at once.
 	BackOff []time.Duration
 	// AckWait is how long the server waits for an answer before it
 	// redelivers an event, for example after a crash; DefaultAckWait when
 	// zero. A handler that runs longer is not redelivered meanwhile: the
 	// subscriber tells the server it is still working.
 	AckWait time.Duration
+	// WaitCheck is how often events a handler answers later
+	// ([AnswerLater]) are checked against their deadline, and reported
+	// FAILED once it has passed; DefaultWaitCheck when zero.
+	WaitCheck time.Duration
 	// Heartbeat is how often the server confirms a waiting pull request;
 	// DefaultHeartbeat when zero, from 500 ms to 15 s. Two missed heartbeats mean
 	// the request was lost (the NATS node holding the consumer died while
@@ -191,11 +197,11 @@ func (cfg *Config) check() error {
 		return errors.New("subscriber: no Handlers: register one for each kind the system answers")
 	case cfg.Heartbeat != 0 && (cfg.Heartbeat < minHeartbeat || cfg.Heartbeat > pullExpiry/2):
 		return fmt.Errorf("subscriber: Heartbeat (%s) must be from %s to %s", cfg.Heartbeat, minHeartbeat, pullExpiry/2)
-	case cfg.Workers < 0, cfg.MaxDeliver < 0, cfg.AckWait < 0:
+	case cfg.Workers < 0, cfg.MaxDeliver < 0, cfg.AckWait < 0, cfg.WaitCheck < 0:
 		// A negative MaxDeliver would mean "deliver forever" to the
 		// server: a poison event would never be reported.
-		return fmt.Errorf("subscriber: Workers (%d), MaxDeliver (%d) and AckWait (%s) must not be negative",
-			cfg.Workers, cfg.MaxDeliver, cfg.AckWait)
+		return fmt.Errorf("subscriber: Workers (%d), MaxDeliver (%d), AckWait (%s) and WaitCheck (%s) must not be negative",
+			cfg.Workers, cfg.MaxDeliver, cfg.AckWait, cfg.WaitCheck)
 	}
 	return nil
 }
@@ -247,6 +253,9 @@ func (cfg Config) withDefaults() Config {
 		cfg.BackOff = defaultBackOff
 	}
 	cfg.BackOff = slices.Clone(cfg.BackOff)
+	if cfg.WaitCheck == 0 {
+		cfg.WaitCheck = DefaultWaitCheck
+	}
 	if cfg.AckWait == 0 {
 		cfg.AckWait = DefaultAckWait
 	}
@@ -363,6 +372,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		})
 	}
 	workers.Go(func() { s.sweep(work) })
+	workers.Go(func() { s.expireWaiting(work) })
 	for range s.cfg.Workers {
 		workers.Go(func() {
 			for {

@@ -83,7 +83,7 @@ func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
 			"(http:// to loopback allowed, as the development profile allows)")
 	fs.IntVar(&c.connectMaxDeliver, "connect-max-deliver", 0, "with --connect-secrets: deliveries of an event before its task fails (0: the SDK's 10)")
 	fs.DurationVar(&c.connectBackOff, "connect-backoff", 0, "with --connect-secrets: the delay between deliveries (0: the SDK's 1s, 5s, 30s, 2m, 10m)")
-	fs.StringVar(&c.connectAddr, "connect-addr", "", "with --connect-secrets: serve the webhooks' claim check on this loopback address (plain http)")
+	fs.StringVar(&c.connectAddr, "connect-addr", "", "with --connect-secrets: serve the webhooks' claim check and signed callback on this loopback address (plain http)")
 	c.stream = service.StreamFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: lethe dev [flags]\n\nStarts the whole Lethe platform in one process.\n\nFlags:\n")
@@ -269,7 +269,7 @@ func newDevConnect(c devConfig, deps service.Deps) (*devConnect, error) {
 	}
 	d := &devConnect{runner: r, lis: lis}
 	if lis != nil {
-		d.claims = &http.Server{Handler: r.ClaimHandler(), ReadHeaderTimeout: 10 * time.Second}
+		d.claims = &http.Server{Handler: r.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	}
 	return d, nil
 }

@@ -91,10 +91,18 @@ func (r *pyReceiver) stop() {
 }
 
 // answered counts the receiver's answers to webhook-id id.
-func (r *pyReceiver) answered(id string) int {
+func (r *pyReceiver) answered(id string) int { return r.count("answered " + id + " ") }
+
+// count counts the lines of the receiver's output that hold line.
+func (r *pyReceiver) count(line string) int {
+	return strings.Count(r.output(), line)
+}
+
+// output is what the receiver wrote so far.
+func (r *pyReceiver) output() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return strings.Count(r.out.String(), "answered "+id+" ")
+	return r.out.String()
 }
 
 // writeSecret writes a fresh whsec_ secret for tenant/system under dir.
@@ -412,6 +420,27 @@ func TestWebhookSystemInPython(t *testing.T) {
 		req := d.result(t, "acme", d.erase(t, "acme", "subject-5"))
 		if billing := taskOf(t, req, "billing"); req.State != dsarv1.RequestState_REQUEST_STATE_COMPLETED || billing.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_NOT_FOUND {
 			t.Fatalf("request %s, billing %s %q; want COMPLETED with billing NOT_FOUND from the new URL\n%s", req.State, billing.Outcome, billing.Reason, p.output)
+		}
+	})
+	t.Run("a receiver that answers 202 completes the task by the signed callback", func(t *testing.T) {
+		d.tenant(t, "later", true)
+		laterSecret, _ := writeSecret(t, secrets, "later", "crm")
+		laterDB := filepath.Join(t.TempDir(), "later.db")
+		if out, err := exec.Command("python3", receiverScript, "--db", laterDB, "--add", "subject-1=ada@example.org").CombinedOutput(); err != nil {
+			t.Fatalf("seeding the receiver: %v\n%s", err, out)
+		}
+		laterPort := freePort(t)
+		lr := startReceiver(t, laterDB, laterSecret, laterPort, "--callback")
+		if err := d.registerWebhook("later", "crm", fmt.Sprintf("http://127.0.0.1:%d/lethe", laterPort)); err != nil {
+			t.Fatal(err)
+		}
+		req := d.result(t, "later", d.erase(t, "later", "subject-1"))
+		crm := taskOf(t, req, "crm")
+		if req.State != dsarv1.RequestState_REQUEST_STATE_COMPLETED || crm.Outcome != eventsv1.OutcomeKind_OUTCOME_KIND_ERASED {
+			t.Fatalf("request %s, crm %s %s %q; want COMPLETED with crm ERASED by the callback", req.State, crm.State, crm.Outcome, crm.Reason)
+		}
+		if n := lr.count("called back " + crm.EventId + " 200 "); n != 1 {
+			t.Errorf("the receiver called back %d times with 200, want once:\n%s", n, lr.output())
 		}
 	})
 	// Many listings later (every 2 s), still reported once.

@@ -74,17 +74,27 @@ func runSubscriber(t testing.TB, js jetstream.JetStream, h subscriber.Handler, m
 // runSubscriberWorkers is runSubscriber with workers handling events at once.
 func runSubscriberWorkers(t testing.TB, js jetstream.JetStream, h subscriber.Handler, maxDeliver, workers int, backOff ...time.Duration) {
 	t.Helper()
+	if len(backOff) == 0 {
+		backOff = []time.Duration{5 * time.Millisecond}
+	}
+	runSubscriberConfig(t, js, h, func(c *subscriber.Config) { c.MaxDeliver, c.BackOff, c.Workers = maxDeliver, backOff, workers })
+}
+
+// runSubscriberConfig answers erasures with h, with the configuration
+// adjusted by adjust, until the test ends, and returns the subscriber and
+// its ledger.
+func runSubscriberConfig(t testing.TB, js jetstream.JetStream, h subscriber.Handler, adjust func(*subscriber.Config)) (*subscriber.Subscriber, *ledger.Ledger) {
+	t.Helper()
 	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger.db"), ledger.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	if len(backOff) == 0 {
-		backOff = []time.Duration{5 * time.Millisecond}
-	}
-	sub, err := subscriber.New(subscriber.Config{SystemID: system, Tenant: tenant, JetStream: js, Ledger: l,
-		Handlers:   map[contract.Kind]subscriber.Handler{contract.KindErasureRequested: h},
-		MaxDeliver: maxDeliver, BackOff: backOff, AckWait: 5 * time.Second, Workers: workers, Logger: quiet()})
+	cfg := subscriber.Config{SystemID: system, Tenant: tenant, JetStream: js, Ledger: l,
+		Handlers: map[contract.Kind]subscriber.Handler{contract.KindErasureRequested: h},
+		BackOff:  []time.Duration{5 * time.Millisecond}, AckWait: 5 * time.Second, Logger: quiet()}
+	adjust(&cfg)
+	sub, err := subscriber.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +107,7 @@ func runSubscriberWorkers(t testing.TB, js jetstream.JetStream, h subscriber.Han
 			t.Errorf("Run: %v", err)
 		}
 	})
+	return sub, l
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -138,33 +149,42 @@ func erasureMsg(t testing.TB, id, subjectID string) (*eventsv1.Event, *nats.Msg)
 // outcome waits for the system's outcome of event id.
 func outcome(t *testing.T, js jetstream.JetStream, id string) *eventsv1.Outcome {
 	t.Helper()
+	var found []*eventsv1.Outcome
+	eventually.True(t, "the outcome of "+id, func() bool {
+		found = outcomesOf(t, js, id)
+		return len(found) > 0
+	})
+	return found[len(found)-1]
+}
+
+// outcomesOf returns every outcome of event id published so far, in
+// stream order.
+func outcomesOf(t testing.TB, js jetstream.JetStream, id string) []*eventsv1.Outcome {
+	t.Helper()
 	subject, err := contract.OutcomeSubject(tenant, system)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var found *eventsv1.Outcome
-	eventually.True(t, "the outcome of "+id, func() bool {
-		cons, err := js.OrderedConsumer(context.Background(), contract.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	cons, err := js.OrderedConsumer(context.Background(), contract.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.FetchNoWait(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []*eventsv1.Outcome
+	for msg := range batch.Messages() {
+		os, err := contract.UnmarshalOutcomes(msg.Headers(), msg.Data())
 		if err != nil {
 			t.Fatal(err)
 		}
-		batch, err := cons.FetchNoWait(100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for msg := range batch.Messages() {
-			os, err := contract.UnmarshalOutcomes(msg.Headers(), msg.Data())
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, o := range os {
-				if o.GetEventId() == id {
-					found = o
-				}
+		for _, o := range os {
+			if o.GetEventId() == id {
+				found = append(found, o)
 			}
 		}
-		return found != nil
-	})
+	}
 	return found
 }
 

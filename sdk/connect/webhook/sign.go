@@ -134,3 +134,32 @@ func fileStamp(path string) (string, error) {
 	}
 	return fmt.Sprintf("%d/%d", fi.Size(), fi.ModTime().UnixNano()), nil
 }
+
+// Tolerance is how far a signed message's webhook-timestamp may be from
+// the verifier's clock, either way, as the specification recommends: an
+// older message is refused as a replay.
+const Tolerance = 5 * time.Minute
+
+// Verify checks a Standard Webhooks signature as a receiver does: that
+// timestamp (Unix seconds) is within Tolerance of now and that one of the
+// "v1,<base64>" signatures in signatures is the HMAC-SHA256 of
+// id.timestamp.body under one of keys, compared in constant time.
+func Verify(keys [][]byte, id, timestamp, signatures string, body []byte, now time.Time) error {
+	secs, err := strconv.ParseInt(timestamp, 10, 64)
+	if err != nil {
+		return errors.New("webhook-timestamp is not Unix seconds")
+	}
+	ts := time.Unix(secs, 0)
+	if d := now.Sub(ts); d > Tolerance || d < -Tolerance {
+		return fmt.Errorf("webhook-timestamp is %s from now, more than %s: refused as a replay", d.Round(time.Second), Tolerance)
+	}
+	want := strings.Fields(Sign(keys, id, ts, body))
+	for _, sig := range strings.Fields(signatures) {
+		for _, w := range want {
+			if hmac.Equal([]byte(sig), []byte(w)) {
+				return nil
+			}
+		}
+	}
+	return errors.New("no webhook-signature verifies with the system's signing secret")
+}

@@ -19,8 +19,11 @@
 // The receiver answers in the response body, {"outcome": "ERASED"} (or
 // NOT_FOUND, ANONYMISED, RECTIFIED, RETAINED with "retained", APPLIED,
 // NOT_APPLICABLE, FAILED; "reason" for the last two), or 202 Accepted
-// while it is still at work: the event is then delivered again, with the
-// same webhook-id, until it answers an outcome. A 429 or 503 with
+// while it is still at work. Where the runner serves the signed callback
+// ([CallbackHandler], Config.CallbackBaseURL) the receiver then POSTs its
+// outcome there, signed like a delivery, by a deadline; otherwise the
+// event is delivered again, with the same webhook-id, until it answers an
+// outcome. A 429 or 503 with
 // Retry-After is retried after that delay; 410 Gone ends the task FAILED;
 // any other failure is retried with the subscriber's back-off, and after
 // its last delivery the task ends FAILED, visible in GetRequest.
@@ -101,7 +104,22 @@ type Config struct {
 	// ClaimKey signs the claim tokens: the runner's own key, which the
 	// receiver never holds, so it cannot mint a token itself.
 	ClaimKey []byte
+	// CallbackBaseURL is where the runner serves the signed callback
+	// ([CallbackHandler]). When set, each event carries its callback URL
+	// in the extension lethecallbackurl, and a 202 Accepted is final for
+	// the delivery: the event is acknowledged and waits for the
+	// receiver's callback until CallbackDeadline, then ends FAILED
+	// (subscriber.AnswerLater). Empty: a 202 is delivered again until the
+	// receiver answers an outcome.
+	CallbackBaseURL string
+	// CallbackDeadline is how long an accepted event waits for its
+	// callback; DefaultCallbackDeadline when zero.
+	CallbackDeadline time.Duration
 }
+
+// DefaultCallbackDeadline is how long an event a receiver accepted (202)
+// waits for the receiver's callback when Config.CallbackDeadline is zero.
+const DefaultCallbackDeadline = 7 * 24 * time.Hour
 
 // The results a delivery is counted under.
 const (
@@ -141,6 +159,9 @@ func Handler(cfg Config) (subscriber.Handler, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
+	}
+	if cfg.CallbackDeadline == 0 {
+		cfg.CallbackDeadline = DefaultCallbackDeadline
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -207,6 +228,7 @@ type cloudEvent struct {
 	LetheKind       string          `json:"lethekind"`
 	ClaimURL        string          `json:"letheclaimurl,omitempty"`
 	ClaimToken      string          `json:"letheclaimtoken,omitempty"`
+	CallbackURL     string          `json:"lethecallbackurl,omitempty"`
 	Data            json.RawMessage `json:"data"`
 }
 
@@ -215,11 +237,17 @@ type cloudEvent struct {
 // data subject's) plus the extensions lethetenant, lethesystem and
 // lethekind, and the event's protojson as data.
 func Body(ev *eventsv1.Event, system string) ([]byte, error) {
-	return body(ev, system, "", "")
+	return body(ev, system, extensions{})
 }
 
-// body is Body with the claim check's extensions, when claimURL is set.
-func body(ev *eventsv1.Event, system, claimURL, claimToken string) ([]byte, error) {
+// extensions are the runner's optional CloudEvents extensions.
+type extensions struct {
+	claimURL, claimToken, callbackURL string
+}
+
+// body is Body with the runner's extensions: the claim check's, when
+// claimURL is set, and the callback's, when callbackURL is.
+func body(ev *eventsv1.Event, system string, ext extensions) ([]byte, error) {
 	ceType, err := contract.TypeOf(ev)
 	if err != nil {
 		return nil, err
@@ -236,7 +264,7 @@ func body(ev *eventsv1.Event, system, claimURL, claimToken string) ([]byte, erro
 		SpecVersion: contract.SpecVersion, ID: ev.GetId(), Source: ev.GetSource(), Type: ceType,
 		Subject: ev.GetCause().GetId(), Time: ev.GetOccurredAt().AsTime().UTC().Format(time.RFC3339Nano),
 		DataContentType: "application/json", LetheTenant: ev.GetTenantId(), LetheSystem: system, LetheKind: string(kind),
-		ClaimURL: claimURL, ClaimToken: claimToken, Data: data,
+		ClaimURL: ext.claimURL, ClaimToken: ext.claimToken, CallbackURL: ext.callbackURL, Data: data,
 	})
 }
 
@@ -252,9 +280,12 @@ func (d *deliverer) handle(ctx context.Context, ev *subscriber.Event) (subscribe
 	out, result, err := d.deliver(ctx, ev)
 	d.counter.Add(context.WithoutCancel(ctx), 1, metric.WithAttributes(attribute.String("result", result)))
 	log := d.log.With("event_id", ev.ID(), "delivery", ev.Delivered(), "endpoint", d.endpoint, "result", result)
-	if err != nil {
+	switch {
+	case result == ResultAccepted && d.cfg.CallbackBaseURL != "":
+		log.Info("the webhook receiver accepted the event; waiting for its callback")
+	case err != nil:
 		log.Warn("webhook delivery did not give an outcome", "error", err)
-	} else {
+	default:
 		log.Debug("webhook answered", "outcome", out.Kind())
 	}
 	return out, err
@@ -266,12 +297,7 @@ func (d *deliverer) deliver(ctx context.Context, ev *subscriber.Event) (subscrib
 		return subscriber.Outcome{}, ResultError, err
 	}
 	now := d.cfg.Clock()
-	var claimURL, claimToken string
-	if cause := ev.Cause(); d.cfg.ClaimBaseURL != "" && len(d.cfg.ClaimKey) > 0 && cause.GetKind() == commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST {
-		claimURL = strings.TrimSuffix(d.cfg.ClaimBaseURL, "/") + ClaimPath(d.cfg.Tenant, d.cfg.SystemID, ev.ID(), cause.GetId())
-		claimToken = ClaimToken(d.cfg.ClaimKey, d.cfg.Tenant, d.cfg.SystemID, ev.ID(), cause.GetId(), now.Add(ClaimTTL))
-	}
-	body, err := body(ev.Proto(), d.cfg.SystemID, claimURL, claimToken)
+	body, err := body(ev.Proto(), d.cfg.SystemID, d.extensions(ev, now))
 	if err != nil {
 		return subscriber.Failed("cannot encode the event: " + err.Error()), ResultError, nil
 	}
@@ -300,6 +326,8 @@ func (d *deliverer) deliver(ctx context.Context, ev *subscriber.Event) (subscrib
 	}
 	status := fmt.Sprintf("the endpoint answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	switch {
+	case resp.StatusCode == http.StatusAccepted && d.cfg.CallbackBaseURL != "":
+		return subscriber.Outcome{}, ResultAccepted, subscriber.AnswerLater(now.Add(d.cfg.CallbackDeadline), "202 Accepted: the receiver answers by callback")
 	case resp.StatusCode == http.StatusAccepted:
 		return subscriber.Outcome{}, ResultAccepted, retryAfter(resp, now, errors.New("202 Accepted: the receiver is still at work"))
 	case resp.StatusCode == http.StatusGone:
@@ -318,6 +346,21 @@ func (d *deliverer) deliver(ctx context.Context, ev *subscriber.Event) (subscrib
 		return subscriber.Outcome{}, ResultError, fmt.Errorf("%s: %w", status, err)
 	}
 	return out, ResultOutcome, nil
+}
+
+// extensions returns the extensions of ev's delivery at now: the claim
+// check's, for an event caused by a data-subject request, and the
+// callback's.
+func (d *deliverer) extensions(ev *subscriber.Event, now time.Time) extensions {
+	var ext extensions
+	if cause := ev.Cause(); d.cfg.ClaimBaseURL != "" && len(d.cfg.ClaimKey) > 0 && cause.GetKind() == commonv1.CauseKind_CAUSE_KIND_DATA_SUBJECT_REQUEST {
+		ext.claimURL = strings.TrimSuffix(d.cfg.ClaimBaseURL, "/") + ClaimPath(d.cfg.Tenant, d.cfg.SystemID, ev.ID(), cause.GetId())
+		ext.claimToken = ClaimToken(d.cfg.ClaimKey, d.cfg.Tenant, d.cfg.SystemID, ev.ID(), cause.GetId(), now.Add(ClaimTTL))
+	}
+	if d.cfg.CallbackBaseURL != "" {
+		ext.callbackURL = strings.TrimSuffix(d.cfg.CallbackBaseURL, "/") + CallbackPath(d.cfg.Tenant, d.cfg.SystemID, ev.ID())
+	}
+	return ext
 }
 
 // parseAnswer reads the receiver's outcome.

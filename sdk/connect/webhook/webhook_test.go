@@ -62,10 +62,18 @@ func (rc *receiver) count() int {
 // handler builds the webhook handler for rc, trusting its certificate.
 func (rc *receiver) handler(t testing.TB, secrets string) subscriber.Handler {
 	t.Helper()
+	return rc.handlerWith(t, secrets, func(*webhook.Config) {})
+}
+
+// handlerWith is handler with the configuration adjusted by adjust.
+func (rc *receiver) handlerWith(t testing.TB, secrets string, adjust func(*webhook.Config)) subscriber.Handler {
+	t.Helper()
 	roots := x509.NewCertPool()
 	roots.AddCert(rc.srv.Certificate())
-	h, err := webhook.Handler(webhook.Config{URL: rc.srv.URL + "/lethe", Tenant: tenant, SystemID: system, SecretsDir: secrets,
-		AllowPrivate: true, TLS: &tls.Config{RootCAs: roots}, Logger: quiet()})
+	cfg := webhook.Config{URL: rc.srv.URL + "/lethe", Tenant: tenant, SystemID: system, SecretsDir: secrets,
+		AllowPrivate: true, TLS: &tls.Config{RootCAs: roots}, Logger: quiet()}
+	adjust(&cfg)
+	h, err := webhook.Handler(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,6 +47,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/lethe-privacy/lethe/sdk/connect"
+	"github.com/lethe-privacy/lethe/sdk/connect/webhook"
 )
 
 func main() {
@@ -62,7 +63,7 @@ type options struct {
 	natsURL, registryAddr, dsarAddr, webhookCA, secrets, data, tenants string
 	nats                                                               natsFlags
 	grpc                                                               grpcFlags
-	resync                                                             time.Duration
+	resync, callbackDeadline                                           time.Duration
 	dev                                                                bool
 	claimsAddr, claimsURL, claimsKeyFile, claimsCert, claimsKey        string
 }
@@ -88,7 +89,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.tenants, "tenants", "", "comma-separated tenants to serve; every tenant when empty")
 	fs.DurationVar(&o.resync, "resync", connect.DefaultResync, "how often to list the registered systems again")
 	fs.BoolVar(&o.dev, "dev", false, "development profile: allow http:// webhooks to loopback")
-	fs.StringVar(&o.claimsAddr, "claims-addr", "", "serve the webhooks' claim check on this address (with --claims-url and --claims-key-file); none when empty")
+	fs.StringVar(&o.claimsAddr, "claims-addr", "", "serve the webhooks' claim check and signed callback on this address (with --claims-url and --claims-key-file); none when empty")
+	fs.DurationVar(&o.callbackDeadline, "callback-deadline", webhook.DefaultCallbackDeadline, "with --claims-addr: how long an event a receiver accepted (202) waits for its callback before its task fails")
 	fs.StringVar(&o.claimsURL, "claims-url", "", "the public https base URL of --claims-addr, as receivers reach it")
 	fs.StringVar(&o.claimsKeyFile, "claims-key-file", "", "file of the key that signs claim tokens (32 random bytes or more, base64), the same for every replica")
 	fs.StringVar(&o.claimsCert, "claims-tls-cert", "", "certificate of the claim check's HTTPS listener")
@@ -130,7 +132,7 @@ func run(log *slog.Logger, args []string) error {
 	}
 	defer registry.Close()
 	cfg := connect.Config{JetStream: js, Registry: registry, SecretsDir: o.secrets, DataDir: o.data, AllowHTTP: o.dev,
-		Resync: o.resync, Logger: log}
+		Resync: o.resync, CallbackDeadline: o.callbackDeadline, Logger: log}
 	if o.dsarAddr != "" {
 		dsar, err := dial(o.dsarAddr, creds)
 		if err != nil {
@@ -205,7 +207,7 @@ func (o *options) claims(cfg *connect.Config) error {
 // serveClaims runs the runner and serves its claim check until ctx ends
 // or either fails.
 func (o *options) serveClaims(ctx context.Context, stop func(), runner *connect.Runner) error {
-	srv := &http.Server{Addr: o.claimsAddr, Handler: runner.ClaimHandler(), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Addr: o.claimsAddr, Handler: runner.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
 	served := make(chan error, 1)
 	go func() {
