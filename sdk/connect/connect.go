@@ -56,20 +56,30 @@ type ConnectorHandlers func(tenant string, sys *registryv1.System, secretsDir st
 // connector its registry entry names (connector.Builtin), with the
 // entry's parameters and the secrets in secretsDir: one handler for every
 // kind the connector answers.
-func BuiltinConnectors(_ string, sys *registryv1.System, secretsDir string) (map[contract.Kind]subscriber.Handler, error) {
-	def, err := connector.Builtin(sys.GetConnector().GetName())
-	if err != nil {
-		return nil, err
+func BuiltinConnectors(tenant string, sys *registryv1.System, secretsDir string) (map[contract.Kind]subscriber.Handler, error) {
+	return BuiltinConnectorsWith(nil)(tenant, sys, secretsDir)
+}
+
+// BuiltinConnectorsWith is BuiltinConnectors reaching the vendors through
+// client (connector.Config.HTTPClient): a deployment's proxy or private
+// roots, or a test's local vendor servers. nil is the connectors' own
+// client.
+func BuiltinConnectorsWith(client *http.Client) ConnectorHandlers {
+	return func(_ string, sys *registryv1.System, secretsDir string) (map[contract.Kind]subscriber.Handler, error) {
+		def, err := connector.Builtin(sys.GetConnector().GetName())
+		if err != nil {
+			return nil, err
+		}
+		h, err := def.Handler(connector.Config{Params: sys.GetConnector().GetParams(), SecretsDir: secretsDir, HTTPClient: client})
+		if err != nil {
+			return nil, err
+		}
+		out := map[contract.Kind]subscriber.Handler{}
+		for _, k := range def.Kinds() {
+			out[k] = h
+		}
+		return out, nil
 	}
-	h, err := def.Handler(connector.Config{Params: sys.GetConnector().GetParams(), SecretsDir: secretsDir})
-	if err != nil {
-		return nil, err
-	}
-	out := map[contract.Kind]subscriber.Handler{}
-	for _, k := range def.Kinds() {
-		out[k] = h
-	}
-	return out, nil
 }
 
 // Config configures a Runner.

@@ -120,7 +120,7 @@ func (s *Service) CompleteTask(ctx context.Context, req *consentv1.CompleteTaskR
 		task := all[i]
 		switch {
 		case task.Mode != commonv1.AnswerMode_ANSWER_MODE_MANUAL:
-			return nil, apierror.FailedPrecondition(apierror.ReasonAnswersItself, fmt.Sprintf("system %s answers through the SDK; it reports its own outcome", req.SystemId))
+			return nil, apierror.FailedPrecondition(apierror.ReasonAnswersItself, fmt.Sprintf("system %s answers itself (%s); it reports its own outcome", req.SystemId, task.Mode))
 		case task.State == tasks.StateFinal:
 			return nil, apierror.FailedPrecondition(apierror.ReasonTaskNotOpen, fmt.Sprintf("the task of system %s is final already", req.SystemId))
 		}

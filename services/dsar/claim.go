@@ -455,7 +455,7 @@ func (s *Service) CompleteTask(ctx context.Context, req *dsarv1.CompleteTaskRequ
 		return nil, err
 	}
 	if task.Mode != commonv1.AnswerMode_ANSWER_MODE_MANUAL {
-		return nil, apierror.FailedPrecondition(apierror.ReasonAnswersItself, fmt.Sprintf("system %q answers through the SDK, not by hand", req.SystemId))
+		return nil, apierror.FailedPrecondition(apierror.ReasonAnswersItself, fmt.Sprintf("system %q answers itself (%s), not by hand", req.SystemId, task.Mode))
 	}
 	if !slices.Contains(answers[task.Kind], req.Outcome) {
 		return nil, apierror.Invalid("outcome", fmt.Sprintf("%s does not answer a %s", req.Outcome, task.Kind))

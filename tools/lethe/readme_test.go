@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 // The README's walk-through "Privacy as code: five companies, end to end"
@@ -70,6 +72,41 @@ func TestREADMEDemo(t *testing.T) {
 	if sh.ran < 10 {
 		t.Fatalf("ran %d lethe commands of the README; its walk-through has more — did the section or its blocks move?", sh.ran)
 	}
+
+	// Clevio's connector systems wait for lethe-connect, which plain
+	// lethe dev does not host: their tasks are open, answered by no one.
+	t.Run("connector tasks wait for lethe-connect", func(t *testing.T) {
+		want := map[string]string{"facebook-ads": "TASK_STATE_OPEN", "hotjar": "TASK_STATE_OPEN"}
+		// The fan-out follows the verification; wait for its tasks.
+		eventually.Succeeds(t, "Clevio's connector tasks", func() error {
+			var resp struct {
+				Request struct {
+					State  string `json:"state"`
+					Result struct {
+						Tasks []struct {
+							SystemID   string `json:"systemId"`
+							AnswerMode string `json:"answerMode"`
+							State      string `json:"state"`
+						} `json:"tasks"`
+					} `json:"result"`
+				} `json:"request"`
+			}
+			out := runOK(t, "dsar", "show", "--tenant", "clevio", "--id", sh.vars["CID"], "-o", "json")
+			if err := json.Unmarshal([]byte(out), &resp); err != nil {
+				return fmt.Errorf("dsar show -o json: %w\n%s", err, out)
+			}
+			connectors := map[string]string{}
+			for _, task := range resp.Request.Result.Tasks {
+				if task.AnswerMode == "ANSWER_MODE_CONNECTOR" {
+					connectors[task.SystemID] = task.State
+				}
+			}
+			if !maps.Equal(connectors, want) || strings.Contains(resp.Request.State, "COMPLETED") {
+				return fmt.Errorf("request %s, connector tasks %v; want it open with %v", resp.Request.State, connectors, want)
+			}
+			return nil
+		})
+	})
 
 	// Every list pages on the client (listAll): with one item a page, a
 	// listing of the walk-through's data reads the same as in one page.
