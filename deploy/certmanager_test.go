@@ -144,6 +144,11 @@ func TestCertManagerComponentChangesNothingElse(t *testing.T) {
 //     before its end.
 func TestCertManagerCertificates(t *testing.T) {
 	const operatorSecret = "lethe-operator-tls"
+	// lethe-connect's key pair: no pod of the overlays mounts it yet (the
+	// operator runs lethe-connect and takes the files out, as the
+	// operator's); a client certificate for the registry, DSAR and NATS,
+	// and the claim check's server certificate.
+	const connectSecret = "lethe-connect-tls"
 	r := render(t, certManagerOverlay)
 	certs := map[string]*certificate{} // by secret name
 	for i := range r.certificates {
@@ -212,7 +217,7 @@ func TestCertManagerCertificates(t *testing.T) {
 		}
 	}
 	for secret, c := range certs {
-		if c != ca && secret != operatorSecret && mountedBy[secret] == "" {
+		if c != ca && secret != operatorSecret && secret != connectSecret && mountedBy[secret] == "" {
 			t.Errorf("Certificate %s fills Secret %s, which no pod mounts", c.Name, secret)
 		}
 	}
@@ -349,6 +354,29 @@ func TestCertManagerCertificates(t *testing.T) {
 		}
 		id, err := auth.SPIFFEID(leaf, td)
 		if want := "spiffe://" + td + "/ns/lethe/sa/lethe-operator"; err != nil || id != want {
+			t.Errorf("%s: SPIFFE id %q (%v), want %s", where, id, err, want)
+		}
+		identities[id] = true
+	}
+	if c := certs[connectSecret]; c == nil {
+		t.Errorf("no Certificate fills %s, lethe-connect's key pair", connectSecret)
+	} else {
+		where := certManagerOverlay + ": Certificate " + c.Name
+		checkLeafLifetime(t, where, c, ca)
+		leaf, _ := issueAsSpecified(t, c, caCert, caKey)
+		for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth} {
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+				t.Errorf("%s: does not verify for usage %v: %v", where, usage, err)
+			}
+		}
+		var td string
+		for _, sts := range r.statefulSets {
+			if d := containerEnv(&sts.Spec.Template.Spec.Containers[0])["LETHE_TRUST_DOMAIN"]; d != "" {
+				td = d
+			}
+		}
+		id, err := auth.SPIFFEID(leaf, td)
+		if want := "spiffe://" + td + "/ns/lethe/sa/lethe-connect"; err != nil || id != want {
 			t.Errorf("%s: SPIFFE id %q (%v), want %s", where, id, err, want)
 		}
 		identities[id] = true
