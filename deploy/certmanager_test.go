@@ -144,10 +144,8 @@ func TestCertManagerComponentChangesNothingElse(t *testing.T) {
 //     before its end.
 func TestCertManagerCertificates(t *testing.T) {
 	const operatorSecret = "lethe-operator-tls"
-	// lethe-connect's key pair: no pod of the overlays mounts it yet (the
-	// operator runs lethe-connect and takes the files out, as the
-	// operator's); a client certificate for the registry, DSAR and NATS,
-	// and the claim check's server certificate.
+	// lethe-connect's key pair: a client certificate for the registry,
+	// DSAR and NATS, and the claim check's server certificate.
 	const connectSecret = "lethe-connect-tls"
 	r := render(t, certManagerOverlay)
 	certs := map[string]*certificate{} // by secret name
@@ -201,10 +199,10 @@ func TestCertManagerCertificates(t *testing.T) {
 
 	// Secrets the pods mount, and by whom.
 	mountedBy := map[string]string{}
-	for _, sts := range r.statefulSets {
-		for _, v := range sts.Spec.Template.Spec.Volumes {
+	for name, pod := range r.pods() {
+		for _, v := range pod.Spec.Volumes {
 			if v.Secret != nil {
-				mountedBy[v.Secret.SecretName] = sts.Name
+				mountedBy[v.Secret.SecretName] = name
 			}
 		}
 	}
@@ -212,12 +210,13 @@ func TestCertManagerCertificates(t *testing.T) {
 		t.Errorf("the CA's Secret %s (its private key) is mounted by %s", ca.Spec.SecretName, mountedBy[ca.Spec.SecretName])
 	}
 	for secret, sts := range mountedBy {
-		if certs[secret] == nil && secret != "lethe-nats-users" {
+		// Passwords and lethe-connect's secrets, which are no certificates.
+		if certs[secret] == nil && !slices.Contains([]string{"lethe-nats-users", "lethe-connect-systems", "lethe-connect-claims"}, secret) {
 			t.Errorf("%s mounts Secret %s, which no Certificate fills", sts, secret)
 		}
 	}
 	for secret, c := range certs {
-		if c != ca && secret != operatorSecret && secret != connectSecret && mountedBy[secret] == "" {
+		if c != ca && secret != operatorSecret && mountedBy[secret] == "" {
 			t.Errorf("Certificate %s fills Secret %s, which no pod mounts", c.Name, secret)
 		}
 	}
