@@ -144,6 +144,9 @@ func TestCertManagerComponentChangesNothingElse(t *testing.T) {
 //     before its end.
 func TestCertManagerCertificates(t *testing.T) {
 	const operatorSecret = "lethe-operator-tls"
+	// lethe-connect's key pair: a client certificate for the registry,
+	// DSAR and NATS, and the claim check's server certificate.
+	const connectSecret = "lethe-connect-tls"
 	r := render(t, certManagerOverlay)
 	certs := map[string]*certificate{} // by secret name
 	for i := range r.certificates {
@@ -196,10 +199,10 @@ func TestCertManagerCertificates(t *testing.T) {
 
 	// Secrets the pods mount, and by whom.
 	mountedBy := map[string]string{}
-	for _, sts := range r.statefulSets {
-		for _, v := range sts.Spec.Template.Spec.Volumes {
+	for name, pod := range r.pods() {
+		for _, v := range pod.Spec.Volumes {
 			if v.Secret != nil {
-				mountedBy[v.Secret.SecretName] = sts.Name
+				mountedBy[v.Secret.SecretName] = name
 			}
 		}
 	}
@@ -207,7 +210,8 @@ func TestCertManagerCertificates(t *testing.T) {
 		t.Errorf("the CA's Secret %s (its private key) is mounted by %s", ca.Spec.SecretName, mountedBy[ca.Spec.SecretName])
 	}
 	for secret, sts := range mountedBy {
-		if certs[secret] == nil && secret != "lethe-nats-users" {
+		// Passwords and lethe-connect's secrets, which are no certificates.
+		if certs[secret] == nil && !slices.Contains([]string{"lethe-nats-users", "lethe-connect-systems", "lethe-connect-claims"}, secret) {
 			t.Errorf("%s mounts Secret %s, which no Certificate fills", sts, secret)
 		}
 	}
@@ -349,6 +353,29 @@ func TestCertManagerCertificates(t *testing.T) {
 		}
 		id, err := auth.SPIFFEID(leaf, td)
 		if want := "spiffe://" + td + "/ns/lethe/sa/lethe-operator"; err != nil || id != want {
+			t.Errorf("%s: SPIFFE id %q (%v), want %s", where, id, err, want)
+		}
+		identities[id] = true
+	}
+	if c := certs[connectSecret]; c == nil {
+		t.Errorf("no Certificate fills %s, lethe-connect's key pair", connectSecret)
+	} else {
+		where := certManagerOverlay + ": Certificate " + c.Name
+		checkLeafLifetime(t, where, c, ca)
+		leaf, _ := issueAsSpecified(t, c, caCert, caKey)
+		for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth} {
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+				t.Errorf("%s: does not verify for usage %v: %v", where, usage, err)
+			}
+		}
+		var td string
+		for _, sts := range r.statefulSets {
+			if d := containerEnv(&sts.Spec.Template.Spec.Containers[0])["LETHE_TRUST_DOMAIN"]; d != "" {
+				td = d
+			}
+		}
+		id, err := auth.SPIFFEID(leaf, td)
+		if want := "spiffe://" + td + "/ns/lethe/sa/lethe-connect"; err != nil || id != want {
 			t.Errorf("%s: SPIFFE id %q (%v), want %s", where, id, err, want)
 		}
 		identities[id] = true

@@ -94,12 +94,18 @@ func TestDockerfiles(t *testing.T) {
 		svc := filepath.Base(filepath.Dir(filepath.Dir(cmd)))
 		name := filepath.Base(cmd)
 		t.Run(name, func(t *testing.T) {
-			checkDockerfile(t, filepath.Join(deploy.Dir(), "docker", svc+".Dockerfile"), svc, name)
+			checkDockerfile(t, filepath.Join(deploy.Dir(), "docker", svc+".Dockerfile"), "services/"+svc, name)
 		})
 	}
+	// lethe-connect, built from the SDK's module.
+	t.Run("lethe-connect", func(t *testing.T) {
+		checkDockerfile(t, filepath.Join(deploy.Dir(), "docker", "connect.Dockerfile"), "sdk", "lethe-connect")
+	})
 }
 
-func checkDockerfile(t *testing.T, path, svc, binary string) {
+// checkDockerfile checks the build file at path of binary, whose main
+// package is <module>/.../cmd/<binary> in the repository folder module.
+func checkDockerfile(t *testing.T, path, module, binary string) {
 	instrs := parseDockerfile(t, path)
 	var stages [][]instruction
 	for _, in := range instrs {
@@ -172,8 +178,8 @@ func checkDockerfile(t *testing.T, path, svc, binary string) {
 		case "RUN":
 			if m := regexp.MustCompile(`go build .*?(\./\S+)\s*$`).FindStringSubmatch(in.args); m != nil {
 				built = true
-				if want := "./services/" + svc + "/cmd/" + binary; m[1] != want {
-					t.Errorf("builds %s, want %s", m[1], want)
+				if !strings.HasPrefix(m[1], "./"+module+"/") || !strings.HasSuffix(m[1], "/cmd/"+binary) {
+					t.Errorf("builds %s, want ./%s/…/cmd/%s", m[1], module, binary)
 				}
 				if main, err := filepath.Glob(filepath.Join(repoRoot(), m[1], "*.go")); err != nil || len(main) == 0 {
 					t.Errorf("build path %s has no Go files", m[1])
@@ -198,11 +204,11 @@ func checkDockerfile(t *testing.T, path, svc, binary string) {
 		t.Error("go.work is not copied: the build would not use the workspace")
 	}
 	// Every module the service is built from: its own and its siblings.
-	need := map[string]bool{"services/" + svc: true}
-	siblingModules(t, "services/"+svc, need)
+	need := map[string]bool{module: true}
+	siblingModules(t, module, need)
 	for dir := range need {
 		if !slices.Contains(copied, dir) {
-			t.Errorf("the sources of %s, which lethe-%s needs, are not copied", dir, svc)
+			t.Errorf("the sources of %s, which %s needs, are not copied", dir, binary)
 		}
 	}
 

@@ -69,6 +69,8 @@ type rendered struct {
 	serviceAccounts []corev1.ServiceAccount
 	services        []corev1.Service
 	statefulSets    []appsv1.StatefulSet
+	deployments     []appsv1.Deployment
+	claims          []corev1.PersistentVolumeClaim
 	configMaps      []corev1.ConfigMap
 	secrets         []corev1.Secret
 	policies        []networkingv1.NetworkPolicy
@@ -127,6 +129,10 @@ func render(t *testing.T, overlay string) *rendered {
 			appendDecoded(t, o, &r.secrets)
 		case "apps/v1 StatefulSet":
 			appendDecoded(t, o, &r.statefulSets)
+		case "apps/v1 Deployment":
+			appendDecoded(t, o, &r.deployments)
+		case "v1 PersistentVolumeClaim":
+			appendDecoded(t, o, &r.claims)
 		case "networking.k8s.io/v1 NetworkPolicy":
 			appendDecoded(t, o, &r.policies)
 		case "policy/v1 PodDisruptionBudget":
@@ -513,6 +519,9 @@ func (r *rendered) pods() map[string]*corev1.PodTemplateSpec {
 	for i := range r.statefulSets {
 		pods[r.statefulSets[i].Name] = &r.statefulSets[i].Spec.Template
 	}
+	for i := range r.deployments {
+		pods[r.deployments[i].Name] = &r.deployments[i].Spec.Template
+	}
 	return pods
 }
 
@@ -597,6 +606,13 @@ func TestNetworkPolicies(t *testing.T) {
 		{"nats", "nats", 6222, true},
 		{"lethe-consent", "nats", 6222, false},
 		{"lethe-consent", "nats", 8222, false},
+		{"lethe-connect", "lethe-registry", 7404, true},
+		{"lethe-connect", "lethe-dsar", 7402, true},
+		{"lethe-connect", "nats", 4222, true},
+		{"lethe-connect", "lethe-consent", 7401, false},
+		{"lethe-connect", "lethe-retention", 7403, false},
+		{"lethe-connect", "lethe-registry", 9464, false},
+		{"lethe-dsar", "lethe-connect", 8443, false}, // receivers call it, through the ingress
 	}
 	for svc := range services {
 		flows = append(flows, flow{"lethe-" + svc, "nats", 4222, true})

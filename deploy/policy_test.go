@@ -70,6 +70,53 @@ func TestPolicyAllowsEveryCallTheServicesMake(t *testing.T) {
 	}
 }
 
+// TestPolicyGivesLetheConnectExactlyTheCallsItMakes: the runner's
+// identity, spiffe://<trust domain>/ns/lethe/sa/lethe-connect, is allowed
+// every RPC that lethe-connect's code (sdk/connect, and the SDK subscriber
+// it runs each system on) calls, found as TestPolicyAllowsEveryCallTheServicesMake
+// finds them, and refused every other method of the four services: it
+// lists tenants and systems and fetches identifiers by claim check, and
+// may change nothing. Which systems' identifiers it gets the DSAR service
+// decides (services/dsar, mayActFor).
+func TestPolicyGivesLetheConnectExactlyTheCallsItMakes(t *testing.T) {
+	r := render(t, "overlays/production")
+	file := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(file, []byte(r.configMap(t, "lethe-authz-policy").Data["policy.json"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	policy, err := auth.LoadPolicy(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	td := containerEnv(&r.statefulSet(t, "lethe-dsar").Spec.Template.Spec.Containers[0])["LETHE_TRUST_DOMAIN"]
+	identity := auth.Identity{Name: "spiffe://" + td + "/ns/lethe/sa/lethe-connect"}
+	code := sourceOf(t, filepath.Join("..", "sdk", "connect")) + sourceOf(t, filepath.Join("..", "sdk", "subscriber"))
+	var calls []string
+	for callee, desc := range map[string]grpc.ServiceDesc{"consent": consentv1.ConsentService_ServiceDesc, "dsar": dsarv1.DsarService_ServiceDesc,
+		"registry": registryv1.RegistryService_ServiceDesc, "retention": retentionv1.RetentionService_ServiceDesc} {
+		for _, m := range methodNames(desc) {
+			full := "/" + desc.ServiceName + "/" + m
+			called := regexp.MustCompile(`\b` + callee + `v1\.` + m + `Request\{`).MatchString(code)
+			if called {
+				calls = append(calls, full)
+			}
+			err := policy.Authorize(context.Background(), auth.Request{Identity: identity, FullMethod: full, TenantID: "clio"})
+			switch {
+			case called && err != nil:
+				t.Errorf("lethe-connect calls %s, which the production policy refuses it: %v", full, err)
+			case !called && err == nil:
+				t.Errorf("the production policy allows lethe-connect %s, which it never calls", full)
+			}
+		}
+	}
+	for _, want := range []string{"ListTenants", "ListSystems", "GetIdentifiers"} {
+		if !regexp.MustCompile(`\b(registry|dsar)v1\.` + want + `Request\{`).MatchString(code) {
+			t.Errorf("lethe-connect's code no longer calls %s: is the source found?", want)
+		}
+	}
+	t.Logf("lethe-connect calls %v", calls)
+}
+
 // methodNames are a service's unary and streaming method names.
 func methodNames(desc grpc.ServiceDesc) []string {
 	var names []string

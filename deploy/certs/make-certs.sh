@@ -3,11 +3,12 @@
 # or local processes (a cluster with cert-manager issues them itself).
 #
 # It makes one CA and, signed by it, a key pair for each of:
-#   lethe-consent, lethe-dsar, lethe-registry, lethe-retention
+#   lethe-consent, lethe-dsar, lethe-registry, lethe-retention, lethe-connect
 #       DNS lethe-<svc>, lethe-<svc>.<namespace>.svc; URI SAN
 #       spiffe://<trust domain>/ns/<namespace>/sa/lethe-<svc>; serverAuth
 #       and clientAuth (one pair serves the service's listener and its
-#       calls to NATS, the registry and its neighbours)
+#       calls to NATS, the registry and its neighbours; lethe-connect's also
+#       its claim check's listener)
 #   nats (the three NATS nodes)
 #       DNS nats, nats.<namespace>.svc, *.nats-cluster,
 #       *.nats-cluster.<namespace>.svc; serverAuth and clientAuth (routes)
@@ -149,7 +150,7 @@ issue() {
 spiffe() { echo "spiffe://$trust_domain/$1"; }
 
 secrets=()
-for svc in consent dsar registry retention; do
+for svc in consent dsar registry retention connect; do
 	issue "lethe-$svc-tls" "lethe-$svc" serverAuth,clientAuth \
 		"lethe-$svc" "lethe-$svc.$namespace.svc" "$(spiffe "ns/$namespace/sa/lethe-$svc")" "${extra_names[@]}"
 	secrets+=("lethe-$svc-tls")

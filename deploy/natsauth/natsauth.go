@@ -23,6 +23,10 @@ import (
 // AdminUser is the operators' user; it has every permission.
 const AdminUser = "admin"
 
+// ConnectUser is lethe-connect's user: it answers, on one connection, the
+// WEBHOOK and CONNECTOR systems listed in its block (Connect).
+const ConnectUser = "lethe-connect"
+
 // Services are the Lethe services that have a NATS user each.
 var Services = []string{"consent", "dsar", "registry", "retention"}
 
@@ -187,4 +191,42 @@ func Subscriber(system, tenant string) (*server.Permissions, error) {
 // every other system.
 func InboxPrefix(system, tenant string) string {
 	return "_INBOX." + system + "@" + tenant
+}
+
+// System names a subscribing system of a tenant.
+type System struct{ ID, Tenant string }
+
+// Connect returns the permissions of lethe-connect's user (ConnectUser)
+// answering systems: for each, exactly what Subscriber gives that system's
+// own user (its durable consumers, its replay consumer, its outcome
+// subject), and replies on the runner's own inbox prefix,
+// InboxPrefix of ConnectUser ("_INBOX.lethe-connect"), the default of
+// lethe-connect --nats-user lethe-connect.
+//
+// The systems are listed, not matched by a pattern: a consumer's name is
+// one subject token, and NATS wildcards match whole tokens only, so no
+// permission can say "consumers whose name starts with a prefix"; a
+// wildcard consumer would let the runner pull an SDK system's events away
+// from it and report any system's outcome. A system becomes WEBHOOK or
+// CONNECTOR in the registry, and the operator adds it here, as an SDK
+// system gets its own user; until then the runner's subscriber for it is
+// refused by the server and retried at every resync (logged, never
+// silent).
+func Connect(systems ...System) (*server.Permissions, error) {
+	pub := []string{"$JS.API.STREAM.INFO." + contract.StreamName, "$JS.API.STREAM.INFO." + erasures}
+	for _, sys := range systems {
+		p, err := Subscriber(sys.ID, sys.Tenant)
+		if err != nil {
+			return nil, err
+		}
+		for _, subject := range p.Publish.Allow {
+			if !slices.Contains(pub, subject) {
+				pub = append(pub, subject)
+			}
+		}
+	}
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pub},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX." + ConnectUser + ".>"}},
+	}, nil
 }

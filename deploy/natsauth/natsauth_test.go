@@ -234,6 +234,29 @@ func TestShippedConfiguration(t *testing.T) {
 		case u.Username == natsauth.AdminUser:
 		case slices.Contains(natsauth.Services, u.Username):
 			want = natsauth.Service(u.Username)
+		case u.Username == natsauth.ConnectUser:
+			// The systems the block lists, read from its consumers: the
+			// block must be exactly what Connect gives those systems.
+			var systems []natsauth.System
+			for _, subject := range u.Permissions.Publish.Allow {
+				name, ok := strings.CutPrefix(subject, "$JS.API.CONSUMER.INFO."+contract.StreamName+".")
+				if !ok {
+					continue
+				}
+				owner, _, _ := strings.Cut(name, "~")
+				system, tenant, _ := strings.Cut(owner, "@")
+				if sys := (natsauth.System{ID: system, Tenant: tenant}); !slices.Contains(systems, sys) {
+					systems = append(systems, sys)
+				}
+			}
+			if len(systems) == 0 {
+				t.Errorf("user %s answers no system: the shipped example is gone", u.Username)
+			}
+			var err error
+			if want, err = natsauth.Connect(systems...); err != nil {
+				t.Errorf("user %s: %v", u.Username, err)
+				continue
+			}
 		case isSystem:
 			var err error
 			if want, err = natsauth.Subscriber(system, tenant); err != nil {
@@ -250,7 +273,7 @@ func TestShippedConfiguration(t *testing.T) {
 			t.Errorf("user %s: permissions\n%s\nwant\n%s", u.Username, got, exp)
 		}
 	}
-	for _, name := range append([]string{natsauth.AdminUser, "newsletter@clio"}, natsauth.Services...) {
+	for _, name := range append([]string{natsauth.AdminUser, "newsletter@clio", natsauth.ConnectUser}, natsauth.Services...) {
 		if !seen[name] {
 			t.Errorf("no user %s", name)
 		}
@@ -631,4 +654,89 @@ func publishAsNewsletter(ctx context.Context, t *testing.T, s *server.Server, pa
 	c := subscriberConn(t, s, passwords, "newsletter", "clio")
 	_, err := c.js.PublishMsg(ctx, &nats.Msg{Subject: "lethe.clio.outcome.newsletter", Data: []byte{byte(n)}})
 	return err
+}
+
+// TestConnectPermissions runs lethe-connect's shipped user against a real
+// server: on one connection it answers the system its block lists
+// (web-analytics@clio) as that system's own user would, consumers,
+// outcome and all, and may not touch an SDK system's consumers (which
+// would take its events from it), report another system's outcome, or
+// read another inbox.
+func TestConnectPermissions(t *testing.T) {
+	s, passwords := startShipped(t)
+	consent := connect(t, s, "consent", passwords[natsauth.PasswordVariable("consent")])
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := broker.EnsureStream(ctx, consent.js, broker.DefaultStreamConfig()); err != nil {
+		t.Fatalf("consent provisions the stream: %v", err)
+	}
+	if err := publishEvent(ctx, consent.js, event("ev-clio", "clio")); err != nil {
+		t.Fatal(err)
+	}
+	runner := connect(t, s, natsauth.ConnectUser, passwords[natsauth.PasswordVariable(natsauth.ConnectUser)],
+		nats.CustomInboxPrefix("_INBOX."+natsauth.ConnectUser))
+	l, err := ledger.Open(filepath.Join(t.TempDir(), "web-analytics.db"), ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	handled := make(chan string, 8)
+	sub, err := subscriber.New(subscriber.Config{SystemID: "web-analytics", Tenant: "clio", JetStream: runner.js, Ledger: l,
+		Handlers: map[contract.Kind]subscriber.Handler{
+			contract.KindErasureRequested: func(_ context.Context, ev *subscriber.Event) (subscriber.Outcome, error) {
+				handled <- ev.ID()
+				return subscriber.Erased(), nil
+			},
+		},
+		BackOff: []time.Duration{10 * time.Millisecond}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- sub.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("subscriber Run: %v", err)
+		}
+	}()
+	select {
+	case id := <-handled:
+		if id != "ev-clio" {
+			t.Fatalf("web-analytics@clio handled %s", id)
+		}
+	case err := <-done:
+		t.Fatalf("subscriber stopped: %v", err)
+	case <-ctx.Done():
+		t.Fatal("lethe-connect never received clio's event for web-analytics")
+	}
+	outcomes, err := consent.js.CreateOrUpdateConsumer(ctx, contract.StreamName, jetstream.ConsumerConfig{
+		Durable: "lethe-consent-outcomes", FilterSubject: contract.AllOutcomes, AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := outcomes.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil || msg.Subject() != "lethe.clio.outcome.web-analytics" {
+		t.Fatalf("the runner's outcome: %v, %v", msg, err)
+	}
+
+	// An SDK system's consumer: the runner may neither create nor read it.
+	if _, err := runner.js.CreateConsumer(short(t), contract.StreamName, jetstream.ConsumerConfig{
+		Name: "newsletter@clio~erasure_requested", FilterSubject: "lethe.clio.erasure.requested", AckPolicy: jetstream.AckExplicitPolicy,
+	}); err == nil {
+		t.Error("lethe-connect created newsletter@clio's consumer")
+	}
+	runner.expectDenied(t, "create an SDK system's consumer",
+		"$JS.API.CONSUMER.CREATE.LETHE.newsletter@clio~erasure_requested.lethe.clio.erasure.requested")
+	// Another system's outcome, and another user's inbox.
+	if err := runner.nc.Publish("lethe.clio.outcome.newsletter", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	runner.expectDenied(t, "report newsletter's outcome", "lethe.clio.outcome.newsletter")
+	if _, err := runner.nc.SubscribeSync("_INBOX.newsletter@clio.>"); err != nil {
+		t.Fatal(err)
+	}
+	runner.expectDenied(t, "read newsletter's inbox", "_INBOX.newsletter@clio.>")
 }

@@ -14,6 +14,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -28,14 +30,30 @@ import (
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
-// callerIsSystem checks that the authenticated caller is the system it
-// claims to be. A system's identity is a name whose last two path
-// segments are "system/<system id>", as a SPIFFE id
-// spiffe://lethe.example/system/newsletter is. In the development profile
-// every local caller is auth.DevIdentityName and may act as any system, as
-// the development policy lets it call anything; production authenticators
-// never give that name.
-func callerIsSystem(ctx context.Context, system string) error {
+// ConnectServiceAccount is the last path segment of lethe-connect's
+// identity: the runner's SPIFFE id ends in "sa/lethe-connect", as
+// spiffe://lethe.internal/ns/lethe/sa/lethe-connect does (the service
+// account form every Lethe deployable has), which no system's identity,
+// ending in "system/<system id>", can.
+const ConnectServiceAccount = "lethe-connect"
+
+// mayActFor checks that the authenticated caller may act for system of
+// tenant, whose task, when there is one, is answered in mode:
+//   - a system's identity, a name whose last two path segments are
+//     "system/<system id>" (spiffe://lethe.example/system/newsletter),
+//     acts only for itself;
+//   - lethe-connect's identity (ConnectServiceAccount) acts for exactly
+//     the systems it answers: those the registry lists now with answer
+//     mode WEBHOOK or CONNECTOR. The registry, not the task, decides,
+//     because the runner answers a system's consumers from the moment it
+//     is registered so; a system the registry no longer knows is refused;
+//   - for a system answered by hand, whoever the policy lets call (an
+//     operator), lethe-connect excepted.
+//
+// In the development profile every local caller is auth.DevIdentityName
+// and may act as any system, as the development policy lets it call
+// anything; production authenticators never give that name.
+func (s *Service) mayActFor(ctx context.Context, tenant, system string, mode commonv1.AnswerMode) error {
 	id, ok := auth.FromContext(ctx)
 	if !ok || id.Name == "" {
 		return apierror.Unauthenticated("the caller is not authenticated")
@@ -44,16 +62,39 @@ func callerIsSystem(ctx context.Context, system string) error {
 		return nil
 	}
 	segs := strings.Split(id.Name, "/")
-	if n := len(segs); n >= 2 && segs[n-2] == "system" && segs[n-1] == system {
+	n := len(segs)
+	switch {
+	case n >= 2 && segs[n-2] == "sa" && segs[n-1] == ConnectServiceAccount:
+		return s.connectAnswers(ctx, id.Name, tenant, system)
+	case mode == commonv1.AnswerMode_ANSWER_MODE_MANUAL:
+		return nil
+	case n >= 2 && segs[n-2] == "system" && segs[n-1] == system:
 		return nil
 	}
 	return apierror.PermissionDenied(fmt.Sprintf("the caller %q is not system %q", id.Name, system))
 }
 
+// connectAnswers checks that lethe-connect, calling as caller, answers
+// system: its registration's answer mode is WEBHOOK or CONNECTOR.
+func (s *Service) connectAnswers(ctx context.Context, caller, tenant, system string) error {
+	sys, err := s.registeredSystem(ctx, tenant, system)
+	if status.Code(err) == codes.NotFound {
+		return apierror.PermissionDenied(fmt.Sprintf("the caller %q answers only registered systems, and %q is not one", caller, system))
+	}
+	if err != nil {
+		return err
+	}
+	switch m := sys.GetAnswerMode(); m {
+	case commonv1.AnswerMode_ANSWER_MODE_WEBHOOK, commonv1.AnswerMode_ANSWER_MODE_CONNECTOR:
+		return nil
+	default:
+		return apierror.PermissionDenied(fmt.Sprintf("the caller %q answers only WEBHOOK and CONNECTOR systems; system %q answers by %s", caller, system, m))
+	}
+}
+
 // findTask returns a request and the system's task for it, whatever the
-// task's state, and checks that the caller may act for the system: the
-// system itself, or, for a system answered by hand, whoever the policy
-// lets call (an operator).
+// task's state, and checks that the caller may act for the system
+// (mayActFor).
 func (s *Service) findTask(ctx context.Context, tenant, id, system string) (*dsarv1.Request, tasks.Task, error) {
 	var r *dsarv1.Request
 	err := s.DB.View(func(tx *bolt.Tx) error {
@@ -72,14 +113,12 @@ func (s *Service) findTask(ctx context.Context, tenant, id, system string) (*dsa
 		if t.SystemID != system {
 			continue
 		}
-		if t.Mode != commonv1.AnswerMode_ANSWER_MODE_MANUAL {
-			if err := callerIsSystem(ctx, system); err != nil {
-				return nil, tasks.Task{}, err
-			}
+		if err := s.mayActFor(ctx, tenant, system, t.Mode); err != nil {
+			return nil, tasks.Task{}, err
 		}
 		return r, t, nil
 	}
-	if err := callerIsSystem(ctx, system); err != nil {
+	if err := s.mayActFor(ctx, tenant, system, commonv1.AnswerMode_ANSWER_MODE_UNSPECIFIED); err != nil {
 		return nil, tasks.Task{}, err
 	}
 	return nil, tasks.Task{}, apierror.FailedPrecondition(apierror.ReasonTaskNotOpen, fmt.Sprintf("system %q has no task for request %s", system, id))

@@ -144,14 +144,25 @@ func normalise(id *commonv1.Identifier) string {
 // systemIdentifiers returns the identifier forms a system's registration
 // declares. Without an answer from the registry nothing is handed out.
 func (s *Service) systemIdentifiers(ctx context.Context, tenant, system string) ([]*registryv1.HeldIdentifier, error) {
+	sys, err := s.registeredSystem(ctx, tenant, system)
+	if err != nil {
+		return nil, err
+	}
+	return sys.GetIdentifiers(), nil
+}
+
+// registeredSystem reads system's registration from the registry; an
+// error from the registry keeps its status (NotFound for a system that is
+// not registered).
+func (s *Service) registeredSystem(ctx context.Context, tenant, system string) (*registryv1.System, error) {
 	if s.registry == nil {
-		return nil, fmt.Errorf("dsar: no registry connection to read system %q's identifier forms", system)
+		return nil, fmt.Errorf("dsar: no registry connection to read system %q", system)
 	}
 	resp, err := s.registry.GetSystem(ctx, &registryv1.GetSystemRequest{TenantId: tenant, SystemId: system})
 	if err != nil {
 		return nil, fmt.Errorf("registry: get system %s: %w", system, err)
 	}
-	return resp.System.GetIdentifiers(), nil
+	return resp.GetSystem(), nil
 }
 
 // provenances returns the provenance of every category of the tenant's

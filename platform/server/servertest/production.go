@@ -79,11 +79,26 @@ func (p *PKI) Client(t testing.TB, name string) credentials.TransportCredentials
 	return credentials.NewTLS(p.clientTLS(t, name))
 }
 
+// ClientWithIdentity is Client for a caller whose certificate carries the
+// SPIFFE id given, of any path in TrustDomain (a deployable's
+// service-account form, spiffe://lethe.test/ns/lethe/sa/lethe-connect).
+func (p *PKI) ClientWithIdentity(t testing.TB, spiffeID string) credentials.TransportCredentials {
+	t.Helper()
+	return credentials.NewTLS(p.tlsFor(t, spiffeID, spiffeID))
+}
+
 // clientTLS is the TLS configuration of the caller called name: a client
 // certificate carrying Identity(name), trusting the CA.
 func (p *PKI) clientTLS(t testing.TB, name string) *tls.Config {
 	t.Helper()
-	pair := p.ca.Issue(t, tlstest.Leaf{Name: name, URIs: []string{Identity(name)}})
+	return p.tlsFor(t, name, Identity(name))
+}
+
+// tlsFor is the TLS configuration of a caller whose certificate, named
+// name, carries the SPIFFE id spiffeID, trusting the CA.
+func (p *PKI) tlsFor(t testing.TB, name, spiffeID string) *tls.Config {
+	t.Helper()
+	pair := p.ca.Issue(t, tlstest.Leaf{Name: name, URIs: []string{spiffeID}})
 	cert, err := tls.X509KeyPair(pair.CertPEM, pair.KeyPEM)
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@
 //
 //	lethe-connect --nats-url tls://nats.lethe.svc:4222 --nats-user lethe-connect \
 //	  --nats-password-file /run/secrets/nats-password --nats-ca ca.crt \
-//	  --registry-addr registry.lethe.svc:7404 --dsar-addr dsar.lethe.svc:7403 \
+//	  --registry-addr lethe-registry:7404 --dsar-addr lethe-dsar:7402 \
 //	  --grpc-ca ca.crt --grpc-cert tls.crt --grpc-key tls.key \
 //	  --secrets /run/secrets/lethe-connect --data /var/lib/lethe-connect \
 //	  --claims-addr :8443 --claims-url https://connect.lethe.example --claims-key-file /run/secrets/claim-key \
@@ -79,7 +79,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.nats.certFile, "nats-cert", "", "client certificate for mutual TLS with NATS")
 	fs.StringVar(&o.nats.keyFile, "nats-key", "", "client key for mutual TLS with NATS")
 	fs.StringVar(&o.registryAddr, "registry-addr", "127.0.0.1:7404", "the registry service's gRPC address")
-	fs.StringVar(&o.dsarAddr, "dsar-addr", "127.0.0.1:7403", "the DSAR service's gRPC address, for the claim check; empty for none")
+	fs.StringVar(&o.dsarAddr, "dsar-addr", "127.0.0.1:7402", "the DSAR service's gRPC address, for the claim check; empty for none")
 	fs.StringVar(&o.grpc.caFile, "grpc-ca", "", "CA certificate of the services' TLS; without it the services are reached in plaintext, on loopback only")
 	fs.StringVar(&o.grpc.certFile, "grpc-cert", "", "client certificate for mutual TLS with the services")
 	fs.StringVar(&o.grpc.keyFile, "grpc-key", "", "client key for mutual TLS with the services")
