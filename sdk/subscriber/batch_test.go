@@ -9,6 +9,7 @@ import (
 
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
+	"github.com/lethe-privacy/lethe/sdk/internal/sdktest"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
 
@@ -16,14 +17,14 @@ import (
 // one OutcomeBatch message: the stream syncs once for them. Every outcome is
 // stored, once.
 func TestConcurrentOutcomesAreStoredInBatches(t *testing.T) {
-	_, _, js := setup(t)
-	cfg := config(t, js, openLedger(t), map[contract.Kind]subscriber.Handler{
+	_, _, js := sdktest.Stream(t)
+	cfg := config(t, js, sdktest.OpenLedger(t, "newsletter.db"), map[contract.Kind]subscriber.Handler{
 		contract.KindErasureRequested: func(context.Context, *subscriber.Event) (subscriber.Outcome, error) {
 			return subscriber.Erased(), nil
 		},
 	})
 	cfg.Workers = 32
-	run(t, cfg)
+	sdktest.Run(t, cfg)
 	const n = 300
 	for i := range n {
 		// Events about one subject are handled one at a time; these are

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/sdk/internal/sdktest"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
@@ -77,9 +78,9 @@ func TestCrashBetweenSideEffectAndAck(t *testing.T) {
 		crashingSubscriber(t)
 		return
 	}
-	s := startServer(t)
-	_, js := connect(t, s)
-	if _, err := js.CreateStream(context.Background(), streamConfig()); err != nil {
+	s := sdktest.StartServer(t)
+	_, js := sdktest.Connect(t, s)
+	if _, err := js.CreateStream(context.Background(), sdktest.StreamConfig()); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "newsletter.db")
@@ -101,7 +102,7 @@ func TestCrashBetweenSideEffectAndAck(t *testing.T) {
 	if err != nil || !found {
 		t.Fatalf("the crashed subscriber's outcome is not in the ledger: %v", err)
 	}
-	if got := storedOutcomes(t, js, outcomeSubject); len(got) != 0 {
+	if got := sdktest.Outcomes(t, js, outcomeSubject); len(got) != 0 {
 		t.Fatalf("%d outcomes published before the restart, want none", len(got))
 	}
 
@@ -109,8 +110,8 @@ func TestCrashBetweenSideEffectAndAck(t *testing.T) {
 	// expires.
 	cfg := config(t, js, l, map[contract.Kind]subscriber.Handler{contract.KindErasureRequested: eraser(l, false)})
 	cfg.AckWait = 200 * time.Millisecond
-	sub := run(t, cfg)
-	got := waitOutcomes(t, js, outcomeSubject, 1)[0].outcome
+	sub := sdktest.Run(t, cfg)
+	got := sdktest.WaitOutcomes(t, js, outcomeSubject, 1)[0].Outcome
 	info := waitSettled(t, js, sub.ConsumerName(contract.KindErasureRequested))
 
 	if n := countEffects(t, l); n != 1 {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
+	"github.com/lethe-privacy/lethe/sdk/internal/sdktest"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
 
@@ -26,7 +27,7 @@ import (
 // for longer than two heartbeats while the connection stays open, which
 // the client cannot tell from a lost pull.
 func TestRunRidesOutALostPull(t *testing.T) {
-	s := startServer(t)
+	s := sdktest.StartServer(t)
 	proxy := startStallingProxy(t, s.Addr().String())
 	nc, err := nats.Connect("nats://"+proxy.addr, nats.PingInterval(time.Hour))
 	if err != nil {
@@ -37,13 +38,13 @@ func TestRunRidesOutALostPull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateStream(context.Background(), streamConfig()); err != nil {
+	if _, err := js.CreateStream(context.Background(), sdktest.StreamConfig()); err != nil {
 		t.Fatal(err)
 	}
 
 	var handled counter
 	logs := &syncLog{}
-	cfg := config(t, js, openLedger(t), map[contract.Kind]subscriber.Handler{
+	cfg := config(t, js, sdktest.OpenLedger(t, "newsletter.db"), map[contract.Kind]subscriber.Handler{
 		contract.KindErasureRequested: func(_ context.Context, ev *subscriber.Event) (subscriber.Outcome, error) {
 			handled.add(ev.ID())
 			return subscriber.Erased(), nil
@@ -51,7 +52,7 @@ func TestRunRidesOutALostPull(t *testing.T) {
 	})
 	cfg.Heartbeat = 500 * time.Millisecond
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	run(t, cfg)
+	sdktest.Run(t, cfg)
 
 	publish(t, js, newEvent("ev-1", contract.KindErasureRequested, 1), "ev-1")
 	eventually.True(t, "the first event handled", func() bool { return handled.get("ev-1") == 1 })

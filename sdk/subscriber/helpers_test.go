@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
@@ -20,18 +18,14 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
+	"github.com/lethe-privacy/lethe/sdk/internal/sdktest"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
 
-// TestMain checks for leaked goroutines. A sourced stream (the erasure
-// ledger of the replay tests) sets its source up in a nats-server
-// goroutine that outlives Shutdown until its own timeout; it is the
-// server's, not the SDK's (platform/broker/brokertest.LeakOptions, which
-// the SDK may not import, says the same).
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*stream).trySetupSourceConsumer.func3"))
-}
+// TestMain checks for leaked goroutines (sdktest.LeakOptions says which
+// are the server's).
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, sdktest.LeakOptions()...) }
 
 const (
 	tenant = "clio"
@@ -40,85 +34,6 @@ const (
 	traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	traceID     = "4bf92f3577b34da6a3ce929d0e0e4736"
 )
-
-// startServer runs an embedded nats-server with JetStream for the test, as
-// nats-server's own test.RunServer does, and shuts it down at cleanup.
-func startServer(t *testing.T) *server.Server {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      -1,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoLog:     true,
-		NoSigs:    true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	return s
-}
-
-// connect returns a JetStream context on s, closed at cleanup.
-func connect(t *testing.T, s *server.Server) (*nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
-}
-
-// streamConfig is the LETHE stream as the platform creates it, with a
-// shorter max age.
-func streamConfig(subjects ...string) jetstream.StreamConfig {
-	if len(subjects) == 0 {
-		subjects = []string{contract.AllSubjects}
-	}
-	return jetstream.StreamConfig{
-		Name:       contract.StreamName,
-		Subjects:   subjects,
-		Storage:    jetstream.FileStorage,
-		MaxAge:     time.Hour,
-		Duplicates: time.Minute,
-	}
-}
-
-// setup starts a server with the LETHE stream and returns a connection to
-// it.
-func setup(t *testing.T) (*server.Server, *nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	s := startServer(t)
-	nc, js := connect(t, s)
-	if _, err := js.CreateStream(context.Background(), streamConfig()); err != nil {
-		t.Fatal(err)
-	}
-	return s, nc, js
-}
-
-// openLedger opens a ledger in a fresh file, closed at cleanup.
-func openLedger(t *testing.T) *ledger.Ledger {
-	t.Helper()
-	l, err := ledger.Open(filepath.Join(t.TempDir(), "newsletter.db"), ledger.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
-}
 
 // config returns a subscriber configuration with test timings.
 func config(t *testing.T, js jetstream.JetStream, l *ledger.Ledger, handlers map[contract.Kind]subscriber.Handler) subscriber.Config {
@@ -132,26 +47,6 @@ func config(t *testing.T, js jetstream.JetStream, l *ledger.Ledger, handlers map
 		AckWait:   5 * time.Second,
 		Logger:    testLogger(t),
 	}
-}
-
-// run runs a subscriber until the test ends, and fails the test if Run
-// returns an error.
-func run(t *testing.T, cfg subscriber.Config) *subscriber.Subscriber {
-	t.Helper()
-	sub, err := subscriber.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sub.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	return sub
 }
 
 // newEvent returns a valid event of kind about subject-42.
@@ -191,82 +86,12 @@ func newEvent(id string, kind contract.Kind, seq uint64) *eventsv1.Event {
 // id when empty).
 func publish(t *testing.T, js jetstream.JetStream, ev *eventsv1.Event, msgID string) {
 	t.Helper()
-	natsSubject, err := contract.EventSubject(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := contract.EventHeaders(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	msg := sdktest.EventMsg(t, ev)
 	if msgID != "" {
-		h.Set(nats.MsgIdHdr, msgID)
+		msg.Header.Set(nats.MsgIdHdr, msgID)
 	}
-	h.Set("traceparent", traceparent)
-	data, err := contract.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	publishRaw(t, js, &nats.Msg{Subject: natsSubject, Header: h, Data: data})
-}
-
-func publishRaw(t *testing.T, js jetstream.JetStream, msg *nats.Msg) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := js.PublishMsg(ctx, msg); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// storedOutcome is an outcome as the stream stored it.
-type storedOutcome struct {
-	header  nats.Header
-	subject string
-	outcome *eventsv1.Outcome
-}
-
-// storedOutcomes returns the outcomes stored on subject.
-func storedOutcomes(t *testing.T, js jetstream.JetStream, subject string) []storedOutcome {
-	t.Helper()
-	ctx := context.Background()
-	cons, err := js.OrderedConsumer(ctx, contract.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch, err := cons.FetchNoWait(100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []storedOutcome
-	for msg := range batch.Messages() {
-		outcomes, err := contract.UnmarshalOutcomes(msg.Headers(), msg.Data())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range outcomes {
-			out = append(out, storedOutcome{header: msg.Headers(), subject: msg.Subject(), outcome: o})
-		}
-	}
-	if err := batch.Error(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// waitOutcomes waits until n outcomes are stored on subject and returns
-// them.
-func waitOutcomes(t *testing.T, js jetstream.JetStream, subject string, n int) []storedOutcome {
-	t.Helper()
-	var got []storedOutcome
-	eventually.True(t, fmt.Sprintf("%d outcomes on %s", n, subject), func() bool {
-		got = storedOutcomes(t, js, subject)
-		return len(got) >= n
-	})
-	if len(got) != n {
-		t.Fatalf("%d outcomes on %s, want %d", len(got), subject, n)
-	}
-	return got
+	msg.Header.Set("traceparent", traceparent)
+	sdktest.Publish(t, js, msg)
 }
 
 // waitSettled waits until the system's consumer has nothing pending or

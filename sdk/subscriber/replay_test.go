@@ -15,6 +15,7 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
+	"github.com/lethe-privacy/lethe/sdk/internal/sdktest"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
@@ -24,7 +25,7 @@ import (
 // directives of every tenant.
 func setupLedger(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	_, _, js := setup(t)
+	_, _, js := sdktest.Stream(t)
 	_, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
 		Name:       contract.ErasureLedgerStream,
 		Sources:    []*jetstream.StreamSource{{Name: contract.StreamName, FilterSubject: "lethe.*.erasure.requested"}},
@@ -170,13 +171,13 @@ func TestReplayErasuresAfterARestore(t *testing.T) {
 	// the backup holds.
 	since := time.Now()
 	publish(t, js, erasureOf("erase-ada", tenant, "ada"), "")
-	waitOutcomes(t, js, outcomes, 1)
+	sdktest.WaitOutcomes(t, js, outcomes, 1)
 	backup := r.backup(t)
 	publish(t, js, erasureOf("erase-bob", tenant, "bob"), "")
 	withdrawal := newEvent("withdraw-eve", contract.KindConsentWithdrawn, 1)
 	withdrawal.SubjectId = "eve"
 	publish(t, js, withdrawal, "")
-	waitOutcomes(t, js, outcomes, 3)
+	sdktest.WaitOutcomes(t, js, outcomes, 3)
 	publish(t, js, erasureOf("erase-other", "cleura", "eve"), "")
 	cancel()
 	if err := <-done; err != nil {
@@ -213,7 +214,7 @@ func TestReplayErasuresAfterARestore(t *testing.T) {
 	if o, found, err := r.l.Lookup("erase-bob"); err != nil || !found || o.GetKind() != eventsv1.OutcomeKind_OUTCOME_KIND_ERASED {
 		t.Errorf("ledger entry of erase-bob = %v, %v, %v; want ERASED", o, found, err)
 	}
-	if got := storedOutcomes(t, js, outcomes); len(got) != 3 {
+	if got := sdktest.Outcomes(t, js, outcomes); len(got) != 3 {
 		t.Errorf("%d outcomes stored after the replay, want the 3 of before", len(got))
 	}
 	name, _ := contract.ReplayConsumerName(system, tenant)

@@ -8,6 +8,7 @@ import (
 
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/sdk/internal/sdktest"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
 
@@ -15,9 +16,9 @@ import (
 // asked for (an HTTP endpoint's Retry-After), not after the back-off: with
 // an hour's back-off, the second delivery still comes within the test.
 func TestRetryAfterReplacesTheBackOff(t *testing.T) {
-	_, _, js := setup(t)
+	_, _, js := sdktest.Stream(t)
 	var calls counter
-	cfg := config(t, js, openLedger(t), map[contract.Kind]subscriber.Handler{
+	cfg := config(t, js, sdktest.OpenLedger(t, "newsletter.db"), map[contract.Kind]subscriber.Handler{
 		contract.KindErasureRequested: func(_ context.Context, ev *subscriber.Event) (subscriber.Outcome, error) {
 			calls.add(ev.ID())
 			if ev.Delivered() == 1 {
@@ -27,10 +28,10 @@ func TestRetryAfterReplacesTheBackOff(t *testing.T) {
 		},
 	})
 	cfg.BackOff = []time.Duration{time.Hour}
-	sub := run(t, cfg)
+	sub := sdktest.Run(t, cfg)
 
 	publish(t, js, newEvent("ev-1", contract.KindErasureRequested, 1), "")
-	o := waitOutcomes(t, js, outcomeSubject, 1)[0].outcome
+	o := sdktest.WaitOutcomes(t, js, outcomeSubject, 1)[0].Outcome
 	waitSettled(t, js, sub.ConsumerName(contract.KindErasureRequested))
 	if o.GetKind() != eventsv1.OutcomeKind_OUTCOME_KIND_ERASED || calls.get("ev-1") != 2 {
 		t.Fatalf("outcome %s after %d calls, want ERASED after 2", o.GetKind(), calls.get("ev-1"))

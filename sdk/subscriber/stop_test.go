@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/sdk/internal/sdktest"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
 
@@ -12,8 +13,8 @@ import (
 // subscriber is still creating its consumer exits cleanly, not with an
 // error its supervisor would count as a crash.
 func TestStopDuringSetUpIsNotAFailure(t *testing.T) {
-	_, _, js := setup(t)
-	sub, err := subscriber.New(config(t, js, openLedger(t), map[contract.Kind]subscriber.Handler{
+	_, _, js := sdktest.Stream(t)
+	sub, err := subscriber.New(config(t, js, sdktest.OpenLedger(t, "newsletter.db"), map[contract.Kind]subscriber.Handler{
 		contract.KindErasureRequested: func(context.Context, *subscriber.Event) (subscriber.Outcome, error) {
 			return subscriber.Erased(), nil
 		},

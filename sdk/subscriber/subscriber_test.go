@@ -18,6 +18,7 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
+	"github.com/lethe-privacy/lethe/sdk/internal/sdktest"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
@@ -25,7 +26,7 @@ import (
 var outcomeSubject = "lethe." + tenant + ".outcome." + system
 
 func TestHandlesAnEventOnceAndReportsItsOutcome(t *testing.T) {
-	_, _, js := setup(t)
+	_, _, js := sdktest.Stream(t)
 	var calls counter
 	var seen struct {
 		sync.Mutex
@@ -37,7 +38,7 @@ func TestHandlesAnEventOnceAndReportsItsOutcome(t *testing.T) {
 		identifiersErr  error
 		erasureScopeAll bool
 	}
-	cfg := config(t, js, openLedger(t), map[contract.Kind]subscriber.Handler{
+	cfg := config(t, js, sdktest.OpenLedger(t, "newsletter.db"), map[contract.Kind]subscriber.Handler{
 		contract.KindErasureRequested: func(ctx context.Context, ev *subscriber.Event) (subscriber.Outcome, error) {
 			calls.add(ev.ID())
 			seen.Lock()
@@ -50,14 +51,14 @@ func TestHandlesAnEventOnceAndReportsItsOutcome(t *testing.T) {
 			return subscriber.Erased(), nil
 		},
 	})
-	sub := run(t, cfg)
+	sub := sdktest.Run(t, cfg)
 	if got := sub.ConsumerNames(); !slices.Equal(got, []string{"newsletter@clio~erasure_requested"}) {
 		t.Errorf("ConsumerNames() = %q, want newsletter@clio~erasure_requested", got)
 	}
 
 	ev := newEvent("ev-1", contract.KindErasureRequested, 3)
 	publish(t, js, ev, "")
-	got := waitOutcomes(t, js, outcomeSubject, 1)[0]
+	got := sdktest.WaitOutcomes(t, js, outcomeSubject, 1)[0]
 	info := waitSettled(t, js, sub.ConsumerName(contract.KindErasureRequested))
 
 	if n := calls.get("ev-1"); n != 1 {
@@ -77,7 +78,7 @@ func TestHandlesAnEventOnceAndReportsItsOutcome(t *testing.T) {
 	}
 	seen.Unlock()
 
-	o := got.outcome
+	o := got.Outcome
 	if o.GetEventId() != "ev-1" || o.GetTenantId() != tenant || o.GetSystemId() != system ||
 		o.GetSubjectId() != "subject-42" || !proto.Equal(o.GetCause(), ev.GetCause()) ||
 		o.GetKind() != eventsv1.OutcomeKind_OUTCOME_KIND_ERASED || o.GetReportedAt() == nil {
@@ -85,14 +86,14 @@ func TestHandlesAnEventOnceAndReportsItsOutcome(t *testing.T) {
 	}
 	wantHeader := contract.OutcomeHeaders(o)
 	for k := range wantHeader {
-		if got.header.Get(k) != wantHeader.Get(k) {
-			t.Errorf("outcome header %s = %q, want %q", k, got.header.Get(k), wantHeader.Get(k))
+		if got.Header.Get(k) != wantHeader.Get(k) {
+			t.Errorf("outcome header %s = %q, want %q", k, got.Header.Get(k), wantHeader.Get(k))
 		}
 	}
-	if got.header.Get(nats.MsgIdHdr) != "ev-1/newsletter" {
-		t.Errorf("outcome Nats-Msg-Id = %q, want ev-1/newsletter", got.header.Get(nats.MsgIdHdr))
+	if got.Header.Get(nats.MsgIdHdr) != "ev-1/newsletter" {
+		t.Errorf("outcome Nats-Msg-Id = %q, want ev-1/newsletter", got.Header.Get(nats.MsgIdHdr))
 	}
-	if tp := got.header.Get("traceparent"); !strings.Contains(tp, traceID) {
+	if tp := got.Header.Get("traceparent"); !strings.Contains(tp, traceID) {
 		t.Errorf("outcome traceparent = %q, want trace %s", tp, traceID)
 	}
 
@@ -114,7 +115,7 @@ func TestHandlesAnEventOnceAndReportsItsOutcome(t *testing.T) {
 }
 
 func TestDuplicateIsAnsweredWithTheRecordedOutcome(t *testing.T) {
-	_, nc, js := setup(t)
+	_, nc, js := sdktest.Stream(t)
 	// A core subscription sees every send, including those the stream
 	// drops as duplicates of the first outcome.
 	sends, err := nc.SubscribeSync(outcomeSubject)
@@ -123,13 +124,13 @@ func TestDuplicateIsAnsweredWithTheRecordedOutcome(t *testing.T) {
 	}
 	defer sends.Unsubscribe()
 	var calls counter
-	cfg := config(t, js, openLedger(t), map[contract.Kind]subscriber.Handler{
+	cfg := config(t, js, sdktest.OpenLedger(t, "newsletter.db"), map[contract.Kind]subscriber.Handler{
 		contract.KindErasureRequested: func(ctx context.Context, ev *subscriber.Event) (subscriber.Outcome, error) {
 			calls.add(ev.ID())
 			return subscriber.NotFound(), nil
 		},
 	})
-	sub := run(t, cfg)
+	sub := sdktest.Run(t, cfg)
 
 	ev := newEvent("ev-1", contract.KindErasureRequested, 1)
 	// Past the stream's duplicate window a re-sent event is stored again:
@@ -152,13 +153,13 @@ func TestDuplicateIsAnsweredWithTheRecordedOutcome(t *testing.T) {
 	if string(sent[0]) != string(sent[1]) {
 		t.Error("the duplicate was answered with another outcome than the first")
 	}
-	if got := storedOutcomes(t, js, outcomeSubject); len(got) != 1 {
+	if got := sdktest.Outcomes(t, js, outcomeSubject); len(got) != 1 {
 		t.Errorf("the stream holds %d outcomes, want 1: the re-sent one shares the first's Nats-Msg-Id", len(got))
 	}
 }
 
 func TestOlderRestrictionEventIsNotApplied(t *testing.T) {
-	_, _, js := setup(t)
+	_, _, js := sdktest.Stream(t)
 	var (
 		mu         sync.Mutex
 		restricted = map[string]bool{}
@@ -173,24 +174,24 @@ func TestOlderRestrictionEventIsNotApplied(t *testing.T) {
 			return subscriber.Applied(), nil
 		}
 	}
-	cfg := config(t, js, openLedger(t), map[contract.Kind]subscriber.Handler{
+	cfg := config(t, js, sdktest.OpenLedger(t, "newsletter.db"), map[contract.Kind]subscriber.Handler{
 		contract.KindRestrictionApplied: restrict(true),
 		contract.KindRestrictionLifted:  restrict(false),
 	})
-	sub := run(t, cfg)
+	sub := sdktest.Run(t, cfg)
 
 	// Each kind has its own consumer, so the stream's order does not
 	// decide which is handled first: the lifting (sequence 2) is answered
 	// before the older applying (sequence 1) arrives.
 	publish(t, js, newEvent("lifted", contract.KindRestrictionLifted, 2), "")
-	waitOutcomes(t, js, outcomeSubject, 1)
+	sdktest.WaitOutcomes(t, js, outcomeSubject, 1)
 	publish(t, js, newEvent("applied", contract.KindRestrictionApplied, 1), "")
-	got := waitOutcomes(t, js, outcomeSubject, 2)
+	got := sdktest.WaitOutcomes(t, js, outcomeSubject, 2)
 	waitAllSettled(t, js, sub)
 
 	kinds := map[string]eventsv1.OutcomeKind{}
 	for _, o := range got {
-		kinds[o.outcome.GetEventId()] = o.outcome.GetKind()
+		kinds[o.Outcome.GetEventId()] = o.Outcome.GetKind()
 	}
 	if kinds["lifted"] != eventsv1.OutcomeKind_OUTCOME_KIND_APPLIED || kinds["applied"] != eventsv1.OutcomeKind_OUTCOME_KIND_NOT_APPLICABLE {
 		t.Errorf("outcomes = %v, want lifted APPLIED and applied NOT_APPLICABLE", kinds)
@@ -230,9 +231,9 @@ func TestPoisonEventIsReportedFailedAfterMaxDeliver(t *testing.T) {
 		reason: "gave up after 3 deliveries: the handler returned an invalid outcome: a RETAINED outcome lists what is retained",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, js := setup(t)
+			_, _, js := sdktest.Stream(t)
 			var calls counter
-			cfg := config(t, js, openLedger(t), map[contract.Kind]subscriber.Handler{
+			cfg := config(t, js, sdktest.OpenLedger(t, "newsletter.db"), map[contract.Kind]subscriber.Handler{
 				contract.KindErasureRequested: func(ctx context.Context, ev *subscriber.Event) (subscriber.Outcome, error) {
 					calls.add(fmt.Sprint(ev.Delivered()))
 					return tc.handler(ctx, ev)
@@ -240,10 +241,10 @@ func TestPoisonEventIsReportedFailedAfterMaxDeliver(t *testing.T) {
 			})
 			cfg.MaxDeliver = 3
 			cfg.BackOff = []time.Duration{time.Millisecond, 5 * time.Millisecond}
-			sub := run(t, cfg)
+			sub := sdktest.Run(t, cfg)
 
 			publish(t, js, newEvent("ev-1", contract.KindErasureRequested, 1), "")
-			o := waitOutcomes(t, js, outcomeSubject, 1)[0].outcome
+			o := sdktest.WaitOutcomes(t, js, outcomeSubject, 1)[0].Outcome
 			waitSettled(t, js, sub.ConsumerName(contract.KindErasureRequested))
 
 			if o.GetKind() != eventsv1.OutcomeKind_OUTCOME_KIND_FAILED || o.GetReason() != tc.reason {
@@ -259,22 +260,22 @@ func TestPoisonEventIsReportedFailedAfterMaxDeliver(t *testing.T) {
 }
 
 func TestFailedOutcomePublishIsRetriedFromTheLedger(t *testing.T) {
-	s := startServer(t)
-	_, js := connect(t, s)
+	s := sdktest.StartServer(t)
+	_, js := sdktest.Connect(t, s)
 	ctx := context.Background()
 	// A stream that does not capture outcomes: publishing one fails.
-	if _, err := js.CreateStream(ctx, streamConfig("lethe.*.erasure.>")); err != nil {
+	if _, err := js.CreateStream(ctx, sdktest.StreamConfig("lethe.*.erasure.>")); err != nil {
 		t.Fatal(err)
 	}
 	var calls counter
-	cfg := config(t, js, openLedger(t), map[contract.Kind]subscriber.Handler{
+	cfg := config(t, js, sdktest.OpenLedger(t, "newsletter.db"), map[contract.Kind]subscriber.Handler{
 		contract.KindErasureRequested: func(ctx context.Context, ev *subscriber.Event) (subscriber.Outcome, error) {
 			calls.add(ev.ID())
 			return subscriber.Erased(), nil
 		},
 	})
 	cfg.BackOff = []time.Duration{20 * time.Millisecond}
-	sub := run(t, cfg)
+	sub := sdktest.Run(t, cfg)
 
 	publish(t, js, newEvent("ev-1", contract.KindErasureRequested, 1), "")
 	eventually.True(t, "the event to be redelivered", func() bool {
@@ -285,10 +286,10 @@ func TestFailedOutcomePublishIsRetriedFromTheLedger(t *testing.T) {
 		t.Fatalf("handler called %d times before the outcome was published, want once", n)
 	}
 
-	if _, err := js.UpdateStream(ctx, streamConfig(contract.AllSubjects)); err != nil {
+	if _, err := js.UpdateStream(ctx, sdktest.StreamConfig(contract.AllSubjects)); err != nil {
 		t.Fatal(err)
 	}
-	o := waitOutcomes(t, js, outcomeSubject, 1)[0].outcome
+	o := sdktest.WaitOutcomes(t, js, outcomeSubject, 1)[0].Outcome
 	waitSettled(t, js, sub.ConsumerName(contract.KindErasureRequested))
 	if o.GetKind() != eventsv1.OutcomeKind_OUTCOME_KIND_ERASED {
 		t.Errorf("outcome = %s, want ERASED", o.GetKind())
@@ -299,32 +300,32 @@ func TestFailedOutcomePublishIsRetriedFromTheLedger(t *testing.T) {
 }
 
 func TestInvalidEventsAreTerminated(t *testing.T) {
-	_, _, js := setup(t)
+	_, _, js := sdktest.Stream(t)
 	var calls counter
-	cfg := config(t, js, openLedger(t), map[contract.Kind]subscriber.Handler{
+	cfg := config(t, js, sdktest.OpenLedger(t, "newsletter.db"), map[contract.Kind]subscriber.Handler{
 		contract.KindErasureRequested: func(ctx context.Context, ev *subscriber.Event) (subscriber.Outcome, error) {
 			calls.add(ev.ID())
 			return subscriber.Erased(), nil
 		},
 	})
-	sub := run(t, cfg)
+	sub := sdktest.Run(t, cfg)
 
-	publishRaw(t, js, &nats.Msg{Subject: "lethe.clio.erasure.requested", Data: []byte("\xff not protobuf")})
+	sdktest.Publish(t, js, &nats.Msg{Subject: "lethe.clio.erasure.requested", Data: []byte("\xff not protobuf")})
 	otherTenant := newEvent("other-tenant", contract.KindErasureRequested, 1)
 	otherTenant.TenantId = "acme"
 	data, _ := contract.Marshal(otherTenant)
-	publishRaw(t, js, &nats.Msg{Subject: "lethe.clio.erasure.requested", Data: data})
+	sdktest.Publish(t, js, &nats.Msg{Subject: "lethe.clio.erasure.requested", Data: data})
 	noCause := newEvent("no-cause", contract.KindErasureRequested, 1)
 	noCause.Cause = nil
 	data, _ = contract.Marshal(noCause)
-	publishRaw(t, js, &nats.Msg{Subject: "lethe.clio.erasure.requested", Data: data})
+	sdktest.Publish(t, js, &nats.Msg{Subject: "lethe.clio.erasure.requested", Data: data})
 	// A valid event behind them is still answered.
 	publish(t, js, newEvent("ev-1", contract.KindErasureRequested, 1), "")
 
-	got := waitOutcomes(t, js, outcomeSubject, 1)
+	got := sdktest.WaitOutcomes(t, js, outcomeSubject, 1)
 	waitSettled(t, js, sub.ConsumerName(contract.KindErasureRequested))
-	if got[0].outcome.GetEventId() != "ev-1" {
-		t.Errorf("outcome for %q, want ev-1", got[0].outcome.GetEventId())
+	if got[0].Outcome.GetEventId() != "ev-1" {
+		t.Errorf("outcome for %q, want ev-1", got[0].Outcome.GetEventId())
 	}
 	if calls.get("other-tenant")+calls.get("no-cause") != 0 {
 		t.Error("the handler was called for an invalid event")
@@ -332,8 +333,8 @@ func TestInvalidEventsAreTerminated(t *testing.T) {
 }
 
 func TestAllTenants(t *testing.T) {
-	_, _, js := setup(t)
-	cfg := config(t, js, openLedger(t), map[contract.Kind]subscriber.Handler{
+	_, _, js := sdktest.Stream(t)
+	cfg := config(t, js, sdktest.OpenLedger(t, "newsletter.db"), map[contract.Kind]subscriber.Handler{
 		contract.KindConsentWithdrawn: func(context.Context, *subscriber.Event) (subscriber.Outcome, error) {
 			return subscriber.NotApplicable("no such purpose"), nil
 		},
@@ -342,15 +343,15 @@ func TestAllTenants(t *testing.T) {
 		},
 	})
 	cfg.Tenant = contract.AllTenants
-	sub := run(t, cfg)
+	sub := sdktest.Run(t, cfg)
 
 	clio := newEvent("clio-1", contract.KindConsentWithdrawn, 1)
 	acme := newEvent("acme-1", contract.KindConsentWithdrawn, 1)
 	acme.TenantId = "acme"
 	publish(t, js, clio, "")
 	publish(t, js, acme, "")
-	waitOutcomes(t, js, "lethe.clio.outcome.newsletter", 1)
-	waitOutcomes(t, js, "lethe.acme.outcome.newsletter", 1)
+	sdktest.WaitOutcomes(t, js, "lethe.clio.outcome.newsletter", 1)
+	sdktest.WaitOutcomes(t, js, "lethe.acme.outcome.newsletter", 1)
 
 	var got []string
 	for _, info := range waitAllSettled(t, js, sub) {
@@ -366,7 +367,7 @@ func TestAllTenants(t *testing.T) {
 }
 
 func TestRunRefusesALedgerThatForgetsTooSoon(t *testing.T) {
-	_, _, js := setup(t) // the stream keeps events an hour
+	_, _, js := sdktest.Stream(t) // the stream keeps events an hour
 	l, err := ledger.Open(t.TempDir()+"/short.db", ledger.Options{Retention: time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -386,9 +387,9 @@ func TestRunRefusesALedgerThatForgetsTooSoon(t *testing.T) {
 }
 
 func TestNewChecksTheConfig(t *testing.T) {
-	s := startServer(t)
-	_, js := connect(t, s)
-	l := openLedger(t)
+	s := sdktest.StartServer(t)
+	_, js := sdktest.Connect(t, s)
+	l := sdktest.OpenLedger(t, "newsletter.db")
 	erase := func(context.Context, *subscriber.Event) (subscriber.Outcome, error) { return subscriber.Erased(), nil }
 	valid := func() subscriber.Config {
 		return subscriber.Config{

@@ -2,9 +2,6 @@ package dsar
 
 import (
 	"context"
-	"crypto/md5" // a form some recipients hold (Mailchimp's subscriber hash), not a security measure
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -87,7 +84,7 @@ func minimise(ids []*commonv1.Identifier, held []*registryv1.HeldIdentifier) []*
 				continue
 			}
 			for _, f := range h.Forms {
-				out = append(out, &commonv1.Identifier{Type: id.Type, Form: f, Value: encode(id, f)})
+				out = append(out, &commonv1.Identifier{Type: id.Type, Form: f, Value: contract.EncodeIdentifier(id.Type, id.Value, f)})
 			}
 		}
 	}
@@ -108,37 +105,6 @@ func holdsPlain(held []*registryv1.HeldIdentifier) bool {
 		}
 	}
 	return false
-}
-
-// encode writes an identifier's plain value in form f (see
-// common.proto's IdentifierForm).
-func encode(id *commonv1.Identifier, f commonv1.IdentifierForm) string {
-	switch f {
-	case commonv1.IdentifierForm_IDENTIFIER_FORM_SHA256_NORMALISED:
-		sum := sha256.Sum256([]byte(normalise(id)))
-		return hex.EncodeToString(sum[:])
-	case commonv1.IdentifierForm_IDENTIFIER_FORM_MD5_LOWERCASE:
-		sum := md5.Sum([]byte(strings.ToLower(strings.TrimSpace(id.Value))))
-		return hex.EncodeToString(sum[:])
-	}
-	return id.Value
-}
-
-// normalise is the value SHA256_NORMALISED hashes: a phone number as
-// E.164 ("+" and digits), anything else trimmed and lower-cased.
-func normalise(id *commonv1.Identifier) string {
-	v := strings.TrimSpace(id.Value)
-	if id.Type != commonv1.IdentifierType_IDENTIFIER_TYPE_PHONE {
-		return strings.ToLower(v)
-	}
-	var b strings.Builder
-	b.WriteByte('+')
-	for _, r := range v {
-		if r >= '0' && r <= '9' {
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
 }
 
 // systemIdentifiers returns the identifier forms a system's registration

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -25,18 +22,16 @@ import (
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
-	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
-	"github.com/lethe-privacy/lethe/sdk/ledger"
+	"github.com/lethe-privacy/lethe/sdk/internal/sdktest"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
 
-// The handlers are driven through the SDK's real path: an embedded NATS
-// server with the LETHE stream, a subscriber with its ledger, events
-// published as the outbox relay publishes them and outcomes read back
-// from the stream. (sdk/subscriber's own test helpers live in its _test
-// package and cannot be imported; this is the smallest version of them.)
+// The handlers are driven through the SDK's real path (sdk/internal/sdktest):
+// an embedded NATS server with the LETHE stream, a subscriber with its
+// ledger, events published as the outbox relay publishes them and outcomes
+// read back from the stream.
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, sdktest.LeakOptions()...) }
 
 const (
 	tenant = "clio"
@@ -123,35 +118,8 @@ type rig struct {
 
 func newRig(t *testing.T, h subscriber.Handler, ids fixedIdentifiers, kinds ...contract.Kind) *rig {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
-		Name: contract.StreamName, Subjects: []string{contract.AllSubjects}, Storage: jetstream.FileStorage,
-		MaxAge: time.Hour, Duplicates: time.Minute,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	l, err := ledger.Open(filepath.Join(t.TempDir(), "connect.db"), ledger.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	_, _, js := sdktest.Stream(t)
+	l := sdktest.OpenLedger(t, "connect.db")
 	r := &rig{js: js, handled: map[string]int{}}
 	if len(kinds) == 0 {
 		kinds = []contract.Kind{contract.KindErasureRequested}
@@ -165,22 +133,10 @@ func newRig(t *testing.T, h subscriber.Handler, ids fixedIdentifiers, kinds ...c
 			return h(ctx, ev)
 		}
 	}
-	sub, err := subscriber.New(subscriber.Config{
+	sdktest.Run(t, subscriber.Config{
 		SystemID: system, Tenant: tenant, JetStream: js, Ledger: l, Handlers: handlers, Identifiers: ids,
 		MaxDeliver: 3, BackOff: []time.Duration{10 * time.Millisecond}, AckWait: 10 * time.Second,
 		Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sub.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
 	})
 	return r
 }
@@ -217,55 +173,11 @@ func (r *rig) withdraw(t *testing.T, id string, purposes ...string) *eventsv1.Ou
 	})
 }
 
+// send publishes ev and returns the outcome the subscriber stored for it.
 func (r *rig) send(t *testing.T, ev *eventsv1.Event) *eventsv1.Outcome {
 	t.Helper()
-	subject, err := contract.EventSubject(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := contract.EventHeaders(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := contract.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if _, err := r.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: h, Data: data}); err != nil {
-		t.Fatal(err)
-	}
-	outSubject, err := contract.OutcomeSubject(tenant, system)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got *eventsv1.Outcome
-	eventually.Succeeds(t, "the outcome of "+ev.Id, func() error {
-		cons, err := r.js.OrderedConsumer(ctx, contract.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{outSubject}})
-		if err != nil {
-			return err
-		}
-		batch, err := cons.FetchNoWait(100)
-		if err != nil {
-			return err
-		}
-		for msg := range batch.Messages() {
-			outs, err := contract.UnmarshalOutcomes(msg.Headers(), msg.Data())
-			if err != nil {
-				return err
-			}
-			for _, o := range outs {
-				if o.GetEventId() == ev.Id {
-					got = o
-				}
-			}
-		}
-		if got == nil {
-			return fmt.Errorf("no outcome yet")
-		}
-		return nil
-	})
-	return got
+	sdktest.Publish(t, r.js, sdktest.EventMsg(t, ev))
+	return sdktest.WaitOutcome(t, r.js, tenant, system, ev.Id)
 }
 
 // wantOutcome fails the test unless o is of kind want.

@@ -1,13 +1,11 @@
 package connector
 
 import (
-	"crypto/md5"
-	"crypto/sha256"
-	"encoding/hex"
 	"slices"
 	"strings"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
 // values returns the distinct values, in the connector's form, of the
@@ -37,43 +35,9 @@ func (d *Definition) values(ids []*commonv1.Identifier) []string {
 	return out
 }
 
-// encode writes a plain identifier value in form f, exactly as
-// common.proto's IdentifierForm defines it and as the DSAR service's claim
-// check encodes it (services/dsar, which the SDK may not import), so that
-// a hash computed here and one handed out there agree:
-//
-//   - SHA256_NORMALISED: lower-case hex SHA-256 of the normalised value;
-//     an e-mail address trimmed and lower-cased (Meta's "Hashing and
-//     Normalizing Data" and LinkedIn's SHA256_EMAIL ask the same: trim
-//     leading and trailing spaces, lower-case, then hash), a phone number
-//     as E.164 ("+" and digits), anything else trimmed and lower-cased;
-//   - MD5_LOWERCASE: lower-case hex MD5 of the value trimmed and
-//     lower-cased (Mailchimp's subscriber hash);
-//   - PLAIN: the value trimmed.
+// encode writes a plain identifier value in form f with the contract's
+// one encoding (the DSAR claim check uses the same); a plain value is
+// trimmed, as a vendor's API would not match one with spaces.
 func encode(t commonv1.IdentifierType, value string, f commonv1.IdentifierForm) string {
-	switch f {
-	case commonv1.IdentifierForm_IDENTIFIER_FORM_SHA256_NORMALISED:
-		sum := sha256.Sum256([]byte(normalise(t, value)))
-		return hex.EncodeToString(sum[:])
-	case commonv1.IdentifierForm_IDENTIFIER_FORM_MD5_LOWERCASE:
-		sum := md5.Sum([]byte(strings.ToLower(strings.TrimSpace(value))))
-		return hex.EncodeToString(sum[:])
-	}
-	return strings.TrimSpace(value)
-}
-
-// normalise is the value SHA256_NORMALISED hashes.
-func normalise(t commonv1.IdentifierType, value string) string {
-	v := strings.TrimSpace(value)
-	if t != commonv1.IdentifierType_IDENTIFIER_TYPE_PHONE {
-		return strings.ToLower(v)
-	}
-	var b strings.Builder
-	b.WriteByte('+')
-	for _, r := range v {
-		if r >= '0' && r <= '9' {
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
+	return strings.TrimSpace(contract.EncodeIdentifier(t, value, f))
 }

@@ -1,7 +1,6 @@
 package webhook_test
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
@@ -20,16 +18,16 @@ import (
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
-	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
+	"github.com/lethe-privacy/lethe/sdk/internal/sdktest"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*stream).trySetupSourceConsumer.func3"),
-		// The HTTP client's idle keep-alive connections close on their
-		// own timer.
-		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"), goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"))
+	// The HTTP client's idle keep-alive connections close on their own
+	// timer.
+	goleak.VerifyTestMain(m, sdktest.LeakOptions(
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"), goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"))...)
 }
 
 const (
@@ -37,32 +35,11 @@ const (
 	system = "crm"
 )
 
-// stream starts an embedded nats-server with the LETHE stream, as the SDK's
-// subscriber tests do, and returns a JetStream context on it.
+// stream starts an embedded nats-server with the LETHE stream and returns
+// a JetStream context on it.
 func stream(t testing.TB) jetstream.JetStream {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: contract.StreamName, Subjects: []string{contract.AllSubjects},
-		Storage: jetstream.FileStorage, MaxAge: time.Hour, Duplicates: time.Minute}); err != nil {
-		t.Fatal(err)
-	}
+	_, _, js := sdktest.Stream(t)
 	return js
 }
 
@@ -85,28 +62,12 @@ func runSubscriberWorkers(t testing.TB, js jetstream.JetStream, h subscriber.Han
 // its ledger.
 func runSubscriberConfig(t testing.TB, js jetstream.JetStream, h subscriber.Handler, adjust func(*subscriber.Config)) (*subscriber.Subscriber, *ledger.Ledger) {
 	t.Helper()
-	l, err := ledger.Open(filepath.Join(t.TempDir(), "ledger.db"), ledger.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := sdktest.OpenLedger(t, "ledger.db")
 	cfg := subscriber.Config{SystemID: system, Tenant: tenant, JetStream: js, Ledger: l,
 		Handlers: map[contract.Kind]subscriber.Handler{contract.KindErasureRequested: h},
 		BackOff:  []time.Duration{5 * time.Millisecond}, AckWait: 5 * time.Second, Logger: quiet()}
 	adjust(&cfg)
-	sub, err := subscriber.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sub.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	sub := sdktest.Run(t, cfg)
 	return sub, l
 }
 
@@ -116,9 +77,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 func erasure(t testing.TB, js jetstream.JetStream, id string) *eventsv1.Event {
 	t.Helper()
 	ev, msg := erasureMsg(t, id, "subject-42")
-	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
-		t.Fatal(err)
-	}
+	sdktest.Publish(t, js, msg)
 	return ev
 }
 
@@ -131,61 +90,20 @@ func erasureMsg(t testing.TB, id, subjectID string) (*eventsv1.Event, *nats.Msg)
 		Body: &eventsv1.Event_ErasureRequested{ErasureRequested: &eventsv1.ErasureRequested{
 			Scope: &eventsv1.Scope{All: true}, Action: eventsv1.ErasureAction_ERASURE_ACTION_ERASE}},
 	}
-	subject, err := contract.EventSubject(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := contract.EventHeaders(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := contract.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ev, &nats.Msg{Subject: subject, Header: h, Data: data}
+	return ev, sdktest.EventMsg(t, ev)
 }
 
 // outcome waits for the system's outcome of event id.
 func outcome(t *testing.T, js jetstream.JetStream, id string) *eventsv1.Outcome {
 	t.Helper()
-	var found []*eventsv1.Outcome
-	eventually.True(t, "the outcome of "+id, func() bool {
-		found = outcomesOf(t, js, id)
-		return len(found) > 0
-	})
-	return found[len(found)-1]
+	return sdktest.WaitOutcome(t, js, tenant, system, id)
 }
 
 // outcomesOf returns every outcome of event id published so far, in
 // stream order.
 func outcomesOf(t testing.TB, js jetstream.JetStream, id string) []*eventsv1.Outcome {
 	t.Helper()
-	subject, err := contract.OutcomeSubject(tenant, system)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := js.OrderedConsumer(context.Background(), contract.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch, err := cons.FetchNoWait(100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var found []*eventsv1.Outcome
-	for msg := range batch.Messages() {
-		os, err := contract.UnmarshalOutcomes(msg.Headers(), msg.Data())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range os {
-			if o.GetEventId() == id {
-				found = append(found, o)
-			}
-		}
-	}
-	return found
+	return sdktest.OutcomesOf(t, js, tenant, system, id)
 }
 
 // newSecret writes a fresh whsec_ secret as the system's file name in dir

@@ -52,6 +52,7 @@ import (
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/sdk/connection"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
@@ -86,13 +87,8 @@ func run(log *slog.Logger) error {
 	purposes := flag.String("purposes", "newsletter", "comma-separated purposes the newsletter mails for; withdrawing consent to any stops mailing")
 	seed := flag.String("seed", "", "add the subscriber `subject-id=e-mail` and exit")
 	replaySince := flag.String("replay-erasures-since", "", "after a restore from a backup: first apply again the erasures made since this `RFC 3339 time` (the backup's time minus a few minutes)")
-	var conn natsConfig
-	flag.StringVar(&conn.user, "nats-user", "", "NATS user, `system@tenant` in Lethe's shipped configuration")
-	flag.StringVar(&conn.passwordFile, "nats-password-file", "", "file holding the NATS user's password (never a flag value)")
-	flag.StringVar(&conn.inboxPrefix, "nats-inbox-prefix", "", "reply-subject prefix the user may receive on; _INBOX.<user> when empty and --nats-user is set")
-	flag.StringVar(&conn.caFile, "nats-ca", "", "CA certificate that signed the NATS server's certificate")
-	flag.StringVar(&conn.certFile, "nats-cert", "", "client certificate for mutual TLS with NATS")
-	flag.StringVar(&conn.keyFile, "nats-key", "", "client key for mutual TLS with NATS")
+	var conn connection.NATS
+	conn.RegisterFlags(flag.CommandLine)
 	flag.Parse()
 
 	if err := os.MkdirAll(*data, 0o700); err != nil {
@@ -126,7 +122,7 @@ func run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	opts, err := conn.options()
+	opts, err := conn.Options(systemID)
 	if err != nil {
 		return err
 	}
@@ -171,56 +167,6 @@ func run(log *slog.Logger) error {
 		log.Info("replayed the erasures since the backup", "read", res.Read, "applied", res.Applied, "already_applied", res.AlreadyApplied)
 	}
 	return sub.Run(ctx)
-}
-
-// natsConfig is how the newsletter connects to Lethe's NATS.
-type natsConfig struct {
-	user, passwordFile, inboxPrefix string
-	caFile, certFile, keyFile       string
-}
-
-// options returns the connection's options. A system's user in Lethe's
-// NATS may receive replies only under its own prefix, "_INBOX.<user>":
-// with the default "_INBOX" every JetStream request would time out.
-func (c natsConfig) options() ([]nats.Option, error) {
-	// A system keeps its connection for ever and notices within about
-	// twenty seconds (two missed pings) that its NATS node was cut off
-	// from the cluster, rather than the client's default four minutes.
-	opts := []nats.Option{nats.Name(systemID), nats.MaxReconnects(-1),
-		nats.PingInterval(10 * time.Second), nats.MaxPingsOutstanding(2)}
-	switch {
-	case c.user != "":
-		if c.passwordFile == "" {
-			return nil, errors.New("--nats-user needs --nats-password-file")
-		}
-		pw, err := os.ReadFile(c.passwordFile)
-		if err != nil {
-			return nil, fmt.Errorf("nats password: %w", err)
-		}
-		password := strings.TrimSpace(string(pw))
-		if password == "" {
-			return nil, fmt.Errorf("nats password: %s is empty", c.passwordFile)
-		}
-		opts = append(opts, nats.UserInfo(c.user, password))
-		if c.inboxPrefix == "" {
-			c.inboxPrefix = "_INBOX." + c.user
-		}
-	case c.passwordFile != "":
-		return nil, errors.New("--nats-password-file needs --nats-user")
-	}
-	if c.inboxPrefix != "" {
-		opts = append(opts, nats.CustomInboxPrefix(c.inboxPrefix))
-	}
-	if c.caFile != "" {
-		opts = append(opts, nats.RootCAs(c.caFile))
-	}
-	switch {
-	case c.certFile != "" && c.keyFile != "":
-		opts = append(opts, nats.ClientCert(c.certFile, c.keyFile))
-	case c.certFile != "" || c.keyFile != "":
-		return nil, errors.New("--nats-cert and --nats-key go together")
-	}
-	return opts, nil
 }
 
 // newsletter answers Lethe's events from its subscribers' database.

@@ -1,18 +1,13 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.etcd.io/bbolt"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -20,7 +15,7 @@ import (
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/sdk/contract"
-	"github.com/lethe-privacy/lethe/sdk/internal/eventually"
+	"github.com/lethe-privacy/lethe/sdk/internal/sdktest"
 	"github.com/lethe-privacy/lethe/sdk/ledger"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
@@ -28,33 +23,14 @@ import (
 // TestNewsletter runs the example's handlers against a real server: the
 // documentation must work.
 func TestNewsletter(t *testing.T) {
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	defer func() { s.Shutdown(); s.WaitForShutdown() }()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: contract.StreamName, Subjects: []string{contract.AllSubjects}, MaxAge: time.Hour, Duplicates: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, js := sdktest.Stream(t)
 
 	db, err := bbolt.Open(filepath.Join(t.TempDir(), "newsletter.db"), 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	// Closed after the subscriber stops (cleanups run last first).
+	t.Cleanup(func() { db.Close() })
 	if err := db.Update(func(tx *bbolt.Tx) error { _, err := tx.CreateBucket(bucketSubscribers); return err }); err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +44,7 @@ func TestNewsletter(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := &newsletter{db: db, purposes: []string{"newsletter"}}
-	sub, err := subscriber.New(subscriber.Config{
+	sdktest.Run(t, subscriber.Config{
 		SystemID: systemID, Tenant: "clio", JetStream: js, Ledger: l,
 		Handlers: map[contract.Kind]subscriber.Handler{
 			contract.KindErasureRequested: n.erase,
@@ -76,12 +52,6 @@ func TestNewsletter(t *testing.T) {
 		},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- sub.Run(ctx) }()
-	defer func() { cancel(); <-done }()
 
 	erase := func(subject string, scope *eventsv1.Scope) *eventsv1.Event {
 		ev := event(subject)
@@ -147,85 +117,6 @@ func event(subject string) *eventsv1.Event {
 // answer publishes ev and returns the newsletter's outcome.
 func answer(t *testing.T, js jetstream.JetStream, ev *eventsv1.Event) eventsv1.OutcomeKind {
 	t.Helper()
-	ctx := context.Background()
-	subject, _ := contract.EventSubject(ev)
-	header, _ := contract.EventHeaders(ev)
-	data, _ := contract.Marshal(ev)
-	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: header, Data: data}); err != nil {
-		t.Fatal(err)
-	}
-	cons, err := js.OrderedConsumer(ctx, contract.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"lethe.clio.outcome.newsletter"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kind eventsv1.OutcomeKind
-	// Each poll reads the next outcome on the newsletter's subject.
-	eventually.Succeeds(t, "an outcome for "+ev.GetId(), func() error {
-		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return err
-		}
-		outcomes, err := contract.UnmarshalOutcomes(msg.Headers(), msg.Data())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range outcomes {
-			if o.GetEventId() == ev.GetId() {
-				kind = o.GetKind()
-				return nil
-			}
-		}
-		return fmt.Errorf("the last outcome read was for another event")
-	})
-	return kind
-}
-
-// TestNATSOptions: the newsletter connects as its own user with the
-// password from a file and the inbox prefix its permissions confine it
-// to, and refuses half a configuration.
-func TestNATSOptions(t *testing.T) {
-	dir := t.TempDir()
-	pwFile := filepath.Join(dir, "password")
-	if err := os.WriteFile(pwFile, []byte("s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	empty := filepath.Join(dir, "empty")
-	if err := os.WriteFile(empty, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	apply := func(t *testing.T, c natsConfig) nats.Options {
-		t.Helper()
-		opts, err := c.options()
-		if err != nil {
-			t.Fatal(err)
-		}
-		o := nats.GetDefaultOptions()
-		for _, opt := range opts {
-			if err := opt(&o); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return o
-	}
-	o := apply(t, natsConfig{user: "newsletter@clio", passwordFile: pwFile})
-	if o.User != "newsletter@clio" || o.Password != "s3cret" || o.InboxPrefix != "_INBOX.newsletter@clio" {
-		t.Errorf("user %q, password %q, inbox prefix %q", o.User, o.Password, o.InboxPrefix)
-	}
-	if o := apply(t, natsConfig{user: "newsletter@clio", passwordFile: pwFile, inboxPrefix: "_INBOX.custom"}); o.InboxPrefix != "_INBOX.custom" {
-		t.Errorf("inbox prefix %q, want the flag's", o.InboxPrefix)
-	}
-	if o := apply(t, natsConfig{}); o.User != "" || o.InboxPrefix != "" {
-		t.Errorf("without a user: user %q, inbox prefix %q", o.User, o.InboxPrefix)
-	}
-	for _, c := range []natsConfig{
-		{user: "newsletter@clio"},
-		{passwordFile: pwFile},
-		{user: "newsletter@clio", passwordFile: empty},
-		{user: "newsletter@clio", passwordFile: filepath.Join(dir, "missing")},
-		{certFile: "tls.crt"},
-	} {
-		if _, err := c.options(); err == nil {
-			t.Errorf("%+v accepted", c)
-		}
-	}
+	sdktest.Publish(t, js, sdktest.EventMsg(t, ev))
+	return sdktest.WaitOutcome(t, js, "clio", systemID, ev.GetId()).GetKind()
 }

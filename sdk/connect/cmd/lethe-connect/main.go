@@ -48,6 +48,7 @@ import (
 
 	"github.com/lethe-privacy/lethe/sdk/connect"
 	"github.com/lethe-privacy/lethe/sdk/connect/webhook"
+	"github.com/lethe-privacy/lethe/sdk/connection"
 )
 
 func main() {
@@ -61,7 +62,7 @@ func main() {
 // options are lethe-connect's flags.
 type options struct {
 	natsURL, registryAddr, dsarAddr, webhookCA, secrets, data, tenants string
-	nats                                                               natsFlags
+	nats                                                               connection.NATS
 	grpc                                                               grpcFlags
 	resync, callbackDeadline                                           time.Duration
 	dev                                                                bool
@@ -72,12 +73,7 @@ func parseFlags(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("lethe-connect", flag.ContinueOnError)
 	fs.StringVar(&o.natsURL, "nats-url", nats.DefaultURL, "Lethe's NATS server")
-	fs.StringVar(&o.nats.user, "nats-user", "", "NATS user")
-	fs.StringVar(&o.nats.passwordFile, "nats-password-file", "", "file holding the NATS user's password (never a flag value)")
-	fs.StringVar(&o.nats.inboxPrefix, "nats-inbox-prefix", "", "reply-subject prefix the user may receive on; _INBOX.<user> when empty and --nats-user is set")
-	fs.StringVar(&o.nats.caFile, "nats-ca", "", "CA certificate that signed the NATS server's certificate")
-	fs.StringVar(&o.nats.certFile, "nats-cert", "", "client certificate for mutual TLS with NATS")
-	fs.StringVar(&o.nats.keyFile, "nats-key", "", "client key for mutual TLS with NATS")
+	o.nats.RegisterFlags(fs)
 	fs.StringVar(&o.registryAddr, "registry-addr", "127.0.0.1:7404", "the registry service's gRPC address")
 	fs.StringVar(&o.dsarAddr, "dsar-addr", "127.0.0.1:7402", "the DSAR service's gRPC address, for the claim check; empty for none")
 	fs.StringVar(&o.grpc.caFile, "grpc-ca", "", "CA certificate of the services' TLS; without it the services are reached in plaintext, on loopback only")
@@ -109,7 +105,7 @@ func run(log *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	natsOpts, err := o.nats.options()
+	natsOpts, err := o.nats.Options("lethe-connect")
 	if err != nil {
 		return err
 	}
@@ -275,50 +271,4 @@ func (g grpcFlags) credentials() (credentials.TransportCredentials, error) {
 		return nil, errors.New("--grpc-cert and --grpc-key go together")
 	}
 	return credentials.NewTLS(cfg), nil
-}
-
-// natsFlags is how the runner connects to Lethe's NATS.
-type natsFlags struct {
-	user, passwordFile, inboxPrefix string
-	caFile, certFile, keyFile       string
-}
-
-// options returns the connection's options: reconnect for ever, and notice
-// a cut-off node in about twenty seconds (two missed pings).
-func (c natsFlags) options() ([]nats.Option, error) {
-	opts := []nats.Option{nats.Name("lethe-connect"), nats.MaxReconnects(-1),
-		nats.PingInterval(10 * time.Second), nats.MaxPingsOutstanding(2)}
-	switch {
-	case c.user != "":
-		if c.passwordFile == "" {
-			return nil, errors.New("--nats-user needs --nats-password-file")
-		}
-		pw, err := os.ReadFile(c.passwordFile)
-		if err != nil {
-			return nil, fmt.Errorf("nats password: %w", err)
-		}
-		password := strings.TrimSpace(string(pw))
-		if password == "" {
-			return nil, fmt.Errorf("nats password: %s is empty", c.passwordFile)
-		}
-		opts = append(opts, nats.UserInfo(c.user, password))
-		if c.inboxPrefix == "" {
-			c.inboxPrefix = "_INBOX." + c.user
-		}
-	case c.passwordFile != "":
-		return nil, errors.New("--nats-password-file needs --nats-user")
-	}
-	if c.inboxPrefix != "" {
-		opts = append(opts, nats.CustomInboxPrefix(c.inboxPrefix))
-	}
-	if c.caFile != "" {
-		opts = append(opts, nats.RootCAs(c.caFile))
-	}
-	switch {
-	case c.certFile != "" && c.keyFile != "":
-		opts = append(opts, nats.ClientCert(c.certFile, c.keyFile))
-	case c.certFile != "" || c.keyFile != "":
-		return nil, errors.New("--nats-cert and --nats-key go together")
-	}
-	return opts, nil
 }
