@@ -1,6 +1,8 @@
 package deploy_test
 
 import (
+	"bytes"
+	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/lethe-privacy/lethe/deploy"
 	"github.com/lethe-privacy/lethe/deploy/natsauth"
+	"github.com/lethe-privacy/lethe/sdk/connection"
 )
 
 // connectFileFlags are lethe-connect's flags that name a file or folder,
@@ -30,10 +33,7 @@ var connectFileFlags = []string{"nats-password-file", "nats-ca", "nats-cert", "n
 // locked-down container the services have, probes on the claim check, and
 // in production NATS over mutual TLS and the claim check over TLS.
 func TestConnectDeployment(t *testing.T) {
-	main, err := os.ReadFile(filepath.Join(deploy.Dir(), "..", "sdk", "connect", "cmd", "lethe-connect", "main.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	known := connectFlagNames(t)
 	for _, r := range renderAll(t) {
 		var d *appsv1.Deployment
 		for i := range r.deployments {
@@ -50,7 +50,7 @@ func TestConnectDeployment(t *testing.T) {
 		}
 		pod := &d.Spec.Template.Spec
 		c := &pod.Containers[0]
-		flags := connectFlags(t, where, c, main)
+		flags := connectFlags(t, where, c, known)
 
 		mounts := map[string]corev1.Volume{} // mount path -> volume
 		for _, m := range c.VolumeMounts {
@@ -115,7 +115,7 @@ func TestConnectDeployment(t *testing.T) {
 // connectFlags returns the container's arguments as flag values, with
 // $(VAR) expanded from its environment, and fails on a flag lethe-connect
 // does not define.
-func connectFlags(t *testing.T, where string, c *corev1.Container, main []byte) map[string]string {
+func connectFlags(t *testing.T, where string, c *corev1.Container, known map[string]bool) map[string]string {
 	t.Helper()
 	if len(c.Command) != 0 {
 		t.Errorf("%s: command %v overrides the image's entrypoint", where, c.Command)
@@ -128,7 +128,7 @@ func connectFlags(t *testing.T, where string, c *corev1.Container, main []byte) 
 			t.Errorf("%s: argument %q is not --flag=value", where, a)
 			continue
 		}
-		if !regexp.MustCompile(`fs\.\w+Var\([^,]+, "` + regexp.QuoteMeta(name) + `",`).Match(main) {
+		if !known[name] {
 			t.Errorf("%s: lethe-connect has no flag --%s", where, name)
 		}
 		flags[name] = regexp.MustCompile(`\$\((\w+)\)`).ReplaceAllStringFunc(value, func(ref string) string {
@@ -136,6 +136,28 @@ func connectFlags(t *testing.T, where string, c *corev1.Container, main []byte) 
 		})
 	}
 	return flags
+}
+
+// connectFlagNames are the flags lethe-connect defines: those its main
+// registers on its flag set, read from its source, and the NATS client's,
+// which it registers through sdk/connection.
+func connectFlagNames(t *testing.T) map[string]bool {
+	t.Helper()
+	main, err := os.ReadFile(filepath.Join(deploy.Dir(), "..", "sdk", "connect", "cmd", "lethe-connect", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	for _, m := range regexp.MustCompile(`fs\.\w+Var\([^,]+, "([a-z0-9-]+)",`).FindAllSubmatch(main, -1) {
+		known[string(m[1])] = true
+	}
+	if !bytes.Contains(main, []byte("o.nats.RegisterFlags(fs)")) {
+		t.Fatal("lethe-connect's main no longer registers sdk/connection's NATS flags: update connectFlagNames")
+	}
+	fs := flag.NewFlagSet("nats", flag.ContinueOnError)
+	(&connection.NATS{}).RegisterFlags(fs)
+	fs.VisitAll(func(f *flag.Flag) { known[f.Name] = true })
+	return known
 }
 
 // checkConnectPod checks the pod's lock-down, as the services': a numeric
