@@ -41,7 +41,8 @@ const ConnectServiceAccount = "lethe-connect"
 // tenant, whose task, when there is one, is answered in mode:
 //   - a system's identity, a name whose last two path segments are
 //     "system/<system id>" (spiffe://lethe.example/system/newsletter),
-//     acts only for itself;
+//     acts only for itself, and one that names its tenant
+//     (.../tenant/clio/system/newsletter) only in that tenant;
 //   - lethe-connect's identity (ConnectServiceAccount) acts for exactly
 //     the systems it answers: those the registry lists now with answer
 //     mode WEBHOOK or CONNECTOR. The registry, not the task, decides,
@@ -69,6 +70,11 @@ func (s *Service) mayActFor(ctx context.Context, tenant, system string, mode com
 	case mode == commonv1.AnswerMode_ANSWER_MODE_MANUAL:
 		return nil
 	case n >= 2 && segs[n-2] == "system" && segs[n-1] == system:
+		// An identity that names its tenant (".../tenant/<id>/system/<id>")
+		// acts in that tenant only, whatever tenants the policy grants it.
+		if n >= 4 && segs[n-4] == "tenant" && segs[n-3] != tenant {
+			return apierror.PermissionDenied(fmt.Sprintf("the caller %q is a system of tenant %q, not of %q", id.Name, segs[n-3], tenant))
+		}
 		return nil
 	}
 	return apierror.PermissionDenied(fmt.Sprintf("the caller %q is not system %q", id.Name, system))

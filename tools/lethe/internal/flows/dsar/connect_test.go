@@ -23,6 +23,13 @@ func asConnect() context.Context {
 		"spiffe://lethe.test/ns/lethe/sa/"+dsar.ConnectServiceAccount)
 }
 
+// asTenantSystem calls as system of tenant, with an identity that names
+// the tenant, as docs/security.md's example does.
+func asTenantSystem(tenant, system string) context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), identityKey,
+		"spiffe://lethe.test/tenant/"+tenant+"/system/"+system)
+}
+
 // TestLetheConnectClaimsOnlyForTheSystemsItAnswers: lethe-connect answers
 // every WEBHOOK and CONNECTOR system, so its identity is given the claim
 // check for exactly those, as the registry lists them now, and refused
@@ -76,6 +83,8 @@ func TestLetheConnectClaimsOnlyForTheSystemsItAnswers(t *testing.T) {
 		{"a system for a webhook system", asSystem("crm"), "survey-tool", codes.PermissionDenied},
 		{"a system named lethe-connect for a webhook system", asSystem(dsar.ConnectServiceAccount), "survey-tool", codes.PermissionDenied},
 		{"a system named lethe-connect for itself", asSystem(dsar.ConnectServiceAccount), dsar.ConnectServiceAccount, codes.OK},
+		{"a system of this tenant, naming it", asTenantSystem("clio", "crm"), "crm", codes.OK},
+		{"a same-named system of another tenant", asTenantSystem("cleura", "crm"), "crm", codes.PermissionDenied},
 	}
 	for _, c := range cases {
 		if err := claim(c.ctx, c.system); code(err) != c.want {
