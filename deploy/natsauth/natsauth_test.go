@@ -356,25 +356,7 @@ func TestSubscriberPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- sub.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("subscriber Run: %v", err)
-		}
-	}()
-	select {
-	case id := <-handled:
-		if id != "ev-clio" {
-			t.Fatalf("newsletter@clio handled %s", id)
-		}
-	case err := <-done:
-		t.Fatalf("subscriber stopped: %v", err)
-	case <-ctx.Done():
-		t.Fatal("newsletter@clio never received clio's event")
-	}
+	defer runUntilHandled(t, ctx, sub, handled, "ev-clio", "newsletter@clio")()
 
 	// The consent service reads the outcome through its own consumer.
 	outcomes, err := consent.js.CreateOrUpdateConsumer(ctx, contract.StreamName, jetstream.ConsumerConfig{
@@ -692,25 +674,7 @@ func TestConnectPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- sub.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("subscriber Run: %v", err)
-		}
-	}()
-	select {
-	case id := <-handled:
-		if id != "ev-clio" {
-			t.Fatalf("web-analytics@clio handled %s", id)
-		}
-	case err := <-done:
-		t.Fatalf("subscriber stopped: %v", err)
-	case <-ctx.Done():
-		t.Fatal("lethe-connect never received clio's event for web-analytics")
-	}
+	defer runUntilHandled(t, ctx, sub, handled, "ev-clio", "lethe-connect for web-analytics@clio")()
 	outcomes, err := consent.js.CreateOrUpdateConsumer(ctx, contract.StreamName, jetstream.ConsumerConfig{
 		Durable: "lethe-consent-outcomes", FilterSubject: contract.AllOutcomes, AckPolicy: jetstream.AckExplicitPolicy,
 	})
@@ -739,4 +703,33 @@ func TestConnectPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	runner.expectDenied(t, "read newsletter's inbox", "_INBOX.newsletter@clio.>")
+}
+
+// runUntilHandled runs sub until handled reports its first event, which
+// must be want, and returns the function that stops it; who names the
+// subscriber in failures.
+func runUntilHandled(t *testing.T, ctx context.Context, sub *subscriber.Subscriber, handled <-chan string, want, who string) (stop func()) {
+	t.Helper()
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- sub.Run(runCtx) }()
+	stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s: subscriber Run: %v", who, err)
+		}
+	}
+	select {
+	case id := <-handled:
+		if id != want {
+			stop()
+			t.Fatalf("%s handled %s, want %s", who, id, want)
+		}
+	case err := <-done:
+		t.Fatalf("%s: subscriber stopped: %v", who, err)
+	case <-ctx.Done():
+		stop()
+		t.Fatalf("%s never received %s", who, want)
+	}
+	return stop
 }
