@@ -42,6 +42,11 @@ type Config struct {
 	// SpanExporter, when set, receives spans instead of OTLP; tests use an
 	// in-memory exporter.
 	SpanExporter sdktrace.SpanExporter
+	// ReadRatio is the share of reads traced that no caller's sampled
+	// trace asks for (see NewSampler): DefaultReadRatio when zero, none
+	// when negative, every one at 1. Changes of state and failed calls
+	// are traced whatever it is.
+	ReadRatio float64
 }
 
 // Providers are the telemetry handles a process passes to what it builds.
@@ -62,7 +67,11 @@ func Setup(ctx context.Context, cfg Config) (*Providers, error) {
 		return nil, fmt.Errorf("telemetry resource: %w", err)
 	}
 
-	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	ratio := cfg.ReadRatio
+	if ratio == 0 {
+		ratio = DefaultReadRatio
+	}
+	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(NewSampler(ratio))}
 	switch {
 	case cfg.SpanExporter != nil:
 		tpOpts = append(tpOpts, sdktrace.WithSyncer(cfg.SpanExporter))
