@@ -41,6 +41,7 @@ func NewServerHandler(p *Providers, skip func(fullMethod string) bool) stats.Han
 	h := &serverHandler{
 		tracer:     p.Tracer.Tracer(scope),
 		propagator: p.Propagator,
+		fields:     p.Propagator.Fields(),
 		skip:       skip,
 	}
 	meter := p.Meter.Meter(scope)
@@ -58,8 +59,10 @@ func NewServerHandler(p *Providers, skip func(fullMethod string) bool) stats.Han
 type serverHandler struct {
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
-	duration   metric.Float64Histogram
-	skip       func(fullMethod string) bool
+	// fields are the metadata keys the propagator reads.
+	fields   []string
+	duration metric.Float64Histogram
+	skip     func(fullMethod string) bool
 	// methods holds the stats of each method the process knows, by full
 	// method name; other calls (to a method that does not exist) share
 	// other, so that no caller can grow the map or the metric's series.
@@ -75,8 +78,10 @@ type methodStats struct {
 	start []trace.SpanStartOption
 	// attrs are the span attributes.
 	attrs []attribute.KeyValue
-	// record are the histogram's record options by status code.
-	record [codes.Unauthenticated + 1]metric.RecordOption
+	// record are the histogram's record options by status code, each a
+	// slice of its own so that Record's variadic argument is not built per
+	// call.
+	record [codes.Unauthenticated + 1][]metric.RecordOption
 }
 
 func newMethodStats(spanName, method string) *methodStats {
@@ -84,7 +89,7 @@ func newMethodStats(spanName, method string) *methodStats {
 	m.start = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(m.attrs...)}
 	for c := range m.record {
 		attrs := append([]attribute.KeyValue{semconv.RPCMethod(method), semconv.RPCSystemNameGRPC}, statusAttrs(codes.Code(c))...)
-		m.record[c] = metric.WithAttributeSet(attribute.NewSet(attrs...))
+		m.record[c] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrs...))}
 	}
 	return m
 }
@@ -145,7 +150,9 @@ func (h *serverHandler) TagRPC(ctx context.Context, info *stats.RPCTagInfo) cont
 		return ctx
 	}
 	m := h.method(info.FullMethodName)
-	ctx = h.propagator.Extract(ctx, incomingCarrier{ctx})
+	if h.carriesContext(ctx) {
+		ctx = h.propagator.Extract(ctx, incomingCarrier{ctx})
+	}
 	ctx, _ = h.tracer.Start(ctx, m.name, m.start...)
 	return context.WithValue(ctx, callKey{}, m)
 }
@@ -164,7 +171,7 @@ func (h *serverHandler) HandleRPC(ctx context.Context, rs stats.RPCStats) {
 	code := status.Code(end.Error)
 	elapsed := end.EndTime.Sub(end.BeginTime).Seconds()
 	if int(code) < len(m.record) {
-		h.duration.Record(ctx, elapsed, m.record[code])
+		h.duration.Record(ctx, elapsed, m.record[code]...)
 	} else {
 		h.duration.Record(ctx, elapsed, metric.WithAttributes(append(append([]attribute.KeyValue{}, m.attrs...), statusAttrs(code)...)...))
 	}
@@ -196,6 +203,18 @@ func (h *serverHandler) TagConn(ctx context.Context, _ *stats.ConnTagInfo) conte
 
 // HandleConn implements stats.Handler.
 func (h *serverHandler) HandleConn(context.Context, stats.ConnStats) {}
+
+// carriesContext reports whether a call's metadata holds any of the
+// propagator's fields (W3C traceparent, baggage): most calls carry none,
+// and skip the extraction.
+func (h *serverHandler) carriesContext(ctx context.Context) bool {
+	for _, f := range h.fields {
+		if metadata.ValueFromIncomingContext(ctx, f) != nil {
+			return true
+		}
+	}
+	return false
+}
 
 // incomingCarrier reads a call's incoming metadata for the propagator
 // without copying it (metadata.FromIncomingContext copies every key).

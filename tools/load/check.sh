@@ -6,7 +6,7 @@
 #
 #   tools/load/check.sh [CALLS_PER_RUN]
 #
-# CALLS_PER_RUN (default 50000) is how many Checks each of the six ghz
+# CALLS_PER_RUN (default 50000) is how many Checks each of the ten ghz
 # runs sends; each CheckBatch run sends a twentieth as many calls. The
 # script installs the pinned ghz into .bin when it is missing, prints the
 # machine's load before and after, and the benchmark's figures: the two

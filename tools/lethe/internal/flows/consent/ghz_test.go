@@ -44,9 +44,10 @@ import (
 //     collector (here an in-process one that counts what it receives),
 //     RPC metrics in the Prometheus registry.
 //
-// The two alternate, bare-chain-chain-bare…, for three pairs (six ghz
-// runs of b.N calls each), so that the machine's other load falls on both
-// alike; the ratio is of the summed rates. CheckBatch (100 questions a
+// The two alternate, bare-chain-chain-bare…, for five pairs (ten ghz runs
+// of b.N calls each), so that the machine's other load falls on both
+// alike; check/bare is the ratio of the summed rates, with the median and
+// lowest of the pairs' ratios beside it. CheckBatch (100 questions a
 // call) is measured the same way with b.N/20 calls a run. ghz is found at
 // $LETHE_GHZ or in the repository's .bin (make ghz); without it the
 // benchmark is skipped. Run it with tools/load/check.sh.
@@ -102,11 +103,14 @@ func BenchmarkCheckAgainstBareGRPC(b *testing.B) {
 	b.ReportMetric(check.bare.rate, "bare-checks/s")
 	b.ReportMetric(check.chain.rate, "chain-checks/s")
 	b.ReportMetric(check.chain.rate/check.bare.rate, "check/bare")
+	b.ReportMetric(check.ratios[len(check.ratios)/2], "check/bare-median-pair")
+	b.ReportMetric(check.ratios[0], "check/bare-lowest-pair")
 	b.ReportMetric(check.bare.p99.Seconds()*1e6, "bare-check-p99-us")
 	b.ReportMetric(check.chain.p99.Seconds()*1e6, "chain-check-p99-us")
 	b.ReportMetric(batched.bare.rate, "bare-batches/s")
 	b.ReportMetric(batched.chain.rate, "chain-batches/s")
 	b.ReportMetric(batched.chain.rate/batched.bare.rate, "batch/bare")
+	b.ReportMetric(batched.ratios[len(batched.ratios)/2], "batch/bare-median-pair")
 	b.ReportMetric(batched.chain.p99.Seconds()*1e6, "chain-batch-p99-us")
 }
 
@@ -266,18 +270,26 @@ type ghzRun struct {
 	p99  time.Duration
 }
 
-// pair is the bare and chained servers' figures over all rounds.
-type pair struct{ bare, chain ghzRun }
+// pair is the bare and chained servers' figures over all rounds, and the
+// ratios of the rounds' pairs (chain/bare), lowest first.
+type pair struct {
+	bare, chain ghzRun
+	ratios      []float64
+}
+
+// rounds is the order of the ghz runs: five pairs, each side first in
+// turn, so that load that grows or fades during the run falls on both.
+var rounds = []bool{false, true, true, false, false, true, true, false, false, true} // chain?
 
 // comparePair runs ghz n calls at a time against the bare server and the
-// chain, alternating over three pairs (bare, chain, chain, bare, bare,
-// chain), and returns each side's summed rate (calls over the sum of the
-// runs' times) and median p99.
+// chain in the order of rounds and returns each side's summed rate (calls
+// over the sum of the runs' times) and median p99, and each pair's ratio.
 func comparePair(b *testing.B, ghz string, common []string, call, data string, n int, bareAddr, chainAddr string) pair {
-	order := []bool{false, true, true, false, false, true} // chain?
 	var calls, secs [2]float64
 	var p99s [2][]time.Duration
-	for round, chain := range order {
+	var rates [2]float64
+	var ratios []float64
+	for round, chain := range rounds {
 		addr, side := bareAddr, 0
 		if chain {
 			addr, side = chainAddr, 1
@@ -286,12 +298,18 @@ func comparePair(b *testing.B, ghz string, common []string, call, data string, n
 		calls[side] += float64(n)
 		secs[side] += float64(n) / r.rate
 		p99s[side] = append(p99s[side], r.p99)
-		b.Logf("%s round %d %s: %.0f calls/s, p99 %s", call, round/2+1, map[bool]string{false: "bare", true: "chain"}[chain], r.rate, r.p99)
+		rates[side] = r.rate
+		b.Logf("%s pair %d %s: %.0f calls/s, p99 %s", call, round/2+1, map[bool]string{false: "bare", true: "chain"}[chain], r.rate, r.p99)
+		if round%2 == 1 {
+			ratios = append(ratios, rates[1]/rates[0])
+		}
 	}
 	median := func(ds []time.Duration) time.Duration { slices.Sort(ds); return ds[len(ds)/2] }
+	slices.Sort(ratios)
 	return pair{
-		bare:  ghzRun{rate: calls[0] / secs[0], p99: median(p99s[0])},
-		chain: ghzRun{rate: calls[1] / secs[1], p99: median(p99s[1])},
+		bare:   ghzRun{rate: calls[0] / secs[0], p99: median(p99s[0])},
+		chain:  ghzRun{rate: calls[1] / secs[1], p99: median(p99s[1])},
+		ratios: ratios,
 	}
 }
 
