@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,11 +108,17 @@ func BenchmarkCheckAgainstBareGRPC(b *testing.B) {
 	b.ReportMetric(check.ratios[0], "check/bare-lowest-pair")
 	b.ReportMetric(check.bare.p99.Seconds()*1e6, "bare-check-p99-us")
 	b.ReportMetric(check.chain.p99.Seconds()*1e6, "chain-check-p99-us")
+	b.ReportMetric(check.bare.serverCPU.Seconds()*1e6, "bare-server-cpu-us/check")
+	b.ReportMetric(check.chain.serverCPU.Seconds()*1e6, "chain-server-cpu-us/check")
+	b.ReportMetric(check.bare.clientCPU.Seconds()*1e6, "bare-ghz-cpu-us/check")
+	b.ReportMetric(check.chain.clientCPU.Seconds()*1e6, "chain-ghz-cpu-us/check")
+	b.ReportMetric(check.cpuRatio(), "check/bare-by-cpu")
 	b.ReportMetric(batched.bare.rate, "bare-batches/s")
 	b.ReportMetric(batched.chain.rate, "chain-batches/s")
 	b.ReportMetric(batched.chain.rate/batched.bare.rate, "batch/bare")
 	b.ReportMetric(batched.ratios[len(batched.ratios)/2], "batch/bare-median-pair")
 	b.ReportMetric(batched.chain.p99.Seconds()*1e6, "chain-batch-p99-us")
+	b.ReportMetric(batched.cpuRatio(), "batch/bare-by-cpu")
 }
 
 // findGHZ returns the ghz binary: $LETHE_GHZ, or .bin/ghz at the
@@ -268,6 +275,9 @@ func ghzData(b *testing.B, dir string, subjects int) (checks, batch string) {
 type ghzRun struct {
 	rate float64
 	p99  time.Duration
+	// serverCPU and clientCPU are the CPU time the benchmark's process
+	// (the servers) and ghz spent, per call.
+	serverCPU, clientCPU time.Duration
 }
 
 // pair is the bare and chained servers' figures over all rounds, and the
@@ -275,6 +285,14 @@ type ghzRun struct {
 type pair struct {
 	bare, chain ghzRun
 	ratios      []float64
+}
+
+// cpuRatio is the ratio the two sides would reach on a machine of their
+// own whose cores the servers and the client keep busy: the CPU time a
+// bare call costs (server and ghz) over the CPU time a chained call costs.
+// Unlike the rates it hardly depends on what else the machine runs.
+func (p pair) cpuRatio() float64 {
+	return float64(p.bare.serverCPU+p.bare.clientCPU) / float64(p.chain.serverCPU+p.chain.clientCPU)
 }
 
 // rounds is the order of the ghz runs: five pairs, each side first in
@@ -286,6 +304,7 @@ var rounds = []bool{false, true, true, false, false, true, true, false, false, t
 // over the sum of the runs' times) and median p99, and each pair's ratio.
 func comparePair(b *testing.B, ghz string, common []string, call, data string, n int, bareAddr, chainAddr string) pair {
 	var calls, secs [2]float64
+	var serverCPU, clientCPU [2]time.Duration
 	var p99s [2][]time.Duration
 	var rates [2]float64
 	var ratios []float64
@@ -298,17 +317,21 @@ func comparePair(b *testing.B, ghz string, common []string, call, data string, n
 		calls[side] += float64(n)
 		secs[side] += float64(n) / r.rate
 		p99s[side] = append(p99s[side], r.p99)
+		serverCPU[side] += r.serverCPU
+		clientCPU[side] += r.clientCPU
 		rates[side] = r.rate
-		b.Logf("%s pair %d %s: %.0f calls/s, p99 %s", call, round/2+1, map[bool]string{false: "bare", true: "chain"}[chain], r.rate, r.p99)
+		b.Logf("%s pair %d %s: %.0f calls/s, p99 %s, CPU per call %s server, %s ghz", call, round/2+1,
+			map[bool]string{false: "bare", true: "chain"}[chain], r.rate, r.p99, r.serverCPU, r.clientCPU)
 		if round%2 == 1 {
 			ratios = append(ratios, rates[1]/rates[0])
 		}
 	}
 	median := func(ds []time.Duration) time.Duration { slices.Sort(ds); return ds[len(ds)/2] }
 	slices.Sort(ratios)
+	per := time.Duration(len(rounds) / 2)
 	return pair{
-		bare:   ghzRun{rate: calls[0] / secs[0], p99: median(p99s[0])},
-		chain:  ghzRun{rate: calls[1] / secs[1], p99: median(p99s[1])},
+		bare:   ghzRun{rate: calls[0] / secs[0], p99: median(p99s[0]), serverCPU: serverCPU[0] / per, clientCPU: clientCPU[0] / per},
+		chain:  ghzRun{rate: calls[1] / secs[1], p99: median(p99s[1]), serverCPU: serverCPU[1] / per, clientCPU: clientCPU[1] / per},
 		ratios: ratios,
 	}
 }
@@ -319,9 +342,12 @@ func runGHZ(b *testing.B, ghz string, common []string, call, data string, n int,
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(ghz, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cpuBefore := processCPU(b)
 	if err := cmd.Run(); err != nil {
 		b.Fatalf("ghz %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
+	serverCPU := processCPU(b) - cpuBefore
+	clientCPU := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	var report struct {
 		Count                  int64            `json:"count"`
 		RPS                    float64          `json:"rps"`
@@ -338,13 +364,22 @@ func runGHZ(b *testing.B, ghz string, common []string, call, data string, n int,
 	if ok := report.StatusCodeDistribution["OK"]; ok != int64(n) || len(report.ErrorDistribution) > 0 {
 		b.Fatalf("ghz %s against %s: %d of %d calls OK, codes %v, errors %v", call, addr, ok, n, report.StatusCodeDistribution, report.ErrorDistribution)
 	}
-	r := ghzRun{rate: report.RPS}
+	r := ghzRun{rate: report.RPS, serverCPU: serverCPU / time.Duration(n), clientCPU: clientCPU / time.Duration(n)}
 	for _, l := range report.LatencyDistribution {
 		if l.Percentage == 99 {
 			r.p99 = l.Latency
 		}
 	}
 	return r
+}
+
+// processCPU is the CPU time the process has spent, all its threads.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // loadAverage is the machine's load average over 1, 5 and 15 minutes, as
