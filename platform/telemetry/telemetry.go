@@ -3,6 +3,11 @@
 // over OTLP when an endpoint is configured) with W3C trace-context
 // propagation, and OpenTelemetry metrics exposed in the Prometheus format.
 //
+// Traces are sampled (NewSampler): every span of a change of state and of
+// a failed call is kept, reads at a ratio (1% by default) unless their
+// caller sampled the trace. The gRPC server's stats handler
+// (NewServerHandler) records a span and the RPC histogram per call.
+//
 // Providers are returned rather than installed globally, so several servers
 // in one test process do not share or overwrite each other's state.
 package telemetry
