@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/lethe-privacy/lethe/platform/auth"
@@ -148,9 +149,20 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, defaultAddr string) {
 	fs.StringVar(&c.LogFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC collector for traces, host:port (empty keeps traces in-process)")
 	fs.BoolVar(&c.OTLPInsecure, "otlp-insecure", false, "send traces to the OTLP collector without TLS")
-	fs.Float64Var(&c.TraceReadRatio, "trace-read-ratio", telemetry.DefaultReadRatio,
-		"share of reads (NO_SIDE_EFFECTS methods such as Check) traced when the caller's trace is not sampled, up to 1 (all); "+
-			"0 is the default, negative traces none. Changes of state and failed calls are always traced")
+	c.TraceReadRatio = telemetry.DefaultReadRatio
+	fs.Func("trace-read-ratio", fmt.Sprintf("share of reads (NO_SIDE_EFFECTS methods such as Check) traced when the caller's trace is not sampled, "+
+		"from 0 (none) to 1 (all) (default %g). Changes of state and failed calls are always traced", telemetry.DefaultReadRatio),
+		func(v string) error {
+			r, err := strconv.ParseFloat(v, 64)
+			if err != nil || r < 0 || r > 1 {
+				return fmt.Errorf("%q is not a share between 0 and 1", v)
+			}
+			if r == 0 {
+				r = -1 // none; zero in a Config means the default
+			}
+			c.TraceReadRatio = r
+			return nil
+		})
 	fs.StringVar(&c.PolicyFile, "authz-policy", "", "authorization policy file (JSON); reloaded when it changes. Empty: the development policy, which allows everything (refused in production)")
 	fs.StringVar(&c.Profile, "profile", ProfileDev, "dev or production; production refuses to start without TLS, certificate or JWT authentication and a policy file")
 	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "PEM certificate chain of this process: served on the gRPC listener, presented to the registry and NATS; reloaded when it changes")

@@ -94,13 +94,17 @@ func (cc CompletedConfig) New() (*Server, error) {
 		cc.Logger.Warn("transport: plaintext (development profile)")
 	}
 
+	// Tracing and RPC metrics come from the stats handler, which wraps
+	// every interceptor below, so a span covers the whole call including
+	// a recovered panic. Health checks are probed every few seconds and
+	// would drown real traces, so they are left out. Which calls are
+	// traced is the providers' sampler's decision (telemetry.NewSampler).
+	stats, err := telemetry.NewServerHandler(cc.Telemetry, publicMethod)
+	if err != nil {
+		return nil, err
+	}
 	opts := []grpc.ServerOption{
-		// Tracing and RPC metrics come from the stats handler, which wraps
-		// every interceptor below, so a span covers the whole call including
-		// a recovered panic. Health checks are probed every few seconds and
-		// would drown real traces, so they are left out. Which calls are
-		// traced is the providers' sampler's decision (telemetry.NewSampler).
-		grpc.StatsHandler(telemetry.NewServerHandler(cc.Telemetry, publicMethod)),
+		grpc.StatsHandler(stats),
 		grpc.ForceServerCodecV2(&s.codec),
 		grpc.ChainUnaryInterceptor(s.unaryChain()...),
 		grpc.ChainStreamInterceptor(s.streamChain()...),

@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"flag"
+	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -272,5 +274,32 @@ func TestAnUpstreamSampledTraceIsHonoured(t *testing.T) {
 	}
 	if s := got[0]; s.SpanContext.TraceID().String() != highTraceID || s.Parent.SpanID().String() != "00f067aa0ba902b7" || !s.Parent.IsRemote() {
 		t.Errorf("span in trace %s under %s, want trace %s under the caller's span 00f067aa0ba902b7", s.SpanContext.TraceID(), s.Parent.SpanID(), highTraceID)
+	}
+}
+
+// TestTraceReadRatioFlag: --trace-read-ratio is a share from 0 (no read
+// traced of Lethe's own accord) to 1, 1% when not given.
+func TestTraceReadRatioFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want float64 // in the Config; negative is none
+		ok   bool
+	}{
+		{nil, telemetry.DefaultReadRatio, true},
+		{[]string{"--trace-read-ratio", "0.25"}, 0.25, true},
+		{[]string{"--trace-read-ratio", "1"}, 1, true},
+		{[]string{"--trace-read-ratio", "0"}, -1, true},
+		{[]string{"--trace-read-ratio", "1.5"}, 0, false},
+		{[]string{"--trace-read-ratio", "-0.1"}, 0, false},
+		{[]string{"--trace-read-ratio", "often"}, 0, false},
+	} {
+		var cfg server.Config
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		cfg.RegisterFlags(fs, "127.0.0.1:0")
+		err := fs.Parse(tc.args)
+		if (err == nil) != tc.ok || (tc.ok && cfg.TraceReadRatio != tc.want) {
+			t.Errorf("%v: ratio %g, error %v; want %g, ok %v", tc.args, cfg.TraceReadRatio, err, tc.want, tc.ok)
+		}
 	}
 }

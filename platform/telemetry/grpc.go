@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 
@@ -37,7 +38,7 @@ const scope = "github.com/lethe-privacy/lethe/platform/telemetry"
 // when it ends, started at the call's start and marked with error.type,
 // which the sampler always keeps: every failed call is traced, under the
 // trace id the call carried (the one its log line names).
-func NewServerHandler(p *Providers, skip func(fullMethod string) bool) stats.Handler {
+func NewServerHandler(p *Providers, skip func(fullMethod string) bool) (stats.Handler, error) {
 	h := &serverHandler{
 		tracer:     p.Tracer.Tracer(scope),
 		propagator: p.Propagator,
@@ -48,12 +49,11 @@ func NewServerHandler(p *Providers, skip func(fullMethod string) bool) stats.Han
 	duration, err := rpcconv.NewServerCallDuration(meter, metric.WithExplicitBucketBoundaries(
 		0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10))
 	if err != nil {
-		// Only an invalid instrument definition fails, which is a bug here.
-		panic(err)
+		return nil, fmt.Errorf("rpc.server.call.duration: %w", err)
 	}
 	h.duration = duration.Inst()
 	h.other = newMethodStats("_OTHER", "_OTHER")
-	return h
+	return h, nil
 }
 
 type serverHandler struct {
