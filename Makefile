@@ -13,6 +13,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 STATICCHECK_VERSION        := v0.8.2
 GOCYCLO_VERSION            := v0.6.0
+GHZ_VERSION                := v0.93.0
 
 # Tools install into the repository, so a pinned version never mixes with
 # whatever else the machine has.
@@ -25,7 +26,7 @@ MODULES := $(shell go list -m -f '{{.Dir}}')
 # Keep the race-enabled suite within a 2-core machine's means.
 GOTEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: test tools generate lint vet staticcheck cyclo check-generate check-versions go-test bench bench-restart fuzz-wire soak-topology run
+.PHONY: test tools ghz generate lint vet staticcheck cyclo check-generate check-versions go-test bench bench-restart fuzz-wire soak-topology run
 
 ## test: everything CI checks — lint, generated code, versions, vet, staticcheck, complexity, race tests of every module
 test: tools lint check-generate check-versions vet staticcheck cyclo go-test
@@ -45,6 +46,11 @@ DESCRIPTORS := buf build --as-file-descriptor-set --exclude-imports -o gen/go/de
 
 # The OpenAPI document of the HTTP/JSON API, from those descriptors.
 OPENAPI := (cd tools && go run ./openapi -o ../docs/openapi.json)
+
+## ghz: install the pinned gRPC load generator that tools/load/check.sh drives
+ghz:
+	@mkdir -p $(TOOLBIN)
+	GOBIN=$(TOOLBIN) go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
 
 ## generate: regenerate Go code from the protos (offline, local plugins)
 generate:

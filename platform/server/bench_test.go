@@ -20,7 +20,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 )
 
-// BenchmarkChain measures what the kit's interceptor chain (and the otelgrpc
+// BenchmarkChain measures what the kit's interceptor chain (and the telemetry
 // stats handler in front of it) costs a call: the same no-op method served
 // by a bare grpc.Server and by the kit's server, over the same in-memory
 // transport, in one run. The difference of the two ns/op is the chain's

@@ -29,7 +29,7 @@ import (
 // contract that tests hold, outermost first:
 //
 //  1. recovery       a panic anywhere below becomes Internal; the stack is logged
-//     (tracing)      the otelgrpc stats handler wraps all of this chain
+//     (tracing)      the telemetry stats handler wraps all of this chain
 //  2. error boundary domain errors keep their status and details; any other
 //     error becomes Internal and its text stays in the process
 //  3. logging        one line per call, with the raw error and the identity

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/lethe-privacy/lethe/platform/auth"
@@ -56,6 +57,11 @@ type Config struct {
 	OTLPEndpoint string
 	// OTLPInsecure sends traces to OTLPEndpoint without TLS.
 	OTLPInsecure bool
+	// TraceReadRatio is the share of reads (methods the proto marks
+	// NO_SIDE_EFFECTS) traced when the caller's trace is not sampled:
+	// telemetry.DefaultReadRatio when zero, none when negative, all at 1.
+	// Changes of state and failed calls are always traced.
+	TraceReadRatio float64
 	// PolicyFile, when set and Policy is nil, is an authorization policy
 	// file (see auth.FilePolicy): the server loads it at start and reloads
 	// it when it changes.
@@ -143,6 +149,20 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, defaultAddr string) {
 	fs.StringVar(&c.LogFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC collector for traces, host:port (empty keeps traces in-process)")
 	fs.BoolVar(&c.OTLPInsecure, "otlp-insecure", false, "send traces to the OTLP collector without TLS")
+	c.TraceReadRatio = telemetry.DefaultReadRatio
+	fs.Func("trace-read-ratio", fmt.Sprintf("share of reads (NO_SIDE_EFFECTS methods such as Check) traced when the caller's trace is not sampled, "+
+		"from 0 (none) to 1 (all) (default %g). Changes of state and failed calls are always traced", telemetry.DefaultReadRatio),
+		func(v string) error {
+			r, err := strconv.ParseFloat(v, 64)
+			if err != nil || r < 0 || r > 1 {
+				return fmt.Errorf("%q is not a share between 0 and 1", v)
+			}
+			if r == 0 {
+				r = -1 // none; zero in a Config means the default
+			}
+			c.TraceReadRatio = r
+			return nil
+		})
 	fs.StringVar(&c.PolicyFile, "authz-policy", "", "authorization policy file (JSON); reloaded when it changes. Empty: the development policy, which allows everything (refused in production)")
 	fs.StringVar(&c.Profile, "profile", ProfileDev, "dev or production; production refuses to start without TLS, certificate or JWT authentication and a policy file")
 	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "PEM certificate chain of this process: served on the gRPC listener, presented to the registry and NATS; reloaded when it changes")
@@ -203,6 +223,7 @@ func (c Config) Complete(ctx context.Context) (CompletedConfig, error) {
 			ServiceName:  c.Name,
 			OTLPEndpoint: c.OTLPEndpoint,
 			OTLPInsecure: c.OTLPInsecure,
+			ReadRatio:    c.TraceReadRatio,
 		})
 		if err != nil {
 			return CompletedConfig{}, err
@@ -227,6 +248,9 @@ func (c *Config) checkRequired() []error {
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %s is negative", c.ShutdownTimeout))
+	}
+	if c.TraceReadRatio > 1 {
+		errs = append(errs, fmt.Errorf("--trace-read-ratio %g is above 1 (every read)", c.TraceReadRatio))
 	}
 	return errs
 }

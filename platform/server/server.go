@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"buf.build/go/protovalidate"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -21,13 +19,11 @@ import (
 	"google.golang.org/grpc/reflection"
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
-	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/lethe-privacy/lethe/gen/go/descriptorset"
 	"github.com/lethe-privacy/lethe/platform/audit"
 	"github.com/lethe-privacy/lethe/platform/auth"
+	"github.com/lethe-privacy/lethe/platform/telemetry"
 )
 
 // Server is a gRPC server with Lethe's interceptor chain. Register services
@@ -98,17 +94,17 @@ func (cc CompletedConfig) New() (*Server, error) {
 		cc.Logger.Warn("transport: plaintext (development profile)")
 	}
 
+	// Tracing and RPC metrics come from the stats handler, which wraps
+	// every interceptor below, so a span covers the whole call including
+	// a recovered panic. Health checks are probed every few seconds and
+	// would drown real traces, so they are left out. Which calls are
+	// traced is the providers' sampler's decision (telemetry.NewSampler).
+	stats, err := telemetry.NewServerHandler(cc.Telemetry, publicMethod)
+	if err != nil {
+		return nil, err
+	}
 	opts := []grpc.ServerOption{
-		// Tracing and RPC metrics come from the stats handler, which wraps
-		// every interceptor below, so a span covers the whole call including
-		// a recovered panic. Health checks are probed every few seconds and
-		// would drown real traces, so they are left out.
-		grpc.StatsHandler(otelgrpc.NewServerHandler(
-			otelgrpc.WithTracerProvider(cc.Telemetry.Tracer),
-			otelgrpc.WithMeterProvider(cc.Telemetry.Meter),
-			otelgrpc.WithPropagators(cc.Telemetry.Propagator),
-			otelgrpc.WithFilter(filters.Not(filters.ServiceName(healthpb.Health_ServiceDesc.ServiceName))),
-		)),
+		grpc.StatsHandler(stats),
 		grpc.ForceServerCodecV2(&s.codec),
 		grpc.ChainUnaryInterceptor(s.unaryChain()...),
 		grpc.ChainStreamInterceptor(s.streamChain()...),
@@ -253,18 +249,10 @@ func servingStatus(ok bool) healthpb.HealthCheckResponse_ServingStatus {
 }
 
 // isMutation reports whether a method changes state: every method that the
-// proto does not declare free of side effects.
+// proto does not declare free of side effects (unknown methods included:
+// audit more, never less).
 func isMutation(service, method string) bool {
-	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service + "." + method))
-	if err != nil {
-		return true // unknown methods are treated as mutations: audit more, never less
-	}
-	md, ok := d.(protoreflect.MethodDescriptor)
-	if !ok {
-		return true
-	}
-	opts, _ := md.Options().(*descriptorpb.MethodOptions)
-	return opts.GetIdempotencyLevel() != descriptorpb.MethodOptions_NO_SIDE_EFFECTS
+	return !telemetry.ReadMethod("/" + service + "/" + method)
 }
 
 // policyReloadEvery is how often a policy file is checked for changes.

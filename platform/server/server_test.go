@@ -54,6 +54,16 @@ type fixture struct {
 
 func start(t *testing.T, cfg server.Config) *fixture {
 	t.Helper()
+	f, run := build(t, cfg)
+	servertest.Run(t, run)
+	return f
+}
+
+// build is start without running the server: a test that runs it with
+// servertest.Run knows, once it has stopped it, that every call's end has
+// been handled.
+func build(t *testing.T, cfg server.Config) (*fixture, func(context.Context) error) {
+	t.Helper()
 	f := &fixture{clock: clock.NewFake(epoch)}
 	f.db = storetest.Open(t, kittest.Schema)
 	f.audit = audit.New(f.db, f.clock)
@@ -62,13 +72,13 @@ func start(t *testing.T, cfg server.Config) *fixture {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	cfg.Clock = f.clock
-	conn := servertest.Start(t, cfg, func(s *server.Server) {
+	conn, run := servertest.Build(t, cfg, func(s *server.Server) {
 		s.Register(&kittestv1.KitTestService_ServiceDesc, svc, server.WithAudit(f.audit))
 	})
 	f.conn = conn
 	f.client = kittestv1.NewKitTestServiceClient(conn)
 	f.health = healthpb.NewHealthClient(conn)
-	return f
+	return f, run
 }
 
 func put(requestID, key, value string) *kittestv1.PutRequest {

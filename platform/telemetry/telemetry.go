@@ -3,6 +3,11 @@
 // over OTLP when an endpoint is configured) with W3C trace-context
 // propagation, and OpenTelemetry metrics exposed in the Prometheus format.
 //
+// Traces are sampled (NewSampler): every span of a change of state and of
+// a failed call is kept, reads at a ratio (1% by default) unless their
+// caller sampled the trace. The gRPC server's stats handler
+// (NewServerHandler) records a span and the RPC histogram per call.
+//
 // Providers are returned rather than installed globally, so several servers
 // in one test process do not share or overwrite each other's state.
 package telemetry
@@ -42,6 +47,11 @@ type Config struct {
 	// SpanExporter, when set, receives spans instead of OTLP; tests use an
 	// in-memory exporter.
 	SpanExporter sdktrace.SpanExporter
+	// ReadRatio is the share of reads traced that no caller's sampled
+	// trace asks for (see NewSampler): DefaultReadRatio when zero, none
+	// when negative, every one at 1. Changes of state and failed calls
+	// are traced whatever it is.
+	ReadRatio float64
 }
 
 // Providers are the telemetry handles a process passes to what it builds.
@@ -62,7 +72,11 @@ func Setup(ctx context.Context, cfg Config) (*Providers, error) {
 		return nil, fmt.Errorf("telemetry resource: %w", err)
 	}
 
-	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	ratio := cfg.ReadRatio
+	if ratio == 0 {
+		ratio = DefaultReadRatio
+	}
+	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(NewSampler(ratio))}
 	switch {
 	case cfg.SpanExporter != nil:
 		tpOpts = append(tpOpts, sdktrace.WithSyncer(cfg.SpanExporter))

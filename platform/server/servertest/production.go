@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/lethe-privacy/lethe/platform/server"
+	"github.com/lethe-privacy/lethe/platform/tlsconfig"
 	"github.com/lethe-privacy/lethe/platform/tlsconfig/tlstest"
 )
 
@@ -92,6 +93,32 @@ func (p *PKI) ClientWithIdentity(t testing.TB, spiffeID string) credentials.Tran
 func (p *PKI) clientTLS(t testing.TB, name string) *tls.Config {
 	t.Helper()
 	return p.tlsFor(t, name, Identity(name))
+}
+
+// ClientFiles issues the certificate of the caller called name, carrying
+// Identity(name), and returns the PEM files a separate client program
+// (ghz, grpcurl) is given with the CA file.
+func (p *PKI) ClientFiles(t testing.TB, name string) (certFile, keyFile string) {
+	t.Helper()
+	return p.ca.Issue(t, tlstest.Leaf{Name: name, URIs: []string{Identity(name)}}).Write(t, p.dir, name)
+}
+
+// ServerTLS is the listener's TLS configuration of a production server
+// built from Production: its key pair, callers' certificates required and
+// verified against the CA. A plain grpc.Server given it speaks the same
+// TLS as the kit's server, so that a benchmark's baseline pays the same
+// handshake and record costs.
+func (p *PKI) ServerTLS(t testing.TB) *tls.Config {
+	t.Helper()
+	pair, err := tlsconfig.LoadKeyPair(p.serverCert, p.serverKey, tlsconfig.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := tlsconfig.LoadPool(p.caFile, tlsconfig.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tlsconfig.Server(pair, pool)
 }
 
 // tlsFor is the TLS configuration of a caller whose certificate, named

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -68,13 +69,26 @@ func Start(t testing.TB, cfg server.Config, register func(*server.Server)) *grpc
 
 // runUntilCleanup runs a server until the test ends.
 func runUntilCleanup(t testing.TB, run func(context.Context) error) {
+	Run(t, run)
+}
+
+// Run runs a server's run (as Build returns it) until stop is called or
+// the test ends. stop returns once run has: the server has stopped and
+// every call's end has been handled, a sync point for a test that then
+// asserts what did not happen.
+func Run(t testing.TB, run func(context.Context) error) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			t.Errorf("server run: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				t.Errorf("server run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
