@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	grpccodes "google.golang.org/grpc/codes"
 
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
@@ -287,10 +288,13 @@ func (p *publicServer) fromAPI(r *http.Request, err error) publicError {
 		}
 		return invalid(field, st.Message())
 	case grpccodes.FailedPrecondition:
-		if strings.Contains(st.Message(), "notice version") {
-			return publicError{status: http.StatusConflict, code: apierror.ReasonNoticeChanged, message: st.Message()}
+		code := "FAILED_PRECONDITION"
+		for _, d := range st.Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok && info.Reason != "" {
+				code = info.Reason
+			}
 		}
-		return publicError{status: http.StatusConflict, code: "FAILED_PRECONDITION", message: st.Message()}
+		return publicError{status: http.StatusConflict, code: code, message: st.Message()}
 	case grpccodes.NotFound:
 		return errNoTenant
 	case grpccodes.Unavailable:
