@@ -2,7 +2,9 @@ package consent_test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
@@ -12,16 +14,21 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/service/servicetest"
 	"github.com/lethe-privacy/lethe/services/consent"
@@ -645,5 +652,66 @@ func TestLinkKeepsVisitorHistory(t *testing.T) {
 	delete(token, "Authorization")
 	if a := w.call(t, http.MethodPost, "/v1/tenants/clio/link", token, ""); a.status != http.StatusUnauthorized {
 		t.Fatalf("link without a token = %d", a.status)
+	}
+}
+
+// TestWebSettingsAreValidated: PutWebSettings names every field it
+// refuses, and a tenant without settings has none to get.
+func TestWebSettingsAreValidated(t *testing.T) {
+	w := startWeb(t, consent.PublicOptions{})
+	w.tenant(t, "other")
+	if _, err := w.consent.GetWebSettings(w.ctx, &consentv1.GetWebSettingsRequest{TenantId: "other"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("get settings of a tenant without = %v", err)
+	}
+	got, err := w.consent.GetWebSettings(w.ctx, &consentv1.GetWebSettingsRequest{TenantId: "clio"})
+	if err != nil || got.Settings.DefaultLanguage != "da" {
+		t.Fatalf("get = %v, %v", got, err)
+	}
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&p384.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p384PEM := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	tests := []struct {
+		name  string
+		edit  func(*consentv1.WebSettings)
+		field string
+	}{
+		{"http origin of a site", func(s *consentv1.WebSettings) { s.AllowedOrigins[0] = "http://www.clio.com" }, "settings.allowed_origins[0]"},
+		{"origin with a path", func(s *consentv1.WebSettings) { s.AllowedOrigins[0] = "https://www.clio.com/da" }, "settings.allowed_origins[0]"},
+		{"upper-case origin", func(s *consentv1.WebSettings) { s.AllowedOrigins[1] = "https://WWW.clio.com" }, "settings.allowed_origins[1]"},
+		{"wildcard origin", func(s *consentv1.WebSettings) { s.AllowedOrigins[0] = "https://*.clio.com" }, "settings.allowed_origins[0]"},
+		{"private key", func(s *consentv1.WebSettings) {
+			s.SubjectTokenKeys[0].PublicKeyPem = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+		}, "settings.subject_token_keys[0].public_key_pem"},
+		{"a P-384 key", func(s *consentv1.WebSettings) { s.SubjectTokenKeys[0].PublicKeyPem = p384PEM }, "settings.subject_token_keys[0].public_key_pem"},
+		{"key id twice", func(s *consentv1.WebSettings) {
+			s.SubjectTokenKeys = append(s.SubjectTokenKeys, s.SubjectTokenKeys[0])
+		}, "settings.subject_token_keys[1].key_id"},
+		{"default language without texts", func(s *consentv1.WebSettings) { s.DefaultLanguage = "sv" }, "settings.default_language"},
+		{"unknown purpose shown", func(s *consentv1.WebSettings) { s.ShownPurposeIds = append(s.ShownPurposeIds, "no.such.purpose") }, "settings.shown_purpose_ids[3]"},
+		{"a shown purpose without its text", func(s *consentv1.WebSettings) { delete(s.Texts["en"].Purposes, "marketing") }, `settings.texts["en"].purposes["marketing"]`},
+		{"http policy address", func(s *consentv1.WebSettings) { s.Texts["da"].PolicyUrl = "http://www.clio.com/privacy" }, `settings.texts["da"].policy_url`},
+		{"no origins", func(s *consentv1.WebSettings) { s.AllowedOrigins = nil }, "settings.allowed_origins"},
+	}
+	for _, tc := range tests {
+		s := proto.Clone(got.Settings).(*consentv1.WebSettings)
+		tc.edit(s)
+		_, err := w.consent.PutWebSettings(w.ctx, &consentv1.PutWebSettingsRequest{RequestId: w.id(), TenantId: "clio", Settings: s})
+		fields := []string{}
+		for _, v := range apierror.Violations(err) {
+			fields = append(fields, v.Field)
+		}
+		if status.Code(err) != codes.InvalidArgument || !slices.Contains(fields, tc.field) {
+			t.Errorf("%s: %v (fields %v), want InvalidArgument naming %s", tc.name, err, fields, tc.field)
+		}
+	}
+	// Nothing of the refused settings took effect.
+	if a := w.call(t, http.MethodGet, "/v1/tenants/clio/banner", map[string]string{"Origin": clioSite}, ""); a.status != http.StatusOK {
+		t.Fatalf("banner after refused settings = %d %v", a.status, a.body)
 	}
 }
