@@ -42,7 +42,7 @@ type platform struct {
 	newsletter string // sdk/examples/newsletter
 	addr, nats string
 	public     publicAddr // the public consent endpoint
-	config     string // a context file naming addr and nats
+	config     string     // a context file naming addr and nats
 	cmd        *exec.Cmd
 	output     *logbuf.Buffer
 	conn       *grpc.ClientConn
