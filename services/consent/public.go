@@ -733,26 +733,8 @@ func (p *publicServer) bannerRequest(c *caller, subject string, body *decisionBo
 		ShownNoticeVersions: map[string]string{},
 		Evidence:            &consentv1.EvidenceInput{IpAddress: addrText(c.addr), UserAgent: c.userAgent, Gpc: c.gpc, Origin: c.origin},
 	}
-	for i, s := range body.Shown {
-		pp, ok := byID[s.ID]
-		switch {
-		case !ok:
-			return nil, invalid(fmt.Sprintf("shown[%d].id", i), fmt.Sprintf("the banner shows no purpose %q", s.ID))
-		case slices.Contains(req.ShownPurposeIds, s.ID):
-			return nil, invalid(fmt.Sprintf("shown[%d].id", i), "listed twice")
-		case len(s.NoticeVersion) > 64:
-			return nil, invalid(fmt.Sprintf("shown[%d].noticeVersion", i), "the notice version the banner showed: at most 64 characters")
-		case s.NoticeVersion == "" && pp.CurrentNotice != "":
-			// The banner showed no version of a purpose that has one now.
-			return nil, publicError{status: http.StatusConflict, code: apierror.ReasonNoticeChanged,
-				message: fmt.Sprintf("purpose %q: the current notice version is %q; show it and ask again", s.ID, pp.CurrentNotice)}
-		}
-		req.ShownPurposeIds = append(req.ShownPurposeIds, s.ID)
-		if s.NoticeVersion != "" {
-			// A purpose without notice versions (a necessary cookie) is
-			// shown with none.
-			req.ShownNoticeVersions[s.ID] = s.NoticeVersion
-		}
+	if err := addShown(req, body.Shown, byID); err != nil {
+		return nil, err
 	}
 	if choice != consentv1.BannerChoice_BANNER_CHOICE_ACCEPT_SELECTED && len(body.Selected) > 0 {
 		return nil, invalid("selected", `only "accept_selected" selects purposes`)
@@ -770,6 +752,33 @@ func (p *publicServer) bannerRequest(c *caller, subject string, body *decisionBo
 		honourGPC(req, byID)
 	}
 	return req, nil
+}
+
+// addShown puts the purposes the banner showed, and the notice version of
+// each, into req; byID are the purposes the banner shows the caller.
+func addShown(req *consentv1.RecordBannerDecisionRequest, shown []shownItem, byID map[string]decision.Purpose) error {
+	for i, s := range shown {
+		pp, ok := byID[s.ID]
+		switch {
+		case !ok:
+			return invalid(fmt.Sprintf("shown[%d].id", i), fmt.Sprintf("the banner shows no purpose %q", s.ID))
+		case slices.Contains(req.ShownPurposeIds, s.ID):
+			return invalid(fmt.Sprintf("shown[%d].id", i), "listed twice")
+		case len(s.NoticeVersion) > 64:
+			return invalid(fmt.Sprintf("shown[%d].noticeVersion", i), "the notice version the banner showed: at most 64 characters")
+		case s.NoticeVersion == "" && pp.CurrentNotice != "":
+			// The banner showed no version of a purpose that has one now.
+			return publicError{status: http.StatusConflict, code: apierror.ReasonNoticeChanged,
+				message: fmt.Sprintf("purpose %q: the current notice version is %q; show it and ask again", s.ID, pp.CurrentNotice)}
+		}
+		req.ShownPurposeIds = append(req.ShownPurposeIds, s.ID)
+		if s.NoticeVersion != "" {
+			// A purpose without notice versions (a necessary cookie) is
+			// shown with none.
+			req.ShownNoticeVersions[s.ID] = s.NoticeVersion
+		}
+	}
+	return nil
 }
 
 // honourGPC makes a decision that came with a Global Privacy Control
