@@ -154,16 +154,11 @@ const (
 	routeOther     = "other"
 )
 
-func (s *Service) newPublicServer(opts PublicOptions) (*publicServer, error) {
+func (s *Service) newPublicServer(opts PublicOptions) *publicServer {
 	opts.complete()
 	p := &publicServer{s: s, opts: opts, visitors: newLimiter(opts.DecisionsPerMinute, opts.MaxTracked),
-		addresses: newLimiter(opts.RequestsPerMinute, opts.MaxTracked), tracer: noop.NewTracerProvider().Tracer("")}
-	var err error
-	p.requests, err = s.Meter.Int64Counter("lethe.public.requests",
-		metric.WithDescription("Requests to the public consent endpoint, by route and HTTP status code."))
-	if err != nil {
-		return nil, err
-	}
+		addresses: newLimiter(opts.RequestsPerMinute, opts.MaxTracked), tracer: noop.NewTracerProvider().Tracer(""),
+		requests: s.publicRequests}
 	if t := s.deps.Telemetry; t != nil && t.Tracer != nil {
 		p.tracer = t.Tracer.Tracer("github.com/lethe-privacy/lethe/services/consent/public")
 	}
@@ -184,7 +179,7 @@ func (s *Service) newPublicServer(opts PublicOptions) (*publicServer, error) {
 		return 0, publicError{status: http.StatusNotFound, code: codeNotFound, message: "no such route"}
 	}))
 	p.mux = mux
-	return p, nil
+	return p
 }
 
 // ServeHTTP implements http.Handler.
