@@ -56,7 +56,7 @@ type webFixture struct {
 
 // startWeb starts the services with the public endpoint on a loopback
 // port, and Clio with its purposes and web settings.
-func startWeb(t *testing.T, public consent.PublicOptions) *webFixture {
+func startWeb(t testing.TB, public consent.PublicOptions) *webFixture {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -79,7 +79,7 @@ func startWeb(t *testing.T, public consent.PublicOptions) *webFixture {
 }
 
 // clioWeb is Clio's banner as the tests use it.
-func clioWeb(t *testing.T, pub ed25519.PublicKey) *consentv1.WebSettings {
+func clioWeb(t testing.TB, pub ed25519.PublicKey) *consentv1.WebSettings {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		t.Fatal(err)
