@@ -540,7 +540,8 @@ func TestRateLimits(t *testing.T) {
 		}
 	}
 	a := w.decide(t, v, nil, decision("req-rate-2", "reject_all"))
-	if a.status != http.StatusTooManyRequests || a.header.Get("Retry-After") != "30" {
+	// The page can read the answer: CORS headers come with the 429.
+	if a.status != http.StatusTooManyRequests || a.header.Get("Retry-After") != "30" || a.header.Get("Access-Control-Allow-Origin") != clioSite {
 		t.Fatalf("third decision in a minute = %d, Retry-After %q", a.status, a.header.Get("Retry-After"))
 	}
 	if !w.allowed(t, "visitor:"+v, "marketing", nil) {
