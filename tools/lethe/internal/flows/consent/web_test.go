@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -717,5 +718,43 @@ func TestWebSettingsAreValidated(t *testing.T) {
 	// Nothing of the refused settings took effect.
 	if a := w.call(t, http.MethodGet, "/v1/tenants/clio/banner", map[string]string{"Origin": clioSite}, ""); a.status != http.StatusOK {
 		t.Fatalf("banner after refused settings = %d %v", a.status, a.body)
+	}
+}
+
+// TestForwardedForOnlyFromTrustedProxies: the client's address (rate
+// limits, the evidence fingerprint) is the connection's, unless the
+// connection comes from a configured proxy: then X-Forwarded-For's last
+// address that is not itself a proxy. A forged header from anyone else
+// changes nothing.
+func TestForwardedForOnlyFromTrustedProxies(t *testing.T) {
+	fingerprint := func(w *webFixture, header map[string]string) []byte {
+		t.Helper()
+		v := newVisitor()
+		if a := w.decide(t, v, header, decision("req-xff-1", "reject_all")); a.status != http.StatusOK {
+			t.Fatalf("decision = %d %v", a.status, a.body)
+		}
+		return w.history(t, "visitor:"+v)[0].Evidence.Fingerprint
+	}
+	direct := startWeb(t, consent.PublicOptions{RequestsPerMinute: 3})
+	plain := fingerprint(direct, nil)
+	if forged := fingerprint(direct, map[string]string{"X-Forwarded-For": "203.0.113.9"}); !bytes.Equal(forged, plain) {
+		t.Error("an untrusted X-Forwarded-For changed the evidence")
+	}
+	// The third request from 127.0.0.1 spends its bucket whatever the
+	// header claims.
+	fingerprint(direct, map[string]string{"X-Forwarded-For": "203.0.113.10"})
+	if a := direct.decide(t, newVisitor(), map[string]string{"X-Forwarded-For": "203.0.113.11"}, decision("req-xff-2", "reject_all")); a.status != http.StatusTooManyRequests {
+		t.Fatalf("a forged address escaped the rate limit: %d", a.status)
+	}
+
+	behind := startWeb(t, consent.PublicOptions{RequestsPerMinute: 1, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	a := fingerprint(behind, map[string]string{"X-Forwarded-For": "198.51.100.1, 203.0.113.9"})
+	b := fingerprint(behind, map[string]string{"X-Forwarded-For": "203.0.113.10, 127.0.0.2"})
+	if bytes.Equal(a, b) {
+		t.Error("two browsers behind the proxy have one fingerprint")
+	}
+	// Each browser has a bucket of its own (one request a minute here).
+	if r := behind.decide(t, newVisitor(), map[string]string{"X-Forwarded-For": "203.0.113.9"}, decision("req-xff-3", "reject_all")); r.status != http.StatusTooManyRequests {
+		t.Fatalf("203.0.113.9's second request = %d, want 429", r.status)
 	}
 }
