@@ -758,3 +758,53 @@ func TestForwardedForOnlyFromTrustedProxies(t *testing.T) {
 		t.Fatalf("203.0.113.9's second request = %d, want 429", r.status)
 	}
 }
+
+// TestExpiredConsentAsksAgain: a grant with a lifetime (the test's
+// statistics cookies: 365 days; Clio's policy §2.4: cookies last up to 730
+// days) stops counting when it expires, and the banner asks again.
+func TestExpiredConsentAsksAgain(t *testing.T) {
+	w := startWeb(t, consent.PublicOptions{})
+	v := newVisitor()
+	if a := w.decide(t, v, nil, decision("req-expiry-1", "accept_all")); a.status != http.StatusOK || a.body["ask"] != false {
+		t.Fatalf("decision = %d %v", a.status, a.body)
+	}
+	header := map[string]string{"Origin": clioSite, "Lethe-Visitor": v}
+	w.clock.Advance(364 * 24 * time.Hour)
+	if b := w.call(t, http.MethodGet, "/v1/tenants/clio/banner", header, ""); b.body["ask"] != false {
+		t.Fatalf("before expiry: ask %v", b.body["ask"])
+	}
+	w.clock.Advance(2 * 24 * time.Hour)
+	b := w.call(t, http.MethodGet, "/v1/tenants/clio/banner", header, "")
+	got := b.body["choices"].(map[string]any)["purposes"].(map[string]any)
+	if b.body["ask"] != true || got["cookies.statistics"] != false || got["marketing"] != true {
+		t.Fatalf("after the statistics grant expired: ask %v, choices %v", b.body["ask"], got)
+	}
+}
+
+// TestHealthAndAssets: the listener answers health, and serves the banner
+// script through the Assets handler it is given (404 without one).
+func TestHealthAndAssets(t *testing.T) {
+	assets := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript")
+		_, _ = io.WriteString(w, "/* "+r.URL.Path+" */")
+	})
+	w := startWeb(t, consent.PublicOptions{Assets: assets})
+	for path, want := range map[string]string{"/healthz": "ok\n", "/v1/banner.js": "/* /v1/banner.js */", "/v1/assets/banner.css": "/* /v1/assets/banner.css */"} {
+		resp, err := http.Get(w.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != want {
+			t.Errorf("GET %s = %d %q, want %q", path, resp.StatusCode, body, want)
+		}
+	}
+	bare := startWeb(t, consent.PublicOptions{})
+	if a := bare.call(t, http.MethodGet, "/v1/banner.js", nil, ""); a.status != http.StatusNotFound {
+		t.Errorf("banner.js without assets = %d", a.status)
+	}
+	if a := bare.call(t, http.MethodGet, "/v1/operator/anything", nil, ""); a.status != http.StatusNotFound {
+		t.Errorf("an unknown route = %d", a.status)
+	}
+}
