@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -16,6 +18,7 @@ import (
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
+	"github.com/lethe-privacy/lethe/services/consent"
 )
 
 // noopDesc is a no-op unary method, served behind the same interceptor
@@ -167,4 +170,39 @@ func BenchmarkChecksByChain(b *testing.B) {
 		b.ReportMetric(batchRate*float64(len(batch.Items)), p.name+"-batched-checks/s")
 		b.ReportMetric(float64(batchP99.Microseconds()), p.name+"-batch-p99-us")
 	}
+}
+
+// BenchmarkPublicDecisions records durable banner decisions through the
+// public endpoint for browsers, as BenchmarkBannerDecisions does over gRPC:
+// 50 concurrent clients, each decision a visitor's own, three purposes
+// shown (two records), from an allowed origin, over HTTP/1.1 on loopback
+// with kept-alive connections. Run with -benchtime=3000x.
+func BenchmarkPublicDecisions(b *testing.B) {
+	w := startWeb(b, consent.PublicOptions{DecisionsPerMinute: 1 << 30, RequestsPerMinute: 1 << 30})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}}
+	b.ResetTimer()
+	rate, p99 := servertest.Load(b, b.N, func(i int) error {
+		req, err := http.NewRequest(http.MethodPost, w.base+"/v1/tenants/clio/decisions",
+			strings.NewReader(decision(fmt.Sprintf("bench-%08d", i), "accept_all")))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Origin", clioSite)
+		req.Header.Set("Lethe-Visitor", fmt.Sprintf("bench-visitor-%016d", i))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("User-Agent", chrome)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("decision %d: %s", i, resp.Status)
+		}
+		return nil
+	})
+	b.StopTimer()
+	b.ReportMetric(rate, "decisions/s")
+	b.ReportMetric(float64(p99.Milliseconds()), "p99-ms")
 }
