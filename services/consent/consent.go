@@ -13,6 +13,8 @@ package consent
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/registryclient"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/shardrouter"
 	"github.com/lethe-privacy/lethe/platform/tasks"
 	"github.com/lethe-privacy/lethe/platform/tenants"
 	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
@@ -43,6 +46,12 @@ const DefaultAddr = "127.0.0.1:7401"
 var Factory = service.Factory{
 	Name: "consent",
 	New:  func(deps service.Deps) (service.Service, error) { return New(deps, Options{}) },
+	Flags: func(fs *flag.FlagSet) func(service.Deps) (service.Service, error) {
+		var o Options
+		fs.StringVar(&o.Shard, "shard", shardrouter.DefaultShard,
+			"the consent shard this writer serves: only the tenants the registry assigned to it (docs/scale.md)")
+		return func(deps service.Deps) (service.Service, error) { return New(deps, o) }
+	},
 }
 
 // Options tune the service; zero values are production defaults.
@@ -60,6 +69,10 @@ type Options struct {
 	// Stream is the platform stream the service's limit events are on.
 	// Default the platform's, "LETHE".
 	Stream string
+	// Shard is the consent shard the writer serves: a call for a tenant
+	// the registry assigned to another is refused with FailedPrecondition
+	// WRONG_SHARD naming that shard. Default shardrouter.DefaultShard.
+	Shard string
 }
 
 // complete fills in the defaults of the options left zero.
@@ -73,6 +86,17 @@ func (o *Options) complete() {
 	if o.Stream == "" {
 		o.Stream = broker.DefaultStreamConfig().Name
 	}
+	o.Shard = shardrouter.Of(o.Shard)
+}
+
+// owner names the writer's durable consumers: "consent" for the default
+// shard, as before shards, and "consent-<shard>" for the others, so that
+// writers of several shards on one NATS cluster each have their own.
+func (o Options) owner() string {
+	if o.Shard == shardrouter.DefaultShard {
+		return "consent"
+	}
+	return "consent-" + o.Shard
 }
 
 // Service implements lethe.consent.v1.ConsentService.
@@ -104,6 +128,9 @@ type Service struct {
 // New opens the consent service's store and loads its state into memory.
 func New(deps service.Deps, opts Options) (*Service, error) {
 	opts.complete()
+	if !shardrouter.Valid(opts.Shard) {
+		return nil, fmt.Errorf("consent: shard %q is not a shard name (s0, s1, ...)", opts.Shard)
+	}
 	base, err := service.OpenBase(deps, storage.Schema)
 	if err != nil {
 		return nil, err
@@ -111,17 +138,18 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 	s := &Service{
 		Base: base, opts: opts, deps: deps,
 		index:     decision.NewIndex(),
-		tenants:   tenants.New(base.DB, "consent", "", base.Logger),
+		tenants:   tenants.New(base.DB, opts.owner(), "", base.Logger),
 		watchers:  newHub(),
 		applied:   newSequencer(),
 		countries: newCountryQueue(),
 	}
+	s.tenants.ServeShard(opts.Shard)
 	if deps.Registry != nil {
 		s.registry = registryclient.New(deps.Registry)
 		s.registryRPC = registryv1.NewRegistryServiceClient(deps.Registry)
 	}
 	s.tracker, err = tasks.New(base.DB, tasks.Config{
-		Owner: "consent", Outbox: base.Outbox, Clock: base.Clock, ResendAfter: opts.ResendAfter,
+		Owner: opts.owner(), Outbox: base.Outbox, Clock: base.Clock, ResendAfter: opts.ResendAfter,
 		Meter: base.Meter, Logger: base.Logger,
 	})
 	if err == nil {
