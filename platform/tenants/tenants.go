@@ -229,15 +229,11 @@ func (d *Directory) follow(ctx context.Context, js jetstream.JetStream, config j
 	}
 }
 
-func (d *Directory) handle(msg jetstream.Msg) {
-	ev := &eventsv1.Event{}
-	if err := proto.Unmarshal(msg.Data(), ev); err != nil || !contract.ValidToken(ev.TenantId) {
-		d.logger.Warn("tenants: ignoring an undecodable tenant event", "nats_subject", msg.Subject())
-		_ = msg.Term()
-		return
-	}
-	state := present
-	var fye, shard string
+// entryOf reads what a tenant event sets: the state, the financial year
+// end ("" for the calendar year) and the consent shard ("" when the event
+// names none).
+func entryOf(ev *eventsv1.Event) (state byte, fye, shard string, err error) {
+	state = present
 	switch {
 	case ev.GetTenantRemoved() != nil:
 		state = removed
@@ -247,20 +243,32 @@ func (d *Directory) handle(msg jetstream.Msg) {
 		fye, shard = ev.GetTenantChanged().FinancialYearEnd, ev.GetTenantChanged().ConsentShard
 	}
 	if shard != "" && !shardrouter.Valid(shard) {
-		d.logger.Warn("tenants: ignoring a tenant event with an invalid consent shard", "tenant", ev.TenantId, "shard", shard)
-		_ = msg.Term()
-		return
+		return 0, "", "", fmt.Errorf("consent shard %q is not a shard name", shard)
 	}
 	y, err := period.ParseYearEnd(fye)
 	if err != nil {
-		// The registry validates the setting; an event that carries a bad
-		// one is not applied rather than applied half.
-		d.logger.Warn("tenants: ignoring a tenant event with an invalid financial year end", "tenant", ev.TenantId, "error", err)
-		_ = msg.Term()
-		return
+		return 0, "", "", err
 	}
 	if y == period.CalendarYear {
 		fye = "" // one spelling of the default, so that "12-31" and "" are no change
+	}
+	return state, fye, shard, nil
+}
+
+func (d *Directory) handle(msg jetstream.Msg) {
+	ev := &eventsv1.Event{}
+	if err := proto.Unmarshal(msg.Data(), ev); err != nil || !contract.ValidToken(ev.TenantId) {
+		d.logger.Warn("tenants: ignoring an undecodable tenant event", "nats_subject", msg.Subject())
+		_ = msg.Term()
+		return
+	}
+	state, fye, shard, err := entryOf(ev)
+	if err != nil {
+		// The registry validates its settings; an event that carries a
+		// bad one is not applied rather than applied half.
+		d.logger.Warn("tenants: ignoring a tenant event with an invalid setting", "tenant", ev.TenantId, "error", err)
+		_ = msg.Term()
+		return
 	}
 	at := ev.GetOccurredAt().AsTime()
 	err = d.db.Batch(func(tx *bolt.Tx) error {
