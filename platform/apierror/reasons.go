@@ -96,4 +96,13 @@ const (
 	// ReasonHoldReleased: the legal hold was released already
 	// (FailedPrecondition; retention).
 	ReasonHoldReleased = "HOLD_RELEASED"
+
+	// ReasonWrongShard: the tenant's consent state is on another consent
+	// shard; its ErrorInfo metadata "shard" names the one to ask
+	// (FailedPrecondition; consent). platform/shardrouter routes by it.
+	ReasonWrongShard = "WRONG_SHARD"
+	// ReasonConsentShardMove: an update names another consent shard for
+	// the tenant; moving a tenant's consent state is a migration
+	// (docs/scale.md), not a setting (FailedPrecondition; registry).
+	ReasonConsentShardMove = "CONSENT_SHARD_MOVE"
 )

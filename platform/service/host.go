@@ -232,6 +232,14 @@ func startOne(ctx context.Context, f Factory, c *hostConfig) error {
 	for name, conn := range conns {
 		deps.Neighbours[name] = conn
 	}
+	routers, err := dialer.routeSharded(registry, neighbours)
+	if err != nil {
+		return err
+	}
+	for name, r := range routers {
+		defer func() { _ = r.Close() }()
+		deps.Neighbours[name] = r
+	}
 	build := f.New
 	if c.newService != nil {
 		build = c.newService

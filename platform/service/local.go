@@ -59,6 +59,9 @@ func NewLocal(cfg server.CompletedConfig, deps Deps, factories []Factory, opts .
 		return nil, errors.Join(err, lis.Close())
 	}
 	deps.Registry = conn
+	if o.registry != nil {
+		deps.Registry = o.registry
+	}
 	l := &Local{conn: conn}
 	fail := func(err error) (*Local, error) {
 		return nil, errors.Join(err, closeAll(l.services), conn.Close(), lis.Close())
@@ -68,6 +71,9 @@ func NewLocal(cfg server.CompletedConfig, deps Deps, factories []Factory, opts .
 		d.Neighbours = map[string]grpc.ClientConnInterface{}
 		for _, n := range f.Neighbours {
 			d.Neighbours[n.Name] = conn
+			if c, ok := o.neighbours[n.Name]; ok {
+				d.Neighbours[n.Name] = c
+			}
 		}
 		svc, err := f.New(d)
 		if err != nil {
@@ -85,7 +91,18 @@ func NewLocal(cfg server.CompletedConfig, deps Deps, factories []Factory, opts .
 type LocalOption func(*localOptions)
 
 type localOptions struct {
-	roots *tlsconfig.Pool
+	roots      *tlsconfig.Pool
+	registry   grpc.ClientConnInterface
+	neighbours map[string]grpc.ClientConnInterface
+}
+
+// DialElsewhere makes the services reach the registry, and the named
+// neighbours, through the connections given instead of the listener: a
+// second set of services beside a first that hosts the registry (a
+// second consent shard's writer), or a neighbour reached through a
+// shardrouter.Router. A nil registry keeps the listener.
+func DialElsewhere(registry grpc.ClientConnInterface, neighbours map[string]grpc.ClientConnInterface) LocalOption {
+	return func(o *localOptions) { o.registry, o.neighbours = registry, neighbours }
 }
 
 // DialRoots makes the services reach the listener over mutual TLS,

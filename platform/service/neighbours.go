@@ -13,6 +13,7 @@ import (
 
 	"github.com/lethe-privacy/lethe/platform/flagenv"
 	"github.com/lethe-privacy/lethe/platform/server"
+	"github.com/lethe-privacy/lethe/platform/shardrouter"
 	"github.com/lethe-privacy/lethe/platform/tlsconfig"
 )
 
@@ -127,6 +128,9 @@ func (d Dialer) dialAll(registryAddr string, neighbours map[string]string) (*grp
 	}
 	conns := map[string]*grpc.ClientConn{}
 	for name, addr := range neighbours {
+		if strings.Contains(addr, shardrouter.ShardPlaceholder) {
+			continue // a template: routeSharded dials each shard
+		}
 		conn, err := d.Dial(name, addr)
 		if err != nil {
 			return nil, nil, errors.Join(err, closeConns(registry, conns))
@@ -146,4 +150,25 @@ func closeConns(registry *grpc.ClientConn, conns map[string]*grpc.ClientConn) er
 		err = errors.Join(err, c.Close())
 	}
 	return err
+}
+
+// routeSharded returns a shardrouter.Router for each neighbour whose
+// address is a template naming the shard ("consent-{shard}:9090"): the
+// consent writers partitioned by tenant (docs/scale.md). The router asks
+// the registry for the tenant's shard and dials each shard like any
+// neighbour.
+func (d Dialer) routeSharded(registry grpc.ClientConnInterface, neighbours map[string]string) (map[string]*shardrouter.Router, error) {
+	out := map[string]*shardrouter.Router{}
+	for name, addr := range neighbours {
+		if !strings.Contains(addr, shardrouter.ShardPlaceholder) {
+			continue
+		}
+		r, err := shardrouter.New(shardrouter.Config{Registry: registry, Template: addr,
+			Dial: func(addr string) (grpc.ClientConnInterface, error) { return d.Dial(name, addr) }})
+		if err != nil {
+			return nil, err
+		}
+		out[name] = r
+	}
+	return out, nil
 }

@@ -102,8 +102,9 @@ type Factory struct {
 	// New builds the service.
 	New func(Deps) (Service, error)
 	// Flags, when set, binds the deployable's own flags (beside the
-	// host's) to fs and returns the constructor that builds the service
-	// with them; Main uses it in place of New.
+	// host's: the consent service's --shard and public endpoint) to fs and
+	// returns the constructor that builds the service as the parsed flags
+	// say, in New's place. Hosts without flags (lethe dev) use New.
 	Flags func(fs *flag.FlagSet) func(Deps) (Service, error)
 }
 

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,6 +30,7 @@ import (
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/period"
+	"github.com/lethe-privacy/lethe/platform/shardrouter"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
@@ -42,6 +44,9 @@ type Directory struct {
 	// onChange, when set, runs in the transaction that changes a tenant's
 	// recorded settings.
 	onChange func(tx *bolt.Tx, tenantID string) error
+	// shard, when set, is the only consent shard whose tenants RequireTx
+	// admits (ServeShard).
+	shard string
 }
 
 // OnSettingsChangedTx makes fn run, in the directory's own transaction,
@@ -60,11 +65,38 @@ func (d *Directory) FinancialYearEndTx(tx *bolt.Tx, tenantID string) (period.Yea
 	if len(v) == 0 || v[0] != present {
 		return period.YearEnd{}, apierror.NotFound("tenant", tenantID)
 	}
-	var fye string
-	if len(v) > 9 {
-		fye = string(v[9:])
-	}
+	fye, _ := settingsOf(v)
 	return period.ParseYearEnd(fye)
+}
+
+// ConsentShardTx returns the tenant's consent shard as the registry's
+// latest event gave it (shardrouter.DefaultShard for a tenant whose events
+// predate shards), in the caller's transaction. NotFound unless the
+// tenant is known.
+func (d *Directory) ConsentShardTx(tx *bolt.Tx, tenantID string) (string, error) {
+	v := store.BucketTx(tx, store.BucketTenantDirectory).Get([]byte(tenantID))
+	if len(v) == 0 || v[0] != present {
+		return "", apierror.NotFound("tenant", tenantID)
+	}
+	_, shard := settingsOf(v)
+	return shardrouter.Of(shard), nil
+}
+
+// ServeShard makes RequireTx and Require refuse, with FailedPrecondition
+// WRONG_SHARD naming the tenant's shard in the ErrorInfo metadata
+// "shard", every tenant the registry assigned to another consent shard
+// than shard: the directory of a consent writer that serves one shard.
+// Set it before the service serves.
+func (d *Directory) ServeShard(shard string) { d.shard = shardrouter.Of(shard) }
+
+// settingsOf splits an entry's settings: the financial year end, and the
+// consent shard after a '/' (absent in entries written before shards).
+func settingsOf(v []byte) (fye, shard string) {
+	if len(v) <= 9 {
+		return "", ""
+	}
+	fye, shard, _ = strings.Cut(string(v[9:]), "/")
+	return fye, shard
 }
 
 // New returns the directory kept in db by the service owner ("consent"),
@@ -86,6 +118,14 @@ func (d *Directory) RequireTx(tx *bolt.Tx, tenantID string) error {
 	if len(v) == 0 || v[0] != present {
 		return apierror.NotFound("tenant", tenantID)
 	}
+	if d.shard == "" {
+		return nil
+	}
+	if _, shard := settingsOf(v); shardrouter.Of(shard) != d.shard {
+		return apierror.FailedPrecondition(apierror.ReasonWrongShard, fmt.Sprintf(
+			"tenant %q is served by consent shard %s, not %s", tenantID, shardrouter.Of(shard), d.shard)).
+			WithMetadata(map[string]string{"shard": shardrouter.Of(shard)})
+	}
 	return nil
 }
 
@@ -96,7 +136,8 @@ func (d *Directory) Require(tenantID string) error {
 
 // An entry is a state byte, the commit time (UnixNano) of the registry
 // event that set it, and the settings that event carried: the financial
-// year end as "MM-DD", or nothing for the calendar year. The time orders
+// year end as "MM-DD", or nothing for the calendar year, then, when the
+// event named one, '/' and the tenant's consent shard. The time orders
 // redelivered events: an older event never overrides a newer one, so a
 // tenant removed stays removed.
 const (
@@ -188,6 +229,32 @@ func (d *Directory) follow(ctx context.Context, js jetstream.JetStream, config j
 	}
 }
 
+// entryOf reads what a tenant event sets: the state, the financial year
+// end ("" for the calendar year) and the consent shard ("" when the event
+// names none).
+func entryOf(ev *eventsv1.Event) (state byte, fye, shard string, err error) {
+	state = present
+	switch {
+	case ev.GetTenantRemoved() != nil:
+		state = removed
+	case ev.GetTenantRegistered() != nil:
+		fye, shard = ev.GetTenantRegistered().FinancialYearEnd, ev.GetTenantRegistered().ConsentShard
+	case ev.GetTenantChanged() != nil:
+		fye, shard = ev.GetTenantChanged().FinancialYearEnd, ev.GetTenantChanged().ConsentShard
+	}
+	if shard != "" && !shardrouter.Valid(shard) {
+		return 0, "", "", fmt.Errorf("consent shard %q is not a shard name", shard)
+	}
+	y, err := period.ParseYearEnd(fye)
+	if err != nil {
+		return 0, "", "", err
+	}
+	if y == period.CalendarYear {
+		fye = "" // one spelling of the default, so that "12-31" and "" are no change
+	}
+	return state, fye, shard, nil
+}
+
 func (d *Directory) handle(msg jetstream.Msg) {
 	ev := &eventsv1.Event{}
 	if err := proto.Unmarshal(msg.Data(), ev); err != nil || !contract.ValidToken(ev.TenantId) {
@@ -195,26 +262,13 @@ func (d *Directory) handle(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	state := present
-	var fye string
-	switch {
-	case ev.GetTenantRemoved() != nil:
-		state = removed
-	case ev.GetTenantRegistered() != nil:
-		fye = ev.GetTenantRegistered().FinancialYearEnd
-	case ev.GetTenantChanged() != nil:
-		fye = ev.GetTenantChanged().FinancialYearEnd
-	}
-	y, err := period.ParseYearEnd(fye)
+	state, fye, shard, err := entryOf(ev)
 	if err != nil {
-		// The registry validates the setting; an event that carries a bad
-		// one is not applied rather than applied half.
-		d.logger.Warn("tenants: ignoring a tenant event with an invalid financial year end", "tenant", ev.TenantId, "error", err)
+		// The registry validates its settings; an event that carries a
+		// bad one is not applied rather than applied half.
+		d.logger.Warn("tenants: ignoring a tenant event with an invalid setting", "tenant", ev.TenantId, "error", err)
 		_ = msg.Term()
 		return
-	}
-	if y == period.CalendarYear {
-		fye = "" // one spelling of the default, so that "12-31" and "" are no change
 	}
 	at := ev.GetOccurredAt().AsTime()
 	err = d.db.Batch(func(tx *bolt.Tx) error {
@@ -225,7 +279,11 @@ func (d *Directory) handle(msg jetstream.Msg) {
 		}
 		v := binary.BigEndian.AppendUint64([]byte{state}, uint64(at.UnixNano()))
 		v = append(v, fye...)
-		changed := len(old) >= 9 && state == present && string(old[9:]) != fye
+		if shard != "" {
+			v = append(append(v, '/'), shard...)
+		}
+		oldFYE, _ := settingsOf(old)
+		changed := len(old) >= 9 && state == present && oldFYE != fye
 		if err := b.Put([]byte(ev.TenantId), v); err != nil {
 			return err
 		}

@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/registryclient"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
+	"github.com/lethe-privacy/lethe/platform/shardrouter"
 	"github.com/lethe-privacy/lethe/platform/tasks"
 	"github.com/lethe-privacy/lethe/platform/tenants"
 	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
@@ -54,6 +56,8 @@ var Factory = service.Factory{
 	Flags: func(fs *flag.FlagSet) func(service.Deps) (service.Service, error) {
 		var o Options
 		o.Public.RegisterFlags(fs)
+		fs.StringVar(&o.Shard, "shard", shardrouter.DefaultShard,
+			"the consent shard this writer serves: only the tenants the registry assigned to it (docs/scale.md)")
 		return func(deps service.Deps) (service.Service, error) { return New(deps, o) }
 	},
 }
@@ -76,6 +80,10 @@ type Options struct {
 	// Public configures the public consent endpoint for browsers
 	// (public.go); off unless its Addr or Listener is set.
 	Public PublicOptions
+	// Shard is the consent shard the writer serves: a call for a tenant
+	// the registry assigned to another is refused with FailedPrecondition
+	// WRONG_SHARD naming that shard. Default shardrouter.DefaultShard.
+	Shard string
 }
 
 // complete fills in the defaults of the options left zero.
@@ -90,6 +98,17 @@ func (o *Options) complete() {
 		o.Stream = broker.DefaultStreamConfig().Name
 	}
 	o.Public.complete()
+	o.Shard = shardrouter.Of(o.Shard)
+}
+
+// owner names the writer's durable consumers: "consent" for the default
+// shard, as before shards, and "consent-<shard>" for the others, so that
+// writers of several shards on one NATS cluster each have their own.
+func (o Options) owner() string {
+	if o.Shard == shardrouter.DefaultShard {
+		return "consent"
+	}
+	return "consent-" + o.Shard
 }
 
 // Service implements lethe.consent.v1.ConsentService.
@@ -128,6 +147,9 @@ type Service struct {
 // New opens the consent service's store and loads its state into memory.
 func New(deps service.Deps, opts Options) (*Service, error) {
 	opts.complete()
+	if !shardrouter.Valid(opts.Shard) {
+		return nil, fmt.Errorf("consent: shard %q is not a shard name (s0, s1, ...)", opts.Shard)
+	}
 	base, err := service.OpenBase(deps, storage.Schema)
 	if err != nil {
 		return nil, err
@@ -135,17 +157,18 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 	s := &Service{
 		Base: base, opts: opts, deps: deps,
 		index:     decision.NewIndex(),
-		tenants:   tenants.New(base.DB, "consent", "", base.Logger),
+		tenants:   tenants.New(base.DB, opts.owner(), "", base.Logger),
 		watchers:  newHub(),
 		applied:   newSequencer(),
 		countries: newCountryQueue(),
 	}
+	s.tenants.ServeShard(opts.Shard)
 	if deps.Registry != nil {
 		s.registry = registryclient.New(deps.Registry)
 		s.registryRPC = registryv1.NewRegistryServiceClient(deps.Registry)
 	}
 	s.tracker, err = tasks.New(base.DB, tasks.Config{
-		Owner: "consent", Outbox: base.Outbox, Clock: base.Clock, ResendAfter: opts.ResendAfter,
+		Owner: opts.owner(), Outbox: base.Outbox, Clock: base.Clock, ResendAfter: opts.ResendAfter,
 		Meter: base.Meter, Logger: base.Logger,
 	})
 	if err == nil {

@@ -324,6 +324,11 @@ func (s *Service) recoverTx(tx *bolt.Tx, e streamEvent) (bool, error) {
 		s.Logger.Warn("consent: recovery: ignoring a limit event without a tenant or subject", "event_id", ev.Id, "stream_sequence", e.seq)
 		return false, nil
 	}
+	if apierror.ReasonOf(s.tenants.RequireTx(tx, ev.TenantId)) == apierror.ReasonWrongShard {
+		// Every writer's limit events share the stream; another shard's
+		// tenant is that shard's writer's to recover.
+		return false, nil
+	}
 	if _, err := outbox.RaiseSubjectSequenceTx(tx, ev.TenantId, ev.SubjectId, ev.Sequence); err != nil {
 		return false, err
 	}

@@ -14,6 +14,8 @@ package registry
 
 import (
 	"context"
+	"flag"
+	"fmt"
 	"sync"
 	"time"
 
@@ -43,17 +45,34 @@ const DefaultAddr = "127.0.0.1:7404"
 var Factory = service.Factory{
 	Name: "registry",
 	New:  func(deps service.Deps) (service.Service, error) { return New(deps, Options{}) },
+	Flags: func(fs *flag.FlagSet) func(service.Deps) (service.Service, error) {
+		var o Options
+		fs.IntVar(&o.ConsentShards, "consent-shards", 1,
+			"how many consent shards (s0, s1, ...) the registry assigns new tenants to; docs/scale.md")
+		return func(deps service.Deps) (service.Service, error) { return New(deps, o) }
+	},
 }
 
-// Options tune the service. The registry has nothing to tune yet; the
-// type is there so that it is built as the other services are, with
-// New(deps, Options{}), and an option added later has its place.
-type Options struct{}
+// Options tune the service.
+type Options struct {
+	// ConsentShards is how many consent shards, "s0" to
+	// "s<ConsentShards-1>", a new tenant that names none may be assigned
+	// to (tenantshard.go). Default 1: every such tenant is on "s0".
+	ConsentShards int
+}
+
+// complete fills in the defaults of the options left zero.
+func (o *Options) complete() {
+	if o.ConsentShards <= 0 {
+		o.ConsentShards = 1
+	}
+}
 
 // Service implements lethe.registry.v1.RegistryService.
 type Service struct {
 	registryv1.UnimplementedRegistryServiceServer
 	*service.Base
+	opts   Options
 	facts  *transfer.Facts
 	routes routeCache
 	js     jetstream.JetStream
@@ -63,12 +82,16 @@ type Service struct {
 }
 
 // New opens the registry's store.
-func New(deps service.Deps, _ Options) (*Service, error) {
+func New(deps service.Deps, opts Options) (*Service, error) {
+	opts.complete()
+	if opts.ConsentShards > maxConsentShards {
+		return nil, fmt.Errorf("registry: at most %d consent shards, not %d", maxConsentShards, opts.ConsentShards)
+	}
 	base, err := service.OpenBase(deps, storage.Schema)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{Base: base, facts: transfer.DefaultFacts(), routes: routeCache{byTenant: map[string]cachedRoutes{}, generation: map[string]uint64{}},
+	return &Service{Base: base, opts: opts, facts: transfer.DefaultFacts(), routes: routeCache{byTenant: map[string]cachedRoutes{}, generation: map[string]uint64{}},
 		js: deps.JetStream, allowHTTPWebhooks: deps.Profile == server.ProfileDev}, nil
 }
 

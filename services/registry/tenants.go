@@ -53,11 +53,17 @@ func (s *Service) CreateTenant(ctx context.Context, req *registryv1.CreateTenant
 		t := proto.Clone(req.Tenant).(*registryv1.Tenant)
 		t.CreatedAt = timestamppb.New(s.now())
 		t.UpdatedAt = t.CreatedAt
+		shard, err := s.assignShardTx(tx, t.ConsentShard)
+		if err != nil {
+			return nil, err
+		}
+		t.ConsentShard = shard
 		if err := storage.PutTenantTx(tx, t); err != nil {
 			return nil, err
 		}
-		err := s.publishTx(ctx, tx, t.TenantId, t.TenantId, &eventsv1.Event{
-			Body: &eventsv1.Event_TenantRegistered{TenantRegistered: &eventsv1.TenantRegistered{DisplayName: t.DisplayName, FinancialYearEnd: t.GetSettings().GetFinancialYearEnd()}},
+		err = s.publishTx(ctx, tx, t.TenantId, t.TenantId, &eventsv1.Event{
+			Body: &eventsv1.Event_TenantRegistered{TenantRegistered: &eventsv1.TenantRegistered{DisplayName: t.DisplayName,
+				FinancialYearEnd: t.GetSettings().GetFinancialYearEnd(), ConsentShard: t.ConsentShard}},
 		})
 		return &registryv1.CreateTenantResponse{Tenant: t}, err
 	})
@@ -84,11 +90,15 @@ func (s *Service) UpdateTenant(ctx context.Context, req *registryv1.UpdateTenant
 		t := proto.Clone(req.Tenant).(*registryv1.Tenant)
 		t.CreatedAt = old.CreatedAt
 		t.UpdatedAt = timestamppb.New(s.now())
+		if t.ConsentShard, err = keepShard(old, t.ConsentShard); err != nil {
+			return nil, err
+		}
 		if err := storage.PutTenantTx(tx, t); err != nil {
 			return nil, err
 		}
 		err = s.publishTx(ctx, tx, t.TenantId, t.TenantId, &eventsv1.Event{
-			Body: &eventsv1.Event_TenantChanged{TenantChanged: &eventsv1.TenantChanged{DisplayName: t.DisplayName, FinancialYearEnd: t.GetSettings().GetFinancialYearEnd()}},
+			Body: &eventsv1.Event_TenantChanged{TenantChanged: &eventsv1.TenantChanged{DisplayName: t.DisplayName,
+				FinancialYearEnd: t.GetSettings().GetFinancialYearEnd(), ConsentShard: t.ConsentShard}},
 		})
 		return &registryv1.UpdateTenantResponse{Tenant: t}, err
 	})
@@ -98,8 +108,8 @@ func (s *Service) UpdateTenant(ctx context.Context, req *registryv1.UpdateTenant
 func (s *Service) GetTenant(_ context.Context, req *registryv1.GetTenantRequest) (*registryv1.GetTenantResponse, error) {
 	resp := &registryv1.GetTenantResponse{}
 	err := s.view(func(tx *bolt.Tx) error {
-		var err error
-		resp.Tenant, err = tenantTx(tx, req.TenantId)
+		t, err := tenantTx(tx, req.TenantId)
+		resp.Tenant = withShard(t)
 		return err
 	})
 	return resp, err
@@ -118,7 +128,7 @@ func (s *Service) ListTenants(_ context.Context, req *registryv1.ListTenantsRequ
 			if err := proto.Unmarshal(v, t); err != nil {
 				return err
 			}
-			resp.Tenants = append(resp.Tenants, t)
+			resp.Tenants = append(resp.Tenants, withShard(t))
 		}
 		resp.NextPageToken = page.NextToken
 		return nil

@@ -161,13 +161,13 @@ Lists every tenant.
 
 // tenantColumns show tenants.
 var tenantColumns = columns[*registryv1.Tenant]{
-	header: []string{"TENANT", "NAME", "COUNTRY", "DSAR SLA", "CREATED"},
+	header: []string{"TENANT", "NAME", "COUNTRY", "DSAR SLA", "CONSENT SHARD", "CREATED"},
 	row: func(tn *registryv1.Tenant) []any {
 		sla := ""
 		if d := tn.GetSettings().GetDsarSla(); d != nil {
 			sla = tenantfile.FormatDuration(d.AsDuration())
 		}
-		return []any{tn.TenantId, tn.DisplayName, tn.GetSettings().GetCountry(), sla, tn.CreatedAt}
+		return []any{tn.TenantId, tn.DisplayName, tn.GetSettings().GetCountry(), sla, tn.ConsentShard, tn.CreatedAt}
 	},
 	id: (*registryv1.Tenant).GetTenantId,
 }

@@ -326,6 +326,12 @@ func normalise(m proto.Message, desired proto.Message) proto.Message {
 	switch v := m.(type) {
 	case *registryv1.Tenant:
 		v.CreatedAt, v.UpdatedAt = nil, nil
+		// A file that names no consent shard leaves it to the registry,
+		// whose assignment its silence agrees with (an update naming none
+		// keeps it).
+		if d, ok := desired.(*registryv1.Tenant); ok && d.ConsentShard == "" {
+			v.ConsentShard = ""
+		}
 	case *registryv1.System:
 		v.EffectiveAt = nil
 	case *registryv1.Category:

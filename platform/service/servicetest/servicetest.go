@@ -68,6 +68,15 @@ type Options struct {
 	// (service.DialRoots): required when Server is a production
 	// configuration, which refuses plaintext.
 	Roots *tlsconfig.Pool
+	// Join, when set, runs the services on Join's NATS server and has
+	// them reach the registry through Join's connection: a second
+	// process beside the first (a second consent shard's writer), with a
+	// listener and data folder of its own.
+	Join *Host
+	// Neighbours are connections the services reach the named neighbours
+	// through instead of the Host's listener (a shardrouter.Router for
+	// "consent").
+	Neighbours map[string]grpc.ClientConnInterface
 }
 
 // Host is services served together in a test. Everything it started stops
@@ -109,10 +118,16 @@ func Start(t testing.TB, opts Options, factories ...service.Factory) *Host {
 	if opts.DataDir == "" {
 		opts.DataDir = t.TempDir()
 	}
-	ns := brokertest.StartAt(t, filepath.Join(opts.DataDir, "nats"), opts.SyncAlways)
-	nc, js := brokertest.Connect(t, ns)
-	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
-		t.Fatalf("platform stream: %v", err)
+	var nc *nats.Conn
+	var js jetstream.JetStream
+	if opts.Join != nil {
+		nc, js = opts.Join.NATS, opts.Join.JetStream
+	} else {
+		ns := brokertest.StartAt(t, filepath.Join(opts.DataDir, "nats"), opts.SyncAlways)
+		nc, js = brokertest.Connect(t, ns)
+		if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
+			t.Fatalf("platform stream: %v", err)
+		}
 	}
 	h := &Host{NATS: nc, JetStream: js, Clock: opts.Clock, DataDir: opts.DataDir, Addr: "127.0.0.1:0",
 		t: t, opts: opts, factories: factories}
@@ -148,6 +163,13 @@ func (h *Host) start(t testing.TB) {
 	var dial []service.LocalOption
 	if h.opts.Roots != nil {
 		dial = append(dial, service.DialRoots(h.opts.Roots))
+	}
+	if h.opts.Join != nil || h.opts.Neighbours != nil {
+		var registry grpc.ClientConnInterface
+		if h.opts.Join != nil {
+			registry = h.opts.Join.Conn
+		}
+		dial = append(dial, service.DialElsewhere(registry, h.opts.Neighbours))
 	}
 	h.dialer = service.NewDialer(completed, h.opts.Roots)
 	local, err := service.NewLocal(completed, service.Deps{DataDir: h.DataDir, NATS: h.NATS, JetStream: h.JetStream},

@@ -1340,8 +1340,12 @@ type TenantRegistered struct {
 	// travels with the event because the retention service computes
 	// statutory periods from it inside its own transactions.
 	FinancialYearEnd string `protobuf:"bytes,2,opt,name=financial_year_end,json=financialYearEnd,proto3" json:"financial_year_end,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The consent shard that serves the tenant
+	// (lethe.registry.v1.Tenant.consent_shard): the consent writers learn
+	// from it which tenants are theirs. Empty for "s0".
+	ConsentShard  string `protobuf:"bytes,3,opt,name=consent_shard,json=consentShard,proto3" json:"consent_shard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TenantRegistered) Reset() {
@@ -1388,6 +1392,13 @@ func (x *TenantRegistered) GetFinancialYearEnd() string {
 	return ""
 }
 
+func (x *TenantRegistered) GetConsentShard() string {
+	if x != nil {
+		return x.ConsentShard
+	}
+	return ""
+}
+
 // TenantChanged announces that a tenant's settings changed; services re-read
 // them from the registry.
 type TenantChanged struct {
@@ -1397,8 +1408,10 @@ type TenantChanged struct {
 	// The last day of the tenant's financial year after the change, as in
 	// TenantRegistered.
 	FinancialYearEnd string `protobuf:"bytes,2,opt,name=financial_year_end,json=financialYearEnd,proto3" json:"financial_year_end,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The tenant's consent shard, as in TenantRegistered.
+	ConsentShard  string `protobuf:"bytes,3,opt,name=consent_shard,json=consentShard,proto3" json:"consent_shard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TenantChanged) Reset() {
@@ -1441,6 +1454,13 @@ func (x *TenantChanged) GetDisplayName() string {
 func (x *TenantChanged) GetFinancialYearEnd() string {
 	if x != nil {
 		return x.FinancialYearEnd
+	}
+	return ""
+}
+
+func (x *TenantChanged) GetConsentShard() string {
+	if x != nil {
+		return x.ConsentShard
 	}
 	return ""
 }
@@ -2087,13 +2107,15 @@ const file_lethe_events_v1_events_proto_rawDesc = "" +
 	"\vpurpose_ids\x18\x03 \x03(\tB\b\xbaH\x05\x92\x01\x02\x10dR\n" +
 	"purposeIds\"C\n" +
 	"\x11RestrictionLifted\x12.\n" +
-	"\x0erestriction_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\rrestrictionId\"c\n" +
+	"\x0erestriction_id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\rrestrictionId\"\x88\x01\n" +
 	"\x10TenantRegistered\x12!\n" +
 	"\fdisplay_name\x18\x01 \x01(\tR\vdisplayName\x12,\n" +
-	"\x12financial_year_end\x18\x02 \x01(\tR\x10financialYearEnd\"`\n" +
+	"\x12financial_year_end\x18\x02 \x01(\tR\x10financialYearEnd\x12#\n" +
+	"\rconsent_shard\x18\x03 \x01(\tR\fconsentShard\"\x85\x01\n" +
 	"\rTenantChanged\x12!\n" +
 	"\fdisplay_name\x18\x01 \x01(\tR\vdisplayName\x12,\n" +
-	"\x12financial_year_end\x18\x02 \x01(\tR\x10financialYearEnd\"\x0f\n" +
+	"\x12financial_year_end\x18\x02 \x01(\tR\x10financialYearEnd\x12#\n" +
+	"\rconsent_shard\x18\x03 \x01(\tR\fconsentShard\"\x0f\n" +
 	"\rTenantRemoved\"\xee\x02\n" +
 	"\n" +
 	"SystemInfo\x12>\n" +

@@ -422,7 +422,18 @@ type Tenant struct {
 	// When the tenant was registered. Output only.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// When the tenant last changed. Output only.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// The consent shard that holds the tenant's consent state: the consent
+	// writer started with --shard of this name serves the tenant, and only
+	// that writer (another answers FailedPrecondition WRONG_SHARD naming
+	// this one). Short names "s0", "s1", ... Empty on CreateTenant: the
+	// registry assigns the shard with the fewest tenants among the
+	// --consent-shards it runs with (s0 with the default of one). Empty on
+	// UpdateTenant: unchanged. A different shard on UpdateTenant is refused
+	// (FailedPrecondition CONSENT_SHARD_MOVE): moving a tenant's consent
+	// state is a migration (docs/scale.md). A tenant registered before
+	// shards existed is on "s0".
+	ConsentShard  string `protobuf:"bytes,6,opt,name=consent_shard,json=consentShard,proto3" json:"consent_shard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -490,6 +501,13 @@ func (x *Tenant) GetUpdatedAt() *timestamppb.Timestamp {
 		return x.UpdatedAt
 	}
 	return nil
+}
+
+func (x *Tenant) GetConsentShard() string {
+	if x != nil {
+		return x.ConsentShard
+	}
+	return ""
 }
 
 // TenantSettings are a controller's privacy settings.
@@ -4099,7 +4117,7 @@ var File_lethe_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	" lethe/registry/v1/registry.proto\x12\x11lethe.registry.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clethe/common/v1/common.proto\"\xac\x02\n" +
+	" lethe/registry/v1/registry.proto\x12\x11lethe.registry.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clethe/common/v1/common.proto\"\xf3\x02\n" +
 	"\x06Tenant\x12>\n" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12-\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\n" +
@@ -4108,7 +4126,8 @@ const file_lethe_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x82\x06\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12E\n" +
+	"\rconsent_shard\x18\x06 \x01(\tB \xbaH\x1dr\x1b2\x19^(s(0|[1-9][0-9]{0,2}))?$R\fconsentShard\"\x82\x06\n" +
 	"\x0eTenantSettings\x12.\n" +
 	"\acountry\x18\x01 \x01(\tB\x14\xbaH\x11r\x0f2\r^([A-Z]{2})?$R\acountry\x12I\n" +
 	"\bdsar_sla\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x13\xbaH\x10\xaa\x01\r\"\x05\b\x80\xce\xda\x032\x04\b\x80\xa3\x05R\adsarSla\x12@\n" +

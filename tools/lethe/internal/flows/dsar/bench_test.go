@@ -9,6 +9,7 @@ import (
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
 
@@ -28,6 +29,7 @@ func BenchmarkErasures(b *testing.B) {
 		f.subscribe(b, "cleura", s, "", answer(subscriber.Erased()))
 	}
 	ids := make([]string, b.N)
+	mark := markStream(b, f.deps.JetStream)
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -62,6 +64,14 @@ func BenchmarkErasures(b *testing.B) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
+	// The JetStream floor of the same run, on the same server: what the
+	// broker alone takes to store and deliver what the run made it store
+	// and deliver (floor_test.go). Wait until the run's consumers are done
+	// with it, so that the floor runs alone.
+	f.svc.Sweep(f.ctx)
+	eventually.True(b, "the DSAR service's outbox published everything", func() bool { return f.svc.Outbox.Depth() == 0 })
+	run := readRun(b, f.deps.JetStream, mark)
+	floor := measureFloor(b, f.deps.JetStream, run)
 	lat := make([]time.Duration, 0, b.N)
 	for _, id := range ids {
 		rc, err := f.dsar.GetReceipt(f.ctx, &dsarv1.GetReceiptRequest{TenantId: "cleura", DsarId: id})
@@ -80,4 +90,9 @@ func BenchmarkErasures(b *testing.B) {
 	b.ReportMetric(float64(pct(0.99).Microseconds())/1000, "p99-ms")
 	b.ReportMetric(elapsed.Seconds(), "total-s")
 	b.ReportMetric(filed.Seconds(), "filing-s")
+	b.ReportMetric(floor.Seconds(), "floor-s")
+	b.ReportMetric(elapsed.Seconds()/floor.Seconds(), "x-floor")
+	b.ReportMetric(float64(run.messages())/float64(b.N), "msgs/request")
+	b.ReportMetric(float64(run.bytes)/float64(max(1, run.messages())), "bytes/msg")
+	b.ReportMetric(float64(len(run.consumers)), "consumers")
 }

@@ -2,6 +2,7 @@ package dsar_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +36,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/service/servicetest"
+	"github.com/lethe-privacy/lethe/platform/shardrouter"
 	"github.com/lethe-privacy/lethe/platform/telemetry"
 	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/platform/tlsconfig"
@@ -81,6 +83,9 @@ type fixture struct {
 	consent  consentv1.ConsentServiceClient
 	svc      *dsar.Service
 	codes    *dsar.DevChannel
+	// shard1 reaches the consent writer of shard s1 (options.secondShard).
+	shard1     consentv1.ConsentServiceClient
+	shard1Conn *grpc.ClientConn
 	// retention is the retention service's API; ret the service, whose
 	// sweeps a test runs itself.
 	retention retentionv1.RetentionServiceClient
@@ -109,6 +114,11 @@ type options struct {
 	retentionAddr string
 	// telemetry gives the DSAR service its meter.
 	telemetry *telemetry.Providers
+	// secondShard runs a second consent writer, shard s1, in a host of
+	// its own on the same NATS server (f.shard1), and has the DSAR
+	// service reach consent through a shardrouter.Router that sends each
+	// tenant's calls to its shard's writer (s0 is the first host's).
+	secondShard bool
 }
 
 func start(t testing.TB) *fixture { return startWith(t, options{}) }
@@ -121,6 +131,9 @@ func startWith(t testing.TB, o options) *fixture {
 		clk = clock.Real{}
 	}
 	var con *consent.Service
+	// shard1 is the connection to the second consent shard's host, once
+	// it runs (options.secondShard); the router dials it on first use.
+	var shard1 atomic.Pointer[grpc.ClientConn]
 	conFactory := service.Factory{Name: consent.Factory.Name, Neighbours: consent.Factory.Neighbours,
 		New: func(d service.Deps) (service.Service, error) {
 			s, err := consent.New(d, consent.Options{ExpirySweepEvery: time.Hour})
@@ -149,6 +162,24 @@ func startWith(t testing.TB, o options) *fixture {
 			if o.tlsNeighbours {
 				d.Neighbours = tlsNeighbours(t, clk, map[string]func(*server.Server){"consent": con.Register, "retention": f.ret.Register})
 			}
+			if o.secondShard {
+				// The shard's "address" is its name; dialling it picks
+				// the host: s0 is this one, s1 the second.
+				router, err := shardrouter.New(shardrouter.Config{Registry: d.Registry, Template: shardrouter.ShardPlaceholder,
+					Dial: func(addr string) (grpc.ClientConnInterface, error) {
+						if addr == "s1" {
+							if c := shard1.Load(); c != nil {
+								return c, nil
+							}
+							return nil, errors.New("shard s1 is not running yet")
+						}
+						return d.Registry, nil
+					}})
+				if err != nil {
+					return nil, err
+				}
+				opts.Consent = router
+			}
 			s, err := dsar.New(d, opts)
 			f.svc = s
 			return s, err
@@ -163,6 +194,15 @@ func startWith(t testing.TB, o options) *fixture {
 	f.consent = consentv1.NewConsentServiceClient(h.Conn)
 	f.retention = retentionv1.NewRetentionServiceClient(h.Conn)
 	f.dsar = dsarv1.NewDsarServiceClient(h.Conn)
+	if o.secondShard {
+		s1 := service.Factory{Name: consent.Factory.Name, New: func(d service.Deps) (service.Service, error) {
+			return consent.New(d, consent.Options{ExpirySweepEvery: time.Hour, Shard: "s1"})
+		}}
+		h1 := servicetest.Start(t, servicetest.Options{Clock: clk, Logger: quiet, Join: h,
+			Server: server.Config{Authenticator: testAuthenticator{}}}, s1)
+		shard1.Store(h1.Conn)
+		f.shard1, f.shard1Conn = consentv1.NewConsentServiceClient(h1.Conn), h1.Conn
+	}
 	return f
 }
 
