@@ -70,6 +70,14 @@ const (
 	// ReasonNoRecoveryGap: AcceptRecoveryGap was called while no recovery
 	// gap stands (FailedPrecondition; consent).
 	ReasonNoRecoveryGap = "NO_RECOVERY_GAP"
+	// ReasonNoticeChanged: a banner decision names a notice version that is
+	// not the purpose's current one; fetch the current notice and ask the
+	// subject again (FailedPrecondition; consent's RecordBannerDecision and
+	// its public endpoint, HTTP 409).
+	ReasonNoticeChanged = "NOTICE_CHANGED"
+	// ReasonConcurrentChange: the state the call was decided on changed
+	// while it ran; retry (Unavailable; consent's LinkVisitor).
+	ReasonConcurrentChange = "CONCURRENT_CHANGE"
 	// ReasonHistoryOrder: a consent record given before the subject's
 	// latest one for the purpose would overtake it; record earlier consents
 	// first (FailedPrecondition; consent's RecordConsent).

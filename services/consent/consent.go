@@ -13,6 +13,8 @@ package consent
 import (
 	"context"
 	"errors"
+	"flag"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +45,12 @@ const DefaultAddr = "127.0.0.1:7401"
 var Factory = service.Factory{
 	Name: "consent",
 	New:  func(deps service.Deps) (service.Service, error) { return New(deps, Options{}) },
+	// The deployable's own flags: the public consent endpoint's.
+	Flags: func(fs *flag.FlagSet) func(service.Deps) (service.Service, error) {
+		var o Options
+		o.Public.RegisterFlags(fs)
+		return func(deps service.Deps) (service.Service, error) { return New(deps, o) }
+	},
 }
 
 // Options tune the service; zero values are production defaults.
@@ -60,6 +68,9 @@ type Options struct {
 	// Stream is the platform stream the service's limit events are on.
 	// Default the platform's, "LETHE".
 	Stream string
+	// Public configures the public consent endpoint for browsers
+	// (public.go); off unless its Addr or Listener is set.
+	Public PublicOptions
 }
 
 // complete fills in the defaults of the options left zero.
@@ -73,6 +84,7 @@ func (o *Options) complete() {
 	if o.Stream == "" {
 		o.Stream = broker.DefaultStreamConfig().Name
 	}
+	o.Public.complete()
 }
 
 // Service implements lethe.consent.v1.ConsentService.
@@ -92,6 +104,10 @@ type Service struct {
 	watchers    *hub
 	applied     *sequencer
 	notices     notices
+	// web holds every tenant's compiled web settings (web.go).
+	web webConfigs
+	// public is the public endpoint; nil when it is off.
+	public *public
 	// gap is set while limits may be lost beyond the stream's reach
 	// (recovery.go); Check refuses to answer then.
 	gap             atomic.Pointer[storage.Gap]
@@ -131,6 +147,12 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		err = s.load()
 	}
 	if err == nil {
+		err = s.loadWeb()
+	}
+	if err == nil {
+		err = s.openPublic()
+	}
+	if err == nil {
 		// Before the service serves or publishes: a restored store must
 		// not answer Check from state older than the stream's.
 		ctx, cancel := context.WithTimeout(context.Background(), recoveryTimeout)
@@ -138,6 +160,9 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		cancel()
 	}
 	if err != nil {
+		if s.public != nil {
+			err = errors.Join(err, s.public.lis.Close())
+		}
 		if s.metrics != nil {
 			err = errors.Join(err, s.metrics.Unregister())
 		}
@@ -153,7 +178,14 @@ const recoveryTimeout = 5 * time.Minute
 
 // Close releases the service's resources after Run returned.
 func (s *Service) Close() error {
-	return errors.Join(s.metrics.Unregister(), s.Base.Close())
+	var err error
+	if s.public != nil {
+		// Closed already when Run served it; not when Run never ran.
+		if cerr := s.public.lis.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+			err = cerr
+		}
+	}
+	return errors.Join(err, s.metrics.Unregister(), s.Base.Close())
 }
 
 // Register serves the consent API on srv.
@@ -164,7 +196,7 @@ func (s *Service) Register(srv *server.Server) {
 // Run does the service's background work until ctx ends: the outbox relay,
 // following tenants and outcomes, and expiring consents.
 func (s *Service) Run(ctx context.Context) error {
-	bg := service.Background{Workers: []func(context.Context) error{s.Base.Run, s.followCountries}, Every: s.opts.ExpirySweepEvery, Tick: s.tick}
+	bg := service.Background{Workers: []func(context.Context) error{s.Base.Run, s.followCountries, s.servePublic}, Every: s.opts.ExpirySweepEvery, Tick: s.tick}
 	if js := s.deps.JetStream; js != nil {
 		bg.Workers = append(bg.Workers,
 			func(ctx context.Context) error { return s.tenants.Run(ctx, js) },

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -34,6 +35,10 @@ type consentAction struct {
 	notice  string
 	// given is when the subject gave it; zero for now.
 	given time.Time
+	// linked, for a record made by linking a visitor's decision to a
+	// subject, names the visitor's record; evidence is then that record's.
+	linked   *consentv1.LinkedFrom
+	evidence *consentv1.Evidence
 }
 
 // liveGrant reports whether the subject's latest consent to a purpose is a
@@ -104,7 +109,10 @@ func (s *Service) recordOneTx(tx *bolt.Tx, rc *recording, a consentAction) (*con
 	r := &consentv1.ConsentRecord{
 		RecordId: outbox.NewEventID(), TenantId: rc.tenant, SubjectId: rc.subject, PurposeId: a.purpose,
 		Action: a.action, NoticeVersion: a.notice, Method: rc.method, RecordedAt: timestamppb.New(rc.now),
-		Actor: rc.actor, Evidence: rc.evidence, GivenAt: timestamppb.New(given),
+		Actor: rc.actor, Evidence: rc.evidence, GivenAt: timestamppb.New(given), LinkedFrom: a.linked,
+	}
+	if a.evidence != nil {
+		r.Evidence = a.evidence
 	}
 	if r.NoticeVersion == "" {
 		// The notice in effect when the subject gave it.
@@ -242,6 +250,11 @@ func (s *Service) RecordBannerDecision(ctx context.Context, req *consentv1.Recor
 	if req.Choice != consentv1.BannerChoice_BANNER_CHOICE_ACCEPT_SELECTED && len(req.SelectedPurposeIds) > 0 {
 		return nil, apierror.Invalid("selected_purpose_ids", "only an ACCEPT_SELECTED decision selects purposes")
 	}
+	for _, id := range slices.Sorted(maps.Keys(req.ShownNoticeVersions)) {
+		if !slices.Contains(req.ShownPurposeIds, id) {
+			return nil, apierror.Invalid(fmt.Sprintf("shown_notice_versions[%q]", id), fmt.Sprintf("purpose %q was not shown", id))
+		}
+	}
 	now := s.Clock.Now()
 	var actions []consentAction
 	var withdrawn []string
@@ -264,7 +277,7 @@ func (s *Service) RecordBannerDecision(ctx context.Context, req *consentv1.Recor
 		} else if s.liveGrant(req.TenantId, req.SubjectId, id, now) {
 			withdrawn = append(withdrawn, id)
 		}
-		actions = append(actions, consentAction{purpose: id, action: action})
+		actions = append(actions, consentAction{purpose: id, action: action, notice: req.ShownNoticeVersions[id]})
 	}
 	var expect []tasks.Expect
 	if len(withdrawn) > 0 {
@@ -274,10 +287,31 @@ func (s *Service) RecordBannerDecision(ctx context.Context, req *consentv1.Recor
 		}
 	}
 	return mutation.Apply(ctx, s.Mutator, req, func(tx *bolt.Tx) (*consentv1.RecordBannerDecisionResponse, error) {
+		// Inside the mutation, so that a repeated request gets its first
+		// answer even after the notice changed.
+		if err := s.noticesCurrent(req); err != nil {
+			return nil, err
+		}
 		records, err := s.recordTx(ctx, tx, req.TenantId, req.SubjectId, consentv1.CollectionMethod_COLLECTION_METHOD_BANNER,
 			req.Evidence, actions, withdrawn, expect)
 		return &consentv1.RecordBannerDecisionResponse{Records: records}, err
 	})
+}
+
+// noticesCurrent refuses a banner decision made under a notice version
+// that is no longer the purpose's current one: consent is informed only by
+// the notice in force (Art. 4(11), Art. 7(1)), so the banner must show the
+// current notice and ask again (NOTICE_CHANGED).
+func (s *Service) noticesCurrent(req *consentv1.RecordBannerDecisionRequest) error {
+	for _, id := range slices.Sorted(maps.Keys(req.ShownNoticeVersions)) {
+		shown := req.ShownNoticeVersions[id]
+		if p, ok := s.index.Purpose(req.TenantId, id); ok && p.CurrentNotice != shown {
+			return apierror.FailedPrecondition(apierror.ReasonNoticeChanged, fmt.Sprintf(
+				"purpose %q: the banner showed notice version %q, the current one is %q; show the current notice and ask again",
+				id, shown, p.CurrentNotice))
+		}
+	}
+	return nil
 }
 
 // ListConsentHistory implements ConsentService.
@@ -323,7 +357,7 @@ func (s *Service) DestroyEvidenceKey(ctx context.Context, req *consentv1.Destroy
 // fingerprintTx hashes what the caller saw under the tenant's evidence key,
 // creating the key on first use.
 func fingerprintTx(tx *bolt.Tx, tenant string, in *consentv1.EvidenceInput) (*consentv1.Evidence, error) {
-	ev := &consentv1.Evidence{Gpc: in.GetGpc()}
+	ev := &consentv1.Evidence{Gpc: in.GetGpc(), Origin: in.GetOrigin()}
 	if in.GetIpAddress() == "" && in.GetUserAgent() == "" {
 		return ev, nil
 	}
@@ -343,5 +377,12 @@ func fingerprintTx(tx *bolt.Tx, tenant string, in *consentv1.EvidenceInput) (*co
 	mac := hmac.New(sha256.New, key.Key)
 	fmt.Fprintf(mac, "%d:%s|%d:%s", len(in.IpAddress), in.IpAddress, len(in.UserAgent), in.UserAgent)
 	ev.Fingerprint, ev.KeyId = mac.Sum(nil), key.ID
+	if in.UserAgent != "" {
+		// The user agent alone, in a domain of its own, so that neither
+		// hash can stand in for the other.
+		mac = hmac.New(sha256.New, key.Key)
+		fmt.Fprintf(mac, "user-agent|%d:%s", len(in.UserAgent), in.UserAgent)
+		ev.UserAgentHash = mac.Sum(nil)
+	}
 	return ev, nil
 }

@@ -55,6 +55,9 @@ type devConfig struct {
 	connectBackOff    time.Duration
 	// connectAddr, when set, serves the webhooks' claim check there.
 	connectAddr string
+	// public configures the consent service's public endpoint for
+	// browsers (--public-addr and its limits).
+	public consent.PublicOptions
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
@@ -70,6 +73,10 @@ func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
 	// developer's own server already listens, and 7401–7404 are the
 	// per-service binaries' gRPC ports.
 	flagenv.SetDefault(fs, "http-addr", "127.0.0.1:7410")
+	// The public consent endpoint for browsers next to it; the demo page
+	// is served from 7412 (examples/).
+	c.public.RegisterFlags(fs)
+	flagenv.SetDefault(fs, "public-addr", "127.0.0.1:7411")
 	fs.StringVar(&c.dataDir, "data", "./data", "folder for the bbolt files and the NATS store; kept across restarts")
 	fs.StringVar(&c.natsAddr, "nats-addr", "127.0.0.1:4222", "address of the embedded NATS server")
 	fs.BoolVar(&c.devCodes, "dsar-dev-codes", false,
@@ -181,10 +188,24 @@ func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
 		}
 		completed.HTTPListener = hlis
 	}
+	if c.public.Addr != "" {
+		plis, err := net.Listen("tcp", c.public.Addr)
+		if err != nil {
+			err = fmt.Errorf("listen for the public consent endpoint on %s: %w", c.public.Addr, err)
+			if completed.HTTPListener != nil {
+				err = errors.Join(err, completed.HTTPListener.Close())
+			}
+			return errors.Join(err, lis.Close())
+		}
+		c.public.Listener = plis
+	}
 	local, err := service.NewLocal(completed, service.Deps{DataDir: c.dataDir, NATS: nc, JetStream: js}, c.factories())
 	if err != nil {
 		if completed.HTTPListener != nil {
 			err = errors.Join(err, completed.HTTPListener.Close())
+		}
+		if c.public.Listener != nil {
+			err = errors.Join(err, c.public.Listener.Close())
 		}
 		return err
 	}
@@ -197,6 +218,13 @@ func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
 // them, so a developer can play the subject.
 func (c devConfig) factories() []service.Factory {
 	all := slices.Clone(factories)
+	all[slices.IndexFunc(all, func(f service.Factory) bool { return f.Name == consent.Factory.Name })] = service.Factory{
+		Name:       consent.Factory.Name,
+		Neighbours: consent.Factory.Neighbours,
+		New: func(deps service.Deps) (service.Service, error) {
+			return consent.New(deps, consent.Options{Public: c.public})
+		},
+	}
 	if c.devCodes {
 		all[slices.IndexFunc(all, func(f service.Factory) bool { return f.Name == dsar.Factory.Name })] = service.Factory{
 			Name:       dsar.Factory.Name,
@@ -325,6 +353,9 @@ func printEndpoints(w io.Writer, grpcAddr, httpAddr, natsURL string, c devConfig
 	}
 	if httpAddr != "" {
 		fmt.Fprintf(w, "  HTTP     http://%s (JSON: POST /<service>/<method>, Connect protocol)\n", httpAddr)
+	}
+	if c.public.Listener != nil {
+		fmt.Fprintf(w, "  public   http://%s (consent endpoint for browsers: /v1/tenants/<tenant>/banner, docs/web-consent.md)\n", c.public.Listener.Addr())
 	}
 	fmt.Fprintf(w, "  NATS     %s (JetStream, stream %s, sync always: %t)\n", natsURL, c.stream.Name, c.syncAlways)
 	if c.server.MetricsAddr != "" {

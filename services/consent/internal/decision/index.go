@@ -158,6 +158,20 @@ func (ix *Index) Purpose(tenant, id string) (Purpose, bool) {
 	return clonePurpose(*p), true
 }
 
+// Purposes returns a tenant's purposes, by id.
+func (ix *Index) Purposes(tenant string) []Purpose {
+	t := ix.tenant(tenant)
+	if t == nil {
+		return nil
+	}
+	m := *t.purposes.Load()
+	out := make([]Purpose, 0, len(m))
+	for _, id := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, clonePurpose(*m[id]))
+	}
+	return out
+}
+
 // clonePurpose copies p so that it shares no slice with its source, and its
 // strings no larger buffer.
 func clonePurpose(p Purpose) Purpose {

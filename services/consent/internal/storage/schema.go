@@ -49,6 +49,9 @@ var (
 	// TenantSettings.country says (empty when it has none), so that Check
 	// knows it while the registry is down.
 	BucketTenantCountries = store.Bucket("consent.tenant_countries")
+	// BucketWebSettings maps tenant → WebSettings: the configuration of
+	// the tenant's public consent endpoint.
+	BucketWebSettings = store.Bucket("consent.web_settings")
 	// BucketRecovery keeps what catch-up after a restore needs: when the
 	// service last knew its file complete (keyAliveAt) and, while limits
 	// may be lost beyond the stream's reach, the gap (keyGap).
@@ -66,10 +69,10 @@ var Schema = store.Schema{
 	Service: "consent",
 	Version: 2,
 	Buckets: []store.Bucket{BucketPurposes, BucketRecords, BucketObjections, BucketRestrictions,
-		BucketChanges, BucketRevisions, BucketExpiries, BucketEvidenceKeys, BucketTenantCountries, BucketRecovery},
+		BucketChanges, BucketRevisions, BucketExpiries, BucketEvidenceKeys, BucketTenantCountries, BucketRecovery, BucketWebSettings},
 	// Only the API's audited mutations create purposes and consent
 	// records: a file holding either has audit entries.
-	Audited: []store.Bucket{BucketPurposes, BucketRecords},
+	Audited: []store.Bucket{BucketPurposes, BucketRecords, BucketWebSettings},
 	// Version 2 moved the tasks to the kit's key encoding (see
 	// tasks.MigrateKeysTx); open tasks stay open across it.
 	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}},
@@ -88,6 +91,36 @@ func PurposeTx(tx *bolt.Tx, tenant, id string) (*consentv1.Purpose, bool, error)
 // PutPurposeTx stores a purpose.
 func PutPurposeTx(tx *bolt.Tx, tenant string, p *consentv1.Purpose) error {
 	return putProto(store.BucketTx(tx, BucketPurposes), store.Key(tenant, p.PurposeId), p)
+}
+
+// WebSettingsTx returns a tenant's web settings.
+func WebSettingsTx(tx *bolt.Tx, tenant string) (*consentv1.WebSettings, bool, error) {
+	v := store.BucketTx(tx, BucketWebSettings).Get(store.Key(tenant))
+	if v == nil {
+		return nil, false, nil
+	}
+	w := &consentv1.WebSettings{}
+	return w, true, proto.Unmarshal(v, w)
+}
+
+// PutWebSettingsTx stores a tenant's web settings.
+func PutWebSettingsTx(tx *bolt.Tx, tenant string, w *consentv1.WebSettings) error {
+	return putProto(store.BucketTx(tx, BucketWebSettings), store.Key(tenant), w)
+}
+
+// LatestRecordsTx returns a subject's latest consent record of each
+// purpose, by purpose id.
+func LatestRecordsTx(tx *bolt.Tx, tenant, subject string) (map[string]*consentv1.ConsentRecord, error) {
+	latest := map[string]*consentv1.ConsentRecord{}
+	err := Each(tx, BucketRecords, store.Key(tenant, subject), func(_, v []byte) error {
+		r := &consentv1.ConsentRecord{}
+		if err := proto.Unmarshal(v, r); err != nil {
+			return err
+		}
+		latest[r.PurposeId] = r
+		return nil
+	})
+	return latest, err
 }
 
 // AddRecordTx appends a consent record to its subject's history.

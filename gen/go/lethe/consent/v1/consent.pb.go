@@ -473,6 +473,657 @@ func (ChangeKind) EnumDescriptor() ([]byte, []int) {
 	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{5}
 }
 
+// WebSettings configure a tenant's public consent endpoint, which browsers
+// call directly to record banner decisions and read a visitor's choices.
+type WebSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The origins allowed to call the endpoint (CORS), each exactly
+	// "https://host[:port]", or "http://host[:port]" for a loopback host
+	// (127.0.0.1, [::1], localhost) in development. No path, no wildcard.
+	AllowedOrigins []string `protobuf:"bytes,1,rep,name=allowed_origins,json=allowedOrigins,proto3" json:"allowed_origins,omitempty"`
+	// The public keys the tenant's backend signs subject tokens with: a
+	// token's kid header names one.
+	SubjectTokenKeys []*SubjectTokenKey `protobuf:"bytes,2,rep,name=subject_token_keys,json=subjectTokenKeys,proto3" json:"subject_token_keys,omitempty"`
+	// The banner's texts per language, by BCP 47 tag ("da", "en",
+	// "sv-FI").
+	Texts map[string]*BannerTexts `protobuf:"bytes,3,rep,name=texts,proto3" json:"texts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The language of a visitor whose browser asks for none the banner has;
+	// one of the keys of texts.
+	DefaultLanguage string `protobuf:"bytes,4,opt,name=default_language,json=defaultLanguage,proto3" json:"default_language,omitempty"`
+	// The purposes the banner shows, in order. Empty: every purpose based
+	// on consent, and the strictly necessary ones (shown as always on).
+	ShownPurposeIds []string `protobuf:"bytes,5,rep,name=shown_purpose_ids,json=shownPurposeIds,proto3" json:"shown_purpose_ids,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *WebSettings) Reset() {
+	*x = WebSettings{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebSettings) ProtoMessage() {}
+
+func (x *WebSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebSettings.ProtoReflect.Descriptor instead.
+func (*WebSettings) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WebSettings) GetAllowedOrigins() []string {
+	if x != nil {
+		return x.AllowedOrigins
+	}
+	return nil
+}
+
+func (x *WebSettings) GetSubjectTokenKeys() []*SubjectTokenKey {
+	if x != nil {
+		return x.SubjectTokenKeys
+	}
+	return nil
+}
+
+func (x *WebSettings) GetTexts() map[string]*BannerTexts {
+	if x != nil {
+		return x.Texts
+	}
+	return nil
+}
+
+func (x *WebSettings) GetDefaultLanguage() string {
+	if x != nil {
+		return x.DefaultLanguage
+	}
+	return ""
+}
+
+func (x *WebSettings) GetShownPurposeIds() []string {
+	if x != nil {
+		return x.ShownPurposeIds
+	}
+	return nil
+}
+
+// SubjectTokenKey is a public key a tenant's backend signs subject tokens
+// with (EdDSA with Ed25519, or ES256 with ECDSA P-256).
+type SubjectTokenKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key's id, as subject tokens name it in their kid header.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The public key as a PEM "PUBLIC KEY" block (SubjectPublicKeyInfo, RFC
+	// 5280): Ed25519 or ECDSA on P-256. Never a private key.
+	PublicKeyPem  string `protobuf:"bytes,2,opt,name=public_key_pem,json=publicKeyPem,proto3" json:"public_key_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubjectTokenKey) Reset() {
+	*x = SubjectTokenKey{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubjectTokenKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubjectTokenKey) ProtoMessage() {}
+
+func (x *SubjectTokenKey) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubjectTokenKey.ProtoReflect.Descriptor instead.
+func (*SubjectTokenKey) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SubjectTokenKey) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SubjectTokenKey) GetPublicKeyPem() string {
+	if x != nil {
+		return x.PublicKeyPem
+	}
+	return ""
+}
+
+// BannerTexts are the texts of the consent banner in one language.
+type BannerTexts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The banner's heading.
+	Title string `protobuf:"bytes,1,opt,name=title,proto3" json:"title,omitempty"`
+	// The banner's text: what is asked and why.
+	Body string `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
+	// The "accept all" button.
+	AcceptAll string `protobuf:"bytes,3,opt,name=accept_all,json=acceptAll,proto3" json:"accept_all,omitempty"`
+	// The "reject all" button, shown as prominently as accept_all.
+	RejectAll string `protobuf:"bytes,4,opt,name=reject_all,json=rejectAll,proto3" json:"reject_all,omitempty"`
+	// The "save my selection" button.
+	SaveSelection string `protobuf:"bytes,5,opt,name=save_selection,json=saveSelection,proto3" json:"save_selection,omitempty"`
+	// The button that opens the per-purpose choices.
+	Customise string `protobuf:"bytes,6,opt,name=customise,proto3" json:"customise,omitempty"`
+	// The label of a strictly necessary purpose ("always on").
+	NecessaryLabel string `protobuf:"bytes,7,opt,name=necessary_label,json=necessaryLabel,proto3" json:"necessary_label,omitempty"`
+	// The address of the privacy policy (https).
+	PolicyUrl string `protobuf:"bytes,8,opt,name=policy_url,json=policyUrl,proto3" json:"policy_url,omitempty"`
+	// Each shown purpose's name and description in this language, by
+	// purpose id.
+	Purposes      map[string]*PurposeText `protobuf:"bytes,9,rep,name=purposes,proto3" json:"purposes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BannerTexts) Reset() {
+	*x = BannerTexts{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BannerTexts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BannerTexts) ProtoMessage() {}
+
+func (x *BannerTexts) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BannerTexts.ProtoReflect.Descriptor instead.
+func (*BannerTexts) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BannerTexts) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *BannerTexts) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
+}
+
+func (x *BannerTexts) GetAcceptAll() string {
+	if x != nil {
+		return x.AcceptAll
+	}
+	return ""
+}
+
+func (x *BannerTexts) GetRejectAll() string {
+	if x != nil {
+		return x.RejectAll
+	}
+	return ""
+}
+
+func (x *BannerTexts) GetSaveSelection() string {
+	if x != nil {
+		return x.SaveSelection
+	}
+	return ""
+}
+
+func (x *BannerTexts) GetCustomise() string {
+	if x != nil {
+		return x.Customise
+	}
+	return ""
+}
+
+func (x *BannerTexts) GetNecessaryLabel() string {
+	if x != nil {
+		return x.NecessaryLabel
+	}
+	return ""
+}
+
+func (x *BannerTexts) GetPolicyUrl() string {
+	if x != nil {
+		return x.PolicyUrl
+	}
+	return ""
+}
+
+func (x *BannerTexts) GetPurposes() map[string]*PurposeText {
+	if x != nil {
+		return x.Purposes
+	}
+	return nil
+}
+
+// PurposeText is a purpose's name and description in one language.
+type PurposeText struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The purpose's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// What the processing is.
+	Description   string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurposeText) Reset() {
+	*x = PurposeText{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurposeText) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurposeText) ProtoMessage() {}
+
+func (x *PurposeText) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurposeText.ProtoReflect.Descriptor instead.
+func (*PurposeText) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PurposeText) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PurposeText) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+// PutWebSettingsRequest creates or replaces a tenant's web settings.
+type PutWebSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Idempotency key of this mutation.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The tenant.
+	TenantId string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The settings.
+	Settings *WebSettings `protobuf:"bytes,3,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Check the request and change nothing.
+	ValidateOnly  bool `protobuf:"varint,4,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutWebSettingsRequest) Reset() {
+	*x = PutWebSettingsRequest{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutWebSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutWebSettingsRequest) ProtoMessage() {}
+
+func (x *PutWebSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutWebSettingsRequest.ProtoReflect.Descriptor instead.
+func (*PutWebSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PutWebSettingsRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *PutWebSettingsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *PutWebSettingsRequest) GetSettings() *WebSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *PutWebSettingsRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
+// PutWebSettingsResponse is the stored settings.
+type PutWebSettingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The settings as stored.
+	Settings      *WebSettings `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutWebSettingsResponse) Reset() {
+	*x = PutWebSettingsResponse{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutWebSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutWebSettingsResponse) ProtoMessage() {}
+
+func (x *PutWebSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutWebSettingsResponse.ProtoReflect.Descriptor instead.
+func (*PutWebSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PutWebSettingsResponse) GetSettings() *WebSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// LinkVisitorRequest names the visitor and the subject it proved to be.
+type LinkVisitorRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Idempotency key of this mutation (kept in the audit log; the link is
+	// idempotent by its content).
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The tenant.
+	TenantId string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The anonymous visitor's subject id ("visitor:<id>").
+	VisitorSubjectId string `protobuf:"bytes,3,opt,name=visitor_subject_id,json=visitorSubjectId,proto3" json:"visitor_subject_id,omitempty"`
+	// The known subject.
+	SubjectId     string `protobuf:"bytes,4,opt,name=subject_id,json=subjectId,proto3" json:"subject_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkVisitorRequest) Reset() {
+	*x = LinkVisitorRequest{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkVisitorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkVisitorRequest) ProtoMessage() {}
+
+func (x *LinkVisitorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkVisitorRequest.ProtoReflect.Descriptor instead.
+func (*LinkVisitorRequest) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *LinkVisitorRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *LinkVisitorRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *LinkVisitorRequest) GetVisitorSubjectId() string {
+	if x != nil {
+		return x.VisitorSubjectId
+	}
+	return ""
+}
+
+func (x *LinkVisitorRequest) GetSubjectId() string {
+	if x != nil {
+		return x.SubjectId
+	}
+	return ""
+}
+
+// LinkVisitorResponse lists the records made for the subject.
+type LinkVisitorResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new records, one per purpose linked.
+	Records       []*ConsentRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkVisitorResponse) Reset() {
+	*x = LinkVisitorResponse{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkVisitorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkVisitorResponse) ProtoMessage() {}
+
+func (x *LinkVisitorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkVisitorResponse.ProtoReflect.Descriptor instead.
+func (*LinkVisitorResponse) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *LinkVisitorResponse) GetRecords() []*ConsentRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+// GetWebSettingsRequest names the tenant.
+type GetWebSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant.
+	TenantId      string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWebSettingsRequest) Reset() {
+	*x = GetWebSettingsRequest{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWebSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWebSettingsRequest) ProtoMessage() {}
+
+func (x *GetWebSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWebSettingsRequest.ProtoReflect.Descriptor instead.
+func (*GetWebSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetWebSettingsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+// GetWebSettingsResponse is the tenant's web settings.
+type GetWebSettingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The settings.
+	Settings      *WebSettings `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWebSettingsResponse) Reset() {
+	*x = GetWebSettingsResponse{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWebSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWebSettingsResponse) ProtoMessage() {}
+
+func (x *GetWebSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWebSettingsResponse.ProtoReflect.Descriptor instead.
+func (*GetWebSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetWebSettingsResponse) GetSettings() *WebSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
 // AcceptRecoveryGapRequest accepts the loss of the limits recorded in a
 // recovery gap.
 type AcceptRecoveryGapRequest struct {
@@ -488,7 +1139,7 @@ type AcceptRecoveryGapRequest struct {
 
 func (x *AcceptRecoveryGapRequest) Reset() {
 	*x = AcceptRecoveryGapRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[0]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +1151,7 @@ func (x *AcceptRecoveryGapRequest) String() string {
 func (*AcceptRecoveryGapRequest) ProtoMessage() {}
 
 func (x *AcceptRecoveryGapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[0]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +1164,7 @@ func (x *AcceptRecoveryGapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptRecoveryGapRequest.ProtoReflect.Descriptor instead.
 func (*AcceptRecoveryGapRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{0}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AcceptRecoveryGapRequest) GetRequestId() string {
@@ -545,7 +1196,7 @@ type AcceptRecoveryGapResponse struct {
 
 func (x *AcceptRecoveryGapResponse) Reset() {
 	*x = AcceptRecoveryGapResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[1]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +1208,7 @@ func (x *AcceptRecoveryGapResponse) String() string {
 func (*AcceptRecoveryGapResponse) ProtoMessage() {}
 
 func (x *AcceptRecoveryGapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[1]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +1221,7 @@ func (x *AcceptRecoveryGapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptRecoveryGapResponse.ProtoReflect.Descriptor instead.
 func (*AcceptRecoveryGapResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{1}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AcceptRecoveryGapResponse) GetGapFrom() *timestamppb.Timestamp {
@@ -605,7 +1256,7 @@ type Eligibility struct {
 
 func (x *Eligibility) Reset() {
 	*x = Eligibility{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[2]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +1268,7 @@ func (x *Eligibility) String() string {
 func (*Eligibility) ProtoMessage() {}
 
 func (x *Eligibility) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[2]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +1281,7 @@ func (x *Eligibility) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Eligibility.ProtoReflect.Descriptor instead.
 func (*Eligibility) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{2}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Eligibility) GetExcludedRoles() []string {
@@ -671,7 +1322,7 @@ type NoticeVersion struct {
 
 func (x *NoticeVersion) Reset() {
 	*x = NoticeVersion{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[3]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +1334,7 @@ func (x *NoticeVersion) String() string {
 func (*NoticeVersion) ProtoMessage() {}
 
 func (x *NoticeVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[3]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +1347,7 @@ func (x *NoticeVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoticeVersion.ProtoReflect.Descriptor instead.
 func (*NoticeVersion) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{3}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NoticeVersion) GetVersion() string {
@@ -757,7 +1408,7 @@ type Purpose struct {
 
 func (x *Purpose) Reset() {
 	*x = Purpose{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[4]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +1420,7 @@ func (x *Purpose) String() string {
 func (*Purpose) ProtoMessage() {}
 
 func (x *Purpose) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[4]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +1433,7 @@ func (x *Purpose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Purpose.ProtoReflect.Descriptor instead.
 func (*Purpose) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{4}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Purpose) GetPurposeId() string {
@@ -879,7 +1530,7 @@ type PutPurposeRequest struct {
 
 func (x *PutPurposeRequest) Reset() {
 	*x = PutPurposeRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[5]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +1542,7 @@ func (x *PutPurposeRequest) String() string {
 func (*PutPurposeRequest) ProtoMessage() {}
 
 func (x *PutPurposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[5]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +1555,7 @@ func (x *PutPurposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutPurposeRequest.ProtoReflect.Descriptor instead.
 func (*PutPurposeRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{5}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PutPurposeRequest) GetRequestId() string {
@@ -946,7 +1597,7 @@ type PutPurposeResponse struct {
 
 func (x *PutPurposeResponse) Reset() {
 	*x = PutPurposeResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[6]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1609,7 @@ func (x *PutPurposeResponse) String() string {
 func (*PutPurposeResponse) ProtoMessage() {}
 
 func (x *PutPurposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[6]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1622,7 @@ func (x *PutPurposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutPurposeResponse.ProtoReflect.Descriptor instead.
 func (*PutPurposeResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{6}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PutPurposeResponse) GetPurpose() *Purpose {
@@ -996,7 +1647,7 @@ type ListPurposesRequest struct {
 
 func (x *ListPurposesRequest) Reset() {
 	*x = ListPurposesRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[7]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1659,7 @@ func (x *ListPurposesRequest) String() string {
 func (*ListPurposesRequest) ProtoMessage() {}
 
 func (x *ListPurposesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[7]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1672,7 @@ func (x *ListPurposesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPurposesRequest.ProtoReflect.Descriptor instead.
 func (*ListPurposesRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{7}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListPurposesRequest) GetTenantId() string {
@@ -1058,7 +1709,7 @@ type ListPurposesResponse struct {
 
 func (x *ListPurposesResponse) Reset() {
 	*x = ListPurposesResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[8]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1721,7 @@ func (x *ListPurposesResponse) String() string {
 func (*ListPurposesResponse) ProtoMessage() {}
 
 func (x *ListPurposesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[8]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1734,7 @@ func (x *ListPurposesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPurposesResponse.ProtoReflect.Descriptor instead.
 func (*ListPurposesResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{8}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListPurposesResponse) GetPurposes() []*Purpose {
@@ -1109,14 +1760,17 @@ type EvidenceInput struct {
 	// The subject's user agent.
 	UserAgent string `protobuf:"bytes,2,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
 	// A Global Privacy Control signal was present.
-	Gpc           bool `protobuf:"varint,3,opt,name=gpc,proto3" json:"gpc,omitempty"`
+	Gpc bool `protobuf:"varint,3,opt,name=gpc,proto3" json:"gpc,omitempty"`
+	// The origin of the page the consent was given on
+	// ("https://www.clio.com"), for a banner; kept as given.
+	Origin        string `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EvidenceInput) Reset() {
 	*x = EvidenceInput{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[9]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1782,7 @@ func (x *EvidenceInput) String() string {
 func (*EvidenceInput) ProtoMessage() {}
 
 func (x *EvidenceInput) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[9]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1795,7 @@ func (x *EvidenceInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvidenceInput.ProtoReflect.Descriptor instead.
 func (*EvidenceInput) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{9}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EvidenceInput) GetIpAddress() string {
@@ -1165,6 +1819,13 @@ func (x *EvidenceInput) GetGpc() bool {
 	return false
 }
 
+func (x *EvidenceInput) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
 // Evidence is what Lethe keeps as proof of how a consent was collected.
 type Evidence struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1175,14 +1836,20 @@ type Evidence struct {
 	// The evidence key's id.
 	KeyId string `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	// A Global Privacy Control signal was present.
-	Gpc           bool `protobuf:"varint,3,opt,name=gpc,proto3" json:"gpc,omitempty"`
+	Gpc bool `protobuf:"varint,3,opt,name=gpc,proto3" json:"gpc,omitempty"`
+	// The origin of the page the consent was given on, for a banner
+	// (Art. 7(1): where the subject was asked).
+	Origin string `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`
+	// HMAC-SHA256 of the user agent alone under the tenant's evidence key
+	// (key_id), so the browser can be matched without the address.
+	UserAgentHash []byte `protobuf:"bytes,5,opt,name=user_agent_hash,json=userAgentHash,proto3" json:"user_agent_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Evidence) Reset() {
 	*x = Evidence{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[10]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1861,7 @@ func (x *Evidence) String() string {
 func (*Evidence) ProtoMessage() {}
 
 func (x *Evidence) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[10]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1874,7 @@ func (x *Evidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Evidence.ProtoReflect.Descriptor instead.
 func (*Evidence) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{10}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Evidence) GetFingerprint() []byte {
@@ -1229,6 +1896,77 @@ func (x *Evidence) GetGpc() bool {
 		return x.Gpc
 	}
 	return false
+}
+
+func (x *Evidence) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *Evidence) GetUserAgentHash() []byte {
+	if x != nil {
+		return x.UserAgentHash
+	}
+	return nil
+}
+
+// LinkedFrom names the record a linked record was copied from: a decision
+// an anonymous visitor made on a banner, recorded for the subject the
+// visitor later proved to be.
+type LinkedFrom struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The visitor's subject id ("visitor:<id>").
+	SubjectId string `protobuf:"bytes,1,opt,name=subject_id,json=subjectId,proto3" json:"subject_id,omitempty"`
+	// The visitor's record.
+	RecordId      string `protobuf:"bytes,2,opt,name=record_id,json=recordId,proto3" json:"record_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkedFrom) Reset() {
+	*x = LinkedFrom{}
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkedFrom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkedFrom) ProtoMessage() {}
+
+func (x *LinkedFrom) ProtoReflect() protoreflect.Message {
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkedFrom.ProtoReflect.Descriptor instead.
+func (*LinkedFrom) Descriptor() ([]byte, []int) {
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *LinkedFrom) GetSubjectId() string {
+	if x != nil {
+		return x.SubjectId
+	}
+	return ""
+}
+
+func (x *LinkedFrom) GetRecordId() string {
+	if x != nil {
+		return x.RecordId
+	}
+	return ""
 }
 
 // ConsentRecord is one grant, denial, withdrawal or renewal of consent to
@@ -1269,13 +2007,17 @@ type ConsentRecord struct {
 	// only what the event carried (purpose, time, cause), so method, notice
 	// version, actor and evidence are unset.
 	RecoveredFrom *RecoveredFrom `protobuf:"bytes,13,opt,name=recovered_from,json=recoveredFrom,proto3" json:"recovered_from,omitempty"`
+	// Set on a record made by linking an anonymous visitor's decision to a
+	// known subject: the visitor's record it repeats. The visitor's history
+	// is kept as it was.
+	LinkedFrom    *LinkedFrom `protobuf:"bytes,14,opt,name=linked_from,json=linkedFrom,proto3" json:"linked_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConsentRecord) Reset() {
 	*x = ConsentRecord{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[11]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +2029,7 @@ func (x *ConsentRecord) String() string {
 func (*ConsentRecord) ProtoMessage() {}
 
 func (x *ConsentRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[11]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +2042,7 @@ func (x *ConsentRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsentRecord.ProtoReflect.Descriptor instead.
 func (*ConsentRecord) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{11}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ConsentRecord) GetRecordId() string {
@@ -1394,6 +2136,13 @@ func (x *ConsentRecord) GetRecoveredFrom() *RecoveredFrom {
 	return nil
 }
 
+func (x *ConsentRecord) GetLinkedFrom() *LinkedFrom {
+	if x != nil {
+		return x.LinkedFrom
+	}
+	return nil
+}
+
 // RecoveredFrom is the provenance of state the consent service recovered
 // from the platform event stream after a restore from a backup: the event
 // that proves the lost change happened, as the stream still holds it.
@@ -1411,7 +2160,7 @@ type RecoveredFrom struct {
 
 func (x *RecoveredFrom) Reset() {
 	*x = RecoveredFrom{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[12]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1423,7 +2172,7 @@ func (x *RecoveredFrom) String() string {
 func (*RecoveredFrom) ProtoMessage() {}
 
 func (x *RecoveredFrom) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[12]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1436,7 +2185,7 @@ func (x *RecoveredFrom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoveredFrom.ProtoReflect.Descriptor instead.
 func (*RecoveredFrom) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{12}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RecoveredFrom) GetEventId() string {
@@ -1492,7 +2241,7 @@ type RecordConsentRequest struct {
 
 func (x *RecordConsentRequest) Reset() {
 	*x = RecordConsentRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[13]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +2253,7 @@ func (x *RecordConsentRequest) String() string {
 func (*RecordConsentRequest) ProtoMessage() {}
 
 func (x *RecordConsentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[13]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +2266,7 @@ func (x *RecordConsentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordConsentRequest.ProtoReflect.Descriptor instead.
 func (*RecordConsentRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{13}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RecordConsentRequest) GetRequestId() string {
@@ -1594,7 +2343,7 @@ type RecordConsentResponse struct {
 
 func (x *RecordConsentResponse) Reset() {
 	*x = RecordConsentResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[14]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +2355,7 @@ func (x *RecordConsentResponse) String() string {
 func (*RecordConsentResponse) ProtoMessage() {}
 
 func (x *RecordConsentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[14]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +2368,7 @@ func (x *RecordConsentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordConsentResponse.ProtoReflect.Descriptor instead.
 func (*RecordConsentResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{14}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RecordConsentResponse) GetRecord() *ConsentRecord {
@@ -1646,14 +2395,20 @@ type RecordBannerDecisionRequest struct {
 	// For ACCEPT_SELECTED: the purposes selected, a subset of those shown.
 	SelectedPurposeIds []string `protobuf:"bytes,6,rep,name=selected_purpose_ids,json=selectedPurposeIds,proto3" json:"selected_purpose_ids,omitempty"`
 	// What the caller saw, hashed before it is stored.
-	Evidence      *EvidenceInput `protobuf:"bytes,7,opt,name=evidence,proto3" json:"evidence,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Evidence *EvidenceInput `protobuf:"bytes,7,opt,name=evidence,proto3" json:"evidence,omitempty"`
+	// The notice version the banner showed of each purpose, by purpose id.
+	// A version that is not the purpose's current one is refused
+	// (FAILED_PRECONDITION, reason NOTICE_CHANGED): the banner must fetch
+	// the current notice and ask again. A purpose not named here is recorded
+	// under its current version.
+	ShownNoticeVersions map[string]string `protobuf:"bytes,8,rep,name=shown_notice_versions,json=shownNoticeVersions,proto3" json:"shown_notice_versions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *RecordBannerDecisionRequest) Reset() {
 	*x = RecordBannerDecisionRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[15]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +2420,7 @@ func (x *RecordBannerDecisionRequest) String() string {
 func (*RecordBannerDecisionRequest) ProtoMessage() {}
 
 func (x *RecordBannerDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[15]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +2433,7 @@ func (x *RecordBannerDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBannerDecisionRequest.ProtoReflect.Descriptor instead.
 func (*RecordBannerDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{15}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RecordBannerDecisionRequest) GetRequestId() string {
@@ -1730,6 +2485,13 @@ func (x *RecordBannerDecisionRequest) GetEvidence() *EvidenceInput {
 	return nil
 }
 
+func (x *RecordBannerDecisionRequest) GetShownNoticeVersions() map[string]string {
+	if x != nil {
+		return x.ShownNoticeVersions
+	}
+	return nil
+}
+
 // RecordBannerDecisionResponse lists the records made, one per purpose.
 type RecordBannerDecisionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1741,7 +2503,7 @@ type RecordBannerDecisionResponse struct {
 
 func (x *RecordBannerDecisionResponse) Reset() {
 	*x = RecordBannerDecisionResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[16]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +2515,7 @@ func (x *RecordBannerDecisionResponse) String() string {
 func (*RecordBannerDecisionResponse) ProtoMessage() {}
 
 func (x *RecordBannerDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[16]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +2528,7 @@ func (x *RecordBannerDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBannerDecisionResponse.ProtoReflect.Descriptor instead.
 func (*RecordBannerDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{16}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RecordBannerDecisionResponse) GetRecords() []*ConsentRecord {
@@ -1789,7 +2551,7 @@ type DestroyEvidenceKeyRequest struct {
 
 func (x *DestroyEvidenceKeyRequest) Reset() {
 	*x = DestroyEvidenceKeyRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[17]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +2563,7 @@ func (x *DestroyEvidenceKeyRequest) String() string {
 func (*DestroyEvidenceKeyRequest) ProtoMessage() {}
 
 func (x *DestroyEvidenceKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[17]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +2576,7 @@ func (x *DestroyEvidenceKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyEvidenceKeyRequest.ProtoReflect.Descriptor instead.
 func (*DestroyEvidenceKeyRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{17}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DestroyEvidenceKeyRequest) GetRequestId() string {
@@ -1842,7 +2604,7 @@ type DestroyEvidenceKeyResponse struct {
 
 func (x *DestroyEvidenceKeyResponse) Reset() {
 	*x = DestroyEvidenceKeyResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[18]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +2616,7 @@ func (x *DestroyEvidenceKeyResponse) String() string {
 func (*DestroyEvidenceKeyResponse) ProtoMessage() {}
 
 func (x *DestroyEvidenceKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[18]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +2629,7 @@ func (x *DestroyEvidenceKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyEvidenceKeyResponse.ProtoReflect.Descriptor instead.
 func (*DestroyEvidenceKeyResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{18}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DestroyEvidenceKeyResponse) GetKeyId() string {
@@ -1894,7 +2656,7 @@ type ListConsentHistoryRequest struct {
 
 func (x *ListConsentHistoryRequest) Reset() {
 	*x = ListConsentHistoryRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[19]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1906,7 +2668,7 @@ func (x *ListConsentHistoryRequest) String() string {
 func (*ListConsentHistoryRequest) ProtoMessage() {}
 
 func (x *ListConsentHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[19]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1919,7 +2681,7 @@ func (x *ListConsentHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsentHistoryRequest.ProtoReflect.Descriptor instead.
 func (*ListConsentHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{19}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListConsentHistoryRequest) GetTenantId() string {
@@ -1963,7 +2725,7 @@ type ListConsentHistoryResponse struct {
 
 func (x *ListConsentHistoryResponse) Reset() {
 	*x = ListConsentHistoryResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[20]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1975,7 +2737,7 @@ func (x *ListConsentHistoryResponse) String() string {
 func (*ListConsentHistoryResponse) ProtoMessage() {}
 
 func (x *ListConsentHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[20]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1988,7 +2750,7 @@ func (x *ListConsentHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConsentHistoryResponse.ProtoReflect.Descriptor instead.
 func (*ListConsentHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{20}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListConsentHistoryResponse) GetRecords() []*ConsentRecord {
@@ -2026,7 +2788,7 @@ type RecordObjectionRequest struct {
 
 func (x *RecordObjectionRequest) Reset() {
 	*x = RecordObjectionRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[21]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2038,7 +2800,7 @@ func (x *RecordObjectionRequest) String() string {
 func (*RecordObjectionRequest) ProtoMessage() {}
 
 func (x *RecordObjectionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[21]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2051,7 +2813,7 @@ func (x *RecordObjectionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordObjectionRequest.ProtoReflect.Descriptor instead.
 func (*RecordObjectionRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{21}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RecordObjectionRequest) GetRequestId() string {
@@ -2109,7 +2871,7 @@ type RecordObjectionResponse struct {
 
 func (x *RecordObjectionResponse) Reset() {
 	*x = RecordObjectionResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[22]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2883,7 @@ func (x *RecordObjectionResponse) String() string {
 func (*RecordObjectionResponse) ProtoMessage() {}
 
 func (x *RecordObjectionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[22]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2896,7 @@ func (x *RecordObjectionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordObjectionResponse.ProtoReflect.Descriptor instead.
 func (*RecordObjectionResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{22}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RecordObjectionResponse) GetObjectionId() string {
@@ -2172,7 +2934,7 @@ type ApplyRestrictionRequest struct {
 
 func (x *ApplyRestrictionRequest) Reset() {
 	*x = ApplyRestrictionRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[23]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2946,7 @@ func (x *ApplyRestrictionRequest) String() string {
 func (*ApplyRestrictionRequest) ProtoMessage() {}
 
 func (x *ApplyRestrictionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[23]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2959,7 @@ func (x *ApplyRestrictionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRestrictionRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRestrictionRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{23}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ApplyRestrictionRequest) GetRequestId() string {
@@ -2253,7 +3015,7 @@ type ApplyRestrictionResponse struct {
 
 func (x *ApplyRestrictionResponse) Reset() {
 	*x = ApplyRestrictionResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2265,7 +3027,7 @@ func (x *ApplyRestrictionResponse) String() string {
 func (*ApplyRestrictionResponse) ProtoMessage() {}
 
 func (x *ApplyRestrictionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[24]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2278,7 +3040,7 @@ func (x *ApplyRestrictionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRestrictionResponse.ProtoReflect.Descriptor instead.
 func (*ApplyRestrictionResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{24}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ApplyRestrictionResponse) GetRestrictionId() string {
@@ -2309,7 +3071,7 @@ type LiftRestrictionRequest struct {
 
 func (x *LiftRestrictionRequest) Reset() {
 	*x = LiftRestrictionRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +3083,7 @@ func (x *LiftRestrictionRequest) String() string {
 func (*LiftRestrictionRequest) ProtoMessage() {}
 
 func (x *LiftRestrictionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[25]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +3096,7 @@ func (x *LiftRestrictionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LiftRestrictionRequest.ProtoReflect.Descriptor instead.
 func (*LiftRestrictionRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{25}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LiftRestrictionRequest) GetRequestId() string {
@@ -2383,7 +3145,7 @@ type LiftRestrictionResponse struct {
 
 func (x *LiftRestrictionResponse) Reset() {
 	*x = LiftRestrictionResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +3157,7 @@ func (x *LiftRestrictionResponse) String() string {
 func (*LiftRestrictionResponse) ProtoMessage() {}
 
 func (x *LiftRestrictionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[26]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +3170,7 @@ func (x *LiftRestrictionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LiftRestrictionResponse.ProtoReflect.Descriptor instead.
 func (*LiftRestrictionResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{26}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LiftRestrictionResponse) GetRestriction() *Restriction {
@@ -2454,7 +3216,7 @@ type Restriction struct {
 
 func (x *Restriction) Reset() {
 	*x = Restriction{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2466,7 +3228,7 @@ func (x *Restriction) String() string {
 func (*Restriction) ProtoMessage() {}
 
 func (x *Restriction) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[27]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2479,7 +3241,7 @@ func (x *Restriction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Restriction.ProtoReflect.Descriptor instead.
 func (*Restriction) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{27}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Restriction) GetRestrictionId() string {
@@ -2587,7 +3349,7 @@ type ResolveRestrictionGroundRequest struct {
 
 func (x *ResolveRestrictionGroundRequest) Reset() {
 	*x = ResolveRestrictionGroundRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2599,7 +3361,7 @@ func (x *ResolveRestrictionGroundRequest) String() string {
 func (*ResolveRestrictionGroundRequest) ProtoMessage() {}
 
 func (x *ResolveRestrictionGroundRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[28]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2612,7 +3374,7 @@ func (x *ResolveRestrictionGroundRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRestrictionGroundRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRestrictionGroundRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{28}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ResolveRestrictionGroundRequest) GetRequestId() string {
@@ -2669,7 +3431,7 @@ type ResolveRestrictionGroundResponse struct {
 
 func (x *ResolveRestrictionGroundResponse) Reset() {
 	*x = ResolveRestrictionGroundResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2681,7 +3443,7 @@ func (x *ResolveRestrictionGroundResponse) String() string {
 func (*ResolveRestrictionGroundResponse) ProtoMessage() {}
 
 func (x *ResolveRestrictionGroundResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[29]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2694,7 +3456,7 @@ func (x *ResolveRestrictionGroundResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRestrictionGroundResponse.ProtoReflect.Descriptor instead.
 func (*ResolveRestrictionGroundResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{29}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ResolveRestrictionGroundResponse) GetRestriction() *Restriction {
@@ -2727,7 +3489,7 @@ type SubjectAttributes struct {
 
 func (x *SubjectAttributes) Reset() {
 	*x = SubjectAttributes{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2739,7 +3501,7 @@ func (x *SubjectAttributes) String() string {
 func (*SubjectAttributes) ProtoMessage() {}
 
 func (x *SubjectAttributes) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[30]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2752,7 +3514,7 @@ func (x *SubjectAttributes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubjectAttributes.ProtoReflect.Descriptor instead.
 func (*SubjectAttributes) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{30}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SubjectAttributes) GetRole() string {
@@ -2807,7 +3569,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2819,7 +3581,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[31]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2832,7 +3594,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{31}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Decision) GetPurposeId() string {
@@ -2899,7 +3661,7 @@ type CheckRequest struct {
 
 func (x *CheckRequest) Reset() {
 	*x = CheckRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2911,7 +3673,7 @@ func (x *CheckRequest) String() string {
 func (*CheckRequest) ProtoMessage() {}
 
 func (x *CheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[32]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2924,7 +3686,7 @@ func (x *CheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckRequest.ProtoReflect.Descriptor instead.
 func (*CheckRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{32}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CheckRequest) GetTenantId() string {
@@ -2973,7 +3735,7 @@ type CheckResponse struct {
 
 func (x *CheckResponse) Reset() {
 	*x = CheckResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2985,7 +3747,7 @@ func (x *CheckResponse) String() string {
 func (*CheckResponse) ProtoMessage() {}
 
 func (x *CheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[33]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2998,7 +3760,7 @@ func (x *CheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
 func (*CheckResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{33}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CheckResponse) GetDecision() *Decision {
@@ -3023,7 +3785,7 @@ type CheckBatchRequest struct {
 
 func (x *CheckBatchRequest) Reset() {
 	*x = CheckBatchRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3035,7 +3797,7 @@ func (x *CheckBatchRequest) String() string {
 func (*CheckBatchRequest) ProtoMessage() {}
 
 func (x *CheckBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[34]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3048,7 +3810,7 @@ func (x *CheckBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBatchRequest.ProtoReflect.Descriptor instead.
 func (*CheckBatchRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{34}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CheckBatchRequest) GetTenantId() string {
@@ -3087,7 +3849,7 @@ type CheckBatchItem struct {
 
 func (x *CheckBatchItem) Reset() {
 	*x = CheckBatchItem{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[35]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3099,7 +3861,7 @@ func (x *CheckBatchItem) String() string {
 func (*CheckBatchItem) ProtoMessage() {}
 
 func (x *CheckBatchItem) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[35]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3112,7 +3874,7 @@ func (x *CheckBatchItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBatchItem.ProtoReflect.Descriptor instead.
 func (*CheckBatchItem) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{35}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CheckBatchItem) GetSubjectId() string {
@@ -3147,7 +3909,7 @@ type CheckBatchResponse struct {
 
 func (x *CheckBatchResponse) Reset() {
 	*x = CheckBatchResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3159,7 +3921,7 @@ func (x *CheckBatchResponse) String() string {
 func (*CheckBatchResponse) ProtoMessage() {}
 
 func (x *CheckBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[36]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3172,7 +3934,7 @@ func (x *CheckBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBatchResponse.ProtoReflect.Descriptor instead.
 func (*CheckBatchResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{36}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CheckBatchResponse) GetDecisions() []*Decision {
@@ -3203,7 +3965,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[37]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3215,7 +3977,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[37]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3228,7 +3990,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{37}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Change) GetRevision() uint64 {
@@ -3287,7 +4049,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[38]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3299,7 +4061,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[38]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3312,7 +4074,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{38}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *WatchRequest) GetTenantId() string {
@@ -3340,7 +4102,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[39]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3352,7 +4114,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[39]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3365,7 +4127,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{39}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *WatchResponse) GetChanges() []*Change {
@@ -3388,7 +4150,7 @@ type GetFanoutRequest struct {
 
 func (x *GetFanoutRequest) Reset() {
 	*x = GetFanoutRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[40]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3400,7 +4162,7 @@ func (x *GetFanoutRequest) String() string {
 func (*GetFanoutRequest) ProtoMessage() {}
 
 func (x *GetFanoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[40]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3413,7 +4175,7 @@ func (x *GetFanoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFanoutRequest.ProtoReflect.Descriptor instead.
 func (*GetFanoutRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{40}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetFanoutRequest) GetTenantId() string {
@@ -3447,7 +4209,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[41]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3459,7 +4221,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[41]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3472,7 +4234,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{41}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Task) GetSystemId() string {
@@ -3524,7 +4286,7 @@ type CompleteTaskRequest struct {
 
 func (x *CompleteTaskRequest) Reset() {
 	*x = CompleteTaskRequest{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[42]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3536,7 +4298,7 @@ func (x *CompleteTaskRequest) String() string {
 func (*CompleteTaskRequest) ProtoMessage() {}
 
 func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[42]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3549,7 +4311,7 @@ func (x *CompleteTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskRequest.ProtoReflect.Descriptor instead.
 func (*CompleteTaskRequest) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{42}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CompleteTaskRequest) GetRequestId() string {
@@ -3605,7 +4367,7 @@ type CompleteTaskResponse struct {
 
 func (x *CompleteTaskResponse) Reset() {
 	*x = CompleteTaskResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[43]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3617,7 +4379,7 @@ func (x *CompleteTaskResponse) String() string {
 func (*CompleteTaskResponse) ProtoMessage() {}
 
 func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[43]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3630,7 +4392,7 @@ func (x *CompleteTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteTaskResponse.ProtoReflect.Descriptor instead.
 func (*CompleteTaskResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{43}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CompleteTaskResponse) GetTask() *Task {
@@ -3653,7 +4415,7 @@ type GetFanoutResponse struct {
 
 func (x *GetFanoutResponse) Reset() {
 	*x = GetFanoutResponse{}
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[44]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3665,7 +4427,7 @@ func (x *GetFanoutResponse) String() string {
 func (*GetFanoutResponse) ProtoMessage() {}
 
 func (x *GetFanoutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_consent_proto_msgTypes[44]
+	mi := &file_lethe_consent_v1_consent_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3678,7 +4440,7 @@ func (x *GetFanoutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFanoutResponse.ProtoReflect.Descriptor instead.
 func (*GetFanoutResponse) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{44}
+	return file_lethe_consent_v1_consent_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetFanoutResponse) GetTasks() []*Task {
@@ -3699,7 +4461,64 @@ var File_lethe_consent_v1_consent_proto protoreflect.FileDescriptor
 
 const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\n" +
-	"\x1elethe/consent/v1/consent.proto\x12\x10lethe.consent.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clethe/common/v1/common.proto\x1a\x1clethe/events/v1/events.proto\"]\n" +
+	"\x1elethe/consent/v1/consent.proto\x12\x10lethe.consent.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1clethe/common/v1/common.proto\x1a\x1clethe/events/v1/events.proto\"\x82\x04\n" +
+	"\vWebSettings\x12<\n" +
+	"\x0fallowed_origins\x18\x01 \x03(\tB\x13\xbaH\x10\x92\x01\r\b\x01\x102\"\ar\x05\x10\x01\x18\xac\x02R\x0eallowedOrigins\x12Y\n" +
+	"\x12subject_token_keys\x18\x02 \x03(\v2!.lethe.consent.v1.SubjectTokenKeyB\b\xbaH\x05\x92\x01\x02\x10\x14R\x10subjectTokenKeys\x12s\n" +
+	"\x05texts\x18\x03 \x03(\v2(.lethe.consent.v1.WebSettings.TextsEntryB3\xbaH0\x9a\x01-\b\x01\x10\x1e\"'r%2#^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$R\x05texts\x124\n" +
+	"\x10default_language\x18\x04 \x01(\tB\t\xbaH\x06r\x04\x10\x02\x18#R\x0fdefaultLanguage\x12V\n" +
+	"\x11shown_purpose_ids\x18\x05 \x03(\tB*\xbaH'\x92\x01$\x102\" r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$R\x0fshownPurposeIds\x1aW\n" +
+	"\n" +
+	"TextsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +
+	"\x05value\x18\x02 \x01(\v2\x1d.lethe.consent.v1.BannerTextsR\x05value:\x028\x01\"p\n" +
+	"\x0fSubjectTokenKey\x12+\n" +
+	"\x06key_id\x18\x01 \x01(\tB\x14\xbaH\x11r\x0f\x10\x01\x18\x80\x012\b^[!-~]+$R\x05keyId\x120\n" +
+	"\x0epublic_key_pem\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80 R\fpublicKeyPem\"\xaf\x04\n" +
+	"\vBannerTexts\x12 \n" +
+	"\x05title\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x05title\x12\x1e\n" +
+	"\x04body\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xa0\x1fR\x04body\x12(\n" +
+	"\n" +
+	"accept_all\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18dR\tacceptAll\x12(\n" +
+	"\n" +
+	"reject_all\x18\x04 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18dR\trejectAll\x120\n" +
+	"\x0esave_selection\x18\x05 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18dR\rsaveSelection\x12'\n" +
+	"\tcustomise\x18\x06 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18dR\tcustomise\x122\n" +
+	"\x0fnecessary_label\x18\a \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18dR\x0enecessaryLabel\x12*\n" +
+	"\n" +
+	"policy_url\x18\b \x01(\tB\v\xbaH\br\x06\x18\xd0\x0f\x88\x01\x01R\tpolicyUrl\x12s\n" +
+	"\bpurposes\x18\t \x03(\v2+.lethe.consent.v1.BannerTexts.PurposesEntryB*\xbaH'\x9a\x01$\x102\" r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$R\bpurposes\x1aZ\n" +
+	"\rPurposesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +
+	"\x05value\x18\x02 \x01(\v2\x1d.lethe.consent.v1.PurposeTextR\x05value:\x028\x01\"Y\n" +
+	"\vPurposeText\x12\x1e\n" +
+	"\x04name\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x04name\x12*\n" +
+	"\vdescription\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\vdescription\"\xde\x01\n" +
+	"\x15PutWebSettingsRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
+	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12A\n" +
+	"\bsettings\x18\x03 \x01(\v2\x1d.lethe.consent.v1.WebSettingsB\x06\xbaH\x03\xc8\x01\x01R\bsettings\x12#\n" +
+	"\rvalidate_only\x18\x04 \x01(\bR\fvalidateOnly\"S\n" +
+	"\x16PutWebSettingsResponse\x129\n" +
+	"\bsettings\x18\x01 \x01(\v2\x1d.lethe.consent.v1.WebSettingsR\bsettings\"\xec\x01\n" +
+	"\x12LinkVisitorRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
+	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12B\n" +
+	"\x12visitor_subject_id\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f\x10\x01\x18\x80\x022\b^[!-~]+$R\x10visitorSubjectId\x123\n" +
+	"\n" +
+	"subject_id\x18\x04 \x01(\tB\x14\xbaH\x11r\x0f\x10\x01\x18\x80\x022\b^[!-~]+$R\tsubjectId\"P\n" +
+	"\x13LinkVisitorResponse\x129\n" +
+	"\arecords\x18\x01 \x03(\v2\x1f.lethe.consent.v1.ConsentRecordR\arecords\"W\n" +
+	"\x15GetWebSettingsRequest\x12>\n" +
+	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\"S\n" +
+	"\x16GetWebSettingsResponse\x129\n" +
+	"\bsettings\x18\x01 \x01(\v2\x1d.lethe.consent.v1.WebSettingsR\bsettings\"]\n" +
 	"\x18AcceptRecoveryGapRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\"\n" +
@@ -3750,17 +4569,25 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"u\n" +
 	"\x14ListPurposesResponse\x125\n" +
 	"\bpurposes\x18\x01 \x03(\v2\x19.lethe.consent.v1.PurposeR\bpurposes\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"r\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x94\x01\n" +
 	"\rEvidenceInput\x12&\n" +
 	"\n" +
 	"ip_address\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x18@R\tipAddress\x12'\n" +
 	"\n" +
 	"user_agent\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tuserAgent\x12\x10\n" +
-	"\x03gpc\x18\x03 \x01(\bR\x03gpc\"U\n" +
+	"\x03gpc\x18\x03 \x01(\bR\x03gpc\x12 \n" +
+	"\x06origin\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xac\x02R\x06origin\"\x95\x01\n" +
 	"\bEvidence\x12 \n" +
 	"\vfingerprint\x18\x01 \x01(\fR\vfingerprint\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x10\n" +
-	"\x03gpc\x18\x03 \x01(\bR\x03gpc\"\xe8\x04\n" +
+	"\x03gpc\x18\x03 \x01(\bR\x03gpc\x12\x16\n" +
+	"\x06origin\x18\x04 \x01(\tR\x06origin\x12&\n" +
+	"\x0fuser_agent_hash\x18\x05 \x01(\fR\ruserAgentHash\"H\n" +
+	"\n" +
+	"LinkedFrom\x12\x1d\n" +
+	"\n" +
+	"subject_id\x18\x01 \x01(\tR\tsubjectId\x12\x1b\n" +
+	"\trecord_id\x18\x02 \x01(\tR\brecordId\"\xa7\x05\n" +
 	"\rConsentRecord\x12\x1b\n" +
 	"\trecord_id\x18\x01 \x01(\tR\brecordId\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1d\n" +
@@ -3779,7 +4606,9 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	" \x01(\tR\x05actor\x126\n" +
 	"\bevidence\x18\v \x01(\v2\x1a.lethe.consent.v1.EvidenceR\bevidence\x125\n" +
 	"\bgiven_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\agivenAt\x12F\n" +
-	"\x0erecovered_from\x18\r \x01(\v2\x1f.lethe.consent.v1.RecoveredFromR\rrecoveredFrom\"\x92\x01\n" +
+	"\x0erecovered_from\x18\r \x01(\v2\x1f.lethe.consent.v1.RecoveredFromR\rrecoveredFrom\x12=\n" +
+	"\vlinked_from\x18\x0e \x01(\v2\x1c.lethe.consent.v1.LinkedFromR\n" +
+	"linkedFrom\"\x92\x01\n" +
 	"\rRecoveredFrom\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12'\n" +
 	"\x0fstream_sequence\x18\x02 \x01(\x04R\x0estreamSequence\x12=\n" +
@@ -3801,7 +4630,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\bevidence\x18\b \x01(\v2\x1f.lethe.consent.v1.EvidenceInputR\bevidence\x12?\n" +
 	"\bgiven_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\b\xbaH\x05\xb2\x01\x022\x00R\agivenAt\"P\n" +
 	"\x15RecordConsentResponse\x127\n" +
-	"\x06record\x18\x01 \x01(\v2\x1f.lethe.consent.v1.ConsentRecordR\x06record\"\xea\x03\n" +
+	"\x06record\x18\x01 \x01(\v2\x1f.lethe.consent.v1.ConsentRecordR\x06record\"\xe3\x05\n" +
 	"\x1bRecordBannerDecisionRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -3812,7 +4641,11 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06choice\x12X\n" +
 	"\x11shown_purpose_ids\x18\x05 \x03(\tB,\xbaH)\x92\x01&\b\x01\x102\" r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$R\x0fshownPurposeIds\x12\\\n" +
 	"\x14selected_purpose_ids\x18\x06 \x03(\tB*\xbaH'\x92\x01$\x102\" r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$R\x12selectedPurposeIds\x12;\n" +
-	"\bevidence\x18\a \x01(\v2\x1f.lethe.consent.v1.EvidenceInputR\bevidence\"Y\n" +
+	"\bevidence\x18\a \x01(\v2\x1f.lethe.consent.v1.EvidenceInputR\bevidence\x12\xae\x01\n" +
+	"\x15shown_notice_versions\x18\b \x03(\v2F.lethe.consent.v1.RecordBannerDecisionRequest.ShownNoticeVersionsEntryB2\xbaH/\x9a\x01,\x102\" r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$*\x06r\x04\x10\x01\x18@R\x13shownNoticeVersions\x1aF\n" +
+	"\x18ShownNoticeVersionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
 	"\x1cRecordBannerDecisionResponse\x129\n" +
 	"\arecords\x18\x01 \x03(\v2\x1f.lethe.consent.v1.ConsentRecordR\arecords\"z\n" +
 	"\x19DestroyEvidenceKeyRequest\x12\x1d\n" +
@@ -4029,7 +4862,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x1eCHANGE_KIND_OBJECTION_RECORDED\x10\x03\x12#\n" +
 	"\x1fCHANGE_KIND_RESTRICTION_APPLIED\x10\x04\x12\"\n" +
 	"\x1eCHANGE_KIND_RESTRICTION_LIFTED\x10\x05\x12\x1f\n" +
-	"\x1bCHANGE_KIND_PURPOSE_CHANGED\x10\x062\xf2\f\n" +
+	"\x1bCHANGE_KIND_PURPOSE_CHANGED\x10\x062\x9d\x0f\n" +
 	"\x0eConsentService\x12W\n" +
 	"\n" +
 	"PutPurpose\x12#.lethe.consent.v1.PutPurposeRequest\x1a$.lethe.consent.v1.PutPurposeResponse\x12b\n" +
@@ -4048,7 +4881,10 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x05Watch\x12\x1e.lethe.consent.v1.WatchRequest\x1a\x1f.lethe.consent.v1.WatchResponse\"\x03\x90\x02\x010\x01\x12Y\n" +
 	"\tGetFanout\x12\".lethe.consent.v1.GetFanoutRequest\x1a#.lethe.consent.v1.GetFanoutResponse\"\x03\x90\x02\x01\x12]\n" +
 	"\fCompleteTask\x12%.lethe.consent.v1.CompleteTaskRequest\x1a&.lethe.consent.v1.CompleteTaskResponse\x12l\n" +
-	"\x11AcceptRecoveryGap\x12*.lethe.consent.v1.AcceptRecoveryGapRequest\x1a+.lethe.consent.v1.AcceptRecoveryGapResponseB\xc8\x01\n" +
+	"\x11AcceptRecoveryGap\x12*.lethe.consent.v1.AcceptRecoveryGapRequest\x1a+.lethe.consent.v1.AcceptRecoveryGapResponse\x12c\n" +
+	"\x0ePutWebSettings\x12'.lethe.consent.v1.PutWebSettingsRequest\x1a(.lethe.consent.v1.PutWebSettingsResponse\x12Z\n" +
+	"\vLinkVisitor\x12$.lethe.consent.v1.LinkVisitorRequest\x1a%.lethe.consent.v1.LinkVisitorResponse\x12h\n" +
+	"\x0eGetWebSettings\x12'.lethe.consent.v1.GetWebSettingsRequest\x1a(.lethe.consent.v1.GetWebSettingsResponse\"\x03\x90\x02\x01B\xc8\x01\n" +
 	"\x14com.lethe.consent.v1B\fConsentProtoP\x01Z@github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1;consentv1\xa2\x02\x03LCX\xaa\x02\x10Lethe.Consent.V1\xca\x02\x10Lethe\\Consent\\V1\xe2\x02\x1cLethe\\Consent\\V1\\GPBMetadata\xea\x02\x12Lethe::Consent::V1b\x06proto3"
 
 var (
@@ -4064,7 +4900,7 @@ func file_lethe_consent_v1_consent_proto_rawDescGZIP() []byte {
 }
 
 var file_lethe_consent_v1_consent_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_lethe_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_lethe_consent_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_lethe_consent_v1_consent_proto_goTypes = []any{
 	(ConsentAction)(0),                       // 0: lethe.consent.v1.ConsentAction
 	(CollectionMethod)(0),                    // 1: lethe.consent.v1.CollectionMethod
@@ -4072,162 +4908,193 @@ var file_lethe_consent_v1_consent_proto_goTypes = []any{
 	(RestrictionGroundOutcome)(0),            // 3: lethe.consent.v1.RestrictionGroundOutcome
 	(Reason)(0),                              // 4: lethe.consent.v1.Reason
 	(ChangeKind)(0),                          // 5: lethe.consent.v1.ChangeKind
-	(*AcceptRecoveryGapRequest)(nil),         // 6: lethe.consent.v1.AcceptRecoveryGapRequest
-	(*AcceptRecoveryGapResponse)(nil),        // 7: lethe.consent.v1.AcceptRecoveryGapResponse
-	(*Eligibility)(nil),                      // 8: lethe.consent.v1.Eligibility
-	(*NoticeVersion)(nil),                    // 9: lethe.consent.v1.NoticeVersion
-	(*Purpose)(nil),                          // 10: lethe.consent.v1.Purpose
-	(*PutPurposeRequest)(nil),                // 11: lethe.consent.v1.PutPurposeRequest
-	(*PutPurposeResponse)(nil),               // 12: lethe.consent.v1.PutPurposeResponse
-	(*ListPurposesRequest)(nil),              // 13: lethe.consent.v1.ListPurposesRequest
-	(*ListPurposesResponse)(nil),             // 14: lethe.consent.v1.ListPurposesResponse
-	(*EvidenceInput)(nil),                    // 15: lethe.consent.v1.EvidenceInput
-	(*Evidence)(nil),                         // 16: lethe.consent.v1.Evidence
-	(*ConsentRecord)(nil),                    // 17: lethe.consent.v1.ConsentRecord
-	(*RecoveredFrom)(nil),                    // 18: lethe.consent.v1.RecoveredFrom
-	(*RecordConsentRequest)(nil),             // 19: lethe.consent.v1.RecordConsentRequest
-	(*RecordConsentResponse)(nil),            // 20: lethe.consent.v1.RecordConsentResponse
-	(*RecordBannerDecisionRequest)(nil),      // 21: lethe.consent.v1.RecordBannerDecisionRequest
-	(*RecordBannerDecisionResponse)(nil),     // 22: lethe.consent.v1.RecordBannerDecisionResponse
-	(*DestroyEvidenceKeyRequest)(nil),        // 23: lethe.consent.v1.DestroyEvidenceKeyRequest
-	(*DestroyEvidenceKeyResponse)(nil),       // 24: lethe.consent.v1.DestroyEvidenceKeyResponse
-	(*ListConsentHistoryRequest)(nil),        // 25: lethe.consent.v1.ListConsentHistoryRequest
-	(*ListConsentHistoryResponse)(nil),       // 26: lethe.consent.v1.ListConsentHistoryResponse
-	(*RecordObjectionRequest)(nil),           // 27: lethe.consent.v1.RecordObjectionRequest
-	(*RecordObjectionResponse)(nil),          // 28: lethe.consent.v1.RecordObjectionResponse
-	(*ApplyRestrictionRequest)(nil),          // 29: lethe.consent.v1.ApplyRestrictionRequest
-	(*ApplyRestrictionResponse)(nil),         // 30: lethe.consent.v1.ApplyRestrictionResponse
-	(*LiftRestrictionRequest)(nil),           // 31: lethe.consent.v1.LiftRestrictionRequest
-	(*LiftRestrictionResponse)(nil),          // 32: lethe.consent.v1.LiftRestrictionResponse
-	(*Restriction)(nil),                      // 33: lethe.consent.v1.Restriction
-	(*ResolveRestrictionGroundRequest)(nil),  // 34: lethe.consent.v1.ResolveRestrictionGroundRequest
-	(*ResolveRestrictionGroundResponse)(nil), // 35: lethe.consent.v1.ResolveRestrictionGroundResponse
-	(*SubjectAttributes)(nil),                // 36: lethe.consent.v1.SubjectAttributes
-	(*Decision)(nil),                         // 37: lethe.consent.v1.Decision
-	(*CheckRequest)(nil),                     // 38: lethe.consent.v1.CheckRequest
-	(*CheckResponse)(nil),                    // 39: lethe.consent.v1.CheckResponse
-	(*CheckBatchRequest)(nil),                // 40: lethe.consent.v1.CheckBatchRequest
-	(*CheckBatchItem)(nil),                   // 41: lethe.consent.v1.CheckBatchItem
-	(*CheckBatchResponse)(nil),               // 42: lethe.consent.v1.CheckBatchResponse
-	(*Change)(nil),                           // 43: lethe.consent.v1.Change
-	(*WatchRequest)(nil),                     // 44: lethe.consent.v1.WatchRequest
-	(*WatchResponse)(nil),                    // 45: lethe.consent.v1.WatchResponse
-	(*GetFanoutRequest)(nil),                 // 46: lethe.consent.v1.GetFanoutRequest
-	(*Task)(nil),                             // 47: lethe.consent.v1.Task
-	(*CompleteTaskRequest)(nil),              // 48: lethe.consent.v1.CompleteTaskRequest
-	(*CompleteTaskResponse)(nil),             // 49: lethe.consent.v1.CompleteTaskResponse
-	(*GetFanoutResponse)(nil),                // 50: lethe.consent.v1.GetFanoutResponse
-	(*timestamppb.Timestamp)(nil),            // 51: google.protobuf.Timestamp
-	(v1.LegalBasis)(0),                       // 52: lethe.common.v1.LegalBasis
-	(*durationpb.Duration)(nil),              // 53: google.protobuf.Duration
-	(v11.ObjectionScope)(0),                  // 54: lethe.events.v1.ObjectionScope
-	(*v1.Cause)(nil),                         // 55: lethe.common.v1.Cause
-	(v11.RestrictionGround)(0),               // 56: lethe.events.v1.RestrictionGround
-	(v1.TaskState)(0),                        // 57: lethe.common.v1.TaskState
-	(v11.OutcomeKind)(0),                     // 58: lethe.events.v1.OutcomeKind
+	(*WebSettings)(nil),                      // 6: lethe.consent.v1.WebSettings
+	(*SubjectTokenKey)(nil),                  // 7: lethe.consent.v1.SubjectTokenKey
+	(*BannerTexts)(nil),                      // 8: lethe.consent.v1.BannerTexts
+	(*PurposeText)(nil),                      // 9: lethe.consent.v1.PurposeText
+	(*PutWebSettingsRequest)(nil),            // 10: lethe.consent.v1.PutWebSettingsRequest
+	(*PutWebSettingsResponse)(nil),           // 11: lethe.consent.v1.PutWebSettingsResponse
+	(*LinkVisitorRequest)(nil),               // 12: lethe.consent.v1.LinkVisitorRequest
+	(*LinkVisitorResponse)(nil),              // 13: lethe.consent.v1.LinkVisitorResponse
+	(*GetWebSettingsRequest)(nil),            // 14: lethe.consent.v1.GetWebSettingsRequest
+	(*GetWebSettingsResponse)(nil),           // 15: lethe.consent.v1.GetWebSettingsResponse
+	(*AcceptRecoveryGapRequest)(nil),         // 16: lethe.consent.v1.AcceptRecoveryGapRequest
+	(*AcceptRecoveryGapResponse)(nil),        // 17: lethe.consent.v1.AcceptRecoveryGapResponse
+	(*Eligibility)(nil),                      // 18: lethe.consent.v1.Eligibility
+	(*NoticeVersion)(nil),                    // 19: lethe.consent.v1.NoticeVersion
+	(*Purpose)(nil),                          // 20: lethe.consent.v1.Purpose
+	(*PutPurposeRequest)(nil),                // 21: lethe.consent.v1.PutPurposeRequest
+	(*PutPurposeResponse)(nil),               // 22: lethe.consent.v1.PutPurposeResponse
+	(*ListPurposesRequest)(nil),              // 23: lethe.consent.v1.ListPurposesRequest
+	(*ListPurposesResponse)(nil),             // 24: lethe.consent.v1.ListPurposesResponse
+	(*EvidenceInput)(nil),                    // 25: lethe.consent.v1.EvidenceInput
+	(*Evidence)(nil),                         // 26: lethe.consent.v1.Evidence
+	(*LinkedFrom)(nil),                       // 27: lethe.consent.v1.LinkedFrom
+	(*ConsentRecord)(nil),                    // 28: lethe.consent.v1.ConsentRecord
+	(*RecoveredFrom)(nil),                    // 29: lethe.consent.v1.RecoveredFrom
+	(*RecordConsentRequest)(nil),             // 30: lethe.consent.v1.RecordConsentRequest
+	(*RecordConsentResponse)(nil),            // 31: lethe.consent.v1.RecordConsentResponse
+	(*RecordBannerDecisionRequest)(nil),      // 32: lethe.consent.v1.RecordBannerDecisionRequest
+	(*RecordBannerDecisionResponse)(nil),     // 33: lethe.consent.v1.RecordBannerDecisionResponse
+	(*DestroyEvidenceKeyRequest)(nil),        // 34: lethe.consent.v1.DestroyEvidenceKeyRequest
+	(*DestroyEvidenceKeyResponse)(nil),       // 35: lethe.consent.v1.DestroyEvidenceKeyResponse
+	(*ListConsentHistoryRequest)(nil),        // 36: lethe.consent.v1.ListConsentHistoryRequest
+	(*ListConsentHistoryResponse)(nil),       // 37: lethe.consent.v1.ListConsentHistoryResponse
+	(*RecordObjectionRequest)(nil),           // 38: lethe.consent.v1.RecordObjectionRequest
+	(*RecordObjectionResponse)(nil),          // 39: lethe.consent.v1.RecordObjectionResponse
+	(*ApplyRestrictionRequest)(nil),          // 40: lethe.consent.v1.ApplyRestrictionRequest
+	(*ApplyRestrictionResponse)(nil),         // 41: lethe.consent.v1.ApplyRestrictionResponse
+	(*LiftRestrictionRequest)(nil),           // 42: lethe.consent.v1.LiftRestrictionRequest
+	(*LiftRestrictionResponse)(nil),          // 43: lethe.consent.v1.LiftRestrictionResponse
+	(*Restriction)(nil),                      // 44: lethe.consent.v1.Restriction
+	(*ResolveRestrictionGroundRequest)(nil),  // 45: lethe.consent.v1.ResolveRestrictionGroundRequest
+	(*ResolveRestrictionGroundResponse)(nil), // 46: lethe.consent.v1.ResolveRestrictionGroundResponse
+	(*SubjectAttributes)(nil),                // 47: lethe.consent.v1.SubjectAttributes
+	(*Decision)(nil),                         // 48: lethe.consent.v1.Decision
+	(*CheckRequest)(nil),                     // 49: lethe.consent.v1.CheckRequest
+	(*CheckResponse)(nil),                    // 50: lethe.consent.v1.CheckResponse
+	(*CheckBatchRequest)(nil),                // 51: lethe.consent.v1.CheckBatchRequest
+	(*CheckBatchItem)(nil),                   // 52: lethe.consent.v1.CheckBatchItem
+	(*CheckBatchResponse)(nil),               // 53: lethe.consent.v1.CheckBatchResponse
+	(*Change)(nil),                           // 54: lethe.consent.v1.Change
+	(*WatchRequest)(nil),                     // 55: lethe.consent.v1.WatchRequest
+	(*WatchResponse)(nil),                    // 56: lethe.consent.v1.WatchResponse
+	(*GetFanoutRequest)(nil),                 // 57: lethe.consent.v1.GetFanoutRequest
+	(*Task)(nil),                             // 58: lethe.consent.v1.Task
+	(*CompleteTaskRequest)(nil),              // 59: lethe.consent.v1.CompleteTaskRequest
+	(*CompleteTaskResponse)(nil),             // 60: lethe.consent.v1.CompleteTaskResponse
+	(*GetFanoutResponse)(nil),                // 61: lethe.consent.v1.GetFanoutResponse
+	nil,                                      // 62: lethe.consent.v1.WebSettings.TextsEntry
+	nil,                                      // 63: lethe.consent.v1.BannerTexts.PurposesEntry
+	nil,                                      // 64: lethe.consent.v1.RecordBannerDecisionRequest.ShownNoticeVersionsEntry
+	(*timestamppb.Timestamp)(nil),            // 65: google.protobuf.Timestamp
+	(v1.LegalBasis)(0),                       // 66: lethe.common.v1.LegalBasis
+	(*durationpb.Duration)(nil),              // 67: google.protobuf.Duration
+	(v11.ObjectionScope)(0),                  // 68: lethe.events.v1.ObjectionScope
+	(*v1.Cause)(nil),                         // 69: lethe.common.v1.Cause
+	(v11.RestrictionGround)(0),               // 70: lethe.events.v1.RestrictionGround
+	(v1.TaskState)(0),                        // 71: lethe.common.v1.TaskState
+	(v11.OutcomeKind)(0),                     // 72: lethe.events.v1.OutcomeKind
 }
 var file_lethe_consent_v1_consent_proto_depIdxs = []int32{
-	51, // 0: lethe.consent.v1.AcceptRecoveryGapResponse.gap_from:type_name -> google.protobuf.Timestamp
-	51, // 1: lethe.consent.v1.AcceptRecoveryGapResponse.gap_until:type_name -> google.protobuf.Timestamp
-	51, // 2: lethe.consent.v1.NoticeVersion.effective_at:type_name -> google.protobuf.Timestamp
-	52, // 3: lethe.consent.v1.Purpose.legal_basis:type_name -> lethe.common.v1.LegalBasis
-	53, // 4: lethe.consent.v1.Purpose.default_lifetime:type_name -> google.protobuf.Duration
-	8,  // 5: lethe.consent.v1.Purpose.eligibility:type_name -> lethe.consent.v1.Eligibility
-	9,  // 6: lethe.consent.v1.Purpose.notice_versions:type_name -> lethe.consent.v1.NoticeVersion
-	10, // 7: lethe.consent.v1.PutPurposeRequest.purpose:type_name -> lethe.consent.v1.Purpose
-	10, // 8: lethe.consent.v1.PutPurposeResponse.purpose:type_name -> lethe.consent.v1.Purpose
-	10, // 9: lethe.consent.v1.ListPurposesResponse.purposes:type_name -> lethe.consent.v1.Purpose
-	0,  // 10: lethe.consent.v1.ConsentRecord.action:type_name -> lethe.consent.v1.ConsentAction
-	1,  // 11: lethe.consent.v1.ConsentRecord.method:type_name -> lethe.consent.v1.CollectionMethod
-	51, // 12: lethe.consent.v1.ConsentRecord.recorded_at:type_name -> google.protobuf.Timestamp
-	51, // 13: lethe.consent.v1.ConsentRecord.expires_at:type_name -> google.protobuf.Timestamp
-	16, // 14: lethe.consent.v1.ConsentRecord.evidence:type_name -> lethe.consent.v1.Evidence
-	51, // 15: lethe.consent.v1.ConsentRecord.given_at:type_name -> google.protobuf.Timestamp
-	18, // 16: lethe.consent.v1.ConsentRecord.recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
-	51, // 17: lethe.consent.v1.RecoveredFrom.recovered_at:type_name -> google.protobuf.Timestamp
-	0,  // 18: lethe.consent.v1.RecordConsentRequest.action:type_name -> lethe.consent.v1.ConsentAction
-	1,  // 19: lethe.consent.v1.RecordConsentRequest.method:type_name -> lethe.consent.v1.CollectionMethod
-	15, // 20: lethe.consent.v1.RecordConsentRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
-	51, // 21: lethe.consent.v1.RecordConsentRequest.given_at:type_name -> google.protobuf.Timestamp
-	17, // 22: lethe.consent.v1.RecordConsentResponse.record:type_name -> lethe.consent.v1.ConsentRecord
-	2,  // 23: lethe.consent.v1.RecordBannerDecisionRequest.choice:type_name -> lethe.consent.v1.BannerChoice
-	15, // 24: lethe.consent.v1.RecordBannerDecisionRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
-	17, // 25: lethe.consent.v1.RecordBannerDecisionResponse.records:type_name -> lethe.consent.v1.ConsentRecord
-	17, // 26: lethe.consent.v1.ListConsentHistoryResponse.records:type_name -> lethe.consent.v1.ConsentRecord
-	54, // 27: lethe.consent.v1.RecordObjectionRequest.scope:type_name -> lethe.events.v1.ObjectionScope
-	55, // 28: lethe.consent.v1.RecordObjectionRequest.cause:type_name -> lethe.common.v1.Cause
-	56, // 29: lethe.consent.v1.ApplyRestrictionRequest.ground:type_name -> lethe.events.v1.RestrictionGround
-	55, // 30: lethe.consent.v1.ApplyRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
-	55, // 31: lethe.consent.v1.LiftRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
-	51, // 32: lethe.consent.v1.LiftRestrictionRequest.subject_informed_at:type_name -> google.protobuf.Timestamp
-	33, // 33: lethe.consent.v1.LiftRestrictionResponse.restriction:type_name -> lethe.consent.v1.Restriction
-	56, // 34: lethe.consent.v1.Restriction.ground:type_name -> lethe.events.v1.RestrictionGround
-	51, // 35: lethe.consent.v1.Restriction.applied_at:type_name -> google.protobuf.Timestamp
-	51, // 36: lethe.consent.v1.Restriction.lifted_at:type_name -> google.protobuf.Timestamp
-	51, // 37: lethe.consent.v1.Restriction.subject_informed_at:type_name -> google.protobuf.Timestamp
-	3,  // 38: lethe.consent.v1.Restriction.ground_outcome:type_name -> lethe.consent.v1.RestrictionGroundOutcome
-	18, // 39: lethe.consent.v1.Restriction.recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
-	18, // 40: lethe.consent.v1.Restriction.lift_recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
-	3,  // 41: lethe.consent.v1.ResolveRestrictionGroundRequest.outcome:type_name -> lethe.consent.v1.RestrictionGroundOutcome
-	51, // 42: lethe.consent.v1.ResolveRestrictionGroundRequest.subject_informed_at:type_name -> google.protobuf.Timestamp
-	55, // 43: lethe.consent.v1.ResolveRestrictionGroundRequest.cause:type_name -> lethe.common.v1.Cause
-	33, // 44: lethe.consent.v1.ResolveRestrictionGroundResponse.restriction:type_name -> lethe.consent.v1.Restriction
-	4,  // 45: lethe.consent.v1.Decision.reason:type_name -> lethe.consent.v1.Reason
-	17, // 46: lethe.consent.v1.Decision.records:type_name -> lethe.consent.v1.ConsentRecord
-	36, // 47: lethe.consent.v1.CheckRequest.attributes:type_name -> lethe.consent.v1.SubjectAttributes
-	51, // 48: lethe.consent.v1.CheckRequest.at:type_name -> google.protobuf.Timestamp
-	37, // 49: lethe.consent.v1.CheckResponse.decision:type_name -> lethe.consent.v1.Decision
-	41, // 50: lethe.consent.v1.CheckBatchRequest.items:type_name -> lethe.consent.v1.CheckBatchItem
-	51, // 51: lethe.consent.v1.CheckBatchRequest.at:type_name -> google.protobuf.Timestamp
-	36, // 52: lethe.consent.v1.CheckBatchItem.attributes:type_name -> lethe.consent.v1.SubjectAttributes
-	37, // 53: lethe.consent.v1.CheckBatchResponse.decisions:type_name -> lethe.consent.v1.Decision
-	5,  // 54: lethe.consent.v1.Change.kind:type_name -> lethe.consent.v1.ChangeKind
-	51, // 55: lethe.consent.v1.Change.at:type_name -> google.protobuf.Timestamp
-	43, // 56: lethe.consent.v1.WatchResponse.changes:type_name -> lethe.consent.v1.Change
-	55, // 57: lethe.consent.v1.GetFanoutRequest.cause:type_name -> lethe.common.v1.Cause
-	57, // 58: lethe.consent.v1.Task.state:type_name -> lethe.common.v1.TaskState
-	58, // 59: lethe.consent.v1.Task.outcome:type_name -> lethe.events.v1.OutcomeKind
-	55, // 60: lethe.consent.v1.CompleteTaskRequest.cause:type_name -> lethe.common.v1.Cause
-	58, // 61: lethe.consent.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
-	47, // 62: lethe.consent.v1.CompleteTaskResponse.task:type_name -> lethe.consent.v1.Task
-	47, // 63: lethe.consent.v1.GetFanoutResponse.tasks:type_name -> lethe.consent.v1.Task
-	11, // 64: lethe.consent.v1.ConsentService.PutPurpose:input_type -> lethe.consent.v1.PutPurposeRequest
-	13, // 65: lethe.consent.v1.ConsentService.ListPurposes:input_type -> lethe.consent.v1.ListPurposesRequest
-	19, // 66: lethe.consent.v1.ConsentService.RecordConsent:input_type -> lethe.consent.v1.RecordConsentRequest
-	21, // 67: lethe.consent.v1.ConsentService.RecordBannerDecision:input_type -> lethe.consent.v1.RecordBannerDecisionRequest
-	23, // 68: lethe.consent.v1.ConsentService.DestroyEvidenceKey:input_type -> lethe.consent.v1.DestroyEvidenceKeyRequest
-	25, // 69: lethe.consent.v1.ConsentService.ListConsentHistory:input_type -> lethe.consent.v1.ListConsentHistoryRequest
-	27, // 70: lethe.consent.v1.ConsentService.RecordObjection:input_type -> lethe.consent.v1.RecordObjectionRequest
-	29, // 71: lethe.consent.v1.ConsentService.ApplyRestriction:input_type -> lethe.consent.v1.ApplyRestrictionRequest
-	31, // 72: lethe.consent.v1.ConsentService.LiftRestriction:input_type -> lethe.consent.v1.LiftRestrictionRequest
-	34, // 73: lethe.consent.v1.ConsentService.ResolveRestrictionGround:input_type -> lethe.consent.v1.ResolveRestrictionGroundRequest
-	38, // 74: lethe.consent.v1.ConsentService.Check:input_type -> lethe.consent.v1.CheckRequest
-	40, // 75: lethe.consent.v1.ConsentService.CheckBatch:input_type -> lethe.consent.v1.CheckBatchRequest
-	44, // 76: lethe.consent.v1.ConsentService.Watch:input_type -> lethe.consent.v1.WatchRequest
-	46, // 77: lethe.consent.v1.ConsentService.GetFanout:input_type -> lethe.consent.v1.GetFanoutRequest
-	48, // 78: lethe.consent.v1.ConsentService.CompleteTask:input_type -> lethe.consent.v1.CompleteTaskRequest
-	6,  // 79: lethe.consent.v1.ConsentService.AcceptRecoveryGap:input_type -> lethe.consent.v1.AcceptRecoveryGapRequest
-	12, // 80: lethe.consent.v1.ConsentService.PutPurpose:output_type -> lethe.consent.v1.PutPurposeResponse
-	14, // 81: lethe.consent.v1.ConsentService.ListPurposes:output_type -> lethe.consent.v1.ListPurposesResponse
-	20, // 82: lethe.consent.v1.ConsentService.RecordConsent:output_type -> lethe.consent.v1.RecordConsentResponse
-	22, // 83: lethe.consent.v1.ConsentService.RecordBannerDecision:output_type -> lethe.consent.v1.RecordBannerDecisionResponse
-	24, // 84: lethe.consent.v1.ConsentService.DestroyEvidenceKey:output_type -> lethe.consent.v1.DestroyEvidenceKeyResponse
-	26, // 85: lethe.consent.v1.ConsentService.ListConsentHistory:output_type -> lethe.consent.v1.ListConsentHistoryResponse
-	28, // 86: lethe.consent.v1.ConsentService.RecordObjection:output_type -> lethe.consent.v1.RecordObjectionResponse
-	30, // 87: lethe.consent.v1.ConsentService.ApplyRestriction:output_type -> lethe.consent.v1.ApplyRestrictionResponse
-	32, // 88: lethe.consent.v1.ConsentService.LiftRestriction:output_type -> lethe.consent.v1.LiftRestrictionResponse
-	35, // 89: lethe.consent.v1.ConsentService.ResolveRestrictionGround:output_type -> lethe.consent.v1.ResolveRestrictionGroundResponse
-	39, // 90: lethe.consent.v1.ConsentService.Check:output_type -> lethe.consent.v1.CheckResponse
-	42, // 91: lethe.consent.v1.ConsentService.CheckBatch:output_type -> lethe.consent.v1.CheckBatchResponse
-	45, // 92: lethe.consent.v1.ConsentService.Watch:output_type -> lethe.consent.v1.WatchResponse
-	50, // 93: lethe.consent.v1.ConsentService.GetFanout:output_type -> lethe.consent.v1.GetFanoutResponse
-	49, // 94: lethe.consent.v1.ConsentService.CompleteTask:output_type -> lethe.consent.v1.CompleteTaskResponse
-	7,  // 95: lethe.consent.v1.ConsentService.AcceptRecoveryGap:output_type -> lethe.consent.v1.AcceptRecoveryGapResponse
-	80, // [80:96] is the sub-list for method output_type
-	64, // [64:80] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	7,  // 0: lethe.consent.v1.WebSettings.subject_token_keys:type_name -> lethe.consent.v1.SubjectTokenKey
+	62, // 1: lethe.consent.v1.WebSettings.texts:type_name -> lethe.consent.v1.WebSettings.TextsEntry
+	63, // 2: lethe.consent.v1.BannerTexts.purposes:type_name -> lethe.consent.v1.BannerTexts.PurposesEntry
+	6,  // 3: lethe.consent.v1.PutWebSettingsRequest.settings:type_name -> lethe.consent.v1.WebSettings
+	6,  // 4: lethe.consent.v1.PutWebSettingsResponse.settings:type_name -> lethe.consent.v1.WebSettings
+	28, // 5: lethe.consent.v1.LinkVisitorResponse.records:type_name -> lethe.consent.v1.ConsentRecord
+	6,  // 6: lethe.consent.v1.GetWebSettingsResponse.settings:type_name -> lethe.consent.v1.WebSettings
+	65, // 7: lethe.consent.v1.AcceptRecoveryGapResponse.gap_from:type_name -> google.protobuf.Timestamp
+	65, // 8: lethe.consent.v1.AcceptRecoveryGapResponse.gap_until:type_name -> google.protobuf.Timestamp
+	65, // 9: lethe.consent.v1.NoticeVersion.effective_at:type_name -> google.protobuf.Timestamp
+	66, // 10: lethe.consent.v1.Purpose.legal_basis:type_name -> lethe.common.v1.LegalBasis
+	67, // 11: lethe.consent.v1.Purpose.default_lifetime:type_name -> google.protobuf.Duration
+	18, // 12: lethe.consent.v1.Purpose.eligibility:type_name -> lethe.consent.v1.Eligibility
+	19, // 13: lethe.consent.v1.Purpose.notice_versions:type_name -> lethe.consent.v1.NoticeVersion
+	20, // 14: lethe.consent.v1.PutPurposeRequest.purpose:type_name -> lethe.consent.v1.Purpose
+	20, // 15: lethe.consent.v1.PutPurposeResponse.purpose:type_name -> lethe.consent.v1.Purpose
+	20, // 16: lethe.consent.v1.ListPurposesResponse.purposes:type_name -> lethe.consent.v1.Purpose
+	0,  // 17: lethe.consent.v1.ConsentRecord.action:type_name -> lethe.consent.v1.ConsentAction
+	1,  // 18: lethe.consent.v1.ConsentRecord.method:type_name -> lethe.consent.v1.CollectionMethod
+	65, // 19: lethe.consent.v1.ConsentRecord.recorded_at:type_name -> google.protobuf.Timestamp
+	65, // 20: lethe.consent.v1.ConsentRecord.expires_at:type_name -> google.protobuf.Timestamp
+	26, // 21: lethe.consent.v1.ConsentRecord.evidence:type_name -> lethe.consent.v1.Evidence
+	65, // 22: lethe.consent.v1.ConsentRecord.given_at:type_name -> google.protobuf.Timestamp
+	29, // 23: lethe.consent.v1.ConsentRecord.recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
+	27, // 24: lethe.consent.v1.ConsentRecord.linked_from:type_name -> lethe.consent.v1.LinkedFrom
+	65, // 25: lethe.consent.v1.RecoveredFrom.recovered_at:type_name -> google.protobuf.Timestamp
+	0,  // 26: lethe.consent.v1.RecordConsentRequest.action:type_name -> lethe.consent.v1.ConsentAction
+	1,  // 27: lethe.consent.v1.RecordConsentRequest.method:type_name -> lethe.consent.v1.CollectionMethod
+	25, // 28: lethe.consent.v1.RecordConsentRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
+	65, // 29: lethe.consent.v1.RecordConsentRequest.given_at:type_name -> google.protobuf.Timestamp
+	28, // 30: lethe.consent.v1.RecordConsentResponse.record:type_name -> lethe.consent.v1.ConsentRecord
+	2,  // 31: lethe.consent.v1.RecordBannerDecisionRequest.choice:type_name -> lethe.consent.v1.BannerChoice
+	25, // 32: lethe.consent.v1.RecordBannerDecisionRequest.evidence:type_name -> lethe.consent.v1.EvidenceInput
+	64, // 33: lethe.consent.v1.RecordBannerDecisionRequest.shown_notice_versions:type_name -> lethe.consent.v1.RecordBannerDecisionRequest.ShownNoticeVersionsEntry
+	28, // 34: lethe.consent.v1.RecordBannerDecisionResponse.records:type_name -> lethe.consent.v1.ConsentRecord
+	28, // 35: lethe.consent.v1.ListConsentHistoryResponse.records:type_name -> lethe.consent.v1.ConsentRecord
+	68, // 36: lethe.consent.v1.RecordObjectionRequest.scope:type_name -> lethe.events.v1.ObjectionScope
+	69, // 37: lethe.consent.v1.RecordObjectionRequest.cause:type_name -> lethe.common.v1.Cause
+	70, // 38: lethe.consent.v1.ApplyRestrictionRequest.ground:type_name -> lethe.events.v1.RestrictionGround
+	69, // 39: lethe.consent.v1.ApplyRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
+	69, // 40: lethe.consent.v1.LiftRestrictionRequest.cause:type_name -> lethe.common.v1.Cause
+	65, // 41: lethe.consent.v1.LiftRestrictionRequest.subject_informed_at:type_name -> google.protobuf.Timestamp
+	44, // 42: lethe.consent.v1.LiftRestrictionResponse.restriction:type_name -> lethe.consent.v1.Restriction
+	70, // 43: lethe.consent.v1.Restriction.ground:type_name -> lethe.events.v1.RestrictionGround
+	65, // 44: lethe.consent.v1.Restriction.applied_at:type_name -> google.protobuf.Timestamp
+	65, // 45: lethe.consent.v1.Restriction.lifted_at:type_name -> google.protobuf.Timestamp
+	65, // 46: lethe.consent.v1.Restriction.subject_informed_at:type_name -> google.protobuf.Timestamp
+	3,  // 47: lethe.consent.v1.Restriction.ground_outcome:type_name -> lethe.consent.v1.RestrictionGroundOutcome
+	29, // 48: lethe.consent.v1.Restriction.recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
+	29, // 49: lethe.consent.v1.Restriction.lift_recovered_from:type_name -> lethe.consent.v1.RecoveredFrom
+	3,  // 50: lethe.consent.v1.ResolveRestrictionGroundRequest.outcome:type_name -> lethe.consent.v1.RestrictionGroundOutcome
+	65, // 51: lethe.consent.v1.ResolveRestrictionGroundRequest.subject_informed_at:type_name -> google.protobuf.Timestamp
+	69, // 52: lethe.consent.v1.ResolveRestrictionGroundRequest.cause:type_name -> lethe.common.v1.Cause
+	44, // 53: lethe.consent.v1.ResolveRestrictionGroundResponse.restriction:type_name -> lethe.consent.v1.Restriction
+	4,  // 54: lethe.consent.v1.Decision.reason:type_name -> lethe.consent.v1.Reason
+	28, // 55: lethe.consent.v1.Decision.records:type_name -> lethe.consent.v1.ConsentRecord
+	47, // 56: lethe.consent.v1.CheckRequest.attributes:type_name -> lethe.consent.v1.SubjectAttributes
+	65, // 57: lethe.consent.v1.CheckRequest.at:type_name -> google.protobuf.Timestamp
+	48, // 58: lethe.consent.v1.CheckResponse.decision:type_name -> lethe.consent.v1.Decision
+	52, // 59: lethe.consent.v1.CheckBatchRequest.items:type_name -> lethe.consent.v1.CheckBatchItem
+	65, // 60: lethe.consent.v1.CheckBatchRequest.at:type_name -> google.protobuf.Timestamp
+	47, // 61: lethe.consent.v1.CheckBatchItem.attributes:type_name -> lethe.consent.v1.SubjectAttributes
+	48, // 62: lethe.consent.v1.CheckBatchResponse.decisions:type_name -> lethe.consent.v1.Decision
+	5,  // 63: lethe.consent.v1.Change.kind:type_name -> lethe.consent.v1.ChangeKind
+	65, // 64: lethe.consent.v1.Change.at:type_name -> google.protobuf.Timestamp
+	54, // 65: lethe.consent.v1.WatchResponse.changes:type_name -> lethe.consent.v1.Change
+	69, // 66: lethe.consent.v1.GetFanoutRequest.cause:type_name -> lethe.common.v1.Cause
+	71, // 67: lethe.consent.v1.Task.state:type_name -> lethe.common.v1.TaskState
+	72, // 68: lethe.consent.v1.Task.outcome:type_name -> lethe.events.v1.OutcomeKind
+	69, // 69: lethe.consent.v1.CompleteTaskRequest.cause:type_name -> lethe.common.v1.Cause
+	72, // 70: lethe.consent.v1.CompleteTaskRequest.outcome:type_name -> lethe.events.v1.OutcomeKind
+	58, // 71: lethe.consent.v1.CompleteTaskResponse.task:type_name -> lethe.consent.v1.Task
+	58, // 72: lethe.consent.v1.GetFanoutResponse.tasks:type_name -> lethe.consent.v1.Task
+	8,  // 73: lethe.consent.v1.WebSettings.TextsEntry.value:type_name -> lethe.consent.v1.BannerTexts
+	9,  // 74: lethe.consent.v1.BannerTexts.PurposesEntry.value:type_name -> lethe.consent.v1.PurposeText
+	21, // 75: lethe.consent.v1.ConsentService.PutPurpose:input_type -> lethe.consent.v1.PutPurposeRequest
+	23, // 76: lethe.consent.v1.ConsentService.ListPurposes:input_type -> lethe.consent.v1.ListPurposesRequest
+	30, // 77: lethe.consent.v1.ConsentService.RecordConsent:input_type -> lethe.consent.v1.RecordConsentRequest
+	32, // 78: lethe.consent.v1.ConsentService.RecordBannerDecision:input_type -> lethe.consent.v1.RecordBannerDecisionRequest
+	34, // 79: lethe.consent.v1.ConsentService.DestroyEvidenceKey:input_type -> lethe.consent.v1.DestroyEvidenceKeyRequest
+	36, // 80: lethe.consent.v1.ConsentService.ListConsentHistory:input_type -> lethe.consent.v1.ListConsentHistoryRequest
+	38, // 81: lethe.consent.v1.ConsentService.RecordObjection:input_type -> lethe.consent.v1.RecordObjectionRequest
+	40, // 82: lethe.consent.v1.ConsentService.ApplyRestriction:input_type -> lethe.consent.v1.ApplyRestrictionRequest
+	42, // 83: lethe.consent.v1.ConsentService.LiftRestriction:input_type -> lethe.consent.v1.LiftRestrictionRequest
+	45, // 84: lethe.consent.v1.ConsentService.ResolveRestrictionGround:input_type -> lethe.consent.v1.ResolveRestrictionGroundRequest
+	49, // 85: lethe.consent.v1.ConsentService.Check:input_type -> lethe.consent.v1.CheckRequest
+	51, // 86: lethe.consent.v1.ConsentService.CheckBatch:input_type -> lethe.consent.v1.CheckBatchRequest
+	55, // 87: lethe.consent.v1.ConsentService.Watch:input_type -> lethe.consent.v1.WatchRequest
+	57, // 88: lethe.consent.v1.ConsentService.GetFanout:input_type -> lethe.consent.v1.GetFanoutRequest
+	59, // 89: lethe.consent.v1.ConsentService.CompleteTask:input_type -> lethe.consent.v1.CompleteTaskRequest
+	16, // 90: lethe.consent.v1.ConsentService.AcceptRecoveryGap:input_type -> lethe.consent.v1.AcceptRecoveryGapRequest
+	10, // 91: lethe.consent.v1.ConsentService.PutWebSettings:input_type -> lethe.consent.v1.PutWebSettingsRequest
+	12, // 92: lethe.consent.v1.ConsentService.LinkVisitor:input_type -> lethe.consent.v1.LinkVisitorRequest
+	14, // 93: lethe.consent.v1.ConsentService.GetWebSettings:input_type -> lethe.consent.v1.GetWebSettingsRequest
+	22, // 94: lethe.consent.v1.ConsentService.PutPurpose:output_type -> lethe.consent.v1.PutPurposeResponse
+	24, // 95: lethe.consent.v1.ConsentService.ListPurposes:output_type -> lethe.consent.v1.ListPurposesResponse
+	31, // 96: lethe.consent.v1.ConsentService.RecordConsent:output_type -> lethe.consent.v1.RecordConsentResponse
+	33, // 97: lethe.consent.v1.ConsentService.RecordBannerDecision:output_type -> lethe.consent.v1.RecordBannerDecisionResponse
+	35, // 98: lethe.consent.v1.ConsentService.DestroyEvidenceKey:output_type -> lethe.consent.v1.DestroyEvidenceKeyResponse
+	37, // 99: lethe.consent.v1.ConsentService.ListConsentHistory:output_type -> lethe.consent.v1.ListConsentHistoryResponse
+	39, // 100: lethe.consent.v1.ConsentService.RecordObjection:output_type -> lethe.consent.v1.RecordObjectionResponse
+	41, // 101: lethe.consent.v1.ConsentService.ApplyRestriction:output_type -> lethe.consent.v1.ApplyRestrictionResponse
+	43, // 102: lethe.consent.v1.ConsentService.LiftRestriction:output_type -> lethe.consent.v1.LiftRestrictionResponse
+	46, // 103: lethe.consent.v1.ConsentService.ResolveRestrictionGround:output_type -> lethe.consent.v1.ResolveRestrictionGroundResponse
+	50, // 104: lethe.consent.v1.ConsentService.Check:output_type -> lethe.consent.v1.CheckResponse
+	53, // 105: lethe.consent.v1.ConsentService.CheckBatch:output_type -> lethe.consent.v1.CheckBatchResponse
+	56, // 106: lethe.consent.v1.ConsentService.Watch:output_type -> lethe.consent.v1.WatchResponse
+	61, // 107: lethe.consent.v1.ConsentService.GetFanout:output_type -> lethe.consent.v1.GetFanoutResponse
+	60, // 108: lethe.consent.v1.ConsentService.CompleteTask:output_type -> lethe.consent.v1.CompleteTaskResponse
+	17, // 109: lethe.consent.v1.ConsentService.AcceptRecoveryGap:output_type -> lethe.consent.v1.AcceptRecoveryGapResponse
+	11, // 110: lethe.consent.v1.ConsentService.PutWebSettings:output_type -> lethe.consent.v1.PutWebSettingsResponse
+	13, // 111: lethe.consent.v1.ConsentService.LinkVisitor:output_type -> lethe.consent.v1.LinkVisitorResponse
+	15, // 112: lethe.consent.v1.ConsentService.GetWebSettings:output_type -> lethe.consent.v1.GetWebSettingsResponse
+	94, // [94:113] is the sub-list for method output_type
+	75, // [75:94] is the sub-list for method input_type
+	75, // [75:75] is the sub-list for extension type_name
+	75, // [75:75] is the sub-list for extension extendee
+	0,  // [0:75] is the sub-list for field type_name
 }
 
 func init() { file_lethe_consent_v1_consent_proto_init() }
@@ -4241,7 +5108,7 @@ func file_lethe_consent_v1_consent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_consent_v1_consent_proto_rawDesc), len(file_lethe_consent_v1_consent_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   45,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,6 +42,9 @@ const (
 	ConsentService_GetFanout_FullMethodName                = "/lethe.consent.v1.ConsentService/GetFanout"
 	ConsentService_CompleteTask_FullMethodName             = "/lethe.consent.v1.ConsentService/CompleteTask"
 	ConsentService_AcceptRecoveryGap_FullMethodName        = "/lethe.consent.v1.ConsentService/AcceptRecoveryGap"
+	ConsentService_PutWebSettings_FullMethodName           = "/lethe.consent.v1.ConsentService/PutWebSettings"
+	ConsentService_LinkVisitor_FullMethodName              = "/lethe.consent.v1.ConsentService/LinkVisitor"
+	ConsentService_GetWebSettings_FullMethodName           = "/lethe.consent.v1.ConsentService/GetWebSettings"
 )
 
 // ConsentServiceClient is the client API for ConsentService service.
@@ -119,6 +122,23 @@ type ConsentServiceClient interface {
 	// systems or subjects), and that Check answers from what the store
 	// holds. Not scoped to a tenant. FailedPrecondition when no gap stands.
 	AcceptRecoveryGap(ctx context.Context, in *AcceptRecoveryGapRequest, opts ...grpc.CallOption) (*AcceptRecoveryGapResponse, error)
+	// PutWebSettings creates or replaces the settings of a tenant's public
+	// consent endpoint (docs/web-consent.md): the origins allowed to call
+	// it, the keys the tenant's backend signs subject tokens with, the
+	// banner's texts per language and the purposes it shows. A tenant
+	// without them has no public endpoint.
+	PutWebSettings(ctx context.Context, in *PutWebSettingsRequest, opts ...grpc.CallOption) (*PutWebSettingsResponse, error)
+	// LinkVisitor records an anonymous visitor's current banner decisions
+	// for the known subject the visitor proved to be (by a subject token, on
+	// login): one new record per purpose, naming the visitor's record it
+	// repeats (linked_from) and keeping its notice version, time given and
+	// evidence, only for purposes the subject has no record of its own given
+	// after the visitor's. The visitor's history is left as it
+	// is. Running it again links nothing more.
+	LinkVisitor(ctx context.Context, in *LinkVisitorRequest, opts ...grpc.CallOption) (*LinkVisitorResponse, error)
+	// GetWebSettings returns a tenant's web settings; NotFound when it has
+	// none.
+	GetWebSettings(ctx context.Context, in *GetWebSettingsRequest, opts ...grpc.CallOption) (*GetWebSettingsResponse, error)
 }
 
 type consentServiceClient struct {
@@ -298,6 +318,36 @@ func (c *consentServiceClient) AcceptRecoveryGap(ctx context.Context, in *Accept
 	return out, nil
 }
 
+func (c *consentServiceClient) PutWebSettings(ctx context.Context, in *PutWebSettingsRequest, opts ...grpc.CallOption) (*PutWebSettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutWebSettingsResponse)
+	err := c.cc.Invoke(ctx, ConsentService_PutWebSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *consentServiceClient) LinkVisitor(ctx context.Context, in *LinkVisitorRequest, opts ...grpc.CallOption) (*LinkVisitorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LinkVisitorResponse)
+	err := c.cc.Invoke(ctx, ConsentService_LinkVisitor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *consentServiceClient) GetWebSettings(ctx context.Context, in *GetWebSettingsRequest, opts ...grpc.CallOption) (*GetWebSettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetWebSettingsResponse)
+	err := c.cc.Invoke(ctx, ConsentService_GetWebSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ConsentServiceServer is the server API for ConsentService service.
 // All implementations must embed UnimplementedConsentServiceServer
 // for forward compatibility.
@@ -373,6 +423,23 @@ type ConsentServiceServer interface {
 	// systems or subjects), and that Check answers from what the store
 	// holds. Not scoped to a tenant. FailedPrecondition when no gap stands.
 	AcceptRecoveryGap(context.Context, *AcceptRecoveryGapRequest) (*AcceptRecoveryGapResponse, error)
+	// PutWebSettings creates or replaces the settings of a tenant's public
+	// consent endpoint (docs/web-consent.md): the origins allowed to call
+	// it, the keys the tenant's backend signs subject tokens with, the
+	// banner's texts per language and the purposes it shows. A tenant
+	// without them has no public endpoint.
+	PutWebSettings(context.Context, *PutWebSettingsRequest) (*PutWebSettingsResponse, error)
+	// LinkVisitor records an anonymous visitor's current banner decisions
+	// for the known subject the visitor proved to be (by a subject token, on
+	// login): one new record per purpose, naming the visitor's record it
+	// repeats (linked_from) and keeping its notice version, time given and
+	// evidence, only for purposes the subject has no record of its own given
+	// after the visitor's. The visitor's history is left as it
+	// is. Running it again links nothing more.
+	LinkVisitor(context.Context, *LinkVisitorRequest) (*LinkVisitorResponse, error)
+	// GetWebSettings returns a tenant's web settings; NotFound when it has
+	// none.
+	GetWebSettings(context.Context, *GetWebSettingsRequest) (*GetWebSettingsResponse, error)
 	mustEmbedUnimplementedConsentServiceServer()
 }
 
@@ -430,6 +497,15 @@ func (UnimplementedConsentServiceServer) CompleteTask(context.Context, *Complete
 }
 func (UnimplementedConsentServiceServer) AcceptRecoveryGap(context.Context, *AcceptRecoveryGapRequest) (*AcceptRecoveryGapResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AcceptRecoveryGap not implemented")
+}
+func (UnimplementedConsentServiceServer) PutWebSettings(context.Context, *PutWebSettingsRequest) (*PutWebSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutWebSettings not implemented")
+}
+func (UnimplementedConsentServiceServer) LinkVisitor(context.Context, *LinkVisitorRequest) (*LinkVisitorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LinkVisitor not implemented")
+}
+func (UnimplementedConsentServiceServer) GetWebSettings(context.Context, *GetWebSettingsRequest) (*GetWebSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetWebSettings not implemented")
 }
 func (UnimplementedConsentServiceServer) mustEmbedUnimplementedConsentServiceServer() {}
 func (UnimplementedConsentServiceServer) testEmbeddedByValue()                        {}
@@ -733,6 +809,60 @@ func _ConsentService_AcceptRecoveryGap_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ConsentService_PutWebSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutWebSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConsentServiceServer).PutWebSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConsentService_PutWebSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConsentServiceServer).PutWebSettings(ctx, req.(*PutWebSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConsentService_LinkVisitor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LinkVisitorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConsentServiceServer).LinkVisitor(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConsentService_LinkVisitor_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConsentServiceServer).LinkVisitor(ctx, req.(*LinkVisitorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ConsentService_GetWebSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetWebSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConsentServiceServer).GetWebSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConsentService_GetWebSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConsentServiceServer).GetWebSettings(ctx, req.(*GetWebSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ConsentService_ServiceDesc is the grpc.ServiceDesc for ConsentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -799,6 +929,18 @@ var ConsentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AcceptRecoveryGap",
 			Handler:    _ConsentService_AcceptRecoveryGap_Handler,
+		},
+		{
+			MethodName: "PutWebSettings",
+			Handler:    _ConsentService_PutWebSettings_Handler,
+		},
+		{
+			MethodName: "LinkVisitor",
+			Handler:    _ConsentService_LinkVisitor_Handler,
+		},
+		{
+			MethodName: "GetWebSettings",
+			Handler:    _ConsentService_GetWebSettings_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

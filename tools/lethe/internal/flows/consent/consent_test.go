@@ -63,6 +63,8 @@ type fixture struct {
 	host      *servicetest.Host
 	backup    service.BackupConfig
 	telemetry *telemetry.Providers
+	// public is the consent service's public endpoint (web_test.go).
+	public consent.PublicOptions
 }
 
 func run(t testing.TB, svc interface{ Run(context.Context) error }, closer func() error) {
@@ -93,9 +95,12 @@ func startWith(t testing.TB, extra func(*server.Server)) *fixture {
 
 // startOn is startWith on the host options opts; f.clock is nil unless
 // their Clock is a clock.Fake.
-func startOn(t testing.TB, opts servicetest.Options, extra func(*server.Server)) *fixture {
+func startOn(t testing.TB, opts servicetest.Options, extra func(*server.Server), configure ...func(*fixture)) *fixture {
 	t.Helper()
 	f := &fixture{ctx: context.Background()}
+	for _, c := range configure {
+		c(f)
+	}
 	f.clock, _ = opts.Clock.(*clock.Fake)
 	con := service.Factory{Name: consent.Factory.Name, Neighbours: consent.Factory.Neighbours,
 		New: func(d service.Deps) (service.Service, error) {
@@ -103,7 +108,7 @@ func startOn(t testing.TB, opts servicetest.Options, extra func(*server.Server))
 			if f.telemetry != nil {
 				d.Telemetry = f.telemetry
 			}
-			svc, err := consent.New(d, consent.Options{ExpirySweepEvery: time.Hour})
+			svc, err := consent.New(d, consent.Options{ExpirySweepEvery: time.Hour, Public: f.public})
 			f.svc = svc
 			return svc, err
 		}}
