@@ -125,7 +125,10 @@
     });
   }
 
-  function setChoices(purposes) {
+  // setChoices takes the choices the endpoint answered; the page hears
+  // of them when they changed, and after every decision (decided), which
+  // states them anew even when they stay the same.
+  function setChoices(purposes, decided) {
     var next = {};
     (banner.purposes || []).forEach(function (p) {
       next[p.id] = p.necessary ? true : !!(purposes && purposes[p.id]);
@@ -133,7 +136,7 @@
     var changed = JSON.stringify(next) !== JSON.stringify(choices);
     choices = next;
     activateScripts();
-    if (changed) {
+    if (changed || decided) {
       var copy = api_.choices();
       listeners.slice().forEach(function (fn) {
         try { fn(copy); } catch (e) { setTimeout(function () { throw e; }); }
@@ -149,7 +152,7 @@
     return post('/decisions', body, 3).then(function (r) {
       busy(false);
       hide();
-      setChoices(r.choices && r.choices.purposes);
+      setChoices(r.choices && r.choices.purposes, true);
     }, function (e) {
       busy(false);
       // A notice that changed while the banner was open: show the new one.
