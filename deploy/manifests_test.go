@@ -640,6 +640,25 @@ func TestNetworkPolicies(t *testing.T) {
 				t.Errorf("%s: NetworkPolicy %s selects no pod", r.name, p.Name)
 			}
 		}
+		// Callers from outside Lethe, as the receiving pod's ingress sees
+		// them: each service's HTTP/JSON port admits its gRPC port's
+		// callers, and consent's public port anyone (the ingress).
+		stranger := map[string]string{"app.kubernetes.io/name": "ingress-nginx"}
+		for svc, grpcPort := range map[string]int32{"consent": 7401, "dsar": 7402, "retention": 7403, "registry": 7404} {
+			to := pods["lethe-"+svc]
+			client := map[string]string{"lethe.dev/client-" + svc: "true"}
+			for _, port := range []int32{grpcPort, 8080} {
+				if !allowed(r.policies, networkingv1.PolicyTypeIngress, to.Labels, client, port) {
+					t.Errorf("%s: a labelled client may not reach %s:%d", r.name, svc, port)
+				}
+				if allowed(r.policies, networkingv1.PolicyTypeIngress, to.Labels, stranger, port) {
+					t.Errorf("%s: anyone may reach %s:%d", r.name, svc, port)
+				}
+			}
+			if got := allowed(r.policies, networkingv1.PolicyTypeIngress, to.Labels, stranger, 8081); got != (svc == "consent") {
+				t.Errorf("%s: anyone may reach %s:8081 = %v", r.name, svc, got)
+			}
+		}
 		for _, f := range flows {
 			from, to := pods[f.from], pods[f.to]
 			if from == nil || to == nil {

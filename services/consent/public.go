@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	grpccodes "google.golang.org/grpc/codes"
 
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
@@ -184,7 +185,7 @@ func (s *Service) newPublicServer(opts PublicOptions) (*publicServer, error) {
 	mux.HandleFunc("POST /v1/tenants/{tenant}/link", p.observe(routeLink, p.tenantRoute(p.link)))
 	mux.HandleFunc("OPTIONS /v1/tenants/{tenant}/{route}", p.observe(routePreflight, p.preflight))
 	mux.HandleFunc("/", p.observe(routeOther, func(http.ResponseWriter, *http.Request) (int, error) {
-		return 0, publicError{status: http.StatusNotFound, code: "NOT_FOUND", message: "no such route"}
+		return 0, publicError{status: http.StatusNotFound, code: codeNotFound, message: "no such route"}
 	}))
 	p.mux = mux
 	return p, nil
@@ -231,6 +232,22 @@ func (p *publicServer) observe(route string, h publicHandler) http.HandlerFunc {
 // tenantPattern is the consent API's tenant id pattern.
 var tenantPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
+// The codes of the public endpoint's error answers (docs/web-consent.md):
+// the gRPC code names where one fits, so that a caller of both APIs reads
+// one vocabulary, and the consent API's ErrorInfo reason for a failed
+// precondition (NOTICE_CHANGED).
+const (
+	codeInvalid            = "INVALID_ARGUMENT"
+	codeUnauthenticated    = "UNAUTHENTICATED"
+	codeNotFound           = "NOT_FOUND"
+	codeForbiddenOrigin    = "FORBIDDEN_ORIGIN"
+	codeTooLarge           = "TOO_LARGE"
+	codeRateLimited        = "RESOURCE_EXHAUSTED"
+	codeFailedPrecondition = "FAILED_PRECONDITION"
+	codeUnavailable        = "UNAVAILABLE"
+	codeInternal           = "INTERNAL"
+)
+
 // publicError is an answer other than success.
 type publicError struct {
 	status     int
@@ -243,16 +260,16 @@ type publicError struct {
 func (e publicError) Error() string { return e.message }
 
 func invalid(field, message string) publicError {
-	return publicError{status: http.StatusBadRequest, code: "INVALID_ARGUMENT", field: field, message: message}
+	return publicError{status: http.StatusBadRequest, code: codeInvalid, field: field, message: message}
 }
 
 func unauthenticated(message string) publicError {
-	return publicError{status: http.StatusUnauthorized, code: "UNAUTHENTICATED", message: "subject token: " + message}
+	return publicError{status: http.StatusUnauthorized, code: codeUnauthenticated, message: "subject token: " + message}
 }
 
 // errNoTenant is the answer for a tenant that does not exist and for one
 // without web settings alike, so that tenants cannot be enumerated.
-var errNoTenant = publicError{status: http.StatusNotFound, code: "NOT_FOUND", message: "no consent endpoint for this tenant"}
+var errNoTenant = publicError{status: http.StatusNotFound, code: codeNotFound, message: "no consent endpoint for this tenant"}
 
 // writeError answers err as JSON and returns the status.
 func (p *publicServer) writeError(w http.ResponseWriter, r *http.Request, err error) int {
@@ -291,17 +308,20 @@ func (p *publicServer) fromAPI(r *http.Request, err error) publicError {
 		}
 		return invalid(field, st.Message())
 	case grpccodes.FailedPrecondition:
-		if strings.Contains(st.Message(), "notice version") {
-			return publicError{status: http.StatusConflict, code: apierror.ReasonNoticeChanged, message: st.Message()}
+		code := codeFailedPrecondition
+		for _, d := range st.Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok && info.Reason != "" {
+				code = info.Reason
+			}
 		}
-		return publicError{status: http.StatusConflict, code: "FAILED_PRECONDITION", message: st.Message()}
+		return publicError{status: http.StatusConflict, code: code, message: st.Message()}
 	case grpccodes.NotFound:
 		return errNoTenant
 	case grpccodes.Unavailable:
-		return publicError{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", message: "try again shortly", retryAfter: time.Second}
+		return publicError{status: http.StatusServiceUnavailable, code: codeUnavailable, message: "try again shortly", retryAfter: time.Second}
 	}
 	p.s.Logger.ErrorContext(r.Context(), "public endpoint: the consent service failed", "route", r.URL.Path, "error", err)
-	return publicError{status: http.StatusInternalServerError, code: "INTERNAL", message: "the consent service failed; try again"}
+	return publicError{status: http.StatusInternalServerError, code: codeInternal, message: "the consent service failed; try again"}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -315,7 +335,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // serveAssets serves the banner script through Options.Assets.
 func (p *publicServer) serveAssets(w http.ResponseWriter, r *http.Request) (int, error) {
 	if p.opts.Assets == nil {
-		return 0, publicError{status: http.StatusNotFound, code: "NOT_FOUND", message: "no assets are served here"}
+		return 0, publicError{status: http.StatusNotFound, code: codeNotFound, message: "no assets are served here"}
 	}
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	p.opts.Assets.ServeHTTP(rec, r)
@@ -392,7 +412,7 @@ func (p *publicServer) tenantRoute(h tenantHandler) publicHandler {
 }
 
 func tooMany(wait time.Duration) publicError {
-	return publicError{status: http.StatusTooManyRequests, code: "RESOURCE_EXHAUSTED", message: "too many requests; retry after the time Retry-After gives",
+	return publicError{status: http.StatusTooManyRequests, code: codeRateLimited, message: "too many requests; retry after the time Retry-After gives",
 		retryAfter: max(wait, time.Second)}
 }
 
@@ -406,10 +426,10 @@ func (p *publicServer) checkOrigin(w http.ResponseWriter, r *http.Request, c *ca
 		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/banner") {
 			return nil
 		}
-		return publicError{status: http.StatusForbidden, code: "FORBIDDEN_ORIGIN", message: "a request that records must come from a page of an allowed origin"}
+		return publicError{status: http.StatusForbidden, code: codeForbiddenOrigin, message: "a request that records must come from a page of an allowed origin"}
 	}
 	if !c.web.origins[origin] {
-		return publicError{status: http.StatusForbidden, code: "FORBIDDEN_ORIGIN", message: "this origin may not use the tenant's consent endpoint"}
+		return publicError{status: http.StatusForbidden, code: codeForbiddenOrigin, message: "this origin may not use the tenant's consent endpoint"}
 	}
 	c.origin = origin
 	setCORS(w.Header(), origin)
@@ -438,7 +458,7 @@ func (p *publicServer) preflight(w http.ResponseWriter, r *http.Request) (int, e
 	}
 	origin := r.Header.Get("Origin")
 	if origin == "" || !web.origins[origin] {
-		return 0, publicError{status: http.StatusForbidden, code: "FORBIDDEN_ORIGIN", message: "this origin may not use the tenant's consent endpoint"}
+		return 0, publicError{status: http.StatusForbidden, code: codeForbiddenOrigin, message: "this origin may not use the tenant's consent endpoint"}
 	}
 	setCORS(w.Header(), origin)
 	w.WriteHeader(http.StatusNoContent)
@@ -614,7 +634,7 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) error {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPublicBody))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return publicError{status: http.StatusRequestEntityTooLarge, code: "TOO_LARGE", message: fmt.Sprintf("the body is over %d bytes", maxPublicBody)}
+		return publicError{status: http.StatusRequestEntityTooLarge, code: codeTooLarge, message: fmt.Sprintf("the body is over %d bytes", maxPublicBody)}
 	}
 	if err != nil {
 		return invalid("", "the body could not be read")
@@ -783,7 +803,7 @@ func (p *publicServer) link(w http.ResponseWriter, r *http.Request, c *caller) (
 		return 0, tooMany(wait)
 	}
 	if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, maxPublicBody)); err != nil {
-		return 0, publicError{status: http.StatusRequestEntityTooLarge, code: "TOO_LARGE", message: fmt.Sprintf("the body is over %d bytes", maxPublicBody)}
+		return 0, publicError{status: http.StatusRequestEntityTooLarge, code: codeTooLarge, message: fmt.Sprintf("the body is over %d bytes", maxPublicBody)}
 	}
 	visitor := visitorPrefix + c.visitor
 	req := &consentv1.LinkVisitorRequest{RequestId: scopedRequestID("web-link", visitor, c.token.subject), TenantId: c.tenant,

@@ -459,6 +459,7 @@ func exportFile(l *live) *tenantfile.File {
 	for _, id := range sortedKeys(l.purposes) {
 		f.Purposes = append(f.Purposes, l.purposes[id])
 	}
+	f.Web = l.web
 	for _, id := range sortedKeys(l.systems) {
 		f.Systems = append(f.Systems, normalise(l.systems[id], nil).(*registryv1.System))
 	}

@@ -39,6 +39,7 @@ type live struct {
 	activities map[string]*registryv1.ProcessingActivity
 	rules      map[string]*retentionv1.Rule
 	holds      map[string]*retentionv1.Hold // in force and ended
+	web        *consentv1.WebSettings       // nil when the tenant has none
 }
 
 // notFoundKind returns the kind of a NotFound answer ("tenant"), or "".
@@ -160,6 +161,16 @@ func (l *live) fetchPolicies(ctx context.Context, cl *clients, tenantID string) 
 	}
 	for _, p := range purposes.Purposes {
 		l.purposes[p.PurposeId] = p
+	}
+	cctx, cancel := cl.call(ctx)
+	web, err := cl.consent.GetWebSettings(cctx, &consentv1.GetWebSettingsRequest{TenantId: tenantID})
+	cancel()
+	switch {
+	case notFoundKind(err) == "web settings":
+	case err != nil:
+		return wrapErr("consent: get web settings", err)
+	default:
+		l.web = web.Settings
 	}
 	rules, err := listAll(func(size int32, token string) (resp *retentionv1.ListRulesResponse, err error) {
 		err = waitTenant(ctx, func() error {
@@ -383,6 +394,8 @@ func (pl *planner) desired(o tenantfile.Object) (*change, proto.Message) {
 		current = pl.ruleChange(c, m)
 	case *retentionv1.Hold:
 		current = pl.holdChange(c, m)
+	case *consentv1.WebSettings:
+		current = pl.webChange(c, m)
 	}
 	if o.Kind != "tenant" {
 		c.deps = append(c.deps, "tenant")
@@ -454,6 +467,22 @@ func (pl *planner) purposeChange(c *change, m *consentv1.Purpose) proto.Message 
 		return err
 	}
 	return liveObject(pl.live.purposes, m.PurposeId)
+}
+
+// webChange puts the web settings after the purposes the banner shows.
+func (pl *planner) webChange(c *change, m *consentv1.WebSettings) proto.Message {
+	cl, tenant := pl.cl, pl.tenant
+	for _, p := range pl.file.Purposes {
+		c.deps = append(c.deps, "purpose/"+p.PurposeId)
+	}
+	c.call = func(ctx context.Context, id string, vo bool) error {
+		_, err := cl.consent.PutWebSettings(ctx, &consentv1.PutWebSettingsRequest{RequestId: id, TenantId: tenant, Settings: m, ValidateOnly: vo})
+		return err
+	}
+	if pl.live.web == nil {
+		return nil
+	}
+	return pl.live.web
 }
 
 func (pl *planner) activityChange(c *change, m *registryv1.ProcessingActivity) proto.Message {

@@ -148,10 +148,11 @@ func (d *decoder) decodeMessage(n *yaml.Node, m protoreflect.Message, path strin
 }
 
 // decodeMap fills a map of strings to strings (a connector's parameters)
-// from the mapping n; maps of other types do not occur in the API's
-// configuration messages.
+// or to messages (a banner's texts by language) from the mapping n; maps
+// of other types do not occur in the API's configuration messages.
 func (d *decoder) decodeMap(n *yaml.Node, mp protoreflect.Map, fd protoreflect.FieldDescriptor, path string) {
-	if fd.MapKey().Kind() != protoreflect.StringKind || fd.MapValue().Kind() != protoreflect.StringKind {
+	messages := fd.MapValue().Kind() == protoreflect.MessageKind
+	if fd.MapKey().Kind() != protoreflect.StringKind || (fd.MapValue().Kind() != protoreflect.StringKind && !messages) {
 		d.fail(n, path, "maps of %s to %s are not supported in tenant files", fd.MapKey().Kind(), fd.MapValue().Kind())
 		return
 	}
@@ -163,7 +164,18 @@ func (d *decoder) decodeMap(n *yaml.Node, mp protoreflect.Map, fd protoreflect.F
 		k, v := n.Content[i], n.Content[i+1]
 		kpath := fmt.Sprintf("%s[%q]", path, k.Value)
 		d.mark(kpath, k)
-		if k.Kind != yaml.ScalarNode || v.Kind != yaml.ScalarNode {
+		if messages && k.Kind == yaml.ScalarNode {
+			key := protoreflect.ValueOfString(k.Value).MapKey()
+			if mp.Has(key) {
+				d.fail(k, kpath, "%q written twice", k.Value)
+				continue
+			}
+			m := mp.NewValue()
+			d.decodeMessage(v, m.Message(), kpath)
+			mp.Set(key, m)
+			continue
+		}
+		if messages || k.Kind != yaml.ScalarNode || v.Kind != yaml.ScalarNode {
 			d.fail(k, kpath, "want a name and a single value")
 			continue
 		}
@@ -418,7 +430,7 @@ func Encode(m protoreflect.Message) *yaml.Node {
 			})
 			slices.Sort(keys) // a stable file whatever the map's order
 			for _, k := range keys {
-				v.Content = append(v.Content, str(k), str(mp.Get(protoreflect.ValueOfString(k).MapKey()).String()))
+				v.Content = append(v.Content, str(k), encodeValue(fd.MapValue(), mp.Get(protoreflect.ValueOfString(k).MapKey())))
 			}
 		default:
 			v = encodeValue(fd, m.Get(fd))

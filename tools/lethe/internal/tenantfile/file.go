@@ -54,6 +54,9 @@ type File struct {
 	Rules []*retentionv1.Rule
 	// Holds are the legal holds that must be in force.
 	Holds []*retentionv1.Hold
+	// Web configures the tenant's public consent endpoint for browsers
+	// (ConsentService.PutWebSettings); nil for none.
+	Web *consentv1.WebSettings
 
 	pos map[string]Pos
 }
@@ -104,7 +107,7 @@ func Read(path string) (*File, error) {
 }
 
 // envelope is the mapping at the top of a file.
-var envelopeFields = []string{"apiVersion", "kind", "tenant", "categories", "purposes", "systems", "activities", "retention"}
+var envelopeFields = []string{"apiVersion", "kind", "tenant", "categories", "purposes", "systems", "activities", "retention", "web"}
 
 // Parse decodes a tenant file's bytes; path names it in problems.
 func Parse(path string, data []byte) (*File, error) {
@@ -134,6 +137,10 @@ func Parse(path string, data []byte) (*File, error) {
 	decodeList(d, fields["activities"], "activities", &f.Activities)
 	if v := fields["retention"]; v != nil {
 		d.decodeRetention(v, f)
+	}
+	if v := fields["web"]; v != nil && v.Tag != "!!null" {
+		f.Web = &consentv1.WebSettings{}
+		d.decodeMessage(v, f.Web.ProtoReflect(), "web")
 	}
 	if len(problems) > 0 {
 		return nil, sortProblems(problems)
@@ -319,8 +326,8 @@ func displayPath(path string) string {
 
 // Object is one object of a file: its kind, id and place.
 type Object struct {
-	// Kind is "tenant", "category", "purpose", "system", "activity", "rule"
-	// or "hold".
+	// Kind is "tenant", "category", "purpose", "system", "activity", "rule",
+	// "hold" or "web".
 	Kind string
 	// ID is the object's id within the tenant.
 	ID string
@@ -332,7 +339,8 @@ type Object struct {
 
 // Objects lists the file's objects in the order they are applied: the
 // tenant, its categories, systems (processors before their
-// sub-processors), purposes, activities, rules, holds.
+// sub-processors), purposes, activities, rules, holds, and the web
+// settings, which name purposes.
 func (f *File) Objects() []Object {
 	var out []Object
 	if f.Tenant != nil {
@@ -362,6 +370,9 @@ func (f *File) Objects() []Object {
 	}
 	for i, h := range f.Holds {
 		out = append(out, Object{Kind: "hold", ID: h.HoldId, Path: fmt.Sprintf("retention.holds[%d]", i), Message: h})
+	}
+	if f.Web != nil {
+		out = append(out, Object{Kind: "web", ID: "settings", Path: "web", Message: f.Web})
 	}
 	return out
 }
@@ -397,6 +408,9 @@ func (f *File) Marshal(comment string) ([]byte, error) {
 		&yaml.Node{Kind: yaml.ScalarNode, Value: "rules"}, list("", reflectAll(f.Rules)),
 		&yaml.Node{Kind: yaml.ScalarNode, Value: "holds"}, list("", reflectAll(f.Holds)))
 	add("retention", retention)
+	if f.Web != nil {
+		add("web", Encode(f.Web.ProtoReflect()))
+	}
 	root.HeadComment = comment
 
 	var buf bytes.Buffer

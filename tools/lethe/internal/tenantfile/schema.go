@@ -34,6 +34,11 @@ func Schema() ([]byte, error) {
 			"purposes":   list(ref((&consentv1.Purpose{}).ProtoReflect()), "Purposes of processing, with legal basis, eligibility and notice versions (ConsentService.PutPurpose)."),
 			"systems":    list(ref((&registryv1.System{}).ProtoReflect()), "Systems, processors, sub-processors and recipients (RegistryService.RegisterSystem)."),
 			"activities": list(ref((&registryv1.ProcessingActivity{}).ProtoReflect()), "Records of processing activities, Art. 30 (RegistryService.PutActivity)."),
+			"web": func() map[string]any {
+				m := ref((&consentv1.WebSettings{}).ProtoReflect())
+				m["description"] = "The public consent endpoint for browsers: allowed origins, subject-token keys, banner texts per language (ConsentService.PutWebSettings; docs/web-consent.md)."
+				return m
+			}(),
 			"retention": map[string]any{
 				"type":                 "object",
 				"additionalProperties": false,
@@ -88,6 +93,9 @@ func schemaRef(desc protoreflect.MessageDescriptor, defs map[string]any) map[str
 		var s map[string]any
 		switch fd.Kind() {
 		case protoreflect.MessageKind:
+			if fd.IsMap() {
+				break // the map's own schema below
+			}
 			s = schemaRef(fd.Message(), defs)
 		case protoreflect.EnumKind:
 			s = map[string]any{"enum": EnumNames(fd.Enum()), "description": fmt.Sprintf("%s (also accepted: the full value name)", fd.Enum().FullName())}
@@ -101,6 +109,8 @@ func schemaRef(desc protoreflect.MessageDescriptor, defs map[string]any) map[str
 			s = map[string]any{"type": "integer"}
 		}
 		switch {
+		case fd.IsMap() && fd.MapValue().Kind() == protoreflect.MessageKind:
+			s = map[string]any{"type": "object", "additionalProperties": schemaRef(fd.MapValue().Message(), defs)}
 		case fd.IsMap():
 			s = map[string]any{"type": "object", "additionalProperties": map[string]any{"type": "string"}}
 		case fd.IsList():

@@ -2,6 +2,8 @@ package tenantfile
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"buf.build/go/protovalidate"
@@ -21,7 +23,7 @@ import (
 // in their InvalidArgument answers ("system.country").
 var requestField = map[string]string{
 	"tenant": "tenant", "category": "category", "purpose": "purpose", "system": "system",
-	"activity": "activity", "rule": "rule", "hold": "hold",
+	"activity": "activity", "rule": "rule", "hold": "hold", "web": "settings",
 }
 
 // FieldProblem places a field a service named for an object — a path of
@@ -59,6 +61,8 @@ func wrap(o Object, tenantID string) proto.Message {
 		return &retentionv1.PutRuleRequest{RequestId: id, TenantId: tenantID, Rule: m}
 	case *retentionv1.Hold:
 		return &retentionv1.PlaceHoldRequest{RequestId: id, TenantId: tenantID, Hold: m}
+	case *consentv1.WebSettings:
+		return &consentv1.PutWebSettingsRequest{RequestId: id, TenantId: tenantID, Settings: m}
 	}
 	panic(fmt.Sprintf("tenantfile: no request for %T", o.Message))
 }
@@ -89,10 +93,34 @@ func (f *File) Validate(taxonomy map[string]bool) Problems {
 			v.checkCategory(fmt.Sprintf("retention.holds[%d].category", i), h.Category.Id)
 		}
 	}
+	if f.Web != nil {
+		v.web(f.Web)
+	}
 	if len(v.ps) == 0 {
 		return nil
 	}
 	return sortProblems(v.ps)
+}
+
+// web checks that the banner names purposes the file declares and that
+// its default language has texts; the consent service checks the rest
+// (origins, keys, a text for every shown purpose).
+func (v *validation) web(w *consentv1.WebSettings) {
+	for i, id := range w.ShownPurposeIds {
+		if !v.has("purpose", id) {
+			v.add(fmt.Sprintf("web.shown_purpose_ids[%d]", i), "purpose %q is not declared in this file", id)
+		}
+	}
+	for _, lang := range slices.Sorted(maps.Keys(w.Texts)) {
+		for _, id := range slices.Sorted(maps.Keys(w.Texts[lang].Purposes)) {
+			if !v.has("purpose", id) {
+				v.add(fmt.Sprintf("web.texts[%q].purposes[%q]", lang, id), "purpose %q is not declared in this file", id)
+			}
+		}
+	}
+	if _, ok := w.Texts[w.DefaultLanguage]; !ok && w.DefaultLanguage != "" {
+		v.add("web.default_language", "%q has no texts", w.DefaultLanguage)
+	}
 }
 
 // validation is one run of Validate: the file, the taxonomy it is checked
