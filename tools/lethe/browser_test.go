@@ -261,7 +261,7 @@ func shadow(sel string) string {
 // click clicks an element of the banner with the mouse, at its centre.
 func (tb *tab) click(sel string) {
 	tb.t.Helper()
-	r := eval[struct{ X, Y float64 }](tb, `(() => { const r = `+shadow(sel)+`.getBoundingClientRect(); return {x: r.x + r.width/2, y: r.y + r.height/2}; })()`)
+	r := eval[struct{ X, Y float64 }](tb, `(() => { const e = `+shadow(sel)+`; e.scrollIntoView({block: 'nearest'}); const r = e.getBoundingClientRect(); return {x: r.x + r.width/2, y: r.y + r.height/2}; })()`)
 	tb.do(chromedp.MouseClickXY(r.X, r.Y))
 }
 
