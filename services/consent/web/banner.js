@@ -203,7 +203,8 @@
     'button{font:inherit;font-weight:600;cursor:pointer;border-radius:6px;min-height:2.75rem;padding:.55rem 1rem}' +
     '.c{background:var(--lethe-accent,#0b4f9c);color:#fff;border:2px solid var(--lethe-accent,#0b4f9c)}' +
     '.s{background:#fff;color:#0b4f9c;border:2px solid #0b4f9c;margin-top:.75rem;width:100%}' +
-    'button:focus-visible,a:focus-visible,input:focus-visible,.b:focus-visible{outline:3px solid #e07a00;outline-offset:2px}' +
+    'button:focus-visible,a:focus-visible,input:focus-visible{outline:3px solid #e07a00;outline-offset:2px}' +
+    '.b:focus{outline:none}' + // focused only to be announced; its controls show focus
     'button[disabled]{opacity:.6;cursor:progress}' +
     'ul{list-style:none;margin:1rem 0 0;padding:0}' +
     'li{padding:.6rem 0;border-top:1px solid #ddd}' +
