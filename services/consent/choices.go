@@ -198,12 +198,10 @@ func (s *Service) openPublic() error {
 	if !s.opts.Public.enabled() {
 		return nil
 	}
-	h, err := s.newPublicServer(s.opts.Public)
-	if err != nil {
-		return err
-	}
+	h := s.newPublicServer(s.opts.Public)
 	lis := s.opts.Public.Listener
 	if lis == nil {
+		var err error
 		if lis, err = net.Listen("tcp", s.opts.Public.Addr); err != nil {
 			return fmt.Errorf("listen for the public consent endpoint on %s: %w", s.opts.Public.Addr, err)
 		}

@@ -112,6 +112,9 @@ type Service struct {
 	// (recovery.go); Check refuses to answer then.
 	gap             atomic.Pointer[storage.Gap]
 	recoveredEvents metric.Int64Counter
+	// publicRequests counts the public endpoint's requests by route and
+	// status.
+	publicRequests metric.Int64Counter
 	// metrics is the registration of the service's observable gauges
 	// (metrics.go).
 	metrics metric.Registration

@@ -7,12 +7,18 @@ import (
 )
 
 // registerMetrics creates the consent service's instruments: how many
-// limit events the catch-up after a restore re-applied (recovery.go), and
-// whether a gap stands that makes Check refuse to answer.
+// limit events the catch-up after a restore re-applied (recovery.go),
+// whether a gap stands that makes Check refuse to answer, and the public
+// endpoint's requests (public.go).
 func (s *Service) registerMetrics() error {
 	var err error
 	s.recoveredEvents, err = s.Meter.Int64Counter("lethe.consent.recovery.recovered",
 		metric.WithDescription("Limit events the consent service re-applied from the event stream at start because its store, restored from a backup, lacked them."))
+	if err != nil {
+		return err
+	}
+	s.publicRequests, err = s.Meter.Int64Counter("lethe.public.requests",
+		metric.WithDescription("Requests to the public consent endpoint, by route and HTTP status code."))
 	if err != nil {
 		return err
 	}

@@ -158,16 +158,11 @@ const (
 	routeOther     = "other"
 )
 
-func (s *Service) newPublicServer(opts PublicOptions) (*publicServer, error) {
+func (s *Service) newPublicServer(opts PublicOptions) *publicServer {
 	opts.complete()
 	p := &publicServer{s: s, opts: opts, visitors: newLimiter(opts.DecisionsPerMinute, opts.MaxTracked),
-		addresses: newLimiter(opts.RequestsPerMinute, opts.MaxTracked), tracer: noop.NewTracerProvider().Tracer("")}
-	var err error
-	p.requests, err = s.Meter.Int64Counter("lethe.public.requests",
-		metric.WithDescription("Requests to the public consent endpoint, by route and HTTP status code."))
-	if err != nil {
-		return nil, err
-	}
+		addresses: newLimiter(opts.RequestsPerMinute, opts.MaxTracked), tracer: noop.NewTracerProvider().Tracer(""),
+		requests: s.publicRequests}
 	if t := s.deps.Telemetry; t != nil && t.Tracer != nil {
 		p.tracer = t.Tracer.Tracer("github.com/lethe-privacy/lethe/services/consent/public")
 	}
@@ -188,7 +183,7 @@ func (s *Service) newPublicServer(opts PublicOptions) (*publicServer, error) {
 		return 0, publicError{status: http.StatusNotFound, code: codeNotFound, message: "no such route"}
 	}))
 	p.mux = mux
-	return p, nil
+	return p
 }
 
 // ServeHTTP implements http.Handler.
@@ -737,26 +732,8 @@ func (p *publicServer) bannerRequest(c *caller, subject string, body *decisionBo
 		ShownNoticeVersions: map[string]string{},
 		Evidence:            &consentv1.EvidenceInput{IpAddress: addrText(c.addr), UserAgent: c.userAgent, Gpc: c.gpc, Origin: c.origin},
 	}
-	for i, s := range body.Shown {
-		pp, ok := byID[s.ID]
-		switch {
-		case !ok:
-			return nil, invalid(fmt.Sprintf("shown[%d].id", i), fmt.Sprintf("the banner shows no purpose %q", s.ID))
-		case slices.Contains(req.ShownPurposeIds, s.ID):
-			return nil, invalid(fmt.Sprintf("shown[%d].id", i), "listed twice")
-		case len(s.NoticeVersion) > 64:
-			return nil, invalid(fmt.Sprintf("shown[%d].noticeVersion", i), "the notice version the banner showed: at most 64 characters")
-		case s.NoticeVersion == "" && pp.CurrentNotice != "":
-			// The banner showed no version of a purpose that has one now.
-			return nil, publicError{status: http.StatusConflict, code: apierror.ReasonNoticeChanged,
-				message: fmt.Sprintf("purpose %q: the current notice version is %q; show it and ask again", s.ID, pp.CurrentNotice)}
-		}
-		req.ShownPurposeIds = append(req.ShownPurposeIds, s.ID)
-		if s.NoticeVersion != "" {
-			// A purpose without notice versions (a necessary cookie) is
-			// shown with none.
-			req.ShownNoticeVersions[s.ID] = s.NoticeVersion
-		}
+	if err := addShown(req, body.Shown, byID); err != nil {
+		return nil, err
 	}
 	if choice != consentv1.BannerChoice_BANNER_CHOICE_ACCEPT_SELECTED && len(body.Selected) > 0 {
 		return nil, invalid("selected", `only "accept_selected" selects purposes`)
@@ -774,6 +751,33 @@ func (p *publicServer) bannerRequest(c *caller, subject string, body *decisionBo
 		honourGPC(req, byID)
 	}
 	return req, nil
+}
+
+// addShown puts the purposes the banner showed, and the notice version of
+// each, into req; byID are the purposes the banner shows the caller.
+func addShown(req *consentv1.RecordBannerDecisionRequest, shown []shownItem, byID map[string]decision.Purpose) error {
+	for i, s := range shown {
+		pp, ok := byID[s.ID]
+		switch {
+		case !ok:
+			return invalid(fmt.Sprintf("shown[%d].id", i), fmt.Sprintf("the banner shows no purpose %q", s.ID))
+		case slices.Contains(req.ShownPurposeIds, s.ID):
+			return invalid(fmt.Sprintf("shown[%d].id", i), "listed twice")
+		case len(s.NoticeVersion) > 64:
+			return invalid(fmt.Sprintf("shown[%d].noticeVersion", i), "the notice version the banner showed: at most 64 characters")
+		case s.NoticeVersion == "" && pp.CurrentNotice != "":
+			// The banner showed no version of a purpose that has one now.
+			return publicError{status: http.StatusConflict, code: apierror.ReasonNoticeChanged,
+				message: fmt.Sprintf("purpose %q: the current notice version is %q; show it and ask again", s.ID, pp.CurrentNotice)}
+		}
+		req.ShownPurposeIds = append(req.ShownPurposeIds, s.ID)
+		if s.NoticeVersion != "" {
+			// A purpose without notice versions (a necessary cookie) is
+			// shown with none.
+			req.ShownNoticeVersions[s.ID] = s.NoticeVersion
+		}
+	}
+	return nil
 }
 
 // honourGPC makes a decision that came with a Global Privacy Control

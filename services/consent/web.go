@@ -89,7 +89,9 @@ func compileWeb(w *consentv1.WebSettings) (*webConfig, []apierror.FieldViolation
 		v = append(v, apierror.FieldViolation{Field: "settings.default_language", Description: fmt.Sprintf("%q has no texts", w.DefaultLanguage)})
 	}
 	for _, lang := range slices.Sorted(maps.Keys(w.Texts)) {
-		if err := checkPageURL(w.Texts[lang].PolicyUrl); err != nil {
+		if u := w.Texts[lang].PolicyUrl; u == "" {
+			continue
+		} else if err := checkPageURL(u); err != nil {
 			v = append(v, apierror.FieldViolation{Field: fmt.Sprintf("settings.texts[%q].policy_url", lang), Description: err.Error()})
 		}
 	}

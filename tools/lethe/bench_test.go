@@ -23,7 +23,7 @@ func BenchmarkDevStartup(b *testing.B) {
 	for b.Loop() {
 		addr := freeAddr(b)
 		start := time.Now()
-		p := startProcess(b, bin, "dev", "--data", b.TempDir(), "--addr", addr, "--nats-addr", freeAddr(b), "--metrics-addr", "", "--http-addr", "")
+		p := startProcess(b, bin, "dev", "--data", b.TempDir(), "--addr", addr, "--nats-addr", freeAddr(b), "--metrics-addr", "", "--http-addr", "", "--public-addr", "")
 		waitServing(b, addr, healthNames, p)
 		healthy += time.Since(start)
 		b.StopTimer()

@@ -41,7 +41,8 @@ type platform struct {
 	lethe      string // the lethe binary
 	newsletter string // sdk/examples/newsletter
 	addr, nats string
-	config     string // a context file naming addr and nats
+	public     publicAddr // the public consent endpoint
+	config     string     // a context file naming addr and nats
 	cmd        *exec.Cmd
 	output     *logbuf.Buffer
 	conn       *grpc.ClientConn
@@ -92,13 +93,13 @@ func sharedPlatform(t *testing.T) *platform {
 			return
 		}
 		p.lethe, p.newsletter = bins["."], bins[newsletterPkg]
-		p.addr, p.nats = freeAddr(t), freeAddr(t)
+		p.addr, p.nats, p.public = freeAddr(t), freeAddr(t), publicAddr(freeAddr(t))
 		p.config = filepath.Join(p.dir, "config")
 		config := fmt.Sprintf("currentContext: conformance\ncontexts:\n  - name: conformance\n    address: %s\n    nats: nats://%s\n", p.addr, p.nats)
 		if shared.err = os.WriteFile(p.config, []byte(config), 0o600); shared.err != nil {
 			return
 		}
-		p.cmd = exec.Command(p.lethe, "dev", "--data", filepath.Join(p.dir, "data"), "--addr", p.addr, "--nats-addr", p.nats, "--metrics-addr", "", "--http-addr", "")
+		p.cmd = exec.Command(p.lethe, "dev", "--data", filepath.Join(p.dir, "data"), "--addr", p.addr, "--nats-addr", p.nats, "--metrics-addr", "", "--http-addr", "", "--public-addr", string(p.public))
 		p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
 		shared.err = p.cmd.Start()
 	})
@@ -286,6 +287,24 @@ func TestConformanceClio(t *testing.T) {
 	if got := hist.Records[0].ExpiresAt.Sub(hist.Records[0].RecordedAt); got != 730*24*time.Hour {
 		t.Fatalf("marketing cookie consent lasts %v, want 730 days", got)
 	}
+
+	// The banner from the tenant file's web: section, through the public
+	// endpoint lethe dev serves (docs/web-consent.md): Danish by default,
+	// and a visitor's selection on the demo page is what Check says.
+	if !strings.Contains(p.output.String(), "public   http://"+string(p.public)) {
+		t.Errorf("lethe dev does not print the public endpoint:\n%s", p.output)
+	}
+	banner := p.public.get(t, "/v1/tenants/clio/banner")
+	if !strings.Contains(banner, `"language":"da"`) || !strings.Contains(banner, `"title":"Cookies på Clio"`) ||
+		!strings.Contains(banner, `"id":"cookies.marketing","name":"Marketingcookies"`) {
+		t.Fatalf("banner:\n%s", banner)
+	}
+	visitor := "conformance-visitor-0001"
+	p.public.post(t, "/v1/tenants/clio/decisions", visitor, `{"requestId":"conformance-1","choice":"accept_selected",`+
+		`"selected":["cookies.statistical"],"shown":[{"id":"cookies.statistical","noticeVersion":"2020-04-14"},`+
+		`{"id":"cookies.marketing","noticeVersion":"2020-04-14"}]}`)
+	p.wantDecision(t, "clio", "visitor:"+visitor, "cookies.statistical", true, "granted")
+	p.wantDecision(t, "clio", "visitor:"+visitor, "cookies.marketing", false, "denied")
 
 	// Both US processors' transfers are unlawful today: exit 1, named.
 	r = p.must(t, exitNo, "registry", "findings", "--tenant", "clio")

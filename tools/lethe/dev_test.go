@@ -172,7 +172,7 @@ func TestDevServesAllFourAndKeepsItsData(t *testing.T) {
 	bin := buildBinaries(t, ".")["."]
 	data := t.TempDir()
 	grpcAddr, natsAddr := freeAddr(t), freeAddr(t)
-	args := []string{"dev", "--data", data, "--addr", grpcAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--http-addr", ""}
+	args := []string{"dev", "--data", data, "--addr", grpcAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--http-addr", "", "--public-addr", ""}
 
 	p := startProcess(t, bin, args...)
 	conn := waitServing(t, grpcAddr, healthNames, p)
@@ -264,7 +264,7 @@ func TestServiceDeployablesUseExternalNATS(t *testing.T) {
 	bins := buildBinaries(t, pkgs...)
 
 	natsAddr, devAddr := freeAddr(t), freeAddr(t)
-	dev := startProcess(t, bins["."], "dev", "--data", t.TempDir(), "--addr", devAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--http-addr", "")
+	dev := startProcess(t, bins["."], "dev", "--data", t.TempDir(), "--addr", devAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--http-addr", "", "--public-addr", "")
 	waitServing(t, devAddr, healthNames, dev)
 
 	for i, name := range names {
@@ -307,7 +307,7 @@ func TestDevRefusesTheProductionProfile(t *testing.T) {
 func TestDevIssuesVerificationCodesToItsLog(t *testing.T) {
 	bin := buildBinaries(t, ".")["."]
 	grpcAddr, natsAddr := freeAddr(t), freeAddr(t)
-	p := startProcess(t, bin, "dev", "--data", t.TempDir(), "--addr", grpcAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--http-addr", "", "--dsar-dev-codes")
+	p := startProcess(t, bin, "dev", "--data", t.TempDir(), "--addr", grpcAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--http-addr", "", "--public-addr", "", "--dsar-dev-codes")
 	defer p.stop(t)
 	conn := waitServing(t, grpcAddr, healthNames, p)
 	if _, err := registryv1.NewRegistryServiceClient(conn).CreateTenant(context.Background(), &registryv1.CreateTenantRequest{

@@ -636,7 +636,8 @@ type BannerTexts struct {
 	Customise string `protobuf:"bytes,6,opt,name=customise,proto3" json:"customise,omitempty"`
 	// The label of a strictly necessary purpose ("always on").
 	NecessaryLabel string `protobuf:"bytes,7,opt,name=necessary_label,json=necessaryLabel,proto3" json:"necessary_label,omitempty"`
-	// The address of the privacy policy (https).
+	// The address of the privacy policy (https; http only on a loopback
+	// host); empty when the banner links to none.
 	PolicyUrl string `protobuf:"bytes,8,opt,name=policy_url,json=policyUrl,proto3" json:"policy_url,omitempty"`
 	// Each shown purpose's name and description in this language, by
 	// purpose id.
@@ -4475,7 +4476,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x0fSubjectTokenKey\x12+\n" +
 	"\x06key_id\x18\x01 \x01(\tB\x14\xbaH\x11r\x0f\x10\x01\x18\x80\x012\b^[!-~]+$R\x05keyId\x120\n" +
 	"\x0epublic_key_pem\x18\x02 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80 R\fpublicKeyPem\"\xaf\x04\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80 R\fpublicKeyPem\"\xb2\x04\n" +
 	"\vBannerTexts\x12 \n" +
 	"\x05title\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x05title\x12\x1e\n" +
@@ -4487,9 +4488,9 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"reject_all\x18\x04 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18dR\trejectAll\x120\n" +
 	"\x0esave_selection\x18\x05 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18dR\rsaveSelection\x12'\n" +
 	"\tcustomise\x18\x06 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18dR\tcustomise\x122\n" +
-	"\x0fnecessary_label\x18\a \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18dR\x0enecessaryLabel\x12*\n" +
+	"\x0fnecessary_label\x18\a \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18dR\x0enecessaryLabel\x12-\n" +
 	"\n" +
-	"policy_url\x18\b \x01(\tB\v\xbaH\br\x06\x18\xd0\x0f\x88\x01\x01R\tpolicyUrl\x12s\n" +
+	"policy_url\x18\b \x01(\tB\x0e\xbaH\v\xd8\x01\x01r\x06\x18\xd0\x0f\x88\x01\x01R\tpolicyUrl\x12s\n" +
 	"\bpurposes\x18\t \x03(\v2+.lethe.consent.v1.BannerTexts.PurposesEntryB*\xbaH'\x9a\x01$\x102\" r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$R\bpurposes\x1aZ\n" +
 	"\rPurposesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +

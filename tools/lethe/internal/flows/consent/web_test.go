@@ -581,7 +581,10 @@ func TestSubjectTokenRefusals(t *testing.T) {
 	tests := []struct {
 		name, token, why string
 	}{
-		{"expired", w.token(t, claims(func(c map[string]any) { c["iat"] = now.Add(-20 * time.Minute).Unix(); c["exp"] = now.Add(-10 * time.Minute).Unix() }), "clio-1", w.key), "expired"},
+		{"expired", w.token(t, claims(func(c map[string]any) {
+			c["iat"] = now.Add(-20 * time.Minute).Unix()
+			c["exp"] = now.Add(-10 * time.Minute).Unix()
+		}), "clio-1", w.key), "expired"},
 		{"another tenant's", w.token(t, claims(func(c map[string]any) { c["aud"] = "lethe:cleura" }), "clio-1", w.key), `aud does not include "lethe:clio"`},
 		{"unknown key", w.token(t, claims(func(map[string]any) {}), "clio-9", w.key), `unknown key id "clio-9"`},
 		{"bad signature", w.token(t, claims(func(map[string]any) {}), "clio-1", stranger), "does not verify"},
