@@ -258,10 +258,18 @@ func shadow(sel string) string {
 	return fmt.Sprintf(`document.getElementById('lethe-consent').shadowRoot.querySelector(%q)`, sel)
 }
 
-// click clicks an element of the banner with the mouse, at its centre.
+// click clicks an element of the banner with the mouse, at its centre,
+// once the banner has stopped moving (it slides in).
 func (tb *tab) click(sel string) {
 	tb.t.Helper()
-	r := eval[struct{ X, Y float64 }](tb, `(() => { const e = `+shadow(sel)+`; e.scrollIntoView({block: 'nearest'}); const r = e.getBoundingClientRect(); return {x: r.x + r.width/2, y: r.y + r.height/2}; })()`)
+	r := eval[struct{ X, Y float64 }](tb, `(async () => {
+		const root = document.getElementById('lethe-consent').shadowRoot;
+		await Promise.all(root.getAnimations().map(a => a.finished));
+		const e = `+shadow(sel)+`;
+		e.scrollIntoView({block: 'nearest'});
+		const r = e.getBoundingClientRect();
+		return {x: r.x + r.width/2, y: r.y + r.height/2};
+	})()`)
 	tb.do(chromedp.MouseClickXY(r.X, r.Y))
 }
 
