@@ -486,6 +486,10 @@ func TestBannerInChromium(t *testing.T) {
 		if choices := tb.decide("[data-act=save]"); choices[statistical] {
 			t.Errorf("choices after withdrawing statistics: %v", choices)
 		}
+		// Focus returns to the link that opened the banner.
+		if got := eval[string](tb, `document.activeElement.id`); got != "cookie-settings" {
+			t.Errorf("focus on %q after the banner closed, want the cookie settings link", got)
+		}
 		w.wantChecks(t, "visitor:"+v, map[string]bool{statistical: false})
 	})
 

@@ -113,6 +113,7 @@
   var choices = {};      // purpose id -> allowed
   var listeners = [];
   var ui = null;         // the rendered banner, when open
+  var pending = false;   // a decision is on its way
   var returnFocus = null;
 
   function load() {
@@ -146,6 +147,7 @@
   }
 
   function decide(choice, selected) {
+    if (pending) return Promise.resolve();
     var shown = banner.purposes.map(function (p) { return { id: p.id, noticeVersion: p.noticeVersion }; });
     var body = { requestId: requestId(), choice: choice, selected: selected || [], shown: shown };
     busy(true);
@@ -205,7 +207,7 @@
     '.s{background:#fff;color:#0b4f9c;border:2px solid #0b4f9c;margin-top:.75rem;width:100%}' +
     'button:focus-visible,a:focus-visible,input:focus-visible{outline:3px solid #e07a00;outline-offset:2px}' +
     '.b:focus{outline:none}' + // focused only to be announced; its controls show focus
-    'button[disabled]{opacity:.6;cursor:progress}' +
+    'button[aria-disabled=true]{opacity:.6;cursor:progress}' +
     'ul{list-style:none;margin:1rem 0 0;padding:0}' +
     'li{padding:.6rem 0;border-top:1px solid #ddd}' +
     'label{display:flex;gap:.6rem;align-items:center;font-weight:600}' +
@@ -321,18 +323,25 @@
     if (customise && boxes[0]) boxes[0].focus(); else box.focus();
   }
 
+  // hide removes the banner; focus goes back where it was before it
+  // opened, unless the visitor has moved it elsewhere on the page.
   function hide() {
     if (!ui) return;
-    var inside = ui.host.shadowRoot.activeElement || document.activeElement === ui.host;
+    var a = document.activeElement;
+    var inside = !a || a === document.body || a === ui.host;
     ui.host.remove();
     ui = null;
     if (inside && returnFocus && returnFocus.isConnected) returnFocus.focus();
     returnFocus = null;
   }
 
+  // busy marks the buttons while a decision is on its way. They stay
+  // focusable (aria-disabled, not disabled): a disabled button would drop
+  // the keyboard's focus to the page.
   function busy(on) {
+    pending = on;
     if (!ui) return;
-    ui.buttons.forEach(function (b) { b.disabled = on; });
+    ui.buttons.forEach(function (b) { b.setAttribute('aria-disabled', String(on)); });
     ui.box.setAttribute('aria-busy', String(on));
     if (!on) return;
     ui.error.hidden = true;
