@@ -7,6 +7,11 @@
 // and lifted), which it publishes through its outbox and follows to every
 // system the registry routes them to.
 //
+// Beside its API it can serve a public endpoint for browsers on a listener
+// of its own (Options.Public; docs/web-consent.md): a tenant's consent
+// banner records decisions and reads a visitor's choices there, through
+// the same methods.
+//
 // The service owns one bbolt file, consent.db, in the data folder.
 package consent
 

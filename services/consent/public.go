@@ -380,17 +380,15 @@ func (c *caller) subject() string {
 // tenantHandler serves a tenant route for a caller that passed the checks.
 type tenantHandler func(w http.ResponseWriter, r *http.Request, c *caller) (int, error)
 
-// tenantRoute runs the checks every tenant route shares, in the order
-// that spends least on a refused request: the address's rate, the tenant,
-// the origin (CORS), the visitor id and the token.
+// tenantRoute runs the checks every tenant route shares: the tenant, the
+// origin (CORS), the address's rate, the visitor id and the token. The
+// first two are map lookups; the rate is checked after the CORS headers
+// are set, so that a page can read a 429's Retry-After.
 func (p *publicServer) tenantRoute(h tenantHandler) publicHandler {
 	return func(w http.ResponseWriter, r *http.Request) (int, error) {
 		w.Header().Set("Vary", "Origin")
 		c := &caller{tenant: r.PathValue("tenant"), addr: p.clientAddr(r), gpc: r.Header.Get("Sec-GPC") == "1",
 			userAgent: truncate(r.Header.Get("User-Agent"), 1024)}
-		if ok, wait := p.addresses.take(addrKey(c.addr), p.s.Clock.Now()); !ok {
-			return 0, tooMany(wait)
-		}
 		web, ok := p.s.web.get(c.tenant)
 		if !ok {
 			return 0, errNoTenant
@@ -398,6 +396,11 @@ func (p *publicServer) tenantRoute(h tenantHandler) publicHandler {
 		c.web = web
 		if err := p.checkOrigin(w, r, c); err != nil {
 			return 0, err
+		}
+		// After the CORS headers, so that the page can read Retry-After;
+		// before the token, whose signature is the costly check.
+		if ok, wait := p.addresses.take(addrKey(c.addr), p.s.Clock.Now()); !ok {
+			return 0, tooMany(wait)
 		}
 		if err := p.identify(r, c); err != nil {
 			return 0, err
@@ -444,9 +447,6 @@ func setCORS(h http.Header, origin string) {
 // origin, without them (so the browser refuses) for any other.
 func (p *publicServer) preflight(w http.ResponseWriter, r *http.Request) (int, error) {
 	w.Header().Set("Vary", "Origin")
-	if ok, wait := p.addresses.take(addrKey(p.clientAddr(r)), p.s.Clock.Now()); !ok {
-		return 0, tooMany(wait)
-	}
 	web, ok := p.s.web.get(r.PathValue("tenant"))
 	if !ok {
 		return 0, errNoTenant
@@ -456,6 +456,9 @@ func (p *publicServer) preflight(w http.ResponseWriter, r *http.Request) (int, e
 		return 0, publicError{status: http.StatusForbidden, code: codeForbiddenOrigin, message: "this origin may not use the tenant's consent endpoint"}
 	}
 	setCORS(w.Header(), origin)
+	if ok, wait := p.addresses.take(addrKey(p.clientAddr(r)), p.s.Clock.Now()); !ok {
+		return 0, tooMany(wait)
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return http.StatusNoContent, nil
 }

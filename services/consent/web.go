@@ -268,16 +268,20 @@ func (s *Service) GetWebSettings(_ context.Context, req *consentv1.GetWebSetting
 }
 
 // loadWeb compiles every tenant's stored web settings at start. Settings
-// that no longer compile (a rule tightened since) are left out and
-// logged: the tenant's endpoint answers as if it had none, closed.
+// that cannot be read or no longer compile (a rule tightened since) are
+// left out and logged: that tenant's endpoint answers as if it had none,
+// closed, and the others' open.
 func (s *Service) loadWeb() error {
 	return s.DB.View(func(tx *bolt.Tx) error {
 		return storage.Each(tx, storage.BucketWebSettings, nil, func(k, v []byte) error {
+			tenant := tenantOfKey(k)
 			w := &consentv1.WebSettings{}
 			if err := proto.Unmarshal(v, w); err != nil {
-				return err
+				// One tenant's damaged settings close its endpoint only.
+				s.Logger.Error("web settings unreadable; the tenant's public endpoint is closed until they are put again",
+					"tenant", tenant, "error", err)
+				return nil
 			}
-			tenant := tenantOfKey(k)
 			c, bad := compileWeb(w)
 			if len(bad) > 0 {
 				s.Logger.Error("web settings no longer valid; the tenant's public endpoint is closed until they are put again",

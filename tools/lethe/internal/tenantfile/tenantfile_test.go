@@ -88,6 +88,15 @@ func TestProblemsNameFileLineAndField(t *testing.T) {
 			"t.yaml:13:36: retention.rules[0].triggers[0].period: not an ISO 8601 duration", true},
 		{"taxonomy", "categories:\n  - id: user.custom.thing\n    name: T\n",
 			"t.yaml:7:5: categories[0].id: its parent \"user.custom\" is not in the taxonomy", true},
+		{"web unknown purpose", "web:\n  allowedOrigins: [\"https://acme.example\"]\n  defaultLanguage: en\n  shownPurposeIds: [nope]\n" +
+			"  texts:\n    en: {title: T, body: B, acceptAll: A, rejectAll: R, saveSelection: S, customise: C, necessaryLabel: N}\n",
+			"t.yaml:9:21: web.shownPurposeIds[0]: purpose \"nope\" is not declared in this file", true},
+		{"web text of a purpose", "web:\n  allowedOrigins: [\"https://acme.example\"]\n  defaultLanguage: en\n  texts:\n    en:\n" +
+			"      title: T\n      body: B\n      acceptAll: A\n      rejectAll: R\n      saveSelection: S\n      customise: C\n      necessaryLabel: N\n" +
+			"      purposes:\n        nope: {name: N}\n",
+			"web.texts[\"en\"].purposes[\"nope\"]: purpose \"nope\" is not declared in this file", true},
+		{"web texts by language", "web:\n  texts:\n    en: [x]\n",
+			"t.yaml:8:9: web.texts[\"en\"]: want a mapping", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

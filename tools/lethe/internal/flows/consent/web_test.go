@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -56,7 +57,7 @@ type webFixture struct {
 
 // startWeb starts the services with the public endpoint on a loopback
 // port, and Clio with its purposes and web settings.
-func startWeb(t *testing.T, public consent.PublicOptions) *webFixture {
+func startWeb(t testing.TB, public consent.PublicOptions) *webFixture {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -79,7 +80,7 @@ func startWeb(t *testing.T, public consent.PublicOptions) *webFixture {
 }
 
 // clioWeb is Clio's banner as the tests use it.
-func clioWeb(t *testing.T, pub ed25519.PublicKey) *consentv1.WebSettings {
+func clioWeb(t testing.TB, pub ed25519.PublicKey) *consentv1.WebSettings {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		t.Fatal(err)
@@ -540,7 +541,8 @@ func TestRateLimits(t *testing.T) {
 		}
 	}
 	a := w.decide(t, v, nil, decision("req-rate-2", "reject_all"))
-	if a.status != http.StatusTooManyRequests || a.header.Get("Retry-After") != "30" {
+	// The page can read the answer: CORS headers come with the 429.
+	if a.status != http.StatusTooManyRequests || a.header.Get("Retry-After") != "30" || a.header.Get("Access-Control-Allow-Origin") != clioSite {
 		t.Fatalf("third decision in a minute = %d, Retry-After %q", a.status, a.header.Get("Retry-After"))
 	}
 	if !w.allowed(t, "visitor:"+v, "marketing", nil) {
@@ -716,5 +718,93 @@ func TestWebSettingsAreValidated(t *testing.T) {
 	// Nothing of the refused settings took effect.
 	if a := w.call(t, http.MethodGet, "/v1/tenants/clio/banner", map[string]string{"Origin": clioSite}, ""); a.status != http.StatusOK {
 		t.Fatalf("banner after refused settings = %d %v", a.status, a.body)
+	}
+}
+
+// TestForwardedForOnlyFromTrustedProxies: the client's address (rate
+// limits, the evidence fingerprint) is the connection's, unless the
+// connection comes from a configured proxy: then X-Forwarded-For's last
+// address that is not itself a proxy. A forged header from anyone else
+// changes nothing.
+func TestForwardedForOnlyFromTrustedProxies(t *testing.T) {
+	fingerprint := func(w *webFixture, header map[string]string) []byte {
+		t.Helper()
+		v := newVisitor()
+		if a := w.decide(t, v, header, decision("req-xff-1", "reject_all")); a.status != http.StatusOK {
+			t.Fatalf("decision = %d %v", a.status, a.body)
+		}
+		return w.history(t, "visitor:"+v)[0].Evidence.Fingerprint
+	}
+	direct := startWeb(t, consent.PublicOptions{RequestsPerMinute: 3})
+	plain := fingerprint(direct, nil)
+	if forged := fingerprint(direct, map[string]string{"X-Forwarded-For": "203.0.113.9"}); !bytes.Equal(forged, plain) {
+		t.Error("an untrusted X-Forwarded-For changed the evidence")
+	}
+	// The third request from 127.0.0.1 spends its bucket whatever the
+	// header claims.
+	fingerprint(direct, map[string]string{"X-Forwarded-For": "203.0.113.10"})
+	if a := direct.decide(t, newVisitor(), map[string]string{"X-Forwarded-For": "203.0.113.11"}, decision("req-xff-2", "reject_all")); a.status != http.StatusTooManyRequests {
+		t.Fatalf("a forged address escaped the rate limit: %d", a.status)
+	}
+
+	behind := startWeb(t, consent.PublicOptions{RequestsPerMinute: 1, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	a := fingerprint(behind, map[string]string{"X-Forwarded-For": "198.51.100.1, 203.0.113.9"})
+	b := fingerprint(behind, map[string]string{"X-Forwarded-For": "203.0.113.10, 127.0.0.2"})
+	if bytes.Equal(a, b) {
+		t.Error("two browsers behind the proxy have one fingerprint")
+	}
+	// Each browser has a bucket of its own (one request a minute here).
+	if r := behind.decide(t, newVisitor(), map[string]string{"X-Forwarded-For": "203.0.113.9"}, decision("req-xff-3", "reject_all")); r.status != http.StatusTooManyRequests {
+		t.Fatalf("203.0.113.9's second request = %d, want 429", r.status)
+	}
+}
+
+// TestExpiredConsentAsksAgain: a grant with a lifetime (the test's
+// statistics cookies: 365 days; Clio's policy §2.4: cookies last up to 730
+// days) stops counting when it expires, and the banner asks again.
+func TestExpiredConsentAsksAgain(t *testing.T) {
+	w := startWeb(t, consent.PublicOptions{})
+	v := newVisitor()
+	if a := w.decide(t, v, nil, decision("req-expiry-1", "accept_all")); a.status != http.StatusOK || a.body["ask"] != false {
+		t.Fatalf("decision = %d %v", a.status, a.body)
+	}
+	header := map[string]string{"Origin": clioSite, "Lethe-Visitor": v}
+	w.clock.Advance(364 * 24 * time.Hour)
+	if b := w.call(t, http.MethodGet, "/v1/tenants/clio/banner", header, ""); b.body["ask"] != false {
+		t.Fatalf("before expiry: ask %v", b.body["ask"])
+	}
+	w.clock.Advance(2 * 24 * time.Hour)
+	b := w.call(t, http.MethodGet, "/v1/tenants/clio/banner", header, "")
+	got := b.body["choices"].(map[string]any)["purposes"].(map[string]any)
+	if b.body["ask"] != true || got["cookies.statistics"] != false || got["marketing"] != true {
+		t.Fatalf("after the statistics grant expired: ask %v, choices %v", b.body["ask"], got)
+	}
+}
+
+// TestHealthAndAssets: the listener answers health, and serves the banner
+// script through the Assets handler it is given (404 without one).
+func TestHealthAndAssets(t *testing.T) {
+	assets := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript")
+		_, _ = io.WriteString(w, "/* "+r.URL.Path+" */")
+	})
+	w := startWeb(t, consent.PublicOptions{Assets: assets})
+	for path, want := range map[string]string{"/healthz": "ok\n", "/v1/banner.js": "/* /v1/banner.js */", "/v1/assets/banner.css": "/* /v1/assets/banner.css */"} {
+		resp, err := http.Get(w.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != want {
+			t.Errorf("GET %s = %d %q, want %q", path, resp.StatusCode, body, want)
+		}
+	}
+	bare := startWeb(t, consent.PublicOptions{})
+	if a := bare.call(t, http.MethodGet, "/v1/banner.js", nil, ""); a.status != http.StatusNotFound {
+		t.Errorf("banner.js without assets = %d", a.status)
+	}
+	if a := bare.call(t, http.MethodGet, "/v1/operator/anything", nil, ""); a.status != http.StatusNotFound {
+		t.Errorf("an unknown route = %d", a.status)
 	}
 }
