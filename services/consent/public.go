@@ -33,6 +33,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/audit"
 	"github.com/lethe-privacy/lethe/platform/auth"
 	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
+	"github.com/lethe-privacy/lethe/services/consent/web"
 )
 
 // The public consent endpoint (docs/web-consent.md): a listener of its own,
@@ -65,7 +66,7 @@ type PublicOptions struct {
 	// 100,000.
 	MaxTracked int
 	// Assets serves the banner script: mounted at /v1/banner.js and
-	// /v1/assets/. Nil: both answer 404.
+	// /v1/assets/. Default Lethe's own (package web).
 	Assets http.Handler
 }
 
@@ -126,6 +127,9 @@ func (o *PublicOptions) complete() {
 	}
 	if o.MaxTracked <= 0 {
 		o.MaxTracked = defaultMaxTracked
+	}
+	if o.Assets == nil {
+		o.Assets = web.Handler()
 	}
 }
 

@@ -58,6 +58,9 @@ type devConfig struct {
 	// public configures the consent service's public endpoint for
 	// browsers (--public-addr and its limits).
 	public consent.PublicOptions
+	// demoDir, when set, is served on demoAddr as a website that uses the
+	// public endpoint (examples/web).
+	demoDir, demoAddr string
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
@@ -91,6 +94,8 @@ func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
 	fs.IntVar(&c.connectMaxDeliver, "connect-max-deliver", 0, "with --connect-secrets: deliveries of an event before its task fails (0: the SDK's 10)")
 	fs.DurationVar(&c.connectBackOff, "connect-backoff", 0, "with --connect-secrets: the delay between deliveries (0: the SDK's 1s, 5s, 30s, 2m, 10m)")
 	fs.StringVar(&c.connectAddr, "connect-addr", "", "with --connect-secrets: serve the webhooks' claim check and signed callback on this loopback address (plain http)")
+	fs.StringVar(&c.demoDir, "demo", "", "serve this folder of demo pages (examples/web) as a website on --demo-addr, pointing them at the public endpoint")
+	fs.StringVar(&c.demoAddr, "demo-addr", DefaultDemoAddr, "with --demo: the loopback address to serve the demo pages on (plain http)")
 	c.stream = service.StreamFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: lethe dev [flags]\n\nStarts the whole Lethe platform in one process.\n\nFlags:\n")
@@ -234,6 +239,14 @@ func (c devConfig) factories() []service.Factory {
 			},
 		}
 	}
+	if c.demoDir != "" {
+		all = append(all, service.Factory{Name: "demo", New: func(service.Deps) (service.Service, error) {
+			if c.public.Listener == nil {
+				return nil, errors.New("--demo needs the public consent endpoint (--public-addr)")
+			}
+			return newDemoSite(c.demoDir, c.demoAddr, c.public.Listener.Addr().String())
+		}})
+	}
 	if c.connectSecrets != "" {
 		all = append(all, service.Factory{Name: "connect", New: func(deps service.Deps) (service.Service, error) {
 			return newDevConnect(c, deps)
@@ -356,6 +369,11 @@ func printEndpoints(w io.Writer, grpcAddr, httpAddr, natsURL string, c devConfig
 	}
 	if c.public.Listener != nil {
 		fmt.Fprintf(w, "  public   http://%s (consent endpoint for browsers: /v1/tenants/<tenant>/banner, docs/web-consent.md)\n", c.public.Listener.Addr())
+	}
+	if c.demoDir != "" {
+		for _, page := range demoPages(c.demoDir) {
+			fmt.Fprintf(w, "  demo     http://%s/%s/ (%s)\n", c.demoAddr, page, filepath.Join(c.demoDir, page))
+		}
 	}
 	fmt.Fprintf(w, "  NATS     %s (JetStream, stream %s, sync always: %t)\n", natsURL, c.stream.Name, c.syncAlways)
 	if c.server.MetricsAddr != "" {

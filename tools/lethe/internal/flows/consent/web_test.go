@@ -33,6 +33,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/service/servicetest"
 	"github.com/lethe-privacy/lethe/services/consent"
+	"github.com/lethe-privacy/lethe/services/consent/web"
 )
 
 // The public consent endpoint for browsers (docs/web-consent.md), through
@@ -782,7 +783,7 @@ func TestExpiredConsentAsksAgain(t *testing.T) {
 }
 
 // TestHealthAndAssets: the listener answers health, and serves the banner
-// script through the Assets handler it is given (404 without one).
+// script through the Assets handler it is given (Lethe's own without one).
 func TestHealthAndAssets(t *testing.T) {
 	assets := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/javascript")
@@ -800,9 +801,16 @@ func TestHealthAndAssets(t *testing.T) {
 			t.Errorf("GET %s = %d %q, want %q", path, resp.StatusCode, body, want)
 		}
 	}
+	// Without one, Lethe's own banner script (package web).
 	bare := startWeb(t, consent.PublicOptions{})
-	if a := bare.call(t, http.MethodGet, "/v1/banner.js", nil, ""); a.status != http.StatusNotFound {
-		t.Errorf("banner.js without assets = %d", a.status)
+	resp, err := http.Get(bare.base + "/v1/banner.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, web.Script()) {
+		t.Errorf("banner.js without assets = %d, %d bytes; want Lethe's script", resp.StatusCode, len(body))
 	}
 	if a := bare.call(t, http.MethodGet, "/v1/operator/anything", nil, ""); a.status != http.StatusNotFound {
 		t.Errorf("an unknown route = %d", a.status)
