@@ -118,6 +118,23 @@ func FailedPrecondition(reason, message string) *Error {
 	return withInfo(codes.FailedPrecondition, reason, message)
 }
 
+// WithMetadata adds key-value pairs to the error's ErrorInfo detail, for a
+// caller to read what the message says in words (the revision a replica
+// holds); an error without an ErrorInfo is returned unchanged.
+func (e *Error) WithMetadata(kv map[string]string) *Error {
+	for _, d := range e.details {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			if info.Metadata == nil {
+				info.Metadata = map[string]string{}
+			}
+			for k, v := range kv {
+				info.Metadata[k] = v
+			}
+		}
+	}
+	return e
+}
+
 // AlreadyExists reports that the object to create exists already.
 func AlreadyExists(kind, id string) *Error {
 	return withInfo(codes.AlreadyExists, ReasonAlreadyExists, fmt.Sprintf("%s %q already exists", kind, id))

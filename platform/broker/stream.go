@@ -51,6 +51,10 @@ type StreamConfig struct {
 	// made since the backup was taken, so the ledger must reach back as
 	// far as the oldest backup any system may restore.
 	ErasureLedgerMaxAge time.Duration
+	// ConsentStateMaxAge is how long the consent replication stream
+	// (EnsureConsentReplication) keeps an entry;
+	// DefaultConsentStateMaxAge when zero.
+	ConsentStateMaxAge time.Duration
 }
 
 // DefaultErasureLedgerMaxAge is how long the erasure ledger keeps a
@@ -146,8 +150,9 @@ func (c StreamConfig) jetstream() jetstream.StreamConfig {
 
 // EnsureStream creates the stream described by cfg, or brings an existing
 // one in line with it, and returns it; it provisions the stream's
-// dead-letter stream (EnsureDeadLetterStream) and erasure ledger
-// (EnsureErasureLedger) too. Every service calls it at start:
+// dead-letter stream (EnsureDeadLetterStream), erasure ledger
+// (EnsureErasureLedger) and the consent replication stream and snapshot
+// bucket (EnsureConsentReplication) too. Every service calls it at start:
 // with an unchanged configuration it changes nothing and returns no error.
 //
 // The stream's configuration is owned here: a setting cfg gives that was
@@ -169,6 +174,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		return nil, err
 	}
 	if _, err := EnsureErasureLedger(ctx, js, cfg); err != nil {
+		return nil, err
+	}
+	if err := EnsureConsentReplication(ctx, js, cfg); err != nil {
 		return nil, err
 	}
 	return stream, nil

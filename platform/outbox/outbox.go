@@ -244,6 +244,22 @@ func (o *Outbox) AddOutcomeTx(ctx context.Context, tx *bolt.Tx, out *eventsv1.Ou
 	return o.putTx(tx, entry{natsSubject: natsSubject, committed: o.cfg.Clock.Now(), headers: headers, payload: payload})
 }
 
+// AddMessageTx stages a message that is not an event (a consent writer's
+// replication entry, which replicas read as state) for publication on
+// natsSubject, in the caller's transaction, with msgID as its Nats-Msg-Id
+// so that the stream drops a re-publication. It is held to the same
+// backlog bound as events and published in commit order with them.
+func (o *Outbox) AddMessageTx(tx *bolt.Tx, natsSubject, msgID string, payload []byte) error {
+	if err := o.admit(); err != nil {
+		return err
+	}
+	if natsSubject == "" || msgID == "" {
+		return errors.New("outbox: a message needs a NATS subject and an id")
+	}
+	return o.putTx(tx, entry{natsSubject: natsSubject, committed: o.cfg.Clock.Now(),
+		headers: map[string]string{nats.MsgIdHdr: msgID}, payload: payload})
+}
+
 func (o *Outbox) admit() error {
 	if o.depth.Load() >= int64(o.cfg.MaxBacklog) {
 		return apierror.Unavailable(apierror.ReasonBacklogFull,

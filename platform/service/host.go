@@ -84,6 +84,9 @@ type hostConfig struct {
 	stream       *broker.StreamConfig
 	// declared are the neighbours the factory calls.
 	declared []Neighbour
+	// build is the constructor the factory's own flags chose; nil for
+	// Factory.New.
+	build func(Deps) (Service, error)
 }
 
 // newFlags binds the flags of f's deployable to a new hostConfig.
@@ -99,6 +102,9 @@ func newFlags(f Factory, defaultAddr string) (*flag.FlagSet, *hostConfig) {
 	fs.DurationVar(&c.backup.Every, "backup-every", time.Hour, "period of the backups to --backup-dir")
 	c.out.RegisterFlags(fs)
 	c.stream = StreamFlags(fs)
+	if f.Flags != nil {
+		c.build = f.Flags(fs)
+	}
 	return fs, c
 }
 
@@ -226,7 +232,11 @@ func startOne(ctx context.Context, f Factory, c *hostConfig) error {
 	for name, conn := range conns {
 		deps.Neighbours[name] = conn
 	}
-	svc, err := f.New(deps)
+	build := f.New
+	if c.build != nil {
+		build = c.build
+	}
+	svc, err := build(deps)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -100,6 +101,11 @@ type Factory struct {
 	Neighbours []Neighbour
 	// New builds the service.
 	New func(Deps) (Service, error)
+	// Flags, when set, binds the deployable's own flags (the consent
+	// service's --role) to fs and returns the constructor that builds the
+	// service as the parsed flags say, in New's place. Hosts without flags
+	// (lethe dev) use New.
+	Flags func(fs *flag.FlagSet) func(Deps) (Service, error)
 }
 
 // Base is what every service holds: its own bbolt file, the audit log and

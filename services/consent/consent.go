@@ -13,6 +13,9 @@ package consent
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +30,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/tasks"
 	"github.com/lethe-privacy/lethe/platform/tenants"
+	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
 	"github.com/lethe-privacy/lethe/services/consent/internal/storage"
 )
@@ -41,8 +45,39 @@ const DefaultAddr = "127.0.0.1:7401"
 
 // Factory builds the consent service for a host.
 var Factory = service.Factory{
-	Name: "consent",
-	New:  func(deps service.Deps) (service.Service, error) { return New(deps, Options{}) },
+	Name:  "consent",
+	New:   func(deps service.Deps) (service.Service, error) { return New(deps, Options{}) },
+	Flags: flags,
+}
+
+// Roles of the consent deployable (--role).
+const (
+	RoleWriter  = "writer"
+	RoleReplica = "replica"
+)
+
+// flags binds the consent deployable's own flags: its role, its shard and
+// the replication's settings.
+func flags(fs *flag.FlagSet) func(service.Deps) (service.Service, error) {
+	role := fs.String("role", RoleWriter, "writer: the single writer of the consent store; replica: a read replica of the writer's shard serving Check, CheckBatch and Watch")
+	var o Options
+	var ro ReplicaOptions
+	fs.StringVar(&o.Shard, "shard", DefaultShard, "the consent shard this writer owns, or this replica follows")
+	fs.DurationVar(&o.SnapshotEvery, "snapshot-every", DefaultSnapshotEvery, "writer: period of the replication snapshots")
+	fs.IntVar(&o.SnapshotAfter, "snapshot-after", DefaultSnapshotAfter, "writer: take a replication snapshot once this many changes were committed since the last")
+	fs.IntVar(&o.SnapshotsKept, "snapshots-kept", DefaultSnapshotsKept, "writer: how many of the shard's snapshots the bucket keeps")
+	fs.DurationVar(&o.RevisionWait, "revision-wait", DefaultRevisionWait, "how long a Check with min_revision waits for it before REPLICA_BEHIND")
+	fs.DurationVar(&ro.GapBound, "replica-gap-bound", 5*time.Second, "replica: how long a missing revision is waited for before its tenant answers REPLICA_BEHIND until a newer snapshot")
+	return func(deps service.Deps) (service.Service, error) {
+		switch *role {
+		case RoleWriter:
+			return New(deps, o)
+		case RoleReplica:
+			ro.Shard, ro.RevisionWait = o.Shard, o.RevisionWait
+			return NewReplica(deps, ro)
+		}
+		return nil, fmt.Errorf("--role %q: want %q or %q", *role, RoleWriter, RoleReplica)
+	}
 }
 
 // Options tune the service; zero values are production defaults.
@@ -60,6 +95,24 @@ type Options struct {
 	// Stream is the platform stream the service's limit events are on.
 	// Default the platform's, "LETHE".
 	Stream string
+	// Shard is the writer's shard: its replication entries' NATS subjects
+	// and snapshots are named by it, and its replicas follow it. Default
+	// DefaultShard.
+	Shard string
+	// SnapshotEvery and SnapshotAfter schedule the replication snapshots:
+	// every SnapshotEvery, or once SnapshotAfter changes were committed
+	// since the last. Defaults DefaultSnapshotEvery, DefaultSnapshotAfter.
+	SnapshotEvery time.Duration
+	SnapshotAfter int
+	// SnapshotsKept is how many of the shard's snapshots the bucket keeps.
+	// Default DefaultSnapshotsKept.
+	SnapshotsKept int
+	// HeartbeatEvery is how often the writer commits a heartbeat entry,
+	// from which replicas measure their lag. Default DefaultHeartbeatEvery.
+	HeartbeatEvery time.Duration
+	// RevisionWait bounds how long Check waits for a min_revision.
+	// Default DefaultRevisionWait.
+	RevisionWait time.Duration
 }
 
 // complete fills in the defaults of the options left zero.
@@ -72,6 +125,24 @@ func (o *Options) complete() {
 	}
 	if o.Stream == "" {
 		o.Stream = broker.DefaultStreamConfig().Name
+	}
+	if o.Shard == "" {
+		o.Shard = DefaultShard
+	}
+	if o.SnapshotEvery <= 0 {
+		o.SnapshotEvery = DefaultSnapshotEvery
+	}
+	if o.SnapshotAfter <= 0 {
+		o.SnapshotAfter = DefaultSnapshotAfter
+	}
+	if o.SnapshotsKept <= 0 {
+		o.SnapshotsKept = DefaultSnapshotsKept
+	}
+	if o.HeartbeatEvery <= 0 {
+		o.HeartbeatEvery = DefaultHeartbeatEvery
+	}
+	if o.RevisionWait <= 0 {
+		o.RevisionWait = DefaultRevisionWait
 	}
 }
 
@@ -99,11 +170,18 @@ type Service struct {
 	// metrics is the registration of the service's observable gauges
 	// (metrics.go).
 	metrics metric.Registration
+	// snapshotMu serialises replication snapshots; changesSinceSnapshot
+	// counts the changes committed since the last (replication.go).
+	snapshotMu           sync.Mutex
+	changesSinceSnapshot atomic.Int64
 }
 
 // New opens the consent service's store and loads its state into memory.
 func New(deps service.Deps, opts Options) (*Service, error) {
 	opts.complete()
+	if !contract.ValidToken(opts.Shard) {
+		return nil, fmt.Errorf("consent: shard %q is not a valid NATS subject token", opts.Shard)
+	}
 	base, err := service.OpenBase(deps, storage.Schema)
 	if err != nil {
 		return nil, err
@@ -164,7 +242,8 @@ func (s *Service) Register(srv *server.Server) {
 // Run does the service's background work until ctx ends: the outbox relay,
 // following tenants and outcomes, and expiring consents.
 func (s *Service) Run(ctx context.Context) error {
-	bg := service.Background{Workers: []func(context.Context) error{s.Base.Run, s.followCountries}, Every: s.opts.ExpirySweepEvery, Tick: s.tick}
+	bg := service.Background{Workers: []func(context.Context) error{s.Base.Run, s.followCountries, s.runReplication},
+		Every: s.opts.ExpirySweepEvery, Tick: s.tick}
 	if js := s.deps.JetStream; js != nil {
 		bg.Workers = append(bg.Workers,
 			func(ctx context.Context) error { return s.tenants.Run(ctx, js) },

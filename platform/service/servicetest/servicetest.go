@@ -63,6 +63,10 @@ type Options struct {
 	// SyncAlways makes NATS fsync every write before acknowledging it, as
 	// lethe dev does by default; off, publishing is much faster.
 	SyncAlways bool
+	// NATSOf, when set, makes the Host reach the NATS server of that other
+	// Host instead of starting its own: a consent read replica beside its
+	// writer's Host follows the writer's stream.
+	NATSOf *Host
 	// Roots, when set, makes the services and Conn reach the listener over
 	// mutual TLS, presenting Server's key pair and trusting Roots
 	// (service.DialRoots): required when Server is a production
@@ -109,10 +113,16 @@ func Start(t testing.TB, opts Options, factories ...service.Factory) *Host {
 	if opts.DataDir == "" {
 		opts.DataDir = t.TempDir()
 	}
-	ns := brokertest.StartAt(t, filepath.Join(opts.DataDir, "nats"), opts.SyncAlways)
-	nc, js := brokertest.Connect(t, ns)
-	if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
-		t.Fatalf("platform stream: %v", err)
+	var nc *nats.Conn
+	var js jetstream.JetStream
+	if opts.NATSOf != nil {
+		nc, js = opts.NATSOf.NATS, opts.NATSOf.JetStream
+	} else {
+		ns := brokertest.StartAt(t, filepath.Join(opts.DataDir, "nats"), opts.SyncAlways)
+		nc, js = brokertest.Connect(t, ns)
+		if _, err := broker.EnsureStream(context.Background(), js, broker.DefaultStreamConfig()); err != nil {
+			t.Fatalf("platform stream: %v", err)
+		}
 	}
 	h := &Host{NATS: nc, JetStream: js, Clock: opts.Clock, DataDir: opts.DataDir, Addr: "127.0.0.1:0",
 		t: t, opts: opts, factories: factories}
