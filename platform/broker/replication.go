@@ -48,7 +48,9 @@ func ConsentStateFilter(shard string) string { return ConsentStatePrefix + "." +
 
 // EnsureConsentReplication provisions the consent replication stream and
 // snapshot bucket, with the platform stream's replicas (R3 on a production
-// cluster, R1 in dev) and file storage. EnsureStream calls it.
+// cluster, R1 in dev) and file storage. The consent writer calls it at
+// start, with the platform stream's configuration: the other services have
+// no business with it (nor the NATS permissions).
 func EnsureConsentReplication(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -150,9 +150,8 @@ func (c StreamConfig) jetstream() jetstream.StreamConfig {
 
 // EnsureStream creates the stream described by cfg, or brings an existing
 // one in line with it, and returns it; it provisions the stream's
-// dead-letter stream (EnsureDeadLetterStream), erasure ledger
-// (EnsureErasureLedger) and the consent replication stream and snapshot
-// bucket (EnsureConsentReplication) too. Every service calls it at start:
+// dead-letter stream (EnsureDeadLetterStream) and erasure ledger
+// (EnsureErasureLedger) too. Every service calls it at start:
 // with an unchanged configuration it changes nothing and returns no error.
 //
 // The stream's configuration is owned here: a setting cfg gives that was
@@ -174,9 +173,6 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		return nil, err
 	}
 	if _, err := EnsureErasureLedger(ctx, js, cfg); err != nil {
-		return nil, err
-	}
-	if err := EnsureConsentReplication(ctx, js, cfg); err != nil {
 		return nil, err
 	}
 	return stream, nil

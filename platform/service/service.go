@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/lethe-privacy/lethe/platform/audit"
+	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/idempotency"
 	"github.com/lethe-privacy/lethe/platform/mutation"
@@ -73,6 +74,11 @@ type Deps struct {
 	// gives it by the profile (the registry refuses plain-http webhook
 	// URLs unless it is ProfileDev) treats anything else as production.
 	Profile string
+	// Stream is the platform stream's configuration as the host
+	// provisioned it (its replicas, its ages); a service that provisions
+	// streams of its own (the consent writer's replication stream) sizes
+	// them alike. The zero value stands for broker.DefaultStreamConfig.
+	Stream broker.StreamConfig
 	// AnchorEvery is how often the service reads the head of each of its
 	// files' audit chains and, when it moved, publishes it on the
 	// platform stream and logs it (audit.Anchor); one minute when zero.

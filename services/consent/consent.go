@@ -215,6 +215,15 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		err = s.recoverLimits(ctx)
 		cancel()
 	}
+	if err == nil && deps.JetStream != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), recoveryTimeout)
+		cfg := deps.Stream
+		if cfg.Name == "" {
+			cfg = broker.DefaultStreamConfig()
+		}
+		err = broker.EnsureConsentReplication(ctx, deps.JetStream, cfg)
+		cancel()
+	}
 	if err != nil {
 		if s.metrics != nil {
 			err = errors.Join(err, s.metrics.Unregister())
