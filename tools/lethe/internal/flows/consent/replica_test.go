@@ -35,7 +35,7 @@ type replica struct {
 	svc    *consent.Replica
 }
 
-func (f *fixture) startReplica(t *testing.T, opts consent.ReplicaOptions) *replica {
+func (f *fixture) startReplica(t testing.TB, opts consent.ReplicaOptions) *replica {
 	t.Helper()
 	r := &replica{}
 	fac := service.Factory{Name: "consent-replica", New: func(d service.Deps) (service.Service, error) {
@@ -115,7 +115,7 @@ func (f *fixture) write(t *testing.T, rng *rand.Rand, subjects []string) uint64 
 }
 
 // revision is the writer's revision of clio, read with a Check.
-func (f *fixture) revision(t *testing.T) uint64 {
+func (f *fixture) revision(t testing.TB) uint64 {
 	t.Helper()
 	resp, err := f.consent.Check(f.ctx, &consentv1.CheckRequest{TenantId: "clio", SubjectId: "nobody", PurposeId: "marketing"})
 	if err != nil {
