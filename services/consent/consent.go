@@ -60,6 +60,12 @@ type Options struct {
 	// Stream is the platform stream the service's limit events are on.
 	// Default the platform's, "LETHE".
 	Stream string
+	// SnapshotEvery is how often the decision index is written to the
+	// data folder (index.go), besides at a clean stop and soon after a
+	// start that had to read every record: a start replays the changes
+	// committed since, so this bounds that work. Default five minutes;
+	// negative writes none, and every start reads every record.
+	SnapshotEvery time.Duration
 }
 
 // complete fills in the defaults of the options left zero.
@@ -72,6 +78,9 @@ func (o *Options) complete() {
 	}
 	if o.Stream == "" {
 		o.Stream = broker.DefaultStreamConfig().Name
+	}
+	if o.SnapshotEvery == 0 {
+		o.SnapshotEvery = 5 * time.Minute
 	}
 }
 
@@ -91,7 +100,10 @@ type Service struct {
 	countries   *countryQueue
 	watchers    *hub
 	applied     *sequencer
-	notices     notices
+	// fullLoad is set when the start read every record, having no usable
+	// index snapshot: a new one is then written soon.
+	fullLoad bool
+	notices  notices
 	// gap is set while limits may be lost beyond the stream's reach
 	// (recovery.go); Check refuses to answer then.
 	gap             atomic.Pointer[storage.Gap]
@@ -164,7 +176,7 @@ func (s *Service) Register(srv *server.Server) {
 // Run does the service's background work until ctx ends: the outbox relay,
 // following tenants and outcomes, and expiring consents.
 func (s *Service) Run(ctx context.Context) error {
-	bg := service.Background{Workers: []func(context.Context) error{s.Base.Run, s.followCountries}, Every: s.opts.ExpirySweepEvery, Tick: s.tick}
+	bg := service.Background{Workers: []func(context.Context) error{s.Base.Run, s.followCountries, s.snapshots}, Every: s.opts.ExpirySweepEvery, Tick: s.tick}
 	if js := s.deps.JetStream; js != nil {
 		bg.Workers = append(bg.Workers,
 			func(ctx context.Context) error { return s.tenants.Run(ctx, js) },
@@ -172,6 +184,11 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	err := bg.Run(ctx)
 	s.watchers.closeAll()
+	if s.opts.SnapshotEvery > 0 {
+		// A clean stop leaves a snapshot as fresh as it can be, so the
+		// next start replays next to nothing.
+		err = errors.Join(err, s.saveSnapshot())
+	}
 	return err
 }
 

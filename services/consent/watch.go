@@ -149,6 +149,9 @@ func (s *Service) changeTx(tx *bolt.Tx, tenant string, c *consentv1.Change, appl
 			if apply != nil {
 				apply()
 			}
+			// The index now holds every change up to rev: a snapshot
+			// taken from here on covers it.
+			s.index.SetRevision(tenant, rev)
 			s.watchers.publish(tenant, c)
 		})
 	})

@@ -233,6 +233,12 @@ func (s *Subject) LiftRestriction(id string) bool {
 	return false
 }
 
+// Reset drops everything the subject holds, for a caller about to rebuild
+// it from its history.
+func (s *Subject) Reset() {
+	*s = Subject{tenant: s.tenant}
+}
+
 // empty reports whether the subject holds nothing a decision reads.
 func (s *Subject) empty() bool {
 	return len(s.records) == 0 && len(s.objections) == 0 && len(s.restrictions) == 0
