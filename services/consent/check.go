@@ -31,7 +31,7 @@ func (s *Service) decide(tenant, subject, purpose string, a *consentv1.SubjectAt
 			return nil, err
 		}
 	}
-	return &consentv1.Decision{PurposeId: purpose, SubjectId: subject, Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID}, nil
+	return &consentv1.Decision{PurposeId: purpose, SubjectId: subject, Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID.String()}, nil
 }
 
 // Check implements ConsentService.
@@ -147,8 +147,8 @@ func (s *Service) decideAt(tenant string, at *timestamppb.Timestamp, items []*co
 				subjects[item.SubjectId] = sub
 			}
 			d := s.index.Decide(tenant, p, &sub.state, attributes(item.Attributes), when)
-			dec := &consentv1.Decision{PurposeId: item.PurposeId, SubjectId: item.SubjectId, Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID}
-			if chain := sub.chains[item.PurposeId]; len(chain) > 0 && chain[len(chain)-1].RecordId == d.BasisID {
+			dec := &consentv1.Decision{PurposeId: item.PurposeId, SubjectId: item.SubjectId, Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID.String()}
+			if chain := sub.chains[item.PurposeId]; len(chain) > 0 && chain[len(chain)-1].RecordId == d.BasisID.String() {
 				dec.Records = chain
 			}
 			out = append(out, dec)

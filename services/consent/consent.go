@@ -63,9 +63,9 @@ func flags(fs *flag.FlagSet) func(service.Deps) (service.Service, error) {
 	var o Options
 	var ro ReplicaOptions
 	fs.StringVar(&o.Shard, "shard", DefaultShard, "the consent shard this writer owns, or this replica follows")
-	fs.DurationVar(&o.SnapshotEvery, "snapshot-every", DefaultSnapshotEvery, "writer: period of the replication snapshots")
-	fs.IntVar(&o.SnapshotAfter, "snapshot-after", DefaultSnapshotAfter, "writer: take a replication snapshot once this many changes were committed since the last")
-	fs.IntVar(&o.SnapshotsKept, "snapshots-kept", DefaultSnapshotsKept, "writer: how many of the shard's snapshots the bucket keeps")
+	fs.DurationVar(&o.ReplicaSnapshotEvery, "replica-snapshot-every", DefaultSnapshotEvery, "writer: period of the replication snapshots in JetStream, which read replicas start from")
+	fs.IntVar(&o.ReplicaSnapshotAfter, "replica-snapshot-after", DefaultSnapshotAfter, "writer: take a replication snapshot once this many changes were committed since the last")
+	fs.IntVar(&o.ReplicaSnapshotsKept, "replica-snapshots-kept", DefaultSnapshotsKept, "writer: how many of the shard's replication snapshots the bucket keeps")
 	fs.DurationVar(&o.RevisionWait, "revision-wait", DefaultRevisionWait, "how long a Check with min_revision waits for it before REPLICA_BEHIND")
 	fs.DurationVar(&ro.GapBound, "replica-gap-bound", 5*time.Second, "replica: how long a missing revision is waited for before its tenant answers REPLICA_BEHIND until a newer snapshot")
 	return func(deps service.Deps) (service.Service, error) {
@@ -99,20 +99,28 @@ type Options struct {
 	// and snapshots are named by it, and its replicas follow it. Default
 	// DefaultShard.
 	Shard string
-	// SnapshotEvery and SnapshotAfter schedule the replication snapshots:
-	// every SnapshotEvery, or once SnapshotAfter changes were committed
-	// since the last. Defaults DefaultSnapshotEvery, DefaultSnapshotAfter.
-	SnapshotEvery time.Duration
-	SnapshotAfter int
-	// SnapshotsKept is how many of the shard's snapshots the bucket keeps.
-	// Default DefaultSnapshotsKept.
-	SnapshotsKept int
+	// ReplicaSnapshotEvery and ReplicaSnapshotAfter schedule the
+	// replication snapshots in JetStream (replication.go): every
+	// ReplicaSnapshotEvery, or once ReplicaSnapshotAfter changes were
+	// committed since the last. Defaults DefaultSnapshotEvery,
+	// DefaultSnapshotAfter.
+	ReplicaSnapshotEvery time.Duration
+	ReplicaSnapshotAfter int
+	// ReplicaSnapshotsKept is how many of the shard's snapshots the bucket
+	// keeps. Default DefaultSnapshotsKept.
+	ReplicaSnapshotsKept int
 	// HeartbeatEvery is how often the writer commits a heartbeat entry,
 	// from which replicas measure their lag. Default DefaultHeartbeatEvery.
 	HeartbeatEvery time.Duration
 	// RevisionWait bounds how long Check waits for a min_revision.
 	// Default DefaultRevisionWait.
 	RevisionWait time.Duration
+	// SnapshotEvery is how often the decision index is written to the
+	// data folder (index.go), besides at a clean stop and soon after a
+	// start that had to read every record: a start replays the changes
+	// committed since, so this bounds that work. Default five minutes;
+	// negative writes none, and every start reads every record.
+	SnapshotEvery time.Duration
 }
 
 // complete fills in the defaults of the options left zero.
@@ -129,20 +137,23 @@ func (o *Options) complete() {
 	if o.Shard == "" {
 		o.Shard = DefaultShard
 	}
-	if o.SnapshotEvery <= 0 {
-		o.SnapshotEvery = DefaultSnapshotEvery
+	if o.ReplicaSnapshotEvery <= 0 {
+		o.ReplicaSnapshotEvery = DefaultSnapshotEvery
 	}
-	if o.SnapshotAfter <= 0 {
-		o.SnapshotAfter = DefaultSnapshotAfter
+	if o.ReplicaSnapshotAfter <= 0 {
+		o.ReplicaSnapshotAfter = DefaultSnapshotAfter
 	}
-	if o.SnapshotsKept <= 0 {
-		o.SnapshotsKept = DefaultSnapshotsKept
+	if o.ReplicaSnapshotsKept <= 0 {
+		o.ReplicaSnapshotsKept = DefaultSnapshotsKept
 	}
 	if o.HeartbeatEvery <= 0 {
 		o.HeartbeatEvery = DefaultHeartbeatEvery
 	}
 	if o.RevisionWait <= 0 {
 		o.RevisionWait = DefaultRevisionWait
+	}
+	if o.SnapshotEvery == 0 {
+		o.SnapshotEvery = 5 * time.Minute
 	}
 }
 
@@ -162,7 +173,10 @@ type Service struct {
 	countries   *countryQueue
 	watchers    *hub
 	applied     *sequencer
-	notices     notices
+	// fullLoad is set when the start read every record, having no usable
+	// index snapshot: a new one is then written soon.
+	fullLoad bool
+	notices  notices
 	// gap is set while limits may be lost beyond the stream's reach
 	// (recovery.go); Check refuses to answer then.
 	gap             atomic.Pointer[storage.Gap]
@@ -251,7 +265,7 @@ func (s *Service) Register(srv *server.Server) {
 // Run does the service's background work until ctx ends: the outbox relay,
 // following tenants and outcomes, and expiring consents.
 func (s *Service) Run(ctx context.Context) error {
-	bg := service.Background{Workers: []func(context.Context) error{s.Base.Run, s.followCountries, s.runReplication},
+	bg := service.Background{Workers: []func(context.Context) error{s.Base.Run, s.followCountries, s.snapshots, s.runReplication},
 		Every: s.opts.ExpirySweepEvery, Tick: s.tick}
 	if js := s.deps.JetStream; js != nil {
 		bg.Workers = append(bg.Workers,
@@ -260,6 +274,11 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	err := bg.Run(ctx)
 	s.watchers.closeAll()
+	if s.opts.SnapshotEvery > 0 {
+		// A clean stop leaves a snapshot as fresh as it can be, so the
+		// next start replays next to nothing.
+		err = errors.Join(err, s.saveSnapshot())
+	}
 	return err
 }
 

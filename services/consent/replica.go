@@ -446,20 +446,12 @@ func (r *Replica) load(path string) (*replicaState, error) {
 	st := &replicaState{index: decision.NewIndex(), revs: newAppliedRevisions(), seq: h.StreamSequence,
 		recent: newRecentChanges(r.opts.RecentChanges), held: map[string]map[uint64]*consentv1.ReplicationEntry{},
 		heldSince: map[string]time.Time{}, caughtUp: make(chan struct{})}
-	now := r.clock.Now()
-	for {
-		e := &consentv1.ReplicationEntry{}
-		err := protodelim.UnmarshalFrom(in, e)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("snapshot entry: %w", err)
-		}
-		applyEntry(st.index, &st.notices, e, now)
+	revisions, err := st.index.ReadSnapshot(in)
+	if err != nil {
+		return nil, err
 	}
-	for _, t := range h.Tenants {
-		st.revs.set(t.TenantId, t.Revision)
+	for tenant, rev := range revisions {
+		st.revs.set(tenant, rev)
 	}
 	return st, nil
 }
@@ -680,7 +672,7 @@ func (r *Replica) Check(ctx context.Context, req *consentv1.CheckRequest) (*cons
 	}
 	d := st.index.Check(req.TenantId, req.SubjectId, req.PurposeId, attributes(req.Attributes), r.clock.Now())
 	return &consentv1.CheckResponse{Revision: rev, Decision: &consentv1.Decision{PurposeId: req.PurposeId, SubjectId: req.SubjectId,
-		Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID}}, nil
+		Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID.String()}}, nil
 }
 
 // CheckBatch implements ConsentService on the replica.
@@ -701,7 +693,7 @@ func (r *Replica) CheckBatch(ctx context.Context, req *consentv1.CheckBatchReque
 	for _, item := range req.Items {
 		d := st.index.Check(req.TenantId, item.SubjectId, item.PurposeId, attributes(item.Attributes), now)
 		resp.Decisions = append(resp.Decisions, &consentv1.Decision{PurposeId: item.PurposeId, SubjectId: item.SubjectId,
-			Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID})
+			Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID.String()})
 	}
 	return resp, nil
 }

@@ -183,8 +183,8 @@ func (s *Service) runReplication(ctx context.Context) error {
 	defer beat.Stop()
 	var last time.Time
 	for {
-		if due := s.changesSinceSnapshot.Load() >= int64(s.opts.SnapshotAfter) || last.IsZero() ||
-			s.Clock.Now().Sub(last) >= s.opts.SnapshotEvery; due {
+		if due := s.changesSinceSnapshot.Load() >= int64(s.opts.ReplicaSnapshotAfter) || last.IsZero() ||
+			s.Clock.Now().Sub(last) >= s.opts.ReplicaSnapshotEvery; due {
 			if _, err := s.Snapshot(ctx); err != nil {
 				if ctx.Err() != nil {
 					return nil
@@ -277,7 +277,7 @@ func (s *Service) Snapshot(ctx context.Context) (SnapshotInfo, error) {
 		return SnapshotInfo{}, err
 	}
 	s.changesSinceSnapshot.Add(-changes)
-	if err := pruneSnapshots(ctx, obs, s.opts.Shard, s.opts.SnapshotsKept); err != nil {
+	if err := pruneSnapshots(ctx, obs, s.opts.Shard, s.opts.ReplicaSnapshotsKept); err != nil {
 		s.Logger.Warn("consent: dropping old replication snapshots failed", "error", err)
 	}
 	s.Logger.Info("consent: replication snapshot taken", "name", name, "bytes", put.Size)
@@ -318,29 +318,36 @@ func pruneSnapshots(ctx context.Context, obs jetstream.ObjectStore, shard string
 }
 
 // writeSnapshotTx writes the decision state the transaction sees: the
-// header (shard, stream sequence, every tenant's revision), then every
-// purpose, country, consent record (in commit order per subject, as load
-// folds them), objection and restriction in force, one length-prefixed
-// ReplicationEntry each.
+// header (shard, stream sequence, time), then the state in the decision
+// index's own snapshot encoding (decision.Index.WriteSnapshot, the one the
+// writer restarts from), which carries every tenant's revision. The index
+// is rebuilt from the transaction rather than copied from the live one:
+// the live index goes on applying changes while it is copied, and its
+// snapshot is then no exact cut, while a replica skips every entry at or
+// below a tenant's revision and must find all of them in the snapshot. The
+// price is a second index in memory while the snapshot is written.
 func writeSnapshotTx(tx *bolt.Tx, w io.Writer, shard string, seq uint64, now time.Time) error {
 	h := &consentv1.ReplicationSnapshot{Shard: shard, StreamSequence: seq, TakenAt: timestamppb.New(now)}
+	if _, err := protodelim.MarshalTo(w, h); err != nil {
+		return err
+	}
+	ix := decision.NewIndex()
+	var n notices
+	err := forEachStateTx(tx, func(tenant string, e *consentv1.ReplicationEntry) error {
+		e.TenantId = tenant
+		applyEntry(ix, &n, e, now)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	if err := storage.Each(tx, storage.BucketRevisions, nil, func(k, v []byte) error {
-		h.Tenants = append(h.Tenants, &consentv1.SnapshotTenant{TenantId: string(k), Revision: store.KeyUint64(v)})
+		ix.SetRevision(string(k), store.KeyUint64(v))
 		return nil
 	}); err != nil {
 		return err
 	}
-	if _, err := protodelim.MarshalTo(w, h); err != nil {
-		return err
-	}
-	put := func(tenant string, e *consentv1.ReplicationEntry) error {
-		if tenant != "" {
-			e.TenantId = tenant
-		}
-		_, err := protodelim.MarshalTo(w, e)
-		return err
-	}
-	return forEachStateTx(tx, put)
+	return ix.WriteSnapshot(w)
 }
 
 // forEachStateTx calls put with an entry for every part of the decision

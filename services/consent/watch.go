@@ -157,6 +157,9 @@ func (s *Service) changeTx(tx *bolt.Tx, tenant string, c *consentv1.Change, e *c
 		s.changesSinceSnapshot.Add(1)
 		s.applied.committed(tenant, rev, func() {
 			applyEntry(s.index, &s.notices, e, s.Clock.Now())
+			// The index now holds every change up to rev: a snapshot
+			// taken from here on covers it.
+			s.index.SetRevision(tenant, rev)
 			s.watchers.publish(tenant, c)
 		})
 	})

@@ -415,8 +415,9 @@ func (x *TenantCountry) GetCountry() string {
 }
 
 // ReplicationSnapshot heads a snapshot of a writer's decision state in the
-// lethe-consent-snapshots object store bucket. The header is followed by
-// the state as length-prefixed ReplicationEntry messages (without change).
+// lethe-consent-snapshots object store bucket, length-prefixed. The state
+// follows in the decision index's own snapshot encoding (the one a writer
+// restarts from), which carries every tenant's revision.
 type ReplicationSnapshot struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The writer's shard.
@@ -425,9 +426,7 @@ type ReplicationSnapshot struct {
 	// taken: a replica follows the stream from the next one.
 	StreamSequence uint64 `protobuf:"varint,2,opt,name=stream_sequence,json=streamSequence,proto3" json:"stream_sequence,omitempty"`
 	// When the snapshot was taken.
-	TakenAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=taken_at,json=takenAt,proto3" json:"taken_at,omitempty"`
-	// Every tenant's revision covered by the snapshot.
-	Tenants       []*SnapshotTenant `protobuf:"bytes,4,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	TakenAt       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=taken_at,json=takenAt,proto3" json:"taken_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -483,68 +482,6 @@ func (x *ReplicationSnapshot) GetTakenAt() *timestamppb.Timestamp {
 	return nil
 }
 
-func (x *ReplicationSnapshot) GetTenants() []*SnapshotTenant {
-	if x != nil {
-		return x.Tenants
-	}
-	return nil
-}
-
-// SnapshotTenant is one tenant's place in a snapshot.
-type SnapshotTenant struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The tenant.
-	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
-	// The last revision whose change the snapshot holds.
-	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SnapshotTenant) Reset() {
-	*x = SnapshotTenant{}
-	mi := &file_lethe_consent_v1_replication_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SnapshotTenant) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SnapshotTenant) ProtoMessage() {}
-
-func (x *SnapshotTenant) ProtoReflect() protoreflect.Message {
-	mi := &file_lethe_consent_v1_replication_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SnapshotTenant.ProtoReflect.Descriptor instead.
-func (*SnapshotTenant) Descriptor() ([]byte, []int) {
-	return file_lethe_consent_v1_replication_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *SnapshotTenant) GetTenantId() string {
-	if x != nil {
-		return x.TenantId
-	}
-	return ""
-}
-
-func (x *SnapshotTenant) GetRevision() uint64 {
-	if x != nil {
-		return x.Revision
-	}
-	return 0
-}
-
 var File_lethe_consent_v1_replication_proto protoreflect.FileDescriptor
 
 const file_lethe_consent_v1_replication_proto_rawDesc = "" +
@@ -575,15 +512,11 @@ const file_lethe_consent_v1_replication_proto_rawDesc = "" +
 	"\vpurpose_ids\x18\x03 \x03(\tR\n" +
 	"purposeIds\")\n" +
 	"\rTenantCountry\x12\x18\n" +
-	"\acountry\x18\x01 \x01(\tR\acountry\"\xc7\x01\n" +
+	"\acountry\x18\x01 \x01(\tR\acountry\"\x8b\x01\n" +
 	"\x13ReplicationSnapshot\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\tR\x05shard\x12'\n" +
 	"\x0fstream_sequence\x18\x02 \x01(\x04R\x0estreamSequence\x125\n" +
-	"\btaken_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\atakenAt\x12:\n" +
-	"\atenants\x18\x04 \x03(\v2 .lethe.consent.v1.SnapshotTenantR\atenants\"I\n" +
-	"\x0eSnapshotTenant\x12\x1b\n" +
-	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevisionB\xcc\x01\n" +
+	"\btaken_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\atakenAtB\xcc\x01\n" +
 	"\x14com.lethe.consent.v1B\x10ReplicationProtoP\x01Z@github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1;consentv1\xa2\x02\x03LCX\xaa\x02\x10Lethe.Consent.V1\xca\x02\x10Lethe\\Consent\\V1\xe2\x02\x1cLethe\\Consent\\V1\\GPBMetadata\xea\x02\x12Lethe::Consent::V1b\x06proto3"
 
 var (
@@ -598,37 +531,35 @@ func file_lethe_consent_v1_replication_proto_rawDescGZIP() []byte {
 	return file_lethe_consent_v1_replication_proto_rawDescData
 }
 
-var file_lethe_consent_v1_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_lethe_consent_v1_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_lethe_consent_v1_replication_proto_goTypes = []any{
 	(*ReplicationEntry)(nil),      // 0: lethe.consent.v1.ReplicationEntry
 	(*ReplicatedObjection)(nil),   // 1: lethe.consent.v1.ReplicatedObjection
 	(*ReplicatedRestriction)(nil), // 2: lethe.consent.v1.ReplicatedRestriction
 	(*TenantCountry)(nil),         // 3: lethe.consent.v1.TenantCountry
 	(*ReplicationSnapshot)(nil),   // 4: lethe.consent.v1.ReplicationSnapshot
-	(*SnapshotTenant)(nil),        // 5: lethe.consent.v1.SnapshotTenant
-	(*Change)(nil),                // 6: lethe.consent.v1.Change
-	(*ConsentRecord)(nil),         // 7: lethe.consent.v1.ConsentRecord
-	(*Purpose)(nil),               // 8: lethe.consent.v1.Purpose
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(v1.ObjectionScope)(0),        // 10: lethe.events.v1.ObjectionScope
+	(*Change)(nil),                // 5: lethe.consent.v1.Change
+	(*ConsentRecord)(nil),         // 6: lethe.consent.v1.ConsentRecord
+	(*Purpose)(nil),               // 7: lethe.consent.v1.Purpose
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(v1.ObjectionScope)(0),        // 9: lethe.events.v1.ObjectionScope
 }
 var file_lethe_consent_v1_replication_proto_depIdxs = []int32{
-	6,  // 0: lethe.consent.v1.ReplicationEntry.change:type_name -> lethe.consent.v1.Change
-	7,  // 1: lethe.consent.v1.ReplicationEntry.consent:type_name -> lethe.consent.v1.ConsentRecord
+	5,  // 0: lethe.consent.v1.ReplicationEntry.change:type_name -> lethe.consent.v1.Change
+	6,  // 1: lethe.consent.v1.ReplicationEntry.consent:type_name -> lethe.consent.v1.ConsentRecord
 	1,  // 2: lethe.consent.v1.ReplicationEntry.objection:type_name -> lethe.consent.v1.ReplicatedObjection
 	2,  // 3: lethe.consent.v1.ReplicationEntry.restriction_applied:type_name -> lethe.consent.v1.ReplicatedRestriction
 	2,  // 4: lethe.consent.v1.ReplicationEntry.restriction_lifted:type_name -> lethe.consent.v1.ReplicatedRestriction
-	8,  // 5: lethe.consent.v1.ReplicationEntry.purpose:type_name -> lethe.consent.v1.Purpose
+	7,  // 5: lethe.consent.v1.ReplicationEntry.purpose:type_name -> lethe.consent.v1.Purpose
 	3,  // 6: lethe.consent.v1.ReplicationEntry.country:type_name -> lethe.consent.v1.TenantCountry
-	9,  // 7: lethe.consent.v1.ReplicationEntry.heartbeat:type_name -> google.protobuf.Timestamp
-	10, // 8: lethe.consent.v1.ReplicatedObjection.scope:type_name -> lethe.events.v1.ObjectionScope
-	9,  // 9: lethe.consent.v1.ReplicationSnapshot.taken_at:type_name -> google.protobuf.Timestamp
-	5,  // 10: lethe.consent.v1.ReplicationSnapshot.tenants:type_name -> lethe.consent.v1.SnapshotTenant
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	8,  // 7: lethe.consent.v1.ReplicationEntry.heartbeat:type_name -> google.protobuf.Timestamp
+	9,  // 8: lethe.consent.v1.ReplicatedObjection.scope:type_name -> lethe.events.v1.ObjectionScope
+	8,  // 9: lethe.consent.v1.ReplicationSnapshot.taken_at:type_name -> google.protobuf.Timestamp
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_lethe_consent_v1_replication_proto_init() }
@@ -652,7 +583,7 @@ func file_lethe_consent_v1_replication_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lethe_consent_v1_replication_proto_rawDesc), len(file_lethe_consent_v1_replication_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
