@@ -619,7 +619,7 @@ func TestNetworkPolicies(t *testing.T) {
 		{"lethe-connect", "lethe-consent", 7401, false},
 		{"lethe-connect", "lethe-retention", 7403, false},
 		{"lethe-connect", "lethe-registry", 9464, false},
-		{"lethe-dsar", "lethe-connect", 8443, false}, // receivers call it, through the ingress
+		{"lethe-dsar", "lethe-connect", 8443, false},         // receivers call it, through the ingress
 		{"lethe-dsar", "lethe-consent-replica", 7401, false}, // DSAR writes: it calls the writer
 		{"lethe-consent-replica", "nats", 4222, true},
 		{"lethe-consent-replica", "lethe-registry", 7404, false},

@@ -3,6 +3,7 @@ package consent_test
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"slices"
 	"strings"
@@ -174,6 +175,8 @@ func BenchmarkChecksByChain(b *testing.B) {
 	}
 }
 
+var replicaLagRate = flag.Int("replica-lag-rate", 0, "BenchmarkReplicaLag: writes per second (0: as fast as the writer takes them)")
+
 // BenchmarkReplicaLag measures how long a change takes from the writer's
 // commit to a read replica's Watch, beside the writer's own commit rate in
 // the same run: 50 concurrent clients record consents (one record, one
@@ -211,7 +214,11 @@ func BenchmarkReplicaLag(b *testing.B) {
 		received <- nil
 	}()
 	b.ResetTimer()
+	began := time.Now()
 	rate, p99 := servertest.Load(b, b.N, func(i int) error {
+		if *replicaLagRate > 0 {
+			time.Sleep(time.Until(began.Add(time.Duration(i) * time.Second / time.Duration(*replicaLagRate))))
+		}
 		_, err := f.consent.RecordConsent(ctx, &consentv1.RecordConsentRequest{RequestId: fmt.Sprint("lag-", i), TenantId: "clio",
 			SubjectId: fmt.Sprint("visitor-", i), PurposeId: "marketing", Action: consentv1.ConsentAction_CONSENT_ACTION_GRANT,
 			Method: consentv1.CollectionMethod_COLLECTION_METHOD_API})
