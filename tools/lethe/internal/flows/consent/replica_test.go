@@ -56,18 +56,11 @@ func (r *replica) replica() *consent.Replica {
 	return r.svc
 }
 
-// dataset is a generated history of one tenant: subjects with grants,
-// denials and withdrawals of Clio's purposes, objections, restrictions
-// applied and lifted, and statistics consents left to expire.
-type dataset struct {
-	subjects []string
-	last     uint64 // the tenant's revision after the last write
-}
-
 var replicaPurposes = []string{"cookies.statistics", "marketing", "mail.transactional", "profiling", "courses.signup"}
 
-// write records a random history for subjects[from:to], returning the
-// revision of the last write.
+// write records a generated history for the subjects: banner decisions
+// (grants and denials), withdrawals, objections, restrictions applied and
+// lifted; it returns the revision of the last write.
 func (f *fixture) write(t *testing.T, rng *rand.Rand, subjects []string) uint64 {
 	t.Helper()
 	var last uint64
