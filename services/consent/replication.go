@@ -46,6 +46,7 @@ import (
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/broker"
+	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
 	"github.com/lethe-privacy/lethe/services/consent/internal/storage"
@@ -167,7 +168,9 @@ func (s *Service) heartbeat() error {
 	now := s.Clock.Now()
 	e := &consentv1.ReplicationEntry{Body: &consentv1.ReplicationEntry_Heartbeat{Heartbeat: timestamppb.New(now)}}
 	return s.DB.Update(func(tx *bolt.Tx) error {
-		return s.replicateTx(tx, e, fmt.Sprintf("%s.%s.%d", s.opts.Shard, heartbeatToken, now.UnixNano()))
+		// A fresh id: heartbeats are never re-published, and two taken at
+		// one clock reading (a stopped test clock) are two heartbeats.
+		return s.replicateTx(tx, e, s.opts.Shard+"."+heartbeatToken+"."+outbox.NewEventID())
 	})
 }
 
