@@ -56,6 +56,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/clock"
+	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/sdk/contract"
@@ -508,7 +509,7 @@ func (r *Replica) follow(st *replicaState, it jetstream.MessagesContext) {
 			r.logger.Error("consent replica: a message without metadata", "error", err)
 			continue
 		}
-		r.handle(st, msg.Subject(), msg.Data(), md.Sequence.Stream)
+		r.handleMsg(st, msg, md.Sequence.Stream)
 		if st == r.st.Load() {
 			r.pending.Store(int64(md.NumPending))
 		}
@@ -522,9 +523,41 @@ func (r *Replica) follow(st *replicaState, it jetstream.MessagesContext) {
 	}
 }
 
-// handle applies one message of the stream at sequence seq.
+// handleMsg applies the entries of one message of the stream at sequence
+// seq: the writer's outbox relay sends the entries that follow one another
+// on one tenant's NATS subject as one batch (outbox.HeaderBatch).
+func (r *Replica) handleMsg(st *replicaState, msg jetstream.Msg, seq uint64) {
+	if msg.Headers().Get(outbox.HeaderBatch) == "" {
+		r.handle(st, msg.Subject(), msg.Data(), seq)
+		return
+	}
+	parts, err := outbox.SplitBatch(msg.Data())
+	if err != nil {
+		r.poisoned(st, tokenOf(msg.Subject()), seq, err)
+		return
+	}
+	for _, data := range parts {
+		r.handle(st, msg.Subject(), data, seq)
+	}
+}
+
+// tokenOf returns the last token of a NATS subject: the tenant of an
+// entry, or heartbeatToken.
+func tokenOf(natsSubject string) string { return natsSubject[strings.LastIndexByte(natsSubject, '.')+1:] }
+
+// poisoned isolates an entry that cannot be decoded: its tenant's state is
+// unknown from here on, the other tenants' are not.
+func (r *Replica) poisoned(st *replicaState, token string, seq uint64, err error) {
+	r.poison.Add(1)
+	r.poisonCount.Add(context.Background(), 1)
+	st.unsure.Store(token, seq)
+	r.logger.Error("consent replica: an undecodable replication entry; the tenant answers REPLICA_BEHIND until a newer snapshot",
+		"tenant", token, "stream_sequence", seq, "error", err)
+}
+
+// handle applies one entry of the stream's message at sequence seq.
 func (r *Replica) handle(st *replicaState, natsSubject string, data []byte, seq uint64) {
-	token := natsSubject[strings.LastIndexByte(natsSubject, '.')+1:]
+	token := tokenOf(natsSubject)
 	e := &consentv1.ReplicationEntry{}
 	err := proto.Unmarshal(data, e)
 	switch {
@@ -539,13 +572,7 @@ func (r *Replica) handle(st *replicaState, natsSubject string, data []byte, seq 
 		err = errors.New("an entry without a change")
 	}
 	if err != nil {
-		// A poison entry: its tenant's state is unknown from here on, the
-		// other tenants' are not.
-		r.poison.Add(1)
-		r.poisonCount.Add(context.Background(), 1)
-		st.unsure.Store(token, seq)
-		r.logger.Error("consent replica: an undecodable replication entry; the tenant answers REPLICA_BEHIND until a newer snapshot",
-			"tenant", token, "stream_sequence", seq, "error", err)
+		r.poisoned(st, token, seq, err)
 		return
 	}
 	if e.Change == nil {
