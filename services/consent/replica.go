@@ -543,7 +543,9 @@ func (r *Replica) handleMsg(st *replicaState, msg jetstream.Msg, seq uint64) {
 
 // tokenOf returns the last token of a NATS subject: the tenant of an
 // entry, or heartbeatToken.
-func tokenOf(natsSubject string) string { return natsSubject[strings.LastIndexByte(natsSubject, '.')+1:] }
+func tokenOf(natsSubject string) string {
+	return natsSubject[strings.LastIndexByte(natsSubject, '.')+1:]
+}
 
 // poisoned isolates an entry that cannot be decoded: its tenant's state is
 // unknown from here on, the other tenants' are not.
