@@ -7,7 +7,10 @@
 // and lifted), which it publishes through its outbox and follows to every
 // system the registry routes them to.
 //
-// The service owns one bbolt file, consent.db, in the data folder.
+// The service owns one bbolt file, consent.db, in the data folder. It is
+// the single writer of its shard: read replicas (the same binary with
+// --role=replica, replica.go) answer Check, CheckBatch and Watch from the
+// changes it publishes on JetStream (replication.go).
 package consent
 
 import (
