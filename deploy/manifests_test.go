@@ -12,6 +12,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -75,6 +76,7 @@ type rendered struct {
 	secrets         []corev1.Secret
 	policies        []networkingv1.NetworkPolicy
 	budgets         []policyv1.PodDisruptionBudget
+	autoscalers     []autoscalingv2.HorizontalPodAutoscaler
 	monitors        []serviceMonitor
 	issuers         []issuer
 	certificates    []certificate
@@ -137,6 +139,8 @@ func render(t *testing.T, overlay string) *rendered {
 			appendDecoded(t, o, &r.policies)
 		case "policy/v1 PodDisruptionBudget":
 			appendDecoded(t, o, &r.budgets)
+		case "autoscaling/v2 HorizontalPodAutoscaler":
+			appendDecoded(t, o, &r.autoscalers)
 		case "monitoring.coreos.com/v1 ServiceMonitor":
 			appendDecoded(t, o, &r.monitors)
 		case "cert-manager.io/v1 Issuer":
@@ -261,9 +265,11 @@ func TestStatefulSets(t *testing.T) {
 		if nats.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
 			t.Errorf("%s: NATS pods start in order; a JetStream quorum needs them together", r.name)
 		}
-		if len(r.budgets) != 1 || r.budgets[0].Spec.MaxUnavailable == nil || r.budgets[0].Spec.MaxUnavailable.IntValue() != 1 ||
-			!selects(r.budgets[0].Spec.Selector, nats.Spec.Template.Labels) {
-			t.Errorf("%s: want one PodDisruptionBudget of NATS with maxUnavailable 1, got %+v", r.name, r.budgets)
+		natsBudgets := slices.DeleteFunc(slices.Clone(r.budgets), func(b policyv1.PodDisruptionBudget) bool {
+			return !selects(b.Spec.Selector, nats.Spec.Template.Labels)
+		})
+		if len(natsBudgets) != 1 || natsBudgets[0].Spec.MaxUnavailable == nil || natsBudgets[0].Spec.MaxUnavailable.IntValue() != 1 {
+			t.Errorf("%s: want one PodDisruptionBudget of NATS with maxUnavailable 1, got %+v", r.name, natsBudgets)
 		}
 	}
 }
@@ -565,8 +571,9 @@ func TestServicesSelectPods(t *testing.T) {
 				}
 			}
 		}
-		if scraped != len(services) {
-			t.Errorf("%s: ServiceMonitor selects %d Services, want the %d Lethe services", r.name, scraped, len(services))
+		// The Lethe services, and the consent read replicas.
+		if scraped != len(services)+1 {
+			t.Errorf("%s: ServiceMonitor selects %d Services, want the %d Lethe services and the consent replicas", r.name, scraped, len(services)+1)
 		}
 	}
 }
@@ -612,7 +619,12 @@ func TestNetworkPolicies(t *testing.T) {
 		{"lethe-connect", "lethe-consent", 7401, false},
 		{"lethe-connect", "lethe-retention", 7403, false},
 		{"lethe-connect", "lethe-registry", 9464, false},
-		{"lethe-dsar", "lethe-connect", 8443, false}, // receivers call it, through the ingress
+		{"lethe-dsar", "lethe-connect", 8443, false},         // receivers call it, through the ingress
+		{"lethe-dsar", "lethe-consent-replica", 7401, false}, // DSAR writes: it calls the writer
+		{"lethe-consent-replica", "nats", 4222, true},
+		{"lethe-consent-replica", "lethe-registry", 7404, false},
+		{"lethe-consent-replica", "lethe-consent", 7401, false},
+		{"lethe-registry", "lethe-consent-replica", 7401, false},
 	}
 	for svc := range services {
 		flows = append(flows, flow{"lethe-" + svc, "nats", 4222, true})
@@ -962,4 +974,74 @@ func mountedFrom(pod *corev1.PodSpec, c *corev1.Container, path string) *corev1.
 		}
 	}
 	return nil
+}
+
+// TestConsentReplicas checks the consent read replicas: a Deployment of
+// the consent image in the replica role, whose LETHE_* variables are the
+// consent deployable's flags, on its own NATS user; scaled by CPU between
+// at least two pods, one kept through voluntary disruptions; and one
+// Service for Check, lethe-consent-read, that reaches the writer and the
+// replicas alike.
+func TestConsentReplicas(t *testing.T) {
+	for _, r := range renderAll(t) {
+		where := r.name + ": lethe-consent-replica"
+		i := slices.IndexFunc(r.deployments, func(d appsv1.Deployment) bool { return d.Name == "lethe-consent-replica" })
+		if i < 0 {
+			t.Fatalf("%s: no Deployment", where)
+		}
+		d := r.deployments[i]
+		pod := &d.Spec.Template.Spec
+		c := pod.Containers[0]
+		checkPodSecurity(t, where, pod)
+		checkContainer(t, where, &c)
+		if !strings.Contains(c.Image, "lethe-consent") {
+			t.Errorf("%s: image %q, want the consent image", where, c.Image)
+		}
+		flags := flagNames("consent")
+		env := map[string]string{}
+		for _, e := range c.Env {
+			env[e.Name] = e.Value
+			if name, ok := strings.CutPrefix(e.Name, service.EnvPrefix+"_"); ok && !flags[strings.ToLower(strings.ReplaceAll(name, "_", "-"))] {
+				t.Errorf("%s: %s sets no flag of lethe-consent", where, e.Name)
+			}
+		}
+		if env["LETHE_ROLE"] != consent.RoleReplica || env["LETHE_NATS_USER"] != "consent-replica" {
+			t.Errorf("%s: role %q, NATS user %q", where, env["LETHE_ROLE"], env["LETHE_NATS_USER"])
+		}
+		if key := secretFileKey(pod, &c, env["LETHE_NATS_PASSWORD_FILE"], "lethe-nats-users"); key != "NATS_PASSWORD_CONSENT_REPLICA" {
+			t.Errorf("%s: NATS password from key %q", where, key)
+		}
+		if p := c.ReadinessProbe; p == nil || p.GRPC == nil || p.GRPC.Service == nil || *p.GRPC.Service != consent.ServiceName {
+			t.Errorf("%s: readiness does not ask about %s", where, consent.ServiceName)
+		}
+		if r.name == "overlays/production" && env["LETHE_PROFILE"] != server.ProfileProduction {
+			t.Errorf("%s: LETHE_PROFILE %q", where, env["LETHE_PROFILE"])
+		}
+		if len(r.autoscalers) != 1 {
+			t.Fatalf("%s: %d HorizontalPodAutoscalers, want 1", r.name, len(r.autoscalers))
+		}
+		hpa := r.autoscalers[0].Spec
+		if hpa.ScaleTargetRef.Kind != "Deployment" || hpa.ScaleTargetRef.Name != d.Name || hpa.MinReplicas == nil || *hpa.MinReplicas < 2 ||
+			len(hpa.Metrics) != 1 || hpa.Metrics[0].Resource == nil || hpa.Metrics[0].Resource.Name != corev1.ResourceCPU {
+			t.Errorf("%s: autoscaler %+v, want the Deployment by CPU, at least 2", where, hpa)
+		}
+		if _, ok := c.Resources.Requests[corev1.ResourceCPU]; !ok {
+			t.Errorf("%s: no CPU request, which the autoscaler's utilisation counts", where)
+		}
+		if !slices.ContainsFunc(r.budgets, func(b policyv1.PodDisruptionBudget) bool {
+			return selects(b.Spec.Selector, d.Spec.Template.Labels) && b.Spec.MinAvailable != nil && b.Spec.MinAvailable.IntValue() >= 1
+		}) {
+			t.Errorf("%s: no PodDisruptionBudget keeps a replica", where)
+		}
+		j := slices.IndexFunc(r.services, func(s corev1.Service) bool { return s.Name == "lethe-consent-read" })
+		if j < 0 {
+			t.Fatalf("%s: no Service lethe-consent-read", r.name)
+		}
+		sel := labels.SelectorFromSet(r.services[j].Spec.Selector)
+		for _, name := range []string{"lethe-consent", "lethe-consent-replica"} {
+			if !sel.Matches(labels.Set(r.pods()[name].Labels)) {
+				t.Errorf("%s: lethe-consent-read does not reach %s", r.name, name)
+			}
+		}
+	}
 }

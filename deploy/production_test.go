@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/lethe-privacy/lethe/platform/flagenv"
@@ -115,24 +116,45 @@ func TestProductionManifestsSatisfyTheBinaries(t *testing.T) {
 			}
 		}
 
-		service.FlagSet(factories[svc]).VisitAll(func(f *flag.Flag) {
-			value, ok := env[flagenv.Name(service.EnvPrefix, f.Name)]
-			if !ok {
-				return
-			}
-			switch {
-			case strings.HasPrefix(value, "/"):
-				checkFileProvided(t, where, pod, c, f.Name, value)
-			case strings.HasSuffix(f.Name, "-addr"):
-				checkAddress(t, prod, where, f.Name, value)
-			case f.Name == "nats-url":
-				for _, u := range strings.Split(value, ",") {
-					_, hostPort, _ := strings.Cut(strings.TrimSpace(u), "://")
-					checkAddress(t, prod, where, f.Name, hostPort)
-				}
-			}
-		})
+		checkFlagValues(t, prod, where, svc, pod, c, env)
 	}
+	// The consent read replicas run the consent binary in the replica
+	// role: the same checks.
+	i := slices.IndexFunc(prod.deployments, func(d appsv1.Deployment) bool { return d.Name == "lethe-consent-replica" })
+	if i < 0 {
+		t.Fatal("production: no Deployment lethe-consent-replica")
+	}
+	pod := &prod.deployments[i].Spec.Template.Spec
+	c := &pod.Containers[0]
+	env := containerEnv(c)
+	if err := productionRefusals(t, "consent", c, env); err != nil {
+		t.Errorf("production: lethe-consent-replica: the binary refuses the manifest's configuration:\n%v", err)
+	}
+	checkFlagValues(t, prod, "production: lethe-consent-replica", "consent", pod, c, env)
+}
+
+// checkFlagValues checks what the flags svc's container sets name: every
+// file is provided by a mounted volume, every address is a rendered
+// Service's port.
+func checkFlagValues(t *testing.T, prod *rendered, where, svc string, pod *corev1.PodSpec, c *corev1.Container, env map[string]string) {
+	t.Helper()
+	service.FlagSet(factories[svc]).VisitAll(func(f *flag.Flag) {
+		value, ok := env[flagenv.Name(service.EnvPrefix, f.Name)]
+		if !ok {
+			return
+		}
+		switch {
+		case strings.HasPrefix(value, "/"):
+			checkFileProvided(t, where, pod, c, f.Name, value)
+		case strings.HasSuffix(f.Name, "-addr"):
+			checkAddress(t, prod, where, f.Name, value)
+		case f.Name == "nats-url":
+			for _, u := range strings.Split(value, ",") {
+				_, hostPort, _ := strings.Cut(strings.TrimSpace(u), "://")
+				checkAddress(t, prod, where, f.Name, hostPort)
+			}
+		}
+	})
 }
 
 // checkFileProvided fails unless path, which --flag names, is provided by

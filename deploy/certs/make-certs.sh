@@ -151,8 +151,14 @@ spiffe() { echo "spiffe://$trust_domain/$1"; }
 
 secrets=()
 for svc in consent dsar registry retention connect; do
+	# The consent read replicas present consent's key pair, behind
+	# lethe-consent-read.
+	read_names=()
+	if [[ $svc == consent ]]; then
+		read_names=(lethe-consent-read "lethe-consent-read.$namespace.svc")
+	fi
 	issue "lethe-$svc-tls" "lethe-$svc" serverAuth,clientAuth \
-		"lethe-$svc" "lethe-$svc.$namespace.svc" "$(spiffe "ns/$namespace/sa/lethe-$svc")" "${extra_names[@]}"
+		"lethe-$svc" "lethe-$svc.$namespace.svc" "${read_names[@]}" "$(spiffe "ns/$namespace/sa/lethe-$svc")" "${extra_names[@]}"
 	secrets+=("lethe-$svc-tls")
 done
 issue nats-tls nats serverAuth,clientAuth \

@@ -89,6 +89,9 @@ func Service(name string) *server.Permissions {
 	for _, stream := range []string{contract.StreamName, deadLetters} {
 		pub = append(pub, ackSubjects(stream, "*")...)
 	}
+	if name == "consent" {
+		pub = append(pub, consentWriter()...)
+	}
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{
 			Allow: pub,
@@ -99,6 +102,70 @@ func Service(name string) *server.Permissions {
 		// subscription (services/consent/countries.go). The services read
 		// the whole stream anyway, so this shows them nothing new.
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", contract.SubjectRoot + ".*." + tenantDomain + ".*"}},
+	}
+}
+
+// The consent writer's replication (platform/broker, replication.go): its
+// stream, its snapshot bucket and the bucket's stream.
+const (
+	consentState     = "LETHE_CONSENT_STATE"
+	consentStatePub  = "lethe-replication.consent.>"
+	snapshotBucket   = "lethe-consent-snapshots"
+	snapshotStream   = "OBJ_" + snapshotBucket
+	snapshotSubjects = "$O." + snapshotBucket + ".>"
+)
+
+// ConsentReplicaUser is the user of the consent read replicas.
+const ConsentReplicaUser = "consent-replica"
+
+// consentWriter is what the consent writer may beside any service:
+// provision the replication stream and publish its entries on it, and
+// provision the snapshot bucket, put snapshots in it, list, read and
+// delete them.
+func consentWriter() []string {
+	return append([]string{
+		consentStatePub,
+		"$JS.API.STREAM.INFO." + consentState,
+		"$JS.API.STREAM.CREATE." + consentState,
+		"$JS.API.STREAM.UPDATE." + consentState,
+		"$JS.API.STREAM.CREATE." + snapshotStream,
+		"$JS.API.STREAM.PURGE." + snapshotStream,
+		snapshotSubjects,
+	}, snapshotReader()...)
+}
+
+// snapshotReader is what reading the snapshot bucket takes: its stream's
+// configuration, the latest message of an object's metadata subject, and
+// ordered consumers (without acknowledgements) over its chunks and
+// metadata, which the client deletes when done.
+func snapshotReader() []string {
+	return []string{
+		"$JS.API.STREAM.INFO." + snapshotStream,
+		"$JS.API.STREAM.MSG.GET." + snapshotStream,
+		"$JS.API.DIRECT.GET." + snapshotStream + ".>",
+		"$JS.API.CONSUMER.CREATE." + snapshotStream,
+		"$JS.API.CONSUMER.CREATE." + snapshotStream + ".>",
+		"$JS.API.CONSUMER.DELETE." + snapshotStream + ".*",
+		"$JS.API.CONSUMER.MSG.NEXT." + snapshotStream + ".*",
+		"$JS.FC." + snapshotStream + ".>",
+	}
+}
+
+// ConsentReplica returns the permissions of the consent read replicas'
+// user: read the replication stream with ordered consumers (no
+// acknowledgements, no durable state) and read the snapshot bucket.
+// Nothing else: a replica publishes no event and writes no state.
+func ConsentReplica() *server.Permissions {
+	pub := append([]string{
+		"$JS.API.STREAM.INFO." + consentState,
+		"$JS.API.CONSUMER.CREATE." + consentState + ".>",
+		"$JS.API.CONSUMER.DELETE." + consentState + ".*",
+		"$JS.API.CONSUMER.INFO." + consentState + ".*",
+		"$JS.API.CONSUMER.MSG.NEXT." + consentState + ".*",
+	}, snapshotReader()...)
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pub},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 	}
 }
 

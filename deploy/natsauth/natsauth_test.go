@@ -234,6 +234,8 @@ func TestShippedConfiguration(t *testing.T) {
 		case u.Username == natsauth.AdminUser:
 		case slices.Contains(natsauth.Services, u.Username):
 			want = natsauth.Service(u.Username)
+		case u.Username == natsauth.ConsentReplicaUser:
+			want = natsauth.ConsentReplica()
 		case u.Username == natsauth.ConnectUser:
 			// The systems the block lists, read from its consumers: the
 			// block must be exactly what Connect gives those systems.
@@ -273,7 +275,7 @@ func TestShippedConfiguration(t *testing.T) {
 			t.Errorf("user %s: permissions\n%s\nwant\n%s", u.Username, got, exp)
 		}
 	}
-	for _, name := range append([]string{natsauth.AdminUser, "newsletter@clio", natsauth.ConnectUser}, natsauth.Services...) {
+	for _, name := range append([]string{natsauth.AdminUser, "newsletter@clio", natsauth.ConnectUser, natsauth.ConsentReplicaUser}, natsauth.Services...) {
 		if !seen[name] {
 			t.Errorf("no user %s", name)
 		}
@@ -732,4 +734,67 @@ func runUntilHandled(t *testing.T, ctx context.Context, sub *subscriber.Subscrib
 		t.Fatalf("%s never received %s", who, want)
 	}
 	return stop
+}
+
+// TestConsentReplicationPermissions runs the consent writer's and the
+// read replicas' shipped users against a real server: the writer
+// provisions the replication stream and the snapshot bucket, publishes an
+// entry and puts, lists and drops snapshots; a replica follows the stream
+// with an ordered consumer and reads a snapshot, and may publish nothing.
+func TestConsentReplicationPermissions(t *testing.T) {
+	s, passwords := startShipped(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	writer := connect(t, s, "consent", passwords[natsauth.PasswordVariable("consent")])
+	if err := broker.EnsureConsentReplication(ctx, writer.js, broker.DefaultStreamConfig()); err != nil {
+		t.Fatalf("the writer provisions its replication: %v", err)
+	}
+	if _, err := writer.js.Publish(ctx, broker.ConsentStateSubject("s0", "clio"), []byte("entry")); err != nil {
+		t.Fatalf("the writer publishes an entry: %v", err)
+	}
+	obs, err := writer.js.ObjectStore(ctx, broker.ConsentSnapshotBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"s0.1", "s0.2"} {
+		if _, err := obs.PutBytes(ctx, name, []byte("snapshot "+name)); err != nil {
+			t.Fatalf("the writer puts snapshot %s: %v", name, err)
+		}
+	}
+	if list, err := obs.List(ctx); err != nil || len(list) != 2 {
+		t.Fatalf("the writer lists the snapshots: %d, %v", len(list), err)
+	}
+	if err := obs.Delete(ctx, "s0.1"); err != nil {
+		t.Fatalf("the writer drops a snapshot: %v", err)
+	}
+
+	replica := connect(t, s, natsauth.ConsentReplicaUser, passwords[natsauth.PasswordVariable(natsauth.ConsentReplicaUser)])
+	cons, err := replica.js.OrderedConsumer(ctx, broker.ConsentStateStreamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{broker.ConsentStateFilter("s0")}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: 1})
+	if err != nil {
+		t.Fatalf("a replica follows the stream: %v", err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := it.Next()
+	it.Stop()
+	if err != nil || string(msg.Data()) != "entry" {
+		t.Fatalf("a replica reads the entry: %v", err)
+	}
+	robs, err := replica.js.ObjectStore(ctx, broker.ConsentSnapshotBucket)
+	if err != nil {
+		t.Fatalf("a replica opens the bucket: %v", err)
+	}
+	if list, err := robs.List(ctx); err != nil || len(list) != 1 {
+		t.Fatalf("a replica lists the snapshots: %d, %v", len(list), err)
+	}
+	if data, err := robs.GetBytes(ctx, "s0.2"); err != nil || string(data) != "snapshot s0.2" {
+		t.Fatalf("a replica reads a snapshot: %q, %v", data, err)
+	}
+	if err := replica.nc.Publish(broker.ConsentStateSubject("s0", "clio"), []byte("forged")); err != nil {
+		t.Fatal(err)
+	}
+	replica.expectDenied(t, "a replica publishes an entry", broker.ConsentStateSubject("s0", "clio"))
 }

@@ -92,6 +92,16 @@ const (
 	// ReasonWatchLagged: the watcher fell behind the changes; reconnect
 	// with the last revision received (Unavailable; consent's Watch).
 	ReasonWatchLagged = "WATCH_LAGGED"
+	// ReasonReadOnlyReplica: a consent read replica serves Check,
+	// CheckBatch and Watch only; send every other call to the writer
+	// (FailedPrecondition; consent).
+	ReasonReadOnlyReplica = "READ_ONLY_REPLICA"
+	// ReasonReplicaBehind: the answer would not reflect the min_revision
+	// asked for within the bound, or the replica cannot vouch for the
+	// tenant's state (a gap, an undecodable entry); its ErrorInfo metadata
+	// "revision" is the revision it holds. Retry, or ask the writer
+	// (FailedPrecondition; consent).
+	ReasonReplicaBehind = "REPLICA_BEHIND"
 
 	// ReasonHoldReleased: the legal hold was released already
 	// (FailedPrecondition; retention).

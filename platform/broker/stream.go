@@ -51,6 +51,10 @@ type StreamConfig struct {
 	// made since the backup was taken, so the ledger must reach back as
 	// far as the oldest backup any system may restore.
 	ErasureLedgerMaxAge time.Duration
+	// ConsentStateMaxAge is how long the consent replication stream
+	// (EnsureConsentReplication) keeps an entry;
+	// DefaultConsentStateMaxAge when zero.
+	ConsentStateMaxAge time.Duration
 }
 
 // DefaultErasureLedgerMaxAge is how long the erasure ledger keeps a

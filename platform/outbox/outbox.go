@@ -244,6 +244,46 @@ func (o *Outbox) AddOutcomeTx(ctx context.Context, tx *bolt.Tx, out *eventsv1.Ou
 	return o.putTx(tx, entry{natsSubject: natsSubject, committed: o.cfg.Clock.Now(), headers: headers, payload: payload})
 }
 
+// HeaderBatch marks a message that carries messages staged with
+// AddMessageTx: its payload is their payloads, each prefixed by its
+// uvarint length, in commit order; the header's value is how many.
+const HeaderBatch = "Lethe-Batch"
+
+// AddMessageTx stages a message that is not an event (a consent writer's
+// replication entry, which replicas read as state) for publication on
+// natsSubject, in the caller's transaction, with msgID as its Nats-Msg-Id
+// so that the stream drops a re-publication. It is held to the same
+// backlog bound as events and published in commit order with them. The
+// relay publishes such messages that follow one another on one NATS
+// subject together, as one batch message (HeaderBatch), so a reader must
+// split every message it receives and tolerate an entry read twice (a
+// batch re-published after a failure may be grouped differently).
+func (o *Outbox) AddMessageTx(tx *bolt.Tx, natsSubject, msgID string, payload []byte) error {
+	if err := o.admit(); err != nil {
+		return err
+	}
+	if natsSubject == "" || msgID == "" {
+		return errors.New("outbox: a message needs a NATS subject and an id")
+	}
+	return o.putTx(tx, entry{natsSubject: natsSubject, committed: o.cfg.Clock.Now(),
+		headers: map[string]string{nats.MsgIdHdr: msgID, HeaderBatch: "1"}, payload: payload})
+}
+
+// SplitBatch returns the payloads a batch message (HeaderBatch) carries,
+// or an error when its framing is broken.
+func SplitBatch(data []byte) ([][]byte, error) {
+	var out [][]byte
+	for len(data) > 0 {
+		n, k := binary.Uvarint(data)
+		if k <= 0 || uint64(len(data)-k) < n {
+			return nil, errors.New("outbox: a batch message's framing is broken")
+		}
+		out = append(out, data[k:k+int(n)])
+		data = data[k+int(n):]
+	}
+	return out, nil
+}
+
 func (o *Outbox) admit() error {
 	if o.depth.Load() >= int64(o.cfg.MaxBacklog) {
 		return apierror.Unavailable(apierror.ReasonBacklogFull,

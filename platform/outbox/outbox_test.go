@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -296,4 +298,73 @@ func concurrentWriters(ctx context.Context, n int, db *store.DB, ob *outbox.Outb
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// TestStateMessagesArePublishedInBatches stages state messages
+// (AddMessageTx) on two NATS subjects with an event between them: the
+// relay publishes the messages that follow one another on one subject as
+// one batch message, in commit order, and the event alone.
+func TestStateMessagesArePublishedInBatches(t *testing.T) {
+	ns := brokertest.Start(t)
+	nc, js := brokertest.Connect(t, ns)
+	ctx := context.Background()
+	if _, err := broker.EnsureStream(ctx, js, broker.DefaultStreamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "STATE", Subjects: []string{"state.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	db := storetest.Open(t, schema)
+	ob, err := outbox.New(db, outbox.Config{Source: "lethe/test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ob.Close() })
+	stage := func(subject string, n int) {
+		for i := range n {
+			if err := db.Update(func(tx *bolt.Tx) error {
+				return ob.AddMessageTx(tx, subject, fmt.Sprint(subject, "-", i), []byte(fmt.Sprint(subject, "#", i)))
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	stage("state.a", 3)
+	stage("state.b", 1)
+	if err := commit(ctx, db, ob, "k", erasure("subject-1", "req-1")); err != nil {
+		t.Fatal(err)
+	}
+	stage("state.a", 2)
+	runRelay(t, ob, nc)
+
+	cons, err := js.OrderedConsumer(ctx, "STATE", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for len(got) < 3 {
+		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		parts, err := outbox.SplitBatch(msg.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var payloads []string
+		for _, p := range parts {
+			payloads = append(payloads, string(p))
+		}
+		if n := msg.Headers().Get(outbox.HeaderBatch); n != fmt.Sprint(len(parts)) {
+			t.Errorf("%s says %s entries, carries %d", outbox.HeaderBatch, n, len(parts))
+		}
+		got = append(got, msg.Subject()+"="+strings.Join(payloads, ","))
+	}
+	want := []string{"state.a=state.a#0,state.a#1,state.a#2", "state.b=state.b#0", "state.a=state.a#0,state.a#1"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("published %v, want %v", got, want)
+	}
+	if events := collect(t, js, 1); len(events) != 1 {
+		t.Fatalf("events %v", events)
+	}
 }

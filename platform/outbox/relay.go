@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -129,10 +130,51 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// pending is one publish awaiting its acknowledgement.
+// pending is one publish awaiting its acknowledgement, and the keys of
+// the entries it carries.
 type pending struct {
-	key    []byte
+	keys   [][]byte
 	future jetstream.PubAckFuture
+}
+
+// maxBatchBytes bounds the payload of one batch message, far below the
+// server's default maximum payload (1 MiB).
+const maxBatchBytes = 256 << 10
+
+// message returns the message that publishes entries[0] and how many
+// entries it carries: an event alone, or the messages staged with
+// AddMessageTx that follow one another on the same NATS subject, up to
+// maxBatchBytes, as one batch (HeaderBatch). JetStream acknowledges a
+// message after an fsync with SyncAlways, so a message per entry caps a
+// stream of small state messages at one per fsync.
+func message(entries []entry) (*nats.Msg, int) {
+	first := entries[0]
+	msg := &nats.Msg{Subject: first.natsSubject, Header: make(nats.Header, len(first.headers))}
+	for k, v := range first.headers {
+		msg.Header[k] = []string{v}
+	}
+	if first.headers[HeaderBatch] == "" {
+		msg.Data = first.payload
+		return msg, 1
+	}
+	n, size := 0, 0
+	for _, e := range entries {
+		if e.headers[HeaderBatch] == "" || e.natsSubject != first.natsSubject || (n > 0 && size+len(e.payload)+binary.MaxVarintLen64 > maxBatchBytes) {
+			break
+		}
+		msg.Data = binary.AppendUvarint(msg.Data, uint64(len(e.payload)))
+		msg.Data = append(msg.Data, e.payload...)
+		size = len(msg.Data)
+		n++
+	}
+	msg.Header.Set(HeaderBatch, fmt.Sprint(n))
+	if n > 1 {
+		// Another grouping after a failed publish gets another id: the
+		// stream may then hold an entry twice, which state messages'
+		// readers skip by their own order (a revision).
+		msg.Header.Set(nats.MsgIdHdr, first.headers[nats.MsgIdHdr]+"+"+entries[n-1].headers[nats.MsgIdHdr])
+	}
+	return msg, n
 }
 
 // flush publishes up to one window of entries, oldest first, waits for
@@ -145,24 +187,22 @@ func (r *Relay) flush(ctx context.Context) (int, error) {
 	}
 	inflight := make([]pending, 0, len(entries))
 	var firstErr error
-	for i, e := range entries {
-		msg := &nats.Msg{Subject: e.natsSubject, Data: e.payload, Header: make(nats.Header, len(e.headers))}
-		for k, v := range e.headers {
-			msg.Header[k] = []string{v}
-		}
+	for i := 0; i < len(entries); {
+		msg, n := message(entries[i:])
 		future, err := r.js.PublishMsgAsync(msg)
 		if err != nil {
-			firstErr = fmt.Errorf("publish %s: %w", e.headers[nats.MsgIdHdr], err)
+			firstErr = fmt.Errorf("publish %s: %w", msg.Header.Get(nats.MsgIdHdr), err)
 			break // the connection is likely down: wait for what is in flight, retry the rest later
 		}
-		inflight = append(inflight, pending{key: keys[i], future: future})
+		inflight = append(inflight, pending{keys: keys[i : i+n], future: future})
+		i += n
 	}
 
 	acked := make([][]byte, 0, len(inflight))
 	for _, p := range inflight {
 		select {
 		case <-p.future.Ok():
-			acked = append(acked, p.key)
+			acked = append(acked, p.keys...)
 		case err := <-p.future.Err():
 			if firstErr == nil {
 				firstErr = err

@@ -228,7 +228,7 @@ func startOne(ctx context.Context, f Factory, c *hostConfig) error {
 	}
 	defer func() { _ = closeConns(registry, conns) }()
 	deps := Deps{DataDir: c.dataDir, Clock: completed.Clock, Logger: logger, NATS: nc, JetStream: js, Telemetry: completed.Telemetry, Registry: registry,
-		Neighbours: map[string]grpc.ClientConnInterface{}, Backup: c.backup, Profile: cfg.ProfileOrDefault()}
+		Neighbours: map[string]grpc.ClientConnInterface{}, Backup: c.backup, Profile: cfg.ProfileOrDefault(), Stream: *c.stream}
 	for name, conn := range conns {
 		deps.Neighbours[name] = conn
 	}

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/lethe-privacy/lethe/platform/audit"
+	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/idempotency"
 	"github.com/lethe-privacy/lethe/platform/mutation"
@@ -73,6 +74,11 @@ type Deps struct {
 	// gives it by the profile (the registry refuses plain-http webhook
 	// URLs unless it is ProfileDev) treats anything else as production.
 	Profile string
+	// Stream is the platform stream's configuration as the host
+	// provisioned it (its replicas, its ages); a service that provisions
+	// streams of its own (the consent writer's replication stream) sizes
+	// them alike. The zero value stands for broker.DefaultStreamConfig.
+	Stream broker.StreamConfig
 	// AnchorEvery is how often the service reads the head of each of its
 	// files' audit chains and, when it moved, publishes it on the
 	// platform stream and logs it (audit.Anchor); one minute when zero.
@@ -102,9 +108,10 @@ type Factory struct {
 	// New builds the service.
 	New func(Deps) (Service, error)
 	// Flags, when set, binds the deployable's own flags (beside the
-	// host's: the consent service's --shard and public endpoint) to fs and
-	// returns the constructor that builds the service as the parsed flags
-	// say, in New's place. Hosts without flags (lethe dev) use New.
+	// host's: the consent service's --role, --shard and public endpoint)
+	// to fs and returns the constructor that builds the service as the
+	// parsed flags say, in New's place. Hosts without flags (lethe dev)
+	// use New.
 	Flags func(fs *flag.FlagSet) func(Deps) (Service, error)
 }
 

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -20,17 +21,32 @@ import (
 // one that can copy it consistently, since bbolt locks the file against
 // other openers.
 func (db *DB) Backup(path string) (int64, error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	var n int64
+	err := WriteFileAtomic(path, func(w io.Writer) error {
+		return db.bolt.View(func(tx *bbolt.Tx) (err error) {
+			n, err = tx.WriteTo(w)
+			return err
+		})
+	})
 	if err != nil {
 		return 0, fmt.Errorf("backup: %w", err)
 	}
-	defer func() { _ = os.Remove(tmp.Name()) }() // after a rename, a no-op
-	var n int64
-	err = db.bolt.View(func(tx *bbolt.Tx) error {
-		n, err = tx.WriteTo(tmp)
+	return n, nil
+}
+
+// WriteFileAtomic writes a file through write so that path holds either
+// its previous content or the whole new one, even across a crash: write
+// fills a temporary file beside path, which is synced, renamed over path,
+// and the rename made durable by syncing the folder. When write fails,
+// path is left as it was.
+func WriteFileAtomic(path string, write func(io.Writer) error) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	if err != nil {
 		return err
-	})
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }() // after a rename, a no-op
+	err = write(tmp)
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -44,9 +60,9 @@ func (db *DB) Backup(path string) (int64, error) {
 		err = syncDir(dir)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("backup to %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return n, nil
+	return nil
 }
 
 // syncDir makes a rename in dir durable.

@@ -2,6 +2,7 @@ package consent
 
 import (
 	"context"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -89,6 +90,33 @@ func (s *Service) ExpireDue(ctx context.Context) (int, error) {
 		total += n
 		if len(due) < expiryBatch {
 			return total, nil
+		}
+	}
+}
+
+// snapshots writes the decision index to the data folder every
+// Options.SnapshotEvery, and at once after a start that read every
+// record. A failed write is logged and tried again at the next tick: the
+// previous snapshot stays whole, and only the next start's replay grows.
+func (s *Service) snapshots(ctx context.Context) error {
+	if s.opts.SnapshotEvery < 0 {
+		return nil
+	}
+	if s.fullLoad {
+		if err := s.saveSnapshot(); err != nil {
+			s.Logger.Warn("consent: index snapshot failed", "err", err)
+		}
+	}
+	t := time.NewTicker(s.opts.SnapshotEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := s.saveSnapshot(); err != nil {
+				s.Logger.Warn("consent: index snapshot failed", "err", err)
+			}
 		}
 	}
 }

@@ -31,12 +31,16 @@ func (s *Service) decide(tenant, subject, purpose string, a *consentv1.SubjectAt
 			return nil, err
 		}
 	}
-	return &consentv1.Decision{PurposeId: purpose, SubjectId: subject, Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID}, nil
+	return &consentv1.Decision{PurposeId: purpose, SubjectId: subject, Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID.String()}, nil
 }
 
 // Check implements ConsentService.
-func (s *Service) Check(_ context.Context, req *consentv1.CheckRequest) (*consentv1.CheckResponse, error) {
+func (s *Service) Check(ctx context.Context, req *consentv1.CheckRequest) (*consentv1.CheckResponse, error) {
 	if err := s.recoveryRefusal(); err != nil {
+		return nil, err
+	}
+	rev, err := answerAt(ctx, s.applied.revisions, req.TenantId, req.MinRevision, req.At != nil, s.opts.RevisionWait)
+	if err != nil {
 		return nil, err
 	}
 	if req.At != nil {
@@ -50,12 +54,16 @@ func (s *Service) Check(_ context.Context, req *consentv1.CheckRequest) (*consen
 	if err != nil {
 		return nil, err
 	}
-	return &consentv1.CheckResponse{Decision: d}, nil
+	return &consentv1.CheckResponse{Decision: d, Revision: rev}, nil
 }
 
 // CheckBatch implements ConsentService.
-func (s *Service) CheckBatch(_ context.Context, req *consentv1.CheckBatchRequest) (*consentv1.CheckBatchResponse, error) {
+func (s *Service) CheckBatch(ctx context.Context, req *consentv1.CheckBatchRequest) (*consentv1.CheckBatchResponse, error) {
 	if err := s.recoveryRefusal(); err != nil {
+		return nil, err
+	}
+	rev, err := answerAt(ctx, s.applied.revisions, req.TenantId, req.MinRevision, req.At != nil, s.opts.RevisionWait)
+	if err != nil {
 		return nil, err
 	}
 	if req.At != nil {
@@ -65,7 +73,7 @@ func (s *Service) CheckBatch(_ context.Context, req *consentv1.CheckBatchRequest
 		}
 		return &consentv1.CheckBatchResponse{Decisions: ds}, nil
 	}
-	resp := &consentv1.CheckBatchResponse{Decisions: make([]*consentv1.Decision, 0, len(req.Items))}
+	resp := &consentv1.CheckBatchResponse{Decisions: make([]*consentv1.Decision, 0, len(req.Items)), Revision: rev}
 	for _, item := range req.Items {
 		d, err := s.decide(req.TenantId, item.SubjectId, item.PurposeId, item.Attributes)
 		if err != nil {
@@ -139,8 +147,8 @@ func (s *Service) decideAt(tenant string, at *timestamppb.Timestamp, items []*co
 				subjects[item.SubjectId] = sub
 			}
 			d := s.index.Decide(tenant, p, &sub.state, attributes(item.Attributes), when)
-			dec := &consentv1.Decision{PurposeId: item.PurposeId, SubjectId: item.SubjectId, Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID}
-			if chain := sub.chains[item.PurposeId]; len(chain) > 0 && chain[len(chain)-1].RecordId == d.BasisID {
+			dec := &consentv1.Decision{PurposeId: item.PurposeId, SubjectId: item.SubjectId, Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID.String()}
+			if chain := sub.chains[item.PurposeId]; len(chain) > 0 && chain[len(chain)-1].RecordId == d.BasisID.String() {
 				dec.Records = chain
 			}
 			out = append(out, dec)

@@ -12,7 +12,10 @@
 // banner records decisions and reads a visitor's choices there, through
 // the same methods.
 //
-// The service owns one bbolt file, consent.db, in the data folder.
+// The service owns one bbolt file, consent.db, in the data folder. It is
+// the single writer of its shard: read replicas (the same binary with
+// --role=replica, replica.go) answer Check, CheckBatch and Watch from the
+// changes it publishes on JetStream (replication.go).
 package consent
 
 import (
@@ -21,6 +24,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,16 +54,40 @@ const DefaultAddr = "127.0.0.1:7401"
 
 // Factory builds the consent service for a host.
 var Factory = service.Factory{
-	Name: "consent",
-	New:  func(deps service.Deps) (service.Service, error) { return New(deps, Options{}) },
-	// The deployable's own flags: the public consent endpoint's.
-	Flags: func(fs *flag.FlagSet) func(service.Deps) (service.Service, error) {
-		var o Options
-		o.Public.RegisterFlags(fs)
-		fs.StringVar(&o.Shard, "shard", shardrouter.DefaultShard,
-			"the consent shard this writer serves: only the tenants the registry assigned to it (docs/scale.md)")
-		return func(deps service.Deps) (service.Service, error) { return New(deps, o) }
-	},
+	Name:  "consent",
+	New:   func(deps service.Deps) (service.Service, error) { return New(deps, Options{}) },
+	Flags: flags,
+}
+
+// Roles of the consent deployable (--role).
+const (
+	RoleWriter  = "writer"
+	RoleReplica = "replica"
+)
+
+// flags binds the consent deployable's own flags: its role, its shard and
+// the replication's settings.
+func flags(fs *flag.FlagSet) func(service.Deps) (service.Service, error) {
+	role := fs.String("role", RoleWriter, "writer: the single writer of the consent store; replica: a read replica of the writer's shard serving Check, CheckBatch and Watch")
+	var o Options
+	var ro ReplicaOptions
+	o.Public.RegisterFlags(fs)
+	fs.StringVar(&o.Shard, "shard", DefaultShard, "the consent shard this writer owns, or this replica follows")
+	fs.DurationVar(&o.ReplicaSnapshotEvery, "replica-snapshot-every", DefaultSnapshotEvery, "writer: period of the replication snapshots in JetStream, which read replicas start from")
+	fs.IntVar(&o.ReplicaSnapshotAfter, "replica-snapshot-after", DefaultSnapshotAfter, "writer: take a replication snapshot once this many changes were committed since the last")
+	fs.IntVar(&o.ReplicaSnapshotsKept, "replica-snapshots-kept", DefaultSnapshotsKept, "writer: how many of the shard's replication snapshots the bucket keeps")
+	fs.DurationVar(&o.RevisionWait, "revision-wait", DefaultRevisionWait, "how long a Check with min_revision waits for it before REPLICA_BEHIND")
+	fs.DurationVar(&ro.GapBound, "replica-gap-bound", 5*time.Second, "replica: how long a missing revision is waited for before its tenant answers REPLICA_BEHIND until a newer snapshot")
+	return func(deps service.Deps) (service.Service, error) {
+		switch *role {
+		case RoleWriter:
+			return New(deps, o)
+		case RoleReplica:
+			ro.Shard, ro.RevisionWait = o.Shard, o.RevisionWait
+			return NewReplica(deps, ro)
+		}
+		return nil, fmt.Errorf("--role %q: want %q or %q", *role, RoleWriter, RoleReplica)
+	}
 }
 
 // Options tune the service; zero values are production defaults.
@@ -82,8 +110,32 @@ type Options struct {
 	Public PublicOptions
 	// Shard is the consent shard the writer serves: a call for a tenant
 	// the registry assigned to another is refused with FailedPrecondition
-	// WRONG_SHARD naming that shard. Default shardrouter.DefaultShard.
+	// WRONG_SHARD naming that shard; its replication entries' NATS
+	// subjects and snapshots are named by it, and its replicas follow it.
+	// Default DefaultShard.
 	Shard string
+	// ReplicaSnapshotEvery and ReplicaSnapshotAfter schedule the
+	// replication snapshots in JetStream (replication.go): every
+	// ReplicaSnapshotEvery, or once ReplicaSnapshotAfter changes were
+	// committed since the last. Defaults DefaultSnapshotEvery,
+	// DefaultSnapshotAfter.
+	ReplicaSnapshotEvery time.Duration
+	ReplicaSnapshotAfter int
+	// ReplicaSnapshotsKept is how many of the shard's snapshots the bucket
+	// keeps. Default DefaultSnapshotsKept.
+	ReplicaSnapshotsKept int
+	// HeartbeatEvery is how often the writer commits a heartbeat entry,
+	// from which replicas measure their lag. Default DefaultHeartbeatEvery.
+	HeartbeatEvery time.Duration
+	// RevisionWait bounds how long Check waits for a min_revision.
+	// Default DefaultRevisionWait.
+	RevisionWait time.Duration
+	// SnapshotEvery is how often the decision index is written to the
+	// data folder (index.go), besides at a clean stop and soon after a
+	// start that had to read every record: a start replays the changes
+	// committed since, so this bounds that work. Default five minutes;
+	// negative writes none, and every start reads every record.
+	SnapshotEvery time.Duration
 }
 
 // complete fills in the defaults of the options left zero.
@@ -99,6 +151,24 @@ func (o *Options) complete() {
 	}
 	o.Public.complete()
 	o.Shard = shardrouter.Of(o.Shard)
+	if o.ReplicaSnapshotEvery <= 0 {
+		o.ReplicaSnapshotEvery = DefaultSnapshotEvery
+	}
+	if o.ReplicaSnapshotAfter <= 0 {
+		o.ReplicaSnapshotAfter = DefaultSnapshotAfter
+	}
+	if o.ReplicaSnapshotsKept <= 0 {
+		o.ReplicaSnapshotsKept = DefaultSnapshotsKept
+	}
+	if o.HeartbeatEvery <= 0 {
+		o.HeartbeatEvery = DefaultHeartbeatEvery
+	}
+	if o.RevisionWait <= 0 {
+		o.RevisionWait = DefaultRevisionWait
+	}
+	if o.SnapshotEvery == 0 {
+		o.SnapshotEvery = 5 * time.Minute
+	}
 }
 
 // owner names the writer's durable consumers: "consent" for the default
@@ -132,6 +202,9 @@ type Service struct {
 	web webConfigs
 	// public is the public endpoint; nil when it is off.
 	public *public
+	// fullLoad is set when the start read every record, having no usable
+	// index snapshot: a new one is then written soon.
+	fullLoad bool
 	// gap is set while limits may be lost beyond the stream's reach
 	// (recovery.go); Check refuses to answer then.
 	gap             atomic.Pointer[storage.Gap]
@@ -142,6 +215,10 @@ type Service struct {
 	// metrics is the registration of the service's observable gauges
 	// (metrics.go).
 	metrics metric.Registration
+	// snapshotMu serialises replication snapshots; changesSinceSnapshot
+	// counts the changes committed since the last (replication.go).
+	snapshotMu           sync.Mutex
+	changesSinceSnapshot atomic.Int64
 }
 
 // New opens the consent service's store and loads its state into memory.
@@ -190,6 +267,15 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		err = s.recoverLimits(ctx)
 		cancel()
 	}
+	if err == nil && deps.JetStream != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), recoveryTimeout)
+		cfg := deps.Stream
+		if cfg.Name == "" {
+			cfg = broker.DefaultStreamConfig()
+		}
+		err = broker.EnsureConsentReplication(ctx, deps.JetStream, cfg)
+		cancel()
+	}
 	if err != nil {
 		if s.public != nil {
 			err = errors.Join(err, s.public.lis.Close())
@@ -227,7 +313,8 @@ func (s *Service) Register(srv *server.Server) {
 // Run does the service's background work until ctx ends: the outbox relay,
 // following tenants and outcomes, and expiring consents.
 func (s *Service) Run(ctx context.Context) error {
-	bg := service.Background{Workers: []func(context.Context) error{s.Base.Run, s.followCountries, s.servePublic}, Every: s.opts.ExpirySweepEvery, Tick: s.tick}
+	bg := service.Background{Workers: []func(context.Context) error{s.Base.Run, s.followCountries, s.servePublic, s.snapshots, s.runReplication},
+		Every: s.opts.ExpirySweepEvery, Tick: s.tick}
 	if js := s.deps.JetStream; js != nil {
 		bg.Workers = append(bg.Workers,
 			func(ctx context.Context) error { return s.tenants.Run(ctx, js) },
@@ -235,6 +322,11 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	err := bg.Run(ctx)
 	s.watchers.closeAll()
+	if s.opts.SnapshotEvery > 0 {
+		// A clean stop leaves a snapshot as fresh as it can be, so the
+		// next start replays next to nothing.
+		err = errors.Join(err, s.saveSnapshot())
+	}
 	return err
 }
 

@@ -3,6 +3,7 @@ package consent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -146,7 +147,15 @@ func (s *Service) refreshCountry(ctx context.Context, tenant string) error {
 	if old, known := s.index.Country(tenant); known && old == country {
 		return nil
 	}
-	err = s.DB.Update(func(tx *bolt.Tx) error { return storage.PutTenantCountryTx(tx, tenant, country) })
+	err = s.DB.Update(func(tx *bolt.Tx) error {
+		if err := storage.PutTenantCountryTx(tx, tenant, country); err != nil {
+			return err
+		}
+		// Replicas judge the age of digital consent by it too. A country
+		// is not a change of the tenant's log (no revision): replicas
+		// apply the latest they read.
+		return s.replicateTx(tx, countryEntry(tenant, country), fmt.Sprintf("%s.%s.country.%d", s.opts.Shard, tenant, s.Clock.Now().UnixNano()))
+	})
 	if err != nil {
 		return errors.Join(errors.New("consent: storing the tenant's country"), err)
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/lethe-privacy/lethe/platform/mutation"
 	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/tasks"
-	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
 	"github.com/lethe-privacy/lethe/services/consent/internal/storage"
 )
 
@@ -71,7 +70,7 @@ func (s *Service) RecordObjection(ctx context.Context, req *consentv1.RecordObje
 		if err != nil {
 			return nil, err
 		}
-		return &consentv1.RecordObjectionResponse{ObjectionId: o.ID, PurposeIds: covered}, nil
+		return &consentv1.RecordObjectionResponse{ObjectionId: o.ID, PurposeIds: covered, Revision: revisionTx(tx, req.TenantId)}, nil
 	})
 }
 
@@ -88,11 +87,7 @@ func (s *Service) objectTx(ctx context.Context, tx *bolt.Tx, tenant, subject str
 		return o, err
 	}
 	if err := s.changeTx(tx, tenant, &consentv1.Change{Kind: consentv1.ChangeKind_CHANGE_KIND_OBJECTION_RECORDED,
-		SubjectId: subject, PurposeIds: covered, BasisId: o.ID, At: timestamppb.New(now)}, func() {
-		s.index.Update(tenant, subject, func(sub *decision.Subject) {
-			sub.AddObjection(decision.Objection{ID: o.ID, Scope: o.Scope, Purposes: o.Purposes})
-		})
-	}); err != nil {
+		SubjectId: subject, PurposeIds: covered, BasisId: o.ID, At: timestamppb.New(now)}, objectionEntry(o)); err != nil {
 		return o, err
 	}
 	return o, s.publishLimitTx(ctx, tx, tenant, subject, cause, expect, &eventsv1.Event{
@@ -121,11 +116,7 @@ func (s *Service) ApplyRestriction(ctx context.Context, req *consentv1.ApplyRest
 			return nil, err
 		}
 		if err := s.changeTx(tx, req.TenantId, &consentv1.Change{Kind: consentv1.ChangeKind_CHANGE_KIND_RESTRICTION_APPLIED,
-			SubjectId: req.SubjectId, PurposeIds: req.PurposeIds, BasisId: r.ID, At: timestamppb.New(now)}, func() {
-			s.index.Update(req.TenantId, req.SubjectId, func(sub *decision.Subject) {
-				sub.AddRestriction(decision.Restriction{ID: r.ID, Purposes: r.Purposes})
-			})
-		}); err != nil {
+			SubjectId: req.SubjectId, PurposeIds: req.PurposeIds, BasisId: r.ID, At: timestamppb.New(now)}, restrictionEntry(r)); err != nil {
 			return nil, err
 		}
 		if err := s.publishLimitTx(ctx, tx, req.TenantId, req.SubjectId, cause, expect, &eventsv1.Event{
@@ -133,7 +124,7 @@ func (s *Service) ApplyRestriction(ctx context.Context, req *consentv1.ApplyRest
 		}); err != nil {
 			return nil, err
 		}
-		return &consentv1.ApplyRestrictionResponse{RestrictionId: r.ID}, nil
+		return &consentv1.ApplyRestrictionResponse{RestrictionId: r.ID, Revision: revisionTx(tx, req.TenantId)}, nil
 	})
 }
 
@@ -226,9 +217,7 @@ func (s *Service) liftTx(ctx context.Context, tx *bolt.Tx, tenant string, r stor
 		return r, err
 	}
 	if err := s.changeTx(tx, tenant, &consentv1.Change{Kind: consentv1.ChangeKind_CHANGE_KIND_RESTRICTION_LIFTED,
-		SubjectId: r.Subject, PurposeIds: r.Purposes, BasisId: r.ID, At: timestamppb.New(now)}, func() {
-		s.index.Update(tenant, r.Subject, func(sub *decision.Subject) { sub.LiftRestriction(r.ID) })
-	}); err != nil {
+		SubjectId: r.Subject, PurposeIds: r.Purposes, BasisId: r.ID, At: timestamppb.New(now)}, restrictionEntry(r)); err != nil {
 		return r, err
 	}
 	return r, s.publishLimitTx(ctx, tx, tenant, r.Subject, cause, expect, &eventsv1.Event{
@@ -262,7 +251,7 @@ func (s *Service) LiftRestriction(ctx context.Context, req *consentv1.LiftRestri
 		if err != nil {
 			return nil, err
 		}
-		return &consentv1.LiftRestrictionResponse{Restriction: restrictionOf(r)}, nil
+		return &consentv1.LiftRestrictionResponse{Restriction: restrictionOf(r), Revision: revisionTx(tx, req.TenantId)}, nil
 	})
 }
 
@@ -321,6 +310,6 @@ func (s *Service) ResolveRestrictionGround(ctx context.Context, req *consentv1.R
 		if err != nil {
 			return nil, err
 		}
-		return &consentv1.ResolveRestrictionGroundResponse{Restriction: restrictionOf(r)}, nil
+		return &consentv1.ResolveRestrictionGroundResponse{Restriction: restrictionOf(r), Revision: revisionTx(tx, req.TenantId)}, nil
 	})
 }

@@ -71,10 +71,7 @@ func (s *Service) ApplyDueNotices(_ context.Context) (int, error) {
 			}
 			return s.changeTx(tx, tenant, &consentv1.Change{
 				Kind: consentv1.ChangeKind_CHANGE_KIND_PURPOSE_CHANGED, PurposeIds: []string{id}, At: timestamppb.New(now),
-			}, func() {
-				s.index.PutPurpose(tenant, compile(p, now))
-				s.notices.schedule(tenant, p, now)
-			})
+			}, purposeEntry(p))
 		})
 		if err != nil {
 			return 0, err

@@ -58,11 +58,8 @@ func (s *Service) PutPurpose(ctx context.Context, req *consentv1.PutPurposeReque
 		now := s.Clock.Now()
 		err := s.changeTx(tx, req.TenantId, &consentv1.Change{
 			Kind: consentv1.ChangeKind_CHANGE_KIND_PURPOSE_CHANGED, PurposeIds: []string{p.PurposeId}, At: timestamppb.New(now),
-		}, func() {
-			s.index.PutPurpose(req.TenantId, compile(p, now))
-			s.notices.schedule(req.TenantId, p, now)
-		})
-		return &consentv1.PutPurposeResponse{Purpose: p}, err
+		}, purposeEntry(p))
+		return &consentv1.PutPurposeResponse{Purpose: p, Revision: revisionTx(tx, req.TenantId)}, err
 	})
 }
 

@@ -24,7 +24,6 @@ import (
 	"github.com/lethe-privacy/lethe/platform/paging"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/tasks"
-	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
 	"github.com/lethe-privacy/lethe/services/consent/internal/storage"
 )
 
@@ -129,9 +128,7 @@ func (s *Service) recordOneTx(tx *bolt.Tx, rc *recording, a consentAction) (*con
 	return r, s.changeTx(tx, rc.tenant, &consentv1.Change{
 		Kind: consentv1.ChangeKind_CHANGE_KIND_CONSENT_RECORDED, SubjectId: rc.subject, PurposeIds: []string{a.purpose},
 		BasisId: r.RecordId, At: r.RecordedAt,
-	}, func() {
-		s.index.Update(rc.tenant, rc.subject, func(sub *decision.Subject) { sub.SetConsent(r.PurposeId, consentOf(r)) })
-	})
+	}, consentEntry(r))
 }
 
 // scheduleExpiryTx gives a grant or renewal of purpose p its expiry, when
@@ -234,7 +231,7 @@ func (s *Service) RecordConsent(ctx context.Context, req *consentv1.RecordConsen
 		if err != nil {
 			return nil, err
 		}
-		return &consentv1.RecordConsentResponse{Record: records[0]}, nil
+		return &consentv1.RecordConsentResponse{Record: records[0], Revision: revisionTx(tx, req.TenantId)}, nil
 	})
 }
 
@@ -294,7 +291,7 @@ func (s *Service) RecordBannerDecision(ctx context.Context, req *consentv1.Recor
 		}
 		records, err := s.recordTx(ctx, tx, req.TenantId, req.SubjectId, consentv1.CollectionMethod_COLLECTION_METHOD_BANNER,
 			req.Evidence, actions, withdrawn, expect)
-		return &consentv1.RecordBannerDecisionResponse{Records: records}, err
+		return &consentv1.RecordBannerDecisionResponse{Records: records, Revision: revisionTx(tx, req.TenantId)}, err
 	})
 }
 

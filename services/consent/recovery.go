@@ -69,7 +69,6 @@ import (
 	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/sdk/contract"
-	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
 	"github.com/lethe-privacy/lethe/services/consent/internal/storage"
 )
 
@@ -372,9 +371,7 @@ func (s *Service) recoverWithdrawalTx(tx *bolt.Tx, ev *eventsv1.Event, purposes 
 			return false, err
 		}
 		if err := s.changeTx(tx, ev.TenantId, &consentv1.Change{Kind: consentv1.ChangeKind_CHANGE_KIND_CONSENT_RECORDED,
-			SubjectId: ev.SubjectId, PurposeIds: []string{p}, BasisId: rec.RecordId, At: at}, func() {
-			s.index.Update(rec.TenantId, rec.SubjectId, func(sub *decision.Subject) { sub.SetConsent(rec.PurposeId, consentOf(rec)) })
-		}); err != nil {
+			SubjectId: ev.SubjectId, PurposeIds: []string{p}, BasisId: rec.RecordId, At: at}, consentEntry(rec)); err != nil {
 			return false, err
 		}
 	}
@@ -423,11 +420,7 @@ func (s *Service) recoverObjectionTx(tx *bolt.Tx, ev *eventsv1.Event, o *eventsv
 		return false, err
 	}
 	return true, s.changeTx(tx, ev.TenantId, &consentv1.Change{Kind: consentv1.ChangeKind_CHANGE_KIND_OBJECTION_RECORDED,
-		SubjectId: ev.SubjectId, PurposeIds: o.PurposeIds, BasisId: obj.ID, At: ev.GetOccurredAt()}, func() {
-		s.index.Update(ev.TenantId, obj.Subject, func(sub *decision.Subject) {
-			sub.AddObjection(decision.Objection{ID: obj.ID, Scope: obj.Scope, Purposes: obj.Purposes})
-		})
-	})
+		SubjectId: ev.SubjectId, PurposeIds: o.PurposeIds, BasisId: obj.ID, At: ev.GetOccurredAt()}, objectionEntry(obj))
 }
 
 // recoverRestrictionTx recovers a restriction.applied event under the
@@ -446,11 +439,7 @@ func (s *Service) recoverRestrictionTx(tx *bolt.Tx, ev *eventsv1.Event, ra *even
 		return false, err
 	}
 	return true, s.changeTx(tx, ev.TenantId, &consentv1.Change{Kind: consentv1.ChangeKind_CHANGE_KIND_RESTRICTION_APPLIED,
-		SubjectId: ev.SubjectId, PurposeIds: r.Purposes, BasisId: r.ID, At: ev.GetOccurredAt()}, func() {
-		s.index.Update(ev.TenantId, r.Subject, func(sub *decision.Subject) {
-			sub.AddRestriction(decision.Restriction{ID: r.ID, Purposes: r.Purposes})
-		})
-	})
+		SubjectId: ev.SubjectId, PurposeIds: r.Purposes, BasisId: r.ID, At: ev.GetOccurredAt()}, restrictionEntry(r))
 }
 
 // recoverLiftTx recovers a restriction.lifted event. When the subject was
@@ -475,9 +464,7 @@ func (s *Service) recoverLiftTx(tx *bolt.Tx, ev *eventsv1.Event, id string, prov
 		return false, err
 	}
 	return true, s.changeTx(tx, ev.TenantId, &consentv1.Change{Kind: consentv1.ChangeKind_CHANGE_KIND_RESTRICTION_LIFTED,
-		SubjectId: r.Subject, PurposeIds: r.Purposes, BasisId: r.ID, At: timestamppb.New(r.LiftedAt)}, func() {
-		s.index.Update(ev.TenantId, r.Subject, func(sub *decision.Subject) { sub.LiftRestriction(r.ID) })
-	})
+		SubjectId: r.Subject, PurposeIds: r.Purposes, BasisId: r.ID, At: timestamppb.New(r.LiftedAt)}, restrictionEntry(r))
 }
 
 // AcceptRecoveryGap implements ConsentService: an operator accepts that

@@ -13,10 +13,13 @@ type sequencer struct {
 	mu      sync.Mutex
 	next    map[string]uint64
 	pending map[string]map[uint64]func()
+	// revisions is, per tenant, the last revision applied, which Check
+	// reports and waits for (min_revision).
+	revisions *appliedRevisions
 }
 
 func newSequencer() *sequencer {
-	return &sequencer{next: map[string]uint64{}, pending: map[string]map[uint64]func(){}}
+	return &sequencer{next: map[string]uint64{}, pending: map[string]map[uint64]func(){}, revisions: newAppliedRevisions()}
 }
 
 // start sets where a tenant's revisions continue after a restart.
@@ -24,6 +27,7 @@ func (q *sequencer) start(tenant string, last uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.next[tenant] = last + 1
+	q.revisions.set(tenant, last)
 }
 
 // committed runs fn for the change of revision rev once every earlier
@@ -49,4 +53,5 @@ func (q *sequencer) committed(tenant string, rev uint64, fn func()) {
 		delete(q.pending[tenant], next)
 	}
 	q.next[tenant] = next
+	q.revisions.set(tenant, next-1)
 }

@@ -136,19 +136,30 @@ func sortBy[T any](items []T, key func(T) string) {
 	slices.SortFunc(items, func(a, b T) int { return strings.Compare(key(a), key(b)) })
 }
 
-// changeTx records a change in the tenant's log. Once the transaction
-// commits, and after every earlier change of the tenant, apply updates the
-// in-memory state and watchers are told.
-func (s *Service) changeTx(tx *bolt.Tx, tenant string, c *consentv1.Change, apply func()) error {
+// changeTx records a change in the tenant's log and stages its
+// replication entry e (nil for a change that leaves the decision state as
+// it is, an expiry) in the same transaction (replication.go). Once the
+// transaction commits, and after every earlier change of the tenant, the
+// entry is applied to the in-memory state and watchers are told.
+func (s *Service) changeTx(tx *bolt.Tx, tenant string, c *consentv1.Change, e *consentv1.ReplicationEntry) error {
 	rev, err := storage.AddChangeTx(tx, tenant, c)
 	if err != nil {
 		return err
 	}
+	if e == nil {
+		e = &consentv1.ReplicationEntry{}
+	}
+	e.TenantId, e.Change = tenant, c
+	if err := s.replicateTx(tx, e, s.changeMsgID(tenant, rev)); err != nil {
+		return err
+	}
 	tx.OnCommit(func() {
+		s.changesSinceSnapshot.Add(1)
 		s.applied.committed(tenant, rev, func() {
-			if apply != nil {
-				apply()
-			}
+			applyEntry(s.index, &s.notices, e, s.Clock.Now())
+			// The index now holds every change up to rev: a snapshot
+			// taken from here on covers it.
+			s.index.SetRevision(tenant, rev)
 			s.watchers.publish(tenant, c)
 		})
 	})

@@ -204,7 +204,7 @@ func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
 		}
 		c.public.Listener = plis
 	}
-	local, err := service.NewLocal(completed, service.Deps{DataDir: c.dataDir, NATS: nc, JetStream: js}, c.factories())
+	local, err := service.NewLocal(completed, service.Deps{DataDir: c.dataDir, NATS: nc, JetStream: js, Stream: *c.stream}, c.factories())
 	if err != nil {
 		if completed.HTTPListener != nil {
 			err = errors.Join(err, completed.HTTPListener.Close())

@@ -79,6 +79,8 @@ type Objection struct {
 	Scope eventsv1.ObjectionScope
 	// Purposes are the purposes objected to, for OBJECTION_SCOPE_PURPOSES.
 	Purposes []string
+	// id is ID parsed, as decisions name it.
+	id ID
 }
 
 // Restriction is an active restriction of processing (Art. 18).
@@ -87,6 +89,8 @@ type Restriction struct {
 	ID string
 	// Purposes are the purposes restricted; empty for all processing.
 	Purposes []string
+	// id is ID parsed, as decisions name it.
+	id ID
 }
 
 // Attributes are what the caller knows of the subject. Lethe does not
@@ -111,8 +115,9 @@ type Decision struct {
 	// Reason says why.
 	Reason consentv1.Reason
 	// BasisID is the consent record, objection or restriction the decision
-	// rests on, when there is one.
-	BasisID string
+	// rests on, when there is one. It is an ID rather than text so that
+	// Check need not format a UUID; BasisID.String() gives the text.
+	BasisID ID
 }
 
 // Shorter names for the values the rules read; the generated names repeat
@@ -149,11 +154,11 @@ func allows(r consentv1.Reason) bool {
 	return false
 }
 
-func allow(r consentv1.Reason, basis string) Decision {
+func allow(r consentv1.Reason, basis ID) Decision {
 	return Decision{Allowed: true, Reason: r, BasisID: basis}
 }
 
-func deny(r consentv1.Reason, basis string) Decision {
+func deny(r consentv1.Reason, basis ID) Decision {
 	return Decision{Reason: r, BasisID: basis}
 }
 
@@ -163,8 +168,16 @@ func deny(r consentv1.Reason, basis string) Decision {
 // gives the rules and their order; Decide neither allocates nor blocks.
 func Decide(p *Purpose, s *Subject, a Attributes, now time.Time) Decision {
 	if p == nil {
-		return deny(consentv1.Reason_REASON_UNKNOWN_PURPOSE, "")
+		return deny(consentv1.Reason_REASON_UNKNOWN_PURPOSE, ID{})
 	}
+	var f facts
+	s.factsFor(p, &f)
+	return decide(p, &f, a, now)
+}
+
+// decide is Decide on the facts of a subject for p, however they were
+// read: from a Subject, or from the Index's encoded state.
+func decide(p *Purpose, f *facts, a Attributes, now time.Time) Decision {
 
 	// 1. Art. 18(2): once restricted, data may, "with the exception of
 	// storage", only be processed with the subject's consent or for the
@@ -172,10 +185,8 @@ func Decide(p *Purpose, s *Subject, a Attributes, now time.Time) Decision {
 	// recorded by narrowing or lifting the restriction, so even a necessary
 	// purpose stops here; a purpose that is storage only goes on to the
 	// rules below.
-	if s != nil && !p.StorageOnly {
-		if id, ok := s.restriction(p.ID); ok {
-			return deny(consentv1.Reason_REASON_RESTRICTED, id)
-		}
+	if f.restricted && !p.StorageOnly {
+		return deny(consentv1.Reason_REASON_RESTRICTED, f.restrictedBy)
 	}
 
 	// 2. Eligibility comes before any answer the subject gave: an excluded
@@ -184,11 +195,11 @@ func Decide(p *Purpose, s *Subject, a Attributes, now time.Time) Decision {
 	if a.Role != "" {
 		for _, r := range p.ExcludedRoles {
 			if r == a.Role {
-				return deny(consentv1.Reason_REASON_INELIGIBLE_ROLE, "")
+				return deny(consentv1.Reason_REASON_INELIGIBLE_ROLE, ID{})
 			}
 		}
 	}
-	if d, ok := decideAge(p, s, a, now); !ok {
+	if d, ok := decideAge(p, f, a, now); !ok {
 		return d
 	}
 
@@ -197,36 +208,34 @@ func Decide(p *Purpose, s *Subject, a Attributes, now time.Time) Decision {
 	// subject asked for is exempt from consent (ePrivacy Directive
 	// Art. 5(3)), and the purpose's own basis covers the processing.
 	if p.Necessary {
-		return allow(consentv1.Reason_REASON_NECESSARY, "")
+		return allow(consentv1.Reason_REASON_NECESSARY, ID{})
 	}
 
 	// 4. Art. 21: objections.
-	if s != nil {
-		if id, ok := s.objection(p); ok {
-			return deny(consentv1.Reason_REASON_OBJECTED, id)
-		}
+	if f.objected {
+		return deny(consentv1.Reason_REASON_OBJECTED, f.objectedBy)
 	}
 
 	// 5. A GPC signal is an objection by automated means (Art. 21(5)) for
 	// the purposes the tenant declared it opts out of.
 	if a.GPC && p.GPCOptOut {
-		return deny(consentv1.Reason_REASON_GPC_OPT_OUT, "")
+		return deny(consentv1.Reason_REASON_GPC_OPT_OUT, ID{})
 	}
 
 	// 6. Art. 6(1): the purpose's legal basis.
 	switch p.Basis {
 	case basisConsent:
-		return decideConsent(p, s, now)
+		return decideConsent(p, f, now)
 	case basisLegitimateInterest:
-		return allow(consentv1.Reason_REASON_LEGITIMATE_INTEREST, "")
+		return allow(consentv1.Reason_REASON_LEGITIMATE_INTEREST, ID{})
 	case basisContract:
-		return allow(consentv1.Reason_REASON_CONTRACT, "")
+		return allow(consentv1.Reason_REASON_CONTRACT, ID{})
 	case basisLegalObligation, basisVitalInterests, basisPublicTask:
-		return allow(consentv1.Reason_REASON_OTHER_LEGAL_BASIS, "")
+		return allow(consentv1.Reason_REASON_OTHER_LEGAL_BASIS, ID{})
 	}
 	// A purpose without a valid basis is never lawful (Art. 6(1)); the
 	// service's validation keeps such purposes out.
-	return deny(consentv1.Reason_REASON_UNSPECIFIED, "")
+	return deny(consentv1.Reason_REASON_UNSPECIFIED, ID{})
 }
 
 // decideAge applies a purpose's age rules and reports false with the
@@ -241,15 +250,15 @@ func Decide(p *Purpose, s *Subject, a Attributes, now time.Time) Decision {
 // a state sets depends on when: a consent is judged by the age in force
 // when it was given where the change says so (Denmark, 2024); anything
 // else by the age in force at now.
-func decideAge(p *Purpose, s *Subject, a Attributes, now time.Time) (Decision, bool) {
+func decideAge(p *Purpose, f *facts, a Attributes, now time.Time) (Decision, bool) {
 	if p.MinimumAge <= 0 && !p.DigitalConsentAge {
 		return Decision{}, true
 	}
 	if a.Age <= 0 {
-		return deny(consentv1.Reason_REASON_AGE_UNKNOWN, ""), false
+		return deny(consentv1.Reason_REASON_AGE_UNKNOWN, ID{}), false
 	}
 	if a.Age < p.MinimumAge {
-		return deny(consentv1.Reason_REASON_UNDER_AGE, ""), false
+		return deny(consentv1.Reason_REASON_UNDER_AGE, ID{}), false
 	}
 	if !p.DigitalConsentAge {
 		return Decision{}, true
@@ -258,7 +267,7 @@ func decideAge(p *Purpose, s *Subject, a Attributes, now time.Time) (Decision, b
 	if !ok {
 		// No country, or not a code: it may be any state's.
 		if a.Age < defaultConsentAge {
-			return deny(consentv1.Reason_REASON_AGE_UNKNOWN, ""), false
+			return deny(consentv1.Reason_REASON_AGE_UNKNOWN, ID{}), false
 		}
 		return Decision{}, true
 	}
@@ -269,27 +278,22 @@ func decideAge(p *Purpose, s *Subject, a Attributes, now time.Time) (Decision, b
 	}
 	n := unixNano(now, beforeAll)
 	given := n
-	if p.Basis == basisConsent && s != nil {
-		if r := s.record(p.ID); r != nil && (r.action == actionGrant || r.action == actionRenew) {
-			given = r.grantedAt
-		}
+	if r := &f.rec; p.Basis == basisConsent && f.hasRecord && (r.action == actionGrant || r.action == actionRenew) {
+		given = r.grantedAt
 	}
 	if limit, ok := consentAgeAt(consentAges[i], given, n); ok && a.Age < limit {
-		return deny(consentv1.Reason_REASON_UNDER_AGE, ""), false
+		return deny(consentv1.Reason_REASON_UNDER_AGE, ID{}), false
 	}
 	return Decision{}, true
 }
 
 // decideConsent decides a purpose based on consent (Art. 6(1)(a)) from the
 // subject's latest record for it.
-func decideConsent(p *Purpose, s *Subject, now time.Time) Decision {
-	var r *record
-	if s != nil {
-		r = s.record(p.ID)
-	}
-	if r == nil {
+func decideConsent(p *Purpose, f *facts, now time.Time) Decision {
+	r := &f.rec
+	if !f.hasRecord {
 		// Consent is never presumed (Art. 4(11), Art. 7(1)).
-		return deny(consentv1.Reason_REASON_NOT_GRANTED, "")
+		return deny(consentv1.Reason_REASON_NOT_GRANTED, ID{})
 	}
 	switch r.action {
 	case actionDeny:
@@ -310,5 +314,5 @@ func decideConsent(p *Purpose, s *Subject, now time.Time) Decision {
 		return allow(consentv1.Reason_REASON_GRANTED, r.id)
 	}
 	// An action the engine does not know is not consent.
-	return deny(consentv1.Reason_REASON_NOT_GRANTED, "")
+	return deny(consentv1.Reason_REASON_NOT_GRANTED, ID{})
 }

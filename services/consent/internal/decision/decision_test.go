@@ -373,7 +373,7 @@ var decideCases = []decideCase{
 func TestDecide(t *testing.T) {
 	for _, tc := range decideCases {
 		t.Run(tc.name, func(t *testing.T) {
-			want := Decision{Allowed: tc.allowed, Reason: tc.reason, BasisID: tc.basis}
+			want := Decision{Allowed: tc.allowed, Reason: tc.reason, BasisID: ParseID(tc.basis)}
 
 			// Decide on a Subject of its own.
 			var s *Subject

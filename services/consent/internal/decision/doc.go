@@ -72,12 +72,45 @@
 // different subjects rarely share a lock word, and a writer blocks only the
 // readers of its shard.
 //
-// A subject keeps its records unsorted beside a compact array of 32-bit
-// purpose tags, so a look-up reads one or two cache lines of tags and then
-// the one record it needs; records keep times as Unix nanoseconds, 64 bytes
-// each. Among 100,000 subjects a Check is bound by memory latency — the
-// subject's map slot, the Subject, its tags and the record are dependent
-// cache and TLB misses — not by evaluation, which takes about 30 ns.
+// # Memory
+//
+// The Index keeps only what a decision needs: per subject and purpose the
+// latest record (its action, the times it was given and granted and when
+// it expires, and its id), and the subject's objections and active
+// restrictions where it has any. History stays in the service's store. A
+// subject's state is one byte string (codec.go): purposes as a one-byte
+// index into the tenant's table of purpose ids, times as varint
+// differences (an expiry as whole seconds after the grant), and ids as
+// type ID keeps them — a UUIDv7 record id, whose first 48 bits are a time
+// close to the grant's, as 11 bytes; other UUIDs as 16; anything else (an
+// imported id) as its text. A subject of five records takes about 130
+// bytes plus its id.
+//
+// Each shard appends its subjects' byte strings to one arena and finds
+// them through a map from the subject id's 64-bit hash to an offset (the
+// rare subject whose hash another holds goes to a small map by id). A
+// change appends the subject's new state; the old becomes garbage, which
+// a compaction into a fresh arena drops once it is half the arena. The
+// arena and maps hold no pointers, so the garbage collector neither scans
+// them nor counts millions of objects, and resident memory stays close to
+// the bytes of state.
+//
+// Check finds the subject under its shard's read lock and reads, in one
+// pass over its few cache lines, the purpose's record and the first
+// objection and restriction covering it (facts), then decides without the
+// lock. A text id in a decision shares the arena's bytes, which are never
+// written again once appended, so Check does not allocate. Update decodes
+// the subject into a Subject, lets the caller change it and encodes it
+// again: writes allocate, reads do not.
+//
+// # Snapshots
+//
+// WriteSnapshot writes some or all tenants — their revision, country,
+// purposes and every subject's byte string as the arena holds it — and
+// ReadSnapshot reads them back, checksummed and validated whole before
+// anything is installed (snapshot.go has the format). The service starts
+// from one instead of reading every record in history; a read replica
+// restores one before following the changes after it.
 //
 // NextExpiry is not offered: answering it cheaply needs an ordered index of
 // every live expiry keyed by (time, tenant, subject, purpose) and a cursor

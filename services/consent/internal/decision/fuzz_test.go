@@ -92,7 +92,7 @@ func FuzzDecide(f *testing.F) {
 			t.Fatalf("Allowed %v with reason %v", d.Allowed, d.Reason)
 		}
 		if (restriction%4 == 1 || restriction%4 == 2) && !p.StorageOnly {
-			if d != (Decision{Reason: consentv1.Reason_REASON_RESTRICTED, BasisID: "res"}) {
+			if d != (Decision{Reason: consentv1.Reason_REASON_RESTRICTED, BasisID: ParseID("res")}) {
 				t.Fatalf("restricted purpose decided %+v", d)
 			}
 		}
@@ -136,7 +136,7 @@ func FuzzDecide(f *testing.F) {
 		}
 		if d.Reason == consentv1.Reason_REASON_GRANTED {
 			rec := s.record(p.ID)
-			if rec == nil || !rec.live(unixNano(now, beforeAll)) || d.BasisID != "rec" {
+			if rec == nil || !rec.live(unixNano(now, beforeAll)) || d.BasisID.String() != "rec" {
 				t.Fatalf("granted without a live record: %+v", d)
 			}
 		}

@@ -38,7 +38,7 @@ type Subject struct {
 // as beforeAll and a zero ExpiresAt as never.
 type record struct {
 	purpose string
-	id      string
+	id      ID
 	action  consentv1.ConsentAction
 	// givenAt is when the subject gave this record (Consent.GivenAt, or
 	// RecordedAt when that is zero).
@@ -130,7 +130,7 @@ func (s *Subject) record(purposeID string) *record {
 func (s *Subject) SetConsent(purposeID string, c Consent) {
 	r := record{
 		purpose:   s.intern(purposeID),
-		id:        c.RecordID,
+		id:        ParseID(strings.Clone(c.RecordID)),
 		action:    c.Action,
 		givenAt:   unixNano(c.given(), beforeAll),
 		expiresAt: unixNano(c.ExpiresAt, never),
@@ -169,12 +169,17 @@ func (s *Subject) Consent(purposeID string) (Consent, bool) {
 	if r == nil {
 		return Consent{}, false
 	}
+	return r.consent(), true
+}
+
+// consent returns r as a Consent.
+func (r *record) consent() Consent {
 	return Consent{
 		Action:    r.action,
-		RecordID:  r.id,
+		RecordID:  r.id.String(),
 		GivenAt:   timeOf(r.givenAt),
 		ExpiresAt: timeOf(r.expiresAt),
-	}, true
+	}
 }
 
 // Continues reports whether the subject's latest record for purposeID is
@@ -190,6 +195,8 @@ func (s *Subject) Continues(purposeID string) bool {
 // objection already held replaces it, so replaying history is harmless.
 func (s *Subject) AddObjection(o Objection) {
 	o.Purposes = s.internAll(o.Purposes)
+	o.ID = strings.Clone(o.ID)
+	o.id = ParseID(o.ID)
 	for i := range s.objections {
 		if s.objections[i].ID == o.ID {
 			s.objections[i] = o
@@ -203,6 +210,8 @@ func (s *Subject) AddObjection(o Objection) {
 // a restriction already held replaces it.
 func (s *Subject) AddRestriction(r Restriction) {
 	r.Purposes = s.internAll(r.Purposes)
+	r.ID = strings.Clone(r.ID)
+	r.id = ParseID(r.ID)
 	for i := range s.restrictions {
 		if s.restrictions[i].ID == r.ID {
 			s.restrictions[i] = r
@@ -224,25 +233,44 @@ func (s *Subject) LiftRestriction(id string) bool {
 	return false
 }
 
+// Reset drops everything the subject holds, for a caller about to rebuild
+// it from its history.
+func (s *Subject) Reset() {
+	*s = Subject{tenant: s.tenant}
+}
+
 // empty reports whether the subject holds nothing a decision reads.
 func (s *Subject) empty() bool {
 	return len(s.records) == 0 && len(s.objections) == 0 && len(s.restrictions) == 0
 }
 
+// factsFor reads what a decision on p needs of s into f; a nil s has
+// nothing.
+func (s *Subject) factsFor(p *Purpose, f *facts) {
+	if s == nil {
+		return
+	}
+	if r := s.record(p.ID); r != nil {
+		f.rec, f.hasRecord = *r, true
+	}
+	f.restrictedBy, f.restricted = s.restriction(p.ID)
+	f.objectedBy, f.objected = s.objection(p)
+}
+
 // restriction returns the id of the first active restriction covering
 // purposeID.
-func (s *Subject) restriction(purposeID string) (string, bool) {
+func (s *Subject) restriction(purposeID string) (ID, bool) {
 	for i := range s.restrictions {
 		r := &s.restrictions[i]
 		if len(r.Purposes) == 0 || slices.Contains(r.Purposes, purposeID) {
-			return r.ID, true
+			return r.id, true
 		}
 	}
-	return "", false
+	return ID{}, false
 }
 
 // objection returns the id of the first objection covering p.
-func (s *Subject) objection(p *Purpose) (string, bool) {
+func (s *Subject) objection(p *Purpose) (ID, bool) {
 	for i := range s.objections {
 		o := &s.objections[i]
 		covers := scopeCovers(o.Scope, p)
@@ -253,10 +281,10 @@ func (s *Subject) objection(p *Purpose) (string, bool) {
 			covers = slices.Contains(o.Purposes, p.ID)
 		}
 		if covers {
-			return o.ID, true
+			return o.id, true
 		}
 	}
-	return "", false
+	return ID{}, false
 }
 
 // scopeCovers reports whether an objection of a scope that names no
@@ -279,8 +307,8 @@ func scopeCovers(scope eventsv1.ObjectionScope, p *Purpose) bool {
 // request) the id may be a slice of.
 func (s *Subject) intern(purposeID string) string {
 	if s.tenant != nil {
-		if p := s.tenant.purpose(purposeID); p != nil {
-			return p.ID
+		if id, _, ok := s.tenant.name(purposeID); ok {
+			return id
 		}
 	}
 	return strings.Clone(purposeID)

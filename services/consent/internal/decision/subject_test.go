@@ -100,7 +100,7 @@ func TestSubjectObjectionsAndRestrictions(t *testing.T) {
 	if !s.LiftRestriction("r1") || s.LiftRestriction("r1") {
 		t.Error("LiftRestriction(r1) twice: want true then false")
 	}
-	if id, ok := s.restriction("a"); !ok || id != "r2" {
+	if id, ok := s.restriction("a"); !ok || id.String() != "r2" {
 		t.Errorf("restriction(a) = %q, %v; want r2", id, ok)
 	}
 	if _, ok := s.restriction("c"); ok {

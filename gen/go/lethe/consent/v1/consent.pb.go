@@ -1591,7 +1591,12 @@ func (x *PutPurposeRequest) GetValidateOnly() bool {
 type PutPurposeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The purpose as stored.
-	Purpose       *Purpose `protobuf:"bytes,1,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	Purpose *Purpose `protobuf:"bytes,1,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	// The tenant's revision after this write: a consistency token. Pass it as
+	// min_revision to Check or CheckBatch (on the writer or a read replica)
+	// for an answer that reflects this write. A repeated request (same
+	// request_id) returns the first answer's revision.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1631,6 +1636,13 @@ func (x *PutPurposeResponse) GetPurpose() *Purpose {
 		return x.Purpose
 	}
 	return nil
+}
+
+func (x *PutPurposeResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // ListPurposesRequest pages through a tenant's purposes.
@@ -2337,7 +2349,12 @@ func (x *RecordConsentRequest) GetGivenAt() *timestamppb.Timestamp {
 type RecordConsentResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The record as stored.
-	Record        *ConsentRecord `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	Record *ConsentRecord `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	// The tenant's revision after this write: a consistency token. Pass it as
+	// min_revision to Check or CheckBatch (on the writer or a read replica)
+	// for an answer that reflects this write. A repeated request (same
+	// request_id) returns the first answer's revision.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2377,6 +2394,13 @@ func (x *RecordConsentResponse) GetRecord() *ConsentRecord {
 		return x.Record
 	}
 	return nil
+}
+
+func (x *RecordConsentResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // RecordBannerDecisionRequest records a banner's answer.
@@ -2497,7 +2521,12 @@ func (x *RecordBannerDecisionRequest) GetShownNoticeVersions() map[string]string
 type RecordBannerDecisionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The records.
-	Records       []*ConsentRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	Records []*ConsentRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// The tenant's revision after this write: a consistency token. Pass it as
+	// min_revision to Check or CheckBatch (on the writer or a read replica)
+	// for an answer that reflects this write. A repeated request (same
+	// request_id) returns the first answer's revision.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2537,6 +2566,13 @@ func (x *RecordBannerDecisionResponse) GetRecords() []*ConsentRecord {
 		return x.Records
 	}
 	return nil
+}
+
+func (x *RecordBannerDecisionResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // DestroyEvidenceKeyRequest names the tenant whose key to destroy.
@@ -2865,7 +2901,12 @@ type RecordObjectionResponse struct {
 	// The objection's id.
 	ObjectionId string `protobuf:"bytes,1,opt,name=objection_id,json=objectionId,proto3" json:"objection_id,omitempty"`
 	// The purposes it stops, as resolved now.
-	PurposeIds    []string `protobuf:"bytes,2,rep,name=purpose_ids,json=purposeIds,proto3" json:"purpose_ids,omitempty"`
+	PurposeIds []string `protobuf:"bytes,2,rep,name=purpose_ids,json=purposeIds,proto3" json:"purpose_ids,omitempty"`
+	// The tenant's revision after this write: a consistency token. Pass it as
+	// min_revision to Check or CheckBatch (on the writer or a read replica)
+	// for an answer that reflects this write. A repeated request (same
+	// request_id) returns the first answer's revision.
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2912,6 +2953,13 @@ func (x *RecordObjectionResponse) GetPurposeIds() []string {
 		return x.PurposeIds
 	}
 	return nil
+}
+
+func (x *RecordObjectionResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // ApplyRestrictionRequest restricts a subject's processing.
@@ -3010,6 +3058,11 @@ type ApplyRestrictionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The restriction's id.
 	RestrictionId string `protobuf:"bytes,1,opt,name=restriction_id,json=restrictionId,proto3" json:"restriction_id,omitempty"`
+	// The tenant's revision after this write: a consistency token. Pass it as
+	// min_revision to Check or CheckBatch (on the writer or a read replica)
+	// for an answer that reflects this write. A repeated request (same
+	// request_id) returns the first answer's revision.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3049,6 +3102,13 @@ func (x *ApplyRestrictionResponse) GetRestrictionId() string {
 		return x.RestrictionId
 	}
 	return ""
+}
+
+func (x *ApplyRestrictionResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // LiftRestrictionRequest ends a restriction.
@@ -3139,7 +3199,12 @@ func (x *LiftRestrictionRequest) GetSubjectInformedAt() *timestamppb.Timestamp {
 type LiftRestrictionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The restriction as stored after the lift.
-	Restriction   *Restriction `protobuf:"bytes,1,opt,name=restriction,proto3" json:"restriction,omitempty"`
+	Restriction *Restriction `protobuf:"bytes,1,opt,name=restriction,proto3" json:"restriction,omitempty"`
+	// The tenant's revision after this write: a consistency token. Pass it as
+	// min_revision to Check or CheckBatch (on the writer or a read replica)
+	// for an answer that reflects this write. A repeated request (same
+	// request_id) returns the first answer's revision.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3179,6 +3244,13 @@ func (x *LiftRestrictionResponse) GetRestriction() *Restriction {
 		return x.Restriction
 	}
 	return nil
+}
+
+func (x *LiftRestrictionResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // Restriction is a restriction of processing (Art. 18) as the consent
@@ -3425,7 +3497,12 @@ type ResolveRestrictionGroundResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The restriction as stored after the lift; objection_id names the
 	// objection recorded for OBJECTION_UPHELD.
-	Restriction   *Restriction `protobuf:"bytes,1,opt,name=restriction,proto3" json:"restriction,omitempty"`
+	Restriction *Restriction `protobuf:"bytes,1,opt,name=restriction,proto3" json:"restriction,omitempty"`
+	// The tenant's revision after this write: a consistency token. Pass it as
+	// min_revision to Check or CheckBatch (on the writer or a read replica)
+	// for an answer that reflects this write. A repeated request (same
+	// request_id) returns the first answer's revision.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3465,6 +3542,13 @@ func (x *ResolveRestrictionGroundResponse) GetRestriction() *Restriction {
 		return x.Restriction
 	}
 	return nil
+}
+
+func (x *ResolveRestrictionGroundResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // SubjectAttributes are facts about the subject the caller knows, which
@@ -3655,7 +3739,15 @@ type CheckRequest struct {
 	// it are ignored, expiry and notice versions are judged at it, and
 	// objections and restrictions count as they stood then. Purposes are
 	// judged as declared now. Unset: now. In the future: InvalidArgument.
-	At            *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
+	At *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
+	// A consistency token: the answer reflects at least this revision of
+	// the tenant (a write's response returns it). The writer answers once it
+	// has applied it; a read replica waits for it up to its bound (and never
+	// past the call's deadline), then refuses with FAILED_PRECONDITION
+	// REPLICA_BEHIND, whose ErrorInfo metadata "revision" is the revision it
+	// holds: never an answer older than the token. 0: whatever the server
+	// holds. Not with at.
+	MinRevision   uint64 `protobuf:"varint,6,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3725,11 +3817,22 @@ func (x *CheckRequest) GetAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *CheckRequest) GetMinRevision() uint64 {
+	if x != nil {
+		return x.MinRevision
+	}
+	return 0
+}
+
 // CheckResponse is the decision.
 type CheckResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The decision.
-	Decision      *Decision `protobuf:"bytes,1,opt,name=decision,proto3" json:"decision,omitempty"`
+	Decision *Decision `protobuf:"bytes,1,opt,name=decision,proto3" json:"decision,omitempty"`
+	// The tenant's revision the answer reflects at least: every change up to
+	// it was applied before the decision was made. 0 for a decision at a past
+	// time (at), read from the history.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3771,6 +3874,13 @@ func (x *CheckResponse) GetDecision() *Decision {
 	return nil
 }
 
+func (x *CheckResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // CheckBatchRequest asks for many decisions of one tenant.
 type CheckBatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3779,7 +3889,15 @@ type CheckBatchRequest struct {
 	// The questions, at most 1000.
 	Items []*CheckBatchItem `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
 	// Decide every question as of this past time, as CheckRequest.at does.
-	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	At *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	// A consistency token: the answer reflects at least this revision of
+	// the tenant (a write's response returns it). The writer answers once it
+	// has applied it; a read replica waits for it up to its bound (and never
+	// past the call's deadline), then refuses with FAILED_PRECONDITION
+	// REPLICA_BEHIND, whose ErrorInfo metadata "revision" is the revision it
+	// holds: never an answer older than the token. 0: whatever the server
+	// holds. Not with at.
+	MinRevision   uint64 `protobuf:"varint,4,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3833,6 +3951,13 @@ func (x *CheckBatchRequest) GetAt() *timestamppb.Timestamp {
 		return x.At
 	}
 	return nil
+}
+
+func (x *CheckBatchRequest) GetMinRevision() uint64 {
+	if x != nil {
+		return x.MinRevision
+	}
+	return 0
 }
 
 // CheckBatchItem is one question of a batch.
@@ -3903,7 +4028,11 @@ func (x *CheckBatchItem) GetAttributes() *SubjectAttributes {
 type CheckBatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The decisions.
-	Decisions     []*Decision `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	Decisions []*Decision `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	// The tenant's revision the answer reflects at least: every change up to
+	// it was applied before the decision was made. 0 for a decision at a past
+	// time (at), read from the history.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3943,6 +4072,13 @@ func (x *CheckBatchResponse) GetDecisions() []*Decision {
 		return x.Decisions
 	}
 	return nil
+}
+
+func (x *CheckBatchResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // Change is one change to a tenant's consent state.
@@ -4560,9 +4696,10 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
 	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12;\n" +
 	"\apurpose\x18\x03 \x01(\v2\x19.lethe.consent.v1.PurposeB\x06\xbaH\x03\xc8\x01\x01R\apurpose\x12#\n" +
-	"\rvalidate_only\x18\x04 \x01(\bR\fvalidateOnly\"I\n" +
+	"\rvalidate_only\x18\x04 \x01(\bR\fvalidateOnly\"e\n" +
 	"\x12PutPurposeResponse\x123\n" +
-	"\apurpose\x18\x01 \x01(\v2\x19.lethe.consent.v1.PurposeR\apurpose\"\x9a\x01\n" +
+	"\apurpose\x18\x01 \x01(\v2\x19.lethe.consent.v1.PurposeR\apurpose\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\x9a\x01\n" +
 	"\x13ListPurposesRequest\x12>\n" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12$\n" +
 	"\tpage_size\x18\x02 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\bpageSize\x12\x1d\n" +
@@ -4629,9 +4766,10 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x06method\x18\a \x01(\x0e2\".lethe.consent.v1.CollectionMethodB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06method\x12;\n" +
 	"\bevidence\x18\b \x01(\v2\x1f.lethe.consent.v1.EvidenceInputR\bevidence\x12?\n" +
-	"\bgiven_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\b\xbaH\x05\xb2\x01\x022\x00R\agivenAt\"P\n" +
+	"\bgiven_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\b\xbaH\x05\xb2\x01\x022\x00R\agivenAt\"l\n" +
 	"\x15RecordConsentResponse\x127\n" +
-	"\x06record\x18\x01 \x01(\v2\x1f.lethe.consent.v1.ConsentRecordR\x06record\"\xe3\x05\n" +
+	"\x06record\x18\x01 \x01(\v2\x1f.lethe.consent.v1.ConsentRecordR\x06record\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xe3\x05\n" +
 	"\x1bRecordBannerDecisionRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -4646,9 +4784,10 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\x15shown_notice_versions\x18\b \x03(\v2F.lethe.consent.v1.RecordBannerDecisionRequest.ShownNoticeVersionsEntryB2\xbaH/\x9a\x01,\x102\" r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$*\x06r\x04\x10\x01\x18@R\x13shownNoticeVersions\x1aF\n" +
 	"\x18ShownNoticeVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"u\n" +
 	"\x1cRecordBannerDecisionResponse\x129\n" +
-	"\arecords\x18\x01 \x03(\v2\x1f.lethe.consent.v1.ConsentRecordR\arecords\"z\n" +
+	"\arecords\x18\x01 \x03(\v2\x1f.lethe.consent.v1.ConsentRecordR\arecords\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"z\n" +
 	"\x19DestroyEvidenceKeyRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -4676,11 +4815,12 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x05scope\x12K\n" +
 	"\vpurpose_ids\x18\x05 \x03(\tB*\xbaH'\x92\x01$\x102\" r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$R\n" +
 	"purposeIds\x12,\n" +
-	"\x05cause\x18\x06 \x01(\v2\x16.lethe.common.v1.CauseR\x05cause\"]\n" +
+	"\x05cause\x18\x06 \x01(\v2\x16.lethe.common.v1.CauseR\x05cause\"y\n" +
 	"\x17RecordObjectionResponse\x12!\n" +
 	"\fobjection_id\x18\x01 \x01(\tR\vobjectionId\x12\x1f\n" +
 	"\vpurpose_ids\x18\x02 \x03(\tR\n" +
-	"purposeIds\"\xf0\x02\n" +
+	"purposeIds\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"\xf0\x02\n" +
 	"\x17ApplyRestrictionRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
@@ -4691,18 +4831,20 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06ground\x12K\n" +
 	"\vpurpose_ids\x18\x05 \x03(\tB*\xbaH'\x92\x01$\x102\" r\x1e2\x1c^[a-z0-9][a-z0-9_.-]{0,127}$R\n" +
 	"purposeIds\x12,\n" +
-	"\x05cause\x18\x06 \x01(\v2\x16.lethe.common.v1.CauseR\x05cause\"A\n" +
+	"\x05cause\x18\x06 \x01(\v2\x16.lethe.common.v1.CauseR\x05cause\"]\n" +
 	"\x18ApplyRestrictionResponse\x12%\n" +
-	"\x0erestriction_id\x18\x01 \x01(\tR\rrestrictionId\"\xa9\x02\n" +
+	"\x0erestriction_id\x18\x01 \x01(\tR\rrestrictionId\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xa9\x02\n" +
 	"\x16LiftRestrictionRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
 	"\ttenant_id\x18\x02 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12.\n" +
 	"\x0erestriction_id\x18\x03 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\rrestrictionId\x12,\n" +
 	"\x05cause\x18\x04 \x01(\v2\x16.lethe.common.v1.CauseR\x05cause\x12R\n" +
-	"\x13subject_informed_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x11subjectInformedAt\"Z\n" +
+	"\x13subject_informed_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x11subjectInformedAt\"v\n" +
 	"\x17LiftRestrictionResponse\x12?\n" +
-	"\vrestriction\x18\x01 \x01(\v2\x1d.lethe.consent.v1.RestrictionR\vrestriction\"\xff\x04\n" +
+	"\vrestriction\x18\x01 \x01(\v2\x1d.lethe.consent.v1.RestrictionR\vrestriction\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xff\x04\n" +
 	"\vRestriction\x12%\n" +
 	"\x0erestriction_id\x18\x01 \x01(\tR\rrestrictionId\x12\x1d\n" +
 	"\n" +
@@ -4727,9 +4869,10 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\aoutcome\x18\x04 \x01(\x0e2*.lethe.consent.v1.RestrictionGroundOutcomeB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\aoutcome\x12R\n" +
 	"\x13subject_informed_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\x11subjectInformedAt\x12,\n" +
-	"\x05cause\x18\x06 \x01(\v2\x16.lethe.common.v1.CauseR\x05cause\"c\n" +
+	"\x05cause\x18\x06 \x01(\v2\x16.lethe.common.v1.CauseR\x05cause\"\x7f\n" +
 	" ResolveRestrictionGroundResponse\x12?\n" +
-	"\vrestriction\x18\x01 \x01(\v2\x1d.lethe.consent.v1.RestrictionR\vrestriction\"\x90\x01\n" +
+	"\vrestriction\x18\x01 \x01(\v2\x1d.lethe.consent.v1.RestrictionR\vrestriction\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\x90\x01\n" +
 	"\x11SubjectAttributes\x12\x1b\n" +
 	"\x04role\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x18@R\x04role\x12\x1c\n" +
 	"\x03age\x18\x02 \x01(\x05B\n" +
@@ -4744,7 +4887,7 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\aallowed\x18\x03 \x01(\bR\aallowed\x120\n" +
 	"\x06reason\x18\x04 \x01(\x0e2\x18.lethe.consent.v1.ReasonR\x06reason\x12\x19\n" +
 	"\bbasis_id\x18\x05 \x01(\tR\abasisId\x129\n" +
-	"\arecords\x18\x06 \x03(\v2\x1f.lethe.consent.v1.ConsentRecordR\arecords\"\x95\x02\n" +
+	"\arecords\x18\x06 \x03(\v2\x1f.lethe.consent.v1.ConsentRecordR\arecords\"\xb8\x02\n" +
 	"\fCheckRequest\x12>\n" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12)\n" +
 	"\n" +
@@ -4756,13 +4899,16 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\n" +
 	"attributes\x18\x04 \x01(\v2#.lethe.consent.v1.SubjectAttributesR\n" +
 	"attributes\x12*\n" +
-	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"G\n" +
+	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12!\n" +
+	"\fmin_revision\x18\x06 \x01(\x04R\vminRevision\"c\n" +
 	"\rCheckResponse\x126\n" +
-	"\bdecision\x18\x01 \x01(\v2\x1a.lethe.consent.v1.DecisionR\bdecision\"\xc4\x01\n" +
+	"\bdecision\x18\x01 \x01(\v2\x1a.lethe.consent.v1.DecisionR\bdecision\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xe7\x01\n" +
 	"\x11CheckBatchRequest\x12>\n" +
 	"\ttenant_id\x18\x01 \x01(\tB!\xbaH\x1er\x1c2\x1a^[a-z0-9][a-z0-9_-]{0,62}$R\btenantId\x12C\n" +
 	"\x05items\x18\x02 \x03(\v2 .lethe.consent.v1.CheckBatchItemB\v\xbaH\b\x92\x01\x05\b\x01\x10\xe8\aR\x05items\x12*\n" +
-	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xab\x01\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12!\n" +
+	"\fmin_revision\x18\x04 \x01(\x04R\vminRevision\"\xab\x01\n" +
 	"\x0eCheckBatchItem\x12)\n" +
 	"\n" +
 	"subject_id\x18\x01 \x01(\tB\n" +
@@ -4772,9 +4918,10 @@ const file_lethe_consent_v1_consent_proto_rawDesc = "" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\tpurposeId\x12C\n" +
 	"\n" +
 	"attributes\x18\x03 \x01(\v2#.lethe.consent.v1.SubjectAttributesR\n" +
-	"attributes\"N\n" +
+	"attributes\"j\n" +
 	"\x12CheckBatchResponse\x128\n" +
-	"\tdecisions\x18\x01 \x03(\v2\x1a.lethe.consent.v1.DecisionR\tdecisions\"\xdd\x01\n" +
+	"\tdecisions\x18\x01 \x03(\v2\x1a.lethe.consent.v1.DecisionR\tdecisions\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xdd\x01\n" +
 	"\x06Change\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x120\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1c.lethe.consent.v1.ChangeKindR\x04kind\x12\x1d\n" +

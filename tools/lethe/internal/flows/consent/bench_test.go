@@ -3,12 +3,15 @@ package consent_test
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -232,4 +235,65 @@ func BenchmarkChecksByChain(b *testing.B) {
 		b.ReportMetric(batchRate*float64(len(batch.Items)), p.name+"-batched-checks/s")
 		b.ReportMetric(float64(batchP99.Microseconds()), p.name+"-batch-p99-us")
 	}
+}
+
+var replicaLagRate = flag.Int("replica-lag-rate", 0, "BenchmarkReplicaLag: writes per second (0: as fast as the writer takes them)")
+
+// BenchmarkReplicaLag measures how long a change takes from the writer's
+// commit to a read replica's Watch, beside the writer's own commit rate in
+// the same run: 50 concurrent clients record consents (one record, one
+// change, one replication entry each) as fast as the writer takes them,
+// on the real clock, with NATS syncing every write (as lethe dev does).
+// The lag of a change is the time its Watch message arrives minus the
+// change's time (set in the writer's transaction): the writer's commit,
+// the outbox relay's publish, JetStream's fsync, the replica's apply and
+// the Watch delivery. Run with -benchtime=20000x.
+func BenchmarkReplicaLag(b *testing.B) {
+	f := startOn(b, servicetest.Options{Clock: clock.Real{}, Logger: quiet, SyncAlways: true}, nil)
+	clio(b, f)
+	r := f.startReplica(b, consent.ReplicaOptions{})
+	from := f.revision(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	stream, err := r.client.Watch(ctx, &consentv1.WatchRequest{TenantId: "clio", AfterRevision: from})
+	if err != nil {
+		b.Fatal(err)
+	}
+	lags := make([]time.Duration, 0, b.N)
+	received := make(chan error, 1)
+	go func() {
+		for len(lags) < b.N {
+			resp, err := stream.Recv()
+			if err != nil {
+				received <- err
+				return
+			}
+			now := time.Now()
+			for _, c := range resp.Changes {
+				lags = append(lags, now.Sub(c.At.AsTime()))
+			}
+		}
+		received <- nil
+	}()
+	b.ResetTimer()
+	began := time.Now()
+	rate, p99 := servertest.Load(b, b.N, func(i int) error {
+		if *replicaLagRate > 0 {
+			time.Sleep(time.Until(began.Add(time.Duration(i) * time.Second / time.Duration(*replicaLagRate))))
+		}
+		_, err := f.consent.RecordConsent(ctx, &consentv1.RecordConsentRequest{RequestId: fmt.Sprint("lag-", i), TenantId: "clio",
+			SubjectId: fmt.Sprint("visitor-", i), PurposeId: "marketing", Action: consentv1.ConsentAction_CONSENT_ACTION_GRANT,
+			Method: consentv1.CollectionMethod_COLLECTION_METHOD_API})
+		return err
+	})
+	if err := <-received; err != nil {
+		b.Fatalf("watching the replica: %v", err)
+	}
+	b.StopTimer()
+	slices.Sort(lags)
+	b.ReportMetric(rate, "writes/s")
+	b.ReportMetric(float64(p99.Microseconds())/1000, "write-p99-ms")
+	b.ReportMetric(float64(lags[len(lags)/2].Microseconds())/1000, "lag-p50-ms")
+	b.ReportMetric(float64(lags[len(lags)*99/100].Microseconds())/1000, "lag-p99-ms")
+	b.ReportMetric(float64(lags[len(lags)-1].Microseconds())/1000, "lag-max-ms")
 }

@@ -1,0 +1,406 @@
+package decision
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"maps"
+	"slices"
+	"time"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+)
+
+// A snapshot is the decision state of some or all of an Index's tenants as
+// one byte stream: what a writer restarts from instead of reading every
+// record in history, and what a read replica restores before it follows
+// the changes after it. Layout (uvarint, varint and str as in codec.go):
+//
+//	snapshot = magic "LETHECIX", uvarint version (1),
+//	           tenant*, 'E', CRC-32C (Castagnoli) of every byte before it, big-endian
+//	tenant   = 'T', str tenant id, uvarint revision,
+//	           country: 0 | 1 str country,
+//	           (uvarint len(blob), blob)*, uvarint 0,
+//	           uvarint n, str purpose id * n      (the tenant's names, by index),
+//	           uvarint m, purpose * m             (the declared purposes)
+//	purpose  = uvarint name index, uvarint basis, flags byte, varint lifetime,
+//	           uvarint n, str excluded role * n, varint minimum age,
+//	           varint material since (Unix ns, beforeAll for none), str current notice
+//
+// Blobs are the subjects' state exactly as the Index keeps it (codec.go),
+// so writing a snapshot copies bytes and reading one validates and places
+// them. The names come after the blobs because a writer may number a new
+// purpose while the shards are copied: names only grow, so the table read
+// after the copy covers every blob.
+//
+// Revision: a tenant's section records Index.Revision as it was before its
+// shards were copied. Every change up to it is in the snapshot; changes
+// after it may be in it too, since writers go on while the shards are
+// copied one by one. Whoever restores one must therefore replay the
+// changes after the revision in a way that does not depend on whether
+// their effect is already there — the consent service rebuilds each
+// subject a change names from its store — or stop applying changes while
+// it writes the snapshot, which makes it an exact cut.
+const (
+	snapshotMagic   = "LETHECIX"
+	snapshotVersion = 1
+
+	sectionTenant = 'T'
+	sectionEnd    = 'E'
+
+	// maxNames bounds a tenant's purpose ids in a snapshot.
+	maxNames = 1 << 16
+)
+
+// Purpose flags in a snapshot.
+const (
+	purposeNecessary = 1 << iota
+	purposeDirectMarketing
+	purposeGPCOptOut
+	purposeDigitalConsentAge
+	purposeStorageOnly
+)
+
+// ErrSnapshot is wrapped by every error reading a snapshot that is
+// truncated, corrupt or of another version.
+var ErrSnapshot = errors.New("decision: unusable snapshot")
+
+// castagnoli is the CRC-32C table.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// WriteSnapshot writes the state of the named tenants to w, or of every
+// tenant when none is named; a named tenant the Index does not hold is
+// written empty. It takes each shard's read lock only to copy the shard,
+// so Check and writers go on meanwhile (see the format's note on
+// revisions).
+func (ix *Index) WriteSnapshot(w io.Writer, tenants ...string) error {
+	if len(tenants) == 0 {
+		tenants = slices.Sorted(maps.Keys(*ix.tenants.Load()))
+	}
+	crc := crc32.New(castagnoli)
+	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 1<<16)
+	e := encoder{buf: append([]byte(snapshotMagic), snapshotVersion)}
+	for _, id := range tenants {
+		t := ix.tenant(id)
+		if t == nil {
+			t = newTenant()
+		}
+		e.buf = append(e.buf, sectionTenant)
+		e.str(id)
+		e.uvarint(t.revision.Load())
+		if c := t.country.Load(); c != nil {
+			e.buf = append(e.buf, 1)
+			e.str(*c)
+		} else {
+			e.buf = append(e.buf, 0)
+		}
+		for i := range t.shards {
+			sh := &t.shards[i].shardState
+			sh.mu.RLock()
+			for _, off := range sh.table {
+				e.buf = append(e.buf, sh.arena[off:off+uint64(sh.size(off))]...)
+			}
+			for _, off := range sh.spill {
+				e.buf = append(e.buf, sh.arena[off:off+uint64(sh.size(off))]...)
+			}
+			sh.mu.RUnlock()
+			if _, err := bw.Write(e.buf); err != nil {
+				return err
+			}
+			e.buf = e.buf[:0]
+		}
+		e.uvarint(0)
+		names := t.names.Load()
+		e.uvarint(uint64(len(names.ids)))
+		for _, n := range names.ids {
+			e.str(n)
+		}
+		purposes := *t.purposes.Load()
+		e.uvarint(uint64(len(purposes)))
+		for _, n := range names.ids {
+			if p := purposes[n]; p != nil {
+				e.purpose(p)
+			}
+		}
+	}
+	e.buf = append(e.buf, sectionEnd)
+	if _, err := bw.Write(e.buf); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	_, err := w.Write(binary.BigEndian.AppendUint32(nil, crc.Sum32()))
+	return err
+}
+
+// purpose appends a declared purpose.
+func (e *encoder) purpose(p *purposeEntry) {
+	e.uvarint(p.idx)
+	e.uvarint(uint64(p.Basis))
+	var flags byte
+	for _, f := range []struct {
+		set  bool
+		flag byte
+	}{{p.Necessary, purposeNecessary}, {p.DirectMarketing, purposeDirectMarketing}, {p.GPCOptOut, purposeGPCOptOut},
+		{p.DigitalConsentAge, purposeDigitalConsentAge}, {p.StorageOnly, purposeStorageOnly}} {
+		if f.set {
+			flags |= f.flag
+		}
+	}
+	e.buf = append(e.buf, flags)
+	e.varint(int64(p.Lifetime))
+	e.uvarint(uint64(len(p.ExcludedRoles)))
+	for _, r := range p.ExcludedRoles {
+		e.str(r)
+	}
+	e.varint(int64(p.MinimumAge))
+	e.varint(unixNano(p.MaterialSince, beforeAll))
+	e.str(p.CurrentNotice)
+}
+
+// snapReader reads a snapshot, summing what it consumes.
+type snapReader struct {
+	r   *bufio.Reader
+	crc hash.Hash32
+	err error
+	one [1]byte
+}
+
+// fail records the first error.
+func (sr *snapReader) fail(format string, args ...any) {
+	if sr.err == nil {
+		sr.err = fmt.Errorf("%w: "+format, append([]any{ErrSnapshot}, args...)...)
+	}
+}
+
+// ReadByte implements io.ByteReader for binary.ReadUvarint.
+func (sr *snapReader) ReadByte() (byte, error) {
+	if sr.err != nil {
+		return 0, sr.err
+	}
+	c, err := sr.r.ReadByte()
+	if err != nil {
+		sr.fail("truncated: %v", err)
+		return 0, sr.err
+	}
+	sr.one[0] = c
+	sr.crc.Write(sr.one[:])
+	return c, nil
+}
+
+// full reads len(b) bytes.
+func (sr *snapReader) full(b []byte) {
+	if sr.err != nil {
+		return
+	}
+	if _, err := io.ReadFull(sr.r, b); err != nil {
+		sr.fail("truncated: %v", err)
+		return
+	}
+	sr.crc.Write(b)
+}
+
+func (sr *snapReader) uvarint() uint64 {
+	v, err := binary.ReadUvarint(sr)
+	if err != nil {
+		sr.fail("bad number: %v", err)
+	}
+	return v
+}
+
+func (sr *snapReader) varint() int64 {
+	v, err := binary.ReadVarint(sr)
+	if err != nil {
+		sr.fail("bad number: %v", err)
+	}
+	return v
+}
+
+func (sr *snapReader) str(what string) string {
+	n := sr.uvarint()
+	if n > maxIDLen {
+		sr.fail("%s of %d bytes", what, n)
+		return ""
+	}
+	b := make([]byte, n)
+	sr.full(b)
+	return string(b)
+}
+
+// ReadSnapshot reads a snapshot WriteSnapshot wrote and puts the tenants
+// it carries into ix, each replacing the tenant of its id whole. It
+// returns the revision each tenant's state covers (Index.Revision is set
+// to it too). A snapshot that is truncated, corrupt, of another version
+// or followed by anything is refused with an error wrapping ErrSnapshot,
+// and ix is left as it was: nothing is installed until the checksum
+// matches. Call it before the tenants' writers start: an Update to a
+// tenant while it is replaced is lost.
+func (ix *Index) ReadSnapshot(r io.Reader) (map[string]uint64, error) {
+	sr := &snapReader{r: bufio.NewReaderSize(r, 1<<16), crc: crc32.New(castagnoli)}
+	head := make([]byte, len(snapshotMagic)+1)
+	sr.full(head)
+	if sr.err != nil {
+		return nil, sr.err
+	}
+	if string(head[:len(snapshotMagic)]) != snapshotMagic {
+		return nil, fmt.Errorf("%w: not a snapshot of the consent index", ErrSnapshot)
+	}
+	if v := head[len(snapshotMagic)]; v != snapshotVersion {
+		return nil, fmt.Errorf("%w: version %d, this build reads %d", ErrSnapshot, v, snapshotVersion)
+	}
+	read := map[string]*tenant{}
+	revisions := map[string]uint64{}
+	for sr.err == nil {
+		kind, _ := sr.ReadByte()
+		if sr.err != nil || kind == sectionEnd {
+			break
+		}
+		if kind != sectionTenant {
+			sr.fail("unknown section %q", kind)
+			break
+		}
+		id := sr.str("tenant id")
+		if _, dup := read[id]; dup {
+			sr.fail("tenant %q twice", id)
+			break
+		}
+		t := ix.readTenant(sr)
+		read[id], revisions[id] = t, t.revision.Load()
+	}
+	if sr.err != nil {
+		return nil, sr.err
+	}
+	want := sr.crc.Sum32()
+	var sum [4]byte
+	if _, err := io.ReadFull(sr.r, sum[:]); err != nil {
+		return nil, fmt.Errorf("%w: truncated before its checksum", ErrSnapshot)
+	}
+	if got := binary.BigEndian.Uint32(sum[:]); got != want {
+		return nil, fmt.Errorf("%w: checksum %08x, content sums to %08x", ErrSnapshot, got, want)
+	}
+	if _, err := sr.r.ReadByte(); err != io.EOF {
+		return nil, fmt.Errorf("%w: data after the end", ErrSnapshot)
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for id, t := range read {
+		ix.installLocked(id, t)
+	}
+	return revisions, nil
+}
+
+// readTenant reads one tenant's section after its id into a new tenant,
+// which nothing else sees yet.
+func (ix *Index) readTenant(sr *snapReader) *tenant {
+	t := newTenant()
+	t.revision.Store(sr.uvarint())
+	switch flag, _ := sr.ReadByte(); flag {
+	case 0:
+	case 1:
+		c := sr.str("country")
+		t.country.Store(&c)
+	default:
+		sr.fail("bad country flag %d", flag)
+	}
+	var blob []byte
+	for sr.err == nil {
+		n := sr.uvarint()
+		if n == 0 {
+			break
+		}
+		if n > maxBlobLen {
+			sr.fail("subject state of %d bytes", n)
+			break
+		}
+		blob = slices.Grow(blob[:0], int(n))[:n]
+		sr.full(blob)
+		subject := blobSubject(blob)
+		h := ix.hash(subject)
+		sh := t.shard(h)
+		if _, dup := sh.find(h, subject); dup {
+			sr.fail("subject %q twice", subject)
+			break
+		}
+		sh.put(h, subject, blob)
+	}
+	n := sr.uvarint()
+	if n > maxNames {
+		sr.fail("%d purpose ids", n)
+		return t
+	}
+	names := &nameTable{ids: make([]string, 0, n), idx: make(map[string]uint64, n)}
+	for i := range n {
+		id := sr.str("purpose id")
+		if _, dup := names.idx[id]; dup {
+			sr.fail("purpose id %q twice", id)
+		}
+		names.ids, names.idx[id] = append(names.ids, id), i
+	}
+	t.names.Store(names)
+	m := sr.uvarint()
+	for range min(m, n) {
+		p := sr.purpose(names)
+		if sr.err == nil {
+			t.putPurpose(p)
+		}
+	}
+	if m > n {
+		sr.fail("%d purposes for %d purpose ids", m, n)
+	}
+	// Every blob must decode against the names, so that Check never
+	// meets one that does not.
+	for i := range t.shards {
+		sh := &t.shards[i].shardState
+		for _, off := range sh.table {
+			sr.validate(sh.blob(off), names)
+		}
+		for _, off := range sh.spill {
+			sr.validate(sh.blob(off), names)
+		}
+	}
+	return t
+}
+
+// validate decodes a blob whole.
+func (sr *snapReader) validate(blob []byte, names *nameTable) {
+	if sr.err != nil {
+		return
+	}
+	if !validBlob(blob, uint64(len(names.ids))) {
+		sr.fail("subject %q: %v", blobSubject(blob), errCorrupt)
+	}
+}
+
+// purpose reads a declared purpose.
+func (sr *snapReader) purpose(names *nameTable) Purpose {
+	i := sr.uvarint()
+	if i >= uint64(len(names.ids)) {
+		sr.fail("purpose index %d of %d", i, len(names.ids))
+		return Purpose{}
+	}
+	p := Purpose{ID: names.ids[i], Basis: commonv1.LegalBasis(sr.uvarint())}
+	flags, _ := sr.ReadByte()
+	p.Necessary = flags&purposeNecessary != 0
+	p.DirectMarketing = flags&purposeDirectMarketing != 0
+	p.GPCOptOut = flags&purposeGPCOptOut != 0
+	p.DigitalConsentAge = flags&purposeDigitalConsentAge != 0
+	p.StorageOnly = flags&purposeStorageOnly != 0
+	p.Lifetime = time.Duration(sr.varint())
+	n := sr.uvarint()
+	if n > maxListLength {
+		sr.fail("%d excluded roles", n)
+		return Purpose{}
+	}
+	for range n {
+		p.ExcludedRoles = append(p.ExcludedRoles, sr.str("role"))
+	}
+	p.MinimumAge = int32(sr.varint())
+	p.MaterialSince = timeOf(sr.varint())
+	p.CurrentNotice = sr.str("notice version")
+	return p
+}
