@@ -346,8 +346,8 @@ func (ix *Index) readTenant(sr *snapReader) *tenant {
 // readSubjects reads a tenant's subjects into its shards.
 func (ix *Index) readSubjects(sr *snapReader, t *tenant) {
 	// Allocate each shard's table and arena once, a little larger than the
-	// writer's sizes, rather than grow them by copying: most of a large
-	// tenant's read would be spent in those copies.
+	// writer's sizes, rather than grow them by copying, which costs time
+	// and leaves up to a quarter of each arena unused.
 	subjects, size := sr.uvarint(), sr.uvarint()
 	if subjects > 1<<34 || size > 1<<40 {
 		sr.fail("sizes %d subjects, %d bytes", subjects, size)
@@ -356,7 +356,10 @@ func (ix *Index) readSubjects(sr *snapReader, t *tenant) {
 		for i := range t.shards {
 			sh := &t.shards[i].shardState
 			sh.table = make(map[uint64]uint64, subjects/shardCount+subjects/(8*shardCount))
-			sh.arena = make([]byte, 0, size/shardCount+size/(8*shardCount))
+			// Subjects spread evenly over shards (a shard of 150,000
+			// deviates by well under 1 %), so 1/32 more is enough; a
+			// shard that overflows grows once.
+			sh.arena = make([]byte, 0, size/shardCount+size/(32*shardCount))
 		}
 	}
 	for sr.err == nil {
