@@ -118,12 +118,15 @@ func (ix *Index) WriteSnapshot(w io.Writer, tenants ...string) error {
 			e.buf = e.buf[:0]
 		}
 		e.uvarint(0)
+		// Purposes before names: every purpose is numbered before it is
+		// stored, and names only grow, so the names read second cover
+		// every purpose read first.
+		purposes := *t.purposes.Load()
 		names := t.names.Load()
 		e.uvarint(uint64(len(names.ids)))
 		for _, n := range names.ids {
 			e.str(n)
 		}
-		purposes := *t.purposes.Load()
 		e.uvarint(uint64(len(purposes)))
 		for _, n := range names.ids {
 			if p := purposes[n]; p != nil {
