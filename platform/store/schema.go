@@ -54,6 +54,15 @@ type Schema struct {
 	// older than the first migration's starting point cannot be opened, so
 	// old migrations may be retired once no such file is left.
 	Migrations []Migration
+
+	// PersistFreelist keeps the list of free pages in the file, written at
+	// every commit, instead of rebuilding it at open by walking every page
+	// (see Open). It is for a file that grows large and whose open delays
+	// answers that must come back fast: measured on a consent.db of a
+	// million subjects (3.9 GB), opening took 20-40 s with the walk and
+	// 51 ms with the list kept, for a commit 21 ms → 33 ms with 38,735
+	// free pages (docs/benchmarks.md, "Consent at 10M subjects").
+	PersistFreelist bool
 }
 
 // Migration moves a file from version To-1 to version To.

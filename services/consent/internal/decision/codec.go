@@ -365,6 +365,16 @@ type facts struct {
 func factsOf(blob []byte, p *Purpose, idx uint64, f *facts) {
 	d := decoder{b: blob}
 	d.text(maxBlobLen)
+	d.recordFor(idx, f)
+	d.objectionFor(p, idx, f)
+	d.restrictionFor(idx, f)
+	if d.bad {
+		*f = facts{restricted: true}
+	}
+}
+
+// recordFor reads a blob's records and keeps the one of purpose idx.
+func (d *decoder) recordFor(idx uint64, f *facts) {
 	n := d.count()
 	var base int64
 	if n > 0 {
@@ -373,26 +383,26 @@ func factsOf(blob []byte, p *Purpose, idx uint64, f *facts) {
 	for range n {
 		// Nearly always a purpose index and a length of one byte each: read
 		// them directly and skip the body, decoding only the purpose's.
+		var pi uint64
+		var body decoder
 		if b := d.b; len(b) >= 2 && b[0] < 0x80 && b[1] < 0x80 && len(b)-2 >= int(b[1]) {
-			if uint64(b[0]) == idx {
-				body := decoder{b: b[2 : 2+b[1]]}
-				body.record(&f.rec, base)
-				f.hasRecord = true
-				d.bad = d.bad || body.bad
-			}
-			d.b = b[2+b[1]:]
-			continue
+			pi, body.b, d.b = uint64(b[0]), b[2:2+b[1]], b[2+b[1]:]
+		} else {
+			pi = d.uvarint()
+			body = d.body()
 		}
-		pi := d.uvarint()
-		body := d.body()
 		if pi == idx {
 			body.record(&f.rec, base)
 			f.hasRecord = true
 			d.bad = d.bad || body.bad
 		}
 	}
-	n = d.count()
-	for range n {
+}
+
+// objectionFor reads a blob's objections and keeps the first covering p,
+// of index idx.
+func (d *decoder) objectionFor(p *Purpose, idx uint64, f *facts) {
+	for range d.count() {
 		id := d.id()
 		scope := eventsv1.ObjectionScope(d.uvarint())
 		covers := scope != scopePurposes && scopeCovers(scope, p)
@@ -405,8 +415,12 @@ func factsOf(blob []byte, p *Purpose, idx uint64, f *facts) {
 			f.objected, f.objectedBy = true, id
 		}
 	}
-	n = d.count()
-	for range n {
+}
+
+// restrictionFor reads a blob's restrictions and keeps the first covering
+// purpose idx.
+func (d *decoder) restrictionFor(idx uint64, f *facts) {
+	for range d.count() {
 		id := d.id()
 		k := d.count()
 		covers := k == 0
@@ -418,9 +432,6 @@ func factsOf(blob []byte, p *Purpose, idx uint64, f *facts) {
 		if covers && !f.restricted {
 			f.restricted, f.restrictedBy = true, id
 		}
-	}
-	if d.bad {
-		*f = facts{restricted: true}
 	}
 }
 
@@ -486,15 +497,23 @@ func decodeSubject(blob []byte, names []string, s *Subject) (subject string, err
 // validBlob reports whether a blob decodes whole, with every purpose index
 // below names, without building the subject.
 func validBlob(blob []byte, names uint64) bool {
+	used, ok := checkBlob(blob)
+	return ok && used <= names
+}
+
+// checkBlob reports whether a blob decodes whole, and one more than the
+// largest purpose index it names (0 for none).
+func checkBlob(blob []byte) (used uint64, ok bool) {
 	d := decoder{b: blob}
 	if d.text(maxIDLen) == "" {
-		return false
+		return 0, false
+	}
+	purpose := func() {
+		used = max(used, d.uvarint()+1)
 	}
 	purposes := func() {
 		for range d.count() {
-			if d.uvarint() >= names {
-				d.fail()
-			}
+			purpose()
 		}
 	}
 	var r record
@@ -504,9 +523,7 @@ func validBlob(blob []byte, names uint64) bool {
 		base = d.varint()
 	}
 	for range n {
-		if d.uvarint() >= names {
-			d.fail()
-		}
+		purpose()
 		body := d.body()
 		body.record(&r, base)
 		d.bad = d.bad || body.bad
@@ -520,5 +537,5 @@ func validBlob(blob []byte, names uint64) bool {
 		d.id()
 		purposes()
 	}
-	return !d.bad && len(d.b) == 0
+	return used, !d.bad && len(d.b) == 0 && used <= maxNames
 }

@@ -255,6 +255,31 @@ func (sh *shardState) put(h uint64, subject string, blob []byte) {
 	sh.compact()
 }
 
+// insert adds a subject the shard does not hold yet, with one look-up of
+// its hash; it reports false, and adds nothing, when the shard holds it.
+func (sh *shardState) insert(h uint64, subject string, blob []byte) bool {
+	if sh.table == nil {
+		sh.table = make(map[uint64]uint64)
+	}
+	old, taken := sh.table[h]
+	if taken && blobSubject(sh.blob(old)) == subject {
+		return false
+	}
+	if _, ok := sh.spill[subject]; ok {
+		return false
+	}
+	off := sh.appendBlob(blob)
+	if !taken {
+		sh.table[h] = off
+		return true
+	}
+	if sh.spill == nil {
+		sh.spill = make(map[string]uint64)
+	}
+	sh.spill[strings.Clone(subject)] = off
+	return true
+}
+
 // remove drops a subject. A spilled subject of the same hash moves into
 // table in its place, so that find's first probe stays the only one for
 // all but colliding subjects.
@@ -523,6 +548,19 @@ func (ix *Index) Covered(tenant string, scope eventsv1.ObjectionScope) []string 
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// size returns the tenant's subjects and the bytes of their state, live
+// and garbage alike, as a snapshot's hint.
+func (t *tenant) size() (subjects, bytes int) {
+	for i := range t.shards {
+		sh := &t.shards[i].shardState
+		sh.mu.RLock()
+		subjects += len(sh.table) + len(sh.spill)
+		bytes += len(sh.arena) - sh.garbage
+		sh.mu.RUnlock()
+	}
+	return subjects, bytes
 }
 
 // Stats describe what an Index holds, for metrics and benchmarks.
