@@ -289,6 +289,11 @@ func TestCertManagerCertificates(t *testing.T) {
 		// The names deploy/README.md's Secrets table gives, and every
 		// name callers dial.
 		wantDNS := []string{sts.Spec.ServiceName, sts.Spec.ServiceName + "." + sts.Namespace + ".svc"}
+		if sts.Name == "lethe-consent" {
+			// The read Service selects the writer and its replicas, which
+			// present the writer's key pair (consent-replica.yaml).
+			wantDNS = append(wantDNS, "lethe-consent-read", "lethe-consent-read."+sts.Namespace+".svc")
+		}
 		if sts.Name == "nats" {
 			wantDNS = []string{"nats", "nats." + sts.Namespace + ".svc",
 				"*." + sts.Spec.ServiceName, "*." + sts.Spec.ServiceName + "." + sts.Namespace + ".svc"}

@@ -41,8 +41,8 @@ func TestConnectDeployment(t *testing.T) {
 				d = &r.deployments[i]
 			}
 		}
-		if d == nil || len(r.deployments) != 1 {
-			t.Fatalf("%s: %d Deployments, want lethe-connect alone", r.name, len(r.deployments))
+		if d == nil {
+			t.Fatalf("%s: no Deployment lethe-connect", r.name)
 		}
 		where := r.name + ": Deployment lethe-connect"
 		if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
