@@ -273,6 +273,9 @@ func (s *Service) VerifyIdentity(ctx context.Context, req *dsarv1.VerifyIdentity
 // AttestIdentity implements DsarService. The attesting caller's identity
 // is recorded; who may attest is the authorization policy's decision.
 func (s *Service) AttestIdentity(ctx context.Context, req *dsarv1.AttestIdentityRequest) (*dsarv1.AttestIdentityResponse, error) {
+	// The fan-out commits with the verification when it could be worked
+	// out beforehand (planAhead); otherwise fanoutNow does it after.
+	ahead := s.planAhead(ctx, req.TenantId, req.DsarId)
 	resp, err := mutate(ctx, s, req, func(tx *bolt.Tx) (*dsarv1.AttestIdentityResponse, error) {
 		r, err := s.loadTx(tx, req.TenantId, req.DsarId)
 		if err != nil {
@@ -285,7 +288,13 @@ func (s *Service) AttestIdentity(ctx context.Context, req *dsarv1.AttestIdentity
 		if err := s.verifiedTx(tx, r, actorOf(ctx), "identity attested ("+req.Method.String()+", evidence "+req.EvidenceReference+")"); err != nil {
 			return nil, err
 		}
-		return &dsarv1.AttestIdentityResponse{Request: s.viewAt(r, s.Clock.Now())}, nil
+		resp := &dsarv1.AttestIdentityResponse{Request: s.viewAt(r, s.Clock.Now())}
+		if ahead != nil {
+			if err := s.commitPlanTx(ctx, tx, req.TenantId, req.DsarId, ahead); err != nil {
+				return nil, err
+			}
+		}
+		return resp, nil
 	})
 	if err == nil {
 		s.fanoutNow(ctx, req.TenantId, req.DsarId)
