@@ -85,7 +85,8 @@ func typeOf(req *dsarv1.CreateRequestRequest, r *dsarv1.Request) error {
 
 // CreateRequest implements DsarService. The tenant's settings (SLA,
 // whether verification pauses the clock, time zone and country) are read
-// from the registry before the write and recorded on the request, so a
+// from the registry (or kept from the last read, tenantSettings) before
+// the write and recorded on the request, so a
 // later change of settings does not move a running deadline. A time of
 // receipt earlier than now is checked against the clock inside the write,
 // so that a replay of the same request id returns the request filed, not a

@@ -306,8 +306,9 @@ func (s *Service) AttestIdentity(ctx context.Context, req *dsarv1.AttestIdentity
 // verifiedTx records the verification and moves the request to
 // IN_PROGRESS, marking it for fan-out. The fan-out itself needs calls to
 // the registry, retention or consent service, which must not hold the
-// store's writer: it runs after this commits (fanoutNow), and the sweep
-// retries it until it succeeds.
+// store's writer: they run before this write (planAhead, whose plan
+// AttestIdentity commits in the same transaction) or after it commits
+// (fanoutNow), and the sweep retries a fan-out until it succeeds.
 func (s *Service) verifiedTx(tx *bolt.Tx, r *dsarv1.Request, actor, note string) error {
 	now := s.Clock.Now()
 	r.Verification.Verified, r.Verification.VerifiedAt, r.Verification.VerifiedBy = true, timestamppb.New(now), actor
