@@ -134,6 +134,28 @@ func (d *Directory) Require(tenantID string) error {
 	return d.db.View(func(tx *bolt.Tx) error { return d.RequireTx(tx, tenantID) })
 }
 
+// Version returns the time (UnixNano) of the registry event that last set
+// a known tenant's entry; it refuses as Require does. Every change of a
+// tenant's settings in the registry publishes a tenant.changed event, so
+// a new version follows each change as soon as the directory has
+// recorded its event: a service may keep what it read of the tenant's
+// settings from the registry under the version it saw before reading,
+// and read again when the version moves.
+func (d *Directory) Version(tenantID string) (int64, error) {
+	var version int64
+	err := d.db.View(func(tx *bolt.Tx) error {
+		if err := d.RequireTx(tx, tenantID); err != nil {
+			return err
+		}
+		v := store.BucketTx(tx, store.BucketTenantDirectory).Get([]byte(tenantID))
+		if len(v) >= 9 {
+			version = int64(binary.BigEndian.Uint64(v[1:9]))
+		}
+		return nil
+	})
+	return version, err
+}
+
 // An entry is a state byte, the commit time (UnixNano) of the registry
 // event that set it, and the settings that event carried: the financial
 // year end as "MM-DD", or nothing for the calendar year, then, when the

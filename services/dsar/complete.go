@@ -167,11 +167,7 @@ func (s *Service) destroyKeyTx(tx *bolt.Tx, r *dsarv1.Request) error {
 		r.Package.Destroyed = true
 	}
 	if ref != nil {
-		tx.OnCommit(func() {
-			if err := s.keys.Destroy(*ref); err != nil {
-				s.Logger.Error("dsar: destroying a request's key failed; it is retried at the next start", "request", r.DsarId, "error", err)
-			}
-		})
+		s.keys.DestroyOnCommit(tx, *ref)
 	}
 	return nil
 }

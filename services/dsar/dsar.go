@@ -135,6 +135,7 @@ type Service struct {
 	tracker   *tasks.Tracker
 	tenants   *tenants.Directory
 	routes    *registryclient.Client
+	settings  settingsCache
 	registry  registryv1.RegistryServiceClient
 	consent   consentv1.ConsentServiceClient
 	retention retentionv1.RetentionServiceClient
@@ -171,7 +172,7 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		CheckOutcome: checkOutcome,
 	})
 	if err == nil {
-		s.keys, err = openKeyring(filepath.Join(deps.DataDir, "dsar.keys"))
+		s.keys, err = openKeyring(filepath.Join(deps.DataDir, "dsar.keys"), base.Logger)
 	}
 	if err == nil {
 		err = s.reconcileKeys()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 
@@ -32,7 +33,8 @@ import (
 // destroyed key is durable zeros before Destroy returns. Syncs of
 // concurrent writers are shared (group commit).
 type keyring struct {
-	f *os.File
+	f      *os.File
+	logger *slog.Logger
 
 	mu    sync.Mutex
 	free  []int64
@@ -42,6 +44,14 @@ type keyring struct {
 
 	syncMu sync.Mutex
 	synced uint64
+
+	// onCommit are the keys the write transaction onCommitTx holds will
+	// destroy once it commits (DestroyOnCommit). Only one write
+	// transaction runs at a time, so one list serves; a transaction that
+	// rolled back leaves its list here until the next one replaces it,
+	// and it is never destroyed.
+	onCommitTx *bolt.Tx
+	onCommit   []slotRef
 }
 
 const (
@@ -56,7 +66,7 @@ type slotRef struct {
 	Tag  []byte `json:"tag"`
 }
 
-func openKeyring(path string) (*keyring, error) {
+func openKeyring(path string, logger *slog.Logger) (*keyring, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
@@ -65,7 +75,7 @@ func openKeyring(path string) (*keyring, error) {
 	if err != nil {
 		return nil, errors.Join(err, f.Close())
 	}
-	k := &keyring{f: f, keys: map[int64][]byte{}}
+	k := &keyring{f: f, keys: map[int64][]byte{}, logger: logger}
 	k.next = int64(len(data) / slotSize)
 	for i := int64(0); i < k.next; i++ {
 		s := data[i*slotSize : (i+1)*slotSize]
@@ -134,6 +144,63 @@ func (k *keyring) Destroy(ref slotRef) error {
 	k.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	return k.sync(gen)
+}
+
+// DestroyOnCommit destroys ref once tx commits, as Destroy does, with
+// every other key the same transaction destroys: their slots are
+// overwritten together and synced once, before the transaction's other
+// commit handlers run and before the committer starts the next
+// transaction. A group commit that closes fifty requests thus costs one
+// sync of the key file, not fifty one after another (docs/benchmarks.md,
+// DSAR erasures). A transaction that rolls back destroys nothing.
+func (k *keyring) DestroyOnCommit(tx *bolt.Tx, ref slotRef) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.onCommitTx == tx {
+		k.onCommit = append(k.onCommit, ref)
+		return
+	}
+	k.onCommitTx, k.onCommit = tx, []slotRef{ref}
+	tx.OnCommit(func() {
+		if err := k.destroyAll(k.takeOnCommit(tx)); err != nil {
+			k.logger.Error("dsar: destroying the keys of closed requests failed; they are destroyed at the next start", "error", err)
+		}
+	})
+}
+
+// takeOnCommit returns the keys tx destroys and forgets them.
+func (k *keyring) takeOnCommit(tx *bolt.Tx) []slotRef {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.onCommitTx != tx {
+		return nil
+	}
+	refs := k.onCommit
+	k.onCommitTx, k.onCommit = nil, nil
+	return refs
+}
+
+// destroyAll overwrites the slots of refs with zeros and syncs once.
+func (k *keyring) destroyAll(refs []slotRef) error {
+	k.mu.Lock()
+	var gen uint64
+	for _, ref := range refs {
+		tk, ok := k.keys[ref.Slot]
+		if !ok || !bytes.Equal(tk[:tagSize], ref.Tag) {
+			continue
+		}
+		g, err := k.zeroLocked(ref.Slot)
+		if err != nil {
+			k.mu.Unlock()
+			return err
+		}
+		gen = g
+	}
+	k.mu.Unlock()
+	if gen == 0 {
+		return nil
 	}
 	return k.sync(gen)
 }

@@ -121,47 +121,91 @@ func (s *Service) fanoutRequest(ctx context.Context, tenant, id string) error {
 	// function changes nothing when the request is no longer pending, so
 	// running it twice is harmless.
 	return atStep(dsarv1.FanoutStep_FANOUT_STEP_COMMIT, s.DB.Batch(func(tx *bolt.Tx) error {
-		if !fanoutPendingTx(tx, id) {
-			return nil
-		}
-		r, err := requestTx(tx, tenant, id)
-		if err != nil {
-			return err
-		}
-		if err := store.BucketTx(tx, bucketPending).Delete([]byte(id)); err != nil {
-			return err
-		}
-		sec, err := secretsTx(tx, id)
-		if err != nil {
-			return err
-		}
-		sec.Info = p.info
-		r.ConsentCauses = p.consentCauses
-		r.Result = &dsarv1.Result{Tasks: p.held, Held: p.heldCategories}
-		if p.event != nil {
-			sec.Events = append(sec.Events, p.event.Id)
-		}
-		if err := putSecretsTx(tx, id, sec); err != nil {
-			return err
-		}
-		if err := s.putRequestTx(tx, r); err != nil {
-			return err
-		}
-		switch {
-		case len(p.consentCauses) > 0:
-			return store.BucketTx(tx, bucketFollowing).Put([]byte(id), []byte(tenant))
-		case p.manual:
-			return nil
-		case p.event != nil:
-			// With no system to expect the tracker completes the cause at
-			// once (onCauseComplete, in this transaction).
-			return s.tracker.PublishTx(ctx, tx, p.event, p.expect)
-		default:
-			// Nothing to send: everything in scope is held, or no system
-			// holds data in scope.
-			return s.finishTx(tx, r, nil)
-		}
+		return s.commitPlanTx(ctx, tx, tenant, id, p)
 	}))
+}
+
+// commitPlanTx commits the plan p of a request pending fan-out: the
+// directive and one task per system, or the consent service's causes to
+// follow. It changes nothing when the request is no longer pending.
+func (s *Service) commitPlanTx(ctx context.Context, tx *bolt.Tx, tenant, id string, p *plan) error {
+	if !fanoutPendingTx(tx, id) {
+		return nil
+	}
+	r, err := requestTx(tx, tenant, id)
+	if err != nil {
+		return err
+	}
+	if err := store.BucketTx(tx, bucketPending).Delete([]byte(id)); err != nil {
+		return err
+	}
+	sec, err := secretsTx(tx, id)
+	if err != nil {
+		return err
+	}
+	sec.Info = p.info
+	r.ConsentCauses = p.consentCauses
+	r.Result = &dsarv1.Result{Tasks: p.held, Held: p.heldCategories}
+	if p.event != nil {
+		sec.Events = append(sec.Events, p.event.Id)
+	}
+	if err := putSecretsTx(tx, id, sec); err != nil {
+		return err
+	}
+	if err := s.putRequestTx(tx, r); err != nil {
+		return err
+	}
+	switch {
+	case len(p.consentCauses) > 0:
+		return store.BucketTx(tx, bucketFollowing).Put([]byte(id), []byte(tenant))
+	case p.manual:
+		return nil
+	case p.event != nil:
+		// With no system to expect the tracker completes the cause at
+		// once (onCauseComplete, in this transaction).
+		return s.tracker.PublishTx(ctx, tx, p.event, p.expect)
+	default:
+		// Nothing to send: everything in scope is held, or no system
+		// holds data in scope.
+		return s.finishTx(tx, r, nil)
+	}
+}
+
+// planAhead works out, before the write that verifies a request, the
+// fan-out that write can commit with the verification (AttestIdentity):
+// one commit of dsar.db instead of two, and the directive is in the
+// outbox when the verification returns. Only plans that merely read from
+// the neighbours are worked out ahead (erasure, rectification, access,
+// portability): an objection, a restriction or a withdrawal changes the
+// consent service, which must not happen before the verification
+// commits. It returns nil when the request cannot be verified now or a
+// neighbour fails; the fan-out after the commit (fanoutNow) and the sweep
+// then do it as before, and record the failure.
+func (s *Service) planAhead(ctx context.Context, tenant, id string) *plan {
+	var r *dsarv1.Request
+	if err := s.DB.View(func(tx *bolt.Tx) error {
+		var err error
+		r, err = requestTx(tx, tenant, id)
+		return err
+	}); err != nil {
+		return nil
+	}
+	switch r.State {
+	case dsarv1.RequestState_REQUEST_STATE_RECEIVED, dsarv1.RequestState_REQUEST_STATE_VERIFYING_IDENTITY:
+	default:
+		return nil
+	}
+	switch r.Type {
+	case dsarv1.RequestType_REQUEST_TYPE_ERASURE, dsarv1.RequestType_REQUEST_TYPE_RECTIFICATION,
+		dsarv1.RequestType_REQUEST_TYPE_ACCESS, dsarv1.RequestType_REQUEST_TYPE_PORTABILITY:
+	default:
+		return nil
+	}
+	p, err := s.plan(ctx, r)
+	if err != nil {
+		return nil
+	}
+	return p
 }
 
 // plan asks the neighbours what the request's fan-out is. An error names

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -84,7 +85,8 @@ func typeOf(req *dsarv1.CreateRequestRequest, r *dsarv1.Request) error {
 
 // CreateRequest implements DsarService. The tenant's settings (SLA,
 // whether verification pauses the clock, time zone and country) are read
-// from the registry before the write and recorded on the request, so a
+// from the registry (or kept from the last read, tenantSettings) before
+// the write and recorded on the request, so a
 // later change of settings does not move a running deadline. A time of
 // receipt earlier than now is checked against the clock inside the write,
 // so that a replay of the same request id returns the request filed, not a
@@ -137,12 +139,10 @@ type filing struct {
 	sealed   []byte  // its identifiers and corrections, sealed under the key
 }
 
-// tenantRules reads the settings of tenant, which must exist, and the
-// time zone its deadlines are counted in, into f.
+// tenantRules reads the settings of tenant, which must be known (the
+// tenant directory refuses it otherwise), and the time zone its deadlines
+// are counted in, into f.
 func (s *Service) tenantRules(ctx context.Context, tenant string, f *filing) error {
-	if err := s.tenants.Require(tenant); err != nil {
-		return err
-	}
 	settings, err := s.tenantSettings(ctx, tenant)
 	if err != nil {
 		return err
@@ -265,16 +265,66 @@ func (s *Service) viewAt(r *dsarv1.Request, now time.Time) *dsarv1.Request {
 // copied to another request or role does not decrypt.
 func aad(id, role string) []byte { return []byte(id + "\x00" + role) }
 
-// tenantSettings reads the tenant's settings from the registry.
+// tenantSettings reads the tenant's settings from the registry, or from
+// the copy read last while the tenant directory's version of the tenant
+// has not moved (settingsCache). A tenant the directory does not know is
+// refused NotFound, as tenants.Require refuses it. The settings returned
+// are shared: callers must not change them.
 func (s *Service) tenantSettings(ctx context.Context, tenant string) (*registryv1.TenantSettings, error) {
 	if s.registry == nil {
 		return nil, fmt.Errorf("dsar: no registry connection")
+	}
+	// The version is read before the registry, so settings read after a
+	// change are never kept under the version from before it.
+	version, err := s.tenants.Version(tenant)
+	if err != nil {
+		return nil, err
+	}
+	if settings, ok := s.settings.get(tenant, version); ok {
+		return settings, nil
 	}
 	resp, err := s.registry.GetTenant(ctx, &registryv1.GetTenantRequest{TenantId: tenant})
 	if err != nil {
 		return nil, err
 	}
-	return resp.Tenant.GetSettings(), nil
+	settings := resp.Tenant.GetSettings()
+	s.settings.put(tenant, version, settings)
+	return settings, nil
+}
+
+// settingsCache keeps each tenant's settings as the registry last gave
+// them, under the tenant directory's version of the tenant when they were
+// read. Filing a request read them from the registry each time: one call
+// of the four a request cost the registry and retention before its
+// directive existed (docs/benchmarks.md, DSAR erasures). A change reaches
+// the DSAR service as the registry's tenant.changed event, which moves
+// the version; until the directory has recorded it (milliseconds), a
+// request is filed under the settings before the change, as one filed a
+// moment earlier would have been.
+type settingsCache struct {
+	mu sync.Mutex
+	m  map[string]cachedSettings
+}
+
+type cachedSettings struct {
+	version  int64
+	settings *registryv1.TenantSettings
+}
+
+func (c *settingsCache) get(tenant string, version int64) (*registryv1.TenantSettings, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[tenant]
+	return e.settings, ok && e.version == version
+}
+
+func (c *settingsCache) put(tenant string, version int64, settings *registryv1.TenantSettings) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]cachedSettings{}
+	}
+	c.m[tenant] = cachedSettings{version: version, settings: settings}
 }
 
 // methodOf is how a new request of the tenant is verified: the method

@@ -273,6 +273,9 @@ func (s *Service) VerifyIdentity(ctx context.Context, req *dsarv1.VerifyIdentity
 // AttestIdentity implements DsarService. The attesting caller's identity
 // is recorded; who may attest is the authorization policy's decision.
 func (s *Service) AttestIdentity(ctx context.Context, req *dsarv1.AttestIdentityRequest) (*dsarv1.AttestIdentityResponse, error) {
+	// The fan-out commits with the verification when it could be worked
+	// out beforehand (planAhead); otherwise fanoutNow does it after.
+	ahead := s.planAhead(ctx, req.TenantId, req.DsarId)
 	resp, err := mutate(ctx, s, req, func(tx *bolt.Tx) (*dsarv1.AttestIdentityResponse, error) {
 		r, err := s.loadTx(tx, req.TenantId, req.DsarId)
 		if err != nil {
@@ -285,7 +288,13 @@ func (s *Service) AttestIdentity(ctx context.Context, req *dsarv1.AttestIdentity
 		if err := s.verifiedTx(tx, r, actorOf(ctx), "identity attested ("+req.Method.String()+", evidence "+req.EvidenceReference+")"); err != nil {
 			return nil, err
 		}
-		return &dsarv1.AttestIdentityResponse{Request: s.viewAt(r, s.Clock.Now())}, nil
+		resp := &dsarv1.AttestIdentityResponse{Request: s.viewAt(r, s.Clock.Now())}
+		if ahead != nil {
+			if err := s.commitPlanTx(ctx, tx, req.TenantId, req.DsarId, ahead); err != nil {
+				return nil, err
+			}
+		}
+		return resp, nil
 	})
 	if err == nil {
 		s.fanoutNow(ctx, req.TenantId, req.DsarId)
@@ -297,8 +306,9 @@ func (s *Service) AttestIdentity(ctx context.Context, req *dsarv1.AttestIdentity
 // verifiedTx records the verification and moves the request to
 // IN_PROGRESS, marking it for fan-out. The fan-out itself needs calls to
 // the registry, retention or consent service, which must not hold the
-// store's writer: it runs after this commits (fanoutNow), and the sweep
-// retries it until it succeeds.
+// store's writer: they run before this write (planAhead, whose plan
+// AttestIdentity commits in the same transaction) or after it commits
+// (fanoutNow), and the sweep retries a fan-out until it succeeds.
 func (s *Service) verifiedTx(tx *bolt.Tx, r *dsarv1.Request, actor, note string) error {
 	now := s.Clock.Now()
 	r.Verification.Verified, r.Verification.VerifiedAt, r.Verification.VerifiedBy = true, timestamppb.New(now), actor

@@ -14,6 +14,7 @@ import (
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/platform/audit"
 	"github.com/lethe-privacy/lethe/platform/auth"
+	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 )
 
 func zone(t *testing.T, name string) *time.Location {
@@ -397,5 +398,41 @@ func TestCodeVerificationPausesUntilVerified(t *testing.T) {
 	}
 	if d := resp.Request.Deadline; d.Paused.AsDuration() != 72*time.Hour+10*time.Minute || d.PausedSince != nil {
 		t.Fatalf("paused %s, want the 72 hours 10 minutes verification took", d.Paused.AsDuration())
+	}
+}
+
+// TestSettingsChangeReachesNewRequests: the DSAR service keeps a tenant's
+// settings between filings, under the version the registry's tenant
+// events give the tenant. A changed SLA reaches the requests filed once
+// the tenant.changed event is recorded; a request filed before keeps the
+// deadline it was filed with.
+func TestSettingsChangeReachesNewRequests(t *testing.T) {
+	f := start(t)
+	helsinki := zone(t, "Europe/Helsinki")
+	tenant := &registryv1.Tenant{TenantId: "clevenio", DisplayName: "clevenio",
+		Settings: &registryv1.TenantSettings{Country: "FI", DsarSla: durationpb.New(14 * 24 * time.Hour)}}
+	f.tenant(t, tenant.TenantId, tenant.Settings)
+	f.clock.Set(time.Date(2027, 3, 10, 9, 30, 0, 0, time.UTC))
+	access := func() *dsarv1.Request {
+		return f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clevenio", Access: &dsarv1.AccessDetails{}})
+	}
+	before := access()
+	if got, want := before.Deadline.SlaDueAt.AsTime(), endOfDay(2027, 3, 24, helsinki); !got.Equal(want) {
+		t.Fatalf("SLA due %s, want %s", got, want)
+	}
+	tenant.Settings.DsarSla = durationpb.New(7 * 24 * time.Hour)
+	if _, err := f.registry.UpdateTenant(f.ctx, &registryv1.UpdateTenantRequest{RequestId: f.id(), Tenant: tenant}); err != nil {
+		t.Fatal(err)
+	}
+	want := endOfDay(2027, 3, 17, helsinki)
+	eventually.True(t, "a request filed after the change has the 7-day SLA", func() bool {
+		return access().Deadline.SlaDueAt.AsTime().Equal(want)
+	})
+	got, err := f.dsar.GetRequest(f.ctx, &dsarv1.GetRequestRequest{TenantId: "clevenio", DsarId: before.DsarId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := got.Request.Deadline.SlaDueAt.AsTime(); !got.Equal(endOfDay(2027, 3, 24, helsinki)) {
+		t.Errorf("the request filed before the change is due %s, want the 14-day SLA it was filed with", got)
 	}
 }
