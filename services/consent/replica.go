@@ -756,24 +756,7 @@ func (r *Replica) Watch(req *consentv1.WatchRequest, stream consentv1.ConsentSer
 		}
 		last = kept[len(kept)-1].Revision
 	}
-	for {
-		select {
-		case <-stream.Context().Done():
-			return stream.Context().Err()
-		case <-w.lagged:
-			return apierror.Unavailable(apierror.ReasonWatchLagged, "the watcher fell behind; reconnect with the last revision received", 0)
-		case <-r.watchers.stopping:
-			return apierror.Unavailable(apierror.ReasonShuttingDown, "the service is stopping; reconnect with the last revision received", 0)
-		case c := <-w.changes:
-			if c.Revision <= last {
-				continue
-			}
-			if err := stream.Send(&consentv1.WatchResponse{Changes: []*consentv1.Change{c}}); err != nil {
-				return err
-			}
-			last = c.Revision
-		}
-	}
+	return r.watchers.sendLive(stream, w, last)
 }
 
 // recentChanges keeps each tenant's latest changes for Watch.

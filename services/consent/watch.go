@@ -82,6 +82,30 @@ func (h *hub) closeAll() {
 	}
 }
 
+// sendLive sends stream the changes w receives after revision last, until
+// the caller leaves, w falls behind or the hub stops: the live half of a
+// Watch, on the writer and on a replica.
+func (h *hub) sendLive(stream consentv1.ConsentService_WatchServer, w *watcher, last uint64) error {
+	for {
+		select {
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		case <-w.lagged:
+			return apierror.Unavailable(apierror.ReasonWatchLagged, "the watcher fell behind; reconnect with the last revision received", 0)
+		case <-h.stopping:
+			return apierror.Unavailable(apierror.ReasonShuttingDown, "the service is stopping; reconnect with the last revision received", 0)
+		case c := <-w.changes:
+			if c.Revision <= last {
+				continue
+			}
+			if err := stream.Send(&consentv1.WatchResponse{Changes: []*consentv1.Change{c}}); err != nil {
+				return err
+			}
+			last = c.Revision
+		}
+	}
+}
+
 // Watch implements ConsentService. It subscribes to live changes first and
 // only then reads the log, skipping live changes it already sent from the
 // log, so that no change falls between the two.
@@ -111,24 +135,7 @@ func (s *Service) Watch(req *consentv1.WatchRequest, stream consentv1.ConsentSer
 			break
 		}
 	}
-	for {
-		select {
-		case <-stream.Context().Done():
-			return stream.Context().Err()
-		case <-w.lagged:
-			return apierror.Unavailable(apierror.ReasonWatchLagged, "the watcher fell behind; reconnect with the last revision received", 0)
-		case <-s.watchers.stopping:
-			return apierror.Unavailable(apierror.ReasonShuttingDown, "the service is stopping; reconnect with the last revision received", 0)
-		case c := <-w.changes:
-			if c.Revision <= last {
-				continue
-			}
-			if err := stream.Send(&consentv1.WatchResponse{Changes: []*consentv1.Change{c}}); err != nil {
-				return err
-			}
-			last = c.Revision
-		}
-	}
+	return s.watchers.sendLive(stream, w, last)
 }
 
 // sortBy sorts items by the string key returns.
