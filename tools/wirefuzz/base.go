@@ -453,6 +453,10 @@ type target struct {
 	steps []step
 	fd    protoreflect.FieldDescriptor
 	whole bool // a list field as a whole, not one element
+	// created is the path of the outermost message on the way to the
+	// field that the base does not hold, which changing the field
+	// creates; empty when the base holds every message on the way.
+	created string
 }
 
 type step struct {
@@ -465,8 +469,8 @@ type step struct {
 // they hold, maxDepth deep.
 func targets(base protoreflect.Message) []target {
 	var out []target
-	var walk func(md protoreflect.MessageDescriptor, m protoreflect.Message, prefix string, steps []step, depth int)
-	walk = func(md protoreflect.MessageDescriptor, m protoreflect.Message, prefix string, steps []step, depth int) {
+	var walk func(md protoreflect.MessageDescriptor, m protoreflect.Message, prefix, created string, steps []step, depth int)
+	walk = func(md protoreflect.MessageDescriptor, m protoreflect.Message, prefix, created string, steps []step, depth int) {
 		fields := md.Fields()
 		for i := range fields.Len() {
 			fd := fields.Get(i)
@@ -476,29 +480,32 @@ func targets(base protoreflect.Message) []target {
 			path := prefix + string(fd.Name())
 			own := append(append([]step(nil), steps...), step{fd: fd, index: -1})
 			if fd.IsList() {
-				out = append(out, target{path: path, steps: own, fd: fd, whole: true})
+				out = append(out, target{path: path, steps: own, fd: fd, whole: true, created: created})
 				if m == nil || m.Get(fd).List().Len() == 0 {
 					continue
 				}
 				elem := append(append([]step(nil), steps...), step{fd: fd, index: 0})
 				epath := path + "[0]"
-				out = append(out, target{path: epath, steps: elem, fd: fd})
+				out = append(out, target{path: epath, steps: elem, fd: fd, created: created})
 				if fd.Message() != nil && !isWKT(fd.Message()) && depth < maxDepth {
-					walk(fd.Message(), m.Get(fd).List().Get(0).Message(), epath+".", elem, depth+1)
+					walk(fd.Message(), m.Get(fd).List().Get(0).Message(), epath+".", created, elem, depth+1)
 				}
 				continue
 			}
-			out = append(out, target{path: path, steps: own, fd: fd})
+			out = append(out, target{path: path, steps: own, fd: fd, created: created})
 			if fd.Message() != nil && !isWKT(fd.Message()) && depth < maxDepth {
 				var child protoreflect.Message
+				childCreated := created
 				if m != nil && m.Has(fd) {
 					child = m.Get(fd).Message()
+				} else if childCreated == "" {
+					childCreated = path
 				}
-				walk(fd.Message(), child, path+".", own, depth+1)
+				walk(fd.Message(), child, path+".", childCreated, own, depth+1)
 			}
 		}
 	}
-	walk(base.Descriptor(), base, "", nil, 0)
+	walk(base.Descriptor(), base, "", "", nil, 0)
 	return out
 }
 

@@ -34,7 +34,9 @@ const (
 	CheckFieldNotNamed Check = "field-not-named"
 	// CheckWrongField: the base request passes validation, the input
 	// changed one field, and the refusal named neither that field nor one
-	// inside or around it.
+	// inside or around it, nor one inside the message the change had to
+	// create (Input.Created: setting a field of a oneof's other member
+	// leaves that member's required fields unset).
 	CheckWrongField Check = "wrong-field"
 	// CheckAcceptedInvalid: a value invalid by its type's specification
 	// (a Timestamp or Duration out of range) was accepted.
@@ -132,7 +134,7 @@ func check(in *Input, out Outcome, baseValid bool) []Misbehaviour {
 	if out.Code == codes.InvalidArgument {
 		if !namesAField(out) {
 			add(CheckFieldNotNamed, "%q, violations %v", out.Message, out.Violations)
-		} else if baseValid && in.Field != "" && !namesField(out, in.Field) {
+		} else if baseValid && in.Field != "" && !namesField(out, in.Field) && (in.Created == "" || !namesField(out, in.Created)) {
 			add(CheckWrongField, "changed %s, refusal names %v", in.Field, fields(out))
 		}
 	}

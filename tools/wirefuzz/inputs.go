@@ -75,6 +75,11 @@ type Input struct {
 	// Field is the path of the field the input changes, in protovalidate's
 	// notation; empty when the input changes no one field.
 	Field string
+	// Created is the path of the message the input had to create to reach
+	// Field, one the base request did not hold (a oneof's other member, an
+	// unset message field); empty when Field's parents were all there. A
+	// refusal may name that message's own required fields.
+	Created string
 	// Value says what the input holds, briefly.
 	Value string
 	// Bytes are sent as they are.
@@ -277,31 +282,37 @@ func (g *generator) badValue(in *Input, k Kind, m proto.Message) {
 		n := (64 << 10) << g.rng.IntN(5) // 64 KiB to 1 MiB
 		t.slotIn(r).set(protoreflect.ValueOfString(strings.Repeat("a", n)))
 		in.Field, in.Value, in.Bytes = t.path, fmt.Sprintf("%d KiB of 'a'", n>>10), g.encode(m)
+		in.Created = t.created
 	case KindControlChars:
 		t, _ := g.pick(scalarOf(protoreflect.StringKind))
 		s := controlStrings[g.rng.IntN(len(controlStrings))]
 		t.slotIn(r).set(protoreflect.ValueOfString(s))
 		in.Field, in.Value, in.Bytes = t.path, fmt.Sprintf("%q", s), g.encode(m)
+		in.Created = t.created
 	case KindInvalidUTF8:
 		t, _ := g.pick(scalarOf(protoreflect.StringKind))
 		bad := invalidUTF8[g.rng.IntN(len(invalidUTF8))]
 		in.Field, in.Value, in.Bytes = t.path, fmt.Sprintf("%q", bad), g.withRawString(m, t, bad)
+		in.Created = t.created
 	case KindOutOfRange:
 		t, _ := g.pick(func(t target) bool { return !t.whole && isNumber(t.fd) })
 		vals := outOfRange(t.fd)
 		v := vals[g.rng.IntN(len(vals))]
 		t.slotIn(r).set(v.value)
 		in.Field, in.Value, in.Bytes = t.path, v.name, g.encode(m)
+		in.Created = t.created
 	case KindTimestamp:
 		t, _ := g.pick(messageOf(timestampName))
 		v := timestampValues[g.rng.IntN(len(timestampValues))]
 		setSecondsNanos(t.messageIn(r), v.seconds, v.nanos)
 		in.Field, in.Value, in.Bytes, in.InvalidBySpec = t.path, v.name, g.encode(m), true
+		in.Created = t.created
 	case KindDuration:
 		t, _ := g.pick(messageOf(durationName))
 		v := durationValues[g.rng.IntN(len(durationValues))]
 		setSecondsNanos(t.messageIn(r), v.seconds, v.nanos)
 		in.Field, in.Value, in.Bytes, in.InvalidBySpec = t.path, v.name, g.encode(m), true
+		in.Created = t.created
 	}
 }
 
@@ -325,6 +336,7 @@ func (g *generator) badStructure(in *Input, k Kind, m proto.Message) {
 			list.Append(item)
 		}
 		in.Field, in.Value, in.Bytes = t.path, fmt.Sprintf("%d items", repeatedItems), g.encode(m)
+		in.Created = t.created
 	case KindWrongWireType:
 		t, _ := g.pick(func(t target) bool { return len(t.steps) == 1 })
 		var raw []byte
@@ -334,6 +346,7 @@ func (g *generator) badStructure(in *Input, k Kind, m proto.Message) {
 			raw = protowire.AppendBytes(protowire.AppendTag(nil, t.fd.Number(), protowire.BytesType), []byte("wrong"))
 		}
 		in.Field, in.Value, in.Bytes = t.path, "field sent with the wrong wire type", append(g.encode(m), raw...)
+		in.Created = t.created
 	case KindDeepGroups:
 		depth := deepGroups
 		if g.rng.IntN(2) == 0 {

@@ -250,6 +250,12 @@ func TestCheck(t *testing.T) {
 		{"its parent", decodable, invalid(apierror.FieldViolation{Field: "consent", Description: "d"}), true, nil},
 		{"a prefix that is not its parent", decodable, invalid(apierror.FieldViolation{Field: "consent.subject", Description: "d"}), true, []Check{CheckWrongField}},
 		{"another field", decodable, invalid(apierror.FieldViolation{Field: "tenant_id", Description: "d"}), true, []Check{CheckWrongField}},
+		{"a sibling in the message the change created (a oneof's other member)",
+			&Input{Method: method, Kind: KindControlChars, Field: "record.source", Created: "record", Decodable: true},
+			invalid(apierror.FieldViolation{Field: "record.category", Description: "d"}), true, nil},
+		{"a field outside the message the change created",
+			&Input{Method: method, Kind: KindControlChars, Field: "record.source", Created: "record", Decodable: true},
+			invalid(apierror.FieldViolation{Field: "tenant_id", Description: "d"}), true, []Check{CheckWrongField}},
 		{"another field when the base is refused too", decodable, invalid(apierror.FieldViolation{Field: "tenant_id", Description: "d"}), false, nil},
 		{"an invalid timestamp accepted", late, Outcome{Code: codes.OK}, true, []Check{CheckAcceptedInvalid}},
 		{"an unknown field echoed", decodable, Outcome{Code: codes.OK, Response: echo}, true, []Check{CheckEchoedUnknown}},
@@ -273,4 +279,26 @@ func toStrings(cs []Check) []string {
 		s = append(s, string(c))
 	}
 	return s
+}
+
+// TestTargetsNameTheMessageTheyCreate: a field inside a message the base
+// does not hold names that message as created; one inside a message the
+// base holds names none.
+func TestTargetsNameTheMessageTheyCreate(t *testing.T) {
+	base := &consentv1.RecordConsentRequest{TenantId: "t", SubjectId: "s"}
+	got := map[string]string{}
+	for _, tg := range targets(base.ProtoReflect()) {
+		got[tg.path] = tg.created
+	}
+	for path, want := range map[string]string{"subject_id": "", "evidence": "", "evidence.ip_address": "evidence", "given_at": ""} {
+		if c, ok := got[path]; !ok || c != want {
+			t.Errorf("target %s: created %q (present %v), want %q", path, c, ok, want)
+		}
+	}
+	base.Evidence = &consentv1.EvidenceInput{IpAddress: "192.0.2.1"}
+	for _, tg := range targets(base.ProtoReflect()) {
+		if tg.path == "evidence.user_agent" && tg.created != "" {
+			t.Errorf("target %s: created %q with evidence in the base, want none", tg.path, tg.created)
+		}
+	}
 }
