@@ -134,7 +134,7 @@ func check(in *Input, out Outcome, baseValid bool) []Misbehaviour {
 	if out.Code == codes.InvalidArgument {
 		if !namesAField(out) {
 			add(CheckFieldNotNamed, "%q, violations %v", out.Message, out.Violations)
-		} else if baseValid && in.Field != "" && !namesField(out, in.Field) && (in.Created == "" || !namesField(out, in.Created)) {
+		} else if baseValid && in.Field != "" && !aboutChange(in, out) {
 			add(CheckWrongField, "changed %s, refusal names %v", in.Field, fields(out))
 		}
 	}
@@ -150,6 +150,12 @@ func check(in *Input, out Outcome, baseValid bool) []Misbehaviour {
 		}
 	}
 	return bad
+}
+
+// aboutChange reports whether a refusal names the field the input changed,
+// one inside or around it, or one inside the message the change created.
+func aboutChange(in *Input, out Outcome) bool {
+	return namesField(out, in.Field) || (in.Created != "" && namesField(out, in.Created))
 }
 
 func namesAField(out Outcome) bool {
