@@ -31,7 +31,13 @@ func (s *Service) decide(tenant, subject, purpose string, a *consentv1.SubjectAt
 			return nil, err
 		}
 	}
-	return &consentv1.Decision{PurposeId: purpose, SubjectId: subject, Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID.String()}, nil
+	return decisionOf(subject, purpose, d), nil
+}
+
+// decisionOf is the engine's decision on the wire, for the writer and a
+// replica alike.
+func decisionOf(subject, purpose string, d decision.Decision) *consentv1.Decision {
+	return &consentv1.Decision{PurposeId: purpose, SubjectId: subject, Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID.String()}
 }
 
 // Check implements ConsentService.
@@ -147,7 +153,7 @@ func (s *Service) decideAt(tenant string, at *timestamppb.Timestamp, items []*co
 				subjects[item.SubjectId] = sub
 			}
 			d := s.index.Decide(tenant, p, &sub.state, attributes(item.Attributes), when)
-			dec := &consentv1.Decision{PurposeId: item.PurposeId, SubjectId: item.SubjectId, Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID.String()}
+			dec := decisionOf(item.SubjectId, item.PurposeId, d)
 			if chain := sub.chains[item.PurposeId]; len(chain) > 0 && chain[len(chain)-1].RecordId == d.BasisID.String() {
 				dec.Records = chain
 			}

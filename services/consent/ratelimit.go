@@ -11,13 +11,20 @@ import (
 // request takes one. Memory is bounded: at maxKeys buckets, those idle long
 // enough to be full again are dropped (a full bucket is what a new one
 // is); when none is, a new key is refused until one is, so a flood of
-// fresh keys cannot grow the map.
+// fresh keys cannot grow the map. The map is scanned for such buckets at
+// most once every evictEvery, so that the same flood does not make every
+// new key pay a scan of maxKeys buckets under the lock.
 type limiter struct {
 	mu        sync.Mutex
 	perMinute float64
 	maxKeys   int
 	buckets   map[string]*bucket
+	// scanned is when evict last scanned the buckets.
+	scanned time.Time
 }
+
+// evictEvery bounds how often a full limiter scans its buckets.
+const evictEvery = time.Second
 
 type bucket struct {
 	tokens float64
@@ -58,8 +65,13 @@ func (l *limiter) take(key string, now time.Time) (bool, time.Duration) {
 	return true, 0
 }
 
-// evict drops the buckets that are full at now.
+// evict drops the buckets that are full at now, unless it scanned less
+// than evictEvery ago.
 func (l *limiter) evict(now time.Time) {
+	if !l.scanned.IsZero() && now.Sub(l.scanned) < evictEvery {
+		return
+	}
+	l.scanned = now
 	for k, b := range l.buckets {
 		if l.refill(b, now) >= l.perMinute {
 			delete(l.buckets, k)

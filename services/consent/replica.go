@@ -51,6 +51,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
@@ -688,32 +689,33 @@ func (st *replicaState) refusal(tenant string) error {
 
 // Check implements ConsentService on the replica.
 func (r *Replica) Check(ctx context.Context, req *consentv1.CheckRequest) (*consentv1.CheckResponse, error) {
-	if req.At != nil {
-		return nil, pastOnWriter()
-	}
-	st := r.st.Load()
-	if err := st.refusal(req.TenantId); err != nil {
-		return nil, err
-	}
-	rev, err := st.revs.await(ctx, req.TenantId, req.MinRevision, r.opts.RevisionWait)
+	st, rev, err := r.answerable(ctx, req.TenantId, req.At, req.MinRevision)
 	if err != nil {
 		return nil, err
 	}
 	d := st.index.Check(req.TenantId, req.SubjectId, req.PurposeId, attributes(req.Attributes), r.clock.Now())
-	return &consentv1.CheckResponse{Revision: rev, Decision: &consentv1.Decision{PurposeId: req.PurposeId, SubjectId: req.SubjectId,
-		Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID.String()}}, nil
+	return &consentv1.CheckResponse{Revision: rev, Decision: decisionOf(req.SubjectId, req.PurposeId, d)}, nil
+}
+
+// answerable returns the state to answer a tenant's checks from and the
+// revision it answers at, once that is at least minRevision; or why the
+// replica cannot answer: a past time, a tenant it cannot vouch for, or
+// minRevision not reached within the wait.
+func (r *Replica) answerable(ctx context.Context, tenant string, at *timestamppb.Timestamp, minRevision uint64) (*replicaState, uint64, error) {
+	if at != nil {
+		return nil, 0, pastOnWriter()
+	}
+	st := r.st.Load()
+	if err := st.refusal(tenant); err != nil {
+		return nil, 0, err
+	}
+	rev, err := st.revs.await(ctx, tenant, minRevision, r.opts.RevisionWait)
+	return st, rev, err
 }
 
 // CheckBatch implements ConsentService on the replica.
 func (r *Replica) CheckBatch(ctx context.Context, req *consentv1.CheckBatchRequest) (*consentv1.CheckBatchResponse, error) {
-	if req.At != nil {
-		return nil, pastOnWriter()
-	}
-	st := r.st.Load()
-	if err := st.refusal(req.TenantId); err != nil {
-		return nil, err
-	}
-	rev, err := st.revs.await(ctx, req.TenantId, req.MinRevision, r.opts.RevisionWait)
+	st, rev, err := r.answerable(ctx, req.TenantId, req.At, req.MinRevision)
 	if err != nil {
 		return nil, err
 	}
@@ -721,8 +723,7 @@ func (r *Replica) CheckBatch(ctx context.Context, req *consentv1.CheckBatchReque
 	resp := &consentv1.CheckBatchResponse{Revision: rev, Decisions: make([]*consentv1.Decision, 0, len(req.Items))}
 	for _, item := range req.Items {
 		d := st.index.Check(req.TenantId, item.SubjectId, item.PurposeId, attributes(item.Attributes), now)
-		resp.Decisions = append(resp.Decisions, &consentv1.Decision{PurposeId: item.PurposeId, SubjectId: item.SubjectId,
-			Allowed: d.Allowed, Reason: d.Reason, BasisId: d.BasisID.String()})
+		resp.Decisions = append(resp.Decisions, decisionOf(item.SubjectId, item.PurposeId, d))
 	}
 	return resp, nil
 }
