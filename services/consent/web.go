@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"maps"
-	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/mutation"
 	"github.com/lethe-privacy/lethe/platform/tasks"
+	"github.com/lethe-privacy/lethe/sdk/connect/webhook"
 	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
 	"github.com/lethe-privacy/lethe/services/consent/internal/storage"
 )
@@ -120,7 +120,7 @@ func checkOrigin(o string) error {
 	case "https":
 		return nil
 	case "http":
-		if loopbackHost(u.Hostname()) {
+		if webhook.IsLoopbackHost(u.Hostname()) {
 			return nil
 		}
 		return fmt.Errorf("%q: http:// only for a loopback host (development); a site is https://", o)
@@ -134,18 +134,10 @@ func checkPageURL(s string) error {
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("%q is not an absolute address", s)
 	}
-	if u.Scheme == "https" || (u.Scheme == "http" && loopbackHost(u.Hostname())) {
+	if u.Scheme == "https" || (u.Scheme == "http" && webhook.IsLoopbackHost(u.Hostname())) {
 		return nil
 	}
 	return fmt.Errorf("%q: the address must be https", s)
-}
-
-func loopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
 
 // parseTokenKey reads a subject-token key: one PEM PUBLIC KEY block of an

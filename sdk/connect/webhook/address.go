@@ -47,7 +47,7 @@ func CheckURL(raw string, p URLPolicy) error {
 	case u.Fragment != "" || strings.Contains(raw, "#"):
 		return errors.New("must not have a fragment")
 	}
-	loopback := isLoopbackHost(host)
+	loopback := IsLoopbackHost(host)
 	switch u.Scheme {
 	case "https":
 	case "http":
@@ -67,8 +67,9 @@ func CheckURL(raw string, p URLPolicy) error {
 	return nil
 }
 
-// isLoopbackHost reports whether host names this machine.
-func isLoopbackHost(host string) bool {
+// IsLoopbackHost reports whether host names this machine: localhost (and
+// *.localhost, with or without the trailing dot) or a loopback address.
+func IsLoopbackHost(host string) bool {
 	host = strings.TrimSuffix(host, ".") // "localhost." is localhost
 	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
 		return true
