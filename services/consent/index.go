@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -235,8 +234,9 @@ func scanTx(tx *bolt.Tx, ix *decision.Index) error {
 // to the store's last: every subject a change after it names is rebuilt
 // whole from the store, as scanTx would read it. Rebuilding rather than
 // applying each change makes the replay right whether or not the
-// snapshot already holds a change's effect (it may: see
-// decision.Index.WriteSnapshot), and in any order. An expiry changes no
+// snapshot already holds a change's effect (saveSnapshot writes an exact
+// cut, but a snapshot written by an older build may not be one), and in
+// any order. An expiry changes no
 // state (a decision compares the record's expiry with the time), and
 // purposes are read whole. A change of a kind it does not know fails
 // with errReplay, and the start reads every record instead.
@@ -365,7 +365,9 @@ func (s *Service) readSnapshot() (*decision.Index, map[string]uint64) {
 func (s *Service) saveSnapshot() error {
 	started := time.Now()
 	path := filepath.Join(s.deps.DataDir, snapshotFile)
-	if err := store.WriteFileAtomic(path, func(w io.Writer) error { return s.index.WriteSnapshot(w) }); err != nil {
+	cut := s.applied.cut(s.index)
+	defer cut.Close()
+	if err := store.WriteFileAtomic(path, cut.WriteSnapshot); err != nil {
 		return fmt.Errorf("consent: index snapshot: %w", err)
 	}
 	s.Logger.Debug("consent: index snapshot written", "path", path, "took", time.Since(started))

@@ -25,7 +25,6 @@ package consent
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -227,20 +226,17 @@ func snapshotName(shard string, seq uint64) string { return fmt.Sprintf("%s.%020
 // takes them on schedule; an operator or a test may take one at any time.
 //
 // Why a replica that restores it misses no change and applies none twice:
-// the stream's last sequence S is read before the read transaction that
-// takes the snapshot opens. An entry at a sequence <= S was published
+// the stream's last sequence S is read first, then the store's committed
+// revision R of every tenant. An entry at a sequence <= S was published
 // before S was read, and the relay publishes an entry only after its
-// transaction committed, so that transaction committed before the
-// snapshot's read transaction opened: the snapshot holds its change and
-// the tenant's revision in the snapshot is at least the entry's. A replica
-// therefore needs nothing at or below S and consumes from S+1. An entry
-// after S is either in the snapshot too (it committed before the read
-// transaction opened but was published after S was read; its revision is
-// at or below the snapshot's revision for its tenant, and the replica
-// skips it) or not (it committed later, with a higher revision, and the
-// replica applies it). Applying strictly in revision order from the
-// snapshot's revision + 1 then applies every change exactly once, in the
-// order the writer committed them.
+// transaction committed, so its revision is at most its tenant's R. The
+// snapshot is a cut of the live index taken between two changes
+// (cutCommitted) once the index has applied every tenant's R: it holds
+// each tenant's changes up to some revision C >= R and none after, and
+// records C. A replica therefore needs nothing at or below S and consumes
+// from S+1; of what follows, it skips the entries at or below C, which
+// the snapshot holds, and applies the others in revision order: every
+// change exactly once, in the order the writer committed them.
 func (s *Service) Snapshot(ctx context.Context) (SnapshotInfo, error) {
 	s.snapshotMu.Lock()
 	defer s.snapshotMu.Unlock()
@@ -261,8 +257,17 @@ func (s *Service) Snapshot(ctx context.Context) (SnapshotInfo, error) {
 	}
 	defer func() { _ = os.Remove(f.Name()) }()
 	defer func() { _ = f.Close() }()
+	cut, err := s.cutCommitted(ctx)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	defer cut.Close()
 	w := bufio.NewWriterSize(f, 1<<20)
-	if err := s.DB.View(func(tx *bolt.Tx) error { return writeSnapshotTx(tx, w, s.opts.Shard, seq, s.Clock.Now()) }); err != nil {
+	h := &consentv1.ReplicationSnapshot{Shard: s.opts.Shard, StreamSequence: seq, TakenAt: timestamppb.New(s.Clock.Now())}
+	if _, err := protodelim.MarshalTo(w, h); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if err := cut.WriteSnapshot(w); err != nil {
 		return SnapshotInfo{}, err
 	}
 	if err := w.Flush(); err != nil {
@@ -321,85 +326,44 @@ func pruneSnapshots(ctx context.Context, obs jetstream.ObjectStore, shard string
 	return nil
 }
 
-// writeSnapshotTx writes the decision state the transaction sees: the
-// header (shard, stream sequence, time), then the state in the decision
-// index's own snapshot encoding (decision.Index.WriteSnapshot, the one the
-// writer restarts from), which carries every tenant's revision. The index
-// is rebuilt from the transaction rather than copied from the live one:
-// the live index goes on applying changes while it is copied, and its
-// snapshot is then no exact cut, while a replica skips every entry at or
-// below a tenant's revision and must find all of them in the snapshot. The
-// price is a second index in memory while the snapshot is written.
-func writeSnapshotTx(tx *bolt.Tx, w io.Writer, shard string, seq uint64, now time.Time) error {
-	h := &consentv1.ReplicationSnapshot{Shard: shard, StreamSequence: seq, TakenAt: timestamppb.New(now)}
-	if _, err := protodelim.MarshalTo(w, h); err != nil {
-		return err
-	}
-	ix := decision.NewIndex()
-	var n notices
-	err := forEachStateTx(tx, func(tenant string, e *consentv1.ReplicationEntry) error {
-		e.TenantId = tenant
-		applyEntry(ix, &n, e, now)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if err := storage.Each(tx, storage.BucketRevisions, nil, func(k, v []byte) error {
-		ix.SetRevision(string(k), store.KeyUint64(v))
-		return nil
-	}); err != nil {
-		return err
-	}
-	return ix.WriteSnapshot(w)
-}
+// cutWait bounds how long a snapshot waits for the changes the store has
+// committed to be applied to the index; they are applied as each commits,
+// so a longer wait means the writer is failing, and the snapshot is taken
+// at the next turn.
+const cutWait = 10 * time.Second
 
-// forEachStateTx calls put with an entry for every part of the decision
-// state the transaction sees, and the tenant it belongs to.
-func forEachStateTx(tx *bolt.Tx, put func(tenant string, e *consentv1.ReplicationEntry) error) error {
-	err := storage.Each(tx, storage.BucketPurposes, nil, func(k, v []byte) error {
-		p := &consentv1.Purpose{}
-		if err := proto.Unmarshal(v, p); err != nil {
+// cutCommitted returns an exact cut of the live index (decision.Cut) that
+// holds at least every change the store had committed when it was called,
+// for Snapshot. Tenants' countries are no changes of their logs: they are
+// taken from the store in the same transaction as the revisions, and a
+// change of country after it is on the stream after Snapshot's sequence.
+func (s *Service) cutCommitted(ctx context.Context) (*decision.Cut, error) {
+	committed, countries := map[string]uint64{}, map[string]string{}
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		if err := storage.Each(tx, storage.BucketRevisions, nil, func(k, v []byte) error {
+			committed[string(k)] = store.KeyUint64(v)
+			return nil
+		}); err != nil {
 			return err
 		}
-		return put(tenantOfKey(k), purposeEntry(p))
+		return storage.Each(tx, storage.BucketTenantCountries, nil, func(k, v []byte) error {
+			countries[string(k)] = string(v)
+			return nil
+		})
 	})
-	if err == nil {
-		err = storage.Each(tx, storage.BucketTenantCountries, nil, func(k, v []byte) error {
-			return put(string(k), countryEntry(string(k), string(v)))
-		})
+	if err != nil {
+		return nil, err
 	}
-	if err == nil {
-		err = storage.Each(tx, storage.BucketRecords, nil, func(_, v []byte) error {
-			r := &consentv1.ConsentRecord{}
-			if err := proto.Unmarshal(v, r); err != nil {
-				return err
-			}
-			return put(r.TenantId, consentEntry(r))
-		})
+	for tenant, rev := range committed {
+		if _, err := s.applied.revisions.await(ctx, tenant, rev, cutWait); err != nil {
+			return nil, fmt.Errorf("consent: snapshot: committed changes not applied to the index: %w", err)
+		}
 	}
-	if err == nil {
-		err = storage.Each(tx, storage.BucketObjections, nil, func(k, v []byte) error {
-			var o storage.Objection
-			if err := json.Unmarshal(v, &o); err != nil {
-				return err
-			}
-			return put(tenantOfKey(k), objectionEntry(o))
-		})
+	cut := s.applied.cut(s.index)
+	for tenant, country := range countries {
+		cut.SetCountry(tenant, country)
 	}
-	if err == nil {
-		err = storage.Each(tx, storage.BucketRestrictions, nil, func(k, v []byte) error {
-			var r storage.Restriction
-			if err := json.Unmarshal(v, &r); err != nil {
-				return err
-			}
-			if !r.LiftedAt.IsZero() {
-				return nil
-			}
-			return put(tenantOfKey(k), restrictionEntry(r))
-		})
-	}
-	return err
+	return cut, nil
 }
 
 // appliedRevisions is, per tenant, the last revision applied in memory,

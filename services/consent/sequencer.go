@@ -1,6 +1,10 @@
 package consent
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/lethe-privacy/lethe/services/consent/internal/decision"
+)
 
 // sequencer applies committed changes to memory in revision order. bbolt
 // runs a transaction's OnCommit handlers after it has released the writer
@@ -54,4 +58,14 @@ func (q *sequencer) committed(tenant string, rev uint64, fn func()) {
 	}
 	q.next[tenant] = next
 	q.revisions.set(tenant, next-1)
+}
+
+// cut takes a cut of ix between two changes. The sequencer applies a
+// change to the index and sets the tenant's revision together, under its
+// lock, so the cut holds each tenant's changes up to the revision it
+// records and none after: an exact cut.
+func (q *sequencer) cut(ix *decision.Index) *decision.Cut {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return ix.Cut()
 }

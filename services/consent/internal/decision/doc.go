@@ -110,7 +110,10 @@
 // ReadSnapshot reads them back, checksummed and validated whole before
 // anything is installed (snapshot.go has the format). The service starts
 // from one instead of reading every record in history; a read replica
-// restores one before following the changes after it.
+// restores one before following the changes after it. What is written is
+// a Cut: the state at one instant, kept apart from the changes made while
+// it is written at the cost of the subjects they change, not of a copy
+// of the index (cut.go).
 //
 // NextExpiry is not offered: answering it cheaply needs an ordered index of
 // every live expiry keyed by (time, tenant, subject, purpose) and a cursor

@@ -84,6 +84,9 @@ type shardState struct {
 	spill   map[string]uint64
 	arena   []byte
 	garbage int
+	// cuts are the open cuts (cut.go) that have not written the shard
+	// yet; each keeps the subjects changed since it was taken.
+	cuts []*shardCut
 }
 
 // shard pads a shardState to a cache line, so that readers locking
@@ -441,6 +444,9 @@ func (ix *Index) Update(tenant, subject string, fn func(*Subject)) {
 	defer sh.mu.Unlock()
 	s := &Subject{tenant: t}
 	off, found := sh.find(h, subject)
+	for _, c := range sh.cuts {
+		c.keep(sh, subject, off, found)
+	}
 	if found {
 		if _, err := decodeSubject(sh.blob(off), t.names.Load().ids, s); err != nil {
 			// The Index wrote the blob itself; a failure is a bug, not
@@ -548,19 +554,6 @@ func (ix *Index) Covered(tenant string, scope eventsv1.ObjectionScope) []string 
 	}
 	slices.Sort(ids)
 	return ids
-}
-
-// size returns the tenant's subjects and the bytes of their state, live
-// and garbage alike, as a snapshot's hint.
-func (t *tenant) size() (subjects, bytes int) {
-	for i := range t.shards {
-		sh := &t.shards[i].shardState
-		sh.mu.RLock()
-		subjects += len(sh.table) + len(sh.spill)
-		bytes += len(sh.arena) - sh.garbage
-		sh.mu.RUnlock()
-	}
-	return subjects, bytes
 }
 
 // Stats describe what an Index holds, for metrics and benchmarks.

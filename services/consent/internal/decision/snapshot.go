@@ -8,7 +8,6 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
-	"maps"
 	"slices"
 	"time"
 
@@ -38,14 +37,14 @@ import (
 // purpose while the shards are copied: names only grow, so the table read
 // after the copy covers every blob.
 //
-// Revision: a tenant's section records Index.Revision as it was before its
-// shards were copied. Every change up to it is in the snapshot; changes
-// after it may be in it too, since writers go on while the shards are
-// copied one by one. Whoever restores one must therefore replay the
-// changes after the revision in a way that does not depend on whether
-// their effect is already there — the consent service rebuilds each
-// subject a change names from its store — or stop applying changes while
-// it writes the snapshot, which makes it an exact cut.
+// Revision: a tenant's section records Index.Revision as it was just
+// before its shards were cut (Cut). Every change up to it is in the
+// snapshot. Changes after it are not when the writer kept the Index from
+// changing while Cut ran, as the consent service does: the snapshot is
+// then an exact cut. Otherwise some may be, and whoever restores it must
+// replay the changes after the revision in a way that does not depend on
+// whether their effect is already there, as the consent service's start
+// does by rebuilding each subject a change names from its store.
 const (
 	snapshotMagic   = "LETHECIX"
 	snapshotVersion = 1
@@ -75,73 +74,80 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // WriteSnapshot writes the state of the named tenants to w, or of every
 // tenant when none is named; a named tenant the Index does not hold is
-// written empty. It takes each shard's read lock only to copy the shard,
-// so Check and writers go on meanwhile (see the format's note on
-// revisions).
+// written empty. It writes a Cut taken now, so Check and writers go on
+// meanwhile; it is an exact cut when nothing changes the Index while Cut
+// runs (see Cut).
 func (ix *Index) WriteSnapshot(w io.Writer, tenants ...string) error {
-	if len(tenants) == 0 {
-		tenants = slices.Sorted(maps.Keys(*ix.tenants.Load()))
-	}
+	c := ix.Cut(tenants...)
+	defer c.Close()
+	return c.WriteSnapshot(w)
+}
+
+// snapshotWriter encodes a snapshot section by section, summing what it
+// writes.
+type snapshotWriter struct {
+	w   io.Writer
+	crc hash.Hash32
+	bw  *bufio.Writer
+	e   encoder
+}
+
+func newSnapshotWriter(w io.Writer) *snapshotWriter {
 	crc := crc32.New(castagnoli)
-	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 1<<16)
-	e := encoder{buf: append([]byte(snapshotMagic), snapshotVersion)}
-	for _, id := range tenants {
-		t := ix.tenant(id)
-		if t == nil {
-			t = newTenant()
-		}
-		e.buf = append(e.buf, sectionTenant)
-		e.str(id)
-		e.uvarint(t.revision.Load())
-		if c := t.country.Load(); c != nil {
-			e.buf = append(e.buf, 1)
-			e.str(*c)
-		} else {
-			e.buf = append(e.buf, 0)
-		}
-		subjects, size := t.size()
-		e.uvarint(uint64(subjects))
-		e.uvarint(uint64(size))
-		for i := range t.shards {
-			sh := &t.shards[i].shardState
-			sh.mu.RLock()
-			for _, off := range sh.table {
-				e.buf = append(e.buf, sh.arena[off:off+uint64(sh.size(off))]...)
-			}
-			for _, off := range sh.spill {
-				e.buf = append(e.buf, sh.arena[off:off+uint64(sh.size(off))]...)
-			}
-			sh.mu.RUnlock()
-			if _, err := bw.Write(e.buf); err != nil {
-				return err
-			}
-			e.buf = e.buf[:0]
-		}
-		e.uvarint(0)
-		// Purposes before names: every purpose is numbered before it is
-		// stored, and names only grow, so the names read second cover
-		// every purpose read first.
-		purposes := *t.purposes.Load()
-		names := t.names.Load()
-		e.uvarint(uint64(len(names.ids)))
-		for _, n := range names.ids {
-			e.str(n)
-		}
-		e.uvarint(uint64(len(purposes)))
-		for _, n := range names.ids {
-			if p := purposes[n]; p != nil {
-				e.purpose(p)
-			}
+	return &snapshotWriter{w: w, crc: crc, bw: bufio.NewWriterSize(io.MultiWriter(w, crc), 1<<16),
+		e: encoder{buf: append([]byte(snapshotMagic), snapshotVersion)}}
+}
+
+// head starts a tenant's section: the fields before its subjects' blobs.
+func (sw *snapshotWriter) head(id string, revision uint64, country *string, subjects, bytes int) {
+	e := &sw.e
+	e.buf = append(e.buf, sectionTenant)
+	e.str(id)
+	e.uvarint(revision)
+	if country != nil {
+		e.buf = append(e.buf, 1)
+		e.str(*country)
+	} else {
+		e.buf = append(e.buf, 0)
+	}
+	e.uvarint(uint64(subjects))
+	e.uvarint(uint64(bytes))
+}
+
+// flush writes what is encoded so far.
+func (sw *snapshotWriter) flush() error {
+	_, err := sw.bw.Write(sw.e.buf)
+	sw.e.buf = sw.e.buf[:0]
+	return err
+}
+
+// tail ends a tenant's section after its blobs: the names, then the
+// declared purposes by name index.
+func (sw *snapshotWriter) tail(purposes map[string]*purposeEntry, names *nameTable) {
+	e := &sw.e
+	e.uvarint(0)
+	e.uvarint(uint64(len(names.ids)))
+	for _, n := range names.ids {
+		e.str(n)
+	}
+	e.uvarint(uint64(len(purposes)))
+	for _, n := range names.ids {
+		if p := purposes[n]; p != nil {
+			e.purpose(p)
 		}
 	}
-	e.buf = append(e.buf, sectionEnd)
-	if _, err := bw.Write(e.buf); err != nil {
+}
+
+// close ends the snapshot with its checksum.
+func (sw *snapshotWriter) close() error {
+	sw.e.buf = append(sw.e.buf, sectionEnd)
+	if err := sw.flush(); err != nil {
 		return err
 	}
-	if err := bw.Flush(); err != nil {
+	if err := sw.bw.Flush(); err != nil {
 		return err
 	}
-	_, err := w.Write(binary.BigEndian.AppendUint32(nil, crc.Sum32()))
+	_, err := sw.w.Write(binary.BigEndian.AppendUint32(nil, sw.crc.Sum32()))
 	return err
 }
 

@@ -204,6 +204,74 @@ func TestReplicaStartedLateAnswersAsTheWriter(t *testing.T) {
 	}
 }
 
+// Snapshots taken while writers run are exact cuts of the writer's live
+// index: a replica that restores the last of them and follows the stream
+// answers as the writer does. Writers grant, renew (whose effect depends
+// on the record it renews, so a change applied twice or out of order
+// shows), withdraw, object and restrict concurrently with five
+// snapshots; the replica must skip the entries its snapshot already holds
+// and apply every other exactly once.
+func TestSnapshotsTakenDuringWritesAreExactCuts(t *testing.T) {
+	f := start(t)
+	clio(t, f)
+	subjects := subjectNames("c", 300)
+	f.write(t, rand.New(rand.NewPCG(20, 3)), subjects)
+	actions := []consentv1.ConsentAction{consentv1.ConsentAction_CONSENT_ACTION_GRANT, consentv1.ConsentAction_CONSENT_ACTION_RENEW,
+		consentv1.ConsentAction_CONSENT_ACTION_RENEW, consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW}
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(20, uint64(w)))
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, err := f.consent.RecordConsent(f.ctx, &consentv1.RecordConsentRequest{RequestId: f.id(), TenantId: "clio",
+					SubjectId: subjects[rng.IntN(len(subjects))], PurposeId: replicaPurposes[rng.IntN(2)], Action: actions[rng.IntN(len(actions))],
+					Method: consentv1.CollectionMethod_COLLECTION_METHOD_API})
+				if err == nil && i%7 == 0 {
+					_, err = f.consent.ApplyRestriction(f.ctx, &consentv1.ApplyRestrictionRequest{RequestId: f.id(), TenantId: "clio",
+						SubjectId: subjects[rng.IntN(len(subjects))], Ground: eventsv1.RestrictionGround_RESTRICTION_GROUND_ACCURACY_CONTESTED,
+						PurposeIds: []string{"profiling"}})
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	var taken []uint64
+	for range 5 {
+		before := f.revision(t)
+		info, err := f.svc.Snapshot(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each snapshot waits for writes committed after the last, so
+		// that every one is taken among writes.
+		eventually.True(t, "writes go on between snapshots", func() bool { return f.revision(t) > before+20 })
+		taken = append(taken, info.StreamSequence)
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	r := f.startReplica(t, consent.ReplicaOptions{RevisionWait: 10 * time.Second})
+	sameAnswers(t, f.consent, r.client, subjects, f.revision(t))
+	st := r.replica().Stats()
+	if st.Applied == 0 || st.Poison != 0 {
+		t.Fatalf("replica stats %+v after snapshots at stream sequences %v: it must have applied the entries after its snapshot", st, taken)
+	}
+	t.Logf("replica after snapshots at stream sequences %v: %+v", taken, st)
+}
+
 // A Check with the revision a write returned never sees the state before
 // the write, on a replica, with writers and readers running concurrently.
 func TestReadYourWritesOnAReplica(t *testing.T) {
