@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -158,6 +159,7 @@ func (c *hostConfig) refusals() []error {
 // LETHE_<FLAG> environment variables. It returns the process exit code.
 func Main(f Factory, defaultAddr string, args []string) int {
 	SetProcs()
+	SetMemoryLimit()
 	c, err := parseFlags(f, defaultAddr, args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -203,6 +205,9 @@ func startOne(ctx context.Context, f Factory, c *hostConfig) error {
 		return errors.Join(refusedErr, completed.Telemetry.Shutdown(ctx))
 	}
 	logger := completed.Logger
+	// A negative argument reads the limit without changing it; no limit
+	// reads as the largest int64.
+	logger.Info("runtime limits", "gomaxprocs", runtime.GOMAXPROCS(0), "go_memory_limit_bytes", debug.SetMemoryLimit(-1))
 	natsOpts, dialer, err := c.out.options(completed, c.natsURL)
 	if err != nil {
 		return err

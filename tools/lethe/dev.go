@@ -129,6 +129,7 @@ func runDev(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	service.SetProcs()
+	service.SetMemoryLimit()
 	ctx, stop := service.SignalContext()
 	defer stop()
 	if err := service.StoppedCleanly(ctx, dev(ctx, c, stdout, stderr)); err != nil {
