@@ -197,6 +197,23 @@ func BenchmarkCheckParallel(b *testing.B) {
 	})
 }
 
+// paced calls fn with 0, 1, 2, ... every interval from a goroutine of wg,
+// until stop is closed: a writer at a steady rate beside what is measured.
+func paced(wg *sync.WaitGroup, stop <-chan struct{}, every time.Duration, fn func(i int)) {
+	wg.Go(func() {
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				fn(i)
+			}
+		}
+	})
+}
+
 // BenchmarkCheckWhileWriting measures readers while one writer records a
 // grant every 10µs, a busy service's write rate.
 func BenchmarkCheckWhileWriting(b *testing.B) {
@@ -204,20 +221,11 @@ func BenchmarkCheckWhileWriting(b *testing.B) {
 	ix, qs, now := benchIndex, benchAsked, benchNow
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		tick := time.NewTicker(10 * time.Microsecond)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				q := &qs[i&(benchQueries-1)]
-				ix.Update("clio", q.subject, func(s *Subject) {
-					s.SetConsent(q.purpose, Consent{Action: actionGrant, RecordID: "rec_bench", RecordedAt: benchNow})
-				})
-			}
-		}
+	paced(&wg, stop, 10*time.Microsecond, func(i int) {
+		q := &qs[i&(benchQueries-1)]
+		ix.Update("clio", q.subject, func(s *Subject) {
+			s.SetConsent(q.purpose, Consent{Action: actionGrant, RecordID: "rec_bench", RecordedAt: benchNow})
+		})
 	})
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -124,6 +124,10 @@ func memLine(b *testing.B, what string, subjects int) {
 		kib[0]/1024, kib[1]/1024, kib[1]*1024/float64(max(subjects, 1)), kib[2]/1024)
 }
 
+// scaleName is the id of the i-th subject of the data set, spread like
+// the service's ids.
+func scaleName(i int) string { return fmt.Sprintf("sub_%016x", uint64(i)*0x9e3779b97f4a7c15) }
+
 // cutWhileWriting takes a Cut of ix and writes it, as the consent writer
 // takes a replication snapshot, while a writer goroutine changes 5,000
 // subjects a second, and logs how long the cut held the appliers, how
@@ -141,24 +145,15 @@ func cutWhileWriting(b *testing.B, ix *Index, n int, now time.Time, path string)
 	var changed atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		rng := rand.New(rand.NewPCG(11, uint64(n)))
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			for range 5 {
-				ix.Update("retail", fmt.Sprintf("sub_%016x", uint64(rng.IntN(n))*0x9e3779b97f4a7c15), func(s *Subject) { scaleSubject(rng, s, now) })
-			}
-			changed.Add(5)
-			if i%100 == 0 {
-				if h := heap(); h > peak.Load() {
-					peak.Store(h)
-				}
+	rng := rand.New(rand.NewPCG(11, uint64(n)))
+	paced(&wg, stop, time.Millisecond, func(i int) {
+		for range 5 {
+			ix.Update("retail", scaleName(rng.IntN(n)), func(s *Subject) { scaleSubject(rng, s, now) })
+		}
+		changed.Add(5)
+		if i%100 == 0 {
+			if h := heap(); h > peak.Load() {
+				peak.Store(h)
 			}
 		}
 	})
@@ -211,7 +206,7 @@ func BenchmarkIndexAtScale(b *testing.B) {
 		ix.SetCountry("retail", "DE")
 		started := startPhase()
 		for i := range n {
-			ix.Update("retail", fmt.Sprintf("sub_%016x", uint64(i)*0x9e3779b97f4a7c15), func(s *Subject) { scaleSubject(rng, s, now) })
+			ix.Update("retail", scaleName(i), func(s *Subject) { scaleSubject(rng, s, now) })
 		}
 		ix.SetRevision("retail", uint64(n)*5)
 		b.Logf("built %d subjects x %d purposes in %s", n, len(scalePurposes), started)
@@ -224,7 +219,7 @@ func BenchmarkIndexAtScale(b *testing.B) {
 		sample := make([]string, 0, 20000)
 		attrs := Attributes{Age: 30}
 		for i := 0; i < n; i += max(1, n/4000) {
-			sub := fmt.Sprintf("sub_%016x", uint64(i)*0x9e3779b97f4a7c15)
+			sub := scaleName(i)
 			for _, p := range scalePurposes {
 				sample = append(sample, fmt.Sprint(ix.Check("retail", sub, p.ID, attrs, now)))
 			}
@@ -232,7 +227,7 @@ func BenchmarkIndexAtScale(b *testing.B) {
 		// Check among n subjects, random order.
 		qs := make([]string, 1<<16)
 		for i := range qs {
-			qs[i] = fmt.Sprintf("sub_%016x", uint64(rng.IntN(n))*0x9e3779b97f4a7c15)
+			qs[i] = scaleName(rng.IntN(n))
 		}
 		const checks = 2_000_000
 		started2 := startPhase()
@@ -281,7 +276,7 @@ func BenchmarkIndexAtScale(b *testing.B) {
 		memLine(b, "index read from snapshot", n)
 		j := 0
 		for i := 0; i < n; i += max(1, n/4000) {
-			sub := fmt.Sprintf("sub_%016x", uint64(i)*0x9e3779b97f4a7c15)
+			sub := scaleName(i)
 			for _, p := range scalePurposes {
 				if got := fmt.Sprint(restored.Check("retail", sub, p.ID, attrs, now)); got != sample[j] {
 					b.Fatalf("%s/%s after the round trip: %s, want %s", sub, p.ID, got, sample[j])
