@@ -289,7 +289,9 @@ func (s *Service) Snapshot(ctx context.Context) (SnapshotInfo, error) {
 	if err := pruneSnapshots(ctx, obs, s.opts.Shard, s.opts.ReplicaSnapshotsKept); err != nil {
 		s.Logger.Warn("consent: dropping old replication snapshots failed", "error", err)
 	}
-	s.Logger.Info("consent: replication snapshot taken", "name", name, "bytes", put.Size)
+	kept, keptBytes := cut.Kept()
+	s.Logger.Info("consent: replication snapshot taken", "name", name, "bytes", put.Size,
+		"changed_while_written", kept, "kept_bytes", keptBytes)
 	return SnapshotInfo{Name: name, StreamSequence: seq, Bytes: put.Size}, nil
 }
 

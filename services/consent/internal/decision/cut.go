@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // A Cut is the state of some or all of an Index's tenants at one instant,
@@ -30,6 +31,9 @@ import (
 // depends on the record it renews).
 type Cut struct {
 	tenants []*tenantCut
+	// keptSubjects and keptBytes count what shards kept for the cut over
+	// its life: a bound on what it held at any time.
+	keptSubjects, keptBytes atomic.Int64
 }
 
 // tenantCut is a tenant as a Cut holds it. Its shards' subjects are read
@@ -50,6 +54,7 @@ type tenantCut struct {
 // then, nil for a subject it did not hold. The shard's lock guards it.
 type shardCut struct {
 	before map[string][]byte
+	cut    *Cut
 }
 
 // keep remembers a subject's state before its first change since the cut:
@@ -66,6 +71,8 @@ func (c *shardCut) keep(sh *shardState, subject string, off uint64, found bool) 
 		c.before = map[string][]byte{}
 	}
 	c.before[strings.Clone(subject)] = blob
+	c.cut.keptSubjects.Add(1)
+	c.cut.keptBytes.Add(int64(len(subject) + len(blob)))
 }
 
 // Cut takes a cut of the named tenants, or of every tenant when none is
@@ -85,7 +92,7 @@ func (ix *Index) Cut(tenants ...string) *Cut {
 		tc := &tenantCut{id: id, t: t, revision: t.revision.Load(), country: t.country.Load()}
 		for i := range t.shards {
 			sh := &t.shards[i].shardState
-			sc := &shardCut{}
+			sc := &shardCut{cut: c}
 			sh.mu.Lock()
 			sh.cuts = append(sh.cuts, sc)
 			tc.subjects += len(sh.table) + len(sh.spill)
@@ -139,6 +146,11 @@ func (c *Cut) WriteSnapshot(w io.Writer) error {
 	}
 	return sw.close()
 }
+
+// Kept returns how many subjects changed while the cut was open, which
+// the shards kept for it, and the bytes they kept: what the cut cost in
+// memory beyond the index, at most.
+func (c *Cut) Kept() (subjects, bytes int64) { return c.keptSubjects.Load(), c.keptBytes.Load() }
 
 // Close releases what the cut still keeps. It is safe to call twice.
 func (c *Cut) Close() {

@@ -129,8 +129,8 @@ func TestCutCloseReleases(t *testing.T) {
 			}
 		}
 	}
-	if kept != 1 {
-		t.Fatalf("an open cut kept %d subjects after one update, want 1", kept)
+	if n, bytes := c.Kept(); kept != 1 || n != 1 || bytes <= int64(len(subjects[0])) {
+		t.Fatalf("an open cut kept %d subjects after one update (Kept: %d, %d bytes), want 1", kept, n, bytes)
 	}
 	c.Close()
 	c.Close()

@@ -131,31 +131,18 @@ func scaleName(i int) string { return fmt.Sprintf("sub_%016x", uint64(i)*0x9e377
 // cutWhileWriting takes a Cut of ix and writes it, as the consent writer
 // takes a replication snapshot, while a writer goroutine changes 5,000
 // subjects a second, and logs how long the cut held the appliers, how
-// long writing it took, and how much the heap grew meanwhile (the
-// subjects the cut kept and the encoder's buffer).
+// long writing it took, and what the cut kept of the subjects changed
+// meanwhile.
 func cutWhileWriting(b *testing.B, ix *Index, n int, now time.Time, path string) {
-	heap := func() uint64 {
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapInuse
-	}
-	runtime.GC()
-	base := heap()
-	var peak atomic.Uint64
 	var changed atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	rng := rand.New(rand.NewPCG(11, uint64(n)))
-	paced(&wg, stop, time.Millisecond, func(i int) {
+	paced(&wg, stop, time.Millisecond, func(int) {
 		for range 5 {
 			ix.Update("retail", scaleName(rng.IntN(n)), func(s *Subject) { scaleSubject(rng, s, now) })
 		}
 		changed.Add(5)
-		if i%100 == 0 {
-			if h := heap(); h > peak.Load() {
-				peak.Store(h)
-			}
-		}
 	})
 	defer wg.Wait()
 	defer close(stop)
@@ -177,8 +164,9 @@ func cutWhileWriting(b *testing.B, ix *Index, n int, now time.Time, path string)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("cut taken in %s (the appliers held that long); written in %s (with fsync) while %d subjects changed; heap grew at most %.1f MiB meanwhile",
-		cut, started, changed.Load()-before, (float64(peak.Load())-float64(base))/(1<<20))
+	kept, bytes := c.Kept()
+	b.Logf("cut taken in %s (the appliers held that long); written in %s (with fsync) while %d subjects changed, of which it kept %d (%.1f KiB)",
+		cut, started, changed.Load()-before, kept, float64(bytes)/1024)
 }
 
 // BenchmarkIndexAtScale builds one tenant of -scale.subjects subjects with
