@@ -51,9 +51,9 @@ var (
 // erasures and withdrawals runs, it kills -9 one NATS node, each service
 // once (the replica answering while the consent writer is down), and
 // freezes one system for longer than its ack wait, restarting each;
-// afterwards every acknowledged request has completed
-// with every system's answer, no system applied a request twice, and the
-// three replicas of the stream agree. Where the machine allows network
+// afterwards every acknowledged request has completed with every system's
+// answer, the replica answers a new grant at its revision, no system
+// applied a request twice, and the three replicas of the stream agree. Where the machine allows network
 // namespaces (topology_netns_linux_test.go), each round also partitions
 // one NATS node away for a while and heals it.
 func TestProductionTopology(t *testing.T) {
@@ -131,6 +131,13 @@ func TestProductionTopology(t *testing.T) {
 	acked = append(acked, load.stop(t)...)
 	t.Logf("faults injected by %s; %d requests acknowledged", time.Since(began).Round(100*time.Millisecond), len(acked))
 	c.waitComplete(t, acked, 2*time.Minute)
+	// The replica follows the restarted writer after every fault: it
+	// answers a new write at that write's revision.
+	var regranted written
+	decodeJSON(t, tp.mustLethe("consent", "grant", "--tenant", "clio", "--subject", "sub-1", "--purpose", "newsletter", "--method", "form",
+		"-o", "json"), &regranted)
+	c.replicaAnswers(t, regranted, true)
+	t.Logf("after the faults the consent replica answers revision %d; its lag %s", regranted.Revision, tp.replicaLag(t))
 
 	// No system applied a request twice, and each applied every
 	// acknowledged one exactly once.
