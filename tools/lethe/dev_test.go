@@ -173,17 +173,20 @@ func dialRetryingFast(addr string) (*grpc.ClientConn, error) {
 }
 
 // TestDevServesAllFourAndKeepsItsData runs the README's command as a
-// process: every service answers health, reflection lists them, NATS takes
-// events into the platform stream, and a restart on the same data folder
-// finds the stream's events and the services' files again.
+// process: every service and the consent read replica answer health,
+// reflection lists them, NATS takes events into the platform stream, and
+// a restart on the same data folder finds the stream's events, the
+// services' files and the replica's snapshot again.
 func TestDevServesAllFourAndKeepsItsData(t *testing.T) {
 	bin := buildBinaries(t, ".")["."]
 	data := t.TempDir()
-	grpcAddr, natsAddr := freeAddr(t), freeAddr(t)
-	args := []string{"dev", "--data", data, "--addr", grpcAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--http-addr", "", "--public-addr", "", "--replica-addr", "off"}
+	grpcAddr, natsAddr, replicaAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	args := []string{"dev", "--data", data, "--addr", grpcAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--http-addr", "", "--public-addr", "",
+		"--replica-addr", replicaAddr, "--replica-http-addr", "off"}
 
 	p := startProcess(t, bin, args...)
 	conn := waitServing(t, grpcAddr, healthNames, p)
+	waitServing(t, replicaAddr, []string{consent.ServiceName}, p)
 	if out := p.output.String(); !strings.Contains(out, "Lethe is running") || !strings.Contains(out, grpcAddr) {
 		t.Errorf("startup output does not print the endpoints:\n%s", out)
 	}
@@ -206,7 +209,9 @@ func TestDevServesAllFourAndKeepsItsData(t *testing.T) {
 	nc.Close()
 	p.stop(t)
 
-	for _, name := range []string{"consent.db", "dsar.db", "retention.db", "registry.db"} {
+	// The replica's local copy of the snapshot it restored, which the
+	// next start resumes from.
+	for _, name := range []string{"consent.db", "dsar.db", "retention.db", "registry.db", "consent-replica-s0.snapshot"} {
 		if _, err := os.Stat(filepath.Join(data, name)); err != nil {
 			t.Errorf("bbolt file %s: %v", name, err)
 		}
@@ -214,6 +219,7 @@ func TestDevServesAllFourAndKeepsItsData(t *testing.T) {
 
 	p = startProcess(t, bin, args...)
 	waitServing(t, grpcAddr, healthNames, p)
+	waitServing(t, replicaAddr, []string{consent.ServiceName}, p)
 	nc, err = nats.Connect("nats://" + natsAddr)
 	if err != nil {
 		t.Fatal(err)
