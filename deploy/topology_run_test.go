@@ -28,6 +28,7 @@ import (
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -43,18 +44,21 @@ var (
 
 // TestProductionTopology runs the production overlay as separate
 // processes (topology_test.go), then through it: the lethe CLI applies a
-// tenant file over mutual TLS, records a consent withdrawal and files an
-// erasure, and both complete with both systems' answers. Then, while a
-// stream of erasures and withdrawals runs, it kills -9 one NATS node, each
-// service once, and freezes one system for longer than its ack wait,
-// restarting each; afterwards every acknowledged request has completed
-// with every system's answer, no system applied a request twice, and the
-// three replicas of the stream agree. Where the machine allows network
+// tenant file over mutual TLS, records a consent grant and its
+// withdrawal, each answered by the consent read replica when asked with
+// the write's revision, and files an erasure, and the withdrawal and the
+// erasure complete with both systems' answers. Then, while a stream of
+// erasures and withdrawals runs, it kills -9 one NATS node, each service
+// once (the replica answering while the consent writer is down), and
+// freezes one system for longer than its ack wait, restarting each;
+// afterwards every acknowledged request has completed with every system's
+// answer, the replica answers a new grant at its revision, no system
+// applied a request twice, and the three replicas of the stream agree. Where the machine allows network
 // namespaces (topology_netns_linux_test.go), each round also partitions
 // one NATS node away for a while and heals it.
 func TestProductionTopology(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts eleven processes and injects faults; runs without -short")
+		t.Skip("starts twelve processes and injects faults; runs without -short")
 	}
 	if runInNetworkNamespace(t) {
 		return
@@ -68,10 +72,18 @@ func TestProductionTopology(t *testing.T) {
 	if out := tp.mustLethe("apply", "-f", topologyTenant); !strings.Contains(out, "tenant clio created") {
 		t.Fatalf("apply should create tenant clio:\n%s", out)
 	}
-	tp.mustLethe("consent", "grant", "--tenant", "clio", "--subject", "sub-1", "--purpose", "newsletter", "--method", "form")
-	var withdrawn struct{ Record struct{ RecordID string } }
+	c := tp.clients()
+	// Each write's revision is a consistency token: the consent read
+	// replica, on its own identity behind lethe-consent-read, answers a
+	// Check that passes it only once it has the write.
+	var granted, withdrawn written
+	decodeJSON(t, tp.mustLethe("consent", "grant", "--tenant", "clio", "--subject", "sub-1", "--purpose", "newsletter", "--method", "form",
+		"-o", "json"), &granted)
+	c.replicaAnswers(t, granted, true)
 	decodeJSON(t, tp.mustLethe("consent", "withdraw", "--tenant", "clio", "--subject", "sub-1", "--purpose", "newsletter",
 		"--method", "email_link", "-o", "json"), &withdrawn)
+	c.replicaAnswers(t, withdrawn, false)
+	tp.lastWrite = withdrawn
 	var created struct{ Request struct{ DsarID string } }
 	decodeJSON(t, tp.mustLethe("dsar", "create", "--tenant", "clio", "--subject", "sub-2", "--type", "erasure",
 		"--email", "ada@example.com", "-o", "json"), &created)
@@ -80,7 +92,6 @@ func TestProductionTopology(t *testing.T) {
 	}
 	tp.mustLethe("dsar", "verify", "--tenant", "clio", "--id", created.Request.DsarID, "--attest", "manual", "--evidence", "topology-1")
 
-	c := tp.clients()
 	acked := []request{
 		{kind: contract.KindConsentWithdrawn, id: withdrawn.Record.RecordID, subject: "sub-1"},
 		{kind: contract.KindErasureRequested, id: created.Request.DsarID, subject: "sub-2"},
@@ -107,7 +118,7 @@ func TestProductionTopology(t *testing.T) {
 	load := c.startLoad(t)
 	faults := 0
 	for round := range *topologyRounds {
-		for _, f := range tp.faults(load, round) {
+		for _, f := range tp.faults(load, c, round) {
 			before := load.ackedCount()
 			t.Logf("round %d: %s", round+1, f.name)
 			f.inject(t)
@@ -120,6 +131,13 @@ func TestProductionTopology(t *testing.T) {
 	acked = append(acked, load.stop(t)...)
 	t.Logf("faults injected by %s; %d requests acknowledged", time.Since(began).Round(100*time.Millisecond), len(acked))
 	c.waitComplete(t, acked, 2*time.Minute)
+	// The replica follows the restarted writer after every fault: it
+	// answers a new write at that write's revision.
+	var regranted written
+	decodeJSON(t, tp.mustLethe("consent", "grant", "--tenant", "clio", "--subject", "sub-1", "--purpose", "newsletter", "--method", "form",
+		"-o", "json"), &regranted)
+	c.replicaAnswers(t, regranted, true)
+	t.Logf("after the faults the consent replica answers revision %d; its lag %s", regranted.Revision, tp.replicaLag(t))
 
 	// No system applied a request twice, and each applied every
 	// acknowledged one exactly once.
@@ -177,6 +195,11 @@ type clients struct {
 	tp      *topology
 	dsar    dsarv1.DsarServiceClient
 	consent consentv1.ConsentServiceClient
+	// replica is the consent read replica's pod, reached through its
+	// headless Service and verified as lethe-consent-read, the name its
+	// certificate carries for the Service that spreads Checks over the
+	// writer and the replicas.
+	replica consentv1.ConsentServiceClient
 }
 
 func (tp *topology) clients() *clients {
@@ -192,7 +215,57 @@ func (tp *topology) clients() *clients {
 		tp.t.Cleanup(func() { _ = conn.Close() })
 		return conn
 	}
-	return &clients{tp: tp, dsar: dsarv1.NewDsarServiceClient(dial("dsar")), consent: consentv1.NewConsentServiceClient(dial("consent"))}
+	replicaAddrs, err := tp.resolve(consentReplicas, services["consent"])
+	if err != nil || len(replicaAddrs) != 1 {
+		tp.t.Fatalf("%s:%d: %v %v", consentReplicas, services["consent"], replicaAddrs, err)
+	}
+	replica, err := grpc.NewClient(replicaAddrs[0], grpc.WithTransportCredentials(tp.operatorCredsFor("lethe-consent-read")))
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	tp.t.Cleanup(func() { _ = replica.Close() })
+	return &clients{tp: tp, dsar: dsarv1.NewDsarServiceClient(dial("dsar")), consent: consentv1.NewConsentServiceClient(dial("consent")),
+		replica: consentv1.NewConsentServiceClient(replica)}
+}
+
+// written is a consent write as the lethe CLI prints it (-o json): the
+// record and the tenant's revision after it, the write's consistency
+// token.
+type written struct {
+	Record struct {
+		RecordID  string
+		SubjectID string
+		PurposeID string
+	}
+	Revision uint64 `json:",string"`
+}
+
+// replicaAnswers asks the consent read replica whether the write's
+// subject may be processed for its purpose, passing the write's revision
+// as min_revision: the answer must reflect the write (allowed for a
+// grant, denied for a withdrawal, resting on the write's record), never
+// the state before it. A replica that has not applied the revision yet
+// refuses REPLICA_BEHIND, and the caller asks again, as a client would.
+func (c *clients) replicaAnswers(t *testing.T, w written, allowed bool) {
+	t.Helper()
+	var resp *consentv1.CheckResponse
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err = c.replica.Check(ctx, &consentv1.CheckRequest{TenantId: "clio", SubjectId: w.Record.SubjectID, PurposeId: w.Record.PurposeID,
+			MinRevision: w.Revision})
+		cancel()
+		if err == nil || apierror.ReasonOf(err) != apierror.ReasonReplicaBehind || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("Check on the consent replica at revision %d: %v", w.Revision, err)
+	}
+	if d := resp.Decision; d.Allowed != allowed || d.BasisId != w.Record.RecordID || resp.Revision < w.Revision {
+		t.Fatalf("the consent replica answers %v at revision %d; want allowed=%t on record %s at revision %d or later",
+			d, resp.Revision, allowed, w.Record.RecordID, w.Revision)
+	}
 }
 
 // complete reports whether r has completed with every system's answer,
@@ -473,16 +546,25 @@ type fault struct {
 // faults are the faults of one round: kill -9 a NATS node (another one
 // each round), each service, and freeze a system for longer than its ack
 // wait.
-func (tp *topology) faults(l *load, round int) []fault {
+func (tp *topology) faults(l *load, c *clients, round int) []fault {
 	restart := func(p *localPod) func(t *testing.T) {
 		return func(t *testing.T) {
 			p.proc.kill9(t)
+			writer := p.w.name == "lethe-consent"
+			if writer {
+				// The writer is down: the replica answers on, as of the
+				// last write it was asked about.
+				c.replicaAnswers(t, tp.lastWrite, false)
+			}
 			// Down while the stream meets it: wait until the stream has
 			// tried again (at most ten seconds), then bring it back as the
 			// kubelet would.
 			before := l.attemptCount()
 			for deadline := time.Now().Add(10 * time.Second); l.attemptCount() < before+3 && time.Now().Before(deadline); {
 				time.Sleep(50 * time.Millisecond)
+			}
+			if writer {
+				t.Logf("consent writer down: the replica answered; its lag before the restart %s", tp.replicaLag(t))
 			}
 			p.proc.start(t)
 			tp.waitReady(p)
@@ -544,7 +626,7 @@ func (tp *topology) partition(t *testing.T, l *load, name string) {
 	for deadline := began.Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
 		seen = ""
 		for _, o := range others {
-			r, err := streamReplicaOf(o)
+			r, err := streamReplicaOf(o, contract.StreamName)
 			if err != nil {
 				t.Fatalf("%s while %s is partitioned away: %v", o.name, name, err)
 			}
@@ -693,13 +775,13 @@ func (s streamInfo) String() string {
 // streamStateOf is one node's own state of the LETHE stream, from its
 // monitoring port.
 func streamStateOf(p *localPod) (streamInfo, error) {
-	r, err := streamReplicaOf(p)
+	r, err := streamReplicaOf(p, contract.StreamName)
 	return r.State, err
 }
 
-// streamReplicaOf is one node's replica of the LETHE stream, from its
-// monitoring port.
-func streamReplicaOf(p *localPod) (streamReplica, error) {
+// streamReplicaOf is one node's replica of the stream called name, from
+// its monitoring port.
+func streamReplicaOf(p *localPod, name string) (streamReplica, error) {
 	addr, ok := p.addr("monitor")
 	if !ok {
 		return streamReplica{}, errors.New("no monitor port")
@@ -723,12 +805,12 @@ func streamReplicaOf(p *localPod) (streamReplica, error) {
 	}
 	for _, a := range jsz.AccountDetails {
 		for _, s := range a.Streams {
-			if s.Name == contract.StreamName {
+			if s.Name == name {
 				return s.streamReplica, nil
 			}
 		}
 	}
-	return streamReplica{}, fmt.Errorf("no replica of %s", contract.StreamName)
+	return streamReplica{}, fmt.Errorf("no replica of %s", name)
 }
 
 // soakSection is the section of docs/operations.md the soak rewrites.

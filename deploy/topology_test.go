@@ -30,19 +30,20 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/lethe-privacy/lethe/deploy"
 	"github.com/lethe-privacy/lethe/deploy/natsauth"
+	"github.com/lethe-privacy/lethe/platform/broker"
 )
 
 // The production topology test runs the production overlay as a cluster
 // would, but as separate processes on this machine: a three-node NATS
 // JetStream cluster from the shipped configuration, the four deployables
-// with --profile production, two downstream systems on the SDK and the
-// lethe CLI, all over mutual TLS with certificates from the operator's
+// with --profile production and a consent read replica (the consent
+// deployable's replica role, on its own NATS user), two downstream
+// systems on the SDK and the lethe CLI, all over mutual TLS with certificates from the operator's
 // script (deploy/certs/make-certs.sh). Every process gets its arguments
 // and environment from the rendered overlay; the test substitutes only
 // what a cluster provides: an address for each Service, a folder for each
@@ -85,12 +86,29 @@ type topology struct {
 	// namespace of its own (topology_netns_linux_test.go); nil when all
 	// processes share loopback.
 	net *topologyNet
+	// lastWrite is the last consent write whose answer the test asked the
+	// consent read replica for: asked again while the writer is down.
+	lastWrite written
 }
 
-// localPod is one pod of a rendered StatefulSet, run as a process.
+// workload is a rendered StatefulSet or Deployment, whose pods the test
+// runs.
+type workload struct {
+	name     string
+	template *corev1.PodTemplateSpec
+	// claims are a StatefulSet's volumeClaimTemplates: the pod's
+	// persistent volumes.
+	claims []corev1.PersistentVolumeClaim
+	// serviceName is a StatefulSet's governing Service, under which its
+	// pods have names of their own (nats-0.nats-cluster).
+	serviceName string
+}
+
+// localPod is one pod of a rendered StatefulSet or Deployment, run as a
+// process.
 type localPod struct {
 	name  string
-	sts   *appsv1.StatefulSet
+	w     *workload
 	c     *corev1.Container
 	root  string
 	host  string        // the pod's IP address: 127.0.0.1, or its own in a network namespace
@@ -213,7 +231,8 @@ func randomHex(t *testing.T) string {
 
 // startTopology builds the binaries and certificates, renders the
 // production overlay, creates what an operator creates (Secrets), and
-// starts the NATS cluster, the four services and the two systems,
+// starts the NATS cluster, the four services, a consent read replica and
+// the two systems,
 // waiting for each to be ready by the overlay's own readiness probes.
 func startTopology(t *testing.T) *topology {
 	t.Helper()
@@ -251,19 +270,19 @@ func startTopology(t *testing.T) *topology {
 	}
 	tp.secrets["lethe-nats-users"] = users
 
-	// Every pod of every StatefulSet, with its ports first: addresses
-	// resolve through Services to any pod's ports.
-	for i := range tp.prod.statefulSets {
-		sts := &tp.prod.statefulSets[i]
+	// Every pod of every StatefulSet and one of the consent read
+	// replicas' Deployment, with its ports first: addresses resolve
+	// through Services to any pod's ports.
+	for _, w := range tp.workloads() {
 		replicas := int32(1)
-		if sts.Spec.Replicas != nil {
-			replicas = *sts.Spec.Replicas
+		if w.replicas != nil {
+			replicas = *w.replicas
 		}
 		for n := range replicas {
-			p := &localPod{name: fmt.Sprintf("%s-%d", sts.Name, n), sts: sts, c: &sts.Spec.Template.Spec.Containers[0],
+			p := &localPod{name: fmt.Sprintf("%s-%d", w.name, n), w: w.workload, c: &w.template.Spec.Containers[0],
 				host: "127.0.0.1", ports: map[int32]int{}, mounts: map[string]string{}}
 			p.root = filepath.Join(dir, "pods", p.name)
-			if sts.Name == "nats" && tp.net != nil {
+			if w.name == "nats" && tp.net != nil {
 				// A network namespace of its own: its own address and
 				// the container's ports, as in a pod.
 				p.host = tp.net.addNode(t, p.name)
@@ -285,12 +304,16 @@ func startTopology(t *testing.T) *topology {
 
 	// NATS first, all nodes at once (podManagementPolicy Parallel), then
 	// the services: a service's start provisions the R3 stream, which
-	// needs the cluster's quorum.
-	var nats, lethe []*localPod
+	// needs the cluster's quorum. The consent read replicas last: a
+	// replica starts from its writer's snapshot (startReplicas).
+	var nats, lethe, replicas []*localPod
 	for _, p := range tp.pods {
-		if p.sts.Name == "nats" {
+		switch p.w.name {
+		case "nats":
 			nats = append(nats, p)
-		} else {
+		case consentReplicas:
+			replicas = append(replicas, p)
+		default:
 			lethe = append(lethe, p)
 		}
 	}
@@ -302,11 +325,76 @@ func startTopology(t *testing.T) *topology {
 		p.proc.start(t)
 	}
 	tp.waitReady(lethe...)
+	tp.startReplicas(replicas)
 	tp.writeOperatorConfig()
 	for _, s := range topologySystems {
 		tp.startSystem(s)
 	}
 	return tp
+}
+
+// consentReplicas is the Deployment of the consent read replicas.
+const consentReplicas = "lethe-consent-replica"
+
+// runWorkload is a workload and how many of its pods the test runs.
+type runWorkload struct {
+	*workload
+	replicas *int32
+}
+
+// workloads are what the test runs: every StatefulSet with its replicas,
+// and one pod of the consent read replicas' Deployment. Its autoscaler
+// keeps two or more in a cluster; one shows what a replica must do here
+// (start from the writer's snapshot over the cluster, answer with its own
+// identity, go on answering while the writer is down) at the cost of one
+// process. The overlay's other Deployment, lethe-connect, is not part of
+// the test.
+func (tp *topology) workloads() []runWorkload {
+	var ws []runWorkload
+	for i := range tp.prod.statefulSets {
+		sts := &tp.prod.statefulSets[i]
+		ws = append(ws, runWorkload{&workload{name: sts.Name, template: &sts.Spec.Template, claims: sts.Spec.VolumeClaimTemplates,
+			serviceName: sts.Spec.ServiceName}, sts.Spec.Replicas})
+	}
+	for i := range tp.prod.deployments {
+		if d := &tp.prod.deployments[i]; d.Name == consentReplicas {
+			one := int32(1)
+			ws = append(ws, runWorkload{&workload{name: d.Name, template: &d.Spec.Template}, &one})
+		}
+	}
+	if len(ws) == len(tp.prod.statefulSets) {
+		tp.t.Fatalf("the production overlay renders no Deployment %s", consentReplicas)
+	}
+	return ws
+}
+
+// startReplicas starts the consent read replicas once their writer's
+// first replication snapshot is in the snapshot bucket, and waits until
+// they are ready. A replica restores that snapshot before it serves and
+// exits when there is none yet, which a cluster's kubelet answers by
+// restarting it; the test waits instead, so that any exit of a replica's
+// own counts as a crash.
+func (tp *topology) startReplicas(replicas []*localPod) {
+	t := tp.t
+	t.Helper()
+	waited := time.Now()
+	bucket := "OBJ_" + broker.ConsentSnapshotBucket // the object store's stream
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		r, err := streamReplicaOf(tp.byName["nats-0"], bucket)
+		if err == nil && r.State.Msgs > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the consent writer took no replication snapshot within a minute (%s on nats-0: %+v, %v)", bucket, r.State, err)
+		}
+	}
+	began := time.Now()
+	for _, p := range replicas {
+		p.proc.start(t)
+	}
+	tp.waitReady(replicas...)
+	t.Logf("the writer's first snapshot %s after the services were ready; the consent read replica ready %s later",
+		began.Sub(waited).Round(10*time.Millisecond), time.Since(began).Round(10*time.Millisecond))
 }
 
 // readCertFolder returns the files of one of make-certs.sh's folders.
@@ -329,9 +417,9 @@ func (tp *topology) readCertFolder(name string) map[string][]byte {
 func (tp *topology) preparePod(p *localPod) {
 	t := tp.t
 	t.Helper()
-	spec := &p.sts.Spec.Template.Spec
+	spec := &p.w.template.Spec
 	claims := map[string]bool{}
-	for _, c := range p.sts.Spec.VolumeClaimTemplates {
+	for _, c := range p.w.claims {
 		claims[c.Name] = true
 	}
 	for _, m := range p.c.VolumeMounts {
@@ -369,7 +457,7 @@ func (tp *topology) preparePod(p *localPod) {
 			t.Fatalf("%s: volume %s is of a kind the topology test cannot provide", p.name, m.Name)
 		}
 	}
-	if p.sts.Name == "nats" {
+	if p.w.name == "nats" {
 		tp.localizeNATSConfig(p)
 	}
 
@@ -392,7 +480,7 @@ func (tp *topology) preparePod(p *localPod) {
 	}
 	p.proc = &process{name: p.name, path: filepath.Join(tp.bin, binary), args: args, env: env,
 		log: filepath.Join(tp.dir, "logs", p.name+".log")}
-	if p.sts.Name == "nats" && tp.net != nil {
+	if p.w.name == "nats" && tp.net != nil {
 		tp.net.enter(p.name, p.proc)
 	}
 }
@@ -585,10 +673,10 @@ func (tp *topology) resolve(host string, port int32) ([]string, error) {
 	}
 	var addrs []string
 	for _, p := range tp.pods {
-		if !selects(&metav1.LabelSelector{MatchLabels: svc.Spec.Selector}, p.sts.Spec.Template.Labels) {
+		if !selects(&metav1.LabelSelector{MatchLabels: svc.Spec.Selector}, p.w.template.Labels) {
 			continue
 		}
-		if isPod && (p.name != podName || p.sts.Spec.ServiceName != svcName) {
+		if isPod && (p.name != podName || p.w.serviceName != svcName) {
 			continue
 		}
 		addr, ok := p.addr(target)
@@ -831,7 +919,11 @@ func (tp *topology) mustLethe(args ...string) string {
 }
 
 // operatorCreds are the operator's mutual TLS credentials for gRPC.
-func (tp *topology) operatorCreds() credentials.TransportCredentials {
+func (tp *topology) operatorCreds() credentials.TransportCredentials { return tp.operatorCredsFor("") }
+
+// operatorCredsFor are the operator's credentials for a server whose
+// certificate must carry serverName (the address's host when empty).
+func (tp *topology) operatorCredsFor(serverName string) credentials.TransportCredentials {
 	op := filepath.Join(tp.certs, "lethe-operator")
 	cert, err := tls.LoadX509KeyPair(filepath.Join(op, "tls.crt"), filepath.Join(op, "tls.key"))
 	if err != nil {
@@ -843,7 +935,29 @@ func (tp *topology) operatorCreds() credentials.TransportCredentials {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca)
-	return credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, Certificates: []tls.Certificate{cert}})
+	return credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, Certificates: []tls.Certificate{cert}, ServerName: serverName})
+}
+
+// replicaLag reads the consent read replica's lag from its metrics port,
+// as Prometheus scrapes it (lethe.consent.replica.lag).
+func (tp *topology) replicaLag(t *testing.T) string {
+	t.Helper()
+	addr := mustAddr(t, tp.byName[consentReplicas+"-0"], "metrics")
+	client := http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("the consent replica's metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^lethe_consent_replica_lag_seconds(?:\{[^}]*\})? (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("the consent replica's metrics show no lethe_consent_replica_lag_seconds:\n%s", body)
+	}
+	return string(m[1]) + "s"
 }
 
 // systemCounts stops the systems and returns, for each, how often it

@@ -154,9 +154,16 @@ func snapshotReader() []string {
 // ConsentReplica returns the permissions of the consent read replicas'
 // user: read the replication stream with ordered consumers (no
 // acknowledgements, no durable state) and read the snapshot bucket.
-// Nothing else: a replica publishes no event and writes no state.
+// Nothing else: a replica publishes no event and writes no state. It may
+// read the platform streams' configuration, because the kit's host
+// checks at every start that they exist as configured (broker.EnsureStream,
+// platform/service), a replica's too; creating or changing them stays the
+// services'.
 func ConsentReplica() *server.Permissions {
 	pub := append([]string{
+		"$JS.API.STREAM.INFO." + contract.StreamName,
+		"$JS.API.STREAM.INFO." + deadLetters,
+		"$JS.API.STREAM.INFO." + erasures,
 		"$JS.API.STREAM.INFO." + consentState,
 		"$JS.API.CONSUMER.CREATE." + consentState + ".>",
 		"$JS.API.CONSUMER.DELETE." + consentState + ".*",

@@ -739,8 +739,10 @@ func runUntilHandled(t *testing.T, ctx context.Context, sub *subscriber.Subscrib
 // TestConsentReplicationPermissions runs the consent writer's and the
 // read replicas' shipped users against a real server: the writer
 // provisions the replication stream and the snapshot bucket, publishes an
-// entry and puts, lists and drops snapshots; a replica follows the stream
-// with an ordered consumer and reads a snapshot, and may publish nothing.
+// entry and puts, lists and drops snapshots; a replica checks the platform
+// streams as its host does at start (and may change none), follows the
+// stream with an ordered consumer and reads a snapshot, and may publish
+// nothing.
 func TestConsentReplicationPermissions(t *testing.T) {
 	s, passwords := startShipped(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -769,6 +771,22 @@ func TestConsentReplicationPermissions(t *testing.T) {
 	}
 
 	replica := connect(t, s, natsauth.ConsentReplicaUser, passwords[natsauth.PasswordVariable(natsauth.ConsentReplicaUser)])
+	// The host's check of the platform streams at start, which every
+	// process of the consent binary makes, a replica's too: it reads
+	// what the services provisioned, and may change none of it.
+	if _, err := broker.EnsureStream(ctx, writer.js, broker.DefaultStreamConfig()); err != nil {
+		t.Fatalf("the writer provisions the platform streams: %v", err)
+	}
+	if _, err := broker.EnsureStream(ctx, replica.js, broker.DefaultStreamConfig()); err != nil {
+		t.Fatalf("a replica checks the platform streams at start: %v", err)
+	}
+	for _, subject := range []string{"$JS.API.STREAM.UPDATE." + contract.StreamName, "$JS.API.STREAM.DELETE." + contract.StreamName,
+		"$JS.API.STREAM.CREATE.LETHE_FORGED"} {
+		if err := replica.nc.Publish(subject, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+		replica.expectDenied(t, "a replica changes the platform streams", subject)
+	}
 	cons, err := replica.js.OrderedConsumer(ctx, broker.ConsentStateStreamName, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{broker.ConsentStateFilter("s0")}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: 1})
 	if err != nil {

@@ -78,7 +78,7 @@ func startWeb(t *testing.T) *web {
 	}
 	// The README's command, on free ports.
 	proc := startProcess(t, bin, "dev", "--data", t.TempDir(), "--addr", grpcAddr, "--nats-addr", natsAddr,
-		"--metrics-addr", "", "--http-addr", "", "--public-addr", publicAddr, "--demo", demoDir, "--demo-addr", demoAddr)
+		"--metrics-addr", "", "--http-addr", "", "--public-addr", publicAddr, "--replica-addr", "off", "--demo", demoDir, "--demo-addr", demoAddr)
 	t.Cleanup(func() { proc.stop(t) })
 	conn := waitServing(t, grpcAddr, healthNames, proc)
 	if out := proc.output.String(); !strings.Contains(out, "http://"+demoAddr+"/clio/") {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -21,6 +22,7 @@ import (
 	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	retentionv1 "github.com/lethe-privacy/lethe/gen/go/lethe/retention/v1"
+	"github.com/lethe-privacy/lethe/platform/shardrouter"
 )
 
 // The operator commands reach the platform as kubectl reaches a cluster:
@@ -40,7 +42,10 @@ type contextConfig struct {
 	Name string `yaml:"name"`
 	// Address serves all four services (lethe dev, or a gateway).
 	Address string `yaml:"address,omitempty"`
-	// Per-service addresses, when the services run apart.
+	// Per-service addresses, when the services run apart. Consent may be
+	// a template with {shard} in it (lethe-consent-{shard}:7401): each
+	// consent call then goes to the writer of its tenant's shard, which
+	// the registry names (platform/shardrouter).
 	Registry  string `yaml:"registry,omitempty"`
 	Consent   string `yaml:"consent,omitempty"`
 	DSAR      string `yaml:"dsar,omitempty"`
@@ -91,7 +96,8 @@ func (c *connFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.context, "context", "", "context of the config file to use (default its currentContext)")
 	fs.StringVar(&c.addr, "addr", "", "address serving all four services (default "+defaultAddr+", lethe dev's)")
 	fs.StringVar(&c.registry, "registry-addr", "", "the registry's address, when the services run apart")
-	fs.StringVar(&c.consent, "consent-addr", "", "the consent service's address")
+	fs.StringVar(&c.consent, "consent-addr", "", "the consent service's address; with "+shardrouter.ShardPlaceholder+
+		" in it (lethe-consent-"+shardrouter.ShardPlaceholder+":7401), each call goes to the writer of its tenant's consent shard, which the registry names")
 	fs.StringVar(&c.dsar, "dsar-addr", "", "the DSAR service's address")
 	fs.StringVar(&c.retention, "retention-addr", "", "the retention service's address")
 	fs.StringVar(&c.natsURL, "nats-url", "", "NATS URL for events (default "+defaultNATS+")")
@@ -242,8 +248,13 @@ func (c *connFlags) dial() (*clients, contextConfig, error) {
 		return nil, ctx, err
 	}
 	cl := &clients{timeout: c.timeout}
+	// get is also the shard router's dialler, which calls it when a
+	// tenant's shard is first needed.
+	var mu sync.Mutex
 	conns := map[string]*grpc.ClientConn{}
 	get := func(addr string) (*grpc.ClientConn, error) {
+		mu.Lock()
+		defer mu.Unlock()
 		if addr == "" {
 			addr = ctx.Address
 		}
@@ -261,25 +272,43 @@ func (c *connFlags) dial() (*clients, contextConfig, error) {
 	var errs []error
 	for _, s := range []struct {
 		addr string
-		set  func(*grpc.ClientConn)
+		set  func(*grpc.ClientConn) error
 	}{
-		{ctx.Registry, func(cc *grpc.ClientConn) { cl.registry = registryv1.NewRegistryServiceClient(cc) }},
-		{ctx.Consent, func(cc *grpc.ClientConn) { cl.consent = consentv1.NewConsentServiceClient(cc) }},
-		{ctx.DSAR, func(cc *grpc.ClientConn) { cl.dsar = dsarv1.NewDsarServiceClient(cc) }},
-		{ctx.Retention, func(cc *grpc.ClientConn) { cl.retention = retentionv1.NewRetentionServiceClient(cc) }},
+		{ctx.Registry, func(cc *grpc.ClientConn) error { cl.registry = registryv1.NewRegistryServiceClient(cc); return nil }},
+		{ctx.DSAR, func(cc *grpc.ClientConn) error { cl.dsar = dsarv1.NewDsarServiceClient(cc); return nil }},
+		{ctx.Retention, func(cc *grpc.ClientConn) error { cl.retention = retentionv1.NewRetentionServiceClient(cc); return nil }},
+		{ctx.Registry, func(registry *grpc.ClientConn) error {
+			consent, err := consentConn(ctx.Consent, registry, get)
+			cl.consent = consentv1.NewConsentServiceClient(consent)
+			return err
+		}},
 	} {
 		conn, err := get(s.addr)
-		if err != nil {
-			errs = append(errs, err)
-			continue
+		if err == nil {
+			err = s.set(conn)
 		}
-		s.set(conn)
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		cl.Close()
 		return nil, ctx, err
 	}
 	return cl, ctx, nil
+}
+
+// consentConn reaches the consent service at addr. An address with
+// {shard} in it is a template, as the DSAR service's --consent-addr: a
+// shardrouter.Router asks the registry for each tenant's consent shard
+// (once, then from its cache), dials the template with the shard in
+// place, and follows a writer's WRONG_SHARD refusal to the shard it
+// names. Every consent call of the CLI names its tenant, which is what
+// the router routes by.
+func consentConn(addr string, registry grpc.ClientConnInterface, get func(string) (*grpc.ClientConn, error)) (grpc.ClientConnInterface, error) {
+	if !strings.Contains(addr, shardrouter.ShardPlaceholder) {
+		return get(addr)
+	}
+	return shardrouter.New(shardrouter.Config{Registry: registry, Template: addr,
+		Dial: func(shardAddr string) (grpc.ClientConnInterface, error) { return get(shardAddr) }})
 }
 
 func dialOptions(ctx contextConfig) ([]grpc.DialOption, error) {

@@ -31,6 +31,11 @@ Examples:
   lethe consent withdraw --tenant clio --subject s-42 --purpose newsletter --method email_link
   lethe consent fanout --tenant clio --record <record id>
   lethe consent complete-task --tenant clio --record <record id> --system newsletter-sender --outcome applied
+
+Consent shards: where each shard has its own writer, give the consent
+address as a template, --consent-addr 'lethe-consent-{shard}:7401' (or
+consent: in the context, docs/cli.md): each command asks the registry for
+its tenant's shard and calls that writer.
 `
 
 // consentCommands are the subcommands of "lethe consent"; the usage text lists each.

@@ -99,7 +99,7 @@ func sharedPlatform(t *testing.T) *platform {
 		if shared.err = os.WriteFile(p.config, []byte(config), 0o600); shared.err != nil {
 			return
 		}
-		p.cmd = exec.Command(p.lethe, "dev", "--data", filepath.Join(p.dir, "data"), "--addr", p.addr, "--nats-addr", p.nats, "--metrics-addr", "", "--http-addr", "", "--public-addr", string(p.public))
+		p.cmd = exec.Command(p.lethe, "dev", "--data", filepath.Join(p.dir, "data"), "--addr", p.addr, "--nats-addr", p.nats, "--metrics-addr", "", "--http-addr", "", "--public-addr", string(p.public), "--replica-addr", "off")
 		p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
 		shared.err = p.cmd.Start()
 	})

@@ -49,7 +49,7 @@ func BenchmarkConsentMemory(b *testing.B) {
 	data := b.TempDir()
 	addr := freeAddr(b)
 	c, err := parseDevFlags([]string{"--data", data, "--addr", addr, "--nats-addr", freeAddr(b),
-		"--metrics-addr", "", "--http-addr", "", "--public-addr", "", "--log-level", "warn"}, io.Discard)
+		"--metrics-addr", "", "--http-addr", "", "--public-addr", "", "--replica-addr", "off", "--log-level", "warn"}, io.Discard)
 	if err != nil {
 		b.Fatal(err)
 	}

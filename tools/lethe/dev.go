@@ -61,6 +61,9 @@ type devConfig struct {
 	// demoDir, when set, is served on demoAddr as a website that uses the
 	// public endpoint (examples/web).
 	demoDir, demoAddr string
+	// replicaAddr, when set, serves a consent read replica there (gRPC),
+	// and on replicaHTTPAddr (HTTP/JSON) when that is set too.
+	replicaAddr, replicaHTTPAddr string
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
@@ -96,6 +99,10 @@ func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
 	fs.StringVar(&c.connectAddr, "connect-addr", "", "with --connect-secrets: serve the webhooks' claim check and signed callback on this loopback address (plain http)")
 	fs.StringVar(&c.demoDir, "demo", "", "serve this folder of demo pages (examples/web) as a website on --demo-addr, pointing them at the public endpoint")
 	fs.StringVar(&c.demoAddr, "demo-addr", DefaultDemoAddr, "with --demo: the loopback address to serve the demo pages on (plain http)")
+	fs.StringVar(&c.replicaAddr, "replica-addr", DefaultReplicaAddr,
+		"serve a consent read replica here (gRPC), as production runs them beside the writer: Check, CheckBatch and Watch "+
+			"from the writer's replication stream, every other call refused READ_ONLY_REPLICA (off or empty: none)")
+	fs.StringVar(&c.replicaHTTPAddr, "replica-http-addr", DefaultReplicaHTTPAddr, "with --replica-addr: the replica's HTTP/JSON address (off or empty: none)")
 	c.stream = service.StreamFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: lethe dev [flags]\n\nStarts the whole Lethe platform in one process.\n\nFlags:\n")
@@ -110,6 +117,10 @@ func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
 	if err := flagenv.Apply(fs, service.EnvPrefix); err != nil {
 		return c, err
 	}
+	c.replicaAddr, c.replicaHTTPAddr = offIsEmpty(c.replicaAddr), offIsEmpty(c.replicaHTTPAddr)
+	if c.replicaAddr == "" {
+		c.replicaHTTPAddr = ""
+	}
 	// lethe dev is the development profile: plaintext on loopback, and its
 	// services dial each other in plaintext. A deployment runs the
 	// per-service binaries (deploy/).
@@ -117,6 +128,14 @@ func parseDevFlags(args []string, stderr io.Writer) (devConfig, error) {
 		return c, errors.New("lethe dev runs the development profile only (plaintext, loopback); run the per-service binaries for TLS and the production profile (see deploy/README.md)")
 	}
 	return c, nil
+}
+
+// offIsEmpty reads an address flag's "off" as empty: no listener.
+func offIsEmpty(addr string) string {
+	if strings.EqualFold(strings.TrimSpace(addr), "off") {
+		return ""
+	}
+	return addr
 }
 
 func runDev(args []string, stdout, stderr io.Writer) int {
@@ -182,41 +201,86 @@ func dev(ctx context.Context, c devConfig, stdout, stderr io.Writer) error {
 
 	// Listen before anything else so the printed address is the bound one
 	// and the services can reach the registry on it.
-	lis, err := net.Listen("tcp", c.server.Addr)
+	unbind, err := bindDev(&c, completed)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", c.server.Addr, err)
+		return err
 	}
-	completed.Listener = lis
+	var replica *devReplica
+	if c.replicaAddr != "" {
+		if replica, err = newDevReplica(ctx, c, completed); err != nil {
+			return errors.Join(err, unbind(), completed.Listener.Close())
+		}
+	}
+	deps := service.Deps{DataDir: c.dataDir, NATS: nc, JetStream: js, Stream: *c.stream}
+	local, err := service.NewLocal(completed, deps, c.factories())
+	if err != nil {
+		// NewLocal closed the gRPC listener; the others are still ours.
+		err = errors.Join(err, unbind())
+		if replica != nil {
+			err = errors.Join(err, replica.close())
+		}
+		return err
+	}
+	printEndpoints(stdout, completed.Listener.Addr().String(), httpAddr(completed.HTTPListener), embedded.ClientURL(), replica, c)
+	if replica == nil {
+		return local.Run(ctx)
+	}
+	return runWithReplica(ctx, local, replica, deps)
+}
+
+// bindDev binds the gRPC, HTTP and public listeners, and returns what
+// closes those NewLocal does not own once it has failed (all but gRPC).
+func bindDev(c *devConfig, completed server.CompletedConfig) (func() error, error) {
+	l, err := net.Listen("tcp", c.server.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", c.server.Addr, err)
+	}
+	completed.Listener = l
+	var others []net.Listener
+	unbind := func() error {
+		var err error
+		for _, o := range others {
+			err = errors.Join(err, o.Close())
+		}
+		return err
+	}
 	if c.server.HTTPAddr != "" {
 		hlis, err := net.Listen("tcp", c.server.HTTPAddr)
 		if err != nil {
-			return errors.Join(fmt.Errorf("listen for HTTP on %s: %w", c.server.HTTPAddr, err), lis.Close())
+			return nil, errors.Join(fmt.Errorf("listen for HTTP on %s: %w", c.server.HTTPAddr, err), l.Close())
 		}
 		completed.HTTPListener = hlis
+		others = append(others, hlis)
 	}
 	if c.public.Addr != "" {
 		plis, err := net.Listen("tcp", c.public.Addr)
 		if err != nil {
 			err = fmt.Errorf("listen for the public consent endpoint on %s: %w", c.public.Addr, err)
-			if completed.HTTPListener != nil {
-				err = errors.Join(err, completed.HTTPListener.Close())
-			}
-			return errors.Join(err, lis.Close())
+			return nil, errors.Join(err, unbind(), l.Close())
 		}
 		c.public.Listener = plis
+		others = append(others, plis)
 	}
-	local, err := service.NewLocal(completed, service.Deps{DataDir: c.dataDir, NATS: nc, JetStream: js, Stream: *c.stream}, c.factories())
-	if err != nil {
-		if completed.HTTPListener != nil {
-			err = errors.Join(err, completed.HTTPListener.Close())
+	return unbind, nil
+}
+
+// runWithReplica runs the services and the replica until ctx ends or
+// either fails, which stops the other: one failed part stops lethe dev,
+// as one failed service does.
+func runWithReplica(ctx context.Context, local *service.Local, replica *devReplica, deps service.Deps) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	replicaDone := make(chan error, 1)
+	go func() {
+		err := replica.run(ctx, deps)
+		if err != nil {
+			cancel()
 		}
-		if c.public.Listener != nil {
-			err = errors.Join(err, c.public.Listener.Close())
-		}
-		return err
-	}
-	printEndpoints(stdout, lis.Addr().String(), httpAddr(completed.HTTPListener), embedded.ClientURL(), c)
-	return local.Run(ctx)
+		replicaDone <- err
+	}()
+	err := local.Run(ctx)
+	cancel()
+	return errors.Join(err, <-replicaDone)
 }
 
 // factories are the services to host: with --dsar-dev-codes, the DSAR
@@ -355,7 +419,7 @@ func httpAddr(lis net.Listener) string {
 	return lis.Addr().String()
 }
 
-func printEndpoints(w io.Writer, grpcAddr, httpAddr, natsURL string, c devConfig) {
+func printEndpoints(w io.Writer, grpcAddr, httpAddr, natsURL string, replica *devReplica, c devConfig) {
 	data, err := filepath.Abs(c.dataDir)
 	if err != nil {
 		data = c.dataDir
@@ -370,6 +434,13 @@ func printEndpoints(w io.Writer, grpcAddr, httpAddr, natsURL string, c devConfig
 	}
 	if c.public.Listener != nil {
 		fmt.Fprintf(w, "  public   http://%s (consent endpoint for browsers: /v1/tenants/<tenant>/banner, docs/web-consent.md)\n", c.public.Listener.Addr())
+	}
+	if replica != nil {
+		raddr, rhttp := replica.addrs()
+		fmt.Fprintf(w, "  replica  %s (consent read replica: Check, CheckBatch, Watch; pass a write's revision as min_revision)\n", raddr)
+		if rhttp != "" {
+			fmt.Fprintf(w, "           http://%s (the replica's HTTP/JSON)\n", rhttp)
+		}
 	}
 	if c.demoDir != "" {
 		for _, page := range demoPages(c.demoDir) {

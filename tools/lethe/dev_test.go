@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,15 +20,22 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/broker/brokertest"
+	"github.com/lethe-privacy/lethe/platform/server/servertest"
 	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/platform/testkit/logbuf"
 	"github.com/lethe-privacy/lethe/sdk/contract"
+	"github.com/lethe-privacy/lethe/services/consent"
 )
 
 // buildBinaries builds commands of this workspace and returns their paths
@@ -165,17 +173,20 @@ func dialRetryingFast(addr string) (*grpc.ClientConn, error) {
 }
 
 // TestDevServesAllFourAndKeepsItsData runs the README's command as a
-// process: every service answers health, reflection lists them, NATS takes
-// events into the platform stream, and a restart on the same data folder
-// finds the stream's events and the services' files again.
+// process: every service and the consent read replica answer health,
+// reflection lists them, NATS takes events into the platform stream, and
+// a restart on the same data folder finds the stream's events, the
+// services' files and the replica's snapshot again.
 func TestDevServesAllFourAndKeepsItsData(t *testing.T) {
 	bin := buildBinaries(t, ".")["."]
 	data := t.TempDir()
-	grpcAddr, natsAddr := freeAddr(t), freeAddr(t)
-	args := []string{"dev", "--data", data, "--addr", grpcAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--http-addr", "", "--public-addr", ""}
+	grpcAddr, natsAddr, replicaAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	args := []string{"dev", "--data", data, "--addr", grpcAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--http-addr", "", "--public-addr", "",
+		"--replica-addr", replicaAddr, "--replica-http-addr", "off"}
 
 	p := startProcess(t, bin, args...)
 	conn := waitServing(t, grpcAddr, healthNames, p)
+	waitServing(t, replicaAddr, []string{consent.ServiceName}, p)
 	if out := p.output.String(); !strings.Contains(out, "Lethe is running") || !strings.Contains(out, grpcAddr) {
 		t.Errorf("startup output does not print the endpoints:\n%s", out)
 	}
@@ -198,7 +209,9 @@ func TestDevServesAllFourAndKeepsItsData(t *testing.T) {
 	nc.Close()
 	p.stop(t)
 
-	for _, name := range []string{"consent.db", "dsar.db", "retention.db", "registry.db"} {
+	// The replica's local copy of the snapshot it restored, which the
+	// next start resumes from.
+	for _, name := range []string{"consent.db", "dsar.db", "retention.db", "registry.db", "consent-replica-s0.snapshot"} {
 		if _, err := os.Stat(filepath.Join(data, name)); err != nil {
 			t.Errorf("bbolt file %s: %v", name, err)
 		}
@@ -206,6 +219,7 @@ func TestDevServesAllFourAndKeepsItsData(t *testing.T) {
 
 	p = startProcess(t, bin, args...)
 	waitServing(t, grpcAddr, healthNames, p)
+	waitServing(t, replicaAddr, []string{consent.ServiceName}, p)
 	nc, err = nats.Connect("nats://" + natsAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +278,7 @@ func TestServiceDeployablesUseExternalNATS(t *testing.T) {
 	bins := buildBinaries(t, pkgs...)
 
 	natsAddr, devAddr := freeAddr(t), freeAddr(t)
-	dev := startProcess(t, bins["."], "dev", "--data", t.TempDir(), "--addr", devAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--http-addr", "", "--public-addr", "")
+	dev := startProcess(t, bins["."], "dev", "--data", t.TempDir(), "--addr", devAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--http-addr", "", "--public-addr", "", "--replica-addr", "off")
 	waitServing(t, devAddr, healthNames, dev)
 
 	for i, name := range names {
@@ -307,7 +321,7 @@ func TestDevRefusesTheProductionProfile(t *testing.T) {
 func TestDevIssuesVerificationCodesToItsLog(t *testing.T) {
 	bin := buildBinaries(t, ".")["."]
 	grpcAddr, natsAddr := freeAddr(t), freeAddr(t)
-	p := startProcess(t, bin, "dev", "--data", t.TempDir(), "--addr", grpcAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--http-addr", "", "--public-addr", "", "--dsar-dev-codes")
+	p := startProcess(t, bin, "dev", "--data", t.TempDir(), "--addr", grpcAddr, "--nats-addr", natsAddr, "--metrics-addr", "", "--http-addr", "", "--public-addr", "", "--replica-addr", "off", "--dsar-dev-codes")
 	defer p.stop(t)
 	conn := waitServing(t, grpcAddr, healthNames, p)
 	if _, err := registryv1.NewRegistryServiceClient(conn).CreateTenant(context.Background(), &registryv1.CreateTenantRequest{
@@ -347,5 +361,93 @@ func TestDevIssuesVerificationCodesToItsLog(t *testing.T) {
 	}
 	if verified["state"] != "REQUEST_STATE_IN_PROGRESS" && verified["state"] != "REQUEST_STATE_COMPLETED" {
 		t.Fatalf("after the logged code the request is %v", verified["state"])
+	}
+}
+
+// TestDevServesAConsentReplica: lethe dev runs a consent read replica on a
+// listener of its own, as production runs them beside the writer. A
+// Check on the replica with the revision a grant on the writer returned
+// answers allowed (never the denial before it), also over the replica's
+// HTTP/JSON; a write sent to the replica is refused READ_ONLY_REPLICA.
+func TestDevServesAConsentReplica(t *testing.T) {
+	bin := buildBinaries(t, ".")["."]
+	grpcAddr, replicaAddr, replicaHTTP := freeAddr(t), freeAddr(t), freeAddr(t)
+	started := time.Now()
+	p := startProcess(t, bin, "dev", "--data", t.TempDir(), "--addr", grpcAddr, "--nats-addr", freeAddr(t), "--metrics-addr", "",
+		"--http-addr", "", "--public-addr", "", "--replica-addr", replicaAddr, "--replica-http-addr", replicaHTTP)
+	defer p.stop(t)
+	conn := waitServing(t, grpcAddr, healthNames, p)
+	writersReady := time.Since(started)
+	replicaConn := waitServing(t, replicaAddr, []string{consent.ServiceName}, p)
+	t.Logf("the four services served %s after exec, the replica %s", writersReady.Round(time.Millisecond), time.Since(started).Round(time.Millisecond))
+	if out := p.output.String(); !strings.Contains(out, "replica  "+replicaAddr) || !strings.Contains(out, "http://"+replicaHTTP) {
+		t.Errorf("lethe dev does not print the replica's addresses:\n%s", out)
+	}
+
+	ctx := context.Background()
+	writer, replica := consentv1.NewConsentServiceClient(conn), consentv1.NewConsentServiceClient(replicaConn)
+	servertest.CreateTenant(t, registryv1.NewRegistryServiceClient(conn), &registryv1.CreateTenantRequest{RequestId: "t1",
+		Tenant: &registryv1.Tenant{TenantId: "clio", DisplayName: "Clio"}}, func() error {
+		_, err := writer.ListPurposes(ctx, &consentv1.ListPurposesRequest{TenantId: "clio"})
+		return err
+	})
+	put, err := writer.PutPurpose(ctx, &consentv1.PutPurposeRequest{RequestId: "p1", TenantId: "clio",
+		Purpose: &consentv1.Purpose{PurposeId: "newsletter", Name: "Newsletter", LegalBasis: commonv1.LegalBasis_LEGAL_BASIS_CONSENT}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(rev uint64) *consentv1.CheckResponse {
+		t.Helper()
+		var resp *consentv1.CheckResponse
+		// A replica that has not applied rev yet refuses REPLICA_BEHIND
+		// rather than answer from before it: a caller asks again.
+		eventually.Succeeds(t, fmt.Sprintf("a Check on the replica at revision %d", rev), func() error {
+			var err error
+			resp, err = replica.Check(ctx, &consentv1.CheckRequest{TenantId: "clio", SubjectId: "s-1", PurposeId: "newsletter", MinRevision: rev})
+			if err != nil && apierror.ReasonOf(err) != apierror.ReasonReplicaBehind {
+				t.Fatalf("Check on the replica at revision %d: %v", rev, err)
+			}
+			return err
+		})
+		if resp.Revision < rev {
+			t.Fatalf("the replica answered at revision %d, asked for at least %d", resp.Revision, rev)
+		}
+		return resp
+	}
+	if before := check(put.Revision); before.Decision.Allowed {
+		t.Fatalf("before the grant the replica answers %v, want denied", before.Decision)
+	}
+	grant, err := writer.RecordConsent(ctx, &consentv1.RecordConsentRequest{RequestId: "c1", TenantId: "clio", SubjectId: "s-1",
+		PurposeId: "newsletter", Action: consentv1.ConsentAction_CONSENT_ACTION_GRANT, Method: consentv1.CollectionMethod_COLLECTION_METHOD_FORM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := check(grant.Revision); !after.Decision.Allowed || after.Decision.BasisId != grant.Record.RecordId {
+		t.Fatalf("with the grant's revision %d the replica answers %v, want allowed on record %s", grant.Revision, after.Decision, grant.Record.RecordId)
+	}
+
+	// The README's HTTP/JSON Check on the replica, with the revision as
+	// JSON writes a uint64: a string.
+	body := fmt.Sprintf(`{"tenantId":"clio","subjectId":"s-1","purposeId":"newsletter","minRevision":"%d"}`, grant.Revision)
+	resp, err := http.Post("http://"+replicaHTTP+"/lethe.consent.v1.ConsentService/Check", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		Decision struct {
+			Allowed bool   `json:"allowed"`
+			Reason  string `json:"reason"`
+		} `json:"decision"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil || resp.StatusCode != http.StatusOK || !answer.Decision.Allowed {
+		t.Fatalf("HTTP Check on the replica: %s, %+v, %v", resp.Status, answer, err)
+	}
+
+	// A write on the replica is refused; the writer is where it goes.
+	_, err = replica.RecordConsent(ctx, &consentv1.RecordConsentRequest{RequestId: "c2", TenantId: "clio", SubjectId: "s-1",
+		PurposeId: "newsletter", Action: consentv1.ConsentAction_CONSENT_ACTION_WITHDRAW, Method: consentv1.CollectionMethod_COLLECTION_METHOD_FORM})
+	if status.Code(err) != codes.FailedPrecondition || apierror.ReasonOf(err) != apierror.ReasonReadOnlyReplica {
+		t.Fatalf("RecordConsent on the replica: %v, want FAILED_PRECONDITION %s", err, apierror.ReasonReadOnlyReplica)
 	}
 }

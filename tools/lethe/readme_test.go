@@ -50,7 +50,7 @@ func TestREADMEDemo(t *testing.T) {
 
 	bin := buildBinaries(t, ".")["."]
 	addr, nats, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	proc := startProcess(t, bin, "dev", "--data", t.TempDir(), "--addr", addr, "--nats-addr", nats, "--metrics-addr", "", "--http-addr", httpAddr, "--public-addr", "")
+	proc := startProcess(t, bin, "dev", "--data", t.TempDir(), "--addr", addr, "--nats-addr", nats, "--metrics-addr", "", "--http-addr", httpAddr, "--public-addr", "", "--replica-addr", "off")
 	defer proc.stop(t)
 	waitServing(t, addr, healthNames, proc)
 	// The reader's context: lethe dev's addresses, as the default would be.

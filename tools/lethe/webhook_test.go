@@ -217,7 +217,7 @@ func TestWebhookSystemInPython(t *testing.T) {
 	// Three deliveries two seconds apart: a receiver that is down is
 	// retried for about four seconds before its task fails.
 	p := startProcess(t, bin, "dev", "--data", data, "--addr", grpcAddr, "--nats-addr", natsAddr, "--metrics-addr", "",
-		"--public-addr", "", "--connect-secrets", secrets, "--connect-max-deliver", "3", "--connect-backoff", "2s", "--connect-addr", connectAddr)
+		"--public-addr", "", "--replica-addr", "off", "--connect-secrets", secrets, "--connect-max-deliver", "3", "--connect-backoff", "2s", "--connect-addr", connectAddr)
 	conn := waitServing(t, grpcAddr, healthNames, p)
 	d := &devWebhooks{registry: registryv1.NewRegistryServiceClient(conn), dsar: dsarv1.NewDsarServiceClient(conn)}
 	d.tenant(t, "acme", true)

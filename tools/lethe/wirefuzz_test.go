@@ -44,7 +44,7 @@ func TestWireFuzz(t *testing.T) {
 	data := t.TempDir()
 	addr := freeAddr(t)
 	p := startProcess(t, bin, "dev", "--data", data, "--addr", addr, "--nats-addr", freeAddr(t),
-		"--metrics-addr", "", "--http-addr", "", "--public-addr", "", "--log-level", "warn")
+		"--metrics-addr", "", "--http-addr", "", "--public-addr", "", "--replica-addr", "off", "--log-level", "warn")
 	conn := waitServing(t, addr, healthNames, p)
 	defer p.stop(t)
 
