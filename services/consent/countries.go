@@ -153,8 +153,12 @@ func (s *Service) refreshCountry(ctx context.Context, tenant string) error {
 		}
 		// Replicas judge the age of digital consent by it too. A country
 		// is not a change of the tenant's log (no revision): replicas
-		// apply the latest they read.
-		return s.replicateTx(tx, countryEntry(tenant, country), fmt.Sprintf("%s.%s.country.%d", s.opts.Shard, tenant, s.Clock.Now().UnixNano()))
+		// apply the latest they read. It carries the tenant's revision, for
+		// a restarted writer comparing its store with what it published
+		// (settleEpoch).
+		e := countryEntry(tenant, country)
+		e.GetCountry().Revision = revisionTx(tx, tenant)
+		return s.replicateTx(tx, e, fmt.Sprintf("%s.%s.country.%d", s.opts.Shard, tenant, s.Clock.Now().UnixNano()))
 	})
 	if err != nil {
 		return errors.Join(errors.New("consent: storing the tenant's country"), err)
