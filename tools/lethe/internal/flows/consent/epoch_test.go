@@ -3,6 +3,7 @@ package consent_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -13,8 +14,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
+	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/broker"
+	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/testkit/eventually"
 	"github.com/lethe-privacy/lethe/services/consent"
 )
@@ -251,5 +254,60 @@ func TestAReplicaFailsClosedUntilTheNewEpochsSnapshot(t *testing.T) {
 	// Epoch 2 superseded the state of epoch 0 as epoch 1 had: one change.
 	if st := r.replica().Stats(); st.Restores != 1 || st.EpochChanges != 1 {
 		t.Fatalf("replica stats %+v: want one restore, of epoch 2", st)
+	}
+}
+
+// A tenant's newest entry on the stream may be its country, which is no
+// change of its log: it carries the tenant's revision, so that a writer
+// restored from a backup taken before the tenant's last changes still
+// finds its history behind and starts an epoch.
+func TestARestoreIsFoundWhenACountryIsTheNewestEntry(t *testing.T) {
+	f := start(t)
+	backups := f.withBackups(t)
+	clio(t, f)
+	rng := rand.New(rand.NewPCG(20, 11))
+	subjects := subjectNames("c", 40)
+	f.write(t, rng, subjects[:20])
+	f.drained(t)
+	if err := f.svc.BackupNow(); err != nil {
+		t.Fatal(err)
+	}
+	f.write(t, rng, subjects[20:])
+	if _, err := f.registry.UpdateTenant(f.ctx, &registryv1.UpdateTenantRequest{RequestId: f.id(),
+		Tenant: &registryv1.Tenant{TenantId: "clio", DisplayName: "clio", Settings: &registryv1.TenantSettings{Country: "DE"}}}); err != nil {
+		t.Fatal(err)
+	}
+	last := f.revision(t)
+	stream, err := f.host.JetStream.Stream(f.ctx, broker.ConsentStateStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually.Succeeds(t, "the country is the newest entry on Clio's NATS subject", func() error {
+		msg, err := stream.GetLastMsgForSubject(f.ctx, broker.ConsentStateSubject(consent.DefaultShard, "clio"))
+		if err != nil {
+			return err
+		}
+		data := msg.Data
+		if msg.Header.Get(outbox.HeaderBatch) != "" {
+			parts, err := outbox.SplitBatch(data)
+			if err != nil {
+				return err
+			}
+			data = parts[len(parts)-1]
+		}
+		e := &consentv1.ReplicationEntry{}
+		if err := proto.Unmarshal(data, e); err != nil {
+			return err
+		}
+		if e.GetCountry().GetCountry() != "DE" || e.GetCountry().GetRevision() != last {
+			return fmt.Errorf("newest entry %v, want the country DE at revision %d", e, last)
+		}
+		return nil
+	})
+	f.restoreFrom(t, backups)
+	f.removeIndexSnapshot(t)
+	metrics := f.restart(t)
+	if n := metricValue(t, metrics, "lethe.consent.replication.epochs_started"); n != 1 {
+		t.Fatalf("the restored writer started %d epochs, want 1", n)
 	}
 }
