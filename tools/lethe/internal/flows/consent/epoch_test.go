@@ -96,6 +96,52 @@ func converges(t *testing.T, f *fixture, r *replica, items []*consentv1.CheckBat
 	return refused
 }
 
+// watchInBetween asks the replica for items over and over until the
+// returned stop is called. An answer asked for once the replica had seen
+// its writer's epoch change for the changes-th time must be a
+// REPLICA_BEHIND refusal or come from the new epoch, whose revisions stay
+// below undoneTo, which only the undone history reached. stop returns how
+// often it was refused, and the first answer that broke the rule.
+func watchInBetween(f *fixture, r *replica, items []*consentv1.CheckBatchItem, changes int64, undoneTo uint64) (stop func() (int, error)) {
+	done := make(chan struct{})
+	type result struct {
+		refused int
+		err     error
+	}
+	out := make(chan result, 1)
+	go func() {
+		refused := 0
+		for {
+			select {
+			case <-done:
+				out <- result{refused, nil}
+				return
+			default:
+			}
+			// Read before the call: the replica counts an epoch change
+			// after it stopped answering for the old one.
+			noticed := r.replica().Stats().EpochChanges >= changes
+			resp, err := r.client.CheckBatch(f.ctx, &consentv1.CheckBatchRequest{TenantId: "clio", Items: items})
+			switch {
+			case !noticed:
+			case err != nil && reasonOf(err) == apierror.ReasonReplicaBehind:
+				refused++
+			case err != nil:
+				out <- result{refused, err}
+				return
+			case resp.Revision >= undoneTo:
+				out <- result{refused, fmt.Errorf("after the epoch change the replica answered at revision %d, from the undone history", resp.Revision)}
+				return
+			}
+		}
+	}()
+	return func() (int, error) {
+		close(done)
+		r := <-out
+		return r.refused, r.err
+	}
+}
+
 // A writer restored from a backup reuses the revisions its replicas
 // already applied, for other changes. It finds its history behind what
 // it published and starts a new epoch; a replica that sees the epoch
@@ -140,6 +186,14 @@ func TestARestoredWriterStartsAnEpochItsReplicasFollow(t *testing.T) {
 	// revisions; it returns the writer's revision after it.
 	restored := func(seed uint64, undoneTo uint64, wantEpoch uint64) uint64 {
 		t.Helper()
+		stop := watchInBetween(f, r, items[:500], int64(wantEpoch), undoneTo)
+		defer func() {
+			refused, err := stop()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("restore %d: the replica refused %d calls between seeing the new epoch and serving it", wantEpoch, refused)
+		}()
 		f.restoreFrom(t, backups)
 		f.removeIndexSnapshot(t)
 		metrics := f.restart(t)
@@ -151,8 +205,8 @@ func TestARestoredWriterStartsAnEpochItsReplicasFollow(t *testing.T) {
 		}
 		f.write(t, rand.New(rand.NewPCG(seed, 2)), subjects[:80])
 		last := f.revision(t)
-		if last > undoneTo || last <= backedUp {
-			t.Fatalf("the new history ends at revision %d, want within (%d, %d]: revisions reused", last, backedUp, undoneTo)
+		if last >= undoneTo || last <= backedUp {
+			t.Fatalf("the new history ends at revision %d, want within (%d, %d): revisions reused", last, backedUp, undoneTo)
 		}
 		eventually.True(t, "the replica sees the new epoch", func() bool { return r.replica().Stats().EpochChanges == int64(wantEpoch) })
 		return last
