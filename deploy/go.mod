@@ -21,7 +21,7 @@ require (
 	github.com/lethe-privacy/lethe/services/registry v0.0.0-00010101000000-000000000000
 	github.com/lethe-privacy/lethe/services/retention v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats-server/v2 v2.15.2
-	github.com/nats-io/nats.go v1.55.0
+	github.com/nats-io/nats.go v1.56.0
 	go.etcd.io/bbolt v1.5.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12

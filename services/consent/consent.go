@@ -219,6 +219,16 @@ type Service struct {
 	// counts the changes committed since the last (replication.go).
 	snapshotMu           sync.Mutex
 	changesSinceSnapshot atomic.Int64
+	// epoch is the replication epoch the writer publishes in, settled in
+	// New before anything is staged (settleEpoch); indexAhead is why the
+	// index snapshot in the data folder was found ahead of the store, if
+	// it was (load). epochSnapshotDue is set when the shard has no
+	// snapshot of the epoch yet, epochSnapshotAt when New took it.
+	epoch            uint64
+	indexAhead       string
+	epochSnapshotDue bool
+	epochSnapshotAt  time.Time
+	epochsStarted    metric.Int64Counter
 }
 
 // New opens the consent service's store and loads its state into memory.
@@ -260,20 +270,19 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 	if err == nil {
 		err = s.openPublic()
 	}
-	if err == nil {
-		// Before the service serves or publishes: a restored store must
-		// not answer Check from state older than the stream's.
-		ctx, cancel := context.WithTimeout(context.Background(), recoveryTimeout)
-		err = s.recoverLimits(ctx)
-		cancel()
-	}
-	if err == nil && deps.JetStream != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), recoveryTimeout)
-		cfg := deps.Stream
-		if cfg.Name == "" {
-			cfg = broker.DefaultStreamConfig()
+	// Each step within recoveryTimeout, in this order: the replication
+	// stream exists before the epoch is settled from it; the epoch is
+	// settled before anything is staged (the catch-up stages the
+	// replication entries of what it recovers); the catch-up runs before
+	// the service serves or publishes (a restored store must not answer
+	// Check from state older than the stream's); and a new epoch's first
+	// snapshot is taken before Run publishes anything of it.
+	for _, step := range []func(context.Context) error{s.ensureReplication, s.settleEpoch, s.recoverLimits, s.openEpoch} {
+		if err != nil {
+			break
 		}
-		err = broker.EnsureConsentReplication(ctx, deps.JetStream, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), recoveryTimeout)
+		err = step(ctx)
 		cancel()
 	}
 	if err != nil {
@@ -286,6 +295,19 @@ func New(deps service.Deps, opts Options) (*Service, error) {
 		return nil, errors.Join(err, base.Close())
 	}
 	return s, nil
+}
+
+// ensureReplication provisions the replication stream and snapshot
+// bucket, on the platform stream's configuration.
+func (s *Service) ensureReplication(ctx context.Context) error {
+	if s.deps.JetStream == nil {
+		return nil
+	}
+	cfg := s.deps.Stream
+	if cfg.Name == "" {
+		cfg = broker.DefaultStreamConfig()
+	}
+	return broker.EnsureConsentReplication(ctx, s.deps.JetStream, cfg)
 }
 
 // recoveryTimeout bounds the catch-up at start. Thirty days of limit

@@ -3,7 +3,6 @@ package consent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
+	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 	"github.com/lethe-privacy/lethe/services/consent/internal/storage"
@@ -153,8 +153,14 @@ func (s *Service) refreshCountry(ctx context.Context, tenant string) error {
 		}
 		// Replicas judge the age of digital consent by it too. A country
 		// is not a change of the tenant's log (no revision): replicas
-		// apply the latest they read.
-		return s.replicateTx(tx, countryEntry(tenant, country), fmt.Sprintf("%s.%s.country.%d", s.opts.Shard, tenant, s.Clock.Now().UnixNano()))
+		// apply the latest they read. It carries the tenant's revision, for
+		// a restarted writer comparing its store with what it published
+		// (settleEpoch). A fresh id, as a heartbeat's: one made of the
+		// clock's reading gave two countries set at one reading (a stopped
+		// test clock) one id, and the duplicate window dropped the second.
+		e := countryEntry(tenant, country)
+		e.GetCountry().Revision = revisionTx(tx, tenant)
+		return s.replicateTx(tx, e, s.opts.Shard+"."+tenant+".country."+outbox.NewEventID())
 	})
 	if err != nil {
 		return errors.Join(errors.New("consent: storing the tenant's country"), err)

@@ -83,6 +83,9 @@ func (s *Service) load() error {
 			if why := snapshotAhead(covered, stored); why != "" {
 				s.Logger.Warn("consent: the index snapshot is ahead of the store (restored from a backup?); reading every record", "reason", why)
 				ix = nil
+				// The replicas may hold those changes too: a new
+				// replication epoch (settleEpoch).
+				s.indexAhead = why
 				// Removed before anything new commits: the store's
 				// revisions will pass the snapshot's with other changes,
 				// and a later start must not mistake it for their state.

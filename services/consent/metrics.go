@@ -7,7 +7,8 @@ import (
 )
 
 // registerMetrics creates the consent service's instruments: how many
-// limit events the catch-up after a restore re-applied (recovery.go),
+// limit events the catch-up after a restore re-applied (recovery.go), how
+// many replication epochs it started (replication.go),
 // whether a gap stands that makes Check refuse to answer, and the public
 // endpoint's requests (public.go).
 func (s *Service) registerMetrics() error {
@@ -19,6 +20,11 @@ func (s *Service) registerMetrics() error {
 	}
 	s.publicRequests, err = s.Meter.Int64Counter("lethe.public.requests",
 		metric.WithDescription("Requests to the public consent endpoint, by route and HTTP status code."))
+	if err != nil {
+		return err
+	}
+	s.epochsStarted, err = s.Meter.Int64Counter("lethe.consent.replication.epochs_started",
+		metric.WithDescription("Replication epochs the consent writer started because its store's history was behind what it had published (restored from a backup); its replicas restore the new epoch's first snapshot."))
 	if err != nil {
 		return err
 	}

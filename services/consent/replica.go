@@ -30,7 +30,19 @@ package consent
 //
 // A newer snapshot is restored beside the state that serves, followed up
 // to the stream's tail, and only then swapped in, so that no Check sees a
-// revision go back.
+// revision go back within an epoch.
+//
+// Every entry carries its writer's epoch (replication.go), which a writer
+// restored from a backup raises before it reuses revisions. A state
+// applies only the entries of its snapshot's epoch. It skips those of an
+// earlier epoch (staged in a restored writer's outbox, published after
+// the restore). On an entry or heartbeat of a later epoch it stops
+// answering for every tenant of the shard (REPLICA_BEHIND: what it holds
+// may include changes the writer no longer has, under revision numbers the
+// writer gives to others) and the same path as above restores the newest
+// snapshot of that epoch, which the writer took before it published
+// anything of it, follows it to the tail and swaps it in. Revisions then
+// go back: a consistency token of the old epoch means nothing in the new.
 
 import (
 	"bufio"
@@ -50,14 +62,12 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protodelim"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/clock"
-	"github.com/lethe-privacy/lethe/platform/outbox"
 	"github.com/lethe-privacy/lethe/platform/server"
 	"github.com/lethe-privacy/lethe/platform/service"
 	"github.com/lethe-privacy/lethe/platform/shardrouter"
@@ -120,7 +130,9 @@ type Replica struct {
 	cancel context.CancelFunc
 
 	// Counters, for metrics and tests.
-	applied, skipped, poison, restores atomic.Int64
+	applied, skipped, poison, restores, failedRestores, epochChanges atomic.Int64
+	// healNow asks Run to heal at once rather than at its next tick.
+	healNow chan struct{}
 	// lastAt is the writer's time (unix nanoseconds) of the newest entry
 	// or heartbeat applied with nothing held before it.
 	lastAt atomic.Int64
@@ -135,8 +147,11 @@ type replicaState struct {
 	index   *decision.Index
 	notices notices
 	revs    *appliedRevisions
-	// seq is the snapshot's stream sequence.
-	seq uint64
+	// seq is the snapshot's stream sequence, epoch its writer's epoch.
+	seq, epoch uint64
+	// superseded is the latest later epoch seen on the stream; 0 while
+	// none was. Once set the state serves no answer and applies nothing.
+	superseded atomic.Uint64
 	// unsure maps a tenant whose answers refuse to the stream sequence a
 	// snapshot must reach to restore it (0: any newer snapshot).
 	unsure sync.Map
@@ -179,7 +194,8 @@ func NewReplica(deps service.Deps, opts ReplicaOptions) (*Replica, error) {
 	if err := os.MkdirAll(deps.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	r := &Replica{opts: opts, dataDir: deps.DataDir, js: deps.JetStream, clock: deps.Clock, logger: deps.Logger, watchers: newHub()}
+	r := &Replica{opts: opts, dataDir: deps.DataDir, js: deps.JetStream, clock: deps.Clock, logger: deps.Logger, watchers: newHub(),
+		healNow: make(chan struct{}, 1)}
 	if r.clock == nil {
 		r.clock = clock.Real{}
 	}
@@ -197,7 +213,7 @@ func NewReplica(deps service.Deps, opts ReplicaOptions) (*Replica, error) {
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	ctx, cancel := context.WithTimeout(r.ctx, opts.StartTimeout)
 	defer cancel()
-	st, err := r.restore(ctx, true, 0)
+	st, err := r.restore(ctx, true, 0, 0)
 	if err == nil {
 		// Stored before the catch-up, so that it keeps the lag and tells
 		// watchers: nothing is served before New returns.
@@ -248,8 +264,9 @@ func readOnly(method string) error {
 		fmt.Sprintf("%s: this is a read replica of consent, serving Check, CheckBatch and Watch; send it to the writer", method))
 }
 
-// Run checks every second whether an unsure tenant waits for a newer
-// snapshot, and restores it, until ctx ends.
+// Run checks every second, and at once when the follower saw a later
+// epoch, whether the state waits for a newer snapshot, and restores it,
+// until ctx ends.
 func (r *Replica) Run(ctx context.Context) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -259,8 +276,10 @@ func (r *Replica) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-r.healNow:
 		}
 		if err := r.heal(ctx); err != nil && ctx.Err() == nil {
+			r.failedRestores.Add(1)
 			r.logger.Warn("consent replica: restoring a newer snapshot failed", "error", err)
 		}
 	}
@@ -283,13 +302,20 @@ type ReplicaStats struct {
 	Applied, Skipped int64
 	// Poison is the entries it could not decode.
 	Poison int64
-	// Restores is the newer snapshots restored while running.
-	Restores int64
+	// Restores is the newer snapshots restored while running, and
+	// FailedRestores the looks for one that found none fit (or failed).
+	Restores, FailedRestores int64
+	// EpochChanges is how often the state served saw a later epoch of
+	// its writer (restored from a backup) and stopped answering.
+	EpochChanges int64
+	// Epoch is the writer's epoch of the state served.
+	Epoch uint64
 }
 
 // Stats returns what the replica did since it started.
 func (r *Replica) Stats() ReplicaStats {
-	return ReplicaStats{Applied: r.applied.Load(), Skipped: r.skipped.Load(), Poison: r.poison.Load(), Restores: r.restores.Load()}
+	return ReplicaStats{Applied: r.applied.Load(), Skipped: r.skipped.Load(), Poison: r.poison.Load(), Restores: r.restores.Load(),
+		FailedRestores: r.failedRestores.Load(), EpochChanges: r.epochChanges.Load(), Epoch: r.st.Load().epoch}
 }
 
 // Revision returns the tenant's revision the replica serves.
@@ -330,12 +356,18 @@ func (r *Replica) registerMetrics() error {
 	if err != nil {
 		return err
 	}
+	epochs, err := r.meter.Int64ObservableCounter("lethe.consent.replica.epoch_changes",
+		metric.WithDescription("Times the consent replica saw a later epoch of its writer (a writer restored from a backup) and answered REPLICA_BEHIND until it restored the new epoch's snapshot."))
+	if err != nil {
+		return err
+	}
 	r.metrics, err = r.meter.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
 		obs.ObserveFloat64(lag, r.Lag().Seconds())
 		obs.ObserveInt64(behindGauge, r.behind())
 		obs.ObserveInt64(applied, r.applied.Load())
+		obs.ObserveInt64(epochs, r.epochChanges.Load())
 		return nil
-	}, lag, behindGauge, applied)
+	}, lag, behindGauge, applied, epochs)
 	return err
 }
 
@@ -354,8 +386,8 @@ func (r *Replica) behind() int64 {
 
 // restore builds a state from a snapshot: the local copy when preferLocal
 // and the stream still holds every entry after it, else the bucket's
-// newest, which must be after minSeq.
-func (r *Replica) restore(ctx context.Context, preferLocal bool, minSeq uint64) (*replicaState, error) {
+// newest, which must reach minSeq and be of minEpoch or later.
+func (r *Replica) restore(ctx context.Context, preferLocal bool, minSeq, minEpoch uint64) (*replicaState, error) {
 	stream, err := r.js.Stream(ctx, broker.ConsentStateStreamName)
 	if err != nil {
 		return nil, err
@@ -399,6 +431,9 @@ func (r *Replica) restore(ctx context.Context, preferLocal bool, minSeq uint64) 
 	}
 	if minSeq > 0 && st.seq < minSeq {
 		return nil, fmt.Errorf("consent replica: the newest snapshot %s does not reach stream sequence %d", name, minSeq)
+	}
+	if st.epoch < minEpoch {
+		return nil, fmt.Errorf("consent replica: the newest snapshot %s is of epoch %d, not yet %d", name, st.epoch, minEpoch)
 	}
 	if st.seq+1 < info.State.FirstSeq {
 		return nil, fmt.Errorf("consent replica: snapshot %s ends at stream sequence %d, the stream starts at %d: entries are lost between them",
@@ -445,7 +480,7 @@ func (r *Replica) load(path string) (*replicaState, error) {
 	if h.Shard != r.opts.Shard {
 		return nil, fmt.Errorf("snapshot of shard %q, not %q", h.Shard, r.opts.Shard)
 	}
-	st := &replicaState{index: decision.NewIndex(), revs: newAppliedRevisions(), seq: h.StreamSequence,
+	st := &replicaState{index: decision.NewIndex(), revs: newAppliedRevisions(), seq: h.StreamSequence, epoch: h.Epoch,
 		recent: newRecentChanges(r.opts.RecentChanges), held: map[string]map[uint64]*consentv1.ReplicationEntry{},
 		heldSince: map[string]time.Time{}, caughtUp: make(chan struct{})}
 	revisions, err := st.index.ReadSnapshot(in)
@@ -525,20 +560,16 @@ func (r *Replica) follow(st *replicaState, it jetstream.MessagesContext) {
 }
 
 // handleMsg applies the entries of one message of the stream at sequence
-// seq: the writer's outbox relay sends the entries that follow one another
-// on one tenant's NATS subject as one batch (outbox.HeaderBatch).
+// seq (one, or a batch: decodeEntries).
 func (r *Replica) handleMsg(st *replicaState, msg jetstream.Msg, seq uint64) {
-	if msg.Headers().Get(outbox.HeaderBatch) == "" {
-		r.handle(st, msg.Subject(), msg.Data(), seq)
-		return
-	}
-	parts, err := outbox.SplitBatch(msg.Data())
+	token := tokenOf(msg.Subject())
+	entries, err := decodeEntries(msg.Headers(), msg.Data())
 	if err != nil {
-		r.poisoned(st, tokenOf(msg.Subject()), seq, err)
+		r.poisoned(st, token, seq, err)
 		return
 	}
-	for _, data := range parts {
-		r.handle(st, msg.Subject(), data, seq)
+	for _, e := range entries {
+		r.handle(st, token, e, seq)
 	}
 }
 
@@ -558,20 +589,23 @@ func (r *Replica) poisoned(st *replicaState, token string, seq uint64, err error
 		"tenant", token, "stream_sequence", seq, "error", err)
 }
 
-// handle applies one entry of the stream's message at sequence seq.
-func (r *Replica) handle(st *replicaState, natsSubject string, data []byte, seq uint64) {
-	token := tokenOf(natsSubject)
-	e := &consentv1.ReplicationEntry{}
-	err := proto.Unmarshal(data, e)
+// handle applies one entry, on the NATS subject of token, of the stream's
+// message at sequence seq.
+func (r *Replica) handle(st *replicaState, token string, e *consentv1.ReplicationEntry, seq uint64) {
+	if e.Epoch != st.epoch || st.superseded.Load() != 0 {
+		r.otherEpoch(st, e, seq)
+		return
+	}
+	var err error
 	switch {
-	case err == nil && token == heartbeatToken && e.GetHeartbeat() != nil:
+	case token == heartbeatToken && e.GetHeartbeat() != nil:
 		if st.nothingHeld() && st == r.st.Load() {
 			r.lastAt.Store(e.GetHeartbeat().AsTime().UnixNano())
 		}
 		return
-	case err == nil && e.TenantId != token:
+	case e.TenantId != token:
 		err = fmt.Errorf("entry of tenant %q on the NATS subject of %q", e.TenantId, token)
-	case err == nil && e.Change == nil && e.GetCountry() == nil:
+	case e.Change == nil && e.GetCountry() == nil:
 		err = errors.New("an entry without a change")
 	}
 	if err != nil {
@@ -583,6 +617,31 @@ func (r *Replica) handle(st *replicaState, natsSubject string, data []byte, seq 
 		return
 	}
 	r.offer(st, e)
+}
+
+// otherEpoch handles an entry of another epoch than the state's, or any
+// entry once the state saw a later epoch. One of an earlier epoch is
+// skipped: the state's snapshot holds everything of it that counts. One
+// of a later epoch supersedes the state: from here on it answers nothing
+// and applies nothing, and Run restores the newest snapshot of the later
+// epoch (heal).
+func (r *Replica) otherEpoch(st *replicaState, e *consentv1.ReplicationEntry, seq uint64) {
+	if e.Epoch < st.epoch {
+		r.skipped.Add(1)
+		return
+	}
+	if e.Epoch <= st.superseded.Load() || e.Epoch == st.epoch {
+		return
+	}
+	if st.superseded.Swap(e.Epoch) == 0 {
+		r.epochChanges.Add(1)
+		r.logger.Warn("consent replica: the writer started a new replication epoch (its store was restored from a backup?); answering REPLICA_BEHIND for every tenant of the shard until the new epoch's snapshot is restored",
+			"epoch", st.epoch, "new_epoch", e.Epoch, "stream_sequence", seq)
+	}
+	select {
+	case r.healNow <- struct{}{}:
+	default:
+	}
 }
 
 // offer applies an entry in its tenant's revision order.
@@ -639,8 +698,9 @@ func (st *replicaState) nothingHeld() bool {
 }
 
 // heal marks the tenants whose gap outlasted GapBound unsure and, while
-// any tenant is unsure, restores the bucket's newest snapshot when it is
-// newer than the state's and reaches past every poison entry.
+// any tenant is unsure or the state was superseded by a later epoch,
+// restores the bucket's newest snapshot when it is newer than the state's
+// and reaches past every poison entry, or is of the later epoch.
 func (r *Replica) heal(ctx context.Context) error {
 	st := r.st.Load()
 	now := r.clock.Now()
@@ -654,16 +714,20 @@ func (r *Replica) heal(ctx context.Context) error {
 		}
 	}
 	st.mu.Unlock()
-	need, found := st.seq+1, false
+	// An unsure tenant needs a snapshot newer than the state's, and past
+	// its problem; a later epoch, a snapshot of it (of any sequence: the
+	// first one of an epoch may be at the state's own).
+	epoch := st.superseded.Load()
+	need, found := uint64(0), epoch > 0
 	st.unsure.Range(func(_, v any) bool {
 		found = true
-		need = max(need, v.(uint64))
+		need = max(need, st.seq+1, v.(uint64))
 		return true
 	})
 	if !found {
 		return nil
 	}
-	next, err := r.restore(ctx, false, need)
+	next, err := r.restore(ctx, false, need, epoch)
 	if err != nil {
 		return err
 	}
@@ -679,6 +743,12 @@ func (r *Replica) heal(ctx context.Context) error {
 
 // refusal refuses the answers of a tenant the state cannot vouch for.
 func (st *replicaState) refusal(tenant string) error {
+	if later := st.superseded.Load(); later != 0 {
+		return apierror.FailedPrecondition(apierror.ReasonReplicaBehind, fmt.Sprintf(
+			"the writer started replication epoch %d (its store was restored from a backup) and this replica holds epoch %d, whose revisions the writer now gives to other changes: it answers for tenant %q again once it restored the new epoch's snapshot; ask the writer",
+			later, st.epoch, tenant)).
+			WithMetadata(map[string]string{"revision": fmt.Sprint(st.revs.get(tenant))})
+	}
 	if _, ok := st.unsure.Load(tenant); ok {
 		return apierror.FailedPrecondition(apierror.ReasonReplicaBehind, fmt.Sprintf(
 			"this replica cannot vouch for tenant %q's state (a lost or undecodable entry) until it restores a newer snapshot: ask the writer", tenant)).

@@ -10,9 +10,17 @@ package consent
 // commit together, and the relay publishes the entry on the replication
 // stream (broker.ConsentStateStreamName), NATS subject
 // lethe-replication.consent.<shard>.<tenant>, with Nats-Msg-Id
-// "<shard>.<tenant>.<revision>" so that a re-publication is dropped. The
-// writer applies its own entries to its index with the same function as
-// a replica (applyEntry): one meaning of an entry, not two.
+// "<shard>.<epoch>.<tenant>.<revision>" so that a re-publication is
+// dropped. The writer applies its own entries to its index with the same
+// function as a replica (applyEntry): one meaning of an entry, not two.
+//
+// Every entry and snapshot carries the writer's epoch. A store restored
+// from a backup restarts each tenant's revisions from the backup's, and
+// the numbers replicas already applied would name other changes; at start
+// the writer compares its store with what it published (settleEpoch) and,
+// finding it behind, starts the next epoch before it stages anything.
+// Replicas drop the state of an older epoch and restore the new one's
+// first snapshot (replica.go).
 //
 // Periodically (Options.SnapshotEvery, or after SnapshotAfter changes) the
 // writer writes a snapshot of its decision state to the object store
@@ -28,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,6 +45,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/encoding/protodelim"
@@ -140,12 +150,13 @@ func applyEntry(ix *decision.Index, n *notices, e *consentv1.ReplicationEntry, n
 }
 
 // replicateTx stages an entry on the replication stream in the caller's
-// transaction. A writer without NATS (a test of the store alone) has no
-// replicas and stages nothing.
+// transaction, in the writer's epoch. A writer without NATS (a test of
+// the store alone) has no replicas and stages nothing.
 func (s *Service) replicateTx(tx *bolt.Tx, e *consentv1.ReplicationEntry, msgID string) error {
 	if s.deps.NATS == nil {
 		return nil
 	}
+	e.Epoch = s.epoch
 	payload, err := proto.Marshal(e)
 	if err != nil {
 		return err
@@ -157,9 +168,11 @@ func (s *Service) replicateTx(tx *bolt.Tx, e *consentv1.ReplicationEntry, msgID 
 	return s.Outbox.AddMessageTx(tx, broker.ConsentStateSubject(s.opts.Shard, token), msgID, payload)
 }
 
-// changeMsgID is the Nats-Msg-Id of a change's entry.
+// changeMsgID is the Nats-Msg-Id of a change's entry. The epoch is in it
+// because a restored writer reuses revisions: JetStream's duplicate window
+// would drop a new change as a re-publication of the old one it replaces.
 func (s *Service) changeMsgID(tenant string, rev uint64) string {
-	return fmt.Sprintf("%s.%s.%d", s.opts.Shard, tenant, rev)
+	return fmt.Sprintf("%s.%d.%s.%d", s.opts.Shard, s.epoch, tenant, rev)
 }
 
 // heartbeat commits a heartbeat entry: a replica that applied it has
@@ -184,7 +197,8 @@ func (s *Service) runReplication(ctx context.Context) error {
 	}
 	beat := time.NewTicker(s.opts.HeartbeatEvery)
 	defer beat.Stop()
-	var last time.Time
+	// A snapshot taken in New (a new epoch's first) is this start's.
+	last := s.epochSnapshotAt
 	for {
 		if due := s.changesSinceSnapshot.Load() >= int64(s.opts.ReplicaSnapshotAfter) || last.IsZero() ||
 			s.Clock.Now().Sub(last) >= s.opts.ReplicaSnapshotEvery; due {
@@ -263,7 +277,7 @@ func (s *Service) Snapshot(ctx context.Context) (SnapshotInfo, error) {
 	}
 	defer cut.Close()
 	w := bufio.NewWriterSize(f, 1<<20)
-	h := &consentv1.ReplicationSnapshot{Shard: s.opts.Shard, StreamSequence: seq, TakenAt: timestamppb.New(s.Clock.Now())}
+	h := &consentv1.ReplicationSnapshot{Shard: s.opts.Shard, StreamSequence: seq, TakenAt: timestamppb.New(s.Clock.Now()), Epoch: s.epoch}
 	if _, err := protodelim.MarshalTo(w, h); err != nil {
 		return SnapshotInfo{}, err
 	}
@@ -476,4 +490,247 @@ func answerAt(ctx context.Context, revs *appliedRevisions, tenant string, min ui
 // snapshot it restored.
 func snapshotPath(dataDir, shard string) string {
 	return filepath.Join(dataDir, "consent-replica-"+shard+".snapshot")
+}
+
+// Epochs.
+//
+// A consent store restored from a backup restarts each tenant's revisions
+// from the backup's, and the catch-up (recovery.go) and new changes reuse
+// numbers that replicas applied already, for other changes: a replica
+// would skip them as re-publications (rev <= applied) and answer from
+// changes the writer no longer holds. So the writer checks at every start,
+// before it stages anything, whether its store's history went back behind
+// what the shard published, and if it did starts a new epoch: the highest
+// epoch it knows plus one, recorded in the store. Entries, snapshots and
+// the entries' Nats-Msg-Id carry the epoch; the new epoch's first
+// snapshot is taken before anything of it is published (openEpoch), and a
+// replica that sees a later epoch than its state's restores it
+// (replica.go). A counter rather than a random id: a replica then knows
+// which of two epochs is the later, and skips the entries of an earlier
+// one (staged in a restored outbox and published after the restore)
+// instead of resetting on them. A second restore of the same backup reads
+// the first restore's epoch from the stream or the bucket and starts the
+// one after it.
+
+// published is what a shard's writer published, as a starting writer reads
+// it back from the replication stream and the snapshot bucket.
+type published struct {
+	// any is set when the stream or the bucket holds anything of the
+	// shard.
+	any bool
+	// epoch is the latest epoch of the shard's newest snapshot and of the
+	// newest message on each of the shard's NATS subjects.
+	epoch uint64
+	// snapshotEpoch is the epoch of the shard's newest snapshot; 0 when
+	// there is none.
+	snapshotEpoch uint64
+	// revisions is, per tenant, the highest revision of epoch in the
+	// newest message on the tenant's NATS subject.
+	revisions map[string]uint64
+	// unreached says why the stream cannot show every entry published
+	// since the store was last known complete; "" when it can.
+	unreached string
+}
+
+// settleEpoch decides the epoch the writer publishes in. The store's epoch
+// goes on unless its history is behind what the shard published:
+//   - the index snapshot in the data folder covers changes the store lacks
+//     (load found it ahead);
+//   - the shard published a later epoch than the store's (the same backup
+//     restored a second time);
+//   - a tenant's newest entry of the store's epoch on the stream has a
+//     revision the store has not reached;
+//   - or the stream no longer holds every entry published since the store
+//     was last known complete (alive_at, recovery.go), so that the check
+//     before cannot be made: the writer cannot vouch for its history, and
+//     a needless epoch costs the replicas a restore, never an answer.
+func (s *Service) settleEpoch(ctx context.Context) error {
+	var stored map[string]uint64
+	var aliveAt time.Time
+	var known bool
+	err := s.DB.View(func(tx *bolt.Tx) error {
+		s.epoch = storage.EpochTx(tx)
+		aliveAt, known = storage.AliveAtTx(tx)
+		stored = map[string]uint64{}
+		return storage.Each(tx, storage.BucketRevisions, nil, func(k, v []byte) error {
+			stored[string(k)] = store.KeyUint64(v)
+			return nil
+		})
+	})
+	if err != nil || s.deps.JetStream == nil {
+		return err
+	}
+	var from time.Time
+	if known {
+		from = aliveAt.Add(-s.opts.RecoveryMargin)
+	}
+	started := time.Now()
+	pub, err := s.readPublished(ctx, from)
+	if err != nil {
+		return fmt.Errorf("consent: reading back what shard %s published: %w", s.opts.Shard, err)
+	}
+	why := s.indexAhead
+	if why == "" && pub.any {
+		why = behindPublished(s.epoch, stored, pub)
+	}
+	s.epochSnapshotDue = s.epoch != pub.snapshotEpoch
+	if why == "" {
+		s.Logger.Info("consent: the store's history continues what the shard published; same replication epoch",
+			"epoch", s.epoch, "tenants_published", len(pub.revisions), "took", time.Since(started))
+		return nil
+	}
+	old, next := s.epoch, max(s.epoch, pub.epoch)+1
+	if err := s.DB.Update(func(tx *bolt.Tx) error { return storage.PutEpochTx(tx, next) }); err != nil {
+		return err
+	}
+	s.epoch, s.epochSnapshotDue = next, true
+	s.epochsStarted.Add(ctx, 1)
+	s.Logger.Warn("consent: the store's history is behind what the shard already published (restored from a backup?): starting a new replication epoch; replicas answer REPLICA_BEHIND until they restored its first snapshot",
+		"reason", why, "epoch", old, "new_epoch", next, "took", time.Since(started))
+	return nil
+}
+
+// behindPublished says why a store of the given epoch and revisions is
+// behind what was published, or "" when it is not.
+func behindPublished(epoch uint64, stored map[string]uint64, pub published) string {
+	switch {
+	case pub.epoch > epoch:
+		return fmt.Sprintf("the shard published epoch %d, the store's history is of epoch %d", pub.epoch, epoch)
+	case pub.epoch < epoch:
+		// The store started an epoch whose first snapshot a failed start
+		// never took: nothing of it was published, and it goes on.
+		return ""
+	case pub.unreached != "":
+		return pub.unreached
+	}
+	for _, tenant := range slices.Sorted(maps.Keys(pub.revisions)) {
+		if rev := pub.revisions[tenant]; stored[tenant] < rev {
+			return fmt.Sprintf("tenant %q: the store is at revision %d, revision %d was published", tenant, stored[tenant], rev)
+		}
+	}
+	return ""
+}
+
+// readPublished reads back the epoch of the shard's newest snapshot, and
+// the newest message on each of the shard's NATS subjects (a tenant's, or
+// the heartbeats'): one request per tenant of the shard, at start. A
+// tenant quiet for longer than the stream keeps entries has none; from is
+// when the store was last known complete (zero: never), and unreached is
+// set when the stream may have dropped entries published since.
+func (s *Service) readPublished(ctx context.Context, from time.Time) (published, error) {
+	js := s.deps.JetStream
+	pub := published{revisions: map[string]uint64{}}
+	obs, err := js.ObjectStore(ctx, broker.ConsentSnapshotBucket)
+	if err != nil {
+		return pub, err
+	}
+	names, err := shardSnapshots(ctx, obs, s.opts.Shard)
+	if err != nil {
+		return pub, err
+	}
+	if len(names) > 0 {
+		h, err := snapshotHeader(ctx, obs, names[len(names)-1])
+		if err != nil {
+			return pub, err
+		}
+		pub.any, pub.epoch, pub.snapshotEpoch = true, h.Epoch, h.Epoch
+	}
+	stream, err := js.Stream(ctx, broker.ConsentStateStreamName)
+	if err != nil {
+		return pub, err
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(broker.ConsentStateFilter(s.opts.Shard)))
+	if err != nil {
+		return pub, err
+	}
+	var newest []*consentv1.ReplicationEntry
+	for natsSubject := range info.State.Subjects {
+		msg, err := stream.GetLastMsgForSubject(ctx, natsSubject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // dropped since (its age)
+		}
+		if err != nil {
+			return pub, err
+		}
+		entries, err := decodeEntries(msg.Header, msg.Data)
+		if err != nil {
+			// An undecodable message tells nothing; replicas isolate it.
+			s.Logger.Warn("consent: an undecodable message on the replication stream", "nats_subject", natsSubject, "stream_sequence", msg.Sequence, "error", err)
+			continue
+		}
+		pub.any = true
+		for _, e := range entries {
+			pub.epoch = max(pub.epoch, e.Epoch)
+		}
+		newest = append(newest, entries...)
+	}
+	for _, e := range newest {
+		if e.Epoch == pub.epoch && e.TenantId != "" {
+			pub.revisions[e.TenantId] = max(pub.revisions[e.TenantId], max(e.GetChange().GetRevision(), e.GetCountry().GetRevision()))
+		}
+	}
+	if until, ok := reaches(info, from, s.opts.RecoveryMargin, time.Now()); !ok {
+		pub.unreached = fmt.Sprintf("the replication stream no longer holds every entry published since the store was last known complete (%s): it dropped entries up to %s",
+			describeTime(from), until.Format(time.RFC3339))
+	}
+	return pub, nil
+}
+
+// describeTime is t in RFC 3339, or "never" for the zero time.
+func describeTime(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.Format(time.RFC3339)
+}
+
+// snapshotHeader reads the header of a snapshot in the bucket, and no
+// more of it.
+func snapshotHeader(ctx context.Context, obs jetstream.ObjectStore, name string) (*consentv1.ReplicationSnapshot, error) {
+	res, err := obs.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = res.Close() }()
+	h := &consentv1.ReplicationSnapshot{}
+	if err := protodelim.UnmarshalFrom(bufio.NewReader(res), h); err != nil {
+		return nil, fmt.Errorf("snapshot %s: header: %w", name, err)
+	}
+	return h, nil
+}
+
+// decodeEntries decodes the entries of one message of the replication
+// stream: the writer's outbox relay sends the entries that follow one
+// another on one tenant's NATS subject as one batch (outbox.HeaderBatch).
+func decodeEntries(h nats.Header, data []byte) ([]*consentv1.ReplicationEntry, error) {
+	parts := [][]byte{data}
+	if h.Get(outbox.HeaderBatch) != "" {
+		var err error
+		if parts, err = outbox.SplitBatch(data); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]*consentv1.ReplicationEntry, len(parts))
+	for i, p := range parts {
+		out[i] = &consentv1.ReplicationEntry{}
+		if err := proto.Unmarshal(p, out[i]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// openEpoch takes the first snapshot of an epoch the shard has none of,
+// before Run's relay publishes anything of it, so that a replica that sees
+// the epoch finds a cut of it to restore; and commits a heartbeat, so that
+// replicas see the epoch without waiting for a change.
+func (s *Service) openEpoch(ctx context.Context) error {
+	if !s.epochSnapshotDue || s.deps.JetStream == nil {
+		return nil
+	}
+	if _, err := s.Snapshot(ctx); err != nil {
+		return fmt.Errorf("consent: the first snapshot of replication epoch %d: %w", s.epoch, err)
+	}
+	s.epochSnapshotAt = s.Clock.Now()
+	return s.heartbeat()
 }

@@ -26,17 +26,8 @@ import (
 // the server's answer with a timeout of its own and is not stopped by
 // Shutdown; a test that ends within that wait leaves it running. It
 // belongs to nats-server and ends by itself.
-//
-// An object store Put (the consent writer's replication snapshots)
-// publishes through a JetStream context of its own, whose first
-// asynchronous publish starts a goroutine that waits on the context's
-// connection-status channel, and removes that channel when it returns: a
-// Put that returns before the goroutine read the channel leaves it
-// waiting on a nil channel for good (nats.go v1.55.0,
-// jetstream.(*jetStream).cleanupReplySub). It holds nothing but itself.
 var LeakOptions = []goleak.Option{
 	goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*stream).trySetupSourceConsumer.func3"),
-	goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"),
 }
 
 // Start runs an embedded server on 127.0.0.1 with a random port and a fresh

@@ -54,7 +54,8 @@ var (
 	BucketWebSettings = store.Bucket("consent.web_settings")
 	// BucketRecovery keeps what catch-up after a restore needs: when the
 	// service last knew its file complete (keyAliveAt) and, while limits
-	// may be lost beyond the stream's reach, the gap (keyGap).
+	// may be lost beyond the stream's reach, the gap (keyGap); and the
+	// replication epoch the file's history belongs to (keyEpoch).
 	BucketRecovery = store.Bucket("consent.recovery")
 )
 
@@ -62,6 +63,7 @@ var (
 var (
 	keyAliveAt = []byte("alive_at")
 	keyGap     = []byte("gap")
+	keyEpoch   = []byte("epoch")
 )
 
 // Schema is the layout of consent.db.
@@ -195,6 +197,22 @@ func AliveAtTx(tx *bolt.Tx) (time.Time, bool) {
 // had published.
 func PutAliveAtTx(tx *bolt.Tx, t time.Time) error {
 	return store.BucketTx(tx, BucketRecovery).Put(keyAliveAt, store.TimeKey(t))
+}
+
+// EpochTx returns the replication epoch the file's history belongs to; 0
+// for a file that never started one (its history was never found behind
+// what it had published).
+func EpochTx(tx *bolt.Tx) uint64 {
+	if v := store.BucketTx(tx, BucketRecovery).Get(keyEpoch); len(v) == 8 {
+		return store.KeyUint64(v)
+	}
+	return 0
+}
+
+// PutEpochTx records the replication epoch the file's history belongs to
+// from now on.
+func PutEpochTx(tx *bolt.Tx, epoch uint64) error {
+	return store.BucketTx(tx, BucketRecovery).Put(keyEpoch, store.Uint64Key(epoch))
 }
 
 // Gap is a span of time in which limits the service published may be

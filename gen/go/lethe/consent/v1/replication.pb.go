@@ -52,7 +52,17 @@ type ReplicationEntry struct {
 	//	*ReplicationEntry_Purpose
 	//	*ReplicationEntry_Country
 	//	*ReplicationEntry_Heartbeat
-	Body          isReplicationEntry_Body `protobuf_oneof:"body"`
+	Body isReplicationEntry_Body `protobuf_oneof:"body"`
+	// The writer's epoch: 0 from the store's first start on, raised by one
+	// each time the writer finds at start that its store's history went
+	// back behind what it had already published (the store was restored
+	// from a backup) and its revisions will be reused for other changes. A
+	// replica applies only the entries of its snapshot's epoch: it skips
+	// those of an earlier one (left in a restored outbox), and on seeing a
+	// later one refuses to answer until it restored that epoch's first
+	// snapshot, which the writer takes before it publishes anything else of
+	// the epoch. Revisions of different epochs are not comparable.
+	Epoch         uint64 `protobuf:"varint,10,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +179,13 @@ func (x *ReplicationEntry) GetHeartbeat() *timestamppb.Timestamp {
 		}
 	}
 	return nil
+}
+
+func (x *ReplicationEntry) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
 }
 
 type isReplicationEntry_Body interface {
@@ -372,7 +389,12 @@ func (x *ReplicatedRestriction) GetPurposeIds() []string {
 type TenantCountry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// ISO 3166-1 alpha-2; empty when the tenant has none.
-	Country       string `protobuf:"bytes,1,opt,name=country,proto3" json:"country,omitempty"`
+	Country string `protobuf:"bytes,1,opt,name=country,proto3" json:"country,omitempty"`
+	// The tenant's revision when the country was committed, so that the
+	// newest entry on the tenant's NATS subject tells its revision even when
+	// it is a country: a writer compares it with its store at start to find
+	// a history that went back. Unset in a snapshot's entries.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -414,6 +436,13 @@ func (x *TenantCountry) GetCountry() string {
 	return ""
 }
 
+func (x *TenantCountry) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // ReplicationSnapshot heads a snapshot of a writer's decision state in the
 // lethe-consent-snapshots object store bucket, length-prefixed. The state
 // follows in the decision index's own snapshot encoding (the one a writer
@@ -426,7 +455,10 @@ type ReplicationSnapshot struct {
 	// taken: a replica follows the stream from the next one.
 	StreamSequence uint64 `protobuf:"varint,2,opt,name=stream_sequence,json=streamSequence,proto3" json:"stream_sequence,omitempty"`
 	// When the snapshot was taken.
-	TakenAt       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=taken_at,json=takenAt,proto3" json:"taken_at,omitempty"`
+	TakenAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=taken_at,json=takenAt,proto3" json:"taken_at,omitempty"`
+	// The writer's epoch when the snapshot was taken (ReplicationEntry's
+	// epoch): a replica follows only the entries of this epoch after it.
+	Epoch         uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -482,11 +514,18 @@ func (x *ReplicationSnapshot) GetTakenAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ReplicationSnapshot) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 var File_lethe_consent_v1_replication_proto protoreflect.FileDescriptor
 
 const file_lethe_consent_v1_replication_proto_rawDesc = "" +
 	"\n" +
-	"\"lethe/consent/v1/replication.proto\x12\x10lethe.consent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elethe/consent/v1/consent.proto\x1a\x1clethe/events/v1/events.proto\"\xd3\x04\n" +
+	"\"lethe/consent/v1/replication.proto\x12\x10lethe.consent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elethe/consent/v1/consent.proto\x1a\x1clethe/events/v1/events.proto\"\xe9\x04\n" +
 	"\x10ReplicationEntry\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x120\n" +
 	"\x06change\x18\x02 \x01(\v2\x18.lethe.consent.v1.ChangeR\x06change\x12;\n" +
@@ -496,7 +535,9 @@ const file_lethe_consent_v1_replication_proto_rawDesc = "" +
 	"\x12restriction_lifted\x18\x06 \x01(\v2'.lethe.consent.v1.ReplicatedRestrictionH\x00R\x11restrictionLifted\x125\n" +
 	"\apurpose\x18\a \x01(\v2\x19.lethe.consent.v1.PurposeH\x00R\apurpose\x12;\n" +
 	"\acountry\x18\b \x01(\v2\x1f.lethe.consent.v1.TenantCountryH\x00R\acountry\x12:\n" +
-	"\theartbeat\x18\t \x01(\v2\x1a.google.protobuf.TimestampH\x00R\theartbeatB\x06\n" +
+	"\theartbeat\x18\t \x01(\v2\x1a.google.protobuf.TimestampH\x00R\theartbeat\x12\x14\n" +
+	"\x05epoch\x18\n" +
+	" \x01(\x04R\x05epochB\x06\n" +
 	"\x04body\"\xaf\x01\n" +
 	"\x13ReplicatedObjection\x12\x1d\n" +
 	"\n" +
@@ -510,13 +551,15 @@ const file_lethe_consent_v1_replication_proto_rawDesc = "" +
 	"subject_id\x18\x01 \x01(\tR\tsubjectId\x12%\n" +
 	"\x0erestriction_id\x18\x02 \x01(\tR\rrestrictionId\x12\x1f\n" +
 	"\vpurpose_ids\x18\x03 \x03(\tR\n" +
-	"purposeIds\")\n" +
+	"purposeIds\"E\n" +
 	"\rTenantCountry\x12\x18\n" +
-	"\acountry\x18\x01 \x01(\tR\acountry\"\x8b\x01\n" +
+	"\acountry\x18\x01 \x01(\tR\acountry\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xa1\x01\n" +
 	"\x13ReplicationSnapshot\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\tR\x05shard\x12'\n" +
 	"\x0fstream_sequence\x18\x02 \x01(\x04R\x0estreamSequence\x125\n" +
-	"\btaken_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\atakenAtB\xcc\x01\n" +
+	"\btaken_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\atakenAt\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epochB\xcc\x01\n" +
 	"\x14com.lethe.consent.v1B\x10ReplicationProtoP\x01Z@github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1;consentv1\xa2\x02\x03LCX\xaa\x02\x10Lethe.Consent.V1\xca\x02\x10Lethe\\Consent\\V1\xe2\x02\x1cLethe\\Consent\\V1\\GPBMetadata\xea\x02\x12Lethe::Consent::V1b\x06proto3"
 
 var (
