@@ -527,6 +527,10 @@ type published struct {
 	// revisions is, per tenant, the highest revision of epoch in the
 	// newest message on the tenant's NATS subject.
 	revisions map[string]uint64
+	// highest is, per tenant, the highest revision of any epoch in the
+	// newest message on the tenant's NATS subject: the highest a replica
+	// may have applied, as far as the stream still shows.
+	highest map[string]uint64
 	// unreached says why the stream cannot show every entry published
 	// since the store was last known complete; "" when it can.
 	unreached string
@@ -580,14 +584,48 @@ func (s *Service) settleEpoch(ctx context.Context) error {
 		return nil
 	}
 	old, next := s.epoch, max(s.epoch, pub.epoch)+1
-	if err := s.DB.Update(func(tx *bolt.Tx) error { return storage.PutEpochTx(tx, next) }); err != nil {
+	skips := skipsPast(stored, pub.highest)
+	if err := s.DB.Update(func(tx *bolt.Tx) error {
+		for tenant, rev := range skips {
+			if err := storage.SkipRevisionsTx(tx, tenant, rev); err != nil {
+				return err
+			}
+		}
+		return storage.PutEpochTx(tx, next)
+	}); err != nil {
 		return err
+	}
+	for tenant, rev := range skips {
+		s.applied.start(tenant, rev)
+		s.index.SetRevision(tenant, rev)
 	}
 	s.epoch, s.epochSnapshotDue = next, true
 	s.epochsStarted.Add(ctx, 1)
 	s.Logger.Warn("consent: the store's history is behind what the shard already published (restored from a backup?): starting a new replication epoch; replicas answer REPLICA_BEHIND until they restored its first snapshot",
-		"reason", why, "epoch", old, "new_epoch", next, "took", time.Since(started))
+		"reason", why, "epoch", old, "new_epoch", next, "tenants_skipping_revisions", len(skips), "took", time.Since(started))
 	return nil
+}
+
+// skipsPast returns, for each tenant whose store is behind the highest
+// revision published, the revision its new epoch starts from: one past
+// it. A restored store would otherwise number its next changes with
+// revisions that replicas and callers already hold for the undone ones,
+// and a consistency token would name two states: a replica still on the
+// old epoch, asked at least at a revision of the new, would answer from
+// the undone history. Past them, such a token is above anything the old
+// epoch reached, and the replica waits or refuses (REPLICA_BEHIND) until
+// it has the new epoch; a token of the old epoch is below the new one's
+// revisions and is answered from the restored state, the writer's.
+// Revisions the stream no longer shows (older than its retention) are
+// not skipped.
+func skipsPast(stored, highest map[string]uint64) map[string]uint64 {
+	skips := map[string]uint64{}
+	for tenant, h := range highest {
+		if h > stored[tenant] {
+			skips[tenant] = h + 1
+		}
+	}
+	return skips
 }
 
 // behindPublished says why a store of the given epoch and revisions is
@@ -619,7 +657,7 @@ func behindPublished(epoch uint64, stored map[string]uint64, pub published) stri
 // set when the stream may have dropped entries published since.
 func (s *Service) readPublished(ctx context.Context, from time.Time) (published, error) {
 	js := s.deps.JetStream
-	pub := published{revisions: map[string]uint64{}}
+	pub := published{revisions: map[string]uint64{}, highest: map[string]uint64{}}
 	obs, err := js.ObjectStore(ctx, broker.ConsentSnapshotBucket)
 	if err != nil {
 		return pub, err
@@ -665,8 +703,13 @@ func (s *Service) readPublished(ctx context.Context, from time.Time) (published,
 		newest = append(newest, entries...)
 	}
 	for _, e := range newest {
-		if e.Epoch == pub.epoch && e.TenantId != "" {
-			pub.revisions[e.TenantId] = max(pub.revisions[e.TenantId], max(e.GetChange().GetRevision(), e.GetCountry().GetRevision()))
+		if e.TenantId == "" {
+			continue
+		}
+		rev := max(e.GetChange().GetRevision(), e.GetCountry().GetRevision())
+		pub.highest[e.TenantId] = max(pub.highest[e.TenantId], rev)
+		if e.Epoch == pub.epoch {
+			pub.revisions[e.TenantId] = max(pub.revisions[e.TenantId], rev)
 		}
 	}
 	if until, ok := reaches(info, from, s.opts.RecoveryMargin, time.Now()); !ok {

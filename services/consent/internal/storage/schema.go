@@ -358,6 +358,14 @@ func AddChangeTx(tx *bolt.Tx, tenant string, c *consentv1.Change) (uint64, error
 	return rev, putProto(store.BucketTx(tx, BucketChanges), append(store.Key(tenant), store.Uint64Key(rev)...), c)
 }
 
+// SkipRevisionsTx moves a tenant's revision on to rev without a change:
+// the revisions between are never used. A writer starting a replication
+// epoch skips past every revision its shard published, so that no
+// revision names two states.
+func SkipRevisionsTx(tx *bolt.Tx, tenant string, rev uint64) error {
+	return store.BucketTx(tx, BucketRevisions).Put([]byte(tenant), store.Uint64Key(rev))
+}
+
 // ChangesTx returns up to limit changes of a tenant after revision after.
 func ChangesTx(tx *bolt.Tx, tenant string, after uint64, limit int) ([]*consentv1.Change, error) {
 	prefix := store.Key(tenant)

@@ -99,8 +99,8 @@ func converges(t *testing.T, f *fixture, r *replica, items []*consentv1.CheckBat
 // watchInBetween asks the replica for items over and over until the
 // returned stop is called. An answer asked for once the replica had seen
 // its writer's epoch change for the changes-th time must be a
-// REPLICA_BEHIND refusal or come from the new epoch, whose revisions stay
-// below undoneTo, which only the undone history reached. stop returns how
+// REPLICA_BEHIND refusal or come from the new epoch, whose revisions are
+// past undoneTo, which the undone history reached. stop returns how
 // often it was refused, and the first answer that broke the rule.
 func watchInBetween(f *fixture, r *replica, items []*consentv1.CheckBatchItem, changes int64, undoneTo uint64) (stop func() (int, error)) {
 	done := make(chan struct{})
@@ -129,7 +129,7 @@ func watchInBetween(f *fixture, r *replica, items []*consentv1.CheckBatchItem, c
 			case err != nil:
 				out <- result{refused, err}
 				return
-			case resp.Revision >= undoneTo:
+			case resp.Revision <= undoneTo:
 				out <- result{refused, fmt.Errorf("after the epoch change the replica answered at revision %d, from the undone history", resp.Revision)}
 				return
 			}
@@ -142,9 +142,11 @@ func watchInBetween(f *fixture, r *replica, items []*consentv1.CheckBatchItem, c
 	}
 }
 
-// A writer restored from a backup reuses the revisions its replicas
+// A writer restored from a backup would reuse the revisions its replicas
 // already applied, for other changes. It finds its history behind what
-// it published and starts a new epoch; a replica that sees the epoch
+// it published, starts a new epoch and skips past every revision
+// published, so that a token of the new epoch is never answered from the
+// undone history by a replica still on the old one; a replica that sees the epoch
 // answers REPLICA_BEHIND, never the undone history (a grant made after
 // the backup and lost with it must not be answered "allowed": Art. 7(1),
 // the controller must be able to show the consent), restores the new
@@ -162,7 +164,6 @@ func TestARestoredWriterStartsAnEpochItsReplicasFollow(t *testing.T) {
 	if err := f.svc.BackupNow(); err != nil {
 		t.Fatal(err)
 	}
-	backedUp := f.revision(t)
 	r := f.startReplica(t, consent.ReplicaOptions{RevisionWait: 20 * time.Millisecond})
 	items := epochItems(subjects)
 
@@ -182,9 +183,9 @@ func TestARestoredWriterStartsAnEpochItsReplicasFollow(t *testing.T) {
 	}
 	// restored puts the backup back, starts the writer on it and, at once
 	// (within JetStream's duplicate window of the entries published
-	// before), writes a history of its own that reuses the undone one's
+	// before), writes a history of its own after the undone one's
 	// revisions; it returns the writer's revision after it.
-	restored := func(seed uint64, undoneTo uint64, wantEpoch uint64) uint64 {
+	restored := func(seed uint64, undoneTo uint64, wantEpoch uint64, old []*consentv1.Decision) uint64 {
 		t.Helper()
 		stop := watchInBetween(f, r, items[:500], int64(wantEpoch), undoneTo)
 		defer func() {
@@ -200,13 +201,17 @@ func TestARestoredWriterStartsAnEpochItsReplicasFollow(t *testing.T) {
 		if n := metricValue(t, metrics, "lethe.consent.replication.epochs_started"); n != 1 {
 			t.Fatalf("the restored writer started %d epochs, want 1", n)
 		}
-		if got := f.revision(t); got >= undoneTo {
-			t.Fatalf("the restored writer is at revision %d, the undone history reached %d: the test must reuse revisions", got, undoneTo)
+		first := f.revision(t)
+		if first <= undoneTo {
+			t.Fatalf("the restored writer is at revision %d, the undone history reached %d: a token would name two states", first, undoneTo)
 		}
+		// A token of the new epoch, asked of a replica that may still
+		// hold the undone history: never answered from it.
+		converges(t, f, r, items, first, old)
 		f.write(t, rand.New(rand.NewPCG(seed, 2)), subjects[:80])
 		last := f.revision(t)
-		if last >= undoneTo || last <= backedUp {
-			t.Fatalf("the new history ends at revision %d, want within (%d, %d): revisions reused", last, backedUp, undoneTo)
+		if last <= first {
+			t.Fatalf("the new history ends at revision %d, not after the restored writer's %d", last, first)
 		}
 		eventually.True(t, "the replica sees the new epoch", func() bool { return r.replica().Stats().EpochChanges == int64(wantEpoch) })
 		return last
@@ -214,7 +219,7 @@ func TestARestoredWriterStartsAnEpochItsReplicasFollow(t *testing.T) {
 
 	old := undone(1)
 	undoneTo := f.revision(t)
-	last := restored(2, undoneTo, 1)
+	last := restored(2, undoneTo, 1, old)
 	refused := converges(t, f, r, items, last, old)
 	differ := 0
 	now, _ := answersOf(f.ctx, f.consent, items, 0)
@@ -235,7 +240,7 @@ func TestARestoredWriterStartsAnEpochItsReplicasFollow(t *testing.T) {
 	// The same backup again: its epoch is 0, the shard published 1.
 	old = undone(3)
 	undoneTo = f.revision(t)
-	last = restored(4, undoneTo, 2)
+	last = restored(4, undoneTo, 2, old)
 	converges(t, f, r, items, last, old)
 	if st := r.replica().Stats(); st.Epoch != 2 || st.Restores != 2 {
 		t.Fatalf("replica stats %+v: want epoch 2 after the second restore", st)
