@@ -102,6 +102,12 @@ const (
 	// "revision" is the revision it holds. Retry, or ask the writer
 	// (FailedPrecondition; consent).
 	ReasonReplicaBehind = "REPLICA_BEHIND"
+	// ReasonHistoryUndone: a Watch resumed after a revision whose change
+	// a restore of the consent writer from a backup undid; the ErrorInfo
+	// metadata "undone_after" and "undone_through" bound the undone
+	// revisions. Revert what came of those changes and watch again from
+	// "undone_after" (FailedPrecondition; consent).
+	ReasonHistoryUndone = "HISTORY_UNDONE"
 
 	// ReasonHoldReleased: the legal hold was released already
 	// (FailedPrecondition; retention).

@@ -590,6 +590,9 @@ func (s *Service) settleEpoch(ctx context.Context) error {
 			if err := storage.SkipRevisionsTx(tx, tenant, rev); err != nil {
 				return err
 			}
+			if err := storage.AddUndoneTx(tx, tenant, storage.Undone{After: stored[tenant], Through: rev - 1}); err != nil {
+				return err
+			}
 		}
 		return storage.PutEpochTx(tx, next)
 	}); err != nil {

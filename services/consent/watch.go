@@ -1,6 +1,7 @@
 package consent
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -113,6 +114,9 @@ func (s *Service) Watch(req *consentv1.WatchRequest, stream consentv1.ConsentSer
 	if err := s.tenants.Require(req.TenantId); err != nil {
 		return err
 	}
+	if err := s.resumable(req.TenantId, req.AfterRevision); err != nil {
+		return err
+	}
 	w := s.watchers.subscribe(req.TenantId)
 	defer s.watchers.unsubscribe(req.TenantId, w)
 
@@ -141,6 +145,31 @@ func (s *Service) Watch(req *consentv1.WatchRequest, stream consentv1.ConsentSer
 // sortBy sorts items by the string key returns.
 func sortBy[T any](items []T, key func(T) string) {
 	slices.SortFunc(items, func(a, b T) int { return strings.Compare(key(a), key(b)) })
+}
+
+// resumable refuses a Watch that resumes after a revision a restore
+// undid: the watcher took changes that the writer no longer holds, and
+// the changes after its revision would not tell it so.
+func (s *Service) resumable(tenant string, after uint64) error {
+	if after == 0 {
+		return nil
+	}
+	var spans []storage.Undone
+	if err := s.DB.View(func(tx *bolt.Tx) (err error) {
+		spans, err = storage.UndoneTx(tx, tenant)
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, u := range spans {
+		if u.After < after && after <= u.Through {
+			return apierror.FailedPrecondition(apierror.ReasonHistoryUndone, fmt.Sprintf(
+				"the changes of tenant %q after revision %d up to %d were undone by a restore of the consent store from a backup: revert what came of them and watch again from revision %d",
+				tenant, u.After, u.Through, u.After)).
+				WithMetadata(map[string]string{"undone_after": fmt.Sprint(u.After), "undone_through": fmt.Sprint(u.Through)})
+		}
+	}
+	return nil
 }
 
 // changeTx records a change in the tenant's log and stages its

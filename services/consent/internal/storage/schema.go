@@ -55,7 +55,8 @@ var (
 	// BucketRecovery keeps what catch-up after a restore needs: when the
 	// service last knew its file complete (keyAliveAt) and, while limits
 	// may be lost beyond the stream's reach, the gap (keyGap); and the
-	// replication epoch the file's history belongs to (keyEpoch).
+	// replication epoch the file's history belongs to (keyEpoch); per
+	// tenant, the revisions restores undid (keyUndone).
 	BucketRecovery = store.Bucket("consent.recovery")
 )
 
@@ -65,6 +66,38 @@ var (
 	keyGap     = []byte("gap")
 	keyEpoch   = []byte("epoch")
 )
+
+// keyUndone is a tenant's key of its undone revisions in BucketRecovery.
+func keyUndone(tenant string) []byte { return append([]byte("undone\x00"), tenant...) }
+
+// Undone is a span of a tenant's revisions that a restore undid: the
+// changes after After up to Through were published, then lost with the
+// store it was restored over. The epoch the restore started skips past
+// Through (SkipRevisionsTx), so no later change has those revisions.
+type Undone struct {
+	After   uint64 `json:"after"`
+	Through uint64 `json:"through"`
+}
+
+// AddUndoneTx records that a restore undid a span of a tenant's revisions.
+func AddUndoneTx(tx *bolt.Tx, tenant string, u Undone) error {
+	spans, err := UndoneTx(tx, tenant)
+	if err != nil {
+		return err
+	}
+	return putJSON(store.BucketTx(tx, BucketRecovery), keyUndone(tenant), append(spans, u))
+}
+
+// UndoneTx returns the spans of a tenant's revisions that restores undid,
+// oldest first.
+func UndoneTx(tx *bolt.Tx, tenant string) ([]Undone, error) {
+	v := store.BucketTx(tx, BucketRecovery).Get(keyUndone(tenant))
+	if v == nil {
+		return nil, nil
+	}
+	var spans []Undone
+	return spans, json.Unmarshal(v, &spans)
+}
 
 // Schema is the layout of consent.db.
 var Schema = store.Schema{

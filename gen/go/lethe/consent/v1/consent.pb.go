@@ -4178,7 +4178,12 @@ type WatchRequest struct {
 	// The tenant.
 	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	// Send the changes after this revision first (0: from the first one
-	// kept), then every new change as it happens.
+	// kept), then every new change as it happens. A revision whose change
+	// a restore of the writer from a backup undid is refused
+	// FailedPrecondition HISTORY_UNDONE: the ErrorInfo metadata
+	// "undone_after" and "undone_through" say which revisions were undone;
+	// revert what the caller took from those changes (re-check their
+	// subjects) and watch again from "undone_after".
 	AfterRevision uint64 `protobuf:"varint,2,opt,name=after_revision,json=afterRevision,proto3" json:"after_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -47,6 +47,19 @@ func answersOf(ctx context.Context, c consentv1.ConsentServiceClient, items []*c
 	return out, nil
 }
 
+// watchFrom starts a Watch of Clio after revision after on the writer and
+// returns its refusal, or nil once it has sent what it holds after it.
+func watchFrom(f *fixture, after uint64) error {
+	ctx, cancel := context.WithCancel(f.ctx)
+	defer cancel()
+	w, err := f.consent.Watch(ctx, &consentv1.WatchRequest{TenantId: "clio", AfterRevision: after})
+	if err != nil {
+		return err
+	}
+	_, err = w.Recv()
+	return err
+}
+
 // sameDecision compares what a decision says, not where it was made.
 func sameDecision(a, b *consentv1.Decision) bool {
 	return a.Allowed == b.Allowed && a.Reason == b.Reason && a.BasisId == b.BasisId
@@ -164,6 +177,7 @@ func TestARestoredWriterStartsAnEpochItsReplicasFollow(t *testing.T) {
 	if err := f.svc.BackupNow(); err != nil {
 		t.Fatal(err)
 	}
+	backedUp := f.revision(t)
 	r := f.startReplica(t, consent.ReplicaOptions{RevisionWait: 20 * time.Millisecond})
 	items := epochItems(subjects)
 
@@ -208,7 +222,17 @@ func TestARestoredWriterStartsAnEpochItsReplicasFollow(t *testing.T) {
 		// A token of the new epoch, asked of a replica that may still
 		// hold the undone history: never answered from it.
 		converges(t, f, r, items, first, old)
+		// A watcher that took the undone changes is told so rather than
+		// resumed past them (and may watch again from the backup's
+		// revision, below).
+		if reason, md := infoOf(watchFrom(f, undoneTo)); reason != apierror.ReasonHistoryUndone ||
+			md["undone_after"] != fmt.Sprint(backedUp) || md["undone_through"] != fmt.Sprint(undoneTo) {
+			t.Fatalf("Watch after undone revision %d: %s %v, want %s of (%d, %d]", undoneTo, reason, md, apierror.ReasonHistoryUndone, backedUp, undoneTo)
+		}
 		f.write(t, rand.New(rand.NewPCG(seed, 2)), subjects[:80])
+		if err := watchFrom(f, backedUp); err != nil {
+			t.Fatalf("Watch after the backup's revision %d: %v", backedUp, err)
+		}
 		last := f.revision(t)
 		if last <= first {
 			t.Fatalf("the new history ends at revision %d, not after the restored writer's %d", last, first)

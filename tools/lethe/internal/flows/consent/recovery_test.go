@@ -312,12 +312,18 @@ func TestRestoreRecoversLimitsFromTheStream(t *testing.T) {
 
 // reasonOf returns the ErrorInfo reason of a gRPC error.
 func reasonOf(err error) string {
+	reason, _ := infoOf(err)
+	return reason
+}
+
+// infoOf returns the reason and metadata of an error's ErrorInfo.
+func infoOf(err error) (string, map[string]string) {
 	for _, d := range status.Convert(err).Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			return info.Reason
+			return info.Reason, info.Metadata
 		}
 	}
-	return ""
+	return "", nil
 }
 
 // streamEvents returns the consent service's events on the stream, in
