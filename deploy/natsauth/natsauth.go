@@ -119,15 +119,18 @@ const (
 const ConsentReplicaUser = "consent-replica"
 
 // consentWriter is what the consent writer may beside any service:
-// provision the replication stream and publish its entries on it, and
-// provision the snapshot bucket, put snapshots in it, list, read and
-// delete them.
+// provision the replication stream, publish its entries on it and read
+// back the newest entry of each of its NATS subjects (at start, to find
+// its store behind what it published), and provision the snapshot
+// bucket, put snapshots in it, list, read and delete them.
 func consentWriter() []string {
 	return append([]string{
 		consentStatePub,
 		"$JS.API.STREAM.INFO." + consentState,
 		"$JS.API.STREAM.CREATE." + consentState,
 		"$JS.API.STREAM.UPDATE." + consentState,
+		"$JS.API.STREAM.MSG.GET." + consentState,
+		"$JS.API.DIRECT.GET." + consentState + ".>",
 		"$JS.API.STREAM.CREATE." + snapshotStream,
 		"$JS.API.STREAM.PURGE." + snapshotStream,
 		snapshotSubjects,

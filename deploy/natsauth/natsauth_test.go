@@ -754,6 +754,15 @@ func TestConsentReplicationPermissions(t *testing.T) {
 	if _, err := writer.js.Publish(ctx, broker.ConsentStateSubject("s0", "clio"), []byte("entry")); err != nil {
 		t.Fatalf("the writer publishes an entry: %v", err)
 	}
+	// At start the writer reads back the newest entry of each subject
+	// (consent's settleEpoch).
+	state, err := writer.js.Stream(ctx, broker.ConsentStateStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := state.GetLastMsgForSubject(ctx, broker.ConsentStateSubject("s0", "clio")); err != nil || string(msg.Data) != "entry" {
+		t.Fatalf("the writer reads back its newest entry: %v", err)
+	}
 	obs, err := writer.js.ObjectStore(ctx, broker.ConsentSnapshotBucket)
 	if err != nil {
 		t.Fatal(err)
