@@ -305,8 +305,9 @@ func stopped(ctx context.Context, err error) error {
 
 // Run creates or updates the system's consumers and handles events until
 // ctx ends. It then stops taking events, waits for the handlers running to
-// return (their context is cancelled), hands back events fetched but not
-// started, and returns nil. It returns an error if a consumer cannot be
+// return (their context is cancelled) and for the outcomes being published
+// to be stored, hands back events fetched but not started, and returns
+// nil. It returns an error if a consumer cannot be
 // set up or stops delivering, for example because it was deleted; running
 // it again resumes where the consumers stand.
 func (s *Subscriber) Run(ctx context.Context) error {
@@ -315,9 +316,15 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		return stopped(ctx, err)
 	}
 	// Fetch no more than the workers can start: a fetched event's AckWait
-	// runs while it waits in the buffer. The consumers share the workers,
-	// so each buffers its share.
-	perConsumer := max(1, (s.cfg.Workers+len(s.consumers)-1)/len(s.consumers))
+	// runs while it waits in the buffer. A worker is free again as soon as
+	// it has recorded its outcome and handed it to the publisher, so each
+	// consumer may buffer as many events as there are workers: an event
+	// then waits at most about one handler run per consumer that is busy
+	// at the same time. A share of the workers per consumer (a seventh,
+	// for a system answering every kind) held the busy kind to a few
+	// events per pull: measured with BenchmarkErasures (flows/dsar), the
+	// systems waited on the broker's deliveries with their workers idle.
+	perConsumer := s.cfg.Workers
 	iters := make([]jetstream.MessagesContext, 0, len(s.consumers))
 	for _, c := range s.consumers {
 		cons, err := s.cfg.JetStream.CreateOrUpdateConsumer(ctx, contract.StreamName, s.consumerConfig(c))
@@ -387,6 +394,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	}
 	fetchers.Wait()
 	workers.Wait()
+	// Outcomes handed over are stored (or fail) within publishTimeout;
+	// their events are acknowledged (or given back) before Run returns.
+	s.outcomes.wait()
 	handBackAll(iters)
 	if ctx.Err() != nil {
 		return nil
