@@ -94,9 +94,9 @@ func (d *delivery) end() {
 }
 
 // handle answers a decoded delivery under its subject's lock. It reports
-// whether it handed the outcome to the publisher, which then finishes the
-// delivery; otherwise the delivery is finished (acknowledged, given back
-// or left to its AckWait) when handle returns.
+// whether it handed the delivery on (to record, or to the publisher),
+// which then finishes it; otherwise the delivery is finished
+// (acknowledged, given back or left to its AckWait) when handle returns.
 func (s *Subscriber) handle(ctx context.Context, d *delivery) bool {
 	msg, ev, log, span := d.msg, d.ev, d.log, d.span
 	unlock, err := s.locks.lock(ctx, subjectKey(ev))
@@ -104,7 +104,12 @@ func (s *Subscriber) handle(ctx context.Context, d *delivery) bool {
 		_ = msg.Nak() // Run is stopping: another instance may take it now
 		return false
 	}
-	defer unlock()
+	recording := false
+	defer func() {
+		if !recording {
+			unlock()
+		}
+	}()
 
 	if o, found, err := s.cfg.Ledger.Lookup(ev.ID()); err != nil {
 		s.retry(msg, ev, log, span, err)
@@ -136,14 +141,30 @@ func (s *Subscriber) handle(ctx context.Context, d *delivery) bool {
 		log.Error("giving up on the event", "error", err)
 		o = s.outcomeOf(ev, Failed(fmt.Sprintf("gave up after %d deliveries: %v", ev.Delivered(), err)))
 	}
-	// The first outcome recorded wins: if the handler recorded one in its
-	// own transaction, that one is returned and reported.
-	o, err = s.cfg.Ledger.Record(ev.pb, o)
-	if err != nil {
-		s.retry(msg, ev, log, span, err)
-		return false
-	}
-	return s.report(ctx, d, o)
+	recording = true
+	s.record(ctx, d, o, unlock)
+	return true
+}
+
+// record records o in the ledger, then releases the subject's lock and
+// reports the outcome recorded, on a goroutine of its own: the worker
+// takes its next event meanwhile, and the ledger's records of many events
+// share one commit (bbolt's Batch) instead of holding one worker each
+// for a commit's latency. The first outcome recorded wins: if the handler
+// recorded one in its own transaction, that one is reported.
+func (s *Subscriber) record(ctx context.Context, d *delivery, o *eventsv1.Outcome, unlock func()) {
+	s.recording.Go(func() {
+		stored, err := s.cfg.Ledger.Record(d.ev.pb, o)
+		unlock()
+		if err != nil {
+			s.retry(d.msg, d.ev, d.log, d.span, err)
+			d.end()
+			return
+		}
+		if !s.report(ctx, d, stored) {
+			d.end()
+		}
+	})
 }
 
 // answer returns the outcome of an event the ledger has no outcome for: a

@@ -50,6 +50,12 @@ const (
 // retries for a blip, then room for a dependency to come back.
 var defaultBackOff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute}
 
+// prefetch is how many events per worker each consumer fetches ahead of
+// the workers (see Run). With the default AckWait of 30 s, a handler that
+// takes under AckWait/prefetch on average never lets a buffered event's
+// AckWait run out; a slower one should be given a longer AckWait.
+const prefetch = 8
+
 // sweepEvery is how often Run deletes expired ledger entries.
 const sweepEvery = time.Hour
 
@@ -113,7 +119,11 @@ type Config struct {
 	// AckWait is how long the server waits for an answer before it
 	// redelivers an event, for example after a crash; DefaultAckWait when
 	// zero. A handler that runs longer is not redelivered meanwhile: the
-	// subscriber tells the server it is still working.
+	// subscriber tells the server it is still working. Each consumer
+	// fetches up to eight events per worker ahead, whose AckWait runs
+	// while they wait: give handlers that take more than AckWait/8 on
+	// average a longer AckWait, or a buffered event is delivered again
+	// (and answered from the ledger, counting one more delivery).
 	AckWait time.Duration
 	// WaitCheck is how often events a handler answers later
 	// ([AnswerLater]) are checked against their deadline, and reported
@@ -148,6 +158,9 @@ type Subscriber struct {
 	tracer    trace.Tracer
 	locks     subjectLocks
 	outcomes  *outcomePublisher
+	// recording counts the outcomes being recorded off the workers
+	// (record), for Run to wait on.
+	recording sync.WaitGroup
 }
 
 // kindConsumer is the durable consumer of one kind of event.
@@ -315,16 +328,17 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	if err := s.checkRetention(ctx); err != nil {
 		return stopped(ctx, err)
 	}
-	// Fetch no more than the workers can start: a fetched event's AckWait
-	// runs while it waits in the buffer. A worker is free again as soon as
-	// it has recorded its outcome and handed it to the publisher, so each
-	// consumer may buffer as many events as there are workers: an event
-	// then waits at most about one handler run per consumer that is busy
-	// at the same time. A share of the workers per consumer (a seventh,
-	// for a system answering every kind) held the busy kind to a few
-	// events per pull: measured with BenchmarkErasures (flows/dsar), the
-	// systems waited on the broker's deliveries with their workers idle.
-	perConsumer := s.cfg.Workers
+	// Each consumer keeps up to prefetch events per worker fetched ahead.
+	// A pull is answered one stored message at a time, each read waiting
+	// for the stream's store lock, which every fsync of a store holds:
+	// under load a pull took tens of milliseconds, so a consumer that kept
+	// only a few events in hand (a share of the workers, as before) was
+	// held to a few hundred events a second with its workers idle
+	// (BenchmarkErasures, flows/dsar). A fetched event's AckWait runs
+	// while it waits in the buffer; a worker is free again as soon as the
+	// handler has returned (recording and publishing run off the
+	// workers), so it waits about prefetch handler runs at most.
+	perConsumer := prefetch * s.cfg.Workers
 	iters := make([]jetstream.MessagesContext, 0, len(s.consumers))
 	for _, c := range s.consumers {
 		cons, err := s.cfg.JetStream.CreateOrUpdateConsumer(ctx, contract.StreamName, s.consumerConfig(c))
@@ -394,8 +408,10 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	}
 	fetchers.Wait()
 	workers.Wait()
-	// Outcomes handed over are stored (or fail) within publishTimeout;
-	// their events are acknowledged (or given back) before Run returns.
+	// Outcomes handed over are recorded, then stored (or fail) within
+	// publishTimeout; their events are acknowledged (or given back)
+	// before Run returns.
+	s.recording.Wait()
 	s.outcomes.wait()
 	handBackAll(iters)
 	if ctx.Err() != nil {
