@@ -38,8 +38,11 @@ type outcomePublisher struct {
 
 	mu     sync.Mutex
 	queues map[string]*outcomeQueue // by subject
-	// flying counts the publishes under way, for wait.
-	flying sync.WaitGroup
+	// flying counts the publishes under way, their callers not yet told;
+	// landed is signalled when it falls to zero (wait). Not a WaitGroup:
+	// Answer may hand an outcome over while Run waits.
+	flying int
+	landed *sync.Cond
 }
 
 type outcomeQueue struct {
@@ -85,8 +88,23 @@ func (p *outcomePublisher) publish(ctx context.Context, o *eventsv1.Outcome, msg
 	}
 }
 
-// wait returns once every outcome handed over has been stored or failed.
-func (p *outcomePublisher) wait() { p.flying.Wait() }
+// wait returns once every outcome handed over has been stored or failed
+// and its caller told.
+func (p *outcomePublisher) wait() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.flying > 0 {
+		p.landedLocked().Wait()
+	}
+}
+
+// landedLocked returns the condition wait waits on. p.mu is held.
+func (p *outcomePublisher) landedLocked() *sync.Cond {
+	if p.landed == nil {
+		p.landed = sync.NewCond(&p.mu)
+	}
+	return p.landed
+}
 
 // launchLocked starts publishing the subject's queued outcomes while
 // fewer than outcomesInFlight messages await their acknowledgement, and
@@ -97,7 +115,7 @@ func (p *outcomePublisher) launchLocked(subject string, q *outcomeQueue) {
 		batch := append([]*pendingOutcome(nil), q.pending[:n]...)
 		q.pending = append(q.pending[:0], q.pending[n:]...)
 		q.flying++
-		p.flying.Add(1)
+		p.flying++
 		go p.fly(subject, q, batch)
 	}
 	if q.flying == 0 && len(q.pending) == 0 {
@@ -108,7 +126,6 @@ func (p *outcomePublisher) launchLocked(subject string, q *outcomeQueue) {
 // fly publishes one batch, starts the next (the outcomes queued
 // meanwhile), then tells the batch's callers.
 func (p *outcomePublisher) fly(subject string, q *outcomeQueue, batch []*pendingOutcome) {
-	defer p.flying.Done()
 	err := p.store(subject, batch)
 	p.mu.Lock()
 	q.flying--
@@ -117,6 +134,11 @@ func (p *outcomePublisher) fly(subject string, q *outcomeQueue, batch []*pending
 	for _, po := range batch {
 		po.done(err)
 	}
+	p.mu.Lock()
+	if p.flying--; p.flying == 0 {
+		p.landedLocked().Broadcast()
+	}
+	p.mu.Unlock()
 }
 
 // store publishes one outcome as it is, or several as one OutcomeBatch.

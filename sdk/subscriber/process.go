@@ -34,9 +34,10 @@ const publishTimeout = 10 * time.Second
 // the outcome, publish it, and only then acknowledge the delivery. Every
 // step before the acknowledgement can be repeated: a crash anywhere leads
 // to a redelivery that the ledger answers. process returns once the
-// outcome is recorded and handed to the publisher; the delivery is
-// acknowledged (or given back) when the publisher has stored it (or
-// failed to), and kept in progress until then.
+// handler has returned: the outcome is recorded (record) and published
+// off the worker, and the delivery is acknowledged (or given back) when
+// the publisher has stored it (or failed to), kept in progress until
+// then.
 func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 	ctx = s.cfg.Propagator.Extract(ctx, headerCarrier(msg.Headers()))
 	var consumer string
