@@ -151,8 +151,10 @@ func (s *Subscriber) handle(ctx context.Context, d *delivery) bool {
 // reports the outcome recorded, on a goroutine of its own: the worker
 // takes its next event meanwhile, and the ledger's records of many events
 // share one commit (bbolt's Batch) instead of holding one worker each
-// for a commit's latency. The first outcome recorded wins: if the handler
-// recorded one in its own transaction, that one is reported.
+// for a commit's latency. The goroutines are bounded by the events
+// unacknowledged, which the server caps per consumer (MaxAckPending, 1,000
+// by default). The first outcome recorded wins: if the handler recorded
+// one in its own transaction, that one is reported.
 func (s *Subscriber) record(ctx context.Context, d *delivery, o *eventsv1.Outcome, unlock func()) {
 	s.recording.Go(func() {
 		stored, err := s.cfg.Ledger.Record(d.ev.pb, o)
