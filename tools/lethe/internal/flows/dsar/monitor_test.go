@@ -40,11 +40,7 @@ func monitor(t testing.TB, js jetstream.JetStream, filed *atomic.Int64, outbox f
 				if ci.NumPending == 0 && ci.NumAckPending == 0 {
 					continue
 				}
-				name := ci.Name
-				if i := strings.Index(name, "erasure"); i > 0 {
-					name = name[:min(len(name), 12)]
-				}
-				parts = append(parts, fmt.Sprintf("%s p%d a%d", name, ci.NumPending, ci.NumAckPending))
+				parts = append(parts, fmt.Sprintf("%s p%d a%d", ci.Name, ci.NumPending, ci.NumAckPending))
 			}
 			t.Logf("%5.1fs filed %d outbox %d | %s", time.Since(start).Seconds(), filed.Load(), outbox(), strings.Join(parts, "; "))
 		}
