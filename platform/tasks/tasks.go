@@ -385,14 +385,17 @@ func (t *Tracker) unscheduleTx(tx *bolt.Tx, task Task) error {
 }
 
 // closeTx makes a task final. It reports false, changing nothing, when the
-// task is not this owner's or is final already (a duplicate answer).
-func (t *Tracker) closeTx(tx *bolt.Tx, eventID, systemID string, resolution Resolution, outcome *eventsv1.Outcome) (bool, error) {
+// task is not this owner's or is final already (a duplicate answer). For
+// a reported outcome, breach is t.breach(outcome): it depends on the
+// outcome alone, so callers work it out before their transaction, where
+// it would hold up every other write of the owner's committer.
+func (t *Tracker) closeTx(tx *bolt.Tx, eventID, systemID string, resolution Resolution, outcome *eventsv1.Outcome, breach string) (bool, error) {
 	task, ok, err := getTx(tx, eventID, systemID)
 	if err != nil || !ok || task.State == StateFinal {
 		return false, err
 	}
 	if resolution == ResolutionReported {
-		if why := t.breach(outcome); why != "" {
+		if why := breach; why != "" {
 			// Nothing of an outcome that breaks the contract is kept: its
 			// dates may be the very thing out of range.
 			t.refused.Add(context.Background(), 1)
@@ -434,16 +437,43 @@ func (t *Tracker) closeTx(tx *bolt.Tx, eventID, systemID string, resolution Reso
 		return true, nil
 	}
 	cause := &commonv1.Cause{Kind: task.CauseKind, Id: task.CauseID}
-	all, _, err := causeTasksTx(tx, task.TenantID, cause)
-	if err != nil {
-		return false, err
-	}
-	for _, other := range all {
-		if other.State != StateFinal {
-			return true, nil
-		}
+	if final, err := causeFinalTx(tx, task.TenantID, cause); err != nil || !final {
+		return true, err
 	}
 	return true, t.completeTx(tx, task.TenantID, cause)
+}
+
+// causeFinalTx reports whether every task of a cause is final. It runs
+// for every task closed, inside the owner's committer, so it reads only
+// each task's state and stops at the first open one; completeTx reads the
+// tasks whole, once, when the cause is complete.
+func causeFinalTx(tx *bolt.Tx, tenant string, cause *commonv1.Cause) (bool, error) {
+	prefix := causePrefix(tenant, cause)
+	tasks := store.BucketTx(tx, store.BucketTasks)
+	c := store.BucketTx(tx, store.BucketTasksByCause).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		eventID, systemID, ok := taskOfKey(k[len(prefix):])
+		if !ok {
+			return false, fmt.Errorf("tasks: corrupt cause index key %q", k)
+		}
+		if systemID == "" {
+			continue // an event published to no system (causeMarker)
+		}
+		v := tasks.Get(taskKey(eventID, systemID))
+		if v == nil {
+			continue // as causeTasksTx: an index entry without its task counts for nothing
+		}
+		var state struct {
+			State State `json:"state"`
+		}
+		if err := json.Unmarshal(v, &state); err != nil {
+			return false, fmt.Errorf("tasks: decode task %s/%s: %w", eventID, systemID, err)
+		}
+		if state.State != StateFinal {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 func (t *Tracker) completeTx(tx *bolt.Tx, tenant string, cause *commonv1.Cause) error {
@@ -517,7 +547,7 @@ func (t *Tracker) RecordOutcomeTx(tx *bolt.Tx, o *eventsv1.Outcome) (bool, error
 	if !ok {
 		return false, ErrNoSuchTask
 	}
-	closed, err := t.closeTx(tx, o.GetEventId(), o.GetSystemId(), ResolutionReported, o)
+	closed, err := t.closeTx(tx, o.GetEventId(), o.GetSystemId(), ResolutionReported, o, t.breach(o))
 	if err != nil || !closed {
 		return closed, err
 	}
@@ -543,7 +573,7 @@ func (t *Tracker) CloseSystemTx(tx *bolt.Tx, tenant, systemID string) error {
 			return err
 		}
 		outcome := t.trackerOutcome(task, eventsv1.OutcomeKind_OUTCOME_KIND_NOT_APPLICABLE, "")
-		if _, err := t.closeTx(tx, eventID, systemID, ResolutionSystemRemoved, outcome); err != nil {
+		if _, err := t.closeTx(tx, eventID, systemID, ResolutionSystemRemoved, outcome, ""); err != nil {
 			return err
 		}
 	}
@@ -736,11 +766,17 @@ func (t *Tracker) handleOutcome(msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
+	// Checked here, on the worker, not in the transaction: the committer
+	// runs every caller's function one after another.
+	breaches := make([]string, len(outcomes))
+	for i, o := range outcomes {
+		breaches[i] = t.breach(o)
+	}
 	ignored := 0
 	err := t.db.Batch(func(tx *bolt.Tx) error {
 		ignored = 0
-		for _, o := range outcomes {
-			closed, err := t.closeTx(tx, o.EventId, o.SystemId, ResolutionReported, o)
+		for i, o := range outcomes {
+			closed, err := t.closeTx(tx, o.EventId, o.SystemId, ResolutionReported, o, breaches[i])
 			if err != nil {
 				return err
 			}
@@ -830,7 +866,7 @@ func (t *Tracker) handleDeadLetter(ctx context.Context, js jetstream.JetStream, 
 			return err
 		}
 		reason := fmt.Sprintf("the system's consumer %s gave up after %d deliveries", adv.Consumer, adv.Deliveries)
-		_, err = t.closeTx(tx, ev.Id, system, ResolutionDeadLettered, t.trackerOutcome(task, eventsv1.OutcomeKind_OUTCOME_KIND_FAILED, reason))
+		_, err = t.closeTx(tx, ev.Id, system, ResolutionDeadLettered, t.trackerOutcome(task, eventsv1.OutcomeKind_OUTCOME_KIND_FAILED, reason), "")
 		return err
 	})
 	if err != nil {

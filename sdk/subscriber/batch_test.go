@@ -17,13 +17,29 @@ import (
 // one OutcomeBatch message: the stream syncs once for them. Every outcome is
 // stored, once.
 func TestConcurrentOutcomesAreStoredInBatches(t *testing.T) {
+	outcomesStoredInBatches(t, 32)
+}
+
+// TestOneWorkerStillBatchesOutcomes: a worker hands its outcome to the
+// publisher and takes the next event without waiting for the store, so
+// outcomes gather while one is stored even with a single worker. Were the
+// worker held until its outcome was stored, every outcome would be a
+// message of its own.
+func TestOneWorkerStillBatchesOutcomes(t *testing.T) {
+	outcomesStoredInBatches(t, 1)
+}
+
+// outcomesStoredInBatches answers 300 erasures with the given number of
+// workers and checks that every outcome is stored once, in fewer
+// messages than outcomes.
+func outcomesStoredInBatches(t *testing.T, workers int) {
 	_, _, js := sdktest.Stream(t)
 	cfg := config(t, js, sdktest.OpenLedger(t, "newsletter.db"), map[contract.Kind]subscriber.Handler{
 		contract.KindErasureRequested: func(context.Context, *subscriber.Event) (subscriber.Outcome, error) {
 			return subscriber.Erased(), nil
 		},
 	})
-	cfg.Workers = 32
+	cfg.Workers = workers
 	sdktest.Run(t, cfg)
 	const n = 300
 	for i := range n {
@@ -75,5 +91,5 @@ func TestConcurrentOutcomesAreStoredInBatches(t *testing.T) {
 	if messages >= n {
 		t.Fatalf("%d outcomes took %d messages: none was stored in a batch", n, messages)
 	}
-	t.Logf("%d outcomes in %d messages", n, messages)
+	t.Logf("%d workers: %d outcomes in %d messages", workers, n, messages)
 }

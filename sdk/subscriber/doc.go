@@ -53,7 +53,10 @@
 //  4. calls the handler, records its outcome in the ledger, publishes it
 //     on the system's outcome subject ([contract.OutcomeSubject]) and
 //     waits for the stream to store it, and only then acknowledges the
-//     event.
+//     event. The worker does not wait for the store: it hands the
+//     recorded outcome to the system's publisher and takes the next
+//     event, and the publisher acknowledges the event (or gives it back)
+//     once the stream has answered, keeping it in progress until then.
 //
 // A handler's error means "try again": the event is delivered again after
 // [Config.BackOff], jittered. On its last allowed delivery

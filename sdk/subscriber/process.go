@@ -33,7 +33,11 @@ const publishTimeout = 10 * time.Second
 // ledger, otherwise skip a superseded event or call the handler, record
 // the outcome, publish it, and only then acknowledge the delivery. Every
 // step before the acknowledgement can be repeated: a crash anywhere leads
-// to a redelivery that the ledger answers.
+// to a redelivery that the ledger answers. process returns once the
+// handler has returned: the outcome is recorded (record) and published
+// off the worker, and the delivery is acknowledged (or given back) when
+// the publisher has stored it (or failed to), kept in progress until
+// then.
 func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 	ctx = s.cfg.Propagator.Extract(ctx, headerCarrier(msg.Headers()))
 	var consumer string
@@ -48,7 +52,6 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 			attribute.String("messaging.destination.name", msg.Subject()),
 			attribute.String("messaging.consumer.group.name", consumer),
 		))
-	defer span.End()
 
 	ev, err := s.decode(msg)
 	if err != nil {
@@ -60,61 +63,111 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 		if err := msg.TermWithReason("invalid event: " + err.Error()); err != nil {
 			s.log.Warn("terminate failed", "nats_subject", msg.Subject(), "error", err)
 		}
+		span.End()
 		return
 	}
-	log := s.log.With("event_id", ev.ID(), "kind", ev.Kind(), "delivery", ev.Delivered())
+	d := &delivery{msg: msg, ev: ev, span: span,
+		log: s.log.With("event_id", ev.ID(), "kind", ev.Kind(), "delivery", ev.Delivered())}
 	span.SetAttributes(attribute.String("messaging.message.id", ev.ID()), attribute.Int("messaging.delivery_count", ev.Delivered()))
 
 	// Keep the event from being redelivered while it waits for its
-	// subject and while it is handled.
-	stop := keepInProgress(msg, max(s.cfg.AckWait/2, time.Millisecond))
-	defer stop()
+	// subject, while it is handled and while its outcome is published.
+	d.stop = keepInProgress(msg, max(s.cfg.AckWait/2, time.Millisecond))
+	if !s.handle(ctx, d) {
+		d.end()
+	}
+}
+
+// delivery is one event being answered, and what must happen once it is
+// acknowledged or given back, on whichever goroutine that happens.
+type delivery struct {
+	msg  jetstream.Msg
+	ev   *Event
+	log  *slog.Logger
+	span trace.Span
+	stop func() // ends keepInProgress
+}
+
+// end stops keeping the delivery in progress and ends its span.
+func (d *delivery) end() {
+	d.stop()
+	d.span.End()
+}
+
+// handle answers a decoded delivery under its subject's lock. It reports
+// whether it handed the delivery on (to record, or to the publisher),
+// which then finishes it; otherwise the delivery is finished
+// (acknowledged, given back or left to its AckWait) when handle returns.
+func (s *Subscriber) handle(ctx context.Context, d *delivery) bool {
+	msg, ev, log, span := d.msg, d.ev, d.log, d.span
 	unlock, err := s.locks.lock(ctx, subjectKey(ev))
 	if err != nil {
 		_ = msg.Nak() // Run is stopping: another instance may take it now
-		return
+		return false
 	}
-	defer unlock()
+	recording := false
+	defer func() {
+		if !recording {
+			unlock()
+		}
+	}()
 
 	if o, found, err := s.cfg.Ledger.Lookup(ev.ID()); err != nil {
 		s.retry(msg, ev, log, span, err)
-		return
+		return false
 	} else if found {
 		log.Debug("answering a duplicate with the recorded outcome")
-		s.report(ctx, msg, ev, o, log, span)
-		return
+		return s.report(ctx, d, o)
 	}
 	if _, ok := s.cfg.Handlers[ev.Kind()]; !ok {
 		// Each consumer delivers one kind, which has a handler; only a
 		// consumer changed behind the subscriber's back gets here. Leave
 		// the event to an instance that answers it.
 		s.retry(msg, ev, log, span, fmt.Errorf("no handler for %s", ev.Kind()))
-		return
+		return false
 	}
 
 	o, err := s.answer(ctx, ev, log)
 	if until, ok := laterDeadline(err); ok {
 		s.wait(msg, ev, until, log, span)
-		return
+		return false
 	}
 	if err != nil {
 		if ev.Delivered() < s.cfg.MaxDeliver {
 			s.retry(msg, ev, log, span, err)
-			return
+			return false
 		}
 		// The last delivery: report the failure, so that the task fails
 		// where operators see it rather than vanish with the message.
 		log.Error("giving up on the event", "error", err)
 		o = s.outcomeOf(ev, Failed(fmt.Sprintf("gave up after %d deliveries: %v", ev.Delivered(), err)))
 	}
-	// The first outcome recorded wins: if the handler recorded one in its
-	// own transaction, that one is returned and reported.
-	o, err = s.cfg.Ledger.Record(ev.pb, o)
-	if err != nil {
-		s.retry(msg, ev, log, span, err)
-		return
-	}
-	s.report(ctx, msg, ev, o, log, span)
+	recording = true
+	s.record(ctx, d, o, unlock)
+	return true
+}
+
+// record records o in the ledger, then releases the subject's lock and
+// reports the outcome recorded, on a goroutine of its own: the worker
+// takes its next event meanwhile, and the ledger's records of many events
+// share one commit (bbolt's Batch) instead of holding one worker each
+// for a commit's latency. The goroutines are bounded by the events
+// unacknowledged, which the server caps per consumer (MaxAckPending, 1,000
+// by default). The first outcome recorded wins: if the handler recorded
+// one in its own transaction, that one is reported.
+func (s *Subscriber) record(ctx context.Context, d *delivery, o *eventsv1.Outcome, unlock func()) {
+	s.recording.Go(func() {
+		stored, err := s.cfg.Ledger.Record(d.ev.pb, o)
+		unlock()
+		if err != nil {
+			s.retry(d.msg, d.ev, d.log, d.span, err)
+			d.end()
+			return
+		}
+		if !s.report(ctx, d, stored) {
+			d.end()
+		}
+	})
 }
 
 // answer returns the outcome of an event the ledger has no outcome for: a
@@ -172,47 +225,68 @@ func (s *Subscriber) call(ctx context.Context, ev *Event, log *slog.Logger) (out
 	return s.cfg.Handlers[ev.kind](ctx, ev)
 }
 
-// report publishes o on the system's outcome subject, waits for the
-// stream's acknowledgement, and only then acknowledges the event. Acked
+// report hands o to the publisher for the system's outcome subject and
+// reports whether it did; once the stream has acknowledged the outcome,
+// the publisher acknowledges the event and ends the delivery. Acked
 // earlier, the event would be gone before its outcome was safe; this way
-// a lost publish is retried from the ledger.
-func (s *Subscriber) report(ctx context.Context, msg jetstream.Msg, ev *Event, o *eventsv1.Outcome, log *slog.Logger, span trace.Span) {
-	log = log.With("outcome", o.GetKind())
-	span.SetAttributes(attribute.String("lethe.outcome", o.GetKind().String()))
-	if err := s.publishOutcome(ctx, o); err != nil {
-		s.retry(msg, ev, log, span, err)
-		return
+// a lost publish is retried from the ledger. The subject's lock is not
+// held meanwhile: the outcome is recorded, and a later event about the
+// subject may be handled while it is published.
+func (s *Subscriber) report(ctx context.Context, d *delivery, o *eventsv1.Outcome) bool {
+	log := d.log.With("outcome", o.GetKind())
+	d.span.SetAttributes(attribute.String("lethe.outcome", o.GetKind().String()))
+	msg, err := s.outcomeMsg(ctx, o)
+	if err != nil {
+		s.retry(d.msg, d.ev, log, d.span, err)
+		return false
 	}
-	// A plain Ack, not DoubleAck: if the ack is lost the event is
-	// redelivered and answered from the ledger without calling the
-	// handler, so waiting for the server to confirm the ack would cost a
-	// round trip per event and change nothing.
-	if err := msg.Ack(); err != nil {
-		log.Warn("ack failed; the event will be redelivered and answered from the ledger", "error", err)
-		return
+	s.outcomes.enqueue(o, msg, func(err error) {
+		defer d.end()
+		if err != nil {
+			s.retry(d.msg, d.ev, log, d.span, fmt.Errorf("publish outcome: %w", err))
+			return
+		}
+		// A plain Ack, not DoubleAck: if the ack is lost the event is
+		// redelivered and answered from the ledger without calling the
+		// handler, so waiting for the server to confirm the ack would
+		// cost a round trip per event and change nothing.
+		if err := d.msg.Ack(); err != nil {
+			log.Warn("ack failed; the event will be redelivered and answered from the ledger", "error", err)
+			return
+		}
+		log.Info("reported outcome")
+	})
+	return true
+}
+
+// outcomeMsg is the message that publishes o alone on the system's
+// outcome subject, carrying ctx's trace.
+func (s *Subscriber) outcomeMsg(ctx context.Context, o *eventsv1.Outcome) (*nats.Msg, error) {
+	natsSubject, err := contract.OutcomeSubject(o.GetTenantId(), o.GetSystemId())
+	if err != nil {
+		return nil, err
 	}
-	log.Info("reported outcome")
+	payload, err := contract.Marshal(o)
+	if err != nil {
+		return nil, fmt.Errorf("encode outcome: %w", err)
+	}
+	header := contract.OutcomeHeaders(o)
+	s.cfg.Propagator.Inject(ctx, headerCarrier(header))
+	return &nats.Msg{Subject: natsSubject, Header: header, Data: payload}, nil
 }
 
 // publishOutcome publishes o on the system's outcome subject and waits
 // for the stream's acknowledgement.
 func (s *Subscriber) publishOutcome(ctx context.Context, o *eventsv1.Outcome) error {
-	natsSubject, err := contract.OutcomeSubject(o.GetTenantId(), o.GetSystemId())
+	msg, err := s.outcomeMsg(ctx, o)
 	if err != nil {
 		return err
 	}
-	payload, err := contract.Marshal(o)
-	if err != nil {
-		return fmt.Errorf("encode outcome: %w", err)
-	}
-	header := contract.OutcomeHeaders(o)
-	s.cfg.Propagator.Inject(ctx, headerCarrier(header))
-
-	// The work is done: finish reporting it even if Run is stopping,
-	// rather than leave it to a redelivery.
+	// The work is done: finish reporting it even if the caller is
+	// stopping, rather than leave it to a redelivery.
 	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
-	if err := s.outcomes.publish(pubCtx, o, &nats.Msg{Subject: natsSubject, Header: header, Data: payload}); err != nil {
+	if err := s.outcomes.publish(pubCtx, o, msg); err != nil {
 		return fmt.Errorf("publish outcome: %w", err)
 	}
 	return nil

@@ -50,6 +50,12 @@ const (
 // retries for a blip, then room for a dependency to come back.
 var defaultBackOff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute}
 
+// prefetch is how many events per worker each consumer fetches ahead of
+// the workers (see Run). With the default AckWait of 30 s, a handler that
+// takes under AckWait/prefetch on average never lets a buffered event's
+// AckWait run out; a slower one should be given a longer AckWait.
+const prefetch = 8
+
 // sweepEvery is how often Run deletes expired ledger entries.
 const sweepEvery = time.Hour
 
@@ -113,7 +119,11 @@ type Config struct {
 	// AckWait is how long the server waits for an answer before it
 	// redelivers an event, for example after a crash; DefaultAckWait when
 	// zero. A handler that runs longer is not redelivered meanwhile: the
-	// subscriber tells the server it is still working.
+	// subscriber tells the server it is still working. Each consumer
+	// fetches up to eight events per worker ahead, whose AckWait runs
+	// while they wait: give handlers that take more than AckWait/8 on
+	// average a longer AckWait, or a buffered event is delivered again
+	// (and answered from the ledger, counting one more delivery).
 	AckWait time.Duration
 	// WaitCheck is how often events a handler answers later
 	// ([AnswerLater]) are checked against their deadline, and reported
@@ -148,6 +158,9 @@ type Subscriber struct {
 	tracer    trace.Tracer
 	locks     subjectLocks
 	outcomes  *outcomePublisher
+	// recording counts the outcomes being recorded off the workers
+	// (record), for Run to wait on.
+	recording sync.WaitGroup
 }
 
 // kindConsumer is the durable consumer of one kind of event.
@@ -305,8 +318,9 @@ func stopped(ctx context.Context, err error) error {
 
 // Run creates or updates the system's consumers and handles events until
 // ctx ends. It then stops taking events, waits for the handlers running to
-// return (their context is cancelled), hands back events fetched but not
-// started, and returns nil. It returns an error if a consumer cannot be
+// return (their context is cancelled) and for the outcomes being published
+// to be stored, hands back events fetched but not started, and returns
+// nil. It returns an error if a consumer cannot be
 // set up or stops delivering, for example because it was deleted; running
 // it again resumes where the consumers stand.
 func (s *Subscriber) Run(ctx context.Context) error {
@@ -314,10 +328,17 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	if err := s.checkRetention(ctx); err != nil {
 		return stopped(ctx, err)
 	}
-	// Fetch no more than the workers can start: a fetched event's AckWait
-	// runs while it waits in the buffer. The consumers share the workers,
-	// so each buffers its share.
-	perConsumer := max(1, (s.cfg.Workers+len(s.consumers)-1)/len(s.consumers))
+	// Each consumer keeps up to prefetch events per worker fetched ahead.
+	// A pull is answered one stored message at a time, each read waiting
+	// for the stream's store lock, which every fsync of a store holds:
+	// under load a pull took tens of milliseconds, so a consumer that kept
+	// only a few events in hand (a share of the workers, as before) was
+	// held to a few hundred events a second with its workers idle
+	// (BenchmarkErasures, flows/dsar). A fetched event's AckWait runs
+	// while it waits in the buffer; a worker is free again as soon as the
+	// handler has returned (recording and publishing run off the
+	// workers), so it waits about prefetch handler runs at most.
+	perConsumer := prefetch * s.cfg.Workers
 	iters := make([]jetstream.MessagesContext, 0, len(s.consumers))
 	for _, c := range s.consumers {
 		cons, err := s.cfg.JetStream.CreateOrUpdateConsumer(ctx, contract.StreamName, s.consumerConfig(c))
@@ -387,6 +408,11 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	}
 	fetchers.Wait()
 	workers.Wait()
+	// Outcomes handed over are recorded, then stored (or fail) within
+	// publishTimeout; their events are acknowledged (or given back)
+	// before Run returns.
+	s.recording.Wait()
+	s.outcomes.wait()
 	handBackAll(iters)
 	if ctx.Err() != nil {
 		return nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +31,11 @@ func BenchmarkErasures(b *testing.B) {
 	}
 	ids := make([]string, b.N)
 	mark := markStream(b, f.deps.JetStream)
+	var nfiled atomic.Int64
+	stopMon := func() {}
+	if testing.Verbose() {
+		stopMon = monitor(b, f.deps.JetStream, &nfiled, f.svc.Outbox.Depth, time.Second)
+	}
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -40,6 +46,7 @@ func BenchmarkErasures(b *testing.B) {
 				r := f.file(b, &dsarv1.CreateRequestRequest{TenantId: "cleura", SubjectId: fmt.Sprint("subject-", i), Erasure: &dsarv1.ErasureDetails{}})
 				f.attest(b, "cleura", r.DsarId)
 				ids[i] = r.DsarId
+				nfiled.Add(1)
 			}
 		})
 	}
@@ -64,6 +71,7 @@ func BenchmarkErasures(b *testing.B) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
+	stopMon()
 	// The JetStream floor of the same run, on the same server: what the
 	// broker alone takes to store and deliver what the run made it store
 	// and deliver (floor_test.go). Wait until the run's consumers are done
