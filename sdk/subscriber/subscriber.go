@@ -32,7 +32,12 @@ type Handler func(ctx context.Context, ev *Event) (Outcome, error)
 
 // Defaults of the Config fields left zero.
 const (
-	DefaultWorkers    = 8
+	DefaultWorkers = 8
+	// DefaultPrefetch is how many events per worker each consumer fetches
+	// ahead of the workers (see Run). With the default AckWait of 30 s, a
+	// handler that takes under AckWait/DefaultPrefetch (3.75 s) on average
+	// never lets a buffered event's AckWait run out.
+	DefaultPrefetch   = 8
 	DefaultMaxDeliver = 10
 	DefaultAckWait    = 30 * time.Second
 	DefaultHeartbeat  = 5 * time.Second
@@ -49,12 +54,6 @@ const (
 // defaultBackOff spreads ten deliveries over about fifty minutes: quick
 // retries for a blip, then room for a dependency to come back.
 var defaultBackOff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute}
-
-// prefetch is how many events per worker each consumer fetches ahead of
-// the workers (see Run). With the default AckWait of 30 s, a handler that
-// takes under AckWait/prefetch on average never lets a buffered event's
-// AckWait run out; a slower one should be given a longer AckWait.
-const prefetch = 8
 
 // sweepEvery is how often Run deletes expired ledger entries.
 const sweepEvery = time.Hour
@@ -119,12 +118,18 @@ type Config struct {
 	// AckWait is how long the server waits for an answer before it
 	// redelivers an event, for example after a crash; DefaultAckWait when
 	// zero. A handler that runs longer is not redelivered meanwhile: the
-	// subscriber tells the server it is still working. Each consumer
-	// fetches up to eight events per worker ahead, whose AckWait runs
-	// while they wait: give handlers that take more than AckWait/8 on
-	// average a longer AckWait, or a buffered event is delivered again
-	// (and answered from the ledger, counting one more delivery).
+	// subscriber tells the server it is still working. Events fetched
+	// ahead (Prefetch) are not yet handled, and their AckWait runs while
+	// they wait: keep Prefetch times a handler's average time well under
+	// AckWait, or a buffered event is delivered again, counting one more
+	// delivery towards MaxDeliver.
 	AckWait time.Duration
+	// Prefetch is how many events per worker each consumer fetches ahead
+	// of the workers; DefaultPrefetch when zero. Fetching ahead keeps the
+	// workers busy while the broker answers a pull one stored message at
+	// a time; a system whose handlers take seconds (a SaaS API behind a
+	// rate limit) sets 1, or a longer AckWait.
+	Prefetch int
 	// WaitCheck is how often events a handler answers later
 	// ([AnswerLater]) are checked against their deadline, and reported
 	// FAILED once it has passed; DefaultWaitCheck when zero.
@@ -210,11 +215,11 @@ func (cfg *Config) check() error {
 		return errors.New("subscriber: no Handlers: register one for each kind the system answers")
 	case cfg.Heartbeat != 0 && (cfg.Heartbeat < minHeartbeat || cfg.Heartbeat > pullExpiry/2):
 		return fmt.Errorf("subscriber: Heartbeat (%s) must be from %s to %s", cfg.Heartbeat, minHeartbeat, pullExpiry/2)
-	case cfg.Workers < 0, cfg.MaxDeliver < 0, cfg.AckWait < 0, cfg.WaitCheck < 0:
+	case cfg.Workers < 0, cfg.MaxDeliver < 0, cfg.AckWait < 0, cfg.WaitCheck < 0, cfg.Prefetch < 0:
 		// A negative MaxDeliver would mean "deliver forever" to the
 		// server: a poison event would never be reported.
-		return fmt.Errorf("subscriber: Workers (%d), MaxDeliver (%d), AckWait (%s) and WaitCheck (%s) must not be negative",
-			cfg.Workers, cfg.MaxDeliver, cfg.AckWait, cfg.WaitCheck)
+		return fmt.Errorf("subscriber: Workers (%d), MaxDeliver (%d), AckWait (%s), WaitCheck (%s) and Prefetch (%d) must not be negative",
+			cfg.Workers, cfg.MaxDeliver, cfg.AckWait, cfg.WaitCheck, cfg.Prefetch)
 	}
 	return nil
 }
@@ -261,6 +266,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.MaxDeliver == 0 {
 		cfg.MaxDeliver = DefaultMaxDeliver
+	}
+	if cfg.Prefetch == 0 {
+		cfg.Prefetch = DefaultPrefetch
 	}
 	if len(cfg.BackOff) == 0 {
 		cfg.BackOff = defaultBackOff
@@ -328,7 +336,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	if err := s.checkRetention(ctx); err != nil {
 		return stopped(ctx, err)
 	}
-	// Each consumer keeps up to prefetch events per worker fetched ahead.
+	// Each consumer keeps up to Prefetch events per worker fetched ahead.
 	// A pull is answered one stored message at a time, each read waiting
 	// for the stream's store lock, which every fsync of a store holds:
 	// under load a pull took tens of milliseconds, so a consumer that kept
@@ -337,8 +345,8 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	// (BenchmarkErasures, flows/dsar). A fetched event's AckWait runs
 	// while it waits in the buffer; a worker is free again as soon as the
 	// handler has returned (recording and publishing run off the
-	// workers), so it waits about prefetch handler runs at most.
-	perConsumer := prefetch * s.cfg.Workers
+	// workers), so it waits about Prefetch handler runs at most.
+	perConsumer := s.cfg.Prefetch * s.cfg.Workers
 	iters := make([]jetstream.MessagesContext, 0, len(s.consumers))
 	for _, c := range s.consumers {
 		cons, err := s.cfg.JetStream.CreateOrUpdateConsumer(ctx, contract.StreamName, s.consumerConfig(c))

@@ -410,6 +410,7 @@ func TestNewChecksTheConfig(t *testing.T) {
 		"registry kind":    func(c *subscriber.Config) { c.Handlers[contract.KindTenantRegistered] = erase },
 		"negative workers": func(c *subscriber.Config) { c.Workers = -1 },
 		"negative deliver": func(c *subscriber.Config) { c.MaxDeliver = -1 },
+		"negative prefetch": func(c *subscriber.Config) { c.Prefetch = -1 },
 		"zero back-off":    func(c *subscriber.Config) { c.BackOff = []time.Duration{time.Second, 0} },
 	} {
 		cfg := valid()
