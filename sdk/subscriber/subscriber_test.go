@@ -401,17 +401,17 @@ func TestNewChecksTheConfig(t *testing.T) {
 		t.Fatalf("New(valid config) = %v", err)
 	}
 	for name, mutate := range map[string]func(*subscriber.Config){
-		"system id":        func(c *subscriber.Config) { c.SystemID = "News Letter" },
-		"tenant":           func(c *subscriber.Config) { c.Tenant = "" },
-		"no JetStream":     func(c *subscriber.Config) { c.JetStream = nil },
-		"no ledger":        func(c *subscriber.Config) { c.Ledger = nil },
-		"no handlers":      func(c *subscriber.Config) { c.Handlers = nil },
-		"nil handler":      func(c *subscriber.Config) { c.Handlers[contract.KindAccessRequested] = nil },
-		"registry kind":    func(c *subscriber.Config) { c.Handlers[contract.KindTenantRegistered] = erase },
-		"negative workers": func(c *subscriber.Config) { c.Workers = -1 },
-		"negative deliver": func(c *subscriber.Config) { c.MaxDeliver = -1 },
+		"system id":         func(c *subscriber.Config) { c.SystemID = "News Letter" },
+		"tenant":            func(c *subscriber.Config) { c.Tenant = "" },
+		"no JetStream":      func(c *subscriber.Config) { c.JetStream = nil },
+		"no ledger":         func(c *subscriber.Config) { c.Ledger = nil },
+		"no handlers":       func(c *subscriber.Config) { c.Handlers = nil },
+		"nil handler":       func(c *subscriber.Config) { c.Handlers[contract.KindAccessRequested] = nil },
+		"registry kind":     func(c *subscriber.Config) { c.Handlers[contract.KindTenantRegistered] = erase },
+		"negative workers":  func(c *subscriber.Config) { c.Workers = -1 },
+		"negative deliver":  func(c *subscriber.Config) { c.MaxDeliver = -1 },
 		"negative prefetch": func(c *subscriber.Config) { c.Prefetch = -1 },
-		"zero back-off":    func(c *subscriber.Config) { c.BackOff = []time.Duration{time.Second, 0} },
+		"zero back-off":     func(c *subscriber.Config) { c.BackOff = []time.Duration{time.Second, 0} },
 	} {
 		cfg := valid()
 		mutate(&cfg)
