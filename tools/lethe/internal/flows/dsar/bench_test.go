@@ -5,6 +5,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,7 +38,7 @@ func BenchmarkErasures(b *testing.B) {
 		stopMon = monitor(b, f.deps.JetStream, &nfiled, f.svc.Outbox.Depth, time.Second)
 	}
 	b.ResetTimer()
-	start := time.Now()
+	start, startCPU := time.Now(), processCPU(b)
 	var wg sync.WaitGroup
 	work := make(chan int)
 	for range 32 {
@@ -69,7 +70,7 @@ func BenchmarkErasures(b *testing.B) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	elapsed := time.Since(start)
+	elapsed, runCPU := time.Since(start), processCPU(b)-startCPU
 	b.StopTimer()
 	stopMon()
 	// The JetStream floor of the same run, on the same server: what the
@@ -79,7 +80,9 @@ func BenchmarkErasures(b *testing.B) {
 	f.svc.Sweep(f.ctx)
 	eventually.True(b, "the DSAR service's outbox published everything", func() bool { return f.svc.Outbox.Depth() == 0 })
 	run := readRun(b, f.deps.JetStream, mark)
+	floorStartCPU := processCPU(b)
 	floor := measureFloor(b, f.deps.JetStream, run)
+	floorCPU := processCPU(b) - floorStartCPU
 	lat := make([]time.Duration, 0, b.N)
 	for _, id := range ids {
 		rc, err := f.dsar.GetReceipt(f.ctx, &dsarv1.GetReceiptRequest{TenantId: "cleura", DsarId: id})
@@ -103,4 +106,18 @@ func BenchmarkErasures(b *testing.B) {
 	b.ReportMetric(float64(run.messages())/float64(b.N), "msgs/request")
 	b.ReportMetric(float64(run.bytes)/float64(max(1, run.messages())), "bytes/msg")
 	b.ReportMetric(float64(len(run.consumers)), "consumers")
+	// CPU of the whole process (services, systems, broker and callers)
+	// during the run and during the floor: on a machine with few cores the
+	// run is bound by CPU where the floor is bound by the disk's syncs.
+	b.ReportMetric(runCPU.Seconds(), "run-cpu-s")
+	b.ReportMetric(floorCPU.Seconds(), "floor-cpu-s")
+}
+
+// processCPU returns the CPU time the process has used, user and system.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
