@@ -72,11 +72,8 @@ func (s *Service) load() error {
 	ix, covered := s.readSnapshot()
 	var replayed int
 	err := s.DB.View(func(tx *bolt.Tx) error {
-		stored := map[string]uint64{}
-		if err := storage.Each(tx, storage.BucketRevisions, nil, func(k, v []byte) error {
-			stored[string(k)] = store.KeyUint64(v)
-			return nil
-		}); err != nil {
+		stored, err := storage.RevisionsTx(tx)
+		if err != nil {
 			return err
 		}
 		if ix != nil {
@@ -94,7 +91,6 @@ func (s *Service) load() error {
 				}
 			}
 		}
-		var err error
 		if ix != nil {
 			replayed, err = s.loadTx(tx, ix, covered, stored)
 			if errors.Is(err, errReplay) {

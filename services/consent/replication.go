@@ -25,10 +25,10 @@ package consent
 // Periodically (Options.SnapshotEvery, or after SnapshotAfter changes) the
 // writer writes a snapshot of its decision state to the object store
 // bucket broker.ConsentSnapshotBucket and keeps the last SnapshotsKept.
-// The snapshot records the stream sequence a replica resumes after; see
-// takeSnapshot for why reading it before the snapshot's read transaction
-// loses no change and why a replica skips entries at or below a tenant's
-// snapshot revision.
+// The snapshot is an exact cut of the live index (decision.Cut) and
+// records the stream sequence a replica resumes after; see Snapshot for
+// why reading that sequence first loses no change and why a replica skips
+// entries at or below a tenant's snapshot revision.
 
 import (
 	"bufio"
@@ -354,12 +354,10 @@ const cutWait = 10 * time.Second
 // taken from the store in the same transaction as the revisions, and a
 // change of country after it is on the stream after Snapshot's sequence.
 func (s *Service) cutCommitted(ctx context.Context) (*decision.Cut, error) {
-	committed, countries := map[string]uint64{}, map[string]string{}
-	err := s.DB.View(func(tx *bolt.Tx) error {
-		if err := storage.Each(tx, storage.BucketRevisions, nil, func(k, v []byte) error {
-			committed[string(k)] = store.KeyUint64(v)
-			return nil
-		}); err != nil {
+	var committed map[string]uint64
+	countries := map[string]string{}
+	err := s.DB.View(func(tx *bolt.Tx) (err error) {
+		if committed, err = storage.RevisionsTx(tx); err != nil {
 			return err
 		}
 		return storage.Each(tx, storage.BucketTenantCountries, nil, func(k, v []byte) error {
@@ -555,11 +553,9 @@ func (s *Service) settleEpoch(ctx context.Context) error {
 	err := s.DB.View(func(tx *bolt.Tx) error {
 		s.epoch = storage.EpochTx(tx)
 		aliveAt, known = storage.AliveAtTx(tx)
-		stored = map[string]uint64{}
-		return storage.Each(tx, storage.BucketRevisions, nil, func(k, v []byte) error {
-			stored[string(k)] = store.KeyUint64(v)
-			return nil
-		})
+		var err error
+		stored, err = storage.RevisionsTx(tx)
+		return err
 	})
 	if err != nil || s.deps.JetStream == nil {
 		return err

@@ -391,6 +391,15 @@ func AddChangeTx(tx *bolt.Tx, tenant string, c *consentv1.Change) (uint64, error
 	return rev, putProto(store.BucketTx(tx, BucketChanges), append(store.Key(tenant), store.Uint64Key(rev)...), c)
 }
 
+// RevisionsTx returns every tenant's last revision.
+func RevisionsTx(tx *bolt.Tx) (map[string]uint64, error) {
+	revs := map[string]uint64{}
+	return revs, Each(tx, BucketRevisions, nil, func(k, v []byte) error {
+		revs[string(k)] = store.KeyUint64(v)
+		return nil
+	})
+}
+
 // SkipRevisionsTx moves a tenant's revision on to rev without a change:
 // the revisions between are never used. A writer starting a replication
 // epoch skips past every revision its shard published, so that no
