@@ -142,3 +142,27 @@ func TestCutCloseReleases(t *testing.T) {
 		}
 	}
 }
+
+// TestCutNamedTenantsAndCountry cuts tenants named out of order and twice,
+// and sets a country in the cut, of a tenant it holds and of one it does
+// not: each tenant is written once, with the country set.
+func TestCutNamedTenantsAndCountry(t *testing.T) {
+	ix, _ := genIndex(t, 50)
+	c := ix.Cut("clio", "clevio", "clio")
+	defer c.Close()
+	c.SetCountry("clevio", "SE")
+	c.SetCountry("newcomer", "FI")
+	var buf bytes.Buffer
+	if err := c.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	got, revs := restored(t, buf.Bytes())
+	if len(revs) != 3 {
+		t.Fatalf("tenants %v, want clevio, clio and newcomer once each", revs)
+	}
+	for tenant, want := range map[string]string{"clio": "DK", "clevio": "SE", "newcomer": "FI"} {
+		if c, _ := got.Country(tenant); c != want {
+			t.Errorf("%s's country %q, want %q", tenant, c, want)
+		}
+	}
+}
