@@ -77,9 +77,8 @@ func (c *shardCut) keep(sh *shardState, subject string, off uint64, found bool) 
 
 // Cut takes a cut of the named tenants, or of every tenant when none is
 // named, in the order of their ids; a named tenant the Index does not
-// hold is cut empty. Close it
-// once written, written or not: until then, changed subjects are kept
-// for it. Several cuts may be open at once.
+// hold is cut empty. Close it once written, written or not: until then,
+// changed subjects are kept for it. Several cuts may be open at once.
 func (ix *Index) Cut(tenants ...string) *Cut {
 	if len(tenants) == 0 {
 		tenants = slices.Sorted(maps.Keys(*ix.tenants.Load()))
