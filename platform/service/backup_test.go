@@ -46,7 +46,7 @@ func TestPeriodicBackups(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, db := range []*store.DB{base.DB, journal} {
-		if err := db.Update(func(tx *bbolt.Tx) error { return store.BucketTx(tx, bucketThings).Put([]byte("k"), []byte(db.Path())) }); err != nil {
+		if err := db.Batch(func(tx *bbolt.Tx) error { return store.BucketTx(tx, bucketThings).Put([]byte("k"), []byte(db.Path())) }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -54,7 +54,7 @@ func TestPeriodicBackups(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- base.Run(ctx) }()
 
-	// metrics returns the service's gauges by name and file.
+	// metrics returns the service's gauges and counters by name and file.
 	metrics := func() map[string]float64 {
 		families, err := providers.Registry.Gather()
 		if err != nil {
@@ -68,7 +68,7 @@ func TestPeriodicBackups(t *testing.T) {
 					labels[l.GetName()] = l.GetValue()
 				}
 				if labels["service"] == "things" {
-					got[strings.TrimSuffix(mf.GetName()+" "+labels["file"], " ")] = m.GetGauge().GetValue()
+					got[strings.TrimSuffix(mf.GetName()+" "+labels["file"], " ")] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
 				}
 			}
 		}
@@ -92,6 +92,13 @@ func TestPeriodicBackups(t *testing.T) {
 		}
 		if name := "lethe_store_file_size_bytes " + filepath.Base(db.Path()); got[name] != float64(fi.Size()) {
 			t.Errorf("%s = %v, want %d", name, got[name], fi.Size())
+		}
+		// Each file's one Batch call, in a group of its own.
+		file := " " + filepath.Base(db.Path())
+		if got["lethe_store_commits_total"+file] != 1 || got["lethe_store_commit_calls_total"+file] != 1 ||
+			got["lethe_store_commit_pages_total"+file] < 1 || got["lethe_store_committer_busy_seconds_total"+file] <= 0 ||
+			got["lethe_store_commit_time_seconds_total"+file] <= 0 {
+			t.Errorf("%s's commit metrics: %v", file, got)
 		}
 	}
 	if last := time.Unix(int64(got["lethe_store_backup_last_success_seconds"]), 0); time.Since(last) > time.Minute {

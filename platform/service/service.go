@@ -232,15 +232,41 @@ func (b *Base) storeFiles() []*store.DB {
 }
 
 // registerMetrics reports the bbolt files' sizes, which only grows (bbolt
-// reuses freed pages but never shrinks the file), and when backups are
-// on, the time of the last one that succeeded.
+// reuses freed pages but never shrinks the file), what their group
+// commits did (store.CommitStats), and when backups are on, the time of
+// the last one that succeeded.
 func (b *Base) registerMetrics() error {
 	size, err := b.Meter.Int64ObservableGauge("lethe.store.file_size", metric.WithUnit("By"),
 		metric.WithDescription("Size of each of the service's bbolt files."))
 	if err != nil {
 		return err
 	}
-	instruments := []metric.Observable{size}
+	commits, err := b.Meter.Int64ObservableCounter("lethe.store.commits",
+		metric.WithDescription("Transactions the group committer of each bbolt file committed (store.DB.Batch)."))
+	if err != nil {
+		return err
+	}
+	calls, err := b.Meter.Int64ObservableCounter("lethe.store.commit_calls",
+		metric.WithDescription("Batch calls those transactions answered; over lethe.store.commits, the mean group size."))
+	if err != nil {
+		return err
+	}
+	pages, err := b.Meter.Int64ObservableCounter("lethe.store.commit_pages",
+		metric.WithDescription("Pages those transactions wrote."))
+	if err != nil {
+		return err
+	}
+	busy, err := b.Meter.Float64ObservableCounter("lethe.store.committer_busy", metric.WithUnit("s"),
+		metric.WithDescription("Time each file's committer held its writer: running calls, gathering them, committing. Its rate near 1 means the file's writes are the bound."))
+	if err != nil {
+		return err
+	}
+	committing, err := b.Meter.Float64ObservableCounter("lethe.store.commit_time", metric.WithUnit("s"),
+		metric.WithDescription("Of that time, the part spent in bbolt's Commit: writing pages and two fsyncs."))
+	if err != nil {
+		return err
+	}
+	instruments := []metric.Observable{size, commits, calls, pages, busy, committing}
 	var last metric.Float64ObservableGauge
 	if b.backup.Dir != "" {
 		if last, err = b.Meter.Float64ObservableGauge("lethe.store.backup.last_success", metric.WithUnit("s"),
@@ -252,10 +278,16 @@ func (b *Base) registerMetrics() error {
 	attrs := metric.WithAttributes(attribute.String("service", b.Name))
 	b.registered, err = b.Meter.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
 		for _, db := range b.storeFiles() {
+			file := metric.WithAttributes(attribute.String("service", b.Name), attribute.String("file", filepath.Base(db.Path())))
 			if fi, err := os.Stat(db.Path()); err == nil {
-				obs.ObserveInt64(size, fi.Size(), metric.WithAttributes(attribute.String("service", b.Name),
-					attribute.String("file", filepath.Base(db.Path()))))
+				obs.ObserveInt64(size, fi.Size(), file)
 			}
+			st := db.CommitStats()
+			obs.ObserveInt64(commits, int64(st.Commits), file)
+			obs.ObserveInt64(calls, int64(st.Calls), file)
+			obs.ObserveInt64(pages, int64(st.Pages), file)
+			obs.ObserveFloat64(busy, st.Busy.Seconds(), file)
+			obs.ObserveFloat64(committing, st.Commit.Seconds(), file)
 		}
 		if last != nil {
 			obs.ObserveFloat64(last, float64(b.lastBackup.Load()), attrs)

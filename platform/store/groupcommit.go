@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -45,6 +46,30 @@ type committer struct {
 	arrived chan struct{}
 	// last is how many calls the last transaction had; only run uses it.
 	last int
+
+	// What the committed groups did (CommitStats).
+	commits, calls, pages atomic.Uint64
+	busy, committing      atomic.Int64 // nanoseconds
+}
+
+// CommitStats counts what a file's group commits did.
+type CommitStats struct {
+	// Commits is how many shared transactions the committer committed or
+	// tried to, and Calls how many Batch calls they answered. A group that
+	// is committed again without a call that failed in it is counted once,
+	// with its first try.
+	Commits, Calls uint64
+	// Pages is how many pages the commits wrote.
+	Pages uint64
+	// Busy is how long the committer held the file's writer: running the
+	// calls, gathering them (see gatherWait) and committing. Commit is the
+	// part spent in Commit: writing the pages and two fsyncs.
+	Busy, Commit time.Duration
+}
+
+func (c *committer) stats() CommitStats {
+	return CommitStats{Commits: c.commits.Load(), Calls: c.calls.Load(), Pages: c.pages.Load(),
+		Busy: time.Duration(c.busy.Load()), Commit: time.Duration(c.committing.Load())}
 }
 
 // gatherWait bounds how long the committer waits for the callers of its
@@ -106,6 +131,8 @@ func (c *committer) run() {
 // passed; then it commits. The first group, and any after a group of one,
 // commits what is queued at once.
 func (c *committer) group() int {
+	start := time.Now()
+	defer func() { c.busy.Add(int64(time.Since(start))) }()
 	tx, err := c.db.Begin(true)
 	if err != nil {
 		calls := c.take(c.max)
@@ -145,7 +172,13 @@ func (c *committer) group() int {
 			timeout = nil
 		}
 	}
+	committing := time.Now()
 	err = tx.Commit()
+	c.committing.Add(int64(time.Since(committing)))
+	c.commits.Add(1)
+	c.calls.Add(uint64(len(ran)))
+	st := tx.Stats()
+	c.pages.Add(uint64(st.GetWrite()))
 	for _, call := range ran {
 		call.err <- err
 	}

@@ -67,3 +67,35 @@ func TestBatchCommitsEveryWriterAndIsolatesFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCommitStatsCountTheGroups: concurrent writers share transactions,
+// and the statistics say how many, for how many calls, with how many
+// pages and how long.
+func TestCommitStatsCountTheGroups(t *testing.T) {
+	db := storetest.Open(t, schemaV1())
+	if got := db.CommitStats(); got != (store.CommitStats{}) {
+		t.Fatalf("CommitStats of a file no Batch wrote = %+v, want zero", got)
+	}
+	const writers = 64
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			if err := db.Batch(func(tx *bbolt.Tx) error {
+				return store.BucketTx(tx, bucketThings).Put(store.Uint64Key(uint64(i)), []byte("v"))
+			}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	st := db.CommitStats()
+	if st.Calls != writers || st.Commits == 0 || st.Commits > writers {
+		t.Errorf("Calls %d, Commits %d; want %d calls in 1 to %d commits", st.Calls, st.Commits, writers, writers)
+	}
+	if st.Pages < st.Commits {
+		t.Errorf("Pages %d for %d commits; each writes at least its leaf", st.Pages, st.Commits)
+	}
+	if st.Commit <= 0 || st.Busy < st.Commit {
+		t.Errorf("Busy %v, Commit %v; want 0 < Commit <= Busy", st.Busy, st.Commit)
+	}
+}

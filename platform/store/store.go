@@ -124,6 +124,12 @@ func (db *DB) View(fn func(*bbolt.Tx) error) error { return db.bolt.View(fn) }
 // result only after Batch returns nil.
 func (db *DB) Batch(fn func(*bbolt.Tx) error) error { return db.committer.batch(fn) }
 
+// CommitStats returns what the file's group commits (Batch) have done
+// since it was opened. The committer is the one writer of its file, so
+// when callers of Batch wait, Busy growing as fast as the clock says it
+// is the bound: see docs/operations.md, "Metrics".
+func (db *DB) CommitStats() CommitStats { return db.committer.stats() }
+
 // Close waits for open transactions to finish and closes the file. Closing
 // twice is harmless.
 func (db *DB) Close() error { return db.bolt.Close() }

@@ -268,9 +268,8 @@ func markPublishedCauses(db *store.DB) error {
 // keys under one id never share a prefix with another's. A task is keyed
 // (event id, system id); the cause index (tenant, cause kind, cause id,
 // event id, system id); the system index (tenant, system id, event id);
-// the re-send index the time, then the task's key. Values are JSON, as
-// every record a service keeps for itself is (an API message is kept as
-// its protobuf), with the final outcome inside as binary protobuf.
+// the re-send index the time, then the task's key. A task is kept in the
+// protobuf wire format (codec.go), with its final outcome inside.
 func taskKey(eventID, systemID string) []byte { return store.Key(eventID, systemID) }
 
 func causePrefix(tenant string, cause *commonv1.Cause) []byte {
@@ -350,11 +349,7 @@ func causeMarker(tenant string, cause *commonv1.Cause, eventID string) []byte {
 }
 
 func (t *Tracker) putTx(tx *bolt.Tx, task Task) error {
-	b, err := json.Marshal(task)
-	if err != nil {
-		return err
-	}
-	return store.BucketTx(tx, store.BucketTasks).Put(taskKey(task.EventID, task.SystemID), b)
+	return store.BucketTx(tx, store.BucketTasks).Put(taskKey(task.EventID, task.SystemID), encodeTask(nil, task))
 }
 
 func getTx(tx *bolt.Tx, eventID, systemID string) (Task, bool, error) {
@@ -362,8 +357,8 @@ func getTx(tx *bolt.Tx, eventID, systemID string) (Task, bool, error) {
 	if v == nil {
 		return Task{}, false, nil
 	}
-	var task Task
-	if err := json.Unmarshal(v, &task); err != nil {
+	task, err := decodeTask(v)
+	if err != nil {
 		return Task{}, false, fmt.Errorf("tasks: decode task %s/%s: %w", eventID, systemID, err)
 	}
 	return task, true, nil
@@ -463,13 +458,11 @@ func causeFinalTx(tx *bolt.Tx, tenant string, cause *commonv1.Cause) (bool, erro
 		if v == nil {
 			continue // as causeTasksTx: an index entry without its task counts for nothing
 		}
-		var state struct {
-			State State `json:"state"`
-		}
-		if err := json.Unmarshal(v, &state); err != nil {
+		state, err := decodeState(v)
+		if err != nil {
 			return false, fmt.Errorf("tasks: decode task %s/%s: %w", eventID, systemID, err)
 		}
-		if state.State != StateFinal {
+		if state != StateFinal {
 			return false, nil
 		}
 	}
@@ -611,8 +604,8 @@ func (t *Tracker) List(f Filter) ([]Task, error) {
 	var out []Task
 	err := t.db.View(func(tx *bolt.Tx) error {
 		return store.BucketTx(tx, store.BucketTasks).ForEach(func(k, v []byte) error {
-			var task Task
-			if err := json.Unmarshal(v, &task); err != nil {
+			task, err := decodeTask(v)
+			if err != nil {
 				return fmt.Errorf("tasks: decode task %q: %w", k, err)
 			}
 			if f.match(task) {

@@ -49,7 +49,7 @@ var (
 // schema is the layout of dsar.db.
 var schema = store.Schema{
 	Service: "dsar",
-	Version: 2,
+	Version: 3,
 	Buckets: []store.Bucket{
 		bucketRequests, bucketSecrets, bucketSealed, bucketSubmissions, bucketPackages,
 		bucketPending, bucketFollowing, bucketPackageExpiry, bucketReceipts, bucketReceiptIndex,
@@ -58,8 +58,9 @@ var schema = store.Schema{
 	// transitions rewrite it. A file holding one has audit entries.
 	Audited: []store.Bucket{bucketRequests},
 	// Version 2 moved the tasks to the kit's key encoding (see
-	// tasks.MigrateKeysTx); open tasks stay open across it.
-	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}},
+	// tasks.MigrateKeysTx); open tasks stay open across it. Version 3
+	// writes them in binary (tasks.BinaryTasksTx).
+	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}, {To: 3, Up: tasks.BinaryTasksTx}},
 }
 
 // secrets is what a request keeps that no response shows.

@@ -14,15 +14,16 @@ import (
 // schema is the layout of retention.db.
 var schema = store.Schema{
 	Service: "retention",
-	Version: 2,
+	Version: 3,
 	Buckets: append([]store.Bucket{bucketRules, bucketHolds, bucketPolicyGen, bucketRescan, bucketReport, bucketParked}, schedule.Buckets...),
 	// Only the API's audited mutations write rules and holds. Subjects'
 	// schedules are not listed: they are applied from the journal, whose
 	// calls are audited in retention-journal.db's chain, not this one's.
 	Audited: []store.Bucket{bucketRules, bucketHolds},
 	// Version 2 moved the tasks to the kit's key encoding (see
-	// tasks.MigrateKeysTx); open tasks stay open across it.
-	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}},
+	// tasks.MigrateKeysTx); open tasks stay open across it. Version 3
+	// writes them in binary (tasks.BinaryTasksTx).
+	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}, {To: 3, Up: tasks.BinaryTasksTx}},
 }
 
 // A tenant's policy is its rules and holds. They are few and read by every

@@ -43,10 +43,10 @@ var BucketCompleted = store.Bucket("completed")
 // kind), written by OnTaskFinal.
 var BucketFinal = store.Bucket("final")
 
-// Schema is the owner's: version 2 moved its tasks to the kit's keys, as
-// consent's, dsar's and retention's did.
-var Schema = store.Schema{Service: "taskstest", Version: 2, Buckets: []store.Bucket{BucketCompleted, BucketFinal},
-	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}}}
+// Schema is the owner's: version 2 moved its tasks to the kit's keys and
+// version 3 to binary records, as consent's, dsar's and retention's did.
+var Schema = store.Schema{Service: "taskstest", Version: 3, Buckets: []store.Bucket{BucketCompleted, BucketFinal},
+	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}, {To: 3, Up: tasks.BinaryTasksTx}}}
 
 // Fixture is a running tracker, its store and the NATS it publishes on.
 type Fixture struct {

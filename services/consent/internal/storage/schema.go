@@ -102,15 +102,16 @@ func UndoneTx(tx *bolt.Tx, tenant string) ([]Undone, error) {
 // Schema is the layout of consent.db.
 var Schema = store.Schema{
 	Service: "consent",
-	Version: 2,
+	Version: 3,
 	Buckets: []store.Bucket{BucketPurposes, BucketRecords, BucketObjections, BucketRestrictions,
 		BucketChanges, BucketRevisions, BucketExpiries, BucketEvidenceKeys, BucketTenantCountries, BucketRecovery, BucketWebSettings},
 	// Only the API's audited mutations create purposes and consent
 	// records: a file holding either has audit entries.
 	Audited: []store.Bucket{BucketPurposes, BucketRecords, BucketWebSettings},
 	// Version 2 moved the tasks to the kit's key encoding (see
-	// tasks.MigrateKeysTx); open tasks stay open across it.
-	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}},
+	// tasks.MigrateKeysTx); open tasks stay open across it. Version 3
+	// writes them in binary (tasks.BinaryTasksTx).
+	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}, {To: 3, Up: tasks.BinaryTasksTx}},
 	// The file holds every subject's history and its open stands between
 	// a restart and the first Check: rebuilding the free list by walking
 	// every page took 20-40 s for a million subjects (3.9 GB) and would

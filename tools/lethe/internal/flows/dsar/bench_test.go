@@ -1,6 +1,7 @@
 package dsar_test
 
 import (
+	"flag"
 	"fmt"
 	"sort"
 	"sync"
@@ -15,13 +16,17 @@ import (
 	"github.com/lethe-privacy/lethe/sdk/subscriber"
 )
 
+// callers is how many callers file and verify at once in BenchmarkErasures.
+var callers = flag.Int("erasures.callers", 32, "BenchmarkErasures: concurrent callers filing and verifying requests")
+
 // BenchmarkErasures files b.N erasure requests for a tenant with five
 // subscribing systems, verifies each by attestation and waits until every
 // one completed, in one process with embedded NATS syncing every write
 // (the shipped setting). It reports throughput and the p50/p99 time from
-// receipt to completion, read from the receipts. Run it with
+// receipt to completion, read from the receipts, and what dsar.db's
+// committer did. Run it with
 //
-//	go test -run XXX -bench Erasures -benchtime 10000x ./services/dsar
+//	go test -run XXX -bench Erasures -benchtime 10000x ./lethe/internal/flows/dsar/
 func BenchmarkErasures(b *testing.B) {
 	f := startWith(b, options{syncAlways: true, realClock: true, sweepEvery: 5 * time.Second})
 	f.tenant(b, "cleura", nil)
@@ -38,10 +43,10 @@ func BenchmarkErasures(b *testing.B) {
 		stopMon = monitor(b, f.deps.JetStream, &nfiled, f.svc.Outbox.Depth, time.Second)
 	}
 	b.ResetTimer()
-	start, startCPU := time.Now(), processCPU(b)
+	start, startCPU, startCommits := time.Now(), processCPU(b), f.svc.DB.CommitStats()
 	var wg sync.WaitGroup
 	work := make(chan int)
-	for range 32 {
+	for range *callers {
 		wg.Go(func() {
 			for i := range work {
 				r := f.file(b, &dsarv1.CreateRequestRequest{TenantId: "cleura", SubjectId: fmt.Sprint("subject-", i), Erasure: &dsarv1.ErasureDetails{}})
@@ -70,7 +75,7 @@ func BenchmarkErasures(b *testing.B) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	elapsed, runCPU := time.Since(start), processCPU(b)-startCPU
+	elapsed, runCPU, commits := time.Since(start), processCPU(b)-startCPU, f.svc.DB.CommitStats()
 	b.StopTimer()
 	stopMon()
 	// The JetStream floor of the same run, on the same server: what the
@@ -111,6 +116,15 @@ func BenchmarkErasures(b *testing.B) {
 	// run is bound by CPU where the floor is bound by the disk's syncs.
 	b.ReportMetric(runCPU.Seconds(), "run-cpu-s")
 	b.ReportMetric(floorCPU.Seconds(), "floor-cpu-s")
+	// dsar.db's committer, the one writer of the file every request is
+	// written to three times or more (filing, verification, completion):
+	// how long it held the writer, how much of that committing, and how
+	// many calls and pages a commit had.
+	n := commits.Commits - startCommits.Commits
+	b.ReportMetric((commits.Busy - startCommits.Busy).Seconds(), "commit-busy-s")
+	b.ReportMetric((commits.Commit - startCommits.Commit).Seconds(), "commit-s")
+	b.ReportMetric(float64(commits.Calls-startCommits.Calls)/float64(max(1, n)), "calls/commit")
+	b.ReportMetric(float64(commits.Pages-startCommits.Pages)/float64(max(1, n)), "pages/commit")
 }
 
 // processCPU returns the CPU time the process has used, user and system.
