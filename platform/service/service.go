@@ -247,7 +247,7 @@ func (b *Base) registerMetrics() error {
 		return err
 	}
 	calls, err := b.Meter.Int64ObservableCounter("lethe.store.commit_calls",
-		metric.WithDescription("Batch calls those transactions answered; over lethe.store.commits, the mean group size."))
+		metric.WithDescription("Batch calls those transactions answered; divided by the transactions, the mean group size."))
 	if err != nil {
 		return err
 	}

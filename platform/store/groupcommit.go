@@ -55,9 +55,9 @@ type committer struct {
 // CommitStats counts what a file's group commits did.
 type CommitStats struct {
 	// Commits is how many shared transactions the committer committed or
-	// tried to, and Calls how many Batch calls they answered. A group that
-	// is committed again without a call that failed in it is counted once,
-	// with its first try.
+	// tried to, and Calls how many Batch calls they answered. A group in
+	// which a call failed is left out: the others are committed again
+	// without it (commit), and the failed call runs alone (Update).
 	Commits, Calls uint64
 	// Pages is how many pages the commits wrote.
 	Pages uint64
