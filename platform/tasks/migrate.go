@@ -108,9 +108,10 @@ func rekeyTx(tx *bolt.Tx, b store.Bucket, newKey func([]byte) ([]byte, error)) e
 
 // BinaryTasksTx is the migration to the tracker's binary task records
 // (codec.go). It changes nothing in the file: tasks written before are
-// read as they are, and rewritten in binary when they next change. What it is for is the version it bumps, which makes code from
-// before, which reads tasks only as JSON, refuse the file
-// (store.ErrSchemaTooNew) rather than fail on every task written since.
+// read as they are, and rewritten in binary when they next change. What
+// it is for is the version it bumps, which makes code from before, which
+// reads tasks only as JSON, refuse the file (store.ErrSchemaTooNew)
+// rather than fail on every task written since.
 // Owners list it after MigrateKeysTx:
 //
 //	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}, {To: 3, Up: tasks.BinaryTasksTx}}
