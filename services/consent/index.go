@@ -353,7 +353,11 @@ func (s *Service) readSnapshot() (*decision.Index, map[string]uint64) {
 	}
 	defer f.Close()
 	ix := decision.NewIndex()
-	covered, err := ix.ReadSnapshot(f)
+	var covered map[string]uint64
+	fi, err := f.Stat()
+	if err == nil {
+		covered, err = ix.ReadSnapshot(f, fi.Size())
+	}
 	if err != nil {
 		s.Logger.Warn("consent: the index snapshot is unusable; reading every record", "path", path, "err", err)
 		return nil, nil

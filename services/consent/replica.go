@@ -483,7 +483,11 @@ func (r *Replica) load(path string) (*replicaState, error) {
 	st := &replicaState{index: decision.NewIndex(), revs: newAppliedRevisions(), seq: h.StreamSequence, epoch: h.Epoch,
 		recent: newRecentChanges(r.opts.RecentChanges), held: map[string]map[uint64]*consentv1.ReplicationEntry{},
 		heldSince: map[string]time.Time{}, caughtUp: make(chan struct{})}
-	revisions, err := st.index.ReadSnapshot(in)
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	revisions, err := st.index.ReadSnapshot(in, fi.Size())
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,7 @@ import (
 func restored(t *testing.T, snap []byte) (*Index, map[string]uint64) {
 	t.Helper()
 	ix := NewIndex()
-	revs, err := ix.ReadSnapshot(bytes.NewReader(snap))
+	revs, err := ix.ReadSnapshot(bytes.NewReader(snap), int64(len(snap)))
 	if err != nil {
 		t.Fatal(err)
 	}

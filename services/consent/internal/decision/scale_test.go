@@ -253,9 +253,13 @@ func BenchmarkIndexAtScale(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		fi, err := f.Stat()
+		if err != nil {
+			b.Fatal(err)
+		}
 		restored := NewIndex()
 		started = startPhase()
-		revs, err := restored.ReadSnapshot(f)
+		revs, err := restored.ReadSnapshot(f, fi.Size())
 		f.Close()
 		if err != nil {
 			b.Fatal(err)

@@ -54,6 +54,10 @@ const (
 
 	// maxNames bounds a tenant's purpose ids in a snapshot.
 	maxNames = 1 << 16
+
+	// minSubjectBytes is the least a subject takes among a section's
+	// blobs: a length, an id of one byte with its length, and a count.
+	minSubjectBytes = 4
 )
 
 // Purpose flags in a snapshot.
@@ -187,6 +191,27 @@ type snapReader struct {
 	// used is one more than the largest purpose index the current
 	// tenant's blobs name.
 	used uint64
+	// unclaimed is how much of the snapshot's length no count or size
+	// read so far has claimed (claim).
+	unclaimed uint64
+}
+
+// claim accounts for n items of at least least bytes each that the
+// snapshot declares before it holds them, and fails unless they fit in
+// what is left of its length. Such counts and sizes size allocations
+// before the checksum can vouch for them; bounding them so keeps a
+// damaged snapshot from costing more memory than an intact one of the
+// same length would.
+func (sr *snapReader) claim(n, least uint64, what string) bool {
+	if sr.err != nil {
+		return false
+	}
+	if n > sr.unclaimed/least {
+		sr.fail("%d %s where %d bytes are left", n, what, sr.unclaimed)
+		return false
+	}
+	sr.unclaimed -= n * least
+	return true
 }
 
 // fail records the first error.
@@ -258,8 +283,14 @@ func (sr *snapReader) str(what string) string {
 // and ix is left as it was: nothing is installed until the checksum
 // matches. Call it before the tenants' writers start: an Update to a
 // tenant while it is replaced is lost.
-func (ix *Index) ReadSnapshot(r io.Reader) (map[string]uint64, error) {
-	sr := &snapReader{r: bufio.NewReaderSize(r, 1<<16), crc: crc32.New(castagnoli)}
+//
+// size is the most r can hold, such as the size of the file it reads.
+// The reader sizes its tables from counts the snapshot declares, read
+// before the checksum at its end, and refuses counts that size does
+// not leave room for: a damaged count costs an error, not the memory it
+// claims.
+func (ix *Index) ReadSnapshot(r io.Reader, size int64) (map[string]uint64, error) {
+	sr := &snapReader{r: bufio.NewReaderSize(r, 1<<16), crc: crc32.New(castagnoli), unclaimed: uint64(max(size, 0))}
 	head := make([]byte, len(snapshotMagic)+1)
 	sr.full(head)
 	if sr.err != nil {
@@ -358,8 +389,8 @@ func (ix *Index) readSubjects(sr *snapReader, t *tenant) {
 	// writer's sizes, rather than grow them by copying, which costs time
 	// and leaves up to a quarter of each arena unused.
 	subjects, size := sr.uvarint(), sr.uvarint()
-	if subjects > 1<<34 || size > 1<<40 {
-		sr.fail("sizes %d subjects, %d bytes", subjects, size)
+	if sr.claim(size, 1, "bytes of subjects") && subjects > size/minSubjectBytes {
+		sr.fail("%d subjects in %d bytes", subjects, size)
 	}
 	if sr.err == nil && subjects > 0 {
 		for i := range t.shards {
@@ -426,6 +457,9 @@ func (sr *snapReader) names() *nameTable {
 	n := sr.uvarint()
 	if n > maxNames {
 		sr.fail("%d purpose ids", n)
+		return nil
+	}
+	if !sr.claim(n, 1, "purpose ids") {
 		return nil
 	}
 	names := &nameTable{ids: make([]string, 0, n), idx: make(map[string]uint64, n)}

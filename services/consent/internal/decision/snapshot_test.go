@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,7 +129,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 	t.Logf("snapshot of 2 tenants x %d subjects: %d bytes", len(subjects), buf.Len())
 	got := NewIndex()
-	revs, err := got.ReadSnapshot(bytes.NewReader(buf.Bytes()))
+	revs, err := got.ReadSnapshot(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +170,7 @@ func TestSnapshotOneTenant(t *testing.T) {
 	got := NewIndex()
 	got.PutPurpose("other", necessary)
 	got.Update("clevio", "stale", restrict(Restriction{ID: "old"}))
-	revs, err := got.ReadSnapshot(&buf)
+	revs, err := got.ReadSnapshot(&buf, int64(buf.Len()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,14 +195,25 @@ func TestSnapshotOneTenant(t *testing.T) {
 	if err := ix.WriteSnapshot(&buf, "nobody"); err != nil {
 		t.Fatal(err)
 	}
-	if revs, err := NewIndex().ReadSnapshot(&buf); err != nil || revs["nobody"] != 0 {
+	if revs, err := NewIndex().ReadSnapshot(&buf, int64(buf.Len())); err != nil || revs["nobody"] != 0 {
 		t.Errorf("empty tenant: %v, %v", revs, err)
 	}
 }
 
+// allocated returns the bytes f allocates on the heap.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
 // TestSnapshotRefusesDamage cuts a snapshot at every length and flips
-// every byte of it: each is refused with ErrSnapshot and leaves the index
-// it was read into as it was.
+// every byte of it: each is refused with ErrSnapshot, leaves the index it
+// was read into as it was, and costs no more memory than reading the
+// intact snapshot does (a flipped count once made a replica allocate
+// every byte of memory the machine had).
 func TestSnapshotRefusesDamage(t *testing.T) {
 	ix, _ := genIndex(t, 20)
 	var buf bytes.Buffer
@@ -220,9 +233,16 @@ func TestSnapshotRefusesDamage(t *testing.T) {
 			t.Fatal("the revision changed")
 		}
 	}
+	// Reading the intact snapshot allocates the index it holds; a damaged
+	// one may claim sizes up to its length instead of those it holds, and
+	// gets that much again.
+	budget := 2*allocated(func() { _, _ = NewIndex().ReadSnapshot(bytes.NewReader(good), int64(len(good))) }) + uint64(len(good))
 	read := func(what string, b []byte) {
 		t.Helper()
-		_, err := target.ReadSnapshot(bytes.NewReader(b))
+		var err error
+		if n := allocated(func() { _, err = target.ReadSnapshot(bytes.NewReader(b), int64(len(b))) }); n > budget {
+			t.Errorf("%s: allocated %d bytes, an intact snapshot %d", what, n, budget)
+		}
 		if !errors.Is(err, ErrSnapshot) {
 			t.Fatalf("%s: err %v, want ErrSnapshot", what, err)
 		}
@@ -239,12 +259,43 @@ func TestSnapshotRefusesDamage(t *testing.T) {
 	read("trailing data", append(bytes.Clone(good), 0))
 	bad := bytes.Clone(good)
 	bad[len(snapshotMagic)] = 2
-	_, err := target.ReadSnapshot(bytes.NewReader(bad))
+	_, err := target.ReadSnapshot(bytes.NewReader(bad), int64(len(bad)))
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("version 2")) {
 		t.Errorf("another version: %v", err)
 	}
-	if _, err := target.ReadSnapshot(bytes.NewReader(good)); err != nil {
+	if _, err := target.ReadSnapshot(bytes.NewReader(good), int64(len(good))); err != nil {
 		t.Fatalf("the intact snapshot: %v", err)
+	}
+}
+
+// TestSnapshotRefusesSizesItCannotHold reads a snapshot, whole and with
+// the right checksum, whose tenant claims more subjects and bytes than
+// the snapshot could hold: it is refused before the reader sizes a table
+// by them.
+func TestSnapshotRefusesSizesItCannotHold(t *testing.T) {
+	for _, c := range []struct {
+		subjects, bytes int
+		want            string
+	}{
+		{1 << 22, 1 << 28, "268435456 bytes of subjects"},
+		{1 << 22, 1 << 10, "4194304 subjects in 1024 bytes"},
+	} {
+		var buf bytes.Buffer
+		sw := newSnapshotWriter(&buf)
+		sw.head("t", 1, nil, c.subjects, c.bytes)
+		sw.tail(nil, &nameTable{})
+		if err := sw.close(); err != nil {
+			t.Fatal(err)
+		}
+		// The reader is told the snapshot may hold 4 KiB, more than it
+		// does, which only loosens the bound.
+		var err error
+		if n := allocated(func() { _, err = NewIndex().ReadSnapshot(&buf, 1<<12) }); n > 1<<20 {
+			t.Errorf("%d subjects in %d bytes: allocated %d bytes", c.subjects, c.bytes, n)
+		}
+		if !errors.Is(err, ErrSnapshot) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%d subjects in %d bytes: err %v, want %q", c.subjects, c.bytes, err, c.want)
+		}
 	}
 }
 
