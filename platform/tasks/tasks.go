@@ -712,7 +712,7 @@ func (t *Tracker) run(ctx context.Context, js jetstream.JetStream) error {
 			}
 		})
 	}
-	outcomeCtx, err := outcomes.Consume(func(msg jetstream.Msg) {
+	outcomeCtx, err := broker.Consume(outcomes, func(msg jetstream.Msg) {
 		select {
 		case queue <- msg:
 		case <-ctx.Done():
@@ -722,7 +722,7 @@ func (t *Tracker) run(ctx context.Context, js jetstream.JetStream) error {
 		return err
 	}
 	defer outcomeCtx.Stop()
-	deadCtx, err := deadLetters.Consume(func(msg jetstream.Msg) { t.handleDeadLetter(ctx, js, msg) })
+	deadCtx, err := broker.Consume(deadLetters, func(msg jetstream.Msg) { t.handleDeadLetter(ctx, js, msg) })
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ import (
 
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
+	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/platform/period"
 	"github.com/lethe-privacy/lethe/platform/shardrouter"
 	"github.com/lethe-privacy/lethe/platform/store"
@@ -229,7 +230,7 @@ func (d *Directory) follow(ctx context.Context, js jetstream.JetStream, config j
 		return fmt.Errorf("tenants: consumer: %w", err)
 	}
 	lost := make(chan error, 1)
-	cc, err := cons.Consume(d.handle, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	cc, err := broker.Consume(cons, d.handle, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 			select {
 			case lost <- err:

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/broker"
 	"github.com/lethe-privacy/lethe/sdk/contract"
 )
 
@@ -34,7 +35,7 @@ func (s *Service) follow(ctx context.Context, js jetstream.JetStream, durable, d
 	cons, err := js.CreateOrUpdateConsumer(ctx, contract.StreamName, cfg)
 	if err == nil {
 		var cc jetstream.ConsumeContext
-		if cc, err = cons.Consume(handle); err == nil {
+		if cc, err = broker.Consume(cons, handle); err == nil {
 			defer cc.Stop()
 			<-ctx.Done()
 		}
