@@ -108,6 +108,12 @@ const (
 	// revisions. Revert what came of those changes and watch again from
 	// "undone_after" (FailedPrecondition; consent).
 	ReasonHistoryUndone = "HISTORY_UNDONE"
+	// ReasonHistoryTrimmed: a Watch resumed before the oldest change the
+	// writer still keeps (--changes-kept-for); the ErrorInfo metadata
+	// "trimmed_through" is the last revision no longer kept. Check again
+	// what you keep of the tenant's decisions and watch again from it
+	// (FailedPrecondition; consent).
+	ReasonHistoryTrimmed = "HISTORY_TRIMMED"
 
 	// ReasonHoldReleased: the legal hold was released already
 	// (FailedPrecondition; retention).

@@ -2,6 +2,7 @@ package consent
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -30,6 +31,77 @@ func (s *Service) tick(ctx context.Context) {
 	if _, err := s.ApplyDueNotices(ctx); err != nil {
 		s.Logger.Error("consent: bringing notice versions into effect failed", "error", err)
 	}
+	if _, err := s.TrimChanges(ctx); err != nil {
+		s.Logger.Error("consent: trimming the change logs failed", "error", err)
+	}
+}
+
+// trimBatch bounds the changes one transaction of TrimChanges deletes, so
+// that a first trim of a long log does not hold the writer for long.
+const trimBatch = 10_000
+
+// TrimChanges deletes from each tenant's change log the changes older than
+// Options.ChangesKeptFor, but none the index snapshot in the data folder
+// does not cover, which the next start would replay (with snapshots off,
+// a start reads every record, and age alone decides). Run calls it every
+// ExpirySweepEvery; it returns how many it deleted.
+func (s *Service) TrimChanges(ctx context.Context) (int, error) {
+	if s.opts.ChangesKeptFor < 0 {
+		return 0, nil
+	}
+	before := s.Clock.Now().Add(-s.opts.ChangesKeptFor)
+	var covers map[string]uint64
+	if s.opts.SnapshotEvery > 0 {
+		p := s.snapshotCovers.Load()
+		if p == nil {
+			return 0, nil
+		}
+		covers = *p
+	}
+	// Which tenants have anything to trim, read first: a write
+	// transaction that deletes nothing still syncs the file.
+	through := map[string]uint64{}
+	if err := s.DB.View(func(tx *bolt.Tx) error {
+		revisions, err := storage.RevisionsTx(tx)
+		if err != nil {
+			return err
+		}
+		for tenant, last := range revisions {
+			if covers != nil {
+				last = covers[tenant]
+			}
+			if ok, err := storage.CanTrimTx(tx, tenant, last, before); err != nil {
+				return err
+			} else if ok {
+				through[tenant] = last
+			}
+		}
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	total := 0
+	for tenant, last := range through {
+		for ctx.Err() == nil {
+			n := 0
+			if err := s.DB.Update(func(tx *bolt.Tx) (err error) {
+				n, err = storage.TrimChangesTx(tx, tenant, last, before, trimBatch)
+				return err
+			}); err != nil {
+				return total, fmt.Errorf("tenant %q: %w", tenant, err)
+			}
+			total += n
+			s.changesTrimmed.Add(ctx, int64(n))
+			if n < trimBatch {
+				break
+			}
+		}
+	}
+	if total > 0 {
+		s.Logger.Info("consent: change logs trimmed", "changes", total, "before", before)
+	}
+	// A stop is no failure: the next start's tick trims the rest.
+	return total, nil
 }
 
 // ExpireDue ends the grants whose lifetime has run out: each becomes a

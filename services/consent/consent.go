@@ -76,6 +76,7 @@ func flags(fs *flag.FlagSet) func(service.Deps) (service.Service, error) {
 	fs.DurationVar(&o.ReplicaSnapshotEvery, "replica-snapshot-every", DefaultSnapshotEvery, "writer: period of the replication snapshots in JetStream, which read replicas start from")
 	fs.IntVar(&o.ReplicaSnapshotAfter, "replica-snapshot-after", DefaultSnapshotAfter, "writer: take a replication snapshot once this many changes were committed since the last")
 	fs.IntVar(&o.ReplicaSnapshotsKept, "replica-snapshots-kept", DefaultSnapshotsKept, "writer: how many of the shard's replication snapshots the bucket keeps")
+	fs.DurationVar(&o.ChangesKeptFor, "changes-kept-for", DefaultChangesKeptFor, "writer: how long each tenant's change log keeps a change for Watch to resume from; negative keeps every change")
 	fs.DurationVar(&o.RevisionWait, "revision-wait", DefaultRevisionWait, "how long a Check with min_revision waits for it before REPLICA_BEHIND")
 	fs.DurationVar(&ro.GapBound, "replica-gap-bound", 5*time.Second, "replica: how long a missing revision is waited for before its tenant answers REPLICA_BEHIND until a newer snapshot")
 	return func(deps service.Deps) (service.Service, error) {
@@ -136,7 +137,19 @@ type Options struct {
 	// committed since, so this bounds that work. Default five minutes;
 	// negative writes none, and every start reads every record.
 	SnapshotEvery time.Duration
+	// ChangesKeptFor is how long a change stays in its tenant's log, from
+	// which Watch resumes and a start replays what the index snapshot
+	// lacks: a change older is deleted (TrimChanges) once the index
+	// snapshot in the data folder covers it. A Watch resuming before
+	// what is kept is refused with HISTORY_TRIMMED. Default
+	// DefaultChangesKeptFor; negative keeps every change.
+	ChangesKeptFor time.Duration
 }
+
+// DefaultChangesKeptFor is how long a change log keeps a change unless
+// told otherwise: long enough for a watcher to be down over a holiday,
+// short enough that the log does not grow with the life of the tenant.
+const DefaultChangesKeptFor = 30 * 24 * time.Hour
 
 // complete fills in the defaults of the options left zero.
 func (o *Options) complete() {
@@ -168,6 +181,9 @@ func (o *Options) complete() {
 	}
 	if o.SnapshotEvery == 0 {
 		o.SnapshotEvery = 5 * time.Minute
+	}
+	if o.ChangesKeptFor == 0 {
+		o.ChangesKeptFor = DefaultChangesKeptFor
 	}
 }
 
@@ -205,6 +221,12 @@ type Service struct {
 	// fullLoad is set when the start read every record, having no usable
 	// index snapshot: a new one is then written soon.
 	fullLoad bool
+	// snapshotCovers is the revision of each tenant that the index
+	// snapshot in the data folder covers, nil before there is one: the
+	// change log is never trimmed past it, so that a start can replay
+	// what the snapshot lacks (TrimChanges).
+	snapshotCovers atomic.Pointer[map[string]uint64]
+	changesTrimmed metric.Int64Counter
 	// gap is set while limits may be lost beyond the stream's reach
 	// (recovery.go); Check refuses to answer then.
 	gap             atomic.Pointer[storage.Gap]

@@ -109,6 +109,9 @@ func (s *Service) load() error {
 	}
 	s.index = ix
 	s.fullLoad = covered == nil
+	if covered != nil {
+		s.snapshotCovers.Store(&covered)
+	}
 	st := ix.Stats()
 	s.Logger.Info("consent: decision index loaded", "from_snapshot", !s.fullLoad, "changes_replayed", replayed,
 		"tenants", st.Tenants, "subjects", st.Subjects, "state_bytes", st.StateBytes, "took", time.Since(started))
@@ -237,9 +240,15 @@ func scanTx(tx *bolt.Tx, ix *decision.Index) error {
 // cut, but a snapshot written by an older build may not be one), and in
 // any order. An expiry changes no
 // state (a decision compares the record's expiry with the time), and
-// purposes are read whole. A change of a kind it does not know fails
-// with errReplay, and the start reads every record instead.
+// purposes are read whole. A change of a kind it does not know, or a
+// log trimmed past after, fails with errReplay, and the start reads every
+// record instead.
 func replayTx(tx *bolt.Tx, ix *decision.Index, tenant string, after, last uint64) (int, error) {
+	if trimmed := storage.TrimmedTx(tx, tenant); after < trimmed {
+		// Only a snapshot older than the one the trim waited for (one
+		// put back by hand, or of a start with snapshots off) lacks them.
+		return 0, fmt.Errorf("%w: tenant %q: the snapshot covers revision %d, and the changes up to %d are trimmed", errReplay, tenant, after, trimmed)
+	}
 	subjects := map[string]struct{}{}
 	n := 0
 	for after < last {
@@ -375,6 +384,8 @@ func (s *Service) saveSnapshot() error {
 	if err := store.WriteFileAtomic(path, cut.WriteSnapshot); err != nil {
 		return fmt.Errorf("consent: index snapshot: %w", err)
 	}
+	covers := cut.Revisions()
+	s.snapshotCovers.Store(&covers)
 	s.Logger.Debug("consent: index snapshot written", "path", path, "took", time.Since(started))
 	return nil
 }

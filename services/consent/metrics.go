@@ -8,7 +8,8 @@ import (
 
 // registerMetrics creates the consent service's instruments: how many
 // limit events the catch-up after a restore re-applied (recovery.go), how
-// many replication epochs it started (replication.go),
+// many replication epochs it started (replication.go), how many changes
+// it trimmed from the change logs (TrimChanges),
 // whether a gap stands that makes Check refuse to answer, and the public
 // endpoint's requests (public.go).
 func (s *Service) registerMetrics() error {
@@ -25,6 +26,11 @@ func (s *Service) registerMetrics() error {
 	}
 	s.epochsStarted, err = s.Meter.Int64Counter("lethe.consent.replication.epochs_started",
 		metric.WithDescription("Replication epochs the consent writer started because its store's history was behind what it had published (restored from a backup); its replicas restore the new epoch's first snapshot."))
+	if err != nil {
+		return err
+	}
+	s.changesTrimmed, err = s.Meter.Int64Counter("lethe.consent.changes_trimmed",
+		metric.WithDescription("Changes the consent writer deleted from its tenants' change logs, being older than --changes-kept-for and covered by the index snapshot."))
 	if err != nil {
 		return err
 	}

@@ -121,9 +121,17 @@ func (s *Service) Watch(req *consentv1.WatchRequest, stream consentv1.ConsentSer
 	defer s.watchers.unsubscribe(req.TenantId, w)
 
 	last := req.AfterRevision
-	for {
+	for from0 := last == 0; ; from0 = false {
 		var page []*consentv1.Change
 		if err := s.DB.View(func(tx *bolt.Tx) (err error) {
+			// Within the read of the page, so that a trim cannot fall
+			// between the two and the page skip what it took.
+			if trimmed := storage.TrimmedTx(tx, req.TenantId); last < trimmed {
+				if !from0 {
+					return historyTrimmed(req.TenantId, trimmed)
+				}
+				last = trimmed
+			}
 			page, err = storage.ChangesTx(tx, req.TenantId, last, watchPage)
 			return err
 		}); err != nil {
@@ -170,6 +178,15 @@ func (s *Service) resumable(tenant string, after uint64) error {
 		}
 	}
 	return nil
+}
+
+// historyTrimmed refuses a Watch that resumes before the changes its
+// tenant's log still keeps (Options.ChangesKeptFor).
+func historyTrimmed(tenant string, trimmed uint64) error {
+	return apierror.FailedPrecondition(apierror.ReasonHistoryTrimmed, fmt.Sprintf(
+		"the changes of tenant %q up to revision %d are no longer kept: check again what you keep of its decisions and watch again from revision %d",
+		tenant, trimmed, trimmed)).
+		WithMetadata(map[string]string{"trimmed_through": fmt.Sprint(trimmed)})
 }
 
 // changeTx records a change in the tenant's log and stages its

@@ -151,6 +151,16 @@ func (c *Cut) WriteSnapshot(w io.Writer) error {
 	return sw.close()
 }
 
+// Revisions returns the revision of each tenant the cut holds: what its
+// snapshot covers of the tenant.
+func (c *Cut) Revisions() map[string]uint64 {
+	revs := make(map[string]uint64, len(c.tenants))
+	for _, tc := range c.tenants {
+		revs[tc.id] = tc.revision
+	}
+	return revs
+}
+
 // Kept returns how many subjects changed while the cut was open, which
 // the shards kept for it, and the bytes they kept: what the cut cost in
 // memory beyond the index, at most.

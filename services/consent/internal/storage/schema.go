@@ -36,8 +36,12 @@ var (
 	BucketObjections = store.Bucket("consent.objections")
 	// BucketRestrictions maps tenant, restriction id → Restriction.
 	BucketRestrictions = store.Bucket("consent.restrictions")
-	// BucketChanges maps tenant, revision → Change: what Watch replays.
+	// BucketChanges maps tenant, revision → Change: what Watch replays,
+	// for as long as the service keeps changes (TrimChangesTx).
 	BucketChanges = store.Bucket("consent.changes")
+	// BucketTrimmed maps tenant → the last revision whose change was
+	// trimmed from BucketChanges.
+	BucketTrimmed = store.Bucket("consent.trimmed")
 	// BucketRevisions maps tenant → its last revision.
 	BucketRevisions = store.Bucket("consent.revisions")
 	// BucketExpiries maps expiry time, tenant, subject, purpose, record id →
@@ -102,16 +106,18 @@ func UndoneTx(tx *bolt.Tx, tenant string) ([]Undone, error) {
 // Schema is the layout of consent.db.
 var Schema = store.Schema{
 	Service: "consent",
-	Version: 3,
+	Version: 4,
 	Buckets: []store.Bucket{BucketPurposes, BucketRecords, BucketObjections, BucketRestrictions,
-		BucketChanges, BucketRevisions, BucketExpiries, BucketEvidenceKeys, BucketTenantCountries, BucketRecovery, BucketWebSettings},
+		BucketChanges, BucketTrimmed, BucketRevisions, BucketExpiries, BucketEvidenceKeys, BucketTenantCountries, BucketRecovery, BucketWebSettings},
 	// Only the API's audited mutations create purposes and consent
 	// records: a file holding either has audit entries.
 	Audited: []store.Bucket{BucketPurposes, BucketRecords, BucketWebSettings},
 	// Version 2 moved the tasks to the kit's key encoding (see
 	// tasks.MigrateKeysTx); open tasks stay open across it. Version 3
-	// writes them in binary (tasks.BinaryTasksTx).
-	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}, {To: 3, Up: tasks.BinaryTasksTx}},
+	// writes them in binary (tasks.BinaryTasksTx). Version 4 may trim the
+	// change log (TrimChangesTx): it changes nothing in the file, but a
+	// build before it would replay and serve a trimmed log as if whole.
+	Migrations: []store.Migration{{To: 2, Up: tasks.MigrateKeysTx}, {To: 3, Up: tasks.BinaryTasksTx}, {To: 4, Up: noMigration}},
 	// The file holds every subject's history and its open stands between
 	// a restart and the first Check: rebuilding the free list by walking
 	// every page took 20-40 s for a million subjects (3.9 GB) and would
@@ -407,6 +413,70 @@ func RevisionsTx(tx *bolt.Tx) (map[string]uint64, error) {
 // revision names two states.
 func SkipRevisionsTx(tx *bolt.Tx, tenant string, rev uint64) error {
 	return store.BucketTx(tx, BucketRevisions).Put([]byte(tenant), store.Uint64Key(rev))
+}
+
+// noMigration changes nothing in the file: a version that only marks what
+// code from before must not open.
+func noMigration(*bolt.Tx) error { return nil }
+
+// TrimmedTx returns the last revision trimmed from a tenant's change log:
+// the changes up to it are gone, 0 when none is.
+func TrimmedTx(tx *bolt.Tx, tenant string) uint64 {
+	if v := store.BucketTx(tx, BucketTrimmed).Get([]byte(tenant)); len(v) == 8 {
+		return store.KeyUint64(v)
+	}
+	return 0
+}
+
+// TrimChangesTx deletes up to limit of a tenant's oldest changes: those
+// up to revision through that happened before before, stopping at the
+// first that did not. It records the last revision it deleted
+// (TrimmedTx) and returns how many it deleted.
+func TrimChangesTx(tx *bolt.Tx, tenant string, through uint64, before time.Time, limit int) (int, error) {
+	doomed, last, err := trimmableTx(tx, tenant, through, before, limit)
+	if err != nil || len(doomed) == 0 {
+		return 0, err
+	}
+	// Deleted after the walk: a bbolt cursor may skip the key after one
+	// it deleted.
+	b := store.BucketTx(tx, BucketChanges)
+	for _, k := range doomed {
+		if err := b.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(doomed), store.BucketTx(tx, BucketTrimmed).Put([]byte(tenant), store.Uint64Key(last))
+}
+
+// CanTrimTx says whether TrimChangesTx would delete any of a tenant's
+// changes, in a read-only transaction.
+func CanTrimTx(tx *bolt.Tx, tenant string, through uint64, before time.Time) (bool, error) {
+	doomed, _, err := trimmableTx(tx, tenant, through, before, 1)
+	return len(doomed) > 0, err
+}
+
+// trimmableTx returns the keys of up to limit of the changes
+// TrimChangesTx deletes, and the last one's revision.
+func trimmableTx(tx *bolt.Tx, tenant string, through uint64, before time.Time, limit int) ([][]byte, uint64, error) {
+	prefix := store.Key(tenant)
+	c := store.BucketTx(tx, BucketChanges).Cursor()
+	var keys [][]byte
+	var last uint64
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(keys) < limit; k, v = c.Next() {
+		rev := store.KeyUint64(k[len(prefix):])
+		if rev > through {
+			break
+		}
+		ch := &consentv1.Change{}
+		if err := proto.Unmarshal(v, ch); err != nil {
+			return nil, 0, fmt.Errorf("storage: decode change %q: %w", k, err)
+		}
+		if !ch.At.AsTime().Before(before) {
+			break
+		}
+		keys, last = append(keys, bytes.Clone(k)), rev
+	}
+	return keys, last, nil
 }
 
 // ChangesTx returns up to limit changes of a tenant after revision after.

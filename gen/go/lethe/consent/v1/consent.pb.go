@@ -4183,7 +4183,12 @@ type WatchRequest struct {
 	// FailedPrecondition HISTORY_UNDONE: the ErrorInfo metadata
 	// "undone_after" and "undone_through" say which revisions were undone;
 	// revert what the caller took from those changes (re-check their
-	// subjects) and watch again from "undone_after".
+	// subjects) and watch again from "undone_after". The writer keeps a
+	// change for --changes-kept-for (30 days by default): a revision before
+	// the oldest kept is refused FailedPrecondition HISTORY_TRIMMED, the
+	// ErrorInfo metadata "trimmed_through" naming the last revision no
+	// longer kept; re-check what the caller keeps of the tenant's decisions
+	// and watch again from it.
 	AfterRevision uint64 `protobuf:"varint,2,opt,name=after_revision,json=afterRevision,proto3" json:"after_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1,6 +1,7 @@
 package consent_test
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -12,9 +13,11 @@ import (
 
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
+	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/service/servicetest"
 	"github.com/lethe-privacy/lethe/platform/testkit/logbuf"
+	"github.com/lethe-privacy/lethe/services/consent"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -213,4 +216,97 @@ func TestStartFromASnapshotAnswersAsAFullRead(t *testing.T) {
 		t.Error("the corrupt snapshot was not logged")
 	}
 	sameLines(t, "after a corrupt snapshot", f.decisions(t, tenants, subjects), before)
+}
+
+// TestTheChangeLogIsTrimmedBehindTheSnapshot: a change older than
+// --changes-kept-for leaves its tenant's log once the index snapshot in
+// the data folder covers it, and not before. A Watch resuming before what
+// is kept is refused with HISTORY_TRIMMED naming the last revision gone,
+// one from 0 starts at the oldest kept, and a start from a snapshot
+// older than the trim (one put back by hand) reads every record instead
+// of replaying a log with a hole.
+func TestTheChangeLogIsTrimmedBehindTheSnapshot(t *testing.T) {
+	logs := &logbuf.Buffer{}
+	f := startOn(t, servicetest.Options{Clock: clock.NewFake(servicetest.Epoch), Logger: slog.New(slog.NewTextHandler(logs, nil))}, nil)
+	clio(t, f)
+	subjects := []string{"ada", "bob", "cy", "dee"}
+	path := filepath.Join(f.host.DataDir, "consent.index")
+	snapshotAt := func() []byte {
+		t.Helper()
+		f.stopConsent()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	older := snapshotAt() // of clio's purposes only
+	f.restart(t)
+	f.record(t, "clio", "ada", "marketing", consentv1.ConsentAction_CONSENT_ACTION_GRANT)
+	f.record(t, "clio", "bob", "marketing", consentv1.ConsentAction_CONSENT_ACTION_DENY)
+	covered := f.revision(t)
+	snapshotAt()
+	reader := f.restart(t)
+	f.record(t, "clio", "cy", "marketing", consentv1.ConsentAction_CONSENT_ACTION_GRANT)
+	f.clock.Advance(consent.DefaultChangesKeptFor + time.Hour)
+	f.record(t, "clio", "dee", "marketing", consentv1.ConsentAction_CONSENT_ACTION_GRANT)
+
+	// Every change up to covered is old enough and in the snapshot; cy's
+	// is old enough but only in the log.
+	if n, err := f.svc.TrimChanges(f.ctx); err != nil || n != int(covered) {
+		t.Fatalf("TrimChanges = %d, %v; want the %d changes the snapshot covers", n, err, covered)
+	}
+	if n, err := f.svc.TrimChanges(f.ctx); err != nil || n != 0 {
+		t.Fatalf("a second TrimChanges = %d, %v; want nothing", n, err)
+	}
+	if got := metricValue(t, reader, "lethe.consent.changes_trimmed"); got != int64(covered) {
+		t.Errorf("lethe.consent.changes_trimmed = %d, want %d", got, covered)
+	}
+	trimmedBefore := func(what string, after uint64) {
+		t.Helper()
+		reason, md := infoOf(watchFrom(f, after))
+		if reason != apierror.ReasonHistoryTrimmed || md["trimmed_through"] != fmt.Sprint(covered) {
+			t.Fatalf("%s: Watch after revision %d: %s %v, want %s through %d", what, after, reason, md, apierror.ReasonHistoryTrimmed, covered)
+		}
+	}
+	trimmedBefore("after the trim", 1)
+	firstKept := func(after uint64) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(f.ctx)
+		defer cancel()
+		w, err := f.consent.Watch(ctx, &consentv1.WatchRequest{TenantId: "clio", AfterRevision: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := w.Recv()
+		if err != nil {
+			t.Fatalf("Watch after revision %d: %v", after, err)
+		}
+		if c := resp.Changes[0]; c.Revision != covered+1 || c.SubjectId != "cy" {
+			t.Fatalf("Watch after revision %d starts at %d (%s), want cy's at %d", after, c.Revision, c.SubjectId, covered+1)
+		}
+	}
+	firstKept(0)
+	firstKept(covered)
+	before := f.decisions(t, []string{"clio"}, subjects)
+
+	// A clean stop and start keeps the trim, and answers from the
+	// snapshot as before.
+	snapshotAt()
+	f.restart(t)
+	trimmedBefore("after a restart", covered-1)
+	sameLines(t, "after a restart", f.decisions(t, []string{"clio"}, subjects), before)
+
+	// A snapshot older than the trim cannot be replayed: every record is
+	// read.
+	f.stopConsent()
+	if err := os.WriteFile(path, older, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.restart(t)
+	if !strings.Contains(logs.String(), "cannot replay the changes after the index snapshot") ||
+		!strings.Contains(logs.String(), fmt.Sprintf("the changes up to %d are trimmed", covered)) {
+		t.Fatal("the start replayed a trimmed log")
+	}
+	sameLines(t, "from every record", f.decisions(t, []string{"clio"}, subjects), before)
 }
