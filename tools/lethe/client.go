@@ -223,6 +223,9 @@ type clients struct {
 	retention retentionv1.RetentionServiceClient
 	timeout   time.Duration
 	conns     []*grpc.ClientConn
+	// consentShard reaches the writer of a consent shard, for the calls
+	// that name no tenant to route by.
+	consentShard func(shard string) (consentv1.ConsentServiceClient, error)
 }
 
 func (c *clients) Close() {
@@ -292,6 +295,16 @@ func (c *connFlags) dial() (*clients, contextConfig, error) {
 	if err := errors.Join(errs...); err != nil {
 		cl.Close()
 		return nil, ctx, err
+	}
+	cl.consentShard = func(shard string) (consentv1.ConsentServiceClient, error) {
+		if !shardrouter.Valid(shard) {
+			return nil, fmt.Errorf("%q is not a shard name (s0, s1, ...)", shard)
+		}
+		conn, err := get(strings.ReplaceAll(ctx.Consent, shardrouter.ShardPlaceholder, shard))
+		if err != nil {
+			return nil, err
+		}
+		return consentv1.NewConsentServiceClient(conn), nil
 	}
 	return cl, ctx, nil
 }

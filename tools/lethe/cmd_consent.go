@@ -24,6 +24,9 @@ Commands:
   history     a subject's consent records, oldest first (Art. 7(1) proof)
   fanout      how a withdrawal, objection or restriction reached each system
   complete-task record an operator's answer for a system that answers by hand
+  accept-recovery-gap
+              let a writer restored from a backup older than the event
+              stream reaches answer Check again, accepting the loss
 
 Examples:
   lethe consent check --tenant clio --subject s-42 --purpose cookies.marketing --role student
@@ -40,12 +43,13 @@ its tenant's shard and calls that writer.
 
 // consentCommands are the subcommands of "lethe consent"; the usage text lists each.
 var consentCommands = map[string]func([]string, io.Writer, io.Writer) int{
-	"check":         consentCheck,
-	"grant":         func(a []string, o, e io.Writer) int { return consentRecord("grant", a, o, e) },
-	"withdraw":      func(a []string, o, e io.Writer) int { return consentRecord("withdraw", a, o, e) },
-	"history":       consentHistory,
-	"fanout":        consentFanout,
-	"complete-task": consentCompleteTask,
+	"check":               consentCheck,
+	"grant":               func(a []string, o, e io.Writer) int { return consentRecord("grant", a, o, e) },
+	"withdraw":            func(a []string, o, e io.Writer) int { return consentRecord("withdraw", a, o, e) },
+	"history":             consentHistory,
+	"fanout":              consentFanout,
+	"complete-task":       consentCompleteTask,
+	"accept-recovery-gap": consentAcceptRecoveryGap,
 }
 
 func runConsent(args []string, stdout, stderr io.Writer) int {
@@ -250,6 +254,52 @@ Examples:
 		return o.fail(err)
 	}
 	o.answer(resp, nil, func(w io.Writer) { taskColumns.print(w, resp.Task) })
+	return exitOK
+}
+
+func consentAcceptRecoveryGap(args []string, stdout, stderr io.Writer) int {
+	o := newPlatformOp("consent accept-recovery-gap", `
+Usage: lethe consent accept-recovery-gap --reason TEXT [--shard S]
+
+A consent writer whose store was restored from a backup older than the
+event stream reaches may lack withdrawals, objections, restrictions and
+lifts recorded in the gap, and refuses Check and CheckBatch
+(RECOVERY_INCOMPLETE) until its store is restored from a newer backup or
+an operator accepts the loss. Accept only after the systems that process
+for its tenants have re-applied what the gap may have held: Check then
+answers from what the store holds. The reason is kept in the store with
+the gap and the caller, and the call is audited. Refused when no gap
+stands.
+
+The writer is the consent address's; where that address is a template
+with {shard} in it, --shard names the shard whose writer accepts.
+
+Example:
+  lethe consent accept-recovery-gap --reason "incident 7: unsubscribes of 3-9 May re-applied by the CRM and newsletter owners"
+`, stdout, stderr)
+	var reason, shard string
+	o.fs.StringVar(&reason, "reason", "", "why the loss is accepted and what was done about it (required)")
+	o.fs.StringVar(&shard, "shard", "s0", "the consent shard whose writer accepts, when the consent address is a template")
+	requestID := o.requestIDFlag()
+	if code := o.start(args, "reason"); code >= 0 {
+		return code
+	}
+	defer o.done()
+	consent, err := o.cl.consentShard(shard)
+	if err != nil {
+		return o.usage("--shard: " + err.Error())
+	}
+	resp, err := consent.AcceptRecoveryGap(o.ctx, &consentv1.AcceptRecoveryGapRequest{RequestId: *requestID, Reason: reason})
+	if err != nil {
+		return o.fail(err)
+	}
+	o.answer(resp, nil, func(w io.Writer) {
+		from := "never complete (a new, empty store)"
+		if resp.GapFrom != nil {
+			from = cell(resp.GapFrom)
+		}
+		fmt.Fprintf(w, "gap accepted: from %s until %s; Check answers again\n", from, cell(resp.GapUntil))
+	})
 	return exitOK
 }
 

@@ -33,7 +33,8 @@ Privacy as code (tenant files, docs/tenant-files.md):
   schema       print the JSON Schema of tenant files
 
 Operate:
-  consent      check, grant, withdraw, history, fanout, complete-task
+  consent      check, grant, withdraw, history, fanout, complete-task,
+               accept-recovery-gap
   dsar         create, list, show, verify, complete-task, extend, reject,
                cancel, export, receipt
   retention    preview, holds, explain, report

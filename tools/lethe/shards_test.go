@@ -140,4 +140,22 @@ purposes:
 		!strings.Contains(out, "served by consent shard s1") {
 		t.Errorf("check of s1's tenant on s0's writer by its plain address: exit %d, want the refusal naming shard s1\n%s", code, out)
 	}
+
+	// accept-recovery-gap names no tenant: --shard picks the writer from
+	// the template. Neither writer has a gap to accept, and each says so;
+	// a shard no writer serves is not reached, and a name that is no
+	// shard's is refused before any call.
+	for shard := range writers {
+		if code, out := lethe("consent", "accept-recovery-gap", "--shard", shard, "--reason", "drill"); code != exitRefused || !strings.Contains(out, "no recovery gap stands") {
+			t.Errorf("accept-recovery-gap on %s: exit %d, want %d and NO_RECOVERY_GAP\n%s", shard, code, exitRefused, out)
+		}
+	}
+	if code, out := lethe("consent", "accept-recovery-gap", "--shard", "s7", "--reason", "drill", "--timeout", "2s"); code != exitPlatform {
+		t.Errorf("accept-recovery-gap on a shard without a writer: exit %d, want %d\n%s", code, exitPlatform, out)
+	}
+	for _, args := range [][]string{{"--shard", "shard-1", "--reason", "drill"}, {"--shard", "s1"}} {
+		if code, out := lethe(append([]string{"consent", "accept-recovery-gap"}, args...)...); code != exitUsage {
+			t.Errorf("accept-recovery-gap %v: exit %d, want %d\n%s", args, code, exitUsage, out)
+		}
+	}
 }
