@@ -14,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/lethe-privacy/lethe/deploy"
 	"github.com/lethe-privacy/lethe/deploy/natsauth"
@@ -173,12 +174,34 @@ func checkConnectPod(t *testing.T, where string, pod *corev1.PodSpec) {
 		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
 		t.Errorf("%s: the pod is not locked down as the services are", where)
 	}
-	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
-		if p == nil || p.TCPSocket == nil || !hasPort(&corev1.PodTemplateSpec{Spec: *pod}, p.TCPSocket.Port) {
-			t.Errorf("%s: no %s probe on a declared port", where, name)
+	healthPort := ""
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--health-addr="); ok {
+			_, healthPort, _ = strings.Cut(v, ":")
+		}
+	}
+	for name, want := range map[string]struct {
+		p    *corev1.Probe
+		path string
+	}{"startup": {c.StartupProbe, "/healthz"}, "liveness": {c.LivenessProbe, "/healthz"}, "readiness": {c.ReadinessProbe, "/readyz"}} {
+		p := want.p
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != want.path ||
+			strconv.Itoa(int(containerPort(c, p.HTTPGet.Port))) != healthPort {
+			t.Errorf("%s: the %s probe is not a GET %s on the port of --health-addr (%q)", where, name, want.path, healthPort)
 		}
 	}
 	if c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
 		t.Errorf("%s: no resource requests and limits", where)
 	}
+}
+
+// containerPort is the number of a probe's port, named or numbered, in c;
+// 0 when c declares no such port.
+func containerPort(c *corev1.Container, target intstr.IntOrString) int32 {
+	for _, p := range c.Ports {
+		if (target.Type == intstr.String && p.Name == target.StrVal) || (target.Type == intstr.Int && p.ContainerPort == target.IntVal) {
+			return p.ContainerPort
+		}
+	}
+	return 0
 }

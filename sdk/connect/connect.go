@@ -19,6 +19,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -146,6 +147,9 @@ type Runner struct {
 	// that it is logged once, not at every sync, until it changes.
 	refused map[key]string
 	wg      sync.WaitGroup
+	// listed is set once a sync listed the tenants and started their
+	// systems (Ready).
+	listed atomic.Bool
 }
 
 // key names a system.
@@ -217,7 +221,38 @@ func (r *Runner) sync(ctx context.Context) error {
 	defer r.mu.Unlock()
 	r.stopChanged(want, private)
 	r.startWanted(ctx, want, private)
+	r.listed.Store(true)
 	return err
+}
+
+// Ready says why the runner does not answer its systems yet: it has not
+// listed them from the registry, or its NATS connection is down. nil once
+// it does.
+func (r *Runner) Ready() error {
+	if !r.listed.Load() {
+		return errors.New("the systems have not been listed from the registry yet")
+	}
+	if nc := r.cfg.JetStream.Conn(); nc != nil && !nc.IsConnected() {
+		return fmt.Errorf("not connected to NATS (%s)", nc.Status())
+	}
+	return nil
+}
+
+// HealthHandler serves the runner's health in plaintext HTTP, for the
+// kubelet's probes: /healthz answers 200 while the process serves, and
+// /readyz 200 when Ready, 503 with the reason otherwise. It tells nothing
+// of any system or subject.
+func (r *Runner) HealthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := r.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	return mux
 }
 
 // wanted lists every tenant's WEBHOOK and CONNECTOR systems, and whether

@@ -167,6 +167,26 @@ func TestConnectorErasureThroughDSAR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The health endpoint lethe-connect serves for its probes: alive at
+	// once, ready only once the runner has listed its systems.
+	health := httptest.NewServer(runner.HealthHandler())
+	defer health.Close()
+	probe := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(health.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := probe("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "not been listed") {
+		t.Fatalf("/readyz before the runner ran: %d %q, want 503 saying why", code, body)
+	}
+	if code, _ := probe("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz: %d, want 200", code)
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runner.Run(ctx) }()
@@ -188,6 +208,9 @@ func TestConnectorErasureThroughDSAR(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually.True(t, "the runner to answer acme/audience", func() bool { return slices.Contains(runner.Systems(), "acme/audience") })
+	if code, body := probe("/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz once the runner answers its systems: %d %q, want 200", code, body)
+	}
 
 	// d.erase files the address "Ada@example.org", as the person typed it.
 	id := d.erase(t, "acme", "Ada")

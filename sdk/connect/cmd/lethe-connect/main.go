@@ -67,6 +67,7 @@ type options struct {
 	resync, callbackDeadline                                           time.Duration
 	dev                                                                bool
 	claimsAddr, claimsURL, claimsKeyFile, claimsCert, claimsKey        string
+	healthAddr                                                         string
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -91,6 +92,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.claimsKeyFile, "claims-key-file", "", "file of the key that signs claim tokens (32 random bytes or more, base64), the same for every replica")
 	fs.StringVar(&o.claimsCert, "claims-tls-cert", "", "certificate of the claim check's HTTPS listener")
 	fs.StringVar(&o.claimsKey, "claims-tls-key", "", "key of the claim check's HTTPS listener")
+	fs.StringVar(&o.healthAddr, "health-addr", "", "serve /healthz (alive) and /readyz (the systems listed, NATS connected) in plaintext HTTP on this address, for probes; none when empty")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -152,10 +154,17 @@ func run(log *slog.Logger, args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if o.claimsAddr == "" {
-		return runner.Run(ctx)
+	var servers []listener
+	if o.claimsAddr != "" {
+		servers = append(servers, listener{name: "claim check", certFile: o.claimsCert, keyFile: o.claimsKey,
+			srv: &http.Server{Addr: o.claimsAddr, Handler: runner.Handler(), ReadHeaderTimeout: 10 * time.Second,
+				TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}})
 	}
-	return o.serveClaims(ctx, stop, runner)
+	if o.healthAddr != "" {
+		servers = append(servers, listener{name: "health endpoint",
+			srv: &http.Server{Addr: o.healthAddr, Handler: runner.HealthHandler(), ReadHeaderTimeout: 10 * time.Second}})
+	}
+	return serve(ctx, stop, runner, servers)
 }
 
 // webhookTLS trusts the CA certificates in file beside the system's; nil
@@ -200,30 +209,44 @@ func (o *options) claims(cfg *connect.Config) error {
 	return nil
 }
 
-// serveClaims runs the runner and serves its claim check until ctx ends
-// or either fails.
-func (o *options) serveClaims(ctx context.Context, stop func(), runner *connect.Runner) error {
-	srv := &http.Server{Addr: o.claimsAddr, Handler: runner.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
-	served := make(chan error, 1)
-	go func() {
-		if o.claimsCert != "" {
-			served <- srv.ListenAndServeTLS(o.claimsCert, o.claimsKey)
-		} else {
-			served <- srv.ListenAndServe()
-		}
-	}()
+// listener is an HTTP server lethe-connect runs beside its runner: over
+// TLS when it has a certificate.
+type listener struct {
+	name              string
+	srv               *http.Server
+	certFile, keyFile string
+}
+
+// serve runs the runner and its servers until ctx ends or any of them
+// fails, then stops the rest.
+func serve(ctx context.Context, stop func(), runner *connect.Runner, servers []listener) error {
+	served := make(chan error, len(servers))
+	for _, l := range servers {
+		go func() {
+			var err error
+			if l.certFile != "" {
+				err = l.srv.ListenAndServeTLS(l.certFile, l.keyFile)
+			} else {
+				err = l.srv.ListenAndServe()
+			}
+			served <- fmt.Errorf("%s: %w", l.name, err)
+		}()
+	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- runner.Run(ctx) }()
+	var err error
 	select {
-	case err := <-served:
+	case err = <-served:
 		stop()
-		return errors.Join(fmt.Errorf("claim check: %w", err), <-runErr)
-	case err := <-runErr:
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return errors.Join(err, srv.Shutdown(shutdown))
+		err = errors.Join(err, <-runErr)
+	case err = <-runErr:
 	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, l := range servers {
+		err = errors.Join(err, l.srv.Shutdown(shutdown))
+	}
+	return err
 }
 
 // dial connects to a service: over TLS when creds is set, in plaintext
