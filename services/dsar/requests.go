@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
@@ -104,6 +105,9 @@ func (s *Service) CreateRequest(ctx context.Context, req *dsarv1.CreateRequestRe
 	if err := s.tenantRules(ctx, req.TenantId, f); err != nil {
 		return nil, err
 	}
+	if err := s.knownPurposes(ctx, req); err != nil {
+		return nil, err
+	}
 	if req.ReceivedAt != nil {
 		if err := req.ReceivedAt.CheckValid(); err != nil {
 			return nil, apierror.Invalid("received_at", err.Error())
@@ -127,6 +131,56 @@ func (s *Service) CreateRequest(ctx context.Context, req *dsarv1.CreateRequestRe
 		}
 	}
 	return resp, err
+}
+
+// purposeCheckTimeout bounds the question CreateRequest asks the consent
+// service about a request's purposes (knownPurposes).
+const purposeCheckTimeout = 2 * time.Second
+
+// knownPurposes refuses a withdrawal, an objection or a restriction that
+// names a purpose its tenant's consent service does not declare: the
+// consent service would refuse its fan-out at every attempt until its
+// deadline. When the consent service cannot be asked (no connection,
+// down, slower than purposeCheckTimeout), the request is filed anyway,
+// since intake must not wait on a neighbour, and a purpose it does not
+// know shows as the fan-out's problem (Request.fanout_problem).
+func (s *Service) knownPurposes(ctx context.Context, req *dsarv1.CreateRequestRequest) error {
+	var field string
+	var ids []string
+	switch {
+	case req.Withdrawal != nil:
+		field, ids = "withdrawal.purpose_ids", req.Withdrawal.PurposeIds
+	case req.Objection != nil:
+		field, ids = "objection.purpose_ids", req.Objection.PurposeIds
+	case req.Restriction != nil:
+		field, ids = "restriction.purpose_ids", req.Restriction.PurposeIds
+	}
+	if len(ids) == 0 || s.consent == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, purposeCheckTimeout)
+	defer cancel()
+	declared := map[string]bool{}
+	for token := ""; ; {
+		resp, err := s.consent.ListPurposes(ctx, &consentv1.ListPurposesRequest{TenantId: req.TenantId, PageSize: 1000, PageToken: token})
+		if err != nil {
+			s.Logger.Info("dsar: could not ask the consent service for the tenant's purposes; filing the request unchecked",
+				"tenant", req.TenantId, "error", err)
+			return nil
+		}
+		for _, p := range resp.Purposes {
+			declared[p.PurposeId] = true
+		}
+		if token = resp.NextPageToken; token == "" {
+			break
+		}
+	}
+	for i, id := range ids {
+		if !declared[id] {
+			return apierror.Invalid(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("the tenant has no purpose %q", id))
+		}
+	}
+	return nil
 }
 
 // filing is what CreateRequest prepares before its write.

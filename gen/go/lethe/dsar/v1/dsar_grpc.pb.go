@@ -77,6 +77,11 @@ type DsarServiceClient interface {
 	// CreateRequest files a data-subject request. The request starts
 	// RECEIVED; its statutory and SLA deadlines run from its time of receipt:
 	// now, or the received_at given for a request entered after it arrived.
+	// A withdrawal, objection or restriction naming a purpose the tenant's
+	// consent service does not declare is refused InvalidArgument, the
+	// field naming it (withdrawal.purpose_ids[1]); when the consent service
+	// cannot be asked, the request is filed, and such a purpose shows as
+	// its fanout_problem.
 	CreateRequest(ctx context.Context, in *CreateRequestRequest, opts ...grpc.CallOption) (*CreateRequestResponse, error)
 	// GetRequest returns a request with its deadlines, verification, history
 	// and the per-system result. It never returns identifiers.
@@ -331,6 +336,11 @@ type DsarServiceServer interface {
 	// CreateRequest files a data-subject request. The request starts
 	// RECEIVED; its statutory and SLA deadlines run from its time of receipt:
 	// now, or the received_at given for a request entered after it arrived.
+	// A withdrawal, objection or restriction naming a purpose the tenant's
+	// consent service does not declare is refused InvalidArgument, the
+	// field naming it (withdrawal.purpose_ids[1]); when the consent service
+	// cannot be asked, the request is filed, and such a purpose shows as
+	// its fanout_problem.
 	CreateRequest(context.Context, *CreateRequestRequest) (*CreateRequestResponse, error)
 	// GetRequest returns a request with its deadlines, verification, history
 	// and the per-system result. It never returns identifiers.

@@ -112,6 +112,10 @@ type options struct {
 	// retention service (plaintext): an address nothing serves makes its
 	// fan-outs fail.
 	retentionAddr string
+	// consentAddr is the same for the consent service: an address
+	// nothing serves makes its consent steps fail, and leaves its intake
+	// unable to check a request's purposes.
+	consentAddr string
 	// telemetry gives the DSAR service its meter.
 	telemetry *telemetry.Providers
 	// secondShard runs a second consent writer, shard s1, in a host of
@@ -158,6 +162,9 @@ func startWith(t testing.TB, o options) *fixture {
 			}
 			if o.retentionAddr != "" {
 				opts.Retention = servertest.Dial(t, o.retentionAddr, nil)
+			}
+			if o.consentAddr != "" {
+				opts.Consent = servertest.Dial(t, o.consentAddr, nil)
 			}
 			if o.tlsNeighbours {
 				d.Neighbours = tlsNeighbours(t, clk, map[string]func(*server.Server){"consent": con.Register, "retention": f.ret.Register})

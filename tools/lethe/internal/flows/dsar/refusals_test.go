@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
+	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	dsarv1 "github.com/lethe-privacy/lethe/gen/go/lethe/dsar/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	registryv1 "github.com/lethe-privacy/lethe/gen/go/lethe/registry/v1"
@@ -32,6 +33,21 @@ func TestRefusals(t *testing.T) {
 	f.tenant(t, "cleura", nil)
 	r := f.file(t, &dsarv1.CreateRequestRequest{TenantId: "clio", Erasure: &dsarv1.ErasureDetails{}})
 	before := f.get(t, "clio", r.DsarId)
+	if _, err := f.consent.PutPurpose(f.ctx, &consentv1.PutPurposeRequest{RequestId: f.id(), TenantId: "clio", Purpose: &consentv1.Purpose{
+		PurposeId: "newsletter", Name: "Newsletter", LegalBasis: commonv1.LegalBasis_LEGAL_BASIS_CONSENT}}); err != nil {
+		t.Fatal(err)
+	}
+	// A withdrawal, objection or restriction naming a purpose the tenant
+	// does not have: the consent service would refuse its fan-out at
+	// every attempt, so the intake refuses it, naming the purpose.
+	namingPurposes := func(d *dsarv1.CreateRequestRequest) func() error {
+		return func() error {
+			d.RequestId, d.TenantId, d.SubjectId = f.id(), "clio", "s"
+			d.Requester = &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_SUBJECT}
+			_, err := f.dsar.CreateRequest(f.ctx, d)
+			return err
+		}
+	}
 
 	for name, tc := range map[string]struct {
 		call   func() error
@@ -88,6 +104,15 @@ func TestRefusals(t *testing.T) {
 				Objection: &dsarv1.ObjectionDetails{Scope: eventsv1.ObjectionScope_OBJECTION_SCOPE_PURPOSES}})
 			return err
 		}, codes.InvalidArgument, "objection.purpose_ids"},
+		"withdrawal of a purpose the tenant does not have": {namingPurposes(&dsarv1.CreateRequestRequest{
+			Withdrawal: &dsarv1.WithdrawalDetails{PurposeIds: []string{"newsletter", "no-such-purpose"}}}),
+			codes.InvalidArgument, "withdrawal.purpose_ids[1]"},
+		"objection to a purpose the tenant does not have": {namingPurposes(&dsarv1.CreateRequestRequest{
+			Objection: &dsarv1.ObjectionDetails{Scope: eventsv1.ObjectionScope_OBJECTION_SCOPE_PURPOSES, PurposeIds: []string{"no-such-purpose"}}}),
+			codes.InvalidArgument, "objection.purpose_ids[0]"},
+		"restriction of a purpose the tenant does not have": {namingPurposes(&dsarv1.CreateRequestRequest{
+			Restriction: &dsarv1.RestrictionDetails{Ground: eventsv1.RestrictionGround_RESTRICTION_GROUND_ACCURACY_CONTESTED, PurposeIds: []string{"no-such-purpose"}}}),
+			codes.InvalidArgument, "restriction.purpose_ids[0]"},
 		"unknown tenant": {func() error {
 			_, err := f.dsar.CreateRequest(f.ctx, &dsarv1.CreateRequestRequest{RequestId: f.id(), TenantId: "nobody", SubjectId: "s",
 				Requester: &dsarv1.Requester{Kind: dsarv1.RequesterKind_REQUESTER_KIND_SUBJECT}, Access: &dsarv1.AccessDetails{}})
