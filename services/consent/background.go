@@ -2,6 +2,7 @@ package consent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -43,8 +44,9 @@ const trimBatch = 10_000
 // TrimChanges deletes from each tenant's change log the changes older than
 // Options.ChangesKeptFor, but none the index snapshot in the data folder
 // does not cover, which the next start would replay (with snapshots off,
-// a start reads every record, and age alone decides). Run calls it every
-// ExpirySweepEvery; it returns how many it deleted.
+// a start reads every record, and age alone decides). A tenant whose log
+// cannot be read is named in the error, and the others are trimmed. Run
+// calls it every ExpirySweepEvery; it returns how many it deleted.
 func (s *Service) TrimChanges(ctx context.Context) (int, error) {
 	if s.opts.ChangesKeptFor < 0 {
 		return 0, nil
@@ -59,7 +61,9 @@ func (s *Service) TrimChanges(ctx context.Context) (int, error) {
 		covers = *p
 	}
 	// Which tenants have anything to trim, read first: a write
-	// transaction that deletes nothing still syncs the file.
+	// transaction that deletes nothing still syncs the file. A tenant
+	// whose log cannot be read is reported and the others trimmed.
+	var errs []error
 	through := map[string]uint64{}
 	if err := s.DB.View(func(tx *bolt.Tx) error {
 		revisions, err := storage.RevisionsTx(tx)
@@ -70,9 +74,10 @@ func (s *Service) TrimChanges(ctx context.Context) (int, error) {
 			if covers != nil {
 				last = covers[tenant]
 			}
-			if ok, err := storage.CanTrimTx(tx, tenant, last, before); err != nil {
-				return err
-			} else if ok {
+			switch ok, err := storage.CanTrimTx(tx, tenant, last, before); {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("tenant %q: %w", tenant, err))
+			case ok:
 				through[tenant] = last
 			}
 		}
@@ -88,7 +93,8 @@ func (s *Service) TrimChanges(ctx context.Context) (int, error) {
 				n, err = storage.TrimChangesTx(tx, tenant, last, before, trimBatch)
 				return err
 			}); err != nil {
-				return total, fmt.Errorf("tenant %q: %w", tenant, err)
+				errs = append(errs, fmt.Errorf("tenant %q: %w", tenant, err))
+				break
 			}
 			total += n
 			s.changesTrimmed.Add(ctx, int64(n))
@@ -101,7 +107,7 @@ func (s *Service) TrimChanges(ctx context.Context) (int, error) {
 		s.Logger.Info("consent: change logs trimmed", "changes", total, "before", before)
 	}
 	// A stop is no failure: the next start's tick trims the rest.
-	return total, nil
+	return total, errors.Join(errs...)
 }
 
 // ExpireDue ends the grants whose lifetime has run out: each becomes a

@@ -240,9 +240,9 @@ func scanTx(tx *bolt.Tx, ix *decision.Index) error {
 // cut, but a snapshot written by an older build may not be one), and in
 // any order. An expiry changes no
 // state (a decision compares the record's expiry with the time), and
-// purposes are read whole. A change of a kind it does not know, or a
-// log trimmed past after, fails with errReplay, and the start reads every
-// record instead.
+// purposes are read whole. A change it cannot decode or of a kind it does
+// not know, or a log trimmed past after, fails with errReplay, and the
+// start reads every record instead.
 func replayTx(tx *bolt.Tx, ix *decision.Index, tenant string, after, last uint64) (int, error) {
 	if trimmed := storage.TrimmedTx(tx, tenant); after < trimmed {
 		// Only a snapshot older than the one the trim waited for (one
@@ -254,7 +254,9 @@ func replayTx(tx *bolt.Tx, ix *decision.Index, tenant string, after, last uint64
 	for after < last {
 		page, err := storage.ChangesTx(tx, tenant, after, replayPage)
 		if err != nil {
-			return 0, err
+			// The records are whole; only the log that points at them
+			// cannot be read.
+			return 0, fmt.Errorf("%w: tenant %q: %w", errReplay, tenant, err)
 		}
 		if len(page) == 0 {
 			// The rest were skipped when an epoch started

@@ -1,24 +1,30 @@
 package consent_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	commonv1 "github.com/lethe-privacy/lethe/gen/go/lethe/common/v1"
 	consentv1 "github.com/lethe-privacy/lethe/gen/go/lethe/consent/v1"
 	eventsv1 "github.com/lethe-privacy/lethe/gen/go/lethe/events/v1"
 	"github.com/lethe-privacy/lethe/platform/apierror"
 	"github.com/lethe-privacy/lethe/platform/clock"
 	"github.com/lethe-privacy/lethe/platform/service/servicetest"
+	"github.com/lethe-privacy/lethe/platform/store"
 	"github.com/lethe-privacy/lethe/platform/testkit/logbuf"
 	"github.com/lethe-privacy/lethe/services/consent"
-	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // snapshotPurposes are clio's purposes (see clio).
@@ -309,4 +315,68 @@ func TestTheChangeLogIsTrimmedBehindTheSnapshot(t *testing.T) {
 		t.Fatal("the start replayed a trimmed log")
 	}
 	sameLines(t, "from every record", f.decisions(t, []string{"clio"}, subjects), before)
+}
+
+// TestAPoisonChangeStopsNeitherTheTrimNorTheStart: one tenant's change
+// that cannot be decoded (a damaged page of consent.db) is named in the
+// trim's error while every other tenant's log is trimmed, and a start
+// that would replay it reads every record instead, answering as before.
+func TestAPoisonChangeStopsNeitherTheTrimNorTheStart(t *testing.T) {
+	logs := &logbuf.Buffer{}
+	f := startOn(t, servicetest.Options{Clock: clock.NewFake(servicetest.Epoch), Logger: slog.New(slog.NewTextHandler(logs, nil))}, nil)
+	clio(t, f)
+	f.record(t, "clio", "ada", "marketing", consentv1.ConsentAction_CONSENT_ACTION_GRANT)
+	clioRevision := f.revision(t)
+	path := filepath.Join(f.host.DataDir, "consent.index")
+	f.stopConsent()
+	older, err := os.ReadFile(path) // of clio alone, whole
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.restart(t)
+	f.tenant(t, "clevio")
+	f.purpose(t, "clevio", &consentv1.Purpose{PurposeId: "newsletter", Name: "Newsletter", LegalBasis: commonv1.LegalBasis_LEGAL_BASIS_CONSENT})
+	f.stopConsent() // the snapshot now covers both tenants' every change
+
+	// clevio's one change, its purpose, made undecodable.
+	db, err := bolt.Open(filepath.Join(f.host.DataDir, "consent.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("consent.changes"))
+		k, _ := b.Cursor().Seek(store.Key("clevio"))
+		if k == nil || !bytes.HasPrefix(k, store.Key("clevio")) {
+			return fmt.Errorf("clevio has no change")
+		}
+		return b.Put(bytes.Clone(k), []byte{0xff, 0xff, 0xff})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.restart(t)
+	before := f.decisions(t, []string{"clio"}, []string{"ada", "bob"})
+
+	f.clock.Advance(consent.DefaultChangesKeptFor + time.Hour)
+	n, err := f.svc.TrimChanges(f.ctx)
+	if n != int(clioRevision) || err == nil || !strings.Contains(err.Error(), `tenant "clevio"`) {
+		t.Fatalf("TrimChanges = %d, %v; want clio's %d changes trimmed and clevio's log named", n, err, clioRevision)
+	}
+
+	// A start from a snapshot without clevio replays clevio's log, which
+	// it cannot read: it reads every record.
+	f.stopConsent()
+	if err := os.WriteFile(path, older, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.restart(t)
+	if !regexp.MustCompile(`cannot replay the changes after the index snapshot.*tenant \\"clevio\\": storage: decode change`).MatchString(logs.String()) {
+		t.Fatalf("the start did not fall back to reading every record:\n%s", logs)
+	}
+	sameLines(t, "after a start past a poison change", f.decisions(t, []string{"clio"}, []string{"ada", "bob"}), before)
+	if _, err := f.consent.Check(f.ctx, &consentv1.CheckRequest{TenantId: "clevio", SubjectId: "ada", PurposeId: "newsletter"}); err != nil {
+		t.Fatalf("clevio after the start: %v", err)
+	}
 }
