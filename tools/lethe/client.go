@@ -300,7 +300,7 @@ func (c *connFlags) dial() (*clients, contextConfig, error) {
 		if !shardrouter.Valid(shard) {
 			return nil, fmt.Errorf("%q is not a shard name (s0, s1, ...)", shard)
 		}
-		conn, err := get(strings.ReplaceAll(ctx.Consent, shardrouter.ShardPlaceholder, shard))
+		conn, err := get(shardrouter.Address(ctx.Consent, shard))
 		if err != nil {
 			return nil, err
 		}

@@ -28,14 +28,14 @@ type opCmd struct {
 	requestID *string
 	// idOutput, when set, names the id that -o id prints (idOutputFlag).
 	idOutput string
-	// platformWide is set for a command that names no tenant
-	// (newPlatformOp).
-	platformWide bool
+	// tenantRequired is set for a command that acts on a tenant (newOp),
+	// not on a service as a whole (newPlatformOp).
+	tenantRequired bool
 }
 
 func newOp(name, help string, stdout, stderr io.Writer) *opCmd {
 	o := newPlatformOp(name, help, stdout, stderr)
-	o.platformWide = false
+	o.tenantRequired = true
 	o.fs.StringVar(&o.tenant, "tenant", "", "the tenant (required)")
 	return o
 }
@@ -43,7 +43,7 @@ func newOp(name, help string, stdout, stderr io.Writer) *opCmd {
 // newPlatformOp is an operator command that acts on a service as a whole,
 // not on a tenant: it has no --tenant.
 func newPlatformOp(name, help string, stdout, stderr io.Writer) *opCmd {
-	o := &opCmd{name: name, stdout: stdout, stderr: stderr, platformWide: true}
+	o := &opCmd{name: name, stdout: stdout, stderr: stderr}
 	o.fs = newFlagSet(name, help, stderr)
 	o.conn.register(o.fs)
 	o.conn.registerOutput(o.fs)
@@ -55,7 +55,7 @@ func (o *opCmd) start(args []string, required ...string) int {
 	if code := parse(o.fs, args); code >= 0 {
 		return code
 	}
-	if o.tenant == "" && !o.platformWide {
+	if o.tenant == "" && o.tenantRequired {
 		return o.usage("--tenant is required")
 	}
 	if o.id != nil {
